@@ -1,0 +1,129 @@
+package bridge
+
+import (
+	"context"
+	"errors"
+)
+
+// Handler takes one delivery into the pipeline. It blocks while the pipeline
+// is full, which is how backpressure reaches a source: a source calls it from
+// its receive loop and does not read more until it returns. It returns an
+// error only when ctx is done or the pipeline is shutting down; the delivery
+// is then not the pipeline's and the source must release it.
+type Handler func(ctx context.Context, d *Delivery) error
+
+// Source is a consumer of the IoT platform subscription (one per protocol).
+//
+// Run connects, receives and passes every delivery to h until ctx is done,
+// reconnecting by itself with backoff; it returns nil after ctx is done, or
+// an error only for a problem that retrying cannot fix. After Run returns the
+// connections stay open, so that deliveries in flight can still be settled,
+// until Close.
+//
+// Close releases every delivery still unsettled (where the protocol can),
+// closes all connections within ctx's deadline and waits for Run to return.
+type Source interface {
+	Run(ctx context.Context, h Handler) error
+	Close(ctx context.Context) error
+}
+
+// ConnState is a source connection's state, for readiness and metrics.
+type ConnState struct {
+	// Name identifies the connection, e.g. the client id "edge-gw-01-0".
+	Name      string
+	Connected bool
+	// Reconnects counts successful connects after the first.
+	Reconnects int64
+	// LastError is the most recent connection error, "" when none. It never
+	// contains a secret.
+	LastError string
+}
+
+// StateReporter is implemented by sources that can report their connections.
+type StateReporter interface {
+	ConnStates() []ConnState
+}
+
+// DestinationKind tells an MNS queue from an MNS topic.
+type DestinationKind int
+
+const (
+	Queue DestinationKind = iota + 1
+	Topic
+)
+
+func (k DestinationKind) String() string {
+	switch k {
+	case Queue:
+		return "queue"
+	case Topic:
+		return "topic"
+	}
+	return "unknown"
+}
+
+// Destination is an MNS queue or topic.
+type Destination struct {
+	Kind DestinationKind
+	Name string
+}
+
+func (d Destination) String() string { return d.Kind.String() + " " + d.Name }
+
+// Outgoing is one message as the sink must write it.
+type Outgoing struct {
+	// Body is the payload (after the envelope), before any body encoding,
+	// which is the sink's business.
+	Body []byte
+	// Tag is the MNS message tag (topics only), "" for none.
+	Tag string
+	// ID names the message in errors and logs (the platform messageId).
+	ID string
+}
+
+// Sink writes messages to a destination.
+//
+// Send returns exactly one error per message, in order: nil when the
+// destination accepted that message. It is safe for concurrent use. A
+// non-nil error is retryable unless it says otherwise (see Retryable). Send
+// honours ctx: on cancel it returns promptly with ctx's error for every
+// message not known to be accepted.
+type Sink interface {
+	Send(ctx context.Context, dest Destination, msgs []Outgoing) []error
+}
+
+// Checker is implemented by sinks that can look a destination up without
+// writing to it (check -connect, readiness).
+type Checker interface {
+	Check(ctx context.Context, dest Destination) error
+}
+
+// Retryable reports whether err is worth retrying. An error says it is not
+// by having a method Retryable() bool that returns false (MNS 4xx, a body
+// over the size limit). Any other non-nil error is retryable: retrying an
+// unknown failure until the retry budget runs out is safer than dropping.
+func Retryable(err error) bool {
+	if err == nil {
+		return false
+	}
+	var r interface{ Retryable() bool }
+	if errors.As(err, &r) {
+		return r.Retryable()
+	}
+	return true
+}
+
+// PermanentError marks an error that retrying cannot fix.
+type PermanentError struct{ Err error }
+
+func (e *PermanentError) Error() string   { return e.Err.Error() }
+func (e *PermanentError) Unwrap() error   { return e.Err }
+func (e *PermanentError) Retryable() bool { return false }
+
+// Permanent wraps err as not retryable.
+func Permanent(err error) error {
+	if err == nil {
+		return nil
+	}
+	return &PermanentError{Err: err}
+}
