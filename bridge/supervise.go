@@ -1,0 +1,216 @@
+package bridge
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"math/rand/v2"
+	"sync"
+	"time"
+)
+
+// Backoff computes jittered exponential delays: each delay is drawn
+// uniformly from [d/2, d] where d doubles from Min up to Max. It is not safe
+// for concurrent use; each connection slot owns one.
+type Backoff struct {
+	Min, Max time.Duration
+	// Rand returns a number in [0,1); nil uses math/rand/v2.
+	Rand    func() float64
+	attempt int
+}
+
+// Next returns the delay before the next attempt and advances the backoff.
+func (b *Backoff) Next() time.Duration {
+	lo, hi := b.Min, b.Max
+	if lo <= 0 {
+		lo = time.Second
+	}
+	if hi < lo {
+		hi = lo
+	}
+	d := lo
+	for i := 0; i < b.attempt && d < hi; i++ {
+		d *= 2
+	}
+	if d > hi {
+		d = hi
+	}
+	b.attempt++
+	r := rand.Float64
+	if b.Rand != nil {
+		r = b.Rand
+	}
+	return d/2 + time.Duration(r()*float64(d/2))
+}
+
+// Reset starts the backoff again from Min.
+func (b *Backoff) Reset() { b.attempt = 0 }
+
+// AttemptLimiter bounds connection attempts in any sliding minute. The
+// platform refuses more than 100 connection requests a minute per consumer
+// group, so all connections of one group share one limiter. It is safe for
+// concurrent use.
+type AttemptLimiter struct {
+	mu     sync.Mutex
+	max    int
+	window time.Duration
+	times  []time.Time // start times of recent attempts, oldest first
+	now    func() time.Time
+}
+
+// NewAttemptLimiter allows at most max attempts in any window.
+func NewAttemptLimiter(max int, window time.Duration) *AttemptLimiter {
+	if max < 1 {
+		max = 1
+	}
+	return &AttemptLimiter{max: max, window: window, now: time.Now}
+}
+
+// Wait blocks until an attempt is allowed, records it and returns nil, or
+// returns ctx's error.
+func (l *AttemptLimiter) Wait(ctx context.Context) error {
+	for {
+		l.mu.Lock()
+		now := l.now()
+		for len(l.times) > 0 && now.Sub(l.times[0]) >= l.window {
+			l.times = l.times[1:]
+		}
+		if len(l.times) < l.max {
+			l.times = append(l.times, now)
+			l.mu.Unlock()
+			return nil
+		}
+		wait := l.window - now.Sub(l.times[0])
+		l.mu.Unlock()
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return ctx.Err()
+		case <-t.C:
+		}
+	}
+}
+
+// Session is one connection's life: it dials, signs, subscribes and
+// receives until the connection fails or ctx is done. It calls connected
+// once the connection is ready to receive, and returns the reason it ended.
+type Session func(ctx context.Context, connected func()) error
+
+// Supervisor keeps one connection slot alive: it runs a Session again and
+// again, with jittered exponential backoff between failures (reset once a
+// connection has been stable for StableAfter) and under a shared
+// AttemptLimiter. Never two sessions at once for one slot: the next dial
+// starts only after the previous session returned.
+type Supervisor struct {
+	Name        string // the slot, e.g. the client id "edge-gw-01-0"
+	Backoff     Backoff
+	StableAfter time.Duration // default 1 minute
+	Limiter     *AttemptLimiter
+	Logger      *slog.Logger
+	// OnState, when set, is told every state change (for metrics).
+	OnState func(ConnState)
+
+	mu    sync.Mutex
+	state ConnState
+}
+
+// ErrFatal wraps a session error that reconnecting cannot fix; Run returns
+// it instead of redialling.
+var ErrFatal = errors.New("fatal")
+
+// State returns the slot's current state. Safe for concurrent use.
+func (s *Supervisor) State() ConnState {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	st := s.state
+	st.Name = s.Name
+	return st
+}
+
+func (s *Supervisor) setState(f func(*ConnState)) {
+	s.mu.Lock()
+	f(&s.state)
+	st := s.state
+	st.Name = s.Name
+	s.mu.Unlock()
+	if s.OnState != nil {
+		s.OnState(st)
+	}
+}
+
+// Run supervises sessions until ctx is done (then it returns nil) or a
+// session returns an error wrapping ErrFatal. It logs each state change once:
+// a connect, a loss, and the first of a run of identical failures.
+func (s *Supervisor) Run(ctx context.Context, session Session) error {
+	log := s.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	stable := s.StableAfter
+	if stable <= 0 {
+		stable = time.Minute
+	}
+	everConnected := false
+	lastErr := ""
+	for {
+		if s.Limiter != nil {
+			if err := s.Limiter.Wait(ctx); err != nil {
+				return nil
+			}
+		}
+		if ctx.Err() != nil {
+			return nil
+		}
+		var connectedAt time.Time
+		err := session(ctx, func() {
+			connectedAt = time.Now()
+			reconnect := everConnected
+			everConnected = true
+			lastErr = ""
+			s.setState(func(st *ConnState) {
+				st.Connected = true
+				st.LastError = ""
+				if reconnect {
+					st.Reconnects++
+				}
+			})
+			log.Info("source connected", "conn", s.Name, "reconnect", reconnect)
+		})
+		wasConnected := !connectedAt.IsZero()
+		msg := "session ended"
+		if err != nil {
+			msg = err.Error()
+		}
+		s.setState(func(st *ConnState) {
+			st.Connected = false
+			st.LastError = msg
+		})
+		if ctx.Err() != nil {
+			return nil
+		}
+		if errors.Is(err, ErrFatal) {
+			log.Error("source connection failed permanently", "conn", s.Name, "err", msg)
+			return err
+		}
+		if wasConnected {
+			if time.Since(connectedAt) >= stable {
+				s.Backoff.Reset()
+			}
+			log.Warn("source connection lost; reconnecting", "conn", s.Name, "err", msg)
+		} else if msg != lastErr {
+			log.Error("source connect failed; retrying with backoff", "conn", s.Name, "err", msg)
+		} else {
+			log.Debug("source connect failed again", "conn", s.Name, "err", msg)
+		}
+		lastErr = msg
+		d := s.Backoff.Next()
+		t := time.NewTimer(d)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil
+		case <-t.C:
+		}
+	}
+}

@@ -1,0 +1,44 @@
+package bridge
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"os"
+)
+
+// TLSOptions are the source's TLS settings (config keys source.tls.*).
+type TLSOptions struct {
+	CAFile             string // PEM bundle added to the system roots
+	ServerName         string // name to verify, if not the endpoint host
+	InsecureSkipVerify bool
+}
+
+// TLSConfig builds a client TLS config: TLS 1.2 or later, the system roots
+// plus CAFile, and ServerName (or host when ServerName is empty). Errors name
+// the config key.
+func (o TLSOptions) TLSConfig(host string) (*tls.Config, error) {
+	roots, err := x509.SystemCertPool()
+	if err != nil || roots == nil {
+		roots = x509.NewCertPool()
+	}
+	if o.CAFile != "" {
+		pem, err := os.ReadFile(o.CAFile)
+		if err != nil {
+			return nil, fmt.Errorf("source.tls.ca_file: %w", err)
+		}
+		if !roots.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("source.tls.ca_file: %s holds no PEM certificate", o.CAFile)
+		}
+	}
+	name := o.ServerName
+	if name == "" {
+		name = host
+	}
+	return &tls.Config{
+		MinVersion:         tls.VersionTLS12,
+		RootCAs:            roots,
+		ServerName:         name,
+		InsecureSkipVerify: o.InsecureSkipVerify,
+	}, nil
+}
