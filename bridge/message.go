@@ -28,6 +28,11 @@ type Message struct {
 	Body []byte
 	// Properties are the remaining headers or application properties, as text.
 	Properties map[string]string
+	// Invalid, when not empty, says why the body cannot be forwarded as it
+	// arrived (for example "body is not valid base64"); Body then holds the
+	// bytes as received. The pipeline dead-letters such a message with this
+	// reason and settles it: it is never forwarded garbled.
+	Invalid string
 }
 
 // DeviceFromTopic returns the product key and device name that the platform's
