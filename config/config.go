@@ -1,0 +1,203 @@
+// Package config loads, expands, defaults and validates the iot-mns-bridge
+// YAML config file. The key names are the product's contract with its users.
+//
+// Load is strict (an unknown key is an error with its line), expands ${VAR}
+// and ${VAR:-default} from the environment, reads secrets from *_file keys
+// (relative to $CREDENTIALS_DIRECTORY when systemd sets it), fills defaults
+// from Default, and Validate reports every problem at once, each with its
+// path ("routes[2].queue: ...").
+package config
+
+import "time"
+
+// Config is the whole file.
+type Config struct {
+	Source          Source        `yaml:"source"`
+	MNS             MNS           `yaml:"mns"`
+	Routes          []Route       `yaml:"routes"`
+	DefaultRoute    DefaultRoute  `yaml:"default_route"`
+	Delivery        Delivery      `yaml:"delivery"`
+	Spool           Spool         `yaml:"spool"`
+	Envelope        string        `yaml:"envelope"` // raw | json
+	HTTP            HTTP          `yaml:"http"`
+	Log             Log           `yaml:"log"`
+	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
+
+	// Path is the file the config was loaded from ("" when built in code).
+	Path string `yaml:"-"`
+}
+
+// Source is the IoT platform subscription.
+type Source struct {
+	Protocol        string      `yaml:"protocol"` // stomp | amqp
+	Endpoint        string      `yaml:"endpoint"` // host or host:port
+	ClientID        string      `yaml:"client_id"`
+	ConsumerGroupID string      `yaml:"consumer_group_id"`
+	IotInstanceID   string      `yaml:"iot_instance_id"`
+	SignMethod      string      `yaml:"sign_method"`
+	Connections     int         `yaml:"connections"`
+	Credentials     Credentials `yaml:"credentials"`
+	TLS             TLS         `yaml:"tls"`
+	STOMP           STOMP       `yaml:"stomp"`
+	AMQP            AMQP        `yaml:"amqp"`
+	// DialTimeout bounds TCP + TLS + login of one connection attempt.
+	DialTimeout time.Duration `yaml:"dial_timeout"`
+	// ReconnectMinBackoff and ReconnectMaxBackoff bound the jittered
+	// exponential backoff between connection attempts.
+	ReconnectMinBackoff time.Duration `yaml:"reconnect_min_backoff"`
+	ReconnectMaxBackoff time.Duration `yaml:"reconnect_max_backoff"`
+}
+
+// Credentials is an AccessKey pair with an optional STS token. Each secret
+// may come from a file instead (the *_file twin).
+type Credentials struct {
+	AccessKeyID         string `yaml:"access_key_id"`
+	AccessKeySecret     Secret `yaml:"access_key_secret"`
+	AccessKeySecretFile string `yaml:"access_key_secret_file"`
+	SecurityToken       Secret `yaml:"security_token"`
+	SecurityTokenFile   string `yaml:"security_token_file"`
+}
+
+// Secret is a string that prints as "***" in every fmt verb and in YAML
+// output, so a Config can be logged or dumped without leaking it.
+type Secret string
+
+func (s Secret) String() string {
+	if s == "" {
+		return ""
+	}
+	return "***"
+}
+
+// GoString hides the secret from %#v.
+func (s Secret) GoString() string { return `"` + s.String() + `"` }
+
+// MarshalYAML hides the secret from YAML output.
+func (s Secret) MarshalYAML() (any, error) { return s.String(), nil }
+
+// Reveal returns the secret itself, for signing only.
+func (s Secret) Reveal() string { return string(s) }
+
+// TLS is the source's TLS settings.
+type TLS struct {
+	CAFile             string `yaml:"ca_file"`
+	ServerName         string `yaml:"server_name"`
+	InsecureSkipVerify bool   `yaml:"insecure_skip_verify"`
+}
+
+// STOMP options (source.protocol: stomp).
+type STOMP struct {
+	Destination   string        `yaml:"destination"`
+	Ack           string        `yaml:"ack"` // auto | client-individual
+	EncodeBase64  bool          `yaml:"encode_base64"`
+	Host          string        `yaml:"host"`
+	HeartBeat     time.Duration `yaml:"heartbeat"`
+	CheckInterval time.Duration `yaml:"check_interval"`
+}
+
+// AMQP options (source.protocol: amqp).
+type AMQP struct {
+	Address     string        `yaml:"address"`
+	Credit      int           `yaml:"credit"`
+	IdleTimeout time.Duration `yaml:"idle_timeout"`
+	// Vhost is the AMQP open hostname; "" uses the endpoint host. RabbitMQ
+	// selects a vhost with "vhost:NAME"; the platform ignores it.
+	Vhost string `yaml:"vhost"`
+}
+
+// MNS is where messages go.
+type MNS struct {
+	Endpoint string `yaml:"endpoint"`
+	// Credentials default to the source's AccessKey pair when empty.
+	Credentials    Credentials   `yaml:"credentials"`
+	BodyEncoding   string        `yaml:"body_encoding"` // base64 | raw
+	RequestTimeout time.Duration `yaml:"request_timeout"`
+}
+
+// Route sends messages whose topic matches Match to Queue or Topic. Exactly
+// one of Queue and Topic is set; both may be templates over the named
+// segments of Match. MessageTag applies to topics only.
+type Route struct {
+	Match      string `yaml:"match"`
+	Queue      string `yaml:"queue"`
+	Topic      string `yaml:"topic"`
+	MessageTag string `yaml:"message_tag"`
+}
+
+// DefaultRoute takes the messages no route matches: to a queue or topic, or
+// to the dead-letter target when DeadLetter is true.
+type DefaultRoute struct {
+	Queue      string `yaml:"queue"`
+	Topic      string `yaml:"topic"`
+	MessageTag string `yaml:"message_tag"`
+	DeadLetter bool   `yaml:"dead_letter"`
+}
+
+// Delivery tunes batching, flow control, retries, de-duplication and the
+// dead-letter target.
+type Delivery struct {
+	// BatchSize is the most messages in one MNS batch request (1..16).
+	BatchSize int `yaml:"batch_size"`
+	// BatchBytes is the most body bytes in one batch (up to 65536).
+	BatchBytes int `yaml:"batch_bytes"`
+	// Linger is how long a partly filled batch waits for more messages.
+	Linger time.Duration `yaml:"linger"`
+	// MaxInFlight bounds the messages the pipeline holds at once; when it is
+	// reached the source stops reading (backpressure).
+	MaxInFlight int `yaml:"max_in_flight"`
+	// MaxRequestsPerDestination and MaxRequests bound concurrent MNS requests.
+	MaxRequestsPerDestination int        `yaml:"max_requests_per_destination"`
+	MaxRequests               int        `yaml:"max_requests"`
+	Retry                     Retry      `yaml:"retry"`
+	Dedup                     Dedup      `yaml:"dedup"`
+	DeadLetter                DeadLetter `yaml:"dead_letter"`
+}
+
+// Retry is the backoff for retryable MNS failures.
+type Retry struct {
+	InitialBackoff time.Duration `yaml:"initial_backoff"`
+	MaxBackoff     time.Duration `yaml:"max_backoff"`
+	// MaxAttempts is the most sends of one message; 0 means no limit
+	// (MaxAge still applies).
+	MaxAttempts int `yaml:"max_attempts"`
+	// MaxAge is how long a message may be retried before it is
+	// dead-lettered; 0 means no limit.
+	MaxAge time.Duration `yaml:"max_age"`
+}
+
+// Dedup is the window of recent message ids used to suppress redeliveries.
+type Dedup struct {
+	Size   int           `yaml:"size"` // 0 disables
+	MaxAge time.Duration `yaml:"max_age"`
+}
+
+// DeadLetter says where messages go that cannot be delivered: a local JSONL
+// file, an MNS queue, or both.
+type DeadLetter struct {
+	File  string `yaml:"file"`
+	Queue string `yaml:"queue"`
+}
+
+// Spool makes messages durable on local disk as they arrive.
+type Spool struct {
+	Dir      string `yaml:"dir"` // "" disables the spool
+	MaxBytes Size   `yaml:"max_bytes"`
+	// CommitInterval is the group-commit linger before an fsync.
+	CommitInterval time.Duration `yaml:"commit_interval"`
+}
+
+// Size is a byte count written as a number or with a unit ("64MiB", "1GB").
+type Size int64
+
+// HTTP is the metrics and health listener.
+type HTTP struct {
+	Listen string `yaml:"listen"` // "" disables
+}
+
+// Log settings.
+type Log struct {
+	Level  string `yaml:"level"`  // debug | info | warn | error
+	Format string `yaml:"format"` // text | json
+	// SummaryInterval is the period of the one-line summary; 0 disables.
+	SummaryInterval time.Duration `yaml:"summary_interval"`
+}
