@@ -1,0 +1,203 @@
+package amqpsrc
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"net"
+	"strings"
+	"time"
+
+	"github.com/Azure/go-amqp"
+
+	"github.com/iot-mns-bridge/iot-mns-bridge/bridge"
+	"github.com/iot-mns-bridge/iot-mns-bridge/iotauth"
+)
+
+// linkCloseTimeout bounds the receiver's detach: RabbitMQ 3.x never answers
+// a closing detach, and the connection close that follows ends the link
+// anyway.
+const linkCloseTimeout = 2 * time.Second
+
+// dialer opens real connections.
+type dialer struct {
+	cfg Config
+	tls *tls.Config
+}
+
+// dial signs afresh, connects TCP and TLS, logs in with SASL PLAIN (all
+// within DialTimeout), then begins a session and attaches one receiver
+// (within AttachTimeout). On any failure nothing stays open. Errors say
+// which step failed and what to check; they never hold a secret.
+func (d *dialer) dial(ctx context.Context, _ int, id string) (connection, error) {
+	cfg := d.cfg
+	p, err := cfg.Params()
+	if err != nil {
+		return nil, fmt.Errorf("amqp connect as %s: read credentials: %w", id, err)
+	}
+	p.ClientID = id
+	creds, err := iotauth.Sign(p, cfg.Clock())
+	if err != nil {
+		return nil, fmt.Errorf("amqp connect as %s: sign the login: %w (%w)", id, err, bridge.ErrFatal)
+	}
+
+	dctx, cancel := context.WithTimeout(ctx, cfg.DialTimeout)
+	defer cancel()
+	nc, err := (&tls.Dialer{Config: d.tls}).DialContext(dctx, "tcp", cfg.Endpoint)
+	if err != nil {
+		return nil, explainDial(cfg, id, err)
+	}
+	host, _, _ := net.SplitHostPort(cfg.Endpoint)
+	hostname := cfg.Vhost
+	if hostname == "" {
+		hostname = host
+	}
+	conn, err := amqp.NewConn(dctx, nc, &amqp.ConnOptions{
+		SASLType:    amqp.SASLTypePlain(creds.Username, creds.Password),
+		IdleTimeout: cfg.IdleTimeout,
+		HostName:    hostname,
+	})
+	if err != nil {
+		_ = nc.Close()
+		return nil, explainLogin(cfg, id, err)
+	}
+
+	c := &amqpConn{net: nc, conn: conn}
+	actx, cancelAttach := context.WithTimeout(ctx, cfg.AttachTimeout)
+	defer cancelAttach()
+	c.sess, err = conn.NewSession(actx, nil)
+	if err == nil {
+		c.rcv, err = c.sess.NewReceiver(actx, cfg.Address, &amqp.ReceiverOptions{Credit: int32(cfg.Credit)})
+	}
+	if err != nil {
+		cctx, ccancel := context.WithTimeout(context.WithoutCancel(ctx), cfg.AttachTimeout)
+		_ = c.Close(cctx)
+		ccancel()
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		return nil, fmt.Errorf("amqp attach receiver to %q as %s: %w; check source.amqp.address "+
+			"and that the consumer group is subscribed (the platform drops a connection without a receiver after 15s)",
+			cfg.Address, id, err)
+	}
+	return c, nil
+}
+
+// explainDial turns a TCP or TLS failure into an error naming what to check.
+func explainDial(cfg Config, id string, err error) error {
+	var (
+		unknownCA *x509.UnknownAuthorityError
+		hostErr   x509.HostnameError
+		certErr   x509.CertificateInvalidError
+		verifyErr *tls.CertificateVerificationError
+		recErr    tls.RecordHeaderError
+	)
+	switch {
+	case errors.As(err, &unknownCA), errors.As(err, &verifyErr), errors.As(err, &certErr):
+		return fmt.Errorf("amqp connect to %s as %s: TLS certificate not trusted: %w; check source.tls.ca_file "+
+			"(it must hold the CA that signed the endpoint's certificate)", cfg.Endpoint, id, err)
+	case errors.As(err, &hostErr):
+		return fmt.Errorf("amqp connect to %s as %s: TLS certificate does not match the name: %w; "+
+			"check source.endpoint and source.tls.server_name", cfg.Endpoint, id, err)
+	case errors.As(err, &recErr):
+		return fmt.Errorf("amqp connect to %s as %s: the endpoint does not speak TLS: %w; "+
+			"check the port of source.endpoint (amqps is 5671)", cfg.Endpoint, id, err)
+	case errors.Is(err, context.DeadlineExceeded):
+		return fmt.Errorf("amqp connect to %s as %s: no answer within source.dial_timeout (%s): %w; "+
+			"check source.endpoint and that the network allows port 5671", cfg.Endpoint, id, cfg.DialTimeout, err)
+	}
+	return fmt.Errorf("amqp connect to %s as %s: %w; check source.endpoint and that the network allows the port",
+		cfg.Endpoint, id, err)
+}
+
+// explainLogin turns an AMQP open or SASL failure into an error naming what
+// to check.
+func explainLogin(cfg Config, id string, err error) error {
+	if strings.Contains(err.Error(), "SASL") {
+		return fmt.Errorf("amqp login to %s as %s refused: %w; check source.credentials (AccessKey ID and secret, "+
+			"STS token), source.consumer_group_id, source.iot_instance_id, and that the clock is right", cfg.Endpoint, id, err)
+	}
+	if errors.Is(err, context.DeadlineExceeded) {
+		return fmt.Errorf("amqp login to %s as %s: no answer within source.dial_timeout (%s): %w",
+			cfg.Endpoint, id, cfg.DialTimeout, err)
+	}
+	return fmt.Errorf("amqp open to %s as %s: %w; check source.endpoint and source.amqp.idle_timeout",
+		cfg.Endpoint, id, err)
+}
+
+// explainLoss describes why an established connection ended.
+func explainLoss(err error) error {
+	if err == nil {
+		return errors.New("the link ended without an error")
+	}
+	var ce *amqp.ConnError
+	if errors.As(err, &ce) && ce.RemoteErr != nil {
+		return fmt.Errorf("closed by the server: %w", err)
+	}
+	var le *amqp.LinkError
+	if errors.As(err, &le) && le.RemoteErr != nil {
+		return fmt.Errorf("receiver detached by the server: %w", err)
+	}
+	return err
+}
+
+// amqpConn is a go-amqp connection with its session and receiver. It owns
+// the socket, so a close that the peer does not answer can be forced.
+type amqpConn struct {
+	net  net.Conn
+	conn *amqp.Conn
+	sess *amqp.Session
+	rcv  *amqp.Receiver
+}
+
+func (c *amqpConn) Receive(ctx context.Context) (*amqp.Message, error) {
+	return c.rcv.Receive(ctx, nil)
+}
+
+func (c *amqpConn) Accept(ctx context.Context, m *amqp.Message) error {
+	return c.rcv.AcceptMessage(ctx, m)
+}
+
+func (c *amqpConn) Release(ctx context.Context, m *amqp.Message) error {
+	return c.rcv.ReleaseMessage(ctx, m)
+}
+
+func (c *amqpConn) Done() <-chan struct{} { return c.conn.Done() }
+func (c *amqpConn) Err() error            { return c.conn.Err() }
+
+// Close releases the messages the receiver prefetched but nobody received,
+// detaches the receiver (at most linkCloseTimeout), ends the session and
+// closes the connection, all within ctx; past ctx's deadline it closes the
+// socket. It returns ctx's error when it had to force.
+func (c *amqpConn) Close(ctx context.Context) error {
+	select {
+	case <-c.conn.Done():
+	default:
+		if c.rcv != nil {
+			for m := c.rcv.Prefetched(); m != nil && ctx.Err() == nil; m = c.rcv.Prefetched() {
+				_ = c.rcv.ReleaseMessage(ctx, m)
+			}
+			lctx, cancel := context.WithTimeout(ctx, linkCloseTimeout)
+			_ = c.rcv.Close(lctx)
+			cancel()
+		}
+		if c.sess != nil {
+			_ = c.sess.Close(ctx)
+		}
+	}
+	done := make(chan struct{})
+	go func() {
+		_ = c.conn.Close()
+		close(done)
+	}()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		_ = c.net.Close()
+		<-done
+		return ctx.Err()
+	}
+}

@@ -1,0 +1,166 @@
+package amqpsrc
+
+import (
+	"encoding/base64"
+	"fmt"
+	"math"
+	"strconv"
+	"time"
+	"unicode/utf8"
+
+	"github.com/Azure/go-amqp"
+
+	"github.com/iot-mns-bridge/iot-mns-bridge/bridge"
+)
+
+// Application property names the platform sets on every message.
+const (
+	propTopic        = "topic"
+	propMessageID    = "messageId"
+	propGenerateTime = "generateTime"
+)
+
+// toMessage maps an AMQP message onto the bridge's model. It never fails:
+// a body that cannot be forwarded sets Message.Invalid with the reason, so
+// that the pipeline dead-letters it.
+//
+// The body is the concatenation of the data sections, or an amqp-value that
+// is a string or binary. topic, messageId and generateTime are read from the
+// application properties whatever their AMQP type; the other application
+// properties are kept as text. A missing messageId falls back to the
+// message-id of the AMQP properties section.
+func toMessage(m *amqp.Message) bridge.Message {
+	var out bridge.Message
+	out.Body, out.Invalid = body(m)
+
+	for k, v := range m.ApplicationProperties {
+		switch k {
+		case propTopic:
+			out.Topic = text(v)
+		case propMessageID:
+			out.MessageID = text(v)
+		case propGenerateTime:
+			ms, ok := millis(v)
+			if ok {
+				out.GenerateTime = ms
+				continue
+			}
+			// Keep what we could not read, for the operator to see.
+			setProp(&out, k, text(v))
+		default:
+			setProp(&out, k, text(v))
+		}
+	}
+	if out.MessageID == "" && m.Properties != nil && m.Properties.MessageID != nil {
+		out.MessageID = text(m.Properties.MessageID)
+	}
+	return out
+}
+
+func setProp(m *bridge.Message, k, v string) {
+	if m.Properties == nil {
+		m.Properties = make(map[string]string)
+	}
+	m.Properties[k] = v
+}
+
+// body returns the payload, or the reason it cannot be forwarded together
+// with a textual form of what arrived.
+func body(m *amqp.Message) ([]byte, string) {
+	switch {
+	case len(m.Data) == 1:
+		return m.Data[0], ""
+	case len(m.Data) > 1:
+		n := 0
+		for _, d := range m.Data {
+			n += len(d)
+		}
+		b := make([]byte, 0, n)
+		for _, d := range m.Data {
+			b = append(b, d...)
+		}
+		return b, ""
+	case len(m.Sequence) > 0:
+		return []byte(fmt.Sprint(m.Sequence)), "AMQP body is an amqp-sequence section; only data sections or a string or binary amqp-value can be forwarded"
+	}
+	switch v := m.Value.(type) {
+	case nil:
+		return nil, ""
+	case string:
+		return []byte(v), ""
+	case []byte:
+		return v, ""
+	case amqp.Symbol:
+		return []byte(v), ""
+	default:
+		return []byte(fmt.Sprint(v)), fmt.Sprintf("AMQP body is an amqp-value of type %T; only data sections or a string or binary amqp-value can be forwarded", v)
+	}
+}
+
+// text renders an AMQP simple value as text: strings as they are, integers
+// in decimal, binary as UTF-8 when it is, else base64, timestamps in
+// RFC 3339 with milliseconds.
+func text(v any) string {
+	switch v := v.(type) {
+	case nil:
+		return ""
+	case string:
+		return v
+	case amqp.Symbol:
+		return string(v)
+	case []byte:
+		if utf8.Valid(v) {
+			return string(v)
+		}
+		return base64.StdEncoding.EncodeToString(v)
+	case time.Time:
+		return v.UTC().Format("2006-01-02T15:04:05.000Z07:00")
+	case amqp.UUID:
+		return v.String()
+	case fmt.Stringer:
+		return v.String()
+	}
+	return fmt.Sprint(v)
+}
+
+// millis reads a generateTime in epoch milliseconds from any integer type,
+// an integral float, a timestamp, or a string of digits.
+func millis(v any) (int64, bool) {
+	switch v := v.(type) {
+	case int64:
+		return v, true
+	case int32:
+		return int64(v), true
+	case int16:
+		return int64(v), true
+	case int8:
+		return int64(v), true
+	case int:
+		return int64(v), true
+	case uint64:
+		if v > math.MaxInt64 {
+			return 0, false
+		}
+		return int64(v), true
+	case uint32:
+		return int64(v), true
+	case uint16:
+		return int64(v), true
+	case uint8:
+		return int64(v), true
+	case float64:
+		if v != math.Trunc(v) || v < math.MinInt64 || v >= math.MaxInt64 {
+			return 0, false
+		}
+		return int64(v), true
+	case time.Time:
+		return v.UnixMilli(), true
+	case string:
+		n, err := strconv.ParseInt(v, 10, 64)
+		return n, err == nil
+	case []byte:
+		n, err := strconv.ParseInt(string(v), 10, 64)
+		return n, err == nil
+	}
+	return 0, false
+}
