@@ -8,7 +8,10 @@
 // path ("routes[2].queue: ...").
 package config
 
-import "time"
+import (
+	"sync"
+	"time"
+)
 
 // Config is the whole file.
 type Config struct {
@@ -25,6 +28,11 @@ type Config struct {
 
 	// Path is the file the config was loaded from ("" when built in code).
 	Path string `yaml:"-"`
+
+	// meta holds what Parse learned about the file (key lines) and the
+	// cache of secret files. Nil for a Config built in code. A pointer, so
+	// copies of a Config share it and fmt prints only an address.
+	meta *loadInfo
 }
 
 // Source is the IoT platform subscription.
@@ -200,4 +208,12 @@ type Log struct {
 	Format string `yaml:"format"` // text | json
 	// SummaryInterval is the period of the one-line summary; 0 disables.
 	SummaryInterval time.Duration `yaml:"summary_interval"`
+}
+
+// loadInfo is the state behind Config.meta. Safe for concurrent use.
+type loadInfo struct {
+	lines map[string]int // key path → 1-based line; read-only after Parse
+
+	mu    sync.Mutex
+	files map[string]secretFile // secret file path → last read
 }

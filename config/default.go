@@ -1,0 +1,74 @@
+package config
+
+import "time"
+
+// Default ports of the platform's endpoints, used when source.endpoint has
+// no port.
+const (
+	DefaultSTOMPPort = "61614"
+	DefaultAMQPPort  = "5671"
+)
+
+// Default returns the config with every optional key at its default. It is
+// the one place defaults come from: Parse decodes the file over it, so a key
+// the file leaves out keeps the value set here. Required keys (endpoints,
+// client id, credentials, routes) stay empty.
+func Default() Config {
+	return Config{
+		Source: Source{
+			Protocol:        "stomp",
+			ConsumerGroupID: "DEFAULT_GROUP",
+			SignMethod:      "hmacsha1",
+			Connections:     1,
+			STOMP: STOMP{
+				Destination:   "/topic/#",
+				Ack:           "auto",
+				HeartBeat:     30 * time.Second,
+				CheckInterval: time.Second,
+			},
+			AMQP: AMQP{
+				Address:     "default",
+				Credit:      64,
+				IdleTimeout: 120 * time.Second,
+			},
+			DialTimeout:         15 * time.Second,
+			ReconnectMinBackoff: time.Second,
+			ReconnectMaxBackoff: 60 * time.Second,
+		},
+		MNS: MNS{
+			BodyEncoding:   "base64",
+			RequestTimeout: 10 * time.Second,
+		},
+		Delivery: Delivery{
+			BatchSize:                 16,
+			BatchBytes:                65536,
+			Linger:                    5 * time.Millisecond,
+			MaxInFlight:               8192,
+			MaxRequestsPerDestination: 8,
+			MaxRequests:               64,
+			Retry: Retry{
+				InitialBackoff: 200 * time.Millisecond,
+				MaxBackoff:     30 * time.Second,
+				MaxAttempts:    0,
+				MaxAge:         time.Hour,
+			},
+			Dedup: Dedup{
+				Size:   100000,
+				MaxAge: 10 * time.Minute,
+			},
+			DeadLetter: DeadLetter{File: "dead-letter.jsonl"},
+		},
+		Spool: Spool{
+			MaxBytes:       GiB,
+			CommitInterval: 2 * time.Millisecond,
+		},
+		Envelope: "raw",
+		HTTP:     HTTP{Listen: "127.0.0.1:9477"},
+		Log: Log{
+			Level:           "info",
+			Format:          "text",
+			SummaryInterval: time.Minute,
+		},
+		ShutdownTimeout: 20 * time.Second,
+	}
+}

@@ -1,0 +1,392 @@
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"reflect"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+)
+
+// Load reads the config file at path, expanding variables from the process
+// environment; see Parse.
+func Load(path string) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("load config: %w", err)
+	}
+	return Parse(data, path, os.LookupEnv)
+}
+
+// Parse decodes a config file's contents over Default, resolves relative
+// paths, defaults mns.credentials to the source's and validates the result.
+// path names the file in errors and is the base of relative paths ("" for
+// the current directory); env looks up variables (os.LookupEnv; nil means an
+// empty environment).
+//
+// It fails, with every problem it finds joined into one error, when a key
+// is unknown, a ${VAR} has no value, a value has the wrong type or Validate
+// rejects the result. Each problem is a *FieldError with the file, the line
+// and the key's path. Secret values never appear in errors.
+//
+// Secret files (*_file keys) are read during validation and again whenever
+// they change; see SourceSecrets.
+func Parse(data []byte, path string, env func(string) (string, bool)) (*Config, error) {
+	if env == nil {
+		env = func(string) (string, bool) { return "", false }
+	}
+	var root yaml.Node
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	// KnownFields has no effect on a yaml.Node target: the walker below does
+	// the strict key check itself, with the key's path and line.
+	dec.KnownFields(true)
+	if err := dec.Decode(&root); err != nil && !errors.Is(err, io.EOF) {
+		return nil, syntaxError(path, err)
+	}
+	var extra yaml.Node
+	if err := dec.Decode(&extra); !errors.Is(err, io.EOF) {
+		line := extra.Line
+		if err != nil {
+			return nil, syntaxError(path, err)
+		}
+		return nil, &FieldError{File: path, Line: line, Reason: "a second YAML document (---): the config is one document"}
+	}
+
+	w := walker{file: path, env: env, lines: map[string]int{}, expanded: map[*yaml.Node]bool{}}
+	cfg := Default()
+	if len(root.Content) > 0 {
+		top := root.Content[0]
+		if top.Kind != yaml.MappingNode && !isNull(top) {
+			return nil, &FieldError{File: path, Line: top.Line, Reason: "the file must be a mapping of keys (source:, mns:, routes:, ...)"}
+		}
+		w.walk(top, reflect.TypeOf(cfg), "")
+		if len(w.errs) > 0 {
+			return nil, errors.Join(w.errs...)
+		}
+		if err := root.Decode(&cfg); err != nil {
+			return nil, decodeError(path, err)
+		}
+	}
+	cfg.Path = path
+	cfg.meta = &loadInfo{lines: w.lines, files: map[string]secretFile{}}
+	cfg.resolve(env)
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	return &cfg, nil
+}
+
+// resolve makes relative paths absolute against the config file's directory
+// (secret files: against $CREDENTIALS_DIRECTORY when set) and defaults
+// mns.credentials to the source's.
+func (c *Config) resolve(env func(string) (string, bool)) {
+	base := ""
+	if c.Path != "" {
+		base = filepath.Dir(c.Path)
+		if abs, err := filepath.Abs(base); err == nil {
+			base = abs
+		}
+	}
+	secretBase := base
+	if dir, ok := env("CREDENTIALS_DIRECTORY"); ok && dir != "" {
+		secretBase = dir
+	}
+	rel := func(dir string, p *string) {
+		if *p != "" && dir != "" && !filepath.IsAbs(*p) {
+			*p = filepath.Join(dir, *p)
+		}
+	}
+	rel(base, &c.Source.TLS.CAFile)
+	rel(base, &c.Spool.Dir)
+	rel(base, &c.Delivery.DeadLetter.File)
+	for _, cr := range []*Credentials{&c.Source.Credentials, &c.MNS.Credentials} {
+		rel(secretBase, &cr.AccessKeySecretFile)
+		rel(secretBase, &cr.SecurityTokenFile)
+	}
+	if c.MNS.Credentials == (Credentials{}) {
+		c.MNS.Credentials = c.Source.Credentials
+	}
+}
+
+var yamlLine = regexp.MustCompile(`^(?:yaml: )?line (\d+): `)
+
+// syntaxError turns a yaml.v3 error ("yaml: line 3: ...") into a FieldError.
+func syntaxError(path string, err error) error {
+	msg := err.Error()
+	line := 0
+	if m := yamlLine.FindStringSubmatch(msg); m != nil {
+		line, _ = strconv.Atoi(m[1])
+		msg = msg[len(m[0]):]
+	} else {
+		msg = strings.TrimPrefix(msg, "yaml: ")
+	}
+	return &FieldError{File: path, Line: line, Reason: "not valid YAML: " + msg}
+}
+
+// decodeError converts what yaml.v3's decoder reports after the walker's
+// checks; the walker catches the type errors it knows of first.
+func decodeError(path string, err error) error {
+	var te *yaml.TypeError
+	if !errors.As(err, &te) {
+		return &FieldError{File: path, Reason: err.Error()}
+	}
+	errs := make([]error, 0, len(te.Errors))
+	for _, e := range te.Errors {
+		errs = append(errs, syntaxError(path, errors.New(e)))
+	}
+	return errors.Join(errs...)
+}
+
+var (
+	durationType = reflect.TypeOf(time.Duration(0))
+	sizeType     = reflect.TypeOf(Size(0))
+)
+
+// maxVisits bounds the walk over a file whose aliases multiply its nodes.
+const maxVisits = 100000
+
+// walker checks the node tree against the Config type before decoding:
+// unknown keys, scalars of the wrong type, and the ${VAR} expansion of every
+// scalar value (never of keys or comments). It records the line of every key.
+type walker struct {
+	file     string
+	env      func(string) (string, bool)
+	errs     []error
+	lines    map[string]int
+	expanded map[*yaml.Node]bool
+	visits   int
+}
+
+func (w *walker) fail(n *yaml.Node, path, format string, args ...any) {
+	w.errs = append(w.errs, &FieldError{File: w.file, Line: n.Line, Path: path, Reason: fmt.Sprintf(format, args...)})
+}
+
+func isNull(n *yaml.Node) bool {
+	return n.Kind == yaml.ScalarNode && n.ShortTag() == "!!null"
+}
+
+func (w *walker) walk(n *yaml.Node, t reflect.Type, path string) {
+	w.visits++
+	if w.visits > maxVisits {
+		if w.visits == maxVisits+1 {
+			w.fail(n, path, "the file has more than %d values (aliases that repeat each other?)", maxVisits)
+		}
+		return
+	}
+	if n.Kind == yaml.AliasNode {
+		if n.Alias != nil {
+			w.walk(n.Alias, t, path)
+		}
+		return
+	}
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	if n.Kind == yaml.ScalarNode {
+		w.expand(n, t, path)
+	}
+	if isNull(n) {
+		return // keeps the default
+	}
+	switch {
+	case t == durationType:
+		w.duration(n, path)
+		return
+	case t == sizeType:
+		if w.scalar(n, path, "a size like 64MiB") {
+			if _, err := ParseSize(n.Value); err != nil {
+				w.fail(n, path, "%v", err)
+			}
+		}
+		return
+	}
+	switch t.Kind() {
+	case reflect.Struct:
+		w.mapping(n, t, path)
+	case reflect.Slice:
+		if n.Kind != yaml.SequenceNode {
+			w.fail(n, path, "must be a list (lines starting with '- ')")
+			return
+		}
+		for i, item := range n.Content {
+			p := fmt.Sprintf("%s[%d]", path, i)
+			w.lines[p] = item.Line
+			w.walk(item, t.Elem(), p)
+		}
+	case reflect.String:
+		w.scalar(n, path, "a single value")
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64:
+		if w.scalar(n, path, "a whole number") {
+			var v int64
+			if err := n.Decode(&v); err != nil || reflect.Zero(t).OverflowInt(v) {
+				w.fail(n, path, "%q is not a whole number", n.Value)
+			}
+		}
+	case reflect.Bool:
+		if w.scalar(n, path, "true or false") {
+			var v bool
+			if err := n.Decode(&v); err != nil {
+				w.fail(n, path, "%q is not true or false", n.Value)
+			}
+		}
+	}
+}
+
+// scalar reports whether n is a single value, and complains when it is not.
+func (w *walker) scalar(n *yaml.Node, path, what string) bool {
+	if n.Kind == yaml.ScalarNode {
+		return true
+	}
+	w.fail(n, path, "must be %s, not a list or a mapping", what)
+	return false
+}
+
+// expand replaces ${VAR} in a scalar value, once per node (an alias may
+// reach a node twice). A plain scalar that changed is re-typed by its new
+// text, except for string fields, which take it as it is.
+func (w *walker) expand(n *yaml.Node, t reflect.Type, path string) {
+	if w.expanded[n] || !strings.Contains(n.Value, "$") {
+		return
+	}
+	w.expanded[n] = true
+	v, err := expand(n.Value, w.env)
+	if err != nil {
+		w.fail(n, path, "%v", err)
+		return
+	}
+	if v == n.Value {
+		return
+	}
+	n.Value = v
+	switch {
+	case t.Kind() == reflect.String:
+		n.Tag = "!!str"
+	case n.Style&(yaml.SingleQuotedStyle|yaml.DoubleQuotedStyle|yaml.LiteralStyle|yaml.FoldedStyle) == 0:
+		n.Tag = "" // resolve again from the expanded text
+	}
+}
+
+// duration checks a Go duration ("30s", "1m30s"); a bare 0 is allowed and
+// rewritten to "0s", since yaml.v3 refuses numbers for durations.
+func (w *walker) duration(n *yaml.Node, path string) {
+	if !w.scalar(n, path, "a duration like 30s") {
+		return
+	}
+	if n.Value == "0" {
+		n.Value, n.Tag = "0s", "!!str"
+		return
+	}
+	if _, err := time.ParseDuration(n.Value); err != nil {
+		w.fail(n, path, "%q is not a duration: write a number with a unit, like 500ms, 30s, 1m30s or 2h", n.Value)
+		return
+	}
+	n.Tag = "!!str"
+}
+
+// mapping checks the keys of a struct's mapping, following merge keys (<<).
+func (w *walker) mapping(n *yaml.Node, t reflect.Type, path string) {
+	if n.Kind != yaml.MappingNode {
+		w.fail(n, path, "must be a mapping of keys (key: value lines)")
+		return
+	}
+	fields := yamlFields(t)
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		k, v := n.Content[i], n.Content[i+1]
+		if k.Kind != yaml.ScalarNode {
+			w.fail(k, path, "a key must be a plain name")
+			continue
+		}
+		if k.Value == "<<" && k.ShortTag() == "!!merge" {
+			w.merge(v, t, path)
+			continue
+		}
+		f, ok := fields[k.Value]
+		if !ok {
+			w.errs = append(w.errs, &FieldError{File: w.file, Line: k.Line, Reason: unknownKey(k.Value, path, fields)})
+			continue
+		}
+		p := k.Value
+		if path != "" {
+			p = path + "." + k.Value
+		}
+		w.lines[p] = k.Line
+		w.walk(v, f, p)
+	}
+}
+
+func (w *walker) merge(v *yaml.Node, t reflect.Type, path string) {
+	if v.Kind == yaml.SequenceNode {
+		for _, item := range v.Content {
+			w.walk(item, t, path)
+		}
+		return
+	}
+	w.walk(v, t, path)
+}
+
+func unknownKey(key, path string, fields map[string]reflect.Type) string {
+	where := "at the top level"
+	if path != "" {
+		where = "in " + path
+	}
+	msg := fmt.Sprintf("unknown key %q %s", key, where)
+	best, bestD := "", 3
+	for name := range fields {
+		if d := editDistance(key, name); d < bestD || d == bestD && name < best {
+			best, bestD = name, d
+		}
+	}
+	if best != "" {
+		msg += fmt.Sprintf(" (did you mean %q?)", best)
+	}
+	return msg
+}
+
+// yamlFields maps a struct's yaml key names to their field types.
+func yamlFields(t reflect.Type) map[string]reflect.Type {
+	m := make(map[string]reflect.Type, t.NumField())
+	for i := 0; i < t.NumField(); i++ {
+		f := t.Field(i)
+		if !f.IsExported() {
+			continue
+		}
+		name, _, _ := strings.Cut(f.Tag.Get("yaml"), ",")
+		if name == "-" {
+			continue
+		}
+		if name == "" {
+			name = strings.ToLower(f.Name)
+		}
+		m[name] = f.Type
+	}
+	return m
+}
+
+// editDistance is the Levenshtein distance of two short keys.
+func editDistance(a, b string) int {
+	prev := make([]int, len(b)+1)
+	cur := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev, cur = cur, prev
+	}
+	return prev[len(b)]
+}
