@@ -1,0 +1,487 @@
+package bridge
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"unicode/utf8"
+)
+
+// refMatch is a deliberately naive reference matcher (split and compare)
+// that the router is checked against.
+func refMatch(pattern, topic string) (map[string]string, bool) {
+	try := func(p, t string) (map[string]string, bool) {
+		if p == "" || t == "" || p[0] != '/' || t[0] != '/' {
+			return nil, false
+		}
+		ps, ts := strings.Split(p[1:], "/"), strings.Split(t[1:], "/")
+		caps := map[string]string{}
+		for i, s := range ps {
+			if s == "#" {
+				return caps, true
+			}
+			if i >= len(ts) {
+				return nil, false
+			}
+			switch {
+			case s == "+":
+			case strings.HasPrefix(s, "{"):
+				if ts[i] == "" {
+					return nil, false
+				}
+				caps[s[1:len(s)-1]] = ts[i]
+			case s != ts[i]:
+				return nil, false
+			}
+		}
+		return caps, len(ps) == len(ts)
+	}
+	strip := func(s string) string {
+		if strings.HasPrefix(s, "/sys/") {
+			return s[len("/sys"):]
+		}
+		return s
+	}
+	if c, ok := try(strip(pattern), strip(topic)); ok {
+		return c, true
+	}
+	return try(pattern, topic)
+}
+
+func mustRouter(t testing.TB, rules []RouteSpec, def DefaultRouteSpec) *Router {
+	t.Helper()
+	r, err := NewRouter(rules, def, nil)
+	if err != nil {
+		t.Fatalf("NewRouter: %v", err)
+	}
+	return r
+}
+
+func TestRouteMatching(t *testing.T) {
+	const prop = "/{productKey}/{deviceName}/thing/event/property/post"
+	tests := []struct {
+		name, pattern, queue, topic string
+		want                        string // rendered queue name; "" means no match
+	}{
+		{"named", prop, "p-{productKey}-{deviceName}", "/a1/d1/thing/event/property/post", "p-a1-d1"},
+		{"named, topic with /sys", prop, "p-{productKey}-{deviceName}", "/sys/a1/d1/thing/event/property/post", "p-a1-d1"},
+		{"pattern with /sys, topic without", "/sys/{pk}/{dn}/thing/#", "p-{pk}-{dn}", "/a1/d1/thing/x", "p-a1-d1"},
+		{"pattern with /sys, topic with", "/sys/{pk}/{dn}/thing/#", "p-{pk}-{dn}", "/sys/a1/d1/thing", "p-a1-d1"},
+		{"named prefers the topic without /sys", "/{a}/{b}/#", "p-{a}-{b}", "/sys/x/y", "p-x-y"},
+		{"as written when only that fits", "/+/+/{c}", "p-{c}", "/sys/a/b", "p-b"},
+		{"plus", "/+/{dn}/user/+", "q-{dn}", "/a/d/user/x", "q-d"},
+		{"plus matches an empty segment", "/+/{dn}/user/+", "q-{dn}", "/a/d/user/", "q-d"},
+		{"plus is one segment only", "/+/{dn}/user/+", "q-{dn}", "/a/d/user/x/y", ""},
+		{"plus needs its segment", "/+/{dn}/user/+", "q-{dn}", "/a/d/user", ""},
+		{"hash zero segments", "/{pk}/{dn}/user/#", "t-{pk}", "/a/d/user", "t-a"},
+		{"hash many segments", "/{pk}/{dn}/user/#", "t-{pk}", "/a/d/user/x/y/z", "t-a"},
+		{"hash after a mismatch", "/{pk}/{dn}/user/#", "t-{pk}", "/a/d/usr/x", ""},
+		{"root hash matches /", "/#", "all", "/", "all"},
+		{"root hash matches anything rooted", "/#", "all", "/x/y", "all"},
+		{"root hash does not match unrooted", "/#", "all", "x/y", ""},
+		{"empty topic", "/#", "all", "", ""},
+		{"named segment is never empty", "/{pk}/{dn}/user/#", "t-{pk}", "//d/user/x", ""},
+		{"literal is case sensitive", "/A/b", "q", "/a/b", ""},
+		{"trailing slash is a segment", "/status", "q", "/status/", ""},
+		{"status topic", "/as/mqtt/status/{pk}/{dn}", "s-{pk}", "/as/mqtt/status/a1/d1", "s-a1"},
+		{"status topic too long", "/as/mqtt/status/{pk}/{dn}", "s-{pk}", "/as/mqtt/status/a1/d1/x", ""},
+		{"non-UTF-8 topic, valid capture", "/+/{dn}/user/#", "q-{dn}", "/a\xff/d/user/x", "q-d"},
+		{"non-UTF-8 literal does not match", "/a/{dn}", "q-{dn}", "/a\xff/d", ""},
+		{"sys alone is a literal", "/sys", "q", "/sys", "q"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := mustRouter(t, []RouteSpec{{Match: tt.pattern, Queue: tt.queue}}, DefaultRouteSpec{DeadLetter: true})
+			got := r.Route(tt.topic)
+			if tt.want == "" {
+				if got.Rule != -1 || !got.DeadLetter {
+					t.Fatalf("Route(%q) = %+v, want no match", tt.topic, got)
+				}
+				if want := fmt.Sprintf("no route matches topic %q", tt.topic); got.Reason != want {
+					t.Errorf("Reason = %q, want %q", got.Reason, want)
+				}
+				return
+			}
+			want := Route{Dest: Destination{Kind: Queue, Name: tt.want}, Rule: 0}
+			if got != want {
+				t.Fatalf("Route(%q) = %+v, want %+v", tt.topic, got, want)
+			}
+			if _, ok := refMatch(tt.pattern, tt.topic); !ok {
+				t.Errorf("reference matcher disagrees: no match")
+			}
+		})
+	}
+}
+
+func TestRouteFirstMatchWins(t *testing.T) {
+	r := mustRouter(t, []RouteSpec{
+		{Match: "/as/mqtt/status/{productKey}/{deviceName}", Topic: "device-status", MessageTag: "{productKey}"},
+		{Match: "/{productKey}/{deviceName}/thing/event/property/post", Queue: "props-{productKey}"},
+		{Match: "/{productKey}/{deviceName}/thing/#", Queue: "thing"},
+		{Match: "/{productKey}/+/user/alarm", Queue: "alarms"},
+		{Match: "/{productKey}/{deviceName}/user/#", Queue: "telemetry-{productKey}"},
+	}, DefaultRouteSpec{Queue: "iot-unrouted"})
+	tests := []struct {
+		topic string
+		want  Route
+	}{
+		{"/as/mqtt/status/pk1/dev-1", Route{Dest: Destination{Topic, "device-status"}, Tag: "pk1", Rule: 0}},
+		{"/pk1/dev-1/thing/event/property/post", Route{Dest: Destination{Queue, "props-pk1"}, Rule: 1}},
+		{"/sys/pk1/dev-1/thing/event/property/post", Route{Dest: Destination{Queue, "props-pk1"}, Rule: 1}},
+		{"/pk1/dev-1/thing/lifecycle", Route{Dest: Destination{Queue, "thing"}, Rule: 2}},
+		{"/pk1/dev-1/user/alarm", Route{Dest: Destination{Queue, "alarms"}, Rule: 3}},
+		{"/pk1/dev-1/user/telemetry", Route{Dest: Destination{Queue, "telemetry-pk1"}, Rule: 4}},
+		{"/pk1/dev-1/other", Route{Dest: Destination{Queue, "iot-unrouted"}, Rule: -1}},
+		{"", Route{Dest: Destination{Queue, "iot-unrouted"}, Rule: -1}},
+	}
+	for _, tt := range tests {
+		if got := r.Route(tt.topic); got != tt.want {
+			t.Errorf("Route(%q) = %+v, want %+v", tt.topic, got, tt.want)
+		}
+	}
+}
+
+func TestRouteTemplates(t *testing.T) {
+	rules := []RouteSpec{
+		{Match: "/as/mqtt/status/{productKey}/{deviceName}", Topic: "status-{productKey}", MessageTag: "{deviceName}"},
+		{Match: "/{productKey}/{deviceName}/user/#", Queue: "t-{productKey}-{deviceName}"},
+	}
+	tests := []struct {
+		name, topic string
+		def         DefaultRouteSpec
+		want        Route
+	}{
+		{"topic and tag", "/as/mqtt/status/pk/dev-01", DefaultRouteSpec{},
+			Route{Dest: Destination{Topic, "status-pk"}, Tag: "dev-01", Rule: 0}},
+		{"tag may hold what names may not", "/as/mqtt/status/pk/dev_01", DefaultRouteSpec{},
+			Route{Dest: Destination{Topic, "status-pk"}, Tag: "dev_01", Rule: 0}},
+		{"invalid rendered name", "/pk/dev_01/user/x", DefaultRouteSpec{},
+			Route{DeadLetter: true, Rule: 1, Reason: `rendered queue name "t-pk-dev_01" is invalid: '_' is not allowed (letters, digits and '-' only)`}},
+		{"rendered name too long", "/pk/" + strings.Repeat("d", 120) + "/user/x", DefaultRouteSpec{},
+			Route{DeadLetter: true, Rule: 1, Reason: `rendered queue name "t-pk-` + strings.Repeat("d", 120) + `" is invalid: 125 characters, at most 120 allowed`}},
+		{"rendered tag too long", "/as/mqtt/status/pk/" + strings.Repeat("d", 17), DefaultRouteSpec{},
+			Route{DeadLetter: true, Rule: 0, Reason: `rendered message tag "` + strings.Repeat("d", 17) + `" is invalid: 17 characters, MNS allows at most 16`}},
+		{"rendered tag of 16 characters", "/as/mqtt/status/pk/" + strings.Repeat("é", 16), DefaultRouteSpec{},
+			Route{Dest: Destination{Topic, "status-pk"}, Tag: strings.Repeat("é", 16), Rule: 0}},
+		{"rendered tag not UTF-8", "/as/mqtt/status/pk/d\xff", DefaultRouteSpec{},
+			Route{DeadLetter: true, Rule: 0, Reason: `rendered message tag "d\xff" is invalid: not valid UTF-8`}},
+		{"rendered tag with a control character", "/as/mqtt/status/pk/d\n", DefaultRouteSpec{},
+			Route{DeadLetter: true, Rule: 0, Reason: `rendered message tag "d\n" is invalid: control character '\n'`}},
+		{"unmatched, no default", "/x", DefaultRouteSpec{},
+			Route{DeadLetter: true, Rule: -1, Reason: `no route matches topic "/x"`}},
+		{"unmatched, dead_letter default", "/x\xff", DefaultRouteSpec{DeadLetter: true},
+			Route{DeadLetter: true, Rule: -1, Reason: `no route matches topic "/x\xff"`}},
+		{"unmatched, default queue", "/x", DefaultRouteSpec{Queue: "unrouted"},
+			Route{Dest: Destination{Queue, "unrouted"}, Rule: -1}},
+		{"unmatched, default topic with tag", "/x", DefaultRouteSpec{Topic: "unrouted", MessageTag: "other"},
+			Route{Dest: Destination{Topic, "unrouted"}, Tag: "other", Rule: -1}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := mustRouter(t, rules, tt.def)
+			for i := 0; i < 2; i++ { // the second answer comes from the cache
+				if got := r.Route(tt.topic); got != tt.want {
+					t.Fatalf("Route(%q) #%d =\n%+v, want\n%+v", tt.topic, i, got, tt.want)
+				}
+			}
+		})
+	}
+}
+
+func TestRouteUsesValidName(t *testing.T) {
+	errReserved := errors.New("reserved")
+	valid := func(s string) error {
+		if strings.HasSuffix(s, "reserved") {
+			return errReserved
+		}
+		return validMNSName(s)
+	}
+	r, err := NewRouter([]RouteSpec{{Match: "/{pk}/#", Queue: "q-{pk}"}}, DefaultRouteSpec{}, valid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := r.Route("/ok/x"); got.DeadLetter || got.Dest.Name != "q-ok" {
+		t.Errorf("Route(/ok/x) = %+v", got)
+	}
+	if got := r.Route("/reserved/x"); !got.DeadLetter || !strings.Contains(got.Reason, "reserved") {
+		t.Errorf("Route(/reserved/x) = %+v, want dead-letter naming the validator's reason", got)
+	}
+	_, err = NewRouter([]RouteSpec{{Match: "/#", Queue: "reserved"}}, DefaultRouteSpec{}, valid)
+	if !errors.Is(err, errReserved) {
+		t.Errorf("NewRouter with a literal the validator rejects: err = %v, want it wrapping %v", err, errReserved)
+	}
+}
+
+func TestNewRouterErrors(t *testing.T) {
+	tests := []struct {
+		name  string
+		rules []RouteSpec
+		def   DefaultRouteSpec
+		want  []string // each must appear in the error
+	}{
+		{"no match", []RouteSpec{{Queue: "q"}}, DefaultRouteSpec{},
+			[]string{"routes[0].match: required"}},
+		{"unrooted pattern", []RouteSpec{{Match: "a/b", Queue: "q"}}, DefaultRouteSpec{},
+			[]string{`routes[0].match: pattern "a/b" must start with '/'`}},
+		{"hash not last", []RouteSpec{{Match: "/a/#/b", Queue: "q"}}, DefaultRouteSpec{},
+			[]string{"routes[0].match: pattern \"/a/#/b\": '#' may only be the last segment"}},
+		{"mixed wildcard", []RouteSpec{{Match: "/a+/b", Queue: "q"}}, DefaultRouteSpec{},
+			[]string{`routes[0].match: pattern "/a+/b": segment "a+" mixes text`}},
+		{"partial placeholder", []RouteSpec{{Match: "/x{pk}/b", Queue: "q"}}, DefaultRouteSpec{},
+			[]string{`segment "x{pk}" mixes text`}},
+		{"empty segment", []RouteSpec{{Match: "/a//b", Queue: "q"}}, DefaultRouteSpec{},
+			[]string{"routes[0].match: pattern \"/a//b\": empty segment"}},
+		{"bad segment name", []RouteSpec{{Match: "/{1pk}", Queue: "q"}}, DefaultRouteSpec{},
+			[]string{`segment name "1pk" must be letters`}},
+		{"duplicate name", []RouteSpec{{Match: "/{a}/{a}", Queue: "q"}}, DefaultRouteSpec{},
+			[]string{"segment name {a} is used twice"}},
+		{"neither queue nor topic", []RouteSpec{{Match: "/#"}}, DefaultRouteSpec{},
+			[]string{"routes[0]: set queue or topic"}},
+		{"both queue and topic", []RouteSpec{{Match: "/#", Queue: "q", Topic: "t"}}, DefaultRouteSpec{},
+			[]string{"routes[0]: set queue or topic, not both"}},
+		{"tag on a queue", []RouteSpec{{Match: "/#", Queue: "q", MessageTag: "x"}}, DefaultRouteSpec{},
+			[]string{"routes[0].message_tag: a message tag needs an MNS topic"}},
+		{"unknown name", []RouteSpec{{Match: "/{pk}/#", Queue: "q-{deviceName}"}}, DefaultRouteSpec{},
+			[]string{`routes[0].queue: template "q-{deviceName}": {deviceName} is not a named segment of the pattern (it has {pk})`}},
+		{"unknown name in tag", []RouteSpec{{Match: "/{pk}/#", Topic: "t", MessageTag: "{dn}"}}, DefaultRouteSpec{},
+			[]string{`routes[0].message_tag: template "{dn}": {dn} is not a named segment`}},
+		{"unclosed brace", []RouteSpec{{Match: "/{pk}/#", Queue: "q-{pk"}}, DefaultRouteSpec{},
+			[]string{`routes[0].queue: template "q-{pk": '{' without '}'`}},
+		{"stray brace", []RouteSpec{{Match: "/{pk}/#", Queue: "q-pk}"}}, DefaultRouteSpec{},
+			[]string{`routes[0].queue: template "q-pk}": '}' without '{'`}},
+		{"bad literal character", []RouteSpec{{Match: "/{pk}/#", Topic: "t_{pk}"}}, DefaultRouteSpec{},
+			[]string{`routes[0].topic: template "t_{pk}": '_' is not allowed in an MNS topic name`}},
+		{"bad literal name", []RouteSpec{{Match: "/#", Queue: "my_queue"}}, DefaultRouteSpec{},
+			[]string{`routes[0].queue: "my_queue" is not a valid MNS queue name`}},
+		{"never valid: leading dash", []RouteSpec{{Match: "/{pk}/#", Queue: "-{pk}"}}, DefaultRouteSpec{},
+			[]string{`routes[0].queue: template "-{pk}" can never render a valid MNS queue name`}},
+		{"never valid: too long", []RouteSpec{{Match: "/{pk}/#", Queue: strings.Repeat("q", 120) + "{pk}"}}, DefaultRouteSpec{},
+			[]string{"can never render a valid MNS queue name"}},
+		{"tag literal too long", []RouteSpec{{Match: "/{pk}/#", Topic: "t", MessageTag: "0123456789abcdef{pk}"}}, DefaultRouteSpec{},
+			[]string{`routes[0].message_tag: template "0123456789abcdef{pk}" renders at least 17 characters`}},
+		{"default dead_letter and queue", nil, DefaultRouteSpec{Queue: "q", DeadLetter: true},
+			[]string{"default_route: dead_letter excludes queue and topic"}},
+		{"default both", nil, DefaultRouteSpec{Queue: "q", Topic: "t"},
+			[]string{"default_route: set queue or topic, not both"}},
+		{"default placeholder", nil, DefaultRouteSpec{Topic: "t-{pk}"},
+			[]string{"default_route.topic: template \"t-{pk}\": {pk} has no value here"}},
+		{"default bad name", nil, DefaultRouteSpec{Queue: "a.b"},
+			[]string{`default_route.queue: "a.b" is not a valid MNS queue name`}},
+		{"default tag on a queue", nil, DefaultRouteSpec{Queue: "q", MessageTag: "x"},
+			[]string{"default_route.message_tag: a message tag needs an MNS topic"}},
+		{"default tag too long", nil, DefaultRouteSpec{Topic: "t", MessageTag: strings.Repeat("x", 17)},
+			[]string{"default_route.message_tag: template", "renders at least 17 characters"}},
+		{"every problem at once", []RouteSpec{
+			{Match: "/{pk}/#", Queue: "ok-{pk}"},
+			{Match: "/{pk}/#", Queue: "q-{dn}"},
+			{Match: "bad", Queue: "q"},
+		}, DefaultRouteSpec{Queue: "a_b"},
+			[]string{"routes[1].queue:", "routes[2].match:", "default_route.queue:"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r, err := NewRouter(tt.rules, tt.def, nil)
+			if err == nil {
+				t.Fatalf("NewRouter = %v, nil; want an error", r)
+			}
+			if r != nil {
+				t.Errorf("NewRouter returned a router with its error")
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error\n%v\ndoes not contain %q", err, w)
+				}
+			}
+			if got, want := strings.Count(err.Error(), "\n")+1, len(tt.want); tt.name == "every problem at once" && got != want {
+				t.Errorf("%d problems reported, want %d:\n%v", got, want, err)
+			}
+		})
+	}
+}
+
+func TestNewRouterAccepts(t *testing.T) {
+	valid := [][]RouteSpec{
+		{{Match: "/#", Queue: "q"}},
+		{{Match: "/{productKey}/{deviceName}/user/#", Queue: "telemetry-{productKey}"}},
+		{{Match: "/as/mqtt/status/{productKey}/{deviceName}", Topic: "device-status", MessageTag: "{productKey}"}},
+		{{Match: "/{pk}/#", Topic: "t", MessageTag: "0123456789abcde{pk}"}}, // 15 + at least 1
+		{{Match: "/{pk}/#", Queue: strings.Repeat("q", 119) + "{pk}"}},
+		{{Match: "/{a_1}/+/{B}/#", Queue: "{a_1}{B}"}},
+		nil,
+	}
+	for i, rules := range valid {
+		if _, err := NewRouter(rules, DefaultRouteSpec{}, nil); err != nil {
+			t.Errorf("case %d: NewRouter(%+v) = %v, want no error", i, rules, err)
+		}
+	}
+}
+
+func TestRouteCacheBound(t *testing.T) {
+	r := mustRouter(t, []RouteSpec{{Match: "/{pk}/{dn}/user/#", Queue: "t-{pk}", Topic: "", MessageTag: ""}}, DefaultRouteSpec{})
+	for i := 0; i < 3*renderCacheSize; i++ {
+		pk := fmt.Sprintf("p%d", i%(renderCacheSize+7))
+		want := Route{Dest: Destination{Queue, "t-" + pk}}
+		if got := r.Route("/" + pk + "/d/user/x"); got != want {
+			t.Fatalf("Route #%d = %+v, want %+v", i, got, want)
+		}
+	}
+	if n := len(r.rules[0].cache); n > renderCacheSize {
+		t.Errorf("cache holds %d entries, bound is %d", n, renderCacheSize)
+	}
+}
+
+// TestRouteCacheKey checks that captures that concatenate alike do not share
+// a cache entry.
+func TestRouteCacheKey(t *testing.T) {
+	r := mustRouter(t, []RouteSpec{{Match: "/{a}/{b}", Queue: "q-{a}-{b}"}}, DefaultRouteSpec{})
+	for _, tc := range []struct{ topic, want string }{
+		{"/ab/c", "q-ab-c"},
+		{"/a/bc", "q-a-bc"},
+		{"/ab/c", "q-ab-c"},
+	} {
+		if got := r.Route(tc.topic); got.Dest.Name != tc.want {
+			t.Errorf("Route(%q) = %+v, want queue %q", tc.topic, got, tc.want)
+		}
+	}
+}
+
+func TestRouteConcurrent(t *testing.T) {
+	r := mustRouter(t, benchRules, DefaultRouteSpec{Queue: "unrouted"})
+	var wg sync.WaitGroup
+	errs := make(chan string, 8)
+	for g := 0; g < 8; g++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; i < 2000; i++ {
+				pk := fmt.Sprintf("pk%d", (i+g)%50)
+				if got := r.Route("/" + pk + "/d/user/t"); got.Dest.Name != "telemetry-"+pk {
+					errs <- fmt.Sprintf("got %+v for %s", got, pk)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for e := range errs {
+		t.Error(e)
+	}
+}
+
+func TestRouterDestinations(t *testing.T) {
+	r := mustRouter(t, []RouteSpec{
+		{Match: "/a/#", Queue: "q1"},
+		{Match: "/{pk}/#", Queue: "q-{pk}"},
+		{Match: "/b/#", Topic: "t1"},
+		{Match: "/c/#", Queue: "q1"},
+	}, DefaultRouteSpec{Queue: "unrouted"})
+	got := r.Destinations()
+	want := []Destination{{Queue, "q1"}, {Topic, "t1"}, {Queue, "unrouted"}}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("Destinations() = %v, want %v", got, want)
+	}
+}
+
+// FuzzRoute checks that random patterns, templates and topics never panic,
+// that the router agrees with the reference matcher, and that it never
+// returns a destination with an invalid name or tag.
+func FuzzRoute(f *testing.F) {
+	f.Add("/{productKey}/{deviceName}/user/#", "/sys/a1/d1/user/x", "t-{productKey}")
+	f.Add("/sys/+/{dn}/thing/#", "/a/b/thing", "{dn}")
+	f.Add("/#", "", "x-{a}")
+	f.Add("/{a}/{b}", "/a\xff/\x00", "{a}{b}")
+	f.Add("/a/#/b", "/a/b", "q")
+	f.Add("/{a", "/a", "{")
+	f.Fuzz(func(t *testing.T, pattern, topic, tmplText string) {
+		// Arbitrary templates must not panic either.
+		if r, err := NewRouter([]RouteSpec{{Match: pattern, Topic: "t", MessageTag: tmplText}, {Match: pattern, Queue: tmplText}},
+			DefaultRouteSpec{Topic: tmplText}, nil); err == nil {
+			r.Route(topic)
+		}
+		// A template over every name the pattern has, to compare renders.
+		var names []string
+		if strings.HasPrefix(pattern, "/") {
+			for _, s := range strings.Split(pattern[1:], "/") {
+				if len(s) > 2 && s[0] == '{' && s[len(s)-1] == '}' {
+					names = append(names, s[1:len(s)-1])
+				}
+			}
+		}
+		queue, tag := "q", ""
+		for _, n := range names {
+			queue += "-{" + n + "}"
+		}
+		if len(names) > 0 {
+			tag = "{" + names[0] + "}"
+		}
+		r, err := NewRouter([]RouteSpec{{Match: pattern, Topic: queue, MessageTag: tag}}, DefaultRouteSpec{}, nil)
+		if err != nil {
+			return
+		}
+		got := r.Route(topic)
+		caps, ok := refMatch(pattern, topic)
+		if ok != (got.Rule == 0) {
+			t.Fatalf("pattern %q, topic %q: router matched=%v, reference matched=%v (%+v)", pattern, topic, got.Rule == 0, ok, got)
+		}
+		if got.DeadLetter {
+			if got.Reason == "" {
+				t.Fatalf("dead-letter route without a reason: %+v", got)
+			}
+			return
+		}
+		if err := validMNSName(got.Dest.Name); err != nil {
+			t.Fatalf("pattern %q, topic %q: invalid name %q returned: %v", pattern, topic, got.Dest.Name, err)
+		}
+		if err := checkTag(got.Tag); err != nil || utf8.RuneCountInString(got.Tag) > MaxTagLen {
+			t.Fatalf("pattern %q, topic %q: invalid tag %q returned", pattern, topic, got.Tag)
+		}
+		want := "q"
+		for _, n := range names {
+			want += "-" + caps[n]
+		}
+		if got.Dest.Name != want {
+			t.Fatalf("pattern %q, topic %q: name %q, reference renders %q", pattern, topic, got.Dest.Name, want)
+		}
+	})
+}
+
+var benchRules = []RouteSpec{
+	{Match: "/as/mqtt/status/{productKey}/{deviceName}", Topic: "device-status", MessageTag: "{productKey}"},
+	{Match: "/{productKey}/{deviceName}/thing/event/property/post", Queue: "props-{productKey}"},
+	{Match: "/{productKey}/{deviceName}/thing/event/+/post", Queue: "events-{productKey}"},
+	{Match: "/{productKey}/{deviceName}/thing/lifecycle", Queue: "lifecycle"},
+	{Match: "/{productKey}/{deviceName}/user/#", Queue: "telemetry-{productKey}"},
+}
+
+// BenchmarkRoute routes through a typical 5-rule table; see ns/op and
+// allocs/op per topic kind.
+func BenchmarkRoute(b *testing.B) {
+	r := mustRouter(b, benchRules, DefaultRouteSpec{Queue: "iot-unrouted"})
+	for _, bc := range []struct{ name, topic string }{
+		{"status/rule0", "/as/mqtt/status/a1b2c3/dev-01"},
+		{"property-sys/rule1", "/sys/a1b2c3/dev-01/thing/event/property/post"},
+		{"lifecycle-static/rule3", "/a1b2c3/dev-01/thing/lifecycle"},
+		{"telemetry/rule4", "/a1b2c3/dev-01/user/telemetry/v2"},
+		{"unmatched/default", "/a1b2c3/dev-01/ota/progress"},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				if rt := r.Route(bc.topic); rt.DeadLetter {
+					b.Fatal(rt.Reason)
+				}
+			}
+		})
+	}
+	b.Run("parallel/telemetry", func(b *testing.B) {
+		b.ReportAllocs()
+		b.RunParallel(func(pb *testing.PB) {
+			for pb.Next() {
+				r.Route("/a1b2c3/dev-01/user/telemetry/v2")
+			}
+		})
+	})
+}
