@@ -1,0 +1,576 @@
+package mns
+
+import (
+	"bytes"
+	"context"
+	"crypto/md5"
+	"encoding/hex"
+	"encoding/xml"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+	"unicode/utf8"
+)
+
+// MNS limits the client enforces before sending.
+const (
+	// MaxBodySize is the most bytes of MessageBody text (after the body
+	// encoding) in one message.
+	MaxBodySize = 65536
+	// MaxBatchCount is the most messages in one BatchSendMessage request.
+	MaxBatchCount = 16
+	// MaxBatchBytes is the most MessageBody bytes in one batch request.
+	MaxBatchBytes = 65536
+	// MaxTagLen is the most characters in a MessageTag.
+	MaxTagLen = 16
+)
+
+// Defaults for Config.
+const (
+	DefaultTimeout  = 10 * time.Second
+	DefaultMaxConns = 64
+)
+
+const (
+	contentType  = "text/xml;charset=UTF-8"
+	canonVersion = "x-mns-version:" + APIVersion + "\n"
+	maxReplySize = 4 << 20
+)
+
+// Config configures a Client. Endpoint and either the static AccessKey pair
+// or Credentials are required.
+type Config struct {
+	// Endpoint is "https://<account-id>.mns.<region>.aliyuncs.com" (or the
+	// -internal, -internal-vpc forms, or any http(s)://host[:port] such as
+	// an emulator). It has no path.
+	Endpoint string
+	// AccessKeyID, AccessKeySecret and the optional STS SecurityToken sign
+	// every request.
+	AccessKeyID, AccessKeySecret, SecurityToken string
+	// Credentials, when set, is called before every request and wins over
+	// the static fields, so rotated secrets and STS tokens take effect at
+	// once. It must be safe for concurrent use and fast.
+	Credentials func() (id, secret, token string)
+	// BodyEncoding is "base64" (default; binary-safe, what the SDKs read by
+	// default) or "raw" (the bytes as XML text; only for UTF-8 text that XML
+	// 1.0 can carry).
+	BodyEncoding string
+	// Timeout bounds each request, from sending to the last byte of the
+	// reply. Default 10s.
+	Timeout time.Duration
+	// MaxConns is the size of the connection pool: the most concurrent
+	// requests, and the idle connections kept alive. Default 64.
+	MaxConns int
+	// HTTPClient replaces the client's own (for tests); its Timeout should
+	// be 0, the per-request Timeout applies anyway.
+	HTTPClient *http.Client
+	// Now is the clock for the Date header; default time.Now.
+	Now func() time.Time
+}
+
+// Client is an MNS HTTP API client. It is safe for concurrent use. It does
+// not retry: callers decide with bridge.Retryable (see Error.Retryable).
+// Every method blocks until the reply, the per-request timeout or ctx; on
+// ctx cancel it returns an error wrapping ctx's error.
+type Client struct {
+	base    string // scheme://host[:port]
+	raw     bool
+	timeout time.Duration
+	hc      *http.Client
+	creds   func() (id, secret, token string)
+	now     func() time.Time
+	date    atomic.Pointer[dateEntry]
+}
+
+type dateEntry struct {
+	sec int64
+	s   string
+}
+
+// SendResult is what MNS returned for one accepted message.
+type SendResult struct {
+	// MessageID is the MNS message id.
+	MessageID string
+	// BodyMD5 is the upper-case hex MD5 of the MessageBody text, already
+	// checked against the body sent.
+	BodyMD5 string
+	// ReceiptHandle is set for delayed messages only.
+	ReceiptHandle string
+}
+
+// NewClient checks cfg and returns a Client. Every problem is reported at
+// once, each naming its config key (mns.endpoint, mns.body_encoding, ...).
+func NewClient(cfg Config) (*Client, error) {
+	var errs []error
+	base, err := parseEndpoint(cfg.Endpoint)
+	if err != nil {
+		errs = append(errs, err)
+	}
+	c := &Client{base: base, timeout: cfg.Timeout, hc: cfg.HTTPClient, creds: cfg.Credentials, now: cfg.Now}
+	switch cfg.BodyEncoding {
+	case "", "base64":
+	case "raw":
+		c.raw = true
+	default:
+		errs = append(errs, fmt.Errorf("mns.body_encoding: %q is neither base64 nor raw", cfg.BodyEncoding))
+	}
+	if c.creds == nil {
+		if cfg.AccessKeyID == "" {
+			errs = append(errs, errors.New("mns.credentials.access_key_id: empty; set the AccessKey id that may send to MNS"))
+		}
+		if cfg.AccessKeySecret == "" {
+			errs = append(errs, errors.New("mns.credentials.access_key_secret: empty; set the AccessKey secret (or access_key_secret_file)"))
+		}
+		id, secret, token := cfg.AccessKeyID, cfg.AccessKeySecret, cfg.SecurityToken
+		c.creds = func() (string, string, string) { return id, secret, token }
+	}
+	if cfg.Timeout < 0 {
+		errs = append(errs, fmt.Errorf("mns.request_timeout: %s is negative", cfg.Timeout))
+	}
+	if c.timeout == 0 {
+		c.timeout = DefaultTimeout
+	}
+	maxConns := cfg.MaxConns
+	if maxConns < 0 {
+		errs = append(errs, fmt.Errorf("mns: MaxConns %d is negative", maxConns))
+	}
+	if maxConns <= 0 {
+		maxConns = DefaultMaxConns
+	}
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
+	}
+	if c.hc == nil {
+		tr := http.DefaultTransport.(*http.Transport).Clone()
+		tr.MaxIdleConns = maxConns
+		tr.MaxIdleConnsPerHost = maxConns
+		tr.MaxConnsPerHost = maxConns
+		tr.DisableCompression = true
+		c.hc = &http.Client{Transport: tr}
+	}
+	if c.now == nil {
+		c.now = time.Now
+	}
+	return c, nil
+}
+
+func parseEndpoint(ep string) (string, error) {
+	const want = "; want https://<account-id>.mns.<region>.aliyuncs.com"
+	if ep == "" {
+		return "", errors.New("mns.endpoint: empty" + want)
+	}
+	u, err := url.Parse(ep)
+	if err != nil {
+		return "", fmt.Errorf("mns.endpoint: %q is not a URL%s", ep, want)
+	}
+	switch {
+	case u.Scheme != "http" && u.Scheme != "https":
+		return "", fmt.Errorf("mns.endpoint: %q has no http:// or https:// scheme%s", ep, want)
+	case u.Host == "" || u.Hostname() == "":
+		return "", fmt.Errorf("mns.endpoint: %q has no host%s", ep, want)
+	case u.User != nil:
+		return "", fmt.Errorf("mns.endpoint: must not carry user info; credentials go in mns.credentials")
+	case u.Path != "" && u.Path != "/", u.RawQuery != "", u.Fragment != "":
+		return "", fmt.Errorf("mns.endpoint: %q has a path or query; give the scheme and host only%s", ep, want)
+	}
+	if p := u.Port(); p != "" {
+		if n, err := strconv.Atoi(p); err != nil || n < 1 || n > 65535 {
+			return "", fmt.Errorf("mns.endpoint: %q has an invalid port", ep)
+		}
+	}
+	return u.Scheme + "://" + u.Host, nil
+}
+
+func (c *Client) dateHeader() string {
+	now := c.now().UTC()
+	sec := now.Unix()
+	if e := c.date.Load(); e != nil && e.sec == sec {
+		return e.s
+	}
+	s := now.Format(http.TimeFormat)
+	c.date.Store(&dateEntry{sec: sec, s: s})
+	return s
+}
+
+// target names the operation and destination in errors.
+type target struct {
+	op, kind, name string
+}
+
+func (t target) String() string { return "mns: " + t.op + " " + t.kind + " " + t.name }
+
+// replyBuf is a pooled reply buffer with its parsed form.
+type replyBuf struct {
+	buf bytes.Buffer
+	r   reply
+}
+
+var replyPool = sync.Pool{New: func() any { return new(replyBuf) }}
+
+// roundTrip signs and sends one request and reads the whole reply into rb.
+// It returns the status and the request id.
+func (c *Client) roundTrip(ctx context.Context, t target, method, resource string, body []byte, rb *replyBuf) (int, string, error) {
+	if err := ctx.Err(); err != nil {
+		return 0, "", fmt.Errorf("%s: %w", t, err)
+	}
+	rctx, cancel := context.WithTimeout(ctx, c.timeout)
+	defer cancel()
+	var rd io.Reader
+	if body != nil {
+		rd = bytes.NewReader(body)
+	}
+	req, err := http.NewRequestWithContext(rctx, method, c.base+resource, rd)
+	if err != nil {
+		return 0, "", &permanentError{fmt.Errorf("%s: build request: %w", t, err)}
+	}
+	id, secret, token := c.creds()
+	date := c.dateHeader()
+	ct := ""
+	if body != nil {
+		ct = contentType
+		req.Header["Content-Type"] = []string{ct}
+	}
+	var sb [256]byte
+	sts := appendStringToSign(sb[:0], method, "", ct, date, canonVersion, resource)
+	req.Header["Date"] = []string{date}
+	req.Header["X-Mns-Version"] = []string{APIVersion}
+	req.Header["Authorization"] = []string{authorization(id, secret, sts)}
+	if token != "" {
+		req.Header["Security-Token"] = []string{token}
+	}
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		return 0, "", c.transportError(ctx, t, err)
+	}
+	defer resp.Body.Close()
+	rb.buf.Reset()
+	if _, err := rb.buf.ReadFrom(io.LimitReader(resp.Body, maxReplySize)); err != nil {
+		return 0, "", c.transportError(ctx, t, fmt.Errorf("read reply: %w", err))
+	}
+	return resp.StatusCode, resp.Header.Get("X-Mns-Request-Id"), nil
+}
+
+func (c *Client) transportError(ctx context.Context, t target, err error) error {
+	if ctx.Err() == nil && errors.Is(err, context.DeadlineExceeded) {
+		return fmt.Errorf("%s: no reply within %s (mns.request_timeout); MNS or the network is slow: %w", t, c.timeout, err)
+	}
+	if ctx.Err() != nil {
+		return fmt.Errorf("%s: %w", t, ctx.Err())
+	}
+	return fmt.Errorf("%s: %w", t, err)
+}
+
+// httpError makes an Error from a reply that is not a success.
+func httpError(t target, status int, reqID string, rb *replyBuf) *Error {
+	e := &Error{Op: t.op, Kind: t.kind, Name: t.name, Status: status, RequestID: reqID}
+	if parseReply(rb.buf.Bytes(), &rb.r) == nil && rb.r.root == "Error" {
+		e.Code, e.Message, e.HostID = rb.r.err.Code, rb.r.err.Message, rb.r.err.HostID
+		if rb.r.err.RequestID != "" {
+			e.RequestID = rb.r.err.RequestID
+		}
+		return e
+	}
+	e.Message = snippet(rb.buf.Bytes())
+	return e
+}
+
+// snippet returns the start of a non-MNS reply as printable text.
+func snippet(b []byte) string {
+	if len(b) > 200 {
+		b = b[:200]
+	}
+	s := strings.Map(func(r rune) rune {
+		if r < 0x20 || r == utf8.RuneError {
+			return ' '
+		}
+		return r
+	}, string(b))
+	if s = strings.TrimSpace(s); s == "" {
+		return "empty reply"
+	}
+	return "unexpected reply: " + s
+}
+
+// label names message i of a call in errors.
+type label func(i int) string
+
+func indexLabel(i int) string { return "#" + strconv.Itoa(i) }
+
+// sendOutcomes posts a Message or Messages request and fills res and errs
+// for the messages idx (indexes into res and errs) whose MessageBody texts
+// hash to sums.
+func (c *Client) sendOutcomes(ctx context.Context, t target, resource string, body []byte, idx []int, sums [][md5.Size]byte, lab label, res []SendResult, errs []error) {
+	rb := replyPool.Get().(*replyBuf)
+	defer replyPool.Put(rb)
+	setAll := func(err error) {
+		for _, i := range idx {
+			errs[i] = err
+		}
+	}
+	status, reqID, err := c.roundTrip(ctx, t, "POST", resource, body, rb)
+	if err != nil {
+		setAll(err)
+		return
+	}
+	if err := parseReply(rb.buf.Bytes(), &rb.r); err != nil || rb.r.root == "Error" ||
+		(rb.r.root == "Message" && (status < 200 || status > 299)) {
+		setAll(httpError(t, status, reqID, rb))
+		return
+	}
+	if len(rb.r.entries) != len(idx) {
+		setAll(&Error{Op: t.op, Kind: t.kind, Name: t.name, Status: status, RequestID: reqID,
+			Message: fmt.Sprintf("reply has %d results for %d messages", len(rb.r.entries), len(idx))})
+		return
+	}
+	for k, e := range rb.r.entries {
+		i := idx[k]
+		switch {
+		case e.ErrorCode != "":
+			errs[i] = &Error{Op: t.op, Kind: t.kind, Name: t.name, Item: lab(i), Status: status,
+				Code: e.ErrorCode, Message: e.ErrorMessage, RequestID: reqID}
+		case e.MessageID == "":
+			errs[i] = &Error{Op: t.op, Kind: t.kind, Name: t.name, Item: lab(i), Status: status,
+				RequestID: reqID, Message: "reply has no MessageId for this message"}
+		case !md5Equal(e.BodyMD5, sums[k]):
+			errs[i] = fmt.Errorf("%s: message %s: got %q [request id %s]: %w", t, lab(i), e.BodyMD5, reqID, ErrBodyMD5Mismatch)
+		default:
+			res[i] = SendResult{MessageID: e.MessageID, BodyMD5: e.BodyMD5, ReceiptHandle: e.ReceiptHandle}
+			errs[i] = nil
+		}
+	}
+}
+
+func md5Equal(hexSum string, sum [md5.Size]byte) bool {
+	var got [md5.Size]byte
+	if len(hexSum) != 2*md5.Size {
+		return false
+	}
+	if _, err := hex.Decode(got[:], []byte(hexSum)); err != nil {
+		return false
+	}
+	return got == sum
+}
+
+// checkBody returns the MessageBody text and XML lengths of body, or the
+// permanent error that keeps it from being sent.
+func (c *Client) checkBody(t target, lab string, body []byte) (textLen, xmlLen int, err error) {
+	textLen, xmlLen, err = bodyText(body, c.raw)
+	if err != nil {
+		return 0, 0, &permanentError{fmt.Errorf("%s: message %s: %w", t, lab, err)}
+	}
+	if textLen > MaxBodySize {
+		enc := "base64"
+		if c.raw {
+			enc = "raw"
+		}
+		return 0, 0, &permanentError{fmt.Errorf("%s: message %s: body is %d bytes after %s encoding (%d before); not sent: %w",
+			t, lab, textLen, enc, len(body), ErrBodyTooLarge)}
+	}
+	return textLen, xmlLen, nil
+}
+
+func checkName(t target) error {
+	if err := ValidName(t.name); err != nil {
+		return &permanentError{fmt.Errorf("mns: %s %s: %w", t.op, t.kind, err)}
+	}
+	return nil
+}
+
+// SendMessage sends one message to a queue.
+func (c *Client) SendMessage(ctx context.Context, queue string, body []byte) (SendResult, error) {
+	t := target{"SendMessage", "queue", queue}
+	if err := checkName(t); err != nil {
+		return SendResult{}, err
+	}
+	_, xmlLen, err := c.checkBody(t, "#0", body)
+	if err != nil {
+		return SendResult{}, err
+	}
+	buf := make([]byte, 0, len(xmlDecl)+len(xmlNS)+xmlLen+80)
+	buf = append(buf, xmlDecl+`<Message xmlns="`+xmlNS+`">`...)
+	buf, text := appendMessageBody(buf, body, c.raw)
+	sums := [1][md5.Size]byte{md5.Sum(text)}
+	buf = append(buf, "</Message>"...)
+	var res [1]SendResult
+	var errs [1]error
+	c.sendOutcomes(ctx, t, "/queues/"+queue+"/messages", buf, []int{0}, sums[:], indexLabel, res[:], errs[:])
+	return res[0], errs[0]
+}
+
+// BatchSendMessage sends bodies to a queue in as few BatchSendMessage
+// requests as the limits allow (16 messages and 64 KB of bodies each), one
+// request after the other. It returns one result and one error per body, in
+// order; errs[i] == nil means MNS accepted body i. A body that cannot be
+// sent (too large, not XML text) gets a permanent error and the others are
+// still sent. After ctx is done the unsent bodies get ctx's error.
+func (c *Client) BatchSendMessage(ctx context.Context, queue string, bodies [][]byte) ([]SendResult, []error) {
+	res := make([]SendResult, len(bodies))
+	errs := make([]error, len(bodies))
+	c.batchSend(ctx, queue, bodies, indexLabel, res, errs)
+	return res, errs
+}
+
+func (c *Client) batchSend(ctx context.Context, queue string, bodies [][]byte, lab label, res []SendResult, errs []error) {
+	t := target{"BatchSendMessage", "queue", queue}
+	if err := checkName(t); err != nil {
+		for i := range errs {
+			errs[i] = err
+		}
+		return
+	}
+	var (
+		idx     [MaxBatchCount]int
+		textLen [MaxBatchCount]int
+		sums    [MaxBatchCount][md5.Size]byte
+		n       int
+		bytesN  int
+		xmlN    int
+	)
+	flush := func() {
+		if n == 0 {
+			return
+		}
+		if err := ctx.Err(); err != nil {
+			for _, i := range idx[:n] {
+				errs[i] = fmt.Errorf("%s: not sent: %w", t, err)
+			}
+			n, bytesN, xmlN = 0, 0, 0
+			return
+		}
+		buf := make([]byte, 0, len(xmlDecl)+len(xmlNS)+xmlN+n*60+40)
+		buf = append(buf, xmlDecl+`<Messages xmlns="`+xmlNS+`">`...)
+		for k, i := range idx[:n] {
+			var text []byte
+			buf = append(buf, "<Message>"...)
+			buf, text = appendMessageBody(buf, bodies[i], c.raw)
+			buf = append(buf, "</Message>"...)
+			sums[k] = md5.Sum(text)
+		}
+		buf = append(buf, "</Messages>"...)
+		c.sendOutcomes(ctx, t, "/queues/"+queue+"/messages", buf, idx[:n], sums[:n], lab, res, errs)
+		n, bytesN, xmlN = 0, 0, 0
+	}
+	for i, body := range bodies {
+		tl, xl, err := c.checkBody(t, lab(i), body)
+		if err != nil {
+			errs[i] = err
+			continue
+		}
+		if n == MaxBatchCount || bytesN+tl > MaxBatchBytes {
+			flush()
+		}
+		idx[n], textLen[n] = i, tl
+		n++
+		bytesN += tl
+		xmlN += xl
+	}
+	flush()
+}
+
+// PublishMessage publishes one message to a topic, with an optional
+// MessageTag of at most 16 characters ("" for none).
+func (c *Client) PublishMessage(ctx context.Context, topic string, body []byte, tag string) (SendResult, error) {
+	return c.publish(ctx, topic, body, tag, "#0")
+}
+
+func (c *Client) publish(ctx context.Context, topic string, body []byte, tag, lab string) (SendResult, error) {
+	t := target{"PublishMessage", "topic", topic}
+	if err := checkName(t); err != nil {
+		return SendResult{}, err
+	}
+	if n := utf8.RuneCountInString(tag); n > MaxTagLen {
+		return SendResult{}, &permanentError{fmt.Errorf("%s: message %s: tag %q has %d characters: %w", t, lab, tag, n, ErrTagTooLong)}
+	}
+	if _, _, err := bodyText([]byte(tag), true); err != nil {
+		return SendResult{}, &permanentError{fmt.Errorf("%s: message %s: tag %q: %w", t, lab, tag, err)}
+	}
+	_, xmlLen, err := c.checkBody(t, lab, body)
+	if err != nil {
+		return SendResult{}, err
+	}
+	buf := make([]byte, 0, len(xmlDecl)+len(xmlNS)+xmlLen+len(tag)*5+100)
+	buf = append(buf, xmlDecl+`<Message xmlns="`+xmlNS+`">`...)
+	buf, text := appendMessageBody(buf, body, c.raw)
+	sums := [1][md5.Size]byte{md5.Sum(text)}
+	if tag != "" {
+		buf = append(buf, "<MessageTag>"...)
+		buf = appendText(buf, []byte(tag))
+		buf = append(buf, "</MessageTag>"...)
+	}
+	buf = append(buf, "</Message>"...)
+	var res [1]SendResult
+	var errs [1]error
+	c.sendOutcomes(ctx, t, "/topics/"+topic+"/messages", buf, []int{0}, sums[:], func(int) string { return lab }, res[:], errs[:])
+	return res[0], errs[0]
+}
+
+// QueueAttributes is what GetQueueAttributes returns. Times are Unix
+// seconds.
+type QueueAttributes struct {
+	QueueName              string `xml:"QueueName"`
+	CreateTime             int64  `xml:"CreateTime"`
+	LastModifyTime         int64  `xml:"LastModifyTime"`
+	DelaySeconds           int    `xml:"DelaySeconds"`
+	MaximumMessageSize     int    `xml:"MaximumMessageSize"`
+	MessageRetentionPeriod int    `xml:"MessageRetentionPeriod"`
+	VisibilityTimeout      int    `xml:"VisibilityTimeout"`
+	PollingWaitSeconds     int    `xml:"PollingWaitSeconds"`
+	ActiveMessages         int64  `xml:"ActiveMessages"`
+	InactiveMessages       int64  `xml:"InactiveMessages"`
+	DelayMessages          int64  `xml:"DelayMessages"`
+	LoggingEnabled         bool   `xml:"LoggingEnabled"`
+}
+
+// TopicAttributes is what GetTopicAttributes returns. Times are Unix
+// seconds.
+type TopicAttributes struct {
+	TopicName              string `xml:"TopicName"`
+	CreateTime             int64  `xml:"CreateTime"`
+	LastModifyTime         int64  `xml:"LastModifyTime"`
+	MaximumMessageSize     int    `xml:"MaximumMessageSize"`
+	MessageRetentionPeriod int    `xml:"MessageRetentionPeriod"`
+	MessageCount           int64  `xml:"MessageCount"`
+	LoggingEnabled         bool   `xml:"LoggingEnabled"`
+}
+
+// GetQueueAttributes looks a queue up; it is how the bridge checks that a
+// queue exists and the credentials may reach it.
+func (c *Client) GetQueueAttributes(ctx context.Context, queue string) (QueueAttributes, error) {
+	var a QueueAttributes
+	err := c.get(ctx, target{"GetQueueAttributes", "queue", queue}, "/queues/"+queue, &a)
+	return a, err
+}
+
+// GetTopicAttributes looks a topic up.
+func (c *Client) GetTopicAttributes(ctx context.Context, topic string) (TopicAttributes, error) {
+	var a TopicAttributes
+	err := c.get(ctx, target{"GetTopicAttributes", "topic", topic}, "/topics/"+topic, &a)
+	return a, err
+}
+
+func (c *Client) get(ctx context.Context, t target, resource string, out any) error {
+	if err := checkName(t); err != nil {
+		return err
+	}
+	rb := replyPool.Get().(*replyBuf)
+	defer replyPool.Put(rb)
+	status, reqID, err := c.roundTrip(ctx, t, "GET", resource, nil, rb)
+	if err != nil {
+		return err
+	}
+	if status != http.StatusOK {
+		return httpError(t, status, reqID, rb)
+	}
+	if err := xml.Unmarshal(rb.buf.Bytes(), out); err != nil {
+		return &Error{Op: t.op, Kind: t.kind, Name: t.name, Status: status, RequestID: reqID,
+			Message: "unreadable reply: " + err.Error()}
+	}
+	return nil
+}

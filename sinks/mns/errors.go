@@ -1,0 +1,166 @@
+package mns
+
+import (
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+)
+
+// Error is a failure MNS (or something in front of it) replied with: the
+// HTTP status and, when the reply had the MNS error XML, its code, message,
+// request id and host id. A per-message failure inside a partly failed batch
+// is an Error too, with the batch's status and the entry's code and message.
+//
+// Retryable reports true for 5xx, 429 TooManyRequests (and the legacy
+// QpsLimitExceeded) and 408 TimeExpired (each attempt is signed afresh, so a
+// corrected clock heals it); every other 4xx is permanent.
+type Error struct {
+	// Op is the API operation, e.g. "BatchSendMessage".
+	Op string
+	// Kind is "queue" or "topic"; Name is the destination.
+	Kind, Name string
+	// Item names the message when the error is about one message of a
+	// batch (its id, or "#index"); "" when it is about the whole request.
+	Item string
+	// Status is the HTTP status of the reply.
+	Status int
+	// Code and Message are the MNS error code and text ("" when the reply
+	// was not MNS error XML).
+	Code, Message string
+	// RequestID and HostID identify the request for Alibaba Cloud support.
+	RequestID, HostID string
+}
+
+// codeStatus maps documented MNS error codes to their HTTP status, so that a
+// per-message error in a batch is classified by its own code, not by the
+// batch's status.
+var codeStatus = map[string]int{
+	"InvalidAuthorizationHeader": 400, "InvalidDateHeader": 400, "InvalidArgument": 400,
+	"InvalidDegist": 400, "InvalidDigest": 400, "InvalidRequestURL": 400, "InvalidQueryString": 400,
+	"MalformedXML": 400, "MissingAuthorizationHeader": 400, "MissingDateHeader": 400,
+	"MissingReceiptHandle": 400, "MissingVisibilityTimeout": 400, "QueueDeletedRecently": 400,
+	"InvalidQueueName": 400, "QueueNameLengthError": 400, "ReceiptHandleError": 400,
+	"MissingVersionHeader": 400, "InvalidVersionHeader": 400, "InvalidContentType": 400,
+	"AccessDenied": 403, "InvalidAccessKeyId": 403, "SignatureDoesNotMatch": 403,
+	"MessageNotExist": 404, "QueueNotExist": 404, "TopicNotExist": 404,
+	"TimeExpired":       408,
+	"QueueAlreadyExist": 409, "TopicAlreadyExist": 409,
+	"TooManyRequests": 429, "QpsLimitExceeded": 429,
+	"InternalError": 500, "InternalServerError": 500, "ServiceUnavailable": 503,
+}
+
+// Retryable reports whether sending again may succeed.
+func (e *Error) Retryable() bool {
+	status := e.Status
+	if s, ok := codeStatus[e.Code]; ok {
+		status = s
+	}
+	switch {
+	case status >= 500, status == 429, status == 408:
+		return true
+	case status >= 400:
+		return false
+	}
+	// A 1xx-3xx reply we could not use (a proxy, a redirect): retry.
+	return true
+}
+
+// Error names the operation and destination, the MNS code and message, the
+// request id and what the operator should do.
+func (e *Error) Error() string {
+	var b strings.Builder
+	b.WriteString("mns: ")
+	b.WriteString(e.Op)
+	if e.Name != "" {
+		b.WriteString(" ")
+		b.WriteString(e.Kind)
+		b.WriteString(" ")
+		b.WriteString(e.Name)
+	}
+	if e.Item != "" {
+		b.WriteString(": message ")
+		b.WriteString(e.Item)
+	}
+	b.WriteString(": ")
+	if e.Code != "" {
+		b.WriteString(e.Code)
+		b.WriteString(" (HTTP ")
+	} else {
+		b.WriteString("HTTP ")
+	}
+	b.WriteString(strconv.Itoa(e.Status))
+	if e.Code != "" {
+		b.WriteString(")")
+	}
+	if e.Message != "" {
+		b.WriteString(": ")
+		b.WriteString(strings.TrimSpace(e.Message))
+	}
+	if e.RequestID != "" {
+		b.WriteString(" [request id ")
+		b.WriteString(e.RequestID)
+		b.WriteString("]")
+	}
+	if h := e.hint(); h != "" {
+		b.WriteString("; ")
+		b.WriteString(h)
+	}
+	return b.String()
+}
+
+func (e *Error) hint() string {
+	switch e.Code {
+	case "QueueNotExist":
+		return fmt.Sprintf("create queue %s in the MNS console or fix routes", e.Name)
+	case "TopicNotExist":
+		return fmt.Sprintf("create topic %s in the MNS console or fix routes", e.Name)
+	case "AccessDenied":
+		return "grant the AccessKey's RAM user MNS send/publish permission on this " + e.Kind
+	case "InvalidAccessKeyId":
+		return "check mns.credentials.access_key_id (is the key enabled, in this account?)"
+	case "SignatureDoesNotMatch":
+		return "check mns.credentials.access_key_secret belongs to the access key id"
+	case "TimeExpired", "InvalidDateHeader":
+		return "the local clock is off by more than 15 minutes; synchronise it (NTP)"
+	case "TooManyRequests", "QpsLimitExceeded":
+		return "MNS is throttling this account; the bridge backs off and retries"
+	case "InvalidArgument", "MalformedXML":
+		return "the message was refused as it is; it will not be retried"
+	}
+	switch {
+	case e.Status >= 500:
+		return "MNS had a server-side problem; the bridge retries"
+	case e.Status == 0 || e.Status < 400:
+		return "the reply was not from MNS; check mns.endpoint and any proxy"
+	}
+	return ""
+}
+
+// ErrBodyTooLarge is wrapped by the error for a message whose body, after
+// the body encoding, is over MaxBodySize. Such a message is never sent.
+var ErrBodyTooLarge = errors.New("message body over the MNS limit of 65536 bytes")
+
+// ErrBodyNotXMLText is wrapped by the error for a body that body_encoding
+// "raw" cannot carry (invalid UTF-8 or characters XML 1.0 forbids). Such a
+// message is never sent.
+var ErrBodyNotXMLText = errors.New("message body is not text that XML 1.0 can carry; use body_encoding base64")
+
+// ErrTagTooLong is wrapped by the error for a message tag over 16 characters.
+var ErrTagTooLong = errors.New("message tag over 16 characters")
+
+// ErrBodyMD5Mismatch is wrapped when MNS reports a MessageBodyMD5 that is
+// not the MD5 of the body sent: the stored message may be corrupt. It is
+// retryable (a duplicate is better than a loss).
+var ErrBodyMD5Mismatch = errors.New("MessageBodyMD5 in the reply does not match the body sent")
+
+// permanentError marks client-side refusals that retrying cannot fix.
+type permanentError struct{ err error }
+
+func (e *permanentError) Error() string   { return e.err.Error() }
+func (e *permanentError) Unwrap() error   { return e.err }
+func (e *permanentError) Retryable() bool { return false }
+
+func permanent(format string, args ...any) error {
+	return &permanentError{err: fmt.Errorf(format, args...)}
+}
