@@ -1,0 +1,89 @@
+package stompsrc
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/iot-mns-bridge/iot-mns-bridge/iotauth"
+)
+
+// checkSuffix is appended to the client id of CheckConnect's connection so
+// that it does not displace a running bridge's connection.
+const checkSuffix = "-check"
+
+// CheckConnect logs in once, subscribes, unsubscribes and disconnects
+// cleanly, for `check -connect`. It blocks until done, within ctx and
+// cfg.DialTimeout for each step. Its client id is the configured one with
+// "-check" appended (cut to the platform's 64 characters).
+//
+// The error says what is likely wrong: the server's own message for a
+// refused login or subscription, the CA or server name for certificate
+// errors, the endpoint and network for timeouts.
+//
+// With ack auto, a message the platform pushes in the moment between
+// SUBSCRIBE and UNSUBSCRIBE is settled by the platform and not forwarded;
+// with client-individual it is redelivered.
+func CheckConnect(ctx context.Context, cfg Config) error {
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return err
+	}
+	log := cfg.Logger.With("source", "stomp", "op", "check")
+	p, err := cfg.Params()
+	if err != nil {
+		return fmt.Errorf("stomp check: signing parameters: %w", err)
+	}
+	id := []rune(p.ClientID)
+	if n := iotauth.MaxClientIDLen - len(checkSuffix); len(id) > n {
+		id = id[:n]
+	}
+	p.ClientID = string(id) + checkSuffix
+	p.EncodeBase64 = cfg.EncodeBase64
+
+	l, err := dialAs(ctx, cfg, p, log)
+	if err != nil {
+		return err
+	}
+	defer l.close()
+
+	type result struct {
+		err      error // the first error on the subscription
+		messages int
+	}
+	res := make(chan result, 1)
+	go func() {
+		var r result
+		for m := range l.sub.C {
+			switch {
+			case m.Err == nil:
+				r.messages++
+			case r.err == nil:
+				r.err = m.Err
+			}
+		}
+		res <- r
+	}()
+	unsubErr := l.sub.Unsubscribe()
+	if unsubErr != nil {
+		l.raw.Close() // ends the subscription channel
+	}
+	var r result
+	select {
+	case r = <-res:
+	case <-ctx.Done():
+		return fmt.Errorf("stomp check %s: %w", cfg.Endpoint, ctx.Err())
+	}
+	if r.messages > 0 {
+		log.Warn("messages arrived during the check", "count", r.messages, "ack", cfg.Ack)
+	}
+	if r.err != nil {
+		return fmt.Errorf("stomp check %s: subscribe to %s failed: %w", cfg.Endpoint, cfg.Destination, l.ended(r.err))
+	}
+	if unsubErr != nil {
+		return fmt.Errorf("stomp check %s: unsubscribe from %s: %w", cfg.Endpoint, cfg.Destination, unsubErr)
+	}
+	if err := l.conn.Disconnect(); err != nil {
+		return fmt.Errorf("stomp check %s: disconnect: %w", cfg.Endpoint, err)
+	}
+	return nil
+}

@@ -1,0 +1,82 @@
+package stompsrc
+
+import (
+	"encoding/base64"
+	"strconv"
+
+	"github.com/go-stomp/stomp/v3/frame"
+
+	"github.com/iot-mns-bridge/iot-mns-bridge/bridge"
+)
+
+// Headers the platform puts on a MESSAGE frame.
+const (
+	hdrTopic        = "topic"
+	hdrMessageID    = "messageId"
+	hdrGenerateTime = "generateTime"
+)
+
+// transportHeaders are STOMP bookkeeping, not message properties.
+var transportHeaders = map[string]bool{
+	frame.Subscription:  true,
+	frame.Ack:           true,
+	frame.ContentLength: true,
+}
+
+// toMessage turns a MESSAGE frame's headers and body into a bridge message.
+// Topic is the "topic" header, else the destination; MessageID is
+// "messageId", else "message-id"; GenerateTime is "generateTime" when it is
+// an integer. Every other header except the STOMP bookkeeping ones is kept in
+// Properties (the first value of a repeated header wins, as in STOMP 1.2).
+//
+// With decodeBase64 the body is decoded; a body that is not valid base64
+// is kept as received and the message is marked Invalid with the reason.
+func toMessage(h *frame.Header, body []byte, decodeBase64 bool) bridge.Message {
+	var m bridge.Message
+	if h == nil {
+		h = frame.NewHeader()
+	}
+	used := map[string]bool{}
+	if v, ok := h.Contains(hdrTopic); ok {
+		m.Topic = v
+		used[hdrTopic] = true
+	} else {
+		m.Topic = h.Get(frame.Destination)
+	}
+	if v, ok := h.Contains(hdrMessageID); ok {
+		m.MessageID = v
+		used[hdrMessageID] = true
+	} else {
+		m.MessageID = h.Get(frame.MessageId)
+		used[frame.MessageId] = true
+	}
+	if v, ok := h.Contains(hdrGenerateTime); ok {
+		if t, err := strconv.ParseInt(v, 10, 64); err == nil {
+			m.GenerateTime = t
+			used[hdrGenerateTime] = true
+		}
+	}
+	for i := 0; i < h.Len(); i++ {
+		k, v := h.GetAt(i)
+		if used[k] || transportHeaders[k] {
+			continue
+		}
+		if m.Properties == nil {
+			m.Properties = make(map[string]string, h.Len())
+		}
+		if _, seen := m.Properties[k]; !seen {
+			m.Properties[k] = v
+		}
+	}
+	m.Body = body
+	if decodeBase64 {
+		dec := make([]byte, base64.StdEncoding.DecodedLen(len(body)))
+		n, err := base64.StdEncoding.Decode(dec, body)
+		if err != nil {
+			m.Invalid = "body is not valid base64 (the login asked for encode=base64): " + err.Error()
+		} else {
+			m.Body = dec[:n]
+		}
+	}
+	return m
+}
