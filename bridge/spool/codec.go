@@ -1,0 +1,155 @@
+package spool
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/crc32"
+
+	"github.com/iot-mns-bridge/iot-mns-bridge/bridge"
+)
+
+// A stored value is:
+//
+//	version byte (1) | CRC-32C of the rest, 4 bytes big-endian |
+//	varint generateTime | uvarint-length-prefixed topic, messageId, invalid |
+//	uvarint property count, then length-prefixed key and value of each |
+//	uvarint-length-prefixed body
+//
+// bbolt checksums only its meta pages, so the CRC is what lets Open tell a
+// damaged record from a good one.
+const (
+	codecVersion = 1
+	headerLen    = 1 + 4
+)
+
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+// encodedLen returns an upper bound of the encoded size of m.
+func encodedLen(m *bridge.Message) int {
+	n := headerLen + binary.MaxVarintLen64 + 4*binary.MaxVarintLen64 +
+		len(m.Topic) + len(m.MessageID) + len(m.Invalid) + len(m.Body) + binary.MaxVarintLen64
+	for k, v := range m.Properties {
+		n += 2*binary.MaxVarintLen64 + len(k) + len(v)
+	}
+	return n
+}
+
+// encode returns m as a stored value, in one allocation.
+func encode(m *bridge.Message) []byte {
+	b := make([]byte, headerLen, encodedLen(m))
+	b[0] = codecVersion
+	b = binary.AppendVarint(b, m.GenerateTime)
+	b = appendString(b, m.Topic)
+	b = appendString(b, m.MessageID)
+	b = appendString(b, m.Invalid)
+	b = binary.AppendUvarint(b, uint64(len(m.Properties)))
+	for k, v := range m.Properties {
+		b = appendString(b, k)
+		b = appendString(b, v)
+	}
+	b = binary.AppendUvarint(b, uint64(len(m.Body)))
+	b = append(b, m.Body...)
+	binary.BigEndian.PutUint32(b[1:headerLen], crc32.Checksum(b[headerLen:], castagnoli))
+	return b
+}
+
+func appendString(b []byte, s string) []byte {
+	b = binary.AppendUvarint(b, uint64(len(s)))
+	return append(b, s...)
+}
+
+var errShort = errors.New("record is truncated")
+
+// verify checks a stored value's version and checksum without decoding it.
+func verify(v []byte) error {
+	if len(v) < headerLen {
+		return errShort
+	}
+	if v[0] != codecVersion {
+		return fmt.Errorf("unknown record version %d (written by a newer bridge?)", v[0])
+	}
+	if got, want := crc32.Checksum(v[headerLen:], castagnoli), binary.BigEndian.Uint32(v[1:headerLen]); got != want {
+		return fmt.Errorf("checksum mismatch (stored %08x, computed %08x)", want, got)
+	}
+	return nil
+}
+
+// decode returns the message in v. Everything is copied: v may be memory
+// that bbolt owns only for the life of a transaction.
+func decode(v []byte) (bridge.Message, error) {
+	var m bridge.Message
+	if err := verify(v); err != nil {
+		return m, err
+	}
+	d := decoder{b: v[headerLen:]}
+	m.GenerateTime = d.varint()
+	m.Topic = d.string()
+	m.MessageID = d.string()
+	m.Invalid = d.string()
+	if n := d.uvarint(); n > 0 && d.err == nil {
+		if n > uint64(len(d.b)) { // every property takes at least two bytes
+			return m, fmt.Errorf("property count %d exceeds record size", n)
+		}
+		m.Properties = make(map[string]string, n)
+		for i := uint64(0); i < n && d.err == nil; i++ {
+			k := d.string()
+			m.Properties[k] = d.string()
+		}
+	}
+	m.Body = append([]byte{}, d.bytes()...)
+	if d.err != nil {
+		return bridge.Message{}, d.err
+	}
+	if len(d.b) != 0 {
+		return bridge.Message{}, fmt.Errorf("%d unexpected bytes after the body", len(d.b))
+	}
+	return m, nil
+}
+
+type decoder struct {
+	b   []byte
+	err error
+}
+
+func (d *decoder) uvarint() uint64 {
+	if d.err != nil {
+		return 0
+	}
+	v, n := binary.Uvarint(d.b)
+	if n <= 0 {
+		d.err = errShort
+		return 0
+	}
+	d.b = d.b[n:]
+	return v
+}
+
+func (d *decoder) varint() int64 {
+	if d.err != nil {
+		return 0
+	}
+	v, n := binary.Varint(d.b)
+	if n <= 0 {
+		d.err = errShort
+		return 0
+	}
+	d.b = d.b[n:]
+	return v
+}
+
+func (d *decoder) bytes() []byte {
+	n := d.uvarint()
+	if d.err != nil {
+		return nil
+	}
+	if n > uint64(len(d.b)) {
+		d.err = errShort
+		return nil
+	}
+	v := d.b[:n]
+	d.b = d.b[n:]
+	return v
+}
+
+func (d *decoder) string() string { return string(d.bytes()) }

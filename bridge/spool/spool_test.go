@@ -1,0 +1,588 @@
+package spool
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+
+	"github.com/iot-mns-bridge/iot-mns-bridge/bridge"
+	bolt "go.etcd.io/bbolt"
+	berrors "go.etcd.io/bbolt/errors"
+)
+
+func open(t *testing.T, opts Options) *Spool {
+	t.Helper()
+	if opts.Dir == "" {
+		opts.Dir = t.TempDir()
+	}
+	s, err := Open(opts)
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+type result struct {
+	key uint64
+	err error
+}
+
+// add appends m and waits for its commit.
+func add(t *testing.T, s *Spool, m bridge.Message) uint64 {
+	t.Helper()
+	ch := make(chan result, 1)
+	if err := s.Append(context.Background(), &m, func(k uint64, err error) { ch <- result{k, err} }); err != nil {
+		t.Fatalf("Append %q: %v", m.MessageID, err)
+	}
+	r := <-ch
+	if r.err != nil {
+		t.Fatalf("commit %q: %v", m.MessageID, r.err)
+	}
+	return r.key
+}
+
+type stored struct {
+	key uint64
+	m   bridge.Message
+}
+
+func replayAll(t *testing.T, s *Spool) []stored {
+	t.Helper()
+	var out []stored
+	if err := s.Replay(func(k uint64, m bridge.Message) error {
+		out = append(out, stored{k, m})
+		return nil
+	}); err != nil {
+		t.Fatalf("Replay: %v", err)
+	}
+	return out
+}
+
+func ids(ss []stored) []string {
+	var out []string
+	for _, s := range ss {
+		out = append(out, s.m.MessageID)
+	}
+	return out
+}
+
+func msg(i int) bridge.Message {
+	return bridge.Message{
+		Topic:     "/pk/dev/user/telemetry",
+		MessageID: fmt.Sprintf("m-%d", i),
+		Body:      []byte(fmt.Sprintf(`{"n":%d}`, i)),
+	}
+}
+
+func sameMessage(a, b bridge.Message) bool {
+	return a.Topic == b.Topic && a.MessageID == b.MessageID && a.GenerateTime == b.GenerateTime &&
+		bytes.Equal(a.Body, b.Body) && maps.Equal(a.Properties, b.Properties) && a.Invalid == b.Invalid
+}
+
+func TestRoundTrip(t *testing.T) {
+	big := bytes.Repeat([]byte{0, 1, 2, 0xff}, 16<<10) // 64 KiB
+	tests := []struct {
+		name string
+		m    bridge.Message
+	}{
+		{"plain", msg(1)},
+		{"empty body", bridge.Message{Topic: "/pk/dev/user/x", MessageID: "e"}},
+		{"empty everything", bridge.Message{}},
+		{"64 KiB body", bridge.Message{Topic: "/pk/dev/user/big", MessageID: "big", Body: big}},
+		{"properties", bridge.Message{Topic: "/as/mqtt/status/pk/dev", MessageID: "p", Body: []byte("{}"),
+			Properties: map[string]string{"qos": "1", "content-type": "application/json", "": "empty key", "k": ""}}},
+		{"generate time and invalid", bridge.Message{MessageID: "g", GenerateTime: 1700000000123, Invalid: "body is not valid base64", Body: []byte("%%%")}},
+		{"negative generate time", bridge.Message{MessageID: "n", GenerateTime: -5}},
+		{"binary topic", bridge.Message{Topic: "/\x00/\xff", MessageID: "b"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := open(t, Options{})
+			key := add(t, s, tt.m)
+			got := replayAll(t, s)
+			if len(got) != 1 || got[0].key != key || !sameMessage(got[0].m, tt.m) {
+				t.Fatalf("replayed %+v, want key %d %+v", got, key, tt.m)
+			}
+			if st := s.Stats(); st.Depth != 1 || st.Bytes <= int64(len(tt.m.Body)) {
+				t.Errorf("Stats = %+v after one message of %d body bytes", st, len(tt.m.Body))
+			}
+			if err := s.Delete(key); err != nil {
+				t.Fatal(err)
+			}
+			s.sync()
+			if got := replayAll(t, s); len(got) != 0 {
+				t.Errorf("replayed %d messages after Delete, want none", len(got))
+			}
+			if st := s.Stats(); st.Depth != 0 || st.Bytes != 0 {
+				t.Errorf("Stats = %+v after Delete, want empty", st)
+			}
+		})
+	}
+}
+
+func TestDecodeRejectsDamage(t *testing.T) {
+	m := bridge.Message{Topic: "/pk/dev/user/x", MessageID: "id", Body: []byte("body"), Properties: map[string]string{"a": "b"}}
+	v := encode(&m)
+	for n := 0; n < len(v); n++ {
+		if _, err := decode(v[:n]); err == nil {
+			t.Errorf("decode of the first %d of %d bytes succeeded", n, len(v))
+		}
+	}
+	for i := range v {
+		w := bytes.Clone(v)
+		w[i] ^= 0x40
+		if _, err := decode(w); err == nil {
+			t.Errorf("decode with byte %d flipped succeeded", i)
+		}
+	}
+}
+
+func TestRestartReplaysWhatWasNotDeleted(t *testing.T) {
+	dir := t.TempDir()
+	s := open(t, Options{Dir: dir})
+	var keys []uint64
+	for i := range 20 {
+		keys = append(keys, add(t, s, msg(i)))
+	}
+	var want []string
+	for i, k := range keys {
+		if i%3 == 0 {
+			if err := s.Delete(k); err != nil {
+				t.Fatal(err)
+			}
+			continue
+		}
+		want = append(want, msg(i).MessageID)
+	}
+	if err := s.Delete(keys[0], 999999); err != nil { // a repeated and an unknown key are ignored
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil { // the deletes are durable now, without any sync
+		t.Fatal(err)
+	}
+	before := s.Stats()
+
+	s = open(t, Options{Dir: dir})
+	got := replayAll(t, s)
+	if g := ids(got); strings.Join(g, ",") != strings.Join(want, ",") {
+		t.Fatalf("after restart replayed %v, want %v", g, want)
+	}
+	for i := 1; i < len(got); i++ {
+		if got[i].key <= got[i-1].key {
+			t.Fatalf("keys not increasing: %d after %d", got[i].key, got[i-1].key)
+		}
+	}
+	if after := s.Stats(); after != before {
+		t.Errorf("Stats after restart = %+v, before = %+v", after, before)
+	}
+	// Keys keep growing across restarts, so a key is never reused.
+	if k := add(t, s, msg(100)); k <= keys[len(keys)-1] {
+		t.Errorf("new key %d after restart, last key before was %d", k, keys[len(keys)-1])
+	}
+}
+
+func TestReplayDoesNotSeeLaterAppendsAndStopsOnError(t *testing.T) {
+	s := open(t, Options{})
+	for i := range replayPage + 10 { // more than one page of reads
+		add(t, s, msg(i))
+	}
+	n := 0
+	err := s.Replay(func(k uint64, m bridge.Message) error {
+		if n == 0 {
+			add(t, s, msg(-1)) // appended during Replay: not visited
+		}
+		n++
+		return nil
+	})
+	if err != nil || n != replayPage+10 {
+		t.Fatalf("Replay visited %d messages (err %v), want %d", n, err, replayPage+10)
+	}
+	stop := errors.New("stop")
+	n = 0
+	err = s.Replay(func(uint64, bridge.Message) error { n++; return stop })
+	if !errors.Is(err, stop) || n != 1 {
+		t.Errorf("Replay with a failing fn: %d calls, err %v; want 1 call and the fn's error", n, err)
+	}
+}
+
+func TestFullAndRecovery(t *testing.T) {
+	dir := t.TempDir()
+	one := int64(len(encode(ptr(msg(0)))) + keyLen)
+	s := open(t, Options{Dir: dir, MaxBytes: 10 * one})
+	var keys []uint64
+	for i := range 10 {
+		keys = append(keys, add(t, s, msg(i)))
+	}
+	m := msg(10)
+	err := s.Append(context.Background(), &m, func(uint64, error) { t.Error("done called for a refused Append") })
+	if !errors.Is(err, ErrFull) {
+		t.Fatalf("Append to a full spool: %v, want ErrFull", err)
+	}
+	for _, part := range []string{"spool full", dir, "stops consuming"} {
+		if !strings.Contains(err.Error(), part) {
+			t.Errorf("error %q does not mention %q", err, part)
+		}
+	}
+	if !bridge.Retryable(err) {
+		t.Errorf("ErrFull must be retryable")
+	}
+	if err := s.Delete(keys[:3]...); err != nil { // msg(10) and msg(11) are a byte longer than msg(0)
+		t.Fatal(err)
+	}
+	s.sync()
+	add(t, s, msg(10))
+	add(t, s, msg(11))
+	if st := s.Stats(); st.Depth != 9 || st.Bytes > st.MaxBytes {
+		t.Errorf("Stats = %+v, want 9 messages within the bound", st)
+	}
+
+	huge := bridge.Message{MessageID: "huge", Body: make([]byte, 11*one)}
+	err = s.Append(context.Background(), &huge, func(uint64, error) {})
+	if err == nil || bridge.Retryable(err) || errors.Is(err, ErrFull) || !strings.Contains(err.Error(), "huge") {
+		t.Errorf("Append of a message larger than the spool: %v, want a permanent error naming it", err)
+	}
+}
+
+func ptr[T any](v T) *T { return &v }
+
+// TestCommitErrorInjected fails transactions from inside (as a write error
+// would) and checks that waiting Appends get the error, nothing of the
+// failed commits is visible, queued deletes survive, and the spool works
+// again afterwards.
+func TestCommitErrorInjected(t *testing.T) {
+	var failing atomic.Bool
+	dir := t.TempDir()
+	s := open(t, Options{Dir: dir, commitHook: func() error {
+		if failing.Load() {
+			return syscall.ENOSPC
+		}
+		return nil
+	}})
+	k0 := add(t, s, msg(0))
+	add(t, s, msg(1))
+	before := s.Stats()
+
+	failing.Store(true)
+	if err := s.Delete(k0); err != nil {
+		t.Fatal(err)
+	}
+	const n = 50
+	errs := make(chan error, n)
+	for i := range n {
+		m := msg(100 + i)
+		if err := s.Append(context.Background(), &m, func(_ uint64, err error) { errs <- err }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for range n {
+		err := <-errs
+		if !errors.Is(err, syscall.ENOSPC) || !strings.Contains(err.Error(), "free disk space") {
+			t.Fatalf("done got %v, want ENOSPC with advice", err)
+		}
+	}
+	if st := s.Stats(); st != before {
+		t.Errorf("Stats after failed commits = %+v, want %+v", st, before)
+	}
+	if got := ids(replayAll(t, s)); strings.Join(got, ",") != "m-0,m-1" {
+		t.Errorf("replayed %v after failed commits, want m-0,m-1", got)
+	}
+
+	failing.Store(false)
+	add(t, s, msg(2)) // commits the retained delete of m-0 too
+	if got := ids(replayAll(t, s)); strings.Join(got, ",") != "m-1,m-2" {
+		t.Errorf("replayed %v after recovery, want m-1,m-2", got)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s = open(t, Options{Dir: dir})
+	if got := ids(replayAll(t, s)); strings.Join(got, ",") != "m-1,m-2" {
+		t.Errorf("replayed %v after restart, want m-1,m-2", got)
+	}
+}
+
+// TestFileCannotGrow lets bbolt fail for real while writing: its file may
+// not grow past a limit, as on a full disk. Committed messages stay, failed
+// ones never appear, and deletes make room for new ones.
+func TestFileCannotGrow(t *testing.T) {
+	dir := t.TempDir()
+	s := open(t, Options{Dir: dir, maxFileSize: 512 << 10})
+	body := bytes.Repeat([]byte("x"), 1000)
+	var committed []uint64
+	var failure error
+	for i := 0; i < 2000 && failure == nil; i++ {
+		m := bridge.Message{MessageID: fmt.Sprint(i), Body: body}
+		ch := make(chan result, 1)
+		if err := s.Append(context.Background(), &m, func(k uint64, err error) { ch <- result{k, err} }); err != nil {
+			t.Fatal(err)
+		}
+		r := <-ch
+		if r.err != nil {
+			failure = r.err
+			break
+		}
+		committed = append(committed, r.key)
+	}
+	if !errors.Is(failure, berrors.ErrMaxSizeReached) {
+		t.Fatalf("after %d messages: %v, want the file size limit to fail a commit", len(committed), failure)
+	}
+	got := replayAll(t, s)
+	if len(got) != len(committed) || got[len(got)-1].key != committed[len(committed)-1] {
+		t.Fatalf("replayed %d messages, committed %d", len(got), len(committed))
+	}
+	if err := s.Delete(committed...); err != nil {
+		t.Fatal(err)
+	}
+	s.sync()
+	for i := range 50 {
+		add(t, s, bridge.Message{MessageID: fmt.Sprint("after-", i), Body: body})
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s = open(t, Options{Dir: dir})
+	if got := replayAll(t, s); len(got) != 50 || got[0].m.MessageID != "after-0" {
+		t.Errorf("after restart replayed %d messages starting %q, want the 50 appended after the deletes", len(got), ids(got[:1]))
+	}
+}
+
+func TestConcurrentAppendsAndDeletes(t *testing.T) {
+	dir := t.TempDir()
+	s := open(t, Options{Dir: dir})
+	const producers, each = 8, 300
+	var (
+		mu   sync.Mutex
+		kept = map[uint64]string{}
+		seen = map[uint64]bool{}
+		wg   sync.WaitGroup
+	)
+	wg.Add(producers * each)
+	for p := range producers {
+		go func() {
+			for i := range each {
+				m := msg(p*each + i)
+				id := m.MessageID
+				err := s.Append(context.Background(), &m, func(k uint64, err error) {
+					defer wg.Done()
+					if err != nil {
+						t.Errorf("commit %s: %v", id, err)
+						return
+					}
+					mu.Lock()
+					if seen[k] {
+						t.Errorf("key %d given twice", k)
+					}
+					seen[k] = true
+					mu.Unlock()
+					if k%2 == 0 {
+						if err := s.Delete(k); err != nil { // from done, as the pipeline may
+							t.Error(err)
+						}
+						return
+					}
+					mu.Lock()
+					kept[k] = id
+					mu.Unlock()
+				})
+				if err != nil {
+					t.Error(err)
+					wg.Done()
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s = open(t, Options{Dir: dir})
+	got := replayAll(t, s)
+	if len(got) != len(kept) {
+		t.Fatalf("replayed %d messages, want %d", len(got), len(kept))
+	}
+	for i, g := range got {
+		if kept[g.key] != g.m.MessageID || (i > 0 && g.key <= got[i-1].key) {
+			t.Fatalf("replayed key %d as %q (want %q), previous key %d", g.key, g.m.MessageID, kept[g.key], got[max(i-1, 0)].key)
+		}
+	}
+	if st := s.Stats(); st.Depth != int64(len(kept)) {
+		t.Errorf("Depth = %d, want %d", st.Depth, len(kept))
+	}
+}
+
+// TestCloseCommitsEverythingAccepted uses a linger far longer than the test:
+// only Close can commit.
+func TestCloseCommitsEverythingAccepted(t *testing.T) {
+	dir := t.TempDir()
+	s := open(t, Options{Dir: dir})
+	k := add(t, s, msg(0))
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s = open(t, Options{Dir: dir, CommitInterval: 1 << 62})
+	if err := s.Delete(k); err != nil {
+		t.Fatal(err)
+	}
+	var done atomic.Int32
+	for i := range 10 {
+		m := msg(i + 1)
+		if err := s.Append(context.Background(), &m, func(_ uint64, err error) {
+			if err != nil {
+				t.Error(err)
+			}
+			done.Add(1)
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if done.Load() != 10 {
+		t.Fatalf("%d done calls when Close returned, want 10", done.Load())
+	}
+	m := msg(99)
+	if err := s.Append(context.Background(), &m, func(uint64, error) {}); !errors.Is(err, ErrClosed) {
+		t.Errorf("Append after Close: %v, want ErrClosed", err)
+	}
+	if err := s.Delete(1); !errors.Is(err, ErrClosed) {
+		t.Errorf("Delete after Close: %v, want ErrClosed", err)
+	}
+	if err := s.Close(); err != nil {
+		t.Errorf("second Close: %v", err)
+	}
+	s = open(t, Options{Dir: dir})
+	if got := ids(replayAll(t, s)); len(got) != 10 || got[0] != "m-1" {
+		t.Errorf("replayed %v, want m-1..m-10", got)
+	}
+}
+
+// TestBackpressure blocks the writer inside a commit, fills the queue, and
+// checks that Append then waits: a done ctx or Close ends the wait.
+func TestBackpressure(t *testing.T) {
+	release := make(chan struct{})
+	var blocked atomic.Bool
+	blocked.Store(true)
+	s := open(t, Options{CommitInterval: -1, commitHook: func() error {
+		if blocked.Load() {
+			<-release
+		}
+		return nil
+	}})
+	var accepted, done atomic.Int64
+	for len(s.reqs) < cap(s.reqs) {
+		m := msg(int(accepted.Load()))
+		if err := s.Append(context.Background(), &m, func(_ uint64, err error) {
+			if err != nil {
+				t.Error(err)
+			}
+			done.Add(1)
+		}); err != nil {
+			t.Fatal(err)
+		}
+		accepted.Add(1)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	m := msg(-1)
+	if err := s.Append(ctx, &m, func(uint64, error) { t.Error("done called for a cancelled Append") }); !errors.Is(err, context.Canceled) {
+		t.Fatalf("Append on a full queue with a cancelled ctx: %v", err)
+	}
+
+	waiting := make(chan error)
+	go func() {
+		m := msg(-2)
+		waiting <- s.Append(context.Background(), &m, func(uint64, error) { t.Error("done called for an Append refused by Close") })
+	}()
+	closed := make(chan error)
+	go func() { closed <- s.Close() }()
+	if err := <-waiting; !errors.Is(err, ErrClosed) {
+		t.Errorf("Append blocked during Close: %v, want ErrClosed", err)
+	}
+	blocked.Store(false)
+	close(release)
+	if err := <-closed; err != nil {
+		t.Fatal(err)
+	}
+	if done.Load() != accepted.Load() {
+		t.Errorf("%d done calls for %d accepted Appends", done.Load(), accepted.Load())
+	}
+}
+
+func TestOpenErrors(t *testing.T) {
+	t.Run("no dir", func(t *testing.T) {
+		if _, err := Open(Options{}); err == nil || !strings.Contains(err.Error(), "spool.dir") {
+			t.Errorf("Open without Dir: %v", err)
+		}
+	})
+	t.Run("dir is a file", func(t *testing.T) {
+		f := filepath.Join(t.TempDir(), "file")
+		os.WriteFile(f, nil, 0o600)
+		if _, err := Open(Options{Dir: f}); err == nil || !strings.Contains(err.Error(), "writable") {
+			t.Errorf("Open on a file: %v", err)
+		}
+	})
+	t.Run("locked", func(t *testing.T) {
+		s := open(t, Options{})
+		_, err := Open(Options{Dir: filepath.Dir(s.path)})
+		if err == nil || !strings.Contains(err.Error(), "another process") {
+			t.Errorf("second Open of the same dir: %v", err)
+		}
+	})
+	t.Run("not a bbolt file", func(t *testing.T) {
+		dir := t.TempDir()
+		os.WriteFile(filepath.Join(dir, FileName), bytes.Repeat([]byte{0xab}, 16<<10), 0o600)
+		if _, err := Open(Options{Dir: dir}); !errors.Is(err, ErrCorrupt) {
+			t.Errorf("Open of garbage: %v, want ErrCorrupt", err)
+		}
+	})
+	t.Run("damaged record", func(t *testing.T) {
+		dir := t.TempDir()
+		s := open(t, Options{Dir: dir})
+		add(t, s, msg(0))
+		k := add(t, s, msg(1))
+		s.Close()
+		db, err := bolt.Open(filepath.Join(dir, FileName), 0o600, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		db.Update(func(tx *bolt.Tx) error {
+			b := tx.Bucket(bucketName)
+			kb := binary8(k)
+			v := bytes.Clone(b.Get(kb))
+			v[len(v)-1] ^= 1
+			return b.Put(kb, v)
+		})
+		db.Close()
+		_, err = Open(Options{Dir: dir})
+		if !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), fmt.Sprintf("message %d", k)) {
+			t.Errorf("Open with a damaged record: %v, want ErrCorrupt naming message %d", err, k)
+		}
+	})
+}
+
+func binary8(k uint64) []byte {
+	b := make([]byte, 8)
+	for i := range 8 {
+		b[i] = byte(k >> (56 - 8*i))
+	}
+	return b
+}
+
+func TestFormatBytes(t *testing.T) {
+	for n, want := range map[int64]string{0: "0 B", 1023: "1023 B", 1024: "1.0 KiB", 1 << 30: "1.0 GiB", 3 << 29: "1.5 GiB"} {
+		if got := formatBytes(n); got != want {
+			t.Errorf("formatBytes(%d) = %q, want %q", n, got, want)
+		}
+	}
+}
