@@ -266,7 +266,7 @@ func (s *Source) session(ctx context.Context, sl *slot, h bridge.Handler, connec
 			cause = err
 			break
 		}
-		if l.dead.Load() {
+		if isDone(c.Done()) {
 			// A message prefetched before the connection died: it can
 			// no longer be settled, and the platform redelivers it.
 			break
@@ -303,6 +303,15 @@ func (s *Source) session(ctx context.Context, sl *slot, h bridge.Handler, connec
 		return nil
 	}
 	return fmt.Errorf("amqp connection lost: %w", explainLoss(cause))
+}
+
+func isDone(ch <-chan struct{}) bool {
+	select {
+	case <-ch:
+		return true
+	default:
+		return false
+	}
 }
 
 // Settle settles d upstream: Accepted → AMQP accept, Released → AMQP

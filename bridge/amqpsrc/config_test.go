@@ -1,0 +1,148 @@
+package amqpsrc
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/iot-mns-bridge/iot-mns-bridge/bridge"
+	"github.com/iot-mns-bridge/iot-mns-bridge/iotauth"
+)
+
+const testSecret = "sEcReT-never-shown"
+
+func testParams() (iotauth.Params, error) {
+	return iotauth.Params{
+		ClientID:        "edge-gw-01",
+		AccessKeyID:     "LTAItestkey",
+		AccessKeySecret: testSecret,
+		ConsumerGroupID: "DEFAULT_GROUP",
+		SignMethod:      "hmacsha1",
+	}, nil
+}
+
+func TestNewIdleTimeoutBounds(t *testing.T) {
+	tests := []struct {
+		idle    time.Duration
+		wantErr bool
+		want    time.Duration // after defaults
+	}{
+		{0, false, 120 * time.Second},
+		{59 * time.Second, true, 0},
+		{60 * time.Second, false, 60 * time.Second},
+		{120 * time.Second, false, 120 * time.Second},
+		{600 * time.Second, false, 600 * time.Second},
+		{601 * time.Second, true, 0},
+		{time.Minute - time.Millisecond, true, 0},
+		{-time.Second, true, 0},
+	}
+	for _, tc := range tests {
+		t.Run(tc.idle.String(), func(t *testing.T) {
+			s, err := New(Config{Endpoint: "h", Params: testParams, IdleTimeout: tc.idle})
+			if tc.wantErr {
+				if err == nil {
+					t.Fatal("New accepted it")
+				}
+				if !strings.Contains(err.Error(), "source.amqp.idle_timeout") {
+					t.Errorf("error %q does not name source.amqp.idle_timeout", err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if s.cfg.IdleTimeout != tc.want {
+				t.Errorf("IdleTimeout = %s, want %s", s.cfg.IdleTimeout, tc.want)
+			}
+		})
+	}
+}
+
+func TestNewDefaults(t *testing.T) {
+	s, err := New(Config{Endpoint: "iot-06z00.amqp.iothub.aliyuncs.com", Params: testParams})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := s.cfg
+	if c.Endpoint != "iot-06z00.amqp.iothub.aliyuncs.com:5671" || c.Address != "default" || c.Credit != 64 ||
+		c.Connections != 1 || c.AttachTimeout != 15*time.Second || c.DialTimeout != 15*time.Second ||
+		c.Limiter == nil || c.Logger == nil || c.Clock == nil {
+		t.Errorf("defaults not applied: %+v", c)
+	}
+	if got := s.ConnStates(); len(got) != 1 || got[0].Name != "edge-gw-01" {
+		t.Errorf("ConnStates = %+v, want one slot named edge-gw-01", got)
+	}
+}
+
+func TestNewConnectionsNameSlots(t *testing.T) {
+	s, err := New(Config{Endpoint: "h:5671", Params: testParams, Connections: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, st := range s.ConnStates() {
+		names = append(names, st.Name)
+	}
+	if got, want := strings.Join(names, ","), "edge-gw-01-0,edge-gw-01-1,edge-gw-01-2"; got != want {
+		t.Errorf("slot names %s, want %s", got, want)
+	}
+}
+
+func TestNewRejects(t *testing.T) {
+	long := func() (iotauth.Params, error) {
+		p, _ := testParams()
+		p.ClientID = strings.Repeat("c", 63) // fine alone, too long with "-1"
+		return p, nil
+	}
+	failing := func() (iotauth.Params, error) { return iotauth.Params{}, errors.New("secret file missing") }
+	tests := []struct {
+		name string
+		cfg  Config
+		keys []string // every one must be named in the error
+	}{
+		{"no endpoint, no params", Config{}, []string{"source.endpoint", "source.credentials"}},
+		{"bad port", Config{Endpoint: "h:99999", Params: testParams}, []string{"source.endpoint"}},
+		{"no host", Config{Endpoint: ":5671", Params: testParams}, []string{"source.endpoint"}},
+		{"connections and credit at once", Config{Endpoint: "h", Params: testParams, Connections: 65, Credit: -1},
+			[]string{"source.connections", "source.amqp.credit"}},
+		{"credit too big", Config{Endpoint: "h", Params: testParams, Credit: MaxCredit + 1}, []string{"source.amqp.credit"}},
+		{"negative timeouts", Config{Endpoint: "h", Params: testParams, DialTimeout: -1, AttachTimeout: -1},
+			[]string{"source.dial_timeout", "source.amqp.attach_timeout"}},
+		{"backoff inverted", Config{Endpoint: "h", Params: testParams, MinBackoff: time.Minute, MaxBackoff: time.Second},
+			[]string{"source.reconnect_max_backoff"}},
+		{"client id too long with suffix", Config{Endpoint: "h", Params: long, Connections: 2}, []string{"clientId"}},
+		{"params fail", Config{Endpoint: "h", Params: failing}, []string{"source.credentials", "secret file missing"}},
+		{"ca file missing", Config{Endpoint: "h", Params: testParams, TLS: bridge.TLSOptions{CAFile: "/nonexistent/ca.pem"}},
+			[]string{"source.tls.ca_file"}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := New(tc.cfg)
+			if err == nil {
+				t.Fatal("New accepted it")
+			}
+			for _, k := range tc.keys {
+				if !strings.Contains(err.Error(), k) {
+					t.Errorf("error %q does not name %s", err, k)
+				}
+			}
+			if strings.Contains(err.Error(), testSecret) {
+				t.Errorf("error %q leaks the secret", err)
+			}
+		})
+	}
+}
+
+func TestNewCAFileNotPEM(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "ca.pem")
+	if err := os.WriteFile(p, []byte("not a certificate"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, err := New(Config{Endpoint: "h", Params: testParams, TLS: bridge.TLSOptions{CAFile: p}})
+	if err == nil || !strings.Contains(err.Error(), "source.tls.ca_file") {
+		t.Fatalf("New = %v, want an error naming source.tls.ca_file", err)
+	}
+}

@@ -1,0 +1,171 @@
+package amqpsrc
+
+import (
+	"math"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/Azure/go-amqp"
+
+	"github.com/iot-mns-bridge/iot-mns-bridge/bridge"
+)
+
+func TestToMessageBody(t *testing.T) {
+	tests := []struct {
+		name    string
+		msg     *amqp.Message
+		body    string
+		invalid string // substring of Message.Invalid; "" means valid
+	}{
+		{"one data section", &amqp.Message{Data: [][]byte{[]byte(`{"a":1}`)}}, `{"a":1}`, ""},
+		{"data sections concatenated", &amqp.Message{Data: [][]byte{[]byte("ab"), []byte("c"), nil, []byte("d")}}, "abcd", ""},
+		{"binary data kept", &amqp.Message{Data: [][]byte{{0x00, 0xff, 0x10}}}, "\x00\xff\x10", ""},
+		{"string value", &amqp.Message{Value: "hello"}, "hello", ""},
+		{"binary value", &amqp.Message{Value: []byte{1, 2}}, "\x01\x02", ""},
+		{"symbol value", &amqp.Message{Value: amqp.Symbol("sym")}, "sym", ""},
+		{"no body", &amqp.Message{}, "", ""},
+		{"map value", &amqp.Message{Value: map[string]any{"k": "v"}}, "map[k:v]", "amqp-value of type map[string]interface {}"},
+		{"integer value", &amqp.Message{Value: int64(7)}, "7", "amqp-value of type int64"},
+		{"sequence", &amqp.Message{Sequence: [][]any{{"a", int32(1)}}}, "[[a 1]]", "amqp-sequence"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			m := toMessage(tc.msg)
+			if string(m.Body) != tc.body {
+				t.Errorf("Body = %q, want %q", m.Body, tc.body)
+			}
+			switch {
+			case tc.invalid == "" && m.Invalid != "":
+				t.Errorf("Invalid = %q, want valid", m.Invalid)
+			case tc.invalid != "" && !strings.Contains(m.Invalid, tc.invalid):
+				t.Errorf("Invalid = %q, want it to mention %q", m.Invalid, tc.invalid)
+			}
+		})
+	}
+}
+
+func TestToMessageProperties(t *testing.T) {
+	ts := time.Date(2024, 5, 6, 7, 8, 9, 123e6, time.UTC)
+	uuid := amqp.UUID{0x12, 0x34, 0x56, 0x78, 0x9a, 0xbc, 0xde, 0xf0, 1, 2, 3, 4, 5, 6, 7, 8}
+	tests := []struct {
+		name  string
+		props map[string]any
+		msgID any // AMQP properties message-id, nil for none
+		want  bridge.Message
+	}{
+		{
+			name:  "platform types: strings and int64",
+			props: map[string]any{"topic": "/pk/dn/user/up", "messageId": "1780000000000000001", "generateTime": int64(1700000000123)},
+			want:  bridge.Message{Topic: "/pk/dn/user/up", MessageID: "1780000000000000001", GenerateTime: 1700000000123},
+		},
+		{
+			name:  "messageId int64, generateTime digits",
+			props: map[string]any{"topic": "/as/mqtt/status/pk/dn", "messageId": int64(1780000000000000002), "generateTime": "1700000000456"},
+			want:  bridge.Message{Topic: "/as/mqtt/status/pk/dn", MessageID: "1780000000000000002", GenerateTime: 1700000000456},
+		},
+		{
+			name:  "messageId uint64 and generateTime uint64",
+			props: map[string]any{"messageId": uint64(math.MaxUint64), "generateTime": uint64(1700000000789)},
+			want:  bridge.Message{MessageID: "18446744073709551615", GenerateTime: 1700000000789},
+		},
+		{
+			name:  "int32, uint32, int16, uint16, int8, uint8",
+			props: map[string]any{"messageId": int32(-5), "generateTime": uint32(4000000000), "a": int16(-3), "b": uint16(3), "c": int8(-1), "d": uint8(255)},
+			want:  bridge.Message{MessageID: "-5", GenerateTime: 4000000000, Properties: map[string]string{"a": "-3", "b": "3", "c": "-1", "d": "255"}},
+		},
+		{
+			name:  "generateTime int32 and binary topic",
+			props: map[string]any{"topic": []byte("/pk/dn/thing/event/property/post"), "generateTime": int32(12345)},
+			want:  bridge.Message{Topic: "/pk/dn/thing/event/property/post", GenerateTime: 12345},
+		},
+		{
+			name:  "generateTime as timestamp and integral double",
+			props: map[string]any{"generateTime": ts, "x": float64(2.5)},
+			want:  bridge.Message{GenerateTime: ts.UnixMilli(), Properties: map[string]string{"x": "2.5"}},
+		},
+		{
+			name:  "generateTime integral double",
+			props: map[string]any{"generateTime": float64(1700000000000)},
+			want:  bridge.Message{GenerateTime: 1700000000000},
+		},
+		{
+			name:  "unreadable generateTime kept as a property",
+			props: map[string]any{"generateTime": "yesterday"},
+			want:  bridge.Message{Properties: map[string]string{"generateTime": "yesterday"}},
+		},
+		{
+			name:  "uint64 generateTime over int64 kept as a property",
+			props: map[string]any{"generateTime": uint64(math.MaxUint64)},
+			want:  bridge.Message{Properties: map[string]string{"generateTime": "18446744073709551615"}},
+		},
+		{
+			name: "other properties as text",
+			props: map[string]any{
+				"qos": int32(1), "flag": true, "when": ts, "id": uuid, "bin": []byte{0xff, 0xfe},
+				"sym": amqp.Symbol("s"), "f32": float32(1.5), "null": nil,
+			},
+			want: bridge.Message{Properties: map[string]string{
+				"qos": "1", "flag": "true", "when": "2024-05-06T07:08:09.123Z", "id": "12345678-9abc-def0-0102-030405060708",
+				"bin": "//4=", "sym": "s", "f32": "1.5", "null": "",
+			}},
+		},
+		{
+			name:  "message-id from the properties section when the application property is absent",
+			props: map[string]any{"topic": "/t"},
+			msgID: uint64(42),
+			want:  bridge.Message{Topic: "/t", MessageID: "42"},
+		},
+		{
+			name:  "application property wins over the properties section",
+			props: map[string]any{"messageId": "app"},
+			msgID: "section",
+			want:  bridge.Message{MessageID: "app"},
+		},
+		{
+			name: "no properties at all",
+			want: bridge.Message{},
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			in := &amqp.Message{ApplicationProperties: tc.props}
+			if tc.msgID != nil {
+				in.Properties = &amqp.MessageProperties{MessageID: tc.msgID}
+			}
+			got := toMessage(in)
+			got.Body = nil
+			if !reflect.DeepEqual(got, tc.want) {
+				t.Errorf("toMessage = %+v\nwant %+v", got, tc.want)
+			}
+		})
+	}
+}
+
+// TestToMessageWireTypes sends properties through go-amqp's own encoding, so
+// the types are the ones a receiver really sees.
+func TestToMessageWireTypes(t *testing.T) {
+	in := &amqp.Message{
+		Data: [][]byte{[]byte("part1-"), []byte("part2")},
+		ApplicationProperties: map[string]any{
+			"topic": "/pk/dn/user/up", "messageId": int64(99), "generateTime": int64(1700000000001), "qos": int32(0),
+		},
+	}
+	wire, err := in.MarshalBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out amqp.Message
+	if err := out.UnmarshalBinary(wire); err != nil {
+		t.Fatal(err)
+	}
+	got := toMessage(&out)
+	want := bridge.Message{
+		Topic: "/pk/dn/user/up", MessageID: "99", GenerateTime: 1700000000001,
+		Body: []byte("part1-part2"), Properties: map[string]string{"qos": "0"},
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("toMessage = %+v\nwant %+v", got, want)
+	}
+}

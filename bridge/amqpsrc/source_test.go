@@ -1,0 +1,516 @@
+package amqpsrc
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"log/slog"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/Azure/go-amqp"
+
+	"github.com/iot-mns-bridge/iot-mns-bridge/bridge"
+	"github.com/iot-mns-bridge/iot-mns-bridge/iotauth"
+)
+
+// fakeConn is a connection fed by the test.
+type fakeConn struct {
+	slot    int
+	id      string
+	msgs    chan *amqp.Message
+	linkErr chan error // Receive returns what is sent here (a detach)
+	done    chan struct{}
+	// drain is returned by Receive before anything else, even after the
+	// connection died, as go-amqp does with prefetched messages.
+	drain *amqp.Message
+
+	mu        sync.Mutex
+	err       error
+	closed    bool
+	settleErr error
+	accepted  []*amqp.Message
+	released  []*amqp.Message
+	killOnce  sync.Once
+}
+
+func newFakeConn(slot int, id string) *fakeConn {
+	return &fakeConn{slot: slot, id: id, msgs: make(chan *amqp.Message), linkErr: make(chan error, 1), done: make(chan struct{})}
+}
+
+func (c *fakeConn) Receive(ctx context.Context) (*amqp.Message, error) {
+	if m := c.drain; m != nil {
+		c.drain = nil
+		return m, nil
+	}
+	select {
+	case m := <-c.msgs:
+		return m, nil
+	case err := <-c.linkErr:
+		return nil, err
+	case <-c.done:
+		return nil, &amqp.ConnError{}
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+func (c *fakeConn) settle(m *amqp.Message, to *[]*amqp.Message) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return &amqp.ConnError{}
+	}
+	if c.settleErr != nil {
+		return c.settleErr
+	}
+	*to = append(*to, m)
+	return nil
+}
+
+func (c *fakeConn) Accept(_ context.Context, m *amqp.Message) error  { return c.settle(m, &c.accepted) }
+func (c *fakeConn) Release(_ context.Context, m *amqp.Message) error { return c.settle(m, &c.released) }
+func (c *fakeConn) Done() <-chan struct{}                            { return c.done }
+
+func (c *fakeConn) Err() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.err
+}
+
+// kill ends the connection as the peer or the network would.
+func (c *fakeConn) kill(err error) {
+	c.killOnce.Do(func() {
+		c.mu.Lock()
+		c.err = err
+		c.closed = true
+		c.mu.Unlock()
+		close(c.done)
+	})
+}
+
+func (c *fakeConn) Close(context.Context) error {
+	c.kill(nil)
+	return nil
+}
+
+func (c *fakeConn) isClosed() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.closed
+}
+
+func (c *fakeConn) counts() (accepted, released int) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.accepted), len(c.released)
+}
+
+// fakeDialer hands out fake connections and checks that a slot never has
+// two open at once.
+type fakeDialer struct {
+	dialed chan *fakeConn
+
+	mu         sync.Mutex
+	open       map[int]*fakeConn
+	violations int
+	err        error
+	prep       func(*fakeConn) // run on each new connection before it is returned
+}
+
+func newFakeDialer() *fakeDialer {
+	return &fakeDialer{dialed: make(chan *fakeConn, 16), open: map[int]*fakeConn{}}
+}
+
+func (d *fakeDialer) dial(ctx context.Context, slot int, id string) (connection, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.err != nil {
+		return nil, d.err
+	}
+	if prev := d.open[slot]; prev != nil && !prev.isClosed() {
+		d.violations++
+	}
+	c := newFakeConn(slot, id)
+	if d.prep != nil {
+		d.prep(c)
+	}
+	d.open[slot] = c
+	d.dialed <- c
+	return c, nil
+}
+
+func (d *fakeDialer) twoAtOnce() int {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.violations
+}
+
+// harness runs a Source over a fakeDialer and collects deliveries.
+type harness struct {
+	t      *testing.T
+	src    *Source
+	dialer *fakeDialer
+	got    chan *bridge.Delivery
+	logs   *syncBuffer
+	cancel context.CancelFunc
+	runErr chan error
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
+}
+
+func newHarness(t *testing.T, cfg Config, h bridge.Handler, prep func(*fakeConn)) *harness {
+	t.Helper()
+	logs := &syncBuffer{}
+	cfg.Endpoint = "fake.invalid"
+	cfg.Params = testParams
+	cfg.MinBackoff, cfg.MaxBackoff = time.Millisecond, 2*time.Millisecond
+	cfg.Logger = slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	src, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs := &harness{t: t, src: src, dialer: newFakeDialer(), got: make(chan *bridge.Delivery, 16), logs: logs, runErr: make(chan error, 1)}
+	src.dial = hs.dialer.dial
+	if prep != nil {
+		hs.dialer.prep = prep
+	}
+	if h == nil {
+		h = func(ctx context.Context, d *bridge.Delivery) error {
+			select {
+			case hs.got <- d:
+				return nil
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		}
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	hs.cancel = cancel
+	go func() { hs.runErr <- src.Run(ctx, h) }()
+	t.Cleanup(func() {
+		cancel()
+		ctx, c := context.WithTimeout(context.Background(), 10*time.Second)
+		defer c()
+		if err := src.Close(ctx); err != nil {
+			t.Errorf("Close: %v", err)
+		}
+		if n := hs.dialer.twoAtOnce(); n != 0 {
+			t.Errorf("a slot had two connections open at once %d times", n)
+		}
+		if strings.Contains(logs.String(), testSecret) {
+			t.Errorf("logs leak the secret")
+		}
+	})
+	return hs
+}
+
+const waitLimit = 10 * time.Second // only a hang guard, never a pass/fail threshold
+
+func (hs *harness) nextConn() *fakeConn {
+	hs.t.Helper()
+	select {
+	case c := <-hs.dialer.dialed:
+		return c
+	case <-time.After(waitLimit):
+		hs.t.Fatal("no dial")
+		return nil
+	}
+}
+
+func (hs *harness) send(c *fakeConn, m *amqp.Message) *bridge.Delivery {
+	hs.t.Helper()
+	select {
+	case c.msgs <- m:
+	case <-time.After(waitLimit):
+		hs.t.Fatal("the source did not receive")
+	}
+	select {
+	case d := <-hs.got:
+		return d
+	case <-time.After(waitLimit):
+		hs.t.Fatal("no delivery reached the handler")
+		return nil
+	}
+}
+
+// eventually polls cond until it holds; the limit only guards against hangs.
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(waitLimit)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("never happened: %s", what)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+func platformMsg(id string) *amqp.Message {
+	return &amqp.Message{
+		Data:                  [][]byte{[]byte("body-" + id)},
+		ApplicationProperties: map[string]any{"topic": "/pk/dn/user/up", "messageId": id, "generateTime": int64(1700000000000)},
+	}
+}
+
+func TestDeliverAndSettle(t *testing.T) {
+	hs := newHarness(t, Config{}, nil, nil)
+	c := hs.nextConn()
+	if c.id != "edge-gw-01" {
+		t.Errorf("client id %q, want edge-gw-01", c.id)
+	}
+	d1 := hs.send(c, platformMsg("1"))
+	d2 := hs.send(c, platformMsg("2"))
+	if d1.Topic != "/pk/dn/user/up" || d1.MessageID != "1" || string(d1.Body) != "body-1" || d1.GenerateTime != 1700000000000 {
+		t.Errorf("delivery %+v does not carry the message", d1.Message)
+	}
+	if a, r := c.counts(); a != 0 || r != 0 {
+		t.Fatalf("settled before the pipeline said so: accepted %d released %d", a, r)
+	}
+	d1.Accept()
+	d2.Release()
+	d1.Accept() // a second settle has no effect
+	if a, r := c.counts(); a != 1 || r != 1 {
+		t.Errorf("accepted %d released %d, want 1 and 1", a, r)
+	}
+	want := Stats{Received: 2, Accepted: 1, Released: 1}
+	if got := hs.src.Stats(); got != want {
+		t.Errorf("Stats = %+v, want %+v", got, want)
+	}
+	eventually(t, "slot connected", func() bool { return hs.src.ConnStates()[0].Connected })
+}
+
+func TestSettleAfterConnectionLossIsDroppedAndCounted(t *testing.T) {
+	hs := newHarness(t, Config{}, nil, nil)
+	c1 := hs.nextConn()
+	d := hs.send(c1, platformMsg("1"))
+	c1.kill(&amqp.ConnError{RemoteErr: &amqp.Error{Condition: "amqp:connection:forced", Description: "9602"}})
+	c2 := hs.nextConn() // redialled by itself
+	d.Accept()
+	if a, r := c1.counts(); a != 0 || r != 0 {
+		t.Errorf("settled on a dead link: accepted %d released %d", a, r)
+	}
+	if a, _ := c2.counts(); a != 0 {
+		t.Errorf("settled on the wrong connection")
+	}
+	if got := hs.src.Stats(); got.DroppedDeadLink != 1 || got.Accepted != 0 {
+		t.Errorf("Stats = %+v, want one dropped, none accepted", got)
+	}
+	eventually(t, "reconnect counted", func() bool {
+		st := hs.src.ConnStates()[0]
+		return st.Connected && st.Reconnects == 1
+	})
+	d2 := hs.send(c2, platformMsg("2"))
+	d2.Accept()
+	if a, _ := c2.counts(); a != 1 {
+		t.Errorf("the new connection did not settle its delivery")
+	}
+}
+
+func TestSettleErrors(t *testing.T) {
+	tests := []struct {
+		name        string
+		err         error
+		wantDropped int64
+		wantFailed  int64
+	}{
+		{"link detached", &amqp.LinkError{}, 1, 0},
+		{"session ended", &amqp.SessionError{}, 1, 0},
+		{"connection ended", &amqp.ConnError{}, 1, 0},
+		{"timeout on a live link", context.DeadlineExceeded, 0, 1},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			hs := newHarness(t, Config{}, nil, nil)
+			c := hs.nextConn()
+			d := hs.send(c, platformMsg("1"))
+			c.mu.Lock()
+			c.settleErr = tc.err
+			c.mu.Unlock()
+			d.Accept()
+			got := hs.src.Stats()
+			if got.DroppedDeadLink != tc.wantDropped || got.SettleFailed != tc.wantFailed || got.Accepted != 0 {
+				t.Errorf("Stats = %+v, want dropped %d failed %d", got, tc.wantDropped, tc.wantFailed)
+			}
+		})
+	}
+}
+
+func TestLossNoticedWhileHandlerBlocks(t *testing.T) {
+	entered, unblocked := make(chan struct{}, 1), make(chan error, 1)
+	hs := newHarness(t, Config{}, func(ctx context.Context, d *bridge.Delivery) error {
+		// A full pipeline: block until the source gives up.
+		entered <- struct{}{}
+		<-ctx.Done()
+		unblocked <- ctx.Err()
+		return ctx.Err()
+	}, nil)
+	c1 := hs.nextConn()
+	select {
+	case c1.msgs <- platformMsg("1"):
+	case <-time.After(waitLimit):
+		t.Fatal("not received")
+	}
+	<-entered
+	c1.kill(&amqp.ConnError{})
+	select {
+	case <-unblocked:
+	case <-time.After(waitLimit):
+		t.Fatal("the handler was not told of the connection loss")
+	}
+	hs.nextConn()
+	if got := hs.src.Stats(); got.Received != 1 || got.DroppedDeadLink != 1 || got.Released != 0 {
+		t.Errorf("Stats = %+v, want the delivery dropped as from a dead link", got)
+	}
+}
+
+func TestDetachClosesAndRedials(t *testing.T) {
+	hs := newHarness(t, Config{}, nil, nil)
+	c1 := hs.nextConn()
+	c1.linkErr <- &amqp.LinkError{RemoteErr: &amqp.Error{Condition: "amqp:link:detach-forced", Description: "gone"}}
+	c2 := hs.nextConn()
+	if !c1.isClosed() {
+		t.Error("the detached connection was not closed")
+	}
+	if c2.isClosed() {
+		t.Error("the new connection is closed")
+	}
+	eventually(t, "reconnected", func() bool { return hs.src.ConnStates()[0].Reconnects == 1 })
+	if !strings.Contains(hs.logs.String(), "receiver detached by the server") {
+		t.Errorf("the loss was not logged with its cause:\n%s", hs.logs.String())
+	}
+}
+
+func TestRunStopParksLinksAndCloseReleases(t *testing.T) {
+	hs := newHarness(t, Config{}, nil, nil)
+	c := hs.nextConn()
+	d1 := hs.send(c, platformMsg("1"))
+	d2 := hs.send(c, platformMsg("2"))
+	hs.cancel()
+	select {
+	case err := <-hs.runErr:
+		if err != nil {
+			t.Fatalf("Run = %v, want nil", err)
+		}
+	case <-time.After(waitLimit):
+		t.Fatal("Run did not return")
+	}
+	if c.isClosed() {
+		t.Fatal("the connection was closed while deliveries are still in flight")
+	}
+	d1.Accept() // the pipeline finishes its work after Run returned
+	ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
+	defer cancel()
+	if err := hs.src.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if !d2.Settled() {
+		t.Error("Close left a delivery unsettled")
+	}
+	if a, r := c.counts(); a != 1 || r != 1 {
+		t.Errorf("accepted %d released %d, want 1 and 1", a, r)
+	}
+	if !c.isClosed() {
+		t.Error("Close did not close the connection")
+	}
+	if err := hs.src.Run(context.Background(), nil); err == nil {
+		t.Error("Run after Close did not fail")
+	}
+}
+
+func TestCloseStopsRun(t *testing.T) {
+	hs := newHarness(t, Config{}, nil, nil)
+	c := hs.nextConn()
+	ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
+	defer cancel()
+	if err := hs.src.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-hs.runErr:
+		if err != nil {
+			t.Errorf("Run = %v", err)
+		}
+	default:
+		t.Error("Close returned before Run")
+	}
+	if !c.isClosed() {
+		t.Error("connection left open")
+	}
+}
+
+func TestConnectionsUseSuffixedClientIDs(t *testing.T) {
+	hs := newHarness(t, Config{Connections: 2}, nil, nil)
+	ids := map[string]bool{}
+	for range 2 {
+		ids[hs.nextConn().id] = true
+	}
+	if !ids["edge-gw-01-0"] || !ids["edge-gw-01-1"] {
+		t.Errorf("client ids %v, want edge-gw-01-0 and edge-gw-01-1", ids)
+	}
+}
+
+func TestSignErrorIsFatal(t *testing.T) {
+	calls := 0
+	var mu sync.Mutex
+	params := func() (iotauth.Params, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		calls++
+		p, _ := testParams()
+		if calls > 1 { // valid for New, then broken (e.g. an edited secret file)
+			p.ConsumerGroupID = "bad,group"
+		}
+		return p, nil
+	}
+	src, err := New(Config{Endpoint: "127.0.0.1:1", Params: params})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
+	defer cancel()
+	err = src.Run(ctx, func(context.Context, *bridge.Delivery) error { return nil })
+	if !errors.Is(err, bridge.ErrFatal) || !strings.Contains(err.Error(), "consumerGroupId") {
+		t.Errorf("Run = %v, want a fatal error naming consumerGroupId", err)
+	}
+	if err := src.Close(ctx); err != nil {
+		t.Error(err)
+	}
+}
+
+func TestPrefetchedFromDeadConnectionNotHandedOut(t *testing.T) {
+	first := true
+	hs := newHarness(t, Config{}, nil, func(c *fakeConn) {
+		if first { // the first connection dies with a message still buffered
+			first = false
+			c.drain = platformMsg("stale")
+			c.kill(&amqp.ConnError{})
+		}
+	})
+	hs.nextConn()
+	c2 := hs.nextConn()
+	d := hs.send(c2, platformMsg("fresh"))
+	if d.MessageID != "fresh" {
+		t.Errorf("got %q, want only the message of the live connection", d.MessageID)
+	}
+	if got := hs.src.Stats(); got.Received != 1 {
+		t.Errorf("Stats = %+v, want 1 received", got)
+	}
+}
