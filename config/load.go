@@ -338,7 +338,7 @@ func unknownKey(key, path string, fields map[string]reflect.Type) string {
 		where = "in " + path
 	}
 	msg := fmt.Sprintf("unknown key %q %s", key, where)
-	best, bestD := "", 3
+	best, bestD := "", min(3, len(key)/2)+1 // suggest only a close name
 	for name := range fields {
 		if d := editDistance(key, name); d < bestD || d == bestD && name < best {
 			best, bestD = name, d

@@ -154,7 +154,7 @@ func (v *validator) source() {
 
 	v.atLeast("source.amqp.credit", s.AMQP.Credit, 1)
 	if d := s.AMQP.IdleTimeout; d < MinIdleTimeout || d > MaxIdleTimeout {
-		v.bad("source.amqp.idle_timeout", "must be %s to %s, got %s: go-amqp advertises half of it and the platform accepts 30s to 300s", MinIdleTimeout, MaxIdleTimeout, d)
+		v.bad("source.amqp.idle_timeout", "must be 60s to 600s, got %s: go-amqp advertises half of it and the platform accepts 30s to 300s", d)
 	}
 	v.positive("source.dial_timeout", s.DialTimeout)
 	v.positive("source.reconnect_min_backoff", s.ReconnectMinBackoff)
@@ -328,7 +328,7 @@ func (v *validator) target(path, match string, names []string, known bool, queue
 	}
 	v.placeholders(path+".message_tag", match, names, known, used)
 	if n := len(strings.Join(lits, "")) + len(used); n > MaxMessageTagLen {
-		v.bad(path+".message_tag", "%q is at least %d characters: MNS message tags are at most %d", tag, n, MaxMessageTagLen)
+		v.bad(path+".message_tag", "%q is %s: MNS message tags are at most %d", tag, lengthText(lits, used), MaxMessageTagLen)
 	}
 }
 
@@ -351,8 +351,18 @@ func (v *validator) template(path, kind, match string, names []string, known boo
 		v.bad(path, "%q is not a valid MNS %s name: it must start with a letter or digit", tmpl, kind)
 	}
 	if n := len(strings.Join(lits, "")) + len(used); n > MaxMNSNameLen {
-		v.bad(path, "%q is not a valid MNS %s name: at least %d characters, the limit is %d", tmpl, kind, n, MaxMNSNameLen)
+		v.bad(path, "%q is not a valid MNS %s name: it is %s, the limit is %d", tmpl, kind, lengthText(lits, used), MaxMNSNameLen)
 	}
+}
+
+// lengthText describes the length of a template: "22 characters long", or
+// "21 characters long before its placeholders are filled in".
+func lengthText(lits, used []string) string {
+	n := len(strings.Join(lits, ""))
+	if len(used) == 0 {
+		return fmt.Sprintf("%d characters long", n)
+	}
+	return fmt.Sprintf("%d characters long before its placeholders are filled in", n)
 }
 
 func (v *validator) placeholders(path, match string, names []string, known bool, used []string) {
