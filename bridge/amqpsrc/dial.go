@@ -94,13 +94,13 @@ func explainDial(cfg Config, id string, err error) error {
 		verifyErr *tls.CertificateVerificationError
 		recErr    tls.RecordHeaderError
 	)
-	switch {
-	case errors.As(err, &unknownCA), errors.As(err, &verifyErr), errors.As(err, &certErr):
-		return fmt.Errorf("amqp connect to %s as %s: TLS certificate not trusted: %w; check source.tls.ca_file "+
-			"(it must hold the CA that signed the endpoint's certificate)", cfg.Endpoint, id, err)
+	switch { // a verification error wraps the specific one: test those first
 	case errors.As(err, &hostErr):
 		return fmt.Errorf("amqp connect to %s as %s: TLS certificate does not match the name: %w; "+
 			"check source.endpoint and source.tls.server_name", cfg.Endpoint, id, err)
+	case errors.As(err, &unknownCA), errors.As(err, &verifyErr), errors.As(err, &certErr):
+		return fmt.Errorf("amqp connect to %s as %s: TLS certificate not trusted: %w; check source.tls.ca_file "+
+			"(it must hold the CA that signed the endpoint's certificate)", cfg.Endpoint, id, err)
 	case errors.As(err, &recErr):
 		return fmt.Errorf("amqp connect to %s as %s: the endpoint does not speak TLS: %w; "+
 			"check the port of source.endpoint (amqps is 5671)", cfg.Endpoint, id, err)

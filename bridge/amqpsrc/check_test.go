@@ -1,0 +1,126 @@
+package amqpsrc
+
+import (
+	"context"
+	"crypto/tls"
+	"io"
+	"net"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/iot-mns-bridge/iot-mns-bridge/bridge"
+	"github.com/iot-mns-bridge/iot-mns-bridge/internal/certgen"
+)
+
+// serve accepts connections on a loopback listener until the test ends and
+// hands each to handle (which must not block past the close of c).
+func serve(t *testing.T, handle func(c net.Conn)) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	t.Cleanup(func() {
+		ln.Close()
+		wg.Wait()
+	})
+	wg.Go(func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			wg.Go(func() {
+				defer c.Close()
+				_ = c.SetDeadline(time.Now().Add(waitLimit))
+				handle(c)
+			})
+		}
+	})
+	return ln.Addr().String()
+}
+
+// tlsThenHangUp completes a TLS handshake and closes the connection.
+func tlsThenHangUp(b *certgen.Bundle) func(net.Conn) {
+	return func(c net.Conn) {
+		tc := tls.Server(c, b.ServerTLSConfig())
+		_ = tc.Handshake()
+		_, _ = io.Copy(io.Discard, io.LimitReader(tc, 8))
+	}
+}
+
+func TestCheckConnectExplainsFailures(t *testing.T) {
+	bundle, err := certgen.New("127.0.0.1", "localhost")
+	if err != nil {
+		t.Fatal(err)
+	}
+	caFile := filepath.Join(t.TempDir(), "ca.pem")
+	if err := bundle.WriteFiles(caFile, "", ""); err != nil {
+		t.Fatal(err)
+	}
+	tlsAddr := serve(t, tlsThenHangUp(bundle))
+	plainAddr := serve(t, func(c net.Conn) {
+		_, _ = c.Write([]byte("HTTP/1.1 400 Bad Request\r\n\r\n"))
+	})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	refusedAddr := ln.Addr().String()
+	ln.Close()
+
+	tests := []struct {
+		name string
+		addr string
+		tls  bridge.TLSOptions
+		want []string
+	}{
+		{"unknown CA", tlsAddr, bridge.TLSOptions{}, []string{"TLS certificate not trusted", "source.tls.ca_file"}},
+		{"name mismatch", tlsAddr, bridge.TLSOptions{CAFile: caFile, ServerName: "iot.example.com"},
+			[]string{"does not match", "source.tls.server_name"}},
+		{"not TLS", plainAddr, bridge.TLSOptions{CAFile: caFile}, []string{"does not speak TLS", "5671"}},
+		{"nothing listening", refusedAddr, bridge.TLSOptions{}, []string{"refused", "source.endpoint"}},
+		{"trusted, then the server hangs up before the AMQP open", tlsAddr, bridge.TLSOptions{CAFile: caFile, ServerName: "localhost"},
+			[]string{"amqp open to " + tlsAddr}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
+			defer cancel()
+			err := CheckConnect(ctx, Config{Endpoint: tc.addr, TLS: tc.tls, Params: testParams, DialTimeout: 5 * time.Second})
+			if err == nil {
+				t.Fatal("CheckConnect succeeded")
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q does not say %q", err, w)
+				}
+			}
+			if strings.Contains(err.Error(), testSecret) {
+				t.Errorf("error leaks the secret: %q", err)
+			}
+		})
+	}
+}
+
+func TestCheckConnectDialTimeout(t *testing.T) {
+	// A listener that never answers the TLS handshake.
+	addr := serve(t, func(c net.Conn) { _, _ = io.Copy(io.Discard, c) })
+	ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
+	defer cancel()
+	err := CheckConnect(ctx, Config{Endpoint: addr, Params: testParams, DialTimeout: 50 * time.Millisecond})
+	if err == nil || !strings.Contains(err.Error(), "source.dial_timeout") {
+		t.Fatalf("CheckConnect = %v, want an error naming source.dial_timeout", err)
+	}
+}
+
+func TestCheckConnectRejectsBadConfig(t *testing.T) {
+	err := CheckConnect(context.Background(), Config{Endpoint: "h", Params: testParams, IdleTimeout: time.Second})
+	if err == nil || !strings.Contains(err.Error(), "source.amqp.idle_timeout") {
+		t.Fatalf("CheckConnect = %v, want the config error", err)
+	}
+}
