@@ -1,0 +1,98 @@
+package testbroker
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/Azure/go-amqp"
+)
+
+// linkCloseTimeout bounds Sender/Receiver.Close: RabbitMQ 3.x answers a
+// closing detach with a non-closing one, so go-amqp waits forever without a
+// deadline (rabbitmq-server#2594, go-amqp#310).
+const linkCloseTimeout = time.Second
+
+// DialAMQP connects over TLS to the AMQP listener with SASL PLAIN and opens
+// a session. The connection is closed when the test ends (links must be
+// closed with a deadline, see CloseLink).
+func (b *Broker) DialAMQP(t testing.TB, username, password string) (*amqp.Conn, *amqp.Session, error) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	conn, err := amqp.Dial(ctx, "amqps://"+b.AMQPSAddr, &amqp.ConnOptions{
+		SASLType:  amqp.SASLTypePlain(username, password),
+		TLSConfig: b.TLSConfig(t),
+	})
+	if err != nil {
+		return nil, nil, fmt.Errorf("AMQP dial amqps://%s: %w", b.AMQPSAddr, err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	sess, err := conn.NewSession(ctx, nil)
+	if err != nil {
+		conn.Close()
+		return nil, nil, fmt.Errorf("AMQP begin session: %w", err)
+	}
+	return conn, sess, nil
+}
+
+// CloseLink closes an AMQP sender or receiver with a short deadline, which
+// RabbitMQ 3.x needs (it never answers a closing detach).
+func CloseLink(link interface{ Close(context.Context) error }) {
+	ctx, cancel := context.WithTimeout(context.Background(), linkCloseTimeout)
+	defer cancel()
+	_ = link.Close(ctx) // a timeout is expected on RabbitMQ 3.x
+}
+
+// AMQPPublisher sends AMQP 1.0 messages shaped like the IoT Platform's: the
+// payload as one data section and the application properties topic,
+// messageId and generateTime. It is not safe for concurrent use.
+type AMQPPublisher struct {
+	address string
+	sender  *amqp.Sender
+}
+
+// NewAMQPPublisher logs in as the publisher user and attaches a sender to
+// address, for example "/topic/a.b" (amq.topic, routing key "a.b"),
+// "/exchange/amq.topic/a.b" or "/queue/q". It is closed when the test ends.
+func (b *Broker) NewAMQPPublisher(t testing.TB, address string) *AMQPPublisher {
+	t.Helper()
+	_, sess, err := b.DialAMQP(t, b.PublisherUser, b.PublisherPassword)
+	if err != nil {
+		t.Fatalf("testbroker: AMQP publisher: %v", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	sender, err := sess.NewSender(ctx, address, nil)
+	if err != nil {
+		t.Fatalf("testbroker: AMQP publisher: attach sender to %q: %v", address, err)
+	}
+	p := &AMQPPublisher{address: address, sender: sender}
+	t.Cleanup(p.Close)
+	return p
+}
+
+// Send publishes one message and waits for the broker's disposition, or
+// until ctx is done.
+func (p *AMQPPublisher) Send(ctx context.Context, topic, messageID string, generateTime int64, body []byte) error {
+	msg := &amqp.Message{
+		Data: [][]byte{body},
+		Properties: &amqp.MessageProperties{
+			MessageID: messageID,
+		},
+		ApplicationProperties: map[string]any{
+			"topic":        topic,
+			"messageId":    messageID,
+			"generateTime": generateTime,
+		},
+	}
+	if err := p.sender.Send(ctx, msg, nil); err != nil {
+		return fmt.Errorf("AMQP send to %q: %w", p.address, err)
+	}
+	return nil
+}
+
+// Close detaches the sender with a deadline. The connection closes when the
+// test ends. Calling Close more than once is harmless.
+func (p *AMQPPublisher) Close() { CloseLink(p.sender) }
