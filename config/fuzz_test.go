@@ -1,0 +1,38 @@
+package config
+
+import (
+	"os"
+	"path/filepath"
+	"testing"
+
+	"gopkg.in/yaml.v3"
+)
+
+// FuzzParse: Parse never panics, and a config it accepts validates again
+// and dumps as YAML.
+func FuzzParse(f *testing.F) {
+	seeds, _ := filepath.Glob("testdata/*/*.yaml")
+	seeds = append(seeds, "../configs/example.yaml")
+	for _, s := range seeds {
+		data, err := os.ReadFile(s)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(data)
+	}
+	f.Add([]byte("a: &a [*a, *a]\nsource: *a\n"))
+	f.Add([]byte("source: {<<: [{protocol: amqp}], credentials: {access_key_id: ${X:-y}}}\n"))
+	env := testEnv()
+	f.Fuzz(func(t *testing.T, data []byte) {
+		cfg, err := Parse(data, "fuzz.yaml", env)
+		if err != nil {
+			return
+		}
+		if err := cfg.Validate(); err != nil {
+			t.Fatalf("accepted config fails Validate: %v", err)
+		}
+		if _, err := yaml.Marshal(cfg); err != nil {
+			t.Fatalf("accepted config does not dump: %v", err)
+		}
+	})
+}

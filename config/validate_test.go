@@ -1,0 +1,166 @@
+package config
+
+import (
+	"strings"
+	"testing"
+	"time"
+)
+
+// validConfig is a valid config built in code (no file, no lines).
+func validConfig() Config {
+	c := Default()
+	c.Source.Endpoint = "iot-06z00ax1o2vfzzz.amqp.iothub.aliyuncs.com"
+	c.Source.ClientID = "edge-gw-01"
+	c.Source.Credentials = Credentials{AccessKeyID: testKeyID, AccessKeySecret: testSecret}
+	c.MNS.Endpoint = "https://1234567890123456.mns.cn-hangzhou.aliyuncs.com"
+	c.Routes = []Route{{Match: "/{productKey}/{deviceName}/user/#", Queue: "telemetry-{productKey}"}}
+	return c
+}
+
+// TestValidate changes one thing of a valid config; want "" means it stays
+// valid (boundaries), else the error must contain want.
+func TestValidate(t *testing.T) {
+	long := func(n int) string { return strings.Repeat("a", n) }
+	for _, tc := range []struct {
+		name   string
+		mutate func(*Config)
+		want   string
+	}{
+		{"valid", func(*Config) {}, ""},
+		{"endpoint with port", func(c *Config) { c.Source.Endpoint = "127.0.0.1:61613" }, ""},
+		{"endpoint ipv6", func(c *Config) { c.Source.Endpoint = "[::1]:61613" }, ""},
+		{"endpoint empty", func(c *Config) { c.Source.Endpoint = "" }, "source.endpoint: required"},
+		{"endpoint port 0", func(c *Config) { c.Source.Endpoint = "h:0" }, `source.endpoint: "h:0" has port "0"`},
+		{"endpoint path", func(c *Config) { c.Source.Endpoint = "h/x" }, "must be host or host:port, with no path"},
+		{"endpoint no host", func(c *Config) { c.Source.Endpoint = ":5671" }, "has no host"},
+		{"client id 64", func(c *Config) { c.Source.ClientID = long(64) }, ""},
+		{"client id empty", func(c *Config) { c.Source.ClientID = "" }, "source.client_id: required"},
+		{"client id comma", func(c *Config) { c.Source.ClientID = "a,b" }, `source.client_id: "a,b" must not contain ","`},
+		{"group empty", func(c *Config) { c.Source.ConsumerGroupID = "" }, "source.consumer_group_id: required"},
+		{"instance with =", func(c *Config) { c.Source.IotInstanceID = "a=b" }, "source.iot_instance_id:"},
+		{"sign method case", func(c *Config) { c.Source.SignMethod = "HmacSHA256" }, ""},
+		{"sign method", func(c *Config) { c.Source.SignMethod = "sha1" }, `source.sign_method: "sha1" is not supported`},
+		{"connections 64", func(c *Config) { c.Source.Connections = 64 }, ""},
+		{"connections 0", func(c *Config) { c.Source.Connections = 0 }, "source.connections: must be 1 to 64, got 0"},
+		{"connections 65", func(c *Config) { c.Source.Connections = 65 }, "source.connections: must be 1 to 64, got 65"},
+		{"no secret", func(c *Config) { c.Source.Credentials.AccessKeySecret = "" }, "source.credentials.access_key_secret: required (or access_key_secret_file)"},
+		{"missing ca file", func(c *Config) { c.Source.TLS.CAFile = "/nonexistent/ca.pem" }, "source.tls.ca_file: stat /nonexistent/ca.pem"},
+		{"ack", func(c *Config) { c.Source.STOMP.Ack = "client" }, `source.stomp.ack: "client" is not supported: use auto or client-individual`},
+		{"ack client-individual", func(c *Config) { c.Source.STOMP.Ack = "client-individual" }, ""},
+		{"destination", func(c *Config) { c.Source.STOMP.Destination = "" }, "source.stomp.destination: required"},
+		{"heartbeat negative", func(c *Config) { c.Source.STOMP.HeartBeat = -time.Second }, "source.stomp.heartbeat: must not be negative"},
+		{"heartbeat off", func(c *Config) { c.Source.STOMP.HeartBeat = 0 }, ""},
+		{"check interval", func(c *Config) { c.Source.STOMP.CheckInterval = 0 }, "source.stomp.check_interval: must be more than 0"},
+		{"idle 60s", func(c *Config) { c.Source.AMQP.IdleTimeout = 60 * time.Second }, ""},
+		{"idle 600s", func(c *Config) { c.Source.AMQP.IdleTimeout = 600 * time.Second }, ""},
+		{"idle 601s", func(c *Config) { c.Source.AMQP.IdleTimeout = 601 * time.Second }, "source.amqp.idle_timeout: must be 60s to 600s, got 10m1s"},
+		{"credit", func(c *Config) { c.Source.AMQP.Credit = 0 }, "source.amqp.credit: must be at least 1"},
+		{"dial timeout", func(c *Config) { c.Source.DialTimeout = 0 }, "source.dial_timeout: must be more than 0"},
+		{"backoff order", func(c *Config) { c.Source.ReconnectMaxBackoff = time.Millisecond }, "source.reconnect_max_backoff: 1ms is less than reconnect_min_backoff 1s"},
+		{"mns endpoint http", func(c *Config) { c.MNS.Endpoint = "http://127.0.0.1:9000" }, ""},
+		{"mns endpoint slash", func(c *Config) { c.MNS.Endpoint = "http://127.0.0.1:9000/" }, ""},
+		{"mns endpoint empty", func(c *Config) { c.MNS.Endpoint = "" }, "mns.endpoint: required"},
+		{"mns endpoint scheme", func(c *Config) { c.MNS.Endpoint = "ftp://h" }, `mns.endpoint: "ftp://h" must be http(s)://host[:port]`},
+		{"mns endpoint query", func(c *Config) { c.MNS.Endpoint = "https://h?x=1" }, "must have no path or query"},
+		{"mns endpoint port", func(c *Config) { c.MNS.Endpoint = "https://h:99999" }, `has port "99999"`},
+		{"mns own credentials", func(c *Config) { c.MNS.Credentials = Credentials{AccessKeyID: "LTAImns"} }, "mns.credentials.access_key_secret: required"},
+		{"body encoding", func(c *Config) { c.MNS.BodyEncoding = "hex" }, `mns.body_encoding: "hex" is not supported: use base64 or raw`},
+		{"request timeout", func(c *Config) { c.MNS.RequestTimeout = -1 }, "mns.request_timeout: must be more than 0"},
+		{"route neither", func(c *Config) { c.Routes[0].Queue = "" }, "routes[0]: set queue or topic"},
+		{"route topic with tag", func(c *Config) { c.Routes[0] = Route{Match: "/{pk}/#", Topic: "t-{pk}", MessageTag: "{pk}"} }, ""},
+		{"route catch all", func(c *Config) { c.Routes[0].Match = "/#"; c.Routes[0].Queue = "all" }, ""},
+		{"route match empty", func(c *Config) { c.Routes[0].Match = "" }, "routes[0].match: required"},
+		{"route empty segment", func(c *Config) { c.Routes[0].Match = "/a//b" }, `routes[0].match: "/a//b" has an empty segment`},
+		{"route trailing slash", func(c *Config) { c.Routes[0].Match = "/a/" }, "has an empty segment"},
+		{"route mixed segment", func(c *Config) { c.Routes[0].Match = "/a+/b" }, `segment "a+" mixes text with a wildcard`},
+		{"route bad name", func(c *Config) { c.Routes[0].Match = "/{a-b}/c" }, `segment "{a-b}" is not a name`},
+		{"queue starts with dash", func(c *Config) { c.Routes[0].Queue = "-q" }, `routes[0].queue: "-q" is not a valid MNS queue name: it must start with a letter or digit`},
+		{"queue 120", func(c *Config) { c.Routes[0].Queue = long(120) }, ""},
+		{"queue 121", func(c *Config) { c.Routes[0].Queue = long(121) }, "it is 121 characters long, the limit is 120"},
+		{"queue unbalanced", func(c *Config) { c.Routes[0].Queue = "q-{productKey" }, `routes[0].queue: "q-{productKey" has a '{' without its '}'`},
+		{"queue stray brace", func(c *Config) { c.Routes[0].Queue = "q}" }, "has a '}' without its '{'"},
+		{"queue dot", func(c *Config) { c.Routes[0].Queue = "q.{productKey}" }, `"q.{productKey}" is not a valid MNS queue name: letters, digits and '-' only`},
+		{"topic underscore", func(c *Config) { c.Routes[0] = Route{Match: "/#", Topic: "a_b"} }, `routes[0].topic: "a_b" is not a valid MNS topic name`},
+		{"tag 16", func(c *Config) { c.Routes[0] = Route{Match: "/#", Topic: "t", MessageTag: long(16)} }, ""},
+		{"tag 17", func(c *Config) { c.Routes[0] = Route{Match: "/#", Topic: "t", MessageTag: long(17)} }, "routes[0].message_tag: \"" + long(17) + "\" is 17 characters long: MNS message tags are at most 16"},
+		{"tag unknown name", func(c *Config) { c.Routes[0] = Route{Match: "/#", Topic: "t", MessageTag: "{pk}"} }, `routes[0].message_tag: template uses {pk} but match "/#" has no such segment`},
+		{"no routes, no default", func(c *Config) { c.Routes = nil }, "routes: none set and no default_route"},
+		{"only default route", func(c *Config) { c.Routes = nil; c.DefaultRoute.Topic = "all" }, ""},
+		{"default dead letter", func(c *Config) { c.DefaultRoute.DeadLetter = true }, ""},
+		{"default queue and topic", func(c *Config) { c.DefaultRoute = DefaultRoute{Queue: "a", Topic: "b"} }, "default_route: set only one of queue, topic and dead_letter: true"},
+		{"default template", func(c *Config) { c.DefaultRoute.Queue = "u-{productKey}" }, "default_route.queue: template uses {productKey} but the default route has no pattern"},
+		{"default bad name", func(c *Config) { c.DefaultRoute.Queue = "u_1" }, `default_route.queue: "u_1" is not a valid MNS queue name`},
+		{"default tag on queue", func(c *Config) { c.DefaultRoute = DefaultRoute{Queue: "u", MessageTag: "x"} }, "default_route.message_tag: applies to topics only"},
+		{"batch size 16", func(c *Config) { c.Delivery.BatchSize = 16 }, ""},
+		{"batch size 0", func(c *Config) { c.Delivery.BatchSize = 0 }, "delivery.batch_size: must be 1 to 16, got 0"},
+		{"batch bytes", func(c *Config) { c.Delivery.BatchBytes = 65537 }, "delivery.batch_bytes: must be 1 to 65536, got 65537"},
+		{"linger 0", func(c *Config) { c.Delivery.Linger = 0 }, ""},
+		{"linger negative", func(c *Config) { c.Delivery.Linger = -time.Millisecond }, "delivery.linger: must not be negative"},
+		{"in flight", func(c *Config) { c.Delivery.MaxInFlight = 0 }, "delivery.max_in_flight: must be at least 1"},
+		{"requests per destination", func(c *Config) { c.Delivery.MaxRequestsPerDestination = 0 }, "delivery.max_requests_per_destination: must be at least 1"},
+		{"requests", func(c *Config) { c.Delivery.MaxRequests = 0 }, "delivery.max_requests: must be at least 1"},
+		{"retry initial", func(c *Config) { c.Delivery.Retry.InitialBackoff = 0 }, "delivery.retry.initial_backoff: must be more than 0"},
+		{"retry order", func(c *Config) { c.Delivery.Retry.MaxBackoff = time.Millisecond }, "delivery.retry.max_backoff: 1ms is less than initial_backoff 200ms"},
+		{"retry attempts", func(c *Config) { c.Delivery.Retry.MaxAttempts = -1 }, "delivery.retry.max_attempts: must be at least 0"},
+		{"retry age", func(c *Config) { c.Delivery.Retry.MaxAge = -1 }, "delivery.retry.max_age: must not be negative"},
+		{"dedup off", func(c *Config) { c.Delivery.Dedup = Dedup{} }, ""},
+		{"dedup age", func(c *Config) { c.Delivery.Dedup.MaxAge = 0 }, "delivery.dedup.max_age: must be more than 0"},
+		{"dead letter queue only", func(c *Config) { c.Delivery.DeadLetter = DeadLetter{Queue: "dlq"} }, ""},
+		{"dead letter none", func(c *Config) { c.Delivery.DeadLetter = DeadLetter{} }, "delivery.dead_letter: set file, queue or both"},
+		{"dead letter queue name", func(c *Config) { c.Delivery.DeadLetter.Queue = "dl_q" }, `delivery.dead_letter.queue: "dl_q" is not a valid MNS queue name`},
+		{"spool size", func(c *Config) { c.Spool = Spool{Dir: "/var/lib/x"} }, "spool.max_bytes: must be more than 0 when spool.dir is set"},
+		{"spool off size 0", func(c *Config) { c.Spool.MaxBytes = 0 }, ""},
+		{"envelope", func(c *Config) { c.Envelope = "xml" }, `envelope: "xml" is not supported: use raw or json`},
+		{"listen any", func(c *Config) { c.HTTP.Listen = ":0" }, ""},
+		{"listen off", func(c *Config) { c.HTTP.Listen = "" }, ""},
+		{"listen port only", func(c *Config) { c.HTTP.Listen = "9477" }, `http.listen: "9477" must be host:port`},
+		{"log format", func(c *Config) { c.Log.Format = "xml" }, `log.format: "xml" is not supported: use text or json`},
+		{"summary", func(c *Config) { c.Log.SummaryInterval = -1 }, "log.summary_interval: must not be negative"},
+		{"shutdown", func(c *Config) { c.ShutdownTimeout = 0 }, "shutdown_timeout: must be more than 0"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := validConfig()
+			tc.mutate(&c)
+			err := c.Validate()
+			switch {
+			case tc.want == "" && err != nil:
+				t.Errorf("Validate() = %v, want nil", err)
+			case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)):
+				t.Errorf("Validate() = %v, want %q", err, tc.want)
+			}
+		})
+	}
+}
+
+func TestAddressDefaultPorts(t *testing.T) {
+	for _, tc := range []struct{ protocol, endpoint, want string }{
+		{"stomp", "h.example.com", "h.example.com:61614"},
+		{"amqp", "h.example.com", "h.example.com:5671"},
+		{"amqp", "h.example.com:5672", "h.example.com:5672"},
+		{"stomp", "::1", ""}, // ambiguous: IPv6 needs brackets
+		{"stomp", "[::1]:61613", "[::1]:61613"},
+	} {
+		s := Source{Protocol: tc.protocol, Endpoint: tc.endpoint}
+		got, err := s.Address()
+		if got != tc.want || (err != nil) != (tc.want == "") {
+			t.Errorf("Address(%s, %q) = %q, %v; want %q", tc.protocol, tc.endpoint, got, err, tc.want)
+		}
+	}
+}
+
+func TestFieldErrorFormat(t *testing.T) {
+	for _, tc := range []struct {
+		e    FieldError
+		want string
+	}{
+		{FieldError{File: "c.yaml", Line: 3, Path: "a.b", Reason: "bad"}, "c.yaml:3: a.b: bad"},
+		{FieldError{File: "c.yaml", Path: "a.b", Reason: "bad"}, "c.yaml: a.b: bad"},
+		{FieldError{Line: 3, Path: "a.b", Reason: "bad"}, "line 3: a.b: bad"},
+		{FieldError{Path: "a.b", Reason: "bad"}, "a.b: bad"},
+		{FieldError{File: "c.yaml", Line: 3, Reason: "bad"}, "c.yaml:3: bad"},
+	} {
+		if got := tc.e.Error(); got != tc.want {
+			t.Errorf("Error() = %q, want %q", got, tc.want)
+		}
+	}
+}
