@@ -1,0 +1,126 @@
+package mnsemu
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"time"
+)
+
+// listFlag collects a repeatable string flag; a value may also hold several
+// names separated by commas.
+type listFlag []string
+
+func (l *listFlag) String() string { return strings.Join(*l, ",") }
+func (l *listFlag) Set(v string) error {
+	for _, s := range strings.Split(v, ",") {
+		if s = strings.TrimSpace(s); s != "" {
+			*l = append(*l, s)
+		}
+	}
+	return nil
+}
+
+// RunCommand is the body of "iot-mns-bridge mns-emulator": it parses args
+// (without the subcommand name), listens, prints "mns-emulator listening on
+// http://ADDR" to stdout and serves until ctx is cancelled, then shuts down
+// within 5 s. It returns nil after a clean shutdown and an error for bad
+// flags or a listen failure. The secret can come from
+// -access-key-secret-file or $MNS_EMULATOR_ACCESS_KEY_SECRET to keep it off
+// the command line.
+func RunCommand(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("mns-emulator", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var (
+		cfg        Config
+		queues     listFlag
+		topics     listFlag
+		listen     = fs.String("listen", "127.0.0.1:0", "address to listen on (host:port)")
+		keyID      = fs.String("access-key-id", "", "AccessKey id clients sign with (required)")
+		secret     = fs.String("access-key-secret", "", "AccessKey secret (or -access-key-secret-file, or $MNS_EMULATOR_ACCESS_KEY_SECRET)")
+		secretFile = fs.String("access-key-secret-file", "", "file holding the AccessKey secret")
+		verbose    = fs.Bool("v", false, "log every error reply")
+	)
+	fs.Var(&queues, "queue", "queue to create at start (repeatable, or comma-separated)")
+	fs.Var(&topics, "topic", "topic to create at start (repeatable, or comma-separated)")
+	fs.BoolVar(&cfg.AutoCreate, "auto-create", false, "create queues and topics on first use")
+	fs.DurationVar(&cfg.Latency, "latency", 0, "latency added to every reply")
+	fs.DurationVar(&cfg.Jitter, "jitter", 0, "random extra latency, uniform in [0, jitter)")
+	fs.Float64Var(&cfg.ErrorRate, "error-rate", 0, "fraction of requests failed with -error-status")
+	fs.IntVar(&cfg.ErrorStatus, "error-status", 500, "status of injected errors (500 or 503)")
+	fs.Float64Var(&cfg.ThrottleRate, "throttle-rate", 0, "messages/s above which requests get 429 TooManyRequests (0: off)")
+	fs.DurationVar(&cfg.ThrottleHold, "throttle-hold", 500*time.Millisecond, "how long a throttled request is held before its 429")
+	fs.Float64Var(&cfg.PartialFailureRate, "partial-failure-rate", 0, "fraction of batch messages that fail with InternalError")
+	fs.IntVar(&cfg.StoreLimit, "store-limit", 100000, "most messages kept per queue or topic (0: unlimited)")
+	fs.Uint64Var(&cfg.Seed, "seed", 0, "seed for the random faults (0: random)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("mns-emulator: unexpected argument %q", fs.Arg(0))
+	}
+	if *secret == "" && *secretFile != "" {
+		b, err := os.ReadFile(*secretFile)
+		if err != nil {
+			return fmt.Errorf("mns-emulator: -access-key-secret-file: %w", err)
+		}
+		*secret = strings.TrimSpace(string(b))
+	}
+	if *secret == "" {
+		*secret = os.Getenv("MNS_EMULATOR_ACCESS_KEY_SECRET")
+	}
+	var errs []error
+	if *keyID == "" {
+		errs = append(errs, errors.New("-access-key-id is required"))
+	}
+	if *secret == "" {
+		errs = append(errs, errors.New("-access-key-secret (or -access-key-secret-file, $MNS_EMULATOR_ACCESS_KEY_SECRET) is required"))
+	}
+	for _, n := range append(append([]string(nil), queues...), topics...) {
+		if !validName(n) {
+			errs = append(errs, fmt.Errorf("%q is not a valid MNS name (1-120 letters, digits, '-', not starting with '-')", n))
+		}
+	}
+	if cfg.ErrorRate < 0 || cfg.ErrorRate > 1 || cfg.PartialFailureRate < 0 || cfg.PartialFailureRate > 1 {
+		errs = append(errs, errors.New("-error-rate and -partial-failure-rate are fractions in [0, 1]"))
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("mns-emulator: %w", errors.Join(errs...))
+	}
+	cfg.AccessKeys = map[string]string{*keyID: *secret}
+	cfg.Queues, cfg.Topics = queues, topics
+	level := slog.LevelInfo
+	if *verbose {
+		level = slog.LevelDebug
+	}
+	cfg.Logger = slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+
+	ln, err := net.Listen("tcp", *listen)
+	if err != nil {
+		return fmt.Errorf("mns-emulator: listen on %s: %w", *listen, err)
+	}
+	srv := &http.Server{Handler: New(cfg), ReadHeaderTimeout: 10 * time.Second}
+	fmt.Fprintf(stdout, "mns-emulator listening on http://%s\n", ln.Addr())
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(ln) }()
+	select {
+	case err := <-done:
+		return fmt.Errorf("mns-emulator: serve: %w", err)
+	case <-ctx.Done():
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil {
+		srv.Close()
+		return fmt.Errorf("mns-emulator: shutdown: %w", err)
+	}
+	<-done
+	return nil
+}

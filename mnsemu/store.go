@@ -1,0 +1,740 @@
+package mnsemu
+
+import (
+	"bytes"
+	"crypto/md5"
+	"encoding/base64"
+	"encoding/xml"
+	"net/http"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+	"unicode/utf8"
+	"unsafe"
+)
+
+// MNS limits the emulator enforces.
+const (
+	maxBatch       = 16
+	maxBatchBytes  = 65536
+	maxWaitSeconds = 30
+	maxDelay       = 604800
+	maxTagLen      = 16
+)
+
+type queueAttrs struct {
+	DelaySeconds           int
+	MaximumMessageSize     int
+	MessageRetentionPeriod int
+	VisibilityTimeout      int
+	PollingWaitSeconds     int
+	LoggingEnabled         bool
+}
+
+func defaultQueueAttrs() queueAttrs {
+	return queueAttrs{MaximumMessageSize: 65536, MessageRetentionPeriod: 345600, VisibilityTimeout: 30}
+}
+
+type topicAttrs struct {
+	MaximumMessageSize int
+	LoggingEnabled     bool
+}
+
+func defaultTopicAttrs() topicAttrs { return topicAttrs{MaximumMessageSize: 65536} }
+
+type queue struct {
+	name              string
+	attrs             queueAttrs
+	created, modified time.Time
+	msgs              []*qmsg
+	byReceipt         map[string]*qmsg
+	notify            chan struct{} // closed and replaced when a message is added
+}
+
+type qmsg struct {
+	StoredMessage
+	visibleAt    time.Time
+	receipt      string
+	firstDequeue time.Time
+}
+
+type topic struct {
+	name              string
+	attrs             topicAttrs
+	created, modified time.Time
+	msgs              []StoredMessage
+	count             int64
+}
+
+func newQueue(name string, a queueAttrs, now time.Time) *queue {
+	return &queue{name: name, attrs: a, created: now, modified: now, byReceipt: make(map[string]*qmsg), notify: make(chan struct{})}
+}
+
+func newTopic(name string, a topicAttrs, now time.Time) *topic {
+	return &topic{name: name, attrs: a, created: now, modified: now}
+}
+
+// queueFor returns the queue, creating it when AutoCreate is on; nil when
+// it does not exist. e.mu must be held.
+func (e *Emulator) queueFor(name string) *queue {
+	q := e.queues[name]
+	if q == nil && e.cfg.AutoCreate {
+		q = newQueue(name, defaultQueueAttrs(), e.now())
+		e.queues[name] = q
+	}
+	return q
+}
+
+func (e *Emulator) topicFor(name string) *topic {
+	t := e.topics[name]
+	if t == nil && e.cfg.AutoCreate {
+		t = newTopic(name, defaultTopicAttrs(), e.now())
+		e.topics[name] = t
+	}
+	return t
+}
+
+var (
+	errQueueNotExist = errf(404, "QueueNotExist", "The queue name you provided is not exist.")
+	errTopicNotExist = errf(404, "TopicNotExist", "The topic you provided does not exist.")
+)
+
+func malformed(err error) *apiError {
+	if err == errBadNS {
+		return errf(400, "MalformedXML", "The XML namespace must be "+xmlNS+".")
+	}
+	return errf(400, "MalformedXML", "The XML you provided was not well-formed: "+err.Error())
+}
+
+func md5Hex(s string) string {
+	sum := md5.Sum(unsafe.Slice(unsafe.StringData(s), len(s)))
+	var b [32]byte
+	for i, c := range sum {
+		b[2*i], b[2*i+1] = hexUpper[c>>4], hexUpper[c&15]
+	}
+	return string(b[:])
+}
+
+// checkMessage validates one message of a send request.
+func checkMessage(m inMessage, maxSize, defDelay int) (delay, prio int, err *apiError) {
+	if m.Body == nil {
+		return 0, 0, errf(400, "InvalidArgument", "The MessageBody is required.")
+	}
+	if len(*m.Body) > maxSize {
+		return 0, 0, errf(400, "InvalidArgument", "The length of message should not be larger than MaximumMessageSize.")
+	}
+	if delay, err = intField(m.Delay, "DelaySeconds", 0, maxDelay, defDelay); err != nil {
+		return 0, 0, err
+	}
+	if prio, err = intField(m.Priority, "Priority", 1, 16, 8); err != nil {
+		return 0, 0, err
+	}
+	return delay, prio, nil
+}
+
+// sendMessages serves SendMessage (a <Message> body) and BatchSendMessage
+// (a <Messages> body).
+func (e *Emulator) sendMessages(x *exchange, f Faults, name string) *apiError {
+	var req inRequest
+	if err := parseMessages(x.body, &req); err != nil {
+		return malformed(err)
+	}
+	e.mu.Lock()
+	q := e.queueFor(name)
+	var attrs queueAttrs
+	if q != nil {
+		attrs = q.attrs
+	}
+	e.mu.Unlock()
+	if q == nil {
+		return errQueueNotExist
+	}
+	batch := req.root == "Messages"
+	n := len(req.msgs)
+	if batch && (n < 1 || n > maxBatch) {
+		return errf(400, "InvalidArgument", "The count of message in batch request should between 1 and 16.")
+	}
+	delays := make([]int, n)
+	prios := make([]int, n)
+	total := 0
+	for i, m := range req.msgs {
+		var err *apiError
+		if delays[i], prios[i], err = checkMessage(m, attrs.MaximumMessageSize, attrs.DelaySeconds); err != nil {
+			return err
+		}
+		total += len(*m.Body)
+	}
+	if batch && total > maxBatchBytes {
+		return errf(400, "InvalidArgument", "The total size of messages in batch request should not be larger than 65536.")
+	}
+	if err := e.admit(f, x.r, n); err != nil {
+		return err
+	}
+	now := e.now()
+	stored := make([]*qmsg, 0, n)
+	failed := make([]bool, n)
+	anyFailed := false
+	for i, m := range req.msgs {
+		if batch && e.failOne(f, name, i, *m.Body) {
+			failed[i], anyFailed = true, true
+			continue
+		}
+		qm := &qmsg{StoredMessage: StoredMessage{ID: e.newID(), Body: *m.Body, BodyMD5: md5Hex(*m.Body),
+			Priority: prios[i], DelaySeconds: delays[i], EnqueueTime: now},
+			visibleAt: now.Add(time.Duration(delays[i]) * time.Second)}
+		if delays[i] > 0 {
+			qm.receipt = e.newReceipt()
+		}
+		stored = append(stored, qm)
+	}
+	e.mu.Lock()
+	for _, qm := range stored {
+		q.msgs = append(q.msgs, qm)
+		if qm.receipt != "" {
+			q.byReceipt[qm.receipt] = qm
+		}
+	}
+	e.trimQueue(q)
+	if len(stored) > 0 {
+		close(q.notify)
+		q.notify = make(chan struct{})
+	}
+	e.mu.Unlock()
+	e.stats.sent.Add(int64(len(stored)))
+	if anyFailed {
+		e.stats.partial.Add(int64(n - len(stored)))
+	}
+
+	b := x.buf
+	b.Reset()
+	b.Grow(len(xmlDecl) + 60 + n*150)
+	out := b.AvailableBuffer()
+	out = append(out, xmlDecl+"\n"...)
+	if batch {
+		out = append(out, `<Messages xmlns="`+xmlNS+`">`...)
+	}
+	k := 0
+	for i := range req.msgs {
+		if batch {
+			out = append(out, "<Message>"...)
+		} else {
+			out = append(out, `<Message xmlns="`+xmlNS+`">`...)
+		}
+		if failed[i] {
+			out = append(out, "<ErrorCode>InternalError</ErrorCode><ErrorMessage>The request processing has failed due to some unknown error.</ErrorMessage>"...)
+		} else {
+			qm := stored[k]
+			k++
+			out = append(out, "<MessageId>"...)
+			out = append(out, qm.ID...)
+			out = append(out, "</MessageId><MessageBodyMD5>"...)
+			out = append(out, qm.BodyMD5...)
+			out = append(out, "</MessageBodyMD5>"...)
+			if qm.receipt != "" {
+				out = append(out, "<ReceiptHandle>"...)
+				out = append(out, qm.receipt...)
+				out = append(out, "</ReceiptHandle>"...)
+			}
+		}
+		out = append(out, "</Message>"...)
+	}
+	if batch {
+		out = append(out, "</Messages>"...)
+	}
+	status := http.StatusCreated
+	if anyFailed {
+		status = http.StatusInternalServerError
+		e.stats.errMu.Lock()
+		e.stats.errors["InternalError"] += int64(n - len(stored))
+		e.stats.errMu.Unlock()
+	}
+	e.write(x, status, out)
+	return nil
+}
+
+// trimQueue drops the oldest messages over StoreLimit. e.mu must be held.
+func (e *Emulator) trimQueue(q *queue) {
+	lim := e.cfg.StoreLimit
+	if lim <= 0 || len(q.msgs) <= 2*lim {
+		return
+	}
+	drop := len(q.msgs) - lim
+	for _, m := range q.msgs[:drop] {
+		if m.receipt != "" {
+			delete(q.byReceipt, m.receipt)
+		}
+	}
+	q.msgs = append(q.msgs[:0], q.msgs[drop:]...)
+}
+
+func (e *Emulator) newReceipt() string {
+	id := e.newID()
+	return "1-" + base64.StdEncoding.EncodeToString([]byte(id+"-"+strconv.FormatInt(e.now().UnixMilli(), 10)))
+}
+
+// publishMessage serves PublishMessage.
+func (e *Emulator) publishMessage(x *exchange, f Faults, name string) *apiError {
+	var req inRequest
+	if err := parseMessages(x.body, &req); err != nil {
+		return malformed(err)
+	}
+	if req.root != "Message" {
+		return errf(400, "InvalidArgument", "PublishMessage takes one <Message>.")
+	}
+	m := req.msgs[0]
+	e.mu.Lock()
+	t := e.topicFor(name)
+	var attrs topicAttrs
+	if t != nil {
+		attrs = t.attrs
+	}
+	e.mu.Unlock()
+	if t == nil {
+		return errTopicNotExist
+	}
+	if m.Body == nil {
+		return errf(400, "InvalidArgument", "The MessageBody is required.")
+	}
+	if len(*m.Body) > attrs.MaximumMessageSize {
+		return errf(400, "InvalidArgument", "The length of message should not be larger than MaximumMessageSize.")
+	}
+	tag := ""
+	if m.Tag != nil {
+		tag = *m.Tag
+		if utf8.RuneCountInString(tag) > maxTagLen {
+			return errf(400, "InvalidArgument", "The length of MessageTag should not be larger than 16.")
+		}
+	}
+	if err := e.admit(f, x.r, 1); err != nil {
+		return err
+	}
+	sm := StoredMessage{ID: e.newID(), Body: *m.Body, BodyMD5: md5Hex(*m.Body), Tag: tag, EnqueueTime: e.now()}
+	e.mu.Lock()
+	t.msgs = append(t.msgs, sm)
+	t.count++
+	if lim := e.cfg.StoreLimit; lim > 0 && len(t.msgs) > 2*lim {
+		t.msgs = append(t.msgs[:0], t.msgs[len(t.msgs)-lim:]...)
+	}
+	e.mu.Unlock()
+	e.stats.published.Add(1)
+	out := make([]byte, 0, 200)
+	out = append(out, xmlDecl+"\n"+`<Message xmlns="`+xmlNS+`"><MessageId>`...)
+	out = append(out, sm.ID...)
+	out = append(out, "</MessageId><MessageBodyMD5>"...)
+	out = append(out, sm.BodyMD5...)
+	out = append(out, "</MessageBodyMD5></Message>"...)
+	e.write(x, http.StatusCreated, out)
+	return nil
+}
+
+// receiveMessages serves ReceiveMessage, BatchReceiveMessage and peek.
+func (e *Emulator) receiveMessages(x *exchange, f Faults, name string) *apiError {
+	qv := x.r.URL.Query()
+	batch := qv.Has("numOfMessages")
+	num := 1
+	if batch {
+		n, err := strconv.Atoi(qv.Get("numOfMessages"))
+		if err != nil || n < 1 || n > maxBatch {
+			return errf(400, "InvalidArgument", "The value of numOfMessages should between 1 and 16.")
+		}
+		num = n
+	}
+	peek := strings.EqualFold(qv.Get("peekonly"), "true")
+	e.mu.Lock()
+	q := e.queueFor(name)
+	wait := 0
+	if q != nil {
+		wait = q.attrs.PollingWaitSeconds
+	}
+	e.mu.Unlock()
+	if q == nil {
+		return errQueueNotExist
+	}
+	if qv.Has("waitseconds") {
+		n, err := strconv.Atoi(qv.Get("waitseconds"))
+		if err != nil || n < 0 || n > maxWaitSeconds {
+			return errf(400, "InvalidArgument", "The value of waitseconds should between 0 and 30.")
+		}
+		wait = n
+	}
+	if peek {
+		wait = 0
+	}
+	if err := e.admit(f, x.r, 1); err != nil {
+		return err
+	}
+	deadline := time.Now().Add(time.Duration(wait) * time.Second)
+	for {
+		e.mu.Lock()
+		now := e.now()
+		got, next := q.take(e, now, num, peek)
+		ch := q.notify
+		e.mu.Unlock()
+		if len(got) > 0 {
+			if !peek {
+				e.stats.received.Add(int64(len(got)))
+			}
+			e.write(x, http.StatusOK, appendReceived(nil, got, batch))
+			return nil
+		}
+		remaining := time.Until(deadline)
+		if remaining <= 0 {
+			return errf(404, "MessageNotExist", "Message not exist.")
+		}
+		if !next.IsZero() {
+			remaining = min(remaining, max(next.Sub(now), time.Millisecond))
+		}
+		t := time.NewTimer(remaining)
+		select {
+		case <-ch:
+		case <-t.C:
+		case <-x.r.Context().Done():
+			t.Stop()
+			return nil
+		}
+		t.Stop()
+	}
+}
+
+// received is a message as a receive reply shows it.
+type received struct {
+	StoredMessage
+	receipt      string
+	nextVisible  time.Time
+	firstDequeue time.Time
+}
+
+// take returns up to n visible messages, highest priority (lowest number)
+// first and then oldest first, making them invisible for the visibility
+// timeout unless peek. It also returns when the next invisible message
+// becomes visible (zero if none). e.mu must be held.
+func (q *queue) take(e *Emulator, now time.Time, n int, peek bool) ([]received, time.Time) {
+	var vis []*qmsg
+	var next time.Time
+	for _, m := range q.msgs {
+		if !m.visibleAt.After(now) {
+			vis = append(vis, m)
+		} else if next.IsZero() || m.visibleAt.Before(next) {
+			next = m.visibleAt
+		}
+	}
+	sort.SliceStable(vis, func(i, j int) bool { return vis[i].Priority < vis[j].Priority })
+	if len(vis) > n {
+		vis = vis[:n]
+	}
+	out := make([]received, 0, len(vis))
+	for _, m := range vis {
+		if peek {
+			out = append(out, received{StoredMessage: m.StoredMessage, nextVisible: m.visibleAt, firstDequeue: m.firstDequeue})
+			continue
+		}
+		if m.receipt != "" {
+			delete(q.byReceipt, m.receipt)
+		}
+		m.receipt = e.newReceipt()
+		q.byReceipt[m.receipt] = m
+		m.DequeueCount++
+		if m.firstDequeue.IsZero() {
+			m.firstDequeue = now
+		}
+		m.visibleAt = now.Add(time.Duration(q.attrs.VisibilityTimeout) * time.Second)
+		out = append(out, received{m.StoredMessage, m.receipt, m.visibleAt, m.firstDequeue})
+	}
+	return out, next
+}
+
+func appendMillis(b []byte, t time.Time) []byte {
+	if t.IsZero() {
+		return append(b, '0')
+	}
+	return strconv.AppendInt(b, t.UnixMilli(), 10)
+}
+
+// appendReceived writes a ReceiveMessage (<Message>) or BatchReceiveMessage
+// (<Messages>) reply.
+func appendReceived(b []byte, msgs []received, batch bool) []byte {
+	b = append(b, xmlDecl+"\n"...)
+	if batch {
+		b = append(b, `<Messages xmlns="`+xmlNS+`">`...)
+	}
+	for _, m := range msgs {
+		if batch {
+			b = append(b, "<Message>"...)
+		} else {
+			b = append(b, `<Message xmlns="`+xmlNS+`">`...)
+		}
+		b = append(b, "<MessageId>"+m.ID+"</MessageId>"...)
+		if m.receipt != "" {
+			b = append(b, "<ReceiptHandle>"+m.receipt+"</ReceiptHandle>"...)
+		}
+		b = append(b, "<MessageBodyMD5>"+m.BodyMD5+"</MessageBodyMD5><MessageBody>"...)
+		b = appendText(b, m.Body)
+		b = append(b, "</MessageBody><EnqueueTime>"...)
+		b = appendMillis(b, m.EnqueueTime)
+		b = append(b, "</EnqueueTime><NextVisibleTime>"...)
+		b = appendMillis(b, m.nextVisible)
+		b = append(b, "</NextVisibleTime><FirstDequeueTime>"...)
+		b = appendMillis(b, m.firstDequeue)
+		b = append(b, "</FirstDequeueTime><DequeueCount>"...)
+		b = strconv.AppendInt(b, int64(m.DequeueCount), 10)
+		b = append(b, "</DequeueCount><Priority>"...)
+		b = strconv.AppendInt(b, int64(m.Priority), 10)
+		b = append(b, "</Priority></Message>"...)
+	}
+	if batch {
+		b = append(b, "</Messages>"...)
+	}
+	return b
+}
+
+// deleteMessage serves DeleteMessage.
+func (e *Emulator) deleteMessage(x *exchange, f Faults, name string) *apiError {
+	qv := x.r.URL.Query()
+	rh := qv.Get("ReceiptHandle")
+	if rh == "" {
+		return errf(400, "MissingReceiptHandle", "The ReceiptHandle is required.")
+	}
+	if !strings.HasPrefix(rh, "1-") {
+		return errf(400, "ReceiptHandleError", "The receipt handle you provided is not valid.")
+	}
+	if err := e.admit(f, x.r, 1); err != nil {
+		return err
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	q := e.queueFor(name)
+	if q == nil {
+		return errQueueNotExist
+	}
+	m := q.byReceipt[rh]
+	if m == nil {
+		return errf(404, "MessageNotExist", "Message not exist.")
+	}
+	delete(q.byReceipt, rh)
+	for i, qm := range q.msgs {
+		if qm == m {
+			q.msgs = append(q.msgs[:i], q.msgs[i+1:]...)
+			break
+		}
+	}
+	e.stats.deleted.Add(1)
+	e.write(x, http.StatusNoContent, nil)
+	return nil
+}
+
+func boolText(v bool) string {
+	if v {
+		return "True"
+	}
+	return "False"
+}
+
+// getQueueAttributes serves GetQueueAttributes.
+func (e *Emulator) getQueueAttributes(x *exchange, f Faults, name string) *apiError {
+	if err := e.admit(f, x.r, 1); err != nil {
+		return err
+	}
+	e.mu.Lock()
+	q := e.queueFor(name)
+	if q == nil {
+		e.mu.Unlock()
+		return errQueueNotExist
+	}
+	now := e.now()
+	var active, inactive, delayed int64
+	for _, m := range q.msgs {
+		switch {
+		case !m.visibleAt.After(now):
+			active++
+		case m.DequeueCount == 0:
+			delayed++
+		default:
+			inactive++
+		}
+	}
+	a := q.attrs
+	b := []byte(xmlDecl + "\n" + `<Queue xmlns="` + xmlNS + `"><QueueName>` + q.name + "</QueueName>")
+	for _, kv := range []struct {
+		k string
+		v int64
+	}{{"CreateTime", q.created.Unix()}, {"LastModifyTime", q.modified.Unix()},
+		{"DelaySeconds", int64(a.DelaySeconds)}, {"MaximumMessageSize", int64(a.MaximumMessageSize)},
+		{"MessageRetentionPeriod", int64(a.MessageRetentionPeriod)}, {"VisibilityTimeout", int64(a.VisibilityTimeout)},
+		{"PollingWaitSeconds", int64(a.PollingWaitSeconds)}, {"ActiveMessages", active},
+		{"InactiveMessages", inactive}, {"DelayMessages", delayed}} {
+		b = append(b, "<"+kv.k+">"...)
+		b = strconv.AppendInt(b, kv.v, 10)
+		b = append(b, "</"+kv.k+">"...)
+	}
+	b = append(b, "<LoggingEnabled>"+boolText(a.LoggingEnabled)+"</LoggingEnabled></Queue>"...)
+	e.mu.Unlock()
+	e.write(x, http.StatusOK, b)
+	return nil
+}
+
+// getTopicAttributes serves GetTopicAttributes.
+func (e *Emulator) getTopicAttributes(x *exchange, f Faults, name string) *apiError {
+	if err := e.admit(f, x.r, 1); err != nil {
+		return err
+	}
+	e.mu.Lock()
+	t := e.topicFor(name)
+	if t == nil {
+		e.mu.Unlock()
+		return errTopicNotExist
+	}
+	b := []byte(xmlDecl + "\n" + `<Topic xmlns="` + xmlNS + `"><TopicName>` + t.name + "</TopicName>")
+	for _, kv := range []struct {
+		k string
+		v int64
+	}{{"CreateTime", t.created.Unix()}, {"LastModifyTime", t.modified.Unix()},
+		{"MaximumMessageSize", int64(t.attrs.MaximumMessageSize)}, {"MessageRetentionPeriod", 86400},
+		{"MessageCount", t.count}} {
+		b = append(b, "<"+kv.k+">"...)
+		b = strconv.AppendInt(b, kv.v, 10)
+		b = append(b, "</"+kv.k+">"...)
+	}
+	b = append(b, "<LoggingEnabled>"+boolText(t.attrs.LoggingEnabled)+"</LoggingEnabled></Topic>"...)
+	e.mu.Unlock()
+	e.write(x, http.StatusOK, b)
+	return nil
+}
+
+// attrsXML is the body of CreateQueue, SetQueueAttributes and CreateTopic.
+type attrsXML struct {
+	XMLName                xml.Name
+	DelaySeconds           *string `xml:"DelaySeconds"`
+	MaximumMessageSize     *string `xml:"MaximumMessageSize"`
+	MessageRetentionPeriod *string `xml:"MessageRetentionPeriod"`
+	VisibilityTimeout      *string `xml:"VisibilityTimeout"`
+	PollingWaitSeconds     *string `xml:"PollingWaitSeconds"`
+	LoggingEnabled         *string `xml:"LoggingEnabled"`
+}
+
+func parseAttrs(body []byte, root string) (attrsXML, *apiError) {
+	var a attrsXML
+	if len(bytes.TrimSpace(body)) == 0 {
+		return a, nil
+	}
+	if err := xml.Unmarshal(body, &a); err != nil {
+		return a, malformed(err)
+	}
+	if a.XMLName.Local != root {
+		return a, errf(400, "MalformedXML", "The root element must be <"+root+">.")
+	}
+	if !validNS(a.XMLName.Space) {
+		return a, malformed(errBadNS)
+	}
+	return a, nil
+}
+
+func boolField(v *string, def bool) (bool, *apiError) {
+	if v == nil {
+		return def, nil
+	}
+	b, err := strconv.ParseBool(strings.TrimSpace(*v))
+	if err != nil {
+		return false, errf(400, "InvalidArgument", "The value of LoggingEnabled should be True or False.")
+	}
+	return b, nil
+}
+
+func applyQueueAttrs(a attrsXML, base queueAttrs) (queueAttrs, *apiError) {
+	var err *apiError
+	out := base
+	if out.DelaySeconds, err = intField(a.DelaySeconds, "DelaySeconds", 0, maxDelay, base.DelaySeconds); err != nil {
+		return out, err
+	}
+	if out.MaximumMessageSize, err = intField(a.MaximumMessageSize, "MaximumMessageSize", 1024, 65536, base.MaximumMessageSize); err != nil {
+		return out, err
+	}
+	if out.MessageRetentionPeriod, err = intField(a.MessageRetentionPeriod, "MessageRetentionPeriod", 60, 604800, base.MessageRetentionPeriod); err != nil {
+		return out, err
+	}
+	if out.VisibilityTimeout, err = intField(a.VisibilityTimeout, "VisibilityTimeout", 1, 43200, base.VisibilityTimeout); err != nil {
+		return out, err
+	}
+	if out.PollingWaitSeconds, err = intField(a.PollingWaitSeconds, "PollingWaitSeconds", 0, maxWaitSeconds, base.PollingWaitSeconds); err != nil {
+		return out, err
+	}
+	if out.LoggingEnabled, err = boolField(a.LoggingEnabled, base.LoggingEnabled); err != nil {
+		return out, err
+	}
+	return out, nil
+}
+
+// createQueue serves CreateQueue and, with ?metaoverride=true,
+// SetQueueAttributes.
+func (e *Emulator) createQueue(x *exchange, f Faults, name string) *apiError {
+	ax, aerr := parseAttrs(x.body, "Queue")
+	if aerr != nil {
+		return aerr
+	}
+	override := strings.EqualFold(x.r.URL.Query().Get("metaoverride"), "true")
+	if err := e.admit(f, x.r, 1); err != nil {
+		return err
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	q := e.queues[name]
+	if override {
+		if q == nil {
+			return errQueueNotExist
+		}
+		a, err := applyQueueAttrs(ax, q.attrs)
+		if err != nil {
+			return err
+		}
+		q.attrs, q.modified = a, e.now()
+		e.write(x, http.StatusNoContent, nil)
+		return nil
+	}
+	a, err := applyQueueAttrs(ax, defaultQueueAttrs())
+	if err != nil {
+		return err
+	}
+	if q != nil {
+		if q.attrs != a {
+			return errf(409, "QueueAlreadyExist", "The queue you want to create already exists with different attributes.")
+		}
+		e.write(x, http.StatusNoContent, nil)
+		return nil
+	}
+	e.queues[name] = newQueue(name, a, e.now())
+	x.w.Header()["Location"] = []string{hostID(x.r) + "/queues/" + name}
+	e.write(x, http.StatusCreated, nil)
+	return nil
+}
+
+// createTopic serves CreateTopic.
+func (e *Emulator) createTopic(x *exchange, f Faults, name string) *apiError {
+	ax, aerr := parseAttrs(x.body, "Topic")
+	if aerr != nil {
+		return aerr
+	}
+	if err := e.admit(f, x.r, 1); err != nil {
+		return err
+	}
+	a := defaultTopicAttrs()
+	var err *apiError
+	if a.MaximumMessageSize, err = intField(ax.MaximumMessageSize, "MaximumMessageSize", 1024, 65536, a.MaximumMessageSize); err != nil {
+		return err
+	}
+	if a.LoggingEnabled, err = boolField(ax.LoggingEnabled, false); err != nil {
+		return err
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if t := e.topics[name]; t != nil {
+		if t.attrs != a {
+			return errf(409, "TopicAlreadyExist", "The topic you want to create already exists with different attributes.")
+		}
+		e.write(x, http.StatusNoContent, nil)
+		return nil
+	}
+	e.topics[name] = newTopic(name, a, e.now())
+	x.w.Header()["Location"] = []string{hostID(x.r) + "/topics/" + name}
+	e.write(x, http.StatusCreated, nil)
+	return nil
+}
