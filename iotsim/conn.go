@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -360,12 +361,14 @@ func (c *conn) unsubscribe(f *frame.Frame) string {
 		found = true
 		s.active = false
 		c.subs = append(c.subs[:i], c.subs[i+1:]...)
+		var gone []*delivery
 		for k, d := range c.pending {
 			if d.sub == s {
-				back = append(back, d.e)
+				gone = append(gone, d)
 				delete(c.pending, k)
 			}
 		}
+		back = inOrder(gone)
 		break
 	}
 	c.mu.Unlock()
@@ -402,21 +405,22 @@ func (c *conn) settle(f *frame.Frame, ack bool) string {
 			}
 		}
 	}
-	var settled []*entry
+	var done []*delivery
 	if d != nil {
 		if d.sub.ack == ackClient {
 			// Cumulative: everything this subscription got up to this one.
 			for k, p := range c.pending {
 				if p.sub == d.sub && p.seq <= d.seq {
-					settled = append(settled, p.e)
+					done = append(done, p)
 					delete(c.pending, k)
 				}
 			}
 		} else {
-			settled = append(settled, d.e)
+			done = append(done, d)
 			delete(c.pending, key)
 		}
 	}
+	settled := inOrder(done)
 	c.mu.Unlock()
 	if d == nil {
 		c.log.Debug("ignored ACK/NACK for a delivery that is not pending", "command", f.Command)
@@ -539,14 +543,15 @@ func (c *conn) deliver(sub *subscription, e *entry) error {
 // expire gives back deliveries unacked past their deadline.
 func (c *conn) expire(now time.Time) {
 	c.mu.Lock()
-	var back []*entry
+	var late []*delivery
 	for k, d := range c.pending {
 		if !now.Before(d.deadline) {
-			back = append(back, d.e)
+			late = append(late, d)
 			delete(c.pending, k)
 		}
 	}
 	c.mu.Unlock()
+	back := inOrder(late)
 	if len(back) == 0 {
 		return
 	}
@@ -560,10 +565,11 @@ func (c *conn) expire(now time.Time) {
 // deliveries; it returns how many went back.
 func (c *conn) drain() int {
 	c.mu.Lock()
-	back := make([]*entry, 0, len(c.pending))
+	all := make([]*delivery, 0, len(c.pending))
 	for _, d := range c.pending {
-		back = append(back, d.e)
+		all = append(all, d)
 	}
+	back := inOrder(all)
 	c.pending = nil
 	for _, s := range c.subs {
 		s.active = false
@@ -579,4 +585,15 @@ func (c *conn) unacked() int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return len(c.pending)
+}
+
+// inOrder returns the deliveries' messages in the order they were sent, so
+// that redeliveries keep the original order.
+func inOrder(ds []*delivery) []*entry {
+	slices.SortFunc(ds, func(a, b *delivery) int { return int(a.seq - b.seq) })
+	es := make([]*entry, len(ds))
+	for i, d := range ds {
+		es[i] = d.e
+	}
+	return es
 }

@@ -665,3 +665,88 @@ func TestProtocolErrors(t *testing.T) {
 		})
 	}
 }
+
+func TestRedeliveryKeepsOrder(t *testing.T) {
+	s := startServer(t, Config{})
+	first := mustDial(t, s, params("first"))
+	sub := subscribe(t, first, stomp.AckClientIndividual)
+	for i := range 5 {
+		s.Publish(testGroup, Message{Topic: "/a/b/user/x", MessageID: fmt.Sprint(i)})
+	}
+	for range 5 {
+		recv(t, sub)
+	}
+	first.Disconnect()
+	waitFor(t, "requeue", func() bool { return s.Stats().Queued == 5 })
+	again := subscribe(t, mustDial(t, s, params("second")), stomp.AckAuto)
+	for i := range 5 {
+		if got := recv(t, again).Header.Get("messageId"); got != fmt.Sprint(i) {
+			t.Fatalf("redelivery %d has messageId %s", i, got)
+		}
+	}
+}
+
+func TestUnsubscribeGivesBackUnacked(t *testing.T) {
+	s := startServer(t, Config{})
+	c := mustDial(t, s, params("unsub"))
+	sub := subscribe(t, c, stomp.AckClientIndividual)
+	s.Publish(testGroup, Message{Topic: "/a/b/user/x", MessageID: "u"})
+	recv(t, sub)
+	if err := sub.Unsubscribe(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "requeue", func() bool { st := s.Stats(); return st.Queued == 1 && st.Unacked == 0 })
+	if got := recv(t, subscribe(t, c, stomp.AckAuto)).Header.Get("messageId"); got != "u" {
+		t.Fatalf("got %s, want u", got)
+	}
+}
+
+// BenchmarkDeliver reports how many messages per second one go-stomp client
+// receives from the simulator (publish, TLS, frame, client decode).
+func BenchmarkDeliver(b *testing.B) {
+	for _, mode := range []stomp.AckMode{stomp.AckAuto, stomp.AckClientIndividual} {
+		b.Run(mode.String(), func(b *testing.B) {
+			s, err := Start(Config{Secrets: map[string]string{testAK: testSecret}})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer s.Close()
+			roots := x509.NewCertPool()
+			roots.AppendCertsFromPEM(s.CACertPEM())
+			tc, err := tls.Dial("tcp", s.Addr(), &tls.Config{RootCAs: roots, ServerName: "127.0.0.1"})
+			if err != nil {
+				b.Fatal(err)
+			}
+			p := params("bench")
+			p.EncodeBase64 = true
+			cred, _ := iotauth.Sign(p, time.Now())
+			c, err := stomp.Connect(tc, stomp.ConnOpt.Login(cred.Username, cred.Password), stomp.ConnOpt.Logger(quietLogger{}))
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer c.MustDisconnect()
+			sub, err := c.Subscribe("/topic/#", mode)
+			if err != nil {
+				b.Fatal(err)
+			}
+			body := bytes.Repeat([]byte{0xab}, 256)
+			b.ResetTimer()
+			start := time.Now()
+			go func() {
+				for range b.N {
+					s.Publish(testGroup, Message{Topic: "/pk/dev/user/bench", Body: body})
+				}
+			}()
+			for range b.N {
+				m := <-sub.C
+				if m.Err != nil {
+					b.Fatal(m.Err)
+				}
+				if mode != stomp.AckAuto {
+					c.Ack(m)
+				}
+			}
+			b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "msgs/s")
+		})
+	}
+}

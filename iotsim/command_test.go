@@ -1,0 +1,152 @@
+package iotsim
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/go-stomp/stomp/v3"
+
+	"github.com/iot-mns-bridge/iot-mns-bridge/iotauth"
+)
+
+// syncBuffer is a bytes.Buffer safe for one writer and a polling reader.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func TestRunCommand(t *testing.T) {
+	dir := t.TempDir()
+	caPath := filepath.Join(dir, "ca.pem")
+	secretPath := filepath.Join(dir, "secret")
+	if err := os.WriteFile(secretPath, []byte("cmd-secret\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var stdout, stderr syncBuffer
+	done := make(chan error, 1)
+	go func() {
+		done <- RunCommand(ctx, []string{
+			"-listen", "127.0.0.1:0", "-ca-out", caPath,
+			"-access-key-id", "LTAIcmd", "-access-key-secret-file", secretPath,
+			"-groups", "G1, G2", "-devices", "2", "-count", "12", "-rate", "0",
+			"-types", strings.Join(Kinds, ","), "-heartbeat", "0",
+		}, &stdout, &stderr)
+	}()
+	addrRE := regexp.MustCompile(`listening on (\S+)`)
+	var addr string
+	waitFor(t, "the listening line", func() bool {
+		if m := addrRE.FindStringSubmatch(stdout.String()); m != nil {
+			addr = m[1]
+			return true
+		}
+		return false
+	})
+	caPEM, err := os.ReadFile(caPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	roots := x509.NewCertPool()
+	if !roots.AppendCertsFromPEM(caPEM) {
+		t.Fatal("-ca-out file holds no certificate")
+	}
+	for _, group := range []string{"G1", "G2"} {
+		tc, err := tls.Dial("tcp", addr, &tls.Config{RootCAs: roots, ServerName: "localhost"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		cred, err := iotauth.Sign(iotauth.Params{ClientID: "c-" + group, AccessKeyID: "LTAIcmd", AccessKeySecret: "cmd-secret",
+			ConsumerGroupID: group, SignMethod: iotauth.HMACSHA256, EncodeBase64: true}, time.Now())
+		if err != nil {
+			t.Fatal(err)
+		}
+		c, err := stomp.Connect(tc, stomp.ConnOpt.Login(cred.Username, cred.Password), stomp.ConnOpt.Host("localhost"), stomp.ConnOpt.Logger(quietLogger{}))
+		if err != nil {
+			t.Fatalf("login to group %s: %v", group, err)
+		}
+		sub := subscribe(t, c, stomp.AckClientIndividual)
+		for range 12 {
+			if err := c.Ack(recv(t, sub)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		c.Disconnect()
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("RunCommand: %v\n%s", err, stderr.String())
+	}
+	if out := stdout.String(); !strings.Contains(out, "published=24 delivered=24 acked=24 redelivered=0 pending=0 logins_ok=2") {
+		t.Fatalf("summary missing or wrong:\n%s", out)
+	}
+	if strings.Contains(stderr.String(), "cmd-secret") || strings.Contains(stdout.String(), "cmd-secret") {
+		t.Fatal("the secret appears in the output")
+	}
+}
+
+func TestRunCommandRefusesBadFlags(t *testing.T) {
+	t.Setenv(SecretEnv, "")
+	dir := t.TempDir()
+	tests := []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"no secret", nil, "AccessKey secret is required"},
+		{"two secrets", []string{"-access-key-secret", "a", "-access-key-secret-file", "f"}, "not both"},
+		{"missing secret file", []string{"-access-key-secret-file", filepath.Join(dir, "nope")}, "-access-key-secret-file"},
+		{"cert without key", []string{"-access-key-secret", "s", "-cert", "c.pem"}, "-cert and -key go together"},
+		{"ca-out with cert", []string{"-access-key-secret", "s", "-cert", "c", "-key", "k", "-ca-out", "x"}, "cannot be combined"},
+		{"unreadable cert", []string{"-access-key-secret", "s", "-cert", filepath.Join(dir, "c"), "-key", filepath.Join(dir, "k")}, "-cert/-key"},
+		{"unknown kind", []string{"-access-key-secret", "s", "-types", "telemetry,gossip"}, `types: "gossip"`},
+		{"no group", []string{"-access-key-secret", "s", "-groups", " , "}, "-groups"},
+		{"bad log level", []string{"-log-level", "loud"}, "-log-level"},
+		{"stray argument", []string{"extra"}, `unexpected argument "extra"`},
+		{"unknown flag", []string{"-nope"}, "flag provided but not defined"},
+		{"bad listen address", []string{"-access-key-secret", "s", "-listen", "256.0.0.1:1"}, "listen on 256.0.0.1:1"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var stdout, stderr bytes.Buffer
+			err := RunCommand(context.Background(), tt.args, &stdout, &stderr)
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("err %v, want %q", err, tt.want)
+			}
+		})
+	}
+}
+
+func TestRunCommandSecretFromEnv(t *testing.T) {
+	t.Setenv(SecretEnv, "env-secret")
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	var stdout, stderr bytes.Buffer
+	if err := RunCommand(ctx, []string{"-listen", "127.0.0.1:0", "-devices", "0"}, &stdout, &stderr); err != nil {
+		t.Fatalf("RunCommand: %v", err)
+	}
+	if !strings.Contains(stdout.String(), "iot-simulator stopped") {
+		t.Fatalf("stdout %q", stdout.String())
+	}
+}
