@@ -1,0 +1,113 @@
+package bridge
+
+import (
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Metrics are the pipeline's Prometheus collectors. A nil *Metrics is valid
+// and records nothing. Safe for concurrent use.
+type Metrics struct {
+	Received         prometheus.Counter
+	Forwarded        prometheus.Counter
+	Duplicates       prometheus.Counter
+	Retried          prometheus.Counter
+	DeadLettered     *prometheus.CounterVec // by reason class
+	BatchSize        prometheus.Histogram
+	RequestSeconds   *prometheus.HistogramVec // by destination kind
+	SourceConnected  *prometheus.GaugeVec     // by connection
+	SourceReconnects *prometheus.GaugeVec     // by connection
+}
+
+// NewMetrics creates the collectors and registers them with reg.
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	const ns = "iot_mns_bridge"
+	m := &Metrics{
+		Received:     prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Name: "received_total", Help: "Deliveries taken from the source."}),
+		Forwarded:    prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Name: "forwarded_total", Help: "Messages accepted by MNS."}),
+		Duplicates:   prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Name: "duplicates_suppressed_total", Help: "Redeliveries suppressed by the de-dup window."}),
+		Retried:      prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Name: "retried_total", Help: "Message sends retried after a retryable failure."}),
+		DeadLettered: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "dead_lettered_total", Help: "Messages written to the dead-letter target, by reason."}, []string{"reason"}),
+		BatchSize: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: ns, Name: "batch_messages", Help: "Messages per MNS request.",
+			Buckets: []float64{1, 2, 4, 8, 12, 16}}),
+		RequestSeconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: ns, Name: "sink_request_seconds", Help: "Duration of MNS send requests, by destination kind.",
+			Buckets: prometheus.ExponentialBuckets(0.001, 2, 15)}, []string{"kind"}),
+		SourceConnected:  prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Name: "source_connected", Help: "1 when the source connection is up."}, []string{"conn"}),
+		SourceReconnects: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Name: "source_reconnects", Help: "Reconnects of the source connection since start."}, []string{"conn"}),
+	}
+	reg.MustRegister(m.Received, m.Forwarded, m.Duplicates, m.Retried, m.DeadLettered, m.BatchSize, m.RequestSeconds, m.SourceConnected, m.SourceReconnects)
+	return m
+}
+
+func (m *Metrics) received() {
+	if m != nil {
+		m.Received.Inc()
+	}
+}
+
+func (m *Metrics) forwarded() {
+	if m != nil {
+		m.Forwarded.Inc()
+	}
+}
+
+func (m *Metrics) duplicate() {
+	if m != nil {
+		m.Duplicates.Inc()
+	}
+}
+
+func (m *Metrics) retried(n int) {
+	if m != nil {
+		m.Retried.Add(float64(n))
+	}
+}
+
+func (m *Metrics) request(d Destination, n int, took time.Duration) {
+	if m != nil {
+		m.BatchSize.Observe(float64(n))
+		m.RequestSeconds.WithLabelValues(d.Kind.String()).Observe(took.Seconds())
+	}
+}
+
+func (m *Metrics) deadLettered(entries []DeadLetter) {
+	if m == nil {
+		return
+	}
+	for _, e := range entries {
+		m.DeadLettered.WithLabelValues(reasonClass(e.Reason)).Inc()
+	}
+}
+
+// ObserveConn records a source connection state (use as Supervisor.OnState).
+func (m *Metrics) ObserveConn(st ConnState) {
+	if m == nil {
+		return
+	}
+	v := 0.0
+	if st.Connected {
+		v = 1
+	}
+	m.SourceConnected.WithLabelValues(st.Name).Set(v)
+	m.SourceReconnects.WithLabelValues(st.Name).Set(float64(st.Reconnects))
+}
+
+// reasonClass maps a dead-letter reason to a small label set, so label
+// cardinality stays bounded.
+func reasonClass(reason string) string {
+	switch {
+	case strings.Contains(reason, "base64"):
+		return "invalid_body"
+	case strings.Contains(reason, "no route"):
+		return "unrouted"
+	case strings.Contains(reason, "gave up"):
+		return "retries_exhausted"
+	case strings.Contains(reason, "too large"), strings.Contains(reason, "64 KB"), strings.Contains(reason, "65536"):
+		return "too_large"
+	case strings.Contains(reason, "rendered"):
+		return "invalid_name"
+	}
+	return "rejected"
+}

@@ -1,0 +1,542 @@
+package bridge
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// ErrClosed is returned by Pipeline.Handle once the pipeline stopped taking
+// deliveries; the source must release the delivery.
+var ErrClosed = errors.New("pipeline is shutting down")
+
+// DeadLetter is a message the bridge gives up on, with the reason.
+type DeadLetter struct {
+	Message  *Message
+	Reason   string
+	Dest     Destination // zero when no destination was chosen
+	Attempts int
+	Time     time.Time
+}
+
+// DeadLetterSink stores dead letters durably (a JSONL file, an MNS queue).
+// DeadLetter returns nil only when every entry is stored; the pipeline keeps
+// the deliveries unsettled and tries again while it returns an error. Safe
+// for concurrent use.
+type DeadLetterSink interface {
+	DeadLetter(ctx context.Context, entries []DeadLetter) error
+}
+
+// RetryPolicy is the backoff for retryable send failures.
+type RetryPolicy struct {
+	InitialBackoff time.Duration // default 200ms
+	MaxBackoff     time.Duration // default 30s
+	MaxAttempts    int           // 0 = no limit
+	MaxAge         time.Duration // 0 = no limit
+}
+
+// PipelineConfig wires a Pipeline. Router, Sink and DeadLetters are required.
+type PipelineConfig struct {
+	Router      *Router
+	Sink        Sink
+	DeadLetters DeadLetterSink
+	Envelope    string // EnvelopeRaw (default) or EnvelopeJSON
+	// BatchSize and BatchBytes bound one batch (defaults 16 and 65536).
+	BatchSize  int
+	BatchBytes int
+	// Linger is how long a partly filled batch waits (default 5ms).
+	Linger time.Duration
+	// MaxInFlight bounds the deliveries held at once (default 8192); Handle
+	// blocks when it is reached.
+	MaxInFlight int
+	// MaxRequestsPerDestination and MaxRequests bound concurrent Sink.Send
+	// calls (defaults 32 and 64).
+	MaxRequestsPerDestination int
+	MaxRequests               int
+	Retry                     RetryPolicy
+	// Dedup, when set, suppresses messages whose id MNS already accepted.
+	Dedup   *Dedup
+	Metrics *Metrics // optional
+	Logger  *slog.Logger
+	// Now is the clock; nil = time.Now.
+	Now func() time.Time
+}
+
+// Pipeline takes deliveries from sources, routes, batches and sends them,
+// retries, dead-letters, and settles each delivery exactly once: Accepted
+// only after the sink accepted its message (or it was dead-lettered),
+// Released when the pipeline shuts down before that.
+//
+// Handle is the bridge.Handler given to sources; Drain shuts down. No
+// goroutine is started per message: one goroutine per destination builds
+// batches, and one per in-flight request sends them.
+type Pipeline struct {
+	cfg    PipelineConfig
+	log    *slog.Logger
+	now    func() time.Time
+	slots  chan struct{} // one token per delivery held
+	reqs   chan struct{} // one token per request in flight
+	stats  pipelineStats
+	m      *Metrics
+	closed chan struct{} // closed when intake stops
+
+	sendCtx    context.Context // cancelled when the drain deadline passes
+	cancelSend context.CancelFunc
+
+	mu    sync.Mutex
+	lanes map[Destination]*lane
+	wg    sync.WaitGroup // lanes, senders, retry waits
+	stop  sync.Once
+}
+
+type pipelineStats struct {
+	received, forwarded, duplicates, deadLettered, retried, released, inFlight atomic.Int64
+	requests, batchedMsgs                                                     atomic.Int64
+	lastProgress                                                              atomic.Int64 // unix nanos of the last accepted message
+}
+
+// Stats is a snapshot of the pipeline's counters.
+type Stats struct {
+	Received     int64 // deliveries handed to the pipeline
+	Forwarded    int64 // accepted by the sink
+	Duplicates   int64 // suppressed by the de-dup window
+	DeadLettered int64
+	Retried      int64 // message sends retried
+	Released     int64 // given back upstream at shutdown
+	InFlight     int64
+	Requests     int64 // Sink.Send calls
+	// LastProgress is when a message was last forwarded or dead-lettered.
+	LastProgress time.Time
+}
+
+// item is one delivery on its way through the pipeline.
+type item struct {
+	d        *Delivery
+	out      Outgoing
+	dest     Destination
+	attempts int
+	first    time.Time
+	lastErr  error
+}
+
+// NewPipeline checks cfg, fills defaults and returns a running pipeline.
+func NewPipeline(cfg PipelineConfig) (*Pipeline, error) {
+	if cfg.Router == nil || cfg.Sink == nil || cfg.DeadLetters == nil {
+		return nil, errors.New("pipeline: Router, Sink and DeadLetters are required")
+	}
+	def := func(v *int, d int) {
+		if *v <= 0 {
+			*v = d
+		}
+	}
+	def(&cfg.BatchSize, 16)
+	def(&cfg.BatchBytes, 64*1024)
+	def(&cfg.MaxInFlight, 8192)
+	def(&cfg.MaxRequestsPerDestination, 32)
+	def(&cfg.MaxRequests, 64)
+	if cfg.Linger <= 0 {
+		cfg.Linger = 5 * time.Millisecond
+	}
+	if cfg.Retry.InitialBackoff <= 0 {
+		cfg.Retry.InitialBackoff = 200 * time.Millisecond
+	}
+	if cfg.Retry.MaxBackoff < cfg.Retry.InitialBackoff {
+		cfg.Retry.MaxBackoff = max(30*time.Second, cfg.Retry.InitialBackoff)
+	}
+	if cfg.Envelope == "" {
+		cfg.Envelope = EnvelopeRaw
+	}
+	if cfg.Envelope != EnvelopeRaw && cfg.Envelope != EnvelopeJSON {
+		return nil, fmt.Errorf("pipeline: envelope %q is not raw or json", cfg.Envelope)
+	}
+	p := &Pipeline{
+		cfg:    cfg,
+		log:    cfg.Logger,
+		now:    cfg.Now,
+		slots:  make(chan struct{}, cfg.MaxInFlight),
+		reqs:   make(chan struct{}, cfg.MaxRequests),
+		m:      cfg.Metrics,
+		closed: make(chan struct{}),
+		lanes:  make(map[Destination]*lane),
+	}
+	if p.log == nil {
+		p.log = slog.New(slog.DiscardHandler)
+	}
+	if p.now == nil {
+		p.now = time.Now
+	}
+	p.sendCtx, p.cancelSend = context.WithCancel(context.Background())
+	p.stats.lastProgress.Store(p.now().UnixNano())
+	return p, nil
+}
+
+// Stats returns the counters. Safe for concurrent use.
+func (p *Pipeline) Stats() Stats {
+	s := &p.stats
+	return Stats{
+		Received: s.received.Load(), Forwarded: s.forwarded.Load(), Duplicates: s.duplicates.Load(),
+		DeadLettered: s.deadLettered.Load(), Retried: s.retried.Load(), Released: s.released.Load(),
+		InFlight: s.inFlight.Load(), Requests: s.requests.Load(),
+		LastProgress: time.Unix(0, s.lastProgress.Load()),
+	}
+}
+
+// Handle takes one delivery (it is the Handler given to sources). It blocks
+// while MaxInFlight deliveries are held, until ctx is done or the pipeline
+// closes; then it returns an error and the delivery is still the caller's.
+// Once Handle returned nil, the pipeline settles the delivery.
+func (p *Pipeline) Handle(ctx context.Context, d *Delivery) error {
+	select {
+	case <-p.closed:
+		return ErrClosed
+	default:
+	}
+	select {
+	case p.slots <- struct{}{}:
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-p.closed:
+		return ErrClosed
+	}
+	p.stats.received.Add(1)
+	p.stats.inFlight.Add(1)
+	p.m.received()
+	now := p.now()
+	m := &d.Message
+	if m.Invalid != "" {
+		p.deadLetterNow(&item{d: d, first: now}, m.Invalid)
+		return nil
+	}
+	if p.cfg.Dedup != nil && p.cfg.Dedup.Seen(m.MessageID, now) {
+		p.stats.duplicates.Add(1)
+		p.m.duplicate()
+		p.done(d, Accepted)
+		return nil
+	}
+	r := p.cfg.Router.Route(m.Topic)
+	if r.DeadLetter {
+		p.deadLetterNow(&item{d: d, first: now}, r.Reason)
+		return nil
+	}
+	it := &item{d: d, dest: r.Dest, first: now, out: Outgoing{Tag: r.Tag, ID: m.MessageID}}
+	if p.cfg.Envelope == EnvelopeJSON {
+		body, err := AppendEnvelope(nil, EnvelopeJSON, m)
+		if err != nil {
+			p.deadLetterNow(it, "envelope: "+err.Error())
+			return nil
+		}
+		it.out.Body = body
+	} else {
+		it.out.Body = m.Body
+	}
+	l := p.lane(r.Dest)
+	select {
+	case l.in <- it:
+		return nil
+	case <-p.sendCtx.Done():
+		// The drain deadline passed while we waited: give it back.
+		p.done(d, Released)
+		return nil
+	}
+}
+
+// done settles d, frees its slot and counts.
+func (p *Pipeline) done(d *Delivery, o Outcome) {
+	if !d.settle(o) {
+		return
+	}
+	if o == Released {
+		p.stats.released.Add(1)
+	} else {
+		p.stats.lastProgress.Store(p.now().UnixNano())
+	}
+	p.stats.inFlight.Add(-1)
+	<-p.slots
+}
+
+func (p *Pipeline) lane(dest Destination) *lane {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	l := p.lanes[dest]
+	if l == nil {
+		l = &lane{p: p, dest: dest, in: make(chan *item, p.cfg.BatchSize*2), sem: make(chan struct{}, p.cfg.MaxRequestsPerDestination)}
+		p.lanes[dest] = l
+		p.wg.Add(1)
+		go l.run()
+	}
+	return l
+}
+
+// lane batches the messages of one destination.
+type lane struct {
+	p    *Pipeline
+	dest Destination
+	in   chan *item
+	sem  chan struct{}
+}
+
+func (l *lane) run() {
+	p := l.p
+	defer p.wg.Done()
+	batch := make([]*item, 0, p.cfg.BatchSize)
+	size := 0
+	linger := time.NewTimer(time.Hour)
+	linger.Stop()
+	flush := func() {
+		if len(batch) == 0 {
+			return
+		}
+		linger.Stop()
+		// Acquire request slots; while we wait, the lane reads nothing more,
+		// its channel fills and Handle blocks: backpressure.
+		select {
+		case l.sem <- struct{}{}:
+		case <-p.sendCtx.Done():
+			p.releaseAll(batch)
+			batch, size = batch[:0], 0
+			return
+		}
+		select {
+		case p.reqs <- struct{}{}:
+		case <-p.sendCtx.Done():
+			<-l.sem
+			p.releaseAll(batch)
+			batch, size = batch[:0], 0
+			return
+		}
+		b := batch
+		batch = make([]*item, 0, p.cfg.BatchSize)
+		size = 0
+		p.wg.Add(1)
+		go l.send(b)
+	}
+	for {
+		select {
+		case it := <-l.in:
+			if len(batch) > 0 && size+len(it.out.Body) > p.cfg.BatchBytes {
+				flush()
+			}
+			if len(batch) == 0 {
+				linger.Reset(p.cfg.Linger)
+			}
+			batch = append(batch, it)
+			size += len(it.out.Body)
+			if len(batch) >= p.cfg.BatchSize || size >= p.cfg.BatchBytes {
+				flush()
+			}
+		case <-linger.C:
+			flush()
+		case <-p.sendCtx.Done():
+			p.releaseAll(batch)
+			for {
+				select {
+				case it := <-l.in:
+					p.done(it.d, Released)
+				default:
+					return
+				}
+			}
+		}
+	}
+}
+
+func (p *Pipeline) releaseAll(items []*item) {
+	for _, it := range items {
+		p.done(it.d, Released)
+	}
+}
+
+// send performs one request for batch and handles each message's outcome.
+// It holds one lane slot and one global request slot, released before any
+// retry wait.
+func (l *lane) send(batch []*item) {
+	p := l.p
+	defer p.wg.Done()
+	outs := make([]Outgoing, len(batch))
+	for i, it := range batch {
+		outs[i] = it.out
+		it.attempts++
+	}
+	start := p.now()
+	errs := p.cfg.Sink.Send(p.sendCtx, l.dest, outs)
+	p.m.request(l.dest, len(batch), p.now().Sub(start))
+	<-p.reqs
+	<-l.sem
+	p.stats.requests.Add(1)
+
+	var retry, dead []*item
+	for i, it := range batch {
+		var err error
+		if i < len(errs) {
+			err = errs[i]
+		} else {
+			err = errors.New("sink returned fewer outcomes than messages")
+		}
+		switch {
+		case err == nil:
+			p.stats.forwarded.Add(1)
+			p.m.forwarded()
+			if p.cfg.Dedup != nil {
+				p.cfg.Dedup.Add(it.d.MessageID, p.now())
+			}
+			p.done(it.d, Accepted)
+		case p.sendCtx.Err() != nil:
+			p.done(it.d, Released)
+		case !Retryable(err):
+			it.lastErr = err
+			dead = append(dead, it)
+		default:
+			it.lastErr = err
+			if reason := p.exhausted(it); reason != "" {
+				it.lastErr = fmt.Errorf("%s: %w", reason, err)
+				dead = append(dead, it)
+			} else {
+				retry = append(retry, it)
+			}
+		}
+	}
+	if len(dead) > 0 {
+		p.deadLetter(dead)
+	}
+	if len(retry) > 0 {
+		p.stats.retried.Add(int64(len(retry)))
+		p.m.retried(len(retry))
+		p.retryLater(l, retry)
+	}
+}
+
+// exhausted says why it must not be retried again, or "".
+func (p *Pipeline) exhausted(it *item) string {
+	r := p.cfg.Retry
+	if r.MaxAttempts > 0 && it.attempts >= r.MaxAttempts {
+		return fmt.Sprintf("gave up after %d attempts", it.attempts)
+	}
+	if r.MaxAge > 0 && p.now().Sub(it.first) >= r.MaxAge {
+		return fmt.Sprintf("gave up after %s of retries (%d attempts)", p.now().Sub(it.first).Round(time.Millisecond), it.attempts)
+	}
+	return ""
+}
+
+// retryLater waits the backoff of the batch's most-tried message, then puts
+// the items back into the lane. The deliveries stay held meanwhile.
+func (p *Pipeline) retryLater(l *lane, items []*item) {
+	attempts := 0
+	for _, it := range items {
+		attempts = max(attempts, it.attempts)
+	}
+	b := Backoff{Min: p.cfg.Retry.InitialBackoff, Max: p.cfg.Retry.MaxBackoff, attempt: attempts - 1}
+	wait := b.Next()
+	if attempts == 1 || p.log.Enabled(context.Background(), slog.LevelDebug) {
+		p.log.Warn("MNS send failed; retrying", "dest", l.dest.String(), "messages", len(items), "attempt", attempts, "backoff", wait, "err", items[0].lastErr)
+	}
+	p.wg.Add(1)
+	go func() {
+		defer p.wg.Done()
+		t := time.NewTimer(wait)
+		defer t.Stop()
+		select {
+		case <-t.C:
+		case <-p.sendCtx.Done():
+			p.releaseAll(items)
+			return
+		}
+		for i, it := range items {
+			select {
+			case l.in <- it:
+			case <-p.sendCtx.Done():
+				p.releaseAll(items[i:])
+				return
+			}
+		}
+	}()
+}
+
+// deadLetterNow dead-letters one item from Handle (invalid or unroutable).
+func (p *Pipeline) deadLetterNow(it *item, reason string) {
+	it.lastErr = errors.New(reason)
+	p.deadLetter([]*item{it})
+}
+
+// deadLetter stores items in the dead-letter sink, then accepts them
+// upstream. While the dead-letter sink fails, the deliveries stay held and
+// the write is retried with backoff; at shutdown they are released.
+func (p *Pipeline) deadLetter(items []*item) {
+	entries := make([]DeadLetter, len(items))
+	now := p.now()
+	for i, it := range items {
+		reason := "unknown"
+		if it.lastErr != nil {
+			reason = it.lastErr.Error()
+		}
+		entries[i] = DeadLetter{Message: &it.d.Message, Reason: reason, Dest: it.dest, Attempts: it.attempts, Time: now}
+	}
+	b := Backoff{Min: p.cfg.Retry.InitialBackoff, Max: p.cfg.Retry.MaxBackoff}
+	failing := false
+	for {
+		err := p.cfg.DeadLetters.DeadLetter(p.sendCtx, entries)
+		if err == nil {
+			break
+		}
+		if p.sendCtx.Err() != nil {
+			p.releaseAll(items)
+			return
+		}
+		if !failing {
+			p.log.Error("dead-letter write failed; holding the messages and retrying", "messages", len(items), "err", err)
+			failing = true
+		}
+		t := time.NewTimer(b.Next())
+		select {
+		case <-t.C:
+		case <-p.sendCtx.Done():
+			t.Stop()
+			p.releaseAll(items)
+			return
+		}
+	}
+	if failing {
+		p.log.Info("dead-letter write recovered", "messages", len(items))
+	}
+	for _, e := range entries {
+		p.log.Warn("message dead-lettered", "messageId", e.Message.MessageID, "topic", e.Message.Topic, "dest", destString(e.Dest), "reason", e.Reason)
+	}
+	p.stats.deadLettered.Add(int64(len(items)))
+	p.m.deadLettered(entries)
+	for _, it := range items {
+		p.done(it.d, Accepted)
+	}
+}
+
+func destString(d Destination) string {
+	if d.Kind == 0 {
+		return ""
+	}
+	return d.String()
+}
+
+// Drain stops intake (Handle returns ErrClosed from now on) and waits until
+// every delivery held is settled, or until ctx is done; then it cancels the
+// sends in progress and releases what is left. It returns ctx's error when
+// the deadline cut the drain short. Drain may be called once.
+func (p *Pipeline) Drain(ctx context.Context) error {
+	p.stop.Do(func() { close(p.closed) })
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	var err error
+	for p.stats.inFlight.Load() > 0 {
+		select {
+		case <-ctx.Done():
+			err = ctx.Err()
+		case <-tick.C:
+			continue
+		}
+		break
+	}
+	p.cancelSend()
+	p.wg.Wait()
+	return err
+}

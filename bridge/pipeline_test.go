@@ -1,0 +1,353 @@
+package bridge
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// fakeSink is a hand-written Sink: fail decides each message's outcome.
+type fakeSink struct {
+	mu       sync.Mutex
+	accepted map[string]int // id → times accepted
+	calls    int
+	maxBatch int
+	fail     func(call int, i int, o Outgoing) error // nil error = accept
+	hang     bool
+}
+
+func newFakeSink(fail func(call, i int, o Outgoing) error) *fakeSink {
+	return &fakeSink{accepted: map[string]int{}, fail: fail}
+}
+
+func (s *fakeSink) Send(ctx context.Context, dest Destination, msgs []Outgoing) []error {
+	s.mu.Lock()
+	s.calls++
+	call := s.calls
+	s.maxBatch = max(s.maxBatch, len(msgs))
+	hang := s.hang
+	s.mu.Unlock()
+	errs := make([]error, len(msgs))
+	if hang {
+		<-ctx.Done()
+		for i := range errs {
+			errs[i] = ctx.Err()
+		}
+		return errs
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for i, m := range msgs {
+		if s.fail != nil {
+			errs[i] = s.fail(call, i, m)
+		}
+		if errs[i] == nil {
+			s.accepted[m.ID]++
+		}
+	}
+	return errs
+}
+
+func (s *fakeSink) wasAccepted(id string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.accepted[id] > 0
+}
+
+// fakeDead records dead letters; failures > 0 makes the first calls fail.
+type fakeDead struct {
+	mu       sync.Mutex
+	entries  []DeadLetter
+	failures int
+}
+
+func (d *fakeDead) DeadLetter(ctx context.Context, entries []DeadLetter) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.failures > 0 {
+		d.failures--
+		return errors.New("disk full")
+	}
+	d.entries = append(d.entries, entries...)
+	return nil
+}
+
+func (d *fakeDead) has(id string) (DeadLetter, bool) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for _, e := range d.entries {
+		if e.Message.MessageID == id {
+			return e, true
+		}
+	}
+	return DeadLetter{}, false
+}
+
+// recorder is a Settler that checks every Accept happens after the sink or
+// the dead-letter target took the message.
+type recorder struct {
+	t        *testing.T
+	sink     *fakeSink
+	dead     *fakeDead
+	mu       sync.Mutex
+	outcomes map[string][]Outcome
+	early    atomic.Int64
+}
+
+func (r *recorder) Settle(d *Delivery, o Outcome) {
+	if o == Accepted {
+		_, dl := r.dead.has(d.MessageID)
+		if !r.sink.wasAccepted(d.MessageID) && !dl && d.Properties["dup"] == "" {
+			r.early.Add(1)
+		}
+	}
+	r.mu.Lock()
+	r.outcomes[d.MessageID] = append(r.outcomes[d.MessageID], o)
+	r.mu.Unlock()
+}
+
+type harness struct {
+	p    *Pipeline
+	sink *fakeSink
+	dead *fakeDead
+	rec  *recorder
+}
+
+func newHarness(t *testing.T, sink *fakeSink, mod func(*PipelineConfig)) *harness {
+	t.Helper()
+	router, err := NewRouter([]RouteSpec{
+		{Match: "/{productKey}/{deviceName}/user/#", Queue: "telemetry-{productKey}"},
+		{Match: "/as/mqtt/status/+/+", Topic: "device-status"},
+	}, DefaultRouteSpec{}, func(string) error { return nil })
+	if err != nil {
+		t.Fatal(err)
+	}
+	dead := &fakeDead{}
+	cfg := PipelineConfig{
+		Router: router, Sink: sink, DeadLetters: dead, Linger: time.Millisecond,
+		Retry: RetryPolicy{InitialBackoff: time.Millisecond, MaxBackoff: 5 * time.Millisecond},
+	}
+	if mod != nil {
+		mod(&cfg)
+	}
+	p, err := NewPipeline(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := &recorder{t: t, sink: sink, dead: dead, outcomes: map[string][]Outcome{}}
+	return &harness{p: p, sink: sink, dead: dead, rec: rec}
+}
+
+func (h *harness) feed(t *testing.T, n int, topic func(i int) string) {
+	t.Helper()
+	for i := 0; i < n; i++ {
+		m := Message{Topic: topic(i), MessageID: fmt.Sprintf("m%05d", i), Body: []byte(fmt.Sprintf(`{"n":%d}`, i))}
+		if err := h.p.Handle(context.Background(), NewDelivery(m, h.rec, nil)); err != nil {
+			t.Fatalf("Handle: %v", err)
+		}
+	}
+}
+
+// settleAll drains with a generous deadline and checks every delivery was
+// settled exactly once with want.
+func (h *harness) settleAll(t *testing.T, n int, want Outcome) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := h.p.Drain(ctx); err != nil {
+		t.Fatalf("Drain: %v", err)
+	}
+	h.rec.mu.Lock()
+	defer h.rec.mu.Unlock()
+	if len(h.rec.outcomes) != n {
+		t.Fatalf("%d deliveries settled, want %d", len(h.rec.outcomes), n)
+	}
+	for id, os := range h.rec.outcomes {
+		if len(os) != 1 || os[0] != want {
+			t.Fatalf("%s settled %v, want once %v", id, os, want)
+		}
+	}
+	if e := h.rec.early.Load(); e > 0 {
+		t.Fatalf("%d deliveries were accepted before the sink or dead-letter target had them", e)
+	}
+}
+
+func userTopic(i int) string { return fmt.Sprintf("/pk%d/dev%d/user/telemetry", i%3, i) }
+
+func TestPipelineForwardsEverythingAndAcksAfterSink(t *testing.T) {
+	h := newHarness(t, newFakeSink(nil), nil)
+	h.feed(t, 1000, userTopic)
+	h.settleAll(t, 1000, Accepted)
+	st := h.p.Stats()
+	if st.Forwarded != 1000 || st.InFlight != 0 || st.DeadLettered != 0 {
+		t.Fatalf("stats %+v", st)
+	}
+	if h.sink.maxBatch < 2 || h.sink.maxBatch > 16 {
+		t.Errorf("max batch = %d, want batching up to 16", h.sink.maxBatch)
+	}
+}
+
+func TestPipelineRetriesRetryableFailures(t *testing.T) {
+	// The first 3 calls fail whole (like a 503 storm), then every 4th message
+	// fails once (a partial batch failure).
+	failedOnce := map[string]bool{}
+	sink := newFakeSink(func(call, i int, o Outgoing) error {
+		if call <= 3 {
+			return errors.New("503 ServiceUnavailable")
+		}
+		if i%4 == 0 && !failedOnce[o.ID] {
+			failedOnce[o.ID] = true
+			return errors.New("InternalError in batch")
+		}
+		return nil
+	})
+	h := newHarness(t, sink, nil)
+	h.feed(t, 200, userTopic)
+	h.settleAll(t, 200, Accepted)
+	st := h.p.Stats()
+	if st.Forwarded != 200 || st.Retried == 0 || st.DeadLettered != 0 {
+		t.Fatalf("stats %+v", st)
+	}
+	for id, n := range sink.accepted {
+		if n != 1 {
+			t.Errorf("%s accepted %d times", id, n)
+		}
+	}
+}
+
+func TestPipelineDeadLettersPermanentFailures(t *testing.T) {
+	sink := newFakeSink(func(call, i int, o Outgoing) error {
+		if strings.HasSuffix(o.ID, "7") {
+			return Permanent(errors.New("QueueNotExist: queue telemetry-pk1"))
+		}
+		return nil
+	})
+	h := newHarness(t, sink, nil)
+	h.feed(t, 100, userTopic)
+	h.settleAll(t, 100, Accepted)
+	if got := h.p.Stats().DeadLettered; got != 10 {
+		t.Fatalf("dead-lettered %d, want 10", got)
+	}
+	e, ok := h.dead.has("m00017")
+	if !ok || !strings.Contains(e.Reason, "QueueNotExist") || e.Dest.Name != "telemetry-pk2" || e.Attempts != 1 {
+		t.Fatalf("dead letter %+v %v", e, ok)
+	}
+}
+
+func TestPipelineGivesUpAfterMaxAttempts(t *testing.T) {
+	sink := newFakeSink(func(call, i int, o Outgoing) error { return errors.New("429 TooManyRequests") })
+	h := newHarness(t, sink, func(c *PipelineConfig) { c.Retry.MaxAttempts = 3 })
+	h.feed(t, 5, userTopic)
+	h.settleAll(t, 5, Accepted)
+	e, ok := h.dead.has("m00000")
+	if !ok || e.Attempts != 3 || !strings.Contains(e.Reason, "gave up after 3 attempts") || !strings.Contains(e.Reason, "429") {
+		t.Fatalf("dead letter %+v %v", e, ok)
+	}
+}
+
+func TestPipelineDeadLettersInvalidAndUnrouted(t *testing.T) {
+	h := newHarness(t, newFakeSink(nil), nil)
+	bad := Message{Topic: "/pk/dev/user/x", MessageID: "bad", Body: []byte("!!"), Invalid: "body is not valid base64"}
+	lost := Message{Topic: "/nowhere", MessageID: "lost", Body: []byte("x")}
+	for _, m := range []Message{bad, lost} {
+		if err := h.p.Handle(context.Background(), NewDelivery(m, h.rec, nil)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	h.settleAll(t, 2, Accepted)
+	if e, ok := h.dead.has("bad"); !ok || e.Reason != "body is not valid base64" || string(e.Message.Body) != "!!" {
+		t.Errorf("invalid: %+v", e)
+	}
+	if e, ok := h.dead.has("lost"); !ok || !strings.Contains(e.Reason, "no route") {
+		t.Errorf("unrouted: %+v", e)
+	}
+}
+
+func TestPipelineHoldsWhileDeadLetterTargetFails(t *testing.T) {
+	sink := newFakeSink(func(call, i int, o Outgoing) error { return Permanent(errors.New("InvalidArgument")) })
+	h := newHarness(t, sink, nil)
+	h.dead.failures = 3
+	h.feed(t, 1, userTopic)
+	h.settleAll(t, 1, Accepted)
+	if _, ok := h.dead.has("m00000"); !ok {
+		t.Fatal("not dead-lettered after the target recovered")
+	}
+}
+
+func TestPipelineSuppressesDuplicatesAfterAcceptance(t *testing.T) {
+	h := newHarness(t, newFakeSink(nil), func(c *PipelineConfig) { c.Dedup = NewDedup(100, time.Minute) })
+	h.feed(t, 10, userTopic)
+	// Wait for the first copies to be forwarded, then redeliver them.
+	deadline := time.Now().Add(10 * time.Second)
+	for h.p.Stats().Forwarded < 10 && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
+	}
+	for i := 0; i < 10; i++ {
+		m := Message{Topic: userTopic(i), MessageID: fmt.Sprintf("m%05d", i), Properties: map[string]string{"dup": "1"}}
+		if err := h.p.Handle(context.Background(), NewDelivery(m, &recorder{t: t, sink: h.sink, dead: h.dead, outcomes: map[string][]Outcome{}}, nil)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	h.settleAll(t, 10, Accepted)
+	if st := h.p.Stats(); st.Duplicates != 10 || st.Forwarded != 10 {
+		t.Fatalf("stats %+v", st)
+	}
+}
+
+func TestPipelineBackpressureAndReleaseOnShutdown(t *testing.T) {
+	sink := newFakeSink(nil)
+	sink.hang = true
+	h := newHarness(t, sink, func(c *PipelineConfig) { c.MaxInFlight = 20 })
+	h.feed(t, 20, userTopic)
+	// The 21st blocks until its context ends: backpressure.
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	m := Message{Topic: userTopic(20), MessageID: "m00020"}
+	if err := h.p.Handle(ctx, NewDelivery(m, h.rec, nil)); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Handle with a full pipeline = %v, want the context's deadline", err)
+	}
+	dctx, dcancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer dcancel()
+	if err := h.p.Drain(dctx); err == nil {
+		t.Fatal("Drain with a hanging sink returned nil")
+	}
+	h.rec.mu.Lock()
+	defer h.rec.mu.Unlock()
+	if len(h.rec.outcomes) != 20 {
+		t.Fatalf("%d settled, want 20", len(h.rec.outcomes))
+	}
+	for id, os := range h.rec.outcomes {
+		if len(os) != 1 || os[0] != Released {
+			t.Fatalf("%s: %v, want released once", id, os)
+		}
+	}
+	if err := h.p.Handle(context.Background(), NewDelivery(m, h.rec, nil)); !errors.Is(err, ErrClosed) {
+		t.Fatalf("Handle after Drain = %v", err)
+	}
+}
+
+func BenchmarkPipeline(b *testing.B) {
+	sink := newFakeSink(nil)
+	router, _ := NewRouter([]RouteSpec{{Match: "/{productKey}/{deviceName}/user/#", Queue: "telemetry-{productKey}"}}, DefaultRouteSpec{}, func(string) error { return nil })
+	p, _ := NewPipeline(PipelineConfig{Router: router, Sink: sink, DeadLetters: &fakeDead{}})
+	body := []byte(strings.Repeat("x", 256))
+	msgs := make([]Message, 64)
+	for i := range msgs {
+		msgs[i] = Message{Topic: fmt.Sprintf("/pk%d/dev%d/user/t", i%4, i), Body: body}
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		m := msgs[i%len(msgs)]
+		m.MessageID = fmt.Sprint(i)
+		p.Handle(context.Background(), NewDelivery(m, nil, nil))
+	}
+	p.Drain(context.Background())
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "msgs/s")
+}
+
