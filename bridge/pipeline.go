@@ -95,8 +95,8 @@ type Pipeline struct {
 
 type pipelineStats struct {
 	received, forwarded, duplicates, deadLettered, retried, released, inFlight atomic.Int64
-	requests, batchedMsgs                                                     atomic.Int64
-	lastProgress                                                              atomic.Int64 // unix nanos of the last accepted message
+	requests, batchedMsgs                                                      atomic.Int64
+	lastProgress                                                               atomic.Int64 // unix nanos of the last accepted message
 }
 
 // Stats is a snapshot of the pipeline's counters.

@@ -350,4 +350,3 @@ func BenchmarkPipeline(b *testing.B) {
 	p.Drain(context.Background())
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "msgs/s")
 }
-
