@@ -1,0 +1,184 @@
+package bridge
+
+import (
+	"fmt"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+	"unsafe"
+)
+
+func TestDedup(t *testing.T) {
+	t0 := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	at := func(s int) time.Time { return t0.Add(time.Duration(s) * time.Second) }
+	type op struct {
+		add  bool // Add, else Seen
+		id   string
+		sec  int
+		seen bool // want, for Seen
+	}
+	add := func(id string, sec int) op { return op{add: true, id: id, sec: sec} }
+	seen := func(id string, sec int, want bool) op { return op{id: id, sec: sec, seen: want} }
+	tests := []struct {
+		name    string
+		size    int
+		maxAge  time.Duration
+		ops     []op
+		wantLen int
+	}{
+		{"unknown id", 3, time.Minute, []op{add("a", 0), seen("b", 0, false)}, 1},
+		{"seen after add", 3, time.Minute, []op{seen("a", 0, false), add("a", 0), seen("a", 1, true)}, 1},
+		{"evicted by size, oldest first", 3, time.Minute,
+			[]op{add("a", 0), add("b", 0), add("c", 0), add("d", 0),
+				seen("a", 1, false), seen("b", 1, true), seen("c", 1, true), seen("d", 1, true)}, 3},
+		{"expired by age", 3, 10 * time.Second,
+			[]op{add("a", 0), seen("a", 9, true), seen("a", 10, false), seen("a", 100, false)}, 1},
+		{"expired entries are pruned on add", 3, 10 * time.Second,
+			[]op{add("a", 0), add("b", 5), add("c", 11), seen("a", 11, false), seen("b", 11, true)}, 2},
+		{"no age limit", 3, 0, []op{add("a", 0), seen("a", 1e6, true)}, 1},
+		{"renewal keeps a renewed id when its old entry leaves", 3, time.Minute,
+			[]op{add("a", 0), add("b", 0), add("a", 0), add("c", 0),
+				seen("a", 1, true), seen("b", 1, true), seen("c", 1, true),
+				add("d", 1), seen("a", 1, true), seen("b", 1, false)}, 3},
+		{"renewal refreshes the age", 3, 10 * time.Second,
+			[]op{add("a", 0), add("a", 8), add("x", 12), seen("a", 15, true), seen("a", 18, false)}, 2},
+		{"renewal at size 2 uses both slots", 2, time.Minute,
+			[]op{add("a", 0), add("b", 0), add("a", 0), add("c", 0), seen("a", 0, true), seen("b", 0, false)}, 2},
+		{"empty id is never a duplicate", 3, time.Minute, []op{add("", 0), seen("", 0, false)}, 0},
+		{"size 0 never suppresses", 0, time.Minute, []op{add("a", 0), seen("a", 0, false)}, 0},
+		{"negative size never suppresses", -1, time.Minute, []op{add("a", 0), seen("a", 0, false)}, 0},
+		{"clock going back counts as fresh", 3, 10 * time.Second, []op{add("a", 10), seen("a", 0, true)}, 1},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			d := NewDedup(tt.size, tt.maxAge)
+			for i, o := range tt.ops {
+				if o.add {
+					d.Add(o.id, at(o.sec))
+					continue
+				}
+				if got := d.Seen(o.id, at(o.sec)); got != o.seen {
+					t.Errorf("op %d: Seen(%q, +%ds) = %v, want %v", i, o.id, o.sec, got, o.seen)
+				}
+			}
+			if got := d.Len(); got != tt.wantLen {
+				t.Errorf("Len() = %d, want %d", got, tt.wantLen)
+			}
+		})
+	}
+}
+
+func TestDedupNil(t *testing.T) {
+	var d *Dedup
+	d.Add("a", time.Now())
+	if d.Seen("a", time.Now()) || d.Len() != 0 {
+		t.Error("a nil Dedup suppressed something")
+	}
+}
+
+// TestDedupBounded checks that memory stays bounded by size however many
+// ids pass through, with and without renewals.
+func TestDedupBounded(t *testing.T) {
+	const size = 100
+	d := NewDedup(size, time.Hour)
+	now := time.Now()
+	for i := 0; i < 50*size; i++ {
+		d.Add(strconv.Itoa(i%(3*size/2)), now)
+		if n := d.Len(); n > size {
+			t.Fatalf("after %d adds Len() = %d, bound is %d", i+1, n, size)
+		}
+	}
+	if len(d.ring) != size {
+		t.Errorf("ring grew to %d", len(d.ring))
+	}
+}
+
+// TestDedupClonesID checks that the window holds its own copy of an id: an
+// id that aliases a buffer the source reuses must stay intact.
+func TestDedupClonesID(t *testing.T) {
+	buf := []byte("id-1 and the rest of a large frame")
+	id := unsafe.String(&buf[0], 4)
+	d := NewDedup(4, time.Hour)
+	d.Add(id, time.Now())
+	copy(buf, "XXXX")
+	if !d.Seen("id-1", time.Now()) {
+		t.Error("id-1 not seen after the caller's buffer changed")
+	}
+	if held := d.ring[0].id; unsafe.StringData(held) == &buf[0] {
+		t.Error("the window holds the caller's buffer")
+	}
+}
+
+func TestDedupConcurrent(t *testing.T) {
+	const workers, perWorker = 8, 500
+	d := NewDedup(workers*perWorker, time.Hour)
+	now := time.Now()
+	var wg sync.WaitGroup
+	errs := make(chan string, workers)
+	for w := 0; w < workers; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; i < perWorker; i++ {
+				id := fmt.Sprintf("%d-%d", w, i)
+				if d.Seen(id, now) {
+					errs <- id + " seen before it was added"
+					return
+				}
+				d.Add(id, now)
+				if !d.Seen(id, now) {
+					errs <- id + " not seen after it was added"
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for e := range errs {
+		t.Error(e)
+	}
+	if got := d.Len(); got != workers*perWorker {
+		t.Errorf("Len() = %d, want %d", got, workers*perWorker)
+	}
+}
+
+// BenchmarkDedup measures one Seen + Add per message, as the pipeline does,
+// on a full 100,000-id window.
+func BenchmarkDedup(b *testing.B) {
+	const size = 100_000
+	ids := make([]string, 4*size)
+	for i := range ids {
+		ids[i] = fmt.Sprintf("17000000000%08d", i)
+	}
+	d := NewDedup(size, time.Hour)
+	now := time.Now()
+	for i := 0; i < size; i++ {
+		d.Add(ids[i], now)
+	}
+	b.Run("serial", func(b *testing.B) {
+		b.ReportAllocs()
+		i := 0
+		for b.Loop() {
+			id := ids[i%len(ids)]
+			if !d.Seen(id, now) {
+				d.Add(id, now)
+			}
+			i++
+		}
+	})
+	b.Run("parallel", func(b *testing.B) {
+		b.ReportAllocs()
+		b.RunParallel(func(pb *testing.PB) {
+			i := 0
+			for pb.Next() {
+				id := ids[i%len(ids)]
+				if !d.Seen(id, now) {
+					d.Add(id, now)
+				}
+				i += 7
+			}
+		})
+	})
+}
