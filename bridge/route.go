@@ -67,7 +67,7 @@ type Route struct {
 	// DeadLetter says the message goes to the dead-letter target instead.
 	DeadLetter bool
 	// Reason says why, when DeadLetter, e.g. `no route matches topic "/x"`
-	// or `rendered queue name "a_b" is invalid: ...`.
+	// or `routes[1]: rendered queue name "a_b" is invalid: ...`.
 	Reason string
 	// Rule is the index of the matching rule, -1 for the default route or
 	// when nothing matched.
@@ -176,8 +176,8 @@ func (r *Router) Route(topic string) Route {
 	if strings.HasPrefix(topic, "/sys/") {
 		noSys = topic[len("/sys"):]
 	}
+	var caps [maxCaptures]string
 	for _, ru := range r.rules {
-		var caps [maxCaptures]string
 		if !ru.match(topic, noSys, &caps) {
 			continue
 		}
@@ -293,12 +293,12 @@ func (ru *rule) render(caps *[maxCaptures]string) Route {
 	name := ru.name.render(caps)
 	if err := ru.validName(name); err != nil {
 		return Route{DeadLetter: true, Rule: ru.index,
-			Reason: fmt.Sprintf("rendered %s name %q is invalid: %v", ru.kindForName, name, err)}
+			Reason: fmt.Sprintf("routes[%d]: rendered %s name %q is invalid: %v", ru.index, ru.kindForName, name, err)}
 	}
 	tag := ru.tag.render(caps)
 	if err := checkTag(tag); err != nil {
 		return Route{DeadLetter: true, Rule: ru.index,
-			Reason: fmt.Sprintf("rendered message tag %q is invalid: %v", tag, err)}
+			Reason: fmt.Sprintf("routes[%d]: rendered message tag %q is invalid: %v", ru.index, tag, err)}
 	}
 	return Route{Dest: Destination{Kind: ru.kind, Name: name}, Tag: tag, Rule: ru.index}
 }
