@@ -173,6 +173,7 @@ func (e *Emulator) sendMessages(x *exchange, f Faults, name string) *apiError {
 	}
 	now := e.now()
 	stored := make([]*qmsg, 0, n)
+	receipts := make([]string, 0, n) // read after the messages are shared
 	failed := make([]bool, n)
 	anyFailed := false
 	for i, m := range req.msgs {
@@ -187,6 +188,7 @@ func (e *Emulator) sendMessages(x *exchange, f Faults, name string) *apiError {
 			qm.receipt = e.newReceipt()
 		}
 		stored = append(stored, qm)
+		receipts = append(receipts, qm.receipt)
 	}
 	e.mu.Lock()
 	for _, qm := range stored {
@@ -231,9 +233,9 @@ func (e *Emulator) sendMessages(x *exchange, f Faults, name string) *apiError {
 			out = append(out, "</MessageId><MessageBodyMD5>"...)
 			out = append(out, qm.BodyMD5...)
 			out = append(out, "</MessageBodyMD5>"...)
-			if qm.receipt != "" {
+			if receipts[k-1] != "" {
 				out = append(out, "<ReceiptHandle>"...)
-				out = append(out, qm.receipt...)
+				out = append(out, receipts[k-1]...)
 				out = append(out, "</ReceiptHandle>"...)
 			}
 		}
