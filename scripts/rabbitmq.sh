@@ -44,7 +44,7 @@ AUTH_PORT=${RMQ_AUTH_PORT:-25690}
 START_TIMEOUT=${RMQ_START_TIMEOUT:-90}
 RMQ_BIN=/usr/lib/rabbitmq/bin
 
-log() { echo "rabbitmq.sh: $*" >&2; }
+log() { echo "$(date +%T) rabbitmq.sh: $*" >&2; }
 die() {
 	log "error: $*"
 	exit 1

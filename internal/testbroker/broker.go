@@ -261,9 +261,13 @@ func (b *Broker) Restart(t testing.TB) {
 	if b.lock == nil {
 		t.Fatalf("testbroker: restart: use a Broker returned by RabbitMQ")
 	}
+	waitStart := time.Now()
 	shared, err := b.lock.exclusive()
 	if err != nil {
 		t.Fatalf("testbroker: restart: %v", err)
+	}
+	if d := time.Since(waitStart); d > time.Second {
+		t.Logf("testbroker: waited %s for other tests to release the broker", d.Round(time.Millisecond))
 	}
 	defer func() {
 		if err := shared(); err != nil {
@@ -279,7 +283,7 @@ func (b *Broker) Restart(t testing.TB) {
 	if err != nil {
 		t.Fatalf("testbroker: scripts/rabbitmq.sh restart: %v\n%s", err, out)
 	}
-	t.Logf("testbroker: broker restarted in %s", time.Since(start).Round(time.Millisecond))
+	t.Logf("testbroker: broker restarted in %s:\n%s", time.Since(start).Round(time.Millisecond), out)
 }
 
 // DialSTOMP connects over TLS to the STOMP listener and logs in. vhost is

@@ -1,0 +1,63 @@
+package testbroker
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/Azure/go-amqp"
+	"github.com/go-stomp/stomp/v3"
+)
+
+func TestRestart(t *testing.T) {
+	b := RabbitMQ(t)
+	cred := sign(t, b.Params("client-"+b.Unique(t)))
+	before, err := b.DialSTOMP(t, cred.Username, cred.Password, "/")
+	if err != nil {
+		t.Fatalf("login before restart: %v", err)
+	}
+	oldSub, err := before.Subscribe("/topic/#", stomp.AckAuto)
+	if err != nil {
+		t.Fatalf("subscribe before restart: %v", err)
+	}
+	SyncSTOMP(t, before)
+
+	b.Restart(t)
+
+	// The old connection must have been broken by the restart: its
+	// subscription ends with an error instead of delivering messages.
+	for m := range oldSub.C {
+		if m.Err != nil {
+			break
+		}
+	}
+
+	// STOMP works again, with a freshly signed login.
+	cred = sign(t, b.Params("client-"+b.Unique(t)))
+	after, err := b.DialSTOMP(t, cred.Username, cred.Password, "/")
+	if err != nil {
+		t.Fatalf("login after restart: %v", err)
+	}
+	sub, err := after.Subscribe("/topic/#", stomp.AckAuto)
+	if err != nil {
+		t.Fatalf("subscribe after restart: %v", err)
+	}
+	SyncSTOMP(t, after)
+	body := []byte("after restart " + b.Unique(t))
+	b.PublishSTOMP(t, "/topic/restart."+b.Unique(t), nil, body)
+	receiveSTOMP(t, sub, body)
+
+	// AMQP 1.0 works again too, including the auth service's password-less
+	// re-check of the session user.
+	_, sess, err := b.DialAMQP(t, cred.Username, cred.Password)
+	if err != nil {
+		t.Fatalf("AMQP login after restart: %v", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	recv, err := sess.NewReceiver(ctx, "/queue/restart-"+b.Unique(t), &amqp.ReceiverOptions{Credit: 1})
+	if err != nil {
+		t.Fatalf("AMQP attach after restart: %v", err)
+	}
+	CloseLink(recv)
+}
