@@ -69,11 +69,9 @@ func describeDial(endpoint string, timeout time.Duration, err error, secrets ...
 			endpoint, ErrLoginRefused, frameText(f, secrets...))
 	}
 	var (
-		unknownCA *x509.UnknownAuthorityError
+		unknownCA x509.UnknownAuthorityError
 		hostname  x509.HostnameError
-		hostnameP *x509.HostnameError
 		invalid   x509.CertificateInvalidError
-		invalidP  *x509.CertificateInvalidError
 		alert     tls.AlertError
 		recordHdr tls.RecordHeaderError
 		opErr     *net.OpError
@@ -81,9 +79,9 @@ func describeDial(endpoint string, timeout time.Duration, err error, secrets ...
 	switch {
 	case errors.As(err, &unknownCA):
 		return fmt.Errorf("stomp connect %s: TLS: the server certificate is signed by an unknown authority; add its CA with source.tls.ca_file: %w", endpoint, err)
-	case errors.As(err, &hostname), errors.As(err, &hostnameP):
+	case errors.As(err, &hostname):
 		return fmt.Errorf("stomp connect %s: TLS: the server certificate does not match the name; set source.tls.server_name to a name it holds: %w", endpoint, err)
-	case errors.As(err, &invalid), errors.As(err, &invalidP):
+	case errors.As(err, &invalid):
 		return fmt.Errorf("stomp connect %s: TLS: the server certificate is not valid (expired, or not yet valid: check the clock): %w", endpoint, err)
 	case errors.As(err, &recordHdr):
 		return fmt.Errorf("stomp connect %s: TLS: the server did not answer with TLS; is this the TLS port (61614)?: %w", endpoint, err)

@@ -1,0 +1,111 @@
+package stompsrc
+
+import (
+	"context"
+	"errors"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/iot-mns-bridge/iot-mns-bridge/bridge"
+	"github.com/iot-mns-bridge/iot-mns-bridge/iotauth"
+)
+
+func TestCheckConnect(t *testing.T) {
+	s := startFakeServer(t)
+	closedAddr := func() string {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		a := ln.Addr().String()
+		ln.Close()
+		return a
+	}()
+	wrongSecret := goodParams()
+	wrongSecret.AccessKeySecret = "not-the-secret"
+	tests := []struct {
+		name         string
+		mod          func(*Config)
+		subscribeErr string
+		want         []string // substrings of the error; none: success
+		wantIs       error
+	}{
+		{name: "ok"},
+		{name: "ok client-individual", mod: func(c *Config) { c.Ack = AckClientIndividual }},
+		{name: "bad credentials", mod: func(c *Config) { c.Params = testParams(wrongSecret) },
+			want: []string{"login refused", "password does not match"}, wantIs: ErrLoginRefused},
+		{name: "unknown CA", mod: func(c *Config) { c.TLS = bridge.TLSOptions{} },
+			want: []string{"unknown authority", "source.tls.ca_file"}},
+		{name: "wrong server name", mod: func(c *Config) { c.TLS.ServerName = "wrong.example" },
+			want: []string{"source.tls.server_name"}},
+		{name: "subscription refused", subscribeErr: "destination not allowed",
+			want: []string{"subscribe to /topic/# failed", "destination not allowed"}},
+		{name: "nothing listening", mod: func(c *Config) { c.Endpoint = closedAddr },
+			want: []string{"cannot reach the server", "source.endpoint"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s.mu.Lock()
+			s.subscribeErr = tt.subscribeErr
+			s.mu.Unlock()
+			log, logs := testLogger(t)
+			cfg := Config{Endpoint: s.addr(), TLS: bridge.TLSOptions{CAFile: s.caFile},
+				Params: testParams(goodParams()), DialTimeout: 10 * time.Second, Logger: log}
+			if tt.mod != nil {
+				tt.mod(&cfg)
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			err := CheckConnect(ctx, cfg)
+			if len(tt.want) == 0 {
+				if err != nil {
+					t.Fatalf("CheckConnect: %v", err)
+				}
+				return
+			}
+			if err == nil {
+				t.Fatal("CheckConnect succeeded")
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q lacks %q", err, w)
+				}
+			}
+			if tt.wantIs != nil && !errors.Is(err, tt.wantIs) {
+				t.Errorf("error %v is not %v", err, tt.wantIs)
+			}
+			for _, secret := range []string{testSecret, "not-the-secret"} {
+				if strings.Contains(err.Error(), secret) || strings.Contains(logs.String(), secret) {
+					t.Error("a secret appears in the error or the log")
+				}
+			}
+		})
+	}
+	// The check's client id does not displace the daemon's.
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, u := range s.logins {
+		if u.ClientID != "edge-gw-01-check" {
+			t.Errorf("check logged in as %q", u.ClientID)
+		}
+	}
+}
+
+func TestCheckConnectLongClientID(t *testing.T) {
+	s := startFakeServer(t)
+	p := goodParams()
+	p.ClientID = strings.Repeat("c", iotauth.MaxClientIDLen)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	err := CheckConnect(ctx, Config{Endpoint: s.addr(), TLS: bridge.TLSOptions{CAFile: s.caFile}, Params: testParams(p)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if got := s.logins[0].ClientID; len(got) != iotauth.MaxClientIDLen || !strings.HasSuffix(got, "-check") {
+		t.Fatalf("client id %q", got)
+	}
+}

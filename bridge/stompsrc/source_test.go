@@ -1,0 +1,425 @@
+package stompsrc
+
+import (
+	"bytes"
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/iot-mns-bridge/iot-mns-bridge/bridge"
+)
+
+func newTestSource(t *testing.T, s *fakeServer, mod func(*Config)) (*Source, *syncBuffer) {
+	t.Helper()
+	log, buf := testLogger(t)
+	cfg := Config{
+		Endpoint:  s.addr(),
+		TLS:       bridge.TLSOptions{CAFile: s.caFile},
+		Params:    testParams(goodParams()),
+		HeartBeat: DefaultHeartBeat,
+		Logger:    log,
+	}
+	if mod != nil {
+		mod(&cfg)
+	}
+	src, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	src.minBackoff, src.maxBackoff = 20*time.Millisecond, 200*time.Millisecond
+	return src, buf
+}
+
+// running is a Source's Run in the background with a handler that queues
+// every delivery.
+type running struct {
+	src        *Source
+	deliveries chan *bridge.Delivery
+	cancel     context.CancelFunc
+	errc       chan error
+}
+
+func startRun(t *testing.T, src *Source, h bridge.Handler) *running {
+	t.Helper()
+	r := &running{src: src, deliveries: make(chan *bridge.Delivery, 1000), errc: make(chan error, 1)}
+	if h == nil {
+		h = func(ctx context.Context, d *bridge.Delivery) error {
+			select {
+			case r.deliveries <- d:
+				return nil
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		}
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	r.cancel = cancel
+	go func() { r.errc <- src.Run(ctx, h) }()
+	t.Cleanup(func() {
+		cancel()
+		cctx, ccancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer ccancel()
+		if err := src.Close(cctx); err != nil {
+			t.Errorf("Close: %v", err)
+		}
+		select {
+		case err := <-r.errc:
+			if err != nil {
+				t.Errorf("Run: %v", err)
+			}
+		default:
+		}
+	})
+	return r
+}
+
+func (r *running) next(t *testing.T) *bridge.Delivery {
+	t.Helper()
+	select {
+	case d := <-r.deliveries:
+		return d
+	case <-time.After(20 * time.Second):
+		t.Fatal("no delivery within 20s")
+		return nil
+	}
+}
+
+// waitState waits until the slot's state satisfies ok.
+func waitState(t *testing.T, src *Source, ok func(bridge.ConnState) bool) bridge.ConnState {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		st := src.ConnStates()
+		if len(st) > 0 && ok(st[0]) {
+			return st[0]
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("state not reached within 20s: %+v", st)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func TestDeliversPlatformMessage(t *testing.T) {
+	s := startFakeServer(t)
+	src, _ := newTestSource(t, s, nil)
+	r := startRun(t, src, nil)
+	c := s.waitSubscribed(t)
+	if c.user.ClientID != "edge-gw-01" || c.ackMode != "auto" {
+		t.Fatalf("subscribed as %q with ack %q, want edge-gw-01 and auto", c.user.ClientID, c.ackMode)
+	}
+	id, err := c.send("/pk1/dev1/user/telemetry", []byte(`{"t":21.5}`), "qos", "1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := r.next(t)
+	if d.Topic != "/pk1/dev1/user/telemetry" || d.MessageID != id || d.GenerateTime != 1700000000123 ||
+		string(d.Body) != `{"t":21.5}` || d.Properties["qos"] != "1" || d.Invalid != "" {
+		t.Fatalf("delivery = %+v", d.Message)
+	}
+	if !d.Accept() {
+		t.Fatal("Accept did not settle")
+	}
+	st := waitState(t, src, func(st bridge.ConnState) bool { return st.Connected })
+	if st.Name != "edge-gw-01" {
+		t.Errorf("state name = %q, want edge-gw-01", st.Name)
+	}
+}
+
+func TestClientIndividualAcksOnlyOnSettle(t *testing.T) {
+	s := startFakeServer(t)
+	src, _ := newTestSource(t, s, func(c *Config) { c.Ack = AckClientIndividual })
+	r := startRun(t, src, nil)
+	c := s.waitSubscribed(t)
+	if c.ackMode != "client-individual" {
+		t.Fatalf("ack mode %q", c.ackMode)
+	}
+	id1, _ := c.send("/a/b/user/x", []byte("one"))
+	id2, _ := c.send("/a/b/user/x", []byte("two"))
+	d1, d2 := r.next(t), r.next(t)
+	select {
+	case a := <-s.acked:
+		t.Fatalf("server saw %s before any settle", a)
+	default:
+	}
+	d2.Release()
+	if got := s.waitAcked(t); got != "nack:"+id2 {
+		t.Fatalf("after Release got %q, want nack:%s", got, id2)
+	}
+	d1.Accept()
+	if got := s.waitAcked(t); got != "ack:"+id1 {
+		t.Fatalf("after Accept got %q, want ack:%s", got, id1)
+	}
+}
+
+func TestAutoAckSettleSendsNothing(t *testing.T) {
+	s := startFakeServer(t)
+	src, _ := newTestSource(t, s, nil)
+	r := startRun(t, src, nil)
+	c := s.waitSubscribed(t)
+	c.send("/a/b/user/x", []byte("one"))
+	r.next(t).Accept()
+	c.send("/a/b/user/x", []byte("two"))
+	r.next(t).Release()
+	// A marker round trip: once a third message arrived, any ACK the
+	// settles above had sent would have been read by the server.
+	c.send("/a/b/user/x", []byte("three"))
+	r.next(t)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.acks)+len(s.nacks) != 0 {
+		t.Fatalf("ack auto sent acks %v nacks %v", s.acks, s.nacks)
+	}
+}
+
+func TestBase64BodiesByteForByte(t *testing.T) {
+	s := startFakeServer(t)
+	src, _ := newTestSource(t, s, func(c *Config) { c.EncodeBase64 = true })
+	r := startRun(t, src, nil)
+	c := s.waitSubscribed(t)
+	if !c.user.EncodeBase64 {
+		t.Fatal("login did not ask for encode=base64")
+	}
+	bin := make([]byte, 256)
+	for i := range bin {
+		bin[i] = byte(i)
+	}
+	c.send("/a/b/thing/raw", bin)
+	d := r.next(t)
+	if !bytes.Equal(d.Body, bin) || d.Invalid != "" {
+		t.Fatalf("body = %x (invalid %q), want %x", d.Body, d.Invalid, bin)
+	}
+	// A body the server failed to encode: kept raw, marked invalid.
+	c.user.EncodeBase64 = false
+	c.send("/a/b/thing/raw", []byte("not*base64!"))
+	d = r.next(t)
+	if d.Invalid == "" || string(d.Body) != "not*base64!" {
+		t.Fatalf("invalid body: Invalid=%q Body=%q", d.Invalid, d.Body)
+	}
+}
+
+func TestLoginRefusedIsReportedWithoutSecrets(t *testing.T) {
+	s := startFakeServer(t)
+	p := goodParams()
+	p.AccessKeySecret = "wrong-secret-value"
+	src, logs := newTestSource(t, s, func(c *Config) { c.Params = testParams(p) })
+	startRun(t, src, nil)
+	st := waitState(t, src, func(st bridge.ConnState) bool { return st.LastError != "" })
+	for _, want := range []string{"login refused", "authentication failed", "password does not match", "source.credentials"} {
+		if !strings.Contains(st.LastError, want) {
+			t.Errorf("LastError %q lacks %q", st.LastError, want)
+		}
+	}
+	// Let a few more attempts fail, then look at the log.
+	deadline := time.Now().Add(20 * time.Second)
+	for attempts(s) < 4 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	out := logs.String()
+	if n := strings.Count(out, "level=ERROR msg=\"source connect failed"); n != 1 {
+		t.Errorf("logged %d error lines for the same refused login, want 1:\n%s", n, out)
+	}
+	if strings.Contains(out, "wrong-secret-value") || strings.Contains(st.LastError, "wrong-secret-value") {
+		t.Error("the AccessKey secret appears in the log or the error")
+	}
+}
+
+// attempts counts TCP connections the server accepted so far.
+func attempts(s *fakeServer) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.accepted
+}
+
+func TestServerCloseReconnectsOneConnectionPerSlot(t *testing.T) {
+	s := startFakeServer(t)
+	src, _ := newTestSource(t, s, func(c *Config) { c.Connections = 2; c.Ack = AckClientIndividual })
+	r := startRun(t, src, nil)
+	first := map[string]*fakeConn{}
+	for range 2 {
+		c := s.waitSubscribed(t)
+		first[c.user.ClientID] = c
+	}
+	if first["edge-gw-01-0"] == nil || first["edge-gw-01-1"] == nil {
+		t.Fatalf("client ids %v, want edge-gw-01-0 and edge-gw-01-1", first)
+	}
+	old := first["edge-gw-01-0"]
+	old.send("/a/b/user/x", []byte("before"))
+	dOld := r.next(t)
+	old.nc.Close() // server-side close
+	c := s.waitSubscribed(t)
+	if c.user.ClientID != "edge-gw-01-0" {
+		t.Fatalf("reconnected %q, want edge-gw-01-0", c.user.ClientID)
+	}
+	id, _ := c.send("/a/b/user/x", []byte("after"))
+	d := r.next(t)
+	if string(d.Body) != "after" {
+		t.Fatalf("got %q after reconnect", d.Body)
+	}
+	// Settling the delivery of the old connection must not ack on the new.
+	dOld.Accept()
+	d.Accept()
+	if got := s.waitAcked(t); got != "ack:"+id {
+		t.Fatalf("first ack after reconnect is %q, want ack:%s (the old delivery must not be acked on the new connection)", got, id)
+	}
+	st := waitState(t, src, func(st bridge.ConnState) bool { return st.Connected && st.Reconnects == 1 })
+	if !strings.Contains(st.Name, "edge-gw-01-0") {
+		t.Errorf("state %+v", st)
+	}
+	if _, maxPer := s.stats(); maxPer != 1 {
+		t.Fatalf("a slot had %d connections at once", maxPer)
+	}
+}
+
+func TestServerErrorFrameReconnects(t *testing.T) {
+	s := startFakeServer(t)
+	src, logs := newTestSource(t, s, nil)
+	startRun(t, src, nil)
+	c := s.waitSubscribed(t)
+	c.write(frameError("throttled: too many messages"))
+	s.waitSubscribed(t)
+	if out := logs.String(); !strings.Contains(out, "the server sent ERROR: throttled: too many messages (details: throttled: too many messages)") {
+		t.Fatalf("the server's ERROR is not in the log:\n%s", out)
+	}
+}
+
+func TestMalformedFrameReconnects(t *testing.T) {
+	s := startFakeServer(t)
+	src, _ := newTestSource(t, s, nil)
+	r := startRun(t, src, nil)
+	c := s.waitSubscribed(t)
+	c.writeRaw([]byte("MESSAGE\nno-colon-header\n\n\x00"))
+	c2 := s.waitSubscribed(t)
+	c2.send("/a/b/user/x", []byte("fine"))
+	if d := r.next(t); string(d.Body) != "fine" {
+		t.Fatalf("got %q", d.Body)
+	}
+}
+
+func TestSilentServerIsDetected(t *testing.T) {
+	s := startFakeServer(t)
+	s.heartBeat = 50 * time.Millisecond
+	src, _ := newTestSource(t, s, func(c *Config) {
+		c.HeartBeat = 50 * time.Millisecond
+		c.CheckInterval = 20 * time.Millisecond
+	})
+	startRun(t, src, nil)
+	c := s.waitSubscribed(t)
+	c.goSilent()
+	c2 := s.waitSubscribed(t)
+	if c2 == c {
+		t.Fatal("same connection")
+	}
+	st := waitState(t, src, func(st bridge.ConnState) bool { return st.Reconnects >= 1 })
+	_ = st
+	if _, maxPer := s.stats(); maxPer != 1 {
+		t.Fatalf("a slot had %d connections at once", maxPer)
+	}
+}
+
+func TestNoHeartBeatOfferMeansNoSilenceCheck(t *testing.T) {
+	s := startFakeServer(t) // offers no heart-beats
+	src, _ := newTestSource(t, s, func(c *Config) {
+		c.HeartBeat = 10 * time.Millisecond
+		c.CheckInterval = 5 * time.Millisecond
+	})
+	r := startRun(t, src, nil)
+	c := s.waitSubscribed(t)
+	time.Sleep(1500 * time.Millisecond) // idle beyond any silence limit for 10ms heart-beats
+	c.send("/a/b/user/x", []byte("still here"))
+	if d := r.next(t); string(d.Body) != "still here" {
+		t.Fatalf("got %q", d.Body)
+	}
+	if logins, _ := s.stats(); logins != 1 {
+		t.Fatalf("%d logins, want 1: an idle connection without heart-beats was dropped", logins)
+	}
+}
+
+func TestBlockedHandlerIsNotSilence(t *testing.T) {
+	s := startFakeServer(t)
+	s.heartBeat = 20 * time.Millisecond
+	release := make(chan struct{})
+	var got []string
+	gotAll := make(chan struct{})
+	const n = 100
+	h := func(ctx context.Context, d *bridge.Delivery) error {
+		if len(got) == 0 {
+			<-release
+		}
+		got = append(got, string(d.Body))
+		if len(got) == n {
+			close(gotAll)
+		}
+		return nil
+	}
+	src, _ := newTestSource(t, s, func(c *Config) {
+		c.HeartBeat = 20 * time.Millisecond
+		c.CheckInterval = 5 * time.Millisecond
+	})
+	startRun(t, src, h)
+	c := s.waitSubscribed(t)
+	go func() {
+		for i := range n {
+			c.send("/a/b/user/x", []byte{byte(i)})
+		}
+	}()
+	// Blocked far longer than the silence limit (2*20ms+1s).
+	time.Sleep(1500 * time.Millisecond)
+	close(release)
+	select {
+	case <-gotAll:
+	case <-time.After(20 * time.Second):
+		t.Fatal("not all messages arrived")
+	}
+	for i, b := range got {
+		if b != string([]byte{byte(i)}) {
+			t.Fatalf("message %d is %x", i, b)
+		}
+	}
+	if logins, _ := s.stats(); logins != 1 {
+		t.Fatalf("%d logins, want 1: backpressure was taken for silence", logins)
+	}
+}
+
+func TestSettleAfterRunReturnsThenClose(t *testing.T) {
+	s := startFakeServer(t)
+	src, _ := newTestSource(t, s, func(c *Config) { c.Ack = AckClientIndividual })
+	r := startRun(t, src, nil)
+	c := s.waitSubscribed(t)
+	id, _ := c.send("/a/b/user/x", []byte("in flight"))
+	d := r.next(t)
+	r.cancel()
+	if err := <-r.errc; err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	r.errc <- nil
+	d.Accept() // the connection is still open
+	if got := s.waitAcked(t); got != "ack:"+id {
+		t.Fatalf("got %q, want ack:%s", got, id)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := src.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-c.done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Close left the connection open")
+	}
+}
+
+func TestInsecureSkipVerifyWarnsOnEveryConnect(t *testing.T) {
+	s := startFakeServer(t)
+	src, logs := newTestSource(t, s, func(c *Config) {
+		c.TLS = bridge.TLSOptions{InsecureSkipVerify: true}
+	})
+	startRun(t, src, nil)
+	c := s.waitSubscribed(t)
+	c.nc.Close()
+	s.waitSubscribed(t)
+	if n := strings.Count(logs.String(), "insecure_skip_verify"); n < 2 {
+		t.Fatalf("warned %d times for 2 connects", n)
+	}
+}

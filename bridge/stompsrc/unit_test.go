@@ -1,0 +1,259 @@
+package stompsrc
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/go-stomp/stomp/v3"
+	"github.com/go-stomp/stomp/v3/frame"
+
+	"github.com/iot-mns-bridge/iot-mns-bridge/iotauth"
+)
+
+func TestToMessage(t *testing.T) {
+	tests := []struct {
+		name    string
+		headers []string
+		body    string
+		base64  bool
+		want    func(m *wantMsg)
+	}{
+		{
+			name: "platform headers",
+			headers: []string{"destination", "/topic/#", "message-id", "stomp-1", "subscription", "0",
+				"ack", "a1", "content-length", "2", "topic", "/pk/dn/user/t", "messageId", "171",
+				"generateTime", "1700000000123", "qos", "1"},
+			body: "{}",
+			want: func(m *wantMsg) {
+				m.Topic, m.MessageID, m.GenerateTime, m.Body = "/pk/dn/user/t", "171", 1700000000123, "{}"
+				m.Properties = map[string]string{"destination": "/topic/#", "message-id": "stomp-1", "qos": "1"}
+			},
+		},
+		{
+			name:    "no platform headers: destination and message-id",
+			headers: []string{"destination", "/topic/a/b", "message-id", "T_1"},
+			body:    "x",
+			want: func(m *wantMsg) {
+				m.Topic, m.MessageID, m.Body = "/topic/a/b", "T_1", "x"
+				m.Properties = map[string]string{"destination": "/topic/a/b"}
+			},
+		},
+		{
+			name:    "bad generateTime kept as a property",
+			headers: []string{"topic", "/t", "messageId", "1", "generateTime", "soon"},
+			want: func(m *wantMsg) {
+				m.Topic, m.MessageID = "/t", "1"
+				m.Properties = map[string]string{"generateTime": "soon"}
+			},
+		},
+		{
+			name:    "repeated header: first wins",
+			headers: []string{"topic", "/t", "messageId", "1", "k", "first", "k", "second"},
+			want: func(m *wantMsg) {
+				m.Topic, m.MessageID = "/t", "1"
+				m.Properties = map[string]string{"k": "first"}
+			},
+		},
+		{
+			name:    "base64 decoded",
+			headers: []string{"topic", "/t", "messageId", "1"},
+			body:    "AAEC/w==",
+			base64:  true,
+			want:    func(m *wantMsg) { m.Topic, m.MessageID, m.Body = "/t", "1", "\x00\x01\x02\xff" },
+		},
+		{
+			name:    "base64 with line breaks",
+			headers: []string{"topic", "/t", "messageId", "1"},
+			body:    "aGVs\r\nbG8=\n",
+			base64:  true,
+			want:    func(m *wantMsg) { m.Topic, m.MessageID, m.Body = "/t", "1", "hello" },
+		},
+		{
+			name:    "invalid base64 kept raw and marked",
+			headers: []string{"topic", "/t", "messageId", "1"},
+			body:    "{\"not\":\"base64\"}",
+			base64:  true,
+			want: func(m *wantMsg) {
+				m.Topic, m.MessageID, m.Body = "/t", "1", "{\"not\":\"base64\"}"
+				m.Invalid = "body is not valid base64"
+			},
+		},
+		{
+			name:   "empty body with base64",
+			base64: true,
+			want:   func(m *wantMsg) {},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var want wantMsg
+			tt.want(&want)
+			got := toMessage(frame.NewHeader(tt.headers...), []byte(tt.body), tt.base64)
+			if got.Topic != want.Topic || got.MessageID != want.MessageID || got.GenerateTime != want.GenerateTime ||
+				string(got.Body) != want.Body {
+				t.Errorf("got topic %q id %q time %d body %q; want %q %q %d %q",
+					got.Topic, got.MessageID, got.GenerateTime, got.Body, want.Topic, want.MessageID, want.GenerateTime, want.Body)
+			}
+			if len(got.Properties)+len(want.Properties) > 0 && !reflect.DeepEqual(got.Properties, want.Properties) {
+				t.Errorf("properties = %v, want %v", got.Properties, want.Properties)
+			}
+			if (want.Invalid == "") != (got.Invalid == "") || !strings.HasPrefix(got.Invalid, want.Invalid) {
+				t.Errorf("Invalid = %q, want prefix %q", got.Invalid, want.Invalid)
+			}
+		})
+	}
+}
+
+type wantMsg struct {
+	Topic, MessageID, Body, Invalid string
+	GenerateTime                    int64
+	Properties                      map[string]string
+}
+
+func TestConfigValidation(t *testing.T) {
+	params := func() (iotauth.Params, error) { return goodParams(), nil }
+	tests := []struct {
+		name    string
+		cfg     Config
+		wantErr []string // substrings; none means valid
+	}{
+		{name: "minimal", cfg: Config{Endpoint: "h:61614", Params: params}},
+		{name: "everything wrong", cfg: Config{Endpoint: "nohost", Connections: -1, Ack: "client",
+			HeartBeat: -time.Second, CheckInterval: -1, DialTimeout: -1},
+			wantErr: []string{"source.endpoint", "source.credentials", "source.connections", "source.stomp.ack",
+				"source.stomp.heartbeat", "source.stomp.check_interval", "source.dial_timeout"}},
+		{name: "bad port", cfg: Config{Endpoint: "h:99999", Params: params}, wantErr: []string{"invalid port"}},
+		{name: "missing endpoint", cfg: Config{Params: params}, wantErr: []string{"source.endpoint: is required"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := New(tt.cfg)
+			if len(tt.wantErr) == 0 {
+				if err != nil {
+					t.Fatalf("unexpected error: %v", err)
+				}
+				return
+			}
+			if err == nil {
+				t.Fatal("no error")
+			}
+			for _, w := range tt.wantErr {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q lacks %q", err, w)
+				}
+			}
+		})
+	}
+}
+
+func TestConfigDefaults(t *testing.T) {
+	cfg, err := Config{Endpoint: "iot.example:61614", Params: testParams(goodParams())}.withDefaults()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Connections != 1 || cfg.Destination != "/topic/#" || cfg.Ack != AckAuto || cfg.HeartBeat != 0 ||
+		cfg.CheckInterval != time.Second || cfg.DialTimeout != 15*time.Second || cfg.Limiter == nil ||
+		cfg.Logger == nil || cfg.Clock == nil || cfg.host() != "iot.example" {
+		t.Fatalf("defaults: %+v", cfg)
+	}
+	cfg.Host = "vhost"
+	if cfg.host() != "vhost" {
+		t.Fatal("host header override ignored")
+	}
+}
+
+func TestClientIDs(t *testing.T) {
+	tests := []struct {
+		n, i int
+		want string
+	}{{1, 0, "gw"}, {2, 0, "gw-0"}, {2, 1, "gw-1"}, {64, 63, "gw-63"}}
+	for _, tt := range tests {
+		if got := (Config{Connections: tt.n}).clientID("gw", tt.i); got != tt.want {
+			t.Errorf("N=%d i=%d: %q, want %q", tt.n, tt.i, got, tt.want)
+		}
+	}
+}
+
+func TestSilenceLimit(t *testing.T) {
+	tests := []struct {
+		asked  time.Duration
+		server string
+		want   time.Duration
+	}{
+		{30 * time.Second, "30000,0", 61 * time.Second},
+		{30 * time.Second, "60000,0", 121 * time.Second},
+		{30 * time.Second, "1000,0", 61 * time.Second},
+		{30 * time.Second, "0,0", 0},   // the server sends none
+		{0, "30000,0", 0},              // we asked for none
+		{30 * time.Second, "", 0},      // no header: STOMP 1.0
+		{30 * time.Second, "bogus", 0}, // unparsable: do not guess
+	}
+	for _, tt := range tests {
+		if got := silenceLimit(tt.asked, tt.server); got != tt.want {
+			t.Errorf("silenceLimit(%s, %q) = %s, want %s", tt.asked, tt.server, got, tt.want)
+		}
+	}
+}
+
+func TestLinkCheck(t *testing.T) {
+	now := time.Now()
+	tests := []struct {
+		name               string
+		silence            time.Duration
+		lastRead, progress time.Duration // ago
+		wantErr            bool
+	}{
+		{"fresh read", 10 * time.Second, time.Second, time.Hour, false},
+		{"silent", 10 * time.Second, 11 * time.Second, time.Hour, true},
+		{"blocked in the handler until just now", 10 * time.Second, time.Hour, time.Second, false},
+		{"no heart-beats negotiated", 0, time.Hour, time.Hour, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			l := &link{name: "c", silence: tt.silence, raw: &activityConn{}, progress: now.Add(-tt.progress)}
+			l.raw.lastRead.Store(now.Add(-tt.lastRead).UnixNano())
+			err := l.check(now)
+			if (err != nil) != tt.wantErr {
+				t.Fatalf("check = %v, want error %v", err, tt.wantErr)
+			}
+			if err != nil && !strings.Contains(err.Error(), "heart-beats missed") {
+				t.Errorf("error %q does not say heart-beats were missed", err)
+			}
+		})
+	}
+}
+
+func TestDescribeDial(t *testing.T) {
+	refused := stomp.Error{Message: "bad", Frame: frameError("authentication failed: pw=SECRETPW")}
+	tests := []struct {
+		name string
+		err  error
+		want []string
+		not  string
+	}{
+		{"login refused", refused, []string{"login refused", "authentication failed", "source.credentials"}, "SECRETPW"},
+		{"timeout", fmt.Errorf("x: %w", context.DeadlineExceeded), []string{"timed out after 15s", "source.endpoint"}, ""},
+		{"other", errors.New("boom"), []string{"stomp connect h:1: boom"}, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := describeDial("h:1", 15*time.Second, tt.err, "SECRETPW")
+			for _, w := range tt.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("%q lacks %q", err, w)
+				}
+			}
+			if tt.not != "" && strings.Contains(err.Error(), tt.not) {
+				t.Errorf("%q contains the secret", err)
+			}
+		})
+	}
+	if !errors.Is(describeDial("h:1", time.Second, refused), ErrLoginRefused) {
+		t.Error("a refused login does not wrap ErrLoginRefused")
+	}
+}
