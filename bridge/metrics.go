@@ -17,8 +17,6 @@ type Metrics struct {
 	DeadLettered     *prometheus.CounterVec // by reason class
 	BatchSize        prometheus.Histogram
 	RequestSeconds   *prometheus.HistogramVec // by destination kind
-	SourceConnected  *prometheus.GaugeVec     // by connection
-	SourceReconnects *prometheus.GaugeVec     // by connection
 }
 
 // NewMetrics creates the collectors and registers them with reg.
@@ -34,10 +32,8 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Buckets: []float64{1, 2, 4, 8, 12, 16}}),
 		RequestSeconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: ns, Name: "sink_request_seconds", Help: "Duration of MNS send requests, by destination kind.",
 			Buckets: prometheus.ExponentialBuckets(0.001, 2, 15)}, []string{"kind"}),
-		SourceConnected:  prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Name: "source_connected", Help: "1 when the source connection is up."}, []string{"conn"}),
-		SourceReconnects: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Name: "source_reconnects", Help: "Reconnects of the source connection since start."}, []string{"conn"}),
 	}
-	reg.MustRegister(m.Received, m.Forwarded, m.Duplicates, m.Retried, m.DeadLettered, m.BatchSize, m.RequestSeconds, m.SourceConnected, m.SourceReconnects)
+	reg.MustRegister(m.Received, m.Forwarded, m.Duplicates, m.Retried, m.DeadLettered, m.BatchSize, m.RequestSeconds)
 	return m
 }
 
@@ -81,17 +77,36 @@ func (m *Metrics) deadLettered(entries []DeadLetter) {
 	}
 }
 
-// ObserveConn records a source connection state (use as Supervisor.OnState).
-func (m *Metrics) ObserveConn(st ConnState) {
-	if m == nil {
-		return
+// connCollector reports a source's connections at scrape time.
+type connCollector struct {
+	src                   StateReporter
+	connected, reconnects *prometheus.Desc
+}
+
+// NewConnCollector returns a collector of the source's connection state and
+// reconnect count per connection, read when scraped.
+func NewConnCollector(src StateReporter) prometheus.Collector {
+	return &connCollector{
+		src:        src,
+		connected:  prometheus.NewDesc("iot_mns_bridge_source_connected", "1 when the source connection is up.", []string{"conn"}, nil),
+		reconnects: prometheus.NewDesc("iot_mns_bridge_source_reconnects_total", "Reconnects of the source connection since start.", []string{"conn"}, nil),
 	}
-	v := 0.0
-	if st.Connected {
-		v = 1
+}
+
+func (c *connCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- c.connected
+	ch <- c.reconnects
+}
+
+func (c *connCollector) Collect(ch chan<- prometheus.Metric) {
+	for _, st := range c.src.ConnStates() {
+		v := 0.0
+		if st.Connected {
+			v = 1
+		}
+		ch <- prometheus.MustNewConstMetric(c.connected, prometheus.GaugeValue, v, st.Name)
+		ch <- prometheus.MustNewConstMetric(c.reconnects, prometheus.CounterValue, float64(st.Reconnects), st.Name)
 	}
-	m.SourceConnected.WithLabelValues(st.Name).Set(v)
-	m.SourceReconnects.WithLabelValues(st.Name).Set(float64(st.Reconnects))
 }
 
 // reasonClass maps a dead-letter reason to a small label set, so label

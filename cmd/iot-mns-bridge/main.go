@@ -1,0 +1,23 @@
+// Command iot-mns-bridge forwards Alibaba Cloud IoT Platform server-side
+// subscription messages (STOMP over TLS or AMQP 1.0) to MNS queues and
+// topics. Run "iot-mns-bridge help" for the subcommands.
+//
+// main only parses the command line, turns SIGINT/SIGTERM into a cancelled
+// context and maps errors to exit codes; the work is in internal/app.
+package main
+
+import (
+	"context"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/iot-mns-bridge/iot-mns-bridge/internal/app"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := app.Main(ctx, os.Args[1:], app.Stdio{In: os.Stdin, Out: os.Stdout, Err: os.Stderr})
+	stop()
+	os.Exit(code)
+}

@@ -1,0 +1,283 @@
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/iot-mns-bridge/iot-mns-bridge/bridge"
+	"github.com/iot-mns-bridge/iot-mns-bridge/bridge/amqpsrc"
+	"github.com/iot-mns-bridge/iot-mns-bridge/bridge/stompsrc"
+	"github.com/iot-mns-bridge/iot-mns-bridge/config"
+	"github.com/iot-mns-bridge/iot-mns-bridge/sinks/mns"
+)
+
+// Options adjust a Bridge for tests and embedding; the zero value is what
+// "run" uses.
+type Options struct {
+	// Logger; nil builds one from the config's log section on stderr.
+	Logger *slog.Logger
+	// Registry receives the metrics; nil creates a new one.
+	Registry *prometheus.Registry
+	// HTTPListener, when set, serves /metrics and the health endpoints
+	// instead of listening on http.listen (tests use port 0).
+	HTTPListener net.Listener
+	// OnReady is called once, when the source is connected and every static
+	// destination was looked up (systemd READY=1).
+	OnReady func()
+	// Clock for signing; nil = time.Now.
+	Clock func() time.Time
+}
+
+// Bridge is one configured bridge: source → pipeline → MNS sink.
+type Bridge struct {
+	cfg      *config.Config
+	log      *slog.Logger
+	reg      *prometheus.Registry
+	metrics  *bridge.Metrics
+	client   *mns.Client
+	sink     *mns.Sink
+	router   *bridge.Router
+	dead     *deadLetters
+	pipeline *bridge.Pipeline
+	source   bridge.Source
+	opts     Options
+
+	readyMu  sync.Mutex
+	ready    bool
+	notReady []string
+}
+
+// New provisions a bridge from a validated config without any network I/O:
+// "check" stops here, "run" goes on with Run. Errors are UsageErrors when the
+// config is at fault.
+func New(cfg *config.Config, opts Options) (*Bridge, error) {
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	b := &Bridge{cfg: cfg, log: log, opts: opts, reg: opts.Registry}
+	if b.reg == nil {
+		b.reg = prometheus.NewRegistry()
+		b.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	}
+	b.metrics = bridge.NewMetrics(b.reg)
+
+	client, err := mns.NewClient(mns.Config{
+		Endpoint:     cfg.MNS.Endpoint,
+		AccessKeyID:  cfg.MNS.Credentials.AccessKeyID,
+		BodyEncoding: cfg.MNS.BodyEncoding,
+		Timeout:      cfg.MNS.RequestTimeout,
+		MaxConns:     cfg.Delivery.MaxRequests,
+		Credentials: func() (string, string, string) {
+			secret, token, err := cfg.MNSSecrets()
+			if err != nil {
+				log.Error("reading the MNS secret failed; using an empty one", "err", err)
+			}
+			return cfg.MNS.Credentials.AccessKeyID, secret, token
+		},
+	})
+	if err != nil {
+		return nil, &UsageError{Err: err}
+	}
+	b.client = client
+	b.sink = mns.NewSink(client)
+
+	b.router, err = bridge.NewRouter(routeSpecs(cfg), defaultRouteSpec(cfg), mns.ValidName)
+	if err != nil {
+		return nil, &UsageError{Err: err}
+	}
+	b.dead, err = openDeadLetters(cfg, b.sink)
+	if err != nil {
+		return nil, err
+	}
+	var dedup *bridge.Dedup
+	if cfg.Delivery.Dedup.Size > 0 {
+		dedup = bridge.NewDedup(cfg.Delivery.Dedup.Size, cfg.Delivery.Dedup.MaxAge)
+	}
+	d := cfg.Delivery
+	b.pipeline, err = bridge.NewPipeline(bridge.PipelineConfig{
+		Router: b.router, Sink: b.sink, DeadLetters: b.dead, Envelope: cfg.Envelope,
+		BatchSize: d.BatchSize, BatchBytes: d.BatchBytes, Linger: d.Linger, MaxInFlight: d.MaxInFlight,
+		MaxRequestsPerDestination: d.MaxRequestsPerDestination, MaxRequests: d.MaxRequests,
+		Retry: bridge.RetryPolicy{InitialBackoff: d.Retry.InitialBackoff, MaxBackoff: d.Retry.MaxBackoff,
+			MaxAttempts: d.Retry.MaxAttempts, MaxAge: d.Retry.MaxAge},
+		Dedup: dedup, Metrics: b.metrics, Logger: log.With("component", "pipeline"),
+	})
+	if err != nil {
+		b.dead.Close()
+		return nil, &UsageError{Err: err}
+	}
+	b.source, err = newSource(cfg, opts.Clock, log.With("component", "source"))
+	if err != nil {
+		b.dead.Close()
+		return nil, &UsageError{Err: err}
+	}
+	if sr, ok := b.source.(bridge.StateReporter); ok {
+		b.reg.MustRegister(bridge.NewConnCollector(sr))
+	}
+	return b, nil
+}
+
+func routeSpecs(cfg *config.Config) []bridge.RouteSpec {
+	specs := make([]bridge.RouteSpec, len(cfg.Routes))
+	for i, r := range cfg.Routes {
+		specs[i] = bridge.RouteSpec{Match: r.Match, Queue: r.Queue, Topic: r.Topic, MessageTag: r.MessageTag}
+	}
+	return specs
+}
+
+func defaultRouteSpec(cfg *config.Config) bridge.DefaultRouteSpec {
+	d := cfg.DefaultRoute
+	return bridge.DefaultRouteSpec{Queue: d.Queue, Topic: d.Topic, MessageTag: d.MessageTag, DeadLetter: d.DeadLetter}
+}
+
+// newSource builds the configured source; no I/O.
+func newSource(cfg *config.Config, clock func() time.Time, log *slog.Logger) (bridge.Source, error) {
+	s := cfg.Source
+	tls := bridge.TLSOptions{CAFile: s.TLS.CAFile, ServerName: s.TLS.ServerName, InsecureSkipVerify: s.TLS.InsecureSkipVerify}
+	limiter := bridge.NewAttemptLimiter(90, time.Minute)
+	switch s.Protocol {
+	case "stomp":
+		return stompsrc.New(stompConfig(cfg, clock, limiter, log))
+	case "amqp":
+		return amqpsrc.New(amqpsrc.Config{
+			Endpoint: s.Endpoint, TLS: tls, Params: cfg.IoTParams, Clock: clock, Connections: s.Connections,
+			Address: s.AMQP.Address, Credit: s.AMQP.Credit, IdleTimeout: s.AMQP.IdleTimeout, Vhost: s.AMQP.Vhost,
+			DialTimeout: s.DialTimeout, Limiter: limiter, Logger: log,
+			MinBackoff: s.ReconnectMinBackoff, MaxBackoff: s.ReconnectMaxBackoff,
+		})
+	}
+	return nil, fmt.Errorf("source.protocol: %q is not supported: use stomp or amqp", s.Protocol)
+}
+
+func stompConfig(cfg *config.Config, clock func() time.Time, limiter *bridge.AttemptLimiter, log *slog.Logger) stompsrc.Config {
+	s := cfg.Source
+	return stompsrc.Config{
+		Endpoint: s.Endpoint, TLS: bridge.TLSOptions{CAFile: s.TLS.CAFile, ServerName: s.TLS.ServerName, InsecureSkipVerify: s.TLS.InsecureSkipVerify},
+		Params: cfg.IoTParams, Clock: clock, Connections: s.Connections,
+		Destination: s.STOMP.Destination, Ack: s.STOMP.Ack, EncodeBase64: s.STOMP.EncodeBase64, Host: s.STOMP.Host,
+		HeartBeat: s.STOMP.HeartBeat, CheckInterval: s.STOMP.CheckInterval, DialTimeout: s.DialTimeout,
+		Limiter: limiter, Logger: log,
+	}
+}
+
+// Stats returns the pipeline's counters.
+func (b *Bridge) Stats() bridge.Stats { return b.pipeline.Stats() }
+
+// Registry returns the Prometheus registry the bridge reports to.
+func (b *Bridge) Registry() *prometheus.Registry { return b.reg }
+
+// Run runs the bridge until ctx is done, then shuts down: it stops intake,
+// drains and settles within shutdown_timeout, releases the rest, closes the
+// source and returns nil. It returns an error only when the bridge could not
+// start (e.g. the HTTP listener) or the source failed permanently.
+func (b *Bridge) Run(ctx context.Context) error {
+	defer b.dead.Close()
+	var srv *http.Server
+	ln := b.opts.HTTPListener
+	if ln == nil && b.cfg.HTTP.Listen != "" {
+		var err error
+		ln, err = net.Listen("tcp", b.cfg.HTTP.Listen)
+		if err != nil {
+			return fmt.Errorf("http.listen: %w", err)
+		}
+	}
+	if ln != nil {
+		srv = &http.Server{Handler: b.httpHandler(), ReadHeaderTimeout: 5 * time.Second}
+		go srv.Serve(ln)
+		b.log.Info("serving metrics and health", "addr", ln.Addr().String())
+	}
+
+	runCtx, cancelRun := context.WithCancel(ctx)
+	defer cancelRun()
+	srcErr := make(chan error, 1)
+	go func() { srcErr <- b.source.Run(runCtx, b.pipeline.Handle) }()
+	go b.watchReady(runCtx)
+	go b.summaries(runCtx)
+
+	var runErr error
+	select {
+	case <-ctx.Done():
+		b.log.Info("shutting down: intake stopped, draining", "timeout", b.cfg.ShutdownTimeout)
+	case err := <-srcErr:
+		runErr = err
+		srcErr <- err
+		b.log.Error("source stopped", "err", err)
+	}
+	cancelRun()
+	<-srcErr
+
+	drainCtx, cancel := context.WithTimeout(context.Background(), b.cfg.ShutdownTimeout)
+	defer cancel()
+	if err := b.pipeline.Drain(drainCtx); err != nil {
+		b.log.Warn("shutdown timeout reached; releasing what is left (the platform redelivers it)", "released", b.pipeline.Stats().Released)
+	}
+	closeCtx, cancelClose := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancelClose()
+	if err := b.source.Close(closeCtx); err != nil {
+		b.log.Warn("closing the source", "err", err)
+	}
+	if srv != nil {
+		srv.Shutdown(closeCtx)
+	}
+	st := b.pipeline.Stats()
+	b.log.Info("stopped", "received", st.Received, "forwarded", st.Forwarded, "dead_lettered", st.DeadLettered,
+		"duplicates", st.Duplicates, "released", st.Released)
+	return runErr
+}
+
+// destinations lists the destinations known without a message: routes and
+// the default route without placeholders, and the dead-letter queue.
+func (b *Bridge) destinations() []bridge.Destination {
+	var out []bridge.Destination
+	add := func(kind bridge.DestinationKind, name string) {
+		if name == "" || containsPlaceholder(name) {
+			return
+		}
+		d := bridge.Destination{Kind: kind, Name: name}
+		for _, o := range out {
+			if o == d {
+				return
+			}
+		}
+		out = append(out, d)
+	}
+	for _, r := range b.cfg.Routes {
+		add(bridge.Queue, r.Queue)
+		add(bridge.Topic, r.Topic)
+	}
+	add(bridge.Queue, b.cfg.DefaultRoute.Queue)
+	add(bridge.Topic, b.cfg.DefaultRoute.Topic)
+	add(bridge.Queue, b.cfg.Delivery.DeadLetter.Queue)
+	return out
+}
+
+func containsPlaceholder(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] == '{' {
+			return true
+		}
+	}
+	return false
+}
+
+// checkDestinations looks up every static destination; the error names each
+// that failed.
+func (b *Bridge) checkDestinations(ctx context.Context) error {
+	var errs []error
+	for _, d := range b.destinations() {
+		if err := b.sink.Check(ctx, d); err != nil {
+			errs = append(errs, fmt.Errorf("MNS %s: %w", d, err))
+		}
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,268 @@
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/iot-mns-bridge/iot-mns-bridge/bridge"
+	"github.com/iot-mns-bridge/iot-mns-bridge/bridge/amqpsrc"
+	"github.com/iot-mns-bridge/iot-mns-bridge/bridge/deadletter"
+	"github.com/iot-mns-bridge/iot-mns-bridge/bridge/stompsrc"
+	"github.com/iot-mns-bridge/iot-mns-bridge/config"
+	"github.com/iot-mns-bridge/iot-mns-bridge/internal/systemd"
+)
+
+// NewLogger builds the logger the log section asks for, writing to w.
+func NewLogger(l config.Log, w io.Writer) *slog.Logger {
+	var level slog.Level
+	switch l.Level {
+	case "debug":
+		level = slog.LevelDebug
+	case "warn":
+		level = slog.LevelWarn
+	case "error":
+		level = slog.LevelError
+	}
+	opts := &slog.HandlerOptions{Level: level}
+	if l.Format == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}
+
+func cmdRun(ctx context.Context, args []string, stdio Stdio) error {
+	fs := newFlags("run", stdio)
+	path := fs.String("config", "", "config `FILE`")
+	if err := parseFlags(fs, args, false); err != nil {
+		return err
+	}
+	cfg, err := loadConfig(*path)
+	if err != nil {
+		return err
+	}
+	log := NewLogger(cfg.Log, stdio.Err)
+	warnReadableSecrets(cfg, log)
+	b, err := New(cfg, Options{Logger: log, OnReady: func() { systemd.Notify("READY=1") }})
+	if err != nil {
+		return err
+	}
+	log.Info("starting", "version", Version(), "config", cfg.Path, "protocol", cfg.Source.Protocol,
+		"endpoint", cfg.Source.Endpoint, "connections", cfg.Source.Connections, "mns", cfg.MNS.Endpoint)
+	wctx, stopWatchdog := context.WithCancel(ctx)
+	defer stopWatchdog()
+	go systemd.Watchdog(wctx, b.Healthy, log)
+	err = b.Run(ctx)
+	systemd.Notify("STOPPING=1")
+	return err
+}
+
+// warnReadableSecrets warns when the config file holds a secret and others
+// can read it.
+func warnReadableSecrets(cfg *config.Config, log *slog.Logger) {
+	if cfg.Path == "" {
+		return
+	}
+	st, err := os.Stat(cfg.Path)
+	if err != nil || st.Mode().Perm()&0o044 == 0 {
+		return
+	}
+	if cfg.Source.Credentials.AccessKeySecret != "" || cfg.Source.Credentials.SecurityToken != "" ||
+		cfg.MNS.Credentials.AccessKeySecret != "" || cfg.MNS.Credentials.SecurityToken != "" {
+		data, _ := os.ReadFile(cfg.Path)
+		// A secret written as ${VAR} comes from the environment, not the file.
+		if strings.Contains(string(data), "access_key_secret: ${") && !strings.Contains(string(data), "security_token: \"") {
+			return
+		}
+		log.Warn("the config file holds a secret and is readable by other users: chmod 600 it, or use *_file keys / ${ENV}", "file", cfg.Path, "mode", st.Mode().Perm().String())
+	}
+}
+
+func cmdCheck(ctx context.Context, args []string, stdio Stdio) error {
+	fs := newFlags("check", stdio)
+	path := fs.String("config", "", "config `FILE`")
+	connect := fs.Bool("connect", false, "also log in to the source and look up every MNS destination")
+	timeout := fs.Duration("timeout", 30*time.Second, "overall deadline of the -connect checks")
+	if err := parseFlags(fs, args, false); err != nil {
+		return err
+	}
+	cfg, err := loadConfig(*path)
+	if err != nil {
+		return err
+	}
+	b, err := New(cfg, Options{Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		return err
+	}
+	defer b.dead.Close()
+	fmt.Fprintf(stdio.Out, "config %s is valid: %s source %s (%d connection(s)), %d route(s), MNS %s\n",
+		cfg.Path, cfg.Source.Protocol, cfg.Source.Endpoint, cfg.Source.Connections, len(cfg.Routes), cfg.MNS.Endpoint)
+	if !*connect {
+		return nil
+	}
+	cctx, cancel := context.WithTimeout(ctx, *timeout)
+	defer cancel()
+	failed := 0
+	if err := checkSource(cctx, cfg); err != nil {
+		failed++
+		fmt.Fprintf(stdio.Out, "FAIL source %s: %v\n", cfg.Source.Endpoint, err)
+	} else {
+		fmt.Fprintf(stdio.Out, "ok   source %s: logged in and subscribed\n", cfg.Source.Endpoint)
+	}
+	dests := b.destinations()
+	for _, d := range dests {
+		if err := b.sink.Check(cctx, d); err != nil {
+			failed++
+			fmt.Fprintf(stdio.Out, "FAIL MNS %s: %v\n", d, err)
+		} else {
+			fmt.Fprintf(stdio.Out, "ok   MNS %s\n", d)
+		}
+	}
+	if failed > 0 {
+		return fmt.Errorf("%d check(s) failed (see above)", failed)
+	}
+	return nil
+}
+
+// checkSource logs in to the source once.
+func checkSource(ctx context.Context, cfg *config.Config) error {
+	switch cfg.Source.Protocol {
+	case "stomp":
+		return stompsrc.CheckConnect(ctx, stompConfig(cfg, nil, nil, slog.New(slog.DiscardHandler)))
+	case "amqp":
+		s := cfg.Source
+		return amqpsrc.CheckConnect(ctx, amqpsrc.Config{
+			Endpoint: s.Endpoint, TLS: bridge.TLSOptions{CAFile: s.TLS.CAFile, ServerName: s.TLS.ServerName, InsecureSkipVerify: s.TLS.InsecureSkipVerify},
+			Params: cfg.IoTParams, Connections: 1, Address: s.AMQP.Address, Credit: s.AMQP.Credit,
+			IdleTimeout: s.AMQP.IdleTimeout, Vhost: s.AMQP.Vhost, DialTimeout: s.DialTimeout,
+		})
+	}
+	return fmt.Errorf("source.protocol %q is not supported", cfg.Source.Protocol)
+}
+
+// countingSettler counts the outcomes of replayed deliveries.
+type countingSettler struct{ accepted, released atomic.Int64 }
+
+func (c *countingSettler) Settle(_ *bridge.Delivery, o bridge.Outcome) {
+	if o == bridge.Accepted {
+		c.accepted.Add(1)
+	} else {
+		c.released.Add(1)
+	}
+}
+
+func cmdReplay(ctx context.Context, args []string, stdio Stdio) error {
+	fs := newFlags("replay", stdio)
+	path := fs.String("config", "", "config `FILE`")
+	skipBad := fs.Bool("skip-corrupt", false, "skip lines that are not valid dead-letter entries instead of stopping")
+	if err := parseFlags(fs, args, true); err != nil {
+		return err
+	}
+	if fs.NArg() != 1 {
+		return usageErr("give exactly one dead-letter file (DEADLETTER.jsonl)")
+	}
+	file := fs.Arg(0)
+	cfg, err := loadConfig(*path)
+	if err != nil {
+		return err
+	}
+	var entries []deadletter.Entry
+	var skipped int
+	err = deadletter.ReadFile(file, func(line int, e deadletter.Entry) error {
+		entries = append(entries, e)
+		return nil
+	})
+	if err != nil {
+		var le *deadletter.LineError
+		if !*skipBad || !errors.As(err, &le) {
+			return fmt.Errorf("reading %s: %w", file, err)
+		}
+		entries, skipped = nil, 0
+		err = deadletter.ReadFileSkipping(file, func(line int, e deadletter.Entry) error {
+			entries = append(entries, e)
+			return nil
+		}, func(le *deadletter.LineError) error {
+			skipped++
+			fmt.Fprintf(stdio.Err, "skipping %v\n", le)
+			return nil
+		})
+		if err != nil {
+			return fmt.Errorf("reading %s: %w", file, err)
+		}
+	}
+	log := NewLogger(cfg.Log, stdio.Err)
+	b, err := New(cfg, Options{Logger: log})
+	if err != nil {
+		return err
+	}
+	defer b.dead.Close()
+	settler := &countingSettler{}
+	for _, e := range entries {
+		m := bridge.Message{Topic: e.Topic, MessageID: e.MessageID, GenerateTime: e.GenerateTime, Body: e.Body, Properties: e.Properties}
+		if err := b.pipeline.Handle(ctx, bridge.NewDelivery(m, settler, nil)); err != nil {
+			break
+		}
+	}
+	drainCtx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
+	defer cancel()
+	derr := b.pipeline.Drain(drainCtx)
+	st := b.pipeline.Stats()
+	fmt.Fprintf(stdio.Out, "replayed %s: %d entries read, %d skipped, %d forwarded, %d dead-lettered again, %d not done\n",
+		file, len(entries), skipped, st.Forwarded, st.DeadLettered, int64(len(entries))-st.Forwarded-st.DeadLettered)
+	if derr != nil || ctx.Err() != nil || st.Forwarded+st.DeadLettered < int64(len(entries)) {
+		return errors.New("replay did not finish: run it again (entries may then be sent twice)")
+	}
+	return nil
+}
+
+func cmdHealthcheck(ctx context.Context, args []string, stdio Stdio) error {
+	fs := newFlags("healthcheck", stdio)
+	url := fs.String("url", "", "health `URL` (default http://<http.listen>/healthz from -config, else http://127.0.0.1:9477/healthz)")
+	path := fs.String("config", "", "config `FILE` whose http.listen to use")
+	timeout := fs.Duration("timeout", 3*time.Second, "request timeout")
+	if err := parseFlags(fs, args, false); err != nil {
+		return err
+	}
+	target := *url
+	if target == "" {
+		listen := config.Default().HTTP.Listen
+		if *path != "" {
+			cfg, err := loadConfig(*path)
+			if err != nil {
+				return err
+			}
+			listen = cfg.HTTP.Listen
+		}
+		if listen == "" {
+			return usageErr("http.listen is empty: the bridge serves no health endpoint")
+		}
+		if strings.HasPrefix(listen, ":") || strings.HasPrefix(listen, "0.0.0.0:") {
+			listen = "127.0.0.1:" + listen[strings.LastIndex(listen, ":")+1:]
+		}
+		target = "http://" + listen + "/healthz"
+	}
+	cctx, cancel := context.WithTimeout(ctx, *timeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(cctx, http.MethodGet, target, nil)
+	if err != nil {
+		return usageErr("-url: %v", err)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return fmt.Errorf("unhealthy: %w", err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("unhealthy: %s: %s", resp.Status, strings.TrimSpace(string(body)))
+	}
+	fmt.Fprintln(stdio.Out, strings.TrimSpace(string(body)))
+	return nil
+}

@@ -1,0 +1,178 @@
+// Package app is the iot-mns-bridge program: its subcommands, and the wiring
+// of config, source, pipeline, sink and HTTP endpoints that "run" performs.
+// cmd/iot-mns-bridge only calls Main; tests call Main and Run directly.
+package app
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"runtime/debug"
+	"strings"
+
+	"github.com/iot-mns-bridge/iot-mns-bridge/iotsim"
+	"github.com/iot-mns-bridge/iot-mns-bridge/mnsemu"
+)
+
+// Exit codes.
+const (
+	ExitOK      = 0
+	ExitFailure = 1 // a runtime failure
+	ExitUsage   = 2 // bad usage or an invalid config
+)
+
+// Stdio is where a command reads and writes.
+type Stdio struct {
+	In       io.Reader
+	Out, Err io.Writer
+}
+
+// UsageError is a problem with the command line or the config: exit code 2.
+type UsageError struct{ Err error }
+
+func (e *UsageError) Error() string { return e.Err.Error() }
+func (e *UsageError) Unwrap() error { return e.Err }
+
+func usageErr(format string, args ...any) error {
+	return &UsageError{Err: fmt.Errorf(format, args...)}
+}
+
+type command struct {
+	name, args, summary string
+	run                 func(ctx context.Context, args []string, io Stdio) error
+}
+
+func commands() []command {
+	return []command{
+		{"run", "-config FILE", "run the bridge (the daemon)", cmdRun},
+		{"check", "-config FILE [-connect]", "validate the config; with -connect also log in to the source and look up every MNS destination", cmdCheck},
+		{"sign", "-config FILE [-timestamp MS]", "print the username and password the source would log in with", cmdSign},
+		{"demo", "[flags]", "run the whole path on the built-in IoT platform simulator and MNS emulator (no cloud account needed)", cmdDemo},
+		{"replay", "-config FILE DEADLETTER.jsonl", "send the messages of a dead-letter file through the routes again", cmdReplay},
+		{"healthcheck", "[-url URL | -config FILE]", "exit 0 when the running bridge reports healthy (for container health checks)", cmdHealthcheck},
+		{"mns-emulator", "[flags]", "run the MNS emulator (for tests and trials)", stdioCommand(mnsemu.RunCommand)},
+		{"iot-simulator", "[flags]", "run the IoT platform simulator (STOMP over TLS; for tests and trials)", stdioCommand(iotsim.RunCommand)},
+		{"version", "", "print the version and VCS revision", cmdVersion},
+		{"help", "", "show this help", nil},
+	}
+}
+
+// stdioCommand adapts a command written as func(ctx, args, stdout, stderr).
+func stdioCommand(f func(ctx context.Context, args []string, stdout, stderr io.Writer) error) func(context.Context, []string, Stdio) error {
+	return func(ctx context.Context, args []string, stdio Stdio) error {
+		err := f(ctx, args, stdio.Out, stdio.Err)
+		if err != nil && !errors.Is(err, flag.ErrHelp) && strings.HasPrefix(err.Error(), "flag") {
+			return &UsageError{Err: err}
+		}
+		return err
+	}
+}
+
+// Main runs the subcommand in args and returns the process exit code: 0 ok,
+// 1 runtime failure, 2 bad usage or invalid config, with the reason on
+// stdio.Err.
+func Main(ctx context.Context, args []string, stdio Stdio) int {
+	if len(args) == 0 {
+		usage(stdio.Err)
+		return ExitUsage
+	}
+	name := args[0]
+	if name == "help" || name == "-h" || name == "-help" || name == "--help" {
+		usage(stdio.Out)
+		return ExitOK
+	}
+	for _, c := range commands() {
+		if c.name != name || c.run == nil {
+			continue
+		}
+		err := c.run(ctx, args[1:], stdio)
+		if err == nil || errors.Is(err, flag.ErrHelp) {
+			return ExitOK
+		}
+		fmt.Fprintf(stdio.Err, "iot-mns-bridge %s: %v\n", name, err)
+		var ue *UsageError
+		if errors.As(err, &ue) {
+			return ExitUsage
+		}
+		return ExitFailure
+	}
+	fmt.Fprintf(stdio.Err, "iot-mns-bridge: unknown command %q\n\n", name)
+	usage(stdio.Err)
+	return ExitUsage
+}
+
+func usage(w io.Writer) {
+	var b strings.Builder
+	b.WriteString("iot-mns-bridge forwards Alibaba Cloud IoT Platform subscription messages to MNS.\n\nUsage:\n")
+	for _, c := range commands() {
+		fmt.Fprintf(&b, "  iot-mns-bridge %-13s %-32s %s\n", c.name, c.args, c.summary)
+	}
+	b.WriteString("\nExit codes: 0 ok, 1 runtime failure, 2 bad usage or invalid config.\n")
+	io.WriteString(w, b.String())
+}
+
+// newFlags returns a flag set that reports errors instead of exiting.
+func newFlags(name string, stdio Stdio) *flag.FlagSet {
+	fs := flag.NewFlagSet("iot-mns-bridge "+name, flag.ContinueOnError)
+	fs.SetOutput(stdio.Err)
+	return fs
+}
+
+// parseFlags parses args, turning a flag error into a UsageError and
+// refusing stray arguments unless allowArgs.
+func parseFlags(fs *flag.FlagSet, args []string, allowArgs bool) error {
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return err
+		}
+		return &UsageError{Err: err}
+	}
+	if !allowArgs && fs.NArg() > 0 {
+		return usageErr("unexpected argument %q", fs.Arg(0))
+	}
+	return nil
+}
+
+// Version returns the module version and VCS revision from the build info.
+func Version() string {
+	bi, ok := debug.ReadBuildInfo()
+	if !ok {
+		return "iot-mns-bridge (no build info)"
+	}
+	v := bi.Main.Version
+	if v == "" {
+		v = "(devel)"
+	}
+	var rev, modified, when string
+	for _, s := range bi.Settings {
+		switch s.Key {
+		case "vcs.revision":
+			rev = s.Value
+		case "vcs.modified":
+			if s.Value == "true" {
+				modified = "+dirty"
+			}
+		case "vcs.time":
+			when = s.Value
+		}
+	}
+	out := "iot-mns-bridge " + v
+	if rev != "" {
+		out += " revision " + rev + modified
+	}
+	if when != "" {
+		out += " (" + when + ")"
+	}
+	return out + " " + bi.GoVersion
+}
+
+func cmdVersion(_ context.Context, args []string, stdio Stdio) error {
+	fs := newFlags("version", stdio)
+	if err := parseFlags(fs, args, false); err != nil {
+		return err
+	}
+	fmt.Fprintln(stdio.Out, Version())
+	return nil
+}

@@ -1,0 +1,63 @@
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/iot-mns-bridge/iot-mns-bridge/config"
+	"github.com/iot-mns-bridge/iot-mns-bridge/iotauth"
+)
+
+// loadConfig loads and validates the config file named by -config; every
+// problem is a UsageError (exit code 2).
+func loadConfig(path string) (*config.Config, error) {
+	if path == "" {
+		return nil, usageErr("-config FILE is required")
+	}
+	cfg, err := config.Load(path)
+	if err != nil {
+		return nil, &UsageError{Err: err}
+	}
+	return cfg, nil
+}
+
+func cmdSign(_ context.Context, args []string, stdio Stdio) error {
+	fs := newFlags("sign", stdio)
+	path := fs.String("config", "", "config `FILE`")
+	ts := fs.Int64("timestamp", 0, "sign with this epoch-milliseconds timestamp instead of now")
+	conn := fs.Int("connection", -1, "with source.connections > 1, sign for connection `I` (client id <client_id>-I)")
+	if err := parseFlags(fs, args, false); err != nil {
+		return err
+	}
+	cfg, err := loadConfig(*path)
+	if err != nil {
+		return err
+	}
+	p, err := cfg.IoTParams()
+	if err != nil {
+		return &UsageError{Err: err}
+	}
+	if *conn >= 0 {
+		p.ClientID = fmt.Sprintf("%s-%d", p.ClientID, *conn)
+	}
+	now := time.Now()
+	if *ts != 0 {
+		if *ts < 0 {
+			return usageErr("-timestamp must be epoch milliseconds, got %d", *ts)
+		}
+		now = time.UnixMilli(*ts)
+	}
+	c, err := iotauth.Sign(p, now)
+	if err != nil {
+		var fe *iotauth.FieldError
+		if errors.As(err, &fe) {
+			return &UsageError{Err: err}
+		}
+		return err
+	}
+	fmt.Fprintf(stdio.Out, "username: %s\npassword: %s\n", c.Username, c.Password)
+	fmt.Fprintln(stdio.Err, "warning: the password above is a credential (valid until the platform rejects its timestamp): do not share or log it")
+	return nil
+}
