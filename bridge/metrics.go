@@ -10,13 +10,13 @@ import (
 // Metrics are the pipeline's Prometheus collectors. A nil *Metrics is valid
 // and records nothing. Safe for concurrent use.
 type Metrics struct {
-	Received         prometheus.Counter
-	Forwarded        prometheus.Counter
-	Duplicates       prometheus.Counter
-	Retried          prometheus.Counter
-	DeadLettered     *prometheus.CounterVec // by reason class
-	BatchSize        prometheus.Histogram
-	RequestSeconds   *prometheus.HistogramVec // by destination kind
+	Received       prometheus.Counter
+	Forwarded      prometheus.Counter
+	Duplicates     prometheus.Counter
+	Retried        prometheus.Counter
+	DeadLettered   *prometheus.CounterVec // by reason class
+	BatchSize      prometheus.Histogram
+	RequestSeconds *prometheus.HistogramVec // by destination kind
 }
 
 // NewMetrics creates the collectors and registers them with reg.

@@ -366,4 +366,3 @@ log:
 shutdown_timeout: 10s
 `, simAddr, demoGroup, o.Connections, demoAccessKeyID, demoAccessKeySecret, caFile, o.Ack, o.EncodeBase64, mnsEndpoint, o.LogLevel)
 }
-
