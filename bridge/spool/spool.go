@@ -268,6 +268,9 @@ func (s *Spool) load() (err error) {
 // When Append returns an error, done is never called. m is encoded before
 // Append returns; the caller may reuse it.
 func (s *Spool) Append(ctx context.Context, m *bridge.Message, done func(key uint64, err error)) error {
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("spool: append: %w", err)
+	}
 	val := encode(m)
 	size := int64(len(val) + keyLen)
 	s.mu.Lock()
