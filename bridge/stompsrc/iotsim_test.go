@@ -1,0 +1,274 @@
+package stompsrc
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/iot-mns-bridge/iot-mns-bridge/bridge"
+	"github.com/iot-mns-bridge/iot-mns-bridge/internal/certgen"
+	"github.com/iot-mns-bridge/iot-mns-bridge/iotauth"
+	"github.com/iot-mns-bridge/iot-mns-bridge/iotsim"
+)
+
+// simEnv is an IoT platform simulator with a certificate that survives a
+// restart of the simulator.
+type simEnv struct {
+	t      *testing.T
+	bundle *certgen.Bundle
+	caFile string
+	addr   string
+	srv    *iotsim.Server
+	cfg    iotsim.Config
+}
+
+func startSim(t *testing.T, mod func(*iotsim.Config)) *simEnv {
+	t.Helper()
+	b, err := certgen.New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ca := filepath.Join(t.TempDir(), "ca.pem")
+	if err := b.WriteFiles(ca, "", ""); err != nil {
+		t.Fatal(err)
+	}
+	e := &simEnv{t: t, bundle: b, caFile: ca}
+	e.cfg = iotsim.Config{TLS: b.ServerTLSConfig(), Secrets: map[string]string{testAK: testSecret}}
+	if mod != nil {
+		mod(&e.cfg)
+	}
+	e.start()
+	e.addr = e.srv.Addr()
+	t.Cleanup(func() { e.srv.Close() })
+	return e
+}
+
+func (e *simEnv) start() {
+	e.t.Helper()
+	cfg := e.cfg
+	if e.addr != "" {
+		cfg.Addr = e.addr
+	}
+	srv, err := iotsim.Start(cfg)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	e.srv = srv
+}
+
+// restart closes the simulator and starts it again on the same address;
+// everything it held is gone, as after a platform restart.
+func (e *simEnv) restart() {
+	e.t.Helper()
+	if err := e.srv.Close(); err != nil {
+		e.t.Fatal(err)
+	}
+	e.start()
+}
+
+func (e *simEnv) source(t *testing.T, mod func(*Config)) *Source {
+	t.Helper()
+	log, _ := testLogger(t)
+	cfg := Config{
+		Endpoint:  e.addr,
+		TLS:       bridge.TLSOptions{CAFile: e.caFile},
+		Params:    testParams(goodParams()),
+		HeartBeat: DefaultHeartBeat,
+		Logger:    log,
+	}
+	if mod != nil {
+		mod(&cfg)
+	}
+	src, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	src.minBackoff, src.maxBackoff = 20*time.Millisecond, 200*time.Millisecond
+	return src
+}
+
+// waitStats waits until the simulator's counters satisfy ok.
+func (e *simEnv) waitStats(t *testing.T, what string, ok func(iotsim.Stats) bool) iotsim.Stats {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		st := e.srv.Stats()
+		if ok(st) {
+			return st
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("simulator never reached %s: %+v", what, st)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func TestSimLoginEachMethodAndMode(t *testing.T) {
+	e := startSim(t, nil)
+	for _, method := range []string{iotauth.HMACMD5, iotauth.HMACSHA1, iotauth.HMACSHA256} {
+		for _, token := range []string{"", "sts-token-value"} {
+			for _, good := range []bool{true, false} {
+				name := fmt.Sprintf("%s/sts=%v/good=%v", method, token != "", good)
+				t.Run(name, func(t *testing.T) {
+					p := goodParams()
+					p.SignMethod, p.SecurityToken = method, token
+					if !good {
+						p.AccessKeySecret = "wrong-secret-value"
+					}
+					ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+					defer cancel()
+					err := CheckConnect(ctx, Config{Endpoint: e.addr, TLS: bridge.TLSOptions{CAFile: e.caFile}, Params: testParams(p)})
+					if good && err != nil {
+						t.Fatalf("login failed: %v", err)
+					}
+					if !good {
+						if err == nil {
+							t.Fatal("login with a wrong secret succeeded")
+						}
+						if !strings.Contains(err.Error(), "signature mismatch") || strings.Contains(err.Error(), "wrong-secret-value") ||
+							strings.Contains(err.Error(), "sts-token-value") {
+							t.Fatalf("error %q: want the server's reason and no secret", err)
+						}
+					}
+				})
+			}
+		}
+	}
+	if st := e.srv.Stats(); st.LoginsOK != 6 || st.LoginsFailed != 6 {
+		t.Fatalf("simulator saw %d good and %d failed logins, want 6 and 6", st.LoginsOK, st.LoginsFailed)
+	}
+}
+
+func TestSimBinaryBodiesByteForByte(t *testing.T) {
+	e := startSim(t, nil)
+	src := e.source(t, func(c *Config) { c.EncodeBase64 = true })
+	r := startRun(t, src, nil)
+	rng := rand.New(rand.NewPCG(1, 2))
+	const n = 200
+	want := make(map[string][]byte, n)
+	for i := range n {
+		body := make([]byte, rng.IntN(2048))
+		for j := range body {
+			body[j] = byte(rng.UintN(256))
+		}
+		if i == 0 {
+			body = []byte{0, 0, '\n', 0xff, 0}
+		}
+		id := fmt.Sprintf("bin-%d", i)
+		want[id] = body
+		e.srv.Publish("DEFAULT_GROUP", iotsim.Message{Topic: "/pk/dev/user/raw", MessageID: id, Body: body})
+	}
+	for range n {
+		d := r.next(t)
+		if d.Invalid != "" {
+			t.Fatalf("%s invalid: %s", d.MessageID, d.Invalid)
+		}
+		if !bytes.Equal(d.Body, want[d.MessageID]) {
+			t.Fatalf("%s: body differs (%d bytes, want %d)", d.MessageID, len(d.Body), len(want[d.MessageID]))
+		}
+		if d.Topic != "/pk/dev/user/raw" || d.GenerateTime == 0 {
+			t.Fatalf("%s: topic %q generateTime %d", d.MessageID, d.Topic, d.GenerateTime)
+		}
+		delete(want, d.MessageID)
+	}
+	if len(want) != 0 {
+		t.Fatalf("%d messages missing", len(want))
+	}
+}
+
+// receiveIDs takes n deliveries, accepts them and returns their ids.
+func receiveIDs(t *testing.T, r *running, n int) map[string]bool {
+	t.Helper()
+	got := make(map[string]bool, n)
+	for len(got) < n {
+		d := r.next(t)
+		got[d.MessageID] = true
+		d.Accept()
+	}
+	return got
+}
+
+func TestSimResumesAfterServerCloseAndRestart(t *testing.T) {
+	e := startSim(t, nil)
+	src := e.source(t, func(c *Config) { c.Connections = 2 })
+	r := startRun(t, src, nil)
+	e.waitStats(t, "2 connections", func(st iotsim.Stats) bool { return st.Connections == 2 })
+
+	publish := func(prefix string, n int) {
+		for i := range n {
+			e.srv.Publish("DEFAULT_GROUP", iotsim.Message{Topic: "/pk/dev/user/t", MessageID: fmt.Sprintf("%s-%d", prefix, i), Body: []byte("x")})
+		}
+	}
+	publish("a", 20)
+	receiveIDs(t, r, 20)
+
+	e.srv.CloseConnections()
+	publish("b", 20) // queued until the bridge is back
+	if got := receiveIDs(t, r, 20); !got["b-0"] || !got["b-19"] {
+		t.Fatalf("after a server-side close got %v", got)
+	}
+	if st := e.srv.Stats(); st.MaxConnsPerClientID != 1 {
+		t.Fatalf("a client id held %d connections at once", st.MaxConnsPerClientID)
+	}
+
+	e.restart()
+	e.waitStats(t, "2 connections after restart", func(st iotsim.Stats) bool { return st.Connections == 2 })
+	publish("c", 20)
+	if got := receiveIDs(t, r, 20); !got["c-0"] || !got["c-19"] {
+		t.Fatalf("after a restart got %v", got)
+	}
+	if st := e.srv.Stats(); st.MaxConnsPerClientID != 1 {
+		t.Fatalf("after restart a client id held %d connections at once", st.MaxConnsPerClientID)
+	}
+	for _, st := range src.ConnStates() {
+		if !st.Connected || st.Reconnects < 2 {
+			t.Errorf("state %+v: want connected after 2 reconnects", st)
+		}
+	}
+}
+
+func TestSimClientIndividualAcksOnlyAfterSettle(t *testing.T) {
+	e := startSim(t, nil)
+	src := e.source(t, func(c *Config) { c.Ack = AckClientIndividual })
+	r := startRun(t, src, nil)
+	e.srv.Publish("DEFAULT_GROUP", iotsim.Message{Topic: "/pk/dev/user/t", MessageID: "keep", Body: []byte("1")})
+	e.srv.Publish("DEFAULT_GROUP", iotsim.Message{Topic: "/pk/dev/user/t", MessageID: "settle", Body: []byte("2")})
+	held := map[string]*bridge.Delivery{}
+	for range 2 {
+		d := r.next(t)
+		held[d.MessageID] = d
+	}
+	if st := e.srv.Stats(); st.Acked != 0 || st.Unacked != 2 {
+		t.Fatalf("before any settle: acked %d unacked %d, want 0 and 2", st.Acked, st.Unacked)
+	}
+	held["settle"].Accept()
+	e.waitStats(t, "1 ack", func(st iotsim.Stats) bool { return st.Acked == 1 && st.Unacked == 1 })
+
+	// The unsettled one comes back after the connection goes.
+	e.srv.CloseConnections()
+	d := r.next(t)
+	if d.MessageID != "keep" {
+		t.Fatalf("redelivered %q, want keep", d.MessageID)
+	}
+	held["keep"].Accept() // settles on the dead connection: nothing is sent
+	d.Accept()
+	st := e.waitStats(t, "2 acks", func(st iotsim.Stats) bool { return st.Acked == 2 && st.Pending == 0 })
+	if st.Redelivered != 1 {
+		t.Fatalf("redelivered %d, want 1", st.Redelivered)
+	}
+
+	// Release means NACK: the platform redelivers at once.
+	e.srv.Publish("DEFAULT_GROUP", iotsim.Message{Topic: "/pk/dev/user/t", MessageID: "nack-me", Body: []byte("3")})
+	r.next(t).Release()
+	d = r.next(t)
+	if d.MessageID != "nack-me" {
+		t.Fatalf("after NACK got %q", d.MessageID)
+	}
+	d.Accept()
+	e.waitStats(t, "nack then ack", func(st iotsim.Stats) bool { return st.Nacked == 1 && st.Acked == 3 && st.Pending == 0 })
+}
