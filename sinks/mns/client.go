@@ -426,12 +426,11 @@ func (c *Client) batchSend(ctx context.Context, queue string, bodies [][]byte, l
 		return
 	}
 	var (
-		idx     [MaxBatchCount]int
-		textLen [MaxBatchCount]int
-		sums    [MaxBatchCount][md5.Size]byte
-		n       int
-		bytesN  int
-		xmlN    int
+		idx    [MaxBatchCount]int
+		sums   [MaxBatchCount][md5.Size]byte
+		n      int
+		bytesN int
+		xmlN   int
 	)
 	flush := func() {
 		if n == 0 {
@@ -466,7 +465,7 @@ func (c *Client) batchSend(ctx context.Context, queue string, bodies [][]byte, l
 		if n == MaxBatchCount || bytesN+tl > MaxBatchBytes {
 			flush()
 		}
-		idx[n], textLen[n] = i, tl
+		idx[n] = i
 		n++
 		bytesN += tl
 		xmlN += xl

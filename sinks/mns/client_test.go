@@ -1,0 +1,438 @@
+package mns
+
+import (
+	"context"
+	"encoding/base64"
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/iot-mns-bridge/iot-mns-bridge/bridge"
+	"github.com/iot-mns-bridge/iot-mns-bridge/mnsemu"
+)
+
+type clock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *clock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.t
+}
+
+func (c *clock) Add(d time.Duration) {
+	c.mu.Lock()
+	c.t = c.t.Add(d)
+	c.mu.Unlock()
+}
+
+type fixture struct {
+	c   *Client
+	emu *mnsemu.Emulator
+	srv *httptest.Server
+	clk *clock
+}
+
+// newFixture starts an emulator with queue q1 and topic t1 and a client
+// for it; both share one settable clock.
+func newFixture(t *testing.T, ecfg mnsemu.Config, mod func(*Config)) *fixture {
+	t.Helper()
+	clk := &clock{t: time.Date(2026, 11, 23, 1, 0, 0, 0, time.UTC)}
+	if ecfg.AccessKeys == nil {
+		ecfg.AccessKeys = map[string]string{"ak": "secret-sk"}
+	}
+	ecfg.Queues = append(ecfg.Queues, "q1")
+	ecfg.Topics = append(ecfg.Topics, "t1")
+	ecfg.Now = clk.Now
+	emu := mnsemu.New(ecfg)
+	srv := httptest.NewServer(emu)
+	t.Cleanup(srv.Close)
+	cfg := Config{Endpoint: srv.URL, AccessKeyID: "ak", AccessKeySecret: "secret-sk", Now: clk.Now}
+	if mod != nil {
+		mod(&cfg)
+	}
+	c, err := NewClient(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &fixture{c: c, emu: emu, srv: srv, clk: clk}
+}
+
+func TestNewClientValidation(t *testing.T) {
+	tests := []struct {
+		name string
+		cfg  Config
+		want []string // substrings of the error
+	}{
+		{"empty", Config{}, []string{"mns.endpoint: empty", "mns.credentials.access_key_id", "mns.credentials.access_key_secret"}},
+		{"no scheme", Config{Endpoint: "123.mns.cn-hangzhou.aliyuncs.com", AccessKeyID: "a", AccessKeySecret: "s"}, []string{"mns.endpoint", "scheme"}},
+		{"ftp", Config{Endpoint: "ftp://h", AccessKeyID: "a", AccessKeySecret: "s"}, []string{"mns.endpoint"}},
+		{"path", Config{Endpoint: "https://h/queues", AccessKeyID: "a", AccessKeySecret: "s"}, []string{"mns.endpoint", "path"}},
+		{"user info", Config{Endpoint: "https://u:p@h", AccessKeyID: "a", AccessKeySecret: "s"}, []string{"mns.endpoint", "user info"}},
+		{"bad port", Config{Endpoint: "http://h:99999", AccessKeyID: "a", AccessKeySecret: "s"}, []string{"mns.endpoint", "port"}},
+		{"encoding", Config{Endpoint: "https://h", AccessKeyID: "a", AccessKeySecret: "s", BodyEncoding: "hex"}, []string{"mns.body_encoding"}},
+		{"negative timeout", Config{Endpoint: "https://h", AccessKeyID: "a", AccessKeySecret: "s", Timeout: -1}, []string{"mns.request_timeout"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := NewClient(tt.cfg)
+			if err == nil {
+				t.Fatal("no error")
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q does not mention %q", err, w)
+				}
+			}
+			if strings.Contains(err.Error(), "secret-value") {
+				t.Error("error leaks the secret")
+			}
+		})
+	}
+	for _, ep := range []string{
+		"https://1234567890123456.mns.cn-hangzhou.aliyuncs.com",
+		"http://1234567890123456.mns.cn-hangzhou-internal.aliyuncs.com/",
+		"http://1234567890123456.mns.cn-hangzhou-internal-vpc.aliyuncs.com",
+		"http://127.0.0.1:8080",
+	} {
+		if _, err := NewClient(Config{Endpoint: ep, Credentials: func() (string, string, string) { return "a", "s", "" }}); err != nil {
+			t.Errorf("%s: %v", ep, err)
+		}
+	}
+}
+
+func TestSendMessageEncodings(t *testing.T) {
+	tests := []struct {
+		enc      string
+		body     []byte
+		wantText string
+	}{
+		{"base64", []byte{0, 1, 2, 0xff, '<'}, base64.StdEncoding.EncodeToString([]byte{0, 1, 2, 0xff, '<'})},
+		{"", []byte("hello"), base64.StdEncoding.EncodeToString([]byte("hello"))},
+		{"raw", []byte("a<b>&c\r\nd\t\"e' 设备"), "a<b>&c\r\nd\t\"e' 设备"},
+		{"raw", []byte{}, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.enc, func(t *testing.T) {
+			f := newFixture(t, mnsemu.Config{}, func(c *Config) { c.BodyEncoding = tt.enc })
+			res, err := f.c.SendMessage(context.Background(), "q1", tt.body)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := f.emu.Messages("q1")
+			if len(got) != 1 || got[0].Body != tt.wantText || got[0].ID != res.MessageID || got[0].BodyMD5 != res.BodyMD5 {
+				t.Errorf("stored %+v, result %+v, want body %q", got, res, tt.wantText)
+			}
+		})
+	}
+}
+
+func TestRawBodyNotXMLText(t *testing.T) {
+	f := newFixture(t, mnsemu.Config{}, func(c *Config) { c.BodyEncoding = "raw" })
+	for _, body := range [][]byte{{'a', 0}, {0xff, 0xfe}, []byte("bell\a"), []byte("\uFFFE")} {
+		_, err := f.c.SendMessage(context.Background(), "q1", body)
+		if !errors.Is(err, ErrBodyNotXMLText) || bridge.Retryable(err) {
+			t.Errorf("body %q: err %v, want permanent ErrBodyNotXMLText", body, err)
+		}
+	}
+	if n := f.emu.Stats().Requests; n != 0 {
+		t.Errorf("%d requests sent for bodies that cannot be sent", n)
+	}
+}
+
+func TestBatchSendSplitsAndLimits(t *testing.T) {
+	f := newFixture(t, mnsemu.Config{}, nil)
+	var bodies [][]byte
+	for i := range 40 {
+		bodies = append(bodies, []byte{byte(i)})
+	}
+	// Three bodies of 22,668 base64 characters: two fit in 64 KB, the third
+	// starts a new request. One body over the limit is refused alone.
+	big := make([]byte, 17000)
+	tooBig := make([]byte, 49153) // 65540 base64 characters
+	bodies = append(bodies, big, big, big, tooBig, []byte("last"))
+	res, errs := f.c.BatchSendMessage(context.Background(), "q1", bodies)
+	if len(res) != len(bodies) || len(errs) != len(bodies) {
+		t.Fatalf("got %d results, %d errors for %d bodies", len(res), len(errs), len(bodies))
+	}
+	for i, err := range errs {
+		if i == 43 {
+			if !errors.Is(err, ErrBodyTooLarge) || bridge.Retryable(err) || !strings.Contains(err.Error(), "message #43") {
+				t.Errorf("oversized body: %v", err)
+			}
+			continue
+		}
+		if err != nil {
+			t.Errorf("body %d: %v", i, err)
+		}
+	}
+	// 40 small: 16+16+8 → the 8 share a request with big, big (64 KB) → a
+	// new request: big, last.
+	if n := f.emu.Stats().Requests; n != 4 {
+		t.Errorf("%d requests, want 4", n)
+	}
+	stored := f.emu.Messages("q1")
+	if len(stored) != len(bodies)-1 {
+		t.Fatalf("stored %d", len(stored))
+	}
+	k := 0
+	for i, b := range bodies {
+		if i == 43 {
+			continue
+		}
+		if stored[k].Body != base64.StdEncoding.EncodeToString(b) || stored[k].ID != res[i].MessageID {
+			t.Errorf("stored[%d] does not match body %d", k, i)
+		}
+		k++
+	}
+}
+
+func TestPartialBatchFailureMapping(t *testing.T) {
+	bad := base64.StdEncoding.EncodeToString([]byte("bad"))
+	f := newFixture(t, mnsemu.Config{FailMessage: func(q string, i int, body string) bool { return body == bad }}, nil)
+	bodies := [][]byte{[]byte("ok0"), []byte("bad"), []byte("ok2"), []byte("bad"), []byte("ok4")}
+	res, errs := f.c.BatchSendMessage(context.Background(), "q1", bodies)
+	stored := f.emu.Messages("q1")
+	if len(stored) != 3 {
+		t.Fatalf("stored %d", len(stored))
+	}
+	k := 0
+	for i, err := range errs {
+		if string(bodies[i]) == "bad" {
+			var me *Error
+			if !errors.As(err, &me) || me.Code != "InternalError" || me.Item != "#"+string(rune('0'+i)) || !bridge.Retryable(err) {
+				t.Errorf("message %d: %v, want retryable InternalError for #%d", i, err, i)
+			}
+			continue
+		}
+		if err != nil || res[i].MessageID != stored[k].ID {
+			t.Errorf("message %d: %v, result %+v, stored %+v", i, err, res[i], stored[k])
+		}
+		k++
+	}
+}
+
+// A 429 is retryable, and sending again once the rate allows succeeds.
+func TestThrottledThenRetried(t *testing.T) {
+	f := newFixture(t, mnsemu.Config{ThrottleRate: 16}, nil)
+	bodies := make([][]byte, 16)
+	for i := range bodies {
+		bodies[i] = []byte{byte(i)}
+	}
+	if _, errs := f.c.BatchSendMessage(context.Background(), "q1", bodies); errors.Join(errs...) != nil {
+		t.Fatal(errors.Join(errs...))
+	}
+	attempts := 0
+	for {
+		attempts++
+		_, errs := f.c.BatchSendMessage(context.Background(), "q1", bodies)
+		err := errs[0]
+		if err == nil {
+			break
+		}
+		var me *Error
+		if !errors.As(err, &me) || me.Status != 429 || me.Code != "TooManyRequests" || !bridge.Retryable(err) {
+			t.Fatalf("attempt %d: %v, want retryable 429 TooManyRequests", attempts, err)
+		}
+		if attempts > 3 {
+			t.Fatal("still throttled after 3 attempts")
+		}
+		f.clk.Add(time.Second) // the backoff
+	}
+	if attempts != 2 || len(f.emu.Messages("q1")) != 32 || f.emu.Stats().Throttled != 1 {
+		t.Errorf("attempts %d, stored %d, stats %+v", attempts, len(f.emu.Messages("q1")), f.emu.Stats())
+	}
+}
+
+func TestErrorClasses(t *testing.T) {
+	tests := []struct {
+		name      string
+		ecfg      mnsemu.Config
+		mod       func(*Config)
+		queue     string
+		retryable bool
+		code      string
+		mention   string
+	}{
+		{"queue missing", mnsemu.Config{}, nil, "nope", false, "QueueNotExist", "create queue nope in the MNS console or fix routes"},
+		{"wrong secret", mnsemu.Config{}, func(c *Config) { c.AccessKeySecret = "wrong-secret" }, "q1", false, "SignatureDoesNotMatch", "access_key_secret"},
+		{"unknown key", mnsemu.Config{}, func(c *Config) { c.AccessKeyID = "other" }, "q1", false, "InvalidAccessKeyId", "access_key_id"},
+		{"clock off", mnsemu.Config{}, func(c *Config) { c.Now = func() time.Time { return time.Date(2026, 11, 23, 0, 0, 0, 0, time.UTC) } }, "q1", true, "TimeExpired", "NTP"},
+		{"500", mnsemu.Config{ErrorRate: 1}, nil, "q1", true, "InternalError", "retries"},
+		{"503", mnsemu.Config{ErrorRate: 1, ErrorStatus: 503}, nil, "q1", true, "ServiceUnavailable", "503"},
+		{"429", mnsemu.Config{ThrottleRate: 0.5}, nil, "q1", true, "TooManyRequests", "throttling"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f := newFixture(t, tt.ecfg, tt.mod)
+			bodies := make([][]byte, 17) // 429 case: more than the bucket holds
+			for i := range bodies {
+				bodies[i] = []byte("x")
+			}
+			_, errs := f.c.BatchSendMessage(context.Background(), tt.queue, bodies)
+			err := errs[len(errs)-1]
+			var me *Error
+			if !errors.As(err, &me) || me.Code != tt.code || me.RequestID == "" {
+				t.Fatalf("err = %v, want code %s with request id", err, tt.code)
+			}
+			if bridge.Retryable(err) != tt.retryable {
+				t.Errorf("Retryable = %v, want %v", bridge.Retryable(err), tt.retryable)
+			}
+			for _, w := range []string{"BatchSendMessage", "queue " + tt.queue, tt.mention} {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q does not mention %q", err, w)
+				}
+			}
+			if strings.Contains(err.Error(), "secret-sk") || strings.Contains(err.Error(), "wrong-secret") {
+				t.Errorf("error leaks a secret: %v", err)
+			}
+		})
+	}
+}
+
+func TestNetworkErrorsRetryable(t *testing.T) {
+	// A server that never answers: the per-request timeout applies.
+	block := make(chan struct{})
+	hang := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-r.Context().Done():
+		case <-block:
+		}
+	}))
+	defer hang.Close()
+	defer close(block)
+	c, err := NewClient(Config{Endpoint: hang.URL, AccessKeyID: "a", AccessKeySecret: "s", Timeout: 20 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = c.SendMessage(context.Background(), "q1", []byte("x"))
+	if !errors.Is(err, context.DeadlineExceeded) || !bridge.Retryable(err) || !strings.Contains(err.Error(), "mns.request_timeout") {
+		t.Errorf("timeout: %v", err)
+	}
+	// The caller's cancel is reported as such.
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, err := c.SendMessage(ctx, "q1", []byte("x")); !errors.Is(err, context.Canceled) {
+		t.Errorf("cancelled: %v", err)
+	}
+	// Nothing listening.
+	dead := httptest.NewServer(http.NotFoundHandler())
+	url := dead.URL
+	dead.Close()
+	c, _ = NewClient(Config{Endpoint: url, AccessKeyID: "a", AccessKeySecret: "s"})
+	if _, err := c.PublishMessage(context.Background(), "t1", []byte("x"), ""); err == nil || !bridge.Retryable(err) {
+		t.Errorf("connection refused: %v", err)
+	}
+	// A non-MNS reply (a proxy's 502 page) is retryable and says so.
+	proxy := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.Error(w, "<html>bad gateway</html>", 502)
+	}))
+	defer proxy.Close()
+	c, _ = NewClient(Config{Endpoint: proxy.URL, AccessKeyID: "a", AccessKeySecret: "s"})
+	if _, err := c.SendMessage(context.Background(), "q1", []byte("x")); err == nil || !bridge.Retryable(err) || !strings.Contains(err.Error(), "bad gateway") {
+		t.Errorf("proxy error: %v", err)
+	}
+}
+
+func TestBodyMD5Mismatch(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(201)
+		w.Write([]byte(`<?xml version="1.0" encoding="UTF-8"?><Message xmlns="http://mns.aliyuncs.com/doc/v1/"><MessageId>ID1</MessageId><MessageBodyMD5>00000000000000000000000000000000</MessageBodyMD5></Message>`))
+	}))
+	defer srv.Close()
+	c, _ := NewClient(Config{Endpoint: srv.URL, AccessKeyID: "a", AccessKeySecret: "s"})
+	_, err := c.SendMessage(context.Background(), "q1", []byte("x"))
+	if !errors.Is(err, ErrBodyMD5Mismatch) || !bridge.Retryable(err) {
+		t.Errorf("err = %v, want retryable ErrBodyMD5Mismatch", err)
+	}
+}
+
+func TestPublishMessage(t *testing.T) {
+	f := newFixture(t, mnsemu.Config{}, nil)
+	res, err := f.c.PublishMessage(context.Background(), "t1", []byte("status"), "pk1<&>")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := f.emu.Published("t1")
+	if len(p) != 1 || p[0].Tag != "pk1<&>" || p[0].ID != res.MessageID {
+		t.Errorf("published %+v", p)
+	}
+	if b, _ := p[0].DecodedBody(); string(b) != "status" {
+		t.Errorf("body %q", b)
+	}
+	_, err = f.c.PublishMessage(context.Background(), "t1", []byte("x"), strings.Repeat("t", 17))
+	if !errors.Is(err, ErrTagTooLong) || bridge.Retryable(err) {
+		t.Errorf("long tag: %v", err)
+	}
+	_, err = f.c.PublishMessage(context.Background(), "nope", []byte("x"), "")
+	var me *Error
+	if !errors.As(err, &me) || me.Code != "TopicNotExist" || bridge.Retryable(err) || !strings.Contains(err.Error(), "create topic nope") {
+		t.Errorf("missing topic: %v", err)
+	}
+	_, err = f.c.PublishMessage(context.Background(), "bad_name", []byte("x"), "")
+	if err == nil || bridge.Retryable(err) || f.emu.Stats().Requests != 2 {
+		t.Errorf("invalid name: %v (requests %d)", err, f.emu.Stats().Requests)
+	}
+}
+
+func TestGetAttributes(t *testing.T) {
+	f := newFixture(t, mnsemu.Config{}, nil)
+	f.c.SendMessage(context.Background(), "q1", []byte("x"))
+	qa, err := f.c.GetQueueAttributes(context.Background(), "q1")
+	if err != nil || qa.QueueName != "q1" || qa.ActiveMessages != 1 || qa.MaximumMessageSize != 65536 || qa.VisibilityTimeout != 30 {
+		t.Errorf("queue attributes %+v, %v", qa, err)
+	}
+	ta, err := f.c.GetTopicAttributes(context.Background(), "t1")
+	if err != nil || ta.TopicName != "t1" || ta.MaximumMessageSize != 65536 {
+		t.Errorf("topic attributes %+v, %v", ta, err)
+	}
+	_, err = f.c.GetQueueAttributes(context.Background(), "nope")
+	var me *Error
+	if !errors.As(err, &me) || me.Code != "QueueNotExist" || me.Status != 404 || me.HostID == "" {
+		t.Errorf("missing queue: %v", err)
+	}
+}
+
+// The security token travels in its header, unsigned; credentials from
+// the func are read per request, so a rotation takes effect at once.
+func TestCredentialsFuncAndToken(t *testing.T) {
+	emu := mnsemu.New(mnsemu.Config{AccessKeys: map[string]string{"ak1": "s1", "ak2": "s2"}, Queues: []string{"q1"}})
+	var mu sync.Mutex
+	var tokens []string
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		tokens = append(tokens, r.Header.Get("security-token"))
+		mu.Unlock()
+		emu.ServeHTTP(w, r)
+	}))
+	defer srv.Close()
+	id, secret, token := "ak1", "s1", "tok-1"
+	c, err := NewClient(Config{Endpoint: srv.URL, Credentials: func() (string, string, string) {
+		mu.Lock()
+		defer mu.Unlock()
+		return id, secret, token
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.SendMessage(context.Background(), "q1", []byte("a")); err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	id, secret, token = "ak2", "s2", "tok-2"
+	mu.Unlock()
+	if _, err := c.SendMessage(context.Background(), "q1", []byte("b")); err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(tokens) != 2 || tokens[0] != "tok-1" || tokens[1] != "tok-2" {
+		t.Errorf("tokens %q", tokens)
+	}
+}
