@@ -272,3 +272,58 @@ func TestSimClientIndividualAcksOnlyAfterSettle(t *testing.T) {
 	d.Accept()
 	e.waitStats(t, "nack then ack", func(st iotsim.Stats) bool { return st.Nacked == 1 && st.Acked == 3 && st.Pending == 0 })
 }
+
+// BenchmarkSimThroughput measures messages a second from the simulator
+// through one connection to a handler that accepts at once (256-byte bodies).
+// It prints figures; it asserts none.
+func BenchmarkSimThroughput(b *testing.B) {
+	for _, mode := range []string{AckAuto, AckClientIndividual} {
+		b.Run(mode, func(b *testing.B) {
+			bundle, err := certgen.New()
+			if err != nil {
+				b.Fatal(err)
+			}
+			ca := filepath.Join(b.TempDir(), "ca.pem")
+			if err := bundle.WriteFiles(ca, "", ""); err != nil {
+				b.Fatal(err)
+			}
+			srv, err := iotsim.Start(iotsim.Config{TLS: bundle.ServerTLSConfig(), Secrets: map[string]string{testAK: testSecret}})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer srv.Close()
+			src, err := New(Config{Endpoint: srv.Addr(), TLS: bridge.TLSOptions{CAFile: ca}, Params: testParams(goodParams()),
+				Ack: mode, HeartBeat: DefaultHeartBeat})
+			if err != nil {
+				b.Fatal(err)
+			}
+			done := make(chan struct{})
+			n := 0
+			h := func(ctx context.Context, d *bridge.Delivery) error {
+				d.Accept()
+				if n++; n == b.N {
+					close(done)
+				}
+				return nil
+			}
+			body := bytes.Repeat([]byte("x"), 256)
+			ctx, cancel := context.WithCancel(context.Background())
+			go src.Run(ctx, h)
+			b.ResetTimer()
+			start := time.Now()
+			go func() {
+				for range b.N {
+					srv.Publish("DEFAULT_GROUP", iotsim.Message{Topic: "/pk/dev/user/t", Body: body})
+				}
+			}()
+			<-done
+			elapsed := time.Since(start)
+			b.StopTimer()
+			b.ReportMetric(float64(b.N)/elapsed.Seconds(), "msgs/s")
+			cancel()
+			cctx, ccancel := context.WithTimeout(context.Background(), 10*time.Second)
+			src.Close(cctx)
+			ccancel()
+		})
+	}
+}
