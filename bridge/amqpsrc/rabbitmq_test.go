@@ -1,0 +1,400 @@
+package amqpsrc
+
+// Integration tests against the private RabbitMQ 3.10 test broker
+// (scripts/rabbitmq.sh, internal/testbroker): AMQP 1.0 over TLS with logins
+// checked by the aksign HTTP auth service. Outside CI they skip when the
+// broker is not running; with CI=true they fail.
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/iot-mns-bridge/iot-mns-bridge/bridge"
+	"github.com/iot-mns-bridge/iot-mns-bridge/internal/testbroker"
+	"github.com/iot-mns-bridge/iot-mns-bridge/iotauth"
+)
+
+// itLimit guards the integration tests against hangs; it is not a pass/fail
+// threshold for speed.
+const itLimit = 60 * time.Second
+
+// rig is a Source running against the test broker.
+type rig struct {
+	t      *testing.T
+	b      *testbroker.Broker
+	src    *Source
+	got    chan *bridge.Delivery
+	logs   *syncBuffer
+	dials  atomic.Int64 // attempts started
+	fails  atomic.Int64 // attempts that failed
+	cancel context.CancelFunc
+	runErr chan error
+	stop   sync.Once
+}
+
+// brokerConfig is a Config for the test broker with client id id, reading
+// the queue address. params may change the signing inputs.
+func brokerConfig(b *testbroker.Broker, id, address string, logs *syncBuffer, params func(*iotauth.Params)) Config {
+	return Config{
+		Endpoint: b.AMQPSAddr,
+		TLS:      bridge.TLSOptions{CAFile: b.CAFile, ServerName: "localhost"},
+		Params: func() (iotauth.Params, error) {
+			p := b.Params(id)
+			if params != nil {
+				params(&p)
+			}
+			return p, nil
+		},
+		Address:     address,
+		Credit:      10,
+		DialTimeout: 10 * time.Second,
+		MinBackoff:  100 * time.Millisecond,
+		MaxBackoff:  400 * time.Millisecond,
+		Logger:      slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
+	}
+}
+
+// startRig runs a Source with cfg; every delivery goes to rig.got.
+// logs is the buffer cfg.Logger writes to.
+func startRig(t *testing.T, b *testbroker.Broker, cfg Config, logs *syncBuffer) *rig {
+	t.Helper()
+	src, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &rig{t: t, b: b, src: src, got: make(chan *bridge.Delivery, 1000), logs: logs, runErr: make(chan error, 1)}
+	real := src.dial
+	src.dial = func(ctx context.Context, slot int, id string) (connection, error) {
+		r.dials.Add(1)
+		c, err := real(ctx, slot, id)
+		if err != nil {
+			r.fails.Add(1)
+		}
+		return c, err
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	r.cancel = cancel
+	go func() {
+		r.runErr <- src.Run(ctx, func(ctx context.Context, d *bridge.Delivery) error {
+			select {
+			case r.got <- d:
+				return nil
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		})
+	}()
+	t.Cleanup(func() { r.close() })
+	return r
+}
+
+// close stops Run and closes the source, checking both end cleanly.
+func (r *rig) close() {
+	r.stop.Do(func() {
+		r.cancel()
+		ctx, cancel := context.WithTimeout(context.Background(), itLimit)
+		defer cancel()
+		start := time.Now()
+		if err := r.src.Close(ctx); err != nil {
+			r.t.Errorf("Close: %v", err)
+		}
+		r.t.Logf("Close took %s", time.Since(start).Round(time.Millisecond))
+		if err := <-r.runErr; err != nil {
+			r.t.Errorf("Run: %v", err)
+		}
+	})
+}
+
+// next returns the next delivery.
+func (r *rig) next() *bridge.Delivery {
+	r.t.Helper()
+	select {
+	case d := <-r.got:
+		return d
+	case <-time.After(itLimit):
+		r.t.Fatalf("no delivery; source state %+v, logs:\n%s", r.src.ConnStates(), r.logs.String())
+		return nil
+	}
+}
+
+func waitConnected(t *testing.T, src *Source) {
+	t.Helper()
+	deadline := time.Now().Add(itLimit)
+	for {
+		all := true
+		for _, st := range src.ConnStates() {
+			all = all && st.Connected
+		}
+		if all {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("not connected: %+v", src.ConnStates())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func publish(t *testing.T, p *testbroker.AMQPPublisher, topic, id string, body string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), itLimit)
+	defer cancel()
+	if err := p.Send(ctx, topic, id, 1700000000000, []byte(body)); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestRabbitMQDeliversPlatformMessages(t *testing.T) {
+	b := testbroker.RabbitMQ(t)
+	u := b.Unique(t)
+	queue := "/queue/" + u
+	logs := &syncBuffer{}
+	cfg := brokerConfig(b, "it-"+u, queue, logs, nil)
+	cfg.Connections = 2 // both consume the queue, as "<id>-0" and "<id>-1"
+	r := startRig(t, b, cfg, logs)
+	waitConnected(t, r.src) // the receivers declare the queue
+	pub := b.NewAMQPPublisher(t, queue)
+
+	const n = 30
+	want := map[string]string{}
+	for i := range n {
+		id := fmt.Sprintf("%s-%d", u, i)
+		topic := fmt.Sprintf("/pk%d/dev-%d/user/up", i%3, i)
+		body := fmt.Sprintf(`{"seq":%d,"bin":"\u0000\u00ff"}`, i)
+		want[id] = topic + "|" + body
+		publish(t, pub, topic, id, body)
+	}
+	for range n {
+		d := r.next()
+		w, ok := want[d.MessageID]
+		if !ok {
+			t.Fatalf("unexpected or duplicate delivery %q", d.MessageID)
+		}
+		delete(want, d.MessageID)
+		if got := d.Topic + "|" + string(d.Body); got != w {
+			t.Errorf("message %s: topic|body = %q, want %q", d.MessageID, got, w)
+		}
+		if d.GenerateTime != 1700000000000 || d.Invalid != "" {
+			t.Errorf("message %s: generateTime %d, invalid %q", d.MessageID, d.GenerateTime, d.Invalid)
+		}
+		d.Accept()
+	}
+	if st := r.src.Stats(); st.Accepted != n || st.DroppedDeadLink != 0 || st.SettleFailed != 0 {
+		t.Errorf("Stats = %+v, want %d accepted and nothing else", st, n)
+	}
+	r.close()
+	if strings.Contains(logs.String(), b.AccessKeySecret) {
+		t.Error("logs leak the AccessKey secret")
+	}
+}
+
+// TestRabbitMQUnsettledRedeliveredAfterConnectionLoss drops the socket under
+// a source holding unsettled deliveries, as a crash or a network cut would:
+// the source notices, redials by itself, the unsettled messages come again,
+// and settling the stale deliveries is dropped and counted.
+func TestRabbitMQUnsettledRedeliveredAfterConnectionLoss(t *testing.T) {
+	b := testbroker.RabbitMQ(t)
+	u := b.Unique(t)
+	queue := "/queue/" + u
+	logs := &syncBuffer{}
+	r := startRig(t, b, brokerConfig(b, "it-"+u, queue, logs, nil), logs)
+	waitConnected(t, r.src)
+	pub := b.NewAMQPPublisher(t, queue)
+
+	const n = 6
+	for i := range n {
+		publish(t, pub, "/pk/dn/user/up", fmt.Sprintf("m%d", i), fmt.Sprintf("body%d", i))
+	}
+	var unsettled []*bridge.Delivery
+	for i := range n {
+		d := r.next()
+		if i%2 == 0 {
+			d.Accept() // forwarded
+		} else {
+			unsettled = append(unsettled, d) // still in the pipeline
+		}
+	}
+
+	sl := r.src.slots[0]
+	sl.mu.Lock()
+	conn := sl.cur.conn.(*amqpConn)
+	sl.mu.Unlock()
+	_ = conn.net.Close() // the connection dies under the source
+
+	seen := map[string]bool{}
+	for range len(unsettled) {
+		d := r.next()
+		seen[d.MessageID] = true
+		if string(d.Body) == "" {
+			t.Errorf("redelivered %s without its body", d.MessageID)
+		}
+		d.Accept()
+	}
+	for _, d := range unsettled {
+		if !seen[d.MessageID] {
+			t.Errorf("unsettled message %s was not redelivered (got %v)", d.MessageID, seen)
+		}
+		d.Accept() // too late: its link is dead
+	}
+	st := r.src.Stats()
+	if st.DroppedDeadLink != int64(len(unsettled)) || st.Accepted != n {
+		t.Errorf("Stats = %+v, want %d dropped from the dead link and %d accepted", st, len(unsettled), n)
+	}
+	if cs := r.src.ConnStates()[0]; cs.Reconnects != 1 || !cs.Connected {
+		t.Errorf("ConnState = %+v, want connected after one reconnect", cs)
+	}
+	select {
+	case d := <-r.got:
+		t.Errorf("an accepted message came again: %s", d.MessageID)
+	case <-time.After(500 * time.Millisecond): // nothing more is expected; a short look suffices
+	}
+}
+
+// TestRabbitMQCloseReleasesUnsettled: a source closed with deliveries still
+// unsettled releases them, and the next consumer gets them.
+func TestRabbitMQCloseReleasesUnsettled(t *testing.T) {
+	b := testbroker.RabbitMQ(t)
+	u := b.Unique(t)
+	queue := "/queue/" + u
+	logs1 := &syncBuffer{}
+	r1 := startRig(t, b, brokerConfig(b, "it-"+u+"-a", queue, logs1, nil), logs1)
+	waitConnected(t, r1.src)
+	pub := b.NewAMQPPublisher(t, queue)
+	for i := range 4 {
+		publish(t, pub, "/pk/dn/user/up", fmt.Sprintf("m%d", i), "x")
+	}
+	d0 := r1.next()
+	d0.Accept()
+	for range 3 {
+		r1.next() // left unsettled
+	}
+	r1.close()
+	if st := r1.src.Stats(); st.Accepted != 1 || st.Released != 3 {
+		t.Errorf("Stats = %+v, want 1 accepted, 3 released", st)
+	}
+
+	logs2 := &syncBuffer{}
+	r2 := startRig(t, b, brokerConfig(b, "it-"+u+"-b", queue, logs2, nil), logs2)
+	ids := map[string]bool{}
+	for range 3 {
+		d := r2.next()
+		ids[d.MessageID] = true
+		d.Accept()
+	}
+	if ids[d0.MessageID] || len(ids) != 3 {
+		t.Errorf("second consumer got %v, want the 3 released messages", ids)
+	}
+}
+
+func TestRabbitMQBrokerRestart(t *testing.T) {
+	b := testbroker.RabbitMQ(t)
+	u := b.Unique(t)
+	queue := "/queue/" + u
+	logs := &syncBuffer{}
+	r := startRig(t, b, brokerConfig(b, "it-"+u, queue, logs, nil), logs)
+	waitConnected(t, r.src)
+	pub := b.NewAMQPPublisher(t, queue)
+	publish(t, pub, "/pk/dn/user/up", "before", "1")
+	r.next().Accept()
+
+	b.Restart(t)
+
+	// The source comes back by itself; a new publisher (the old connection
+	// died with the broker) sends after the restart.
+	deadline := time.Now().Add(itLimit)
+	for r.src.ConnStates()[0].Reconnects < 1 {
+		if time.Now().After(deadline) {
+			t.Fatalf("no reconnect after the broker restart: %+v\n%s", r.src.ConnStates(), logs.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	waitConnected(t, r.src)
+	pub2 := b.NewAMQPPublisher(t, queue)
+	publish(t, pub2, "/pk/dn/user/up", "after", "2")
+	d := r.next()
+	if d.MessageID != "after" || string(d.Body) != "2" {
+		t.Errorf("after the restart got %q %q", d.MessageID, d.Body)
+	}
+	d.Accept()
+	t.Logf("dial attempts across the restart: %d; state %+v", r.dials.Load(), r.src.ConnStates()[0])
+}
+
+// TestRabbitMQLoginFailures: a wrong secret or an untrusted CA gives an
+// error that says what to check, and Run retries with backoff, not in a hot
+// loop.
+func TestRabbitMQLoginFailures(t *testing.T) {
+	b := testbroker.RabbitMQ(t)
+	tests := []struct {
+		name   string
+		mutate func(*Config)
+		want   []string
+	}{
+		{"wrong secret", func(c *Config) {
+			params := c.Params
+			c.Params = func() (iotauth.Params, error) {
+				p, err := params()
+				p.AccessKeySecret = "wrong-" + p.AccessKeySecret
+				return p, err
+			}
+		}, []string{"refused", "source.credentials"}},
+		{"unknown CA", func(c *Config) { c.TLS.CAFile = "" }, []string{"TLS certificate not trusted", "source.tls.ca_file"}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			u := b.Unique(t)
+			logs := &syncBuffer{}
+			cfg := brokerConfig(b, "it-"+u, "/queue/"+u, logs, nil)
+			tc.mutate(&cfg)
+			check := func(what string, err error) {
+				t.Helper()
+				if err == nil {
+					t.Fatalf("%s: no error", what)
+				}
+				for _, w := range tc.want {
+					if !strings.Contains(err.Error(), w) {
+						t.Errorf("%s: %q does not say %q", what, err, w)
+					}
+				}
+				if strings.Contains(err.Error(), b.AccessKeySecret) {
+					t.Errorf("%s: error leaks the secret", what)
+				}
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), itLimit)
+			defer cancel()
+			check("CheckConnect", CheckConnect(ctx, cfg))
+
+			start := time.Now()
+			r := startRig(t, b, cfg, logs)
+			for r.fails.Load() < 2 {
+				if time.Since(start) > itLimit {
+					t.Fatalf("fewer than 2 attempts: %+v", r.src.ConnStates())
+				}
+				time.Sleep(10 * time.Millisecond)
+			}
+			elapsed := time.Since(start)
+			st := r.src.ConnStates()[0]
+			r.close()
+			check("ConnState.LastError", fmt.Errorf("%s", st.LastError))
+			// Each wait between attempts is at least MinBackoff/2, so
+			// with backoff there are at most elapsed/(MinBackoff/2)+1
+			// attempts; a hot loop makes hundreds.
+			dials := r.dials.Load()
+			if limit := int64(elapsed/(cfg.MinBackoff/2)) + 1; dials > limit {
+				t.Errorf("%d dial attempts in %s, want at most %d (retry with backoff)", dials, elapsed, limit)
+			}
+			t.Logf("%d dial attempts in %s; last error: %s", dials, elapsed.Round(time.Millisecond), st.LastError)
+			if n := strings.Count(logs.String(), "source connect failed; retrying"); n != 1 {
+				t.Errorf("the failure was logged %d times at error level, want once", n)
+			}
+			if strings.Contains(logs.String(), b.AccessKeySecret) {
+				t.Error("logs leak the secret")
+			}
+		})
+	}
+}
