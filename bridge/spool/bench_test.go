@@ -149,3 +149,30 @@ func BenchmarkOpen(b *testing.B) {
 	}
 	b.ReportMetric(float64(n)*float64(b.N)/time.Since(start).Seconds(), "msgs-checked/s")
 }
+
+// BenchmarkAppendWait appends one message at a time and waits for its
+// commit: the latency a single Append sees (linger plus two fdatasyncs).
+func BenchmarkAppendWait(b *testing.B) {
+	for _, linger := range []time.Duration{DefaultCommitInterval, -1} {
+		b.Run(fmt.Sprintf("linger=%v", max(linger, 0)), func(b *testing.B) {
+			s, err := Open(Options{Dir: b.TempDir(), CommitInterval: linger})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer s.Close()
+			m := benchMessage()
+			ch := make(chan error, 1)
+			done := func(_ uint64, err error) { ch <- err }
+			b.ResetTimer()
+			for range b.N {
+				if err := s.Append(context.Background(), &m, done); err != nil {
+					b.Fatal(err)
+				}
+				if err := <-ch; err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(float64(b.Elapsed().Microseconds())/1000/float64(b.N), "ms/commit")
+		})
+	}
+}
