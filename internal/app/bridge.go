@@ -150,7 +150,7 @@ func newSource(cfg *config.Config, clock func() time.Time, log *slog.Logger) (br
 		return stompsrc.New(stompConfig(cfg, clock, limiter, log))
 	case "amqp":
 		return amqpsrc.New(amqpsrc.Config{
-			Endpoint: s.Endpoint, TLS: tls, Params: cfg.IoTParams, Clock: clock, Connections: s.Connections,
+			Endpoint: sourceAddress(cfg), TLS: tls, Params: cfg.IoTParams, Clock: clock, Connections: s.Connections,
 			Address: s.AMQP.Address, Credit: s.AMQP.Credit, IdleTimeout: s.AMQP.IdleTimeout, Vhost: s.AMQP.Vhost,
 			DialTimeout: s.DialTimeout, Limiter: limiter, Logger: log,
 			MinBackoff: s.ReconnectMinBackoff, MaxBackoff: s.ReconnectMaxBackoff,
@@ -162,12 +162,21 @@ func newSource(cfg *config.Config, clock func() time.Time, log *slog.Logger) (br
 func stompConfig(cfg *config.Config, clock func() time.Time, limiter *bridge.AttemptLimiter, log *slog.Logger) stompsrc.Config {
 	s := cfg.Source
 	return stompsrc.Config{
-		Endpoint: s.Endpoint, TLS: bridge.TLSOptions{CAFile: s.TLS.CAFile, ServerName: s.TLS.ServerName, InsecureSkipVerify: s.TLS.InsecureSkipVerify},
+		Endpoint: sourceAddress(cfg), TLS: bridge.TLSOptions{CAFile: s.TLS.CAFile, ServerName: s.TLS.ServerName, InsecureSkipVerify: s.TLS.InsecureSkipVerify},
 		Params: cfg.IoTParams, Clock: clock, Connections: s.Connections,
 		Destination: s.STOMP.Destination, Ack: s.STOMP.Ack, EncodeBase64: s.STOMP.EncodeBase64, Host: s.STOMP.Host,
 		HeartBeat: s.STOMP.HeartBeat, CheckInterval: s.STOMP.CheckInterval, DialTimeout: s.DialTimeout,
 		Limiter: limiter, Logger: log,
 	}
+}
+
+// sourceAddress is the source endpoint as host:port (validated by config).
+func sourceAddress(cfg *config.Config) string {
+	addr, err := cfg.Source.Address()
+	if err != nil {
+		return cfg.Source.Endpoint
+	}
+	return addr
 }
 
 // Stats returns the pipeline's counters.

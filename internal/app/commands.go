@@ -139,7 +139,7 @@ func checkSource(ctx context.Context, cfg *config.Config) error {
 	case "amqp":
 		s := cfg.Source
 		return amqpsrc.CheckConnect(ctx, amqpsrc.Config{
-			Endpoint: s.Endpoint, TLS: bridge.TLSOptions{CAFile: s.TLS.CAFile, ServerName: s.TLS.ServerName, InsecureSkipVerify: s.TLS.InsecureSkipVerify},
+			Endpoint: sourceAddress(cfg), TLS: bridge.TLSOptions{CAFile: s.TLS.CAFile, ServerName: s.TLS.ServerName, InsecureSkipVerify: s.TLS.InsecureSkipVerify},
 			Params: cfg.IoTParams, Connections: 1, Address: s.AMQP.Address, Credit: s.AMQP.Credit,
 			IdleTimeout: s.AMQP.IdleTimeout, Vhost: s.AMQP.Vhost, DialTimeout: s.DialTimeout,
 		})

@@ -1,0 +1,178 @@
+package app
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/iot-mns-bridge/iot-mns-bridge/iotsim"
+	"github.com/iot-mns-bridge/iot-mns-bridge/mnsemu"
+)
+
+// peers is a running IoT platform simulator and MNS emulator on loopback.
+type peers struct {
+	sim    *iotsim.Server
+	emu    *mnsemu.Emulator
+	mnsURL string
+	caFile string
+	dir    string
+}
+
+const (
+	testAK     = "LTAItestAccessKey"
+	testSecret = "test-secret-0123456789"
+	testToken  = "STS.testSecurityToken"
+)
+
+func startPeers(t *testing.T, emuCfg mnsemu.Config, simCfg iotsim.Config) *peers {
+	t.Helper()
+	if emuCfg.AccessKeys == nil {
+		emuCfg.AccessKeys = map[string]string{testAK: testSecret}
+	}
+	emu := mnsemu.New(emuCfg)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: emu}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	if simCfg.Secrets == nil {
+		simCfg.Secrets = map[string]string{testAK: testSecret}
+	}
+	sim, err := iotsim.Start(simCfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { sim.Close() })
+	dir := t.TempDir()
+	ca := filepath.Join(dir, "ca.pem")
+	if err := os.WriteFile(ca, sim.CACertPEM(), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return &peers{sim: sim, emu: emu, mnsURL: "http://" + ln.Addr().String(), caFile: ca, dir: dir}
+}
+
+// writeConfig writes a config for the peers; extra is appended YAML (the
+// source.stomp block and top-level keys).
+func (p *peers) writeConfig(t *testing.T, stomp string, extra string) string {
+	t.Helper()
+	cfg := fmt.Sprintf(`source:
+  protocol: stomp
+  endpoint: %s
+  client_id: e2e-bridge
+  consumer_group_id: g1
+  credentials:
+    access_key_id: %s
+    access_key_secret: %s
+  tls:
+    ca_file: %s
+    server_name: localhost
+  stomp:
+%s
+mns:
+  endpoint: %s
+routes:
+  - match: /{productKey}/{deviceName}/user/#
+    queue: telemetry-{productKey}
+default_route:
+  queue: unrouted
+http:
+  listen: ""
+log:
+  level: warn
+%s`, p.sim.Addr(), testAK, testSecret, p.caFile, stomp, p.mnsURL, extra)
+	path := filepath.Join(p.dir, "bridge.yaml")
+	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// waitFor polls cond until it holds or the (generous, failure-only) deadline
+// passes.
+func waitFor(t *testing.T, what string, d time.Duration, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestRunForwards10000BinaryMessagesByteForByte is issue 4's "done when":
+// "iot-mns-bridge run" with a config pointing at the simulator and the
+// emulator forwards 10,000 messages, and every one is at the emulator with
+// an identical body. Bodies are random binary, so this also proves the
+// encode=base64 path (platform → bridge) and base64 MNS bodies.
+func TestRunForwards10000BinaryMessagesByteForByte(t *testing.T) {
+	p := startPeers(t, mnsemu.Config{Queues: []string{"telemetry-pk1", "unrouted"}, Latency: 2 * time.Millisecond}, iotsim.Config{})
+	path := p.writeConfig(t, "    ack: client-individual\n    encode_base64: true", "")
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	exited := make(chan int, 1)
+	var stderr bytes.Buffer
+	go func() {
+		exited <- Main(ctx, []string{"run", "-config", path}, Stdio{Out: &bytes.Buffer{}, Err: &stderr})
+	}()
+
+	const n = 10000
+	rng := rand.New(rand.NewPCG(1, 2))
+	want := make(map[string][]byte, n)
+	for i := 0; i < n; i++ {
+		body := make([]byte, 16+rng.IntN(600))
+		for j := range body {
+			body[j] = byte(rng.UintN(256))
+		}
+		id := fmt.Sprintf("msg-%05d", i)
+		want[id] = body
+		p.sim.Publish("g1", iotsim.Message{Topic: fmt.Sprintf("/pk1/dev%d/user/data", i%7), MessageID: id, Body: body})
+	}
+	waitFor(t, "10,000 messages at the emulator", 2*time.Minute, func() bool {
+		return len(p.emu.Messages("telemetry-pk1")) >= n
+	})
+	cancel()
+	select {
+	case code := <-exited:
+		if code != ExitOK {
+			t.Fatalf("run exited %d: %s", code, stderr.String())
+		}
+	case <-time.After(time.Minute):
+		t.Fatal("run did not exit after cancel")
+	}
+
+	// Bodies are random, so they identify their messages.
+	byBody := make(map[string]string, n)
+	for id, w := range want {
+		byBody[string(w)] = id
+	}
+	got := map[string]bool{}
+	for _, m := range p.emu.Messages("telemetry-pk1") {
+		body, err := m.DecodedBody()
+		if err != nil {
+			t.Fatalf("stored body is not base64: %v", err)
+		}
+		if id, ok := byBody[string(body)]; ok {
+			got[id] = true
+		}
+	}
+	if len(got) != n {
+		t.Fatalf("%d of %d bodies arrived identical", len(got), n)
+	}
+	if st := p.sim.Stats(); st.Acked < n || st.MaxConnsPerClientID > 1 {
+		t.Errorf("simulator stats %+v: want every message acked and one connection per client id", st)
+	}
+	if strings.Contains(stderr.String(), testSecret) {
+		t.Error("the log contains the AccessKey secret")
+	}
+}

@@ -1,0 +1,112 @@
+package app
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// runMain runs the CLI in-process and returns its exit code, stdout, stderr.
+func runMain(t *testing.T, ctx context.Context, args ...string) (int, string, string) {
+	t.Helper()
+	var out, errb bytes.Buffer
+	code := Main(ctx, args, Stdio{In: strings.NewReader(""), Out: &out, Err: &errb})
+	return code, out.String(), errb.String()
+}
+
+// The example config's AccessKey pair and the password openssl computes for
+// it (iotauth/testdata/vectors.tsv, hmacsha1, timestamp 1700000000000):
+//
+//	printf 'authId=LTAI5tExampleKeyId1&timestamp=1700000000000' | openssl dgst -sha1 -hmac 3c5cmT0xExampleSecretValue0 -binary | base64
+const (
+	exampleKeyID    = "LTAI5tExampleKeyId1"
+	exampleSecret   = "3c5cmT0xExampleSecretValue0"
+	examplePassword = "1+V/Y4jO3Ak0Mt+KHcHk/hMA13Y="
+)
+
+func TestSignExampleConfigMatchesOpenSSL(t *testing.T) {
+	t.Setenv("ALIBABA_CLOUD_ACCESS_KEY_ID", exampleKeyID)
+	t.Setenv("ALIBABA_CLOUD_ACCESS_KEY_SECRET", exampleSecret)
+	t.Setenv("HOSTNAME", "edge-gw-01")
+	code, out, errOut := runMain(t, context.Background(), "sign", "-config", "../../configs/example.yaml", "-timestamp", "1700000000000")
+	if code != ExitOK {
+		t.Fatalf("exit %d: %s", code, errOut)
+	}
+	want := "username: edge-gw-01|authMode=aksign,signMethod=hmacsha1,timestamp=1700000000000,authId=" + exampleKeyID +
+		",iotInstanceId=,consumerGroupId=DEFAULT_GROUP|\npassword: " + examplePassword + "\n"
+	if out != want {
+		t.Errorf("stdout =\n%s\nwant\n%s", out, want)
+	}
+	if lines := strings.Split(strings.TrimSpace(errOut), "\n"); len(lines) != 1 || !strings.Contains(errOut, "credential") {
+		t.Errorf("stderr should be one warning line, got %q", errOut)
+	}
+	if strings.Contains(errOut, examplePassword) || strings.Contains(out+errOut, exampleSecret) {
+		t.Error("secret or password leaked outside the password line")
+	}
+}
+
+func TestExampleConfigChecks(t *testing.T) {
+	t.Setenv("ALIBABA_CLOUD_ACCESS_KEY_ID", exampleKeyID)
+	t.Setenv("ALIBABA_CLOUD_ACCESS_KEY_SECRET", exampleSecret)
+	dir := t.TempDir()
+	// The dead-letter file is relative to the config's directory: copy the
+	// example so the test writes nothing into the source tree.
+	data, err := os.ReadFile("../../configs/example.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, "example.yaml")
+	os.WriteFile(path, data, 0o600)
+	code, out, errOut := runMain(t, context.Background(), "check", "-config", path)
+	if code != ExitOK || !strings.Contains(out, "is valid") {
+		t.Fatalf("exit %d\nstdout %s\nstderr %s", code, out, errOut)
+	}
+}
+
+func TestBadConfigsExitTwoWithTheirMessage(t *testing.T) {
+	t.Setenv("ALIBABA_CLOUD_ACCESS_KEY_ID", exampleKeyID)
+	t.Setenv("ALIBABA_CLOUD_ACCESS_KEY_SECRET", exampleSecret)
+	bad, err := filepath.Glob("../../config/testdata/bad/*.yaml")
+	if err != nil || len(bad) < 10 {
+		t.Fatalf("bad configs: %v (%d)", err, len(bad))
+	}
+	for _, path := range bad {
+		want, err := os.ReadFile(strings.TrimSuffix(path, ".yaml") + ".err")
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Run(filepath.Base(path), func(t *testing.T) {
+			for _, cmd := range []string{"check", "sign", "run"} {
+				code, _, errOut := runMain(t, context.Background(), cmd, "-config", path)
+				if code != ExitUsage {
+					t.Fatalf("%s: exit %d, want 2; stderr %s", cmd, code, errOut)
+				}
+				for _, line := range strings.Split(strings.TrimSpace(string(want)), "\n") {
+					if !strings.Contains(errOut, line) {
+						t.Errorf("%s: stderr %q lacks %q", cmd, errOut, line)
+					}
+				}
+			}
+		})
+	}
+}
+
+func TestUsageErrors(t *testing.T) {
+	for _, args := range [][]string{{}, {"nope"}, {"run"}, {"check", "-bogus"}, {"sign", "-config"}, {"run", "-config", "/does/not/exist.yaml"}} {
+		code, _, errOut := runMain(t, context.Background(), args...)
+		if code != ExitUsage || errOut == "" {
+			t.Errorf("%v: exit %d, stderr %q; want 2 and a reason", args, code, errOut)
+		}
+	}
+	code, out, _ := runMain(t, context.Background(), "help")
+	if code != ExitOK || !strings.Contains(out, "iot-mns-bridge run") {
+		t.Errorf("help: %d %q", code, out)
+	}
+	code, out, _ = runMain(t, context.Background(), "version")
+	if code != ExitOK || !strings.HasPrefix(out, "iot-mns-bridge ") {
+		t.Errorf("version: %d %q", code, out)
+	}
+}
