@@ -10,6 +10,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/iot-mns-bridge/iot-mns-bridge/iotauth"
 )
@@ -20,7 +22,8 @@ const (
 	MaxBatchSize     = 16                // messages per MNS batch request
 	MaxBatchBytes    = 65536             // body bytes per MNS batch request
 	MaxMNSNameLen    = 120               // queue and topic names
-	MaxMessageTagLen = 16                // MNS message tags
+	MaxMessageTagLen = 16                // MNS message tags, in characters
+	MaxNamedSegments = 16                // {name} segments in one route pattern
 	MinIdleTimeout   = 60 * time.Second  // go-amqp advertises half: 30s
 	MaxIdleTimeout   = 600 * time.Second // advertised 300s
 )
@@ -327,7 +330,10 @@ func (v *validator) target(path, match string, names []string, known bool, queue
 		return
 	}
 	v.placeholders(path+".message_tag", match, names, known, used)
-	if n := len(strings.Join(lits, "")) + len(used); n > MaxMessageTagLen {
+	if strings.IndexFunc(tag, unicode.IsControl) >= 0 {
+		v.bad(path+".message_tag", "must not contain control characters")
+	}
+	if n := utf8.RuneCountInString(strings.Join(lits, "")) + len(used); n > MaxMessageTagLen {
 		v.bad(path+".message_tag", "%q is %s: MNS message tags are at most %d", tag, lengthText(lits, used), MaxMessageTagLen)
 	}
 }
@@ -358,7 +364,7 @@ func (v *validator) template(path, kind, match string, names []string, known boo
 // lengthText describes the length of a template: "22 characters long", or
 // "21 characters long before its placeholders are filled in".
 func lengthText(lits, used []string) string {
-	n := len(strings.Join(lits, ""))
+	n := utf8.RuneCountInString(strings.Join(lits, ""))
 	if len(used) == 0 {
 		return fmt.Sprintf("%d characters long", n)
 	}
@@ -411,12 +417,15 @@ func patternNames(p string) ([]string, error) {
 		case s[0] == '{' && s[len(s)-1] == '}':
 			name := s[1 : len(s)-1]
 			if !validPlaceholder(name) {
-				return nil, fmt.Errorf("%q: segment %q is not a name: use letters, digits and '_' inside {}", p, s)
+				return nil, fmt.Errorf("%q: segment %q is not a name: use letters, digits and '_' inside {}, not starting with a digit", p, s)
 			}
 			if slices.Contains(names, name) {
 				return nil, fmt.Errorf("%q names two segments {%s}: use distinct names", p, name)
 			}
 			names = append(names, name)
+			if len(names) > MaxNamedSegments {
+				return nil, fmt.Errorf("%q has more than %d named segments", p, MaxNamedSegments)
+			}
 		case strings.ContainsAny(s, "+#{}"):
 			return nil, fmt.Errorf("%q: segment %q mixes text with a wildcard: a segment is literal text, +, # or {name}", p, s)
 		}
@@ -443,7 +452,7 @@ func parseTemplate(t string) (lits, names []string, err error) {
 		}
 		name := rest[i+1 : i+end]
 		if !validPlaceholder(name) {
-			return nil, nil, fmt.Errorf("has {%s}, which is not a segment name: use letters, digits and '_' inside {}", name)
+			return nil, nil, fmt.Errorf("has {%s}, which is not a segment name: use letters, digits and '_' inside {}, not starting with a digit", name)
 		}
 		lits = append(lits, rest[:i])
 		names = append(names, name)
@@ -451,16 +460,10 @@ func parseTemplate(t string) (lits, names []string, err error) {
 	}
 }
 
+// validPlaceholder reports whether s is a segment name: letters, digits
+// and '_', not starting with a digit.
 func validPlaceholder(s string) bool {
-	if s == "" {
-		return false
-	}
-	for _, r := range s {
-		if r != '_' && !('a' <= r && r <= 'z' || 'A' <= r && r <= 'Z' || '0' <= r && r <= '9') {
-			return false
-		}
-	}
-	return true
+	return validVarName(s)
 }
 
 func (v *validator) delivery() {

@@ -1,6 +1,7 @@
 package config
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -83,6 +84,11 @@ func TestValidate(t *testing.T) {
 		{"topic underscore", func(c *Config) { c.Routes[0] = Route{Match: "/#", Topic: "a_b"} }, `routes[0].topic: "a_b" is not a valid MNS topic name`},
 		{"tag 16", func(c *Config) { c.Routes[0] = Route{Match: "/#", Topic: "t", MessageTag: long(16)} }, ""},
 		{"tag 17", func(c *Config) { c.Routes[0] = Route{Match: "/#", Topic: "t", MessageTag: long(17)} }, "routes[0].message_tag: \"" + long(17) + "\" is 17 characters long: MNS message tags are at most 16"},
+		{"tag 16 runes", func(c *Config) { c.Routes[0] = Route{Match: "/#", Topic: "t", MessageTag: strings.Repeat("温", 16)} }, ""},
+		{"tag control", func(c *Config) { c.Routes[0] = Route{Match: "/#", Topic: "t", MessageTag: "a\tb"} }, "routes[0].message_tag: must not contain control characters"},
+		{"name digit first", func(c *Config) { c.Routes[0] = Route{Match: "/{1a}/#", Queue: "q"} }, `segment "{1a}" is not a name`},
+		{"16 named segments", func(c *Config) { c.Routes[0] = Route{Match: namedPattern(16), Queue: "q"} }, ""},
+		{"17 named segments", func(c *Config) { c.Routes[0] = Route{Match: namedPattern(17), Queue: "q"} }, "has more than 16 named segments"},
 		{"tag unknown name", func(c *Config) { c.Routes[0] = Route{Match: "/#", Topic: "t", MessageTag: "{pk}"} }, `routes[0].message_tag: template uses {pk} but match "/#" has no such segment`},
 		{"no routes, no default", func(c *Config) { c.Routes = nil }, "routes: none set and no default_route"},
 		{"only default route", func(c *Config) { c.Routes = nil; c.DefaultRoute.Topic = "all" }, ""},
@@ -163,4 +169,13 @@ func TestFieldErrorFormat(t *testing.T) {
 			t.Errorf("Error() = %q, want %q", got, tc.want)
 		}
 	}
+}
+
+// namedPattern returns "/{s0}/{s1}/..." with n named segments.
+func namedPattern(n int) string {
+	var b strings.Builder
+	for i := range n {
+		fmt.Fprintf(&b, "/{s%d}", i)
+	}
+	return b.String()
 }
