@@ -53,11 +53,10 @@ func Parse(data []byte, path string, env func(string) (string, bool)) (*Config, 
 	}
 	var extra yaml.Node
 	if err := dec.Decode(&extra); !errors.Is(err, io.EOF) {
-		line := extra.Line
 		if err != nil {
 			return nil, syntaxError(path, err)
 		}
-		return nil, &FieldError{File: path, Line: line, Reason: "a second YAML document (---): the config is one document"}
+		return nil, &FieldError{File: path, Line: extra.Line, Reason: "a second YAML document (---): the config is one document"}
 	}
 
 	w := walker{file: path, env: env, lines: map[string]int{}, expanded: map[*yaml.Node]bool{}}
