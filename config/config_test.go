@@ -336,9 +336,6 @@ func TestMergeKeys(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), `unknown key "x"`) {
 		t.Fatalf("want unknown key x, got %v", err)
 	}
-	data = []byte(`base: &base {batch_size: 4, linger: 0}
-`)
-	_ = data
 	data = []byte(minimal + `default_route: &dr
   queue: unrouted
 delivery:
