@@ -228,7 +228,7 @@ start_auth() {
 	log "building aksign-auth"
 	(cd "$REPO" && "$(find_go)" build -o "$RMQ_DIR/aksign-auth" ./internal/testbroker/cmd/aksign-auth)
 	setsid "$RMQ_DIR/aksign-auth" -listen "127.0.0.1:$AUTH_PORT" -keys-file "$RMQ_DIR/aksign-keys" \
-		</dev/null >>"$RMQ_DIR/log/aksign-auth.log" 2>&1 &
+		</dev/null >>"$RMQ_DIR/log/aksign-auth.log" 2>&1 9>&- &
 	echo $! >"$RMQ_DIR/aksign-auth.pid"
 	wait_ports 15 "$AUTH_PORT" || {
 		tail -n 20 "$RMQ_DIR/log/aksign-auth.log" >&2 || true
@@ -244,7 +244,7 @@ start_epmd() {
 	epmd=$(command -v epmd || ls /usr/lib/erlang/erts-*/bin/epmd 2>/dev/null | head -n 1)
 	[[ -n $epmd ]] || die "epmd not found (is erlang-base installed?)"
 	port_open "$EPMD_PORT" && die "port $EPMD_PORT is taken by a process this script did not start; free it or set RMQ_EPMD_PORT"
-	setsid "$epmd" -address 127.0.0.1 -port "$EPMD_PORT" </dev/null >>"$RMQ_DIR/log/epmd.log" 2>&1 &
+	setsid "$epmd" -address 127.0.0.1 -port "$EPMD_PORT" </dev/null >>"$RMQ_DIR/log/epmd.log" 2>&1 9>&- &
 	echo $! >"$RMQ_DIR/epmd.pid"
 	wait_ports 10 "$EPMD_PORT" || die "epmd did not listen on 127.0.0.1:$EPMD_PORT within 10 s"
 }
@@ -257,7 +257,7 @@ start_broker() {
 	done
 	rmq_env
 	log "starting rabbitmq-server (log: $RMQ_DIR/log)"
-	setsid "$RMQ_BIN/rabbitmq-server" </dev/null >"$RMQ_DIR/log/server.out" 2>&1 &
+	setsid "$RMQ_BIN/rabbitmq-server" </dev/null >"$RMQ_DIR/log/server.out" 2>&1 9>&- &
 	echo $! >"$RMQ_DIR/server-sh.pid"
 	if ! wait_ports "$START_TIMEOUT" "$AMQP_PORT" "$AMQPS_PORT" "$STOMP_PORT" "$STOMPS_PORT"; then
 		log "broker listeners not up within ${START_TIMEOUT}s; last lines of its logs:"
@@ -318,13 +318,19 @@ cmd_start() {
 		log "already running (env: $RMQ_DIR/env)"
 		return 0
 	fi
-	local t0=$SECONDS
+	local t0=$SECONDS p
 	install_if_missing
 	mkdir -p "$RMQ_DIR/log"
-	rm -f "$RMQ_DIR/env"
-	# A fresh node every start: no queues or messages left from earlier runs.
-	stop_broker
-	rm -rf "$RMQ_DIR/mnesia"
+	# Clear what an earlier, broken run may have left (by its PID files), and
+	# start from a fresh node: no queues or messages from earlier runs.
+	cmd_stop >/dev/null 2>&1 || true
+	rm -rf "$RMQ_DIR/mnesia" "$RMQ_DIR/log"
+	mkdir -p "$RMQ_DIR/log"
+	for p in "$AUTH_PORT" "$EPMD_PORT" "$AMQP_PORT" "$AMQPS_PORT" "$STOMP_PORT" "$STOMPS_PORT" "$DIST_PORT"; do
+		port_open "$p" && die "port 127.0.0.1:$p is in use by a process this script did not start: free it, or choose other ports with the RMQ_*_PORT variables"
+	done
+	# From here on, a failed start stops whatever it started.
+	trap 'rc=$?; if ((rc != 0)); then log "start failed; stopping what was started"; cmd_stop || true; fi' EXIT
 	make_certs
 	make_secrets
 	write_config
@@ -333,6 +339,7 @@ cmd_start() {
 	start_epmd
 	start_broker
 	write_env
+	trap - EXIT
 	log "started in $((SECONDS - t0))s: source $RMQ_DIR/env"
 }
 
@@ -373,12 +380,22 @@ cmd_status() {
 }
 
 case ${1:-} in
-start) cmd_start ;;
-stop) cmd_stop ;;
-restart) cmd_restart ;;
-status) cmd_status ;;
+start | stop | restart | status) ;;
 *)
 	echo "usage: $0 start|stop|restart|status" >&2
 	exit 2
 	;;
+esac
+# One command at a time per $RMQ_DIR (test runs of several packages or
+# engineers may call start, restart and stop concurrently). Processes we
+# launch must not inherit fd 9, or they would hold the lock forever.
+mkdir -p "$RMQ_DIR"
+exec 9>"$RMQ_DIR/script.lock"
+flock -w 300 9 || die "another rabbitmq.sh has held $RMQ_DIR/script.lock for 300 s"
+
+case $1 in
+start) cmd_start ;;
+stop) cmd_stop ;;
+restart) cmd_restart ;;
+status) cmd_status ;;
 esac

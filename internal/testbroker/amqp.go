@@ -50,6 +50,7 @@ func CloseLink(link interface{ Close(context.Context) error }) {
 // messageId and generateTime. It is not safe for concurrent use.
 type AMQPPublisher struct {
 	address string
+	conn    *amqp.Conn
 	sender  *amqp.Sender
 }
 
@@ -58,7 +59,7 @@ type AMQPPublisher struct {
 // "/exchange/amq.topic/a.b" or "/queue/q". It is closed when the test ends.
 func (b *Broker) NewAMQPPublisher(t testing.TB, address string) *AMQPPublisher {
 	t.Helper()
-	_, sess, err := b.DialAMQP(t, b.PublisherUser, b.PublisherPassword)
+	conn, sess, err := b.DialAMQP(t, b.PublisherUser, b.PublisherPassword)
 	if err != nil {
 		t.Fatalf("testbroker: AMQP publisher: %v", err)
 	}
@@ -68,7 +69,7 @@ func (b *Broker) NewAMQPPublisher(t testing.TB, address string) *AMQPPublisher {
 	if err != nil {
 		t.Fatalf("testbroker: AMQP publisher: attach sender to %q: %v", address, err)
 	}
-	p := &AMQPPublisher{address: address, sender: sender}
+	p := &AMQPPublisher{address: address, conn: conn, sender: sender}
 	t.Cleanup(p.Close)
 	return p
 }
@@ -93,6 +94,7 @@ func (p *AMQPPublisher) Send(ctx context.Context, topic, messageID string, gener
 	return nil
 }
 
-// Close detaches the sender with a deadline. The connection closes when the
-// test ends. Calling Close more than once is harmless.
-func (p *AMQPPublisher) Close() { CloseLink(p.sender) }
+// Close closes the publisher's connection, which ends the sender without
+// the detach handshake that RabbitMQ 3.x never completes. Calling Close more
+// than once is harmless.
+func (p *AMQPPublisher) Close() { p.conn.Close() }
