@@ -44,7 +44,7 @@ func Default() Config {
 			BatchBytes:                65536,
 			Linger:                    5 * time.Millisecond,
 			MaxInFlight:               8192,
-			MaxRequestsPerDestination: 8,
+			MaxRequestsPerDestination: 32,
 			MaxRequests:               64,
 			Retry: Retry{
 				InitialBackoff: 200 * time.Millisecond,

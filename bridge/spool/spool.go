@@ -342,13 +342,19 @@ func (s *Spool) Delete(keys ...uint64) error {
 // visited. fn's error stops Replay and is returned wrapped. Replay holds no
 // transaction while fn runs, so fn may Append and Delete.
 func (s *Spool) Replay(fn func(key uint64, m bridge.Message) error) error {
+	return s.ReplayFrom(0, fn)
+}
+
+// ReplayFrom is Replay restricted to keys >= from: a reader that remembers
+// the last key it saw can follow the spool as it grows without reading it
+// again from the start.
+func (s *Spool) ReplayFrom(from uint64, fn func(key uint64, m bridge.Message) error) error {
 	type item struct {
 		key uint64
 		m   bridge.Message
 	}
 	var (
 		upper uint64 // the last key assigned when Replay started
-		from  uint64
 		page  = make([]item, 0, replayPage)
 		kb    [keyLen]byte
 	)
