@@ -11,8 +11,8 @@ import (
 // that it does not displace a running bridge's connection.
 const checkSuffix = "-check"
 
-// CheckConnect logs in once, subscribes, unsubscribes and disconnects
-// cleanly, for `check -connect`. It blocks until done, within ctx and
+// CheckConnect logs in once, subscribes and disconnects cleanly (DISCONNECT
+// with a receipt), for `check -connect`. It blocks until done, within ctx and
 // cfg.DialTimeout for each step. Its client id is the configured one with
 // "-check" appended (cut to the platform's 64 characters).
 //
@@ -21,7 +21,7 @@ const checkSuffix = "-check"
 // errors, the endpoint and network for timeouts.
 //
 // With ack auto, a message the platform pushes in the moment between
-// SUBSCRIBE and UNSUBSCRIBE is settled by the platform and not forwarded;
+// SUBSCRIBE and DISCONNECT is settled by the platform and not forwarded;
 // with client-individual it is redelivered.
 func CheckConnect(ctx context.Context, cfg Config) error {
 	cfg, err := cfg.withDefaults()
@@ -47,7 +47,7 @@ func CheckConnect(ctx context.Context, cfg Config) error {
 	defer l.close()
 
 	type result struct {
-		err      error // the first error on the subscription
+		err      error // the first server ERROR on the subscription
 		messages int
 	}
 	res := make(chan result, 1)
@@ -57,16 +57,17 @@ func CheckConnect(ctx context.Context, cfg Config) error {
 			switch {
 			case m.Err == nil:
 				r.messages++
-			case r.err == nil:
+			case r.err == nil && isServerError(m.Err):
 				r.err = m.Err
 			}
 		}
 		res <- r
 	}()
-	unsubErr := l.sub.Unsubscribe()
-	if unsubErr != nil {
-		l.raw.Close() // ends the subscription channel
-	}
+	// DISCONNECT with a receipt: the server handles frames in order, so the
+	// receipt proves it took the SUBSCRIBE. (go-stomp's Unsubscribe can miss
+	// its own wake-up and time out, so it is not used.)
+	derr := l.conn.Disconnect()
+	l.raw.Close() // ends the subscription channel in every case
 	var r result
 	select {
 	case r = <-res:
@@ -76,14 +77,13 @@ func CheckConnect(ctx context.Context, cfg Config) error {
 	if r.messages > 0 {
 		log.Warn("messages arrived during the check", "count", r.messages, "ack", cfg.Ack)
 	}
-	if r.err != nil {
-		return fmt.Errorf("stomp check %s: subscribe to %s failed: %w", cfg.Endpoint, cfg.Destination, l.ended(r.err))
-	}
-	if unsubErr != nil {
-		return fmt.Errorf("stomp check %s: unsubscribe from %s: %w", cfg.Endpoint, cfg.Destination, unsubErr)
-	}
-	if err := l.conn.Disconnect(); err != nil {
-		return fmt.Errorf("stomp check %s: disconnect: %w", cfg.Endpoint, err)
+	switch {
+	case r.err != nil:
+		return fmt.Errorf("stomp check %s: subscribe to %s refused: %w", cfg.Endpoint, cfg.Destination, l.ended(r.err))
+	case derr != nil && isServerError(derr):
+		return fmt.Errorf("stomp check %s: subscribe to %s refused: %w", cfg.Endpoint, cfg.Destination, l.ended(derr))
+	case derr != nil:
+		return fmt.Errorf("stomp check %s: disconnect after subscribing to %s: %w", cfg.Endpoint, cfg.Destination, derr)
 	}
 	return nil
 }

@@ -41,7 +41,7 @@ func TestCheckConnect(t *testing.T) {
 		{name: "wrong server name", mod: func(c *Config) { c.TLS.ServerName = "wrong.example" },
 			want: []string{"source.tls.server_name"}},
 		{name: "subscription refused", subscribeErr: "destination not allowed",
-			want: []string{"subscribe to /topic/# failed", "destination not allowed"}},
+			want: []string{"subscribe to /topic/# refused", "destination not allowed"}},
 		{name: "nothing listening", mod: func(c *Config) { c.Endpoint = closedAddr },
 			want: []string{"cannot reach the server", "source.endpoint"}},
 	}

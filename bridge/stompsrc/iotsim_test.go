@@ -212,6 +212,7 @@ func TestSimResumesAfterServerCloseAndRestart(t *testing.T) {
 	if got := receiveIDs(t, r, 20); !got["b-0"] || !got["b-19"] {
 		t.Fatalf("after a server-side close got %v", got)
 	}
+	e.waitStats(t, "both slots back", func(st iotsim.Stats) bool { return st.LoginsOK == 4 && st.Connections == 2 })
 	if st := e.srv.Stats(); st.MaxConnsPerClientID != 1 {
 		t.Fatalf("a client id held %d connections at once", st.MaxConnsPerClientID)
 	}

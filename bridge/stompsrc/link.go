@@ -113,7 +113,6 @@ func dialAs(ctx context.Context, cfg Config, p iotauth.Params, log *slog.Logger)
 		stomp.ConnOpt.HeartBeatError(goStompReadSlack),
 		stomp.ConnOpt.ReadChannelCapacity(readChannelCapacity),
 		stomp.ConnOpt.DisconnectReceiptTimeout(cfg.DialTimeout),
-		stomp.ConnOpt.UnsubscribeReceiptTimeout(cfg.DialTimeout),
 		stomp.ConnOpt.ResponseHeaders(func(h *frame.Header) { serverHeartBeat = h.Get(frame.HeartBeat) }),
 		stomp.ConnOpt.Logger(stompLogger{log.With("conn", p.ClientID)}),
 	}
@@ -189,11 +188,16 @@ func (l *link) check(now time.Time) error {
 	return nil
 }
 
+// isServerError tells a server's ERROR frame from the ones go-stomp makes
+// up for a read or write failure, which hold only a message header.
+func isServerError(err error) bool {
+	f, ok := serverError(err)
+	return ok && (f.Header.Len() > 1 || len(f.Body) > 0)
+}
+
 // ended describes why the subscription channel delivered an error.
 func (l *link) ended(err error) error {
-	// go-stomp reports a read or write failure as a made-up ERROR frame that
-	// holds only a message header; a server's ERROR frame has more.
-	if f, ok := serverError(err); ok && (f.Header.Len() > 1 || len(f.Body) > 0) {
+	if f, ok := serverError(err); ok && isServerError(err) {
 		return fmt.Errorf("stomp connection %s: the server sent ERROR: %s", l.name, frameText(f))
 	}
 	return fmt.Errorf("stomp connection %s: closed by the server or the network: %w", l.name, err)
