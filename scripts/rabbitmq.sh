@@ -50,12 +50,20 @@ die() {
 	exit 1
 }
 
+# running_pid PID: PID is a live process (a zombie waiting for its reaper is not).
+running_pid() {
+	kill -0 "$1" 2>/dev/null || return 1
+	local state
+	state=$(awk '/^State:/ {print $2}' "/proc/$1/status" 2>/dev/null) || return 1
+	[[ $state != Z ]]
+}
+
 # pid_alive FILE: the PID recorded in FILE is a running process.
 pid_alive() {
 	local pid
 	[[ -s $1 ]] || return 1
 	pid=$(<"$1")
-	[[ $pid =~ ^[0-9]+$ ]] && kill -0 "$pid" 2>/dev/null
+	[[ $pid =~ ^[0-9]+$ ]] && running_pid "$pid"
 }
 
 # kill_pidfile FILE NAME [group]: TERM the process in FILE (with "group": its
@@ -69,10 +77,10 @@ kill_pidfile() {
 		log "stopping $name (pid $pid)"
 		kill -- "$target" 2>/dev/null || true
 		for ((i = 0; i < 100; i++)); do
-			kill -0 "$pid" 2>/dev/null || break
+			running_pid "$pid" || break
 			sleep 0.1
 		done
-		if kill -0 "$pid" 2>/dev/null; then
+		if running_pid "$pid"; then
 			log "$name (pid $pid) ignored SIGTERM; sending SIGKILL"
 			kill -9 -- "$target" 2>/dev/null || true
 		fi
@@ -94,7 +102,8 @@ wait_ports() {
 	done
 }
 
-# rmq_env: the environment of our private node, for rabbitmq-server and rabbitmqctl.
+# rmq_env: the environment of our private node, for rabbitmq-server and
+# rabbitmqctl. Call it in a subshell only: it changes HOME.
 # ERL_EPMD_PORT must never be empty (each erl would start a stray epmd).
 rmq_env() {
 	export HOME=$RMQ_DIR/home \
@@ -121,8 +130,18 @@ install_if_missing() {
 	((${#pkgs[@]} == 0)) && return 0
 	[[ $(id -u) == 0 ]] || die "${pkgs[*]} not installed and not root: run as root, or apt-get install ${pkgs[*]}"
 	log "installing ${pkgs[*]} with apt-get"
-	apt-get update -qq
-	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${pkgs[@]}" >/dev/null
+	# Keep the package from starting the system-wide broker (and an epmd on
+	# 0.0.0.0:4369) where no policy-rc.d forbids it already.
+	local policy=/usr/sbin/policy-rc.d own_policy=""
+	if [[ ! -e $policy ]]; then
+		printf '#!/bin/sh\nexit 101\n' >"$policy"
+		chmod 755 "$policy"
+		own_policy=1
+	fi
+	local rc=0
+	{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${pkgs[@]}" >/dev/null; } || rc=$?
+	[[ -n $own_policy ]] && rm -f "$policy"
+	((rc == 0)) || die "apt-get install ${pkgs[*]} failed (exit $rc)"
 	[[ -x $RMQ_BIN/rabbitmq-server ]] || die "apt-get installed rabbitmq-server but $RMQ_BIN/rabbitmq-server is missing"
 }
 
@@ -226,7 +245,7 @@ start_auth() {
 	fi
 	port_open "$AUTH_PORT" && die "port $AUTH_PORT is taken by a process this script did not start; free it or set RMQ_AUTH_PORT"
 	log "building aksign-auth"
-	(cd "$REPO" && "$(find_go)" build -o "$RMQ_DIR/aksign-auth" ./internal/testbroker/cmd/aksign-auth)
+	(cd "$REPO" && "$(find_go)" build -buildvcs=false -o "$RMQ_DIR/aksign-auth" ./internal/testbroker/cmd/aksign-auth)
 	setsid "$RMQ_DIR/aksign-auth" -listen "127.0.0.1:$AUTH_PORT" -keys-file "$RMQ_DIR/aksign-keys" \
 		</dev/null >>"$RMQ_DIR/log/aksign-auth.log" 2>&1 9>&- &
 	echo $! >"$RMQ_DIR/aksign-auth.pid"
@@ -255,9 +274,12 @@ start_broker() {
 	for p in "$AMQP_PORT" "$AMQPS_PORT" "$STOMP_PORT" "$STOMPS_PORT" "$DIST_PORT"; do
 		port_open "$p" && die "port $p is taken by a process this script did not start; free it or set the RMQ_*_PORT variables"
 	done
-	rmq_env
 	log "starting rabbitmq-server (log: $RMQ_DIR/log)"
-	setsid "$RMQ_BIN/rabbitmq-server" </dev/null >"$RMQ_DIR/log/server.out" 2>&1 9>&- &
+	# The subshell keeps rmq_env (HOME!) away from the rest of this script.
+	(
+		rmq_env
+		exec setsid "$RMQ_BIN/rabbitmq-server"
+	) </dev/null >"$RMQ_DIR/log/server.out" 2>&1 9>&- &
 	echo $! >"$RMQ_DIR/server-sh.pid"
 	if ! wait_ports "$START_TIMEOUT" "$AMQP_PORT" "$AMQPS_PORT" "$STOMP_PORT" "$STOMPS_PORT"; then
 		log "broker listeners not up within ${START_TIMEOUT}s; last lines of its logs:"
@@ -271,9 +293,11 @@ start_broker() {
 stop_broker() {
 	local i
 	if pid_alive "$RMQ_DIR/beam.pid" || pid_alive "$RMQ_DIR/server-sh.pid"; then
-		rmq_env
 		log "rabbitmqctl shutdown"
-		timeout 30 "$RMQ_BIN/rabbitmqctl" shutdown >/dev/null 2>&1 || log "rabbitmqctl shutdown failed; killing the node by PID"
+		(
+			rmq_env
+			exec timeout 30 "$RMQ_BIN/rabbitmqctl" shutdown
+		) >/dev/null 2>&1 || log "rabbitmqctl shutdown failed; killing the node by PID"
 	fi
 	kill_pidfile "$RMQ_DIR/beam.pid" "beam (rabbit node)"
 	# rabbitmq-server (the shell wrapper) exits with the node.
