@@ -15,6 +15,7 @@ import (
 
 	"github.com/iot-mns-bridge/iot-mns-bridge/bridge"
 	"github.com/iot-mns-bridge/iot-mns-bridge/bridge/amqpsrc"
+	"github.com/iot-mns-bridge/iot-mns-bridge/bridge/spool"
 	"github.com/iot-mns-bridge/iot-mns-bridge/bridge/stompsrc"
 	"github.com/iot-mns-bridge/iot-mns-bridge/config"
 	"github.com/iot-mns-bridge/iot-mns-bridge/sinks/mns"
@@ -170,6 +171,16 @@ func stompConfig(cfg *config.Config, clock func() time.Time, limiter *bridge.Att
 	}
 }
 
+// registerSpoolMetrics exports the spool's depth and size.
+func (b *Bridge) registerSpoolMetrics(s *spool.Spool) {
+	b.reg.MustRegister(
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "iot_mns_bridge", Name: "spool_messages", Help: "Messages in the spool."},
+			func() float64 { return float64(s.Stats().Depth) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "iot_mns_bridge", Name: "spool_bytes", Help: "Bytes of messages in the spool."},
+			func() float64 { return float64(s.Stats().Bytes) }),
+	)
+}
+
 // sourceAddress is the source endpoint as host:port (validated by config).
 func sourceAddress(cfg *config.Config) string {
 	addr, err := cfg.Source.Address()
@@ -208,8 +219,30 @@ func (b *Bridge) Run(ctx context.Context) error {
 
 	runCtx, cancelRun := context.WithCancel(ctx)
 	defer cancelRun()
+	intake := b.pipeline.Handle
+	var sp *spooled
+	var feederDone chan struct{}
+	if b.cfg.Spool.Dir != "" {
+		s, err := spool.Open(spool.Options{Dir: b.cfg.Spool.Dir, MaxBytes: int64(b.cfg.Spool.MaxBytes),
+			CommitInterval: b.cfg.Spool.CommitInterval, Logger: b.log.With("component", "spool")})
+		if err != nil {
+			return fmt.Errorf("spool.dir: %w", err)
+		}
+		defer func() {
+			if err := s.Close(); err != nil {
+				b.log.Error("closing the spool", "err", err)
+			}
+		}()
+		st := s.Stats()
+		b.log.Info("spool open", "dir", b.cfg.Spool.Dir, "messages", st.Depth, "bytes", st.Bytes)
+		b.registerSpoolMetrics(s)
+		sp = newSpooled(s, b.pipeline, b.log.With("component", "spool"))
+		intake = sp.Intake
+		feederDone = make(chan struct{})
+		go func() { defer close(feederDone); sp.Feed(runCtx) }()
+	}
 	srcErr := make(chan error, 1)
-	go func() { srcErr <- b.source.Run(runCtx, b.pipeline.Handle) }()
+	go func() { srcErr <- b.source.Run(runCtx, intake) }()
 	go b.watchReady(runCtx)
 	go b.summaries(runCtx)
 
@@ -224,6 +257,9 @@ func (b *Bridge) Run(ctx context.Context) error {
 	}
 	cancelRun()
 	<-srcErr
+	if feederDone != nil {
+		<-feederDone
+	}
 
 	drainCtx, cancel := context.WithTimeout(context.Background(), b.cfg.ShutdownTimeout)
 	defer cancel()
