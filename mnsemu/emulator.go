@@ -533,6 +533,12 @@ const hexUpper = "0123456789ABCDEF"
 // newID returns a 32-character upper-case hex message id.
 func (e *Emulator) newID() string {
 	var b [32]byte
+	e.putID(b[:])
+	return string(b[:])
+}
+
+// putID writes a new 32-character id into b.
+func (e *Emulator) putID(b []byte) {
 	n := e.seq.Add(1)
 	for i, c := range e.idPrefix {
 		b[2*i], b[2*i+1] = hexUpper[c>>4], hexUpper[c&15]
@@ -541,7 +547,6 @@ func (e *Emulator) newID() string {
 		b[i] = hexUpper[n&15]
 		n >>= 4
 	}
-	return string(b[:])
 }
 
 // newRequestID returns a 24-character upper-case hex request id.

@@ -107,6 +107,23 @@ func malformed(err error) *apiError {
 	return errf(400, "MalformedXML", "The XML you provided was not well-formed: "+err.Error())
 }
 
+// idAndMD5 returns a new message id and the MD5 of body, sharing one
+// allocation.
+func (e *Emulator) idAndMD5(body string) (id, sum string) {
+	var b [64]byte
+	e.putID(b[:32])
+	putMD5Hex(b[32:], body)
+	both := string(b[:])
+	return both[:32], both[32:]
+}
+
+func putMD5Hex(b []byte, s string) {
+	sum := md5.Sum(unsafe.Slice(unsafe.StringData(s), len(s)))
+	for i, c := range sum {
+		b[2*i], b[2*i+1] = hexUpper[c>>4], hexUpper[c&15]
+	}
+}
+
 func md5Hex(s string) string {
 	sum := md5.Sum(unsafe.Slice(unsafe.StringData(s), len(s)))
 	var b [32]byte
@@ -181,7 +198,8 @@ func (e *Emulator) sendMessages(x *exchange, f Faults, name string) *apiError {
 			failed[i], anyFailed = true, true
 			continue
 		}
-		qm := &qmsg{StoredMessage: StoredMessage{ID: e.newID(), Body: *m.Body, BodyMD5: md5Hex(*m.Body),
+		id, sum := e.idAndMD5(*m.Body)
+		qm := &qmsg{StoredMessage: StoredMessage{ID: id, Body: *m.Body, BodyMD5: sum,
 			Priority: prios[i], DelaySeconds: delays[i], EnqueueTime: now},
 			visibleAt: now.Add(time.Duration(delays[i]) * time.Second)}
 		if delays[i] > 0 {

@@ -119,29 +119,49 @@ func scanMessages(data []byte, r *inRequest) error {
 }
 
 func scanMessage(s *scanner, m *inMessage) error {
+	var body, delay, prio, tag []byte
+	var hasBody, hasDelay, hasPrio, hasTag bool
 	for {
 		name, text, complex, done, err := s.child("Message")
 		if err != nil {
 			return err
 		}
 		if done {
-			return nil
+			break
 		}
 		if complex {
 			continue
 		}
-		v := string(text)
 		switch string(name) {
 		case "MessageBody":
-			m.Body = &v
+			body, hasBody = text, true
 		case "DelaySeconds":
-			m.Delay = &v
+			delay, hasDelay = text, true
 		case "Priority":
-			m.Priority = &v
+			prio, hasPrio = text, true
 		case "MessageTag":
-			m.Tag = &v
+			tag, hasTag = text, true
 		}
 	}
+	// One allocation for the strings and their pointers.
+	st := new(struct{ body, delay, prio, tag string })
+	if hasBody {
+		st.body = string(body)
+		m.Body = &st.body
+	}
+	if hasDelay {
+		st.delay = string(delay)
+		m.Delay = &st.delay
+	}
+	if hasPrio {
+		st.prio = string(prio)
+		m.Priority = &st.prio
+	}
+	if hasTag {
+		st.tag = string(tag)
+		m.Tag = &st.tag
+	}
+	return nil
 }
 
 // decodeMessages is the encoding/xml fallback of scanMessages.

@@ -360,10 +360,10 @@ func md5Equal(hexSum string, sum [md5.Size]byte) bool {
 
 // checkBody returns the MessageBody text and XML lengths of body, or the
 // permanent error that keeps it from being sent.
-func (c *Client) checkBody(t target, lab string, body []byte) (textLen, xmlLen int, err error) {
+func (c *Client) checkBody(t target, i int, lab label, body []byte) (textLen, xmlLen int, err error) {
 	textLen, xmlLen, err = bodyText(body, c.raw)
 	if err != nil {
-		return 0, 0, &permanentError{fmt.Errorf("%s: message %s: %w", t, lab, err)}
+		return 0, 0, &permanentError{fmt.Errorf("%s: message %s: %w", t, lab(i), err)}
 	}
 	if textLen > MaxBodySize {
 		enc := "base64"
@@ -371,7 +371,7 @@ func (c *Client) checkBody(t target, lab string, body []byte) (textLen, xmlLen i
 			enc = "raw"
 		}
 		return 0, 0, &permanentError{fmt.Errorf("%s: message %s: body is %d bytes after %s encoding (%d before); not sent: %w",
-			t, lab, textLen, enc, len(body), ErrBodyTooLarge)}
+			t, lab(i), textLen, enc, len(body), ErrBodyTooLarge)}
 	}
 	return textLen, xmlLen, nil
 }
@@ -389,7 +389,7 @@ func (c *Client) SendMessage(ctx context.Context, queue string, body []byte) (Se
 	if err := checkName(t); err != nil {
 		return SendResult{}, err
 	}
-	_, xmlLen, err := c.checkBody(t, "#0", body)
+	_, xmlLen, err := c.checkBody(t, 0, indexLabel, body)
 	if err != nil {
 		return SendResult{}, err
 	}
@@ -457,7 +457,7 @@ func (c *Client) batchSend(ctx context.Context, queue string, bodies [][]byte, l
 		n, bytesN, xmlN = 0, 0, 0
 	}
 	for i, body := range bodies {
-		tl, xl, err := c.checkBody(t, lab(i), body)
+		tl, xl, err := c.checkBody(t, i, lab, body)
 		if err != nil {
 			errs[i] = err
 			continue
@@ -490,7 +490,7 @@ func (c *Client) publish(ctx context.Context, topic string, body []byte, tag, la
 	if _, _, err := bodyText([]byte(tag), true); err != nil {
 		return SendResult{}, &permanentError{fmt.Errorf("%s: message %s: tag %q: %w", t, lab, tag, err)}
 	}
-	_, xmlLen, err := c.checkBody(t, lab, body)
+	_, xmlLen, err := c.checkBody(t, 0, func(int) string { return lab }, body)
 	if err != nil {
 		return SendResult{}, err
 	}

@@ -191,19 +191,21 @@ func scanReply(data []byte, r *reply) error {
 }
 
 func scanEntry(s *scanner, e *replyEntry) error {
+	// MessageId and MessageBodyMD5 share one allocation.
+	var id, sum []byte
 	for {
 		name, text, done, err := s.leaf("Message")
 		if err != nil {
 			return err
 		}
 		if done {
-			return nil
+			break
 		}
 		switch string(name) {
 		case "MessageId":
-			e.MessageID = string(text)
+			id = text
 		case "MessageBodyMD5":
-			e.BodyMD5 = string(text)
+			sum = text
 		case "ReceiptHandle":
 			e.ReceiptHandle = string(text)
 		case "ErrorCode":
@@ -212,6 +214,10 @@ func scanEntry(s *scanner, e *replyEntry) error {
 			e.ErrorMessage = string(text)
 		}
 	}
+	var buf [128]byte
+	both := string(append(append(buf[:0], id...), sum...))
+	e.MessageID, e.BodyMD5 = both[:len(id)], both[len(id):]
+	return nil
 }
 
 // decodeReply is the encoding/xml fallback of scanReply.
