@@ -1,0 +1,82 @@
+package mnsemu
+
+import (
+	"context"
+	"io"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+)
+
+// lineWriter hands the first line written to it to a channel.
+type lineWriter struct {
+	mu   sync.Mutex
+	buf  strings.Builder
+	once sync.Once
+	line chan string
+}
+
+func (w *lineWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.buf.Write(p)
+	if s := w.buf.String(); strings.Contains(s, "\n") {
+		w.once.Do(func() { w.line <- strings.SplitN(s, "\n", 2)[0] })
+	}
+	return len(p), nil
+}
+
+func TestRunCommand(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	out := &lineWriter{line: make(chan string, 1)}
+	done := make(chan error, 1)
+	go func() {
+		done <- RunCommand(ctx, []string{"-listen", "127.0.0.1:0", "-access-key-id", "ak", "-access-key-secret", "sk",
+			"-queue", "q1,q2", "-topic", "t1", "-latency", "1ms"}, out, io.Discard)
+	}()
+	var line string
+	select {
+	case line = <-out.line:
+	case err := <-done:
+		t.Fatalf("RunCommand returned early: %v", err)
+	}
+	url, ok := strings.CutPrefix(line, "mns-emulator listening on ")
+	if !ok {
+		t.Fatalf("first line %q", line)
+	}
+	// An unsigned request is refused with MNS error XML: the server is up.
+	resp, err := http.Get(url + "/queues/q2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 400 || !strings.Contains(string(b), "<Code>MissingVersionHeader</Code>") {
+		t.Errorf("reply %d %s", resp.StatusCode, b)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Errorf("RunCommand after cancel: %v", err)
+	}
+}
+
+func TestRunCommandBadFlags(t *testing.T) {
+	tests := []struct {
+		args []string
+		want string
+	}{
+		{[]string{}, "-access-key-id is required"},
+		{[]string{"-access-key-id", "ak", "-access-key-secret", "sk", "-queue", "bad_name"}, "not a valid MNS name"},
+		{[]string{"-access-key-id", "ak", "-access-key-secret", "sk", "-error-rate", "2"}, "fractions"},
+		{[]string{"-nope"}, "flag provided but not defined"},
+		{[]string{"-access-key-id", "ak", "-access-key-secret", "sk", "-listen", "256.0.0.1:1"}, "listen"},
+	}
+	t.Setenv("MNS_EMULATOR_ACCESS_KEY_SECRET", "")
+	for _, tt := range tests {
+		err := RunCommand(context.Background(), tt.args, io.Discard, io.Discard)
+		if err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("%v: %v, want %q", tt.args, err, tt.want)
+		}
+	}
+}
