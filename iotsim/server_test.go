@@ -750,3 +750,21 @@ func BenchmarkDeliver(b *testing.B) {
 		})
 	}
 }
+
+// A go-stomp client that ACKs from its reading goroutine must not stall on
+// a backlog with the default MaxUnacked (see Config.MaxUnacked).
+func TestDefaultMaxUnackedSuitsGoStompClients(t *testing.T) {
+	s := startServer(t, Config{})
+	const n = 500
+	for range n {
+		s.Publish(testGroup, Message{Topic: "/a/b/user/x", Body: []byte("x")})
+	}
+	c := mustDial(t, s, params("backlog"))
+	sub := subscribe(t, c, stomp.AckClientIndividual)
+	for i := range n {
+		if err := c.Ack(recv(t, sub)); err != nil {
+			t.Fatalf("ACK %d: %v", i, err)
+		}
+	}
+	waitFor(t, "every ACK", func() bool { return s.Stats().Acked == n })
+}
