@@ -135,13 +135,21 @@ func parseFlags(fs *flag.FlagSet, args []string, allowArgs bool) error {
 	return nil
 }
 
-// Version returns the module version and VCS revision from the build info.
+// stampedVersion is set at build time by builds without VCS information
+// (the Dockerfile): -ldflags "-X github.com/iot-mns-bridge/iot-mns-bridge/internal/app.stampedVersion=v1.2.3".
+var stampedVersion string
+
+// Version returns the module version and VCS revision from the build info,
+// or the version stamped at build time.
 func Version() string {
 	bi, ok := debug.ReadBuildInfo()
 	if !ok {
 		return "iot-mns-bridge (no build info)"
 	}
 	v := bi.Main.Version
+	if stampedVersion != "" {
+		v = stampedVersion
+	}
 	if v == "" {
 		v = "(devel)"
 	}
