@@ -134,7 +134,11 @@ func (c *conn) serve() {
 	c.nc.SetDeadline(time.Now().Add(c.s.cfg.LoginTimeout))
 	f, err := readFrame(r)
 	if err != nil {
-		c.log.Debug("connection ended before CONNECT", "err", err)
+		if errors.Is(err, io.EOF) {
+			c.log.Debug("connection ended before CONNECT")
+		} else {
+			c.log.Info("connection failed before CONNECT (TLS handshake, timeout or bad frame)", "err", err)
+		}
 		return
 	}
 	if !c.login(f) {

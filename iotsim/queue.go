@@ -59,13 +59,13 @@ func newGroup(name string, limit int) *group {
 }
 
 // put queues a fresh message, blocking while the group holds limit fresh
-// messages. It returns ctx.Err() or errClosed without queuing.
+// messages. It returns ctx.Err() or ErrClosed without queuing.
 func (g *group) put(ctx context.Context, e *entry) error {
 	for {
 		g.mu.Lock()
 		if g.closed {
 			g.mu.Unlock()
-			return errClosed
+			return ErrClosed
 		}
 		if g.fresh.len() < g.limit {
 			g.fresh.push(e)

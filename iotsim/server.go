@@ -13,6 +13,11 @@
 // can close every connection from the server side, as the platform does
 // (error 9602).
 //
+// Each MESSAGE frame carries destination (the message's topic), message-id
+// and messageId (the platform's id, kept on redelivery), subscription, topic,
+// generateTime (epoch ms), content-length, and for client acks on STOMP 1.2
+// an ack header unique to that delivery.
+//
 // The simulator knows nothing of the bridge.
 package iotsim
 
@@ -123,7 +128,8 @@ type Stats struct {
 	Pending int
 }
 
-var errClosed = errors.New("iotsim: server closed")
+// ErrClosed is returned by PublishContext once the server is closed.
+var ErrClosed = errors.New("iotsim: server closed")
 
 // Server is a running simulator. Its methods are safe for concurrent use.
 type Server struct {
@@ -219,8 +225,9 @@ func (s *Server) Publish(groupID string, m Message) {
 	_ = s.PublishContext(context.Background(), groupID, m)
 }
 
-// PublishContext is Publish that gives up when ctx is done, returning
-// ctx.Err(), or returns an error once the server is closed.
+// PublishContext is Publish that gives up when ctx is done while the group is
+// full, returning an error wrapping ctx.Err(), and returns ErrClosed once the
+// server is closed.
 func (s *Server) PublishContext(ctx context.Context, groupID string, m Message) error {
 	if m.MessageID == "" {
 		m.MessageID = strconv.FormatInt(s.nextID.Add(1), 10)
@@ -233,7 +240,10 @@ func (s *Server) PublishContext(ctx context.Context, groupID string, m Message) 
 		return err
 	}
 	if err := g.put(ctx, &entry{msg: m}); err != nil {
-		return fmt.Errorf("iotsim: publish to group %s: %w", groupID, err)
+		if errors.Is(err, ErrClosed) {
+			return err
+		}
+		return fmt.Errorf("iotsim: publish to group %s (full, %d waiting): %w", groupID, s.cfg.QueueSize, err)
 	}
 	s.published.Add(1)
 	return nil
@@ -243,7 +253,7 @@ func (s *Server) group(id string) (*group, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
-		return nil, errClosed
+		return nil, ErrClosed
 	}
 	g := s.groups[id]
 	if g == nil {
@@ -393,7 +403,7 @@ func (s *Server) login(clientID, groupID string) (*group, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
-		return nil, errClosed
+		return nil, ErrClosed
 	}
 	s.loginsOK.Add(1)
 	s.loggedIn++

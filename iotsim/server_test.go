@@ -768,3 +768,20 @@ func TestDefaultMaxUnackedSuitsGoStompClients(t *testing.T) {
 	}
 	waitFor(t, "every ACK", func() bool { return s.Stats().Acked == n })
 }
+
+func TestLoginTimeoutClosesSilentConnections(t *testing.T) {
+	s := startServer(t, Config{LoginTimeout: 20 * time.Millisecond})
+	tc, err := tls.Dial("tcp", s.Addr(), clientTLS(t, s))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tc.Close()
+	// Send nothing: the server must hang up by itself.
+	tc.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.ReadAll(tc); err != nil {
+		t.Fatalf("want a server close, got %v", err)
+	}
+	if st := s.Stats(); st.LoginsOK+st.LoginsFailed != 0 {
+		t.Fatalf("stats %+v, want no login attempt", st)
+	}
+}
