@@ -66,6 +66,17 @@ type PipelineConfig struct {
 	Now func() time.Time
 }
 
+// Tuning is the part of the pipeline's configuration that can change while
+// it runs (SIGHUP): routes, envelope, batching and retries.
+type Tuning struct {
+	Router     *Router
+	Envelope   string
+	BatchSize  int
+	BatchBytes int
+	Linger     time.Duration
+	Retry      RetryPolicy
+}
+
 // Pipeline takes deliveries from sources, routes, batches and sends them,
 // retries, dead-letters, and settles each delivery exactly once: Accepted
 // only after the sink accepted its message (or it was dead-lettered),
@@ -75,7 +86,8 @@ type PipelineConfig struct {
 // goroutine is started per message: one goroutine per destination builds
 // batches, and one per in-flight request sends them.
 type Pipeline struct {
-	cfg    PipelineConfig
+	cfg    PipelineConfig // fixed for the pipeline's life
+	tune   atomic.Pointer[Tuning]
 	log    *slog.Logger
 	now    func() time.Time
 	slots  chan struct{} // one token per delivery held
@@ -169,9 +181,44 @@ func NewPipeline(cfg PipelineConfig) (*Pipeline, error) {
 	if p.now == nil {
 		p.now = time.Now
 	}
+	p.tune.Store(&Tuning{Router: cfg.Router, Envelope: cfg.Envelope, BatchSize: cfg.BatchSize,
+		BatchBytes: cfg.BatchBytes, Linger: cfg.Linger, Retry: cfg.Retry})
 	p.sendCtx, p.cancelSend = context.WithCancel(context.Background())
 	p.stats.lastProgress.Store(p.now().UnixNano())
 	return p, nil
+}
+
+// Retune replaces the routes, envelope, batching and retry settings; the
+// deliveries already taken keep the route they got. Zero fields keep their
+// current value. Safe for concurrent use with everything else.
+func (p *Pipeline) Retune(t Tuning) error {
+	cur := *p.tune.Load()
+	if t.Router != nil {
+		cur.Router = t.Router
+	}
+	if t.Envelope != "" {
+		if t.Envelope != EnvelopeRaw && t.Envelope != EnvelopeJSON {
+			return fmt.Errorf("pipeline: envelope %q is not raw or json", t.Envelope)
+		}
+		cur.Envelope = t.Envelope
+	}
+	if t.BatchSize > 0 {
+		cur.BatchSize = t.BatchSize
+	}
+	if t.BatchBytes > 0 {
+		cur.BatchBytes = t.BatchBytes
+	}
+	if t.Linger > 0 {
+		cur.Linger = t.Linger
+	}
+	if t.Retry.InitialBackoff > 0 {
+		cur.Retry = t.Retry
+		if cur.Retry.MaxBackoff < cur.Retry.InitialBackoff {
+			cur.Retry.MaxBackoff = cur.Retry.InitialBackoff
+		}
+	}
+	p.tune.Store(&cur)
+	return nil
 }
 
 // Stats returns the counters. Safe for concurrent use.
@@ -217,13 +264,14 @@ func (p *Pipeline) Handle(ctx context.Context, d *Delivery) error {
 		p.done(d, Accepted)
 		return nil
 	}
-	r := p.cfg.Router.Route(m.Topic)
+	tune := p.tune.Load()
+	r := tune.Router.Route(m.Topic)
 	if r.DeadLetter {
 		p.deadLetterNow(&item{d: d, first: now}, r.Reason)
 		return nil
 	}
 	it := &item{d: d, dest: r.Dest, first: now, out: Outgoing{Tag: r.Tag, ID: m.MessageID}}
-	if p.cfg.Envelope == EnvelopeJSON {
+	if tune.Envelope == EnvelopeJSON {
 		body, err := AppendEnvelope(nil, EnvelopeJSON, m)
 		if err != nil {
 			p.deadLetterNow(it, "envelope: "+err.Error())
@@ -282,7 +330,7 @@ type lane struct {
 func (l *lane) run() {
 	p := l.p
 	defer p.wg.Done()
-	batch := make([]*item, 0, p.cfg.BatchSize)
+	batch := make([]*item, 0, p.tune.Load().BatchSize)
 	size := 0
 	linger := time.NewTimer(time.Hour)
 	linger.Stop()
@@ -309,7 +357,7 @@ func (l *lane) run() {
 			return
 		}
 		b := batch
-		batch = make([]*item, 0, p.cfg.BatchSize)
+		batch = make([]*item, 0, p.tune.Load().BatchSize)
 		size = 0
 		p.wg.Add(1)
 		go l.send(b)
@@ -317,15 +365,16 @@ func (l *lane) run() {
 	for {
 		select {
 		case it := <-l.in:
-			if len(batch) > 0 && size+len(it.out.Body) > p.cfg.BatchBytes {
+			tune := p.tune.Load()
+			if len(batch) > 0 && size+len(it.out.Body) > tune.BatchBytes {
 				flush()
 			}
 			if len(batch) == 0 {
-				linger.Reset(p.cfg.Linger)
+				linger.Reset(tune.Linger)
 			}
 			batch = append(batch, it)
 			size += len(it.out.Body)
-			if len(batch) >= p.cfg.BatchSize || size >= p.cfg.BatchBytes {
+			if len(batch) >= tune.BatchSize || size >= tune.BatchBytes {
 				flush()
 			}
 		case <-linger.C:
@@ -411,7 +460,7 @@ func (l *lane) send(batch []*item) {
 
 // exhausted says why it must not be retried again, or "".
 func (p *Pipeline) exhausted(it *item) string {
-	r := p.cfg.Retry
+	r := p.tune.Load().Retry
 	if r.MaxAttempts > 0 && it.attempts >= r.MaxAttempts {
 		return fmt.Sprintf("gave up after %d attempts", it.attempts)
 	}
@@ -428,7 +477,8 @@ func (p *Pipeline) retryLater(l *lane, items []*item) {
 	for _, it := range items {
 		attempts = max(attempts, it.attempts)
 	}
-	b := Backoff{Min: p.cfg.Retry.InitialBackoff, Max: p.cfg.Retry.MaxBackoff, attempt: attempts - 1}
+	retry := p.tune.Load().Retry
+	b := Backoff{Min: retry.InitialBackoff, Max: retry.MaxBackoff, attempt: attempts - 1}
 	wait := b.Next()
 	if attempts == 1 || p.log.Enabled(context.Background(), slog.LevelDebug) {
 		p.log.Warn("MNS send failed; retrying", "dest", l.dest.String(), "messages", len(items), "attempt", attempts, "backoff", wait, "err", items[0].lastErr)
@@ -474,7 +524,8 @@ func (p *Pipeline) deadLetter(items []*item) {
 		}
 		entries[i] = DeadLetter{Message: &it.d.Message, Reason: reason, Dest: it.dest, Attempts: it.attempts, Time: now}
 	}
-	b := Backoff{Min: p.cfg.Retry.InitialBackoff, Max: p.cfg.Retry.MaxBackoff}
+	retry := p.tune.Load().Retry
+	b := Backoff{Min: retry.InitialBackoff, Max: retry.MaxBackoff}
 	failing := false
 	for {
 		err := p.cfg.DeadLetters.DeadLetter(p.sendCtx, entries)

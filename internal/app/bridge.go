@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -52,6 +53,9 @@ type Bridge struct {
 	source   bridge.Source
 	opts     Options
 
+	// live is cfg with the routes and delivery settings of the last Reload.
+	live atomic.Pointer[config.Config]
+
 	readyMu  sync.Mutex
 	ready    bool
 	notReady []string
@@ -66,6 +70,7 @@ func New(cfg *config.Config, opts Options) (*Bridge, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	b := &Bridge{cfg: cfg, log: log, opts: opts, reg: opts.Registry}
+	b.live.Store(cfg)
 	if b.reg == nil {
 		b.reg = prometheus.NewRegistry()
 		b.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -283,6 +288,7 @@ func (b *Bridge) Run(ctx context.Context) error {
 // destinations lists the destinations known without a message: routes and
 // the default route without placeholders, and the dead-letter queue.
 func (b *Bridge) destinations() []bridge.Destination {
+	cfg := b.live.Load()
 	var out []bridge.Destination
 	add := func(kind bridge.DestinationKind, name string) {
 		if name == "" || containsPlaceholder(name) {
@@ -296,13 +302,13 @@ func (b *Bridge) destinations() []bridge.Destination {
 		}
 		out = append(out, d)
 	}
-	for _, r := range b.cfg.Routes {
+	for _, r := range cfg.Routes {
 		add(bridge.Queue, r.Queue)
 		add(bridge.Topic, r.Topic)
 	}
-	add(bridge.Queue, b.cfg.DefaultRoute.Queue)
-	add(bridge.Topic, b.cfg.DefaultRoute.Topic)
-	add(bridge.Queue, b.cfg.Delivery.DeadLetter.Queue)
+	add(bridge.Queue, cfg.DefaultRoute.Queue)
+	add(bridge.Topic, cfg.DefaultRoute.Topic)
+	add(bridge.Queue, cfg.Delivery.DeadLetter.Queue)
 	return out
 }
 
@@ -325,4 +331,49 @@ func (b *Bridge) checkDestinations(ctx context.Context) error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// Reload applies the routes, default route, envelope, batching and retry
+// settings of newCfg to the running bridge. It refuses a config whose routes
+// do not compile, keeping the old ones. Other sections (source, mns,
+// spool, http, log, flow-control bounds) need a restart; Reload names the
+// ones that changed.
+func (b *Bridge) Reload(newCfg *config.Config) (needRestart []string, err error) {
+	router, err := bridge.NewRouter(routeSpecs(newCfg), defaultRouteSpec(newCfg), mns.ValidName)
+	if err != nil {
+		return nil, err
+	}
+	d := newCfg.Delivery
+	if err := b.pipeline.Retune(bridge.Tuning{
+		Router: router, Envelope: newCfg.Envelope, BatchSize: d.BatchSize, BatchBytes: d.BatchBytes, Linger: d.Linger,
+		Retry: bridge.RetryPolicy{InitialBackoff: d.Retry.InitialBackoff, MaxBackoff: d.Retry.MaxBackoff,
+			MaxAttempts: d.Retry.MaxAttempts, MaxAge: d.Retry.MaxAge},
+	}); err != nil {
+		return nil, err
+	}
+	old := b.live.Load()
+	differs := func(name string, a, b any) {
+		if fmt.Sprintf("%#v", a) != fmt.Sprintf("%#v", b) {
+			needRestart = append(needRestart, name)
+		}
+	}
+	differs("source", old.Source, newCfg.Source)
+	differs("mns", old.MNS, newCfg.MNS)
+	differs("spool", old.Spool, newCfg.Spool)
+	differs("http", old.HTTP, newCfg.HTTP)
+	differs("log", old.Log, newCfg.Log)
+	differs("delivery.max_in_flight", old.Delivery.MaxInFlight, newCfg.Delivery.MaxInFlight)
+	differs("delivery.max_requests", old.Delivery.MaxRequests, newCfg.Delivery.MaxRequests)
+	differs("delivery.max_requests_per_destination", old.Delivery.MaxRequestsPerDestination, newCfg.Delivery.MaxRequestsPerDestination)
+	differs("delivery.dedup", old.Delivery.Dedup, newCfg.Delivery.Dedup)
+	differs("delivery.dead_letter", old.Delivery.DeadLetter, newCfg.Delivery.DeadLetter)
+	differs("shutdown_timeout", old.ShutdownTimeout, newCfg.ShutdownTimeout)
+	// Routes and delivery settings now come from the new file; the rest
+	// stays as it was started.
+	merged := *old
+	merged.Routes, merged.DefaultRoute, merged.Envelope = newCfg.Routes, newCfg.DefaultRoute, newCfg.Envelope
+	merged.Delivery.BatchSize, merged.Delivery.BatchBytes, merged.Delivery.Linger, merged.Delivery.Retry =
+		d.BatchSize, d.BatchBytes, d.Linger, d.Retry
+	b.live.Store(&merged)
+	return needRestart, nil
 }

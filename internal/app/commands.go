@@ -8,8 +8,10 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
+	"os/signal"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/iot-mns-bridge/iot-mns-bridge/bridge"
@@ -59,9 +61,41 @@ func cmdRun(ctx context.Context, args []string, stdio Stdio) error {
 	wctx, stopWatchdog := context.WithCancel(ctx)
 	defer stopWatchdog()
 	go systemd.Watchdog(wctx, b.Healthy, log)
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	go reloadOnHUP(wctx, hup, *path, b, log)
 	err = b.Run(ctx)
 	systemd.Notify("STOPPING=1")
 	return err
+}
+
+// reloadOnHUP reloads the config file on every SIGHUP; an invalid file is
+// refused and the running config kept.
+func reloadOnHUP(ctx context.Context, hup <-chan os.Signal, path string, b *Bridge, log *slog.Logger) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-hup:
+		}
+		systemd.Notify("RELOADING=1")
+		cfg, err := config.Load(path)
+		if err == nil {
+			var restart []string
+			restart, err = b.Reload(cfg)
+			if err == nil {
+				log.Info("config reloaded: routes and delivery settings applied", "file", path)
+				if len(restart) > 0 {
+					log.Warn("changed settings take effect only after a restart", "sections", strings.Join(restart, ", "))
+				}
+			}
+		}
+		if err != nil {
+			log.Error("config reload refused; keeping the running config", "file", path, "err", err)
+		}
+		systemd.Notify("READY=1")
+	}
 }
 
 // warnReadableSecrets warns when the config file holds a secret and others
