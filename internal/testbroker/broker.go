@@ -12,6 +12,23 @@
 // filter what a wildcard subscription receives. Broker.Restart is coordinated
 // across processes with file locks, so it never pulls the broker away from
 // under a test of another package that is still running.
+//
+// What RabbitMQ 3.10 does with the platform's conventions (probed here):
+//
+//   - STOMP: the CONNECT host header is the vhost; "/", "localhost" and
+//     "127.0.0.1" exist. "/topic/a.b" is amq.topic with routing key "a.b",
+//     so "/topic/#" subscribes to everything published as /topic/... on
+//     that vhost. Subscribe does not wait for the broker: call SyncSTOMP
+//     before publishing.
+//   - AMQP 1.0 receiver source addresses that attach: "/topic/#" (a private
+//     queue bound to amq.topic), "/exchange/amq.topic/KEY", "/queue/NAME",
+//     "/amq/queue/NAME", and a bare NAME, which declares the queue NAME.
+//     So "default" attaches, but to a queue named "default" that every test
+//     using that address shares: prefer "/queue/"+Unique(t). Rejected:
+//     "" and "/queue-name" (unknown_destination), "/topic/a/b" (a '/' in
+//     the routing key).
+//   - Close AMQP links with a deadline (CloseLink): 3.x never answers a
+//     closing detach.
 package testbroker
 
 import (
