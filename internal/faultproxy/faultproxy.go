@@ -147,8 +147,8 @@ func (p *Proxy) connect(c net.Conn) {
 		p.refused.Add(1)
 		p.log.Debug("target dial failed", "err", err)
 		pr.once.Do(func() { close(pr.done) })
-		reset(c)
 		p.unregister(pr)
+		reset(c)
 		return
 	}
 	p.mu.Lock()

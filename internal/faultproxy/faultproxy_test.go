@@ -40,6 +40,20 @@ func echoServer(t *testing.T) string {
 	return ln.Addr().String()
 }
 
+// waitStats waits (with a generous failure deadline) until cond holds for
+// the proxy's stats: the proxy counts after the client already saw the
+// effect.
+func waitStats(t *testing.T, p *Proxy, cond func(Stats) bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond(p.Stats()) {
+		if time.Now().After(deadline) {
+			t.Fatalf("stats %+v never reached the expected state", p.Stats())
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
 func startProxy(t *testing.T, target string) *Proxy {
 	t.Helper()
 	p, err := Start(target, nil)
@@ -103,9 +117,7 @@ func TestCutClosesOpenConnectionsOnly(t *testing.T) {
 	if got, err := roundTrip(c2, "after"); err != nil || got != "after" {
 		t.Fatalf("new connection after Cut: %q, %v", got, err)
 	}
-	if st := p.Stats(); st.Cuts != 1 || st.Accepted != 2 {
-		t.Errorf("stats %+v: want 1 cut, 2 accepted", st)
-	}
+	waitStats(t, p, func(st Stats) bool { return st.Cuts == 1 && st.Accepted == 2 })
 }
 
 func TestBlackholeStallsWithoutClosingAndHeals(t *testing.T) {
@@ -174,9 +186,7 @@ func TestResetAfterResetsMidStream(t *testing.T) {
 			if tt.dir == Downstream && int64(len(got)) != tt.n {
 				t.Errorf("got %d bytes before the reset, want %d", len(got), tt.n)
 			}
-			if st := p.Stats(); st.Resets != 1 {
-				t.Errorf("stats %+v: want 1 reset", st)
-			}
+			waitStats(t, p, func(st Stats) bool { return st.Resets == 1 })
 		})
 	}
 }
@@ -204,10 +214,17 @@ func TestLatencyDelaysEveryChunk(t *testing.T) {
 func TestRefuseResetsNewConnections(t *testing.T) {
 	p := startProxy(t, echoServer(t))
 	open := dial(t, p)
+	if _, err := roundTrip(open, "first"); err != nil {
+		t.Fatal(err)
+	}
 	p.SetRefuse(true)
-	c := dial(t, p)
-	if _, err := roundTrip(c, "x"); err == nil {
-		t.Fatal("a refused connection carried data")
+	// The kernel may complete the handshake before the proxy resets it, so
+	// a refused connection fails at dial or at first use.
+	if c, err := net.Dial("tcp", p.Addr()); err == nil {
+		defer c.Close()
+		if _, err := roundTrip(c, "x"); err == nil {
+			t.Fatal("a refused connection carried data")
+		}
 	}
 	if got, err := roundTrip(open, "still"); err != nil || got != "still" {
 		t.Fatalf("open connection while refusing: %q, %v", got, err)
@@ -216,9 +233,7 @@ func TestRefuseResetsNewConnections(t *testing.T) {
 	if got, err := roundTrip(dial(t, p), "back"); err != nil || got != "back" {
 		t.Fatalf("after refusing: %q, %v", got, err)
 	}
-	if st := p.Stats(); st.Refused != 1 {
-		t.Errorf("stats %+v: want 1 refused", st)
-	}
+	waitStats(t, p, func(st Stats) bool { return st.Refused == 1 })
 }
 
 func TestTargetDownIsRefused(t *testing.T) {
@@ -229,11 +244,14 @@ func TestTargetDownIsRefused(t *testing.T) {
 	addr := ln.Addr().String()
 	ln.Close()
 	p := startProxy(t, addr)
-	c := dial(t, p)
-	c.SetReadDeadline(time.Now().Add(10 * time.Second))
-	if _, err := c.Read(make([]byte, 1)); err == nil {
-		t.Fatal("read through a proxy whose target is down succeeded")
+	if c, err := net.Dial("tcp", p.Addr()); err == nil {
+		defer c.Close()
+		c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		if _, err := c.Read(make([]byte, 1)); err == nil {
+			t.Fatal("read through a proxy whose target is down succeeded")
+		}
 	}
+	waitStats(t, p, func(st Stats) bool { return st.Refused == 1 })
 	if st := p.Stats(); st.Refused != 1 || st.Active != 0 {
 		t.Errorf("stats %+v: want 1 refused, none active", st)
 	}
