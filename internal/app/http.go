@@ -70,15 +70,17 @@ func (b *Bridge) NotReady() []string {
 	return reasons
 }
 
-// watchReady checks the MNS destinations now and every 30 seconds, and calls
+// watchReady checks the MNS destinations now and every 30 seconds (every 2
+// seconds while one fails), and calls
 // OnReady once the source is connected and the destinations answered.
 func (b *Bridge) watchReady(ctx context.Context) {
 	notified := false
 	t := time.NewTicker(500 * time.Millisecond)
 	defer t.Stop()
 	var lastCheck time.Time
+	every := time.Duration(0)
 	for {
-		if time.Since(lastCheck) >= 30*time.Second {
+		if time.Since(lastCheck) >= every {
 			lastCheck = time.Now()
 			cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 			err := b.checkDestinations(cctx)
@@ -95,7 +97,9 @@ func (b *Bridge) watchReady(ctx context.Context) {
 				}
 			}
 			b.readyMu.Unlock()
+			every = 30 * time.Second
 			if err != nil {
+				every = 2 * time.Second
 				b.log.Warn("MNS destination check failed", "err", err)
 			}
 		}

@@ -1,0 +1,152 @@
+package app
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"regexp"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/iot-mns-bridge/iot-mns-bridge/config"
+	"github.com/iot-mns-bridge/iot-mns-bridge/iotsim"
+	"github.com/iot-mns-bridge/iot-mns-bridge/mnsemu"
+)
+
+func httpGet(t *testing.T, url string) (int, string) {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(body)
+}
+
+// metricValue returns the value of the first sample of name (with labels,
+// when given as a prefix like `name{kind="queue"}`).
+func metricValue(t *testing.T, text, name string) float64 {
+	t.Helper()
+	re := regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(name) + `(?:\{[^}]*\})? ([0-9.e+-]+)$`)
+	m := re.FindStringSubmatch(text)
+	if m == nil {
+		return -1
+	}
+	v, _ := strconv.ParseFloat(m[1], 64)
+	return v
+}
+
+// TestMetricsAndReadinessMove scrapes /metrics, /healthz and /readyz of a
+// running bridge: not ready before the source connects and while a
+// destination is missing, ready after, and the counters move with traffic.
+func TestMetricsAndReadinessMove(t *testing.T) {
+	p := startPeers(t, mnsemu.Config{}, iotsim.Config{})
+	path := p.writeConfig(t, "    ack: client-individual", "")
+	cfg, err := config.Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	base := "http://" + ln.Addr().String()
+	b, err := New(cfg, Options{Logger: slog.New(slog.DiscardHandler), HTTPListener: ln})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- b.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+
+	// The default route's queue does not exist yet: /readyz names it.
+	waitFor(t, "/readyz to name the missing queue", 30*time.Second, func() bool {
+		code, body := httpGet(t, base+"/readyz")
+		return code == http.StatusServiceUnavailable && strings.Contains(body, "MNS queue unrouted") && strings.Contains(body, "QueueNotExist")
+	})
+	p.emu.CreateQueue("unrouted")
+	code, body := httpGet(t, base+"/healthz")
+	if code != http.StatusOK {
+		t.Fatalf("/healthz %d %s", code, body)
+	}
+	for i := 0; i < 300; i++ {
+		p.sim.Publish("g1", iotsim.Message{Topic: fmt.Sprintf("/pk1/dev%d/user/x", i), Body: []byte("hello")})
+	}
+	// Unknown queue: the emulator answers QueueNotExist, a permanent error,
+	// so the messages are dead-lettered with the reason.
+	waitFor(t, "dead letters counted", 30*time.Second, func() bool {
+		_, text := httpGet(t, base+"/metrics")
+		return metricValue(t, text, "iot_mns_bridge_dead_lettered_total") >= 300
+	})
+	p.emu.CreateQueue("telemetry-pk1")
+	for i := 0; i < 500; i++ {
+		p.sim.Publish("g1", iotsim.Message{Topic: fmt.Sprintf("/pk1/dev%d/user/x", i), Body: []byte("hello")})
+	}
+	waitFor(t, "forwarded counted", 30*time.Second, func() bool {
+		_, text := httpGet(t, base+"/metrics")
+		return metricValue(t, text, "iot_mns_bridge_forwarded_total") >= 500
+	})
+	_, text := httpGet(t, base+"/metrics")
+	for _, name := range []string{"iot_mns_bridge_received_total", "iot_mns_bridge_batch_messages_count",
+		"iot_mns_bridge_sink_request_seconds_count", "iot_mns_bridge_source_connected", "go_goroutines", "process_resident_memory_bytes"} {
+		if metricValue(t, text, name) <= 0 {
+			t.Errorf("metric %s missing or zero in:\n%s", name, text)
+		}
+	}
+	waitFor(t, "/readyz to turn ready", 30*time.Second, func() bool {
+		code, _ := httpGet(t, base+"/readyz")
+		return code == http.StatusOK
+	})
+	// A source outage makes it unready with the reason.
+	p.sim.Close()
+	waitFor(t, "/readyz to report the source down", 30*time.Second, func() bool {
+		code, body := httpGet(t, base+"/readyz")
+		return code == http.StatusServiceUnavailable && strings.Contains(body, "source connection")
+	})
+}
+
+// TestSIGHUPReloadsRoutesAndRefusesBadConfig runs the bridge as a process,
+// changes its routes and sends SIGHUP: new messages follow the new route. A
+// broken file is refused and the running routes kept.
+func TestSIGHUPReloadsRoutesAndRefusesBadConfig(t *testing.T) {
+	p := startPeers(t, mnsemu.Config{Queues: []string{"telemetry-pk1", "second", "unrouted"}}, iotsim.Config{})
+	path := p.writeConfig(t, "    ack: client-individual", "")
+	data, _ := os.ReadFile(path)
+	data = []byte(strings.Replace(string(data), "level: warn", "level: info", 1))
+	os.WriteFile(path, data, 0o600)
+	c := startChild(t, "run", "-config", path)
+	send := func(prefix string, n int) {
+		for i := 0; i < n; i++ {
+			p.sim.Publish("g1", iotsim.Message{Topic: "/pk1/dev/user/x", MessageID: fmt.Sprintf("%s-%d", prefix, i), Body: []byte(prefix)})
+		}
+	}
+	send("before", 10)
+	waitFor(t, "first route used", 30*time.Second, func() bool { return len(p.emu.Messages("telemetry-pk1")) >= 10 })
+
+	os.WriteFile(path, []byte(strings.Replace(string(data), "queue: telemetry-{productKey}", "queue: second", 1)), 0o600)
+	c.cmd.Process.Signal(syscall.SIGHUP)
+	waitFor(t, "reload logged", 30*time.Second, func() bool { return strings.Contains(c.stderr.String(), "config reloaded") })
+	send("after", 10)
+	waitFor(t, "second route used", 30*time.Second, func() bool { return len(p.emu.Messages("second")) >= 10 })
+
+	os.WriteFile(path, []byte(strings.Replace(string(data), "queue: telemetry-{productKey}", "queue: bad_name", 1)), 0o600)
+	c.cmd.Process.Signal(syscall.SIGHUP)
+	waitFor(t, "refusal logged", 30*time.Second, func() bool { return strings.Contains(c.stderr.String(), "config reload refused") })
+	send("kept", 10)
+	waitFor(t, "running route kept", 30*time.Second, func() bool { return len(p.emu.Messages("second")) >= 20 })
+	if !strings.Contains(c.stderr.String(), "bad_name") {
+		t.Errorf("refusal does not name the problem:\n%s", c.stderr)
+	}
+	if code := c.term(t); code != 0 {
+		t.Errorf("exit %d:\n%s", code, c.stderr)
+	}
+}
