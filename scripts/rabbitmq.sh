@@ -335,7 +335,10 @@ EOF
 	mv "$tmp" "$RMQ_DIR/env"
 }
 
-running() { pid_alive "$RMQ_DIR/beam.pid" && port_open "$STOMPS_PORT" && [[ -s $RMQ_DIR/env ]]; }
+running() {
+	pid_alive "$RMQ_DIR/beam.pid" && pid_alive "$RMQ_DIR/aksign-auth.pid" &&
+		port_open "$STOMPS_PORT" && [[ -s $RMQ_DIR/env ]]
+}
 
 cmd_start() {
 	if running; then

@@ -106,7 +106,9 @@ const startHint = "start it with scripts/rabbitmq.sh start (as root on a fresh m
 //
 // It holds a shared lock on the broker until the test ends, so that a
 // Restart in another test waits for this test to finish. Safe to call from
-// parallel tests.
+// parallel tests, but call it once per test: a Restart would wait (and fail
+// after 5 minutes) for a second hold of the same test, for example one
+// taken in a parent test and again in its subtest.
 func RabbitMQ(t testing.TB) *Broker {
 	t.Helper()
 	b, err := find()
