@@ -1,0 +1,73 @@
+package app
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/iot-mns-bridge/iot-mns-bridge/internal/certgen"
+	"github.com/iot-mns-bridge/iot-mns-bridge/iotsim"
+	"github.com/iot-mns-bridge/iot-mns-bridge/mnsemu"
+)
+
+// TestCheckConnectExplainsEachFailure runs "check -connect" against the
+// simulator and the emulator, healthy and with one thing broken at a time,
+// and checks the output names the failing piece and the likely fix.
+func TestCheckConnectExplainsEachFailure(t *testing.T) {
+	p := startPeers(t, mnsemu.Config{Queues: []string{"unrouted"}}, iotsim.Config{})
+	good := p.writeConfig(t, "    ack: client-individual", "")
+	data, _ := os.ReadFile(good)
+	variant := func(name, from, to string) string {
+		t.Helper()
+		if !strings.Contains(string(data), from) {
+			t.Fatalf("config lacks %q", from)
+		}
+		path := filepath.Join(p.dir, name+".yaml")
+		os.WriteFile(path, []byte(strings.Replace(string(data), from, to, 1)), 0o600)
+		return path
+	}
+	other, err := certgen.New("localhost")
+	if err != nil {
+		t.Fatal(err)
+	}
+	otherCA := filepath.Join(p.dir, "other-ca.pem")
+	os.WriteFile(otherCA, other.CAPEM, 0o600)
+
+	code, out, errOut := runMain(t, context.Background(), "check", "-config", good, "-connect")
+	if code != ExitOK || !strings.Contains(out, "ok   source") || !strings.Contains(out, "ok   MNS queue unrouted") {
+		t.Fatalf("healthy check: exit %d\n%s%s", code, out, errOut)
+	}
+
+	cases := []struct {
+		name, from, to string
+		want           []string
+	}{
+		{"wrong secret", "access_key_secret: " + testSecret, "access_key_secret: Zq9-not-the-secret",
+			[]string{"FAIL source", "signature"}},
+		{"wrong CA", "ca_file: " + p.caFile, "ca_file: " + otherCA,
+			[]string{"FAIL source", "certificate"}},
+		{"wrong server name", "server_name: localhost", "server_name: iot.example.com",
+			[]string{"FAIL source", "iot.example.com"}},
+		{"missing queue", "queue: unrouted", "queue: not-there",
+			[]string{"FAIL MNS queue not-there", "QueueNotExist", "create"}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			path := variant(strings.ReplaceAll(tc.name, " ", "-"), tc.from, tc.to)
+			code, out, errOut := runMain(t, context.Background(), "check", "-config", path, "-connect", "-timeout", "20s")
+			if code != ExitFailure {
+				t.Fatalf("exit %d, want 1\n%s%s", code, out, errOut)
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(out, w) {
+					t.Errorf("output lacks %q:\n%s", w, out)
+				}
+			}
+			if strings.Contains(out+errOut, testSecret) || strings.Contains(out+errOut, "Zq9-not-the-secret") {
+				t.Errorf("a secret appears in the output:\n%s%s", out, errOut)
+			}
+		})
+	}
+}
