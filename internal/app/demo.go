@@ -170,6 +170,12 @@ func RunDemo(ctx context.Context, o DemoOptions, out io.Writer) (DemoResult, err
 		Types: []string{iotsim.KindTelemetry, iotsim.KindTelemetry, iotsim.KindBinary, iotsim.KindStatus, iotsim.KindProperty, iotsim.KindEvent, iotsim.KindLifecycle},
 	}
 	start := time.Now()
+	// On a terminal the progress line is rewritten in place; elsewhere
+	// (logs, CI) each update is a line of its own.
+	lineStart, lineEnd := "", "\n"
+	if isTerminal(out) {
+		lineStart, lineEnd = "\r", ""
+	}
 	progressDone := make(chan struct{})
 	var sentMu sync.Mutex
 	sent := 0
@@ -192,7 +198,8 @@ func RunDemo(ctx context.Context, o DemoOptions, out io.Writer) (DemoResult, err
 			n := sent
 			sentMu.Unlock()
 			if o.Progress {
-				fmt.Fprintf(out, "\r%5.1fs  sent %7d  received %7d  forwarded %7d  %7.0f msg/s   ", now.Sub(start).Seconds(), n, st.Received, st.Forwarded, rate)
+				fmt.Fprintf(out, "%s%5.1fs  sent %7d  received %7d  forwarded %7d  %7.0f msg/s   %s",
+					lineStart, now.Sub(start).Seconds(), n, st.Received, st.Forwarded, rate, lineEnd)
 			}
 		}
 	}()
@@ -224,7 +231,7 @@ func RunDemo(ctx context.Context, o DemoOptions, out io.Writer) (DemoResult, err
 		return res, err
 	}
 	<-progressDone
-	if o.Progress {
+	if o.Progress && lineEnd == "" {
 		fmt.Fprintln(out)
 	}
 
@@ -245,6 +252,16 @@ func RunDemo(ctx context.Context, o DemoOptions, out io.Writer) (DemoResult, err
 		<-ctx.Done()
 	}
 	return res, nil
+}
+
+// isTerminal reports whether w is a character device (a terminal).
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	st, err := f.Stat()
+	return err == nil && st.Mode()&os.ModeCharDevice != 0
 }
 
 // collectDemo reads everything the emulator stored and compares it with
