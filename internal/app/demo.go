@@ -61,7 +61,7 @@ func cmdDemo(ctx context.Context, args []string, stdio Stdio) error {
 	fs := newFlags("demo", stdio)
 	o := DemoOptions{}
 	fs.IntVar(&o.Devices, "devices", 50, "simulated devices")
-	fs.Float64Var(&o.Rate, "rate", 2000, "messages per second from the whole fleet")
+	fs.Float64Var(&o.Rate, "rate", 1000, "messages per second from the whole fleet (the platform pushes about 1,000 per connection)")
 	fs.DurationVar(&o.Duration, "duration", 10*time.Second, "how long the fleet sends")
 	fs.StringVar(&o.Ack, "ack", "client-individual", "STOMP ack mode: auto | client-individual")
 	fs.BoolVar(&o.EncodeBase64, "encode-base64", true, "log in with encode=base64 (binary-safe bodies)")
