@@ -26,9 +26,16 @@ func TestRestart(t *testing.T) {
 
 	// The old connection must have been broken by the restart: its
 	// subscription ends with an error instead of delivering messages.
-	for m := range oldSub.C {
-		if m.Err != nil {
-			break
+	deadline := time.After(30 * time.Second)
+wait:
+	for {
+		select {
+		case m, ok := <-oldSub.C:
+			if !ok || m.Err != nil {
+				break wait
+			}
+		case <-deadline:
+			t.Fatal("the connection made before the restart still works 30 s after it")
 		}
 	}
 
