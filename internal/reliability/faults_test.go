@@ -1,0 +1,214 @@
+package reliability
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/iot-mns-bridge/iot-mns-bridge/internal/app"
+	"github.com/iot-mns-bridge/iot-mns-bridge/internal/faultproxy"
+	"github.com/iot-mns-bridge/iot-mns-bridge/iotsim"
+	"github.com/iot-mns-bridge/iot-mns-bridge/mnsemu"
+)
+
+// faultCase is one fault scenario: a steady stream of messages flows from
+// the simulator through the bridge (STOMP client-individual, so that
+// nothing may be lost) to the emulator while inject runs; inject returns
+// when the fault is over.
+type faultCase struct {
+	name string
+	rate int // messages offered per second
+	// simCfg and sp adjust the peers and the bridge config.
+	simCfg iotsim.Config
+	sp     spec
+	inject func(t *testing.T, e *env, r *running)
+	// logWants are substrings the bridge's log must contain afterwards: the
+	// fault was reported clearly.
+	logWants []string
+}
+
+// runFault runs one fault scenario and reports its tally. Recovery is the
+// time from the end of the fault until every message published before that
+// end is at MNS.
+func runFault(t *testing.T, fc faultCase) {
+	t.Helper()
+	e := newEnv(t, mnsemu.Config{}, fc.simCfg)
+	sp := fc.sp
+	sp.ack = or(sp.ack, "client-individual")
+	r := runBridge(t, e.config(t, sp), app.Options{})
+	pub := startPublisher(e.sim, "m", fc.rate)
+	defer pub.stop()
+	waitFor(t, "the first messages at MNS", time.Minute, func() bool { return e.emu.Stats().Sent >= 10 })
+
+	fc.inject(t, e, r)
+
+	end := time.Now()
+	before := pub.sent()
+	waitAllArrived(t, e.emu, before, 3*time.Minute)
+	recovery := time.Since(end)
+	// Keep the stream going a little longer: the bridge still forwards.
+	base := e.emu.Stats().Sent
+	waitFor(t, "messages forwarded after recovery", time.Minute, func() bool { return e.emu.Stats().Sent > base+10 })
+	sent := pub.stop()
+	tl := waitAllArrived(t, e.emu, sent, 3*time.Minute)
+	tl.Recovery = recovery
+	tl.report(t, fc.name)
+	if err := r.stop(t); err != nil {
+		t.Errorf("Run returned %v after the fault", err)
+	}
+	logs := r.logs.String()
+	noSecrets(t, "the bridge log", logs)
+	for _, w := range fc.logWants {
+		if !strings.Contains(logs, w) {
+			t.Errorf("the bridge log does not mention %q; log tail:\n%s", w, tail(logs, 30))
+		}
+	}
+	st := r.b.Stats()
+	t.Logf("%s: pipeline %+v; simulator %+v; emulator errors %v", fc.name, st, e.sim.Stats(), e.emu.Stats().Errors)
+	if tl.Lost != 0 {
+		t.Fatalf("%d messages lost", tl.Lost)
+	}
+}
+
+// TestSourceFaults: server-side closes, network cuts, a silent blackhole and
+// resets in the middle of a frame between the bridge and the platform.
+func TestSourceFaults(t *testing.T) {
+	tests := []faultCase{
+		{
+			name: "ten server-side closes (platform rebalance)", rate: 200,
+			inject: func(t *testing.T, e *env, _ *running) {
+				for i := 0; i < scale(10, 3); i++ {
+					e.sim.CloseConnections()
+					base := e.emu.Stats().Sent
+					waitFor(t, "progress after a server-side close", time.Minute, func() bool { return e.emu.Stats().Sent > base+20 })
+				}
+			},
+		},
+		{
+			name: "five network cuts", rate: 200,
+			inject: func(t *testing.T, e *env, _ *running) {
+				for i := 0; i < scale(5, 2); i++ {
+					if n := e.srcProxy.Cut(); n == 0 {
+						t.Errorf("cut %d: no connection to cut", i)
+					}
+					base := e.emu.Stats().Sent
+					waitFor(t, "progress after a cut", time.Minute, func() bool { return e.emu.Stats().Sent > base+20 })
+				}
+			},
+		},
+		{
+			// The connection goes silent without closing: only heart-beats
+			// can tell. The server beats every 1 s, the bridge asks for 2 s.
+			name: "30 s silent blackhole of the source", rate: 200,
+			simCfg: iotsim.Config{HeartBeat: time.Second},
+			sp:     spec{heartbeat: "2s"},
+			inject: func(t *testing.T, e *env, r *running) {
+				hole := scaleDur(30*time.Second, 8*time.Second)
+				start := time.Now()
+				e.srcProxy.SetBlackhole(true)
+				waitFor(t, "the bridge to notice the silence", hole, func() bool {
+					return strings.Contains(r.logs.String(), "heart-beats missed")
+				})
+				t.Logf("silence detected by heart-beats after %v", time.Since(start).Round(time.Millisecond))
+				time.Sleep(time.Until(start.Add(hole)))
+				e.srcProxy.SetBlackhole(false)
+			},
+			logWants: []string{"heart-beats missed"},
+		},
+		{
+			name: "five resets mid-frame", rate: 400,
+			inject: func(t *testing.T, e *env, _ *running) {
+				for i := 0; i < scale(5, 2); i++ {
+					waitFor(t, "a connection to reset", time.Minute, func() bool { return e.srcProxy.Stats().Active > 0 })
+					e.srcProxy.ResetAfter(faultproxy.Downstream, 37)
+					base := e.emu.Stats().Sent
+					waitFor(t, "progress after a reset", time.Minute, func() bool { return e.emu.Stats().Sent > base+20 })
+				}
+				if st := e.srcProxy.Stats(); st.Resets == 0 {
+					t.Errorf("proxy stats %+v: no reset happened", st)
+				}
+			},
+		},
+	}
+	for _, fc := range tests {
+		t.Run(fc.name, func(t *testing.T) {
+			t.Parallel()
+			runFault(t, fc)
+		})
+	}
+}
+
+// TestMNSFaults: outages, throttling, partial failures, a server that never
+// answers, resets and latency between the bridge and MNS.
+func TestMNSFaults(t *testing.T) {
+	tests := []faultCase{
+		{
+			name: "60 s MNS 503 storm", rate: 200,
+			inject: func(t *testing.T, e *env, _ *running) {
+				e.emu.SetFaults(mnsemu.Faults{ErrorRate: 1, ErrorStatus: 503})
+				time.Sleep(scaleDur(60*time.Second, 5*time.Second))
+				e.emu.SetFaults(mnsemu.Faults{})
+				if st := e.emu.Stats(); st.InjectedErrors == 0 {
+					t.Errorf("emulator stats %+v: no 503 was answered", st)
+				}
+			},
+		},
+		{
+			name: "60 s MNS throttling (429) at half the offered rate", rate: 400,
+			inject: func(t *testing.T, e *env, _ *running) {
+				e.emu.SetFaults(mnsemu.Faults{ThrottleRate: 200})
+				time.Sleep(scaleDur(60*time.Second, 5*time.Second))
+				e.emu.SetFaults(mnsemu.Faults{})
+				if st := e.emu.Stats(); st.Throttled == 0 {
+					t.Errorf("emulator stats %+v: nothing was throttled", st)
+				}
+			},
+		},
+		{
+			name: "10% partial batch failures for 20 s", rate: 400,
+			inject: func(t *testing.T, e *env, _ *running) {
+				e.emu.SetFaults(mnsemu.Faults{PartialFailureRate: 0.1})
+				time.Sleep(scaleDur(20*time.Second, 4*time.Second))
+				e.emu.SetFaults(mnsemu.Faults{})
+				if st := e.emu.Stats(); st.PartialFailures == 0 {
+					t.Errorf("emulator stats %+v: no partial failure happened", st)
+				}
+			},
+		},
+		{
+			// Requests go out and nothing ever comes back: request_timeout
+			// (3 s here) must end each one.
+			name: "MNS hangs for 20 s (never answers)", rate: 200,
+			inject: func(t *testing.T, e *env, _ *running) {
+				e.mnsProxy.SetBlackhole(true)
+				time.Sleep(scaleDur(20*time.Second, 8*time.Second))
+				e.mnsProxy.SetBlackhole(false)
+			},
+		},
+		{
+			name: "five MNS connection resets mid-response", rate: 200,
+			inject: func(t *testing.T, e *env, _ *running) {
+				for i := 0; i < scale(5, 2); i++ {
+					waitFor(t, "an MNS connection", time.Minute, func() bool { return e.mnsProxy.Stats().Active > 0 })
+					e.mnsProxy.ResetAfter(faultproxy.Downstream, 20)
+					base := e.emu.Stats().Sent
+					waitFor(t, "progress after a reset", time.Minute, func() bool { return e.emu.Stats().Sent > base+20 })
+				}
+			},
+		},
+		{
+			name: "300 ms MNS latency for 10 s", rate: 200,
+			inject: func(t *testing.T, e *env, _ *running) {
+				e.mnsProxy.SetLatency(300 * time.Millisecond)
+				time.Sleep(scaleDur(10*time.Second, 3*time.Second))
+				e.mnsProxy.SetLatency(0)
+			},
+		},
+	}
+	for _, fc := range tests {
+		t.Run(fc.name, func(t *testing.T) {
+			t.Parallel()
+			runFault(t, fc)
+		})
+	}
+}

@@ -1,0 +1,483 @@
+package reliability
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/iot-mns-bridge/iot-mns-bridge/config"
+	"github.com/iot-mns-bridge/iot-mns-bridge/internal/app"
+	"github.com/iot-mns-bridge/iot-mns-bridge/internal/faultproxy"
+	"github.com/iot-mns-bridge/iot-mns-bridge/iotsim"
+	"github.com/iot-mns-bridge/iot-mns-bridge/mnsemu"
+)
+
+// asMainEnv makes the test binary behave as iot-mns-bridge itself, so that
+// crash tests can run the bridge as a child process and kill -9 it.
+const asMainEnv = "IOT_MNS_BRIDGE_TEST_AS_MAIN"
+
+func TestMain(m *testing.M) {
+	if os.Getenv(asMainEnv) == "1" {
+		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+		code := app.Main(ctx, os.Args[1:], app.Stdio{In: os.Stdin, Out: os.Stdout, Err: os.Stderr})
+		stop()
+		os.Exit(code)
+	}
+	os.Exit(m.Run())
+}
+
+// Known secrets: the security test scans for them, every other test checks
+// the bridge's log for them too.
+const (
+	testAK     = "LTAIreliabilityAK"
+	testSecret = "Rel-Secret-7f3a9c2e5b1d"
+	testToken  = "STS.RelToken-4e8b2a6c9d0f"
+	group      = "g1"
+	queue      = "telemetry-pk1"
+)
+
+// env is one scenario's world: the simulator and the emulator, each behind
+// a fault proxy, and a directory for the config, spool and dead letters.
+type env struct {
+	sim      *iotsim.Server
+	emu      *mnsemu.Emulator
+	emuAddr  string // the emulator's own host:port
+	srcProxy *faultproxy.Proxy
+	mnsProxy *faultproxy.Proxy
+	caFile   string
+	dir      string
+}
+
+func newEnv(t *testing.T, emuCfg mnsemu.Config, simCfg iotsim.Config) *env {
+	t.Helper()
+	if emuCfg.AccessKeys == nil {
+		emuCfg.AccessKeys = map[string]string{testAK: testSecret}
+	}
+	if emuCfg.Queues == nil {
+		emuCfg.Queues = []string{queue, "unrouted"}
+	}
+	emu := mnsemu.New(emuCfg)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: emu}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	if simCfg.Secrets == nil {
+		simCfg.Secrets = map[string]string{testAK: testSecret}
+	}
+	sim, err := iotsim.Start(simCfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { sim.Close() })
+	dir := t.TempDir()
+	ca := filepath.Join(dir, "ca.pem")
+	if err := os.WriteFile(ca, sim.CACertPEM(), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	e := &env{sim: sim, emu: emu, emuAddr: ln.Addr().String(), caFile: ca, dir: dir}
+	e.srcProxy = startProxy(t, sim.Addr())
+	e.mnsProxy = startProxy(t, e.emuAddr)
+	return e
+}
+
+func startProxy(t *testing.T, target string) *faultproxy.Proxy {
+	t.Helper()
+	p, err := faultproxy.Start(target, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { p.Close() })
+	return p
+}
+
+// spec is the part of the bridge config a scenario varies. The zero value
+// is STOMP ack auto through both proxies, fast reconnects and retries.
+type spec struct {
+	ack          string // auto (default) | client-individual
+	heartbeat    string // source.stomp.heartbeat, default 2s
+	encodeBase64 bool
+	spool        bool
+	secretExtra  string // extra lines under source.credentials
+	endpoint     string // source.endpoint; default the source proxy
+	caFile       string // source.tls.ca_file; default the simulator's CA
+	serverName   string // default localhost
+	mnsEndpoint  string // default http://<mns proxy>
+	mnsTimeout   string // mns.request_timeout, default 3s
+	bodyEncoding string // mns.body_encoding, default base64
+	extra        string // appended top-level YAML
+	delivery     string // lines under delivery: (indented 2)
+	logLevel     string // default info
+}
+
+func or(s, def string) string {
+	if s == "" {
+		return def
+	}
+	return s
+}
+
+// config writes the bridge config for sp and returns its path.
+func (e *env) config(t *testing.T, sp spec) string {
+	t.Helper()
+	spoolYAML := ""
+	if sp.spool {
+		spoolYAML = fmt.Sprintf("spool:\n  dir: %s\n", filepath.Join(e.dir, "spool"))
+	}
+	cfg := fmt.Sprintf(`source:
+  protocol: stomp
+  endpoint: %s
+  client_id: rel-bridge
+  consumer_group_id: %s
+  credentials:
+    access_key_id: %s
+    access_key_secret: %s
+%s  tls:
+    ca_file: %s
+    server_name: %s
+  stomp:
+    ack: %s
+    heartbeat: %s
+    encode_base64: %t
+  dial_timeout: 5s
+  reconnect_min_backoff: 100ms
+  reconnect_max_backoff: 2s
+mns:
+  endpoint: %s
+  request_timeout: %s
+  body_encoding: %s
+routes:
+  - match: /{productKey}/{deviceName}/user/#
+    queue: telemetry-{productKey}
+default_route:
+  queue: unrouted
+delivery:
+  retry:
+    initial_backoff: 50ms
+    max_backoff: 1s
+  dead_letter:
+    file: %s
+%shttp:
+  listen: ""
+log:
+  level: %s
+  summary_interval: 0s
+shutdown_timeout: 10s
+%s%s`, or(sp.endpoint, e.srcProxy.Addr()), group, testAK, testSecret, sp.secretExtra,
+		or(sp.caFile, e.caFile), or(sp.serverName, "localhost"),
+		or(sp.ack, "auto"), or(sp.heartbeat, "2s"), sp.encodeBase64,
+		or(sp.mnsEndpoint, "http://"+e.mnsProxy.Addr()), or(sp.mnsTimeout, "3s"), or(sp.bodyEncoding, "base64"),
+		filepath.Join(e.dir, "dead-letter.jsonl"), sp.delivery, or(sp.logLevel, "info"), spoolYAML, sp.extra)
+	path := filepath.Join(e.dir, "bridge.yaml")
+	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// syncBuffer is a bytes.Buffer safe for concurrent use (the bridge logs from
+// many goroutines).
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// running is a bridge running in this process.
+type running struct {
+	b      *app.Bridge
+	logs   *syncBuffer
+	cancel context.CancelFunc
+	done   chan error
+}
+
+// runBridge loads the config at path and runs the bridge in process until
+// stop or the end of the test. opts.Logger is replaced by one that records
+// every line.
+func runBridge(t *testing.T, path string, opts app.Options) *running {
+	t.Helper()
+	cfg, err := config.Load(path)
+	if err != nil {
+		t.Fatalf("config: %v", err)
+	}
+	logs := &syncBuffer{}
+	opts.Logger = app.NewLogger(cfg.Log, logs)
+	b, err := app.New(cfg, opts)
+	if err != nil {
+		t.Fatalf("app.New: %v", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	r := &running{b: b, logs: logs, cancel: cancel, done: make(chan error, 1)}
+	go func() { r.done <- b.Run(ctx) }()
+	t.Cleanup(func() { r.stop(t) })
+	return r
+}
+
+// stop cancels the bridge and waits for Run to return (idempotent).
+func (r *running) stop(t *testing.T) error {
+	t.Helper()
+	r.cancel()
+	select {
+	case err, ok := <-r.done:
+		if ok {
+			close(r.done)
+		}
+		return err
+	case <-time.After(time.Minute):
+		t.Fatalf("the bridge did not stop within a minute of cancel; log:\n%s", tail(r.logs.String(), 40))
+		return nil
+	}
+}
+
+// tail returns the last n lines of s.
+func tail(s string, n int) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
+
+// waitFor polls cond every 10 ms until it holds; the deadline only fails the
+// test, it is not a performance threshold.
+func waitFor(t *testing.T, what string, d time.Duration, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", d, what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// publisher publishes numbered messages to the simulator at a steady rate
+// until stopped, and remembers their ids.
+type publisher struct {
+	sim    *iotsim.Server
+	prefix string
+	mu     sync.Mutex
+	ids    []string
+	stopc  chan struct{}
+	done   chan struct{}
+}
+
+// publish publishes n messages at once; their bodies are their ids.
+func (p *publisher) publish(n int) {
+	for i := 0; i < n; i++ {
+		p.mu.Lock()
+		id := fmt.Sprintf("%s-%07d", p.prefix, len(p.ids))
+		p.ids = append(p.ids, id)
+		p.mu.Unlock()
+		p.sim.Publish(group, iotsim.Message{Topic: fmt.Sprintf("/pk1/dev%d/user/data", len(id)%5), MessageID: id, Body: []byte(id)})
+	}
+}
+
+// startPublisher publishes rate messages a second (in 10 ms ticks) until
+// stopPublishing.
+func startPublisher(sim *iotsim.Server, prefix string, rate int) *publisher {
+	p := &publisher{sim: sim, prefix: prefix, stopc: make(chan struct{}), done: make(chan struct{})}
+	go func() {
+		defer close(p.done)
+		tick := time.NewTicker(10 * time.Millisecond)
+		defer tick.Stop()
+		per := max(rate/100, 1)
+		for {
+			select {
+			case <-p.stopc:
+				return
+			case <-tick.C:
+				p.publish(per)
+			}
+		}
+	}()
+	return p
+}
+
+// stop stops the publishing loop (idempotent) and returns the ids sent.
+func (p *publisher) stop() []string {
+	select {
+	case <-p.stopc:
+	default:
+		close(p.stopc)
+	}
+	<-p.done
+	return p.sent()
+}
+
+func (p *publisher) sent() []string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return append([]string(nil), p.ids...)
+}
+
+// arrived counts how often each body is stored in the emulator's queue
+// (bodies are the message ids, base64-encoded by the bridge).
+func arrived(t *testing.T, emu *mnsemu.Emulator, q string) map[string]int {
+	t.Helper()
+	got := map[string]int{}
+	for _, m := range emu.Messages(q) {
+		b, err := m.DecodedBody()
+		if err != nil {
+			t.Fatalf("stored body %q is not base64: %v", m.Body, err)
+		}
+		got[string(b)]++
+	}
+	return got
+}
+
+// tally is what a scenario reports.
+type tally struct {
+	Sent, Arrived, Lost, Duplicated int
+	Recovery                        time.Duration // fault end to the first message forwarded after it
+}
+
+func count(sent []string, got map[string]int) tally {
+	tl := tally{Sent: len(sent)}
+	for _, id := range sent {
+		switch n := got[id]; {
+		case n == 0:
+			tl.Lost++
+		default:
+			tl.Arrived++
+			tl.Duplicated += n - 1
+		}
+	}
+	return tl
+}
+
+func (tl tally) report(t *testing.T, scenario string) {
+	t.Helper()
+	t.Logf("%s: sent %d, arrived %d, lost %d, duplicated %d, time to recover %v",
+		scenario, tl.Sent, tl.Arrived, tl.Lost, tl.Duplicated, tl.Recovery.Round(time.Millisecond))
+}
+
+// waitAllArrived waits until every sent id is at the emulator (or the
+// generous deadline fails the test) and returns the tally.
+func waitAllArrived(t *testing.T, emu *mnsemu.Emulator, sent []string, d time.Duration) tally {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for {
+		tl := count(sent, arrived(t, emu, queue))
+		if tl.Lost == 0 {
+			return tl
+		}
+		if time.Now().After(deadline) {
+			tl.report(t, "at the deadline")
+			t.Fatalf("%d of %d messages not at MNS after %v", tl.Lost, tl.Sent, d)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// timeToProgress measures from now until the emulator stores one more
+// message than it has now.
+func timeToProgress(t *testing.T, emu *mnsemu.Emulator, d time.Duration) time.Duration {
+	t.Helper()
+	start := time.Now()
+	base := emu.Stats().Sent
+	waitFor(t, "a message forwarded after the fault", d, func() bool { return emu.Stats().Sent > base })
+	return time.Since(start)
+}
+
+// scale returns n, or n/div under -short.
+func scale(n, div int) int {
+	if testing.Short() {
+		return max(n/div, 1)
+	}
+	return n
+}
+
+// scaleDur returns d, or short under -short.
+func scaleDur(d, short time.Duration) time.Duration {
+	if testing.Short() {
+		return short
+	}
+	return d
+}
+
+// noSecrets fails the test when s holds a known secret.
+func noSecrets(t *testing.T, where, s string) {
+	t.Helper()
+	for _, secret := range []string{testSecret, testToken} {
+		if strings.Contains(s, secret) {
+			t.Errorf("%s contains the secret %.4s…", where, secret)
+		}
+	}
+}
+
+// child is the bridge running as a separate process (this test binary in
+// the role of iot-mns-bridge).
+type child struct {
+	cmd  *exec.Cmd
+	logs *syncBuffer
+}
+
+func startChild(t *testing.T, args ...string) *child {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], args...)
+	cmd.Env = append(os.Environ(), asMainEnv+"=1")
+	logs := &syncBuffer{}
+	cmd.Stdout, cmd.Stderr = logs, logs
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	c := &child{cmd: cmd, logs: logs}
+	t.Cleanup(func() {
+		if cmd.ProcessState == nil {
+			cmd.Process.Kill()
+			cmd.Wait()
+		}
+	})
+	return c
+}
+
+func (c *child) kill9(t *testing.T) {
+	t.Helper()
+	if err := c.cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	c.cmd.Wait()
+}
+
+// term sends SIGTERM and returns the exit code.
+func (c *child) term(t *testing.T) int {
+	t.Helper()
+	c.cmd.Process.Signal(syscall.SIGTERM)
+	done := make(chan struct{})
+	go func() { c.cmd.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(time.Minute):
+		t.Fatalf("the bridge did not exit within a minute of SIGTERM:\n%s", tail(c.logs.String(), 40))
+	}
+	return c.cmd.ProcessState.ExitCode()
+}
+
+// discard is a logger for helpers.
+var discard = slog.New(slog.DiscardHandler)
