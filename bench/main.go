@@ -1,0 +1,197 @@
+// Command bench is the iot-mns-bridge benchmark harness: NOT part of the
+// product. It runs the bridge as a separate process between the IoT
+// platform simulator (STOMP over TLS) and the MNS emulator (with a
+// per-request latency), both on 127.0.0.1 in this process, and measures
+// throughput, latency, CPU, memory and recovery from an MNS outage, next to
+// a reference forwarder that behaves like the official samples (package
+// bench/reference) and to two ceilings: the STOMP source alone and the MNS
+// client alone.
+//
+//	go run ./bench [-scenarios all|throughput,latency,outage,spool,connections]
+//	               [-latency 20ms] [-messages 200000] [-json bench/results/latest.json] [-short]
+//	go run ./bench -profile cpu.out   # CPU profile of the bridge process at full rate
+//
+// It prints a table and writes a JSON report. Every run stops by itself.
+// See bench/README.md for the figures and what limits them.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"os/signal"
+	"slices"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// scenarioNames are the values of -scenarios, in the order they run.
+var scenarioNames = []string{"throughput", "latency", "outage", "spool", "connections"}
+
+// options are the harness's flags.
+type options struct {
+	Scenarios []string
+	Latency   time.Duration
+	Sizes     sizes
+	JSON      string
+	Profile   string
+	Command   string
+}
+
+func main() {
+	if isChild() {
+		os.Exit(runChild())
+	}
+	o, err := parseFlags(os.Args[1:], os.Stderr)
+	if err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			os.Exit(0)
+		}
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(2)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	ctx, cancel := context.WithTimeout(ctx, 45*time.Minute)
+	defer cancel()
+	if _, err := run(ctx, o, os.Stdout); err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(1)
+	}
+}
+
+func parseFlags(args []string, errOut io.Writer) (options, error) {
+	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
+	fs.SetOutput(errOut)
+	scen := fs.String("scenarios", "all", "comma-separated: "+strings.Join(scenarioNames, ",")+" (or all)")
+	latency := fs.Duration("latency", 20*time.Millisecond, "latency the MNS emulator adds to every request")
+	messages := fs.Int("messages", 0, "messages of each throughput run (default 200000, 20000 with -short)")
+	jsonPath := fs.String("json", "bench/results/latest.json", "where to write the JSON report (empty: none)")
+	short := fs.Bool("short", false, "small loads and a 5 s outage: the whole harness in about a minute")
+	profile := fs.String("profile", "", "instead of the scenarios, write a CPU profile of the bridge process at full rate to `FILE`")
+	if err := fs.Parse(args); err != nil {
+		return options{}, err
+	}
+	o := options{Latency: *latency, JSON: *jsonPath, Profile: *profile, Sizes: fullSizes,
+		Command: strings.TrimSpace("go run ./bench " + strings.Join(args, " "))}
+	if *short {
+		o.Sizes = shortSizes
+	}
+	if *messages > 0 {
+		o.Sizes.Messages = *messages
+	}
+	if o.Latency <= 0 {
+		return o, errors.New("-latency must be positive")
+	}
+	if *scen == "all" {
+		o.Scenarios = scenarioNames
+	} else {
+		for _, s := range strings.Split(*scen, ",") {
+			s = strings.TrimSpace(s)
+			if !slices.Contains(scenarioNames, s) {
+				return o, fmt.Errorf("-scenarios: unknown %q (use %s or all)", s, strings.Join(scenarioNames, ","))
+			}
+			o.Scenarios = append(o.Scenarios, s)
+		}
+	}
+	return o, nil
+}
+
+// run runs the selected scenarios (or the profile), prints the table to out
+// and writes the JSON report. Scenario failures are recorded in the report
+// and make run return an error after all have run.
+func run(ctx context.Context, o options, out io.Writer) (*Report, error) {
+	dir, err := os.MkdirTemp("", "iot-mns-bench-")
+	if err != nil {
+		return nil, fmt.Errorf("bench: temp dir: %w", err)
+	}
+	defer os.RemoveAll(dir)
+	tb, err := newTestbed(dir)
+	if err != nil {
+		return nil, err
+	}
+	defer tb.Close()
+	h := &harness{tb: tb, latency: o.Latency, sz: o.Sizes, log: out}
+	rep := &Report{Date: time.Now().Format(time.RFC3339), Command: o.Command, Machine: machine(),
+		LatencyMs: float64(o.Latency) / float64(time.Millisecond), started: time.Now()}
+
+	if o.Profile != "" {
+		return rep, h.profile(ctx, o.Profile, out)
+	}
+	add := func(r Result, err error) {
+		if err != nil {
+			fmt.Fprintf(out, "  FAILED: %v\n", err)
+			rep.Errors = append(rep.Errors, err.Error())
+			return
+		}
+		fmt.Fprintf(out, "  %-22s %8.0f msgs/s  lost %d\n", r.Name, r.MsgsPerSec, r.Lost)
+		rep.Results = append(rep.Results, r)
+	}
+	sz := o.Sizes
+	latencyN := int(sz.Rate * sz.LatencyFor.Seconds())
+	for _, s := range o.Scenarios {
+		if ctx.Err() != nil {
+			break
+		}
+		fmt.Fprintf(out, "== %s\n", s)
+		switch s {
+		case "throughput":
+			add(h.ceilingSource(ctx, "ceiling-source", 1, sz.Messages))
+			add(h.ceilingMNS(ctx, "ceiling-mns", sz.Messages))
+			add(h.reference(ctx, "reference"))
+			add(h.bridgeLoad(ctx, "throughput", "bridge, 1 conn, spool off, max rate", bridgeSpec{Connections: 1}, sz.Messages, 0, ""))
+		case "latency":
+			add(h.bridgeLoad(ctx, "latency", fmt.Sprintf("bridge, 1 conn, spool off, %.0f msgs/s", sz.Rate), bridgeSpec{Connections: 1}, latencyN, sz.Rate, ""))
+		case "outage":
+			add(h.outage(ctx, "outage", fmt.Sprintf("bridge, spool off, %.0f msgs/s, MNS 503 for %s", sz.Rate, sz.Outage), bridgeSpec{Connections: 1}))
+		case "spool":
+			add(h.bridgeLoad(ctx, "throughput-spool", "bridge, 1 conn, spool on, max rate", bridgeSpec{Connections: 1, Spool: true}, sz.Messages, 0, ""))
+			add(h.bridgeLoad(ctx, "latency-spool", fmt.Sprintf("bridge, 1 conn, spool on, %.0f msgs/s", sz.Rate), bridgeSpec{Connections: 1, Spool: true}, latencyN, sz.Rate, ""))
+			add(h.outage(ctx, "outage-spool", fmt.Sprintf("bridge, spool on, %.0f msgs/s, MNS 503 for %s", sz.Rate, sz.Outage), bridgeSpec{Connections: 1, Spool: true}))
+		case "connections":
+			add(h.ceilingSource(ctx, "ceiling-source-4conn", 4, sz.Messages))
+			add(h.bridgeLoad(ctx, "throughput-4conn", "bridge, 4 conn, spool off, max rate", bridgeSpec{Connections: 4}, sz.Messages, 0, ""))
+		}
+	}
+	rep.Machine.LoadAfter = loadavg()
+	rep.Elapsed = time.Since(rep.started).Seconds()
+	rep.evaluate()
+	rep.print(out)
+	if o.JSON != "" {
+		if err := rep.write(o.JSON); err != nil {
+			return rep, err
+		}
+		fmt.Fprintf(out, "\nwrote %s\n", o.JSON)
+	}
+	if ctx.Err() != nil {
+		return rep, fmt.Errorf("bench: stopped: %w", ctx.Err())
+	}
+	if len(rep.Errors) > 0 {
+		return rep, fmt.Errorf("bench: %d runs failed (see above)", len(rep.Errors))
+	}
+	return rep, nil
+}
+
+// profile runs the bridge process at full rate with a CPU profile of
+// itself (so the profile holds the bridge alone, not the simulator and the
+// emulator) and prints the top entries.
+func (h *harness) profile(ctx context.Context, path string, out io.Writer) error {
+	fmt.Fprintf(out, "== profile: bridge process, 1 conn, spool off, %d messages at max rate\n", h.sz.Messages)
+	r, err := h.bridgeLoad(ctx, "profile", "bridge under CPU profile", bridgeSpec{Connections: 1}, h.sz.Messages, 0, path)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(out, "  %.0f msgs/s, %.1f µs CPU/msg, peak RSS %.1f MB (with the profiler on)\n", r.MsgsPerSec, r.CPUPerMsgUs, r.PeakRSSMB)
+	fmt.Fprintf(out, "  profile: %s  (go tool pprof -top %s)\n", path, path)
+	cmd := exec.CommandContext(ctx, "go", "tool", "pprof", "-top", "-nodecount=30", path)
+	cmd.Stdout, cmd.Stderr = out, out
+	if err := cmd.Run(); err != nil {
+		fmt.Fprintf(out, "  (go tool pprof failed: %v)\n", err)
+	}
+	return nil
+}

@@ -1,0 +1,192 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"text/tabwriter"
+	"time"
+)
+
+// Report is the JSON file the harness writes.
+type Report struct {
+	Date      string    `json:"date"`
+	Command   string    `json:"command"`
+	Machine   Machine   `json:"machine"`
+	LatencyMs float64   `json:"mns_latency_ms"`
+	Results   []Result  `json:"results"`
+	Ratios    []Ratio   `json:"ratios,omitempty"`
+	Targets   []Target  `json:"targets,omitempty"`
+	Elapsed   float64   `json:"elapsed_seconds"`
+	Errors    []string  `json:"errors,omitempty"`
+	started   time.Time `json:"-"`
+}
+
+// Machine describes where the figures were taken.
+type Machine struct {
+	Cores     int    `json:"cores"`
+	CPUModel  string `json:"cpu_model"`
+	GoVersion string `json:"go_version"`
+	OS        string `json:"os"`
+	// LoadBefore and LoadAfter are /proc/loadavg at the start and the end:
+	// other processes share the cores.
+	LoadBefore string `json:"load_before"`
+	LoadAfter  string `json:"load_after"`
+}
+
+// Ratio is the bridge's throughput over another figure.
+type Ratio struct {
+	Name  string  `json:"name"`
+	Value float64 `json:"value"`
+}
+
+// Target is one target of the issue, with what was measured.
+type Target struct {
+	Name string  `json:"name"`
+	Want string  `json:"want"`
+	Got  float64 `json:"got"`
+	Met  bool    `json:"met"`
+}
+
+func machine() Machine {
+	m := Machine{Cores: runtime.NumCPU(), GoVersion: runtime.Version(), OS: runtime.GOOS + "/" + runtime.GOARCH, LoadBefore: loadavg()}
+	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		for _, line := range strings.Split(string(b), "\n") {
+			if k, v, ok := strings.Cut(line, ":"); ok && strings.TrimSpace(k) == "model name" {
+				m.CPUModel = strings.TrimSpace(v)
+				break
+			}
+		}
+	}
+	return m
+}
+
+func loadavg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return ""
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 3 {
+		return ""
+	}
+	return strings.Join(f[:3], " ")
+}
+
+func (r *Report) result(name string) *Result {
+	for i := range r.Results {
+		if r.Results[i].Name == name {
+			return &r.Results[i]
+		}
+	}
+	return nil
+}
+
+// evaluate fills Ratios and Targets from the results present.
+func (r *Report) evaluate() {
+	br := r.result("throughput")
+	ratio := func(name, other string) {
+		if o := r.result(other); br != nil && o != nil && o.MsgsPerSec > 0 {
+			r.Ratios = append(r.Ratios, Ratio{Name: name, Value: br.MsgsPerSec / o.MsgsPerSec})
+		}
+	}
+	ratio("bridge / ceiling a (source alone)", "ceiling-source")
+	ratio("bridge / ceiling b (MNS client alone)", "ceiling-mns")
+	ratio("bridge / reference forwarder", "reference")
+	if c4, b4 := r.result("ceiling-source-4conn"), r.result("throughput-4conn"); c4 != nil && b4 != nil && c4.MsgsPerSec > 0 {
+		r.Ratios = append(r.Ratios, Ratio{Name: "bridge 4 conn / ceiling a 4 conn", Value: b4.MsgsPerSec / c4.MsgsPerSec})
+	}
+	if br != nil {
+		r.Targets = append(r.Targets,
+			Target{Name: "throughput, one bridge process (msgs/s)", Want: ">= 20000", Got: br.MsgsPerSec, Met: br.MsgsPerSec >= 20000 && br.Lost == 0},
+			Target{Name: "peak RSS at full rate (MB)", Want: "<= 64", Got: br.PeakRSSMB, Met: br.PeakRSSMB > 0 && br.PeakRSSMB <= 64},
+			Target{Name: "bridge CPU per message (us)", Want: "<= 25", Got: br.CPUPerMsgUs, Met: br.CPUPerMsgUs > 0 && br.CPUPerMsgUs <= 25})
+		if ref := r.result("reference"); ref != nil && ref.MsgsPerSec > 0 {
+			v := br.MsgsPerSec / ref.MsgsPerSec
+			r.Targets = append(r.Targets, Target{Name: "throughput / reference forwarder", Want: ">= 100", Got: v, Met: v >= 100})
+		}
+		ca, cb := r.result("ceiling-source"), r.result("ceiling-mns")
+		if ca != nil && cb != nil && ca.MsgsPerSec > 0 && cb.MsgsPerSec > 0 {
+			v := br.MsgsPerSec / min(ca.MsgsPerSec, cb.MsgsPerSec)
+			r.Targets = append(r.Targets, Target{Name: "throughput / lower ceiling", Want: ">= 0.70", Got: v, Met: v >= 0.7})
+		}
+	}
+	if l := r.result("latency"); l != nil {
+		r.Targets = append(r.Targets, Target{Name: "p99 latency at 5000 msgs/s (ms)", Want: "<= 60", Got: l.P99Ms, Met: l.P99Ms > 0 && l.P99Ms <= 60 && l.Lost == 0})
+	}
+	for _, name := range []string{"outage", "outage-spool"} {
+		if o := r.result(name); o != nil {
+			r.Targets = append(r.Targets, Target{Name: name + ": messages lost", Want: "0", Got: float64(o.Lost), Met: o.Lost == 0})
+		}
+	}
+}
+
+// print writes the results table, the ratios and the targets.
+func (r *Report) print(w io.Writer) {
+	m := r.Machine
+	fmt.Fprintf(w, "\n%s  %d cores  %s  %s  load %s -> %s  MNS latency %gms\n\n", r.Date, m.Cores, m.CPUModel, m.GoVersion, m.LoadBefore, m.LoadAfter, r.LatencyMs)
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "run\tmsgs\tmsgs/s\tp50 ms\tp99 ms\tp99.9 ms\tCPU s/100k\tµs/msg\tRSS MB\tlost\tdup\tdrain s\t")
+	f := func(v float64, format string) string {
+		if v == 0 {
+			return "-"
+		}
+		return fmt.Sprintf(format, v)
+	}
+	for _, x := range r.Results {
+		drain := "-"
+		if strings.HasPrefix(x.Name, "outage") {
+			drain = fmt.Sprintf("%.1f", x.DrainSec)
+		}
+		fmt.Fprintf(tw, "%s\t%d\t%.0f\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d\t%s\t\n", x.Name, x.Messages, x.MsgsPerSec,
+			f(x.P50Ms, "%.1f"), f(x.P99Ms, "%.1f"), f(x.P999Ms, "%.1f"), f(x.CPUPer100k, "%.2f"), f(x.CPUPerMsgUs, "%.1f"),
+			f(x.PeakRSSMB, "%.1f"), x.Lost, x.Duplicates, drain)
+	}
+	tw.Flush()
+	fmt.Fprintln(w)
+	for _, x := range r.Results {
+		line := fmt.Sprintf("  %-22s %s", x.Name, x.What)
+		if x.Note != "" {
+			line += " (" + x.Note + ")"
+		}
+		fmt.Fprintln(w, line)
+	}
+	if len(r.Ratios) > 0 {
+		fmt.Fprintln(w, "\nRatios (throughput):")
+		for _, x := range r.Ratios {
+			fmt.Fprintf(w, "  %-40s %8.2f\n", x.Name, x.Value)
+		}
+	}
+	if len(r.Targets) > 0 {
+		fmt.Fprintln(w, "\nTargets:")
+		for _, t := range r.Targets {
+			ok := "MET"
+			if !t.Met {
+				ok = "NOT MET"
+			}
+			fmt.Fprintf(w, "  %-42s want %-8s got %10.2f  %s\n", t.Name, t.Want, t.Got, ok)
+		}
+	}
+	for _, e := range r.Errors {
+		fmt.Fprintf(w, "\nERROR: %s\n", e)
+	}
+}
+
+// write saves the report as indented JSON, creating the directory.
+func (r *Report) write(path string) error {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return fmt.Errorf("write results: %w", err)
+	}
+	b, err := json.MarshalIndent(r, "", "  ")
+	if err != nil {
+		return fmt.Errorf("write results: %w", err)
+	}
+	if err := os.WriteFile(path, append(b, '\n'), 0o644); err != nil {
+		return fmt.Errorf("write results: %w", err)
+	}
+	return nil
+}

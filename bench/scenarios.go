@@ -1,0 +1,232 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/iot-mns-bridge/iot-mns-bridge/mnsemu"
+)
+
+// sizes are the loads of one harness run.
+type sizes struct {
+	Messages     int           // messages of each throughput run
+	Rate         float64       // messages/s of the latency and outage runs
+	LatencyFor   time.Duration // length of a latency run
+	OutageBefore time.Duration // outage run: normal traffic before the outage,
+	Outage       time.Duration // the outage (every MNS request fails with 503),
+	OutageAfter  time.Duration // and normal traffic after it
+	ReferenceFor time.Duration // how long the reference forwarder is measured
+}
+
+// fullSizes and shortSizes are the loads of a normal and a -short run.
+var (
+	fullSizes = sizes{Messages: 200_000, Rate: 5000, LatencyFor: 20 * time.Second,
+		OutageBefore: 15 * time.Second, Outage: 30 * time.Second, OutageAfter: 15 * time.Second, ReferenceFor: 10 * time.Second}
+	shortSizes = sizes{Messages: 20_000, Rate: 5000, LatencyFor: 3 * time.Second,
+		OutageBefore: 2 * time.Second, Outage: 5 * time.Second, OutageAfter: 2 * time.Second, ReferenceFor: 3 * time.Second}
+)
+
+// Result is the outcome of one measured run.
+type Result struct {
+	Name        string  `json:"name"`
+	What        string  `json:"what"`
+	Messages    int     `json:"messages"`
+	Lost        int     `json:"lost"`
+	Duplicates  int     `json:"duplicates"`
+	Seconds     float64 `json:"seconds"`
+	MsgsPerSec  float64 `json:"msgs_per_sec"`
+	P50Ms       float64 `json:"p50_ms,omitempty"`
+	P99Ms       float64 `json:"p99_ms,omitempty"`
+	P999Ms      float64 `json:"p999_ms,omitempty"`
+	MaxMs       float64 `json:"max_ms,omitempty"`
+	BridgeCPU   float64 `json:"bridge_cpu_seconds,omitempty"`
+	CPUPer100k  float64 `json:"bridge_cpu_seconds_per_100k,omitempty"`
+	CPUPerMsgUs float64 `json:"bridge_cpu_us_per_msg,omitempty"`
+	PeakRSSMB   float64 `json:"bridge_peak_rss_mb,omitempty"`
+	DrainSec    float64 `json:"drain_seconds,omitempty"`
+	Backlog     int     `json:"backlog_at_outage_end,omitempty"`
+	Note        string  `json:"note,omitempty"`
+}
+
+// harness runs scenarios against one testbed.
+type harness struct {
+	tb      *testbed
+	latency time.Duration
+	sz      sizes
+	log     io.Writer // progress lines
+}
+
+// bridgeLoad runs the bridge as a child process with spec, publishes n
+// messages (at rate a second, or as fast as possible when rate is 0) and
+// waits until all are in MNS. profile, when set, is where the child writes
+// a CPU profile.
+func (h *harness) bridgeLoad(ctx context.Context, name, what string, spec bridgeSpec, n int, rate float64, profile string) (Result, error) {
+	res := Result{Name: name, What: what, Messages: n}
+	group := "bench-" + name
+	h.tb.resetMNS(h.latency)
+	p, err := h.tb.startBridge(name, group, spec, profile)
+	if err != nil {
+		return res, err
+	}
+	defer p.kill()
+	if err := p.waitReady(ctx, 30*time.Second); err != nil {
+		return res, fmt.Errorf("%s: %w", name, err)
+	}
+	before, err := p.stat()
+	if err != nil {
+		return res, err
+	}
+	pctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	pubErr := make(chan error, 1)
+	t0 := time.Now()
+	go func() {
+		_, err := publish(pctx, h.tb.sim, group, n, rate)
+		pubErr <- err
+	}()
+	timeout := 60 * time.Second
+	if rate > 0 {
+		timeout += time.Duration(float64(n) / rate * float64(time.Second))
+	} else {
+		timeout += time.Duration(n) * 500 * time.Microsecond // as slow as 2,000 msgs/s
+	}
+	a := waitStored(ctx, h.tb.emu, n, timeout)
+	after, err := p.stat()
+	if err != nil {
+		return res, err
+	}
+	cancel()
+	if err := <-pubErr; err != nil && !errors.Is(err, context.Canceled) {
+		return res, fmt.Errorf("%s: %w", name, err)
+	}
+	if err := p.stop(30 * time.Second); err != nil {
+		return res, fmt.Errorf("%s: %w", name, err)
+	}
+	res.fill(a, t0)
+	res.bridgeUsage(before, after)
+	if rate > 0 {
+		res.latency(a)
+	}
+	if a.lost() > 0 {
+		res.Note = fmt.Sprintf("%d not in MNS after %s", a.lost(), timeout)
+	}
+	return res, nil
+}
+
+// fill sets counts and throughput from what arrived.
+func (r *Result) fill(a arrivals, t0 time.Time) {
+	r.Lost, r.Duplicates = a.lost(), a.duplicates
+	if a.unique > 0 {
+		r.Seconds = a.last.Sub(t0).Seconds()
+		r.MsgsPerSec = float64(a.unique) / r.Seconds
+	}
+}
+
+// bridgeUsage sets the bridge process's CPU and peak RSS.
+func (r *Result) bridgeUsage(before, after procStat) {
+	cpu := (after.CPU - before.CPU).Seconds()
+	r.BridgeCPU = cpu
+	if r.Messages > 0 {
+		r.CPUPer100k = cpu / float64(r.Messages) * 100_000
+		r.CPUPerMsgUs = cpu / float64(r.Messages) * 1e6
+	}
+	r.PeakRSSMB = float64(after.PeakRSSKB) / 1024
+}
+
+// latency sets the percentiles of publish-to-stored latency.
+func (r *Result) latency(a arrivals) {
+	l := a.latencies()
+	r.P50Ms, r.P99Ms, r.P999Ms = percentile(l, 0.50), percentile(l, 0.99), percentile(l, 0.999)
+	if len(l) > 0 {
+		r.MaxMs = float64(l[len(l)-1]) / float64(time.Millisecond)
+	}
+}
+
+// outage publishes at a fixed rate while MNS answers every request with 503
+// ServiceUnavailable for sz.Outage in the middle, then checks that every
+// message arrived and measures the drain: the time from the end of the
+// outage until the last message published before that end was in MNS.
+func (h *harness) outage(ctx context.Context, name, what string, spec bridgeSpec) (Result, error) {
+	sz := h.sz
+	n := int(sz.Rate * (sz.OutageBefore + sz.Outage + sz.OutageAfter).Seconds())
+	res := Result{Name: name, What: what, Messages: n}
+	group := "bench-" + name
+	h.tb.resetMNS(h.latency)
+	p, err := h.tb.startBridge(name, group, spec, "")
+	if err != nil {
+		return res, err
+	}
+	defer p.kill()
+	if err := p.waitReady(ctx, 30*time.Second); err != nil {
+		return res, fmt.Errorf("%s: %w", name, err)
+	}
+	before, err := p.stat()
+	if err != nil {
+		return res, err
+	}
+	pctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	pubErr := make(chan error, 1)
+	t0 := time.Now()
+	go func() {
+		_, err := publish(pctx, h.tb.sim, group, n, sz.Rate)
+		pubErr <- err
+	}()
+	sleep := func(d time.Duration) error {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(d):
+			return nil
+		}
+	}
+	if err := sleep(sz.OutageBefore); err != nil {
+		return res, err
+	}
+	h.tb.emu.SetFaults(mnsemu.Faults{Latency: h.latency, ErrorRate: 1, ErrorStatus: 503})
+	fmt.Fprintf(h.log, "  MNS outage: every request fails with 503 for %s\n", sz.Outage)
+	if err := sleep(sz.Outage); err != nil {
+		return res, err
+	}
+	h.tb.emu.SetFaults(mnsemu.Faults{Latency: h.latency})
+	outageEnd := time.Now()
+	storedAtEnd := h.tb.emu.Stats().Sent
+	fmt.Fprintf(h.log, "  MNS back\n")
+	timeout := sz.OutageAfter + 3*time.Minute
+	a := waitStored(ctx, h.tb.emu, n, timeout)
+	after, err := p.stat()
+	if err != nil {
+		return res, err
+	}
+	cancel()
+	if err := <-pubErr; err != nil && !errors.Is(err, context.Canceled) {
+		return res, fmt.Errorf("%s: %w", name, err)
+	}
+	if err := p.stop(30 * time.Second); err != nil {
+		return res, fmt.Errorf("%s: %w", name, err)
+	}
+	res.fill(a, t0)
+	res.bridgeUsage(before, after)
+	res.latency(a)
+	var drained time.Time
+	publishedBeforeEnd := 0
+	for i, t := range a.stored {
+		if a.sentNs[i] != 0 && a.sentNs[i] < outageEnd.UnixNano() {
+			publishedBeforeEnd++
+			if t.After(drained) {
+				drained = t
+			}
+		}
+	}
+	if !drained.IsZero() {
+		res.DrainSec = drained.Sub(outageEnd).Seconds()
+	}
+	res.Backlog = publishedBeforeEnd - int(storedAtEnd)
+	if a.lost() > 0 {
+		res.Note = fmt.Sprintf("LOST %d (not in MNS %s after the outage)", a.lost(), timeout)
+	}
+	return res, nil
+}
