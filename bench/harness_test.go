@@ -1,0 +1,134 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestMain lets the test binary serve as the bridge child process, as the
+// harness binary does.
+func TestMain(m *testing.M) {
+	if isChild() {
+		os.Exit(runChild())
+	}
+	os.Exit(m.Run())
+}
+
+// tinySizes keeps TestHarnessShort to a few seconds of load.
+var tinySizes = sizes{Messages: 2000, Rate: 1000, LatencyFor: time.Second,
+	OutageBefore: 500 * time.Millisecond, Outage: time.Second, OutageAfter: 500 * time.Millisecond, ReferenceFor: 500 * time.Millisecond}
+
+// TestHarnessShort runs every scenario in a tiny configuration and checks
+// that each produced its result with every message accounted for. It
+// asserts no timing.
+func TestHarnessShort(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs the whole harness (about 30 s); skipped with -short")
+	}
+	jsonPath := filepath.Join(t.TempDir(), "out.json")
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	var out bytes.Buffer
+	rep, err := run(ctx, options{Scenarios: scenarioNames, Latency: 5 * time.Millisecond, Sizes: tinySizes, JSON: jsonPath}, &out)
+	if err != nil {
+		t.Fatalf("run: %v\n%s", err, out.String())
+	}
+	want := []string{"ceiling-source", "ceiling-mns", "reference", "throughput", "latency", "outage",
+		"throughput-spool", "latency-spool", "outage-spool", "ceiling-source-4conn", "throughput-4conn"}
+	for _, name := range want {
+		r := rep.result(name)
+		if r == nil {
+			t.Errorf("no result %q", name)
+			continue
+		}
+		if r.MsgsPerSec <= 0 || r.Messages <= 0 {
+			t.Errorf("%s: %d messages at %.0f msgs/s, want both positive", name, r.Messages, r.MsgsPerSec)
+		}
+		if r.Lost != 0 {
+			t.Errorf("%s: lost %d", name, r.Lost)
+		}
+		isBridge := !strings.HasPrefix(name, "ceiling") && name != "reference"
+		if isBridge && (r.PeakRSSMB <= 0 || r.BridgeCPU <= 0) {
+			t.Errorf("%s: bridge RSS %.1f MB, CPU %.2f s; want both measured", name, r.PeakRSSMB, r.BridgeCPU)
+		}
+		if strings.HasPrefix(name, "latency") && !(r.P50Ms > 0 && r.P50Ms <= r.P99Ms && r.P99Ms <= r.P999Ms) {
+			t.Errorf("%s: percentiles p50 %.2f p99 %.2f p99.9 %.2f, want 0 < p50 <= p99 <= p99.9", name, r.P50Ms, r.P99Ms, r.P999Ms)
+		}
+	}
+	if o := rep.result("outage"); o != nil && o.DrainSec <= 0 {
+		t.Errorf("outage: drain %.2f s, want > 0 (messages published during the outage reach MNS after it)", o.DrainSec)
+	}
+	if len(rep.Targets) == 0 || len(rep.Ratios) == 0 {
+		t.Errorf("report has %d targets and %d ratios, want some", len(rep.Targets), len(rep.Ratios))
+	}
+	if !strings.Contains(out.String(), "Targets:") {
+		t.Errorf("table output lacks the targets:\n%s", out.String())
+	}
+	b, err := os.ReadFile(jsonPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var back Report
+	if err := json.Unmarshal(b, &back); err != nil {
+		t.Fatalf("JSON report: %v", err)
+	}
+	if len(back.Results) != len(rep.Results) || back.Machine.Cores <= 0 || back.Date == "" {
+		t.Errorf("JSON report: %d results, %d cores, date %q", len(back.Results), back.Machine.Cores, back.Date)
+	}
+}
+
+func TestBodyRoundTrip(t *testing.T) {
+	for _, seq := range []int{0, 7, 199_999, 1 << 30} {
+		ts := time.Now().UnixNano()
+		b := makeBody(seq, ts)
+		if len(b) != bodySize {
+			t.Errorf("seq %d: body is %d bytes, want %d", seq, len(b), bodySize)
+		}
+		if !json.Valid(b) {
+			t.Errorf("seq %d: body is not JSON: %s", seq, b)
+		}
+		gotSeq, gotTs, ok := parseBody(b)
+		if !ok || gotSeq != seq || gotTs != ts {
+			t.Errorf("parseBody(makeBody(%d, %d)) = %d, %d, %v", seq, ts, gotSeq, gotTs, ok)
+		}
+	}
+	if _, _, ok := parseBody([]byte(`{"other":1}`)); ok {
+		t.Error("parseBody accepted a body without seq and ts")
+	}
+}
+
+func TestParseFlags(t *testing.T) {
+	tests := []struct {
+		args    []string
+		wantErr string
+		check   func(options) bool
+	}{
+		{nil, "", func(o options) bool {
+			return len(o.Scenarios) == len(scenarioNames) && o.Sizes.Messages == 200_000 && o.Latency == 20*time.Millisecond
+		}},
+		{[]string{"-short"}, "", func(o options) bool { return o.Sizes.Messages == 20_000 && o.Sizes.Outage == 5*time.Second }},
+		{[]string{"-scenarios", "latency,outage", "-messages", "1000"}, "", func(o options) bool {
+			return strings.Join(o.Scenarios, ",") == "latency,outage" && o.Sizes.Messages == 1000
+		}},
+		{[]string{"-scenarios", "speed"}, `unknown "speed"`, nil},
+		{[]string{"-latency", "0s"}, "-latency must be positive", nil},
+	}
+	for _, tt := range tests {
+		o, err := parseFlags(tt.args, &bytes.Buffer{})
+		if tt.wantErr != "" {
+			if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+				t.Errorf("%v: err %v, want %q", tt.args, err, tt.wantErr)
+			}
+			continue
+		}
+		if err != nil || !tt.check(o) {
+			t.Errorf("%v: %+v, %v", tt.args, o, err)
+		}
+	}
+}
