@@ -43,6 +43,9 @@ func (d *dialer) dial(ctx context.Context, _ int, id string) (connection, error)
 		return nil, fmt.Errorf("amqp connect as %s: sign the login: %w (%w)", id, err, bridge.ErrFatal)
 	}
 
+	cfg.Logger.Debug("amqp dialling", "conn", id, "endpoint", cfg.Endpoint,
+		"username", iotauth.RedactUsername(creds.Username)) // the username holds no secret once redacted
+
 	dctx, cancel := context.WithTimeout(ctx, cfg.DialTimeout)
 	defer cancel()
 	nc, err := (&tls.Dialer{Config: d.tls}).DialContext(dctx, "tcp", cfg.Endpoint)
@@ -69,7 +72,8 @@ func (d *dialer) dial(ctx context.Context, _ int, id string) (connection, error)
 	defer cancelAttach()
 	c.sess, err = conn.NewSession(actx, nil)
 	if err == nil {
-		c.rcv, err = c.sess.NewReceiver(actx, cfg.Address, &amqp.ReceiverOptions{Credit: int32(cfg.Credit)})
+		// Credit -1: manual credit, issued by Source.awaitCredit.
+		c.rcv, err = c.sess.NewReceiver(actx, cfg.Address, &amqp.ReceiverOptions{Credit: -1})
 	}
 	if err != nil {
 		cctx, ccancel := context.WithTimeout(context.WithoutCancel(ctx), cfg.AttachTimeout)
@@ -164,8 +168,9 @@ func (c *amqpConn) Release(ctx context.Context, m *amqp.Message) error {
 	return c.rcv.ReleaseMessage(ctx, m)
 }
 
-func (c *amqpConn) Done() <-chan struct{} { return c.conn.Done() }
-func (c *amqpConn) Err() error            { return c.conn.Err() }
+func (c *amqpConn) IssueCredit(n uint32) error { return c.rcv.IssueCredit(n) }
+func (c *amqpConn) Done() <-chan struct{}      { return c.conn.Done() }
+func (c *amqpConn) Err() error                 { return c.conn.Err() }
 
 // Close releases the messages the receiver prefetched but nobody received,
 // detaches the receiver (at most linkCloseTimeout), ends the session and

@@ -398,3 +398,54 @@ func TestRabbitMQLoginFailures(t *testing.T) {
 		})
 	}
 }
+
+// BenchmarkRabbitMQReceiveAccept measures receive → handler → accept
+// through one connection with the default credit. The messages are
+// published before the timer starts. It prints messages per second.
+func BenchmarkRabbitMQReceiveAccept(b *testing.B) {
+	br := testbroker.RabbitMQ(b)
+	u := br.Unique(b)
+	queue := "/queue/" + u
+	pub := br.NewAMQPPublisher(b, queue)
+	ctx, cancel := context.WithTimeout(context.Background(), 40*time.Second)
+	defer cancel()
+	body := make([]byte, 512)
+	for i := range b.N {
+		if err := pub.Send(ctx, "/pk/dn/user/up", fmt.Sprint(i), 1700000000000, body); err != nil {
+			b.Fatal(err)
+		}
+	}
+	cfg := brokerConfig(br, "bench-"+u, queue, &syncBuffer{}, nil)
+	cfg.Credit = 0 // the default, 64
+	cfg.Logger = nil
+	src, err := New(cfg)
+	if err != nil {
+		b.Fatal(err)
+	}
+	done := make(chan struct{})
+	var n atomic.Int64
+	b.ResetTimer()
+	start := time.Now()
+	runCtx, stop := context.WithCancel(ctx)
+	go func() {
+		_ = src.Run(runCtx, func(_ context.Context, d *bridge.Delivery) error {
+			d.Accept()
+			if n.Add(1) == int64(b.N) {
+				close(done)
+			}
+			return nil
+		})
+	}()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		b.Fatalf("received %d of %d; stats %+v, state %+v", n.Load(), b.N, src.Stats(), src.ConnStates())
+	}
+	elapsed := time.Since(start)
+	b.StopTimer()
+	b.ReportMetric(float64(b.N)/elapsed.Seconds(), "msgs/s")
+	stop()
+	cctx, ccancel := context.WithTimeout(context.Background(), itLimit)
+	defer ccancel()
+	_ = src.Close(cctx)
+}

@@ -37,6 +37,9 @@ type connection interface {
 	Receive(ctx context.Context) (*amqp.Message, error)
 	Accept(ctx context.Context, m *amqp.Message) error
 	Release(ctx context.Context, m *amqp.Message) error
+	// IssueCredit lets the peer send n more messages (the link uses
+	// manual credit).
+	IssueCredit(n uint32) error
 	// Done is closed when the connection has ended, by either side.
 	Done() <-chan struct{}
 	// Err says why Done was closed (nil for a clean local close).
@@ -117,12 +120,14 @@ type link struct {
 	conn connection
 	dead atomic.Bool // no more settling: the connection ended or is closing
 
+	settled chan struct{} // signalled (non-blocking) on every untrack
+
 	mu        sync.Mutex
 	unsettled map[*bridge.Delivery]struct{}
 }
 
 func newLink(c connection) *link {
-	return &link{conn: c, unsettled: make(map[*bridge.Delivery]struct{})}
+	return &link{conn: c, unsettled: make(map[*bridge.Delivery]struct{}), settled: make(chan struct{}, 1)}
 }
 
 func (l *link) track(d *bridge.Delivery) {
@@ -135,6 +140,16 @@ func (l *link) untrack(d *bridge.Delivery) {
 	l.mu.Lock()
 	delete(l.unsettled, d)
 	l.mu.Unlock()
+	select {
+	case l.settled <- struct{}{}:
+	default:
+	}
+}
+
+func (l *link) inFlight() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.unsettled)
 }
 
 func (l *link) pending() []*bridge.Delivery {
@@ -260,7 +275,20 @@ func (s *Source) session(ctx context.Context, sl *slot, h bridge.Handler, connec
 	}()
 
 	var cause error
+	var granted, got int // credit issued and messages received on this link
 	for {
+		if got >= granted {
+			n, err := s.awaitCredit(connCtx, l)
+			if err != nil {
+				cause = err
+				break
+			}
+			if err := c.IssueCredit(uint32(n)); err != nil {
+				cause = err
+				break
+			}
+			granted += n
+		}
 		m, err := c.Receive(connCtx)
 		if err != nil {
 			cause = err
@@ -271,6 +299,7 @@ func (s *Source) session(ctx context.Context, sl *slot, h bridge.Handler, connec
 			// no longer be settled, and the platform redelivers it.
 			break
 		}
+		got++
 		d := bridge.NewDelivery(toMessage(m), s, &token{link: l, msg: m})
 		l.track(d)
 		s.received.Add(1)
@@ -303,6 +332,31 @@ func (s *Source) session(ctx context.Context, sl *slot, h bridge.Handler, connec
 		return nil
 	}
 	return fmt.Errorf("amqp connection lost: %w", explainLoss(cause))
+}
+
+// awaitCredit waits until the link has room for at least half the credit
+// window beyond its unsettled deliveries, and returns that room.
+//
+// Credit is managed here rather than by go-amqp's automatic flow because it
+// is only ever issued once all earlier credit has been used: no transfer is
+// then in flight, so the delivery-count in the flow frame is exact. go-amqp's
+// automatic flow tops credit up while transfers are still in flight, and
+// RabbitMQ 3.x then sends beyond the credit, go-amqp's credit counter wraps
+// around and the link stalls for good (seen with 1,500 queued messages).
+// The cost is one round trip per refill.
+func (s *Source) awaitCredit(ctx context.Context, l *link) (int, error) {
+	window := s.cfg.Credit
+	for {
+		room := window - l.inFlight()
+		if room > 0 && room >= (window+1)/2 {
+			return room, nil
+		}
+		select {
+		case <-l.settled:
+		case <-ctx.Done():
+			return 0, ctx.Err()
+		}
+	}
 }
 
 func isDone(ch <-chan struct{}) bool {

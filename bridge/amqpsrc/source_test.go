@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"strings"
 	"sync"
@@ -27,7 +28,11 @@ type fakeConn struct {
 	// connection died, as go-amqp does with prefetched messages.
 	drain *amqp.Message
 
+	creditCh chan struct{} // signalled when credit is issued
+
 	mu        sync.Mutex
+	credit    int // messages the source may still be sent
+	issued    int // credit issued in total
 	err       error
 	closed    bool
 	settleErr error
@@ -37,7 +42,8 @@ type fakeConn struct {
 }
 
 func newFakeConn(slot int, id string) *fakeConn {
-	return &fakeConn{slot: slot, id: id, msgs: make(chan *amqp.Message), linkErr: make(chan error, 1), done: make(chan struct{})}
+	return &fakeConn{slot: slot, id: id, msgs: make(chan *amqp.Message), linkErr: make(chan error, 1),
+		done: make(chan struct{}), creditCh: make(chan struct{}, 1)}
 }
 
 func (c *fakeConn) Receive(ctx context.Context) (*amqp.Message, error) {
@@ -45,16 +51,46 @@ func (c *fakeConn) Receive(ctx context.Context) (*amqp.Message, error) {
 		c.drain = nil
 		return m, nil
 	}
-	select {
-	case m := <-c.msgs:
-		return m, nil
-	case err := <-c.linkErr:
-		return nil, err
-	case <-c.done:
-		return nil, &amqp.ConnError{}
-	case <-ctx.Done():
-		return nil, ctx.Err()
+	for {
+		var msgs chan *amqp.Message // nil (never ready) without credit
+		c.mu.Lock()
+		if c.credit > 0 {
+			msgs = c.msgs
+		}
+		c.mu.Unlock()
+		select {
+		case m := <-msgs:
+			c.mu.Lock()
+			c.credit--
+			c.mu.Unlock()
+			return m, nil
+		case <-c.creditCh:
+		case err := <-c.linkErr:
+			return nil, err
+		case <-c.done:
+			return nil, &amqp.ConnError{}
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
 	}
+}
+
+func (c *fakeConn) IssueCredit(n uint32) error {
+	c.mu.Lock()
+	c.credit += int(n)
+	c.issued += int(n)
+	c.mu.Unlock()
+	select {
+	case c.creditCh <- struct{}{}:
+	default:
+	}
+	return nil
+}
+
+func (c *fakeConn) creditState() (credit, issued int) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.credit, c.issued
 }
 
 func (c *fakeConn) settle(m *amqp.Message, to *[]*amqp.Message) error {
@@ -513,4 +549,37 @@ func TestPrefetchedFromDeadConnectionNotHandedOut(t *testing.T) {
 	if got := hs.src.Stats(); got.Received != 1 {
 		t.Errorf("Stats = %+v, want 1 received", got)
 	}
+}
+
+func TestCreditIsTheBackpressure(t *testing.T) {
+	hs := newHarness(t, Config{Credit: 4}, nil, nil)
+	c := hs.nextConn()
+	var ds []*bridge.Delivery
+	for i := range 4 {
+		ds = append(ds, hs.send(c, platformMsg(fmt.Sprint(i))))
+	}
+	// Four unsettled: no credit left, and none issued beyond the window.
+	if credit, issued := c.creditState(); credit != 0 || issued != 4 {
+		t.Fatalf("credit %d issued %d, want 0 and 4", credit, issued)
+	}
+	ds[0].Accept()
+	// One free slot is less than half the window: still nothing.
+	if _, issued := c.creditState(); issued != 4 {
+		t.Errorf("issued %d after one settle, want 4 (refill at half the window)", issued)
+	}
+	ds[1].Release()
+	eventually(t, "refill after half the window settled", func() bool {
+		_, issued := c.creditState()
+		return issued == 6
+	})
+	ds = append(ds, hs.send(c, platformMsg("4")), hs.send(c, platformMsg("5")))
+	if credit, issued := c.creditState(); credit != 0 || issued != 6 {
+		t.Errorf("credit %d issued %d, want 0 and 6: never more than 4 unsettled", credit, issued)
+	}
+	ds[2].Accept()
+	ds[3].Accept()
+	eventually(t, "refill after the second half settled", func() bool {
+		_, issued := c.creditState()
+		return issued == 8
+	})
 }
