@@ -1,0 +1,183 @@
+package app
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/iot-mns-bridge/iot-mns-bridge/bridge"
+	"github.com/iot-mns-bridge/iot-mns-bridge/config"
+	"github.com/iot-mns-bridge/iot-mns-bridge/internal/testbroker"
+	"github.com/iot-mns-bridge/iot-mns-bridge/iotsim"
+	"github.com/iot-mns-bridge/iot-mns-bridge/mnsemu"
+)
+
+// rabbitConfig writes a bridge config for the test broker: source is the
+// protocol block (stomp: or amqp:) and its endpoint.
+func rabbitConfig(t *testing.T, b *testbroker.Broker, p *peers, protocol, endpoint, block, extra string) string {
+	t.Helper()
+	cfg := fmt.Sprintf(`source:
+  protocol: %s
+  endpoint: %s
+  client_id: %s
+  credentials:
+    access_key_id: %s
+    access_key_secret: %s
+  tls:
+    ca_file: %s
+    server_name: localhost
+%s
+mns:
+  endpoint: %s
+  credentials:
+    access_key_id: %s
+    access_key_secret: %s
+routes:
+  - match: /{productKey}/{deviceName}/user/#
+    queue: telemetry-{productKey}
+default_route:
+  dead_letter: true
+envelope: json
+http:
+  listen: ""
+log:
+  level: info
+%s`, protocol, endpoint, b.Unique(t), b.AccessKeyID, b.AccessKeySecret, b.CAFile, block, p.mnsURL, testAK, testSecret, extra)
+	path := filepath.Join(p.dir, "rabbit.yaml")
+	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// countIDs counts the messages with the given id prefix in queue.
+func countIDs(t *testing.T, emu *mnsemu.Emulator, queue, prefix string, n int) (distinct, dups int) {
+	ids := arrivedIDs(t, emu, queue)
+	for i := 0; i < n; i++ {
+		if k := ids[fmt.Sprintf("%s-%05d", prefix, i)]; k > 0 {
+			distinct++
+			dups += k - 1
+		}
+	}
+	return distinct, dups
+}
+
+// TestRabbitMQSTOMPBridgeResumesAfterBrokerRestart: the bridge subscribes to
+// /topic/# on a real RabbitMQ over STOMP+TLS (aksign checked by the HTTP auth
+// backend), another client publishes, everything reaches the MNS emulator;
+// the broker is restarted mid-stream and the bridge resumes by itself.
+func TestRabbitMQSTOMPBridgeResumesAfterBrokerRestart(t *testing.T) {
+	b := testbroker.RabbitMQ(t)
+	p := startPeers(t, mnsemu.Config{Queues: []string{"telemetry-pkr"}}, iotsim.Config{})
+	path := rabbitConfig(t, b, p, "stomp", b.STOMPSAddr,
+		"  stomp:\n    destination: /topic/#\n    ack: client-individual\n    host: /\n    heartbeat: 5s", "")
+	cfg, err := config.Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	br, err := New(cfg, Options{Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- br.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	connected := func() bool {
+		for _, st := range br.source.(bridge.StateReporter).ConnStates() {
+			if !st.Connected {
+				return false
+			}
+		}
+		return true
+	}
+	waitFor(t, "bridge connected to RabbitMQ", time.Minute, connected)
+	// The subscription may still be in flight: wait until a probe arrives.
+	key := b.Unique(t)
+	publish := func(prefix string, from, to int) {
+		for i := from; i < to; i++ {
+			id := fmt.Sprintf("%s-%05d", prefix, i)
+			b.PublishSTOMP(t, "/topic/"+key+".data", map[string]string{"topic": "/pkr/dev1/user/data", "messageId": id}, []byte(`{"n":"`+id+`"}`))
+		}
+	}
+	waitFor(t, "subscription active", time.Minute, func() bool {
+		publish("probe", 0, 1)
+		time.Sleep(200 * time.Millisecond)
+		d, _ := countIDs(t, p.emu, "telemetry-pkr", "probe", 1)
+		return d == 1
+	})
+	const n = 300
+	publish("before", 0, n)
+	waitFor(t, "messages before the restart", time.Minute, func() bool {
+		d, _ := countIDs(t, p.emu, "telemetry-pkr", "before", n)
+		return d == n
+	})
+	restarted := time.Now()
+	b.Restart(t)
+	waitFor(t, "bridge reconnected after the broker restart", 2*time.Minute, func() bool {
+		st := br.source.(bridge.StateReporter).ConnStates()
+		return connected() && st[0].Reconnects > 0
+	})
+	t.Logf("bridge reconnected %s after the restart began", time.Since(restarted).Round(time.Millisecond))
+	waitFor(t, "subscription active again", time.Minute, func() bool {
+		publish("probe2", 0, 1)
+		time.Sleep(200 * time.Millisecond)
+		d, _ := countIDs(t, p.emu, "telemetry-pkr", "probe2", 1)
+		return d == 1
+	})
+	publish("after", 0, n)
+	waitFor(t, "messages after the restart", time.Minute, func() bool {
+		d, _ := countIDs(t, p.emu, "telemetry-pkr", "after", n)
+		return d == n
+	})
+}
+
+// TestRabbitMQAMQPBridgeKill9AndBrokerRestart: the AMQP 1.0 source on a
+// durable RabbitMQ queue, messages with the platform's application
+// properties. The bridge process is killed with SIGKILL twice mid-stream and
+// the broker restarted once: no message is lost (unsettled ones are
+// redelivered), duplicates are counted.
+func TestRabbitMQAMQPBridgeKill9AndBrokerRestart(t *testing.T) {
+	b := testbroker.RabbitMQ(t)
+	p := startPeers(t, mnsemu.Config{Queues: []string{"telemetry-pka"}, Latency: 2 * time.Millisecond}, iotsim.Config{})
+	queue := "/queue/" + b.Unique(t)
+	path := rabbitConfig(t, b, p, "amqp", b.AMQPSAddr,
+		fmt.Sprintf("  amqp:\n    address: %s\n    credit: 64\n  reconnect_min_backoff: 200ms\n  reconnect_max_backoff: 2s", queue), "")
+	pub := b.NewAMQPPublisher(t, queue)
+	const n = 3000
+	ctx := context.Background()
+	for i := 0; i < n; i++ {
+		id := fmt.Sprintf("amqp-%05d", i)
+		topic := "/pka/dev" + fmt.Sprint(i%9) + "/user/data"
+		if err := pub.Send(ctx, topic, id, time.Now().UnixMilli(), []byte(`{"id":"`+id+`"}`)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	arrived := func() int { d, _ := countIDs(t, p.emu, "telemetry-pka", "amqp", n); return d }
+	for round := 1; round <= 2; round++ {
+		c := startChild(t, "run", "-config", path)
+		target := round * n / 4
+		waitFor(t, fmt.Sprintf("%d messages before kill %d", target, round), 2*time.Minute, func() bool { return arrived() >= target })
+		c.kill9(t)
+	}
+	c := startChild(t, "run", "-config", path)
+	waitFor(t, "progress before the broker restart", 2*time.Minute, func() bool { return arrived() >= 3*n/4 })
+	b.Restart(t)
+	waitFor(t, "every message after the broker restart", 3*time.Minute, func() bool { return arrived() == n })
+	if code := c.term(t); code != 0 {
+		t.Errorf("exit %d:\n%s", code, c.stderr)
+	}
+	distinct, dups := countIDs(t, p.emu, "telemetry-pka", "amqp", n)
+	t.Logf("sent %d, arrived %d distinct, %d duplicates after 2 kills and a broker restart", n, distinct, dups)
+	if distinct != n {
+		t.Fatalf("%d messages lost", n-distinct)
+	}
+	if strings.Contains(c.stderr.String(), b.AccessKeySecret) {
+		t.Error("the log contains the AccessKey secret")
+	}
+}
