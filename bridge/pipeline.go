@@ -99,6 +99,8 @@ type Pipeline struct {
 	sendCtx    context.Context // cancelled when the drain deadline passes
 	cancelSend context.CancelFunc
 
+	deadLog logLimiter
+
 	mu    sync.Mutex
 	lanes map[Destination]*lane
 	wg    sync.WaitGroup // lanes, senders, retry waits
@@ -553,13 +555,60 @@ func (p *Pipeline) deadLetter(items []*item) {
 		p.log.Info("dead-letter write recovered", "messages", len(items))
 	}
 	for _, e := range entries {
-		p.log.Warn("message dead-lettered", "messageId", e.Message.MessageID, "topic", e.Message.Topic, "dest", destString(e.Dest), "reason", e.Reason)
+		if p.deadLog.allow(p.now()) {
+			p.log.Warn("message dead-lettered", "messageId", e.Message.MessageID, "topic", e.Message.Topic, "dest", destString(e.Dest), "reason", e.Reason)
+		}
+	}
+	if n := p.deadLog.takeSuppressed(p.now()); n > 0 {
+		p.log.Warn("more messages dead-lettered; not logged one by one (see the dead-letter target and the dead_lettered_total metric)", "count", n, "window", deadLogWindow)
 	}
 	p.stats.deadLettered.Add(int64(len(items)))
 	p.m.deadLettered(entries)
 	for _, it := range items {
 		p.done(it.d, Accepted)
 	}
+}
+
+// deadLogWindow and deadLogBurst bound the dead-letter log lines: at most
+// deadLogBurst a window, then one line with the count of the rest.
+const (
+	deadLogWindow = time.Minute
+	deadLogBurst  = 20
+)
+
+// logLimiter lets deadLogBurst events a window through and counts the rest.
+type logLimiter struct {
+	mu         sync.Mutex
+	start      time.Time
+	n          int
+	suppressed int
+}
+
+func (l *logLimiter) allow(now time.Time) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if now.Sub(l.start) >= deadLogWindow {
+		l.start, l.n = now, 0
+	}
+	l.n++
+	if l.n > deadLogBurst {
+		l.suppressed++
+		return false
+	}
+	return true
+}
+
+// takeSuppressed returns the count suppressed once the window has passed
+// (and resets it), else 0.
+func (l *logLimiter) takeSuppressed(now time.Time) int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.suppressed == 0 || now.Sub(l.start) < deadLogWindow {
+		return 0
+	}
+	n := l.suppressed
+	l.suppressed = 0
+	return n
 }
 
 func destString(d Destination) string {

@@ -350,3 +350,27 @@ func BenchmarkPipeline(b *testing.B) {
 	p.Drain(context.Background())
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "msgs/s")
 }
+
+func TestDeadLetterLogLinesAreBounded(t *testing.T) {
+	var l logLimiter
+	t0 := time.Unix(1000, 0)
+	allowed := 0
+	for i := 0; i < 100; i++ {
+		if l.allow(t0.Add(time.Duration(i) * time.Millisecond)) {
+			allowed++
+		}
+	}
+	if allowed != deadLogBurst {
+		t.Fatalf("allowed %d lines in one window, want %d", allowed, deadLogBurst)
+	}
+	if n := l.takeSuppressed(t0.Add(time.Second)); n != 0 {
+		t.Fatalf("suppressed count reported inside the window: %d", n)
+	}
+	later := t0.Add(deadLogWindow + time.Second)
+	if n := l.takeSuppressed(later); n != 100-deadLogBurst {
+		t.Fatalf("suppressed = %d, want %d", n, 100-deadLogBurst)
+	}
+	if !l.allow(later) {
+		t.Fatal("a new window does not allow lines again")
+	}
+}
