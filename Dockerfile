@@ -13,9 +13,10 @@
 #     -e ALIBABA_CLOUD_ACCESS_KEY_ID=LTAI... -p 127.0.0.1:9477:9477 iot-mns-bridge
 #
 # The config is mounted at /etc/iot-mns-bridge/config.yaml and must set:
-#   http.listen: 0.0.0.0:9477          # the default is loopback: unreachable from
-#                                      # outside the container, so Prometheus could
-#                                      # not scrape it; HEALTHCHECK uses port 9477
+#   http.listen: 0.0.0.0:9477          # the default 127.0.0.1:9477 is reachable only
+#                                      # inside the container: HEALTHCHECK works, but
+#                                      # Prometheus (and -p) could not reach /metrics.
+#                                      # HEALTHCHECK asks port 9477: keep that port.
 #   spool.dir: ${STATE_DIRECTORY}/spool                        # on the volume
 #   delivery.dead_letter.file: ${STATE_DIRECTORY}/dead-letter.jsonl
 #   source.credentials.access_key_secret_file: access_key_secret
@@ -34,12 +35,14 @@
 FROM golang:1.26-bookworm AS build
 WORKDIR /src
 COPY go.mod go.sum ./
-RUN go mod download
+RUN --mount=type=cache,target=/go/pkg/mod go mod download
 COPY . .
 ARG VERSION=devel
 # scripts/build.sh holds the build flags (CGO_ENABLED=0 -trimpath -ldflags
-# "-s -w -X ...stampedVersion=$VERSION"); CI builds with the same script.
-RUN VERSION="$VERSION" scripts/build.sh /out/iot-mns-bridge \
+# "-s -w -X ...stampedVersion=$VERSION"); CI builds with the same script
+# (scripts/ops-check.sh, run by internal/opscheck).
+RUN --mount=type=cache,target=/go/pkg/mod --mount=type=cache,target=/root/.cache/go-build \
+	VERSION="$VERSION" scripts/build.sh /out/iot-mns-bridge \
 	&& /out/iot-mns-bridge version \
 	&& install -d -m 0700 -o 65532 -g 65532 /out/state
 

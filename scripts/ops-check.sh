@@ -119,7 +119,8 @@ ensure_built() {
 
 step_build() {
 	ensure_built
-	grep -Eq '^RUN .*scripts/build\.sh' Dockerfile ||
+	# Join continuation lines, then look for the RUN that calls the script.
+	sed -e ':a' -e '/\\$/N; s/\\\n//; ta' Dockerfile | grep -Eq '^RUN .*scripts/build\.sh' ||
 		fail "the Dockerfile no longer builds with scripts/build.sh: CI would test a different binary"
 	local info
 	info=$(go version -m "$bin")
