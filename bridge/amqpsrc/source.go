@@ -219,6 +219,12 @@ func New(cfg Config) (*Source, error) {
 //
 // When Run returns, the connections stay open so that deliveries still in
 // the pipeline can be settled; Close releases what is left and closes them.
+//
+// h is called from one goroutine per connection and may block: while it
+// does, and while Credit deliveries of that connection are unsettled, no
+// more are read. If the connection dies meanwhile, h's ctx is cancelled. A
+// delivery for which h returns an error is released; if ctx is not done
+// then, the connection is closed and redialled.
 func (s *Source) Run(ctx context.Context, h bridge.Handler) error {
 	s.mu.Lock()
 	if s.closed {
