@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/iot-mns-bridge/iot-mns-bridge/config"
 	"github.com/iot-mns-bridge/iot-mns-bridge/iotsim"
 	"github.com/iot-mns-bridge/iot-mns-bridge/mnsemu"
 )
@@ -174,5 +175,40 @@ func TestRunForwards10000BinaryMessagesByteForByte(t *testing.T) {
 	}
 	if strings.Contains(stderr.String(), testSecret) {
 		t.Error("the log contains the AccessKey secret")
+	}
+}
+
+// TestRedeliveriesAreSuppressedWithinTheWindow: the platform redelivers a
+// message (same messageId) that MNS already has; the bridge settles it
+// without sending it again and counts it.
+func TestRedeliveriesAreSuppressedWithinTheWindow(t *testing.T) {
+	p := startPeers(t, mnsemu.Config{Queues: []string{"telemetry-pk1", "unrouted"}}, iotsim.Config{})
+	path := p.writeConfig(t, "    ack: client-individual", "")
+	cfg, err := config.Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := New(cfg, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- b.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	publish := func() {
+		for i := 0; i < 100; i++ {
+			p.sim.Publish("g1", iotsim.Message{Topic: "/pk1/dev/user/x", MessageID: fmt.Sprintf("dup-%03d", i), Body: []byte("x")})
+		}
+	}
+	publish()
+	waitFor(t, "first copies forwarded", time.Minute, func() bool { return b.Stats().Forwarded == 100 })
+	publish()
+	waitFor(t, "redeliveries suppressed", time.Minute, func() bool { return b.Stats().Duplicates == 100 })
+	if n := len(p.emu.Messages("telemetry-pk1")); n != 100 {
+		t.Fatalf("%d messages at MNS, want 100", n)
+	}
+	if st := p.sim.Stats(); st.Acked != 200 {
+		t.Fatalf("simulator acked %d, want all 200 deliveries settled", st.Acked)
 	}
 }
