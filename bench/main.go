@@ -40,7 +40,9 @@ type options struct {
 	Sizes     sizes
 	JSON      string
 	Profile   string
-	Command   string
+	// ProfileRate is the publish rate of the profile run; 0 is max.
+	ProfileRate float64
+	Command     string
 }
 
 func main() {
@@ -74,10 +76,11 @@ func parseFlags(args []string, errOut io.Writer) (options, error) {
 	jsonPath := fs.String("json", "bench/results/latest.json", "where to write the JSON report (empty: none)")
 	short := fs.Bool("short", false, "small loads and a 5 s outage: the whole harness in about a minute")
 	profile := fs.String("profile", "", "instead of the scenarios, write a CPU profile of the bridge process at full rate to `FILE`")
+	profileRate := fs.Float64("profile-rate", 0, "messages/s of the -profile run (0: as fast as possible)")
 	if err := fs.Parse(args); err != nil {
 		return options{}, err
 	}
-	o := options{Latency: *latency, JSON: *jsonPath, Profile: *profile, Sizes: fullSizes,
+	o := options{Latency: *latency, JSON: *jsonPath, Profile: *profile, ProfileRate: *profileRate, Sizes: fullSizes,
 		Command: strings.TrimSpace("go run ./bench " + strings.Join(args, " "))}
 	if *short {
 		o.Sizes = shortSizes
@@ -121,7 +124,7 @@ func run(ctx context.Context, o options, out io.Writer) (*Report, error) {
 		LatencyMs: float64(o.Latency) / float64(time.Millisecond), started: time.Now()}
 
 	if o.Profile != "" {
-		return rep, h.profile(ctx, o.Profile, out)
+		return rep, h.profile(ctx, o.Profile, o.ProfileRate, out)
 	}
 	add := func(r Result, err error) {
 		if err != nil {
@@ -180,9 +183,9 @@ func run(ctx context.Context, o options, out io.Writer) (*Report, error) {
 // profile runs the bridge process at full rate with a CPU profile of
 // itself (so the profile holds the bridge alone, not the simulator and the
 // emulator) and prints the top entries.
-func (h *harness) profile(ctx context.Context, path string, out io.Writer) error {
-	fmt.Fprintf(out, "== profile: bridge process, 1 conn, spool off, %d messages at max rate\n", h.sz.Messages)
-	r, err := h.bridgeLoad(ctx, "profile", "bridge under CPU profile", bridgeSpec{Connections: 1}, h.sz.Messages, 0, path)
+func (h *harness) profile(ctx context.Context, path string, rate float64, out io.Writer) error {
+	fmt.Fprintf(out, "== profile: bridge process, 1 conn, spool off, %d messages at %s\n", h.sz.Messages, rateText(rate))
+	r, err := h.bridgeLoad(ctx, "profile", "bridge under CPU profile", bridgeSpec{Connections: 1}, h.sz.Messages, rate, path)
 	if err != nil {
 		return err
 	}
@@ -194,4 +197,11 @@ func (h *harness) profile(ctx context.Context, path string, out io.Writer) error
 		fmt.Fprintf(out, "  (go tool pprof failed: %v)\n", err)
 	}
 	return nil
+}
+
+func rateText(rate float64) string {
+	if rate <= 0 {
+		return "max rate"
+	}
+	return fmt.Sprintf("%.0f msgs/s", rate)
 }

@@ -140,7 +140,7 @@ func (r *Report) print(w io.Writer) {
 	for _, x := range r.Results {
 		drain := "-"
 		if strings.HasPrefix(x.Name, "outage") {
-			drain = fmt.Sprintf("%.1f", x.DrainSec)
+			drain = fmt.Sprintf("%.1f (resume %.1f)", x.DrainSec, x.ResumeSec)
 		}
 		fmt.Fprintf(tw, "%s\t%d\t%.0f\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d\t%s\t\n", x.Name, x.Messages, x.MsgsPerSec,
 			f(x.P50Ms, "%.1f"), f(x.P99Ms, "%.1f"), f(x.P999Ms, "%.1f"), f(x.CPUPer100k, "%.2f"), f(x.CPUPerMsgUs, "%.1f"),
@@ -150,6 +150,10 @@ func (r *Report) print(w io.Writer) {
 	fmt.Fprintln(w)
 	for _, x := range r.Results {
 		line := fmt.Sprintf("  %-22s %s", x.Name, x.What)
+		if x.PeakRSSMB > 0 {
+			line += fmt.Sprintf("; RSS at end %.1f MB anon + %.1f MB file; CPU bridge %.1f s + harness %.1f s in %.1f s",
+				x.RssAnonMB, x.RssFileMB, x.BridgeCPU, x.HarnessCPU, x.Seconds)
+		}
 		if x.Note != "" {
 			line += " (" + x.Note + ")"
 		}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"syscall"
 	"time"
 
 	"github.com/iot-mns-bridge/iot-mns-bridge/mnsemu"
@@ -46,9 +47,19 @@ type Result struct {
 	CPUPer100k  float64 `json:"bridge_cpu_seconds_per_100k,omitempty"`
 	CPUPerMsgUs float64 `json:"bridge_cpu_us_per_msg,omitempty"`
 	PeakRSSMB   float64 `json:"bridge_peak_rss_mb,omitempty"`
-	DrainSec    float64 `json:"drain_seconds,omitempty"`
-	Backlog     int     `json:"backlog_at_outage_end,omitempty"`
-	Note        string  `json:"note,omitempty"`
+	// RSS split at the end of the load (not the peak).
+	RssAnonMB float64 `json:"bridge_rss_anon_mb_at_end,omitempty"`
+	RssFileMB float64 `json:"bridge_rss_file_mb_at_end,omitempty"`
+	// HarnessCPU is the CPU seconds of the harness process (simulator,
+	// emulator, publisher) during the load: with BridgeCPU, how much of
+	// the machine the run used.
+	HarnessCPU float64 `json:"harness_cpu_seconds,omitempty"`
+	DrainSec   float64 `json:"drain_seconds,omitempty"`
+	// ResumeSec is the time from the end of the outage to the first message
+	// stored after it: how long the bridge's retry backoff left MNS idle.
+	ResumeSec float64 `json:"resume_seconds,omitempty"`
+	Backlog   int     `json:"backlog_at_outage_end,omitempty"`
+	Note      string  `json:"note,omitempty"`
 }
 
 // harness runs scenarios against one testbed.
@@ -79,6 +90,7 @@ func (h *harness) bridgeLoad(ctx context.Context, name, what string, spec bridge
 	if err != nil {
 		return res, err
 	}
+	self0 := selfCPU()
 	pctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	pubErr := make(chan error, 1)
@@ -98,6 +110,7 @@ func (h *harness) bridgeLoad(ctx context.Context, name, what string, spec bridge
 	if err != nil {
 		return res, err
 	}
+	res.HarnessCPU = (selfCPU() - self0).Seconds()
 	cancel()
 	if err := <-pubErr; err != nil && !errors.Is(err, context.Canceled) {
 		return res, fmt.Errorf("%s: %w", name, err)
@@ -134,6 +147,7 @@ func (r *Result) bridgeUsage(before, after procStat) {
 		r.CPUPerMsgUs = cpu / float64(r.Messages) * 1e6
 	}
 	r.PeakRSSMB = float64(after.PeakRSSKB) / 1024
+	r.RssAnonMB, r.RssFileMB = float64(after.RssAnonKB)/1024, float64(after.RssFileKB)/1024
 }
 
 // latency sets the percentiles of publish-to-stored latency.
@@ -167,6 +181,7 @@ func (h *harness) outage(ctx context.Context, name, what string, spec bridgeSpec
 	if err != nil {
 		return res, err
 	}
+	self0 := selfCPU()
 	pctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	pubErr := make(chan error, 1)
@@ -201,6 +216,7 @@ func (h *harness) outage(ctx context.Context, name, what string, spec bridgeSpec
 	if err != nil {
 		return res, err
 	}
+	res.HarnessCPU = (selfCPU() - self0).Seconds()
 	cancel()
 	if err := <-pubErr; err != nil && !errors.Is(err, context.Canceled) {
 		return res, fmt.Errorf("%s: %w", name, err)
@@ -211,9 +227,12 @@ func (h *harness) outage(ctx context.Context, name, what string, spec bridgeSpec
 	res.fill(a, t0)
 	res.bridgeUsage(before, after)
 	res.latency(a)
-	var drained time.Time
+	var drained, resumed time.Time
 	publishedBeforeEnd := 0
 	for i, t := range a.stored {
+		if t.After(outageEnd) && (resumed.IsZero() || t.Before(resumed)) {
+			resumed = t
+		}
 		if a.sentNs[i] != 0 && a.sentNs[i] < outageEnd.UnixNano() {
 			publishedBeforeEnd++
 			if t.After(drained) {
@@ -224,9 +243,21 @@ func (h *harness) outage(ctx context.Context, name, what string, spec bridgeSpec
 	if !drained.IsZero() {
 		res.DrainSec = drained.Sub(outageEnd).Seconds()
 	}
+	if !resumed.IsZero() {
+		res.ResumeSec = resumed.Sub(outageEnd).Seconds()
+	}
 	res.Backlog = publishedBeforeEnd - int(storedAtEnd)
 	if a.lost() > 0 {
 		res.Note = fmt.Sprintf("LOST %d (not in MNS %s after the outage)", a.lost(), timeout)
 	}
 	return res, nil
+}
+
+// selfCPU is the user + system CPU time of the harness process so far.
+func selfCPU() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }

@@ -236,6 +236,9 @@ func (p *bridgeProc) logTail() string {
 type procStat struct {
 	CPU       time.Duration // user + system
 	PeakRSSKB int64         // VmHWM
+	// RssAnonKB and RssFileKB split the current RSS: heap and stacks, and
+	// mapped file pages (the spool's bbolt file is mmapped).
+	RssAnonKB, RssFileKB int64
 }
 
 // clockTick is USER_HZ, 100 on every Linux architecture Go supports.
@@ -269,9 +272,19 @@ func (p *bridgeProc) stat() (procStat, error) {
 	if err != nil {
 		return st, fmt.Errorf("read bridge peak RSS: %w", err)
 	}
+	kb := func(v string) int64 {
+		n, _ := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
+		return n
+	}
 	for _, line := range strings.Split(string(status), "\n") {
-		if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
-			st.PeakRSSKB, _ = strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
+		k, v, _ := strings.Cut(line, ":")
+		switch k {
+		case "VmHWM":
+			st.PeakRSSKB = kb(v)
+		case "RssAnon":
+			st.RssAnonKB = kb(v)
+		case "RssFile":
+			st.RssFileKB = kb(v)
 		}
 	}
 	return st, nil
