@@ -54,7 +54,7 @@ type PipelineConfig struct {
 	// blocks when it is reached.
 	MaxInFlight int
 	// MaxRequestsPerDestination and MaxRequests bound concurrent Sink.Send
-	// calls (defaults 32 and 64).
+	// calls (defaults 64 and 128).
 	MaxRequestsPerDestination int
 	MaxRequests               int
 	Retry                     RetryPolicy
@@ -150,8 +150,8 @@ func NewPipeline(cfg PipelineConfig) (*Pipeline, error) {
 	def(&cfg.BatchSize, 16)
 	def(&cfg.BatchBytes, 64*1024)
 	def(&cfg.MaxInFlight, 8192)
-	def(&cfg.MaxRequestsPerDestination, 32)
-	def(&cfg.MaxRequests, 64)
+	def(&cfg.MaxRequestsPerDestination, 64)
+	def(&cfg.MaxRequests, 128)
 	if cfg.Linger <= 0 {
 		cfg.Linger = 5 * time.Millisecond
 	}

@@ -44,8 +44,8 @@ func Default() Config {
 			BatchBytes:                65536,
 			Linger:                    5 * time.Millisecond,
 			MaxInFlight:               8192,
-			MaxRequestsPerDestination: 32,
-			MaxRequests:               64,
+			MaxRequestsPerDestination: 64,
+			MaxRequests:               128,
 			Retry: Retry{
 				InitialBackoff: 200 * time.Millisecond,
 				MaxBackoff:     30 * time.Second,

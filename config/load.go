@@ -84,7 +84,8 @@ func Parse(data []byte, path string, env func(string) (string, bool)) (*Config, 
 }
 
 // resolve makes relative paths absolute against the config file's directory
-// (secret files: against $CREDENTIALS_DIRECTORY when set) and defaults
+// (secret files: against $CREDENTIALS_DIRECTORY when set; spool.dir and
+// delivery.dead_letter.file: against $STATE_DIRECTORY when set) and defaults
 // mns.credentials to the source's.
 func (c *Config) resolve(env func(string) (string, bool)) {
 	base := ""
@@ -94,9 +95,15 @@ func (c *Config) resolve(env func(string) (string, bool)) {
 			base = abs
 		}
 	}
-	secretBase := base
+	secretBase, stateBase := base, base
 	if dir, ok := env("CREDENTIALS_DIRECTORY"); ok && dir != "" {
 		secretBase = dir
+	}
+	// systemd's StateDirectory= (and the container image) set
+	// $STATE_DIRECTORY: the spool and the dead-letter file belong there, not
+	// next to a config in read-only /etc.
+	if dir, ok := env("STATE_DIRECTORY"); ok && dir != "" {
+		stateBase = strings.Split(dir, ":")[0]
 	}
 	rel := func(dir string, p *string) {
 		if *p != "" && dir != "" && !filepath.IsAbs(*p) {
@@ -104,8 +111,8 @@ func (c *Config) resolve(env func(string) (string, bool)) {
 		}
 	}
 	rel(base, &c.Source.TLS.CAFile)
-	rel(base, &c.Spool.Dir)
-	rel(base, &c.Delivery.DeadLetter.File)
+	rel(stateBase, &c.Spool.Dir)
+	rel(stateBase, &c.Delivery.DeadLetter.File)
 	for _, cr := range []*Credentials{&c.Source.Credentials, &c.MNS.Credentials} {
 		rel(secretBase, &cr.AccessKeySecretFile)
 		rel(secretBase, &cr.SecurityTokenFile)

@@ -200,3 +200,29 @@ func TestIoTParams(t *testing.T) {
 		t.Error("encode=base64 is STOMP only, want it off for amqp")
 	}
 }
+
+func TestStateDirectoryHoldsSpoolAndDeadLetters(t *testing.T) {
+	data, err := os.ReadFile("testdata/good/minimal.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	data = append(data, []byte("spool:\n  dir: spool\n")...)
+	env := func(k string) (string, bool) {
+		switch k {
+		case "STATE_DIRECTORY":
+			return "/var/lib/iot-mns-bridge", true
+		case "ALIBABA_CLOUD_ACCESS_KEY_ID":
+			return "LTAIkey", true
+		case "ALIBABA_CLOUD_ACCESS_KEY_SECRET":
+			return "secret", true
+		}
+		return "", false
+	}
+	cfg, err := Parse(data, "/etc/iot-mns-bridge/config.yaml", env)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Spool.Dir != "/var/lib/iot-mns-bridge/spool" || cfg.Delivery.DeadLetter.File != "/var/lib/iot-mns-bridge/dead-letter.jsonl" {
+		t.Errorf("spool.dir %q, dead_letter.file %q: want them under $STATE_DIRECTORY", cfg.Spool.Dir, cfg.Delivery.DeadLetter.File)
+	}
+}

@@ -33,7 +33,7 @@ const (
 	testToken  = "STS.testSecurityToken"
 )
 
-func startPeers(t *testing.T, emuCfg mnsemu.Config, simCfg iotsim.Config) *peers {
+func startPeers(t testing.TB, emuCfg mnsemu.Config, simCfg iotsim.Config) *peers {
 	t.Helper()
 	if emuCfg.AccessKeys == nil {
 		emuCfg.AccessKeys = map[string]string{testAK: testSecret}
@@ -64,7 +64,7 @@ func startPeers(t *testing.T, emuCfg mnsemu.Config, simCfg iotsim.Config) *peers
 
 // writeConfig writes a config for the peers; extra is appended YAML (the
 // source.stomp block and top-level keys).
-func (p *peers) writeConfig(t *testing.T, stomp string, extra string) string {
+func (p *peers) writeConfig(t testing.TB, stomp string, extra string) string {
 	t.Helper()
 	cfg := fmt.Sprintf(`source:
   protocol: stomp
