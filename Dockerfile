@@ -17,8 +17,8 @@
 #                                      # inside the container: HEALTHCHECK works, but
 #                                      # Prometheus (and -p) could not reach /metrics.
 #                                      # HEALTHCHECK asks port 9477: keep that port.
-#   spool.dir: ${STATE_DIRECTORY}/spool                        # on the volume
-#   delivery.dead_letter.file: ${STATE_DIRECTORY}/dead-letter.jsonl
+#   spool.dir: spool                   # relative: under $STATE_DIRECTORY, the volume
+#   delivery.dead_letter.file: dead-letter.jsonl   # the default; also on the volume
 #   source.credentials.access_key_secret_file: access_key_secret
 #                                      # read from $CREDENTIALS_DIRECTORY=/run/secrets
 #                                      # (a Docker/Compose secret or a bind mount)
