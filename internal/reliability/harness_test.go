@@ -465,6 +465,18 @@ func (c *child) kill9(t *testing.T) {
 	c.cmd.Wait()
 }
 
+// waitFor is the package's waitFor that shows the child's log on failure.
+func (c *child) waitFor(t *testing.T, what string, d time.Duration, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s; bridge log:\n%s", d, what, tail(c.logs.String(), 30))
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
 // term sends SIGTERM and returns the exit code.
 func (c *child) term(t *testing.T) int {
 	t.Helper()
