@@ -150,6 +150,9 @@ func (r *Report) print(w io.Writer) {
 	fmt.Fprintln(w)
 	for _, x := range r.Results {
 		line := fmt.Sprintf("  %-22s %s", x.Name, x.What)
+		if x.DrainSec > 0 {
+			line += fmt.Sprintf("; backlog %d at the end of the outage, drained at %.0f msgs/s", x.Backlog, x.DrainRate)
+		}
 		if x.PeakRSSMB > 0 {
 			line += fmt.Sprintf("; RSS at end %.1f MB anon + %.1f MB file; CPU bridge %.1f s + harness %.1f s in %.1f s",
 				x.RssAnonMB, x.RssFileMB, x.BridgeCPU, x.HarnessCPU, x.Seconds)

@@ -58,6 +58,9 @@ type Result struct {
 	// ResumeSec is the time from the end of the outage to the first message
 	// stored after it: how long the bridge's retry backoff left MNS idle.
 	ResumeSec float64 `json:"resume_seconds,omitempty"`
+	// DrainRate is messages stored a second between the end of the outage
+	// and the end of the drain (the backlog plus the new traffic).
+	DrainRate float64 `json:"drain_msgs_per_sec,omitempty"`
 	Backlog   int     `json:"backlog_at_outage_end,omitempty"`
 	Note      string  `json:"note,omitempty"`
 }
@@ -242,6 +245,15 @@ func (h *harness) outage(ctx context.Context, name, what string, spec bridgeSpec
 	}
 	if !drained.IsZero() {
 		res.DrainSec = drained.Sub(outageEnd).Seconds()
+		inDrain := 0
+		for _, t := range a.stored {
+			if t.After(outageEnd) && !t.After(drained) {
+				inDrain++
+			}
+		}
+		if res.DrainSec > 0 {
+			res.DrainRate = float64(inDrain) / res.DrainSec
+		}
 	}
 	if !resumed.IsZero() {
 		res.ResumeSec = resumed.Sub(outageEnd).Seconds()
