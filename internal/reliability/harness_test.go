@@ -108,6 +108,10 @@ func startProxy(t *testing.T, target string) *faultproxy.Proxy {
 // spec is the part of the bridge config a scenario varies. The zero value
 // is STOMP ack auto through both proxies, fast reconnects and retries.
 type spec struct {
+	protocol     string // stomp (default) | amqp
+	amqpAddress  string // source.amqp.address
+	akID, akSec  string // source AccessKey; default testAK/testSecret
+	mnsCreds     string // lines under mns.credentials (indented 4); default the source's
 	ack          string // auto (default) | client-individual
 	heartbeat    string // source.stomp.heartbeat, default 2s
 	encodeBase64 bool
@@ -138,15 +142,21 @@ func (e *env) config(t *testing.T, sp spec) string {
 	if sp.spool {
 		spoolYAML = fmt.Sprintf("spool:\n  dir: %s\n", filepath.Join(e.dir, "spool"))
 	}
+	mnsCreds := ""
+	if sp.mnsCreds != "" {
+		mnsCreds = "  credentials:\n" + sp.mnsCreds
+	}
 	cfg := fmt.Sprintf(`source:
-  protocol: stomp
+  protocol: %s
   endpoint: %s
   client_id: rel-bridge
   consumer_group_id: %s
   credentials:
     access_key_id: %s
     access_key_secret: %s
-%s  tls:
+%s  amqp:
+    address: %s
+  tls:
     ca_file: %s
     server_name: %s
   stomp:
@@ -157,7 +167,7 @@ func (e *env) config(t *testing.T, sp spec) string {
   reconnect_min_backoff: 100ms
   reconnect_max_backoff: 2s
 mns:
-  endpoint: %s
+%s  endpoint: %s
   request_timeout: %s
   body_encoding: %s
 routes:
@@ -177,10 +187,11 @@ log:
   level: %s
   summary_interval: 0s
 shutdown_timeout: 10s
-%s%s`, or(sp.endpoint, e.srcProxy.Addr()), group, testAK, testSecret, sp.secretExtra,
+%s%s`, or(sp.protocol, "stomp"), or(sp.endpoint, e.srcProxy.Addr()), group, or(sp.akID, testAK), or(sp.akSec, testSecret),
+		sp.secretExtra, or(sp.amqpAddress, "default"),
 		or(sp.caFile, e.caFile), or(sp.serverName, "localhost"),
 		or(sp.ack, "auto"), or(sp.heartbeat, "2s"), sp.encodeBase64,
-		or(sp.mnsEndpoint, "http://"+e.mnsProxy.Addr()), or(sp.mnsTimeout, "3s"), or(sp.bodyEncoding, "base64"),
+		mnsCreds, or(sp.mnsEndpoint, "http://"+e.mnsProxy.Addr()), or(sp.mnsTimeout, "3s"), or(sp.bodyEncoding, "base64"),
 		filepath.Join(e.dir, "dead-letter.jsonl"), sp.delivery, or(sp.logLevel, "info"), spoolYAML, sp.extra)
 	path := filepath.Join(e.dir, "bridge.yaml")
 	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
