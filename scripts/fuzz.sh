@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Runs every Go fuzz target in the repository for a bounded time each.
+#
+#   scripts/fuzz.sh            # 20s per target
+#   scripts/fuzz.sh 1m         # any go test -fuzztime value (10s, 2m, 500x)
+#   FUZZ_PATTERN=Route scripts/fuzz.sh 30s   # only targets whose name matches
+#
+# Targets are the `func FuzzXxx(f *testing.F)` in *_test.go files. The seed
+# corpora are the f.Add seeds and the committed testdata/fuzz/<FuzzXxx>
+# directories. A crasher is written to testdata/fuzz/<FuzzXxx>/ by go test;
+# commit it with the fix so it stays a regression test. Exits non-zero when
+# any target fails, after running all of them.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+fuzztime="${1:-20s}"
+pattern="${FUZZ_PATTERN:-.}"
+export GOFLAGS="${GOFLAGS:-} -buildvcs=false"
+
+# "dir<TAB>FuzzName" for every target; skip the mirror and temp dirs.
+mapfile -t targets < <(
+  grep -rE --include='*_test.go' -o '^func Fuzz[A-Za-z0-9_]+\(' . \
+    | grep -v -e '^\./\.tmp/' -e '^\./\.mirror/' \
+    | sed -E 's#^(.*)/[^/]+_test\.go:func (Fuzz[A-Za-z0-9_]+)\($#\1\t\2#' \
+    | grep -E "$pattern" | sort -u
+)
+if [ "${#targets[@]}" -eq 0 ]; then
+  echo "fuzz.sh: no fuzz targets match '$pattern'" >&2
+  exit 1
+fi
+
+failed=()
+for t in "${targets[@]}"; do
+  dir="${t%%$'\t'*}"
+  name="${t##*$'\t'}"
+  echo "== $dir $name ($fuzztime)"
+  # -run='^$' skips the package's other tests; -parallel 2 fits a 2-core
+  # CI runner.
+  if ! go test "$dir" -run='^$' -fuzz="^${name}\$" -fuzztime="$fuzztime" -parallel=2; then
+    failed+=("$dir $name")
+  fi
+done
+
+if [ "${#failed[@]}" -gt 0 ]; then
+  printf 'fuzz.sh: FAILED: %s\n' "${failed[@]}" >&2
+  exit 1
+fi
+echo "fuzz.sh: ${#targets[@]} target(s) passed"
