@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"runtime/pprof"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -343,4 +344,55 @@ func BenchmarkSimThroughput(b *testing.B) {
 			ccancel()
 		})
 	}
+}
+
+// TestAutoAckHandsOverBufferedMessagesAtShutdown: with ack auto the platform
+// settles a message when it sends it, so when intake stops the source must
+// hand everything already sent to the pipeline, not drop it: the handler
+// blocks (a full pipeline), Run's context ends, and every message the
+// simulator delivered still reaches the handler.
+func TestAutoAckHandsOverBufferedMessagesAtShutdown(t *testing.T) {
+	e := startSim(t, nil)
+	src := e.source(t, nil)
+	var mu sync.Mutex
+	got := map[string]bool{}
+	gate := make(chan struct{})
+	h := func(ctx context.Context, d *bridge.Delivery) error {
+		select {
+		case <-gate:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		mu.Lock()
+		got[d.MessageID] = true
+		mu.Unlock()
+		return nil
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	errc := make(chan error, 1)
+	go func() { errc <- src.Run(ctx, h) }()
+	for i := 0; i < 500; i++ {
+		e.srv.Publish("DEFAULT_GROUP", iotsim.Message{Topic: "/pk/dev/user/x", MessageID: fmt.Sprintf("h-%03d", i), Body: []byte("x")})
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for e.srv.Stats().Delivered < 20 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	cancel()    // intake stops while the handler blocks and go-stomp holds a buffer
+	close(gate) // the pipeline takes deliveries again
+	if err := <-errc; err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	cctx, ccancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer ccancel()
+	if err := src.Close(cctx); err != nil {
+		t.Fatal(err)
+	}
+	delivered := e.srv.Stats().Delivered
+	mu.Lock()
+	defer mu.Unlock()
+	if int64(len(got)) != delivered || delivered < 20 {
+		t.Fatalf("the simulator delivered %d messages with ack auto, the handler got %d: the rest were lost at shutdown", delivered, len(got))
+	}
+	t.Logf("handed over %d messages at shutdown", delivered)
 }

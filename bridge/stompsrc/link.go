@@ -236,7 +236,9 @@ func (l *link) close() {
 // ack auto those messages were settled by the platform when it sent them).
 func (l *link) shutdown(ctx context.Context) {
 	dropped := make(chan int, 1)
+	ran := false
 	l.closeOnce.Do(func() {
+		ran = true
 		go func() { dropped <- drain(l.sub.C) }()
 		if l.acks != nil {
 			l.acks.close()
@@ -256,6 +258,9 @@ func (l *link) shutdown(ctx context.Context) {
 		}
 		l.raw.Close()
 	})
+	if !ran {
+		return // closed or handed over before
+	}
 	select {
 	case n := <-dropped:
 		if n > 0 {

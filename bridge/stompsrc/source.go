@@ -169,6 +169,9 @@ func (s *Source) receive(ctx context.Context, l *link, h bridge.Handler) error {
 	for {
 		select {
 		case <-ctx.Done():
+			if l.acks == nil {
+				s.handOver(l, h, nil)
+			}
 			return ctx.Err()
 		case now := <-tick.C:
 			if err := l.check(now); err != nil {
@@ -183,15 +186,82 @@ func (s *Source) receive(ctx context.Context, l *link, h bridge.Handler) error {
 			}
 			d := s.delivery(l, m)
 			if err := h(ctx, d); err != nil {
-				d.Release()
 				if ctx.Err() != nil {
+					if l.acks == nil {
+						// Ack auto: the message is already ours alone.
+						s.handOver(l, h, d)
+					} else {
+						d.Release()
+					}
 					return ctx.Err()
 				}
+				d.Release()
 				return fmt.Errorf("%w: stomp source: the pipeline refused a delivery: %w", bridge.ErrFatal, err)
 			}
 			l.progress = time.Now()
 		}
 	}
+}
+
+// handOverTimeout bounds the hand-over of buffered ack-auto messages at
+// shutdown.
+const handOverTimeout = 10 * time.Second
+
+// handOver ends an ack-auto link when intake stops without losing what the
+// platform already pushed: with ack auto the platform settled those
+// messages when it sent them, so they are the bridge's alone. It sends
+// DISCONNECT (the server sends nothing after answering it) and meanwhile
+// hands first (when not nil) and every message still buffered to h, until
+// the subscription ends or handOverTimeout passes. The pipeline still takes
+// deliveries at this point (it stops only after the source returned).
+func (s *Source) handOver(l *link, h bridge.Handler, first *bridge.Delivery) {
+	l.closeOnce.Do(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), handOverTimeout)
+		defer cancel()
+		disconnected := make(chan struct{})
+		go func() {
+			if err := l.conn.Disconnect(); err != nil {
+				l.log.Debug("stomp disconnect", "err", err)
+			}
+			close(disconnected)
+		}()
+		handed, lost := 0, 0
+		if first != nil {
+			if err := h(ctx, first); err != nil {
+				lost++
+			} else {
+				handed++
+			}
+		}
+	loop:
+		for {
+			select {
+			case m, ok := <-l.sub.C:
+				if !ok {
+					break loop
+				}
+				if m.Err != nil {
+					continue // the subscription's end, reported as an error frame
+				}
+				if err := h(ctx, s.delivery(l, m)); err != nil {
+					lost++
+					continue
+				}
+				handed++
+			case <-ctx.Done():
+				break loop
+			}
+		}
+		l.raw.Close()
+		go drain(l.sub.C)
+		<-disconnected
+		if handed > 0 {
+			l.log.Info("stomp messages buffered at shutdown handed to the pipeline", "count", handed)
+		}
+		if lost > 0 {
+			l.log.Error("stomp messages buffered at shutdown could not be handed over; with ack auto they are lost", "count", lost)
+		}
+	})
 }
 
 // delivery turns a received frame into a delivery settled through l.
