@@ -67,6 +67,9 @@ type Config struct {
 	// of a consumer group. nil means DefaultAttemptsPerMinute a minute.
 	Limiter *bridge.AttemptLimiter
 	Logger  *slog.Logger
+	// MinBackoff and MaxBackoff bound the jittered exponential delay between
+	// connection attempts (defaults 1s and 1m; reset after a stable minute).
+	MinBackoff, MaxBackoff time.Duration
 }
 
 // withDefaults returns cfg with defaults filled in, or every problem at once.

@@ -16,6 +16,7 @@
 package stompsrc
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -86,8 +87,8 @@ func New(cfg Config) (*Source, error) {
 	return &Source{
 		cfg:         cfg,
 		log:         cfg.Logger.With("source", "stomp"),
-		minBackoff:  time.Second,
-		maxBackoff:  time.Minute,
+		minBackoff:  cmp.Or(cfg.MinBackoff, time.Second),
+		maxBackoff:  max(cmp.Or(cfg.MaxBackoff, time.Minute), cmp.Or(cfg.MinBackoff, time.Second)),
 		stableAfter: time.Minute,
 		done:        make(chan struct{}),
 	}, nil

@@ -173,6 +173,7 @@ func stompConfig(cfg *config.Config, clock func() time.Time, limiter *bridge.Att
 		Destination: s.STOMP.Destination, Ack: s.STOMP.Ack, EncodeBase64: s.STOMP.EncodeBase64, Host: s.STOMP.Host,
 		HeartBeat: s.STOMP.HeartBeat, CheckInterval: s.STOMP.CheckInterval, DialTimeout: s.DialTimeout,
 		Limiter: limiter, Logger: log,
+		MinBackoff: s.ReconnectMinBackoff, MaxBackoff: s.ReconnectMaxBackoff,
 	}
 }
 
