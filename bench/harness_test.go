@@ -39,6 +39,7 @@ func TestHarnessShort(t *testing.T) {
 	if err != nil {
 		t.Fatalf("run: %v\n%s", err, out.String())
 	}
+	t.Log(out.String())
 	want := []string{"ceiling-source", "ceiling-mns", "reference", "throughput", "latency", "outage",
 		"throughput-spool", "latency-spool", "outage-spool", "ceiling-source-4conn", "throughput-4conn"}
 	for _, name := range want {

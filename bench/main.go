@@ -126,13 +126,16 @@ func run(ctx context.Context, o options, out io.Writer) (*Report, error) {
 	if o.Profile != "" {
 		return rep, h.profile(ctx, o.Profile, o.ProfileRate, out)
 	}
+	last := time.Now()
 	add := func(r Result, err error) {
+		took := time.Since(last)
+		last = time.Now()
 		if err != nil {
 			fmt.Fprintf(out, "  FAILED: %v\n", err)
 			rep.Errors = append(rep.Errors, err.Error())
 			return
 		}
-		fmt.Fprintf(out, "  %-22s %8.0f msgs/s  lost %d\n", r.Name, r.MsgsPerSec, r.Lost)
+		fmt.Fprintf(out, "  %-22s %8.0f msgs/s  lost %d  (run took %.1f s)\n", r.Name, r.MsgsPerSec, r.Lost, took.Seconds())
 		rep.Results = append(rep.Results, r)
 	}
 	sz := o.Sizes
