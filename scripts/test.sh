@@ -3,8 +3,12 @@
 # with a private RabbitMQ broker (STOMP + AMQP 1.0 over TLS, aksign HTTP auth)
 # that this script installs if needed, starts on loopback and stops again.
 #
-#   scripts/test.sh            # everything (installs rabbitmq-server via apt when missing and run as root)
+#   scripts/test.sh              # everything (installs rabbitmq-server via apt when missing and run as root)
 #   NO_BROKER=1 scripts/test.sh  # skip the broker; its tests then skip (fail under CI=true)
+#   FUZZ_TIME=1m scripts/test.sh # fuzz each target longer (default 10s; 0 skips fuzzing)
+#
+# go test also runs internal/opscheck, which runs scripts/ops-check.sh: the
+# binary as the Dockerfile builds it, and systemd-analyze verify on the unit.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -23,7 +27,8 @@ fi
 echo "== go test -race ./..."
 go test -race -count=1 -timeout 40m "$@" ./...
 
-if [ -n "${FUZZ_TIME:-}" ]; then
-  echo "== fuzzing each target for $FUZZ_TIME"
+FUZZ_TIME="${FUZZ_TIME:-10s}"
+if [ "$FUZZ_TIME" != "0" ]; then
+  echo "== fuzzing each target for $FUZZ_TIME (scripts/fuzz.sh)"
   scripts/fuzz.sh "$FUZZ_TIME"
 fi
