@@ -327,6 +327,41 @@ type lane struct {
 	dest Destination
 	in   chan *item
 	sem  chan struct{}
+
+	mu      sync.Mutex
+	failing bool          // the last send had retryable failures
+	since   time.Time     // when failing began
+	retries int64         // message retries since failing began
+	wake    chan struct{} // closed when a send succeeds again, to end retry waits early
+}
+
+// sendFailed records retryable failures; it logs when the destination
+// starts failing (once, not per retry) and returns the channel that a
+// recovery closes.
+func (l *lane) sendFailed(n int, err error, now time.Time) <-chan struct{} {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if !l.failing {
+		l.failing, l.since, l.retries = true, now, 0
+		l.wake = make(chan struct{})
+		l.p.log.Warn("MNS sends failing; holding the messages and retrying with backoff", "dest", l.dest.String(), "err", err)
+	}
+	l.retries += int64(n)
+	return l.wake
+}
+
+// sendOK records a send without retryable failures; after failures it logs
+// the recovery once and wakes the retries waiting on this destination, so a
+// backlog drains as soon as MNS is back rather than after each backoff.
+func (l *lane) sendOK(now time.Time) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if !l.failing {
+		return
+	}
+	l.failing = false
+	close(l.wake)
+	l.p.log.Info("MNS sends recovered", "dest", l.dest.String(), "after", now.Sub(l.since).Round(time.Millisecond), "retries", l.retries)
 }
 
 func (l *lane) run() {
@@ -420,6 +455,7 @@ func (l *lane) send(batch []*item) {
 	p.stats.requests.Add(1)
 
 	var retry, dead []*item
+	ok := 0
 	for i, it := range batch {
 		var err error
 		if i < len(errs) {
@@ -429,6 +465,7 @@ func (l *lane) send(batch []*item) {
 		}
 		switch {
 		case err == nil:
+			ok++
 			p.stats.forwarded.Add(1)
 			p.m.forwarded()
 			if p.cfg.Dedup != nil {
@@ -453,10 +490,20 @@ func (l *lane) send(batch []*item) {
 	if len(dead) > 0 {
 		p.deadLetter(dead)
 	}
+	if ok > 0 || len(retry) == 0 {
+		l.sendOK(p.now())
+	}
 	if len(retry) > 0 {
 		p.stats.retried.Add(int64(len(retry)))
 		p.m.retried(len(retry))
-		p.retryLater(l, retry)
+		// A whole request failing is an outage of the destination; some
+		// messages of a batch failing is not (their retries wait their
+		// backoff).
+		var wake <-chan struct{}
+		if ok == 0 {
+			wake = l.sendFailed(len(retry), retry[0].lastErr, p.now())
+		}
+		p.retryLater(l, retry, wake)
 	}
 }
 
@@ -474,7 +521,9 @@ func (p *Pipeline) exhausted(it *item) string {
 
 // retryLater waits the backoff of the batch's most-tried message, then puts
 // the items back into the lane. The deliveries stay held meanwhile.
-func (p *Pipeline) retryLater(l *lane, items []*item) {
+// A send to the destination that succeeds meanwhile (wake closes) ends the
+// wait early.
+func (p *Pipeline) retryLater(l *lane, items []*item, wake <-chan struct{}) {
 	attempts := 0
 	for _, it := range items {
 		attempts = max(attempts, it.attempts)
@@ -482,16 +531,26 @@ func (p *Pipeline) retryLater(l *lane, items []*item) {
 	retry := p.tune.Load().Retry
 	b := Backoff{Min: retry.InitialBackoff, Max: retry.MaxBackoff, attempt: attempts - 1}
 	wait := b.Next()
-	if attempts == 1 || p.log.Enabled(context.Background(), slog.LevelDebug) {
-		p.log.Warn("MNS send failed; retrying", "dest", l.dest.String(), "messages", len(items), "attempt", attempts, "backoff", wait, "err", items[0].lastErr)
-	}
+	p.log.Debug("MNS send failed; retrying", "dest", l.dest.String(), "messages", len(items), "attempt", attempts, "backoff", wait, "err", items[0].lastErr)
 	p.wg.Add(1)
 	go func() {
 		defer p.wg.Done()
 		t := time.NewTimer(wait)
 		defer t.Stop()
+		start := time.Now()
 		select {
 		case <-t.C:
+		case <-wake:
+			// Never sooner than the initial backoff: no hot loop.
+			if rest := retry.InitialBackoff - time.Since(start); rest > 0 {
+				t.Reset(rest)
+				select {
+				case <-t.C:
+				case <-p.sendCtx.Done():
+					p.releaseAll(items)
+					return
+				}
+			}
 		case <-p.sendCtx.Done():
 			p.releaseAll(items)
 			return

@@ -374,3 +374,47 @@ func TestDeadLetterLogLinesAreBounded(t *testing.T) {
 		t.Fatal("a new window does not allow lines again")
 	}
 }
+
+// TestRecoveryWakesWaitingRetries: while a destination fails whole
+// requests, retries back off (here to an hour); the first send that
+// succeeds again wakes them, so a backlog drains when MNS is back instead of
+// after each message's backoff.
+func TestRecoveryWakesWaitingRetries(t *testing.T) {
+	var failing atomic.Bool
+	failing.Store(true)
+	sink := newFakeSink(func(call, i int, o Outgoing) error {
+		if failing.Load() && o.ID != "fresh" {
+			return errors.New("503 ServiceUnavailable")
+		}
+		return nil
+	})
+	h := newHarness(t, sink, func(c *PipelineConfig) {
+		c.Retry = RetryPolicy{InitialBackoff: time.Millisecond, MaxBackoff: time.Millisecond}
+	})
+	h.feed(t, 1, userTopic)
+	waitUntil(t, func() bool { return h.p.Stats().Retried >= 30 })
+	// From now on the next backoff of that message is about an hour.
+	h.p.Retune(Tuning{Retry: RetryPolicy{InitialBackoff: time.Millisecond, MaxBackoff: time.Hour}})
+	before := h.p.Stats().Retried
+	waitUntil(t, func() bool { return h.p.Stats().Retried > before })
+	time.Sleep(50 * time.Millisecond) // let it start its long wait
+	failing.Store(false)
+	m := Message{Topic: userTopic(0), MessageID: "fresh", Body: []byte("x")} // same destination
+	if err := h.p.Handle(context.Background(), NewDelivery(m, h.rec, nil)); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, func() bool { return h.p.Stats().Forwarded == 2 })
+	h.settleAll(t, 2, Accepted)
+}
+
+// waitUntil polls cond; the deadline only turns a hang into a failure.
+func waitUntil(t *testing.T, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatal("condition not reached within 60s")
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
