@@ -14,6 +14,8 @@ import (
 	"syscall"
 	"time"
 
+	"gopkg.in/yaml.v3"
+
 	"github.com/iot-mns-bridge/iot-mns-bridge/bridge"
 	"github.com/iot-mns-bridge/iot-mns-bridge/bridge/amqpsrc"
 	"github.com/iot-mns-bridge/iot-mns-bridge/bridge/deadletter"
@@ -98,8 +100,9 @@ func reloadOnHUP(ctx context.Context, hup <-chan os.Signal, path string, b *Brid
 	}
 }
 
-// warnReadableSecrets warns when the config file holds a secret and others
-// can read it.
+// warnReadableSecrets warns when the config file itself holds a secret
+// (a literal access_key_secret or security_token, not ${VAR} or a *_file)
+// and users other than its owner can read it.
 func warnReadableSecrets(cfg *config.Config, log *slog.Logger) {
 	if cfg.Path == "" {
 		return
@@ -108,15 +111,45 @@ func warnReadableSecrets(cfg *config.Config, log *slog.Logger) {
 	if err != nil || st.Mode().Perm()&0o044 == 0 {
 		return
 	}
-	if cfg.Source.Credentials.AccessKeySecret != "" || cfg.Source.Credentials.SecurityToken != "" ||
-		cfg.MNS.Credentials.AccessKeySecret != "" || cfg.MNS.Credentials.SecurityToken != "" {
-		data, _ := os.ReadFile(cfg.Path)
-		// A secret written as ${VAR} comes from the environment, not the file.
-		if strings.Contains(string(data), "access_key_secret: ${") && !strings.Contains(string(data), "security_token: \"") {
-			return
-		}
-		log.Warn("the config file holds a secret and is readable by other users: chmod 600 it, or use *_file keys / ${ENV}", "file", cfg.Path, "mode", st.Mode().Perm().String())
+	data, err := os.ReadFile(cfg.Path)
+	if err != nil {
+		return
 	}
+	if keys := literalSecrets(data); len(keys) > 0 {
+		log.Warn("the config file holds a secret and other users can read it: chmod 600 it, or use ${ENV} or the *_file keys",
+			"file", cfg.Path, "mode", st.Mode().Perm().String(), "keys", strings.Join(keys, ", "))
+	}
+}
+
+// literalSecrets returns the paths of secret keys whose value is written in
+// the file itself.
+func literalSecrets(data []byte) []string {
+	var root yaml.Node
+	if yaml.Unmarshal(data, &root) != nil {
+		return nil
+	}
+	var found []string
+	var walk func(n *yaml.Node, path string)
+	walk = func(n *yaml.Node, path string) {
+		switch n.Kind {
+		case yaml.DocumentNode:
+			for _, c := range n.Content {
+				walk(c, path)
+			}
+		case yaml.MappingNode:
+			for i := 0; i+1 < len(n.Content); i += 2 {
+				k, v := n.Content[i].Value, n.Content[i+1]
+				p := strings.TrimPrefix(path+"."+k, ".")
+				if (k == "access_key_secret" || k == "security_token") && v.Kind == yaml.ScalarNode &&
+					v.Value != "" && !strings.HasPrefix(strings.TrimSpace(v.Value), "${") {
+					found = append(found, p)
+				}
+				walk(v, p)
+			}
+		}
+	}
+	walk(&root, "")
+	return found
 }
 
 func cmdCheck(ctx context.Context, args []string, stdio Stdio) error {
