@@ -181,3 +181,26 @@ func TestRabbitMQAMQPBridgeKill9AndBrokerRestart(t *testing.T) {
 		t.Error("the log contains the AccessKey secret")
 	}
 }
+
+// TestRabbitMQAMQPCheckConnect: "check -connect" logs in over AMQP 1.0 and
+// attaches a receiver; a wrong secret is reported with the likely fix.
+func TestRabbitMQAMQPCheckConnect(t *testing.T) {
+	b := testbroker.RabbitMQ(t)
+	p := startPeers(t, mnsemu.Config{Queues: []string{"telemetry-pka"}}, iotsim.Config{})
+	queue := "/queue/" + b.Unique(t)
+	path := rabbitConfig(t, b, p, "amqp", b.AMQPSAddr, fmt.Sprintf("  amqp:\n    address: %s", queue), "")
+	code, out, errOut := runMain(t, context.Background(), "check", "-config", path, "-connect")
+	if code != ExitOK || !strings.Contains(out, "ok   source") {
+		t.Fatalf("check -connect: exit %d\n%s%s", code, out, errOut)
+	}
+	data, _ := os.ReadFile(path)
+	bad := filepath.Join(p.dir, "bad-secret.yaml")
+	os.WriteFile(bad, []byte(strings.Replace(string(data), "access_key_secret: "+b.AccessKeySecret, "access_key_secret: Zq9-not-it", 1)), 0o600)
+	code, out, errOut = runMain(t, context.Background(), "check", "-config", bad, "-connect")
+	if code != ExitFailure || !strings.Contains(out, "FAIL source") || !strings.Contains(out, "source.credentials") {
+		t.Fatalf("wrong secret: exit %d\n%s%s", code, out, errOut)
+	}
+	if strings.Contains(out+errOut, "Zq9-not-it") || strings.Contains(out+errOut, b.AccessKeySecret) {
+		t.Error("a secret appears in the check output")
+	}
+}
