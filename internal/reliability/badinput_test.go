@@ -59,8 +59,8 @@ func mapKeys(m map[string]int) map[string]bool {
 
 // Expected fates of a bad message.
 const (
-	fateDeadLetter = "dead-lettered"        // in the dead-letter file with a reason
-	fateKept       = "forwarded or dead"    // forwarded to some queue, or dead-lettered: never dropped
+	fateDeadLetter = "dead-lettered"         // in the dead-letter file with a reason
+	fateKept       = "forwarded or dead"     // forwarded to some queue, or dead-lettered: never dropped
 	fateReconnect  = "connection refused it" // the frame broke the connection; the bridge logged it and reconnected
 )
 
