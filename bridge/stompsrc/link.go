@@ -36,7 +36,7 @@ type link struct {
 	name string // the client id
 	conn *stomp.Conn
 	sub  *stomp.Subscription
-	raw  *activityConn
+	raw  *frameWatch
 	log  *slog.Logger
 	// silence is how long the server may stay silent before the link is
 	// declared dead; 0 when no heart-beats were negotiated.
@@ -97,8 +97,7 @@ func dialAs(ctx context.Context, cfg Config, p iotauth.Params, log *slog.Logger)
 		tcp.Close()
 		return fail(err)
 	}
-	raw := &activityConn{Conn: tlsConn}
-	raw.touch()
+	raw := newFrameWatch(tlsConn)
 	deadline, _ := dctx.Deadline()
 	_ = tlsConn.SetDeadline(deadline)
 	// go-stomp's CONNECT honours only the deadline; closing the socket makes
@@ -177,7 +176,7 @@ func (l *link) check(now time.Time) error {
 	if l.silence <= 0 {
 		return nil
 	}
-	last := time.Unix(0, l.raw.lastRead.Load())
+	last := l.raw.LastAlive()
 	if l.progress.After(last) {
 		last = l.progress
 	}
@@ -199,6 +198,9 @@ func isServerError(err error) bool {
 func (l *link) ended(err error) error {
 	if f, ok := serverError(err); ok && isServerError(err) {
 		return fmt.Errorf("stomp connection %s: the server sent ERROR: %s", l.name, frameText(f))
+	}
+	if p := l.raw.Problem(); p != "" {
+		return fmt.Errorf("stomp connection %s: %s; reconnecting", l.name, p)
 	}
 	return fmt.Errorf("stomp connection %s: closed by the server or the network: %w", l.name, err)
 }
@@ -282,21 +284,6 @@ func drain(c <-chan *stomp.Message) int {
 	return n
 }
 
-// activityConn remembers when it last read a byte.
-type activityConn struct {
-	net.Conn
-	lastRead atomic.Int64 // unix nanoseconds
-}
-
-func (c *activityConn) Read(p []byte) (int, error) {
-	n, err := c.Conn.Read(p)
-	if n > 0 {
-		c.touch()
-	}
-	return n, err
-}
-
-func (c *activityConn) touch() { c.lastRead.Store(time.Now().UnixNano()) }
 
 // ackReq is one ACK (ack) or NACK (!ack) to send.
 type ackReq struct {

@@ -215,8 +215,8 @@ func TestLinkCheck(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			l := &link{name: "c", silence: tt.silence, raw: &activityConn{}, progress: now.Add(-tt.progress)}
-			l.raw.lastRead.Store(now.Add(-tt.lastRead).UnixNano())
+			l := &link{name: "c", silence: tt.silence, raw: &frameWatch{}, progress: now.Add(-tt.progress)}
+			l.raw.lastAlive.Store(now.Add(-tt.lastRead).UnixNano())
 			err := l.check(now)
 			if (err != nil) != tt.wantErr {
 				t.Fatalf("check = %v, want error %v", err, tt.wantErr)
