@@ -284,7 +284,6 @@ func drain(c <-chan *stomp.Message) int {
 	return n
 }
 
-
 // ackReq is one ACK (ack) or NACK (!ack) to send.
 type ackReq struct {
 	msg *stomp.Message
