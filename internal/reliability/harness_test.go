@@ -504,3 +504,13 @@ func (c *child) term(t *testing.T) int {
 
 // discard is a logger for helpers.
 var discard = slog.New(slog.DiscardHandler)
+
+// loadConfig loads and validates the config at path.
+func loadConfig(t *testing.T, path string) *config.Config {
+	t.Helper()
+	cfg, err := config.Load(path)
+	if err != nil {
+		t.Fatalf("config: %v", err)
+	}
+	return cfg
+}
