@@ -50,14 +50,22 @@ var codeStatus = map[string]int{
 	"InternalError": 500, "InternalServerError": 500, "ServiceUnavailable": 503,
 }
 
-// Retryable reports whether sending again may succeed.
+// Retryable reports whether sending again may succeed: network-level and
+// server-side failures (5xx), throttling (429), an expired Date (408: the
+// next attempt is signed with a fresh one), and refused credentials (401,
+// 403: AccessDenied, InvalidAccessKeyId, SignatureDoesNotMatch, an expired
+// STS token). Credentials belong to the bridge, not to the message: every
+// message would fail alike, and a fixed or rotated key file takes effect at
+// the next signing, so the pipeline holds the messages (backpressure, one
+// log line) instead of dead-lettering the whole stream. Every other 4xx is
+// about the message or its destination and is permanent.
 func (e *Error) Retryable() bool {
 	status := e.Status
 	if s, ok := codeStatus[e.Code]; ok {
 		status = s
 	}
 	switch {
-	case status >= 500, status == 429, status == 408:
+	case status >= 500, status == 429, status == 408, status == 401, status == 403:
 		return true
 	case status >= 400:
 		return false
