@@ -116,4 +116,3 @@ func TestSpoolDiskFull(t *testing.T) {
 		})
 	}
 }
-
