@@ -83,14 +83,14 @@ func TestOperatorMistakes(t *testing.T) {
 			} else {
 				t.Logf("%s: not ready: %q", tc.name, nr)
 			}
+			noSecrets(t, "the bridge log", r.logs.String())
+			noSecrets(t, "NotReady", strings.Join(r.b.NotReady(), "\n"))
 			if tc.bug != "" {
 				t.Skip("BUG " + tc.bug + ": see /tmp/reliability-bugs.md and the suite's report")
 			}
 			if st := e.sim.Stats(); st.Acked != 0 {
 				t.Errorf("%s: %d messages acked upstream though none can have reached MNS", tc.name, st.Acked)
 			}
-			noSecrets(t, "the bridge log", r.logs.String())
-			noSecrets(t, "NotReady", strings.Join(r.b.NotReady(), "\n"))
 		})
 	}
 }
