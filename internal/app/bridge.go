@@ -272,6 +272,9 @@ func (b *Bridge) Run(ctx context.Context) error {
 	if err := b.pipeline.Drain(drainCtx); err != nil {
 		b.log.Warn("shutdown timeout reached; releasing what is left (the platform redelivers it)", "released", b.pipeline.Stats().Released)
 	}
+	if sp != nil {
+		sp.Close()
+	}
 	closeCtx, cancelClose := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancelClose()
 	if err := b.source.Close(closeCtx); err != nil {

@@ -4,7 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
-	"sync/atomic"
+	"sync"
 	"time"
 
 	"github.com/iot-mns-bridge/iot-mns-bridge/bridge"
@@ -20,63 +20,153 @@ import (
 // spool (with STOMP client-individual and AMQP that is the ACK/Accept); the
 // feeder then forwards from the spool, and a message leaves the spool only
 // when MNS accepted it or it was dead-lettered. Released messages (shutdown)
-// stay in the spool and are forwarded again on the next start. When the
-// spool is full, Intake blocks, so the source stops consuming.
+// stay in the spool and are forwarded again on the next start.
+//
+// When the spool is full (spool.max_bytes) or its commits fail (disk full,
+// I/O errors), Intake blocks, so the source stops consuming: the messages
+// whose commit failed are kept in memory and appended again with backoff
+// until a commit succeeds. They are never released while the bridge runs
+// (with STOMP ack auto a release would lose them; with client acks it would
+// make the platform redeliver in a storm); at shutdown they are released.
 type spooled struct {
 	sp       *spool.Spool
 	pipeline *bridge.Pipeline
 	log      *slog.Logger
 	kick     chan struct{}
-	full     atomic.Bool
-	lost     atomic.Int64 // auto-acked messages the spool failed to store
+
+	mu      sync.Mutex
+	failed  []*bridge.Delivery // commits failed: to append again
+	failing error              // the last commit error while commits fail, nil when healthy
+	full    bool               // the last Append found the spool full
 }
 
 func newSpooled(sp *spool.Spool, p *bridge.Pipeline, log *slog.Logger) *spooled {
 	return &spooled{sp: sp, pipeline: p, log: log, kick: make(chan struct{}, 1)}
 }
 
-// Intake is the bridge.Handler given to the source.
+// retryWait is the pause between attempts while the spool is full or its
+// commits fail.
+const retryWait = 200 * time.Millisecond
+
+// Intake is the bridge.Handler given to the source. It returns once d is
+// queued for a durable write; it blocks while the spool is full or its
+// commits fail, until they succeed again or ctx is done.
 func (s *spooled) Intake(ctx context.Context, d *bridge.Delivery) error {
 	for {
-		err := s.sp.Append(ctx, &d.Message, func(_ uint64, err error) {
-			if err != nil {
-				// Not durable: give it back so the platform redelivers it
-				// (a no-op for STOMP ack auto, which settled on receipt).
-				s.log.Error("spool write failed; releasing the message", "messageId", d.MessageID, "err", err)
-				if !d.Release() {
-					s.lost.Add(1)
-				}
-				return
-			}
-			d.Accept()
-			select {
-			case s.kick <- struct{}{}:
-			default:
-			}
-		})
-		if err == nil {
-			if s.full.CompareAndSwap(true, false) {
-				s.log.Info("spool has room again; consuming")
-			}
-			return nil
-		}
-		if !errors.Is(err, spool.ErrFull) {
-			if !bridge.Retryable(err) {
-				// A message larger than the whole spool: forward it directly.
-				return s.pipeline.Handle(ctx, d)
-			}
+		if err := s.retryFailed(ctx); err != nil {
 			return err
 		}
-		if s.full.CompareAndSwap(false, true) {
-			s.log.Warn("spool full: not consuming until MNS takes messages", "err", err)
+		err := s.sp.Append(ctx, &d.Message, s.committed(d))
+		if err == nil {
+			s.setFull(false)
+			return nil
 		}
-		t := time.NewTimer(100 * time.Millisecond)
+		switch {
+		case errors.Is(err, spool.ErrFull):
+			s.setFull(true, err)
+		case !bridge.Retryable(err):
+			// A message larger than the whole spool: forward it directly.
+			return s.pipeline.Handle(ctx, d)
+		default:
+			return err
+		}
+		if err := sleep(ctx, retryWait); err != nil {
+			return err
+		}
+	}
+}
+
+// committed returns the Append callback for d: on success it settles d
+// upstream and wakes the feeder; on failure it keeps d for another append.
+// It runs on the spool's writer goroutine and must not block.
+func (s *spooled) committed(d *bridge.Delivery) func(uint64, error) {
+	return func(_ uint64, err error) {
+		s.mu.Lock()
+		if err != nil {
+			s.failed = append(s.failed, d)
+			if s.failing == nil {
+				s.log.Error("spool writes failing: not consuming until they succeed; the messages are held in memory", "err", err)
+			}
+			s.failing = err
+			s.mu.Unlock()
+			return
+		}
+		if s.failing != nil {
+			s.failing = nil
+			s.log.Info("spool writes succeed again; consuming")
+		}
+		s.mu.Unlock()
+		d.Accept()
 		select {
-		case <-ctx.Done():
-			t.Stop()
-			return ctx.Err()
-		case <-t.C:
+		case s.kick <- struct{}{}:
+		default:
 		}
+	}
+}
+
+// retryFailed blocks while commits fail: it appends the held messages again
+// every retryWait until a commit succeeds, or returns ctx's error.
+func (s *spooled) retryFailed(ctx context.Context) error {
+	for {
+		s.mu.Lock()
+		failing, retry := s.failing != nil, s.failed
+		s.failed = nil
+		s.mu.Unlock()
+		for i, d := range retry {
+			if err := s.sp.Append(ctx, &d.Message, s.committed(d)); err != nil {
+				s.mu.Lock()
+				s.failed = append(s.failed, retry[i:]...)
+				s.mu.Unlock()
+				if ctx.Err() != nil {
+					return ctx.Err()
+				}
+				break
+			}
+		}
+		if !failing {
+			return nil
+		}
+		if err := sleep(ctx, retryWait); err != nil {
+			return err
+		}
+	}
+}
+
+// Close releases the messages still held after failed commits (shutdown:
+// the platform redelivers those it can).
+func (s *spooled) Close() {
+	s.mu.Lock()
+	held := s.failed
+	s.failed = nil
+	s.mu.Unlock()
+	for _, d := range held {
+		d.Release()
+	}
+	if len(held) > 0 {
+		s.log.Warn("released messages that never reached the spool (with STOMP ack auto they are lost)", "count", len(held))
+	}
+}
+
+func (s *spooled) setFull(full bool, err ...error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if full && !s.full {
+		s.log.Warn("spool full: not consuming until MNS takes messages", "err", err[0])
+	}
+	if !full && s.full {
+		s.log.Info("spool has room again; consuming")
+	}
+	s.full = full
+}
+
+func sleep(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
 	}
 }
 
