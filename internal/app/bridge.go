@@ -76,6 +76,7 @@ func New(cfg *config.Config, opts Options) (*Bridge, error) {
 		b.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	}
 	b.metrics = bridge.NewMetrics(b.reg)
+	var secretFailing atomic.Bool // logs a failing secret file once, not per request
 
 	client, err := mns.NewClient(mns.Config{
 		Endpoint:     cfg.MNS.Endpoint,
@@ -86,7 +87,11 @@ func New(cfg *config.Config, opts Options) (*Bridge, error) {
 		Credentials: func() (string, string, string) {
 			secret, token, err := cfg.MNSSecrets()
 			if err != nil {
-				log.Error("reading the MNS secret failed; using an empty one", "err", err)
+				if !secretFailing.Swap(true) {
+					log.Error("reading the MNS secret failed; MNS will refuse the requests until it can be read", "err", err)
+				}
+			} else if secretFailing.Swap(false) {
+				log.Info("the MNS secret can be read again")
 			}
 			return cfg.MNS.Credentials.AccessKeyID, secret, token
 		},
@@ -101,10 +106,7 @@ func New(cfg *config.Config, opts Options) (*Bridge, error) {
 	if err != nil {
 		return nil, &UsageError{Err: err}
 	}
-	b.dead, err = openDeadLetters(cfg, b.sink)
-	if err != nil {
-		return nil, err
-	}
+	b.dead = newDeadLetters(cfg, b.sink)
 	var dedup *bridge.Dedup
 	if cfg.Delivery.Dedup.Size > 0 {
 		dedup = bridge.NewDedup(cfg.Delivery.Dedup.Size, cfg.Delivery.Dedup.MaxAge)
@@ -119,12 +121,10 @@ func New(cfg *config.Config, opts Options) (*Bridge, error) {
 		Dedup: dedup, Metrics: b.metrics, Logger: log.With("component", "pipeline"),
 	})
 	if err != nil {
-		b.dead.Close()
 		return nil, &UsageError{Err: err}
 	}
 	b.source, err = newSource(cfg, opts.Clock, log.With("component", "source"))
 	if err != nil {
-		b.dead.Close()
 		return nil, &UsageError{Err: err}
 	}
 	if sr, ok := b.source.(bridge.StateReporter); ok {
@@ -207,6 +207,9 @@ func (b *Bridge) Registry() *prometheus.Registry { return b.reg }
 // source and returns nil. It returns an error only when the bridge could not
 // start (e.g. the HTTP listener) or the source failed permanently.
 func (b *Bridge) Run(ctx context.Context) error {
+	if err := b.dead.Open(); err != nil {
+		return err
+	}
 	defer b.dead.Close()
 	var srv *http.Server
 	ln := b.opts.HTTPListener

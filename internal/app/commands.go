@@ -168,7 +168,6 @@ func cmdCheck(ctx context.Context, args []string, stdio Stdio) error {
 	if err != nil {
 		return err
 	}
-	defer b.dead.Close()
 	fmt.Fprintf(stdio.Out, "config %s is valid: %s source %s (%d connection(s)), %d route(s), MNS %s\n",
 		cfg.Path, cfg.Source.Protocol, cfg.Source.Endpoint, cfg.Source.Connections, len(cfg.Routes), cfg.MNS.Endpoint)
 	if !*connect {
@@ -267,6 +266,9 @@ func cmdReplay(ctx context.Context, args []string, stdio Stdio) error {
 	log := NewLogger(cfg.Log, stdio.Err)
 	b, err := New(cfg, Options{Logger: log})
 	if err != nil {
+		return err
+	}
+	if err := b.dead.Open(); err != nil {
 		return err
 	}
 	defer b.dead.Close()

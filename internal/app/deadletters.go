@@ -13,23 +13,31 @@ import (
 
 // deadLetters writes dead letters to the configured targets: the JSONL file,
 // the MNS queue, or both (an entry counts as stored only when every target
-// has it). It implements bridge.DeadLetterSink.
+// has it). It implements bridge.DeadLetterSink. The file is opened by Open,
+// not when the bridge is provisioned, so that "check" never takes the lock a
+// running daemon holds.
 type deadLetters struct {
+	path  string
 	file  *deadletter.File
 	sink  bridge.Sink
 	queue string
 }
 
-func openDeadLetters(cfg *config.Config, sink bridge.Sink) (*deadLetters, error) {
-	d := &deadLetters{sink: sink, queue: cfg.Delivery.DeadLetter.Queue}
-	if path := cfg.Delivery.DeadLetter.File; path != "" {
-		f, err := deadletter.OpenFile(path)
-		if err != nil {
-			return nil, fmt.Errorf("delivery.dead_letter.file: %w", err)
-		}
-		d.file = f
+func newDeadLetters(cfg *config.Config, sink bridge.Sink) *deadLetters {
+	return &deadLetters{path: cfg.Delivery.DeadLetter.File, sink: sink, queue: cfg.Delivery.DeadLetter.Queue}
+}
+
+// Open opens (or creates) the dead-letter file, if one is configured.
+func (d *deadLetters) Open() error {
+	if d.path == "" || d.file != nil {
+		return nil
 	}
-	return d, nil
+	f, err := deadletter.OpenFile(d.path)
+	if err != nil {
+		return fmt.Errorf("delivery.dead_letter.file: %w", err)
+	}
+	d.file = f
+	return nil
 }
 
 func toEntry(e bridge.DeadLetter) deadletter.Entry {
@@ -51,7 +59,10 @@ func (d *deadLetters) DeadLetter(ctx context.Context, entries []bridge.DeadLette
 	for i, e := range entries {
 		conv[i] = toEntry(e)
 	}
-	if d.file != nil {
+	if d.path != "" {
+		if d.file == nil {
+			return errors.New("delivery.dead_letter.file is not open")
+		}
 		if err := d.file.Write(conv...); err != nil {
 			return err
 		}
@@ -72,17 +83,19 @@ func (d *deadLetters) DeadLetter(ctx context.Context, entries []bridge.DeadLette
 	for i, err := range errs {
 		// An entry the queue refuses for good (say, too large) is stored
 		// all the same when the file has it; otherwise it stays held.
-		if err != nil && (d.file == nil || bridge.Retryable(err)) {
+		if err != nil && (d.path == "" || bridge.Retryable(err)) {
 			failed = append(failed, fmt.Errorf("dead-letter queue %s, message %s: %w", d.queue, conv[i].MessageID, err))
 		}
 	}
 	return errors.Join(failed...)
 }
 
-// Close closes the file.
+// Close closes the file, if open.
 func (d *deadLetters) Close() error {
 	if d.file == nil {
 		return nil
 	}
-	return d.file.Close()
+	err := d.file.Close()
+	d.file = nil
+	return err
 }

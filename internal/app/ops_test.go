@@ -131,6 +131,10 @@ func TestSIGHUPReloadsRoutesAndRefusesBadConfig(t *testing.T) {
 	}
 	send("before", 10)
 	waitFor(t, "first route used", 30*time.Second, func() bool { return len(p.emu.Messages("telemetry-pk1")) >= 10 })
+	// "check" on the running daemon's config takes none of its locks.
+	if code, out, errOut := runMain(t, context.Background(), "check", "-config", path); code != ExitOK {
+		t.Fatalf("check while the daemon runs: exit %d\n%s%s", code, out, errOut)
+	}
 
 	os.WriteFile(path, []byte(strings.Replace(string(data), "queue: telemetry-{productKey}", "queue: second", 1)), 0o600)
 	c.cmd.Process.Signal(syscall.SIGHUP)
