@@ -86,6 +86,7 @@ func run(ctx context.Context, o options, out io.Writer) (*Report, error) {
 	if o.Bridge.Connections <= 0 {
 		o.Bridge.Connections = 1
 	}
+	out = &lockedWriter{w: out} // the fault goroutine reports progress too
 	// A hard cap: the run stops by itself whatever happens.
 	ctx, cancel := context.WithTimeout(ctx, o.Duration+o.DrainTimeout+3*time.Minute)
 	defer cancel()
@@ -292,6 +293,18 @@ func loadAvg() string {
 		return "?"
 	}
 	return strings.Join(f[:3], " ")
+}
+
+// lockedWriter serialises writes from the goroutines of a run.
+type lockedWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (l *lockedWriter) Write(b []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(b)
 }
 
 // durationOf converts seconds to a Duration.
