@@ -1,6 +1,9 @@
 package bridge
 
 import (
+	"context"
+	"errors"
+	"strconv"
 	"strings"
 	"time"
 
@@ -16,7 +19,8 @@ type Metrics struct {
 	Retried        prometheus.Counter
 	DeadLettered   *prometheus.CounterVec // by reason class
 	BatchSize      prometheus.Histogram
-	RequestSeconds *prometheus.HistogramVec // by destination kind
+	RequestSeconds *prometheus.HistogramVec // by destination kind and status
+	SendFailures   *prometheus.CounterVec   // messages whose send failed, by status
 }
 
 // NewMetrics creates the collectors and registers them with reg.
@@ -30,10 +34,13 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		DeadLettered: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "dead_lettered_total", Help: "Messages written to the dead-letter target, by reason."}, []string{"reason"}),
 		BatchSize: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: ns, Name: "batch_messages", Help: "Messages per MNS request.",
 			Buckets: []float64{1, 2, 4, 8, 12, 16}}),
-		RequestSeconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: ns, Name: "sink_request_seconds", Help: "Duration of MNS send requests, by destination kind.",
-			Buckets: prometheus.ExponentialBuckets(0.001, 2, 15)}, []string{"kind"}),
+		RequestSeconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: ns, Name: "sink_request_seconds",
+			Help:    "Duration of MNS send requests, by destination kind (queue: BatchSendMessage, topic: PublishMessage) and status (ok, or the first failure's HTTP status, or network).",
+			Buckets: prometheus.ExponentialBuckets(0.001, 2, 15)}, []string{"kind", "status"}),
+		SendFailures: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "send_failures_total",
+			Help: "Messages whose MNS send failed, by HTTP status (or network), whatever happened next (retry or dead-letter)."}, []string{"status"}),
 	}
-	reg.MustRegister(m.Received, m.Forwarded, m.Duplicates, m.Retried, m.DeadLettered, m.BatchSize, m.RequestSeconds)
+	reg.MustRegister(m.Received, m.Forwarded, m.Duplicates, m.Retried, m.DeadLettered, m.BatchSize, m.RequestSeconds, m.SendFailures)
 	return m
 }
 
@@ -61,11 +68,35 @@ func (m *Metrics) retried(n int) {
 	}
 }
 
-func (m *Metrics) request(d Destination, n int, took time.Duration) {
-	if m != nil {
-		m.BatchSize.Observe(float64(n))
-		m.RequestSeconds.WithLabelValues(d.Kind.String()).Observe(took.Seconds())
+func (m *Metrics) request(d Destination, errs []error, took time.Duration) {
+	if m == nil {
+		return
 	}
+	m.BatchSize.Observe(float64(len(errs)))
+	status := "ok"
+	for _, err := range errs {
+		if err != nil {
+			s := statusLabel(err)
+			m.SendFailures.WithLabelValues(s).Inc()
+			if status == "ok" {
+				status = s
+			}
+		}
+	}
+	m.RequestSeconds.WithLabelValues(d.Kind.String(), status).Observe(took.Seconds())
+}
+
+// statusLabel is the HTTP status of a sink error that has one (a method
+// StatusCode() int), "canceled" for a cancelled send, else "network".
+func statusLabel(err error) string {
+	var sc interface{ StatusCode() int }
+	if errors.As(err, &sc) && sc.StatusCode() > 0 {
+		return strconv.Itoa(sc.StatusCode())
+	}
+	if errors.Is(err, context.Canceled) {
+		return "canceled"
+	}
+	return "network"
 }
 
 func (m *Metrics) deadLettered(entries []DeadLetter) {

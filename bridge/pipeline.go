@@ -449,7 +449,7 @@ func (l *lane) send(batch []*item) {
 	}
 	start := p.now()
 	errs := p.cfg.Sink.Send(p.sendCtx, l.dest, outs)
-	p.m.request(l.dest, len(batch), p.now().Sub(start))
+	p.m.request(l.dest, errs, p.now().Sub(start))
 	<-p.reqs
 	<-l.sem
 	p.stats.requests.Add(1)

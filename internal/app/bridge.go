@@ -130,6 +130,9 @@ func New(cfg *config.Config, opts Options) (*Bridge, error) {
 	if sr, ok := b.source.(bridge.StateReporter); ok {
 		b.reg.MustRegister(bridge.NewConnCollector(sr))
 	}
+	b.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "iot_mns_bridge", Name: "in_flight",
+		Help: "Deliveries held by the pipeline (taken from the source, not yet settled)."},
+		func() float64 { return float64(b.pipeline.Stats().InFlight) }))
 	return b, nil
 }
 

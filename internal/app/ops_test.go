@@ -96,6 +96,12 @@ func TestMetricsAndReadinessMove(t *testing.T) {
 		return metricValue(t, text, "iot_mns_bridge_forwarded_total") >= 500
 	})
 	_, text := httpGet(t, base+"/metrics")
+	if v := metricValue(t, text, `iot_mns_bridge_send_failures_total{status="404"}`); v < 300 {
+		t.Errorf("send failures by status: 404 counted %v times, want the 300 QueueNotExist", v)
+	}
+	if metricValue(t, text, "iot_mns_bridge_in_flight") < 0 {
+		t.Error("iot_mns_bridge_in_flight missing")
+	}
 	for _, name := range []string{"iot_mns_bridge_received_total", "iot_mns_bridge_batch_messages_count",
 		"iot_mns_bridge_sink_request_seconds_count", "iot_mns_bridge_source_connected", "go_goroutines", "process_resident_memory_bytes"} {
 		if metricValue(t, text, name) <= 0 {

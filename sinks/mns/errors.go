@@ -50,6 +50,9 @@ var codeStatus = map[string]int{
 	"InternalError": 500, "InternalServerError": 500, "ServiceUnavailable": 503,
 }
 
+// StatusCode returns the HTTP status of the reply (0 when there was none).
+func (e *Error) StatusCode() int { return e.Status }
+
 // Retryable reports whether sending again may succeed: network-level and
 // server-side failures (5xx), throttling (429), an expired Date (408: the
 // next attempt is signed with a fresh one), and refused credentials (401,
