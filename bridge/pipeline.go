@@ -329,30 +329,41 @@ type lane struct {
 	sem  chan struct{}
 
 	mu      sync.Mutex
-	failing bool          // the last send had retryable failures
-	since   time.Time     // when failing began
-	retries int64         // message retries since failing began
+	failing bool          // the last request failed whole
 	wake    chan struct{} // closed when a send succeeds again, to end retry waits early
+	// Logging of the failing/recovered state, at most once a stateLogEvery
+	// per destination: under throttling, requests fail and succeed in turn.
+	logged  bool      // "failing" was logged and "recovered" not yet
+	lastLog time.Time // when "failing" was last logged
+	since   time.Time // when the logged failing period began
+	retries int64     // message retries since then
 }
 
-// sendFailed records retryable failures; it logs when the destination
-// starts failing (once, not per retry) and returns the channel that a
-// recovery closes.
+// stateLogEvery bounds how often a destination's failing state is logged.
+const stateLogEvery = time.Minute
+
+// sendFailed records a request that failed whole (retryable); it logs that
+// the destination is failing (not per retry, and at most once a minute) and
+// returns the channel that the next success closes.
 func (l *lane) sendFailed(n int, err error, now time.Time) <-chan struct{} {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if !l.failing {
-		l.failing, l.since, l.retries = true, now, 0
+		l.failing = true
 		l.wake = make(chan struct{})
-		l.p.log.Warn("MNS sends failing; holding the messages and retrying with backoff", "dest", l.dest.String(), "err", err)
+		if !l.logged && now.Sub(l.lastLog) >= stateLogEvery {
+			l.logged, l.lastLog, l.since, l.retries = true, now, now, 0
+			l.p.log.Warn("MNS sends failing; holding the messages and retrying with backoff", "dest", l.dest.String(), "err", err)
+		}
 	}
 	l.retries += int64(n)
 	return l.wake
 }
 
-// sendOK records a send without retryable failures; after failures it logs
-// the recovery once and wakes the retries waiting on this destination, so a
-// backlog drains as soon as MNS is back rather than after each backoff.
+// sendOK records a request with at least one message accepted: it wakes the
+// retries waiting on this destination, so a backlog drains as soon as MNS is
+// back rather than after each backoff, and logs the recovery when the
+// failure was logged.
 func (l *lane) sendOK(now time.Time) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -361,7 +372,10 @@ func (l *lane) sendOK(now time.Time) {
 	}
 	l.failing = false
 	close(l.wake)
-	l.p.log.Info("MNS sends recovered", "dest", l.dest.String(), "after", now.Sub(l.since).Round(time.Millisecond), "retries", l.retries)
+	if l.logged && now.Sub(l.lastLog) >= time.Second {
+		l.logged = false
+		l.p.log.Info("MNS sends recovered", "dest", l.dest.String(), "after", now.Sub(l.since).Round(time.Millisecond), "retries", l.retries)
+	}
 }
 
 func (l *lane) run() {

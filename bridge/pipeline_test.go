@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -416,5 +417,47 @@ func waitUntil(t *testing.T, cond func() bool) {
 			t.Fatal("condition not reached within 60s")
 		}
 		time.Sleep(time.Millisecond)
+	}
+}
+
+// countingHandler counts log records by message.
+type countingHandler struct {
+	mu sync.Mutex
+	n  map[string]int
+}
+
+func (h *countingHandler) Enabled(context.Context, slog.Level) bool { return true }
+func (h *countingHandler) Handle(_ context.Context, r slog.Record) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.n[r.Message]++
+	return nil
+}
+func (h *countingHandler) WithAttrs([]slog.Attr) slog.Handler { return h }
+func (h *countingHandler) WithGroup(string) slog.Handler      { return h }
+
+// TestFlappingDestinationLogsOncePerMinute: under throttling requests fail
+// and succeed in turn; the failing state is logged at most once a minute,
+// while every success still wakes the waiting retries.
+func TestFlappingDestinationLogsOncePerMinute(t *testing.T) {
+	h := &countingHandler{n: map[string]int{}}
+	p := &Pipeline{log: slog.New(h)}
+	l := &lane{p: p, dest: Destination{Kind: Queue, Name: "q"}}
+	now := time.Unix(1000, 0)
+	for i := 0; i < 200; i++ {
+		now = now.Add(250 * time.Millisecond) // 50 s in all
+		wake := l.sendFailed(1, errors.New("429 TooManyRequests"), now)
+		l.sendOK(now.Add(time.Millisecond))
+		select {
+		case <-wake:
+		default:
+			t.Fatal("a success did not wake the retries")
+		}
+	}
+	if n := h.n["MNS sends failing; holding the messages and retrying with backoff"]; n != 1 {
+		t.Errorf("failing logged %d times in 50 s of flapping, want 1", n)
+	}
+	if n := h.n["MNS sends recovered"]; n != 1 {
+		t.Errorf("recovered logged %d times, want 1", n)
 	}
 }
