@@ -13,6 +13,7 @@ import (
 	"github.com/iot-mns-bridge/iot-mns-bridge/bench/reference"
 	"github.com/iot-mns-bridge/iot-mns-bridge/bridge"
 	"github.com/iot-mns-bridge/iot-mns-bridge/bridge/stompsrc"
+	"github.com/iot-mns-bridge/iot-mns-bridge/config"
 	"github.com/iot-mns-bridge/iot-mns-bridge/iotauth"
 	"github.com/iot-mns-bridge/iot-mns-bridge/sinks/mns"
 )
@@ -20,7 +21,7 @@ import (
 // bridgeRequestsPerDestination is the bridge's default
 // delivery.max_requests_per_destination: ceiling (b) sends with the same
 // concurrency, since every bench message goes to one queue.
-const bridgeRequestsPerDestination = 32
+var bridgeRequestsPerDestination = config.Default().Delivery.MaxRequestsPerDestination
 
 func (h *harness) params(clientID, group string) iotauth.Params {
 	return iotauth.Params{ClientID: clientID, AccessKeyID: benchAccessKeyID, AccessKeySecret: benchAccessKeySecret,
