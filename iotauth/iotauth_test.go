@@ -183,15 +183,15 @@ func TestCredentialsNeverPrintSecrets(t *testing.T) {
 
 func TestParseUsernameErrors(t *testing.T) {
 	cases := map[string]string{
-		"no bars":                  "must end with '|'",
-		"c|authMode=aksign|x|":     "more than two",
-		"|authMode=aksign|":        "clientId must be 1 to 64",
-		"c|authMode|":              `parameter "authMode" is not key=value`,
-		"c|authMode=aksign|":       "signMethod is required",
-		"c|authMode=x,signMethod=hmacsha1,timestamp=1,authId=a,consumerGroupId=g|":             `authMode "x" is not aksign or ststoken`,
-		"c|authMode=ststoken,signMethod=hmacsha1,timestamp=1,authId=a,consumerGroupId=g|":      "securityToken is required",
-		"c|authMode=aksign,signMethod=hmacsha1,timestamp=soon,authId=a,consumerGroupId=g|":     "is not epoch milliseconds",
-		"c|authMode=aksign,signMethod=hmacsha1,timestamp=1,authId=a,authId=b,consumerGroupId=g|": "appears twice",
+		"no bars":              "must end with '|'",
+		"c|authMode=aksign|x|": "more than two",
+		"|authMode=aksign|":    "clientId must be 1 to 64",
+		"c|authMode|":          `parameter "authMode" is not key=value`,
+		"c|authMode=aksign|":   "signMethod is required",
+		"c|authMode=x,signMethod=hmacsha1,timestamp=1,authId=a,consumerGroupId=g|":                 `authMode "x" is not aksign or ststoken`,
+		"c|authMode=ststoken,signMethod=hmacsha1,timestamp=1,authId=a,consumerGroupId=g|":          "securityToken is required",
+		"c|authMode=aksign,signMethod=hmacsha1,timestamp=soon,authId=a,consumerGroupId=g|":         "is not epoch milliseconds",
+		"c|authMode=aksign,signMethod=hmacsha1,timestamp=1,authId=a,authId=b,consumerGroupId=g|":   "appears twice",
 		"c|authMode=aksign,signMethod=hmacsha1,timestamp=1,authId=a,consumerGroupId=g,encode=hex|": `encode "hex"`,
 	}
 	for in, want := range cases {
