@@ -28,6 +28,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/iot-mns-bridge/iot-mns-bridge/bench/internal/childbridge"
 )
 
 // scenarioNames are the values of -scenarios, in the order they run.
@@ -46,9 +48,7 @@ type options struct {
 }
 
 func main() {
-	if isChild() {
-		os.Exit(runChild())
-	}
+	childbridge.RunIfChild()
 	o, err := parseFlags(os.Args[1:], os.Stderr)
 	if err != nil {
 		if errors.Is(err, flag.ErrHelp) {

@@ -8,6 +8,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/iot-mns-bridge/iot-mns-bridge/bench/internal/childbridge"
 	"github.com/iot-mns-bridge/iot-mns-bridge/mnsemu"
 )
 
@@ -85,11 +86,11 @@ func (h *harness) bridgeLoad(ctx context.Context, name, what string, spec bridge
 	if err != nil {
 		return res, err
 	}
-	defer p.kill()
-	if err := p.waitReady(ctx, 30*time.Second); err != nil {
+	defer p.Kill()
+	if err := p.WaitReady(ctx, 30*time.Second); err != nil {
 		return res, fmt.Errorf("%s: %w", name, err)
 	}
-	before, err := p.stat()
+	before, err := p.Stat()
 	if err != nil {
 		return res, err
 	}
@@ -109,7 +110,7 @@ func (h *harness) bridgeLoad(ctx context.Context, name, what string, spec bridge
 		timeout += time.Duration(n) * 500 * time.Microsecond // as slow as 2,000 msgs/s
 	}
 	a := waitStored(ctx, h.tb.emu, n, timeout)
-	after, err := p.stat()
+	after, err := p.Stat()
 	if err != nil {
 		return res, err
 	}
@@ -118,7 +119,7 @@ func (h *harness) bridgeLoad(ctx context.Context, name, what string, spec bridge
 	if err := <-pubErr; err != nil && !errors.Is(err, context.Canceled) {
 		return res, fmt.Errorf("%s: %w", name, err)
 	}
-	if err := p.stop(30 * time.Second); err != nil {
+	if err := p.Stop(30 * time.Second); err != nil {
 		return res, fmt.Errorf("%s: %w", name, err)
 	}
 	res.fill(a, t0)
@@ -142,7 +143,7 @@ func (r *Result) fill(a arrivals, t0 time.Time) {
 }
 
 // bridgeUsage sets the bridge process's CPU and peak RSS.
-func (r *Result) bridgeUsage(before, after procStat) {
+func (r *Result) bridgeUsage(before, after childbridge.Stat) {
 	cpu := (after.CPU - before.CPU).Seconds()
 	r.BridgeCPU = cpu
 	if r.Messages > 0 {
@@ -176,11 +177,11 @@ func (h *harness) outage(ctx context.Context, name, what string, spec bridgeSpec
 	if err != nil {
 		return res, err
 	}
-	defer p.kill()
-	if err := p.waitReady(ctx, 30*time.Second); err != nil {
+	defer p.Kill()
+	if err := p.WaitReady(ctx, 30*time.Second); err != nil {
 		return res, fmt.Errorf("%s: %w", name, err)
 	}
-	before, err := p.stat()
+	before, err := p.Stat()
 	if err != nil {
 		return res, err
 	}
@@ -215,7 +216,7 @@ func (h *harness) outage(ctx context.Context, name, what string, spec bridgeSpec
 	fmt.Fprintf(h.log, "  MNS back\n")
 	timeout := sz.OutageAfter + 3*time.Minute
 	a := waitStored(ctx, h.tb.emu, n, timeout)
-	after, err := p.stat()
+	after, err := p.Stat()
 	if err != nil {
 		return res, err
 	}
@@ -224,7 +225,7 @@ func (h *harness) outage(ctx context.Context, name, what string, spec bridgeSpec
 	if err := <-pubErr; err != nil && !errors.Is(err, context.Canceled) {
 		return res, fmt.Errorf("%s: %w", name, err)
 	}
-	if err := p.stop(30 * time.Second); err != nil {
+	if err := p.Stop(30 * time.Second); err != nil {
 		return res, fmt.Errorf("%s: %w", name, err)
 	}
 	res.fill(a, t0)

@@ -1,20 +1,14 @@
 package main
 
 import (
-	"bytes"
-	"context"
-	"errors"
 	"fmt"
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"strconv"
-	"strings"
-	"syscall"
 	"time"
 
+	"github.com/iot-mns-bridge/iot-mns-bridge/bench/internal/childbridge"
 	"github.com/iot-mns-bridge/iot-mns-bridge/iotsim"
 	"github.com/iot-mns-bridge/iot-mns-bridge/mnsemu"
 )
@@ -33,7 +27,6 @@ const (
 // own consumer group, so leftovers of one never reach the next.
 type testbed struct {
 	dir    string // temp dir for configs, CA, spools, logs
-	self   string // this executable, re-executed as the bridge
 	sim    *iotsim.Server
 	emu    *mnsemu.Emulator
 	mnsSrv *http.Server
@@ -43,11 +36,7 @@ type testbed struct {
 
 // newTestbed starts the simulator and the emulator. Close stops them.
 func newTestbed(dir string) (*testbed, error) {
-	self, err := os.Executable()
-	if err != nil {
-		return nil, fmt.Errorf("testbed: find own executable to re-run as the bridge: %w", err)
-	}
-	tb := &testbed{dir: dir, self: self}
+	tb := &testbed{dir: dir}
 	tb.emu = mnsemu.New(mnsemu.Config{
 		AccessKeys: map[string]string{benchAccessKeyID: benchAccessKeySecret},
 		Queues:     []string{benchQueue}, AutoCreate: true,
@@ -136,24 +125,15 @@ log:
 		filepath.Join(runDir, "dead-letter.jsonl"), spool, httpAddr)
 }
 
-// bridgeProc is a bridge child process.
-type bridgeProc struct {
-	cmd      *exec.Cmd
-	httpAddr string
-	logPath  string
-	exited   chan struct{}
-	waitErr  error
-}
-
 // startBridge writes the config for s into a fresh directory and starts the
-// bridge as a child process (this executable re-run with childEnv). When
-// profile is not empty the child writes a CPU profile there.
-func (tb *testbed) startBridge(name, group string, s bridgeSpec, profile string) (*bridgeProc, error) {
+// bridge as a child process (childbridge). When profile is not empty the
+// child writes a CPU profile there.
+func (tb *testbed) startBridge(name, group string, s bridgeSpec, profile string) (*childbridge.Proc, error) {
 	runDir := filepath.Join(tb.dir, name)
 	if err := os.MkdirAll(runDir, 0o700); err != nil {
 		return nil, fmt.Errorf("start bridge %s: %w", name, err)
 	}
-	httpAddr, err := freeAddr()
+	httpAddr, err := childbridge.FreeAddr()
 	if err != nil {
 		return nil, fmt.Errorf("start bridge %s: %w", name, err)
 	}
@@ -161,163 +141,13 @@ func (tb *testbed) startBridge(name, group string, s bridgeSpec, profile string)
 	if err := os.WriteFile(cfgPath, []byte(tb.config(runDir, group, httpAddr, s)), 0o600); err != nil {
 		return nil, fmt.Errorf("start bridge %s: %w", name, err)
 	}
-	logPath := filepath.Join(runDir, "bridge.log")
-	logf, err := os.Create(logPath)
-	if err != nil {
-		return nil, fmt.Errorf("start bridge %s: %w", name, err)
-	}
-	cmd := exec.Command(tb.self, "run", "-config", cfgPath)
-	cmd.Env = append(os.Environ(), childEnv+"=bridge")
+	var env []string
 	if profile != "" {
-		cmd.Env = append(cmd.Env, cpuProfileEnv+"="+profile)
+		env = append(env, childbridge.CPUProfileEnv+"="+profile)
 	}
-	cmd.Stdout, cmd.Stderr = logf, logf
-	if err := cmd.Start(); err != nil {
-		logf.Close()
+	p, err := childbridge.Start(cfgPath, httpAddr, filepath.Join(runDir, "bridge.log"), env...)
+	if err != nil {
 		return nil, fmt.Errorf("start bridge %s: %w", name, err)
 	}
-	p := &bridgeProc{cmd: cmd, httpAddr: httpAddr, logPath: logPath, exited: make(chan struct{})}
-	go func() {
-		p.waitErr = cmd.Wait()
-		logf.Close()
-		close(p.exited)
-	}()
 	return p, nil
-}
-
-// freeAddr returns a 127.0.0.1 address with a port that was free a moment
-// ago.
-func freeAddr() (string, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", err
-	}
-	addr := ln.Addr().String()
-	ln.Close()
-	return addr, nil
-}
-
-// waitReady polls /readyz until the bridge is connected and has looked up
-// its destinations, the child exits or timeout passes.
-func (p *bridgeProc) waitReady(ctx context.Context, timeout time.Duration) error {
-	deadline := time.Now().Add(timeout)
-	client := &http.Client{Timeout: time.Second}
-	for {
-		resp, err := client.Get("http://" + p.httpAddr + "/readyz")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return nil
-			}
-		}
-		select {
-		case <-p.exited:
-			return fmt.Errorf("bridge exited before it was ready (%v); log:\n%s", p.waitErr, p.logTail())
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(20 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("bridge not ready within %s; log:\n%s", timeout, p.logTail())
-		}
-	}
-}
-
-// logTail returns the last lines of the child's log.
-func (p *bridgeProc) logTail() string {
-	b, _ := os.ReadFile(p.logPath)
-	if len(b) > 2000 {
-		b = b[len(b)-2000:]
-	}
-	return string(b)
-}
-
-// procStat is what /proc says about the child now.
-type procStat struct {
-	CPU       time.Duration // user + system
-	PeakRSSKB int64         // VmHWM
-	// RssAnonKB and RssFileKB split the current RSS: heap and stacks, and
-	// mapped file pages (the spool's bbolt file is mmapped).
-	RssAnonKB, RssFileKB int64
-}
-
-// clockTick is USER_HZ, 100 on every Linux architecture Go supports.
-const clockTick = 10 * time.Millisecond
-
-// stat reads the child's CPU time from /proc/<pid>/stat and its peak RSS
-// (VmHWM) from /proc/<pid>/status.
-func (p *bridgeProc) stat() (procStat, error) {
-	var st procStat
-	pid := p.cmd.Process.Pid
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return st, fmt.Errorf("read bridge CPU time: %w", err)
-	}
-	// Fields after the parenthesised command: state is field 3, utime 14, stime 15.
-	i := bytes.LastIndexByte(b, ')')
-	if i < 0 {
-		return st, errors.New("read bridge CPU time: malformed /proc/pid/stat")
-	}
-	f := strings.Fields(string(b[i+1:]))
-	if len(f) < 13 {
-		return st, errors.New("read bridge CPU time: short /proc/pid/stat")
-	}
-	ut, err1 := strconv.ParseInt(f[11], 10, 64)
-	stt, err2 := strconv.ParseInt(f[12], 10, 64)
-	if err1 != nil || err2 != nil {
-		return st, errors.New("read bridge CPU time: bad utime/stime")
-	}
-	st.CPU = time.Duration(ut+stt) * clockTick
-	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return st, fmt.Errorf("read bridge peak RSS: %w", err)
-	}
-	kb := func(v string) int64 {
-		n, _ := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
-		return n
-	}
-	for _, line := range strings.Split(string(status), "\n") {
-		k, v, _ := strings.Cut(line, ":")
-		switch k {
-		case "VmHWM":
-			st.PeakRSSKB = kb(v)
-		case "RssAnon":
-			st.RssAnonKB = kb(v)
-		case "RssFile":
-			st.RssFileKB = kb(v)
-		}
-	}
-	return st, nil
-}
-
-// stop sends SIGTERM and waits for the child to exit (it drains first),
-// killing it after timeout. It returns the error of an unclean exit.
-func (p *bridgeProc) stop(timeout time.Duration) error {
-	select {
-	case <-p.exited:
-		return fmt.Errorf("bridge exited early (%v); log:\n%s", p.waitErr, p.logTail())
-	default:
-	}
-	_ = p.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-p.exited:
-	case <-time.After(timeout):
-		_ = p.cmd.Process.Kill()
-		<-p.exited
-		return fmt.Errorf("bridge did not stop within %s after SIGTERM; killed it", timeout)
-	}
-	if p.waitErr != nil {
-		return fmt.Errorf("bridge exit: %v; log:\n%s", p.waitErr, p.logTail())
-	}
-	return nil
-}
-
-// kill ends the child at once (error paths).
-func (p *bridgeProc) kill() {
-	select {
-	case <-p.exited:
-	default:
-		_ = p.cmd.Process.Kill()
-		<-p.exited
-	}
 }

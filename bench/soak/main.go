@@ -27,6 +27,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/iot-mns-bridge/iot-mns-bridge/bench/internal/childbridge"
 	"github.com/iot-mns-bridge/iot-mns-bridge/iotsim"
 )
 
@@ -45,9 +46,7 @@ type options struct {
 }
 
 func main() {
-	if isChild() {
-		os.Exit(runChild())
-	}
+	childbridge.RunIfChild()
 	var o options
 	flag.DurationVar(&o.Duration, "duration", 10*time.Minute, "length of the load")
 	flag.Float64Var(&o.Rate, "rate", 5000, "messages a second published to the simulator")
@@ -112,8 +111,8 @@ func run(ctx context.Context, o options, out io.Writer) (*Report, error) {
 	if err != nil {
 		return nil, err
 	}
-	defer p.kill()
-	if err := p.waitReady(ctx, time.Minute); err != nil {
+	defer p.Kill()
+	if err := p.WaitReady(ctx, time.Minute); err != nil {
 		return nil, fmt.Errorf("soak: %w", err)
 	}
 
@@ -124,7 +123,7 @@ func run(ctx context.Context, o options, out io.Writer) (*Report, error) {
 	rep.LoadAvg[0] = loadAvg()
 	plan := schedule(o.Duration, o.FaultEvery)
 	fmt.Fprintf(out, "bridge ready (pid %d); publishing %d messages at %.0f msgs/s for %s with %d faults\n",
-		p.cmd.Process.Pid, n, o.Rate, o.Duration, len(plan))
+		p.Cmd.Process.Pid, n, o.Rate, o.Duration, len(plan))
 
 	t0 := time.Now()
 	loadCtx, stopLoad := context.WithCancel(ctx)
@@ -190,7 +189,7 @@ func run(ctx context.Context, o options, out io.Writer) (*Report, error) {
 	if s, err := w.takeSample(ctx, client, p, t0); err == nil {
 		rep.AfterDrain = &s
 	}
-	if err := p.stop(time.Minute); err != nil {
+	if err := p.Stop(time.Minute); err != nil {
 		rep.BridgeExitErr = err.Error()
 	}
 	rep.LoadAvg[1] = loadAvg()
@@ -214,7 +213,7 @@ func run(ctx context.Context, o options, out io.Writer) (*Report, error) {
 	if len(lat) > 0 {
 		rep.MaxMs = float64(lat[len(lat)-1]) / float64(time.Millisecond)
 	}
-	rep.BridgeWarn, rep.BridgeErrors = p.logLines()
+	rep.BridgeWarn, rep.BridgeErrors = logLines(p)
 	es := w.emu.Stats()
 	rep.MNSRequests, rep.MNSThrottled, rep.MNSInjectedErrors, rep.MNSPartialFailures = es.Requests, es.Throttled, es.InjectedErrors, es.PartialFailures
 	ss := w.sim.Stats()

@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/iot-mns-bridge/iot-mns-bridge/bench/internal/childbridge"
 )
 
 // sample is one look at the bridge and the testbed.
@@ -102,15 +104,16 @@ func scrape(ctx context.Context, client *http.Client, addr string) (map[string]f
 // takeSample reads the bridge's /metrics and /proc and the testbed's
 // counters. A failed scrape leaves the metric fields zero and is returned
 // as the error, with the rest of the sample filled.
-func (w *world) takeSample(ctx context.Context, client *http.Client, p *bridgeProc, t0 time.Time) (sample, error) {
+func (w *world) takeSample(ctx context.Context, client *http.Client, p *childbridge.Proc, t0 time.Time) (sample, error) {
 	s := sample{T: time.Since(t0).Seconds()}
 	var pub, uniq int
 	pub, uniq, _ = w.tr.counts()
 	s.Published, s.Stored, s.Backlog = pub, uniq, pub-uniq
 	s.PlatformPending = w.sim.Stats().Pending
-	rss, rssErr := p.vmRSS()
+	st, rssErr := p.Stat()
+	rss := st.RSSKB * 1024
 	s.VmRSSMB = mb(rss)
-	m, err := scrape(ctx, client, p.httpAddr)
+	m, err := scrape(ctx, client, p.HTTPAddr)
 	if err != nil {
 		return s, err
 	}

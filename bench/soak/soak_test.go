@@ -11,14 +11,14 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/iot-mns-bridge/iot-mns-bridge/bench/internal/childbridge"
 )
 
 // TestMain lets the test binary serve as the bridge child process, as the
 // soak binary does.
 func TestMain(m *testing.M) {
-	if isChild() {
-		os.Exit(runChild())
-	}
+	childbridge.RunIfChild()
 	os.Exit(m.Run())
 }
 

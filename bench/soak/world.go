@@ -1,18 +1,15 @@
 package main
 
 import (
-	"context"
 	"fmt"
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
+	"github.com/iot-mns-bridge/iot-mns-bridge/bench/internal/childbridge"
 	"github.com/iot-mns-bridge/iot-mns-bridge/internal/faultproxy"
 	"github.com/iot-mns-bridge/iot-mns-bridge/iotsim"
 	"github.com/iot-mns-bridge/iot-mns-bridge/mnsemu"
@@ -164,28 +161,14 @@ log:
 		filepath.Join(runDir, "dead-letter.jsonl"), spool, httpAddr)
 }
 
-// bridgeProc is the bridge child process.
-type bridgeProc struct {
-	cmd      *exec.Cmd
-	httpAddr string
-	logPath  string
-	exited   chan struct{}
-	waitErr  error
-}
-
 // startBridge writes the config into dir/bridge and starts the bridge as a
-// child process: this executable re-run with childEnv. The child gets
-// SIGKILL if this process dies first.
-func (w *world) startBridge(s bridgeSpec) (*bridgeProc, error) {
-	self, err := os.Executable()
-	if err != nil {
-		return nil, fmt.Errorf("start bridge: find own executable to re-run as the bridge: %w", err)
-	}
+// child process (childbridge).
+func (w *world) startBridge(s bridgeSpec) (*childbridge.Proc, error) {
 	runDir := filepath.Join(w.dir, "bridge")
 	if err := os.MkdirAll(runDir, 0o700); err != nil {
 		return nil, fmt.Errorf("start bridge: %w", err)
 	}
-	httpAddr, err := freeAddr()
+	httpAddr, err := childbridge.FreeAddr()
 	if err != nil {
 		return nil, fmt.Errorf("start bridge: free port for http.listen: %w", err)
 	}
@@ -193,79 +176,13 @@ func (w *world) startBridge(s bridgeSpec) (*bridgeProc, error) {
 	if err := os.WriteFile(cfgPath, []byte(w.config(runDir, httpAddr, s)), 0o600); err != nil {
 		return nil, fmt.Errorf("start bridge: %w", err)
 	}
-	logPath := filepath.Join(runDir, "bridge.log")
-	logf, err := os.Create(logPath)
-	if err != nil {
-		return nil, fmt.Errorf("start bridge: %w", err)
-	}
-	cmd := exec.Command(self, "run", "-config", cfgPath)
-	cmd.Env = append(os.Environ(), childEnv+"=bridge")
-	cmd.Stdout, cmd.Stderr = logf, logf
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		logf.Close()
-		return nil, fmt.Errorf("start bridge: %w", err)
-	}
-	p := &bridgeProc{cmd: cmd, httpAddr: httpAddr, logPath: logPath, exited: make(chan struct{})}
-	go func() {
-		p.waitErr = cmd.Wait()
-		logf.Close()
-		close(p.exited)
-	}()
-	return p, nil
-}
-
-// freeAddr returns a 127.0.0.1 address with a port that was free a moment
-// ago.
-func freeAddr() (string, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", err
-	}
-	addr := ln.Addr().String()
-	ln.Close()
-	return addr, nil
-}
-
-// waitReady polls /readyz until the bridge is ready, the child exits,
-// ctx is done or timeout passes.
-func (p *bridgeProc) waitReady(ctx context.Context, timeout time.Duration) error {
-	deadline := time.Now().Add(timeout)
-	client := &http.Client{Timeout: time.Second}
-	for {
-		resp, err := client.Get("http://" + p.httpAddr + "/readyz")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return nil
-			}
-		}
-		select {
-		case <-p.exited:
-			return fmt.Errorf("bridge exited before it was ready (%v); log:\n%s", p.waitErr, p.logTail())
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(50 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("bridge not ready within %s; log:\n%s", timeout, p.logTail())
-		}
-	}
-}
-
-// logTail returns the end of the child's log.
-func (p *bridgeProc) logTail() string {
-	b, _ := os.ReadFile(p.logPath)
-	if len(b) > 2000 {
-		b = b[len(b)-2000:]
-	}
-	return string(b)
+	return childbridge.Start(cfgPath, httpAddr, filepath.Join(runDir, "bridge.log"))
 }
 
 // logLines counts the lines of the child's log at each level (text
 // handler: level=WARN, level=ERROR).
-func (p *bridgeProc) logLines() (warn, errs int) {
-	b, _ := os.ReadFile(p.logPath)
+func logLines(p *childbridge.Proc) (warn, errs int) {
+	b, _ := os.ReadFile(p.LogPath)
 	for _, line := range strings.Split(string(b), "\n") {
 		switch {
 		case strings.Contains(line, "level=WARN"):
@@ -275,55 +192,4 @@ func (p *bridgeProc) logLines() (warn, errs int) {
 		}
 	}
 	return warn, errs
-}
-
-// vmRSS reads the child's current resident set (VmRSS) in bytes from
-// /proc/<pid>/status.
-func (p *bridgeProc) vmRSS() (int64, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", p.cmd.Process.Pid))
-	if err != nil {
-		return 0, fmt.Errorf("read bridge RSS: %w", err)
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
-			kb, err := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
-			if err != nil {
-				return 0, fmt.Errorf("read bridge RSS: bad VmRSS %q", v)
-			}
-			return kb * 1024, nil
-		}
-	}
-	return 0, fmt.Errorf("read bridge RSS: no VmRSS in /proc/%d/status", p.cmd.Process.Pid)
-}
-
-// stop sends SIGTERM and waits for the child to exit (it drains first),
-// killing it after timeout. It returns the error of an unclean exit.
-func (p *bridgeProc) stop(timeout time.Duration) error {
-	select {
-	case <-p.exited:
-		return fmt.Errorf("bridge exited early (%v); log:\n%s", p.waitErr, p.logTail())
-	default:
-	}
-	_ = p.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-p.exited:
-	case <-time.After(timeout):
-		_ = p.cmd.Process.Kill()
-		<-p.exited
-		return fmt.Errorf("bridge did not stop within %s after SIGTERM; killed it", timeout)
-	}
-	if p.waitErr != nil {
-		return fmt.Errorf("bridge exit: %v; log:\n%s", p.waitErr, p.logTail())
-	}
-	return nil
-}
-
-// kill ends the child at once (error paths); a no-op once it exited.
-func (p *bridgeProc) kill() {
-	select {
-	case <-p.exited:
-	default:
-		_ = p.cmd.Process.Kill()
-		<-p.exited
-	}
 }

@@ -1,0 +1,245 @@
+// Package childbridge runs iot-mns-bridge as a child process for the
+// benchmark harness and the soak: the calling executable re-runs itself
+// with Env set, and its main calls RunIfChild first, so the child runs
+// exactly what cmd/iot-mns-bridge runs (app.Main) and its CPU time and
+// memory are the bridge's alone. It also reads those figures from /proc.
+//
+// Linux only (/proc, Pdeathsig). Not part of the product.
+package childbridge
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"os/signal"
+	"runtime/pprof"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/iot-mns-bridge/iot-mns-bridge/internal/app"
+)
+
+// Env marks the child; CPUProfileEnv, when set in the child, names a file
+// that receives a CPU profile of the whole child run.
+const (
+	Env           = "IOT_MNS_BENCH_CHILD"
+	CPUProfileEnv = "IOT_MNS_BENCH_CPUPROFILE"
+)
+
+// RunIfChild runs the bridge command line in os.Args[1:] until SIGTERM or
+// SIGINT and exits with its code when this process is a child; otherwise it
+// returns at once. Call it first in main.
+func RunIfChild() {
+	if os.Getenv(Env) != "bridge" {
+		return
+	}
+	os.Exit(runChild())
+}
+
+func runChild() int {
+	if path := os.Getenv(CPUProfileEnv); path != "" {
+		f, err := os.Create(path)
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "bench child: cpu profile: %v\n", err)
+			return 1
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			fmt.Fprintf(os.Stderr, "bench child: cpu profile: %v\n", err)
+			return 1
+		}
+		defer func() {
+			pprof.StopCPUProfile()
+			f.Close()
+		}()
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	return app.Main(ctx, os.Args[1:], app.Stdio{In: os.Stdin, Out: os.Stdout, Err: os.Stderr})
+}
+
+// Proc is a running bridge child. Its methods are safe to call from one
+// goroutine at a time.
+type Proc struct {
+	Cmd      *exec.Cmd
+	HTTPAddr string // the bridge's http.listen
+	LogPath  string // stdout and stderr of the child
+	exited   chan struct{}
+	waitErr  error
+}
+
+// Start runs "iot-mns-bridge run -config cfgPath" as a child (this
+// executable re-run), logging to logPath. httpAddr is the config's
+// http.listen, used by WaitReady. extraEnv is added to the child's
+// environment. The child gets SIGKILL if this process dies first.
+func Start(cfgPath, httpAddr, logPath string, extraEnv ...string) (*Proc, error) {
+	self, err := os.Executable()
+	if err != nil {
+		return nil, fmt.Errorf("start bridge: find own executable to re-run as the bridge: %w", err)
+	}
+	logf, err := os.Create(logPath)
+	if err != nil {
+		return nil, fmt.Errorf("start bridge: %w", err)
+	}
+	cmd := exec.Command(self, "run", "-config", cfgPath)
+	cmd.Env = append(append(os.Environ(), Env+"=bridge"), extraEnv...)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		logf.Close()
+		return nil, fmt.Errorf("start bridge: %w", err)
+	}
+	p := &Proc{Cmd: cmd, HTTPAddr: httpAddr, LogPath: logPath, exited: make(chan struct{})}
+	go func() {
+		p.waitErr = cmd.Wait()
+		logf.Close()
+		close(p.exited)
+	}()
+	return p, nil
+}
+
+// FreeAddr returns a 127.0.0.1 address with a port that was free a moment
+// ago.
+func FreeAddr() (string, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	return addr, nil
+}
+
+// WaitReady polls /readyz until the bridge is ready (connected, destinations
+// looked up), the child exits, ctx is done or timeout passes.
+func (p *Proc) WaitReady(ctx context.Context, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	client := &http.Client{Timeout: time.Second}
+	for {
+		resp, err := client.Get("http://" + p.HTTPAddr + "/readyz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return nil
+			}
+		}
+		select {
+		case <-p.exited:
+			return fmt.Errorf("bridge exited before it was ready (%v); log:\n%s", p.waitErr, p.LogTail())
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(20 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("bridge not ready within %s; log:\n%s", timeout, p.LogTail())
+		}
+	}
+}
+
+// LogTail returns the end of the child's log.
+func (p *Proc) LogTail() string {
+	b, _ := os.ReadFile(p.LogPath)
+	if len(b) > 2000 {
+		b = b[len(b)-2000:]
+	}
+	return string(b)
+}
+
+// Stat is what /proc says about the child now.
+type Stat struct {
+	CPU       time.Duration // user + system
+	PeakRSSKB int64         // VmHWM
+	RSSKB     int64         // VmRSS
+	// RssAnonKB and RssFileKB split the current RSS: heap and stacks, and
+	// mapped file pages (the spool's bbolt file is mmapped).
+	RssAnonKB, RssFileKB int64
+}
+
+// clockTick is USER_HZ, 100 on every Linux architecture Go supports.
+const clockTick = 10 * time.Millisecond
+
+// Stat reads the child's CPU time from /proc/<pid>/stat and its memory from
+// /proc/<pid>/status.
+func (p *Proc) Stat() (Stat, error) {
+	var st Stat
+	pid := p.Cmd.Process.Pid
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return st, fmt.Errorf("read bridge CPU time: %w", err)
+	}
+	// Fields after the parenthesised command: state is field 3, utime 14, stime 15.
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 {
+		return st, errors.New("read bridge CPU time: malformed /proc/pid/stat")
+	}
+	f := strings.Fields(string(b[i+1:]))
+	if len(f) < 13 {
+		return st, errors.New("read bridge CPU time: short /proc/pid/stat")
+	}
+	ut, err1 := strconv.ParseInt(f[11], 10, 64)
+	stt, err2 := strconv.ParseInt(f[12], 10, 64)
+	if err1 != nil || err2 != nil {
+		return st, errors.New("read bridge CPU time: bad utime/stime")
+	}
+	st.CPU = time.Duration(ut+stt) * clockTick
+	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return st, fmt.Errorf("read bridge memory: %w", err)
+	}
+	kb := func(v string) int64 {
+		n, _ := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
+		return n
+	}
+	for _, line := range strings.Split(string(status), "\n") {
+		k, v, _ := strings.Cut(line, ":")
+		switch k {
+		case "VmHWM":
+			st.PeakRSSKB = kb(v)
+		case "VmRSS":
+			st.RSSKB = kb(v)
+		case "RssAnon":
+			st.RssAnonKB = kb(v)
+		case "RssFile":
+			st.RssFileKB = kb(v)
+		}
+	}
+	return st, nil
+}
+
+// Stop sends SIGTERM and waits for the child to exit (it drains first),
+// killing it after timeout. It returns the error of an unclean exit.
+func (p *Proc) Stop(timeout time.Duration) error {
+	select {
+	case <-p.exited:
+		return fmt.Errorf("bridge exited early (%v); log:\n%s", p.waitErr, p.LogTail())
+	default:
+	}
+	_ = p.Cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-p.exited:
+	case <-time.After(timeout):
+		_ = p.Cmd.Process.Kill()
+		<-p.exited
+		return fmt.Errorf("bridge did not stop within %s after SIGTERM; killed it", timeout)
+	}
+	if p.waitErr != nil {
+		return fmt.Errorf("bridge exit: %v; log:\n%s", p.waitErr, p.LogTail())
+	}
+	return nil
+}
+
+// Kill ends the child at once (error paths); a no-op once it exited.
+func (p *Proc) Kill() {
+	select {
+	case <-p.exited:
+	default:
+		_ = p.Cmd.Process.Kill()
+		<-p.exited
+	}
+}
