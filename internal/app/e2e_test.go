@@ -5,8 +5,6 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
-	"net"
-	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -14,6 +12,7 @@ import (
 	"time"
 
 	"github.com/iot-mns-bridge/iot-mns-bridge/config"
+	"github.com/iot-mns-bridge/iot-mns-bridge/internal/testpeers"
 	"github.com/iot-mns-bridge/iot-mns-bridge/iotsim"
 	"github.com/iot-mns-bridge/iot-mns-bridge/mnsemu"
 )
@@ -38,28 +37,13 @@ func startPeers(t testing.TB, emuCfg mnsemu.Config, simCfg iotsim.Config) *peers
 	if emuCfg.AccessKeys == nil {
 		emuCfg.AccessKeys = map[string]string{testAK: testSecret}
 	}
-	emu := mnsemu.New(emuCfg)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := &http.Server{Handler: emu}
-	go srv.Serve(ln)
-	t.Cleanup(func() { srv.Close() })
 	if simCfg.Secrets == nil {
 		simCfg.Secrets = map[string]string{testAK: testSecret}
 	}
-	sim, err := iotsim.Start(simCfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { sim.Close() })
+	emu, addr := testpeers.StartMNS(t, emuCfg)
 	dir := t.TempDir()
-	ca := filepath.Join(dir, "ca.pem")
-	if err := os.WriteFile(ca, sim.CACertPEM(), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return &peers{sim: sim, emu: emu, mnsURL: "http://" + ln.Addr().String(), caFile: ca, dir: dir}
+	sim, ca := testpeers.StartIoT(t, simCfg, dir)
+	return &peers{sim: sim, emu: emu, mnsURL: "http://" + addr, caFile: ca, dir: dir}
 }
 
 // writeConfig writes a config for the peers; extra is appended YAML (the

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/iot-mns-bridge/iot-mns-bridge/internal/testpeers"
 	"github.com/iot-mns-bridge/iot-mns-bridge/iotsim"
 	"github.com/iot-mns-bridge/iot-mns-bridge/mnsemu"
 )
@@ -21,7 +22,7 @@ func TestDeadLetterFileAndReplay(t *testing.T) {
 	path := p.writeConfig(t, "    ack: client-individual", "delivery:\n  dead_letter:\n    file: dl.jsonl\n")
 	ctx, cancel := context.WithCancel(context.Background())
 	exited := make(chan int, 1)
-	var errb syncBuffer
+	var errb testpeers.SyncBuffer
 	go func() { exited <- Main(ctx, []string{"run", "-config", path}, Stdio{Out: &errb, Err: &errb}) }()
 	for i := 0; i < 50; i++ {
 		p.sim.Publish("g1", iotsim.Message{Topic: "/pk1/dev/user/x", MessageID: fmt.Sprintf("dl-%02d", i), Body: []byte{0, 1, 2, byte(i)}})

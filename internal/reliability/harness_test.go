@@ -5,8 +5,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -20,6 +18,7 @@ import (
 	"github.com/iot-mns-bridge/iot-mns-bridge/config"
 	"github.com/iot-mns-bridge/iot-mns-bridge/internal/app"
 	"github.com/iot-mns-bridge/iot-mns-bridge/internal/faultproxy"
+	"github.com/iot-mns-bridge/iot-mns-bridge/internal/testpeers"
 	"github.com/iot-mns-bridge/iot-mns-bridge/iotsim"
 	"github.com/iot-mns-bridge/iot-mns-bridge/mnsemu"
 )
@@ -68,28 +67,13 @@ func newEnv(t *testing.T, emuCfg mnsemu.Config, simCfg iotsim.Config) *env {
 	if emuCfg.Queues == nil {
 		emuCfg.Queues = []string{queue, "unrouted"}
 	}
-	emu := mnsemu.New(emuCfg)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := &http.Server{Handler: emu}
-	go srv.Serve(ln)
-	t.Cleanup(func() { srv.Close() })
+	emu, emuAddr := testpeers.StartMNS(t, emuCfg)
 	if simCfg.Secrets == nil {
 		simCfg.Secrets = map[string]string{testAK: testSecret}
 	}
-	sim, err := iotsim.Start(simCfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { sim.Close() })
 	dir := t.TempDir()
-	ca := filepath.Join(dir, "ca.pem")
-	if err := os.WriteFile(ca, sim.CACertPEM(), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	e := &env{sim: sim, emu: emu, emuAddr: ln.Addr().String(), caFile: ca, dir: dir}
+	sim, ca := testpeers.StartIoT(t, simCfg, dir)
+	e := &env{sim: sim, emu: emu, emuAddr: emuAddr, caFile: ca, dir: dir}
 	e.srcProxy = startProxy(t, sim.Addr())
 	e.mnsProxy = startProxy(t, e.emuAddr)
 	return e
@@ -200,24 +184,8 @@ shutdown_timeout: 10s
 	return path
 }
 
-// syncBuffer is a bytes.Buffer safe for concurrent use (the bridge logs from
-// many goroutines).
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
+// syncBuffer is the bridge log capture.
+type syncBuffer = testpeers.SyncBuffer
 
 // running is a bridge running in this process.
 type running struct {

@@ -1,0 +1,71 @@
+// Package testpeers starts the project's test peers for tests: the MNS
+// emulator on a loopback HTTP server and the IoT platform simulator with its
+// CA certificate written to a file, each stopped when the test ends. It also
+// has SyncBuffer, for capturing a bridge's log while it runs.
+package testpeers
+
+import (
+	"bytes"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+
+	"github.com/iot-mns-bridge/iot-mns-bridge/iotsim"
+	"github.com/iot-mns-bridge/iot-mns-bridge/mnsemu"
+)
+
+// StartMNS serves a new emulator with cfg on 127.0.0.1 and returns it with
+// its host:port. The server closes when the test ends.
+func StartMNS(t testing.TB, cfg mnsemu.Config) (*mnsemu.Emulator, string) {
+	t.Helper()
+	emu := mnsemu.New(cfg)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: emu}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	return emu, ln.Addr().String()
+}
+
+// StartIoT starts the simulator with cfg on 127.0.0.1 and writes the CA that
+// signed its certificate to dir/ca.pem, whose path it returns. The simulator
+// closes when the test ends.
+func StartIoT(t testing.TB, cfg iotsim.Config, dir string) (*iotsim.Server, string) {
+	t.Helper()
+	sim, err := iotsim.Start(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { sim.Close() })
+	ca := filepath.Join(dir, "ca.pem")
+	if err := os.WriteFile(ca, sim.CACertPEM(), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return sim, ca
+}
+
+// SyncBuffer is a bytes.Buffer safe for concurrent writers and readers (a
+// bridge logs from many goroutines; a child process's output is copied by
+// os/exec while the test reads it).
+type SyncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *SyncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+// String returns everything written so far.
+func (s *SyncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
