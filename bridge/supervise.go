@@ -108,8 +108,6 @@ type Supervisor struct {
 	StableAfter time.Duration // default 1 minute
 	Limiter     *AttemptLimiter
 	Logger      *slog.Logger
-	// OnState, when set, is told every state change (for metrics).
-	OnState func(ConnState)
 
 	mu    sync.Mutex
 	state ConnState
@@ -131,12 +129,7 @@ func (s *Supervisor) State() ConnState {
 func (s *Supervisor) setState(f func(*ConnState)) {
 	s.mu.Lock()
 	f(&s.state)
-	st := s.state
-	st.Name = s.Name
 	s.mu.Unlock()
-	if s.OnState != nil {
-		s.OnState(st)
-	}
 }
 
 // Run supervises sessions until ctx is done (then it returns nil) or a
