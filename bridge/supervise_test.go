@@ -1,0 +1,112 @@
+package bridge
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"testing"
+	"time"
+)
+
+func TestBackoffDoublesWithJitterAndResets(t *testing.T) {
+	for _, r := range []float64{0, 0.999} {
+		b := Backoff{Min: time.Second, Max: 60 * time.Second, Rand: func() float64 { return r }}
+		for i, d := range []time.Duration{time.Second, 2 * time.Second, 4 * time.Second, 8 * time.Second, 16 * time.Second, 32 * time.Second, 60 * time.Second, 60 * time.Second} {
+			got := b.Next()
+			if got < d/2 || got > d {
+				t.Fatalf("rand %v, attempt %d: %s not in [%s, %s]", r, i, got, d/2, d)
+			}
+		}
+		b.Reset()
+		if got := b.Next(); got > time.Second {
+			t.Fatalf("after Reset: %s, want at most Min", got)
+		}
+	}
+}
+
+func TestAttemptLimiterBoundsAttemptsPerWindow(t *testing.T) {
+	now := time.Unix(1000, 0)
+	l := NewAttemptLimiter(3, time.Minute)
+	l.now = func() time.Time { return now }
+	for i := 0; i < 3; i++ {
+		if err := l.Wait(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+	defer cancel()
+	if err := l.Wait(ctx); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("a 4th attempt in the window = %v, want it to wait", err)
+	}
+	now = now.Add(time.Minute)
+	if err := l.Wait(context.Background()); err != nil {
+		t.Fatalf("after the window: %v", err)
+	}
+}
+
+// recordHandler keeps every log record's message.
+type recordHandler struct{ msgs chan string }
+
+func (h recordHandler) Enabled(context.Context, slog.Level) bool { return true }
+func (h recordHandler) Handle(_ context.Context, r slog.Record) error {
+	h.msgs <- r.Message
+	return nil
+}
+func (h recordHandler) WithAttrs([]slog.Attr) slog.Handler { return h }
+func (h recordHandler) WithGroup(string) slog.Handler      { return h }
+
+// TestSupervisorRedialsAndLogsStateChangesOnce: a session that fails the
+// same way five times is logged as failing once (then at debug), a
+// successful connect once, a loss once; reconnects are counted, and a
+// fatal error ends Run.
+func TestSupervisorRedialsAndLogsStateChangesOnce(t *testing.T) {
+	h := recordHandler{msgs: make(chan string, 100)}
+	s := &Supervisor{Name: "c-0", Backoff: Backoff{Min: time.Millisecond, Max: 2 * time.Millisecond}, Logger: slog.New(h)}
+	calls := 0
+	err := s.Run(context.Background(), func(ctx context.Context, connected func()) error {
+		calls++
+		switch {
+		case calls <= 5:
+			return errors.New("login refused: bad signature")
+		case calls <= 7:
+			connected()
+			if st := s.State(); !st.Connected {
+				t.Errorf("state after connected: %+v", st)
+			}
+			return errors.New("connection lost")
+		}
+		return fmt.Errorf("%w: signing parameters invalid", ErrFatal)
+	})
+	if !errors.Is(err, ErrFatal) || calls != 8 {
+		t.Fatalf("Run = %v after %d calls, want the fatal error after 8", err, calls)
+	}
+	close(h.msgs)
+	count := map[string]int{}
+	for m := range h.msgs {
+		count[m]++
+	}
+	if count["source connect failed; retrying with backoff"] != 1 || count["source connect failed again"] != 4 {
+		t.Errorf("connect failures logged %v", count)
+	}
+	if count["source connected"] != 2 || count["source connection lost; reconnecting"] != 2 {
+		t.Errorf("connects and losses logged %v", count)
+	}
+	if st := s.State(); st.Connected || st.Reconnects != 1 || st.LastError == "" || st.Name != "c-0" {
+		t.Errorf("final state %+v", st)
+	}
+}
+
+func TestSupervisorStopsWithTheContext(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	s := &Supervisor{Backoff: Backoff{Min: time.Hour, Max: time.Hour}}
+	done := make(chan error, 1)
+	go func() {
+		done <- s.Run(ctx, func(context.Context, func()) error { return errors.New("down") })
+	}()
+	time.Sleep(10 * time.Millisecond) // now in its hour-long backoff
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("Run after cancel = %v, want nil", err)
+	}
+}
