@@ -10,7 +10,6 @@ import (
 	"os"
 	"os/signal"
 	"strings"
-	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -213,17 +212,6 @@ func checkSource(ctx context.Context, cfg *config.Config) error {
 	return fmt.Errorf("source.protocol %q is not supported", cfg.Source.Protocol)
 }
 
-// countingSettler counts the outcomes of replayed deliveries.
-type countingSettler struct{ accepted, released atomic.Int64 }
-
-func (c *countingSettler) Settle(_ *bridge.Delivery, o bridge.Outcome) {
-	if o == bridge.Accepted {
-		c.accepted.Add(1)
-	} else {
-		c.released.Add(1)
-	}
-}
-
 func cmdReplay(ctx context.Context, args []string, stdio Stdio) error {
 	fs := newFlags("replay", stdio)
 	path := fs.String("config", "", "config `FILE`")
@@ -272,10 +260,11 @@ func cmdReplay(ctx context.Context, args []string, stdio Stdio) error {
 		return err
 	}
 	defer b.dead.Close()
-	settler := &countingSettler{}
 	for _, e := range entries {
+		// Replayed messages have no upstream to settle: the pipeline's
+		// counters say what became of them.
 		m := bridge.Message{Topic: e.Topic, MessageID: e.MessageID, GenerateTime: e.GenerateTime, Body: e.Body, Properties: e.Properties}
-		if err := b.pipeline.Handle(ctx, bridge.NewDelivery(m, settler, nil)); err != nil {
+		if err := b.pipeline.Handle(ctx, bridge.NewDelivery(m, nil, nil)); err != nil {
 			break
 		}
 	}
