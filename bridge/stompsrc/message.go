@@ -36,29 +36,28 @@ func toMessage(h *frame.Header, body []byte, decodeBase64 bool) bridge.Message {
 	if h == nil {
 		h = frame.NewHeader()
 	}
-	used := map[string]bool{}
+	// Headers mapped to fields are not repeated in Properties.
+	var usedTopic, usedID, usedMsgID, usedGen bool
 	if v, ok := h.Contains(hdrTopic); ok {
-		m.Topic = v
-		used[hdrTopic] = true
+		m.Topic, usedTopic = v, true
 	} else {
 		m.Topic = h.Get(frame.Destination)
 	}
 	if v, ok := h.Contains(hdrMessageID); ok {
-		m.MessageID = v
-		used[hdrMessageID] = true
+		m.MessageID, usedID = v, true
 	} else {
-		m.MessageID = h.Get(frame.MessageId)
-		used[frame.MessageId] = true
+		m.MessageID, usedMsgID = h.Get(frame.MessageId), true
 	}
 	if v, ok := h.Contains(hdrGenerateTime); ok {
 		if t, err := strconv.ParseInt(v, 10, 64); err == nil {
-			m.GenerateTime = t
-			used[hdrGenerateTime] = true
+			m.GenerateTime, usedGen = t, true
 		}
 	}
 	for i := 0; i < h.Len(); i++ {
 		k, v := h.GetAt(i)
-		if used[k] || transportHeaders[k] {
+		switch {
+		case k == hdrTopic && usedTopic, k == hdrMessageID && usedID, k == frame.MessageId && usedMsgID,
+			k == hdrGenerateTime && usedGen, transportHeaders[k]:
 			continue
 		}
 		if m.Properties == nil {
