@@ -22,6 +22,8 @@ type Dedup struct {
 	index map[string]uint64 // id → seq of its newest entry
 	head  uint64            // seq of the oldest entry held
 	next  uint64            // seq of the next entry
+
+	onAdd func(id string, at time.Time)
 }
 
 type dedupSlot struct {
@@ -81,7 +83,15 @@ func (d *Dedup) Add(id string, now time.Time) {
 	d.ring[d.next%size] = dedupSlot{id: id, at: now}
 	d.index[id] = d.next
 	d.next++
+	if d.onAdd != nil {
+		d.onAdd(id, now)
+	}
 }
+
+// SetOnAdd registers f, called with every id added (under the window's
+// lock, so in order; f must not block). Set it before the window is used;
+// it is how the window is journalled to survive restarts.
+func (d *Dedup) SetOnAdd(f func(id string, at time.Time)) { d.onAdd = f }
 
 // Len returns the number of ids held, including expired ones not yet
 // pruned (pruning happens in Add).
@@ -114,4 +124,29 @@ func (d *Dedup) evictOldest() {
 	}
 	*s = dedupSlot{}
 	d.head++
+}
+
+// DedupEntry is one remembered id with the time it was added.
+type DedupEntry struct {
+	ID string
+	At time.Time
+}
+
+// Entries returns the window's live entries, oldest first (for persisting
+// it). Safe for concurrent use.
+func (d *Dedup) Entries() []DedupEntry {
+	if d == nil || len(d.ring) == 0 {
+		return nil
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	size := uint64(len(d.ring))
+	out := make([]DedupEntry, 0, d.next-d.head)
+	for seq := d.head; seq != d.next; seq++ {
+		s := d.ring[seq%size]
+		if cur, ok := d.index[s.id]; ok && cur == seq {
+			out = append(out, DedupEntry{ID: s.id, At: s.at})
+		}
+	}
+	return out
 }

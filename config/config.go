@@ -177,6 +177,10 @@ type Retry struct {
 type Dedup struct {
 	Size   int           `yaml:"size"` // 0 disables
 	MaxAge time.Duration `yaml:"max_age"`
+	// File journals the window so that it survives a restart, even a kill
+	// -9: the redeliveries of messages MNS already has are suppressed after
+	// it too. "" keeps the window in memory only.
+	File string `yaml:"file"`
 }
 
 // DeadLetter says where messages go that cannot be delivered: a local JSONL

@@ -99,6 +99,7 @@ func TestExampleShowsDefaults(t *testing.T) {
 	want.Routes = cfg.Routes
 	want.DefaultRoute = cfg.DefaultRoute
 	want.Delivery.DeadLetter.File = filepath.Join(filepath.Dir(cfg.Delivery.DeadLetter.File), want.Delivery.DeadLetter.File)
+	want.Delivery.Dedup.File = filepath.Join(filepath.Dir(cfg.Delivery.Dedup.File), want.Delivery.Dedup.File)
 	got := *cfg
 	got.Path, got.meta = "", nil
 	if !reflect.DeepEqual(got, want) {

@@ -55,6 +55,7 @@ func Default() Config {
 			Dedup: Dedup{
 				Size:   100000,
 				MaxAge: 10 * time.Minute,
+				File:   "dedup-window.log",
 			},
 			DeadLetter: DeadLetter{File: "dead-letter.jsonl"},
 		},

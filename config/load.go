@@ -113,6 +113,7 @@ func (c *Config) resolve(env func(string) (string, bool)) {
 	rel(base, &c.Source.TLS.CAFile)
 	rel(stateBase, &c.Spool.Dir)
 	rel(stateBase, &c.Delivery.DeadLetter.File)
+	rel(stateBase, &c.Delivery.Dedup.File)
 	for _, cr := range []*Credentials{&c.Source.Credentials, &c.MNS.Credentials} {
 		rel(secretBase, &cr.AccessKeySecretFile)
 		rel(secretBase, &cr.SecurityTokenFile)

@@ -46,6 +46,7 @@ type Bridge struct {
 	reg      *prometheus.Registry
 	metrics  *bridge.Metrics
 	client   *mns.Client
+	dedup    *bridge.Dedup // nil when delivery.dedup.size is 0
 	sink     *mns.Sink
 	router   *bridge.Router
 	dead     *deadLetters
@@ -111,6 +112,7 @@ func New(cfg *config.Config, opts Options) (*Bridge, error) {
 	if cfg.Delivery.Dedup.Size > 0 {
 		dedup = bridge.NewDedup(cfg.Delivery.Dedup.Size, cfg.Delivery.Dedup.MaxAge)
 	}
+	b.dedup = dedup
 	d := cfg.Delivery
 	b.pipeline, err = bridge.NewPipeline(bridge.PipelineConfig{
 		Router: b.router, Sink: b.sink, DeadLetters: b.dead, Envelope: cfg.Envelope,
@@ -214,6 +216,23 @@ func (b *Bridge) Run(ctx context.Context) error {
 		return err
 	}
 	defer b.dead.Close()
+	if b.dedup != nil && b.cfg.Delivery.Dedup.File != "" {
+		j, n, err := openDedupJournal(b.cfg.Delivery.Dedup.File, b.dedup, b.cfg.Delivery.Dedup.Size, b.log.With("component", "dedup"))
+		if err != nil {
+			return err
+		}
+		b.log.Info("de-dup window loaded", "file", b.cfg.Delivery.Dedup.File, "ids", n)
+		jctx, stopJournal := context.WithCancel(context.Background())
+		journalDone := make(chan struct{})
+		go func() { j.run(jctx); close(journalDone) }()
+		defer func() {
+			// After the drain (deferred calls run last): every id MNS
+			// accepted is in the journal.
+			stopJournal()
+			<-journalDone
+			j.Close()
+		}()
+	}
 	var srv *http.Server
 	ln := b.opts.HTTPListener
 	if ln == nil && b.cfg.HTTP.Listen != "" {

@@ -1,0 +1,191 @@
+package app
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/iot-mns-bridge/iot-mns-bridge/bridge"
+)
+
+// journalFlush is how often journalled ids are handed to the kernel. A
+// process crash (kill -9) keeps everything written; a machine crash may
+// lose the last ids (no fsync), whose redeliveries are then forwarded once
+// more: at-least-once either way.
+const journalFlush = 50 * time.Millisecond
+
+// dedupJournal makes the de-dup window survive a restart: every id MNS
+// accepted is appended to delivery.dedup.file as "<unix ms> <quoted id>",
+// and on start the file is read back into the window. When the file holds
+// twice the window's size it is rewritten from the window, so it stays
+// bounded. Safe for concurrent use.
+type dedupJournal struct {
+	path string
+	d    *bridge.Dedup
+	size int
+	log  *slog.Logger
+
+	mu    sync.Mutex
+	f     *os.File
+	buf   []byte
+	lines int
+	err   error // the last write error, logged once
+}
+
+// openDedupJournal loads path into d (entries older than the window's age
+// are dropped by d itself), compacts the file and journals d's additions
+// from now on. It returns how many ids it loaded.
+func openDedupJournal(path string, d *bridge.Dedup, size int, log *slog.Logger) (*dedupJournal, int, error) {
+	j := &dedupJournal{path: path, d: d, size: size, log: log}
+	n, err := j.load()
+	if err != nil {
+		return nil, 0, fmt.Errorf("delivery.dedup.file: %w", err)
+	}
+	if err := j.rewrite(); err != nil {
+		return nil, 0, fmt.Errorf("delivery.dedup.file: %w", err)
+	}
+	d.SetOnAdd(j.add)
+	return j, n, nil
+}
+
+// load reads the journal into the window; a damaged line (a torn last
+// write) is skipped.
+func (j *dedupJournal) load() (int, error) {
+	f, err := os.Open(j.path)
+	if errors.Is(err, os.ErrNotExist) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	n := 0
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		ms, quoted, ok := strings.Cut(sc.Text(), " ")
+		at, err1 := strconv.ParseInt(ms, 10, 64)
+		id, err2 := strconv.Unquote(quoted)
+		if !ok || err1 != nil || err2 != nil || id == "" {
+			continue
+		}
+		j.d.Add(id, time.UnixMilli(at))
+		n++
+	}
+	return n, sc.Err()
+}
+
+// rewrite replaces the file with the window's current entries and opens it
+// for appending.
+func (j *dedupJournal) rewrite() error {
+	entries := j.d.Entries()
+	tmp := j.path + ".tmp"
+	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o600)
+	if err != nil {
+		return err
+	}
+	w := bufio.NewWriter(f)
+	var line []byte
+	for _, e := range entries {
+		line = appendJournalLine(line[:0], e.ID, e.At)
+		w.Write(line)
+	}
+	if err := w.Flush(); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, j.path); err != nil {
+		return err
+	}
+	nf, err := os.OpenFile(j.path, os.O_APPEND|os.O_WRONLY, 0o600)
+	if err != nil {
+		return err
+	}
+	j.mu.Lock()
+	old := j.f
+	j.f, j.lines = nf, len(entries)
+	j.mu.Unlock()
+	if old != nil {
+		old.Close()
+	}
+	return nil
+}
+
+func appendJournalLine(dst []byte, id string, at time.Time) []byte {
+	dst = strconv.AppendInt(dst, at.UnixMilli(), 10)
+	dst = append(dst, ' ')
+	dst = strconv.AppendQuote(dst, id)
+	return append(dst, '\n')
+}
+
+// add is the window's OnAdd hook: it buffers the line; run writes it.
+func (j *dedupJournal) add(id string, at time.Time) {
+	j.mu.Lock()
+	j.buf = appendJournalLine(j.buf, id, at)
+	j.lines++
+	j.mu.Unlock()
+}
+
+// run writes the buffered lines every journalFlush and compacts the file
+// when it holds twice the window's size, until ctx is done; then it writes
+// what is left.
+func (j *dedupJournal) run(ctx context.Context) {
+	t := time.NewTicker(journalFlush)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			j.flush()
+			return
+		case <-t.C:
+		}
+		j.flush()
+		j.mu.Lock()
+		compact := j.lines > 2*j.size
+		j.mu.Unlock()
+		if compact {
+			if err := j.rewrite(); err != nil {
+				j.log.Warn("compacting the de-dup journal failed; it keeps growing until this works", "file", j.path, "err", err)
+			}
+		}
+	}
+}
+
+func (j *dedupJournal) flush() {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if len(j.buf) == 0 || j.f == nil {
+		return
+	}
+	_, err := j.f.Write(j.buf)
+	j.buf = j.buf[:0]
+	if err != nil && j.err == nil {
+		j.log.Warn("writing the de-dup journal failed: after a restart, redeliveries of recent messages may be forwarded again", "file", j.path, "err", err)
+	} else if err == nil && j.err != nil {
+		j.log.Info("writing the de-dup journal works again", "file", j.path)
+	}
+	j.err = err
+}
+
+// Close writes what is buffered and closes the file.
+func (j *dedupJournal) Close() error {
+	j.flush()
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if j.f == nil {
+		return nil
+	}
+	err := j.f.Close()
+	j.f = nil
+	return err
+}
