@@ -57,6 +57,10 @@ type conn struct {
 	wmu       sync.Mutex
 	w         *frame.Writer
 
+	// counted is set by Server.login under the server's lock once the
+	// connection is logged in.
+	counted bool
+
 	// Set during login, read-only afterwards.
 	version        string
 	clientID       string
@@ -91,6 +95,16 @@ func (c *conn) close() {
 		close(c.done)
 		c.nc.Close()
 	})
+}
+
+// isClosed reports whether the connection was closed.
+func (c *conn) isClosed() bool {
+	select {
+	case <-c.done:
+		return true
+	default:
+		return false
+	}
 }
 
 func (c *conn) wake() {
@@ -212,12 +226,13 @@ func (c *conn) login(f *frame.Frame) bool {
 		c.fail("authentication failed: " + reason)
 		return false
 	}
-	g, err := c.s.login(u.ClientID, u.ConsumerGroupID)
+	c.clientID = u.ClientID
+	g, err := c.s.login(c, u.ConsumerGroupID)
 	if err != nil {
 		c.fail("server is shutting down")
 		return false
 	}
-	c.clientID, c.g, c.encodeBase64 = u.ClientID, g, u.EncodeBase64
+	c.g, c.encodeBase64 = g, u.EncodeBase64
 	c.log = c.log.With("clientId", u.ClientID, "group", u.ConsumerGroupID)
 	err = c.write(frame.New(frame.CONNECTED,
 		frame.Version, c.version,

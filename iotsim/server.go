@@ -398,8 +398,9 @@ func (s *Server) expireLoop() {
 	}
 }
 
-// login records a successful login; it returns the group to pull from.
-func (s *Server) login(clientID, groupID string) (*group, error) {
+// login records a successful login of c (c.clientID is set); it returns
+// the group to pull from.
+func (s *Server) login(c *conn, groupID string) (*group, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
@@ -407,8 +408,18 @@ func (s *Server) login(clientID, groupID string) (*group, error) {
 	}
 	s.loginsOK.Add(1)
 	s.loggedIn++
-	s.perClient[clientID]++
-	s.maxPerClient = max(s.maxPerClient, s.perClient[clientID])
+	c.counted = true
+	s.perClient[c.clientID]++
+	// MaxConnsPerClientID counts the connections of this client id that are
+	// still open: one the server closed (CloseConnections) counts no more,
+	// even while its goroutine is still cleaning up.
+	open := 0
+	for o := range s.conns {
+		if o.counted && o.clientID == c.clientID && !o.isClosed() {
+			open++
+		}
+	}
+	s.maxPerClient = max(s.maxPerClient, open)
 	g := s.groups[groupID]
 	if g == nil {
 		g = newGroup(groupID, s.cfg.QueueSize)
