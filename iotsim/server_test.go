@@ -692,7 +692,10 @@ func TestUnsubscribeGivesBackUnacked(t *testing.T) {
 	sub := subscribe(t, c, stomp.AckClientIndividual)
 	s.Publish(testGroup, Message{Topic: "/a/b/user/x", MessageID: "u"})
 	recv(t, sub)
-	if err := sub.Unsubscribe(); err != nil {
+	// go-stomp v3.1.5's Unsubscribe can miss the wake-up of its RECEIPT
+	// wait and time out although the UNSUBSCRIBE was sent and answered: the
+	// requeue below is what this test checks.
+	if err := sub.Unsubscribe(); err != nil && !errors.Is(err, &stomp.ErrUnsubscribeReceiptTimeout) {
 		t.Fatal(err)
 	}
 	waitFor(t, "requeue", func() bool { st := s.Stats(); return st.Queued == 1 && st.Unacked == 0 })
