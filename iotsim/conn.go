@@ -535,7 +535,23 @@ func (c *conn) deliver(sub *subscription, e *entry) error {
 		f.Header.Add(frame.Ack, ackID)
 	}
 	f.Body = body
+	// Count before writing, so that a client that has the frame always sees
+	// it in Stats; a failed write takes the counts back.
+	c.s.delivered.Add(1)
+	if redelivery {
+		c.s.redelivered.Add(1)
+	}
+	if ackID == "" {
+		c.s.acked.Add(1)
+	}
 	if err := c.write(f); err != nil {
+		c.s.delivered.Add(-1)
+		if redelivery {
+			c.s.redelivered.Add(-1)
+		}
+		if ackID == "" {
+			c.s.acked.Add(-1)
+		}
 		e.deliveries--
 		requeue := true
 		if ackID != "" {
@@ -548,13 +564,6 @@ func (c *conn) deliver(sub *subscription, e *entry) error {
 			c.g.requeue(e)
 		}
 		return err
-	}
-	c.s.delivered.Add(1)
-	if redelivery {
-		c.s.redelivered.Add(1)
-	}
-	if ackID == "" {
-		c.s.acked.Add(1)
 	}
 	return nil
 }
