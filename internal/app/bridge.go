@@ -57,9 +57,10 @@ type Bridge struct {
 	// live is cfg with the routes and delivery settings of the last Reload.
 	live atomic.Pointer[config.Config]
 
-	readyMu  sync.Mutex
-	ready    bool
-	notReady []string
+	readyOnce sync.Once // OnReady is called once
+	readyMu   sync.Mutex
+	ready     bool
+	notReady  []string
 }
 
 // New provisions a bridge from a validated config without any network I/O:

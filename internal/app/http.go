@@ -31,6 +31,9 @@ func (b *Bridge) httpHandler() http.Handler {
 			http.Error(w, "not ready:\n- "+strings.Join(reasons, "\n- ")+"\n", http.StatusServiceUnavailable)
 			return
 		}
+		// Whoever sees the bridge ready first tells the service manager, so
+		// READY=1 never lags a 200 here.
+		b.notifyReady()
 		fmt.Fprintln(w, "ready")
 	})
 	return mux
@@ -105,10 +108,7 @@ func (b *Bridge) watchReady(ctx context.Context) {
 		}
 		if !notified && len(b.NotReady()) == 0 {
 			notified = true
-			b.log.Info("ready: source connected and MNS destinations checked")
-			if b.opts.OnReady != nil {
-				b.opts.OnReady()
-			}
+			b.notifyReady()
 		}
 		select {
 		case <-ctx.Done():
@@ -116,6 +116,16 @@ func (b *Bridge) watchReady(ctx context.Context) {
 		case <-t.C:
 		}
 	}
+}
+
+// notifyReady logs readiness and calls OnReady, once.
+func (b *Bridge) notifyReady() {
+	b.readyOnce.Do(func() {
+		b.log.Info("ready: source connected and MNS destinations checked")
+		if b.opts.OnReady != nil {
+			b.opts.OnReady()
+		}
+	})
 }
 
 // summaries logs one line per log.summary_interval with rates and totals.
