@@ -36,9 +36,17 @@ for t in "${targets[@]}"; do
   echo "== $dir $name ($fuzztime)"
   # -run='^$' skips the package's other tests; -parallel 2 fits a 2-core
   # CI runner.
-  if ! go test "$dir" -run='^$' -fuzz="^${name}\$" -fuzztime="$fuzztime" -parallel=2; then
+  out=$(mktemp)
+  if go test "$dir" -run='^$' -fuzz="^${name}\$" -fuzztime="$fuzztime" -parallel=2 2>&1 | tee "$out"; [ "${PIPESTATUS[0]}" -eq 0 ]; then
+    :
+  elif grep -q 'context deadline exceeded' "$out" && ! grep -q -e 'Failing input written to' -e '^panic:' -e 'fuzz: elapsed.*failure' "$out"; then
+    # Go's fuzzer can report "context deadline exceeded" when -fuzztime ends
+    # while it is still minimizing a new interesting input: no input failed.
+    echo "fuzz.sh: $dir $name: the time ran out during minimization (no failing input); counted as passed"
+  else
     failed+=("$dir $name")
   fi
+  rm -f "$out"
 done
 
 if [ "${#failed[@]}" -gt 0 ]; then
