@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
-	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"syscall"
@@ -32,50 +31,11 @@ func TestMain(m *testing.M) {
 }
 
 // child is the bridge running as a separate process.
-type child struct {
-	cmd    *exec.Cmd
-	stderr *testpeers.SyncBuffer
-}
+type child = testpeers.Child
 
 func startChild(t *testing.T, args ...string) *child {
 	t.Helper()
-	cmd := exec.Command(os.Args[0], args...)
-	cmd.Env = append(os.Environ(), asMainEnv+"=1")
-	errb := &testpeers.SyncBuffer{}
-	cmd.Stderr = errb
-	cmd.Stdout = errb
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	c := &child{cmd: cmd, stderr: errb}
-	t.Cleanup(func() {
-		if cmd.ProcessState == nil {
-			cmd.Process.Kill()
-			cmd.Wait()
-		}
-	})
-	return c
-}
-
-func (c *child) kill9(t *testing.T) {
-	t.Helper()
-	if err := c.cmd.Process.Signal(syscall.SIGKILL); err != nil {
-		t.Fatal(err)
-	}
-	c.cmd.Wait()
-}
-
-func (c *child) term(t *testing.T) int {
-	t.Helper()
-	c.cmd.Process.Signal(syscall.SIGTERM)
-	done := make(chan struct{})
-	go func() { c.cmd.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(time.Minute):
-		t.Fatalf("bridge did not exit after SIGTERM:\n%s", c.stderr)
-	}
-	return c.cmd.ProcessState.ExitCode()
+	return testpeers.StartChild(t, asMainEnv+"=1", args...)
 }
 
 // arrivedIDs returns how often each message id is stored in queue (bodies
@@ -119,14 +79,14 @@ func TestKill9WithSpoolLosesNothing(t *testing.T) {
 		waitFor(t, fmt.Sprintf("%d messages before kill %d", target, round), 2*time.Minute, func() bool {
 			return len(p.emu.Messages("telemetry-pk1")) >= target
 		})
-		c.kill9(t)
+		c.Kill9(t)
 	}
 	c := startChild(t, "run", "-config", path)
 	waitFor(t, "every message after the last restart", 3*time.Minute, func() bool {
 		return len(arrivedIDs(t, p.emu, "telemetry-pk1")) >= n
 	})
-	if code := c.term(t); code != 0 {
-		t.Errorf("exit code %d after SIGTERM:\n%s", code, c.stderr)
+	if code := c.Term(t); code != 0 {
+		t.Errorf("exit code %d after SIGTERM:\n%s", code, c.Out)
 	}
 	ids := arrivedIDs(t, p.emu, "telemetry-pk1")
 	lost, dups := 0, 0

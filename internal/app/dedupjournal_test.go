@@ -82,13 +82,13 @@ func TestKill9KeepsTheDedupWindow(t *testing.T) {
 	waitFor(t, "100 forwarded", time.Minute, func() bool { return len(p.emu.Messages("telemetry-pk1")) >= 100 })
 	waitFor(t, "acks", time.Minute, func() bool { return p.sim.Stats().Acked >= 100 })
 	time.Sleep(4 * journalFlush) // the journal is written within journalFlush
-	c.kill9(t)
+	c.Kill9(t)
 
 	c = startChild(t, "run", "-config", path)
 	publish() // the platform redelivering what MNS already has
 	waitFor(t, "the redeliveries settled", time.Minute, func() bool { return p.sim.Stats().Acked >= 200 })
-	if code := c.term(t); code != 0 {
-		t.Errorf("exit %d:\n%s", code, c.stderr)
+	if code := c.Term(t); code != 0 {
+		t.Errorf("exit %d:\n%s", code, c.Out)
 	}
 	if n := len(p.emu.Messages("telemetry-pk1")); n != 100 {
 		t.Fatalf("%d messages at MNS after the redelivery, want 100: the window did not survive kill -9", n)

@@ -143,20 +143,20 @@ func TestSIGHUPReloadsRoutesAndRefusesBadConfig(t *testing.T) {
 	}
 
 	os.WriteFile(path, []byte(strings.Replace(string(data), "queue: telemetry-{productKey}", "queue: second", 1)), 0o600)
-	c.cmd.Process.Signal(syscall.SIGHUP)
-	waitFor(t, "reload logged", 30*time.Second, func() bool { return strings.Contains(c.stderr.String(), "config reloaded") })
+	c.Cmd.Process.Signal(syscall.SIGHUP)
+	waitFor(t, "reload logged", 30*time.Second, func() bool { return strings.Contains(c.Out.String(), "config reloaded") })
 	send("after", 10)
 	waitFor(t, "second route used", 30*time.Second, func() bool { return len(p.emu.Messages("second")) >= 10 })
 
 	os.WriteFile(path, []byte(strings.Replace(string(data), "queue: telemetry-{productKey}", "queue: bad_name", 1)), 0o600)
-	c.cmd.Process.Signal(syscall.SIGHUP)
-	waitFor(t, "refusal logged", 30*time.Second, func() bool { return strings.Contains(c.stderr.String(), "config reload refused") })
+	c.Cmd.Process.Signal(syscall.SIGHUP)
+	waitFor(t, "refusal logged", 30*time.Second, func() bool { return strings.Contains(c.Out.String(), "config reload refused") })
 	send("kept", 10)
 	waitFor(t, "running route kept", 30*time.Second, func() bool { return len(p.emu.Messages("second")) >= 20 })
-	if !strings.Contains(c.stderr.String(), "bad_name") {
-		t.Errorf("refusal does not name the problem:\n%s", c.stderr)
+	if !strings.Contains(c.Out.String(), "bad_name") {
+		t.Errorf("refusal does not name the problem:\n%s", c.Out)
 	}
-	if code := c.term(t); code != 0 {
-		t.Errorf("exit %d:\n%s", code, c.stderr)
+	if code := c.Term(t); code != 0 {
+		t.Errorf("exit %d:\n%s", code, c.Out)
 	}
 }

@@ -163,21 +163,21 @@ func TestRabbitMQAMQPBridgeKill9AndBrokerRestart(t *testing.T) {
 		c := startChild(t, "run", "-config", path)
 		target := round * n / 4
 		waitFor(t, fmt.Sprintf("%d messages before kill %d", target, round), 2*time.Minute, func() bool { return arrived() >= target })
-		c.kill9(t)
+		c.Kill9(t)
 	}
 	c := startChild(t, "run", "-config", path)
 	waitFor(t, "progress before the broker restart", 2*time.Minute, func() bool { return arrived() >= 3*n/4 })
 	b.Restart(t)
 	waitFor(t, "every message after the broker restart", 3*time.Minute, func() bool { return arrived() == n })
-	if code := c.term(t); code != 0 {
-		t.Errorf("exit %d:\n%s", code, c.stderr)
+	if code := c.Term(t); code != 0 {
+		t.Errorf("exit %d:\n%s", code, c.Out)
 	}
 	distinct, dups := countIDs(t, p.emu, "telemetry-pka", "amqp", n)
 	t.Logf("sent %d, arrived %d distinct, %d duplicates after 2 kills and a broker restart", n, distinct, dups)
 	if distinct != n {
 		t.Fatalf("%d messages lost", n-distinct)
 	}
-	if strings.Contains(c.stderr.String(), b.AccessKeySecret) {
+	if strings.Contains(c.Out.String(), b.AccessKeySecret) {
 		t.Error("the log contains the AccessKey secret")
 	}
 }

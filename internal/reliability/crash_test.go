@@ -94,7 +94,7 @@ func runCrash(t *testing.T, cc crashCase) {
 		c.waitFor(t, fmt.Sprintf("%d messages delivered before kill %d", target, round), 5*time.Minute, func() bool {
 			return e.sim.Stats().Delivered-e.sim.Stats().Redelivered >= target
 		})
-		c.kill9(t)
+		c.Kill9(t)
 		if sp.spool {
 			for _, id := range spoolContents(t, spoolDir) {
 				spooled[id] = true
@@ -112,10 +112,10 @@ func runCrash(t *testing.T, cc crashCase) {
 		tl = count(ids, arrived(t, e.emu, queue))
 	}
 	elapsed := time.Since(start)
-	if code := c.term(t); code != 0 {
-		t.Errorf("exit code %d after SIGTERM:\n%s", code, tail(c.logs.String(), 30))
+	if code := c.Term(t); code != 0 {
+		t.Errorf("exit code %d after SIGTERM:\n%s", code, tail(c.Out.String(), 30))
 	}
-	noSecrets(t, "the bridge log", c.logs.String())
+	noSecrets(t, "the bridge log", c.Out.String())
 	tl.Recovery = maxDur(restarts)
 	tl.report(t, fmt.Sprintf("%s, %d kills", cc.name, kills))
 	st := e.sim.Stats()

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"strings"
@@ -418,38 +417,12 @@ func noSecrets(t *testing.T, where, s string) {
 	}
 }
 
-// child is the bridge running as a separate process (this test binary in
-// the role of iot-mns-bridge).
-type child struct {
-	cmd  *exec.Cmd
-	logs *syncBuffer
-}
+// child is the bridge as a child process (for kill -9).
+type child struct{ *testpeers.Child }
 
 func startChild(t *testing.T, args ...string) *child {
 	t.Helper()
-	cmd := exec.Command(os.Args[0], args...)
-	cmd.Env = append(os.Environ(), asMainEnv+"=1")
-	logs := &syncBuffer{}
-	cmd.Stdout, cmd.Stderr = logs, logs
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	c := &child{cmd: cmd, logs: logs}
-	t.Cleanup(func() {
-		if cmd.ProcessState == nil {
-			cmd.Process.Kill()
-			cmd.Wait()
-		}
-	})
-	return c
-}
-
-func (c *child) kill9(t *testing.T) {
-	t.Helper()
-	if err := c.cmd.Process.Signal(syscall.SIGKILL); err != nil {
-		t.Fatal(err)
-	}
-	c.cmd.Wait()
+	return &child{testpeers.StartChild(t, asMainEnv+"=1", args...)}
 }
 
 // waitFor is the package's waitFor that shows the child's log on failure.
@@ -458,25 +431,13 @@ func (c *child) waitFor(t *testing.T, what string, d time.Duration, cond func() 
 	deadline := time.Now().Add(d)
 	for !cond() {
 		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s; bridge log:\n%s", d, what, tail(c.logs.String(), 30))
+			t.Fatalf("timed out after %v waiting for %s; bridge log:\n%s", d, what, tail(c.Out.String(), 30))
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
 }
 
 // term sends SIGTERM and returns the exit code.
-func (c *child) term(t *testing.T) int {
-	t.Helper()
-	c.cmd.Process.Signal(syscall.SIGTERM)
-	done := make(chan struct{})
-	go func() { c.cmd.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(time.Minute):
-		t.Fatalf("the bridge did not exit within a minute of SIGTERM:\n%s", tail(c.logs.String(), 40))
-	}
-	return c.cmd.ProcessState.ExitCode()
-}
 
 // discard is a logger for helpers.
 var discard = slog.New(slog.DiscardHandler)

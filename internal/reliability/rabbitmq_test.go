@@ -93,7 +93,7 @@ func TestKill9AMQP(t *testing.T) {
 		c.waitFor(t, fmt.Sprintf("%d messages at MNS before kill %d", target, round), 5*time.Minute, func() bool {
 			return e.emu.Stats().Sent >= target
 		})
-		c.kill9(t)
+		c.Kill9(t)
 	}
 	c = startChild(t, "run", "-config", path)
 	restarts = append(restarts, timeToProgress(t, e.emu, 3*time.Minute))
@@ -102,10 +102,10 @@ func TestKill9AMQP(t *testing.T) {
 	}
 	tl := waitAllArrived(t, e.emu, ids, 5*time.Minute)
 	elapsed := time.Since(start)
-	if code := c.term(t); code != 0 {
-		t.Errorf("exit code %d after SIGTERM:\n%s", code, tail(c.logs.String(), 30))
+	if code := c.Term(t); code != 0 {
+		t.Errorf("exit code %d after SIGTERM:\n%s", code, tail(c.Out.String(), 30))
 	}
-	noSecrets(t, "the bridge log", c.logs.String())
+	noSecrets(t, "the bridge log", c.Out.String())
 	tl.Recovery = maxDur(restarts)
 	tl.report(t, fmt.Sprintf("AMQP (RabbitMQ), %d kills", kills))
 	t.Logf("AMQP: %.0f msg/s over %v; restart to first forward: %v", float64(n)/elapsed.Seconds(), elapsed.Round(time.Second), restarts)

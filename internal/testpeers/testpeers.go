@@ -9,9 +9,12 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"sync"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/iot-mns-bridge/iot-mns-bridge/iotsim"
 	"github.com/iot-mns-bridge/iot-mns-bridge/mnsemu"
@@ -68,4 +71,56 @@ func (s *SyncBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
+}
+
+// Child is a bridge run as a child process: the test binary re-executed
+// with an environment variable that makes its TestMain run the bridge, so
+// that tests can SIGKILL it.
+type Child struct {
+	Cmd *exec.Cmd
+	Out *SyncBuffer // its stdout and stderr
+}
+
+// StartChild re-executes the test binary with env ("NAME=1") added and
+// args; the child is killed when the test ends if it still runs.
+func StartChild(t testing.TB, env string, args ...string) *Child {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], args...)
+	cmd.Env = append(os.Environ(), env)
+	out := &SyncBuffer{}
+	cmd.Stdout, cmd.Stderr = out, out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if cmd.ProcessState == nil {
+			cmd.Process.Kill()
+			cmd.Wait()
+		}
+	})
+	return &Child{Cmd: cmd, Out: out}
+}
+
+// Kill9 sends SIGKILL and waits for the child to end.
+func (c *Child) Kill9(t testing.TB) {
+	t.Helper()
+	if err := c.Cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	c.Cmd.Wait()
+}
+
+// Term sends SIGTERM and returns the exit code, failing the test when the
+// child has not exited within a minute.
+func (c *Child) Term(t testing.TB) int {
+	t.Helper()
+	c.Cmd.Process.Signal(syscall.SIGTERM)
+	done := make(chan struct{})
+	go func() { c.Cmd.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(time.Minute):
+		t.Fatalf("the bridge did not exit within a minute of SIGTERM:\n%s", c.Out)
+	}
+	return c.Cmd.ProcessState.ExitCode()
 }
