@@ -1,0 +1,376 @@
+// Package demo runs the whole data path on one machine: the IoT platform
+// simulator and the MNS emulator in-process, the real bridge between them
+// with a generated config, and a simulated fleet; it reports what arrived in
+// MNS (sent, forwarded, lost, duplicates, latency). It is what
+// "iot-mns-bridge demo" runs. The bridge itself is handed in (Options.Start),
+// so this package depends on the bridge's contract, not on the program.
+package demo
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/iot-mns-bridge/iot-mns-bridge/bridge"
+	"github.com/iot-mns-bridge/iot-mns-bridge/config"
+	"github.com/iot-mns-bridge/iot-mns-bridge/iotsim"
+	"github.com/iot-mns-bridge/iot-mns-bridge/mnsemu"
+)
+
+// The demo's throwaway AccessKey, accepted by the simulator and the emulator.
+const (
+	demoAccessKeyID     = "LTAIdemoAccessKey"
+	demoAccessKeySecret = "demo-secret-not-for-production"
+	demoGroup           = "DEFAULT_GROUP"
+	demoProductKey      = "a1DemoProduct"
+)
+
+// demoQueues and demoTopics are where the demo config routes messages.
+var (
+	demoQueues = []string{"telemetry-" + demoProductKey, "thing-events", "iot-unrouted"}
+	demoTopics = []string{"device-status"}
+)
+
+// Bridge is what the demo needs of the bridge it runs.
+type Bridge interface {
+	// Run runs the bridge until ctx is done.
+	Run(ctx context.Context) error
+	// Stats returns the pipeline's counters.
+	Stats() bridge.Stats
+}
+
+// StartFunc builds the bridge for cfg, logging at logLevel; it calls
+// onReady once the bridge is ready (consuming, MNS reachable).
+type StartFunc func(cfg *config.Config, logLevel string, onReady func()) (Bridge, error)
+
+// Options are the demo's knobs (the flags of "iot-mns-bridge demo").
+type Options struct {
+	Devices      int
+	Rate         float64
+	Duration     time.Duration
+	Ack          string
+	EncodeBase64 bool
+	Connections  int
+	MNSLatency   time.Duration
+	Keep         bool // keep the simulator and emulator running afterwards
+	Dir          string
+	LogLevel     string
+	Progress     bool
+	// Start builds the bridge under test; required.
+	Start StartFunc
+}
+
+// Result is what the demo measured.
+type Result struct {
+	Sent, Forwarded, Lost, Duplicates int
+	Elapsed                           time.Duration
+	P50, P99                          time.Duration
+	Samples                           []string
+}
+
+// Run starts the IoT platform simulator and the MNS emulator in-process,
+// runs the real bridge against them with a generated config, drives a
+// simulated fleet, and reports what arrived in MNS. Progress and the summary
+// go to out.
+func Run(ctx context.Context, o Options, out io.Writer) (Result, error) {
+	var res Result
+	if o.Start == nil {
+		return res, errors.New("demo: Options.Start is nil: the demo needs a bridge to run")
+	}
+	dir := o.Dir
+	if dir == "" {
+		d, err := os.MkdirTemp("", "iot-mns-bridge-demo-")
+		if err != nil {
+			return res, err
+		}
+		dir = d
+		if !o.Keep {
+			defer os.RemoveAll(dir)
+		}
+	} else if err := os.MkdirAll(dir, 0o700); err != nil {
+		return res, err
+	}
+
+	emu := mnsemu.New(mnsemu.Config{
+		AccessKeys: map[string]string{demoAccessKeyID: demoAccessKeySecret},
+		Queues:     demoQueues, Topics: demoTopics, AutoCreate: true,
+		Latency: o.MNSLatency,
+	})
+	mnsLn, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return res, fmt.Errorf("demo: MNS emulator: %w", err)
+	}
+	mnsSrv := &http.Server{Handler: emu, ReadHeaderTimeout: 5 * time.Second}
+	go mnsSrv.Serve(mnsLn)
+	defer mnsSrv.Close()
+
+	sim, err := iotsim.Start(iotsim.Config{Secrets: map[string]string{demoAccessKeyID: demoAccessKeySecret}})
+	if err != nil {
+		return res, fmt.Errorf("demo: IoT platform simulator: %w", err)
+	}
+	defer sim.Close()
+	caFile := filepath.Join(dir, "simulator-ca.pem")
+	if err := os.WriteFile(caFile, sim.CACertPEM(), 0o600); err != nil {
+		return res, err
+	}
+	cfgPath := filepath.Join(dir, "demo.yaml")
+	if err := os.WriteFile(cfgPath, []byte(demoConfig(o, sim.Addr(), "http://"+mnsLn.Addr().String(), caFile)), 0o600); err != nil {
+		return res, err
+	}
+	cfg, err := config.Load(cfgPath)
+	if err != nil {
+		return res, fmt.Errorf("demo: generated config: %w", err)
+	}
+	fmt.Fprintf(out, "IoT platform simulator: stomp+ssl://%s   MNS emulator: http://%s   config: %s\n", sim.Addr(), mnsLn.Addr(), cfgPath)
+
+	ready := make(chan struct{})
+	var readyOnce sync.Once
+	b, err := o.Start(cfg, o.LogLevel, func() { readyOnce.Do(func() { close(ready) }) })
+	if err != nil {
+		return res, err
+	}
+	bctx, stopBridge := context.WithCancel(ctx)
+	defer stopBridge()
+	bridgeDone := make(chan error, 1)
+	go func() { bridgeDone <- b.Run(bctx) }()
+
+	select {
+	case <-ready:
+	case <-time.After(30 * time.Second):
+		stopBridge()
+		<-bridgeDone
+		return res, errors.New("demo: the bridge did not become ready within 30s (see the log above)")
+	case <-ctx.Done():
+		stopBridge()
+		<-bridgeDone
+		return res, ctx.Err()
+	}
+
+	fleet := iotsim.Fleet{
+		ProductKey: demoProductKey, Devices: o.Devices, Rate: o.Rate, Duration: o.Duration,
+		Types: []string{iotsim.KindTelemetry, iotsim.KindTelemetry, iotsim.KindBinary, iotsim.KindStatus, iotsim.KindProperty, iotsim.KindEvent, iotsim.KindLifecycle},
+	}
+	start := time.Now()
+	// On a terminal the progress line is rewritten in place; elsewhere
+	// (logs, CI) each update is a line of its own.
+	lineStart, lineEnd := "", "\n"
+	if isTerminal(out) {
+		lineStart, lineEnd = "\r", ""
+	}
+	progressDone := make(chan struct{})
+	var sentMu sync.Mutex
+	sent := 0
+	go func() {
+		defer close(progressDone)
+		t := time.NewTicker(500 * time.Millisecond)
+		defer t.Stop()
+		prev, prevT := int64(0), start
+		for {
+			select {
+			case <-bctx.Done():
+				return
+			case <-t.C:
+			}
+			st := b.Stats()
+			now := time.Now()
+			rate := float64(st.Forwarded-prev) / now.Sub(prevT).Seconds()
+			prev, prevT = st.Forwarded, now
+			sentMu.Lock()
+			n := sent
+			sentMu.Unlock()
+			if o.Progress {
+				fmt.Fprintf(out, "%s%5.1fs  sent %7d  received %7d  forwarded %7d  %7.0f msg/s   %s",
+					lineStart, now.Sub(start).Seconds(), n, st.Received, st.Forwarded, rate, lineEnd)
+			}
+		}
+	}()
+	seq := 0
+	total, ferr := fleet.Run(bctx, func(m iotsim.Message) {
+		seq++
+		m.MessageID = fmt.Sprintf("demo-%08d", seq)
+		m.GenerateTime = time.Now().UnixMilli()
+		sim.Publish(demoGroup, m)
+		sentMu.Lock()
+		sent++
+		sentMu.Unlock()
+	})
+	if ferr != nil {
+		return res, ferr
+	}
+	// Wait for the bridge to forward everything (bounded).
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) && ctx.Err() == nil {
+		st := b.Stats()
+		if st.Forwarded+st.DeadLettered >= int64(total) && st.InFlight == 0 {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	res.Elapsed = time.Since(start)
+	stopBridge()
+	if err := <-bridgeDone; err != nil {
+		return res, err
+	}
+	<-progressDone
+	if o.Progress && lineEnd == "" {
+		fmt.Fprintln(out)
+	}
+
+	res.Sent = total
+	res = collectDemo(emu, total, res)
+	st := b.Stats()
+	res.Forwarded = int(st.Forwarded)
+	printDemo(out, res, st.DeadLettered)
+
+	if o.Keep {
+		fmt.Fprintf(out, "\nKeeping the simulator and emulator running until Ctrl-C. Point your own bridge at them:\n"+
+			"  config (edit as you like): %s\n  source: stomp over TLS at %s, CA %s\n  MNS: http://%s\n  AccessKey: %s / %s\n",
+			cfgPath, sim.Addr(), caFile, mnsLn.Addr(), demoAccessKeyID, demoAccessKeySecret)
+		kf := fleet
+		kf.Duration = 0
+		kf.Count = 0
+		kf.Run(ctx, func(m iotsim.Message) { sim.Publish(demoGroup, m) })
+		<-ctx.Done()
+	}
+	return res, nil
+}
+
+// isTerminal reports whether w is a character device (a terminal).
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	st, err := f.Stat()
+	return err == nil && st.Mode()&os.ModeCharDevice != 0
+}
+
+// collectDemo reads everything the emulator stored and compares it with
+// the messages sent (ids demo-00000001 .. demo-<total>).
+func collectDemo(emu *mnsemu.Emulator, total int, res Result) Result {
+	seen := make(map[string]int, total)
+	var lat []time.Duration
+	add := func(where string, m mnsemu.StoredMessage) {
+		body, err := m.DecodedBody()
+		if err != nil {
+			return
+		}
+		var env struct {
+			MessageID    string `json:"messageId"`
+			GenerateTime int64  `json:"generateTime"`
+			Topic        string `json:"topic"`
+		}
+		if json.Unmarshal(body, &env) != nil {
+			return
+		}
+		seen[env.MessageID]++
+		if seen[env.MessageID] == 1 && env.GenerateTime > 0 {
+			lat = append(lat, m.EnqueueTime.Sub(time.UnixMilli(env.GenerateTime)))
+		}
+		if len(res.Samples) < 4 && (len(res.Samples) == 0 || !strings.Contains(strings.Join(res.Samples, ""), where)) {
+			text := string(body)
+			if len(text) > 220 {
+				text = text[:220] + "..."
+			}
+			res.Samples = append(res.Samples, fmt.Sprintf("%s: %s", where, text))
+		}
+	}
+	for _, q := range demoQueues {
+		for _, m := range emu.Messages(q) {
+			add("queue "+q, m)
+		}
+	}
+	for _, t := range demoTopics {
+		for _, m := range emu.Published(t) {
+			add("topic "+t, m)
+		}
+	}
+	for i := 1; i <= total; i++ {
+		n := seen[fmt.Sprintf("demo-%08d", i)]
+		if n == 0 {
+			res.Lost++
+		} else {
+			res.Duplicates += n - 1
+		}
+	}
+	if len(lat) > 0 {
+		slices.Sort(lat)
+		res.P50 = lat[len(lat)/2]
+		res.P99 = lat[min(len(lat)-1, len(lat)*99/100)]
+	}
+	return res
+}
+
+func printDemo(out io.Writer, r Result, deadLettered int64) {
+	rate := float64(r.Forwarded) / r.Elapsed.Seconds()
+	fmt.Fprintf(out, "\nSummary\n  sent          %d\n  forwarded     %d\n  lost          %d\n  duplicates    %d\n  dead-lettered %d\n"+
+		"  rate          %.0f msg/s over %.1fs\n  latency       p50 %s  p99 %s (generateTime → stored in MNS)\n",
+		r.Sent, r.Forwarded, r.Lost, r.Duplicates, deadLettered, rate, r.Elapsed.Seconds(), r.P50.Round(100*time.Microsecond), r.P99.Round(100*time.Microsecond))
+	if len(r.Samples) > 0 {
+		fmt.Fprintln(out, "\nA few messages as they arrived in MNS (JSON envelope):")
+		for _, s := range r.Samples {
+			fmt.Fprintln(out, "  "+s)
+		}
+	}
+	if r.Lost == 0 {
+		fmt.Fprintln(out, "\nOK: nothing lost.")
+	} else {
+		fmt.Fprintf(out, "\nFAILED: %d messages lost.\n", r.Lost)
+	}
+}
+
+// demoConfig is the config the demo runs the bridge with.
+func demoConfig(o Options, simAddr, mnsEndpoint, caFile string) string {
+	return fmt.Sprintf(`# Generated by "iot-mns-bridge demo": the bridge against the built-in simulator and emulator.
+source:
+  protocol: stomp
+  endpoint: %s
+  client_id: demo-bridge
+  consumer_group_id: %s
+  sign_method: hmacsha256
+  connections: %d
+  credentials:
+    access_key_id: %s
+    access_key_secret: %s
+  tls:
+    ca_file: %s
+    server_name: localhost
+  stomp:
+    ack: %s
+    encode_base64: %t
+    heartbeat: 10s
+mns:
+  endpoint: %s
+  body_encoding: base64
+routes:
+  - match: /as/mqtt/status/{productKey}/{deviceName}
+    topic: device-status
+    message_tag: "{productKey}"
+  - match: /{productKey}/{deviceName}/user/#
+    queue: telemetry-{productKey}
+  - match: /{productKey}/{deviceName}/thing/#
+    queue: thing-events
+default_route:
+  queue: iot-unrouted
+envelope: json
+delivery:
+  dead_letter:
+    file: dead-letter.jsonl
+http:
+  listen: ""
+log:
+  level: %s
+  summary_interval: 0s
+shutdown_timeout: 10s
+`, simAddr, demoGroup, o.Connections, demoAccessKeyID, demoAccessKeySecret, caFile, o.Ack, o.EncodeBase64, mnsEndpoint, o.LogLevel)
+}
