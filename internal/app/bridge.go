@@ -218,14 +218,14 @@ func (b *Bridge) Run(ctx context.Context) error {
 	}
 	defer b.dead.Close()
 	if b.dedup != nil && b.cfg.Delivery.Dedup.File != "" {
-		j, n, err := openDedupJournal(b.cfg.Delivery.Dedup.File, b.dedup, b.cfg.Delivery.Dedup.Size, b.log.With("component", "dedup"))
+		j, n, err := bridge.OpenDedupJournal(b.cfg.Delivery.Dedup.File, b.dedup, b.cfg.Delivery.Dedup.Size, b.log.With("component", "dedup"))
 		if err != nil {
-			return err
+			return fmt.Errorf("delivery.dedup.file: %w", err)
 		}
 		b.log.Info("de-dup window loaded", "file", b.cfg.Delivery.Dedup.File, "ids", n)
 		jctx, stopJournal := context.WithCancel(context.Background())
 		journalDone := make(chan struct{})
-		go func() { j.run(jctx); close(journalDone) }()
+		go func() { j.Run(jctx); close(journalDone) }()
 		defer func() {
 			// After the drain (deferred calls run last): every id MNS
 			// accepted is in the journal.

@@ -1,18 +1,15 @@
-package app
+package bridge
 
 import (
 	"bufio"
 	"context"
 	"errors"
-	"fmt"
 	"log/slog"
 	"os"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
-
-	"github.com/iot-mns-bridge/iot-mns-bridge/bridge"
 )
 
 // journalFlush is how often journalled ids are handed to the kernel. A
@@ -21,14 +18,14 @@ import (
 // more: at-least-once either way.
 const journalFlush = 50 * time.Millisecond
 
-// dedupJournal makes the de-dup window survive a restart: every id MNS
-// accepted is appended to delivery.dedup.file as "<unix ms> <quoted id>",
+// DedupJournal makes the de-dup window survive a restart: every id MNS
+// accepted is appended to the journal file as "<unix ms> <quoted id>",
 // and on start the file is read back into the window. When the file holds
 // twice the window's size it is rewritten from the window, so it stays
 // bounded. Safe for concurrent use.
-type dedupJournal struct {
+type DedupJournal struct {
 	path string
-	d    *bridge.Dedup
+	d    *Dedup
 	size int
 	log  *slog.Logger
 
@@ -39,17 +36,17 @@ type dedupJournal struct {
 	err   error // the last write error, logged once
 }
 
-// openDedupJournal loads path into d (entries older than the window's age
+// OpenDedupJournal loads path into d (entries older than the window's age
 // are dropped by d itself), compacts the file and journals d's additions
-// from now on. It returns how many ids it loaded.
-func openDedupJournal(path string, d *bridge.Dedup, size int, log *slog.Logger) (*dedupJournal, int, error) {
-	j := &dedupJournal{path: path, d: d, size: size, log: log}
+// from now on (Run writes them). It returns how many ids it loaded.
+func OpenDedupJournal(path string, d *Dedup, size int, log *slog.Logger) (*DedupJournal, int, error) {
+	j := &DedupJournal{path: path, d: d, size: size, log: log}
 	n, err := j.load()
 	if err != nil {
-		return nil, 0, fmt.Errorf("delivery.dedup.file: %w", err)
+		return nil, 0, err
 	}
 	if err := j.rewrite(); err != nil {
-		return nil, 0, fmt.Errorf("delivery.dedup.file: %w", err)
+		return nil, 0, err
 	}
 	d.SetOnAdd(j.add)
 	return j, n, nil
@@ -57,7 +54,7 @@ func openDedupJournal(path string, d *bridge.Dedup, size int, log *slog.Logger) 
 
 // load reads the journal into the window; a damaged line (a torn last
 // write) is skipped.
-func (j *dedupJournal) load() (int, error) {
+func (j *DedupJournal) load() (int, error) {
 	f, err := os.Open(j.path)
 	if errors.Is(err, os.ErrNotExist) {
 		return 0, nil
@@ -84,7 +81,7 @@ func (j *dedupJournal) load() (int, error) {
 
 // rewrite replaces the file with the window's current entries and opens it
 // for appending.
-func (j *dedupJournal) rewrite() error {
+func (j *DedupJournal) rewrite() error {
 	entries := j.d.Entries()
 	tmp := j.path + ".tmp"
 	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o600)
@@ -129,17 +126,17 @@ func appendJournalLine(dst []byte, id string, at time.Time) []byte {
 }
 
 // add is the window's OnAdd hook: it buffers the line; run writes it.
-func (j *dedupJournal) add(id string, at time.Time) {
+func (j *DedupJournal) add(id string, at time.Time) {
 	j.mu.Lock()
 	j.buf = appendJournalLine(j.buf, id, at)
 	j.lines++
 	j.mu.Unlock()
 }
 
-// run writes the buffered lines every journalFlush and compacts the file
+// Run writes the buffered lines every journalFlush and compacts the file
 // when it holds twice the window's size, until ctx is done; then it writes
 // what is left.
-func (j *dedupJournal) run(ctx context.Context) {
+func (j *DedupJournal) Run(ctx context.Context) {
 	t := time.NewTicker(journalFlush)
 	defer t.Stop()
 	for {
@@ -161,7 +158,7 @@ func (j *dedupJournal) run(ctx context.Context) {
 	}
 }
 
-func (j *dedupJournal) flush() {
+func (j *DedupJournal) flush() {
 	j.mu.Lock()
 	defer j.mu.Unlock()
 	if len(j.buf) == 0 || j.f == nil {
@@ -178,7 +175,7 @@ func (j *dedupJournal) flush() {
 }
 
 // Close writes what is buffered and closes the file.
-func (j *dedupJournal) Close() error {
+func (j *DedupJournal) Close() error {
 	j.flush()
 	j.mu.Lock()
 	defer j.mu.Unlock()
