@@ -1,0 +1,348 @@
+package amqp10
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"math"
+	"unicode/utf8"
+)
+
+// maxDepth bounds the nesting of compound and described values, so that a
+// hostile input cannot exhaust the stack.
+const maxDepth = 32
+
+// ErrMalformed is wrapped by every decoding error.
+var ErrMalformed = errors.New("malformed AMQP data")
+
+// Decode decodes one value from the start of b and returns it with the
+// number of bytes it took.
+func Decode(b []byte) (any, int, error) {
+	d := decoder{b: b}
+	v, err := d.value(0)
+	return v, d.pos, err
+}
+
+// DecodeAll decodes b as a sequence of values until it ends.
+func DecodeAll(b []byte) ([]any, error) {
+	d := decoder{b: b}
+	var out []any
+	for d.pos < len(b) {
+		v, err := d.value(0)
+		if err != nil {
+			return out, err
+		}
+		out = append(out, v)
+	}
+	return out, nil
+}
+
+type decoder struct {
+	b   []byte
+	pos int
+}
+
+func (d *decoder) errorf(format string, args ...any) error {
+	return fmt.Errorf("%w: at byte %d: %s", ErrMalformed, d.pos, fmt.Sprintf(format, args...))
+}
+
+func (d *decoder) need(n int, what string) ([]byte, error) {
+	if n < 0 || len(d.b)-d.pos < n {
+		return nil, d.errorf("%s needs %d bytes, %d left", what, n, len(d.b)-d.pos)
+	}
+	p := d.b[d.pos : d.pos+n]
+	d.pos += n
+	return p, nil
+}
+
+func (d *decoder) byte1(what string) (byte, error) {
+	p, err := d.need(1, what)
+	if err != nil {
+		return 0, err
+	}
+	return p[0], nil
+}
+
+func (d *decoder) value(depth int) (any, error) {
+	if depth > maxDepth {
+		return nil, d.errorf("values nested deeper than %d", maxDepth)
+	}
+	c, err := d.byte1("type code")
+	if err != nil {
+		return nil, err
+	}
+	if c == codeDescribed {
+		desc, err := d.value(depth + 1)
+		if err != nil {
+			return nil, err
+		}
+		switch desc.(type) {
+		case uint64, Symbol:
+		default:
+			return nil, d.errorf("descriptor must be a ulong or a symbol, got %T", desc)
+		}
+		v, err := d.value(depth + 1)
+		if err != nil {
+			return nil, err
+		}
+		return Described{Descriptor: desc, Value: v}, nil
+	}
+	return d.payload(c, depth)
+}
+
+// payload decodes the bytes after constructor c.
+func (d *decoder) payload(c byte, depth int) (any, error) {
+	switch c {
+	case codeNull:
+		return nil, nil
+	case codeTrue:
+		return true, nil
+	case codeFalse:
+		return false, nil
+	case codeUint0:
+		return uint32(0), nil
+	case codeUlong0:
+		return uint64(0), nil
+	case codeList0:
+		return []any{}, nil
+	case codeBool:
+		v, err := d.byte1("boolean")
+		if err != nil {
+			return nil, err
+		}
+		switch v {
+		case 0:
+			return false, nil
+		case 1:
+			return true, nil
+		}
+		return nil, d.errorf("boolean byte must be 0 or 1, got %d", v)
+	case codeUbyte:
+		return d.byte1("ubyte")
+	case codeSmallUint:
+		v, err := d.byte1("smalluint")
+		return uint32(v), err
+	case codeSmallUlong:
+		v, err := d.byte1("smallulong")
+		return uint64(v), err
+	case codeByte:
+		v, err := d.byte1("byte")
+		return int8(v), err
+	case codeSmallInt:
+		v, err := d.byte1("smallint")
+		return int32(int8(v)), err
+	case codeSmallLong:
+		v, err := d.byte1("smalllong")
+		return int64(int8(v)), err
+	case codeUshort, codeShort:
+		p, err := d.need(2, typeName(c))
+		if err != nil {
+			return nil, err
+		}
+		u := binary.BigEndian.Uint16(p)
+		if c == codeShort {
+			return int16(u), nil
+		}
+		return u, nil
+	case codeUint, codeInt, codeFloat, codeChar:
+		p, err := d.need(4, typeName(c))
+		if err != nil {
+			return nil, err
+		}
+		u := binary.BigEndian.Uint32(p)
+		switch c {
+		case codeInt:
+			return int32(u), nil
+		case codeFloat:
+			return math.Float32frombits(u), nil
+		case codeChar:
+			return Char(u), nil
+		}
+		return u, nil
+	case codeUlong, codeLong, codeDouble, codeTimestamp:
+		p, err := d.need(8, typeName(c))
+		if err != nil {
+			return nil, err
+		}
+		u := binary.BigEndian.Uint64(p)
+		switch c {
+		case codeLong:
+			return int64(u), nil
+		case codeDouble:
+			return math.Float64frombits(u), nil
+		case codeTimestamp:
+			return msTime(int64(u)), nil
+		}
+		return u, nil
+	case codeUUID:
+		p, err := d.need(16, "uuid")
+		if err != nil {
+			return nil, err
+		}
+		return UUID(p), nil
+	case codeVbin8, codeStr8, codeSym8, codeVbin32, codeStr32, codeSym32:
+		n, err := d.length(c == codeVbin32 || c == codeStr32 || c == codeSym32, typeName(c))
+		if err != nil {
+			return nil, err
+		}
+		p, err := d.need(n, typeName(c))
+		if err != nil {
+			return nil, err
+		}
+		switch c {
+		case codeStr8, codeStr32:
+			if !utf8.Valid(p) {
+				return nil, d.errorf("string is not valid UTF-8")
+			}
+			return string(p), nil
+		case codeSym8, codeSym32:
+			return Symbol(p), nil
+		}
+		return append([]byte{}, p...), nil
+	case codeList8, codeList32, codeMap8, codeMap32:
+		wide := c == codeList32 || c == codeMap32
+		body, count, err := d.compound(wide, typeName(c))
+		if err != nil {
+			return nil, err
+		}
+		sub := decoder{b: body}
+		if c == codeMap8 || c == codeMap32 {
+			if count%2 != 0 {
+				return nil, d.errorf("map has an odd number of items (%d)", count)
+			}
+			m := make(Map, 0, count/2)
+			for range count / 2 {
+				k, err := sub.value(depth + 1)
+				if err != nil {
+					return nil, d.wrap(err)
+				}
+				v, err := sub.value(depth + 1)
+				if err != nil {
+					return nil, d.wrap(err)
+				}
+				m = append(m, KV{k, v})
+			}
+			if sub.pos != len(body) {
+				return nil, d.errorf("map of %d items leaves %d bytes unused", count, len(body)-sub.pos)
+			}
+			return m, nil
+		}
+		l := make([]any, 0, count)
+		for range count {
+			v, err := sub.value(depth + 1)
+			if err != nil {
+				return nil, d.wrap(err)
+			}
+			l = append(l, v)
+		}
+		if sub.pos != len(body) {
+			return nil, d.errorf("list of %d items leaves %d bytes unused", count, len(body)-sub.pos)
+		}
+		return l, nil
+	case codeArray8, codeArray32:
+		body, count, err := d.compound(c == codeArray32, "array")
+		if err != nil {
+			return nil, err
+		}
+		sub := decoder{b: body}
+		ec, err := sub.byte1("array element constructor")
+		if err != nil {
+			return nil, d.wrap(err)
+		}
+		var desc any
+		if ec == codeDescribed {
+			if desc, err = sub.value(depth + 1); err != nil {
+				return nil, d.wrap(err)
+			}
+			if ec, err = sub.byte1("array element constructor"); err != nil {
+				return nil, d.wrap(err)
+			}
+		}
+		if ec == codeDescribed {
+			return nil, d.errorf("array element constructor is described twice")
+		}
+		a := make(Array, 0, min(count, len(body)))
+		for range count {
+			v, err := sub.payload(ec, depth+1)
+			if err != nil {
+				return nil, d.wrap(err)
+			}
+			if desc != nil {
+				v = Described{Descriptor: desc, Value: v}
+			}
+			a = append(a, v)
+		}
+		if sub.pos != len(body) {
+			return nil, d.errorf("array of %d items leaves %d bytes unused", count, len(body)-sub.pos)
+		}
+		return a, nil
+	case codeDecimal32, codeDecimal64, codeDecimal128:
+		return nil, d.errorf("decimal values are not supported")
+	}
+	return nil, d.errorf("unknown type code 0x%02x", c)
+}
+
+// wrap places a nested decoder's error in the outer input.
+func (d *decoder) wrap(err error) error {
+	return fmt.Errorf("inside the value ending at byte %d: %w", d.pos, err)
+}
+
+func (d *decoder) length(wide bool, what string) (int, error) {
+	if !wide {
+		n, err := d.byte1(what + " length")
+		return int(n), err
+	}
+	p, err := d.need(4, what+" length")
+	if err != nil {
+		return 0, err
+	}
+	n := binary.BigEndian.Uint32(p)
+	if int64(n) > int64(len(d.b)-d.pos) {
+		return 0, d.errorf("%s length %d exceeds the %d bytes left", what, n, len(d.b)-d.pos)
+	}
+	return int(n), nil
+}
+
+// compound reads size and count of a list, map or array and returns the
+// bytes after the count. Every item takes at least one byte, so a count
+// larger than those bytes is refused before anything is allocated.
+func (d *decoder) compound(wide bool, what string) ([]byte, int, error) {
+	size, err := d.length(wide, what+" size")
+	if err != nil {
+		return nil, 0, err
+	}
+	p, err := d.need(size, what)
+	if err != nil {
+		return nil, 0, err
+	}
+	w := 1
+	if wide {
+		w = 4
+	}
+	if len(p) < w {
+		return nil, 0, d.errorf("%s size %d is too small for its count", what, size)
+	}
+	var count int
+	if wide {
+		count = int(binary.BigEndian.Uint32(p))
+	} else {
+		count = int(p[0])
+	}
+	body := p[w:]
+	if count > len(body) && !(what == "array" && len(body) > 0 && zeroWidth(body[0]) && count <= maxZeroWidth) {
+		return nil, 0, d.errorf("%s claims %d items in %d bytes", what, count, len(body))
+	}
+	return body, count, nil
+}
+
+// maxZeroWidth bounds the count of an array whose elements take no bytes.
+const maxZeroWidth = 1 << 16
+
+// zeroWidth reports whether elements of constructor c take no bytes.
+func zeroWidth(c byte) bool {
+	switch c {
+	case codeNull, codeTrue, codeFalse, codeUint0, codeUlong0, codeList0:
+		return true
+	}
+	return false
+}

@@ -1,0 +1,171 @@
+package amqp10
+
+import "fmt"
+
+// Message section descriptors (part 3, section 3.2).
+const (
+	descHeader                = 0x70
+	descDeliveryAnnotations   = 0x71
+	descMessageAnnotations    = 0x72
+	descProperties            = 0x73
+	descApplicationProperties = 0x74
+	descData                  = 0x75
+	descAMQPSequence          = 0x76
+	descAMQPValue             = 0x77
+	descFooter                = 0x78
+)
+
+// Message is an AMQP message as its sections. Header and Properties are
+// kept as their field lists; the platform uses neither. The body is Data
+// (one binary per data section), or Sequence, or Value when HasValue.
+type Message struct {
+	Header                []any
+	DeliveryAnnotations   Map
+	MessageAnnotations    Map
+	Properties            []any
+	ApplicationProperties Map // keys are strings
+	Data                  [][]byte
+	Sequence              [][]any
+	Value                 any
+	HasValue              bool
+	Footer                Map
+}
+
+// Property returns the application property named name.
+func (m *Message) Property(name string) (any, bool) {
+	return m.ApplicationProperties.Get(name)
+}
+
+// AppendMessage appends the encoding of m's sections, in the order the
+// specification requires.
+func AppendMessage(b []byte, m *Message) ([]byte, error) {
+	var sections []Described
+	if m.Header != nil {
+		sections = append(sections, Described{uint64(descHeader), m.Header})
+	}
+	if m.DeliveryAnnotations != nil {
+		sections = append(sections, Described{uint64(descDeliveryAnnotations), m.DeliveryAnnotations})
+	}
+	if m.MessageAnnotations != nil {
+		sections = append(sections, Described{uint64(descMessageAnnotations), m.MessageAnnotations})
+	}
+	if m.Properties != nil {
+		sections = append(sections, Described{uint64(descProperties), m.Properties})
+	}
+	if m.ApplicationProperties != nil {
+		for _, kv := range m.ApplicationProperties {
+			if _, ok := kv.Key.(string); !ok {
+				return b, fmt.Errorf("amqp10: application property key %v is a %T, must be a string", kv.Key, kv.Key)
+			}
+		}
+		sections = append(sections, Described{uint64(descApplicationProperties), m.ApplicationProperties})
+	}
+	for _, d := range m.Data {
+		if d == nil {
+			d = []byte{}
+		}
+		sections = append(sections, Described{uint64(descData), d})
+	}
+	for _, s := range m.Sequence {
+		if s == nil {
+			s = []any{}
+		}
+		sections = append(sections, Described{uint64(descAMQPSequence), s})
+	}
+	if m.HasValue {
+		sections = append(sections, Described{uint64(descAMQPValue), m.Value})
+	}
+	if m.Footer != nil {
+		sections = append(sections, Described{uint64(descFooter), m.Footer})
+	}
+	for _, s := range sections {
+		var err error
+		if b, err = Append(b, s); err != nil {
+			return b, fmt.Errorf("amqp10: encode message section 0x%02x: %w", s.Descriptor, err)
+		}
+	}
+	return b, nil
+}
+
+// DecodeMessage decodes the sections of a message (the payload of its
+// transfers). Sections must come in the specified order, each at most once
+// except data and amqp-sequence, and the body must be of one kind.
+func DecodeMessage(b []byte) (*Message, error) {
+	vs, err := DecodeAll(b)
+	if err != nil {
+		return nil, fmt.Errorf("message: %w", err)
+	}
+	m := &Message{}
+	last := uint64(0)
+	for i, v := range vs {
+		d, ok := v.(Described)
+		if !ok {
+			return nil, fmt.Errorf("%w: message section %d is a %T, not a described section", ErrMalformed, i, v)
+		}
+		c, ok := code(d.Descriptor)
+		if !ok || c < descHeader || c > descFooter {
+			return nil, fmt.Errorf("%w: message section %d has unknown descriptor %v", ErrMalformed, i, d.Descriptor)
+		}
+		repeat := c == last && (c == descData || c == descAMQPSequence)
+		body := c >= descData && c <= descAMQPValue
+		if c < last || (c == last && !repeat) || (body && last >= descData && last <= descAMQPValue && c != last) {
+			return nil, fmt.Errorf("%w: message section 0x%02x (section %d) is out of order or repeated", ErrMalformed, c, i)
+		}
+		last = c
+		want := ""
+		switch c {
+		case descHeader, descProperties:
+			l, ok := d.Value.([]any)
+			if !ok {
+				want = "list"
+				break
+			}
+			if c == descHeader {
+				m.Header = l
+			} else {
+				m.Properties = l
+			}
+		case descDeliveryAnnotations, descMessageAnnotations, descApplicationProperties, descFooter:
+			mp, ok := d.Value.(Map)
+			if !ok {
+				want = "map"
+				break
+			}
+			switch c {
+			case descDeliveryAnnotations:
+				m.DeliveryAnnotations = mp
+			case descMessageAnnotations:
+				m.MessageAnnotations = mp
+			case descFooter:
+				m.Footer = mp
+			default:
+				for _, kv := range mp {
+					if _, ok := kv.Key.(string); !ok {
+						return nil, fmt.Errorf("%w: application property key %v is a %T, must be a string", ErrMalformed, kv.Key, kv.Key)
+					}
+				}
+				m.ApplicationProperties = mp
+			}
+		case descData:
+			p, ok := d.Value.([]byte)
+			if !ok {
+				want = "binary"
+				break
+			}
+			m.Data = append(m.Data, p)
+		case descAMQPSequence:
+			l, ok := d.Value.([]any)
+			if !ok {
+				want = "list"
+				break
+			}
+			m.Sequence = append(m.Sequence, l)
+		case descAMQPValue:
+			m.Value, m.HasValue = d.Value, true
+		}
+		if want != "" {
+			return nil, fmt.Errorf("%w: message section 0x%02x is a %T, want a %s", ErrMalformed, c, d.Value, want)
+		}
+	}
+	return m, nil
+}
