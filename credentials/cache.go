@@ -1,0 +1,216 @@
+package credentials
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"sync"
+	"time"
+)
+
+// Defaults of CacheOptions.
+const (
+	// DefaultRefreshBefore is how long before expiry a refresh starts.
+	DefaultRefreshBefore = 180 * time.Second
+	DefaultMinBackoff    = time.Second
+	DefaultMaxBackoff    = time.Minute
+	// DefaultFetchTimeout bounds one Retrieve.
+	DefaultFetchTimeout = 30 * time.Second
+)
+
+// CacheOptions tune a Cache; the zero value selects the defaults.
+type CacheOptions struct {
+	// RefreshBefore: a triple is refreshed this long before it expires
+	// (default 180 s), or at half its remaining life when that is shorter,
+	// so a short-lived triple is not fetched again at every call.
+	RefreshBefore time.Duration
+	// MinBackoff and MaxBackoff bound the jittered, doubling wait between
+	// failed refreshes (default 1 s to 1 min).
+	MinBackoff, MaxBackoff time.Duration
+	// FetchTimeout bounds one Retrieve (default 30 s).
+	FetchTimeout time.Duration
+	// Logger receives one line per refresh and per change between failing
+	// and working; nil discards.
+	Logger *slog.Logger
+	// Now is the clock; nil = time.Now.
+	Now func() time.Time
+}
+
+// Cache holds the current triple of one Provider for every signer. It is
+// safe for concurrent use.
+//
+// Get returns the cached triple while it is valid, starting one background
+// refresh when it is due. A failed refresh keeps the old triple until it
+// expires and is retried after a jittered, doubling backoff; calls in
+// between never reach the provider. Once the triple has expired and no
+// refresh works, Get fails at once with an error naming the provider and
+// the last failure (callers hold their work and try again later).
+type Cache struct {
+	p    Provider
+	opts CacheOptions
+	log  *slog.Logger
+
+	mu            sync.Mutex
+	cur           Credentials
+	have          bool
+	refreshAt     time.Time     // when cur is due for refresh
+	nextTry       time.Time     // no provider call before this, after a failure
+	failures      int           // consecutive failed refreshes
+	lastErr       error         // the last failure, nil after a success
+	inflight      chan struct{} // closed when the running refresh ends; nil if none
+	expiredLogged bool
+}
+
+// NewCache returns a Cache over p. It does no I/O: the first Get fetches.
+func NewCache(p Provider, opts CacheOptions) *Cache {
+	if opts.RefreshBefore <= 0 {
+		opts.RefreshBefore = DefaultRefreshBefore
+	}
+	if opts.MinBackoff <= 0 {
+		opts.MinBackoff = DefaultMinBackoff
+	}
+	if opts.MaxBackoff < opts.MinBackoff {
+		opts.MaxBackoff = max(DefaultMaxBackoff, opts.MinBackoff)
+	}
+	if opts.FetchTimeout <= 0 {
+		opts.FetchTimeout = DefaultFetchTimeout
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Cache{p: p, opts: opts, log: log}
+}
+
+// Provider returns the provider behind the cache.
+func (c *Cache) Provider() Provider { return c.p }
+
+// Get returns a valid triple. It blocks only when there is none (the first
+// call, a changed file, an expired triple) while a refresh runs, or until
+// ctx is done. Errors name the provider and never carry a secret.
+func (c *Cache) Get(ctx context.Context) (Credentials, error) {
+	for {
+		c.mu.Lock()
+		now := c.opts.Now()
+		valid := c.have && (c.cur.Expiration.IsZero() || now.Before(c.cur.Expiration))
+		changed := false
+		if w, ok := c.p.(Watcher); ok && c.have && c.inflight == nil {
+			changed = w.Changed()
+		}
+		due := !c.have || changed || (!c.cur.Expiration.IsZero() && !now.Before(c.refreshAt))
+		if due && c.inflight == nil && (changed || !now.Before(c.nextTry)) {
+			c.inflight = make(chan struct{})
+			go c.refresh(c.inflight)
+		}
+		if valid && !changed {
+			cur := c.cur
+			c.mu.Unlock()
+			return cur, nil
+		}
+		wait := c.inflight
+		if wait == nil {
+			err := c.failedErr(now)
+			c.mu.Unlock()
+			return Credentials{}, err
+		}
+		c.mu.Unlock()
+		select {
+		case <-wait:
+		case <-ctx.Done():
+			return Credentials{}, fmt.Errorf("credentials from %s: %w", c.p.Name(), ctx.Err())
+		}
+		c.mu.Lock()
+		now = c.opts.Now()
+		ok := c.have && (c.cur.Expiration.IsZero() || now.Before(c.cur.Expiration))
+		cur, failed, err := c.cur, c.lastErr != nil, c.failedErr(now)
+		c.mu.Unlock()
+		if ok {
+			return cur, nil
+		}
+		if failed {
+			return Credentials{}, err
+		}
+		// The refresh worked but its triple expired meanwhile: go round.
+	}
+}
+
+// failedErr is Get's error when no valid triple is held. Called with mu.
+func (c *Cache) failedErr(now time.Time) error {
+	retry := ""
+	if d := c.nextTry.Sub(now); d > 0 {
+		retry = fmt.Sprintf("; next attempt in %s", d.Round(100*time.Millisecond))
+	}
+	if c.have {
+		return fmt.Errorf("credentials from %s expired at %s and could not be refreshed: %v%s; work is held until they can be",
+			c.p.Name(), c.cur.Expiration.UTC().Format(time.RFC3339), c.lastErr, retry)
+	}
+	return fmt.Errorf("no credentials from %s: %v%s", c.p.Name(), c.lastErr, retry)
+}
+
+// refresh runs one Retrieve and stores its outcome, then closes done.
+func (c *Cache) refresh(done chan struct{}) {
+	ctx, cancel := context.WithTimeout(context.Background(), c.opts.FetchTimeout)
+	cr, err := c.p.Retrieve(ctx)
+	cancel()
+	now := c.opts.Now()
+	if err == nil {
+		err = cr.check("credentials from "+c.p.Name(), now)
+	}
+
+	c.mu.Lock()
+	defer func() {
+		c.inflight = nil
+		close(done)
+		c.mu.Unlock()
+	}()
+	if err != nil {
+		c.failures++
+		c.lastErr = err
+		d := c.opts.MinBackoff << min(c.failures-1, 20)
+		if d > c.opts.MaxBackoff || d <= 0 {
+			d = c.opts.MaxBackoff
+		}
+		d = d/2 + rand.N(d/2+1) // jitter: 50..100 %
+		c.nextTry = now.Add(d)
+		valid := c.have && (c.cur.Expiration.IsZero() || now.Before(c.cur.Expiration))
+		switch {
+		case valid && c.failures == 1:
+			c.log.Warn("credentials refresh failed; using the current ones until they expire",
+				"provider", c.p.Name(), "expires", c.cur.Expiration.UTC().Format(time.RFC3339), "retry_in", d.Round(time.Millisecond), "err", err)
+		case !valid && !c.expiredLogged:
+			c.expiredLogged = true
+			c.log.Error("no valid credentials: signing fails and messages are held until a refresh works",
+				"provider", c.p.Name(), "retry_in", d.Round(time.Millisecond), "err", err)
+		}
+		return
+	}
+	recovered := c.failures > 0
+	c.failures, c.lastErr, c.nextTry, c.expiredLogged = 0, nil, time.Time{}, false
+	c.cur, c.have = cr, true
+	c.refreshAt = time.Time{}
+	if !cr.Expiration.IsZero() {
+		margin := min(c.opts.RefreshBefore, cr.Expiration.Sub(now)/2)
+		c.refreshAt = cr.Expiration.Add(-margin)
+	}
+	attrs := []any{"provider", c.p.Name(), "from", cr.Source, "access_key_id", MaskID(cr.AccessKeyID), "sts", cr.SecurityToken != ""}
+	if !cr.Expiration.IsZero() {
+		attrs = append(attrs, "expires", cr.Expiration.UTC().Format(time.RFC3339), "next_refresh", c.refreshAt.UTC().Format(time.RFC3339))
+	}
+	if recovered {
+		attrs = append(attrs, "recovered", true)
+	}
+	c.log.Info("credentials refreshed", attrs...)
+}
+
+// MaskID shortens an AccessKeyId for logs and status lines: enough to tell
+// two issues apart, not the whole id.
+func MaskID(id string) string {
+	if len(id) <= 10 {
+		return id
+	}
+	return id[:8] + "..." + id[len(id)-2:]
+}

@@ -1,0 +1,686 @@
+package credentials_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/iot-mns-bridge/iot-mns-bridge/credentials"
+	"github.com/iot-mns-bridge/iot-mns-bridge/credentials/credtest"
+)
+
+// envMap is a LookupEnv over a map.
+func envMap(m map[string]string) func(string) (string, bool) {
+	return func(k string) (string, bool) { v, ok := m[k]; return v, ok }
+}
+
+const secretWord = "s3cr3t-SHOULD-NOT-LEAK"
+
+// noSecret fails when err's text holds a secret.
+func noSecret(t *testing.T, err error, secrets ...string) {
+	t.Helper()
+	if err == nil {
+		return
+	}
+	for _, s := range append(secrets, secretWord) {
+		if s != "" && strings.Contains(err.Error(), s) {
+			t.Errorf("error text holds a secret: %v", err)
+		}
+	}
+}
+
+func TestEnvProvider(t *testing.T) {
+	ctx := context.Background()
+	c, err := credentials.Env{LookupEnv: envMap(map[string]string{
+		"ALIBABA_CLOUD_ACCESS_KEY_ID": "ak", "ALIBABA_CLOUD_ACCESS_KEY_SECRET": secretWord, "ALIBABA_CLOUD_SECURITY_TOKEN": "tok"})}.Retrieve(ctx)
+	if err != nil || c.AccessKeyID != "ak" || c.AccessKeySecret != secretWord || c.SecurityToken != "tok" || !c.Expiration.IsZero() {
+		t.Fatalf("got %v, %v", c, err)
+	}
+	if strings.Contains(fmt.Sprint(c), secretWord) || strings.Contains(fmt.Sprintf("%#v", c), "tok\"") {
+		t.Errorf("Credentials print their secret: %v %#v", c, c)
+	}
+	_, err = credentials.Env{LookupEnv: envMap(nil)}.Retrieve(ctx)
+	if !errors.Is(err, credentials.ErrNotConfigured) {
+		t.Errorf("no env: %v, want ErrNotConfigured", err)
+	}
+	_, err = credentials.Env{LookupEnv: envMap(map[string]string{"ALIBABA_CLOUD_ACCESS_KEY_SECRET": secretWord})}.Retrieve(ctx)
+	if err == nil || errors.Is(err, credentials.ErrNotConfigured) || !strings.Contains(err.Error(), "ALIBABA_CLOUD_ACCESS_KEY_ID") {
+		t.Errorf("secret without id: %v", err)
+	}
+	noSecret(t, err)
+}
+
+func writeFile(t *testing.T, path, data string) {
+	t.Helper()
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, []byte(data), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func issueJSON(id, secret, token string, exp time.Time) string {
+	b, _ := json.Marshal(map[string]string{"Code": "Success", "AccessKeyId": id, "AccessKeySecret": secret,
+		"SecurityToken": token, "Expiration": exp.UTC().Format(time.RFC3339)})
+	return string(b)
+}
+
+// The JSON file is read again when it is replaced; a bad replacement keeps
+// the old triple (the cache) and the error names the file, not its text.
+func TestJSONFileRotatesAtomicallyAndRefusesBadFiles(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "creds.json")
+	exp := time.Now().Add(time.Hour)
+	writeFile(t, path, issueJSON("STS.one", "secret-one", "token-one", exp))
+	f := &credentials.JSONFile{Path: path, Field: "source.credentials.credentials_file"}
+	cache := credentials.NewCache(f, credentials.CacheOptions{})
+	ctx := context.Background()
+	c, err := cache.Get(ctx)
+	if err != nil || c.AccessKeyID != "STS.one" || c.AccessKeySecret != "secret-one" || c.SecurityToken != "token-one" || !c.Expiration.Equal(exp.Truncate(time.Second)) {
+		t.Fatalf("first read: %v %v", c, err)
+	}
+	writeFile(t, path, issueJSON("STS.two", "secret-two", "token-two", exp))
+	c, err = cache.Get(ctx)
+	if err != nil || c.AccessKeyID != "STS.two" || c.AccessKeySecret != "secret-two" || c.SecurityToken != "token-two" {
+		t.Fatalf("after rotation: %v %v", c, err)
+	}
+	// A broken replacement: the cache keeps STS.two.
+	writeFile(t, path, `{"AccessKeyId": "STS.three", "AccessKeySecret": "`+secretWord+`"`)
+	c, err = cache.Get(ctx)
+	if err != nil || c.AccessKeyID != "STS.two" {
+		t.Fatalf("after a broken file: %v %v, want STS.two kept", c, err)
+	}
+
+	for name, tc := range map[string]struct{ data, want string }{
+		"bad JSON":     {`{"AccessKeySecret": "` + secretWord + `",`, "not valid JSON"},
+		"not object":   {`["` + secretWord + `"]`, "not the credentials JSON"},
+		"code":         {`{"Code":"Failure","AccessKeyId":"a","AccessKeySecret":"` + secretWord + `"}`, `Code is "Failure", not Success`},
+		"missing":      {`{"AccessKeyId":"a"}`, "AccessKeySecret missing"},
+		"bad time":     {`{"AccessKeyId":"a","AccessKeySecret":"` + secretWord + `","Expiration":"tomorrow"}`, "not an RFC 3339 time"},
+		"expired":      {issueJSON("a", secretWord, "t", time.Now().Add(-time.Minute)), "expired at"},
+		"missing file": {"", "does not exist"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			p := filepath.Join(t.TempDir(), "c.json")
+			if tc.data != "" {
+				writeFile(t, p, tc.data)
+			}
+			_, err := credentials.NewCache(&credentials.JSONFile{Path: p, Field: "mns.credentials.credentials_file"}, credentials.CacheOptions{}).Get(ctx)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("got %v, want %q", err, tc.want)
+			}
+			if !strings.Contains(err.Error(), "mns.credentials.credentials_file") && name != "expired" {
+				t.Errorf("the error does not name the key: %v", err)
+			}
+			noSecret(t, err)
+		})
+	}
+}
+
+// The three *_file twins are read together; a swap of all three yields
+// the new triple, never a mix.
+func TestFilesTwinsReadTogether(t *testing.T) {
+	dir := t.TempDir()
+	id, sec, tok := filepath.Join(dir, "id"), filepath.Join(dir, "secret"), filepath.Join(dir, "token")
+	writeFile(t, id, "STS.a\n")
+	writeFile(t, sec, "secret-a\n")
+	writeFile(t, tok, "token-a")
+	f := &credentials.Files{AccessKeyIDFile: id, AccessKeySecretFile: sec, SecurityTokenFile: tok, Field: "source.credentials"}
+	cache := credentials.NewCache(f, credentials.CacheOptions{})
+	c, err := cache.Get(context.Background())
+	if err != nil || c.AccessKeyID != "STS.a" || c.AccessKeySecret != "secret-a" || c.SecurityToken != "token-a" {
+		t.Fatalf("got %v %v", c, err)
+	}
+	writeFile(t, id, "STS.b")
+	writeFile(t, sec, "secret-b")
+	writeFile(t, tok, "token-b")
+	c, err = cache.Get(context.Background())
+	if err != nil || c.AccessKeyID != "STS.b" || c.AccessKeySecret != "secret-b" || c.SecurityToken != "token-b" {
+		t.Fatalf("after rotation: %v %v", c, err)
+	}
+	os.Remove(sec)
+	_, err = (&credentials.Files{AccessKeyIDFile: id, AccessKeySecretFile: sec, Field: "source.credentials"}).Retrieve(context.Background())
+	if err == nil || !strings.Contains(err.Error(), "source.credentials.access_key_secret_file") || !strings.Contains(err.Error(), "does not exist") {
+		t.Errorf("missing secret file: %v", err)
+	}
+}
+
+// A fake provider that counts calls and fails on demand.
+type fakeProvider struct {
+	mu    sync.Mutex
+	calls int
+	fail  bool
+	life  time.Duration
+	block chan struct{}
+	now   func() time.Time // nil = time.Now
+}
+
+func (*fakeProvider) Name() string { return "fake" }
+
+func (f *fakeProvider) Retrieve(ctx context.Context) (credentials.Credentials, error) {
+	if f.block != nil {
+		<-f.block
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.calls++
+	if f.fail {
+		return credentials.Credentials{}, fmt.Errorf("fake: down (call %d)", f.calls)
+	}
+	return credentials.Credentials{AccessKeyID: fmt.Sprintf("id-%d", f.calls), AccessKeySecret: secretWord,
+		SecurityToken: "t", Expiration: f.clock().Add(f.life), Source: "fake"}, nil
+}
+
+func (f *fakeProvider) clock() time.Time {
+	if f.now != nil {
+		return f.now()
+	}
+	return time.Now()
+}
+
+func (f *fakeProvider) set(fail bool) {
+	f.mu.Lock()
+	f.fail = fail
+	f.mu.Unlock()
+}
+
+func (f *fakeProvider) count() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.calls
+}
+
+// Concurrent callers share one fetch.
+func TestCacheConcurrentCallersShareOneFetch(t *testing.T) {
+	p := &fakeProvider{life: time.Hour, block: make(chan struct{})}
+	cache := credentials.NewCache(p, credentials.CacheOptions{})
+	var wg sync.WaitGroup
+	ids := make(chan string, 50)
+	for range 50 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c, err := cache.Get(context.Background())
+			if err != nil {
+				t.Error(err)
+			}
+			ids <- c.AccessKeyID
+		}()
+	}
+	close(p.block)
+	wg.Wait()
+	close(ids)
+	for id := range ids {
+		if id != "id-1" {
+			t.Errorf("a caller got %s", id)
+		}
+	}
+	if n := p.count(); n != 1 {
+		t.Errorf("%d fetches, want 1", n)
+	}
+}
+
+// A clock the test moves.
+type clock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *clock) now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
+func (c *clock) add(d time.Duration) {
+	c.mu.Lock()
+	c.t = c.t.Add(d)
+	c.mu.Unlock()
+}
+
+// waitCalls waits until the provider was called n times (a background
+// refresh).
+func waitCalls(t *testing.T, p *fakeProvider, n int) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for p.count() < n {
+		if time.Now().After(deadline) {
+			t.Fatalf("provider called %d times, want %d", p.count(), n)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// waitRefresh waits until Get returns id.
+func waitID(t *testing.T, cache *credentials.Cache, id string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		c, _ := cache.Get(context.Background())
+		if c.AccessKeyID == id {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("Get returns %s, want %s", c.AccessKeyID, id)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// Refresh happens once, 180 s before expiry; a failure keeps the old triple
+// until it expires, then a clear error, no provider call during backoff,
+// and recovery.
+func TestCacheRefreshAheadKeepOldBackoffAndRecover(t *testing.T) {
+	clk := &clock{t: time.Now()}
+	p := &fakeProvider{life: time.Hour, now: clk.now}
+	var logBuf bytes.Buffer
+	var logMu sync.Mutex
+	cache := credentials.NewCache(p, credentials.CacheOptions{Now: clk.now, MinBackoff: time.Minute, MaxBackoff: 4 * time.Minute,
+		Logger: slog.New(slog.NewTextHandler(lockedWriter{&logMu, &logBuf}, nil))})
+	ctx := context.Background()
+	c, err := cache.Get(ctx)
+	if err != nil || c.AccessKeyID != "id-1" {
+		t.Fatal(c, err)
+	}
+	clk.add(time.Hour - 181*time.Second) // not yet due
+	for range 100 {
+		cache.Get(ctx)
+	}
+	if p.count() != 1 {
+		t.Fatalf("%d fetches before the refresh was due", p.count())
+	}
+	clk.add(2 * time.Second) // 179 s left: due
+	c, err = cache.Get(ctx)
+	if err != nil || c.AccessKeyID != "id-1" {
+		t.Fatalf("Get while the refresh runs: %v %v (the current triple is still valid)", c, err)
+	}
+	waitID(t, cache, "id-2")
+	if p.count() != 2 {
+		t.Fatalf("%d fetches, want 2", p.count())
+	}
+
+	// Provider down: the next refresh fails, id-2 stays in use.
+	p.set(true)
+	clk.add(time.Hour - 179*time.Second) // id-2 is due
+	c, err = cache.Get(ctx)
+	if err != nil || c.AccessKeyID != "id-2" {
+		t.Fatal(c, err)
+	}
+	waitCalls(t, p, 3)
+	for range 100 {
+		if c, err := cache.Get(ctx); err != nil || c.AccessKeyID != "id-2" {
+			t.Fatalf("during backoff: %v %v", c, err)
+		}
+	}
+	if p.count() != 3 {
+		t.Fatalf("%d fetches during the backoff, want none more", p.count()-3)
+	}
+	// Past expiry: a clear error at once, naming the provider and cause.
+	clk.add(10 * time.Minute)
+	_, err = cache.Get(ctx)
+	waitCalls(t, p, 4)
+	_, err = cache.Get(ctx)
+	if err == nil || !strings.Contains(err.Error(), "credentials from fake expired at") || !strings.Contains(err.Error(), "fake: down") || !strings.Contains(err.Error(), "next attempt in") {
+		t.Fatalf("after expiry: %v", err)
+	}
+	noSecret(t, err)
+	for range 100 {
+		cache.Get(ctx)
+	}
+	if p.count() != 4 {
+		t.Fatalf("%d fetches while expired and backing off, want 4 (no storm)", p.count())
+	}
+	// Back up: recovery after the backoff.
+	p.set(false)
+	clk.add(5 * time.Minute)
+	c, err = cache.Get(ctx)
+	if err != nil || c.AccessKeyID != "id-5" {
+		t.Fatalf("recovery: %v %v", c, err)
+	}
+	logMu.Lock()
+	log := logBuf.String()
+	logMu.Unlock()
+	for _, want := range []string{"credentials refreshed", "credentials refresh failed; using the current ones", "no valid credentials", "recovered=true"} {
+		if !strings.Contains(log, want) {
+			t.Errorf("log lacks %q:\n%s", want, log)
+		}
+	}
+	if strings.Contains(log, secretWord) {
+		t.Error("the log holds the secret")
+	}
+	if n := strings.Count(log, "credentials refresh failed"); n != 1 {
+		t.Errorf("the failure is logged %d times, want once", n)
+	}
+}
+
+type lockedWriter struct {
+	mu *sync.Mutex
+	b  *bytes.Buffer
+}
+
+func (w lockedWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.b.Write(p)
+}
+
+// A short-lived triple is refreshed at half its life, not at every call.
+func TestCacheShortLivedTripleIsNotAStorm(t *testing.T) {
+	clk := &clock{t: time.Now()}
+	p := &fakeProvider{life: 10 * time.Second, now: clk.now}
+	cache := credentials.NewCache(p, credentials.CacheOptions{Now: clk.now})
+	for range 100 {
+		if _, err := cache.Get(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if p.count() != 1 {
+		t.Errorf("%d fetches for a 10 s triple within its first half", p.count())
+	}
+}
+
+func TestURIProvider(t *testing.T) {
+	is := credtest.NewIssuer(time.Hour)
+	u := credtest.URIServer(t, is)
+	p := &credentials.URI{LookupEnv: envMap(map[string]string{"ALIBABA_CLOUD_CREDENTIALS_URI": u + "/creds?token=" + secretWord})}
+	c, err := p.Retrieve(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if why := is.Check(c.AccessKeyID, c.AccessKeySecret, c.SecurityToken, time.Now()); why != "" {
+		t.Fatalf("the triple is not what the fake issued: %s", why)
+	}
+	if strings.Contains(c.Source, secretWord) {
+		t.Errorf("source %q holds the URI's query", c.Source)
+	}
+	is.SetDown(true)
+	_, err = p.Retrieve(context.Background())
+	if err == nil || !strings.Contains(err.Error(), "HTTP 503") {
+		t.Errorf("down: %v", err)
+	}
+	noSecret(t, err)
+
+	for name, tc := range map[string]struct{ body, want string }{
+		"bad JSON":     {`{"Code":"Success","AccessKeySecret":"` + secretWord, "not valid JSON"},
+		"code":         {`{"Code":"Error","AccessKeyId":"a","AccessKeySecret":"` + secretWord + `"}`, `Code is "Error"`},
+		"no code":      {`{"AccessKeyId":"a","AccessKeySecret":"` + secretWord + `","SecurityToken":"t","Expiration":"2099-01-01T00:00:00Z"}`, "Code is none"},
+		"no token":     {`{"Code":"Success","AccessKeyId":"a","AccessKeySecret":"` + secretWord + `","Expiration":"2099-01-01T00:00:00Z"}`, "SecurityToken missing"},
+		"expired":      {issueJSON("a", secretWord, "t", time.Now().Add(-time.Second)), "expired at"},
+		"secret token": {`{"Code":"` + secretWord + strings.Repeat("x", 50) + `"}`, "Code is a"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.Write([]byte(tc.body)) }))
+			defer srv.Close()
+			_, err := credentials.NewCache(&credentials.URI{URL: srv.URL}, credentials.CacheOptions{}).Get(context.Background())
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("got %v, want %q", err, tc.want)
+			}
+			noSecret(t, err)
+		})
+	}
+	_, err = (&credentials.URI{LookupEnv: envMap(nil)}).Retrieve(context.Background())
+	if !errors.Is(err, credentials.ErrNotConfigured) {
+		t.Errorf("unset: %v", err)
+	}
+}
+
+func TestECSRoleIMDSv2AndV1Fallback(t *testing.T) {
+	is := credtest.NewIssuer(time.Hour)
+	md := credtest.MetadataServer(t, is, "bridge-role")
+	env := map[string]string{credentials.EnvTestMetadataURL: md.URL}
+	p := &credentials.ECSRole{LookupEnv: envMap(env)}
+	ctx := context.Background()
+	c, err := p.Retrieve(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if why := is.Check(c.AccessKeyID, c.AccessKeySecret, c.SecurityToken, time.Now()); why != "" || c.Source != "ecs_ram_role bridge-role" {
+		t.Fatalf("%v: %s", c, why)
+	}
+	if md.TokenRequests.Load() != 1 || md.V1Requests.Load() != 0 {
+		t.Errorf("IMDSv2 not used: %d token requests, %d v1 requests", md.TokenRequests.Load(), md.V1Requests.Load())
+	}
+	// An old service without IMDSv2: fall back to v1 ...
+	md.V1Only.Store(true)
+	if _, err := p.Retrieve(ctx); err != nil || md.V1Requests.Load() == 0 {
+		t.Fatalf("v1 fallback: %v (%d v1 requests)", err, md.V1Requests.Load())
+	}
+	// ... unless v1 is off.
+	env[credentials.EnvIMDSv1Disabled] = "true"
+	_, err = p.Retrieve(ctx)
+	if err == nil || !strings.Contains(err.Error(), "IMDSv1 is off") {
+		t.Errorf("v1 disabled: %v", err)
+	}
+	delete(env, credentials.EnvIMDSv1Disabled)
+	md.V1Only.Store(false)
+	// A named role that is not attached.
+	env[credentials.EnvECSRoleName] = "other"
+	_, err = p.Retrieve(ctx)
+	if err == nil || !strings.Contains(err.Error(), "role other is not attached") {
+		t.Errorf("wrong role: %v", err)
+	}
+	delete(env, credentials.EnvECSRoleName)
+	// Off by switch.
+	env[credentials.EnvECSMetadataDisabled] = "true"
+	if _, err := p.Retrieve(ctx); !errors.Is(err, credentials.ErrNotConfigured) {
+		t.Errorf("disabled: %v", err)
+	}
+}
+
+// In a test binary no provider reaches a non-loopback address, whatever
+// the environment says.
+func TestTestBinaryNeverLeavesLoopback(t *testing.T) {
+	ctx := context.Background()
+	_, err := (&credentials.ECSRole{LookupEnv: envMap(nil)}).Retrieve(ctx)
+	if err == nil || !strings.Contains(err.Error(), "refusing to reach 100.100.100.200 from a test binary") {
+		t.Errorf("ECS default: %v", err)
+	}
+	dir := t.TempDir()
+	tok := filepath.Join(dir, "oidc")
+	writeFile(t, tok, "jwt")
+	_, err = (&credentials.OIDC{LookupEnv: envMap(map[string]string{credentials.EnvRoleARN: "acs:ram::1:role/r",
+		credentials.EnvOIDCProviderARN: "acs:ram::1:oidc-provider/p", credentials.EnvOIDCTokenFile: tok})}).Retrieve(ctx)
+	if err == nil || !strings.Contains(err.Error(), "refusing to reach sts.aliyuncs.com") {
+		t.Errorf("STS default: %v", err)
+	}
+}
+
+func TestOIDCRereadsTheTokenFile(t *testing.T) {
+	is := credtest.NewIssuer(time.Hour)
+	sts := credtest.STSServer(t, is)
+	dir := t.TempDir()
+	tok := filepath.Join(dir, "token")
+	writeFile(t, tok, "jwt-1")
+	sts.Accept("jwt-1")
+	env := map[string]string{credentials.EnvRoleARN: "acs:ram::1:role/bridge", credentials.EnvOIDCProviderARN: "acs:ram::1:oidc-provider/ack",
+		credentials.EnvOIDCTokenFile: tok, credentials.EnvTestSTSEndpoint: sts.URL}
+	p := &credentials.OIDC{LookupEnv: envMap(env)}
+	ctx := context.Background()
+	c, err := p.Retrieve(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if why := is.Check(c.AccessKeyID, c.AccessKeySecret, c.SecurityToken, time.Now()); why != "" {
+		t.Fatal(why)
+	}
+	// kubelet rotates the token: the next call sends the new one.
+	writeFile(t, tok, "jwt-2")
+	_, err = p.Retrieve(ctx)
+	if err == nil || !strings.Contains(err.Error(), "AuthenticationFail.OIDCToken.Invalid") || !strings.Contains(err.Error(), "request id") {
+		t.Errorf("refused token: %v", err)
+	}
+	noSecret(t, err, "jwt-2", "secret-free message")
+	sts.Accept("jwt-2")
+	if _, err := p.Retrieve(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := sts.SeenTokens(); len(got) != 3 || got[0] != "jwt-1" || got[1] != "jwt-2" || got[2] != "jwt-2" {
+		t.Errorf("tokens sent: %v", got)
+	}
+	delete(env, credentials.EnvOIDCProviderARN)
+	_, err = p.Retrieve(ctx)
+	if err == nil || !strings.Contains(err.Error(), credentials.EnvOIDCProviderARN) {
+		t.Errorf("incomplete env: %v", err)
+	}
+}
+
+func TestProfiles(t *testing.T) {
+	dir := t.TempDir()
+	is := credtest.NewIssuer(time.Hour)
+	md := credtest.MetadataServer(t, is, "ini-role")
+	ini := filepath.Join(dir, "credentials")
+	writeFile(t, ini, `# comment
+[default]
+type = access_key
+access_key_id = LTAIdefault
+access_key_secret = `+secretWord+`
+
+[ecs]
+type = ecs_ram_role
+role_name = ini-role
+
+[arn]
+type = ram_role_arn
+`)
+	env := map[string]string{"HOME": dir, credentials.EnvCredentialsFile: ini, credentials.EnvTestMetadataURL: md.URL}
+	ctx := context.Background()
+	c, err := (&credentials.Profile{LookupEnv: envMap(env)}).Retrieve(ctx)
+	if err != nil || c.AccessKeyID != "LTAIdefault" || c.AccessKeySecret != secretWord {
+		t.Fatalf("default: %v %v", c, err)
+	}
+	env[credentials.EnvProfile] = "ecs"
+	c, err = (&credentials.Profile{LookupEnv: envMap(env)}).Retrieve(ctx)
+	if err != nil || is.Check(c.AccessKeyID, c.AccessKeySecret, c.SecurityToken, time.Now()) != "" {
+		t.Fatalf("ecs_ram_role: %v %v", c, err)
+	}
+	env[credentials.EnvProfile] = "arn"
+	_, err = (&credentials.Profile{LookupEnv: envMap(env)}).Retrieve(ctx)
+	if err == nil || !strings.Contains(err.Error(), `type "ram_role_arn" is not supported`) {
+		t.Errorf("ram_role_arn: %v", err)
+	}
+	env[credentials.EnvProfile] = "nope"
+	_, err = (&credentials.Profile{LookupEnv: envMap(env)}).Retrieve(ctx)
+	if err == nil || !strings.Contains(err.Error(), "no section [nope]") {
+		t.Errorf("missing section: %v", err)
+	}
+	delete(env, credentials.EnvProfile)
+	delete(env, credentials.EnvCredentialsFile)
+	if _, err := (&credentials.Profile{LookupEnv: envMap(env)}).Retrieve(ctx); !errors.Is(err, credentials.ErrNotConfigured) {
+		t.Errorf("no file in HOME: %v", err)
+	}
+
+	cli := filepath.Join(dir, "config.json")
+	writeFile(t, cli, `{"current":"ak","profiles":[
+ {"name":"ak","mode":"AK","access_key_id":"LTAIcli","access_key_secret":"`+secretWord+`"},
+ {"name":"sts","mode":"StsToken","access_key_id":"STS.cli","access_key_secret":"s","sts_token":"tok"},
+ {"name":"role","mode":"EcsRamRole","ram_role_name":"ini-role"},
+ {"name":"arn","mode":"RamRoleArn"}]}`)
+	env[credentials.EnvCLIConfigFile] = cli
+	c, err = (&credentials.CLIProfile{LookupEnv: envMap(env)}).Retrieve(ctx)
+	if err != nil || c.AccessKeyID != "LTAIcli" || c.SecurityToken != "" {
+		t.Fatalf("AK: %v %v", c, err)
+	}
+	env[credentials.EnvProfile] = "sts"
+	c, err = (&credentials.CLIProfile{LookupEnv: envMap(env)}).Retrieve(ctx)
+	if err != nil || c.AccessKeyID != "STS.cli" || c.SecurityToken != "tok" {
+		t.Fatalf("StsToken: %v %v", c, err)
+	}
+	env[credentials.EnvProfile] = "role"
+	c, err = (&credentials.CLIProfile{LookupEnv: envMap(env)}).Retrieve(ctx)
+	if err != nil || is.Check(c.AccessKeyID, c.AccessKeySecret, c.SecurityToken, time.Now()) != "" {
+		t.Fatalf("EcsRamRole: %v %v", c, err)
+	}
+	env[credentials.EnvProfile] = "arn"
+	if _, err = (&credentials.CLIProfile{LookupEnv: envMap(env)}).Retrieve(ctx); err == nil || !strings.Contains(err.Error(), "not supported") {
+		t.Errorf("RamRoleArn: %v", err)
+	}
+	env[credentials.EnvCLIProfileDisabled] = "true"
+	if _, err = (&credentials.CLIProfile{LookupEnv: envMap(env)}).Retrieve(ctx); !errors.Is(err, credentials.ErrNotConfigured) {
+		t.Errorf("disabled: %v", err)
+	}
+	writeFile(t, cli, `{"profiles": [`+secretWord)
+	delete(env, credentials.EnvCLIProfileDisabled)
+	_, err = (&credentials.CLIProfile{LookupEnv: envMap(env)}).Retrieve(ctx)
+	if err == nil || !strings.Contains(err.Error(), "not the aliyun CLI's JSON config") {
+		t.Errorf("bad JSON: %v", err)
+	}
+	noSecret(t, err)
+}
+
+// The chain's order: env, oidc, cli_profile, profile, ecs_ram_role, uri;
+// the first that yields wins, and it is not sticky.
+func TestDefaultChainOrder(t *testing.T) {
+	dir := t.TempDir()
+	is := credtest.NewIssuer(time.Hour)
+	md := credtest.MetadataServer(t, is, "chain-role")
+	uriIs := credtest.NewIssuer(time.Hour)
+	uri := credtest.URIServer(t, uriIs)
+	sts := credtest.STSServer(t, is)
+	tok := filepath.Join(dir, "oidc")
+	writeFile(t, tok, "jwt")
+	sts.Accept("jwt")
+	ini := filepath.Join(dir, "credentials")
+	writeFile(t, ini, "[default]\ntype = access_key\naccess_key_id = LTAIini\naccess_key_secret = s\n")
+	cli := filepath.Join(dir, "config.json")
+	writeFile(t, cli, `{"current":"p","profiles":[{"name":"p","mode":"AK","access_key_id":"LTAIcli","access_key_secret":"s"}]}`)
+
+	env := map[string]string{
+		"HOME":                            dir,
+		"ALIBABA_CLOUD_ACCESS_KEY_ID":     "LTAIenv",
+		"ALIBABA_CLOUD_ACCESS_KEY_SECRET": "s",
+		credentials.EnvRoleARN:            "acs:ram::1:role/r",
+		credentials.EnvOIDCProviderARN:    "acs:ram::1:oidc-provider/p",
+		credentials.EnvOIDCTokenFile:      tok,
+		credentials.EnvTestSTSEndpoint:    sts.URL,
+		credentials.EnvCLIConfigFile:      cli,
+		credentials.EnvCredentialsFile:    ini,
+		credentials.EnvTestMetadataURL:    md.URL,
+		credentials.EnvCredentialsURI:     uri,
+	}
+	ch := credentials.DefaultChain(envMap(env))
+	steps := []struct {
+		drop []string
+		want string
+	}{
+		{nil, "env"},
+		{[]string{"ALIBABA_CLOUD_ACCESS_KEY_ID", "ALIBABA_CLOUD_ACCESS_KEY_SECRET"}, "oidc"},
+		{[]string{credentials.EnvRoleARN, credentials.EnvOIDCProviderARN, credentials.EnvOIDCTokenFile}, "cli_profile"},
+		{[]string{credentials.EnvCLIConfigFile}, "profile"},
+		{[]string{credentials.EnvCredentialsFile}, "ecs_ram_role"},
+	}
+	for _, s := range steps {
+		for _, k := range s.drop {
+			delete(env, k)
+		}
+		c, err := ch.Retrieve(context.Background())
+		if err != nil || !strings.HasPrefix(c.Source, s.want) {
+			t.Fatalf("want %s: got %q, %v", s.want, c.Source, err)
+		}
+	}
+	env[credentials.EnvECSMetadataDisabled] = "true"
+	c, err := ch.Retrieve(context.Background())
+	if err != nil || !strings.HasPrefix(c.Source, "uri") {
+		t.Fatalf("want uri: %q %v", c.Source, err)
+	}
+	// The chain falls through a failing provider (ECS down) to the next.
+	delete(env, credentials.EnvECSMetadataDisabled)
+	is.SetDown(true)
+	c, err = ch.Retrieve(context.Background())
+	if err != nil || !strings.HasPrefix(c.Source, "uri") {
+		t.Fatalf("ECS down: %q %v", c.Source, err)
+	}
+	delete(env, credentials.EnvCredentialsURI)
+	_, err = ch.Retrieve(context.Background())
+	if err == nil || !strings.Contains(err.Error(), "found none") || !strings.Contains(err.Error(), "HTTP 503") {
+		t.Errorf("none: %v", err)
+	}
+}
+

@@ -1,0 +1,243 @@
+package credentials
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+)
+
+// Environment variables of the remote providers.
+const (
+	EnvCredentialsURI      = "ALIBABA_CLOUD_CREDENTIALS_URI"
+	EnvECSRoleName         = "ALIBABA_CLOUD_ECS_METADATA"
+	EnvECSMetadataDisabled = "ALIBABA_CLOUD_ECS_METADATA_DISABLED"
+	EnvIMDSv1Disabled      = "ALIBABA_CLOUD_IMDSV1_DISABLED"
+
+	// EnvTestMetadataURL is a test-only override of the ECS instance
+	// metadata base URL (default http://100.100.100.200), for loopback
+	// fakes. Not an Alibaba Cloud name; never set it in production.
+	EnvTestMetadataURL = "IOT_MNS_BRIDGE_TEST_METADATA_URL"
+)
+
+// DefaultMetadataURL is the ECS instance metadata service.
+const DefaultMetadataURL = "http://100.100.100.200"
+
+// maxAnswer bounds what is read of a remote answer.
+const maxAnswer = 64 << 10
+
+// remoteClient is the HTTP client of the remote providers: 1 s to connect,
+// 1 s (metadata) or timeout to the reply headers, no proxy for metadata.
+func remoteClient(timeout time.Duration, proxy bool) *http.Client {
+	tr := &http.Transport{
+		DialContext:           (&net.Dialer{Timeout: time.Second}).DialContext,
+		ResponseHeaderTimeout: timeout,
+		TLSHandshakeTimeout:   5 * time.Second,
+		MaxIdleConns:          2,
+		IdleConnTimeout:       30 * time.Second,
+	}
+	if proxy {
+		tr.Proxy = http.ProxyFromEnvironment
+	}
+	return &http.Client{Transport: tr, Timeout: timeout + 2*time.Second,
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+}
+
+// guardTest refuses, in a test binary, any address that is not loopback:
+// no test may reach the metadata service, STS or any Alibaba endpoint.
+func guardTest(raw string) error {
+	if !testing.Testing() {
+		return nil
+	}
+	u, err := url.Parse(raw)
+	if err != nil {
+		return err
+	}
+	host := u.Hostname()
+	if host == "localhost" {
+		return nil
+	}
+	if ip := net.ParseIP(host); ip != nil && ip.IsLoopback() {
+		return nil
+	}
+	return fmt.Errorf("refusing to reach %s from a test binary: point the provider at a loopback fake", host)
+}
+
+// get sends one request and returns the status and at most maxAnswer
+// bytes of the body. Errors name the URL's host and path, never a body.
+func do(ctx context.Context, hc *http.Client, req *http.Request) (int, []byte, error) {
+	if err := guardTest(req.URL.String()); err != nil {
+		return 0, nil, err
+	}
+	resp, err := hc.Do(req.WithContext(ctx))
+	if err != nil {
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err // the URL is named by the caller, without its query
+		}
+		return 0, nil, fmt.Errorf("%s %s: %w", req.Method, redactURL(req.URL), err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, maxAnswer))
+	if err != nil {
+		return 0, nil, fmt.Errorf("%s %s: read the answer: %w", req.Method, redactURL(req.URL), err)
+	}
+	return resp.StatusCode, body, nil
+}
+
+// redactURL drops the query and user info (a URI may carry a token there).
+func redactURL(u *url.URL) string {
+	r := *u
+	r.User, r.RawQuery, r.Fragment = nil, "", ""
+	return r.String()
+}
+
+// URI fetches the triple from a credentials URI (a sidecar or agent on the
+// machine): GET answers the credentials JSON with "Code": "Success".
+type URI struct {
+	// URL; "" = $ALIBABA_CLOUD_CREDENTIALS_URI.
+	URL string
+	// LookupEnv; nil = os.LookupEnv.
+	LookupEnv  func(string) (string, bool)
+	HTTPClient *http.Client // nil: 1 s connect, 5 s reply
+}
+
+func (*URI) Name() string { return "uri" }
+
+func (p *URI) Retrieve(ctx context.Context) (Credentials, error) {
+	raw := p.URL
+	if raw == "" {
+		raw = lookup(p.LookupEnv)(EnvCredentialsURI)
+	}
+	if raw == "" {
+		return Credentials{}, notConfigured("uri: %s is not set", EnvCredentialsURI)
+	}
+	u, err := url.Parse(raw)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return Credentials{}, fmt.Errorf("uri: %s is not an http(s) URL", EnvCredentialsURI)
+	}
+	hc := p.HTTPClient
+	if hc == nil {
+		hc = remoteClient(5*time.Second, false)
+	}
+	req, _ := http.NewRequest(http.MethodGet, u.String(), nil)
+	status, body, err := do(ctx, hc, req)
+	if err != nil {
+		return Credentials{}, fmt.Errorf("uri: %w", err)
+	}
+	if status != http.StatusOK {
+		return Credentials{}, fmt.Errorf("uri: GET %s answered HTTP %d", redactURL(u), status)
+	}
+	c, err := parseIssue(body, true)
+	if err != nil {
+		return Credentials{}, fmt.Errorf("uri: GET %s: %w", redactURL(u), err)
+	}
+	c.Source = "uri " + redactURL(u)
+	return c, nil
+}
+
+// ECSRole fetches the instance's RAM role credentials from the ECS
+// metadata service: IMDSv2 (a session token from PUT /latest/api/token),
+// falling back to IMDSv1 unless ALIBABA_CLOUD_IMDSV1_DISABLED=true. The
+// role is RoleName, else $ALIBABA_CLOUD_ECS_METADATA, else the one the
+// service lists. ALIBABA_CLOUD_ECS_METADATA_DISABLED=true turns it off.
+type ECSRole struct {
+	RoleName string
+	// BaseURL; "" = $IOT_MNS_BRIDGE_TEST_METADATA_URL, else
+	// http://100.100.100.200.
+	BaseURL    string
+	LookupEnv  func(string) (string, bool)
+	HTTPClient *http.Client // nil: 1 s connect, 1 s reply, no proxy
+}
+
+func (*ECSRole) Name() string { return "ecs_ram_role" }
+
+func envTrue(get func(string) string, k string) bool {
+	return strings.EqualFold(get(k), "true")
+}
+
+func (p *ECSRole) Retrieve(ctx context.Context) (Credentials, error) {
+	get := lookup(p.LookupEnv)
+	if envTrue(get, EnvECSMetadataDisabled) {
+		return Credentials{}, notConfigured("ecs_ram_role: off (%s=true)", EnvECSMetadataDisabled)
+	}
+	base := p.BaseURL
+	if base == "" {
+		base = get(EnvTestMetadataURL)
+	}
+	if base == "" {
+		base = DefaultMetadataURL
+	}
+	base = strings.TrimRight(base, "/")
+	hc := p.HTTPClient
+	if hc == nil {
+		hc = remoteClient(time.Second, false)
+	}
+	v1off := envTrue(get, EnvIMDSv1Disabled)
+
+	// IMDSv2 session token.
+	token := ""
+	req, _ := http.NewRequest(http.MethodPut, base+"/latest/api/token", nil)
+	req.Header.Set("X-aliyun-ecs-metadata-token-ttl-seconds", "21600")
+	status, body, err := do(ctx, hc, req)
+	switch {
+	case err == nil && status == http.StatusOK && len(body) > 0:
+		token = strings.TrimSpace(string(body))
+	case v1off:
+		if err == nil {
+			err = fmt.Errorf("PUT /latest/api/token answered HTTP %d", status)
+		}
+		return Credentials{}, fmt.Errorf("ecs_ram_role: no IMDSv2 token and IMDSv1 is off (%s=true): %w", EnvIMDSv1Disabled, err)
+	case err != nil && ctx.Err() != nil:
+		return Credentials{}, fmt.Errorf("ecs_ram_role: %w", err)
+	}
+	getMeta := func(path string) (int, []byte, error) {
+		req, _ := http.NewRequest(http.MethodGet, base+path, nil)
+		if token != "" {
+			req.Header.Set("X-aliyun-ecs-metadata-token", token)
+		}
+		return do(ctx, hc, req)
+	}
+
+	role := p.RoleName
+	if role == "" {
+		role = get(EnvECSRoleName)
+	}
+	const credPath = "/latest/meta-data/ram/security-credentials/"
+	if role == "" {
+		status, body, err := getMeta(credPath)
+		if err != nil {
+			return Credentials{}, fmt.Errorf("ecs_ram_role: find the role: %w (not on ECS? set %s=true)", err, EnvECSMetadataDisabled)
+		}
+		if status != http.StatusOK {
+			return Credentials{}, fmt.Errorf("ecs_ram_role: GET %s answered HTTP %d: is a RAM role attached to this instance?", credPath, status)
+		}
+		role, _, _ = strings.Cut(strings.TrimSpace(string(body)), "\n")
+		role = strings.TrimSpace(role)
+		if role == "" || strings.ContainsAny(role, "/?# ") {
+			return Credentials{}, fmt.Errorf("ecs_ram_role: GET %s named no usable role: attach a RAM role to this instance or set %s", credPath, EnvECSRoleName)
+		}
+	}
+	status, body, err = getMeta(credPath + url.PathEscape(role))
+	if err != nil {
+		return Credentials{}, fmt.Errorf("ecs_ram_role: role %s: %w", role, err)
+	}
+	switch {
+	case status == http.StatusNotFound:
+		return Credentials{}, fmt.Errorf("ecs_ram_role: role %s is not attached to this instance (HTTP 404)", role)
+	case status != http.StatusOK:
+		return Credentials{}, fmt.Errorf("ecs_ram_role: role %s: the metadata service answered HTTP %d", role, status)
+	}
+	c, err := parseIssue(body, true)
+	if err != nil {
+		return Credentials{}, fmt.Errorf("ecs_ram_role: role %s: %w", role, err)
+	}
+	c.Source = "ecs_ram_role " + role
+	return c, nil
+}
