@@ -683,4 +683,3 @@ func TestDefaultChainOrder(t *testing.T) {
 		t.Errorf("none: %v", err)
 	}
 }
-
