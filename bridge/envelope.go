@@ -42,6 +42,46 @@ func AppendEnvelope(dst []byte, mode string, m *Message) ([]byte, error) {
 	default:
 		return dst, fmt.Errorf("envelope: unknown mode %q: use %q or %q", mode, EnvelopeRaw, EnvelopeJSON)
 	}
+	return planEnvelope(m).append(dst, m), nil
+}
+
+// jsonEnvelope is the plan of m's JSON envelope: whether the payload is
+// inlined and how long the envelope is. The pipeline keeps the plan of a
+// held message, not the envelope, and writes the envelope only for each
+// request: a held message then costs its payload, not its payload and its
+// envelope.
+type jsonEnvelope struct {
+	inline bool // the payload is valid JSON in valid UTF-8
+	size   int  // len of the envelope
+}
+
+// planEnvelope scans m's body once and returns its JSON envelope's plan.
+func planEnvelope(m *Message) jsonEnvelope {
+	e := jsonEnvelope{inline: utf8.Valid(m.Body) && json.Valid(m.Body)}
+	var scratch [256]byte
+	head := e.appendHead(scratch[:0], m)
+	if e.inline {
+		e.size = len(head) + len(m.Body) + 1
+	} else {
+		e.size = len(head) + base64.StdEncoding.EncodedLen(len(m.Body)) + 2
+	}
+	return e
+}
+
+// append appends m's JSON envelope (as AppendEnvelope describes it) to dst.
+func (e jsonEnvelope) append(dst []byte, m *Message) []byte {
+	dst = e.appendHead(dst, m)
+	if e.inline {
+		dst = append(dst, m.Body...)
+	} else {
+		dst = base64.StdEncoding.AppendEncode(dst, m.Body)
+		dst = append(dst, '"')
+	}
+	return append(dst, '}')
+}
+
+// appendHead appends everything before the payload.
+func (e jsonEnvelope) appendHead(dst []byte, m *Message) []byte {
 	dst = append(dst, `{"topic":`...)
 	dst = appendJSONString(dst, m.Topic)
 	dst = append(dst, `,"messageId":`...)
@@ -59,15 +99,10 @@ func AppendEnvelope(dst []byte, mode string, m *Message) ([]byte, error) {
 		dst = append(dst, `,"deviceName":`...)
 		dst = appendJSONString(dst, dn)
 	}
-	if utf8.Valid(m.Body) && json.Valid(m.Body) {
-		dst = append(dst, `,"payloadEncoding":"json","payload":`...)
-		dst = append(dst, m.Body...)
-	} else {
-		dst = append(dst, `,"payloadEncoding":"base64","payloadBase64":"`...)
-		dst = base64.StdEncoding.AppendEncode(dst, m.Body)
-		dst = append(dst, '"')
+	if e.inline {
+		return append(dst, `,"payloadEncoding":"json","payload":`...)
 	}
-	return append(dst, '}'), nil
+	return append(dst, `,"payloadEncoding":"base64","payloadBase64":"`...)
 }
 
 const hexDigits = "0123456789abcdef"

@@ -100,6 +100,7 @@ type Delivery struct {
 
 	settler Settler
 	settled atomic.Bool
+	held    int64 // bytes counted against the pipeline's byte bound
 }
 
 // NewDelivery returns a delivery that reports its outcome to s. A nil s makes

@@ -50,9 +50,12 @@ type PipelineConfig struct {
 	BatchBytes int
 	// Linger is how long a partly filled batch waits (default 5ms).
 	Linger time.Duration
-	// MaxInFlight bounds the deliveries held at once (default 8192); Handle
-	// blocks when it is reached.
-	MaxInFlight int
+	// MaxInFlight bounds the deliveries held at once (default 8192), and
+	// MaxInFlightBytes their bytes: body, topic, id and properties plus
+	// about 0.5 KB of bookkeeping each (default 64 MiB). Handle blocks when
+	// either is reached.
+	MaxInFlight      int
+	MaxInFlightBytes int64
 	// MaxRequestsPerDestination and MaxRequests bound concurrent Sink.Send
 	// calls (defaults 64 and 128).
 	MaxRequestsPerDestination int
@@ -90,7 +93,7 @@ type Pipeline struct {
 	tune   atomic.Pointer[Tuning]
 	log    *slog.Logger
 	now    func() time.Time
-	slots  chan struct{} // one token per delivery held
+	admit  *admission    // bounds the deliveries held, in count and bytes
 	reqs   chan struct{} // one token per request in flight
 	stats  pipelineStats
 	m      *Metrics
@@ -122,6 +125,7 @@ type Stats struct {
 	Retried      int64 // message sends retried
 	Released     int64 // given back upstream at shutdown
 	InFlight     int64
+	HeldBytes    int64 // what the deliveries held count against MaxInFlightBytes
 	Requests     int64 // Sink.Send calls
 	// LastProgress is when a message was last forwarded or dead-lettered.
 	LastProgress time.Time
@@ -135,6 +139,17 @@ type item struct {
 	attempts int
 	first    time.Time
 	lastErr  error
+	// env is the plan of the JSON envelope; its size is 0 when the
+	// envelope is raw (out.Body is then the message's body).
+	env jsonEnvelope
+}
+
+// outLen is the length of the body written to MNS.
+func (it *item) outLen() int {
+	if it.env.size > 0 {
+		return it.env.size
+	}
+	return len(it.out.Body)
 }
 
 // NewPipeline checks cfg, fills defaults and returns a running pipeline.
@@ -150,6 +165,9 @@ func NewPipeline(cfg PipelineConfig) (*Pipeline, error) {
 	def(&cfg.BatchSize, 16)
 	def(&cfg.BatchBytes, 64*1024)
 	def(&cfg.MaxInFlight, 8192)
+	if cfg.MaxInFlightBytes <= 0 {
+		cfg.MaxInFlightBytes = 64 << 20
+	}
 	def(&cfg.MaxRequestsPerDestination, 64)
 	def(&cfg.MaxRequests, 128)
 	if cfg.Linger <= 0 {
@@ -171,7 +189,6 @@ func NewPipeline(cfg PipelineConfig) (*Pipeline, error) {
 		cfg:    cfg,
 		log:    cfg.Logger,
 		now:    cfg.Now,
-		slots:  make(chan struct{}, cfg.MaxInFlight),
 		reqs:   make(chan struct{}, cfg.MaxRequests),
 		m:      cfg.Metrics,
 		closed: make(chan struct{}),
@@ -183,6 +200,7 @@ func NewPipeline(cfg PipelineConfig) (*Pipeline, error) {
 	if p.now == nil {
 		p.now = time.Now
 	}
+	p.admit = newAdmission(cfg.MaxInFlight, cfg.MaxInFlightBytes, p.log, p.now)
 	p.tune.Store(&Tuning{Router: cfg.Router, Envelope: cfg.Envelope, BatchSize: cfg.BatchSize,
 		BatchBytes: cfg.BatchBytes, Linger: cfg.Linger, Retry: cfg.Retry})
 	p.sendCtx, p.cancelSend = context.WithCancel(context.Background())
@@ -226,8 +244,10 @@ func (p *Pipeline) Retune(t Tuning) error {
 // Stats returns the counters. Safe for concurrent use.
 func (p *Pipeline) Stats() Stats {
 	s := &p.stats
+	_, heldBytes := p.admit.held()
 	return Stats{
-		Received: s.received.Load(), Forwarded: s.forwarded.Load(), Duplicates: s.duplicates.Load(),
+		HeldBytes: heldBytes,
+		Received:  s.received.Load(), Forwarded: s.forwarded.Load(), Duplicates: s.duplicates.Load(),
 		DeadLettered: s.deadLettered.Load(), Retried: s.retried.Load(), Released: s.released.Load(),
 		InFlight: s.inFlight.Load(), Requests: s.requests.Load(),
 		LastProgress: time.Unix(0, s.lastProgress.Load()),
@@ -235,21 +255,19 @@ func (p *Pipeline) Stats() Stats {
 }
 
 // Handle takes one delivery (it is the Handler given to sources). It blocks
-// while MaxInFlight deliveries are held, until ctx is done or the pipeline
-// closes; then it returns an error and the delivery is still the caller's.
-// Once Handle returned nil, the pipeline settles the delivery.
+// while MaxInFlight deliveries or MaxInFlightBytes are held, until ctx is
+// done or the pipeline closes; then it returns an error and the delivery is
+// still the caller's. When there is room it takes the delivery even if ctx
+// is done. Once Handle returned nil, the pipeline settles the delivery.
 func (p *Pipeline) Handle(ctx context.Context, d *Delivery) error {
 	select {
 	case <-p.closed:
 		return ErrClosed
 	default:
 	}
-	select {
-	case p.slots <- struct{}{}:
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-p.closed:
-		return ErrClosed
+	d.held = heldSize(&d.Message)
+	if err := p.admit.acquire(ctx, p.closed, d.held); err != nil {
+		return err
 	}
 	p.stats.received.Add(1)
 	p.stats.inFlight.Add(1)
@@ -274,12 +292,8 @@ func (p *Pipeline) Handle(ctx context.Context, d *Delivery) error {
 	}
 	it := &item{d: d, dest: r.Dest, first: now, out: Outgoing{Tag: r.Tag, ID: m.MessageID}}
 	if tune.Envelope == EnvelopeJSON {
-		body, err := AppendEnvelope(nil, EnvelopeJSON, m)
-		if err != nil {
-			p.deadLetterNow(it, "envelope: "+err.Error())
-			return nil
-		}
-		it.out.Body = body
+		// The envelope is written for each request (see send), not held.
+		it.env = planEnvelope(m)
 	} else {
 		it.out.Body = m.Body
 	}
@@ -305,7 +319,7 @@ func (p *Pipeline) done(d *Delivery, o Outcome) {
 		p.stats.lastProgress.Store(p.now().UnixNano())
 	}
 	p.stats.inFlight.Add(-1)
-	<-p.slots
+	p.admit.release(d.held)
 }
 
 func (p *Pipeline) lane(dest Destination) *lane {
@@ -417,14 +431,14 @@ func (l *lane) run() {
 		select {
 		case it := <-l.in:
 			tune := p.tune.Load()
-			if len(batch) > 0 && size+len(it.out.Body) > tune.BatchBytes {
+			if len(batch) > 0 && size+it.outLen() > tune.BatchBytes {
 				flush()
 			}
 			if len(batch) == 0 {
 				linger.Reset(tune.Linger)
 			}
 			batch = append(batch, it)
-			size += len(it.out.Body)
+			size += it.outLen()
 			if len(batch) >= tune.BatchSize || size >= tune.BatchBytes {
 				flush()
 			}
@@ -457,8 +471,19 @@ func (l *lane) send(batch []*item) {
 	p := l.p
 	defer p.wg.Done()
 	outs := make([]Outgoing, len(batch))
+	envSize := 0
+	for _, it := range batch {
+		envSize += it.env.size
+	}
+	// One buffer for the batch's JSON envelopes, dropped after the request.
+	envs := make([]byte, 0, envSize)
 	for i, it := range batch {
 		outs[i] = it.out
+		if it.env.size > 0 {
+			start := len(envs)
+			envs = it.env.append(envs, &it.d.Message)
+			outs[i].Body = envs[start:len(envs):len(envs)]
+		}
 		it.attempts++
 	}
 	start := p.now()

@@ -153,6 +153,10 @@ type Delivery struct {
 	// MaxInFlight bounds the messages the pipeline holds at once; when it is
 	// reached the source stops reading (backpressure).
 	MaxInFlight int `yaml:"max_in_flight"`
+	// MaxInFlightBytes bounds the bytes the pipeline holds at once (bodies,
+	// topics, ids and properties, plus about 0.5 KB per message); whichever
+	// bound is reached first stops intake.
+	MaxInFlightBytes Size `yaml:"max_in_flight_bytes"`
 	// MaxRequestsPerDestination and MaxRequests bound concurrent MNS requests.
 	MaxRequestsPerDestination int        `yaml:"max_requests_per_destination"`
 	MaxRequests               int        `yaml:"max_requests"`

@@ -44,6 +44,7 @@ func Default() Config {
 			BatchBytes:                65536,
 			Linger:                    5 * time.Millisecond,
 			MaxInFlight:               8192,
+			MaxInFlightBytes:          64 * MiB,
 			MaxRequestsPerDestination: 64,
 			MaxRequests:               128,
 			Retry: Retry{

@@ -21,6 +21,7 @@ const (
 	MaxConnections   = 64                // clients per consumer group
 	MaxBatchSize     = 16                // messages per MNS batch request
 	MaxBatchBytes    = 65536             // body bytes per MNS batch request
+	MaxMessageBytes  = 65536             // one MNS message body, after encoding
 	MaxMNSNameLen    = 120               // queue and topic names
 	MaxMessageTagLen = 16                // MNS message tags, in characters
 	MaxNamedSegments = 16                // {name} segments in one route pattern
@@ -472,6 +473,10 @@ func (v *validator) delivery() {
 	v.between("delivery.batch_bytes", d.BatchBytes, 1, MaxBatchBytes)
 	v.nonNegative("delivery.linger", d.Linger)
 	v.atLeast("delivery.max_in_flight", d.MaxInFlight, 1)
+	if d.MaxInFlightBytes < MaxMessageBytes {
+		v.bad("delivery.max_in_flight_bytes", "%d is less than the largest message MNS accepts (%d bytes, 64KiB): the pipeline could not hold one; use at least 64KiB (default 64MiB)",
+			int64(d.MaxInFlightBytes), MaxMessageBytes)
+	}
 	v.atLeast("delivery.max_requests_per_destination", d.MaxRequestsPerDestination, 1)
 	v.atLeast("delivery.max_requests", d.MaxRequests, 1)
 

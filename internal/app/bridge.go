@@ -118,6 +118,7 @@ func New(cfg *config.Config, opts Options) (*Bridge, error) {
 	b.pipeline, err = bridge.NewPipeline(bridge.PipelineConfig{
 		Router: b.router, Sink: b.sink, DeadLetters: b.dead, Envelope: cfg.Envelope,
 		BatchSize: d.BatchSize, BatchBytes: d.BatchBytes, Linger: d.Linger, MaxInFlight: d.MaxInFlight,
+		MaxInFlightBytes:          int64(d.MaxInFlightBytes),
 		MaxRequestsPerDestination: d.MaxRequestsPerDestination, MaxRequests: d.MaxRequests,
 		Retry: bridge.RetryPolicy{InitialBackoff: d.Retry.InitialBackoff, MaxBackoff: d.Retry.MaxBackoff,
 			MaxAttempts: d.Retry.MaxAttempts, MaxAge: d.Retry.MaxAge},
@@ -136,6 +137,12 @@ func New(cfg *config.Config, opts Options) (*Bridge, error) {
 	b.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "iot_mns_bridge", Name: "in_flight",
 		Help: "Deliveries held by the pipeline (taken from the source, not yet settled)."},
 		func() float64 { return float64(b.pipeline.Stats().InFlight) }))
+	b.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "iot_mns_bridge", Name: "held_bytes",
+		Help: "Bytes the deliveries held by the pipeline count against delivery.max_in_flight_bytes."},
+		func() float64 { return float64(b.pipeline.Stats().HeldBytes) }))
+	b.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "iot_mns_bridge", Name: "held_bytes_limit",
+		Help: "delivery.max_in_flight_bytes: when held_bytes reaches it, the source stops reading."},
+		func() float64 { return float64(d.MaxInFlightBytes) }))
 	return b, nil
 }
 
@@ -393,6 +400,7 @@ func (b *Bridge) Reload(newCfg *config.Config) (needRestart []string, err error)
 	differs("http", old.HTTP, newCfg.HTTP)
 	differs("log", old.Log, newCfg.Log)
 	differs("delivery.max_in_flight", old.Delivery.MaxInFlight, newCfg.Delivery.MaxInFlight)
+	differs("delivery.max_in_flight_bytes", old.Delivery.MaxInFlightBytes, newCfg.Delivery.MaxInFlightBytes)
 	differs("delivery.max_requests", old.Delivery.MaxRequests, newCfg.Delivery.MaxRequests)
 	differs("delivery.max_requests_per_destination", old.Delivery.MaxRequestsPerDestination, newCfg.Delivery.MaxRequestsPerDestination)
 	differs("delivery.dedup", old.Delivery.Dedup, newCfg.Delivery.Dedup)

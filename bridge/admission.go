@@ -1,0 +1,112 @@
+package bridge
+
+import (
+	"context"
+	"log/slog"
+	"sync"
+	"time"
+)
+
+// heldOverhead is what a held delivery costs beyond its body, topic, id and
+// properties: the Delivery, the pipeline's item and the source's token,
+// about 0.5 KB measured. It is counted so that the byte bound also holds
+// for many small messages.
+const heldOverhead = 512
+
+// heldSize is what a delivery counts against the pipeline's byte bound.
+func heldSize(m *Message) int64 {
+	n := heldOverhead + len(m.Body) + len(m.Topic) + len(m.MessageID)
+	for k, v := range m.Properties {
+		n += len(k) + len(v) + 16
+	}
+	return int64(n)
+}
+
+// admission bounds what the pipeline holds at once, in deliveries and in
+// bytes (heldSize). acquire blocks while either bound is reached, which is
+// how backpressure reaches the sources: a STOMP connection stops reading
+// its socket, an AMQP link stops issuing credit. One delivery is always
+// admitted when nothing is held, whatever its size, so a message larger
+// than the byte bound cannot stall the pipeline.
+//
+// Reaching a bound is logged once, and clearing it (when the pipeline holds
+// at most half of both bounds again) once; when the bounds are reached again
+// and again, at most once a stateLogEvery. Safe for concurrent use.
+type admission struct {
+	maxCount, maxBytes int64
+	log                *slog.Logger
+	now                func() time.Time
+
+	mu        sync.Mutex
+	count     int64
+	bytes     int64
+	wake      chan struct{} // closed on the next release; nil when nobody waits
+	full      bool          // a bound was reached and logged, not yet cleared
+	fullSince time.Time     // when it was
+	lastLog   time.Time     // when reaching a bound was last logged
+}
+
+func newAdmission(maxCount int, maxBytes int64, log *slog.Logger, now func() time.Time) *admission {
+	return &admission{maxCount: int64(maxCount), maxBytes: maxBytes, log: log, now: now}
+}
+
+// acquire takes room for one delivery of n bytes. When there is room it
+// never fails, even if ctx is done; otherwise it waits until a release
+// makes room, ctx is done (ctx's error) or closed is closed (ErrClosed).
+func (a *admission) acquire(ctx context.Context, closed <-chan struct{}, n int64) error {
+	for {
+		a.mu.Lock()
+		if a.count == 0 || (a.count < a.maxCount && a.bytes+n <= a.maxBytes) {
+			a.count++
+			a.bytes += n
+			a.mu.Unlock()
+			return nil
+		}
+		if now := a.now(); !a.full && (a.lastLog.IsZero() || now.Sub(a.lastLog) >= stateLogEvery) {
+			a.full, a.fullSince, a.lastLog = true, now, now
+			bound := "delivery.max_in_flight_bytes"
+			if a.count >= a.maxCount {
+				bound = "delivery.max_in_flight"
+			}
+			a.log.Warn("the pipeline holds as much as it may; the source stops reading until MNS takes messages",
+				"bound", bound, "messages", a.count, "bytes", a.bytes,
+				"max_in_flight", a.maxCount, "max_in_flight_bytes", a.maxBytes)
+		}
+		if a.wake == nil {
+			a.wake = make(chan struct{})
+		}
+		wake := a.wake
+		a.mu.Unlock()
+		select {
+		case <-wake:
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-closed:
+			return ErrClosed
+		}
+	}
+}
+
+// release gives back the room of one delivery of n bytes.
+func (a *admission) release(n int64) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.count--
+	a.bytes -= n
+	if a.wake != nil {
+		close(a.wake)
+		a.wake = nil
+	}
+	if a.full && a.count <= a.maxCount/2 && a.bytes <= a.maxBytes/2 {
+		a.full = false
+		a.log.Info("the pipeline has room again; the source reads again",
+			"messages", a.count, "bytes", a.bytes, "after", a.now().Sub(a.fullSince).Round(time.Millisecond))
+	}
+}
+
+// held returns the deliveries and bytes held.
+func (a *admission) held() (count, bytes int64) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.count, a.bytes
+}

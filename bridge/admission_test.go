@@ -1,0 +1,160 @@
+package bridge
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"runtime"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// errUnavailable is a retryable send failure, as MNS answering 503.
+var errUnavailable = errors.New("503 Service Unavailable")
+
+// bigMessage is a message with a body of n bytes of JSON-free text.
+func bigMessage(i, n int) Message {
+	body := make([]byte, n)
+	for j := range body {
+		body[j] = 'a' + byte((i+j)%26)
+	}
+	return Message{Topic: userTopic(i), MessageID: fmt.Sprintf("m%05d", i), Body: body}
+}
+
+// TestPipelineHoldsAtMostMaxInFlightBytes: with 45 KB bodies and MNS
+// failing, the pipeline takes deliveries only up to its byte bound (far
+// below the count bound), Handle then blocks, reaching and clearing the
+// bound are logged once each, and nothing is lost when MNS is back.
+func TestPipelineHoldsAtMostMaxInFlightBytes(t *testing.T) {
+	const (
+		bound = 1 << 20
+		size  = 45 << 10
+		total = 100
+	)
+	var down atomic.Bool
+	down.Store(true)
+	sink := newFakeSink(func(_, _ int, _ Outgoing) error {
+		if down.Load() {
+			return errUnavailable
+		}
+		return nil
+	})
+	logs := &countingHandler{n: map[string]int{}}
+	h := newHarness(t, sink, func(c *PipelineConfig) {
+		c.MaxInFlightBytes = bound
+		c.Logger = slog.New(logs)
+	})
+	fed := make(chan error, 1)
+	go func() {
+		for i := range total {
+			if err := h.p.Handle(context.Background(), NewDelivery(bigMessage(i, size), h.rec, nil)); err != nil {
+				fed <- err
+				return
+			}
+		}
+		fed <- nil
+	}()
+	one := heldSize(&Message{Topic: userTopic(0), MessageID: "m00000", Body: make([]byte, size)})
+	waitUntil(t, func() bool { return h.p.Stats().HeldBytes+one > bound })
+	st := h.p.Stats()
+	if st.HeldBytes > bound {
+		t.Fatalf("held %d bytes, more than the bound %d", st.HeldBytes, bound)
+	}
+	if want := int64(bound / one); st.Received != want {
+		t.Fatalf("took %d deliveries of %d bytes, want %d (bound %d)", st.Received, one, want, bound)
+	}
+	// The next Handle blocks: a Handle with a done context now fails.
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := h.p.Handle(ctx, NewDelivery(bigMessage(total, size), h.rec, nil)); !errors.Is(err, context.Canceled) {
+		t.Fatalf("Handle at the byte bound = %v, want the context's error", err)
+	}
+	if n := logs.count("the pipeline holds as much as it may; the source stops reading until MNS takes messages"); n != 1 {
+		t.Fatalf("bound reached logged %d times, want 1", n)
+	}
+
+	down.Store(false)
+	if err := <-fed; err != nil {
+		t.Fatalf("Handle: %v", err)
+	}
+	waitUntil(t, func() bool { return h.p.Stats().Forwarded == total })
+	if n := logs.count("the pipeline has room again; the source reads again"); n != 1 {
+		t.Fatalf("bound cleared logged %d times, want 1", n)
+	}
+	h.settleAll(t, total, Accepted)
+	if st := h.p.Stats(); st.HeldBytes != 0 || st.InFlight != 0 {
+		t.Fatalf("after the drain: %d held, %d bytes, want none", st.InFlight, st.HeldBytes)
+	}
+}
+
+// TestPipelineAdmitsOneMessageLargerThanTheBound: a message larger than the
+// byte bound is taken when nothing else is held, so it cannot stall intake.
+func TestPipelineAdmitsOneMessageLargerThanTheBound(t *testing.T) {
+	sink := newFakeSink(nil)
+	h := newHarness(t, sink, func(c *PipelineConfig) { c.MaxInFlightBytes = 64 << 10 })
+	for i := range 3 {
+		if err := h.p.Handle(context.Background(), NewDelivery(bigMessage(i, 100<<10), h.rec, nil)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	h.settleAll(t, 3, Accepted)
+}
+
+// TestHeldMessageCostsLittleMoreThanItsPayload measures the heap a held
+// message costs while MNS fails and its retry waits: at most 1.5 times its
+// 45 KB payload, whatever the envelope (the JSON envelope is written for
+// each request, not held).
+func TestHeldMessageCostsLittleMoreThanItsPayload(t *testing.T) {
+	for _, env := range []string{EnvelopeRaw, EnvelopeJSON} {
+		t.Run(env, func(t *testing.T) {
+			const (
+				size = 45 << 10
+				n    = 200
+			)
+			sink := newFakeSink(func(_, _ int, _ Outgoing) error { return errUnavailable })
+			h := newHarness(t, sink, func(c *PipelineConfig) {
+				c.Envelope = env
+				c.Retry = RetryPolicy{InitialBackoff: time.Hour, MaxBackoff: time.Hour}
+			})
+			runtime.GC()
+			var before, after runtime.MemStats
+			runtime.ReadMemStats(&before)
+			for i := range n {
+				if err := h.p.Handle(context.Background(), NewDelivery(bigMessage(i, size), h.rec, nil)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			// Every message has been tried once and waits for its retry.
+			waitUntil(t, func() bool { return h.p.Stats().Retried == n })
+			runtime.GC()
+			runtime.ReadMemStats(&after)
+			per := float64(int64(after.HeapAlloc)-int64(before.HeapAlloc)) / n
+			t.Logf("envelope %s: %.0f bytes of heap per held message of %d bytes (%.2f×)", env, per, size, per/size)
+			if per > 1.5*size {
+				t.Errorf("a held message costs %.0f bytes of heap, more than 1.5 × its %d byte payload", per, size)
+			}
+			// Shutting down releases them all: none is lost.
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Millisecond)
+			defer cancel()
+			_ = h.p.Drain(ctx)
+			h.rec.mu.Lock()
+			defer h.rec.mu.Unlock()
+			if len(h.rec.outcomes) != n {
+				t.Fatalf("%d settled, want %d", len(h.rec.outcomes), n)
+			}
+			for id, os := range h.rec.outcomes {
+				if len(os) != 1 || os[0] != Released {
+					t.Fatalf("%s: %v, want released once", id, os)
+				}
+			}
+		})
+	}
+}
+
+func (h *countingHandler) count(msg string) int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.n[msg]
+}
