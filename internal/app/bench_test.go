@@ -65,7 +65,7 @@ func benchPipeline(b *testing.B, withSpool bool) {
 			b.Fatal(err)
 		}
 		defer sp.Close()
-		s := newSpooled(sp, br.pipeline, slog.New(slog.DiscardHandler))
+		s := spool.NewStage(sp, br.pipeline.Handle, slog.New(slog.DiscardHandler))
 		intake = s.Intake
 		go s.Feed(ctx)
 	}

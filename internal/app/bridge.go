@@ -259,7 +259,7 @@ func (b *Bridge) Run(ctx context.Context) error {
 	runCtx, cancelRun := context.WithCancel(ctx)
 	defer cancelRun()
 	intake := b.pipeline.Handle
-	var sp *spooled
+	var sp *spool.Stage
 	var feederDone chan struct{}
 	if b.cfg.Spool.Dir != "" {
 		s, err := spool.Open(spool.Options{Dir: b.cfg.Spool.Dir, MaxBytes: int64(b.cfg.Spool.MaxBytes),
@@ -275,7 +275,7 @@ func (b *Bridge) Run(ctx context.Context) error {
 		st := s.Stats()
 		b.log.Info("spool open", "dir", b.cfg.Spool.Dir, "messages", st.Depth, "bytes", st.Bytes)
 		b.registerSpoolMetrics(s)
-		sp = newSpooled(s, b.pipeline, b.log.With("component", "spool"))
+		sp = spool.NewStage(s, b.pipeline.Handle, b.log.With("component", "spool"))
 		intake = sp.Intake
 		feederDone = make(chan struct{})
 		go func() { defer close(feederDone); sp.Feed(runCtx) }()

@@ -1,4 +1,4 @@
-package app
+package spool
 
 import (
 	"context"
@@ -8,10 +8,9 @@ import (
 	"time"
 
 	"github.com/iot-mns-bridge/iot-mns-bridge/bridge"
-	"github.com/iot-mns-bridge/iot-mns-bridge/bridge/spool"
 )
 
-// spooled puts the local spool between the source and the pipeline:
+// Stage puts the local spool between the source and the pipeline:
 //
 //	source ──Intake──► spool (group-committed fsync) ──settle upstream──► done
 //	                      └──feeder (in key order)──► pipeline ──accepted──► spool.Delete
@@ -22,15 +21,15 @@ import (
 // when MNS accepted it or it was dead-lettered. Released messages (shutdown)
 // stay in the spool and are forwarded again on the next start.
 //
-// When the spool is full (spool.max_bytes) or its commits fail (disk full,
+// When the spool is full (Options.MaxBytes) or its commits fail (disk full,
 // I/O errors), Intake blocks, so the source stops consuming: the messages
 // whose commit failed are kept in memory and appended again with backoff
 // until a commit succeeds. They are never released while the bridge runs
 // (with STOMP ack auto a release would lose them; with client acks it would
 // make the platform redeliver in a storm); at shutdown they are released.
-type spooled struct {
-	sp       *spool.Spool
-	pipeline *bridge.Pipeline
+type Stage struct {
+	sp       *Spool
+	pipeline bridge.Handler
 	log      *slog.Logger
 	kick     chan struct{}
 
@@ -40,8 +39,11 @@ type spooled struct {
 	full    bool               // the last Append found the spool full
 }
 
-func newSpooled(sp *spool.Spool, p *bridge.Pipeline, log *slog.Logger) *spooled {
-	return &spooled{sp: sp, pipeline: p, log: log, kick: make(chan struct{}, 1)}
+// NewStage returns the stage that spools deliveries in sp and forwards
+// them to next (the pipeline's Handle); Feed must run for them to leave the
+// spool.
+func NewStage(sp *Spool, next bridge.Handler, log *slog.Logger) *Stage {
+	return &Stage{sp: sp, pipeline: next, log: log, kick: make(chan struct{}, 1)}
 }
 
 // retryWait is the pause between attempts while the spool is full or its
@@ -51,7 +53,7 @@ const retryWait = 200 * time.Millisecond
 // Intake is the bridge.Handler given to the source. It returns once d is
 // queued for a durable write; it blocks while the spool is full or its
 // commits fail, until they succeed again or ctx is done.
-func (s *spooled) Intake(ctx context.Context, d *bridge.Delivery) error {
+func (s *Stage) Intake(ctx context.Context, d *bridge.Delivery) error {
 	for {
 		if err := s.retryFailed(ctx); err != nil {
 			return err
@@ -62,11 +64,11 @@ func (s *spooled) Intake(ctx context.Context, d *bridge.Delivery) error {
 			return nil
 		}
 		switch {
-		case errors.Is(err, spool.ErrFull):
+		case errors.Is(err, ErrFull):
 			s.setFull(true, err)
 		case !bridge.Retryable(err):
 			// A message larger than the whole spool: forward it directly.
-			return s.pipeline.Handle(ctx, d)
+			return s.pipeline(ctx, d)
 		default:
 			return err
 		}
@@ -79,7 +81,7 @@ func (s *spooled) Intake(ctx context.Context, d *bridge.Delivery) error {
 // committed returns the Append callback for d: on success it settles d
 // upstream and wakes the feeder; on failure it keeps d for another append.
 // It runs on the spool's writer goroutine and must not block.
-func (s *spooled) committed(d *bridge.Delivery) func(uint64, error) {
+func (s *Stage) committed(d *bridge.Delivery) func(uint64, error) {
 	return func(_ uint64, err error) {
 		s.mu.Lock()
 		if err != nil {
@@ -106,7 +108,7 @@ func (s *spooled) committed(d *bridge.Delivery) func(uint64, error) {
 
 // retryFailed blocks while commits fail: it appends the held messages again
 // every retryWait until a commit succeeds, or returns ctx's error.
-func (s *spooled) retryFailed(ctx context.Context) error {
+func (s *Stage) retryFailed(ctx context.Context) error {
 	for {
 		s.mu.Lock()
 		failing, retry := s.failing != nil, s.failed
@@ -134,7 +136,7 @@ func (s *spooled) retryFailed(ctx context.Context) error {
 
 // Close releases the messages still held after failed commits (shutdown:
 // the platform redelivers those it can).
-func (s *spooled) Close() {
+func (s *Stage) Close() {
 	s.mu.Lock()
 	held := s.failed
 	s.failed = nil
@@ -147,7 +149,7 @@ func (s *spooled) Close() {
 	}
 }
 
-func (s *spooled) setFull(full bool, err ...error) {
+func (s *Stage) setFull(full bool, err ...error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if full && !s.full {
@@ -171,7 +173,7 @@ func sleep(ctx context.Context, d time.Duration) error {
 }
 
 // spoolSettler deletes a forwarded message from the spool.
-type spoolSettler struct{ sp *spool.Spool }
+type spoolSettler struct{ sp *Spool }
 
 func (ss spoolSettler) Settle(d *bridge.Delivery, o bridge.Outcome) {
 	if o == bridge.Accepted {
@@ -180,16 +182,16 @@ func (ss spoolSettler) Settle(d *bridge.Delivery, o bridge.Outcome) {
 }
 
 // Feed forwards spooled messages into the pipeline in key order, starting
-// with what an earlier run left, until ctx is done. It blocks in
-// pipeline.Handle when the pipeline is full.
-func (s *spooled) Feed(ctx context.Context) {
+// with what an earlier run left, until ctx is done. It blocks in the next
+// handler when the pipeline is full.
+func (s *Stage) Feed(ctx context.Context) {
 	settler := spoolSettler{sp: s.sp}
 	next := uint64(0)
 	tick := time.NewTicker(200 * time.Millisecond)
 	defer tick.Stop()
 	for {
 		err := s.sp.ReplayFrom(next, func(key uint64, m bridge.Message) error {
-			if err := s.pipeline.Handle(ctx, bridge.NewDelivery(m, settler, key)); err != nil {
+			if err := s.pipeline(ctx, bridge.NewDelivery(m, settler, key)); err != nil {
 				return err
 			}
 			next = key + 1
