@@ -21,6 +21,7 @@ type Metrics struct {
 	BatchSize      prometheus.Histogram
 	RequestSeconds *prometheus.HistogramVec // by destination kind and status
 	SendFailures   *prometheus.CounterVec   // messages whose send failed, by status
+	Throttled      prometheus.Counter       // messages whose send MNS throttled
 }
 
 // NewMetrics creates the collectors and registers them with reg.
@@ -39,8 +40,10 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Buckets: prometheus.ExponentialBuckets(0.001, 2, 15)}, []string{"kind", "status"}),
 		SendFailures: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "send_failures_total",
 			Help: "Messages whose MNS send failed, by HTTP status (or network), whatever happened next (retry or dead-letter)."}, []string{"status"}),
+		Throttled: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Name: "throttled_total",
+			Help: "Messages whose MNS send was throttled (429 TooManyRequests, or the legacy QpsLimitExceeded); they are retried with backoff."}),
 	}
-	reg.MustRegister(m.Received, m.Forwarded, m.Duplicates, m.Retried, m.DeadLettered, m.BatchSize, m.RequestSeconds, m.SendFailures)
+	reg.MustRegister(m.Received, m.Forwarded, m.Duplicates, m.Retried, m.DeadLettered, m.BatchSize, m.RequestSeconds, m.SendFailures, m.Throttled)
 	return m
 }
 
@@ -78,6 +81,9 @@ func (m *Metrics) request(d Destination, errs []error, took time.Duration) {
 		if err != nil {
 			s := statusLabel(err)
 			m.SendFailures.WithLabelValues(s).Inc()
+			if throttled(err) {
+				m.Throttled.Inc()
+			}
 			if status == "ok" {
 				status = s
 			}
@@ -97,6 +103,13 @@ func statusLabel(err error) string {
 		return "canceled"
 	}
 	return "network"
+}
+
+// throttled reports whether a sink error says the destination throttled
+// the send (a method Throttled() bool that returns true).
+func throttled(err error) bool {
+	var t interface{ Throttled() bool }
+	return errors.As(err, &t) && t.Throttled()
 }
 
 func (m *Metrics) deadLettered(entries []DeadLetter) {

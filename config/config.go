@@ -120,6 +120,12 @@ type MNS struct {
 	Credentials    Credentials   `yaml:"credentials"`
 	BodyEncoding   string        `yaml:"body_encoding"` // base64 | raw
 	RequestTimeout time.Duration `yaml:"request_timeout"`
+	// SignatureVersion is v2 (HMAC-SHA1, the public default) or v4
+	// (MNS4-HMAC-SHA256).
+	SignatureVersion string `yaml:"signature_version"`
+	// Region is the region V4 signs for; "" derives it from Endpoint when
+	// that has the documented form.
+	Region string `yaml:"region"`
 }
 
 // Route sends messages whose topic matches Match to Queue or Topic. Exactly

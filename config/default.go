@@ -36,8 +36,9 @@ func Default() Config {
 			ReconnectMaxBackoff: 60 * time.Second,
 		},
 		MNS: MNS{
-			BodyEncoding:   "base64",
-			RequestTimeout: 10 * time.Second,
+			BodyEncoding:     "base64",
+			RequestTimeout:   10 * time.Second,
+			SignatureVersion: "v2",
 		},
 		Delivery: Delivery{
 			BatchSize:                 16,

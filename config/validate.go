@@ -14,6 +14,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/iot-mns-bridge/iot-mns-bridge/iotauth"
+	"github.com/iot-mns-bridge/iot-mns-bridge/sinks/mns"
 )
 
 // Limits the platform and MNS put on config values.
@@ -256,6 +257,29 @@ func (v *validator) mns() {
 	}
 	v.oneOf("mns.body_encoding", m.BodyEncoding, "base64", "raw")
 	v.positive("mns.request_timeout", m.RequestTimeout)
+	v.oneOf("mns.signature_version", m.SignatureVersion, "v2", "v4")
+	if m.Region != "" && !validRegion(m.Region) {
+		v.bad("mns.region", "%q is not a region id like cn-hangzhou: lower-case letters, digits and '-'", m.Region)
+	}
+	if m.SignatureVersion == "v4" && m.Region == "" && checkMNSEndpoint(m.Endpoint) == nil {
+		if _, ok := mns.RegionFromEndpoint(m.Endpoint); !ok {
+			v.bad("mns.region", "required with signature_version v4: it cannot be derived from mns.endpoint %q (only from the documented form https://ACCOUNT_ID.mns.REGION.aliyuncs.com); set it, e.g. cn-hangzhou", m.Endpoint)
+		}
+	}
+}
+
+// validRegion reports whether s looks like a region id (cn-hangzhou,
+// eu-west-1, ...).
+func validRegion(s string) bool {
+	if len(s) > 64 || s[0] == '-' || s[len(s)-1] == '-' {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-') {
+			return false
+		}
+	}
+	return true
 }
 
 func checkMNSEndpoint(e string) error {

@@ -67,6 +67,15 @@ func TestValidate(t *testing.T) {
 		{"mns own credentials", func(c *Config) { c.MNS.Credentials = Credentials{AccessKeyID: "LTAImns"} }, "mns.credentials.access_key_secret: required"},
 		{"body encoding", func(c *Config) { c.MNS.BodyEncoding = "hex" }, `mns.body_encoding: "hex" is not supported: use base64 or raw`},
 		{"request timeout", func(c *Config) { c.MNS.RequestTimeout = -1 }, "mns.request_timeout: must be more than 0"},
+		{"signature version", func(c *Config) { c.MNS.SignatureVersion = "v3" }, `mns.signature_version: "v3" is not supported: use v2 or v4`},
+		{"v4 region from endpoint", func(c *Config) {
+			c.MNS.SignatureVersion, c.MNS.Endpoint = "v4", "http://1234.mns.cn-hangzhou-internal.aliyuncs.com"
+		}, ""},
+		{"v4 loopback needs region", func(c *Config) { c.MNS.SignatureVersion, c.MNS.Endpoint = "v4", "http://127.0.0.1:9000" }, "mns.region: required with signature_version v4"},
+		{"v4 loopback with region", func(c *Config) {
+			c.MNS.SignatureVersion, c.MNS.Endpoint, c.MNS.Region = "v4", "http://127.0.0.1:9000", "cn-hangzhou"
+		}, ""},
+		{"region malformed", func(c *Config) { c.MNS.Region = "CN_Hangzhou" }, `mns.region: "CN_Hangzhou" is not a region id`},
 		{"route neither", func(c *Config) { c.Routes[0].Queue = "" }, "routes[0]: set queue or topic"},
 		{"route topic with tag", func(c *Config) { c.Routes[0] = Route{Match: "/{pk}/#", Topic: "t-{pk}", MessageTag: "{pk}"} }, ""},
 		{"route catch all", func(c *Config) { c.Routes[0].Match = "/#"; c.Routes[0].Queue = "all" }, ""},

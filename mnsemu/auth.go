@@ -21,7 +21,7 @@ const (
 )
 
 // authenticate checks the version header, the Date window, Content-MD5,
-// Content-Type and the V2 signature, in that order.
+// Content-Type and the V2 or V4 signature, in that order.
 func (e *Emulator) authenticate(r *http.Request, body []byte) *apiError {
 	switch v := r.Header.Get("X-Mns-Version"); {
 	case v == "":
@@ -48,10 +48,17 @@ func (e *Emulator) authenticate(r *http.Request, body []byte) *apiError {
 	if auth == "" {
 		return errf(400, "MissingAuthorizationHeader", "The Authorization header is required.")
 	}
+	v4c, isV4, aerr := parseV4Authorization(auth)
+	if aerr != nil {
+		return aerr
+	}
 	rest, ok := strings.CutPrefix(auth, "MNS ")
 	id, sig, ok2 := strings.Cut(rest, ":")
-	if !ok || !ok2 || id == "" || sig == "" {
-		return errf(400, "InvalidAuthorizationHeader", "The Authorization header is not \"MNS AccessKeyId:Signature\".")
+	if !isV4 && (!ok || !ok2 || id == "" || sig == "") {
+		return errf(400, "InvalidAuthorizationHeader", "The Authorization header is not \"MNS AccessKeyId:Signature\" (V2) or \"MNS4-HMAC-SHA256 Credential=...,Signature=...\" (V4).")
+	}
+	if isV4 {
+		id = v4c.id
 	}
 	secret, known := e.keys[id]
 	if !known {
@@ -67,6 +74,9 @@ func (e *Emulator) authenticate(r *http.Request, body []byte) *apiError {
 		if err != nil || (mt != "text/xml" && mt != "application/xml") {
 			return errf(400, "InvalidContentType", "The Content-Type must be text/xml or application/xml.")
 		}
+	}
+	if isV4 {
+		return e.verifyV4(r, v4c, t)
 	}
 	canon := canonicalHeaders(r.Header)
 	dates := []string{date}

@@ -1,7 +1,7 @@
 // Package mnsemu is an emulator of the Alibaba Cloud MNS (SMQ) HTTP API for
 // tests, the demo and benchmarks. It follows the published protocol, not any
-// one client: it verifies V2 signatures and the 15-minute Date window,
-// accepts what the official SDKs send (with or without Content-MD5, three
+// one client: it verifies V2 and V4 (MNS4-HMAC-SHA256) signatures and the
+// 15-minute Date window, accepts what the official SDKs send (with or without Content-MD5, three
 // Content-Types, the XML namespace with or without the trailing slash or not
 // at all) and answers with the documented XML, status codes and limits.
 //
@@ -40,6 +40,9 @@ type Config struct {
 	AccessKeys map[string]string
 	// Queues and Topics exist from the start.
 	Queues, Topics []string
+	// Region, when set, is the only region V4 signatures may name; ""
+	// accepts the region of any Credential.
+	Region string
 	// AutoCreate creates a queue or topic with default attributes on first
 	// use instead of answering QueueNotExist / TopicNotExist.
 	AutoCreate bool
@@ -56,6 +59,10 @@ type Config struct {
 	// ThrottleHold is how long a throttled request is held before its 429
 	// (MNS holds about 500 ms). Default 0.
 	ThrottleHold time.Duration
+	// ThrottleCode is the code throttled requests get: "" or
+	// "TooManyRequests" (429, today's MNS), or "QpsLimitExceeded" (400, the
+	// legacy per-queue limit).
+	ThrottleCode string
 	// PartialFailureRate is the fraction of messages in a BatchSendMessage
 	// that fail with InternalError while the others are stored.
 	PartialFailureRate float64
@@ -84,6 +91,7 @@ type Faults struct {
 	ErrorStatus        int
 	ThrottleRate       float64
 	ThrottleHold       time.Duration
+	ThrottleCode       string
 	PartialFailureRate float64
 	FailMessage        func(queue string, index int, body string) bool
 }
@@ -97,7 +105,7 @@ type Stats struct {
 	Published int64
 	Received  int64
 	Deleted   int64
-	// Throttled counts requests answered 429; InjectedErrors those failed
+	// Throttled counts requests throttled (429, or 400 QpsLimitExceeded); InjectedErrors those failed
 	// by ErrorRate; PartialFailures the batch messages failed on purpose.
 	Throttled       int64
 	InjectedErrors  int64
@@ -157,7 +165,7 @@ func New(cfg Config) *Emulator {
 	rand.Read(e.idPrefix[:])
 	e.faults = Faults{Latency: cfg.Latency, Jitter: cfg.Jitter, ErrorRate: cfg.ErrorRate,
 		ErrorStatus: cfg.ErrorStatus, ThrottleRate: cfg.ThrottleRate, ThrottleHold: cfg.ThrottleHold,
-		PartialFailureRate: cfg.PartialFailureRate, FailMessage: cfg.FailMessage}
+		ThrottleCode: cfg.ThrottleCode, PartialFailureRate: cfg.PartialFailureRate, FailMessage: cfg.FailMessage}
 	e.Reset()
 	return e
 }
@@ -465,6 +473,9 @@ func (e *Emulator) admit(f Faults, r *http.Request, n int) *apiError {
 			case <-r.Context().Done():
 				t.Stop()
 			}
+		}
+		if f.ThrottleCode == "QpsLimitExceeded" {
+			return errf(400, "QpsLimitExceeded", "The queue's QPS limit was exceeded.")
 		}
 		return errf(429, "TooManyRequests", "The request is denied by cluster flow limiter for too many requests.")
 	}

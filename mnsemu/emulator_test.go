@@ -53,6 +53,7 @@ type req struct {
 	extra              map[string]string // more headers, signed if x-mns-*
 	auth               string            // overrides Authorization
 	token              string
+	v4region           string // sign with V4 for this region (the emulator's vector-tested signer)
 }
 
 type env struct {
@@ -132,6 +133,12 @@ func (v *env) do(r req) (int, http.Header, []byte) {
 	m := hmac.New(sha1.New, []byte(r.secret))
 	m.Write([]byte(sts))
 	auth := "MNS " + r.id + ":" + base64.StdEncoding.EncodeToString(m.Sum(nil))
+	if r.v4region != "" {
+		dt, _ := http.ParseTime(hr.Header.Get("Date"))
+		dts := dt.UTC().Format("20060102T150405Z")
+		canon := v4CanonicalRequest(r.method, hr.URL.Path, queryPairs(hr.URL.RawQuery), hr.Header)
+		auth = "MNS4-HMAC-SHA256 Credential=" + r.id + "/" + dts[:8] + "/" + r.v4region + "/mns/aliyun_v4_request,Signature=" + v4Sign(v4Public, r.secret, dts, r.v4region, canon)
+	}
 	if r.auth != "" {
 		auth = r.auth
 	}

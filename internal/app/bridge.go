@@ -81,11 +81,14 @@ func New(cfg *config.Config, opts Options) (*Bridge, error) {
 	var secretFailing atomic.Bool // logs a failing secret file once, not per request
 
 	client, err := mns.NewClient(mns.Config{
-		Endpoint:     cfg.MNS.Endpoint,
-		AccessKeyID:  cfg.MNS.Credentials.AccessKeyID,
-		BodyEncoding: cfg.MNS.BodyEncoding,
-		Timeout:      cfg.MNS.RequestTimeout,
-		MaxConns:     cfg.Delivery.MaxRequests,
+		Endpoint:         cfg.MNS.Endpoint,
+		AccessKeyID:      cfg.MNS.Credentials.AccessKeyID,
+		BodyEncoding:     cfg.MNS.BodyEncoding,
+		Timeout:          cfg.MNS.RequestTimeout,
+		MaxConns:         cfg.Delivery.MaxRequests,
+		SignatureVersion: cfg.MNS.SignatureVersion,
+		Region:           cfg.MNS.Region,
+		Version:          ShortVersion(),
 		Credentials: func() (string, string, string) {
 			secret, token, err := cfg.MNSSecrets()
 			if err != nil {

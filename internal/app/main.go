@@ -176,6 +176,28 @@ func Version() string {
 	return out + " " + bi.GoVersion
 }
 
+// ShortVersion is the version as one token, for the MNS User-Agent: the
+// module or stamped version, or "devel" with the first 12 digits of the VCS
+// revision.
+func ShortVersion() string {
+	if stampedVersion != "" {
+		return stampedVersion
+	}
+	bi, ok := debug.ReadBuildInfo()
+	if !ok {
+		return "unknown"
+	}
+	if v := bi.Main.Version; v != "" && v != "(devel)" {
+		return v
+	}
+	for _, s := range bi.Settings {
+		if s.Key == "vcs.revision" && len(s.Value) >= 12 {
+			return "devel-" + s.Value[:12]
+		}
+	}
+	return "devel"
+}
+
 func cmdVersion(_ context.Context, args []string, stdio Stdio) error {
 	fs := newFlags("version", stdio)
 	if err := parseFlags(fs, args, false); err != nil {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/md5"
+	"crypto/rand"
 	"encoding/hex"
 	"encoding/xml"
 	"errors"
@@ -11,6 +12,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -41,7 +43,10 @@ const (
 const (
 	contentType  = "text/xml;charset=UTF-8"
 	canonVersion = "x-mns-version:" + APIVersion + "\n"
-	maxReplySize = 4 << 20
+	// canonUserRequestID starts the x-mns-user-request-id line, which sorts
+	// before x-mns-version.
+	canonUserRequestID = "x-mns-user-request-id:"
+	maxReplySize       = 4 << 20
 )
 
 // Config configures a Client. Endpoint and either the static AccessKey pair
@@ -73,6 +78,15 @@ type Config struct {
 	HTTPClient *http.Client
 	// Now is the clock for the Date header; default time.Now.
 	Now func() time.Time
+	// SignatureVersion is "v2" (default; HMAC-SHA1, what every SDK sends by
+	// default) or "v4" (MNS4-HMAC-SHA256, opt-in in the Java SDK 2.0).
+	SignatureVersion string
+	// Region is the region V4 signs for; "" derives it from Endpoint (see
+	// RegionFromEndpoint). Unused by V2.
+	Region string
+	// Version is the bridge's version, sent in the User-Agent
+	// "iot-mns-bridge/<version> (<go version>; <os>/<arch>)"; default "dev".
+	Version string
 }
 
 // Client is an MNS HTTP API client. It is safe for concurrent use. It does
@@ -87,11 +101,19 @@ type Client struct {
 	creds   func() (id, secret, token string)
 	now     func() time.Time
 	date    atomic.Pointer[dateEntry]
+	ua      string
+	// v4 signing: region, and the cached signing key.
+	v4     bool
+	region string
+	v4key  v4KeyCache
+	// user request ids: a random prefix per client and a counter.
+	ridPrefix string
+	ridSeq    atomic.Uint64
 }
 
 type dateEntry struct {
-	sec int64
-	s   string
+	sec   int64
+	s, v4 string
 }
 
 // SendResult is what MNS returned for one accepted message.
@@ -131,6 +153,24 @@ func NewClient(cfg Config) (*Client, error) {
 		id, secret, token := cfg.AccessKeyID, cfg.AccessKeySecret, cfg.SecurityToken
 		c.creds = func() (string, string, string) { return id, secret, token }
 	}
+	switch cfg.SignatureVersion {
+	case "", "v2":
+	case "v4":
+		c.v4 = true
+		c.region = cfg.Region
+		if c.region == "" {
+			r, ok := RegionFromEndpoint(cfg.Endpoint)
+			if !ok && err == nil {
+				errs = append(errs, fmt.Errorf("mns.region: empty, and signature_version v4 cannot derive it from mns.endpoint %q (only from the documented form https://ACCOUNT_ID.mns.REGION.aliyuncs.com); set mns.region, e.g. cn-hangzhou", cfg.Endpoint))
+			}
+			c.region = r
+		}
+	default:
+		errs = append(errs, fmt.Errorf("mns.signature_version: %q is neither v2 nor v4", cfg.SignatureVersion))
+	}
+	if cfg.Region != "" && !validRegion(cfg.Region) {
+		errs = append(errs, fmt.Errorf("mns.region: %q is not a region id like cn-hangzhou (lower-case letters, digits and '-')", cfg.Region))
+	}
 	if cfg.Timeout < 0 {
 		errs = append(errs, fmt.Errorf("mns.request_timeout: %s is negative", cfg.Timeout))
 	}
@@ -158,7 +198,50 @@ func NewClient(cfg Config) (*Client, error) {
 	if c.now == nil {
 		c.now = time.Now
 	}
+	v := cfg.Version
+	if v == "" {
+		v = "dev"
+	}
+	c.ua = UserAgent(v)
+	var p [10]byte
+	rand.Read(p[:])
+	c.ridPrefix = hex.EncodeToString(p[:])
 	return c, nil
+}
+
+// UserAgent is the User-Agent the client sends for a bridge version.
+func UserAgent(version string) string {
+	return "iot-mns-bridge/" + version + " (" + runtime.Version() + "; " + runtime.GOOS + "/" + runtime.GOARCH + ")"
+}
+
+// validRegion reports whether s looks like a region id (cn-hangzhou,
+// eu-west-1, ...).
+func validRegion(s string) bool {
+	if s == "" || len(s) > 64 || s[0] == '-' || s[len(s)-1] == '-' {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-') {
+			return false
+		}
+	}
+	return true
+}
+
+// newRequestID returns a fresh x-mns-user-request-id: 32 hex digits, a
+// random per-client prefix and a counter, so ids are unique without a
+// random read per request.
+func (c *Client) newRequestID() string {
+	var b [32]byte
+	copy(b[:], c.ridPrefix)
+	n := c.ridSeq.Add(1)
+	const hexL = "0123456789abcdef"
+	for i := 31; i >= 20; i-- {
+		b[i] = hexL[n&15]
+		n >>= 4
+	}
+	return string(b[:])
 }
 
 func parseEndpoint(ep string) (string, error) {
@@ -188,15 +271,16 @@ func parseEndpoint(ep string) (string, error) {
 	return u.Scheme + "://" + u.Host, nil
 }
 
-func (c *Client) dateHeader() string {
+// dateHeader returns the Date header and the V4 date-time of one instant.
+func (c *Client) dateHeader() (string, string) {
 	now := c.now().UTC()
 	sec := now.Unix()
 	if e := c.date.Load(); e != nil && e.sec == sec {
-		return e.s
+		return e.s, e.v4
 	}
-	s := now.Format(http.TimeFormat)
-	c.date.Store(&dateEntry{sec: sec, s: s})
-	return s
+	s, v4 := now.Format(http.TimeFormat), now.Format(v4DateTime)
+	c.date.Store(&dateEntry{sec: sec, s: s, v4: v4})
+	return s, v4
 }
 
 // target names the operation and destination in errors.
@@ -214,11 +298,16 @@ type replyBuf struct {
 
 var replyPool = sync.Pool{New: func() any { return new(replyBuf) }}
 
+// reqIDs identifies one request: the id MNS gave it (x-mns-request-id,
+// "" without a reply) and ours (x-mns-user-request-id).
+type reqIDs struct{ server, user string }
+
 // roundTrip signs and sends one request and reads the whole reply into rb.
-// It returns the status and the request id.
-func (c *Client) roundTrip(ctx context.Context, t target, method, resource string, body []byte, rb *replyBuf) (int, string, error) {
+// It returns the status and the request ids.
+func (c *Client) roundTrip(ctx context.Context, t target, method, resource string, body []byte, rb *replyBuf) (int, reqIDs, error) {
+	ids := reqIDs{user: c.newRequestID()}
 	if err := ctx.Err(); err != nil {
-		return 0, "", fmt.Errorf("%s: %w", t, err)
+		return 0, ids, fmt.Errorf("%s: %w", t, err)
 	}
 	rctx, cancel := context.WithTimeout(ctx, c.timeout)
 	defer cancel()
@@ -228,48 +317,58 @@ func (c *Client) roundTrip(ctx context.Context, t target, method, resource strin
 	}
 	req, err := http.NewRequestWithContext(rctx, method, c.base+resource, rd)
 	if err != nil {
-		return 0, "", &permanentError{fmt.Errorf("%s: build request: %w", t, err)}
+		return 0, ids, &permanentError{fmt.Errorf("%s: build request: %w", t, err)}
 	}
 	id, secret, token := c.creds()
-	date := c.dateHeader()
+	date, dateTime := c.dateHeader()
 	ct := ""
+	h := req.Header
 	if body != nil {
 		ct = contentType
-		req.Header["Content-Type"] = []string{ct}
+		h["Content-Type"] = []string{ct}
 	}
-	var sb [256]byte
-	sts := appendStringToSign(sb[:0], method, "", ct, date, canonVersion, resource)
-	req.Header["Date"] = []string{date}
-	req.Header["X-Mns-Version"] = []string{APIVersion}
-	req.Header["Authorization"] = []string{authorization(id, secret, sts)}
+	h["Date"] = []string{date}
+	h["X-Mns-Version"] = []string{APIVersion}
+	h["X-Mns-User-Request-Id"] = []string{ids.user}
+	h["User-Agent"] = []string{c.ua}
+	if c.v4 {
+		var cb [256]byte
+		canon := appendV4CanonicalRequest(cb[:0], method, resource, nil, h)
+		h["Authorization"] = []string{v4Aliyun.authorization(id, dateTime, c.region, c.v4key.get(secret, dateTime[:8], c.region), canon)}
+	} else {
+		var sb [256]byte
+		sts := appendStringToSign(sb[:0], method, "", ct, date, canonUserRequestID+ids.user+"\n"+canonVersion, resource)
+		h["Authorization"] = []string{authorization(id, secret, sts)}
+	}
 	if token != "" {
-		req.Header["Security-Token"] = []string{token}
+		h["Security-Token"] = []string{token}
 	}
 	resp, err := c.hc.Do(req)
 	if err != nil {
-		return 0, "", c.transportError(ctx, t, err)
+		return 0, ids, c.transportError(ctx, t, ids, err)
 	}
 	defer resp.Body.Close()
+	ids.server = resp.Header.Get("X-Mns-Request-Id")
 	rb.buf.Reset()
 	if _, err := rb.buf.ReadFrom(io.LimitReader(resp.Body, maxReplySize)); err != nil {
-		return 0, "", c.transportError(ctx, t, fmt.Errorf("read reply: %w", err))
+		return 0, ids, c.transportError(ctx, t, ids, fmt.Errorf("read reply: %w", err))
 	}
-	return resp.StatusCode, resp.Header.Get("X-Mns-Request-Id"), nil
+	return resp.StatusCode, ids, nil
 }
 
-func (c *Client) transportError(ctx context.Context, t target, err error) error {
+func (c *Client) transportError(ctx context.Context, t target, ids reqIDs, err error) error {
 	if ctx.Err() == nil && errors.Is(err, context.DeadlineExceeded) {
-		return fmt.Errorf("%s: no reply within %s (mns.request_timeout); MNS or the network is slow: %w", t, c.timeout, err)
+		return fmt.Errorf("%s: no reply within %s (mns.request_timeout) [user request id %s]; MNS or the network is slow: %w", t, c.timeout, ids.user, err)
 	}
 	if ctx.Err() != nil {
 		return fmt.Errorf("%s: %w", t, ctx.Err())
 	}
-	return fmt.Errorf("%s: %w", t, err)
+	return fmt.Errorf("%s [user request id %s]: %w", t, ids.user, err)
 }
 
 // httpError makes an Error from a reply that is not a success.
-func httpError(t target, status int, reqID string, rb *replyBuf) *Error {
-	e := &Error{Op: t.op, Kind: t.kind, Name: t.name, Status: status, RequestID: reqID}
+func httpError(t target, status int, ids reqIDs, rb *replyBuf) *Error {
+	e := &Error{Op: t.op, Kind: t.kind, Name: t.name, Status: status, RequestID: ids.server, UserRequestID: ids.user}
 	if parseReply(rb.buf.Bytes(), &rb.r) == nil && rb.r.root == "Error" {
 		e.Code, e.Message, e.HostID = rb.r.err.Code, rb.r.err.Message, rb.r.err.HostID
 		if rb.r.err.RequestID != "" {
@@ -314,18 +413,18 @@ func (c *Client) sendOutcomes(ctx context.Context, t target, resource string, bo
 			errs[i] = err
 		}
 	}
-	status, reqID, err := c.roundTrip(ctx, t, "POST", resource, body, rb)
+	status, ids, err := c.roundTrip(ctx, t, "POST", resource, body, rb)
 	if err != nil {
 		setAll(err)
 		return
 	}
 	if err := parseReply(rb.buf.Bytes(), &rb.r); err != nil || rb.r.root == "Error" ||
 		(rb.r.root == "Message" && (status < 200 || status > 299)) {
-		setAll(httpError(t, status, reqID, rb))
+		setAll(httpError(t, status, ids, rb))
 		return
 	}
 	if len(rb.r.entries) != len(idx) {
-		setAll(&Error{Op: t.op, Kind: t.kind, Name: t.name, Status: status, RequestID: reqID,
+		setAll(&Error{Op: t.op, Kind: t.kind, Name: t.name, Status: status, RequestID: ids.server, UserRequestID: ids.user,
 			Message: fmt.Sprintf("reply has %d results for %d messages", len(rb.r.entries), len(idx))})
 		return
 	}
@@ -334,12 +433,12 @@ func (c *Client) sendOutcomes(ctx context.Context, t target, resource string, bo
 		switch {
 		case e.ErrorCode != "":
 			errs[i] = &Error{Op: t.op, Kind: t.kind, Name: t.name, Item: lab(i), Status: status,
-				Code: e.ErrorCode, Message: e.ErrorMessage, RequestID: reqID}
+				Code: e.ErrorCode, Message: e.ErrorMessage, RequestID: ids.server, UserRequestID: ids.user}
 		case e.MessageID == "":
 			errs[i] = &Error{Op: t.op, Kind: t.kind, Name: t.name, Item: lab(i), Status: status,
-				RequestID: reqID, Message: "reply has no MessageId for this message"}
+				RequestID: ids.server, UserRequestID: ids.user, Message: "reply has no MessageId for this message"}
 		case !md5Equal(e.BodyMD5, sums[k]):
-			errs[i] = fmt.Errorf("%s: message %s: got %q [request id %s]: %w", t, lab(i), e.BodyMD5, reqID, ErrBodyMD5Mismatch)
+			errs[i] = fmt.Errorf("%s: message %s: got %q [request id %s, user request id %s]: %w", t, lab(i), e.BodyMD5, ids.server, ids.user, ErrBodyMD5Mismatch)
 		default:
 			res[i] = SendResult{MessageID: e.MessageID, BodyMD5: e.BodyMD5, ReceiptHandle: e.ReceiptHandle}
 			errs[i] = nil
@@ -560,15 +659,15 @@ func (c *Client) get(ctx context.Context, t target, resource string, out any) er
 	}
 	rb := replyPool.Get().(*replyBuf)
 	defer replyPool.Put(rb)
-	status, reqID, err := c.roundTrip(ctx, t, "GET", resource, nil, rb)
+	status, ids, err := c.roundTrip(ctx, t, "GET", resource, nil, rb)
 	if err != nil {
 		return err
 	}
 	if status != http.StatusOK {
-		return httpError(t, status, reqID, rb)
+		return httpError(t, status, ids, rb)
 	}
 	if err := xml.Unmarshal(rb.buf.Bytes(), out); err != nil {
-		return &Error{Op: t.op, Kind: t.kind, Name: t.name, Status: status, RequestID: reqID,
+		return &Error{Op: t.op, Kind: t.kind, Name: t.name, Status: status, RequestID: ids.server, UserRequestID: ids.user,
 			Message: "unreadable reply: " + err.Error()}
 	}
 	return nil

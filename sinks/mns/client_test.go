@@ -267,6 +267,7 @@ func TestErrorClasses(t *testing.T) {
 		{"500", mnsemu.Config{ErrorRate: 1}, nil, "q1", true, "InternalError", "retries"},
 		{"503", mnsemu.Config{ErrorRate: 1, ErrorStatus: 503}, nil, "q1", true, "ServiceUnavailable", "503"},
 		{"429", mnsemu.Config{ThrottleRate: 0.5}, nil, "q1", true, "TooManyRequests", "throttling"},
+		{"legacy QpsLimitExceeded (400)", mnsemu.Config{ThrottleRate: 0.5, ThrottleCode: "QpsLimitExceeded"}, nil, "q1", true, "QpsLimitExceeded", "throttling"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -278,8 +279,14 @@ func TestErrorClasses(t *testing.T) {
 			_, errs := f.c.BatchSendMessage(context.Background(), tt.queue, bodies)
 			err := errs[len(errs)-1]
 			var me *Error
-			if !errors.As(err, &me) || me.Code != tt.code || me.RequestID == "" {
-				t.Fatalf("err = %v, want code %s with request id", err, tt.code)
+			if !errors.As(err, &me) || me.Code != tt.code || me.RequestID == "" || me.UserRequestID == "" {
+				t.Fatalf("err = %v, want code %s with request id and user request id", err, tt.code)
+			}
+			if me.Throttled() != strings.Contains(tt.name, "429") && me.Throttled() != strings.Contains(tt.name, "Qps") {
+				t.Errorf("Throttled() = %v", me.Throttled())
+			}
+			if !strings.Contains(err.Error(), "request id "+me.RequestID+", user request id "+me.UserRequestID) {
+				t.Errorf("error %q does not name both request ids", err)
 			}
 			if bridge.Retryable(err) != tt.retryable {
 				t.Errorf("Retryable = %v, want %v", bridge.Retryable(err), tt.retryable)
@@ -434,5 +441,108 @@ func TestCredentialsFuncAndToken(t *testing.T) {
 	defer mu.Unlock()
 	if len(tokens) != 2 || tokens[0] != "tok-1" || tokens[1] != "tok-2" {
 		t.Errorf("tokens %q", tokens)
+	}
+}
+
+// Every request carries a fresh x-mns-user-request-id (signed under V2 and
+// V4, so the emulator accepted it) and the bridge's User-Agent.
+func TestUserRequestIDAndUserAgent(t *testing.T) {
+	for _, sv := range []string{"v2", "v4"} {
+		t.Run(sv, func(t *testing.T) {
+			emu := mnsemu.New(mnsemu.Config{AccessKeys: map[string]string{"ak": "sk"}, Queues: []string{"q1"}, Topics: []string{"t1"}, Region: "cn-hangzhou"})
+			var mu sync.Mutex
+			var ids, uas, auths []string
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				mu.Lock()
+				ids = append(ids, r.Header.Get("X-Mns-User-Request-Id"))
+				uas = append(uas, r.Header.Get("User-Agent"))
+				auths = append(auths, r.Header.Get("Authorization"))
+				mu.Unlock()
+				emu.ServeHTTP(w, r)
+			}))
+			defer srv.Close()
+			c, err := NewClient(Config{Endpoint: srv.URL, AccessKeyID: "ak", AccessKeySecret: "sk", Version: "v9.8.7",
+				SignatureVersion: sv, Region: "cn-hangzhou"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx := context.Background()
+			if _, err := c.SendMessage(ctx, "q1", []byte("a")); err != nil {
+				t.Fatal(err)
+			}
+			if _, errs := c.BatchSendMessage(ctx, "q1", [][]byte{[]byte("b"), []byte("c")}); errors.Join(errs...) != nil {
+				t.Fatal(errors.Join(errs...))
+			}
+			if _, err := c.PublishMessage(ctx, "t1", []byte("d"), "tag"); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := c.GetQueueAttributes(ctx, "q1"); err != nil {
+				t.Fatal(err)
+			}
+			mu.Lock()
+			gotIDs, uas, auths := append([]string(nil), ids...), append([]string(nil), uas...), append([]string(nil), auths...)
+			mu.Unlock()
+			seen := map[string]bool{}
+			for i, id := range gotIDs {
+				if len(id) != 32 || seen[id] {
+					t.Errorf("request %d: user request id %q (empty, malformed or repeated)", i, id)
+				}
+				seen[id] = true
+				if want := "iot-mns-bridge/v9.8.7 (go"; !strings.HasPrefix(uas[i], want) {
+					t.Errorf("User-Agent %q, want prefix %q", uas[i], want)
+				}
+				if sv == "v4" && !strings.HasPrefix(auths[i], "MNS4-HMAC-SHA256 Credential=ak/") {
+					t.Errorf("Authorization %q is not V4", auths[i])
+				}
+				if sv == "v2" && !strings.HasPrefix(auths[i], "MNS ak:") {
+					t.Errorf("Authorization %q is not V2", auths[i])
+				}
+			}
+			if len(gotIDs) != 4 || len(emu.Messages("q1")) != 3 {
+				t.Errorf("%d requests, %d stored", len(gotIDs), len(emu.Messages("q1")))
+			}
+			// A refusal names both ids.
+			_, err = c.SendMessage(ctx, "nope", []byte("x"))
+			var me *Error
+			mu.Lock()
+			last := ids[len(ids)-1]
+			mu.Unlock()
+			if !errors.As(err, &me) || me.UserRequestID != last || !strings.Contains(err.Error(), me.UserRequestID) {
+				t.Errorf("err %v: want the user request id %s", err, last)
+			}
+		})
+	}
+}
+
+// V4 needs a region: from mns.region, or from an endpoint of the documented
+// form; a loopback endpoint without mns.region is refused naming the key.
+// A region the emulator does not serve is refused by it.
+func TestV4Region(t *testing.T) {
+	_, err := NewClient(Config{Endpoint: "http://127.0.0.1:1", AccessKeyID: "a", AccessKeySecret: "s", SignatureVersion: "v4"})
+	if err == nil || !strings.Contains(err.Error(), "mns.region") {
+		t.Errorf("loopback without region: %v", err)
+	}
+	c, err := NewClient(Config{Endpoint: "https://123.mns.cn-shanghai-internal.aliyuncs.com", AccessKeyID: "a", AccessKeySecret: "s", SignatureVersion: "v4"})
+	if err != nil || c.region != "cn-shanghai" {
+		t.Errorf("derived region: %v %+v", err, c)
+	}
+	for _, bad := range []Config{
+		{SignatureVersion: "v3"},
+		{SignatureVersion: "v4", Region: "CN Hangzhou"},
+	} {
+		bad.Endpoint, bad.AccessKeyID, bad.AccessKeySecret = "http://127.0.0.1:1", "a", "s"
+		if _, err := NewClient(bad); err == nil || !strings.Contains(err.Error(), "mns.") {
+			t.Errorf("%+v: %v", bad, err)
+		}
+	}
+	f := newFixture(t, mnsemu.Config{Region: "cn-hangzhou"}, func(c *Config) { c.SignatureVersion, c.Region = "v4", "eu-west-1" })
+	_, err = f.c.SendMessage(context.Background(), "q1", []byte("x"))
+	var me *Error
+	if !errors.As(err, &me) || me.Code != "SignatureDoesNotMatch" {
+		t.Errorf("wrong region: %v", err)
+	}
+	f = newFixture(t, mnsemu.Config{Region: "cn-hangzhou"}, func(c *Config) { c.SignatureVersion, c.Region = "v4", "cn-hangzhou" })
+	if _, err := f.c.SendMessage(context.Background(), "q1", []byte("x")); err != nil {
+		t.Errorf("v4: %v", err)
 	}
 }

@@ -28,8 +28,12 @@ type Error struct {
 	// Code and Message are the MNS error code and text ("" when the reply
 	// was not MNS error XML).
 	Code, Message string
-	// RequestID and HostID identify the request for Alibaba Cloud support.
+	// RequestID and HostID identify the request for Alibaba Cloud support
+	// (RequestID is the server's x-mns-request-id).
 	RequestID, HostID string
+	// UserRequestID is the x-mns-user-request-id the client sent, to find
+	// the request in the bridge's own logs and in a capture.
+	UserRequestID string
 }
 
 // codeStatus maps documented MNS error codes to their HTTP status, so that a
@@ -52,6 +56,13 @@ var codeStatus = map[string]int{
 
 // StatusCode returns the HTTP status of the reply (0 when there was none).
 func (e *Error) StatusCode() int { return e.Status }
+
+// Throttled reports whether MNS refused the request for its rate: 429
+// TooManyRequests or the legacy QpsLimitExceeded (documented with HTTP
+// 400). The pipeline counts these apart from other failures.
+func (e *Error) Throttled() bool {
+	return e.Status == 429 || e.Code == "TooManyRequests" || e.Code == "QpsLimitExceeded"
+}
 
 // Retryable reports whether sending again may succeed: network-level and
 // server-side failures (5xx), throttling (429), an expired Date (408: the
@@ -108,9 +119,19 @@ func (e *Error) Error() string {
 		b.WriteString(": ")
 		b.WriteString(strings.TrimSpace(e.Message))
 	}
-	if e.RequestID != "" {
-		b.WriteString(" [request id ")
-		b.WriteString(e.RequestID)
+	if e.RequestID != "" || e.UserRequestID != "" {
+		b.WriteString(" [")
+		if e.RequestID != "" {
+			b.WriteString("request id ")
+			b.WriteString(e.RequestID)
+		}
+		if e.UserRequestID != "" {
+			if e.RequestID != "" {
+				b.WriteString(", ")
+			}
+			b.WriteString("user request id ")
+			b.WriteString(e.UserRequestID)
+		}
 		b.WriteString("]")
 	}
 	if h := e.hint(); h != "" {
