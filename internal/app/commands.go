@@ -53,6 +53,7 @@ func cmdRun(ctx context.Context, args []string, stdio Stdio) error {
 	}
 	log := NewLogger(cfg.Log, stdio.Err)
 	warnReadableSecrets(cfg, log)
+	applyMemoryLimit(cfg, log)
 	b, err := New(cfg, Options{Logger: log, OnReady: func() { systemd.Notify("READY=1") }})
 	if err != nil {
 		return err
