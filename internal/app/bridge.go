@@ -16,6 +16,7 @@ import (
 
 	"github.com/iot-mns-bridge/iot-mns-bridge/bridge"
 	"github.com/iot-mns-bridge/iot-mns-bridge/bridge/amqpsrc"
+	"github.com/iot-mns-bridge/iot-mns-bridge/bridge/deadletter"
 	"github.com/iot-mns-bridge/iot-mns-bridge/bridge/spool"
 	"github.com/iot-mns-bridge/iot-mns-bridge/bridge/stompsrc"
 	"github.com/iot-mns-bridge/iot-mns-bridge/config"
@@ -49,7 +50,7 @@ type Bridge struct {
 	dedup    *bridge.Dedup // nil when delivery.dedup.size is 0
 	sink     *mns.Sink
 	router   *bridge.Router
-	dead     *deadLetters
+	dead     *deadletter.Targets
 	pipeline *bridge.Pipeline
 	source   bridge.Source
 	opts     Options
@@ -111,7 +112,7 @@ func New(cfg *config.Config, opts Options) (*Bridge, error) {
 	if err != nil {
 		return nil, &UsageError{Err: err}
 	}
-	b.dead = newDeadLetters(cfg, b.sink)
+	b.dead = deadletter.NewTargets(cfg.Delivery.DeadLetter.File, b.sink, cfg.Delivery.DeadLetter.Queue)
 	var dedup *bridge.Dedup
 	if cfg.Delivery.Dedup.Size > 0 {
 		dedup = bridge.NewDedup(cfg.Delivery.Dedup.Size, cfg.Delivery.Dedup.MaxAge)
@@ -223,7 +224,7 @@ func (b *Bridge) Registry() *prometheus.Registry { return b.reg }
 // source and returns nil. It returns an error only when the bridge could not
 // start (e.g. the HTTP listener) or the source failed permanently.
 func (b *Bridge) Run(ctx context.Context) error {
-	if err := b.dead.Open(); err != nil {
+	if err := b.openDeadLetters(); err != nil {
 		return err
 	}
 	defer b.dead.Close()
@@ -323,6 +324,14 @@ func (b *Bridge) Run(ctx context.Context) error {
 	b.log.Info("stopped", "received", st.Received, "forwarded", st.Forwarded, "dead_lettered", st.DeadLettered,
 		"duplicates", st.Duplicates, "released", st.Released)
 	return runErr
+}
+
+// openDeadLetters opens the dead-letter file, if one is configured.
+func (b *Bridge) openDeadLetters() error {
+	if err := b.dead.Open(); err != nil {
+		return fmt.Errorf("delivery.dead_letter.file: %w", err)
+	}
+	return nil
 }
 
 // destinations lists the destinations known without a message: routes and

@@ -257,15 +257,14 @@ func cmdReplay(ctx context.Context, args []string, stdio Stdio) error {
 	if err != nil {
 		return err
 	}
-	if err := b.dead.Open(); err != nil {
+	if err := b.openDeadLetters(); err != nil {
 		return err
 	}
 	defer b.dead.Close()
 	for _, e := range entries {
 		// Replayed messages have no upstream to settle: the pipeline's
 		// counters say what became of them.
-		m := bridge.Message{Topic: e.Topic, MessageID: e.MessageID, GenerateTime: e.GenerateTime, Body: e.Body, Properties: e.Properties}
-		if err := b.pipeline.Handle(ctx, bridge.NewDelivery(m, nil, nil)); err != nil {
+		if err := b.pipeline.Handle(ctx, bridge.NewDelivery(e.Message(), nil, nil)); err != nil {
 			break
 		}
 	}

@@ -1,4 +1,4 @@
-package app
+package deadletter
 
 import (
 	"context"
@@ -7,61 +7,59 @@ import (
 	"fmt"
 
 	"github.com/iot-mns-bridge/iot-mns-bridge/bridge"
-	"github.com/iot-mns-bridge/iot-mns-bridge/bridge/deadletter"
-	"github.com/iot-mns-bridge/iot-mns-bridge/config"
 )
 
-// deadLetters writes dead letters to the configured targets: the JSONL file,
+// Targets writes dead letters to the configured targets: the JSONL file,
 // the MNS queue, or both (an entry counts as stored only when every target
 // has it). It implements bridge.DeadLetterSink. The file is opened by Open,
 // not when the bridge is provisioned, so that "check" never takes the lock a
 // running daemon holds.
-type deadLetters struct {
+type Targets struct {
 	path  string
-	file  *deadletter.File
+	file  *File
 	sink  bridge.Sink
 	queue string
 }
 
-func newDeadLetters(cfg *config.Config, sink bridge.Sink) *deadLetters {
-	return &deadLetters{path: cfg.Delivery.DeadLetter.File, sink: sink, queue: cfg.Delivery.DeadLetter.Queue}
+// NewTargets returns the targets: the file at path (none when empty) and
+// the MNS queue named queue on sink (none when empty).
+func NewTargets(path string, sink bridge.Sink, queue string) *Targets {
+	return &Targets{path: path, sink: sink, queue: queue}
 }
 
 // Open opens (or creates) the dead-letter file, if one is configured.
-func (d *deadLetters) Open() error {
+func (d *Targets) Open() error {
 	if d.path == "" || d.file != nil {
 		return nil
 	}
-	f, err := deadletter.OpenFile(d.path)
+	f, err := OpenFile(d.path)
 	if err != nil {
-		return fmt.Errorf("delivery.dead_letter.file: %w", err)
+		return err
 	}
 	d.file = f
 	return nil
 }
 
-func toEntry(e bridge.DeadLetter) deadletter.Entry {
-	dest := ""
+// toEntry is the file's entry for the pipeline's dead letter.
+func toEntry(e bridge.DeadLetter) Entry {
+	en := NewEntry(*e.Message, e.Reason, e.Time)
 	if e.Dest.Kind != 0 {
-		dest = e.Dest.String()
+		en.Destination = e.Dest.String()
 	}
-	m := e.Message
-	return deadletter.Entry{
-		Time: e.Time, Reason: e.Reason, Destination: dest, Topic: m.Topic, MessageID: m.MessageID,
-		GenerateTime: m.GenerateTime, Body: m.Body, Properties: m.Properties, Attempts: e.Attempts,
-	}
+	en.Attempts = e.Attempts
+	return en
 }
 
 // DeadLetter stores entries in the file (fsynced) and then the queue. A
 // retry after a partial failure may write an entry twice.
-func (d *deadLetters) DeadLetter(ctx context.Context, entries []bridge.DeadLetter) error {
-	conv := make([]deadletter.Entry, len(entries))
+func (d *Targets) DeadLetter(ctx context.Context, entries []bridge.DeadLetter) error {
+	conv := make([]Entry, len(entries))
 	for i, e := range entries {
 		conv[i] = toEntry(e)
 	}
 	if d.path != "" {
 		if d.file == nil {
-			return errors.New("delivery.dead_letter.file is not open")
+			return errors.New("deadletter: the dead-letter file is not open (Open was not called)")
 		}
 		if err := d.file.Write(conv...); err != nil {
 			return err
@@ -91,7 +89,7 @@ func (d *deadLetters) DeadLetter(ctx context.Context, entries []bridge.DeadLette
 }
 
 // Close closes the file, if open.
-func (d *deadLetters) Close() error {
+func (d *Targets) Close() error {
 	if d.file == nil {
 		return nil
 	}

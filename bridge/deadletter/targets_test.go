@@ -1,0 +1,93 @@
+package deadletter
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/iot-mns-bridge/iot-mns-bridge/bridge"
+)
+
+// queueSink is a fake MNS sink: it records what is sent and answers each
+// message with err.
+type queueSink struct {
+	err  error
+	dest bridge.Destination
+	got  []bridge.Outgoing
+}
+
+func (s *queueSink) Send(_ context.Context, dest bridge.Destination, msgs []bridge.Outgoing) []error {
+	s.dest, s.got = dest, append(s.got, msgs...)
+	errs := make([]error, len(msgs))
+	for i := range errs {
+		errs[i] = s.err
+	}
+	return errs
+}
+
+func deadLetter(id string) bridge.DeadLetter {
+	m := bridge.Message{Topic: "/pk/dev/user/x", MessageID: id, GenerateTime: 17, Body: []byte{0, 1, 2}, Properties: map[string]string{"k": "v"}}
+	return bridge.DeadLetter{Message: &m, Reason: "MNS refused it", Dest: bridge.Destination{Kind: bridge.Queue, Name: "q1"}, Attempts: 3, Time: time.Now()}
+}
+
+// TestTargetsWriteFileAndQueue: an entry goes to the file (with the route's
+// destination and the attempts) and, as the same JSON, to the queue.
+func TestTargetsWriteFileAndQueue(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "dead.jsonl")
+	sink := &queueSink{}
+	tg := NewTargets(path, sink, "dlq")
+	if err := tg.DeadLetter(context.Background(), []bridge.DeadLetter{deadLetter("m1")}); err == nil {
+		t.Fatal("DeadLetter before Open: no error")
+	}
+	if err := tg.Open(); err != nil {
+		t.Fatal(err)
+	}
+	if err := tg.DeadLetter(context.Background(), []bridge.DeadLetter{deadLetter("m1")}); err != nil {
+		t.Fatal(err)
+	}
+	if err := tg.Close(); err != nil {
+		t.Fatal(err)
+	}
+	var got []Entry
+	if err := ReadFile(path, func(_ int, e Entry) error { got = append(got, e); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 1 || got[0].MessageID != "m1" || got[0].Destination != "queue q1" || got[0].Attempts != 3 ||
+		string(got[0].Body) != "\x00\x01\x02" || got[0].Properties["k"] != "v" || got[0].GenerateTime != 17 {
+		t.Fatalf("file holds %+v", got)
+	}
+	if sink.dest != (bridge.Destination{Kind: bridge.Queue, Name: "dlq"}) || len(sink.got) != 1 || sink.got[0].ID != "m1" {
+		t.Fatalf("queue got %v %+v", sink.dest, sink.got)
+	}
+	var q Entry
+	if err := json.Unmarshal(sink.got[0].Body, &q); err != nil || q.MessageID != "m1" || q.Reason != "MNS refused it" {
+		t.Fatalf("queue body %s: %v", sink.got[0].Body, err)
+	}
+}
+
+// TestTargetsQueueRefusal: a queue that refuses an entry for good is
+// tolerated when the file has it; a retryable failure, or any failure
+// without a file, leaves the entry unstored.
+func TestTargetsQueueRefusal(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "dead.jsonl")
+	permanent := &queueSink{err: bridge.Permanent(errors.New("too large"))}
+	tg := NewTargets(path, permanent, "dlq")
+	if err := tg.Open(); err != nil {
+		t.Fatal(err)
+	}
+	defer tg.Close()
+	if err := tg.DeadLetter(context.Background(), []bridge.DeadLetter{deadLetter("m1")}); err != nil {
+		t.Errorf("permanent refusal with the file holding the entry: %v", err)
+	}
+	tg.sink = &queueSink{err: errors.New("503")}
+	if err := tg.DeadLetter(context.Background(), []bridge.DeadLetter{deadLetter("m2")}); err == nil {
+		t.Error("retryable queue failure: no error")
+	}
+	queueOnly := NewTargets("", permanent, "dlq")
+	if err := queueOnly.DeadLetter(context.Background(), []bridge.DeadLetter{deadLetter("m3")}); err == nil {
+		t.Error("permanent refusal without a file: no error")
+	}
+}
