@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/go-stomp/stomp/v3"
+
 	"github.com/iot-mns-bridge/iot-mns-bridge/bridge"
 	"github.com/iot-mns-bridge/iot-mns-bridge/internal/certgen"
 	"github.com/iot-mns-bridge/iot-mns-bridge/iotauth"
@@ -248,6 +250,26 @@ func TestSimResumesAfterServerCloseAndRestart(t *testing.T) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+}
+
+// TestSimHeldDeliveryKeepsNoWireBody: with base64 bodies and
+// client-individual acks, a held delivery keeps the decoded body only; its
+// settle token has what ACK needs and not the frame's encoded body.
+func TestSimHeldDeliveryKeepsNoWireBody(t *testing.T) {
+	e := startSim(t, nil)
+	src := e.source(t, func(c *Config) { c.Ack = AckClientIndividual; c.EncodeBase64 = true })
+	r := startRun(t, src, nil)
+	e.srv.Publish("DEFAULT_GROUP", iotsim.Message{Topic: "/pk/dev/user/t", MessageID: "big", Body: bytes.Repeat([]byte{0xfe}, 45<<10)})
+	d := r.next(t)
+	if len(d.Body) != 45<<10 || d.Invalid != "" {
+		t.Fatalf("body of %d bytes (invalid %q), want 45 KiB", len(d.Body), d.Invalid)
+	}
+	tok, ok := d.Token.(*stomp.Message)
+	if !ok || tok.Body != nil {
+		t.Fatalf("the delivery's token %T holds a body: the encoded frame body is kept alive beside the decoded one", d.Token)
+	}
+	d.Accept()
+	e.waitStats(t, "1 ack", func(st iotsim.Stats) bool { return st.Acked == 1 && st.Unacked == 0 })
 }
 
 func TestSimClientIndividualAcksOnlyAfterSettle(t *testing.T) {

@@ -273,10 +273,14 @@ func (s *Source) delivery(l *link, m *stomp.Message) *bridge.Delivery {
 	}
 	msg := toMessage(m.Header, m.Body, s.cfg.EncodeBase64)
 	var settler bridge.Settler
+	var token any
 	if l.acks != nil {
 		settler = l
+		// The token keeps what ACK and NACK need, not the frame's body: a
+		// base64 body would otherwise be held twice, encoded and decoded.
+		token = &stomp.Message{Header: m.Header, Subscription: m.Subscription, Conn: m.Conn}
 	}
-	return bridge.NewDelivery(msg, settler, m)
+	return bridge.NewDelivery(msg, settler, token)
 }
 
 // logHeaders logs the headers of the first message once: the platform does
