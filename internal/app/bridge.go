@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -49,7 +50,7 @@ type Bridge struct {
 	client   *mns.Client
 	dedup    *bridge.Dedup // nil when delivery.dedup.size is 0
 	sink     *mns.Sink
-	router   *bridge.Router
+	router   atomic.Pointer[bridge.Router] // the routes of the last Reload
 	dead     *deadletter.Targets
 	pipeline *bridge.Pipeline
 	source   bridge.Source
@@ -108,10 +109,11 @@ func New(cfg *config.Config, opts Options) (*Bridge, error) {
 	b.client = client
 	b.sink = mns.NewSink(client)
 
-	b.router, err = bridge.NewRouter(routeSpecs(cfg), defaultRouteSpec(cfg), mns.ValidName)
+	router, err := bridge.NewRouter(routeSpecs(cfg), defaultRouteSpec(cfg), mns.ValidName)
 	if err != nil {
 		return nil, &UsageError{Err: err}
 	}
+	b.router.Store(router)
 	b.dead = deadletter.NewTargets(cfg.Delivery.DeadLetter.File, b.sink, cfg.Delivery.DeadLetter.Queue)
 	var dedup *bridge.Dedup
 	if cfg.Delivery.Dedup.Size > 0 {
@@ -120,7 +122,7 @@ func New(cfg *config.Config, opts Options) (*Bridge, error) {
 	b.dedup = dedup
 	d := cfg.Delivery
 	b.pipeline, err = bridge.NewPipeline(bridge.PipelineConfig{
-		Router: b.router, Sink: b.sink, DeadLetters: b.dead, Envelope: cfg.Envelope,
+		Router: router, Sink: b.sink, DeadLetters: b.dead, Envelope: cfg.Envelope,
 		BatchSize: d.BatchSize, BatchBytes: d.BatchBytes, Linger: d.Linger, MaxInFlight: d.MaxInFlight,
 		MaxInFlightBytes:          int64(d.MaxInFlightBytes),
 		MaxRequestsPerDestination: d.MaxRequestsPerDestination, MaxRequests: d.MaxRequests,
@@ -334,40 +336,17 @@ func (b *Bridge) openDeadLetters() error {
 	return nil
 }
 
-// destinations lists the destinations known without a message: routes and
-// the default route without placeholders, and the dead-letter queue.
+// destinations lists the destinations known without a message: those of
+// the routes and the default route without placeholders
+// (Router.Destinations), and the dead-letter queue.
 func (b *Bridge) destinations() []bridge.Destination {
-	cfg := b.live.Load()
-	var out []bridge.Destination
-	add := func(kind bridge.DestinationKind, name string) {
-		if name == "" || containsPlaceholder(name) {
-			return
+	out := b.router.Load().Destinations()
+	if q := b.cfg.Delivery.DeadLetter.Queue; q != "" {
+		if d := (bridge.Destination{Kind: bridge.Queue, Name: q}); !slices.Contains(out, d) {
+			out = append(out, d)
 		}
-		d := bridge.Destination{Kind: kind, Name: name}
-		for _, o := range out {
-			if o == d {
-				return
-			}
-		}
-		out = append(out, d)
 	}
-	for _, r := range cfg.Routes {
-		add(bridge.Queue, r.Queue)
-		add(bridge.Topic, r.Topic)
-	}
-	add(bridge.Queue, cfg.DefaultRoute.Queue)
-	add(bridge.Topic, cfg.DefaultRoute.Topic)
-	add(bridge.Queue, cfg.Delivery.DeadLetter.Queue)
 	return out
-}
-
-func containsPlaceholder(s string) bool {
-	for i := 0; i < len(s); i++ {
-		if s[i] == '{' {
-			return true
-		}
-	}
-	return false
 }
 
 // checkDestinations looks up every static destination; the error names each
@@ -400,6 +379,7 @@ func (b *Bridge) Reload(newCfg *config.Config) (needRestart []string, err error)
 	}); err != nil {
 		return nil, err
 	}
+	b.router.Store(router)
 	old := b.live.Load()
 	differs := func(name string, a, b any) {
 		if fmt.Sprintf("%#v", a) != fmt.Sprintf("%#v", b) {
