@@ -21,8 +21,9 @@ const SecretEnv = "IOTSIM_ACCESS_KEY_SECRET"
 
 // RunCommand is the `iot-mns-bridge iot-simulator` subcommand: it starts a
 // Server and, unless -devices is 0, a Fleet that publishes to every consumer
-// group in -groups. It prints "iot-simulator listening on ADDR" to stdout
-// once the server accepts connections, logs to stderr, and runs until ctx is
+// group in -groups. It prints "iot-simulator listening on ADDR" (STOMP) and
+// "iot-simulator listening for AMQP on ADDR" to stdout once the server
+// accepts connections, logs to stderr, and runs until ctx is
 // done; then it closes the server, prints a one-line summary to stdout and
 // returns nil. Bad flags return an error naming the flag (flag.ErrHelp for
 // -h).
@@ -30,11 +31,12 @@ func RunCommand(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	fs := flag.NewFlagSet("iot-simulator", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() {
-		fmt.Fprintln(fs.Output(), "usage: iot-mns-bridge iot-simulator [flags]\n\nA STOMP-over-TLS server that behaves like the Alibaba IoT Platform's subscription endpoint, fed by a simulated device fleet.\n\nflags:")
+		fmt.Fprintln(fs.Output(), "usage: iot-mns-bridge iot-simulator [flags]\n\nA STOMP-over-TLS and AMQP 1.0-over-TLS server that behaves like the Alibaba IoT Platform's subscription endpoint, fed by a simulated device fleet.\n\nflags:")
 		fs.PrintDefaults()
 	}
 	var (
-		listen     = fs.String("listen", "127.0.0.1:61614", "listen `address`")
+		listen     = fs.String("listen", "127.0.0.1:61614", "STOMP listen `address`")
+		amqpListen = fs.String("amqp-listen", "127.0.0.1:5671", "AMQP 1.0 listen `address` (empty: no AMQP)")
 		certFile   = fs.String("cert", "", "server certificate PEM `file` (with -key); empty: generate a throwaway CA and certificate")
 		keyFile    = fs.String("key", "", "server private key PEM `file` (with -cert)")
 		caOut      = fs.String("ca-out", "", "write the generated CA certificate (PEM) to this `file`, for the bridge's source.tls.ca_file")
@@ -88,7 +90,7 @@ func RunCommand(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		return errors.New("iot-simulator: -groups must name at least one consumer group")
 	}
 
-	cfg := Config{Addr: *listen, Secrets: map[string]string{*akID: secret}, MaxSkew: *maxSkew,
+	cfg := Config{Addr: *listen, AMQPAddr: *amqpListen, Secrets: map[string]string{*akID: secret}, MaxSkew: *maxSkew,
 		AckTimeout: *ackTimeout, HeartBeat: *heartBeat, QueueSize: *queueSize, Logger: log}
 	switch {
 	case (*certFile == "") != (*keyFile == ""):
@@ -119,6 +121,9 @@ func RunCommand(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		return fmt.Errorf("iot-simulator: %w", err)
 	}
 	fmt.Fprintf(stdout, "iot-simulator listening on %s\n", s.Addr())
+	if a := s.AMQPAddr(); a != "" {
+		fmt.Fprintf(stdout, "iot-simulator listening for AMQP on %s\n", a)
+	}
 	if *caOut != "" {
 		fmt.Fprintf(stdout, "iot-simulator CA certificate written to %s\n", *caOut)
 	}

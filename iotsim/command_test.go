@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/Azure/go-amqp"
 	"github.com/go-stomp/stomp/v3"
 
 	"github.com/iot-mns-bridge/iot-mns-bridge/iotauth"
@@ -49,7 +50,7 @@ func TestRunCommand(t *testing.T) {
 	done := make(chan error, 1)
 	go func() {
 		done <- RunCommand(ctx, []string{
-			"-listen", "127.0.0.1:0", "-ca-out", caPath,
+			"-listen", "127.0.0.1:0", "-amqp-listen", "127.0.0.1:0", "-ca-out", caPath,
 			"-access-key-id", "LTAIcmd", "-access-key-secret-file", secretPath,
 			"-groups", "G1, G2", "-devices", "2", "-count", "12", "-rate", "0",
 			"-types", strings.Join(Kinds, ","), "-heartbeat", "0",
@@ -94,11 +95,27 @@ func TestRunCommand(t *testing.T) {
 		}
 		c.Disconnect()
 	}
+	// The AMQP listener takes the same credentials.
+	m := regexp.MustCompile(`listening for AMQP on (\S+)`).FindStringSubmatch(stdout.String())
+	if m == nil {
+		t.Fatalf("no AMQP listening line:\n%s", stdout.String())
+	}
+	cred, err := iotauth.Sign(iotauth.Params{ClientID: "amqp", AccessKeyID: "LTAIcmd", AccessKeySecret: "cmd-secret",
+		ConsumerGroupID: "G1", SignMethod: iotauth.HMACMD5}, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ac, err := amqp.Dial(context.Background(), "amqps://"+m[1], &amqp.ConnOptions{SASLType: amqp.SASLTypePlain(cred.Username, cred.Password),
+		IdleTimeout: 2 * time.Minute, TLSConfig: &tls.Config{RootCAs: roots, ServerName: "localhost"}})
+	if err != nil {
+		t.Fatalf("AMQP login: %v", err)
+	}
+	ac.Close()
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatalf("RunCommand: %v\n%s", err, stderr.String())
 	}
-	if out := stdout.String(); !strings.Contains(out, "published=24 delivered=24 acked=24 redelivered=0 pending=0 logins_ok=2") {
+	if out := stdout.String(); !strings.Contains(out, "published=24 delivered=24 acked=24 redelivered=0 pending=0 logins_ok=3") {
 		t.Fatalf("summary missing or wrong:\n%s", out)
 	}
 	if strings.Contains(stderr.String(), "cmd-secret") || strings.Contains(stdout.String(), "cmd-secret") {

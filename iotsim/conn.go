@@ -46,6 +46,7 @@ type delivery struct {
 // conn is one client connection. serve runs the read side; a second
 // goroutine (sendLoop) pulls messages of the login's group and writes them.
 type conn struct {
+	identity
 	s    *Server
 	nc   net.Conn
 	id   int64
@@ -57,13 +58,8 @@ type conn struct {
 	wmu       sync.Mutex
 	w         *frame.Writer
 
-	// counted is set by Server.login under the server's lock once the
-	// connection is logged in.
-	counted bool
-
 	// Set during login, read-only afterwards.
 	version        string
-	clientID       string
 	g              *group
 	encodeBase64   bool
 	sendHB, recvHB time.Duration // server→client, client→server

@@ -1,6 +1,15 @@
 // Package iotsim simulates the Alibaba Cloud IoT Platform's server-side
-// subscription endpoint over STOMP (port 61614 in real life) for tests, the
-// demo and benchmarks, and generates platform-shaped device traffic.
+// subscription endpoint over STOMP (port 61614 in real life) and AMQP 1.0
+// (port 5671, Config.AMQPAddr) for tests, the demo and benchmarks, and
+// generates platform-shaped device traffic.
+//
+// The AMQP side (see amqp.go) follows the platform's rules: TLS and SASL
+// PLAIN with the same verification as STOMP; an open whose idle-time-out
+// is outside 30 to 300 s is refused (9601); a receiver link must be
+// attached within AttachTimeout (15 s) of open; one receiver per
+// connection, no sender links; deliveries only within the link credit;
+// each message a data section with the application properties topic
+// (string), messageId (string) and generateTime (long, epoch ms).
 //
 // The server speaks STOMP 1.1 and 1.2 over TLS. It checks the platform
 // username and password with iotauth.Verify (aksign and ststoken, all sign
@@ -49,8 +58,20 @@ const (
 // Config configures a Server. The zero value of each field selects its
 // default; HeartBeat is the exception (see below).
 type Config struct {
-	// Addr is the listen address, default "127.0.0.1:0".
+	// Addr is the STOMP listen address, default "127.0.0.1:0".
 	Addr string
+	// AMQPAddr, when not empty, is the address of an AMQP 1.0 listener
+	// beside STOMP (TLS, SASL PLAIN, the same credentials, groups and
+	// messages); "127.0.0.1:0" picks a free port. Empty: no AMQP.
+	AMQPAddr string
+	// AttachTimeout is how long an open AMQP connection may go without a
+	// receiver link before it is closed; default 15 s, as the platform.
+	AttachTimeout time.Duration
+	// MinIdleTimeout and MaxIdleTimeout bound the idle-time-out an AMQP
+	// client's open may carry (refused outside, error 9601); defaults 30 s
+	// and 300 s, as the platform. The server beats at half the client's
+	// value and drops a client silent for all of it.
+	MinIdleTimeout, MaxIdleTimeout time.Duration
 	// TLS is the server TLS config. Nil: a throwaway CA and a certificate for
 	// 127.0.0.1, ::1 and localhost are generated (see Server.CACertPEM).
 	TLS *tls.Config
@@ -80,7 +101,8 @@ type Config struct {
 	// write channel (20) behind it. Measured: 48 never stalls, 64 does.
 	MaxUnacked int
 	// LoginTimeout is how long a new connection has to complete the TLS
-	// handshake and CONNECT; default 15 s, as the platform.
+	// handshake and CONNECT (AMQP: SASL and open); default 15 s, as the
+	// platform.
 	LoginTimeout time.Duration
 	// Logger receives connection-level events (never per message, never a
 	// password or security token). Nil discards.
@@ -121,6 +143,11 @@ type Stats struct {
 	Nacked              int64
 	Expired             int64
 	Redelivered         int64
+	// Released, Rejected and Modified count the AMQP outcomes other than
+	// accepted (each also counts in Nacked).
+	Released int64
+	Rejected int64
+	Modified int64
 	// Queued is the messages waiting for a subscriber, Unacked the
 	// deliveries awaiting an ACK; Pending is their sum.
 	Queued  int
@@ -136,6 +163,7 @@ type Server struct {
 	cfg    Config
 	log    *slog.Logger
 	ln     net.Listener
+	amqpLn net.Listener // nil without Config.AMQPAddr
 	caPEM  []byte
 	nextID atomic.Int64
 	done   chan struct{}
@@ -144,12 +172,13 @@ type Server struct {
 	published, loginsOK, loginsFailed  atomic.Int64
 	delivered, redelivered             atomic.Int64
 	acked, nacked, expired, connSerial atomic.Int64
+	released, rejected, modified       atomic.Int64
 
 	mu           sync.Mutex
 	closed       bool
 	groups       map[string]*group
-	conns        map[*conn]struct{} // every accepted connection
-	perClient    map[string]int     // logged-in connections per clientId
+	conns        map[client]struct{} // every accepted connection, STOMP and AMQP
+	perClient    map[string]int      // logged-in connections per clientId
 	maxPerClient int
 	loggedIn     int
 }
@@ -178,12 +207,21 @@ func Start(cfg Config) (*Server, error) {
 	if cfg.LoginTimeout <= 0 {
 		cfg.LoginTimeout = DefaultLoginTimeout
 	}
+	if cfg.AttachTimeout <= 0 {
+		cfg.AttachTimeout = DefaultAttachTimeout
+	}
+	if cfg.MinIdleTimeout <= 0 {
+		cfg.MinIdleTimeout = DefaultMinIdleTimeout
+	}
+	if cfg.MaxIdleTimeout <= 0 {
+		cfg.MaxIdleTimeout = DefaultMaxIdleTimeout
+	}
 	s := &Server{
 		cfg:       cfg,
 		log:       cfg.Logger,
 		done:      make(chan struct{}),
 		groups:    make(map[string]*group),
-		conns:     make(map[*conn]struct{}),
+		conns:     make(map[client]struct{}),
 		perClient: make(map[string]int),
 	}
 	if s.log == nil {
@@ -203,15 +241,34 @@ func Start(cfg Config) (*Server, error) {
 		return nil, fmt.Errorf("iotsim: listen on %s: %w (choose another address)", cfg.Addr, err)
 	}
 	s.ln = tls.NewListener(ln, tlsCfg)
+	if cfg.AMQPAddr != "" {
+		aln, err := net.Listen("tcp", cfg.AMQPAddr)
+		if err != nil {
+			ln.Close()
+			return nil, fmt.Errorf("iotsim: listen for AMQP on %s: %w (choose another address)", cfg.AMQPAddr, err)
+		}
+		s.amqpLn = tls.NewListener(aln, tlsCfg)
+		s.log.Info("iot simulator listening for AMQP 1.0", "addr", s.AMQPAddr())
+		s.wg.Add(1)
+		go s.acceptLoop(s.amqpLn, func(nc net.Conn) servedClient { return newAMQPConn(s, nc) })
+	}
 	s.log.Info("iot simulator listening", "addr", s.Addr())
 	s.wg.Add(2)
-	go s.acceptLoop()
+	go s.acceptLoop(s.ln, func(nc net.Conn) servedClient { return newConn(s, nc) })
 	go s.expireLoop()
 	return s, nil
 }
 
-// Addr returns the host:port the server listens on.
+// Addr returns the host:port the STOMP listener listens on.
 func (s *Server) Addr() string { return s.ln.Addr().String() }
+
+// AMQPAddr returns the host:port of the AMQP listener, or "" without one.
+func (s *Server) AMQPAddr() string {
+	if s.amqpLn == nil {
+		return ""
+	}
+	return s.amqpLn.Addr().String()
+}
 
 // CACertPEM returns the PEM of the generated CA that signed the server
 // certificate, or nil when Config.TLS was given.
@@ -263,13 +320,15 @@ func (s *Server) group(id string) (*group, error) {
 	return g, nil
 }
 
-// CloseConnections closes every client connection from the server side
-// without a frame, as the platform does when it rebalances (error 9602).
+// CloseConnections closes every client connection from the server side, as
+// the platform does when it rebalances (error 9602): STOMP connections
+// without a frame, AMQP connections with a close frame whose error is
+// amqp:connection:forced with "9602: ..." as description.
 // Unacked deliveries go back to their groups. New connections are accepted
 // as before. It does not wait for the connections' goroutines.
 func (s *Server) CloseConnections() {
 	s.mu.Lock()
-	cs := make([]*conn, 0, len(s.conns))
+	cs := make([]client, 0, len(s.conns))
 	for c := range s.conns {
 		cs = append(cs, c)
 	}
@@ -296,12 +355,15 @@ func (s *Server) Stats() Stats {
 		Nacked:              s.nacked.Load(),
 		Expired:             s.expired.Load(),
 		Redelivered:         s.redelivered.Load(),
+		Released:            s.released.Load(),
+		Rejected:            s.rejected.Load(),
+		Modified:            s.modified.Load(),
 	}
 	groups := make([]*group, 0, len(s.groups))
 	for _, g := range s.groups {
 		groups = append(groups, g)
 	}
-	conns := make([]*conn, 0, len(s.conns))
+	conns := make([]client, 0, len(s.conns))
 	for c := range s.conns {
 		conns = append(conns, c)
 	}
@@ -332,6 +394,11 @@ func (s *Server) Close() error {
 	}
 	s.mu.Unlock()
 	err := s.ln.Close()
+	if s.amqpLn != nil {
+		if aerr := s.amqpLn.Close(); err == nil {
+			err = aerr
+		}
+	}
 	s.CloseConnections()
 	s.wg.Wait()
 	if err != nil {
@@ -340,10 +407,16 @@ func (s *Server) Close() error {
 	return nil
 }
 
-func (s *Server) acceptLoop() {
+// servedClient is a client with its serving goroutine.
+type servedClient interface {
+	client
+	serve()
+}
+
+func (s *Server) acceptLoop(ln net.Listener, newClient func(net.Conn) servedClient) {
 	defer s.wg.Done()
 	for {
-		nc, err := s.ln.Accept()
+		nc, err := ln.Accept()
 		if err != nil {
 			select {
 			case <-s.done:
@@ -357,7 +430,7 @@ func (s *Server) acceptLoop() {
 			s.log.Error("accept failed; the simulator stops accepting", "err", err)
 			return
 		}
-		c := newConn(s, nc)
+		c := newClient(nc)
 		s.mu.Lock()
 		if s.closed {
 			s.mu.Unlock()
@@ -386,7 +459,7 @@ func (s *Server) expireLoop() {
 			return
 		case now := <-t.C:
 			s.mu.Lock()
-			conns := make([]*conn, 0, len(s.conns))
+			conns := make([]client, 0, len(s.conns))
 			for c := range s.conns {
 				conns = append(conns, c)
 			}
@@ -398,9 +471,32 @@ func (s *Server) expireLoop() {
 	}
 }
 
-// login records a successful login of c (c.clientID is set); it returns
+// client is one accepted connection of either protocol.
+type client interface {
+	// close ends the connection from the server side (for AMQP with a close
+	// frame first); the connection's goroutines then clean up. Idempotent.
+	close()
+	isClosed() bool
+	// unacked is the number of deliveries awaiting settlement.
+	unacked() int
+	// expire gives back deliveries unsettled past their ACK deadline.
+	expire(now time.Time)
+	// ident is the login state the server keeps per connection.
+	ident() *identity
+}
+
+// identity is a connection's login: set during login, read-only afterwards
+// (counted is written under the server's lock).
+type identity struct {
+	clientID string
+	counted  bool
+}
+
+func (i *identity) ident() *identity { return i }
+
+// login records a successful login of c (its clientID is set); it returns
 // the group to pull from.
-func (s *Server) login(c *conn, groupID string) (*group, error) {
+func (s *Server) login(c client, groupID string) (*group, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
@@ -408,14 +504,15 @@ func (s *Server) login(c *conn, groupID string) (*group, error) {
 	}
 	s.loginsOK.Add(1)
 	s.loggedIn++
-	c.counted = true
-	s.perClient[c.clientID]++
+	id := c.ident()
+	id.counted = true
+	s.perClient[id.clientID]++
 	// MaxConnsPerClientID counts the connections of this client id that are
 	// still open: one the server closed (CloseConnections) counts no more,
 	// even while its goroutine is still cleaning up.
 	open := 0
 	for o := range s.conns {
-		if o.counted && o.clientID == c.clientID && !o.isClosed() {
+		if oi := o.ident(); oi.counted && oi.clientID == id.clientID && !o.isClosed() {
 			open++
 		}
 	}
@@ -428,7 +525,7 @@ func (s *Server) login(c *conn, groupID string) (*group, error) {
 	return g, nil
 }
 
-func (s *Server) forget(c *conn, clientID string, wasLoggedIn bool) {
+func (s *Server) forget(c client, clientID string, wasLoggedIn bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	delete(s.conns, c)

@@ -166,7 +166,7 @@ step_run() {
 		>"$work/logs/mns-emulator.out" 2>"$work/logs/mns-emulator.err" &
 	local emu=$!
 	pids+=("$emu")
-	"${peer_env[@]}" "$bin" iot-simulator -listen 127.0.0.1:0 -ca-out "$work/etc/ca.pem" \
+	"${peer_env[@]}" "$bin" iot-simulator -listen 127.0.0.1:0 -amqp-listen 127.0.0.1:0 -ca-out "$work/etc/ca.pem" \
 		-access-key-id "$akid" -access-key-secret-file "$work/credentials/access_key_secret" \
 		-devices 5 -rate 200 -log-level warn \
 		>"$work/logs/iot-simulator.out" 2>"$work/logs/iot-simulator.err" &

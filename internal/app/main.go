@@ -53,7 +53,7 @@ func commands() []command {
 		{"replay", "-config FILE DEADLETTER.jsonl", "send the messages of a dead-letter file through the routes again", cmdReplay},
 		{"healthcheck", "[-url URL | -config FILE]", "exit 0 when the running bridge reports healthy (for container health checks)", cmdHealthcheck},
 		{"mns-emulator", "[flags]", "run the MNS emulator (for tests and trials)", stdioCommand(mnsemu.RunCommand)},
-		{"iot-simulator", "[flags]", "run the IoT platform simulator (STOMP over TLS; for tests and trials)", stdioCommand(iotsim.RunCommand)},
+		{"iot-simulator", "[flags]", "run the IoT platform simulator (STOMP and AMQP 1.0 over TLS; for tests and trials)", stdioCommand(iotsim.RunCommand)},
 		{"version", "", "print the version and VCS revision", cmdVersion},
 		{"help", "", "show this help", nil},
 	}

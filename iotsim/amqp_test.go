@@ -1,0 +1,510 @@
+package iotsim
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/tls"
+	"errors"
+	"io"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/Azure/go-amqp"
+
+	"github.com/iot-mns-bridge/iot-mns-bridge/internal/amqp10"
+	"github.com/iot-mns-bridge/iot-mns-bridge/iotauth"
+)
+
+func startAMQP(t *testing.T, cfg Config) *Server {
+	t.Helper()
+	if cfg.AMQPAddr == "" {
+		cfg.AMQPAddr = "127.0.0.1:0"
+	}
+	return startServer(t, cfg)
+}
+
+// dialAMQP logs in with go-amqp as the bridge does (idle timeout 120 s,
+// which go-amqp advertises as 60 000 ms).
+func dialAMQP(t *testing.T, s *Server, p iotauth.Params, idle time.Duration) (*amqp.Conn, error) {
+	t.Helper()
+	cred, err := iotauth.Sign(p, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	return amqp.Dial(ctx, "amqps://"+s.AMQPAddr(), &amqp.ConnOptions{
+		SASLType:    amqp.SASLTypePlain(cred.Username, cred.Password),
+		IdleTimeout: idle,
+		TLSConfig:   clientTLS(t, s),
+	})
+}
+
+func receiver(t *testing.T, c *amqp.Conn, credit int32) *amqp.Receiver {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	sess, err := c.NewSession(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := sess.NewReceiver(ctx, "default", &amqp.ReceiverOptions{Credit: credit})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+func receive(t *testing.T, r *amqp.Receiver) *amqp.Message {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	m, err := r.Receive(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+func TestAMQPGoAMQPReceivesPlatformShapedMessages(t *testing.T) {
+	s := startAMQP(t, Config{})
+	c, err := dialAMQP(t, s, params("go-amqp"), 120*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	r := receiver(t, c, 10)
+	big := bytes.Repeat([]byte{0, 0xff, 'x'}, 100000) // several frames
+	msgs := []Message{
+		{Topic: "/pk/dev1/user/telemetry", MessageID: "1001", GenerateTime: 1700000000123, Body: []byte(`{"t":1}`)},
+		{Topic: "/pk/dev1/user/bin", MessageID: "1002", GenerateTime: 1700000000124, Body: []byte{0, 1, 0xfe, 0xff}},
+		{Topic: "/pk/dev1/user/big", MessageID: "1003", GenerateTime: 1700000000125, Body: big},
+	}
+	for _, m := range msgs {
+		s.Publish(testGroup, m)
+	}
+	ctx := context.Background()
+	for _, want := range msgs {
+		m := receive(t, r)
+		if !bytes.Equal(m.GetData(), want.Body) {
+			t.Errorf("body of %s: got %d bytes, want %d", want.MessageID, len(m.GetData()), len(want.Body))
+		}
+		ap := m.ApplicationProperties
+		if ap["topic"] != want.Topic || ap["messageId"] != want.MessageID || ap["generateTime"] != want.GenerateTime {
+			t.Errorf("application properties = %#v, want topic %q, messageId %q (string), generateTime %d (long)",
+				ap, want.Topic, want.MessageID, want.GenerateTime)
+		}
+		if err := r.AcceptMessage(ctx, m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, "3 acks", func() bool { return s.Stats().Acked == 3 })
+	if st := s.Stats(); st.Delivered != 3 || st.Pending != 0 || st.LoginsOK != 1 {
+		t.Errorf("stats = %+v", st)
+	}
+}
+
+func TestAMQPLoginRefused(t *testing.T) {
+	s := startAMQP(t, Config{})
+	p := params("bad")
+	p.AccessKeySecret = "wrong"
+	_, err := dialAMQP(t, s, p, 120*time.Second)
+	if err == nil || !strings.Contains(err.Error(), "SASL") {
+		t.Fatalf("login with a wrong secret: err = %v, want a SASL failure", err)
+	}
+	p = params("unknown")
+	p.AccessKeyID = "LTAIother"
+	if _, err := dialAMQP(t, s, p, 120*time.Second); err == nil {
+		t.Fatal("login with an unknown authId succeeded")
+	}
+	if st := s.Stats(); st.LoginsFailed != 2 || st.LoginsOK != 0 {
+		t.Errorf("stats = %+v, want 2 failed logins", st)
+	}
+}
+
+func TestAMQPIdleTimeoutOutsidePlatformBoundsIsRefused(t *testing.T) {
+	s := startAMQP(t, Config{})
+	// go-amqp advertises half its IdleTimeout: 40 s → 20 000 ms (too low),
+	// 700 s → 350 000 ms (too high); 60 s → 30 000 ms is the lower bound.
+	for _, idle := range []time.Duration{40 * time.Second, 700 * time.Second} {
+		c, err := dialAMQP(t, s, params("idle"), idle)
+		if err == nil {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			_, err = c.NewSession(ctx, nil)
+			cancel()
+			c.Close()
+		}
+		var ce *amqp.ConnError
+		if !errors.As(err, &ce) || ce.RemoteErr == nil || !strings.Contains(ce.RemoteErr.Description, "9601") {
+			t.Errorf("idle timeout %s: err = %v, want a close with 9601", idle, err)
+		}
+	}
+	c, err := dialAMQP(t, s, params("idle-ok"), 60*time.Second)
+	if err != nil {
+		t.Fatalf("30 000 ms (the lower bound) refused: %v", err)
+	}
+	receiver(t, c, 1)
+	c.Close()
+}
+
+func TestAMQPServerInitiatedClose(t *testing.T) {
+	s := startAMQP(t, Config{})
+	c, err := dialAMQP(t, s, params("closed"), 120*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := receiver(t, c, 5)
+	s.Publish(testGroup, Message{Topic: "/t", Body: []byte("x")})
+	m := receive(t, r) // held, not settled
+	_ = m
+	s.CloseConnections()
+	select {
+	case <-c.Done():
+	case <-time.After(10 * time.Second):
+		t.Fatal("go-amqp did not see the close")
+	}
+	var ce *amqp.ConnError
+	if err := c.Err(); !errors.As(err, &ce) || ce.RemoteErr == nil || ce.RemoteErr.Condition != amqp.ErrCondConnectionForced ||
+		!strings.Contains(ce.RemoteErr.Description, "9602") {
+		t.Errorf("err = %v, want a close with amqp:connection:forced and 9602", err)
+	}
+	// The unsettled message goes back and reaches the next connection.
+	c2, err := dialAMQP(t, s, params("closed"), 120*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c2.Close()
+	m2 := receive(t, receiver(t, c2, 5))
+	if m2.ApplicationProperties["messageId"] != m.ApplicationProperties["messageId"] {
+		t.Errorf("redelivered %v, want %v", m2.ApplicationProperties["messageId"], m.ApplicationProperties["messageId"])
+	}
+	if st := s.Stats(); st.Redelivered != 1 {
+		t.Errorf("stats = %+v, want 1 redelivery", st)
+	}
+}
+
+// rawAMQP is a hand-driven AMQP client built on the codec, for the rules a
+// library client would not let a test break.
+type rawAMQP struct {
+	t           *testing.T
+	nc          *tls.Conn
+	br          *bufio.Reader
+	lastPayload []byte
+}
+
+// dialRawAMQP logs in and opens with idle-time-out idleMS (0: none).
+func dialRawAMQP(t *testing.T, s *Server, idleMS uint32) (*rawAMQP, *amqp10.Open) {
+	t.Helper()
+	nc, err := tls.Dial("tcp", s.AMQPAddr(), clientTLS(t, s))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { nc.Close() })
+	nc.SetDeadline(time.Now().Add(20 * time.Second))
+	c := &rawAMQP{t: t, nc: nc, br: bufio.NewReader(nc)}
+	cred, err := iotauth.Sign(params("raw"), time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.write(amqp10.HeaderSASL[:])
+	if h, err := amqp10.ReadProtocolHeader(c.br); err != nil || h != amqp10.HeaderSASL {
+		t.Fatalf("SASL header: %v %v", h, err)
+	}
+	if _, ok := c.next(amqp10.FrameSASL).(*amqp10.SASLMechanisms); !ok {
+		t.Fatal("no sasl-mechanisms")
+	}
+	c.sendType(amqp10.FrameSASL, &amqp10.SASLInit{Mechanism: "PLAIN",
+		InitialResponse: []byte("\x00" + cred.Username + "\x00" + cred.Password)}, nil)
+	if o, ok := c.next(amqp10.FrameSASL).(*amqp10.SASLOutcome); !ok || o.Code != amqp10.SASLOK {
+		t.Fatalf("sasl outcome %#v", o)
+	}
+	c.write(amqp10.HeaderAMQP[:])
+	if h, err := amqp10.ReadProtocolHeader(c.br); err != nil || h != amqp10.HeaderAMQP {
+		t.Fatalf("AMQP header: %v %v", h, err)
+	}
+	c.send(&amqp10.Open{ContainerID: "raw", IdleTimeout: idleMS})
+	open, ok := c.next(amqp10.FrameAMQP).(*amqp10.Open)
+	if !ok {
+		t.Fatal("no open")
+	}
+	return c, open
+}
+
+func (c *rawAMQP) write(b []byte) {
+	if _, err := c.nc.Write(b); err != nil {
+		c.t.Fatal(err)
+	}
+}
+
+func (c *rawAMQP) sendType(typ byte, p amqp10.Performative, payload []byte) {
+	b, err := amqp10.AppendFrame(nil, typ, 0, p, payload)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	c.write(b)
+}
+
+func (c *rawAMQP) send(p amqp10.Performative) { c.sendType(amqp10.FrameAMQP, p, nil) }
+
+// next returns the next non-empty frame's performative.
+func (c *rawAMQP) next(typ byte) any {
+	c.t.Helper()
+	for {
+		f, err := amqp10.ReadFrame(c.br, 1<<20)
+		if err != nil {
+			c.t.Fatalf("read frame: %v", err)
+		}
+		if f.Type != typ {
+			c.t.Fatalf("frame type %d, want %d", f.Type, typ)
+		}
+		if f.Body != nil {
+			c.lastPayload = f.Payload
+			return f.Body
+		}
+	}
+}
+
+// expectClose reads until the server's close and returns its error.
+func (c *rawAMQP) expectClose() *amqp10.Error {
+	c.t.Helper()
+	for {
+		switch p := c.next(amqp10.FrameAMQP).(type) {
+		case *amqp10.Close:
+			if p.Error == nil {
+				c.t.Fatal("close without an error")
+			}
+			return p.Error
+		case *amqp10.Transfer, *amqp10.Flow, *amqp10.Disposition:
+		default:
+			c.t.Fatalf("got %s, want close", amqp10.Name(p))
+		}
+	}
+}
+
+// attachReceiver begins a session and attaches a receiver with handle h.
+func (c *rawAMQP) begin() {
+	c.send(&amqp10.Begin{NextOutgoingID: 0, IncomingWindow: 1000, OutgoingWindow: 1000})
+	if _, ok := c.next(amqp10.FrameAMQP).(*amqp10.Begin); !ok {
+		c.t.Fatal("no begin")
+	}
+}
+
+func (c *rawAMQP) attach(h uint32, role bool) *amqp10.Attach {
+	c.t.Helper()
+	c.send(&amqp10.Attach{Name: "link", Handle: h, Role: role, SndSettleMode: amqp10.SndUnsettled,
+		Source: &amqp10.Terminus{Address: "default"}, Target: &amqp10.Terminus{}})
+	a, ok := c.next(amqp10.FrameAMQP).(*amqp10.Attach)
+	if !ok {
+		c.t.Fatal("no attach")
+	}
+	return a
+}
+
+func (c *rawAMQP) credit(h, deliveryCount, credit uint32, echo bool) {
+	c.send(&amqp10.Flow{NextIncomingID: amqp10.U32(0), IncomingWindow: 1000, NextOutgoingID: 0, OutgoingWindow: 1000,
+		Handle: amqp10.U32(h), DeliveryCount: amqp10.U32(deliveryCount), LinkCredit: amqp10.U32(credit), Echo: echo})
+}
+
+func (c *rawAMQP) transfer() (*amqp10.Transfer, *amqp10.Message) {
+	c.t.Helper()
+	tr, ok := c.next(amqp10.FrameAMQP).(*amqp10.Transfer)
+	if !ok {
+		c.t.Fatal("no transfer")
+	}
+	m, err := amqp10.DecodeMessage(c.lastPayload)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	return tr, m
+}
+
+func (c *rawAMQP) settle(id uint32, state any) {
+	c.send(&amqp10.Disposition{Role: amqp10.RoleReceiver, First: id, Settled: true, State: state})
+}
+
+func TestAMQPReceiverMustAttachInTime(t *testing.T) {
+	s := startAMQP(t, Config{AttachTimeout: 300 * time.Millisecond})
+	c, _ := dialRawAMQP(t, s, 60000)
+	c.begin() // a session is not enough
+	e := c.expectClose()
+	if e.Condition != amqp10.ErrConnectionForced || !strings.Contains(e.Description, "no receiver link attached within 300ms") {
+		t.Errorf("close error = %v", e)
+	}
+	// A receiver attached in time keeps its connection: it still delivers
+	// once a connection opened after it has been dropped for not attaching.
+	c2, _ := dialRawAMQP(t, s, 60000)
+	c2.begin()
+	c2.attach(0, amqp10.RoleReceiver)
+	c3, _ := dialRawAMQP(t, s, 60000)
+	c3.expectClose()
+	s.Publish(testGroup, Message{Topic: "/t", Body: []byte("x")})
+	c2.credit(0, 0, 1, false)
+	if _, m := c2.transfer(); string(m.Data[0]) != "x" {
+		t.Errorf("body %q", m.Data[0])
+	}
+}
+
+func TestAMQPOneReceiverNoSenders(t *testing.T) {
+	s := startAMQP(t, Config{})
+	c, _ := dialRawAMQP(t, s, 60000)
+	c.begin()
+	// A sender link (the client publishing) is refused: attach, then detach
+	// with the reason.
+	c.attach(0, amqp10.RoleSender)
+	d, ok := c.next(amqp10.FrameAMQP).(*amqp10.Detach)
+	if !ok || d.Error == nil || d.Error.Condition != amqp10.ErrNotAllowed || !strings.Contains(d.Error.Description, "sender links") {
+		t.Fatalf("sender attach answered with %#v", d)
+	}
+	if a := c.attach(1, amqp10.RoleReceiver); a.Role != amqp10.RoleSender {
+		t.Fatalf("receiver attach answered with role %v", a.Role)
+	}
+	c.attach(2, amqp10.RoleReceiver)
+	d, ok = c.next(amqp10.FrameAMQP).(*amqp10.Detach)
+	if !ok || d.Handle != 2 || d.Error == nil || !strings.Contains(d.Error.Description, "one receiver link per connection") {
+		t.Fatalf("second receiver answered with %#v", d)
+	}
+	// The first receiver still works.
+	s.Publish(testGroup, Message{Topic: "/t", Body: []byte("one")})
+	c.credit(1, 0, 1, false)
+	if tr, _ := c.transfer(); tr.Handle != 1 {
+		t.Errorf("transfer on handle %d, want 1", tr.Handle)
+	}
+	// A transfer from the client ends the connection.
+	c.sendType(amqp10.FrameAMQP, &amqp10.Transfer{Handle: 1, DeliveryID: amqp10.U32(0), DeliveryTag: []byte{1}}, []byte{0x00, 0x53, 0x75, 0xa0, 0})
+	if e := c.expectClose(); e.Condition != amqp10.ErrNotAllowed || !strings.Contains(e.Description, "no sender links") {
+		t.Errorf("close error = %v", e)
+	}
+}
+
+func TestAMQPCreditIsRespected(t *testing.T) {
+	s := startAMQP(t, Config{})
+	for i := range 5 {
+		s.Publish(testGroup, Message{Topic: "/t", MessageID: string(rune('a' + i)), Body: []byte{byte(i)}})
+	}
+	c, _ := dialRawAMQP(t, s, 60000)
+	c.begin()
+	c.attach(0, amqp10.RoleReceiver)
+	c.credit(0, 0, 2, false)
+	c.transfer()
+	c.transfer()
+	// Ask for the link state: 2 delivered, no credit left, 3 available.
+	c.credit(0, 2, 0, true)
+	fl, ok := c.next(amqp10.FrameAMQP).(*amqp10.Flow)
+	if !ok || fl.Handle == nil || *fl.DeliveryCount != 2 || *fl.LinkCredit != 0 || fl.Available == nil || *fl.Available != 3 {
+		t.Fatalf("echoed flow = %#v, want delivery-count 2, credit 0, available 3", fl)
+	}
+	if st := s.Stats(); st.Delivered != 2 || st.Queued != 3 {
+		t.Errorf("stats = %+v, want 2 delivered and 3 queued", st)
+	}
+	c.credit(0, 2, 3, false)
+	for range 3 {
+		c.transfer()
+	}
+	if st := s.Stats(); st.Delivered != 5 || st.Unacked != 5 {
+		t.Errorf("stats = %+v, want 5 delivered, 5 unacked", st)
+	}
+}
+
+func TestAMQPOutcomes(t *testing.T) {
+	s := startAMQP(t, Config{})
+	c, _ := dialRawAMQP(t, s, 60000)
+	c.begin()
+	c.attach(0, amqp10.RoleReceiver)
+	s.Publish(testGroup, Message{Topic: "/t", MessageID: "m1", Body: []byte("x")})
+	c.credit(0, 0, 100, false)
+	id := func(m *amqp10.Message) any { v, _ := m.Property("messageId"); return v }
+	// released (9651), modified and rejected (9652) all give the message
+	// back: it comes again with the same messageId.
+	outcomes := []any{&amqp10.Released{}, &amqp10.Modified{DeliveryFailed: true},
+		&amqp10.Rejected{Error: &amqp10.Error{Condition: amqp10.ErrDecode}}, &amqp10.Accepted{}}
+	for i, o := range outcomes {
+		tr, m := c.transfer()
+		if id(m) != "m1" {
+			t.Fatalf("delivery %d: messageId %v", i, id(m))
+		}
+		c.settle(*tr.DeliveryID, o)
+	}
+	waitFor(t, "the accept", func() bool { return s.Stats().Acked == 1 })
+	st := s.Stats()
+	if st.Released != 1 || st.Modified != 1 || st.Rejected != 1 || st.Nacked != 3 || st.Redelivered != 3 || st.Pending != 0 {
+		t.Errorf("stats = %+v", st)
+	}
+	// An unsettled disposition (rcv-settle-mode second) is settled by the
+	// server.
+	s.Publish(testGroup, Message{Topic: "/t", MessageID: "m2", Body: []byte("y")})
+	tr, _ := c.transfer()
+	c.send(&amqp10.Disposition{Role: amqp10.RoleReceiver, First: *tr.DeliveryID, State: &amqp10.Accepted{}})
+	d, ok := c.next(amqp10.FrameAMQP).(*amqp10.Disposition)
+	if !ok || !d.Settled || d.Role != amqp10.RoleSender {
+		t.Errorf("answer to an unsettled accept: %#v", d)
+	}
+}
+
+func TestAMQPLateAcceptAfterAckTimeoutIsHarmless(t *testing.T) {
+	s := startAMQP(t, Config{AckTimeout: 20 * time.Millisecond})
+	c, _ := dialRawAMQP(t, s, 60000)
+	c.begin()
+	c.attach(0, amqp10.RoleReceiver)
+	s.Publish(testGroup, Message{Topic: "/t", MessageID: "late", Body: []byte("x")})
+	c.credit(0, 0, 2, false)
+	first, _ := c.transfer()
+	_, m := c.transfer() // the same message, after the ACK timeout
+	if v, _ := m.Property("messageId"); v != "late" {
+		t.Fatalf("messageId %v", v)
+	}
+	c.settle(*first.DeliveryID, &amqp10.Accepted{}) // late
+	// The echoed flow comes after the disposition was handled.
+	c.credit(0, 2, 0, true)
+	if _, ok := c.next(amqp10.FrameAMQP).(*amqp10.Flow); !ok {
+		t.Fatal("no flow echoed")
+	}
+	// The late accept settled nothing and lost nothing: the message is
+	// still unacked or back in the queue, and the connection lives on.
+	if st := s.Stats(); st.Acked != 0 || st.Pending != 1 || st.Expired < 1 || st.Connections != 1 {
+		t.Errorf("stats = %+v, want no ack, 1 pending, an expiry, the connection open", st)
+	}
+}
+
+func TestAMQPHeartBeatsAndSilentClient(t *testing.T) {
+	s := startAMQP(t, Config{MinIdleTimeout: 100 * time.Millisecond})
+	c, open := dialRawAMQP(t, s, 200)
+	if open.IdleTimeout != 200 {
+		t.Errorf("server idle-time-out %d ms, want the client's 200", open.IdleTimeout)
+	}
+	c.begin()
+	c.attach(0, amqp10.RoleReceiver)
+	// The server beats (empty frames) while it has nothing to send...
+	f, err := amqp10.ReadFrame(c.br, 1<<20)
+	if err != nil || f.Body != nil {
+		t.Fatalf("want an empty frame (heart-beat): %#v %v", f, err)
+	}
+	// ...and drops this client, which sends nothing, after its idle-time-out.
+	if e := c.expectClose(); e.Condition != amqp10.ErrResourceLimit || !strings.Contains(e.Description, "no frame from the client") {
+		t.Errorf("close error = %v", e)
+	}
+}
+
+func TestAMQPRefusesNonSASLAndGarbage(t *testing.T) {
+	s := startAMQP(t, Config{})
+	nc, err := tls.Dial("tcp", s.AMQPAddr(), clientTLS(t, s))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	nc.Write(amqp10.HeaderAMQP[:])
+	h, err := amqp10.ReadProtocolHeader(nc)
+	if err != nil || h != amqp10.HeaderSASL {
+		t.Errorf("answer to a plain AMQP header: %v %v, want the SASL header", h, err)
+	}
+	if _, err := nc.Read(make([]byte, 1)); err != io.EOF {
+		t.Errorf("after the header: %v, want EOF", err)
+	}
+	// A malformed frame after open closes with a framing error.
+	c, _ := dialRawAMQP(t, s, 60000)
+	c.write([]byte{0, 0, 0, 9, 2, 0, 0, 0, 0x01})
+	if e := c.expectClose(); e.Condition != amqp10.ErrFramingError {
+		t.Errorf("close error = %v", e)
+	}
+}
