@@ -5,8 +5,13 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
+	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -507,4 +512,98 @@ func TestAMQPRefusesNonSASLAndGarbage(t *testing.T) {
 	if e := c.expectClose(); e.Condition != amqp10.ErrFramingError {
 		t.Errorf("close error = %v", e)
 	}
+}
+
+// TestAMQPQpidProtonReceivesAndSettles proves the listener against a second,
+// independent AMQP 1.0 client: python3-qpid-proton (Debian package
+// python3-qpid-proton, which scripts/test.sh installs).
+func TestAMQPQpidProtonReceivesAndSettles(t *testing.T) {
+	python := protonPython()
+	if python == "" {
+		msg := "python3-qpid-proton is not installed (apt-get install python3-qpid-proton, or run scripts/test.sh as root)"
+		if os.Getenv("CI") == "true" {
+			t.Fatal(msg)
+		}
+		t.Skip(msg)
+	}
+	s := startAMQP(t, Config{})
+	ca := filepath.Join(t.TempDir(), "ca.pem")
+	if err := os.WriteFile(ca, s.CACertPEM(), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cred, err := iotauth.Sign(params("proton"), time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	msgs := []Message{
+		{Topic: "/pk/dev/user/a", MessageID: "p1", GenerateTime: 1700000000001, Body: []byte(`{"n":1}`)},
+		{Topic: "/pk/dev/user/b", MessageID: "p2", GenerateTime: 1700000000002, Body: []byte{0, 0xff, 0x80}},
+		{Topic: "/pk/dev/user/c", MessageID: "p3", GenerateTime: 1700000000003, Body: bytes.Repeat([]byte("z"), 70000)},
+	}
+	for _, m := range msgs {
+		s.Publish(testGroup, m)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, python, "testdata/proton_receive.py")
+	// accept p1, release p2, reject p3, then accept both again.
+	cmd.Env = append(os.Environ(), "IOTSIM_ADDR="+s.AMQPAddr(), "IOTSIM_CA="+ca, "IOTSIM_USER="+cred.Username,
+		"IOTSIM_PASS="+cred.Password, "COUNT=5", "OUTCOMES=accept,release,reject,accept")
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("proton client: %v\n%s\n%s", err, out, stderr.String())
+	}
+	var got []map[string]any
+	for line := range strings.SplitSeq(strings.TrimSpace(string(out)), "\n") {
+		var m map[string]any
+		if err := json.Unmarshal([]byte(line), &m); err != nil {
+			t.Fatalf("proton output %q: %v", line, err)
+		}
+		got = append(got, m)
+	}
+	if len(got) != 5 {
+		t.Fatalf("proton received %d messages, want 5:\n%s", len(got), out)
+	}
+	byID := map[string]Message{}
+	for _, m := range msgs {
+		byID[m.MessageID] = m
+	}
+	seen := map[string]int{}
+	for _, g := range got {
+		id, _ := g["messageId"].(string)
+		want, ok := byID[id]
+		if !ok {
+			t.Fatalf("unknown message %v", g)
+		}
+		seen[id]++
+		if g["body_hex"] != hex.EncodeToString(want.Body) || g["topic"] != want.Topic ||
+			g["generateTime"] != float64(want.GenerateTime) {
+			t.Errorf("message %s arrived as %v", id, g)
+		}
+		// Python's view of the AMQP types: string, string, long.
+		if g["topic_type"] != "str" || g["messageId_type"] != "str" || g["generateTime_type"] != "long" && g["generateTime_type"] != "int" {
+			t.Errorf("property types %v %v %v, want str, str, long", g["topic_type"], g["messageId_type"], g["generateTime_type"])
+		}
+	}
+	if seen["p1"] != 1 || seen["p2"] != 2 || seen["p3"] != 2 {
+		t.Errorf("deliveries per message = %v, want p1 once, p2 and p3 twice (released, rejected)", seen)
+	}
+	waitFor(t, "the settlements", func() bool { return s.Stats().Acked == 3 })
+	if st := s.Stats(); st.Released != 1 || st.Rejected != 1 || st.Pending != 0 || st.Redelivered != 2 {
+		t.Errorf("stats = %+v", st)
+	}
+}
+
+// protonPython returns a Python 3 that can import proton: Debian's
+// /usr/bin/python3 first (where the package installs it, even when another
+// python3 comes first on PATH), else python3 on PATH; "" when none can.
+func protonPython() string {
+	for _, p := range []string{"/usr/bin/python3", "python3"} {
+		if exec.Command(p, "-c", "import proton").Run() == nil {
+			return p
+		}
+	}
+	return ""
 }
