@@ -18,7 +18,21 @@
 #            whose ExecStart points at the built binary (verify requires an
 #            executable there; nothing is installed), failing on any warning
 #            about the unit, and `systemd-analyze security --offline` with a
-#            threshold so hardening cannot silently regress.
+#            threshold so hardening cannot silently regress;
+#   release  scripts/release.sh: the three static binaries (amd64, arm64,
+#            armv7; checked with `go version -m`), the tarballs and their
+#            contents, the .debs, SHA256SUMS verified with sha256sum -c;
+#   deb      the host architecture's .deb installed with dpkg -i on this
+#            machine (root only): the files, modes and conffiles, `check` on
+#            the installed example config, the unit not enabled, an upgrade
+#            that keeps a changed config, then dpkg --purge leaving nothing;
+#   qemu     the arm64 and armv7 binaries under qemu-user-static: `version`
+#            and a short `demo` (simulator, bridge, emulator; nothing lost).
+#
+# The heavy steps (release, deb, qemu) are skipped with OPS_CHECK_QUICK=1
+# for local runs; under CI=true they always run. Missing tools (dpkg-deb,
+# qemu-user-static, ...) are installed with apt-get when run as root, else
+# the step is skipped, or fails under CI=true.
 #
 # Usage: scripts/ops-check.sh [STEP...]      (default: all, in the order above)
 #
@@ -38,10 +52,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 steps=("$@")
-[ ${#steps[@]} -gt 0 ] || steps=(build version run unit)
+all_steps=(build version run unit release deb qemu)
+[ ${#steps[@]} -gt 0 ] || steps=("${all_steps[@]}")
 for s in "${steps[@]}"; do
-	case $s in build | version | run | unit) ;; *)
-		echo "ops-check: unknown step $s (build, version, run, unit)" >&2
+	case " ${all_steps[*]} " in *" $s "*) ;; *)
+		echo "ops-check: unknown step $s (${all_steps[*]})" >&2
 		exit 2
 		;;
 	esac
@@ -298,6 +313,184 @@ step_unit() {
 		note "systemd $v has no 'security --offline'; exposure not scored"
 	fi
 	ok unit
+}
+
+# skip STEP REASON: prints the SKIP line (the test fails it under CI=true).
+skip() { echo "ops-check: SKIP $1: $2"; }
+
+# heavy STEP: false (after printing SKIP) when OPS_CHECK_QUICK asks to skip it.
+heavy() {
+	if [ -n "${OPS_CHECK_QUICK:-}" ] && [ "${CI:-}" != true ]; then
+		skip "$1" "OPS_CHECK_QUICK is set (under CI=true this step runs)"
+		return 1
+	fi
+}
+
+# need_tools STEP PACKAGE TOOL...: installs PACKAGE with apt-get when a TOOL
+# is missing and this is root; otherwise false after printing SKIP (or fails
+# under CI=true).
+need_tools() {
+	local step=$1 pkg=$2 t missing=
+	shift 2
+	for t in "$@"; do command -v "$t" >/dev/null || missing+=" $t"; done
+	[ -z "$missing" ] && return 0
+	if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null; then
+		note "installing $pkg for$missing (apt-get)"
+		apt_install "$pkg" || fail "apt-get install $pkg"
+		return 0
+	fi
+	[ "${CI:-}" = true ] && fail "$step needs$missing (Debian package $pkg) and this is not root"
+	skip "$step" "needs$missing (Debian package $pkg; under CI=true this fails)"
+	return 1
+}
+
+apt_updated=
+apt_install() {
+	if [ -z "$apt_updated" ]; then
+		timeout 600 apt-get update -qq >/dev/null || return 1
+		apt_updated=1
+	fi
+	DEBIAN_FRONTEND=noninteractive timeout 600 apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+}
+
+dist=$work/dist
+fileversion=${version#v}
+debversion() { # the Debian version scripts/deb.sh derives from VERSION $1
+	local v=${1#v}
+	v=${v//-/+}
+	case $v in [0-9]*) echo "$v" ;; *) echo "0~$v" ;; esac
+}
+
+ensure_release() {
+	[ -f "$dist/SHA256SUMS" ] && return 0
+	need_tools release dpkg-dev dpkg-deb || return 1
+	mkdir -p "$work/logs"
+	VERSION=$version scripts/release.sh "$dist" >"$work/logs/release.log" 2>&1 || fail "scripts/release.sh $dist"
+}
+
+step_release() {
+	heavy release || return 0
+	ensure_release || return 0
+	(cd "$dist" && sha256sum --quiet -c SHA256SUMS) || fail "sha256sum -c SHA256SUMS"
+	# The stamped version is checked by running the binaries (deb, qemu).
+	local arch goarch want info name f sums
+	sums=$(cut -d' ' -f3 "$dist/SHA256SUMS" | sort | tr '\n' ' ')
+	for arch in amd64 arm64 armv7; do
+		case $arch in
+		amd64) goarch=amd64 want=$'\tbuild\tGOAMD64=v1' ;;
+		arm64) goarch=arm64 want=$'\tbuild\tGOARM64=v8.0' ;;
+		armv7) goarch=arm want=$'\tbuild\tGOARM=7' ;;
+		esac
+		info=$(go version -m "$dist/bin/iot-mns-bridge_linux_$arch") || fail "go version -m on the $arch binary"
+		for w in $'\tbuild\tCGO_ENABLED=0' $'\tbuild\t-trimpath=true' $'\tbuild\tGOOS=linux' $'\tbuild\tGOARCH='"$goarch" "$want"; do
+			grep -qF -- "$w" <<<"$info" || fail "the $arch binary lacks \"${w//$'\t'/ }\" in go version -m: $info"
+		done
+		name=iot-mns-bridge_${fileversion}_linux_$arch
+		[[ $sums == *"$name.tar.gz "* ]] || fail "SHA256SUMS does not list $name.tar.gz: $sums"
+		local listing
+		listing=$(tar -tzf "$dist/$name.tar.gz" | sort | tr '\n' ' ')
+		local want_list="$name/ $name/README.md $name/config.example.yaml $name/iot-mns-bridge $name/iot-mns-bridge.env $name/iot-mns-bridge.service "
+		[ "$listing" = "$want_list" ] || fail "$name.tar.gz holds \"$listing\", want \"$want_list\""
+		tar -xzOf "$dist/$name.tar.gz" "$name/iot-mns-bridge" | cmp -s - "$dist/bin/iot-mns-bridge_linux_$arch" ||
+			fail "$name.tar.gz: the binary differs from bin/iot-mns-bridge_linux_$arch"
+		note "$name.tar.gz $(wc -c <"$dist/$name.tar.gz") bytes, binary $(wc -c <"$dist/bin/iot-mns-bridge_linux_$arch") bytes"
+	done
+	for arch in amd64 arm64 armhf; do
+		f=iot-mns-bridge_$(debversion "$version")_$arch.deb
+		[[ $sums == *"$f "* ]] || fail "SHA256SUMS does not list $f: $sums"
+		[ "$(dpkg-deb -f "$dist/$f" Architecture)" = "$arch" ] || fail "$f: Architecture is not $arch"
+		note "$f $(wc -c <"$dist/$f") bytes"
+	done
+	ok release
+}
+
+step_deb() {
+	heavy deb || return 0
+	if [ "$(id -u)" -ne 0 ]; then
+		[ "${CI:-}" = true ] && fail "deb: dpkg -i needs root"
+		skip deb "dpkg -i needs root (under CI=true this fails)"
+		return 0
+	fi
+	if dpkg-query -W -f '${Status}' iot-mns-bridge 2>/dev/null | grep -q 'installed'; then
+		[ "${CI:-}" = true ] && fail "deb: iot-mns-bridge is already installed on this machine"
+		skip deb "iot-mns-bridge is already installed here; not touching it"
+		return 0
+	fi
+	ensure_release || return 0
+	local arch deb
+	arch=$(dpkg --print-architecture)
+	deb=$dist/iot-mns-bridge_$(debversion "$version")_$arch.deb
+	[ -f "$deb" ] || fail "no $deb for this machine's architecture $arch"
+	mkdir -p "$work/logs"
+	purge() { dpkg --purge iot-mns-bridge >>"$work/logs/dpkg.log" 2>&1; }
+	trap 'purge || true; cleanup' EXIT
+	dpkg -i "$deb" >"$work/logs/dpkg.log" 2>&1 || fail "dpkg -i $deb"
+
+	local f mode
+	for f in /usr/bin/iot-mns-bridge:755 /lib/systemd/system/iot-mns-bridge.service:644 \
+		/etc/iot-mns-bridge/config.yaml:644 /etc/iot-mns-bridge/iot-mns-bridge.env:600 \
+		/usr/share/doc/iot-mns-bridge/README.md:644; do
+		mode=$(stat -c %a "${f%:*}" 2>/dev/null) || fail "the .deb did not install ${f%:*}"
+		[ "$mode" = "${f#*:}" ] || fail "${f%:*} has mode $mode, want ${f#*:}"
+	done
+	cmp -s /usr/bin/iot-mns-bridge "$dist/bin/iot-mns-bridge_linux_$( [ "$arch" = armhf ] && echo armv7 || echo "$arch")" ||
+		fail "/usr/bin/iot-mns-bridge is not the release binary"
+	grep -q '^ExecStart=/usr/bin/iot-mns-bridge run -config /etc/iot-mns-bridge/config.yaml$' /lib/systemd/system/iot-mns-bridge.service ||
+		fail "the installed unit does not start /usr/bin/iot-mns-bridge"
+	grep -q '^DynamicUser=yes$' /lib/systemd/system/iot-mns-bridge.service || fail "the installed unit lost DynamicUser=yes"
+	[ "$(dpkg-query -W -f '${Conffiles}' iot-mns-bridge | awk '{print $1}' | sort | tr '\n' ' ')" = \
+		"/etc/iot-mns-bridge/config.yaml /etc/iot-mns-bridge/iot-mns-bridge.env " ] ||
+		fail "conffiles: $(dpkg-query -W -f '${Conffiles}' iot-mns-bridge)"
+	[ ! -e /etc/systemd/system/multi-user.target.wants/iot-mns-bridge.service ] || fail "installing enabled the unit"
+	local out
+	out=$(/usr/bin/iot-mns-bridge version) || fail "installed binary: version"
+	[[ $out == "iot-mns-bridge $version "* ]] || fail "installed binary: version printed $out"
+	(
+		set -a
+		. /etc/iot-mns-bridge/iot-mns-bridge.env
+		ALIBABA_CLOUD_ACCESS_KEY_SECRET=example-secret
+		exec /usr/bin/iot-mns-bridge check -config /etc/iot-mns-bridge/config.yaml
+	) >"$work/logs/deb-check.log" 2>&1 || fail "check -config /etc/iot-mns-bridge/config.yaml (the installed example)"
+
+	# Upgrade: a changed config survives, the new binary is in place.
+	echo "# changed by the operator" >>/etc/iot-mns-bridge/config.yaml
+	local v2=${version}.1 deb2
+	mkdir -p "$work/deb2"
+	deb2=$(VERSION=$v2 scripts/deb.sh "$dist/bin/iot-mns-bridge_linux_$( [ "$arch" = armhf ] && echo armv7 || echo "$arch")" "$arch" "$work/deb2") ||
+		fail "scripts/deb.sh for the upgrade"
+	dpkg -i "$deb2" >>"$work/logs/dpkg.log" 2>&1 || fail "dpkg -i $deb2 (upgrade)"
+	[ "$(dpkg-query -W -f '${Version}' iot-mns-bridge)" = "$(debversion "$v2")" ] || fail "the upgrade did not install $(debversion "$v2")"
+	tail -n1 /etc/iot-mns-bridge/config.yaml | grep -q '^# changed by the operator$' || fail "the upgrade overwrote the changed config.yaml"
+	[ ! -e /etc/systemd/system/multi-user.target.wants/iot-mns-bridge.service ] || fail "the upgrade enabled the unit"
+
+	dpkg -r iot-mns-bridge >>"$work/logs/dpkg.log" 2>&1 || fail "dpkg -r"
+	[ ! -e /usr/bin/iot-mns-bridge ] && [ ! -e /lib/systemd/system/iot-mns-bridge.service ] || fail "dpkg -r left the binary or the unit"
+	[ -f /etc/iot-mns-bridge/config.yaml ] || fail "dpkg -r removed the config (only --purge should)"
+	purge || fail "dpkg --purge"
+	[ ! -e /etc/iot-mns-bridge ] || fail "dpkg --purge left /etc/iot-mns-bridge: $(ls -A /etc/iot-mns-bridge)"
+	! dpkg-query -W iot-mns-bridge >/dev/null 2>&1 || fail "dpkg still knows iot-mns-bridge after --purge"
+	trap cleanup EXIT
+	ok deb
+}
+
+step_qemu() {
+	heavy qemu || return 0
+	need_tools qemu qemu-user-static qemu-aarch64-static qemu-arm-static || return 0
+	ensure_release || return 0
+	mkdir -p "$work/logs"
+	local arch emu bin out
+	for arch in arm64 armv7; do
+		emu=qemu-aarch64-static
+		[ "$arch" = armv7 ] && emu=qemu-arm-static
+		bin=$dist/bin/iot-mns-bridge_linux_$arch
+		out=$("$emu" "$bin" version) || fail "$emu $bin version"
+		[[ $out == "iot-mns-bridge $version "* ]] || fail "$arch: version printed \"$out\""
+		"$emu" "$bin" demo -duration 2s -devices 5 -dir "$work/demo-$arch" >"$work/logs/demo-$arch.log" 2>&1 ||
+			fail "$arch: demo under $emu"
+		grep -q '^OK: nothing lost' "$work/logs/demo-$arch.log" || fail "$arch: the demo did not report \"OK: nothing lost\""
+		note "$arch under $emu: $out; demo $(grep -E '^ +forwarded' "$work/logs/demo-$arch.log" | tr -s ' ')"
+	done
+	ok qemu
 }
 
 for s in "${steps[@]}"; do "step_$s"; done

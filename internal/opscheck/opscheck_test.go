@@ -427,9 +427,15 @@ func (l *notifyListener) stop() []string {
 	return l.msgs
 }
 
+// opsSteps are the steps of scripts/ops-check.sh, in order; TestOpsCheck
+// reports each as a subtest.
+var opsSteps = []string{"build", "version", "run", "unit", "release", "deb", "qemu"}
+
 // TestOpsCheck runs scripts/ops-check.sh (build with the Dockerfile's flags,
 // version, a run with healthcheck, SIGHUP and SIGTERM, systemd-analyze
-// verify) with a notify socket, and reports each of its steps as a subtest.
+// verify, the release artifacts, the .deb installed and purged, the arm
+// binaries under qemu) with a notify socket, and reports each of its steps
+// as a subtest. OPS_CHECK_QUICK=1 skips the heavy steps outside CI.
 func TestOpsCheck(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds the binary and runs it against the simulator and emulator; skipped with -short")
@@ -439,7 +445,7 @@ func TestOpsCheck(t *testing.T) {
 	}
 	notify := listenNotify(t)
 
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, "bash", filepath.Join(repoRoot, "scripts/ops-check.sh"))
 	// The script and everything it starts share a process group, so that a
@@ -468,7 +474,7 @@ func TestOpsCheck(t *testing.T) {
 			results[step] = "SKIP " + reason
 		}
 	}
-	for _, step := range []string{"build", "version", "run", "unit"} {
+	for _, step := range opsSteps {
 		t.Run(step, func(t *testing.T) {
 			switch r := results[step]; {
 			case r == "ok":
