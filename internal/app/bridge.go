@@ -59,6 +59,8 @@ type Bridge struct {
 	// live is cfg with the routes and delivery settings of the last Reload.
 	live atomic.Pointer[config.Config]
 
+	status statusRecorder // the last errors GET /status reports
+
 	readyOnce sync.Once // OnReady is called once
 	readyMu   sync.Mutex
 	ready     bool
@@ -74,6 +76,7 @@ func New(cfg *config.Config, opts Options) (*Bridge, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	b := &Bridge{cfg: cfg, log: log, opts: opts, reg: opts.Registry}
+	b.status.started = time.Now()
 	b.live.Store(cfg)
 	if b.reg == nil {
 		b.reg = prometheus.NewRegistry()
@@ -122,7 +125,8 @@ func New(cfg *config.Config, opts Options) (*Bridge, error) {
 	b.dedup = dedup
 	d := cfg.Delivery
 	b.pipeline, err = bridge.NewPipeline(bridge.PipelineConfig{
-		Router: router, Sink: b.sink, DeadLetters: b.dead, Envelope: cfg.Envelope,
+		Router: router, Sink: recordingSink{b.sink, &b.status.mns},
+		DeadLetters: recordingDeadLetters{b.dead, &b.status.deadReason, &b.status.deadWrite}, Envelope: cfg.Envelope,
 		BatchSize: d.BatchSize, BatchBytes: d.BatchBytes, Linger: d.Linger, MaxInFlight: d.MaxInFlight,
 		MaxInFlightBytes:          int64(d.MaxInFlightBytes),
 		MaxRequestsPerDestination: d.MaxRequestsPerDestination, MaxRequests: d.MaxRequests,
@@ -198,6 +202,7 @@ func stompConfig(cfg *config.Config, clock func() time.Time, limiter *bridge.Att
 
 // registerSpoolMetrics exports the spool's depth and size.
 func (b *Bridge) registerSpoolMetrics(s *spool.Spool) {
+	b.status.setSpool(s.Stats)
 	b.reg.MustRegister(
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "iot_mns_bridge", Name: "spool_messages", Help: "Messages in the spool."},
 			func() float64 { return float64(s.Stats().Depth) }),

@@ -26,6 +26,7 @@ func (b *Bridge) httpHandler() http.Handler {
 		}
 		fmt.Fprintln(w, "ok")
 	})
+	mux.HandleFunc("/status", b.serveStatus)
 	mux.HandleFunc("/readyz", func(w http.ResponseWriter, r *http.Request) {
 		if reasons := b.NotReady(); len(reasons) > 0 {
 			http.Error(w, "not ready:\n- "+strings.Join(reasons, "\n- ")+"\n", http.StatusServiceUnavailable)

@@ -52,6 +52,7 @@ func commands() []command {
 		{"demo", "[flags]", "run the whole path on the built-in IoT platform simulator and MNS emulator (no cloud account needed)", cmdDemo},
 		{"replay", "-config FILE DEADLETTER.jsonl", "send the messages of a dead-letter file through the routes again", cmdReplay},
 		{"healthcheck", "[-url URL | -config FILE]", "exit 0 when the running bridge reports healthy (for container health checks)", cmdHealthcheck},
+		{"status", "[-url URL | -config FILE] [-json]", "print the running bridge's connections, rates, in flight, dead letters and last errors", cmdStatus},
 		{"mns-emulator", "[flags]", "run the MNS emulator (for tests and trials)", stdioCommand(mnsemu.RunCommand)},
 		{"iot-simulator", "[flags]", "run the IoT platform simulator (STOMP and AMQP 1.0 over TLS; for tests and trials)", stdioCommand(iotsim.RunCommand)},
 		{"version", "", "print the version and VCS revision", cmdVersion},

@@ -1,0 +1,184 @@
+package app
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/iot-mns-bridge/iot-mns-bridge/config"
+	"github.com/iot-mns-bridge/iot-mns-bridge/iotsim"
+	"github.com/iot-mns-bridge/iot-mns-bridge/mnsemu"
+)
+
+// TestStatusCommandAgainstARunningBridge runs a bridge with a spool, makes
+// MNS refuse 300 messages (missing queue: dead-lettered) and accept 500,
+// and reads it with `iot-mns-bridge status` as table and as JSON; then the
+// source goes down and status says so.
+func TestStatusCommandAgainstARunningBridge(t *testing.T) {
+	p := startPeers(t, mnsemu.Config{}, iotsim.Config{})
+	p.emu.CreateQueue("unrouted")
+	path := p.writeConfig(t, "    ack: client-individual", "spool:\n  dir: "+t.TempDir()+"\n")
+	cfg, err := config.Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	base := "http://" + ln.Addr().String()
+	b, err := New(cfg, Options{Logger: slog.New(slog.DiscardHandler), HTTPListener: ln})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- b.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	waitFor(t, "/readyz", 30*time.Second, func() bool { code, _ := httpGet(t, base+"/readyz"); return code == http.StatusOK })
+
+	for i := 0; i < 300; i++ {
+		p.sim.Publish("g1", iotsim.Message{Topic: fmt.Sprintf("/pk1/dev%d/user/x", i), Body: []byte("hello")})
+	}
+	waitFor(t, "300 dead letters", 30*time.Second, func() bool { return b.Status().Pipeline.DeadLettered >= 300 })
+	p.emu.CreateQueue("telemetry-pk1")
+	for i := 0; i < 500; i++ {
+		p.sim.Publish("g1", iotsim.Message{Topic: fmt.Sprintf("/pk1/dev%d/user/x", i), Body: []byte("hello")})
+	}
+	waitFor(t, "500 forwarded", 30*time.Second, func() bool {
+		st := b.Status()
+		return st.Pipeline.Forwarded >= 500 && st.Pipeline.InFlight == 0
+	})
+
+	code, out, errOut := runMain(t, context.Background(), "status", "-url", base, "-interval", "10ms")
+	if code != ExitOK {
+		t.Fatalf("status exited %d: %s", code, errOut)
+	}
+	t.Logf("status:\n%s", out)
+	for _, re := range []string{
+		`(?m)^iot-mns-bridge .*, up [0-9].*, ready$`,
+		`(?m)^PART +STATE +RATE/s +TOTAL +IN FLIGHT +LAST ERROR$`,
+		`(?m)^source e2e-bridge +connected, 0 reconnects +[0-9.]+ +800 +-$`,
+		`(?m)^mns +ok, [0-9]+ retried +[0-9.]+ +500 +0 / 8192 +queue telemetry-pk1: message .*QueueNotExist.* ago\)$`,
+		`(?m)^dead letters +0 duplicates dropped +[0-9.]+ +300 +last: message .*QueueNotExist.* ago\)$`,
+		`(?m)^spool +[0-9.]+% full +0 msgs, 0 bytes +-$`,
+	} {
+		if !regexp.MustCompile(re).MatchString(out) {
+			t.Errorf("status output does not match %s", re)
+		}
+	}
+
+	code, out, errOut = runMain(t, context.Background(), "status", "-url", base+"/", "-json", "-interval", "0")
+	if code != ExitOK {
+		t.Fatalf("status -json exited %d: %s", code, errOut)
+	}
+	var got struct {
+		Status Status       `json:"status"`
+		Rates  *StatusRates `json:"rates"`
+	}
+	if err := json.Unmarshal([]byte(out), &got); err != nil {
+		t.Fatalf("status -json printed no JSON: %v\n%s", err, out)
+	}
+	st := got.Status
+	if !st.Ready || !st.Healthy || len(st.Source) != 1 || !st.Source[0].Connected || st.Source[0].Name != "e2e-bridge" {
+		t.Errorf("status -json: ready %v healthy %v source %+v; want ready, healthy, e2e-bridge connected", st.Ready, st.Healthy, st.Source)
+	}
+	if st.Pipeline.Received != 800 || st.Pipeline.Forwarded != 500 || st.Pipeline.DeadLettered != 300 || st.Pipeline.MaxInFlight != 8192 {
+		t.Errorf("status -json pipeline %+v, want 800 received, 500 forwarded, 300 dead-lettered, max 8192", st.Pipeline)
+	}
+	if !strings.Contains(st.MNS.LastError, "QueueNotExist") || st.MNS.LastErrorAt == nil {
+		t.Errorf("status -json mns %+v, want the QueueNotExist failure with its time", st.MNS)
+	}
+	if !strings.Contains(st.DeadLetters.LastReason, "QueueNotExist") || st.DeadLetters.LastError != "" {
+		t.Errorf("status -json dead letters %+v, want the QueueNotExist reason and no write error", st.DeadLetters)
+	}
+	if st.Spool == nil || st.Spool.MaxBytes != int64(cfg.Spool.MaxBytes) {
+		t.Errorf("status -json spool %+v, want max_bytes %d", st.Spool, cfg.Spool.MaxBytes)
+	}
+	if got.Rates != nil {
+		t.Errorf("status -json -interval 0: rates %+v, want none from one snapshot", got.Rates)
+	}
+
+	// The source goes down: the connection row and the header say so.
+	p.sim.Close()
+	waitFor(t, "the source down in /status", 30*time.Second, func() bool {
+		st := b.Status()
+		return len(st.Source) == 1 && !st.Source[0].Connected && st.Source[0].LastError != ""
+	})
+	_, out, _ = runMain(t, context.Background(), "status", "-url", base, "-interval", "0")
+	for _, re := range []string{`(?m)^iot-mns-bridge .*NOT READY$`, `(?m)^  not ready: source connection e2e-bridge is down`,
+		`(?m)^source e2e-bridge +DOWN, [0-9]+ reconnects +- +800 +\S`} {
+		if !regexp.MustCompile(re).MatchString(out) {
+			t.Errorf("status output with the source down does not match %s:\n%s", re, out)
+		}
+	}
+}
+
+func TestStatusCommandErrors(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close() // nothing listens there now
+	code, _, errOut := runMain(t, context.Background(), "status", "-url", "http://"+addr)
+	if code != ExitFailure || !strings.Contains(errOut, "is the bridge running with http.listen at http://"+addr) {
+		t.Errorf("status against nothing: exit %d, %q; want 1 naming the address", code, errOut)
+	}
+	code, _, errOut = runMain(t, context.Background(), "status", "-interval", "-1s")
+	if code != ExitUsage || !strings.Contains(errOut, "-interval") {
+		t.Errorf("status -interval -1s: exit %d, %q; want 2 naming -interval", code, errOut)
+	}
+	// A server that is not a bridge.
+	srv := http.Server{Handler: http.NotFoundHandler()}
+	ln, err = net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve(ln)
+	defer srv.Close()
+	code, _, errOut = runMain(t, context.Background(), "status", "-url", "http://"+ln.Addr().String())
+	if code != ExitFailure || !strings.Contains(errOut, "404") {
+		t.Errorf("status against a 404: exit %d, %q; want 1 with the status", code, errOut)
+	}
+}
+
+func TestStatusRates(t *testing.T) {
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	a := Status{StartedAt: t0, Time: t0.Add(time.Minute), Pipeline: PipelineStatus{Received: 100, Forwarded: 90, DeadLettered: 1}}
+	b := Status{StartedAt: t0, Time: t0.Add(time.Minute + 2*time.Second), Pipeline: PipelineStatus{Received: 300, Forwarded: 290, DeadLettered: 5}}
+	r := statusRates(a, b)
+	if r == nil || r.Seconds != 2 || r.Received != 100 || r.Forwarded != 100 || r.DeadLettered != 2 {
+		t.Errorf("statusRates = %+v, want 2 s, 100/s received and forwarded, 2/s dead-lettered", r)
+	}
+	if r := statusRates(a, a); r != nil {
+		t.Errorf("statusRates of one snapshot = %+v, want nil", r)
+	}
+	restarted := b
+	restarted.StartedAt = t0.Add(time.Second)
+	if r := statusRates(a, restarted); r != nil {
+		t.Errorf("statusRates across a restart = %+v, want nil", r)
+	}
+}
+
+func TestLocalURL(t *testing.T) {
+	for in, want := range map[string]string{
+		"127.0.0.1:9477": "http://127.0.0.1:9477",
+		"0.0.0.0:9477":   "http://127.0.0.1:9477",
+		":9477":          "http://127.0.0.1:9477",
+		"[::]:9477":      "http://127.0.0.1:9477",
+		"[::1]:9477":     "http://[::1]:9477",
+		"localhost:80":   "http://localhost:80",
+	} {
+		if got := localURL(in); got != want {
+			t.Errorf("localURL(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
