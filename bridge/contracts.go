@@ -79,6 +79,13 @@ type Outgoing struct {
 	Tag string
 	// ID names the message in errors and logs (the platform messageId).
 	ID string
+	// Properties are MNS user properties (unique names, in order) and
+	// SystemProperties MNS system properties (traceparent, ...); nil for
+	// none. The sink checks them against the MNS limits.
+	Properties, SystemProperties []Property
+	// GroupID is the MNS MessageGroupId for FIFO queues and topics; "" for
+	// none.
+	GroupID string
 }
 
 // Sink writes messages to a destination.

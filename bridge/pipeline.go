@@ -45,6 +45,9 @@ type PipelineConfig struct {
 	Sink        Sink
 	DeadLetters DeadLetterSink
 	Envelope    string // EnvelopeRaw (default) or EnvelopeJSON
+	// Properties says which MNS message properties each message gets from
+	// the platform metadata (nil: none beyond the route's own).
+	Properties *PropertySpec
 	// BatchSize and BatchBytes bound one batch (defaults 16 and 65536).
 	BatchSize  int
 	BatchBytes int
@@ -290,7 +293,14 @@ func (p *Pipeline) Handle(ctx context.Context, d *Delivery) error {
 		p.deadLetterNow(&item{d: d, first: now}, r.Reason)
 		return nil
 	}
-	it := &item{d: d, dest: r.Dest, first: now, out: Outgoing{Tag: r.Tag, ID: m.MessageID}}
+	it := &item{d: d, dest: r.Dest, first: now, out: Outgoing{Tag: r.Tag, ID: m.MessageID, GroupID: r.GroupID}}
+	if p.cfg.Properties.Enabled() || r.Properties != nil {
+		var rp []Property
+		if r.Properties != nil {
+			rp = *r.Properties
+		}
+		it.out.Properties, it.out.SystemProperties = p.cfg.Properties.Build(m, rp)
+	}
 	if tune.Envelope == EnvelopeJSON {
 		// The envelope is written for each request (see send), not held.
 		it.env = planEnvelope(m)

@@ -44,9 +44,19 @@ const renderCacheSize = 4096
 
 // RouteSpec is one config rule (routes[i]): Match is the pattern, and
 // exactly one of Queue and Topic is the destination template. MessageTag is
-// an optional tag template, for topics only.
+// an optional tag template, for topics only. MessageGroupID (the MNS
+// MessageGroupId of FIFO queues and topics) and the Values of Properties
+// (MNS user properties, STRING) are optional templates too.
 type RouteSpec struct {
 	Match, Queue, Topic, MessageTag string
+	MessageGroupID                  string
+	Properties                      []RouteProperty
+}
+
+// RouteProperty is one MNS user property a route attaches: a literal name
+// and a value template.
+type RouteProperty struct {
+	Name, Value string
 }
 
 // DefaultRouteSpec takes the messages that no rule matches: to Queue, or to
@@ -55,6 +65,8 @@ type RouteSpec struct {
 // take placeholder values from.
 type DefaultRouteSpec struct {
 	Queue, Topic, MessageTag string
+	MessageGroupID           string
+	Properties               []RouteProperty
 	DeadLetter               bool
 }
 
@@ -64,6 +76,11 @@ type Route struct {
 	Dest Destination
 	// Tag is the MNS message tag ("" for none; topics only).
 	Tag string
+	// GroupID is the MNS MessageGroupId ("" for none).
+	GroupID string
+	// Properties are the route's own MNS user properties, rendered; nil
+	// for none. Shared and read-only (a pointer keeps Route comparable).
+	Properties *[]Property
 	// DeadLetter says the message goes to the dead-letter target instead.
 	DeadLetter bool
 	// Reason says why, when DeadLetter, e.g. `no route matches topic "/x"`
@@ -116,6 +133,8 @@ type rule struct {
 	kind    DestinationKind
 	name    tmpl
 	tag     tmpl
+	group   tmpl
+	props   []propTmpl
 	keyCaps []int // captures the templates use, in order: the cache key
 
 	static      bool  // no placeholders: fixed is the answer
@@ -300,7 +319,72 @@ func (ru *rule) render(caps *[maxCaptures]string) Route {
 		return Route{DeadLetter: true, Rule: ru.index,
 			Reason: fmt.Sprintf("routes[%d]: rendered message tag %q is invalid: %v", ru.index, tag, err)}
 	}
-	return Route{Dest: Destination{Kind: ru.kind, Name: name}, Tag: tag, Rule: ru.index}
+	rt := Route{Dest: Destination{Kind: ru.kind, Name: name}, Tag: tag, GroupID: ru.group.render(caps), Rule: ru.index}
+	if len(ru.props) > 0 {
+		ps := make([]Property, len(ru.props))
+		for i, p := range ru.props {
+			ps[i] = Property{Name: p.name, Value: p.val.render(caps), Type: PropString}
+		}
+		rt.Properties = &ps
+	}
+	return rt
+}
+
+// propTmpl is a route property: a literal name and a value template.
+type propTmpl struct {
+	name string
+	val  tmpl
+}
+
+// compileProps parses a route's properties; path is "routes[i]" or
+// "default_route".
+func compileProps(path string, props []RouteProperty, names []string) ([]propTmpl, []error) {
+	var out []propTmpl
+	var errs []error
+	seen := map[string]bool{}
+	for _, p := range props {
+		if err := CheckPropertyName(p.Name); err != nil {
+			errs = append(errs, fmt.Errorf("%s.properties: %w", path, err))
+			continue
+		}
+		if seen[p.Name] {
+			errs = append(errs, fmt.Errorf("%s.properties: %q is set twice", path, p.Name))
+			continue
+		}
+		seen[p.Name] = true
+		t, err := parseTemplate(p.Value, names)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s.properties.%s: %w", path, p.Name, err))
+			continue
+		}
+		out = append(out, propTmpl{name: p.Name, val: t})
+	}
+	return out, errs
+}
+
+// MaxPropertyNameLen is the longest MNS property name.
+const MaxPropertyNameLen = 256
+
+// CheckPropertyName applies the MNS rules for property names: 1 to 256
+// characters of A-Z a-z 0-9 _ . -, not starting or ending with '.', no "..".
+func CheckPropertyName(n string) error {
+	switch {
+	case n == "":
+		return errors.New("property name is empty")
+	case len(n) > MaxPropertyNameLen:
+		return fmt.Errorf("property name %.20q... is %d characters; MNS allows at most %d", n, len(n), MaxPropertyNameLen)
+	case n[0] == '.' || n[len(n)-1] == '.':
+		return fmt.Errorf("property name %q starts or ends with '.'", n)
+	case strings.Contains(n, ".."):
+		return fmt.Errorf("property name %q contains \"..\"", n)
+	}
+	for i := 0; i < len(n); i++ {
+		c := n[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '.' || c == '-') {
+			return fmt.Errorf("property name %q has %q: MNS allows letters, digits, '_', '.' and '-'", n, c)
+		}
+	}
+	return nil
 }
 
 func (t *tmpl) render(caps *[maxCaptures]string) string {
@@ -382,12 +466,23 @@ func compileRule(i int, spec RouteSpec, validName func(string) error) (*rule, er
 	if err != nil {
 		errs = append(errs, fmt.Errorf("%s.message_tag: %w", path, err))
 	}
+	ru.group, err = parseTemplate(spec.MessageGroupID, names)
+	if err != nil {
+		errs = append(errs, fmt.Errorf("%s.message_group_id: %w", path, err))
+	}
+	var perrs []error
+	ru.props, perrs = compileProps(path, spec.Properties, names)
+	errs = append(errs, perrs...)
 	if len(errs) > 0 {
 		return nil, errors.Join(errs...)
 	}
 
 	used := map[int]bool{}
-	for _, t := range []tmpl{ru.name, ru.tag} {
+	all := []tmpl{ru.name, ru.tag, ru.group}
+	for _, p := range ru.props {
+		all = append(all, p.val)
+	}
+	for _, t := range all {
 		for _, p := range t.parts {
 			if p.cap >= 0 && !used[p.cap] {
 				used[p.cap] = true
@@ -397,7 +492,7 @@ func compileRule(i int, spec RouteSpec, validName func(string) error) (*rule, er
 	}
 	if len(ru.keyCaps) == 0 {
 		ru.static = true
-		ru.fixed = Route{Dest: Destination{Kind: ru.kind, Name: ru.name.text}, Tag: ru.tag.text, Rule: i}
+		ru.fixed = ru.render(&[maxCaptures]string{})
 	}
 	return ru, nil
 }
@@ -610,8 +705,25 @@ func compileDefault(def DefaultRouteSpec, validName func(string) error) (Route, 
 			route.Tag = t.text
 		}
 	}
+	props, perrs := compileProps("default_route", def.Properties, nil)
+	errs = append(errs, perrs...)
+	if def.MessageGroupID != "" {
+		if _, err := parseTemplate(def.MessageGroupID, nil); err != nil {
+			errs = append(errs, fmt.Errorf("default_route.message_group_id: %w", err))
+		}
+	}
 	if len(errs) > 0 {
 		return dl, errors.Join(errs...)
+	}
+	if !route.DeadLetter {
+		route.GroupID = def.MessageGroupID
+		if len(props) > 0 {
+			ps := make([]Property, len(props))
+			for i, p := range props {
+				ps[i] = Property{Name: p.name, Value: p.val.text, Type: PropString}
+			}
+			route.Properties = &ps
+		}
 	}
 	return route, nil
 }

@@ -126,6 +126,24 @@ type MNS struct {
 	// Region is the region V4 signs for; "" derives it from Endpoint when
 	// that has the documented form.
 	Region string `yaml:"region"`
+	// Properties attaches the platform's metadata as MNS message properties.
+	Properties MNSProperties `yaml:"properties"`
+}
+
+// MNSProperties says which MNS message properties every message gets from
+// the platform's metadata (routes add their own with routes[].properties).
+type MNSProperties struct {
+	// Platform attaches topic, messageId, generateTime (NUMBER), productKey
+	// and deviceName as user properties.
+	Platform bool `yaml:"platform"`
+	// PlatformProperties names properties of the platform message (STOMP
+	// headers, AMQP application properties) to copy as user properties.
+	PlatformProperties []string `yaml:"platform_properties"`
+	// Prefix goes before the names above, e.g. "iot.".
+	Prefix string `yaml:"prefix"`
+	// Trace passes traceparent, tracestate and baggage on as MNS system
+	// properties.
+	Trace bool `yaml:"trace"`
 }
 
 // Route sends messages whose topic matches Match to Queue or Topic. Exactly
@@ -136,15 +154,22 @@ type Route struct {
 	Queue      string `yaml:"queue"`
 	Topic      string `yaml:"topic"`
 	MessageTag string `yaml:"message_tag"`
+	// MessageGroupID is the MNS MessageGroupId template (FIFO queues and
+	// topics), e.g. "{deviceName}"; "" sends none.
+	MessageGroupID string `yaml:"message_group_id"`
+	// Properties are MNS user properties: name to value template.
+	Properties map[string]string `yaml:"properties"`
 }
 
 // DefaultRoute takes the messages no route matches: to a queue or topic, or
 // to the dead-letter target when DeadLetter is true.
 type DefaultRoute struct {
-	Queue      string `yaml:"queue"`
-	Topic      string `yaml:"topic"`
-	MessageTag string `yaml:"message_tag"`
-	DeadLetter bool   `yaml:"dead_letter"`
+	Queue          string            `yaml:"queue"`
+	Topic          string            `yaml:"topic"`
+	MessageTag     string            `yaml:"message_tag"`
+	MessageGroupID string            `yaml:"message_group_id"`
+	Properties     map[string]string `yaml:"properties"`
+	DeadLetter     bool              `yaml:"dead_letter"`
 }
 
 // Delivery tunes batching, flow control, retries, de-duplication and the

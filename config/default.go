@@ -39,6 +39,7 @@ func Default() Config {
 			BodyEncoding:     "base64",
 			RequestTimeout:   10 * time.Second,
 			SignatureVersion: "v2",
+			Properties:       MNSProperties{PlatformProperties: []string{}},
 		},
 		Delivery: Delivery{
 			BatchSize:                 16,

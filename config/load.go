@@ -228,6 +228,16 @@ func (w *walker) walk(n *yaml.Node, t reflect.Type, path string) {
 			w.lines[p] = item.Line
 			w.walk(item, t.Elem(), p)
 		}
+	case reflect.Map:
+		if n.Kind != yaml.MappingNode {
+			w.fail(n, path, "must be a mapping (name: value lines)")
+			return
+		}
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			p := path + "." + n.Content[i].Value
+			w.lines[p] = n.Content[i].Line
+			w.walk(n.Content[i+1], t.Elem(), p)
+		}
 	case reflect.String:
 		w.scalar(n, path, "a single value")
 	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64:

@@ -13,6 +13,7 @@ import (
 	"unicode"
 	"unicode/utf8"
 
+	"github.com/iot-mns-bridge/iot-mns-bridge/bridge"
 	"github.com/iot-mns-bridge/iot-mns-bridge/iotauth"
 	"github.com/iot-mns-bridge/iot-mns-bridge/sinks/mns"
 )
@@ -261,6 +262,15 @@ func (v *validator) mns() {
 	if m.Region != "" && !validRegion(m.Region) {
 		v.bad("mns.region", "%q is not a region id like cn-hangzhou: lower-case letters, digits and '-'", m.Region)
 	}
+	for _, n := range append([]string{bridge.PropTopic}, m.Properties.PlatformProperties...) {
+		if err := bridge.CheckPropertyName(m.Properties.Prefix + n); err != nil {
+			field := "mns.properties.platform_properties"
+			if n == bridge.PropTopic {
+				field = "mns.properties.prefix"
+			}
+			v.bad(field, "%v", err)
+		}
+	}
 	if m.SignatureVersion == "v4" && m.Region == "" && checkMNSEndpoint(m.Endpoint) == nil {
 		if _, ok := mns.RegionFromEndpoint(m.Endpoint); !ok {
 			v.bad("mns.region", "required with signature_version v4: it cannot be derived from mns.endpoint %q (only from the documented form https://ACCOUNT_ID.mns.REGION.aliyuncs.com); set it, e.g. cn-hangzhou", m.Endpoint)
@@ -315,7 +325,7 @@ func (v *validator) routes() {
 		}
 	}
 	d := v.c.DefaultRoute
-	if len(v.c.Routes) == 0 && d == (DefaultRoute{}) {
+	if len(v.c.Routes) == 0 && d.Queue == "" && d.Topic == "" && !d.DeadLetter && d.MessageTag == "" && d.MessageGroupID == "" && len(d.Properties) == 0 {
 		v.bad("routes", "none set and no default_route: add a route, or a default_route with a queue or topic")
 	}
 	set := 0

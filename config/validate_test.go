@@ -75,6 +75,9 @@ func TestValidate(t *testing.T) {
 		{"v4 loopback with region", func(c *Config) {
 			c.MNS.SignatureVersion, c.MNS.Endpoint, c.MNS.Region = "v4", "http://127.0.0.1:9000", "cn-hangzhou"
 		}, ""},
+		{"properties prefix", func(c *Config) { c.MNS.Properties.Prefix = "iot." }, ""},
+		{"properties bad prefix", func(c *Config) { c.MNS.Properties.Prefix = "iot/" }, `mns.properties.prefix: property name "iot/topic" has '/'`},
+		{"properties bad platform name", func(c *Config) { c.MNS.Properties.PlatformProperties = []string{"a..b"} }, `mns.properties.platform_properties: property name "a..b" contains ".."`},
 		{"region malformed", func(c *Config) { c.MNS.Region = "CN_Hangzhou" }, `mns.region: "CN_Hangzhou" is not a region id`},
 		{"route neither", func(c *Config) { c.Routes[0].Queue = "" }, "routes[0]: set queue or topic"},
 		{"route topic with tag", func(c *Config) { c.Routes[0] = Route{Match: "/{pk}/#", Topic: "t-{pk}", MessageTag: "{pk}"} }, ""},

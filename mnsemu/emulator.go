@@ -237,6 +237,10 @@ type StoredMessage struct {
 	Tag          string
 	EnqueueTime  time.Time
 	DequeueCount int
+	// UserProperties and SystemProperties are the message's properties in
+	// the order sent (nil for none); MessageGroupID its FIFO group.
+	UserProperties, SystemProperties []Property
+	MessageGroupID                   string
 }
 
 // DecodedBody returns Body base64-decoded, for senders that encode.

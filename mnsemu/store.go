@@ -133,13 +133,17 @@ func md5Hex(s string) string {
 	return string(b[:])
 }
 
-// checkMessage validates one message of a send request.
-func checkMessage(m inMessage, maxSize, defDelay int) (delay, prio int, err *apiError) {
+// checkMessage validates one message of a send request; its properties go
+// into sm.
+func checkMessage(m inMessage, maxSize, defDelay int, sm *StoredMessage) (delay, prio int, err *apiError) {
 	if m.Body == nil {
 		return 0, 0, errf(400, "InvalidArgument", "The MessageBody is required.")
 	}
 	if len(*m.Body) > maxSize {
 		return 0, 0, errf(400, "InvalidArgument", "The length of message should not be larger than MaximumMessageSize.")
+	}
+	if err = checkGroupAndProps(m, sm); err != nil {
+		return 0, 0, err
 	}
 	if delay, err = intField(m.Delay, "DelaySeconds", 0, maxDelay, defDelay); err != nil {
 		return 0, 0, err
@@ -148,6 +152,23 @@ func checkMessage(m inMessage, maxSize, defDelay int) (delay, prio int, err *api
 		return 0, 0, err
 	}
 	return delay, prio, nil
+}
+
+// checkGroupAndProps validates the properties and group id of m, and that
+// they fit with the body in the message size; they go into sm.
+func checkGroupAndProps(m inMessage, sm *StoredMessage) *apiError {
+	user, system, size, err := checkProperties(m)
+	if err != nil {
+		return err
+	}
+	if len(*m.Body)+size > maxMessageSize {
+		return errf(400, "InvalidArgument", "The length of message (body and properties) should not be larger than 65536.")
+	}
+	sm.UserProperties, sm.SystemProperties = user, system
+	if m.GroupID != nil {
+		sm.MessageGroupID = *m.GroupID
+	}
+	return nil
 }
 
 // sendMessages serves SendMessage (a <Message> body) and BatchSendMessage
@@ -174,10 +195,11 @@ func (e *Emulator) sendMessages(x *exchange, f Faults, name string) *apiError {
 	}
 	delays := make([]int, n)
 	prios := make([]int, n)
+	props := make([]StoredMessage, n)
 	total := 0
 	for i, m := range req.msgs {
 		var err *apiError
-		if delays[i], prios[i], err = checkMessage(m, attrs.MaximumMessageSize, attrs.DelaySeconds); err != nil {
+		if delays[i], prios[i], err = checkMessage(m, attrs.MaximumMessageSize, attrs.DelaySeconds, &props[i]); err != nil {
 			return err
 		}
 		total += len(*m.Body)
@@ -200,7 +222,8 @@ func (e *Emulator) sendMessages(x *exchange, f Faults, name string) *apiError {
 		}
 		id, sum := e.idAndMD5(*m.Body)
 		qm := &qmsg{StoredMessage: StoredMessage{ID: id, Body: *m.Body, BodyMD5: sum,
-			Priority: prios[i], DelaySeconds: delays[i], EnqueueTime: now},
+			Priority: prios[i], DelaySeconds: delays[i], EnqueueTime: now,
+			UserProperties: props[i].UserProperties, SystemProperties: props[i].SystemProperties, MessageGroupID: props[i].MessageGroupID},
 			visibleAt: now.Add(time.Duration(delays[i]) * time.Second)}
 		if delays[i] > 0 {
 			qm.receipt = e.newReceipt()
@@ -326,10 +349,14 @@ func (e *Emulator) publishMessage(x *exchange, f Faults, name string) *apiError 
 			return errf(400, "InvalidArgument", "The length of MessageTag should not be larger than 16.")
 		}
 	}
+	var sm StoredMessage
+	if err := checkGroupAndProps(m, &sm); err != nil {
+		return err
+	}
 	if err := e.admit(f, x.r, 1); err != nil {
 		return err
 	}
-	sm := StoredMessage{ID: e.newID(), Body: *m.Body, BodyMD5: md5Hex(*m.Body), Tag: tag, EnqueueTime: e.now()}
+	sm.ID, sm.Body, sm.BodyMD5, sm.Tag, sm.EnqueueTime = e.newID(), *m.Body, md5Hex(*m.Body), tag, e.now()
 	e.mu.Lock()
 	t.msgs = append(t.msgs, sm)
 	t.count++
@@ -500,7 +527,9 @@ func appendReceived(b []byte, msgs []received, batch bool) []byte {
 		b = strconv.AppendInt(b, int64(m.DequeueCount), 10)
 		b = append(b, "</DequeueCount><Priority>"...)
 		b = strconv.AppendInt(b, int64(m.Priority), 10)
-		b = append(b, "</Priority></Message>"...)
+		b = append(b, "</Priority>"...)
+		b = appendProperties(b, &m.StoredMessage)
+		b = append(b, "</Message>"...)
 	}
 	if batch {
 		b = append(b, "</Messages>"...)

@@ -45,10 +45,29 @@ func appendText(dst []byte, s string) []byte {
 // inMessage is one <Message> of a send or publish request. Absent elements
 // are nil.
 type inMessage struct {
-	Body     *string `xml:"MessageBody"`
-	Delay    *string `xml:"DelaySeconds"`
-	Priority *string `xml:"Priority"`
-	Tag      *string `xml:"MessageTag"`
+	Body     *string        `xml:"MessageBody"`
+	Delay    *string        `xml:"DelaySeconds"`
+	Priority *string        `xml:"Priority"`
+	Tag      *string        `xml:"MessageTag"`
+	User     *inProperties  `xml:"UserProperties"`
+	System   *inSystemProps `xml:"SystemProperties"`
+	GroupID  *string        `xml:"MessageGroupId"`
+}
+
+// inProperty is one PropertyValue or SystemPropertyValue; absent children
+// are nil.
+type inProperty struct {
+	Name  *string `xml:"Name"`
+	Value *string `xml:"Value"`
+	Type  *string `xml:"Type"`
+}
+
+type inProperties struct {
+	List []inProperty `xml:"PropertyValue"`
+}
+
+type inSystemProps struct {
+	List []inProperty `xml:"SystemPropertyValue"`
 }
 
 // inRequest is a parsed send or publish request body.

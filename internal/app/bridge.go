@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"slices"
+	"sort"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -126,7 +127,7 @@ func New(cfg *config.Config, opts Options) (*Bridge, error) {
 	d := cfg.Delivery
 	b.pipeline, err = bridge.NewPipeline(bridge.PipelineConfig{
 		Router: router, Sink: recordingSink{b.sink, &b.status.mns},
-		DeadLetters: recordingDeadLetters{b.dead, &b.status.deadReason, &b.status.deadWrite}, Envelope: cfg.Envelope,
+		DeadLetters: recordingDeadLetters{b.dead, &b.status.deadReason, &b.status.deadWrite}, Envelope: cfg.Envelope, Properties: propertySpec(cfg),
 		BatchSize: d.BatchSize, BatchBytes: d.BatchBytes, Linger: d.Linger, MaxInFlight: d.MaxInFlight,
 		MaxInFlightBytes:          int64(d.MaxInFlightBytes),
 		MaxRequestsPerDestination: d.MaxRequestsPerDestination, MaxRequests: d.MaxRequests,
@@ -159,14 +160,41 @@ func New(cfg *config.Config, opts Options) (*Bridge, error) {
 func routeSpecs(cfg *config.Config) []bridge.RouteSpec {
 	specs := make([]bridge.RouteSpec, len(cfg.Routes))
 	for i, r := range cfg.Routes {
-		specs[i] = bridge.RouteSpec{Match: r.Match, Queue: r.Queue, Topic: r.Topic, MessageTag: r.MessageTag}
+		specs[i] = bridge.RouteSpec{Match: r.Match, Queue: r.Queue, Topic: r.Topic, MessageTag: r.MessageTag,
+			MessageGroupID: r.MessageGroupID, Properties: routeProperties(r.Properties)}
 	}
 	return specs
 }
 
 func defaultRouteSpec(cfg *config.Config) bridge.DefaultRouteSpec {
 	d := cfg.DefaultRoute
-	return bridge.DefaultRouteSpec{Queue: d.Queue, Topic: d.Topic, MessageTag: d.MessageTag, DeadLetter: d.DeadLetter}
+	return bridge.DefaultRouteSpec{Queue: d.Queue, Topic: d.Topic, MessageTag: d.MessageTag, DeadLetter: d.DeadLetter,
+		MessageGroupID: d.MessageGroupID, Properties: routeProperties(d.Properties)}
+}
+
+// routeProperties turns a route's properties map into a list sorted by
+// name, so that every message carries them in one order.
+func routeProperties(m map[string]string) []bridge.RouteProperty {
+	if len(m) == 0 {
+		return nil
+	}
+	out := make([]bridge.RouteProperty, 0, len(m))
+	for k, v := range m {
+		out = append(out, bridge.RouteProperty{Name: k, Value: v})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
+}
+
+// propertySpec is the mns.properties section for the pipeline; nil when
+// it attaches nothing.
+func propertySpec(cfg *config.Config) *bridge.PropertySpec {
+	p := cfg.MNS.Properties
+	spec := &bridge.PropertySpec{Platform: p.Platform, PlatformProperties: p.PlatformProperties, Prefix: p.Prefix, Trace: p.Trace}
+	if !spec.Enabled() {
+		return nil
+	}
+	return spec
 }
 
 // newSource builds the configured source; no I/O.

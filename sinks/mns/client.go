@@ -19,6 +19,8 @@ import (
 	"sync/atomic"
 	"time"
 	"unicode/utf8"
+
+	"github.com/iot-mns-bridge/iot-mns-bridge/bridge"
 )
 
 // MNS limits the client enforces before sending.
@@ -457,22 +459,34 @@ func md5Equal(hexSum string, sum [md5.Size]byte) bool {
 	return got == sum
 }
 
-// checkBody returns the MessageBody text and XML lengths of body, or the
-// permanent error that keeps it from being sent.
-func (c *Client) checkBody(t target, i int, lab label, body []byte) (textLen, xmlLen int, err error) {
-	textLen, xmlLen, err = bodyText(body, c.raw)
+// checkMessage returns what message m counts toward the batch limit (its
+// MessageBody text and its properties) and the length it takes in the XML
+// request, or the permanent error that keeps it from being sent.
+func (c *Client) checkMessage(t target, i int, lab label, m *bridge.Outgoing) (size, xmlLen int, err error) {
+	textLen, xmlLen, err := bodyText(m.Body, c.raw)
 	if err != nil {
 		return 0, 0, &permanentError{fmt.Errorf("%s: message %s: %w", t, lab(i), err)}
 	}
-	if textLen > MaxBodySize {
-		enc := "base64"
-		if c.raw {
-			enc = "raw"
-		}
-		return 0, 0, &permanentError{fmt.Errorf("%s: message %s: body is %d bytes after %s encoding (%d before); not sent: %w",
-			t, lab(i), textLen, enc, len(body), ErrBodyTooLarge)}
+	enc := "base64"
+	if c.raw {
+		enc = "raw"
 	}
-	return textLen, xmlLen, nil
+	if textLen > MaxBodySize {
+		return 0, 0, &permanentError{fmt.Errorf("%s: message %s: body is %d bytes after %s encoding (%d before); not sent: %w",
+			t, lab(i), textLen, enc, len(m.Body), ErrBodyTooLarge)}
+	}
+	if len(m.Properties) == 0 && len(m.SystemProperties) == 0 && m.GroupID == "" {
+		return textLen, xmlLen, nil
+	}
+	psize, pxml, err := checkProps(m)
+	if err != nil {
+		return 0, 0, &permanentError{fmt.Errorf("%s: message %s: %w; not sent", t, lab(i), err)}
+	}
+	if textLen+psize > MaxMessageSize {
+		return 0, 0, &permanentError{fmt.Errorf("%s: message %s: body is %d bytes after %s encoding and its properties %d more; not sent: %w",
+			t, lab(i), textLen, enc, psize, ErrMessageTooLarge)}
+	}
+	return textLen + psize, xmlLen + pxml, nil
 }
 
 func checkName(t target) error {
@@ -484,18 +498,25 @@ func checkName(t target) error {
 
 // SendMessage sends one message to a queue.
 func (c *Client) SendMessage(ctx context.Context, queue string, body []byte) (SendResult, error) {
+	return c.sendOne(ctx, queue, bridge.Outgoing{Body: body})
+}
+
+// sendOne sends m to a queue with SendMessage (its properties and group id
+// too).
+func (c *Client) sendOne(ctx context.Context, queue string, m bridge.Outgoing) (SendResult, error) {
 	t := target{"SendMessage", "queue", queue}
 	if err := checkName(t); err != nil {
 		return SendResult{}, err
 	}
-	_, xmlLen, err := c.checkBody(t, 0, indexLabel, body)
+	_, xmlLen, err := c.checkMessage(t, 0, indexLabel, &m)
 	if err != nil {
 		return SendResult{}, err
 	}
 	buf := make([]byte, 0, len(xmlDecl)+len(xmlNS)+xmlLen+80)
 	buf = append(buf, xmlDecl+`<Message xmlns="`+xmlNS+`">`...)
-	buf, text := appendMessageBody(buf, body, c.raw)
+	buf, text := appendMessageBody(buf, m.Body, c.raw)
 	sums := [1][md5.Size]byte{md5.Sum(text)}
+	buf = appendProps(buf, &m)
 	buf = append(buf, "</Message>"...)
 	var res [1]SendResult
 	var errs [1]error
@@ -510,13 +531,31 @@ func (c *Client) SendMessage(ctx context.Context, queue string, body []byte) (Se
 // sent (too large, not XML text) gets a permanent error and the others are
 // still sent. After ctx is done the unsent bodies get ctx's error.
 func (c *Client) BatchSendMessage(ctx context.Context, queue string, bodies [][]byte) ([]SendResult, []error) {
-	res := make([]SendResult, len(bodies))
-	errs := make([]error, len(bodies))
-	c.batchSend(ctx, queue, bodies, indexLabel, res, errs)
+	msgs := make([]bridge.Outgoing, len(bodies))
+	for i, b := range bodies {
+		msgs[i].Body = b
+	}
+	return c.SendMessages(ctx, queue, msgs)
+}
+
+// SendMessages is BatchSendMessage for messages with properties and group
+// ids: their bodies and properties together count toward the 64 KB of a
+// request. Messages whose properties break the MNS rules get a permanent
+// error naming the message (its ID, or "#index") and are not sent.
+func (c *Client) SendMessages(ctx context.Context, queue string, msgs []bridge.Outgoing) ([]SendResult, []error) {
+	res := make([]SendResult, len(msgs))
+	errs := make([]error, len(msgs))
+	lab := func(i int) string {
+		if msgs[i].ID != "" {
+			return msgs[i].ID
+		}
+		return indexLabel(i)
+	}
+	c.batchSend(ctx, queue, msgs, lab, res, errs)
 	return res, errs
 }
 
-func (c *Client) batchSend(ctx context.Context, queue string, bodies [][]byte, lab label, res []SendResult, errs []error) {
+func (c *Client) batchSend(ctx context.Context, queue string, msgs []bridge.Outgoing, lab label, res []SendResult, errs []error) {
 	t := target{"BatchSendMessage", "queue", queue}
 	if err := checkName(t); err != nil {
 		for i := range errs {
@@ -547,16 +586,17 @@ func (c *Client) batchSend(ctx context.Context, queue string, bodies [][]byte, l
 		for k, i := range idx[:n] {
 			var text []byte
 			buf = append(buf, "<Message>"...)
-			buf, text = appendMessageBody(buf, bodies[i], c.raw)
-			buf = append(buf, "</Message>"...)
+			buf, text = appendMessageBody(buf, msgs[i].Body, c.raw)
 			sums[k] = md5.Sum(text)
+			buf = appendProps(buf, &msgs[i])
+			buf = append(buf, "</Message>"...)
 		}
 		buf = append(buf, "</Messages>"...)
 		c.sendOutcomes(ctx, t, "/queues/"+queue+"/messages", buf, idx[:n], sums[:n], lab, res, errs)
 		n, bytesN, xmlN = 0, 0, 0
 	}
-	for i, body := range bodies {
-		tl, xl, err := c.checkBody(t, i, lab, body)
+	for i := range msgs {
+		tl, xl, err := c.checkMessage(t, i, lab, &msgs[i])
 		if err != nil {
 			errs[i] = err
 			continue
@@ -575,37 +615,50 @@ func (c *Client) batchSend(ctx context.Context, queue string, bodies [][]byte, l
 // PublishMessage publishes one message to a topic, with an optional
 // MessageTag of at most 16 characters ("" for none).
 func (c *Client) PublishMessage(ctx context.Context, topic string, body []byte, tag string) (SendResult, error) {
-	return c.publish(ctx, topic, body, tag, "#0")
+	return c.publish(ctx, topic, bridge.Outgoing{Body: body, Tag: tag}, "#0")
 }
 
-func (c *Client) publish(ctx context.Context, topic string, body []byte, tag, lab string) (SendResult, error) {
+// Publish publishes m (body, tag, properties and group id) to a topic.
+// lab names the message in errors ("" uses m.ID, else "#0").
+func (c *Client) Publish(ctx context.Context, topic string, m bridge.Outgoing) (SendResult, error) {
+	lab := m.ID
+	if lab == "" {
+		lab = "#0"
+	}
+	return c.publish(ctx, topic, m, lab)
+}
+
+func (c *Client) publish(ctx context.Context, topic string, m bridge.Outgoing, lab string) (SendResult, error) {
 	t := target{"PublishMessage", "topic", topic}
 	if err := checkName(t); err != nil {
 		return SendResult{}, err
 	}
+	tag := m.Tag
 	if n := utf8.RuneCountInString(tag); n > MaxTagLen {
 		return SendResult{}, &permanentError{fmt.Errorf("%s: message %s: tag %q has %d characters: %w", t, lab, tag, n, ErrTagTooLong)}
 	}
 	if _, _, err := bodyText([]byte(tag), true); err != nil {
 		return SendResult{}, &permanentError{fmt.Errorf("%s: message %s: tag %q: %w", t, lab, tag, err)}
 	}
-	_, xmlLen, err := c.checkBody(t, 0, func(int) string { return lab }, body)
+	labf := func(int) string { return lab }
+	_, xmlLen, err := c.checkMessage(t, 0, labf, &m)
 	if err != nil {
 		return SendResult{}, err
 	}
 	buf := make([]byte, 0, len(xmlDecl)+len(xmlNS)+xmlLen+len(tag)*5+100)
 	buf = append(buf, xmlDecl+`<Message xmlns="`+xmlNS+`">`...)
-	buf, text := appendMessageBody(buf, body, c.raw)
+	buf, text := appendMessageBody(buf, m.Body, c.raw)
 	sums := [1][md5.Size]byte{md5.Sum(text)}
 	if tag != "" {
 		buf = append(buf, "<MessageTag>"...)
 		buf = appendText(buf, []byte(tag))
 		buf = append(buf, "</MessageTag>"...)
 	}
+	buf = appendProps(buf, &m)
 	buf = append(buf, "</Message>"...)
 	var res [1]SendResult
 	var errs [1]error
-	c.sendOutcomes(ctx, t, "/topics/"+topic+"/messages", buf, []int{0}, sums[:], func(int) string { return lab }, res[:], errs[:])
+	c.sendOutcomes(ctx, t, "/topics/"+topic+"/messages", buf, []int{0}, sums[:], labf, res[:], errs[:])
 	return res[0], errs[0]
 }
 

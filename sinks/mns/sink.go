@@ -63,9 +63,12 @@ var _ bridge.Checker = (*Sink)(nil)
 // MNS accepted it). Queues get BatchSendMessage requests of at most 16
 // messages and 64 KB, sent one after the other; topics get one
 // PublishMessage per message, at most WithTopicConcurrency at once (by a
-// fixed set of workers, not a goroutine per message). A message that can
-// never be sent (body over 64 KB after encoding, tag too long, raw body
-// that is not XML text) gets a permanent error naming it and is not sent.
+// fixed set of workers, not a goroutine per message). Each message's
+// properties and group id go with it. A message that can never be sent
+// (body over 64 KB after encoding, or with its properties; tag too long; raw
+// body that is not XML text; properties MNS would refuse: more than 50, a
+// bad name, a value over 4096 characters or not of its type) gets a
+// permanent error naming it and is not sent.
 // On ctx cancel Send returns promptly; unsent messages get ctx's error.
 func (s *Sink) Send(ctx context.Context, dest bridge.Destination, msgs []bridge.Outgoing) []error {
 	errs := make([]error, len(msgs))
@@ -80,12 +83,8 @@ func (s *Sink) Send(ctx context.Context, dest bridge.Destination, msgs []bridge.
 	}
 	switch dest.Kind {
 	case bridge.Queue:
-		bodies := make([][]byte, len(msgs))
-		for i := range msgs {
-			bodies[i] = msgs[i].Body
-		}
 		res := make([]SendResult, len(msgs))
-		s.c.batchSend(ctx, dest.Name, bodies, lab, res, errs)
+		s.c.batchSend(ctx, dest.Name, msgs, lab, res, errs)
 	case bridge.Topic:
 		s.publishAll(ctx, dest.Name, msgs, lab, errs)
 	default:
@@ -101,7 +100,7 @@ func (s *Sink) publishAll(ctx context.Context, topic string, msgs []bridge.Outgo
 	workers := min(s.topicConc, len(msgs))
 	if workers <= 1 {
 		for i := range msgs {
-			_, errs[i] = s.c.publish(ctx, topic, msgs[i].Body, msgs[i].Tag, lab(i))
+			_, errs[i] = s.c.publish(ctx, topic, msgs[i], lab(i))
 		}
 		return
 	}
@@ -120,7 +119,7 @@ func (s *Sink) publishAll(ctx context.Context, topic string, msgs []bridge.Outgo
 	for range workers {
 		wg.Go(func() {
 			for i := take(); i < len(msgs); i = take() {
-				_, errs[i] = s.c.publish(ctx, topic, msgs[i].Body, msgs[i].Tag, lab(i))
+				_, errs[i] = s.c.publish(ctx, topic, msgs[i], lab(i))
 			}
 		})
 	}
