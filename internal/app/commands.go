@@ -21,6 +21,7 @@ import (
 	"github.com/iot-mns-bridge/iot-mns-bridge/bridge/stompsrc"
 	"github.com/iot-mns-bridge/iot-mns-bridge/config"
 	"github.com/iot-mns-bridge/iot-mns-bridge/internal/systemd"
+	"github.com/iot-mns-bridge/iot-mns-bridge/sinks/mns"
 )
 
 // NewLogger builds the logger the log section asks for, writing to w.
@@ -53,6 +54,9 @@ func cmdRun(ctx context.Context, args []string, stdio Stdio) error {
 	}
 	log := NewLogger(cfg.Log, stdio.Err)
 	warnReadableSecrets(cfg, log)
+	for _, w := range mns.EndpointWarnings(cfg.MNS.Endpoint) {
+		log.Warn(w)
+	}
 	applyMemoryLimit(cfg, log)
 	b, err := New(cfg, Options{Logger: log, OnReady: func() { systemd.Notify("READY=1") }})
 	if err != nil {
@@ -170,6 +174,9 @@ func cmdCheck(ctx context.Context, args []string, stdio Stdio) error {
 	}
 	fmt.Fprintf(stdio.Out, "config %s is valid: %s source %s (%d connection(s)), %d route(s), MNS %s\n",
 		cfg.Path, cfg.Source.Protocol, cfg.Source.Endpoint, cfg.Source.Connections, len(cfg.Routes), cfg.MNS.Endpoint)
+	for _, w := range mns.EndpointWarnings(cfg.MNS.Endpoint) {
+		fmt.Fprintf(stdio.Out, "warning: %s\n", w)
+	}
 	if !*connect {
 		return nil
 	}

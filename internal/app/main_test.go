@@ -130,3 +130,52 @@ mns:
 		t.Errorf("a *_file key is not a literal secret: %v", n)
 	}
 }
+
+// An https internal endpoint is not refused, but check warns naming the
+// documented http form; the http form gets no warning.
+func TestCheckWarnsOfHTTPSInternalEndpoint(t *testing.T) {
+	t.Setenv("ALIBABA_CLOUD_ACCESS_KEY_ID", exampleKeyID)
+	t.Setenv("ALIBABA_CLOUD_ACCESS_KEY_SECRET", exampleSecret)
+	data, err := os.ReadFile("../../configs/example.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	const public = "endpoint: https://1234567890123456.mns.cn-hangzhou.aliyuncs.com"
+	if !strings.Contains(string(data), public) {
+		t.Fatalf("example lacks %q", public)
+	}
+	for _, tc := range []struct {
+		endpoint string
+		warn     bool
+	}{
+		{"https://1234567890123456.mns.cn-hangzhou-internal.aliyuncs.com", true},
+		{"http://1234567890123456.mns.cn-hangzhou-internal.aliyuncs.com", false},
+		{"https://1234567890123456.mns.cn-hangzhou.aliyuncs.com", false},
+	} {
+		path := filepath.Join(t.TempDir(), "example.yaml")
+		os.WriteFile(path, []byte(strings.Replace(string(data), public, "endpoint: "+tc.endpoint, 1)), 0o600)
+		code, out, errOut := runMain(t, context.Background(), "check", "-config", path)
+		if code != ExitOK {
+			t.Fatalf("%s: exit %d\n%s%s", tc.endpoint, code, out, errOut)
+		}
+		warned := strings.Contains(out, "warning: mns.endpoint: "+tc.endpoint) &&
+			strings.Contains(out, "http://1234567890123456.mns.cn-hangzhou-internal.aliyuncs.com")
+		if warned != tc.warn || (!tc.warn && strings.Contains(out, "warning")) {
+			t.Errorf("%s: warned %v, want %v:\n%s", tc.endpoint, warned, tc.warn, out)
+		}
+	}
+}
+
+// The README's example configs use the documented endpoint forms: no
+// internal endpoint with https.
+func TestREADMEEndpointsFollowTheRegionsTable(t *testing.T) {
+	data, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if strings.Contains(line, "endpoint: https://") && strings.Contains(line, "-internal") {
+			t.Errorf("README example with an https internal endpoint: %s", line)
+		}
+	}
+}

@@ -292,3 +292,19 @@ func RegionFromEndpoint(endpoint string) (string, bool) {
 	}
 	return r, true
 }
+
+// EndpointWarnings returns what is doubtful about an endpoint that is
+// otherwise usable, each naming mns.endpoint: today an https internal
+// endpoint, as the regions table lists internal endpoints with http only.
+func EndpointWarnings(endpoint string) []string {
+	u, err := url.Parse(endpoint)
+	if err != nil || u.Scheme != "https" {
+		return nil
+	}
+	labels := strings.Split(strings.ToLower(u.Hostname()), ".")
+	if len(labels) == 5 && labels[1] == "mns" && strings.Contains(labels[2], "-internal") && labels[3] == "aliyuncs" && labels[4] == "com" {
+		return []string{"mns.endpoint: " + endpoint + " is an internal endpoint with https, which the MNS regions table does not list " +
+			"(internal endpoints are http only: http://" + u.Host + "); if requests fail with TLS errors, use that form"}
+	}
+	return nil
+}

@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"os"
+	"strings"
 	"testing"
 	"time"
 )
@@ -123,6 +124,24 @@ func TestRegionFromEndpoint(t *testing.T) {
 		got, ok := RegionFromEndpoint(ep)
 		if got != want || ok != (want != "") {
 			t.Errorf("RegionFromEndpoint(%q) = %q, %v; want %q", ep, got, ok, want)
+		}
+	}
+}
+
+func TestEndpointWarnings(t *testing.T) {
+	for ep, warn := range map[string]bool{
+		"https://123.mns.cn-hangzhou-internal.aliyuncs.com":     true,
+		"https://123.mns.cn-hangzhou-internal-vpc.aliyuncs.com": true,
+		"http://123.mns.cn-hangzhou-internal.aliyuncs.com":      false,
+		"https://123.mns.cn-hangzhou.aliyuncs.com":              false,
+		"https://127.0.0.1:8443":                                false,
+	} {
+		w := EndpointWarnings(ep)
+		if (len(w) > 0) != warn {
+			t.Errorf("%s: %q", ep, w)
+		}
+		if warn && !strings.Contains(w[0], "mns.endpoint") || warn && !strings.Contains(w[0], "http://123.mns.") {
+			t.Errorf("%s: warning %q does not name the key and the http form", ep, w[0])
 		}
 	}
 }
