@@ -124,7 +124,7 @@ func newHarness(t *testing.T, sink *fakeSink, mod func(*PipelineConfig)) *harnes
 	router, err := NewRouter([]RouteSpec{
 		{Match: "/{productKey}/{deviceName}/user/#", Queue: "telemetry-{productKey}"},
 		{Match: "/as/mqtt/status/+/+", Topic: "device-status"},
-	}, DefaultRouteSpec{}, func(string) error { return nil })
+	}, DefaultRouteSpec{}, NameRules{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -334,7 +334,7 @@ func TestPipelineBackpressureAndReleaseOnShutdown(t *testing.T) {
 
 func BenchmarkPipeline(b *testing.B) {
 	sink := newFakeSink(nil)
-	router, _ := NewRouter([]RouteSpec{{Match: "/{productKey}/{deviceName}/user/#", Queue: "telemetry-{productKey}"}}, DefaultRouteSpec{}, func(string) error { return nil })
+	router, _ := NewRouter([]RouteSpec{{Match: "/{productKey}/{deviceName}/user/#", Queue: "telemetry-{productKey}"}}, DefaultRouteSpec{}, NameRules{})
 	p, _ := NewPipeline(PipelineConfig{Router: router, Sink: sink, DeadLetters: &fakeDead{}})
 	body := []byte(strings.Repeat("x", 256))
 	msgs := make([]Message, 64)

@@ -42,7 +42,7 @@ func TestRouterGroupIDAndProperties(t *testing.T) {
 		{Match: "/{productKey}/{deviceName}/user/#", Queue: "fifo-{productKey}", MessageGroupID: "{deviceName}",
 			Properties: []RouteProperty{{Name: "device", Value: "{productKey}/{deviceName}"}, {Name: "src", Value: "bridge"}}},
 		{Match: "/static/#", Queue: "s", MessageGroupID: "all", Properties: []RouteProperty{{Name: "k", Value: "v"}}},
-	}, DefaultRouteSpec{Queue: "d", MessageGroupID: "other", Properties: []RouteProperty{{Name: "unrouted", Value: "true"}}}, nil)
+	}, DefaultRouteSpec{Queue: "d", MessageGroupID: "other", Properties: []RouteProperty{{Name: "unrouted", Value: "true"}}}, NameRules{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -64,7 +64,7 @@ func TestRouterGroupIDAndProperties(t *testing.T) {
 		{Match: "/{pk}/#", Queue: "q", MessageGroupID: "{nope}"},
 		{Match: "/{pk}/#", Queue: "q", Properties: []RouteProperty{{Name: "a..b", Value: "x"}, {Name: "ok", Value: "{dn}"}}},
 		{Match: "/{pk}/#", Queue: "q", Properties: []RouteProperty{{Name: "a", Value: "1"}, {Name: "a", Value: "2"}}},
-	}, DefaultRouteSpec{Queue: "d", Properties: []RouteProperty{{Name: "x y", Value: "1"}}}, nil)
+	}, DefaultRouteSpec{Queue: "d", Properties: []RouteProperty{{Name: "x y", Value: "1"}}}, NameRules{})
 	for _, want := range []string{"routes[0].message_group_id:", "{nope}", `routes[1].properties: property name "a..b"`, "routes[1].properties.ok:", "{dn}",
 		`routes[2].properties: "a" is set twice`, `default_route.properties: property name "x y"`} {
 		if err == nil || !strings.Contains(err.Error(), want) {

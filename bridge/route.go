@@ -4,10 +4,9 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
-	"unicode"
-	"unicode/utf8"
 )
 
 // Routing
@@ -30,9 +29,6 @@ import (
 // Queue names, topic names and message tags are templates: literal text
 // with {name} placeholders that take the value of the pattern's named
 // segment.
-
-// MaxTagLen is the longest MNS message tag, in characters.
-const MaxTagLen = 16
 
 // maxCaptures bounds the named segments of one pattern, so that matching
 // keeps its captures on the stack.
@@ -91,12 +87,47 @@ type Route struct {
 	Rule int
 }
 
+// NameRules are the sink's rules for destination names and message tags
+// (the MNS sink's are mns.NameRules). Each returns the reason a name or tag
+// is invalid, without quoting it ("it must start with a letter or digit");
+// nil accepts everything.
+type NameRules struct {
+	Name func(name string) error // a queue or topic name
+	Tag  func(tag string) error  // a message tag ("" is no tag)
+}
+
+func (n NameRules) name(s string) error {
+	if n.Name == nil {
+		return nil
+	}
+	return n.Name(s)
+}
+
+func (n NameRules) tag(s string) error {
+	if n.Tag == nil || s == "" {
+		return nil
+	}
+	return n.Tag(s)
+}
+
+// RouteError is one problem with a route's config: Path is its config
+// path ("routes[2].queue", "default_route"), Err the reason. NewRouter
+// returns every RouteError it finds, joined.
+type RouteError struct {
+	Path string
+	Err  error
+}
+
+func (e *RouteError) Error() string { return e.Path + ": " + e.Err.Error() }
+func (e *RouteError) Unwrap() error { return e.Err }
+
+func routeErr(path string, err error) error { return &RouteError{Path: path, Err: err} }
+
 // Router maps a message topic to a Route. It is built once from the config
 // and is safe for concurrent use.
 type Router struct {
-	rules     []*rule
-	def       Route // Rule -1; DeadLetter when there is no default destination
-	validName func(string) error
+	rules []*rule
+	def   Route // Rule -1; DeadLetter when there is no default destination
 }
 
 type segKind uint8
@@ -141,40 +172,35 @@ type rule struct {
 	fixed       Route // when static
 	mu          sync.RWMutex
 	cache       map[string]Route
-	validName   func(string) error
+	names       NameRules
 	index       int
 	kindForName string // "queue" or "topic"
 }
 
-// NewRouter compiles the rules and the default route. validName checks a
-// literal or rendered MNS queue or topic name (the caller passes
-// mns.ValidName); nil uses the documented MNS rules (letters, digits and
-// '-', starting with a letter or digit, at most 120 characters).
+// NewRouter compiles the rules and the default route; it is the one parser
+// of the route grammar (config validation calls it too). names are the
+// sink's rules for names and tags (mns.NameRules): the router checks
+// literal and rendered names and tags with them.
 //
 // It checks every rule at load: the pattern's syntax, that a template uses
-// only names its pattern captures, that literal parts hold only valid MNS
-// name characters and cannot make every rendering invalid, and that a tag's
-// literal text fits in 16 characters. All problems are returned at once,
-// joined, each prefixed with its config path ("routes[2].queue: ...",
+// only names its pattern captures, and that a template can render a valid
+// name or tag at all (with one character per placeholder, as named segments
+// are never empty). All problems are returned at once, joined, each a
+// *RouteError with its config path ("routes[2].queue: ...",
 // "default_route.topic: ...").
-func NewRouter(rules []RouteSpec, def DefaultRouteSpec, validName func(string) error) (*Router, error) {
-	if validName == nil {
-		validName = validMNSName
-	}
-	r := &Router{validName: validName}
+func NewRouter(rules []RouteSpec, def DefaultRouteSpec, names NameRules) (*Router, error) {
+	r := &Router{}
 	var errs []error
 	for i, spec := range rules {
-		ru, err := compileRule(i, spec, validName)
+		ru, err := compileRule(i, spec, names)
 		if err != nil {
-			errs = append(errs, err)
+			errs = append(errs, err...)
 			continue
 		}
 		r.rules = append(r.rules, ru)
 	}
-	d, err := compileDefault(def, validName)
-	if err != nil {
-		errs = append(errs, err)
-	}
+	d, err := compileDefault(def, names)
+	errs = append(errs, err...)
 	r.def = d
 	if len(errs) > 0 {
 		return nil, errors.Join(errs...)
@@ -310,12 +336,12 @@ func (ru *rule) route(caps *[maxCaptures]string) Route {
 // and tag.
 func (ru *rule) render(caps *[maxCaptures]string) Route {
 	name := ru.name.render(caps)
-	if err := ru.validName(name); err != nil {
+	if err := ru.names.name(name); err != nil {
 		return Route{DeadLetter: true, Rule: ru.index,
 			Reason: fmt.Sprintf("routes[%d]: rendered %s name %q is invalid: %v", ru.index, ru.kindForName, name, err)}
 	}
 	tag := ru.tag.render(caps)
-	if err := checkTag(tag); err != nil {
+	if err := ru.names.tag(tag); err != nil {
 		return Route{DeadLetter: true, Rule: ru.index,
 			Reason: fmt.Sprintf("routes[%d]: rendered message tag %q is invalid: %v", ru.index, tag, err)}
 	}
@@ -338,23 +364,23 @@ type propTmpl struct {
 
 // compileProps parses a route's properties; path is "routes[i]" or
 // "default_route".
-func compileProps(path string, props []RouteProperty, names []string) ([]propTmpl, []error) {
+func compileProps(path string, props []RouteProperty, scope templateScope) ([]propTmpl, []error) {
 	var out []propTmpl
 	var errs []error
 	seen := map[string]bool{}
 	for _, p := range props {
 		if err := CheckPropertyName(p.Name); err != nil {
-			errs = append(errs, fmt.Errorf("%s.properties: %w", path, err))
+			errs = append(errs, routeErr(path+".properties", err))
 			continue
 		}
 		if seen[p.Name] {
-			errs = append(errs, fmt.Errorf("%s.properties: %q is set twice", path, p.Name))
+			errs = append(errs, routeErr(path+".properties", fmt.Errorf("%q is set twice", p.Name)))
 			continue
 		}
 		seen[p.Name] = true
-		t, err := parseTemplate(p.Value, names)
+		t, err := parseTemplate(p.Value, scope)
 		if err != nil {
-			errs = append(errs, fmt.Errorf("%s.properties.%s: %w", path, p.Name, err))
+			errs = append(errs, routeErr(path+".properties."+p.Name, err))
 			continue
 		}
 		out = append(out, propTmpl{name: p.Name, val: t})
@@ -411,72 +437,64 @@ func (t *tmpl) render(caps *[maxCaptures]string) string {
 	return b.String()
 }
 
-// checkTag reports why a rendered tag cannot be sent to MNS.
-func checkTag(tag string) error {
-	if !utf8.ValidString(tag) {
-		return errors.New("not valid UTF-8")
-	}
-	if n := utf8.RuneCountInString(tag); n > MaxTagLen {
-		return fmt.Errorf("%d characters, MNS allows at most %d", n, MaxTagLen)
-	}
-	for _, c := range tag {
-		if unicode.IsControl(c) {
-			return fmt.Errorf("control character %q", c)
-		}
-	}
-	return nil
-}
-
-func compileRule(i int, spec RouteSpec, validName func(string) error) (*rule, error) {
+// compileRule compiles routes[i]; it returns every problem found.
+func compileRule(i int, spec RouteSpec, names NameRules) (*rule, []error) {
 	path := fmt.Sprintf("routes[%d]", i)
 	var errs []error
-	ru := &rule{index: i, validName: validName, cache: map[string]Route{}}
+	ru := &rule{index: i, names: names, cache: map[string]Route{}}
 
-	names, err := ru.compilePattern(spec.Match)
+	capNames, err := ru.compilePattern(spec.Match)
 	if err != nil {
-		errs = append(errs, fmt.Errorf("%s.match: %w", path, err))
+		errs = append(errs, routeErr(path+".match", err))
 	}
 
 	field, text := "", ""
 	switch {
 	case spec.Queue != "" && spec.Topic != "":
-		errs = append(errs, fmt.Errorf("%s: set queue or topic, not both", path))
+		errs = append(errs, routeErr(path, errors.New("set queue or topic, not both")))
 	case spec.Queue != "":
 		ru.kind, field, text = Queue, "queue", spec.Queue
 	case spec.Topic != "":
 		ru.kind, field, text = Topic, "topic", spec.Topic
 	default:
-		errs = append(errs, fmt.Errorf("%s: set queue or topic: the destination of the messages this rule matches", path))
+		errs = append(errs, routeErr(path, errors.New("set queue or topic: the destination of the messages this rule matches")))
 	}
 	if spec.MessageTag != "" && ru.kind == Queue {
-		errs = append(errs, fmt.Errorf("%s.message_tag: a message tag needs an MNS topic; queues have no tags, remove it or use topic", path))
+		errs = append(errs, routeErr(path+".message_tag", errTagNeedsTopic))
 	}
 	if err != nil {
 		// Without a valid pattern the placeholders cannot be checked.
-		return nil, errors.Join(errs...)
+		return nil, errs
 	}
+	scope := templateScope{match: spec.Match, names: capNames}
 	ru.kindForName = field
 	if field != "" {
-		ru.name, err = compileNameTemplate(text, names, field, validName)
+		ru.name, err = compileNameTemplate(text, scope, field, names)
 		if err != nil {
-			errs = append(errs, fmt.Errorf("%s.%s: %w", path, field, err))
+			errs = append(errs, routeErr(path+"."+field, err))
+		}
+	} else if spec.Queue != "" && spec.Topic != "" {
+		// Both set: report what else is wrong with either.
+		for _, f := range [2][2]string{{"queue", spec.Queue}, {"topic", spec.Topic}} {
+			if _, err := compileNameTemplate(f[1], scope, f[0], names); err != nil {
+				errs = append(errs, routeErr(path+"."+f[0], err))
+			}
 		}
 	}
-	ru.tag, err = compileTagTemplate(spec.MessageTag, names)
+	ru.tag, err = compileTagTemplate(spec.MessageTag, scope, names)
 	if err != nil {
-		errs = append(errs, fmt.Errorf("%s.message_tag: %w", path, err))
+		errs = append(errs, routeErr(path+".message_tag", err))
 	}
-	ru.group, err = parseTemplate(spec.MessageGroupID, names)
+	ru.group, err = parseTemplate(spec.MessageGroupID, scope)
 	if err != nil {
-		errs = append(errs, fmt.Errorf("%s.message_group_id: %w", path, err))
+		errs = append(errs, routeErr(path+".message_group_id", err))
 	}
 	var perrs []error
-	ru.props, perrs = compileProps(path, spec.Properties, names)
+	ru.props, perrs = compileProps(path, spec.Properties, scope)
 	errs = append(errs, perrs...)
 	if len(errs) > 0 {
-		return nil, errors.Join(errs...)
+		return nil, errs
 	}
-
 	used := map[int]bool{}
 	all := []tmpl{ru.name, ru.tag, ru.group}
 	for _, p := range ru.props {
@@ -497,53 +515,46 @@ func compileRule(i int, spec RouteSpec, validName func(string) error) (*rule, er
 	return ru, nil
 }
 
-// compilePattern parses the pattern into ru and returns its capture names.
+// compilePattern parses the pattern into ru and returns its capture names;
+// the error is the first problem found.
 func (ru *rule) compilePattern(p string) ([]string, error) {
 	if p == "" {
-		return nil, errors.New("required: a topic pattern such as /{productKey}/{deviceName}/user/#")
+		return nil, errors.New("required: a topic pattern like /{productKey}/{deviceName}/user/#")
 	}
 	if p[0] != '/' {
-		return nil, fmt.Errorf("pattern %q must start with '/', as platform topics do", p)
+		return nil, fmt.Errorf("%q must start with '/', as platform topics do", p)
 	}
 	parts := strings.Split(p[1:], "/")
 	var names []string
-	var errs []error
 	for i, s := range parts {
 		switch {
+		case s == "":
+			return nil, fmt.Errorf("%q has an empty segment (a doubled or trailing '/')", p)
 		case s == "#":
 			if i != len(parts)-1 {
-				errs = append(errs, fmt.Errorf("pattern %q: '#' may only be the last segment", p))
+				return nil, fmt.Errorf("%q has '#' before the last segment: '#' matches the rest of the topic, so it must come last", p)
 			}
 			ru.segs = append(ru.segs, patSeg{kind: segHash})
 		case s == "+":
 			ru.segs = append(ru.segs, patSeg{kind: segPlus})
-		case strings.HasPrefix(s, "{") && strings.HasSuffix(s, "}") && len(s) >= 2:
+		case len(s) >= 2 && s[0] == '{' && s[len(s)-1] == '}':
 			name := s[1 : len(s)-1]
 			if !validIdent(name) {
-				errs = append(errs, fmt.Errorf("pattern %q: segment name %q must be letters, digits and '_', not starting with a digit", p, name))
-				continue
+				return nil, fmt.Errorf("%q: segment %q is not a name: use letters, digits and '_' inside {}, not starting with a digit", p, s)
 			}
-			for _, n := range names {
-				if n == name {
-					errs = append(errs, fmt.Errorf("pattern %q: segment name {%s} is used twice", p, name))
-				}
+			if slices.Contains(names, name) {
+				return nil, fmt.Errorf("%q names two segments {%s}: use distinct names", p, name)
 			}
 			if len(names) == maxCaptures {
-				errs = append(errs, fmt.Errorf("pattern %q: more than %d named segments", p, maxCaptures))
-				continue
+				return nil, fmt.Errorf("%q has more than %d named segments", p, maxCaptures)
 			}
 			ru.segs = append(ru.segs, patSeg{kind: segNamed, cap: len(names)})
 			names = append(names, name)
-		case s == "":
-			errs = append(errs, fmt.Errorf("pattern %q: empty segment (two '/' in a row or a trailing '/')", p))
 		case strings.ContainsAny(s, "+#{}"):
-			errs = append(errs, fmt.Errorf("pattern %q: segment %q mixes text with a wildcard or placeholder; '+', '#' and {name} must be whole segments", p, s))
+			return nil, fmt.Errorf("%q: segment %q mixes text with a wildcard: a segment is literal text, +, # or {name}", p, s)
 		default:
 			ru.segs = append(ru.segs, patSeg{kind: segLiteral, lit: s})
 		}
-	}
-	if len(errs) > 0 {
-		return nil, errors.Join(errs...)
 	}
 	ru.noSys = ru.segs
 	if len(ru.segs) > 1 && ru.segs[0].kind == segLiteral && ru.segs[0].lit == "sys" {
@@ -569,9 +580,18 @@ func validIdent(s string) bool {
 	return true
 }
 
+// templateScope is what a template's placeholders can refer to: the named
+// segments of its rule's pattern, or nothing for the default route (match
+// "").
+type templateScope struct {
+	match string
+	names []string
+}
+
 // parseTemplate splits text into literal parts and {name} placeholders,
-// resolving each name among names.
-func parseTemplate(text string, names []string) (tmpl, error) {
+// resolving each name in scope. The error reads after the quoted template
+// or stands alone ("template uses {x} but ...").
+func parseTemplate(text string, scope templateScope) (tmpl, error) {
 	t := tmpl{text: text, static: true}
 	rest := text
 	for rest != "" {
@@ -581,106 +601,103 @@ func parseTemplate(text string, names []string) (tmpl, error) {
 			break
 		}
 		if rest[open] == '}' {
-			return tmpl{}, fmt.Errorf("template %q: '}' without '{'", text)
+			return tmpl{}, fmt.Errorf("%q has a '}' without its '{'", text)
 		}
 		if open > 0 {
 			t.parts = append(t.parts, tmplPart{lit: rest[:open], cap: -1})
 		}
-		end := strings.IndexAny(rest[open+1:], "{}")
-		if end < 0 || rest[open+1+end] != '}' {
-			return tmpl{}, fmt.Errorf("template %q: '{' without '}'", text)
+		end := strings.IndexByte(rest[open:], '}')
+		if end < 0 {
+			return tmpl{}, fmt.Errorf("%q has a '{' without its '}'", text)
 		}
-		name := rest[open+1 : open+1+end]
-		idx := -1
-		for i, n := range names {
-			if n == name {
-				idx = i
-			}
+		name := rest[open+1 : open+end]
+		if !validIdent(name) {
+			return tmpl{}, fmt.Errorf("%q has {%s}, which is not a segment name: use letters, digits and '_' inside {}, not starting with a digit", text, name)
 		}
+		idx := slices.Index(scope.names, name)
 		if idx < 0 {
-			if len(names) == 0 {
-				return tmpl{}, fmt.Errorf("template %q: {%s} has no value here: there is no pattern with named segments", text, name)
+			if scope.match == "" {
+				return tmpl{}, fmt.Errorf("template uses {%s} but the default route has no pattern: use a fixed name", name)
 			}
-			return tmpl{}, fmt.Errorf("template %q: {%s} is not a named segment of the pattern (it has {%s})", text, name, strings.Join(names, "}, {"))
+			return tmpl{}, fmt.Errorf("template uses {%s} but match %q has no such segment", name, scope.match)
 		}
 		t.parts = append(t.parts, tmplPart{cap: idx})
 		t.static = false
-		rest = rest[open+1+end+1:]
+		rest = rest[open+end+1:]
 	}
 	return t, nil
 }
 
-// compileNameTemplate parses a queue or topic name template and checks that
-// it can render a valid name: literal parts use only MNS name characters,
-// and the shortest rendering (one character per placeholder, as named
-// segments are never empty) passes validName.
-func compileNameTemplate(text string, names []string, kind string, validName func(string) error) (tmpl, error) {
-	t, err := parseTemplate(text, names)
+// shortest renders t with one character per placeholder (named segments
+// are never empty): if that is not a valid name or tag, no rendering is.
+func (t *tmpl) shortest() string {
+	var b strings.Builder
+	for _, p := range t.parts {
+		if p.cap >= 0 {
+			b.WriteByte('a')
+		} else {
+			b.WriteString(p.lit)
+		}
+	}
+	return b.String()
+}
+
+// compileNameTemplate parses a queue or topic name template and checks
+// with names that it is, or can render, a valid name.
+func compileNameTemplate(text string, scope templateScope, kind string, names NameRules) (tmpl, error) {
+	t, err := parseTemplate(text, scope)
 	if err != nil {
 		return tmpl{}, err
 	}
 	if t.static {
-		if err := validName(text); err != nil {
+		if err := names.name(text); err != nil {
 			return tmpl{}, fmt.Errorf("%q is not a valid MNS %s name: %w", text, kind, err)
 		}
 		return t, nil
 	}
-	var sample strings.Builder
-	for _, p := range t.parts {
-		if p.cap >= 0 {
-			sample.WriteByte('a')
-			continue
-		}
-		for _, c := range p.lit {
-			if !isNameChar(c) {
-				return tmpl{}, fmt.Errorf("template %q: %q is not allowed in an MNS %s name (letters, digits and '-' only)", text, c, kind)
-			}
-		}
-		sample.WriteString(p.lit)
-	}
-	if err := validName(sample.String()); err != nil {
-		return tmpl{}, fmt.Errorf("template %q can never render a valid MNS %s name (e.g. %q: %v)", text, kind, sample.String(), err)
+	if err := names.name(t.shortest()); err != nil {
+		return tmpl{}, fmt.Errorf("template %q can never render a valid MNS %s name: %w (with one character per placeholder)", text, kind, err)
 	}
 	return t, nil
 }
 
-// compileTagTemplate parses a message tag template and checks that its
-// literal text leaves room within the 16-character limit.
-func compileTagTemplate(text string, names []string) (tmpl, error) {
-	t, err := parseTemplate(text, names)
+// compileTagTemplate parses a message tag template and checks with names
+// that it is, or can render, a valid tag.
+func compileTagTemplate(text string, scope templateScope, names NameRules) (tmpl, error) {
+	t, err := parseTemplate(text, scope)
 	if err != nil {
 		return tmpl{}, err
 	}
-	n := 0
-	for _, p := range t.parts {
-		if p.cap >= 0 {
-			n++ // a named segment renders at least one character
-			continue
+	if t.static {
+		if err := names.tag(text); err != nil {
+			return tmpl{}, fmt.Errorf("%q is not a valid MNS message tag: %w", text, err)
 		}
-		n += utf8.RuneCountInString(p.lit)
-		for _, c := range p.lit {
-			if unicode.IsControl(c) {
-				return tmpl{}, fmt.Errorf("template %q: control character %q is not allowed in a message tag", text, c)
-			}
-		}
+		return t, nil
 	}
-	if n > MaxTagLen {
-		return tmpl{}, fmt.Errorf("template %q renders at least %d characters; MNS message tags have at most %d", text, n, MaxTagLen)
+	if err := names.tag(t.shortest()); err != nil {
+		return tmpl{}, fmt.Errorf("template %q can never render a valid MNS message tag: %w (with one character per placeholder)", text, err)
 	}
 	return t, nil
 }
 
-func compileDefault(def DefaultRouteSpec, validName func(string) error) (Route, error) {
+var errTagNeedsTopic = errors.New("applies to topics only: a message tag needs an MNS topic (queues have no tags); set topic, or drop message_tag")
+
+// compileDefault compiles the default route; it returns every problem
+// found.
+func compileDefault(def DefaultRouteSpec, names NameRules) (Route, []error) {
 	dl := Route{DeadLetter: true, Rule: -1}
 	var errs []error
-	if def.DeadLetter && (def.Queue != "" || def.Topic != "") {
-		errs = append(errs, errors.New("default_route: dead_letter excludes queue and topic; set one of them"))
+	set := 0
+	for _, b := range []bool{def.Queue != "", def.Topic != "", def.DeadLetter} {
+		if b {
+			set++
+		}
 	}
-	if def.Queue != "" && def.Topic != "" {
-		errs = append(errs, errors.New("default_route: set queue or topic, not both"))
+	if set > 1 {
+		errs = append(errs, routeErr("default_route", errors.New("set only one of queue, topic and dead_letter: true")))
 	}
 	if def.MessageTag != "" && def.Topic == "" {
-		errs = append(errs, errors.New("default_route.message_tag: a message tag needs an MNS topic; set default_route.topic or remove it"))
+		errs = append(errs, routeErr("default_route.message_tag", errTagNeedsTopic))
 	}
 	route := dl
 	for _, f := range []struct {
@@ -690,30 +707,30 @@ func compileDefault(def DefaultRouteSpec, validName func(string) error) (Route, 
 		if f.text == "" {
 			continue
 		}
-		t, err := compileNameTemplate(f.text, nil, f.field, validName)
+		t, err := compileNameTemplate(f.text, templateScope{}, f.field, names)
 		if err != nil {
-			errs = append(errs, fmt.Errorf("default_route.%s: %w", f.field, err))
+			errs = append(errs, routeErr("default_route."+f.field, err))
 			continue
 		}
 		route = Route{Dest: Destination{Kind: f.kind, Name: t.text}, Rule: -1}
 	}
 	if def.MessageTag != "" {
-		t, err := compileTagTemplate(def.MessageTag, nil)
+		t, err := compileTagTemplate(def.MessageTag, templateScope{}, names)
 		if err != nil {
-			errs = append(errs, fmt.Errorf("default_route.message_tag: %w", err))
+			errs = append(errs, routeErr("default_route.message_tag", err))
 		} else if !route.DeadLetter {
 			route.Tag = t.text
 		}
 	}
-	props, perrs := compileProps("default_route", def.Properties, nil)
+	props, perrs := compileProps("default_route", def.Properties, templateScope{})
 	errs = append(errs, perrs...)
 	if def.MessageGroupID != "" {
-		if _, err := parseTemplate(def.MessageGroupID, nil); err != nil {
-			errs = append(errs, fmt.Errorf("default_route.message_group_id: %w", err))
+		if _, err := parseTemplate(def.MessageGroupID, templateScope{}); err != nil {
+			errs = append(errs, routeErr("default_route.message_group_id", err))
 		}
 	}
 	if len(errs) > 0 {
-		return dl, errors.Join(errs...)
+		return dl, errs
 	}
 	if !route.DeadLetter {
 		route.GroupID = def.MessageGroupID
@@ -726,28 +743,4 @@ func compileDefault(def DefaultRouteSpec, validName func(string) error) (Route, 
 		}
 	}
 	return route, nil
-}
-
-// isNameChar reports whether c may appear in an MNS queue or topic name.
-func isNameChar(c rune) bool {
-	return c == '-' || 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9'
-}
-
-// validMNSName applies the documented MNS naming rules; NewRouter uses it
-// when the caller passes no validator.
-func validMNSName(name string) error {
-	switch {
-	case name == "":
-		return errors.New("empty")
-	case len(name) > 120:
-		return fmt.Errorf("%d characters, at most 120 allowed", len(name))
-	case name[0] == '-':
-		return errors.New("must start with a letter or digit")
-	}
-	for _, c := range name {
-		if !isNameChar(c) {
-			return fmt.Errorf("%q is not allowed (letters, digits and '-' only)", c)
-		}
-	}
-	return nil
 }

@@ -1,4 +1,6 @@
-package bridge
+// The route tests are an external test package so that they check the
+// router with the MNS sink's own naming rules (sinks/mns imports bridge).
+package bridge_test
 
 import (
 	"errors"
@@ -6,7 +8,9 @@ import (
 	"strings"
 	"sync"
 	"testing"
-	"unicode/utf8"
+
+	. "github.com/iot-mns-bridge/iot-mns-bridge/bridge"
+	"github.com/iot-mns-bridge/iot-mns-bridge/sinks/mns"
 )
 
 // refMatch is a deliberately naive reference matcher (split and compare)
@@ -52,7 +56,7 @@ func refMatch(pattern, topic string) (map[string]string, bool) {
 
 func mustRouter(t testing.TB, rules []RouteSpec, def DefaultRouteSpec) *Router {
 	t.Helper()
-	r, err := NewRouter(rules, def, nil)
+	r, err := NewRouter(rules, def, mns.NameRules)
 	if err != nil {
 		t.Fatalf("NewRouter: %v", err)
 	}
@@ -158,17 +162,17 @@ func TestRouteTemplates(t *testing.T) {
 		{"tag may hold what names may not", "/as/mqtt/status/pk/dev_01", DefaultRouteSpec{},
 			Route{Dest: Destination{Topic, "status-pk"}, Tag: "dev_01", Rule: 0}},
 		{"invalid rendered name", "/pk/dev_01/user/x", DefaultRouteSpec{},
-			Route{DeadLetter: true, Rule: 1, Reason: `routes[1]: rendered queue name "t-pk-dev_01" is invalid: '_' is not allowed (letters, digits and '-' only)`}},
+			Route{DeadLetter: true, Rule: 1, Reason: `routes[1]: rendered queue name "t-pk-dev_01" is invalid: letters, digits and '-' only, not '_'`}},
 		{"rendered name too long", "/pk/" + strings.Repeat("d", 120) + "/user/x", DefaultRouteSpec{},
-			Route{DeadLetter: true, Rule: 1, Reason: `routes[1]: rendered queue name "t-pk-` + strings.Repeat("d", 120) + `" is invalid: 125 characters, at most 120 allowed`}},
+			Route{DeadLetter: true, Rule: 1, Reason: `routes[1]: rendered queue name "t-pk-` + strings.Repeat("d", 120) + `" is invalid: it is 125 characters long, the limit is 120`}},
 		{"rendered tag too long", "/as/mqtt/status/pk/" + strings.Repeat("d", 17), DefaultRouteSpec{},
-			Route{DeadLetter: true, Rule: 0, Reason: `routes[0]: rendered message tag "` + strings.Repeat("d", 17) + `" is invalid: 17 characters, MNS allows at most 16`}},
+			Route{DeadLetter: true, Rule: 0, Reason: `routes[0]: rendered message tag "` + strings.Repeat("d", 17) + `" is invalid: it is 17 characters long, the limit is 16`}},
 		{"rendered tag of 16 characters", "/as/mqtt/status/pk/" + strings.Repeat("é", 16), DefaultRouteSpec{},
 			Route{Dest: Destination{Topic, "status-pk"}, Tag: strings.Repeat("é", 16), Rule: 0}},
 		{"rendered tag not UTF-8", "/as/mqtt/status/pk/d\xff", DefaultRouteSpec{},
-			Route{DeadLetter: true, Rule: 0, Reason: `routes[0]: rendered message tag "d\xff" is invalid: not valid UTF-8`}},
+			Route{DeadLetter: true, Rule: 0, Reason: `routes[0]: rendered message tag "d\xff" is invalid: it is not valid UTF-8`}},
 		{"rendered tag with a control character", "/as/mqtt/status/pk/d\n", DefaultRouteSpec{},
-			Route{DeadLetter: true, Rule: 0, Reason: `routes[0]: rendered message tag "d\n" is invalid: control character '\n'`}},
+			Route{DeadLetter: true, Rule: 0, Reason: `routes[0]: rendered message tag "d\n" is invalid: it must not contain control characters, has '\n'`}},
 		{"unmatched, no default", "/x", DefaultRouteSpec{},
 			Route{DeadLetter: true, Rule: -1, Reason: `no route matches topic "/x"`}},
 		{"unmatched, dead_letter default", "/x\xff", DefaultRouteSpec{DeadLetter: true},
@@ -196,9 +200,10 @@ func TestRouteUsesValidName(t *testing.T) {
 		if strings.HasSuffix(s, "reserved") {
 			return errReserved
 		}
-		return validMNSName(s)
+		return mns.ValidName(s)
 	}
-	r, err := NewRouter([]RouteSpec{{Match: "/{pk}/#", Queue: "q-{pk}"}}, DefaultRouteSpec{}, valid)
+	names := NameRules{Name: valid, Tag: mns.ValidTag}
+	r, err := NewRouter([]RouteSpec{{Match: "/{pk}/#", Queue: "q-{pk}"}}, DefaultRouteSpec{}, names)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -208,7 +213,7 @@ func TestRouteUsesValidName(t *testing.T) {
 	if got := r.Route("/reserved/x"); !got.DeadLetter || !strings.Contains(got.Reason, "reserved") {
 		t.Errorf("Route(/reserved/x) = %+v, want dead-letter naming the validator's reason", got)
 	}
-	_, err = NewRouter([]RouteSpec{{Match: "/#", Queue: "reserved"}}, DefaultRouteSpec{}, valid)
+	_, err = NewRouter([]RouteSpec{{Match: "/#", Queue: "reserved"}}, DefaultRouteSpec{}, names)
 	if !errors.Is(err, errReserved) {
 		t.Errorf("NewRouter with a literal the validator rejects: err = %v, want it wrapping %v", err, errReserved)
 	}
@@ -224,35 +229,35 @@ func TestNewRouterErrors(t *testing.T) {
 		{"no match", []RouteSpec{{Queue: "q"}}, DefaultRouteSpec{},
 			[]string{"routes[0].match: required"}},
 		{"unrooted pattern", []RouteSpec{{Match: "a/b", Queue: "q"}}, DefaultRouteSpec{},
-			[]string{`routes[0].match: pattern "a/b" must start with '/'`}},
+			[]string{`routes[0].match: "a/b" must start with '/'`}},
 		{"hash not last", []RouteSpec{{Match: "/a/#/b", Queue: "q"}}, DefaultRouteSpec{},
-			[]string{"routes[0].match: pattern \"/a/#/b\": '#' may only be the last segment"}},
+			[]string{`routes[0].match: "/a/#/b" has '#' before the last segment`}},
 		{"mixed wildcard", []RouteSpec{{Match: "/a+/b", Queue: "q"}}, DefaultRouteSpec{},
-			[]string{`routes[0].match: pattern "/a+/b": segment "a+" mixes text`}},
+			[]string{`routes[0].match: "/a+/b": segment "a+" mixes text`}},
 		{"partial placeholder", []RouteSpec{{Match: "/x{pk}/b", Queue: "q"}}, DefaultRouteSpec{},
 			[]string{`segment "x{pk}" mixes text`}},
 		{"empty segment", []RouteSpec{{Match: "/a//b", Queue: "q"}}, DefaultRouteSpec{},
-			[]string{"routes[0].match: pattern \"/a//b\": empty segment"}},
+			[]string{`routes[0].match: "/a//b" has an empty segment`}},
 		{"bad segment name", []RouteSpec{{Match: "/{1pk}", Queue: "q"}}, DefaultRouteSpec{},
-			[]string{`segment name "1pk" must be letters`}},
+			[]string{`routes[0].match: "/{1pk}": segment "{1pk}" is not a name: use letters, digits and '_'`}},
 		{"duplicate name", []RouteSpec{{Match: "/{a}/{a}", Queue: "q"}}, DefaultRouteSpec{},
-			[]string{"segment name {a} is used twice"}},
+			[]string{`routes[0].match: "/{a}/{a}" names two segments {a}`}},
 		{"neither queue nor topic", []RouteSpec{{Match: "/#"}}, DefaultRouteSpec{},
 			[]string{"routes[0]: set queue or topic"}},
 		{"both queue and topic", []RouteSpec{{Match: "/#", Queue: "q", Topic: "t"}}, DefaultRouteSpec{},
 			[]string{"routes[0]: set queue or topic, not both"}},
 		{"tag on a queue", []RouteSpec{{Match: "/#", Queue: "q", MessageTag: "x"}}, DefaultRouteSpec{},
-			[]string{"routes[0].message_tag: a message tag needs an MNS topic"}},
+			[]string{"routes[0].message_tag: applies to topics only: a message tag needs an MNS topic"}},
 		{"unknown name", []RouteSpec{{Match: "/{pk}/#", Queue: "q-{deviceName}"}}, DefaultRouteSpec{},
-			[]string{`routes[0].queue: template "q-{deviceName}": {deviceName} is not a named segment of the pattern (it has {pk})`}},
+			[]string{`routes[0].queue: template uses {deviceName} but match "/{pk}/#" has no such segment`}},
 		{"unknown name in tag", []RouteSpec{{Match: "/{pk}/#", Topic: "t", MessageTag: "{dn}"}}, DefaultRouteSpec{},
-			[]string{`routes[0].message_tag: template "{dn}": {dn} is not a named segment`}},
+			[]string{`routes[0].message_tag: template uses {dn} but match "/{pk}/#" has no such segment`}},
 		{"unclosed brace", []RouteSpec{{Match: "/{pk}/#", Queue: "q-{pk"}}, DefaultRouteSpec{},
-			[]string{`routes[0].queue: template "q-{pk": '{' without '}'`}},
+			[]string{`routes[0].queue: "q-{pk" has a '{' without its '}'`}},
 		{"stray brace", []RouteSpec{{Match: "/{pk}/#", Queue: "q-pk}"}}, DefaultRouteSpec{},
-			[]string{`routes[0].queue: template "q-pk}": '}' without '{'`}},
+			[]string{`routes[0].queue: "q-pk}" has a '}' without its '{'`}},
 		{"bad literal character", []RouteSpec{{Match: "/{pk}/#", Topic: "t_{pk}"}}, DefaultRouteSpec{},
-			[]string{`routes[0].topic: template "t_{pk}": '_' is not allowed in an MNS topic name`}},
+			[]string{`routes[0].topic: template "t_{pk}" can never render a valid MNS topic name: letters, digits and '-' only, not '_'`}},
 		{"bad literal name", []RouteSpec{{Match: "/#", Queue: "my_queue"}}, DefaultRouteSpec{},
 			[]string{`routes[0].queue: "my_queue" is not a valid MNS queue name`}},
 		{"never valid: leading dash", []RouteSpec{{Match: "/{pk}/#", Queue: "-{pk}"}}, DefaultRouteSpec{},
@@ -260,19 +265,19 @@ func TestNewRouterErrors(t *testing.T) {
 		{"never valid: too long", []RouteSpec{{Match: "/{pk}/#", Queue: strings.Repeat("q", 120) + "{pk}"}}, DefaultRouteSpec{},
 			[]string{"can never render a valid MNS queue name"}},
 		{"tag literal too long", []RouteSpec{{Match: "/{pk}/#", Topic: "t", MessageTag: "0123456789abcdef{pk}"}}, DefaultRouteSpec{},
-			[]string{`routes[0].message_tag: template "0123456789abcdef{pk}" renders at least 17 characters`}},
+			[]string{`routes[0].message_tag: template "0123456789abcdef{pk}" can never render a valid MNS message tag: it is 17 characters long, the limit is 16`}},
 		{"default dead_letter and queue", nil, DefaultRouteSpec{Queue: "q", DeadLetter: true},
-			[]string{"default_route: dead_letter excludes queue and topic"}},
+			[]string{"default_route: set only one of queue, topic and dead_letter: true"}},
 		{"default both", nil, DefaultRouteSpec{Queue: "q", Topic: "t"},
-			[]string{"default_route: set queue or topic, not both"}},
+			[]string{"default_route: set only one of queue, topic and dead_letter: true"}},
 		{"default placeholder", nil, DefaultRouteSpec{Topic: "t-{pk}"},
-			[]string{"default_route.topic: template \"t-{pk}\": {pk} has no value here"}},
+			[]string{"default_route.topic: template uses {pk} but the default route has no pattern"}},
 		{"default bad name", nil, DefaultRouteSpec{Queue: "a.b"},
 			[]string{`default_route.queue: "a.b" is not a valid MNS queue name`}},
 		{"default tag on a queue", nil, DefaultRouteSpec{Queue: "q", MessageTag: "x"},
-			[]string{"default_route.message_tag: a message tag needs an MNS topic"}},
+			[]string{"default_route.message_tag: applies to topics only: a message tag needs an MNS topic"}},
 		{"default tag too long", nil, DefaultRouteSpec{Topic: "t", MessageTag: strings.Repeat("x", 17)},
-			[]string{"default_route.message_tag: template", "renders at least 17 characters"}},
+			[]string{`default_route.message_tag: "` + strings.Repeat("x", 17) + `" is not a valid MNS message tag`, "it is 17 characters long, the limit is 16"}},
 		{"every problem at once", []RouteSpec{
 			{Match: "/{pk}/#", Queue: "ok-{pk}"},
 			{Match: "/{pk}/#", Queue: "q-{dn}"},
@@ -282,7 +287,7 @@ func TestNewRouterErrors(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			r, err := NewRouter(tt.rules, tt.def, nil)
+			r, err := NewRouter(tt.rules, tt.def, mns.NameRules)
 			if err == nil {
 				t.Fatalf("NewRouter = %v, nil; want an error", r)
 			}
@@ -312,37 +317,8 @@ func TestNewRouterAccepts(t *testing.T) {
 		nil,
 	}
 	for i, rules := range valid {
-		if _, err := NewRouter(rules, DefaultRouteSpec{}, nil); err != nil {
+		if _, err := NewRouter(rules, DefaultRouteSpec{}, mns.NameRules); err != nil {
 			t.Errorf("case %d: NewRouter(%+v) = %v, want no error", i, rules, err)
-		}
-	}
-}
-
-func TestRouteCacheBound(t *testing.T) {
-	r := mustRouter(t, []RouteSpec{{Match: "/{pk}/{dn}/user/#", Queue: "t-{pk}", Topic: "", MessageTag: ""}}, DefaultRouteSpec{})
-	for i := 0; i < 3*renderCacheSize; i++ {
-		pk := fmt.Sprintf("p%d", i%(renderCacheSize+7))
-		want := Route{Dest: Destination{Queue, "t-" + pk}}
-		if got := r.Route("/" + pk + "/d/user/x"); got != want {
-			t.Fatalf("Route #%d = %+v, want %+v", i, got, want)
-		}
-	}
-	if n := len(r.rules[0].cache); n > renderCacheSize {
-		t.Errorf("cache holds %d entries, bound is %d", n, renderCacheSize)
-	}
-}
-
-// TestRouteCacheKey checks that captures that concatenate alike do not share
-// a cache entry.
-func TestRouteCacheKey(t *testing.T) {
-	r := mustRouter(t, []RouteSpec{{Match: "/{a}/{b}", Queue: "q-{a}-{b}"}}, DefaultRouteSpec{})
-	for _, tc := range []struct{ topic, want string }{
-		{"/ab/c", "q-ab-c"},
-		{"/a/bc", "q-a-bc"},
-		{"/ab/c", "q-ab-c"},
-	} {
-		if got := r.Route(tc.topic); got.Dest.Name != tc.want {
-			t.Errorf("Route(%q) = %+v, want queue %q", tc.topic, got, tc.want)
 		}
 	}
 }
@@ -398,7 +374,7 @@ func FuzzRoute(f *testing.F) {
 	f.Fuzz(func(t *testing.T, pattern, topic, tmplText string) {
 		// Arbitrary templates must not panic either.
 		if r, err := NewRouter([]RouteSpec{{Match: pattern, Topic: "t", MessageTag: tmplText}, {Match: pattern, Queue: tmplText}},
-			DefaultRouteSpec{Topic: tmplText}, nil); err == nil {
+			DefaultRouteSpec{Topic: tmplText}, mns.NameRules); err == nil {
 			r.Route(topic)
 		}
 		// A template over every name the pattern has, to compare renders.
@@ -417,7 +393,7 @@ func FuzzRoute(f *testing.F) {
 		if len(names) > 0 {
 			tag = "{" + names[0] + "}"
 		}
-		r, err := NewRouter([]RouteSpec{{Match: pattern, Topic: queue, MessageTag: tag}}, DefaultRouteSpec{}, nil)
+		r, err := NewRouter([]RouteSpec{{Match: pattern, Topic: queue, MessageTag: tag}}, DefaultRouteSpec{}, mns.NameRules)
 		if err != nil {
 			return
 		}
@@ -432,10 +408,10 @@ func FuzzRoute(f *testing.F) {
 			}
 			return
 		}
-		if err := validMNSName(got.Dest.Name); err != nil {
+		if err := mns.ValidName(got.Dest.Name); err != nil {
 			t.Fatalf("pattern %q, topic %q: invalid name %q returned: %v", pattern, topic, got.Dest.Name, err)
 		}
-		if err := checkTag(got.Tag); err != nil || utf8.RuneCountInString(got.Tag) > MaxTagLen {
+		if err := mns.ValidTag(got.Tag); err != nil {
 			t.Fatalf("pattern %q, topic %q: invalid tag %q returned", pattern, topic, got.Tag)
 		}
 		want := "q"

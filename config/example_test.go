@@ -37,7 +37,7 @@ routes:
 	fmt.Println(addr, cfg.Source.AMQP.Credit, cfg.Delivery.Retry.MaxBackoff)
 	fmt.Printf("%+v\n", cfg.MNS.Credentials)
 	// Output:
-	// bridge.yaml:15: routes[1].queue: "x_y" is not a valid MNS queue name: letters, digits and '-' only
+	// bridge.yaml:15: routes[1].queue: "x_y" is not a valid MNS queue name: letters, digits and '-' only, not '_'
 	// iot-06z00ax1o2vfzzz.amqp.iothub.aliyuncs.com:5671 64 30s
 	// {AccessKeyID:LTAI5tExample AccessKeySecret:*** AccessKeySecretFile: SecurityToken: SecurityTokenFile:}
 }

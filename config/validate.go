@@ -10,25 +10,21 @@ import (
 	"strconv"
 	"strings"
 	"time"
-	"unicode"
-	"unicode/utf8"
 
 	"github.com/iot-mns-bridge/iot-mns-bridge/bridge"
 	"github.com/iot-mns-bridge/iot-mns-bridge/iotauth"
 	"github.com/iot-mns-bridge/iot-mns-bridge/sinks/mns"
 )
 
-// Limits the platform and MNS put on config values.
+// Limits the platform and MNS put on config values. The MNS ones are the
+// MNS client's; MNS names and tags are checked by mns.NameRules.
 const (
-	MaxConnections   = 64                // clients per consumer group
-	MaxBatchSize     = 16                // messages per MNS batch request
-	MaxBatchBytes    = 65536             // body bytes per MNS batch request
-	MaxMessageBytes  = 65536             // one MNS message body, after encoding
-	MaxMNSNameLen    = 120               // queue and topic names
-	MaxMessageTagLen = 16                // MNS message tags, in characters
-	MaxNamedSegments = 16                // {name} segments in one route pattern
-	MinIdleTimeout   = 60 * time.Second  // go-amqp advertises half: 30s
-	MaxIdleTimeout   = 600 * time.Second // advertised 300s
+	MaxConnections  = 64                // clients per consumer group
+	MaxBatchSize    = mns.MaxBatchCount // messages per MNS batch request
+	MaxBatchBytes   = mns.MaxBatchBytes // body bytes per MNS batch request
+	MaxMessageBytes = mns.MaxBodySize   // one MNS message body, after encoding
+	MinIdleTimeout  = 60 * time.Second  // go-amqp advertises half: 30s
+	MaxIdleTimeout  = 600 * time.Second // advertised 300s
 )
 
 // Validate checks the whole config and reports every problem at once
@@ -312,193 +308,61 @@ func checkMNSEndpoint(e string) error {
 	return nil
 }
 
+// routes compiles the routes with the bridge's router, the one parser of
+// the route grammar, and reports its problems at their config paths.
 func (v *validator) routes() {
-	for i, r := range v.c.Routes {
-		p := fmt.Sprintf("routes[%d]", i)
-		names, err := patternNames(r.Match)
-		if err != nil {
-			v.bad(p+".match", "%v", err)
-		}
-		v.target(p, r.Match, names, err == nil, r.Queue, r.Topic, r.MessageTag)
-		if r.Queue == "" && r.Topic == "" {
-			v.bad(p, "set queue or topic")
-		}
-	}
 	d := v.c.DefaultRoute
 	if len(v.c.Routes) == 0 && d.Queue == "" && d.Topic == "" && !d.DeadLetter && d.MessageTag == "" && d.MessageGroupID == "" && len(d.Properties) == 0 {
 		v.bad("routes", "none set and no default_route: add a route, or a default_route with a queue or topic")
 	}
-	set := 0
-	for _, s := range []bool{d.Queue != "", d.Topic != "", d.DeadLetter} {
-		if s {
-			set++
-		}
+	if _, err := v.c.Router(); err != nil {
+		v.routeErrors(err)
 	}
-	if set > 1 {
-		v.bad("default_route", "set only one of queue, topic and dead_letter: true")
-	}
-	v.target("default_route", "", nil, true, d.Queue, d.Topic, d.MessageTag)
 }
 
-// target checks a route's destination and tag. match is the route's
-// pattern with its segment names ("" for the default route); known is false
-// when the pattern was invalid, so its names are unknown.
-func (v *validator) target(path, match string, names []string, known bool, queue, topic, tag string) {
-	if queue != "" && topic != "" {
-		v.bad(path, "set queue or topic, not both")
-	}
-	if queue != "" {
-		v.template(path+".queue", "queue", match, names, known, queue)
-	}
-	if topic != "" {
-		v.template(path+".topic", "topic", match, names, known, topic)
-	}
-	if tag == "" {
+// routeErrors reports each *bridge.RouteError in err (a join of them) at
+// its path; anything else at "routes".
+func (v *validator) routeErrors(err error) {
+	if joined, ok := err.(interface{ Unwrap() []error }); ok {
+		for _, e := range joined.Unwrap() {
+			v.routeErrors(e)
+		}
 		return
 	}
-	if topic == "" {
-		v.bad(path+".message_tag", "applies to topics only: set topic, or drop message_tag")
-	}
-	lits, used, err := parseTemplate(tag)
-	if err != nil {
-		v.bad(path+".message_tag", "%q %v", tag, err)
+	var re *bridge.RouteError
+	if errors.As(err, &re) {
+		v.bad(re.Path, "%v", re.Err)
 		return
 	}
-	v.placeholders(path+".message_tag", match, names, known, used)
-	if strings.IndexFunc(tag, unicode.IsControl) >= 0 {
-		v.bad(path+".message_tag", "must not contain control characters")
-	}
-	if n := utf8.RuneCountInString(strings.Join(lits, "")) + len(used); n > MaxMessageTagLen {
-		v.bad(path+".message_tag", "%q is %s: MNS message tags are at most %d", tag, lengthText(lits, used), MaxMessageTagLen)
-	}
+	v.bad("routes", "%v", err)
 }
 
-// template checks a queue or topic name template: its placeholders must be
-// segment names of the match, its literal text a valid piece of an MNS name.
-func (v *validator) template(path, kind, match string, names []string, known bool, tmpl string) {
-	lits, used, err := parseTemplate(tmpl)
-	if err != nil {
-		v.bad(path, "%q %v", tmpl, err)
-		return
+// Router compiles the routes and the default route, with the MNS naming
+// rules; the error joins a *bridge.RouteError for each problem.
+func (c *Config) Router() (*bridge.Router, error) {
+	specs := make([]bridge.RouteSpec, len(c.Routes))
+	for i, r := range c.Routes {
+		specs[i] = bridge.RouteSpec{Match: r.Match, Queue: r.Queue, Topic: r.Topic, MessageTag: r.MessageTag,
+			MessageGroupID: r.MessageGroupID, Properties: routeProperties(r.Properties)}
 	}
-	v.placeholders(path, match, names, known, used)
-	for _, l := range lits {
-		if strings.IndexFunc(l, func(r rune) bool { return !isNameChar(r) }) >= 0 {
-			v.bad(path, "%q is not a valid MNS %s name: letters, digits and '-' only", tmpl, kind)
-			return
-		}
-	}
-	if tmpl[0] == '-' {
-		v.bad(path, "%q is not a valid MNS %s name: it must start with a letter or digit", tmpl, kind)
-	}
-	if n := len(strings.Join(lits, "")) + len(used); n > MaxMNSNameLen {
-		v.bad(path, "%q is not a valid MNS %s name: it is %s, the limit is %d", tmpl, kind, lengthText(lits, used), MaxMNSNameLen)
-	}
+	d := c.DefaultRoute
+	def := bridge.DefaultRouteSpec{Queue: d.Queue, Topic: d.Topic, MessageTag: d.MessageTag, DeadLetter: d.DeadLetter,
+		MessageGroupID: d.MessageGroupID, Properties: routeProperties(d.Properties)}
+	return bridge.NewRouter(specs, def, mns.NameRules)
 }
 
-// lengthText describes the length of a template: "22 characters long", or
-// "21 characters long before its placeholders are filled in".
-func lengthText(lits, used []string) string {
-	n := utf8.RuneCountInString(strings.Join(lits, ""))
-	if len(used) == 0 {
-		return fmt.Sprintf("%d characters long", n)
+// routeProperties turns a route's properties map into a list sorted by
+// name, so that every message carries them in one order.
+func routeProperties(m map[string]string) []bridge.RouteProperty {
+	if len(m) == 0 {
+		return nil
 	}
-	return fmt.Sprintf("%d characters long before its placeholders are filled in", n)
-}
-
-func (v *validator) placeholders(path, match string, names []string, known bool, used []string) {
-	for _, u := range used {
-		switch {
-		case match == "":
-			v.bad(path, "template uses {%s} but the default route has no pattern: use a fixed name", u)
-		case known && !slices.Contains(names, u):
-			v.bad(path, "template uses {%s} but match %q has no such segment", u, match)
-		}
+	out := make([]bridge.RouteProperty, 0, len(m))
+	for k, v := range m {
+		out = append(out, bridge.RouteProperty{Name: k, Value: v})
 	}
-}
-
-func isNameChar(r rune) bool {
-	return r == '-' || 'a' <= r && r <= 'z' || 'A' <= r && r <= 'Z' || '0' <= r && r <= '9'
-}
-
-// validMNSName reports whether s is a valid MNS queue or topic name.
-func validMNSName(s string) bool {
-	return len(s) >= 1 && len(s) <= MaxMNSNameLen && s[0] != '-' &&
-		strings.IndexFunc(s, func(r rune) bool { return !isNameChar(r) }) < 0
-}
-
-// patternNames checks a route pattern and returns its {name} segments in
-// order. Segments are literal text, "+" (one segment), "#" (the rest; last
-// only) or "{name}" (one segment, named for templates). This is only what
-// validation needs; the bridge's router does the matching.
-func patternNames(p string) ([]string, error) {
-	if p == "" {
-		return nil, errors.New("required: a topic pattern like /{productKey}/{deviceName}/user/#")
-	}
-	if p[0] != '/' {
-		return nil, fmt.Errorf("%q must start with '/'", p)
-	}
-	segs := strings.Split(p[1:], "/")
-	var names []string
-	for i, s := range segs {
-		switch {
-		case s == "":
-			return nil, fmt.Errorf("%q has an empty segment (a doubled or trailing '/')", p)
-		case s == "#":
-			if i != len(segs)-1 {
-				return nil, fmt.Errorf("%q has '#' before the last segment: '#' matches the rest of the topic, so it must come last", p)
-			}
-		case s == "+":
-		case s[0] == '{' && s[len(s)-1] == '}':
-			name := s[1 : len(s)-1]
-			if !validPlaceholder(name) {
-				return nil, fmt.Errorf("%q: segment %q is not a name: use letters, digits and '_' inside {}, not starting with a digit", p, s)
-			}
-			if slices.Contains(names, name) {
-				return nil, fmt.Errorf("%q names two segments {%s}: use distinct names", p, name)
-			}
-			names = append(names, name)
-			if len(names) > MaxNamedSegments {
-				return nil, fmt.Errorf("%q has more than %d named segments", p, MaxNamedSegments)
-			}
-		case strings.ContainsAny(s, "+#{}"):
-			return nil, fmt.Errorf("%q: segment %q mixes text with a wildcard: a segment is literal text, +, # or {name}", p, s)
-		}
-	}
-	return names, nil
-}
-
-// parseTemplate splits "telemetry-{productKey}" into its literal parts
-// ("telemetry-", "") and the placeholder names it uses ("productKey").
-// The returned error reads after the quoted template.
-func parseTemplate(t string) (lits, names []string, err error) {
-	rest := t
-	for {
-		i := strings.IndexAny(rest, "{}")
-		if i < 0 {
-			return append(lits, rest), names, nil
-		}
-		if rest[i] == '}' {
-			return nil, nil, errors.New("has a '}' without its '{'")
-		}
-		end := strings.IndexByte(rest[i:], '}')
-		if end < 0 {
-			return nil, nil, errors.New("has a '{' without its '}'")
-		}
-		name := rest[i+1 : i+end]
-		if !validPlaceholder(name) {
-			return nil, nil, fmt.Errorf("has {%s}, which is not a segment name: use letters, digits and '_' inside {}, not starting with a digit", name)
-		}
-		lits = append(lits, rest[:i])
-		names = append(names, name)
-		rest = rest[i+end+1:]
-	}
-}
-
-// validPlaceholder reports whether s is a segment name: letters, digits
-// and '_', not starting with a digit.
-func validPlaceholder(s string) bool {
-	return validVarName(s)
+	slices.SortFunc(out, func(a, b bridge.RouteProperty) int { return strings.Compare(a.Name, b.Name) })
+	return out
 }
 
 func (v *validator) delivery() {
@@ -531,8 +395,10 @@ func (v *validator) delivery() {
 	if dl.File == "" && dl.Queue == "" {
 		v.bad("delivery.dead_letter", "set file, queue or both: messages that cannot be delivered need somewhere to go")
 	}
-	if dl.Queue != "" && !validMNSName(dl.Queue) {
-		v.bad("delivery.dead_letter.queue", "%q is not a valid MNS queue name: 1 to %d letters, digits and '-', starting with a letter or digit", dl.Queue, MaxMNSNameLen)
+	if dl.Queue != "" {
+		if err := mns.ValidName(dl.Queue); err != nil {
+			v.bad("delivery.dead_letter.queue", "%q is not a valid MNS queue name: %v", dl.Queue, err)
+		}
 	}
 }
 

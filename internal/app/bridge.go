@@ -8,7 +8,6 @@ import (
 	"net"
 	"net/http"
 	"slices"
-	"sort"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -113,7 +112,7 @@ func New(cfg *config.Config, opts Options) (*Bridge, error) {
 	b.client = client
 	b.sink = mns.NewSink(client)
 
-	router, err := bridge.NewRouter(routeSpecs(cfg), defaultRouteSpec(cfg), mns.ValidName)
+	router, err := cfg.Router()
 	if err != nil {
 		return nil, &UsageError{Err: err}
 	}
@@ -155,35 +154,6 @@ func New(cfg *config.Config, opts Options) (*Bridge, error) {
 		Help: "delivery.max_in_flight_bytes: when held_bytes reaches it, the source stops reading."},
 		func() float64 { return float64(d.MaxInFlightBytes) }))
 	return b, nil
-}
-
-func routeSpecs(cfg *config.Config) []bridge.RouteSpec {
-	specs := make([]bridge.RouteSpec, len(cfg.Routes))
-	for i, r := range cfg.Routes {
-		specs[i] = bridge.RouteSpec{Match: r.Match, Queue: r.Queue, Topic: r.Topic, MessageTag: r.MessageTag,
-			MessageGroupID: r.MessageGroupID, Properties: routeProperties(r.Properties)}
-	}
-	return specs
-}
-
-func defaultRouteSpec(cfg *config.Config) bridge.DefaultRouteSpec {
-	d := cfg.DefaultRoute
-	return bridge.DefaultRouteSpec{Queue: d.Queue, Topic: d.Topic, MessageTag: d.MessageTag, DeadLetter: d.DeadLetter,
-		MessageGroupID: d.MessageGroupID, Properties: routeProperties(d.Properties)}
-}
-
-// routeProperties turns a route's properties map into a list sorted by
-// name, so that every message carries them in one order.
-func routeProperties(m map[string]string) []bridge.RouteProperty {
-	if len(m) == 0 {
-		return nil
-	}
-	out := make([]bridge.RouteProperty, 0, len(m))
-	for k, v := range m {
-		out = append(out, bridge.RouteProperty{Name: k, Value: v})
-	}
-	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
-	return out
 }
 
 // propertySpec is the mns.properties section for the pipeline; nil when
@@ -400,7 +370,7 @@ func (b *Bridge) checkDestinations(ctx context.Context) error {
 // spool, http, log, flow-control bounds) need a restart; Reload names the
 // ones that changed.
 func (b *Bridge) Reload(newCfg *config.Config) (needRestart []string, err error) {
-	router, err := bridge.NewRouter(routeSpecs(newCfg), defaultRouteSpec(newCfg), mns.ValidName)
+	router, err := newCfg.Router()
 	if err != nil {
 		return nil, err
 	}

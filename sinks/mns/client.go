@@ -491,7 +491,7 @@ func (c *Client) checkMessage(t target, i int, lab label, m *bridge.Outgoing) (s
 
 func checkName(t target) error {
 	if err := ValidName(t.name); err != nil {
-		return &permanentError{fmt.Errorf("mns: %s %s: %w", t.op, t.kind, err)}
+		return &permanentError{fmt.Errorf("mns: %s %s %q is not a valid MNS %s name: %w", t.op, t.kind, t.name, t.kind, err)}
 	}
 	return nil
 }

@@ -1,29 +1,59 @@
 package mns
 
-import "fmt"
+import (
+	"errors"
+	"fmt"
+	"unicode"
+	"unicode/utf8"
+
+	"github.com/iot-mns-bridge/iot-mns-bridge/bridge"
+)
 
 // MaxNameLen is the longest MNS queue or topic name.
 const MaxNameLen = 120
 
+// NameRules are the MNS rules for queue and topic names and message tags,
+// as the router applies them to route templates and rendered routes. They
+// live here only: the router and the config validation take them from here.
+var NameRules = bridge.NameRules{Name: ValidName, Tag: ValidTag}
+
 // ValidName reports whether name is a valid MNS queue or topic name: 1 to
 // 120 characters, ASCII letters, digits and '-', starting with a letter or a
-// digit. The error does not name the config field; callers add it.
+// digit. The error is the reason only ("it must start with a letter or
+// digit"): callers name the field and quote the name.
 func ValidName(name string) error {
 	if name == "" {
-		return fmt.Errorf("name is empty; MNS queue and topic names have 1 to %d characters", MaxNameLen)
+		return fmt.Errorf("it is empty: MNS queue and topic names have 1 to %d characters", MaxNameLen)
 	}
 	if len(name) > MaxNameLen {
-		return fmt.Errorf("name %.20q... is %d characters long; MNS allows at most %d", name, len(name), MaxNameLen)
+		return fmt.Errorf("it is %d characters long, the limit is %d", utf8.RuneCountInString(name), MaxNameLen)
 	}
-	for i := 0; i < len(name); i++ {
-		c := name[i]
+	for i, c := range name {
 		switch {
 		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9':
 		case c == '-' && i > 0:
 		case c == '-':
-			return fmt.Errorf("name %q starts with '-'; MNS names start with a letter or a digit", name)
+			return errors.New("it must start with a letter or digit")
 		default:
-			return fmt.Errorf("name %q has %q at position %d; MNS names use only letters, digits and '-'", name, rune(c), i+1)
+			return fmt.Errorf("letters, digits and '-' only, not %q", c)
+		}
+	}
+	return nil
+}
+
+// ValidTag reports whether tag is a valid MNS message tag: valid UTF-8, at
+// most MaxTagLen characters, no control characters ("" is no tag). The
+// error is the reason only; callers name the field and quote the tag.
+func ValidTag(tag string) error {
+	if !utf8.ValidString(tag) {
+		return errors.New("it is not valid UTF-8")
+	}
+	if n := utf8.RuneCountInString(tag); n > MaxTagLen {
+		return fmt.Errorf("it is %d characters long, the limit is %d", n, MaxTagLen)
+	}
+	for _, c := range tag {
+		if unicode.IsControl(c) {
+			return fmt.Errorf("it must not contain control characters, has %q", c)
 		}
 	}
 	return nil
