@@ -27,7 +27,13 @@
 #            the installed example config, the unit not enabled, an upgrade
 #            that keeps a changed config, then dpkg --purge leaving nothing;
 #   qemu     the arm64 and armv7 binaries under qemu-user-static: `version`
-#            and a short `demo` (simulator, bridge, emulator; nothing lost).
+#            and a short `demo` (simulator, bridge, emulator; nothing lost);
+#   rules    promtool (Debian package prometheus) on deploy/prometheus:
+#            `check rules` and `test rules` (a unit test per alert), and
+#            every query of the Grafana dashboard deploy/grafana/*.json
+#            parsed by promtool too (as recording rules, the dashboard's
+#            variables filled in). internal/app's TestDeployFilesUseExportedMetrics
+#            checks that the metrics they use exist.
 #
 # The heavy steps (release, deb, qemu) are skipped with OPS_CHECK_QUICK=1
 # for local runs; under CI=true they always run. Missing tools (dpkg-deb,
@@ -52,7 +58,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 steps=("$@")
-all_steps=(build version run unit release deb qemu)
+all_steps=(build version run unit release deb qemu rules)
 [ ${#steps[@]} -gt 0 ] || steps=("${all_steps[@]}")
 for s in "${steps[@]}"; do
 	case " ${all_steps[*]} " in *" $s "*) ;; *)
@@ -491,6 +497,27 @@ step_qemu() {
 		note "$arch under $emu: $out; demo $(grep -E '^ +forwarded' "$work/logs/demo-$arch.log" | tr -s ' ')"
 	done
 	ok qemu
+}
+
+step_rules() {
+	need_tools rules prometheus promtool || return 0
+	mkdir -p "$work/logs" "$work/rules"
+	local out
+	out=$(promtool check rules deploy/prometheus/iot-mns-bridge-rules.yml 2>&1) || fail "promtool check rules:"$'\n'"$out"
+	out=$(cd deploy/prometheus && promtool test rules iot-mns-bridge-rules.test.yml 2>&1) || fail "promtool test rules:"$'\n'"$out"
+	# Each alert must have a unit test.
+	local a
+	for a in $(sed -n 's/^ *- alert: *//p' deploy/prometheus/iot-mns-bridge-rules.yml); do
+		grep -q "alertname: $a\$" deploy/prometheus/iot-mns-bridge-rules.test.yml || fail "alert $a has no unit test in iot-mns-bridge-rules.test.yml"
+	done
+	# The dashboard's queries, as recording rules, so promtool parses them.
+	local f
+	for f in deploy/grafana/*.json; do
+		go run ./internal/opscheck/dashq "$f" >"$work/rules/dashboard.yml" || fail "reading the queries of $f"
+		out=$(promtool check rules "$work/rules/dashboard.yml" 2>&1) || fail "$f: a query does not parse:"$'\n'"$out"
+		note "$f: $(grep -c 'expr:' "$work/rules/dashboard.yml") queries parse"
+	done
+	ok rules
 }
 
 for s in "${steps[@]}"; do "step_$s"; done

@@ -147,6 +147,9 @@ func New(cfg *config.Config, opts Options) (*Bridge, error) {
 	b.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "iot_mns_bridge", Name: "in_flight",
 		Help: "Deliveries held by the pipeline (taken from the source, not yet settled)."},
 		func() float64 { return float64(b.pipeline.Stats().InFlight) }))
+	b.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "iot_mns_bridge", Name: "in_flight_limit",
+		Help: "delivery.max_in_flight: when in_flight reaches it, the source stops reading."},
+		func() float64 { return float64(d.MaxInFlight) }))
 	b.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "iot_mns_bridge", Name: "held_bytes",
 		Help: "Bytes the deliveries held by the pipeline count against delivery.max_in_flight_bytes."},
 		func() float64 { return float64(b.pipeline.Stats().HeldBytes) }))
@@ -206,6 +209,9 @@ func (b *Bridge) registerSpoolMetrics(s *spool.Spool) {
 			func() float64 { return float64(s.Stats().Depth) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "iot_mns_bridge", Name: "spool_bytes", Help: "Bytes of messages in the spool."},
 			func() float64 { return float64(s.Stats().Bytes) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "iot_mns_bridge", Name: "spool_max_bytes",
+			Help: "spool.max_bytes: when spool_bytes reaches it, the source stops reading."},
+			func() float64 { return float64(s.Stats().MaxBytes) }),
 	)
 }
 

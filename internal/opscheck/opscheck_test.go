@@ -429,12 +429,12 @@ func (l *notifyListener) stop() []string {
 
 // opsSteps are the steps of scripts/ops-check.sh, in order; TestOpsCheck
 // reports each as a subtest.
-var opsSteps = []string{"build", "version", "run", "unit", "release", "deb", "qemu"}
+var opsSteps = []string{"build", "version", "run", "unit", "release", "deb", "qemu", "rules"}
 
 // TestOpsCheck runs scripts/ops-check.sh (build with the Dockerfile's flags,
 // version, a run with healthcheck, SIGHUP and SIGTERM, systemd-analyze
 // verify, the release artifacts, the .deb installed and purged, the arm
-// binaries under qemu) with a notify socket, and reports each of its steps
+// binaries under qemu, promtool on the alerting rules and the dashboard) with a notify socket, and reports each of its steps
 // as a subtest. OPS_CHECK_QUICK=1 skips the heavy steps outside CI.
 func TestOpsCheck(t *testing.T) {
 	if testing.Short() {
