@@ -57,6 +57,8 @@ func RunCommand(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	fs.IntVar(&cfg.ErrorStatus, "error-status", 500, "status of injected errors (500 or 503)")
 	fs.Float64Var(&cfg.ThrottleRate, "throttle-rate", 0, "messages/s above which requests get 429 TooManyRequests (0: off)")
 	fs.DurationVar(&cfg.ThrottleHold, "throttle-hold", 500*time.Millisecond, "how long a throttled request is held before its 429")
+	fs.StringVar(&cfg.ThrottleCode, "throttle-code", "TooManyRequests", "code of throttled requests: TooManyRequests (429) or the legacy QpsLimitExceeded (400)")
+	fs.StringVar(&cfg.Region, "region", "", "the only region V4 signatures may name (empty: any)")
 	fs.Float64Var(&cfg.PartialFailureRate, "partial-failure-rate", 0, "fraction of batch messages that fail with InternalError")
 	fs.IntVar(&cfg.StoreLimit, "store-limit", 100000, "most messages kept per queue or topic (0: unlimited)")
 	fs.Uint64Var(&cfg.Seed, "seed", 0, "seed for the random faults (0: random)")
@@ -77,6 +79,9 @@ func RunCommand(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		*secret = os.Getenv("MNS_EMULATOR_ACCESS_KEY_SECRET")
 	}
 	var errs []error
+	if cfg.ThrottleCode != "TooManyRequests" && cfg.ThrottleCode != "QpsLimitExceeded" {
+		errs = append(errs, fmt.Errorf("mns-emulator: -throttle-code %q is neither TooManyRequests nor QpsLimitExceeded", cfg.ThrottleCode))
+	}
 	if *keyID == "" {
 		errs = append(errs, errors.New("-access-key-id is required"))
 	}

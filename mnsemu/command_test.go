@@ -70,6 +70,7 @@ func TestRunCommandBadFlags(t *testing.T) {
 		{[]string{"-access-key-id", "ak", "-access-key-secret", "sk", "-queue", "bad_name"}, "not a valid MNS name"},
 		{[]string{"-access-key-id", "ak", "-access-key-secret", "sk", "-error-rate", "2"}, "fractions"},
 		{[]string{"-nope"}, "flag provided but not defined"},
+		{[]string{"-access-key-id", "ak", "-access-key-secret", "sk", "-throttle-code", "Slow"}, "-throttle-code"},
 		{[]string{"-access-key-id", "ak", "-access-key-secret", "sk", "-listen", "256.0.0.1:1"}, "listen"},
 	}
 	t.Setenv("MNS_EMULATOR_ACCESS_KEY_SECRET", "")

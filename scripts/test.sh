@@ -26,6 +26,8 @@ fi
 
 # python3-qpid-proton is the second, independent AMQP 1.0 client of the IoT
 # simulator's interop test (iotsim). Debian installs it for /usr/bin/python3.
+# The same /usr/bin/python3 (stdlib only) runs scripts/mns-receive.py, the
+# independent MNS consumer of internal/app's properties test.
 if ! /usr/bin/python3 -c 'import proton' 2>/dev/null; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     echo "== installing python3-qpid-proton with apt-get"
