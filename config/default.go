@@ -29,7 +29,7 @@ func Default() Config {
 			AMQP: AMQP{
 				Address:     "default",
 				Credit:      64,
-				IdleTimeout: 120 * time.Second,
+				IdleTimeout: 60 * time.Second,
 			},
 			DialTimeout:         15 * time.Second,
 			ReconnectMinBackoff: time.Second,

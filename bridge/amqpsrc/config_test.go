@@ -30,7 +30,7 @@ func TestNewIdleTimeoutBounds(t *testing.T) {
 		wantErr bool
 		want    time.Duration // after defaults
 	}{
-		{0, false, 120 * time.Second},
+		{0, false, 60 * time.Second},
 		{59 * time.Second, true, 0},
 		{60 * time.Second, false, 60 * time.Second},
 		{120 * time.Second, false, 120 * time.Second},

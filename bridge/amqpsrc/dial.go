@@ -57,7 +57,11 @@ func (d *dialer) dial(ctx context.Context, _ int, id string) (connection, error)
 	if hostname == "" {
 		hostname = host
 	}
-	conn, err := amqp.NewConn(dctx, nc, &amqp.ConnOptions{
+	// The watch sees every byte go-amqp reads: a silent connection is
+	// dropped after the idle-time-out the bridge advertises (half of
+	// IdleTimeout), not after go-amqp's IdleTimeout.
+	rw := newReadWatch(nc, cfg.silenceLimit())
+	conn, err := amqp.NewConn(dctx, rw, &amqp.ConnOptions{
 		SASLType:    amqp.SASLTypePlain(creds.Username, creds.Password),
 		IdleTimeout: cfg.IdleTimeout,
 		HostName:    hostname,
@@ -67,7 +71,8 @@ func (d *dialer) dial(ctx context.Context, _ int, id string) (connection, error)
 		return nil, explainLogin(cfg, id, err)
 	}
 
-	c := &amqpConn{net: nc, conn: conn}
+	c := &amqpConn{net: nc, conn: conn, watch: rw}
+	go rw.watch(conn.Done())
 	actx, cancelAttach := context.WithTimeout(ctx, cfg.AttachTimeout)
 	defer cancelAttach()
 	c.sess, err = conn.NewSession(actx, nil)
@@ -150,10 +155,11 @@ func explainLoss(err error) error {
 // amqpConn is a go-amqp connection with its session and receiver. It owns
 // the socket, so a close that the peer does not answer can be forced.
 type amqpConn struct {
-	net  net.Conn
-	conn *amqp.Conn
-	sess *amqp.Session
-	rcv  *amqp.Receiver
+	net   net.Conn
+	watch *readWatch
+	conn  *amqp.Conn
+	sess  *amqp.Session
+	rcv   *amqp.Receiver
 }
 
 func (c *amqpConn) Receive(ctx context.Context) (*amqp.Message, error) {
@@ -170,7 +176,7 @@ func (c *amqpConn) Release(ctx context.Context, m *amqp.Message) error {
 
 func (c *amqpConn) IssueCredit(n uint32) error { return c.rcv.IssueCredit(n) }
 func (c *amqpConn) Done() <-chan struct{}      { return c.conn.Done() }
-func (c *amqpConn) Err() error                 { return c.conn.Err() }
+func (c *amqpConn) Err() error                 { return c.watch.cause(c.conn.Err()) }
 
 // Close releases the messages the receiver prefetched but nobody received,
 // detaches the receiver (at most linkCloseTimeout), ends the session and

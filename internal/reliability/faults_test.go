@@ -22,6 +22,9 @@ type faultCase struct {
 	simCfg iotsim.Config
 	sp     spec
 	inject func(t *testing.T, e *env, r *running)
+	// amqp runs the scenario over the simulator's AMQP 1.0 listener (through
+	// env.amqpProxy, which inject then sees as env.srcProxy).
+	amqp bool
 	// logWants are substrings the bridge's log must contain afterwards: the
 	// fault was reported clearly.
 	logWants []string
@@ -35,6 +38,10 @@ func runFault(t *testing.T, fc faultCase) {
 	e := newEnv(t, mnsemu.Config{}, fc.simCfg)
 	sp := fc.sp
 	sp.ack = or(sp.ack, "client-individual")
+	if fc.amqp {
+		sp.protocol = "amqp"
+		e.srcProxy = e.amqpProxy
+	}
 	r := runBridge(t, e.config(t, sp), app.Options{})
 	pub := startPublisher(e.sim, "m", fc.rate)
 	defer pub.stop()
@@ -126,6 +133,91 @@ func TestSourceFaults(t *testing.T) {
 				}
 				if st := e.srcProxy.Stats(); st.Resets == 0 {
 					t.Errorf("proxy stats %+v: no reset happened", st)
+				}
+			},
+		},
+	}
+	for _, fc := range tests {
+		t.Run(fc.name, func(t *testing.T) {
+			t.Parallel()
+			runFault(t, fc)
+		})
+	}
+}
+
+// TestSourceFaultsAMQP: the same faults between the bridge and the
+// platform over AMQP 1.0 (the simulator's AMQP listener), and an MNS outage
+// longer than the platform's ACK timeout, so that the backlog's
+// redeliveries meet the de-dup window.
+func TestSourceFaultsAMQP(t *testing.T) {
+	tests := []faultCase{
+		{
+			name: "AMQP: ten server-side closes (platform rebalance, 9602)", rate: 200, amqp: true,
+			inject: func(t *testing.T, e *env, _ *running) {
+				for i := 0; i < scale(10, 3); i++ {
+					e.sim.CloseConnections()
+					base := e.emu.Stats().Sent
+					waitFor(t, "progress after a server-side close", time.Minute, func() bool { return e.emu.Stats().Sent > base+20 })
+				}
+			},
+			logWants: []string{"9602"},
+		},
+		{
+			name: "AMQP: five network cuts", rate: 200, amqp: true,
+			inject: func(t *testing.T, e *env, _ *running) {
+				for i := 0; i < scale(5, 2); i++ {
+					if n := e.srcProxy.Cut(); n == 0 {
+						t.Errorf("cut %d: no connection to cut", i)
+					}
+					base := e.emu.Stats().Sent
+					waitFor(t, "progress after a cut", time.Minute, func() bool { return e.emu.Stats().Sent > base+20 })
+				}
+			},
+		},
+		{
+			// The connection goes silent without closing. With the default
+			// source.amqp.idle_timeout (60 s) the bridge advertises 30 s, the
+			// simulator beats every 15 s, and the bridge drops a connection
+			// silent for 30 s: found within about 33 s, not after go-amqp's 60 s.
+			name: "AMQP: silent blackhole of the source", rate: 200, amqp: true,
+			inject: func(t *testing.T, e *env, r *running) {
+				start := time.Now()
+				e.srcProxy.SetBlackhole(true)
+				waitFor(t, "the bridge to notice the silence", 2*time.Minute, func() bool {
+					return strings.Contains(r.logs.String(), "silent connection")
+				})
+				t.Logf("AMQP silence detected after %v", time.Since(start).Round(time.Millisecond))
+				e.srcProxy.SetBlackhole(false)
+			},
+			logWants: []string{"silent connection"},
+		},
+		{
+			name: "AMQP: five resets mid-frame", rate: 400, amqp: true,
+			inject: func(t *testing.T, e *env, _ *running) {
+				for i := 0; i < scale(5, 2); i++ {
+					waitFor(t, "a connection to reset", time.Minute, func() bool { return e.srcProxy.Stats().Active > 0 })
+					e.srcProxy.ResetAfter(faultproxy.Downstream, 37)
+					base := e.emu.Stats().Sent
+					waitFor(t, "progress after a reset", time.Minute, func() bool { return e.emu.Stats().Sent > base+20 })
+				}
+				if st := e.srcProxy.Stats(); st.Resets == 0 {
+					t.Errorf("proxy stats %+v: no reset happened", st)
+				}
+			},
+		},
+		{
+			// The platform's ACK timeout is 30 s; here 2 s, and MNS is down
+			// for four times that: the unsettled messages time out, go back
+			// to the backlog and come again while the first copies are
+			// still being retried.
+			name: "AMQP: MNS outage four times the ACK timeout", rate: 200, amqp: true,
+			simCfg: iotsim.Config{AckTimeout: 2 * time.Second},
+			inject: func(t *testing.T, e *env, _ *running) {
+				e.emu.SetFaults(mnsemu.Faults{ErrorRate: 1, ErrorStatus: 503})
+				time.Sleep(8 * time.Second)
+				e.emu.SetFaults(mnsemu.Faults{})
+				if st := e.sim.Stats(); st.Expired == 0 {
+					t.Errorf("simulator stats %+v: no ACK timeout happened", st)
 				}
 			},
 		},

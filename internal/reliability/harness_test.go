@@ -53,9 +53,12 @@ type env struct {
 	emu      *mnsemu.Emulator
 	emuAddr  string // the emulator's own host:port
 	srcProxy *faultproxy.Proxy
-	mnsProxy *faultproxy.Proxy
-	caFile   string
-	dir      string
+	// amqpProxy is in front of the simulator's AMQP listener; runFault
+	// makes it srcProxy for an AMQP scenario.
+	amqpProxy *faultproxy.Proxy
+	mnsProxy  *faultproxy.Proxy
+	caFile    string
+	dir       string
 }
 
 func newEnv(t *testing.T, emuCfg mnsemu.Config, simCfg iotsim.Config) *env {
@@ -70,10 +73,14 @@ func newEnv(t *testing.T, emuCfg mnsemu.Config, simCfg iotsim.Config) *env {
 	if simCfg.Secrets == nil {
 		simCfg.Secrets = map[string]string{testAK: testSecret}
 	}
+	if simCfg.AMQPAddr == "" {
+		simCfg.AMQPAddr = "127.0.0.1:0"
+	}
 	dir := t.TempDir()
 	sim, ca := testpeers.StartIoT(t, simCfg, dir)
 	e := &env{sim: sim, emu: emu, emuAddr: emuAddr, caFile: ca, dir: dir}
 	e.srcProxy = startProxy(t, sim.Addr())
+	e.amqpProxy = startProxy(t, sim.AMQPAddr())
 	e.mnsProxy = startProxy(t, e.emuAddr)
 	return e
 }

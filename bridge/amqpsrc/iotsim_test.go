@@ -1,0 +1,148 @@
+package amqpsrc
+
+// Tests against the IoT platform simulator's AMQP 1.0 listener (iotsim),
+// which follows the platform's rules: what the bridge meets in production.
+
+import (
+	"bytes"
+	"context"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/iot-mns-bridge/iot-mns-bridge/bridge"
+	"github.com/iot-mns-bridge/iot-mns-bridge/internal/faultproxy"
+	"github.com/iot-mns-bridge/iot-mns-bridge/iotauth"
+	"github.com/iot-mns-bridge/iot-mns-bridge/iotsim"
+)
+
+const (
+	simAK     = "LTAIsimAK"
+	simSecret = "sim-secret"
+	simGroup  = "DEFAULT_GROUP"
+)
+
+// startSim starts the simulator with AMQP and returns it with its CA file.
+func startSim(t *testing.T, cfg iotsim.Config) (*iotsim.Server, string) {
+	t.Helper()
+	cfg.AMQPAddr = "127.0.0.1:0"
+	cfg.Secrets = map[string]string{simAK: simSecret}
+	s, err := iotsim.Start(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	ca := filepath.Join(t.TempDir(), "ca.pem")
+	if err := os.WriteFile(ca, s.CACertPEM(), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return s, ca
+}
+
+func simConfig(endpoint, ca string, logs *syncBuffer) Config {
+	return Config{
+		Endpoint: endpoint,
+		TLS:      bridge.TLSOptions{CAFile: ca, ServerName: "localhost"},
+		Params: func() (iotauth.Params, error) {
+			return iotauth.Params{ClientID: "bridge", AccessKeyID: simAK, AccessKeySecret: simSecret,
+				ConsumerGroupID: simGroup, SignMethod: iotauth.HMACSHA256}, nil
+		},
+		Credit:      10,
+		DialTimeout: 10 * time.Second,
+		MinBackoff:  50 * time.Millisecond,
+		MaxBackoff:  200 * time.Millisecond,
+		Logger:      slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
+	}
+}
+
+func TestIoTSimulatorDeliversAndSettles(t *testing.T) {
+	sim, ca := startSim(t, iotsim.Config{})
+	logs := &syncBuffer{}
+	r := startRig(t, nil, simConfig(sim.AMQPAddr(), ca, logs), logs)
+	sim.Publish(simGroup, iotsim.Message{Topic: "/pk/dn/user/bin", MessageID: "42", GenerateTime: 1700000000042,
+		Body: []byte{0, 1, 0xff}})
+	d := r.next()
+	if d.Topic != "/pk/dn/user/bin" || d.MessageID != "42" || d.GenerateTime != 1700000000042 ||
+		!bytes.Equal(d.Body, []byte{0, 1, 0xff}) || d.Invalid != "" {
+		t.Errorf("delivery = %+v", d.Message)
+	}
+	d.Release()
+	d = r.next() // released: the platform sends it again
+	if d.MessageID != "42" {
+		t.Errorf("redelivered %q", d.MessageID)
+	}
+	d.Accept()
+	waitFor(t, "the accept", func() bool { return sim.Stats().Acked == 1 })
+	if st := sim.Stats(); st.Released != 1 || st.Pending != 0 {
+		t.Errorf("simulator stats = %+v", st)
+	}
+}
+
+// TestSilentConnectionIsDropped: a connection that stops carrying bytes
+// without closing (a blackhole) is dropped after the silence limit, not
+// after go-amqp's idle timeout, and the source reconnects.
+func TestSilentConnectionIsDropped(t *testing.T) {
+	sim, ca := startSim(t, iotsim.Config{})
+	proxy, err := faultproxy.Start(sim.AMQPAddr(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { proxy.Close() })
+	logs := &syncBuffer{}
+	cfg := simConfig(proxy.Addr(), ca, logs)
+	// The simulator beats every 15 s (half the advertised 30 s); a steady
+	// flow of messages keeps bytes coming faster than this short limit.
+	cfg.SilenceTimeout = time.Second
+	r := startRig(t, nil, cfg, logs)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
+		tick := time.NewTicker(20 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+				sim.PublishContext(ctx, simGroup, iotsim.Message{Topic: "/t", Body: []byte("x")})
+			}
+		}
+	}()
+	go func() {
+		for {
+			select {
+			case d := <-r.got:
+				d.Accept()
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	waitFor(t, "the first accepts", func() bool { return sim.Stats().Acked > 5 })
+	// (A loaded machine may stall the flow for longer than the short
+	// limit: count the reports rather than expect none before the hole.)
+	before := strings.Count(logs.String(), "silent connection")
+	proxy.SetBlackhole(true)
+	waitFor(t, "the silence to be noticed", func() bool { return strings.Count(logs.String(), "silent connection") > before })
+	proxy.SetBlackhole(false)
+	base := sim.Stats().Acked
+	waitFor(t, "accepts after the reconnect", func() bool { return sim.Stats().Acked > base+5 })
+	if r.dials.Load() < 2 {
+		t.Errorf("%d dials, want a reconnect", r.dials.Load())
+	}
+}
+
+// waitFor polls cond until it holds; the deadline only bounds a broken test.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(itLimit)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("gave up waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
