@@ -13,10 +13,11 @@ import (
 func cmdDemo(ctx context.Context, args []string, stdio Stdio) error {
 	fs := newFlags("demo", stdio)
 	o := demo.Options{Start: startDemoBridge}
+	fs.StringVar(&o.Protocol, "protocol", "stomp", "source protocol: stomp | amqp (the simulator serves both, with the platform's rules)")
 	fs.IntVar(&o.Devices, "devices", 50, "simulated devices")
 	fs.Float64Var(&o.Rate, "rate", 1000, "messages per second from the whole fleet (the platform pushes about 1,000 per connection)")
 	fs.DurationVar(&o.Duration, "duration", 10*time.Second, "how long the fleet sends")
-	fs.StringVar(&o.Ack, "ack", "client-individual", "STOMP ack mode: auto | client-individual")
+	fs.StringVar(&o.Ack, "ack", "client-individual", "STOMP ack mode: auto | client-individual (AMQP always settles after MNS has the message)")
 	fs.BoolVar(&o.EncodeBase64, "encode-base64", true, "log in with encode=base64 (binary-safe bodies)")
 	fs.IntVar(&o.Connections, "connections", 1, "source connections")
 	fs.DurationVar(&o.MNSLatency, "mns-latency", 20*time.Millisecond, "latency the MNS emulator adds to each request")
@@ -27,6 +28,9 @@ func cmdDemo(ctx context.Context, args []string, stdio Stdio) error {
 		return err
 	}
 	o.Progress = true
+	if o.Protocol != "stomp" && o.Protocol != "amqp" {
+		return usageErr("-protocol %q: use stomp or amqp", o.Protocol)
+	}
 	if o.Devices < 1 || o.Rate <= 0 || o.Duration <= 0 || o.Connections < 1 || o.Connections > 64 {
 		return usageErr("-devices, -rate, -duration must be positive and -connections 1..64")
 	}
