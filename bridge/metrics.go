@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -117,7 +116,11 @@ func (m *Metrics) deadLettered(entries []DeadLetter) {
 		return
 	}
 	for _, e := range entries {
-		m.DeadLettered.WithLabelValues(reasonClass(e.Reason)).Inc()
+		class := e.Class
+		if class == "" {
+			class = ClassRejected
+		}
+		m.DeadLettered.WithLabelValues(string(class)).Inc()
 	}
 }
 
@@ -151,22 +154,4 @@ func (c *connCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(c.connected, prometheus.GaugeValue, v, st.Name)
 		ch <- prometheus.MustNewConstMetric(c.reconnects, prometheus.CounterValue, float64(st.Reconnects), st.Name)
 	}
-}
-
-// reasonClass maps a dead-letter reason to a small label set, so label
-// cardinality stays bounded.
-func reasonClass(reason string) string {
-	switch {
-	case strings.Contains(reason, "base64"):
-		return "invalid_body"
-	case strings.Contains(reason, "no route"):
-		return "unrouted"
-	case strings.Contains(reason, "gave up"):
-		return "retries_exhausted"
-	case strings.Contains(reason, "too large"), strings.Contains(reason, "64 KB"), strings.Contains(reason, "65536"):
-		return "too_large"
-	case strings.Contains(reason, "rendered"):
-		return "invalid_name"
-	}
-	return "rejected"
 }

@@ -18,7 +18,8 @@ var ErrClosed = errors.New("pipeline is shutting down")
 type DeadLetter struct {
 	Message  *Message
 	Reason   string
-	Dest     Destination // zero when no destination was chosen
+	Class    DeadLetterClass // why, from a fixed set (the metric's label)
+	Dest     Destination     // zero when no destination was chosen
 	Attempts int
 	Time     time.Time
 }
@@ -142,6 +143,7 @@ type item struct {
 	attempts int
 	first    time.Time
 	lastErr  error
+	class    DeadLetterClass // set with lastErr when the item is dead-lettered
 	// env is the plan of the JSON envelope; its size is 0 when the
 	// envelope is raw (out.Body is then the message's body).
 	env jsonEnvelope
@@ -278,7 +280,7 @@ func (p *Pipeline) Handle(ctx context.Context, d *Delivery) error {
 	now := p.now()
 	m := &d.Message
 	if m.Invalid != "" {
-		p.deadLetterNow(&item{d: d, first: now}, m.Invalid)
+		p.deadLetterNow(&item{d: d, first: now}, m.Invalid, ClassInvalidBody)
 		return nil
 	}
 	if p.cfg.Dedup != nil && p.cfg.Dedup.Seen(m.MessageID, now) {
@@ -290,7 +292,7 @@ func (p *Pipeline) Handle(ctx context.Context, d *Delivery) error {
 	tune := p.tune.Load()
 	r := tune.Router.Route(m.Topic)
 	if r.DeadLetter {
-		p.deadLetterNow(&item{d: d, first: now}, r.Reason)
+		p.deadLetterNow(&item{d: d, first: now}, r.Reason, r.Class)
 		return nil
 	}
 	it := &item{d: d, dest: r.Dest, first: now, out: Outgoing{Tag: r.Tag, ID: m.MessageID, GroupID: r.GroupID}}
@@ -524,12 +526,12 @@ func (l *lane) send(batch []*item) {
 		case p.sendCtx.Err() != nil:
 			p.done(it.d, Released)
 		case !Retryable(err):
-			it.lastErr = err
+			it.lastErr, it.class = err, ClassOf(err, ClassRejected)
 			dead = append(dead, it)
 		default:
 			it.lastErr = err
 			if reason := p.exhausted(it); reason != "" {
-				it.lastErr = fmt.Errorf("%s: %w", reason, err)
+				it.lastErr, it.class = fmt.Errorf("%s: %w", reason, err), ClassRetriesExhausted
 				dead = append(dead, it)
 			} else {
 				retry = append(retry, it)
@@ -616,8 +618,8 @@ func (p *Pipeline) retryLater(l *lane, items []*item, wake <-chan struct{}) {
 }
 
 // deadLetterNow dead-letters one item from Handle (invalid or unroutable).
-func (p *Pipeline) deadLetterNow(it *item, reason string) {
-	it.lastErr = errors.New(reason)
+func (p *Pipeline) deadLetterNow(it *item, reason string, class DeadLetterClass) {
+	it.lastErr, it.class = errors.New(reason), class
 	p.deadLetter([]*item{it})
 }
 
@@ -632,7 +634,7 @@ func (p *Pipeline) deadLetter(items []*item) {
 		if it.lastErr != nil {
 			reason = it.lastErr.Error()
 		}
-		entries[i] = DeadLetter{Message: &it.d.Message, Reason: reason, Dest: it.dest, Attempts: it.attempts, Time: now}
+		entries[i] = DeadLetter{Message: &it.d.Message, Reason: reason, Class: it.class, Dest: it.dest, Attempts: it.attempts, Time: now}
 	}
 	retry := p.tune.Load().Retry
 	b := Backoff{Min: retry.InitialBackoff, Max: retry.MaxBackoff}

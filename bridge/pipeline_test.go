@@ -235,7 +235,7 @@ func TestPipelineDeadLettersPermanentFailures(t *testing.T) {
 		t.Fatalf("dead-lettered %d, want 10", got)
 	}
 	e, ok := h.dead.has("m00017")
-	if !ok || !strings.Contains(e.Reason, "QueueNotExist") || e.Dest.Name != "telemetry-pk2" || e.Attempts != 1 {
+	if !ok || !strings.Contains(e.Reason, "QueueNotExist") || e.Class != ClassRejected || e.Dest.Name != "telemetry-pk2" || e.Attempts != 1 {
 		t.Fatalf("dead letter %+v %v", e, ok)
 	}
 }
@@ -246,7 +246,7 @@ func TestPipelineGivesUpAfterMaxAttempts(t *testing.T) {
 	h.feed(t, 5, userTopic)
 	h.settleAll(t, 5, Accepted)
 	e, ok := h.dead.has("m00000")
-	if !ok || e.Attempts != 3 || !strings.Contains(e.Reason, "gave up after 3 attempts") || !strings.Contains(e.Reason, "429") {
+	if !ok || e.Attempts != 3 || !strings.Contains(e.Reason, "gave up after 3 attempts") || !strings.Contains(e.Reason, "429") || e.Class != ClassRetriesExhausted {
 		t.Fatalf("dead letter %+v %v", e, ok)
 	}
 }
@@ -261,10 +261,10 @@ func TestPipelineDeadLettersInvalidAndUnrouted(t *testing.T) {
 		}
 	}
 	h.settleAll(t, 2, Accepted)
-	if e, ok := h.dead.has("bad"); !ok || e.Reason != "body is not valid base64" || string(e.Message.Body) != "!!" {
+	if e, ok := h.dead.has("bad"); !ok || e.Reason != "body is not valid base64" || e.Class != ClassInvalidBody || string(e.Message.Body) != "!!" {
 		t.Errorf("invalid: %+v", e)
 	}
-	if e, ok := h.dead.has("lost"); !ok || !strings.Contains(e.Reason, "no route") {
+	if e, ok := h.dead.has("lost"); !ok || !strings.Contains(e.Reason, "no route") || e.Class != ClassUnrouted {
 		t.Errorf("unrouted: %+v", e)
 	}
 }

@@ -82,6 +82,8 @@ type Route struct {
 	// Reason says why, when DeadLetter, e.g. `no route matches topic "/x"`
 	// or `routes[1]: rendered queue name "a_b" is invalid: ...`.
 	Reason string
+	// Class is ClassUnrouted or ClassInvalidName, when DeadLetter.
+	Class DeadLetterClass
 	// Rule is the index of the matching rule, -1 for the default route or
 	// when nothing matched.
 	Rule int
@@ -230,7 +232,7 @@ func (r *Router) Route(topic string) Route {
 	}
 	if r.def.DeadLetter {
 		d := r.def
-		d.Reason = fmt.Sprintf("no route matches topic %q", topic)
+		d.Reason, d.Class = fmt.Sprintf("no route matches topic %q", topic), ClassUnrouted
 		return d
 	}
 	return r.def
@@ -337,12 +339,12 @@ func (ru *rule) route(caps *[maxCaptures]string) Route {
 func (ru *rule) render(caps *[maxCaptures]string) Route {
 	name := ru.name.render(caps)
 	if err := ru.names.name(name); err != nil {
-		return Route{DeadLetter: true, Rule: ru.index,
+		return Route{DeadLetter: true, Rule: ru.index, Class: ClassInvalidName,
 			Reason: fmt.Sprintf("routes[%d]: rendered %s name %q is invalid: %v", ru.index, ru.kindForName, name, err)}
 	}
 	tag := ru.tag.render(caps)
 	if err := ru.names.tag(tag); err != nil {
-		return Route{DeadLetter: true, Rule: ru.index,
+		return Route{DeadLetter: true, Rule: ru.index, Class: ClassInvalidName,
 			Reason: fmt.Sprintf("routes[%d]: rendered message tag %q is invalid: %v", ru.index, tag, err)}
 	}
 	rt := Route{Dest: Destination{Kind: ru.kind, Name: name}, Tag: tag, GroupID: ru.group.render(caps), Rule: ru.index}

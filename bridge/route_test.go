@@ -106,6 +106,9 @@ func TestRouteMatching(t *testing.T) {
 				if want := fmt.Sprintf("no route matches topic %q", tt.topic); got.Reason != want {
 					t.Errorf("Reason = %q, want %q", got.Reason, want)
 				}
+				if got.Class != ClassUnrouted {
+					t.Errorf("Class = %q, want %q", got.Class, ClassUnrouted)
+				}
 				return
 			}
 			want := Route{Dest: Destination{Kind: Queue, Name: tt.want}, Rule: 0}
@@ -162,21 +165,21 @@ func TestRouteTemplates(t *testing.T) {
 		{"tag may hold what names may not", "/as/mqtt/status/pk/dev_01", DefaultRouteSpec{},
 			Route{Dest: Destination{Topic, "status-pk"}, Tag: "dev_01", Rule: 0}},
 		{"invalid rendered name", "/pk/dev_01/user/x", DefaultRouteSpec{},
-			Route{DeadLetter: true, Rule: 1, Reason: `routes[1]: rendered queue name "t-pk-dev_01" is invalid: letters, digits and '-' only, not '_'`}},
+			Route{DeadLetter: true, Rule: 1, Class: ClassInvalidName, Reason: `routes[1]: rendered queue name "t-pk-dev_01" is invalid: letters, digits and '-' only, not '_'`}},
 		{"rendered name too long", "/pk/" + strings.Repeat("d", 120) + "/user/x", DefaultRouteSpec{},
-			Route{DeadLetter: true, Rule: 1, Reason: `routes[1]: rendered queue name "t-pk-` + strings.Repeat("d", 120) + `" is invalid: it is 125 characters long, the limit is 120`}},
+			Route{DeadLetter: true, Rule: 1, Class: ClassInvalidName, Reason: `routes[1]: rendered queue name "t-pk-` + strings.Repeat("d", 120) + `" is invalid: it is 125 characters long, the limit is 120`}},
 		{"rendered tag too long", "/as/mqtt/status/pk/" + strings.Repeat("d", 17), DefaultRouteSpec{},
-			Route{DeadLetter: true, Rule: 0, Reason: `routes[0]: rendered message tag "` + strings.Repeat("d", 17) + `" is invalid: it is 17 characters long, the limit is 16`}},
+			Route{DeadLetter: true, Rule: 0, Class: ClassInvalidName, Reason: `routes[0]: rendered message tag "` + strings.Repeat("d", 17) + `" is invalid: it is 17 characters long, the limit is 16`}},
 		{"rendered tag of 16 characters", "/as/mqtt/status/pk/" + strings.Repeat("é", 16), DefaultRouteSpec{},
 			Route{Dest: Destination{Topic, "status-pk"}, Tag: strings.Repeat("é", 16), Rule: 0}},
 		{"rendered tag not UTF-8", "/as/mqtt/status/pk/d\xff", DefaultRouteSpec{},
-			Route{DeadLetter: true, Rule: 0, Reason: `routes[0]: rendered message tag "d\xff" is invalid: it is not valid UTF-8`}},
+			Route{DeadLetter: true, Rule: 0, Class: ClassInvalidName, Reason: `routes[0]: rendered message tag "d\xff" is invalid: it is not valid UTF-8`}},
 		{"rendered tag with a control character", "/as/mqtt/status/pk/d\n", DefaultRouteSpec{},
-			Route{DeadLetter: true, Rule: 0, Reason: `routes[0]: rendered message tag "d\n" is invalid: it must not contain control characters, has '\n'`}},
+			Route{DeadLetter: true, Rule: 0, Class: ClassInvalidName, Reason: `routes[0]: rendered message tag "d\n" is invalid: it must not contain control characters, has '\n'`}},
 		{"unmatched, no default", "/x", DefaultRouteSpec{},
-			Route{DeadLetter: true, Rule: -1, Reason: `no route matches topic "/x"`}},
+			Route{DeadLetter: true, Rule: -1, Class: ClassUnrouted, Reason: `no route matches topic "/x"`}},
 		{"unmatched, dead_letter default", "/x\xff", DefaultRouteSpec{DeadLetter: true},
-			Route{DeadLetter: true, Rule: -1, Reason: `no route matches topic "/x\xff"`}},
+			Route{DeadLetter: true, Rule: -1, Class: ClassUnrouted, Reason: `no route matches topic "/x\xff"`}},
 		{"unmatched, default queue", "/x", DefaultRouteSpec{Queue: "unrouted"},
 			Route{Dest: Destination{Queue, "unrouted"}, Rule: -1}},
 		{"unmatched, default topic with tag", "/x", DefaultRouteSpec{Topic: "unrouted", MessageTag: "other"},

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+
+	"github.com/iot-mns-bridge/iot-mns-bridge/bridge"
 )
 
 // Error is a failure MNS (or something in front of it) replied with: the
@@ -171,7 +173,13 @@ func (e *Error) hint() string {
 
 // ErrBodyTooLarge is wrapped by the error for a message whose body, after
 // the body encoding, is over MaxBodySize. Such a message is never sent.
-var ErrBodyTooLarge = errors.New("message body over the MNS limit of 65536 bytes")
+var ErrBodyTooLarge error = &tooLargeError{"message body over the MNS limit of 65536 bytes"}
+
+// tooLargeError is a size refusal: its dead-letter class is too_large.
+type tooLargeError struct{ msg string }
+
+func (e *tooLargeError) Error() string                           { return e.msg }
+func (e *tooLargeError) DeadLetterClass() bridge.DeadLetterClass { return bridge.ClassTooLarge }
 
 // ErrBodyNotXMLText is wrapped by the error for a body that body_encoding
 // "raw" cannot carry (invalid UTF-8 or characters XML 1.0 forbids). Such a

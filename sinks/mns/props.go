@@ -35,7 +35,7 @@ var ErrPropertyInvalid = errors.New("message property refused by the MNS rules")
 // ErrMessageTooLarge is wrapped by the error for a message whose body text
 // and properties together are over MaxMessageSize. Such a message is never
 // sent.
-var ErrMessageTooLarge = errors.New("message body and properties over the MNS limit of 65536 bytes")
+var ErrMessageTooLarge error = &tooLargeError{"message body and properties over the MNS limit of 65536 bytes"}
 
 // checkProps checks a message's properties and group id and returns the
 // bytes they count toward the message size and the bytes they take in the

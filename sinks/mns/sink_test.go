@@ -28,7 +28,8 @@ func TestSinkQueue(t *testing.T) {
 	if errs[0] != nil || errs[3] != nil {
 		t.Errorf("accepted messages: %v, %v", errs[0], errs[3])
 	}
-	if !errors.Is(errs[1], ErrBodyTooLarge) || bridge.Retryable(errs[1]) || !strings.Contains(errs[1].Error(), "id-huge") {
+	if !errors.Is(errs[1], ErrBodyTooLarge) || bridge.Retryable(errs[1]) || !strings.Contains(errs[1].Error(), "id-huge") ||
+		bridge.ClassOf(errs[1], bridge.ClassRejected) != bridge.ClassTooLarge {
 		t.Errorf("huge: %v", errs[1])
 	}
 	if !bridge.Retryable(errs[2]) || !strings.Contains(errs[2].Error(), "message id-2") {
