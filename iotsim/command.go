@@ -13,6 +13,8 @@ import (
 	"sync"
 
 	"github.com/iot-mns-bridge/iot-mns-bridge/internal/certgen"
+
+	"github.com/iot-mns-bridge/iot-mns-bridge/internal/cmdline"
 )
 
 // SecretEnv is the environment variable RunCommand reads the AccessKey secret
@@ -58,11 +60,11 @@ func RunCommand(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		seed       = fs.Uint64("seed", 1, "seed for generated values and binary bodies")
 		logLevel   = fs.String("log-level", "info", "log `level`: debug, info, warn or error")
 	)
-	if err := fs.Parse(args); err != nil {
+	if err := cmdline.Parse(fs, args); err != nil {
 		return err
 	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("iot-simulator: unexpected argument %q", fs.Arg(0))
+	if err := cmdline.NoArgs(fs); err != nil {
+		return err
 	}
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {

@@ -12,6 +12,8 @@ import (
 	"os"
 	"strings"
 	"time"
+
+	"github.com/iot-mns-bridge/iot-mns-bridge/internal/cmdline"
 )
 
 // listFlag collects a repeatable string flag; a value may also hold several
@@ -62,11 +64,11 @@ func RunCommand(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	fs.Float64Var(&cfg.PartialFailureRate, "partial-failure-rate", 0, "fraction of batch messages that fail with InternalError")
 	fs.IntVar(&cfg.StoreLimit, "store-limit", 100000, "most messages kept per queue or topic (0: unlimited)")
 	fs.Uint64Var(&cfg.Seed, "seed", 0, "seed for the random faults (0: random)")
-	if err := fs.Parse(args); err != nil {
+	if err := cmdline.Parse(fs, args); err != nil {
 		return err
 	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("mns-emulator: unexpected argument %q", fs.Arg(0))
+	if err := cmdline.NoArgs(fs); err != nil {
+		return err
 	}
 	if *secret == "" && *secretFile != "" {
 		b, err := os.ReadFile(*secretFile)

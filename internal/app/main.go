@@ -14,6 +14,8 @@ import (
 
 	"github.com/iot-mns-bridge/iot-mns-bridge/iotsim"
 	"github.com/iot-mns-bridge/iot-mns-bridge/mnsemu"
+
+	"github.com/iot-mns-bridge/iot-mns-bridge/internal/cmdline"
 )
 
 // Exit codes.
@@ -30,14 +32,10 @@ type Stdio struct {
 }
 
 // UsageError is a problem with the command line or the config: exit code 2.
-type UsageError struct{ Err error }
+// It is cmdline.UsageError, which the embedded commands return too.
+type UsageError = cmdline.UsageError
 
-func (e *UsageError) Error() string { return e.Err.Error() }
-func (e *UsageError) Unwrap() error { return e.Err }
-
-func usageErr(format string, args ...any) error {
-	return &UsageError{Err: fmt.Errorf(format, args...)}
-}
+func usageErr(format string, args ...any) error { return cmdline.Usagef(format, args...) }
 
 type command struct {
 	name, args, summary string
@@ -60,14 +58,11 @@ func commands() []command {
 	}
 }
 
-// stdioCommand adapts a command written as func(ctx, args, stdout, stderr).
+// stdioCommand adapts a command written as func(ctx, args, stdout, stderr);
+// its usage errors are *cmdline.UsageError.
 func stdioCommand(f func(ctx context.Context, args []string, stdout, stderr io.Writer) error) func(context.Context, []string, Stdio) error {
 	return func(ctx context.Context, args []string, stdio Stdio) error {
-		err := f(ctx, args, stdio.Out, stdio.Err)
-		if err != nil && !errors.Is(err, flag.ErrHelp) && strings.HasPrefix(err.Error(), "flag") {
-			return &UsageError{Err: err}
-		}
-		return err
+		return f(ctx, args, stdio.Out, stdio.Err)
 	}
 }
 
@@ -93,8 +88,7 @@ func Main(ctx context.Context, args []string, stdio Stdio) int {
 			return ExitOK
 		}
 		fmt.Fprintf(stdio.Err, "iot-mns-bridge %s: %v\n", name, err)
-		var ue *UsageError
-		if errors.As(err, &ue) {
+		if cmdline.IsUsage(err) {
 			return ExitUsage
 		}
 		return ExitFailure
@@ -124,16 +118,10 @@ func newFlags(name string, stdio Stdio) *flag.FlagSet {
 // parseFlags parses args, turning a flag error into a UsageError and
 // refusing stray arguments unless allowArgs.
 func parseFlags(fs *flag.FlagSet, args []string, allowArgs bool) error {
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return err
-		}
-		return &UsageError{Err: err}
+	if err := cmdline.Parse(fs, args); err != nil || allowArgs {
+		return err
 	}
-	if !allowArgs && fs.NArg() > 0 {
-		return usageErr("unexpected argument %q", fs.Arg(0))
-	}
-	return nil
+	return cmdline.NoArgs(fs)
 }
 
 // stampedVersion is set at build time by builds without VCS information

@@ -95,7 +95,8 @@ func TestBadConfigsExitTwoWithTheirMessage(t *testing.T) {
 }
 
 func TestUsageErrors(t *testing.T) {
-	for _, args := range [][]string{{}, {"nope"}, {"run"}, {"check", "-bogus"}, {"sign", "-config"}, {"run", "-config", "/does/not/exist.yaml"}} {
+	for _, args := range [][]string{{}, {"nope"}, {"run"}, {"check", "-bogus"}, {"sign", "-config"}, {"run", "-config", "/does/not/exist.yaml"},
+		{"version", "stray"}, {"mns-emulator", "-bogus"}, {"mns-emulator", "stray"}, {"iot-simulator", "-bogus"}, {"iot-simulator", "stray"}} {
 		code, _, errOut := runMain(t, context.Background(), args...)
 		if code != ExitUsage || errOut == "" {
 			t.Errorf("%v: exit %d, stderr %q; want 2 and a reason", args, code, errOut)

@@ -1,0 +1,48 @@
+// Package cmdline holds the one error type for a wrong command line or
+// config (exit code 2), shared by the program and the commands it embeds
+// (the MNS emulator, the IoT platform simulator), so that callers recognise
+// it by type, never by the text of the message; and the flag parsing that
+// returns it.
+package cmdline
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+)
+
+// UsageError is a problem with the command line or the config: the operator has
+// to change what they typed, retrying does not help.
+type UsageError struct{ Err error }
+
+func (e *UsageError) Error() string { return e.Err.Error() }
+func (e *UsageError) Unwrap() error { return e.Err }
+
+// Usagef returns a *UsageError with the formatted message.
+func Usagef(format string, args ...any) error {
+	return &UsageError{Err: fmt.Errorf(format, args...)}
+}
+
+// Parse parses args with fs (which must use flag.ContinueOnError): a flag
+// error becomes a *UsageError; -h / -help stays flag.ErrHelp.
+func Parse(fs *flag.FlagSet, args []string) error {
+	err := fs.Parse(args)
+	if err == nil || errors.Is(err, flag.ErrHelp) {
+		return err
+	}
+	return &UsageError{Err: err}
+}
+
+// NoArgs returns a *UsageError when fs was given arguments after its flags.
+func NoArgs(fs *flag.FlagSet) error {
+	if fs.NArg() > 0 {
+		return Usagef("unexpected argument %q", fs.Arg(0))
+	}
+	return nil
+}
+
+// IsUsage reports whether err is, or wraps, a *UsageError.
+func IsUsage(err error) bool {
+	var e *UsageError
+	return errors.As(err, &e)
+}
