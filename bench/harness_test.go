@@ -41,7 +41,8 @@ func TestHarnessShort(t *testing.T) {
 	}
 	t.Log(out.String())
 	want := []string{"ceiling-source", "ceiling-mns", "reference", "throughput", "latency", "outage",
-		"throughput-spool", "latency-spool", "outage-spool", "ceiling-source-4conn", "throughput-4conn"}
+		"throughput-spool", "latency-spool", "outage-spool", "ceiling-source-4conn", "throughput-4conn",
+		"throughput-noprops", "throughput-props"}
 	for _, name := range want {
 		r := rep.result(name)
 		if r == nil {

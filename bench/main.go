@@ -33,7 +33,7 @@ import (
 )
 
 // scenarioNames are the values of -scenarios, in the order they run.
-var scenarioNames = []string{"throughput", "latency", "outage", "spool", "connections"}
+var scenarioNames = []string{"throughput", "latency", "outage", "spool", "connections", "properties"}
 
 // options are the harness's flags.
 type options struct {
@@ -159,6 +159,12 @@ func run(ctx context.Context, o options, out io.Writer) (*Report, error) {
 			add(h.bridgeLoad(ctx, "throughput-spool", "bridge, 1 conn, spool on, max rate", bridgeSpec{Connections: 1, Spool: true}, sz.Messages, 0, ""))
 			add(h.bridgeLoad(ctx, "latency-spool", fmt.Sprintf("bridge, 1 conn, spool on, %.0f msgs/s", sz.Rate), bridgeSpec{Connections: 1, Spool: true}, latencyN, sz.Rate, ""))
 			add(h.outage(ctx, "outage-spool", fmt.Sprintf("bridge, spool on, %.0f msgs/s, MNS 503 for %s", sz.Rate, sz.Outage), bridgeSpec{Connections: 1, Spool: true}))
+		case "properties":
+			// The cost of MNS message properties: the same load without and
+			// with mns.properties.platform (five properties and a group id a
+			// message), back to back.
+			add(h.bridgeLoad(ctx, "throughput-noprops", "bridge, 1 conn, spool off, max rate, no properties", bridgeSpec{Connections: 1}, sz.Messages, 0, ""))
+			add(h.withProperties(ctx, "throughput-props", "bridge, 1 conn, spool off, max rate, platform properties + group id", sz.Messages))
 		case "connections":
 			add(h.ceilingSource(ctx, "ceiling-source-4conn", 4, sz.Messages))
 			add(h.bridgeLoad(ctx, "throughput-4conn", "bridge, 4 conn, spool off, max rate", bridgeSpec{Connections: 4}, sz.Messages, 0, ""))

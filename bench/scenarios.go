@@ -274,3 +274,25 @@ func selfCPU() time.Duration {
 	}
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
+
+// withProperties is bridgeLoad with mns.properties.platform and a group id
+// per device, and checks that every stored message carries them.
+func (h *harness) withProperties(ctx context.Context, name, what string, n int) (Result, error) {
+	res, err := h.bridgeLoad(ctx, name, what, bridgeSpec{Connections: 1, Properties: true}, n, 0, "")
+	if err != nil {
+		return res, err
+	}
+	missing := 0
+	for _, m := range h.tb.emu.Messages(benchQueue) {
+		_, topic := m.UserProperty("topic")
+		_, id := m.UserProperty("messageId")
+		_, gen := m.UserProperty("generateTime")
+		if !topic || !id || !gen || m.MessageGroupID == "" {
+			missing++
+		}
+	}
+	if missing > 0 {
+		return res, fmt.Errorf("%s: %d stored messages lack the platform properties or the group id", name, missing)
+	}
+	return res, nil
+}

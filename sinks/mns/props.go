@@ -44,15 +44,15 @@ func checkProps(m *bridge.Outgoing) (size, xmlLen int, err error) {
 	if len(m.Properties) > MaxProperties {
 		return 0, 0, fmt.Errorf("%d user properties, MNS allows at most %d: %w", len(m.Properties), MaxProperties, ErrPropertyInvalid)
 	}
-	seen := make(map[string]bool, len(m.Properties))
-	for _, p := range m.Properties {
+	for i, p := range m.Properties {
 		if err := bridge.CheckPropertyName(p.Name); err != nil {
 			return 0, 0, fmt.Errorf("%v: %w", err, ErrPropertyInvalid)
 		}
-		if seen[p.Name] {
-			return 0, 0, fmt.Errorf("property %q is set twice: %w", p.Name, ErrPropertyInvalid)
+		for _, q := range m.Properties[:i] { // at most 50: a scan beats a map
+			if q.Name == p.Name {
+				return 0, 0, fmt.Errorf("property %q is set twice: %w", p.Name, ErrPropertyInvalid)
+			}
 		}
-		seen[p.Name] = true
 		xl, err := checkValue(p)
 		if err != nil {
 			return 0, 0, err
