@@ -29,6 +29,12 @@ const (
 	ClassRejected DeadLetterClass = "rejected"
 )
 
+// ErrLoginRefused is wrapped by a source's error when the server refused
+// the login (a STOMP ERROR frame answering CONNECT, an AMQP SASL failure):
+// almost always wrong credentials, a wrong consumer group or instance id,
+// or a clock far off. Callers test it with errors.Is, never by the text.
+var ErrLoginRefused = errors.New("login refused by the server")
+
 // Classifier is implemented by errors that know their dead-letter class
 // (a sink's "body too large"); see ClassOf.
 type Classifier interface {

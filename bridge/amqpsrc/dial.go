@@ -124,9 +124,11 @@ func explainDial(cfg Config, id string, err error) error {
 // explainLogin turns an AMQP open or SASL failure into an error naming what
 // to check.
 func explainLogin(cfg Config, id string, err error) error {
+	// go-amqp reports a SASL failure as untyped text; this is the one place
+	// that reads it, and the error it returns is typed (ErrLoginRefused).
 	if strings.Contains(err.Error(), "SASL") {
-		return fmt.Errorf("amqp login to %s as %s refused: %w; check source.credentials (AccessKey ID and secret, "+
-			"STS token), source.consumer_group_id, source.iot_instance_id, and that the clock is right", cfg.Endpoint, id, err)
+		return fmt.Errorf("amqp login to %s as %s: %w: %w; check source.credentials (AccessKey ID and secret, "+
+			"STS token), source.consumer_group_id, source.iot_instance_id, and that the clock is right", cfg.Endpoint, id, bridge.ErrLoginRefused, err)
 	}
 	if errors.Is(err, context.DeadlineExceeded) {
 		return fmt.Errorf("amqp login to %s as %s: no answer within source.dial_timeout (%s): %w",

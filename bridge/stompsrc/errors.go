@@ -12,12 +12,13 @@ import (
 
 	"github.com/go-stomp/stomp/v3"
 	"github.com/go-stomp/stomp/v3/frame"
+
+	"github.com/iot-mns-bridge/iot-mns-bridge/bridge"
 )
 
 // ErrLoginRefused marks a CONNECT that the server answered with an ERROR
-// frame: almost always wrong credentials, a wrong consumer group or instance
-// id, or a clock far off.
-var ErrLoginRefused = errors.New("login refused by the server")
+// frame; it is bridge.ErrLoginRefused, which the AMQP source wraps too.
+var ErrLoginRefused = bridge.ErrLoginRefused
 
 // serverError returns the server's ERROR frame carried by err, if any. The
 // errors go-stomp makes up itself (connection closed, read timeout) carry
