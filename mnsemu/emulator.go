@@ -5,6 +5,10 @@
 // Content-Types, the XML namespace with or without the trailing slash or not
 // at all) and answers with the documented XML, status codes and limits.
 //
+// Messages keep their user and system properties and MessageGroupId, which
+// ReceiveMessage and peek return as the docs show; malformed properties are
+// refused with InvalidArgument.
+//
 // Operations: SendMessage, BatchSendMessage, PublishMessage, ReceiveMessage
 // (with waitseconds), BatchReceiveMessage, peek, DeleteMessage,
 // GetQueueAttributes, GetTopicAttributes, CreateQueue, CreateTopic.

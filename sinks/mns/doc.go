@@ -1,14 +1,18 @@
 // Package mns is a small client for the Alibaba Cloud MNS (SMQ) HTTP API and
 // the queue and topic sink the bridge pipeline writes to.
 //
-// The Client speaks the V2 signed REST protocol over net/http: SendMessage,
-// BatchSendMessage, PublishMessage, GetQueueAttributes and GetTopicAttributes.
+// The Client speaks the signed REST protocol over net/http (V2 HMAC-SHA1 by
+// default, V4 MNS4-HMAC-SHA256 as an option): SendMessage,
+// BatchSendMessage, PublishMessage, GetQueueAttributes and GetTopicAttributes,
+// with message properties (user and system) and FIFO MessageGroupIds. Every
+// request carries a fresh x-mns-user-request-id, named in errors next to the
+// server's x-mns-request-id, and the User-Agent iot-mns-bridge/<version>.
 // Every call takes a context and is bounded by a per-request timeout; the
 // client never retries by itself. Failures are returned as *Error (a reply
 // from MNS) or as wrapped network and context errors; bridge.Retryable tells
-// which ones are worth retrying (network errors, timeouts, 5xx, 429) from the
-// permanent ones (every other 4xx, a body over 64 KB, a raw body that XML
-// cannot carry).
+// which ones are worth retrying (network errors, timeouts, 5xx, 429 and the
+// legacy QpsLimitExceeded) from the permanent ones (every other 4xx, a body
+// over 64 KB, a raw body that XML cannot carry, properties MNS would refuse).
 //
 // The Sink adapts the Client to bridge.Sink and bridge.Checker. Secrets
 // (AccessKey secret, security token) never appear in errors or logs.
