@@ -106,7 +106,8 @@ type Pipeline struct {
 	sendCtx    context.Context // cancelled when the drain deadline passes
 	cancelSend context.CancelFunc
 
-	deadLog logLimiter
+	deadLog  logLimiter
+	deadFail deadFailing
 
 	mu    sync.Mutex
 	lanes map[Destination]*lane
@@ -133,6 +134,9 @@ type Stats struct {
 	Requests     int64 // Sink.Send calls
 	// LastProgress is when a message was last forwarded or dead-lettered.
 	LastProgress time.Time
+	// DeadLetterError is the last dead-letter write's error while writes
+	// fail (the target is full or broken; messages are held), else "".
+	DeadLetterError string
 }
 
 // item is one delivery on its way through the pipeline.
@@ -255,7 +259,8 @@ func (p *Pipeline) Stats() Stats {
 		Received:  s.received.Load(), Forwarded: s.forwarded.Load(), Duplicates: s.duplicates.Load(),
 		DeadLettered: s.deadLettered.Load(), Retried: s.retried.Load(), Released: s.released.Load(),
 		InFlight: s.inFlight.Load(), Requests: s.requests.Load(),
-		LastProgress: time.Unix(0, s.lastProgress.Load()),
+		LastProgress:    time.Unix(0, s.lastProgress.Load()),
+		DeadLetterError: p.deadFail.current(),
 	}
 }
 
@@ -649,7 +654,7 @@ func (p *Pipeline) deadLetter(items []*item) {
 			return
 		}
 		if !failing {
-			p.log.Error("dead-letter write failed; holding the messages and retrying", "messages", len(items), "err", err)
+			p.deadFail.failed(p.log, err, p.now())
 			failing = true
 		}
 		t := time.NewTimer(b.Next())
@@ -661,9 +666,7 @@ func (p *Pipeline) deadLetter(items []*item) {
 			return
 		}
 	}
-	if failing {
-		p.log.Info("dead-letter write recovered", "messages", len(items))
-	}
+	p.deadFail.ok(p.log, p.now())
 	for _, e := range entries {
 		if p.deadLog.allow(p.now()) {
 			p.log.Warn("message dead-lettered", "messageId", e.Message.MessageID, "topic", e.Message.Topic, "dest", destString(e.Dest), "reason", e.Reason)
@@ -677,6 +680,50 @@ func (p *Pipeline) deadLetter(items []*item) {
 	for _, it := range items {
 		p.done(it.d, Accepted)
 	}
+}
+
+// deadFailing is the state of the dead-letter writes across all the
+// pipeline's writers: the first failure is logged once (at most once a
+// stateLogEvery), and the recovery once; meanwhile the messages are held,
+// which stops intake once the pipeline is full.
+type deadFailing struct {
+	mu      sync.Mutex
+	err     string // "" while writes succeed
+	logged  bool
+	lastLog time.Time
+	since   time.Time
+}
+
+func (d *deadFailing) failed(log *slog.Logger, err error, now time.Time) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.err == "" {
+		d.since = now
+	}
+	d.err = err.Error()
+	if !d.logged && (d.lastLog.IsZero() || now.Sub(d.lastLog) >= stateLogEvery) {
+		d.logged, d.lastLog = true, now
+		log.Error("dead-letter write failed; holding the messages and retrying (the source pauses once the pipeline is full)", "err", err)
+	}
+}
+
+func (d *deadFailing) ok(log *slog.Logger, now time.Time) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.err == "" {
+		return
+	}
+	d.err = ""
+	if d.logged {
+		d.logged = false
+		log.Info("dead-letter write recovered", "after", now.Sub(d.since).Round(time.Millisecond))
+	}
+}
+
+func (d *deadFailing) current() string {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.err
 }
 
 // deadLogWindow and deadLogBurst bound the dead-letter log lines: at most

@@ -223,6 +223,10 @@ type Dedup struct {
 type DeadLetter struct {
 	File  string `yaml:"file"`
 	Queue string `yaml:"queue"`
+	// MaxBytes bounds the file's size: when it is reached the bridge holds
+	// the messages (backpressure) instead of writing, so the disk never
+	// fills and nothing is lost.
+	MaxBytes Size `yaml:"max_bytes"`
 }
 
 // Spool makes messages durable on local disk as they arrive.

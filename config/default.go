@@ -60,7 +60,7 @@ func Default() Config {
 				MaxAge: 10 * time.Minute,
 				File:   "dedup-window.log",
 			},
-			DeadLetter: DeadLetter{File: "dead-letter.jsonl"},
+			DeadLetter: DeadLetter{File: "dead-letter.jsonl", MaxBytes: GiB},
 		},
 		Spool: Spool{
 			MaxBytes:       GiB,

@@ -395,6 +395,9 @@ func (v *validator) delivery() {
 	if dl.File == "" && dl.Queue == "" {
 		v.bad("delivery.dead_letter", "set file, queue or both: messages that cannot be delivered need somewhere to go")
 	}
+	if dl.File != "" && dl.MaxBytes < MiB {
+		v.bad("delivery.dead_letter.max_bytes", "%d is less than 1MiB: a few large dead letters would fill it; use at least 1MiB (default 1GiB)", int64(dl.MaxBytes))
+	}
 	if dl.Queue != "" {
 		if err := mns.ValidName(dl.Queue); err != nil {
 			v.bad("delivery.dead_letter.queue", "%q is not a valid MNS queue name: %v", dl.Queue, err)

@@ -115,6 +115,7 @@ func TestValidate(t *testing.T) {
 		{"linger 0", func(c *Config) { c.Delivery.Linger = 0 }, ""},
 		{"linger negative", func(c *Config) { c.Delivery.Linger = -time.Millisecond }, "delivery.linger: must not be negative"},
 		{"in flight", func(c *Config) { c.Delivery.MaxInFlight = 0 }, "delivery.max_in_flight: must be at least 1"},
+		{"dead-letter bytes", func(c *Config) { c.Delivery.DeadLetter.MaxBytes = 1000 }, "delivery.dead_letter.max_bytes: 1000 is less than 1MiB"},
 		{"in flight bytes", func(c *Config) { c.Delivery.MaxInFlightBytes = 64*KiB - 1 }, "delivery.max_in_flight_bytes: 65535 is less than the largest message MNS accepts"},
 		{"requests per destination", func(c *Config) { c.Delivery.MaxRequestsPerDestination = 0 }, "delivery.max_requests_per_destination: must be at least 1"},
 		{"requests", func(c *Config) { c.Delivery.MaxRequests = 0 }, "delivery.max_requests: must be at least 1"},

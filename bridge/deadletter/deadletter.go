@@ -71,7 +71,24 @@ type file interface {
 	WriteAt(p []byte, off int64) (int, error)
 	Truncate(size int64) error
 	Sync() error
+	Stat() (os.FileInfo, error)
 	Close() error
+}
+
+// FullError is returned by Write when the entries would take the file past
+// its size bound. Nothing is written; the caller holds the messages and
+// tries again later. Writes succeed again once the file has room: when it
+// was moved away (a new file is started) or truncated, or the bound raised.
+type FullError struct {
+	Path      string
+	Size, Max int64 // the file's size and its bound
+	Need      int   // bytes the entries need
+}
+
+func (e *FullError) Error() string {
+	return fmt.Sprintf("deadletter: %s is full: it holds %d bytes and %d more would pass its bound of %d bytes; "+
+		"the messages are held (the source pauses) until there is room: replay the file with `iot-mns-bridge replay`, then move it away (a new file is started), or raise the bound",
+		e.Path, e.Size, e.Need, e.Max)
 }
 
 // File appends entries to a dead-letter file. It is safe for concurrent
@@ -80,6 +97,7 @@ type file interface {
 // interleave lines.
 type File struct {
 	path string
+	max  int64 // size bound; 0 = none
 
 	mu      sync.Mutex
 	idle    sync.Cond // signalled when a leader stops writing
@@ -104,42 +122,59 @@ type batch struct {
 // with mode 0600. Its directory must exist. If the file ends in a torn line
 // (a crash during a write that was never confirmed), a newline is added so
 // that the fragment stays visible to ReadFile as a corrupt line instead of
-// spoiling the next entry.
+// spoiling the next entry. The file has no size bound.
 func OpenFile(path string) (*File, error) {
+	return OpenFileBounded(path, 0)
+}
+
+// OpenFileBounded is OpenFile with a size bound: a Write that would take
+// the file past maxBytes fails with a *FullError and writes nothing, so the
+// disk use stays within the bound (a file already larger stays as it is).
+// maxBytes 0 means no bound.
+func OpenFileBounded(path string, maxBytes int64) (*File, error) {
+	f, size, err := open(path)
+	if err != nil {
+		return nil, err
+	}
+	df := &File{path: path, max: maxBytes, f: f, size: size}
+	df.idle.L = &df.mu
+	return df, nil
+}
+
+// open opens and locks path and repairs its tail; it returns the size.
+func open(path string) (*os.File, int64, error) {
 	dir := filepath.Dir(path)
 	st, err := os.Stat(dir)
 	switch {
 	case errors.Is(err, os.ErrNotExist):
-		return nil, fmt.Errorf("deadletter: open %s: directory %s does not exist; create it, writable by the bridge's user, or change the dead-letter file path", path, dir)
+		return nil, 0, fmt.Errorf("deadletter: open %s: directory %s does not exist; create it, writable by the bridge's user, or change the dead-letter file path", path, dir)
 	case err != nil:
-		return nil, fmt.Errorf("deadletter: open %s: %w", path, err)
+		return nil, 0, fmt.Errorf("deadletter: open %s: %w", path, err)
 	case !st.IsDir():
-		return nil, fmt.Errorf("deadletter: open %s: %s is not a directory", path, dir)
+		return nil, 0, fmt.Errorf("deadletter: open %s: %s is not a directory", path, dir)
 	}
 	_, statErr := os.Stat(path)
 	created := errors.Is(statErr, os.ErrNotExist)
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
-		return nil, fmt.Errorf("deadletter: open %s: %w; the file and its directory must be writable by the bridge's user", path, err)
+		return nil, 0, fmt.Errorf("deadletter: open %s: %w; the file and its directory must be writable by the bridge's user", path, err)
 	}
 	if err := lock(f); err != nil {
 		f.Close()
-		return nil, fmt.Errorf("deadletter: open %s: %w; is another bridge writing the same dead-letter file?", path, err)
+		return nil, 0, fmt.Errorf("deadletter: open %s: %w; is another bridge writing the same dead-letter file?", path, err)
 	}
 	size, err := repairTail(f)
 	if err != nil {
 		f.Close()
-		return nil, fmt.Errorf("deadletter: open %s: %w", path, err)
+		return nil, 0, fmt.Errorf("deadletter: open %s: %w", path, err)
 	}
 	if created {
 		if err := syncDir(dir); err != nil {
 			f.Close()
-			return nil, fmt.Errorf("deadletter: open %s: sync directory: %w", path, err)
+			return nil, 0, fmt.Errorf("deadletter: open %s: sync directory: %w", path, err)
 		}
 	}
-	df := &File{path: path, f: f, size: size}
-	df.idle.L = &df.mu
-	return df, nil
+	return f, size, nil
 }
 
 // repairTail returns the file's size after making sure it ends in a newline.
@@ -238,6 +273,12 @@ func (f *File) flush(buf []byte, n int) error {
 		}
 		f.dirty = false
 	}
+	if f.max > 0 && f.size+int64(len(buf)) > f.max {
+		f.reopenIfMoved()
+		if f.size+int64(len(buf)) > f.max {
+			return &FullError{Path: f.path, Size: f.size, Max: f.max, Need: len(buf)}
+		}
+	}
 	_, err := f.f.WriteAt(buf, f.size)
 	if err == nil {
 		err = f.f.Sync()
@@ -252,6 +293,32 @@ func (f *File) flush(buf []byte, n int) error {
 	}
 	f.size += int64(len(buf))
 	return nil
+}
+
+// reopenIfMoved gives a full file a second look: when the operator moved it
+// away (or deleted it), a new file is started at the path; when they
+// truncated it, writing goes on at its new end. Only the leader calls it.
+func (f *File) reopenIfMoved() {
+	cur, err := f.f.Stat()
+	if err != nil {
+		return
+	}
+	onDisk, err := os.Stat(f.path)
+	if err == nil && os.SameFile(cur, onDisk) {
+		if cur.Size() < f.size && !f.dirty {
+			f.size = cur.Size()
+		}
+		return
+	}
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return
+	}
+	nf, size, err := open(f.path)
+	if err != nil {
+		return // still full; the error says what to do
+	}
+	_ = f.f.Close()
+	f.f, f.size, f.dirty = nf, size, false
 }
 
 // Close waits for a running Write and closes the file. Later Writes fail

@@ -2,6 +2,7 @@ package deadletter
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"maps"
@@ -437,4 +438,75 @@ func BenchmarkWrite(b *testing.B) {
 			b.ReportMetric(float64(ff.syncs)/elapsed.Seconds(), "fsyncs/s")
 		})
 	}
+}
+
+// TestBoundedFileHoldsAtTheBound: a bounded file refuses the write that
+// would pass its bound with a FullError, writes nothing of it, and takes
+// writes again once the operator moved the file away (a new file is
+// started) or truncated it.
+func TestBoundedFileHoldsAtTheBound(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "dead.jsonl")
+	line, _ := json.Marshal(entry(0))
+	max := int64(3*(len(line)+1) + 10) // room for three entries, not four
+	f, err := OpenFileBounded(path, max)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	for i := range 3 {
+		if err := f.Write(entry(i)); err != nil {
+			t.Fatalf("write %d: %v", i, err)
+		}
+	}
+	err = f.Write(entry(3))
+	var full *FullError
+	if !errors.As(err, &full) || full.Max != max || !strings.Contains(err.Error(), "is full") {
+		t.Fatalf("write past the bound = %v, want a FullError", err)
+	}
+	if st, _ := os.Stat(path); st.Size() > max {
+		t.Fatalf("file of %d bytes, more than the bound %d", st.Size(), max)
+	}
+	if n := countEntries(t, path); n != 3 {
+		t.Fatalf("%d entries in the file, want 3", n)
+	}
+
+	// The operator moves the full file away: a new one is started.
+	moved := path + ".1"
+	if err := os.Rename(path, moved); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Write(entry(3)); err != nil {
+		t.Fatalf("write after the file was moved away: %v", err)
+	}
+	if a, b := countEntries(t, moved), countEntries(t, path); a != 3 || b != 1 {
+		t.Fatalf("moved file has %d entries, new one %d; want 3 and 1", a, b)
+	}
+
+	// Filled again, then truncated in place: writing goes on.
+	for i := 4; i < 6; i++ {
+		if err := f.Write(entry(i)); err != nil {
+			t.Fatalf("write %d: %v", i, err)
+		}
+	}
+	if err := f.Write(entry(6)); !errors.As(err, &full) {
+		t.Fatalf("write past the bound = %v, want a FullError", err)
+	}
+	if err := os.Truncate(path, 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Write(entry(6)); err != nil {
+		t.Fatalf("write after truncation: %v", err)
+	}
+	if n := countEntries(t, path); n != 1 {
+		t.Fatalf("%d entries after truncation and one write, want 1", n)
+	}
+}
+
+func countEntries(t *testing.T, path string) int {
+	t.Helper()
+	n := 0
+	if err := ReadFile(path, func(int, Entry) error { n++; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	return n
 }

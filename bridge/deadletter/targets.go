@@ -16,6 +16,7 @@ import (
 // running daemon holds.
 type Targets struct {
 	path  string
+	max   int64 // the file's size bound, 0 = none
 	file  *File
 	sink  bridge.Sink
 	queue string
@@ -27,12 +28,19 @@ func NewTargets(path string, sink bridge.Sink, queue string) *Targets {
 	return &Targets{path: path, sink: sink, queue: queue}
 }
 
+// BoundFile bounds the file's size to maxBytes (0: no bound): when it is
+// reached, DeadLetter fails with a *FullError and the pipeline holds the
+// messages (see OpenFileBounded). Call it before Open.
+func (d *Targets) BoundFile(maxBytes int64) {
+	d.max = maxBytes
+}
+
 // Open opens (or creates) the dead-letter file, if one is configured.
 func (d *Targets) Open() error {
 	if d.path == "" || d.file != nil {
 		return nil
 	}
-	f, err := OpenFile(d.path)
+	f, err := OpenFileBounded(d.path, d.max)
 	if err != nil {
 		return err
 	}

@@ -118,6 +118,7 @@ func New(cfg *config.Config, opts Options) (*Bridge, error) {
 	}
 	b.router.Store(router)
 	b.dead = deadletter.NewTargets(cfg.Delivery.DeadLetter.File, b.sink, cfg.Delivery.DeadLetter.Queue)
+	b.dead.BoundFile(int64(cfg.Delivery.DeadLetter.MaxBytes))
 	var dedup *bridge.Dedup
 	if cfg.Delivery.Dedup.Size > 0 {
 		dedup = bridge.NewDedup(cfg.Delivery.Dedup.Size, cfg.Delivery.Dedup.MaxAge)

@@ -65,6 +65,9 @@ func (b *Bridge) NotReady() []string {
 			}
 		}
 	}
+	if e := b.pipeline.Stats().DeadLetterError; e != "" {
+		reasons = append(reasons, "dead letters cannot be written (messages are held): "+e)
+	}
 	b.readyMu.Lock()
 	reasons = append(reasons, b.notReady...)
 	if !b.ready && len(b.notReady) == 0 {
