@@ -56,7 +56,7 @@ func TestPipelineHoldsWhenTheDeadLetterFileIsFull(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer targets.Close()
-	router, err := bridge.NewRouter([]bridge.RouteSpec{{Match: "/#", Queue: "deleted"}}, bridge.DefaultRouteSpec{}, nil)
+	router, err := bridge.NewRouter([]bridge.RouteSpec{{Match: "/#", Queue: "deleted"}}, bridge.DefaultRouteSpec{}, bridge.NameRules{})
 	if err != nil {
 		t.Fatal(err)
 	}
