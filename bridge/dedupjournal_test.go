@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -25,12 +26,22 @@ func TestDedupJournalSurvivesReopenAndStaysBounded(t *testing.T) {
 	now := time.Now()
 	for i := 0; i < 35; i++ {
 		d.Add(fmt.Sprintf("id \"%d\"\n", i), now) // ids with quotes and newlines round-trip
-		time.Sleep(2 * time.Millisecond)
 	}
-	time.Sleep(3 * journalFlush) // let it flush and compact
-	data, _ := os.ReadFile(path)
-	if lines := strings.Count(string(data), "\n"); lines > 2*10+journalSlack {
-		t.Errorf("journal holds %d lines for a window of 10: not compacted", lines)
+	// Run writes the ids within journalFlush and compacts the file once it
+	// holds more than twice the window: wait for the last id to be written
+	// and the file to be compacted.
+	last := strconv.Quote("id \"34\"\n")
+	deadline := time.Now().Add(time.Minute)
+	for {
+		data, _ := os.ReadFile(path)
+		lines := strings.Count(string(data), "\n")
+		if strings.Contains(string(data), last) && lines <= 2*10+journalSlack {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("journal holds %d lines for a window of 10 (last id written: %v): not compacted", lines, strings.Contains(string(data), last))
+		}
+		time.Sleep(time.Millisecond)
 	}
 	cancel()
 	<-done

@@ -550,8 +550,6 @@ func (l *lane) send(batch []*item) {
 		l.sendOK(p.now())
 	}
 	if len(retry) > 0 {
-		p.stats.retried.Add(int64(len(retry)))
-		p.m.retried(len(retry))
 		// A whole request failing is an outage of the destination; some
 		// messages of a batch failing is not (their retries wait their
 		// backoff).
@@ -559,6 +557,10 @@ func (l *lane) send(batch []*item) {
 		if ok == 0 {
 			wake = l.sendFailed(len(retry), retry[0].lastErr, p.now())
 		}
+		// Counted once the wake-up is taken: a success seen after the count
+		// moved wakes these retries.
+		p.stats.retried.Add(int64(len(retry)))
+		p.m.retried(len(retry))
 		p.retryLater(l, retry, wake)
 	}
 }

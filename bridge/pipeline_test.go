@@ -284,10 +284,7 @@ func TestPipelineSuppressesDuplicatesAfterAcceptance(t *testing.T) {
 	h := newHarness(t, newFakeSink(nil), func(c *PipelineConfig) { c.Dedup = NewDedup(100, time.Minute) })
 	h.feed(t, 10, userTopic)
 	// Wait for the first copies to be forwarded, then redeliver them.
-	deadline := time.Now().Add(10 * time.Second)
-	for h.p.Stats().Forwarded < 10 && time.Now().Before(deadline) {
-		time.Sleep(time.Millisecond)
-	}
+	waitUntil(t, func() bool { return h.p.Stats().Forwarded == 10 })
 	for i := 0; i < 10; i++ {
 		m := Message{Topic: userTopic(i), MessageID: fmt.Sprintf("m%05d", i), Properties: map[string]string{"dup": "1"}}
 		if err := h.p.Handle(context.Background(), NewDelivery(m, &recorder{t: t, sink: h.sink, dead: h.dead, outcomes: map[string][]Outcome{}}, nil)); err != nil {
@@ -397,8 +394,9 @@ func TestRecoveryWakesWaitingRetries(t *testing.T) {
 	// From now on the next backoff of that message is about an hour.
 	h.p.Retune(Tuning{Retry: RetryPolicy{InitialBackoff: time.Millisecond, MaxBackoff: time.Hour}})
 	before := h.p.Stats().Retried
+	// Retried counts a retry once it waits for its backoff or the wake-up
+	// of a successful send: from here on the next success must wake it.
 	waitUntil(t, func() bool { return h.p.Stats().Retried > before })
-	time.Sleep(50 * time.Millisecond) // let it start its long wait
 	failing.Store(false)
 	m := Message{Topic: userTopic(0), MessageID: "fresh", Body: []byte("x")} // same destination
 	if err := h.p.Handle(context.Background(), NewDelivery(m, h.rec, nil)); err != nil {

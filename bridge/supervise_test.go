@@ -99,14 +99,38 @@ func TestSupervisorRedialsAndLogsStateChangesOnce(t *testing.T) {
 
 func TestSupervisorStopsWithTheContext(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
-	s := &Supervisor{Backoff: Backoff{Min: time.Hour, Max: time.Hour}}
+	// The failure is logged right before the backoff starts: that line is
+	// the sign it is waiting its hour.
+	backingOff := make(chan struct{}, 1)
+	log := slog.New(&signalHandler{msg: "source connect failed; retrying with backoff", c: backingOff})
+	s := &Supervisor{Backoff: Backoff{Min: time.Hour, Max: time.Hour}, Logger: log}
+	calls := 0
 	done := make(chan error, 1)
 	go func() {
-		done <- s.Run(ctx, func(context.Context, func()) error { return errors.New("down") })
+		done <- s.Run(ctx, func(context.Context, func()) error { calls++; return errors.New("down") })
 	}()
-	time.Sleep(10 * time.Millisecond) // now in its hour-long backoff
+	<-backingOff
 	cancel()
-	if err := <-done; err != nil {
-		t.Fatalf("Run after cancel = %v, want nil", err)
+	if err := <-done; err != nil || calls != 1 {
+		t.Fatalf("Run after cancel = %v after %d sessions, want nil after 1", err, calls)
 	}
 }
+
+// signalHandler sends on c when a record with message msg is logged.
+type signalHandler struct {
+	msg string
+	c   chan<- struct{}
+}
+
+func (h *signalHandler) Enabled(context.Context, slog.Level) bool { return true }
+func (h *signalHandler) Handle(_ context.Context, r slog.Record) error {
+	if r.Message == h.msg {
+		select {
+		case h.c <- struct{}{}:
+		default:
+		}
+	}
+	return nil
+}
+func (h *signalHandler) WithAttrs([]slog.Attr) slog.Handler { return h }
+func (h *signalHandler) WithGroup(string) slog.Handler      { return h }
