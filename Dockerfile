@@ -32,7 +32,10 @@
 # The file owner and user are numeric (65532, "nonroot" in distroless) so that
 # Kubernetes runAsNonRoot can check them.
 
-FROM golang:1.26-bookworm AS build
+# Multi-arch (docker buildx build --platform linux/amd64,linux/arm64,linux/arm/v7):
+# the build stage runs on the builder's own platform and cross-compiles for
+# TARGETOS/TARGETARCH (GOARM from TARGETVARIANT); no emulated Go compiler.
+FROM --platform=$BUILDPLATFORM golang:1.26-bookworm AS build
 WORKDIR /src
 COPY go.mod go.sum ./
 RUN --mount=type=cache,target=/go/pkg/mod go mod download
@@ -41,9 +44,14 @@ ARG VERSION=devel
 # scripts/build.sh holds the build flags (CGO_ENABLED=0 -trimpath -ldflags
 # "-s -w -X ...stampedVersion=$VERSION"); CI builds with the same script
 # (scripts/ops-check.sh, run by internal/opscheck).
+ARG TARGETOS
+ARG TARGETARCH
+ARG TARGETVARIANT
 RUN --mount=type=cache,target=/go/pkg/mod --mount=type=cache,target=/root/.cache/go-build \
-	VERSION="$VERSION" scripts/build.sh /out/iot-mns-bridge \
-	&& /out/iot-mns-bridge version \
+	GOOS="$TARGETOS" GOARCH="$TARGETARCH" GOARM="${TARGETVARIANT#v}" VERSION="$VERSION" \
+	scripts/build.sh /out/iot-mns-bridge \
+	&& if [ "${TARGETARCH:-$(go env GOARCH)}" = "$(go env GOARCH)" ]; then /out/iot-mns-bridge version; \
+	else go version -m /out/iot-mns-bridge | grep -q "GOARCH=$TARGETARCH"; fi \
 	&& install -d -m 0700 -o 65532 -g 65532 /out/state
 
 FROM gcr.io/distroless/static-debian12:nonroot

@@ -33,7 +33,23 @@
 #            every query of the Grafana dashboard deploy/grafana/*.json
 #            parsed by promtool too (as recording rules, the dashboard's
 #            variables filled in). internal/app's TestDeployFilesUseExportedMetrics
-#            checks that the metrics they use exist.
+#            checks that the metrics they use exist;
+#   kube     deploy/kubernetes/validate (its own Go module, with k8s.io/api):
+#            every manifest of the kustomization decoded strictly into its
+#            API type, references, probes, resources, the client id from
+#            the pod name, the grace period above shutdown_timeout, and the
+#            ConfigMap's config loaded by the bridge's config package;
+#   image    (not in the default list: internal/opscheck's TestImage runs
+#            it and then runs the image) builds the Dockerfile's final stage
+#            with podman, offline, from the release binary: the Dockerfile's
+#            last stage with COPY --from=build rewritten to copy from a
+#            context holding the release binary, on a local stand-in for
+#            gcr.io/distroless/static-debian12:nonroot (FROM scratch with a
+#            passwd/group entry for 65532, the host's CA bundle and /tmp),
+#            tagged $OPS_CHECK_IMAGE (default localhost/iot-mns-bridge:opscheck).
+#            Checks the user, HEALTHCHECK and `version`; the image is removed
+#            at exit unless OPS_CHECK_KEEP_IMAGE=1. podman settings:
+#            scripts/podman/containers.conf (CONTAINERS_CONF).
 #
 # The heavy steps (release, deb, qemu) are skipped with OPS_CHECK_QUICK=1
 # for local runs; under CI=true they always run. Missing tools (dpkg-deb,
@@ -58,8 +74,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 steps=("$@")
-all_steps=(build version run unit release deb qemu rules)
-[ ${#steps[@]} -gt 0 ] || steps=("${all_steps[@]}")
+all_steps=(build version run unit release deb qemu rules kube image)
+# image is run by internal/opscheck's TestImage, which then runs the image.
+[ ${#steps[@]} -gt 0 ] || steps=(build version run unit release deb qemu rules kube)
 for s in "${steps[@]}"; do
 	case " ${all_steps[*]} " in *" $s "*) ;; *)
 		echo "ops-check: unknown step $s (${all_steps[*]})" >&2
@@ -518,6 +535,100 @@ step_rules() {
 		note "$f: $(grep -c 'expr:' "$work/rules/dashboard.yml") queries parse"
 	done
 	ok rules
+}
+
+step_kube() {
+	mkdir -p "$work/logs"
+	local out
+	# Its own module (k8s.io/api comes from the Go module proxy once, then
+	# the module cache); the tests decode every manifest strictly and break
+	# them one way at a time to show each check bites.
+	out=$(cd deploy/kubernetes/validate && go test -count=1 ./ 2>&1 && go run . .. 2>&1) ||
+		fail "deploy/kubernetes/validate:"$'\n'"$out"
+	note "$(tail -n1 <<<"$out")"
+	ok kube
+}
+
+distroless=gcr.io/distroless/static-debian12:nonroot
+standin_label=org.iot-mns-bridge.standin
+
+# build_standin_base: a FROM scratch image tagged as the distroless base,
+# unless a real one (without our label) is present.
+build_standin_base() {
+	if podman image exists "$distroless" &&
+		[ "$(podman image inspect -f "{{index .Labels \"$standin_label\"}}" "$distroless" 2>/dev/null)" != true ]; then
+		note "using the local $distroless"
+		return 0
+	fi
+	local ctx=$work/base
+	mkdir -p "$ctx/etc/ssl/certs" "$ctx/tmp"
+	printf 'root:x:0:0:root:/root:/sbin/nologin\nnonroot:x:65532:65532:nonroot:/home/nonroot:/sbin/nologin\n' >"$ctx/etc/passwd"
+	printf 'root:x:0:\nnonroot:x:65532:\n' >"$ctx/etc/group"
+	if [ ! -s /etc/ssl/certs/ca-certificates.crt ]; then
+		need_tools image ca-certificates update-ca-certificates || return 1
+	fi
+	cp /etc/ssl/certs/ca-certificates.crt "$ctx/etc/ssl/certs/ca-certificates.crt"
+	chmod 0644 "$ctx"/etc/passwd "$ctx"/etc/group "$ctx/etc/ssl/certs/ca-certificates.crt"
+	chmod 1777 "$ctx/tmp"
+	cat >"$ctx/Containerfile" <<EOF
+# A stand-in for $distroless: what the bridge needs of it.
+FROM scratch
+COPY etc/ /etc/
+COPY tmp/ /tmp/
+LABEL $standin_label=true
+USER 65532:65532
+EOF
+	podman build --pull=never --format docker -q -t "$distroless" "$ctx" >>"$work/logs/podman.log" 2>&1 ||
+		fail "podman build of the stand-in base"
+}
+
+step_image() {
+	heavy image || return 0
+	need_tools image podman podman || return 0
+	need_tools image runc runc || return 0
+	export CONTAINERS_CONF=${CONTAINERS_CONF:-$PWD/scripts/podman/containers.conf}
+	local img=${OPS_CHECK_IMAGE:-localhost/iot-mns-bridge:opscheck}
+	mkdir -p "$work/logs"
+	build_standin_base || return 0
+
+	local arch bin
+	arch=$(go env GOARCH)
+	[ "$arch" = arm ] && arch=armv7
+	if [ ! -f "$dist/bin/iot-mns-bridge_linux_$arch" ]; then
+		need_tools release dpkg-dev dpkg-deb || return 0
+		VERSION=$version RELEASE_ARCHES=$arch scripts/release.sh "$dist" >"$work/logs/release.log" 2>&1 ||
+			fail "scripts/release.sh (RELEASE_ARCHES=$arch)"
+	fi
+	bin=$dist/bin/iot-mns-bridge_linux_$arch
+
+	# The Dockerfile's final stage, copying from this context instead of the
+	# build stage (same paths: /out/iot-mns-bridge and /out/state).
+	local ctx=$work/image
+	mkdir -p "$ctx/out/state"
+	cp "$bin" "$ctx/out/iot-mns-bridge"
+	chmod 0700 "$ctx/out/state"
+	awk '/^FROM /{buf=""} {buf=buf $0 "\n"} END{printf "%s", buf}' Dockerfile |
+		sed 's#^COPY --from=build \(.*\)/out/#COPY \1out/#' >"$ctx/Containerfile"
+	if grep -q -- '--from=' "$ctx/Containerfile"; then
+		fail "the final stage copies from a stage this build cannot replace: $(grep -- '--from=' "$ctx/Containerfile")"
+	fi
+	grep -q "^FROM $distroless\$" "$ctx/Containerfile" || fail "the Dockerfile's final stage is not FROM $distroless"
+	local t0=$SECONDS
+	podman build --pull=never --format docker -t "$img" -f "$ctx/Containerfile" "$ctx" >>"$work/logs/podman.log" 2>&1 ||
+		fail "podman build of the final stage"
+	built_image=$img
+	[ -n "${OPS_CHECK_KEEP_IMAGE:-}" ] || trap 'podman rmi -f "$built_image" >/dev/null 2>&1 || true; cleanup' EXIT
+	note "built $img in $((SECONDS - t0))s, $(podman image inspect -f '{{.Size}}' "$img") bytes"
+
+	local user hc out
+	user=$(podman image inspect -f '{{.Config.User}}' "$img")
+	[ "$user" = 65532:65532 ] || fail "image user $user, want 65532:65532"
+	hc=$(podman image inspect -f '{{json .Config.Healthcheck}}' "$img")
+	[[ $hc == *iot-mns-bridge* ]] || fail "the image has no HEALTHCHECK (built without --format docker?): $hc"
+	out=$(podman run --rm --pull=never --no-healthcheck "$img" version) || fail "podman run $img version"
+	[[ $out == "iot-mns-bridge $version "* ]] || fail "the image's version printed \"$out\""
+	note "image: $out"
+	ok image
 }
 
 for s in "${steps[@]}"; do "step_$s"; done

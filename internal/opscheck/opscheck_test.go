@@ -298,15 +298,24 @@ func TestDockerfile(t *testing.T) {
 	}
 	build, final := df.stages[0], df.stages[len(df.stages)-1]
 
-	if !strings.HasPrefix(build.from, "golang:1.26") {
-		t.Errorf("build stage FROM %q, want golang:1.26 (go.mod's Go version)", build.from)
+	// Multi-arch by cross-compiling: the build stage runs on the builder's
+	// platform and builds for the target's.
+	if !strings.HasPrefix(build.from, "--platform=$BUILDPLATFORM golang:1.26") {
+		t.Errorf("build stage FROM %q, want --platform=$BUILDPLATFORM golang:1.26 (go.mod's Go version, on the builder's platform)", build.from)
 	}
 	runs := strings.Join(build.all("RUN"), "\n")
 	if !strings.Contains(runs, "scripts/build.sh") || !strings.Contains(runs, `VERSION="$VERSION"`) {
 		t.Errorf("build stage RUN %q: want scripts/build.sh with VERSION passed, the flags CI tests (scripts/ops-check.sh)", runs)
 	}
-	if args := build.all("ARG"); !slices.ContainsFunc(args, func(a string) bool { return strings.HasPrefix(a, "VERSION") }) {
-		t.Errorf("build stage ARG %q, want ARG VERSION for the version stamp", args)
+	for _, env := range []string{`GOOS="$TARGETOS"`, `GOARCH="$TARGETARCH"`, `GOARM="${TARGETVARIANT#v}"`} {
+		if !strings.Contains(runs, env) {
+			t.Errorf("build stage RUN %q: want %s passed to scripts/build.sh (cross-compiling for the target platform)", runs, env)
+		}
+	}
+	for _, arg := range []string{"VERSION", "TARGETOS", "TARGETARCH", "TARGETVARIANT"} {
+		if args := build.all("ARG"); !slices.ContainsFunc(args, func(a string) bool { return a == arg || strings.HasPrefix(a, arg+"=") }) {
+			t.Errorf("build stage ARG %q, want ARG %s", args, arg)
+		}
 	}
 
 	if final.from != "gcr.io/distroless/static-debian12:nonroot" {
@@ -429,7 +438,7 @@ func (l *notifyListener) stop() []string {
 
 // opsSteps are the steps of scripts/ops-check.sh, in order; TestOpsCheck
 // reports each as a subtest.
-var opsSteps = []string{"build", "version", "run", "unit", "release", "deb", "qemu", "rules"}
+var opsSteps = []string{"build", "version", "run", "unit", "release", "deb", "qemu", "rules", "kube"}
 
 // TestOpsCheck runs scripts/ops-check.sh (build with the Dockerfile's flags,
 // version, a run with healthcheck, SIGHUP and SIGTERM, systemd-analyze

@@ -1,0 +1,384 @@
+package opscheck
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/iot-mns-bridge/iot-mns-bridge/iotsim"
+	"github.com/iot-mns-bridge/iot-mns-bridge/mnsemu"
+)
+
+const (
+	imageAK     = "LTAIimageCheckKey"
+	imageSecret = "image-check-secret-0123456789"
+)
+
+// podman runs podman with the project's containers.conf and returns its
+// combined output.
+func podman(ctx context.Context, args ...string) (string, error) {
+	cmd := exec.CommandContext(ctx, "podman", args...)
+	conf, _ := filepath.Abs(filepath.Join(repoRoot, "scripts/podman/containers.conf"))
+	cmd.Env = append(os.Environ(), "CONTAINERS_CONF="+conf)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	err := cmd.Run()
+	return strings.TrimSpace(out.String()), err
+}
+
+// runOpsStep runs scripts/ops-check.sh with one step and env, and returns
+// "ok", or the skip reason, failing the test on a failure.
+func runOpsStep(t *testing.T, step string, env ...string) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "bash", filepath.Join(repoRoot, "scripts/ops-check.sh"), step)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGTERM) }
+	cmd.WaitDelay = 30 * time.Second
+	cmd.Env = append(os.Environ(), env...)
+	out, err := cmd.CombinedOutput()
+	t.Logf("scripts/ops-check.sh %s:\n%s", step, out)
+	if err != nil {
+		t.Fatalf("scripts/ops-check.sh %s: %v", step, err)
+	}
+	for _, line := range strings.Split(string(out), "\n") {
+		if line == "ops-check: ok "+step {
+			return "ok"
+		}
+		if rest, ok := strings.CutPrefix(line, "ops-check: SKIP "+step+": "); ok {
+			return rest
+		}
+	}
+	t.Fatalf("scripts/ops-check.sh %s reported no result", step)
+	return ""
+}
+
+// TestImage builds the image's final stage offline with podman from the
+// release binary (scripts/ops-check.sh image) and runs it as documented,
+// with --network=host against the simulator and the emulator on loopback:
+// version, non-root, the secret from /run/secrets, the spool on the state
+// volume, HEALTHCHECK healthy, a graceful stop within the stop timeout
+// with messages in flight and none lost (the next container drains the
+// spool), and HEALTHCHECK unhealthy when MNS fails and nothing moves.
+func TestImage(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs a container image; skipped with -short")
+	}
+	if os.Getenv("OPS_CHECK_QUICK") != "" && os.Getenv("CI") != "true" {
+		t.Skip("OPS_CHECK_QUICK is set (under CI=true this runs)")
+	}
+	img := fmt.Sprintf("localhost/iot-mns-bridge:opscheck-%d", os.Getpid())
+	name := fmt.Sprintf("iot-mns-bridge-opscheck-%d", os.Getpid())
+	vol := name + "-state"
+	ctx := context.Background()
+	t.Cleanup(func() {
+		podman(ctx, "rm", "-f", "-t", "0", name)
+		podman(ctx, "volume", "rm", "-f", vol)
+		podman(ctx, "rmi", "-f", img)
+	})
+	if r := runOpsStep(t, "image", "OPS_CHECK_IMAGE="+img, "OPS_CHECK_KEEP_IMAGE=1"); r != "ok" {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("the image step was skipped under CI=true: %s", r)
+		}
+		t.Skip(r)
+	}
+
+	df, err := parseDockerfile(readRepoFile(t, "Dockerfile"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	final := df.stages[len(df.stages)-1]
+	// The HEALTHCHECK asks the port of the config it is given, or the
+	// default port 9477 without one.
+	port := 9477
+	if hc := strings.Join(final.all("HEALTHCHECK"), " "); strings.Contains(hc, "-config") {
+		port = freePort(t)
+	} else if c, err := net.DialTimeout("tcp", "127.0.0.1:9477", time.Second); err == nil {
+		c.Close()
+		t.Fatalf("127.0.0.1:9477 is taken on this host; the image's HEALTHCHECK (%s) asks that port, so the container (network=host) needs it", hc)
+	}
+	stopTimeout := 45 // the README's --stop-timeout
+
+	emu, emuAddr := startMNS(t, mnsemu.Config{AccessKeys: map[string]string{imageAK: imageSecret}, Latency: 50 * time.Millisecond})
+	emu.CreateQueue("telemetry-pk1")
+	emu.CreateQueue("unrouted")
+	dir := t.TempDir()
+	os.Chmod(dir, 0o755)
+	sim, err := iotsim.Start(iotsim.Config{Secrets: map[string]string{imageAK: imageSecret}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { sim.Close() })
+
+	// /etc/iot-mns-bridge: the config and the CA, readable by the image's user.
+	etc := filepath.Join(dir, "etc")
+	os.MkdirAll(etc, 0o755)
+	writeFile(t, filepath.Join(etc, "ca.pem"), string(sim.CACertPEM()), 0o644)
+	writeFile(t, filepath.Join(etc, "config.yaml"), fmt.Sprintf(`# The documented container layout (Dockerfile header), pointed at loopback peers.
+source:
+  protocol: stomp
+  endpoint: %s
+  client_id: image-check
+  consumer_group_id: g1
+  credentials:
+    access_key_id: ${ALIBABA_CLOUD_ACCESS_KEY_ID}
+    access_key_secret_file: access_key_secret
+  tls:
+    ca_file: ca.pem
+    server_name: localhost
+  stomp:
+    ack: auto
+mns:
+  endpoint: http://%s
+routes:
+  - match: /{productKey}/{deviceName}/user/#
+    queue: telemetry-{productKey}
+default_route:
+  queue: unrouted
+spool:
+  dir: spool
+http:
+  listen: 127.0.0.1:%d
+log:
+  level: info
+  summary_interval: 0s
+shutdown_timeout: 10s
+`, sim.Addr(), emuAddr, port), 0o644)
+	// The secret as a file only the image's user (65532) can read.
+	secrets := filepath.Join(dir, "secrets")
+	os.MkdirAll(secrets, 0o755)
+	secretFile := filepath.Join(secrets, "access_key_secret")
+	writeFile(t, secretFile, imageSecret+"\n", 0o400)
+	if err := os.Chown(secretFile, 65532, 65532); err != nil {
+		os.Chmod(secretFile, 0o444) // not root: world-readable instead
+	}
+	if out, err := podman(ctx, "volume", "create", vol); err != nil {
+		t.Fatalf("podman volume create: %v: %s", err, out)
+	}
+	base := fmt.Sprintf("http://127.0.0.1:%d", port)
+
+	start := func() {
+		t.Helper()
+		out, err := podman(ctx, "run", "-d", "--name", name, "--pull=never", "--network=host",
+			"--stop-timeout", strconv.Itoa(stopTimeout),
+			"-v", filepath.Join(etc, "config.yaml")+":/etc/iot-mns-bridge/config.yaml:ro",
+			"-v", filepath.Join(etc, "ca.pem")+":/etc/iot-mns-bridge/ca.pem:ro",
+			"-v", secretFile+":/run/secrets/access_key_secret:ro",
+			"-v", vol+":/var/lib/iot-mns-bridge",
+			"-e", "ALIBABA_CLOUD_ACCESS_KEY_ID="+imageAK, img)
+		if err != nil {
+			t.Fatalf("podman run: %v: %s", err, out)
+		}
+	}
+	logs := func() string { out, _ := podman(ctx, "logs", name); return out }
+	health := func() (bool, string) {
+		out, err := podman(ctx, "healthcheck", "run", name)
+		return err == nil, out
+	}
+	waitUntil := func(what string, d time.Duration, cond func() bool) {
+		t.Helper()
+		deadline := time.Now().Add(d)
+		for !cond() {
+			if time.Now().After(deadline) {
+				t.Fatalf("timed out after %v waiting for %s; container log:\n%s", d, what, logs())
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+	}
+	delivered := func() map[string]int {
+		got := map[string]int{}
+		for _, m := range emu.Messages("telemetry-pk1") {
+			b, err := m.DecodedBody()
+			if err != nil {
+				t.Fatal(err)
+			}
+			got[string(b)]++
+		}
+		return got
+	}
+
+	start()
+	waitUntil("/readyz", 60*time.Second, func() bool { return httpStatus(base+"/readyz") == http.StatusOK })
+	if ok, out := health(); !ok {
+		t.Fatalf("HEALTHCHECK of a ready bridge failed: %s\n%s", out, logs())
+	}
+	if st, _ := podman(ctx, "inspect", "-f", "{{.State.Health.Status}}", name); st != "healthy" {
+		t.Errorf("health status %q after a passing HEALTHCHECK, want healthy", st)
+	}
+
+	// Non-root: the bridge process runs as 65532.
+	pid, _ := podman(ctx, "inspect", "-f", "{{.State.Pid}}", name)
+	status, err := os.ReadFile("/proc/" + pid + "/status")
+	if err != nil {
+		t.Fatalf("the container's process %q: %v", pid, err)
+	}
+	for _, line := range strings.Split(string(status), "\n") {
+		if f := strings.Fields(line); len(f) >= 3 && (f[0] == "Uid:" || f[0] == "Gid:") && (f[1] != "65532" || f[2] != "65532") {
+			t.Errorf("the bridge in the container runs with %s, want 65532 (non-root)", line)
+		}
+	}
+
+	// Messages flow through the container.
+	const n1 = 300
+	for i := 0; i < n1; i++ {
+		sim.Publish("g1", iotsim.Message{Topic: fmt.Sprintf("/pk1/dev%d/user/x", i%10), Body: []byte("a-" + strconv.Itoa(i))})
+	}
+	waitUntil("the first messages at MNS", 60*time.Second, func() bool { return len(delivered()) >= n1 })
+
+	// The spool is on the state volume, owned by the image's user.
+	mount, err := podman(ctx, "volume", "inspect", "-f", "{{.Mountpoint}}", vol)
+	if err != nil {
+		t.Fatalf("podman volume inspect: %v: %s", err, mount)
+	}
+	if fi, err := os.Stat(filepath.Join(mount, "spool")); err != nil {
+		t.Errorf("no spool on the state volume: %v", err)
+	} else if st := fi.Sys().(*syscall.Stat_t); st.Uid != 65532 {
+		t.Errorf("the spool on the state volume is owned by uid %d, want 65532", st.Uid)
+	}
+
+	// Graceful stop with messages in flight: MNS slows down, a burst comes
+	// in, and podman stop (SIGTERM) ends the bridge within the stop timeout,
+	// exit 0. What was not sent stays in the spool on the volume.
+	emu.SetFaults(mnsemu.Faults{Latency: 20 * time.Second}) // beyond shutdown_timeout: the drain cannot finish
+	const n2 = 2000
+	for i := 0; i < n2; i++ {
+		sim.Publish("g1", iotsim.Message{Topic: fmt.Sprintf("/pk1/dev%d/user/x", i%10), Body: []byte("b-" + strconv.Itoa(i))})
+	}
+	waitUntil("messages in flight", 60*time.Second, func() bool {
+		var st struct {
+			Pipeline struct{ Received int64 } `json:"pipeline"`
+		}
+		return getJSON(base+"/status", &st) == nil && st.Pipeline.Received >= n1+n2
+	})
+	t0 := time.Now()
+	if out, err := podman(ctx, "stop", "-t", strconv.Itoa(stopTimeout), name); err != nil {
+		t.Fatalf("podman stop: %v: %s", err, out)
+	}
+	took := time.Since(t0)
+	code, _ := podman(ctx, "inspect", "-f", "{{.State.ExitCode}}", name)
+	t.Logf("podman stop took %v, exit code %s", took.Round(time.Millisecond), code)
+	if code != "0" {
+		t.Errorf("the bridge exited %s on podman stop, want 0 (a drain within shutdown_timeout); log:\n%s", code, logs())
+	}
+	if took >= time.Duration(stopTimeout)*time.Second {
+		t.Errorf("podman stop took %v: not within the stop timeout %ds (SIGKILL)", took, stopTimeout)
+	}
+	stopLog := logs()
+	if strings.Contains(stopLog, imageSecret) {
+		t.Errorf("the AccessKey secret appears in the container log")
+	}
+	if out, err := podman(ctx, "rm", name); err != nil {
+		t.Fatalf("podman rm: %v: %s", err, out)
+	}
+
+	// A new container on the same volume sends what the spool kept: every
+	// message arrives.
+	emu.SetFaults(mnsemu.Faults{})
+	start()
+	waitUntil("every message at MNS after the restart", 120*time.Second, func() bool { return len(delivered()) >= n1+n2 })
+	got := delivered()
+	for i := 0; i < n1+n2; i++ {
+		body := "a-" + strconv.Itoa(i)
+		if i >= n1 {
+			body = "b-" + strconv.Itoa(i-n1)
+		}
+		if got[body] == 0 {
+			t.Errorf("message %s was lost", body)
+		}
+	}
+
+	// Unhealthy when it should be: MNS fails every request, messages are
+	// held and none is forwarded; after the bridge's stall limit (2
+	// minutes) /healthz fails, and so does the HEALTHCHECK, until the
+	// container is marked unhealthy (3 failing runs).
+	waitUntil("/readyz after the restart", 60*time.Second, func() bool { return httpStatus(base+"/readyz") == http.StatusOK })
+	emu.SetFaults(mnsemu.Faults{ErrorRate: 1, ErrorStatus: 503})
+	for i := 0; i < 10; i++ {
+		sim.Publish("g1", iotsim.Message{Topic: "/pk1/dev0/user/x", Body: []byte("c-" + strconv.Itoa(i))})
+	}
+	if ok, out := health(); !ok {
+		t.Fatalf("HEALTHCHECK failed at once when MNS started failing (want: after the stall limit): %s", out)
+	}
+	waitUntil("the HEALTHCHECK to mark the container unhealthy", 4*time.Minute, func() bool {
+		health()
+		st, _ := podman(ctx, "inspect", "-f", "{{.State.Health.Status}}", name)
+		return st == "unhealthy"
+	})
+	if ok, out := health(); ok {
+		t.Errorf("HEALTHCHECK passed on a stalled bridge: %s", out)
+	}
+	emu.SetFaults(mnsemu.Faults{})
+	waitUntil("healthy again once MNS recovers", 2*time.Minute, func() bool { ok, _ := health(); return ok })
+	if out, err := podman(ctx, "stop", "-t", strconv.Itoa(stopTimeout), name); err != nil {
+		t.Fatalf("podman stop: %v: %s", err, out)
+	}
+	if code, _ := podman(ctx, "inspect", "-f", "{{.State.ExitCode}}", name); code != "0" {
+		t.Errorf("the second container exited %s on podman stop, want 0", code)
+	}
+}
+
+func startMNS(t *testing.T, cfg mnsemu.Config) (*mnsemu.Emulator, string) {
+	t.Helper()
+	emu := mnsemu.New(cfg)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: emu}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	return emu, ln.Addr().String()
+}
+
+func freePort(t *testing.T) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+func writeFile(t *testing.T, path, content string, mode os.FileMode) {
+	t.Helper()
+	if err := os.WriteFile(path, []byte(content), mode); err != nil {
+		t.Fatal(err)
+	}
+	os.Chmod(path, mode)
+}
+
+func httpStatus(url string) int {
+	c := http.Client{Timeout: 5 * time.Second}
+	resp, err := c.Get(url)
+	if err != nil {
+		return 0
+	}
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
+func getJSON(url string, v any) error {
+	c := http.Client{Timeout: 5 * time.Second}
+	resp, err := c.Get(url)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("%s: %s", url, resp.Status)
+	}
+	return json.NewDecoder(resp.Body).Decode(v)
+}
