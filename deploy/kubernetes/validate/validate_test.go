@@ -1,0 +1,69 @@
+package main
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func TestManifestsAreValid(t *testing.T) {
+	for _, err := range Validate("..") {
+		t.Error(err)
+	}
+}
+
+// TestValidatorCatches breaks the manifests one way at a time and expects
+// the validator to name the problem.
+func TestValidatorCatches(t *testing.T) {
+	tests := []struct {
+		name, file, old, new, want string
+	}{
+		{"misspelt field", "statefulset.yaml", "terminationGracePeriodSeconds: 45", "terminationGracePeriod: 45", `unknown field "terminationGracePeriod"`},
+		{"wrong type", "statefulset.yaml", "replicas: 3", "replicas: three", "StatefulSet"},
+		{"grace period", "statefulset.yaml", "terminationGracePeriodSeconds: 45", "terminationGracePeriodSeconds: 20", "is not above shutdown_timeout 20s"},
+		{"fixed client id", "configmap.yaml", "client_id: ${POD_NAME}", "client_id: edge-gw-01", "want ${POD_NAME}"},
+		{"too many replicas", "statefulset.yaml", "replicas: 3", "replicas: 65", "above the platform's 64 clients"},
+		{"liveness path", "statefulset.yaml", "path: /healthz\n              port: http-metrics\n            periodSeconds: 30", "path: /metrics\n              port: http-metrics\n            periodSeconds: 30", "liveness probe path"},
+		{"pdb selector", "poddisruptionbudget.yaml", "app.kubernetes.io/name: iot-mns-bridge", "app.kubernetes.io/name: other", "PodDisruptionBudget iot-mns-bridge: selector"},
+		{"secret key", "secret.yaml", "access_key_id:", "key_id:", "Secret iot-mns-bridge-credentials has no key access_key_id"},
+		{"config error", "configmap.yaml", "protocol: amqp", "protocol: mqtt", "source.protocol"},
+		{"loopback listen", "configmap.yaml", "listen: 0.0.0.0:9477", "listen: 127.0.0.1:9477", "cannot reach loopback"},
+		{"no memory limit", "statefulset.yaml", "limits:\n              memory: 256Mi", "limits: {}", "memory limit"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := t.TempDir()
+			entries, err := os.ReadDir("..")
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, e := range entries {
+				if e.IsDir() {
+					continue
+				}
+				b, err := os.ReadFile(filepath.Join("..", e.Name()))
+				if err != nil {
+					t.Fatal(err)
+				}
+				if e.Name() == tt.file {
+					if !strings.Contains(string(b), tt.old) {
+						t.Fatalf("%s does not contain %q", tt.file, tt.old)
+					}
+					b = []byte(strings.Replace(string(b), tt.old, tt.new, 1))
+				}
+				if err := os.WriteFile(filepath.Join(dir, e.Name()), b, 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			errs := Validate(dir)
+			var all []string
+			for _, err := range errs {
+				all = append(all, err.Error())
+			}
+			if !strings.Contains(strings.Join(all, "\n"), tt.want) {
+				t.Errorf("validator errors %q, want one containing %q", all, tt.want)
+			}
+		})
+	}
+}
