@@ -54,6 +54,11 @@ type Source struct {
 	// exponential backoff between connection attempts.
 	ReconnectMinBackoff time.Duration `yaml:"reconnect_min_backoff"`
 	ReconnectMaxBackoff time.Duration `yaml:"reconnect_max_backoff"`
+	// ConnectAttemptsPerMinute bounds this bridge's connection attempts in
+	// any minute, all its connections together. The platform refuses more
+	// than 100 a minute per consumer group across every client, so bridges
+	// sharing a group split that budget.
+	ConnectAttemptsPerMinute int `yaml:"connect_attempts_per_minute"`
 }
 
 // Credentials is an AccessKey pair with an optional STS token. Each secret

@@ -34,6 +34,8 @@ func Default() Config {
 			DialTimeout:         15 * time.Second,
 			ReconnectMinBackoff: time.Second,
 			ReconnectMaxBackoff: 60 * time.Second,
+
+			ConnectAttemptsPerMinute: 90,
 		},
 		MNS: MNS{
 			BodyEncoding:     "base64",

@@ -163,6 +163,10 @@ func (v *validator) source() {
 	if s.ReconnectMaxBackoff < s.ReconnectMinBackoff {
 		v.bad("source.reconnect_max_backoff", "%s is less than reconnect_min_backoff %s", s.ReconnectMaxBackoff, s.ReconnectMinBackoff)
 	}
+	if n := s.ConnectAttemptsPerMinute; n < 1 || n > 100 {
+		v.bad("source.connect_attempts_per_minute", "must be 1 to 100, got %d: the platform refuses more than 100 connection "+
+			"attempts a minute per consumer group; bridges sharing a group should split that (e.g. 45 each for two)", n)
+	}
 }
 
 // credentials checks an AccessKey pair and reads its secret files.

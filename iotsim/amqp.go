@@ -230,10 +230,10 @@ func (c *amqpConn) handshake(br *bufio.Reader) (bool, string) {
 	if !ok {
 		return false, "expected sasl-init, got " + amqp10.Name(f.Body)
 	}
-	if reason := c.authenticate(init); reason != "" {
+	if reason, code := c.authenticate(init); reason != "" {
 		c.s.loginsFailed.Add(1)
 		c.log.Warn("login refused", "reason", reason)
-		_ = c.writeSASL(&amqp10.SASLOutcome{Code: amqp10.SASLAuth, AdditionalData: []byte(reason)})
+		_ = c.writeSASL(&amqp10.SASLOutcome{Code: code, AdditionalData: []byte(reason)})
 		return false, "login refused: " + reason
 	}
 	if err := c.writeSASL(&amqp10.SASLOutcome{Code: amqp10.SASLOK}); err != nil {
@@ -281,8 +281,17 @@ func (c *amqpConn) handshake(br *bufio.Reader) (bool, string) {
 }
 
 // authenticate checks a sasl-init with PLAIN credentials as the STOMP
-// login does; it logs the connection in and returns "" or the reason.
-func (c *amqpConn) authenticate(init *amqp10.SASLInit) string {
+// login does; it logs the connection in and returns "", or the reason and
+// the SASL outcome code.
+func (c *amqpConn) authenticate(init *amqp10.SASLInit) (string, uint8) {
+	reason := c.verify(init)
+	if strings.HasPrefix(reason, "throttled") {
+		return reason, amqp10.SASLSysTemp
+	}
+	return reason, amqp10.SASLAuth
+}
+
+func (c *amqpConn) verify(init *amqp10.SASLInit) string {
 	if !strings.EqualFold(string(init.Mechanism), "PLAIN") {
 		return fmt.Sprintf("SASL mechanism %q is not supported: the platform takes PLAIN", init.Mechanism)
 	}
@@ -292,6 +301,9 @@ func (c *amqpConn) authenticate(init *amqp10.SASLInit) string {
 		return "SASL PLAIN response needs a username (the platform username) and a password (the signature)"
 	}
 	username, password := string(parts[1]), string(parts[2])
+	if reason := c.s.admit(username); reason != "" {
+		return reason
+	}
 	u, err := iotauth.Verify(username, password, c.secretFor, time.Now(), c.s.cfg.MaxSkew)
 	if err != nil {
 		c.log.Warn("login refused", "username", iotauth.RedactUsername(username))
@@ -555,7 +567,8 @@ func (c *amqpConn) sendFlow(withLink bool) {
 		fl.LinkCredit = amqp10.U32(l.credit)
 		fl.Drain = l.drain
 		if c.g != nil {
-			fl.Available = amqp10.U32(uint32(c.g.queued()))
+			n, _ := c.g.queued()
+			fl.Available = amqp10.U32(uint32(n))
 		}
 	}
 	c.mu.Unlock()
@@ -564,8 +577,9 @@ func (c *amqpConn) sendFlow(withLink bool) {
 
 // disposition settles deliveries as the platform reads the outcomes:
 // accepted is the ACK; released (log 9651) and modified give the message
-// back at once; rejected (9652, a NACK) gives it back too: the platform
-// never drops a message a client refused. A delivery that is not pending
+// back at once; rejected (9652, a NACK) puts it in the group's backlog,
+// retried in the next round: the platform never drops a message a client
+// refused. A delivery that is not pending
 // (settled, or taken back after the ACK timeout) is ignored: a late ACK is
 // harmless. Unsettled dispositions (rcv-settle-mode second) are settled.
 func (c *amqpConn) disposition(d *amqp10.Disposition) *amqp10.Error {
@@ -606,7 +620,7 @@ func (c *amqpConn) disposition(d *amqp10.Disposition) *amqp10.Error {
 	case *amqp10.Rejected:
 		c.s.nacked.Add(int64(len(es)))
 		c.s.rejected.Add(int64(len(es)))
-		c.g.requeue(es...)
+		c.g.toBacklog(es...)
 	case nil, *amqp10.Received:
 		// Not an outcome: the deliveries stay pending.
 		c.mu.Lock()
@@ -831,8 +845,8 @@ func (c *amqpConn) expire(now time.Time) {
 		return
 	}
 	c.s.expired.Add(int64(len(back)))
-	c.log.Info("ACK timeout (9650): redelivering", "messages", len(back), "ackTimeout", c.s.cfg.AckTimeout)
-	c.g.requeue(back...)
+	c.log.Info("ACK timeout (9650): to the backlog", "messages", len(back), "ackTimeout", c.s.cfg.AckTimeout)
+	c.g.toBacklog(back...)
 	c.wake()
 }
 

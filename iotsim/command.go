@@ -11,6 +11,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/iot-mns-bridge/iot-mns-bridge/internal/certgen"
 
@@ -37,28 +38,33 @@ func RunCommand(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		fs.PrintDefaults()
 	}
 	var (
-		listen     = fs.String("listen", "127.0.0.1:61614", "STOMP listen `address`")
-		amqpListen = fs.String("amqp-listen", "127.0.0.1:5671", "AMQP 1.0 listen `address` (empty: no AMQP)")
-		certFile   = fs.String("cert", "", "server certificate PEM `file` (with -key); empty: generate a throwaway CA and certificate")
-		keyFile    = fs.String("key", "", "server private key PEM `file` (with -cert)")
-		caOut      = fs.String("ca-out", "", "write the generated CA certificate (PEM) to this `file`, for the bridge's source.tls.ca_file")
-		akID       = fs.String("access-key-id", "LTAIsimulator", "AccessKey `ID` (authId) accepted for login")
-		akSecret   = fs.String("access-key-secret", "", "AccessKey secret accepted for login (prefer -access-key-secret-file or $"+SecretEnv+")")
-		akFile     = fs.String("access-key-secret-file", "", "`file` holding the AccessKey secret")
-		groups     = fs.String("groups", "DEFAULT_GROUP", "comma-separated consumer `groups`; each gets every fleet message")
-		maxSkew    = fs.Duration("max-skew", 0, "refuse login timestamps further than this from the clock (0: do not check)")
-		ackTimeout = fs.Duration("ack-timeout", DefaultAckTimeout, "redeliver a client-acked message unacked for this long")
-		heartBeat  = fs.Duration("heartbeat", DefaultHeartBeat, "server heart-beat interval offered (0: none)")
-		queueSize  = fs.Int("queue-size", DefaultQueueSize, "messages a consumer group may hold waiting for a subscriber; the fleet waits beyond")
-		pk         = fs.String("product-key", "a1SimProduct", "product key of the simulated devices")
-		devices    = fs.Int("devices", 10, "number of simulated devices (0: no fleet)")
-		rate       = fs.Float64("rate", 100, "fleet messages per second (0: as fast as the server takes them)")
-		count      = fs.Int("count", 0, "stop the fleet after this many messages (0: no limit)")
-		duration   = fs.Duration("duration", 0, "stop the fleet after this long (0: no limit)")
-		topics     = fs.String("topics", "telemetry", "comma-separated custom topic suffixes after /{pk}/{dn}/user/")
-		types      = fs.String("types", KindTelemetry, "comma-separated message kinds: "+strings.Join(Kinds, ","))
-		seed       = fs.Uint64("seed", 1, "seed for generated values and binary bodies")
-		logLevel   = fs.String("log-level", "info", "log `level`: debug, info, warn or error")
+		listen      = fs.String("listen", "127.0.0.1:61614", "STOMP listen `address`")
+		amqpListen  = fs.String("amqp-listen", "127.0.0.1:5671", "AMQP 1.0 listen `address` (empty: no AMQP)")
+		certFile    = fs.String("cert", "", "server certificate PEM `file` (with -key); empty: generate a throwaway CA and certificate")
+		keyFile     = fs.String("key", "", "server private key PEM `file` (with -cert)")
+		caOut       = fs.String("ca-out", "", "write the generated CA certificate (PEM) to this `file`, for the bridge's source.tls.ca_file")
+		akID        = fs.String("access-key-id", "LTAIsimulator", "AccessKey `ID` (authId) accepted for login")
+		akSecret    = fs.String("access-key-secret", "", "AccessKey secret accepted for login (prefer -access-key-secret-file or $"+SecretEnv+")")
+		akFile      = fs.String("access-key-secret-file", "", "`file` holding the AccessKey secret")
+		groups      = fs.String("groups", "DEFAULT_GROUP", "comma-separated consumer `groups`; each gets every fleet message")
+		maxSkew     = fs.Duration("max-skew", 0, "refuse login timestamps further than this from the clock (0: do not check)")
+		ackTimeout  = fs.Duration("ack-timeout", DefaultAckTimeout, "a push unacknowledged this long is an ACK timeout and goes to the group's backlog (the platform: 30s)")
+		backlogInt  = fs.Duration("backlog-interval", DefaultBacklogInterval, "retry the group's backlog (timed-out and rejected messages) in rounds this far apart (the platform: about 1m; 0: at once)")
+		backlogRate = fs.Float64("backlog-rate", DefaultBacklogRate, "at most this many backlog pushes per second per consumer group (the platform: about 200; 0: no bound)")
+		connLimit   = fs.Int("connect-limit", DefaultConnectLimit, "refuse a consumer group's connection attempts beyond this many per -connect-window, across all clients (the platform: 100 a minute; 0: no limit)")
+		connWindow  = fs.Duration("connect-window", time.Minute, "the window of -connect-limit")
+		attachTO    = fs.Duration("attach-timeout", DefaultAttachTimeout, "close an AMQP connection that has no receiver link this long after open (the platform: 15s)")
+		heartBeat   = fs.Duration("heartbeat", DefaultHeartBeat, "server heart-beat interval offered (0: none)")
+		queueSize   = fs.Int("queue-size", DefaultQueueSize, "messages a consumer group may hold waiting for a subscriber; the fleet waits beyond")
+		pk          = fs.String("product-key", "a1SimProduct", "product key of the simulated devices")
+		devices     = fs.Int("devices", 10, "number of simulated devices (0: no fleet)")
+		rate        = fs.Float64("rate", 100, "fleet messages per second (0: as fast as the server takes them)")
+		count       = fs.Int("count", 0, "stop the fleet after this many messages (0: no limit)")
+		duration    = fs.Duration("duration", 0, "stop the fleet after this long (0: no limit)")
+		topics      = fs.String("topics", "telemetry", "comma-separated custom topic suffixes after /{pk}/{dn}/user/")
+		types       = fs.String("types", KindTelemetry, "comma-separated message kinds: "+strings.Join(Kinds, ","))
+		seed        = fs.Uint64("seed", 1, "seed for generated values and binary bodies")
+		logLevel    = fs.String("log-level", "info", "log `level`: debug, info, warn or error")
 	)
 	if err := cmdline.Parse(fs, args); err != nil {
 		return err
@@ -92,8 +98,18 @@ func RunCommand(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		return errors.New("iot-simulator: -groups must name at least one consumer group")
 	}
 
+	switch {
+	case *backlogInt < 0 || *backlogRate < 0:
+		return errors.New("iot-simulator: -backlog-interval and -backlog-rate must be 0 or more")
+	case *connLimit < 0 || *connWindow <= 0:
+		return errors.New("iot-simulator: -connect-limit must be 0 or more and -connect-window positive")
+	case *ackTimeout <= 0 || *attachTO <= 0:
+		return errors.New("iot-simulator: -ack-timeout and -attach-timeout must be positive")
+	}
 	cfg := Config{Addr: *listen, AMQPAddr: *amqpListen, Secrets: map[string]string{*akID: secret}, MaxSkew: *maxSkew,
-		AckTimeout: *ackTimeout, HeartBeat: *heartBeat, QueueSize: *queueSize, Logger: log}
+		AckTimeout: *ackTimeout, HeartBeat: *heartBeat, QueueSize: *queueSize, Logger: log,
+		BacklogInterval: *backlogInt, BacklogRate: *backlogRate, ConnectLimit: *connLimit, ConnectWindow: *connWindow,
+		AttachTimeout: *attachTO}
 	switch {
 	case (*certFile == "") != (*keyFile == ""):
 		return errors.New("iot-simulator: -cert and -key go together: give both, or neither to generate a certificate")

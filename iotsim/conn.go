@@ -211,6 +211,12 @@ func (c *conn) login(f *frame.Frame) bool {
 		c.fail("authentication failed: login (the platform username) and passcode (the signature) are required")
 		return false
 	}
+	if reason := c.s.admit(username); reason != "" {
+		c.s.loginsFailed.Add(1)
+		c.log.Warn("login refused", "username", iotauth.RedactUsername(username), "reason", reason)
+		c.fail(reason)
+		return false
+	}
 	u, err := iotauth.Verify(username, password, c.secretFor, time.Now(), c.s.cfg.MaxSkew)
 	if err != nil {
 		reason := err.Error()
@@ -580,8 +586,8 @@ func (c *conn) expire(now time.Time) {
 		return
 	}
 	c.s.expired.Add(int64(len(back)))
-	c.log.Info("ACK timeout: redelivering", "messages", len(back), "ackTimeout", c.s.cfg.AckTimeout)
-	c.g.requeue(back...)
+	c.log.Info("ACK timeout (9650): to the backlog", "messages", len(back), "ackTimeout", c.s.cfg.AckTimeout)
+	c.g.toBacklog(back...)
 	c.wake()
 }
 

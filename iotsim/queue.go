@@ -3,6 +3,7 @@ package iotsim
 import (
 	"context"
 	"sync"
+	"time"
 )
 
 // entry is one message of a consumer group, queued or out for delivery.
@@ -39,23 +40,112 @@ func (f *fifo) pop() *entry {
 	return e
 }
 
-// group is the backlog of one consumer group: redeliveries, served first,
-// and fresh messages, bounded by limit. Connections of the group pull from it,
-// so each message goes to exactly one of them. Safe for concurrent use.
+// group holds the messages of one consumer group: redeliveries, served
+// first; fresh messages, bounded by limit; and the backlog (the platform's
+// accumulation queue) of messages whose push timed out or was rejected.
+// Connections of the group pull from it, so each message goes to exactly one
+// of them. Safe for concurrent use.
+//
+// The backlog is retried in rounds, as the platform does: a round starts
+// backlogInterval after the previous one ended (or after the first message
+// entered an empty backlog) and takes the messages in the backlog at its
+// start; they are pushed at most backlogRate a second for the whole group,
+// in between live messages. backlogInterval 0 makes every backlog message
+// due at once, backlogRate 0 lifts the rate bound; both 0 is "redeliver at
+// once".
 type group struct {
-	name  string
-	limit int
+	name            string
+	limit           int
+	backlogInterval time.Duration
+	backlogRate     float64
 
-	mu     sync.Mutex
-	retry  fifo          // unacked messages given back; never bounded
-	fresh  fifo          // published, never delivered; at most limit
-	ready  chan struct{} // closed when a message is queued
-	space  chan struct{} // closed when fresh has room again
-	closed bool
+	mu      sync.Mutex
+	retry   fifo          // unacked messages given back; never bounded
+	fresh   fifo          // published, never delivered; at most limit
+	backlog fifo          // timed out or rejected; never bounded
+	due     int           // backlog messages of the current round not yet pushed
+	roundAt time.Time     // when the next round starts (zero: none scheduled)
+	nextAt  time.Time     // the earliest time of the next backlog push (pacing)
+	timer   *time.Timer   // wakes the connections for a round or a paced push
+	timerAt time.Time     // when timer fires
+	ready   chan struct{} // closed when a message is queued
+	space   chan struct{} // closed when fresh has room again
+	closed  bool
 }
 
-func newGroup(name string, limit int) *group {
-	return &group{name: name, limit: limit, ready: make(chan struct{}), space: make(chan struct{})}
+func newGroup(name string, limit int, backlogInterval time.Duration, backlogRate float64) *group {
+	return &group{name: name, limit: limit, backlogInterval: backlogInterval, backlogRate: backlogRate,
+		ready: make(chan struct{}), space: make(chan struct{})}
+}
+
+// toBacklog puts messages whose push timed out (or was rejected) in the
+// backlog, to be retried in the next round.
+func (g *group) toBacklog(es ...*entry) {
+	if len(es) == 0 {
+		return
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	for _, e := range es {
+		g.backlog.push(e)
+	}
+	if g.due == 0 && g.roundAt.IsZero() {
+		g.roundAt = time.Now().Add(g.backlogInterval)
+	}
+	g.signalReadyLocked()
+}
+
+// takeBacklogLocked returns the next backlog message when one is due and
+// the pacing allows it; otherwise nil, after arming the timer for when one
+// will be.
+func (g *group) takeBacklogLocked(now time.Time) *entry {
+	if g.backlog.len() == 0 {
+		return nil
+	}
+	if g.due == 0 {
+		if now.Before(g.roundAt) {
+			g.wakeAtLocked(g.roundAt)
+			return nil
+		}
+		g.due = g.backlog.len() // a new round: what is in the backlog now
+	}
+	if g.backlogRate > 0 && now.Before(g.nextAt) {
+		g.wakeAtLocked(g.nextAt)
+		return nil
+	}
+	e := g.backlog.pop()
+	g.due--
+	if g.backlogRate > 0 {
+		if g.nextAt.Before(now) {
+			g.nextAt = now
+		}
+		g.nextAt = g.nextAt.Add(time.Duration(float64(time.Second) / g.backlogRate))
+	}
+	switch {
+	case g.due > 0:
+	case g.backlog.len() > 0:
+		g.roundAt = now.Add(g.backlogInterval) // the round is over
+	default:
+		g.roundAt = time.Time{}
+	}
+	return e
+}
+
+// wakeAtLocked makes sure the waiting connections are woken at t.
+func (g *group) wakeAtLocked(t time.Time) {
+	if g.closed || (g.timer != nil && !g.timerAt.After(t)) {
+		return
+	}
+	if g.timer != nil {
+		g.timer.Stop()
+	}
+	g.timerAt = t
+	g.timer = time.AfterFunc(time.Until(t), func() {
+		g.mu.Lock()
+		defer g.mu.Unlock()
+		g.timer = nil
+		g.signalReadyLocked()
+	})
 }
 
 // put queues a fresh message, blocking while the group holds limit fresh
@@ -97,11 +187,15 @@ func (g *group) requeue(es ...*entry) {
 }
 
 // take returns the next message, or nil and a channel that is closed when one
-// may be available.
+// may be available. Redeliveries come first, then a due backlog message
+// when the pacing allows one, then fresh messages.
 func (g *group) take() (*entry, <-chan struct{}) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if e := g.retry.pop(); e != nil {
+		return e, nil
+	}
+	if e := g.takeBacklogLocked(time.Now()); e != nil {
 		return e, nil
 	}
 	if e := g.fresh.pop(); e != nil {
@@ -114,11 +208,12 @@ func (g *group) take() (*entry, <-chan struct{}) {
 	return nil, g.ready
 }
 
-// queued returns the number of messages waiting for delivery.
-func (g *group) queued() int {
+// queued returns the number of messages waiting for delivery, backlog
+// included, and the backlog alone.
+func (g *group) queued() (all, backlog int) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	return g.retry.len() + g.fresh.len()
+	return g.retry.len() + g.fresh.len() + g.backlog.len(), g.backlog.len()
 }
 
 // close wakes and fails blocked publishers.
@@ -128,6 +223,10 @@ func (g *group) close() {
 	if !g.closed {
 		g.closed = true
 		close(g.space)
+		if g.timer != nil {
+			g.timer.Stop()
+			g.timer = nil
+		}
 	}
 }
 

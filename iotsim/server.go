@@ -43,6 +43,7 @@ import (
 	"time"
 
 	"github.com/iot-mns-bridge/iot-mns-bridge/internal/certgen"
+	"github.com/iot-mns-bridge/iot-mns-bridge/iotauth"
 )
 
 // Defaults of Config.
@@ -53,6 +54,14 @@ const (
 	DefaultQueueSize    = 100000
 	DefaultMaxUnacked   = 32
 	DefaultLoginTimeout = 15 * time.Second // the platform's connect-and-auth deadline
+)
+
+// The platform's delivery rules: the defaults of the iot-simulator command
+// (Config's zero values turn them off, so that tests stay short).
+const (
+	DefaultBacklogInterval = time.Minute // backlog retried about once a minute
+	DefaultBacklogRate     = 200         // backlog pushes per second per consumer group
+	DefaultConnectLimit    = 100         // connection attempts per minute per consumer group
 )
 
 // Config configures a Server. The zero value of each field selects its
@@ -81,9 +90,26 @@ type Config struct {
 	// MaxSkew, when > 0, refuses logins whose timestamp is further than this
 	// from the server clock. 0 does not check freshness.
 	MaxSkew time.Duration
-	// AckTimeout is how long a client or client-individual delivery may stay
-	// unacknowledged before it is redelivered; default 30 s, as the platform.
+	// AckTimeout is how long a client or client-individual delivery (an
+	// unsettled AMQP delivery) may stay unacknowledged before it counts as
+	// an ACK timeout (9650) and goes to the group's backlog; default 30 s,
+	// as the platform. A later ACK of it is ignored.
 	AckTimeout time.Duration
+	// BacklogInterval is how often the backlog (timed-out and rejected
+	// messages) is retried: a round starts this long after the previous one
+	// ended. BacklogRate bounds its pushes per second for the whole group.
+	// The platform: about 1 minute and about 200/s (the command's
+	// defaults). 0 here: every backlog message due at once, and no bound.
+	BacklogInterval time.Duration
+	BacklogRate     float64
+	// ConnectLimit, when > 0, refuses connection attempts of a consumer
+	// group beyond this many in ConnectWindow (default 1 minute), across
+	// every client, as the platform does beyond 100 a minute (the
+	// command's default): STOMP with an ERROR frame, AMQP with a SASL
+	// outcome sys-temp, both saying "throttled". Every login that names the
+	// group counts, refused ones included.
+	ConnectLimit  int
+	ConnectWindow time.Duration
 	// HeartBeat is the server heart-beat interval offered in both directions
 	// (the server sends newlines at the negotiated interval and expects the
 	// client's at its own). Use NoHeartBeat for none; 0 means 10 s.
@@ -153,6 +179,12 @@ type Stats struct {
 	Queued  int
 	Unacked int
 	Pending int
+	// Backlog is the part of Queued in the backlog (timed out or rejected,
+	// waiting for its retry round).
+	Backlog int
+	// LoginsThrottled counts connection attempts refused by ConnectLimit
+	// (also in LoginsFailed).
+	LoginsThrottled int64
 }
 
 // ErrClosed is returned by PublishContext once the server is closed.
@@ -173,12 +205,14 @@ type Server struct {
 	delivered, redelivered             atomic.Int64
 	acked, nacked, expired, connSerial atomic.Int64
 	released, rejected, modified       atomic.Int64
+	throttled                          atomic.Int64
 
 	mu           sync.Mutex
 	closed       bool
 	groups       map[string]*group
-	conns        map[client]struct{} // every accepted connection, STOMP and AMQP
-	perClient    map[string]int      // logged-in connections per clientId
+	conns        map[client]struct{}    // every accepted connection, STOMP and AMQP
+	perClient    map[string]int         // logged-in connections per clientId
+	attempts     map[string][]time.Time // recent connection attempts per group (ConnectLimit)
 	maxPerClient int
 	loggedIn     int
 }
@@ -216,6 +250,9 @@ func Start(cfg Config) (*Server, error) {
 	if cfg.MaxIdleTimeout <= 0 {
 		cfg.MaxIdleTimeout = DefaultMaxIdleTimeout
 	}
+	if cfg.ConnectWindow <= 0 {
+		cfg.ConnectWindow = time.Minute
+	}
 	s := &Server{
 		cfg:       cfg,
 		log:       cfg.Logger,
@@ -223,6 +260,7 @@ func Start(cfg Config) (*Server, error) {
 		groups:    make(map[string]*group),
 		conns:     make(map[client]struct{}),
 		perClient: make(map[string]int),
+		attempts:  make(map[string][]time.Time),
 	}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
@@ -314,7 +352,7 @@ func (s *Server) group(id string) (*group, error) {
 	}
 	g := s.groups[id]
 	if g == nil {
-		g = newGroup(id, s.cfg.QueueSize)
+		g = newGroup(id, s.cfg.QueueSize, s.cfg.BacklogInterval, s.cfg.BacklogRate)
 		s.groups[id] = g
 	}
 	return g, nil
@@ -358,6 +396,7 @@ func (s *Server) Stats() Stats {
 		Released:            s.released.Load(),
 		Rejected:            s.rejected.Load(),
 		Modified:            s.modified.Load(),
+		LoginsThrottled:     s.throttled.Load(),
 	}
 	groups := make([]*group, 0, len(s.groups))
 	for _, g := range s.groups {
@@ -369,7 +408,9 @@ func (s *Server) Stats() Stats {
 	}
 	s.mu.Unlock()
 	for _, g := range groups {
-		st.Queued += g.queued()
+		all, backlog := g.queued()
+		st.Queued += all
+		st.Backlog += backlog
 	}
 	for _, c := range conns {
 		st.Unacked += c.unacked()
@@ -519,7 +560,7 @@ func (s *Server) login(c client, groupID string) (*group, error) {
 	s.maxPerClient = max(s.maxPerClient, open)
 	g := s.groups[groupID]
 	if g == nil {
-		g = newGroup(groupID, s.cfg.QueueSize)
+		g = newGroup(groupID, s.cfg.QueueSize, s.cfg.BacklogInterval, s.cfg.BacklogRate)
 		s.groups[groupID] = g
 	}
 	return g, nil
@@ -535,4 +576,34 @@ func (s *Server) forget(c client, clientID string, wasLoggedIn bool) {
 			delete(s.perClient, clientID)
 		}
 	}
+}
+
+// admit counts a connection attempt against its consumer group's budget
+// (Config.ConnectLimit in ConnectWindow, across every client) and returns
+// why it is refused, or "". A username that names no group is not counted:
+// its login fails anyway.
+func (s *Server) admit(username string) string {
+	if s.cfg.ConnectLimit <= 0 {
+		return ""
+	}
+	u, err := iotauth.ParseUsername(username)
+	if err != nil || u.ConsumerGroupID == "" {
+		return ""
+	}
+	now := time.Now()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	ts := s.attempts[u.ConsumerGroupID]
+	i := 0
+	for i < len(ts) && now.Sub(ts[i]) >= s.cfg.ConnectWindow {
+		i++
+	}
+	ts = append(ts[i:], now)
+	s.attempts[u.ConsumerGroupID] = ts
+	if len(ts) <= s.cfg.ConnectLimit {
+		return ""
+	}
+	s.throttled.Add(1)
+	return fmt.Sprintf("throttled: more than %d connection attempts in %s for consumer group %s (the platform's limit, "+
+		"across every client of the group); back off and retry", s.cfg.ConnectLimit, s.cfg.ConnectWindow, u.ConsumerGroupID)
 }

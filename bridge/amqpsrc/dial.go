@@ -126,6 +126,11 @@ func explainDial(cfg Config, id string, err error) error {
 func explainLogin(cfg Config, id string, err error) error {
 	// go-amqp reports a SASL failure as untyped text; this is the one place
 	// that reads it, and the error it returns is typed (ErrLoginRefused).
+	if strings.Contains(err.Error(), "throttled") {
+		return fmt.Errorf("amqp login to %s as %s: %w: %w; the consumer group made too many connection attempts "+
+			"(the platform allows 100 a minute per group, across every client): lower source.connect_attempts_per_minute "+
+			"so that the bridges of the group share that budget", cfg.Endpoint, id, bridge.ErrLoginRefused, err)
+	}
 	if strings.Contains(err.Error(), "SASL") {
 		return fmt.Errorf("amqp login to %s as %s: %w: %w; check source.credentials (AccessKey ID and secret, "+
 			"STS token), source.consumer_group_id, source.iot_instance_id, and that the clock is right", cfg.Endpoint, id, bridge.ErrLoginRefused, err)

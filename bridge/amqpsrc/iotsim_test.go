@@ -146,3 +146,29 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 		time.Sleep(5 * time.Millisecond)
 	}
 }
+
+// TestThrottledLoginIsExplained: past the platform's connection budget
+// the login error names the budget and the key that sets this bridge's
+// share.
+func TestThrottledLoginIsExplained(t *testing.T) {
+	sim, ca := startSim(t, iotsim.Config{ConnectLimit: 1, ConnectWindow: time.Hour})
+	logs := &syncBuffer{}
+	cfg, err := simConfig(sim.AMQPAddr(), ca, logs).withDefaults()
+	if err != nil {
+		t.Fatal(err)
+	}
+	tlsConf, err := cfg.tlsConfig()
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := &dialer{cfg: cfg, tls: tlsConf}
+	c, err := d.dial(context.Background(), 0, "first")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Close(context.Background())
+	_, err = d.dial(context.Background(), 0, "second")
+	if err == nil || !strings.Contains(err.Error(), "throttled") || !strings.Contains(err.Error(), "source.connect_attempts_per_minute") {
+		t.Errorf("second attempt: err = %v, want throttled and the key", err)
+	}
+}

@@ -392,6 +392,8 @@ const (
 	SASLOK   uint8 = 0
 	SASLAuth uint8 = 1 // authentication failed: bad credentials
 	SASLSys  uint8 = 2 // system error
+	// SASLSysTemp is a temporary system error: try again later.
+	SASLSysTemp uint8 = 4
 )
 
 // SASLMechanisms is the server's list of mechanisms.

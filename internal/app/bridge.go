@@ -175,7 +175,7 @@ func propertySpec(cfg *config.Config) *bridge.PropertySpec {
 func newSource(cfg *config.Config, clock func() time.Time, log *slog.Logger) (bridge.Source, error) {
 	s := cfg.Source
 	tls := bridge.TLSOptions{CAFile: s.TLS.CAFile, ServerName: s.TLS.ServerName, InsecureSkipVerify: s.TLS.InsecureSkipVerify}
-	limiter := bridge.NewAttemptLimiter(90, time.Minute)
+	limiter := bridge.NewAttemptLimiter(s.ConnectAttemptsPerMinute, time.Minute)
 	switch s.Protocol {
 	case "stomp":
 		return stompsrc.New(stompConfig(cfg, clock, limiter, log))
