@@ -61,14 +61,22 @@ type Source struct {
 	ConnectAttemptsPerMinute int `yaml:"connect_attempts_per_minute"`
 }
 
-// Credentials is an AccessKey pair with an optional STS token. Each secret
-// may come from a file instead (the *_file twin).
+// Credentials says where the key triple comes from: Provider pins one
+// provider; empty, the keys below select "static" (the values and their
+// *_file twins), CredentialsFile selects "file", and nothing at all selects
+// the Alibaba Cloud default chain (see EffectiveProvider).
 type Credentials struct {
+	// Provider is "" or one of credentials.Names.
+	Provider            string `yaml:"provider"`
 	AccessKeyID         string `yaml:"access_key_id"`
+	AccessKeyIDFile     string `yaml:"access_key_id_file"`
 	AccessKeySecret     Secret `yaml:"access_key_secret"`
 	AccessKeySecretFile string `yaml:"access_key_secret_file"`
 	SecurityToken       Secret `yaml:"security_token"`
 	SecurityTokenFile   string `yaml:"security_token_file"`
+	// CredentialsFile is one JSON file with the whole triple, in the
+	// credentials-URI format, replaced atomically by whoever rotates it.
+	CredentialsFile string `yaml:"credentials_file"`
 }
 
 // Secret is a string that prints as "***" in every fmt verb and in YAML

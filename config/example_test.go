@@ -39,5 +39,5 @@ routes:
 	// Output:
 	// bridge.yaml:15: routes[1].queue: "x_y" is not a valid MNS queue name: letters, digits and '-' only, not '_'
 	// iot-06z00ax1o2vfzzz.amqp.iothub.aliyuncs.com:5671 64 30s
-	// {AccessKeyID:LTAI5tExample AccessKeySecret:*** AccessKeySecretFile: SecurityToken: SecurityTokenFile:}
+	// {Provider: AccessKeyID:LTAI5tExample AccessKeyIDFile: AccessKeySecret:*** AccessKeySecretFile: SecurityToken: SecurityTokenFile: CredentialsFile:}
 }

@@ -115,8 +115,10 @@ func (c *Config) resolve(env func(string) (string, bool)) {
 	rel(stateBase, &c.Delivery.DeadLetter.File)
 	rel(stateBase, &c.Delivery.Dedup.File)
 	for _, cr := range []*Credentials{&c.Source.Credentials, &c.MNS.Credentials} {
+		rel(secretBase, &cr.AccessKeyIDFile)
 		rel(secretBase, &cr.AccessKeySecretFile)
 		rel(secretBase, &cr.SecurityTokenFile)
+		rel(secretBase, &cr.CredentialsFile)
 	}
 	if c.MNS.Credentials == (Credentials{}) {
 		c.MNS.Credentials = c.Source.Credentials

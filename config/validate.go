@@ -169,10 +169,15 @@ func (v *validator) source() {
 	}
 }
 
-// credentials checks an AccessKey pair and reads its secret files.
+// credentials checks the provider choice and, for static keys, the
+// AccessKey pair, reading its files.
 func (v *validator) credentials(path string, cr Credentials) {
-	if cr.AccessKeyID == "" {
-		v.bad(path+".access_key_id", "required")
+	if name, ok := v.credentialsProvider(path, cr); !ok || name != "static" {
+		return
+	}
+	v.checkIDFile(path, cr)
+	if cr.AccessKeyID == "" && cr.AccessKeyIDFile == "" {
+		v.bad(path+".access_key_id", "required (or access_key_id_file)")
 	}
 	v.noSeparators(path+".access_key_id", cr.AccessKeyID, false)
 	checkFile := true

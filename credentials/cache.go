@@ -40,8 +40,9 @@ type CacheOptions struct {
 // Cache holds the current triple of one Provider for every signer. It is
 // safe for concurrent use.
 //
-// Get returns the cached triple while it is valid, starting one background
-// refresh when it is due. A failed refresh keeps the old triple until it
+// Get returns the cached triple while it is valid. A triple that expires
+// is refreshed in the background when it is due, by a timer (so an idle
+// bridge holds a valid triple too) or by the first Get after that time. A failed refresh keeps the old triple until it
 // expires and is retried after a jittered, doubling backoff; calls in
 // between never reach the provider. Once the triple has expired and no
 // refresh works, Get fails at once with an error naming the provider and
@@ -60,6 +61,8 @@ type Cache struct {
 	lastErr       error         // the last failure, nil after a success
 	inflight      chan struct{} // closed when the running refresh ends; nil if none
 	expiredLogged bool
+	timer         *time.Timer // the next proactive refresh
+	closed        bool
 }
 
 // NewCache returns a Cache over p. It does no I/O: the first Get fetches.
@@ -84,6 +87,38 @@ func NewCache(p Provider, opts CacheOptions) *Cache {
 		log = slog.New(slog.DiscardHandler)
 	}
 	return &Cache{p: p, opts: opts, log: log}
+}
+
+// Close stops the proactive refreshes; Get still works (on demand).
+func (c *Cache) Close() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.closed = true
+	if c.timer != nil {
+		c.timer.Stop()
+	}
+}
+
+// schedule arms the proactive refresh at at. Called with mu.
+func (c *Cache) schedule(at time.Time) {
+	if c.closed {
+		return
+	}
+	if c.timer != nil {
+		c.timer.Stop()
+	}
+	c.timer = time.AfterFunc(max(at.Sub(c.opts.Now()), 0), c.kick)
+}
+
+// kick starts a refresh when it is due and none runs.
+func (c *Cache) kick() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed || c.inflight != nil || c.opts.Now().Before(c.nextTry) {
+		return
+	}
+	c.inflight = make(chan struct{})
+	go c.refresh(c.inflight)
 }
 
 // Provider returns the provider behind the cache.
@@ -176,6 +211,7 @@ func (c *Cache) refresh(done chan struct{}) {
 		}
 		d = d/2 + rand.N(d/2+1) // jitter: 50..100 %
 		c.nextTry = now.Add(d)
+		c.schedule(c.nextTry)
 		valid := c.have && (c.cur.Expiration.IsZero() || now.Before(c.cur.Expiration))
 		switch {
 		case valid && c.failures == 1:
@@ -195,6 +231,7 @@ func (c *Cache) refresh(done chan struct{}) {
 	if !cr.Expiration.IsZero() {
 		margin := min(c.opts.RefreshBefore, cr.Expiration.Sub(now)/2)
 		c.refreshAt = cr.Expiration.Add(-margin)
+		c.schedule(c.refreshAt)
 	}
 	attrs := []any{"provider", c.p.Name(), "from", cr.Source, "access_key_id", MaskID(cr.AccessKeyID), "sts", cr.SecurityToken != ""}
 	if !cr.Expiration.IsZero() {

@@ -228,6 +228,14 @@ func (c *conn) login(f *frame.Frame) bool {
 		c.fail("authentication failed: " + reason)
 		return false
 	}
+	if auth := c.s.cfg.Authorize; auth != nil {
+		if _, token, ok := auth(u.AuthID); !ok || token != u.SecurityToken {
+			c.s.loginsFailed.Add(1)
+			c.log.Warn("login refused", "username", iotauth.RedactUsername(username), "reason", "security token mismatch")
+			c.fail("authentication failed: the securityToken is not the one issued with this authId")
+			return false
+		}
+	}
 	c.clientID = u.ClientID
 	g, err := c.s.login(c, u.ConsumerGroupID)
 	if err != nil {
@@ -251,6 +259,10 @@ func (c *conn) login(f *frame.Frame) bool {
 }
 
 func (c *conn) secretFor(authID string) (string, bool) {
+	if auth := c.s.cfg.Authorize; auth != nil {
+		s, _, ok := auth(authID)
+		return s, ok
+	}
 	s, ok := c.s.cfg.Secrets[authID]
 	return s, ok
 }

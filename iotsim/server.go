@@ -87,6 +87,11 @@ type Config struct {
 	// Secrets maps an authId (AccessKey ID) to the AccessKey secret accepted
 	// for it. Logins with any other authId fail with "unknown authId".
 	Secrets map[string]string
+	// Authorize, when set, replaces Secrets: it returns the secret of an
+	// authId and the security token that must come with it ("" for
+	// aksign), or ok false to refuse the authId (unknown, or expired). A
+	// test uses it to check each login against what a fake STS issued.
+	Authorize func(authID string) (secret, token string, ok bool)
 	// MaxSkew, when > 0, refuses logins whose timestamp is further than this
 	// from the server clock. 0 does not check freshness.
 	MaxSkew time.Duration

@@ -61,6 +61,13 @@ func (e *Emulator) authenticate(r *http.Request, body []byte) *apiError {
 		id = v4c.id
 	}
 	secret, known := e.keys[id]
+	if auth := e.cfg.Authorize; auth != nil {
+		var token string
+		secret, token, known = auth(id)
+		if known && r.Header.Get("Security-Token") != token {
+			return errf(403, "InvalidSecurityToken", "The security token you provided is not the one issued with this access Id.")
+		}
+	}
 	if !known {
 		return errf(403, "InvalidAccessKeyId", "The access Id you provided is not exist.")
 	}

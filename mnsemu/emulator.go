@@ -42,6 +42,12 @@ type Config struct {
 	// AccessKeys maps AccessKey ids to secrets. Every request must be signed
 	// with one of them; with none, every request is refused.
 	AccessKeys map[string]string
+	// Authorize, when set, replaces AccessKeys: it returns the secret of an
+	// AccessKeyId and the security token that must come with it in the
+	// security-token header ("" for none), or ok false to refuse the id
+	// (unknown, or expired). A test uses it to check each request against
+	// what a fake STS issued.
+	Authorize func(id string) (secret, token string, ok bool)
 	// Queues and Topics exist from the start.
 	Queues, Topics []string
 	// Region, when set, is the only region V4 signatures may name; ""

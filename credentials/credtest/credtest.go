@@ -34,11 +34,13 @@ type Issuer struct {
 	// Life of each triple.
 	Life time.Duration
 
-	mu     sync.Mutex
-	issued map[string]Triple // by id
-	order  []string
-	down   atomic.Bool
-	n      atomic.Int64
+	mu      sync.Mutex
+	issued  map[string]Triple // by id
+	order   []string
+	used    map[string]map[string]int // peer → id → accepted requests
+	refused int
+	down    atomic.Bool
+	n       atomic.Int64
 }
 
 // NewIssuer returns an Issuer whose triples live for life.
@@ -58,6 +60,16 @@ func (is *Issuer) Issue() Triple {
 	is.order = append(is.order, t.ID)
 	is.mu.Unlock()
 	return t
+}
+
+// IssueNumber returns the sequence number (1, 2, ...) of an id the Issuer
+// minted, or 0.
+func IssueNumber(id string) int {
+	var n int
+	if _, err := fmt.Sscanf(id, "STS.fake%04d", &n); err != nil {
+		return 0
+	}
+	return n
 }
 
 // Lookup returns the triple issued with id.
@@ -83,6 +95,48 @@ func (is *Issuer) Check(id, secret, token string, at time.Time) string {
 		return "expired at " + t.Expiration.Format(time.RFC3339)
 	}
 	return ""
+}
+
+// Authorize is the Authorize hook of the IoT simulator and the MNS
+// emulator: the secret and token issued with id, and ok only while that
+// triple is valid. Every id it accepts is recorded under peer (see Used);
+// every refusal is counted (see Refused).
+func (is *Issuer) Authorize(peer string) func(id string) (secret, token string, ok bool) {
+	return func(id string) (string, string, bool) {
+		t, ok := is.Lookup(id)
+		is.mu.Lock()
+		defer is.mu.Unlock()
+		if !ok || !time.Now().Before(t.Expiration) {
+			is.refused++
+			return "", "", false
+		}
+		if is.used == nil {
+			is.used = map[string]map[string]int{}
+		}
+		if is.used[peer] == nil {
+			is.used[peer] = map[string]int{}
+		}
+		is.used[peer][id]++
+		return t.Secret, t.Token, true
+	}
+}
+
+// Used returns, for peer, how many times each issued id was accepted.
+func (is *Issuer) Used(peer string) map[string]int {
+	is.mu.Lock()
+	defer is.mu.Unlock()
+	out := map[string]int{}
+	for id, n := range is.used[peer] {
+		out[id] = n
+	}
+	return out
+}
+
+// Refused returns how many lookups named an unknown or expired id.
+func (is *Issuer) Refused() int {
+	is.mu.Lock()
+	defer is.mu.Unlock()
+	return is.refused
 }
 
 // Issued returns the number of triples minted.

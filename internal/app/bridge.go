@@ -21,6 +21,8 @@ import (
 	"github.com/iot-mns-bridge/iot-mns-bridge/bridge/spool"
 	"github.com/iot-mns-bridge/iot-mns-bridge/bridge/stompsrc"
 	"github.com/iot-mns-bridge/iot-mns-bridge/config"
+	"github.com/iot-mns-bridge/iot-mns-bridge/credentials"
+	"github.com/iot-mns-bridge/iot-mns-bridge/iotauth"
 	"github.com/iot-mns-bridge/iot-mns-bridge/sinks/mns"
 )
 
@@ -39,6 +41,9 @@ type Options struct {
 	OnReady func()
 	// Clock for signing; nil = time.Now.
 	Clock func() time.Time
+	// Credentials tunes the credentials caches (tests shorten the retry
+	// backoff); the zero value is the defaults.
+	Credentials credentials.CacheOptions
 }
 
 // Bridge is one configured bridge: source → pipeline → MNS sink.
@@ -48,6 +53,7 @@ type Bridge struct {
 	reg      *prometheus.Registry
 	metrics  *bridge.Metrics
 	client   *mns.Client
+	creds    *signerCredentials
 	dedup    *bridge.Dedup // nil when delivery.dedup.size is 0
 	sink     *mns.Sink
 	router   atomic.Pointer[bridge.Router] // the routes of the last Reload
@@ -83,28 +89,21 @@ func New(cfg *config.Config, opts Options) (*Bridge, error) {
 		b.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	}
 	b.metrics = bridge.NewMetrics(b.reg)
-	var secretFailing atomic.Bool // logs a failing secret file once, not per request
+	creds, err := newSignerCredentials(cfg, opts.Credentials, log)
+	if err != nil {
+		return nil, &UsageError{Err: err}
+	}
+	b.creds = creds
 
 	client, err := mns.NewClient(mns.Config{
 		Endpoint:         cfg.MNS.Endpoint,
-		AccessKeyID:      cfg.MNS.Credentials.AccessKeyID,
 		BodyEncoding:     cfg.MNS.BodyEncoding,
 		Timeout:          cfg.MNS.RequestTimeout,
 		MaxConns:         cfg.Delivery.MaxRequests,
 		SignatureVersion: cfg.MNS.SignatureVersion,
 		Region:           cfg.MNS.Region,
 		Version:          ShortVersion(),
-		Credentials: func() (string, string, string) {
-			secret, token, err := cfg.MNSSecrets()
-			if err != nil {
-				if !secretFailing.Swap(true) {
-					log.Error("reading the MNS secret failed; MNS will refuse the requests until it can be read", "err", err)
-				}
-			} else if secretFailing.Swap(false) {
-				log.Info("the MNS secret can be read again")
-			}
-			return cfg.MNS.Credentials.AccessKeyID, secret, token
-		},
+		Credentials:      creds.mnsKey(),
 	})
 	if err != nil {
 		return nil, &UsageError{Err: err}
@@ -138,7 +137,7 @@ func New(cfg *config.Config, opts Options) (*Bridge, error) {
 	if err != nil {
 		return nil, &UsageError{Err: err}
 	}
-	b.source, err = newSource(cfg, opts.Clock, log.With("component", "source"))
+	b.source, err = newSource(cfg, creds.iotParams(cfg), opts.Clock, log.With("component", "source"))
 	if err != nil {
 		return nil, &UsageError{Err: err}
 	}
@@ -172,16 +171,16 @@ func propertySpec(cfg *config.Config) *bridge.PropertySpec {
 }
 
 // newSource builds the configured source; no I/O.
-func newSource(cfg *config.Config, clock func() time.Time, log *slog.Logger) (bridge.Source, error) {
+func newSource(cfg *config.Config, params func() (iotauth.Params, error), clock func() time.Time, log *slog.Logger) (bridge.Source, error) {
 	s := cfg.Source
 	tls := bridge.TLSOptions{CAFile: s.TLS.CAFile, ServerName: s.TLS.ServerName, InsecureSkipVerify: s.TLS.InsecureSkipVerify}
 	limiter := bridge.NewAttemptLimiter(s.ConnectAttemptsPerMinute, time.Minute)
 	switch s.Protocol {
 	case "stomp":
-		return stompsrc.New(stompConfig(cfg, clock, limiter, log))
+		return stompsrc.New(stompConfig(cfg, params, clock, limiter, log))
 	case "amqp":
 		return amqpsrc.New(amqpsrc.Config{
-			Endpoint: sourceAddress(cfg), TLS: tls, Params: cfg.IoTParams, Clock: clock, Connections: s.Connections,
+			Endpoint: sourceAddress(cfg), TLS: tls, Params: params, Clock: clock, Connections: s.Connections,
 			Address: s.AMQP.Address, Credit: s.AMQP.Credit, IdleTimeout: s.AMQP.IdleTimeout, Vhost: s.AMQP.Vhost,
 			DialTimeout: s.DialTimeout, Limiter: limiter, Logger: log,
 			MinBackoff: s.ReconnectMinBackoff, MaxBackoff: s.ReconnectMaxBackoff,
@@ -190,11 +189,11 @@ func newSource(cfg *config.Config, clock func() time.Time, log *slog.Logger) (br
 	return nil, fmt.Errorf("source.protocol: %q is not supported: use stomp or amqp", s.Protocol)
 }
 
-func stompConfig(cfg *config.Config, clock func() time.Time, limiter *bridge.AttemptLimiter, log *slog.Logger) stompsrc.Config {
+func stompConfig(cfg *config.Config, params func() (iotauth.Params, error), clock func() time.Time, limiter *bridge.AttemptLimiter, log *slog.Logger) stompsrc.Config {
 	s := cfg.Source
 	return stompsrc.Config{
 		Endpoint: sourceAddress(cfg), TLS: bridge.TLSOptions{CAFile: s.TLS.CAFile, ServerName: s.TLS.ServerName, InsecureSkipVerify: s.TLS.InsecureSkipVerify},
-		Params: cfg.IoTParams, Clock: clock, Connections: s.Connections,
+		Params: params, Clock: clock, Connections: s.Connections,
 		Destination: s.STOMP.Destination, Ack: s.STOMP.Ack, EncodeBase64: s.STOMP.EncodeBase64, Host: s.STOMP.Host,
 		HeartBeat: s.STOMP.HeartBeat, CheckInterval: s.STOMP.CheckInterval, DialTimeout: s.DialTimeout,
 		Limiter: limiter, Logger: log,
@@ -236,6 +235,7 @@ func (b *Bridge) Registry() *prometheus.Registry { return b.reg }
 // source and returns nil. It returns an error only when the bridge could not
 // start (e.g. the HTTP listener) or the source failed permanently.
 func (b *Bridge) Run(ctx context.Context) error {
+	defer b.creds.close()
 	if err := b.openDeadLetters(); err != nil {
 		return err
 	}

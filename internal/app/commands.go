@@ -21,6 +21,7 @@ import (
 	"github.com/iot-mns-bridge/iot-mns-bridge/bridge/stompsrc"
 	"github.com/iot-mns-bridge/iot-mns-bridge/config"
 	"github.com/iot-mns-bridge/iot-mns-bridge/internal/systemd"
+	"github.com/iot-mns-bridge/iot-mns-bridge/iotauth"
 	"github.com/iot-mns-bridge/iot-mns-bridge/sinks/mns"
 )
 
@@ -177,13 +178,18 @@ func cmdCheck(ctx context.Context, args []string, stdio Stdio) error {
 	for _, w := range mns.EndpointWarnings(cfg.MNS.Endpoint) {
 		fmt.Fprintf(stdio.Out, "warning: %s\n", w)
 	}
+	defer b.creds.close()
+	credFailed := b.creds.report(ctx, stdio.Out)
 	if !*connect {
+		if credFailed > 0 {
+			return fmt.Errorf("%d credential(s) could not be obtained (see above)", credFailed)
+		}
 		return nil
 	}
 	cctx, cancel := context.WithTimeout(ctx, *timeout)
 	defer cancel()
-	failed := 0
-	if err := checkSource(cctx, cfg); err != nil {
+	failed := credFailed
+	if err := checkSource(cctx, cfg, b.creds.iotParams(cfg)); err != nil {
 		failed++
 		fmt.Fprintf(stdio.Out, "FAIL source %s: %v\n", cfg.Source.Endpoint, err)
 	} else {
@@ -205,15 +211,15 @@ func cmdCheck(ctx context.Context, args []string, stdio Stdio) error {
 }
 
 // checkSource logs in to the source once.
-func checkSource(ctx context.Context, cfg *config.Config) error {
+func checkSource(ctx context.Context, cfg *config.Config, params func() (iotauth.Params, error)) error {
 	switch cfg.Source.Protocol {
 	case "stomp":
-		return stompsrc.CheckConnect(ctx, stompConfig(cfg, nil, nil, slog.New(slog.DiscardHandler)))
+		return stompsrc.CheckConnect(ctx, stompConfig(cfg, params, nil, nil, slog.New(slog.DiscardHandler)))
 	case "amqp":
 		s := cfg.Source
 		return amqpsrc.CheckConnect(ctx, amqpsrc.Config{
 			Endpoint: sourceAddress(cfg), TLS: bridge.TLSOptions{CAFile: s.TLS.CAFile, ServerName: s.TLS.ServerName, InsecureSkipVerify: s.TLS.InsecureSkipVerify},
-			Params: cfg.IoTParams, Connections: 1, Address: s.AMQP.Address, Credit: s.AMQP.Credit,
+			Params: params, Connections: 1, Address: s.AMQP.Address, Credit: s.AMQP.Credit,
 			IdleTimeout: s.AMQP.IdleTimeout, Vhost: s.AMQP.Vhost, DialTimeout: s.DialTimeout,
 		})
 	}

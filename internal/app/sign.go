@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/iot-mns-bridge/iot-mns-bridge/config"
+	"github.com/iot-mns-bridge/iot-mns-bridge/credentials"
 	"github.com/iot-mns-bridge/iot-mns-bridge/iotauth"
 )
 
@@ -35,10 +36,17 @@ func cmdSign(_ context.Context, args []string, stdio Stdio) error {
 	if err != nil {
 		return err
 	}
-	p, err := cfg.IoTParams()
+	sp, err := cfg.SourceProvider()
 	if err != nil {
 		return &UsageError{Err: err}
 	}
+	cache := credentials.NewCache(sp, credentials.CacheOptions{})
+	defer cache.Close()
+	key, err := cache.Get(context.Background())
+	if err != nil {
+		return fmt.Errorf("source.credentials: %w", err)
+	}
+	p := cfg.SourceParams(key.AccessKeyID, key.AccessKeySecret, key.SecurityToken)
 	if *conn >= 0 {
 		p.ClientID = fmt.Sprintf("%s-%d", p.ClientID, *conn)
 	}

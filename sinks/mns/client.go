@@ -63,8 +63,9 @@ type Config struct {
 	AccessKeyID, AccessKeySecret, SecurityToken string
 	// Credentials, when set, is called before every request and wins over
 	// the static fields, so rotated secrets and STS tokens take effect at
-	// once. It must be safe for concurrent use and fast.
-	Credentials func() (id, secret, token string)
+	// once. It must be safe for concurrent use and fast. When it fails the
+	// request is not sent and the error (retryable) is returned.
+	Credentials func(ctx context.Context) (id, secret, token string, err error)
 	// BodyEncoding is "base64" (default; binary-safe, what the SDKs read by
 	// default) or "raw" (the bytes as XML text; only for UTF-8 text that XML
 	// 1.0 can carry).
@@ -100,7 +101,7 @@ type Client struct {
 	raw     bool
 	timeout time.Duration
 	hc      *http.Client
-	creds   func() (id, secret, token string)
+	creds   func(ctx context.Context) (id, secret, token string, err error)
 	now     func() time.Time
 	date    atomic.Pointer[dateEntry]
 	ua      string
@@ -153,7 +154,7 @@ func NewClient(cfg Config) (*Client, error) {
 			errs = append(errs, errors.New("mns.credentials.access_key_secret: empty; set the AccessKey secret (or access_key_secret_file)"))
 		}
 		id, secret, token := cfg.AccessKeyID, cfg.AccessKeySecret, cfg.SecurityToken
-		c.creds = func() (string, string, string) { return id, secret, token }
+		c.creds = func(context.Context) (string, string, string, error) { return id, secret, token, nil }
 	}
 	switch cfg.SignatureVersion {
 	case "", "v2":
@@ -321,7 +322,10 @@ func (c *Client) roundTrip(ctx context.Context, t target, method, resource strin
 	if err != nil {
 		return 0, ids, &permanentError{fmt.Errorf("%s: build request: %w", t, err)}
 	}
-	id, secret, token := c.creds()
+	id, secret, token, err := c.creds(rctx)
+	if err != nil {
+		return 0, ids, fmt.Errorf("%s: %w", t, err)
+	}
 	date, dateTime := c.dateHeader()
 	ct := ""
 	h := req.Header

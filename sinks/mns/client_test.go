@@ -8,6 +8,7 @@ import (
 	"net/http/httptest"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -101,7 +102,7 @@ func TestNewClientValidation(t *testing.T) {
 		"http://1234567890123456.mns.cn-hangzhou-internal-vpc.aliyuncs.com",
 		"http://127.0.0.1:8080",
 	} {
-		if _, err := NewClient(Config{Endpoint: ep, Credentials: func() (string, string, string) { return "a", "s", "" }}); err != nil {
+		if _, err := NewClient(Config{Endpoint: ep, Credentials: func(context.Context) (string, string, string, error) { return "a", "s", "", nil }}); err != nil {
 			t.Errorf("%s: %v", ep, err)
 		}
 	}
@@ -420,10 +421,10 @@ func TestCredentialsFuncAndToken(t *testing.T) {
 	}))
 	defer srv.Close()
 	id, secret, token := "ak1", "s1", "tok-1"
-	c, err := NewClient(Config{Endpoint: srv.URL, Credentials: func() (string, string, string) {
+	c, err := NewClient(Config{Endpoint: srv.URL, Credentials: func(context.Context) (string, string, string, error) {
 		mu.Lock()
 		defer mu.Unlock()
-		return id, secret, token
+		return id, secret, token, nil
 	}})
 	if err != nil {
 		t.Fatal(err)
@@ -563,7 +564,7 @@ func TestV4WithSecurityToken(t *testing.T) {
 	}))
 	defer srv.Close()
 	c, err := NewClient(Config{Endpoint: srv.URL, SignatureVersion: "v4", Region: "cn-hangzhou",
-		Credentials: func() (string, string, string) { return "STS.ak", "s1", "tok-1" }})
+		Credentials: func(context.Context) (string, string, string, error) { return "STS.ak", "s1", "tok-1", nil }})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -574,5 +575,26 @@ func TestV4WithSecurityToken(t *testing.T) {
 	defer mu.Unlock()
 	if len(tokens) != 1 || tokens[0] != "tok-1" || !strings.HasPrefix(auths[0], "MNS4-HMAC-SHA256 Credential=STS.ak/") {
 		t.Errorf("tokens %q, authorization %q", tokens, auths)
+	}
+}
+
+// When the credentials cannot be had, the request is not sent and the error
+// is retryable: the pipeline holds the messages.
+func TestCredentialsFailureSendsNothingAndIsRetryable(t *testing.T) {
+	var requests atomic.Int64
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { requests.Add(1) }))
+	defer srv.Close()
+	c, err := NewClient(Config{Endpoint: srv.URL, Credentials: func(context.Context) (string, string, string, error) {
+		return "", "", "", errors.New("credentials from uri expired at 2026-11-30T03:46:38Z and could not be refreshed")
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = c.SendMessage(context.Background(), "q1", []byte("a"))
+	if err == nil || !strings.Contains(err.Error(), "could not be refreshed") || !bridge.Retryable(err) {
+		t.Fatalf("got %v (retryable %v), want the credentials error, retryable", err, bridge.Retryable(err))
+	}
+	if n := requests.Load(); n != 0 {
+		t.Errorf("%d requests sent without credentials", n)
 	}
 }

@@ -1,0 +1,109 @@
+package app
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"time"
+
+	"github.com/iot-mns-bridge/iot-mns-bridge/config"
+	"github.com/iot-mns-bridge/iot-mns-bridge/credentials"
+	"github.com/iot-mns-bridge/iot-mns-bridge/iotauth"
+)
+
+// signerCredentials are the caches both signers draw their key triple
+// from: one for the source and one for MNS, the same one when
+// mns.credentials are the source's.
+type signerCredentials struct {
+	source, mns *credentials.Cache
+	shared      bool
+}
+
+// newSignerCredentials builds the providers the config selects, each
+// behind one cache; no I/O.
+func newSignerCredentials(cfg *config.Config, opts credentials.CacheOptions, log *slog.Logger) (*signerCredentials, error) {
+	sp, err := cfg.SourceProvider()
+	if err != nil {
+		return nil, err
+	}
+	o := opts
+	o.Logger = log.With("component", "credentials", "for", "source.credentials")
+	sc := &signerCredentials{source: credentials.NewCache(sp, o)}
+	mp, shared, err := cfg.MNSProvider()
+	if err != nil {
+		return nil, err
+	}
+	if shared {
+		sc.mns, sc.shared = sc.source, true
+		return sc, nil
+	}
+	o.Logger = log.With("component", "credentials", "for", "mns.credentials")
+	sc.mns = credentials.NewCache(mp, o)
+	return sc, nil
+}
+
+// close stops the caches' proactive refreshes.
+func (sc *signerCredentials) close() {
+	sc.source.Close()
+	sc.mns.Close()
+}
+
+// iotParams returns the source's signing parameters with the current
+// triple: every dial signs with the triple valid at that time, with
+// authMode=ststoken and the triple's own AccessKeyId when it has a token.
+func (sc *signerCredentials) iotParams(cfg *config.Config) func() (iotauth.Params, error) {
+	return func() (iotauth.Params, error) {
+		ctx, cancel := context.WithTimeout(context.Background(), cfg.Source.DialTimeout)
+		defer cancel()
+		c, err := sc.source.Get(ctx)
+		if err != nil {
+			return iotauth.Params{}, fmt.Errorf("source.credentials: %w", err)
+		}
+		return cfg.SourceParams(c.AccessKeyID, c.AccessKeySecret, c.SecurityToken), nil
+	}
+}
+
+// mnsKey returns the MNS client's credentials func.
+func (sc *signerCredentials) mnsKey() func(ctx context.Context) (string, string, string, error) {
+	return func(ctx context.Context) (string, string, string, error) {
+		c, err := sc.mns.Get(ctx)
+		if err != nil {
+			return "", "", "", fmt.Errorf("mns.credentials: %w", err)
+		}
+		return c.AccessKeyID, c.AccessKeySecret, c.SecurityToken, nil
+	}
+}
+
+// report writes which provider supplied each credential and when it
+// expires (never a secret); it returns the number that failed.
+func (sc *signerCredentials) report(ctx context.Context, w io.Writer) int {
+	failed := 0
+	line := func(field string, cache *credentials.Cache) {
+		ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		defer cancel()
+		c, err := cache.Get(ctx)
+		if err != nil {
+			failed++
+			fmt.Fprintf(w, "FAIL %s (provider %s): %v\n", field, cache.Provider().Name(), err)
+			return
+		}
+		exp := "does not expire"
+		if !c.Expiration.IsZero() {
+			exp = fmt.Sprintf("expires %s (in %s)", c.Expiration.UTC().Format(time.RFC3339), time.Until(c.Expiration).Round(time.Second))
+		}
+		mode := "aksign"
+		if c.SecurityToken != "" {
+			mode = "ststoken"
+		}
+		fmt.Fprintf(w, "ok   %s: provider %s, from %s, AccessKeyId %s, %s, %s\n", field, cache.Provider().Name(), c.Source,
+			credentials.MaskID(c.AccessKeyID), mode, exp)
+	}
+	line("source.credentials", sc.source)
+	if sc.shared {
+		fmt.Fprintf(w, "ok   mns.credentials: the source's (same provider, same triple)\n")
+	} else {
+		line("mns.credentials", sc.mns)
+	}
+	return failed
+}

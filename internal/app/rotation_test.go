@@ -1,0 +1,270 @@
+package app
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/iot-mns-bridge/iot-mns-bridge/config"
+	"github.com/iot-mns-bridge/iot-mns-bridge/credentials"
+	"github.com/iot-mns-bridge/iot-mns-bridge/credentials/credtest"
+	"github.com/iot-mns-bridge/iot-mns-bridge/internal/testpeers"
+	"github.com/iot-mns-bridge/iot-mns-bridge/iotsim"
+	"github.com/iot-mns-bridge/iot-mns-bridge/mnsemu"
+)
+
+// rotationRig is the simulator and the emulator checking every login and
+// every MNS request against what a fake issuer handed out, and a bridge
+// whose credentials come from that issuer.
+type rotationRig struct {
+	is   *credtest.Issuer
+	sim  *iotsim.Server
+	emu  *mnsemu.Emulator
+	logs *testpeers.SyncBuffer
+	b    *Bridge
+	stop func()
+}
+
+func startRotationRig(t *testing.T, is *credtest.Issuer, provider string) *rotationRig {
+	t.Helper()
+	// The default chain must never reach the real metadata service.
+	t.Setenv(credentials.EnvECSMetadataDisabled, "true")
+	if provider == "ecs_ram_role" {
+		t.Setenv(credentials.EnvECSMetadataDisabled, "")
+	}
+	r := &rotationRig{is: is, logs: &testpeers.SyncBuffer{}}
+	emu, addr := testpeers.StartMNS(t, mnsemu.Config{Queues: []string{"telemetry-pk1", "unrouted"}, Authorize: is.Authorize("mns")})
+	dir := t.TempDir()
+	sim, ca := testpeers.StartIoT(t, iotsim.Config{Authorize: is.Authorize("iot")}, dir)
+	r.sim, r.emu = sim, emu
+	yaml := fmt.Sprintf(`source:
+  protocol: stomp
+  endpoint: %s
+  client_id: rot-bridge
+  consumer_group_id: g1
+  reconnect_min_backoff: 50ms
+  reconnect_max_backoff: 500ms
+  credentials:
+    provider: %s
+  tls:
+    ca_file: %s
+    server_name: localhost
+  stomp:
+    ack: client-individual
+mns:
+  endpoint: http://%s
+routes:
+  - match: /{productKey}/{deviceName}/user/#
+    queue: telemetry-{productKey}
+default_route:
+  queue: unrouted
+delivery:
+  retry:
+    initial_backoff: 20ms
+    max_backoff: 200ms
+    max_age: 0s
+http:
+  listen: ""
+`, sim.Addr(), provider, ca, addr)
+	path := filepath.Join(dir, "bridge.yaml")
+	if err := os.WriteFile(path, []byte(yaml), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := config.Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := New(cfg, Options{Logger: NewLogger(config.Log{Level: "info"}, r.logs),
+		Credentials: credentials.CacheOptions{MinBackoff: 50 * time.Millisecond, MaxBackoff: 400 * time.Millisecond}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.b = b
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- b.Run(ctx) }()
+	r.stop = func() {
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("Run: %v", err)
+			}
+		case <-time.After(time.Minute):
+			t.Fatal("the bridge did not stop within a minute")
+		}
+	}
+	t.Cleanup(func() {
+		if ctx.Err() == nil {
+			r.stop()
+		}
+	})
+	return r
+}
+
+// publish sends n messages with ids prefix-0000.. and returns them.
+func (r *rotationRig) publish(prefix string, n int) []string {
+	ids := make([]string, n)
+	for i := range n {
+		ids[i] = fmt.Sprintf("%s-%04d", prefix, i)
+		r.sim.Publish("g1", iotsim.Message{Topic: fmt.Sprintf("/pk1/dev%d/user/data", i%5), MessageID: ids[i], Body: []byte(ids[i])})
+	}
+	return ids
+}
+
+// arrived reports how many of ids are at the emulator.
+func (r *rotationRig) arrived(ids []string) int {
+	have := map[string]bool{}
+	for _, m := range r.emu.Messages("telemetry-pk1") {
+		body, err := m.DecodedBody()
+		if err == nil {
+			have[string(body)] = true
+		}
+	}
+	n := 0
+	for _, id := range ids {
+		if have[id] {
+			n++
+		}
+	}
+	return n
+}
+
+// TestRotationRunSignsEveryRequestWithTheCurrentTriple is the rotation run
+// of issue 14 for the URI and the ECS RAM role providers: the fake issues
+// triples that live 4 s (refreshed at half life), the simulator and the
+// emulator accept a login or request only with the id, secret and token of
+// one issue that is still valid, and the platform drops the connection
+// after each rotation so that the next dial must sign with the new triple.
+// Over at least three rotations nothing is lost, nothing is refused, and
+// the logins stay one per drop (no reconnect storm).
+func TestRotationRunSignsEveryRequestWithTheCurrentTriple(t *testing.T) {
+	for _, provider := range []string{"uri", "ecs_ram_role"} {
+		t.Run(provider, func(t *testing.T) {
+			is := credtest.NewIssuer(4 * time.Second)
+			var md *credtest.Metadata
+			switch provider {
+			case "uri":
+				t.Setenv(credentials.EnvCredentialsURI, credtest.URIServer(t, is))
+			case "ecs_ram_role":
+				md = credtest.MetadataServer(t, is, "bridge-role")
+				md.RequireV2.Store(true)
+				t.Setenv(credentials.EnvTestMetadataURL, md.URL)
+			}
+			r := startRotationRig(t, is, provider)
+			var all []string
+			const rotations = 3
+			for k := 0; k <= rotations; k++ {
+				ids := r.publish(fmt.Sprintf("r%d", k), 200)
+				all = append(all, ids...)
+				waitFor(t, fmt.Sprintf("batch %d at the emulator", k), time.Minute, func() bool { return r.arrived(ids) == len(ids) })
+				if k == rotations {
+					break
+				}
+				// Wait for the next issue, then make the platform drop the
+				// connection: the next login must use the new triple.
+				issued := is.Issued()
+				waitFor(t, "a refresh", time.Minute, func() bool { return is.Issued() > issued })
+				logins := r.sim.Stats().LoginsOK
+				newest := is.Issued()
+				r.sim.CloseConnections()
+				waitFor(t, "a login after the drop", time.Minute, func() bool { return r.sim.Stats().LoginsOK > logins })
+				// The login after the drop used the newest issue (or a later one).
+				waitFor(t, "the newest triple in a login", time.Minute, func() bool {
+					for id := range is.Used("iot") {
+						if credtest.IssueNumber(id) >= newest {
+							return true
+						}
+					}
+					return false
+				})
+			}
+			r.stop()
+
+			if got := r.arrived(all); got != len(all) {
+				t.Fatalf("%d of %d messages at the emulator", got, len(all))
+			}
+			iotIDs, mnsIDs := is.Used("iot"), is.Used("mns")
+			if len(iotIDs) < rotations+1 || len(mnsIDs) < rotations+1 {
+				t.Errorf("triples used: %d for logins, %d for MNS requests; want at least %d each (three rotations)", len(iotIDs), len(mnsIDs), rotations+1)
+			}
+			st := r.sim.Stats()
+			if st.LoginsFailed != 0 || is.Refused() != 0 {
+				t.Errorf("refused: %d logins, %d lookups of an unknown or expired id", st.LoginsFailed, is.Refused())
+			}
+			if st.LoginsOK > int64(rotations+1)+1 {
+				t.Errorf("%d logins for %d drops: a reconnect storm", st.LoginsOK, rotations)
+			}
+			for code, n := range r.emu.Stats().Errors {
+				t.Errorf("MNS answered %s %d times", code, n)
+			}
+			if md != nil && md.V1Requests.Load() != 0 {
+				t.Errorf("%d IMDSv1 requests with IMDSv2 available", md.V1Requests.Load())
+			}
+			logs := r.logs.String()
+			if n := strings.Count(logs, "credentials refreshed"); n < rotations+1 || n != is.Issued() {
+				t.Errorf("%d 'credentials refreshed' lines for %d issues", n, is.Issued())
+			}
+			for _, tr := range []string{"secret-", "token-"} {
+				if strings.Contains(logs, tr) {
+					t.Errorf("the log holds a secret or token (%q)", tr)
+				}
+			}
+			t.Logf("%d messages, %d triples issued, %d used for logins, %d for MNS requests, %d logins, %d MNS requests",
+				len(all), is.Issued(), len(iotIDs), len(mnsIDs), st.LoginsOK, r.emu.Stats().Requests)
+		})
+	}
+}
+
+// TestCredentialsExpireWithTheProviderDown: the URI server goes down, the
+// triple expires, messages are held with a clear error (MNS and the login
+// after a drop both fail before anything is sent), and everything is
+// delivered once the server is back.
+func TestCredentialsExpireWithTheProviderDown(t *testing.T) {
+	is := credtest.NewIssuer(3 * time.Second)
+	t.Setenv(credentials.EnvCredentialsURI, credtest.URIServer(t, is))
+	r := startRotationRig(t, is, "uri")
+	first := r.publish("before", 100)
+	waitFor(t, "the first batch", time.Minute, func() bool { return r.arrived(first) == len(first) })
+
+	is.SetDown(true)
+	waitFor(t, "the expiry to be logged", time.Minute, func() bool {
+		return strings.Contains(r.logs.String(), "no valid credentials: signing fails and messages are held")
+	})
+	held := r.publish("held", 100)
+	logins := r.sim.Stats().LoginsOK
+	r.sim.CloseConnections()
+	waitFor(t, "the held messages and the failed dial to be reported", time.Minute, func() bool {
+		l := r.logs.String()
+		return strings.Contains(l, "credentials from uri expired at") && strings.Contains(l, "could not be refreshed")
+	})
+	if n := r.arrived(held); n != 0 {
+		t.Fatalf("%d messages sent with expired credentials", n)
+	}
+	issuedWhileDown := is.Issued()
+
+	is.SetDown(false)
+	waitFor(t, "recovery", time.Minute, func() bool { return r.arrived(held) == len(held) })
+	if r.sim.Stats().LoginsOK <= logins {
+		t.Error("no login after recovery")
+	}
+	r.stop()
+	if is.Refused() != 0 || r.sim.Stats().LoginsFailed != 0 {
+		t.Errorf("a login or request was signed with an expired or unknown triple: %d refused, %d logins failed", is.Refused(), r.sim.Stats().LoginsFailed)
+	}
+	for code, n := range r.emu.Stats().Errors {
+		t.Errorf("MNS answered %s %d times (nothing should be sent without valid credentials)", code, n)
+	}
+	logs := r.logs.String()
+	if !strings.Contains(logs, "recovered=true") {
+		t.Error("the recovery is not logged")
+	}
+	if n := strings.Count(logs, "no valid credentials"); n != 1 {
+		t.Errorf("the expiry is logged %d times, want once", n)
+	}
+	t.Logf("issued %d triples (%d before the outage)", is.Issued(), issuedWhileDown)
+}
