@@ -60,11 +60,9 @@ func (e *Emulator) authenticate(r *http.Request, body []byte) *apiError {
 	if isV4 {
 		id = v4c.id
 	}
-	secret, known := e.keys[id]
-	if auth := e.cfg.Authorize; auth != nil {
-		var token string
-		secret, token, known = auth(id)
-		if known && r.Header.Get("Security-Token") != token {
+	secret, known := e.secretOf(id)
+	if auth := e.cfg.Authorize; auth != nil && known {
+		if _, token, _ := auth(id); r.Header.Get("Security-Token") != token {
 			return errf(403, "InvalidSecurityToken", "The security token you provided is not the one issued with this access Id.")
 		}
 	}
@@ -161,4 +159,15 @@ func sign(secret, method, contentMD5, contentType, date, canon, resource string)
 	m := hmac.New(sha1.New, []byte(secret))
 	m.Write([]byte(method + "\n" + contentMD5 + "\n" + contentType + "\n" + date + "\n" + canon + resource))
 	return base64.StdEncoding.EncodeToString(m.Sum(nil))
+}
+
+// secretOf returns the secret of an AccessKeyId, from Config.Authorize when
+// it is set, else from Config.AccessKeys.
+func (e *Emulator) secretOf(id string) (string, bool) {
+	if auth := e.cfg.Authorize; auth != nil {
+		s, _, ok := auth(id)
+		return s, ok
+	}
+	s, ok := e.keys[id]
+	return s, ok
 }

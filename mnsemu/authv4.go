@@ -159,7 +159,7 @@ func queryPairs(raw string) [][2]string {
 
 // verifyV4 checks a V4 request signed at t (the Date header).
 func (e *Emulator) verifyV4(r *http.Request, c v4Credential, t time.Time) *apiError {
-	secret, known := e.keys[c.id]
+	secret, known := e.secretOf(c.id)
 	if !known {
 		return errf(403, "InvalidAccessKeyId", "The access Id you provided is not exist.")
 	}

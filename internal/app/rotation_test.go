@@ -29,7 +29,7 @@ type rotationRig struct {
 	stop func()
 }
 
-func startRotationRig(t *testing.T, is *credtest.Issuer, provider string) *rotationRig {
+func startRotationRig(t *testing.T, is *credtest.Issuer, provider, signatureVersion string) *rotationRig {
 	t.Helper()
 	// The default chain must never reach the real metadata service.
 	t.Setenv(credentials.EnvECSMetadataDisabled, "true")
@@ -37,7 +37,7 @@ func startRotationRig(t *testing.T, is *credtest.Issuer, provider string) *rotat
 		t.Setenv(credentials.EnvECSMetadataDisabled, "")
 	}
 	r := &rotationRig{is: is, logs: &testpeers.SyncBuffer{}}
-	emu, addr := testpeers.StartMNS(t, mnsemu.Config{Queues: []string{"telemetry-pk1", "unrouted"}, Authorize: is.Authorize("mns")})
+	emu, addr := testpeers.StartMNS(t, mnsemu.Config{Queues: []string{"telemetry-pk1", "unrouted"}, Region: "cn-hangzhou", Authorize: is.Authorize("mns")})
 	dir := t.TempDir()
 	sim, ca := testpeers.StartIoT(t, iotsim.Config{Authorize: is.Authorize("iot")}, dir)
 	r.sim, r.emu = sim, emu
@@ -57,6 +57,8 @@ func startRotationRig(t *testing.T, is *credtest.Issuer, provider string) *rotat
     ack: client-individual
 mns:
   endpoint: http://%s
+  signature_version: %s
+  region: cn-hangzhou
 routes:
   - match: /{productKey}/{deviceName}/user/#
     queue: telemetry-{productKey}
@@ -69,7 +71,7 @@ delivery:
     max_age: 0s
 http:
   listen: ""
-`, sim.Addr(), provider, ca, addr)
+`, sim.Addr(), provider, ca, addr, signatureVersion)
 	path := filepath.Join(dir, "bridge.yaml")
 	if err := os.WriteFile(path, []byte(yaml), 0o600); err != nil {
 		t.Fatal(err)
@@ -143,8 +145,9 @@ func (r *rotationRig) arrived(ids []string) int {
 // Over at least three rotations nothing is lost, nothing is refused, and
 // the logins stay one per drop (no reconnect storm).
 func TestRotationRunSignsEveryRequestWithTheCurrentTriple(t *testing.T) {
-	for _, provider := range []string{"uri", "ecs_ram_role"} {
-		t.Run(provider, func(t *testing.T) {
+	for _, tc := range []struct{ provider, signature string }{{"uri", "v2"}, {"ecs_ram_role", "v4"}} {
+		provider := tc.provider
+		t.Run(provider+"/"+tc.signature, func(t *testing.T) {
 			is := credtest.NewIssuer(4 * time.Second)
 			var md *credtest.Metadata
 			switch provider {
@@ -155,7 +158,7 @@ func TestRotationRunSignsEveryRequestWithTheCurrentTriple(t *testing.T) {
 				md.RequireV2.Store(true)
 				t.Setenv(credentials.EnvTestMetadataURL, md.URL)
 			}
-			r := startRotationRig(t, is, provider)
+			r := startRotationRig(t, is, provider, tc.signature)
 			var all []string
 			const rotations = 3
 			for k := 0; k <= rotations; k++ {
@@ -227,7 +230,7 @@ func TestRotationRunSignsEveryRequestWithTheCurrentTriple(t *testing.T) {
 func TestCredentialsExpireWithTheProviderDown(t *testing.T) {
 	is := credtest.NewIssuer(3 * time.Second)
 	t.Setenv(credentials.EnvCredentialsURI, credtest.URIServer(t, is))
-	r := startRotationRig(t, is, "uri")
+	r := startRotationRig(t, is, "uri", "v2")
 	first := r.publish("before", 100)
 	waitFor(t, "the first batch", time.Minute, func() bool { return r.arrived(first) == len(first) })
 
