@@ -160,7 +160,7 @@ func TestRunCommandSecretFromEnv(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	var stdout, stderr bytes.Buffer
-	if err := RunCommand(ctx, []string{"-listen", "127.0.0.1:0", "-devices", "0"}, &stdout, &stderr); err != nil {
+	if err := RunCommand(ctx, []string{"-listen", "127.0.0.1:0", "-amqp-listen", "127.0.0.1:0", "-devices", "0"}, &stdout, &stderr); err != nil {
 		t.Fatalf("RunCommand: %v", err)
 	}
 	if !strings.Contains(stdout.String(), "iot-simulator stopped") {
