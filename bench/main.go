@@ -7,7 +7,7 @@
 // bench/reference) and to two ceilings: the STOMP source alone and the MNS
 // client alone.
 //
-//	go run ./bench [-scenarios all|throughput,latency,outage,spool,connections]
+//	go run ./bench [-scenarios all|throughput,latency,outage,spool,connections,properties,amqp]
 //	               [-latency 20ms] [-messages 200000] [-json bench/results/latest.json] [-short]
 //	go run ./bench -profile cpu.out   # CPU profile of the bridge process at full rate
 //
@@ -33,7 +33,7 @@ import (
 )
 
 // scenarioNames are the values of -scenarios, in the order they run.
-var scenarioNames = []string{"throughput", "latency", "outage", "spool", "connections", "properties"}
+var scenarioNames = []string{"throughput", "latency", "outage", "spool", "connections", "properties", "amqp"}
 
 // options are the harness's flags.
 type options struct {
@@ -165,6 +165,17 @@ func run(ctx context.Context, o options, out io.Writer) (*Report, error) {
 			// message), back to back.
 			add(h.bridgeLoad(ctx, "throughput-noprops", "bridge, 1 conn, spool off, max rate, no properties", bridgeSpec{Connections: 1}, sz.Messages, 0, ""))
 			add(h.withProperties(ctx, "throughput-props", "bridge, 1 conn, spool off, max rate, platform properties + group id", sz.Messages))
+		case "amqp":
+			// The same runs as throughput, latency and outage, over the
+			// simulator's AMQP 1.0 listener (the platform's rules).
+			amqp := bridgeSpec{Protocol: "amqp", Connections: 1}
+			add(h.bridgeLoad(ctx, "throughput-amqp", "bridge, AMQP, 1 conn, spool off, max rate", amqp, sz.Messages, 0, ""))
+			add(h.bridgeLoad(ctx, "latency-amqp", fmt.Sprintf("bridge, AMQP, 1 conn, spool off, %.0f msgs/s", sz.Rate), amqp, latencyN, sz.Rate, ""))
+			add(h.outage(ctx, "outage-amqp", fmt.Sprintf("bridge, AMQP, spool off, %.0f msgs/s, MNS 503 for %s", sz.Rate, sz.Outage), amqp))
+			// The link credit bounds what is in flight per connection (64
+			// by default): at most credit messages per MNS round trip.
+			add(h.bridgeLoad(ctx, "throughput-amqp-credit1000", "bridge, AMQP, 1 conn, spool off, max rate, source.amqp.credit 1000",
+				bridgeSpec{Protocol: "amqp", Connections: 1, Credit: 1000}, sz.Messages, 0, ""))
 		case "connections":
 			add(h.ceilingSource(ctx, "ceiling-source-4conn", 4, sz.Messages))
 			add(h.bridgeLoad(ctx, "throughput-4conn", "bridge, 4 conn, spool off, max rate", bridgeSpec{Connections: 4}, sz.Messages, 0, ""))

@@ -118,7 +118,7 @@ func (r *Report) evaluate() {
 	if l := r.result("latency"); l != nil {
 		r.Targets = append(r.Targets, Target{Name: "p99 latency at 5000 msgs/s (ms)", Want: "<= 60", Got: l.P99Ms, Met: l.P99Ms > 0 && l.P99Ms <= 60 && l.Lost == 0})
 	}
-	for _, name := range []string{"outage", "outage-spool"} {
+	for _, name := range []string{"outage", "outage-spool", "outage-amqp"} {
 		if o := r.result(name); o != nil {
 			r.Targets = append(r.Targets, Target{Name: name + ": messages lost", Want: "0", Got: float64(o.Lost), Met: o.Lost == 0})
 		}

@@ -23,7 +23,7 @@ type crashCase struct {
 }
 
 // TestKill9 kills the bridge ten times during a 100,000-message run (10,000
-// and two kills under -short) for each STOMP delivery mode. Messages are
+// and two kills under -short) for each STOMP delivery mode and for AMQP. Messages are
 // offered at crashRate.
 func TestKill9(t *testing.T) {
 	tests := []crashCase{
@@ -37,6 +37,10 @@ func TestKill9(t *testing.T) {
 		// accepted by MNS (up to delivery.max_in_flight): measured, not
 		// asserted.
 		{name: "STOMP auto without the spool", sp: spec{ack: "auto"}},
+		// AMQP 1.0 against the simulator's AMQP listener, which follows the
+		// platform's rules: accepted only after MNS has the message, so the
+		// platform redelivers everything in flight at a kill.
+		{name: "AMQP (platform simulator)", sp: spec{protocol: "amqp"}, zeroLoss: true},
 	}
 	for _, cc := range tests {
 		t.Run(cc.name, func(t *testing.T) { runCrash(t, cc) })
@@ -66,6 +70,9 @@ func runCrash(t *testing.T, cc crashCase) {
 	sp := cc.sp
 	// Straight to the peers: the proxies are not part of this scenario.
 	sp.endpoint, sp.mnsEndpoint, sp.logLevel = e.sim.Addr(), "http://"+e.emuAddr, "warn"
+	if sp.protocol == "amqp" {
+		sp.endpoint = e.sim.AMQPAddr()
+	}
 	path := e.config(t, sp)
 	spoolDir := filepath.Join(e.dir, "spool")
 
