@@ -3,15 +3,19 @@ package app
 import (
 	"context"
 	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/iot-mns-bridge/iot-mns-bridge/config"
 	"github.com/iot-mns-bridge/iot-mns-bridge/credentials"
 	"github.com/iot-mns-bridge/iot-mns-bridge/credentials/credtest"
+	"github.com/iot-mns-bridge/iot-mns-bridge/internal/testbroker"
 	"github.com/iot-mns-bridge/iot-mns-bridge/internal/testpeers"
 	"github.com/iot-mns-bridge/iot-mns-bridge/iotsim"
 	"github.com/iot-mns-bridge/iot-mns-bridge/mnsemu"
@@ -270,4 +274,48 @@ func TestCredentialsExpireWithTheProviderDown(t *testing.T) {
 		t.Errorf("the expiry is logged %d times, want once", n)
 	}
 	t.Logf("issued %d triples (%d before the outage)", is.Issued(), issuedWhileDown)
+}
+
+// TestRabbitMQSTSTokenLoginFromTheURIProvider: a real broker (RabbitMQ with
+// the aksign HTTP auth backend) accepts an authMode=ststoken login whose
+// AccessKeyId, secret and token all come from a credentials URI, over STOMP
+// and AMQP 1.0 ("check -connect" logs in and subscribes or attaches).
+func TestRabbitMQSTSTokenLoginFromTheURIProvider(t *testing.T) {
+	b := testbroker.RabbitMQ(t)
+	p := startPeers(t, mnsemu.Config{Queues: []string{"telemetry-pka"}}, iotsim.Config{})
+	var hits atomic.Int64
+	token := "CAISsts" + strings.Repeat("x", 40)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		hits.Add(1)
+		fmt.Fprintf(w, `{"Code":"Success","AccessKeyId":%q,"AccessKeySecret":%q,"SecurityToken":%q,"Expiration":%q}`,
+			b.AccessKeyID, b.AccessKeySecret, token, time.Now().Add(time.Hour).UTC().Format(time.RFC3339))
+	}))
+	defer srv.Close()
+	t.Setenv(credentials.EnvCredentialsURI, srv.URL)
+	static := fmt.Sprintf("  credentials:\n    access_key_id: %s\n    access_key_secret: %s\n", b.AccessKeyID, b.AccessKeySecret)
+	for _, tc := range []struct{ protocol, endpoint, block string }{
+		{"stomp", b.STOMPSAddr, "  stomp:\n    destination: /topic/#\n"},
+		{"amqp", b.AMQPSAddr, fmt.Sprintf("  amqp:\n    address: /queue/%s\n", b.Unique(t))},
+	} {
+		t.Run(tc.protocol, func(t *testing.T) {
+			path := rabbitConfig(t, b, p, tc.protocol, tc.endpoint, strings.TrimSuffix(tc.block, "\n"), "")
+			data, _ := os.ReadFile(path)
+			if !strings.Contains(string(data), static) {
+				t.Fatalf("the config has no static source credentials to replace:\n%s", data)
+			}
+			os.WriteFile(path, []byte(strings.Replace(string(data), static, "  credentials:\n    provider: uri\n", 1)), 0o600)
+			before := hits.Load()
+			code, out, errOut := runMain(t, context.Background(), "check", "-config", path, "-connect")
+			if code != ExitOK || !strings.Contains(out, "ok   source.credentials: provider uri") || !strings.Contains(out, "ststoken") ||
+				!strings.Contains(out, "ok   source") {
+				t.Fatalf("check -connect: exit %d\n%s%s", code, out, errOut)
+			}
+			if hits.Load() == before {
+				t.Error("the credentials URI was not asked")
+			}
+			if strings.Contains(out+errOut, b.AccessKeySecret) || strings.Contains(out+errOut, token) {
+				t.Error("a secret or the token appears in the check output")
+			}
+		})
+	}
 }
