@@ -43,11 +43,11 @@ func BenchmarkPipelineToEmulator(b *testing.B) {
 
 func benchPipeline(b *testing.B, withSpool bool) {
 	p := startPeers(b, mnsemu.Config{Queues: []string{"telemetry-pk1", "unrouted"}, Latency: 20 * time.Millisecond, StoreLimit: 1000}, iotsim.Config{})
-	extra := ""
+	c := p.config()
 	if withSpool {
-		extra = fmt.Sprintf("spool:\n  dir: %s\n", filepath.Join(p.dir, fmt.Sprintf("spool-%d", b.N)))
+		c.Spool.Dir = filepath.Join(p.dir, fmt.Sprintf("spool-%d", b.N))
 	}
-	path := p.writeConfig(b, "    ack: client-individual", extra)
+	path := p.writeConfig(b, c)
 	cfg, err := config.Load(path)
 	if err != nil {
 		b.Fatal(err)

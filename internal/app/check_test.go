@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/iot-mns-bridge/iot-mns-bridge/config"
+	"github.com/iot-mns-bridge/iot-mns-bridge/config/configtest"
 	"github.com/iot-mns-bridge/iot-mns-bridge/internal/certgen"
 	"github.com/iot-mns-bridge/iot-mns-bridge/iotsim"
 	"github.com/iot-mns-bridge/iot-mns-bridge/mnsemu"
@@ -17,16 +19,12 @@ import (
 // and checks the output names the failing piece and the likely fix.
 func TestCheckConnectExplainsEachFailure(t *testing.T) {
 	p := startPeers(t, mnsemu.Config{Queues: []string{"unrouted"}}, iotsim.Config{})
-	good := p.writeConfig(t, "    ack: client-individual", "")
-	data, _ := os.ReadFile(good)
-	variant := func(name, from, to string) string {
+	good := p.writeConfig(t, p.config())
+	variant := func(name string, change func(c *config.Config)) string {
 		t.Helper()
-		if !strings.Contains(string(data), from) {
-			t.Fatalf("config lacks %q", from)
-		}
-		path := filepath.Join(p.dir, name+".yaml")
-		os.WriteFile(path, []byte(strings.Replace(string(data), from, to, 1)), 0o600)
-		return path
+		c := p.config()
+		change(c)
+		return configtest.Write(t, p.dir, name+".yaml", c)
 	}
 	other, err := certgen.New("localhost")
 	if err != nil {
@@ -41,21 +39,22 @@ func TestCheckConnectExplainsEachFailure(t *testing.T) {
 	}
 
 	cases := []struct {
-		name, from, to string
-		want           []string
+		name   string
+		change func(c *config.Config)
+		want   []string
 	}{
-		{"wrong secret", "access_key_secret: " + testSecret, "access_key_secret: Zq9-not-the-secret",
+		{"wrong secret", func(c *config.Config) { c.Source.Credentials.AccessKeySecret = "Zq9-not-the-secret" },
 			[]string{"FAIL source", "signature"}},
-		{"wrong CA", "ca_file: " + p.caFile, "ca_file: " + otherCA,
+		{"wrong CA", func(c *config.Config) { c.Source.TLS.CAFile = otherCA },
 			[]string{"FAIL source", "certificate"}},
-		{"wrong server name", "server_name: localhost", "server_name: iot.example.com",
+		{"wrong server name", func(c *config.Config) { c.Source.TLS.ServerName = "iot.example.com" },
 			[]string{"FAIL source", "iot.example.com"}},
-		{"missing queue", "queue: unrouted", "queue: not-there",
+		{"missing queue", func(c *config.Config) { c.DefaultRoute.Queue = "not-there" },
 			[]string{"FAIL MNS queue not-there", "QueueNotExist", "create"}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			path := variant(strings.ReplaceAll(tc.name, " ", "-"), tc.from, tc.to)
+			path := variant(strings.ReplaceAll(tc.name, " ", "-"), tc.change)
 			code, out, errOut := runMain(t, context.Background(), "check", "-config", path, "-connect", "-timeout", "20s")
 			if code != ExitFailure {
 				t.Fatalf("exit %d, want 1\n%s%s", code, out, errOut)

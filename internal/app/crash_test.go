@@ -66,7 +66,9 @@ func TestKill9WithSpoolLosesNothing(t *testing.T) {
 	p := startPeers(t, mnsemu.Config{Queues: []string{"telemetry-pk1", "unrouted"}, Latency: 5 * time.Millisecond},
 		iotsim.Config{AckTimeout: 5 * time.Second})
 	spoolDir := filepath.Join(p.dir, "spool")
-	path := p.writeConfig(t, "    ack: client-individual", fmt.Sprintf("envelope: json\nspool:\n  dir: %s\n", spoolDir))
+	cfg := p.config()
+	cfg.Envelope, cfg.Spool.Dir = "json", spoolDir
+	path := p.writeConfig(t, cfg)
 
 	const n = 6000
 	for i := 0; i < n; i++ {

@@ -18,7 +18,9 @@ import (
 func TestKill9KeepsTheDedupWindow(t *testing.T) {
 	p := startPeers(t, mnsemu.Config{Queues: []string{"telemetry-pk1", "unrouted"}}, iotsim.Config{})
 	journal := filepath.Join(t.TempDir(), "dedup-window.log")
-	path := p.writeConfig(t, "    ack: client-individual", "delivery:\n  dedup:\n    file: "+journal+"\n")
+	cfg := p.config()
+	cfg.Delivery.Dedup.File = journal
+	path := p.writeConfig(t, cfg)
 	publish := func() {
 		for i := 0; i < 100; i++ {
 			p.sim.Publish("g1", iotsim.Message{Topic: "/pk1/dev/user/x", MessageID: fmt.Sprintf("k9d-%03d", i), Body: []byte("x")})

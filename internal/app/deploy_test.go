@@ -26,7 +26,9 @@ func TestDeployFilesUseExportedMetrics(t *testing.T) {
 	p := startPeers(t, mnsemu.Config{}, iotsim.Config{})
 	p.emu.CreateQueue("unrouted")
 	p.emu.CreateQueue("telemetry-pk1")
-	path := p.writeConfig(t, "    ack: client-individual", "spool:\n  dir: "+t.TempDir()+"\n")
+	c := p.config()
+	c.Spool.Dir = t.TempDir()
+	path := p.writeConfig(t, c)
 	cfg, err := config.Load(path)
 	if err != nil {
 		t.Fatal(err)

@@ -1,13 +1,12 @@
 package app
 
 import (
-	"os"
-	"path/filepath"
 	"slices"
 	"testing"
 
 	"github.com/iot-mns-bridge/iot-mns-bridge/bridge"
 	"github.com/iot-mns-bridge/iot-mns-bridge/config"
+	"github.com/iot-mns-bridge/iot-mns-bridge/config/configtest"
 )
 
 // TestDestinationsFollowTheRoutesAndReload: the destinations "check
@@ -16,39 +15,23 @@ import (
 // routes'.
 func TestDestinationsFollowTheRoutesAndReload(t *testing.T) {
 	dir := t.TempDir()
-	load := func(routes string) *config.Config {
+	load := func(routes ...config.Route) *config.Config {
 		t.Helper()
-		path := filepath.Join(dir, "bridge.yaml")
-		yaml := `source:
-  protocol: stomp
-  endpoint: 127.0.0.1:61614
-  client_id: dest-test
-  consumer_group_id: g1
-  credentials:
-    access_key_id: ` + testAK + `
-    access_key_secret: ` + testSecret + `
-mns:
-  endpoint: http://127.0.0.1:1
-routes:
-` + routes + `default_route:
-  queue: unrouted
-delivery:
-  dead_letter:
-    queue: unrouted
-    file: ""
-http:
-  listen: ""
-`
-		if err := os.WriteFile(path, []byte(yaml), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		cfg, err := config.Load(path)
+		c := configtest.New()
+		c.Source.Endpoint, c.Source.ClientID, c.Source.ConsumerGroupID = "127.0.0.1:61614", "dest-test", "g1"
+		c.Source.Credentials = config.Credentials{AccessKeyID: testAK, AccessKeySecret: testSecret}
+		c.MNS.Endpoint = "http://127.0.0.1:1"
+		c.Routes = routes
+		c.DefaultRoute.Queue = "unrouted"
+		c.Delivery.DeadLetter = config.DeadLetter{Queue: "unrouted"}
+		c.HTTP.Listen = ""
+		cfg, err := config.Load(configtest.Write(t, dir, "bridge.yaml", c))
 		if err != nil {
 			t.Fatal(err)
 		}
 		return cfg
 	}
-	b, err := New(load("  - match: /{productKey}/#\n    queue: telemetry-{productKey}\n  - match: /a/#\n    topic: fixed\n"), Options{})
+	b, err := New(load(config.Route{Match: "/{productKey}/#", Queue: "telemetry-{productKey}"}, config.Route{Match: "/a/#", Topic: "fixed"}), Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -56,7 +39,7 @@ http:
 	if got := b.destinations(); !slices.Equal(got, want) {
 		t.Fatalf("destinations %v, want %v", got, want)
 	}
-	if _, err := b.Reload(load("  - match: /b/#\n    queue: other\n")); err != nil {
+	if _, err := b.Reload(load(config.Route{Match: "/b/#", Queue: "other"})); err != nil {
 		t.Fatal(err)
 	}
 	want = []bridge.Destination{{Kind: bridge.Queue, Name: "other"}, {Kind: bridge.Queue, Name: "unrouted"}}

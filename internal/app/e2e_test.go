@@ -5,13 +5,12 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/iot-mns-bridge/iot-mns-bridge/config"
+	"github.com/iot-mns-bridge/iot-mns-bridge/config/configtest"
 	"github.com/iot-mns-bridge/iot-mns-bridge/internal/testpeers"
 	"github.com/iot-mns-bridge/iot-mns-bridge/iotsim"
 	"github.com/iot-mns-bridge/iot-mns-bridge/mnsemu"
@@ -46,40 +45,31 @@ func startPeers(t testing.TB, emuCfg mnsemu.Config, simCfg iotsim.Config) *peers
 	return &peers{sim: sim, emu: emu, mnsURL: "http://" + addr, caFile: ca, dir: dir}
 }
 
-// writeConfig writes a config for the peers; extra is appended YAML (the
-// source.stomp block and top-level keys).
-func (p *peers) writeConfig(t testing.TB, stomp string, extra string) string {
+// config returns the bridge config for the peers, built from
+// config.Default(): STOMP with client-individual acks, telemetry routed to
+// telemetry-{productKey}, the rest to "unrouted", no HTTP listener, log
+// level warn. Tests change what they need and write it with writeConfig.
+func (p *peers) config() *config.Config {
+	c := configtest.New()
+	c.Source.Endpoint = p.sim.Addr()
+	c.Source.ClientID = "e2e-bridge"
+	c.Source.ConsumerGroupID = "g1"
+	c.Source.Credentials = config.Credentials{AccessKeyID: testAK, AccessKeySecret: testSecret}
+	c.Source.TLS = config.TLS{CAFile: p.caFile, ServerName: "localhost"}
+	c.Source.STOMP.Ack = "client-individual"
+	c.MNS.Endpoint = p.mnsURL
+	c.Routes = []config.Route{{Match: "/{productKey}/{deviceName}/user/#", Queue: "telemetry-{productKey}"}}
+	c.DefaultRoute.Queue = "unrouted"
+	c.HTTP.Listen = ""
+	c.Log.Level = "warn"
+	return c
+}
+
+// writeConfig writes c as bridge.yaml in the peers' directory and returns
+// its path.
+func (p *peers) writeConfig(t testing.TB, c *config.Config) string {
 	t.Helper()
-	cfg := fmt.Sprintf(`source:
-  protocol: stomp
-  endpoint: %s
-  client_id: e2e-bridge
-  consumer_group_id: g1
-  credentials:
-    access_key_id: %s
-    access_key_secret: %s
-  tls:
-    ca_file: %s
-    server_name: localhost
-  stomp:
-%s
-mns:
-  endpoint: %s
-routes:
-  - match: /{productKey}/{deviceName}/user/#
-    queue: telemetry-{productKey}
-default_route:
-  queue: unrouted
-http:
-  listen: ""
-log:
-  level: warn
-%s`, p.sim.Addr(), testAK, testSecret, p.caFile, stomp, p.mnsURL, extra)
-	path := filepath.Join(p.dir, "bridge.yaml")
-	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return path
+	return configtest.Write(t, p.dir, "bridge.yaml", c)
 }
 
 // waitFor polls cond until it holds or the (generous, failure-only) deadline
@@ -102,7 +92,9 @@ func waitFor(t *testing.T, what string, d time.Duration, cond func() bool) {
 // encode=base64 path (platform → bridge) and base64 MNS bodies.
 func TestRunForwards10000BinaryMessagesByteForByte(t *testing.T) {
 	p := startPeers(t, mnsemu.Config{Queues: []string{"telemetry-pk1", "unrouted"}, Latency: 2 * time.Millisecond}, iotsim.Config{})
-	path := p.writeConfig(t, "    ack: client-individual\n    encode_base64: true", "")
+	cfg := p.config()
+	cfg.Source.STOMP.EncodeBase64 = true
+	path := p.writeConfig(t, cfg)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	exited := make(chan int, 1)
@@ -167,7 +159,7 @@ func TestRunForwards10000BinaryMessagesByteForByte(t *testing.T) {
 // without sending it again and counts it.
 func TestRedeliveriesAreSuppressedWithinTheWindow(t *testing.T) {
 	p := startPeers(t, mnsemu.Config{Queues: []string{"telemetry-pk1", "unrouted"}}, iotsim.Config{})
-	path := p.writeConfig(t, "    ack: client-individual", "")
+	path := p.writeConfig(t, p.config())
 	cfg, err := config.Load(path)
 	if err != nil {
 		t.Fatal(err)

@@ -49,7 +49,7 @@ func metricValue(t *testing.T, text, name string) float64 {
 // destination is missing, ready after, and the counters move with traffic.
 func TestMetricsAndReadinessMove(t *testing.T) {
 	p := startPeers(t, mnsemu.Config{}, iotsim.Config{})
-	path := p.writeConfig(t, "    ack: client-individual", "")
+	path := p.writeConfig(t, p.config())
 	cfg, err := config.Load(path)
 	if err != nil {
 		t.Fatal(err)
@@ -125,7 +125,7 @@ func TestMetricsAndReadinessMove(t *testing.T) {
 // broken file is refused and the running routes kept.
 func TestSIGHUPReloadsRoutesAndRefusesBadConfig(t *testing.T) {
 	p := startPeers(t, mnsemu.Config{Queues: []string{"telemetry-pk1", "second", "unrouted"}}, iotsim.Config{})
-	path := p.writeConfig(t, "    ack: client-individual", "")
+	path := p.writeConfig(t, p.config())
 	data, _ := os.ReadFile(path)
 	data = []byte(strings.Replace(string(data), "level: warn", "level: info", 1))
 	os.WriteFile(path, data, 0o600)

@@ -24,7 +24,7 @@ import (
 // and the group id.
 func TestRunWithPropertiesEveryMessageCarriesThePlatformMetadata(t *testing.T) {
 	p := startPeers(t, mnsemu.Config{Queues: []string{"telemetry-pk1", "unrouted"}, Region: "cn-hangzhou"}, iotsim.Config{})
-	path := p.writeConfig(t, "    ack: client-individual", "")
+	path := p.writeConfig(t, p.config())
 	cfg, err := config.Load(path)
 	if err != nil {
 		t.Fatal(err)

@@ -12,47 +12,35 @@ import (
 
 	"github.com/iot-mns-bridge/iot-mns-bridge/bridge"
 	"github.com/iot-mns-bridge/iot-mns-bridge/config"
+	"github.com/iot-mns-bridge/iot-mns-bridge/config/configtest"
 	"github.com/iot-mns-bridge/iot-mns-bridge/internal/testbroker"
 	"github.com/iot-mns-bridge/iot-mns-bridge/iotsim"
 	"github.com/iot-mns-bridge/iot-mns-bridge/mnsemu"
 )
 
-// rabbitConfig writes a bridge config for the test broker: source is the
-// protocol block (stomp: or amqp:) and its endpoint.
-func rabbitConfig(t *testing.T, b *testbroker.Broker, p *peers, protocol, endpoint, block, extra string) string {
+// rabbitConfig returns a bridge config for the test broker: the source is
+// protocol at endpoint with the broker's credentials and CA, MNS the
+// emulator of p; unmatched topics are dead-lettered. Tests change what they
+// need and write it with writeConfig.
+func rabbitConfig(t *testing.T, b *testbroker.Broker, p *peers, protocol, endpoint string) *config.Config {
 	t.Helper()
-	cfg := fmt.Sprintf(`source:
-  protocol: %s
-  endpoint: %s
-  client_id: %s
-  credentials:
-    access_key_id: %s
-    access_key_secret: %s
-  tls:
-    ca_file: %s
-    server_name: localhost
-%s
-mns:
-  endpoint: %s
-  credentials:
-    access_key_id: %s
-    access_key_secret: %s
-routes:
-  - match: /{productKey}/{deviceName}/user/#
-    queue: telemetry-{productKey}
-default_route:
-  dead_letter: true
-envelope: json
-http:
-  listen: ""
-log:
-  level: info
-%s`, protocol, endpoint, b.Unique(t), b.AccessKeyID, b.AccessKeySecret, b.CAFile, block, p.mnsURL, testAK, testSecret, extra)
-	path := filepath.Join(p.dir, "rabbit.yaml")
-	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return path
+	c := configtest.New()
+	c.Source.Protocol, c.Source.Endpoint, c.Source.ClientID = protocol, endpoint, b.Unique(t)
+	c.Source.Credentials = config.Credentials{AccessKeyID: b.AccessKeyID, AccessKeySecret: config.Secret(b.AccessKeySecret)}
+	c.Source.TLS = config.TLS{CAFile: b.CAFile, ServerName: "localhost"}
+	c.MNS.Endpoint = p.mnsURL
+	c.MNS.Credentials = config.Credentials{AccessKeyID: testAK, AccessKeySecret: testSecret}
+	c.Routes = []config.Route{{Match: "/{productKey}/{deviceName}/user/#", Queue: "telemetry-{productKey}"}}
+	c.DefaultRoute.DeadLetter = true
+	c.Envelope = "json"
+	c.HTTP.Listen = ""
+	return c
+}
+
+// writeRabbitConfig writes c as rabbit.yaml in the peers' directory.
+func writeRabbitConfig(t *testing.T, p *peers, c *config.Config) string {
+	t.Helper()
+	return configtest.Write(t, p.dir, "rabbit.yaml", c)
 }
 
 // countIDs counts the messages with the given id prefix in queue.
@@ -74,8 +62,9 @@ func countIDs(t *testing.T, emu *mnsemu.Emulator, queue, prefix string, n int) (
 func TestRabbitMQSTOMPBridgeResumesAfterBrokerRestart(t *testing.T) {
 	b := testbroker.RabbitMQ(t)
 	p := startPeers(t, mnsemu.Config{Queues: []string{"telemetry-pkr"}}, iotsim.Config{})
-	path := rabbitConfig(t, b, p, "stomp", b.STOMPSAddr,
-		"  stomp:\n    destination: /topic/#\n    ack: client-individual\n    host: /\n    heartbeat: 5s", "")
+	rc := rabbitConfig(t, b, p, "stomp", b.STOMPSAddr)
+	rc.Source.STOMP.Destination, rc.Source.STOMP.Ack, rc.Source.STOMP.Host, rc.Source.STOMP.HeartBeat = "/topic/#", "client-individual", "/", 5*time.Second
+	path := writeRabbitConfig(t, p, rc)
 	cfg, err := config.Load(path)
 	if err != nil {
 		t.Fatal(err)
@@ -146,8 +135,10 @@ func TestRabbitMQAMQPBridgeKill9AndBrokerRestart(t *testing.T) {
 	b := testbroker.RabbitMQ(t)
 	p := startPeers(t, mnsemu.Config{Queues: []string{"telemetry-pka"}, Latency: 2 * time.Millisecond}, iotsim.Config{})
 	queue := "/queue/" + b.Unique(t)
-	path := rabbitConfig(t, b, p, "amqp", b.AMQPSAddr,
-		fmt.Sprintf("  amqp:\n    address: %s\n    credit: 64\n  reconnect_min_backoff: 200ms\n  reconnect_max_backoff: 2s", queue), "")
+	rc := rabbitConfig(t, b, p, "amqp", b.AMQPSAddr)
+	rc.Source.AMQP.Address, rc.Source.AMQP.Credit = queue, 64
+	rc.Source.ReconnectMinBackoff, rc.Source.ReconnectMaxBackoff = 200*time.Millisecond, 2*time.Second
+	path := writeRabbitConfig(t, p, rc)
 	pub := b.NewAMQPPublisher(t, queue)
 	const n = 3000
 	ctx := context.Background()
@@ -188,7 +179,9 @@ func TestRabbitMQAMQPCheckConnect(t *testing.T) {
 	b := testbroker.RabbitMQ(t)
 	p := startPeers(t, mnsemu.Config{Queues: []string{"telemetry-pka"}}, iotsim.Config{})
 	queue := "/queue/" + b.Unique(t)
-	path := rabbitConfig(t, b, p, "amqp", b.AMQPSAddr, fmt.Sprintf("  amqp:\n    address: %s", queue), "")
+	rc := rabbitConfig(t, b, p, "amqp", b.AMQPSAddr)
+	rc.Source.AMQP.Address = queue
+	path := writeRabbitConfig(t, p, rc)
 	code, out, errOut := runMain(t, context.Background(), "check", "-config", path, "-connect")
 	if code != ExitOK || !strings.Contains(out, "ok   source") {
 		t.Fatalf("check -connect: exit %d\n%s%s", code, out, errOut)

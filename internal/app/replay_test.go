@@ -19,7 +19,9 @@ import (
 // "replay" sends the file through the routes again and reports it.
 func TestDeadLetterFileAndReplay(t *testing.T) {
 	p := startPeers(t, mnsemu.Config{Queues: []string{"unrouted"}}, iotsim.Config{})
-	path := p.writeConfig(t, "    ack: client-individual", "delivery:\n  dead_letter:\n    file: dl.jsonl\n")
+	c := p.config()
+	c.Delivery.DeadLetter.File = "dl.jsonl"
+	path := p.writeConfig(t, c)
 	ctx, cancel := context.WithCancel(context.Background())
 	exited := make(chan int, 1)
 	var errb testpeers.SyncBuffer

@@ -24,7 +24,9 @@ import (
 func TestStatusCommandAgainstARunningBridge(t *testing.T) {
 	p := startPeers(t, mnsemu.Config{}, iotsim.Config{})
 	p.emu.CreateQueue("unrouted")
-	path := p.writeConfig(t, "    ack: client-individual", "spool:\n  dir: "+t.TempDir()+"\n")
+	c := p.config()
+	c.Spool.Dir = t.TempDir()
+	path := p.writeConfig(t, c)
 	cfg, err := config.Load(path)
 	if err != nil {
 		t.Fatal(err)
