@@ -292,18 +292,19 @@ func TestRabbitMQSTSTokenLoginFromTheURIProvider(t *testing.T) {
 	}))
 	defer srv.Close()
 	t.Setenv(credentials.EnvCredentialsURI, srv.URL)
-	static := fmt.Sprintf("  credentials:\n    access_key_id: %s\n    access_key_secret: %s\n", b.AccessKeyID, b.AccessKeySecret)
-	for _, tc := range []struct{ protocol, endpoint, block string }{
-		{"stomp", b.STOMPSAddr, "  stomp:\n    destination: /topic/#\n"},
-		{"amqp", b.AMQPSAddr, fmt.Sprintf("  amqp:\n    address: /queue/%s\n", b.Unique(t))},
+	for _, tc := range []struct{ protocol, endpoint string }{
+		{"stomp", b.STOMPSAddr},
+		{"amqp", b.AMQPSAddr},
 	} {
 		t.Run(tc.protocol, func(t *testing.T) {
-			path := rabbitConfig(t, b, p, tc.protocol, tc.endpoint, strings.TrimSuffix(tc.block, "\n"), "")
-			data, _ := os.ReadFile(path)
-			if !strings.Contains(string(data), static) {
-				t.Fatalf("the config has no static source credentials to replace:\n%s", data)
+			rc := rabbitConfig(t, b, p, tc.protocol, tc.endpoint)
+			rc.Source.STOMP.Destination = "/topic/#"
+			if tc.protocol == "amqp" {
+				rc.Source.AMQP.Address = "/queue/" + b.Unique(t)
 			}
-			os.WriteFile(path, []byte(strings.Replace(string(data), static, "  credentials:\n    provider: uri\n", 1)), 0o600)
+			// No static source keys: the credentials URI provider gives them.
+			rc.Source.Credentials = config.Credentials{Provider: "uri"}
+			path := writeRabbitConfig(t, p, rc)
 			before := hits.Load()
 			code, out, errOut := runMain(t, context.Background(), "check", "-config", path, "-connect")
 			if code != ExitOK || !strings.Contains(out, "ok   source.credentials: provider uri") || !strings.Contains(out, "ststoken") ||
