@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -681,5 +682,64 @@ func TestDefaultChainOrder(t *testing.T) {
 	_, err = ch.Retrieve(context.Background())
 	if err == nil || !strings.Contains(err.Error(), "found none") || !strings.Contains(err.Error(), "HTTP 503") {
 		t.Errorf("none: %v", err)
+	}
+}
+
+// countingChain counts the Retrieves of the chain it wraps (and is a
+// Watcher through it).
+type countingChain struct {
+	credentials.Chain
+	n atomic.Int64
+}
+
+func (c *countingChain) Retrieve(ctx context.Context) (credentials.Credentials, error) {
+	c.n.Add(1)
+	return c.Chain.Retrieve(ctx)
+}
+
+// A chain whose first provider yields does not fetch again at every Get
+// because a later, file-backed member was never read.
+func TestChainWithUnreadFileProvidersIsFetchedOnce(t *testing.T) {
+	dir := t.TempDir()
+	env := envMap(map[string]string{"HOME": dir, "ALIBABA_CLOUD_ACCESS_KEY_ID": "LTAIenv", "ALIBABA_CLOUD_ACCESS_KEY_SECRET": "s",
+		credentials.EnvECSMetadataDisabled: "true"})
+	p := &countingChain{Chain: credentials.DefaultChain(env)}
+	var _ credentials.Watcher = p
+	cache := credentials.NewCache(p, credentials.CacheOptions{})
+	defer cache.Close()
+	for range 100 {
+		if c, err := cache.Get(context.Background()); err != nil || c.Source != "env" {
+			t.Fatal(c, err)
+		}
+	}
+	if n := p.n.Load(); n != 1 {
+		t.Errorf("%d fetches, want 1", n)
+	}
+}
+
+// BenchmarkCacheGet is the cost a signer pays per request for a valid
+// cached triple (static keys from files: one stat per file per Get).
+func BenchmarkCacheGet(b *testing.B) {
+	dir := b.TempDir()
+	sec := filepath.Join(dir, "secret")
+	os.WriteFile(sec, []byte("s"), 0o600)
+	for _, tc := range []struct {
+		name string
+		p    credentials.Provider
+	}{
+		{"static", &credentials.Files{AccessKeyID: "a", AccessKeySecret: "s"}},
+		{"secret_file", &credentials.Files{AccessKeyID: "a", AccessKeySecretFile: sec}},
+		{"expiring", &fakeProvider{life: time.Hour}},
+	} {
+		b.Run(tc.name, func(b *testing.B) {
+			cache := credentials.NewCache(tc.p, credentials.CacheOptions{})
+			defer cache.Close()
+			ctx := context.Background()
+			for b.Loop() {
+				if _, err := cache.Get(ctx); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
 	}
 }

@@ -292,7 +292,9 @@ func (w *fileWatch) changed(names []string) bool {
 	now := w.snapshot(names)
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	return w.last == nil || !equalStats(w.last, now)
+	// Never read (a chain member after the one that yields): nothing to
+	// compare with, and nothing of it is in use.
+	return w.last != nil && !equalStats(w.last, now)
 }
 
 func equalStats(a, b []fileStat) bool {

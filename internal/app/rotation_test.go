@@ -221,6 +221,7 @@ func TestRotationRunSignsEveryRequestWithTheCurrentTriple(t *testing.T) {
 					t.Errorf("the log holds a secret or token (%q)", tr)
 				}
 			}
+			logCredentialLines(t, logs)
 			t.Logf("%d messages, %d triples issued, %d used for logins, %d for MNS requests, %d logins, %d MNS requests",
 				len(all), is.Issued(), len(iotIDs), len(mnsIDs), st.LoginsOK, r.emu.Stats().Requests)
 		})
@@ -273,6 +274,7 @@ func TestCredentialsExpireWithTheProviderDown(t *testing.T) {
 	if n := strings.Count(logs, "no valid credentials"); n != 1 {
 		t.Errorf("the expiry is logged %d times, want once", n)
 	}
+	logCredentialLines(t, logs)
 	t.Logf("issued %d triples (%d before the outage)", is.Issued(), issuedWhileDown)
 }
 
@@ -318,5 +320,18 @@ func TestRabbitMQSTSTokenLoginFromTheURIProvider(t *testing.T) {
 				t.Error("a secret or the token appears in the check output")
 			}
 		})
+	}
+}
+
+// logCredentialLines shows, with -v, the bridge's log lines about
+// credentials (the ones an operator sees during a rotation).
+func logCredentialLines(t *testing.T, logs string) {
+	if !testing.Verbose() {
+		return
+	}
+	for _, l := range strings.Split(logs, "\n") {
+		if strings.Contains(l, "credentials") {
+			t.Log(l)
+		}
 	}
 }
