@@ -49,7 +49,11 @@
 #            tagged $OPS_CHECK_IMAGE (default localhost/iot-mns-bridge:opscheck).
 #            Checks the user, HEALTHCHECK and `version`; the image is removed
 #            at exit unless OPS_CHECK_KEEP_IMAGE=1. podman settings:
-#            scripts/podman/containers.conf (CONTAINERS_CONF).
+#            scripts/podman/containers.conf (CONTAINERS_CONF);
+#   nspawn   (not in the default list: internal/opscheck's TestSystemdUnit
+#            runs it, then boots systemd with systemd-nspawn over this
+#            machine's root and runs the unit in it) installs
+#            systemd-container when missing, and checks this is root.
 #
 # The heavy steps (release, deb, qemu) are skipped with OPS_CHECK_QUICK=1
 # for local runs; under CI=true they always run. Missing tools (dpkg-deb,
@@ -74,8 +78,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 steps=("$@")
-all_steps=(build version run unit release deb qemu rules kube image)
-# image is run by internal/opscheck's TestImage, which then runs the image.
+all_steps=(build version run unit release deb qemu rules kube image nspawn)
+# image and nspawn are run by internal/opscheck's TestImage and TestSystemdUnit.
 [ ${#steps[@]} -gt 0 ] || steps=(build version run unit release deb qemu rules kube)
 for s in "${steps[@]}"; do
 	case " ${all_steps[*]} " in *" $s "*) ;; *)
@@ -547,6 +551,18 @@ step_kube() {
 		fail "deploy/kubernetes/validate:"$'\n'"$out"
 	note "$(tail -n1 <<<"$out")"
 	ok kube
+}
+
+step_nspawn() {
+	heavy nspawn || return 0
+	if [ "$(id -u)" -ne 0 ]; then
+		[ "${CI:-}" = true ] && fail "nspawn: systemd-nspawn needs root"
+		skip nspawn "systemd-nspawn needs root (under CI=true this fails)"
+		return 0
+	fi
+	need_tools nspawn systemd-container systemd-nspawn || return 0
+	need_tools nspawn util-linux nsenter || return 0
+	ok nspawn
 }
 
 distroless=gcr.io/distroless/static-debian12:nonroot

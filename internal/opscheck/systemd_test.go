@@ -1,0 +1,386 @@
+package opscheck
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/iot-mns-bridge/iot-mns-bridge/internal/faultproxy"
+	"github.com/iot-mns-bridge/iot-mns-bridge/iotsim"
+	"github.com/iot-mns-bridge/iot-mns-bridge/mnsemu"
+)
+
+// nspawnMachine is a systemd booted with systemd-nspawn over the host's own
+// root (--volatile=yes: /usr from the host, read-only; the rest a tmpfs),
+// sharing the host's network, so that a unit in it reaches test peers on
+// the host's loopback.
+type nspawnMachine struct {
+	t      *testing.T
+	cmd    *exec.Cmd
+	leader int // the machine's PID 1, as seen from the host
+	done   chan struct{}
+}
+
+// bootNspawn boots the machine with binds ("host:container", read-only)
+// and waits until its systemd finished starting up.
+func bootNspawn(t *testing.T, name string, binds ...string) *nspawnMachine {
+	t.Helper()
+	args := []string{"-D", "/", "--volatile=yes", "--register=no", "--keep-unit", "-b", "--console=pipe",
+		"--machine=" + name}
+	for _, b := range binds {
+		args = append(args, "--bind-ro="+b)
+	}
+	cmd := exec.Command("systemd-nspawn", args...)
+	cmd.Stdin = nil
+	out, err := os.CreateTemp("", "nspawn-console")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { out.Close(); os.Remove(out.Name()) })
+	cmd.Stdout, cmd.Stderr = out, out
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("systemd-nspawn: %v", err)
+	}
+	m := &nspawnMachine{t: t, cmd: cmd, done: make(chan struct{})}
+	go func() { cmd.Wait(); close(m.done) }()
+	console := func() string { b, _ := os.ReadFile(out.Name()); return string(b) }
+	t.Cleanup(func() {
+		// SIGTERM asks nspawn to shut the machine down (poweroff).
+		cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-m.done:
+		case <-time.After(60 * time.Second):
+			syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+			<-m.done
+		}
+	})
+	deadline := time.Now().Add(60 * time.Second)
+	for m.leader == 0 {
+		select {
+		case <-m.done:
+			t.Fatalf("systemd-nspawn exited while booting:\n%s", console())
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("systemd-nspawn started no machine within 60s:\n%s", console())
+		}
+		b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", cmd.Process.Pid, cmd.Process.Pid))
+		if f := strings.Fields(string(b)); len(f) > 0 {
+			pid, _ := strconv.Atoi(f[0])
+			if comm, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid)); strings.TrimSpace(string(comm)) == "systemd" {
+				m.leader = pid
+			}
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	// is-system-running --wait returns once start-up finished (running, or
+	// degraded when some unrelated host unit fails in the container).
+	// Until PID 1 has its private bus socket, systemctl cannot connect.
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	for {
+		state, _ := m.run(ctx, "systemctl", "is-system-running", "--wait")
+		if state == "running" || state == "degraded" {
+			return m
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("the machine's systemd is %q after boot:\n%s", state, console())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// run runs a command inside the machine and returns its trimmed output.
+func (m *nspawnMachine) run(ctx context.Context, args ...string) (string, error) {
+	cmd := exec.CommandContext(ctx, "nsenter", append([]string{"-t", strconv.Itoa(m.leader), "-a"}, args...)...)
+	out, err := cmd.CombinedOutput()
+	return strings.TrimSpace(string(out)), err
+}
+
+// show returns the unit's properties.
+func (m *nspawnMachine) show(unit string, props ...string) map[string]string {
+	m.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	out, err := m.run(ctx, "systemctl", "show", unit, "-p", strings.Join(props, ","))
+	if err != nil {
+		m.t.Fatalf("systemctl show %s: %v: %s", unit, err, out)
+	}
+	got := map[string]string{}
+	sc := bufio.NewScanner(strings.NewReader(out))
+	for sc.Scan() {
+		if k, v, ok := strings.Cut(sc.Text(), "="); ok {
+			got[k] = v
+		}
+	}
+	return got
+}
+
+func (m *nspawnMachine) journal(unit string) string {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	out, _ := m.run(ctx, "journalctl", "-u", unit, "--no-pager", "-o", "cat")
+	return out
+}
+
+// TestSystemdUnit boots a real systemd with systemd-nspawn and runs
+// configs/iot-mns-bridge.service in it, unchanged but for a shorter
+// WatchdogSec (a drop-in), with the binary at /usr/local/bin and the config,
+// secret and CA under /etc/iot-mns-bridge, against the simulator and
+// emulator on the host's loopback. It shows: READY=1 only after the source
+// connected (the unit stays activating while the platform is unreachable),
+// the hardening does not block the CA file in /etc, the watchdog fed,
+// reload on SIGHUP, a stop within TimeoutStopSec with messages in flight
+// and none lost (the spool in StateDirectory sends them on the next start),
+// and no restart loop on a config error.
+func TestSystemdUnit(t *testing.T) {
+	if testing.Short() {
+		t.Skip("boots systemd with systemd-nspawn; skipped with -short")
+	}
+	if os.Getenv("OPS_CHECK_QUICK") != "" && os.Getenv("CI") != "true" {
+		t.Skip("OPS_CHECK_QUICK is set (under CI=true this runs)")
+	}
+	if r := runOpsStep(t, "nspawn"); r != "ok" {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("the nspawn step was skipped under CI=true: %s", r)
+		}
+		t.Skip(r)
+	}
+	const unit = "iot-mns-bridge.service"
+	dir := t.TempDir()
+	os.Chmod(dir, 0o755)
+
+	// The binary, built the way the release builds it.
+	binDir := filepath.Join(dir, "bin")
+	os.MkdirAll(binDir, 0o755)
+	build := exec.Command("bash", filepath.Join(repoRoot, "scripts/build.sh"), filepath.Join(binDir, "iot-mns-bridge"))
+	build.Env = append(os.Environ(), "VERSION=v0.0.0-nspawn")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("scripts/build.sh: %v: %s", err, out)
+	}
+
+	emu, emuAddr := startMNS(t, mnsemu.Config{AccessKeys: map[string]string{imageAK: imageSecret}})
+	emu.CreateQueue("telemetry-pk1")
+	emu.CreateQueue("unrouted")
+	// The simulator runs from the start, behind a proxy that refuses
+	// connections until the test lets them through.
+	sim, err := iotsim.Start(iotsim.Config{Secrets: map[string]string{imageAK: imageSecret}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { sim.Close() })
+	proxy, err := faultproxy.Start(sim.Addr(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { proxy.Close() })
+	proxy.SetRefuse(true)
+	simAddr := proxy.Addr()
+	httpPort := freePort(t)
+	base := fmt.Sprintf("http://127.0.0.1:%d", httpPort)
+
+	etc := filepath.Join(dir, "etc")
+	os.MkdirAll(etc, 0o755)
+	caFile := filepath.Join(etc, "ca.pem")
+	writeFile(t, caFile, string(sim.CACertPEM()), 0o644)
+	writeFile(t, filepath.Join(etc, "access_key_secret"), imageSecret+"\n", 0o600)
+	writeFile(t, filepath.Join(etc, "iot-mns-bridge.env"), "ALIBABA_CLOUD_ACCESS_KEY_ID="+imageAK+"\n", 0o600)
+	goodConfig := fmt.Sprintf(`# The unit's documented layout (configs/iot-mns-bridge.service), pointed at loopback peers.
+source:
+  protocol: stomp
+  endpoint: %s
+  client_id: nspawn-check
+  consumer_group_id: g1
+  credentials:
+    access_key_id: ${ALIBABA_CLOUD_ACCESS_KEY_ID}
+    access_key_secret_file: access_key_secret
+  tls:
+    ca_file: /etc/iot-mns-bridge/ca.pem
+    server_name: localhost
+  stomp:
+    ack: auto
+  reconnect_max_backoff: 2s
+mns:
+  endpoint: http://%s
+routes:
+  - match: /{productKey}/{deviceName}/user/#
+    queue: telemetry-{productKey}
+default_route:
+  queue: unrouted
+spool:
+  dir: spool
+http:
+  listen: 127.0.0.1:%d
+log:
+  level: info
+  summary_interval: 0s
+shutdown_timeout: 10s
+`, simAddr, emuAddr, httpPort)
+	cfgFile := filepath.Join(etc, "config.yaml")
+	writeFile(t, cfgFile, goodConfig, 0o644)
+
+	// The unit as shipped, plus a drop-in with a short watchdog so that the
+	// test sees it fed within seconds.
+	sysd := filepath.Join(dir, "systemd")
+	os.MkdirAll(filepath.Join(sysd, unit+".d"), 0o755)
+	writeFile(t, filepath.Join(sysd, unit), readRepoFile(t, "configs/iot-mns-bridge.service"), 0o644)
+	writeFile(t, filepath.Join(sysd, unit+".d", "opscheck.conf"), "[Service]\nWatchdogSec=4s\n", 0o644)
+	// On a first boot (an empty /etc) systemd applies the presets, which
+	// would enable and start the unit at boot: the test starts it itself.
+	preset := filepath.Join(sysd, "00-opscheck.preset")
+	writeFile(t, preset, "disable "+unit+"\n", 0o644)
+
+	m := bootNspawn(t, fmt.Sprintf("iotmns-%d", os.Getpid()),
+		binDir+":/usr/local/bin",
+		etc+":/etc/iot-mns-bridge",
+		filepath.Join(sysd, unit)+":/etc/systemd/system/"+unit,
+		filepath.Join(sysd, unit+".d")+":/etc/systemd/system/"+unit+".d",
+		preset+":/etc/systemd/system-preset/00-opscheck.preset")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	sysctl := func(args ...string) (string, error) { return m.run(ctx, append([]string{"systemctl"}, args...)...) }
+	waitState := func(what string, d time.Duration, cond func(map[string]string) bool, props ...string) map[string]string {
+		t.Helper()
+		deadline := time.Now().Add(d)
+		for {
+			p := m.show(unit, props...)
+			if cond(p) {
+				return p
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("timed out after %v waiting for %s: %v\njournal:\n%s", d, what, p, m.journal(unit))
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+	}
+
+	// READY=1 only once connected: with the platform unreachable the unit
+	// stays activating.
+	if out, err := sysctl("start", "--no-block", unit); err != nil {
+		t.Fatalf("systemctl start: %v: %s", err, out)
+	}
+	waitState("the bridge to try the unreachable source twice", 60*time.Second, func(p map[string]string) bool {
+		return p["ActiveState"] == "activating" && proxy.Stats().Refused >= 2
+	}, "ActiveState", "SubState")
+	if p := m.show(unit, "ActiveState"); p["ActiveState"] != "activating" {
+		t.Fatalf("the unit is %v while the source is unreachable, want activating (no READY=1 yet)\n%s", p, m.journal(unit))
+	}
+	proxy.SetRefuse(false)
+	p := waitState("the unit to become active after the source connected", 90*time.Second, func(p map[string]string) bool {
+		return p["ActiveState"] == "active"
+	}, "ActiveState", "SubState", "MainPID", "NRestarts")
+	mainPID := p["MainPID"]
+	if j := m.journal(unit); strings.Index(j, "source connected") < 0 || strings.Index(j, "source connected") > strings.Index(j, "ready:") {
+		t.Errorf("the journal does not show the source connected before ready:\n%s", j)
+	}
+
+	// The watchdog is fed: its timestamp moves, three times, and the bridge
+	// is neither killed nor restarted.
+	last := m.show(unit, "WatchdogTimestampMonotonic")["WatchdogTimestampMonotonic"]
+	for i := 0; i < 3; i++ {
+		waitState("a watchdog ping", 30*time.Second, func(p map[string]string) bool {
+			if v := p["WatchdogTimestampMonotonic"]; v != last && v != "0" {
+				last = v
+				return true
+			}
+			return false
+		}, "WatchdogTimestampMonotonic")
+	}
+	if p := m.show(unit, "MainPID", "NRestarts", "ActiveState"); p["MainPID"] != mainPID || p["NRestarts"] != "0" || p["ActiveState"] != "active" {
+		t.Errorf("after the watchdog pings: %v, want the same MainPID %s, no restart, active", p, mainPID)
+	}
+
+	delivered := func() map[string]int {
+		got := map[string]int{}
+		for _, msg := range emu.Messages("telemetry-pk1") {
+			b, err := msg.DecodedBody()
+			if err != nil {
+				t.Fatal(err)
+			}
+			got[string(b)]++
+		}
+		return got
+	}
+	const n1 = 200
+	for i := 0; i < n1; i++ {
+		sim.Publish("g1", iotsim.Message{Topic: fmt.Sprintf("/pk1/dev%d/user/x", i%10), Body: []byte("a-" + strconv.Itoa(i))})
+	}
+	waitState("the first messages at MNS", 60*time.Second, func(map[string]string) bool { return len(delivered()) >= n1 }, "ActiveState")
+
+	// Reload: SIGHUP, same process, logged.
+	if out, err := sysctl("reload", unit); err != nil {
+		t.Fatalf("systemctl reload: %v: %s", err, out)
+	}
+	waitState("the reload to be logged", 30*time.Second, func(map[string]string) bool {
+		return strings.Contains(m.journal(unit), "config reloaded")
+	}, "ActiveState")
+	if p := m.show(unit, "MainPID", "ActiveState"); p["MainPID"] != mainPID || p["ActiveState"] != "active" {
+		t.Errorf("after reload: %v, want the same MainPID %s, active", p, mainPID)
+	}
+
+	// Stop with messages in flight: within TimeoutStopSec, exit 0.
+	emu.SetFaults(mnsemu.Faults{Latency: 20 * time.Second})
+	const n2 = 1000
+	for i := 0; i < n2; i++ {
+		sim.Publish("g1", iotsim.Message{Topic: fmt.Sprintf("/pk1/dev%d/user/x", i%10), Body: []byte("b-" + strconv.Itoa(i))})
+	}
+	waitState("the burst taken from the source", 60*time.Second, func(map[string]string) bool {
+		var st struct {
+			Pipeline struct{ Received int64 } `json:"pipeline"`
+		}
+		return getJSON(base+"/status", &st) == nil && st.Pipeline.Received >= n1+n2
+	}, "ActiveState")
+	timeoutStop := m.show(unit, "TimeoutStopUSec")["TimeoutStopUSec"]
+	t0 := time.Now()
+	if out, err := sysctl("stop", unit); err != nil {
+		t.Fatalf("systemctl stop: %v: %s", err, out)
+	}
+	took := time.Since(t0)
+	p = m.show(unit, "ActiveState", "Result", "ExecMainStatus", "ExecMainCode")
+	t.Logf("systemctl stop took %v (TimeoutStopUSec=%s): %v", took.Round(time.Millisecond), timeoutStop, p)
+	if p["Result"] != "success" || p["ExecMainStatus"] != "0" || p["ActiveState"] != "inactive" {
+		t.Errorf("after stop: %v, want inactive, Result=success, exit status 0 (not killed)\n%s", p, m.journal(unit))
+	}
+	if took >= 45*time.Second {
+		t.Errorf("systemctl stop took %v, not within TimeoutStopSec=45s", took)
+	}
+	emu.SetFaults(mnsemu.Faults{})
+	if out, err := sysctl("start", unit); err != nil {
+		t.Fatalf("systemctl start again: %v: %s\n%s", err, out, m.journal(unit))
+	}
+	waitState("every message at MNS after the restart", 120*time.Second, func(map[string]string) bool {
+		return len(delivered()) >= n1+n2
+	}, "ActiveState")
+	got := delivered()
+	for i := 0; i < n2; i++ {
+		if got["b-"+strconv.Itoa(i)] == 0 {
+			t.Errorf("message b-%d was lost", i)
+		}
+	}
+	if j := m.journal(unit); strings.Contains(j, imageSecret) {
+		t.Errorf("the AccessKey secret appears in the journal")
+	}
+
+	// A config error: the unit fails once, exit status 2, and is not
+	// restarted (RestartPreventExitStatus=2).
+	writeFile(t, cfgFile, goodConfig+"no_such_key: 1\n", 0o644)
+	sysctl("restart", unit) // fails: the config is refused
+	p = waitState("the unit to fail on the config error", 60*time.Second, func(p map[string]string) bool {
+		return p["ActiveState"] == "failed" || p["NRestarts"] != "0"
+	}, "ActiveState", "SubState", "Result", "ExecMainStatus", "NRestarts")
+	if p["ActiveState"] != "failed" || p["ExecMainStatus"] != "2" || p["NRestarts"] != "0" {
+		t.Errorf("after a config error: %v, want failed with exit status 2 and no restart\n%s", p, m.journal(unit))
+	}
+	if j := m.journal(unit); !strings.Contains(j, "no_such_key") {
+		t.Errorf("the journal does not name the bad key:\n%s", j)
+	}
+}
