@@ -100,9 +100,12 @@ func (sc *signerCredentials) report(ctx context.Context, w io.Writer) int {
 			credentials.MaskID(c.AccessKeyID), mode, exp)
 	}
 	line("source.credentials", sc.source)
-	if sc.shared {
+	switch {
+	case sc.shared && failed > 0:
+		fmt.Fprintf(w, "FAIL mns.credentials: the source's (see above)\n")
+	case sc.shared:
 		fmt.Fprintf(w, "ok   mns.credentials: the source's (same provider, same triple)\n")
-	} else {
+	default:
 		line("mns.credentials", sc.mns)
 	}
 	return failed
