@@ -173,26 +173,38 @@ func propertySpec(cfg *config.Config) *bridge.PropertySpec {
 // newSource builds the configured source; no I/O.
 func newSource(cfg *config.Config, params func() (iotauth.Params, error), clock func() time.Time, log *slog.Logger) (bridge.Source, error) {
 	s := cfg.Source
-	tls := bridge.TLSOptions{CAFile: s.TLS.CAFile, ServerName: s.TLS.ServerName, InsecureSkipVerify: s.TLS.InsecureSkipVerify}
 	limiter := bridge.NewAttemptLimiter(s.ConnectAttemptsPerMinute, time.Minute)
 	switch s.Protocol {
 	case "stomp":
 		return stompsrc.New(stompConfig(cfg, params, clock, limiter, log))
 	case "amqp":
-		return amqpsrc.New(amqpsrc.Config{
-			Endpoint: sourceAddress(cfg), TLS: tls, Params: params, Clock: clock, Connections: s.Connections,
-			Address: s.AMQP.Address, Credit: s.AMQP.Credit, IdleTimeout: s.AMQP.IdleTimeout, Vhost: s.AMQP.Vhost,
-			DialTimeout: s.DialTimeout, Limiter: limiter, Logger: log,
-			MinBackoff: s.ReconnectMinBackoff, MaxBackoff: s.ReconnectMaxBackoff,
-		})
+		return amqpsrc.New(amqpConfig(cfg, params, clock, limiter, log))
 	}
 	return nil, fmt.Errorf("source.protocol: %q is not supported: use stomp or amqp", s.Protocol)
 }
 
+// tlsOptions is the source's TLS section.
+func tlsOptions(cfg *config.Config) bridge.TLSOptions {
+	t := cfg.Source.TLS
+	return bridge.TLSOptions{CAFile: t.CAFile, ServerName: t.ServerName, InsecureSkipVerify: t.InsecureSkipVerify}
+}
+
+// amqpConfig is the AMQP source's config, for run and for check.
+func amqpConfig(cfg *config.Config, params func() (iotauth.Params, error), clock func() time.Time, limiter *bridge.AttemptLimiter, log *slog.Logger) amqpsrc.Config {
+	s := cfg.Source
+	return amqpsrc.Config{
+		Endpoint: sourceAddress(cfg), TLS: tlsOptions(cfg), Params: params, Clock: clock, Connections: s.Connections,
+		Address: s.AMQP.Address, Credit: s.AMQP.Credit, IdleTimeout: s.AMQP.IdleTimeout, Vhost: s.AMQP.Vhost,
+		DialTimeout: s.DialTimeout, Limiter: limiter, Logger: log,
+		MinBackoff: s.ReconnectMinBackoff, MaxBackoff: s.ReconnectMaxBackoff,
+	}
+}
+
+// stompConfig is the STOMP source's config, for run and for check.
 func stompConfig(cfg *config.Config, params func() (iotauth.Params, error), clock func() time.Time, limiter *bridge.AttemptLimiter, log *slog.Logger) stompsrc.Config {
 	s := cfg.Source
 	return stompsrc.Config{
-		Endpoint: sourceAddress(cfg), TLS: bridge.TLSOptions{CAFile: s.TLS.CAFile, ServerName: s.TLS.ServerName, InsecureSkipVerify: s.TLS.InsecureSkipVerify},
+		Endpoint: sourceAddress(cfg), TLS: tlsOptions(cfg),
 		Params: params, Clock: clock, Connections: s.Connections,
 		Destination: s.STOMP.Destination, Ack: s.STOMP.Ack, EncodeBase64: s.STOMP.EncodeBase64, Host: s.STOMP.Host,
 		HeartBeat: s.STOMP.HeartBeat, CheckInterval: s.STOMP.CheckInterval, DialTimeout: s.DialTimeout,

@@ -216,12 +216,9 @@ func checkSource(ctx context.Context, cfg *config.Config, params func() (iotauth
 	case "stomp":
 		return stompsrc.CheckConnect(ctx, stompConfig(cfg, params, nil, nil, slog.New(slog.DiscardHandler)))
 	case "amqp":
-		s := cfg.Source
-		return amqpsrc.CheckConnect(ctx, amqpsrc.Config{
-			Endpoint: sourceAddress(cfg), TLS: bridge.TLSOptions{CAFile: s.TLS.CAFile, ServerName: s.TLS.ServerName, InsecureSkipVerify: s.TLS.InsecureSkipVerify},
-			Params: params, Connections: 1, Address: s.AMQP.Address, Credit: s.AMQP.Credit,
-			IdleTimeout: s.AMQP.IdleTimeout, Vhost: s.AMQP.Vhost, DialTimeout: s.DialTimeout,
-		})
+		c := amqpConfig(cfg, params, nil, nil, slog.New(slog.DiscardHandler))
+		c.Connections = 1 // check logs in once
+		return amqpsrc.CheckConnect(ctx, c)
 	}
 	return fmt.Errorf("source.protocol %q is not supported", cfg.Source.Protocol)
 }
