@@ -137,7 +137,8 @@ func New(cfg *config.Config, opts Options) (*Bridge, error) {
 	if err != nil {
 		return nil, &UsageError{Err: err}
 	}
-	b.source, err = newSource(cfg, creds.iotParams(cfg), opts.Clock, log.With("component", "source"))
+	b.source, err = newSource(cfg, creds.provisioningParams(cfg), opts.Clock, log.With("component", "source"))
+	creds.provisioned.Store(true)
 	if err != nil {
 		return nil, &UsageError{Err: err}
 	}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"sync/atomic"
 	"time"
 
 	"github.com/iot-mns-bridge/iot-mns-bridge/config"
@@ -18,6 +19,8 @@ import (
 type signerCredentials struct {
 	source, mns *credentials.Cache
 	shared      bool
+	// provisioned is set once the source is built; see provisioningParams.
+	provisioned atomic.Bool
 }
 
 // newSignerCredentials builds the providers the config selects, each
@@ -61,6 +64,23 @@ func (sc *signerCredentials) iotParams(cfg *config.Config) func() (iotauth.Param
 			return iotauth.Params{}, fmt.Errorf("source.credentials: %w", err)
 		}
 		return cfg.SourceParams(c.AccessKeyID, c.AccessKeySecret, c.SecurityToken), nil
+	}
+}
+
+// provisioningParams is iotParams for building the source: a source may
+// check its parameters once when it is built (amqpsrc does), and a provider
+// that is down at that moment must not stop the bridge from starting (it
+// holds messages and retries, as after any failed refresh). Until
+// provisioned is set, a credentials failure yields placeholder keys that
+// pass that check; every dial asks again and gets the real error.
+func (sc *signerCredentials) provisioningParams(cfg *config.Config) func() (iotauth.Params, error) {
+	params := sc.iotParams(cfg)
+	return func() (iotauth.Params, error) {
+		p, err := params()
+		if err != nil && !sc.provisioned.Load() {
+			return cfg.SourceParams("pending", "pending", ""), nil
+		}
+		return p, err
 	}
 }
 

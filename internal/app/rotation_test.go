@@ -335,3 +335,85 @@ func logCredentialLines(t *testing.T, logs string) {
 		}
 	}
 }
+
+// TestBridgeStartsWithTheProviderDown: a credentials provider that is down
+// when the bridge starts does not stop it (AMQP checks its signing
+// parameters when the source is built); the dial reports the real error.
+func TestBridgeStartsWithTheProviderDown(t *testing.T) {
+	is := credtest.NewIssuer(time.Hour)
+	is.SetDown(true)
+	t.Setenv(credentials.EnvCredentialsURI, credtest.URIServer(t, is))
+	for _, protocol := range []string{"stomp", "amqp"} {
+		t.Run(protocol, func(t *testing.T) {
+			cfg, err := config.Parse([]byte(fmt.Sprintf(`source:
+  protocol: %s
+  endpoint: 127.0.0.1:1
+  client_id: c1
+  credentials:
+    provider: uri
+mns:
+  endpoint: http://127.0.0.1:1
+routes:
+  - match: /#
+    queue: q
+`, protocol)), filepath.Join(t.TempDir(), "b.yaml"), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, err := New(cfg, Options{})
+			if err != nil {
+				t.Fatalf("New with the provider down: %v", err)
+			}
+			_, err = b.creds.iotParams(cfg)()
+			if err == nil || !strings.Contains(err.Error(), "source.credentials: no credentials from uri") {
+				t.Errorf("a dial's parameters: %v", err)
+			}
+		})
+	}
+}
+
+// TestCheckAndSignUseTheProvider: "check" names the provider of each
+// credential and its expiry, never a secret, and fails when one cannot be
+// had; "sign" signs with the provider's triple (ststoken, its own id).
+func TestCheckAndSignUseTheProvider(t *testing.T) {
+	is := credtest.NewIssuer(time.Hour)
+	md := credtest.MetadataServer(t, is, "check-role")
+	t.Setenv(credentials.EnvTestMetadataURL, md.URL)
+	t.Setenv(credentials.EnvECSMetadataDisabled, "")
+	t.Setenv(credentials.EnvCredentialsURI, credtest.URIServer(t, is))
+	dir := t.TempDir()
+	path := filepath.Join(dir, "b.yaml")
+	os.WriteFile(path, []byte(`source:
+  endpoint: iot-06z00xxxx.amqp.iothub.aliyuncs.com
+  client_id: c1
+  credentials:
+    provider: uri
+mns:
+  endpoint: https://1234567890123456.mns.cn-hangzhou.aliyuncs.com
+  credentials:
+    provider: ecs_ram_role
+routes:
+  - match: /#
+    queue: q
+`), 0o600)
+	code, out, errOut := runMain(t, context.Background(), "check", "-config", path)
+	if code != ExitOK || !strings.Contains(out, "ok   source.credentials: provider uri, from uri http://127.0.0.1") ||
+		!strings.Contains(out, "ok   mns.credentials: provider ecs_ram_role, from ecs_ram_role check-role") ||
+		strings.Count(out, "ststoken, expires ") != 2 {
+		t.Fatalf("check: exit %d\n%s%s", code, out, errOut)
+	}
+	code, out, errOut = runMain(t, context.Background(), "sign", "-config", path)
+	if code != ExitOK || !strings.Contains(out, "authMode=ststoken") || !strings.Contains(out, "authId=STS.fake") {
+		t.Fatalf("sign: exit %d\n%s%s", code, out, errOut)
+	}
+	is.SetDown(true)
+	code, out, errOut = runMain(t, context.Background(), "check", "-config", path)
+	if code != ExitFailure || !strings.Contains(out, "FAIL source.credentials (provider uri)") || !strings.Contains(out, "HTTP 503") {
+		t.Fatalf("provider down: exit %d\n%s%s", code, out, errOut)
+	}
+	for _, s := range []string{"secret-", "token-"} {
+		if strings.Contains(out+errOut, s) {
+			t.Errorf("check shows a secret or token (%q)", s)
+		}
+	}
+}
