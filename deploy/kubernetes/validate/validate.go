@@ -4,7 +4,6 @@ import (
 	"bytes"
 
 	"fmt"
-	"net"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -16,8 +15,6 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/util/validation"
 	"sigs.k8s.io/yaml"
-
-	"github.com/iot-mns-bridge/iot-mns-bridge/config"
 )
 
 // maxClientsPerGroup is the platform's limit of clients in one consumer group.
@@ -303,7 +300,7 @@ func (m *manifests) check(common map[string]string, k kustomization) []error {
 		return port
 	}
 	lp := probePort("liveness", c.LivenessProbe, "/healthz")
-	rp := probePort("readiness", c.ReadinessProbe, "/readyz")
+	probePort("readiness", c.ReadinessProbe, "/readyz")
 	if c.StartupProbe != nil {
 		probePort("startup", c.StartupProbe, "/healthz")
 	}
@@ -373,59 +370,21 @@ func (m *manifests) check(common map[string]string, k kustomization) []error {
 		fail("%s: the state directory is an emptyDir: the spool would not survive the pod", where)
 	}
 
-	// The bridge's config, loaded as the pod would load it.
+	// The config itself (client id from the pod name, http.listen on the
+	// probes' port, shutdown_timeout below the grace period) is loaded with
+	// the bridge's config package by internal/opscheck's TestKubernetesConfig,
+	// in the main module, so that this module does not depend on it.
 	cfgVol, ok := volumes[mounts["/etc/iot-mns-bridge"].Name]
 	if !ok || cfgVol.ConfigMap == nil {
-		return append(errs, fmt.Errorf("%s: /etc/iot-mns-bridge is not a ConfigMap volume", where))
+		fail("%s: /etc/iot-mns-bridge is not a ConfigMap volume", where)
+	} else if _, ok := m.configKey(cfgVol.ConfigMap.Name, "config.yaml"); !ok {
+		fail("ConfigMap %s has no config.yaml", cfgVol.ConfigMap.Name)
 	}
-	text, ok := m.configKey(cfgVol.ConfigMap.Name, "config.yaml")
-	if !ok {
-		return append(errs, fmt.Errorf("ConfigMap %s has no config.yaml", cfgVol.ConfigMap.Name))
+	if !fromPodName["POD_NAME"] {
+		fail("%s: no env POD_NAME from metadata.name (config.yaml's client_id: ${POD_NAME})", where)
 	}
-	creds, err := os.MkdirTemp("", "k8s-validate")
-	if err != nil {
-		return append(errs, err)
-	}
-	defer os.RemoveAll(creds)
-	if secVol, ok := volumes[mounts["/run/secrets"].Name]; ok && secVol.Secret != nil {
-		for _, it := range secVol.Secret.Items {
-			v, _ := m.secretKey(secVol.Secret.SecretName, it.Key)
-			if err := os.WriteFile(filepath.Join(creds, it.Path), []byte(v), 0o600); err != nil {
-				return append(errs, err)
-			}
-		}
-	}
-	env["CREDENTIALS_DIRECTORY"] = creds
-	env["STATE_DIRECTORY"] = creds
-	cfg, err := config.Parse([]byte(text), "configmap.yaml:config.yaml", func(key string) (string, bool) {
-		v, ok := env[key]
-		return v, ok
-	})
-	if err != nil {
-		return append(errs, fmt.Errorf("the ConfigMap's config.yaml does not load: %w", err))
-	}
-	if !fromPodName["POD_NAME"] || !strings.Contains(text, "client_id: ${POD_NAME}") || cfg.Source.ClientID != sts.Name+"-0" {
-		fail("config.yaml: source.client_id %q: want ${POD_NAME}, from the pod's metadata.name, so each replica is its own client of the group", cfg.Source.ClientID)
-	}
-	if *sts.Spec.Replicas*int32(cfg.Source.Connections) > maxClientsPerGroup {
-		fail("%s: %d replicas x %d connections exceed the platform's %d clients per consumer group", where, *sts.Spec.Replicas, cfg.Source.Connections, maxClientsPerGroup)
-	}
-	_, port, err := net.SplitHostPort(cfg.HTTP.Listen)
-	if err != nil || port != strconv.Itoa(int(lp)) || port != strconv.Itoa(int(rp)) {
-		fail("config.yaml: http.listen %q: want the probes' port %d", cfg.HTTP.Listen, lp)
-	}
-	if host, _, _ := net.SplitHostPort(cfg.HTTP.Listen); host == "127.0.0.1" || host == "localhost" {
-		fail("config.yaml: http.listen %q: the kubelet's probes and Prometheus cannot reach loopback", cfg.HTTP.Listen)
-	}
-	grace := int64(30)
-	if pod.TerminationGracePeriodSeconds != nil {
-		grace = *pod.TerminationGracePeriodSeconds
-	}
-	if st := cfg.ShutdownTimeout; float64(grace) <= st.Seconds() {
-		fail("%s: terminationGracePeriodSeconds %d is not above shutdown_timeout %s: the kubelet would SIGKILL a draining bridge", where, grace, st)
-	}
-	if cfg.Spool.Dir == "" {
-		fail("config.yaml: no spool.dir: with several replicas a restarted pod must find what it held")
+	if pod.TerminationGracePeriodSeconds == nil {
+		fail("%s: terminationGracePeriodSeconds unset: set it above the config's shutdown_timeout", where)
 	}
 	return errs
 }

@@ -1,0 +1,91 @@
+package opscheck
+
+import (
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/iot-mns-bridge/iot-mns-bridge/config"
+)
+
+// TestKubernetesConfig loads the config in deploy/kubernetes/configmap.yaml
+// with the bridge's config package, the way a pod of the StatefulSet would
+// (POD_NAME from the pod name, the key id from the Secret, the secret file
+// from the Secret's mount), and checks it against the manifests: the client
+// id is the pod name, http.listen is on the probes' port and not loopback,
+// shutdown_timeout is below terminationGracePeriodSeconds, the spool is on,
+// and replicas x connections stay within the platform's 64 clients per
+// consumer group. deploy/kubernetes/validate checks the manifests against
+// the Kubernetes API types (scripts/ops-check.sh, step kube).
+func TestKubernetesConfig(t *testing.T) {
+	var cm struct {
+		Data map[string]string `yaml:"data"`
+	}
+	var secret struct {
+		StringData map[string]string `yaml:"stringData"`
+	}
+	var sts struct {
+		Metadata struct{ Name string } `yaml:"metadata"`
+		Spec     struct {
+			Replicas int `yaml:"replicas"`
+			Template struct {
+				Spec struct {
+					TerminationGracePeriodSeconds int `yaml:"terminationGracePeriodSeconds"`
+					Containers                    []struct {
+						Ports []struct {
+							Name          string `yaml:"name"`
+							ContainerPort int    `yaml:"containerPort"`
+						} `yaml:"ports"`
+					} `yaml:"containers"`
+				} `yaml:"spec"`
+			} `yaml:"template"`
+		} `yaml:"spec"`
+	}
+	for file, v := range map[string]any{"configmap.yaml": &cm, "secret.yaml": &secret, "statefulset.yaml": &sts} {
+		if err := yaml.Unmarshal([]byte(readRepoFile(t, "deploy/kubernetes/"+file)), v); err != nil {
+			t.Fatalf("deploy/kubernetes/%s: %v", file, err)
+		}
+	}
+	text, ok := cm.Data["config.yaml"]
+	if !ok {
+		t.Fatal("deploy/kubernetes/configmap.yaml has no config.yaml")
+	}
+	creds := t.TempDir()
+	if err := os.WriteFile(filepath.Join(creds, "access_key_secret"), []byte(secret.StringData["access_key_secret"]), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	podName := sts.Metadata.Name + "-2"
+	env := map[string]string{"POD_NAME": podName, "ALIBABA_CLOUD_ACCESS_KEY_ID": secret.StringData["access_key_id"],
+		"CREDENTIALS_DIRECTORY": creds, "STATE_DIRECTORY": t.TempDir()}
+	cfg, err := config.Parse([]byte(text), "deploy/kubernetes/configmap.yaml:config.yaml", func(k string) (string, bool) {
+		v, ok := env[k]
+		return v, ok
+	})
+	if err != nil {
+		t.Fatalf("the ConfigMap's config does not load: %v", err)
+	}
+	if cfg.Source.ClientID != podName {
+		t.Errorf("source.client_id = %q in pod %s, want the pod name (${POD_NAME}): each replica its own client of the group", cfg.Source.ClientID, podName)
+	}
+	if n := sts.Spec.Replicas * cfg.Source.Connections; sts.Spec.Replicas < 2 || n > 64 {
+		t.Errorf("%d replicas x %d connections: want at least 2 replicas and at most the platform's 64 clients per consumer group", sts.Spec.Replicas, cfg.Source.Connections)
+	}
+	host, port, _ := strings.Cut(cfg.HTTP.Listen, ":")
+	if host == "127.0.0.1" || host == "localhost" {
+		t.Errorf("http.listen %q: the kubelet's probes and Prometheus cannot reach loopback", cfg.HTTP.Listen)
+	}
+	if c := sts.Spec.Template.Spec.Containers; len(c) != 1 || len(c[0].Ports) == 0 || strconv.Itoa(c[0].Ports[0].ContainerPort) != port {
+		t.Errorf("http.listen %q is not the container port the probes use (%+v)", cfg.HTTP.Listen, c)
+	}
+	if grace := time.Duration(sts.Spec.Template.Spec.TerminationGracePeriodSeconds) * time.Second; grace <= cfg.ShutdownTimeout {
+		t.Errorf("terminationGracePeriodSeconds %v is not above shutdown_timeout %v: the kubelet would SIGKILL a draining bridge", grace, cfg.ShutdownTimeout)
+	}
+	if cfg.Spool.Dir == "" || !strings.HasPrefix(cfg.Spool.Dir, env["STATE_DIRECTORY"]) {
+		t.Errorf("spool.dir %q: want it on the pod's volume ($STATE_DIRECTORY)", cfg.Spool.Dir)
+	}
+}
