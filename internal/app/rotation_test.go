@@ -141,7 +141,7 @@ func (r *rotationRig) arrived(ids []string) int {
 }
 
 // TestRotationRunSignsEveryRequestWithTheCurrentTriple is the rotation run
-// of issue 14 for the URI and the ECS RAM role providers: the fake issues
+// of issue 14 for the URI, the ECS RAM role and the OIDC (RRSA) providers: the fake issues
 // triples that live 4 s (refreshed at half life), the simulator and the
 // emulator accept a login or request only with the id, secret and token of
 // one issue that is still valid, and the platform drops the connection
@@ -149,11 +149,13 @@ func (r *rotationRig) arrived(ids []string) int {
 // Over at least three rotations nothing is lost, nothing is refused, and
 // the logins stay one per drop (no reconnect storm).
 func TestRotationRunSignsEveryRequestWithTheCurrentTriple(t *testing.T) {
-	for _, tc := range []struct{ provider, signature string }{{"uri", "v2"}, {"ecs_ram_role", "v4"}} {
+	for _, tc := range []struct{ provider, signature string }{{"uri", "v2"}, {"ecs_ram_role", "v4"}, {"oidc", "v2"}} {
 		provider := tc.provider
 		t.Run(provider+"/"+tc.signature, func(t *testing.T) {
 			is := credtest.NewIssuer(4 * time.Second)
 			var md *credtest.Metadata
+			var sts *credtest.STS
+			tokenFile := filepath.Join(t.TempDir(), "oidc-token")
 			switch provider {
 			case "uri":
 				t.Setenv(credentials.EnvCredentialsURI, credtest.URIServer(t, is))
@@ -161,6 +163,17 @@ func TestRotationRunSignsEveryRequestWithTheCurrentTriple(t *testing.T) {
 				md = credtest.MetadataServer(t, is, "bridge-role")
 				md.RequireV2.Store(true)
 				t.Setenv(credentials.EnvTestMetadataURL, md.URL)
+			case "oidc":
+				sts = credtest.STSServer(t, is)
+				sts.Accept("jwt-1")
+				sts.Accept("jwt-2")
+				if err := os.WriteFile(tokenFile, []byte("jwt-1"), 0o600); err != nil {
+					t.Fatal(err)
+				}
+				t.Setenv(credentials.EnvRoleARN, "acs:ram::1234567890123456:role/bridge")
+				t.Setenv(credentials.EnvOIDCProviderARN, "acs:ram::1234567890123456:oidc-provider/ack-rrsa")
+				t.Setenv(credentials.EnvOIDCTokenFile, tokenFile)
+				t.Setenv(credentials.EnvTestSTSEndpoint, sts.URL)
 			}
 			r := startRotationRig(t, is, provider, tc.signature)
 			var all []string
@@ -171,6 +184,15 @@ func TestRotationRunSignsEveryRequestWithTheCurrentTriple(t *testing.T) {
 				waitFor(t, fmt.Sprintf("batch %d at the emulator", k), time.Minute, func() bool { return r.arrived(ids) == len(ids) })
 				if k == rotations {
 					break
+				}
+				if sts != nil && k == 1 {
+					// kubelet rotates the OIDC token: the next refresh sends it.
+					if err := os.WriteFile(tokenFile+".new", []byte("jwt-2"), 0o600); err != nil {
+						t.Fatal(err)
+					}
+					if err := os.Rename(tokenFile+".new", tokenFile); err != nil {
+						t.Fatal(err)
+					}
 				}
 				// Wait for the next issue, then make the platform drop the
 				// connection: the next login must use the new triple.
@@ -208,6 +230,11 @@ func TestRotationRunSignsEveryRequestWithTheCurrentTriple(t *testing.T) {
 			}
 			for code, n := range r.emu.Stats().Errors {
 				t.Errorf("MNS answered %s %d times", code, n)
+			}
+			if sts != nil {
+				if seen := sts.SeenTokens(); len(seen) == 0 || seen[len(seen)-1] != "jwt-2" {
+					t.Errorf("OIDC tokens sent %v: the rotated token file was not read again", seen)
+				}
 			}
 			if md != nil && md.V1Requests.Load() != 0 {
 				t.Errorf("%d IMDSv1 requests with IMDSv2 available", md.V1Requests.Load())
