@@ -34,34 +34,36 @@ type DeadLetterSink interface {
 
 // RetryPolicy is the backoff for retryable send failures.
 type RetryPolicy struct {
-	InitialBackoff time.Duration // default 200ms
-	MaxBackoff     time.Duration // default 30s
+	InitialBackoff time.Duration // more than 0
+	MaxBackoff     time.Duration // at least InitialBackoff
 	MaxAttempts    int           // 0 = no limit
 	MaxAge         time.Duration // 0 = no limit
 }
 
-// PipelineConfig wires a Pipeline. Router, Sink and DeadLetters are required.
+// PipelineConfig wires a Pipeline. Router, Sink and DeadLetters are
+// required, and so are the bounds and the retry policy: the pipeline has no
+// defaults of its own (the bridge's are in config.Default()); NewPipeline
+// refuses a value out of range, naming the field.
 type PipelineConfig struct {
 	Router      *Router
 	Sink        Sink
 	DeadLetters DeadLetterSink
-	Envelope    string // EnvelopeRaw (default) or EnvelopeJSON
+	Envelope    string // EnvelopeRaw or EnvelopeJSON
 	// Properties says which MNS message properties each message gets from
 	// the platform metadata (nil: none beyond the route's own).
 	Properties *PropertySpec
-	// BatchSize and BatchBytes bound one batch (defaults 16 and 65536).
+	// BatchSize and BatchBytes bound one batch (at least 1).
 	BatchSize  int
 	BatchBytes int
-	// Linger is how long a partly filled batch waits (default 5ms).
+	// Linger is how long a partly filled batch waits (0: not at all).
 	Linger time.Duration
-	// MaxInFlight bounds the deliveries held at once (default 8192), and
-	// MaxInFlightBytes their bytes: body, topic, id and properties plus
-	// about 0.5 KB of bookkeeping each (default 64 MiB). Handle blocks when
-	// either is reached.
+	// MaxInFlight bounds the deliveries held at once, and MaxInFlightBytes
+	// their bytes: body, topic, id and properties plus about 0.5 KB of
+	// bookkeeping each. Handle blocks when either is reached.
 	MaxInFlight      int
 	MaxInFlightBytes int64
 	// MaxRequestsPerDestination and MaxRequests bound concurrent Sink.Send
-	// calls (defaults 64 and 128).
+	// calls.
 	MaxRequestsPerDestination int
 	MaxRequests               int
 	Retry                     RetryPolicy
@@ -166,33 +168,8 @@ func NewPipeline(cfg PipelineConfig) (*Pipeline, error) {
 	if cfg.Router == nil || cfg.Sink == nil || cfg.DeadLetters == nil {
 		return nil, errors.New("pipeline: Router, Sink and DeadLetters are required")
 	}
-	def := func(v *int, d int) {
-		if *v <= 0 {
-			*v = d
-		}
-	}
-	def(&cfg.BatchSize, 16)
-	def(&cfg.BatchBytes, 64*1024)
-	def(&cfg.MaxInFlight, 8192)
-	if cfg.MaxInFlightBytes <= 0 {
-		cfg.MaxInFlightBytes = 64 << 20
-	}
-	def(&cfg.MaxRequestsPerDestination, 64)
-	def(&cfg.MaxRequests, 128)
-	if cfg.Linger <= 0 {
-		cfg.Linger = 5 * time.Millisecond
-	}
-	if cfg.Retry.InitialBackoff <= 0 {
-		cfg.Retry.InitialBackoff = 200 * time.Millisecond
-	}
-	if cfg.Retry.MaxBackoff < cfg.Retry.InitialBackoff {
-		cfg.Retry.MaxBackoff = max(30*time.Second, cfg.Retry.InitialBackoff)
-	}
-	if cfg.Envelope == "" {
-		cfg.Envelope = EnvelopeRaw
-	}
-	if cfg.Envelope != EnvelopeRaw && cfg.Envelope != EnvelopeJSON {
-		return nil, fmt.Errorf("pipeline: envelope %q is not raw or json", cfg.Envelope)
+	if err := cfg.check(); err != nil {
+		return nil, err
 	}
 	p := &Pipeline{
 		cfg:    cfg,

@@ -119,6 +119,41 @@ type harness struct {
 	rec  *recorder
 }
 
+// testPipelineConfig is a complete PipelineConfig for tests: MNS's request
+// limits, bounds far above what a test holds, and a retry policy that tests
+// shorten where they wait for retries.
+func testPipelineConfig(router *Router, sink Sink, dead DeadLetterSink) PipelineConfig {
+	return PipelineConfig{
+		Router: router, Sink: sink, DeadLetters: dead, Envelope: EnvelopeRaw,
+		BatchSize: 16, BatchBytes: 64 << 10, Linger: 5 * time.Millisecond,
+		MaxInFlight: 8192, MaxInFlightBytes: 64 << 20, MaxRequestsPerDestination: 64, MaxRequests: 128,
+		Retry: RetryPolicy{InitialBackoff: 200 * time.Millisecond, MaxBackoff: 30 * time.Second},
+	}
+}
+
+// TestNewPipelineTakesItsConfigAsIs: the pipeline fills in no defaults of
+// its own (a linger of 0 stays 0, it used to become 5ms) and refuses what is
+// out of range, naming the field.
+func TestNewPipelineTakesItsConfigAsIs(t *testing.T) {
+	cfg := testPipelineConfig(&Router{}, newFakeSink(nil), &fakeDead{})
+	cfg.Linger = 0
+	p, err := NewPipeline(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Drain(context.Background())
+	if got := p.tune.Load().Linger; got != 0 {
+		t.Errorf("linger 0 became %s", got)
+	}
+	cfg.BatchSize, cfg.MaxRequests, cfg.Envelope = 0, 0, ""
+	_, err = NewPipeline(cfg)
+	for _, want := range []string{"BatchSize must be at least 1, got 0", "MaxRequests must be at least 1", `Envelope ""`} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("NewPipeline with zero fields: %v, want it to say %q", err, want)
+		}
+	}
+}
+
 func newHarness(t *testing.T, sink *fakeSink, mod func(*PipelineConfig)) *harness {
 	t.Helper()
 	router, err := NewRouter([]RouteSpec{
@@ -129,10 +164,9 @@ func newHarness(t *testing.T, sink *fakeSink, mod func(*PipelineConfig)) *harnes
 		t.Fatal(err)
 	}
 	dead := &fakeDead{}
-	cfg := PipelineConfig{
-		Router: router, Sink: sink, DeadLetters: dead, Linger: time.Millisecond,
-		Retry: RetryPolicy{InitialBackoff: time.Millisecond, MaxBackoff: 5 * time.Millisecond},
-	}
+	cfg := testPipelineConfig(router, sink, dead)
+	cfg.Linger = time.Millisecond
+	cfg.Retry = RetryPolicy{InitialBackoff: time.Millisecond, MaxBackoff: 5 * time.Millisecond}
 	if mod != nil {
 		mod(&cfg)
 	}
@@ -332,7 +366,7 @@ func TestPipelineBackpressureAndReleaseOnShutdown(t *testing.T) {
 func BenchmarkPipeline(b *testing.B) {
 	sink := newFakeSink(nil)
 	router, _ := NewRouter([]RouteSpec{{Match: "/{productKey}/{deviceName}/user/#", Queue: "telemetry-{productKey}"}}, DefaultRouteSpec{}, NameRules{})
-	p, _ := NewPipeline(PipelineConfig{Router: router, Sink: sink, DeadLetters: &fakeDead{}})
+	p, _ := NewPipeline(testPipelineConfig(router, sink, &fakeDead{}))
 	body := []byte(strings.Repeat("x", 256))
 	msgs := make([]Message, 64)
 	for i := range msgs {

@@ -61,7 +61,9 @@ func TestPipelineHoldsWhenTheDeadLetterFileIsFull(t *testing.T) {
 		t.Fatal(err)
 	}
 	p, err := bridge.NewPipeline(bridge.PipelineConfig{
-		Router: router, Sink: refusingSink{}, DeadLetters: targets, MaxInFlight: 10, Linger: time.Millisecond,
+		Router: router, Sink: refusingSink{}, DeadLetters: targets, Envelope: bridge.EnvelopeRaw,
+		BatchSize: 16, BatchBytes: 64 << 10, MaxInFlight: 10, MaxInFlightBytes: 64 << 20, Linger: time.Millisecond,
+		MaxRequestsPerDestination: 64, MaxRequests: 128,
 		Retry: bridge.RetryPolicy{InitialBackoff: time.Millisecond, MaxBackoff: 5 * time.Millisecond},
 	})
 	if err != nil {

@@ -1,0 +1,45 @@
+package bridge
+
+import (
+	"errors"
+	"fmt"
+)
+
+// check reports every bound or setting of c out of range, naming the
+// PipelineConfig field. It fills in nothing: the values come from the
+// config (config.Default() holds the defaults).
+func (c *PipelineConfig) check() error {
+	var errs []error
+	atLeast1 := func(name string, v int64) {
+		if v < 1 {
+			errs = append(errs, fmt.Errorf("pipeline: %s must be at least 1, got %d", name, v))
+		}
+	}
+	atLeast1("BatchSize", int64(c.BatchSize))
+	atLeast1("BatchBytes", int64(c.BatchBytes))
+	atLeast1("MaxInFlight", int64(c.MaxInFlight))
+	atLeast1("MaxInFlightBytes", c.MaxInFlightBytes)
+	atLeast1("MaxRequestsPerDestination", int64(c.MaxRequestsPerDestination))
+	atLeast1("MaxRequests", int64(c.MaxRequests))
+	if c.Linger < 0 {
+		errs = append(errs, fmt.Errorf("pipeline: Linger must not be negative, got %s", c.Linger))
+	}
+	errs = append(errs, c.Retry.check())
+	if c.Envelope != EnvelopeRaw && c.Envelope != EnvelopeJSON {
+		errs = append(errs, fmt.Errorf("pipeline: Envelope %q is not %q or %q", c.Envelope, EnvelopeRaw, EnvelopeJSON))
+	}
+	return errors.Join(errs...)
+}
+
+func (r RetryPolicy) check() error {
+	if r.InitialBackoff <= 0 {
+		return fmt.Errorf("pipeline: Retry.InitialBackoff must be more than 0, got %s", r.InitialBackoff)
+	}
+	if r.MaxBackoff < r.InitialBackoff {
+		return fmt.Errorf("pipeline: Retry.MaxBackoff %s is less than Retry.InitialBackoff %s", r.MaxBackoff, r.InitialBackoff)
+	}
+	if r.MaxAttempts < 0 || r.MaxAge < 0 {
+		return fmt.Errorf("pipeline: Retry.MaxAttempts and Retry.MaxAge must not be negative (0: no limit)")
+	}
+	return nil
+}
