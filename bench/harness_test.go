@@ -42,7 +42,7 @@ func TestHarnessShort(t *testing.T) {
 	t.Log(out.String())
 	want := []string{"ceiling-source", "ceiling-mns", "reference", "throughput", "latency", "outage",
 		"throughput-spool", "latency-spool", "outage-spool", "ceiling-source-4conn", "throughput-4conn",
-		"throughput-noprops", "throughput-props", "throughput-amqp", "latency-amqp", "outage-amqp", "throughput-amqp-credit1000"}
+		"throughput-noprops", "throughput-props", "throughput-amqp", "latency-amqp", "outage-amqp", "throughput-amqp-credit1000", "latency-amqp-5conn"}
 	for _, name := range want {
 		r := rep.result(name)
 		if r == nil {

@@ -176,6 +176,10 @@ func run(ctx context.Context, o options, out io.Writer) (*Report, error) {
 			// by default): at most credit messages per MNS round trip.
 			add(h.bridgeLoad(ctx, "throughput-amqp-credit1000", "bridge, AMQP, 1 conn, spool off, max rate, source.amqp.credit 1000",
 				bridgeSpec{Protocol: "amqp", Connections: 1, Credit: 1000}, sz.Messages, 0, ""))
+			// The platform pushes about 1,000 msgs/s per connection: 5,000
+			// msgs/s takes five connections there.
+			add(h.bridgeLoad(ctx, "latency-amqp-5conn", fmt.Sprintf("bridge, AMQP, 5 conn, spool off, %.0f msgs/s", sz.Rate),
+				bridgeSpec{Protocol: "amqp", Connections: 5}, latencyN, sz.Rate, ""))
 		case "connections":
 			add(h.ceilingSource(ctx, "ceiling-source-4conn", 4, sz.Messages))
 			add(h.bridgeLoad(ctx, "throughput-4conn", "bridge, 4 conn, spool off, max rate", bridgeSpec{Connections: 4}, sz.Messages, 0, ""))
