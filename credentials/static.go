@@ -91,7 +91,12 @@ func (f *Files) files() []string {
 }
 
 // Changed reports whether a file changed since the last Retrieve.
-func (f *Files) Changed() bool { return f.w.changed(f.files()) }
+func (f *Files) Changed() bool {
+	if f.AccessKeyIDFile == "" && f.AccessKeySecretFile == "" && f.SecurityTokenFile == "" {
+		return false // values only: nothing can change
+	}
+	return f.w.changed(f.files())
+}
 
 func (f *Files) Retrieve(context.Context) (Credentials, error) {
 	names := f.files()
