@@ -1,4 +1,4 @@
-package configtest
+package config_test
 
 import (
 	"os"
@@ -9,15 +9,17 @@ import (
 	"time"
 
 	"github.com/iot-mns-bridge/iot-mns-bridge/config"
+	"github.com/iot-mns-bridge/iot-mns-bridge/config/configtest"
 )
 
-// TestRoundTrip: a Config built in code and written by YAML loads back as
-// the same Config, and the file holds only what differs from the defaults.
-func TestRoundTrip(t *testing.T) {
+// TestMarshalRoundTrip: a Config built in code and written by Marshal loads
+// back with what was set, and the file holds only what differs from the
+// defaults.
+func TestMarshalRoundTrip(t *testing.T) {
 	dir := t.TempDir()
 	ca := filepath.Join(dir, "ca.pem")
 	os.WriteFile(ca, []byte("x"), 0o600)
-	c := New()
+	c := configtest.New()
 	c.Source.Endpoint = "127.0.0.1:61614"
 	c.Source.ClientID = "rt"
 	c.Source.Credentials = config.Credentials{AccessKeyID: "LTAIrt", AccessKeySecret: "s3cret: #1"}
@@ -33,14 +35,14 @@ func TestRoundTrip(t *testing.T) {
 	c.Spool.MaxBytes = 5 * config.MiB
 	c.HTTP.Listen = ""
 	c.Log.SummaryInterval = 0
-	data, err := YAML(c)
+	data, err := config.Marshal(c)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if strings.Contains(string(data), "batch_size") || !strings.Contains(string(data), "listen: \"\"") {
 		t.Errorf("YAML holds a default or lacks a changed value:\n%s", data)
 	}
-	path := Write(t, dir, "c.yaml", c)
+	path := configtest.Write(t, dir, "c.yaml", c)
 	got, err := config.Load(path)
 	if err != nil {
 		t.Fatalf("%v\n%s", err, data)
