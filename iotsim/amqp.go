@@ -492,7 +492,8 @@ func (c *amqpConn) attach(a *amqp10.Attach) *amqp10.Error {
 	if reply.Source == nil {
 		reply.Source = &amqp10.Terminus{}
 	}
-	c.link = &amqpLink{handle: a.Handle, name: a.Name, settled: a.SndSettleMode == amqp10.SndSettled}
+	l := &amqpLink{handle: a.Handle, name: a.Name, settled: a.SndSettleMode == amqp10.SndSettled}
+	c.link = l
 	first := false
 	select {
 	case <-c.attached:
@@ -508,7 +509,7 @@ func (c *amqpConn) attach(a *amqp10.Attach) *amqp10.Error {
 	if a.Source != nil {
 		src = a.Source.Address
 	}
-	c.log.Info("receiver attached", "link", a.Name, "source", src, "presettled", c.link.settled, "first", first)
+	c.log.Info("receiver attached", "link", a.Name, "source", src, "presettled", l.settled, "first", first)
 	c.wake()
 	return nil
 }

@@ -298,7 +298,12 @@ func (c *rawAMQP) begin() {
 
 func (c *rawAMQP) attach(h uint32, role bool) *amqp10.Attach {
 	c.t.Helper()
-	c.send(&amqp10.Attach{Name: "link", Handle: h, Role: role, SndSettleMode: amqp10.SndUnsettled,
+	return c.attachMode(h, role, amqp10.SndUnsettled)
+}
+
+func (c *rawAMQP) attachMode(h uint32, role bool, snd uint8) *amqp10.Attach {
+	c.t.Helper()
+	c.send(&amqp10.Attach{Name: "link", Handle: h, Role: role, SndSettleMode: snd,
 		Source: &amqp10.Terminus{Address: "default"}, Target: &amqp10.Terminus{}})
 	a, ok := c.next(amqp10.FrameAMQP).(*amqp10.Attach)
 	if !ok {
@@ -606,4 +611,23 @@ func protonPython() string {
 		}
 	}
 	return ""
+}
+
+// TestAMQPPresettledLink: a receiver that asks for settled deliveries (the
+// AMQP form of ack auto) gets them settled, and each counts as acked on send.
+func TestAMQPPresettledLink(t *testing.T) {
+	s := startAMQP(t, Config{})
+	c, _ := dialRawAMQP(t, s, 60000)
+	c.begin()
+	if a := c.attachMode(0, amqp10.RoleReceiver, amqp10.SndSettled); a.SndSettleMode != amqp10.SndSettled {
+		t.Fatalf("attach answered with snd-settle-mode %d", a.SndSettleMode)
+	}
+	s.Publish(testGroup, Message{Topic: "/t", Body: []byte("x")})
+	c.credit(0, 0, 10, false)
+	if tr, _ := c.transfer(); !tr.Settled {
+		t.Errorf("transfer %#v is not settled", tr)
+	}
+	if st := s.Stats(); st.Acked != 1 || st.Unacked != 0 {
+		t.Errorf("stats = %+v, want 1 acked on send", st)
+	}
 }
