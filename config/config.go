@@ -256,6 +256,9 @@ type Size int64
 // HTTP is the metrics and health listener.
 type HTTP struct {
 	Listen string `yaml:"listen"` // "" disables
+	// WebConfigFile is a web config in the Prometheus exporter-toolkit
+	// format (TLS, basic auth) protecting /metrics and /status; "" for none.
+	WebConfigFile string `yaml:"web_config_file"`
 }
 
 // Log settings.

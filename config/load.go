@@ -111,6 +111,7 @@ func (c *Config) resolve(env func(string) (string, bool)) {
 		}
 	}
 	rel(base, &c.Source.TLS.CAFile)
+	rel(base, &c.HTTP.WebConfigFile)
 	rel(stateBase, &c.Spool.Dir)
 	rel(stateBase, &c.Delivery.DeadLetter.File)
 	rel(stateBase, &c.Delivery.Dedup.File)

@@ -2,6 +2,7 @@ package app
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -22,6 +23,7 @@ import (
 	"github.com/iot-mns-bridge/iot-mns-bridge/bridge/stompsrc"
 	"github.com/iot-mns-bridge/iot-mns-bridge/config"
 	"github.com/iot-mns-bridge/iot-mns-bridge/credentials"
+	"github.com/iot-mns-bridge/iot-mns-bridge/internal/webconfig"
 	"github.com/iot-mns-bridge/iot-mns-bridge/iotauth"
 	"github.com/iot-mns-bridge/iot-mns-bridge/sinks/mns"
 )
@@ -65,7 +67,8 @@ type Bridge struct {
 	// live is cfg with the routes and delivery settings of the last Reload.
 	live atomic.Pointer[config.Config]
 
-	status statusRecorder // the last errors GET /status reports
+	status statusRecorder    // the last errors GET /status reports
+	web    *webconfig.Config // http.web_config_file; nil when unset
 
 	readyOnce sync.Once // OnReady is called once
 	readyMu   sync.Mutex
@@ -83,6 +86,13 @@ func New(cfg *config.Config, opts Options) (*Bridge, error) {
 	}
 	b := &Bridge{cfg: cfg, log: log, opts: opts, reg: opts.Registry}
 	b.status.started = time.Now()
+	if f := cfg.HTTP.WebConfigFile; f != "" {
+		web, err := webconfig.Load(f)
+		if err != nil {
+			return nil, usageErr("http.web_config_file: %v", err)
+		}
+		b.web = web
+	}
 	b.live.Store(cfg)
 	if b.reg == nil {
 		b.reg = prometheus.NewRegistry()
@@ -281,8 +291,20 @@ func (b *Bridge) Run(ctx context.Context) error {
 	}
 	if ln != nil {
 		srv = &http.Server{Handler: b.httpHandler(), ReadHeaderTimeout: 5 * time.Second}
+		scheme := "http"
+		if b.web != nil {
+			tc, err := b.web.TLSConfig()
+			if err != nil {
+				ln.Close()
+				return fmt.Errorf("http.web_config_file: %w", err)
+			}
+			if tc != nil {
+				ln, scheme = tls.NewListener(ln, tc), "https"
+			}
+		}
 		go srv.Serve(ln)
-		b.log.Info("serving metrics and health", "addr", ln.Addr().String())
+		b.log.Info("serving metrics and health", "addr", ln.Addr().String(), "scheme", scheme,
+			"basic_auth", b.web != nil && len(b.web.Users) > 0)
 	}
 
 	runCtx, cancelRun := context.WithCancel(ctx)

@@ -18,7 +18,13 @@ const stallAfter = 2 * time.Minute
 
 func (b *Bridge) httpHandler() http.Handler {
 	mux := http.NewServeMux()
-	mux.Handle("/metrics", promhttp.HandlerFor(b.reg, promhttp.HandlerOpts{Registry: b.reg}))
+	// /metrics and /status behind the web config's basic auth, when set;
+	// the probes stay open (they reveal only ok or the reasons).
+	protect := func(h http.Handler) http.Handler { return h }
+	if b.web != nil {
+		protect = b.web.RequireAuth
+	}
+	mux.Handle("/metrics", protect(promhttp.HandlerFor(b.reg, promhttp.HandlerOpts{Registry: b.reg})))
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
 		if err := b.Healthy(); err != nil {
 			http.Error(w, "unhealthy: "+err.Error()+"\n", http.StatusServiceUnavailable)
@@ -26,7 +32,7 @@ func (b *Bridge) httpHandler() http.Handler {
 		}
 		fmt.Fprintln(w, "ok")
 	})
-	mux.HandleFunc("/status", b.serveStatus)
+	mux.Handle("/status", protect(http.HandlerFunc(b.serveStatus)))
 	mux.HandleFunc("/readyz", func(w http.ResponseWriter, r *http.Request) {
 		if reasons := b.NotReady(); len(reasons) > 0 {
 			http.Error(w, "not ready:\n- "+strings.Join(reasons, "\n- ")+"\n", http.StatusServiceUnavailable)

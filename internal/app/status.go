@@ -2,12 +2,15 @@ package app
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -17,6 +20,7 @@ import (
 	"github.com/iot-mns-bridge/iot-mns-bridge/bridge"
 	"github.com/iot-mns-bridge/iot-mns-bridge/bridge/spool"
 	"github.com/iot-mns-bridge/iot-mns-bridge/config"
+	"github.com/iot-mns-bridge/iot-mns-bridge/internal/webconfig"
 )
 
 // Status is what GET /status answers (JSON) and `iot-mns-bridge status`
@@ -217,13 +221,28 @@ func cmdStatus(ctx context.Context, args []string, stdio Stdio) error {
 	asJSON := fs.Bool("json", false, "print the two snapshots and the rates as JSON instead of a table")
 	interval := fs.Duration("interval", time.Second, "time between the two snapshots the rates are computed from; 0: one snapshot, no rates")
 	timeout := fs.Duration("timeout", 5*time.Second, "request timeout")
+	user := fs.String("user", "", "basic auth `user`, when http.web_config_file sets basic_auth_users")
+	passwordFile := fs.String("password-file", "", "`file` holding the basic auth password (one line)")
+	caFile := fs.String("ca-file", "", "PEM `file` of the CA (or self-signed certificate) to trust for an https URL; default with -config: the web config's cert_file")
 	if err := parseFlags(fs, args, false); err != nil {
 		return err
+	}
+	var password string
+	if *passwordFile != "" {
+		b, err := os.ReadFile(*passwordFile)
+		if err != nil {
+			return usageErr("-password-file: %v", err)
+		}
+		password = strings.TrimRight(string(b), "\r\n")
+	}
+	if (*user == "") != (*passwordFile == "") {
+		return usageErr("-user and -password-file go together")
 	}
 	if *interval < 0 {
 		return usageErr("-interval %v: want 0 or more", *interval)
 	}
 	base := strings.TrimSuffix(*url, "/")
+	tlsCert := "" // the certificate to trust for https
 	if base == "" {
 		listen := config.Default().HTTP.Listen
 		if *path != "" {
@@ -232,11 +251,38 @@ func cmdStatus(ctx context.Context, args []string, stdio Stdio) error {
 				return err
 			}
 			listen = cfg.HTTP.Listen
+			if f := cfg.HTTP.WebConfigFile; f != "" {
+				web, err := webconfig.Load(f)
+				if err != nil {
+					return usageErr("http.web_config_file: %v", err)
+				}
+				if web.TLS != nil {
+					tlsCert = web.TLS.CertFile
+				}
+			}
 		}
 		if listen == "" {
 			return usageErr("http.listen is empty: the bridge serves no status endpoint")
 		}
 		base = localURL(listen)
+		if tlsCert != "" {
+			base = "https://" + strings.TrimPrefix(base, "http://")
+		}
+	}
+	if *caFile != "" {
+		tlsCert = *caFile
+	}
+	client := &http.Client{}
+	if tlsCert != "" {
+		pem, err := os.ReadFile(tlsCert)
+		if err != nil {
+			return usageErr("-ca-file: %v", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return usageErr("-ca-file %s: no PEM certificate in it", tlsCert)
+		}
+		client.Transport = &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}}
 	}
 	get := func() (Status, error) {
 		var st Status
@@ -246,9 +292,16 @@ func cmdStatus(ctx context.Context, args []string, stdio Stdio) error {
 		if err != nil {
 			return st, usageErr("-url: %v", err)
 		}
-		resp, err := http.DefaultClient.Do(req)
+		if *user != "" {
+			req.SetBasicAuth(*user, password)
+		}
+		resp, err := client.Do(req)
 		if err != nil {
 			return st, fmt.Errorf("is the bridge running with http.listen at %s? %w", base, err)
+		}
+		if resp.StatusCode == http.StatusUnauthorized {
+			resp.Body.Close()
+			return st, fmt.Errorf("%s/status: 401 Unauthorized: http.web_config_file asks for basic auth: pass -user and -password-file", base)
 		}
 		defer resp.Body.Close()
 		body, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))

@@ -1,0 +1,137 @@
+package app
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/crypto/bcrypt"
+
+	"github.com/iot-mns-bridge/iot-mns-bridge/config"
+	"github.com/iot-mns-bridge/iot-mns-bridge/internal/certgen"
+	"github.com/iot-mns-bridge/iot-mns-bridge/iotsim"
+	"github.com/iot-mns-bridge/iot-mns-bridge/mnsemu"
+)
+
+// TestWebConfigProtectsMetrics runs a bridge with http.web_config_file
+// (TLS and one basic-auth user, the exporter-toolkit format): a scrape of
+// /metrics is refused without credentials or with wrong ones and accepted
+// with them, over TLS only; the probes stay open; status needs the
+// credentials too.
+func TestWebConfigProtectsMetrics(t *testing.T) {
+	p := startPeers(t, mnsemu.Config{}, iotsim.Config{})
+	p.emu.CreateQueue("unrouted")
+	dir := t.TempDir()
+	bundle, err := certgen.New("127.0.0.1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := bundle.WriteFiles(filepath.Join(dir, "ca.pem"), filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key")); err != nil {
+		t.Fatal(err)
+	}
+	hash, err := bcrypt.GenerateFromPassword([]byte("scrape-pass"), bcrypt.MinCost)
+	if err != nil {
+		t.Fatal(err)
+	}
+	web := filepath.Join(dir, "web.yml")
+	os.WriteFile(web, []byte("tls_server_config:\n  cert_file: tls.crt\n  key_file: tls.key\nbasic_auth_users:\n  prometheus: "+string(hash)+"\n"), 0o600)
+	pwFile := filepath.Join(dir, "password")
+	os.WriteFile(pwFile, []byte("scrape-pass\n"), 0o600)
+	wrongPw := filepath.Join(dir, "wrong")
+	os.WriteFile(wrongPw, []byte("nope\n"), 0o600)
+
+	c := p.config()
+	c.HTTP.WebConfigFile = web
+	cfg, err := config.Load(p.writeConfig(t, c))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	base := "https://" + ln.Addr().String()
+	b, err := New(cfg, Options{Logger: slog.New(slog.DiscardHandler), HTTPListener: ln})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- b.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+
+	client := &http.Client{Transport: &http.Transport{TLSClientConfig: bundle.ClientTLSConfig("127.0.0.1")}}
+	get := func(path, user, pw string) (int, string) {
+		req, _ := http.NewRequest("GET", base+path, nil)
+		if user != "" {
+			req.SetBasicAuth(user, pw)
+		}
+		resp, err := client.Do(req)
+		if err != nil {
+			t.Fatalf("GET %s: %v", path, err)
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(body)
+	}
+	waitFor(t, "/readyz over TLS without credentials", 30*time.Second, func() bool { code, _ := get("/readyz", "", ""); return code == http.StatusOK })
+	if code, _ := get("/healthz", "", ""); code != http.StatusOK {
+		t.Errorf("/healthz without credentials: %d, want 200 (probes stay open)", code)
+	}
+	for _, tc := range []struct{ user, pw string }{{"", ""}, {"prometheus", "nope"}, {"other", "scrape-pass"}} {
+		for _, path := range []string{"/metrics", "/status"} {
+			if code, _ := get(path, tc.user, tc.pw); code != http.StatusUnauthorized {
+				t.Errorf("%s as %q/%q: %d, want 401", path, tc.user, tc.pw, code)
+			}
+		}
+	}
+	if code, body := get("/metrics", "prometheus", "scrape-pass"); code != http.StatusOK || !strings.Contains(body, "iot_mns_bridge_received_total") {
+		t.Errorf("/metrics with the credentials: %d, want 200 with the metrics", code)
+	}
+	// Plain HTTP gets no metrics.
+	if resp, err := http.Get("http://" + ln.Addr().String() + "/metrics"); err == nil {
+		if resp.StatusCode == http.StatusOK {
+			t.Errorf("plain HTTP /metrics answered 200")
+		}
+		resp.Body.Close()
+	}
+
+	// The status command: refused without credentials, naming the flags;
+	// works with them, over TLS trusting the web config's certificate.
+	code, _, errOut := runMain(t, context.Background(), "status", "-url", base, "-ca-file", filepath.Join(dir, "ca.pem"), "-interval", "0")
+	if code != ExitFailure || !strings.Contains(errOut, "pass -user and -password-file") {
+		t.Errorf("status without credentials: exit %d, %q; want 1 naming -user and -password-file", code, errOut)
+	}
+	code, _, errOut = runMain(t, context.Background(), "status", "-url", base, "-ca-file", filepath.Join(dir, "ca.pem"), "-interval", "0",
+		"-user", "prometheus", "-password-file", wrongPw)
+	if code != ExitFailure {
+		t.Errorf("status with a wrong password: exit %d, %q; want 1", code, errOut)
+	}
+	code, out, errOut := runMain(t, context.Background(), "status", "-url", base, "-ca-file", filepath.Join(dir, "ca.pem"), "-interval", "0",
+		"-user", "prometheus", "-password-file", pwFile)
+	if code != ExitOK || !strings.Contains(out, "source e2e-bridge") {
+		t.Errorf("status with the credentials: exit %d, %q %q; want 0 and the table", code, out, errOut)
+	}
+}
+
+// TestBadWebConfigIsAConfigError: check (and run) refuse a web config that
+// does not load, naming http.web_config_file, with exit code 2.
+func TestBadWebConfigIsAConfigError(t *testing.T) {
+	p := startPeers(t, mnsemu.Config{}, iotsim.Config{})
+	web := filepath.Join(t.TempDir(), "web.yml")
+	os.WriteFile(web, []byte("basic_auth_users:\n  alice: not-a-hash\n"), 0o600)
+	c := p.config()
+	c.HTTP.WebConfigFile = web
+	path := p.writeConfig(t, c)
+	code, _, errOut := runMain(t, context.Background(), "check", "-config", path)
+	if code != ExitUsage || !strings.Contains(errOut, "http.web_config_file") || !strings.Contains(errOut, "basic_auth_users.alice: not a bcrypt hash") {
+		t.Errorf("check with a bad web config: exit %d, %q; want 2 naming http.web_config_file and the user", code, errOut)
+	}
+}
