@@ -63,6 +63,14 @@ func (sc *signerCredentials) iotParams(cfg *config.Config) func() (iotauth.Param
 		if err != nil {
 			return iotauth.Params{}, fmt.Errorf("source.credentials: %w", err)
 		}
+		// A triple the login cannot carry (a separator in the id or token)
+		// fails this dial only: the next issue may be fine, so it must not
+		// reach the signer, which treats bad parameters as a config error.
+		key := iotauth.Params{ClientID: "c", ConsumerGroupID: "g", SignMethod: iotauth.HMACSHA1,
+			AccessKeyID: c.AccessKeyID, AccessKeySecret: c.AccessKeySecret, SecurityToken: c.SecurityToken}
+		if err := key.Validate(); err != nil {
+			return iotauth.Params{}, fmt.Errorf("source.credentials: the key from %s cannot sign a login: %w", c.Source, err)
+		}
 		return cfg.SourceParams(c.AccessKeyID, c.AccessKeySecret, c.SecurityToken), nil
 	}
 }

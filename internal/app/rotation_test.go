@@ -2,6 +2,7 @@ package app
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -12,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/iot-mns-bridge/iot-mns-bridge/bridge"
 	"github.com/iot-mns-bridge/iot-mns-bridge/config"
 	"github.com/iot-mns-bridge/iot-mns-bridge/credentials"
 	"github.com/iot-mns-bridge/iot-mns-bridge/credentials/credtest"
@@ -442,5 +444,42 @@ routes:
 		if strings.Contains(out+errOut, s) {
 			t.Errorf("check shows a secret or token (%q)", s)
 		}
+	}
+}
+
+// TestATokenTheLoginCannotCarryFailsTheDialOnly: a provider's token with a
+// separator of the username fails that dial with a retryable error that
+// names the provider, not the token; it never reaches the signer (which
+// would stop an AMQP source for good).
+func TestATokenTheLoginCannotCarryFailsTheDialOnly(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, `{"Code":"Success","AccessKeyId":"STS.x","AccessKeySecret":"s","SecurityToken":"tok,en=SECRETPART","Expiration":%q}`,
+			time.Now().Add(time.Hour).UTC().Format(time.RFC3339))
+	}))
+	defer srv.Close()
+	t.Setenv(credentials.EnvCredentialsURI, srv.URL)
+	cfg, err := config.Parse([]byte(`source:
+  protocol: amqp
+  endpoint: 127.0.0.1:1
+  client_id: c1
+  credentials:
+    provider: uri
+mns:
+  endpoint: http://127.0.0.1:1
+routes:
+  - match: /#
+    queue: q
+`), filepath.Join(t.TempDir(), "b.yaml"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := New(cfg, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = b.creds.iotParams(cfg)()
+	if err == nil || !strings.Contains(err.Error(), "cannot sign a login") || !strings.Contains(err.Error(), "securityToken") ||
+		errors.Is(err, bridge.ErrFatal) || strings.Contains(err.Error(), "SECRETPART") {
+		t.Fatalf("got %v", err)
 	}
 }
