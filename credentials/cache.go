@@ -121,6 +121,25 @@ func (c *Cache) kick() {
 	go c.refresh(c.inflight)
 }
 
+// Status is a snapshot of a Cache for metrics and status pages; it holds
+// no secret.
+type Status struct {
+	// Expiration of the held triple; zero when it does not expire or none
+	// is held.
+	Expiration time.Time
+	// Held reports whether a triple was ever obtained.
+	Held bool
+	// Failures counts the refreshes that failed since the last success.
+	Failures int
+}
+
+// Status returns the cache's state without fetching.
+func (c *Cache) Status() Status {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return Status{Expiration: c.cur.Expiration, Held: c.have, Failures: c.failures}
+}
+
 // Provider returns the provider behind the cache.
 func (c *Cache) Provider() Provider { return c.p }
 

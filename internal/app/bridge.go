@@ -104,6 +104,7 @@ func New(cfg *config.Config, opts Options) (*Bridge, error) {
 		return nil, &UsageError{Err: err}
 	}
 	b.creds = creds
+	creds.register(b.reg)
 
 	client, err := mns.NewClient(mns.Config{
 		Endpoint:         cfg.MNS.Endpoint,

@@ -8,6 +8,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/iot-mns-bridge/iot-mns-bridge/config"
 	"github.com/iot-mns-bridge/iot-mns-bridge/credentials"
 	"github.com/iot-mns-bridge/iot-mns-bridge/iotauth"
@@ -45,6 +47,42 @@ func newSignerCredentials(cfg *config.Config, opts credentials.CacheOptions, log
 	sc.mns = credentials.NewCache(mp, o)
 	return sc, nil
 }
+
+// register exports the caches' expiry and failed refreshes.
+func (sc *signerCredentials) register(reg prometheus.Registerer) {
+	expiry := prometheus.NewDesc("iot_mns_bridge_credentials_expiry_timestamp_seconds",
+		"When the held credentials expire (Unix time); 0 when they do not expire or none are held.", []string{"credentials"}, nil)
+	failures := prometheus.NewDesc("iot_mns_bridge_credentials_refresh_failures",
+		"Consecutive failed credential refreshes (0 while refreshes work).", []string{"credentials"}, nil)
+	reg.MustRegister(collectorFunc{descs: []*prometheus.Desc{expiry, failures}, collect: func(ch chan<- prometheus.Metric) {
+		for _, c := range []struct {
+			name  string
+			cache *credentials.Cache
+		}{{"source", sc.source}, {"mns", sc.mns}} {
+			st := c.cache.Status()
+			exp := 0.0
+			if !st.Expiration.IsZero() {
+				exp = float64(st.Expiration.Unix())
+			}
+			ch <- prometheus.MustNewConstMetric(expiry, prometheus.GaugeValue, exp, c.name)
+			ch <- prometheus.MustNewConstMetric(failures, prometheus.GaugeValue, float64(st.Failures), c.name)
+		}
+	}})
+}
+
+// collectorFunc is a prometheus.Collector from a function.
+type collectorFunc struct {
+	descs   []*prometheus.Desc
+	collect func(chan<- prometheus.Metric)
+}
+
+func (f collectorFunc) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range f.descs {
+		ch <- d
+	}
+}
+
+func (f collectorFunc) Collect(ch chan<- prometheus.Metric) { f.collect(ch) }
 
 // close stops the caches' proactive refreshes.
 func (sc *signerCredentials) close() {

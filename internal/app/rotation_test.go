@@ -268,7 +268,13 @@ func TestCredentialsExpireWithTheProviderDown(t *testing.T) {
 	first := r.publish("before", 100)
 	waitFor(t, "the first batch", time.Minute, func() bool { return r.arrived(first) == len(first) })
 
+	if exp := credentialGauge(t, r.b, "iot_mns_bridge_credentials_expiry_timestamp_seconds", "mns"); exp < float64(time.Now().Unix()) {
+		t.Errorf("expiry gauge %v is not in the future", exp)
+	}
 	is.SetDown(true)
+	waitFor(t, "the failed refreshes in the metrics", time.Minute, func() bool {
+		return credentialGauge(t, r.b, "iot_mns_bridge_credentials_refresh_failures", "source") > 0
+	})
 	waitFor(t, "the expiry to be logged", time.Minute, func() bool {
 		return strings.Contains(r.logs.String(), "no valid credentials: signing fails and messages are held")
 	})
@@ -286,6 +292,9 @@ func TestCredentialsExpireWithTheProviderDown(t *testing.T) {
 
 	is.SetDown(false)
 	waitFor(t, "recovery", time.Minute, func() bool { return r.arrived(held) == len(held) })
+	if n := credentialGauge(t, r.b, "iot_mns_bridge_credentials_refresh_failures", "source"); n != 0 {
+		t.Errorf("refresh failures gauge %v after recovery, want 0", n)
+	}
 	if r.sim.Stats().LoginsOK <= logins {
 		t.Error("no login after recovery")
 	}
@@ -482,4 +491,27 @@ routes:
 		errors.Is(err, bridge.ErrFatal) || strings.Contains(err.Error(), "SECRETPART") {
 		t.Fatalf("got %v", err)
 	}
+}
+
+// credentialGauge reads one credentials gauge of the bridge's registry.
+func credentialGauge(t *testing.T, b *Bridge, name, which string) float64 {
+	t.Helper()
+	mfs, err := b.Registry().Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "credentials" && l.GetValue() == which {
+					return m.GetGauge().GetValue()
+				}
+			}
+		}
+	}
+	t.Fatalf("no %s{credentials=%q}", name, which)
+	return 0
 }
