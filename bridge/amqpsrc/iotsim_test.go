@@ -6,6 +6,7 @@ package amqpsrc
 import (
 	"bytes"
 	"context"
+	"errors"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -170,5 +171,30 @@ func TestThrottledLoginIsExplained(t *testing.T) {
 	_, err = d.dial(context.Background(), 0, "second")
 	if err == nil || !strings.Contains(err.Error(), "throttled") || !strings.Contains(err.Error(), "source.connect_attempts_per_minute") {
 		t.Errorf("second attempt: err = %v, want throttled and the key", err)
+	}
+}
+
+// TestCheckConnectAgainstSimulator: "check -connect" logs in, attaches and
+// leaves cleanly against a server with the platform's rules, and reports a
+// wrong secret as a refused login.
+func TestCheckConnectAgainstSimulator(t *testing.T) {
+	sim, ca := startSim(t, iotsim.Config{})
+	logs := &syncBuffer{}
+	ctx, cancel := context.WithTimeout(context.Background(), itLimit)
+	defer cancel()
+	if err := CheckConnect(ctx, simConfig(sim.AMQPAddr(), ca, logs)); err != nil {
+		t.Fatalf("CheckConnect: %v", err)
+	}
+	cfg := simConfig(sim.AMQPAddr(), ca, logs)
+	cfg.Params = func() (iotauth.Params, error) {
+		return iotauth.Params{ClientID: "bridge", AccessKeyID: simAK, AccessKeySecret: "wrong",
+			ConsumerGroupID: simGroup, SignMethod: iotauth.HMACSHA256}, nil
+	}
+	err := CheckConnect(ctx, cfg)
+	if err == nil || !errors.Is(err, bridge.ErrLoginRefused) {
+		t.Errorf("CheckConnect with a wrong secret: err = %v, want a refused login", err)
+	}
+	if st := sim.Stats(); st.LoginsOK != 1 || st.LoginsFailed != 1 {
+		t.Errorf("simulator stats = %+v", st)
 	}
 }
