@@ -104,7 +104,9 @@ type Delivery struct {
 }
 
 // NewDelivery returns a delivery that reports its outcome to s. A nil s makes
-// a delivery whose settling is a no-op (for replays and tests).
+// a delivery whose settling is a no-op: it has no upstream that would send it
+// again (STOMP ack auto, where the platform settled it when it sent it;
+// replays; tests). See Redeliverable.
 func NewDelivery(m Message, s Settler, token any) *Delivery {
 	return &Delivery{Message: m, Received: time.Now(), Token: token, settler: s}
 }
@@ -116,6 +118,13 @@ func (d *Delivery) Accept() bool { return d.settle(Accepted) }
 // Release settles the delivery as Released. It reports whether this call
 // settled it.
 func (d *Delivery) Release() bool { return d.settle(Released) }
+
+// Redeliverable reports whether releasing the delivery gives the message
+// back to an upstream that will deliver it again (an AMQP release, a STOMP
+// client-individual NACK or missing ACK, the spool). When it is false, a
+// release would lose the message: the pipeline never releases such a
+// delivery but hands it back at shutdown (Pipeline.Stranded).
+func (d *Delivery) Redeliverable() bool { return d.settler != nil }
 
 // Settled reports whether the delivery has been settled.
 func (d *Delivery) Settled() bool { return d.settled.Load() }

@@ -89,7 +89,9 @@ type Tuning struct {
 // Pipeline takes deliveries from sources, routes, batches and sends them,
 // retries, dead-letters, and settles each delivery exactly once: Accepted
 // only after the sink accepted its message (or it was dead-lettered),
-// Released when the pipeline shuts down before that.
+// Released when the pipeline shuts down before that. A delivery that is not
+// Redeliverable is never released (that would lose it): at shutdown it is
+// left unsettled and handed back by Stranded, for the caller to store.
 //
 // Handle is the bridge.Handler given to sources; Drain shuts down. No
 // goroutine is started per message: one goroutine per destination builds
@@ -111,6 +113,9 @@ type Pipeline struct {
 	deadLog  logLimiter
 	deadFail deadFailing
 
+	strandedMu sync.Mutex
+	stranded   []*Delivery // not redeliverable, held at shutdown
+
 	mu    sync.Mutex
 	lanes map[Destination]*lane
 	wg    sync.WaitGroup // lanes, senders, retry waits
@@ -119,6 +124,7 @@ type Pipeline struct {
 
 type pipelineStats struct {
 	received, forwarded, duplicates, deadLettered, retried, released, inFlight atomic.Int64
+	strandedN                                                                  atomic.Int64
 	requests, batchedMsgs                                                      atomic.Int64
 	lastProgress                                                               atomic.Int64 // unix nanos of the last accepted message
 }
@@ -130,7 +136,8 @@ type Stats struct {
 	Duplicates   int64 // suppressed by the de-dup window
 	DeadLettered int64
 	Retried      int64 // message sends retried
-	Released     int64 // given back upstream at shutdown
+	Released     int64 // given back upstream at shutdown (redeliverable ones only)
+	Stranded     int64 // held at shutdown but not redeliverable: see Stranded
 	InFlight     int64
 	HeldBytes    int64 // what the deliveries held count against MaxInFlightBytes
 	Requests     int64 // Sink.Send calls
@@ -235,7 +242,7 @@ func (p *Pipeline) Stats() Stats {
 		HeldBytes: heldBytes,
 		Received:  s.received.Load(), Forwarded: s.forwarded.Load(), Duplicates: s.duplicates.Load(),
 		DeadLettered: s.deadLettered.Load(), Retried: s.retried.Load(), Released: s.released.Load(),
-		InFlight: s.inFlight.Load(), Requests: s.requests.Load(),
+		Stranded: s.strandedN.Load(), InFlight: s.inFlight.Load(), Requests: s.requests.Load(),
 		LastProgress:    time.Unix(0, s.lastProgress.Load()),
 		DeadLetterError: p.deadFail.current(),
 	}
@@ -302,12 +309,22 @@ func (p *Pipeline) Handle(ctx context.Context, d *Delivery) error {
 	}
 }
 
-// done settles d, frees its slot and counts.
+// done settles d, frees its slot and counts. A release of a delivery that
+// is not redeliverable does not settle it: it is kept for Stranded.
 func (p *Pipeline) done(d *Delivery, o Outcome) {
-	if !d.settle(o) {
+	if o == Released && !d.Redeliverable() {
+		// Nothing upstream to tell: marking it settled only makes this
+		// happen once.
+		if !d.settled.CompareAndSwap(false, true) {
+			return
+		}
+		p.strandedMu.Lock()
+		p.stranded = append(p.stranded, d)
+		p.strandedMu.Unlock()
+		p.stats.strandedN.Add(1)
+	} else if !d.settle(o) {
 		return
-	}
-	if o == Released {
+	} else if o == Released {
 		p.stats.released.Add(1)
 	} else {
 		p.stats.lastProgress.Store(p.now().UnixNano())
@@ -752,6 +769,19 @@ func destString(d Destination) string {
 		return ""
 	}
 	return d.String()
+}
+
+// Stranded returns the deliveries that were still held when Drain cut the
+// drain short and that are not Redeliverable (releasing them would lose
+// them): they are the caller's to store (the spool, the dead-letter file).
+// There is nothing upstream to settle them with. Call it after Drain; it
+// hands each delivery back once.
+func (p *Pipeline) Stranded() []*Delivery {
+	p.strandedMu.Lock()
+	defer p.strandedMu.Unlock()
+	out := p.stranded
+	p.stranded = nil
+	return out
 }
 
 // Drain stops intake (Handle returns ErrClosed from now on) and waits until

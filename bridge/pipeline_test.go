@@ -493,3 +493,42 @@ func TestFlappingDestinationLogsOncePerMinute(t *testing.T) {
 		t.Errorf("recovered logged %d times, want 1", n)
 	}
 }
+
+// TestPipelineNeverReleasesWhatCannotComeBack: at a shutdown that cuts the
+// drain short, a redeliverable delivery is released, but one without an
+// upstream that would send it again (STOMP ack auto) is handed back by
+// Stranded instead, for the caller to store.
+func TestPipelineNeverReleasesWhatCannotComeBack(t *testing.T) {
+	sink := newFakeSink(func(int, int, Outgoing) error { return errors.New("MNS is down") })
+	h := newHarness(t, sink, nil)
+	h.feed(t, 10, userTopic) // redeliverable (h.rec settles them)
+	for i := 10; i < 25; i++ {
+		m := Message{Topic: userTopic(i), MessageID: fmt.Sprintf("m%05d", i)}
+		if err := h.p.Handle(context.Background(), NewDelivery(m, nil, nil)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel() // the shutdown deadline has passed
+	if err := h.p.Drain(ctx); err == nil {
+		t.Fatal("Drain with MNS down returned nil")
+	}
+	st := h.p.Stats()
+	stranded := h.p.Stranded()
+	if st.Released != 10 || st.Stranded != 15 || len(stranded) != 15 || st.InFlight != 0 {
+		t.Fatalf("released %d, stranded %d (%d handed back), in flight %d; want 10, 15 (15), 0",
+			st.Released, st.Stranded, len(stranded), st.InFlight)
+	}
+	ids := map[string]bool{}
+	for _, d := range stranded {
+		ids[d.MessageID] = true
+	}
+	for i := 10; i < 25; i++ {
+		if id := fmt.Sprintf("m%05d", i); !ids[id] {
+			t.Errorf("%s was not handed back", id)
+		}
+	}
+	if again := h.p.Stranded(); len(again) != 0 {
+		t.Errorf("Stranded handed back %d deliveries a second time", len(again))
+	}
+}

@@ -243,6 +243,12 @@ type DeadLetter struct {
 }
 
 // Spool makes messages durable on local disk as they arrive.
+//
+// With STOMP ack auto the platform settles a message when it sends it, so
+// the spool is what keeps it across an MNS outage and a restart: Dir is on
+// ("spool", under $STATE_DIRECTORY) unless the file sets it, and an explicit
+// `dir: ""` turns it off. With client-individual or AMQP the platform
+// redelivers by itself, and the spool is on only when the file sets Dir.
 type Spool struct {
 	Dir      string `yaml:"dir"` // "" disables the spool
 	MaxBytes Size   `yaml:"max_bytes"`
@@ -268,6 +274,11 @@ type Log struct {
 	// SummaryInterval is the period of the one-line summary; 0 disables.
 	SummaryInterval time.Duration `yaml:"summary_interval"`
 }
+
+// SpoolByDefault reports whether the source needs the spool to lose nothing
+// across MNS outages and restarts: STOMP with ack auto, where the platform
+// never redelivers.
+func (s Source) SpoolByDefault() bool { return s.Protocol == "stomp" && s.STOMP.Ack == "auto" }
 
 // loadInfo is the state behind Config.meta. Safe for concurrent use.
 type loadInfo struct {

@@ -100,6 +100,7 @@ func TestExampleShowsDefaults(t *testing.T) {
 	want.DefaultRoute = cfg.DefaultRoute
 	want.Delivery.DeadLetter.File = filepath.Join(filepath.Dir(cfg.Delivery.DeadLetter.File), want.Delivery.DeadLetter.File)
 	want.Delivery.Dedup.File = filepath.Join(filepath.Dir(cfg.Delivery.Dedup.File), want.Delivery.Dedup.File)
+	want.Spool.Dir = filepath.Join(filepath.Dir(cfg.Spool.Dir), want.Spool.Dir)
 	got := *cfg
 	got.Path, got.meta = "", nil
 	if !reflect.DeepEqual(got, want) {
@@ -350,5 +351,45 @@ delivery:
 	cfg, err := Parse(data, "", testEnv())
 	if err != nil || cfg.Delivery.BatchSize != 4 {
 		t.Errorf("merge key: batch_size = %v, %v; want 4", cfg, err)
+	}
+}
+
+// TestSpoolOnByDefaultWithAckAuto proves the default loses nothing: with
+// STOMP ack auto (the platform never redelivers) the spool is on unless the
+// file turns it off with `dir: ""`; a source that redelivers by itself gets
+// it only when the file asks.
+func TestSpoolOnByDefaultWithAckAuto(t *testing.T) {
+	base, err := os.ReadFile("testdata/good/minimal.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	state := t.TempDir()
+	env := func(k string) (string, bool) {
+		if k == "STATE_DIRECTORY" {
+			return state, true
+		}
+		return testEnv()(k)
+	}
+	for _, c := range []struct {
+		name, source, spool, want string
+	}{
+		{"stomp auto (default)", "", "", filepath.Join(state, "spool")},
+		{"stomp auto, turned off", "", "spool:\n  dir: \"\"\n", ""},
+		{"stomp auto, elsewhere", "", "spool:\n  dir: /var/spool/x\n", "/var/spool/x"},
+		{"stomp client-individual", "  stomp:\n    ack: client-individual\n", "", ""},
+		{"stomp client-individual, asked for", "  stomp:\n    ack: client-individual\n", "spool:\n  dir: sp\n", filepath.Join(state, "sp")},
+		{"amqp", "  protocol: amqp\n", "", ""},
+		{"amqp, asked for", "  protocol: amqp\n", "spool:\n  dir: sp\n", filepath.Join(state, "sp")},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			data := strings.Replace(string(base), "source:\n", "source:\n"+c.source, 1) + c.spool
+			cfg, err := Parse([]byte(data), filepath.Join(t.TempDir(), "c.yaml"), env)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if cfg.Spool.Dir != c.want {
+				t.Errorf("spool.dir = %q, want %q", cfg.Spool.Dir, c.want)
+			}
+		})
 	}
 }

@@ -65,6 +65,10 @@ func Default() Config {
 			DeadLetter: DeadLetter{File: "dead-letter.jsonl", MaxBytes: GiB},
 		},
 		Spool: Spool{
+			// On by default where it is needed: Parse turns it off when
+			// the file leaves spool.dir out and the source redelivers by
+			// itself (STOMP client-individual, AMQP); see SpoolByDefault.
+			Dir:            "spool",
 			MaxBytes:       GiB,
 			CommitInterval: 2 * time.Millisecond,
 		},

@@ -76,6 +76,11 @@ func Parse(data []byte, path string, env func(string) (string, bool)) (*Config, 
 	}
 	cfg.Path = path
 	cfg.meta = &loadInfo{lines: w.lines, files: map[string]secretFile{}}
+	if _, set := w.lines["spool.dir"]; !set && !cfg.Source.SpoolByDefault() {
+		// The source redelivers by itself: the default spool is not
+		// needed (see Spool).
+		cfg.Spool.Dir = ""
+	}
 	cfg.resolve(env)
 	if err := cfg.Validate(); err != nil {
 		return nil, err

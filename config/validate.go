@@ -407,6 +407,12 @@ func (v *validator) delivery() {
 	if dl.File != "" && dl.MaxBytes < MiB {
 		v.bad("delivery.dead_letter.max_bytes", "%d is less than 1MiB: a few large dead letters would fill it; use at least 1MiB (default 1GiB)", int64(dl.MaxBytes))
 	}
+	if dl.File == "" && dl.Queue != "" && v.c.Spool.Dir == "" && v.c.Source.SpoolByDefault() {
+		// At shutdown the messages MNS has not accepted yet must go
+		// somewhere that does not need MNS: the platform will not send them
+		// again (ack auto).
+		v.bad("delivery.dead_letter.file", "is empty while source.stomp.ack is auto and spool.dir is empty: the messages MNS has not taken at shutdown would have nowhere to go; set delivery.dead_letter.file or spool.dir (or use ack client-individual)")
+	}
 	if dl.Queue != "" {
 		if err := mns.ValidName(dl.Queue); err != nil {
 			v.bad("delivery.dead_letter.queue", "%q is not a valid MNS queue name: %v", dl.Queue, err)

@@ -132,7 +132,11 @@ func TestValidate(t *testing.T) {
 		{"dead letter none", func(c *Config) { c.Delivery.DeadLetter = DeadLetter{} }, "delivery.dead_letter: set file, queue or both"},
 		{"dead letter queue name", func(c *Config) { c.Delivery.DeadLetter.Queue = "dl_q" }, `delivery.dead_letter.queue: "dl_q" is not a valid MNS queue name`},
 		{"spool size", func(c *Config) { c.Spool = Spool{Dir: "/var/lib/x"} }, "spool.max_bytes: must be more than 0 when spool.dir is set"},
-		{"spool off size 0", func(c *Config) { c.Spool.MaxBytes = 0 }, ""},
+		{"spool off size 0", func(c *Config) { c.Spool.Dir, c.Spool.MaxBytes = "", 0 }, ""},
+		{"auto without spool or dead-letter file", func(c *Config) {
+			c.Spool.Dir, c.Delivery.DeadLetter = "", DeadLetter{Queue: "dl"}
+		}, "delivery.dead_letter.file: is empty while source.stomp.ack is auto and spool.dir is empty"},
+		{"auto with spool, dead-letter queue only", func(c *Config) { c.Delivery.DeadLetter = DeadLetter{Queue: "dl"} }, ""},
 		{"envelope", func(c *Config) { c.Envelope = "xml" }, `envelope: "xml" is not supported: use raw or json`},
 		{"listen any", func(c *Config) { c.HTTP.Listen = ":0" }, ""},
 		{"listen off", func(c *Config) { c.HTTP.Listen = "" }, ""},

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/iot-mns-bridge/iot-mns-bridge/bridge"
 )
@@ -45,6 +46,23 @@ func (d *Targets) Open() error {
 		return err
 	}
 	d.file = f
+	return nil
+}
+
+// WriteFile writes msgs with reason to the file only, not the queue: at
+// shutdown MNS may be what is failing. It fails when no file is configured
+// or open.
+func (d *Targets) WriteFile(msgs []bridge.Message, reason string, now time.Time) error {
+	if d.file == nil {
+		return errors.New("deadletter: no dead-letter file is configured or open (delivery.dead_letter.file)")
+	}
+	entries := make([]Entry, len(msgs))
+	for i, m := range msgs {
+		entries[i] = NewEntry(m, reason, now)
+	}
+	if err := d.file.Write(entries...); err != nil {
+		return fmt.Errorf("delivery.dead_letter.file %s: %w", d.path, err)
+	}
 	return nil
 }
 

@@ -26,7 +26,8 @@ import (
 // whose commit failed are kept in memory and appended again with backoff
 // until a commit succeeds. They are never released while the bridge runs
 // (with STOMP ack auto a release would lose them; with client acks it would
-// make the platform redeliver in a storm); at shutdown they are released.
+// make the platform redeliver in a storm); at shutdown they are released
+// when the platform redelivers them and handed back (Close) when not.
 type Stage struct {
 	sp       *Spool
 	pipeline bridge.Handler
@@ -134,19 +135,27 @@ func (s *Stage) retryFailed(ctx context.Context) error {
 	}
 }
 
-// Close releases the messages still held after failed commits (shutdown:
-// the platform redelivers those it can).
-func (s *Stage) Close() {
+// Close releases the messages still held after failed commits (shutdown)
+// that the platform redelivers, and returns the others (STOMP ack auto) for
+// the caller to keep: releasing those would lose them.
+func (s *Stage) Close() (keep []*bridge.Delivery) {
 	s.mu.Lock()
 	held := s.failed
 	s.failed = nil
 	s.mu.Unlock()
+	released := 0
 	for _, d := range held {
+		if !d.Redeliverable() {
+			keep = append(keep, d)
+			continue
+		}
 		d.Release()
+		released++
 	}
-	if len(held) > 0 {
-		s.log.Warn("released messages that never reached the spool (with STOMP ack auto they are lost)", "count", len(held))
+	if released > 0 {
+		s.log.Warn("released messages that never reached the spool (the platform redelivers them)", "count", released)
 	}
+	return keep
 }
 
 func (s *Stage) setFull(full bool, err ...error) {

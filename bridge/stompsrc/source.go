@@ -213,7 +213,8 @@ const handOverTimeout = 10 * time.Second
 // messages when it sent them, so they are the bridge's alone. It sends
 // DISCONNECT (the server sends nothing after answering it) and meanwhile
 // hands first (when not nil) and every message still buffered to h, until
-// the subscription ends or handOverTimeout passes. The pipeline still takes
+// the subscription ends or handOverTimeout passes; then it closes the socket
+// and offers h what go-stomp still buffered. The pipeline still takes
 // deliveries at this point (it stops only after the source returned).
 func (s *Source) handOver(l *link, h bridge.Handler, first *bridge.Delivery) {
 	l.closeOnce.Do(func() {
@@ -254,7 +255,20 @@ func (s *Source) handOver(l *link, h bridge.Handler, first *bridge.Delivery) {
 			}
 		}
 		l.raw.Close()
-		go drain(l.sub.C)
+		// The socket is closed: go-stomp ends the subscription once it has
+		// handed over what it buffered. Those messages are offered to h as
+		// well (with ctx done it takes them only if it can without waiting:
+		// the bridge keeps them for the spool or the dead-letter file).
+		for m := range l.sub.C {
+			if m == nil || m.Err != nil {
+				continue
+			}
+			if err := h(ctx, s.delivery(l, m)); err != nil {
+				lost++
+				continue
+			}
+			handed++
+		}
 		<-disconnected
 		if handed > 0 {
 			l.log.Info("stomp messages buffered at shutdown handed to the pipeline", "count", handed)

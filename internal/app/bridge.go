@@ -312,12 +312,13 @@ func (b *Bridge) Run(ctx context.Context) error {
 	defer cancelRun()
 	intake := b.pipeline.Handle
 	var sp *spool.Stage
+	var spl *spool.Spool // for what must be kept at shutdown
 	var feederDone chan struct{}
 	if b.cfg.Spool.Dir != "" {
 		s, err := spool.Open(spool.Options{Dir: b.cfg.Spool.Dir, MaxBytes: int64(b.cfg.Spool.MaxBytes),
 			CommitInterval: b.cfg.Spool.CommitInterval, Logger: b.log.With("component", "spool")})
 		if err != nil {
-			return fmt.Errorf("spool.dir: %w", err)
+			return fmt.Errorf("spool.dir %s: %w (with stomp ack auto the spool is on by default: set spool.dir to a directory the bridge can write, or `dir: \"\"` to run without it)", b.cfg.Spool.Dir, err)
 		}
 		defer func() {
 			if err := s.Close(); err != nil {
@@ -327,11 +328,15 @@ func (b *Bridge) Run(ctx context.Context) error {
 		st := s.Stats()
 		b.log.Info("spool open", "dir", b.cfg.Spool.Dir, "messages", st.Depth, "bytes", st.Bytes)
 		b.registerSpoolMetrics(s)
-		sp = spool.NewStage(s, b.pipeline.Handle, b.log.With("component", "spool"))
+		sp, spl = spool.NewStage(s, b.pipeline.Handle, b.log.With("component", "spool")), s
 		intake = sp.Intake
 		feederDone = make(chan struct{})
 		go func() { defer close(feederDone); sp.Feed(runCtx) }()
 	}
+	// At shutdown a message no upstream would send again is kept, never
+	// dropped: see keeping and store.
+	kept := &keeper{}
+	intake = keeping(intake, kept)
 	srcErr := make(chan error, 1)
 	go func() { srcErr <- b.source.Run(runCtx, intake) }()
 	go b.watchReady(runCtx)
@@ -354,12 +359,12 @@ func (b *Bridge) Run(ctx context.Context) error {
 
 	drainCtx, cancel := context.WithTimeout(context.Background(), b.cfg.ShutdownTimeout)
 	defer cancel()
-	if err := b.pipeline.Drain(drainCtx); err != nil {
-		b.log.Warn("shutdown timeout reached; releasing what is left (the platform redelivers it)", "released", b.pipeline.Stats().Released)
-	}
+	drainErr := b.pipeline.Drain(drainCtx)
+	kept.add(b.pipeline.Stranded()...)
 	if sp != nil {
-		sp.Close()
+		kept.add(sp.Close()...)
 	}
+	b.logShutdown(drainErr != nil, b.store(kept.take(), spl), sp != nil)
 	closeCtx, cancelClose := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancelClose()
 	if err := b.source.Close(closeCtx); err != nil {
@@ -369,9 +374,38 @@ func (b *Bridge) Run(ctx context.Context) error {
 		srv.Shutdown(closeCtx)
 	}
 	st := b.pipeline.Stats()
-	b.log.Info("stopped", "received", st.Received, "forwarded", st.Forwarded, "dead_lettered", st.DeadLettered,
-		"duplicates", st.Duplicates, "released", st.Released)
+	args := []any{"received", st.Received, "forwarded", st.Forwarded, "dead_lettered", st.DeadLettered, "duplicates", st.Duplicates}
+	if sp != nil {
+		args = append(args, "left_in_spool", st.Released)
+	} else {
+		args = append(args, "released", st.Released)
+	}
+	b.log.Info("stopped", args...)
 	return runErr
+}
+
+// logShutdown says, with exact counts, where the messages MNS had not
+// accepted at shutdown went. "Released" is said only of deliveries whose
+// upstream sends them again (AMQP release, STOMP client-individual).
+func (b *Bridge) logShutdown(cut bool, kept keepCounts, spooled bool) {
+	st := b.pipeline.Stats()
+	if cut {
+		if spooled {
+			b.log.Warn("shutdown timeout reached; the messages MNS has not accepted stay in the spool and are forwarded at the next start",
+				"left_in_spool", st.Released)
+		} else if st.Released > 0 {
+			b.log.Warn("shutdown timeout reached; released the messages MNS has not accepted (the platform redelivers them)",
+				"released", st.Released)
+		}
+	}
+	if kept.spooled > 0 {
+		b.log.Warn("messages the platform will not send again were written to the spool at shutdown; they are forwarded at the next start",
+			"count", kept.spooled, "dir", b.cfg.Spool.Dir)
+	}
+	if kept.deadLettered > 0 {
+		b.log.Warn("messages the platform will not send again were written to the dead-letter file at shutdown: send them with iot-mns-bridge replay",
+			"count", kept.deadLettered, "file", b.cfg.Delivery.DeadLetter.File, "reason", ShutdownReason)
+	}
 }
 
 // openDeadLetters opens the dead-letter file, if one is configured.

@@ -22,7 +22,6 @@ import (
 	"github.com/iot-mns-bridge/iot-mns-bridge/config"
 	"github.com/iot-mns-bridge/iot-mns-bridge/internal/systemd"
 	"github.com/iot-mns-bridge/iot-mns-bridge/iotauth"
-	"github.com/iot-mns-bridge/iot-mns-bridge/sinks/mns"
 )
 
 // NewLogger builds the logger the log section asks for, writing to w.
@@ -54,9 +53,8 @@ func cmdRun(ctx context.Context, args []string, stdio Stdio) error {
 		return err
 	}
 	log := NewLogger(cfg.Log, stdio.Err)
-	warnReadableSecrets(cfg, log)
-	for _, w := range mns.EndpointWarnings(cfg.MNS.Endpoint) {
-		log.Warn(w)
+	for _, w := range configWarnings(cfg) {
+		log.Warn(w.msg, w.attrs...)
 	}
 	applyMemoryLimit(cfg, log)
 	b, err := New(cfg, Options{Logger: log, OnReady: func() { systemd.Notify("READY=1") }})
@@ -102,27 +100,6 @@ func reloadOnHUP(ctx context.Context, hup <-chan os.Signal, path string, b *Brid
 			log.Error("config reload refused; keeping the running config", "file", path, "err", err)
 		}
 		systemd.Notify("READY=1")
-	}
-}
-
-// warnReadableSecrets warns when the config file itself holds a secret
-// (a literal access_key_secret or security_token, not ${VAR} or a *_file)
-// and users other than its owner can read it.
-func warnReadableSecrets(cfg *config.Config, log *slog.Logger) {
-	if cfg.Path == "" {
-		return
-	}
-	st, err := os.Stat(cfg.Path)
-	if err != nil || st.Mode().Perm()&0o044 == 0 {
-		return
-	}
-	data, err := os.ReadFile(cfg.Path)
-	if err != nil {
-		return
-	}
-	if keys := literalSecrets(data); len(keys) > 0 {
-		log.Warn("the config file holds a secret and other users can read it: chmod 600 it, or use ${ENV} or the *_file keys",
-			"file", cfg.Path, "mode", st.Mode().Perm().String(), "keys", strings.Join(keys, ", "))
 	}
 }
 
@@ -175,7 +152,7 @@ func cmdCheck(ctx context.Context, args []string, stdio Stdio) error {
 	}
 	fmt.Fprintf(stdio.Out, "config %s is valid: %s source %s (%d connection(s)), %d route(s), MNS %s\n",
 		cfg.Path, cfg.Source.Protocol, cfg.Source.Endpoint, cfg.Source.Connections, len(cfg.Routes), cfg.MNS.Endpoint)
-	for _, w := range mns.EndpointWarnings(cfg.MNS.Endpoint) {
+	for _, w := range configWarnings(cfg) {
 		fmt.Fprintf(stdio.Out, "warning: %s\n", w)
 	}
 	defer b.creds.close()

@@ -128,7 +128,9 @@ func or(s, def string) string {
 // config writes the bridge config for sp and returns its path.
 func (e *env) config(t *testing.T, sp spec) string {
 	t.Helper()
-	spoolYAML := ""
+	// spool false means no spool, also where it would be on by default
+	// (ack auto).
+	spoolYAML := "spool:\n  dir: \"\"\n"
 	if sp.spool {
 		spoolYAML = fmt.Sprintf("spool:\n  dir: %s\n", filepath.Join(e.dir, "spool"))
 	}

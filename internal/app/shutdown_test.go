@@ -1,0 +1,113 @@
+package app
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/iot-mns-bridge/iot-mns-bridge/bridge/deadletter"
+	"github.com/iot-mns-bridge/iot-mns-bridge/iotsim"
+	"github.com/iot-mns-bridge/iot-mns-bridge/mnsemu"
+)
+
+// outageThenTerm publishes n messages, runs the bridge (config at path)
+// while MNS fails every request, waits until the simulator pushed them all
+// (ack auto: the platform now considers them settled), sends SIGTERM and
+// then brings MNS back. It returns the first run's output.
+func outageThenTerm(t *testing.T, p *peers, path string, n int) string {
+	t.Helper()
+	p.emu.SetFaults(mnsemu.Faults{ErrorRate: 1, ErrorStatus: 503})
+	for i := 0; i < n; i++ {
+		p.sim.Publish("g1", iotsim.Message{Topic: fmt.Sprintf("/pk1/dev%d/user/data", i%5), MessageID: fmt.Sprintf("s-%05d", i),
+			Body: []byte(fmt.Sprintf(`{"seq":%d}`, i))})
+	}
+	c := startChild(t, "run", "-config", path)
+	waitFor(t, "the simulator to push every message", time.Minute, func() bool {
+		return p.sim.Stats().Delivered >= int64(n)
+	})
+	if code := c.Term(t); code != 0 {
+		t.Errorf("exit code %d after SIGTERM:\n%s", code, c.Out)
+	}
+	if p.sim.Stats().Redelivered != 0 || p.sim.Stats().Pending != 0 {
+		t.Fatalf("the simulator holds messages again: %+v (ack auto never redelivers)", p.sim.Stats())
+	}
+	p.emu.SetFaults(mnsemu.Faults{})
+	return c.Out.String()
+}
+
+// missing counts the ids s-00000..n-1 not in the queue.
+func missing(t *testing.T, p *peers, n int) int {
+	ids := arrivedIDs(t, p.emu, "telemetry-pk1")
+	lost := 0
+	for i := 0; i < n; i++ {
+		if ids[fmt.Sprintf("s-%05d", i)] == 0 {
+			lost++
+		}
+	}
+	return lost
+}
+
+// TestDefaultConfigLosesNothingAcrossOutageAndRestart is issue 12 item 2:
+// with the default config (STOMP ack auto, no spool key), MNS down and a
+// SIGTERM, the messages the platform already settled survive the restart
+// and all arrive once MNS is back. The default spool keeps them.
+func TestDefaultConfigLosesNothingAcrossOutageAndRestart(t *testing.T) {
+	p := startPeers(t, mnsemu.Config{Queues: []string{"telemetry-pk1", "unrouted"}}, iotsim.Config{})
+	path := p.writeConfig(t, "    destination: /topic/#", "envelope: json\nshutdown_timeout: 1s\n")
+	const n = 500
+	out := outageThenTerm(t, p, path, n)
+	if strings.Contains(out, "released") {
+		t.Errorf("the log says messages were released, but the platform does not redeliver with ack auto:\n%s", out)
+	}
+	c := startChild(t, "run", "-config", path)
+	waitFor(t, "every message after the restart", 2*time.Minute, func() bool { return missing(t, p, n) == 0 })
+	if code := c.Term(t); code != 0 {
+		t.Errorf("exit code %d after SIGTERM:\n%s", code, c.Out)
+	}
+}
+
+// TestAutoWithoutSpoolDeadLettersAtShutdown: with the spool turned off,
+// ack auto, MNS down and a SIGTERM, every message MNS has not accepted is
+// written to the dead-letter file with a reason that replay takes, the log
+// gives the exact count, and replay with MNS back delivers them all. The
+// start warns once about the loss window.
+func TestAutoWithoutSpoolDeadLettersAtShutdown(t *testing.T) {
+	p := startPeers(t, mnsemu.Config{Queues: []string{"telemetry-pk1", "unrouted"}}, iotsim.Config{})
+	path := p.writeConfig(t, "    ack: auto", "envelope: json\nshutdown_timeout: 1s\nspool:\n  dir: \"\"\n")
+	const n = 500
+	out := outageThenTerm(t, p, path, n)
+	if k := strings.Count(out, "the spool is off"); k != 1 {
+		t.Errorf("the loss-window warning was logged %d times, want once:\n%s", k, out)
+	}
+	if !strings.Contains(out, fmt.Sprintf("written to the dead-letter file at shutdown: send them with iot-mns-bridge replay\" count=%d", n)) {
+		t.Errorf("the log does not say that %d messages went to the dead-letter file:\n%s", n, out)
+	}
+	if strings.Contains(out, "released") {
+		t.Errorf("the log says messages were released:\n%s", out)
+	}
+	file := filepath.Join(p.dir, "dead-letter.jsonl")
+	entries := 0
+	if err := deadletter.ReadFile(file, func(_ int, e deadletter.Entry) error {
+		entries++
+		if e.Reason != ShutdownReason {
+			t.Errorf("%s: reason %q, want %q", e.MessageID, e.Reason, ShutdownReason)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if entries != n {
+		t.Fatalf("%d dead-letter entries, want %d", entries, n)
+	}
+	var stdout, stderr bytes.Buffer
+	if code := Main(context.Background(), []string{"replay", "-config", path, file}, Stdio{Out: &stdout, Err: &stderr}); code != 0 {
+		t.Fatalf("replay exit %d: %s %s", code, stdout.String(), stderr.String())
+	}
+	if lost := missing(t, p, n); lost != 0 {
+		t.Fatalf("%d messages lost after replay: %s", lost, stdout.String())
+	}
+}

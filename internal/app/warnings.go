@@ -1,0 +1,73 @@
+package app
+
+import (
+	"fmt"
+	"os"
+	"strings"
+
+	"github.com/iot-mns-bridge/iot-mns-bridge/config"
+	"github.com/iot-mns-bridge/iot-mns-bridge/sinks/mns"
+)
+
+// configWarning is a risk in a valid config: "run" logs it once at start
+// and "check" prints it, so that what the daemon would warn about is seen
+// before it runs.
+type configWarning struct {
+	msg   string
+	attrs []any // slog key-value pairs
+}
+
+func (w configWarning) String() string {
+	var b strings.Builder
+	b.WriteString(w.msg)
+	for i := 0; i+1 < len(w.attrs); i += 2 {
+		fmt.Fprintf(&b, " %v=%v", w.attrs[i], w.attrs[i+1])
+	}
+	return b.String()
+}
+
+// configWarnings lists the risks of cfg, each once.
+func configWarnings(cfg *config.Config) []configWarning {
+	var out []configWarning
+	if w, ok := readableSecrets(cfg); ok {
+		out = append(out, w)
+	}
+	for _, w := range mns.EndpointWarnings(cfg.MNS.Endpoint) {
+		out = append(out, configWarning{msg: w})
+	}
+	if cfg.Source.TLS.InsecureSkipVerify {
+		out = append(out, configWarning{msg: "TLS certificate verification is off (source.tls.insecure_skip_verify): anyone on the path can read and alter the traffic; use source.tls.ca_file instead"})
+	}
+	if cfg.Source.SpoolByDefault() && cfg.Spool.Dir == "" {
+		out = append(out, configWarning{
+			msg:   "source.stomp.ack is auto and the spool is off (spool.dir: \"\"): the platform settles each message when it sends it, so the messages read but not yet accepted by MNS are lost if the process dies (kill -9, out of memory, power loss); at a clean shutdown they go to the dead-letter file. Remove spool.dir (the default spool) to close this window",
+			attrs: []any{"loss_window", fmt.Sprintf("the messages held: up to delivery.max_in_flight = %d, plus what the connection buffered", cfg.Delivery.MaxInFlight)},
+		})
+	}
+	return out
+}
+
+// readableSecrets warns when the config file itself holds a secret (a
+// literal access_key_secret or security_token, not ${VAR} or a *_file) and
+// users other than its owner can read it.
+func readableSecrets(cfg *config.Config) (configWarning, bool) {
+	if cfg.Path == "" {
+		return configWarning{}, false
+	}
+	st, err := os.Stat(cfg.Path)
+	if err != nil || st.Mode().Perm()&0o044 == 0 {
+		return configWarning{}, false
+	}
+	data, err := os.ReadFile(cfg.Path)
+	if err != nil {
+		return configWarning{}, false
+	}
+	keys := literalSecrets(data)
+	if len(keys) == 0 {
+		return configWarning{}, false
+	}
+	return configWarning{
+		msg:   "the config file holds a secret and other users can read it: chmod 600 it, or use ${ENV} or the *_file keys",
+		attrs: []any{"file", cfg.Path, "mode", st.Mode().Perm().String(), "keys", strings.Join(keys, ", ")},
+	}, true
+}
