@@ -16,13 +16,15 @@ const checkSuffix = "-check"
 // cfg.DialTimeout for each step. Its client id is the configured one with
 // "-check" appended (cut to the platform's 64 characters).
 //
+// It never takes a message, whatever cfg.Ack says: it subscribes with ack
+// client-individual and sends no ACK, so a message the platform pushes in the
+// moment between SUBSCRIBE and DISCONNECT stays the platform's and is sent
+// again (to the running bridge). Such messages are counted in a warning on
+// cfg.Logger.
+//
 // The error says what is likely wrong: the server's own message for a
 // refused login or subscription, the CA or server name for certificate
 // errors, the endpoint and network for timeouts.
-//
-// With ack auto, a message the platform pushes in the moment between
-// SUBSCRIBE and DISCONNECT is settled by the platform and not forwarded;
-// with client-individual it is redelivered.
 func CheckConnect(ctx context.Context, cfg Config) error {
 	cfg, err := cfg.withDefaults()
 	if err != nil {
@@ -39,6 +41,8 @@ func CheckConnect(ctx context.Context, cfg Config) error {
 	}
 	p.ClientID = string(id) + checkSuffix
 	p.EncodeBase64 = cfg.EncodeBase64
+	configured := cfg.Ack
+	cfg.Ack = AckClientIndividual // never ACKed: nothing is taken
 
 	l, err := dialAs(ctx, cfg, p, log)
 	if err != nil {
@@ -67,7 +71,7 @@ func CheckConnect(ctx context.Context, cfg Config) error {
 	// receipt proves it took the SUBSCRIBE. (go-stomp's Unsubscribe can miss
 	// its own wake-up and time out, so it is not used.)
 	derr := l.conn.Disconnect()
-	l.raw.Close() // ends the subscription channel in every case
+	l.raw.Close() // ends the subscription channel in every case; no ACK was sent
 	var r result
 	select {
 	case r = <-res:
@@ -75,7 +79,7 @@ func CheckConnect(ctx context.Context, cfg Config) error {
 		return fmt.Errorf("stomp check %s: %w", cfg.Endpoint, ctx.Err())
 	}
 	if r.messages > 0 {
-		log.Warn("messages arrived during the check", "count", r.messages, "ack", cfg.Ack)
+		log.Warn("messages arrived during the check; not acknowledged, so the platform sends them again", "count", r.messages, "configured_ack", configured)
 	}
 	switch {
 	case r.err != nil:

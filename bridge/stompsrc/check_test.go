@@ -109,3 +109,38 @@ func TestCheckConnectLongClientID(t *testing.T) {
 		t.Fatalf("client id %q", got)
 	}
 }
+
+// TestCheckConnectNeverAcknowledges: whatever source.stomp.ack says, the
+// check subscribes with client-individual and sends no ACK, so a message
+// the platform pushes during the check stays the platform's and is sent
+// again (with ack auto the platform would settle it on sending).
+func TestCheckConnectNeverAcknowledges(t *testing.T) {
+	for _, ack := range []string{AckAuto, AckClientIndividual} {
+		t.Run(ack, func(t *testing.T) {
+			s := startFakeServer(t)
+			cfg := Config{Endpoint: s.addr(), TLS: bridge.TLSOptions{CAFile: s.caFile}, Params: testParams(goodParams()),
+				Ack: ack, DialTimeout: 10 * time.Second}
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			if err := CheckConnect(ctx, cfg); err != nil {
+				t.Fatal(err)
+			}
+			select {
+			case c := <-s.subscribed:
+				s.mu.Lock()
+				mode := c.ackMode
+				s.mu.Unlock()
+				if mode != "client-individual" {
+					t.Errorf("the check subscribed with ack %q, want client-individual", mode)
+				}
+			default:
+				t.Fatal("the check did not subscribe")
+			}
+			s.mu.Lock()
+			defer s.mu.Unlock()
+			if len(s.acks) != 0 {
+				t.Errorf("the check acknowledged %d messages", len(s.acks))
+			}
+		})
+	}
+}

@@ -166,11 +166,18 @@ func cmdCheck(ctx context.Context, args []string, stdio Stdio) error {
 	cctx, cancel := context.WithTimeout(ctx, *timeout)
 	defer cancel()
 	failed := credFailed
-	if err := checkSource(cctx, cfg, b.creds.iotParams(cfg)); err != nil {
+	// The source check's warnings (messages that arrived and were left to
+	// the platform) go to stderr, not to a discarded logger.
+	checkLog := slog.New(slog.NewTextHandler(stdio.Err, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	if err := checkSource(cctx, cfg, b.creds.iotParams(cfg), checkLog); err != nil {
 		failed++
 		fmt.Fprintf(stdio.Out, "FAIL source %s: %v\n", cfg.Source.Endpoint, err)
 	} else {
-		fmt.Fprintf(stdio.Out, "ok   source %s: logged in and subscribed\n", cfg.Source.Endpoint)
+		how := "subscribed (client-individual, no ACK)"
+		if cfg.Source.Protocol == "amqp" {
+			how = "attached (zero credit)"
+		}
+		fmt.Fprintf(stdio.Out, "ok   source %s: logged in and %s as %s-check, taking no message\n", cfg.Source.Endpoint, how, cfg.Source.ClientID)
 	}
 	dests := b.destinations()
 	for _, d := range dests {
@@ -187,13 +194,15 @@ func cmdCheck(ctx context.Context, args []string, stdio Stdio) error {
 	return nil
 }
 
-// checkSource logs in to the source once.
-func checkSource(ctx context.Context, cfg *config.Config, params func() (iotauth.Params, error)) error {
+// checkSource logs in to the source once without taking a message: STOMP
+// subscribes with client-individual and never ACKs, AMQP attaches with zero
+// credit; both as "<client_id>-check".
+func checkSource(ctx context.Context, cfg *config.Config, params func() (iotauth.Params, error), log *slog.Logger) error {
 	switch cfg.Source.Protocol {
 	case "stomp":
-		return stompsrc.CheckConnect(ctx, stompConfig(cfg, params, nil, nil, slog.New(slog.DiscardHandler)))
+		return stompsrc.CheckConnect(ctx, stompConfig(cfg, params, nil, nil, log))
 	case "amqp":
-		c := amqpConfig(cfg, params, nil, nil, slog.New(slog.DiscardHandler))
+		c := amqpConfig(cfg, params, nil, nil, log)
 		c.Connections = 1 // check logs in once
 		return amqpsrc.CheckConnect(ctx, c)
 	}

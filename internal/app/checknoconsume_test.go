@@ -1,0 +1,176 @@
+package app
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/iot-mns-bridge/iot-mns-bridge/config"
+	"github.com/iot-mns-bridge/iot-mns-bridge/internal/testbroker"
+	"github.com/iot-mns-bridge/iot-mns-bridge/iotsim"
+	"github.com/iot-mns-bridge/iot-mns-bridge/mnsemu"
+)
+
+// writeAMQPConfig writes a config for the peers' simulator over AMQP.
+func (p *peers) writeAMQPConfig(t *testing.T) string {
+	t.Helper()
+	cfg := fmt.Sprintf(`source:
+  protocol: amqp
+  endpoint: %s
+  client_id: e2e-bridge
+  consumer_group_id: g1
+  credentials:
+    access_key_id: %s
+    access_key_secret: %s
+  tls:
+    ca_file: %s
+    server_name: localhost
+mns:
+  endpoint: %s
+routes:
+  - match: /{productKey}/{deviceName}/user/#
+    queue: telemetry-{productKey}
+default_route:
+  queue: unrouted
+envelope: json
+http:
+  listen: ""
+log:
+  level: warn
+`, p.sim.AMQPAddr(), testAK, testSecret, p.caFile, p.mnsURL)
+	path := filepath.Join(p.dir, "bridge-amqp.yaml")
+	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// TestCheckConnectTakesNothing is issue 12 item 1 on the simulator: with a
+// backlog of n messages, `check -connect` takes none of them (both STOMP
+// ack modes and AMQP), it does not log in as the running bridge's client
+// id, and the bridge then forwards the whole backlog.
+func TestCheckConnectTakesNothing(t *testing.T) {
+	const n = 200
+	for _, mode := range []string{"stomp ack auto", "stomp ack client-individual", "amqp"} {
+		t.Run(mode, func(t *testing.T) {
+			p := startPeers(t, mnsemu.Config{Queues: []string{"telemetry-pk1", "unrouted"}}, iotsim.Config{AMQPAddr: "127.0.0.1:0"})
+			var path string
+			switch mode {
+			case "stomp ack auto":
+				path = p.writeConfig(t, "    ack: auto", "envelope: json\n")
+			case "stomp ack client-individual":
+				path = p.writeConfig(t, "    ack: client-individual", "envelope: json\n")
+			default:
+				path = p.writeAMQPConfig(t)
+			}
+			for i := 0; i < n; i++ {
+				p.sim.Publish("g1", iotsim.Message{Topic: fmt.Sprintf("/pk1/dev%d/user/data", i%5), MessageID: fmt.Sprintf("c-%05d", i),
+					Body: []byte(fmt.Sprintf(`{"seq":%d}`, i))})
+			}
+			code, out, errOut := runMain(t, context.Background(), "check", "-config", path, "-connect", "-timeout", "20s")
+			if code != ExitOK || !strings.Contains(out, "ok   source") {
+				t.Fatalf("check -connect: exit %d\n%s%s", code, out, errOut)
+			}
+			if st := p.sim.Stats(); st.Acked != 0 {
+				t.Fatalf("check -connect took %d of the %d messages waiting (simulator %+v)\n%s%s", st.Acked, n, st, out, errOut)
+			}
+
+			// The bridge runs; a check meanwhile does not log in as its
+			// client id.
+			cfg, err := config.Load(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, err := New(cfg, Options{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan error, 1)
+			go func() { done <- b.Run(ctx) }()
+			defer func() {
+				cancel()
+				if err := <-done; err != nil {
+					t.Errorf("Run: %v", err)
+				}
+			}()
+			waitFor(t, "the bridge to connect", time.Minute, func() bool { return p.sim.Stats().Connections >= 1 })
+			code, out, errOut = runMain(t, context.Background(), "check", "-config", path, "-connect", "-timeout", "20s")
+			if code != ExitOK {
+				t.Fatalf("check -connect while the bridge runs: exit %d\n%s%s", code, out, errOut)
+			}
+			if m := p.sim.Stats().MaxConnsPerClientID; m != 1 {
+				t.Errorf("a client id held %d connections at once: the check logged in as the bridge", m)
+			}
+			waitFor(t, "the whole backlog at MNS", 2*time.Minute, func() bool {
+				ids := arrivedIDs(t, p.emu, "telemetry-pk1")
+				for i := 0; i < n; i++ {
+					if ids[fmt.Sprintf("c-%05d", i)] == 0 {
+						return false
+					}
+				}
+				return true
+			})
+		})
+	}
+}
+
+// TestRabbitMQCheckConnectTakesNothing is issue 12 item 1 on a real broker,
+// which pushes a queue's backlog the moment a consumer subscribes: after
+// `check -connect` (STOMP with either ack mode, AMQP) the backlog of n is
+// still all there, and the bridge then forwards every message.
+func TestRabbitMQCheckConnectTakesNothing(t *testing.T) {
+	b := testbroker.RabbitMQ(t)
+	const n = 100
+	for _, mode := range []string{"stomp ack auto", "stomp ack client-individual", "amqp"} {
+		t.Run(mode, func(t *testing.T) {
+			p := startPeers(t, mnsemu.Config{Queues: []string{"telemetry-pkr"}}, iotsim.Config{})
+			queue := "/queue/" + b.Unique(t)
+			var path string
+			if mode == "amqp" {
+				path = rabbitConfig(t, b, p, "amqp", b.AMQPSAddr, fmt.Sprintf("  amqp:\n    address: %s", queue), "")
+				pub := b.NewAMQPPublisher(t, queue)
+				for i := 0; i < n; i++ {
+					id := fmt.Sprintf("rc-%05d", i)
+					if err := pub.Send(context.Background(), "/pkr/dev1/user/data", id, time.Now().UnixMilli(), []byte(`{"id":"`+id+`"}`)); err != nil {
+						t.Fatal(err)
+					}
+				}
+			} else {
+				ack := strings.TrimPrefix(mode, "stomp ack ")
+				path = rabbitConfig(t, b, p, "stomp", b.STOMPSAddr,
+					fmt.Sprintf("  stomp:\n    destination: %s\n    ack: %s\n    host: /", queue, ack), "")
+				for i := 0; i < n; i++ {
+					id := fmt.Sprintf("rc-%05d", i)
+					b.PublishSTOMP(t, queue, map[string]string{"topic": "/pkr/dev1/user/data", "messageId": id, "persistent": "true"}, []byte(`{"n":"`+id+`"}`))
+				}
+			}
+			code, out, errOut := runMain(t, context.Background(), "check", "-config", path, "-connect", "-timeout", "30s")
+			if code != ExitOK || !strings.Contains(out, "ok   source") {
+				t.Fatalf("check -connect: exit %d\n%s%s", code, out, errOut)
+			}
+			t.Logf("check -connect:\n%s%s", out, errOut)
+			cfg, err := config.Load(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			br, err := New(cfg, Options{Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))})
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan error, 1)
+			go func() { done <- br.Run(ctx) }()
+			defer func() { cancel(); <-done }()
+			waitFor(t, "the whole backlog at MNS after the check", 2*time.Minute, func() bool {
+				d, _ := countIDs(t, p.emu, "telemetry-pkr", "rc", n)
+				return d == n
+			})
+		})
+	}
+}
