@@ -523,6 +523,9 @@ func (ru *rule) compilePattern(p string) ([]string, error) {
 	if p == "" {
 		return nil, errors.New("required: a topic pattern like /{productKey}/{deviceName}/user/#")
 	}
+	if p == "#" {
+		p = "/#" // MQTT's "everything": every topic, as /# matches
+	}
 	if p[0] != '/' {
 		return nil, fmt.Errorf("%q must start with '/', as platform topics do", p)
 	}

@@ -464,3 +464,17 @@ func BenchmarkRoute(b *testing.B) {
 		})
 	})
 }
+
+// TestHashMatchesEverything: match "#" (MQTT's "everything") is accepted
+// and routes every topic, like "/#".
+func TestHashMatchesEverything(t *testing.T) {
+	r, err := NewRouter([]RouteSpec{{Match: "#", Queue: "all"}}, DefaultRouteSpec{}, mns.NameRules)
+	if err != nil {
+		t.Fatalf("match \"#\": %v", err)
+	}
+	for _, topic := range []string{"/pk/dev/user/data", "/as/mqtt/status/pk/dev", "/sys/pk/dev/thing/event/property/post", "/x"} {
+		if got := r.Route(topic); got.DeadLetter || got.Dest != (Destination{Kind: Queue, Name: "all"}) {
+			t.Errorf("Route(%q) = %+v, want queue all", topic, got)
+		}
+	}
+}

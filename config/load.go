@@ -234,6 +234,12 @@ func (w *walker) walk(n *yaml.Node, t reflect.Type, path string) {
 		for i, item := range n.Content {
 			p := fmt.Sprintf("%s[%d]", path, i)
 			w.lines[p] = item.Line
+			if isNull(item) {
+				// yaml.v3 would drop it, or give an empty entry: both hide
+				// a half-written item.
+				w.fail(item, p, "is an empty entry: fill it in or remove its '-' line")
+				continue
+			}
 			w.walk(item, t.Elem(), p)
 		}
 	case reflect.Map:

@@ -1,6 +1,9 @@
 package config
 
 import (
+	"bytes"
+	"crypto/x509"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"net"
@@ -123,6 +126,19 @@ func (v *validator) noSeparators(path, value string, secret bool) {
 func (v *validator) source() {
 	s := &v.c.Source
 	v.oneOf("source.protocol", s.Protocol, "stomp", "amqp")
+	// A block of the other protocol that sets anything but the defaults is
+	// a mistake (a copied config, a protocol switched half-way): its
+	// settings would be ignored. (configs/example.yaml shows both blocks at
+	// their defaults, which is harmless.)
+	def := Default().Source
+	for _, other := range []struct {
+		name, protocol string
+		changed        bool
+	}{{"stomp", "amqp", s.STOMP != def.STOMP}, {"amqp", "stomp", s.AMQP != def.AMQP}} {
+		if s.Protocol == other.protocol && other.changed && v.c.written("source."+other.name) {
+			v.bad("source."+other.name, "is set but source.protocol is %s, so it would be ignored: remove the block, or set protocol: %s", other.protocol, other.name)
+		}
+	}
 	if _, err := s.Address(); err != nil {
 		v.bad("source.endpoint", "%v", err)
 	}
@@ -212,9 +228,49 @@ func (v *validator) caFile(path, name string) {
 	if name == "" {
 		return
 	}
-	if _, err := os.Stat(name); err != nil {
+	if err := checkCAFile(name); err != nil {
 		v.bad(path, "%v", err)
 	}
+}
+
+// checkCAFile reports a CA bundle that cannot work: missing, a directory,
+// empty, or without a PEM certificate that parses. It is checked here, not
+// at the first dial, so that "check" finds it and "run" exits 2 instead of
+// retrying a connection that cannot succeed.
+func checkCAFile(name string) error {
+	st, err := os.Stat(name)
+	switch {
+	case err != nil:
+		return fmt.Errorf("%v: the CA bundle must be a readable PEM file", err)
+	case st.IsDir():
+		return fmt.Errorf("%s is a directory: name the PEM file of the CA bundle", name)
+	}
+	data, err := os.ReadFile(name)
+	if err != nil {
+		return fmt.Errorf("%v: the CA bundle must be readable by the bridge's user", err)
+	}
+	if len(bytes.TrimSpace(data)) == 0 {
+		return fmt.Errorf("%s is empty: it must hold the CA certificate(s) in PEM (-----BEGIN CERTIFICATE-----)", name)
+	}
+	certs := 0
+	for rest := data; ; {
+		var b *pem.Block
+		b, rest = pem.Decode(rest)
+		if b == nil {
+			break
+		}
+		if b.Type != "CERTIFICATE" {
+			continue
+		}
+		if _, err := x509.ParseCertificate(b.Bytes); err != nil {
+			return fmt.Errorf("%s: a CERTIFICATE block does not parse: %v", name, err)
+		}
+		certs++
+	}
+	if certs == 0 {
+		return fmt.Errorf("%s holds no PEM certificate (-----BEGIN CERTIFICATE-----): is it the CA bundle, in PEM rather than DER?", name)
+	}
+	return nil
 }
 
 // Address returns the endpoint as host:port, adding the protocol's default
@@ -327,6 +383,33 @@ func (v *validator) routes() {
 	if _, err := v.c.Router(); err != nil {
 		v.routeErrors(err)
 	}
+	first := map[string]int{}
+	for i, r := range v.c.Routes {
+		m := r.Match
+		if m == "#" {
+			m = "/#"
+		}
+		if m == "" {
+			continue
+		}
+		if j, ok := first[m]; ok {
+			v.bad(fmt.Sprintf("routes[%d].match", i), "%q is the pattern of routes[%d] too: the first match wins, so this route never matches; remove one or make it narrower", r.Match, j)
+			continue
+		}
+		first[m] = i
+	}
+	if v.c.written("default_route") && d.Queue == "" && d.Topic == "" && !d.DeadLetter {
+		v.bad("default_route", "is empty: set queue, topic or dead_letter: true, or remove default_route (messages no route matches are then dead-lettered)")
+	}
+}
+
+// written reports whether the file set the key at path.
+func (c *Config) written(path string) bool {
+	if c.meta == nil {
+		return false
+	}
+	_, ok := c.meta.lines[path]
+	return ok
 }
 
 // routeErrors reports each *bridge.RouteError in err (a join of them) at
@@ -414,6 +497,11 @@ func (v *validator) delivery() {
 		v.bad("delivery.dead_letter.file", "is empty while source.stomp.ack is auto and spool.dir is empty: the messages MNS has not taken at shutdown would have nowhere to go; set delivery.dead_letter.file or spool.dir (or use ack client-individual)")
 	}
 	if dl.Queue != "" {
+		for i, r := range v.c.Routes {
+			if r.Queue == dl.Queue {
+				v.bad("delivery.dead_letter.queue", "%q is also the queue of routes[%d]: dead letters would mix with the messages; use a queue of its own", dl.Queue, i)
+			}
+		}
 		if err := mns.ValidName(dl.Queue); err != nil {
 			v.bad("delivery.dead_letter.queue", "%q is not a valid MNS queue name: %v", dl.Queue, err)
 		}

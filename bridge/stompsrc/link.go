@@ -71,7 +71,9 @@ func dialAs(ctx context.Context, cfg Config, p iotauth.Params, log *slog.Logger)
 	host, _, _ := net.SplitHostPort(cfg.Endpoint)
 	tc, err := cfg.TLS.TLSConfig(host)
 	if err != nil {
-		return nil, fmt.Errorf("stomp connect %s: %w", cfg.Endpoint, err)
+		// The CA bundle became unusable after the start: redialling
+		// cannot fix it.
+		return nil, fmt.Errorf("%w: stomp connect %s: %w", bridge.ErrFatal, cfg.Endpoint, err)
 	}
 	if cfg.TLS.InsecureSkipVerify {
 		log.Warn("TLS certificate verification is off (source.tls.insecure_skip_verify); anyone on the path can read and alter the traffic",

@@ -21,6 +21,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"strconv"
 	"strings"
 	"sync"
@@ -82,6 +83,12 @@ func (sl *slot) current() *link {
 func New(cfg Config) (*Source, error) {
 	cfg, err := cfg.withDefaults()
 	if err != nil {
+		return nil, err
+	}
+	// A CA bundle that cannot be used is a config error: found here, not
+	// retried at every dial.
+	host, _, _ := net.SplitHostPort(cfg.Endpoint)
+	if _, err := cfg.TLS.TLSConfig(host); err != nil {
 		return nil, err
 	}
 	return &Source{

@@ -174,3 +174,43 @@ func TestRabbitMQCheckConnectTakesNothing(t *testing.T) {
 		})
 	}
 }
+
+// TestStaticMistakesFoundByCheckAndRun is issue 12 item 3: a CA bundle that
+// cannot work fails "check" and "run" with exit 2 naming
+// source.tls.ca_file ("run" does not retry forever); check prints what run
+// warns about and which templated destinations it did not look up.
+func TestStaticMistakesFoundByCheckAndRun(t *testing.T) {
+	p := startPeers(t, mnsemu.Config{Queues: []string{"telemetry-pk1", "unrouted"}}, iotsim.Config{})
+	good := p.writeConfig(t, "    ack: auto", "spool:\n  dir: \"\"\n")
+	data, err := os.ReadFile(good)
+	if err != nil {
+		t.Fatal(err)
+	}
+	notPEM := filepath.Join(p.dir, "not-a-ca.pem")
+	os.WriteFile(notPEM, []byte("not a certificate\n"), 0o600)
+	bad := filepath.Join(p.dir, "bad-ca.yaml")
+	os.WriteFile(bad, []byte(strings.Replace(string(data), "ca_file: "+p.caFile, "ca_file: "+notPEM, 1)), 0o600)
+	for _, cmd := range []string{"check", "run"} {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute) // failure only: run would retry forever
+		code, out, errOut := runMain(t, ctx, cmd, "-config", bad)
+		cancel()
+		if code != ExitUsage || !strings.Contains(errOut, "source.tls.ca_file") || !strings.Contains(errOut, "holds no PEM certificate") {
+			t.Errorf("%s with a CA file without a certificate: exit %d, want 2 naming source.tls.ca_file\n%s%s", cmd, code, out, errOut)
+		}
+	}
+
+	os.Chmod(good, 0o644) // a literal secret others can read
+	code, out, errOut := runMain(t, context.Background(), "check", "-config", good, "-connect", "-timeout", "20s")
+	if code != ExitOK {
+		t.Fatalf("check: exit %d\n%s%s", code, out, errOut)
+	}
+	for _, want := range []string{
+		"warning: the config file holds a secret and other users can read it",
+		"warning: source.stomp.ack is auto and the spool is off",
+		"skip MNS queue telemetry-{productKey} (routes[0].queue): a template",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("check output lacks %q:\n%s", want, out)
+		}
+	}
+}
