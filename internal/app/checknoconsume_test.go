@@ -16,38 +16,12 @@ import (
 	"github.com/iot-mns-bridge/iot-mns-bridge/mnsemu"
 )
 
-// writeAMQPConfig writes a config for the peers' simulator over AMQP.
-func (p *peers) writeAMQPConfig(t *testing.T) string {
-	t.Helper()
-	cfg := fmt.Sprintf(`source:
-  protocol: amqp
-  endpoint: %s
-  client_id: e2e-bridge
-  consumer_group_id: g1
-  credentials:
-    access_key_id: %s
-    access_key_secret: %s
-  tls:
-    ca_file: %s
-    server_name: localhost
-mns:
-  endpoint: %s
-routes:
-  - match: /{productKey}/{deviceName}/user/#
-    queue: telemetry-{productKey}
-default_route:
-  queue: unrouted
-envelope: json
-http:
-  listen: ""
-log:
-  level: warn
-`, p.sim.AMQPAddr(), testAK, testSecret, p.caFile, p.mnsURL)
-	path := filepath.Join(p.dir, "bridge-amqp.yaml")
-	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return path
+// amqpConfig is the peers' config over the simulator's AMQP listener.
+func (p *peers) amqpConfig() *config.Config {
+	c := p.config()
+	c.Source.Protocol, c.Source.Endpoint = "amqp", p.sim.AMQPAddr()
+	c.Source.STOMP = config.Default().Source.STOMP
+	return c
 }
 
 // TestCheckConnectTakesNothing is issue 12 item 1 on the simulator: with a
@@ -59,15 +33,15 @@ func TestCheckConnectTakesNothing(t *testing.T) {
 	for _, mode := range []string{"stomp ack auto", "stomp ack client-individual", "amqp"} {
 		t.Run(mode, func(t *testing.T) {
 			p := startPeers(t, mnsemu.Config{Queues: []string{"telemetry-pk1", "unrouted"}}, iotsim.Config{AMQPAddr: "127.0.0.1:0"})
-			var path string
+			c := p.config()
 			switch mode {
 			case "stomp ack auto":
-				path = p.writeConfig(t, "    ack: auto", "envelope: json\n")
-			case "stomp ack client-individual":
-				path = p.writeConfig(t, "    ack: client-individual", "envelope: json\n")
-			default:
-				path = p.writeAMQPConfig(t)
+				c.Source.STOMP.Ack = "auto"
+			case "amqp":
+				c = p.amqpConfig()
 			}
+			c.Envelope = "json"
+			path := p.writeConfig(t, c)
 			for i := 0; i < n; i++ {
 				p.sim.Publish("g1", iotsim.Message{Topic: fmt.Sprintf("/pk1/dev%d/user/data", i%5), MessageID: fmt.Sprintf("c-%05d", i),
 					Body: []byte(fmt.Sprintf(`{"seq":%d}`, i))})
@@ -133,7 +107,9 @@ func TestRabbitMQCheckConnectTakesNothing(t *testing.T) {
 			queue := "/queue/" + b.Unique(t)
 			var path string
 			if mode == "amqp" {
-				path = rabbitConfig(t, b, p, "amqp", b.AMQPSAddr, fmt.Sprintf("  amqp:\n    address: %s", queue), "")
+				rc := rabbitConfig(t, b, p, "amqp", b.AMQPSAddr)
+				rc.Source.AMQP.Address = queue
+				path = writeRabbitConfig(t, p, rc)
 				pub := b.NewAMQPPublisher(t, queue)
 				for i := 0; i < n; i++ {
 					id := fmt.Sprintf("rc-%05d", i)
@@ -142,9 +118,9 @@ func TestRabbitMQCheckConnectTakesNothing(t *testing.T) {
 					}
 				}
 			} else {
-				ack := strings.TrimPrefix(mode, "stomp ack ")
-				path = rabbitConfig(t, b, p, "stomp", b.STOMPSAddr,
-					fmt.Sprintf("  stomp:\n    destination: %s\n    ack: %s\n    host: /", queue, ack), "")
+				rc := rabbitConfig(t, b, p, "stomp", b.STOMPSAddr)
+				rc.Source.STOMP.Destination, rc.Source.STOMP.Ack, rc.Source.STOMP.Host = queue, strings.TrimPrefix(mode, "stomp ack "), "/"
+				path = writeRabbitConfig(t, p, rc)
 				for i := 0; i < n; i++ {
 					id := fmt.Sprintf("rc-%05d", i)
 					b.PublishSTOMP(t, queue, map[string]string{"topic": "/pkr/dev1/user/data", "messageId": id, "persistent": "true"}, []byte(`{"n":"`+id+`"}`))
@@ -181,7 +157,9 @@ func TestRabbitMQCheckConnectTakesNothing(t *testing.T) {
 // warns about and which templated destinations it did not look up.
 func TestStaticMistakesFoundByCheckAndRun(t *testing.T) {
 	p := startPeers(t, mnsemu.Config{Queues: []string{"telemetry-pk1", "unrouted"}}, iotsim.Config{})
-	good := p.writeConfig(t, "    ack: auto", "spool:\n  dir: \"\"\n")
+	gc := p.config()
+	gc.Source.STOMP.Ack, gc.Spool.Dir = "auto", ""
+	good := p.writeConfig(t, gc)
 	data, err := os.ReadFile(good)
 	if err != nil {
 		t.Fatal(err)

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -57,16 +58,22 @@ func missing(t *testing.T, p *peers, n int) int {
 // and all arrive once MNS is back. The default spool keeps them.
 func TestDefaultConfigLosesNothingAcrossOutageAndRestart(t *testing.T) {
 	p := startPeers(t, mnsemu.Config{Queues: []string{"telemetry-pk1", "unrouted"}}, iotsim.Config{})
-	path := p.writeConfig(t, "    destination: /topic/#", "envelope: json\nshutdown_timeout: 1s\n")
+	c := p.config()
+	c.Source.STOMP.Ack = "auto" // the default, like the spool
+	c.Envelope, c.ShutdownTimeout = "json", time.Second
+	path := p.writeConfig(t, c)
+	if data, _ := os.ReadFile(path); strings.Contains(string(data), "spool") || strings.Contains(string(data), "ack") {
+		t.Fatalf("the config is not the default one:\n%s", data)
+	}
 	const n = 500
 	out := outageThenTerm(t, p, path, n)
 	if strings.Contains(out, "released") {
 		t.Errorf("the log says messages were released, but the platform does not redeliver with ack auto:\n%s", out)
 	}
-	c := startChild(t, "run", "-config", path)
+	child := startChild(t, "run", "-config", path)
 	waitFor(t, "every message after the restart", 2*time.Minute, func() bool { return missing(t, p, n) == 0 })
-	if code := c.Term(t); code != 0 {
-		t.Errorf("exit code %d after SIGTERM:\n%s", code, c.Out)
+	if code := child.Term(t); code != 0 {
+		t.Errorf("exit code %d after SIGTERM:\n%s", code, child.Out)
 	}
 }
 
@@ -77,7 +84,10 @@ func TestDefaultConfigLosesNothingAcrossOutageAndRestart(t *testing.T) {
 // start warns once about the loss window.
 func TestAutoWithoutSpoolDeadLettersAtShutdown(t *testing.T) {
 	p := startPeers(t, mnsemu.Config{Queues: []string{"telemetry-pk1", "unrouted"}}, iotsim.Config{})
-	path := p.writeConfig(t, "    ack: auto", "envelope: json\nshutdown_timeout: 1s\nspool:\n  dir: \"\"\n")
+	c := p.config()
+	c.Source.STOMP.Ack = "auto"
+	c.Envelope, c.ShutdownTimeout, c.Spool.Dir = "json", time.Second, ""
+	path := p.writeConfig(t, c)
 	const n = 500
 	out := outageThenTerm(t, p, path, n)
 	if k := strings.Count(out, "the spool is off"); k != 1 {
