@@ -10,6 +10,7 @@ import (
 
 	"github.com/iot-mns-bridge/iot-mns-bridge/config"
 	"github.com/iot-mns-bridge/iot-mns-bridge/config/configtest"
+	"github.com/iot-mns-bridge/iot-mns-bridge/internal/certgen"
 )
 
 // TestMarshalRoundTrip: a Config built in code and written by Marshal loads
@@ -18,7 +19,11 @@ import (
 func TestMarshalRoundTrip(t *testing.T) {
 	dir := t.TempDir()
 	ca := filepath.Join(dir, "ca.pem")
-	os.WriteFile(ca, []byte("x"), 0o600)
+	bundle, err := certgen.New("localhost") // the loader checks the CA file holds a certificate
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(ca, bundle.CAPEM, 0o600)
 	c := configtest.New()
 	c.Source.Endpoint = "127.0.0.1:61614"
 	c.Source.ClientID = "rt"
