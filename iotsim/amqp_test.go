@@ -129,6 +129,28 @@ func TestAMQPLoginRefused(t *testing.T) {
 	}
 }
 
+// TestAMQPLoginEveryModeAndMethod: aksign and ststoken with each sign
+// method log in over AMQP as they do over STOMP.
+func TestAMQPLoginEveryModeAndMethod(t *testing.T) {
+	s := startAMQP(t, Config{})
+	n := 0
+	for _, m := range []string{iotauth.HMACMD5, iotauth.HMACSHA1, iotauth.HMACSHA256} {
+		for _, token := range []string{"", "STS.token-value"} {
+			p := params("modes")
+			p.SignMethod, p.SecurityToken = m, token
+			c, err := dialAMQP(t, s, p, 2*time.Minute)
+			if err != nil {
+				t.Fatalf("%s %s: %v", m, p.AuthMode(), err)
+			}
+			c.Close()
+			n++
+		}
+	}
+	if st := s.Stats(); st.LoginsOK != int64(n) || st.LoginsFailed != 0 {
+		t.Errorf("stats = %+v, want %d logins", st, n)
+	}
+}
+
 func TestAMQPIdleTimeoutOutsidePlatformBoundsIsRefused(t *testing.T) {
 	s := startAMQP(t, Config{})
 	// go-amqp advertises half its IdleTimeout: 40 s → 20 000 ms (too low),
