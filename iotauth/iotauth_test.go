@@ -218,6 +218,33 @@ func TestVerifyRefusals(t *testing.T) {
 	}
 }
 
+// A real STS token is base64 text that may end in '=' padding (and holds '+'
+// and '/'): it must sign, parse back whole and verify.
+func TestSecurityTokenWithBase64Padding(t *testing.T) {
+	const token = "CAIS+Ab/cd12EF==" // the shape of an STS SecurityToken
+	p := Params{ClientID: "c", AccessKeyID: "STS.ak", AccessKeySecret: "sk", ConsumerGroupID: "g", SignMethod: "hmacsha1", SecurityToken: token}
+	if err := p.Validate(); err != nil {
+		t.Fatalf("a padded token is refused: %v", err)
+	}
+	c, err := Sign(p, time.UnixMilli(1700000000000))
+	if err != nil {
+		t.Fatal(err)
+	}
+	u, err := ParseUsername(c.Username)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if u.SecurityToken != token || u.AuthMode != "ststoken" {
+		t.Fatalf("parsed token %q, auth mode %q", u.SecurityToken, u.AuthMode)
+	}
+	if _, err := Verify(c.Username, c.Password, func(string) (string, bool) { return "sk", true }, time.Time{}, 0); err != nil {
+		t.Fatalf("verify: %v", err)
+	}
+	if got := RedactUsername(c.Username); strings.Contains(got, "CAIS") {
+		t.Fatalf("redacted username still shows the token: %s", got)
+	}
+}
+
 func FuzzParseUsername(f *testing.F) {
 	f.Add("c|authMode=aksign,signMethod=hmacsha1,timestamp=1,authId=a,iotInstanceId=,consumerGroupId=g|")
 	f.Add("c|authMode=ststoken,signMethod=hmacsha256,timestamp=1,authId=a,consumerGroupId=g,securityToken=t,encode=base64|")
