@@ -49,6 +49,15 @@ func TestSecretsNeverPrinted(t *testing.T) {
 	assertNoSecrets(t, "%+v of parsed Config", fmt.Sprintf("%+v %#v", *parsed, parsed))
 }
 
+// An STS token is base64 and may end in '=' padding: the config accepts it.
+func TestSecurityTokenWithPaddingIsValid(t *testing.T) {
+	c := withSecrets()
+	c.Source.Credentials.SecurityToken = "CAIS+Ab/cd12EF=="
+	if err := c.Validate(); err != nil {
+		t.Fatalf("a padded STS token is refused: %v", err)
+	}
+}
+
 func TestSecretsNeverInErrors(t *testing.T) {
 	for _, tc := range []struct {
 		name   string

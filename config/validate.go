@@ -111,15 +111,15 @@ func (v *validator) between(path string, n, low, high int) {
 }
 
 // noSeparators rejects the characters the platform's username uses as
-// separators; a secret's value is not quoted.
+// separators (the rule is iotauth's); a secret's value is not quoted.
 func (v *validator) noSeparators(path, value string, secret bool) {
-	i := strings.IndexAny(value, "|,=")
+	c := iotauth.ForbiddenSeparator(value, secret)
 	switch {
-	case i < 0:
+	case c == "":
 	case secret:
-		v.bad(path, "must not contain '|', ',' or '=': the username uses them as separators")
+		v.bad(path, "must not contain '|' or ',': the username uses them as separators")
 	default:
-		v.bad(path, "%q must not contain %q: the username uses '|', ',' and '=' as separators", value, value[i:i+1])
+		v.bad(path, "%q must not contain %q: the username uses '|', ',' and '=' as separators", value, c)
 	}
 }
 

@@ -102,16 +102,29 @@ func (p Params) Validate() error {
 		{"consumerGroupId", p.ConsumerGroupID},
 		{"iotInstanceId", p.IotInstanceID},
 	} {
-		if i := strings.IndexAny(f.value, "|,="); i >= 0 {
-			bad(f.name, "%q must not contain %q: the username uses '|', ',' and '=' as separators", f.value, f.value[i:i+1])
+		if c := ForbiddenSeparator(f.value, false); c != "" {
+			bad(f.name, "%q must not contain %q: the username uses '|', ',' and '=' as separators", f.value, c)
 		}
 	}
-	// An STS token is base64 and may end in '=' padding: the server cuts each
-	// parameter at its first '=', so only '|' and ',' would break the username.
-	if strings.ContainsAny(p.SecurityToken, "|,") {
+	if ForbiddenSeparator(p.SecurityToken, true) != "" {
 		bad("securityToken", "must not contain '|' or ','")
 	}
 	return errors.Join(errs...)
+}
+
+// ForbiddenSeparator returns the first character of value that the username
+// cannot carry, or "" when there is none: '|', ',' and '=' in a plain value;
+// only '|' and ',' in a security token, which is base64 and may end in '='
+// padding (the server cuts each parameter at its first '=').
+func ForbiddenSeparator(value string, securityToken bool) string {
+	seps := "|,="
+	if securityToken {
+		seps = "|,"
+	}
+	if i := strings.IndexAny(value, seps); i >= 0 {
+		return value[i : i+1]
+	}
+	return ""
 }
 
 // NormalizeSignMethod returns the canonical lower-case name of a sign method
