@@ -97,7 +97,7 @@ func (d *dialer) dial(ctx context.Context, _ int, id string) (connection, error)
 // explainDial turns a TCP or TLS failure into an error naming what to check.
 func explainDial(cfg Config, id string, err error) error {
 	var (
-		unknownCA *x509.UnknownAuthorityError
+		unknownCA x509.UnknownAuthorityError // crypto/x509 returns it as a value
 		hostErr   x509.HostnameError
 		certErr   x509.CertificateInvalidError
 		verifyErr *tls.CertificateVerificationError

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"reflect"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -462,7 +463,9 @@ func (b *Bridge) Reload(newCfg *config.Config) (needRestart []string, err error)
 	b.router.Store(router)
 	old := b.live.Load()
 	differs := func(name string, a, b any) {
-		if fmt.Sprintf("%#v", a) != fmt.Sprintf("%#v", b) {
+		// Compared as values: fmt would print a Secret as "***", so a
+		// changed literal secret would look unchanged.
+		if !reflect.DeepEqual(a, b) {
 			needRestart = append(needRestart, name)
 		}
 	}

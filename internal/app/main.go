@@ -9,6 +9,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"os"
 	"runtime/debug"
 	"strings"
 
@@ -75,6 +76,9 @@ func Main(ctx context.Context, args []string, stdio Stdio) int {
 		return ExitUsage
 	}
 	name := args[0]
+	if name == "-version" || name == "--version" {
+		name = "version"
+	}
 	if name == "help" || name == "-h" || name == "-help" || name == "--help" {
 		usage(stdio.Out)
 		return ExitOK
@@ -121,7 +125,21 @@ func parseFlags(fs *flag.FlagSet, args []string, allowArgs bool) error {
 	if err := cmdline.Parse(fs, args); err != nil || allowArgs {
 		return err
 	}
+	if fs.NArg() > 0 && fs.Lookup("config") != nil && looksLikeConfig(fs.Arg(0)) {
+		// "check my.yaml": say what to type.
+		return usageErr("unexpected argument %q: to use it as the config file, type: %s -config %s", fs.Arg(0), fs.Name(), fs.Arg(0))
+	}
 	return cmdline.NoArgs(fs)
+}
+
+// looksLikeConfig reports whether a stray argument is probably the config
+// file: a YAML name or an existing file.
+func looksLikeConfig(arg string) bool {
+	if strings.HasSuffix(arg, ".yaml") || strings.HasSuffix(arg, ".yml") {
+		return true
+	}
+	st, err := os.Stat(arg)
+	return err == nil && st.Mode().IsRegular()
 }
 
 // stampedVersion is set at build time by builds without VCS information
