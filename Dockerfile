@@ -8,7 +8,7 @@
 # Run:
 #   docker run -d --name iot-mns-bridge --restart unless-stopped --stop-timeout 45 \
 #     -v /etc/iot-mns-bridge/config.yaml:/etc/iot-mns-bridge/config.yaml:ro \
-#     -v /etc/iot-mns-bridge/access_key_secret:/run/secrets/access_key_secret:ro \
+#     -v /etc/iot-mns-bridge/access_key_secret.65532:/run/secrets/access_key_secret:ro \
 #     -v iot-mns-bridge-state:/var/lib/iot-mns-bridge \
 #     -e ALIBABA_CLOUD_ACCESS_KEY_ID=LTAI... -p 127.0.0.1:9477:9477 iot-mns-bridge
 #
@@ -16,12 +16,17 @@
 #   http.listen: 0.0.0.0:9477          # the default 127.0.0.1:9477 is reachable only
 #                                      # inside the container: HEALTHCHECK works, but
 #                                      # Prometheus (and -p) could not reach /metrics.
-#                                      # HEALTHCHECK asks port 9477: keep that port.
+#                                      # HEALTHCHECK reads http.listen from this config.
 #   spool.dir: spool                   # relative: under $STATE_DIRECTORY, the volume
 #   delivery.dead_letter.file: dead-letter.jsonl   # the default; also on the volume
 #   source.credentials.access_key_secret_file: access_key_secret
 #                                      # read from $CREDENTIALS_DIRECTORY=/run/secrets
 #                                      # (a Docker/Compose secret or a bind mount)
+# The secret file must be readable by uid 65532: the 0600 root file made for
+# systemd is not. Mount a copy made with
+#   install -m 0400 -o 65532 -g 65532 /etc/iot-mns-bridge/access_key_secret /etc/iot-mns-bridge/access_key_secret.65532
+# or pass the secret as ALIBABA_CLOUD_ACCESS_KEY_SECRET with --env-file (read by
+# the docker client as root) and write access_key_secret: ${ALIBABA_CLOUD_ACCESS_KEY_SECRET}.
 # The same config works under the systemd unit (configs/iot-mns-bridge.service),
 # which sets $STATE_DIRECTORY and $CREDENTIALS_DIRECTORY the same way.
 #
@@ -63,7 +68,9 @@ USER 65532:65532
 VOLUME ["/var/lib/iot-mns-bridge"]
 # /metrics, /healthz, /readyz (with http.listen: 0.0.0.0:9477 in the config).
 EXPOSE 9477
+# The health check asks the http.listen of the config the container runs
+# with, not a fixed port.
 HEALTHCHECK --interval=30s --timeout=5s --start-period=30s --retries=3 \
-	CMD ["/iot-mns-bridge", "healthcheck"]
+	CMD ["/iot-mns-bridge", "healthcheck", "-config", "/etc/iot-mns-bridge/config.yaml"]
 ENTRYPOINT ["/iot-mns-bridge"]
 CMD ["run", "-config", "/etc/iot-mns-bridge/config.yaml"]

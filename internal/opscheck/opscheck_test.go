@@ -328,7 +328,9 @@ func TestDockerfile(t *testing.T) {
 	exact := []struct{ cmd, want string }{
 		{"ENTRYPOINT", `["/iot-mns-bridge"]`},
 		{"CMD", `["run", "-config", "/etc/iot-mns-bridge/config.yaml"]`},
-		{"HEALTHCHECK", `CMD ["/iot-mns-bridge", "healthcheck"]`},
+		// The health check follows the config the container runs with
+		// (its http.listen), not a fixed port.
+		{"HEALTHCHECK", `CMD ["/iot-mns-bridge", "healthcheck", "-config", "/etc/iot-mns-bridge/config.yaml"]`},
 		{"VOLUME", `["/var/lib/iot-mns-bridge"]`},
 	}
 	for _, e := range exact {
