@@ -184,6 +184,9 @@ func TestRedeliveriesAreSuppressedWithinTheWindow(t *testing.T) {
 	if n := len(p.emu.Messages("telemetry-pk1")); n != 100 {
 		t.Fatalf("%d messages at MNS, want 100", n)
 	}
+	// The duplicates are counted before their ACK frames reach the simulator:
+	// wait for every delivery to be settled there.
+	waitFor(t, "all 200 deliveries acked at the simulator", time.Minute, func() bool { return p.sim.Stats().Acked == 200 })
 	if st := p.sim.Stats(); st.Acked != 200 {
 		t.Fatalf("simulator acked %d, want all 200 deliveries settled", st.Acked)
 	}
