@@ -306,9 +306,7 @@ step_unit() {
 	if ! command -v systemd-analyze >/dev/null; then
 		if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null; then
 			note "installing systemd for systemd-analyze (apt-get)"
-			timeout 600 apt-get update -qq >/dev/null || fail "apt-get update"
-			DEBIAN_FRONTEND=noninteractive timeout 600 apt-get install -y -qq --no-install-recommends systemd >/dev/null ||
-				fail "apt-get install systemd"
+			apt_install systemd || fail "apt-get install systemd"
 		elif [ "${CI:-}" = true ]; then
 			fail "systemd-analyze is missing and this is not root: install the systemd package"
 		else
@@ -371,13 +369,22 @@ need_tools() {
 	return 1
 }
 
+# apt_install PACKAGE...: apt-get update once, then install. internal/opscheck
+# runs several of these scripts at once: flock serializes them, and apt
+# waits for a dpkg lock held by anything else.
 apt_updated=
+apt_lock=${TMPDIR:-/tmp}/iot-mns-bridge-ops-check-apt.lock
+# dpkg_locked ARGS...: dpkg under the same lock (an apt-get install of a
+# parallel run would make dpkg -i fail on the dpkg lock).
+dpkg_locked() { flock -w 900 "$apt_lock" dpkg "$@"; }
 apt_install() {
+	local lock=$apt_lock
 	if [ -z "$apt_updated" ]; then
-		timeout 600 apt-get update -qq >/dev/null || return 1
+		flock -w 900 "$lock" timeout 600 apt-get -o DPkg::Lock::Timeout=300 update -qq >/dev/null || return 1
 		apt_updated=1
 	fi
-	DEBIAN_FRONTEND=noninteractive timeout 600 apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+	DEBIAN_FRONTEND=noninteractive flock -w 900 "$lock" timeout 600 \
+		apt-get -o DPkg::Lock::Timeout=300 install -y -qq --no-install-recommends "$@" >/dev/null
 }
 
 dist=$work/dist
@@ -449,9 +456,9 @@ step_deb() {
 	deb=$dist/iot-mns-bridge_$(debversion "$version")_$arch.deb
 	[ -f "$deb" ] || fail "no $deb for this machine's architecture $arch"
 	mkdir -p "$work/logs"
-	purge() { dpkg --purge iot-mns-bridge >>"$work/logs/dpkg.log" 2>&1; }
+	purge() { dpkg_locked --purge iot-mns-bridge >>"$work/logs/dpkg.log" 2>&1; }
 	trap 'purge || true; cleanup' EXIT
-	dpkg -i "$deb" >"$work/logs/dpkg.log" 2>&1 || fail "dpkg -i $deb"
+	dpkg_locked -i "$deb" >"$work/logs/dpkg.log" 2>&1 || fail "dpkg -i $deb"
 
 	local f mode
 	for f in /usr/bin/iot-mns-bridge:755 /lib/systemd/system/iot-mns-bridge.service:644 \
@@ -485,12 +492,12 @@ step_deb() {
 	mkdir -p "$work/deb2"
 	deb2=$(VERSION=$v2 scripts/deb.sh "$dist/bin/iot-mns-bridge_linux_$( [ "$arch" = armhf ] && echo armv7 || echo "$arch")" "$arch" "$work/deb2") ||
 		fail "scripts/deb.sh for the upgrade"
-	dpkg -i "$deb2" >>"$work/logs/dpkg.log" 2>&1 || fail "dpkg -i $deb2 (upgrade)"
+	dpkg_locked -i "$deb2" >>"$work/logs/dpkg.log" 2>&1 || fail "dpkg -i $deb2 (upgrade)"
 	[ "$(dpkg-query -W -f '${Version}' iot-mns-bridge)" = "$(debversion "$v2")" ] || fail "the upgrade did not install $(debversion "$v2")"
 	tail -n1 /etc/iot-mns-bridge/config.yaml | grep -q '^# changed by the operator$' || fail "the upgrade overwrote the changed config.yaml"
 	[ ! -e /etc/systemd/system/multi-user.target.wants/iot-mns-bridge.service ] || fail "the upgrade enabled the unit"
 
-	dpkg -r iot-mns-bridge >>"$work/logs/dpkg.log" 2>&1 || fail "dpkg -r"
+	dpkg_locked -r iot-mns-bridge >>"$work/logs/dpkg.log" 2>&1 || fail "dpkg -r"
 	[ ! -e /usr/bin/iot-mns-bridge ] && [ ! -e /lib/systemd/system/iot-mns-bridge.service ] || fail "dpkg -r left the binary or the unit"
 	[ -f /etc/iot-mns-bridge/config.yaml ] || fail "dpkg -r removed the config (only --purge should)"
 	purge || fail "dpkg --purge"

@@ -76,6 +76,9 @@ func TestImage(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds and runs a container image; skipped with -short")
 	}
+	// Mostly waiting (the stall limit is 2 minutes): runs beside TestOpsCheck
+	// and TestSystemdUnit, which share nothing with it.
+	t.Parallel()
 	if os.Getenv("OPS_CHECK_QUICK") != "" && os.Getenv("CI") != "true" {
 		t.Skip("OPS_CHECK_QUICK is set (under CI=true this runs)")
 	}

@@ -454,6 +454,7 @@ func TestOpsCheck(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds the binary and runs it against the simulator and emulator; skipped with -short")
 	}
+	t.Parallel() // beside TestImage and TestSystemdUnit: own work directory and ports
 	if _, err := exec.LookPath("bash"); err != nil {
 		t.Fatalf("scripts/ops-check.sh needs bash: %v", err)
 	}

@@ -146,6 +146,7 @@ func TestSystemdUnit(t *testing.T) {
 	if testing.Short() {
 		t.Skip("boots systemd with systemd-nspawn; skipped with -short")
 	}
+	t.Parallel() // beside TestImage and TestOpsCheck: own ports, own machine
 	if os.Getenv("OPS_CHECK_QUICK") != "" && os.Getenv("CI") != "true" {
 		t.Skip("OPS_CHECK_QUICK is set (under CI=true this runs)")
 	}
