@@ -2,12 +2,10 @@ package app
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
-	"net/http"
 	"reflect"
 	"slices"
 	"sync"
@@ -254,136 +252,6 @@ func (b *Bridge) Stats() bridge.Stats { return b.pipeline.Stats() }
 
 // Registry returns the Prometheus registry the bridge reports to.
 func (b *Bridge) Registry() *prometheus.Registry { return b.reg }
-
-// Run runs the bridge until ctx is done, then shuts down: it stops intake,
-// drains and settles within shutdown_timeout, releases the rest, closes the
-// source and returns nil. It returns an error only when the bridge could not
-// start (e.g. the HTTP listener) or the source failed permanently.
-func (b *Bridge) Run(ctx context.Context) error {
-	defer b.creds.close()
-	if err := b.openDeadLetters(); err != nil {
-		return err
-	}
-	defer b.dead.Close()
-	if b.dedup != nil && b.cfg.Delivery.Dedup.File != "" {
-		j, n, err := bridge.OpenDedupJournal(b.cfg.Delivery.Dedup.File, b.dedup, b.cfg.Delivery.Dedup.Size, b.log.With("component", "dedup"))
-		if err != nil {
-			return fmt.Errorf("delivery.dedup.file: %w", err)
-		}
-		b.log.Info("de-dup window loaded", "file", b.cfg.Delivery.Dedup.File, "ids", n)
-		jctx, stopJournal := context.WithCancel(context.Background())
-		journalDone := make(chan struct{})
-		go func() { j.Run(jctx); close(journalDone) }()
-		defer func() {
-			// After the drain (deferred calls run last): every id MNS
-			// accepted is in the journal.
-			stopJournal()
-			<-journalDone
-			j.Close()
-		}()
-	}
-	var srv *http.Server
-	ln := b.opts.HTTPListener
-	if ln == nil && b.cfg.HTTP.Listen != "" {
-		var err error
-		ln, err = net.Listen("tcp", b.cfg.HTTP.Listen)
-		if err != nil {
-			return fmt.Errorf("http.listen: %w", err)
-		}
-	}
-	if ln != nil {
-		srv = &http.Server{Handler: b.httpHandler(), ReadHeaderTimeout: 5 * time.Second}
-		scheme := "http"
-		if b.web != nil {
-			tc, err := b.web.TLSConfig()
-			if err != nil {
-				ln.Close()
-				return fmt.Errorf("http.web_config_file: %w", err)
-			}
-			if tc != nil {
-				ln, scheme = tls.NewListener(ln, tc), "https"
-			}
-		}
-		go srv.Serve(ln)
-		b.log.Info("serving metrics and health", "addr", ln.Addr().String(), "scheme", scheme,
-			"basic_auth", b.web != nil && len(b.web.Users) > 0)
-	}
-
-	runCtx, cancelRun := context.WithCancel(ctx)
-	defer cancelRun()
-	intake := b.pipeline.Handle
-	var sp *spool.Stage
-	var spl *spool.Spool // for what must be kept at shutdown
-	var feederDone chan struct{}
-	if b.cfg.Spool.Dir != "" {
-		s, err := spool.Open(spool.Options{Dir: b.cfg.Spool.Dir, MaxBytes: int64(b.cfg.Spool.MaxBytes),
-			CommitInterval: b.cfg.Spool.CommitInterval, Logger: b.log.With("component", "spool")})
-		if err != nil {
-			return fmt.Errorf("spool.dir %s: %w (with stomp ack auto the spool is on by default: set spool.dir to a directory the bridge can write, or `dir: \"\"` to run without it)", b.cfg.Spool.Dir, err)
-		}
-		defer func() {
-			if err := s.Close(); err != nil {
-				b.log.Error("closing the spool", "err", err)
-			}
-		}()
-		st := s.Stats()
-		b.log.Info("spool open", "dir", b.cfg.Spool.Dir, "messages", st.Depth, "bytes", st.Bytes)
-		b.registerSpoolMetrics(s)
-		sp, spl = spool.NewStage(s, b.pipeline.Handle, b.log.With("component", "spool")), s
-		intake = sp.Intake
-		feederDone = make(chan struct{})
-		go func() { defer close(feederDone); sp.Feed(runCtx) }()
-	}
-	// At shutdown a message no upstream would send again is kept, never
-	// dropped: see keeping and store.
-	kept := &keeper{}
-	intake = keeping(intake, kept)
-	srcErr := make(chan error, 1)
-	go func() { srcErr <- b.source.Run(runCtx, intake) }()
-	go b.watchReady(runCtx)
-	go b.summaries(runCtx)
-
-	var runErr error
-	select {
-	case <-ctx.Done():
-		b.log.Info("shutting down: intake stopped, draining", "timeout", b.cfg.ShutdownTimeout)
-	case err := <-srcErr:
-		runErr = err
-		srcErr <- err
-		b.log.Error("source stopped", "err", err)
-	}
-	cancelRun()
-	<-srcErr
-	if feederDone != nil {
-		<-feederDone
-	}
-
-	drainCtx, cancel := context.WithTimeout(context.Background(), b.cfg.ShutdownTimeout)
-	defer cancel()
-	drainErr := b.pipeline.Drain(drainCtx)
-	kept.add(b.pipeline.Stranded()...)
-	if sp != nil {
-		kept.add(sp.Close()...)
-	}
-	b.logShutdown(drainErr != nil, b.store(kept.take(), spl), sp != nil)
-	closeCtx, cancelClose := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancelClose()
-	if err := b.source.Close(closeCtx); err != nil {
-		b.log.Warn("closing the source", "err", err)
-	}
-	if srv != nil {
-		srv.Shutdown(closeCtx)
-	}
-	st := b.pipeline.Stats()
-	args := []any{"received", st.Received, "forwarded", st.Forwarded, "dead_lettered", st.DeadLettered, "duplicates", st.Duplicates}
-	if sp != nil {
-		args = append(args, "left_in_spool", st.Released)
-	} else {
-		args = append(args, "released", st.Released)
-	}
-	b.log.Info("stopped", args...)
-	return runErr
-}
 
 // logShutdown says, with exact counts, where the messages MNS had not
 // accepted at shutdown went. "Released" is said only of deliveries whose

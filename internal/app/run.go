@@ -1,0 +1,254 @@
+package app
+
+import (
+	"context"
+	"crypto/tls"
+	"fmt"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/iot-mns-bridge/iot-mns-bridge/bridge"
+	"github.com/iot-mns-bridge/iot-mns-bridge/bridge/spool"
+)
+
+// Run runs the bridge until ctx is done, then shuts down: it stops intake,
+// drains and settles within shutdown_timeout, releases the rest, closes the
+// source and returns nil. It returns an error only when the bridge could not
+// start (e.g. the HTTP listener) or the source failed permanently.
+//
+// The steps, in order:
+//
+//	open        dead-letter file, de-dup journal, HTTP listener, spool
+//	startIntake source (and the spool's feeder), readiness, summaries
+//	wait        until ctx is done or the source fails for good
+//	stopIntake  source and feeder stopped: nothing new comes in
+//	drain       the pipeline settles what it holds within shutdown_timeout;
+//	            what no upstream would send again is kept (spool or
+//	            dead-letter file), the rest released
+//	closeSource source connections and the HTTP server closed
+//	closeAll    spool, journal (every accepted id written), dead-letter file,
+//	            credentials: what open opened, in reverse order
+func (b *Bridge) Run(ctx context.Context) error {
+	r := &run{b: b}
+	defer r.closeAll()
+	if err := r.open(); err != nil {
+		return err
+	}
+	r.startIntake(ctx)
+	err := r.wait(ctx)
+	r.stopIntake()
+	r.drain()
+	r.closeSource()
+	st := b.pipeline.Stats()
+	args := []any{"received", st.Received, "forwarded", st.Forwarded, "dead_lettered", st.DeadLettered, "duplicates", st.Duplicates}
+	if r.stage != nil {
+		args = append(args, "left_in_spool", st.Released)
+	} else {
+		args = append(args, "released", st.Released)
+	}
+	b.log.Info("stopped", args...)
+	return err
+}
+
+// run is one Run of a Bridge: what its steps opened and started.
+type run struct {
+	b       *Bridge
+	closers []func() // run by closeAll in reverse order
+
+	srv   *http.Server // nil without a listener
+	spool *spool.Spool // nil without a spool
+	stage *spool.Stage // nil without a spool
+	kept  *keeper      // what must not be dropped at shutdown
+
+	cancelIntake context.CancelFunc
+	srcErr       chan error
+	feederDone   chan struct{} // nil without a spool
+}
+
+// onClose registers f to run at closeAll, before what was registered
+// earlier.
+func (r *run) onClose(f func()) { r.closers = append(r.closers, f) }
+
+// closeAll closes what open opened, newest first.
+func (r *run) closeAll() {
+	for i := len(r.closers) - 1; i >= 0; i-- {
+		r.closers[i]()
+	}
+}
+
+// open opens the files and the listener the run needs; on error what it
+// opened is closed by closeAll.
+func (r *run) open() error {
+	b := r.b
+	r.onClose(b.creds.close)
+	if err := b.openDeadLetters(); err != nil {
+		return err
+	}
+	r.onClose(func() { b.dead.Close() })
+	if err := r.openJournal(); err != nil {
+		return err
+	}
+	if err := r.serveHTTP(); err != nil {
+		return err
+	}
+	return r.openSpool()
+}
+
+// openJournal loads the de-dup window from delivery.dedup.file and keeps
+// journalling it; closeAll stops it after the drain, so every id MNS
+// accepted is in the file.
+func (r *run) openJournal() error {
+	b := r.b
+	if b.dedup == nil || b.cfg.Delivery.Dedup.File == "" {
+		return nil
+	}
+	j, n, err := bridge.OpenDedupJournal(b.cfg.Delivery.Dedup.File, b.dedup, b.cfg.Delivery.Dedup.Size, b.log.With("component", "dedup"))
+	if err != nil {
+		return fmt.Errorf("delivery.dedup.file: %w", err)
+	}
+	b.log.Info("de-dup window loaded", "file", b.cfg.Delivery.Dedup.File, "ids", n)
+	ctx, stop := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { j.Run(ctx); close(done) }()
+	r.onClose(func() {
+		stop()
+		<-done
+		j.Close()
+	})
+	return nil
+}
+
+// serveHTTP serves /metrics, the health endpoints and /status on
+// http.listen (or Options.HTTPListener); closeSource shuts it down.
+func (r *run) serveHTTP() error {
+	b := r.b
+	ln := b.opts.HTTPListener
+	if ln == nil && b.cfg.HTTP.Listen != "" {
+		var err error
+		ln, err = net.Listen("tcp", b.cfg.HTTP.Listen)
+		if err != nil {
+			return fmt.Errorf("http.listen: %w", err)
+		}
+	}
+	if ln == nil {
+		return nil
+	}
+	scheme := "http"
+	if b.web != nil {
+		tc, err := b.web.TLSConfig()
+		if err != nil {
+			ln.Close()
+			return fmt.Errorf("http.web_config_file: %w", err)
+		}
+		if tc != nil {
+			ln, scheme = tls.NewListener(ln, tc), "https"
+		}
+	}
+	r.srv = &http.Server{Handler: b.httpHandler(), ReadHeaderTimeout: 5 * time.Second}
+	go r.srv.Serve(ln)
+	b.log.Info("serving metrics and health", "addr", ln.Addr().String(), "scheme", scheme,
+		"basic_auth", b.web != nil && len(b.web.Users) > 0)
+	return nil
+}
+
+// openSpool opens spool.dir, when set, and the stage between the source
+// and the pipeline.
+func (r *run) openSpool() error {
+	b := r.b
+	if b.cfg.Spool.Dir == "" {
+		return nil
+	}
+	s, err := spool.Open(spool.Options{Dir: b.cfg.Spool.Dir, MaxBytes: int64(b.cfg.Spool.MaxBytes),
+		CommitInterval: b.cfg.Spool.CommitInterval, Logger: b.log.With("component", "spool")})
+	if err != nil {
+		return fmt.Errorf("spool.dir %s: %w (with stomp ack auto the spool is on by default: set spool.dir to a directory the bridge can write, or `dir: \"\"` to run without it)", b.cfg.Spool.Dir, err)
+	}
+	r.onClose(func() {
+		if err := s.Close(); err != nil {
+			b.log.Error("closing the spool", "err", err)
+		}
+	})
+	st := s.Stats()
+	b.log.Info("spool open", "dir", b.cfg.Spool.Dir, "messages", st.Depth, "bytes", st.Bytes)
+	b.registerSpoolMetrics(s)
+	r.spool, r.stage = s, spool.NewStage(s, b.pipeline.Handle, b.log.With("component", "spool"))
+	return nil
+}
+
+// startIntake starts the source (into the spool's stage or the pipeline),
+// the spool's feeder, the readiness watch and the summaries; stopIntake
+// stops the first two.
+func (r *run) startIntake(ctx context.Context) {
+	b := r.b
+	ictx, cancel := context.WithCancel(ctx)
+	r.cancelIntake = cancel
+	intake := b.pipeline.Handle
+	if r.stage != nil {
+		intake = r.stage.Intake
+		r.feederDone = make(chan struct{})
+		go func() { defer close(r.feederDone); r.stage.Feed(ictx) }()
+	}
+	// At shutdown a message no upstream would send again is kept, never
+	// dropped: see keeping and store.
+	r.kept = &keeper{}
+	intake = keeping(intake, r.kept)
+	r.srcErr = make(chan error, 1)
+	go func() { r.srcErr <- b.source.Run(ictx, intake) }()
+	go b.watchReady(ictx)
+	go b.summaries(ictx)
+}
+
+// wait returns when ctx is done (nil) or the source stopped for good (its
+// error).
+func (r *run) wait(ctx context.Context) error {
+	b := r.b
+	select {
+	case <-ctx.Done():
+		b.log.Info("shutting down: intake stopped, draining", "timeout", b.cfg.ShutdownTimeout)
+		return nil
+	case err := <-r.srcErr:
+		r.srcErr <- err // for stopIntake
+		b.log.Error("source stopped", "err", err)
+		return err
+	}
+}
+
+// stopIntake stops the source and the feeder and waits for both.
+func (r *run) stopIntake() {
+	r.cancelIntake()
+	<-r.srcErr
+	if r.feederDone != nil {
+		<-r.feederDone
+	}
+}
+
+// drain lets the pipeline settle what it holds within shutdown_timeout.
+// What is left and that no upstream would send again (the pipeline's
+// stranded deliveries, what never reached the spool) is stored in the spool
+// or the dead-letter file; the rest is released (the platform redelivers
+// it). logShutdown says where each went.
+func (r *run) drain() {
+	b := r.b
+	ctx, cancel := context.WithTimeout(context.Background(), b.cfg.ShutdownTimeout)
+	defer cancel()
+	drainErr := b.pipeline.Drain(ctx)
+	r.kept.add(b.pipeline.Stranded()...)
+	if r.stage != nil {
+		r.kept.add(r.stage.Close()...)
+	}
+	b.logShutdown(drainErr != nil, b.store(r.kept.take(), r.spool), r.stage != nil)
+}
+
+// closeSource closes the source's connections and shuts the HTTP server
+// down, within 5 s together.
+func (r *run) closeSource() {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := r.b.source.Close(ctx); err != nil {
+		r.b.log.Warn("closing the source", "err", err)
+	}
+	if r.srv != nil {
+		r.srv.Shutdown(ctx)
+	}
+}
