@@ -138,6 +138,13 @@ func (e *env) config(t *testing.T, sp spec) string {
 	if sp.mnsCreds != "" {
 		mnsCreds = "  credentials:\n" + sp.mnsCreds
 	}
+	// Only the block of the protocol in use: config validation refuses a
+	// changed block of the other protocol (its settings would be ignored).
+	protocolYAML := fmt.Sprintf("  stomp:\n    ack: %s\n    heartbeat: %s\n    encode_base64: %t\n",
+		or(sp.ack, "auto"), or(sp.heartbeat, "2s"), sp.encodeBase64)
+	if sp.protocol == "amqp" {
+		protocolYAML = fmt.Sprintf("  amqp:\n    address: %s\n", or(sp.amqpAddress, "default"))
+	}
 	cfg := fmt.Sprintf(`source:
   protocol: %s
   endpoint: %s
@@ -146,15 +153,9 @@ func (e *env) config(t *testing.T, sp spec) string {
   credentials:
     access_key_id: %s
     access_key_secret: %s
-%s  amqp:
-    address: %s
-  tls:
+%s%s  tls:
     ca_file: %s
     server_name: %s
-  stomp:
-    ack: %s
-    heartbeat: %s
-    encode_base64: %t
   dial_timeout: 5s
   reconnect_min_backoff: 100ms
   reconnect_max_backoff: 2s
@@ -180,9 +181,8 @@ log:
   summary_interval: 0s
 shutdown_timeout: 10s
 %s%s`, or(sp.protocol, "stomp"), or(sp.endpoint, e.srcProxy.Addr()), group, or(sp.akID, testAK), or(sp.akSec, testSecret),
-		sp.secretExtra, or(sp.amqpAddress, "default"),
+		sp.secretExtra, protocolYAML,
 		or(sp.caFile, e.caFile), or(sp.serverName, "localhost"),
-		or(sp.ack, "auto"), or(sp.heartbeat, "2s"), sp.encodeBase64,
 		mnsCreds, or(sp.mnsEndpoint, "http://"+e.mnsProxy.Addr()), or(sp.mnsTimeout, "3s"), or(sp.bodyEncoding, "base64"),
 		filepath.Join(e.dir, "dead-letter.jsonl"), sp.delivery, or(sp.logLevel, "info"), spoolYAML, sp.extra)
 	path := filepath.Join(e.dir, "bridge.yaml")
