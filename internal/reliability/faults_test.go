@@ -95,6 +95,10 @@ func TestSourceFaults(t *testing.T) {
 			name: "five network cuts", rate: 200,
 			inject: func(t *testing.T, e *env, _ *running) {
 				for i := 0; i < scale(5, 2); i++ {
+					// The progress after the previous cut may come from
+					// deliveries already in the pipeline: wait for the
+					// bridge's new connection before cutting it.
+					waitFor(t, "a connection to cut", time.Minute, func() bool { return e.srcProxy.Stats().Active > 0 })
 					if n := e.srcProxy.Cut(); n == 0 {
 						t.Errorf("cut %d: no connection to cut", i)
 					}
@@ -166,6 +170,10 @@ func TestSourceFaultsAMQP(t *testing.T) {
 			name: "AMQP: five network cuts", rate: 200, amqp: true,
 			inject: func(t *testing.T, e *env, _ *running) {
 				for i := 0; i < scale(5, 2); i++ {
+					// The progress after the previous cut may come from
+					// deliveries already in the pipeline: wait for the
+					// bridge's new connection before cutting it.
+					waitFor(t, "a connection to cut", time.Minute, func() bool { return e.srcProxy.Stats().Active > 0 })
 					if n := e.srcProxy.Cut(); n == 0 {
 						t.Errorf("cut %d: no connection to cut", i)
 					}
