@@ -98,7 +98,8 @@ type bridgeSpec struct {
 // config returns the bridge's YAML for one run: everything at its default
 // except the endpoints, the one route to benchQueue and quiet logs.
 func (tb *testbed) config(runDir, group, httpAddr string, s bridgeSpec) string {
-	spool := ""
+	// Spool off is written out: with ack auto the spool is on by default.
+	spool := "spool:\n  dir: \"\"\n"
 	if s.Spool {
 		spool = "spool:\n  dir: " + filepath.Join(runDir, "spool") + "\n"
 	}

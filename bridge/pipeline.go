@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -362,6 +363,7 @@ type lane struct {
 	lastLog time.Time // when "failing" was last logged
 	since   time.Time // when the logged failing period began
 	retries int64     // message retries since then
+	lastErr string    // the error of the last failed request, while failing
 }
 
 // stateLogEvery bounds how often a destination's failing state is logged.
@@ -382,6 +384,7 @@ func (l *lane) sendFailed(n int, err error, now time.Time) <-chan struct{} {
 		}
 	}
 	l.retries += int64(n)
+	l.lastErr = err.Error()
 	return l.wake
 }
 
@@ -769,6 +772,29 @@ func destString(d Destination) string {
 		return ""
 	}
 	return d.String()
+}
+
+// Failing lists the destinations whose last request failed whole (an MNS
+// outage, a refused credential), each with that request's error, for
+// readiness: it changes with the first failed request and the first
+// success, without waiting for a periodic check.
+func (p *Pipeline) Failing() []string {
+	p.mu.Lock()
+	lanes := make([]*lane, 0, len(p.lanes))
+	for _, l := range p.lanes {
+		lanes = append(lanes, l)
+	}
+	p.mu.Unlock()
+	var out []string
+	for _, l := range lanes {
+		l.mu.Lock()
+		if l.failing {
+			out = append(out, fmt.Sprintf("MNS sends to %s failing: %s", l.dest, l.lastErr))
+		}
+		l.mu.Unlock()
+	}
+	slices.Sort(out)
+	return out
 }
 
 // Stranded returns the deliveries that were still held when Drain cut the

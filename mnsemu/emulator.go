@@ -80,6 +80,11 @@ type Config struct {
 	// PartialFailureRate (for tests that need exact failures).
 	FailMessage func(queue string, index int, body string) bool
 
+	// SendOnly answers GetQueueAttributes and GetTopicAttributes with 403
+	// AccessDenied, as MNS does for a RAM user that may only send
+	// (mns:SendMessage, mns:PublishMessage) and not read attributes.
+	SendOnly bool
+
 	// StoreLimit, when > 0, bounds the messages kept per queue and topic;
 	// the oldest are dropped (for long benchmarks and demos).
 	StoreLimit int
@@ -427,6 +432,8 @@ func (e *Emulator) route(x *exchange, f Faults) *apiError {
 		return e.receiveMessages(x, f, name)
 	case kind == "queue" && rest == "messages" && r.Method == http.MethodDelete:
 		return e.deleteMessage(x, f, name)
+	case rest == "" && r.Method == http.MethodGet && e.cfg.SendOnly:
+		return errf(403, "AccessDenied", "The user has no permission to get the attributes of "+kind+" "+name+".")
 	case kind == "queue" && rest == "" && r.Method == http.MethodGet:
 		return e.getQueueAttributes(x, f, name)
 	case kind == "queue" && rest == "" && r.Method == http.MethodPut:

@@ -8,6 +8,7 @@ import (
 	"net"
 	"reflect"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -298,16 +299,48 @@ func (b *Bridge) destinations() []bridge.Destination {
 	return out
 }
 
-// checkDestinations looks up every static destination; the error names each
-// that failed.
-func (b *Bridge) checkDestinations(ctx context.Context) error {
-	var errs []error
+// checkDestinations looks up every static destination. It returns the
+// failures that make the bridge not ready (a missing queue, MNS down), and
+// apart from them the destinations it could not verify because the RAM user
+// may not read their attributes (AccessDenied on Get*Attributes): a user
+// that may only send runs fine, so that is not a reason to be not ready.
+//
+// state names each failure by destination and MNS error code (not by its
+// text, which holds request ids), so that a caller can log changes only.
+func (b *Bridge) checkDestinations(ctx context.Context) (failed, unverifiable []string, state string) {
+	var keys []string
 	for _, d := range b.destinations() {
-		if err := b.sink.Check(ctx, d); err != nil {
-			errs = append(errs, fmt.Errorf("MNS %s: %w", d, err))
+		err := b.sink.Check(ctx, d)
+		var me *mns.Error
+		switch {
+		case err == nil:
+		case accessDenied(err):
+			unverifiable = append(unverifiable, fmt.Sprintf("MNS %s: not verifiable: the RAM user may not read its attributes "+
+				"(mns:Get%sAttributes); sending does not need it, so this is not a failure", d, kindName(d.Kind)))
+		default:
+			failed = append(failed, fmt.Sprintf("MNS %s: %v", d, err))
+			key := err.Error()
+			if errors.As(err, &me) {
+				key = fmt.Sprintf("%s %d", me.Code, me.Status)
+			}
+			keys = append(keys, d.String()+": "+key)
 		}
 	}
-	return errors.Join(errs...)
+	return failed, unverifiable, strings.Join(keys, "; ")
+}
+
+// accessDenied reports whether MNS refused a request for lack of
+// permission (403 AccessDenied).
+func accessDenied(err error) bool {
+	var me *mns.Error
+	return errors.As(err, &me) && me.Code == "AccessDenied"
+}
+
+func kindName(k bridge.DestinationKind) string {
+	if k == bridge.Topic {
+		return "Topic"
+	}
+	return "Queue"
 }
 
 // Reload applies the routes, default route, envelope, batching and retry

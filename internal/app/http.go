@@ -57,8 +57,25 @@ func (b *Bridge) Healthy() error {
 }
 
 // NotReady lists why the bridge is not ready (nil when it is): a source
-// connection down, or an MNS destination that could not be looked up.
+// connection down, dead letters that cannot be written, MNS sends failing,
+// or an MNS destination that could not be looked up.
 func (b *Bridge) NotReady() []string {
+	reasons := b.sourceNotReady()
+	if e := b.pipeline.Stats().DeadLetterError; e != "" {
+		reasons = append(reasons, "dead letters cannot be written (messages are held): "+e)
+	}
+	reasons = append(reasons, b.pipeline.Failing()...)
+	b.readyMu.Lock()
+	reasons = append(reasons, b.notReady...)
+	if !b.ready && len(b.notReady) == 0 {
+		reasons = append(reasons, "MNS destinations not checked yet")
+	}
+	b.readyMu.Unlock()
+	return reasons
+}
+
+// sourceNotReady lists the source connections that are down.
+func (b *Bridge) sourceNotReady() []string {
 	var reasons []string
 	if sr, ok := b.source.(bridge.StateReporter); ok {
 		for _, st := range sr.ConnStates() {
@@ -71,53 +88,63 @@ func (b *Bridge) NotReady() []string {
 			}
 		}
 	}
-	if e := b.pipeline.Stats().DeadLetterError; e != "" {
-		reasons = append(reasons, "dead letters cannot be written (messages are held): "+e)
-	}
-	b.readyMu.Lock()
-	reasons = append(reasons, b.notReady...)
-	if !b.ready && len(b.notReady) == 0 {
-		reasons = append(reasons, "MNS destinations not checked yet")
-	}
-	b.readyMu.Unlock()
 	return reasons
 }
 
-// watchReady checks the MNS destinations now and every 30 seconds (every 2
-// seconds while one fails), and calls
-// OnReady once the source is connected and the destinations answered.
+// Destination check periods: while every destination answers, and while
+// one fails. /readyz also follows the pipeline's failing sends at once.
+const (
+	checkEvery        = 5 * time.Second
+	checkEveryFailing = 2 * time.Second
+)
+
+// watchReady checks the MNS destinations now and every checkEvery (every
+// checkEveryFailing while one fails) for /readyz, logging each change of
+// their state once (and each destination that cannot be verified once).
+// It calls OnReady (systemd READY=1) as soon as the source is connected:
+// the destination checks are optional lookups, and a bridge that forwards
+// must not be killed by a start timeout because one of them fails.
 func (b *Bridge) watchReady(ctx context.Context) {
-	notified := false
 	t := time.NewTicker(500 * time.Millisecond)
 	defer t.Stop()
 	var lastCheck time.Time
 	every := time.Duration(0)
+	lastState := "unchecked"
+	loggedUnverifiable := map[string]bool{}
 	for {
 		if time.Since(lastCheck) >= every {
 			lastCheck = time.Now()
 			cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-			err := b.checkDestinations(cctx)
+			failed, unverifiable, state := b.checkDestinations(cctx)
 			cancel()
 			if ctx.Err() != nil {
 				return
 			}
 			b.readyMu.Lock()
-			b.ready = err == nil
-			b.notReady = nil
-			if err != nil {
-				for _, line := range strings.Split(err.Error(), "\n") {
-					b.notReady = append(b.notReady, line)
+			b.ready = len(failed) == 0
+			b.notReady = failed
+			b.readyMu.Unlock()
+			for _, u := range unverifiable {
+				if !loggedUnverifiable[u] {
+					loggedUnverifiable[u] = true
+					b.log.Warn("MNS destination not verifiable", "detail", u)
 				}
 			}
-			b.readyMu.Unlock()
-			every = 30 * time.Second
-			if err != nil {
-				every = 2 * time.Second
-				b.log.Warn("MNS destination check failed", "err", err)
+			every = checkEvery
+			if len(failed) > 0 {
+				every = checkEveryFailing
+			}
+			if state != lastState {
+				switch {
+				case len(failed) > 0:
+					b.log.Warn("MNS destination check failed; /readyz reports it until it passes", "err", strings.Join(failed, "; "))
+				case lastState != "unchecked":
+					b.log.Info("MNS destination check passes again")
+				}
+				lastState = state
 			}
 		}
-		if !notified && len(b.NotReady()) == 0 {
-			notified = true
+		if len(b.sourceNotReady()) == 0 {
 			b.notifyReady()
 		}
 		select {
@@ -131,7 +158,7 @@ func (b *Bridge) watchReady(ctx context.Context) {
 // notifyReady logs readiness and calls OnReady, once.
 func (b *Bridge) notifyReady() {
 	b.readyOnce.Do(func() {
-		b.log.Info("ready: source connected and MNS destinations checked")
+		b.log.Info("ready: config loaded and source connected (READY=1)")
 		if b.opts.OnReady != nil {
 			b.opts.OnReady()
 		}

@@ -1,0 +1,131 @@
+package app
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/iot-mns-bridge/iot-mns-bridge/config"
+	"github.com/iot-mns-bridge/iot-mns-bridge/internal/testpeers"
+	"github.com/iot-mns-bridge/iot-mns-bridge/iotsim"
+	"github.com/iot-mns-bridge/iot-mns-bridge/mnsemu"
+)
+
+// runInProcess runs the bridge for cfg with its HTTP endpoints on a free
+// port and its log captured; it returns the base URL, the log and a channel
+// closed at READY=1 (OnReady).
+func runInProcess(t *testing.T, path string) (string, *testpeers.SyncBuffer, chan struct{}) {
+	t.Helper()
+	cfg, err := config.Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	logs := &testpeers.SyncBuffer{}
+	ready := make(chan struct{})
+	b, err := New(cfg, Options{Logger: slog.New(slog.NewTextHandler(logs, nil)), HTTPListener: ln, OnReady: func() { close(ready) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- b.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	})
+	return "http://" + ln.Addr().String(), logs, ready
+}
+
+// readyz returns /readyz's status code and body.
+func readyz(t *testing.T, base string) (int, string) {
+	t.Helper()
+	resp, err := http.Get(base + "/readyz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(body)
+}
+
+// TestReadinessSendOnlyUser is issue 12 item 4: a RAM user that may only
+// send (Get*Attributes refused with AccessDenied) is ready and forwards;
+// the destination is reported once as not verifiable; an MNS outage shows
+// in /readyz with the first failed send, not at the next periodic check,
+// and the recovery with the first success.
+func TestReadinessSendOnlyUser(t *testing.T) {
+	p := startPeers(t, mnsemu.Config{Queues: []string{"telemetry-pk1", "unrouted"}, SendOnly: true}, iotsim.Config{})
+	base, logs, ready := runInProcess(t, p.writeConfig(t, p.config()))
+	waitReady(t, ready)
+	waitFor(t, "/readyz 200 for a send-only user", time.Minute, func() bool { code, _ := readyz(t, base); return code == 200 })
+	waitFor(t, "three destination checks", time.Minute, func() bool { return p.emu.Stats().Errors["AccessDenied"] >= 3 })
+	if n := strings.Count(logs.String(), "MNS destination not verifiable"); n != 1 {
+		t.Errorf("'not verifiable' logged %d times over 3 checks, want once:\n%s", n, logs)
+	}
+	if strings.Contains(logs.String(), "destination check failed") {
+		t.Errorf("AccessDenied on Get*Attributes reported as a failure:\n%s", logs)
+	}
+
+	p.emu.SetFaults(mnsemu.Faults{ErrorRate: 1, ErrorStatus: 503})
+	p.sim.Publish("g1", iotsim.Message{Topic: "/pk1/dev1/user/data", MessageID: "r-1", Body: []byte(`{}`)})
+	waitFor(t, "/readyz 503 naming the failing sends", time.Minute, func() bool {
+		code, body := readyz(t, base)
+		return code == 503 && strings.Contains(body, "MNS sends to queue telemetry-pk1 failing")
+	})
+	p.emu.SetFaults(mnsemu.Faults{})
+	waitFor(t, "/readyz 200 after MNS is back", time.Minute, func() bool { code, _ := readyz(t, base); return code == 200 })
+	waitFor(t, "the message at MNS", time.Minute, func() bool { return len(p.emu.Messages("telemetry-pk1")) == 1 })
+}
+
+// TestReadinessMissingQueue: a missing queue keeps /readyz at 503 with the
+// reason, but READY=1 is sent once the source is connected (systemd must
+// not kill a bridge that forwards the other routes), and the failing check
+// is logged once, not at every check.
+func TestReadinessMissingQueue(t *testing.T) {
+	p := startPeers(t, mnsemu.Config{Queues: []string{"telemetry-pk1"}}, iotsim.Config{})
+	c := p.config()
+	c.DefaultRoute.Queue = "not-there"
+	base, logs, ready := runInProcess(t, p.writeConfig(t, c))
+	waitReady(t, ready) // READY=1 although a destination is missing
+	waitFor(t, "three failed checks", time.Minute, func() bool { return p.emu.Stats().Errors["QueueNotExist"] >= 3 })
+	code, body := readyz(t, base)
+	if code != 503 || !strings.Contains(body, "MNS queue not-there") || !strings.Contains(body, "QueueNotExist") {
+		t.Errorf("/readyz = %d %q, want 503 naming the missing queue", code, body)
+	}
+	if n := strings.Count(logs.String(), "MNS destination check failed"); n != 1 {
+		t.Errorf("the failing check was logged %d times over 3 checks, want once:\n%s", n, logs)
+	}
+	p.sim.Publish("g1", iotsim.Message{Topic: "/pk1/dev1/user/data", MessageID: "m-1", Body: []byte(`{}`)})
+	waitFor(t, "the other route forwarding", time.Minute, func() bool { return len(p.emu.Messages("telemetry-pk1")) == 1 })
+}
+
+// waitReady waits for READY=1 (a generous, failure-only deadline).
+func waitReady(t *testing.T, ready <-chan struct{}) {
+	t.Helper()
+	select {
+	case <-ready:
+	case <-time.After(time.Minute):
+		t.Fatal("no READY=1 within a minute of the start")
+	}
+}
+
+// TestCheckConnectSendOnlyUser: check -connect with a RAM user that may
+// only send reports the destinations as not verifiable, not as failures.
+func TestCheckConnectSendOnlyUser(t *testing.T) {
+	p := startPeers(t, mnsemu.Config{Queues: []string{"telemetry-pk1", "unrouted"}, SendOnly: true}, iotsim.Config{})
+	code, out, errOut := runMain(t, context.Background(), "check", "-config", p.writeConfig(t, p.config()), "-connect", "-timeout", "20s")
+	if code != ExitOK || !strings.Contains(out, "warn MNS queue unrouted: not verifiable") || strings.Contains(out, "FAIL") {
+		t.Errorf("check -connect as a send-only user: exit %d\n%s%s", code, out, errOut)
+	}
+}
