@@ -82,7 +82,7 @@ func RunCommand(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	}
 	var errs []error
 	if cfg.ThrottleCode != "TooManyRequests" && cfg.ThrottleCode != "QpsLimitExceeded" {
-		errs = append(errs, fmt.Errorf("mns-emulator: -throttle-code %q is neither TooManyRequests nor QpsLimitExceeded", cfg.ThrottleCode))
+		errs = append(errs, fmt.Errorf("-throttle-code %q is neither TooManyRequests nor QpsLimitExceeded", cfg.ThrottleCode))
 	}
 	if *keyID == "" {
 		errs = append(errs, errors.New("-access-key-id is required"))
@@ -99,7 +99,8 @@ func RunCommand(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		errs = append(errs, errors.New("-error-rate and -partial-failure-rate are fractions in [0, 1]"))
 	}
 	if len(errs) > 0 {
-		return fmt.Errorf("mns-emulator: %w", errors.Join(errs...))
+		// A usage error (exit 2); the caller names the command once.
+		return cmdline.Usagef("%w", errors.Join(errs...))
 	}
 	cfg.AccessKeys = map[string]string{*keyID: *secret}
 	cfg.Queues, cfg.Topics = queues, topics

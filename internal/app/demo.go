@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"slices"
 	"time"
 
 	"github.com/iot-mns-bridge/iot-mns-bridge/config"
@@ -30,6 +31,12 @@ func cmdDemo(ctx context.Context, args []string, stdio Stdio) error {
 	o.Progress = true
 	if o.Protocol != "stomp" && o.Protocol != "amqp" {
 		return usageErr("-protocol %q: use stomp or amqp", o.Protocol)
+	}
+	if o.Ack != "auto" && o.Ack != "client-individual" {
+		return usageErr("-ack %q: use auto or client-individual", o.Ack)
+	}
+	if !slices.Contains([]string{"debug", "info", "warn", "error"}, o.LogLevel) {
+		return usageErr("-log-level %q: use debug, info, warn or error", o.LogLevel)
 	}
 	if o.Devices < 1 || o.Rate <= 0 || o.Duration <= 0 || o.Connections < 1 || o.Connections > 64 {
 		return usageErr("-devices, -rate, -duration must be positive and -connections 1..64")

@@ -10,9 +10,16 @@ import (
 // command wires this program's bridge into internal/demo and reports that
 // nothing was lost.
 func TestDemoCommandForwardsEverything(t *testing.T) {
-	code, out, errOut := runMain(t, context.Background(), "demo", "-devices", "5", "-rate", "200", "-duration", "500ms", "-dir", t.TempDir())
+	dir := t.TempDir()
+	code, out, errOut := runMain(t, context.Background(), "demo", "-devices", "5", "-rate", "200", "-duration", "500ms", "-dir", dir)
 	if code != ExitOK || !strings.Contains(out, "OK: nothing lost.") {
 		t.Fatalf("demo: exit %d\nstdout:\n%s\nstderr:\n%s", code, out, errOut)
+	}
+	// Again in the same -dir: an earlier run's files must not make this
+	// one report messages as lost.
+	code, out, errOut = runMain(t, context.Background(), "demo", "-devices", "5", "-rate", "200", "-duration", "500ms", "-dir", dir)
+	if code != ExitOK || !strings.Contains(out, "OK: nothing lost.") {
+		t.Fatalf("demo again in the same -dir: exit %d\nstdout:\n%s\nstderr:\n%s", code, out, errOut)
 	}
 	code, out, errOut = runMain(t, context.Background(), "demo", "-protocol", "amqp", "-devices", "5", "-rate", "200", "-duration", "500ms", "-dir", t.TempDir())
 	if code != ExitOK || !strings.Contains(out, "OK: nothing lost.") || !strings.Contains(out, "amqps://127.0.0.1:") {
@@ -21,6 +28,14 @@ func TestDemoCommandForwardsEverything(t *testing.T) {
 	code, _, errOut = runMain(t, context.Background(), "demo", "-protocol", "mqtt")
 	if code != ExitUsage || !strings.Contains(errOut, `-protocol "mqtt": use stomp or amqp`) {
 		t.Errorf("demo -protocol mqtt: exit %d, stderr %q; want 2 and the reason", code, errOut)
+	}
+	code, _, errOut = runMain(t, context.Background(), "demo", "-ack", "foo")
+	if code != ExitUsage || !strings.Contains(errOut, `-ack "foo": use auto or client-individual`) || strings.Contains(errOut, "demo.yaml") {
+		t.Errorf("demo -ack foo: exit %d, stderr %q; want 2 and the flag named (not a deleted temp file)", code, errOut)
+	}
+	code, _, errOut = runMain(t, context.Background(), "mns-emulator")
+	if code != ExitUsage || strings.Count(errOut, "mns-emulator") != 1 {
+		t.Errorf("mns-emulator without flags: exit %d, stderr %q; want 2 and its name once", code, errOut)
 	}
 	code, _, errOut = runMain(t, context.Background(), "demo", "-connections", "0")
 	if code != ExitUsage || !strings.Contains(errOut, "-connections 1..64") {

@@ -384,6 +384,8 @@ envelope: json
 delivery:
   dead_letter:
     file: dead-letter.jsonl
+  dedup:
+    file: ""      # each demo run has a fresh emulator: a journal from an earlier run in the same -dir would suppress this run's messages
 http:
   listen: ""
 log:
