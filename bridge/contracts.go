@@ -99,6 +99,28 @@ type Sink interface {
 	Send(ctx context.Context, dest Destination, msgs []Outgoing) []error
 }
 
+// SinkLimits is what one Sink.Send request can carry: at most Messages
+// messages whose sizes, as Size counts them, add up to at most Bytes. A zero
+// Messages or Bytes is no limit of the sink's own (the pipeline's batch
+// settings still apply).
+type SinkLimits struct {
+	Messages int
+	Bytes    int
+	// Size is what message o, whose body will be bodyLen bytes, counts
+	// against Bytes (for MNS: its MessageBody text after the encoding and its
+	// properties); nil counts bodyLen.
+	Size func(o *Outgoing, bodyLen int) int
+}
+
+// LimitedSink is a Sink that declares its request limits per destination.
+// The pipeline builds every batch within them, so one batch is one request
+// and the sink never splits a batch (a single message over the limits is
+// still sent alone, for the sink to refuse by name).
+type LimitedSink interface {
+	Sink
+	Limits(dest Destination) SinkLimits
+}
+
 // Checker is implemented by sinks that can look a destination up without
 // writing to it (check -connect, readiness).
 type Checker interface {

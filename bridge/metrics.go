@@ -74,7 +74,14 @@ func (m *Metrics) request(d Destination, errs []error, took time.Duration) {
 	if m == nil {
 		return
 	}
-	m.BatchSize.Observe(float64(len(errs)))
+	if d.Kind == Topic {
+		// A topic has no batch request: each message is one PublishMessage.
+		for range errs {
+			m.BatchSize.Observe(1)
+		}
+	} else {
+		m.BatchSize.Observe(float64(len(errs)))
+	}
 	status := "ok"
 	for _, err := range errs {
 		if err != nil {

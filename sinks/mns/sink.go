@@ -2,6 +2,7 @@ package mns
 
 import (
 	"context"
+	"encoding/base64"
 	"fmt"
 	"log/slog"
 	"strconv"
@@ -56,8 +57,22 @@ func NewSink(c *Client, opts ...Option) *Sink {
 	return s
 }
 
-var _ bridge.Sink = (*Sink)(nil)
+var _ bridge.LimitedSink = (*Sink)(nil)
 var _ bridge.Checker = (*Sink)(nil)
+
+// Limits implements bridge.LimitedSink. A queue batch is one
+// BatchSendMessage request: at most MaxBatchCount messages and
+// MaxBatchBytes of MessageBody text and properties, the text counted
+// after the body encoding (a 48 KB body is 64 KB in base64). A topic has
+// no batch request (each message is one PublishMessage), so only the
+// pipeline's settings bound a Send to a topic.
+func (s *Sink) Limits(dest bridge.Destination) bridge.SinkLimits {
+	size := s.size
+	if dest.Kind == bridge.Queue {
+		return bridge.SinkLimits{Messages: MaxBatchCount, Bytes: MaxBatchBytes, Size: size}
+	}
+	return bridge.SinkLimits{Size: size}
+}
 
 // Send writes msgs to dest and returns one error per message, in order (nil:
 // MNS accepted it). Queues get BatchSendMessage requests of at most 16
@@ -143,4 +158,20 @@ func (s *Sink) Check(ctx context.Context, dest bridge.Destination) error {
 		s.log.Debug("destination check failed", "destination", dest.String(), "err", err)
 	}
 	return err
+}
+
+// size is what message o, whose body will be bodyLen bytes, counts toward
+// MaxBatchBytes: its MessageBody text and its properties (see
+// checkMessage).
+func (s *Sink) size(o *bridge.Outgoing, bodyLen int) int {
+	n := bodyLen
+	if !s.c.raw {
+		n = base64.StdEncoding.EncodedLen(bodyLen)
+	}
+	if len(o.Properties) > 0 || len(o.SystemProperties) > 0 || o.GroupID != "" {
+		if psize, _, err := checkProps(o); err == nil {
+			n += psize
+		}
+	}
+	return n
 }

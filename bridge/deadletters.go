@@ -1,0 +1,161 @@
+package bridge
+
+import (
+	"errors"
+	"log/slog"
+	"sync"
+	"time"
+)
+
+// deadLetterNow dead-letters one item from Handle (invalid or unroutable).
+func (p *Pipeline) deadLetterNow(it *item, reason string, class DeadLetterClass) {
+	it.lastErr, it.class = errors.New(reason), class
+	p.deadLetter([]*item{it})
+}
+
+// deadLetter stores items in the dead-letter sink, then accepts them
+// upstream. While the dead-letter sink fails, the deliveries stay held and
+// the write is retried with backoff; at shutdown they are released.
+func (p *Pipeline) deadLetter(items []*item) {
+	entries := make([]DeadLetter, len(items))
+	now := p.now()
+	for i, it := range items {
+		reason := "unknown"
+		if it.lastErr != nil {
+			reason = it.lastErr.Error()
+		}
+		entries[i] = DeadLetter{Message: &it.d.Message, Reason: reason, Class: it.class, Dest: it.dest, Attempts: it.attempts, Time: now}
+	}
+	retry := p.tune.Load().Retry
+	b := Backoff{Min: retry.InitialBackoff, Max: retry.MaxBackoff}
+	failing := false
+	for {
+		err := p.cfg.DeadLetters.DeadLetter(p.sendCtx, entries)
+		if err == nil {
+			break
+		}
+		if p.sendCtx.Err() != nil {
+			p.releaseAll(items)
+			return
+		}
+		if !failing {
+			p.deadFail.failed(p.log, err, p.now())
+			failing = true
+		}
+		t := time.NewTimer(b.Next())
+		select {
+		case <-t.C:
+		case <-p.sendCtx.Done():
+			t.Stop()
+			p.releaseAll(items)
+			return
+		}
+	}
+	p.deadFail.ok(p.log, p.now())
+	for _, e := range entries {
+		if p.deadLog.allow(p.now()) {
+			p.log.Warn("message dead-lettered", "messageId", e.Message.MessageID, "topic", e.Message.Topic, "dest", destString(e.Dest), "reason", e.Reason)
+		}
+	}
+	if n := p.deadLog.takeSuppressed(p.now()); n > 0 {
+		p.log.Warn("more messages dead-lettered; not logged one by one (see the dead-letter target and the dead_lettered_total metric)", "count", n, "window", deadLogWindow)
+	}
+	p.stats.deadLettered.Add(int64(len(items)))
+	p.m.deadLettered(entries)
+	for _, it := range items {
+		p.done(it.d, Accepted)
+	}
+}
+
+// deadFailing is the state of the dead-letter writes across all the
+// pipeline's writers: the first failure is logged once (at most once a
+// stateLogEvery), and the recovery once; meanwhile the messages are held,
+// which stops intake once the pipeline is full.
+type deadFailing struct {
+	mu      sync.Mutex
+	err     string // "" while writes succeed
+	logged  bool
+	lastLog time.Time
+	since   time.Time
+}
+
+func (d *deadFailing) failed(log *slog.Logger, err error, now time.Time) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.err == "" {
+		d.since = now
+	}
+	d.err = err.Error()
+	if !d.logged && (d.lastLog.IsZero() || now.Sub(d.lastLog) >= stateLogEvery) {
+		d.logged, d.lastLog = true, now
+		log.Error("dead-letter write failed; holding the messages and retrying (the source pauses once the pipeline is full)", "err", err)
+	}
+}
+
+func (d *deadFailing) ok(log *slog.Logger, now time.Time) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.err == "" {
+		return
+	}
+	d.err = ""
+	if d.logged {
+		d.logged = false
+		log.Info("dead-letter write recovered", "after", now.Sub(d.since).Round(time.Millisecond))
+	}
+}
+
+func (d *deadFailing) current() string {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.err
+}
+
+// deadLogWindow and deadLogBurst bound the dead-letter log lines: at most
+// deadLogBurst a window, then one line with the count of the rest.
+const (
+	deadLogWindow = time.Minute
+	deadLogBurst  = 20
+)
+
+// logLimiter lets deadLogBurst events a window through and counts the rest.
+type logLimiter struct {
+	mu         sync.Mutex
+	start      time.Time
+	n          int
+	suppressed int
+}
+
+func (l *logLimiter) allow(now time.Time) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if now.Sub(l.start) >= deadLogWindow {
+		l.start, l.n = now, 0
+	}
+	l.n++
+	if l.n > deadLogBurst {
+		l.suppressed++
+		return false
+	}
+	return true
+}
+
+// takeSuppressed returns the count suppressed once the window has passed
+// (and resets it), else 0.
+func (l *logLimiter) takeSuppressed(now time.Time) int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.suppressed == 0 || now.Sub(l.start) < deadLogWindow {
+		return 0
+	}
+	n := l.suppressed
+	l.suppressed = 0
+	return n
+}
+
+func destString(d Destination) string {
+	if d.Kind == 0 {
+		return ""
+	}
+	return d.String()
+}

@@ -1,0 +1,139 @@
+package bridge
+
+import (
+	"context"
+	"time"
+)
+
+// item is one delivery on its way through the pipeline.
+type item struct {
+	d        *Delivery
+	out      Outgoing
+	dest     Destination
+	size     int // out's size as the sink counts it against its byte limit
+	attempts int
+	first    time.Time
+	lastErr  error
+	class    DeadLetterClass // set with lastErr when the item is dead-lettered
+	// env is the plan of the JSON envelope; its size is 0 when the
+	// envelope is raw (out.Body is then the message's body).
+	env jsonEnvelope
+}
+
+// outLen is the length of the body written to MNS.
+func (it *item) outLen() int {
+	if it.env.size > 0 {
+		return it.env.size
+	}
+	return len(it.out.Body)
+}
+
+// Handle takes one delivery (it is the Handler given to sources). It blocks
+// while MaxInFlight deliveries or MaxInFlightBytes are held, until ctx is
+// done or the pipeline closes; then it returns an error and the delivery is
+// still the caller's. When there is room it takes the delivery even if ctx
+// is done. Once Handle returned nil, the pipeline settles the delivery.
+//
+// Handle does the intake in the caller's goroutine: admission, de-dup,
+// routing and rendering, then it queues the message on its destination's
+// lane, which starts a sender when a batch is ready. Nothing waits for a
+// hand-off to another goroutine per message.
+func (p *Pipeline) Handle(ctx context.Context, d *Delivery) error {
+	select {
+	case <-p.closed:
+		return ErrClosed
+	default:
+	}
+	d.held = heldSize(&d.Message)
+	if err := p.admit.acquire(ctx, p.closed, d.held); err != nil {
+		return err
+	}
+	p.stats.received.Add(1)
+	p.stats.inFlight.Add(1)
+	p.m.received()
+	now := p.now()
+	m := &d.Message
+	if m.Invalid != "" {
+		p.deadLetterNow(&item{d: d, first: now}, m.Invalid, ClassInvalidBody)
+		return nil
+	}
+	if p.cfg.Dedup != nil && p.cfg.Dedup.Seen(m.MessageID, now) {
+		p.stats.duplicates.Add(1)
+		p.m.duplicate()
+		p.done(d, Accepted)
+		return nil
+	}
+	tune := p.tune.Load()
+	r := tune.Router.Route(m.Topic)
+	if r.DeadLetter {
+		p.deadLetterNow(&item{d: d, first: now}, r.Reason, r.Class)
+		return nil
+	}
+	it := &item{d: d, dest: r.Dest, first: now, out: Outgoing{Tag: r.Tag, ID: m.MessageID, GroupID: r.GroupID}}
+	if p.cfg.Properties.Enabled() || r.Properties != nil {
+		var rp []Property
+		if r.Properties != nil {
+			rp = *r.Properties
+		}
+		it.out.Properties, it.out.SystemProperties = p.cfg.Properties.Build(m, rp)
+	}
+	if tune.Envelope == EnvelopeJSON {
+		// The envelope is written for each request (see send), not held.
+		it.env = planEnvelope(m)
+	} else {
+		it.out.Body = m.Body
+	}
+	p.enqueue(it)
+	return nil
+}
+
+// enqueue puts it on its destination's lane, or releases it when the drain
+// deadline has passed.
+func (p *Pipeline) enqueue(it *item) {
+	for {
+		l := p.lane(it.dest)
+		switch l.add(it) {
+		case laneAdded:
+			return
+		case laneStopped:
+			// The drain deadline passed: give it back.
+			p.done(it.d, Released)
+			return
+		case laneRemoved:
+			// Removed as idle just now: look it up again.
+		}
+	}
+}
+
+// done settles d, frees its slot and counts; the last settle after intake
+// stopped wakes Drain. A release of a delivery that is not redeliverable
+// does not settle it: it is kept for Stranded.
+func (p *Pipeline) done(d *Delivery, o Outcome) {
+	if o == Released && !d.Redeliverable() {
+		// Nothing upstream to tell: marking it settled only makes this
+		// happen once.
+		if !d.settled.CompareAndSwap(false, true) {
+			return
+		}
+		p.strandedMu.Lock()
+		p.stranded = append(p.stranded, d)
+		p.strandedMu.Unlock()
+		p.stats.strandedN.Add(1)
+	} else if !d.settle(o) {
+		return
+	} else if o == Released {
+		p.stats.released.Add(1)
+	} else {
+		p.stats.lastProgress.Store(p.now().UnixNano())
+	}
+	p.admit.release(d.held)
+	if p.stats.inFlight.Add(-1) == 0 && p.closing.Load() {
+		p.emptyOne.Do(func() { close(p.empty) })
+	}
+}
+
+func (p *Pipeline) releaseAll(items []*item) {
+	for _, it := range items {
+		p.done(it.d, Released)
+	}
+}

@@ -1,0 +1,483 @@
+package bridge
+
+import (
+	"fmt"
+	"slices"
+	"sync"
+	"time"
+)
+
+// lane holds the messages of one destination until they are sent: the new
+// ones in arrival order and the ones waiting for a retry. It decides the
+// batches, once: a batch is ready when it is full (the batch settings and
+// the sink's limits, whichever is lower), when its first message has
+// lingered long enough, or when a retry is due; a sender takes it whole and
+// sends it as one request. A lane has no goroutine of its own: the add or
+// timer that makes a batch ready starts a sender when fewer than
+// MaxRequestsPerDestination run, and a sender keeps taking ready batches
+// until there are none.
+type lane struct {
+	p    *Pipeline
+	dest Destination
+	lim  SinkLimits // the sink's own limits for dest
+
+	mu        sync.Mutex
+	pending   []*item // new messages, oldest first
+	pendBytes int
+	lingered  bool // the oldest pending message waited Linger
+	linger    *time.Timer
+	retries   []retryGroup // messages waiting for a retry
+	retryAt   time.Time    // when retryTimer fires; zero when stopped
+	retryT    *time.Timer
+	senders   int       // sender goroutines running
+	stopped   bool      // the drain deadline passed: take nothing more
+	removed   bool      // no longer in the pipeline's lane map
+	idleSince time.Time // when the lane last became empty (pipeline clock)
+
+	failing bool          // the last request failed whole
+	wake    chan struct{} // closed when a send succeeds again
+	// Logging of the failing/recovered state, at most once a stateLogEvery
+	// per destination: under throttling, requests fail and succeed in turn.
+	logged      bool      // "failing" was logged and "recovered" not yet
+	lastLog     time.Time // when "failing" was last logged
+	since       time.Time // when the logged failing period began
+	failRetries int64     // message retries since then
+	lastErr     string    // the error of the last failed request, while failing
+}
+
+// retryGroup is the messages of one request that failed retryably: they
+// are due again together after the backoff of the most-tried one.
+type retryGroup struct {
+	items []*item
+	due   time.Time // wall clock
+	// soonest is the earliest a recovery of the destination may make them
+	// due (start of the wait plus the initial backoff): no hot loop.
+	soonest time.Time
+}
+
+// idleLaneAfter is how long a lane with nothing held stays in the map.
+const idleLaneAfter = time.Minute
+
+// stateLogEvery bounds how often a destination's failing state is logged.
+const stateLogEvery = time.Minute
+
+// lane returns dest's lane, creating it; creating one first removes the
+// lanes idle for idleLaneAfter, so templated destination names do not
+// accumulate lanes.
+func (p *Pipeline) lane(dest Destination) *lane {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if l := p.lanes[dest]; l != nil {
+		return l
+	}
+	now := p.now()
+	if now.Sub(p.lastSweep) >= idleLaneAfter {
+		p.lastSweep = now
+		for d, l := range p.lanes {
+			if l.removeIfIdle(now) {
+				delete(p.lanes, d)
+			}
+		}
+	}
+	l := &lane{p: p, dest: dest, idleSince: now}
+	if p.limited != nil {
+		l.lim = p.limited.Limits(dest)
+	}
+	p.lanes[dest] = l
+	return l
+}
+
+// laneCount is how many lanes the pipeline holds (for tests).
+func (p *Pipeline) laneCount() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.lanes)
+}
+
+// removeIfIdle marks the lane removed when it holds nothing and has been
+// idle for idleLaneAfter. The caller holds p.mu.
+func (l *lane) removeIfIdle(now time.Time) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if !l.idle() || now.Sub(l.idleSince) < idleLaneAfter {
+		return false
+	}
+	l.removed = true
+	return true
+}
+
+func (l *lane) idle() bool {
+	return len(l.pending) == 0 && len(l.retries) == 0 && l.senders == 0
+}
+
+type addResult int
+
+const (
+	laneAdded addResult = iota
+	laneStopped
+	laneRemoved
+)
+
+// add queues a new message and starts a sender when a batch is ready.
+func (l *lane) add(it *item) addResult {
+	p := l.p
+	it.size = it.outLen()
+	if l.lim.Size != nil {
+		it.size = l.lim.Size(&it.out, it.size)
+	}
+	l.mu.Lock()
+	switch {
+	case l.removed:
+		l.mu.Unlock()
+		return laneRemoved
+	case l.stopped || p.sendCtx.Err() != nil:
+		l.mu.Unlock()
+		return laneStopped
+	}
+	l.pending = append(l.pending, it)
+	l.pendBytes += it.size
+	if len(l.pending) == 1 {
+		l.armLinger(p.tune.Load().Linger)
+	}
+	start := l.startSender()
+	l.mu.Unlock()
+	if start {
+		go l.sender()
+	}
+	return laneAdded
+}
+
+// armLinger starts the linger of the oldest pending message. l.mu is held.
+func (l *lane) armLinger(d time.Duration) {
+	if d <= 0 {
+		// No linger: a partly filled batch is ready at once.
+		l.lingered = true
+		return
+	}
+	l.lingered = false
+	if l.linger == nil {
+		l.linger = time.AfterFunc(d, l.lingerDone)
+		return
+	}
+	l.linger.Reset(d)
+}
+
+// lingerDone makes the partly filled batch ready. The timer's goroutine
+// becomes the sender when one may start.
+func (l *lane) lingerDone() {
+	l.mu.Lock()
+	if len(l.pending) == 0 || l.stopped {
+		l.mu.Unlock()
+		return
+	}
+	l.lingered = true
+	start := l.startSender()
+	l.mu.Unlock()
+	if start {
+		l.sender()
+	}
+}
+
+// retryDue makes the retries due by now ready.
+func (l *lane) retryDue() {
+	l.mu.Lock()
+	l.retryAt = time.Time{}
+	if l.stopped {
+		l.mu.Unlock()
+		return
+	}
+	start := l.startSender()
+	if !start && l.senders < l.p.cfg.MaxRequestsPerDestination {
+		// Not due yet (the timer fired early): wait again. With every
+		// sender running, they take the due retries themselves.
+		l.armRetry()
+	}
+	l.mu.Unlock()
+	if start {
+		l.sender()
+	}
+}
+
+// armRetry sets the retry timer to the earliest due group. l.mu is held.
+func (l *lane) armRetry() {
+	if len(l.retries) == 0 {
+		return
+	}
+	due := l.retries[0].due
+	for _, g := range l.retries[1:] {
+		if g.due.Before(due) {
+			due = g.due
+		}
+	}
+	if !l.retryAt.IsZero() && !due.Before(l.retryAt) {
+		return
+	}
+	l.retryAt = due
+	d := time.Until(due)
+	if l.retryT == nil {
+		l.retryT = time.AfterFunc(d, l.retryDue)
+		return
+	}
+	l.retryT.Reset(d)
+}
+
+// limits returns the batch bounds: the tuning's, lowered to the sink's.
+func (l *lane) limits() (n, size int) {
+	t := l.p.tune.Load()
+	n, size = t.BatchSize, t.BatchBytes
+	if l.lim.Messages > 0 {
+		n = min(n, l.lim.Messages)
+	}
+	if l.lim.Bytes > 0 {
+		size = min(size, l.lim.Bytes)
+	}
+	return n, size
+}
+
+// ready reports whether a batch can be taken now. l.mu is held.
+func (l *lane) ready() bool {
+	if l.stopped {
+		return false
+	}
+	if len(l.pending) > 0 {
+		if l.lingered {
+			return true
+		}
+		n, size := l.limits()
+		if len(l.pending) >= n || l.pendBytes >= size {
+			return true
+		}
+	}
+	if len(l.retries) > 0 {
+		t := time.Now()
+		for _, g := range l.retries {
+			if !g.due.After(t) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// startSender counts a new sender when a batch is ready and fewer than
+// MaxRequestsPerDestination run; the caller then runs l.sender. l.mu is held.
+func (l *lane) startSender() bool {
+	if l.senders >= l.p.cfg.MaxRequestsPerDestination || !l.ready() {
+		return false
+	}
+	l.senders++
+	l.p.wg.Add(1)
+	return true
+}
+
+// take returns the next ready batch, due retries first, or nil; with nil
+// the calling sender is counted out and must stop.
+func (l *lane) take() []*item {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if !l.ready() {
+		l.senders--
+		if l.idle() {
+			l.idleSince = l.p.now()
+		}
+		return nil
+	}
+	n, size := l.limits()
+	batch := make([]*item, 0, min(n, len(l.pending)+l.retryCount()))
+	bytes := 0
+	fits := func(it *item) bool {
+		return len(batch) < n && (len(batch) == 0 || bytes+it.size <= size)
+	}
+	if len(l.retries) > 0 {
+		t := time.Now()
+		kept := l.retries[:0]
+		for _, g := range l.retries {
+			if g.due.After(t) {
+				kept = append(kept, g)
+				continue
+			}
+			k := 0
+			for k < len(g.items) && fits(g.items[k]) {
+				batch = append(batch, g.items[k])
+				bytes += g.items[k].size
+				k++
+			}
+			if k < len(g.items) {
+				g.items = g.items[k:]
+				kept = append(kept, g)
+			}
+		}
+		clear(l.retries[len(kept):])
+		l.retries = kept
+		l.armRetry()
+	}
+	k := 0
+	for k < len(l.pending) && fits(l.pending[k]) {
+		batch = append(batch, l.pending[k])
+		bytes += l.pending[k].size
+		l.pendBytes -= l.pending[k].size
+		k++
+	}
+	if k > 0 {
+		rest := copy(l.pending, l.pending[k:])
+		clear(l.pending[rest:])
+		l.pending = l.pending[:rest]
+		if rest > 0 {
+			l.armLinger(l.p.tune.Load().Linger)
+		} else {
+			l.lingered = false
+			if l.linger != nil {
+				l.linger.Stop()
+			}
+		}
+	}
+	return batch
+}
+
+func (l *lane) retryCount() int {
+	n := 0
+	for _, g := range l.retries {
+		n += len(g.items)
+	}
+	return n
+}
+
+// retryLater puts items back on the lane, due after the backoff of the
+// most-tried one; a send to the destination that succeeds meanwhile makes
+// them due sooner (see sendOK). It reports false when the lane is stopped:
+// the caller releases them.
+func (l *lane) retryLater(items []*item) bool {
+	p := l.p
+	attempts := 0
+	for _, it := range items {
+		attempts = max(attempts, it.attempts)
+	}
+	retry := p.tune.Load().Retry
+	b := Backoff{Min: retry.InitialBackoff, Max: retry.MaxBackoff, attempt: attempts - 1}
+	wait := b.Next()
+	p.log.Debug("MNS send failed; retrying", "dest", l.dest.String(), "messages", len(items), "attempt", attempts, "backoff", wait, "err", items[0].lastErr)
+	now := time.Now()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.stopped || p.sendCtx.Err() != nil {
+		return false
+	}
+	l.retries = append(l.retries, retryGroup{items: items, due: now.Add(wait), soonest: now.Add(retry.InitialBackoff)})
+	l.armRetry()
+	return true
+}
+
+// stop takes nothing more and returns every message the lane holds, for
+// the caller to release.
+func (l *lane) stop() []*item {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.stopped = true
+	if l.linger != nil {
+		l.linger.Stop()
+	}
+	if l.retryT != nil {
+		l.retryT.Stop()
+	}
+	out := l.pending
+	for _, g := range l.retries {
+		out = append(out, g.items...)
+	}
+	l.pending, l.retries, l.pendBytes = nil, nil, 0
+	return out
+}
+
+// Failing lists the destinations whose last request failed whole (an MNS
+// outage, a refused credential), each with that request's error, for
+// readiness: it changes with the first failed request and the first
+// success, without waiting for a periodic check.
+func (p *Pipeline) Failing() []string {
+	p.mu.Lock()
+	lanes := make([]*lane, 0, len(p.lanes))
+	for _, l := range p.lanes {
+		lanes = append(lanes, l)
+	}
+	p.mu.Unlock()
+	var out []string
+	for _, l := range lanes {
+		l.mu.Lock()
+		if l.failing {
+			out = append(out, fmt.Sprintf("MNS sends to %s failing: %s", l.dest, l.lastErr))
+		}
+		l.mu.Unlock()
+	}
+	slices.Sort(out)
+	return out
+}
+
+// stopLanes stops every lane and releases what they hold.
+func (p *Pipeline) stopLanes() {
+	p.mu.Lock()
+	lanes := make([]*lane, 0, len(p.lanes))
+	for _, l := range p.lanes {
+		lanes = append(lanes, l)
+	}
+	p.mu.Unlock()
+	for _, l := range lanes {
+		p.releaseAll(l.stop())
+	}
+}
+
+// sendFailed records a request that failed whole (retryable); it logs that
+// the destination is failing (not per retry, and at most once a minute) and
+// returns the channel that the next success closes.
+func (l *lane) sendFailed(n int, err error, now time.Time) <-chan struct{} {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if !l.failing {
+		l.failing = true
+		l.wake = make(chan struct{})
+		if !l.logged && now.Sub(l.lastLog) >= stateLogEvery {
+			l.logged, l.lastLog, l.since, l.failRetries = true, now, now, 0
+			l.p.log.Warn("MNS sends failing; holding the messages and retrying with backoff", "dest", l.dest.String(), "err", err)
+		}
+	}
+	l.failRetries += int64(n)
+	l.lastErr = err.Error()
+	return l.wake
+}
+
+// sendOK records a request with at least one message accepted: the retries
+// waiting on this destination become due as soon as their initial backoff
+// allows, so a backlog drains as soon as MNS is back rather than after each
+// backoff, and the recovery is logged when the failure was logged.
+func (l *lane) sendOK(now time.Time) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if !l.failing {
+		return
+	}
+	l.failing = false
+	close(l.wake)
+	if len(l.retries) > 0 {
+		for i := range l.retries {
+			g := &l.retries[i]
+			if g.soonest.Before(g.due) {
+				g.due = g.soonest
+			}
+		}
+		l.armRetry()
+	}
+	if l.logged && now.Sub(l.lastLog) >= time.Second {
+		l.logged = false
+		l.p.log.Info("MNS sends recovered", "dest", l.dest.String(), "after", now.Sub(l.since).Round(time.Millisecond), "retries", l.failRetries)
+	}
+}
+
+// heldForRetry is how many messages wait for a retry (for tests).
+func (p *Pipeline) heldForRetry() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	n := 0
+	for _, l := range p.lanes {
+		l.mu.Lock()
+		n += l.retryCount()
+		l.mu.Unlock()
+	}
+	return n
+}

@@ -1,0 +1,128 @@
+package bridge
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// limitedSink is a fakeSink that declares request limits and records every
+// request's message count and size.
+type limitedSink struct {
+	*fakeSink
+	lim  SinkLimits
+	mu   sync.Mutex
+	reqs [][2]int // messages, bytes
+}
+
+func (s *limitedSink) Limits(Destination) SinkLimits { return s.lim }
+
+func (s *limitedSink) Send(ctx context.Context, dest Destination, msgs []Outgoing) []error {
+	size := 0
+	for i := range msgs {
+		size += s.lim.Size(&msgs[i], len(msgs[i].Body))
+	}
+	s.mu.Lock()
+	s.reqs = append(s.reqs, [2]int{len(msgs), size})
+	s.mu.Unlock()
+	return s.fakeSink.Send(ctx, dest, msgs)
+}
+
+// TestPipelineBatchesWithinSinkLimits: the lane batches once, within the
+// sink's declared limits (counted as the sink counts sizes), so every Send
+// is one request the sink does not have to split, and the request count
+// is the batch count.
+func TestPipelineBatchesWithinSinkLimits(t *testing.T) {
+	// Sizes are counted doubled (like an encoding that grows the body).
+	sink := &limitedSink{fakeSink: newFakeSink(nil),
+		lim: SinkLimits{Messages: 5, Bytes: 100, Size: func(_ *Outgoing, n int) int { return 2 * n }}}
+	h := newHarness(t, sink.fakeSink, func(c *PipelineConfig) { c.Sink = sink; c.BatchSize = 16; c.BatchBytes = 1 << 20 })
+	h.rec.sink = sink.fakeSink
+	h.feed(t, 300, func(int) string { return "/pk0/dev/user/telemetry" }) // one destination
+	h.settleAll(t, 300, Accepted)
+	sink.mu.Lock()
+	defer sink.mu.Unlock()
+	full := 0
+	for _, r := range sink.reqs {
+		if r[0] > 5 || r[1] > 100 {
+			t.Fatalf("a request of %d messages, %d bytes: over the sink's limits 5 and 100", r[0], r[1])
+		}
+		if r[0] >= 4 {
+			full++
+		}
+	}
+	if full == 0 {
+		t.Errorf("no request near the limits in %d requests: not batching", len(sink.reqs))
+	}
+	if got := h.p.Stats().Requests; got != int64(len(sink.reqs)) {
+		t.Errorf("Stats.Requests = %d, the sink saw %d requests", got, len(sink.reqs))
+	}
+}
+
+// TestIdleLanesAreRemoved: a lane that holds nothing for idleLaneAfter is
+// dropped when another destination first shows up, so templated names do
+// not pile up lanes.
+func TestIdleLanesAreRemoved(t *testing.T) {
+	var clock atomic.Int64
+	clock.Store(time.Unix(1000, 0).UnixNano())
+	h := newHarness(t, newFakeSink(nil), func(c *PipelineConfig) {
+		c.Now = func() time.Time { return time.Unix(0, clock.Load()) }
+	})
+	h.feed(t, 30, userTopic) // 3 destinations: telemetry-pk0..2
+	waitUntil(t, func() bool { return h.p.Stats().Forwarded == 30 })
+	if n := h.p.laneCount(); n != 3 {
+		t.Fatalf("%d lanes, want 3", n)
+	}
+	clock.Add(int64(2 * idleLaneAfter))
+	m := Message{Topic: "/pk9/dev/user/telemetry", MessageID: "new", Body: []byte("x")}
+	if err := h.p.Handle(context.Background(), NewDelivery(m, h.rec, nil)); err != nil {
+		t.Fatal(err)
+	}
+	if n := h.p.laneCount(); n != 1 {
+		t.Fatalf("%d lanes after 2 idle minutes and a new destination, want 1", n)
+	}
+	// A removed destination gets a new lane and still works.
+	m = Message{Topic: userTopic(0), MessageID: "again", Body: []byte("x")}
+	if err := h.p.Handle(context.Background(), NewDelivery(m, h.rec, nil)); err != nil {
+		t.Fatal(err)
+	}
+	h.settleAll(t, 32, Accepted)
+}
+
+// TestRetriesWaitInTheLane: messages waiting for a retry are held by their
+// lane, not by a goroutine each: during an outage the goroutine count stays
+// flat however many batches wait.
+func TestRetriesWaitInTheLane(t *testing.T) {
+	var failing atomic.Bool
+	failing.Store(true)
+	sink := newFakeSink(func(call, i int, o Outgoing) error {
+		if failing.Load() {
+			return errors.New("503 ServiceUnavailable")
+		}
+		return nil
+	})
+	h := newHarness(t, sink, func(c *PipelineConfig) {
+		c.Retry = RetryPolicy{InitialBackoff: time.Hour, MaxBackoff: time.Hour}
+	})
+	base := runtime.NumGoroutine()
+	h.feed(t, 640, func(i int) string { return fmt.Sprintf("/pk%d/dev/user/telemetry", i%4) })
+	waitUntil(t, func() bool { return h.p.heldForRetry() == 640 })
+	if n := runtime.NumGoroutine() - base; n > 2 {
+		t.Fatalf("%d more goroutines while 640 messages (40 batches) wait for their retry, want none per batch", n)
+	}
+	failing.Store(false)
+	// Nothing wakes them before their hour; Drain's deadline releases them.
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	if err := h.p.Drain(ctx); err == nil {
+		t.Fatal("Drain returned nil with messages held for an hour")
+	}
+	if st := h.p.Stats(); st.Released != 640 || st.InFlight != 0 {
+		t.Fatalf("stats %+v, want all 640 released", st)
+	}
+}

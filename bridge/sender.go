@@ -1,0 +1,133 @@
+package bridge
+
+import (
+	"errors"
+	"fmt"
+	"time"
+)
+
+// sender sends the lane's ready batches, one request at a time, until none
+// is ready. It was counted in l.senders and p.wg by startSender.
+func (l *lane) sender() {
+	p := l.p
+	defer p.wg.Done()
+	outs := make([]Outgoing, 0, 16)
+	for {
+		batch := l.take()
+		if batch == nil {
+			return
+		}
+		select {
+		case p.reqs <- struct{}{}:
+		case <-p.sendCtx.Done():
+			p.releaseAll(batch)
+			continue // take counts this sender out once the lane is stopped
+		}
+		outs = l.send(batch, outs[:0])
+	}
+}
+
+// send performs one request for batch and handles each message's outcome:
+// accepted ones are settled, retryable failures go back on the lane,
+// permanent ones and exhausted retries are dead-lettered. It holds one
+// global request slot, released before the outcomes are handled. outs is
+// scratch space, returned for reuse.
+func (l *lane) send(batch []*item, outs []Outgoing) []Outgoing {
+	p := l.p
+	envSize := 0
+	for _, it := range batch {
+		envSize += it.env.size
+	}
+	var envs []byte
+	if envSize > 0 {
+		// One buffer for the batch's JSON envelopes, dropped after the
+		// request: a held message costs its payload, not its envelope too.
+		envs = make([]byte, 0, envSize)
+	}
+	for _, it := range batch {
+		o := it.out
+		if it.env.size > 0 {
+			start := len(envs)
+			envs = it.env.append(envs, &it.d.Message)
+			o.Body = envs[start:len(envs):len(envs)]
+		}
+		outs = append(outs, o)
+		it.attempts++
+	}
+	start := p.now()
+	errs := p.cfg.Sink.Send(p.sendCtx, l.dest, outs)
+	p.m.request(l.dest, errs, p.now().Sub(start))
+	<-p.reqs
+	p.stats.requests.Add(1)
+	clear(outs) // drop the bodies
+
+	var retry, dead []*item
+	ok := 0
+	now := p.now()
+	for i, it := range batch {
+		var err error
+		if i < len(errs) {
+			err = errs[i]
+		} else {
+			err = errors.New("sink returned fewer outcomes than messages")
+		}
+		switch {
+		case err == nil:
+			ok++
+			p.stats.forwarded.Add(1)
+			p.m.forwarded()
+			if p.cfg.Dedup != nil {
+				p.cfg.Dedup.Add(it.d.MessageID, now)
+			}
+			p.done(it.d, Accepted)
+		case p.sendCtx.Err() != nil:
+			p.done(it.d, Released)
+		case !Retryable(err):
+			it.lastErr, it.class = err, ClassOf(err, ClassRejected)
+			dead = append(dead, it)
+		default:
+			it.lastErr = err
+			if reason := p.exhausted(it); reason != "" {
+				it.lastErr, it.class = fmt.Errorf("%s: %w", reason, err), ClassRetriesExhausted
+				dead = append(dead, it)
+			} else {
+				retry = append(retry, it)
+			}
+		}
+	}
+	if len(dead) > 0 {
+		p.deadLetter(dead)
+	}
+	if ok > 0 || len(retry) == 0 {
+		l.sendOK(p.now())
+	}
+	if len(retry) > 0 {
+		// A whole request failing is an outage of the destination; some
+		// messages of a batch failing is not (their retries wait their
+		// backoff).
+		if ok == 0 {
+			l.sendFailed(len(retry), retry[0].lastErr, p.now())
+		}
+		if !l.retryLater(retry) {
+			p.releaseAll(retry)
+			return outs
+		}
+		// Counted once they wait in the lane: a success seen after the
+		// count moved makes them due.
+		p.stats.retried.Add(int64(len(retry)))
+		p.m.retried(len(retry))
+	}
+	return outs
+}
+
+// exhausted says why it must not be retried again, or "".
+func (p *Pipeline) exhausted(it *item) string {
+	r := p.tune.Load().Retry
+	if r.MaxAttempts > 0 && it.attempts >= r.MaxAttempts {
+		return fmt.Sprintf("gave up after %d attempts", it.attempts)
+	}
+	if r.MaxAge > 0 && p.now().Sub(it.first) >= r.MaxAge {
+		return fmt.Sprintf("gave up after %s of retries (%d attempts)", p.now().Sub(it.first).Round(time.Millisecond), it.attempts)
+	}
+	return ""
+}
