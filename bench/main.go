@@ -9,7 +9,7 @@
 //
 //	go run ./bench [-scenarios all|throughput,latency,outage,spool,connections,properties,amqp]
 //	               [-latency 20ms] [-messages 200000] [-json bench/results/latest.json] [-short]
-//	go run ./bench -profile cpu.out   # CPU profile of the bridge process at full rate
+//	go run ./bench -profile cpu.out   # CPU (and cpu.out.allocs allocation) profile of the bridge process at full rate
 //
 // It prints a table and writes a JSON report. Every run stops by itself.
 // See bench/README.md for the figures and what limits them.
@@ -75,7 +75,7 @@ func parseFlags(args []string, errOut io.Writer) (options, error) {
 	messages := fs.Int("messages", 0, "messages of each throughput run (default 200000, 20000 with -short)")
 	jsonPath := fs.String("json", "bench/results/latest.json", "where to write the JSON report (empty: none)")
 	short := fs.Bool("short", false, "small loads and a 5 s outage: the whole harness in about a minute")
-	profile := fs.String("profile", "", "instead of the scenarios, write a CPU profile of the bridge process at full rate to `FILE`")
+	profile := fs.String("profile", "", "instead of the scenarios, write a CPU profile of the bridge process at full rate to `FILE` (and its allocation profile to FILE.allocs)")
 	profileRate := fs.Float64("profile-rate", 0, "messages/s of the -profile run (0: as fast as possible)")
 	if err := fs.Parse(args); err != nil {
 		return options{}, err
@@ -216,6 +216,13 @@ func (h *harness) profile(ctx context.Context, path string, rate float64, out io
 	fmt.Fprintf(out, "  %.0f msgs/s, %.1f µs CPU/msg, peak RSS %.1f MB (with the profiler on)\n", r.MsgsPerSec, r.CPUPerMsgUs, r.PeakRSSMB)
 	fmt.Fprintf(out, "  profile: %s  (go tool pprof -top %s)\n", path, path)
 	cmd := exec.CommandContext(ctx, "go", "tool", "pprof", "-top", "-nodecount=30", path)
+	cmd.Stdout, cmd.Stderr = out, out
+	if err := cmd.Run(); err != nil {
+		fmt.Fprintf(out, "  (go tool pprof failed: %v)\n", err)
+	}
+	allocs := path + ".allocs"
+	fmt.Fprintf(out, "  allocation profile: %s  (go tool pprof -sample_index=alloc_space -top %s)\n", allocs, allocs)
+	cmd = exec.CommandContext(ctx, "go", "tool", "pprof", "-sample_index=alloc_space", "-top", "-nodecount=20", allocs)
 	cmd.Stdout, cmd.Stderr = out, out
 	if err := cmd.Run(); err != nil {
 		fmt.Fprintf(out, "  (go tool pprof failed: %v)\n", err)

@@ -27,7 +27,8 @@ import (
 )
 
 // Env marks the child; CPUProfileEnv, when set in the child, names a file
-// that receives a CPU profile of the whole child run.
+// that receives a CPU profile of the whole child run (and FILE.allocs its
+// allocation profile).
 const (
 	Env           = "IOT_MNS_BENCH_CHILD"
 	CPUProfileEnv = "IOT_MNS_BENCH_CPUPROFILE"
@@ -57,6 +58,11 @@ func runChild() int {
 		defer func() {
 			pprof.StopCPUProfile()
 			f.Close()
+			// And what the run allocated, beside it.
+			if af, err := os.Create(path + ".allocs"); err == nil {
+				_ = pprof.Lookup("allocs").WriteTo(af, 0)
+				af.Close()
+			}
 		}()
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
