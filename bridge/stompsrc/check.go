@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 
+	"github.com/go-stomp/stomp/v3/frame"
+
 	"github.com/iot-mns-bridge/iot-mns-bridge/iotauth"
 )
 
@@ -50,42 +52,21 @@ func CheckConnect(ctx context.Context, cfg Config) error {
 	}
 	defer l.close()
 
-	type result struct {
-		err      error // the first server ERROR on the subscription
-		messages int
-	}
-	res := make(chan result, 1)
-	go func() {
-		var r result
-		for m := range l.sub.C {
-			switch {
-			case m.Err == nil:
-				r.messages++
-			case r.err == nil && isServerError(m.Err):
-				r.err = m.Err
-			}
-		}
-		res <- r
-	}()
 	// DISCONNECT with a receipt: the server handles frames in order, so the
-	// receipt proves it took the SUBSCRIBE. (go-stomp's Unsubscribe can miss
-	// its own wake-up and time out, so it is not used.)
-	derr := l.conn.Disconnect()
-	l.raw.Close() // ends the subscription channel in every case; no ACK was sent
-	var r result
-	select {
-	case r = <-res:
-	case <-ctx.Done():
-		return fmt.Errorf("stomp check %s: %w", cfg.Endpoint, ctx.Err())
-	}
-	if r.messages > 0 {
-		log.Warn("messages arrived during the check; not acknowledged, so the platform sends them again", "count", r.messages, "configured_ack", configured)
+	// receipt proves it took the SUBSCRIBE; a refused SUBSCRIBE comes back
+	// as an ERROR frame before it.
+	dctx, cancel := context.WithTimeout(ctx, cfg.DialTimeout)
+	defer cancel()
+	messages := 0
+	_, derr := l.disconnect(dctx, func(*frame.Frame) { messages++ })
+	if messages > 0 {
+		log.Warn("messages arrived during the check; not acknowledged, so the platform sends them again", "count", messages, "configured_ack", configured)
 	}
 	switch {
-	case r.err != nil:
-		return fmt.Errorf("stomp check %s: subscribe to %s refused: %w", cfg.Endpoint, cfg.Destination, l.ended(r.err))
 	case derr != nil && isServerError(derr):
 		return fmt.Errorf("stomp check %s: subscribe to %s refused: %w", cfg.Endpoint, cfg.Destination, l.ended(derr))
+	case derr != nil && ctx.Err() != nil:
+		return fmt.Errorf("stomp check %s: %w", cfg.Endpoint, ctx.Err())
 	case derr != nil:
 		return fmt.Errorf("stomp check %s: disconnect after subscribing to %s: %w", cfg.Endpoint, cfg.Destination, derr)
 	}

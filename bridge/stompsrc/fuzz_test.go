@@ -1,15 +1,12 @@
 package stompsrc
 
 import (
-	"bufio"
 	"bytes"
 	"encoding/base64"
 	"testing"
-
-	"github.com/go-stomp/stomp/v3/frame"
 )
 
-// FuzzMessageFrame feeds arbitrary bytes through go-stomp's frame reader and
+// FuzzMessageFrame feeds arbitrary bytes through the source's frame reader (wire) and
 // toMessage, as a MESSAGE frame from the platform would go: nothing may
 // panic, a base64 body is decoded exactly, and a body that is not base64 is
 // marked Invalid and kept as received.
@@ -19,7 +16,7 @@ func FuzzMessageFrame(f *testing.F) {
 	f.Add([]byte("MESSAGE\ntopic:/p\xff/d/user/x\ngenerateTime:soon\ntopic:again\n\n!!notbase64\x00"), true)
 	f.Add([]byte("MESSAGE\n\n\x00"), true)
 	f.Fuzz(func(t *testing.T, raw []byte, decode bool) {
-		fr, err := frame.NewReader(bufio.NewReader(bytes.NewReader(raw))).Read()
+		fr, err := readerWire(raw).read()
 		if err != nil || fr == nil {
 			return
 		}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -18,34 +19,34 @@ import (
 	"github.com/iot-mns-bridge/iot-mns-bridge/iotauth"
 )
 
-// goStompReadSlack is added by go-stomp to its own read timeout. We make it
-// so large that go-stomp never times a connection out by itself: the silence
-// check of the link does that, and, unlike go-stomp (which enforces its read
-// timeout even when the server offers no heart-beats), only when the server
-// promised heart-beats.
-const goStompReadSlack = 365 * 24 * time.Hour
+// subscriptionID is the id of a link's one subscription.
+const subscriptionID = "0"
 
-// readChannelCapacity is go-stomp's frame buffer between the socket and the
-// subscription; small, because backpressure must reach the socket soon.
-const readChannelCapacity = 16
-
-// link is one live STOMP connection with its one subscription. The receive
-// loop of its session is the only reader of sub.C; Settle may be called from
-// any goroutine.
+// link is one live STOMP connection with its one subscription. Its receive
+// loop (Source.receive, in the connection's goroutine) is the only reader of
+// the wire; Settle may be called from any goroutine.
 type link struct {
 	name string // the client id
-	conn *stomp.Conn
-	sub  *stomp.Subscription
-	raw  *frameWatch
+	w    *wire
 	log  *slog.Logger
+	// version is the STOMP version the server chose ("1.0", "1.1", "1.2").
+	version string
 	// silence is how long the server may stay silent before the link is
 	// declared dead; 0 when no heart-beats were negotiated.
 	silence time.Duration
 	// progress is when the receive loop last got a message through the
-	// handler (read and written only by the receive loop).
-	progress time.Time
-	acks     *acker // nil with ack auto
-	received atomic.Int64
+	// handler (unix nanoseconds); inHandler is true while it waits for it.
+	progress  atomic.Int64
+	inHandler atomic.Bool
+	acks      *acker // nil with ack auto
+	received  atomic.Int64
+	// disconnected is set once DISCONNECT was sent.
+	disconnected atomic.Bool
+
+	// checkErr is the failed liveness check that closed the link.
+	checkMu  sync.Mutex
+	checkErr error
+	watch    *time.Timer
 
 	closeOnce sync.Once
 }
@@ -99,25 +100,14 @@ func dialAs(ctx context.Context, cfg Config, p iotauth.Params, log *slog.Logger)
 		tcp.Close()
 		return fail(err)
 	}
-	raw := newFrameWatch(tlsConn)
+	w := newWire(tlsConn)
 	deadline, _ := dctx.Deadline()
 	_ = tlsConn.SetDeadline(deadline)
-	// go-stomp's CONNECT honours only the deadline; closing the socket makes
+	// The CONNECT exchange honours the deadline; closing the socket makes
 	// it honour cancellation too.
 	stop := context.AfterFunc(dctx, func() { tlsConn.Close() })
 
-	var serverHeartBeat string
-	opts := []func(*stomp.Conn) error{
-		stomp.ConnOpt.Login(creds.Username, creds.Password),
-		stomp.ConnOpt.Host(cfg.host()),
-		stomp.ConnOpt.HeartBeat(0, cfg.HeartBeat),
-		stomp.ConnOpt.HeartBeatError(goStompReadSlack),
-		stomp.ConnOpt.ReadChannelCapacity(readChannelCapacity),
-		stomp.ConnOpt.DisconnectReceiptTimeout(cfg.DialTimeout),
-		stomp.ConnOpt.ResponseHeaders(func(h *frame.Header) { serverHeartBeat = h.Get(frame.HeartBeat) }),
-		stomp.ConnOpt.Logger(stompLogger{log.With("conn", p.ClientID)}),
-	}
-	conn, err := stomp.ConnectWithContext(dctx, raw, opts...)
+	connected, err := login(w, cfg, creds)
 	if !stop() {
 		// ctx was cancelled or the deadline passed: the socket is closed.
 		if err == nil {
@@ -131,29 +121,58 @@ func dialAs(ctx context.Context, cfg Config, p iotauth.Params, log *slog.Logger)
 		return fail(err)
 	}
 	_ = tlsConn.SetDeadline(time.Time{})
+	serverHeartBeat := connected.Header.Get(frame.HeartBeat)
 
 	l := &link{
 		name:    p.ClientID,
-		conn:    conn,
-		raw:     raw,
+		w:       w,
 		log:     log.With("conn", p.ClientID),
+		version: connected.Header.Get(frame.Version),
 		silence: silenceLimit(cfg.HeartBeat, serverHeartBeat),
 	}
-	mode := stomp.AckAuto
-	if cfg.Ack == AckClientIndividual {
-		mode = stomp.AckClientIndividual
-		l.acks = newAcker(conn, l.log)
+	if l.version == "" {
+		l.version = "1.0"
 	}
-	l.sub, err = conn.Subscribe(cfg.Destination, mode)
-	if err != nil {
+	l.progress.Store(time.Now().UnixNano())
+	mode := "auto"
+	if cfg.Ack == AckClientIndividual {
+		mode = "client-individual"
+		l.acks = newAcker(l)
+	}
+	if err := w.send(frame.SUBSCRIBE, frame.Destination, cfg.Destination, frame.Ack, mode, frame.Id, subscriptionID); err != nil {
 		l.close()
 		return nil, fmt.Errorf("stomp subscribe %s on %s: %w", cfg.Destination, cfg.Endpoint, err)
 	}
-	l.progress = time.Now()
 	l.log.Debug("stomp connected", "username", iotauth.RedactUsername(creds.Username),
-		"version", conn.Version().String(), "server", conn.Server(), "heart_beat", serverHeartBeat,
+		"version", l.version, "server", connected.Header.Get(frame.Server), "heart_beat", serverHeartBeat,
 		"silence_limit", l.silence, "destination", cfg.Destination, "ack", cfg.Ack)
 	return l, nil
+}
+
+// login sends CONNECT and reads the answer: CONNECTED, or an ERROR returned
+// as a stomp.Error carrying the frame (see serverError).
+func login(w *wire, cfg Config, creds iotauth.Credentials) (*frame.Frame, error) {
+	err := w.send(frame.CONNECT,
+		frame.AcceptVersion, "1.0,1.1,1.2",
+		frame.Host, cfg.host(),
+		frame.Login, creds.Username,
+		frame.Passcode, creds.Password,
+		// We send no heart-beats and ask for them every HeartBeat.
+		frame.HeartBeat, "0,"+strconv.FormatInt(cfg.HeartBeat.Milliseconds(), 10))
+	if err != nil {
+		return nil, err
+	}
+	f, err := w.read()
+	if err != nil {
+		return nil, err
+	}
+	switch f.Command {
+	case frame.CONNECTED:
+		return f, nil
+	case frame.ERROR:
+		return nil, stomp.Error{Message: f.Header.Get(frame.Message), Frame: f}
+	}
+	return nil, fmt.Errorf("the server answered CONNECT with %s", f.Command)
 }
 
 // silenceLimit is how long a connection may go without reading a byte when
@@ -175,12 +194,12 @@ func silenceLimit(asked time.Duration, server string) time.Duration {
 // heart-beats allow. Time spent blocked in the handler does not count: the
 // link stops reading then, on purpose.
 func (l *link) check(now time.Time) error {
-	if l.silence <= 0 {
+	if l.silence <= 0 || l.inHandler.Load() {
 		return nil
 	}
-	last := l.raw.LastAlive()
-	if l.progress.After(last) {
-		last = l.progress
+	last := l.w.LastAlive()
+	if p := time.Unix(0, l.progress.Load()); p.After(last) {
+		last = p
 	}
 	if quiet := now.Sub(last); quiet > l.silence {
 		return fmt.Errorf("stomp connection %s: nothing from the server for %s (heart-beats missed, limit %s); reconnecting",
@@ -189,22 +208,75 @@ func (l *link) check(now time.Time) error {
 	return nil
 }
 
-// isServerError tells a server's ERROR frame from the ones go-stomp makes
-// up for a read or write failure, which hold only a message header.
+// watchSilence checks the link every interval while it lives; a failed
+// check is recorded and closes the socket, which ends the receive loop's
+// read. It costs no goroutine while it waits.
+func (l *link) watchSilence(interval time.Duration) {
+	if l.silence <= 0 {
+		return
+	}
+	var tick func()
+	tick = func() {
+		if err := l.check(time.Now()); err != nil {
+			l.checkMu.Lock()
+			l.checkErr = err
+			l.checkMu.Unlock()
+			l.w.Close()
+			return
+		}
+		l.checkMu.Lock()
+		if l.watch != nil {
+			l.watch.Reset(interval)
+		}
+		l.checkMu.Unlock()
+	}
+	l.checkMu.Lock()
+	l.watch = time.AfterFunc(interval, tick)
+	l.checkMu.Unlock()
+}
+
+// stopWatch stops the silence check.
+func (l *link) stopWatch() {
+	l.checkMu.Lock()
+	defer l.checkMu.Unlock()
+	if l.watch != nil {
+		l.watch.Stop()
+		l.watch = nil
+	}
+}
+
+// failedCheck is the liveness check that closed the link, or nil.
+func (l *link) failedCheck() error {
+	l.checkMu.Lock()
+	defer l.checkMu.Unlock()
+	return l.checkErr
+}
+
+// isServerError tells a server's ERROR frame from errors made up for a
+// read or write failure, which hold only a message header.
 func isServerError(err error) bool {
 	f, ok := serverError(err)
 	return ok && (f.Header.Len() > 1 || len(f.Body) > 0)
 }
 
-// ended describes why the subscription channel delivered an error.
+// ended describes why reading from the link failed.
 func (l *link) ended(err error) error {
 	if f, ok := serverError(err); ok && isServerError(err) {
 		return fmt.Errorf("stomp connection %s: the server sent ERROR: %s", l.name, frameText(f))
 	}
-	if p := l.raw.Problem(); p != "" {
+	if err := l.failedCheck(); err != nil {
+		return err
+	}
+	if p := l.w.Problem(); p != "" {
 		return fmt.Errorf("stomp connection %s: %s; reconnecting", l.name, p)
 	}
 	return fmt.Errorf("stomp connection %s: closed by the server or the network: %w", l.name, err)
+}
+
+// ackToken is what a client-individual delivery carries to be settled: the
+// frame's ack header (STOMP 1.2) or message-id (1.0, 1.1).
+type ackToken struct {
+	ack, messageID string
 }
 
 // Settle implements bridge.Settler for client-individual links: Accepted
@@ -212,23 +284,20 @@ func (l *link) ended(err error) error {
 // blocks; when the connection is gone the request is dropped and the
 // platform redelivers the message.
 func (l *link) Settle(d *bridge.Delivery, o bridge.Outcome) {
-	m, ok := d.Token.(*stomp.Message)
+	t, ok := d.Token.(ackToken)
 	if !ok || l.acks == nil {
 		return
 	}
-	l.acks.push(ackReq{msg: m, ack: o == bridge.Accepted})
+	l.acks.push(ackReq{tok: t, ack: o == bridge.Accepted})
 }
 
-// close ends the link at once: it closes the socket, so that go-stomp winds
-// down, drains what is left on the subscription (nobody else will) and stops
-// the acker. Unacknowledged messages are redelivered by the platform. It is
-// idempotent and does not block.
+// close ends the link at once: it closes the socket and stops the acker.
+// Unacknowledged messages are redelivered by the platform. It is idempotent
+// and does not block.
 func (l *link) close() {
 	l.closeOnce.Do(func() {
-		l.raw.Close()
-		if l.sub != nil {
-			go drain(l.sub.C)
-		}
+		l.stopWatch()
+		l.w.Close()
 		if l.acks != nil {
 			l.acks.close()
 		}
@@ -236,14 +305,13 @@ func (l *link) close() {
 }
 
 // shutdown ends the link gracefully within ctx: pending ACKs and NACKs are
-// sent, then DISCONNECT; whatever go-stomp still buffers is discarded (with
-// ack auto those messages were settled by the platform when it sent them).
+// sent, then DISCONNECT; the frames the server still sends until its
+// RECEIPT are read and discarded (with ack auto those messages were
+// settled by the platform when it sent them; with client-individual it
+// redelivers them).
 func (l *link) shutdown(ctx context.Context) {
-	dropped := make(chan int, 1)
-	ran := false
 	l.closeOnce.Do(func() {
-		ran = true
-		go func() { dropped <- drain(l.sub.C) }()
+		l.stopWatch()
 		if l.acks != nil {
 			l.acks.close()
 			select {
@@ -251,54 +319,93 @@ func (l *link) shutdown(ctx context.Context) {
 			case <-ctx.Done():
 			}
 		}
-		done := make(chan error, 1)
-		go func() { done <- l.conn.Disconnect() }()
-		select {
-		case err := <-done:
-			if err != nil {
-				l.log.Debug("stomp disconnect", "err", err)
-			}
-		case <-ctx.Done():
+		n, err := l.disconnect(ctx, nil)
+		if err != nil {
+			l.log.Debug("stomp disconnect", "err", err)
 		}
-		l.raw.Close()
-	})
-	if !ran {
-		return // closed or handed over before
-	}
-	select {
-	case n := <-dropped:
+		l.w.Close()
 		if n > 0 {
 			l.log.Warn("stomp messages buffered at shutdown were not delivered", "count", n,
 				"note", "with ack client-individual the platform redelivers them; with ack auto they are lost")
 		}
-	case <-ctx.Done():
+	})
+}
+
+// disconnect sends DISCONNECT with a receipt and reads until the RECEIPT,
+// the end of the connection or ctx, passing each MESSAGE to each (when
+// not nil) and counting the ones it did not pass. The server sends nothing
+// after the RECEIPT. Only the reader may call it.
+func (l *link) disconnect(ctx context.Context, each func(*frame.Frame)) (dropped int, err error) {
+	if err := l.sendDisconnect(); err != nil {
+		return 0, err
+	}
+	if l.w.mid {
+		// An earlier read stopped inside a frame: the rest cannot be parsed.
+		return 0, errors.New("not waiting for the receipt: the connection stopped mid-frame")
+	}
+	deadline, ok := ctx.Deadline()
+	if !ok {
+		deadline = time.Now().Add(handOverTimeout)
+	}
+	_ = l.w.nc.SetReadDeadline(deadline)
+	stop := context.AfterFunc(ctx, func() { _ = l.w.nc.SetReadDeadline(time.Now()) })
+	defer stop()
+	for {
+		f, err := l.w.read()
+		if err != nil {
+			return dropped, err
+		}
+		switch f.Command {
+		case frame.MESSAGE:
+			if each != nil {
+				each(f)
+			} else {
+				dropped++
+			}
+		case frame.RECEIPT:
+			if f.Header.Get(frame.ReceiptId) == disconnectReceipt {
+				return dropped, nil
+			}
+		case frame.ERROR:
+			return dropped, stomp.Error{Message: f.Header.Get(frame.Message), Frame: f}
+		}
 	}
 }
 
-// drain reads c until it is closed and returns how many messages it held.
-func drain(c <-chan *stomp.Message) int {
-	n := 0
-	for m := range c {
-		if m != nil && m.Err == nil {
-			n++
-		}
+// disconnectReceipt is the receipt id of the link's DISCONNECT.
+const disconnectReceipt = "disconnect"
+
+// sendDisconnect sends DISCONNECT with a receipt, once.
+func (l *link) sendDisconnect() error {
+	if !l.disconnected.CompareAndSwap(false, true) {
+		return nil
 	}
-	return n
+	return l.w.send(frame.DISCONNECT, frame.Receipt, disconnectReceipt)
+}
+
+// startHandOver begins an ack-auto link's end when intake stops: DISCONNECT,
+// so that the server stops sending, and a bound on how long the receive loop
+// waits for the RECEIPT (the socket is closed after handOverTimeout).
+func (l *link) startHandOver() {
+	if err := l.sendDisconnect(); err != nil {
+		l.log.Debug("stomp disconnect", "err", err)
+	}
+	time.AfterFunc(handOverTimeout, func() { l.w.Close() })
 }
 
 // ackReq is one ACK (ack) or NACK (!ack) to send.
 type ackReq struct {
-	msg *stomp.Message
+	tok ackToken
 	ack bool
 }
 
-// acker sends ACK and NACK frames for one connection from its own goroutine,
-// so that Settle never blocks: go-stomp's write path stalls while its read
-// path waits for the receive loop, which may wait for the pipeline, which
-// may wait for settles. The queue is bounded by the deliveries in flight.
+// acker sends the ACK and NACK frames of one connection from its own
+// goroutine, so that Settle never blocks (a socket write can, while the
+// server waits for us to read). Each wake-up writes every frame queued
+// meanwhile in one socket write: no goroutine hop or write per ACK. The
+// queue is bounded by the deliveries in flight.
 type acker struct {
-	conn *stomp.Conn
-	log  *slog.Logger
+	l *link
 
 	mu     sync.Mutex
 	queue  []ackReq
@@ -307,8 +414,8 @@ type acker struct {
 	done   chan struct{}
 }
 
-func newAcker(conn *stomp.Conn, log *slog.Logger) *acker {
-	a := &acker{conn: conn, log: log, wake: make(chan struct{}, 1), done: make(chan struct{})}
+func newAcker(l *link) *acker {
+	a := &acker{l: l, wake: make(chan struct{}, 1), done: make(chan struct{})}
 	go a.run()
 	return a
 }
@@ -321,15 +428,18 @@ func (a *acker) push(r ackReq) {
 		return
 	}
 	a.queue = append(a.queue, r)
+	first := len(a.queue) == 1
 	a.mu.Unlock()
-	select {
-	case a.wake <- struct{}{}:
-	default:
+	if first {
+		select {
+		case a.wake <- struct{}{}:
+		default:
+		}
 	}
 }
 
 // close stops taking requests; the goroutine sends what is queued (on a dead
-// connection each attempt fails at once) and exits, closing done.
+// connection the write fails at once) and exits, closing done.
 func (a *acker) close() {
 	a.mu.Lock()
 	a.closed = true
@@ -340,15 +450,10 @@ func (a *acker) close() {
 	}
 }
 
-func (a *acker) isClosed() bool {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	return a.closed
-}
-
 func (a *acker) run() {
 	defer close(a.done)
 	var batch []ackReq
+	var buf []byte
 	for {
 		a.mu.Lock()
 		batch, a.queue = a.queue, batch[:0]
@@ -361,44 +466,35 @@ func (a *acker) run() {
 			<-a.wake
 			continue
 		}
+		buf = buf[:0]
 		for _, r := range batch {
-			a.send(r)
+			buf = a.l.appendAck(buf, r)
+		}
+		if len(buf) > 0 {
+			if err := a.l.w.write(buf); err != nil {
+				a.l.log.Debug("stomp acks not sent; the platform will redeliver the messages", "count", len(batch), "err", err)
+			}
 		}
 		clear(batch)
 	}
 }
 
-// send sends one frame. go-stomp gives up on a full write queue after its
-// send timeout; while the connection lives, that is only backpressure, so
-// send tries again.
-func (a *acker) send(r ackReq) {
-	for {
-		var err error
-		if r.ack {
-			err = a.conn.Ack(r.msg)
-		} else {
-			err = a.conn.Nack(r.msg)
-		}
-		if err == nil {
-			return
-		}
-		if errors.Is(err, stomp.ErrMsgSendTimeout) && !a.isClosed() {
-			continue
-		}
-		a.log.Debug("stomp ack not sent; the platform will redeliver the message", "ack", r.ack, "err", err)
-		return
+// appendAck appends the ACK or NACK frame for r in the link's STOMP
+// version (STOMP 1.0 has no NACK: nothing is sent, the platform
+// redelivers).
+func (l *link) appendAck(dst []byte, r ackReq) []byte {
+	cmd := frame.ACK
+	if !r.ack {
+		cmd = frame.NACK
 	}
+	switch l.version {
+	case "1.2":
+		return appendFrame(dst, cmd, frame.Id, r.tok.ack)
+	case "1.1":
+		return appendFrame(dst, cmd, frame.Subscription, subscriptionID, frame.MessageId, r.tok.messageID)
+	}
+	if !r.ack {
+		return dst
+	}
+	return appendFrame(dst, cmd, frame.MessageId, r.tok.messageID)
 }
-
-// stompLogger routes go-stomp's own log lines to slog at debug level: the
-// source reports every state change itself.
-type stompLogger struct{ log *slog.Logger }
-
-func (l stompLogger) Debugf(f string, v ...any)   { l.log.Debug("go-stomp: " + fmt.Sprintf(f, v...)) }
-func (l stompLogger) Infof(f string, v ...any)    { l.log.Debug("go-stomp: " + fmt.Sprintf(f, v...)) }
-func (l stompLogger) Warningf(f string, v ...any) { l.log.Debug("go-stomp: " + fmt.Sprintf(f, v...)) }
-func (l stompLogger) Errorf(f string, v ...any)   { l.log.Debug("go-stomp: " + fmt.Sprintf(f, v...)) }
-func (l stompLogger) Debug(m string)              { l.log.Debug("go-stomp: " + m) }
-func (l stompLogger) Info(m string)               { l.log.Debug("go-stomp: " + m) }
-func (l stompLogger) Warning(m string)            { l.log.Debug("go-stomp: " + m) }
-func (l stompLogger) Error(m string)              { l.log.Debug("go-stomp: " + m) }

@@ -31,6 +31,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/go-stomp/stomp/v3"
+	"github.com/go-stomp/stomp/v3/frame"
 
 	"github.com/iot-mns-bridge/iot-mns-bridge/bridge"
 )
@@ -169,44 +170,63 @@ func (s *Source) session(sl *slot, h bridge.Handler) bridge.Session {
 	}
 }
 
-// receive hands messages of l to h until l fails, its check fails or ctx is
-// done.
+// receive reads the frames of l in this goroutine and hands each message
+// to h, until l fails (a read error, an ERROR frame, a failed silence
+// check) or ctx is done. Nothing is read while h blocks: backpressure.
+//
+// When ctx is done: with ack auto the link sends DISCONNECT and hands over
+// what the server sent before its RECEIPT (see handOver); with
+// client-individual the read stops and the link stays open for the settles
+// of the deliveries in flight.
 func (s *Source) receive(ctx context.Context, l *link, h bridge.Handler) error {
-	tick := time.NewTicker(s.cfg.CheckInterval)
-	defer tick.Stop()
+	l.watchSilence(s.cfg.CheckInterval)
+	var stop func() bool
+	if l.acks == nil {
+		stop = context.AfterFunc(ctx, l.startHandOver)
+	} else {
+		// A done ctx ends a blocked read without closing the socket.
+		stop = context.AfterFunc(ctx, func() { _ = l.w.nc.SetReadDeadline(time.Now()) })
+	}
+	defer stop()
 	for {
-		select {
-		case <-ctx.Done():
+		f, err := l.w.read()
+		if ctx.Err() != nil {
 			if l.acks == nil {
-				s.handOver(l, h, nil)
+				var first *bridge.Delivery
+				if err == nil && f.Command == frame.MESSAGE {
+					first = s.delivery(l, f)
+				}
+				s.handOver(l, h, first, err != nil || f.Command == frame.RECEIPT)
 			}
 			return ctx.Err()
-		case now := <-tick.C:
-			if err := l.check(now); err != nil {
-				return err
-			}
-		case m, ok := <-l.sub.C:
-			if !ok {
-				return fmt.Errorf("stomp connection %s: the subscription ended", l.name)
-			}
-			if m.Err != nil {
-				return l.ended(m.Err)
-			}
-			d := s.delivery(l, m)
-			if err := h(ctx, d); err != nil {
-				if ctx.Err() != nil {
-					if l.acks == nil {
-						// Ack auto: the message is already ours alone.
-						s.handOver(l, h, d)
-					} else {
-						d.Release()
-					}
-					return ctx.Err()
+		}
+		if err != nil {
+			return l.ended(err)
+		}
+		switch f.Command {
+		case frame.MESSAGE:
+		case frame.ERROR:
+			return l.ended(stomp.Error{Message: f.Header.Get(frame.Message), Frame: f})
+		default:
+			continue // a RECEIPT we did not ask for
+		}
+		d := s.delivery(l, f)
+		l.inHandler.Store(true)
+		err = h(ctx, d)
+		l.progress.Store(time.Now().UnixNano())
+		l.inHandler.Store(false)
+		if err != nil {
+			if ctx.Err() != nil {
+				if l.acks == nil {
+					// Ack auto: the message is already ours alone.
+					s.handOver(l, h, d, false)
+				} else {
+					d.Release()
 				}
-				d.Release()
-				return fmt.Errorf("%w: stomp source: the pipeline refused a delivery: %w", bridge.ErrFatal, err)
+				return ctx.Err()
 			}
-			l.progress = time.Now()
+			d.Release()
+			return fmt.Errorf("%w: stomp source: the pipeline refused a delivery: %w", bridge.ErrFatal, err)
 		}
 	}
 }
@@ -217,66 +237,36 @@ const handOverTimeout = 10 * time.Second
 
 // handOver ends an ack-auto link when intake stops without losing what the
 // platform already pushed: with ack auto the platform settled those
-// messages when it sent them, so they are the bridge's alone. It sends
-// DISCONNECT (the server sends nothing after answering it) and meanwhile
-// hands first (when not nil) and every message still buffered to h, until
-// the subscription ends or handOverTimeout passes; then it closes the socket
-// and offers h what go-stomp still buffered. The pipeline still takes
-// deliveries at this point (it stops only after the source returned).
-func (s *Source) handOver(l *link, h bridge.Handler, first *bridge.Delivery) {
+// messages when it sent them, so they are the bridge's alone. The link has
+// sent DISCONNECT (startHandOver; the server sends nothing after answering
+// it); handOver hands first (when not nil) and every message the server
+// sent before its RECEIPT to h, until the RECEIPT (ended: it was already
+// read, or the connection is gone), the end of the connection or
+// handOverTimeout. The pipeline still takes deliveries at this point (it
+// stops only after the source returned). It runs in the receive loop, the
+// link's only reader.
+func (s *Source) handOver(l *link, h bridge.Handler, first *bridge.Delivery, ended bool) {
 	l.closeOnce.Do(func() {
+		l.stopWatch()
 		ctx, cancel := context.WithTimeout(context.Background(), handOverTimeout)
 		defer cancel()
-		disconnected := make(chan struct{})
-		go func() {
-			if err := l.conn.Disconnect(); err != nil {
-				l.log.Debug("stomp disconnect", "err", err)
-			}
-			close(disconnected)
-		}()
 		handed, lost := 0, 0
-		if first != nil {
-			if err := h(ctx, first); err != nil {
+		give := func(d *bridge.Delivery) {
+			if err := h(ctx, d); err != nil {
 				lost++
-			} else {
-				handed++
-			}
-		}
-	loop:
-		for {
-			select {
-			case m, ok := <-l.sub.C:
-				if !ok {
-					break loop
-				}
-				if m.Err != nil {
-					continue // the subscription's end, reported as an error frame
-				}
-				if err := h(ctx, s.delivery(l, m)); err != nil {
-					lost++
-					continue
-				}
-				handed++
-			case <-ctx.Done():
-				break loop
-			}
-		}
-		l.raw.Close()
-		// The socket is closed: go-stomp ends the subscription once it has
-		// handed over what it buffered. Those messages are offered to h as
-		// well (with ctx done it takes them only if it can without waiting:
-		// the bridge keeps them for the spool or the dead-letter file).
-		for m := range l.sub.C {
-			if m == nil || m.Err != nil {
-				continue
-			}
-			if err := h(ctx, s.delivery(l, m)); err != nil {
-				lost++
-				continue
+				return
 			}
 			handed++
 		}
-		<-disconnected
+		if first != nil {
+			give(first)
+		}
+		if !ended {
+			if _, err := l.disconnect(ctx, func(f *frame.Frame) { give(s.delivery(l, f)) }); err != nil {
+				l.log.Debug("stomp disconnect", "err", err)
+			}
+		}
+		l.w.Close()
 		if handed > 0 {
 			l.log.Info("stomp messages buffered at shutdown handed to the pipeline", "count", handed)
 		}
@@ -286,27 +276,24 @@ func (s *Source) handOver(l *link, h bridge.Handler, first *bridge.Delivery) {
 	})
 }
 
-// delivery turns a received frame into a delivery settled through l.
-func (s *Source) delivery(l *link, m *stomp.Message) *bridge.Delivery {
+// delivery turns a received MESSAGE frame into a delivery settled through l.
+func (s *Source) delivery(l *link, f *frame.Frame) *bridge.Delivery {
 	l.received.Add(1)
 	if s.loggedHeaders.CompareAndSwap(false, true) {
-		s.logHeaders(l, m)
+		s.logHeaders(l, f)
 	}
-	msg := toMessage(m.Header, m.Body, s.cfg.EncodeBase64)
-	var settler bridge.Settler
-	var token any
-	if l.acks != nil {
-		settler = l
-		// The token keeps what ACK and NACK need, not the frame's body: a
-		// base64 body would otherwise be held twice, encoded and decoded.
-		token = &stomp.Message{Header: m.Header, Subscription: m.Subscription, Conn: m.Conn}
+	msg := toMessage(f.Header, f.Body, s.cfg.EncodeBase64)
+	if l.acks == nil {
+		return bridge.NewDelivery(msg, nil, nil)
 	}
-	return bridge.NewDelivery(msg, settler, token)
+	// The token keeps what ACK and NACK need, not the frame: a base64 body
+	// would otherwise be held twice, encoded and decoded.
+	return bridge.NewDelivery(msg, l, ackToken{ack: f.Header.Get(frame.Ack), messageID: f.Header.Get(frame.MessageId)})
 }
 
 // logHeaders logs the headers of the first message once: the platform does
 // not document which headers it sends.
-func (s *Source) logHeaders(l *link, m *stomp.Message) {
+func (s *Source) logHeaders(l *link, m *frame.Frame) {
 	var b strings.Builder
 	for i := 0; m.Header != nil && i < m.Header.Len(); i++ {
 		k, v := m.Header.GetAt(i)

@@ -215,8 +215,9 @@ func TestLinkCheck(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			l := &link{name: "c", silence: tt.silence, raw: &frameWatch{}, progress: now.Add(-tt.progress)}
-			l.raw.lastAlive.Store(now.Add(-tt.lastRead).UnixNano())
+			l := &link{name: "c", silence: tt.silence, w: &wire{}}
+			l.progress.Store(now.Add(-tt.progress).UnixNano())
+			l.w.lastAlive.Store(now.Add(-tt.lastRead).UnixNano())
 			err := l.check(now)
 			if (err != nil) != tt.wantErr {
 				t.Fatalf("check = %v, want error %v", err, tt.wantErr)

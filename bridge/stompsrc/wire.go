@@ -1,0 +1,348 @@
+package stompsrc
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/go-stomp/stomp/v3/frame"
+)
+
+// maxFrameBytes bounds one STOMP frame from the server (headers and body).
+// The platform's messages are at most 256 KB (342 KB in base64); anything
+// far larger is a broken peer, and a body of any announced content-length
+// would otherwise be allocated up front.
+const maxFrameBytes = 4 << 20
+
+// maxHeaderLine bounds one command or header line.
+const maxHeaderLine = 64 << 10
+
+// readBufferSize is the read buffer of a connection: a few typical frames,
+// so that one socket read serves many.
+const readBufferSize = 32 << 10
+
+// wire is the source's side of one STOMP connection, with go-stomp's frame
+// types. Frames are read by one reader (the connection's receive loop, in
+// its own goroutine: no goroutine between the socket and the pipeline) in
+// one pass that also
+//   - tells liveness: lastAlive moves on every heart-beat between frames
+//     and on every complete frame, not on any byte, so a frame that never
+//     ends does not pass for a live connection;
+//   - refuses frames over maxFrameBytes before allocating them;
+//   - names what is wrong with a malformed frame (Problem), so the
+//     reconnect is logged with the cause rather than as a network close.
+//
+// Only as much is read as the reader asks for: while the receive loop waits
+// for the pipeline, nothing more is taken from the socket (backpressure
+// reaches the server through TCP). Frames are written under a mutex, from
+// any goroutine, each write one socket write.
+type wire struct {
+	nc        net.Conn
+	br        *bufio.Reader
+	lastAlive atomic.Int64 // unix nanoseconds
+	// mid is true while a frame is partly read (reader goroutine only).
+	mid bool
+
+	mu      sync.Mutex
+	problem string // the last malformed-frame problem seen, "" when none
+
+	wmu  sync.Mutex
+	wbuf []byte
+}
+
+func newWire(nc net.Conn) *wire {
+	w := &wire{nc: nc, br: bufio.NewReaderSize(nc, readBufferSize)}
+	w.alive()
+	return w
+}
+
+func (w *wire) alive() { w.lastAlive.Store(time.Now().UnixNano()) }
+
+// LastAlive is when the server last showed it is alive.
+func (w *wire) LastAlive() time.Time { return time.Unix(0, w.lastAlive.Load()) }
+
+// Problem returns what was wrong with the last malformed frame, "" if none.
+func (w *wire) Problem() string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.problem
+}
+
+// malformed records a problem and returns it as an error.
+func (w *wire) malformed(format string, args ...any) error {
+	err := fmt.Errorf(format, args...)
+	w.mu.Lock()
+	w.problem = err.Error()
+	w.mu.Unlock()
+	return err
+}
+
+// Close closes the socket; a blocked read or write returns.
+func (w *wire) Close() error { return w.nc.Close() }
+
+// errFrameTooLarge is returned by read for a frame over maxFrameBytes.
+type errFrameTooLarge struct{ size int64 }
+
+func (e errFrameTooLarge) Error() string {
+	return fmt.Sprintf("the server sent a STOMP frame of %d bytes or more, over the limit of %d: dropping the connection", e.size, maxFrameBytes)
+}
+
+// commands and headers the server sends, interned so that reading them
+// allocates nothing.
+var interned = func() map[string]string {
+	m := map[string]string{}
+	for _, s := range []string{frame.MESSAGE, frame.RECEIPT, frame.ERROR, frame.CONNECTED,
+		frame.Subscription, frame.MessageId, frame.Destination, frame.Ack, frame.ContentLength, frame.ContentType,
+		frame.ReceiptId, frame.Message, frame.Version, frame.HeartBeat, frame.Session, frame.Server,
+		hdrTopic, hdrMessageID, hdrGenerateTime, "qos", "expires", "priority", "persistent", "redelivered"} {
+		m[s] = s
+	}
+	return m
+}()
+
+func intern(b []byte) string {
+	if s, ok := interned[string(b)]; ok {
+		return s
+	}
+	return string(b)
+}
+
+// read returns the next frame from the server; heart-beats are consumed
+// (and counted as liveness) on the way. Header values are unescaped as
+// STOMP 1.2 says (not those of CONNECTED). Any error ends the connection:
+// the problem of a malformed or too large frame is kept for Problem.
+func (w *wire) read() (*frame.Frame, error) {
+	var line []byte
+	var err error
+	for {
+		line, err = w.line()
+		if err != nil {
+			return nil, err
+		}
+		if len(line) > 0 {
+			break
+		}
+		w.alive() // a heart-beat
+	}
+	w.mid = true
+	size := int64(len(line)) + 1
+	f := &frame.Frame{Command: intern(line), Header: &frame.Header{}}
+	switch f.Command {
+	case frame.MESSAGE, frame.RECEIPT, frame.ERROR, frame.CONNECTED:
+	default:
+		return nil, w.malformed("the server sent a malformed STOMP frame (unknown command %.40q): dropping the connection", line)
+	}
+	escaped := f.Command != frame.CONNECTED
+	length := int64(-1)
+	for {
+		line, err = w.line()
+		if err != nil {
+			return nil, err
+		}
+		size += int64(len(line)) + 1
+		if size > maxFrameBytes {
+			return nil, w.malformed("%w", errFrameTooLarge{size: size})
+		}
+		if len(line) == 0 {
+			break
+		}
+		k, v, ok := bytes.Cut(line, []byte{':'})
+		if !ok || len(k) == 0 {
+			return nil, w.malformed("the server sent a malformed STOMP frame (a header line without ':'): %.80q", line)
+		}
+		var key, val string
+		if escaped && (bytes.IndexByte(k, '\\') >= 0 || bytes.IndexByte(v, '\\') >= 0) {
+			if key, err = unescape(k); err == nil {
+				val, err = unescape(v)
+			}
+			if err != nil {
+				return nil, w.malformed("the server sent a malformed STOMP frame (header %.40q: %v)", k, err)
+			}
+			key = intern([]byte(key))
+		} else {
+			key, val = intern(k), string(v)
+		}
+		if length < 0 && key == frame.ContentLength {
+			n, perr := strconv.ParseInt(val, 10, 64)
+			if perr != nil || n < 0 {
+				return nil, w.malformed("the server sent a malformed STOMP frame (content-length %.40q)", val)
+			}
+			if size+n > maxFrameBytes {
+				return nil, w.malformed("%w", errFrameTooLarge{size: size + n})
+			}
+			length = n
+		}
+		f.Header.Add(key, val)
+	}
+	if length >= 0 {
+		f.Body = make([]byte, length)
+		if _, err := io.ReadFull(w.br, f.Body); err != nil {
+			return nil, eofIsUnexpected(err)
+		}
+		c, err := w.br.ReadByte()
+		if err != nil {
+			return nil, eofIsUnexpected(err)
+		}
+		if c != 0 {
+			return nil, w.malformed("a STOMP frame's body is longer than its content-length header says")
+		}
+	} else {
+		body, err := w.untilNUL(size)
+		if err != nil {
+			return nil, err
+		}
+		f.Body = body
+	}
+	w.mid = false
+	w.alive()
+	return f, nil
+}
+
+// line reads one command or header line, without its LF or CRLF. The
+// returned slice is valid until the next read.
+func (w *wire) line() ([]byte, error) {
+	b, err := w.br.ReadSlice('\n')
+	if errors.Is(err, bufio.ErrBufferFull) {
+		// Longer than the buffer: gather it, within maxHeaderLine.
+		long := append([]byte(nil), b...)
+		for errors.Is(err, bufio.ErrBufferFull) {
+			if len(long) > maxHeaderLine {
+				return nil, w.malformed("the server sent a STOMP header line over %d bytes: dropping the connection", maxHeaderLine)
+			}
+			b, err = w.br.ReadSlice('\n')
+			long = append(long, b...)
+		}
+		b = long
+	}
+	if err != nil {
+		if w.mid {
+			return nil, eofIsUnexpected(err)
+		}
+		return nil, err
+	}
+	if len(b) > maxHeaderLine {
+		return nil, w.malformed("the server sent a STOMP header line over %d bytes: dropping the connection", maxHeaderLine)
+	}
+	b = b[:len(b)-1]
+	if n := len(b); n > 0 && b[n-1] == '\r' {
+		b = b[:n-1]
+	}
+	return b, nil
+}
+
+// untilNUL reads a body without content-length: up to the NUL.
+func (w *wire) untilNUL(size int64) ([]byte, error) {
+	var body []byte
+	for {
+		b, err := w.br.ReadSlice(0)
+		if err != nil && !errors.Is(err, bufio.ErrBufferFull) {
+			return nil, eofIsUnexpected(err)
+		}
+		size += int64(len(b))
+		if size > maxFrameBytes {
+			return nil, w.malformed("%w", errFrameTooLarge{size: size})
+		}
+		if err == nil {
+			return append(body, b[:len(b)-1]...), nil
+		}
+		body = append(body, b...)
+	}
+}
+
+func eofIsUnexpected(err error) error {
+	if errors.Is(err, io.EOF) {
+		return io.ErrUnexpectedEOF
+	}
+	return err
+}
+
+// unescape decodes a STOMP 1.2 header name or value.
+func unescape(b []byte) (string, error) {
+	out := make([]byte, 0, len(b))
+	for i := 0; i < len(b); i++ {
+		c := b[i]
+		if c != '\\' {
+			out = append(out, c)
+			continue
+		}
+		i++
+		if i == len(b) {
+			return "", errors.New("a '\\' at the end")
+		}
+		switch b[i] {
+		case 'n':
+			out = append(out, '\n')
+		case 'r':
+			out = append(out, '\r')
+		case 'c':
+			out = append(out, ':')
+		case '\\':
+			out = append(out, '\\')
+		default:
+			return "", fmt.Errorf("unknown escape \\%c", b[i])
+		}
+	}
+	return string(out), nil
+}
+
+// appendFrame appends a client frame: command, headers (pairs; escaped
+// unless CONNECT) and an empty body.
+func appendFrame(dst []byte, command string, headers ...string) []byte {
+	dst = append(dst, command...)
+	dst = append(dst, '\n')
+	for i := 0; i+1 < len(headers); i += 2 {
+		if command == frame.CONNECT {
+			dst = append(dst, headers[i]...)
+			dst = append(dst, ':')
+			dst = append(dst, headers[i+1]...)
+		} else {
+			dst = appendEscaped(dst, headers[i])
+			dst = append(dst, ':')
+			dst = appendEscaped(dst, headers[i+1])
+		}
+		dst = append(dst, '\n')
+	}
+	return append(dst, '\n', 0)
+}
+
+func appendEscaped(dst []byte, s string) []byte {
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; c {
+		case '\n':
+			dst = append(dst, '\\', 'n')
+		case '\r':
+			dst = append(dst, '\\', 'r')
+		case ':':
+			dst = append(dst, '\\', 'c')
+		case '\\':
+			dst = append(dst, '\\', '\\')
+		default:
+			dst = append(dst, c)
+		}
+	}
+	return dst
+}
+
+// send writes one frame.
+func (w *wire) send(command string, headers ...string) error {
+	w.wmu.Lock()
+	defer w.wmu.Unlock()
+	w.wbuf = appendFrame(w.wbuf[:0], command, headers...)
+	_, err := w.nc.Write(w.wbuf)
+	return err
+}
+
+// write writes frames already encoded, in one socket write.
+func (w *wire) write(b []byte) error {
+	w.wmu.Lock()
+	defer w.wmu.Unlock()
+	_, err := w.nc.Write(b)
+	return err
+}
