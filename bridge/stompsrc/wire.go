@@ -94,22 +94,44 @@ func (e errFrameTooLarge) Error() string {
 	return fmt.Sprintf("the server sent a STOMP frame of %d bytes or more, over the limit of %d: dropping the connection", e.size, maxFrameBytes)
 }
 
-// commands and headers the server sends, interned so that reading them
-// allocates nothing.
-var interned = func() map[string]string {
-	m := map[string]string{}
-	for _, s := range []string{frame.MESSAGE, frame.RECEIPT, frame.ERROR, frame.CONNECTED,
-		frame.Subscription, frame.MessageId, frame.Destination, frame.Ack, frame.ContentLength, frame.ContentType,
-		frame.ReceiptId, frame.Message, frame.Version, frame.HeartBeat, frame.Session, frame.Server,
-		hdrTopic, hdrMessageID, hdrGenerateTime, "qos", "expires", "priority", "persistent", "redelivered"} {
-		m[s] = s
-	}
-	return m
-}()
-
+// intern returns the commands and headers the server sends as constant
+// strings, so that reading them allocates nothing.
 func intern(b []byte) string {
-	if s, ok := interned[string(b)]; ok {
-		return s
+	switch string(b) {
+	case frame.MESSAGE:
+		return frame.MESSAGE
+	case frame.RECEIPT:
+		return frame.RECEIPT
+	case frame.ERROR:
+		return frame.ERROR
+	case frame.CONNECTED:
+		return frame.CONNECTED
+	case frame.Subscription:
+		return frame.Subscription
+	case frame.MessageId:
+		return frame.MessageId
+	case frame.Destination:
+		return frame.Destination
+	case frame.Ack:
+		return frame.Ack
+	case frame.ContentLength:
+		return frame.ContentLength
+	case frame.ContentType:
+		return frame.ContentType
+	case frame.ReceiptId:
+		return frame.ReceiptId
+	case frame.Message:
+		return frame.Message
+	case frame.Version:
+		return frame.Version
+	case frame.HeartBeat:
+		return frame.HeartBeat
+	case hdrTopic:
+		return hdrTopic
+	case hdrMessageID:
+		return hdrMessageID
+	case hdrGenerateTime:
+		return hdrGenerateTime
 	}
 	return string(b)
 }
