@@ -4,8 +4,6 @@ import (
 	"context"
 	"fmt"
 
-	"github.com/go-stomp/stomp/v3/frame"
-
 	"github.com/iot-mns-bridge/iot-mns-bridge/iotauth"
 )
 
@@ -58,7 +56,7 @@ func CheckConnect(ctx context.Context, cfg Config) error {
 	dctx, cancel := context.WithTimeout(ctx, cfg.DialTimeout)
 	defer cancel()
 	messages := 0
-	_, derr := l.disconnect(dctx, func(*frame.Frame) { messages++ })
+	_, derr := l.disconnect(dctx, func(*inFrame) { messages++ })
 	if messages > 0 {
 		log.Warn("messages arrived during the check; not acknowledged, so the platform sends them again", "count", messages, "configured_ack", configured)
 	}

@@ -1,9 +1,12 @@
 package stompsrc
 
 import (
+	"bufio"
 	"bytes"
 	"encoding/base64"
 	"testing"
+
+	"github.com/go-stomp/stomp/v3/frame"
 )
 
 // FuzzMessageFrame feeds arbitrary bytes through the source's frame reader (wire) and
@@ -36,6 +39,35 @@ func FuzzMessageFrame(f *testing.F) {
 		}
 		if m.Invalid != "" || !bytes.Equal(m.Body, want) {
 			t.Fatalf("base64 %q decoded to %q, want %q (invalid %q)", fr.Body, m.Body, want, m.Invalid)
+		}
+	})
+}
+
+// FuzzWireMatchesGoStomp: where go-stomp's frame reader and the source's own
+// (wire) both read a frame, they read the same command, headers and body.
+func FuzzWireMatchesGoStomp(f *testing.F) {
+	f.Add([]byte("MESSAGE\ndestination:/topic/#\ntopic:/pk/dev/user/t\nmessageId:1\n\naGVsbG8=\x00"))
+	f.Add([]byte("MESSAGE\nk\\cx:a\\nb\ncontent-length:3\n\n\x00\x01\x02\x00"))
+	f.Add([]byte("\n\r\nERROR\nmessage:bad\n\ndetails\x00"))
+	f.Add([]byte("CONNECTED\nversion:1.2\nheart-beat:0,0\n\n\x00"))
+	f.Fuzz(func(t *testing.T, raw []byte) {
+		want, err := frame.NewReader(bufio.NewReader(bytes.NewReader(raw))).Read()
+		if err != nil || want == nil {
+			return
+		}
+		got, err := readerWire(raw).read()
+		if err != nil {
+			return // refused: an unknown command, a size limit, an escape CONNECTED does not use
+		}
+		if got.Command != want.Command || !bytes.Equal(got.Body, want.Body) || got.Header.Len() != want.Header.Len() {
+			t.Fatalf("wire read %s %q %q, go-stomp %s %q %q", got.Command, got.Header, got.Body, want.Command, want.Header, want.Body)
+		}
+		for i := range got.Header.Len() {
+			gk, gv := got.Header.GetAt(i)
+			wk, wv := want.Header.GetAt(i)
+			if gk != wk || gv != wv {
+				t.Fatalf("header %d: wire %q:%q, go-stomp %q:%q", i, gk, gv, wk, wv)
+			}
 		}
 	})
 }

@@ -12,7 +12,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/go-stomp/stomp/v3"
 	"github.com/go-stomp/stomp/v3/frame"
 
 	"github.com/iot-mns-bridge/iot-mns-bridge/bridge"
@@ -151,7 +150,7 @@ func dialAs(ctx context.Context, cfg Config, p iotauth.Params, log *slog.Logger)
 
 // login sends CONNECT and reads the answer: CONNECTED, or an ERROR returned
 // as a stomp.Error carrying the frame (see serverError).
-func login(w *wire, cfg Config, creds iotauth.Credentials) (*frame.Frame, error) {
+func login(w *wire, cfg Config, creds iotauth.Credentials) (*inFrame, error) {
 	err := w.send(frame.CONNECT,
 		frame.AcceptVersion, "1.0,1.1,1.2",
 		frame.Host, cfg.host(),
@@ -170,7 +169,7 @@ func login(w *wire, cfg Config, creds iotauth.Credentials) (*frame.Frame, error)
 	case frame.CONNECTED:
 		return f, nil
 	case frame.ERROR:
-		return nil, stomp.Error{Message: f.Header.Get(frame.Message), Frame: f}
+		return nil, serverErr(f)
 	}
 	return nil, fmt.Errorf("the server answered CONNECT with %s", f.Command)
 }
@@ -335,7 +334,7 @@ func (l *link) shutdown(ctx context.Context) {
 // the end of the connection or ctx, passing each MESSAGE to each (when
 // not nil) and counting the ones it did not pass. The server sends nothing
 // after the RECEIPT. Only the reader may call it.
-func (l *link) disconnect(ctx context.Context, each func(*frame.Frame)) (dropped int, err error) {
+func (l *link) disconnect(ctx context.Context, each func(*inFrame)) (dropped int, err error) {
 	if err := l.sendDisconnect(); err != nil {
 		return 0, err
 	}
@@ -367,7 +366,7 @@ func (l *link) disconnect(ctx context.Context, each func(*frame.Frame)) (dropped
 				return dropped, nil
 			}
 		case frame.ERROR:
-			return dropped, stomp.Error{Message: f.Header.Get(frame.Message), Frame: f}
+			return dropped, serverErr(f)
 		}
 	}
 }

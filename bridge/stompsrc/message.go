@@ -23,6 +23,15 @@ var transportHeaders = map[string]bool{
 	frame.ContentLength: true,
 }
 
+// headerSource is a frame's headers: the source's own (header) or
+// go-stomp's *frame.Header.
+type headerSource interface {
+	Len() int
+	GetAt(i int) (string, string)
+	Contains(name string) (string, bool)
+	Get(name string) string
+}
+
 // toMessage turns a MESSAGE frame's headers and body into a bridge message.
 // Topic is the "topic" header, else the destination; MessageID is
 // "messageId", else "message-id"; GenerateTime is "generateTime" when it is
@@ -31,11 +40,8 @@ var transportHeaders = map[string]bool{
 //
 // With decodeBase64 the body is decoded; a body that is not valid base64
 // is kept as received and the message is marked Invalid with the reason.
-func toMessage(h *frame.Header, body []byte, decodeBase64 bool) bridge.Message {
+func toMessage(h headerSource, body []byte, decodeBase64 bool) bridge.Message {
 	var m bridge.Message
-	if h == nil {
-		h = frame.NewHeader()
-	}
 	// Headers mapped to fields are not repeated in Properties.
 	var usedTopic, usedID, usedMsgID, usedGen bool
 	if v, ok := h.Contains(hdrTopic); ok {

@@ -30,7 +30,6 @@ import (
 
 	"golang.org/x/sync/errgroup"
 
-	"github.com/go-stomp/stomp/v3"
 	"github.com/go-stomp/stomp/v3/frame"
 
 	"github.com/iot-mns-bridge/iot-mns-bridge/bridge"
@@ -206,7 +205,7 @@ func (s *Source) receive(ctx context.Context, l *link, h bridge.Handler) error {
 		switch f.Command {
 		case frame.MESSAGE:
 		case frame.ERROR:
-			return l.ended(stomp.Error{Message: f.Header.Get(frame.Message), Frame: f})
+			return l.ended(serverErr(f))
 		default:
 			continue // a RECEIPT we did not ask for
 		}
@@ -262,7 +261,7 @@ func (s *Source) handOver(l *link, h bridge.Handler, first *bridge.Delivery, end
 			give(first)
 		}
 		if !ended {
-			if _, err := l.disconnect(ctx, func(f *frame.Frame) { give(s.delivery(l, f)) }); err != nil {
+			if _, err := l.disconnect(ctx, func(f *inFrame) { give(s.delivery(l, f)) }); err != nil {
 				l.log.Debug("stomp disconnect", "err", err)
 			}
 		}
@@ -277,7 +276,7 @@ func (s *Source) handOver(l *link, h bridge.Handler, first *bridge.Delivery, end
 }
 
 // delivery turns a received MESSAGE frame into a delivery settled through l.
-func (s *Source) delivery(l *link, f *frame.Frame) *bridge.Delivery {
+func (s *Source) delivery(l *link, f *inFrame) *bridge.Delivery {
 	l.received.Add(1)
 	if s.loggedHeaders.CompareAndSwap(false, true) {
 		s.logHeaders(l, f)
@@ -293,7 +292,7 @@ func (s *Source) delivery(l *link, f *frame.Frame) *bridge.Delivery {
 
 // logHeaders logs the headers of the first message once: the platform does
 // not document which headers it sends.
-func (s *Source) logHeaders(l *link, m *frame.Frame) {
+func (s *Source) logHeaders(l *link, m *inFrame) {
 	var b strings.Builder
 	for i := 0; m.Header != nil && i < m.Header.Len(); i++ {
 		k, v := m.Header.GetAt(i)

@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/go-stomp/stomp/v3"
 	"github.com/go-stomp/stomp/v3/frame"
 )
 
@@ -49,6 +50,10 @@ type wire struct {
 	lastAlive atomic.Int64 // unix nanoseconds
 	// mid is true while a frame is partly read (reader goroutine only).
 	mid bool
+
+	// Scratch for the header lines of the frame being read, reused.
+	hbuf []byte
+	hoff []int // per header: name start, name end, value end in hbuf
 
 	mu      sync.Mutex
 	problem string // the last malformed-frame problem seen, "" when none
@@ -136,11 +141,55 @@ func intern(b []byte) string {
 	return string(b)
 }
 
+// inFrame is a frame from the server. Its header values share one string
+// per frame (one allocation for all of them).
+type inFrame struct {
+	Command string
+	Header  header
+	Body    []byte
+}
+
+// header is a frame's headers in order: name, value, name, value, ...
+// It has the read methods of go-stomp's frame.Header.
+type header []string
+
+// Len is the number of headers.
+func (h header) Len() int { return len(h) / 2 }
+
+// GetAt returns the i-th header.
+func (h header) GetAt(i int) (string, string) { return h[2*i], h[2*i+1] }
+
+// Contains returns the first value of name.
+func (h header) Contains(name string) (string, bool) {
+	for i := 0; i+1 < len(h); i += 2 {
+		if h[i] == name {
+			return h[i+1], true
+		}
+	}
+	return "", false
+}
+
+// Get returns the first value of name, "" when absent.
+func (h header) Get(name string) string {
+	v, _ := h.Contains(name)
+	return v
+}
+
+// stompFrame converts f to go-stomp's type (for an ERROR's stomp.Error).
+func (f *inFrame) stompFrame() *frame.Frame {
+	return &frame.Frame{Command: f.Command, Header: frame.NewHeader(f.Header...), Body: f.Body}
+}
+
+// serverErr is the error of an ERROR frame, as go-stomp makes it.
+func serverErr(f *inFrame) error {
+	return stomp.Error{Message: f.Header.Get(frame.Message), Frame: f.stompFrame()}
+}
+
 // read returns the next frame from the server; heart-beats are consumed
 // (and counted as liveness) on the way. Header values are unescaped as
 // STOMP 1.2 says (not those of CONNECTED). Any error ends the connection:
 // the problem of a malformed or too large frame is kept for Problem.
-func (w *wire) read() (*frame.Frame, error) {
+func (w *wire) read() (*inFrame, error) {
 	var line []byte
 	var err error
 	for {
@@ -155,7 +204,7 @@ func (w *wire) read() (*frame.Frame, error) {
 	}
 	w.mid = true
 	size := int64(len(line)) + 1
-	f := &frame.Frame{Command: intern(line), Header: &frame.Header{}}
+	f := &inFrame{Command: intern(line)}
 	switch f.Command {
 	case frame.MESSAGE, frame.RECEIPT, frame.ERROR, frame.CONNECTED:
 	default:
@@ -163,6 +212,8 @@ func (w *wire) read() (*frame.Frame, error) {
 	}
 	escaped := f.Command != frame.CONNECTED
 	length := int64(-1)
+	w.hbuf, w.hoff = w.hbuf[:0], w.hoff[:0]
+	needUnescape := false
 	for {
 		line, err = w.line()
 		if err != nil {
@@ -175,33 +226,30 @@ func (w *wire) read() (*frame.Frame, error) {
 		if len(line) == 0 {
 			break
 		}
-		k, v, ok := bytes.Cut(line, []byte{':'})
-		if !ok || len(k) == 0 {
+		i := bytes.IndexByte(line, ':')
+		if i <= 0 {
 			return nil, w.malformed("the server sent a malformed STOMP frame (a header line without ':'): %.80q", line)
 		}
-		var key, val string
-		if escaped && (bytes.IndexByte(k, '\\') >= 0 || bytes.IndexByte(v, '\\') >= 0) {
-			if key, err = unescape(k); err == nil {
-				val, err = unescape(v)
-			}
-			if err != nil {
-				return nil, w.malformed("the server sent a malformed STOMP frame (header %.40q: %v)", k, err)
-			}
-			key = intern([]byte(key))
-		} else {
-			key, val = intern(k), string(v)
+		if escaped && bytes.IndexByte(line, '\\') >= 0 {
+			needUnescape = true
 		}
-		if length < 0 && key == frame.ContentLength {
-			n, perr := strconv.ParseInt(val, 10, 64)
+		if length < 0 && string(line[:i]) == frame.ContentLength {
+			v := line[i+1:]
+			n, perr := strconv.ParseInt(string(v), 10, 64)
 			if perr != nil || n < 0 {
-				return nil, w.malformed("the server sent a malformed STOMP frame (content-length %.40q)", val)
+				return nil, w.malformed("the server sent a malformed STOMP frame (content-length %.40q)", v)
 			}
 			if size+n > maxFrameBytes {
 				return nil, w.malformed("%w", errFrameTooLarge{size: size + n})
 			}
 			length = n
 		}
-		f.Header.Add(key, val)
+		start := len(w.hbuf)
+		w.hbuf = append(w.hbuf, line...)
+		w.hoff = append(w.hoff, start, start+i, len(w.hbuf))
+	}
+	if err := w.headers(f, needUnescape); err != nil {
+		return nil, err
 	}
 	if length >= 0 {
 		f.Body = make([]byte, length)
@@ -225,6 +273,33 @@ func (w *wire) read() (*frame.Frame, error) {
 	w.mid = false
 	w.alive()
 	return f, nil
+}
+
+// headers fills f.Header from the lines gathered in hbuf: one string for
+// all of them, names interned.
+func (w *wire) headers(f *inFrame, unescapeAll bool) error {
+	n := len(w.hoff) / 3
+	if n == 0 {
+		return nil
+	}
+	block := string(w.hbuf)
+	h := make(header, 0, 2*n)
+	for k := 0; k < len(w.hoff); k += 3 {
+		ks, ke, ve := w.hoff[k], w.hoff[k+1], w.hoff[k+2]
+		name, value := intern(w.hbuf[ks:ke]), block[ke+1:ve]
+		if unescapeAll {
+			var err error
+			if name, err = unescape(w.hbuf[ks:ke]); err == nil {
+				value, err = unescape(w.hbuf[ke+1 : ve])
+			}
+			if err != nil {
+				return w.malformed("the server sent a malformed STOMP frame (header %.40q: %v)", w.hbuf[ks:ke], err)
+			}
+		}
+		h = append(h, name, value)
+	}
+	f.Header = h
+	return nil
 }
 
 // line reads one command or header line, without its LF or CRLF. The
