@@ -134,6 +134,17 @@ func (s recordingSink) Send(ctx context.Context, dest bridge.Destination, msgs [
 	return errs
 }
 
+// Limits passes on the sink's request limits (bridge.LimitedSink), so that
+// the pipeline still batches once, within them.
+func (s recordingSink) Limits(dest bridge.Destination) bridge.SinkLimits {
+	if l, ok := s.Sink.(bridge.LimitedSink); ok {
+		return l.Limits(dest)
+	}
+	return bridge.SinkLimits{}
+}
+
+var _ bridge.LimitedSink = recordingSink{}
+
 // recordingDeadLetters passes dead letters on and remembers the last reason
 // and the last write failure.
 type recordingDeadLetters struct {
