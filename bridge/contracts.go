@@ -73,8 +73,11 @@ func (d Destination) String() string { return d.Kind.String() + " " + d.Name }
 // Outgoing is one message as the sink must write it.
 type Outgoing struct {
 	// Body is the payload (after the envelope), before any body encoding,
-	// which is the sink's business.
-	Body []byte
+	// which is the sink's business; or, when Base64 is set, the payload's
+	// canonical standard base64 text (see Message.Base64), which a sink
+	// that writes base64 sends as it is and any other decodes.
+	Body   []byte
+	Base64 bool
 	// Tag is the MNS message tag (topics only), "" for none.
 	Tag string
 	// ID names the message in errors and logs (the platform messageId).

@@ -78,10 +78,16 @@ func (p *Pipeline) Handle(ctx context.Context, d *Delivery) error {
 		it.out.Properties, it.out.SystemProperties = p.cfg.Properties.Build(m, rp)
 	}
 	if tune.Envelope == EnvelopeJSON {
+		// The envelope holds the payload itself.
+		if err := m.DecodeBody(); err != nil {
+			p.deadLetterNow(it, err.Error(), ClassInvalidBody)
+			return nil
+		}
 		// The envelope is written for each request (see send), not held.
 		it.env = planEnvelope(m)
 	} else {
-		it.out.Body = m.Body
+		// A base64 body the platform sent goes to the sink as it is.
+		it.out.Body, it.out.Base64 = m.Body, m.Base64
 	}
 	p.enqueue(it)
 	return nil

@@ -1,6 +1,7 @@
 package bridge
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -124,5 +125,50 @@ func TestRetriesWaitInTheLane(t *testing.T) {
 	}
 	if st := h.p.Stats(); st.Released != 640 || st.InFlight != 0 {
 		t.Fatalf("stats %+v, want all 640 released", st)
+	}
+}
+
+// TestPipelinePassesBase64Through: with the raw envelope a body the
+// platform sent as checked base64 reaches the sink as that text, marked;
+// the JSON envelope and the dead-letter target get the payload.
+func TestPipelinePassesBase64Through(t *testing.T) {
+	var mu sync.Mutex
+	var seen []Outgoing
+	sink := newFakeSink(func(call, i int, o Outgoing) error {
+		mu.Lock()
+		seen = append(seen, o)
+		mu.Unlock()
+		if o.ID == "dead" {
+			return Permanent(errors.New("InvalidArgument"))
+		}
+		return nil
+	})
+	h := newHarness(t, sink, nil)
+	for _, id := range []string{"pass", "dead"} {
+		m := Message{Topic: userTopic(0), MessageID: id, Body: []byte("aGk="), Base64: true}
+		if err := h.p.Handle(context.Background(), NewDelivery(m, h.rec, nil)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitUntil(t, func() bool { st := h.p.Stats(); return st.Forwarded == 1 && st.DeadLettered == 1 })
+	h.p.Retune(Tuning{Envelope: EnvelopeJSON})
+	m := Message{Topic: userTopic(0), MessageID: "json", Body: []byte("eyJ0IjoxfQ=="), Base64: true} // {"t":1}
+	if err := h.p.Handle(context.Background(), NewDelivery(m, h.rec, nil)); err != nil {
+		t.Fatal(err)
+	}
+	h.settleAll(t, 3, Accepted)
+	mu.Lock()
+	defer mu.Unlock()
+	for _, o := range seen {
+		switch o.ID {
+		case "pass":
+			if !o.Base64 || string(o.Body) != "aGk=" {
+				t.Errorf("raw envelope: the sink got %q (base64 %v), want the text as it came, marked", o.Body, o.Base64)
+			}
+		case "json":
+			if o.Base64 || !bytes.Contains(o.Body, []byte(`"payload":{"t":1}`)) {
+				t.Errorf("json envelope: %s (base64 %v), want the decoded payload inlined", o.Body, o.Base64)
+			}
+		}
 	}
 }

@@ -7,6 +7,8 @@
 package bridge
 
 import (
+	"encoding/base64"
+	"fmt"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -23,9 +25,14 @@ type Message struct {
 	// GenerateTime is the platform's generateTime in epoch milliseconds, 0 when
 	// absent.
 	GenerateTime int64
-	// Body is the device payload, already decoded (base64 bodies of STOMP
-	// encode=base64 logins are decoded by the source).
+	// Body is the device payload, or its base64 text when Base64 is set.
 	Body []byte
+	// Base64 says Body is the payload's standard base64 text as the platform
+	// sent it (a STOMP encode=base64 login), which the source checked to be
+	// canonical (what encoding the payload gives back), not the payload:
+	// a sink that writes base64 then sends Body as it is instead of
+	// decoding and encoding again. Payload and DecodeBody give the payload.
+	Base64 bool
 	// Properties are the remaining headers or application properties, as text.
 	Properties map[string]string
 	// Invalid, when not empty, says why the body cannot be forwarded as it
@@ -34,6 +41,78 @@ type Message struct {
 	// reason and settles it: it is never forwarded garbled.
 	Invalid string
 }
+
+// Payload returns the device payload: Body, decoded when Base64 is set. The
+// error (only for a Base64 body that is not valid base64, which a source
+// must not produce) names the message.
+func (m *Message) Payload() ([]byte, error) {
+	if !m.Base64 {
+		return m.Body, nil
+	}
+	out := make([]byte, base64.StdEncoding.DecodedLen(len(m.Body)))
+	n, err := base64.StdEncoding.Decode(out, m.Body)
+	if err != nil {
+		return nil, fmt.Errorf("message %s: body marked base64 is not valid base64: %w", m.MessageID, err)
+	}
+	return out[:n], nil
+}
+
+// DecodeBody replaces a Base64 body by the payload, for the users of a
+// message that need the payload itself (the JSON envelope, the spool, the
+// dead-letter file). On error the message is unchanged.
+func (m *Message) DecodeBody() error {
+	if !m.Base64 {
+		return nil
+	}
+	p, err := m.Payload()
+	if err != nil {
+		return err
+	}
+	m.Body, m.Base64 = p, false
+	return nil
+}
+
+// IsCanonicalBase64 reports whether b is standard padded base64 text that
+// decoding and encoding again gives back unchanged (no line breaks, no
+// stray bits in the last character): text that can be passed through in
+// place of the payload's encoding.
+func IsCanonicalBase64(b []byte) bool {
+	if len(b)%4 != 0 {
+		return false
+	}
+	n := len(b)
+	pad := 0
+	if n > 0 && b[n-1] == '=' {
+		pad++
+		if b[n-2] == '=' {
+			pad++
+		}
+	}
+	for _, c := range b[:n-pad] {
+		if b64Value[c] < 0 {
+			return false
+		}
+	}
+	switch pad {
+	case 1: // the last character before "=" carries 2 unused bits
+		return b64Value[b[n-2]]&0x3 == 0
+	case 2: // 4 unused bits
+		return b64Value[b[n-3]]&0xf == 0
+	}
+	return true
+}
+
+// b64Value is the value of each standard base64 character, -1 for others.
+var b64Value = func() (t [256]int8) {
+	for i := range t {
+		t[i] = -1
+	}
+	const alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+	for i := 0; i < len(alphabet); i++ {
+		t[alphabet[i]] = int8(i)
+	}
+	return t
+}()
 
 // DeviceFromTopic returns the product key and device name that the platform's
 // topic layouts carry: "/{pk}/{dn}/..." for device topics (with or without a

@@ -41,6 +41,10 @@ type Entry struct {
 // NewEntry returns the entry for m, dead-lettered at now for reason. The
 // caller fills Destination and Attempts when it knows them.
 func NewEntry(m bridge.Message, reason string, now time.Time) Entry {
+	// The file holds the payload, not the platform's base64 of it.
+	if err := m.DecodeBody(); err != nil {
+		reason += "; " + err.Error()
+	}
 	return Entry{
 		Time:         now.UTC(),
 		Reason:       reason,

@@ -510,3 +510,12 @@ func countEntries(t *testing.T, path string) int {
 	}
 	return n
 }
+
+// TestNewEntryHoldsThePayload: a message whose body is the platform's base64
+// (bridge.Message.Base64) is written with the payload, like any other.
+func TestNewEntryHoldsThePayload(t *testing.T) {
+	e := NewEntry(bridge.Message{MessageID: "1", Body: []byte("aGk="), Base64: true}, "rejected", time.Unix(0, 0))
+	if string(e.Body) != "hi" || e.Reason != "rejected" {
+		t.Fatalf("entry body %q reason %q, want the payload \"hi\"", e.Body, e.Reason)
+	}
+}

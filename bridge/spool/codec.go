@@ -35,8 +35,17 @@ func encodedLen(m *bridge.Message) int {
 	return n
 }
 
-// encode returns m as a stored value, in one allocation.
+// encode returns m as a stored value, in one allocation. The spool holds
+// the payload: a base64 body (Message.Base64) is decoded first.
 func encode(m *bridge.Message) []byte {
+	if m.Base64 {
+		d := *m
+		if err := d.DecodeBody(); err != nil {
+			d.Invalid = err.Error()
+			d.Base64 = false
+		}
+		m = &d
+	}
 	b := make([]byte, headerLen, encodedLen(m))
 	b[0] = codecVersion
 	b = binary.AppendVarint(b, m.GenerateTime)

@@ -586,3 +586,19 @@ func TestFormatBytes(t *testing.T) {
 		}
 	}
 }
+
+// TestSpoolHoldsThePayload: a message whose body is the platform's base64
+// (bridge.Message.Base64) is stored, and replayed, as the payload.
+func TestSpoolHoldsThePayload(t *testing.T) {
+	m := bridge.Message{MessageID: "1", Topic: "/a/b/user/c", Body: []byte("aGk="), Base64: true}
+	got, err := decode(encode(&m))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(got.Body) != "hi" || got.Base64 || got.Invalid != "" {
+		t.Fatalf("stored %+v, want the payload \"hi\"", got)
+	}
+	if !m.Base64 || string(m.Body) != "aGk=" {
+		t.Fatalf("encode changed the message it was given: %+v", m)
+	}
+}

@@ -176,8 +176,8 @@ func TestSimBinaryBodiesByteForByte(t *testing.T) {
 		if d.Invalid != "" {
 			t.Fatalf("%s invalid: %s", d.MessageID, d.Invalid)
 		}
-		if !bytes.Equal(d.Body, want[d.MessageID]) {
-			t.Fatalf("%s: body differs (%d bytes, want %d)", d.MessageID, len(d.Body), len(want[d.MessageID]))
+		if !bytes.Equal(payload(t, d), want[d.MessageID]) {
+			t.Fatalf("%s: body differs (%d bytes, want %d)", d.MessageID, len(payload(t, d)), len(want[d.MessageID]))
 		}
 		if d.Topic != "/pk/dev/user/raw" || d.GenerateTime == 0 {
 			t.Fatalf("%s: topic %q generateTime %d", d.MessageID, d.Topic, d.GenerateTime)
@@ -259,8 +259,8 @@ func TestSimHeldDeliveryKeepsNoWireBody(t *testing.T) {
 	r := startRun(t, src, nil)
 	e.srv.Publish("DEFAULT_GROUP", iotsim.Message{Topic: "/pk/dev/user/t", MessageID: "big", Body: bytes.Repeat([]byte{0xfe}, 45<<10)})
 	d := r.next(t)
-	if len(d.Body) != 45<<10 || d.Invalid != "" {
-		t.Fatalf("body of %d bytes (invalid %q), want 45 KiB", len(d.Body), d.Invalid)
+	if len(payload(t, d)) != 45<<10 || d.Invalid != "" {
+		t.Fatalf("body of %d bytes (invalid %q), want 45 KiB", len(payload(t, d)), d.Invalid)
 	}
 	// The token type has room for the ack id and message id only.
 	if tok, ok := d.Token.(ackToken); !ok || tok.ack == "" {

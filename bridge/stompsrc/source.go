@@ -281,7 +281,14 @@ func (s *Source) delivery(l *link, f *inFrame) *bridge.Delivery {
 	if s.loggedHeaders.CompareAndSwap(false, true) {
 		s.logHeaders(l, f)
 	}
-	msg := toMessage(f.Header, f.Body, s.cfg.EncodeBase64)
+	var msg bridge.Message
+	if s.cfg.EncodeBase64 && bridge.IsCanonicalBase64(f.Body) {
+		// Checked, not decoded: a sink that writes base64 sends it as it is.
+		msg = toMessage(f.Header, f.Body, false)
+		msg.Base64 = true
+	} else {
+		msg = toMessage(f.Header, f.Body, s.cfg.EncodeBase64)
+	}
 	if l.acks == nil {
 		return bridge.NewDelivery(msg, nil, nil)
 	}

@@ -187,8 +187,11 @@ func TestBase64BodiesByteForByte(t *testing.T) {
 	}
 	c.send("/a/b/thing/raw", bin)
 	d := r.next(t)
-	if !bytes.Equal(d.Body, bin) || d.Invalid != "" {
-		t.Fatalf("body = %x (invalid %q), want %x", d.Body, d.Invalid, bin)
+	if !bytes.Equal(payload(t, d), bin) || d.Invalid != "" {
+		t.Fatalf("body = %x (invalid %q), want %x", payload(t, d), d.Invalid, bin)
+	}
+	if !d.Base64 {
+		t.Error("the checked base64 body was decoded, not passed through")
 	}
 	// A body the server failed to encode: kept raw, marked invalid.
 	c.user.EncodeBase64 = false
@@ -422,4 +425,15 @@ func TestInsecureSkipVerifyWarnsOnEveryConnect(t *testing.T) {
 	if n := strings.Count(logs.String(), "insecure_skip_verify"); n < 2 {
 		t.Fatalf("warned %d times for 2 connects", n)
 	}
+}
+
+// payload is d's payload: its body, decoded when it is the platform's
+// base64 passed through (Message.Base64).
+func payload(t *testing.T, d *bridge.Delivery) []byte {
+	t.Helper()
+	p, err := d.Payload()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
 }

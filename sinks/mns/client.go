@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/md5"
 	"crypto/rand"
+	"encoding/base64"
 	"encoding/hex"
 	"encoding/xml"
 	"errors"
@@ -467,7 +468,11 @@ func md5Equal(hexSum string, sum [md5.Size]byte) bool {
 // MessageBody text and its properties) and the length it takes in the XML
 // request, or the permanent error that keeps it from being sent.
 func (c *Client) checkMessage(t target, i int, lab label, m *bridge.Outgoing) (size, xmlLen int, err error) {
-	textLen, xmlLen, err := bodyText(m.Body, c.raw)
+	body, pre, err := c.bodyOf(m)
+	textLen, xmlLen := len(body), len(body)
+	if err == nil && !pre {
+		textLen, xmlLen, err = bodyText(body, c.raw)
+	}
 	if err != nil {
 		return 0, 0, &permanentError{fmt.Errorf("%s: message %s: %w", t, lab(i), err)}
 	}
@@ -476,8 +481,12 @@ func (c *Client) checkMessage(t target, i int, lab label, m *bridge.Outgoing) (s
 		enc = "raw"
 	}
 	if textLen > MaxBodySize {
+		before := len(body)
+		if pre {
+			before = base64.StdEncoding.DecodedLen(len(body)) - (len(body) - len(bytes.TrimRight(body, "=")))
+		}
 		return 0, 0, &permanentError{fmt.Errorf("%s: message %s: body is %d bytes after %s encoding (%d before); not sent: %w",
-			t, lab(i), textLen, enc, len(m.Body), ErrBodyTooLarge)}
+			t, lab(i), textLen, enc, before, ErrBodyTooLarge)}
 	}
 	if len(m.Properties) == 0 && len(m.SystemProperties) == 0 && m.GroupID == "" {
 		return textLen, xmlLen, nil
@@ -491,6 +500,40 @@ func (c *Client) checkMessage(t target, i int, lab label, m *bridge.Outgoing) (s
 			t, lab(i), textLen, enc, psize, ErrMessageTooLarge)}
 	}
 	return textLen + psize, xmlLen + pxml, nil
+}
+
+// bodyOf returns what m's MessageBody is made from: the payload, or (pre)
+// the base64 text to send as it is, when m carries the platform's
+// canonical base64 (Outgoing.Base64) and the client writes base64. With
+// body_encoding raw such a body is decoded first.
+func (c *Client) bodyOf(m *bridge.Outgoing) (body []byte, pre bool, err error) {
+	if !m.Base64 {
+		return m.Body, false, nil
+	}
+	if !c.raw {
+		return m.Body, true, nil
+	}
+	out := make([]byte, base64.StdEncoding.DecodedLen(len(m.Body)))
+	n, err := base64.StdEncoding.Decode(out, m.Body)
+	if err != nil {
+		return nil, false, fmt.Errorf("body marked base64 is not valid base64: %w", err)
+	}
+	return out[:n], false, nil
+}
+
+// appendBody appends m's <MessageBody> and returns its text (see
+// appendMessageBody); a pre-encoded base64 body is copied as it is. m was
+// checked by checkMessage.
+func (c *Client) appendBody(dst []byte, m *bridge.Outgoing) ([]byte, []byte) {
+	body, pre, _ := c.bodyOf(m)
+	if !pre {
+		return appendMessageBody(dst, body, c.raw)
+	}
+	dst = append(dst, "<MessageBody>"...)
+	st := len(dst)
+	dst = append(dst, body...)
+	text := dst[st:]
+	return append(dst, "</MessageBody>"...), text
 }
 
 func checkName(t target) error {
@@ -518,7 +561,7 @@ func (c *Client) sendOne(ctx context.Context, queue string, m bridge.Outgoing) (
 	}
 	buf := make([]byte, 0, len(xmlDecl)+len(xmlNS)+xmlLen+80)
 	buf = append(buf, xmlDecl+`<Message xmlns="`+xmlNS+`">`...)
-	buf, text := appendMessageBody(buf, m.Body, c.raw)
+	buf, text := c.appendBody(buf, &m)
 	sums := [1][md5.Size]byte{md5.Sum(text)}
 	buf = appendProps(buf, &m)
 	buf = append(buf, "</Message>"...)
@@ -590,7 +633,7 @@ func (c *Client) batchSend(ctx context.Context, queue string, msgs []bridge.Outg
 		for k, i := range idx[:n] {
 			var text []byte
 			buf = append(buf, "<Message>"...)
-			buf, text = appendMessageBody(buf, msgs[i].Body, c.raw)
+			buf, text = c.appendBody(buf, &msgs[i])
 			sums[k] = md5.Sum(text)
 			buf = appendProps(buf, &msgs[i])
 			buf = append(buf, "</Message>"...)
@@ -651,7 +694,7 @@ func (c *Client) publish(ctx context.Context, topic string, m bridge.Outgoing, l
 	}
 	buf := make([]byte, 0, len(xmlDecl)+len(xmlNS)+xmlLen+len(tag)*5+100)
 	buf = append(buf, xmlDecl+`<Message xmlns="`+xmlNS+`">`...)
-	buf, text := appendMessageBody(buf, m.Body, c.raw)
+	buf, text := c.appendBody(buf, &m)
 	sums := [1][md5.Size]byte{md5.Sum(text)}
 	if tag != "" {
 		buf = append(buf, "<MessageTag>"...)

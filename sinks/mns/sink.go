@@ -165,7 +165,10 @@ func (s *Sink) Check(ctx context.Context, dest bridge.Destination) error {
 // checkMessage).
 func (s *Sink) size(o *bridge.Outgoing, bodyLen int) int {
 	n := bodyLen
-	if !s.c.raw {
+	switch {
+	case o.Base64 && s.c.raw:
+		n = base64.StdEncoding.DecodedLen(bodyLen) // sent decoded
+	case !o.Base64 && !s.c.raw:
 		n = base64.StdEncoding.EncodedLen(bodyLen)
 	}
 	if len(o.Properties) > 0 || len(o.SystemProperties) > 0 || o.GroupID != "" {

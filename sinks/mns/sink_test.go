@@ -122,3 +122,38 @@ func TestSinkCheck(t *testing.T) {
 		t.Errorf("send with no kind: %v", errs[0])
 	}
 }
+
+// TestSinkPassesPlatformBase64Through: a body that is already the
+// payload's canonical base64 (Outgoing.Base64) is stored as that text with
+// body_encoding base64 (not encoded again), counted by its length against
+// the batch limit, and decoded first with body_encoding raw.
+func TestSinkPassesPlatformBase64Through(t *testing.T) {
+	payload := []byte(`{"t":21.5}`)
+	text := base64.StdEncoding.EncodeToString(payload)
+	for _, raw := range []bool{false, true} {
+		f := newFixture(t, mnsemu.Config{}, func(c *Config) {
+			if raw {
+				c.BodyEncoding = "raw"
+			}
+		})
+		s := NewSink(f.c)
+		msgs := []bridge.Outgoing{{Body: []byte(text), Base64: true, ID: "pre"}, {Body: payload, ID: "plain"}}
+		for i, err := range s.Send(context.Background(), bridge.Destination{Kind: bridge.Queue, Name: "q1"}, msgs) {
+			if err != nil {
+				t.Fatalf("raw=%v: message %d: %v", raw, i, err)
+			}
+		}
+		want := text
+		if raw {
+			want = string(payload)
+		}
+		got := f.emu.Messages("q1")
+		if len(got) != 2 || got[0].Body != want || got[1].Body != want {
+			t.Fatalf("raw=%v: stored %+v, want both as %q", raw, got, want)
+		}
+		lim := s.Limits(bridge.Destination{Kind: bridge.Queue, Name: "q1"})
+		if n := lim.Size(&msgs[0], len(text)); !raw && n != len(text) {
+			t.Errorf("a pre-encoded body of %d counts %d", len(text), n)
+		}
+	}
+}

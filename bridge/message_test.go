@@ -1,0 +1,51 @@
+package bridge
+
+import (
+	"bytes"
+	"encoding/base64"
+	"testing"
+)
+
+func TestIsCanonicalBase64(t *testing.T) {
+	for _, n := range []int{0, 1, 2, 3, 4, 5, 100} {
+		b := bytes.Repeat([]byte{0xa7}, n)
+		if s := base64.StdEncoding.EncodeToString(b); !IsCanonicalBase64([]byte(s)) {
+			t.Errorf("the encoding of %d bytes %q is not canonical", n, s)
+		}
+	}
+	for _, s := range []string{
+		"aGk", "aGk=\n", "aG\nk=", "aGk==", "a===", "aGl=", "aR==", "aGk*", "aGk-", "=aGk", "aG=k", "aGk_",
+	} {
+		if IsCanonicalBase64([]byte(s)) {
+			t.Errorf("%q passes as canonical base64", s)
+		}
+	}
+}
+
+func FuzzIsCanonicalBase64(f *testing.F) {
+	f.Add([]byte("aGk="))
+	f.Add([]byte("aGl="))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		if !IsCanonicalBase64(b) {
+			return
+		}
+		dec, err := base64.StdEncoding.DecodeString(string(b))
+		if err != nil || base64.StdEncoding.EncodeToString(dec) != string(b) {
+			t.Fatalf("%q passed as canonical: decodes with %v, encodes back to something else", b, err)
+		}
+	})
+}
+
+func TestMessagePayloadAndDecodeBody(t *testing.T) {
+	m := Message{MessageID: "1", Body: []byte("aGk="), Base64: true}
+	if p, err := m.Payload(); err != nil || string(p) != "hi" {
+		t.Fatalf("Payload = %q, %v", p, err)
+	}
+	if err := m.DecodeBody(); err != nil || m.Base64 || string(m.Body) != "hi" {
+		t.Fatalf("DecodeBody: %v, %+v", err, m)
+	}
+	bad := Message{MessageID: "2", Body: []byte("!!"), Base64: true}
+	if err := bad.DecodeBody(); err == nil || !bad.Base64 {
+		t.Fatalf("a bad base64 body decoded: %v %+v", err, bad)
+	}
+}
