@@ -58,6 +58,12 @@ func TestStatusCommandAgainstARunningBridge(t *testing.T) {
 		st := b.Status()
 		return st.Pipeline.Forwarded >= 500 && st.Pipeline.InFlight == 0
 	})
+	// The spool deletes what was forwarded in its next group commit, a
+	// moment after the settle.
+	waitFor(t, "the spool to be empty", 30*time.Second, func() bool {
+		st := b.Status()
+		return st.Spool != nil && st.Spool.Messages == 0
+	})
 
 	code, out, errOut := runMain(t, context.Background(), "status", "-url", base, "-interval", "10ms")
 	if code != ExitOK {
