@@ -24,7 +24,8 @@ type lane struct {
 	mu        sync.Mutex
 	pending   []*item // new messages, oldest first
 	pendBytes int
-	lingered  bool // the oldest pending message waited Linger
+	space     chan struct{} // closed when pending shrinks; nil when nobody waits
+	lingered  bool          // the oldest pending message waited Linger
 	linger    *time.Timer
 	retries   []retryGroup // messages waiting for a retry
 	retryAt   time.Time    // when retryTimer fires; zero when stopped
@@ -54,6 +55,10 @@ type retryGroup struct {
 	// due (start of the wait plus the initial backoff): no hot loop.
 	soonest time.Time
 }
+
+// pendingBatches is how many batches a lane holds, beyond those being
+// sent, before add waits.
+const pendingBatches = 2
 
 // idleLaneAfter is how long a lane with nothing held stays in the map.
 const idleLaneAfter = time.Minute
@@ -119,20 +124,40 @@ const (
 )
 
 // add queues a new message and starts a sender when a batch is ready.
+// While the lane already holds pendingBatches full batches that no sender
+// could take (every request slot of the destination busy), add waits: the
+// source stops reading, as it does when the pipeline is full, so a slow
+// destination holds a few batches beyond those in flight, not the whole
+// in-flight bound.
 func (l *lane) add(it *item) addResult {
 	p := l.p
 	it.size = it.outLen()
 	if l.lim.Size != nil {
 		it.size = l.lim.Size(&it.out, it.size)
 	}
-	l.mu.Lock()
-	switch {
-	case l.removed:
+	for {
+		l.mu.Lock()
+		switch {
+		case l.removed:
+			l.mu.Unlock()
+			return laneRemoved
+		case l.stopped || p.sendCtx.Err() != nil:
+			l.mu.Unlock()
+			return laneStopped
+		}
+		n, _ := l.limits()
+		if len(l.pending) < pendingBatches*n {
+			break
+		}
+		if l.space == nil {
+			l.space = make(chan struct{})
+		}
+		space := l.space
 		l.mu.Unlock()
-		return laneRemoved
-	case l.stopped || p.sendCtx.Err() != nil:
-		l.mu.Unlock()
-		return laneStopped
+		select {
+		case <-space:
+		case <-p.sendCtx.Done():
+		}
 	}
 	l.pending = append(l.pending, it)
 	l.pendBytes += it.size
@@ -319,6 +344,10 @@ func (l *lane) take() []*item {
 		k++
 	}
 	if k > 0 {
+		if l.space != nil {
+			close(l.space)
+			l.space = nil
+		}
 		rest := copy(l.pending, l.pending[k:])
 		clear(l.pending[rest:])
 		l.pending = l.pending[:rest]
@@ -477,6 +506,19 @@ func (p *Pipeline) heldForRetry() int {
 	for _, l := range p.lanes {
 		l.mu.Lock()
 		n += l.retryCount()
+		l.mu.Unlock()
+	}
+	return n
+}
+
+// pendingCount is how many new messages wait in the lanes (for tests).
+func (p *Pipeline) pendingCount() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	n := 0
+	for _, l := range p.lanes {
+		l.mu.Lock()
+		n += len(l.pending)
 		l.mu.Unlock()
 	}
 	return n

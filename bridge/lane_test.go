@@ -172,3 +172,34 @@ func TestPipelinePassesBase64Through(t *testing.T) {
 		}
 	}
 }
+
+// TestSlowDestinationHoldsFewBatches: when every request slot of a
+// destination is busy, its lane takes two more batches and then Handle
+// waits (the source stops reading), far below MaxInFlight.
+func TestSlowDestinationHoldsFewBatches(t *testing.T) {
+	sink := newFakeSink(nil)
+	sink.hang = true
+	h := newHarness(t, sink, func(c *PipelineConfig) { c.BatchSize = 4; c.MaxRequestsPerDestination = 1 })
+	var returned atomic.Int64
+	go func() {
+		for i := 0; i < 100; i++ {
+			m := Message{Topic: userTopic(0), MessageID: fmt.Sprintf("m%05d", i), Body: []byte("x")}
+			if h.p.Handle(context.Background(), NewDelivery(m, h.rec, nil)) != nil {
+				return
+			}
+			returned.Add(1)
+		}
+	}()
+	// One batch of 4 hangs in Send, two batches wait, the 13th Handle waits.
+	waitUntil(t, func() bool { return h.p.Stats().Received == 13 && h.p.pendingCount() == 8 })
+	if n := returned.Load(); n != 12 {
+		t.Fatalf("%d Handle calls returned with the destination's one request hanging, want 12 (4 in the request, 8 waiting)", n)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	if err := h.p.Drain(ctx); err == nil {
+		t.Fatal("Drain with a hanging sink returned nil")
+	}
+	// The one waiting in Handle is released as the drain deadline passes.
+	waitUntil(t, func() bool { st := h.p.Stats(); return st.InFlight == 0 && st.Released == 13 })
+}
