@@ -3,19 +3,31 @@ package bridge
 import (
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 )
+
+// outsPool holds the senders' request slices.
+var outsPool = sync.Pool{New: func() any { s := make([]Outgoing, 0, 16); return &s }}
 
 // sender sends the lane's ready batches, one request at a time, until none
 // is ready. It was counted in l.senders and p.wg by startSender.
 func (l *lane) sender() {
 	p := l.p
 	defer p.wg.Done()
-	outs := make([]Outgoing, 0, 16)
+	var outs *[]Outgoing
+	defer func() {
+		if outs != nil {
+			outsPool.Put(outs)
+		}
+	}()
 	for {
 		batch := l.take()
 		if batch == nil {
 			return
+		}
+		if outs == nil {
+			outs = outsPool.Get().(*[]Outgoing)
 		}
 		select {
 		case p.reqs <- struct{}{}:
@@ -23,7 +35,7 @@ func (l *lane) sender() {
 			p.releaseAll(batch)
 			continue // take counts this sender out once the lane is stopped
 		}
-		outs = l.send(batch, outs[:0])
+		*outs = l.send(batch, (*outs)[:0])
 	}
 }
 
