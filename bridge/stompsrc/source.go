@@ -190,6 +190,9 @@ func (s *Source) receive(ctx context.Context, l *link, h bridge.Handler) error {
 	for {
 		f, err := l.w.read()
 		if ctx.Err() != nil {
+			// Nothing is read from now on: silence no longer says anything
+			// (a client-individual link stays open for the settles).
+			l.stopWatch()
 			if l.acks == nil {
 				var first *bridge.Delivery
 				if err == nil && f.Command == frame.MESSAGE {
@@ -216,6 +219,7 @@ func (s *Source) receive(ctx context.Context, l *link, h bridge.Handler) error {
 		l.inHandler.Store(false)
 		if err != nil {
 			if ctx.Err() != nil {
+				l.stopWatch()
 				if l.acks == nil {
 					// Ack auto: the message is already ours alone.
 					s.handOver(l, h, d, false)

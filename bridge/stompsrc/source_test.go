@@ -437,3 +437,32 @@ func payload(t *testing.T, d *bridge.Delivery) []byte {
 	}
 	return p
 }
+
+// TestLinkKeptForSettlesIsNotClosedForSilence: once Run returned, a
+// client-individual link reads nothing more but stays open for the settles
+// of deliveries in flight; the server's silence from then on must not close
+// it (the ACK would be lost and the message sent again).
+func TestLinkKeptForSettlesIsNotClosedForSilence(t *testing.T) {
+	s := startFakeServer(t)
+	s.heartBeat = 50 * time.Millisecond
+	src, _ := newTestSource(t, s, func(c *Config) {
+		c.Ack = AckClientIndividual
+		c.HeartBeat = 50 * time.Millisecond
+		c.CheckInterval = 20 * time.Millisecond
+	})
+	r := startRun(t, src, nil)
+	c := s.waitSubscribed(t)
+	id, _ := c.send("/a/b/user/x", []byte("in flight"))
+	d := r.next(t)
+	r.cancel()
+	if err := <-r.errc; err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	r.errc <- nil
+	c.goSilent()
+	time.Sleep(1500 * time.Millisecond) // silent beyond the limit for 50ms heart-beats (1.1 s)
+	d.Accept()
+	if got := s.waitAcked(t); got != "ack:"+id {
+		t.Fatalf("got %q, want ack:%s", got, id)
+	}
+}
