@@ -1,13 +1,17 @@
 // Package stompsrc is the STOMP-over-TLS source: it consumes an Alibaba
-// Cloud IoT Platform server-side subscription with go-stomp, hands every
-// MESSAGE frame to the pipeline as a bridge.Delivery, and keeps its
-// connections alive by itself.
+// Cloud IoT Platform server-side subscription, hands every MESSAGE frame to
+// the pipeline as a bridge.Delivery, and keeps its connections alive by
+// itself.
 //
 // Each of Config.Connections slots holds at most one connection, supervised
 // by a bridge.Supervisor: every dial signs afresh, CONNECTs with heart-beats
-// and SUBSCRIBEs; a periodic check (and go-stomp's own read path) finds a
-// dead or silent connection and the supervisor redials with jittered
-// backoff under the consumer group's shared attempt limiter.
+// and SUBSCRIBEs. The connection's own goroutine reads its frames (wire.go,
+// a reader of our own over go-stomp's frame types: liveness, size limits and
+// parsing in one pass) and calls the handler, with no goroutine between the
+// socket and the pipeline, and reads nothing while the handler blocks. A
+// timer per connection finds a silent one; a read error, an ERROR frame or
+// silence makes the supervisor redial with jittered backoff under the
+// consumer group's shared attempt limiter.
 //
 // With ack auto the platform settles a message when it sends it, so settling
 // a delivery is a no-op. With ack client-individual, Accept sends ACK and
