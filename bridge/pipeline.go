@@ -271,8 +271,9 @@ func (p *Pipeline) Stranded() []*Delivery {
 
 // Drain stops intake (Handle returns ErrClosed from now on) and waits until
 // every delivery held is settled, or until ctx is done; then it cancels the
-// sends in progress and releases what is left. It returns ctx's error when
-// the deadline cut the drain short. Drain may be called once.
+// sends in progress and releases what is left (or keeps it for Stranded),
+// and returns once nothing is held. It returns ctx's error when the
+// deadline cut the drain short. Drain may be called once.
 func (p *Pipeline) Drain(ctx context.Context) error {
 	p.stop.Do(func() {
 		close(p.closed)
@@ -290,5 +291,9 @@ func (p *Pipeline) Drain(ctx context.Context) error {
 	p.cancelSend()
 	p.stopLanes()
 	p.wg.Wait()
+	// What is still held is being released now (a Handle waiting for room
+	// in its lane, a dead-letter write giving up): wait for it, so that
+	// Stranded is complete when Drain returns.
+	<-p.empty
 	return err
 }
