@@ -508,6 +508,16 @@ func (v *validator) delivery() {
 	}
 }
 
+// httpListen checks http.listen: host:port, or empty.
+func (v *validator) httpListen() {
+	if l := v.c.HTTP.Listen; l != "" {
+		_, port, err := net.SplitHostPort(l)
+		if n, perr := strconv.Atoi(port); err != nil || perr != nil || n < 0 || n > 65535 {
+			v.bad("http.listen", "%q must be host:port, like 127.0.0.1:9477 (empty disables the listener)", l)
+		}
+	}
+}
+
 func (v *validator) rest() {
 	c := v.c
 	if c.Spool.Dir != "" && c.Spool.MaxBytes <= 0 {
@@ -515,12 +525,7 @@ func (v *validator) rest() {
 	}
 	v.nonNegative("spool.commit_interval", c.Spool.CommitInterval)
 	v.oneOf("envelope", c.Envelope, "raw", "json")
-	if l := c.HTTP.Listen; l != "" {
-		_, port, err := net.SplitHostPort(l)
-		if n, perr := strconv.Atoi(port); err != nil || perr != nil || n < 0 || n > 65535 {
-			v.bad("http.listen", "%q must be host:port, like 127.0.0.1:9477 (empty disables the listener)", l)
-		}
-	}
+	v.httpListen()
 	v.oneOf("log.level", c.Log.Level, "debug", "info", "warn", "error")
 	v.oneOf("log.format", c.Log.Format, "text", "json")
 	v.nonNegative("log.summary_interval", c.Log.SummaryInterval)

@@ -314,11 +314,11 @@ func cmdHealthcheck(ctx context.Context, args []string, stdio Stdio) error {
 	if target == "" {
 		listen := config.Default().HTTP.Listen
 		if *path != "" {
-			cfg, err := loadConfig(*path)
+			h, err := loadHTTP(*path)
 			if err != nil {
 				return err
 			}
-			listen = cfg.HTTP.Listen
+			listen = h.Listen
 		}
 		if listen == "" {
 			return usageErr("http.listen is empty: the bridge serves no health endpoint")

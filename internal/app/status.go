@@ -257,12 +257,12 @@ func cmdStatus(ctx context.Context, args []string, stdio Stdio) error {
 	if base == "" {
 		listen := config.Default().HTTP.Listen
 		if *path != "" {
-			cfg, err := loadConfig(*path)
+			h, err := loadHTTP(*path)
 			if err != nil {
 				return err
 			}
-			listen = cfg.HTTP.Listen
-			if f := cfg.HTTP.WebConfigFile; f != "" {
+			listen = h.Listen
+			if f := h.WebConfigFile; f != "" {
 				web, err := webconfig.Load(f)
 				if err != nil {
 					return usageErr("http.web_config_file: %v", err)

@@ -7,6 +7,8 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
@@ -188,5 +190,57 @@ func TestLocalURL(t *testing.T) {
 		if got := localURL(in); got != want {
 			t.Errorf("localURL(%q) = %q, want %q", in, got, want)
 		}
+	}
+}
+
+// TestStatusAndHealthcheckNeedOnlyTheHTTPSection runs `status -config` and
+// `healthcheck -config` the way an operator does on a systemd box: from a
+// shell without the env file's variables and without the right to read the
+// secret files. They only need http.listen, so the rest of the config must
+// not stop them.
+func TestStatusAndHealthcheckNeedOnlyTheHTTPSection(t *testing.T) {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) { fmt.Fprintln(w, "ok") })
+	srv := http.Server{Handler: mux}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve(ln)
+	defer srv.Close()
+	dir := t.TempDir()
+	file := filepath.Join(dir, "config.yaml")
+	cfg := `source:
+  endpoint: iot-06z00xxxx.amqp.iothub.aliyuncs.com
+  client_id: ${QA_TEST_UNSET_CLIENT_ID}
+  credentials:
+    access_key_id: ${QA_TEST_UNSET_KEY_ID}
+    access_key_secret_file: no-such-secret
+mns:
+  endpoint: https://1234567890123456.mns.cn-hangzhou.aliyuncs.com
+routes:
+  - match: /{productKey}/#
+    queue: telemetry-{productKey}
+http:
+  listen: ` + ln.Addr().String() + "\n"
+	if err := os.WriteFile(file, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	code, out, errOut := runMain(t, context.Background(), "healthcheck", "-config", file)
+	if code != ExitOK || strings.TrimSpace(out) != "ok" {
+		t.Errorf("healthcheck -config: exit %d, %q, %q; want 0 and ok", code, out, errOut)
+	}
+	// Not a bridge's /status: the command got past the config to the request.
+	code, _, errOut = runMain(t, context.Background(), "status", "-config", file, "-interval", "0")
+	if code != ExitFailure || !strings.Contains(errOut, "404") {
+		t.Errorf("status -config: exit %d, %q; want 1 with the server's 404", code, errOut)
+	}
+	// A mistake in the http section itself is still named.
+	if err := os.WriteFile(file, []byte(cfg+"  lisen: x\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	code, _, errOut = runMain(t, context.Background(), "healthcheck", "-config", file)
+	if code != ExitUsage || !strings.Contains(errOut, `unknown key "lisen" in http`) {
+		t.Errorf("healthcheck with a typo in http: exit %d, %q; want 2 naming the key", code, errOut)
 	}
 }
