@@ -257,7 +257,9 @@ func (w *walker) walk(n *yaml.Node, t reflect.Type, path string) {
 	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64:
 		if w.scalar(n, path, "a whole number") {
 			var v int64
-			if err := n.Decode(&v); err != nil || reflect.Zero(t).OverflowInt(v) {
+			// yaml.v3 truncates a float into an int (1.5 becomes 1): only an
+			// !!int is a whole number.
+			if err := n.Decode(&v); err != nil || n.ShortTag() != "!!int" || reflect.Zero(t).OverflowInt(v) {
 				w.fail(n, path, "%q is not a whole number", n.Value)
 			}
 		}
