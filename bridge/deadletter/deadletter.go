@@ -67,6 +67,10 @@ func (e Entry) Message() bridge.Message {
 	}
 }
 
+// ErrLocked is wrapped by the error of OpenFile when another File (another
+// process: a running bridge) holds the file.
+var ErrLocked = errors.New("locked by another process")
+
 // ErrClosed is returned by Write after Close.
 var ErrClosed = errors.New("dead-letter file closed")
 

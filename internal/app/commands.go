@@ -250,6 +250,15 @@ func cmdReplay(ctx context.Context, args []string, stdio Stdio) error {
 	if err != nil {
 		return err
 	}
+	aside, err := moveAsideOwnDeadLetters(file, cfg.Delivery.DeadLetter.File)
+	if err != nil {
+		return err
+	}
+	if aside != "" {
+		fmt.Fprintf(stdio.Out, "moved %s to %s first: what fails again is written to a new %s; delete %s once the replay is done\n",
+			file, aside, file, aside)
+		file = aside
+	}
 	var entries []deadletter.Entry
 	var skipped int
 	err = deadletter.ReadFile(file, func(line int, e deadletter.Entry) error {
@@ -272,6 +281,21 @@ func cmdReplay(ctx context.Context, args []string, stdio Stdio) error {
 		})
 		if err != nil {
 			return fmt.Errorf("reading %s: %w", file, err)
+		}
+	}
+	if dl := cfg.Delivery.DeadLetter.File; dl != "" {
+		// A running bridge with this config holds its dead-letter file:
+		// replay writes beside it instead of refusing to run.
+		held, err := deadletter.OpenFile(dl)
+		if errors.Is(err, deadletter.ErrLocked) {
+			alt := dl + ".replay-" + time.Now().UTC().Format("20060102T150405Z")
+			fmt.Fprintf(stdio.Out, "%s is held by a running bridge: what fails again is written to %s\n", dl, alt)
+			if same(file, dl) {
+				fmt.Fprintf(stdio.Out, "once the replay is done, move %s away (the bridge starts a new one when it is full) or truncate it, so that it is not replayed twice\n", dl)
+			}
+			cfg.Delivery.DeadLetter.File = alt
+		} else if err == nil {
+			held.Close()
 		}
 	}
 	log := NewLogger(cfg.Log, stdio.Err)
@@ -300,6 +324,47 @@ func cmdReplay(ctx context.Context, args []string, stdio Stdio) error {
 		return errors.New("replay did not finish: run it again (entries may then be sent twice)")
 	}
 	return nil
+}
+
+// moveAsideOwnDeadLetters renames file to file.replayed-<UTC time> when it
+// is the config's own dead-letter file (dlFile), and returns the new name
+// ("" when it is not). Replayed entries that fail again are appended to
+// dlFile: without the move they would join the entries being replayed, and
+// the next replay would send those twice. The rename happens while holding
+// the file's lock; the file of a running bridge (which holds the lock) is
+// left where it is.
+func moveAsideOwnDeadLetters(file, dlFile string) (string, error) {
+	if dlFile == "" {
+		return "", nil
+	}
+	if !same(file, dlFile) {
+		return "", nil
+	}
+	held, err := deadletter.OpenFile(file)
+	if errors.Is(err, deadletter.ErrLocked) {
+		// A running bridge writes it: it stays; what fails again goes
+		// beside it (see cmdReplay), and the operator moves it away after.
+		return "", nil
+	}
+	if err != nil {
+		return "", err
+	}
+	defer held.Close()
+	aside := file + ".replayed-" + time.Now().UTC().Format("20060102T150405Z")
+	if err := os.Rename(file, aside); err != nil {
+		return "", fmt.Errorf("moving %s aside before replaying it: %w", file, err)
+	}
+	return aside, nil
+}
+
+// same reports whether the paths name one existing file.
+func same(a, b string) bool {
+	ai, err := os.Stat(a)
+	if err != nil {
+		return false
+	}
+	bi, err := os.Stat(b)
+	return err == nil && os.SameFile(ai, bi)
 }
 
 func cmdHealthcheck(ctx context.Context, args []string, stdio Stdio) error {

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/iot-mns-bridge/iot-mns-bridge/bridge/deadletter"
 	"github.com/iot-mns-bridge/iot-mns-bridge/internal/testpeers"
 	"github.com/iot-mns-bridge/iot-mns-bridge/iotsim"
 	"github.com/iot-mns-bridge/iot-mns-bridge/mnsemu"
@@ -49,15 +50,70 @@ func TestDeadLetterFileAndReplay(t *testing.T) {
 		t.Errorf("dead-letter file mode %v, want 0600", st.Mode().Perm())
 	}
 
+	// Replaying the config's own dead-letter file while the queue is still
+	// missing: the file is moved aside first, so what fails again goes to a
+	// new file holding exactly those entries, not appended to the 50 being
+	// replayed (a second replay would send those twice).
+	code, out, errOut := runMain(t, context.Background(), "replay", "-config", path, dlFile)
+	if code != ExitOK || !strings.Contains(out, "50 dead-lettered again") || !strings.Contains(out, "moved "+dlFile+" to "+dlFile+".replayed-") {
+		t.Fatalf("replay of the config's own file: exit %d\n%s%s", code, out, errOut)
+	}
+	again, _ := os.ReadFile(dlFile)
+	if n := strings.Count(string(again), "\n"); n != 50 {
+		t.Errorf("the dead-letter file holds %d lines after a replay that failed again, want 50", n)
+	}
+	aside, _ := filepath.Glob(dlFile + ".replayed-*")
+	if len(aside) != 1 {
+		t.Fatalf("moved-aside files %v, want one", aside)
+	}
+	if kept, _ := os.ReadFile(aside[0]); string(kept) != string(data) {
+		t.Errorf("the moved-aside file is not the replayed file as it was")
+	}
+	os.Remove(aside[0])
+	os.WriteFile(dlFile, data, 0o600)
+
+	// The dead-letter file of a running bridge (which holds its lock) is
+	// not moved under it: it is read as it is, what fails again goes beside
+	// it, and replay says to move it away after.
+	running, err := deadletter.OpenFile(dlFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	code, out, errOut = runMain(t, context.Background(), "replay", "-config", path, dlFile)
+	running.Close()
+	if code != ExitOK || !strings.Contains(out, "50 dead-lettered again") || !strings.Contains(out, "once the replay is done, move "+dlFile+" away") {
+		t.Errorf("replay of a running bridge's own file: exit %d\n%s%s", code, out, errOut)
+	}
+	if again, _ := os.ReadFile(dlFile); string(again) != string(data) {
+		t.Errorf("replay changed the file a running bridge holds")
+	}
+	beside, _ := filepath.Glob(dlFile + ".replay-*")
+	if len(beside) != 1 {
+		t.Fatalf("files beside the held one: %v, want one", beside)
+	}
+	if b, _ := os.ReadFile(beside[0]); strings.Count(string(b), "\n") != 50 {
+		t.Errorf("%s holds %d lines, want the 50 that failed again", beside[0], strings.Count(string(b), "\n"))
+	}
+	os.Remove(beside[0])
+
 	p.emu.CreateQueue("telemetry-pk1")
 	// Replay into a config whose own dead-letter file is elsewhere, so the
-	// file being replayed is only read.
+	// file being replayed is only read; a running bridge holds that file,
+	// so what would fail again goes to a file next to it.
 	replayCfg := filepath.Join(p.dir, "replay.yaml")
 	cfgData, _ := os.ReadFile(path)
 	os.WriteFile(replayCfg, []byte(strings.Replace(string(cfgData), "file: dl.jsonl", "file: dl-again.jsonl", 1)), 0o600)
-	code, out, errOut := runMain(t, context.Background(), "replay", "-config", replayCfg, dlFile)
+	running, err = deadletter.OpenFile(filepath.Join(p.dir, "dl-again.jsonl"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	code, out, errOut = runMain(t, context.Background(), "replay", "-config", replayCfg, dlFile)
+	running.Close()
 	if code != ExitOK {
 		t.Fatalf("replay exit %d\n%s%s", code, out, errOut)
+	}
+	if !strings.Contains(out, "dl-again.jsonl is held by a running bridge: what fails again is written to "+filepath.Join(p.dir, "dl-again.jsonl.replay-")) {
+		t.Errorf("replay beside a running bridge does not say where its dead letters go: %s", out)
 	}
 	if !strings.Contains(out, "50 entries read") || !strings.Contains(out, "50 forwarded") {
 		t.Errorf("replay report: %s", out)
