@@ -152,9 +152,9 @@ func (e *Error) hint() string {
 	case "AccessDenied":
 		return "grant the AccessKey's RAM user MNS send/publish permission on this " + e.Kind
 	case "InvalidAccessKeyId":
-		return "check mns.credentials.access_key_id (is the key enabled, in this account?)"
+		return "check mns.credentials.access_key_id, or source.credentials when mns.credentials is empty (is the key enabled, in this account?)"
 	case "SignatureDoesNotMatch":
-		return "check mns.credentials.access_key_secret belongs to the access key id"
+		return "check that mns.credentials.access_key_secret (source.credentials when mns.credentials is empty) belongs to the access key id"
 	case "TimeExpired", "InvalidDateHeader":
 		return "the local clock is off by more than 15 minutes; synchronise it (NTP)"
 	case "TooManyRequests", "QpsLimitExceeded":
