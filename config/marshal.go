@@ -1,6 +1,7 @@
 package config
 
 import (
+	"bytes"
 	"fmt"
 	"reflect"
 	"slices"
@@ -21,7 +22,16 @@ func Marshal(c *Config) ([]byte, error) {
 	if n == nil {
 		n = &yaml.Node{Kind: yaml.MappingNode}
 	}
-	return yaml.Marshal(n)
+	var buf bytes.Buffer
+	enc := yaml.NewEncoder(&buf)
+	enc.SetIndent(2) // as the examples in the README are written
+	if err := enc.Encode(n); err != nil {
+		return nil, err
+	}
+	if err := enc.Close(); err != nil {
+		return nil, err
+	}
+	return buf.Bytes(), nil
 }
 
 var secretType = reflect.TypeOf(Secret(""))

@@ -117,7 +117,7 @@ func TestBadInputFromSource(t *testing.T) {
 	raw := startRawServer(t)
 	e := newEnv(t, mnsemu.Config{}, iotsim.Config{})
 	path := e.config(t, spec{endpoint: raw.addr(), caFile: raw.caFile, ack: "client-individual", encodeBase64: true,
-		heartbeat: "500ms", mnsEndpoint: "http://" + e.emuAddr})
+		heartbeat: 500 * time.Millisecond, mnsEndpoint: "http://" + e.emuAddr})
 	r := runBridge(t, path, app.Options{})
 	raw.waitSubscribed(t)
 

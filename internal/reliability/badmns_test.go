@@ -121,7 +121,7 @@ func TestBadInputFromMNS(t *testing.T) {
 			go srv.Serve(ln)
 			t.Cleanup(func() { srv.Close() })
 
-			r := runBridge(t, e.config(t, spec{ack: "client-individual", mnsEndpoint: "http://" + ln.Addr().String(), mnsTimeout: "2s"}), app.Options{})
+			r := runBridge(t, e.config(t, spec{ack: "client-individual", mnsEndpoint: "http://" + ln.Addr().String(), mnsTimeout: 2 * time.Second}), app.Options{})
 			pub := &publisher{sim: e.sim, prefix: "x"}
 			pub.publish(scale(200, 4))
 			sent := pub.sent()

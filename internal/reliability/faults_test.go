@@ -112,7 +112,7 @@ func TestSourceFaults(t *testing.T) {
 			// can tell. The server beats every 1 s, the bridge asks for 2 s.
 			name: "30 s silent blackhole of the source", rate: 200,
 			simCfg: iotsim.Config{HeartBeat: time.Second},
-			sp:     spec{heartbeat: "2s"},
+			sp:     spec{heartbeat: 2 * time.Second},
 			inject: func(t *testing.T, e *env, r *running) {
 				hole := scaleDur(30*time.Second, 8*time.Second)
 				start := time.Now()

@@ -2,6 +2,7 @@ package reliability
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"fmt"
 	"log/slog"
@@ -15,6 +16,7 @@ import (
 	"time"
 
 	"github.com/iot-mns-bridge/iot-mns-bridge/config"
+	"github.com/iot-mns-bridge/iot-mns-bridge/config/configtest"
 	"github.com/iot-mns-bridge/iot-mns-bridge/internal/app"
 	"github.com/iot-mns-bridge/iot-mns-bridge/internal/faultproxy"
 	"github.com/iot-mns-bridge/iot-mns-bridge/internal/testpeers"
@@ -98,24 +100,23 @@ func startProxy(t *testing.T, target string) *faultproxy.Proxy {
 // spec is the part of the bridge config a scenario varies. The zero value
 // is STOMP ack auto through both proxies, fast reconnects and retries.
 type spec struct {
-	protocol     string // stomp (default) | amqp
-	amqpAddress  string // source.amqp.address
-	akID, akSec  string // source AccessKey; default testAK/testSecret
-	mnsCreds     string // lines under mns.credentials (indented 4); default the source's
-	ack          string // auto (default) | client-individual
-	heartbeat    string // source.stomp.heartbeat, default 2s
+	protocol     string              // stomp (default) | amqp
+	amqpAddress  string              // source.amqp.address
+	akID, akSec  string              // source AccessKey; default testAK/testSecret
+	token        string              // source.credentials.security_token
+	mnsCreds     *config.Credentials // default the source's
+	ack          string              // auto (default) | client-individual
+	heartbeat    time.Duration       // source.stomp.heartbeat, default 2s
 	encodeBase64 bool
 	spool        bool
-	secretExtra  string // extra lines under source.credentials
-	endpoint     string // source.endpoint; default the source proxy
-	caFile       string // source.tls.ca_file; default the simulator's CA
-	serverName   string // default localhost
-	mnsEndpoint  string // default http://<mns proxy>
-	mnsTimeout   string // mns.request_timeout, default 3s
-	bodyEncoding string // mns.body_encoding, default base64
-	extra        string // appended top-level YAML
-	delivery     string // lines under delivery: (indented 2)
-	logLevel     string // default info
+	endpoint     string        // source.endpoint; default the source proxy
+	caFile       string        // source.tls.ca_file; default the simulator's CA
+	serverName   string        // default localhost
+	mnsEndpoint  string        // default http://<mns proxy>
+	mnsTimeout   time.Duration // mns.request_timeout, default 3s
+	bodyEncoding string        // mns.body_encoding, default base64
+	logLevel     string        // default info
+	httpDefault  bool          // leave http.listen at its default (else "": no listener)
 }
 
 func or(s, def string) string {
@@ -125,71 +126,44 @@ func or(s, def string) string {
 	return s
 }
 
-// config writes the bridge config for sp and returns its path.
+// config writes the bridge config for sp and returns its path: the
+// defaults (config.Default()) but for the endpoints through the proxies,
+// the spec, short retries and reconnects, no HTTP listener, and no spool
+// unless sp.spool (it would be on by default with ack auto).
 func (e *env) config(t *testing.T, sp spec) string {
 	t.Helper()
-	// spool false means no spool, also where it would be on by default
-	// (ack auto).
-	spoolYAML := "spool:\n  dir: \"\"\n"
+	c := configtest.New()
+	src := &c.Source
+	src.Protocol, src.Endpoint = or(sp.protocol, "stomp"), or(sp.endpoint, e.srcProxy.Addr())
+	src.ClientID, src.ConsumerGroupID = "rel-bridge", group
+	src.Credentials = config.Credentials{AccessKeyID: or(sp.akID, testAK), AccessKeySecret: config.Secret(or(sp.akSec, testSecret)),
+		SecurityToken: config.Secret(sp.token)}
+	src.AMQP.Address = or(sp.amqpAddress, "default")
+	src.TLS = config.TLS{CAFile: or(sp.caFile, e.caFile), ServerName: or(sp.serverName, "localhost")}
+	src.STOMP.Ack, src.STOMP.HeartBeat, src.STOMP.EncodeBase64 = or(sp.ack, "auto"), cmp.Or(sp.heartbeat, 2*time.Second), sp.encodeBase64
+	if src.Protocol == "amqp" {
+		src.STOMP = config.Default().Source.STOMP // check refuses a stomp block with amqp
+	}
+	src.DialTimeout, src.ReconnectMinBackoff, src.ReconnectMaxBackoff = 5*time.Second, 100*time.Millisecond, 2*time.Second
+	if sp.mnsCreds != nil {
+		c.MNS.Credentials = *sp.mnsCreds
+	}
+	c.MNS.Endpoint = or(sp.mnsEndpoint, "http://"+e.mnsProxy.Addr())
+	c.MNS.RequestTimeout, c.MNS.BodyEncoding = cmp.Or(sp.mnsTimeout, 3*time.Second), or(sp.bodyEncoding, "base64")
+	c.Routes = []config.Route{{Match: "/{productKey}/{deviceName}/user/#", Queue: "telemetry-{productKey}"}}
+	c.DefaultRoute.Queue = "unrouted"
+	c.Delivery.Retry.InitialBackoff, c.Delivery.Retry.MaxBackoff = 50*time.Millisecond, time.Second
+	c.Delivery.DeadLetter.File = filepath.Join(e.dir, "dead-letter.jsonl")
+	c.Spool.Dir = ""
 	if sp.spool {
-		spoolYAML = fmt.Sprintf("spool:\n  dir: %s\n", filepath.Join(e.dir, "spool"))
+		c.Spool.Dir = filepath.Join(e.dir, "spool")
 	}
-	mnsCreds := ""
-	if sp.mnsCreds != "" {
-		mnsCreds = "  credentials:\n" + sp.mnsCreds
+	if !sp.httpDefault {
+		c.HTTP.Listen = ""
 	}
-	// Only the block of the protocol in use: config validation refuses a
-	// changed block of the other protocol (its settings would be ignored).
-	protocolYAML := fmt.Sprintf("  stomp:\n    ack: %s\n    heartbeat: %s\n    encode_base64: %t\n",
-		or(sp.ack, "auto"), or(sp.heartbeat, "2s"), sp.encodeBase64)
-	if sp.protocol == "amqp" {
-		protocolYAML = fmt.Sprintf("  amqp:\n    address: %s\n", or(sp.amqpAddress, "default"))
-	}
-	cfg := fmt.Sprintf(`source:
-  protocol: %s
-  endpoint: %s
-  client_id: rel-bridge
-  consumer_group_id: %s
-  credentials:
-    access_key_id: %s
-    access_key_secret: %s
-%s%s  tls:
-    ca_file: %s
-    server_name: %s
-  dial_timeout: 5s
-  reconnect_min_backoff: 100ms
-  reconnect_max_backoff: 2s
-mns:
-%s  endpoint: %s
-  request_timeout: %s
-  body_encoding: %s
-routes:
-  - match: /{productKey}/{deviceName}/user/#
-    queue: telemetry-{productKey}
-default_route:
-  queue: unrouted
-delivery:
-  retry:
-    initial_backoff: 50ms
-    max_backoff: 1s
-  dead_letter:
-    file: %s
-%shttp:
-  listen: ""
-log:
-  level: %s
-  summary_interval: 0s
-shutdown_timeout: 10s
-%s%s`, or(sp.protocol, "stomp"), or(sp.endpoint, e.srcProxy.Addr()), group, or(sp.akID, testAK), or(sp.akSec, testSecret),
-		sp.secretExtra, protocolYAML,
-		or(sp.caFile, e.caFile), or(sp.serverName, "localhost"),
-		mnsCreds, or(sp.mnsEndpoint, "http://"+e.mnsProxy.Addr()), or(sp.mnsTimeout, "3s"), or(sp.bodyEncoding, "base64"),
-		filepath.Join(e.dir, "dead-letter.jsonl"), sp.delivery, or(sp.logLevel, "info"), spoolYAML, sp.extra)
-	path := filepath.Join(e.dir, "bridge.yaml")
-	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return path
+	c.Log.Level, c.Log.SummaryInterval = or(sp.logLevel, "info"), 0
+	c.ShutdownTimeout = 10 * time.Second
+	return configtest.Write(t, e.dir, "bridge.yaml", c)
 }
 
 // syncBuffer is the bridge log capture.

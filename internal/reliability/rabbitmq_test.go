@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/iot-mns-bridge/iot-mns-bridge/config"
 	"github.com/iot-mns-bridge/iot-mns-bridge/internal/app"
 	"github.com/iot-mns-bridge/iot-mns-bridge/internal/testbroker"
 	"github.com/iot-mns-bridge/iot-mns-bridge/iotsim"
@@ -20,7 +21,7 @@ func amqpSpec(b *testbroker.Broker, address string) spec {
 		protocol: "amqp", endpoint: b.AMQPSAddr, caFile: b.CAFile, amqpAddress: address,
 		akID: b.AccessKeyID, akSec: b.AccessKeySecret,
 		// MNS keeps the emulator's key; the broker's AccessKey is the source's.
-		mnsCreds: fmt.Sprintf("    access_key_id: %s\n    access_key_secret: %s\n", testAK, testSecret),
+		mnsCreds: &config.Credentials{AccessKeyID: testAK, AccessKeySecret: testSecret},
 	}
 }
 
