@@ -4,8 +4,10 @@ import (
 	"bufio"
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -41,6 +43,9 @@ type DedupJournal struct {
 // from now on (Run writes them). It returns how many ids it loaded.
 func OpenDedupJournal(path string, d *Dedup, size int, log *slog.Logger) (*DedupJournal, int, error) {
 	j := &DedupJournal{path: path, d: d, size: size, log: log}
+	if dir := filepath.Dir(path); !isDir(dir) {
+		return nil, 0, fmt.Errorf("dedup journal %s: directory %s does not exist; create it, writable by the bridge's user, or change the journal's path", path, dir)
+	}
 	n, err := j.load()
 	if err != nil {
 		return nil, 0, err
@@ -185,4 +190,10 @@ func (j *DedupJournal) Close() error {
 	err := j.f.Close()
 	j.f = nil
 	return err
+}
+
+// isDir reports whether path is an existing directory.
+func isDir(path string) bool {
+	st, err := os.Stat(path)
+	return err == nil && st.IsDir()
 }

@@ -72,3 +72,23 @@ func TestDedupJournalSurvivesReopenAndStaysBounded(t *testing.T) {
 
 // journalSlack allows the lines added between two compactions.
 const journalSlack = 20
+
+// TestDedupJournalMissingDirectory: a journal path in a directory that does
+// not exist is refused with an error naming the directory and what to do,
+// not the internal temporary file's "no such file or directory".
+func TestDedupJournalMissingDirectory(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "nodir")
+	path := filepath.Join(dir, "dedup-window.log")
+	_, _, err := OpenDedupJournal(path, NewDedup(10, time.Hour), 10, slog.New(slog.DiscardHandler))
+	if err == nil {
+		t.Fatal("opened a journal in a missing directory")
+	}
+	for _, want := range []string{"directory " + dir + " does not exist", "create it"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q lacks %q", err, want)
+		}
+	}
+	if strings.Contains(err.Error(), ".tmp") {
+		t.Errorf("error %q names the internal temporary file", err)
+	}
+}
