@@ -376,22 +376,22 @@ func cmdHealthcheck(ctx context.Context, args []string, stdio Stdio) error {
 		return err
 	}
 	target := *url
+	client := http.DefaultClient
 	if target == "" {
-		listen := config.Default().HTTP.Listen
+		h := config.Default().HTTP
 		if *path != "" {
-			h, err := loadHTTP(*path)
-			if err != nil {
+			var err error
+			if h, err = loadHTTP(*path); err != nil {
 				return err
 			}
-			listen = h.Listen
 		}
-		if listen == "" {
-			return usageErr("http.listen is empty: the bridge serves no health endpoint")
+		// HTTPS when http.web_config_file sets TLS (/healthz needs no
+		// credentials).
+		base, c, err := localEndpoint(h)
+		if err != nil {
+			return err
 		}
-		if strings.HasPrefix(listen, ":") || strings.HasPrefix(listen, "0.0.0.0:") {
-			listen = "127.0.0.1:" + listen[strings.LastIndex(listen, ":")+1:]
-		}
-		target = "http://" + listen + "/healthz"
+		target, client = base+"/healthz", c
 	}
 	cctx, cancel := context.WithTimeout(ctx, *timeout)
 	defer cancel()
@@ -399,7 +399,7 @@ func cmdHealthcheck(ctx context.Context, args []string, stdio Stdio) error {
 	if err != nil {
 		return usageErr("-url: %v", err)
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := client.Do(req)
 	if err != nil {
 		return fmt.Errorf("unhealthy: %w", err)
 	}

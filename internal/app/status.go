@@ -225,6 +225,45 @@ func localURL(listen string) string {
 	return "http://" + net.JoinHostPort(host, port)
 }
 
+// localEndpoint returns the base URL a client on the same host uses for the
+// bridge whose http section is h, and an HTTP client for it: HTTPS trusting the
+// web config's cert_file when http.web_config_file sets tls_server_config.
+func localEndpoint(h config.HTTP) (string, *http.Client, error) {
+	listen := h.Listen
+	if listen == "" {
+		return "", nil, usageErr("http.listen is empty: the bridge serves no HTTP endpoint")
+	}
+	base := localURL(listen)
+	if f := h.WebConfigFile; f != "" {
+		web, err := webconfig.Load(f)
+		if err != nil {
+			return "", nil, usageErr("http.web_config_file: %v", err)
+		}
+		if web.TLS != nil {
+			client, err := trustingClient(web.TLS.CertFile)
+			if err != nil {
+				return "", nil, usageErr("http.web_config_file: tls_server_config.cert_file: %v", err)
+			}
+			return "https://" + strings.TrimPrefix(base, "http://"), client, nil
+		}
+	}
+	return base, http.DefaultClient, nil
+}
+
+// trustingClient is an HTTP client that trusts the certificates in the PEM
+// file (a CA, or the server's own self-signed certificate).
+func trustingClient(pemFile string) (*http.Client, error) {
+	pem, err := os.ReadFile(pemFile)
+	if err != nil {
+		return nil, err
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("%s: no PEM certificate in it", pemFile)
+	}
+	return &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}}}, nil
+}
+
 func cmdStatus(ctx context.Context, args []string, stdio Stdio) error {
 	fs := newFlags("status", stdio)
 	url := fs.String("url", "", "the bridge's base `URL` (default http://<http.listen> from -config, else http://127.0.0.1:9477)")
@@ -253,47 +292,26 @@ func cmdStatus(ctx context.Context, args []string, stdio Stdio) error {
 		return usageErr("-interval %v: want 0 or more", *interval)
 	}
 	base := strings.TrimSuffix(*url, "/")
-	tlsCert := "" // the certificate to trust for https
+	client := http.DefaultClient
 	if base == "" {
-		listen := config.Default().HTTP.Listen
+		h := config.Default().HTTP
 		if *path != "" {
-			h, err := loadHTTP(*path)
-			if err != nil {
+			var err error
+			if h, err = loadHTTP(*path); err != nil {
 				return err
 			}
-			listen = h.Listen
-			if f := h.WebConfigFile; f != "" {
-				web, err := webconfig.Load(f)
-				if err != nil {
-					return usageErr("http.web_config_file: %v", err)
-				}
-				if web.TLS != nil {
-					tlsCert = web.TLS.CertFile
-				}
-			}
 		}
-		if listen == "" {
-			return usageErr("http.listen is empty: the bridge serves no status endpoint")
-		}
-		base = localURL(listen)
-		if tlsCert != "" {
-			base = "https://" + strings.TrimPrefix(base, "http://")
+		var err error
+		if base, client, err = localEndpoint(h); err != nil {
+			return err
 		}
 	}
 	if *caFile != "" {
-		tlsCert = *caFile
-	}
-	client := &http.Client{}
-	if tlsCert != "" {
-		pem, err := os.ReadFile(tlsCert)
+		c, err := trustingClient(*caFile)
 		if err != nil {
 			return usageErr("-ca-file: %v", err)
 		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return usageErr("-ca-file %s: no PEM certificate in it", tlsCert)
-		}
-		client.Transport = &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}}
+		client = c
 	}
 	get := func() (Status, error) {
 		var st Status

@@ -47,13 +47,15 @@ func TestWebConfigProtectsMetrics(t *testing.T) {
 	wrongPw := filepath.Join(dir, "wrong")
 	os.WriteFile(wrongPw, []byte("nope\n"), 0o600)
 
-	c := p.config()
-	c.HTTP.WebConfigFile = web
-	cfg, err := config.Load(p.writeConfig(t, c))
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	c := p.config()
+	c.HTTP.Listen = ln.Addr().String() // for healthcheck and status -config
+	c.HTTP.WebConfigFile = web
+	cfgPath := p.writeConfig(t, c)
+	cfg, err := config.Load(cfgPath)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -118,6 +120,15 @@ func TestWebConfigProtectsMetrics(t *testing.T) {
 		"-user", "prometheus", "-password-file", pwFile)
 	if code != ExitOK || !strings.Contains(out, "source e2e-bridge") {
 		t.Errorf("status with the credentials: exit %d, %q %q; want 0 and the table", code, out, errOut)
+	}
+	// With -config both speak HTTPS by themselves, trusting cert_file (a
+	// container's HEALTHCHECK keeps working when TLS is turned on).
+	if code, out, errOut := runMain(t, context.Background(), "healthcheck", "-config", cfgPath); code != ExitOK || !strings.Contains(out, "ok") {
+		t.Errorf("healthcheck -config with TLS on: exit %d, %q %q; want 0 ok", code, out, errOut)
+	}
+	if code, out, errOut := runMain(t, context.Background(), "status", "-config", cfgPath, "-interval", "0",
+		"-user", "prometheus", "-password-file", pwFile); code != ExitOK || !strings.Contains(out, "source e2e-bridge") {
+		t.Errorf("status -config with TLS on: exit %d, %q %q; want 0 and the table", code, out, errOut)
 	}
 }
 
