@@ -239,6 +239,11 @@ func cmdReplay(ctx context.Context, args []string, stdio Stdio) error {
 	fs := newFlags("replay", stdio)
 	path := fs.String("config", "", "config `FILE`")
 	skipBad := fs.Bool("skip-corrupt", false, "skip lines that are not valid dead-letter entries instead of stopping")
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "usage: iot-mns-bridge replay -config FILE [-skip-corrupt] DEADLETTER.jsonl\n\n"+
+			"Sends the entries of a dead-letter file through the config's routes again; what fails again is dead-lettered anew.\n\nflags:\n")
+		fs.PrintDefaults()
+	}
 	if err := parseFlags(fs, args, true); err != nil {
 		return err
 	}

@@ -138,3 +138,12 @@ func TestDeadLetterFileAndReplay(t *testing.T) {
 		t.Errorf("skip-corrupt: exit %d\n%s%s", code, out, errOut)
 	}
 }
+
+// TestReplayUsageNamesTheFile: replay's -h shows its one argument, the
+// dead-letter file, not only the flags.
+func TestReplayUsageNamesTheFile(t *testing.T) {
+	code, _, errOut := runMain(t, context.Background(), "replay", "-h")
+	if code != ExitOK || !strings.Contains(errOut, "iot-mns-bridge replay -config FILE [-skip-corrupt] DEADLETTER.jsonl") || !strings.Contains(errOut, "-skip-corrupt") {
+		t.Errorf("replay -h: exit %d\n%s", code, errOut)
+	}
+}
