@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"net/url"
 	"os"
 	"slices"
 	"strconv"
@@ -320,7 +319,7 @@ func (v *validator) mns() {
 	v.oneOf("mns.body_encoding", m.BodyEncoding, "base64", "raw")
 	v.positive("mns.request_timeout", m.RequestTimeout)
 	v.oneOf("mns.signature_version", m.SignatureVersion, "v2", "v4")
-	if m.Region != "" && !validRegion(m.Region) {
+	if m.Region != "" && !mns.ValidRegion(m.Region) {
 		v.bad("mns.region", "%q is not a region id like cn-hangzhou: lower-case letters, digits and '-'", m.Region)
 	}
 	for _, n := range append([]string{bridge.PropTopic}, m.Properties.PlatformProperties...) {
@@ -339,38 +338,10 @@ func (v *validator) mns() {
 	}
 }
 
-// validRegion reports whether s looks like a region id (cn-hangzhou,
-// eu-west-1, ...).
-func validRegion(s string) bool {
-	if len(s) > 64 || s[0] == '-' || s[len(s)-1] == '-' {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		if c := s[i]; !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-') {
-			return false
-		}
-	}
-	return true
-}
-
+// checkMNSEndpoint is the MNS client's own check of the endpoint.
 func checkMNSEndpoint(e string) error {
-	const form = "http(s)://ACCOUNT_ID.mns.REGION.aliyuncs.com"
-	if e == "" {
-		return fmt.Errorf("required: %s", form)
-	}
-	u, err := url.Parse(e)
-	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.User != nil {
-		return fmt.Errorf("%q must be http(s)://host[:port], like %s", e, form)
-	}
-	if (u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.Fragment != "" {
-		return fmt.Errorf("%q must have no path or query: drop everything after the host", e)
-	}
-	if p := u.Port(); p != "" {
-		if n, err := strconv.Atoi(p); err != nil || n < 1 || n > 65535 {
-			return fmt.Errorf("%q has port %q: use 1 to 65535", e, p)
-		}
-	}
-	return nil
+	_, err := mns.ParseEndpoint(e)
+	return err
 }
 
 // routes compiles the routes with the bridge's router, the one parser of

@@ -12,7 +12,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"net/url"
 	"runtime"
 	"strconv"
 	"strings"
@@ -172,7 +171,7 @@ func NewClient(cfg Config) (*Client, error) {
 	default:
 		errs = append(errs, fmt.Errorf("mns.signature_version: %q is neither v2 nor v4", cfg.SignatureVersion))
 	}
-	if cfg.Region != "" && !validRegion(cfg.Region) {
+	if cfg.Region != "" && !ValidRegion(cfg.Region) {
 		errs = append(errs, fmt.Errorf("mns.region: %q is not a region id like cn-hangzhou (lower-case letters, digits and '-')", cfg.Region))
 	}
 	if cfg.Timeout < 0 {
@@ -218,21 +217,6 @@ func UserAgent(version string) string {
 	return "iot-mns-bridge/" + version + " (" + runtime.Version() + "; " + runtime.GOOS + "/" + runtime.GOARCH + ")"
 }
 
-// validRegion reports whether s looks like a region id (cn-hangzhou,
-// eu-west-1, ...).
-func validRegion(s string) bool {
-	if s == "" || len(s) > 64 || s[0] == '-' || s[len(s)-1] == '-' {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-') {
-			return false
-		}
-	}
-	return true
-}
-
 // newRequestID returns a fresh x-mns-user-request-id: 32 hex digits, a
 // random per-client prefix and a counter, so ids are unique without a
 // random read per request.
@@ -248,31 +232,13 @@ func (c *Client) newRequestID() string {
 	return string(b[:])
 }
 
+// parseEndpoint is ParseEndpoint with the config key in the error.
 func parseEndpoint(ep string) (string, error) {
-	const want = "; want https://<account-id>.mns.<region>.aliyuncs.com"
-	if ep == "" {
-		return "", errors.New("mns.endpoint: empty" + want)
-	}
-	u, err := url.Parse(ep)
+	base, err := ParseEndpoint(ep)
 	if err != nil {
-		return "", fmt.Errorf("mns.endpoint: %q is not a URL%s", ep, want)
+		return "", fmt.Errorf("mns.endpoint: %w", err)
 	}
-	switch {
-	case u.Scheme != "http" && u.Scheme != "https":
-		return "", fmt.Errorf("mns.endpoint: %q has no http:// or https:// scheme%s", ep, want)
-	case u.Host == "" || u.Hostname() == "":
-		return "", fmt.Errorf("mns.endpoint: %q has no host%s", ep, want)
-	case u.User != nil:
-		return "", fmt.Errorf("mns.endpoint: must not carry user info; credentials go in mns.credentials")
-	case u.Path != "" && u.Path != "/", u.RawQuery != "", u.Fragment != "":
-		return "", fmt.Errorf("mns.endpoint: %q has a path or query; give the scheme and host only%s", ep, want)
-	}
-	if p := u.Port(); p != "" {
-		if n, err := strconv.Atoi(p); err != nil || n < 1 || n > 65535 {
-			return "", fmt.Errorf("mns.endpoint: %q has an invalid port", ep)
-		}
-	}
-	return u.Scheme + "://" + u.Host, nil
+	return base, nil
 }
 
 // dateHeader returns the Date header and the V4 date-time of one instant.

@@ -71,7 +71,7 @@ func TestNewClientValidation(t *testing.T) {
 		cfg  Config
 		want []string // substrings of the error
 	}{
-		{"empty", Config{}, []string{"mns.endpoint: empty", "mns.credentials.access_key_id", "mns.credentials.access_key_secret"}},
+		{"empty", Config{}, []string{"mns.endpoint: required", "mns.credentials.access_key_id", "mns.credentials.access_key_secret"}},
 		{"no scheme", Config{Endpoint: "123.mns.cn-hangzhou.aliyuncs.com", AccessKeyID: "a", AccessKeySecret: "s"}, []string{"mns.endpoint", "scheme"}},
 		{"ftp", Config{Endpoint: "ftp://h", AccessKeyID: "a", AccessKeySecret: "s"}, []string{"mns.endpoint"}},
 		{"path", Config{Endpoint: "https://h/queues", AccessKeyID: "a", AccessKeySecret: "s"}, []string{"mns.endpoint", "path"}},
