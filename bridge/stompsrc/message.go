@@ -16,11 +16,14 @@ const (
 	hdrGenerateTime = "generateTime"
 )
 
-// transportHeaders are STOMP bookkeeping, not message properties.
-var transportHeaders = map[string]bool{
-	frame.Subscription:  true,
-	frame.Ack:           true,
-	frame.ContentLength: true,
+// isTransportHeader reports STOMP bookkeeping headers, which are not
+// message properties.
+func isTransportHeader(k string) bool {
+	switch k {
+	case frame.Subscription, frame.Ack, frame.ContentLength:
+		return true
+	}
+	return false
 }
 
 // headerSource is a frame's headers: the source's own (header) or
@@ -63,7 +66,7 @@ func toMessage(h headerSource, body []byte, decodeBase64 bool) bridge.Message {
 		k, v := h.GetAt(i)
 		switch {
 		case k == hdrTopic && usedTopic, k == hdrMessageID && usedID, k == frame.MessageId && usedMsgID,
-			k == hdrGenerateTime && usedGen, transportHeaders[k]:
+			k == hdrGenerateTime && usedGen, isTransportHeader(k):
 			continue
 		}
 		if m.Properties == nil {

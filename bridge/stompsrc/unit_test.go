@@ -1,6 +1,8 @@
 package stompsrc
 
 import (
+	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -256,5 +258,48 @@ func TestDescribeDial(t *testing.T) {
 	}
 	if !errors.Is(describeDial("h:1", time.Second, refused), ErrLoginRefused) {
 		t.Error("a refused login does not wrap ErrLoginRefused")
+	}
+}
+
+// BenchmarkReadAndMap reads a MESSAGE frame as the platform sends it and
+// maps it to a bridge.Message: the source's work per message (allocations
+// reported).
+func BenchmarkReadAndMap(b *testing.B) {
+	body := strings.Repeat("x", 256)
+	raw := []byte("MESSAGE\nsubscription:0\nmessage-id:T_1\ndestination:/topic/#\ntopic:/a1BenchProduct/dev-1/user/telemetry\n" +
+		"messageId:1790000000000000001\ngenerateTime:1700000000123\nqos:1\ncontent-length:256\n\n" + body + "\x00")
+	r := bytes.NewReader(raw)
+	w := &wire{br: bufio.NewReader(r)}
+	b.ReportAllocs()
+	for b.Loop() {
+		r.Reset(raw)
+		w.br.Reset(r)
+		f, err := w.read()
+		if err != nil {
+			b.Fatal(err)
+		}
+		_ = toMessage(f.Header, f.Body, false)
+	}
+}
+
+// BenchmarkReadAndMapGoStomp is BenchmarkReadAndMap with go-stomp's frame
+// reader, for comparison (what the source used before it read frames
+// itself).
+func BenchmarkReadAndMapGoStomp(b *testing.B) {
+	body := strings.Repeat("x", 256)
+	raw := []byte("MESSAGE\nsubscription:0\nmessage-id:T_1\ndestination:/topic/#\ntopic:/a1BenchProduct/dev-1/user/telemetry\n" +
+		"messageId:1790000000000000001\ngenerateTime:1700000000123\nqos:1\ncontent-length:256\n\n" + body + "\x00")
+	r := bytes.NewReader(raw)
+	br := bufio.NewReader(r)
+	fr := frame.NewReader(br)
+	b.ReportAllocs()
+	for b.Loop() {
+		r.Reset(raw)
+		br.Reset(r)
+		f, err := fr.Read()
+		if err != nil {
+			b.Fatal(err)
+		}
+		_ = toMessage(f.Header, f.Body, false)
 	}
 }
