@@ -7,6 +7,9 @@
 // line is then on disk (fsynced). A failed Write leaves nothing of its
 // entries in the file. `iot-mns-bridge replay` reads the file back with
 // ReadFile and sends the messages through the routes again.
+//
+// Targets is the pipeline's dead-letter sink (bridge.DeadLetterSink): it
+// writes each entry to the file, to an MNS queue, or to both.
 package deadletter
 
 import (

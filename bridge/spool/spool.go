@@ -8,7 +8,9 @@
 // commit. A message is replayed, in arrival order, on every Open until it is
 // deleted. The spool is bounded: when the stored messages reach
 // Options.MaxBytes, Append fails with ErrFull and the bridge must stop
-// consuming until deletes make room.
+// consuming until deletes make room. Stage is the glue between a source,
+// the spool and the pipeline: it settles a delivery upstream once it is
+// durable here and feeds the pipeline from the spool.
 //
 // # Why bbolt and not a segment log of our own
 //
