@@ -244,3 +244,26 @@ http:
 		t.Errorf("healthcheck with a typo in http: exit %d, %q; want 2 naming the key", code, errOut)
 	}
 }
+
+// TestStatusTableMNSLookupFailing: with the MNS key wrong, the destination
+// lookups fail before any message is sent; the mns row must not say "ok".
+func TestStatusTableMNSLookupFailing(t *testing.T) {
+	now := time.Now()
+	st := Status{Version: "iot-mns-bridge test", StartedAt: now, Time: now,
+		NotReady: []string{"MNS queue iot-unrouted: mns: GetQueueAttributes queue iot-unrouted: SignatureDoesNotMatch (HTTP 403)"},
+		Healthy:  true, Source: []SourceConnStatus{{Name: "gw", Connected: true}},
+		Pipeline: PipelineStatus{MaxInFlight: 8192}}
+	var out strings.Builder
+	if err := printStatus(&out, st, nil); err != nil {
+		t.Fatal(err)
+	}
+	if !regexp.MustCompile(`(?m)^mns +lookups failing \(see not ready\), 0 retried`).MatchString(out.String()) {
+		t.Errorf("the mns row does not say its lookups fail:\n%s", out.String())
+	}
+	st.NotReady = []string{"source connection gw is down"}
+	out.Reset()
+	printStatus(&out, st, nil)
+	if !regexp.MustCompile(`(?m)^mns +ok, 0 retried`).MatchString(out.String()) {
+		t.Errorf("the mns row is not ok when only the source is down:\n%s", out.String())
+	}
+}
