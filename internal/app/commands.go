@@ -155,6 +155,9 @@ func cmdCheck(ctx context.Context, args []string, stdio Stdio) error {
 	for _, w := range configWarnings(cfg) {
 		fmt.Fprintf(stdio.Out, "warning: %s\n", w)
 	}
+	for _, w := range missingStateDirs(cfg) {
+		fmt.Fprintf(stdio.Out, "warning: %s\n", w)
+	}
 	defer b.creds.close()
 	credFailed := b.creds.report(ctx, stdio.Out)
 	if !*connect {

@@ -3,6 +3,7 @@ package app
 import (
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 
 	"github.com/iot-mns-bridge/iot-mns-bridge/config"
@@ -70,4 +71,26 @@ func readableSecrets(cfg *config.Config) (configWarning, bool) {
 		msg:   "the config file holds a secret and other users can read it: chmod 600 it, or use ${ENV} or the *_file keys",
 		attrs: []any{"file", cfg.Path, "mode", st.Mode().Perm().String(), "keys", strings.Join(keys, ", ")},
 	}, true
+}
+
+// missingStateDirs lists, for "check", the state files whose directory does
+// not exist (where this shell resolves them): "run" refuses to start
+// without it (the spool creates its own directory). Under systemd or in the
+// image, $STATE_DIRECTORY (created by StateDirectory= or the volume) is where
+// relative paths go.
+func missingStateDirs(cfg *config.Config) []string {
+	var out []string
+	for _, f := range []struct{ key, path string }{
+		{"delivery.dead_letter.file", cfg.Delivery.DeadLetter.File},
+		{"delivery.dedup.file", cfg.Delivery.Dedup.File},
+	} {
+		if f.path == "" {
+			continue
+		}
+		dir := filepath.Dir(f.path)
+		if st, err := os.Stat(dir); err != nil || !st.IsDir() {
+			out = append(out, fmt.Sprintf("%s: directory %s does not exist here: run refuses to start until it does; create it, writable by the bridge's user (relative paths go under $STATE_DIRECTORY when it is set)", f.key, dir))
+		}
+	}
+	return out
 }
