@@ -69,6 +69,9 @@ type Options struct {
 	Dir          string
 	LogLevel     string
 	Progress     bool
+	// SimQueueSize bounds the messages the simulator's group holds waiting
+	// for a subscriber (0: the simulator's default); tests make it small.
+	SimQueueSize int
 	// Start builds the bridge under test; required.
 	Start StartFunc
 }
@@ -76,6 +79,10 @@ type Options struct {
 // Result is what the demo measured.
 type Result struct {
 	Sent, Forwarded, Lost, Duplicates int
+	// Requeued counts, after an interrupted run, the messages not in MNS
+	// that the platform (the simulator) still holds for redelivery: they are
+	// not lost. Lost counts only what is neither in MNS nor held there.
+	Requeued int
 	Elapsed                           time.Duration
 	P50, P99                          time.Duration
 	Samples                           []string
@@ -117,7 +124,7 @@ func Run(ctx context.Context, o Options, out io.Writer) (Result, error) {
 	go mnsSrv.Serve(mnsLn)
 	defer mnsSrv.Close()
 
-	simCfg := iotsim.Config{Secrets: map[string]string{demoAccessKeyID: demoAccessKeySecret}}
+	simCfg := iotsim.Config{Secrets: map[string]string{demoAccessKeyID: demoAccessKeySecret}, QueueSize: o.SimQueueSize}
 	switch o.Protocol {
 	case "", "stomp":
 		o.Protocol = "stomp"
@@ -215,11 +222,14 @@ func Run(ctx context.Context, o Options, out io.Writer) (Result, error) {
 		}
 	}()
 	seq := 0
-	total, ferr := fleet.Run(bctx, func(m iotsim.Message) {
-		seq++
-		m.MessageID = fmt.Sprintf("demo-%08d", seq)
+	_, ferr := fleet.Run(bctx, func(m iotsim.Message) {
+		m.MessageID = fmt.Sprintf("demo-%08d", seq+1)
 		m.GenerateTime = time.Now().UnixMilli()
-		sim.Publish(demoGroup, m)
+		// Gives up when the run is interrupted while the group is full.
+		if sim.PublishContext(bctx, demoGroup, m) != nil {
+			return
+		}
+		seq++
 		sentMu.Lock()
 		sent++
 		sentMu.Unlock()
@@ -227,6 +237,7 @@ func Run(ctx context.Context, o Options, out io.Writer) (Result, error) {
 	if ferr != nil {
 		return res, ferr
 	}
+	total := seq
 	// Wait for the bridge to forward everything (bounded).
 	deadline := time.Now().Add(30 * time.Second)
 	for time.Now().Before(deadline) && ctx.Err() == nil {
@@ -248,6 +259,12 @@ func Run(ctx context.Context, o Options, out io.Writer) (Result, error) {
 
 	res.Sent = total
 	res = collectDemo(emu, total, res)
+	if ctx.Err() != nil {
+		// Interrupted: what the platform still holds is redelivered to the
+		// next consumer of the group, not lost.
+		res.Requeued = min(res.Lost, sim.Stats().Pending)
+		res.Lost -= res.Requeued
+	}
 	st := b.Stats()
 	res.Forwarded = int(st.Forwarded)
 	printDemo(out, res, st.DeadLettered)
@@ -259,7 +276,21 @@ func Run(ctx context.Context, o Options, out io.Writer) (Result, error) {
 		kf := fleet
 		kf.Duration = 0
 		kf.Count = 0
-		kf.Run(ctx, func(m iotsim.Message) { sim.Publish(demoGroup, m) })
+		// Nothing consumes unless the user points a bridge here: once the
+		// group is full, publishing waits (said once), and gives up at Ctrl-C.
+		now, cancelNow := context.WithCancel(context.Background())
+		cancelNow()
+		saidFull := false
+		kf.Run(ctx, func(m iotsim.Message) {
+			if sim.PublishContext(now, demoGroup, m) == nil {
+				return
+			}
+			if !saidFull {
+				saidFull = true
+				fmt.Fprintf(out, "The simulator's group is full and nothing consumes it: the fleet waits for a consumer (Ctrl-C to stop).\n")
+			}
+			_ = sim.PublishContext(ctx, demoGroup, m)
+		})
 		<-ctx.Done()
 	}
 	return res, nil
@@ -333,6 +364,9 @@ func collectDemo(emu *mnsemu.Emulator, total int, res Result) Result {
 
 func printDemo(out io.Writer, r Result, deadLettered int64) {
 	rate := float64(r.Forwarded) / r.Elapsed.Seconds()
+	if r.Requeued > 0 {
+		fmt.Fprintf(out, "\nInterrupted: %d messages not yet in MNS are still held by the platform (simulator) for redelivery; they are not lost.\n", r.Requeued)
+	}
 	fmt.Fprintf(out, "\nSummary\n  sent          %d\n  forwarded     %d\n  lost          %d\n  duplicates    %d\n  dead-lettered %d\n"+
 		"  rate          %.0f msg/s over %.1fs\n  latency       p50 %s  p99 %s (generateTime → stored in MNS)\n",
 		r.Sent, r.Forwarded, r.Lost, r.Duplicates, deadLettered, rate, r.Elapsed.Seconds(), r.P50.Round(100*time.Microsecond), r.P99.Round(100*time.Microsecond))
