@@ -83,9 +83,9 @@ type Result struct {
 	// that the platform (the simulator) still holds for redelivery: they are
 	// not lost. Lost counts only what is neither in MNS nor held there.
 	Requeued int
-	Elapsed                           time.Duration
-	P50, P99                          time.Duration
-	Samples                           []string
+	Elapsed  time.Duration
+	P50, P99 time.Duration
+	Samples  []string
 }
 
 // Run starts the IoT platform simulator and the MNS emulator in-process,
