@@ -162,7 +162,11 @@ ensure_built() {
 step_build() {
 	ensure_built
 	# Join continuation lines, then look for the RUN that calls the script.
-	sed -e ':a' -e '/\\$/N; s/\\\n//; ta' Dockerfile | grep -Eq '^RUN .*scripts/build\.sh' ||
+	# (Into a variable first: with pipefail, grep -q ending the pipe early
+	# would make sed's SIGPIPE a failure.)
+	local joined
+	joined=$(sed -e ':a' -e '/\\$/N; s/\\\n//; ta' Dockerfile)
+	grep -Eq '^RUN .*scripts/build\.sh' <<<"$joined" ||
 		fail "the Dockerfile no longer builds with scripts/build.sh: CI would test a different binary"
 	local info
 	info=$(go version -m "$bin")
@@ -445,7 +449,7 @@ step_deb() {
 		skip deb "dpkg -i needs root (under CI=true this fails)"
 		return 0
 	fi
-	if dpkg-query -W -f '${Status}' iot-mns-bridge 2>/dev/null | grep -q 'installed'; then
+	if [[ $(dpkg-query -W -f '${Status}' iot-mns-bridge 2>/dev/null) == *installed* ]]; then
 		[ "${CI:-}" = true ] && fail "deb: iot-mns-bridge is already installed on this machine"
 		skip deb "iot-mns-bridge is already installed here; not touching it"
 		return 0
@@ -494,7 +498,7 @@ step_deb() {
 		fail "scripts/deb.sh for the upgrade"
 	dpkg_locked -i "$deb2" >>"$work/logs/dpkg.log" 2>&1 || fail "dpkg -i $deb2 (upgrade)"
 	[ "$(dpkg-query -W -f '${Version}' iot-mns-bridge)" = "$(debversion "$v2")" ] || fail "the upgrade did not install $(debversion "$v2")"
-	tail -n1 /etc/iot-mns-bridge/config.yaml | grep -q '^# changed by the operator$' || fail "the upgrade overwrote the changed config.yaml"
+	[ "$(tail -n1 /etc/iot-mns-bridge/config.yaml)" = "# changed by the operator" ] || fail "the upgrade overwrote the changed config.yaml"
 	[ ! -e /etc/systemd/system/multi-user.target.wants/iot-mns-bridge.service ] || fail "the upgrade enabled the unit"
 
 	dpkg_locked -r iot-mns-bridge >>"$work/logs/dpkg.log" 2>&1 || fail "dpkg -r"
