@@ -314,6 +314,9 @@ func (c *amqpConn) verify(init *amqp10.SASLInit) string {
 	}
 	c.clientID = u.ClientID
 	g, err := c.s.login(c, u.ConsumerGroupID)
+	if errors.Is(err, ErrUnknownGroup) {
+		return err.Error()
+	}
 	if err != nil {
 		return "server is shutting down"
 	}

@@ -95,6 +95,23 @@ func TestRunCommand(t *testing.T) {
 		}
 		c.Disconnect()
 	}
+	// A group not in -groups does not exist: its login is refused.
+	{
+		tc, err := tls.Dial("tcp", addr, &tls.Config{RootCAs: roots, ServerName: "localhost"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		cred, err := iotauth.Sign(iotauth.Params{ClientID: "c-typo", AccessKeyID: "LTAIcmd", AccessKeySecret: "cmd-secret",
+			ConsumerGroupID: "G3", SignMethod: iotauth.HMACSHA256}, time.Now())
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = stomp.Connect(tc, stomp.ConnOpt.Login(cred.Username, cred.Password), stomp.ConnOpt.Host("localhost"), stomp.ConnOpt.Logger(quietLogger{}))
+		if err == nil || !strings.Contains(err.Error(), `consumer group does not exist: "G3"`) {
+			t.Errorf("login to a group not in -groups: %v, want it refused", err)
+		}
+		tc.Close()
+	}
 	// The AMQP listener takes the same credentials.
 	m := regexp.MustCompile(`listening for AMQP on (\S+)`).FindStringSubmatch(stdout.String())
 	if m == nil {

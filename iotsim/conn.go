@@ -238,6 +238,12 @@ func (c *conn) login(f *frame.Frame) bool {
 	}
 	c.clientID = u.ClientID
 	g, err := c.s.login(c, u.ConsumerGroupID)
+	if errors.Is(err, ErrUnknownGroup) {
+		c.s.loginsFailed.Add(1)
+		c.log.Warn("login refused", "username", iotauth.RedactUsername(username), "reason", err.Error())
+		c.fail("authentication failed: " + err.Error())
+		return false
+	}
 	if err != nil {
 		c.fail("server is shutting down")
 		return false

@@ -37,7 +37,9 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -95,6 +97,10 @@ type Config struct {
 	// MaxSkew, when > 0, refuses logins whose timestamp is further than this
 	// from the server clock. 0 does not check freshness.
 	MaxSkew time.Duration
+	// KnownGroups, when set, are the consumer groups that exist: a login
+	// naming another is refused, as the platform refuses a group that does
+	// not exist. Empty: any group, created at its first use (tests).
+	KnownGroups []string
 	// AckTimeout is how long a client or client-individual delivery (an
 	// unsettled AMQP delivery) may stay unacknowledged before it counts as
 	// an ACK timeout (9650) and goes to the group's backlog; default 30 s,
@@ -542,11 +548,18 @@ func (i *identity) ident() *identity { return i }
 
 // login records a successful login of c (its clientID is set); it returns
 // the group to pull from.
+// ErrUnknownGroup is wrapped by the login error for a consumer group that is
+// not in Config.KnownGroups.
+var ErrUnknownGroup = errors.New("consumer group does not exist")
+
 func (s *Server) login(c client, groupID string) (*group, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
 		return nil, ErrClosed
+	}
+	if len(s.cfg.KnownGroups) > 0 && !slices.Contains(s.cfg.KnownGroups, groupID) {
+		return nil, fmt.Errorf("%w: %q (this server has %s); check consumerGroupId", ErrUnknownGroup, groupID, strings.Join(s.cfg.KnownGroups, ", "))
 	}
 	s.loginsOK.Add(1)
 	s.loggedIn++

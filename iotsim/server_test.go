@@ -788,3 +788,27 @@ func TestLoginTimeoutClosesSilentConnections(t *testing.T) {
 		t.Fatalf("stats %+v, want no login attempt", st)
 	}
 }
+
+// TestKnownGroupsRefuseOtherGroups: with KnownGroups (the CLI's -groups), a
+// login naming another consumer group is refused on STOMP and AMQP, as the
+// platform refuses a group that does not exist; a known group logs in.
+func TestKnownGroupsRefuseOtherGroups(t *testing.T) {
+	s := startAMQP(t, Config{KnownGroups: []string{"DEFAULT_GROUP", "g1"}})
+	p := params("known")
+	p.ConsumerGroupID = "g1"
+	if _, err := dialAs(t, s, p); err != nil {
+		t.Fatalf("STOMP login to a known group: %v", err)
+	}
+	p = params("typo")
+	p.ConsumerGroupID = "g2"
+	_, err := dialAs(t, s, p)
+	if err == nil || !strings.Contains(err.Error(), `consumer group does not exist: "g2" (this server has DEFAULT_GROUP, g1)`) {
+		t.Errorf("STOMP login to an unknown group: %v, want it refused naming the group", err)
+	}
+	if _, err := dialAMQP(t, s, p, 120*time.Second); err == nil || !strings.Contains(err.Error(), `consumer group does not exist: "g2"`) {
+		t.Errorf("AMQP login to an unknown group: %v, want it refused naming the group", err)
+	}
+	if st := s.Stats(); st.LoginsFailed != 2 || st.LoginsOK != 1 {
+		t.Errorf("stats = %+v, want 1 login and 2 refused", st)
+	}
+}
