@@ -209,9 +209,22 @@ func NewPipeline(cfg PipelineConfig) (*Pipeline, error) {
 	return p, nil
 }
 
-// Retune replaces the routes, envelope, batching and retry settings; the
-// deliveries already taken keep the route they got. Zero fields keep their
-// current value. Safe for concurrent use with everything else.
+// Replace puts the whole of t in place of the routes, envelope, batching
+// and retry settings (a config reload): every field is taken as it is, a
+// linger of 0 included, after the same checks as NewPipeline's. The
+// deliveries already taken keep the route they got. Safe for concurrent use
+// with everything else.
+func (p *Pipeline) Replace(t Tuning) error {
+	if err := t.check(); err != nil {
+		return err
+	}
+	p.tune.Store(&t)
+	return nil
+}
+
+// Retune changes some of the routes, envelope, batching and retry
+// settings: zero fields keep their current value (use Replace to set a
+// whole tuning). Safe for concurrent use with everything else.
 func (p *Pipeline) Retune(t Tuning) error {
 	cur := *p.tune.Load()
 	if t.Router != nil {

@@ -145,6 +145,20 @@ func TestNewPipelineTakesItsConfigAsIs(t *testing.T) {
 	if got := p.tune.Load().Linger; got != 0 {
 		t.Errorf("linger 0 became %s", got)
 	}
+	// A reload (Replace) takes a linger of 0 too, and refuses what is out of
+	// range, keeping the tuning it had.
+	p.tune.Store(&Tuning{Router: cfg.Router, Envelope: EnvelopeRaw, BatchSize: 16, BatchBytes: 1, Linger: time.Second, Retry: cfg.Retry})
+	whole := Tuning{Router: cfg.Router, Envelope: EnvelopeJSON, BatchSize: 3, BatchBytes: 100, Linger: 0, Retry: cfg.Retry}
+	if err := p.Replace(whole); err != nil {
+		t.Fatal(err)
+	}
+	if got := *p.tune.Load(); got != whole {
+		t.Errorf("after Replace the tuning is %+v, want %+v", got, whole)
+	}
+	if err := p.Replace(Tuning{Router: cfg.Router, Envelope: EnvelopeRaw, Retry: cfg.Retry}); err == nil ||
+		!strings.Contains(err.Error(), "BatchSize and BatchBytes must be at least 1") || *p.tune.Load() != whole {
+		t.Errorf("Replace with a zero batch size: %v, tuning now %+v", err, *p.tune.Load())
+	}
 	cfg.BatchSize, cfg.MaxRequests, cfg.Envelope = 0, 0, ""
 	_, err = NewPipeline(cfg)
 	for _, want := range []string{"BatchSize must be at least 1, got 0", "MaxRequests must be at least 1", `Envelope ""`} {

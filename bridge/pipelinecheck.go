@@ -31,6 +31,25 @@ func (c *PipelineConfig) check() error {
 	return errors.Join(errs...)
 }
 
+// check reports every field of a whole tuning (Replace) out of range.
+func (t *Tuning) check() error {
+	var errs []error
+	if t.Router == nil {
+		errs = append(errs, errors.New("pipeline: Tuning.Router is required"))
+	}
+	if t.BatchSize < 1 || t.BatchBytes < 1 {
+		errs = append(errs, fmt.Errorf("pipeline: BatchSize and BatchBytes must be at least 1, got %d and %d", t.BatchSize, t.BatchBytes))
+	}
+	if t.Linger < 0 {
+		errs = append(errs, fmt.Errorf("pipeline: Linger must not be negative, got %s", t.Linger))
+	}
+	errs = append(errs, t.Retry.check())
+	if t.Envelope != EnvelopeRaw && t.Envelope != EnvelopeJSON {
+		errs = append(errs, fmt.Errorf("pipeline: Envelope %q is not %q or %q", t.Envelope, EnvelopeRaw, EnvelopeJSON))
+	}
+	return errors.Join(errs...)
+}
+
 func (r RetryPolicy) check() error {
 	if r.InitialBackoff <= 0 {
 		return fmt.Errorf("pipeline: Retry.InitialBackoff must be more than 0, got %s", r.InitialBackoff)

@@ -354,7 +354,7 @@ func (b *Bridge) Reload(newCfg *config.Config) (needRestart []string, err error)
 		return nil, err
 	}
 	d := newCfg.Delivery
-	if err := b.pipeline.Retune(bridge.Tuning{
+	if err := b.pipeline.Replace(bridge.Tuning{
 		Router: router, Envelope: newCfg.Envelope, BatchSize: d.BatchSize, BatchBytes: d.BatchBytes, Linger: d.Linger,
 		Retry: bridge.RetryPolicy{InitialBackoff: d.Retry.InitialBackoff, MaxBackoff: d.Retry.MaxBackoff,
 			MaxAttempts: d.Retry.MaxAttempts, MaxAge: d.Retry.MaxAge},
