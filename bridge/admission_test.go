@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"runtime"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -157,4 +158,49 @@ func (h *countingHandler) count(msg string) int {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	return h.n[msg]
+}
+
+// notExist is the error MNS gives for a queue or topic that does not exist.
+type notExist struct{}
+
+func (notExist) Error() string            { return "QueueNotExist (HTTP 404): the queue does not exist" }
+func (notExist) Retryable() bool          { return false }
+func (notExist) MissingDestination() bool { return true }
+
+// TestMissingDestinationOfAFixedRouteIsHeld: MNS says the destination does
+// not exist. For a route whose name is literal (the status topic) the
+// messages are held and retried until it exists; for a templated name
+// (telemetry-{productKey}) they are dead-lettered with the reason.
+func TestMissingDestinationOfAFixedRouteIsHeld(t *testing.T) {
+	var missing atomic.Bool
+	missing.Store(true)
+	sink := newFakeSink(func(_, _ int, _ Outgoing) error {
+		if missing.Load() {
+			return notExist{}
+		}
+		return nil
+	})
+	h := newHarness(t, sink, nil)
+	status := func(i int) string { return fmt.Sprintf("/as/mqtt/status/pk/dev%d", i) }
+	h.feed(t, 4, status)
+	for i := 4; i < 8; i++ {
+		m := Message{Topic: userTopic(i), MessageID: fmt.Sprintf("m%05d", i), Body: []byte("{}")}
+		if err := h.p.Handle(context.Background(), NewDelivery(m, h.rec, nil)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitUntil(t, func() bool { st := h.p.Stats(); return st.DeadLettered == 4 && st.Retried >= 8 })
+	for i := range 8 {
+		id := fmt.Sprintf("m%05d", i)
+		e, dead := h.dead.has(id)
+		if fixed := i < 4; fixed == dead {
+			t.Fatalf("%s (fixed route %v) dead-lettered %v", id, fixed, dead)
+		}
+		if dead && !strings.Contains(e.Reason, "QueueNotExist") {
+			t.Fatalf("%s dead-lettered with reason %q, want the MNS error", id, e.Reason)
+		}
+	}
+	missing.Store(false) // the operator created the topic
+	waitUntil(t, func() bool { return h.p.Stats().Forwarded == 4 })
+	h.settleAll(t, 8, Accepted)
 }

@@ -145,6 +145,18 @@ func Retryable(err error) bool {
 	return true
 }
 
+// MissingDestination reports whether err says the destination does not
+// exist (MNS QueueNotExist, TopicNotExist): it has a method
+// MissingDestination() bool that returns true. Such an error is permanent,
+// but for a route whose destination is literal in the config the pipeline
+// holds and retries the messages (the queue may be created, the route
+// fixed), as it does for refused credentials; for a templated destination
+// it dead-letters them with the reason.
+func MissingDestination(err error) bool {
+	var m interface{ MissingDestination() bool }
+	return errors.As(err, &m) && m.MissingDestination()
+}
+
 // PermanentError marks an error that retrying cannot fix.
 type PermanentError struct{ Err error }
 

@@ -18,6 +18,8 @@ type item struct {
 	// env is the plan of the JSON envelope; its size is 0 when the
 	// envelope is raw (out.Body is then the message's body).
 	env jsonEnvelope
+	// fixed: the destination is literal in the config (Route.Fixed).
+	fixed bool
 }
 
 // outLen is the length of the body written to MNS.
@@ -69,7 +71,7 @@ func (p *Pipeline) Handle(ctx context.Context, d *Delivery) error {
 		p.deadLetterNow(&item{d: d, first: now}, r.Reason, r.Class)
 		return nil
 	}
-	it := &item{d: d, dest: r.Dest, first: now, out: Outgoing{Tag: r.Tag, ID: m.MessageID, GroupID: r.GroupID}}
+	it := &item{d: d, dest: r.Dest, fixed: r.Fixed, first: now, out: Outgoing{Tag: r.Tag, ID: m.MessageID, GroupID: r.GroupID}}
 	if p.cfg.Properties.Enabled() || r.Properties != nil {
 		var rp []Property
 		if r.Properties != nil {

@@ -77,6 +77,10 @@ type Route struct {
 	// Properties are the route's own MNS user properties, rendered; nil
 	// for none. Shared and read-only (a pointer keeps Route comparable).
 	Properties *[]Property
+	// Fixed says the destination's name is literal in the config (not a
+	// template): when MNS says it does not exist, the whole route is broken
+	// and the pipeline holds its messages rather than dead-lettering them.
+	Fixed bool
 	// DeadLetter says the message goes to the dead-letter target instead.
 	DeadLetter bool
 	// Reason says why, when DeadLetter, e.g. `no route matches topic "/x"`
@@ -347,7 +351,7 @@ func (ru *rule) render(caps *[maxCaptures]string) Route {
 		return Route{DeadLetter: true, Rule: ru.index, Class: ClassInvalidName,
 			Reason: fmt.Sprintf("routes[%d]: rendered message tag %q is invalid: %v", ru.index, tag, err)}
 	}
-	rt := Route{Dest: Destination{Kind: ru.kind, Name: name}, Tag: tag, GroupID: ru.group.render(caps), Rule: ru.index}
+	rt := Route{Dest: Destination{Kind: ru.kind, Name: name}, Tag: tag, GroupID: ru.group.render(caps), Rule: ru.index, Fixed: ru.name.static}
 	if len(ru.props) > 0 {
 		ps := make([]Property, len(ru.props))
 		for i, p := range ru.props {
@@ -717,7 +721,7 @@ func compileDefault(def DefaultRouteSpec, names NameRules) (Route, []error) {
 			errs = append(errs, routeErr("default_route."+f.field, err))
 			continue
 		}
-		route = Route{Dest: Destination{Kind: f.kind, Name: t.text}, Rule: -1}
+		route = Route{Dest: Destination{Kind: f.kind, Name: t.text}, Rule: -1, Fixed: true}
 	}
 	if def.MessageTag != "" {
 		t, err := compileTagTemplate(def.MessageTag, templateScope{}, names)

@@ -111,7 +111,7 @@ func TestRouteMatching(t *testing.T) {
 				}
 				return
 			}
-			want := Route{Dest: Destination{Kind: Queue, Name: tt.want}, Rule: 0}
+			want := Route{Dest: Destination{Kind: Queue, Name: tt.want}, Rule: 0, Fixed: !strings.Contains(tt.queue, "{")}
 			if got != want {
 				t.Fatalf("Route(%q) = %+v, want %+v", tt.topic, got, want)
 			}
@@ -134,14 +134,14 @@ func TestRouteFirstMatchWins(t *testing.T) {
 		topic string
 		want  Route
 	}{
-		{"/as/mqtt/status/pk1/dev-1", Route{Dest: Destination{Topic, "device-status"}, Tag: "pk1", Rule: 0}},
+		{"/as/mqtt/status/pk1/dev-1", Route{Dest: Destination{Topic, "device-status"}, Tag: "pk1", Rule: 0, Fixed: true}},
 		{"/pk1/dev-1/thing/event/property/post", Route{Dest: Destination{Queue, "props-pk1"}, Rule: 1}},
 		{"/sys/pk1/dev-1/thing/event/property/post", Route{Dest: Destination{Queue, "props-pk1"}, Rule: 1}},
-		{"/pk1/dev-1/thing/lifecycle", Route{Dest: Destination{Queue, "thing"}, Rule: 2}},
-		{"/pk1/dev-1/user/alarm", Route{Dest: Destination{Queue, "alarms"}, Rule: 3}},
+		{"/pk1/dev-1/thing/lifecycle", Route{Dest: Destination{Queue, "thing"}, Rule: 2, Fixed: true}},
+		{"/pk1/dev-1/user/alarm", Route{Dest: Destination{Queue, "alarms"}, Rule: 3, Fixed: true}},
 		{"/pk1/dev-1/user/telemetry", Route{Dest: Destination{Queue, "telemetry-pk1"}, Rule: 4}},
-		{"/pk1/dev-1/other", Route{Dest: Destination{Queue, "iot-unrouted"}, Rule: -1}},
-		{"", Route{Dest: Destination{Queue, "iot-unrouted"}, Rule: -1}},
+		{"/pk1/dev-1/other", Route{Dest: Destination{Queue, "iot-unrouted"}, Rule: -1, Fixed: true}},
+		{"", Route{Dest: Destination{Queue, "iot-unrouted"}, Rule: -1, Fixed: true}},
 	}
 	for _, tt := range tests {
 		if got := r.Route(tt.topic); got != tt.want {
@@ -181,9 +181,9 @@ func TestRouteTemplates(t *testing.T) {
 		{"unmatched, dead_letter default", "/x\xff", DefaultRouteSpec{DeadLetter: true},
 			Route{DeadLetter: true, Rule: -1, Class: ClassUnrouted, Reason: `no route matches topic "/x\xff"`}},
 		{"unmatched, default queue", "/x", DefaultRouteSpec{Queue: "unrouted"},
-			Route{Dest: Destination{Queue, "unrouted"}, Rule: -1}},
+			Route{Dest: Destination{Queue, "unrouted"}, Rule: -1, Fixed: true}},
 		{"unmatched, default topic with tag", "/x", DefaultRouteSpec{Topic: "unrouted", MessageTag: "other"},
-			Route{Dest: Destination{Topic, "unrouted"}, Tag: "other", Rule: -1}},
+			Route{Dest: Destination{Topic, "unrouted"}, Tag: "other", Rule: -1, Fixed: true}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

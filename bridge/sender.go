@@ -94,7 +94,10 @@ func (l *lane) send(batch []*item, outs []Outgoing) []Outgoing {
 			p.done(it.d, Accepted)
 		case p.sendCtx.Err() != nil:
 			p.done(it.d, Released)
-		case !Retryable(err):
+		case !Retryable(err) && !(it.fixed && MissingDestination(err)):
+			// A missing destination of a fixed route is held and retried
+			// (until the retry budget runs out), as refused credentials
+			// are: the route is broken for every message, not this one.
 			it.lastErr, it.class = err, ClassOf(err, ClassRejected)
 			dead = append(dead, it)
 		default:

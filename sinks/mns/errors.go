@@ -90,6 +90,12 @@ func (e *Error) Retryable() bool {
 	return true
 }
 
+// MissingDestination reports whether MNS said the queue or topic does not
+// exist (see bridge.MissingDestination).
+func (e *Error) MissingDestination() bool {
+	return e.Code == "QueueNotExist" || e.Code == "TopicNotExist"
+}
+
 // Error names the operation and destination, the MNS code and message, the
 // request id and what the operator should do.
 func (e *Error) Error() string {

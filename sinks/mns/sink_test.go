@@ -114,6 +114,9 @@ func TestSinkCheck(t *testing.T) {
 		case tt.wantCode != "" && (!errors.As(err, &me) || me.Code != tt.wantCode || bridge.Retryable(err)):
 			t.Errorf("%s: %v, want permanent %s", tt.dest, err, tt.wantCode)
 		}
+		if missing := tt.wantCode != ""; bridge.MissingDestination(err) != missing {
+			t.Errorf("%s: MissingDestination(%v) = %v, want %v", tt.dest, err, !missing, missing)
+		}
 	}
 	if err := s.Check(context.Background(), bridge.Destination{Name: "x"}); err == nil || bridge.Retryable(err) {
 		t.Errorf("no kind: %v", err)
