@@ -1,8 +1,9 @@
-// Package memlimit gives the Go runtime a soft memory limit from the memory
-// limit of the cgroup the process runs in (a container, a systemd unit with
-// MemoryMax=), so that the garbage collector works harder before the kernel
-// kills the process, rather than letting the heap double between two
-// collections. An explicit GOMEMLIMIT always wins.
+// Package memlimit gives the Go runtime a soft memory limit: the lower of
+// the program's own budget and the memory limit of the cgroup the process
+// runs in (a container, a systemd unit with MemoryMax=), so that the garbage
+// collector works harder before the kernel kills the process, rather than
+// letting the heap double between two collections. An explicit GOMEMLIMIT
+// always wins.
 //
 // Both cgroup layouts are read: v2 (memory.max in the process's cgroup and
 // its ancestors, under a unified hierarchy mounted at the root) and v1
@@ -38,30 +39,37 @@ type Limit struct {
 	// Bytes is the runtime's soft memory limit now; 0 when none was set
 	// (the runtime's default: no limit).
 	Bytes int64
-	// From says where it came from: "GOMEMLIMIT", or the cgroup file that
-	// held the limit; "" when none was found.
+	// From says where it came from: "GOMEMLIMIT", "budget", or the cgroup
+	// file that held the limit; "" when none was set.
 	From string
 	// Cgroup is the cgroup's limit (0 when none was found).
 	Cgroup int64
 }
 
-// Apply sets the runtime's soft memory limit to Fraction of the cgroup's
+// Apply sets the runtime's soft memory limit to the lower of budget (the
+// heap the program means to need; 0 for none) and Fraction of the cgroup's
 // memory limit, read under root (normally "/sys/fs/cgroup") for the
 // cgroups named in procCgroup (normally "/proc/self/cgroup"), unless
 // getenv("GOMEMLIMIT") is set: the runtime honours that by itself and Apply
-// changes nothing. Without a cgroup limit it changes nothing either. An
-// error means the cgroup files could not be read; nothing was changed then.
-func Apply(root, procCgroup string, getenv func(string) string) (Limit, error) {
+// changes nothing. With neither a budget nor a cgroup limit it changes
+// nothing either. An error means the cgroup files could not be read; the
+// budget alone is applied then.
+func Apply(root, procCgroup string, getenv func(string) string, budget int64) (Limit, error) {
 	if getenv("GOMEMLIMIT") != "" {
 		return Limit{Bytes: debug.SetMemoryLimit(-1), From: "GOMEMLIMIT"}, nil
 	}
 	cg, file, err := Cgroup(root, procCgroup)
-	if err != nil || cg == 0 {
-		return Limit{}, err
+	l := Limit{Cgroup: cg}
+	if cg > 0 {
+		l.Bytes, l.From = int64(float64(cg)*Fraction), file
 	}
-	soft := int64(float64(cg) * Fraction)
-	debug.SetMemoryLimit(soft)
-	return Limit{Bytes: soft, From: file, Cgroup: cg}, nil
+	if budget > 0 && (l.Bytes == 0 || budget < l.Bytes) {
+		l.Bytes, l.From = budget, "budget"
+	}
+	if l.Bytes > 0 {
+		debug.SetMemoryLimit(l.Bytes)
+	}
+	return l, err
 }
 
 // Cgroup returns the tightest memory limit of the cgroups listed in the

@@ -100,22 +100,36 @@ func TestApply(t *testing.T) {
 
 	// GOMEMLIMIT set: the runtime's own setting stays.
 	debug.SetMemoryLimit(123 << 20)
-	l, err := Apply(root, proc, func(k string) string { return map[string]string{"GOMEMLIMIT": "123MiB"}[k] })
+	l, err := Apply(root, proc, func(k string) string { return map[string]string{"GOMEMLIMIT": "123MiB"}[k] }, 100<<20)
 	if err != nil || l.From != "GOMEMLIMIT" || l.Bytes != 123<<20 || debug.SetMemoryLimit(-1) != 123<<20 {
 		t.Fatalf("with GOMEMLIMIT: %+v, %v; runtime limit %d", l, err, debug.SetMemoryLimit(-1))
 	}
 
 	// Not set: 90% of the cgroup's limit.
-	l, err = Apply(root, proc, func(string) string { return "" })
+	l, err = Apply(root, proc, func(string) string { return "" }, 0)
 	cg := int64(512 << 20)
 	want := int64(float64(cg) * Fraction)
 	if err != nil || l.Bytes != want || l.Cgroup != 512<<20 || debug.SetMemoryLimit(-1) != want {
 		t.Fatalf("from the cgroup: %+v, %v; runtime limit %d, want %d", l, err, debug.SetMemoryLimit(-1), want)
 	}
 
-	// No cgroup limit: nothing changes.
+	// A budget below that wins; one above does not.
+	l, err = Apply(root, proc, func(string) string { return "" }, 100<<20)
+	if err != nil || l.Bytes != 100<<20 || l.From != "budget" || debug.SetMemoryLimit(-1) != 100<<20 {
+		t.Fatalf("budget under the cgroup: %+v, %v; runtime limit %d", l, err, debug.SetMemoryLimit(-1))
+	}
+	l, err = Apply(root, proc, func(string) string { return "" }, 1<<30)
+	if err != nil || l.Bytes != want || debug.SetMemoryLimit(-1) != want {
+		t.Fatalf("budget over the cgroup: %+v, %v; runtime limit %d, want %d", l, err, debug.SetMemoryLimit(-1), want)
+	}
+
+	// No cgroup limit: the budget alone, and without one nothing changes.
+	l, err = Apply(root, filepath.Join(dir, "none"), func(string) string { return "" }, 100<<20)
+	if err != nil || l.Bytes != 100<<20 || l.Cgroup != 0 || debug.SetMemoryLimit(-1) != 100<<20 {
+		t.Fatalf("budget without a cgroup limit: %+v, %v", l, err)
+	}
 	debug.SetMemoryLimit(prev)
-	l, err = Apply(root, filepath.Join(dir, "none"), func(string) string { return "" })
+	l, err = Apply(root, filepath.Join(dir, "none"), func(string) string { return "" }, 0)
 	if err != nil || l.Bytes != 0 || debug.SetMemoryLimit(-1) != prev {
 		t.Fatalf("without a limit: %+v, %v", l, err)
 	}
