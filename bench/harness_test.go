@@ -22,7 +22,8 @@ func TestMain(m *testing.M) {
 
 // tinySizes keeps TestHarnessShort to a few seconds of load.
 var tinySizes = sizes{Messages: 2000, Rate: 1000, LatencyFor: time.Second,
-	OutageBefore: 500 * time.Millisecond, Outage: time.Second, OutageAfter: 500 * time.Millisecond, ReferenceFor: 500 * time.Millisecond}
+	OutageBefore: 500 * time.Millisecond, Outage: time.Second, OutageAfter: 500 * time.Millisecond, ReferenceFor: 500 * time.Millisecond,
+	BigRate: 100}
 
 // TestHarnessShort runs every scenario in a tiny configuration and checks
 // that each produced its result with every message accounted for. It
@@ -42,7 +43,8 @@ func TestHarnessShort(t *testing.T) {
 	t.Log(out.String())
 	want := []string{"ceiling-source", "ceiling-mns", "reference", "throughput", "latency", "outage",
 		"throughput-spool", "latency-spool", "outage-spool", "ceiling-source-4conn", "throughput-4conn",
-		"throughput-noprops", "throughput-props", "throughput-amqp", "latency-amqp", "outage-amqp", "throughput-amqp-credit1000", "latency-amqp-5conn"}
+		"throughput-noprops", "throughput-props", "throughput-amqp", "latency-amqp", "outage-amqp", "throughput-amqp-credit1000", "latency-amqp-5conn",
+		"outage-45k", "outage-45k-count-only"}
 	for _, name := range want {
 		r := rep.result(name)
 		if r == nil {

@@ -20,7 +20,12 @@ const bodySize = 256
 // measured from the body (the bridge runs with envelope: raw), at a finer
 // grain than the millisecond generateTime header.
 func makeBody(seq int, sentNs int64) []byte {
-	b := make([]byte, 0, bodySize)
+	return makeBodySized(seq, sentNs, bodySize)
+}
+
+// makeBodySized is makeBody with a body of size bytes (at least about 120).
+func makeBodySized(seq int, sentNs int64, size int) []byte {
+	b := make([]byte, 0, size)
 	b = append(b, `{"seq":`...)
 	b = strconv.AppendInt(b, int64(seq), 10)
 	b = append(b, `,"ts":`...)
@@ -28,7 +33,7 @@ func makeBody(seq int, sentNs int64) []byte {
 	b = append(b, `,"device":"dev-`...)
 	b = strconv.AppendInt(b, int64(seq%benchDevices), 10)
 	b = append(b, `","temperature":21.5,"humidity":48.2,"battery":97,"pad":"`...)
-	for len(b) < bodySize-2 {
+	for len(b) < size-2 {
 		b = append(b, 'x')
 	}
 	return append(b, `"}`...)
@@ -56,12 +61,17 @@ func parseBody(b []byte) (seq int, sentNs int64, ok bool) {
 
 // message returns message seq as the platform would push it.
 func message(seq int, now time.Time) iotsim.Message {
+	return messageSized(seq, now, bodySize)
+}
+
+// messageSized is message with a body of size bytes.
+func messageSized(seq int, now time.Time, size int) iotsim.Message {
 	dev := "dev-" + strconv.Itoa(seq%benchDevices)
 	return iotsim.Message{
 		Topic:        "/" + benchProductKey + "/" + dev + "/user/telemetry",
 		MessageID:    "bench-" + strconv.Itoa(seq),
 		GenerateTime: now.UnixMilli(),
-		Body:         makeBody(seq, now.UnixNano()),
+		Body:         makeBodySized(seq, now.UnixNano(), size),
 	}
 }
 
@@ -70,6 +80,11 @@ func message(seq int, now time.Time) iotsim.Message {
 // millisecond against the start time, so it does not drift). It returns the
 // time of the first publish. It stops early when ctx is done.
 func publish(ctx context.Context, sim *iotsim.Server, group string, n int, rate float64) (time.Time, error) {
+	return publishSized(ctx, sim, group, n, rate, bodySize)
+}
+
+// publishSized is publish with bodies of size bytes.
+func publishSized(ctx context.Context, sim *iotsim.Server, group string, n int, rate float64, size int) (time.Time, error) {
 	start := time.Now()
 	for i := 0; i < n; {
 		due := n
@@ -77,7 +92,7 @@ func publish(ctx context.Context, sim *iotsim.Server, group string, n int, rate 
 			due = min(n, int(time.Since(start).Seconds()*rate)+1)
 		}
 		for ; i < due; i++ {
-			if err := sim.PublishContext(ctx, group, message(i, time.Now())); err != nil {
+			if err := sim.PublishContext(ctx, group, messageSized(i, time.Now(), size)); err != nil {
 				return start, fmt.Errorf("publish message %d: %w", i, err)
 			}
 		}

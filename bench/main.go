@@ -33,7 +33,7 @@ import (
 )
 
 // scenarioNames are the values of -scenarios, in the order they run.
-var scenarioNames = []string{"throughput", "latency", "outage", "spool", "connections", "properties", "amqp"}
+var scenarioNames = []string{"throughput", "latency", "outage", "spool", "connections", "properties", "amqp", "memory"}
 
 // options are the harness's flags.
 type options struct {
@@ -180,6 +180,15 @@ func run(ctx context.Context, o options, out io.Writer) (*Report, error) {
 			// msgs/s takes five connections there.
 			add(h.bridgeLoad(ctx, "latency-amqp-5conn", fmt.Sprintf("bridge, AMQP, 5 conn, spool off, %.0f msgs/s", sz.Rate),
 				bridgeSpec{Protocol: "amqp", Connections: 5}, latencyN, sz.Rate, ""))
+		case "memory":
+			// Large bodies through an MNS outage: what the bridge holds is
+			// bounded in bytes (delivery.max_in_flight_bytes, 64 MiB), not
+			// only in messages (8,192, which is ~370 MB of 45 KB bodies).
+			// The second row lifts the byte bound to 1 GiB: the count bound
+			// alone, as before it existed.
+			what := fmt.Sprintf("bridge, spool off, 45 KB bodies at %.0f msgs/s, MNS 503 for %s", sz.BigRate, sz.Outage)
+			add(h.outageSized(ctx, "outage-45k", what+", max_in_flight_bytes 64MiB", bridgeSpec{Connections: 1}, sz.BigRate, bigBodySize))
+			add(h.outageSized(ctx, "outage-45k-count-only", what+", max_in_flight_bytes 1GiB (count bound only)", bridgeSpec{Connections: 1, MaxInFlightBytes: "1GiB"}, sz.BigRate, bigBodySize))
 		case "connections":
 			add(h.ceilingSource(ctx, "ceiling-source-4conn", 4, sz.Messages))
 			add(h.bridgeLoad(ctx, "throughput-4conn", "bridge, 4 conn, spool off, max rate", bridgeSpec{Connections: 4}, sz.Messages, 0, ""))

@@ -128,10 +128,15 @@ func (r *Report) evaluate() {
 			Target{Name: "p99 latency at 5000 msgs/s (ms)", Want: fmt.Sprintf("<= %.0f", want), Got: l.P99Ms, Met: l.P99Ms > 0 && l.P99Ms <= want && l.Lost == 0},
 			Target{Name: "bridge CPU per message, 5000 msgs/s (us)", Want: "<= 15", Got: l.CPUPerMsgUs, Met: l.CPUPerMsgUs > 0 && l.CPUPerMsgUs <= 15})
 	}
-	for _, name := range []string{"outage", "outage-spool", "outage-amqp"} {
+	for _, name := range []string{"outage", "outage-spool", "outage-amqp", "outage-45k"} {
 		if o := r.result(name); o != nil {
 			r.Targets = append(r.Targets, Target{Name: name + ": messages lost", Want: "0", Got: float64(o.Lost), Met: o.Lost == 0})
 		}
+	}
+	if o := r.result("outage-45k"); o != nil {
+		// delivery.max_in_flight_bytes (64 MiB) + 40 MiB (PeakRSSMB is in MiB).
+		limit := 64.0 + 40
+		r.Targets = append(r.Targets, Target{Name: "outage-45k: peak RSS (MB)", Want: fmt.Sprintf("<= %.0f", limit), Got: o.PeakRSSMB, Met: o.PeakRSSMB > 0 && o.PeakRSSMB <= limit})
 	}
 }
 

@@ -21,14 +21,22 @@ type sizes struct {
 	Outage       time.Duration // the outage (every MNS request fails with 503),
 	OutageAfter  time.Duration // and normal traffic after it
 	ReferenceFor time.Duration // how long the reference forwarder is measured
+	// BigRate is the rate of the memory scenario's outage runs, whose
+	// bodies are bigBodySize bytes.
+	BigRate float64
 }
+
+// bigBodySize is the body size of the memory scenario: large messages.
+const bigBodySize = 45 << 10
 
 // fullSizes and shortSizes are the loads of a normal and a -short run.
 var (
 	fullSizes = sizes{Messages: 200_000, Rate: 5000, LatencyFor: 20 * time.Second,
-		OutageBefore: 15 * time.Second, Outage: 30 * time.Second, OutageAfter: 15 * time.Second, ReferenceFor: 10 * time.Second}
+		OutageBefore: 15 * time.Second, Outage: 30 * time.Second, OutageAfter: 15 * time.Second, ReferenceFor: 10 * time.Second,
+		BigRate: 100}
 	shortSizes = sizes{Messages: 20_000, Rate: 5000, LatencyFor: 3 * time.Second,
-		OutageBefore: 2 * time.Second, Outage: 5 * time.Second, OutageAfter: 2 * time.Second, ReferenceFor: 3 * time.Second}
+		OutageBefore: 2 * time.Second, Outage: 5 * time.Second, OutageAfter: 2 * time.Second, ReferenceFor: 3 * time.Second,
+		BigRate: 100}
 )
 
 // Result is the outcome of one measured run.
@@ -168,8 +176,14 @@ func (r *Result) latency(a arrivals) {
 // message arrived and measures the drain: the time from the end of the
 // outage until the last message published before that end was in MNS.
 func (h *harness) outage(ctx context.Context, name, what string, spec bridgeSpec) (Result, error) {
+	return h.outageSized(ctx, name, what, spec, h.sz.Rate, bodySize)
+}
+
+// outageSized is outage at rate messages a second with bodies of size
+// bytes.
+func (h *harness) outageSized(ctx context.Context, name, what string, spec bridgeSpec, rate float64, size int) (Result, error) {
 	sz := h.sz
-	n := int(sz.Rate * (sz.OutageBefore + sz.Outage + sz.OutageAfter).Seconds())
+	n := int(rate * (sz.OutageBefore + sz.Outage + sz.OutageAfter).Seconds())
 	res := Result{Name: name, What: what, Messages: n}
 	group := "bench-" + name
 	h.tb.resetMNS(h.latency)
@@ -191,7 +205,7 @@ func (h *harness) outage(ctx context.Context, name, what string, spec bridgeSpec
 	pubErr := make(chan error, 1)
 	t0 := time.Now()
 	go func() {
-		_, err := publish(pctx, h.tb.sim, group, n, sz.Rate)
+		_, err := publishSized(pctx, h.tb.sim, group, n, rate, size)
 		pubErr <- err
 	}()
 	sleep := func(d time.Duration) error {

@@ -93,6 +93,8 @@ type bridgeSpec struct {
 	// Properties turns on mns.properties.platform and a MessageGroupId per
 	// device: every message carries five user properties and a group id.
 	Properties bool
+	// MaxInFlightBytes, when not empty, is delivery.max_in_flight_bytes.
+	MaxInFlightBytes string
 }
 
 // config returns the bridge's YAML for one run: everything at its default
@@ -102,6 +104,10 @@ func (tb *testbed) config(runDir, group, httpAddr string, s bridgeSpec) string {
 	spool := "spool:\n  dir: \"\"\n"
 	if s.Spool {
 		spool = "spool:\n  dir: " + filepath.Join(runDir, "spool") + "\n"
+	}
+	inFlightBytes := ""
+	if s.MaxInFlightBytes != "" {
+		inFlightBytes = "  max_in_flight_bytes: " + s.MaxInFlightBytes + "\n"
 	}
 	props, groupID := "", ""
 	if s.Properties {
@@ -137,7 +143,7 @@ source:
 %sdefault_route:
   dead_letter: true
 delivery:
-  dead_letter:
+%s  dead_letter:
     file: %s
 %shttp:
   listen: %s
@@ -145,7 +151,7 @@ log:
   level: warn
   summary_interval: 0s
 `, protocol, endpoint, group, s.Connections, benchAccessKeyID, benchAccessKeySecret, tb.caFile, amqp, tb.mnsURL, props, groupID,
-		filepath.Join(runDir, "dead-letter.jsonl"), spool, httpAddr)
+		inFlightBytes, filepath.Join(runDir, "dead-letter.jsonl"), spool, httpAddr)
 }
 
 // startBridge writes the config for s into a fresh directory and starts the

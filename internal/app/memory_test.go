@@ -1,0 +1,202 @@
+package app
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/iot-mns-bridge/iot-mns-bridge/internal/testbroker"
+	"github.com/iot-mns-bridge/iot-mns-bridge/iotsim"
+	"github.com/iot-mns-bridge/iot-mns-bridge/mnsemu"
+)
+
+// The memory tests push 45 KB bodies at a bridge (a child process) while
+// MNS answers 503: it must stop taking messages at
+// delivery.max_in_flight_bytes, its peak RSS must stay within that bound plus
+// memAllowance, and nothing may be lost once MNS is back.
+const (
+	memBody      = 45 << 10
+	memBound     = 8 << 20 // delivery.max_in_flight_bytes of the tests
+	memAllowance = 40 << 20
+	memMessages  = 1200 // 54 MB of bodies: far past bound + allowance
+)
+
+// memBodyOf is message i's body: 45 KB of JSON carrying its id.
+func memBodyOf(id string) []byte {
+	b := make([]byte, 0, memBody)
+	b = append(b, `{"id":"`+id+`","pad":"`...)
+	b = append(b, bytes.Repeat([]byte{'x'}, memBody-len(b)-2)...)
+	return append(b, `"}`...)
+}
+
+// skipUnderRace skips a memory test in a -race build: the race detector
+// multiplies memory use, so the figures would say nothing about the bridge.
+// scripts/test.sh runs these tests once more without -race.
+func skipUnderRace(t *testing.T) {
+	t.Helper()
+	if raceEnabled {
+		t.Skip("built with -race, which multiplies memory use: scripts/test.sh runs this memory test without -race")
+	}
+}
+
+// freeAddr returns a loopback address nobody listens on.
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// scrape returns the /metrics text of the bridge at addr, "" while it does
+// not answer.
+func scrape(addr string) string {
+	resp, err := http.Get("http://" + addr + "/metrics")
+	if err != nil {
+		return ""
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return string(b)
+}
+
+// peakRSS is the child's VmHWM in bytes.
+func peakRSS(t *testing.T, c *child) int64 {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", c.Cmd.Process.Pid))
+	if err != nil {
+		t.Skipf("no /proc: %v", err)
+	}
+	for line := range strings.SplitSeq(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+			kb, err := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return kb << 10
+		}
+	}
+	t.Fatal("no VmHWM in /proc/PID/status")
+	return 0
+}
+
+// memDelivery is the delivery block of the memory tests.
+var memDelivery = fmt.Sprintf("delivery:\n  max_in_flight_bytes: %d\n  retry:\n    initial_backoff: 50ms\n    max_backoff: 500ms\n", memBound)
+
+// listenOn makes the config at path serve /metrics on a free loopback
+// address and returns it.
+func listenOn(t *testing.T, path string) string {
+	t.Helper()
+	addr := freeAddr(t)
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := strings.Replace(string(b), "http:\n  listen: \"\"", "http:\n  listen: "+addr, 1)
+	if cfg == string(b) {
+		t.Fatal("the config has no http.listen to replace")
+	}
+	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return addr
+}
+
+// checkBoundedThroughOutage runs the bridge at path (its /metrics at
+// httpAddr) while emu fails every request, checks that it stops at the byte
+// bound with its peak RSS within bound + allowance, then lets MNS answer
+// and waits until arrived() reaches n.
+func checkBoundedThroughOutage(t *testing.T, emu *mnsemu.Emulator, path, httpAddr string, n int, arrived func() int) {
+	t.Helper()
+	emu.SetFaults(mnsemu.Faults{ErrorRate: 1, ErrorStatus: 503})
+	c := startChild(t, "run", "-config", path)
+	var held, received, retried float64
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("last scrape: held %.0f bytes, received %.0f, retried %.0f; bridge output:\n%s", held, received, retried, c.Out)
+		}
+	})
+	waitFor(t, "the bridge to hold up to its byte bound and retry", 2*time.Minute, func() bool {
+		text := scrape(httpAddr)
+		held, received = metricValue(t, text, "iot_mns_bridge_held_bytes"), metricValue(t, text, "iot_mns_bridge_received_total")
+		retried = metricValue(t, text, "iot_mns_bridge_retried_total")
+		return held+memBody+1024 > memBound && retried >= 2*received
+	})
+	hwm := peakRSS(t, c)
+	t.Logf("MNS down: took %.0f of %d messages, holds %.1f MiB, peak RSS %.1f MiB (bound %d MiB + allowance %d MiB)",
+		received, n, held/(1<<20), float64(hwm)/(1<<20), memBound>>20, memAllowance>>20)
+	if held > memBound {
+		t.Errorf("holds %.0f bytes, more than delivery.max_in_flight_bytes %d", held, memBound)
+	}
+	if received >= float64(n) {
+		t.Errorf("took all %d messages while MNS was down: intake did not stop", n)
+	}
+	if hwm > memBound+memAllowance {
+		t.Errorf("peak RSS %.1f MiB, more than the bound %d MiB + %d MiB", float64(hwm)/(1<<20), memBound>>20, memAllowance>>20)
+	}
+	emu.SetFaults(mnsemu.Faults{})
+	waitFor(t, "every message after MNS is back", 3*time.Minute, func() bool { return arrived() >= n })
+	if code := c.Term(t); code != 0 {
+		t.Errorf("exit code %d after SIGTERM:\n%s", code, c.Out)
+	}
+	if got := arrived(); got != n {
+		t.Fatalf("%d of %d messages arrived", got, n)
+	}
+}
+
+// TestSTOMPHeldMemoryBoundedThroughOutage: 45 KB bodies over STOMP (the
+// simulator), MNS answering 503, both ack modes. The simulator lets a
+// client-individual connection hold every message unacked, so only the
+// bridge's bound stops it.
+func TestSTOMPHeldMemoryBoundedThroughOutage(t *testing.T) {
+	skipUnderRace(t)
+	if testing.Short() {
+		t.Skip("pushes 54 MB through a child bridge; skipped with -short")
+	}
+	for _, ack := range []string{"auto", "client-individual"} {
+		t.Run(ack, func(t *testing.T) {
+			p := startPeers(t, mnsemu.Config{Queues: []string{"telemetry-pk1", "unrouted"}}, iotsim.Config{AckTimeout: time.Minute, MaxUnacked: 2 * memMessages})
+			path := p.writeConfig(t, "    ack: "+ack, "envelope: json\n"+memDelivery)
+			httpAddr := listenOn(t, path)
+			for i := range memMessages {
+				id := fmt.Sprintf("mem-%05d", i)
+				p.sim.Publish("g1", iotsim.Message{Topic: fmt.Sprintf("/pk1/dev%d/user/data", i%5), MessageID: id, Body: memBodyOf(id)})
+			}
+			arrived := func() int { d, _ := countIDs(t, p.emu, "telemetry-pk1", "mem", memMessages); return d }
+			checkBoundedThroughOutage(t, p.emu, path, httpAddr, memMessages, arrived)
+		})
+	}
+}
+
+// TestRabbitMQAMQPHeldMemoryBoundedThroughOutage: the same over AMQP 1.0
+// from RabbitMQ. The link credit (200) is larger than what the byte bound
+// lets the pipeline hold (about 180 messages), so it is the bound that
+// stops intake: the source stops issuing credit.
+func TestRabbitMQAMQPHeldMemoryBoundedThroughOutage(t *testing.T) {
+	skipUnderRace(t)
+	b := testbroker.RabbitMQ(t)
+	p := startPeers(t, mnsemu.Config{Queues: []string{"telemetry-pkm"}}, iotsim.Config{})
+	queue := "/queue/" + b.Unique(t)
+	path := rabbitConfig(t, b, p, "amqp", b.AMQPSAddr, fmt.Sprintf("  amqp:\n    address: %s\n    credit: 200", queue), memDelivery)
+	httpAddr := listenOn(t, path)
+	pub := b.NewAMQPPublisher(t, queue)
+	ctx := context.Background()
+	for i := range memMessages {
+		id := fmt.Sprintf("mem-%05d", i)
+		if err := pub.Send(ctx, fmt.Sprintf("/pkm/dev%d/user/data", i%5), id, time.Now().UnixMilli(), memBodyOf(id)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	arrived := func() int { d, _ := countIDs(t, p.emu, "telemetry-pkm", "mem", memMessages); return d }
+	checkBoundedThroughOutage(t, p.emu, path, httpAddr, memMessages, arrived)
+}
