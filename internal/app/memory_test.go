@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/iot-mns-bridge/iot-mns-bridge/config"
 	"github.com/iot-mns-bridge/iot-mns-bridge/internal/testbroker"
 	"github.com/iot-mns-bridge/iot-mns-bridge/iotsim"
 	"github.com/iot-mns-bridge/iot-mns-bridge/mnsemu"
@@ -90,26 +91,14 @@ func peakRSS(t *testing.T, c *child) int64 {
 	return 0
 }
 
-// memDelivery is the delivery block of the memory tests.
-var memDelivery = fmt.Sprintf("delivery:\n  max_in_flight_bytes: %d\n  retry:\n    initial_backoff: 50ms\n    max_backoff: 500ms\n", memBound)
-
-// listenOn makes the config at path serve /metrics on a free loopback
-// address and returns it.
-func listenOn(t *testing.T, path string) string {
+// memLimits sets the memory tests' byte bound and short retries, and
+// serves /metrics on a free loopback address, which it returns.
+func memLimits(t *testing.T, c *config.Config) string {
 	t.Helper()
-	addr := freeAddr(t)
-	b, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg := strings.Replace(string(b), "http:\n  listen: \"\"", "http:\n  listen: "+addr, 1)
-	if cfg == string(b) {
-		t.Fatal("the config has no http.listen to replace")
-	}
-	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return addr
+	c.Delivery.MaxInFlightBytes = memBound
+	c.Delivery.Retry.InitialBackoff, c.Delivery.Retry.MaxBackoff = 50*time.Millisecond, 500*time.Millisecond
+	c.HTTP.Listen = freeAddr(t)
+	return c.HTTP.Listen
 }
 
 // checkBoundedThroughOutage runs the bridge at path (its /metrics at
@@ -166,8 +155,10 @@ func TestSTOMPHeldMemoryBoundedThroughOutage(t *testing.T) {
 	for _, ack := range []string{"auto", "client-individual"} {
 		t.Run(ack, func(t *testing.T) {
 			p := startPeers(t, mnsemu.Config{Queues: []string{"telemetry-pk1", "unrouted"}}, iotsim.Config{AckTimeout: time.Minute, MaxUnacked: 2 * memMessages})
-			path := p.writeConfig(t, "    ack: "+ack, "envelope: json\n"+memDelivery)
-			httpAddr := listenOn(t, path)
+			cfg := p.config()
+			cfg.Source.STOMP.Ack, cfg.Envelope = ack, "json"
+			httpAddr := memLimits(t, cfg)
+			path := p.writeConfig(t, cfg)
 			for i := range memMessages {
 				id := fmt.Sprintf("mem-%05d", i)
 				p.sim.Publish("g1", iotsim.Message{Topic: fmt.Sprintf("/pk1/dev%d/user/data", i%5), MessageID: id, Body: memBodyOf(id)})
@@ -187,8 +178,10 @@ func TestRabbitMQAMQPHeldMemoryBoundedThroughOutage(t *testing.T) {
 	b := testbroker.RabbitMQ(t)
 	p := startPeers(t, mnsemu.Config{Queues: []string{"telemetry-pkm"}}, iotsim.Config{})
 	queue := "/queue/" + b.Unique(t)
-	path := rabbitConfig(t, b, p, "amqp", b.AMQPSAddr, fmt.Sprintf("  amqp:\n    address: %s\n    credit: 200", queue), memDelivery)
-	httpAddr := listenOn(t, path)
+	rc := rabbitConfig(t, b, p, "amqp", b.AMQPSAddr)
+	rc.Source.AMQP.Address, rc.Source.AMQP.Credit = queue, 200
+	httpAddr := memLimits(t, rc)
+	path := writeRabbitConfig(t, p, rc)
 	pub := b.NewAMQPPublisher(t, queue)
 	ctx := context.Background()
 	for i := range memMessages {
