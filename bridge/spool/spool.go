@@ -68,7 +68,14 @@ const (
 )
 
 const (
-	queueLen   = 4096 // Appends waiting for a commit before Append blocks
+	queueLen = 4096 // Appends waiting for a commit before Append blocks
+	// maxPending bounds the bytes appended and not yet committed: Append
+	// waits while they would pass it, so what waits in memory for a commit
+	// is bounded in bytes whatever the message size (4,096 messages of
+	// 45 KB would be 184 MB), and so is one commit's transaction (bbolt
+	// copies it into pages once more). 2 MiB is still thousands of small
+	// messages a commit.
+	maxPending = 2 << 20
 	maxBatch   = 4096 // messages in one commit at most
 	replayPage = 256  // messages read per read transaction during Replay
 	retryDelay = time.Second
@@ -139,8 +146,9 @@ type Spool struct {
 	mu         sync.Mutex
 	closed     bool
 	depth      int64
-	bytes      int64 // committed
-	reserved   int64 // accepted by Append, not yet committed
+	bytes      int64         // committed
+	reserved   int64         // accepted by Append, not yet committed
+	roomWake   chan struct{} // closed when reserved shrinks; nil when nobody waits
 	pendingDel []uint64
 	full       bool  // logged as full
 	failing    bool  // logged a failed commit
@@ -283,6 +291,22 @@ func (s *Spool) Append(ctx context.Context, m *bridge.Message, done func(key uin
 	case size > s.maxBytes:
 		s.mu.Unlock()
 		return bridge.Permanent(fmt.Errorf("spool: append message %q: %d bytes do not fit in a spool of %s; raise spool.max_bytes", m.MessageID, size, formatBytes(s.maxBytes)))
+	case s.reserved > 0 && s.reserved+size > maxPending:
+		// Wait for the writer to commit what is pending: backpressure.
+		wake := s.roomWake
+		if wake == nil {
+			wake = make(chan struct{})
+			s.roomWake = wake
+		}
+		s.mu.Unlock()
+		select {
+		case <-wake:
+			return s.Append(ctx, m, done)
+		case <-ctx.Done():
+			return fmt.Errorf("spool: append: %w", ctx.Err())
+		case <-s.closing:
+			return fmt.Errorf("spool: append: %w", ErrClosed)
+		}
 	case s.bytes+s.reserved+size > s.maxBytes:
 		wasFull := s.full
 		s.full = true
@@ -312,7 +336,17 @@ func (s *Spool) Append(ctx context.Context, m *bridge.Message, done func(key uin
 func (s *Spool) unreserve(n int64) {
 	s.mu.Lock()
 	s.reserved -= n
+	s.wakeAppends()
 	s.mu.Unlock()
+}
+
+// wakeAppends wakes the Appends waiting for pending bytes to be committed.
+// s.mu must be held.
+func (s *Spool) wakeAppends() {
+	if s.roomWake != nil {
+		close(s.roomWake)
+		s.roomWake = nil
+	}
 }
 
 // Delete removes the messages with the given keys. It does not wait: the

@@ -13,6 +13,7 @@ import (
 	"sync/atomic"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/iot-mns-bridge/iot-mns-bridge/bridge"
 	bolt "go.etcd.io/bbolt"
@@ -600,5 +601,54 @@ func TestSpoolHoldsThePayload(t *testing.T) {
 	}
 	if !m.Base64 || string(m.Body) != "aGk=" {
 		t.Fatalf("encode changed the message it was given: %+v", m)
+	}
+}
+
+// TestPendingBytesAreBounded: while a commit is slow, Append waits once
+// maxPending bytes wait for a commit, whatever the message count: 45 KB
+// messages stop at about 180, far below the queue's 4,096 slots.
+func TestPendingBytesAreBounded(t *testing.T) {
+	release := make(chan struct{})
+	s := open(t, Options{CommitInterval: -1, commitHook: func() error { <-release; return nil }})
+	const n = 400
+	var accepted, done atomic.Int64
+	fed := make(chan error, 1)
+	go func() {
+		for i := range n {
+			m := msg(i)
+			m.Body = bytes.Repeat([]byte{'x'}, 45<<10)
+			if err := s.Append(context.Background(), &m, func(_ uint64, err error) {
+				if err != nil {
+					t.Error(err)
+				}
+				done.Add(1)
+			}); err != nil {
+				fed <- err
+				return
+			}
+			accepted.Add(1)
+		}
+		fed <- nil
+	}()
+	pending := func() int64 { s.mu.Lock(); defer s.mu.Unlock(); return s.reserved }
+	deadline := time.Now().Add(time.Minute)
+	for pending()+45<<10+1024 <= maxPending {
+		if time.Now().After(deadline) {
+			t.Fatalf("pending bytes stayed at %d", pending())
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if p, a := pending(), accepted.Load(); p > maxPending || a >= n {
+		t.Fatalf("%d bytes pending after %d Appends: want at most %d and Append waiting", p, a, maxPending)
+	}
+	close(release)
+	if err := <-fed; err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if done.Load() != n {
+		t.Fatalf("%d of %d Appends committed", done.Load(), n)
 	}
 }

@@ -174,6 +174,7 @@ func (s *Spool) commit(batch []appendReq) error {
 	s.commits.Add(1)
 	s.mu.Lock()
 	s.reserved -= size
+	s.wakeAppends()
 	s.bytes += size - freed
 	s.depth += int64(len(batch)) - removed
 	roomAgain := s.full && s.bytes+s.reserved <= s.maxBytes/10*9
