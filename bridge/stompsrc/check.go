@@ -11,20 +11,21 @@ import (
 // that it does not displace a running bridge's connection.
 const checkSuffix = "-check"
 
-// CheckConnect logs in once, subscribes and disconnects cleanly (DISCONNECT
-// with a receipt), for `check -connect`. It blocks until done, within ctx and
+// CheckConnect logs in once and disconnects cleanly (DISCONNECT with a
+// receipt), for `check -connect`. It blocks until done, within ctx and
 // cfg.DialTimeout for each step. Its client id is the configured one with
 // "-check" appended (cut to the platform's 64 characters).
 //
-// It never takes a message, whatever cfg.Ack says: it subscribes with ack
-// client-individual and sends no ACK, so a message the platform pushes in the
-// moment between SUBSCRIBE and DISCONNECT stays the platform's and is sent
-// again (to the running bridge). Such messages are counted in a warning on
-// cfg.Logger.
+// It never takes a message, whatever cfg.Ack says: it does not subscribe, so
+// the platform has nowhere to push one. (A subscription without ACKs would
+// not be enough: the platform documents only ack auto for STOMP, under which
+// a message pushed to the check is settled on sending.) The login proves the
+// endpoint, the certificate, the credentials, the instance and the consumer
+// group, which the username carries; the destination is not checked.
 //
 // The error says what is likely wrong: the server's own message for a
-// refused login or subscription, the CA or server name for certificate
-// errors, the endpoint and network for timeouts.
+// refused login, the CA or server name for certificate errors, the endpoint
+// and network for timeouts.
 func CheckConnect(ctx context.Context, cfg Config) error {
 	cfg, err := cfg.withDefaults()
 	if err != nil {
@@ -41,32 +42,28 @@ func CheckConnect(ctx context.Context, cfg Config) error {
 	}
 	p.ClientID = string(id) + checkSuffix
 	p.EncodeBase64 = cfg.EncodeBase64
-	configured := cfg.Ack
-	cfg.Ack = AckClientIndividual // never ACKed: nothing is taken
-
-	l, err := dialAs(ctx, cfg, p, log)
+	l, err := dialAs(ctx, cfg, p, log, false)
 	if err != nil {
 		return err
 	}
 	defer l.close()
 
-	// DISCONNECT with a receipt: the server handles frames in order, so the
-	// receipt proves it took the SUBSCRIBE; a refused SUBSCRIBE comes back
-	// as an ERROR frame before it.
+	// DISCONNECT with a receipt: the receipt proves the server took the
+	// login and the session ended cleanly.
 	dctx, cancel := context.WithTimeout(ctx, cfg.DialTimeout)
 	defer cancel()
 	messages := 0
 	_, derr := l.disconnect(dctx, func(*inFrame) { messages++ })
 	if messages > 0 {
-		log.Warn("messages arrived during the check; not acknowledged, so the platform sends them again", "count", messages, "configured_ack", configured)
+		log.Warn("the server pushed messages to the check's connection, which never subscribed; they were not acknowledged", "count", messages)
 	}
 	switch {
 	case derr != nil && isServerError(derr):
-		return fmt.Errorf("stomp check %s: subscribe to %s refused: %w", cfg.Endpoint, cfg.Destination, l.ended(derr))
+		return fmt.Errorf("stomp check %s: the server ended the session after the login: %w", cfg.Endpoint, l.ended(derr))
 	case derr != nil && ctx.Err() != nil:
 		return fmt.Errorf("stomp check %s: %w", cfg.Endpoint, ctx.Err())
 	case derr != nil:
-		return fmt.Errorf("stomp check %s: disconnect after subscribing to %s: %w", cfg.Endpoint, cfg.Destination, derr)
+		return fmt.Errorf("stomp check %s: disconnect after the login: %w", cfg.Endpoint, derr)
 	}
 	return nil
 }

@@ -40,8 +40,9 @@ func TestCheckConnect(t *testing.T) {
 			want: []string{"unknown authority", "source.tls.ca_file"}},
 		{name: "wrong server name", mod: func(c *Config) { c.TLS.ServerName = "wrong.example" },
 			want: []string{"source.tls.server_name"}},
-		{name: "subscription refused", subscribeErr: "destination not allowed",
-			want: []string{"subscribe to /topic/# refused", "destination not allowed"}},
+		// The check does not subscribe, so a destination the server would
+		// refuse does not fail it (and nothing can be pushed to it).
+		{name: "not subscribing", subscribeErr: "destination not allowed"},
 		{name: "nothing listening", mod: func(c *Config) { c.Endpoint = closedAddr },
 			want: []string{"cannot reach the server", "source.endpoint"}},
 	}
@@ -111,9 +112,8 @@ func TestCheckConnectLongClientID(t *testing.T) {
 }
 
 // TestCheckConnectNeverAcknowledges: whatever source.stomp.ack says, the
-// check subscribes with client-individual and sends no ACK, so a message
-// the platform pushes during the check stays the platform's and is sent
-// again (with ack auto the platform would settle it on sending).
+// check neither subscribes nor acknowledges, so the platform has nowhere to
+// push a message (with ack auto it would settle one on sending).
 func TestCheckConnectNeverAcknowledges(t *testing.T) {
 	for _, ack := range []string{AckAuto, AckClientIndividual} {
 		t.Run(ack, func(t *testing.T) {
@@ -130,11 +130,8 @@ func TestCheckConnectNeverAcknowledges(t *testing.T) {
 				s.mu.Lock()
 				mode := c.ackMode
 				s.mu.Unlock()
-				if mode != "client-individual" {
-					t.Errorf("the check subscribed with ack %q, want client-individual", mode)
-				}
+				t.Errorf("the check subscribed (ack %q): the platform could push it messages", mode)
 			default:
-				t.Fatal("the check did not subscribe")
 			}
 			s.mu.Lock()
 			defer s.mu.Unlock()

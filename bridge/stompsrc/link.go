@@ -60,10 +60,13 @@ func dial(ctx context.Context, cfg Config, slot int, log *slog.Logger) (*link, e
 	}
 	p.ClientID = cfg.clientID(p.ClientID, slot)
 	p.EncodeBase64 = cfg.EncodeBase64
-	return dialAs(ctx, cfg, p, log)
+	return dialAs(ctx, cfg, p, log, true)
 }
 
-func dialAs(ctx context.Context, cfg Config, p iotauth.Params, log *slog.Logger) (*link, error) {
+// dialAs connects and logs in as p; it subscribes to cfg.Destination only
+// when subscribe is set (the check logs in without subscribing, so nothing
+// can be pushed to it).
+func dialAs(ctx context.Context, cfg Config, p iotauth.Params, log *slog.Logger, subscribe bool) (*link, error) {
 	creds, err := iotauth.Sign(p, cfg.Clock())
 	if err != nil {
 		return nil, fmt.Errorf("stomp connect: sign the login for client id %q: %w", p.ClientID, err)
@@ -133,6 +136,9 @@ func dialAs(ctx context.Context, cfg Config, p iotauth.Params, log *slog.Logger)
 		l.version = "1.0"
 	}
 	l.progress.Store(time.Now().UnixNano())
+	if !subscribe {
+		return l, nil
+	}
 	mode := "auto"
 	if cfg.Ack == AckClientIndividual {
 		mode = "client-individual"
