@@ -393,3 +393,23 @@ func TestSpoolOnByDefaultWithAckAuto(t *testing.T) {
 		})
 	}
 }
+
+// An unknown key does not hide the rest: the file still decodes and every
+// range error is reported with it, at once.
+func TestUnknownKeysAndRangeErrorsReportedTogether(t *testing.T) {
+	data := []byte(minimal + "source2: {}\ndelivery:\n  batch_size: 17\n")
+	_, err := Parse(data, "c.yaml", testEnv())
+	if err == nil {
+		t.Fatal("Parse accepted an unknown key and a batch size out of range")
+	}
+	for _, want := range []string{`unknown key "source2"`, "delivery.batch_size: must be 1 to"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error lacks %q:\n%v", want, err)
+		}
+	}
+	// A wrong type still stops at the first round: the rest cannot decode.
+	_, err = Parse([]byte(minimal+"source2: {}\ndelivery:\n  batch_size: many\n"), "c.yaml", testEnv())
+	if err == nil || !strings.Contains(err.Error(), `unknown key "source2"`) || !strings.Contains(err.Error(), "batch_size") {
+		t.Errorf("unknown key with a type error: %v", err)
+	}
+}

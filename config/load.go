@@ -67,11 +67,11 @@ func Parse(data []byte, path string, env func(string) (string, bool)) (*Config, 
 			return nil, &FieldError{File: path, Line: top.Line, Reason: "the file must be a mapping of keys (source:, mns:, routes:, ...)"}
 		}
 		w.walk(top, reflect.TypeOf(cfg), "")
-		if len(w.errs) > 0 {
+		if w.notUnknown > 0 {
 			return nil, errors.Join(w.errs...)
 		}
 		if err := root.Decode(&cfg); err != nil {
-			return nil, decodeError(path, err)
+			return nil, errors.Join(append(w.errs, decodeError(path, err))...)
 		}
 	}
 	cfg.Path = path
@@ -83,7 +83,10 @@ func Parse(data []byte, path string, env func(string) (string, bool)) (*Config, 
 	}
 	cfg.resolve(env)
 	if err := cfg.Validate(); err != nil {
-		return nil, err
+		return nil, errors.Join(append(w.errs, err)...)
+	}
+	if len(w.errs) > 0 {
+		return nil, errors.Join(w.errs...)
 	}
 	return &cfg, nil
 }
@@ -172,15 +175,20 @@ const maxVisits = 100000
 // unknown keys, scalars of the wrong type, and the ${VAR} expansion of every
 // scalar value (never of keys or comments). It records the line of every key.
 type walker struct {
-	file     string
-	env      func(string) (string, bool)
-	errs     []error
-	lines    map[string]int
-	expanded map[*yaml.Node]bool
-	visits   int
+	file string
+	env  func(string) (string, bool)
+	errs []error
+	// notUnknown counts the errors in errs other than unknown keys: with
+	// only unknown keys the rest of the file still decodes and is
+	// validated, so every problem is reported at once.
+	notUnknown int
+	lines      map[string]int
+	expanded   map[*yaml.Node]bool
+	visits     int
 }
 
 func (w *walker) fail(n *yaml.Node, path, format string, args ...any) {
+	w.notUnknown++
 	w.errs = append(w.errs, &FieldError{File: w.file, Line: n.Line, Path: path, Reason: fmt.Sprintf(format, args...)})
 }
 
