@@ -86,7 +86,9 @@ type Child struct {
 func StartChild(t testing.TB, env string, args ...string) *Child {
 	t.Helper()
 	cmd := exec.Command(os.Args[0], args...)
-	cmd.Env = append(os.Environ(), env)
+	// The child never asks the cloud metadata address for credentials,
+	// whatever its config says.
+	cmd.Env = append(os.Environ(), env, "ALIBABA_CLOUD_ECS_METADATA_DISABLED=true")
 	out := &SyncBuffer{}
 	cmd.Stdout, cmd.Stderr = out, out
 	if err := cmd.Start(); err != nil {

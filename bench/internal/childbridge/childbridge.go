@@ -94,7 +94,9 @@ func Start(cfgPath, httpAddr, logPath string, extraEnv ...string) (*Proc, error)
 		return nil, fmt.Errorf("start bridge: %w", err)
 	}
 	cmd := exec.Command(self, "run", "-config", cfgPath)
-	cmd.Env = append(append(os.Environ(), Env+"=bridge"), extraEnv...)
+	// The bench's bridge never asks the cloud metadata address for
+	// credentials, whatever its config says.
+	cmd.Env = append(append(os.Environ(), Env+"=bridge", "ALIBABA_CLOUD_ECS_METADATA_DISABLED=true"), extraEnv...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
