@@ -358,7 +358,14 @@ func waitAllArrived(t *testing.T, emu *mnsemu.Emulator, sent []string, d time.Du
 		}
 		if time.Now().After(deadline) {
 			tl.report(t, "at the deadline")
-			t.Fatalf("%d of %d messages not at MNS after %v", tl.Lost, tl.Sent, d)
+			got := arrived(t, emu, queue)
+			var missing []string
+			for _, id := range sent {
+				if got[id] == 0 && len(missing) < 20 {
+					missing = append(missing, id)
+				}
+			}
+			t.Fatalf("%d of %d messages not at MNS after %v; the first missing ids: %v", tl.Lost, tl.Sent, d, missing)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
