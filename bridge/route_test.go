@@ -17,6 +17,9 @@ import (
 // that the router is checked against.
 func refMatch(pattern, topic string) (map[string]string, bool) {
 	try := func(p, t string) (map[string]string, bool) {
+		if p == "#" { // MQTT's "everything" is "/#"
+			p = "/#"
+		}
 		if p == "" || t == "" || p[0] != '/' || t[0] != '/' {
 			return nil, false
 		}
