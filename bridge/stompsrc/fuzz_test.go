@@ -59,6 +59,11 @@ func FuzzWireMatchesGoStomp(f *testing.F) {
 		if err != nil {
 			return // refused: an unknown command, a size limit, an escape CONNECTED does not use
 		}
+		if got.Command == "CONNECTED" && bytes.ContainsRune(raw, '\\') {
+			// STOMP 1.2: CONNECT and CONNECTED headers are not escaped, so
+			// a backslash there is literal; go-stomp unescapes it anyway.
+			return
+		}
 		if got.Command != want.Command || !bytes.Equal(got.Body, want.Body) || got.Header.Len() != want.Header.Len() {
 			t.Fatalf("wire read %s %q %q, go-stomp %s %q %q", got.Command, got.Header, got.Body, want.Command, want.Header, want.Body)
 		}
