@@ -5,7 +5,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -16,6 +15,7 @@ import (
 
 	"github.com/iot-mns-bridge/iot-mns-bridge/config"
 	"github.com/iot-mns-bridge/iot-mns-bridge/internal/testbroker"
+	"github.com/iot-mns-bridge/iot-mns-bridge/internal/testpeers"
 	"github.com/iot-mns-bridge/iot-mns-bridge/iotsim"
 	"github.com/iot-mns-bridge/iot-mns-bridge/mnsemu"
 )
@@ -50,17 +50,6 @@ func skipUnderRace(t *testing.T) {
 	if raceEnabled {
 		t.Skip("built with -race, which multiplies memory use: scripts/test.sh runs this memory test without -race")
 	}
-}
-
-// freeAddr returns a loopback address nobody listens on.
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
 }
 
 // scrape returns the /metrics text of the bridge at addr, "" while it does
@@ -125,7 +114,7 @@ func memLimits(t *testing.T, c *config.Config) string {
 	t.Helper()
 	c.Delivery.MaxInFlightBytes = memBound
 	c.Delivery.Retry.InitialBackoff, c.Delivery.Retry.MaxBackoff = 50*time.Millisecond, 500*time.Millisecond
-	c.HTTP.Listen = freeAddr(t)
+	c.HTTP.Listen = fmt.Sprintf("127.0.0.1:%d", testpeers.FreePort(t))
 	return c.HTTP.Listen
 }
 

@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/iot-mns-bridge/iot-mns-bridge/internal/testpeers"
 	"github.com/iot-mns-bridge/iot-mns-bridge/iotsim"
 	"github.com/iot-mns-bridge/iot-mns-bridge/mnsemu"
 )
@@ -107,14 +108,14 @@ func TestImage(t *testing.T) {
 	// default port 9477 without one.
 	port := 9477
 	if hc := strings.Join(final.all("HEALTHCHECK"), " "); strings.Contains(hc, "-config") {
-		port = freePort(t)
+		port = testpeers.FreePort(t)
 	} else if c, err := net.DialTimeout("tcp", "127.0.0.1:9477", time.Second); err == nil {
 		c.Close()
 		t.Fatalf("127.0.0.1:9477 is taken on this host; the image's HEALTHCHECK (%s) asks that port, so the container (network=host) needs it", hc)
 	}
 	stopTimeout := 45 // the README's --stop-timeout
 
-	emu, emuAddr := startMNS(t, mnsemu.Config{AccessKeys: map[string]string{imageAK: imageSecret}, Latency: 50 * time.Millisecond})
+	emu, emuAddr := testpeers.StartMNS(t, mnsemu.Config{AccessKeys: map[string]string{imageAK: imageSecret}, Latency: 50 * time.Millisecond})
 	emu.CreateQueue("telemetry-pk1")
 	emu.CreateQueue("unrouted")
 	dir := t.TempDir()
@@ -330,29 +331,6 @@ shutdown_timeout: 10s
 	if code, _ := podman(ctx, "inspect", "-f", "{{.State.ExitCode}}", name); code != "0" {
 		t.Errorf("the second container exited %s on podman stop, want 0", code)
 	}
-}
-
-func startMNS(t *testing.T, cfg mnsemu.Config) (*mnsemu.Emulator, string) {
-	t.Helper()
-	emu := mnsemu.New(cfg)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := &http.Server{Handler: emu}
-	go srv.Serve(ln)
-	t.Cleanup(func() { srv.Close() })
-	return emu, ln.Addr().String()
-}
-
-func freePort(t *testing.T) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
 }
 
 func writeFile(t *testing.T, path, content string, mode os.FileMode) {

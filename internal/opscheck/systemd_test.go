@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/iot-mns-bridge/iot-mns-bridge/internal/faultproxy"
+	"github.com/iot-mns-bridge/iot-mns-bridge/internal/testpeers"
 	"github.com/iot-mns-bridge/iot-mns-bridge/iotsim"
 	"github.com/iot-mns-bridge/iot-mns-bridge/mnsemu"
 )
@@ -169,7 +170,7 @@ func TestSystemdUnit(t *testing.T) {
 		t.Fatalf("scripts/build.sh: %v: %s", err, out)
 	}
 
-	emu, emuAddr := startMNS(t, mnsemu.Config{AccessKeys: map[string]string{imageAK: imageSecret}})
+	emu, emuAddr := testpeers.StartMNS(t, mnsemu.Config{AccessKeys: map[string]string{imageAK: imageSecret}})
 	emu.CreateQueue("telemetry-pk1")
 	emu.CreateQueue("unrouted")
 	// The simulator runs from the start, behind a proxy that refuses
@@ -186,7 +187,7 @@ func TestSystemdUnit(t *testing.T) {
 	t.Cleanup(func() { proxy.Close() })
 	proxy.SetRefuse(true)
 	simAddr := proxy.Addr()
-	httpPort := freePort(t)
+	httpPort := testpeers.FreePort(t)
 	base := fmt.Sprintf("http://127.0.0.1:%d", httpPort)
 
 	etc := filepath.Join(dir, "etc")

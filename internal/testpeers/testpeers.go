@@ -1,11 +1,14 @@
 // Package testpeers starts the project's test peers for tests: the MNS
 // emulator on a loopback HTTP server and the IoT platform simulator with its
 // CA certificate written to a file, each stopped when the test ends. It also
-// has SyncBuffer, for capturing a bridge's log while it runs.
+// has SyncBuffer, for capturing a bridge's log while it runs, and FreePort,
+// for a port a child process binds later.
 package testpeers
 
 import (
 	"bytes"
+	"fmt"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
@@ -33,6 +36,28 @@ func StartMNS(t testing.TB, cfg mnsemu.Config) (*mnsemu.Emulator, string) {
 	go srv.Serve(ln)
 	t.Cleanup(func() { srv.Close() })
 	return emu, ln.Addr().String()
+}
+
+// FreePort returns a loopback port nothing listens on, for a process that
+// binds it later (a child bridge's http.listen). It is taken from
+// 29000-32499, below Linux's ephemeral range (32768 and up): a port the kernel
+// hands out for ":0" can be taken by an outgoing connection of a test running
+// beside this one before the child binds it; one from this range cannot.
+func FreePort(t testing.TB) int {
+	t.Helper()
+	const first, count = 29000, 3500
+	start := rand.IntN(count)
+	for i := range count {
+		port := first + (start+i)%count
+		ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+		if err != nil {
+			continue
+		}
+		ln.Close()
+		return port
+	}
+	t.Fatalf("no free loopback port in %d-%d", first, first+count-1)
+	return 0
 }
 
 // StartIoT starts the simulator with cfg on 127.0.0.1 and writes the CA that
