@@ -45,6 +45,17 @@ func StartMNS(t testing.TB, cfg mnsemu.Config) (*mnsemu.Emulator, string) {
 // beside this one before the child binds it; one from this range cannot.
 func FreePort(t testing.TB) int {
 	t.Helper()
+	port, err := PickFreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return port
+}
+
+// PickFreePort is FreePort for code that has no testing.TB (the benchmark
+// harness's child bridges): a free loopback port from 29000-32499, or an
+// error when every one is taken.
+func PickFreePort() (int, error) {
 	const first, count = 29000, 3500
 	start := rand.IntN(count)
 	for i := range count {
@@ -54,10 +65,9 @@ func FreePort(t testing.TB) int {
 			continue
 		}
 		ln.Close()
-		return port
+		return port, nil
 	}
-	t.Fatalf("no free loopback port in %d-%d", first, first+count-1)
-	return 0
+	return 0, fmt.Errorf("no free loopback port in %d-%d", first, first+count-1)
 }
 
 // StartIoT starts the simulator with cfg on 127.0.0.1 and writes the CA that

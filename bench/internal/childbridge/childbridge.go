@@ -12,7 +12,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -24,6 +23,7 @@ import (
 	"time"
 
 	"github.com/iot-mns-bridge/iot-mns-bridge/internal/app"
+	"github.com/iot-mns-bridge/iot-mns-bridge/internal/testpeers"
 )
 
 // Env marks the child; CPUProfileEnv, when set in the child, names a file
@@ -113,15 +113,16 @@ func Start(cfgPath, httpAddr, logPath string, extraEnv ...string) (*Proc, error)
 }
 
 // FreeAddr returns a 127.0.0.1 address with a port that was free a moment
-// ago.
+// ago, for the child's http.listen. The port is below the kernel's ephemeral
+// range (testpeers.PickFreePort): one chosen by listening on ":0" can be
+// taken by an outgoing connection of another process before the child binds
+// it.
 func FreeAddr() (string, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	port, err := testpeers.PickFreePort()
 	if err != nil {
 		return "", err
 	}
-	addr := ln.Addr().String()
-	ln.Close()
-	return addr, nil
+	return fmt.Sprintf("127.0.0.1:%d", port), nil
 }
 
 // WaitReady polls /readyz until the bridge is ready (connected, destinations
