@@ -12,6 +12,7 @@ import (
 
 	"github.com/iot-mns-bridge/iot-mns-bridge/bench/reference"
 	"github.com/iot-mns-bridge/iot-mns-bridge/bridge"
+	"github.com/iot-mns-bridge/iot-mns-bridge/bridge/source"
 	"github.com/iot-mns-bridge/iot-mns-bridge/bridge/stompsrc"
 	"github.com/iot-mns-bridge/iot-mns-bridge/config"
 	"github.com/iot-mns-bridge/iot-mns-bridge/iotauth"
@@ -37,7 +38,7 @@ func (h *harness) ceilingSource(ctx context.Context, name string, conns, n int) 
 		Note: "in the harness process; no bridge CPU/RSS"}
 	group := "bench-" + name
 	src, err := stompsrc.New(stompsrc.Config{
-		Endpoint: h.tb.sim.Addr(), TLS: bridge.TLSOptions{CAFile: h.tb.caFile, ServerName: "localhost"},
+		Endpoint: h.tb.sim.Addr(), TLS: source.TLSOptions{CAFile: h.tb.caFile, ServerName: "localhost"},
 		Params:      func() (iotauth.Params, error) { return h.params("bench-ceiling", group), nil },
 		Connections: conns, HeartBeat: stompsrc.DefaultHeartBeat,
 	})

@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/iot-mns-bridge/iot-mns-bridge/bridge"
+	"github.com/iot-mns-bridge/iot-mns-bridge/bridge/source"
 	"github.com/iot-mns-bridge/iot-mns-bridge/internal/certgen"
 )
 
@@ -76,15 +76,15 @@ func TestCheckConnectExplainsFailures(t *testing.T) {
 	tests := []struct {
 		name string
 		addr string
-		tls  bridge.TLSOptions
+		tls  source.TLSOptions
 		want []string
 	}{
-		{"unknown CA", tlsAddr, bridge.TLSOptions{}, []string{"TLS certificate not trusted", "source.tls.ca_file"}},
-		{"name mismatch", tlsAddr, bridge.TLSOptions{CAFile: caFile, ServerName: "iot.example.com"},
+		{"unknown CA", tlsAddr, source.TLSOptions{}, []string{"TLS certificate not trusted", "source.tls.ca_file"}},
+		{"name mismatch", tlsAddr, source.TLSOptions{CAFile: caFile, ServerName: "iot.example.com"},
 			[]string{"does not match", "source.tls.server_name"}},
-		{"not TLS", plainAddr, bridge.TLSOptions{CAFile: caFile}, []string{"does not speak TLS", "5671"}},
-		{"nothing listening", refusedAddr, bridge.TLSOptions{}, []string{"refused", "source.endpoint"}},
-		{"trusted, then the server hangs up before the AMQP open", tlsAddr, bridge.TLSOptions{CAFile: caFile, ServerName: "localhost"},
+		{"not TLS", plainAddr, source.TLSOptions{CAFile: caFile}, []string{"does not speak TLS", "5671"}},
+		{"nothing listening", refusedAddr, source.TLSOptions{}, []string{"refused", "source.endpoint"}},
+		{"trusted, then the server hangs up before the AMQP open", tlsAddr, source.TLSOptions{CAFile: caFile, ServerName: "localhost"},
 			[]string{"amqp open to " + tlsAddr}},
 	}
 	for _, tc := range tests {

@@ -9,7 +9,7 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/iot-mns-bridge/iot-mns-bridge/bridge"
+	"github.com/iot-mns-bridge/iot-mns-bridge/bridge/source"
 	"github.com/iot-mns-bridge/iot-mns-bridge/iotauth"
 )
 
@@ -44,7 +44,7 @@ type Config struct {
 	// 5671 (config key source.endpoint).
 	Endpoint string
 	// TLS are the source.tls.* settings. TLS is always on.
-	TLS bridge.TLSOptions
+	TLS source.TLSOptions
 	// Params returns the signing inputs. It is called on every dial, so the
 	// signature is always fresh and a rotated secret or STS token is picked
 	// up; ClientID is the base id (see Connections). Required.
@@ -80,7 +80,7 @@ type Config struct {
 	Vhost string
 	// Limiter bounds connection attempts; share one across every source of
 	// one consumer group. nil means 100 per minute.
-	Limiter *bridge.AttemptLimiter
+	Limiter *source.AttemptLimiter
 	// Logger receives state changes; nil discards.
 	Logger *slog.Logger
 
@@ -176,7 +176,7 @@ func (cfg Config) withDefaults() (Config, error) {
 		bad("source.reconnect_max_backoff: %s is less than source.reconnect_min_backoff %s", cfg.MaxBackoff, cfg.MinBackoff)
 	}
 	if cfg.Limiter == nil {
-		cfg.Limiter = bridge.NewAttemptLimiter(100, time.Minute)
+		cfg.Limiter = source.NewAttemptLimiter(100, time.Minute)
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)

@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/iot-mns-bridge/iot-mns-bridge/bridge"
+	"github.com/iot-mns-bridge/iot-mns-bridge/bridge/source"
 	"github.com/iot-mns-bridge/iot-mns-bridge/iotauth"
 )
 
@@ -115,7 +115,7 @@ func TestNewRejects(t *testing.T) {
 			[]string{"source.reconnect_max_backoff"}},
 		{"client id too long with suffix", Config{Endpoint: "h", Params: long, Connections: 2}, []string{"clientId"}},
 		{"params fail", Config{Endpoint: "h", Params: failing}, []string{"source.credentials", "secret file missing"}},
-		{"ca file missing", Config{Endpoint: "h", Params: testParams, TLS: bridge.TLSOptions{CAFile: "/nonexistent/ca.pem"}},
+		{"ca file missing", Config{Endpoint: "h", Params: testParams, TLS: source.TLSOptions{CAFile: "/nonexistent/ca.pem"}},
 			[]string{"source.tls.ca_file"}},
 	}
 	for _, tc := range tests {
@@ -141,7 +141,7 @@ func TestNewCAFileNotPEM(t *testing.T) {
 	if err := os.WriteFile(p, []byte("not a certificate"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	_, err := New(Config{Endpoint: "h", Params: testParams, TLS: bridge.TLSOptions{CAFile: p}})
+	_, err := New(Config{Endpoint: "h", Params: testParams, TLS: source.TLSOptions{CAFile: p}})
 	if err == nil || !strings.Contains(err.Error(), "source.tls.ca_file") {
 		t.Fatalf("New = %v, want an error naming source.tls.ca_file", err)
 	}

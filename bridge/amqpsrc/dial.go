@@ -13,6 +13,7 @@ import (
 	"github.com/Azure/go-amqp"
 
 	"github.com/iot-mns-bridge/iot-mns-bridge/bridge"
+	"github.com/iot-mns-bridge/iot-mns-bridge/bridge/source"
 	"github.com/iot-mns-bridge/iot-mns-bridge/iotauth"
 )
 
@@ -40,7 +41,7 @@ func (d *dialer) dial(ctx context.Context, _ int, id string) (connection, error)
 	p.ClientID = id
 	creds, err := iotauth.Sign(p, cfg.Clock())
 	if err != nil {
-		return nil, fmt.Errorf("amqp connect as %s: sign the login: %w (%w)", id, err, bridge.ErrFatal)
+		return nil, fmt.Errorf("amqp connect as %s: sign the login: %w (%w)", id, err, source.ErrFatal)
 	}
 
 	cfg.Logger.Debug("amqp dialling", "conn", id, "endpoint", cfg.Endpoint,

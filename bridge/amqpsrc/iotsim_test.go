@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/iot-mns-bridge/iot-mns-bridge/bridge"
+	"github.com/iot-mns-bridge/iot-mns-bridge/bridge/source"
 	"github.com/iot-mns-bridge/iot-mns-bridge/internal/faultproxy"
 	"github.com/iot-mns-bridge/iot-mns-bridge/iotauth"
 	"github.com/iot-mns-bridge/iot-mns-bridge/iotsim"
@@ -46,7 +47,7 @@ func startSim(t *testing.T, cfg iotsim.Config) (*iotsim.Server, string) {
 func simConfig(endpoint, ca string, logs *syncBuffer) Config {
 	return Config{
 		Endpoint: endpoint,
-		TLS:      bridge.TLSOptions{CAFile: ca, ServerName: "localhost"},
+		TLS:      source.TLSOptions{CAFile: ca, ServerName: "localhost"},
 		Params: func() (iotauth.Params, error) {
 			return iotauth.Params{ClientID: "bridge", AccessKeyID: simAK, AccessKeySecret: simSecret,
 				ConsumerGroupID: simGroup, SignMethod: iotauth.HMACSHA256}, nil

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/iot-mns-bridge/iot-mns-bridge/bridge"
+	"github.com/iot-mns-bridge/iot-mns-bridge/bridge/source"
 	"github.com/iot-mns-bridge/iot-mns-bridge/internal/testbroker"
 	"github.com/iot-mns-bridge/iot-mns-bridge/iotauth"
 )
@@ -43,7 +44,7 @@ type rig struct {
 func brokerConfig(b *testbroker.Broker, id, address string, logs *syncBuffer, params func(*iotauth.Params)) Config {
 	return Config{
 		Endpoint: b.AMQPSAddr,
-		TLS:      bridge.TLSOptions{CAFile: b.CAFile, ServerName: "localhost"},
+		TLS:      source.TLSOptions{CAFile: b.CAFile, ServerName: "localhost"},
 		Params: func() (iotauth.Params, error) {
 			p := b.Params(id)
 			if params != nil {

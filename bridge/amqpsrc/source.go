@@ -6,7 +6,7 @@
 // one receiver with a fixed credit (the backpressure), receives, and settles
 // each delivery only when the pipeline says so: Accepted → accept, Released →
 // release. A dead connection is noticed as soon as go-amqp closes it (not
-// only at the next Receive) and is redialled by a bridge.Supervisor with
+// only at the next Receive) and is redialled by a source.Supervisor with
 // jittered backoff under a shared attempt limiter. Deliveries of a dead link
 // cannot be settled any more: settling them is dropped quietly and counted
 // (the platform redelivers them).
@@ -26,6 +26,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/iot-mns-bridge/iot-mns-bridge/bridge"
+	"github.com/iot-mns-bridge/iot-mns-bridge/bridge/source"
 )
 
 // connection is one live AMQP connection with its one receiver, as the
@@ -89,7 +90,7 @@ type Source struct {
 type slot struct {
 	index int
 	id    string
-	sup   *bridge.Supervisor
+	sup   *source.Supervisor
 
 	mu  sync.Mutex
 	cur *link // live, or parked after Run returned; nil between connections
@@ -196,7 +197,7 @@ func New(cfg Config) (*Source, error) {
 		s.slots = append(s.slots, &slot{
 			index: i,
 			id:    id,
-			sup: &bridge.Supervisor{
+			sup: &source.Supervisor{
 				Name:    id,
 				Backoff: bridge.Backoff{Min: cfg.MinBackoff, Max: cfg.MaxBackoff},
 				Limiter: cfg.Limiter,

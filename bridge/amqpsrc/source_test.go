@@ -14,6 +14,7 @@ import (
 	"github.com/Azure/go-amqp"
 
 	"github.com/iot-mns-bridge/iot-mns-bridge/bridge"
+	"github.com/iot-mns-bridge/iot-mns-bridge/bridge/source"
 	"github.com/iot-mns-bridge/iot-mns-bridge/iotauth"
 )
 
@@ -523,7 +524,7 @@ func TestSignErrorIsFatal(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
 	defer cancel()
 	err = src.Run(ctx, func(context.Context, *bridge.Delivery) error { return nil })
-	if !errors.Is(err, bridge.ErrFatal) || !strings.Contains(err.Error(), "consumerGroupId") {
+	if !errors.Is(err, source.ErrFatal) || !strings.Contains(err.Error(), "consumerGroupId") {
 		t.Errorf("Run = %v, want a fatal error naming consumerGroupId", err)
 	}
 	if err := src.Close(ctx); err != nil {

@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/iot-mns-bridge/iot-mns-bridge/bridge"
+	"github.com/iot-mns-bridge/iot-mns-bridge/bridge/source"
 	"github.com/iot-mns-bridge/iot-mns-bridge/iotauth"
 )
 
@@ -36,7 +36,7 @@ func TestCheckConnect(t *testing.T) {
 		{name: "ok client-individual", mod: func(c *Config) { c.Ack = AckClientIndividual }},
 		{name: "bad credentials", mod: func(c *Config) { c.Params = testParams(wrongSecret) },
 			want: []string{"login refused", "password does not match"}, wantIs: ErrLoginRefused},
-		{name: "unknown CA", mod: func(c *Config) { c.TLS = bridge.TLSOptions{} },
+		{name: "unknown CA", mod: func(c *Config) { c.TLS = source.TLSOptions{} },
 			want: []string{"unknown authority", "source.tls.ca_file"}},
 		{name: "wrong server name", mod: func(c *Config) { c.TLS.ServerName = "wrong.example" },
 			want: []string{"source.tls.server_name"}},
@@ -52,7 +52,7 @@ func TestCheckConnect(t *testing.T) {
 			s.subscribeErr = tt.subscribeErr
 			s.mu.Unlock()
 			log, logs := testLogger(t)
-			cfg := Config{Endpoint: s.addr(), TLS: bridge.TLSOptions{CAFile: s.caFile},
+			cfg := Config{Endpoint: s.addr(), TLS: source.TLSOptions{CAFile: s.caFile},
 				Params: testParams(goodParams()), DialTimeout: 10 * time.Second, Logger: log}
 			if tt.mod != nil {
 				tt.mod(&cfg)
@@ -100,7 +100,7 @@ func TestCheckConnectLongClientID(t *testing.T) {
 	p.ClientID = strings.Repeat("c", iotauth.MaxClientIDLen)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	err := CheckConnect(ctx, Config{Endpoint: s.addr(), TLS: bridge.TLSOptions{CAFile: s.caFile}, Params: testParams(p)})
+	err := CheckConnect(ctx, Config{Endpoint: s.addr(), TLS: source.TLSOptions{CAFile: s.caFile}, Params: testParams(p)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -118,7 +118,7 @@ func TestCheckConnectNeverAcknowledges(t *testing.T) {
 	for _, ack := range []string{AckAuto, AckClientIndividual} {
 		t.Run(ack, func(t *testing.T) {
 			s := startFakeServer(t)
-			cfg := Config{Endpoint: s.addr(), TLS: bridge.TLSOptions{CAFile: s.caFile}, Params: testParams(goodParams()),
+			cfg := Config{Endpoint: s.addr(), TLS: source.TLSOptions{CAFile: s.caFile}, Params: testParams(goodParams()),
 				Ack: ack, DialTimeout: 10 * time.Second}
 			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 			defer cancel()

@@ -8,7 +8,7 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/iot-mns-bridge/iot-mns-bridge/bridge"
+	"github.com/iot-mns-bridge/iot-mns-bridge/bridge/source"
 	"github.com/iot-mns-bridge/iot-mns-bridge/iotauth"
 )
 
@@ -34,7 +34,7 @@ const (
 type Config struct {
 	// Endpoint is host:port (the config layer defaults the port to 61614).
 	Endpoint string
-	TLS      bridge.TLSOptions
+	TLS      source.TLSOptions
 	// Params returns the signing parameters. It is called on every dial, so
 	// that every CONNECT is signed afresh and rotated secrets take effect.
 	// Params.ClientID is the base client id; EncodeBase64 is set from this
@@ -65,7 +65,7 @@ type Config struct {
 	DialTimeout time.Duration
 	// Limiter bounds connection attempts; share one across the connections
 	// of a consumer group. nil means DefaultAttemptsPerMinute a minute.
-	Limiter *bridge.AttemptLimiter
+	Limiter *source.AttemptLimiter
 	Logger  *slog.Logger
 	// MinBackoff and MaxBackoff bound the jittered exponential delay between
 	// connection attempts (defaults 1s and 1m; reset after a stable minute).
@@ -124,7 +124,7 @@ func (cfg Config) withDefaults() (Config, error) {
 		cfg.Clock = time.Now
 	}
 	if cfg.Limiter == nil {
-		cfg.Limiter = bridge.NewAttemptLimiter(DefaultAttemptsPerMinute, time.Minute)
+		cfg.Limiter = source.NewAttemptLimiter(DefaultAttemptsPerMinute, time.Minute)
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)

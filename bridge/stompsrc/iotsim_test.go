@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/iot-mns-bridge/iot-mns-bridge/bridge"
+	"github.com/iot-mns-bridge/iot-mns-bridge/bridge/source"
 	"github.com/iot-mns-bridge/iot-mns-bridge/internal/certgen"
 	"github.com/iot-mns-bridge/iot-mns-bridge/iotauth"
 	"github.com/iot-mns-bridge/iot-mns-bridge/iotsim"
@@ -79,7 +80,7 @@ func (e *simEnv) source(t *testing.T, mod func(*Config)) *Source {
 	log, _ := testLogger(t)
 	cfg := Config{
 		Endpoint:  e.addr,
-		TLS:       bridge.TLSOptions{CAFile: e.caFile},
+		TLS:       source.TLSOptions{CAFile: e.caFile},
 		Params:    testParams(goodParams()),
 		HeartBeat: DefaultHeartBeat,
 		Logger:    log,
@@ -130,7 +131,7 @@ func TestSimLoginEachMethodAndMode(t *testing.T) {
 					}
 					ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 					defer cancel()
-					err := CheckConnect(ctx, Config{Endpoint: e.addr, TLS: bridge.TLSOptions{CAFile: e.caFile}, Params: testParams(p)})
+					err := CheckConnect(ctx, Config{Endpoint: e.addr, TLS: source.TLSOptions{CAFile: e.caFile}, Params: testParams(p)})
 					if good && err != nil {
 						t.Fatalf("login failed: %v", err)
 					}
@@ -330,7 +331,7 @@ func BenchmarkSimThroughput(b *testing.B) {
 				b.Fatal(err)
 			}
 			defer srv.Close()
-			src, err := New(Config{Endpoint: srv.Addr(), TLS: bridge.TLSOptions{CAFile: ca}, Params: testParams(goodParams()),
+			src, err := New(Config{Endpoint: srv.Addr(), TLS: source.TLSOptions{CAFile: ca}, Params: testParams(goodParams()),
 				Ack: mode, HeartBeat: DefaultHeartBeat})
 			if err != nil {
 				b.Fatal(err)

@@ -15,6 +15,7 @@ import (
 	"github.com/go-stomp/stomp/v3/frame"
 
 	"github.com/iot-mns-bridge/iot-mns-bridge/bridge"
+	"github.com/iot-mns-bridge/iot-mns-bridge/bridge/source"
 	"github.com/iot-mns-bridge/iot-mns-bridge/iotauth"
 )
 
@@ -76,7 +77,7 @@ func dialAs(ctx context.Context, cfg Config, p iotauth.Params, log *slog.Logger,
 	if err != nil {
 		// The CA bundle became unusable after the start: redialling
 		// cannot fix it.
-		return nil, fmt.Errorf("%w: stomp connect %s: %w", bridge.ErrFatal, cfg.Endpoint, err)
+		return nil, fmt.Errorf("%w: stomp connect %s: %w", source.ErrFatal, cfg.Endpoint, err)
 	}
 	if cfg.TLS.InsecureSkipVerify {
 		log.Warn("TLS certificate verification is off (source.tls.insecure_skip_verify); anyone on the path can read and alter the traffic",

@@ -4,7 +4,7 @@
 // itself.
 //
 // Each of Config.Connections slots holds at most one connection, supervised
-// by a bridge.Supervisor: every dial signs afresh, CONNECTs with heart-beats
+// by a source.Supervisor: every dial signs afresh, CONNECTs with heart-beats
 // and SUBSCRIBEs. The connection's own goroutine reads its frames (wire.go,
 // a reader of our own over go-stomp's frame types: liveness, size limits and
 // parsing in one pass) and calls the handler, with no goroutine between the
@@ -37,6 +37,7 @@ import (
 	"github.com/go-stomp/stomp/v3/frame"
 
 	"github.com/iot-mns-bridge/iot-mns-bridge/bridge"
+	"github.com/iot-mns-bridge/iot-mns-bridge/bridge/source"
 )
 
 // ErrClosed is returned by Run after Close.
@@ -65,7 +66,7 @@ type Source struct {
 // slot is one connection slot: its supervisor and its current link.
 type slot struct {
 	index int
-	sup   *bridge.Supervisor
+	sup   *source.Supervisor
 
 	mu   sync.Mutex
 	link *link
@@ -133,7 +134,7 @@ func (s *Source) Run(ctx context.Context, h bridge.Handler) error {
 	}
 	for i := range s.cfg.Connections {
 		name := s.cfg.clientID(base, i)
-		s.slots = append(s.slots, &slot{index: i, sup: &bridge.Supervisor{
+		s.slots = append(s.slots, &slot{index: i, sup: &source.Supervisor{
 			Name:        name,
 			Backoff:     bridge.Backoff{Min: s.minBackoff, Max: s.maxBackoff},
 			StableAfter: s.stableAfter,
@@ -153,7 +154,7 @@ func (s *Source) Run(ctx context.Context, h bridge.Handler) error {
 }
 
 // session is one connection's life in slot sl.
-func (s *Source) session(sl *slot, h bridge.Handler) bridge.Session {
+func (s *Source) session(sl *slot, h bridge.Handler) source.Session {
 	return func(ctx context.Context, connected func()) error {
 		l, err := dial(ctx, s.cfg, sl.index, s.log)
 		if err != nil {
@@ -162,7 +163,7 @@ func (s *Source) session(sl *slot, h bridge.Handler) bridge.Session {
 		sl.setLink(l)
 		connected()
 		err = s.receive(ctx, l, h)
-		if ctx.Err() != nil || errors.Is(err, bridge.ErrFatal) {
+		if ctx.Err() != nil || errors.Is(err, source.ErrFatal) {
 			// Stay open for the settles of deliveries in flight; Close
 			// closes the link.
 			return err
@@ -233,7 +234,7 @@ func (s *Source) receive(ctx context.Context, l *link, h bridge.Handler) error {
 				return ctx.Err()
 			}
 			d.Release()
-			return fmt.Errorf("%w: stomp source: the pipeline refused a delivery: %w", bridge.ErrFatal, err)
+			return fmt.Errorf("%w: stomp source: the pipeline refused a delivery: %w", source.ErrFatal, err)
 		}
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/iot-mns-bridge/iot-mns-bridge/bridge"
+	"github.com/iot-mns-bridge/iot-mns-bridge/bridge/source"
 )
 
 func newTestSource(t *testing.T, s *fakeServer, mod func(*Config)) (*Source, *syncBuffer) {
@@ -15,7 +16,7 @@ func newTestSource(t *testing.T, s *fakeServer, mod func(*Config)) (*Source, *sy
 	log, buf := testLogger(t)
 	cfg := Config{
 		Endpoint:  s.addr(),
-		TLS:       bridge.TLSOptions{CAFile: s.caFile},
+		TLS:       source.TLSOptions{CAFile: s.caFile},
 		Params:    testParams(goodParams()),
 		HeartBeat: DefaultHeartBeat,
 		Logger:    log,
@@ -416,7 +417,7 @@ func TestSettleAfterRunReturnsThenClose(t *testing.T) {
 func TestInsecureSkipVerifyWarnsOnEveryConnect(t *testing.T) {
 	s := startFakeServer(t)
 	src, logs := newTestSource(t, s, func(c *Config) {
-		c.TLS = bridge.TLSOptions{InsecureSkipVerify: true}
+		c.TLS = source.TLSOptions{InsecureSkipVerify: true}
 	})
 	startRun(t, src, nil)
 	c := s.waitSubscribed(t)

@@ -19,6 +19,7 @@ import (
 	"github.com/iot-mns-bridge/iot-mns-bridge/bridge"
 	"github.com/iot-mns-bridge/iot-mns-bridge/bridge/amqpsrc"
 	"github.com/iot-mns-bridge/iot-mns-bridge/bridge/deadletter"
+	"github.com/iot-mns-bridge/iot-mns-bridge/bridge/source"
 	"github.com/iot-mns-bridge/iot-mns-bridge/bridge/spool"
 	"github.com/iot-mns-bridge/iot-mns-bridge/bridge/stompsrc"
 	"github.com/iot-mns-bridge/iot-mns-bridge/config"
@@ -185,7 +186,7 @@ func propertySpec(cfg *config.Config) *bridge.PropertySpec {
 // newSource builds the configured source; no I/O.
 func newSource(cfg *config.Config, params func() (iotauth.Params, error), clock func() time.Time, log *slog.Logger) (bridge.Source, error) {
 	s := cfg.Source
-	limiter := bridge.NewAttemptLimiter(s.ConnectAttemptsPerMinute, time.Minute)
+	limiter := source.NewAttemptLimiter(s.ConnectAttemptsPerMinute, time.Minute)
 	switch s.Protocol {
 	case "stomp":
 		return stompsrc.New(stompConfig(cfg, params, clock, limiter, log))
@@ -196,13 +197,13 @@ func newSource(cfg *config.Config, params func() (iotauth.Params, error), clock 
 }
 
 // tlsOptions is the source's TLS section.
-func tlsOptions(cfg *config.Config) bridge.TLSOptions {
+func tlsOptions(cfg *config.Config) source.TLSOptions {
 	t := cfg.Source.TLS
-	return bridge.TLSOptions{CAFile: t.CAFile, ServerName: t.ServerName, InsecureSkipVerify: t.InsecureSkipVerify}
+	return source.TLSOptions{CAFile: t.CAFile, ServerName: t.ServerName, InsecureSkipVerify: t.InsecureSkipVerify}
 }
 
 // amqpConfig is the AMQP source's config, for run and for check.
-func amqpConfig(cfg *config.Config, params func() (iotauth.Params, error), clock func() time.Time, limiter *bridge.AttemptLimiter, log *slog.Logger) amqpsrc.Config {
+func amqpConfig(cfg *config.Config, params func() (iotauth.Params, error), clock func() time.Time, limiter *source.AttemptLimiter, log *slog.Logger) amqpsrc.Config {
 	s := cfg.Source
 	return amqpsrc.Config{
 		Endpoint: sourceAddress(cfg), TLS: tlsOptions(cfg), Params: params, Clock: clock, Connections: s.Connections,
@@ -213,7 +214,7 @@ func amqpConfig(cfg *config.Config, params func() (iotauth.Params, error), clock
 }
 
 // stompConfig is the STOMP source's config, for run and for check.
-func stompConfig(cfg *config.Config, params func() (iotauth.Params, error), clock func() time.Time, limiter *bridge.AttemptLimiter, log *slog.Logger) stompsrc.Config {
+func stompConfig(cfg *config.Config, params func() (iotauth.Params, error), clock func() time.Time, limiter *source.AttemptLimiter, log *slog.Logger) stompsrc.Config {
 	s := cfg.Source
 	return stompsrc.Config{
 		Endpoint: sourceAddress(cfg), TLS: tlsOptions(cfg),

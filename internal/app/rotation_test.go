@@ -13,7 +13,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/iot-mns-bridge/iot-mns-bridge/bridge"
+	"github.com/iot-mns-bridge/iot-mns-bridge/bridge/source"
 	"github.com/iot-mns-bridge/iot-mns-bridge/config"
 	"github.com/iot-mns-bridge/iot-mns-bridge/credentials"
 	"github.com/iot-mns-bridge/iot-mns-bridge/credentials/credtest"
@@ -488,7 +488,7 @@ routes:
 	}
 	_, err = b.creds.iotParams(cfg)()
 	if err == nil || !strings.Contains(err.Error(), "cannot sign a login") || !strings.Contains(err.Error(), "securityToken") ||
-		errors.Is(err, bridge.ErrFatal) || strings.Contains(err.Error(), "SECRETPART") {
+		errors.Is(err, source.ErrFatal) || strings.Contains(err.Error(), "SECRETPART") {
 		t.Fatalf("got %v", err)
 	}
 }

@@ -1,50 +1,14 @@
-package bridge
+package source
 
 import (
 	"context"
 	"errors"
 	"log/slog"
-	"math/rand/v2"
 	"sync"
 	"time"
+
+	"github.com/iot-mns-bridge/iot-mns-bridge/bridge"
 )
-
-// Backoff computes jittered exponential delays: each delay is drawn
-// uniformly from [d/2, d] where d doubles from Min up to Max. It is not safe
-// for concurrent use; each connection slot owns one.
-type Backoff struct {
-	Min, Max time.Duration
-	// Rand returns a number in [0,1); nil uses math/rand/v2.
-	Rand    func() float64
-	attempt int
-}
-
-// Next returns the delay before the next attempt and advances the backoff.
-func (b *Backoff) Next() time.Duration {
-	lo, hi := b.Min, b.Max
-	if lo <= 0 {
-		lo = time.Second
-	}
-	if hi < lo {
-		hi = lo
-	}
-	d := lo
-	for i := 0; i < b.attempt && d < hi; i++ {
-		d *= 2
-	}
-	if d > hi {
-		d = hi
-	}
-	b.attempt++
-	r := rand.Float64
-	if b.Rand != nil {
-		r = b.Rand
-	}
-	return d/2 + time.Duration(r()*float64(d/2))
-}
-
-// Reset starts the backoff again from Min.
-func (b *Backoff) Reset() { b.attempt = 0 }
 
 // AttemptLimiter bounds connection attempts in any sliding minute. The
 // platform refuses more than 100 connection requests a minute per consumer
@@ -104,13 +68,13 @@ type Session func(ctx context.Context, connected func()) error
 // starts only after the previous session returned.
 type Supervisor struct {
 	Name        string // the slot, e.g. the client id "edge-gw-01-0"
-	Backoff     Backoff
+	Backoff     bridge.Backoff
 	StableAfter time.Duration // default 1 minute
 	Limiter     *AttemptLimiter
 	Logger      *slog.Logger
 
 	mu    sync.Mutex
-	state ConnState
+	state bridge.ConnState
 }
 
 // ErrFatal wraps a session error that reconnecting cannot fix; Run returns
@@ -118,7 +82,7 @@ type Supervisor struct {
 var ErrFatal = errors.New("fatal")
 
 // State returns the slot's current state. Safe for concurrent use.
-func (s *Supervisor) State() ConnState {
+func (s *Supervisor) State() bridge.ConnState {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	st := s.state
@@ -126,7 +90,7 @@ func (s *Supervisor) State() ConnState {
 	return st
 }
 
-func (s *Supervisor) setState(f func(*ConnState)) {
+func (s *Supervisor) setState(f func(*bridge.ConnState)) {
 	s.mu.Lock()
 	f(&s.state)
 	s.mu.Unlock()
@@ -161,7 +125,7 @@ func (s *Supervisor) Run(ctx context.Context, session Session) error {
 			reconnect := everConnected
 			everConnected = true
 			lastErr = ""
-			s.setState(func(st *ConnState) {
+			s.setState(func(st *bridge.ConnState) {
 				st.Connected = true
 				st.LastError = ""
 				if reconnect {
@@ -175,7 +139,7 @@ func (s *Supervisor) Run(ctx context.Context, session Session) error {
 		if err != nil {
 			msg = err.Error()
 		}
-		s.setState(func(st *ConnState) {
+		s.setState(func(st *bridge.ConnState) {
 			st.Connected = false
 			st.LastError = msg
 		})

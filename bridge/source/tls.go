@@ -1,4 +1,4 @@
-package bridge
+package source
 
 import (
 	"crypto/tls"

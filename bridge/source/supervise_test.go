@@ -1,4 +1,4 @@
-package bridge
+package source
 
 import (
 	"context"
@@ -7,23 +7,9 @@ import (
 	"log/slog"
 	"testing"
 	"time"
-)
 
-func TestBackoffDoublesWithJitterAndResets(t *testing.T) {
-	for _, r := range []float64{0, 0.999} {
-		b := Backoff{Min: time.Second, Max: 60 * time.Second, Rand: func() float64 { return r }}
-		for i, d := range []time.Duration{time.Second, 2 * time.Second, 4 * time.Second, 8 * time.Second, 16 * time.Second, 32 * time.Second, 60 * time.Second, 60 * time.Second} {
-			got := b.Next()
-			if got < d/2 || got > d {
-				t.Fatalf("rand %v, attempt %d: %s not in [%s, %s]", r, i, got, d/2, d)
-			}
-		}
-		b.Reset()
-		if got := b.Next(); got > time.Second {
-			t.Fatalf("after Reset: %s, want at most Min", got)
-		}
-	}
-}
+	"github.com/iot-mns-bridge/iot-mns-bridge/bridge"
+)
 
 func TestAttemptLimiterBoundsAttemptsPerWindow(t *testing.T) {
 	now := time.Unix(1000, 0)
@@ -62,7 +48,7 @@ func (h recordHandler) WithGroup(string) slog.Handler      { return h }
 // fatal error ends Run.
 func TestSupervisorRedialsAndLogsStateChangesOnce(t *testing.T) {
 	h := recordHandler{msgs: make(chan string, 100)}
-	s := &Supervisor{Name: "c-0", Backoff: Backoff{Min: time.Millisecond, Max: 2 * time.Millisecond}, Logger: slog.New(h)}
+	s := &Supervisor{Name: "c-0", Backoff: bridge.Backoff{Min: time.Millisecond, Max: 2 * time.Millisecond}, Logger: slog.New(h)}
 	calls := 0
 	err := s.Run(context.Background(), func(ctx context.Context, connected func()) error {
 		calls++
@@ -103,7 +89,7 @@ func TestSupervisorStopsWithTheContext(t *testing.T) {
 	// the sign it is waiting its hour.
 	backingOff := make(chan struct{}, 1)
 	log := slog.New(&signalHandler{msg: "source connect failed; retrying with backoff", c: backingOff})
-	s := &Supervisor{Backoff: Backoff{Min: time.Hour, Max: time.Hour}, Logger: log}
+	s := &Supervisor{Backoff: bridge.Backoff{Min: time.Hour, Max: time.Hour}, Logger: log}
 	calls := 0
 	done := make(chan error, 1)
 	go func() {
