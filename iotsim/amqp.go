@@ -313,8 +313,8 @@ func (c *amqpConn) verify(init *amqp10.SASLInit) string {
 		return err.Error()
 	}
 	c.clientID = u.ClientID
-	g, err := c.s.login(c, u.ConsumerGroupID)
-	if errors.Is(err, ErrUnknownGroup) {
+	g, err := c.s.login(c, u)
+	if err != nil && !errors.Is(err, ErrClosed) {
 		return err.Error()
 	}
 	if err != nil {

@@ -47,6 +47,7 @@ func RunCommand(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		akSecret    = fs.String("access-key-secret", "", "AccessKey secret accepted for login (prefer -access-key-secret-file or $"+SecretEnv+")")
 		akFile      = fs.String("access-key-secret-file", "", "`file` holding the AccessKey secret")
 		groups      = fs.String("groups", "DEFAULT_GROUP", "comma-separated consumer `groups`; each gets every fleet message, and a login naming another group is refused")
+		instanceID  = fs.String("instance-id", "", "the instance's `ID`, which a login's iotInstanceId must name (as on the console's instance overview); empty: an instance without one (public, opened before 2021-07-30), whose logins must leave it empty")
 		maxSkew     = fs.Duration("max-skew", 0, "refuse login timestamps further than this from the clock (0: do not check)")
 		ackTimeout  = fs.Duration("ack-timeout", DefaultAckTimeout, "a push unacknowledged this long is an ACK timeout and goes to the group's backlog (the platform: 30s)")
 		backlogInt  = fs.Duration("backlog-interval", DefaultBacklogInterval, "retry the group's backlog (timed-out and rejected messages) in rounds this far apart (the platform: about 1m; 0: at once)")
@@ -109,7 +110,7 @@ func RunCommand(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	cfg := Config{Addr: *listen, AMQPAddr: *amqpListen, Secrets: map[string]string{*akID: secret}, MaxSkew: *maxSkew,
 		AckTimeout: *ackTimeout, HeartBeat: *heartBeat, QueueSize: *queueSize, Logger: log,
 		BacklogInterval: *backlogInt, BacklogRate: *backlogRate, ConnectLimit: *connLimit, ConnectWindow: *connWindow,
-		AttachTimeout: *attachTO, KnownGroups: groupIDs}
+		AttachTimeout: *attachTO, KnownGroups: groupIDs, CheckInstance: true, InstanceID: *instanceID}
 	switch {
 	case (*certFile == "") != (*keyFile == ""):
 		return errors.New("iot-simulator: -cert and -key go together: give both, or neither to generate a certificate")

@@ -112,6 +112,24 @@ func TestRunCommand(t *testing.T) {
 		}
 		tc.Close()
 	}
+	// Without -instance-id the instance has no ID (a public one): a login
+	// naming an instance is refused.
+	{
+		tc, err := tls.Dial("tcp", addr, &tls.Config{RootCAs: roots, ServerName: "localhost"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		cred, err := iotauth.Sign(iotauth.Params{ClientID: "c-instance", AccessKeyID: "LTAIcmd", AccessKeySecret: "cmd-secret",
+			ConsumerGroupID: "G1", IotInstanceID: "iot-06z00typo", SignMethod: iotauth.HMACSHA256}, time.Now())
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = stomp.Connect(tc, stomp.ConnOpt.Login(cred.Username, cred.Password), stomp.ConnOpt.Host("localhost"), stomp.ConnOpt.Logger(quietLogger{}))
+		if err == nil || !strings.Contains(err.Error(), `iotInstanceId "iot-06z00typo" is not this instance's (this instance has no ID`) {
+			t.Errorf("login naming an instance the simulator does not have: %v, want it refused", err)
+		}
+		tc.Close()
+	}
 	// The AMQP listener takes the same credentials.
 	m := regexp.MustCompile(`listening for AMQP on (\S+)`).FindStringSubmatch(stdout.String())
 	if m == nil {
@@ -182,5 +200,58 @@ func TestRunCommandSecretFromEnv(t *testing.T) {
 	}
 	if !strings.Contains(stdout.String(), "iot-simulator stopped") {
 		t.Fatalf("stdout %q", stdout.String())
+	}
+}
+
+// TestRunCommandInstanceID: with -instance-id, a login must name that
+// instance in iotInstanceId; one that leaves it empty is refused.
+func TestRunCommandInstanceID(t *testing.T) {
+	caPath := filepath.Join(t.TempDir(), "ca.pem")
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var stdout, stderr syncBuffer
+	done := make(chan error, 1)
+	go func() {
+		done <- RunCommand(ctx, []string{"-listen", "127.0.0.1:0", "-amqp-listen", "", "-ca-out", caPath,
+			"-access-key-id", "LTAIcmd", "-access-key-secret", "cmd-secret", "-instance-id", "iot-06z00cmd", "-devices", "0"}, &stdout, &stderr)
+	}()
+	defer func() { cancel(); <-done }()
+	addrRE := regexp.MustCompile(`listening on (\S+)`)
+	var addr string
+	waitFor(t, "the listening line", func() bool {
+		if m := addrRE.FindStringSubmatch(stdout.String()); m != nil {
+			addr = m[1]
+			return true
+		}
+		return false
+	})
+	caPEM, err := os.ReadFile(caPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	roots := x509.NewCertPool()
+	roots.AppendCertsFromPEM(caPEM)
+	login := func(instance string) error {
+		tc, err := tls.Dial("tcp", addr, &tls.Config{RootCAs: roots, ServerName: "localhost"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer tc.Close()
+		cred, err := iotauth.Sign(iotauth.Params{ClientID: "c-" + instance, AccessKeyID: "LTAIcmd", AccessKeySecret: "cmd-secret",
+			ConsumerGroupID: "DEFAULT_GROUP", IotInstanceID: instance, SignMethod: iotauth.HMACSHA256}, time.Now())
+		if err != nil {
+			t.Fatal(err)
+		}
+		c, err := stomp.Connect(tc, stomp.ConnOpt.Login(cred.Username, cred.Password), stomp.ConnOpt.Host("localhost"), stomp.ConnOpt.Logger(quietLogger{}))
+		if err == nil {
+			c.Disconnect()
+		}
+		return err
+	}
+	if err := login("iot-06z00cmd"); err != nil {
+		t.Errorf("login naming the instance: %v", err)
+	}
+	if err := login(""); err == nil || !strings.Contains(err.Error(), `iotInstanceId "" is not this instance's (this instance is "iot-06z00cmd")`) {
+		t.Errorf("login without the instance's ID: %v, want it refused", err)
 	}
 }

@@ -237,8 +237,8 @@ func (c *conn) login(f *frame.Frame) bool {
 		}
 	}
 	c.clientID = u.ClientID
-	g, err := c.s.login(c, u.ConsumerGroupID)
-	if errors.Is(err, ErrUnknownGroup) {
+	g, err := c.s.login(c, u)
+	if err != nil && !errors.Is(err, ErrClosed) {
 		c.s.loginsFailed.Add(1)
 		c.log.Warn("login refused", "username", iotauth.RedactUsername(username), "reason", err.Error())
 		c.fail("authentication failed: " + err.Error())

@@ -101,6 +101,13 @@ type Config struct {
 	// naming another is refused, as the platform refuses a group that does
 	// not exist. Empty: any group, created at its first use (tests).
 	KnownGroups []string
+	// CheckInstance makes a login carry the instance's ID, InstanceID, in
+	// its iotInstanceId, as the platform documents it: the ID shown on the
+	// console's instance overview, or empty for a public instance that has
+	// none (opened before 2021-07-30); a login naming another ID is refused.
+	// False: any iotInstanceId is accepted (tests).
+	CheckInstance bool
+	InstanceID    string
 	// AckTimeout is how long a client or client-individual delivery (an
 	// unsettled AMQP delivery) may stay unacknowledged before it counts as
 	// an ACK timeout (9650) and goes to the group's backlog; default 30 s,
@@ -546,18 +553,32 @@ type identity struct {
 
 func (i *identity) ident() *identity { return i }
 
-// login records a successful login of c (its clientID is set); it returns
-// the group to pull from.
 // ErrUnknownGroup is wrapped by the login error for a consumer group that is
 // not in Config.KnownGroups.
 var ErrUnknownGroup = errors.New("consumer group does not exist")
 
-func (s *Server) login(c client, groupID string) (*group, error) {
+// ErrWrongInstance is wrapped by the login error for an iotInstanceId that is
+// not Config.InstanceID (with Config.CheckInstance).
+var ErrWrongInstance = errors.New("wrong instance")
+
+// login records a successful login of c (its clientID is set) as u and
+// returns the group to pull from; it refuses a login to another instance
+// (ErrWrongInstance) or to an unknown group (ErrUnknownGroup), and returns
+// ErrClosed once the server is closed.
+func (s *Server) login(c client, u iotauth.Username) (*group, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
 		return nil, ErrClosed
 	}
+	if s.cfg.CheckInstance && u.IotInstanceID != s.cfg.InstanceID {
+		this := fmt.Sprintf("this instance is %q", s.cfg.InstanceID)
+		if s.cfg.InstanceID == "" {
+			this = "this instance has no ID: leave it empty"
+		}
+		return nil, fmt.Errorf("%w: iotInstanceId %q is not this instance's (%s); check iotInstanceId", ErrWrongInstance, u.IotInstanceID, this)
+	}
+	groupID := u.ConsumerGroupID
 	if len(s.cfg.KnownGroups) > 0 && !slices.Contains(s.cfg.KnownGroups, groupID) {
 		return nil, fmt.Errorf("%w: %q (this server has %s); check consumerGroupId", ErrUnknownGroup, groupID, strings.Join(s.cfg.KnownGroups, ", "))
 	}

@@ -812,3 +812,50 @@ func TestKnownGroupsRefuseOtherGroups(t *testing.T) {
 		t.Errorf("stats = %+v, want 1 login and 2 refused", st)
 	}
 }
+
+// TestInstanceIDIsChecked: with CheckInstance (the CLI always checks, with
+// -instance-id), a login must carry the instance's ID in iotInstanceId, as
+// the platform documents it (pass it when the instance has one; leave it
+// empty for a public instance without one): another value, or none for an
+// instance that has one, is refused on STOMP and AMQP.
+func TestInstanceIDIsChecked(t *testing.T) {
+	for _, tc := range []struct {
+		name, instance string
+		right          string
+		wrong          []string
+		wantInMessage  string
+	}{
+		{"instance with an ID", "iot-sim", "iot-sim", []string{"iot-typo", ""}, `(this instance is "iot-sim")`},
+		{"public instance without one", "", "", []string{"iot-sim"}, "(this instance has no ID: leave it empty)"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := startAMQP(t, Config{CheckInstance: true, InstanceID: tc.instance})
+			p := params("right")
+			p.IotInstanceID = tc.right
+			c, err := dialAs(t, s, p)
+			if err != nil {
+				t.Fatalf("STOMP login with iotInstanceId %q: %v", tc.right, err)
+			}
+			c.Disconnect()
+			ac, err := dialAMQP(t, s, p, 120*time.Second)
+			if err != nil {
+				t.Fatalf("AMQP login with iotInstanceId %q: %v", tc.right, err)
+			}
+			ac.Close()
+			for _, w := range tc.wrong {
+				p := params("wrong")
+				p.IotInstanceID = w
+				want := fmt.Sprintf("iotInstanceId %q is not this instance's %s; check iotInstanceId", w, tc.wantInMessage)
+				if _, err := dialAs(t, s, p); err == nil || !strings.Contains(err.Error(), want) {
+					t.Errorf("STOMP login with iotInstanceId %q: %v, want it refused with %q", w, err, want)
+				}
+				if _, err := dialAMQP(t, s, p, 120*time.Second); err == nil || !strings.Contains(err.Error(), want) {
+					t.Errorf("AMQP login with iotInstanceId %q: %v, want it refused with %q", w, err, want)
+				}
+			}
+			if st := s.Stats(); st.LoginsOK != 2 || st.LoginsFailed != int64(2*len(tc.wrong)) {
+				t.Errorf("stats = %+v, want 2 logins and %d refused", st, 2*len(tc.wrong))
+			}
+		})
+	}
+}
