@@ -35,6 +35,10 @@ type CacheOptions struct {
 	Logger *slog.Logger
 	// Now is the clock; nil = time.Now.
 	Now func() time.Time
+	// OneShot marks a cache of a command that reports a failure and stops
+	// (check, sign): its errors do not announce the next attempt, which
+	// such a caller never makes. The daemon's caches leave it false.
+	OneShot bool
 }
 
 // Cache holds the current triple of one Provider for every signer. It is
@@ -195,7 +199,7 @@ func (c *Cache) Get(ctx context.Context) (Credentials, error) {
 // failedErr is Get's error when no valid triple is held. Called with mu.
 func (c *Cache) failedErr(now time.Time) error {
 	retry := ""
-	if d := c.nextTry.Sub(now); d > 0 {
+	if d := c.nextTry.Sub(now); d > 0 && !c.opts.OneShot {
 		retry = fmt.Sprintf("; next attempt in %s", d.Round(100*time.Millisecond))
 	}
 	if c.have {

@@ -20,6 +20,7 @@ import (
 	"github.com/iot-mns-bridge/iot-mns-bridge/bridge/deadletter"
 	"github.com/iot-mns-bridge/iot-mns-bridge/bridge/stompsrc"
 	"github.com/iot-mns-bridge/iot-mns-bridge/config"
+	"github.com/iot-mns-bridge/iot-mns-bridge/credentials"
 	"github.com/iot-mns-bridge/iot-mns-bridge/internal/systemd"
 	"github.com/iot-mns-bridge/iot-mns-bridge/iotauth"
 )
@@ -146,7 +147,9 @@ func cmdCheck(ctx context.Context, args []string, stdio Stdio) error {
 	if err != nil {
 		return err
 	}
-	b, err := New(cfg, Options{Logger: slog.New(slog.DiscardHandler)})
+	// The check gets each credential once: its errors must not promise
+	// another attempt.
+	b, err := New(cfg, Options{Logger: slog.New(slog.DiscardHandler), Credentials: credentials.CacheOptions{OneShot: true}})
 	if err != nil {
 		return err
 	}

@@ -51,7 +51,7 @@ func cmdSign(_ context.Context, args []string, stdio Stdio) error {
 	if err != nil {
 		return &UsageError{Err: err}
 	}
-	cache := credentials.NewCache(sp, credentials.CacheOptions{})
+	cache := credentials.NewCache(sp, credentials.CacheOptions{OneShot: true})
 	defer cache.Close()
 	key, err := cache.Get(context.Background())
 	if err != nil {
