@@ -3,6 +3,7 @@ package app
 import (
 	"bytes"
 	"context"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -111,5 +112,46 @@ func TestDemoKeepStopsWhenInterruptedWithAFullGroup(t *testing.T) {
 		}
 	case <-time.After(2 * time.Minute): // a hang detector, not a timing assertion
 		t.Fatalf("demo -keep did not return after the interrupt:\n%s", out)
+	}
+}
+
+// demo -keep without -dir leaves its temporary directory (the config the
+// user was told to edit, the CA, the dead-letter file) after Ctrl-C: it must
+// say where, and how to remove it.
+func TestDemoKeepSaysWhereItsFilesStay(t *testing.T) {
+	tmp := t.TempDir()
+	t.Setenv("TMPDIR", tmp) // os.MkdirTemp's directory; removed with the test
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	out := &syncWriter{want: "Keeping the simulator and emulator running", seen: make(chan struct{})}
+	o := demo.Options{
+		Devices: 2, Rate: 200, Duration: 200 * time.Millisecond, Ack: "client-individual", EncodeBase64: true,
+		Connections: 1, LogLevel: "error", Keep: true, Start: startDemoBridge,
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, err := demo.Run(ctx, o, out)
+		done <- err
+	}()
+	select {
+	case <-out.seen:
+	case err := <-done:
+		t.Fatalf("demo -keep returned before keeping the peers: %v\n%s", err, out)
+	}
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("demo -keep: %v", err)
+		}
+	case <-time.After(2 * time.Minute): // a hang detector, not a timing assertion
+		t.Fatalf("demo -keep did not return after the interrupt:\n%s", out)
+	}
+	dirs, err := filepath.Glob(filepath.Join(tmp, "iot-mns-bridge-demo-*"))
+	if err != nil || len(dirs) != 1 {
+		t.Fatalf("temporary directories after demo -keep: %v %v, want one", dirs, err)
+	}
+	if want := "The demo's files stay in " + dirs[0]; !strings.Contains(out.String(), want) || !strings.Contains(out.String(), "rm -r "+dirs[0]) {
+		t.Errorf("demo -keep output does not say %q and how to remove it:\n%s", want, out)
 	}
 }

@@ -65,7 +65,7 @@ type Options struct {
 	EncodeBase64 bool
 	Connections  int
 	MNSLatency   time.Duration
-	Keep         bool // keep the simulator and emulator running afterwards
+	Keep         bool // keep the simulator and emulator running afterwards; the files stay, and Run says where
 	Dir          string
 	LogLevel     string
 	Progress     bool
@@ -292,6 +292,12 @@ func Run(ctx context.Context, o Options, out io.Writer) (Result, error) {
 			_ = sim.PublishContext(ctx, demoGroup, m)
 		})
 		<-ctx.Done()
+		// The files stay: the user may have edited the config.
+		fmt.Fprintf(out, "\nThe demo's files stay in %s (config, CA, dead-letter file; the config holds the demo's AccessKey)", dir)
+		if o.Dir == "" {
+			fmt.Fprintf(out, "; remove them when done: rm -r %s", dir)
+		}
+		fmt.Fprintln(out)
 	}
 	return res, nil
 }
