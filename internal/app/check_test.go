@@ -40,6 +40,11 @@ func TestCheckConnectExplainsEachFailure(t *testing.T) {
 	if code != ExitOK || !strings.Contains(out, "ok   source") || !strings.Contains(out, "ok   MNS queue unrouted") {
 		t.Fatalf("healthy check: exit %d\n%s%s", code, out, errOut)
 	}
+	// The STOMP check logs in without subscribing: its line must say so,
+	// not claim a subscription.
+	if want := "ok   source " + p.sim.Addr() + ": logged in without subscribing as e2e-bridge-check, taking no message"; !strings.Contains(out, want) || strings.Contains(out, "subscribed") {
+		t.Errorf("healthy STOMP check: want %q, and no subscription claimed:\n%s", want, out)
+	}
 
 	cases := []struct {
 		name   string

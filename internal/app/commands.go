@@ -179,11 +179,11 @@ func cmdCheck(ctx context.Context, args []string, stdio Stdio) error {
 		failed++
 		fmt.Fprintf(stdio.Out, "FAIL source %s: %v\n", cfg.Source.Endpoint, err)
 	} else {
-		how := "subscribed (client-individual, no ACK)"
+		how := "logged in without subscribing" // stompsrc.CheckConnect
 		if cfg.Source.Protocol == "amqp" {
-			how = "attached (zero credit)"
+			how = "logged in and attached (zero credit)"
 		}
-		fmt.Fprintf(stdio.Out, "ok   source %s: logged in and %s as %s-check, taking no message\n", cfg.Source.Endpoint, how, cfg.Source.ClientID)
+		fmt.Fprintf(stdio.Out, "ok   source %s: %s as %s-check, taking no message\n", cfg.Source.Endpoint, how, cfg.Source.ClientID)
 	}
 	dests := b.destinations()
 	for _, d := range dests {
@@ -227,8 +227,8 @@ func templatedDestinations(cfg *config.Config) []string {
 }
 
 // checkSource logs in to the source once without taking a message: STOMP
-// subscribes with client-individual and never ACKs, AMQP attaches with zero
-// credit; both as "<client_id>-check".
+// does not subscribe, AMQP attaches with zero credit; both as
+// "<client_id>-check".
 func checkSource(ctx context.Context, cfg *config.Config, params func() (iotauth.Params, error), log *slog.Logger) error {
 	switch cfg.Source.Protocol {
 	case "stomp":
