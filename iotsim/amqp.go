@@ -9,7 +9,6 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"sort"
 	"strings"
 	"sync"
 	"time"
@@ -43,12 +42,11 @@ const amqpWindow = 5000
 // credit and the session window and beats when idle.
 type amqpConn struct {
 	identity
-	s    *Server
-	nc   net.Conn
-	id   int64
-	log  *slog.Logger
-	done chan struct{}
-	kick chan struct{} // capacity 1: credit, window or settlement changed
+	s       *Server
+	nc      net.Conn
+	id      int64
+	log     *slog.Logger
+	signals // kick: credit, window or settlement changed
 
 	closeOnce sync.Once
 	wmu       sync.Mutex
@@ -72,7 +70,8 @@ type amqpConn struct {
 	link      *amqpLink
 	attached  chan struct{} // closed at the first receiver attach
 	nextDelID uint32
-	pending   map[uint32]*amqpDelivery // unsettled, by delivery-id; nil once gone
+	seq       int64                            // send order of the unsettled deliveries
+	pending   unsettled[uint32, *amqpDelivery] // by delivery-id
 }
 
 // amqpLink is the client's receiver link, seen from the sender side.
@@ -85,25 +84,25 @@ type amqpLink struct {
 	drain         bool
 }
 
+// amqpDelivery is an unsettled transfer awaiting its disposition.
 type amqpDelivery struct {
-	e        *entry
-	id       uint32
-	deadline time.Time
+	sent
+	id uint32
 }
 
 func newAMQPConn(s *Server, nc net.Conn) *amqpConn {
 	id := s.connSerial.Add(1)
-	return &amqpConn{
+	c := &amqpConn{
 		s:        s,
 		nc:       nc,
 		id:       id,
 		log:      s.log.With("conn", id, "proto", "amqp", "remote", nc.RemoteAddr().String()),
-		done:     make(chan struct{}),
-		kick:     make(chan struct{}, 1),
+		signals:  newSignals(),
 		bw:       bufio.NewWriterSize(nc, 32*1024),
 		attached: make(chan struct{}),
-		pending:  make(map[uint32]*amqpDelivery),
 	}
+	c.pending = newUnsettled[uint32, *amqpDelivery](&c.mu)
+	return c
 }
 
 // close ends the connection from the server side: an open connection gets
@@ -126,22 +125,6 @@ func (c *amqpConn) closeWith(e *amqp10.Error) {
 		}
 		c.nc.Close()
 	})
-}
-
-func (c *amqpConn) isClosed() bool {
-	select {
-	case <-c.done:
-		return true
-	default:
-		return false
-	}
-}
-
-func (c *amqpConn) wake() {
-	select {
-	case c.kick <- struct{}{}:
-	default:
-	}
 }
 
 // writeFrame writes one frame (nil p: an empty frame) and flushes.
@@ -600,16 +583,16 @@ func (c *amqpConn) disposition(d *amqp10.Disposition) *amqp10.Error {
 	var done []*amqpDelivery
 	c.mu.Lock()
 	for id := d.First; ; id++ {
-		if dl, ok := c.pending[id]; ok {
+		if dl, ok := c.pending.m[id]; ok {
 			done = append(done, dl)
-			delete(c.pending, id)
+			delete(c.pending.m, id)
 		}
 		if id == last {
 			break
 		}
 	}
 	c.mu.Unlock()
-	es := amqpInOrder(done)
+	es := inOrder(done)
 	switch d.State.(type) {
 	case *amqp10.Accepted:
 		c.s.acked.Add(int64(len(es)))
@@ -628,9 +611,9 @@ func (c *amqpConn) disposition(d *amqp10.Disposition) *amqp10.Error {
 	case nil, *amqp10.Received:
 		// Not an outcome: the deliveries stay pending.
 		c.mu.Lock()
-		if c.pending != nil {
+		if c.pending.m != nil {
 			for _, dl := range done {
-				c.pending[dl.id] = dl
+				c.pending.m[dl.id] = dl
 			}
 		}
 		c.mu.Unlock()
@@ -665,14 +648,7 @@ func (c *amqpConn) detach(d *amqp10.Detach) *amqp10.Error {
 
 // giveBack returns every pending delivery to the group.
 func (c *amqpConn) giveBack() int {
-	c.mu.Lock()
-	all := make([]*amqpDelivery, 0, len(c.pending))
-	for id, d := range c.pending {
-		all = append(all, d)
-		delete(c.pending, id)
-	}
-	c.mu.Unlock()
-	es := amqpInOrder(all)
+	es := c.pending.takeAll()
 	c.g.requeue(es...)
 	return len(es)
 }
@@ -683,7 +659,7 @@ func (c *amqpConn) sendable() bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	l := c.link
-	return c.pending != nil && l != nil && l.credit > 0 && int32(c.remoteInNext+c.remoteInWin-c.nextOutID) > 0
+	return c.pending.m != nil && l != nil && l.credit > 0 && int32(c.remoteInNext+c.remoteInWin-c.nextOutID) > 0
 }
 
 func (c *amqpConn) sendLoop() {
@@ -760,7 +736,7 @@ func (c *amqpConn) deliver(e *entry) error {
 	}
 	c.mu.Lock()
 	l := c.link
-	if c.pending == nil || l == nil || l.credit == 0 {
+	if c.pending.m == nil || l == nil || l.credit == 0 {
 		c.mu.Unlock()
 		c.g.requeue(e)
 		return nil
@@ -774,18 +750,13 @@ func (c *amqpConn) deliver(e *entry) error {
 	e.deliveries++
 	settled := l.settled
 	if !settled {
-		c.pending[id] = &amqpDelivery{e: e, id: id, deadline: time.Now().Add(c.s.cfg.AckTimeout)}
+		c.seq++
+		c.pending.m[id] = &amqpDelivery{sent: sent{e: e, seq: c.seq, deadline: time.Now().Add(c.s.cfg.AckTimeout)}, id: id}
 	}
 	handle := l.handle
 	c.mu.Unlock()
 
-	c.s.delivered.Add(1)
-	if redelivery {
-		c.s.redelivered.Add(1)
-	}
-	if settled {
-		c.s.acked.Add(1)
-	}
+	c.s.countSent(1, redelivery, settled)
 	var tag [4]byte
 	binary.BigEndian.PutUint32(tag[:], id)
 	err = c.writeFrames(writeTimeout, func(b []byte) ([]byte, error) {
@@ -813,21 +784,7 @@ func (c *amqpConn) deliver(e *entry) error {
 		}
 	})
 	if err != nil {
-		c.s.delivered.Add(-1)
-		if redelivery {
-			c.s.redelivered.Add(-1)
-		}
-		if settled {
-			c.s.acked.Add(-1)
-		}
-		c.mu.Lock()
-		_, requeue := c.pending[id]
-		delete(c.pending, id)
-		c.mu.Unlock()
-		if requeue || settled {
-			e.deliveries--
-			c.g.requeue(e)
-		}
+		c.s.unsend(c.g, e, redelivery, settled, func() bool { return c.pending.untrack(id) })
 		return err
 	}
 	return nil
@@ -835,23 +792,10 @@ func (c *amqpConn) deliver(e *entry) error {
 
 // expire gives back deliveries unsettled past their deadline.
 func (c *amqpConn) expire(now time.Time) {
-	c.mu.Lock()
-	var late []*amqpDelivery
-	for id, d := range c.pending {
-		if !now.Before(d.deadline) {
-			late = append(late, d)
-			delete(c.pending, id)
-		}
+	if back := c.pending.takeLate(now); len(back) > 0 { // c.g is set at login, before any delivery
+		c.s.ackTimedOut(c.g, c.log, back)
+		c.wake()
 	}
-	c.mu.Unlock()
-	back := amqpInOrder(late)
-	if len(back) == 0 {
-		return
-	}
-	c.s.expired.Add(int64(len(back)))
-	c.log.Info("ACK timeout (9650): to the backlog", "messages", len(back), "ackTimeout", c.s.cfg.AckTimeout)
-	c.g.toBacklog(back...)
-	c.wake()
 }
 
 // drain gives every unsettled delivery back and stops further deliveries.
@@ -861,22 +805,9 @@ func (c *amqpConn) drain() int {
 	}
 	n := c.giveBack()
 	c.mu.Lock()
-	c.pending = nil
+	c.pending.m = nil
 	c.mu.Unlock()
 	return n
 }
 
-func (c *amqpConn) unacked() int {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return len(c.pending)
-}
-
-func amqpInOrder(ds []*amqpDelivery) []*entry {
-	sort.Slice(ds, func(i, j int) bool { return int32(ds[i].id-ds[j].id) < 0 })
-	es := make([]*entry, len(ds))
-	for i, d := range ds {
-		es[i] = d.e
-	}
-	return es
-}
+func (c *amqpConn) unacked() int { return c.pending.len() }

@@ -8,7 +8,6 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -37,22 +36,19 @@ type subscription struct {
 
 // delivery is a client-acked MESSAGE awaiting ACK or NACK.
 type delivery struct {
-	e        *entry
-	sub      *subscription
-	seq      int64
-	deadline time.Time
+	sent
+	sub *subscription
 }
 
 // conn is one client connection. serve runs the read side; a second
 // goroutine (sendLoop) pulls messages of the login's group and writes them.
 type conn struct {
 	identity
-	s    *Server
-	nc   net.Conn
-	id   int64
-	log  *slog.Logger
-	done chan struct{}
-	kick chan struct{} // capacity 1: subscriptions or unacked count changed
+	s       *Server
+	nc      net.Conn
+	id      int64
+	log     *slog.Logger
+	signals // kick: subscriptions or unacked count changed
 
 	closeOnce sync.Once
 	wmu       sync.Mutex
@@ -66,23 +62,23 @@ type conn struct {
 
 	mu      sync.Mutex
 	subs    []*subscription
-	rr      int                  // round-robin position in subs
-	pending map[string]*delivery // by ack id; nil once the connection is gone
+	rr      int                          // round-robin position in subs
+	pending unsettled[string, *delivery] // by ack id
 	seq     int64
 }
 
 func newConn(s *Server, nc net.Conn) *conn {
 	id := s.connSerial.Add(1)
-	return &conn{
+	c := &conn{
 		s:       s,
 		nc:      nc,
 		id:      id,
 		log:     s.log.With("conn", id, "remote", nc.RemoteAddr().String()),
-		done:    make(chan struct{}),
-		kick:    make(chan struct{}, 1),
+		signals: newSignals(),
 		w:       frame.NewWriter(nc),
-		pending: make(map[string]*delivery),
 	}
+	c.pending = newUnsettled[string, *delivery](&c.mu)
+	return c
 }
 
 // close closes the network connection; serve then cleans up. Idempotent.
@@ -91,23 +87,6 @@ func (c *conn) close() {
 		close(c.done)
 		c.nc.Close()
 	})
-}
-
-// isClosed reports whether the connection was closed.
-func (c *conn) isClosed() bool {
-	select {
-	case <-c.done:
-		return true
-	default:
-		return false
-	}
-}
-
-func (c *conn) wake() {
-	select {
-	case c.kick <- struct{}{}:
-	default:
-	}
 }
 
 func (c *conn) write(f *frame.Frame) error {
@@ -401,10 +380,10 @@ func (c *conn) unsubscribe(f *frame.Frame) string {
 		s.active = false
 		c.subs = append(c.subs[:i], c.subs[i+1:]...)
 		var gone []*delivery
-		for k, d := range c.pending {
+		for k, d := range c.pending.m {
 			if d.sub == s {
 				gone = append(gone, d)
-				delete(c.pending, k)
+				delete(c.pending.m, k)
 			}
 		}
 		back = inOrder(gone)
@@ -430,14 +409,14 @@ func (c *conn) settle(f *frame.Frame, ack bool) string {
 			c.mu.Unlock()
 			return f.Command + " needs an id header (the MESSAGE's ack header)"
 		}
-		d = c.pending[key]
+		d = c.pending.m[key]
 	} else {
 		mid, sid := f.Header.Get(frame.MessageId), f.Header.Get(frame.Subscription)
 		if mid == "" || sid == "" {
 			c.mu.Unlock()
 			return f.Command + " needs message-id and subscription headers"
 		}
-		for k, p := range c.pending {
+		for k, p := range c.pending.m {
 			if p.e.msg.MessageID == mid && p.sub.id == sid {
 				d, key = p, k
 				break
@@ -448,15 +427,15 @@ func (c *conn) settle(f *frame.Frame, ack bool) string {
 	if d != nil {
 		if d.sub.ack == ackClient {
 			// Cumulative: everything this subscription got up to this one.
-			for k, p := range c.pending {
+			for k, p := range c.pending.m {
 				if p.sub == d.sub && p.seq <= d.seq {
 					done = append(done, p)
-					delete(c.pending, k)
+					delete(c.pending.m, k)
 				}
 			}
 		} else {
 			done = append(done, d)
-			delete(c.pending, key)
+			delete(c.pending.m, key)
 		}
 	}
 	settled := inOrder(done)
@@ -480,7 +459,7 @@ func (c *conn) settle(f *frame.Frame, ack bool) string {
 func (c *conn) nextSub() *subscription {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if len(c.subs) == 0 || len(c.pending) >= c.s.cfg.MaxUnacked {
+	if len(c.subs) == 0 || len(c.pending.m) >= c.s.cfg.MaxUnacked {
 		return nil
 	}
 	c.rr = (c.rr + 1) % len(c.subs)
@@ -524,7 +503,7 @@ func (c *conn) sendLoop() {
 // deliver writes e to sub. On failure e goes back to the group.
 func (c *conn) deliver(sub *subscription, e *entry) error {
 	c.mu.Lock()
-	if c.pending == nil || !sub.active {
+	if c.pending.m == nil || !sub.active {
 		c.mu.Unlock()
 		c.g.requeue(e)
 		return nil
@@ -535,7 +514,7 @@ func (c *conn) deliver(sub *subscription, e *entry) error {
 	if sub.ack != ackAuto {
 		c.seq++
 		ackID = strconv.FormatInt(c.id, 10) + "-" + strconv.FormatInt(c.seq, 10)
-		c.pending[ackID] = &delivery{e: e, sub: sub, seq: c.seq, deadline: time.Now().Add(c.s.cfg.AckTimeout)}
+		c.pending.m[ackID] = &delivery{sent: sent{e: e, seq: c.seq, deadline: time.Now().Add(c.s.cfg.AckTimeout)}, sub: sub}
 	}
 	c.mu.Unlock()
 
@@ -555,34 +534,9 @@ func (c *conn) deliver(sub *subscription, e *entry) error {
 		f.Header.Add(frame.Ack, ackID)
 	}
 	f.Body = body
-	// Count before writing, so that a client that has the frame always sees
-	// it in Stats; a failed write takes the counts back.
-	c.s.delivered.Add(1)
-	if redelivery {
-		c.s.redelivered.Add(1)
-	}
-	if ackID == "" {
-		c.s.acked.Add(1)
-	}
+	c.s.countSent(1, redelivery, ackID == "")
 	if err := c.write(f); err != nil {
-		c.s.delivered.Add(-1)
-		if redelivery {
-			c.s.redelivered.Add(-1)
-		}
-		if ackID == "" {
-			c.s.acked.Add(-1)
-		}
-		e.deliveries--
-		requeue := true
-		if ackID != "" {
-			c.mu.Lock()
-			_, requeue = c.pending[ackID]
-			delete(c.pending, ackID)
-			c.mu.Unlock()
-		}
-		if requeue {
-			c.g.requeue(e)
-		}
+		c.s.unsend(c.g, e, redelivery, ackID == "", func() bool { return c.pending.untrack(ackID) })
 		return err
 	}
 	return nil
@@ -590,35 +544,18 @@ func (c *conn) deliver(sub *subscription, e *entry) error {
 
 // expire gives back deliveries unacked past their deadline.
 func (c *conn) expire(now time.Time) {
-	c.mu.Lock()
-	var late []*delivery
-	for k, d := range c.pending {
-		if !now.Before(d.deadline) {
-			late = append(late, d)
-			delete(c.pending, k)
-		}
+	if back := c.pending.takeLate(now); len(back) > 0 { // c.g is set at login, before any delivery
+		c.s.ackTimedOut(c.g, c.log, back)
+		c.wake()
 	}
-	c.mu.Unlock()
-	back := inOrder(late)
-	if len(back) == 0 {
-		return
-	}
-	c.s.expired.Add(int64(len(back)))
-	c.log.Info("ACK timeout (9650): to the backlog", "messages", len(back), "ackTimeout", c.s.cfg.AckTimeout)
-	c.g.toBacklog(back...)
-	c.wake()
 }
 
 // drain gives every unacked delivery back to the group and stops further
 // deliveries; it returns how many went back.
 func (c *conn) drain() int {
 	c.mu.Lock()
-	all := make([]*delivery, 0, len(c.pending))
-	for _, d := range c.pending {
-		all = append(all, d)
-	}
-	back := inOrder(all)
-	c.pending = nil
+	back := takeAllLocked(c.pending.m)
+	c.pending.m = nil
 	for _, s := range c.subs {
 		s.active = false
 	}
@@ -629,19 +566,4 @@ func (c *conn) drain() int {
 	return len(back)
 }
 
-func (c *conn) unacked() int {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return len(c.pending)
-}
-
-// inOrder returns the deliveries' messages in the order they were sent, so
-// that redeliveries keep the original order.
-func inOrder(ds []*delivery) []*entry {
-	slices.SortFunc(ds, func(a, b *delivery) int { return int(a.seq - b.seq) })
-	es := make([]*entry, len(ds))
-	for i, d := range ds {
-		es[i] = d.e
-	}
-	return es
-}
+func (c *conn) unacked() int { return c.pending.len() }

@@ -1,7 +1,10 @@
 package iotsim
 
 import (
+	"cmp"
 	"context"
+	"log/slog"
+	"slices"
 	"sync"
 	"time"
 )
@@ -233,4 +236,158 @@ func (g *group) close() {
 func (g *group) signalReadyLocked() {
 	close(g.ready)
 	g.ready = make(chan struct{})
+}
+
+// sent is a message out on one connection awaiting its settlement (a STOMP
+// ACK or NACK, an AMQP disposition) until deadline, the ACK timeout. Both
+// protocols' deliveries embed it, so that one set of rules gives their
+// messages back: in the order they were sent, to the group's retry queue
+// (connection gone, NACK) or to its backlog (ACK timeout, platform log 9650).
+type sent struct {
+	e        *entry
+	seq      int64 // the connection's send order
+	deadline time.Time
+}
+
+func (d *sent) out() *sent { return d }
+
+// outstanding is a protocol's delivery: it embeds sent.
+type outstanding interface{ out() *sent }
+
+// inOrder returns the deliveries' messages in the order they were sent, so
+// that redeliveries keep the original order.
+func inOrder[D outstanding](ds []D) []*entry {
+	slices.SortFunc(ds, func(a, b D) int { return cmp.Compare(a.out().seq, b.out().seq) })
+	es := make([]*entry, len(ds))
+	for i, d := range ds {
+		es[i] = d.out().e
+	}
+	return es
+}
+
+// unsettled is a connection's deliveries awaiting settlement, by the
+// protocol's delivery id (STOMP ack id, AMQP delivery-id). mu is the
+// connection's lock: it guards m, which is nil once the connection is gone.
+// The connection reads and changes m itself under mu; the methods below
+// take mu.
+type unsettled[K comparable, D outstanding] struct {
+	mu *sync.Mutex
+	m  map[K]D
+}
+
+func newUnsettled[K comparable, D outstanding](mu *sync.Mutex) unsettled[K, D] {
+	return unsettled[K, D]{mu: mu, m: make(map[K]D)}
+}
+
+// len returns the number of deliveries awaiting settlement.
+func (u *unsettled[K, D]) len() int {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return len(u.m)
+}
+
+// untrack removes the delivery k and reports whether it was there.
+func (u *unsettled[K, D]) untrack(k K) bool {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	_, ok := u.m[k]
+	delete(u.m, k)
+	return ok
+}
+
+// takeLate removes the deliveries whose deadline has passed at now and
+// returns their messages in send order.
+func (u *unsettled[K, D]) takeLate(now time.Time) []*entry {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	var late []D
+	for k, d := range u.m {
+		if !now.Before(d.out().deadline) {
+			late = append(late, d)
+			delete(u.m, k)
+		}
+	}
+	return inOrder(late)
+}
+
+// takeAll removes every delivery and returns their messages in send order.
+func (u *unsettled[K, D]) takeAll() []*entry {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return takeAllLocked(u.m)
+}
+
+// takeAllLocked removes every delivery from pending and returns their
+// messages in send order. The caller holds the lock that guards pending.
+func takeAllLocked[K comparable, D outstanding](pending map[K]D) []*entry {
+	all := make([]D, 0, len(pending))
+	for k, d := range pending {
+		all = append(all, d)
+		delete(pending, k)
+	}
+	return inOrder(all)
+}
+
+// ackTimedOut puts the messages a connection did not settle within the ACK
+// timeout in g's backlog, counts and logs them (platform log 9650).
+func (s *Server) ackTimedOut(g *group, log *slog.Logger, back []*entry) {
+	s.expired.Add(int64(len(back)))
+	log.Info("ACK timeout (9650): to the backlog", "messages", len(back), "ackTimeout", s.cfg.AckTimeout)
+	g.toBacklog(back...)
+}
+
+// countSent adds n (1 before a write, -1 to take it back after a failed
+// one) to the delivered count, to the redelivered count for a redelivery
+// and to the acked count for a message settled as it is sent (STOMP ack
+// auto, AMQP pre-settled). Counting before the write means a client that has
+// the message always sees it in Stats.
+func (s *Server) countSent(n int64, redelivery, settled bool) {
+	s.delivered.Add(n)
+	if redelivery {
+		s.redelivered.Add(n)
+	}
+	if settled {
+		s.acked.Add(n)
+	}
+}
+
+// unsend undoes a delivery whose write failed: the counts go back, and the
+// message goes back to g when it was settled as it was sent or untrack
+// finds it still pending (and removes it). When untrack does not, an ACK
+// timeout or the connection's end already gave it back.
+func (s *Server) unsend(g *group, e *entry, redelivery, settled bool, untrack func() bool) {
+	s.countSent(-1, redelivery, settled)
+	if settled || untrack() {
+		e.deliveries--
+		g.requeue(e)
+	}
+}
+
+// signals is how a connection of either protocol tells its goroutines that
+// it is closed (done) or that its send loop has work (kick).
+type signals struct {
+	done chan struct{} // closed when the connection is closed
+	kick chan struct{} // capacity 1: wakes the send loop
+}
+
+func newSignals() signals {
+	return signals{done: make(chan struct{}), kick: make(chan struct{}, 1)}
+}
+
+// isClosed reports whether the connection was closed.
+func (s *signals) isClosed() bool {
+	select {
+	case <-s.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// wake makes the send loop look again; it never blocks.
+func (s *signals) wake() {
+	select {
+	case s.kick <- struct{}{}:
+	default:
+	}
 }

@@ -3,7 +3,6 @@ package app
 import (
 	"context"
 	"fmt"
-	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -56,23 +55,7 @@ func TestCheckConnectTakesNothing(t *testing.T) {
 
 			// The bridge runs; a check meanwhile does not log in as its
 			// client id.
-			cfg, err := config.Load(path)
-			if err != nil {
-				t.Fatal(err)
-			}
-			b, err := New(cfg, Options{})
-			if err != nil {
-				t.Fatal(err)
-			}
-			ctx, cancel := context.WithCancel(context.Background())
-			done := make(chan error, 1)
-			go func() { done <- b.Run(ctx) }()
-			defer func() {
-				cancel()
-				if err := <-done; err != nil {
-					t.Errorf("Run: %v", err)
-				}
-			}()
+			runBridge(t, mustLoad(t, path), Options{}).stopCleanly(t)
 			waitFor(t, "the bridge to connect", time.Minute, func() bool { return p.sim.Stats().Connections >= 1 })
 			code, out, errOut = runMain(t, context.Background(), "check", "-config", path, "-connect", "-timeout", "20s")
 			if code != ExitOK {
@@ -131,18 +114,7 @@ func TestRabbitMQCheckConnectTakesNothing(t *testing.T) {
 				t.Fatalf("check -connect: exit %d\n%s%s", code, out, errOut)
 			}
 			t.Logf("check -connect:\n%s%s", out, errOut)
-			cfg, err := config.Load(path)
-			if err != nil {
-				t.Fatal(err)
-			}
-			br, err := New(cfg, Options{Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))})
-			if err != nil {
-				t.Fatal(err)
-			}
-			ctx, cancel := context.WithCancel(context.Background())
-			done := make(chan error, 1)
-			go func() { done <- br.Run(ctx) }()
-			defer func() { cancel(); <-done }()
+			runBridge(t, mustLoad(t, path), warnToStderr())
 			waitFor(t, "the whole backlog at MNS after the check", 2*time.Minute, func() bool {
 				d, _ := countIDs(t, p.emu, "telemetry-pkr", "rc", n)
 				return d == n

@@ -160,18 +160,7 @@ func TestRunForwards10000BinaryMessagesByteForByte(t *testing.T) {
 func TestRedeliveriesAreSuppressedWithinTheWindow(t *testing.T) {
 	p := startPeers(t, mnsemu.Config{Queues: []string{"telemetry-pk1", "unrouted"}}, iotsim.Config{})
 	path := p.writeConfig(t, p.config())
-	cfg, err := config.Load(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, err := New(cfg, Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- b.Run(ctx) }()
-	defer func() { cancel(); <-done }()
+	b := runBridge(t, mustLoad(t, path), Options{})
 	publish := func() {
 		for i := 0; i < 100; i++ {
 			p.sim.Publish("g1", iotsim.Message{Topic: "/pk1/dev/user/x", MessageID: fmt.Sprintf("dup-%03d", i), Body: []byte("x")})

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"os"
 	"regexp"
@@ -15,7 +14,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/iot-mns-bridge/iot-mns-bridge/config"
 	"github.com/iot-mns-bridge/iot-mns-bridge/iotsim"
 	"github.com/iot-mns-bridge/iot-mns-bridge/mnsemu"
 )
@@ -50,23 +48,7 @@ func metricValue(t *testing.T, text, name string) float64 {
 func TestMetricsAndReadinessMove(t *testing.T) {
 	p := startPeers(t, mnsemu.Config{}, iotsim.Config{})
 	path := p.writeConfig(t, p.config())
-	cfg, err := config.Load(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	base := "http://" + ln.Addr().String()
-	b, err := New(cfg, Options{Logger: slog.New(slog.DiscardHandler), HTTPListener: ln})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- b.Run(ctx) }()
-	defer func() { cancel(); <-done }()
+	_, base := runBridgeHTTP(t, mustLoad(t, path), Options{Logger: slog.New(slog.DiscardHandler)})
 
 	// The default route's queue does not exist yet: /readyz names it.
 	waitFor(t, "/readyz to name the missing queue", 30*time.Second, func() bool {

@@ -2,7 +2,6 @@ package app
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -12,7 +11,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/iot-mns-bridge/iot-mns-bridge/config"
 	"github.com/iot-mns-bridge/iot-mns-bridge/iotsim"
 	"github.com/iot-mns-bridge/iot-mns-bridge/mnsemu"
 )
@@ -25,22 +23,12 @@ import (
 func TestRunWithPropertiesEveryMessageCarriesThePlatformMetadata(t *testing.T) {
 	p := startPeers(t, mnsemu.Config{Queues: []string{"telemetry-pk1", "unrouted"}, Region: "cn-hangzhou"}, iotsim.Config{})
 	path := p.writeConfig(t, p.config())
-	cfg, err := config.Load(path)
-	if err != nil {
-		t.Fatal(err)
-	}
+	cfg := mustLoad(t, path)
 	cfg.MNS.SignatureVersion, cfg.MNS.Region = "v4", "cn-hangzhou"
 	cfg.MNS.Properties.Platform = true
 	cfg.Routes[0].MessageGroupID = "{deviceName}"
 	cfg.Routes[0].Properties = map[string]string{"device": "{productKey}.{deviceName}"}
-	b, err := New(cfg, Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- b.Run(ctx) }()
-	defer func() { cancel(); <-done }()
+	runBridge(t, cfg, Options{})
 
 	const n = 500
 	type sent struct {

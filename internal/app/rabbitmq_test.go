@@ -3,7 +3,6 @@ package app
 import (
 	"context"
 	"fmt"
-	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -65,18 +64,7 @@ func TestRabbitMQSTOMPBridgeResumesAfterBrokerRestart(t *testing.T) {
 	rc := rabbitConfig(t, b, p, "stomp", b.STOMPSAddr)
 	rc.Source.STOMP.Destination, rc.Source.STOMP.Ack, rc.Source.STOMP.Host, rc.Source.STOMP.HeartBeat = "/topic/#", "client-individual", "/", 5*time.Second
 	path := writeRabbitConfig(t, p, rc)
-	cfg, err := config.Load(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	br, err := New(cfg, Options{Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- br.Run(ctx) }()
-	defer func() { cancel(); <-done }()
+	br := runBridge(t, mustLoad(t, path), warnToStderr())
 	connected := func() bool {
 		for _, st := range br.source.(bridge.StateReporter).ConnStates() {
 			if !st.Connected {

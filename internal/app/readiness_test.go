@@ -4,13 +4,11 @@ import (
 	"context"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/iot-mns-bridge/iot-mns-bridge/config"
 	"github.com/iot-mns-bridge/iot-mns-bridge/internal/testpeers"
 	"github.com/iot-mns-bridge/iot-mns-bridge/iotsim"
 	"github.com/iot-mns-bridge/iot-mns-bridge/mnsemu"
@@ -21,30 +19,11 @@ import (
 // closed at READY=1 (OnReady).
 func runInProcess(t *testing.T, path string) (string, *testpeers.SyncBuffer, chan struct{}) {
 	t.Helper()
-	cfg, err := config.Load(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
 	logs := &testpeers.SyncBuffer{}
 	ready := make(chan struct{})
-	b, err := New(cfg, Options{Logger: slog.New(slog.NewTextHandler(logs, nil)), HTTPListener: ln, OnReady: func() { close(ready) }})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- b.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Run: %v", err)
-		}
-	})
-	return "http://" + ln.Addr().String(), logs, ready
+	b, base := runBridgeHTTP(t, mustLoad(t, path), Options{Logger: slog.New(slog.NewTextHandler(logs, nil)), OnReady: func() { close(ready) }})
+	b.stopCleanly(t)
+	return base, logs, ready
 }
 
 // readyz returns /readyz's status code and body.

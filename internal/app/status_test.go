@@ -14,7 +14,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/iot-mns-bridge/iot-mns-bridge/config"
 	"github.com/iot-mns-bridge/iot-mns-bridge/iotsim"
 	"github.com/iot-mns-bridge/iot-mns-bridge/mnsemu"
 )
@@ -29,24 +28,9 @@ func TestStatusCommandAgainstARunningBridge(t *testing.T) {
 	c := p.config()
 	c.Spool.Dir = t.TempDir()
 	path := p.writeConfig(t, c)
-	cfg, err := config.Load(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	base := "http://" + ln.Addr().String()
-	b, err := New(cfg, Options{Logger: slog.New(slog.DiscardHandler), HTTPListener: ln})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- b.Run(ctx) }()
-	defer func() { cancel(); <-done }()
-	waitFor(t, "/readyz", 30*time.Second, func() bool { code, _ := httpGet(t, base+"/readyz"); return code == http.StatusOK })
+	cfg := mustLoad(t, path)
+	b, base := runBridgeHTTP(t, cfg, Options{Logger: slog.New(slog.DiscardHandler)})
+	waitReadyz(t, base)
 
 	for i := 0; i < 300; i++ {
 		p.sim.Publish("g1", iotsim.Message{Topic: fmt.Sprintf("/pk1/dev%d/user/x", i), Body: []byte("hello")})

@@ -4,7 +4,6 @@ import (
 	"context"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -14,7 +13,6 @@ import (
 
 	"golang.org/x/crypto/bcrypt"
 
-	"github.com/iot-mns-bridge/iot-mns-bridge/config"
 	"github.com/iot-mns-bridge/iot-mns-bridge/internal/certgen"
 	"github.com/iot-mns-bridge/iot-mns-bridge/iotsim"
 	"github.com/iot-mns-bridge/iot-mns-bridge/mnsemu"
@@ -47,27 +45,13 @@ func TestWebConfigProtectsMetrics(t *testing.T) {
 	wrongPw := filepath.Join(dir, "wrong")
 	os.WriteFile(wrongPw, []byte("nope\n"), 0o600)
 
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
+	ln, addr := listenHTTP(t)
 	c := p.config()
-	c.HTTP.Listen = ln.Addr().String() // for healthcheck and status -config
+	c.HTTP.Listen = addr // for healthcheck and status -config
 	c.HTTP.WebConfigFile = web
 	cfgPath := p.writeConfig(t, c)
-	cfg, err := config.Load(cfgPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	base := "https://" + ln.Addr().String()
-	b, err := New(cfg, Options{Logger: slog.New(slog.DiscardHandler), HTTPListener: ln})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- b.Run(ctx) }()
-	defer func() { cancel(); <-done }()
+	base := "https://" + addr
+	runBridge(t, mustLoad(t, cfgPath), Options{Logger: slog.New(slog.DiscardHandler), HTTPListener: ln})
 
 	client := &http.Client{Transport: &http.Transport{TLSClientConfig: bundle.ClientTLSConfig("127.0.0.1")}}
 	get := func(path, user, pw string) (int, string) {
