@@ -130,36 +130,8 @@ func TestImage(t *testing.T) {
 	etc := filepath.Join(dir, "etc")
 	os.MkdirAll(etc, 0o755)
 	writeFile(t, filepath.Join(etc, "ca.pem"), string(sim.CACertPEM()), 0o644)
-	writeFile(t, filepath.Join(etc, "config.yaml"), fmt.Sprintf(`# The documented container layout (Dockerfile header), pointed at loopback peers.
-source:
-  protocol: stomp
-  endpoint: %s
-  client_id: image-check
-  consumer_group_id: g1
-  credentials:
-    access_key_id: ${ALIBABA_CLOUD_ACCESS_KEY_ID}
-    access_key_secret_file: access_key_secret
-  tls:
-    ca_file: ca.pem
-    server_name: localhost
-  stomp:
-    ack: auto
-mns:
-  endpoint: http://%s
-routes:
-  - match: /{productKey}/{deviceName}/user/#
-    queue: telemetry-{productKey}
-default_route:
-  queue: unrouted
-spool:
-  dir: spool
-http:
-  listen: 127.0.0.1:%d
-log:
-  level: info
-  summary_interval: 0s
-shutdown_timeout: 10s
-`, sim.Addr(), emuAddr, port), 0o644)
+	writeFile(t, filepath.Join(etc, "config.yaml"), layout{Comment: "The documented container layout (Dockerfile header), pointed at loopback peers.",
+		ClientID: "image-check", SimAddr: sim.Addr(), CAFile: "ca.pem", EmuAddr: emuAddr, Port: port}.yaml(), 0o644)
 	// The secret as a file only the image's user (65532) can read.
 	secrets := filepath.Join(dir, "secrets")
 	os.MkdirAll(secrets, 0o755)
@@ -201,17 +173,7 @@ shutdown_timeout: 10s
 			time.Sleep(200 * time.Millisecond)
 		}
 	}
-	delivered := func() map[string]int {
-		got := map[string]int{}
-		for _, m := range emu.Messages("telemetry-pk1") {
-			b, err := m.DecodedBody()
-			if err != nil {
-				t.Fatal(err)
-			}
-			got[string(b)]++
-		}
-		return got
-	}
+	delivered := func() map[string]int { return bodyCounts(t, emu, "telemetry-pk1") }
 
 	start()
 	waitUntil("/readyz", 60*time.Second, func() bool { return httpStatus(base+"/readyz") == http.StatusOK })

@@ -196,37 +196,9 @@ func TestSystemdUnit(t *testing.T) {
 	writeFile(t, caFile, string(sim.CACertPEM()), 0o644)
 	writeFile(t, filepath.Join(etc, "access_key_secret"), imageSecret+"\n", 0o600)
 	writeFile(t, filepath.Join(etc, "iot-mns-bridge.env"), "ALIBABA_CLOUD_ACCESS_KEY_ID="+imageAK+"\n", 0o600)
-	goodConfig := fmt.Sprintf(`# The unit's documented layout (configs/iot-mns-bridge.service), pointed at loopback peers.
-source:
-  protocol: stomp
-  endpoint: %s
-  client_id: nspawn-check
-  consumer_group_id: g1
-  credentials:
-    access_key_id: ${ALIBABA_CLOUD_ACCESS_KEY_ID}
-    access_key_secret_file: access_key_secret
-  tls:
-    ca_file: /etc/iot-mns-bridge/ca.pem
-    server_name: localhost
-  stomp:
-    ack: auto
-  reconnect_max_backoff: 2s
-mns:
-  endpoint: http://%s
-routes:
-  - match: /{productKey}/{deviceName}/user/#
-    queue: telemetry-{productKey}
-default_route:
-  queue: unrouted
-spool:
-  dir: spool
-http:
-  listen: 127.0.0.1:%d
-log:
-  level: info
-  summary_interval: 0s
-shutdown_timeout: 10s
-`, simAddr, emuAddr, httpPort)
+	goodConfig := layout{Comment: "The unit's documented layout (configs/iot-mns-bridge.service), pointed at loopback peers.",
+		ClientID: "nspawn-check", SimAddr: simAddr, CAFile: "/etc/iot-mns-bridge/ca.pem", SourceExtra: []string{"reconnect_max_backoff: 2s"},
+		EmuAddr: emuAddr, Port: httpPort}.yaml()
 	cfgFile := filepath.Join(etc, "config.yaml")
 	writeFile(t, cfgFile, goodConfig, 0o644)
 
@@ -301,17 +273,7 @@ shutdown_timeout: 10s
 		t.Errorf("after the watchdog pings: %v, want the same MainPID %s, no restart, active", p, mainPID)
 	}
 
-	delivered := func() map[string]int {
-		got := map[string]int{}
-		for _, msg := range emu.Messages("telemetry-pk1") {
-			b, err := msg.DecodedBody()
-			if err != nil {
-				t.Fatal(err)
-			}
-			got[string(b)]++
-		}
-		return got
-	}
+	delivered := func() map[string]int { return bodyCounts(t, emu, "telemetry-pk1") }
 	const n1 = 200
 	for i := 0; i < n1; i++ {
 		sim.Publish("g1", iotsim.Message{Topic: fmt.Sprintf("/pk1/dev%d/user/x", i%10), Body: []byte("a-" + strconv.Itoa(i))})

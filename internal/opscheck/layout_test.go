@@ -1,0 +1,77 @@
+package opscheck
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+
+	"github.com/iot-mns-bridge/iot-mns-bridge/mnsemu"
+)
+
+// layout is a bridge config in the documented deployment layout (the
+// image's /etc/iot-mns-bridge and the systemd unit's), pointed at loopback
+// peers: the AccessKey id from the environment, the secret from the file
+// access_key_secret beside the config, STOMP with ack auto, a spool and the
+// HTTP endpoints on 127.0.0.1:Port.
+type layout struct {
+	Comment     string   // the file's first line, without "# "
+	ClientID    string   // source.client_id
+	SimAddr     string   // source.endpoint: the IoT simulator (or a proxy in front of it)
+	CAFile      string   // source.tls.ca_file
+	SourceExtra []string // more source keys, as "key: value"
+	EmuAddr     string   // the MNS emulator's host:port
+	Port        int      // http.listen's port
+}
+
+// yaml renders the layout's config file.
+func (l layout) yaml() string {
+	var extra strings.Builder
+	for _, kv := range l.SourceExtra {
+		extra.WriteString("  " + kv + "\n")
+	}
+	return fmt.Sprintf(`# %s
+source:
+  protocol: stomp
+  endpoint: %s
+  client_id: %s
+  consumer_group_id: g1
+  credentials:
+    access_key_id: ${ALIBABA_CLOUD_ACCESS_KEY_ID}
+    access_key_secret_file: access_key_secret
+  tls:
+    ca_file: %s
+    server_name: localhost
+  stomp:
+    ack: auto
+%smns:
+  endpoint: http://%s
+routes:
+  - match: /{productKey}/{deviceName}/user/#
+    queue: telemetry-{productKey}
+default_route:
+  queue: unrouted
+spool:
+  dir: spool
+http:
+  listen: 127.0.0.1:%d
+log:
+  level: info
+  summary_interval: 0s
+shutdown_timeout: 10s
+`, l.Comment, l.SimAddr, l.ClientID, l.CAFile, extra.String(), l.EmuAddr, l.Port)
+}
+
+// bodyCounts returns how many times each body (decoded) is in the emulator's
+// queue.
+func bodyCounts(t *testing.T, emu *mnsemu.Emulator, queue string) map[string]int {
+	t.Helper()
+	got := map[string]int{}
+	for _, m := range emu.Messages(queue) {
+		b, err := m.DecodedBody()
+		if err != nil {
+			t.Fatal(err)
+		}
+		got[string(b)]++
+	}
+	return got
+}
