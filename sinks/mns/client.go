@@ -336,7 +336,7 @@ func (c *Client) transportError(ctx context.Context, t target, ids reqIDs, err e
 	if ctx.Err() != nil {
 		return fmt.Errorf("%s: %w", t, ctx.Err())
 	}
-	return fmt.Errorf("%s [user request id %s]: %w", t, ids.user, err)
+	return fmt.Errorf("%s [user request id %s]: no reply from MNS; check mns.endpoint (scheme, host and port) and the network: %w", t, ids.user, err)
 }
 
 // httpError makes an Error from a reply that is not a success.

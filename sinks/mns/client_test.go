@@ -334,8 +334,9 @@ func TestNetworkErrorsRetryable(t *testing.T) {
 	url := dead.URL
 	dead.Close()
 	c, _ = NewClient(Config{Endpoint: url, AccessKeyID: "a", AccessKeySecret: "s"})
-	if _, err := c.PublishMessage(context.Background(), "t1", []byte("x"), ""); err == nil || !bridge.Retryable(err) {
-		t.Errorf("connection refused: %v", err)
+	if _, err := c.PublishMessage(context.Background(), "t1", []byte("x"), ""); err == nil || !bridge.Retryable(err) ||
+		!strings.Contains(err.Error(), "check mns.endpoint") {
+		t.Errorf("connection refused: %v, want it retryable, naming mns.endpoint", err)
 	}
 	// A non-MNS reply (a proxy's 502 page) is retryable and says so.
 	proxy := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
