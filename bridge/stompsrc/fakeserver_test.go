@@ -1,7 +1,6 @@
 package stompsrc
 
 import (
-	"bytes"
 	"crypto/tls"
 	"encoding/base64"
 	"log/slog"
@@ -15,6 +14,7 @@ import (
 	"github.com/go-stomp/stomp/v3/frame"
 
 	"github.com/iot-mns-bridge/iot-mns-bridge/internal/certgen"
+	"github.com/iot-mns-bridge/iot-mns-bridge/internal/testpeers"
 	"github.com/iot-mns-bridge/iot-mns-bridge/iotauth"
 )
 
@@ -301,22 +301,7 @@ func (s *fakeServer) waitAcked(t *testing.T) string {
 }
 
 // syncBuffer collects log output from many goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
-}
+type syncBuffer = testpeers.SyncBuffer
 
 func testLogger(t *testing.T) (*slog.Logger, *syncBuffer) {
 	buf := &syncBuffer{}

@@ -77,24 +77,9 @@ func (e *simEnv) restart() {
 
 func (e *simEnv) source(t *testing.T, mod func(*Config)) *Source {
 	t.Helper()
-	log, _ := testLogger(t)
-	cfg := Config{
-		Endpoint:  e.addr,
-		TLS:       source.TLSOptions{CAFile: e.caFile},
-		Params:    testParams(goodParams()),
-		HeartBeat: DefaultHeartBeat,
-		Logger:    log,
-	}
-	if mod != nil {
-		mod(&cfg)
-	}
-	src, err := New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	// Shorter than in production (1s..60s), but long enough for the
+	// Backoff shorter than in production (1s..60s), but long enough for the
 	// simulator to forget a connection it closed before the next login.
-	src.minBackoff, src.maxBackoff = 100*time.Millisecond, 400*time.Millisecond
+	src, _ := testSource(t, e.addr, e.caFile, mod, 100*time.Millisecond, 400*time.Millisecond)
 	return src
 }
 

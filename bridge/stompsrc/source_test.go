@@ -13,10 +13,18 @@ import (
 
 func newTestSource(t *testing.T, s *fakeServer, mod func(*Config)) (*Source, *syncBuffer) {
 	t.Helper()
+	return testSource(t, s.addr(), s.caFile, mod, 20*time.Millisecond, 200*time.Millisecond)
+}
+
+// testSource is a Source for the server at endpoint (its CA in caFile) with
+// good login parameters, the default heart-beat and the test's logger,
+// changed by mod, and redialling with a backoff of minB..maxB.
+func testSource(t *testing.T, endpoint, caFile string, mod func(*Config), minB, maxB time.Duration) (*Source, *syncBuffer) {
+	t.Helper()
 	log, buf := testLogger(t)
 	cfg := Config{
-		Endpoint:  s.addr(),
-		TLS:       source.TLSOptions{CAFile: s.caFile},
+		Endpoint:  endpoint,
+		TLS:       source.TLSOptions{CAFile: caFile},
 		Params:    testParams(goodParams()),
 		HeartBeat: DefaultHeartBeat,
 		Logger:    log,
@@ -28,7 +36,7 @@ func newTestSource(t *testing.T, s *fakeServer, mod func(*Config)) (*Source, *sy
 	if err != nil {
 		t.Fatal(err)
 	}
-	src.minBackoff, src.maxBackoff = 20*time.Millisecond, 200*time.Millisecond
+	src.minBackoff, src.maxBackoff = minB, maxB
 	return src, buf
 }
 
