@@ -5,9 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
-	"os/signal"
 	"path/filepath"
-	"syscall"
 	"testing"
 	"time"
 
@@ -16,18 +14,12 @@ import (
 	"github.com/iot-mns-bridge/iot-mns-bridge/mnsemu"
 )
 
-// asMainEnv makes the test binary behave as iot-mns-bridge itself, so tests
-// can run the bridge as a child process and kill -9 it.
-const asMainEnv = "IOT_MNS_BRIDGE_TEST_AS_MAIN"
-
+// TestMain lets tests run the test binary as iot-mns-bridge itself (a child
+// process they can kill -9).
 func TestMain(m *testing.M) {
-	if os.Getenv(asMainEnv) == "1" {
-		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-		code := Main(ctx, os.Args[1:], Stdio{In: os.Stdin, Out: os.Stdout, Err: os.Stderr})
-		stop()
-		os.Exit(code)
-	}
-	os.Exit(m.Run())
+	testpeers.RunTests(m, func(ctx context.Context, args []string) int {
+		return Main(ctx, args, Stdio{In: os.Stdin, Out: os.Stdout, Err: os.Stderr})
+	})
 }
 
 // child is the bridge running as a separate process.
@@ -35,7 +27,7 @@ type child = testpeers.Child
 
 func startChild(t *testing.T, args ...string) *child {
 	t.Helper()
-	return testpeers.StartChild(t, asMainEnv+"=1", args...)
+	return testpeers.StartChild(t, testpeers.AsMainEnv+"=1", args...)
 }
 
 // arrivedIDs returns how often each message id is stored in queue (bodies

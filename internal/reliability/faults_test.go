@@ -77,35 +77,63 @@ func runFault(t *testing.T, fc faultCase) {
 	}
 }
 
+// The source faults both protocols meet (TestSourceFaults,
+// TestSourceFaultsAMQP).
+
+// serverCloses closes the bridge's source connections at the simulator
+// (a platform rebalance) ten times, each after progress.
+func serverCloses(t *testing.T, e *env, _ *running) {
+	for i := 0; i < scale(10, 3); i++ {
+		e.sim.CloseConnections()
+		waitProgress(t, e, "progress after a server-side close")
+	}
+}
+
+// networkCuts cuts the bridge's source connection five times.
+func networkCuts(t *testing.T, e *env, _ *running) {
+	for i := 0; i < scale(5, 2); i++ {
+		// The progress after the previous cut may come from
+		// deliveries already in the pipeline: wait for the
+		// bridge's new connection before cutting it.
+		waitFor(t, "a connection to cut", time.Minute, func() bool { return e.srcProxy.Stats().Active > 0 })
+		if n := e.srcProxy.Cut(); n == 0 {
+			t.Errorf("cut %d: no connection to cut", i)
+		}
+		waitProgress(t, e, "progress after a cut")
+	}
+}
+
+// resetsMidFrame resets the bridge's source connection five times in the
+// middle of a frame from the platform.
+func resetsMidFrame(t *testing.T, e *env, _ *running) {
+	for i := 0; i < scale(5, 2); i++ {
+		waitFor(t, "a connection to reset", time.Minute, func() bool { return e.srcProxy.Stats().Active > 0 })
+		e.srcProxy.ResetAfter(faultproxy.Downstream, 37)
+		waitProgress(t, e, "progress after a reset")
+	}
+	if st := e.srcProxy.Stats(); st.Resets == 0 {
+		t.Errorf("proxy stats %+v: no reset happened", st)
+	}
+}
+
+// waitProgress waits until 20 more messages than now reached MNS.
+func waitProgress(t *testing.T, e *env, what string) {
+	t.Helper()
+	base := e.emu.Stats().Sent
+	waitFor(t, what, time.Minute, func() bool { return e.emu.Stats().Sent > base+20 })
+}
+
 // TestSourceFaults: server-side closes, network cuts, a silent blackhole and
 // resets in the middle of a frame between the bridge and the platform.
 func TestSourceFaults(t *testing.T) {
 	tests := []faultCase{
 		{
 			name: "ten server-side closes (platform rebalance)", rate: 200,
-			inject: func(t *testing.T, e *env, _ *running) {
-				for i := 0; i < scale(10, 3); i++ {
-					e.sim.CloseConnections()
-					base := e.emu.Stats().Sent
-					waitFor(t, "progress after a server-side close", time.Minute, func() bool { return e.emu.Stats().Sent > base+20 })
-				}
-			},
+			inject: serverCloses,
 		},
 		{
 			name: "five network cuts", rate: 200,
-			inject: func(t *testing.T, e *env, _ *running) {
-				for i := 0; i < scale(5, 2); i++ {
-					// The progress after the previous cut may come from
-					// deliveries already in the pipeline: wait for the
-					// bridge's new connection before cutting it.
-					waitFor(t, "a connection to cut", time.Minute, func() bool { return e.srcProxy.Stats().Active > 0 })
-					if n := e.srcProxy.Cut(); n == 0 {
-						t.Errorf("cut %d: no connection to cut", i)
-					}
-					base := e.emu.Stats().Sent
-					waitFor(t, "progress after a cut", time.Minute, func() bool { return e.emu.Stats().Sent > base+20 })
-				}
-			},
+			inject: networkCuts,
 		},
 		{
 			// The connection goes silent without closing: only heart-beats
@@ -128,17 +156,7 @@ func TestSourceFaults(t *testing.T) {
 		},
 		{
 			name: "five resets mid-frame", rate: 400,
-			inject: func(t *testing.T, e *env, _ *running) {
-				for i := 0; i < scale(5, 2); i++ {
-					waitFor(t, "a connection to reset", time.Minute, func() bool { return e.srcProxy.Stats().Active > 0 })
-					e.srcProxy.ResetAfter(faultproxy.Downstream, 37)
-					base := e.emu.Stats().Sent
-					waitFor(t, "progress after a reset", time.Minute, func() bool { return e.emu.Stats().Sent > base+20 })
-				}
-				if st := e.srcProxy.Stats(); st.Resets == 0 {
-					t.Errorf("proxy stats %+v: no reset happened", st)
-				}
-			},
+			inject: resetsMidFrame,
 		},
 	}
 	for _, fc := range tests {
@@ -157,30 +175,12 @@ func TestSourceFaultsAMQP(t *testing.T) {
 	tests := []faultCase{
 		{
 			name: "AMQP: ten server-side closes (platform rebalance, 9602)", rate: 200, amqp: true,
-			inject: func(t *testing.T, e *env, _ *running) {
-				for i := 0; i < scale(10, 3); i++ {
-					e.sim.CloseConnections()
-					base := e.emu.Stats().Sent
-					waitFor(t, "progress after a server-side close", time.Minute, func() bool { return e.emu.Stats().Sent > base+20 })
-				}
-			},
+			inject:   serverCloses,
 			logWants: []string{"9602"},
 		},
 		{
 			name: "AMQP: five network cuts", rate: 200, amqp: true,
-			inject: func(t *testing.T, e *env, _ *running) {
-				for i := 0; i < scale(5, 2); i++ {
-					// The progress after the previous cut may come from
-					// deliveries already in the pipeline: wait for the
-					// bridge's new connection before cutting it.
-					waitFor(t, "a connection to cut", time.Minute, func() bool { return e.srcProxy.Stats().Active > 0 })
-					if n := e.srcProxy.Cut(); n == 0 {
-						t.Errorf("cut %d: no connection to cut", i)
-					}
-					base := e.emu.Stats().Sent
-					waitFor(t, "progress after a cut", time.Minute, func() bool { return e.emu.Stats().Sent > base+20 })
-				}
-			},
+			inject: networkCuts,
 		},
 		{
 			// The connection goes silent without closing. With the default
@@ -201,17 +201,7 @@ func TestSourceFaultsAMQP(t *testing.T) {
 		},
 		{
 			name: "AMQP: five resets mid-frame", rate: 400, amqp: true,
-			inject: func(t *testing.T, e *env, _ *running) {
-				for i := 0; i < scale(5, 2); i++ {
-					waitFor(t, "a connection to reset", time.Minute, func() bool { return e.srcProxy.Stats().Active > 0 })
-					e.srcProxy.ResetAfter(faultproxy.Downstream, 37)
-					base := e.emu.Stats().Sent
-					waitFor(t, "progress after a reset", time.Minute, func() bool { return e.emu.Stats().Sent > base+20 })
-				}
-				if st := e.srcProxy.Stats(); st.Resets == 0 {
-					t.Errorf("proxy stats %+v: no reset happened", st)
-				}
-			},
+			inject: resetsMidFrame,
 		},
 		{
 			// The platform's ACK timeout is 30 s; here 2 s, and MNS is down
@@ -238,42 +228,38 @@ func TestSourceFaultsAMQP(t *testing.T) {
 	}
 }
 
+// emuFault is a fault step: the emulator answers with f for d, then
+// normally again; the test fails with "emulator stats ...: ifNot" unless
+// seen holds for the emulator's stats then.
+func emuFault(f mnsemu.Faults, d time.Duration, ifNot string, seen func(mnsemu.Stats) bool) func(*testing.T, *env, *running) {
+	return func(t *testing.T, e *env, _ *running) {
+		e.emu.SetFaults(f)
+		time.Sleep(d)
+		e.emu.SetFaults(mnsemu.Faults{})
+		if st := e.emu.Stats(); !seen(st) {
+			t.Errorf("emulator stats %+v: %s", st, ifNot)
+		}
+	}
+}
+
 // TestMNSFaults: outages, throttling, partial failures, a server that never
 // answers, resets and latency between the bridge and MNS.
 func TestMNSFaults(t *testing.T) {
 	tests := []faultCase{
 		{
 			name: "60 s MNS 503 storm", rate: 200,
-			inject: func(t *testing.T, e *env, _ *running) {
-				e.emu.SetFaults(mnsemu.Faults{ErrorRate: 1, ErrorStatus: 503})
-				time.Sleep(scaleDur(60*time.Second, 5*time.Second))
-				e.emu.SetFaults(mnsemu.Faults{})
-				if st := e.emu.Stats(); st.InjectedErrors == 0 {
-					t.Errorf("emulator stats %+v: no 503 was answered", st)
-				}
-			},
+			inject: emuFault(mnsemu.Faults{ErrorRate: 1, ErrorStatus: 503}, scaleDur(60*time.Second, 5*time.Second), "no 503 was answered",
+				func(st mnsemu.Stats) bool { return st.InjectedErrors > 0 }),
 		},
 		{
 			name: "60 s MNS throttling (429) at half the offered rate", rate: 400,
-			inject: func(t *testing.T, e *env, _ *running) {
-				e.emu.SetFaults(mnsemu.Faults{ThrottleRate: 200})
-				time.Sleep(scaleDur(60*time.Second, 5*time.Second))
-				e.emu.SetFaults(mnsemu.Faults{})
-				if st := e.emu.Stats(); st.Throttled == 0 {
-					t.Errorf("emulator stats %+v: nothing was throttled", st)
-				}
-			},
+			inject: emuFault(mnsemu.Faults{ThrottleRate: 200}, scaleDur(60*time.Second, 5*time.Second), "nothing was throttled",
+				func(st mnsemu.Stats) bool { return st.Throttled > 0 }),
 		},
 		{
 			name: "10% partial batch failures for 20 s", rate: 400,
-			inject: func(t *testing.T, e *env, _ *running) {
-				e.emu.SetFaults(mnsemu.Faults{PartialFailureRate: 0.1})
-				time.Sleep(scaleDur(20*time.Second, 4*time.Second))
-				e.emu.SetFaults(mnsemu.Faults{})
-				if st := e.emu.Stats(); st.PartialFailures == 0 {
-					t.Errorf("emulator stats %+v: no partial failure happened", st)
-				}
-			},
+			inject: emuFault(mnsemu.Faults{PartialFailureRate: 0.1}, scaleDur(20*time.Second, 4*time.Second), "no partial failure happened",
+				func(st mnsemu.Stats) bool { return st.PartialFailures > 0 }),
 		},
 		{
 			// Requests go out and nothing ever comes back: request_timeout
@@ -291,8 +277,7 @@ func TestMNSFaults(t *testing.T) {
 				for i := 0; i < scale(5, 2); i++ {
 					waitFor(t, "an MNS connection", time.Minute, func() bool { return e.mnsProxy.Stats().Active > 0 })
 					e.mnsProxy.ResetAfter(faultproxy.Downstream, 20)
-					base := e.emu.Stats().Sent
-					waitFor(t, "progress after a reset", time.Minute, func() bool { return e.emu.Stats().Sent > base+20 })
+					waitProgress(t, e, "progress after a reset")
 				}
 			},
 		},

@@ -7,11 +7,9 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"os/signal"
 	"path/filepath"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -24,18 +22,12 @@ import (
 	"github.com/iot-mns-bridge/iot-mns-bridge/mnsemu"
 )
 
-// asMainEnv makes the test binary behave as iot-mns-bridge itself, so that
-// crash tests can run the bridge as a child process and kill -9 it.
-const asMainEnv = "IOT_MNS_BRIDGE_TEST_AS_MAIN"
-
+// TestMain lets crash tests run the test binary as iot-mns-bridge itself (a
+// child process they can kill -9).
 func TestMain(m *testing.M) {
-	if os.Getenv(asMainEnv) == "1" {
-		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-		code := app.Main(ctx, os.Args[1:], app.Stdio{In: os.Stdin, Out: os.Stdout, Err: os.Stderr})
-		stop()
-		os.Exit(code)
-	}
-	os.Exit(m.Run())
+	testpeers.RunTests(m, func(ctx context.Context, args []string) int {
+		return app.Main(ctx, args, app.Stdio{In: os.Stdin, Out: os.Stdout, Err: os.Stderr})
+	})
 }
 
 // Known secrets: the security test scans for them, every other test checks
@@ -412,7 +404,7 @@ type child struct{ *testpeers.Child }
 
 func startChild(t *testing.T, args ...string) *child {
 	t.Helper()
-	return &child{testpeers.StartChild(t, asMainEnv+"=1", args...)}
+	return &child{testpeers.StartChild(t, testpeers.AsMainEnv+"=1", args...)}
 }
 
 // waitFor is the package's waitFor that shows the child's log on failure.

@@ -1,18 +1,21 @@
 // Package testpeers starts the project's test peers for tests: the MNS
 // emulator on a loopback HTTP server and the IoT platform simulator with its
 // CA certificate written to a file, each stopped when the test ends. It also
-// has SyncBuffer, for capturing a bridge's log while it runs, and FreePort,
-// for a port a child process binds later.
+// has SyncBuffer, for capturing a bridge's log while it runs, FreePort, for
+// a port a child process binds later, and RunTests and StartChild, to run the
+// test binary as the command under test in a child process.
 package testpeers
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"sync"
 	"syscall"
@@ -160,4 +163,24 @@ func (c *Child) Term(t testing.TB) int {
 		t.Fatalf("the bridge did not exit within a minute of SIGTERM:\n%s", c.Out)
 	}
 	return c.Cmd.ProcessState.ExitCode()
+}
+
+// AsMainEnv, set to 1 in a test binary's environment, makes the binary
+// behave as the command under test (see RunTests); StartChild(t,
+// AsMainEnv+"=1", args...) runs it so.
+const AsMainEnv = "IOT_MNS_BRIDGE_TEST_AS_MAIN"
+
+// RunTests is a package's TestMain: with AsMainEnv=1 the test binary is the
+// command itself, main runs with the arguments and a context that ends at
+// SIGINT or SIGTERM, and the process exits with its code (so that tests can
+// run the command as a child process and kill -9 it); otherwise it runs the
+// tests.
+func RunTests(m *testing.M, main func(ctx context.Context, args []string) int) {
+	if os.Getenv(AsMainEnv) == "1" {
+		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+		code := main(ctx, os.Args[1:])
+		stop()
+		os.Exit(code)
+	}
+	os.Exit(m.Run())
 }
