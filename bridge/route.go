@@ -7,6 +7,8 @@ import (
 	"slices"
 	"strings"
 	"sync"
+
+	"github.com/iot-mns-bridge/iot-mns-bridge/internal/ident"
 )
 
 // Routing
@@ -548,7 +550,7 @@ func (ru *rule) compilePattern(p string) ([]string, error) {
 			ru.segs = append(ru.segs, patSeg{kind: segPlus})
 		case len(s) >= 2 && s[0] == '{' && s[len(s)-1] == '}':
 			name := s[1 : len(s)-1]
-			if !validIdent(name) {
+			if !ident.Valid(name) {
 				return nil, fmt.Errorf("%q: segment %q is not a name: use letters, digits and '_' inside {}, not starting with a digit", p, s)
 			}
 			if slices.Contains(names, name) {
@@ -571,22 +573,6 @@ func (ru *rule) compilePattern(p string) ([]string, error) {
 		ru.hasSys = true
 	}
 	return names, nil
-}
-
-func validIdent(s string) bool {
-	if s == "" {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		switch {
-		case c == '_', 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z':
-		case '0' <= c && c <= '9' && i > 0:
-		default:
-			return false
-		}
-	}
-	return true
 }
 
 // templateScope is what a template's placeholders can refer to: the named
@@ -620,7 +606,7 @@ func parseTemplate(text string, scope templateScope) (tmpl, error) {
 			return tmpl{}, fmt.Errorf("%q has a '{' without its '}'", text)
 		}
 		name := rest[open+1 : open+end]
-		if !validIdent(name) {
+		if !ident.Valid(name) {
 			return tmpl{}, fmt.Errorf("%q has {%s}, which is not a segment name: use letters, digits and '_' inside {}, not starting with a digit", text, name)
 		}
 		idx := slices.Index(scope.names, name)

@@ -3,6 +3,8 @@ package config
 import (
 	"fmt"
 	"strings"
+
+	"github.com/iot-mns-bridge/iot-mns-bridge/internal/ident"
 )
 
 // expand replaces ${VAR} and ${VAR:-default} in s with values from env.
@@ -38,7 +40,7 @@ func expand(s string, env func(string) (string, bool)) (string, error) {
 		}
 		expr := s[i+2 : i+2+end]
 		name, def, hasDef := strings.Cut(expr, ":-")
-		if !validVarName(name) {
+		if !ident.Valid(name) {
 			return "", fmt.Errorf("\"${...}\" does not hold a variable name: use letters, digits and '_' (write $$ for a literal '$')")
 		}
 		v, ok := env(name)
@@ -52,20 +54,4 @@ func expand(s string, env func(string) (string, bool)) (string, error) {
 		i += 2 + end
 	}
 	return b.String(), nil
-}
-
-func validVarName(s string) bool {
-	if s == "" {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		switch {
-		case c == '_', 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z':
-		case '0' <= c && c <= '9' && i > 0:
-		default:
-			return false
-		}
-	}
-	return true
 }
