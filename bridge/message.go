@@ -1,9 +1,19 @@
 // Package bridge holds the protocol-neutral core of iot-mns-bridge: the message
-// model, the Source and Sink contracts as the pipeline consumes them, routing,
-// batching, settling, de-duplication, the spool and the reconnect supervisor.
+// model (message.go), the Source and Sink contracts as the pipeline consumes
+// them (contracts.go), routing (route.go), the pipeline that batches, sends,
+// retries and settles (pipeline.go names its files in the order a delivery
+// goes through them), de-duplication (dedup.go, dedupjournal.go) and the
+// typed outcomes of a delivery (outcome.go). Its contract: a Delivery is
+// settled exactly once, Accepted when the sink has its message or it is
+// dead-lettered, Released (given back upstream) when the pipeline shuts
+// down before that.
 //
-// It knows nothing of STOMP, AMQP or MNS wire details: sources live in
-// bridge/stompsrc and bridge/amqpsrc, sinks in sinks/.
+// It knows nothing of STOMP, AMQP or MNS wire details. The data path by
+// folder: bridge/stompsrc and bridge/amqpsrc (sources) with bridge/source
+// (what they share: connection slots, supervisor, attempt limiter, TLS) →
+// bridge/spool (optional local disk before the pipeline) → bridge (pipeline)
+// → sinks/mns (the MNS sink) → settle back at the source; bridge/deadletter
+// holds what cannot be delivered.
 package bridge
 
 import (
