@@ -3,6 +3,7 @@ package bridge
 import (
 	"errors"
 	"fmt"
+	"time"
 )
 
 // check reports every bound or setting of c out of range, naming the
@@ -21,13 +22,7 @@ func (c *PipelineConfig) check() error {
 	atLeast1("MaxInFlightBytes", c.MaxInFlightBytes)
 	atLeast1("MaxRequestsPerDestination", int64(c.MaxRequestsPerDestination))
 	atLeast1("MaxRequests", int64(c.MaxRequests))
-	if c.Linger < 0 {
-		errs = append(errs, fmt.Errorf("pipeline: Linger must not be negative, got %s", c.Linger))
-	}
-	errs = append(errs, c.Retry.check())
-	if c.Envelope != EnvelopeRaw && c.Envelope != EnvelopeJSON {
-		errs = append(errs, fmt.Errorf("pipeline: Envelope %q is not %q or %q", c.Envelope, EnvelopeRaw, EnvelopeJSON))
-	}
+	errs = append(errs, checkSending(c.Linger, c.Retry, c.Envelope))
 	return errors.Join(errs...)
 }
 
@@ -40,12 +35,20 @@ func (t *Tuning) check() error {
 	if t.BatchSize < 1 || t.BatchBytes < 1 {
 		errs = append(errs, fmt.Errorf("pipeline: BatchSize and BatchBytes must be at least 1, got %d and %d", t.BatchSize, t.BatchBytes))
 	}
-	if t.Linger < 0 {
-		errs = append(errs, fmt.Errorf("pipeline: Linger must not be negative, got %s", t.Linger))
+	errs = append(errs, checkSending(t.Linger, t.Retry, t.Envelope))
+	return errors.Join(errs...)
+}
+
+// checkSending checks the settings PipelineConfig and Tuning share: the
+// linger, the retry policy and the envelope.
+func checkSending(linger time.Duration, retry RetryPolicy, envelope string) error {
+	var errs []error
+	if linger < 0 {
+		errs = append(errs, fmt.Errorf("pipeline: Linger must not be negative, got %s", linger))
 	}
-	errs = append(errs, t.Retry.check())
-	if t.Envelope != EnvelopeRaw && t.Envelope != EnvelopeJSON {
-		errs = append(errs, fmt.Errorf("pipeline: Envelope %q is not %q or %q", t.Envelope, EnvelopeRaw, EnvelopeJSON))
+	errs = append(errs, retry.check())
+	if envelope != EnvelopeRaw && envelope != EnvelopeJSON {
+		errs = append(errs, fmt.Errorf("pipeline: Envelope %q is not %q or %q", envelope, EnvelopeRaw, EnvelopeJSON))
 	}
 	return errors.Join(errs...)
 }

@@ -51,17 +51,7 @@ func (c *Config) IoTParams() (iotauth.Params, error) {
 	if err != nil {
 		return iotauth.Params{}, err
 	}
-	s := c.Source
-	return iotauth.Params{
-		ClientID:        s.ClientID,
-		AccessKeyID:     s.Credentials.AccessKeyID,
-		AccessKeySecret: secret,
-		SecurityToken:   token,
-		ConsumerGroupID: s.ConsumerGroupID,
-		IotInstanceID:   s.IotInstanceID,
-		SignMethod:      s.SignMethod,
-		EncodeBase64:    s.Protocol == "stomp" && s.STOMP.EncodeBase64,
-	}, nil
+	return c.SourceParams(c.Source.Credentials.AccessKeyID, secret, token), nil
 }
 
 // secrets resolves one Credentials' secret and token. m may be nil (a

@@ -157,18 +157,17 @@ func New(cfg *config.Config, opts Options) (*Bridge, error) {
 	if sr, ok := b.source.(bridge.StateReporter); ok {
 		b.reg.MustRegister(bridge.NewConnCollector(sr))
 	}
-	b.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "iot_mns_bridge", Name: "in_flight",
-		Help: "Deliveries held by the pipeline (taken from the source, not yet settled)."},
-		func() float64 { return float64(b.pipeline.Stats().InFlight) }))
-	b.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "iot_mns_bridge", Name: "in_flight_limit",
-		Help: "delivery.max_in_flight: when in_flight reaches it, the source stops reading."},
-		func() float64 { return float64(d.MaxInFlight) }))
-	b.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "iot_mns_bridge", Name: "held_bytes",
-		Help: "Bytes the deliveries held by the pipeline count against delivery.max_in_flight_bytes."},
-		func() float64 { return float64(b.pipeline.Stats().HeldBytes) }))
-	b.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "iot_mns_bridge", Name: "held_bytes_limit",
-		Help: "delivery.max_in_flight_bytes: when held_bytes reaches it, the source stops reading."},
-		func() float64 { return float64(d.MaxInFlightBytes) }))
+	gauge := func(name, help string, f func() float64) {
+		b.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "iot_mns_bridge", Name: name, Help: help}, f))
+	}
+	gauge("in_flight", "Deliveries held by the pipeline (taken from the source, not yet settled).",
+		func() float64 { return float64(b.pipeline.Stats().InFlight) })
+	gauge("in_flight_limit", "delivery.max_in_flight: when in_flight reaches it, the source stops reading.",
+		func() float64 { return float64(d.MaxInFlight) })
+	gauge("held_bytes", "Bytes the deliveries held by the pipeline count against delivery.max_in_flight_bytes.",
+		func() float64 { return float64(b.pipeline.Stats().HeldBytes) })
+	gauge("held_bytes_limit", "delivery.max_in_flight_bytes: when held_bytes reaches it, the source stops reading.",
+		func() float64 { return float64(d.MaxInFlightBytes) })
 	return b, nil
 }
 
