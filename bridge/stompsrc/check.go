@@ -3,18 +3,16 @@ package stompsrc
 import (
 	"context"
 	"fmt"
+	"net"
 
-	"github.com/iot-mns-bridge/iot-mns-bridge/iotauth"
+	"github.com/iot-mns-bridge/iot-mns-bridge/bridge/source"
 )
-
-// checkSuffix is appended to the client id of CheckConnect's connection so
-// that it does not displace a running bridge's connection.
-const checkSuffix = "-check"
 
 // CheckConnect logs in once and disconnects cleanly (DISCONNECT with a
 // receipt), for `check -connect`. It blocks until done, within ctx and
-// cfg.DialTimeout for each step. Its client id is the configured one with
-// "-check" appended (cut to the platform's 64 characters).
+// cfg.DialTimeout for each step. It logs in as source.CheckClientID of the
+// configured client id, so that it does not displace a running bridge's
+// connection.
 //
 // It never takes a message, whatever cfg.Ack says: it does not subscribe, so
 // the platform has nowhere to push one. (A subscription without ACKs would
@@ -32,17 +30,18 @@ func CheckConnect(ctx context.Context, cfg Config) error {
 		return err
 	}
 	log := cfg.Logger.With("source", "stomp", "op", "check")
+	host, _, _ := net.SplitHostPort(cfg.Endpoint)
+	tc, err := cfg.TLS.TLSConfig(host)
+	if err != nil {
+		return err
+	}
 	p, err := cfg.Params()
 	if err != nil {
 		return fmt.Errorf("stomp check: signing parameters: %w", err)
 	}
-	id := []rune(p.ClientID)
-	if n := iotauth.MaxClientIDLen - len(checkSuffix); len(id) > n {
-		id = id[:n]
-	}
-	p.ClientID = string(id) + checkSuffix
+	p.ClientID = source.CheckClientID(p.ClientID)
 	p.EncodeBase64 = cfg.EncodeBase64
-	l, err := dialAs(ctx, cfg, p, log, false)
+	l, err := dialAs(ctx, cfg, tc, p, log, false)
 	if err != nil {
 		return err
 	}

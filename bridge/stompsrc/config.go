@@ -120,6 +120,13 @@ func (cfg Config) withDefaults() (Config, error) {
 	case cfg.DialTimeout < 0:
 		bad("source.dial_timeout", "must be positive, got %s", cfg.DialTimeout)
 	}
+	if cfg.MinBackoff <= 0 {
+		cfg.MinBackoff = time.Second
+	}
+	if cfg.MaxBackoff <= 0 {
+		cfg.MaxBackoff = time.Minute
+	}
+	cfg.MaxBackoff = max(cfg.MaxBackoff, cfg.MinBackoff)
 	if cfg.Clock == nil {
 		cfg.Clock = time.Now
 	}
@@ -133,14 +140,6 @@ func (cfg Config) withDefaults() (Config, error) {
 		return cfg, fmt.Errorf("stomp source config: %w", err)
 	}
 	return cfg, nil
-}
-
-// clientID returns the client id of slot i.
-func (cfg Config) clientID(base string, i int) string {
-	if cfg.Connections <= 1 {
-		return base
-	}
-	return base + "-" + strconv.Itoa(i)
 }
 
 // host returns the STOMP host header value.

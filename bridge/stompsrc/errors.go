@@ -1,12 +1,7 @@
 package stompsrc
 
 import (
-	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"errors"
-	"fmt"
-	"net"
 	"strings"
 	"time"
 
@@ -14,6 +9,7 @@ import (
 	"github.com/go-stomp/stomp/v3/frame"
 
 	"github.com/iot-mns-bridge/iot-mns-bridge/bridge"
+	"github.com/iot-mns-bridge/iot-mns-bridge/bridge/source"
 )
 
 // ErrLoginRefused marks a CONNECT that the server answered with an ERROR
@@ -62,41 +58,14 @@ func frameText(f *frame.Frame, hide ...string) string {
 }
 
 // describeDial turns a failure of TCP connect, TLS handshake or the STOMP
-// CONNECT exchange into an error that tells the operator what to check. The
-// text of an error never contains the password or the security token.
+// CONNECT exchange into an error that tells the operator what to check
+// (source.ExplainDial, source.LoginRefused). The text of an error never
+// contains the password or the security token.
 func describeDial(endpoint string, timeout time.Duration, err error, secrets ...string) error {
+	op := "stomp connect " + endpoint
 	if f, ok := serverError(err); ok {
-		return fmt.Errorf("stomp connect %s: %w: %q; check source.credentials, consumer_group_id, iot_instance_id and sign_method, and that the system clock is right",
-			endpoint, ErrLoginRefused, frameText(f, secrets...))
+		// The stomp.Error is not wrapped: its text may hold a secret.
+		return source.LoginRefused(op, frameText(f), nil, secrets...)
 	}
-	var (
-		unknownCA x509.UnknownAuthorityError
-		hostname  x509.HostnameError
-		invalid   x509.CertificateInvalidError
-		alert     tls.AlertError
-		recordHdr tls.RecordHeaderError
-		opErr     *net.OpError
-	)
-	switch {
-	case errors.As(err, &unknownCA):
-		return fmt.Errorf("stomp connect %s: TLS: the server certificate is signed by an unknown authority; add its CA with source.tls.ca_file: %w", endpoint, err)
-	case errors.As(err, &hostname):
-		return fmt.Errorf("stomp connect %s: TLS: the server certificate does not match the name; set source.tls.server_name to a name it holds: %w", endpoint, err)
-	case errors.As(err, &invalid):
-		return fmt.Errorf("stomp connect %s: TLS: the server certificate is not valid (expired, or not yet valid: check the clock): %w", endpoint, err)
-	case errors.As(err, &recordHdr):
-		return fmt.Errorf("stomp connect %s: TLS: the server did not answer with TLS; is this the TLS port (61614)?: %w", endpoint, err)
-	case errors.As(err, &alert):
-		return fmt.Errorf("stomp connect %s: TLS handshake refused by the server: %w", endpoint, err)
-	case errors.Is(err, context.DeadlineExceeded), isTimeout(err):
-		return fmt.Errorf("stomp connect %s: timed out after %s; check source.endpoint, the network and any firewall: %w", endpoint, timeout, err)
-	case errors.As(err, &opErr) && opErr.Op == "dial":
-		return fmt.Errorf("stomp connect %s: cannot reach the server; check source.endpoint and the network: %w", endpoint, err)
-	}
-	return fmt.Errorf("stomp connect %s: %w", endpoint, err)
-}
-
-func isTimeout(err error) bool {
-	var ne net.Error
-	return errors.As(err, &ne) && ne.Timeout()
+	return source.ExplainDial(op, timeout, err)
 }

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -22,11 +21,12 @@ import (
 // subscriptionID is the id of a link's one subscription.
 const subscriptionID = "0"
 
-// link is one live STOMP connection with its one subscription. Its receive
-// loop (Source.receive, in the connection's goroutine) is the only reader of
-// the wire; Settle may be called from any goroutine.
+// link is one live STOMP connection with its one subscription, a
+// source.Link. Next, called from the slot's goroutine, is the only reader
+// of the wire; Settle may be called from any goroutine.
 type link struct {
 	name string // the client id
+	src  *Source
 	w    *wire
 	log  *slog.Logger
 	// version is the STOMP version the server chose ("1.0", "1.1", "1.2").
@@ -51,33 +51,15 @@ type link struct {
 	closeOnce sync.Once
 }
 
-// dial signs afresh, connects over TLS, logs in and subscribes. clientID is
-// the slot's client id. It honours ctx and bounds the whole exchange by
-// cfg.DialTimeout.
-func dial(ctx context.Context, cfg Config, slot int, log *slog.Logger) (*link, error) {
-	p, err := cfg.Params()
-	if err != nil {
-		return nil, fmt.Errorf("stomp connect: signing parameters: %w", err)
-	}
-	p.ClientID = cfg.clientID(p.ClientID, slot)
-	p.EncodeBase64 = cfg.EncodeBase64
-	return dialAs(ctx, cfg, p, log, true)
-}
-
 // dialAs connects and logs in as p; it subscribes to cfg.Destination only
 // when subscribe is set (the check logs in without subscribing, so nothing
 // can be pushed to it).
-func dialAs(ctx context.Context, cfg Config, p iotauth.Params, log *slog.Logger, subscribe bool) (*link, error) {
+func dialAs(ctx context.Context, cfg Config, tc *tls.Config, p iotauth.Params, log *slog.Logger, subscribe bool) (*link, error) {
 	creds, err := iotauth.Sign(p, cfg.Clock())
 	if err != nil {
-		return nil, fmt.Errorf("stomp connect: sign the login for client id %q: %w", p.ClientID, err)
-	}
-	host, _, _ := net.SplitHostPort(cfg.Endpoint)
-	tc, err := cfg.TLS.TLSConfig(host)
-	if err != nil {
-		// The CA bundle became unusable after the start: redialling
-		// cannot fix it.
-		return nil, fmt.Errorf("%w: stomp connect %s: %w", source.ErrFatal, cfg.Endpoint, err)
+		// The signing inputs come from the config: redialling cannot fix
+		// them.
+		return nil, fmt.Errorf("%w: stomp connect: sign the login for client id %q: %w", source.ErrFatal, p.ClientID, err)
 	}
 	if cfg.TLS.InsecureSkipVerify {
 		log.Warn("TLS certificate verification is off (source.tls.insecure_skip_verify); anyone on the path can read and alter the traffic",
@@ -93,14 +75,8 @@ func dialAs(ctx context.Context, cfg Config, p iotauth.Params, log *slog.Logger,
 
 	dctx, cancel := context.WithTimeout(ctx, cfg.DialTimeout)
 	defer cancel()
-	var d net.Dialer
-	tcp, err := d.DialContext(dctx, "tcp", cfg.Endpoint)
+	tlsConn, err := source.DialTLS(dctx, cfg.Endpoint, tc)
 	if err != nil {
-		return fail(err)
-	}
-	tlsConn := tls.Client(tcp, tc)
-	if err := tlsConn.HandshakeContext(dctx); err != nil {
-		tcp.Close()
 		return fail(err)
 	}
 	w := newWire(tlsConn)
@@ -149,6 +125,7 @@ func dialAs(ctx context.Context, cfg Config, p iotauth.Params, log *slog.Logger,
 		l.close()
 		return nil, fmt.Errorf("stomp subscribe %s on %s: %w", cfg.Destination, cfg.Endpoint, err)
 	}
+	l.watchSilence(cfg.CheckInterval)
 	l.log.Debug("stomp connected", "username", iotauth.RedactUsername(creds.Username),
 		"version", l.version, "server", connected.Header.Get(frame.Server), "heart_beat", serverHeartBeat,
 		"silence_limit", l.silence, "destination", cfg.Destination, "ack", cfg.Ack)
@@ -279,6 +256,74 @@ func (l *link) ended(err error) error {
 	return fmt.Errorf("stomp connection %s: closed by the server or the network: %w", l.name, err)
 }
 
+// errDisconnected ends Next once the server confirmed the DISCONNECT.
+var errDisconnected = errors.New("stomp connection ended by DISCONNECT")
+
+// Next reads frames until the next MESSAGE and returns it as a delivery
+// (source.Link). An ERROR frame, a read error or a failed silence check
+// fails the link; after Stop, the RECEIPT of the DISCONNECT ends it. ctx is
+// not read: Stop interrupts a blocked read.
+func (l *link) Next(context.Context) (*bridge.Delivery, error) {
+	if l.inHandler.Load() {
+		// The previous delivery is through the handler.
+		l.progress.Store(time.Now().UnixNano())
+		l.inHandler.Store(false)
+	}
+	for {
+		f, err := l.w.read()
+		if err != nil {
+			return nil, l.ended(err)
+		}
+		switch f.Command {
+		case frame.MESSAGE:
+			d := l.src.delivery(l, f)
+			l.inHandler.Store(true)
+			return d, nil
+		case frame.ERROR:
+			return nil, l.ended(serverErr(f))
+		case frame.RECEIPT:
+			if f.Header.Get(frame.ReceiptId) == disconnectReceipt {
+				return nil, errDisconnected
+			}
+		}
+		// Anything else (a RECEIPT we did not ask for) is skipped.
+	}
+}
+
+// Owned: with ack auto the platform settled every message when it sent it.
+func (l *link) Owned() bool { return l.acks == nil }
+
+// Lost is nil: the link notices a lost connection only when it reads.
+func (l *link) Lost() <-chan struct{} { return nil }
+
+// Stop ends intake: nothing is read from now on, so silence no longer says
+// anything. With ack auto the link sends DISCONNECT, so that the server
+// stops sending, and Next returns what the server sent before its RECEIPT
+// (the socket is closed after source.HandOverTimeout). With
+// client-individual a blocked read ends without closing the socket, which
+// stays open for the settles of the deliveries in flight.
+func (l *link) Stop() {
+	l.stopWatch()
+	if l.acks == nil {
+		l.startHandOver()
+		return
+	}
+	_ = l.w.nc.SetReadDeadline(time.Now())
+}
+
+// Abort closes the failed link at once and returns cause.
+func (l *link) Abort(cause error) error {
+	l.close()
+	return cause
+}
+
+// Close ends the link gracefully within ctx (see shutdown); it returns
+// ctx's error when ctx ended first.
+func (l *link) Close(ctx context.Context) error {
+	l.shutdown(ctx)
+	return ctx.Err()
+}
+
 // ackToken is what a client-individual delivery carries to be settled: the
 // frame's ack header (STOMP 1.2) or message-id (1.0, 1.1).
 type ackToken struct {
@@ -351,7 +396,7 @@ func (l *link) disconnect(ctx context.Context, each func(*inFrame)) (dropped int
 	}
 	deadline, ok := ctx.Deadline()
 	if !ok {
-		deadline = time.Now().Add(handOverTimeout)
+		deadline = time.Now().Add(source.HandOverTimeout)
 	}
 	_ = l.w.nc.SetReadDeadline(deadline)
 	stop := context.AfterFunc(ctx, func() { _ = l.w.nc.SetReadDeadline(time.Now()) })
@@ -390,13 +435,14 @@ func (l *link) sendDisconnect() error {
 }
 
 // startHandOver begins an ack-auto link's end when intake stops: DISCONNECT,
-// so that the server stops sending, and a bound on how long the receive loop
-// waits for the RECEIPT (the socket is closed after handOverTimeout).
+// so that the server stops sending, and a bound on how long Next may still
+// read until the RECEIPT (the socket is closed after
+// source.HandOverTimeout).
 func (l *link) startHandOver() {
 	if err := l.sendDisconnect(); err != nil {
 		l.log.Debug("stomp disconnect", "err", err)
 	}
-	time.AfterFunc(handOverTimeout, func() { l.w.Close() })
+	time.AfterFunc(source.HandOverTimeout, func() { l.w.Close() })
 }
 
 // ackReq is one ACK (ack) or NACK (!ack) to send.

@@ -23,11 +23,12 @@ func testSource(t *testing.T, endpoint, caFile string, mod func(*Config), minB, 
 	t.Helper()
 	log, buf := testLogger(t)
 	cfg := Config{
-		Endpoint:  endpoint,
-		TLS:       source.TLSOptions{CAFile: caFile},
-		Params:    testParams(goodParams()),
-		HeartBeat: DefaultHeartBeat,
-		Logger:    log,
+		Endpoint:   endpoint,
+		TLS:        source.TLSOptions{CAFile: caFile},
+		Params:     testParams(goodParams()),
+		HeartBeat:  DefaultHeartBeat,
+		Logger:     log,
+		MinBackoff: minB, MaxBackoff: maxB,
 	}
 	if mod != nil {
 		mod(&cfg)
@@ -36,7 +37,6 @@ func testSource(t *testing.T, endpoint, caFile string, mod func(*Config), minB, 
 	if err != nil {
 		t.Fatal(err)
 	}
-	src.minBackoff, src.maxBackoff = minB, maxB
 	return src, buf
 }
 

@@ -169,18 +169,6 @@ func TestConfigDefaults(t *testing.T) {
 	}
 }
 
-func TestClientIDs(t *testing.T) {
-	tests := []struct {
-		n, i int
-		want string
-	}{{1, 0, "gw"}, {2, 0, "gw-0"}, {2, 1, "gw-1"}, {64, 63, "gw-63"}}
-	for _, tt := range tests {
-		if got := (Config{Connections: tt.n}).clientID("gw", tt.i); got != tt.want {
-			t.Errorf("N=%d i=%d: %q, want %q", tt.n, tt.i, got, tt.want)
-		}
-	}
-}
-
 func TestSilenceLimit(t *testing.T) {
 	tests := []struct {
 		asked  time.Duration

@@ -1,0 +1,96 @@
+package source
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"net"
+	"strings"
+	"time"
+
+	"github.com/iot-mns-bridge/iot-mns-bridge/bridge"
+)
+
+// DialTLS connects TCP to addr and completes the TLS handshake with tc,
+// within ctx. On failure nothing stays open; the error is the raw one (see
+// ExplainDial).
+func DialTLS(ctx context.Context, addr string, tc *tls.Config) (*tls.Conn, error) {
+	var d net.Dialer
+	tcp, err := d.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	c := tls.Client(tcp, tc)
+	if err := c.HandshakeContext(ctx); err != nil {
+		tcp.Close()
+		return nil, err
+	}
+	return c, nil
+}
+
+// ExplainDial turns a failure of the TCP connect or the TLS handshake (or a
+// timeout of the login after them) into an error that tells the operator
+// what to check. op names the attempt ("stomp connect h:61614"); timeout is
+// the dial timeout that bounded it. err is wrapped.
+func ExplainDial(op string, timeout time.Duration, err error) error {
+	var (
+		unknownCA x509.UnknownAuthorityError // crypto/x509 returns these as values
+		hostname  x509.HostnameError
+		invalid   x509.CertificateInvalidError
+		verify    *tls.CertificateVerificationError
+		recordHdr tls.RecordHeaderError
+		alert     tls.AlertError
+		opErr     *net.OpError
+	)
+	var why string
+	switch { // a verification error wraps the specific one: test those first
+	case errors.As(err, &hostname):
+		why = "TLS certificate does not match the name; set source.tls.server_name to a name it holds, or check source.endpoint"
+	case errors.As(err, &unknownCA):
+		why = "TLS certificate not trusted: signed by an unknown authority; add the CA that signed it with source.tls.ca_file"
+	case errors.As(err, &invalid):
+		why = "TLS certificate not valid (expired or not yet valid: check the clock; or not usable for a server)"
+	case errors.As(err, &verify):
+		why = "TLS certificate not trusted; check source.tls.ca_file (it must hold the CA that signed the endpoint's certificate)"
+	case errors.As(err, &recordHdr):
+		why = "the endpoint does not speak TLS; check the port of source.endpoint (the platform's TLS ports are 61614 for STOMP, 5671 for AMQP)"
+	case errors.As(err, &alert):
+		why = "TLS handshake refused by the server"
+	case errors.Is(err, context.DeadlineExceeded), isTimeout(err):
+		why = fmt.Sprintf("timed out after %s (source.dial_timeout); check source.endpoint, the network and any firewall", timeout)
+	case errors.As(err, &opErr) && opErr.Op == "dial":
+		why = "cannot reach the server; check source.endpoint and the network"
+	default:
+		return fmt.Errorf("%s: %w", op, err)
+	}
+	return fmt.Errorf("%s: %s: %w", op, why, err)
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
+
+// LoginRefused is the error for a login the server refused: it wraps
+// bridge.ErrLoginRefused and err (when not nil: it must hold no secret),
+// quotes the server's reason (detail, with
+// every secret in hide replaced by "***"; "" for none) and tells what to
+// check.
+func LoginRefused(op, detail string, err error, hide ...string) error {
+	for _, s := range hide {
+		if s != "" {
+			detail = strings.ReplaceAll(detail, s, "***")
+		}
+	}
+	if detail != "" {
+		detail = fmt.Sprintf(": %q", detail)
+	}
+	const check = "; check source.credentials (AccessKey ID and secret, STS token), " +
+		"source.consumer_group_id, source.iot_instance_id and source.sign_method, and that the system clock is right"
+	if err == nil {
+		return fmt.Errorf("%s: %w%s%s", op, bridge.ErrLoginRefused, detail, check)
+	}
+	return fmt.Errorf("%s: %w%s%s: %w", op, bridge.ErrLoginRefused, detail, check, err)
+}
