@@ -15,6 +15,7 @@ import (
 
 	"github.com/iot-mns-bridge/iot-mns-bridge/bridge/source"
 	"github.com/iot-mns-bridge/iot-mns-bridge/config"
+	"github.com/iot-mns-bridge/iot-mns-bridge/config/configtest"
 	"github.com/iot-mns-bridge/iot-mns-bridge/credentials"
 	"github.com/iot-mns-bridge/iot-mns-bridge/credentials/credtest"
 	"github.com/iot-mns-bridge/iot-mns-bridge/internal/testbroker"
@@ -47,45 +48,18 @@ func startRotationRig(t *testing.T, is *credtest.Issuer, provider, signatureVers
 	dir := t.TempDir()
 	sim, ca := testpeers.StartIoT(t, iotsim.Config{Authorize: is.Authorize("iot")}, dir)
 	r.sim, r.emu = sim, emu
-	yaml := fmt.Sprintf(`source:
-  protocol: stomp
-  endpoint: %s
-  client_id: rot-bridge
-  consumer_group_id: g1
-  reconnect_min_backoff: 50ms
-  reconnect_max_backoff: 500ms
-  credentials:
-    provider: %s
-  tls:
-    ca_file: %s
-    server_name: localhost
-  stomp:
-    ack: client-individual
-mns:
-  endpoint: http://%s
-  signature_version: %s
-  region: cn-hangzhou
-routes:
-  - match: /{productKey}/{deviceName}/user/#
-    queue: telemetry-{productKey}
-default_route:
-  queue: unrouted
-delivery:
-  retry:
-    initial_backoff: 20ms
-    max_backoff: 200ms
-    max_age: 0s
-http:
-  listen: ""
-`, sim.Addr(), provider, ca, addr, signatureVersion)
-	path := filepath.Join(dir, "bridge.yaml")
-	if err := os.WriteFile(path, []byte(yaml), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	cfg, err := config.Load(path)
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := configtest.New()
+	c.Source.Endpoint, c.Source.ClientID, c.Source.ConsumerGroupID = sim.Addr(), "rot-bridge", "g1"
+	c.Source.ReconnectMinBackoff, c.Source.ReconnectMaxBackoff = 50*time.Millisecond, 500*time.Millisecond
+	c.Source.Credentials = config.Credentials{Provider: provider}
+	c.Source.TLS = config.TLS{CAFile: ca, ServerName: "localhost"}
+	c.Source.STOMP.Ack = "client-individual"
+	c.MNS.Endpoint, c.MNS.SignatureVersion, c.MNS.Region = "http://"+addr, signatureVersion, "cn-hangzhou"
+	c.Routes = []config.Route{{Match: "/{productKey}/{deviceName}/user/#", Queue: "telemetry-{productKey}"}}
+	c.DefaultRoute.Queue = "unrouted"
+	c.Delivery.Retry.InitialBackoff, c.Delivery.Retry.MaxBackoff, c.Delivery.Retry.MaxAge = 20*time.Millisecond, 200*time.Millisecond, 0
+	c.HTTP.Listen = ""
+	cfg := mustLoad(t, configtest.Write(t, dir, "bridge.yaml", c))
 	b, err := New(cfg, Options{Logger: NewLogger(config.Log{Level: "info"}, r.logs),
 		Credentials: credentials.CacheOptions{MinBackoff: 50 * time.Millisecond, MaxBackoff: 400 * time.Millisecond}})
 	if err != nil {
@@ -383,21 +357,7 @@ func TestBridgeStartsWithTheProviderDown(t *testing.T) {
 	t.Setenv(credentials.EnvCredentialsURI, credtest.URIServer(t, is))
 	for _, protocol := range []string{"stomp", "amqp"} {
 		t.Run(protocol, func(t *testing.T) {
-			cfg, err := config.Parse([]byte(fmt.Sprintf(`source:
-  protocol: %s
-  endpoint: 127.0.0.1:1
-  client_id: c1
-  credentials:
-    provider: uri
-mns:
-  endpoint: http://127.0.0.1:1
-routes:
-  - match: /#
-    queue: q
-`, protocol)), filepath.Join(t.TempDir(), "b.yaml"), nil)
-			if err != nil {
-				t.Fatal(err)
-			}
+			cfg := uriProviderConfig(t, protocol)
 			b, err := New(cfg, Options{})
 			if err != nil {
 				t.Fatalf("New with the provider down: %v", err)
@@ -467,21 +427,7 @@ func TestATokenTheLoginCannotCarryFailsTheDialOnly(t *testing.T) {
 	}))
 	defer srv.Close()
 	t.Setenv(credentials.EnvCredentialsURI, srv.URL)
-	cfg, err := config.Parse([]byte(`source:
-  protocol: amqp
-  endpoint: 127.0.0.1:1
-  client_id: c1
-  credentials:
-    provider: uri
-mns:
-  endpoint: http://127.0.0.1:1
-routes:
-  - match: /#
-    queue: q
-`), filepath.Join(t.TempDir(), "b.yaml"), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	cfg := uriProviderConfig(t, "amqp")
 	b, err := New(cfg, Options{})
 	if err != nil {
 		t.Fatal(err)
@@ -514,4 +460,17 @@ func credentialGauge(t *testing.T, b *Bridge, name, which string) float64 {
 	}
 	t.Fatalf("no %s{credentials=%q}", name, which)
 	return 0
+}
+
+// uriProviderConfig is a loaded config whose source (protocol) and MNS are
+// unreachable and whose credentials come from the credentials URI
+// provider.
+func uriProviderConfig(t *testing.T, protocol string) *config.Config {
+	t.Helper()
+	c := configtest.New()
+	c.Source.Protocol, c.Source.Endpoint, c.Source.ClientID = protocol, "127.0.0.1:1", "c1"
+	c.Source.Credentials = config.Credentials{Provider: "uri"}
+	c.MNS.Endpoint = "http://127.0.0.1:1"
+	c.Routes = []config.Route{{Match: "/#", Queue: "q"}}
+	return mustLoad(t, configtest.Write(t, t.TempDir(), "b.yaml", c))
 }
