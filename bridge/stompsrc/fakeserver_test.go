@@ -5,7 +5,6 @@ import (
 	"encoding/base64"
 	"log/slog"
 	"net"
-	"path/filepath"
 	"strconv"
 	"sync"
 	"testing"
@@ -13,7 +12,6 @@ import (
 
 	"github.com/go-stomp/stomp/v3/frame"
 
-	"github.com/iot-mns-bridge/iot-mns-bridge/internal/certgen"
 	"github.com/iot-mns-bridge/iot-mns-bridge/internal/testpeers"
 	"github.com/iot-mns-bridge/iot-mns-bridge/iotauth"
 )
@@ -66,15 +64,7 @@ const (
 
 func startFakeServer(t *testing.T) *fakeServer {
 	t.Helper()
-	b, err := certgen.New()
-	if err != nil {
-		t.Fatal(err)
-	}
-	dir := t.TempDir()
-	ca := filepath.Join(dir, "ca.pem")
-	if err := b.WriteFiles(ca, "", ""); err != nil {
-		t.Fatal(err)
-	}
+	b, ca := testpeers.CA(t)
 	ln, err := tls.Listen("tcp", "127.0.0.1:0", b.ServerTLSConfig())
 	if err != nil {
 		t.Fatal(err)

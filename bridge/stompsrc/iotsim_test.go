@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
-	"path/filepath"
 	"runtime/pprof"
 	"strings"
 	"sync"
@@ -16,6 +15,7 @@ import (
 	"github.com/iot-mns-bridge/iot-mns-bridge/bridge"
 	"github.com/iot-mns-bridge/iot-mns-bridge/bridge/source"
 	"github.com/iot-mns-bridge/iot-mns-bridge/internal/certgen"
+	"github.com/iot-mns-bridge/iot-mns-bridge/internal/testpeers"
 	"github.com/iot-mns-bridge/iot-mns-bridge/iotauth"
 	"github.com/iot-mns-bridge/iot-mns-bridge/iotsim"
 )
@@ -33,14 +33,7 @@ type simEnv struct {
 
 func startSim(t *testing.T, mod func(*iotsim.Config)) *simEnv {
 	t.Helper()
-	b, err := certgen.New()
-	if err != nil {
-		t.Fatal(err)
-	}
-	ca := filepath.Join(t.TempDir(), "ca.pem")
-	if err := b.WriteFiles(ca, "", ""); err != nil {
-		t.Fatal(err)
-	}
+	b, ca := testpeers.CA(t)
 	e := &simEnv{t: t, bundle: b, caFile: ca}
 	e.cfg = iotsim.Config{TLS: b.ServerTLSConfig(), Secrets: map[string]string{testAK: testSecret}}
 	if mod != nil {
@@ -303,14 +296,7 @@ func TestSimClientIndividualAcksOnlyAfterSettle(t *testing.T) {
 func BenchmarkSimThroughput(b *testing.B) {
 	for _, mode := range []string{AckAuto, AckClientIndividual} {
 		b.Run(mode, func(b *testing.B) {
-			bundle, err := certgen.New()
-			if err != nil {
-				b.Fatal(err)
-			}
-			ca := filepath.Join(b.TempDir(), "ca.pem")
-			if err := bundle.WriteFiles(ca, "", ""); err != nil {
-				b.Fatal(err)
-			}
+			bundle, ca := testpeers.CA(b)
 			srv, err := iotsim.Start(iotsim.Config{TLS: bundle.ServerTLSConfig(), Secrets: map[string]string{testAK: testSecret}})
 			if err != nil {
 				b.Fatal(err)

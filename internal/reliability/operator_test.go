@@ -8,7 +8,7 @@ import (
 	"time"
 
 	"github.com/iot-mns-bridge/iot-mns-bridge/internal/app"
-	"github.com/iot-mns-bridge/iot-mns-bridge/internal/certgen"
+	"github.com/iot-mns-bridge/iot-mns-bridge/internal/testpeers"
 	"github.com/iot-mns-bridge/iot-mns-bridge/iotsim"
 	"github.com/iot-mns-bridge/iot-mns-bridge/mnsemu"
 )
@@ -18,14 +18,7 @@ import (
 // problem; the bridge keeps running (and retrying), reports not ready, holds
 // the messages, and never logs a secret.
 func TestOperatorMistakes(t *testing.T) {
-	otherCA := filepath.Join(t.TempDir(), "other-ca.pem")
-	b, err := certgen.New()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := b.WriteFiles(otherCA, "", ""); err != nil {
-		t.Fatal(err)
-	}
+	_, otherCA := testpeers.CA(t)
 	tests := []struct {
 		name   string
 		emuCfg mnsemu.Config

@@ -6,14 +6,13 @@ import (
 	"crypto/tls"
 	"fmt"
 	"net"
-	"path/filepath"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/go-stomp/stomp/v3/frame"
 
-	"github.com/iot-mns-bridge/iot-mns-bridge/internal/certgen"
+	"github.com/iot-mns-bridge/iot-mns-bridge/internal/testpeers"
 )
 
 // rawServer is a STOMP 1.2 server over TLS that sends whatever bytes a test
@@ -41,14 +40,7 @@ type rawServer struct {
 
 func startRawServer(t *testing.T) *rawServer {
 	t.Helper()
-	b, err := certgen.New()
-	if err != nil {
-		t.Fatal(err)
-	}
-	ca := filepath.Join(t.TempDir(), "ca.pem")
-	if err := b.WriteFiles(ca, "", ""); err != nil {
-		t.Fatal(err)
-	}
+	b, ca := testpeers.CA(t)
 	ln, err := tls.Listen("tcp", "127.0.0.1:0", b.ServerTLSConfig())
 	if err != nil {
 		t.Fatal(err)

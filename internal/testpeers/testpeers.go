@@ -22,6 +22,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/iot-mns-bridge/iot-mns-bridge/internal/certgen"
 	"github.com/iot-mns-bridge/iot-mns-bridge/iotsim"
 	"github.com/iot-mns-bridge/iot-mns-bridge/mnsemu"
 )
@@ -183,4 +184,21 @@ func RunTests(m *testing.M, main func(ctx context.Context, args []string) int) {
 		os.Exit(code)
 	}
 	os.Exit(m.Run())
+}
+
+// CA makes a throwaway CA and a server certificate for loopback
+// (certgen.New) and writes the CA certificate to ca.pem in a temporary
+// directory: the bundle serves a test's TLS listener, the file is a
+// client's source.tls.ca_file.
+func CA(t testing.TB) (*certgen.Bundle, string) {
+	t.Helper()
+	b, err := certgen.New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ca := filepath.Join(t.TempDir(), "ca.pem")
+	if err := b.WriteFiles(ca, "", ""); err != nil {
+		t.Fatal(err)
+	}
+	return b, ca
 }
