@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/iot-mns-bridge/iot-mns-bridge/bridge/deadletter"
+	"github.com/iot-mns-bridge/iot-mns-bridge/config/configtest"
 	"github.com/iot-mns-bridge/iot-mns-bridge/iotsim"
 	"github.com/iot-mns-bridge/iot-mns-bridge/mnsemu"
 )
@@ -113,8 +114,13 @@ func TestAutoWithoutSpoolDeadLettersAtShutdown(t *testing.T) {
 	if entries != n {
 		t.Fatalf("%d dead-letter entries, want %d", entries, n)
 	}
+	// The replay's drain is bounded by shutdown_timeout: the 1 s above
+	// (short, so that the SIGTERM dead-letters) would make the replay's
+	// outcome depend on the machine's speed.
+	c.ShutdownTimeout = 2 * time.Minute
+	replayCfg := configtest.Write(t, p.dir, "replay.yaml", c)
 	var stdout, stderr bytes.Buffer
-	if code := Main(context.Background(), []string{"replay", "-config", path, file}, Stdio{Out: &stdout, Err: &stderr}); code != 0 {
+	if code := Main(context.Background(), []string{"replay", "-config", replayCfg, file}, Stdio{Out: &stdout, Err: &stderr}); code != 0 {
 		t.Fatalf("replay exit %d: %s %s", code, stdout.String(), stderr.String())
 	}
 	if lost := missing(t, p, n); lost != 0 {
