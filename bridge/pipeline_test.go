@@ -10,6 +10,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/iot-mns-bridge/iot-mns-bridge/internal/waitfor"
 )
 
 // fakeSink is a hand-written Sink: fail decides each message's outcome.
@@ -457,13 +459,7 @@ func TestRecoveryWakesWaitingRetries(t *testing.T) {
 // waitUntil polls cond; the deadline only turns a hang into a failure.
 func waitUntil(t *testing.T, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(60 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatal("condition not reached within 60s")
-		}
-		time.Sleep(time.Millisecond)
-	}
+	waitfor.Until(t, "the condition", 60*time.Second, cond)
 }
 
 // countingHandler counts log records by message.

@@ -19,6 +19,7 @@ import (
 
 	"github.com/iot-mns-bridge/iot-mns-bridge/credentials"
 	"github.com/iot-mns-bridge/iot-mns-bridge/credentials/credtest"
+	"github.com/iot-mns-bridge/iot-mns-bridge/internal/waitfor"
 )
 
 // envMap is a LookupEnv over a map.
@@ -251,13 +252,8 @@ func (c *clock) add(d time.Duration) {
 // refresh).
 func waitCalls(t *testing.T, p *fakeProvider, n int) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for p.count() < n {
-		if time.Now().After(deadline) {
-			t.Fatalf("provider called %d times, want %d", p.count(), n)
-		}
-		time.Sleep(time.Millisecond)
-	}
+	waitfor.Until(t, fmt.Sprintf("%d provider calls", n), 10*time.Second, func() bool { return p.count() >= n },
+		func() string { return fmt.Sprintf("called %d times", p.count()) })
 }
 
 // waitRefresh waits until Get returns id.

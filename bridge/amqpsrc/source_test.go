@@ -15,6 +15,7 @@ import (
 	"github.com/iot-mns-bridge/iot-mns-bridge/bridge"
 	"github.com/iot-mns-bridge/iot-mns-bridge/bridge/source"
 	"github.com/iot-mns-bridge/iot-mns-bridge/internal/testpeers"
+	"github.com/iot-mns-bridge/iot-mns-bridge/internal/waitfor"
 	"github.com/iot-mns-bridge/iot-mns-bridge/iotauth"
 )
 
@@ -277,13 +278,7 @@ func (hs *harness) send(c *fakeConn, m *amqp.Message) *bridge.Delivery {
 // eventually polls cond until it holds; the limit only guards against hangs.
 func eventually(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(waitLimit)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("never happened: %s", what)
-		}
-		time.Sleep(time.Millisecond)
-	}
+	waitfor.Until(t, what, waitLimit, cond)
 }
 
 func platformMsg(id string) *amqp.Message {

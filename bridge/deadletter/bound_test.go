@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/iot-mns-bridge/iot-mns-bridge/bridge"
+	"github.com/iot-mns-bridge/iot-mns-bridge/internal/waitfor"
 )
 
 // refusingSink answers every message with a permanent error, as MNS does
@@ -142,11 +143,5 @@ func TestPipelineHoldsWhenTheDeadLetterFileIsFull(t *testing.T) {
 // wait polls cond; the deadline only turns a hang into a failure.
 func wait(t *testing.T, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(60 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatal("condition not reached within 60s")
-		}
-		time.Sleep(time.Millisecond)
-	}
+	waitfor.Until(t, "the condition", 60*time.Second, cond)
 }

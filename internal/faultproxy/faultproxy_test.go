@@ -4,12 +4,15 @@ import (
 	"bufio"
 	"bytes"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/iot-mns-bridge/iot-mns-bridge/internal/waitfor"
 )
 
 // echoServer echoes every line back until the client goes away.
@@ -45,13 +48,8 @@ func echoServer(t *testing.T) string {
 // effect.
 func waitStats(t *testing.T, p *Proxy, cond func(Stats) bool) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond(p.Stats()) {
-		if time.Now().After(deadline) {
-			t.Fatalf("stats %+v never reached the expected state", p.Stats())
-		}
-		time.Sleep(time.Millisecond)
-	}
+	waitfor.Until(t, "the expected stats", 10*time.Second, func() bool { return cond(p.Stats()) },
+		func() string { return fmt.Sprintf("stats %+v", p.Stats()) })
 }
 
 func startProxy(t *testing.T, target string) *Proxy {

@@ -18,6 +18,7 @@ import (
 	"github.com/iot-mns-bridge/iot-mns-bridge/internal/app"
 	"github.com/iot-mns-bridge/iot-mns-bridge/internal/faultproxy"
 	"github.com/iot-mns-bridge/iot-mns-bridge/internal/testpeers"
+	"github.com/iot-mns-bridge/iot-mns-bridge/internal/waitfor"
 	"github.com/iot-mns-bridge/iot-mns-bridge/iotsim"
 	"github.com/iot-mns-bridge/iot-mns-bridge/mnsemu"
 )
@@ -220,13 +221,7 @@ func tail(s string, n int) string {
 // test, it is not a performance threshold.
 func waitFor(t *testing.T, what string, d time.Duration, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", d, what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	waitfor.Until(t, what, d, cond)
 }
 
 // publisher publishes numbered messages to the simulator at a steady rate
