@@ -2,6 +2,8 @@ package app
 
 import (
 	"context"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -40,5 +42,12 @@ func TestDemoCommandForwardsEverything(t *testing.T) {
 	code, _, errOut = runMain(t, context.Background(), "demo", "-connections", "0")
 	if code != ExitUsage || !strings.Contains(errOut, "-connections 1..64") {
 		t.Errorf("demo -connections 0: exit %d, stderr %q; want 2 and the reason", code, errOut)
+	}
+	// A -dir that cannot be made: the error names the flag.
+	file := filepath.Join(t.TempDir(), "a-file")
+	os.WriteFile(file, nil, 0o600)
+	code, _, errOut = runMain(t, context.Background(), "demo", "-dir", filepath.Join(file, "x"))
+	if code != ExitFailure || !strings.Contains(errOut, "-dir "+filepath.Join(file, "x")+": ") {
+		t.Errorf("demo -dir under a file: exit %d, stderr %q; want 1 naming -dir", code, errOut)
 	}
 }

@@ -108,7 +108,7 @@ func Run(ctx context.Context, o Options, out io.Writer) (Result, error) {
 			defer os.RemoveAll(dir)
 		}
 	} else if err := os.MkdirAll(dir, 0o700); err != nil {
-		return res, err
+		return res, fmt.Errorf("-dir %s: %w", dir, err)
 	}
 
 	emu := mnsemu.New(mnsemu.Config{
