@@ -56,10 +56,10 @@ type run struct {
 	b       *Bridge
 	closers []func() // run by closeAll in reverse order
 
-	srv   *http.Server // nil without a listener
-	spool *spool.Spool // nil without a spool
-	stage *spool.Stage // nil without a spool
-	kept  *keeper      // what must not be dropped at shutdown
+	srv   *http.Server   // nil without a listener
+	spool *spool.Spool   // nil without a spool
+	stage *spool.Stage   // nil without a spool
+	kept  *bridge.Keeper // what must not be dropped at shutdown
 
 	cancelIntake context.CancelFunc
 	srcErr       chan error
@@ -191,8 +191,8 @@ func (r *run) startIntake(ctx context.Context) {
 	}
 	// At shutdown a message no upstream would send again is kept, never
 	// dropped: see keeping and store.
-	r.kept = &keeper{}
-	intake = keeping(intake, r.kept)
+	r.kept = &bridge.Keeper{}
+	intake = r.kept.Wrap(intake)
 	r.srcErr = make(chan error, 1)
 	go func() { r.srcErr <- b.source.Run(ictx, intake) }()
 	go b.watchReady(ictx)
@@ -233,11 +233,11 @@ func (r *run) drain() {
 	ctx, cancel := context.WithTimeout(context.Background(), b.cfg.ShutdownTimeout)
 	defer cancel()
 	drainErr := b.pipeline.Drain(ctx)
-	r.kept.add(b.pipeline.Stranded()...)
+	r.kept.Add(b.pipeline.Stranded()...)
 	if r.stage != nil {
-		r.kept.add(r.stage.Close()...)
+		r.kept.Add(r.stage.Close()...)
 	}
-	b.logShutdown(drainErr != nil, b.store(r.kept.take(), r.spool), r.stage != nil)
+	b.logShutdown(drainErr != nil, b.store(r.kept.Take(), r.spool), r.stage != nil)
 }
 
 // closeSource closes the source's connections and shuts the HTTP server

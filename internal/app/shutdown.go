@@ -1,9 +1,7 @@
 package app
 
 import (
-	"context"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/iot-mns-bridge/iot-mns-bridge/bridge"
@@ -15,43 +13,6 @@ import (
 // auto without the spool). `iot-mns-bridge replay` sends such entries like
 // any other.
 const ShutdownReason = "shutdown: not yet accepted by MNS when shutdown_timeout passed, and the source does not redeliver it (stomp ack auto without a spool); send it with iot-mns-bridge replay"
-
-// keeper collects the deliveries that must not be dropped at shutdown: taken
-// from a source that will not send them again (STOMP ack auto), and not yet
-// accepted by MNS. Safe for concurrent use.
-type keeper struct {
-	mu   sync.Mutex
-	held []*bridge.Delivery
-}
-
-func (k *keeper) add(ds ...*bridge.Delivery) {
-	k.mu.Lock()
-	k.held = append(k.held, ds...)
-	k.mu.Unlock()
-}
-
-func (k *keeper) take() []*bridge.Delivery {
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	out := k.held
-	k.held = nil
-	return out
-}
-
-// keeping wraps intake for the shutdown: a delivery that intake refuses
-// (the pipeline is closing, the spool is closed or cannot take it before
-// the hand-over deadline) and that no upstream would redeliver is kept
-// instead of being lost; the source then sees it taken.
-func keeping(intake bridge.Handler, k *keeper) bridge.Handler {
-	return func(ctx context.Context, d *bridge.Delivery) error {
-		err := intake(ctx, d)
-		if err != nil && !d.Redeliverable() && ctx.Err() != nil {
-			k.add(d)
-			return nil
-		}
-		return err
-	}
-}
 
 // keepCounts says where the kept messages went.
 type keepCounts struct {
@@ -68,7 +29,7 @@ func (b *Bridge) store(kept []*bridge.Delivery, sp *spool.Spool) keepCounts {
 	}
 	rest := kept
 	if sp != nil {
-		rest = appendAll(sp, kept)
+		rest = sp.AppendAll(kept)
 		c.spooled = len(kept) - len(rest)
 	}
 	if len(rest) == 0 {
@@ -90,36 +51,4 @@ func (b *Bridge) store(kept []*bridge.Delivery, sp *spool.Spool) keepCounts {
 	}
 	c.deadLettered = len(rest)
 	return c
-}
-
-// appendAll appends ds to the spool and waits for the commits; it returns
-// the deliveries whose message is not in the spool.
-func appendAll(sp *spool.Spool, ds []*bridge.Delivery) []*bridge.Delivery {
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	var (
-		mu     sync.Mutex
-		wg     sync.WaitGroup
-		failed []*bridge.Delivery
-	)
-	fail := func(d *bridge.Delivery) {
-		mu.Lock()
-		failed = append(failed, d)
-		mu.Unlock()
-	}
-	for _, d := range ds {
-		wg.Add(1)
-		err := sp.Append(ctx, &d.Message, func(_ uint64, err error) {
-			if err != nil {
-				fail(d)
-			}
-			wg.Done()
-		})
-		if err != nil {
-			wg.Done()
-			fail(d)
-		}
-	}
-	wg.Wait()
-	return failed
 }
