@@ -13,8 +13,6 @@ import (
 	"syscall"
 	"time"
 
-	"gopkg.in/yaml.v3"
-
 	"github.com/iot-mns-bridge/iot-mns-bridge/bridge"
 	"github.com/iot-mns-bridge/iot-mns-bridge/bridge/amqpsrc"
 	"github.com/iot-mns-bridge/iot-mns-bridge/bridge/deadletter"
@@ -54,8 +52,8 @@ func cmdRun(ctx context.Context, args []string, stdio Stdio) error {
 		return err
 	}
 	log := NewLogger(cfg.Log, stdio.Err)
-	for _, w := range configWarnings(cfg) {
-		log.Warn(w.msg, w.attrs...)
+	for _, w := range cfg.Warnings() {
+		log.Warn(w.Msg, w.Attrs...)
 	}
 	applyMemoryLimit(cfg, log)
 	b, err := New(cfg, Options{Logger: log, OnReady: func() { systemd.Notify("READY=1") }})
@@ -104,37 +102,6 @@ func reloadOnHUP(ctx context.Context, hup <-chan os.Signal, path string, b *Brid
 	}
 }
 
-// literalSecrets returns the paths of secret keys whose value is written in
-// the file itself.
-func literalSecrets(data []byte) []string {
-	var root yaml.Node
-	if yaml.Unmarshal(data, &root) != nil {
-		return nil
-	}
-	var found []string
-	var walk func(n *yaml.Node, path string)
-	walk = func(n *yaml.Node, path string) {
-		switch n.Kind {
-		case yaml.DocumentNode:
-			for _, c := range n.Content {
-				walk(c, path)
-			}
-		case yaml.MappingNode:
-			for i := 0; i+1 < len(n.Content); i += 2 {
-				k, v := n.Content[i].Value, n.Content[i+1]
-				p := strings.TrimPrefix(path+"."+k, ".")
-				if (k == "access_key_secret" || k == "security_token") && v.Kind == yaml.ScalarNode &&
-					v.Value != "" && !strings.HasPrefix(strings.TrimSpace(v.Value), "${") {
-					found = append(found, p)
-				}
-				walk(v, p)
-			}
-		}
-	}
-	walk(&root, "")
-	return found
-}
-
 func cmdCheck(ctx context.Context, args []string, stdio Stdio) error {
 	fs := newFlags("check", stdio)
 	path := fs.String("config", "", "config `FILE`")
@@ -155,10 +122,10 @@ func cmdCheck(ctx context.Context, args []string, stdio Stdio) error {
 	}
 	fmt.Fprintf(stdio.Out, "config %s is valid: %s source %s (%d connection(s)), %d route(s), MNS %s\n",
 		cfg.Path, cfg.Source.Protocol, cfg.Source.Endpoint, cfg.Source.Connections, len(cfg.Routes), cfg.MNS.Endpoint)
-	for _, w := range configWarnings(cfg) {
+	for _, w := range cfg.Warnings() {
 		fmt.Fprintf(stdio.Out, "warning: %s\n", w)
 	}
-	for _, w := range missingStateDirs(cfg) {
+	for _, w := range cfg.MissingStateDirs() {
 		fmt.Fprintf(stdio.Out, "warning: %s\n", w)
 	}
 	defer b.creds.close()
