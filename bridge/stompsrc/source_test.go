@@ -9,6 +9,7 @@ import (
 
 	"github.com/iot-mns-bridge/iot-mns-bridge/bridge"
 	"github.com/iot-mns-bridge/iot-mns-bridge/bridge/source"
+	"github.com/iot-mns-bridge/iot-mns-bridge/internal/waitfor"
 )
 
 func newTestSource(t *testing.T, s *fakeServer, mod func(*Config)) (*Source, *syncBuffer) {
@@ -224,10 +225,7 @@ func TestLoginRefusedIsReportedWithoutSecrets(t *testing.T) {
 		}
 	}
 	// Let a few more attempts fail, then look at the log.
-	deadline := time.Now().Add(20 * time.Second)
-	for attempts(s) < 4 && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond)
-	}
+	waitfor.Until(t, "four login attempts", 20*time.Second, func() bool { return attempts(s) >= 4 })
 	out := logs.String()
 	if n := strings.Count(out, "level=ERROR msg=\"source connect failed"); n != 1 {
 		t.Errorf("logged %d error lines for the same refused login, want 1:\n%s", n, out)
