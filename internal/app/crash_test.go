@@ -1,10 +1,8 @@
 package app
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
-	"os"
 	"path/filepath"
 	"testing"
 	"time"
@@ -17,9 +15,7 @@ import (
 // TestMain lets tests run the test binary as iot-mns-bridge itself (a child
 // process they can kill -9).
 func TestMain(m *testing.M) {
-	testpeers.RunTests(m, func(ctx context.Context, args []string) int {
-		return Main(ctx, args, Stdio{In: os.Stdin, Out: os.Stdout, Err: os.Stderr})
-	})
+	testpeers.RunTests(m, MainOS)
 }
 
 // child is the bridge running as a separate process.

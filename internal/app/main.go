@@ -67,6 +67,12 @@ func stdioCommand(f func(ctx context.Context, args []string, stdout, stderr io.W
 	}
 }
 
+// MainOS is Main with the process's standard streams: what
+// cmd/iot-mns-bridge runs, and a test binary that runs as it.
+func MainOS(ctx context.Context, args []string) int {
+	return Main(ctx, args, Stdio{In: os.Stdin, Out: os.Stdout, Err: os.Stderr})
+}
+
 // Main runs the subcommand in args and returns the process exit code: 0 ok,
 // 1 runtime failure, 2 bad usage or invalid config, with the reason on
 // stdio.Err.

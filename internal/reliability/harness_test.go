@@ -6,7 +6,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -26,9 +25,7 @@ import (
 // TestMain lets crash tests run the test binary as iot-mns-bridge itself (a
 // child process they can kill -9).
 func TestMain(m *testing.M) {
-	testpeers.RunTests(m, func(ctx context.Context, args []string) int {
-		return app.Main(ctx, args, app.Stdio{In: os.Stdin, Out: os.Stdout, Err: os.Stderr})
-	})
+	testpeers.RunTests(m, app.MainOS)
 }
 
 // Known secrets: the security test scans for them, every other test checks
