@@ -56,23 +56,7 @@ func TestRunCommand(t *testing.T) {
 			"-types", strings.Join(Kinds, ","), "-heartbeat", "0",
 		}, &stdout, &stderr)
 	}()
-	addrRE := regexp.MustCompile(`listening on (\S+)`)
-	var addr string
-	waitFor(t, "the listening line", func() bool {
-		if m := addrRE.FindStringSubmatch(stdout.String()); m != nil {
-			addr = m[1]
-			return true
-		}
-		return false
-	})
-	caPEM, err := os.ReadFile(caPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	roots := x509.NewCertPool()
-	if !roots.AppendCertsFromPEM(caPEM) {
-		t.Fatal("-ca-out file holds no certificate")
-	}
+	addr, roots := listening(t, &stdout, caPath)
 	for _, group := range []string{"G1", "G2"} {
 		tc, err := tls.Dial("tcp", addr, &tls.Config{RootCAs: roots, ServerName: "localhost"})
 		if err != nil {
@@ -216,21 +200,7 @@ func TestRunCommandInstanceID(t *testing.T) {
 			"-access-key-id", "LTAIcmd", "-access-key-secret", "cmd-secret", "-instance-id", "iot-06z00cmd", "-devices", "0"}, &stdout, &stderr)
 	}()
 	defer func() { cancel(); <-done }()
-	addrRE := regexp.MustCompile(`listening on (\S+)`)
-	var addr string
-	waitFor(t, "the listening line", func() bool {
-		if m := addrRE.FindStringSubmatch(stdout.String()); m != nil {
-			addr = m[1]
-			return true
-		}
-		return false
-	})
-	caPEM, err := os.ReadFile(caPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	roots := x509.NewCertPool()
-	roots.AppendCertsFromPEM(caPEM)
+	addr, roots := listening(t, &stdout, caPath)
 	login := func(instance string) error {
 		tc, err := tls.Dial("tcp", addr, &tls.Config{RootCAs: roots, ServerName: "localhost"})
 		if err != nil {
@@ -254,4 +224,28 @@ func TestRunCommandInstanceID(t *testing.T) {
 	if err := login(""); err == nil || !strings.Contains(err.Error(), `iotInstanceId "" is not this instance's (this instance is "iot-06z00cmd")`) {
 		t.Errorf("login without the instance's ID: %v, want it refused", err)
 	}
+}
+
+// listening waits for the command's "listening on ADDR" line and returns
+// ADDR with the CA the command wrote to caPath (-ca-out).
+func listening(t *testing.T, stdout *syncBuffer, caPath string) (string, *x509.CertPool) {
+	t.Helper()
+	addrRE := regexp.MustCompile(`listening on (\S+)`)
+	var addr string
+	waitFor(t, "the listening line", func() bool {
+		if m := addrRE.FindStringSubmatch(stdout.String()); m != nil {
+			addr = m[1]
+			return true
+		}
+		return false
+	})
+	caPEM, err := os.ReadFile(caPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	roots := x509.NewCertPool()
+	if !roots.AppendCertsFromPEM(caPEM) {
+		t.Fatal("-ca-out file holds no certificate")
+	}
+	return addr, roots
 }
