@@ -59,15 +59,7 @@ func TestLockExclusiveKeepsOthersOut(t *testing.T) {
 }
 
 func TestLockExclusiveWaitsForOtherHolders(t *testing.T) {
-	dir := t.TempDir()
-	a, err := acquireShared(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, err := acquireShared(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
+	a, b := twoShared(t)
 	type result struct {
 		shared func() error
 		err    error
@@ -90,15 +82,7 @@ func TestLockExclusiveWaitsForOtherHolders(t *testing.T) {
 }
 
 func TestLockTwoRestartersDoNotDeadlock(t *testing.T) {
-	dir := t.TempDir()
-	a, err := acquireShared(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, err := acquireShared(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
+	a, b := twoShared(t)
 	errs := make(chan error, 2)
 	for _, l := range []*brokerLock{a, b} {
 		go func() {
@@ -115,4 +99,20 @@ func TestLockTwoRestartersDoNotDeadlock(t *testing.T) {
 			t.Error(err)
 		}
 	}
+}
+
+// twoShared takes two shared holds of one fresh lock directory, as two
+// test processes using the broker do.
+func twoShared(t *testing.T) (a, b *brokerLock) {
+	t.Helper()
+	dir := t.TempDir()
+	a, err := acquireShared(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err = acquireShared(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a, b
 }
