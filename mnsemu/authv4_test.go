@@ -1,54 +1,27 @@
 package mnsemu
 
 import (
-	"encoding/json"
-	"net/http"
-	"os"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/iot-mns-bridge/iot-mns-bridge/internal/mnsvectors"
 )
 
-type v4Vector struct {
-	Name      string      `json:"name"`
-	Apsara    bool        `json:"apsara"`
-	AK        string      `json:"ak"`
-	SK        string      `json:"sk"`
-	Region    string      `json:"region"`
-	Time      string      `json:"time"`
-	Method    string      `json:"method"`
-	Path      string      `json:"path"`
-	Params    [][2]string `json:"params"`
-	Headers   [][2]string `json:"headers"`
-	Signature string      `json:"signature"`
-}
-
 // TestV4Vectors: the emulator's verifier computes every official V4
-// signature (testdata/v4-vectors.json, from the Java SDK 2.0 tests).
+// signature (internal/mnsvectors, from the Java SDK 2.0 tests).
 func TestV4Vectors(t *testing.T) {
-	b, err := os.ReadFile("testdata/v4-vectors.json")
+	vs, err := mnsvectors.LoadV4()
 	if err != nil {
 		t.Fatal(err)
 	}
-	var vs struct {
-		Vectors []v4Vector `json:"vectors"`
-	}
-	if err := json.Unmarshal(b, &vs); err != nil {
-		t.Fatal(err)
-	}
-	if len(vs.Vectors) < 8 {
-		t.Fatalf("%d vectors, want the 8 official ones at least", len(vs.Vectors))
-	}
 	for _, v := range vs.Vectors {
 		t.Run(v.Name, func(t *testing.T) {
-			tm, err := time.Parse(time.RFC3339Nano, v.Time)
+			tm, err := v.When()
 			if err != nil {
 				t.Fatal(err)
 			}
-			h := http.Header{}
-			for _, kv := range v.Headers {
-				h[kv[0]] = append(h[kv[0]], kv[1])
-			}
+			h := v.Header()
 			path, q, _ := strings.Cut(v.Path, "?")
 			params := append(queryPairs(q), v.Params...)
 			n := v4Public

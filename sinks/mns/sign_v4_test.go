@@ -5,53 +5,18 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/hex"
-	"encoding/json"
 	"net/http"
-	"os"
 	"strings"
 	"testing"
-	"time"
+
+	"github.com/iot-mns-bridge/iot-mns-bridge/internal/mnsvectors"
 )
 
-type v4Vector struct {
-	Name         string      `json:"name"`
-	Apsara       bool        `json:"apsara"`
-	AK           string      `json:"ak"`
-	SK           string      `json:"sk"`
-	Region       string      `json:"region"`
-	Time         string      `json:"time"`
-	Method       string      `json:"method"`
-	Path         string      `json:"path"`
-	Params       [][2]string `json:"params"`
-	Headers      [][2]string `json:"headers"`
-	Signature    string      `json:"signature"`
-	SelfComputed bool        `json:"self_computed"`
-}
-
-type v4Vectors struct {
-	Vectors []v4Vector `json:"vectors"`
-	Raw     struct {
-		KeyBase64    string `json:"key_base64"`
-		StringToSign string `json:"string_to_sign"`
-		Signature    string `json:"signature"`
-	} `json:"raw"`
-	Key struct {
-		SK, Day, Region, Hex string
-	} `json:"key"`
-}
-
-func loadV4Vectors(t *testing.T) v4Vectors {
+func loadV4Vectors(t *testing.T) mnsvectors.V4Set {
 	t.Helper()
-	b, err := os.ReadFile("testdata/v4-vectors.json")
+	vs, err := mnsvectors.LoadV4()
 	if err != nil {
 		t.Fatal(err)
-	}
-	var vs v4Vectors
-	if err := json.Unmarshal(b, &vs); err != nil {
-		t.Fatal(err)
-	}
-	if len(vs.Vectors) < 8 {
-		t.Fatalf("%d vectors in testdata, want the 8 official ones at least", len(vs.Vectors))
 	}
 	return vs
 }
@@ -63,14 +28,11 @@ func TestV4SignatureVectors(t *testing.T) {
 	vs := loadV4Vectors(t)
 	for _, v := range vs.Vectors {
 		t.Run(v.Name, func(t *testing.T) {
-			tm, err := time.Parse(time.RFC3339Nano, v.Time)
+			tm, err := v.When()
 			if err != nil {
 				t.Fatal(err)
 			}
-			h := http.Header{}
-			for _, kv := range v.Headers {
-				h[kv[0]] = append(h[kv[0]], kv[1]) // as given: not canonicalised
-			}
+			h := v.Header() // as given: not canonicalised
 			var ps []v4Param
 			for _, kv := range v.Params {
 				ps = append(ps, v4Param{kv[0], kv[1]})
