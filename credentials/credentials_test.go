@@ -19,6 +19,7 @@ import (
 
 	"github.com/iot-mns-bridge/iot-mns-bridge/credentials"
 	"github.com/iot-mns-bridge/iot-mns-bridge/credentials/credtest"
+	"github.com/iot-mns-bridge/iot-mns-bridge/internal/testclock"
 	"github.com/iot-mns-bridge/iot-mns-bridge/internal/waitfor"
 )
 
@@ -235,19 +236,6 @@ func TestCacheConcurrentCallersShareOneFetch(t *testing.T) {
 	}
 }
 
-// A clock the test moves.
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *clock) now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
-func (c *clock) add(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
-}
-
 // waitCalls waits until the provider was called n times (a background
 // refresh).
 func waitCalls(t *testing.T, p *fakeProvider, n int) {
@@ -276,25 +264,25 @@ func waitID(t *testing.T, cache *credentials.Cache, id string) {
 // until it expires, then a clear error, no provider call during backoff,
 // and recovery.
 func TestCacheRefreshAheadKeepOldBackoffAndRecover(t *testing.T) {
-	clk := &clock{t: time.Now()}
-	p := &fakeProvider{life: time.Hour, now: clk.now}
+	clk := testclock.New(time.Now())
+	p := &fakeProvider{life: time.Hour, now: clk.Now}
 	var logBuf bytes.Buffer
 	var logMu sync.Mutex
-	cache := credentials.NewCache(p, credentials.CacheOptions{Now: clk.now, MinBackoff: time.Minute, MaxBackoff: 4 * time.Minute,
+	cache := credentials.NewCache(p, credentials.CacheOptions{Now: clk.Now, MinBackoff: time.Minute, MaxBackoff: 4 * time.Minute,
 		Logger: slog.New(slog.NewTextHandler(lockedWriter{&logMu, &logBuf}, nil))})
 	ctx := context.Background()
 	c, err := cache.Get(ctx)
 	if err != nil || c.AccessKeyID != "id-1" {
 		t.Fatal(c, err)
 	}
-	clk.add(time.Hour - 181*time.Second) // not yet due
+	clk.Add(time.Hour - 181*time.Second) // not yet due
 	for range 100 {
 		cache.Get(ctx)
 	}
 	if p.count() != 1 {
 		t.Fatalf("%d fetches before the refresh was due", p.count())
 	}
-	clk.add(2 * time.Second) // 179 s left: due
+	clk.Add(2 * time.Second) // 179 s left: due
 	c, err = cache.Get(ctx)
 	if err != nil || c.AccessKeyID != "id-1" {
 		t.Fatalf("Get while the refresh runs: %v %v (the current triple is still valid)", c, err)
@@ -306,7 +294,7 @@ func TestCacheRefreshAheadKeepOldBackoffAndRecover(t *testing.T) {
 
 	// Provider down: the next refresh fails, id-2 stays in use.
 	p.set(true)
-	clk.add(time.Hour - 179*time.Second) // id-2 is due
+	clk.Add(time.Hour - 179*time.Second) // id-2 is due
 	c, err = cache.Get(ctx)
 	if err != nil || c.AccessKeyID != "id-2" {
 		t.Fatal(c, err)
@@ -321,7 +309,7 @@ func TestCacheRefreshAheadKeepOldBackoffAndRecover(t *testing.T) {
 		t.Fatalf("%d fetches during the backoff, want none more", p.count()-3)
 	}
 	// Past expiry: a clear error at once, naming the provider and cause.
-	clk.add(10 * time.Minute)
+	clk.Add(10 * time.Minute)
 	_, err = cache.Get(ctx)
 	waitCalls(t, p, 4)
 	_, err = cache.Get(ctx)
@@ -337,7 +325,7 @@ func TestCacheRefreshAheadKeepOldBackoffAndRecover(t *testing.T) {
 	}
 	// Back up: recovery after the backoff.
 	p.set(false)
-	clk.add(5 * time.Minute)
+	clk.Add(5 * time.Minute)
 	c, err = cache.Get(ctx)
 	if err != nil || c.AccessKeyID != "id-5" {
 		t.Fatalf("recovery: %v %v", c, err)
@@ -371,9 +359,9 @@ func (w lockedWriter) Write(p []byte) (int, error) {
 
 // A short-lived triple is refreshed at half its life, not at every call.
 func TestCacheShortLivedTripleIsNotAStorm(t *testing.T) {
-	clk := &clock{t: time.Now()}
-	p := &fakeProvider{life: 10 * time.Second, now: clk.now}
-	cache := credentials.NewCache(p, credentials.CacheOptions{Now: clk.now})
+	clk := testclock.New(time.Now())
+	p := &fakeProvider{life: 10 * time.Second, now: clk.Now}
+	cache := credentials.NewCache(p, credentials.CacheOptions{Now: clk.Now})
 	for range 100 {
 		if _, err := cache.Get(context.Background()); err != nil {
 			t.Fatal(err)

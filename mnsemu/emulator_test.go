@@ -14,27 +14,15 @@ import (
 	"net/http/httptest"
 	"sort"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/iot-mns-bridge/iot-mns-bridge/internal/testclock"
 )
 
 // clock is a settable clock shared by the emulator and the test's signer.
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func newClock() *clock { return &clock{t: time.Date(2026, 11, 23, 0, 9, 46, 0, time.UTC)} }
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-func (c *clock) Add(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
+func newClock() *testclock.Clock {
+	return testclock.New(time.Date(2026, 11, 23, 0, 9, 46, 0, time.UTC))
 }
 
 // req describes one request the way a particular SDK would send it. The
@@ -60,7 +48,7 @@ type env struct {
 	t   *testing.T
 	e   *Emulator
 	srv *httptest.Server
-	clk *clock
+	clk *testclock.Clock
 }
 
 func newEnv(t *testing.T, cfg Config) *env {

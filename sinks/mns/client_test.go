@@ -13,25 +13,11 @@ import (
 	"time"
 
 	"github.com/iot-mns-bridge/iot-mns-bridge/bridge"
+	"github.com/iot-mns-bridge/iot-mns-bridge/internal/testclock"
 	"github.com/iot-mns-bridge/iot-mns-bridge/mnsemu"
 )
 
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *clock) Add(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
-}
+type clock = testclock.Clock
 
 type fixture struct {
 	c   *Client
@@ -44,7 +30,7 @@ type fixture struct {
 // for it; both share one settable clock.
 func newFixture(t *testing.T, ecfg mnsemu.Config, mod func(*Config)) *fixture {
 	t.Helper()
-	clk := &clock{t: time.Date(2026, 11, 23, 1, 0, 0, 0, time.UTC)}
+	clk := testclock.New(time.Date(2026, 11, 23, 1, 0, 0, 0, time.UTC))
 	if ecfg.AccessKeys == nil {
 		ecfg.AccessKeys = map[string]string{"ak": "secret-sk"}
 	}
