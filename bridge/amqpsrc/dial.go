@@ -82,9 +82,9 @@ func (d *dialer) dial(ctx context.Context, _ int, id string) (connection, error)
 		c.rcv, err = c.sess.NewReceiver(actx, cfg.Address, &amqp.ReceiverOptions{Credit: -1})
 	}
 	if err != nil {
-		cctx, ccancel := context.WithTimeout(context.WithoutCancel(ctx), cfg.AttachTimeout)
-		_ = c.Close(cctx)
-		ccancel()
+		// The broker may hold a half-attached receiver (a consumer): drop
+		// the socket so that it forgets it.
+		c.Abort()
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
 		}
@@ -185,6 +185,13 @@ func (c *amqpConn) Release(ctx context.Context, m *amqp.Message) error {
 func (c *amqpConn) IssueCredit(n uint32) error { return c.rcv.IssueCredit(n) }
 func (c *amqpConn) Done() <-chan struct{}      { return c.conn.Done() }
 func (c *amqpConn) Err() error                 { return c.watch.cause(c.conn.Err()) }
+
+// Abort closes the socket first, then lets go-amqp wind down (it finds the
+// socket closed and returns at once).
+func (c *amqpConn) Abort() {
+	_ = c.net.Close()
+	_ = c.conn.Close()
+}
 
 // Close releases the messages the receiver prefetched but nobody received,
 // detaches the receiver (at most linkCloseTimeout), ends the session and

@@ -293,6 +293,41 @@ func TestRabbitMQCloseReleasesUnsettled(t *testing.T) {
 	}
 }
 
+// TestRabbitMQSettleFailureRedelivers is bug R6's stranding: a settlement
+// that fails on a live link (here a settle timeout so short that go-amqp
+// drops the disposition before writing it) leaves the delivery unsettled at
+// the broker, which redelivers it only when the link ends. So the source
+// drops the connection, and the message comes again on the next one,
+// instead of staying unacknowledged for as long as the link lives.
+func TestRabbitMQSettleFailureRedelivers(t *testing.T) {
+	b := testbroker.RabbitMQ(t)
+	u := b.Unique(t)
+	queue := "/queue/" + u
+	logs := &syncBuffer{}
+	cfg := brokerConfig(b, "it-"+u, queue, logs, nil)
+	cfg.SettleTimeout = time.Nanosecond // every settlement fails on the live link
+	r := startRig(t, b, cfg, logs)
+	waitConnected(t, r.src)
+	pub := b.NewAMQPPublisher(t, queue)
+	publish(t, pub, "/pk/dn/user/up", "m1", "x")
+
+	d := r.next()
+	d.Accept() // fails: the disposition never reaches the broker
+	if st := r.src.Stats(); st.SettleFailed != 1 || st.Accepted != 0 {
+		t.Fatalf("Stats = %+v, want the one settlement failed", st)
+	}
+	again := r.next() // only if the broker got the message back
+	if again.MessageID != "m1" {
+		t.Errorf("got %q again, want m1", again.MessageID)
+	}
+	if cs := r.src.ConnStates()[0]; cs.Reconnects < 1 {
+		t.Errorf("ConnState = %+v, want a new connection after the failed settlement", cs)
+	}
+	if !strings.Contains(logs.String(), "dropping the connection") {
+		t.Errorf("the failed settlement was not logged with what the source did:\n%s", logs.String())
+	}
+}
+
 func TestRabbitMQBrokerRestart(t *testing.T) {
 	b := testbroker.RabbitMQ(t)
 	u := b.Unique(t)

@@ -9,7 +9,12 @@
 // only at the next Receive) and is redialled by a source.Supervisor with
 // jittered backoff under a shared attempt limiter. Deliveries of a dead link
 // cannot be settled any more: settling them is dropped quietly and counted
-// (the platform redelivers them).
+// (the platform redelivers them). A settlement that fails on a live link
+// drops the connection: the broker redelivers an unsettled delivery only
+// when its link ends, so keeping the link would strand the message. A
+// connection given up after a failure is dropped at the socket, without the
+// AMQP close handshake, so that the broker sees the transport end and takes
+// back everything unsettled, whatever state its end of the link is in.
 //
 // The package knows nothing of MNS or routing.
 package amqpsrc
@@ -48,6 +53,10 @@ type connection interface {
 	// Close closes receiver, session and connection within ctx's deadline,
 	// forcing the socket shut when the peer does not answer.
 	Close(ctx context.Context) error
+	// Abort closes the socket at once, without the AMQP close handshake:
+	// the peer sees the transport end (as after a crash) and requeues
+	// every unsettled delivery of the connection.
+	Abort()
 }
 
 // dialFunc opens a connection for a client id; slot is the slot index.
@@ -64,7 +73,7 @@ type Stats struct {
 	// link had died; the platform redelivers those messages.
 	DroppedDeadLink int64
 	// SettleFailed counts settlements that failed on a live link (timeout);
-	// the platform redelivers those messages after its ACK timeout.
+	// each drops the connection, so that the broker redelivers the message.
 	SettleFailed int64
 }
 
@@ -121,6 +130,10 @@ type link struct {
 	conn connection
 	dead atomic.Bool // no more settling: the connection ended or is closing
 
+	failed   chan struct{} // closed by fail: the connection must be dropped
+	failOnce sync.Once
+	failErr  error // why; set before failed is closed
+
 	settled chan struct{} // signalled (non-blocking) on every untrack
 
 	mu        sync.Mutex
@@ -128,7 +141,29 @@ type link struct {
 }
 
 func newLink(c connection) *link {
-	return &link{conn: c, unsettled: make(map[*bridge.Delivery]struct{}), settled: make(chan struct{}, 1)}
+	return &link{conn: c, unsettled: make(map[*bridge.Delivery]struct{}), settled: make(chan struct{}, 1),
+		failed: make(chan struct{})}
+}
+
+// fail marks the link unusable (later settlements are dropped) and tells
+// its session to drop the connection, so that the broker redelivers what is
+// unsettled. Only the first call counts; it never blocks.
+func (l *link) fail(err error) {
+	l.failOnce.Do(func() {
+		l.dead.Store(true)
+		l.failErr = err
+		close(l.failed)
+	})
+}
+
+// failure returns the error the link failed with, or nil.
+func (l *link) failure() error {
+	select {
+	case <-l.failed:
+		return l.failErr
+	default:
+		return nil
+	}
 }
 
 func (l *link) track(d *bridge.Delivery) {
@@ -268,14 +303,16 @@ func (s *Source) session(ctx context.Context, sl *slot, h bridge.Handler, connec
 	sl.set(l)
 	connected()
 
-	// connCtx ends when the connection does, so that a handler blocked on
-	// backpressure notices the loss at once.
+	// connCtx ends when the connection does, or when the link fails, so
+	// that a handler blocked on backpressure notices the loss at once.
 	connCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	go func() {
 		select {
 		case <-c.Done():
 			l.dead.Store(true)
+			cancel()
+		case <-l.failed:
 			cancel()
 		case <-connCtx.Done():
 		}
@@ -318,6 +355,9 @@ func (s *Source) session(ctx context.Context, sl *slot, h bridge.Handler, connec
 		}
 	}
 
+	if err := l.failure(); err != nil {
+		cause = err
+	}
 	select {
 	case <-c.Done():
 		l.dead.Store(true)
@@ -325,16 +365,17 @@ func (s *Source) session(ctx context.Context, sl *slot, h bridge.Handler, connec
 			cause = err
 		}
 	default:
-		if ctx.Err() != nil {
+		if ctx.Err() != nil && l.failure() == nil {
 			return nil // parked: Close releases and closes it
 		}
 	}
-	// The link failed (or the connection ended): close everything now.
+	// The link failed (or the connection ended): drop the connection now.
+	// Not with the close handshake: the broker must see the transport end,
+	// which makes it requeue every unsettled delivery whatever state its
+	// end of the link is in (RabbitMQ 3.x never even answers the detach).
 	l.dead.Store(true)
 	sl.take(l)
-	cctx, ccancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.AttachTimeout)
-	_ = c.Close(cctx)
-	ccancel()
+	c.Abort()
 	if ctx.Err() != nil {
 		return nil
 	}
@@ -377,7 +418,10 @@ func isDone(ch <-chan struct{}) bool {
 
 // Settle settles d upstream: Accepted → AMQP accept, Released → AMQP
 // release, each bounded by the settle timeout. A delivery whose link has
-// died is dropped and counted (the platform redelivers it). Settle is called
+// died is dropped and counted (the platform redelivers it). A settlement
+// that fails on a live link (a timeout: go-amqp then never sends the
+// disposition) fails the link, and its connection is dropped so that the
+// broker redelivers the message. Settle is called
 // by bridge.Delivery exactly once per delivery, from any goroutine; it blocks
 // for at most the settle timeout.
 func (s *Source) Settle(d *bridge.Delivery, o bridge.Outcome) {
@@ -409,8 +453,9 @@ func (s *Source) Settle(d *bridge.Delivery, o bridge.Outcome) {
 		s.dropped.Add(1)
 	default:
 		s.settleFailed.Add(1)
-		s.log.Warn("amqp settle failed; the platform will redeliver the message",
+		s.log.Warn("amqp settle failed on a live link; dropping the connection so that the platform redelivers the message",
 			"outcome", o.String(), "message_id", d.MessageID, "err", err)
+		l.fail(fmt.Errorf("settling message %q (%s) failed on a live link: %w", d.MessageID, o, err))
 	}
 }
 

@@ -37,6 +37,7 @@ type fakeConn struct {
 	issued    int // credit issued in total
 	err       error
 	closed    bool
+	aborted   bool // dropped at the socket, without the close handshake
 	settleErr error
 	accepted  []*amqp.Message
 	released  []*amqp.Message
@@ -132,6 +133,19 @@ func (c *fakeConn) kill(err error) {
 func (c *fakeConn) Close(context.Context) error {
 	c.kill(nil)
 	return nil
+}
+
+func (c *fakeConn) Abort() {
+	c.mu.Lock()
+	c.aborted = true
+	c.mu.Unlock()
+	c.kill(nil)
+}
+
+func (c *fakeConn) wasAborted() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.aborted
 }
 
 func (c *fakeConn) isClosed() bool {
@@ -371,6 +385,47 @@ func TestSettleErrors(t *testing.T) {
 	}
 }
 
+// TestSettleFailureOnLiveLinkDropsTheConnection is bug R6: a settlement that
+// fails on a live link (a timeout) left the delivery unsettled at the broker
+// for as long as the link lived, so it was never redelivered. Now the link
+// fails: the connection is dropped at the socket (the broker requeues what
+// is unsettled), later settlements of its deliveries are dropped, and the
+// slot redials.
+func TestSettleFailureOnLiveLinkDropsTheConnection(t *testing.T) {
+	hs := newHarness(t, Config{}, nil, nil)
+	c1 := hs.nextConn()
+	d1 := hs.send(c1, platformMsg("1"))
+	d2 := hs.send(c1, platformMsg("2"))
+	c1.mu.Lock()
+	c1.settleErr = context.DeadlineExceeded
+	c1.mu.Unlock()
+	d1.Accept()
+	c2 := hs.nextConn()
+	if !c1.isClosed() || !c1.wasAborted() {
+		t.Errorf("the connection of the failed settlement was not dropped at the socket (closed %v)", c1.isClosed())
+	}
+	d2.Accept() // its link is gone: dropped, the broker redelivers it
+	st := hs.src.Stats()
+	if st.SettleFailed != 1 || st.DroppedDeadLink != 1 || st.Accepted != 0 {
+		t.Errorf("Stats = %+v, want 1 failed and 1 dropped", st)
+	}
+	if a, _ := c1.counts(); a != 0 {
+		t.Errorf("%d accepted on the failed link", a)
+	}
+	eventually(t, "reconnected", func() bool {
+		st := hs.src.ConnStates()[0]
+		return st.Connected && st.Reconnects == 1
+	})
+	if logs := hs.logs.String(); !strings.Contains(logs, "dropping the connection") || !strings.Contains(logs, `settling message \"1\"`) {
+		t.Errorf("the failure and its consequence are not logged:\n%s", logs)
+	}
+	d3 := hs.send(c2, platformMsg("3"))
+	d3.Accept()
+	if a, _ := c2.counts(); a != 1 {
+		t.Errorf("the new connection did not settle its delivery")
+	}
+}
+
 func TestLossNoticedWhileHandlerBlocks(t *testing.T) {
 	entered, unblocked := make(chan struct{}, 1), make(chan error, 1)
 	hs := newHarness(t, Config{}, func(ctx context.Context, d *bridge.Delivery) error {
@@ -404,8 +459,8 @@ func TestDetachClosesAndRedials(t *testing.T) {
 	c1 := hs.nextConn()
 	c1.linkErr <- &amqp.LinkError{RemoteErr: &amqp.Error{Condition: "amqp:link:detach-forced", Description: "gone"}}
 	c2 := hs.nextConn()
-	if !c1.isClosed() {
-		t.Error("the detached connection was not closed")
+	if !c1.isClosed() || !c1.wasAborted() {
+		t.Error("the detached connection was not dropped at the socket")
 	}
 	if c2.isClosed() {
 		t.Error("the new connection is closed")
