@@ -86,14 +86,21 @@ func TestDemoInterruptedReportsRequeuedNotLost(t *testing.T) {
 // demo -keep stops at Ctrl-C even when the simulator's group is full and
 // nothing consumes it (the fleet used to block in Publish forever).
 func TestDemoKeepStopsWhenInterruptedWithAFullGroup(t *testing.T) {
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	out := &syncWriter{want: "nothing consumes it", seen: make(chan struct{})}
-	o := demo.Options{
+	interruptKept(t, demo.Options{
 		Devices: 2, Rate: 500, Duration: 200 * time.Millisecond, Ack: "client-individual", EncodeBase64: true,
 		Connections: 1, Dir: t.TempDir(), LogLevel: "error", Keep: true, SimQueueSize: 10,
 		Start: startDemoBridge,
-	}
+	}, "nothing consumes it", "the group filled")
+}
+
+// interruptKept runs demo -keep (o) until its output says want (what names
+// that moment in a failure), interrupts it as Ctrl-C does and fails unless
+// it then returns without an error. It returns the demo's output.
+func interruptKept(t *testing.T, o demo.Options, want, what string) *syncWriter {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	out := &syncWriter{want: want, seen: make(chan struct{})}
 	done := make(chan error, 1)
 	go func() {
 		_, err := demo.Run(ctx, o, out)
@@ -102,7 +109,7 @@ func TestDemoKeepStopsWhenInterruptedWithAFullGroup(t *testing.T) {
 	select {
 	case <-out.seen:
 	case err := <-done:
-		t.Fatalf("demo -keep returned before the group filled: %v\n%s", err, out)
+		t.Fatalf("demo -keep returned before %s: %v\n%s", what, err, out)
 	}
 	cancel()
 	select {
@@ -113,6 +120,7 @@ func TestDemoKeepStopsWhenInterruptedWithAFullGroup(t *testing.T) {
 	case <-time.After(2 * time.Minute): // a hang detector, not a timing assertion
 		t.Fatalf("demo -keep did not return after the interrupt:\n%s", out)
 	}
+	return out
 }
 
 // demo -keep without -dir leaves its temporary directory (the config the
@@ -121,32 +129,10 @@ func TestDemoKeepStopsWhenInterruptedWithAFullGroup(t *testing.T) {
 func TestDemoKeepSaysWhereItsFilesStay(t *testing.T) {
 	tmp := t.TempDir()
 	t.Setenv("TMPDIR", tmp) // os.MkdirTemp's directory; removed with the test
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	out := &syncWriter{want: "Keeping the simulator and emulator running", seen: make(chan struct{})}
-	o := demo.Options{
+	out := interruptKept(t, demo.Options{
 		Devices: 2, Rate: 200, Duration: 200 * time.Millisecond, Ack: "client-individual", EncodeBase64: true,
 		Connections: 1, LogLevel: "error", Keep: true, Start: startDemoBridge,
-	}
-	done := make(chan error, 1)
-	go func() {
-		_, err := demo.Run(ctx, o, out)
-		done <- err
-	}()
-	select {
-	case <-out.seen:
-	case err := <-done:
-		t.Fatalf("demo -keep returned before keeping the peers: %v\n%s", err, out)
-	}
-	cancel()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatalf("demo -keep: %v", err)
-		}
-	case <-time.After(2 * time.Minute): // a hang detector, not a timing assertion
-		t.Fatalf("demo -keep did not return after the interrupt:\n%s", out)
-	}
+	}, "Keeping the simulator and emulator running", "keeping the peers")
 	dirs, err := filepath.Glob(filepath.Join(tmp, "iot-mns-bridge-demo-*"))
 	if err != nil || len(dirs) != 1 {
 		t.Fatalf("temporary directories after demo -keep: %v %v, want one", dirs, err)
