@@ -16,6 +16,14 @@ import (
 // timer that makes a batch ready starts a sender when fewer than
 // MaxRequestsPerDestination run, and a sender keeps taking ready batches
 // until there are none.
+//
+// While the destination is failing (its last request failed whole), one
+// sender runs: a probe, one request at a time, so an outage does not keep
+// MaxRequestsPerDestination encoded requests alive; new messages wait in
+// the lane, up to the pipeline's bounds, rather than each being tried. After
+// the first success, senders fan out again as the linger and retry timers
+// and new messages start them (each take re-arms those timers while more is
+// ready).
 type lane struct {
 	p    *Pipeline
 	dest Destination
@@ -128,7 +136,9 @@ const (
 // could take (every request slot of the destination busy), add waits: the
 // source stops reading, as it does when the pipeline is full, so a slow
 // destination holds a few batches beyond those in flight, not the whole
-// in-flight bound.
+// in-flight bound. A failing destination's lane takes them (its one probe
+// sends none of them until MNS answers): the pipeline's bounds stop the
+// source, as they did when each was tried and failed.
 func (l *lane) add(it *item) addResult {
 	p := l.p
 	it.size = it.outLen()
@@ -146,7 +156,7 @@ func (l *lane) add(it *item) addResult {
 			return laneStopped
 		}
 		n, _ := l.limits()
-		if len(l.pending) < pendingBatches*n {
+		if len(l.pending) < pendingBatches*n || l.failing {
 			break
 		}
 		if l.space == nil {
@@ -212,7 +222,7 @@ func (l *lane) retryDue() {
 		return
 	}
 	start := l.startSender()
-	if !start && l.senders < l.p.cfg.MaxRequestsPerDestination {
+	if !start && l.senders < l.maxSenders() {
 		// Not due yet (the timer fired early): wait again. With every
 		// sender running, they take the due retries themselves.
 		l.armRetry()
@@ -284,10 +294,19 @@ func (l *lane) ready() bool {
 	return false
 }
 
+// maxSenders is how many senders may run: MaxRequestsPerDestination, or
+// one (the probe) while the destination is failing. l.mu is held.
+func (l *lane) maxSenders() int {
+	if l.failing {
+		return 1
+	}
+	return l.p.cfg.MaxRequestsPerDestination
+}
+
 // startSender counts a new sender when a batch is ready and fewer than
-// MaxRequestsPerDestination run; the caller then runs l.sender. l.mu is held.
+// maxSenders run; the caller then runs l.sender. l.mu is held.
 func (l *lane) startSender() bool {
-	if l.senders >= l.p.cfg.MaxRequestsPerDestination || !l.ready() {
+	if l.senders >= l.maxSenders() || !l.ready() {
 		return false
 	}
 	l.senders++
@@ -296,11 +315,12 @@ func (l *lane) startSender() bool {
 }
 
 // take returns the next ready batch, due retries first, or nil; with nil
-// the calling sender is counted out and must stop.
+// the calling sender is counted out and must stop (so are the senders
+// beyond the probe while the destination is failing).
 func (l *lane) take() []*item {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if !l.ready() {
+	if !l.ready() || l.senders > l.maxSenders() {
 		l.senders--
 		if l.idle() {
 			l.idleSince = l.p.now()
@@ -461,6 +481,11 @@ func (l *lane) sendFailed(n int, err error, now time.Time) <-chan struct{} {
 	if !l.failing {
 		l.failing = true
 		l.wake = make(chan struct{})
+		if l.space != nil {
+			// add no longer waits for room in a failing lane.
+			close(l.space)
+			l.space = nil
+		}
 		if !l.logged && now.Sub(l.lastLog) >= stateLogEvery {
 			l.logged, l.lastLog, l.since, l.failRetries = true, now, now, 0
 			l.p.log.Warn("MNS sends failing; holding the messages and retrying with backoff", "dest", l.dest.String(), "err", err)

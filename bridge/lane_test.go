@@ -205,3 +205,146 @@ func TestSlowDestinationHoldsFewBatches(t *testing.T) {
 		t.Fatalf("after Drain: stats %+v, want the 13 held released", st)
 	}
 }
+
+// gatedOutage is a harness whose sink answers 503 while down is set, and
+// whose Send calls each wait at the sink's gate for the test to let them
+// answer; waiting counts those calls, senders the lanes' senders.
+type gatedOutage struct {
+	*harness
+	down atomic.Bool
+}
+
+func newGatedOutage(t *testing.T, mod func(*PipelineConfig)) *gatedOutage {
+	g := &gatedOutage{}
+	g.down.Store(true)
+	sink := newFakeSink(func(call, i int, o Outgoing) error {
+		if g.down.Load() {
+			return errors.New("503 ServiceUnavailable")
+		}
+		return nil
+	})
+	sink.gate = make(chan struct{})
+	g.harness = newHarness(t, sink, mod)
+	return g
+}
+
+func (g *gatedOutage) waiting() int {
+	g.sink.mu.Lock()
+	defer g.sink.mu.Unlock()
+	return g.sink.waiting
+}
+
+func (g *gatedOutage) senders() int {
+	g.p.mu.Lock()
+	defer g.p.mu.Unlock()
+	k := 0
+	for _, l := range g.p.lanes {
+		l.mu.Lock()
+		k += l.senders
+		l.mu.Unlock()
+	}
+	return k
+}
+
+// handle hands messages from..to-1 to the pipeline and closes the channel
+// it returns when Handle has taken them all.
+func (g *gatedOutage) handle(t *testing.T, from, to int) <-chan struct{} {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := from; i < to; i++ {
+			m := Message{Topic: userTopic(0), MessageID: fmt.Sprintf("m%05d", i), Body: []byte("x")}
+			if err := g.p.Handle(context.Background(), NewDelivery(m, g.rec, nil)); err != nil {
+				t.Errorf("Handle: %v", err)
+				return
+			}
+		}
+	}()
+	return done
+}
+
+func (g *gatedOutage) acceptedOnce(t *testing.T, from, to int) {
+	t.Helper()
+	for i := from; i < to; i++ {
+		id := fmt.Sprintf("m%05d", i)
+		if got := g.rec.outcomes[id]; len(got) != 1 || got[0] != Accepted || g.sink.accepted[id] != 1 {
+			t.Errorf("%s: outcomes %v, accepted %d times, want accepted once", id, got, g.sink.accepted[id])
+		}
+	}
+}
+
+// TestFailingDestinationKeepsOneRequestInFlight: once a destination's
+// requests fail whole (an MNS outage), one request at a time probes it, not
+// MaxRequestsPerDestination of them (each holds an encoded request), and
+// the lane takes the new messages meanwhile instead of trying each; the
+// first success fans out to every slot again, and nothing is lost.
+func TestFailingDestinationKeepsOneRequestInFlight(t *testing.T) {
+	const slots, n = 8, 40
+	g := newGatedOutage(t, func(c *PipelineConfig) { c.BatchSize = 1; c.MaxRequestsPerDestination = slots })
+	fed := g.handle(t, 0, n)
+	// Before any answer the destination is not known to fail: every slot
+	// is used. They all fail.
+	waitUntil(t, func() bool { return g.waiting() == slots })
+	for range slots {
+		g.sink.gate <- struct{}{}
+	}
+	// The lane takes the rest (far more than the two batches it holds for
+	// a destination that is merely slow) while one probe at a time is sent.
+	waitUntil(t, func() bool {
+		select {
+		case <-fed:
+			return true
+		default:
+			return false
+		}
+	})
+	for round := 0; round < 3*slots; round++ {
+		waitUntil(t, func() bool { return g.waiting() == 1 && g.senders() == 1 })
+		g.sink.gate <- struct{}{}
+	}
+	// MNS is back: the probe succeeds and the senders fan out again.
+	waitUntil(t, func() bool { return g.waiting() == 1 })
+	g.down.Store(false)
+	g.sink.gate <- struct{}{}
+	waitUntil(t, func() bool { return g.waiting() == slots })
+	close(g.sink.gate)
+	if err := g.p.Drain(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	g.acceptedOnce(t, 0, n)
+}
+
+// TestRecoveryFansOutWithOnlyNewMessagesReady: when the probe's request
+// succeeds, the destination uses every request slot again, also when only
+// the messages that waited in the lane are ready (the retries wait an hour)
+// and no new one arrives.
+func TestRecoveryFansOutWithOnlyNewMessagesReady(t *testing.T) {
+	const slots, n = 8, 40
+	g := newGatedOutage(t, func(c *PipelineConfig) {
+		c.BatchSize = 1
+		c.MaxRequestsPerDestination = slots
+		// The first requests' messages wait an hour: only the new
+		// messages are ready when MNS is back.
+		c.Retry = RetryPolicy{InitialBackoff: time.Hour, MaxBackoff: time.Hour}
+	})
+	<-g.handle(t, 0, slots)
+	waitUntil(t, func() bool { return g.waiting() == slots })
+	for range slots {
+		g.sink.gate <- struct{}{}
+	}
+	waitUntil(t, func() bool { return g.p.heldForRetry() == slots && g.senders() == 0 })
+	// New messages: the first is the probe, the rest wait in the lane.
+	<-g.handle(t, slots, n)
+	waitUntil(t, func() bool { return g.waiting() == 1 })
+	g.down.Store(false)
+	g.sink.gate <- struct{}{}
+	waitUntil(t, func() bool { return g.waiting() == slots })
+	close(g.sink.gate)
+	waitUntil(t, func() bool { return g.p.Stats().Forwarded == n-slots })
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Millisecond)
+	defer cancel()
+	if err := g.p.Drain(ctx); err == nil {
+		t.Fatal("Drain with retries due in an hour returned nil")
+	}
+	g.acceptedOnce(t, slots, n)
+}

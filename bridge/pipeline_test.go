@@ -22,6 +22,8 @@ type fakeSink struct {
 	maxBatch int
 	fail     func(call int, i int, o Outgoing) error // nil error = accept
 	hang     bool
+	gate     chan struct{} // when set, each Send takes a token (or sees it closed) before it answers
+	waiting  int           // Send calls waiting at the gate
 }
 
 func newFakeSink(fail func(call, i int, o Outgoing) error) *fakeSink {
@@ -33,9 +35,21 @@ func (s *fakeSink) Send(ctx context.Context, dest Destination, msgs []Outgoing) 
 	s.calls++
 	call := s.calls
 	s.maxBatch = max(s.maxBatch, len(msgs))
-	hang := s.hang
+	hang, gate := s.hang, s.gate
+	if gate != nil {
+		s.waiting++
+	}
 	s.mu.Unlock()
 	errs := make([]error, len(msgs))
+	if gate != nil {
+		select {
+		case <-gate:
+		case <-ctx.Done():
+		}
+		s.mu.Lock()
+		s.waiting--
+		s.mu.Unlock()
+	}
 	if hang {
 		<-ctx.Done()
 		for i := range errs {
