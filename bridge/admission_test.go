@@ -154,6 +154,48 @@ func TestHeldMessageCostsLittleMoreThanItsPayload(t *testing.T) {
 	}
 }
 
+// TestHeldBytesAreTheHeapTheMessagesTake: the byte bound counts a body as
+// the heap holds it: the 61,440 bytes of a 45 KiB payload's base64 text
+// take 8 pages (65,536 bytes). With the body counted by its length the
+// pipeline held about 6% more than its bound.
+func TestHeldBytesAreTheHeapTheMessagesTake(t *testing.T) {
+	const (
+		bound = 8 << 20
+		size  = 61440
+	)
+	sink := newFakeSink(func(_, _ int, _ Outgoing) error { return errUnavailable })
+	h := newHarness(t, sink, func(c *PipelineConfig) {
+		c.MaxInFlightBytes = bound
+		c.Retry = RetryPolicy{InitialBackoff: time.Hour, MaxBackoff: time.Hour}
+	})
+	runtime.GC()
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	feedCtx, stop := context.WithCancel(context.Background())
+	fed := make(chan struct{})
+	go func() {
+		defer close(fed)
+		for i := 0; h.p.Handle(feedCtx, NewDelivery(bigMessage(i, size), h.rec, nil)) == nil; i++ {
+		}
+	}()
+	one := heldSize(&Message{Topic: userTopic(0), MessageID: "m00000", Body: make([]byte, size)})
+	waitUntil(t, func() bool { return h.p.Stats().HeldBytes+one > bound })
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	held := h.p.Stats().HeldBytes
+	// The message waiting in Handle is on the heap too.
+	heap := int64(after.HeapAlloc) - int64(before.HeapAlloc) - int64(heapSize(size))
+	t.Logf("%d held bytes (bound %d) take %d bytes of heap (%.3f×)", held, bound, heap, float64(heap)/float64(held))
+	if heap > held*102/100 {
+		t.Errorf("%d held bytes take %d bytes of heap: the bound undercounts what a held message costs", held, heap)
+	}
+	stop()
+	<-fed
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Millisecond)
+	defer cancel()
+	_ = h.p.Drain(ctx)
+}
+
 func (h *countingHandler) count(msg string) int {
 	h.mu.Lock()
 	defer h.mu.Unlock()
