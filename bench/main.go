@@ -45,6 +45,9 @@ type options struct {
 	// ProfileRate is the publish rate of the profile run; 0 is max.
 	ProfileRate float64
 	Command     string
+	// BoundOnly runs only the memory scenario's first row (the defaults),
+	// not the count-only comparison.
+	BoundOnly bool
 }
 
 func main() {
@@ -77,10 +80,11 @@ func parseFlags(args []string, errOut io.Writer) (options, error) {
 	short := fs.Bool("short", false, "small loads and a 5 s outage: the whole harness in about a minute")
 	profile := fs.String("profile", "", "instead of the scenarios, write a CPU profile of the bridge process at full rate to `FILE` (and its allocation profile to FILE.allocs)")
 	profileRate := fs.Float64("profile-rate", 0, "messages/s of the -profile run (0: as fast as possible)")
+	boundOnly := fs.Bool("memory-bound-only", false, "memory scenario: run only the row with the defaults (outage-45k), not the count-only comparison")
 	if err := fs.Parse(args); err != nil {
 		return options{}, err
 	}
-	o := options{Latency: *latency, JSON: *jsonPath, Profile: *profile, ProfileRate: *profileRate, Sizes: fullSizes,
+	o := options{Latency: *latency, JSON: *jsonPath, Profile: *profile, ProfileRate: *profileRate, Sizes: fullSizes, BoundOnly: *boundOnly,
 		Command: strings.TrimSpace("go run ./bench " + strings.Join(args, " "))}
 	if *short {
 		o.Sizes = shortSizes
@@ -188,6 +192,9 @@ func run(ctx context.Context, o options, out io.Writer) (*Report, error) {
 			// alone, as before it existed.
 			what := fmt.Sprintf("bridge, spool off, 45 KB bodies at %.0f msgs/s, MNS 503 for %s", sz.BigRate, sz.Outage)
 			add(h.outageSized(ctx, "outage-45k", what+", max_in_flight_bytes 64MiB", bridgeSpec{Connections: 1}, sz.BigRate, bigBodySize))
+			if o.BoundOnly {
+				break
+			}
 			add(h.outageSized(ctx, "outage-45k-count-only", what+", max_in_flight_bytes 1GiB (count bound only)", bridgeSpec{Connections: 1, MaxInFlightBytes: "1GiB"}, sz.BigRate, bigBodySize))
 		case "connections":
 			add(h.ceilingSource(ctx, "ceiling-source-4conn", 4, sz.Messages))

@@ -16,6 +16,7 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"runtime"
 	"runtime/pprof"
 	"strconv"
 	"strings"
@@ -32,6 +33,11 @@ import (
 const (
 	Env           = "IOT_MNS_BENCH_CHILD"
 	CPUProfileEnv = "IOT_MNS_BENCH_CPUPROFILE"
+	// HeapProfileEnv, when set in the child, is a path prefix: every
+	// second the child writes its heap profile to PREFIX.<n>.heap and a
+	// line of runtime memory figures to PREFIX.mem, to see what a peak of
+	// RSS is made of.
+	HeapProfileEnv = "IOT_MNS_BENCH_HEAPPROFILE"
 )
 
 // RunIfChild runs the bridge command line in os.Args[1:] until SIGTERM or
@@ -67,7 +73,78 @@ func runChild() int {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	if prefix := os.Getenv(HeapProfileEnv); prefix != "" {
+		go heapProfiles(ctx, prefix)
+	}
 	return app.Main(ctx, os.Args[1:], app.Stdio{In: os.Stdin, Out: os.Stdout, Err: os.Stderr})
+}
+
+// heapProfiles samples the memory figures every 50 ms until ctx is done:
+// one line a second to PREFIX.mem, and each time the anonymous RSS reaches
+// a new peak a line to PREFIX.peaks and the heap profile to PREFIX.peak.heap.
+func heapProfiles(ctx context.Context, prefix string) {
+	mem, err := os.Create(prefix + ".mem")
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "bench child: heap profile: %v\n", err)
+		return
+	}
+	defer mem.Close()
+	peaks, err := os.Create(prefix + ".peaks")
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "bench child: heap profile: %v\n", err)
+		return
+	}
+	defer peaks.Close()
+	const head = "t_s rss_anon_mib heap_alloc_mib heap_inuse_mib heap_idle_mib heap_released_mib stack_mib sys_mib next_gc_mib num_gc gc_cpu"
+	fmt.Fprintln(mem, head)
+	fmt.Fprintln(peaks, head)
+	t := time.NewTicker(50 * time.Millisecond)
+	defer t.Stop()
+	start := time.Now()
+	var peak int64
+	for n := 0; ; n++ {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		anon := selfRssAnonKB()
+		if anon <= peak && n%20 != 0 {
+			continue
+		}
+		var ms runtime.MemStats
+		runtime.ReadMemStats(&ms)
+		const mib = 1 << 20
+		line := fmt.Sprintf("%.2f %.1f %.1f %.1f %.1f %.1f %.1f %.1f %.1f %d %.3f\n", time.Since(start).Seconds(), float64(anon)/1024,
+			float64(ms.HeapAlloc)/mib, float64(ms.HeapInuse)/mib, float64(ms.HeapIdle)/mib, float64(ms.HeapReleased)/mib,
+			float64(ms.StackInuse)/mib, float64(ms.Sys)/mib, float64(ms.NextGC)/mib, ms.NumGC, ms.GCCPUFraction)
+		if n%20 == 0 {
+			fmt.Fprint(mem, line)
+		}
+		if anon > peak {
+			peak = anon
+			fmt.Fprint(peaks, line)
+			if f, err := os.Create(prefix + ".peak.heap"); err == nil {
+				_ = pprof.Lookup("heap").WriteTo(f, 0)
+				f.Close()
+			}
+		}
+	}
+}
+
+// selfRssAnonKB is this process's anonymous RSS in kB, 0 when unknown.
+func selfRssAnonKB() int64 {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "RssAnon:"); ok {
+			n, _ := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
+			return n
+		}
+	}
+	return 0
 }
 
 // Proc is a running bridge child. Its methods are safe to call from one
