@@ -3,9 +3,11 @@ package app
 import (
 	"context"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
+	"syscall"
 	"time"
 
 	"github.com/iot-mns-bridge/iot-mns-bridge/bridge"
@@ -127,6 +129,9 @@ func (r *run) serveHTTP() error {
 	if ln == nil && b.cfg.HTTP.Listen != "" {
 		var err error
 		ln, err = net.Listen("tcp", b.cfg.HTTP.Listen)
+		if errors.Is(err, syscall.EADDRINUSE) {
+			return fmt.Errorf("http.listen: another process listens on %s (another bridge with this config?): stop it or choose another address: %w", b.cfg.HTTP.Listen, err)
+		}
 		if err != nil {
 			return fmt.Errorf("http.listen: %w", err)
 		}

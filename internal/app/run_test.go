@@ -41,8 +41,9 @@ func TestRunClosesWhatItOpenedWhenStartFails(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := b.Run(context.Background()); err == nil || !strings.Contains(err.Error(), "http.listen") {
-		t.Fatalf("Run = %v, want the http.listen error", err)
+	if err := b.Run(context.Background()); err == nil || !strings.Contains(err.Error(), "http.listen") ||
+		!strings.Contains(err.Error(), "another process listens on "+busy.Addr().String()) {
+		t.Fatalf("Run = %v, want the http.listen error saying the address is taken", err)
 	}
 	f, err := deadletter.OpenFile(dlFile)
 	if err != nil {
