@@ -11,8 +11,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -274,7 +276,7 @@ type reqIDs struct{ server, user string }
 
 // roundTrip signs and sends one request and reads the whole reply into rb.
 // It returns the status and the request ids.
-func (c *Client) roundTrip(ctx context.Context, t target, method, resource string, body []byte, rb *replyBuf) (int, reqIDs, error) {
+func (c *Client) roundTrip(ctx context.Context, t target, method, resource string, body []byte, refs []bodyRef, rb *replyBuf) (int, reqIDs, error) {
 	ids := reqIDs{user: c.newRequestID()}
 	if err := ctx.Err(); err != nil {
 		return 0, ids, fmt.Errorf("%s: %w", t, err)
@@ -282,12 +284,15 @@ func (c *Client) roundTrip(ctx context.Context, t target, method, resource strin
 	rctx, cancel := context.WithTimeout(ctx, c.timeout)
 	defer cancel()
 	var rd io.Reader
-	if body != nil {
+	if body != nil && refs == nil {
 		rd = bytes.NewReader(body)
 	}
 	req, err := http.NewRequestWithContext(rctx, method, c.base+resource, rd)
 	if err != nil {
 		return 0, ids, &permanentError{fmt.Errorf("%s: build request: %w", t, err)}
+	}
+	if refs != nil {
+		setBodyByRef(req, body, refs)
 	}
 	id, secret, token, err := c.creds(rctx)
 	if err != nil {
@@ -327,6 +332,39 @@ func (c *Client) roundTrip(ctx context.Context, t target, method, resource strin
 		return 0, ids, c.transportError(ctx, t, ids, fmt.Errorf("read reply: %w", err))
 	}
 	return resp.StatusCode, ids, nil
+}
+
+// bodyRef is a message body sent in place inside a request: it goes at
+// offset at of the request's XML, not copied into it.
+type bodyRef struct {
+	at int
+	b  []byte
+}
+
+// bodyByRef is the size from which a pre-encoded base64 body is sent in
+// place: a request in flight (and one being retried) then does not hold a
+// second copy of a large held message.
+const bodyByRef = 8 << 10
+
+// setBodyByRef makes req's body the XML with the bodies of refs in place.
+// The bodies are only read, also after the reply (the transport may still
+// be writing when a server answers early); they are never modified.
+func setBodyByRef(req *http.Request, xml []byte, refs []bodyRef) {
+	segs := make([][]byte, 0, 2*len(refs)+1)
+	at, n := 0, int64(len(xml))
+	for _, r := range refs {
+		segs = append(segs, xml[at:r.at], r.b)
+		at = r.at
+		n += int64(len(r.b))
+	}
+	segs = append(segs, xml[at:])
+	open := func() (io.ReadCloser, error) {
+		b := net.Buffers(slices.Clone(segs))
+		return io.NopCloser(&b), nil
+	}
+	req.Body, _ = open()
+	req.GetBody = open
+	req.ContentLength = n
 }
 
 func (c *Client) transportError(ctx context.Context, t target, ids reqIDs, err error) error {
@@ -378,7 +416,7 @@ func indexLabel(i int) string { return "#" + strconv.Itoa(i) }
 // sendOutcomes posts a Message or Messages request and fills res and errs
 // for the messages idx (indexes into res and errs) whose MessageBody texts
 // hash to sums.
-func (c *Client) sendOutcomes(ctx context.Context, t target, resource string, body []byte, idx []int, sums [][md5.Size]byte, lab label, res []SendResult, errs []error) {
+func (c *Client) sendOutcomes(ctx context.Context, t target, resource string, body []byte, refs []bodyRef, idx []int, sums [][md5.Size]byte, lab label, res []SendResult, errs []error) {
 	rb := replyPool.Get().(*replyBuf)
 	defer replyPool.Put(rb)
 	setAll := func(err error) {
@@ -386,7 +424,7 @@ func (c *Client) sendOutcomes(ctx context.Context, t target, resource string, bo
 			errs[i] = err
 		}
 	}
-	status, ids, err := c.roundTrip(ctx, t, "POST", resource, body, rb)
+	status, ids, err := c.roundTrip(ctx, t, "POST", resource, body, refs, rb)
 	if err != nil {
 		setAll(err)
 		return
@@ -488,18 +526,32 @@ func (c *Client) bodyOf(m *bridge.Outgoing) (body []byte, pre bool, err error) {
 }
 
 // appendBody appends m's <MessageBody> and returns its text (see
-// appendMessageBody); a pre-encoded base64 body is copied as it is. m was
-// checked by checkMessage.
-func (c *Client) appendBody(dst []byte, m *bridge.Outgoing) ([]byte, []byte) {
+// appendMessageBody); a pre-encoded base64 body is copied as it is, or,
+// from bodyByRef bytes, added to refs to be sent in place. m was checked by
+// checkMessage.
+func (c *Client) appendBody(dst []byte, refs *[]bodyRef, m *bridge.Outgoing) ([]byte, []byte) {
 	body, pre, _ := c.bodyOf(m)
 	if !pre {
 		return appendMessageBody(dst, body, c.raw)
 	}
 	dst = append(dst, "<MessageBody>"...)
+	if c.byRef(m) > 0 {
+		*refs = append(*refs, bodyRef{at: len(dst), b: body})
+		return append(dst, "</MessageBody>"...), body
+	}
 	st := len(dst)
 	dst = append(dst, body...)
 	text := dst[st:]
 	return append(dst, "</MessageBody>"...), text
+}
+
+// byRef is the length of m's body when appendBody sends it in place, else
+// 0: what the request's XML buffer need not hold.
+func (c *Client) byRef(m *bridge.Outgoing) int {
+	if m.Base64 && !c.raw && len(m.Body) >= bodyByRef {
+		return len(m.Body)
+	}
+	return 0
 }
 
 func checkName(t target) error {
@@ -525,15 +577,16 @@ func (c *Client) sendOne(ctx context.Context, queue string, m bridge.Outgoing) (
 	if err != nil {
 		return SendResult{}, err
 	}
-	buf := make([]byte, 0, len(xmlDecl)+len(xmlNS)+xmlLen+80)
+	var refs []bodyRef
+	buf := make([]byte, 0, len(xmlDecl)+len(xmlNS)+xmlLen-c.byRef(&m)+80)
 	buf = append(buf, xmlDecl+`<Message xmlns="`+xmlNS+`">`...)
-	buf, text := c.appendBody(buf, &m)
+	buf, text := c.appendBody(buf, &refs, &m)
 	sums := [1][md5.Size]byte{md5.Sum(text)}
 	buf = appendProps(buf, &m)
 	buf = append(buf, "</Message>"...)
 	var res [1]SendResult
 	var errs [1]error
-	c.sendOutcomes(ctx, t, "/queues/"+queue+"/messages", buf, []int{0}, sums[:], indexLabel, res[:], errs[:])
+	c.sendOutcomes(ctx, t, "/queues/"+queue+"/messages", buf, refs, []int{0}, sums[:], indexLabel, res[:], errs[:])
 	return res[0], errs[0]
 }
 
@@ -582,6 +635,7 @@ func (c *Client) batchSend(ctx context.Context, queue string, msgs []bridge.Outg
 		n      int
 		bytesN int
 		xmlN   int
+		refs   []bodyRef // allocated only for a large pre-encoded body
 	)
 	flush := func() {
 		if n == 0 {
@@ -591,7 +645,7 @@ func (c *Client) batchSend(ctx context.Context, queue string, msgs []bridge.Outg
 			for _, i := range idx[:n] {
 				errs[i] = fmt.Errorf("%s: not sent: %w", t, err)
 			}
-			n, bytesN, xmlN = 0, 0, 0
+			n, bytesN, xmlN, refs = 0, 0, 0, nil
 			return
 		}
 		buf := make([]byte, 0, len(xmlDecl)+len(xmlNS)+xmlN+n*60+40)
@@ -599,14 +653,14 @@ func (c *Client) batchSend(ctx context.Context, queue string, msgs []bridge.Outg
 		for k, i := range idx[:n] {
 			var text []byte
 			buf = append(buf, "<Message>"...)
-			buf, text = c.appendBody(buf, &msgs[i])
+			buf, text = c.appendBody(buf, &refs, &msgs[i])
 			sums[k] = md5.Sum(text)
 			buf = appendProps(buf, &msgs[i])
 			buf = append(buf, "</Message>"...)
 		}
 		buf = append(buf, "</Messages>"...)
-		c.sendOutcomes(ctx, t, "/queues/"+queue+"/messages", buf, idx[:n], sums[:n], lab, res, errs)
-		n, bytesN, xmlN = 0, 0, 0
+		c.sendOutcomes(ctx, t, "/queues/"+queue+"/messages", buf, refs, idx[:n], sums[:n], lab, res, errs)
+		n, bytesN, xmlN, refs = 0, 0, 0, nil
 	}
 	for i := range msgs {
 		tl, xl, err := c.checkMessage(t, i, lab, &msgs[i])
@@ -620,7 +674,7 @@ func (c *Client) batchSend(ctx context.Context, queue string, msgs []bridge.Outg
 		idx[n] = i
 		n++
 		bytesN += tl
-		xmlN += xl
+		xmlN += xl - c.byRef(&msgs[i])
 	}
 	flush()
 }
@@ -658,9 +712,10 @@ func (c *Client) publish(ctx context.Context, topic string, m bridge.Outgoing, l
 	if err != nil {
 		return SendResult{}, err
 	}
-	buf := make([]byte, 0, len(xmlDecl)+len(xmlNS)+xmlLen+len(tag)*5+100)
+	var refs []bodyRef
+	buf := make([]byte, 0, len(xmlDecl)+len(xmlNS)+xmlLen-c.byRef(&m)+len(tag)*5+100)
 	buf = append(buf, xmlDecl+`<Message xmlns="`+xmlNS+`">`...)
-	buf, text := c.appendBody(buf, &m)
+	buf, text := c.appendBody(buf, &refs, &m)
 	sums := [1][md5.Size]byte{md5.Sum(text)}
 	if tag != "" {
 		buf = append(buf, "<MessageTag>"...)
@@ -671,7 +726,7 @@ func (c *Client) publish(ctx context.Context, topic string, m bridge.Outgoing, l
 	buf = append(buf, "</Message>"...)
 	var res [1]SendResult
 	var errs [1]error
-	c.sendOutcomes(ctx, t, "/topics/"+topic+"/messages", buf, []int{0}, sums[:], labf, res[:], errs[:])
+	c.sendOutcomes(ctx, t, "/topics/"+topic+"/messages", buf, refs, []int{0}, sums[:], labf, res[:], errs[:])
 	return res[0], errs[0]
 }
 
@@ -725,7 +780,7 @@ func (c *Client) get(ctx context.Context, t target, resource string, out any) er
 	}
 	rb := replyPool.Get().(*replyBuf)
 	defer replyPool.Put(rb)
-	status, ids, err := c.roundTrip(ctx, t, "GET", resource, nil, rb)
+	status, ids, err := c.roundTrip(ctx, t, "GET", resource, nil, nil, rb)
 	if err != nil {
 		return err
 	}

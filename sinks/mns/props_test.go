@@ -31,7 +31,7 @@ func receiveAll(t *testing.T, c *Client, q string) []rcvMsg {
 	t.Helper()
 	rb := replyPool.Get().(*replyBuf)
 	defer replyPool.Put(rb)
-	st, _, err := c.roundTrip(context.Background(), target{"BatchReceiveMessage", "queue", q}, "GET", "/queues/"+q+"/messages?numOfMessages=16&waitseconds=0", nil, rb)
+	st, _, err := c.roundTrip(context.Background(), target{"BatchReceiveMessage", "queue", q}, "GET", "/queues/"+q+"/messages?numOfMessages=16&waitseconds=0", nil, nil, rb)
 	if err != nil || st != 200 {
 		t.Fatalf("receive: %d %v %s", st, err, rb.buf.Bytes())
 	}
