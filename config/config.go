@@ -114,6 +114,9 @@ type STOMP struct {
 	Host          string        `yaml:"host"`
 	HeartBeat     time.Duration `yaml:"heartbeat"`
 	CheckInterval time.Duration `yaml:"check_interval"`
+	// ReadGather is how long a read waits, while messages arrive densely,
+	// so that one read serves several (0: each is read at once).
+	ReadGather time.Duration `yaml:"read_gather"`
 }
 
 // AMQP options (source.protocol: amqp).

@@ -25,6 +25,7 @@ func Default() Config {
 				Ack:           "auto",
 				HeartBeat:     30 * time.Second,
 				CheckInterval: time.Second,
+				ReadGather:    time.Millisecond,
 			},
 			AMQP: AMQP{
 				Address:     "default",

@@ -27,6 +27,7 @@ const (
 	MaxMessageBytes = mns.MaxBodySize   // one MNS message body, after encoding
 	MinIdleTimeout  = 60 * time.Second  // go-amqp advertises half: 30s
 	MaxIdleTimeout  = 600 * time.Second // advertised 300s
+	MaxReadGather   = 50 * time.Millisecond
 )
 
 // Validate checks the whole config and reports every problem at once
@@ -168,6 +169,9 @@ func (v *validator) source() {
 	}
 	v.nonNegative("source.stomp.heartbeat", s.STOMP.HeartBeat)
 	v.positive("source.stomp.check_interval", s.STOMP.CheckInterval)
+	if d := s.STOMP.ReadGather; d < 0 || d > MaxReadGather {
+		v.bad("source.stomp.read_gather", "must be 0 to %s, got %s: it adds up to its length to every message's latency", MaxReadGather, d)
+	}
 
 	v.atLeast("source.amqp.credit", s.AMQP.Credit, 1)
 	if d := s.AMQP.IdleTimeout; d < MinIdleTimeout || d > MaxIdleTimeout {

@@ -60,6 +60,9 @@ type Config struct {
 	HeartBeat time.Duration
 	// CheckInterval is the period of the connection check (default 1s).
 	CheckInterval time.Duration
+	// ReadGather is the pause of a connection's reads while messages arrive
+	// densely (see internal/gatherconn); 0 reads each message at once.
+	ReadGather time.Duration
 	// DialTimeout bounds TCP connect, TLS handshake and the STOMP CONNECT
 	// exchange together (default 15s).
 	DialTimeout time.Duration

@@ -75,7 +75,7 @@ func dialAs(ctx context.Context, cfg Config, tc *tls.Config, p iotauth.Params, l
 
 	dctx, cancel := context.WithTimeout(ctx, cfg.DialTimeout)
 	defer cancel()
-	tlsConn, err := source.DialTLS(dctx, cfg.Endpoint, tc)
+	gc, tlsConn, err := dialGathering(dctx, cfg.Endpoint, tc, cfg.ReadGather)
 	if err != nil {
 		return fail(err)
 	}
@@ -113,6 +113,7 @@ func dialAs(ctx context.Context, cfg Config, tc *tls.Config, p iotauth.Params, l
 		l.version = "1.0"
 	}
 	l.progress.Store(time.Now().UnixNano())
+	gc.Gather() // logged in: reads may gather from now on
 	if !subscribe {
 		return l, nil
 	}

@@ -219,7 +219,7 @@ func stompConfig(cfg *config.Config, params func() (iotauth.Params, error), cloc
 		Endpoint: sourceAddress(cfg), TLS: tlsOptions(cfg),
 		Params: params, Clock: clock, Connections: s.Connections,
 		Destination: s.STOMP.Destination, Ack: s.STOMP.Ack, EncodeBase64: s.STOMP.EncodeBase64, Host: s.STOMP.Host,
-		HeartBeat: s.STOMP.HeartBeat, CheckInterval: s.STOMP.CheckInterval, DialTimeout: s.DialTimeout,
+		HeartBeat: s.STOMP.HeartBeat, CheckInterval: s.STOMP.CheckInterval, ReadGather: s.STOMP.ReadGather, DialTimeout: s.DialTimeout,
 		Limiter: limiter, Logger: log,
 		MinBackoff: s.ReconnectMinBackoff, MaxBackoff: s.ReconnectMaxBackoff,
 	}
