@@ -1,9 +1,11 @@
 package mns
 
 import (
+	"bytes"
 	"context"
 	"encoding/base64"
 	"errors"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -583,5 +585,50 @@ func TestCredentialsFailureSendsNothingAndIsRetryable(t *testing.T) {
 	}
 	if n := requests.Load(); n != 0 {
 		t.Errorf("%d requests sent without credentials", n)
+	}
+}
+
+// countingConn counts the socket writes of one connection.
+type countingConn struct {
+	net.Conn
+	writes *atomic.Int64
+}
+
+func (c countingConn) Write(p []byte) (int, error) {
+	c.writes.Add(1)
+	return c.Conn.Write(p)
+}
+
+// TestBatchRequestIsOneWrite: a batch of 16 messages of 256 bytes (about
+// 6 KB of XML) leaves in one socket write, headers and body together.
+func TestBatchRequestIsOneWrite(t *testing.T) {
+	f := newFixture(t, mnsemu.Config{}, nil)
+	var writes atomic.Int64
+	tr := f.c.hc.Transport.(*http.Transport)
+	var d net.Dialer
+	tr.DialContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
+		c, err := d.DialContext(ctx, network, addr)
+		if err != nil {
+			return nil, err
+		}
+		return countingConn{Conn: c, writes: &writes}, nil
+	}
+	bodies := make([][]byte, 16)
+	for i := range bodies {
+		bodies[i] = bytes.Repeat([]byte{'a' + byte(i)}, 256)
+	}
+	for range 3 {
+		_, errs := f.c.BatchSendMessage(context.Background(), "q1", bodies)
+		for i, err := range errs {
+			if err != nil {
+				t.Fatalf("message %d: %v", i, err)
+			}
+		}
+	}
+	if n := f.emu.Stats().Requests; n != 3 {
+		t.Fatalf("%d requests, want 3", n)
+	}
+	if n := writes.Load(); n != 3 {
+		t.Fatalf("3 requests took %d socket writes, want one each", n)
 	}
 }
