@@ -172,6 +172,9 @@ func (r *Report) print(w io.Writer) {
 			line += fmt.Sprintf("; RSS at end %.1f MB anon + %.1f MB file; CPU bridge %.1f s + harness %.1f s in %.1f s",
 				x.RssAnonMB, x.RssFileMB, x.BridgeCPU, x.HarnessCPU, x.Seconds)
 		}
+		if x.MsgsPerRequest > 0 {
+			line += fmt.Sprintf("; %.1f msgs per MNS request", x.MsgsPerRequest)
+		}
 		if x.Note != "" {
 			line += " (" + x.Note + ")"
 		}

@@ -63,7 +63,12 @@ type Result struct {
 	// emulator, publisher) during the load: with BridgeCPU, how much of
 	// the machine the run used.
 	HarnessCPU float64 `json:"harness_cpu_seconds,omitempty"`
-	DrainSec   float64 `json:"drain_seconds,omitempty"`
+	// MNSRequests is how many requests the emulator answered during the
+	// load; MsgsPerRequest is messages stored per request (the batch size
+	// the bridge reached).
+	MNSRequests    int64   `json:"mns_requests,omitempty"`
+	MsgsPerRequest float64 `json:"msgs_per_request,omitempty"`
+	DrainSec       float64 `json:"drain_seconds,omitempty"`
 	// ResumeSec is the time from the end of the outage to the first message
 	// stored after it: how long the bridge's retry backoff left MNS idle.
 	ResumeSec float64 `json:"resume_seconds,omitempty"`
@@ -103,6 +108,7 @@ func (h *harness) bridgeLoad(ctx context.Context, name, what string, spec bridge
 		return res, err
 	}
 	self0 := selfCPU()
+	req0 := h.tb.emu.Stats().Requests
 	pctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	pubErr := make(chan error, 1)
@@ -123,6 +129,7 @@ func (h *harness) bridgeLoad(ctx context.Context, name, what string, spec bridge
 		return res, err
 	}
 	res.HarnessCPU = (selfCPU() - self0).Seconds()
+	res.MNSRequests = h.tb.emu.Stats().Requests - req0
 	cancel()
 	if err := <-pubErr; err != nil && !errors.Is(err, context.Canceled) {
 		return res, fmt.Errorf("%s: %w", name, err)
@@ -131,6 +138,9 @@ func (h *harness) bridgeLoad(ctx context.Context, name, what string, spec bridge
 		return res, fmt.Errorf("%s: %w", name, err)
 	}
 	res.fill(a, t0)
+	if res.MNSRequests > 0 {
+		res.MsgsPerRequest = float64(a.unique) / float64(res.MNSRequests)
+	}
 	res.bridgeUsage(before, after)
 	if rate > 0 {
 		res.latency(a)
