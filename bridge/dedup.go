@@ -1,7 +1,9 @@
 package bridge
 
 import (
-	"strings"
+	"encoding/binary"
+	"hash/maphash"
+	"strconv"
 	"sync"
 	"time"
 )
@@ -14,21 +16,36 @@ import (
 // It is a FIFO window: ids are held in the order they were added, and the
 // oldest is forgotten when Size is reached or when it is MaxAge old. A nil
 // *Dedup, or one of size 0, never suppresses anything.
+//
+// The window holds a 16-byte key per id, not the id: the id itself when it
+// is at most 15 bytes or a decimal number of up to 19 digits (the
+// platform's message ids), else a 128-bit hash of it (two 64-bit hashes
+// with seeds of this process). So it allocates nothing per id and holds no
+// pointer for the garbage collector to scan. Two different ids share a key
+// only in the hashed case, with a chance of about 2⁻¹²⁶ per pair: for a
+// window of 100,000 ids, a new message would be taken for a duplicate once
+// in 10³³ messages.
 type Dedup struct {
 	maxAge time.Duration
+	seeds  [2]maphash.Seed
 
 	mu    sync.Mutex
-	ring  []dedupSlot       // len == size; slot seq%size holds entry seq
-	index map[string]uint64 // id → seq of its newest entry
-	head  uint64            // seq of the oldest entry held
-	next  uint64            // seq of the next entry
+	ring  []dedupSlot         // len == size; slot seq%size holds entry seq
+	index map[dedupKey]uint64 // key → seq of its newest entry
+	head  uint64              // seq of the oldest entry held
+	next  uint64              // seq of the next entry
 
 	onAdd func(id string, at time.Time)
 }
 
+// dedupKey identifies an id; the top byte of its second word says how:
+// 0..15 the id's length (its bytes in the rest), 0x50..0x53 a decimal of
+// 16..19 digits (the number in the first word), 0x80 and up a hash.
+type dedupKey [2]uint64
+
 type dedupSlot struct {
-	id string
-	at time.Time
+	key dedupKey
+	at  int64 // unix nanoseconds
 }
 
 // NewDedup returns a window of at most size ids, each remembered for at
@@ -40,9 +57,34 @@ func NewDedup(size int, maxAge time.Duration) *Dedup {
 	}
 	return &Dedup{
 		maxAge: maxAge,
+		seeds:  [2]maphash.Seed{maphash.MakeSeed(), maphash.MakeSeed()},
 		ring:   make([]dedupSlot, size),
-		index:  make(map[string]uint64, size),
+		index:  make(map[dedupKey]uint64, size),
 	}
+}
+
+// key returns id's key (see dedupKey).
+func (d *Dedup) key(id string) dedupKey {
+	if len(id) <= 15 {
+		var b [16]byte
+		copy(b[:], id)
+		b[15] = byte(len(id))
+		return dedupKey{binary.LittleEndian.Uint64(b[:8]), binary.LittleEndian.Uint64(b[8:])}
+	}
+	if len(id) <= 19 && decimal(id) {
+		n, _ := strconv.ParseUint(id, 10, 64) // 19 digits always fit
+		return dedupKey{n, uint64(0x40|len(id)) << 56}
+	}
+	return dedupKey{maphash.String(d.seeds[0], id), maphash.String(d.seeds[1], id) | 1<<63}
+}
+
+func decimal(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return false
+		}
+	}
+	return true
 }
 
 // Seen reports whether id was added within the window and has not expired
@@ -51,23 +93,43 @@ func (d *Dedup) Seen(id string, now time.Time) bool {
 	if d == nil || len(d.ring) == 0 || id == "" {
 		return false
 	}
+	k := d.key(id)
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	seq, ok := d.index[id]
+	seq, ok := d.index[k]
 	if !ok {
 		return false
 	}
 	return !d.expired(d.ring[seq%uint64(len(d.ring))].at, now)
 }
 
+// Holds reports whether the entry id has in the window was added at the
+// millisecond of at and has not expired at now: the de-dup journal keeps
+// only such lines when it compacts.
+func (d *Dedup) Holds(id string, at, now time.Time) bool {
+	if d == nil || len(d.ring) == 0 || id == "" {
+		return false
+	}
+	k := d.key(id)
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	seq, ok := d.index[k]
+	if !ok {
+		return false
+	}
+	s := d.ring[seq%uint64(len(d.ring))]
+	return time.Unix(0, s.at).UnixMilli() == at.UnixMilli() && !d.expired(s.at, now)
+}
+
 // Add records id as delivered at now; the pipeline calls it once MNS has
 // accepted the message. Adding an id that is already held renews it. Empty
-// ids are not recorded. It keeps its own copy of id, so that the window
-// never pins a larger buffer that id may be a slice of.
+// ids are not recorded. The window keeps a key, not id (see Dedup), so it
+// never pins a buffer that id may be a slice of.
 func (d *Dedup) Add(id string, now time.Time) {
 	if d == nil || len(d.ring) == 0 || id == "" {
 		return
 	}
+	k := d.key(id)
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	d.prune(now)
@@ -75,13 +137,8 @@ func (d *Dedup) Add(id string, now time.Time) {
 	if d.next-d.head == size {
 		d.evictOldest()
 	}
-	if old, ok := d.index[id]; ok {
-		id = d.ring[old%size].id // reuse the copy already held
-	} else {
-		id = strings.Clone(id)
-	}
-	d.ring[d.next%size] = dedupSlot{id: id, at: now}
-	d.index[id] = d.next
+	d.ring[d.next%size] = dedupSlot{key: k, at: now.UnixNano()}
+	d.index[k] = d.next
 	d.next++
 	if d.onAdd != nil {
 		d.onAdd(id, now)
@@ -89,8 +146,9 @@ func (d *Dedup) Add(id string, now time.Time) {
 }
 
 // SetOnAdd registers f, called with every id added (under the window's
-// lock, so in order; f must not block). Set it before the window is used;
-// it is how the window is journalled to survive restarts.
+// lock, so in order; f must not block, nor keep id: it may be a slice of
+// the caller's buffer). Set it before the window is used; it is how the
+// window is journalled to survive restarts.
 func (d *Dedup) SetOnAdd(f func(id string, at time.Time)) { d.onAdd = f }
 
 // Len returns the number of ids held, including expired ones not yet
@@ -104,8 +162,12 @@ func (d *Dedup) Len() int {
 	return len(d.index)
 }
 
-func (d *Dedup) expired(at, now time.Time) bool {
-	return d.maxAge > 0 && now.Sub(at) >= d.maxAge
+// expired reports whether an entry added at (unix nanoseconds) is MaxAge
+// old at now, by the wall clock (an entry loaded from the journal has no
+// other); a clock gone back counts as fresh. A step of the clock changes
+// only which redeliveries are suppressed, never what is forwarded.
+func (d *Dedup) expired(at int64, now time.Time) bool {
+	return d.maxAge > 0 && now.UnixNano()-at >= int64(d.maxAge)
 }
 
 // prune forgets the expired entries at the head of the window.
@@ -119,34 +181,9 @@ func (d *Dedup) prune(now time.Time) {
 // newer entry renewed it.
 func (d *Dedup) evictOldest() {
 	s := &d.ring[d.head%uint64(len(d.ring))]
-	if seq, ok := d.index[s.id]; ok && seq == d.head {
-		delete(d.index, s.id)
+	if seq, ok := d.index[s.key]; ok && seq == d.head {
+		delete(d.index, s.key)
 	}
 	*s = dedupSlot{}
 	d.head++
-}
-
-// DedupEntry is one remembered id with the time it was added.
-type DedupEntry struct {
-	ID string
-	At time.Time
-}
-
-// Entries returns the window's live entries, oldest first (for persisting
-// it). Safe for concurrent use.
-func (d *Dedup) Entries() []DedupEntry {
-	if d == nil || len(d.ring) == 0 {
-		return nil
-	}
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	size := uint64(len(d.ring))
-	out := make([]DedupEntry, 0, d.next-d.head)
-	for seq := d.head; seq != d.next; seq++ {
-		s := d.ring[seq%size]
-		if cur, ok := d.index[s.id]; ok && cur == seq {
-			out = append(out, DedupEntry{ID: s.id, At: s.at})
-		}
-	}
-	return out
 }

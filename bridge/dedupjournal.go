@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -72,35 +73,34 @@ func (j *DedupJournal) load() (int, error) {
 	sc := bufio.NewScanner(f)
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
 	for sc.Scan() {
-		ms, quoted, ok := strings.Cut(sc.Text(), " ")
-		at, err1 := strconv.ParseInt(ms, 10, 64)
-		id, err2 := strconv.Unquote(quoted)
-		if !ok || err1 != nil || err2 != nil || id == "" {
+		id, at, ok := parseJournalLine(sc.Text())
+		if !ok {
 			continue
 		}
-		j.d.Add(id, time.UnixMilli(at))
+		j.d.Add(id, at)
 		n++
 	}
 	return n, sc.Err()
 }
 
-// rewrite replaces the file with the window's current entries and opens it
-// for appending.
+// rewrite replaces the file with its lines that the window still holds
+// (see Dedup.Holds: the window keeps keys, not ids, so the ids come from
+// the file) and opens it for appending. Every line added so far is in the
+// file: rewrite runs at open and in Run after a flush.
 func (j *DedupJournal) rewrite() error {
-	entries := j.d.Entries()
 	tmp := j.path + ".tmp"
 	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o600)
 	if err != nil {
 		return err
 	}
 	w := bufio.NewWriter(f)
-	var line []byte
-	for _, e := range entries {
-		line = appendJournalLine(line[:0], e.ID, e.At)
-		w.Write(line)
+	kept, err := j.keepLive(w)
+	if err == nil {
+		err = w.Flush()
 	}
-	if err := w.Flush(); err != nil {
+	if err != nil {
 		f.Close()
+		os.Remove(tmp)
 		return err
 	}
 	if err := f.Close(); err != nil {
@@ -115,12 +115,54 @@ func (j *DedupJournal) rewrite() error {
 	}
 	j.mu.Lock()
 	old := j.f
-	j.f, j.lines = nf, len(entries)
+	j.f, j.lines = nf, kept
 	j.mu.Unlock()
 	if old != nil {
 		old.Close()
 	}
 	return nil
+}
+
+// keepLive copies the journal's lines that the window still holds to w and
+// returns how many. A missing file holds none; damaged lines are dropped.
+func (j *DedupJournal) keepLive(w io.Writer) (int, error) {
+	f, err := os.Open(j.path)
+	if errors.Is(err, os.ErrNotExist) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	now := time.Now()
+	kept := 0
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		id, at, ok := parseJournalLine(sc.Text())
+		if !ok || !j.d.Holds(id, at, now) {
+			continue
+		}
+		if _, err := w.Write(sc.Bytes()); err != nil {
+			return kept, err
+		}
+		if _, err := w.Write([]byte{'\n'}); err != nil {
+			return kept, err
+		}
+		kept++
+	}
+	return kept, sc.Err()
+}
+
+// parseJournalLine reads "<unix ms> <quoted id>".
+func parseJournalLine(line string) (string, time.Time, bool) {
+	ms, quoted, ok := strings.Cut(line, " ")
+	at, err1 := strconv.ParseInt(ms, 10, 64)
+	id, err2 := strconv.Unquote(quoted)
+	if !ok || err1 != nil || err2 != nil || id == "" {
+		return "", time.Time{}, false
+	}
+	return id, time.UnixMilli(at), true
 }
 
 func appendJournalLine(dst []byte, id string, at time.Time) []byte {
