@@ -19,9 +19,10 @@ import (
 	"github.com/iot-mns-bridge/iot-mns-bridge/sinks/mns"
 )
 
-// bridgeRequestsPerDestination is the bridge's default
-// delivery.max_requests_per_destination: ceiling (b) sends with the same
-// concurrency, since every bench message goes to one queue.
+// bridgeRequestsPerDestination is the bridge's
+// delivery.max_requests_per_destination (its default, or -requests):
+// ceiling (b) sends with the same concurrency, since every bench message
+// goes to one queue.
 var bridgeRequestsPerDestination = config.Default().Delivery.MaxRequestsPerDestination
 
 func (h *harness) params(clientID, group string) iotauth.Params {

@@ -81,6 +81,7 @@ func parseFlags(args []string, errOut io.Writer) (options, error) {
 	profile := fs.String("profile", "", "instead of the scenarios, write a CPU profile of the bridge process at full rate to `FILE` (and its allocation profile to FILE.allocs)")
 	profileRate := fs.Float64("profile-rate", 0, "messages/s of the -profile run (0: as fast as possible)")
 	boundOnly := fs.Bool("memory-bound-only", false, "memory scenario: run only the row with the defaults (outage-45k), not the count-only comparison")
+	requests := fs.Int("requests", 0, "delivery.max_requests_per_destination of the bridge runs and the concurrency of ceiling b (0: the bridge's default)")
 	if err := fs.Parse(args); err != nil {
 		return options{}, err
 	}
@@ -91,6 +92,12 @@ func parseFlags(args []string, errOut io.Writer) (options, error) {
 	}
 	if *messages > 0 {
 		o.Sizes.Messages = *messages
+	}
+	if *requests < 0 {
+		return o, errors.New("-requests must not be negative")
+	}
+	if *requests > 0 {
+		bridgeRequestsPerDestination = *requests
 	}
 	if o.Latency <= 0 {
 		return o, errors.New("-latency must be positive")

@@ -120,6 +120,8 @@ func (tb *testbed) config(runDir, group, httpAddr string, s bridgeSpec) ([]byte,
 		route.MessageGroupID = "{deviceName}"
 	}
 	c.Routes = []config.Route{route}
+	c.Delivery.MaxRequestsPerDestination = bridgeRequestsPerDestination
+	c.Delivery.MaxRequests = max(c.Delivery.MaxRequests, 2*bridgeRequestsPerDestination)
 	c.DefaultRoute = config.DefaultRoute{DeadLetter: true}
 	if s.MaxInFlightBytes != "" {
 		n, err := config.ParseSize(s.MaxInFlightBytes)
