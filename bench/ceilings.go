@@ -25,6 +25,10 @@ import (
 // goes to one queue.
 var bridgeRequestsPerDestination = config.Default().Delivery.MaxRequestsPerDestination
 
+// bridgeReadGather is source.stomp.read_gather of the bridge runs when not
+// negative (-read-gather); negative keeps the bridge's default.
+var bridgeReadGather time.Duration = -1
+
 func (h *harness) params(clientID, group string) iotauth.Params {
 	return iotauth.Params{ClientID: clientID, AccessKeyID: benchAccessKeyID, AccessKeySecret: benchAccessKeySecret,
 		ConsumerGroupID: group, SignMethod: iotauth.HMACSHA1}

@@ -81,6 +81,7 @@ func parseFlags(args []string, errOut io.Writer) (options, error) {
 	profile := fs.String("profile", "", "instead of the scenarios, write a CPU profile of the bridge process at full rate to `FILE` (and its allocation profile to FILE.allocs)")
 	profileRate := fs.Float64("profile-rate", 0, "messages/s of the -profile run (0: as fast as possible)")
 	boundOnly := fs.Bool("memory-bound-only", false, "memory scenario: run only the row with the defaults (outage-45k), not the count-only comparison")
+	gather := fs.Duration("read-gather", -1, "source.stomp.read_gather of the bridge runs (negative: the bridge's default)")
 	requests := fs.Int("requests", 0, "delivery.max_requests_per_destination of the bridge runs and the concurrency of ceiling b (0: the bridge's default)")
 	if err := fs.Parse(args); err != nil {
 		return options{}, err
@@ -96,6 +97,7 @@ func parseFlags(args []string, errOut io.Writer) (options, error) {
 	if *requests < 0 {
 		return o, errors.New("-requests must not be negative")
 	}
+	bridgeReadGather = *gather
 	if *requests > 0 {
 		bridgeRequestsPerDestination = *requests
 	}

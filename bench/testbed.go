@@ -120,6 +120,9 @@ func (tb *testbed) config(runDir, group, httpAddr string, s bridgeSpec) ([]byte,
 		route.MessageGroupID = "{deviceName}"
 	}
 	c.Routes = []config.Route{route}
+	if bridgeReadGather >= 0 {
+		c.Source.STOMP.ReadGather = bridgeReadGather
+	}
 	c.Delivery.MaxRequestsPerDestination = bridgeRequestsPerDestination
 	c.Delivery.MaxRequests = max(c.Delivery.MaxRequests, 2*bridgeRequestsPerDestination)
 	c.DefaultRoute = config.DefaultRoute{DeadLetter: true}
