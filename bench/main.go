@@ -238,8 +238,12 @@ func (h *harness) profile(ctx context.Context, path string, rate float64, out io
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(out, "  %.0f msgs/s, %.1f µs CPU/msg, peak RSS %.1f MB (with the profiler on), %.1f msgs per MNS request, p50 %.1f ms, p99 %.1f ms\n",
-		r.MsgsPerSec, r.CPUPerMsgUs, r.PeakRSSMB, r.MsgsPerRequest, r.P50Ms, r.P99Ms)
+	lat := ""
+	if rate > 0 {
+		lat = fmt.Sprintf(", p50 %.1f ms, p99 %.1f ms", r.P50Ms, r.P99Ms)
+	}
+	fmt.Fprintf(out, "  %.0f msgs/s, %.1f µs CPU/msg, peak RSS %.1f MB (with the profiler on), %.1f msgs per MNS request%s\n",
+		r.MsgsPerSec, r.CPUPerMsgUs, r.PeakRSSMB, r.MsgsPerRequest, lat)
 	fmt.Fprintf(out, "  profile: %s  (go tool pprof -top %s)\n", path, path)
 	cmd := exec.CommandContext(ctx, "go", "tool", "pprof", "-top", "-nodecount=30", path)
 	cmd.Stdout, cmd.Stderr = out, out
