@@ -291,16 +291,15 @@ func (c *Client) roundTrip(ctx context.Context, t target, method, resource strin
 	}
 	rctx, cancel := context.WithTimeout(ctx, c.timeout)
 	defer cancel()
-	var rd io.Reader
-	if body != nil && refs == nil {
-		rd = bytes.NewReader(body)
-	}
-	req, err := http.NewRequestWithContext(rctx, method, c.base+resource, rd)
+	req, err := http.NewRequestWithContext(rctx, method, c.base+resource, nil)
 	if err != nil {
 		return 0, ids, &permanentError{fmt.Errorf("%s: build request: %w", t, err)}
 	}
-	if refs != nil {
+	switch {
+	case refs != nil:
 		setBodyByRef(req, body, refs)
+	case len(body) > 0:
+		setBodyOnce(req, body)
 	}
 	id, secret, token, err := c.creds(rctx)
 	if err != nil {
@@ -340,6 +339,55 @@ func (c *Client) roundTrip(ctx context.Context, t target, method, resource strin
 		return 0, ids, c.transportError(ctx, t, ids, fmt.Errorf("read reply: %w", err))
 	}
 	return resp.StatusCode, ids, nil
+}
+
+// sentBody is a request body that lets go of its buffer once it has been
+// read whole (written to the connection): a request waiting for its reply
+// then holds no copy of its messages, which the pipeline holds anyway.
+// Until then the transport may rewind it (GetBody) to send it again on a
+// fresh connection.
+type sentBody struct {
+	mu   sync.Mutex
+	full []byte // nil once read whole
+}
+
+// errBodySent is what GetBody returns once the body was read whole: the
+// transport then reports the failed request, which the pipeline retries.
+var errBodySent = errors.New("mns: the request body was already sent; not sending it again")
+
+type sentReader struct {
+	s   *sentBody
+	off int
+}
+
+func (r *sentReader) Read(p []byte) (int, error) {
+	r.s.mu.Lock()
+	defer r.s.mu.Unlock()
+	if r.s.full == nil || r.off >= len(r.s.full) {
+		r.s.full = nil
+		return 0, io.EOF
+	}
+	n := copy(p, r.s.full[r.off:])
+	r.off += n
+	if r.off == len(r.s.full) {
+		r.s.full = nil
+	}
+	return n, nil
+}
+
+// setBodyOnce makes body req's body, a sentBody.
+func setBodyOnce(req *http.Request, body []byte) {
+	s := &sentBody{full: body}
+	req.GetBody = func() (io.ReadCloser, error) {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		if s.full == nil {
+			return nil, errBodySent
+		}
+		return io.NopCloser(&sentReader{s: s}), nil
+	}
+	req.Body, _ = req.GetBody()
+	req.ContentLength = int64(len(body))
 }
 
 // bodyRef is a message body sent in place inside a request: it goes at

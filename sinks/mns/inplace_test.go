@@ -8,6 +8,8 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"runtime"
+	"sync"
+	"sync/atomic"
 	"testing"
 
 	"github.com/iot-mns-bridge/iot-mns-bridge/bridge"
@@ -93,4 +95,100 @@ func allocatedPerSend(t *testing.T, body []byte) uint64 {
 	}
 	runtime.ReadMemStats(&after)
 	return (after.TotalAlloc - before.TotalAlloc) / n
+}
+
+// TestRequestWaitingForItsReplyHoldsNoBody: once a request's XML has been
+// written, the request lets go of it while it waits for the reply: 16
+// requests of a 45 KB payload each (61 KB of base64 the client encodes),
+// read whole by a server that then holds its reply, take about the heap
+// that 16 requests of a 1 KB payload take. Before, each held its 61 KB of
+// XML until the reply.
+func TestRequestWaitingForItsReplyHoldsNoBody(t *testing.T) {
+	// The least of three tries: memory freed by an earlier test during
+	// one try cannot make it fail.
+	diff := int64(1 << 62)
+	for range 3 {
+		small := heapPerRequestWaiting(t, 1<<10)
+		large := heapPerRequestWaiting(t, 45<<10)
+		t.Logf("a request waiting for its reply holds %d bytes of heap with a 1 KB payload, %d with a 45 KB payload", small, large)
+		diff = min(diff, large-small)
+	}
+	if diff > 61440/4 {
+		t.Errorf("a request waiting for its reply with a 45 KB payload holds %d bytes more than one with a 1 KB payload: it keeps its XML", diff)
+	}
+}
+
+// heapPerRequestWaiting sends 16 messages with payloads of size bytes, one
+// per request, to a server that reads each request whole and then holds
+// its reply, and returns the heap each request takes meanwhile (the
+// payloads excluded).
+func heapPerRequestWaiting(t *testing.T, size int) int64 {
+	const n = 16
+	var read atomic.Int32
+	release := make(chan struct{})
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		read.Add(1)
+		<-release
+		w.WriteHeader(http.StatusServiceUnavailable)
+	}))
+	defer srv.Close()
+	c, err := NewClient(Config{Endpoint: srv.URL, AccessKeyID: "ak", AccessKeySecret: "sk", MaxConns: n})
+	if err != nil {
+		t.Fatal(err)
+	}
+	payloads := make([][]byte, n)
+	for i := range payloads {
+		payloads[i] = bytes.Repeat([]byte{byte(i)}, size)
+	}
+	runtime.GC()
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() {
+			_, errs := c.SendMessages(context.Background(), "q1", []bridge.Outgoing{{Body: payloads[i]}})
+			if errs[0] == nil {
+				t.Errorf("message %d: accepted by a server answering 503", i)
+			}
+		})
+	}
+	for read.Load() < n {
+		runtime.Gosched()
+	}
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	close(release)
+	wg.Wait()
+	return (int64(after.HeapAlloc) - int64(before.HeapAlloc)) / n
+}
+
+// TestSentBodyRewindsUntilSent: until the body has been read whole, the
+// transport can rewind it (GetBody) and send it whole again; afterwards
+// GetBody refuses (the request waiting for its reply lets go of the
+// buffer: TestRequestWaitingForItsReplyHoldsNoBody).
+func TestSentBodyRewindsUntilSent(t *testing.T) {
+	req, err := http.NewRequest("POST", "http://127.0.0.1/", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body := []byte("<Messages>0123456789</Messages>")
+	setBodyOnce(req, body)
+	if req.ContentLength != int64(len(body)) {
+		t.Fatalf("ContentLength %d, want %d", req.ContentLength, len(body))
+	}
+	part := make([]byte, 5)
+	if _, err := req.Body.Read(part); err != nil {
+		t.Fatal(err)
+	}
+	again, err := req.GetBody()
+	if err != nil {
+		t.Fatalf("GetBody after a partial read: %v", err)
+	}
+	if b, _ := io.ReadAll(again); !bytes.Equal(b, body) {
+		t.Fatalf("rewound body %q, want %q", b, body)
+	}
+	if _, err := req.GetBody(); err != errBodySent {
+		t.Fatalf("GetBody once the body was read whole: %v, want errBodySent", err)
+	}
 }
