@@ -4,14 +4,13 @@ import (
 	"context"
 	"fmt"
 
-	"github.com/iot-mns-bridge/iot-mns-bridge/iotauth"
+	"github.com/iot-mns-bridge/iot-mns-bridge/bridge/source"
 )
 
 // CheckConnect logs in once, attaches the receiver with zero credit (the
 // platform cannot send a message on it) and closes cleanly: it never takes a
-// message. It logs in as the configured client id with "-check" appended
-// (cut to the platform's 64 characters), so that it does not displace a
-// running bridge's connection. It does not retry. The error says which step failed and the
+// message. It logs in as source.CheckClientID of the configured client id,
+// so that it does not displace a running bridge's connection. It does not retry. The error says which step failed and the
 // likely cause (endpoint, TLS CA, credentials, address). It blocks until
 // done or ctx ends; the close is bounded by cfg.AttachTimeout.
 func CheckConnect(ctx context.Context, cfg Config) error {
@@ -23,7 +22,7 @@ func CheckConnect(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return fmt.Errorf("source.credentials: %w", err)
 	}
-	id := checkClientID(p.ClientID)
+	id := source.CheckClientID(p.ClientID)
 	// The dialer attaches with manual credit and issues none: zero credit.
 	c, err := s.dial(ctx, 0, id)
 	if err != nil {
@@ -35,16 +34,4 @@ func CheckConnect(ctx context.Context, cfg Config) error {
 		return fmt.Errorf("amqp check %s: connected and attached, but the close did not finish: %w", id, err)
 	}
 	return nil
-}
-
-// checkSuffix is appended to the client id of CheckConnect's connection.
-const checkSuffix = "-check"
-
-// checkClientID is id with checkSuffix, cut to the platform's limit.
-func checkClientID(id string) string {
-	r := []rune(id)
-	if n := iotauth.MaxClientIDLen - len(checkSuffix); len(r) > n {
-		r = r[:n]
-	}
-	return string(r) + checkSuffix
 }

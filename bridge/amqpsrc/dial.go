@@ -3,7 +3,6 @@ package amqpsrc
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"net"
@@ -44,12 +43,13 @@ func (d *dialer) dial(ctx context.Context, _ int, id string) (connection, error)
 		return nil, fmt.Errorf("amqp connect as %s: sign the login: %w (%w)", id, err, source.ErrFatal)
 	}
 
+	cfg.TLS.WarnIfInsecure(cfg.Logger, id, cfg.Endpoint)
 	cfg.Logger.Debug("amqp dialling", "conn", id, "endpoint", cfg.Endpoint,
 		"username", iotauth.RedactUsername(creds.Username)) // the username holds no secret once redacted
 
 	dctx, cancel := context.WithTimeout(ctx, cfg.DialTimeout)
 	defer cancel()
-	nc, err := (&tls.Dialer{Config: d.tls}).DialContext(dctx, "tcp", cfg.Endpoint)
+	nc, err := source.DialTLS(dctx, cfg.Endpoint, d.tls)
 	if err != nil {
 		return nil, explainDial(cfg, id, err)
 	}
@@ -95,50 +95,28 @@ func (d *dialer) dial(ctx context.Context, _ int, id string) (connection, error)
 	return c, nil
 }
 
-// explainDial turns a TCP or TLS failure into an error naming what to check.
+// explainDial turns a TCP or TLS failure into an error naming what to check
+// (source.ExplainDial).
 func explainDial(cfg Config, id string, err error) error {
-	var (
-		unknownCA x509.UnknownAuthorityError // crypto/x509 returns it as a value
-		hostErr   x509.HostnameError
-		certErr   x509.CertificateInvalidError
-		verifyErr *tls.CertificateVerificationError
-		recErr    tls.RecordHeaderError
-	)
-	switch { // a verification error wraps the specific one: test those first
-	case errors.As(err, &hostErr):
-		return fmt.Errorf("amqp connect to %s as %s: TLS certificate does not match the name: %w; "+
-			"check source.endpoint and source.tls.server_name", cfg.Endpoint, id, err)
-	case errors.As(err, &unknownCA), errors.As(err, &verifyErr), errors.As(err, &certErr):
-		return fmt.Errorf("amqp connect to %s as %s: TLS certificate not trusted: %w; check source.tls.ca_file "+
-			"(it must hold the CA that signed the endpoint's certificate)", cfg.Endpoint, id, err)
-	case errors.As(err, &recErr):
-		return fmt.Errorf("amqp connect to %s as %s: the endpoint does not speak TLS: %w; "+
-			"check the port of source.endpoint (amqps is 5671)", cfg.Endpoint, id, err)
-	case errors.Is(err, context.DeadlineExceeded):
-		return fmt.Errorf("amqp connect to %s as %s: no answer within source.dial_timeout (%s): %w; "+
-			"check source.endpoint and that the network allows port 5671", cfg.Endpoint, id, cfg.DialTimeout, err)
-	}
-	return fmt.Errorf("amqp connect to %s as %s: %w; check source.endpoint and that the network allows the port",
-		cfg.Endpoint, id, err)
+	return source.ExplainDial(fmt.Sprintf("amqp connect to %s as %s", cfg.Endpoint, id), cfg.DialTimeout, err)
 }
 
 // explainLogin turns an AMQP open or SASL failure into an error naming what
 // to check.
 func explainLogin(cfg Config, id string, err error) error {
+	op := fmt.Sprintf("amqp login to %s as %s", cfg.Endpoint, id)
 	// go-amqp reports a SASL failure as untyped text; this is the one place
 	// that reads it, and the error it returns is typed (ErrLoginRefused).
 	if strings.Contains(err.Error(), "throttled") {
-		return fmt.Errorf("amqp login to %s as %s: %w: %w; the consumer group made too many connection attempts "+
+		return fmt.Errorf("%s: %w: %w; the consumer group made too many connection attempts "+
 			"(the platform allows 100 a minute per group, across every client): lower source.connect_attempts_per_minute "+
-			"so that the bridges of the group share that budget", cfg.Endpoint, id, bridge.ErrLoginRefused, err)
+			"so that the bridges of the group share that budget", op, bridge.ErrLoginRefused, err)
 	}
 	if strings.Contains(err.Error(), "SASL") {
-		return fmt.Errorf("amqp login to %s as %s: %w: %w; check source.credentials (AccessKey ID and secret, "+
-			"STS token), source.consumer_group_id, source.iot_instance_id, and that the clock is right", cfg.Endpoint, id, bridge.ErrLoginRefused, err)
+		return source.LoginRefused(op, "", err)
 	}
 	if errors.Is(err, context.DeadlineExceeded) {
-		return fmt.Errorf("amqp login to %s as %s: no answer within source.dial_timeout (%s): %w",
-			cfg.Endpoint, id, cfg.DialTimeout, err)
+		return source.ExplainDial(op, cfg.DialTimeout, err)
 	}
 	return fmt.Errorf("amqp open to %s as %s: %w; check source.endpoint and source.amqp.idle_timeout",
 		cfg.Endpoint, id, err)

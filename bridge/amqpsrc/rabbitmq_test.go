@@ -222,10 +222,7 @@ func TestRabbitMQUnsettledRedeliveredAfterConnectionLoss(t *testing.T) {
 		}
 	}
 
-	sl := r.src.slots[0]
-	sl.mu.Lock()
-	conn := sl.cur.conn.(*amqpConn)
-	sl.mu.Unlock()
+	conn := r.src.Link(0).(*link).conn.(*amqpConn)
 	_ = conn.net.Close() // the connection dies under the source
 
 	seen := map[string]bool{}

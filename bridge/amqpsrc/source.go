@@ -1,20 +1,22 @@
-// Package amqpsrc is the AMQP 1.0 source: it consumes the IoT Platform's
-// server-side subscription over amqps (github.com/Azure/go-amqp) and hands
-// every message to the pipeline as a bridge.Delivery.
+// Package amqpsrc is the AMQP 1.0 protocol of the source: it consumes the
+// IoT Platform's server-side subscription over amqps
+// (github.com/Azure/go-amqp). It signs, connects with a SASL PLAIN login,
+// attaches one receiver with a fixed credit (the backpressure), reads the
+// next message as a bridge.Delivery, settles and closes. The reconnecting,
+// the slots, the backoff and what is fatal are source.Driver's, the same
+// for every protocol.
 //
-// Each connection slot dials with a freshly signed SASL PLAIN login, attaches
-// one receiver with a fixed credit (the backpressure), receives, and settles
-// each delivery only when the pipeline says so: Accepted → accept, Released →
-// release. A dead connection is noticed as soon as go-amqp closes it (not
-// only at the next Receive) and is redialled by a source.Supervisor with
-// jittered backoff under a shared attempt limiter. Deliveries of a dead link
-// cannot be settled any more: settling them is dropped quietly and counted
-// (the platform redelivers them). A settlement that fails on a live link
-// drops the connection: the broker redelivers an unsettled delivery only
-// when its link ends, so keeping the link would strand the message. A
-// connection given up after a failure is dropped at the socket, without the
-// AMQP close handshake, so that the broker sees the transport end and takes
-// back everything unsettled, whatever state its end of the link is in.
+// A delivery is settled only when the pipeline says so: Accepted → accept,
+// Released → release. A dead connection is noticed as soon as go-amqp
+// closes it (source.Link.Lost: a handler blocked on backpressure lets go at
+// once), not only at the next Receive. Deliveries of a dead link cannot be
+// settled any more: settling them is dropped quietly and counted (the
+// platform redelivers them). A settlement that fails on a live link drops
+// the connection: the broker redelivers an unsettled delivery only when its
+// link ends, so keeping the link would strand the message. A connection given
+// up after a failure is dropped at the socket, without the AMQP close
+// handshake, so that the broker sees the transport end and takes back
+// everything unsettled, whatever state its end of the link is in.
 //
 // The package knows nothing of MNS or routing.
 package amqpsrc
@@ -28,7 +30,6 @@ import (
 	"sync/atomic"
 
 	"github.com/Azure/go-amqp"
-	"golang.org/x/sync/errgroup"
 
 	"github.com/iot-mns-bridge/iot-mns-bridge/bridge"
 	"github.com/iot-mns-bridge/iot-mns-bridge/bridge/source"
@@ -77,62 +78,32 @@ type Stats struct {
 	SettleFailed int64
 }
 
-// Source is the AMQP 1.0 source. It implements bridge.Source,
-// bridge.Settler and bridge.StateReporter. Its methods are safe for
-// concurrent use; Run may be called once.
+// Source is the AMQP 1.0 source: a source.Driver over AMQP links. It
+// implements bridge.Source, bridge.Settler and bridge.StateReporter. Its
+// methods are safe for concurrent use; Run may be called once.
 type Source struct {
-	cfg   Config
-	log   *slog.Logger
-	dial  dialFunc
-	slots []*slot
+	*source.Driver
+	cfg  Config
+	log  *slog.Logger
+	dial dialFunc
 
 	received, accepted, released, dropped, settleFailed atomic.Int64
-
-	mu        sync.Mutex
-	started   bool
-	closed    bool
-	cancelRun context.CancelFunc
-	runDone   chan struct{}
-}
-
-// slot is one connection slot: a supervisor and the link it currently holds.
-type slot struct {
-	index int
-	id    string
-	sup   *source.Supervisor
-
-	mu  sync.Mutex
-	cur *link // live, or parked after Run returned; nil between connections
-}
-
-func (sl *slot) set(l *link) {
-	sl.mu.Lock()
-	sl.cur = l
-	sl.mu.Unlock()
-}
-
-// take removes and returns the slot's link if it is still l (or any link
-// when l is nil).
-func (sl *slot) take(l *link) *link {
-	sl.mu.Lock()
-	defer sl.mu.Unlock()
-	cur := sl.cur
-	if cur == nil || (l != nil && cur != l) {
-		return nil
-	}
-	sl.cur = nil
-	return cur
 }
 
 // link is one connection's life. Its deliveries carry it in their token, so
 // settling a delivery reaches the link it came from, dead or alive.
 type link struct {
+	src  *Source
 	conn connection
 	dead atomic.Bool // no more settling: the connection ended or is closing
 
 	failed   chan struct{} // closed by fail: the connection must be dropped
 	failOnce sync.Once
-	failErr  error // why; set before failed is closed
+	failErr  error         // why; set before failed is closed
+	lost     chan struct{} // closed once the connection ended or the link failed
+	// granted and got count the credit issued and the messages received
+	// on this link (Next only).
+	granted, got int
 
 	settled chan struct{} // signalled (non-blocking) on every untrack
 
@@ -140,14 +111,23 @@ type link struct {
 	unsettled map[*bridge.Delivery]struct{}
 }
 
-func newLink(c connection) *link {
-	return &link{conn: c, unsettled: make(map[*bridge.Delivery]struct{}), settled: make(chan struct{}, 1),
-		failed: make(chan struct{})}
+func newLink(s *Source, c connection) *link {
+	l := &link{src: s, conn: c, unsettled: make(map[*bridge.Delivery]struct{}), settled: make(chan struct{}, 1),
+		failed: make(chan struct{}), lost: make(chan struct{})}
+	go func() {
+		// Ends with the connection: Abort and Close both end it.
+		select {
+		case <-c.Done():
+		case <-l.failed:
+		}
+		close(l.lost)
+	}()
+	return l
 }
 
 // fail marks the link unusable (later settlements are dropped) and tells
-// its session to drop the connection, so that the broker redelivers what is
-// unsettled. Only the first call counts; it never blocks.
+// the driver to drop the connection (Lost), so that the broker redelivers
+// what is unsettled. Only the first call counts; it never blocks.
 func (l *link) fail(err error) {
 	l.failOnce.Do(func() {
 		l.dead.Store(true)
@@ -206,7 +186,7 @@ type token struct {
 
 // New checks cfg, fills in defaults and returns a Source. It reads the CA
 // file and calls cfg.Params once to check the signing inputs, but opens no
-// connection. Errors name the config key (source.amqp.idle_timeout, ...).
+// connection.
 func New(cfg Config) (*Source, error) {
 	cfg, err := cfg.withDefaults()
 	if err != nil {
@@ -220,166 +200,117 @@ func New(cfg Config) (*Source, error) {
 	if err != nil {
 		return nil, fmt.Errorf("source.credentials: %w", err)
 	}
-	s := &Source{cfg: cfg, log: cfg.Logger.With("source", "amqp", "endpoint", cfg.Endpoint)}
 	var errs []error
-	for i := range cfg.Connections {
-		id := clientID(p.ClientID, i, cfg.Connections)
+	for _, id := range source.ClientIDs(p.ClientID, cfg.Connections) {
 		q := p
 		q.ClientID = id
 		if err := q.Validate(); err != nil {
 			errs = append(errs, fmt.Errorf("source: %w", err))
 		}
-		s.slots = append(s.slots, &slot{
-			index: i,
-			id:    id,
-			sup: &source.Supervisor{
-				Name:    id,
-				Backoff: bridge.Backoff{Min: cfg.MinBackoff, Max: cfg.MaxBackoff},
-				Limiter: cfg.Limiter,
-				Logger:  s.log,
-			},
-		})
 	}
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
-	d := &dialer{cfg: cfg, tls: tlsConf}
-	s.dial = d.dial
+	s := &Source{cfg: cfg, log: cfg.Logger.With("source", "amqp", "endpoint", cfg.Endpoint)}
+	s.dial = (&dialer{cfg: cfg, tls: tlsConf}).dial
+	s.Driver, err = source.New(source.Config{
+		Protocol: "amqp", ClientID: p.ClientID, Connections: cfg.Connections,
+		MinBackoff: cfg.MinBackoff, MaxBackoff: cfg.MaxBackoff, Limiter: cfg.Limiter, Logger: s.log,
+	}, s.link)
+	if err != nil {
+		return nil, err
+	}
 	return s, nil
 }
 
-// Run keeps every connection slot connected and passes each delivery to h,
-// until ctx is done or Close is called; then it returns nil. It returns an
-// error only for a problem that reconnecting cannot fix (a signing input
-// the platform can never accept). It blocks.
-//
-// When Run returns, the connections stay open so that deliveries still in
-// the pipeline can be settled; Close releases what is left and closes them.
-//
-// h is called from one goroutine per connection and may block: while it
-// does, and while Credit deliveries of that connection are unsettled, no
-// more are read. If the connection dies meanwhile, h's ctx is cancelled. A
-// delivery for which h returns an error is released; if ctx is not done
-// then, the connection is closed and redialled.
-func (s *Source) Run(ctx context.Context, h bridge.Handler) error {
-	s.mu.Lock()
-	if s.closed {
-		s.mu.Unlock()
-		return errors.New("amqp source: Run after Close")
+// link is the driver's source.DialFunc: a connection of s.dial as a link.
+func (s *Source) link(ctx context.Context, slot int, clientID string) (source.Link, error) {
+	c, err := s.dial(ctx, slot, clientID)
+	if err != nil {
+		return nil, err
 	}
-	if s.started {
-		s.mu.Unlock()
-		return errors.New("amqp source: Run called twice")
-	}
-	s.started = true
-	ctx, cancel := context.WithCancel(ctx)
-	s.cancelRun = cancel
-	s.runDone = make(chan struct{})
-	s.mu.Unlock()
-	defer close(s.runDone)
-	defer cancel()
-
-	g, gctx := errgroup.WithContext(ctx)
-	for _, sl := range s.slots {
-		g.Go(func() error {
-			return sl.sup.Run(gctx, func(ctx context.Context, connected func()) error {
-				return s.session(ctx, sl, h, connected)
-			})
-		})
-	}
-	return g.Wait()
+	return newLink(s, c), nil
 }
 
-// session is one connection's life: dial, receive until the connection
-// ends or ctx is done. On ctx done with the connection alive, the link is
-// parked in the slot for Close; otherwise it is closed before returning, so
-// a slot never holds two connections.
-func (s *Source) session(ctx context.Context, sl *slot, h bridge.Handler, connected func()) error {
-	c, err := s.dial(ctx, sl.index, sl.id)
-	if err != nil {
-		return err
-	}
-	l := newLink(c)
-	sl.set(l)
-	connected()
-
-	// connCtx ends when the connection does, or when the link fails, so
-	// that a handler blocked on backpressure notices the loss at once.
-	connCtx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	go func() {
-		select {
-		case <-c.Done():
-			l.dead.Store(true)
-			cancel()
-		case <-l.failed:
-			cancel()
-		case <-connCtx.Done():
-		}
-	}()
-
-	var cause error
-	var granted, got int // credit issued and messages received on this link
-	for {
-		if got >= granted {
-			n, err := s.awaitCredit(connCtx, l)
-			if err != nil {
-				cause = err
-				break
-			}
-			if err := c.IssueCredit(uint32(n)); err != nil {
-				cause = err
-				break
-			}
-			granted += n
-		}
-		m, err := c.Receive(connCtx)
+// Next issues credit when all earlier credit is used and the link has room
+// (awaitCredit), then returns the next message as a delivery settled
+// through the Source (source.Link).
+func (l *link) Next(ctx context.Context) (*bridge.Delivery, error) {
+	c := l.conn
+	if l.got >= l.granted {
+		n, err := l.src.awaitCredit(ctx, l)
 		if err != nil {
-			cause = err
-			break
+			return nil, err
 		}
-		if isDone(c.Done()) {
-			// A message prefetched before the connection died: it can
-			// no longer be settled, and the platform redelivers it.
-			break
+		if err := c.IssueCredit(uint32(n)); err != nil {
+			return nil, err
 		}
-		got++
-		d := bridge.NewDelivery(toMessage(m), s, &token{link: l, msg: m})
-		l.track(d)
-		s.received.Add(1)
-		if err := h(connCtx, d); err != nil {
-			// Not the pipeline's: give it back (or drop it, link dead).
-			d.Release()
-			cause = err
-			break
-		}
+		l.granted += n
 	}
+	m, err := c.Receive(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if isDone(c.Done()) {
+		// A message prefetched before the connection died: it can no
+		// longer be settled, and the platform redelivers it.
+		return nil, errors.New("the connection ended")
+	}
+	l.got++
+	d := bridge.NewDelivery(toMessage(m), l.src, &token{link: l, msg: m})
+	l.track(d)
+	l.src.received.Add(1)
+	return d, nil
+}
 
+// Owned is false: the platform sends an unsettled message again.
+func (l *link) Owned() bool { return false }
+
+// Lost is closed when go-amqp has ended the connection or the link failed
+// (a settlement failed on it).
+func (l *link) Lost() <-chan struct{} { return l.lost }
+
+// Stop does nothing: Receive and the credit wait honour Next's context.
+func (l *link) Stop() {}
+
+// Abort drops the failed link's connection at the socket and explains why
+// it ended: go-amqp's reason when the connection has ended, else the
+// link's failure, else cause. Not with the close handshake: the broker must
+// see the transport end, which makes it requeue every unsettled delivery
+// whatever state its end of the link is in (RabbitMQ 3.x never even answers
+// the detach).
+func (l *link) Abort(cause error) error {
+	c := l.conn
 	if err := l.failure(); err != nil {
 		cause = err
 	}
-	select {
-	case <-c.Done():
-		l.dead.Store(true)
+	if isDone(c.Done()) {
 		if err := c.Err(); err != nil {
 			cause = err
 		}
-	default:
-		if ctx.Err() != nil && l.failure() == nil {
-			return nil // parked: Close releases and closes it
-		}
 	}
-	// The link failed (or the connection ended): drop the connection now.
-	// Not with the close handshake: the broker must see the transport end,
-	// which makes it requeue every unsettled delivery whatever state its
-	// end of the link is in (RabbitMQ 3.x never even answers the detach).
 	l.dead.Store(true)
-	sl.take(l)
 	c.Abort()
-	if ctx.Err() != nil {
+	return fmt.Errorf("amqp connection lost: %w", explainLoss(cause))
+}
+
+// Close releases every delivery still unsettled and closes the connection
+// within ctx (forcing the socket shut after its deadline). A link that
+// failed is dropped at the socket instead (see Abort).
+func (l *link) Close(ctx context.Context) error {
+	if l.failure() != nil {
+		l.dead.Store(true)
+		l.conn.Abort()
 		return nil
 	}
-	return fmt.Errorf("amqp connection lost: %w", explainLoss(cause))
+	for _, d := range l.pending() {
+		d.Release()
+	}
+	l.dead.Store(true)
+	if err := l.conn.Close(ctx); err != nil && ctx.Err() != nil {
+		return ctx.Err()
+	}
+	return nil
 }
 
 // awaitCredit waits until the link has room for at least half the credit
@@ -431,7 +362,7 @@ func (s *Source) Settle(d *bridge.Delivery, o bridge.Outcome) {
 	}
 	l := t.link
 	l.untrack(d)
-	if l.dead.Load() {
+	if l.dead.Load() || isDone(l.conn.Done()) {
 		s.dropped.Add(1)
 		return
 	}
@@ -468,53 +399,6 @@ func linkGone(err error) bool {
 	return errors.As(err, &le) || errors.As(err, &se) || errors.As(err, &ce)
 }
 
-// Close stops Run if it is still running and waits for it, releases every
-// delivery still unsettled, and closes all connections within ctx's
-// deadline (forcing sockets shut after it). It returns ctx's error if the
-// deadline was too short for a clean close. Safe to call more than once.
-func (s *Source) Close(ctx context.Context) error {
-	s.mu.Lock()
-	s.closed = true
-	cancel, done := s.cancelRun, s.runDone
-	s.mu.Unlock()
-	if cancel != nil {
-		cancel()
-		select {
-		case <-done:
-		case <-ctx.Done():
-			return fmt.Errorf("amqp source close: waiting for Run: %w", ctx.Err())
-		}
-	}
-	var wg sync.WaitGroup
-	errs := make([]error, len(s.slots))
-	for i, sl := range s.slots {
-		l := sl.take(nil)
-		if l == nil {
-			continue
-		}
-		wg.Go(func() {
-			for _, d := range l.pending() {
-				d.Release()
-			}
-			l.dead.Store(true)
-			if err := l.conn.Close(ctx); err != nil && ctx.Err() != nil {
-				errs[i] = fmt.Errorf("amqp source close %s: %w", sl.id, ctx.Err())
-			}
-		})
-	}
-	wg.Wait()
-	return errors.Join(errs...)
-}
-
-// ConnStates returns the state of every connection slot, in slot order.
-func (s *Source) ConnStates() []bridge.ConnState {
-	out := make([]bridge.ConnState, len(s.slots))
-	for i, sl := range s.slots {
-		out[i] = sl.sup.State()
-	}
-	return out
-}
-
 // Stats returns the settlement counters.
 func (s *Source) Stats() Stats {
 	return Stats{
@@ -530,4 +414,5 @@ var (
 	_ bridge.Source        = (*Source)(nil)
 	_ bridge.Settler       = (*Source)(nil)
 	_ bridge.StateReporter = (*Source)(nil)
+	_ source.Link          = (*link)(nil)
 )

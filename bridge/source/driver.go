@@ -395,6 +395,15 @@ func (d *Driver) ConnStates() []bridge.ConnState {
 	return out
 }
 
+// Link returns slot i's current link: live, or kept for settles after Run;
+// nil between connections. For tests and diagnostics.
+func (d *Driver) Link(i int) Link {
+	sl := d.slots[i]
+	sl.mu.Lock()
+	defer sl.mu.Unlock()
+	return sl.link
+}
+
 var (
 	_ bridge.Source        = (*Driver)(nil)
 	_ bridge.StateReporter = (*Driver)(nil)

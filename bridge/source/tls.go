@@ -4,6 +4,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
+	"log/slog"
 	"os"
 )
 
@@ -41,4 +42,14 @@ func (o TLSOptions) TLSConfig(host string) (*tls.Config, error) {
 		ServerName:         name,
 		InsecureSkipVerify: o.InsecureSkipVerify,
 	}, nil
+}
+
+// WarnIfInsecure logs, when verification is off, that anyone on the path
+// can read and alter the traffic of connection conn; a source calls it on
+// every connect.
+func (o TLSOptions) WarnIfInsecure(log *slog.Logger, conn, endpoint string) {
+	if o.InsecureSkipVerify {
+		log.Warn("TLS certificate verification is off (source.tls.insecure_skip_verify); anyone on the path can read and alter the traffic",
+			"conn", conn, "endpoint", endpoint)
+	}
 }

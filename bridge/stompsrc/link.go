@@ -61,10 +61,7 @@ func dialAs(ctx context.Context, cfg Config, tc *tls.Config, p iotauth.Params, l
 		// them.
 		return nil, fmt.Errorf("%w: stomp connect: sign the login for client id %q: %w", source.ErrFatal, p.ClientID, err)
 	}
-	if cfg.TLS.InsecureSkipVerify {
-		log.Warn("TLS certificate verification is off (source.tls.insecure_skip_verify); anyone on the path can read and alter the traffic",
-			"conn", p.ClientID, "endpoint", cfg.Endpoint)
-	}
+	cfg.TLS.WarnIfInsecure(log, p.ClientID, cfg.Endpoint)
 	secrets := []string{creds.Password, p.AccessKeySecret, p.SecurityToken}
 	fail := func(err error) (*link, error) {
 		if ctx.Err() != nil {
