@@ -42,10 +42,14 @@ func (h *harness) ceilingSource(ctx context.Context, name string, conns, n int) 
 	res := Result{Name: name, What: fmt.Sprintf("ceiling a: STOMP source alone (%d conn) -> discard", conns), Messages: n,
 		Note: "in the harness process; no bridge CPU/RSS"}
 	group := "bench-" + name
+	d := config.Default().Source // the bridge's settings, as the wiring passes them
 	src, err := stompsrc.New(stompsrc.Config{
 		Endpoint: h.tb.sim.Addr(), TLS: source.TLSOptions{CAFile: h.tb.caFile, ServerName: "localhost"},
 		Params:      func() (iotauth.Params, error) { return h.params("bench-ceiling", group), nil },
-		Connections: conns, HeartBeat: stompsrc.DefaultHeartBeat,
+		Connections: conns, Destination: d.STOMP.Destination, Ack: d.STOMP.Ack,
+		HeartBeat: d.STOMP.HeartBeat, CheckInterval: d.STOMP.CheckInterval, DialTimeout: d.DialTimeout,
+		Limiter:    source.NewAttemptLimiter(d.ConnectAttemptsPerMinute, time.Minute),
+		MinBackoff: d.ReconnectMinBackoff, MaxBackoff: d.ReconnectMaxBackoff,
 	})
 	if err != nil {
 		return res, fmt.Errorf("%s: %w", name, err)

@@ -46,7 +46,7 @@ func startSim(t *testing.T, cfg iotsim.Config) (*iotsim.Server, string) {
 }
 
 func simConfig(endpoint, ca string, logs *syncBuffer) Config {
-	return Config{
+	return filled(Config{
 		Endpoint: endpoint,
 		TLS:      source.TLSOptions{CAFile: ca, ServerName: "localhost"},
 		Params: func() (iotauth.Params, error) {
@@ -58,7 +58,7 @@ func simConfig(endpoint, ca string, logs *syncBuffer) Config {
 		MinBackoff:  50 * time.Millisecond,
 		MaxBackoff:  200 * time.Millisecond,
 		Logger:      slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
-	}
+	})
 }
 
 func TestIoTSimulatorDeliversAndSettles(t *testing.T) {
@@ -150,7 +150,7 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 func TestThrottledLoginIsExplained(t *testing.T) {
 	sim, ca := startSim(t, iotsim.Config{ConnectLimit: 1, ConnectWindow: time.Hour})
 	logs := &syncBuffer{}
-	cfg, err := simConfig(sim.AMQPAddr(), ca, logs).withDefaults()
+	cfg, err := simConfig(sim.AMQPAddr(), ca, logs).checked()
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -42,7 +42,7 @@ type rig struct {
 // brokerConfig is a Config for the test broker with client id id, reading
 // the queue address. params may change the signing inputs.
 func brokerConfig(b *testbroker.Broker, id, address string, logs *syncBuffer, params func(*iotauth.Params)) Config {
-	return Config{
+	return filled(Config{
 		Endpoint: b.AMQPSAddr,
 		TLS:      source.TLSOptions{CAFile: b.CAFile, ServerName: "localhost"},
 		Params: func() (iotauth.Params, error) {
@@ -58,7 +58,7 @@ func brokerConfig(b *testbroker.Broker, id, address string, logs *syncBuffer, pa
 		MinBackoff:  100 * time.Millisecond,
 		MaxBackoff:  400 * time.Millisecond,
 		Logger:      slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
-	}
+	})
 }
 
 // startRig runs a Source with cfg; every delivery goes to rig.got.

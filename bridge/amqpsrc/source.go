@@ -188,7 +188,7 @@ type token struct {
 // file and calls cfg.Params once to check the signing inputs, but opens no
 // connection.
 func New(cfg Config) (*Source, error) {
-	cfg, err := cfg.withDefaults()
+	cfg, err := cfg.checked()
 	if err != nil {
 		return nil, err
 	}

@@ -217,11 +217,11 @@ type syncBuffer = testpeers.SyncBuffer
 func newHarness(t *testing.T, cfg Config, h bridge.Handler, prep func(*fakeConn)) *harness {
 	t.Helper()
 	logs := &syncBuffer{}
-	cfg.Endpoint = "fake.invalid"
+	cfg.Endpoint = "fake.invalid:5671"
 	cfg.Params = testParams
 	cfg.MinBackoff, cfg.MaxBackoff = time.Millisecond, 2*time.Millisecond
 	cfg.Logger = slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	src, err := New(cfg)
+	src, err := New(filled(cfg))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -553,7 +553,7 @@ func TestSignErrorIsFatal(t *testing.T) {
 		}
 		return p, nil
 	}
-	src, err := New(Config{Endpoint: "127.0.0.1:1", Params: params})
+	src, err := New(filled(Config{Endpoint: "127.0.0.1:1", Params: params}))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -25,7 +25,7 @@ import (
 // refused login, the CA or server name for certificate errors, the endpoint
 // and network for timeouts.
 func CheckConnect(ctx context.Context, cfg Config) error {
-	cfg, err := cfg.withDefaults()
+	cfg, err := cfg.checked()
 	if err != nil {
 		return err
 	}

@@ -59,7 +59,7 @@ func TestCheckConnect(t *testing.T) {
 			}
 			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 			defer cancel()
-			err := CheckConnect(ctx, cfg)
+			err := CheckConnect(ctx, filled(cfg))
 			if len(tt.want) == 0 {
 				if err != nil {
 					t.Fatalf("CheckConnect: %v", err)
@@ -100,7 +100,7 @@ func TestCheckConnectLongClientID(t *testing.T) {
 	p.ClientID = strings.Repeat("c", iotauth.MaxClientIDLen)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	err := CheckConnect(ctx, Config{Endpoint: s.addr(), TLS: source.TLSOptions{CAFile: s.caFile}, Params: testParams(p)})
+	err := CheckConnect(ctx, filled(Config{Endpoint: s.addr(), TLS: source.TLSOptions{CAFile: s.caFile}, Params: testParams(p)}))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -122,7 +122,7 @@ func TestCheckConnectNeverAcknowledges(t *testing.T) {
 				Ack: ack, DialTimeout: 10 * time.Second}
 			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 			defer cancel()
-			if err := CheckConnect(ctx, cfg); err != nil {
+			if err := CheckConnect(ctx, filled(cfg)); err != nil {
 				t.Fatal(err)
 			}
 			select {

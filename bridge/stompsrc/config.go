@@ -18,21 +18,11 @@ const (
 	AckClientIndividual = "client-individual"
 )
 
-// Defaults applied by New to zero fields.
-const (
-	DefaultDestination   = "/topic/#"
-	DefaultHeartBeat     = 30 * time.Second
-	DefaultCheckInterval = time.Second
-	DefaultDialTimeout   = 15 * time.Second
-	// DefaultAttemptsPerMinute bounds connection attempts of one consumer
-	// group when Config.Limiter is nil.
-	DefaultAttemptsPerMinute = 100
-)
-
-// Config configures a Source. The zero value of every optional field means
-// its default; New fills them in.
+// Config configures a Source. Every field but Host, Clock and Logger is
+// required and taken as it is: the defaults live in config.Default(), and
+// the wiring fills every field from the config.
 type Config struct {
-	// Endpoint is host:port (the config layer defaults the port to 61614).
+	// Endpoint is host:port.
 	Endpoint string
 	TLS      source.TLSOptions
 	// Params returns the signing parameters. It is called on every dial, so
@@ -42,12 +32,12 @@ type Config struct {
 	Params func() (iotauth.Params, error)
 	// Clock is the time used for signing; nil means time.Now.
 	Clock func() time.Time
-	// Connections is the number of connections (slots), >= 1; 0 means 1.
-	// With more than one, connection i uses client id "<ClientID>-<i>".
+	// Connections is the number of connections (slots), >= 1. With more
+	// than one, connection i uses client id "<ClientID>-<i>".
 	Connections int
-	// Destination is the SUBSCRIBE destination, default "/topic/#".
+	// Destination is the SUBSCRIBE destination (the platform's: "/topic/#").
 	Destination string
-	// Ack is AckAuto (default) or AckClientIndividual.
+	// Ack is AckAuto or AckClientIndividual.
 	Ack string
 	// EncodeBase64 asks the platform to base64 every body (encode=base64 in
 	// the username); bodies are decoded on arrival.
@@ -55,29 +45,29 @@ type Config struct {
 	// Host is the STOMP host header; "" means the endpoint's host.
 	Host string
 	// HeartBeat is the interval of heart-beats asked of the server; 0
-	// disables heart-beats (the config layer defaults it to DefaultHeartBeat).
-	// The client sends none.
+	// disables heart-beats. The client sends none.
 	HeartBeat time.Duration
-	// CheckInterval is the period of the connection check (default 1s).
+	// CheckInterval is the period of the connection check.
 	CheckInterval time.Duration
 	// ReadGather is the pause of a connection's reads while messages arrive
 	// densely (see internal/gatherconn); 0 reads each message at once.
 	ReadGather time.Duration
 	// DialTimeout bounds TCP connect, TLS handshake and the STOMP CONNECT
-	// exchange together (default 15s).
+	// exchange together.
 	DialTimeout time.Duration
 	// Limiter bounds connection attempts; share one across the connections
-	// of a consumer group. nil means DefaultAttemptsPerMinute a minute.
+	// of a consumer group.
 	Limiter *source.AttemptLimiter
-	Logger  *slog.Logger
+	// Logger receives state changes; nil discards.
+	Logger *slog.Logger
 	// MinBackoff and MaxBackoff bound the jittered exponential delay between
-	// connection attempts (defaults 1s and 1m; reset after a stable minute).
+	// connection attempts (reset after a stable minute).
 	MinBackoff, MaxBackoff time.Duration
 }
 
-// withDefaults returns cfg with defaults filled in, or every problem at once.
-// Errors name the config key. It does no I/O.
-func (cfg Config) withDefaults() (Config, error) {
+// checked returns cfg, with a discarding Logger and time.Now for nil ones,
+// or every problem at once. Errors name the config key. It does no I/O.
+func (cfg Config) checked() (Config, error) {
 	var errs []error
 	bad := func(key, format string, args ...any) {
 		errs = append(errs, fmt.Errorf("%s: %s", key, fmt.Sprintf(format, args...)))
@@ -92,18 +82,13 @@ func (cfg Config) withDefaults() (Config, error) {
 	if cfg.Params == nil {
 		bad("source.credentials", "no signing parameters (Config.Params is nil)")
 	}
-	switch {
-	case cfg.Connections == 0:
-		cfg.Connections = 1
-	case cfg.Connections < 0:
+	if cfg.Connections < 1 {
 		bad("source.connections", "must be at least 1, got %d", cfg.Connections)
 	}
 	if cfg.Destination == "" {
-		cfg.Destination = DefaultDestination
+		bad("source.stomp.destination", "is required (the platform's is /topic/#)")
 	}
 	switch cfg.Ack {
-	case "":
-		cfg.Ack = AckAuto
 	case AckAuto, AckClientIndividual:
 	default:
 		bad("source.stomp.ack", "%q is not supported: use %s or %s", cfg.Ack, AckAuto, AckClientIndividual)
@@ -111,30 +96,20 @@ func (cfg Config) withDefaults() (Config, error) {
 	if cfg.HeartBeat < 0 || (cfg.HeartBeat > 0 && cfg.HeartBeat < time.Millisecond) {
 		bad("source.stomp.heartbeat", "must be 0 (off) or at least 1ms, got %s", cfg.HeartBeat)
 	}
-	switch {
-	case cfg.CheckInterval == 0:
-		cfg.CheckInterval = DefaultCheckInterval
-	case cfg.CheckInterval < 0:
+	if cfg.CheckInterval <= 0 {
 		bad("source.stomp.check_interval", "must be positive, got %s", cfg.CheckInterval)
 	}
-	switch {
-	case cfg.DialTimeout == 0:
-		cfg.DialTimeout = DefaultDialTimeout
-	case cfg.DialTimeout < 0:
+	if cfg.DialTimeout <= 0 {
 		bad("source.dial_timeout", "must be positive, got %s", cfg.DialTimeout)
 	}
-	if cfg.MinBackoff <= 0 {
-		cfg.MinBackoff = time.Second
-	}
-	if cfg.MaxBackoff <= 0 {
-		cfg.MaxBackoff = time.Minute
-	}
-	cfg.MaxBackoff = max(cfg.MaxBackoff, cfg.MinBackoff)
-	if cfg.Clock == nil {
-		cfg.Clock = time.Now
+	if cfg.MinBackoff <= 0 || cfg.MaxBackoff < cfg.MinBackoff {
+		bad("source.reconnect_min_backoff", "and reconnect_max_backoff must be positive and in order, got %s and %s", cfg.MinBackoff, cfg.MaxBackoff)
 	}
 	if cfg.Limiter == nil {
-		cfg.Limiter = source.NewAttemptLimiter(DefaultAttemptsPerMinute, time.Minute)
+		bad("source.connect_attempts_per_minute", "no attempt limiter (Config.Limiter is nil)")
+	}
+	if cfg.Clock == nil {
+		cfg.Clock = time.Now
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)

@@ -53,10 +53,10 @@ type Source struct {
 	loggedHeaders atomic.Bool
 }
 
-// New validates cfg and fills in defaults. It reads the CA file and calls
+// New checks cfg (see Config: it takes every value as it is). It reads the CA file and calls
 // cfg.Params once for the client id, but opens no connection.
 func New(cfg Config) (*Source, error) {
-	cfg, err := cfg.withDefaults()
+	cfg, err := cfg.checked()
 	if err != nil {
 		return nil, err
 	}

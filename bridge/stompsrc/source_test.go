@@ -27,14 +27,14 @@ func testSource(t *testing.T, endpoint, caFile string, mod func(*Config), minB, 
 		Endpoint:   endpoint,
 		TLS:        source.TLSOptions{CAFile: caFile},
 		Params:     testParams(goodParams()),
-		HeartBeat:  DefaultHeartBeat,
+		HeartBeat:  testDefaults.STOMP.HeartBeat,
 		Logger:     log,
 		MinBackoff: minB, MaxBackoff: maxB,
 	}
 	if mod != nil {
 		mod(&cfg)
 	}
-	src, err := New(cfg)
+	src, err := New(filled(cfg))
 	if err != nil {
 		t.Fatal(err)
 	}

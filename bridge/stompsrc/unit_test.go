@@ -134,7 +134,7 @@ func TestConfigValidation(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			_, err := New(tt.cfg)
+			_, err := New(filled(tt.cfg))
 			if len(tt.wantErr) == 0 {
 				if err != nil {
 					t.Fatalf("unexpected error: %v", err)
@@ -154,7 +154,7 @@ func TestConfigValidation(t *testing.T) {
 }
 
 func TestConfigDefaults(t *testing.T) {
-	cfg, err := Config{Endpoint: "iot.example:61614", Params: testParams(goodParams())}.withDefaults()
+	cfg, err := filled(Config{Endpoint: "iot.example:61614", Params: testParams(goodParams())}).checked()
 	if err != nil {
 		t.Fatal(err)
 	}

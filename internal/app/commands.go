@@ -16,6 +16,7 @@ import (
 	"github.com/iot-mns-bridge/iot-mns-bridge/bridge"
 	"github.com/iot-mns-bridge/iot-mns-bridge/bridge/amqpsrc"
 	"github.com/iot-mns-bridge/iot-mns-bridge/bridge/deadletter"
+	"github.com/iot-mns-bridge/iot-mns-bridge/bridge/source"
 	"github.com/iot-mns-bridge/iot-mns-bridge/bridge/stompsrc"
 	"github.com/iot-mns-bridge/iot-mns-bridge/config"
 	"github.com/iot-mns-bridge/iot-mns-bridge/credentials"
@@ -197,11 +198,13 @@ func templatedDestinations(cfg *config.Config) []string {
 // does not subscribe, AMQP attaches with zero credit; both as
 // "<client_id>-check".
 func checkSource(ctx context.Context, cfg *config.Config, params func() (iotauth.Params, error), log *slog.Logger) error {
+	// One attempt; the sources take a limiter all the same.
+	limiter := source.NewAttemptLimiter(cfg.Source.ConnectAttemptsPerMinute, time.Minute)
 	switch cfg.Source.Protocol {
 	case "stomp":
-		return stompsrc.CheckConnect(ctx, stompConfig(cfg, params, nil, nil, log))
+		return stompsrc.CheckConnect(ctx, stompConfig(cfg, params, nil, limiter, log))
 	case "amqp":
-		c := amqpConfig(cfg, params, nil, nil, log)
+		c := amqpConfig(cfg, params, nil, limiter, log)
 		c.Connections = 1 // check logs in once
 		return amqpsrc.CheckConnect(ctx, c)
 	}
