@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"strconv"
 	"time"
 
 	"github.com/iot-mns-bridge/iot-mns-bridge/bridge/source"
@@ -111,12 +110,8 @@ func (cfg Config) checked() (Config, error) {
 	var errs []error
 	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
 
-	if cfg.Endpoint == "" {
-		bad("source.endpoint: is required (host:port of the AMQP endpoint)")
-	} else if host, port, err := net.SplitHostPort(cfg.Endpoint); err != nil || host == "" {
-		bad("source.endpoint: %q is not host:port", cfg.Endpoint)
-	} else if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
-		bad("source.endpoint: %q has an invalid port", cfg.Endpoint)
+	if err := source.CheckEndpoint(cfg.Endpoint); err != nil {
+		errs = append(errs, err)
 	}
 	if cfg.Params == nil {
 		bad("source.credentials: amqpsrc.Config.Params is required")

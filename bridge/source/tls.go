@@ -3,9 +3,12 @@ package source
 import (
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
+	"strconv"
 )
 
 // TLSOptions are the source's TLS settings (config keys source.tls.*).
@@ -52,4 +55,20 @@ func (o TLSOptions) WarnIfInsecure(log *slog.Logger, conn, endpoint string) {
 		log.Warn("TLS certificate verification is off (source.tls.insecure_skip_verify); anyone on the path can read and alter the traffic",
 			"conn", conn, "endpoint", endpoint)
 	}
+}
+
+// CheckEndpoint reports what is wrong with a source endpoint, which must be
+// host:port with a port from 1 to 65535; nil when nothing is.
+func CheckEndpoint(endpoint string) error {
+	if endpoint == "" {
+		return errors.New("source.endpoint: is required (host:port)")
+	}
+	host, port, err := net.SplitHostPort(endpoint)
+	if err != nil || host == "" {
+		return fmt.Errorf("source.endpoint: %q is not host:port", endpoint)
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
+		return fmt.Errorf("source.endpoint: %q has an invalid port", endpoint)
+	}
+	return nil
 }

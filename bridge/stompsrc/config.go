@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"strconv"
 	"time"
 
 	"github.com/iot-mns-bridge/iot-mns-bridge/bridge/source"
@@ -72,12 +71,8 @@ func (cfg Config) checked() (Config, error) {
 	bad := func(key, format string, args ...any) {
 		errs = append(errs, fmt.Errorf("%s: %s", key, fmt.Sprintf(format, args...)))
 	}
-	if cfg.Endpoint == "" {
-		bad("source.endpoint", "is required (host:port of the STOMP endpoint)")
-	} else if host, port, err := net.SplitHostPort(cfg.Endpoint); err != nil || host == "" {
-		bad("source.endpoint", "%q is not host:port", cfg.Endpoint)
-	} else if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
-		bad("source.endpoint", "%q has an invalid port", cfg.Endpoint)
+	if err := source.CheckEndpoint(cfg.Endpoint); err != nil {
+		errs = append(errs, err)
 	}
 	if cfg.Params == nil {
 		bad("source.credentials", "no signing parameters (Config.Params is nil)")
