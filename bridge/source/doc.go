@@ -1,8 +1,13 @@
-// Package source is what every protocol source of the platform
-// subscription shares: the connection slots and their supervisor
-// (Supervisor: one session at a time per slot, jittered backoff, a stable
-// connection resets it), the consumer group's attempt limiter
-// (AttemptLimiter) and the TLS settings (TLSOptions). The protocol packages
-// (bridge/stompsrc, bridge/amqpsrc) bring only what differs: sign, connect,
-// read the next delivery, settle, close.
+// Package source is the one reconnecting driver of the platform
+// subscription's sources: Driver keeps Config.Connections connection slots
+// alive (Supervisor: one session at a time per slot, jittered backoff reset
+// by a stable connection, the consumer group's AttemptLimiter), hands every
+// delivery to the pipeline, keeps links open for the settles of deliveries in
+// flight after Run returns, and closes them in Close. It decides, the same
+// for every protocol, what is redialled and what is fatal (see Driver), and
+// explains dial, TLS and login failures (ExplainDial, LoginRefused).
+//
+// A protocol (bridge/stompsrc, bridge/amqpsrc) brings only what differs: a
+// DialFunc that signs, connects, logs in and subscribes, and a Link that
+// reads the next delivery, settles and closes.
 package source
