@@ -13,6 +13,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptrace"
 	"runtime"
 	"slices"
 	"strconv"
@@ -291,15 +292,25 @@ func (c *Client) roundTrip(ctx context.Context, t target, method, resource strin
 	}
 	rctx, cancel := context.WithTimeout(ctx, c.timeout)
 	defer cancel()
-	req, err := http.NewRequestWithContext(rctx, method, c.base+resource, nil)
+	var rd io.Reader
+	var sent *sentBody
+	if body != nil && refs == nil {
+		br := bytes.NewReader(body)
+		rd = br
+		if len(body) >= bodyByRef {
+			sent = &sentBody{full: body, br: br}
+			rctx = httptrace.WithClientTrace(rctx, &httptrace.ClientTrace{WroteRequest: sent.wrote})
+		}
+	}
+	req, err := http.NewRequestWithContext(rctx, method, c.base+resource, rd)
 	if err != nil {
 		return 0, ids, &permanentError{fmt.Errorf("%s: build request: %w", t, err)}
 	}
-	switch {
-	case refs != nil:
+	if refs != nil {
 		setBodyByRef(req, body, refs)
-	case len(body) > 0:
-		setBodyOnce(req, body)
+	}
+	if sent != nil {
+		req.GetBody = sent.getBody
 	}
 	id, secret, token, err := c.creds(rctx)
 	if err != nil {
@@ -341,53 +352,39 @@ func (c *Client) roundTrip(ctx context.Context, t target, method, resource strin
 	return resp.StatusCode, ids, nil
 }
 
-// sentBody is a request body that lets go of its buffer once it has been
-// read whole (written to the connection): a request waiting for its reply
-// then holds no copy of its messages, which the pipeline holds anyway.
-// Until then the transport may rewind it (GetBody) to send it again on a
-// fresh connection.
+// sentBody lets a large request body go once it has been written to the
+// connection: a request waiting for its reply then holds no copy of its
+// messages, which the pipeline holds anyway. Until then the transport may
+// rewind it (GetBody) to send it on a fresh connection. The body stays a
+// *bytes.Reader, which the transport writes with its headers.
 type sentBody struct {
 	mu   sync.Mutex
-	full []byte // nil once read whole
+	full []byte // nil once written
+	br   *bytes.Reader
 }
 
-// errBodySent is what GetBody returns once the body was read whole: the
+// errBodySent is what GetBody returns once the body was written: the
 // transport then reports the failed request, which the pipeline retries.
 var errBodySent = errors.New("mns: the request body was already sent; not sending it again")
 
-type sentReader struct {
-	s   *sentBody
-	off int
+// wrote is the WroteRequest hook: the transport has read the body whole.
+func (s *sentBody) wrote(info httptrace.WroteRequestInfo) {
+	if info.Err != nil {
+		return
+	}
+	s.mu.Lock()
+	s.full = nil
+	s.mu.Unlock()
+	s.br.Reset(nil)
 }
 
-func (r *sentReader) Read(p []byte) (int, error) {
-	r.s.mu.Lock()
-	defer r.s.mu.Unlock()
-	if r.s.full == nil || r.off >= len(r.s.full) {
-		r.s.full = nil
-		return 0, io.EOF
+func (s *sentBody) getBody() (io.ReadCloser, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.full == nil {
+		return nil, errBodySent
 	}
-	n := copy(p, r.s.full[r.off:])
-	r.off += n
-	if r.off == len(r.s.full) {
-		r.s.full = nil
-	}
-	return n, nil
-}
-
-// setBodyOnce makes body req's body, a sentBody.
-func setBodyOnce(req *http.Request, body []byte) {
-	s := &sentBody{full: body}
-	req.GetBody = func() (io.ReadCloser, error) {
-		s.mu.Lock()
-		defer s.mu.Unlock()
-		if s.full == nil {
-			return nil, errBodySent
-		}
-		return io.NopCloser(&sentReader{s: s}), nil
-	}
-	req.Body, _ = req.GetBody()
-	req.ContentLength = int64(len(body))
+	return io.NopCloser(bytes.NewReader(s.full)), nil
 }
 
 // bodyRef is a message body sent in place inside a request: it goes at

@@ -4,9 +4,11 @@ import (
 	"bytes"
 	"context"
 	"encoding/base64"
+	"errors"
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"net/http/httptrace"
 	"runtime"
 	"sync"
 	"sync/atomic"
@@ -163,32 +165,35 @@ func heapPerRequestWaiting(t *testing.T, size int) int64 {
 	return (int64(after.HeapAlloc) - int64(before.HeapAlloc)) / n
 }
 
-// TestSentBodyRewindsUntilSent: until the body has been read whole, the
+// TestSentBodyRewindsUntilSent: until the body has been written, the
 // transport can rewind it (GetBody) and send it whole again; afterwards
-// GetBody refuses (the request waiting for its reply lets go of the
-// buffer: TestRequestWaitingForItsReplyHoldsNoBody).
+// GetBody refuses and the request's reader no longer holds the body (the
+// request waiting for its reply lets go of it:
+// TestRequestWaitingForItsReplyHoldsNoBody).
 func TestSentBodyRewindsUntilSent(t *testing.T) {
-	req, err := http.NewRequest("POST", "http://127.0.0.1/", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
 	body := []byte("<Messages>0123456789</Messages>")
-	setBodyOnce(req, body)
-	if req.ContentLength != int64(len(body)) {
-		t.Fatalf("ContentLength %d, want %d", req.ContentLength, len(body))
-	}
+	br := bytes.NewReader(body)
+	s := &sentBody{full: body, br: br}
 	part := make([]byte, 5)
-	if _, err := req.Body.Read(part); err != nil {
+	if _, err := br.Read(part); err != nil {
 		t.Fatal(err)
 	}
-	again, err := req.GetBody()
+	again, err := s.getBody()
 	if err != nil {
-		t.Fatalf("GetBody after a partial read: %v", err)
+		t.Fatalf("GetBody before the body was written: %v", err)
 	}
 	if b, _ := io.ReadAll(again); !bytes.Equal(b, body) {
 		t.Fatalf("rewound body %q, want %q", b, body)
 	}
-	if _, err := req.GetBody(); err != errBodySent {
-		t.Fatalf("GetBody once the body was read whole: %v, want errBodySent", err)
+	s.wrote(httptrace.WroteRequestInfo{Err: errors.New("broken pipe")})
+	if _, err := s.getBody(); err != nil {
+		t.Fatalf("GetBody after a failed write: %v", err)
+	}
+	s.wrote(httptrace.WroteRequestInfo{})
+	if _, err := s.getBody(); err != errBodySent {
+		t.Fatalf("GetBody once the body was written: %v, want errBodySent", err)
+	}
+	if br.Size() != 0 {
+		t.Fatalf("the request's reader still holds %d bytes once the body was written", br.Size())
 	}
 }
