@@ -20,8 +20,10 @@ import (
 // The window holds a 16-byte key per id, not the id: the id itself when it
 // is at most 15 bytes or a decimal number of up to 19 digits (the
 // platform's message ids), else a 128-bit hash of it (two 64-bit hashes
-// with seeds of this process). So it allocates nothing per id and holds no
-// pointer for the garbage collector to scan. Two different ids share a key
+// with seeds of this process), in a ring of Size entries indexed by an
+// open-addressing table of ring positions made once: it allocates nothing
+// after NewDedup and holds no pointer for the garbage collector to scan
+// (about 34 bytes an id). Two different ids share a key
 // only in the hashed case, with a chance of about 2⁻¹²⁶ per pair: for a
 // window of 100,000 ids, a new message would be taken for a duplicate once
 // in 10³³ messages.
@@ -29,11 +31,16 @@ type Dedup struct {
 	maxAge time.Duration
 	seeds  [2]maphash.Seed
 
-	mu    sync.Mutex
-	ring  []dedupSlot         // len == size; slot seq%size holds entry seq
-	index map[dedupKey]uint64 // key → seq of its newest entry
-	head  uint64              // seq of the oldest entry held
-	next  uint64              // seq of the next entry
+	mu   sync.Mutex
+	ring []dedupSlot // len == size; slot seq%size holds entry seq
+	// table indexes the ring: linear probing from a key's hash, each used
+	// entry the ring position + 1 of its key's newest entry, 0 free; its
+	// length is a power of two of at least twice the size, so it is at
+	// most half full. Deletion shifts entries back (no tombstones).
+	table []uint32
+	live  int    // used entries of table: ids held
+	head  uint64 // seq of the oldest entry held
+	next  uint64 // seq of the next entry
 
 	onAdd func(id string, at time.Time)
 }
@@ -55,12 +62,53 @@ func NewDedup(size int, maxAge time.Duration) *Dedup {
 	if size < 0 {
 		size = 0
 	}
+	n := 1
+	for n < 2*size {
+		n <<= 1
+	}
 	return &Dedup{
 		maxAge: maxAge,
 		seeds:  [2]maphash.Seed{maphash.MakeSeed(), maphash.MakeSeed()},
 		ring:   make([]dedupSlot, size),
-		index:  make(map[dedupKey]uint64, size),
+		table:  make([]uint32, n),
 	}
+}
+
+// home is where k's probe starts in the table.
+func (d *Dedup) home(k dedupKey) int {
+	return int(maphash.Comparable(d.seeds[0], k)) & (len(d.table) - 1)
+}
+
+// find returns the table index of k's entry and whether it has one; when
+// not, the index is the free entry where it would go.
+func (d *Dedup) find(k dedupKey) (int, bool) {
+	mask := len(d.table) - 1
+	for i := d.home(k); ; i = (i + 1) & mask {
+		e := d.table[i]
+		if e == 0 {
+			return i, false
+		}
+		if d.ring[e-1].key == k {
+			return i, true
+		}
+	}
+}
+
+// remove frees table entry i, shifting back the entries after it that
+// would no longer be found past the gap.
+func (d *Dedup) remove(i int) {
+	mask := len(d.table) - 1
+	for j := (i + 1) & mask; d.table[j] != 0; j = (j + 1) & mask {
+		h := d.home(d.ring[d.table[j]-1].key)
+		// The entry at j stays when its home lies cyclically in (i, j].
+		if (i < j && i < h && h <= j) || (i > j && (h > i || h <= j)) {
+			continue
+		}
+		d.table[i] = d.table[j]
+		i = j
+	}
+	d.table[i] = 0
+	d.live--
 }
 
 // key returns id's key (see dedupKey).
@@ -96,11 +144,11 @@ func (d *Dedup) Seen(id string, now time.Time) bool {
 	k := d.key(id)
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	seq, ok := d.index[k]
+	i, ok := d.find(k)
 	if !ok {
 		return false
 	}
-	return !d.expired(d.ring[seq%uint64(len(d.ring))].at, now)
+	return !d.expired(d.ring[d.table[i]-1].at, now)
 }
 
 // Holds reports whether the entry id has in the window was added at the
@@ -113,11 +161,11 @@ func (d *Dedup) Holds(id string, at, now time.Time) bool {
 	k := d.key(id)
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	seq, ok := d.index[k]
+	i, ok := d.find(k)
 	if !ok {
 		return false
 	}
-	s := d.ring[seq%uint64(len(d.ring))]
+	s := d.ring[d.table[i]-1]
 	return time.Unix(0, s.at).UnixMilli() == at.UnixMilli() && !d.expired(s.at, now)
 }
 
@@ -137,8 +185,13 @@ func (d *Dedup) Add(id string, now time.Time) {
 	if d.next-d.head == size {
 		d.evictOldest()
 	}
-	d.ring[d.next%size] = dedupSlot{key: k, at: now.UnixNano()}
-	d.index[k] = d.next
+	pos := d.next % size
+	d.ring[pos] = dedupSlot{key: k, at: now.UnixNano()}
+	i, ok := d.find(k) // an entry of k renewed: it points here now
+	if !ok {
+		d.live++
+	}
+	d.table[i] = uint32(pos) + 1
 	d.next++
 	if d.onAdd != nil {
 		d.onAdd(id, now)
@@ -159,7 +212,7 @@ func (d *Dedup) Len() int {
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	return len(d.index)
+	return d.live
 }
 
 // expired reports whether an entry added at (unix nanoseconds) is MaxAge
@@ -180,10 +233,10 @@ func (d *Dedup) prune(now time.Time) {
 // evictOldest forgets the entry at the head; the id stays indexed when a
 // newer entry renewed it.
 func (d *Dedup) evictOldest() {
-	s := &d.ring[d.head%uint64(len(d.ring))]
-	if seq, ok := d.index[s.key]; ok && seq == d.head {
-		delete(d.index, s.key)
+	pos := d.head % uint64(len(d.ring))
+	if i, ok := d.find(d.ring[pos].key); ok && uint64(d.table[i]-1) == pos {
+		d.remove(i)
 	}
-	*s = dedupSlot{}
+	d.ring[pos] = dedupSlot{}
 	d.head++
 }

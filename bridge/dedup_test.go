@@ -2,6 +2,7 @@ package bridge
 
 import (
 	"fmt"
+	"math/rand/v2"
 	"runtime"
 	"strconv"
 	"sync"
@@ -224,5 +225,87 @@ func BenchmarkDedupWindowMemory(b *testing.B) {
 		runtime.ReadMemStats(&after)
 		b.ReportMetric(float64(after.HeapAlloc-before.HeapAlloc)/size, "heap-B/id")
 		runtime.KeepAlive(d)
+	}
+}
+
+// refDedup is the window as a map of strings, the way it was written
+// before the table of keys: the model TestDedupMatchesModel checks against.
+type refDedup struct {
+	size       int
+	maxAge     time.Duration
+	ring       []refSlot
+	index      map[string]uint64
+	head, next uint64
+}
+
+type refSlot struct {
+	id string
+	at time.Time
+}
+
+func (r *refDedup) expired(at, now time.Time) bool {
+	return r.maxAge > 0 && now.Sub(at) >= r.maxAge
+}
+
+func (r *refDedup) seen(id string, now time.Time) bool {
+	seq, ok := r.index[id]
+	return ok && !r.expired(r.ring[seq%uint64(r.size)].at, now)
+}
+
+func (r *refDedup) evict() {
+	s := &r.ring[r.head%uint64(r.size)]
+	if seq, ok := r.index[s.id]; ok && seq == r.head {
+		delete(r.index, s.id)
+	}
+	*s = refSlot{}
+	r.head++
+}
+
+func (r *refDedup) add(id string, now time.Time) {
+	for r.head != r.next && r.expired(r.ring[r.head%uint64(r.size)].at, now) {
+		r.evict()
+	}
+	if r.next-r.head == uint64(r.size) {
+		r.evict()
+	}
+	r.ring[r.next%uint64(r.size)] = refSlot{id: id, at: now}
+	r.index[id] = r.next
+	r.next++
+}
+
+// TestDedupMatchesModel runs random adds and checks (renewals, evictions by
+// size and by age, ids that collide in the table) against the model.
+func TestDedupMatchesModel(t *testing.T) {
+	for _, size := range []int{1, 2, 3, 7, 64} {
+		rng := rand.New(rand.NewPCG(uint64(size), 7))
+		d := NewDedup(size, 10*time.Second)
+		ref := &refDedup{size: size, maxAge: 10 * time.Second, ring: make([]refSlot, size), index: map[string]uint64{}}
+		t0 := time.Unix(1_700_000_000, 0)
+		now := t0
+		pool := 3 * size
+		id := func() string {
+			k := rng.IntN(pool)
+			switch k % 3 {
+			case 0:
+				return strconv.Itoa(1_000_000_000_000_000_000 + k) // a platform-like decimal
+			case 1:
+				return "id-" + strconv.Itoa(k) // short
+			}
+			return "a-long-message-id-that-the-window-hashes-" + strconv.Itoa(k)
+		}
+		for op := range 20_000 {
+			now = now.Add(time.Duration(rng.IntN(300)) * time.Millisecond)
+			x := id()
+			if rng.IntN(2) == 0 {
+				d.Add(x, now)
+				ref.add(x, now)
+			}
+			if got, want := d.Seen(x, now), ref.seen(x, now); got != want {
+				t.Fatalf("size %d, op %d: Seen(%q) = %v, model says %v", size, op, x, got, want)
+			}
+			if got, want := d.Len(), len(ref.index); got != want {
+				t.Fatalf("size %d, op %d: Len() = %d, model says %d", size, op, got, want)
+			}
+		}
 	}
 }
