@@ -3,6 +3,7 @@ package reliability
 import (
 	"context"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -82,7 +83,21 @@ func TestKill9AMQP(t *testing.T) {
 		ids[i] = fmt.Sprintf("a-%07d", i)
 	}
 	// The first run declares the queue; publish only once it is there.
-	c := startChild(t, "run", "-config", path)
+	// A loss shows each child's warnings (a reconnect and its reason).
+	var children []*child
+	startBridge := func() *child {
+		c := startChild(t, "run", "-config", path)
+		children = append(children, c)
+		return c
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			for i, c := range children {
+				t.Logf("bridge child %d, warnings and errors:\n%s", i+1, problems(c.Out.String()))
+			}
+		}
+	})
+	c := startBridge()
 	publishAMQP(t, b, address, ids[:1], 1)
 	c.waitFor(t, "the first message at MNS", 2*time.Minute, func() bool { return e.emu.Stats().Sent >= 1 })
 	start := time.Now()
@@ -92,7 +107,7 @@ func TestKill9AMQP(t *testing.T) {
 	var restarts []time.Duration
 	for round := 1; round <= kills; round++ {
 		if round > 1 {
-			c = startChild(t, "run", "-config", path)
+			c = startBridge()
 			restarts = append(restarts, timeToProgress(t, e.emu, 3*time.Minute))
 		}
 		target := int64(round * n / (kills + 1))
@@ -101,7 +116,7 @@ func TestKill9AMQP(t *testing.T) {
 		})
 		c.Kill9(t)
 	}
-	c = startChild(t, "run", "-config", path)
+	c = startBridge()
 	restarts = append(restarts, timeToProgress(t, e.emu, 3*time.Minute))
 	if err := <-pubErr; err != nil {
 		t.Fatal(err)
@@ -149,4 +164,15 @@ func TestRabbitMQRestartThroughTheBridge(t *testing.T) {
 		t.Errorf("Run returned %v", err)
 	}
 	noSecrets(t, "the bridge log", r.logs.String())
+}
+
+// problems returns the WARN and ERROR lines of a bridge log.
+func problems(log string) string {
+	var out []string
+	for _, l := range strings.Split(log, "\n") {
+		if strings.Contains(l, "level=WARN") || strings.Contains(l, "level=ERROR") {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
 }
