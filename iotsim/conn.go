@@ -53,6 +53,7 @@ type conn struct {
 	closeOnce sync.Once
 	wmu       sync.Mutex
 	w         *frame.Writer
+	sendMu    sync.Mutex // held by deliver from its checks through its write
 
 	// Set during login, read-only afterwards.
 	version        string
@@ -64,6 +65,7 @@ type conn struct {
 	subs    []*subscription
 	rr      int                          // round-robin position in subs
 	pending unsettled[string, *delivery] // by ack id
+	stopped bool                         // DISCONNECT: no more deliveries
 	seq     int64
 }
 
@@ -317,6 +319,7 @@ func (c *conn) handle(f *frame.Frame) (done bool, reason string) {
 	case frame.ACK, frame.NACK:
 		problem = c.settle(f, f.Command == frame.ACK)
 	case frame.DISCONNECT:
+		c.stopDeliveries()
 		c.receipt(f)
 		return true, "DISCONNECT"
 	case frame.SEND:
@@ -455,11 +458,12 @@ func (c *conn) settle(f *frame.Frame, ack bool) string {
 }
 
 // nextSub returns the subscription to deliver to next (round robin), or nil
-// when there is none or the connection holds MaxUnacked deliveries.
+// when there is none, deliveries stopped or the connection holds MaxUnacked
+// deliveries.
 func (c *conn) nextSub() *subscription {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if len(c.subs) == 0 || len(c.pending.m) >= c.s.cfg.MaxUnacked {
+	if c.stopped || len(c.subs) == 0 || len(c.pending.m) >= c.s.cfg.MaxUnacked {
 		return nil
 	}
 	c.rr = (c.rr + 1) % len(c.subs)
@@ -500,8 +504,26 @@ func (c *conn) sendLoop() {
 	}
 }
 
+// stopDeliveries ends the deliveries to this connection: a MESSAGE being
+// written is finished first and no later one starts, so that a RECEIPT
+// written afterwards follows every MESSAGE the server sent (and, with ack
+// auto, counted as delivered). A client ending with DISCONNECT reads until
+// that RECEIPT.
+func (c *conn) stopDeliveries() {
+	c.sendMu.Lock()
+	defer c.sendMu.Unlock()
+	c.mu.Lock()
+	c.stopped = true
+	for _, s := range c.subs {
+		s.active = false
+	}
+	c.mu.Unlock()
+}
+
 // deliver writes e to sub. On failure e goes back to the group.
 func (c *conn) deliver(sub *subscription, e *entry) error {
+	c.sendMu.Lock() // stopDeliveries waits for the write
+	defer c.sendMu.Unlock()
 	c.mu.Lock()
 	if c.pending.m == nil || !sub.active {
 		c.mu.Unlock()

@@ -854,3 +854,62 @@ func TestInstanceIDIsChecked(t *testing.T) {
 		})
 	}
 }
+
+// TestDisconnectReceiptComesAfterEveryMessage: with ack auto a MESSAGE
+// counts as delivered (and settled) when the server sends it, so a client
+// that ends with DISCONNECT and reads until its RECEIPT must get every
+// MESSAGE the server counted: none may follow the RECEIPT. Repeated, since
+// the server's sender runs beside the reader that answers DISCONNECT.
+func TestDisconnectReceiptComesAfterEveryMessage(t *testing.T) {
+	s := startServer(t, Config{})
+	go func() {
+		for i := 0; i < 100000; i++ {
+			if err := s.PublishContext(t.Context(), testGroup, Message{Topic: "/a/b/user/x", MessageID: fmt.Sprint(i)}); err != nil {
+				return
+			}
+		}
+	}()
+	got := 0
+	for round := range 30 {
+		rc := dialFrames(t, s, "0,0")
+		w := frame.NewWriter(rc.tc)
+		if err := w.Write(frame.New(frame.SUBSCRIBE, frame.Id, "s1", frame.Destination, "/topic/#", frame.Ack, "auto")); err != nil {
+			t.Fatal(err)
+		}
+		// Take a few, then disconnect while messages flow.
+		for n := 0; n < 1+round%5; {
+			f, err := rc.r.Read()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if f != nil && f.Command == frame.MESSAGE {
+				n++
+				got++
+			}
+		}
+		if err := w.Write(frame.New(frame.DISCONNECT, frame.Receipt, "bye")); err != nil {
+			t.Fatal(err)
+		}
+		for {
+			f, err := rc.r.Read()
+			if err != nil {
+				t.Fatalf("round %d: no RECEIPT: %v", round, err)
+			}
+			if f == nil {
+				continue
+			}
+			if f.Command == frame.MESSAGE {
+				got++
+				continue
+			}
+			if f.Command == frame.RECEIPT {
+				break
+			}
+		}
+		rc.tc.Close()
+		waitFor(t, "the connection to go", func() bool { return s.Stats().Connections == 0 })
+		if st := s.Stats(); st.Delivered != int64(got) {
+			t.Fatalf("round %d: the server counts %d delivered, the client read %d before the RECEIPT", round, st.Delivered, got)
+		}
+	}
+}

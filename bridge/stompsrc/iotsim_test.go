@@ -16,6 +16,7 @@ import (
 	"github.com/iot-mns-bridge/iot-mns-bridge/bridge/source"
 	"github.com/iot-mns-bridge/iot-mns-bridge/internal/certgen"
 	"github.com/iot-mns-bridge/iot-mns-bridge/internal/testpeers"
+	"github.com/iot-mns-bridge/iot-mns-bridge/internal/waitfor"
 	"github.com/iot-mns-bridge/iot-mns-bridge/iotauth"
 	"github.com/iot-mns-bridge/iot-mns-bridge/iotsim"
 )
@@ -366,14 +367,7 @@ func TestAutoAckHandsOverBufferedMessagesAtShutdown(t *testing.T) {
 	for i := 0; i < 500; i++ {
 		e.srv.Publish("DEFAULT_GROUP", iotsim.Message{Topic: "/pk/dev/user/x", MessageID: fmt.Sprintf("h-%03d", i), Body: []byte("x")})
 	}
-	// Known issue (notes/issue-13b.md): cancelling within about a millisecond
-	// of the 20th delivery loses one frame at shutdown (1 run in 20-40 with
-	// 1 ms polls, before and after the shared driver); the 10 ms polls of
-	// this loop hide it.
-	deadline := time.Now().Add(20 * time.Second)
-	for e.srv.Stats().Delivered < 20 && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond)
-	}
+	waitfor.Until(t, "20 deliveries", 20*time.Second, func() bool { return e.srv.Stats().Delivered >= 20 })
 	cancel()    // intake stops while the handler blocks and go-stomp holds a buffer
 	close(gate) // the pipeline takes deliveries again
 	if err := <-errc; err != nil {
