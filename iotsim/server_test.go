@@ -858,7 +858,8 @@ func TestInstanceIDIsChecked(t *testing.T) {
 // TestDisconnectReceiptComesAfterEveryMessage: with ack auto a MESSAGE
 // counts as delivered (and settled) when the server sends it, so a client
 // that ends with DISCONNECT and reads until its RECEIPT must get every
-// MESSAGE the server counted: none may follow the RECEIPT. Repeated, since
+// MESSAGE the server counted, and the count is right as the client reads
+// the RECEIPT: none may follow it. Repeated, since
 // the server's sender runs beside the reader that answers DISCONNECT.
 func TestDisconnectReceiptComesAfterEveryMessage(t *testing.T) {
 	s := startServer(t, Config{})
@@ -903,6 +904,12 @@ func TestDisconnectReceiptComesAfterEveryMessage(t *testing.T) {
 				continue
 			}
 			if f.Command == frame.RECEIPT {
+				// Right at once, not only when the connection is gone:
+				// stompsrc's hand-over test reads the count as soon as
+				// its source has closed.
+				if d := s.Stats().Delivered; d != int64(got) {
+					t.Fatalf("round %d: the server counts %d delivered as the client reads the RECEIPT, the client read %d before it", round, d, got)
+				}
 				break
 			}
 		}
