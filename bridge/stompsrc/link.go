@@ -42,6 +42,9 @@ type link struct {
 	received  atomic.Int64
 	// disconnected is set once DISCONNECT was sent.
 	disconnected atomic.Bool
+	// receipted is set (by Next only) once the RECEIPT of the DISCONNECT
+	// was read.
+	receipted bool
 
 	// checkErr is the failed liveness check that closed the link.
 	checkMu  sync.Mutex
@@ -254,7 +257,12 @@ func (l *link) ended(err error) error {
 	return fmt.Errorf("stomp connection %s: closed by the server or the network: %w", l.name, err)
 }
 
-// errDisconnected ends Next once the server confirmed the DISCONNECT.
+// afterReceipt bounds how long Next still reads after the RECEIPT of the
+// DISCONNECT, until the server closes the connection.
+const afterReceipt = 500 * time.Millisecond
+
+// errDisconnected ends Next once the server confirmed the DISCONNECT and
+// closed the connection (or afterReceipt passed).
 var errDisconnected = errors.New("stomp connection ended by DISCONNECT")
 
 // Next reads frames until the next MESSAGE and returns it as a delivery
@@ -270,6 +278,9 @@ func (l *link) Next(context.Context) (*bridge.Delivery, error) {
 	for {
 		f, err := l.w.read()
 		if err != nil {
+			if l.receipted {
+				return nil, errDisconnected
+			}
 			return nil, l.ended(err)
 		}
 		switch f.Command {
@@ -280,8 +291,14 @@ func (l *link) Next(context.Context) (*bridge.Delivery, error) {
 		case frame.ERROR:
 			return nil, l.ended(serverErr(f))
 		case frame.RECEIPT:
-			if f.Header.Get(frame.ReceiptId) == disconnectReceipt {
-				return nil, errDisconnected
+			if f.Header.Get(frame.ReceiptId) == disconnectReceipt && !l.receipted {
+				// A server may still write a message after the RECEIPT,
+				// one its sender had taken before it read the DISCONNECT
+				// (the simulator does: its sender and its reader write
+				// concurrently). With ack auto that message is settled:
+				// read on until the server closes, at most afterReceipt.
+				l.receipted = true
+				_ = l.w.nc.SetReadDeadline(time.Now().Add(afterReceipt))
 			}
 		}
 		// Anything else (a RECEIPT we did not ask for) is skipped.
