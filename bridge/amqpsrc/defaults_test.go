@@ -3,44 +3,14 @@ package amqpsrc
 import (
 	"strings"
 	"testing"
-	"time"
 
-	"github.com/iot-mns-bridge/iot-mns-bridge/bridge/source"
-	"github.com/iot-mns-bridge/iot-mns-bridge/config"
+	"github.com/iot-mns-bridge/iot-mns-bridge/bridge/source/sourcetest"
 )
 
-// testDefaults is the source section of config.Default(), the one place
-// defaults come from: the Source takes every value as it is.
-var testDefaults = config.Default().Source
-
 // filled returns c with every zero config value set from config.Default(),
-// as the wiring does.
+// as the wiring does (sourcetest.Fill).
 func filled(c Config) Config {
-	d := testDefaults
-	if c.Connections == 0 {
-		c.Connections = d.Connections
-	}
-	if c.Address == "" {
-		c.Address = d.AMQP.Address
-	}
-	if c.Credit == 0 {
-		c.Credit = d.AMQP.Credit
-	}
-	if c.IdleTimeout == 0 {
-		c.IdleTimeout = d.AMQP.IdleTimeout
-	}
-	if c.DialTimeout == 0 {
-		c.DialTimeout = d.DialTimeout
-	}
-	if c.MinBackoff == 0 {
-		c.MinBackoff = d.ReconnectMinBackoff
-	}
-	if c.MaxBackoff == 0 {
-		c.MaxBackoff = d.ReconnectMaxBackoff
-	}
-	if c.Limiter == nil {
-		c.Limiter = source.NewAttemptLimiter(d.ConnectAttemptsPerMinute, time.Minute)
-	}
+	sourcetest.Fill(&c)
 	return c
 }
 

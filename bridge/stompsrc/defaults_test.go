@@ -3,9 +3,8 @@ package stompsrc
 import (
 	"strings"
 	"testing"
-	"time"
 
-	"github.com/iot-mns-bridge/iot-mns-bridge/bridge/source"
+	"github.com/iot-mns-bridge/iot-mns-bridge/bridge/source/sourcetest"
 	"github.com/iot-mns-bridge/iot-mns-bridge/config"
 )
 
@@ -14,33 +13,9 @@ import (
 var testDefaults = config.Default().Source
 
 // filled returns c with every zero config value set from config.Default(),
-// as the wiring does (HeartBeat stays as it is: 0 means off).
+// as the wiring does (sourcetest.Fill).
 func filled(c Config) Config {
-	d := testDefaults
-	if c.Connections == 0 {
-		c.Connections = d.Connections
-	}
-	if c.Destination == "" {
-		c.Destination = d.STOMP.Destination
-	}
-	if c.Ack == "" {
-		c.Ack = d.STOMP.Ack
-	}
-	if c.CheckInterval == 0 {
-		c.CheckInterval = d.STOMP.CheckInterval
-	}
-	if c.DialTimeout == 0 {
-		c.DialTimeout = d.DialTimeout
-	}
-	if c.MinBackoff == 0 {
-		c.MinBackoff = d.ReconnectMinBackoff
-	}
-	if c.MaxBackoff == 0 {
-		c.MaxBackoff = d.ReconnectMaxBackoff
-	}
-	if c.Limiter == nil {
-		c.Limiter = source.NewAttemptLimiter(d.ConnectAttemptsPerMinute, time.Minute)
-	}
+	sourcetest.Fill(&c)
 	return c
 }
 
