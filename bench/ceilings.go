@@ -43,11 +43,14 @@ func (h *harness) ceilingSource(ctx context.Context, name string, conns, n int) 
 		Note: "in the harness process; no bridge CPU/RSS"}
 	group := "bench-" + name
 	d := config.Default().Source // the bridge's settings, as the wiring passes them
+	if bridgeReadGather >= 0 {
+		d.STOMP.ReadGather = bridgeReadGather
+	}
 	src, err := stompsrc.New(stompsrc.Config{
 		Endpoint: h.tb.sim.Addr(), TLS: source.TLSOptions{CAFile: h.tb.caFile, ServerName: "localhost"},
 		Params:      func() (iotauth.Params, error) { return h.params("bench-ceiling", group), nil },
 		Connections: conns, Destination: d.STOMP.Destination, Ack: d.STOMP.Ack,
-		HeartBeat: d.STOMP.HeartBeat, CheckInterval: d.STOMP.CheckInterval, DialTimeout: d.DialTimeout,
+		HeartBeat: d.STOMP.HeartBeat, CheckInterval: d.STOMP.CheckInterval, ReadGather: d.STOMP.ReadGather, DialTimeout: d.DialTimeout,
 		Limiter:    source.NewAttemptLimiter(d.ConnectAttemptsPerMinute, time.Minute),
 		MinBackoff: d.ReconnectMinBackoff, MaxBackoff: d.ReconnectMaxBackoff,
 	})
