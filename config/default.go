@@ -25,7 +25,7 @@ func Default() Config {
 				Ack:           "auto",
 				HeartBeat:     30 * time.Second,
 				CheckInterval: time.Second,
-				ReadGather:    time.Millisecond,
+				ReadGather:    0, // off: on an idle machine the pause's timer costs more than it saves (bench/README)
 			},
 			AMQP: AMQP{
 				Address:     "default",

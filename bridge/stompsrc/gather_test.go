@@ -9,8 +9,8 @@ import (
 	"github.com/iot-mns-bridge/iot-mns-bridge/iotsim"
 )
 
-// TestSimReadGatherKeepsEveryMessage: with reads gathering (as configured
-// by default), messages published in bursts and one by one all arrive, in
+// TestSimReadGatherKeepsEveryMessage: with reads gathering (source.stomp.read_gather
+// 1ms), messages published in bursts and one by one all arrive, in
 // order, byte for byte.
 func TestSimReadGatherKeepsEveryMessage(t *testing.T) {
 	e := startSim(t, nil)
