@@ -1,8 +1,10 @@
 package spool
 
 import (
+	"bytes"
 	"encoding/binary"
 	"fmt"
+	"slices"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -126,15 +128,19 @@ func (s *Spool) commit(batch []appendReq) error {
 		b := tx.Bucket(bucketName)
 		b.FillPercent = 0.95 // keys only grow: pack pages instead of splitting them in half
 		var kb [keyLen]byte
+		// In key order, with one cursor: one seek per delete (Get and
+		// Delete would seek twice) and neighbouring pages in turn.
+		slices.Sort(dels)
+		c := b.Cursor()
 		for _, key := range dels {
 			binary.BigEndian.PutUint64(kb[:], key)
-			v := b.Get(kb[:])
-			if v == nil {
-				continue
+			k, v := c.Seek(kb[:])
+			if !bytes.Equal(k, kb[:]) {
+				continue // unknown or deleted already
 			}
 			removed++
 			freed += int64(len(v) + keyLen)
-			if err := b.Delete(kb[:]); err != nil {
+			if err := c.Delete(); err != nil {
 				return err
 			}
 		}
