@@ -20,7 +20,7 @@ func CheckConnect(ctx context.Context, cfg Config) error {
 	}
 	p, err := s.cfg.Params()
 	if err != nil {
-		return fmt.Errorf("source.credentials: %w", err)
+		return s.cfg.Names.Bad(source.FieldParams, "%w", err)
 	}
 	id := source.CheckClientID(p.ClientID)
 	// The dialer attaches with manual credit and issues none: zero credit.

@@ -3,7 +3,6 @@ package amqpsrc
 import (
 	"crypto/tls"
 	"errors"
-	"fmt"
 	"log/slog"
 	"net"
 	"time"
@@ -35,9 +34,9 @@ const (
 // field from the config. Only the protocol's own timeouts (AttachTimeout,
 // SettleTimeout), Clock, Logger, Vhost and SilenceTimeout may be left zero.
 type Config struct {
-	// Endpoint is host:port of the AMQPS listener (source.endpoint).
+	// Endpoint is host:port of the AMQPS listener.
 	Endpoint string
-	// TLS are the source.tls.* settings. TLS is always on.
+	// TLS are the TLS settings. TLS is always on.
 	TLS source.TLSOptions
 	// Params returns the signing inputs. It is called on every dial, so the
 	// signature is always fresh and a rotated secret or STS token is picked
@@ -48,14 +47,13 @@ type Config struct {
 	// Connections is the number of connections (slots), 1 to 64.
 	// With more than one, connection i uses client id "<ClientID>-<i>".
 	Connections int
-	// Address is the link source address (source.amqp.address); the
+	// Address is the link source address; the
 	// platform ignores it, RabbitMQ needs a real one.
 	Address string
-	// Credit is the link credit (source.amqp.credit): at most
-	// this many deliveries per connection are unsettled at once, which is
+	// Credit is the link credit: at most this many deliveries per connection are unsettled at once, which is
 	// the pipeline's backpressure.
 	Credit int
-	// IdleTimeout is go-amqp's idle timeout (source.amqp.idle_timeout).
+	// IdleTimeout is go-amqp's idle timeout.
 	// go-amqp advertises half of it in the Open frame, and
 	// the platform accepts 30s..300s there, so it must be 60s..600s. The
 	// server must send a frame within the advertised half (it should every
@@ -66,19 +64,19 @@ type Config struct {
 	// login (the platform drops a connection without a receiver after 15s).
 	// Default 15s.
 	AttachTimeout time.Duration
-	// DialTimeout bounds TCP, TLS and the SASL login (source.dial_timeout).
+	// DialTimeout bounds TCP, TLS and the SASL login.
 	DialTimeout time.Duration
-	// Vhost is the AMQP Open hostname (source.amqp.vhost); RabbitMQ
+	// Vhost is the AMQP Open hostname; RabbitMQ
 	// selects a vhost with "vhost:NAME". "" sends the endpoint host.
 	Vhost string
 	// Limiter bounds connection attempts; share one across every source of
-	// one consumer group (source.connect_attempts_per_minute).
+	// one consumer group.
 	Limiter *source.AttemptLimiter
 	// Logger receives state changes; nil discards.
 	Logger *slog.Logger
 
 	// MinBackoff and MaxBackoff bound the jittered exponential delay between
-	// connection attempts (source.reconnect_min_backoff, _max_backoff).
+	// connection attempts.
 	MinBackoff, MaxBackoff time.Duration
 	// SettleTimeout bounds one accept or release (default 5s; the
 	// platform's ACK timeout is 30s).
@@ -88,6 +86,11 @@ type Config struct {
 	// connection is dropped (default: the idle-time-out the bridge
 	// advertises, IdleTimeout/2). Not a config key: tests use it.
 	SilenceTimeout time.Duration
+
+	// Names are what the operator calls the fields (the wiring gives the
+	// config keys); errors and log lines name fields with it. nil shows
+	// "Config.<Field>".
+	Names source.Names
 }
 
 // silenceLimit is how long a connection may stay silent: the idle-time-out
@@ -103,55 +106,56 @@ func (cfg Config) silenceLimit() time.Duration {
 
 // checked returns cfg, with the protocol's own timeouts (AttachTimeout,
 // SettleTimeout: not config keys) at their defaults when zero, a discarding
-// Logger and time.Now for nil ones, or every problem at once, each naming
-// its config key. Every config value is taken as it is: the defaults live
-// in config.Default().
+// Logger and time.Now for nil ones, or every problem at once, each a
+// *source.FieldError named by cfg.Names. Every config value is taken as it
+// is: the defaults live in config.Default().
 func (cfg Config) checked() (Config, error) {
 	var errs []error
-	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+	n := cfg.Names
+	bad := func(f source.Field, format string, args ...any) { errs = append(errs, n.Bad(f, format, args...)) }
 
-	if err := source.CheckEndpoint(cfg.Endpoint); err != nil {
+	if err := source.CheckEndpoint(cfg.Endpoint, n); err != nil {
 		errs = append(errs, err)
 	}
 	if cfg.Params == nil {
-		bad("source.credentials: amqpsrc.Config.Params is required")
+		bad(source.FieldParams, "amqpsrc.Config.Params is required")
 	}
 	if cfg.Connections < 1 || cfg.Connections > MaxConnections {
-		bad("source.connections: %d is out of range: use 1 to %d (the platform allows %d clients per consumer group)",
+		bad(source.FieldConnections, "%d is out of range: use 1 to %d (the platform allows %d clients per consumer group)",
 			cfg.Connections, MaxConnections, MaxConnections)
 	}
 	if cfg.Address == "" {
-		bad("source.amqp.address: is required (the platform ignores it; RabbitMQ needs a queue)")
+		bad(source.FieldAddress, "is required (the platform ignores it; RabbitMQ needs a queue)")
 	}
 	if cfg.Credit < 1 || cfg.Credit > MaxCredit {
-		bad("source.amqp.credit: %d is out of range: use 1 to %d", cfg.Credit, MaxCredit)
+		bad(source.FieldCredit, "%d is out of range: use 1 to %d", cfg.Credit, MaxCredit)
 	}
 	if adv := cfg.IdleTimeout / 2; adv < MinAdvertisedIdle || adv > MaxAdvertisedIdle {
-		bad("source.amqp.idle_timeout: %s would advertise %s in the AMQP Open frame (go-amqp sends half), "+
+		bad(source.FieldIdleTimeout, "%s would advertise %s in the AMQP Open frame (go-amqp sends half), "+
 			"but the platform accepts %s to %s: use %s to %s",
 			cfg.IdleTimeout, adv, MinAdvertisedIdle, MaxAdvertisedIdle, 2*MinAdvertisedIdle, 2*MaxAdvertisedIdle)
 	}
-	positive := func(d *time.Duration, key string) {
+	positive := func(d *time.Duration, f source.Field) {
 		if *d <= 0 {
-			bad("%s: %s must be positive", key, *d)
+			bad(f, "%s must be positive", *d)
 		}
 	}
-	own := func(d *time.Duration, def time.Duration, key string) {
+	own := func(d *time.Duration, def time.Duration, f source.Field) {
 		if *d == 0 {
 			*d = def
 		}
-		positive(d, key)
+		positive(d, f)
 	}
-	own(&cfg.AttachTimeout, DefaultAttachTimeout, "source.amqp.attach_timeout")
-	own(&cfg.SettleTimeout, DefaultSettleTimeout, "source.amqp.settle_timeout")
-	positive(&cfg.DialTimeout, "source.dial_timeout")
-	positive(&cfg.MinBackoff, "source.reconnect_min_backoff")
-	positive(&cfg.MaxBackoff, "source.reconnect_max_backoff")
+	own(&cfg.AttachTimeout, DefaultAttachTimeout, source.FieldAttachTimeout)
+	own(&cfg.SettleTimeout, DefaultSettleTimeout, source.FieldSettleTimeout)
+	positive(&cfg.DialTimeout, source.FieldDialTimeout)
+	positive(&cfg.MinBackoff, source.FieldMinBackoff)
+	positive(&cfg.MaxBackoff, source.FieldMaxBackoff)
 	if cfg.MaxBackoff < cfg.MinBackoff {
-		bad("source.reconnect_max_backoff: %s is less than source.reconnect_min_backoff %s", cfg.MaxBackoff, cfg.MinBackoff)
+		bad(source.FieldMaxBackoff, "%s is less than %s %s", cfg.MaxBackoff, n.Of(source.FieldMinBackoff), cfg.MinBackoff)
 	}
 	if cfg.Limiter == nil {
-		bad("source.connect_attempts_per_minute: no attempt limiter (amqpsrc.Config.Limiter is nil)")
+		bad(source.FieldLimiter, "no attempt limiter (amqpsrc.Config.Limiter is nil)")
 	}
 	if cfg.Clock == nil {
 		cfg.Clock = time.Now
@@ -166,7 +170,7 @@ func (cfg Config) checked() (Config, error) {
 func (cfg Config) tlsConfig() (*tls.Config, error) {
 	host, _, err := net.SplitHostPort(cfg.Endpoint)
 	if err != nil {
-		return nil, fmt.Errorf("source.endpoint: %w", err)
+		return nil, cfg.Names.Bad(source.FieldEndpoint, "%w", err)
 	}
-	return cfg.TLS.TLSConfig(host)
+	return cfg.TLS.TLSConfig(host, cfg.Names)
 }

@@ -118,7 +118,7 @@ func TestNewRejects(t *testing.T) {
 			[]string{"source.connections", "source.amqp.credit"}},
 		{"credit too big", Config{Endpoint: "h:5671", Params: testParams, Credit: MaxCredit + 1}, []string{"source.amqp.credit"}},
 		{"negative timeouts", Config{Endpoint: "h:5671", Params: testParams, DialTimeout: -1, AttachTimeout: -1},
-			[]string{"source.dial_timeout", "source.amqp.attach_timeout"}},
+			[]string{"source.dial_timeout", "Config.AttachTimeout"}}, // AttachTimeout is no config key
 		{"backoff inverted", Config{Endpoint: "h:5671", Params: testParams, MinBackoff: time.Minute, MaxBackoff: time.Second},
 			[]string{"source.reconnect_max_backoff"}},
 		{"client id too long with suffix", Config{Endpoint: "h:5671", Params: long, Connections: 2}, []string{"clientId"}},

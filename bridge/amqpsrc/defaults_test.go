@@ -4,6 +4,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/iot-mns-bridge/iot-mns-bridge/bridge/source"
 	"github.com/iot-mns-bridge/iot-mns-bridge/bridge/source/sourcetest"
 )
 
@@ -19,13 +20,21 @@ func filled(c Config) Config {
 // a value left zero is an error that names its key.
 func TestNewTakesNoDefaults(t *testing.T) {
 	_, err := New(Config{Endpoint: "h:5671", Params: testParams})
-	for _, key := range []string{"source.connections", "source.amqp.address", "source.amqp.credit", "source.amqp.idle_timeout",
-		"source.dial_timeout", "source.reconnect_min_backoff", "source.reconnect_max_backoff", "source.connect_attempts_per_minute"} {
-		if err == nil || !strings.Contains(err.Error(), key) {
-			t.Errorf("New = %v, want it to name %s", err, key)
+	for _, f := range []source.Field{source.FieldConnections, source.FieldAddress, source.FieldCredit, source.FieldIdleTimeout,
+		source.FieldDialTimeout, source.FieldMinBackoff, source.FieldMaxBackoff, source.FieldLimiter} {
+		if !source.HasField(err, f) || !strings.Contains(err.Error(), "Config."+string(f)+": ") {
+			t.Errorf("New = %v, want it to name %s", err, f)
 		}
 	}
 	if _, err := New(filled(Config{Endpoint: "h:5671", Params: testParams})); err != nil {
 		t.Errorf("New with config.Default()'s values: %v", err)
 	}
+}
+
+// TestFieldsAreConfigFields: every source.Field the AMQP source reports is
+// a field of its Config.
+func TestFieldsAreConfigFields(t *testing.T) {
+	sourcetest.CheckFields(t, Config{}, sourcetest.Common...)
+	sourcetest.CheckFields(t, Config{}, source.FieldAddress, source.FieldCredit, source.FieldIdleTimeout,
+		source.FieldVhost, source.FieldAttachTimeout, source.FieldSettleTimeout)
 }

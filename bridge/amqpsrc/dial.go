@@ -43,7 +43,7 @@ func (d *dialer) dial(ctx context.Context, _ int, id string) (connection, error)
 		return nil, fmt.Errorf("amqp connect as %s: sign the login: %w (%w)", id, err, source.ErrFatal)
 	}
 
-	cfg.TLS.WarnIfInsecure(cfg.Logger, id, cfg.Endpoint)
+	cfg.TLS.WarnIfInsecure(cfg.Logger, cfg.Names, id, cfg.Endpoint)
 	cfg.Logger.Debug("amqp dialling", "conn", id, "endpoint", cfg.Endpoint,
 		"username", iotauth.RedactUsername(creds.Username)) // the username holds no secret once redacted
 
@@ -61,7 +61,7 @@ func (d *dialer) dial(ctx context.Context, _ int, id string) (connection, error)
 	// The watch sees every byte go-amqp reads: a silent connection is
 	// dropped after the idle-time-out the bridge advertises (half of
 	// IdleTimeout), not after go-amqp's IdleTimeout.
-	rw := newReadWatch(nc, cfg.silenceLimit())
+	rw := newReadWatch(nc, cfg.silenceLimit(), cfg.Names.Of(source.FieldIdleTimeout))
 	conn, err := amqp.NewConn(dctx, rw, &amqp.ConnOptions{
 		SASLType:    amqp.SASLTypePlain(creds.Username, creds.Password),
 		IdleTimeout: cfg.IdleTimeout,
@@ -88,9 +88,9 @@ func (d *dialer) dial(ctx context.Context, _ int, id string) (connection, error)
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
 		}
-		return nil, fmt.Errorf("amqp attach receiver to %q as %s: %w; check source.amqp.address "+
+		return nil, fmt.Errorf("amqp attach receiver to %q as %s: %w; check %s "+
 			"and that the consumer group is subscribed (the platform drops a connection without a receiver after 15s)",
-			cfg.Address, id, err)
+			cfg.Address, id, err, cfg.Names.Of(source.FieldAddress))
 	}
 	return c, nil
 }
@@ -98,7 +98,7 @@ func (d *dialer) dial(ctx context.Context, _ int, id string) (connection, error)
 // explainDial turns a TCP or TLS failure into an error naming what to check
 // (source.ExplainDial).
 func explainDial(cfg Config, id string, err error) error {
-	return source.ExplainDial(fmt.Sprintf("amqp connect to %s as %s", cfg.Endpoint, id), cfg.DialTimeout, err)
+	return source.ExplainDial(cfg.Names, fmt.Sprintf("amqp connect to %s as %s", cfg.Endpoint, id), cfg.DialTimeout, err)
 }
 
 // explainLogin turns an AMQP open or SASL failure into an error naming what
@@ -109,17 +109,17 @@ func explainLogin(cfg Config, id string, err error) error {
 	// that reads it, and the error it returns is typed (ErrLoginRefused).
 	if strings.Contains(err.Error(), "throttled") {
 		return fmt.Errorf("%s: %w: %w; the consumer group made too many connection attempts "+
-			"(the platform allows 100 a minute per group, across every client): lower source.connect_attempts_per_minute "+
-			"so that the bridges of the group share that budget", op, bridge.ErrLoginRefused, err)
+			"(the platform allows 100 a minute per group, across every client): lower %s "+
+			"so that the bridges of the group share that budget", op, bridge.ErrLoginRefused, err, cfg.Names.Of(source.FieldLimiter))
 	}
 	if strings.Contains(err.Error(), "SASL") {
-		return source.LoginRefused(op, "", err)
+		return source.LoginRefused(cfg.Names, op, "", err)
 	}
 	if errors.Is(err, context.DeadlineExceeded) {
-		return source.ExplainDial(op, cfg.DialTimeout, err)
+		return source.ExplainDial(cfg.Names, op, cfg.DialTimeout, err)
 	}
-	return fmt.Errorf("amqp open to %s as %s: %w; check source.endpoint and source.amqp.idle_timeout",
-		cfg.Endpoint, id, err)
+	return fmt.Errorf("amqp open to %s as %s: %w; check %s and %s",
+		cfg.Endpoint, id, err, cfg.Names.Of(source.FieldEndpoint), cfg.Names.Of(source.FieldIdleTimeout))
 }
 
 // explainLoss describes why an established connection ended.

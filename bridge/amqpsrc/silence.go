@@ -17,10 +17,11 @@ type readWatch struct {
 	last   atomic.Int64 // unix nanoseconds of the last byte read
 	silent atomic.Bool  // the watchdog closed the connection
 	limit  time.Duration
+	idle   string // the operator's name of Config.IdleTimeout
 }
 
-func newReadWatch(c net.Conn, limit time.Duration) *readWatch {
-	w := &readWatch{Conn: c, limit: limit}
+func newReadWatch(c net.Conn, limit time.Duration, idle string) *readWatch {
+	w := &readWatch{Conn: c, limit: limit, idle: idle}
 	w.last.Store(time.Now().UnixNano())
 	return w
 }
@@ -61,5 +62,5 @@ func (w *readWatch) cause(err error) error {
 		return err
 	}
 	return fmt.Errorf("silent connection: nothing from the server for %s (the idle-time-out the bridge advertises, "+
-		"half of source.amqp.idle_timeout), so it was dropped: %w", w.limit, err)
+		"half of %s), so it was dropped: %w", w.limit, w.idle, err)
 }

@@ -198,7 +198,7 @@ func New(cfg Config) (*Source, error) {
 	}
 	p, err := cfg.Params()
 	if err != nil {
-		return nil, fmt.Errorf("source.credentials: %w", err)
+		return nil, cfg.Names.Bad(source.FieldParams, "%w", err)
 	}
 	var errs []error
 	for _, id := range source.ClientIDs(p.ClientID, cfg.Connections) {

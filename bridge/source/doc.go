@@ -10,4 +10,9 @@
 // A protocol (bridge/stompsrc, bridge/amqpsrc) brings only what differs: a
 // DialFunc that signs, connects, logs in and subscribes, and a Link that
 // reads the next delivery, settles and closes.
+//
+// The sources speak of their own Config fields, never of config keys: a
+// value that cannot work is a *FieldError naming its Field, and every text
+// that tells the operator which setting to change names it through Names,
+// which the wiring fills with the config keys (config.SourceNames).
 package source

@@ -32,9 +32,10 @@ func DialTLS(ctx context.Context, addr string, tc *tls.Config) (*tls.Conn, error
 
 // ExplainDial turns a failure of the TCP connect or the TLS handshake (or a
 // timeout of the login after them) into an error that tells the operator
-// what to check. op names the attempt ("stomp connect h:61614"); timeout is
-// the dial timeout that bounded it. err is wrapped.
-func ExplainDial(op string, timeout time.Duration, err error) error {
+// what to check, naming the settings with n. op names the attempt ("stomp
+// connect h:61614"); timeout is the dial timeout that bounded it. err is
+// wrapped.
+func ExplainDial(n Names, op string, timeout time.Duration, err error) error {
 	var (
 		unknownCA x509.UnknownAuthorityError // crypto/x509 returns these as values
 		hostname  x509.HostnameError
@@ -47,21 +48,21 @@ func ExplainDial(op string, timeout time.Duration, err error) error {
 	var why string
 	switch { // a verification error wraps the specific one: test those first
 	case errors.As(err, &hostname):
-		why = "TLS certificate does not match the name; set source.tls.server_name to a name it holds, or check source.endpoint"
+		why = "TLS certificate does not match the name; set " + n.Of(FieldServerName) + " to a name it holds, or check " + n.Of(FieldEndpoint)
 	case errors.As(err, &unknownCA):
-		why = "TLS certificate not trusted: signed by an unknown authority; add the CA that signed it with source.tls.ca_file"
+		why = "TLS certificate not trusted: signed by an unknown authority; add the CA that signed it with " + n.Of(FieldCAFile)
 	case errors.As(err, &invalid):
 		why = "TLS certificate not valid (expired or not yet valid: check the clock; or not usable for a server)"
 	case errors.As(err, &verify):
-		why = "TLS certificate not trusted; check source.tls.ca_file (it must hold the CA that signed the endpoint's certificate)"
+		why = "TLS certificate not trusted; check " + n.Of(FieldCAFile) + " (it must hold the CA that signed the endpoint's certificate)"
 	case errors.As(err, &recordHdr):
-		why = "the endpoint does not speak TLS; check the port of source.endpoint (the platform's TLS ports are 61614 for STOMP, 5671 for AMQP)"
+		why = "the endpoint does not speak TLS; check the port of " + n.Of(FieldEndpoint) + " (the platform's TLS ports are 61614 for STOMP, 5671 for AMQP)"
 	case errors.As(err, &alert):
 		why = "TLS handshake refused by the server"
 	case errors.Is(err, context.DeadlineExceeded), isTimeout(err):
-		why = fmt.Sprintf("timed out after %s (source.dial_timeout); check source.endpoint, the network and any firewall", timeout)
+		why = fmt.Sprintf("timed out after %s (%s); check %s, the network and any firewall", timeout, n.Of(FieldDialTimeout), n.Of(FieldEndpoint))
 	case errors.As(err, &opErr) && opErr.Op == "dial":
-		why = "cannot reach the server; check source.endpoint and the network"
+		why = "cannot reach the server; check " + n.Of(FieldEndpoint) + " and the network"
 	default:
 		return fmt.Errorf("%s: %w", op, err)
 	}
@@ -77,8 +78,8 @@ func isTimeout(err error) bool {
 // bridge.ErrLoginRefused and err (when not nil: it must hold no secret),
 // quotes the server's reason (detail, with
 // every secret in hide replaced by "***"; "" for none) and tells what to
-// check.
-func LoginRefused(op, detail string, err error, hide ...string) error {
+// check, naming the settings with n.
+func LoginRefused(n Names, op, detail string, err error, hide ...string) error {
 	for _, s := range hide {
 		if s != "" {
 			detail = strings.ReplaceAll(detail, s, "***")
@@ -87,8 +88,8 @@ func LoginRefused(op, detail string, err error, hide ...string) error {
 	if detail != "" {
 		detail = fmt.Sprintf(": %q", detail)
 	}
-	const check = "; check source.credentials (AccessKey ID and secret, STS token), " +
-		"source.consumer_group_id, source.iot_instance_id and source.sign_method, and that the system clock is right"
+	check := fmt.Sprintf("; check %s (AccessKey ID and secret, STS token), %s, %s and %s, and that the system clock is right",
+		n.Of(FieldParams), n.Of(FieldConsumerGroupID), n.Of(FieldIotInstanceID), n.Of(FieldSignMethod))
 	if err == nil {
 		return fmt.Errorf("%s: %w%s%s", op, bridge.ErrLoginRefused, detail, check)
 	}

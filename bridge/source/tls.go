@@ -3,15 +3,13 @@ package source
 import (
 	"crypto/tls"
 	"crypto/x509"
-	"errors"
-	"fmt"
 	"log/slog"
 	"net"
 	"os"
 	"strconv"
 )
 
-// TLSOptions are the source's TLS settings (config keys source.tls.*).
+// TLSOptions are the source's TLS settings (Fields TLS.*).
 type TLSOptions struct {
 	CAFile             string // PEM bundle added to the system roots
 	ServerName         string // name to verify, if not the endpoint host
@@ -19,9 +17,9 @@ type TLSOptions struct {
 }
 
 // TLSConfig builds a client TLS config: TLS 1.2 or later, the system roots
-// plus CAFile, and ServerName (or host when ServerName is empty). Errors name
-// the config key.
-func (o TLSOptions) TLSConfig(host string) (*tls.Config, error) {
+// plus CAFile, and ServerName (or host when ServerName is empty). An
+// unusable CAFile is a *FieldError (FieldCAFile) named by n.
+func (o TLSOptions) TLSConfig(host string, n Names) (*tls.Config, error) {
 	roots, err := x509.SystemCertPool()
 	if err != nil || roots == nil {
 		roots = x509.NewCertPool()
@@ -29,10 +27,10 @@ func (o TLSOptions) TLSConfig(host string) (*tls.Config, error) {
 	if o.CAFile != "" {
 		pem, err := os.ReadFile(o.CAFile)
 		if err != nil {
-			return nil, fmt.Errorf("source.tls.ca_file: %w", err)
+			return nil, n.Bad(FieldCAFile, "%w", err)
 		}
 		if !roots.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("source.tls.ca_file: %s holds no PEM certificate", o.CAFile)
+			return nil, n.Bad(FieldCAFile, "%s holds no PEM certificate", o.CAFile)
 		}
 	}
 	name := o.ServerName
@@ -48,27 +46,28 @@ func (o TLSOptions) TLSConfig(host string) (*tls.Config, error) {
 }
 
 // WarnIfInsecure logs, when verification is off, that anyone on the path
-// can read and alter the traffic of connection conn; a source calls it on
-// every connect.
-func (o TLSOptions) WarnIfInsecure(log *slog.Logger, conn, endpoint string) {
+// can read and alter the traffic of connection conn, naming the setting
+// with n; a source calls it on every connect.
+func (o TLSOptions) WarnIfInsecure(log *slog.Logger, n Names, conn, endpoint string) {
 	if o.InsecureSkipVerify {
-		log.Warn("TLS certificate verification is off (source.tls.insecure_skip_verify); anyone on the path can read and alter the traffic",
+		log.Warn("TLS certificate verification is off ("+n.Of(FieldInsecureSkipVerify)+"); anyone on the path can read and alter the traffic",
 			"conn", conn, "endpoint", endpoint)
 	}
 }
 
 // CheckEndpoint reports what is wrong with a source endpoint, which must be
-// host:port with a port from 1 to 65535; nil when nothing is.
-func CheckEndpoint(endpoint string) error {
+// host:port with a port from 1 to 65535: a *FieldError (FieldEndpoint)
+// named by n; nil when nothing is.
+func CheckEndpoint(endpoint string, n Names) error {
 	if endpoint == "" {
-		return errors.New("source.endpoint: is required (host:port)")
+		return n.Bad(FieldEndpoint, "is required (host:port)")
 	}
 	host, port, err := net.SplitHostPort(endpoint)
 	if err != nil || host == "" {
-		return fmt.Errorf("source.endpoint: %q is not host:port", endpoint)
+		return n.Bad(FieldEndpoint, "%q is not host:port", endpoint)
 	}
-	if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
-		return fmt.Errorf("source.endpoint: %q has an invalid port", endpoint)
+	if p, err := strconv.Atoi(port); err != nil || p < 1 || p > 65535 {
+		return n.Bad(FieldEndpoint, "%q has an invalid port", endpoint)
 	}
 	return nil
 }

@@ -31,7 +31,7 @@ func CheckConnect(ctx context.Context, cfg Config) error {
 	}
 	log := cfg.Logger.With("source", "stomp", "op", "check")
 	host, _, _ := net.SplitHostPort(cfg.Endpoint)
-	tc, err := cfg.TLS.TLSConfig(host)
+	tc, err := cfg.TLS.TLSConfig(host, cfg.Names)
 	if err != nil {
 		return err
 	}

@@ -11,7 +11,7 @@ import (
 	"github.com/iot-mns-bridge/iot-mns-bridge/iotauth"
 )
 
-// Ack modes (config key source.stomp.ack).
+// Ack modes (Config.Ack).
 const (
 	AckAuto             = "auto"
 	AckClientIndividual = "client-individual"
@@ -62,46 +62,53 @@ type Config struct {
 	// MinBackoff and MaxBackoff bound the jittered exponential delay between
 	// connection attempts (reset after a stable minute).
 	MinBackoff, MaxBackoff time.Duration
+	// Names are what the operator calls the fields (the wiring gives the
+	// config keys); errors and log lines name fields with it. nil shows
+	// "Config.<Field>".
+	Names source.Names
 }
 
 // checked returns cfg, with a discarding Logger and time.Now for nil ones,
-// or every problem at once. Errors name the config key. It does no I/O.
+// or every problem at once, each a *source.FieldError named by cfg.Names.
+// It does no I/O.
 func (cfg Config) checked() (Config, error) {
 	var errs []error
-	bad := func(key, format string, args ...any) {
-		errs = append(errs, fmt.Errorf("%s: %s", key, fmt.Sprintf(format, args...)))
+	n := cfg.Names
+	bad := func(f source.Field, format string, args ...any) {
+		errs = append(errs, n.Bad(f, format, args...))
 	}
-	if err := source.CheckEndpoint(cfg.Endpoint); err != nil {
+	if err := source.CheckEndpoint(cfg.Endpoint, n); err != nil {
 		errs = append(errs, err)
 	}
 	if cfg.Params == nil {
-		bad("source.credentials", "no signing parameters (Config.Params is nil)")
+		bad(source.FieldParams, "no signing parameters (Config.Params is nil)")
 	}
 	if cfg.Connections < 1 {
-		bad("source.connections", "must be at least 1, got %d", cfg.Connections)
+		bad(source.FieldConnections, "must be at least 1, got %d", cfg.Connections)
 	}
 	if cfg.Destination == "" {
-		bad("source.stomp.destination", "is required (the platform's is /topic/#)")
+		bad(source.FieldDestination, "is required (the platform's is /topic/#)")
 	}
 	switch cfg.Ack {
 	case AckAuto, AckClientIndividual:
 	default:
-		bad("source.stomp.ack", "%q is not supported: use %s or %s", cfg.Ack, AckAuto, AckClientIndividual)
+		bad(source.FieldAck, "%q is not supported: use %s or %s", cfg.Ack, AckAuto, AckClientIndividual)
 	}
 	if cfg.HeartBeat < 0 || (cfg.HeartBeat > 0 && cfg.HeartBeat < time.Millisecond) {
-		bad("source.stomp.heartbeat", "must be 0 (off) or at least 1ms, got %s", cfg.HeartBeat)
+		bad(source.FieldHeartBeat, "must be 0 (off) or at least 1ms, got %s", cfg.HeartBeat)
 	}
 	if cfg.CheckInterval <= 0 {
-		bad("source.stomp.check_interval", "must be positive, got %s", cfg.CheckInterval)
+		bad(source.FieldCheckInterval, "must be positive, got %s", cfg.CheckInterval)
 	}
 	if cfg.DialTimeout <= 0 {
-		bad("source.dial_timeout", "must be positive, got %s", cfg.DialTimeout)
+		bad(source.FieldDialTimeout, "must be positive, got %s", cfg.DialTimeout)
 	}
 	if cfg.MinBackoff <= 0 || cfg.MaxBackoff < cfg.MinBackoff {
-		bad("source.reconnect_min_backoff", "and reconnect_max_backoff must be positive and in order, got %s and %s", cfg.MinBackoff, cfg.MaxBackoff)
+		bad(source.FieldMinBackoff, "and %s must be positive and in order, got %s and %s",
+			n.Of(source.FieldMaxBackoff), cfg.MinBackoff, cfg.MaxBackoff)
 	}
 	if cfg.Limiter == nil {
-		bad("source.connect_attempts_per_minute", "no attempt limiter (Config.Limiter is nil)")
+		bad(source.FieldLimiter, "no attempt limiter (Config.Limiter is nil)")
 	}
 	if cfg.Clock == nil {
 		cfg.Clock = time.Now

@@ -4,6 +4,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/iot-mns-bridge/iot-mns-bridge/bridge/source"
 	"github.com/iot-mns-bridge/iot-mns-bridge/bridge/source/sourcetest"
 	"github.com/iot-mns-bridge/iot-mns-bridge/config"
 )
@@ -21,16 +22,23 @@ func filled(c Config) Config {
 
 // TestNewTakesNoDefaults: the source fills in no config value of its own
 // (they drifted from config.Default()); a value left zero is an error that
-// names its key.
+// names its field (a source.FieldError; without Names, "Config.<Field>").
 func TestNewTakesNoDefaults(t *testing.T) {
 	_, err := New(Config{Endpoint: "h:61614", Params: testParams(goodParams())})
-	for _, key := range []string{"source.connections", "source.stomp.destination", "source.stomp.ack",
-		"source.stomp.check_interval", "source.dial_timeout", "source.reconnect_min_backoff", "source.connect_attempts_per_minute"} {
-		if err == nil || !strings.Contains(err.Error(), key) {
-			t.Errorf("New = %v, want it to name %s", err, key)
+	for _, f := range []source.Field{source.FieldConnections, source.FieldDestination, source.FieldAck,
+		source.FieldCheckInterval, source.FieldDialTimeout, source.FieldMinBackoff, source.FieldLimiter} {
+		if !source.HasField(err, f) || !strings.Contains(err.Error(), "Config."+string(f)+": ") {
+			t.Errorf("New = %v, want it to name %s", err, f)
 		}
 	}
 	if _, err := New(filled(Config{Endpoint: "h:61614", Params: testParams(goodParams())})); err != nil {
 		t.Errorf("New with config.Default()'s values: %v", err)
 	}
+}
+
+// TestFieldsAreConfigFields: every source.Field the STOMP source reports
+// is a field of its Config.
+func TestFieldsAreConfigFields(t *testing.T) {
+	sourcetest.CheckFields(t, Config{}, sourcetest.Common...)
+	sourcetest.CheckFields(t, Config{}, source.FieldDestination, source.FieldAck, source.FieldHeartBeat, source.FieldCheckInterval)
 }

@@ -59,13 +59,13 @@ func frameText(f *frame.Frame, hide ...string) string {
 
 // describeDial turns a failure of TCP connect, TLS handshake or the STOMP
 // CONNECT exchange into an error that tells the operator what to check
-// (source.ExplainDial, source.LoginRefused). The text of an error never
-// contains the password or the security token.
-func describeDial(endpoint string, timeout time.Duration, err error, secrets ...string) error {
+// (source.ExplainDial, source.LoginRefused), naming the settings with n.
+// The text of an error never contains the password or the security token.
+func describeDial(n source.Names, endpoint string, timeout time.Duration, err error, secrets ...string) error {
 	op := "stomp connect " + endpoint
 	if f, ok := serverError(err); ok {
 		// The stomp.Error is not wrapped: its text may hold a secret.
-		return source.LoginRefused(op, frameText(f), nil, secrets...)
+		return source.LoginRefused(n, op, frameText(f), nil, secrets...)
 	}
-	return source.ExplainDial(op, timeout, err)
+	return source.ExplainDial(n, op, timeout, err)
 }

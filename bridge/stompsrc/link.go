@@ -64,13 +64,13 @@ func dialAs(ctx context.Context, cfg Config, tc *tls.Config, p iotauth.Params, l
 		// them.
 		return nil, fmt.Errorf("%w: stomp connect: sign the login for client id %q: %w", source.ErrFatal, p.ClientID, err)
 	}
-	cfg.TLS.WarnIfInsecure(log, p.ClientID, cfg.Endpoint)
+	cfg.TLS.WarnIfInsecure(log, cfg.Names, p.ClientID, cfg.Endpoint)
 	secrets := []string{creds.Password, p.AccessKeySecret, p.SecurityToken}
 	fail := func(err error) (*link, error) {
 		if ctx.Err() != nil {
 			return nil, fmt.Errorf("stomp connect %s: %w", cfg.Endpoint, ctx.Err())
 		}
-		return nil, describeDial(cfg.Endpoint, cfg.DialTimeout, err, secrets...)
+		return nil, describeDial(cfg.Names, cfg.Endpoint, cfg.DialTimeout, err, secrets...)
 	}
 
 	dctx, cancel := context.WithTimeout(ctx, cfg.DialTimeout)

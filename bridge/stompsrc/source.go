@@ -62,13 +62,13 @@ func New(cfg Config) (*Source, error) {
 	}
 	// A CA bundle that cannot be used is a config error: found here, once.
 	host, _, _ := net.SplitHostPort(cfg.Endpoint)
-	tc, err := cfg.TLS.TLSConfig(host)
+	tc, err := cfg.TLS.TLSConfig(host, cfg.Names)
 	if err != nil {
 		return nil, err
 	}
 	p, err := cfg.Params()
 	if err != nil {
-		return nil, fmt.Errorf("source.credentials: %w", err)
+		return nil, cfg.Names.Bad(source.FieldParams, "%w", err)
 	}
 	s := &Source{cfg: cfg, tls: tc, log: cfg.Logger.With("source", "stomp")}
 	s.Driver, err = source.New(source.Config{

@@ -14,6 +14,7 @@ import (
 	"github.com/go-stomp/stomp/v3"
 	"github.com/go-stomp/stomp/v3/frame"
 
+	"github.com/iot-mns-bridge/iot-mns-bridge/config"
 	"github.com/iot-mns-bridge/iot-mns-bridge/iotauth"
 )
 
@@ -233,7 +234,7 @@ func TestDescribeDial(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			err := describeDial("h:1", 15*time.Second, tt.err, "SECRETPW")
+			err := describeDial(config.SourceNames(), "h:1", 15*time.Second, tt.err, "SECRETPW")
 			for _, w := range tt.want {
 				if !strings.Contains(err.Error(), w) {
 					t.Errorf("%q lacks %q", err, w)
@@ -244,7 +245,7 @@ func TestDescribeDial(t *testing.T) {
 			}
 		})
 	}
-	if !errors.Is(describeDial("h:1", time.Second, refused), ErrLoginRefused) {
+	if !errors.Is(describeDial(nil, "h:1", time.Second, refused), ErrLoginRefused) {
 		t.Error("a refused login does not wrap ErrLoginRefused")
 	}
 }

@@ -209,6 +209,7 @@ func amqpConfig(cfg *config.Config, params func() (iotauth.Params, error), clock
 		Address: s.AMQP.Address, Credit: s.AMQP.Credit, IdleTimeout: s.AMQP.IdleTimeout, Vhost: s.AMQP.Vhost,
 		DialTimeout: s.DialTimeout, Limiter: limiter, Logger: log,
 		MinBackoff: s.ReconnectMinBackoff, MaxBackoff: s.ReconnectMaxBackoff,
+		Names: config.SourceNames(),
 	}
 }
 
@@ -222,6 +223,7 @@ func stompConfig(cfg *config.Config, params func() (iotauth.Params, error), cloc
 		HeartBeat: s.STOMP.HeartBeat, CheckInterval: s.STOMP.CheckInterval, ReadGather: s.STOMP.ReadGather, DialTimeout: s.DialTimeout,
 		Limiter: limiter, Logger: log,
 		MinBackoff: s.ReconnectMinBackoff, MaxBackoff: s.ReconnectMaxBackoff,
+		Names: config.SourceNames(),
 	}
 }
 
