@@ -44,7 +44,9 @@ type options struct {
 	Profile   string
 	// ProfileRate is the publish rate of the profile run; 0 is max.
 	ProfileRate float64
-	Command     string
+	// ProfileSpool runs the profile with the spool on.
+	ProfileSpool bool
+	Command      string
 	// BoundOnly runs only the memory scenario's first row (the defaults),
 	// not the count-only comparison.
 	BoundOnly bool
@@ -80,6 +82,7 @@ func parseFlags(args []string, errOut io.Writer) (options, error) {
 	short := fs.Bool("short", false, "small loads and a 5 s outage: the whole harness in about a minute")
 	profile := fs.String("profile", "", "instead of the scenarios, write a CPU profile of the bridge process at full rate to `FILE` (and its allocation profile to FILE.allocs)")
 	profileRate := fs.Float64("profile-rate", 0, "messages/s of the -profile run (0: as fast as possible)")
+	profileSpool := fs.Bool("profile-spool", false, "the -profile run with the spool on")
 	boundOnly := fs.Bool("memory-bound-only", false, "memory scenario: run only the row with the defaults (outage-45k), not the count-only comparison")
 	gather := fs.Duration("read-gather", -1, "source.stomp.read_gather of the bridge runs (negative: the bridge's default)")
 	requests := fs.Int("requests", 0, "delivery.max_requests_per_destination of the bridge runs and the concurrency of ceiling b (0: the bridge's default)")
@@ -98,6 +101,7 @@ func parseFlags(args []string, errOut io.Writer) (options, error) {
 		return o, errors.New("-requests must not be negative")
 	}
 	bridgeReadGather = *gather
+	o.ProfileSpool = *profileSpool
 	if *requests > 0 {
 		bridgeRequestsPerDestination = *requests
 	}
@@ -137,7 +141,7 @@ func run(ctx context.Context, o options, out io.Writer) (*Report, error) {
 		LatencyMs: float64(o.Latency) / float64(time.Millisecond), started: time.Now()}
 
 	if o.Profile != "" {
-		return rep, h.profile(ctx, o.Profile, o.ProfileRate, out)
+		return rep, h.profile(ctx, o.Profile, o.ProfileRate, o.ProfileSpool, out)
 	}
 	last := time.Now()
 	add := func(r Result, err error) {
@@ -232,9 +236,13 @@ func run(ctx context.Context, o options, out io.Writer) (*Report, error) {
 // profile runs the bridge process at full rate with a CPU profile of
 // itself (so the profile holds the bridge alone, not the simulator and the
 // emulator) and prints the top entries.
-func (h *harness) profile(ctx context.Context, path string, rate float64, out io.Writer) error {
-	fmt.Fprintf(out, "== profile: bridge process, 1 conn, spool off, %d messages at %s\n", h.sz.Messages, rateText(rate))
-	r, err := h.bridgeLoad(ctx, "profile", "bridge under CPU profile", bridgeSpec{Connections: 1}, h.sz.Messages, rate, path)
+func (h *harness) profile(ctx context.Context, path string, rate float64, withSpool bool, out io.Writer) error {
+	spool := "off"
+	if withSpool {
+		spool = "on"
+	}
+	fmt.Fprintf(out, "== profile: bridge process, 1 conn, spool %s, %d messages at %s\n", spool, h.sz.Messages, rateText(rate))
+	r, err := h.bridgeLoad(ctx, "profile", "bridge under CPU profile", bridgeSpec{Connections: 1, Spool: withSpool}, h.sz.Messages, rate, path)
 	if err != nil {
 		return err
 	}
