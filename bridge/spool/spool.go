@@ -47,7 +47,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math"
 	"os"
 	"path/filepath"
 	"sync"
@@ -386,14 +385,6 @@ func (s *Spool) Replay(fn func(key uint64, m bridge.Message) error) error {
 // the last key it saw can follow the spool as it grows without reading it
 // again from the start.
 func (s *Spool) ReplayFrom(from uint64, fn func(key uint64, m bridge.Message) error) error {
-	return s.replay(from, math.MaxUint64, fn)
-}
-
-// replay is ReplayFrom restricted to keys <= to as well.
-func (s *Spool) replay(from, to uint64, fn func(key uint64, m bridge.Message) error) error {
-	if from > to {
-		return nil
-	}
 	type item struct {
 		key uint64
 		m   bridge.Message
@@ -409,9 +400,6 @@ func (s *Spool) replay(from, to uint64, fn func(key uint64, m bridge.Message) er
 			b := tx.Bucket(bucketName)
 			if first {
 				upper = b.Sequence()
-				if to < upper {
-					upper = to
-				}
 			}
 			binary.BigEndian.PutUint64(kb[:], from)
 			c := b.Cursor()

@@ -4,9 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
-	"math"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/iot-mns-bridge/iot-mns-bridge/bridge"
@@ -19,15 +17,9 @@ import (
 //
 // A delivery is settled upstream as soon as its message is durable in the
 // spool (with STOMP client-individual and AMQP that is the ACK/Accept); the
-// feeder then forwards in key order, and a message leaves the spool only
-// when MNS accepted it or it was dead-lettered. The feeder takes a message
-// committed during this run from memory (the stage keeps up to memMessages
-// committed messages, memBytes of bodies, for it) and reads the spool's
-// file only for what memory does not hold: an earlier run's messages, and
-// those committed while the pipeline was too far behind. Memory is only a
-// cache of what is durable: a message is forwarded after its commit either
-// way. Released messages (shutdown) stay in the spool and are forwarded
-// again on the next start.
+// feeder then forwards from the spool, and a message leaves the spool only
+// when MNS accepted it or it was dead-lettered. Released messages (shutdown)
+// stay in the spool and are forwarded again on the next start.
 //
 // When the spool is full (Options.MaxBytes) or its commits fail (disk full,
 // I/O errors), Intake blocks, so the source stops consuming: the messages
@@ -46,25 +38,7 @@ type Stage struct {
 	failed  []*bridge.Delivery // commits failed: to append again
 	failing error              // the last commit error while commits fail, nil when healthy
 	full    bool               // the last Append found the spool full
-
-	// committed messages for the feeder, in key order; a message that
-	// does not fit is left to be read from the file.
-	mem      []memItem
-	memBody  int          // bytes of the bodies in mem
-	memSpare []memItem    // the feeder's last slice, reused
-	diskRead atomic.Int64 // messages the feeder read from the file (tests)
 }
-
-type memItem struct {
-	key uint64
-	m   bridge.Message
-}
-
-// Bounds of the committed messages kept in memory for the feeder.
-const (
-	memMessages = 4096
-	memBytes    = 4 << 20
-)
 
 // NewStage returns the stage that spools deliveries in sp and forwards
 // them to next (the pipeline's Handle); Feed must run for them to leave the
@@ -109,7 +83,7 @@ func (s *Stage) Intake(ctx context.Context, d *bridge.Delivery) error {
 // upstream and wakes the feeder; on failure it keeps d for another append.
 // It runs on the spool's writer goroutine and must not block.
 func (s *Stage) committed(d *bridge.Delivery) func(uint64, error) {
-	return func(key uint64, err error) {
+	return func(_ uint64, err error) {
 		s.mu.Lock()
 		if err != nil {
 			s.failed = append(s.failed, d)
@@ -123,10 +97,6 @@ func (s *Stage) committed(d *bridge.Delivery) func(uint64, error) {
 		if s.failing != nil {
 			s.failing = nil
 			s.log.Info("spool writes succeed again; consuming")
-		}
-		if len(s.mem) < memMessages && s.memBody+len(d.Body) <= memBytes {
-			s.mem = append(s.mem, memItem{key, d.Message})
-			s.memBody += len(d.Body)
 		}
 		s.mu.Unlock()
 		d.Accept()
@@ -222,52 +192,20 @@ func (ss spoolSettler) Settle(d *bridge.Delivery, o bridge.Outcome) {
 
 // Feed forwards spooled messages into the pipeline in key order, starting
 // with what an earlier run left, until ctx is done. It blocks in the next
-// handler when the pipeline is full. Messages committed in this run come
-// from memory when it holds them; every key not held there is read from
-// the file, so each stored message is forwarded once, in order.
+// handler when the pipeline is full.
 func (s *Stage) Feed(ctx context.Context) {
 	settler := spoolSettler{sp: s.sp}
 	next := uint64(0)
-	forward := func(key uint64, m bridge.Message) error {
-		if err := s.pipeline(ctx, bridge.NewDelivery(m, settler, key)); err != nil {
-			return err
-		}
-		next = key + 1
-		return nil
-	}
-	fromDisk := func(key uint64, m bridge.Message) error {
-		s.diskRead.Add(1)
-		return forward(key, m)
-	}
 	tick := time.NewTicker(200 * time.Millisecond)
 	defer tick.Stop()
 	for {
-		items := s.takeMem()
-		var err error
-		if len(items) == 0 {
-			// What memory does not hold: an earlier run's messages and
-			// those that did not fit.
-			err = s.sp.replay(next, math.MaxUint64, fromDisk)
-		}
-		for _, it := range items {
-			if it.key < next {
-				continue // read from the file already
+		err := s.sp.ReplayFrom(next, func(key uint64, m bridge.Message) error {
+			if err := s.pipeline(ctx, bridge.NewDelivery(m, settler, key)); err != nil {
+				return err
 			}
-			if it.key > next {
-				// Keys below it.key that memory did not hold.
-				if err = s.sp.replay(next, it.key-1, fromDisk); err != nil {
-					break
-				}
-				if it.key < next {
-					continue
-				}
-			}
-			if err = forward(it.key, it.m); err != nil {
-				// Still in the file: read from there next time.
-				break
-			}
-		}
-		s.giveBack(items)
+			next = key + 1
+			return nil
+		})
 		if ctx.Err() != nil {
 			return
 		}
@@ -281,22 +219,4 @@ func (s *Stage) Feed(ctx context.Context) {
 		case <-tick.C:
 		}
 	}
-}
-
-// takeMem returns the committed messages kept for the feeder and empties
-// the stage's list.
-func (s *Stage) takeMem() []memItem {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	items := s.mem
-	s.mem, s.memSpare, s.memBody = s.memSpare[:0], nil, 0
-	return items
-}
-
-// giveBack returns takeMem's slice for reuse, without its references.
-func (s *Stage) giveBack(items []memItem) {
-	clear(items)
-	s.mu.Lock()
-	s.memSpare = items[:0]
-	s.mu.Unlock()
 }

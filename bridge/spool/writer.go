@@ -1,10 +1,8 @@
 package spool
 
 import (
-	"bytes"
 	"encoding/binary"
 	"fmt"
-	"slices"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -128,19 +126,15 @@ func (s *Spool) commit(batch []appendReq) error {
 		b := tx.Bucket(bucketName)
 		b.FillPercent = 0.95 // keys only grow: pack pages instead of splitting them in half
 		var kb [keyLen]byte
-		// In key order, with one cursor: one seek per delete (Get and
-		// Delete would seek twice) and neighbouring pages in turn.
-		slices.Sort(dels)
-		c := b.Cursor()
 		for _, key := range dels {
 			binary.BigEndian.PutUint64(kb[:], key)
-			k, v := c.Seek(kb[:])
-			if !bytes.Equal(k, kb[:]) {
-				continue // unknown or deleted already
+			v := b.Get(kb[:])
+			if v == nil {
+				continue
 			}
 			removed++
 			freed += int64(len(v) + keyLen)
-			if err := c.Delete(); err != nil {
+			if err := b.Delete(kb[:]); err != nil {
 				return err
 			}
 		}
