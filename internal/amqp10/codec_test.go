@@ -227,6 +227,7 @@ func TestMalformed(t *testing.T) {
 		"string length":         {frame(2, 0, []byte{0, codeSmallUlong, 0x10, codeList8, 3, 1, codeStr8, 9}), "needs 9 bytes"},
 		"str32 length":          {frame(2, 0, []byte{0, codeSmallUlong, 0x10, codeStr32, 0xff, 0xff, 0xff, 0xff}), "exceeds the"},
 		"bad utf8":              {frame(2, 0, []byte{0, codeSmallUlong, 0x10, codeList8, 4, 1, codeStr8, 1, 0xff}), "UTF-8"},
+		"symbol not ASCII":      {frame(2, 0, []byte{0, codeSmallUlong, 0x10, codeList8, 4, 1, codeSym8, 1, 0xff}), "symbol is not ASCII"},
 		"bad boolean":           {frame(2, 0, []byte{0, codeSmallUlong, 0x10, codeList8, 3, 1, codeBool, 2}), "boolean byte"},
 		"unknown type code":     {frame(2, 0, []byte{0, codeSmallUlong, 0x10, 0x01}), "unknown type code"},
 		"decimal":               {frame(2, 0, []byte{0, codeSmallUlong, 0x10, codeDecimal32, 1, 2, 3, 4}), "decimal"},

@@ -196,6 +196,12 @@ func (d *decoder) payload(c byte, depth int) (any, error) {
 			}
 			return string(p), nil
 		case codeSym8, codeSym32:
+			// AMQP 1.0 part 1, 1.6.21: a symbol is seven-bit ASCII.
+			for _, b := range p {
+				if b >= utf8.RuneSelf {
+					return nil, d.errorf("symbol is not ASCII (byte 0x%02x)", b)
+				}
+			}
 			return Symbol(p), nil
 		}
 		return append([]byte{}, p...), nil
