@@ -138,35 +138,32 @@ func decimal(s string) bool {
 // Seen reports whether id was added within the window and has not expired
 // at now. An empty id is never a duplicate.
 func (d *Dedup) Seen(id string, now time.Time) bool {
-	if d == nil || len(d.ring) == 0 || id == "" {
-		return false
-	}
-	k := d.key(id)
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	i, ok := d.find(k)
-	if !ok {
-		return false
-	}
-	return !d.expired(d.ring[d.table[i]-1].at, now)
+	s, ok := d.entry(id)
+	return ok && !d.expired(s.at, now)
 }
 
 // Holds reports whether the entry id has in the window was added at the
 // millisecond of at and has not expired at now: the de-dup journal keeps
 // only such lines when it compacts.
 func (d *Dedup) Holds(id string, at, now time.Time) bool {
+	s, ok := d.entry(id)
+	return ok && time.Unix(0, s.at).UnixMilli() == at.UnixMilli() && !d.expired(s.at, now)
+}
+
+// entry returns the slot the window has for id, expired or not; false for
+// an empty id, a window of size 0 and an id it does not have.
+func (d *Dedup) entry(id string) (dedupSlot, bool) {
 	if d == nil || len(d.ring) == 0 || id == "" {
-		return false
+		return dedupSlot{}, false
 	}
 	k := d.key(id)
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	i, ok := d.find(k)
 	if !ok {
-		return false
+		return dedupSlot{}, false
 	}
-	s := d.ring[d.table[i]-1]
-	return time.Unix(0, s.at).UnixMilli() == at.UnixMilli() && !d.expired(s.at, now)
+	return d.ring[d.table[i]-1], true
 }
 
 // Add records id as delivered at now; the pipeline calls it once MNS has

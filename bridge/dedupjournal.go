@@ -61,15 +61,27 @@ func OpenDedupJournal(path string, d *Dedup, size int, log *slog.Logger) (*Dedup
 // load reads the journal into the window; a damaged line (a torn last
 // write) is skipped.
 func (j *DedupJournal) load() (int, error) {
+	n := 0
+	err := j.eachLine(func(_ []byte, id string, at time.Time) error {
+		j.d.Add(id, at)
+		n++
+		return nil
+	})
+	return n, err
+}
+
+// eachLine calls fn with every well-formed line of the journal file (the
+// line without its newline, and its id and time) until fn fails. A missing
+// file has no lines; damaged lines (a torn last write) are skipped.
+func (j *DedupJournal) eachLine(fn func(line []byte, id string, at time.Time) error) error {
 	f, err := os.Open(j.path)
 	if errors.Is(err, os.ErrNotExist) {
-		return 0, nil
+		return nil
 	}
 	if err != nil {
-		return 0, err
+		return err
 	}
 	defer f.Close()
-	n := 0
 	sc := bufio.NewScanner(f)
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
 	for sc.Scan() {
@@ -77,10 +89,11 @@ func (j *DedupJournal) load() (int, error) {
 		if !ok {
 			continue
 		}
-		j.d.Add(id, at)
-		n++
+		if err := fn(sc.Bytes(), id, at); err != nil {
+			return err
+		}
 	}
-	return n, sc.Err()
+	return sc.Err()
 }
 
 // rewrite replaces the file with its lines that the window still holds
@@ -126,32 +139,22 @@ func (j *DedupJournal) rewrite() error {
 // keepLive copies the journal's lines that the window still holds to w and
 // returns how many. A missing file holds none; damaged lines are dropped.
 func (j *DedupJournal) keepLive(w io.Writer) (int, error) {
-	f, err := os.Open(j.path)
-	if errors.Is(err, os.ErrNotExist) {
-		return 0, nil
-	}
-	if err != nil {
-		return 0, err
-	}
-	defer f.Close()
 	now := time.Now()
 	kept := 0
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for sc.Scan() {
-		id, at, ok := parseJournalLine(sc.Text())
-		if !ok || !j.d.Holds(id, at, now) {
-			continue
+	err := j.eachLine(func(line []byte, id string, at time.Time) error {
+		if !j.d.Holds(id, at, now) {
+			return nil
 		}
-		if _, err := w.Write(sc.Bytes()); err != nil {
-			return kept, err
+		if _, err := w.Write(line); err != nil {
+			return err
 		}
 		if _, err := w.Write([]byte{'\n'}); err != nil {
-			return kept, err
+			return err
 		}
 		kept++
-	}
-	return kept, sc.Err()
+		return nil
+	})
+	return kept, err
 }
 
 // parseJournalLine reads "<unix ms> <quoted id>".
