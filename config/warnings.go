@@ -1,10 +1,13 @@
 package config
 
 import (
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 
 	"gopkg.in/yaml.v3"
 
@@ -75,11 +78,13 @@ func readableSecrets(cfg *Config) (Warning, bool) {
 	}, true
 }
 
-// MissingStateDirs lists, for "check", the state files whose directory does
-// not exist (where this shell resolves them): "run" refuses to start
-// without it (the spool creates its own directory). Under systemd or in the
-// image, $STATE_DIRECTORY (created by StateDirectory= or the volume) is where
-// relative paths go.
+// MissingStateDirs lists, for "check", the state paths "run" cannot use
+// (where this shell resolves them): a state file whose directory does not
+// exist ("run" refuses to start without it), and a spool directory that
+// cannot be created (the spool creates its own directory and its parents,
+// so only a parent that is a file or not writable stops it). Under systemd
+// or in the image, $STATE_DIRECTORY (created by StateDirectory= or the
+// volume) is where relative paths go.
 func (cfg *Config) MissingStateDirs() []string {
 	var out []string
 	for _, f := range []struct{ key, path string }{
@@ -94,7 +99,38 @@ func (cfg *Config) MissingStateDirs() []string {
 			out = append(out, fmt.Sprintf("%s: directory %s does not exist here: run refuses to start until it does; create it, writable by the bridge's user (relative paths go under $STATE_DIRECTORY when it is set)", f.key, dir))
 		}
 	}
+	if cfg.Spool.Dir != "" {
+		if problem := uncreatableDir(cfg.Spool.Dir); problem != "" {
+			out = append(out, fmt.Sprintf("spool.dir: %s: run refuses to start until it can create %s; choose another directory or fix the parent's owner or mode (relative paths go under $STATE_DIRECTORY when it is set)", problem, cfg.Spool.Dir))
+		}
+	}
 	return out
+}
+
+// uncreatableDir says why the spool cannot use dir, a directory it creates
+// on demand with its parents ("" when it can): the path or its nearest
+// existing parent is not a directory, or is not writable by this process.
+func uncreatableDir(dir string) string {
+	p := filepath.Clean(dir)
+	for {
+		st, err := os.Stat(p)
+		switch {
+		case err == nil && !st.IsDir():
+			return p + " is not a directory"
+		case err == nil:
+			if syscall.Access(p, 2 /* W_OK */) != nil {
+				return p + " is not writable by this user"
+			}
+			return ""
+		case !errors.Is(err, fs.ErrNotExist) && !errors.Is(err, syscall.ENOTDIR):
+			return fmt.Sprintf("cannot look at %s: %v", p, err)
+		}
+		parent := filepath.Dir(p)
+		if parent == p {
+			return ""
+		}
+		p = parent
+	}
 }
 
 // literalSecrets returns the paths of secret keys whose value is written in

@@ -57,3 +57,64 @@ delivery:
 		t.Errorf("check warns with the directories there:\n%s", out)
 	}
 }
+
+// TestCheckWarnsOfASpoolDirRunCannotCreate: the spool creates its directory
+// and parents, so a missing spool.dir is fine, but one under a regular file
+// stops "run"; check says so beforehand.
+func TestCheckWarnsOfASpoolDirRunCannotCreate(t *testing.T) {
+	t.Setenv("ALIBABA_CLOUD_ACCESS_KEY_ID", exampleKeyID)
+	t.Setenv("ALIBABA_CLOUD_ACCESS_KEY_SECRET", exampleSecret)
+	t.Setenv("STATE_DIRECTORY", "")
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "afile"), nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	write := func(spoolDir string) string {
+		file := filepath.Join(dir, "config.yaml")
+		cfg := `source:
+  endpoint: 127.0.0.1:9
+  client_id: gw
+  credentials:
+    access_key_id: ${ALIBABA_CLOUD_ACCESS_KEY_ID}
+    access_key_secret: ${ALIBABA_CLOUD_ACCESS_KEY_SECRET}
+mns:
+  endpoint: http://127.0.0.1:9
+routes:
+  - match: /{productKey}/#
+    queue: telemetry-{productKey}
+delivery:
+  dead_letter:
+    file: dead-letter.jsonl
+  dedup:
+    file: dedup-window.log
+spool:
+  dir: ` + spoolDir + "\n"
+		if err := os.WriteFile(file, []byte(cfg), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return file
+	}
+
+	file := write("afile/spool")
+	code, out, errOut := runMain(t, context.Background(), "check", "-config", file)
+	if code != ExitOK {
+		t.Fatalf("check: exit %d: %s", code, errOut)
+	}
+	want := "warning: spool.dir: " + filepath.Join(dir, "afile") + " is not a directory: run refuses to start"
+	if !strings.Contains(out, want) {
+		t.Errorf("check output lacks %q:\n%s", want, out)
+	}
+	// What check warns of, run refuses.
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	if code, _, errOut := runMain(t, ctx, "run", "-config", file); code == ExitOK || !strings.Contains(errOut, "spool") {
+		t.Errorf("run with spool.dir under a file: exit %d, want a spool error: %s", code, errOut)
+	}
+
+	// A spool directory that does not exist yet is created by the spool:
+	// no warning.
+	file = write("new/deeper/spool")
+	if _, out, _ = runMain(t, context.Background(), "check", "-config", file); strings.Contains(out, "spool.dir") {
+		t.Errorf("check warns of a spool directory the spool can create:\n%s", out)
+	}
+}
