@@ -39,35 +39,45 @@ func BenchmarkAppend(b *testing.B) {
 				}
 				wg.Done()
 			}
-			commits0 := s.commits.Load()
-			b.ReportAllocs()
-			b.ResetTimer()
-			start := time.Now()
-			var pw sync.WaitGroup
-			for p := range producers {
-				pw.Add(1)
-				go func() {
-					defer pw.Done()
-					m := benchMessage()
-					for i := p; i < b.N; i += producers {
-						if err := s.Append(context.Background(), &m, done); err != nil {
-							b.Error(err)
-							wg.Done()
+			elapsed, commits := measure(b, s, func() {
+				var pw sync.WaitGroup
+				for p := range producers {
+					pw.Add(1)
+					go func() {
+						defer pw.Done()
+						m := benchMessage()
+						for i := p; i < b.N; i += producers {
+							if err := s.Append(context.Background(), &m, done); err != nil {
+								b.Error(err)
+								wg.Done()
+							}
 						}
-					}
-				}()
-			}
-			pw.Wait()
-			wg.Wait()
-			elapsed := time.Since(start)
-			b.StopTimer()
-			commits := float64(s.commits.Load() - commits0)
-			b.ReportMetric(float64(b.N)/elapsed.Seconds(), "msgs/s")
-			b.ReportMetric(commits/elapsed.Seconds(), "commits/s")
+					}()
+				}
+				pw.Wait()
+				wg.Wait()
+			})
 			b.ReportMetric(2*commits/elapsed.Seconds(), "fsyncs/s")
 			b.ReportMetric(float64(b.N)/commits, "msgs/commit")
 		})
 	}
+}
+
+// measure runs run as the timed part of b and reports the messages and
+// commits a second; it returns how long run took and how many commits it
+// made.
+func measure(b *testing.B, s *Spool, run func()) (elapsed time.Duration, commits float64) {
+	commits0 := s.commits.Load()
+	b.ReportAllocs()
+	b.ResetTimer()
+	start := time.Now()
+	run()
+	elapsed = time.Since(start)
+	b.StopTimer()
+	commits = float64(s.commits.Load() - commits0)
+	b.ReportMetric(float64(b.N)/elapsed.Seconds(), "msgs/s")
+	b.ReportMetric(commits/elapsed.Seconds(), "commits/s")
+	return elapsed, commits
 }
 
 // BenchmarkDelete measures removals in groups of 16 (one MNS batch each);
@@ -94,24 +104,17 @@ func BenchmarkDelete(b *testing.B) {
 		}
 	}
 	wg.Wait()
-	commits0 := s.commits.Load()
-	b.ReportAllocs()
-	b.ResetTimer()
-	start := time.Now()
-	for i := 0; i < len(keys); i += 16 {
-		if err := s.Delete(keys[i:min(i+16, len(keys))]...); err != nil {
-			b.Fatal(err)
+	measure(b, s, func() {
+		for i := 0; i < len(keys); i += 16 {
+			if err := s.Delete(keys[i:min(i+16, len(keys))]...); err != nil {
+				b.Fatal(err)
+			}
 		}
-	}
-	s.sync()
-	elapsed := time.Since(start)
-	b.StopTimer()
+		s.sync()
+	})
 	if st := s.Stats(); st.Depth != 0 {
 		b.Fatalf("Depth = %d after deleting everything", st.Depth)
 	}
-	commits := float64(s.commits.Load() - commits0)
-	b.ReportMetric(float64(b.N)/elapsed.Seconds(), "msgs/s")
-	b.ReportMetric(commits/elapsed.Seconds(), "commits/s")
 }
 
 // BenchmarkOpen measures Open of a spool holding 100,000 256-byte messages

@@ -52,6 +52,17 @@ func add(t *testing.T, s *Spool, m bridge.Message) uint64 {
 	return r.key
 }
 
+// appendCounted appends m without waiting for its commit: the commit must
+// succeed, and done counts it.
+func appendCounted(t *testing.T, s *Spool, m bridge.Message, done *atomic.Int64) error {
+	return s.Append(context.Background(), &m, func(_ uint64, err error) {
+		if err != nil {
+			t.Error(err)
+		}
+		done.Add(1)
+	})
+}
+
 type stored struct {
 	key uint64
 	m   bridge.Message
@@ -434,15 +445,9 @@ func TestCloseCommitsEverythingAccepted(t *testing.T) {
 	if err := s.Delete(k); err != nil {
 		t.Fatal(err)
 	}
-	var done atomic.Int32
+	var done atomic.Int64
 	for i := range 10 {
-		m := msg(i + 1)
-		if err := s.Append(context.Background(), &m, func(_ uint64, err error) {
-			if err != nil {
-				t.Error(err)
-			}
-			done.Add(1)
-		}); err != nil {
+		if err := appendCounted(t, s, msg(i+1), &done); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -482,13 +487,7 @@ func TestBackpressure(t *testing.T) {
 	}})
 	var accepted, done atomic.Int64
 	for len(s.reqs) < cap(s.reqs) {
-		m := msg(int(accepted.Load()))
-		if err := s.Append(context.Background(), &m, func(_ uint64, err error) {
-			if err != nil {
-				t.Error(err)
-			}
-			done.Add(1)
-		}); err != nil {
+		if err := appendCounted(t, s, msg(int(accepted.Load())), &done); err != nil {
 			t.Fatal(err)
 		}
 		accepted.Add(1)
@@ -617,12 +616,7 @@ func TestPendingBytesAreBounded(t *testing.T) {
 		for i := range n {
 			m := msg(i)
 			m.Body = bytes.Repeat([]byte{'x'}, 45<<10)
-			if err := s.Append(context.Background(), &m, func(_ uint64, err error) {
-				if err != nil {
-					t.Error(err)
-				}
-				done.Add(1)
-			}); err != nil {
+			if err := appendCounted(t, s, m, &done); err != nil {
 				fed <- err
 				return
 			}
