@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net/http"
 	"os"
 	"os/signal"
 	"strings"
@@ -346,49 +345,4 @@ func same(a, b string) bool {
 	}
 	bi, err := os.Stat(b)
 	return err == nil && os.SameFile(ai, bi)
-}
-
-func cmdHealthcheck(ctx context.Context, args []string, stdio Stdio) error {
-	fs := newFlags("healthcheck", stdio)
-	url := fs.String("url", "", "health `URL` (default http://<http.listen>/healthz from -config, else http://127.0.0.1:9477/healthz)")
-	path := fs.String("config", "", "config `FILE` whose http.listen to use")
-	timeout := fs.Duration("timeout", 3*time.Second, "request timeout")
-	if err := parseFlags(fs, args, false); err != nil {
-		return err
-	}
-	target := *url
-	client := http.DefaultClient
-	if target == "" {
-		h := config.Default().HTTP
-		if *path != "" {
-			var err error
-			if h, err = loadHTTP(*path); err != nil {
-				return err
-			}
-		}
-		// HTTPS when http.web_config_file sets TLS (/healthz needs no
-		// credentials).
-		base, c, err := localEndpoint(h)
-		if err != nil {
-			return err
-		}
-		target, client = base+"/healthz", c
-	}
-	cctx, cancel := context.WithTimeout(ctx, *timeout)
-	defer cancel()
-	req, err := http.NewRequestWithContext(cctx, http.MethodGet, target, nil)
-	if err != nil {
-		return usageErr("-url: %v", err)
-	}
-	resp, err := client.Do(req)
-	if err != nil {
-		return fmt.Errorf("unhealthy: %w", err)
-	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("unhealthy: %s: %s", resp.Status, strings.TrimSpace(string(body)))
-	}
-	fmt.Fprintln(stdio.Out, strings.TrimSpace(string(body)))
-	return nil
 }

@@ -24,17 +24,6 @@ func loadConfig(path string) (*config.Config, error) {
 	return cfg, nil
 }
 
-// loadHTTP reads only the http section of the config file named by -config
-// (see config.LoadHTTP): status and healthcheck run from an operator's shell,
-// which has neither the bridge's environment nor its secrets.
-func loadHTTP(path string) (config.HTTP, error) {
-	h, err := config.LoadHTTP(path)
-	if err != nil {
-		return config.HTTP{}, &UsageError{Err: err}
-	}
-	return h, nil
-}
-
 func cmdSign(_ context.Context, args []string, stdio Stdio) error {
 	fs := newFlags("sign", stdio)
 	path := fs.String("config", "", "config `FILE`")

@@ -110,7 +110,7 @@ func Load(path string) (*Config, error) {
 		}
 		if t.ClientCAFile != "" {
 			t.ClientCAFile = c.rel(t.ClientCAFile)
-			if _, err := loadPool(t.ClientCAFile); err != nil {
+			if _, err := CertPool(t.ClientCAFile); err != nil {
 				bad("tls_server_config.client_ca_file", "%v", err)
 			}
 		} else if strings.HasPrefix(t.ClientAuthType, "Verify") || t.ClientAuthType == "RequireAndVerifyClientCert" {
@@ -158,7 +158,11 @@ func keys[V any](m map[string]V) string {
 	return strings.Join(out, ", ")
 }
 
-func loadPool(file string) (*x509.CertPool, error) {
+// CertPool reads the PEM certificates in file into a pool; a file that
+// holds none is an error. The server reads client_ca_file with it, and a
+// client of the server its cert_file (a CA, or the server's own
+// self-signed certificate) to trust.
+func CertPool(file string) (*x509.CertPool, error) {
 	b, err := os.ReadFile(file)
 	if err != nil {
 		return nil, err
@@ -199,7 +203,7 @@ func (c *Config) TLSConfig() (*tls.Config, error) {
 		cfg.ClientAuth = a
 	}
 	if t.ClientCAFile != "" {
-		pool, err := loadPool(t.ClientCAFile)
+		pool, err := CertPool(t.ClientCAFile)
 		if err != nil {
 			return nil, fmt.Errorf("web config tls_server_config.client_ca_file: %w", err)
 		}

@@ -1,0 +1,331 @@
+package app
+
+import (
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/iot-mns-bridge/iot-mns-bridge/config"
+	"github.com/iot-mns-bridge/iot-mns-bridge/internal/webconfig"
+)
+
+// The commands that ask a running bridge over its HTTP endpoint, from an
+// operator's shell: status (GET /status, see Status) and healthcheck
+// (GET /healthz). Both find the bridge from the http section of -config.
+
+// loadHTTP reads only the http section of the config file named by -config
+// (see config.LoadHTTP): status and healthcheck run from an operator's shell,
+// which has neither the bridge's environment nor its secrets.
+func loadHTTP(path string) (config.HTTP, error) {
+	h, err := config.LoadHTTP(path)
+	if err != nil {
+		return config.HTTP{}, &UsageError{Err: err}
+	}
+	return h, nil
+}
+
+// localURL turns an http.listen address into a URL a client on the same
+// host can ask: a wildcard host becomes 127.0.0.1.
+func localURL(listen string) string {
+	host, port, err := net.SplitHostPort(listen)
+	if err != nil {
+		return "http://" + listen
+	}
+	if host == "" || host == "0.0.0.0" || host == "::" {
+		host = "127.0.0.1"
+	}
+	return "http://" + net.JoinHostPort(host, port)
+}
+
+// localEndpoint returns the base URL a client on the same host uses for the
+// bridge configured by the file at path (the default http section when path
+// is ""), and an HTTP client for it: HTTPS trusting the web config's
+// cert_file when http.web_config_file sets tls_server_config.
+func localEndpoint(path string) (string, *http.Client, error) {
+	h := config.Default().HTTP
+	if path != "" {
+		var err error
+		if h, err = loadHTTP(path); err != nil {
+			return "", nil, err
+		}
+	}
+	listen := h.Listen
+	if listen == "" {
+		return "", nil, usageErr("http.listen is empty: the bridge serves no HTTP endpoint")
+	}
+	base := localURL(listen)
+	if f := h.WebConfigFile; f != "" {
+		web, err := webconfig.Load(f)
+		if err != nil {
+			return "", nil, usageErr("http.web_config_file: %v", err)
+		}
+		if web.TLS != nil {
+			client, err := trustingClient(web.TLS.CertFile)
+			if err != nil {
+				return "", nil, usageErr("http.web_config_file: tls_server_config.cert_file: %v", err)
+			}
+			return "https://" + strings.TrimPrefix(base, "http://"), client, nil
+		}
+	}
+	return base, http.DefaultClient, nil
+}
+
+// trustingClient is an HTTP client that trusts the certificates in the PEM
+// file (a CA, or the server's own self-signed certificate).
+func trustingClient(pemFile string) (*http.Client, error) {
+	pool, err := webconfig.CertPool(pemFile)
+	if err != nil {
+		return nil, err
+	}
+	return &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}}}, nil
+}
+
+func cmdStatus(ctx context.Context, args []string, stdio Stdio) error {
+	fs := newFlags("status", stdio)
+	url := fs.String("url", "", "the bridge's base `URL` (default http://<http.listen> from -config, else http://127.0.0.1:9477)")
+	path := fs.String("config", "", "config `FILE` whose http.listen to use")
+	asJSON := fs.Bool("json", false, "print the two snapshots and the rates as JSON instead of a table")
+	interval := fs.Duration("interval", time.Second, "time between the two snapshots the rates are computed from; 0: one snapshot, no rates")
+	timeout := fs.Duration("timeout", 5*time.Second, "request timeout")
+	user := fs.String("user", "", "basic auth `user`, when http.web_config_file sets basic_auth_users")
+	passwordFile := fs.String("password-file", "", "`file` holding the basic auth password (one line)")
+	caFile := fs.String("ca-file", "", "PEM `file` of the CA (or self-signed certificate) to trust for an https URL; default with -config: the web config's cert_file")
+	if err := parseFlags(fs, args, false); err != nil {
+		return err
+	}
+	var password string
+	if *passwordFile != "" {
+		b, err := os.ReadFile(*passwordFile)
+		if err != nil {
+			return usageErr("-password-file: %v", err)
+		}
+		password = strings.TrimRight(string(b), "\r\n")
+	}
+	if (*user == "") != (*passwordFile == "") {
+		return usageErr("-user and -password-file go together")
+	}
+	if *interval < 0 {
+		return usageErr("-interval %v: want 0 or more", *interval)
+	}
+	base := strings.TrimSuffix(*url, "/")
+	client := http.DefaultClient
+	if base == "" {
+		var err error
+		if base, client, err = localEndpoint(*path); err != nil {
+			return err
+		}
+	}
+	if *caFile != "" {
+		c, err := trustingClient(*caFile)
+		if err != nil {
+			return usageErr("-ca-file: %v", err)
+		}
+		client = c
+	}
+	get := func() (Status, error) {
+		var st Status
+		cctx, cancel := context.WithTimeout(ctx, *timeout)
+		defer cancel()
+		req, err := http.NewRequestWithContext(cctx, http.MethodGet, base+"/status", nil)
+		if err != nil {
+			return st, usageErr("-url: %v", err)
+		}
+		if *user != "" {
+			req.SetBasicAuth(*user, password)
+		}
+		resp, err := client.Do(req)
+		if err != nil {
+			return st, fmt.Errorf("is the bridge running with http.listen at %s? %w", base, err)
+		}
+		if resp.StatusCode == http.StatusUnauthorized {
+			resp.Body.Close()
+			return st, fmt.Errorf("%s/status: 401 Unauthorized: http.web_config_file asks for basic auth: pass -user and -password-file", base)
+		}
+		defer resp.Body.Close()
+		body, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+		if err != nil {
+			return st, fmt.Errorf("%s/status: %w", base, err)
+		}
+		if resp.StatusCode != http.StatusOK {
+			return st, fmt.Errorf("%s/status: %s: %s (a bridge older than the status command?)", base, resp.Status, strings.TrimSpace(string(body)))
+		}
+		if err := json.Unmarshal(body, &st); err != nil {
+			return st, fmt.Errorf("%s/status: not a bridge status: %w", base, err)
+		}
+		return st, nil
+	}
+	first, err := get()
+	if err != nil {
+		return err
+	}
+	last := first
+	if *interval > 0 {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(*interval):
+		}
+		if last, err = get(); err != nil {
+			return err
+		}
+	}
+	rates := statusRates(first, last)
+	if *asJSON {
+		enc := json.NewEncoder(stdio.Out)
+		enc.SetIndent("", "  ")
+		return enc.Encode(struct {
+			Status Status       `json:"status"`
+			Rates  *StatusRates `json:"rates,omitempty"`
+		}{last, rates})
+	}
+	return printStatus(stdio.Out, last, rates)
+}
+
+// StatusRates are per-second rates between two snapshots.
+type StatusRates struct {
+	Seconds      float64 `json:"seconds"`
+	Received     float64 `json:"received_per_s"`
+	Forwarded    float64 `json:"forwarded_per_s"`
+	DeadLettered float64 `json:"dead_lettered_per_s"`
+}
+
+// statusRates is nil when b is not later than a (one snapshot) or the
+// bridge restarted in between.
+func statusRates(a, b Status) *StatusRates {
+	secs := b.Time.Sub(a.Time).Seconds()
+	if secs <= 0 || !a.StartedAt.Equal(b.StartedAt) {
+		return nil
+	}
+	per := func(x, y int64) float64 { return float64(y-x) / secs }
+	return &StatusRates{Seconds: secs, Received: per(a.Pipeline.Received, b.Pipeline.Received),
+		Forwarded: per(a.Pipeline.Forwarded, b.Pipeline.Forwarded), DeadLettered: per(a.Pipeline.DeadLettered, b.Pipeline.DeadLettered)}
+}
+
+// printStatus writes the human table: one row per part.
+func printStatus(w io.Writer, st Status, r *StatusRates) error {
+	state := "ready"
+	if !st.Ready {
+		state = "NOT READY"
+	}
+	if !st.Healthy {
+		state += ", UNHEALTHY: " + st.HealthError
+	}
+	fmt.Fprintf(w, "%s, up %s, %s\n", st.Version, st.Time.Sub(st.StartedAt).Round(time.Second), state)
+	for _, reason := range st.NotReady {
+		fmt.Fprintf(w, "  not ready: %s\n", reason)
+	}
+	fmt.Fprintln(w)
+	rate := func(f func(*StatusRates) float64) string {
+		if r == nil {
+			return "-"
+		}
+		return strconv.FormatFloat(f(r), 'f', 1, 64)
+	}
+	orDash := func(s string) string {
+		if s == "" {
+			return "-"
+		}
+		return s
+	}
+	since := func(at *time.Time) string {
+		if at == nil {
+			return ""
+		}
+		return " (" + st.Time.Sub(*at).Round(time.Second).String() + " ago)"
+	}
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "PART\tSTATE\tRATE/s\tTOTAL\tIN FLIGHT\tLAST ERROR")
+	if len(st.Source) == 0 {
+		fmt.Fprintln(tw, "source\t-\t-\t-\t-\t-")
+	}
+	for i, c := range st.Source {
+		s := "connected"
+		if !c.Connected {
+			s = "DOWN"
+		}
+		rt, tot := "", ""
+		if i == 0 { // received is counted for the source as a whole
+			rt, tot = rate(func(r *StatusRates) float64 { return r.Received }), strconv.FormatInt(st.Pipeline.Received, 10)
+		}
+		fmt.Fprintf(tw, "source %s\t%s, %d reconnects\t%s\t%s\t\t%s\n", c.Name, s, c.Reconnects, rt, tot, orDash(c.LastError))
+	}
+	mnsState := "ok"
+	if st.MNS.LastErrorAt != nil && st.Pipeline.InFlight > 0 {
+		mnsState = "retrying"
+	}
+	for _, reason := range st.NotReady {
+		// A destination lookup failing (wrong key, missing queue) before
+		// any send did: the row must not say "ok" under that reason.
+		if strings.HasPrefix(reason, "MNS queue ") || strings.HasPrefix(reason, "MNS topic ") {
+			mnsState = "lookups failing (see not ready)"
+			break
+		}
+	}
+	fmt.Fprintf(tw, "mns\t%s, %d retried\t%s\t%d\t%d / %d\t%s\n", mnsState, st.Pipeline.Retried,
+		rate(func(r *StatusRates) float64 { return r.Forwarded }), st.Pipeline.Forwarded,
+		st.Pipeline.InFlight, st.Pipeline.MaxInFlight, orDash(st.MNS.LastError)+since(st.MNS.LastErrorAt))
+	dl := orDash(st.DeadLetters.LastError) + since(st.DeadLetters.LastErrorAt)
+	if st.DeadLetters.LastReason != "" {
+		dl = "last: " + st.DeadLetters.LastReason + since(st.DeadLetters.LastReasonAt)
+		if st.DeadLetters.LastError != "" {
+			dl += "; writing failed: " + st.DeadLetters.LastError + since(st.DeadLetters.LastErrorAt)
+		}
+	}
+	fmt.Fprintf(tw, "dead letters\t%d duplicates dropped\t%s\t%d\t\t%s\n", st.Pipeline.Duplicates,
+		rate(func(r *StatusRates) float64 { return r.DeadLettered }), st.Pipeline.DeadLettered, dl)
+	if sp := st.Spool; sp != nil {
+		pct := 0.0
+		if sp.MaxBytes > 0 {
+			pct = 100 * float64(sp.Bytes) / float64(sp.MaxBytes)
+		}
+		fmt.Fprintf(tw, "spool\t%.1f%% full\t\t%d msgs, %d bytes\t\t-\n", pct, sp.Messages, sp.Bytes)
+	}
+	return tw.Flush()
+}
+
+func cmdHealthcheck(ctx context.Context, args []string, stdio Stdio) error {
+	fs := newFlags("healthcheck", stdio)
+	url := fs.String("url", "", "health `URL` (default http://<http.listen>/healthz from -config, else http://127.0.0.1:9477/healthz)")
+	path := fs.String("config", "", "config `FILE` whose http.listen to use")
+	timeout := fs.Duration("timeout", 3*time.Second, "request timeout")
+	if err := parseFlags(fs, args, false); err != nil {
+		return err
+	}
+	target := *url
+	client := http.DefaultClient
+	if target == "" {
+		// HTTPS when http.web_config_file sets TLS (/healthz needs no
+		// credentials).
+		base, c, err := localEndpoint(*path)
+		if err != nil {
+			return err
+		}
+		target, client = base+"/healthz", c
+	}
+	cctx, cancel := context.WithTimeout(ctx, *timeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(cctx, http.MethodGet, target, nil)
+	if err != nil {
+		return usageErr("-url: %v", err)
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		return fmt.Errorf("unhealthy: %w", err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("unhealthy: %s: %s", resp.Status, strings.TrimSpace(string(body)))
+	}
+	fmt.Fprintln(stdio.Out, strings.TrimSpace(string(body)))
+	return nil
+}
