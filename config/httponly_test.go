@@ -44,6 +44,9 @@ http:
 		{"http:\n  listen: 9477\n", `c.yaml:2: http.listen: "9477" must be host:port`},
 		{"http:\n  lisen: x\n", `c.yaml:2: unknown key "lisen" in http`},
 		{"http:\n  listen: ${UNSET}\n", "c.yaml:2: http.listen: environment variable UNSET is not set"},
+		// The file's structure is the whole file's, as its syntax.
+		{"http: {}\n---\nhttp: {}\n", "c.yaml:2: a second YAML document"},
+		{"- http\n", "c.yaml:1: the file must be a mapping"},
 	} {
 		if _, err := parseHTTP([]byte(tc.yaml), "c.yaml", testEnv()); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%q: %v, want %q", tc.yaml, err, tc.want)

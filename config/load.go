@@ -19,11 +19,19 @@ import (
 // Load reads the config file at path, expanding variables from the process
 // environment; see Parse.
 func Load(path string) (*Config, error) {
+	data, err := readFile(path)
+	if err != nil {
+		return nil, err
+	}
+	return Parse(data, path, os.LookupEnv)
+}
+
+func readFile(path string) ([]byte, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("load config: %w", err)
 	}
-	return Parse(data, path, os.LookupEnv)
+	return data, nil
 }
 
 // Parse decodes a config file's contents over Default, resolves relative
@@ -40,48 +48,16 @@ func Load(path string) (*Config, error) {
 // Secret files (*_file keys) are read during validation and again whenever
 // they change; see SourceSecrets.
 func Parse(data []byte, path string, env func(string) (string, bool)) (*Config, error) {
-	if env == nil {
-		env = func(string) (string, bool) { return "", false }
+	cfg, w, err := decode(data, path, env, nil)
+	if err != nil {
+		return nil, err
 	}
-	var root yaml.Node
-	dec := yaml.NewDecoder(bytes.NewReader(data))
-	// KnownFields has no effect on a yaml.Node target: the walker below does
-	// the strict key check itself, with the key's path and line.
-	dec.KnownFields(true)
-	if err := dec.Decode(&root); err != nil && !errors.Is(err, io.EOF) {
-		return nil, syntaxError(path, err)
-	}
-	var extra yaml.Node
-	if err := dec.Decode(&extra); !errors.Is(err, io.EOF) {
-		if err != nil {
-			return nil, syntaxError(path, err)
-		}
-		return nil, &FieldError{File: path, Line: extra.Line, Reason: "a second YAML document (---): the config is one document"}
-	}
-
-	w := walker{file: path, env: env, lines: map[string]int{}, expanded: map[*yaml.Node]bool{}}
-	cfg := Default()
-	if len(root.Content) > 0 {
-		top := root.Content[0]
-		if top.Kind != yaml.MappingNode && !isNull(top) {
-			return nil, &FieldError{File: path, Line: top.Line, Reason: "the file must be a mapping of keys (source:, mns:, routes:, ...)"}
-		}
-		w.walk(top, reflect.TypeOf(cfg), "")
-		if w.notUnknown > 0 {
-			return nil, errors.Join(w.errs...)
-		}
-		if err := root.Decode(&cfg); err != nil {
-			return nil, errors.Join(append(w.errs, decodeError(path, err))...)
-		}
-	}
-	cfg.Path = path
-	cfg.meta = &loadInfo{lines: w.lines, files: map[string]secretFile{}}
 	if _, set := w.lines["spool.dir"]; !set && !cfg.Source.SpoolByDefault() {
 		// The source redelivers by itself: the default spool is not
 		// needed (see Spool).
 		cfg.Spool.Dir = ""
 	}
-	cfg.resolve(env)
+	cfg.resolve(w.env) // env, or an empty environment for nil
 	if err := cfg.Validate(); err != nil {
 		return nil, errors.Join(append(w.errs, err)...)
 	}
@@ -89,6 +65,65 @@ func Parse(data []byte, path string, env func(string) (string, bool)) (*Config, 
 		return nil, errors.Join(w.errs...)
 	}
 	return &cfg, nil
+}
+
+// decode decodes the one YAML document data over Default, after the
+// walker's checks (unknown keys, types, ${VAR} expansion; the line of every
+// key). With a keep function only the top-level keys it keeps are walked
+// and decoded: the other sections are the file's YAML and nothing more.
+//
+// The error is the file's YAML syntax, a second document, a file that is no
+// mapping, or a problem other than unknown keys. Unknown keys alone are
+// returned in w.errs with the rest decoded, so that the caller reports them
+// with the problems validation finds.
+func decode(data []byte, path string, env func(string) (string, bool), keep func(key string) bool) (cfg Config, w *walker, err error) {
+	if env == nil {
+		env = func(string) (string, bool) { return "", false }
+	}
+	cfg = Default()
+	var root yaml.Node
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	// KnownFields has no effect on a yaml.Node target: the walker below does
+	// the strict key check itself, with the key's path and line.
+	dec.KnownFields(true)
+	if err := dec.Decode(&root); err != nil && !errors.Is(err, io.EOF) {
+		return cfg, nil, syntaxError(path, err)
+	}
+	var extra yaml.Node
+	if err := dec.Decode(&extra); !errors.Is(err, io.EOF) {
+		if err != nil {
+			return cfg, nil, syntaxError(path, err)
+		}
+		return cfg, nil, &FieldError{File: path, Line: extra.Line, Reason: "a second YAML document (---): the config is one document"}
+	}
+
+	w = &walker{file: path, env: env, lines: map[string]int{}, expanded: map[*yaml.Node]bool{}}
+	if len(root.Content) > 0 {
+		top := root.Content[0]
+		if top.Kind != yaml.MappingNode && !isNull(top) {
+			return cfg, nil, &FieldError{File: path, Line: top.Line, Reason: "the file must be a mapping of keys (source:, mns:, routes:, ...)"}
+		}
+		doc := &root
+		if keep != nil && top.Kind == yaml.MappingNode {
+			kept := &yaml.Node{Kind: yaml.MappingNode}
+			for i := 0; i+1 < len(top.Content); i += 2 {
+				if k := top.Content[i]; k.Kind == yaml.ScalarNode && keep(k.Value) {
+					kept.Content = append(kept.Content, k, top.Content[i+1])
+				}
+			}
+			top, doc = kept, kept
+		}
+		w.walk(top, reflect.TypeOf(cfg), "")
+		if w.notUnknown > 0 {
+			return cfg, nil, errors.Join(w.errs...)
+		}
+		if err := doc.Decode(&cfg); err != nil {
+			return cfg, nil, errors.Join(append(w.errs, decodeError(path, err))...)
+		}
+	}
+	cfg.Path = path
+	cfg.meta = &loadInfo{lines: w.lines, files: map[string]secretFile{}}
+	return cfg, w, nil
 }
 
 // resolve makes relative paths absolute against the config file's directory
