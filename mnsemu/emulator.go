@@ -374,16 +374,8 @@ func (e *Emulator) reply(x *exchange, err *apiError) {
 	e.stats.errors[err.code]++
 	e.stats.errMu.Unlock()
 	e.log.Debug("mns error reply", "method", x.r.Method, "path", x.r.URL.Path, "status", err.status, "code", err.code, "message", err.msg)
-	b := make([]byte, 0, 300)
-	b = append(b, xmlDecl+"\n"+`<Error xmlns="`+xmlNS+`"><Code>`...)
-	b = appendText(b, err.code)
-	b = append(b, "</Code><Message>"...)
-	b = appendText(b, err.msg)
-	b = append(b, "</Message><RequestId>"...)
-	b = append(b, x.reqID...)
-	b = append(b, "</RequestId><HostId>"...)
-	b = appendText(b, hostID(x.r))
-	b = append(b, "</HostId></Error>"...)
+	x.buf.Reset()
+	b := encodeReply(x.buf, "Error", errorReply{Code: err.code, Message: err.msg, RequestId: x.reqID, HostId: hostID(x.r)})
 	e.write(x, err.status, b)
 }
 

@@ -109,41 +109,6 @@ func validPropName(n string) bool {
 	return true
 }
 
-// appendProperties writes the UserProperties, SystemProperties and
-// MessageGroupId of a received message, as the docs show them.
-func appendProperties(b []byte, m *StoredMessage) []byte {
-	if len(m.UserProperties) > 0 {
-		b = append(b, "<UserProperties>"...)
-		for _, p := range m.UserProperties {
-			b = appendProperty(b, "PropertyValue", p)
-		}
-		b = append(b, "</UserProperties>"...)
-	}
-	if len(m.SystemProperties) > 0 {
-		b = append(b, "<SystemProperties>"...)
-		for _, p := range m.SystemProperties {
-			b = appendProperty(b, "SystemPropertyValue", p)
-		}
-		b = append(b, "</SystemProperties>"...)
-	}
-	if m.MessageGroupID != "" {
-		b = append(b, "<MessageGroupId>"...)
-		b = appendText(b, m.MessageGroupID)
-		b = append(b, "</MessageGroupId>"...)
-	}
-	return b
-}
-
-func appendProperty(b []byte, elem string, p Property) []byte {
-	b = append(b, "<"+elem+"><Name>"...)
-	b = appendText(b, p.Name)
-	b = append(b, "</Name><Value>"...)
-	b = appendText(b, p.Value)
-	b = append(b, "</Value><Type>"...)
-	b = appendText(b, p.Type)
-	return append(b, "</Type></"+elem+">"...)
-}
-
 // UserProperty returns the value of the user property name and whether
 // the message has it.
 func (m StoredMessage) UserProperty(name string) (string, bool) {

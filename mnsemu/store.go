@@ -249,42 +249,18 @@ func (e *Emulator) sendMessages(x *exchange, f Faults, name string) *apiError {
 		e.stats.partial.Add(int64(n - len(stored)))
 	}
 
-	b := x.buf
-	b.Reset()
-	b.Grow(len(xmlDecl) + 60 + n*150)
-	out := b.AvailableBuffer()
-	out = append(out, xmlDecl+"\n"...)
-	if batch {
-		out = append(out, `<Messages xmlns="`+xmlNS+`">`...)
-	}
+	replies := make([]sentReply, n)
 	k := 0
-	for i := range req.msgs {
-		if batch {
-			out = append(out, "<Message>"...)
-		} else {
-			out = append(out, `<Message xmlns="`+xmlNS+`">`...)
-		}
+	for i := range replies {
 		if failed[i] {
-			out = append(out, "<ErrorCode>InternalError</ErrorCode><ErrorMessage>The request processing has failed due to some unknown error.</ErrorMessage>"...)
-		} else {
-			qm := stored[k]
-			k++
-			out = append(out, "<MessageId>"...)
-			out = append(out, qm.ID...)
-			out = append(out, "</MessageId><MessageBodyMD5>"...)
-			out = append(out, qm.BodyMD5...)
-			out = append(out, "</MessageBodyMD5>"...)
-			if receipts[k-1] != "" {
-				out = append(out, "<ReceiptHandle>"...)
-				out = append(out, receipts[k-1]...)
-				out = append(out, "</ReceiptHandle>"...)
-			}
+			replies[i] = sentReply{ErrorCode: "InternalError", ErrorMessage: "The request processing has failed due to some unknown error."}
+			continue
 		}
-		out = append(out, "</Message>"...)
+		replies[i] = sentReply{MessageId: stored[k].ID, MessageBodyMD5: stored[k].BodyMD5, ReceiptHandle: receipts[k]}
+		k++
 	}
-	if batch {
-		out = append(out, "</Messages>"...)
-	}
+	x.buf.Reset()
+	out := encodeMessages(x.buf, replies, batch)
 	status := http.StatusCreated
 	if anyFailed {
 		status = http.StatusInternalServerError
@@ -365,12 +341,8 @@ func (e *Emulator) publishMessage(x *exchange, f Faults, name string) *apiError 
 	}
 	e.mu.Unlock()
 	e.stats.published.Add(1)
-	out := make([]byte, 0, 200)
-	out = append(out, xmlDecl+"\n"+`<Message xmlns="`+xmlNS+`"><MessageId>`...)
-	out = append(out, sm.ID...)
-	out = append(out, "</MessageId><MessageBodyMD5>"...)
-	out = append(out, sm.BodyMD5...)
-	out = append(out, "</MessageBodyMD5></Message>"...)
+	x.buf.Reset()
+	out := encodeReply(x.buf, "Message", sentReply{MessageId: sm.ID, MessageBodyMD5: sm.BodyMD5})
 	e.write(x, http.StatusCreated, out)
 	return nil
 }
@@ -422,7 +394,8 @@ func (e *Emulator) receiveMessages(x *exchange, f Faults, name string) *apiError
 			if !peek {
 				e.stats.received.Add(int64(len(got)))
 			}
-			e.write(x, http.StatusOK, appendReceived(nil, got, batch))
+			x.buf.Reset()
+			e.write(x, http.StatusOK, encodeMessages(x.buf, receivedReplies(got), batch))
 			return nil
 		}
 		remaining := time.Until(deadline)
@@ -491,50 +464,21 @@ func (q *queue) take(e *Emulator, now time.Time, n int, peek bool) ([]received, 
 	return out, next
 }
 
-func appendMillis(b []byte, t time.Time) []byte {
-	if t.IsZero() {
-		return append(b, '0')
-	}
-	return strconv.AppendInt(b, t.UnixMilli(), 10)
-}
-
-// appendReceived writes a ReceiveMessage (<Message>) or BatchReceiveMessage
-// (<Messages>) reply.
-func appendReceived(b []byte, msgs []received, batch bool) []byte {
-	b = append(b, xmlDecl+"\n"...)
-	if batch {
-		b = append(b, `<Messages xmlns="`+xmlNS+`">`...)
-	}
-	for _, m := range msgs {
-		if batch {
-			b = append(b, "<Message>"...)
-		} else {
-			b = append(b, `<Message xmlns="`+xmlNS+`">`...)
+// receivedReplies returns msgs as a receive reply shows them.
+func receivedReplies(msgs []received) []receivedReply {
+	out := make([]receivedReply, len(msgs))
+	for i, m := range msgs {
+		out[i] = receivedReply{MessageId: m.ID, ReceiptHandle: m.receipt, MessageBodyMD5: m.BodyMD5, MessageBody: m.Body,
+			EnqueueTime: millis(m.EnqueueTime), NextVisibleTime: millis(m.nextVisible), FirstDequeueTime: millis(m.firstDequeue),
+			DequeueCount: m.DequeueCount, Priority: m.Priority, MessageGroupId: m.MessageGroupID}
+		if len(m.UserProperties) > 0 {
+			out[i].UserProperties = &userProps[Property]{m.UserProperties}
 		}
-		b = append(b, "<MessageId>"+m.ID+"</MessageId>"...)
-		if m.receipt != "" {
-			b = append(b, "<ReceiptHandle>"+m.receipt+"</ReceiptHandle>"...)
+		if len(m.SystemProperties) > 0 {
+			out[i].SystemProperties = &systemProps[Property]{m.SystemProperties}
 		}
-		b = append(b, "<MessageBodyMD5>"+m.BodyMD5+"</MessageBodyMD5><MessageBody>"...)
-		b = appendText(b, m.Body)
-		b = append(b, "</MessageBody><EnqueueTime>"...)
-		b = appendMillis(b, m.EnqueueTime)
-		b = append(b, "</EnqueueTime><NextVisibleTime>"...)
-		b = appendMillis(b, m.nextVisible)
-		b = append(b, "</NextVisibleTime><FirstDequeueTime>"...)
-		b = appendMillis(b, m.firstDequeue)
-		b = append(b, "</FirstDequeueTime><DequeueCount>"...)
-		b = strconv.AppendInt(b, int64(m.DequeueCount), 10)
-		b = append(b, "</DequeueCount><Priority>"...)
-		b = strconv.AppendInt(b, int64(m.Priority), 10)
-		b = append(b, "</Priority>"...)
-		b = appendProperties(b, &m.StoredMessage)
-		b = append(b, "</Message>"...)
 	}
-	if batch {
-		b = append(b, "</Messages>"...)
-	}
-	return b
+	return out
 }
 
 // deleteMessage serves DeleteMessage.
@@ -572,13 +516,6 @@ func (e *Emulator) deleteMessage(x *exchange, f Faults, name string) *apiError {
 	return nil
 }
 
-func boolText(v bool) string {
-	if v {
-		return "True"
-	}
-	return "False"
-}
-
 // getQueueAttributes serves GetQueueAttributes.
 func (e *Emulator) getQueueAttributes(x *exchange, f Faults, name string) *apiError {
 	if err := e.admit(f, x.r, 1); err != nil {
@@ -591,7 +528,7 @@ func (e *Emulator) getQueueAttributes(x *exchange, f Faults, name string) *apiEr
 		return errQueueNotExist
 	}
 	now := e.now()
-	var active, inactive, delayed int64
+	var active, inactive, delayed int
 	for _, m := range q.msgs {
 		switch {
 		case !m.visibleAt.After(now):
@@ -603,22 +540,13 @@ func (e *Emulator) getQueueAttributes(x *exchange, f Faults, name string) *apiEr
 		}
 	}
 	a := q.attrs
-	b := []byte(xmlDecl + "\n" + `<Queue xmlns="` + xmlNS + `"><QueueName>` + q.name + "</QueueName>")
-	for _, kv := range []struct {
-		k string
-		v int64
-	}{{"CreateTime", q.created.Unix()}, {"LastModifyTime", q.modified.Unix()},
-		{"DelaySeconds", int64(a.DelaySeconds)}, {"MaximumMessageSize", int64(a.MaximumMessageSize)},
-		{"MessageRetentionPeriod", int64(a.MessageRetentionPeriod)}, {"VisibilityTimeout", int64(a.VisibilityTimeout)},
-		{"PollingWaitSeconds", int64(a.PollingWaitSeconds)}, {"ActiveMessages", active},
-		{"InactiveMessages", inactive}, {"DelayMessages", delayed}} {
-		b = append(b, "<"+kv.k+">"...)
-		b = strconv.AppendInt(b, kv.v, 10)
-		b = append(b, "</"+kv.k+">"...)
-	}
-	b = append(b, "<LoggingEnabled>"+boolText(a.LoggingEnabled)+"</LoggingEnabled></Queue>"...)
+	reply := queueReply{QueueName: q.name, CreateTime: q.created.Unix(), LastModifyTime: q.modified.Unix(),
+		DelaySeconds: a.DelaySeconds, MaximumMessageSize: a.MaximumMessageSize, MessageRetentionPeriod: a.MessageRetentionPeriod,
+		VisibilityTimeout: a.VisibilityTimeout, PollingWaitSeconds: a.PollingWaitSeconds,
+		ActiveMessages: active, InactiveMessages: inactive, DelayMessages: delayed, LoggingEnabled: boolText(a.LoggingEnabled)}
 	e.mu.Unlock()
-	e.write(x, http.StatusOK, b)
+	x.buf.Reset()
+	e.write(x, http.StatusOK, encodeReply(x.buf, "Queue", reply))
 	return nil
 }
 
@@ -633,20 +561,12 @@ func (e *Emulator) getTopicAttributes(x *exchange, f Faults, name string) *apiEr
 		e.mu.Unlock()
 		return errTopicNotExist
 	}
-	b := []byte(xmlDecl + "\n" + `<Topic xmlns="` + xmlNS + `"><TopicName>` + t.name + "</TopicName>")
-	for _, kv := range []struct {
-		k string
-		v int64
-	}{{"CreateTime", t.created.Unix()}, {"LastModifyTime", t.modified.Unix()},
-		{"MaximumMessageSize", int64(t.attrs.MaximumMessageSize)}, {"MessageRetentionPeriod", 86400},
-		{"MessageCount", t.count}} {
-		b = append(b, "<"+kv.k+">"...)
-		b = strconv.AppendInt(b, kv.v, 10)
-		b = append(b, "</"+kv.k+">"...)
-	}
-	b = append(b, "<LoggingEnabled>"+boolText(t.attrs.LoggingEnabled)+"</LoggingEnabled></Topic>"...)
+	reply := topicReply{TopicName: t.name, CreateTime: t.created.Unix(), LastModifyTime: t.modified.Unix(),
+		MaximumMessageSize: t.attrs.MaximumMessageSize, MessageRetentionPeriod: 86400, MessageCount: t.count,
+		LoggingEnabled: boolText(t.attrs.LoggingEnabled)}
 	e.mu.Unlock()
-	e.write(x, http.StatusOK, b)
+	x.buf.Reset()
+	e.write(x, http.StatusOK, encodeReply(x.buf, "Topic", reply))
 	return nil
 }
 
