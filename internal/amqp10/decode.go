@@ -63,6 +63,47 @@ func (d *decoder) byte1(what string) (byte, error) {
 	return p[0], nil
 }
 
+// fixed decodes a value of a fixed width of two, four or eight bytes: the
+// subcategory of its code (0x6_, 0x7_, 0x8_; part 1, 1.2) says which.
+func (d *decoder) fixed(c byte) (any, error) {
+	n := 8
+	switch c >> 4 {
+	case 0x6:
+		n = 2
+	case 0x7:
+		n = 4
+	}
+	p, err := d.need(n, typeName(c))
+	if err != nil {
+		return nil, err
+	}
+	var u uint64
+	for _, b := range p {
+		u = u<<8 | uint64(b)
+	}
+	switch c {
+	case codeUshort:
+		return uint16(u), nil
+	case codeShort:
+		return int16(u), nil
+	case codeUint:
+		return uint32(u), nil
+	case codeInt:
+		return int32(u), nil
+	case codeFloat:
+		return math.Float32frombits(uint32(u)), nil
+	case codeChar:
+		return Char(u), nil
+	case codeLong:
+		return int64(u), nil
+	case codeDouble:
+		return math.Float64frombits(u), nil
+	case codeTimestamp:
+		return msTime(int64(u)), nil
+	}
+	return u, nil // ulong
+}
+
 func (d *decoder) value(depth int) (any, error) {
 	if depth > maxDepth {
 		return nil, d.errorf("values nested deeper than %d", maxDepth)
@@ -134,46 +175,8 @@ func (d *decoder) payload(c byte, depth int) (any, error) {
 	case codeSmallLong:
 		v, err := d.byte1("smalllong")
 		return int64(int8(v)), err
-	case codeUshort, codeShort:
-		p, err := d.need(2, typeName(c))
-		if err != nil {
-			return nil, err
-		}
-		u := binary.BigEndian.Uint16(p)
-		if c == codeShort {
-			return int16(u), nil
-		}
-		return u, nil
-	case codeUint, codeInt, codeFloat, codeChar:
-		p, err := d.need(4, typeName(c))
-		if err != nil {
-			return nil, err
-		}
-		u := binary.BigEndian.Uint32(p)
-		switch c {
-		case codeInt:
-			return int32(u), nil
-		case codeFloat:
-			return math.Float32frombits(u), nil
-		case codeChar:
-			return Char(u), nil
-		}
-		return u, nil
-	case codeUlong, codeLong, codeDouble, codeTimestamp:
-		p, err := d.need(8, typeName(c))
-		if err != nil {
-			return nil, err
-		}
-		u := binary.BigEndian.Uint64(p)
-		switch c {
-		case codeLong:
-			return int64(u), nil
-		case codeDouble:
-			return math.Float64frombits(u), nil
-		case codeTimestamp:
-			return msTime(int64(u)), nil
-		}
-		return u, nil
+	case codeUshort, codeShort, codeUint, codeInt, codeFloat, codeChar, codeUlong, codeLong, codeDouble, codeTimestamp:
+		return d.fixed(c)
 	case codeUUID:
 		p, err := d.need(16, "uuid")
 		if err != nil {

@@ -7,6 +7,21 @@ import (
 	"time"
 )
 
+// appendUnsigned appends v in the shortest encoding its type has: the zero
+// code, the small code with one byte, or the full code (a uint's four bytes,
+// a ulong's eight).
+func appendUnsigned(b []byte, v uint64, zero, small, full byte) []byte {
+	switch {
+	case v == 0:
+		return append(b, zero)
+	case v < 256:
+		return append(b, small, byte(v))
+	case full == codeUint:
+		return binary.BigEndian.AppendUint32(append(b, full), uint32(v))
+	}
+	return binary.BigEndian.AppendUint64(append(b, full), v)
+}
+
 // Append appends the encoding of v to b. It fails only for a Go type the
 // package does not map (see the package comment) or an array that is not
 // homogeneous.
@@ -24,21 +39,9 @@ func Append(b []byte, v any) ([]byte, error) {
 	case uint16:
 		return binary.BigEndian.AppendUint16(append(b, codeUshort), v), nil
 	case uint32:
-		switch {
-		case v == 0:
-			return append(b, codeUint0), nil
-		case v < 256:
-			return append(b, codeSmallUint, byte(v)), nil
-		}
-		return binary.BigEndian.AppendUint32(append(b, codeUint), v), nil
+		return appendUnsigned(b, uint64(v), codeUint0, codeSmallUint, codeUint), nil
 	case uint64:
-		switch {
-		case v == 0:
-			return append(b, codeUlong0), nil
-		case v < 256:
-			return append(b, codeSmallUlong, byte(v)), nil
-		}
-		return binary.BigEndian.AppendUint64(append(b, codeUlong), v), nil
+		return appendUnsigned(b, v, codeUlong0, codeSmallUlong, codeUlong), nil
 	case int8:
 		return append(b, codeByte, byte(v)), nil
 	case int16:

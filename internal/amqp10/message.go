@@ -112,60 +112,53 @@ func DecodeMessage(b []byte) (*Message, error) {
 			return nil, fmt.Errorf("%w: message section 0x%02x (section %d) is out of order or repeated", ErrMalformed, c, i)
 		}
 		last = c
-		want := ""
+		if want, ok := sectionHolds(c, d.Value); !ok {
+			return nil, fmt.Errorf("%w: message section 0x%02x is a %T, want a %s", ErrMalformed, c, d.Value, want)
+		}
 		switch c {
-		case descHeader, descProperties:
-			l, ok := d.Value.([]any)
-			if !ok {
-				want = "list"
-				break
-			}
-			if c == descHeader {
-				m.Header = l
-			} else {
-				m.Properties = l
-			}
-		case descDeliveryAnnotations, descMessageAnnotations, descApplicationProperties, descFooter:
-			mp, ok := d.Value.(Map)
-			if !ok {
-				want = "map"
-				break
-			}
-			switch c {
-			case descDeliveryAnnotations:
-				m.DeliveryAnnotations = mp
-			case descMessageAnnotations:
-				m.MessageAnnotations = mp
-			case descFooter:
-				m.Footer = mp
-			default:
-				for _, kv := range mp {
-					if _, ok := kv.Key.(string); !ok {
-						return nil, fmt.Errorf("%w: application property key %v is a %T, must be a string", ErrMalformed, kv.Key, kv.Key)
-					}
+		case descHeader:
+			m.Header = d.Value.([]any)
+		case descDeliveryAnnotations:
+			m.DeliveryAnnotations = d.Value.(Map)
+		case descMessageAnnotations:
+			m.MessageAnnotations = d.Value.(Map)
+		case descProperties:
+			m.Properties = d.Value.([]any)
+		case descApplicationProperties:
+			mp := d.Value.(Map)
+			for _, kv := range mp {
+				if _, ok := kv.Key.(string); !ok {
+					return nil, fmt.Errorf("%w: application property key %v is a %T, must be a string", ErrMalformed, kv.Key, kv.Key)
 				}
-				m.ApplicationProperties = mp
 			}
+			m.ApplicationProperties = mp
 		case descData:
-			p, ok := d.Value.([]byte)
-			if !ok {
-				want = "binary"
-				break
-			}
-			m.Data = append(m.Data, p)
+			m.Data = append(m.Data, d.Value.([]byte))
 		case descAMQPSequence:
-			l, ok := d.Value.([]any)
-			if !ok {
-				want = "list"
-				break
-			}
-			m.Sequence = append(m.Sequence, l)
+			m.Sequence = append(m.Sequence, d.Value.([]any))
 		case descAMQPValue:
 			m.Value, m.HasValue = d.Value, true
-		}
-		if want != "" {
-			return nil, fmt.Errorf("%w: message section 0x%02x is a %T, want a %s", ErrMalformed, c, d.Value, want)
+		case descFooter:
+			m.Footer = d.Value.(Map)
 		}
 	}
 	return m, nil
+}
+
+// sectionHolds reports whether v is of the type that message section c
+// holds (part 3, section 3.2), and names that type: a list, a map, a binary,
+// or any value for amqp-value.
+func sectionHolds(c uint64, v any) (want string, ok bool) {
+	switch c {
+	case descHeader, descProperties, descAMQPSequence:
+		_, ok = v.([]any)
+		return "list", ok
+	case descData:
+		_, ok = v.([]byte)
+		return "binary", ok
+	case descAMQPValue:
+		return "", true
+	}
+	_, ok = v.(Map) // the annotations, application-properties and footer
+	return "map", ok
 }

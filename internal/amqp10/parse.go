@@ -142,45 +142,41 @@ func (f *fields) required(i int, field string) {
 	}
 }
 
-func (f *fields) str(i int, field string, mandatory bool) string {
-	switch v := f.at(i).(type) {
-	case nil:
-		if mandatory {
-			f.required(i, field)
-		}
-	case string:
-		return v
-	default:
-		f.fail(i, field, v, "string")
-	}
-	return ""
-}
-
-func (f *fields) symbol(i int, field string) Symbol {
-	switch v := f.at(i).(type) {
-	case nil:
-	case Symbol:
-		return v
-	default:
-		f.fail(i, field, v, "symbol")
-	}
-	return ""
-}
-
-func (f *fields) uint(i int, field string, def uint32) uint32 {
+// typed returns field i as a T: def when it is absent (null), and def with
+// the problem recorded when it holds another type (want names the type the
+// specification gives the field).
+func typed[T any](f *fields, i int, field, want string, def T) T {
 	switch v := f.at(i).(type) {
 	case nil:
 		return def
-	case uint32:
+	case T:
 		return v
+	default:
+		f.fail(i, field, v, want)
+	}
+	return def
+}
+
+func (f *fields) str(i int, field string, mandatory bool) string {
+	if mandatory {
+		f.required(i, field)
+	}
+	return typed(f, i, field, "string", "")
+}
+
+func (f *fields) symbol(i int, field string) Symbol {
+	return typed(f, i, field, "symbol", Symbol(""))
+}
+
+// uint, ushort and ulong also take a narrower unsigned type.
+func (f *fields) uint(i int, field string, def uint32) uint32 {
+	switch v := f.at(i).(type) {
 	case uint16:
 		return uint32(v)
 	case uint8:
 		return uint32(v)
-	default:
-		f.fail(i, field, v, "uint")
 	}
-	return def
+	return typed(f, i, field, "uint", def)
 }
 
 func (f *fields) optUint(i int, field string) *uint32 {
@@ -192,73 +188,33 @@ func (f *fields) optUint(i int, field string) *uint32 {
 }
 
 func (f *fields) ushort(i int, field string, def uint16) uint16 {
-	switch v := f.at(i).(type) {
-	case nil:
-		return def
-	case uint16:
-		return v
-	case uint8:
+	if v, ok := f.at(i).(uint8); ok {
 		return uint16(v)
-	default:
-		f.fail(i, field, v, "ushort")
 	}
-	return def
+	return typed(f, i, field, "ushort", def)
 }
 
 func (f *fields) ubyte(i int, field string, def uint8) uint8 {
-	switch v := f.at(i).(type) {
-	case nil:
-		return def
-	case uint8:
-		return v
-	default:
-		f.fail(i, field, v, "ubyte")
-	}
-	return def
+	return typed(f, i, field, "ubyte", def)
 }
 
 func (f *fields) ulong(i int, field string) uint64 {
-	switch v := f.at(i).(type) {
-	case nil:
-		return 0
-	case uint64:
-		return v
-	case uint32:
+	if v, ok := f.at(i).(uint32); ok {
 		return uint64(v)
-	default:
-		f.fail(i, field, v, "ulong")
 	}
-	return 0
+	return typed(f, i, field, "ulong", uint64(0))
 }
 
 func (f *fields) bool(i int, field string) bool {
-	switch v := f.at(i).(type) {
-	case nil:
-		return false
-	case bool:
-		return v
-	default:
-		f.fail(i, field, v, "boolean")
-	}
-	return false
+	return typed(f, i, field, "boolean", false)
 }
 
 func (f *fields) binary(i int, field string) []byte {
-	switch v := f.at(i).(type) {
-	case nil:
-		return nil
-	case []byte:
-		return v
-	default:
-		f.fail(i, field, v, "binary")
-	}
-	return nil
+	return typed(f, i, field, "binary", []byte(nil))
 }
 
 func (f *fields) symbols(i int, field string) Array {
 	switch v := f.at(i).(type) {
-	case nil:
-		return nil
 	case Symbol:
 		return Array{v}
 	case Array:
@@ -268,23 +224,12 @@ func (f *fields) symbols(i int, field string) Array {
 				return nil
 			}
 		}
-		return v
-	default:
-		f.fail(i, field, v, "an array of symbols")
 	}
-	return nil
+	return typed(f, i, field, "an array of symbols", Array(nil))
 }
 
 func (f *fields) fmap(i int, field string) Map {
-	switch v := f.at(i).(type) {
-	case nil:
-		return nil
-	case Map:
-		return v
-	default:
-		f.fail(i, field, v, "map")
-	}
-	return nil
+	return typed(f, i, field, "map", Map(nil))
 }
 
 func (f *fields) described(i int, field string, want uint64) ([]any, bool) {
