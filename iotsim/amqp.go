@@ -52,6 +52,7 @@ type amqpConn struct {
 	wmu       sync.Mutex
 	bw        *bufio.Writer
 	wbuf      []byte
+	sendMu    sync.Mutex // held by deliver from its checks through its write
 
 	// Set before the connection is open, read-only afterwards.
 	g        *group
@@ -391,11 +392,10 @@ func (c *amqpConn) handle(f amqp10.Frame) *amqp10.Error {
 	case *amqp10.Detach:
 		return c.detach(p)
 	case *amqp10.End:
+		l := c.unlink(nil)
 		c.mu.Lock()
 		had := c.session
 		c.session = false
-		l := c.link
-		c.link = nil
 		c.mu.Unlock()
 		if !had {
 			return &amqp10.Error{Condition: amqp10.ErrNotAllowed, Description: "end without a session"}
@@ -406,6 +406,7 @@ func (c *amqpConn) handle(f amqp10.Frame) *amqp10.Error {
 		_ = c.writeFrame(&amqp10.End{}, nil, writeTimeout)
 		return nil
 	case *amqp10.Close:
+		c.unlink(nil)
 		_ = c.writeFrame(&amqp10.Close{}, nil, writeTimeout)
 		return &amqp10.Error{}
 	case *amqp10.Transfer:
@@ -631,19 +632,34 @@ func (c *amqpConn) disposition(d *amqp10.Disposition) *amqp10.Error {
 }
 
 func (c *amqpConn) detach(d *amqp10.Detach) *amqp10.Error {
-	c.mu.Lock()
-	l := c.link
-	if l == nil || l.handle != d.Handle {
-		c.mu.Unlock()
+	l := c.unlink(func(l *amqpLink) bool { return l.handle == d.Handle })
+	if l == nil {
 		// A link this side already refused and detached: nothing to do.
 		return nil
 	}
-	c.link = nil
-	c.mu.Unlock()
 	n := c.giveBack()
 	c.log.Info("receiver detached by the client", "link", l.name, "requeued", n)
 	_ = c.writeFrame(&amqp10.Detach{Handle: d.Handle, Closed: true}, nil, writeTimeout)
 	return nil
+}
+
+// unlink ends the deliveries on the receiver link (any link when match is
+// nil) and returns it; nil when there is none or match refuses it. A
+// transfer being written is finished first and none starts after, so that
+// an answer written afterwards (detach, end, close) follows every transfer
+// the server sent and counted as delivered (pre-settled: as settled). A
+// client ending its link, session or connection reads until that answer.
+func (c *amqpConn) unlink(match func(*amqpLink) bool) *amqpLink {
+	c.sendMu.Lock() // deliver holds it through its write
+	defer c.sendMu.Unlock()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	l := c.link
+	if l == nil || (match != nil && !match(l)) {
+		return nil
+	}
+	c.link = nil
+	return l
 }
 
 // giveBack returns every pending delivery to the group.
@@ -734,6 +750,8 @@ func (c *amqpConn) deliver(e *entry) error {
 		c.g.requeue(e)
 		return nil
 	}
+	c.sendMu.Lock() // unlink waits for the write
+	defer c.sendMu.Unlock()
 	c.mu.Lock()
 	l := c.link
 	if c.pending.m == nil || l == nil || l.credit == 0 {

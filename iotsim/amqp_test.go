@@ -8,6 +8,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"os/exec"
@@ -651,5 +652,74 @@ func TestAMQPPresettledLink(t *testing.T) {
 	}
 	if st := s.Stats(); st.Acked != 1 || st.Unacked != 0 {
 		t.Errorf("stats = %+v, want 1 acked on send", st)
+	}
+}
+
+// TestAMQPEndingReplyComesAfterEveryTransfer: a client that ends its link,
+// session or connection while pre-settled transfers flow reads every
+// transfer the server counted as delivered before the server's answer
+// (detach, end, close), and none after it: the server counts only what it
+// wrote, and writes nothing once it has answered. A client reading until
+// that answer (as the bridge's AMQP source does when it stops) would
+// otherwise lose messages the platform took as settled.
+func TestAMQPEndingReplyComesAfterEveryTransfer(t *testing.T) {
+	s := startAMQP(t, Config{})
+	go func() {
+		for i := 0; i < 100000; i++ {
+			if err := s.PublishContext(t.Context(), testGroup, Message{Topic: "/a/b/user/x", MessageID: fmt.Sprint(i)}); err != nil {
+				return
+			}
+		}
+	}()
+	endings := []struct {
+		name  string
+		send  amqp10.Performative
+		reply func(any) bool
+	}{
+		{"detach", &amqp10.Detach{Handle: 0, Closed: true}, func(p any) bool { _, ok := p.(*amqp10.Detach); return ok }},
+		{"end", &amqp10.End{}, func(p any) bool { _, ok := p.(*amqp10.End); return ok }},
+		{"close", &amqp10.Close{}, func(p any) bool { _, ok := p.(*amqp10.Close); return ok }},
+	}
+	got := 0
+	for round := range 30 {
+		ending := endings[round%len(endings)]
+		c, _ := dialRawAMQP(t, s, 60000)
+		c.begin()
+		c.attachMode(0, amqp10.RoleReceiver, amqp10.SndSettled)
+		c.credit(0, 0, 900, false)
+		// Take a few, then end while transfers flow.
+		for n := 0; n < 1+round%5; n++ {
+			c.transfer()
+			got++
+		}
+		c.send(ending.send)
+		for {
+			p := c.next(amqp10.FrameAMQP)
+			if _, ok := p.(*amqp10.Transfer); ok {
+				got++
+				continue
+			}
+			if !ending.reply(p) {
+				t.Fatalf("round %d (%s): got %s before the answer", round, ending.name, amqp10.Name(p))
+			}
+			// Right at once, not only when the connection is gone.
+			if d := s.Stats().Delivered; d != int64(got) {
+				t.Fatalf("round %d (%s): the server counts %d delivered as the client reads its answer, the client read %d before it",
+					round, ending.name, d, got)
+			}
+			break
+		}
+		if ending.name != "close" {
+			// Nothing comes after the answer: the next frame is the close.
+			c.send(&amqp10.Close{})
+			if p := c.next(amqp10.FrameAMQP); !endings[2].reply(p) {
+				t.Fatalf("round %d (%s): got %s after the answer, want the close", round, ending.name, amqp10.Name(p))
+			}
+		}
+		c.nc.Close()
+		waitFor(t, "the connection to go", func() bool { return s.Stats().Connections == 0 })
+		if st := s.Stats(); st.Delivered != int64(got) {
+			t.Fatalf("round %d (%s): the server counts %d delivered, the client read %d", round, ending.name, st.Delivered, got)
+		}
 	}
 }
