@@ -116,19 +116,8 @@ func RunCommand(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	}
 	srv := &http.Server{Handler: New(cfg), ReadHeaderTimeout: 10 * time.Second}
 	fmt.Fprintf(stdout, "mns-emulator listening on http://%s\n", ln.Addr())
-	done := make(chan error, 1)
-	go func() { done <- srv.Serve(ln) }()
-	select {
-	case err := <-done:
-		return fmt.Errorf("mns-emulator: serve: %w", err)
-	case <-ctx.Done():
+	if err := cmdline.Serve(ctx, srv, ln); err != nil {
+		return fmt.Errorf("mns-emulator: %w", err)
 	}
-	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	if err := srv.Shutdown(sctx); err != nil {
-		srv.Close()
-		return fmt.Errorf("mns-emulator: shutdown: %w", err)
-	}
-	<-done
 	return nil
 }

@@ -1,8 +1,9 @@
 // Package cmdline holds the one error type for a wrong command line or
 // config (exit code 2), shared by the program and the commands it embeds
 // (the MNS emulator, the IoT platform simulator), so that callers recognise
-// it by type, never by the text of the message; and the flag parsing that
-// returns it.
+// it by type, never by the text of the message; the flag parsing that
+// returns it; and Serve, the life of a command's HTTP server (serve until
+// interrupted, then shut down gracefully).
 package cmdline
 
 import (

@@ -29,6 +29,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/iot-mns-bridge/iot-mns-bridge/internal/cmdline"
 	"github.com/iot-mns-bridge/iot-mns-bridge/internal/testbroker/aksignauth"
 )
 
@@ -82,17 +83,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, log *sl
 	if ready != nil {
 		ready <- ln.Addr().String()
 	}
-	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(ln) }()
-	select {
-	case err := <-errc:
-		return fmt.Errorf("serve: %w", err)
-	case <-ctx.Done():
-	}
-	shutdownCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	if err := srv.Shutdown(shutdownCtx); err != nil {
-		return fmt.Errorf("shutdown: %w", err)
+	if err := cmdline.Serve(ctx, srv, ln); err != nil {
+		return err
 	}
 	log.Info("aksign-auth stopped")
 	return nil
