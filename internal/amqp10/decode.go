@@ -63,17 +63,28 @@ func (d *decoder) byte1(what string) (byte, error) {
 	return p[0], nil
 }
 
-// fixed decodes a value of a fixed width of two, four or eight bytes: the
-// subcategory of its code (0x6_, 0x7_, 0x8_; part 1, 1.2) says which.
+// fixedWidth holds the types of a fixed width of more than one byte (part
+// 1, 1.6): their size and their value from their big-endian bits.
+var fixedWidth = map[byte]struct {
+	size  int
+	value func(u uint64) any
+}{
+	codeUshort:    {2, func(u uint64) any { return uint16(u) }},
+	codeShort:     {2, func(u uint64) any { return int16(u) }},
+	codeUint:      {4, func(u uint64) any { return uint32(u) }},
+	codeInt:       {4, func(u uint64) any { return int32(u) }},
+	codeFloat:     {4, func(u uint64) any { return math.Float32frombits(uint32(u)) }},
+	codeChar:      {4, func(u uint64) any { return Char(u) }},
+	codeUlong:     {8, func(u uint64) any { return u }},
+	codeLong:      {8, func(u uint64) any { return int64(u) }},
+	codeDouble:    {8, func(u uint64) any { return math.Float64frombits(u) }},
+	codeTimestamp: {8, func(u uint64) any { return msTime(int64(u)) }},
+}
+
+// fixed decodes a value of one of the fixedWidth types.
 func (d *decoder) fixed(c byte) (any, error) {
-	n := 8
-	switch c >> 4 {
-	case 0x6:
-		n = 2
-	case 0x7:
-		n = 4
-	}
-	p, err := d.need(n, typeName(c))
+	t := fixedWidth[c]
+	p, err := d.need(t.size, typeName(c))
 	if err != nil {
 		return nil, err
 	}
@@ -81,27 +92,7 @@ func (d *decoder) fixed(c byte) (any, error) {
 	for _, b := range p {
 		u = u<<8 | uint64(b)
 	}
-	switch c {
-	case codeUshort:
-		return uint16(u), nil
-	case codeShort:
-		return int16(u), nil
-	case codeUint:
-		return uint32(u), nil
-	case codeInt:
-		return int32(u), nil
-	case codeFloat:
-		return math.Float32frombits(uint32(u)), nil
-	case codeChar:
-		return Char(u), nil
-	case codeLong:
-		return int64(u), nil
-	case codeDouble:
-		return math.Float64frombits(u), nil
-	case codeTimestamp:
-		return msTime(int64(u)), nil
-	}
-	return u, nil // ulong
+	return t.value(u), nil
 }
 
 func (d *decoder) value(depth int) (any, error) {
