@@ -47,12 +47,15 @@ func (h *harness) ceilingSource(ctx context.Context, name string, conns, n int) 
 		d.STOMP.ReadGather = bridgeReadGather
 	}
 	src, err := stompsrc.New(stompsrc.Config{
-		Endpoint: h.tb.sim.Addr(), TLS: source.TLSOptions{CAFile: h.tb.caFile, ServerName: "localhost"},
-		Params:      func() (iotauth.Params, error) { return h.params("bench-ceiling", group), nil },
-		Connections: conns, Destination: d.STOMP.Destination, Ack: d.STOMP.Ack,
-		HeartBeat: d.STOMP.HeartBeat, CheckInterval: d.STOMP.CheckInterval, ReadGather: d.STOMP.ReadGather, DialTimeout: d.DialTimeout,
-		Limiter:    source.NewAttemptLimiter(d.ConnectAttemptsPerMinute, time.Minute),
-		MinBackoff: d.ReconnectMinBackoff, MaxBackoff: d.ReconnectMaxBackoff,
+		Settings: source.Settings{
+			Endpoint: h.tb.sim.Addr(), TLS: source.TLSOptions{CAFile: h.tb.caFile, ServerName: "localhost"},
+			Params:      func() (iotauth.Params, error) { return h.params("bench-ceiling", group), nil },
+			Connections: conns, DialTimeout: d.DialTimeout,
+			Limiter:    source.NewAttemptLimiter(d.ConnectAttemptsPerMinute, time.Minute),
+			MinBackoff: d.ReconnectMinBackoff, MaxBackoff: d.ReconnectMaxBackoff,
+		},
+		Destination: d.STOMP.Destination, Ack: d.STOMP.Ack,
+		HeartBeat: d.STOMP.HeartBeat, CheckInterval: d.STOMP.CheckInterval, ReadGather: d.STOMP.ReadGather,
 	})
 	if err != nil {
 		return res, fmt.Errorf("%s: %w", name, err)

@@ -91,7 +91,7 @@ func TestCheckConnectExplainsFailures(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
 			defer cancel()
-			err := CheckConnect(ctx, filled(Config{Endpoint: tc.addr, TLS: tc.tls, Params: testParams, DialTimeout: 5 * time.Second}))
+			err := CheckConnect(ctx, filled(Config{Settings: source.Settings{Endpoint: tc.addr, TLS: tc.tls, Params: testParams, DialTimeout: 5 * time.Second}}))
 			if err == nil {
 				t.Fatal("CheckConnect succeeded")
 			}
@@ -112,14 +112,14 @@ func TestCheckConnectDialTimeout(t *testing.T) {
 	addr := serve(t, func(c net.Conn) { _, _ = io.Copy(io.Discard, c) })
 	ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
 	defer cancel()
-	err := CheckConnect(ctx, filled(Config{Endpoint: addr, Params: testParams, DialTimeout: 50 * time.Millisecond}))
+	err := CheckConnect(ctx, filled(Config{Settings: source.Settings{Endpoint: addr, Params: testParams, DialTimeout: 50 * time.Millisecond}}))
 	if err == nil || !strings.Contains(err.Error(), "source.dial_timeout") {
 		t.Fatalf("CheckConnect = %v, want an error naming source.dial_timeout", err)
 	}
 }
 
 func TestCheckConnectRejectsBadConfig(t *testing.T) {
-	err := CheckConnect(context.Background(), filled(Config{Endpoint: "h:5671", Params: testParams, IdleTimeout: time.Second}))
+	err := CheckConnect(context.Background(), filled(Config{Settings: source.Settings{Endpoint: "h:5671", Params: testParams}, IdleTimeout: time.Second}))
 	if err == nil || !strings.Contains(err.Error(), "source.amqp.idle_timeout") {
 		t.Fatalf("CheckConnect = %v, want the config error", err)
 	}

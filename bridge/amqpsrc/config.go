@@ -1,14 +1,10 @@
 package amqpsrc
 
 import (
-	"crypto/tls"
 	"errors"
-	"log/slog"
-	"net"
 	"time"
 
 	"github.com/iot-mns-bridge/iot-mns-bridge/bridge/source"
-	"github.com/iot-mns-bridge/iot-mns-bridge/iotauth"
 )
 
 // Limits of Config, and the defaults of the protocol's own timeouts (not
@@ -29,24 +25,15 @@ const (
 	MaxCredit = 10000
 )
 
-// Config configures a Source. Every config value is required and taken as
-// it is: the defaults live in config.Default(), and the wiring fills every
-// field from the config. Only the protocol's own timeouts (AttachTimeout,
-// SettleTimeout), Clock, Logger, Vhost and SilenceTimeout may be left zero.
+// Config configures a Source: the settings every source has
+// (source.Settings; TLS is always on) and AMQP's own. Every config value is
+// required and taken as it is: the defaults live in config.Default(), and
+// the wiring fills every field from the config. Only the protocol's own
+// timeouts (AttachTimeout, SettleTimeout), Clock, Logger, Vhost and
+// SilenceTimeout may be left zero. Connections may be at most
+// MaxConnections.
 type Config struct {
-	// Endpoint is host:port of the AMQPS listener.
-	Endpoint string
-	// TLS are the TLS settings. TLS is always on.
-	TLS source.TLSOptions
-	// Params returns the signing inputs. It is called on every dial, so the
-	// signature is always fresh and a rotated secret or STS token is picked
-	// up; ClientID is the base id (see Connections). Required.
-	Params func() (iotauth.Params, error)
-	// Clock is the time used to sign; nil is time.Now.
-	Clock func() time.Time
-	// Connections is the number of connections (slots), 1 to 64.
-	// With more than one, connection i uses client id "<ClientID>-<i>".
-	Connections int
+	source.Settings
 	// Address is the link source address; the
 	// platform ignores it, RabbitMQ needs a real one.
 	Address string
@@ -64,20 +51,9 @@ type Config struct {
 	// login (the platform drops a connection without a receiver after 15s).
 	// Default 15s.
 	AttachTimeout time.Duration
-	// DialTimeout bounds TCP, TLS and the SASL login.
-	DialTimeout time.Duration
 	// Vhost is the AMQP Open hostname; RabbitMQ
 	// selects a vhost with "vhost:NAME". "" sends the endpoint host.
 	Vhost string
-	// Limiter bounds connection attempts; share one across every source of
-	// one consumer group.
-	Limiter *source.AttemptLimiter
-	// Logger receives state changes; nil discards.
-	Logger *slog.Logger
-
-	// MinBackoff and MaxBackoff bound the jittered exponential delay between
-	// connection attempts.
-	MinBackoff, MaxBackoff time.Duration
 	// SettleTimeout bounds one accept or release (default 5s; the
 	// platform's ACK timeout is 30s).
 	SettleTimeout time.Duration
@@ -86,11 +62,6 @@ type Config struct {
 	// connection is dropped (default: the idle-time-out the bridge
 	// advertises, IdleTimeout/2). Not a config key: tests use it.
 	SilenceTimeout time.Duration
-
-	// Names are what the operator calls the fields (the wiring gives the
-	// config keys); errors and log lines name fields with it. nil shows
-	// "Config.<Field>".
-	Names source.Names
 }
 
 // silenceLimit is how long a connection may stay silent: the idle-time-out
@@ -111,16 +82,12 @@ func (cfg Config) silenceLimit() time.Duration {
 // is: the defaults live in config.Default().
 func (cfg Config) checked() (Config, error) {
 	var errs []error
-	n := cfg.Names
-	bad := func(f source.Field, format string, args ...any) { errs = append(errs, n.Bad(f, format, args...)) }
+	cfg.Settings, errs = cfg.Settings.Check()
+	bad := func(f source.Field, format string, args ...any) {
+		errs = append(errs, cfg.Names.Bad(f, format, args...))
+	}
 
-	if err := source.CheckEndpoint(cfg.Endpoint, n); err != nil {
-		errs = append(errs, err)
-	}
-	if cfg.Params == nil {
-		bad(source.FieldParams, "amqpsrc.Config.Params is required")
-	}
-	if cfg.Connections < 1 || cfg.Connections > MaxConnections {
+	if cfg.Connections > MaxConnections {
 		bad(source.FieldConnections, "%d is out of range: use 1 to %d (the platform allows %d clients per consumer group)",
 			cfg.Connections, MaxConnections, MaxConnections)
 	}
@@ -135,42 +102,15 @@ func (cfg Config) checked() (Config, error) {
 			"but the platform accepts %s to %s: use %s to %s",
 			cfg.IdleTimeout, adv, MinAdvertisedIdle, MaxAdvertisedIdle, 2*MinAdvertisedIdle, 2*MaxAdvertisedIdle)
 	}
-	positive := func(d *time.Duration, f source.Field) {
-		if *d <= 0 {
-			bad(f, "%s must be positive", *d)
-		}
-	}
 	own := func(d *time.Duration, def time.Duration, f source.Field) {
 		if *d == 0 {
 			*d = def
 		}
-		positive(d, f)
+		if *d <= 0 {
+			bad(f, "%s must be positive", *d)
+		}
 	}
 	own(&cfg.AttachTimeout, DefaultAttachTimeout, source.FieldAttachTimeout)
 	own(&cfg.SettleTimeout, DefaultSettleTimeout, source.FieldSettleTimeout)
-	positive(&cfg.DialTimeout, source.FieldDialTimeout)
-	positive(&cfg.MinBackoff, source.FieldMinBackoff)
-	positive(&cfg.MaxBackoff, source.FieldMaxBackoff)
-	if cfg.MaxBackoff < cfg.MinBackoff {
-		bad(source.FieldMaxBackoff, "%s is less than %s %s", cfg.MaxBackoff, n.Of(source.FieldMinBackoff), cfg.MinBackoff)
-	}
-	if cfg.Limiter == nil {
-		bad(source.FieldLimiter, "no attempt limiter (amqpsrc.Config.Limiter is nil)")
-	}
-	if cfg.Clock == nil {
-		cfg.Clock = time.Now
-	}
-	if cfg.Logger == nil {
-		cfg.Logger = slog.New(slog.DiscardHandler)
-	}
 	return cfg, errors.Join(errs...)
-}
-
-// tlsConfig builds the client TLS config for the endpoint's host.
-func (cfg Config) tlsConfig() (*tls.Config, error) {
-	host, _, err := net.SplitHostPort(cfg.Endpoint)
-	if err != nil {
-		return nil, cfg.Names.Bad(source.FieldEndpoint, "%w", err)
-	}
-	return cfg.TLS.TLSConfig(host, cfg.Names)
 }

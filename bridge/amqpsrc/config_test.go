@@ -42,7 +42,7 @@ func TestNewIdleTimeoutBounds(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.idle.String(), func(t *testing.T) {
-			s, err := New(filled(Config{Endpoint: "h:5671", Params: testParams, IdleTimeout: tc.idle}))
+			s, err := New(filled(Config{Settings: source.Settings{Endpoint: "h:5671", Params: testParams}, IdleTimeout: tc.idle}))
 			if tc.wantErr {
 				if err == nil {
 					t.Fatal("New accepted it")
@@ -70,7 +70,7 @@ func TestNewDefaults(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s, err := New(filled(Config{Endpoint: addr, Params: testParams}))
+	s, err := New(filled(Config{Settings: source.Settings{Endpoint: addr, Params: testParams}}))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -86,7 +86,7 @@ func TestNewDefaults(t *testing.T) {
 }
 
 func TestNewConnectionsNameSlots(t *testing.T) {
-	s, err := New(filled(Config{Endpoint: "h:5671", Params: testParams, Connections: 3}))
+	s, err := New(filled(Config{Settings: source.Settings{Endpoint: "h:5671", Params: testParams, Connections: 3}}))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -112,18 +112,18 @@ func TestNewRejects(t *testing.T) {
 		keys []string // every one must be named in the error
 	}{
 		{"no endpoint, no params", Config{}, []string{"source.endpoint", "source.credentials"}},
-		{"bad port", Config{Endpoint: "h:99999", Params: testParams}, []string{"source.endpoint"}},
-		{"no host", Config{Endpoint: ":5671", Params: testParams}, []string{"source.endpoint"}},
-		{"connections and credit at once", Config{Endpoint: "h:5671", Params: testParams, Connections: 65, Credit: -1},
+		{"bad port", Config{Settings: source.Settings{Endpoint: "h:99999", Params: testParams}}, []string{"source.endpoint"}},
+		{"no host", Config{Settings: source.Settings{Endpoint: ":5671", Params: testParams}}, []string{"source.endpoint"}},
+		{"connections and credit at once", Config{Settings: source.Settings{Endpoint: "h:5671", Params: testParams, Connections: 65}, Credit: -1},
 			[]string{"source.connections", "source.amqp.credit"}},
-		{"credit too big", Config{Endpoint: "h:5671", Params: testParams, Credit: MaxCredit + 1}, []string{"source.amqp.credit"}},
-		{"negative timeouts", Config{Endpoint: "h:5671", Params: testParams, DialTimeout: -1, AttachTimeout: -1},
+		{"credit too big", Config{Settings: source.Settings{Endpoint: "h:5671", Params: testParams}, Credit: MaxCredit + 1}, []string{"source.amqp.credit"}},
+		{"negative timeouts", Config{Settings: source.Settings{Endpoint: "h:5671", Params: testParams, DialTimeout: -1}, AttachTimeout: -1},
 			[]string{"source.dial_timeout", "Config.AttachTimeout"}}, // AttachTimeout is no config key
-		{"backoff inverted", Config{Endpoint: "h:5671", Params: testParams, MinBackoff: time.Minute, MaxBackoff: time.Second},
+		{"backoff inverted", Config{Settings: source.Settings{Endpoint: "h:5671", Params: testParams, MinBackoff: time.Minute, MaxBackoff: time.Second}},
 			[]string{"source.reconnect_max_backoff"}},
-		{"client id too long with suffix", Config{Endpoint: "h:5671", Params: long, Connections: 2}, []string{"clientId"}},
-		{"params fail", Config{Endpoint: "h:5671", Params: failing}, []string{"source.credentials", "secret file missing"}},
-		{"ca file missing", Config{Endpoint: "h:5671", Params: testParams, TLS: source.TLSOptions{CAFile: "/nonexistent/ca.pem"}},
+		{"client id too long with suffix", Config{Settings: source.Settings{Endpoint: "h:5671", Params: long, Connections: 2}}, []string{"clientId"}},
+		{"params fail", Config{Settings: source.Settings{Endpoint: "h:5671", Params: failing}}, []string{"source.credentials", "secret file missing"}},
+		{"ca file missing", Config{Settings: source.Settings{Endpoint: "h:5671", Params: testParams, TLS: source.TLSOptions{CAFile: "/nonexistent/ca.pem"}}},
 			[]string{"source.tls.ca_file"}},
 	}
 	for _, tc := range tests {
@@ -149,7 +149,7 @@ func TestNewCAFileNotPEM(t *testing.T) {
 	if err := os.WriteFile(p, []byte("not a certificate"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	_, err := New(filled(Config{Endpoint: "h:5671", Params: testParams, TLS: source.TLSOptions{CAFile: p}}))
+	_, err := New(filled(Config{Settings: source.Settings{Endpoint: "h:5671", Params: testParams, TLS: source.TLSOptions{CAFile: p}}}))
 	if err == nil || !strings.Contains(err.Error(), "source.tls.ca_file") {
 		t.Fatalf("New = %v, want an error naming source.tls.ca_file", err)
 	}

@@ -19,14 +19,14 @@ func filled(c Config) Config {
 // (they drifted from config.Default(): idle timeout, attempts per minute);
 // a value left zero is an error that names its key.
 func TestNewTakesNoDefaults(t *testing.T) {
-	_, err := New(Config{Endpoint: "h:5671", Params: testParams})
+	_, err := New(Config{Settings: source.Settings{Endpoint: "h:5671", Params: testParams}})
 	for _, f := range []source.Field{source.FieldConnections, source.FieldAddress, source.FieldCredit, source.FieldIdleTimeout,
 		source.FieldDialTimeout, source.FieldMinBackoff, source.FieldMaxBackoff, source.FieldLimiter} {
 		if !source.HasField(err, f) || !strings.Contains(err.Error(), "Config."+string(f)+": ") {
 			t.Errorf("New = %v, want it to name %s", err, f)
 		}
 	}
-	if _, err := New(filled(Config{Endpoint: "h:5671", Params: testParams})); err != nil {
+	if _, err := New(filled(Config{Settings: source.Settings{Endpoint: "h:5671", Params: testParams}})); err != nil {
 		t.Errorf("New with config.Default()'s values: %v", err)
 	}
 }

@@ -47,17 +47,19 @@ func startSim(t *testing.T, cfg iotsim.Config) (*iotsim.Server, string) {
 
 func simConfig(endpoint, ca string, logs *syncBuffer) Config {
 	return filled(Config{
-		Endpoint: endpoint,
-		TLS:      source.TLSOptions{CAFile: ca, ServerName: "localhost"},
-		Params: func() (iotauth.Params, error) {
-			return iotauth.Params{ClientID: "bridge", AccessKeyID: simAK, AccessKeySecret: simSecret,
-				ConsumerGroupID: simGroup, SignMethod: iotauth.HMACSHA256}, nil
+		Settings: source.Settings{
+			Endpoint: endpoint,
+			TLS:      source.TLSOptions{CAFile: ca, ServerName: "localhost"},
+			Params: func() (iotauth.Params, error) {
+				return iotauth.Params{ClientID: "bridge", AccessKeyID: simAK, AccessKeySecret: simSecret,
+					ConsumerGroupID: simGroup, SignMethod: iotauth.HMACSHA256}, nil
+			},
+			DialTimeout: 10 * time.Second,
+			MinBackoff:  50 * time.Millisecond,
+			MaxBackoff:  200 * time.Millisecond,
+			Logger:      slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
 		},
-		Credit:      10,
-		DialTimeout: 10 * time.Second,
-		MinBackoff:  50 * time.Millisecond,
-		MaxBackoff:  200 * time.Millisecond,
-		Logger:      slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
+		Credit: 10,
 	})
 }
 
@@ -154,7 +156,7 @@ func TestThrottledLoginIsExplained(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tlsConf, err := cfg.tlsConfig()
+	tlsConf, err := cfg.TLSConfig()
 	if err != nil {
 		t.Fatal(err)
 	}

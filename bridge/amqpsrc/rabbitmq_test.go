@@ -43,21 +43,23 @@ type rig struct {
 // the queue address. params may change the signing inputs.
 func brokerConfig(b *testbroker.Broker, id, address string, logs *syncBuffer, params func(*iotauth.Params)) Config {
 	return filled(Config{
-		Endpoint: b.AMQPSAddr,
-		TLS:      source.TLSOptions{CAFile: b.CAFile, ServerName: "localhost"},
-		Params: func() (iotauth.Params, error) {
-			p := b.Params(id)
-			if params != nil {
-				params(&p)
-			}
-			return p, nil
+		Settings: source.Settings{
+			Endpoint: b.AMQPSAddr,
+			TLS:      source.TLSOptions{CAFile: b.CAFile, ServerName: "localhost"},
+			Params: func() (iotauth.Params, error) {
+				p := b.Params(id)
+				if params != nil {
+					params(&p)
+				}
+				return p, nil
+			},
+			DialTimeout: 10 * time.Second,
+			MinBackoff:  100 * time.Millisecond,
+			MaxBackoff:  400 * time.Millisecond,
+			Logger:      slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
 		},
-		Address:     address,
-		Credit:      10,
-		DialTimeout: 10 * time.Second,
-		MinBackoff:  100 * time.Millisecond,
-		MaxBackoff:  400 * time.Millisecond,
-		Logger:      slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
+		Address: address,
+		Credit:  10,
 	})
 }
 

@@ -184,40 +184,21 @@ type token struct {
 	msg  *amqp.Message
 }
 
-// New checks cfg, fills in defaults and returns a Source. It reads the CA
-// file and calls cfg.Params once to check the signing inputs, but opens no
-// connection.
+// New checks cfg, fills in the protocol's own defaults and returns a
+// Source. It reads the CA file and calls cfg.Params once to check the
+// signing inputs, but opens no connection.
 func New(cfg Config) (*Source, error) {
 	cfg, err := cfg.checked()
 	if err != nil {
 		return nil, err
 	}
-	tlsConf, err := cfg.tlsConfig()
+	tlsConf, err := cfg.TLSConfig()
 	if err != nil {
-		return nil, err
-	}
-	p, err := cfg.Params()
-	if err != nil {
-		return nil, cfg.Names.Bad(source.FieldParams, "%w", err)
-	}
-	var errs []error
-	for _, id := range source.ClientIDs(p.ClientID, cfg.Connections) {
-		q := p
-		q.ClientID = id
-		if err := q.Validate(); err != nil {
-			errs = append(errs, fmt.Errorf("source: %w", err))
-		}
-	}
-	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
 	s := &Source{cfg: cfg, log: cfg.Logger.With("source", "amqp", "endpoint", cfg.Endpoint)}
 	s.dial = (&dialer{cfg: cfg, tls: tlsConf}).dial
-	s.Driver, err = source.New(source.Config{
-		Protocol: "amqp", ClientID: p.ClientID, Connections: cfg.Connections,
-		MinBackoff: cfg.MinBackoff, MaxBackoff: cfg.MaxBackoff, Limiter: cfg.Limiter, Logger: s.log,
-	}, s.link)
-	if err != nil {
+	if s.Driver, err = cfg.NewDriver("amqp", s.log, s.link); err != nil {
 		return nil, err
 	}
 	return s, nil

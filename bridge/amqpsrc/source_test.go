@@ -530,7 +530,7 @@ func TestCloseStopsRun(t *testing.T) {
 }
 
 func TestConnectionsUseSuffixedClientIDs(t *testing.T) {
-	hs := newHarness(t, Config{Connections: 2}, nil, nil)
+	hs := newHarness(t, Config{Settings: source.Settings{Connections: 2}}, nil, nil)
 	ids := map[string]bool{}
 	for range 2 {
 		ids[hs.nextConn().id] = true
@@ -553,7 +553,7 @@ func TestSignErrorIsFatal(t *testing.T) {
 		}
 		return p, nil
 	}
-	src, err := New(filled(Config{Endpoint: "127.0.0.1:1", Params: params}))
+	src, err := New(filled(Config{Settings: source.Settings{Endpoint: "127.0.0.1:1", Params: params}}))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -9,7 +9,10 @@
 //
 // A protocol (bridge/stompsrc, bridge/amqpsrc) brings only what differs: a
 // DialFunc that signs, connects, logs in and subscribes, and a Link that
-// reads the next delivery, settles and closes.
+// reads the next delivery, settles and closes. Its Config embeds Settings,
+// what every source has (endpoint, TLS, signing inputs, connections,
+// timeouts, backoff, limiter, names), which Settings.Check, TLSConfig and
+// NewDriver check and turn into the Driver the same way for every protocol.
 //
 // The sources speak of their own Config fields, never of config keys: a
 // value that cannot work is a *FieldError naming its Field, and every text

@@ -3,7 +3,6 @@ package stompsrc
 import (
 	"context"
 	"fmt"
-	"net"
 
 	"github.com/iot-mns-bridge/iot-mns-bridge/bridge/source"
 )
@@ -30,8 +29,7 @@ func CheckConnect(ctx context.Context, cfg Config) error {
 		return err
 	}
 	log := cfg.Logger.With("source", "stomp", "op", "check")
-	host, _, _ := net.SplitHostPort(cfg.Endpoint)
-	tc, err := cfg.TLS.TLSConfig(host, cfg.Names)
+	tc, err := cfg.TLSConfig()
 	if err != nil {
 		return err
 	}

@@ -12,6 +12,12 @@ import (
 	"github.com/iot-mns-bridge/iot-mns-bridge/iotauth"
 )
 
+// checkConfig is the Config of a check against s, logging in with p.
+func checkConfig(s *fakeServer, p iotauth.Params) Config {
+	return Config{Settings: source.Settings{Endpoint: s.addr(), TLS: source.TLSOptions{CAFile: s.caFile},
+		Params: testParams(p), DialTimeout: 10 * time.Second}}
+}
+
 func TestCheckConnect(t *testing.T) {
 	s := startFakeServer(t)
 	closedAddr := func() string {
@@ -52,8 +58,8 @@ func TestCheckConnect(t *testing.T) {
 			s.subscribeErr = tt.subscribeErr
 			s.mu.Unlock()
 			log, logs := testLogger(t)
-			cfg := Config{Endpoint: s.addr(), TLS: source.TLSOptions{CAFile: s.caFile},
-				Params: testParams(goodParams()), DialTimeout: 10 * time.Second, Logger: log}
+			cfg := checkConfig(s, goodParams())
+			cfg.Logger = log
 			if tt.mod != nil {
 				tt.mod(&cfg)
 			}
@@ -100,7 +106,7 @@ func TestCheckConnectLongClientID(t *testing.T) {
 	p.ClientID = strings.Repeat("c", iotauth.MaxClientIDLen)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	err := CheckConnect(ctx, filled(Config{Endpoint: s.addr(), TLS: source.TLSOptions{CAFile: s.caFile}, Params: testParams(p)}))
+	err := CheckConnect(ctx, filled(checkConfig(s, p)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -118,8 +124,8 @@ func TestCheckConnectNeverAcknowledges(t *testing.T) {
 	for _, ack := range []string{AckAuto, AckClientIndividual} {
 		t.Run(ack, func(t *testing.T) {
 			s := startFakeServer(t)
-			cfg := Config{Endpoint: s.addr(), TLS: source.TLSOptions{CAFile: s.caFile}, Params: testParams(goodParams()),
-				Ack: ack, DialTimeout: 10 * time.Second}
+			cfg := checkConfig(s, goodParams())
+			cfg.Ack = ack
 			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 			defer cancel()
 			if err := CheckConnect(ctx, filled(cfg)); err != nil {

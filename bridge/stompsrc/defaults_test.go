@@ -24,14 +24,14 @@ func filled(c Config) Config {
 // (they drifted from config.Default()); a value left zero is an error that
 // names its field (a source.FieldError; without Names, "Config.<Field>").
 func TestNewTakesNoDefaults(t *testing.T) {
-	_, err := New(Config{Endpoint: "h:61614", Params: testParams(goodParams())})
+	_, err := New(Config{Settings: source.Settings{Endpoint: "h:61614", Params: testParams(goodParams())}})
 	for _, f := range []source.Field{source.FieldConnections, source.FieldDestination, source.FieldAck,
 		source.FieldCheckInterval, source.FieldDialTimeout, source.FieldMinBackoff, source.FieldLimiter} {
 		if !source.HasField(err, f) || !strings.Contains(err.Error(), "Config."+string(f)+": ") {
 			t.Errorf("New = %v, want it to name %s", err, f)
 		}
 	}
-	if _, err := New(filled(Config{Endpoint: "h:61614", Params: testParams(goodParams())})); err != nil {
+	if _, err := New(filled(Config{Settings: source.Settings{Endpoint: "h:61614", Params: testParams(goodParams())}})); err != nil {
 		t.Errorf("New with config.Default()'s values: %v", err)
 	}
 }

@@ -110,7 +110,7 @@ func TestSimLoginEachMethodAndMode(t *testing.T) {
 					}
 					ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 					defer cancel()
-					err := CheckConnect(ctx, filled(Config{Endpoint: e.addr, TLS: source.TLSOptions{CAFile: e.caFile}, Params: testParams(p)}))
+					err := CheckConnect(ctx, filled(Config{Settings: source.Settings{Endpoint: e.addr, TLS: source.TLSOptions{CAFile: e.caFile}, Params: testParams(p)}}))
 					if good && err != nil {
 						t.Fatalf("login failed: %v", err)
 					}
@@ -303,8 +303,15 @@ func BenchmarkSimThroughput(b *testing.B) {
 				b.Fatal(err)
 			}
 			defer srv.Close()
-			src, err := New(filled(Config{Endpoint: srv.Addr(), TLS: source.TLSOptions{CAFile: ca}, Params: testParams(goodParams()),
-				Ack: mode, HeartBeat: testDefaults.STOMP.HeartBeat}))
+			src, err := New(filled(Config{
+				Settings: source.Settings{
+					Endpoint: srv.Addr(),
+					TLS:      source.TLSOptions{CAFile: ca},
+					Params:   testParams(goodParams()),
+				},
+				Ack:       mode,
+				HeartBeat: testDefaults.STOMP.HeartBeat,
+			}))
 			if err != nil {
 				b.Fatal(err)
 			}

@@ -26,7 +26,6 @@ import (
 	"crypto/tls"
 	"fmt"
 	"log/slog"
-	"net"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -53,29 +52,21 @@ type Source struct {
 	loggedHeaders atomic.Bool
 }
 
-// New checks cfg (see Config: it takes every value as it is). It reads the CA file and calls
-// cfg.Params once for the client id, but opens no connection.
+// New checks cfg (see Config: it takes every value as it is). It reads the
+// CA file (a CA bundle that cannot be used is a config error: found here,
+// once) and calls cfg.Params once to check the signing inputs, but opens no
+// connection.
 func New(cfg Config) (*Source, error) {
 	cfg, err := cfg.checked()
 	if err != nil {
 		return nil, err
 	}
-	// A CA bundle that cannot be used is a config error: found here, once.
-	host, _, _ := net.SplitHostPort(cfg.Endpoint)
-	tc, err := cfg.TLS.TLSConfig(host, cfg.Names)
+	tc, err := cfg.TLSConfig()
 	if err != nil {
 		return nil, err
 	}
-	p, err := cfg.Params()
-	if err != nil {
-		return nil, cfg.Names.Bad(source.FieldParams, "%w", err)
-	}
 	s := &Source{cfg: cfg, tls: tc, log: cfg.Logger.With("source", "stomp")}
-	s.Driver, err = source.New(source.Config{
-		Protocol: "stomp", ClientID: p.ClientID, Connections: cfg.Connections,
-		MinBackoff: cfg.MinBackoff, MaxBackoff: cfg.MaxBackoff, Limiter: cfg.Limiter, Logger: s.log,
-	}, s.dial)
-	if err != nil {
+	if s.Driver, err = cfg.NewDriver("stomp", s.log, s.dial); err != nil {
 		return nil, err
 	}
 	return s, nil

@@ -24,12 +24,15 @@ func testSource(t *testing.T, endpoint, caFile string, mod func(*Config), minB, 
 	t.Helper()
 	log, buf := testLogger(t)
 	cfg := Config{
-		Endpoint:   endpoint,
-		TLS:        source.TLSOptions{CAFile: caFile},
-		Params:     testParams(goodParams()),
-		HeartBeat:  testDefaults.STOMP.HeartBeat,
-		Logger:     log,
-		MinBackoff: minB, MaxBackoff: maxB,
+		Settings: source.Settings{
+			Endpoint:   endpoint,
+			TLS:        source.TLSOptions{CAFile: caFile},
+			Params:     testParams(goodParams()),
+			Logger:     log,
+			MinBackoff: minB,
+			MaxBackoff: maxB,
+		},
+		HeartBeat: testDefaults.STOMP.HeartBeat,
 	}
 	if mod != nil {
 		mod(&cfg)

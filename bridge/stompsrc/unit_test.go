@@ -14,6 +14,7 @@ import (
 	"github.com/go-stomp/stomp/v3"
 	"github.com/go-stomp/stomp/v3/frame"
 
+	"github.com/iot-mns-bridge/iot-mns-bridge/bridge/source"
 	"github.com/iot-mns-bridge/iot-mns-bridge/config"
 	"github.com/iot-mns-bridge/iot-mns-bridge/iotauth"
 )
@@ -120,18 +121,32 @@ type wantMsg struct {
 
 func TestConfigValidation(t *testing.T) {
 	params := func() (iotauth.Params, error) { return goodParams(), nil }
+	longID := goodParams()
+	longID.ClientID = strings.Repeat("c", iotauth.MaxClientIDLen) // fine alone, too long with "-1"
 	tests := []struct {
 		name    string
 		cfg     Config
 		wantErr []string // substrings; none means valid
 	}{
-		{name: "minimal", cfg: Config{Endpoint: "h:61614", Params: params}},
-		{name: "everything wrong", cfg: Config{Endpoint: "nohost", Connections: -1, Ack: "client",
-			HeartBeat: -time.Second, CheckInterval: -1, DialTimeout: -1},
+		{name: "minimal", cfg: Config{Settings: source.Settings{Endpoint: "h:61614", Params: params}}},
+		{name: "everything wrong", cfg: Config{
+			Settings: source.Settings{
+				Endpoint:    "nohost",
+				Connections: -1,
+				DialTimeout: -1,
+			},
+			Ack:           "client",
+			HeartBeat:     -time.Second,
+			CheckInterval: -1,
+		},
 			wantErr: []string{"source.endpoint", "source.credentials", "source.connections", "source.stomp.ack",
 				"source.stomp.heartbeat", "source.stomp.check_interval", "source.dial_timeout"}},
-		{name: "bad port", cfg: Config{Endpoint: "h:99999", Params: params}, wantErr: []string{"invalid port"}},
-		{name: "missing endpoint", cfg: Config{Params: params}, wantErr: []string{"source.endpoint: is required"}},
+		{name: "bad port", cfg: Config{Settings: source.Settings{Endpoint: "h:99999", Params: params}}, wantErr: []string{"invalid port"}},
+		{name: "missing endpoint", cfg: Config{Settings: source.Settings{Params: params}}, wantErr: []string{"source.endpoint: is required"}},
+		// The signing inputs of every slot are checked at New (as in every
+		// source: source.Settings.NewDriver), not first at the dial.
+		{name: "client id too long with suffix", cfg: Config{Settings: source.Settings{Endpoint: "h:61614", Params: testParams(longID), Connections: 2}},
+			wantErr: []string{"clientId"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -155,7 +170,7 @@ func TestConfigValidation(t *testing.T) {
 }
 
 func TestConfigDefaults(t *testing.T) {
-	cfg, err := filled(Config{Endpoint: "iot.example:61614", Params: testParams(goodParams())}).checked()
+	cfg, err := filled(Config{Settings: source.Settings{Endpoint: "iot.example:61614", Params: testParams(goodParams())}}).checked()
 	if err != nil {
 		t.Fatal(err)
 	}

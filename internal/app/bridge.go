@@ -201,29 +201,32 @@ func tlsOptions(cfg *config.Config) source.TLSOptions {
 	return source.TLSOptions{CAFile: t.CAFile, ServerName: t.ServerName, InsecureSkipVerify: t.InsecureSkipVerify}
 }
 
+// sourceSettings are the settings both protocols' source Configs share.
+func sourceSettings(cfg *config.Config, params func() (iotauth.Params, error), clock func() time.Time, limiter *source.AttemptLimiter, log *slog.Logger) source.Settings {
+	s := cfg.Source
+	return source.Settings{
+		Endpoint: sourceAddress(cfg), TLS: tlsOptions(cfg), Params: params, Clock: clock, Connections: s.Connections,
+		DialTimeout: s.DialTimeout, MinBackoff: s.ReconnectMinBackoff, MaxBackoff: s.ReconnectMaxBackoff,
+		Limiter: limiter, Logger: log, Names: config.SourceNames(),
+	}
+}
+
 // amqpConfig is the AMQP source's config, for run and for check.
 func amqpConfig(cfg *config.Config, params func() (iotauth.Params, error), clock func() time.Time, limiter *source.AttemptLimiter, log *slog.Logger) amqpsrc.Config {
-	s := cfg.Source
+	a := cfg.Source.AMQP
 	return amqpsrc.Config{
-		Endpoint: sourceAddress(cfg), TLS: tlsOptions(cfg), Params: params, Clock: clock, Connections: s.Connections,
-		Address: s.AMQP.Address, Credit: s.AMQP.Credit, IdleTimeout: s.AMQP.IdleTimeout, Vhost: s.AMQP.Vhost,
-		DialTimeout: s.DialTimeout, Limiter: limiter, Logger: log,
-		MinBackoff: s.ReconnectMinBackoff, MaxBackoff: s.ReconnectMaxBackoff,
-		Names: config.SourceNames(),
+		Settings: sourceSettings(cfg, params, clock, limiter, log),
+		Address:  a.Address, Credit: a.Credit, IdleTimeout: a.IdleTimeout, Vhost: a.Vhost,
 	}
 }
 
 // stompConfig is the STOMP source's config, for run and for check.
 func stompConfig(cfg *config.Config, params func() (iotauth.Params, error), clock func() time.Time, limiter *source.AttemptLimiter, log *slog.Logger) stompsrc.Config {
-	s := cfg.Source
+	st := cfg.Source.STOMP
 	return stompsrc.Config{
-		Endpoint: sourceAddress(cfg), TLS: tlsOptions(cfg),
-		Params: params, Clock: clock, Connections: s.Connections,
-		Destination: s.STOMP.Destination, Ack: s.STOMP.Ack, EncodeBase64: s.STOMP.EncodeBase64, Host: s.STOMP.Host,
-		HeartBeat: s.STOMP.HeartBeat, CheckInterval: s.STOMP.CheckInterval, ReadGather: s.STOMP.ReadGather, DialTimeout: s.DialTimeout,
-		Limiter: limiter, Logger: log,
-		MinBackoff: s.ReconnectMinBackoff, MaxBackoff: s.ReconnectMaxBackoff,
-		Names: config.SourceNames(),
+		Settings:    sourceSettings(cfg, params, clock, limiter, log),
+		Destination: st.Destination, Ack: st.Ack, EncodeBase64: st.EncodeBase64, Host: st.Host,
+		HeartBeat: st.HeartBeat, CheckInterval: st.CheckInterval, ReadGather: st.ReadGather,
 	}
 }
 

@@ -1,0 +1,130 @@
+package source
+
+import (
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"time"
+
+	"github.com/iot-mns-bridge/iot-mns-bridge/iotauth"
+)
+
+// Settings are what every protocol's source Config has: where and how to
+// connect, as whom, over how many connections and how fast to retry.
+// stompsrc.Config and amqpsrc.Config embed it; Check, TLSConfig and
+// NewDriver are the one place these settings are checked and turned into a
+// Driver. Every field but Clock and Logger is required and taken as it is:
+// the defaults live in config.Default(), and the wiring fills every field
+// from the config.
+type Settings struct {
+	// Endpoint is host:port.
+	Endpoint string
+	// TLS are the TLS settings; TLS is always on.
+	TLS TLSOptions
+	// Params returns the signing inputs. It is called on every dial, so that
+	// every login is signed afresh and a rotated secret or STS token takes
+	// effect; ClientID is the base client id (see Connections). It must be
+	// safe for concurrent use.
+	Params func() (iotauth.Params, error)
+	// Clock is the time used for signing; nil means time.Now.
+	Clock func() time.Time
+	// Connections is the number of connections (slots), at least 1. With
+	// more than one, connection i uses client id "<ClientID>-<i>"
+	// (ClientIDs).
+	Connections int
+	// DialTimeout bounds one connection attempt: TCP connect, TLS handshake
+	// and the protocol's login together.
+	DialTimeout time.Duration
+	// MinBackoff and MaxBackoff bound the jittered exponential delay between
+	// the connection attempts of one slot (reset after a stable minute).
+	MinBackoff, MaxBackoff time.Duration
+	// Limiter bounds connection attempts; share one across every source of
+	// one consumer group.
+	Limiter *AttemptLimiter
+	// Logger receives state changes; nil discards.
+	Logger *slog.Logger
+	// Names are what the operator calls the fields (the wiring gives the
+	// config keys); errors and log lines name fields with it. nil shows
+	// "Config.<Field>".
+	Names Names
+}
+
+// Check returns s, with time.Now for a nil Clock and a discarding Logger for
+// a nil one, and every problem of s, each a *FieldError named by s.Names. It
+// does no I/O; the protocol adds the problems of its own fields.
+func (s Settings) Check() (Settings, []error) {
+	var errs []error
+	n := s.Names
+	bad := func(f Field, format string, args ...any) { errs = append(errs, n.Bad(f, format, args...)) }
+	if err := CheckEndpoint(s.Endpoint, n); err != nil {
+		errs = append(errs, err)
+	}
+	if s.Params == nil {
+		bad(FieldParams, "no signing parameters (Config.Params is nil)")
+	}
+	if s.Connections < 1 {
+		bad(FieldConnections, "must be at least 1, got %d", s.Connections)
+	}
+	if s.DialTimeout <= 0 {
+		bad(FieldDialTimeout, "must be positive, got %s", s.DialTimeout)
+	}
+	if s.MinBackoff <= 0 {
+		bad(FieldMinBackoff, "must be positive, got %s", s.MinBackoff)
+	}
+	if s.MaxBackoff <= 0 {
+		bad(FieldMaxBackoff, "must be positive, got %s", s.MaxBackoff)
+	} else if s.MaxBackoff < s.MinBackoff {
+		bad(FieldMaxBackoff, "%s is less than %s %s", s.MaxBackoff, n.Of(FieldMinBackoff), s.MinBackoff)
+	}
+	if s.Limiter == nil {
+		bad(FieldLimiter, "no attempt limiter (Config.Limiter is nil)")
+	}
+	if s.Clock == nil {
+		s.Clock = time.Now
+	}
+	if s.Logger == nil {
+		s.Logger = slog.New(slog.DiscardHandler)
+	}
+	return s, errs
+}
+
+// TLSConfig is the client TLS config for the endpoint's host (see
+// TLSOptions.TLSConfig). It reads the CA file: a protocol calls it once, in
+// its New, so that an unusable CA bundle is a config error found at start.
+// s must have passed Check.
+func (s Settings) TLSConfig() (*tls.Config, error) {
+	host, _, err := net.SplitHostPort(s.Endpoint)
+	if err != nil {
+		return nil, s.Names.Bad(FieldEndpoint, "%w", err)
+	}
+	return s.TLS.TLSConfig(host, s.Names)
+}
+
+// NewDriver returns the Driver of these settings over dial, for protocol
+// ("stomp", "amqp"), logging to log. It calls Params once for the base
+// client id and checks the signing inputs of every slot's client id, so
+// that inputs that can never sign are a config error found at start; it
+// opens no connection. s must have passed Check.
+func (s Settings) NewDriver(protocol string, log *slog.Logger, dial DialFunc) (*Driver, error) {
+	p, err := s.Params()
+	if err != nil {
+		return nil, s.Names.Bad(FieldParams, "%w", err)
+	}
+	var errs []error
+	for _, id := range ClientIDs(p.ClientID, s.Connections) {
+		q := p
+		q.ClientID = id
+		if err := q.Validate(); err != nil {
+			errs = append(errs, fmt.Errorf("source: %w", err))
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	return New(Config{
+		Protocol: protocol, ClientID: p.ClientID, Connections: s.Connections,
+		MinBackoff: s.MinBackoff, MaxBackoff: s.MaxBackoff, Limiter: s.Limiter, Logger: log,
+	}, dial)
+}
