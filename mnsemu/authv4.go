@@ -79,28 +79,36 @@ func v4Escape(s string, path bool) string {
 }
 
 // v4CanonicalRequest builds the canonical request from a decoded path, the
-// decoded query parameters (in any order; a key without '=' has value "")
-// and the headers.
-func v4CanonicalRequest(method, path string, query [][2]string, h http.Header) string {
+// decoded query (as net/url parses it: a key without '=' has value "") and
+// the headers.
+func v4CanonicalRequest(method, path string, query url.Values, h http.Header) string {
 	if path == "" || path[0] != '/' {
 		path = "/" + path
 	}
-	pairs := make([]string, 0, len(query))
-	for _, kv := range query {
-		k := v4Escape(strings.ToLower(strings.TrimSpace(kv[0])), false)
-		v := v4Escape(strings.TrimSpace(kv[1]), false)
-		if v == "" {
-			pairs = append(pairs, k)
-		} else {
-			pairs = append(pairs, k+"="+v)
+	// Sorted by encoded key only ("k=..." would sort after "k-x" as a
+	// string); a key's values keep the request's order.
+	keys := make([]string, 0, len(query))
+	for k := range query {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	type param struct{ key, pair string }
+	var params []param
+	for _, name := range keys {
+		k := v4Escape(strings.ToLower(strings.TrimSpace(name)), false)
+		for _, v := range query[name] {
+			p := param{key: k, pair: k}
+			if v = v4Escape(strings.TrimSpace(v), false); v != "" {
+				p.pair += "=" + v
+			}
+			params = append(params, p)
 		}
 	}
-	// Sorting "k=v" strings would put "k=..." after "k-x"; sort by key.
-	sort.SliceStable(pairs, func(i, j int) bool {
-		ki, _, _ := strings.Cut(pairs[i], "=")
-		kj, _, _ := strings.Cut(pairs[j], "=")
-		return ki < kj
-	})
+	sort.SliceStable(params, func(i, j int) bool { return params[i].key < params[j].key })
+	pairs := make([]string, len(params))
+	for i, p := range params {
+		pairs[i] = p.pair
+	}
 	signed := map[string][]string{}
 	for k, vs := range h {
 		lk := strings.ToLower(k)
@@ -138,25 +146,6 @@ func v4Sign(n v4Names, secret, dt, region, canon string) string {
 	return hex.EncodeToString(mac(key, sts))
 }
 
-// queryPairs decodes a raw query, keeping keys without '='.
-func queryPairs(raw string) [][2]string {
-	var out [][2]string
-	for _, kv := range strings.Split(raw, "&") {
-		if kv == "" {
-			continue
-		}
-		k, v, _ := strings.Cut(kv, "=")
-		if dk, err := url.QueryUnescape(k); err == nil {
-			k = dk
-		}
-		if dv, err := url.QueryUnescape(v); err == nil {
-			v = dv
-		}
-		out = append(out, [2]string{k, v})
-	}
-	return out
-}
-
 // verifyV4 checks a V4 request signed at t (the Date header).
 func (e *Emulator) verifyV4(r *http.Request, c v4Credential, t time.Time) *apiError {
 	secret, known := e.secretOf(c.id)
@@ -170,7 +159,7 @@ func (e *Emulator) verifyV4(r *http.Request, c v4Credential, t time.Time) *apiEr
 	if e.cfg.Region != "" && c.region != e.cfg.Region {
 		return errf(403, "SignatureDoesNotMatch", "The region in the Credential ("+c.region+") is not this endpoint's region ("+e.cfg.Region+").")
 	}
-	canon := v4CanonicalRequest(r.Method, r.URL.Path, queryPairs(r.URL.RawQuery), r.Header)
+	canon := v4CanonicalRequest(r.Method, r.URL.Path, r.URL.Query(), r.Header)
 	if !hmac.Equal([]byte(c.sigHex), []byte(v4Sign(c.names, secret, dt, c.region, canon))) {
 		e.log.Debug("V4 signature mismatch", "canonical_request", canon)
 		return errf(403, "SignatureDoesNotMatch", "The request signature we calculated does not match the signature you provided.")

@@ -1,6 +1,7 @@
 package mnsemu
 
 import (
+	"net/url"
 	"strings"
 	"testing"
 	"time"
@@ -23,7 +24,13 @@ func TestV4Vectors(t *testing.T) {
 			}
 			h := v.Header()
 			path, q, _ := strings.Cut(v.Path, "?")
-			params := append(queryPairs(q), v.Params...)
+			params, err := url.ParseQuery(q)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, p := range v.Params {
+				params.Add(p[0], p[1])
+			}
 			n := v4Public
 			if v.Apsara {
 				n = v4IDPT

@@ -124,7 +124,7 @@ func (v *env) do(r req) (int, http.Header, []byte) {
 	if r.v4region != "" {
 		dt, _ := http.ParseTime(hr.Header.Get("Date"))
 		dts := dt.UTC().Format("20060102T150405Z")
-		canon := v4CanonicalRequest(r.method, hr.URL.Path, queryPairs(hr.URL.RawQuery), hr.Header)
+		canon := v4CanonicalRequest(r.method, hr.URL.Path, hr.URL.Query(), hr.Header)
 		auth = "MNS4-HMAC-SHA256 Credential=" + r.id + "/" + dts[:8] + "/" + r.v4region + "/mns/aliyun_v4_request,Signature=" + v4Sign(v4Public, r.secret, dts, r.v4region, canon)
 	}
 	if r.auth != "" {
