@@ -304,16 +304,40 @@ func TestEmulatorSignVectors(t *testing.T) {
 	}
 }
 
+// refusal is a request the emulator must refuse with status and code.
+type refusal struct {
+	name   string
+	r      req
+	status int
+	code   string
+}
+
+// variant returns a maker of variants of base: a copy changed by f.
+func variant(base req) func(f func(r *req)) req {
+	return func(f func(r *req)) req { r := base; f(&r); return r }
+}
+
+// wantRefused sends each request to a new emulator of cfg (which has queue
+// q1) and wants its error reply and nothing stored.
+func wantRefused(t *testing.T, cfg Config, cases []refusal) {
+	t.Helper()
+	for _, tt := range cases {
+		t.Run(tt.name, func(t *testing.T) {
+			v := newEnv(t, cfg)
+			st, _, b := v.do(tt.r)
+			v.wantError(st, b, tt.status, tt.code)
+			if len(v.e.Messages("q1")) != 0 {
+				t.Error("a refused message was stored")
+			}
+		})
+	}
+}
+
 func TestAuthErrors(t *testing.T) {
 	body := `<Message><MessageBody>x</MessageBody></Message>`
 	base := req{method: "POST", path: "/queues/q1/messages", body: body, ctype: "text/xml"}
-	with := func(f func(r *req)) req { r := base; f(&r); return r }
-	tests := []struct {
-		name   string
-		r      req
-		status int
-		code   string
-	}{
+	with := variant(base)
+	wantRefused(t, Config{Queues: []string{"q1"}}, []refusal{
 		{"no version", with(func(r *req) { r.noVersion = true }), 400, "MissingVersionHeader"},
 		{"bad version", with(func(r *req) { r.version = "2014-01-01" }), 400, "InvalidVersionHeader"},
 		{"no date", with(func(r *req) { r.noDate = true }), 400, "MissingDateHeader"},
@@ -326,17 +350,7 @@ func TestAuthErrors(t *testing.T) {
 		{"wrong secret", with(func(r *req) { r.id, r.secret = "ak", "wrong" }), 403, "SignatureDoesNotMatch"},
 		{"bad content type", with(func(r *req) { r.ctype = "application/json" }), 400, "InvalidContentType"},
 		{"wrong content-md5", with(func(r *req) { r.extra = map[string]string{"Content-MD5": "AAAA"} }), 400, "InvalidDegist"},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			v := newEnv(t, Config{Queues: []string{"q1"}})
-			st, _, b := v.do(tt.r)
-			v.wantError(st, b, tt.status, tt.code)
-			if len(v.e.Messages("q1")) != 0 {
-				t.Error("a refused message was stored")
-			}
-		})
-	}
+	})
 	// 14 minutes of skew is inside the window.
 	v := newEnv(t, Config{Queues: []string{"q1"}})
 	if st, _, b := v.do(with(func(r *req) { r.date = newClock().Now().Add(-14 * time.Minute).Format(http.TimeFormat) })); st != 201 {

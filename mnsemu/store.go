@@ -663,15 +663,24 @@ func (e *Emulator) createQueue(x *exchange, f Faults, name string) *apiError {
 	if err != nil {
 		return err
 	}
-	if q != nil {
-		if q.attrs != a {
-			return errf(409, "QueueAlreadyExist", "The queue you want to create already exists with different attributes.")
+	return e.declare(x, q != nil, q != nil && q.attrs == a, "/queues/"+name,
+		errf(409, "QueueAlreadyExist", "The queue you want to create already exists with different attributes."),
+		func() { e.queues[name] = newQueue(name, a, e.now()) })
+}
+
+// declare answers CreateQueue or CreateTopic: 204 when the queue or topic
+// exists with the same attributes, conflict when with others, else 201 with
+// its Location (path) after create. e.mu must be held.
+func (e *Emulator) declare(x *exchange, exists, same bool, path string, conflict *apiError, create func()) *apiError {
+	if exists {
+		if !same {
+			return conflict
 		}
 		e.write(x, http.StatusNoContent, nil)
 		return nil
 	}
-	e.queues[name] = newQueue(name, a, e.now())
-	x.w.Header()["Location"] = []string{hostID(x.r) + "/queues/" + name}
+	create()
+	x.w.Header()["Location"] = []string{hostID(x.r) + path}
 	e.write(x, http.StatusCreated, nil)
 	return nil
 }
@@ -695,15 +704,8 @@ func (e *Emulator) createTopic(x *exchange, f Faults, name string) *apiError {
 	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	if t := e.topics[name]; t != nil {
-		if t.attrs != a {
-			return errf(409, "TopicAlreadyExist", "The topic you want to create already exists with different attributes.")
-		}
-		e.write(x, http.StatusNoContent, nil)
-		return nil
-	}
-	e.topics[name] = newTopic(name, a, e.now())
-	x.w.Header()["Location"] = []string{hostID(x.r) + "/topics/" + name}
-	e.write(x, http.StatusCreated, nil)
-	return nil
+	t := e.topics[name]
+	return e.declare(x, t != nil, t != nil && t.attrs == a, "/topics/"+name,
+		errf(409, "TopicAlreadyExist", "The topic you want to create already exists with different attributes."),
+		func() { e.topics[name] = newTopic(name, a, e.now()) })
 }
