@@ -427,13 +427,13 @@ func (e *Emulator) route(x *exchange, f Faults) *apiError {
 	case rest == "" && r.Method == http.MethodGet && e.cfg.SendOnly:
 		return errf(403, "AccessDenied", "The user has no permission to get the attributes of "+kind+" "+name+".")
 	case kind == "queue" && rest == "" && r.Method == http.MethodGet:
-		return e.getQueueAttributes(x, f, name)
+		return e.getAttributes(x, f, "Queue", func() (any, *apiError) { return e.queueAttributes(name) })
 	case kind == "queue" && rest == "" && r.Method == http.MethodPut:
 		return e.createQueue(x, f, name)
 	case kind == "topic" && rest == "messages" && r.Method == http.MethodPost:
 		return e.publishMessage(x, f, name)
 	case kind == "topic" && rest == "" && r.Method == http.MethodGet:
-		return e.getTopicAttributes(x, f, name)
+		return e.getAttributes(x, f, "Topic", func() (any, *apiError) { return e.topicAttributes(name) })
 	case kind == "topic" && rest == "" && r.Method == http.MethodPut:
 		return e.createTopic(x, f, name)
 	}

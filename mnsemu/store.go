@@ -516,16 +516,29 @@ func (e *Emulator) deleteMessage(x *exchange, f Faults, name string) *apiError {
 	return nil
 }
 
-// getQueueAttributes serves GetQueueAttributes.
-func (e *Emulator) getQueueAttributes(x *exchange, f Faults, name string) *apiError {
+// getAttributes serves GetQueueAttributes and GetTopicAttributes: the
+// reply, made by attrs under e.mu, as the root element root.
+func (e *Emulator) getAttributes(x *exchange, f Faults, root string, attrs func() (any, *apiError)) *apiError {
 	if err := e.admit(f, x.r, 1); err != nil {
 		return err
 	}
 	e.mu.Lock()
+	reply, err := attrs()
+	e.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	x.buf.Reset()
+	e.write(x, http.StatusOK, encodeReply(x.buf, root, reply))
+	return nil
+}
+
+// queueAttributes returns the GetQueueAttributes reply of queue name.
+// e.mu must be held.
+func (e *Emulator) queueAttributes(name string) (any, *apiError) {
 	q := e.queueFor(name)
 	if q == nil {
-		e.mu.Unlock()
-		return errQueueNotExist
+		return nil, errQueueNotExist
 	}
 	now := e.now()
 	var active, inactive, delayed int
@@ -540,34 +553,22 @@ func (e *Emulator) getQueueAttributes(x *exchange, f Faults, name string) *apiEr
 		}
 	}
 	a := q.attrs
-	reply := queueReply{QueueName: q.name, CreateTime: q.created.Unix(), LastModifyTime: q.modified.Unix(),
+	return queueReply{QueueName: q.name, CreateTime: q.created.Unix(), LastModifyTime: q.modified.Unix(),
 		DelaySeconds: a.DelaySeconds, MaximumMessageSize: a.MaximumMessageSize, MessageRetentionPeriod: a.MessageRetentionPeriod,
 		VisibilityTimeout: a.VisibilityTimeout, PollingWaitSeconds: a.PollingWaitSeconds,
-		ActiveMessages: active, InactiveMessages: inactive, DelayMessages: delayed, LoggingEnabled: boolText(a.LoggingEnabled)}
-	e.mu.Unlock()
-	x.buf.Reset()
-	e.write(x, http.StatusOK, encodeReply(x.buf, "Queue", reply))
-	return nil
+		ActiveMessages: active, InactiveMessages: inactive, DelayMessages: delayed, LoggingEnabled: boolText(a.LoggingEnabled)}, nil
 }
 
-// getTopicAttributes serves GetTopicAttributes.
-func (e *Emulator) getTopicAttributes(x *exchange, f Faults, name string) *apiError {
-	if err := e.admit(f, x.r, 1); err != nil {
-		return err
-	}
-	e.mu.Lock()
+// topicAttributes returns the GetTopicAttributes reply of topic name.
+// e.mu must be held.
+func (e *Emulator) topicAttributes(name string) (any, *apiError) {
 	t := e.topicFor(name)
 	if t == nil {
-		e.mu.Unlock()
-		return errTopicNotExist
+		return nil, errTopicNotExist
 	}
-	reply := topicReply{TopicName: t.name, CreateTime: t.created.Unix(), LastModifyTime: t.modified.Unix(),
+	return topicReply{TopicName: t.name, CreateTime: t.created.Unix(), LastModifyTime: t.modified.Unix(),
 		MaximumMessageSize: t.attrs.MaximumMessageSize, MessageRetentionPeriod: 86400, MessageCount: t.count,
-		LoggingEnabled: boolText(t.attrs.LoggingEnabled)}
-	e.mu.Unlock()
-	x.buf.Reset()
-	e.write(x, http.StatusOK, encodeReply(x.buf, "Topic", reply))
-	return nil
+		LoggingEnabled: boolText(t.attrs.LoggingEnabled)}, nil
 }
 
 // attrsXML is the body of CreateQueue, SetQueueAttributes and CreateTopic.

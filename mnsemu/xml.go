@@ -53,64 +53,49 @@ type inRequest struct {
 	msgs []inMessage
 }
 
+// requestDoc is the root element of a send or publish request: a
+// <Message>, whose children fill the embedded inMessage, or a <Messages>
+// batch, whose <Message> children fill Batch.
+type requestDoc struct {
+	XMLName xml.Name
+	Batch   []inMessage `xml:"Message"`
+	inMessage
+}
+
 var errBadNS = errors.New("bad namespace")
 
 // parseMessages reads a <Message> or <Messages> request with encoding/xml,
 // which handles XML in full (the emulator shares no parser with the client
-// it tests).
+// it tests), and checks that nothing but space, comments and processing
+// instructions follow the root element.
 func parseMessages(data []byte, r *inRequest) error {
-	r.root, r.msgs = "", r.msgs[:0]
-	return decodeMessages(data, r)
-}
-
-// decodeMessages decodes the root element and checks that nothing but
-// space and comments follows it.
-func decodeMessages(data []byte, r *inRequest) error {
+	var doc requestDoc
 	d := xml.NewDecoder(bytes.NewReader(data))
+	if err := d.Decode(&doc); err != nil {
+		return err
+	}
+	if !validNS(doc.XMLName.Space) {
+		return errBadNS
+	}
+	switch r.root = doc.XMLName.Local; r.root {
+	case "Messages":
+		r.msgs = doc.Batch
+	case "Message":
+		r.msgs = []inMessage{doc.inMessage}
+	default:
+		return errors.New("unexpected root element <" + r.root + ">")
+	}
 	for {
 		tok, err := d.Token()
 		if err != nil {
-			return err
+			return nil // the end, or what no parser reads as more elements
 		}
-		se, ok := tok.(xml.StartElement)
-		if !ok {
-			continue
-		}
-		if !validNS(se.Name.Space) {
-			return errBadNS
-		}
-		r.root = se.Name.Local
-		switch se.Name.Local {
-		case "Messages":
-			var v struct {
-				Msgs []inMessage `xml:"Message"`
-			}
-			if err := d.DecodeElement(&v, &se); err != nil {
-				return err
-			}
-			r.msgs = append(r.msgs, v.Msgs...)
-		case "Message":
-			var m inMessage
-			if err := d.DecodeElement(&m, &se); err != nil {
-				return err
-			}
-			r.msgs = append(r.msgs, m)
-		default:
-			return errors.New("unexpected root element <" + se.Name.Local + ">")
-		}
-		// Nothing but space and comments may follow.
-		for {
-			tok, err := d.Token()
-			if err != nil {
-				return nil
-			}
-			switch tk := tok.(type) {
-			case xml.StartElement:
-				return errors.New("a second root element")
-			case xml.CharData:
-				if len(bytes.TrimSpace(tk)) > 0 {
-					return errors.New("text after the root element")
-				}
+		switch tk := tok.(type) {
+		case xml.StartElement:
+			return errors.New("a second root element")
+		case xml.CharData:
+			if len(bytes.TrimSpace(tk)) > 0 {
+				return errors.New("text after the root element")
 			}
 		}
 	}
