@@ -5,6 +5,8 @@ import (
 	"log/slog"
 	"sync"
 	"time"
+
+	"github.com/iot-mns-bridge/iot-mns-bridge/internal/broadcast"
 )
 
 // heldOverhead is what a held delivery costs beyond its body, topic, id and
@@ -54,10 +56,10 @@ type admission struct {
 	mu        sync.Mutex
 	count     int64
 	bytes     int64
-	wake      chan struct{} // closed on the next release; nil when nobody waits
-	full      bool          // a bound was reached and logged, not yet cleared
-	fullSince time.Time     // when it was
-	lastLog   time.Time     // when reaching a bound was last logged
+	released  broadcast.Signal
+	full      bool      // a bound was reached and logged, not yet cleared
+	fullSince time.Time // when it was
+	lastLog   time.Time // when reaching a bound was last logged
 }
 
 func newAdmission(maxCount int, maxBytes int64, log *slog.Logger, now func() time.Time) *admission {
@@ -86,10 +88,7 @@ func (a *admission) acquire(ctx context.Context, closed <-chan struct{}, n int64
 				"bound", bound, "messages", a.count, "bytes", a.bytes,
 				"max_in_flight", a.maxCount, "max_in_flight_bytes", a.maxBytes)
 		}
-		if a.wake == nil {
-			a.wake = make(chan struct{})
-		}
-		wake := a.wake
+		wake := a.released.Wait()
 		a.mu.Unlock()
 		select {
 		case <-wake:
@@ -107,10 +106,7 @@ func (a *admission) release(n int64) {
 	defer a.mu.Unlock()
 	a.count--
 	a.bytes -= n
-	if a.wake != nil {
-		close(a.wake)
-		a.wake = nil
-	}
+	a.released.Notify()
 	if a.full && a.count <= a.maxCount/2 && a.bytes <= a.maxBytes/2 {
 		a.full = false
 		a.log.Info("the pipeline has room again; the source reads again",

@@ -123,9 +123,7 @@ func (p *Pipeline) done(d *Delivery, o Outcome) {
 		if !d.settled.CompareAndSwap(false, true) {
 			return
 		}
-		p.strandedMu.Lock()
-		p.stranded = append(p.stranded, d)
-		p.strandedMu.Unlock()
+		p.stranded.Add(d)
 		p.stats.strandedN.Add(1)
 	} else if !d.settle(o) {
 		return

@@ -5,6 +5,8 @@ import (
 	"slices"
 	"sync"
 	"time"
+
+	"github.com/iot-mns-bridge/iot-mns-bridge/internal/broadcast"
 )
 
 // lane holds the messages of one destination until they are sent: the new
@@ -32,8 +34,8 @@ type lane struct {
 	mu        sync.Mutex
 	pending   []*item // new messages, oldest first
 	pendBytes int
-	space     chan struct{} // closed when pending shrinks; nil when nobody waits
-	lingered  bool          // the oldest pending message waited Linger
+	space     broadcast.Signal // pending shrank, or the lane is failing
+	lingered  bool             // the oldest pending message waited Linger
 	linger    *time.Timer
 	retries   []retryGroup // messages waiting for a retry
 	retryAt   time.Time    // when retryTimer fires; zero when stopped
@@ -159,10 +161,7 @@ func (l *lane) add(it *item) addResult {
 		if len(l.pending) < pendingBatches*n || l.failing {
 			break
 		}
-		if l.space == nil {
-			l.space = make(chan struct{})
-		}
-		space := l.space
+		space := l.space.Wait()
 		l.mu.Unlock()
 		select {
 		case <-space:
@@ -364,10 +363,7 @@ func (l *lane) take() []*item {
 		k++
 	}
 	if k > 0 {
-		if l.space != nil {
-			close(l.space)
-			l.space = nil
-		}
+		l.space.Notify()
 		rest := copy(l.pending, l.pending[k:])
 		clear(l.pending[rest:])
 		l.pending = l.pending[:rest]
@@ -481,11 +477,7 @@ func (l *lane) sendFailed(n int, err error, now time.Time) <-chan struct{} {
 	if !l.failing {
 		l.failing = true
 		l.wake = make(chan struct{})
-		if l.space != nil {
-			// add no longer waits for room in a failing lane.
-			close(l.space)
-			l.space = nil
-		}
+		l.space.Notify() // add no longer waits for room in a failing lane
 		if !l.logged && now.Sub(l.lastLog) >= stateLogEvery {
 			l.logged, l.lastLog, l.since, l.failRetries = true, now, now, 0
 			l.p.log.Warn("MNS sends failing; holding the messages and retrying with backoff", "dest", l.dest.String(), "err", err)
@@ -524,26 +516,21 @@ func (l *lane) sendOK(now time.Time) {
 }
 
 // heldForRetry is how many messages wait for a retry (for tests).
-func (p *Pipeline) heldForRetry() int {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	n := 0
-	for _, l := range p.lanes {
-		l.mu.Lock()
-		n += l.retryCount()
-		l.mu.Unlock()
-	}
-	return n
-}
+func (p *Pipeline) heldForRetry() int { return p.sumLanes((*lane).retryCount) }
 
 // pendingCount is how many new messages wait in the lanes (for tests).
 func (p *Pipeline) pendingCount() int {
+	return p.sumLanes(func(l *lane) int { return len(l.pending) })
+}
+
+// sumLanes adds up count over the lanes, each read under its lock.
+func (p *Pipeline) sumLanes(count func(*lane) int) int {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	n := 0
 	for _, l := range p.lanes {
 		l.mu.Lock()
-		n += len(l.pending)
+		n += count(l)
 		l.mu.Unlock()
 	}
 	return n

@@ -139,8 +139,7 @@ type Pipeline struct {
 	deadLog  logLimiter
 	deadFail deadFailing
 
-	strandedMu sync.Mutex
-	stranded   []*Delivery // not redeliverable, held at shutdown
+	stranded Keeper // not redeliverable, held at shutdown
 
 	mu        sync.Mutex
 	lanes     map[Destination]*lane
@@ -274,13 +273,7 @@ func (p *Pipeline) Stats() Stats {
 // them): they are the caller's to store (the spool, the dead-letter file).
 // There is nothing upstream to settle them with. Call it after Drain; it
 // hands each delivery back once.
-func (p *Pipeline) Stranded() []*Delivery {
-	p.strandedMu.Lock()
-	defer p.strandedMu.Unlock()
-	out := p.stranded
-	p.stranded = nil
-	return out
-}
+func (p *Pipeline) Stranded() []*Delivery { return p.stranded.Take() }
 
 // Drain stops intake (Handle returns ErrClosed from now on) and waits until
 // every delivery held is settled, or until ctx is done; then it cancels the

@@ -54,6 +54,7 @@ import (
 	"time"
 
 	"github.com/iot-mns-bridge/iot-mns-bridge/bridge"
+	"github.com/iot-mns-bridge/iot-mns-bridge/internal/broadcast"
 	bolt "go.etcd.io/bbolt"
 	berrors "go.etcd.io/bbolt/errors"
 )
@@ -146,9 +147,9 @@ type Spool struct {
 	mu         sync.Mutex
 	closed     bool
 	depth      int64
-	bytes      int64         // committed
-	reserved   int64         // accepted by Append, not yet committed
-	roomWake   chan struct{} // closed when reserved shrinks; nil when nobody waits
+	bytes      int64            // committed
+	reserved   int64            // accepted by Append, not yet committed
+	room       broadcast.Signal // reserved shrank
 	pendingDel []uint64
 	full       bool  // logged as full
 	failing    bool  // logged a failed commit
@@ -293,11 +294,7 @@ func (s *Spool) Append(ctx context.Context, m *bridge.Message, done func(key uin
 		return bridge.Permanent(fmt.Errorf("spool: append message %q: %d bytes do not fit in a spool of %s; raise spool.max_bytes", m.MessageID, size, formatBytes(s.maxBytes)))
 	case s.reserved > 0 && s.reserved+size > maxPending:
 		// Wait for the writer to commit what is pending: backpressure.
-		wake := s.roomWake
-		if wake == nil {
-			wake = make(chan struct{})
-			s.roomWake = wake
-		}
+		wake := s.room.Wait()
 		s.mu.Unlock()
 		select {
 		case <-wake:
@@ -343,10 +340,7 @@ func (s *Spool) unreserve(n int64) {
 // wakeAppends wakes the Appends waiting for pending bytes to be committed.
 // s.mu must be held.
 func (s *Spool) wakeAppends() {
-	if s.roomWake != nil {
-		close(s.roomWake)
-		s.roomWake = nil
-	}
+	s.room.Notify()
 }
 
 // Delete removes the messages with the given keys. It does not wait: the
