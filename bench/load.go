@@ -181,12 +181,3 @@ func (a arrivals) latencies() []time.Duration {
 	slices.Sort(out)
 	return out
 }
-
-// percentile of sorted durations, in milliseconds.
-func percentile(sorted []time.Duration, p float64) float64 {
-	if len(sorted) == 0 {
-		return 0
-	}
-	i := min(len(sorted)-1, int(float64(len(sorted))*p))
-	return float64(sorted[i]) / float64(time.Millisecond)
-}

@@ -30,6 +30,7 @@ import (
 	"time"
 
 	"github.com/iot-mns-bridge/iot-mns-bridge/bench/internal/childbridge"
+	"github.com/iot-mns-bridge/iot-mns-bridge/bench/internal/figures"
 )
 
 // scenarioNames are the values of -scenarios, in the order they run.
@@ -214,15 +215,12 @@ func run(ctx context.Context, o options, out io.Writer) (*Report, error) {
 			add(h.bridgeLoad(ctx, "throughput-4conn", "bridge, 4 conn, spool off, max rate", bridgeSpec{Connections: 4}, sz.Messages, 0, ""))
 		}
 	}
-	rep.Machine.LoadAfter = loadavg()
+	rep.Machine.LoadAfter = figures.LoadAvg()
 	rep.Elapsed = time.Since(rep.started).Seconds()
 	rep.evaluate()
 	rep.print(out)
-	if o.JSON != "" {
-		if err := rep.write(o.JSON); err != nil {
-			return rep, err
-		}
-		fmt.Fprintf(out, "\nwrote %s\n", o.JSON)
+	if err := figures.Save(out, o.JSON, rep); err != nil {
+		return rep, err
 	}
 	if ctx.Err() != nil {
 		return rep, fmt.Errorf("bench: stopped: %w", ctx.Err())

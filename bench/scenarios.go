@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/iot-mns-bridge/iot-mns-bridge/bench/internal/childbridge"
+	"github.com/iot-mns-bridge/iot-mns-bridge/bench/internal/figures"
 	"github.com/iot-mns-bridge/iot-mns-bridge/mnsemu"
 )
 
@@ -174,11 +175,8 @@ func (r *Result) bridgeUsage(before, after childbridge.Stat) {
 
 // latency sets the percentiles of publish-to-stored latency.
 func (r *Result) latency(a arrivals) {
-	l := a.latencies()
-	r.P50Ms, r.P99Ms, r.P999Ms = percentile(l, 0.50), percentile(l, 0.99), percentile(l, 0.999)
-	if len(l) > 0 {
-		r.MaxMs = float64(l[len(l)-1]) / float64(time.Millisecond)
-	}
+	l := figures.LatenciesOf(a.latencies())
+	r.P50Ms, r.P99Ms, r.P999Ms, r.MaxMs = l.P50, l.P99, l.P999, l.Max
 }
 
 // outage publishes at a fixed rate while MNS answers every request with 503

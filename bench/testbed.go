@@ -2,13 +2,11 @@ package main
 
 import (
 	"fmt"
-	"net"
-	"net/http"
-	"os"
 	"path/filepath"
 	"time"
 
 	"github.com/iot-mns-bridge/iot-mns-bridge/bench/internal/childbridge"
+	"github.com/iot-mns-bridge/iot-mns-bridge/bench/internal/loopback"
 	"github.com/iot-mns-bridge/iot-mns-bridge/config"
 	"github.com/iot-mns-bridge/iot-mns-bridge/iotsim"
 	"github.com/iot-mns-bridge/iot-mns-bridge/mnsemu"
@@ -28,52 +26,27 @@ const (
 // own consumer group, so leftovers of one never reach the next.
 type testbed struct {
 	dir    string // temp dir for configs, CA, spools, logs
+	peers  *loopback.Peers
 	sim    *iotsim.Server
 	emu    *mnsemu.Emulator
-	mnsSrv *http.Server
 	mnsURL string
 	caFile string
 }
 
-// newTestbed starts the simulator and the emulator. Close stops them.
+// newTestbed starts the simulator (with its AMQP listener, for the AMQP
+// scenarios) and the emulator. The outage scenario leaves its backlog on
+// the platform side. Close stops them.
 func newTestbed(dir string) (*testbed, error) {
-	tb := &testbed{dir: dir}
-	tb.emu = mnsemu.New(mnsemu.Config{
-		AccessKeys: map[string]string{benchAccessKeyID: benchAccessKeySecret},
-		Queues:     []string{benchQueue}, AutoCreate: true,
-	})
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	p, err := loopback.Start(dir, loopback.Config{AccessKeyID: benchAccessKeyID, AccessKeySecret: benchAccessKeySecret,
+		Queue: benchQueue, AMQP: true})
 	if err != nil {
-		return nil, fmt.Errorf("testbed: MNS emulator listen: %w", err)
+		return nil, fmt.Errorf("testbed: %w", err)
 	}
-	tb.mnsSrv = &http.Server{Handler: tb.emu, ReadHeaderTimeout: 5 * time.Second}
-	go tb.mnsSrv.Serve(ln)
-	tb.mnsURL = "http://" + ln.Addr().String()
-
-	// A deep group queue: the outage scenario leaves its backlog on the
-	// platform side (as the real platform keeps undelivered messages).
-	tb.sim, err = iotsim.Start(iotsim.Config{
-		Secrets:   map[string]string{benchAccessKeyID: benchAccessKeySecret},
-		QueueSize: 2_000_000,
-		AMQPAddr:  "127.0.0.1:0", // the AMQP scenarios
-	})
-	if err != nil {
-		tb.mnsSrv.Close()
-		return nil, fmt.Errorf("testbed: IoT platform simulator: %w", err)
-	}
-	tb.caFile = filepath.Join(dir, "simulator-ca.pem")
-	if err := os.WriteFile(tb.caFile, tb.sim.CACertPEM(), 0o600); err != nil {
-		tb.Close()
-		return nil, fmt.Errorf("testbed: write CA: %w", err)
-	}
-	return tb, nil
+	return &testbed{dir: dir, peers: p, sim: p.Sim, emu: p.Emu, mnsURL: p.MNSURL, caFile: p.CAFile}, nil
 }
 
 // Close stops the simulator and the emulator.
-func (tb *testbed) Close() {
-	tb.sim.Close()
-	tb.mnsSrv.Close()
-}
+func (tb *testbed) Close() { tb.peers.Close() }
 
 // resetMNS drops every stored message and sets the per-request latency.
 func (tb *testbed) resetMNS(latency time.Duration) {
@@ -149,28 +122,15 @@ func (tb *testbed) config(runDir, group, httpAddr string, s bridgeSpec) ([]byte,
 // child writes a CPU profile there.
 func (tb *testbed) startBridge(name, group string, s bridgeSpec, profile string) (*childbridge.Proc, error) {
 	runDir := filepath.Join(tb.dir, name)
-	if err := os.MkdirAll(runDir, 0o700); err != nil {
-		return nil, fmt.Errorf("start bridge %s: %w", name, err)
-	}
-	httpAddr, err := childbridge.FreeAddr()
-	if err != nil {
-		return nil, fmt.Errorf("start bridge %s: %w", name, err)
-	}
-	cfgPath := filepath.Join(runDir, "bridge.yaml")
-	cfg, err := tb.config(runDir, group, httpAddr, s)
-	if err != nil {
-		return nil, fmt.Errorf("start bridge %s: config: %w", name, err)
-	}
-	if err := os.WriteFile(cfgPath, cfg, 0o600); err != nil {
-		return nil, fmt.Errorf("start bridge %s: %w", name, err)
-	}
 	var env []string
 	if profile != "" {
 		env = append(env, childbridge.CPUProfileEnv+"="+profile)
 	}
-	p, err := childbridge.Start(cfgPath, httpAddr, filepath.Join(runDir, "bridge.log"), env...)
+	p, err := childbridge.StartIn(runDir, func(httpAddr string) ([]byte, error) {
+		return tb.config(runDir, group, httpAddr, s)
+	}, env...)
 	if err != nil {
-		return nil, fmt.Errorf("start bridge %s: %w", name, err)
+		return nil, fmt.Errorf("%s: %w", name, err)
 	}
 	return p, nil
 }

@@ -12,6 +12,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"flag"
@@ -28,6 +29,7 @@ import (
 	"time"
 
 	"github.com/iot-mns-bridge/iot-mns-bridge/bench/internal/childbridge"
+	"github.com/iot-mns-bridge/iot-mns-bridge/bench/internal/figures"
 	"github.com/iot-mns-bridge/iot-mns-bridge/iotsim"
 )
 
@@ -208,11 +210,8 @@ func run(ctx context.Context, o options, out io.Writer) (*Report, error) {
 	tr.mu.Lock()
 	rep.Foreign = tr.foreign
 	tr.mu.Unlock()
-	lat := tr.latencies()
-	rep.P50Ms, rep.P99Ms, rep.P999Ms = percentile(lat, 0.50), percentile(lat, 0.99), percentile(lat, 0.999)
-	if len(lat) > 0 {
-		rep.MaxMs = float64(lat[len(lat)-1]) / float64(time.Millisecond)
-	}
+	lat := figures.LatenciesOf(tr.latencies())
+	rep.P50Ms, rep.P99Ms, rep.P999Ms, rep.MaxMs = lat.P50, lat.P99, lat.P999, lat.Max
 	rep.BridgeWarn, rep.BridgeErrors = logLines(p)
 	es := w.emu.Stats()
 	rep.MNSRequests, rep.MNSThrottled, rep.MNSInjectedErrors, rep.MNSPartialFailures = es.Requests, es.Throttled, es.InjectedErrors, es.PartialFailures
@@ -220,11 +219,8 @@ func run(ctx context.Context, o options, out io.Writer) (*Report, error) {
 	rep.PlatformDelivered, rep.PlatformRedelivered, rep.PlatformExpired, rep.PlatformLogins = ss.Delivered, ss.Redelivered, ss.Expired, ss.LoginsOK
 	rep.analyse()
 	rep.writeTable(out)
-	if o.JSON != "" {
-		if err := rep.writeJSON(o.JSON); err != nil {
-			return rep, err
-		}
-		fmt.Fprintf(out, "JSON: %s\n", o.JSON)
+	if err := figures.Save(out, o.JSON, rep); err != nil {
+		return rep, err
 	}
 	return rep, nil
 }
@@ -281,18 +277,9 @@ func sleepUntil(ctx context.Context, t time.Time) bool {
 	}
 }
 
-// loadAvg returns the first three fields of /proc/loadavg.
-func loadAvg() string {
-	b, err := os.ReadFile("/proc/loadavg")
-	if err != nil {
-		return "?"
-	}
-	f := strings.Fields(string(b))
-	if len(f) < 3 {
-		return "?"
-	}
-	return strings.Join(f[:3], " ")
-}
+// loadAvg returns the first three fields of /proc/loadavg, "?" when they
+// cannot be read.
+func loadAvg() string { return cmp.Or(figures.LoadAvg(), "?") }
 
 // lockedWriter serialises writes from the goroutines of a run.
 type lockedWriter struct {

@@ -1,11 +1,8 @@
 package main
 
 import (
-	"encoding/json"
 	"fmt"
 	"io"
-	"os"
-	"path/filepath"
 	"strings"
 	"text/tabwriter"
 )
@@ -218,21 +215,6 @@ func (r *Report) writeTable(out io.Writer) {
 	} else {
 		fmt.Fprintf(out, "verdict: FAIL (%s)\n", strings.Join(bad, "; "))
 	}
-}
-
-// writeJSON writes the report to path, creating its directory.
-func (r *Report) writeJSON(path string) error {
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-		return fmt.Errorf("write report: %w", err)
-	}
-	b, err := json.MarshalIndent(r, "", "  ")
-	if err != nil {
-		return fmt.Errorf("write report: %w", err)
-	}
-	if err := os.WriteFile(path, append(b, '\n'), 0o644); err != nil {
-		return fmt.Errorf("write report: %w", err)
-	}
-	return nil
 }
 
 // secs formats seconds as a duration.

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/iot-mns-bridge/iot-mns-bridge/bench/internal/childbridge"
+	"github.com/iot-mns-bridge/iot-mns-bridge/bench/internal/figures"
 )
 
 // TestMain lets the test binary serve as the bridge child process, as the
@@ -239,7 +240,7 @@ func TestTracker(t *testing.T) {
 			break
 		}
 	}
-	if p := percentile(lat, 0.99); p != 4000 {
+	if p := figures.Percentile(lat, 0.99); p != 4000 {
 		t.Errorf("p99 %v ms, want 4000", p)
 	}
 }

@@ -2,14 +2,13 @@ package main
 
 import (
 	"fmt"
-	"net"
-	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
 	"time"
 
 	"github.com/iot-mns-bridge/iot-mns-bridge/bench/internal/childbridge"
+	"github.com/iot-mns-bridge/iot-mns-bridge/bench/internal/loopback"
 	"github.com/iot-mns-bridge/iot-mns-bridge/config"
 	"github.com/iot-mns-bridge/iot-mns-bridge/internal/faultproxy"
 	"github.com/iot-mns-bridge/iot-mns-bridge/iotsim"
@@ -31,10 +30,10 @@ const (
 // process between them.
 type world struct {
 	dir      string
+	peers    *loopback.Peers
 	sim      *iotsim.Server
 	srcProxy *faultproxy.Proxy // the bridge dials the simulator through it
 	emu      *mnsemu.Emulator
-	mnsSrv   *http.Server
 	mnsURL   string
 	caFile   string
 	latency  time.Duration
@@ -43,44 +42,22 @@ type world struct {
 
 // newWorld starts the simulator, its fault proxy and the emulator with
 // latency per request; every message the emulator stores is reported to
-// tr. Close stops them.
+// tr. Backlogs stay on the platform side. Close stops them.
 func newWorld(dir string, latency time.Duration, tr *tracker) (*world, error) {
-	w := &world{dir: dir, latency: latency, tr: tr}
-	w.emu = mnsemu.New(mnsemu.Config{
-		AccessKeys: map[string]string{soakAccessKeyID: soakAccessKeySecret},
-		Queues:     []string{soakQueue}, AutoCreate: true,
+	p, err := loopback.Start(dir, loopback.Config{AccessKeyID: soakAccessKeyID, AccessKeySecret: soakAccessKeySecret,
+		Queue: soakQueue,
 		// The tracker sees every stored message, so the emulator keeps
 		// only the newest: 10 minutes at 5,000 msgs/s would be ~2 GB.
-		StoreLimit: 10_000,
-	})
+		StoreLimit: 10_000})
+	if err != nil {
+		return nil, fmt.Errorf("soak: %w", err)
+	}
+	w := &world{dir: dir, peers: p, sim: p.Sim, emu: p.Emu, mnsURL: p.MNSURL, caFile: p.CAFile, latency: latency, tr: tr}
 	w.setMNSFaults(mnsemu.Faults{}, 0)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return nil, fmt.Errorf("soak: MNS emulator listen: %w", err)
-	}
-	w.mnsSrv = &http.Server{Handler: w.emu, ReadHeaderTimeout: 5 * time.Second}
-	go w.mnsSrv.Serve(ln)
-	w.mnsURL = "http://" + ln.Addr().String()
-
-	// A deep group queue: backlogs stay on the platform side, as the real
-	// platform keeps undelivered messages.
-	w.sim, err = iotsim.Start(iotsim.Config{
-		Secrets:   map[string]string{soakAccessKeyID: soakAccessKeySecret},
-		QueueSize: 2_000_000,
-	})
-	if err != nil {
-		w.mnsSrv.Close()
-		return nil, fmt.Errorf("soak: IoT platform simulator: %w", err)
-	}
 	w.srcProxy, err = faultproxy.Start(w.sim.Addr(), nil)
 	if err != nil {
 		w.Close()
 		return nil, fmt.Errorf("soak: source fault proxy: %w", err)
-	}
-	w.caFile = filepath.Join(dir, "simulator-ca.pem")
-	if err := os.WriteFile(w.caFile, w.sim.CACertPEM(), 0o600); err != nil {
-		w.Close()
-		return nil, fmt.Errorf("soak: write simulator CA: %w", err)
 	}
 	return w, nil
 }
@@ -90,10 +67,7 @@ func (w *world) Close() {
 	if w.srcProxy != nil {
 		w.srcProxy.Close()
 	}
-	if w.sim != nil {
-		w.sim.Close()
-	}
-	w.mnsSrv.Close()
+	w.peers.Close()
 }
 
 // setMNSFaults replaces the emulator's faults with f plus the base latency,
@@ -146,22 +120,7 @@ func (w *world) config(runDir, httpAddr string, s bridgeSpec) ([]byte, error) {
 // child process (childbridge).
 func (w *world) startBridge(s bridgeSpec) (*childbridge.Proc, error) {
 	runDir := filepath.Join(w.dir, "bridge")
-	if err := os.MkdirAll(runDir, 0o700); err != nil {
-		return nil, fmt.Errorf("start bridge: %w", err)
-	}
-	httpAddr, err := childbridge.FreeAddr()
-	if err != nil {
-		return nil, fmt.Errorf("start bridge: free port for http.listen: %w", err)
-	}
-	cfgPath := filepath.Join(runDir, "bridge.yaml")
-	cfg, err := w.config(runDir, httpAddr, s)
-	if err != nil {
-		return nil, fmt.Errorf("start bridge: config: %w", err)
-	}
-	if err := os.WriteFile(cfgPath, cfg, 0o600); err != nil {
-		return nil, fmt.Errorf("start bridge: %w", err)
-	}
-	return childbridge.Start(cfgPath, httpAddr, filepath.Join(runDir, "bridge.log"))
+	return childbridge.StartIn(runDir, func(httpAddr string) ([]byte, error) { return w.config(runDir, httpAddr, s) })
 }
 
 // logLines counts the lines of the child's log at each level (text

@@ -16,6 +16,7 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"path/filepath"
 	"runtime"
 	"runtime/pprof"
 	"strconv"
@@ -187,6 +188,29 @@ func Start(cfgPath, httpAddr, logPath string, extraEnv ...string) (*Proc, error)
 		close(p.exited)
 	}()
 	return p, nil
+}
+
+// StartIn starts the bridge in runDir (created if missing): its config,
+// written by config for the http.listen address it is given (FreeAddr), is
+// runDir/bridge.yaml and its log runDir/bridge.log. extraEnv is as for
+// Start.
+func StartIn(runDir string, config func(httpAddr string) ([]byte, error), extraEnv ...string) (*Proc, error) {
+	if err := os.MkdirAll(runDir, 0o700); err != nil {
+		return nil, fmt.Errorf("start bridge: %w", err)
+	}
+	httpAddr, err := FreeAddr()
+	if err != nil {
+		return nil, fmt.Errorf("start bridge: free port for http.listen: %w", err)
+	}
+	cfg, err := config(httpAddr)
+	if err != nil {
+		return nil, fmt.Errorf("start bridge: config: %w", err)
+	}
+	cfgPath := filepath.Join(runDir, "bridge.yaml")
+	if err := os.WriteFile(cfgPath, cfg, 0o600); err != nil {
+		return nil, fmt.Errorf("start bridge: %w", err)
+	}
+	return Start(cfgPath, httpAddr, filepath.Join(runDir, "bridge.log"), extraEnv...)
 }
 
 // FreeAddr returns a 127.0.0.1 address with a port that was free a moment
