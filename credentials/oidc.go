@@ -46,10 +46,7 @@ type OIDC struct {
 func (*OIDC) Name() string { return "oidc" }
 
 func (p *OIDC) endpoint(get func(string) string) string {
-	if p.Endpoint != "" {
-		return p.Endpoint
-	}
-	if e := get(EnvTestSTSEndpoint); e != "" {
+	if e := firstSet(p.Endpoint, get(EnvTestSTSEndpoint)); e != "" {
 		return e
 	}
 	region := get(EnvSTSRegion)
@@ -64,13 +61,7 @@ func (p *OIDC) endpoint(get func(string) string) string {
 
 func (p *OIDC) Retrieve(ctx context.Context) (Credentials, error) {
 	get := lookup(p.LookupEnv)
-	or := func(v, env string) string {
-		if v != "" {
-			return v
-		}
-		return get(env)
-	}
-	role, provider, tokenFile := or(p.RoleARN, EnvRoleARN), or(p.ProviderARN, EnvOIDCProviderARN), or(p.TokenFile, EnvOIDCTokenFile)
+	role, provider, tokenFile := firstSet(p.RoleARN, get(EnvRoleARN)), firstSet(p.ProviderARN, get(EnvOIDCProviderARN)), firstSet(p.TokenFile, get(EnvOIDCTokenFile))
 	if role == "" && provider == "" && tokenFile == "" {
 		return Credentials{}, notConfigured("oidc: %s is not set", EnvRoleARN)
 	}
@@ -91,10 +82,7 @@ func (p *OIDC) Retrieve(ctx context.Context) (Credentials, error) {
 	if p.Now != nil {
 		now = p.Now
 	}
-	session := or(p.SessionName, EnvRoleSessionName)
-	if session == "" {
-		session = "iot-mns-bridge-" + strconv.FormatInt(now().UnixMilli(), 10)
-	}
+	session := firstSet(p.SessionName, get(EnvRoleSessionName), "iot-mns-bridge-"+strconv.FormatInt(now().UnixMilli(), 10))
 	d := p.Duration
 	if d == 0 {
 		d = time.Hour

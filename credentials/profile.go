@@ -21,17 +21,6 @@ const (
 	EnvCLIProfileDisabled = "ALIBABA_CLOUD_CLI_PROFILE_DISABLED"
 )
 
-func homeFile(get func(string) string, rel string) string {
-	home := get("HOME")
-	if home == "" {
-		home, _ = os.UserHomeDir()
-	}
-	if home == "" {
-		return ""
-	}
-	return filepath.Join(home, rel)
-}
-
 // Profile reads the credentials file (~/.alibabacloud/credentials, or
 // $ALIBABA_CLOUD_CREDENTIALS_FILE), an ini file of sections such as
 //
@@ -54,40 +43,23 @@ type Profile struct {
 
 func (*Profile) Name() string { return "profile" }
 
-func (p *Profile) path(get func(string) string) string {
-	if p.Path != "" {
-		return p.Path
-	}
-	if f := get(EnvCredentialsFile); f != "" {
-		return f
-	}
-	return homeFile(get, ".alibabacloud/credentials")
+func (p *Profile) file() configFile {
+	return configFile{p.Path, EnvCredentialsFile, ".alibabacloud/credentials"}
 }
 
 // Changed reports whether the file changed since the last Retrieve, for
 // access_key sections (an ecs_ram_role section expires by itself).
 func (p *Profile) Changed() bool {
-	return p.w.changed([]string{p.path(lookup(p.LookupEnv))})
+	return p.w.changed([]string{p.file().path(lookup(p.LookupEnv))})
 }
 
 func (p *Profile) Retrieve(ctx context.Context) (Credentials, error) {
 	get := lookup(p.LookupEnv)
-	path := p.path(get)
-	p.w.remember(p.w.snapshot([]string{path}))
-	data, err := os.ReadFile(path)
+	path, data, err := p.file().read(&p.w, "profile", get)
 	if err != nil {
-		if errors.Is(err, fs.ErrNotExist) && p.Path == "" && get(EnvCredentialsFile) == "" {
-			return Credentials{}, notConfigured("profile: no %s", path)
-		}
-		return Credentials{}, fmt.Errorf("profile: %w", fileErr(path, err))
+		return Credentials{}, err
 	}
-	section := p.Section
-	if section == "" {
-		section = get(EnvProfile)
-	}
-	if section == "" {
-		section = "default"
-	}
+	section := firstSet(p.Section, get(EnvProfile), "default")
 	sec, line, err := iniSection(data, section)
 	if err != nil {
 		return Credentials{}, fmt.Errorf("profile: %s line %d: %w", path, line, err)
@@ -104,25 +76,33 @@ func (p *Profile) Retrieve(ctx context.Context) (Credentials, error) {
 		}
 		return c, nil
 	case "ecs_ram_role":
-		ecs := ECSRole{LookupEnv: p.LookupEnv}
-		if p.ECS != nil {
-			ecs = *p.ECS
-		}
-		ecs.RoleName = sec["role_name"]
-		if ecs.RoleName == "" {
+		if sec["role_name"] == "" {
 			return Credentials{}, fmt.Errorf("%s: type ecs_ram_role needs role_name", where)
 		}
-		c, err := ecs.Retrieve(ctx)
-		if err != nil {
-			return Credentials{}, fmt.Errorf("%s: %w", where, err)
-		}
-		c.Source = "profile " + section + " (" + c.Source + ")"
-		return c, nil
+		return ramRole(ctx, p.ECS, p.LookupEnv, sec["role_name"], where, "profile "+section)
 	case "":
 		return Credentials{}, fmt.Errorf("%s: no type (access_key or ecs_ram_role)", where)
 	default:
 		return Credentials{}, fmt.Errorf("%s: type %s is not supported: use access_key or ecs_ram_role", where, printable(t))
 	}
+}
+
+// ramRole retrieves the credentials of role from the ECS metadata service
+// for a profile entry that names a RAM role: with ecs (nil: a default
+// ECSRole reading lookupEnv), errors prefixed with where, the source named
+// source (ECSRole's own in parentheses).
+func ramRole(ctx context.Context, ecs *ECSRole, lookupEnv func(string) (string, bool), role, where, source string) (Credentials, error) {
+	r := ECSRole{LookupEnv: lookupEnv}
+	if ecs != nil {
+		r = *ecs
+	}
+	r.RoleName = role
+	c, err := r.Retrieve(ctx)
+	if err != nil {
+		return Credentials{}, fmt.Errorf("%s: %w", where, err)
+	}
+	c.Source = source + " (" + c.Source + ")"
+	return c, nil
 }
 
 // iniSection returns the keys of one [section] of an ini file (nil when it
@@ -172,19 +152,13 @@ type CLIProfile struct {
 
 func (*CLIProfile) Name() string { return "cli_profile" }
 
-func (p *CLIProfile) path(get func(string) string) string {
-	if p.Path != "" {
-		return p.Path
-	}
-	if f := get(EnvCLIConfigFile); f != "" {
-		return f
-	}
-	return homeFile(get, ".aliyun/config.json")
+func (p *CLIProfile) file() configFile {
+	return configFile{p.Path, EnvCLIConfigFile, ".aliyun/config.json"}
 }
 
 // Changed reports whether the file changed since the last Retrieve.
 func (p *CLIProfile) Changed() bool {
-	return p.w.changed([]string{p.path(lookup(p.LookupEnv))})
+	return p.w.changed([]string{p.file().path(lookup(p.LookupEnv))})
 }
 
 func (p *CLIProfile) Retrieve(ctx context.Context) (Credentials, error) {
@@ -192,14 +166,9 @@ func (p *CLIProfile) Retrieve(ctx context.Context) (Credentials, error) {
 	if envTrue(get, EnvCLIProfileDisabled) {
 		return Credentials{}, notConfigured("cli_profile: off (%s=true)", EnvCLIProfileDisabled)
 	}
-	path := p.path(get)
-	p.w.remember(p.w.snapshot([]string{path}))
-	data, err := os.ReadFile(path)
+	path, data, err := p.file().read(&p.w, "cli_profile", get)
 	if err != nil {
-		if errors.Is(err, fs.ErrNotExist) && p.Path == "" && get(EnvCLIConfigFile) == "" {
-			return Credentials{}, notConfigured("cli_profile: no %s", path)
-		}
-		return Credentials{}, fmt.Errorf("cli_profile: %w", fileErr(path, err))
+		return Credentials{}, err
 	}
 	var cfg struct {
 		Current  string `json:"current"`
@@ -215,16 +184,7 @@ func (p *CLIProfile) Retrieve(ctx context.Context) (Credentials, error) {
 	if err := json.Unmarshal(data, &cfg); err != nil {
 		return Credentials{}, fmt.Errorf("cli_profile: %s is not the aliyun CLI's JSON config", path)
 	}
-	name := p.Profile
-	if name == "" {
-		name = get(EnvProfile)
-	}
-	if name == "" {
-		name = cfg.Current
-	}
-	if name == "" {
-		name = "default"
-	}
+	name := firstSet(p.Profile, get(EnvProfile), cfg.Current, "default")
 	where := fmt.Sprintf("cli_profile: %s profile %s", path, printable(name))
 	for _, pr := range cfg.Profiles {
 		if pr.Name != name {
@@ -240,17 +200,7 @@ func (p *CLIProfile) Retrieve(ctx context.Context) (Credentials, error) {
 				return Credentials{}, fmt.Errorf("%s: mode StsToken needs sts_token", where)
 			}
 		case "EcsRamRole":
-			ecs := ECSRole{LookupEnv: p.LookupEnv}
-			if p.ECS != nil {
-				ecs = *p.ECS
-			}
-			ecs.RoleName = pr.RAMRoleName
-			c, err := ecs.Retrieve(ctx)
-			if err != nil {
-				return Credentials{}, fmt.Errorf("%s: %w", where, err)
-			}
-			c.Source = "cli_profile " + name + " (" + c.Source + ")"
-			return c, nil
+			return ramRole(ctx, p.ECS, p.LookupEnv, pr.RAMRoleName, where, "cli_profile "+name)
 		default:
 			return Credentials{}, fmt.Errorf("%s: mode %s is not supported: use AK, StsToken or EcsRamRole", where, printable(pr.Mode))
 		}
@@ -261,4 +211,42 @@ func (p *CLIProfile) Retrieve(ctx context.Context) (Credentials, error) {
 		return c, nil
 	}
 	return Credentials{}, fmt.Errorf("%s: no such profile", where)
+}
+
+// configFile is the file a profile provider reads: the path set on the
+// provider, else the one its environment variable names, else home, a path
+// in the user's home directory.
+type configFile struct {
+	set, env, home string
+}
+
+func (f configFile) path(get func(string) string) string {
+	return firstSet(f.set, get(f.env), homeFile(get, f.home))
+}
+
+// read reads the file for the provider who and has w remember it. A file
+// that does not exist where neither the provider nor the environment named
+// it means the provider is not configured.
+func (f configFile) read(w *fileWatch, who string, get func(string) string) (path string, data []byte, err error) {
+	path = f.path(get)
+	w.remember(w.snapshot([]string{path}))
+	data, err = os.ReadFile(path)
+	if err != nil {
+		if errors.Is(err, fs.ErrNotExist) && f.set == "" && get(f.env) == "" {
+			return path, nil, notConfigured("%s: no %s", who, path)
+		}
+		return path, nil, fmt.Errorf("%s: %w", who, fileErr(path, err))
+	}
+	return path, data, nil
+}
+
+func homeFile(get func(string) string, rel string) string {
+	home := get("HOME")
+	if home == "" {
+		home, _ = os.UserHomeDir()
+	}
+	if home == "" {
+		return ""
+	}
+	return filepath.Join(home, rel)
 }
