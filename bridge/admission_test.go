@@ -114,14 +114,7 @@ func TestHeldMessageCostsLittleMoreThanItsPayload(t *testing.T) {
 				size = 45 << 10
 				n    = 200
 			)
-			sink := newFakeSink(func(_, _ int, _ Outgoing) error { return errUnavailable })
-			h := newHarness(t, sink, func(c *PipelineConfig) {
-				c.Envelope = env
-				c.Retry = RetryPolicy{InitialBackoff: time.Hour, MaxBackoff: time.Hour}
-			})
-			runtime.GC()
-			var before, after runtime.MemStats
-			runtime.ReadMemStats(&before)
+			h, before := holding(t, func(c *PipelineConfig) { c.Envelope = env })
 			for i := range n {
 				if err := h.p.Handle(context.Background(), NewDelivery(bigMessage(i, size), h.rec, nil)); err != nil {
 					t.Fatal(err)
@@ -129,6 +122,7 @@ func TestHeldMessageCostsLittleMoreThanItsPayload(t *testing.T) {
 			}
 			// Every message has been tried once and waits for its retry.
 			waitUntil(t, func() bool { return h.p.Stats().Retried == n })
+			var after runtime.MemStats
 			runtime.GC()
 			runtime.ReadMemStats(&after)
 			per := float64(int64(after.HeapAlloc)-int64(before.HeapAlloc)) / n
@@ -137,19 +131,8 @@ func TestHeldMessageCostsLittleMoreThanItsPayload(t *testing.T) {
 				t.Errorf("a held message costs %.0f bytes of heap, more than 1.5 × its %d byte payload", per, size)
 			}
 			// Shutting down releases them all: none is lost.
-			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Millisecond)
-			defer cancel()
-			_ = h.p.Drain(ctx)
-			h.rec.mu.Lock()
-			defer h.rec.mu.Unlock()
-			if len(h.rec.outcomes) != n {
-				t.Fatalf("%d settled, want %d", len(h.rec.outcomes), n)
-			}
-			for id, os := range h.rec.outcomes {
-				if len(os) != 1 || os[0] != Released {
-					t.Fatalf("%s: %v, want released once", id, os)
-				}
-			}
+			h.drainCutShort(t)
+			h.settled(t, n, Released)
 		})
 	}
 }
@@ -163,14 +146,7 @@ func TestHeldBytesAreTheHeapTheMessagesTake(t *testing.T) {
 		bound = 8 << 20
 		size  = 61440
 	)
-	sink := newFakeSink(func(_, _ int, _ Outgoing) error { return errUnavailable })
-	h := newHarness(t, sink, func(c *PipelineConfig) {
-		c.MaxInFlightBytes = bound
-		c.Retry = RetryPolicy{InitialBackoff: time.Hour, MaxBackoff: time.Hour}
-	})
-	runtime.GC()
-	var before, after runtime.MemStats
-	runtime.ReadMemStats(&before)
+	h, before := holding(t, func(c *PipelineConfig) { c.MaxInFlightBytes = bound })
 	feedCtx, stop := context.WithCancel(context.Background())
 	fed := make(chan struct{})
 	go func() {
@@ -180,6 +156,7 @@ func TestHeldBytesAreTheHeapTheMessagesTake(t *testing.T) {
 	}()
 	one := heldSize(&Message{Topic: userTopic(0), MessageID: "m00000", Body: make([]byte, size)})
 	waitUntil(t, func() bool { return h.p.Stats().HeldBytes+one > bound })
+	var after runtime.MemStats
 	runtime.GC()
 	runtime.ReadMemStats(&after)
 	held := h.p.Stats().HeldBytes
@@ -191,9 +168,22 @@ func TestHeldBytesAreTheHeapTheMessagesTake(t *testing.T) {
 	}
 	stop()
 	<-fed
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Millisecond)
-	defer cancel()
-	_ = h.p.Drain(ctx)
+	h.drainCutShort(t)
+}
+
+// holding is a harness whose sink fails every request and whose retries
+// wait an hour: it holds what it takes. before is the heap after a GC, as
+// it starts.
+func holding(t *testing.T, mod func(*PipelineConfig)) (h *harness, before runtime.MemStats) {
+	t.Helper()
+	sink := newFakeSink(func(_, _ int, _ Outgoing) error { return errUnavailable })
+	h = newHarness(t, sink, func(c *PipelineConfig) {
+		c.Retry = RetryPolicy{InitialBackoff: time.Hour, MaxBackoff: time.Hour}
+		mod(c)
+	})
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	return h, before
 }
 
 func (h *countingHandler) count(msg string) int {

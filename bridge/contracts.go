@@ -52,14 +52,15 @@ const (
 	Topic
 )
 
-func (k DestinationKind) String() string {
-	switch k {
-	case Queue:
-		return "queue"
-	case Topic:
-		return "topic"
+func (k DestinationKind) String() string { return enumName(k, "queue", "topic") }
+
+// enumName is the name of v, a value of an enum numbered from 1 in the
+// order of names, or "unknown".
+func enumName[T ~int](v T, names ...string) string {
+	if v < 1 || int(v) > len(names) {
+		return "unknown"
 	}
-	return "unknown"
+	return names[v-1]
 }
 
 // Destination is an MNS queue or topic.

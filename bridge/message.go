@@ -159,15 +159,7 @@ const (
 	Released
 )
 
-func (o Outcome) String() string {
-	switch o {
-	case Accepted:
-		return "accepted"
-	case Released:
-		return "released"
-	}
-	return "unknown"
-}
+func (o Outcome) String() string { return enumName(o, "accepted", "released") }
 
 // Settler is implemented by a source: it is told the final outcome of each of
 // its deliveries, exactly once per delivery. Settle must not block for long;

@@ -3,6 +3,7 @@ package bridge
 import (
 	"bytes"
 	"encoding/base64"
+	"fmt"
 	"testing"
 )
 
@@ -47,5 +48,22 @@ func TestMessagePayloadAndDecodeBody(t *testing.T) {
 	bad := Message{MessageID: "2", Body: []byte("!!"), Base64: true}
 	if err := bad.DecodeBody(); err == nil || !bad.Base64 {
 		t.Fatalf("a bad base64 body decoded: %v %+v", err, bad)
+	}
+}
+
+// TestEnumNames: the kinds and outcomes print their names (metric labels,
+// log lines); a value outside the enum prints "unknown".
+func TestEnumNames(t *testing.T) {
+	for _, c := range []struct {
+		v    fmt.Stringer
+		want string
+	}{
+		{Queue, "queue"}, {Topic, "topic"}, {DestinationKind(0), "unknown"}, {DestinationKind(3), "unknown"},
+		{Accepted, "accepted"}, {Released, "released"}, {Outcome(0), "unknown"}, {Outcome(-1), "unknown"},
+		{Outcome(3), "unknown"},
+	} {
+		if got := c.v.String(); got != c.want {
+			t.Errorf("%#v.String() = %q, want %q", c.v, got, c.want)
+		}
 	}
 }

@@ -227,6 +227,30 @@ func (h *harness) settleAll(t *testing.T, n int, want Outcome) {
 	if err := h.p.Drain(ctx); err != nil {
 		t.Fatalf("Drain: %v", err)
 	}
+	h.settled(t, n, want)
+}
+
+// drainCutShort drains with a deadline too short for what the pipeline
+// holds: Drain must fail and release every message held, none left in
+// flight. It returns how many were released.
+func (h *harness) drainCutShort(t *testing.T) int64 {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	if err := h.p.Drain(ctx); err == nil {
+		t.Fatal("Drain returned nil while the pipeline held messages it could not send")
+	}
+	st := h.p.Stats()
+	if st.InFlight != 0 {
+		t.Fatalf("after Drain: stats %+v, want none in flight", st)
+	}
+	return st.Released
+}
+
+// settled checks that n deliveries were settled, each exactly once with
+// want, and none accepted before the sink or dead-letter target had it.
+func (h *harness) settled(t *testing.T, n int, want Outcome) {
+	t.Helper()
 	h.rec.mu.Lock()
 	defer h.rec.mu.Unlock()
 	if len(h.rec.outcomes) != n {
