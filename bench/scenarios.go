@@ -94,30 +94,14 @@ type harness struct {
 // a CPU profile.
 func (h *harness) bridgeLoad(ctx context.Context, name, what string, spec bridgeSpec, n int, rate float64, profile string) (Result, error) {
 	res := Result{Name: name, What: what, Messages: n}
-	group := "bench-" + name
-	h.tb.resetMNS(h.latency)
-	p, err := h.tb.startBridge(name, group, spec, profile)
+	r, err := h.startLoad(ctx, name, spec, profile, func(ctx context.Context, group string) error {
+		_, err := publish(ctx, h.tb.sim, group, n, rate)
+		return err
+	})
 	if err != nil {
 		return res, err
 	}
-	defer p.Kill()
-	if err := p.WaitReady(ctx, 30*time.Second); err != nil {
-		return res, fmt.Errorf("%s: %w", name, err)
-	}
-	before, err := p.Stat()
-	if err != nil {
-		return res, err
-	}
-	self0 := selfCPU()
-	req0 := h.tb.emu.Stats().Requests
-	pctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	pubErr := make(chan error, 1)
-	t0 := time.Now()
-	go func() {
-		_, err := publish(pctx, h.tb.sim, group, n, rate)
-		pubErr <- err
-	}()
+	defer r.close()
 	timeout := 60 * time.Second
 	if rate > 0 {
 		timeout += time.Duration(float64(n) / rate * float64(time.Second))
@@ -125,24 +109,17 @@ func (h *harness) bridgeLoad(ctx context.Context, name, what string, spec bridge
 		timeout += time.Duration(n) * 500 * time.Microsecond // as slow as 2,000 msgs/s
 	}
 	a := waitStored(ctx, h.tb.emu, n, timeout)
-	after, err := p.Stat()
-	if err != nil {
+	if err := r.usage(&res); err != nil {
 		return res, err
 	}
-	res.HarnessCPU = (selfCPU() - self0).Seconds()
-	res.MNSRequests = h.tb.emu.Stats().Requests - req0
-	cancel()
-	if err := <-pubErr; err != nil && !errors.Is(err, context.Canceled) {
-		return res, fmt.Errorf("%s: %w", name, err)
+	res.MNSRequests = h.tb.emu.Stats().Requests - r.requests0
+	if err := r.stop(name); err != nil {
+		return res, err
 	}
-	if err := p.Stop(30 * time.Second); err != nil {
-		return res, fmt.Errorf("%s: %w", name, err)
-	}
-	res.fill(a, t0)
+	res.fill(a, r.t0)
 	if res.MNSRequests > 0 {
 		res.MsgsPerRequest = float64(a.unique) / float64(res.MNSRequests)
 	}
-	res.bridgeUsage(before, after)
 	if rate > 0 {
 		res.latency(a)
 	}
@@ -150,6 +127,76 @@ func (h *harness) bridgeLoad(ctx context.Context, name, what string, spec bridge
 		res.Note = fmt.Sprintf("%d not in MNS after %s", a.lost(), timeout)
 	}
 	return res, nil
+}
+
+// loadRun is a measured run under way: the bridge child, ready, and the
+// publisher sending to it.
+type loadRun struct {
+	p         *childbridge.Proc
+	before    childbridge.Stat
+	self0     time.Duration // the harness's CPU time at the start
+	requests0 int64         // the emulator's request count at the start
+	t0        time.Time     // when publishing started
+	cancel    context.CancelFunc
+	pubErr    chan error
+}
+
+// startLoad starts the bridge for run name with spec (profile: see
+// bridgeLoad) on an emptied MNS, waits until it is ready, takes the
+// figures the run is measured from and starts pub with the run's consumer
+// group.
+func (h *harness) startLoad(ctx context.Context, name string, spec bridgeSpec, profile string, pub func(ctx context.Context, group string) error) (*loadRun, error) {
+	group := "bench-" + name
+	h.tb.resetMNS(h.latency)
+	p, err := h.tb.startBridge(name, group, spec, profile)
+	if err != nil {
+		return nil, err
+	}
+	if err := p.WaitReady(ctx, 30*time.Second); err != nil {
+		p.Kill()
+		return nil, fmt.Errorf("%s: %w", name, err)
+	}
+	before, err := p.Stat()
+	if err != nil {
+		p.Kill()
+		return nil, err
+	}
+	r := &loadRun{p: p, before: before, self0: selfCPU(), requests0: h.tb.emu.Stats().Requests, pubErr: make(chan error, 1)}
+	pctx, cancel := context.WithCancel(ctx)
+	r.cancel = cancel
+	r.t0 = time.Now()
+	go func() { r.pubErr <- pub(pctx, group) }()
+	return r, nil
+}
+
+// usage sets res's CPU (the bridge's and the harness's) and memory figures
+// since the start.
+func (r *loadRun) usage(res *Result) error {
+	after, err := r.p.Stat()
+	if err != nil {
+		return err
+	}
+	res.HarnessCPU = (selfCPU() - r.self0).Seconds()
+	res.bridgeUsage(r.before, after)
+	return nil
+}
+
+// stop ends the publisher and stops the bridge (it drains first).
+func (r *loadRun) stop(name string) error {
+	r.cancel()
+	if err := <-r.pubErr; err != nil && !errors.Is(err, context.Canceled) {
+		return fmt.Errorf("%s: %w", name, err)
+	}
+	if err := r.p.Stop(30 * time.Second); err != nil {
+		return fmt.Errorf("%s: %w", name, err)
+	}
+	return nil
+}
+
+// close kills what is left of the run (error paths).
+func (r *loadRun) close() {
+	r.cancel()
+	r.p.Kill()
 }
 
 // fill sets counts and throughput from what arrived.
@@ -193,29 +240,14 @@ func (h *harness) outageSized(ctx context.Context, name, what string, spec bridg
 	sz := h.sz
 	n := int(rate * (sz.OutageBefore + sz.Outage + sz.OutageAfter).Seconds())
 	res := Result{Name: name, What: what, Messages: n}
-	group := "bench-" + name
-	h.tb.resetMNS(h.latency)
-	p, err := h.tb.startBridge(name, group, spec, "")
+	r, err := h.startLoad(ctx, name, spec, "", func(ctx context.Context, group string) error {
+		_, err := publishSized(ctx, h.tb.sim, group, n, rate, size)
+		return err
+	})
 	if err != nil {
 		return res, err
 	}
-	defer p.Kill()
-	if err := p.WaitReady(ctx, 30*time.Second); err != nil {
-		return res, fmt.Errorf("%s: %w", name, err)
-	}
-	before, err := p.Stat()
-	if err != nil {
-		return res, err
-	}
-	self0 := selfCPU()
-	pctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	pubErr := make(chan error, 1)
-	t0 := time.Now()
-	go func() {
-		_, err := publishSized(pctx, h.tb.sim, group, n, rate, size)
-		pubErr <- err
-	}()
+	defer r.close()
 	sleep := func(d time.Duration) error {
 		select {
 		case <-ctx.Done():
@@ -238,20 +270,13 @@ func (h *harness) outageSized(ctx context.Context, name, what string, spec bridg
 	fmt.Fprintf(h.log, "  MNS back\n")
 	timeout := sz.OutageAfter + 3*time.Minute
 	a := waitStored(ctx, h.tb.emu, n, timeout)
-	after, err := p.Stat()
-	if err != nil {
+	if err := r.usage(&res); err != nil {
 		return res, err
 	}
-	res.HarnessCPU = (selfCPU() - self0).Seconds()
-	cancel()
-	if err := <-pubErr; err != nil && !errors.Is(err, context.Canceled) {
-		return res, fmt.Errorf("%s: %w", name, err)
+	if err := r.stop(name); err != nil {
+		return res, err
 	}
-	if err := p.Stop(30 * time.Second); err != nil {
-		return res, fmt.Errorf("%s: %w", name, err)
-	}
-	res.fill(a, t0)
-	res.bridgeUsage(before, after)
+	res.fill(a, r.t0)
 	res.latency(a)
 	var drained, resumed time.Time
 	publishedBeforeEnd := 0
