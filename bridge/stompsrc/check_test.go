@@ -9,12 +9,13 @@ import (
 	"time"
 
 	"github.com/iot-mns-bridge/iot-mns-bridge/bridge/source"
+	"github.com/iot-mns-bridge/iot-mns-bridge/internal/stompfake"
 	"github.com/iot-mns-bridge/iot-mns-bridge/iotauth"
 )
 
 // checkConfig is the Config of a check against s, logging in with p.
-func checkConfig(s *fakeServer, p iotauth.Params) Config {
-	return Config{Settings: source.Settings{Endpoint: s.addr(), TLS: source.TLSOptions{CAFile: s.caFile},
+func checkConfig(s *stompfake.Server, p iotauth.Params) Config {
+	return Config{Settings: source.Settings{Endpoint: s.Addr(), TLS: source.TLSOptions{CAFile: s.CAFile},
 		Params: testParams(p), DialTimeout: 10 * time.Second}}
 }
 
@@ -54,9 +55,7 @@ func TestCheckConnect(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			s.mu.Lock()
-			s.subscribeErr = tt.subscribeErr
-			s.mu.Unlock()
+			s.SetSubscribeError(tt.subscribeErr)
 			log, logs := testLogger(t)
 			cfg := checkConfig(s, goodParams())
 			cfg.Logger = log
@@ -91,9 +90,7 @@ func TestCheckConnect(t *testing.T) {
 		})
 	}
 	// The check's client id does not displace the daemon's.
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for _, u := range s.logins {
+	for _, u := range s.Record().Logins {
 		if u.ClientID != "edge-gw-01-check" {
 			t.Errorf("check logged in as %q", u.ClientID)
 		}
@@ -110,9 +107,7 @@ func TestCheckConnectLongClientID(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if got := s.logins[0].ClientID; len(got) != iotauth.MaxClientIDLen || !strings.HasSuffix(got, "-check") {
+	if got := s.Record().Logins[0].ClientID; len(got) != iotauth.MaxClientIDLen || !strings.HasSuffix(got, "-check") {
 		t.Fatalf("client id %q", got)
 	}
 }
@@ -132,17 +127,12 @@ func TestCheckConnectNeverAcknowledges(t *testing.T) {
 				t.Fatal(err)
 			}
 			select {
-			case c := <-s.subscribed:
-				s.mu.Lock()
-				mode := c.ackMode
-				s.mu.Unlock()
-				t.Errorf("the check subscribed (ack %q): the platform could push it messages", mode)
+			case c := <-s.Subscriptions():
+				t.Errorf("the check subscribed (ack %q): the platform could push it messages", c.AckMode())
 			default:
 			}
-			s.mu.Lock()
-			defer s.mu.Unlock()
-			if len(s.acks) != 0 {
-				t.Errorf("the check acknowledged %d messages", len(s.acks))
+			if acks := s.Record().Acks; len(acks) != 0 {
+				t.Errorf("the check acknowledged %d messages", len(acks))
 			}
 		})
 	}

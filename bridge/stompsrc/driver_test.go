@@ -55,8 +55,8 @@ func TestRefusedDeliveryIsFatal(t *testing.T) {
 			return errors.New("pipeline is shutting down")
 		})
 	}()
-	c := s.waitSubscribed(t)
-	id, _ := c.send("/a/b/user/x", []byte("refused"))
+	c := s.WaitSubscribed(t)
+	id, _ := c.Send("/a/b/user/x", []byte("refused"))
 	select {
 	case err := <-errc:
 		if !errors.Is(err, source.ErrFatal) || !strings.Contains(err.Error(), "refused a delivery") {
@@ -65,7 +65,7 @@ func TestRefusedDeliveryIsFatal(t *testing.T) {
 	case <-time.After(20 * time.Second):
 		t.Fatal("Run did not return")
 	}
-	if got := s.waitAcked(t); got != "nack:"+id {
+	if got := s.WaitSettle(t); got != "nack:"+id {
 		t.Errorf("got %q, want nack:%s", got, id)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)

@@ -9,12 +9,13 @@ import (
 
 	"github.com/iot-mns-bridge/iot-mns-bridge/bridge"
 	"github.com/iot-mns-bridge/iot-mns-bridge/bridge/source"
+	"github.com/iot-mns-bridge/iot-mns-bridge/internal/stompfake"
 	"github.com/iot-mns-bridge/iot-mns-bridge/internal/waitfor"
 )
 
-func newTestSource(t *testing.T, s *fakeServer, mod func(*Config)) (*Source, *syncBuffer) {
+func newTestSource(t *testing.T, s *stompfake.Server, mod func(*Config)) (*Source, *syncBuffer) {
 	t.Helper()
-	return testSource(t, s.addr(), s.caFile, mod, 20*time.Millisecond, 200*time.Millisecond)
+	return testSource(t, s.Addr(), s.CAFile, mod, 20*time.Millisecond, 200*time.Millisecond)
 }
 
 // testSource is a Source for the server at endpoint (its CA in caFile) with
@@ -118,11 +119,11 @@ func TestDeliversPlatformMessage(t *testing.T) {
 	s := startFakeServer(t)
 	src, _ := newTestSource(t, s, nil)
 	r := startRun(t, src, nil)
-	c := s.waitSubscribed(t)
-	if c.user.ClientID != "edge-gw-01" || c.ackMode != "auto" {
-		t.Fatalf("subscribed as %q with ack %q, want edge-gw-01 and auto", c.user.ClientID, c.ackMode)
+	c := s.WaitSubscribed(t)
+	if c.User().ClientID != "edge-gw-01" || c.AckMode() != "auto" {
+		t.Fatalf("subscribed as %q with ack %q, want edge-gw-01 and auto", c.User().ClientID, c.AckMode())
 	}
-	id, err := c.send("/pk1/dev1/user/telemetry", []byte(`{"t":21.5}`), "qos", "1")
+	id, err := c.Send("/pk1/dev1/user/telemetry", []byte(`{"t":21.5}`), "qos", "1")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -144,24 +145,24 @@ func TestClientIndividualAcksOnlyOnSettle(t *testing.T) {
 	s := startFakeServer(t)
 	src, _ := newTestSource(t, s, func(c *Config) { c.Ack = AckClientIndividual })
 	r := startRun(t, src, nil)
-	c := s.waitSubscribed(t)
-	if c.ackMode != "client-individual" {
-		t.Fatalf("ack mode %q", c.ackMode)
+	c := s.WaitSubscribed(t)
+	if c.AckMode() != "client-individual" {
+		t.Fatalf("ack mode %q", c.AckMode())
 	}
-	id1, _ := c.send("/a/b/user/x", []byte("one"))
-	id2, _ := c.send("/a/b/user/x", []byte("two"))
+	id1, _ := c.Send("/a/b/user/x", []byte("one"))
+	id2, _ := c.Send("/a/b/user/x", []byte("two"))
 	d1, d2 := r.next(t), r.next(t)
 	select {
-	case a := <-s.acked:
+	case a := <-s.Settles():
 		t.Fatalf("server saw %s before any settle", a)
 	default:
 	}
 	d2.Release()
-	if got := s.waitAcked(t); got != "nack:"+id2 {
+	if got := s.WaitSettle(t); got != "nack:"+id2 {
 		t.Fatalf("after Release got %q, want nack:%s", got, id2)
 	}
 	d1.Accept()
-	if got := s.waitAcked(t); got != "ack:"+id1 {
+	if got := s.WaitSettle(t); got != "ack:"+id1 {
 		t.Fatalf("after Accept got %q, want ack:%s", got, id1)
 	}
 }
@@ -170,19 +171,17 @@ func TestAutoAckSettleSendsNothing(t *testing.T) {
 	s := startFakeServer(t)
 	src, _ := newTestSource(t, s, nil)
 	r := startRun(t, src, nil)
-	c := s.waitSubscribed(t)
-	c.send("/a/b/user/x", []byte("one"))
+	c := s.WaitSubscribed(t)
+	c.Send("/a/b/user/x", []byte("one"))
 	r.next(t).Accept()
-	c.send("/a/b/user/x", []byte("two"))
+	c.Send("/a/b/user/x", []byte("two"))
 	r.next(t).Release()
 	// A marker round trip: once a third message arrived, any ACK the
 	// settles above had sent would have been read by the server.
-	c.send("/a/b/user/x", []byte("three"))
+	c.Send("/a/b/user/x", []byte("three"))
 	r.next(t)
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if len(s.acks)+len(s.nacks) != 0 {
-		t.Fatalf("ack auto sent acks %v nacks %v", s.acks, s.nacks)
+	if r := s.Record(); len(r.Acks)+len(r.Nacks) != 0 {
+		t.Fatalf("ack auto sent acks %v nacks %v", r.Acks, r.Nacks)
 	}
 }
 
@@ -190,15 +189,15 @@ func TestBase64BodiesByteForByte(t *testing.T) {
 	s := startFakeServer(t)
 	src, _ := newTestSource(t, s, func(c *Config) { c.EncodeBase64 = true })
 	r := startRun(t, src, nil)
-	c := s.waitSubscribed(t)
-	if !c.user.EncodeBase64 {
+	c := s.WaitSubscribed(t)
+	if !c.User().EncodeBase64 {
 		t.Fatal("login did not ask for encode=base64")
 	}
 	bin := make([]byte, 256)
 	for i := range bin {
 		bin[i] = byte(i)
 	}
-	c.send("/a/b/thing/raw", bin)
+	c.Send("/a/b/thing/raw", bin)
 	d := r.next(t)
 	if !bytes.Equal(payload(t, d), bin) || d.Invalid != "" {
 		t.Fatalf("body = %x (invalid %q), want %x", payload(t, d), d.Invalid, bin)
@@ -207,8 +206,7 @@ func TestBase64BodiesByteForByte(t *testing.T) {
 		t.Error("the checked base64 body was decoded, not passed through")
 	}
 	// A body the server failed to encode: kept raw, marked invalid.
-	c.user.EncodeBase64 = false
-	c.send("/a/b/thing/raw", []byte("not*base64!"))
+	c.SendAsIs("/a/b/thing/raw", []byte("not*base64!"))
 	d = r.next(t)
 	if d.Invalid == "" || string(d.Body) != "not*base64!" {
 		t.Fatalf("invalid body: Invalid=%q Body=%q", d.Invalid, d.Body)
@@ -228,7 +226,7 @@ func TestLoginRefusedIsReportedWithoutSecrets(t *testing.T) {
 		}
 	}
 	// Let a few more attempts fail, then look at the log.
-	waitfor.Until(t, "four login attempts", 20*time.Second, func() bool { return attempts(s) >= 4 })
+	waitfor.Until(t, "four login attempts", 20*time.Second, func() bool { return s.Record().Accepted >= 4 })
 	out := logs.String()
 	if n := strings.Count(out, "level=ERROR msg=\"source connect failed"); n != 1 {
 		t.Errorf("logged %d error lines for the same refused login, want 1:\n%s", n, out)
@@ -238,34 +236,27 @@ func TestLoginRefusedIsReportedWithoutSecrets(t *testing.T) {
 	}
 }
 
-// attempts counts TCP connections the server accepted so far.
-func attempts(s *fakeServer) int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.accepted
-}
-
 func TestServerCloseReconnectsOneConnectionPerSlot(t *testing.T) {
 	s := startFakeServer(t)
 	src, _ := newTestSource(t, s, func(c *Config) { c.Connections = 2; c.Ack = AckClientIndividual })
 	r := startRun(t, src, nil)
-	first := map[string]*fakeConn{}
+	first := map[string]*stompfake.Conn{}
 	for range 2 {
-		c := s.waitSubscribed(t)
-		first[c.user.ClientID] = c
+		c := s.WaitSubscribed(t)
+		first[c.User().ClientID] = c
 	}
 	if first["edge-gw-01-0"] == nil || first["edge-gw-01-1"] == nil {
 		t.Fatalf("client ids %v, want edge-gw-01-0 and edge-gw-01-1", first)
 	}
 	old := first["edge-gw-01-0"]
-	old.send("/a/b/user/x", []byte("before"))
+	old.Send("/a/b/user/x", []byte("before"))
 	dOld := r.next(t)
-	old.nc.Close() // server-side close
-	c := s.waitSubscribed(t)
-	if c.user.ClientID != "edge-gw-01-0" {
-		t.Fatalf("reconnected %q, want edge-gw-01-0", c.user.ClientID)
+	old.Close() // server-side close
+	c := s.WaitSubscribed(t)
+	if c.User().ClientID != "edge-gw-01-0" {
+		t.Fatalf("reconnected %q, want edge-gw-01-0", c.User().ClientID)
 	}
-	id, _ := c.send("/a/b/user/x", []byte("after"))
+	id, _ := c.Send("/a/b/user/x", []byte("after"))
 	d := r.next(t)
 	if string(d.Body) != "after" {
 		t.Fatalf("got %q after reconnect", d.Body)
@@ -273,14 +264,14 @@ func TestServerCloseReconnectsOneConnectionPerSlot(t *testing.T) {
 	// Settling the delivery of the old connection must not ack on the new.
 	dOld.Accept()
 	d.Accept()
-	if got := s.waitAcked(t); got != "ack:"+id {
+	if got := s.WaitSettle(t); got != "ack:"+id {
 		t.Fatalf("first ack after reconnect is %q, want ack:%s (the old delivery must not be acked on the new connection)", got, id)
 	}
 	st := waitState(t, src, func(st bridge.ConnState) bool { return st.Connected && st.Reconnects == 1 })
 	if !strings.Contains(st.Name, "edge-gw-01-0") {
 		t.Errorf("state %+v", st)
 	}
-	if _, maxPer := s.stats(); maxPer != 1 {
+	if maxPer := s.Record().MaxPerClient; maxPer != 1 {
 		t.Fatalf("a slot had %d connections at once", maxPer)
 	}
 }
@@ -289,9 +280,9 @@ func TestServerErrorFrameReconnects(t *testing.T) {
 	s := startFakeServer(t)
 	src, logs := newTestSource(t, s, nil)
 	startRun(t, src, nil)
-	c := s.waitSubscribed(t)
-	c.write(frameError("throttled: too many messages"))
-	s.waitSubscribed(t)
+	c := s.WaitSubscribed(t)
+	c.Write(stompfake.ErrorFrame("throttled: too many messages"))
+	s.WaitSubscribed(t)
 	if out := logs.String(); !strings.Contains(out, "the server sent ERROR: throttled: too many messages (details: throttled: too many messages)") {
 		t.Fatalf("the server's ERROR is not in the log:\n%s", out)
 	}
@@ -301,32 +292,31 @@ func TestMalformedFrameReconnects(t *testing.T) {
 	s := startFakeServer(t)
 	src, _ := newTestSource(t, s, nil)
 	r := startRun(t, src, nil)
-	c := s.waitSubscribed(t)
-	c.writeRaw([]byte("MESSAGE\nno-colon-header\n\n\x00"))
-	c2 := s.waitSubscribed(t)
-	c2.send("/a/b/user/x", []byte("fine"))
+	c := s.WaitSubscribed(t)
+	c.WriteRaw([]byte("MESSAGE\nno-colon-header\n\n\x00"))
+	c2 := s.WaitSubscribed(t)
+	c2.Send("/a/b/user/x", []byte("fine"))
 	if d := r.next(t); string(d.Body) != "fine" {
 		t.Fatalf("got %q", d.Body)
 	}
 }
 
 func TestSilentServerIsDetected(t *testing.T) {
-	s := startFakeServer(t)
-	s.heartBeat = 50 * time.Millisecond
+	s := startBeatingServer(t, 50*time.Millisecond)
 	src, _ := newTestSource(t, s, func(c *Config) {
 		c.HeartBeat = 50 * time.Millisecond
 		c.CheckInterval = 20 * time.Millisecond
 	})
 	startRun(t, src, nil)
-	c := s.waitSubscribed(t)
-	c.goSilent()
-	c2 := s.waitSubscribed(t)
+	c := s.WaitSubscribed(t)
+	c.GoSilent()
+	c2 := s.WaitSubscribed(t)
 	if c2 == c {
 		t.Fatal("same connection")
 	}
 	st := waitState(t, src, func(st bridge.ConnState) bool { return st.Reconnects >= 1 })
 	_ = st
-	if _, maxPer := s.stats(); maxPer != 1 {
+	if maxPer := s.Record().MaxPerClient; maxPer != 1 {
 		t.Fatalf("a slot had %d connections at once", maxPer)
 	}
 }
@@ -338,20 +328,19 @@ func TestNoHeartBeatOfferMeansNoSilenceCheck(t *testing.T) {
 		c.CheckInterval = 5 * time.Millisecond
 	})
 	r := startRun(t, src, nil)
-	c := s.waitSubscribed(t)
+	c := s.WaitSubscribed(t)
 	time.Sleep(1500 * time.Millisecond) // idle beyond any silence limit for 10ms heart-beats
-	c.send("/a/b/user/x", []byte("still here"))
+	c.Send("/a/b/user/x", []byte("still here"))
 	if d := r.next(t); string(d.Body) != "still here" {
 		t.Fatalf("got %q", d.Body)
 	}
-	if logins, _ := s.stats(); logins != 1 {
+	if logins := len(s.Record().Logins); logins != 1 {
 		t.Fatalf("%d logins, want 1: an idle connection without heart-beats was dropped", logins)
 	}
 }
 
 func TestBlockedHandlerIsNotSilence(t *testing.T) {
-	s := startFakeServer(t)
-	s.heartBeat = 20 * time.Millisecond
+	s := startBeatingServer(t, 20*time.Millisecond)
 	release := make(chan struct{})
 	var got []string
 	gotAll := make(chan struct{})
@@ -371,10 +360,10 @@ func TestBlockedHandlerIsNotSilence(t *testing.T) {
 		c.CheckInterval = 5 * time.Millisecond
 	})
 	startRun(t, src, h)
-	c := s.waitSubscribed(t)
+	c := s.WaitSubscribed(t)
 	go func() {
 		for i := range n {
-			c.send("/a/b/user/x", []byte{byte(i)})
+			c.Send("/a/b/user/x", []byte{byte(i)})
 		}
 	}()
 	// Blocked far longer than the silence limit (2*20ms+1s).
@@ -390,7 +379,7 @@ func TestBlockedHandlerIsNotSilence(t *testing.T) {
 			t.Fatalf("message %d is %x", i, b)
 		}
 	}
-	if logins, _ := s.stats(); logins != 1 {
+	if logins := len(s.Record().Logins); logins != 1 {
 		t.Fatalf("%d logins, want 1: backpressure was taken for silence", logins)
 	}
 }
@@ -399,8 +388,8 @@ func TestSettleAfterRunReturnsThenClose(t *testing.T) {
 	s := startFakeServer(t)
 	src, _ := newTestSource(t, s, func(c *Config) { c.Ack = AckClientIndividual })
 	r := startRun(t, src, nil)
-	c := s.waitSubscribed(t)
-	id, _ := c.send("/a/b/user/x", []byte("in flight"))
+	c := s.WaitSubscribed(t)
+	id, _ := c.Send("/a/b/user/x", []byte("in flight"))
 	d := r.next(t)
 	r.cancel()
 	if err := <-r.errc; err != nil {
@@ -408,7 +397,7 @@ func TestSettleAfterRunReturnsThenClose(t *testing.T) {
 	}
 	r.errc <- nil
 	d.Accept() // the connection is still open
-	if got := s.waitAcked(t); got != "ack:"+id {
+	if got := s.WaitSettle(t); got != "ack:"+id {
 		t.Fatalf("got %q, want ack:%s", got, id)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -417,7 +406,7 @@ func TestSettleAfterRunReturnsThenClose(t *testing.T) {
 		t.Fatal(err)
 	}
 	select {
-	case <-c.done:
+	case <-c.Done():
 	case <-time.After(10 * time.Second):
 		t.Fatal("Close left the connection open")
 	}
@@ -429,9 +418,9 @@ func TestInsecureSkipVerifyWarnsOnEveryConnect(t *testing.T) {
 		c.TLS = source.TLSOptions{InsecureSkipVerify: true}
 	})
 	startRun(t, src, nil)
-	c := s.waitSubscribed(t)
-	c.nc.Close()
-	s.waitSubscribed(t)
+	c := s.WaitSubscribed(t)
+	c.Close()
+	s.WaitSubscribed(t)
 	if n := strings.Count(logs.String(), "insecure_skip_verify"); n < 2 {
 		t.Fatalf("warned %d times for 2 connects", n)
 	}
@@ -453,26 +442,25 @@ func payload(t *testing.T, d *bridge.Delivery) []byte {
 // of deliveries in flight; the server's silence from then on must not close
 // it (the ACK would be lost and the message sent again).
 func TestLinkKeptForSettlesIsNotClosedForSilence(t *testing.T) {
-	s := startFakeServer(t)
-	s.heartBeat = 50 * time.Millisecond
+	s := startBeatingServer(t, 50*time.Millisecond)
 	src, _ := newTestSource(t, s, func(c *Config) {
 		c.Ack = AckClientIndividual
 		c.HeartBeat = 50 * time.Millisecond
 		c.CheckInterval = 20 * time.Millisecond
 	})
 	r := startRun(t, src, nil)
-	c := s.waitSubscribed(t)
-	id, _ := c.send("/a/b/user/x", []byte("in flight"))
+	c := s.WaitSubscribed(t)
+	id, _ := c.Send("/a/b/user/x", []byte("in flight"))
 	d := r.next(t)
 	r.cancel()
 	if err := <-r.errc; err != nil {
 		t.Fatalf("Run: %v", err)
 	}
 	r.errc <- nil
-	c.goSilent()
+	c.GoSilent()
 	time.Sleep(1500 * time.Millisecond) // silent beyond the limit for 50ms heart-beats (1.1 s)
 	d.Accept()
-	if got := s.waitAcked(t); got != "ack:"+id {
+	if got := s.WaitSettle(t); got != "ack:"+id {
 		t.Fatalf("got %q, want ack:%s", got, id)
 	}
 }

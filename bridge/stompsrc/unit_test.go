@@ -16,6 +16,7 @@ import (
 
 	"github.com/iot-mns-bridge/iot-mns-bridge/bridge/source"
 	"github.com/iot-mns-bridge/iot-mns-bridge/config"
+	"github.com/iot-mns-bridge/iot-mns-bridge/internal/stompfake"
 	"github.com/iot-mns-bridge/iot-mns-bridge/iotauth"
 )
 
@@ -236,7 +237,7 @@ func TestLinkCheck(t *testing.T) {
 }
 
 func TestDescribeDial(t *testing.T) {
-	refused := stomp.Error{Message: "bad", Frame: frameError("authentication failed: pw=SECRETPW")}
+	refused := stomp.Error{Message: "bad", Frame: stompfake.ErrorFrame("authentication failed: pw=SECRETPW")}
 	tests := []struct {
 		name string
 		err  error

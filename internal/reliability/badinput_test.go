@@ -119,24 +119,24 @@ func TestBadInputFromSource(t *testing.T) {
 
 	raw := startRawServer(t)
 	e := newEnv(t, mnsemu.Config{}, iotsim.Config{})
-	path := e.config(t, spec{endpoint: raw.addr(), caFile: raw.caFile, ack: "client-individual", encodeBase64: true,
+	path := e.config(t, spec{endpoint: raw.Addr(), caFile: raw.CAFile, ack: "client-individual", encodeBase64: true,
 		heartbeat: 500 * time.Millisecond, mnsEndpoint: "http://" + e.emuAddr})
 	r := runBridge(t, path, app.Options{})
-	raw.waitSubscribed(t)
+	raw.WaitSubscribed(t)
 
 	for _, tc := range tests {
 		ok := t.Run(tc.name, func(t *testing.T) {
-			logins := raw.loginCount()
+			logins := len(raw.Record().Logins)
 			logMark := len(r.logs.String()) // this case's log lines start here
-			raw.send(t, tc.frame(tc.id))
+			sendRaw(t, raw, tc.frame(tc.id))
 			if tc.fate == fateReconnect {
 				waitFor(t, "the bridge to reconnect after the bad frame", time.Minute, func() bool {
-					return raw.loginCount() > logins
+					return len(raw.Record().Logins) > logins
 				})
-				raw.waitSubscribed(t)
+				raw.WaitSubscribed(t)
 			}
 			good := "good-after-" + tc.id
-			raw.send(t, messageFrame(good, []stompHeader{topic}, b64([]byte(good))))
+			sendRaw(t, raw, messageFrame(good, []stompHeader{topic}, b64([]byte(good))))
 			waitFor(t, "the good message after the bad one", time.Minute, func() bool {
 				return storedBodies(t, e, queue)[good]
 			})
@@ -171,7 +171,7 @@ func TestBadInputFromSource(t *testing.T) {
 				}
 			}
 			if tc.fate != fateReconnect {
-				waitFor(t, tc.name+" settled upstream (ACK)", time.Minute, func() bool { return raw.acked(tc.id) })
+				waitFor(t, tc.name+" settled upstream (ACK)", time.Minute, func() bool { return raw.Settled(tc.id) })
 			}
 		})
 		if !ok {
