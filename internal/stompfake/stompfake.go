@@ -186,25 +186,27 @@ func (s *Server) Newest() *Conn {
 // when none does within a minute.
 func (s *Server) WaitSubscribed(t testing.TB) *Conn {
 	t.Helper()
-	select {
-	case c := <-s.subscribed:
-		return c
-	case <-time.After(waitLimit):
-		t.Fatalf("no connection subscribed to the fake STOMP server within %s", waitLimit)
-		return nil
-	}
+	return wait(t, s.subscribed, "no connection subscribed")
 }
 
 // WaitSettle returns the next "ack:<id>" or "nack:<id>"; it fails t when
 // none comes within a minute.
 func (s *Server) WaitSettle(t testing.TB) string {
 	t.Helper()
+	return wait(t, s.settled, "no ACK or NACK came")
+}
+
+// wait takes the next value of ch; it fails t, saying what did not happen,
+// when none comes within waitLimit.
+func wait[T any](t testing.TB, ch <-chan T, what string) T {
+	t.Helper()
 	select {
-	case a := <-s.settled:
-		return a
+	case v := <-ch:
+		return v
 	case <-time.After(waitLimit):
-		t.Fatalf("no ACK or NACK reached the fake STOMP server within %s", waitLimit)
-		return ""
+		t.Fatalf("fake STOMP server: %s within %s", what, waitLimit)
+		var zero T
+		return zero
 	}
 }
 
