@@ -12,7 +12,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/url"
 	"strings"
@@ -20,6 +19,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/iot-mns-bridge/iot-mns-bridge/internal/testpeers"
 )
 
 // Triple is one issue.
@@ -162,14 +163,7 @@ func (t Triple) answer() []byte {
 // serve starts h on 127.0.0.1 until the test ends and returns its URL.
 func serve(t testing.TB, h http.Handler) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := &http.Server{Handler: h}
-	go srv.Serve(ln)
-	t.Cleanup(func() { srv.Close() })
-	return "http://" + ln.Addr().String()
+	return "http://" + testpeers.Serve(t, h)
 }
 
 // URIServer serves a credentials URI: every GET issues a new triple.

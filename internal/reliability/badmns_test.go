@@ -3,7 +3,6 @@ package reliability
 import (
 	"bytes"
 	"fmt"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"regexp"
@@ -14,6 +13,7 @@ import (
 	"time"
 
 	"github.com/iot-mns-bridge/iot-mns-bridge/internal/app"
+	"github.com/iot-mns-bridge/iot-mns-bridge/internal/testpeers"
 	"github.com/iot-mns-bridge/iot-mns-bridge/iotsim"
 	"github.com/iot-mns-bridge/iot-mns-bridge/mnsemu"
 )
@@ -113,15 +113,9 @@ func TestBadInputFromMNS(t *testing.T) {
 			e := newEnv(t, mnsemu.Config{}, iotsim.Config{})
 			bad := &badMNS{emu: e.emu, spoil: tc.spoil}
 			bad.bad.Store(3)
-			ln, err := net.Listen("tcp", "127.0.0.1:0")
-			if err != nil {
-				t.Fatal(err)
-			}
-			srv := &http.Server{Handler: bad}
-			go srv.Serve(ln)
-			t.Cleanup(func() { srv.Close() })
+			addr := testpeers.Serve(t, bad)
 
-			r := runBridge(t, e.config(t, spec{ack: "client-individual", mnsEndpoint: "http://" + ln.Addr().String(), mnsTimeout: 2 * time.Second}), app.Options{})
+			r := runBridge(t, e.config(t, spec{ack: "client-individual", mnsEndpoint: "http://" + addr, mnsTimeout: 2 * time.Second}), app.Options{})
 			pub := &publisher{sim: e.sim, prefix: "x"}
 			pub.publish(scale(200, 4))
 			sent := pub.sent()

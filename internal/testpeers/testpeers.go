@@ -1,5 +1,5 @@
 // Package testpeers starts the project's test peers for tests: the MNS
-// emulator on a loopback HTTP server and the IoT platform simulator with its
+// emulator on a loopback HTTP server (Serve, for any handler) and the IoT platform simulator with its
 // CA certificate written to a file, each stopped when the test ends. It also
 // has SyncBuffer, for capturing a bridge's log while it runs, FreePort, for
 // a port a child process binds later, and RunTests and StartChild, to run the
@@ -32,14 +32,22 @@ import (
 func StartMNS(t testing.TB, cfg mnsemu.Config) (*mnsemu.Emulator, string) {
 	t.Helper()
 	emu := mnsemu.New(cfg)
+	return emu, Serve(t, emu)
+}
+
+// Serve serves h over HTTP on 127.0.0.1 until the test ends and returns its
+// host:port. When the test ends the server closes at once, with the
+// connections of requests still being served.
+func Serve(t testing.TB, h http.Handler) string {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := &http.Server{Handler: emu}
+	srv := &http.Server{Handler: h}
 	go srv.Serve(ln)
 	t.Cleanup(func() { srv.Close() })
-	return emu, ln.Addr().String()
+	return ln.Addr().String()
 }
 
 // FreePort returns a loopback port nothing listens on, for a process that
