@@ -626,20 +626,32 @@ func (c *Client) sendOne(ctx context.Context, queue string, m bridge.Outgoing) (
 	if err := checkName(t); err != nil {
 		return SendResult{}, err
 	}
-	_, xmlLen, err := c.checkMessage(t, 0, indexLabel, &m)
+	return c.sendSingle(ctx, t, "/queues/"+queue+"/messages", &m, "", indexLabel)
+}
+
+// sendSingle sends m alone to path as the request of t (SendMessage or
+// PublishMessage): one <Message> with its body, the tag when not "" (topics
+// only), its properties and group id. lab names it in errors.
+func (c *Client) sendSingle(ctx context.Context, t target, path string, m *bridge.Outgoing, tag string, lab func(int) string) (SendResult, error) {
+	_, xmlLen, err := c.checkMessage(t, 0, lab, m)
 	if err != nil {
 		return SendResult{}, err
 	}
 	var refs []bodyRef
-	buf := make([]byte, 0, len(xmlDecl)+len(xmlNS)+xmlLen-c.byRef(&m)+80)
+	buf := make([]byte, 0, len(xmlDecl)+len(xmlNS)+xmlLen-c.byRef(m)+len(tag)*5+100)
 	buf = append(buf, xmlDecl+`<Message xmlns="`+xmlNS+`">`...)
-	buf, text := c.appendBody(buf, &refs, &m)
+	buf, text := c.appendBody(buf, &refs, m)
 	sums := [1][md5.Size]byte{md5.Sum(text)}
-	buf = appendProps(buf, &m)
+	if tag != "" {
+		buf = append(buf, "<MessageTag>"...)
+		buf = appendText(buf, []byte(tag))
+		buf = append(buf, "</MessageTag>"...)
+	}
+	buf = appendProps(buf, m)
 	buf = append(buf, "</Message>"...)
 	var res [1]SendResult
 	var errs [1]error
-	c.sendOutcomes(ctx, t, "/queues/"+queue+"/messages", buf, refs, []int{0}, sums[:], indexLabel, res[:], errs[:])
+	c.sendOutcomes(ctx, t, path, buf, refs, []int{0}, sums[:], lab, res[:], errs[:])
 	return res[0], errs[0]
 }
 
@@ -760,27 +772,7 @@ func (c *Client) publish(ctx context.Context, topic string, m bridge.Outgoing, l
 	if _, _, err := bodyText([]byte(tag), true); err != nil {
 		return SendResult{}, &permanentError{fmt.Errorf("%s: message %s: tag %q: %w", t, lab, tag, err)}
 	}
-	labf := func(int) string { return lab }
-	_, xmlLen, err := c.checkMessage(t, 0, labf, &m)
-	if err != nil {
-		return SendResult{}, err
-	}
-	var refs []bodyRef
-	buf := make([]byte, 0, len(xmlDecl)+len(xmlNS)+xmlLen-c.byRef(&m)+len(tag)*5+100)
-	buf = append(buf, xmlDecl+`<Message xmlns="`+xmlNS+`">`...)
-	buf, text := c.appendBody(buf, &refs, &m)
-	sums := [1][md5.Size]byte{md5.Sum(text)}
-	if tag != "" {
-		buf = append(buf, "<MessageTag>"...)
-		buf = appendText(buf, []byte(tag))
-		buf = append(buf, "</MessageTag>"...)
-	}
-	buf = appendProps(buf, &m)
-	buf = append(buf, "</Message>"...)
-	var res [1]SendResult
-	var errs [1]error
-	c.sendOutcomes(ctx, t, "/topics/"+topic+"/messages", buf, refs, []int{0}, sums[:], labf, res[:], errs[:])
-	return res[0], errs[0]
+	return c.sendSingle(ctx, t, "/topics/"+topic+"/messages", &m, tag, func(int) string { return lab })
 }
 
 // QueueAttributes is what GetQueueAttributes returns. Times are Unix

@@ -162,14 +162,7 @@ func scanReply(data []byte, r *reply) error {
 		r.entries = append(r.entries, e)
 	case "Error":
 		r.root = "Error"
-		for {
-			name, text, done, err := s.leaf("Error")
-			if err != nil {
-				return err
-			}
-			if done {
-				break
-			}
+		err := s.leaves("Error", func(name, text []byte) {
 			switch string(name) {
 			case "Code":
 				r.err.Code = string(text)
@@ -180,6 +173,9 @@ func scanReply(data []byte, r *reply) error {
 			case "HostId":
 				r.err.HostID = string(text)
 			}
+		})
+		if err != nil {
+			return err
 		}
 	default:
 		return errUnusual
@@ -193,14 +189,7 @@ func scanReply(data []byte, r *reply) error {
 func scanEntry(s *scanner, e *replyEntry) error {
 	// MessageId and MessageBodyMD5 share one allocation.
 	var id, sum []byte
-	for {
-		name, text, done, err := s.leaf("Message")
-		if err != nil {
-			return err
-		}
-		if done {
-			break
-		}
+	err := s.leaves("Message", func(name, text []byte) {
 		switch string(name) {
 		case "MessageId":
 			id = text
@@ -213,6 +202,9 @@ func scanEntry(s *scanner, e *replyEntry) error {
 		case "ErrorMessage":
 			e.ErrorMessage = string(text)
 		}
+	})
+	if err != nil {
+		return err
 	}
 	var buf [128]byte
 	both := string(append(append(buf[:0], id...), sum...))

@@ -89,15 +89,8 @@ func (s *scanner) next(t *token) error {
 	case '!':
 		return errUnusual
 	case '/':
-		i := s.i + 2
-		st := i
-		for i < len(b) && isNameByte(b[i]) {
-			i++
-		}
-		name := b[st:i]
-		for i < len(b) && isSpace(b[i]) {
-			i++
-		}
+		name, i := scanName(b, s.i+2)
+		i = skipSpace(b, i)
 		if len(name) == 0 || i >= len(b) || b[i] != '>' {
 			return errUnusual
 		}
@@ -105,19 +98,13 @@ func (s *scanner) next(t *token) error {
 		s.i = i + 1
 		return nil
 	}
-	i := s.i + 1
-	st := i
-	for i < len(b) && isNameByte(b[i]) {
-		i++
-	}
-	if i == st {
+	name, i := scanName(b, s.i+1)
+	if len(name) == 0 {
 		return errUnusual
 	}
-	t.name = b[st:i]
+	t.name = name
 	for {
-		for i < len(b) && isSpace(b[i]) {
-			i++
-		}
+		i = skipSpace(b, i)
 		if i >= len(b) {
 			return errUnusual
 		}
@@ -133,21 +120,13 @@ func (s *scanner) next(t *token) error {
 			}
 			return errUnusual
 		}
-		as := i
-		for i < len(b) && isNameByte(b[i]) {
-			i++
-		}
-		an := b[as:i]
-		for i < len(b) && isSpace(b[i]) {
-			i++
-		}
+		var an []byte
+		an, i = scanName(b, i)
+		i = skipSpace(b, i)
 		if string(an) != "xmlns" || t.hasNS || i >= len(b) || b[i] != '=' {
 			return errUnusual
 		}
-		i++
-		for i < len(b) && isSpace(b[i]) {
-			i++
-		}
+		i = skipSpace(b, i+1)
 		if i >= len(b) || (b[i] != '"' && b[i] != '\'') {
 			return errUnusual
 		}
@@ -167,6 +146,25 @@ func (s *scanner) next(t *token) error {
 	t.kind = tokStart
 	s.i = i
 	return nil
+}
+
+// scanName returns the name that starts at b[i] (empty when none does) and
+// the index after it.
+func scanName(b []byte, i int) ([]byte, int) {
+	st := i
+	for i < len(b) && isNameByte(b[i]) {
+		i++
+	}
+	return b[st:i], i
+}
+
+// skipSpace returns the index of the first byte at or after i that is not
+// XML white space.
+func skipSpace(b []byte, i int) int {
+	for i < len(b) && isSpace(b[i]) {
+		i++
+	}
+	return i
 }
 
 // unescape returns raw with entity and character references replaced. It
@@ -247,6 +245,18 @@ func (s *scanner) nextSignificant(t *token) error {
 		if t.kind != tokText || len(bytes.TrimLeft(t.text, " \t\n")) != 0 {
 			return nil
 		}
+	}
+}
+
+// leaves calls f with the name and text of each child of the current
+// element until it ends (with name end); each child must be a leaf.
+func (s *scanner) leaves(end string, f func(name, text []byte)) error {
+	for {
+		name, text, done, err := s.leaf(end)
+		if err != nil || done {
+			return err
+		}
+		f(name, text)
 	}
 }
 
