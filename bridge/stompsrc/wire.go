@@ -360,6 +360,17 @@ func eofIsUnexpected(err error) error {
 	return err
 }
 
+// STOMP 1.2 escapes four octets in the header names and values of every
+// frame but CONNECT and CONNECTED: escaped[c] is the letter that follows the
+// backslash for c (0: c stands as it is), unescaped[l] the octet for the
+// letter l (0: no such escape).
+var escaped, unescaped = func() (e, u [256]byte) {
+	for _, p := range [...][2]byte{{'\n', 'n'}, {'\r', 'r'}, {':', 'c'}, {'\\', '\\'}} {
+		e[p[0]], u[p[1]] = p[1], p[0]
+	}
+	return e, u
+}()
+
 // unescape decodes a STOMP 1.2 header name or value.
 func unescape(b []byte) (string, error) {
 	out := make([]byte, 0, len(b))
@@ -373,18 +384,11 @@ func unescape(b []byte) (string, error) {
 		if i == len(b) {
 			return "", errors.New("a '\\' at the end")
 		}
-		switch b[i] {
-		case 'n':
-			out = append(out, '\n')
-		case 'r':
-			out = append(out, '\r')
-		case 'c':
-			out = append(out, ':')
-		case '\\':
-			out = append(out, '\\')
-		default:
+		r := unescaped[b[i]]
+		if r == 0 {
 			return "", fmt.Errorf("unknown escape \\%c", b[i])
 		}
+		out = append(out, r)
 	}
 	return string(out), nil
 }
@@ -411,17 +415,10 @@ func appendFrame(dst []byte, command string, headers ...string) []byte {
 
 func appendEscaped(dst []byte, s string) []byte {
 	for i := 0; i < len(s); i++ {
-		switch c := s[i]; c {
-		case '\n':
-			dst = append(dst, '\\', 'n')
-		case '\r':
-			dst = append(dst, '\\', 'r')
-		case ':':
-			dst = append(dst, '\\', 'c')
-		case '\\':
-			dst = append(dst, '\\', '\\')
-		default:
-			dst = append(dst, c)
+		if e := escaped[s[i]]; e != 0 {
+			dst = append(dst, '\\', e)
+		} else {
+			dst = append(dst, s[i])
 		}
 	}
 	return dst
