@@ -57,16 +57,17 @@ func canonicalMNSHeaders(h http.Header) string {
 // canonHeaders is already in canonical form (see canonicalMNSHeaders);
 // resource is the path plus the raw query exactly as sent.
 func appendStringToSign(dst []byte, method, contentMD5, contentType, date, canonHeaders, resource string) []byte {
-	dst = append(dst, method...)
-	dst = append(dst, '\n')
-	dst = append(dst, contentMD5...)
-	dst = append(dst, '\n')
-	dst = append(dst, contentType...)
-	dst = append(dst, '\n')
-	dst = append(dst, date...)
-	dst = append(dst, '\n')
+	dst = appendLines(dst, method, contentMD5, contentType, date)
 	dst = append(dst, canonHeaders...)
-	dst = append(dst, resource...)
+	return append(dst, resource...)
+}
+
+// appendLines appends each of lines to dst, each followed by '\n'.
+func appendLines(dst []byte, lines ...string) []byte {
+	for _, l := range lines {
+		dst = append(dst, l...)
+		dst = append(dst, '\n')
+	}
 	return dst
 }
 
@@ -227,10 +228,7 @@ func (s v4Scheme) signingKey(secret, day, region string) []byte {
 func (s v4Scheme) stringToSign(dateTime, region string, canon []byte) []byte {
 	day := dateTime[:8]
 	b := make([]byte, 0, len(s.algorithm)+len(canon)+80)
-	b = append(b, s.algorithm...)
-	b = append(b, '\n')
-	b = append(b, dateTime...)
-	b = append(b, '\n')
+	b = appendLines(b, s.algorithm, dateTime)
 	b = append(b, day...)
 	b = append(b, '/')
 	b = append(b, region...)
