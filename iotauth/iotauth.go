@@ -163,29 +163,28 @@ func Sign(p Params, now time.Time) (Credentials, error) {
 	ts := now.UnixMilli()
 	tsText := strconv.FormatInt(ts, 10)
 
+	// clientId|k=v,k=v,...| with the optional parameters only when set.
+	params := make([][2]string, 0, 8)
+	params = append(params, [][2]string{{"authMode", p.AuthMode()}, {"signMethod", method}, {"timestamp", tsText},
+		{"authId", p.AccessKeyID}, {"iotInstanceId", p.IotInstanceID}, {"consumerGroupId", p.ConsumerGroupID}}...)
+	if p.SecurityToken != "" {
+		params = append(params, [2]string{"securityToken", p.SecurityToken})
+	}
+	if p.EncodeBase64 {
+		params = append(params, [2]string{"encode", "base64"})
+	}
 	var u strings.Builder
 	u.Grow(160 + len(p.SecurityToken))
 	u.WriteString(p.ClientID)
-	u.WriteString("|authMode=")
-	u.WriteString(p.AuthMode())
-	u.WriteString(",signMethod=")
-	u.WriteString(method)
-	u.WriteString(",timestamp=")
-	u.WriteString(tsText)
-	u.WriteString(",authId=")
-	u.WriteString(p.AccessKeyID)
-	u.WriteString(",iotInstanceId=")
-	u.WriteString(p.IotInstanceID)
-	u.WriteString(",consumerGroupId=")
-	u.WriteString(p.ConsumerGroupID)
-	if p.SecurityToken != "" {
-		u.WriteString(",securityToken=")
-		u.WriteString(p.SecurityToken)
+	sep := byte('|')
+	for _, kv := range params {
+		u.WriteByte(sep)
+		u.WriteString(kv[0])
+		u.WriteByte('=')
+		u.WriteString(kv[1])
+		sep = ','
 	}
-	if p.EncodeBase64 {
-		u.WriteString(",encode=base64")
-	}
-	u.WriteString("|")
+	u.WriteByte('|')
 
 	pw, err := Password(method, p.AccessKeySecret, StringToSign(p.AccessKeyID, p.SecurityToken, tsText))
 	if err != nil {
