@@ -15,10 +15,7 @@ import (
 
 // TestMain lets the test binary serve as the bridge child process, as the
 // harness binary does.
-func TestMain(m *testing.M) {
-	childbridge.RunIfChild()
-	os.Exit(m.Run())
-}
+func TestMain(m *testing.M) { childbridge.RunTests(m) }
 
 // tinySizes keeps TestHarnessShort to a few seconds of load.
 var tinySizes = sizes{Messages: 2000, Rate: 1000, LatencyFor: time.Second,

@@ -448,10 +448,8 @@ func (c *amqpConn) begin(ch uint16, b *amqp10.Begin) *amqp10.Error {
 // receiver, is answered and detached at once with the reason, as the
 // specification says a refused attach is done.
 func (c *amqpConn) attach(a *amqp10.Attach) *amqp10.Error {
-	c.mu.Lock()
-	if !c.session {
-		c.mu.Unlock()
-		return &amqp10.Error{Condition: amqp10.ErrNotAllowed, Description: "attach before begin"}
+	if e := c.lockSession("attach"); e != nil {
+		return e
 	}
 	var refuse string
 	switch {
@@ -501,11 +499,20 @@ func (c *amqpConn) attach(a *amqp10.Attach) *amqp10.Error {
 	return nil
 }
 
-func (c *amqpConn) flow(fl *amqp10.Flow) *amqp10.Error {
+// lockSession locks c.mu when the session has begun; before that it
+// returns the error that ends the connection, naming the performative.
+func (c *amqpConn) lockSession(performative string) *amqp10.Error {
 	c.mu.Lock()
 	if !c.session {
 		c.mu.Unlock()
-		return &amqp10.Error{Condition: amqp10.ErrNotAllowed, Description: "flow before begin"}
+		return &amqp10.Error{Condition: amqp10.ErrNotAllowed, Description: performative + " before begin"}
+	}
+	return nil
+}
+
+func (c *amqpConn) flow(fl *amqp10.Flow) *amqp10.Error {
+	if e := c.lockSession("flow"); e != nil {
+		return e
 	}
 	next := uint32(0)
 	if fl.NextIncomingID != nil {
@@ -774,38 +781,39 @@ func (c *amqpConn) deliver(e *entry) error {
 	handle := l.handle
 	c.mu.Unlock()
 
-	c.s.countSent(1, redelivery, settled)
+	write := func() error {
+		return c.writeFrames(writeTimeout, func(b []byte) ([]byte, error) { return c.appendDelivery(b, handle, id, settled, payload) })
+	}
+	return c.s.send(c.g, e, redelivery, settled, func() bool { return c.pending.untrack(id) }, write)
+}
+
+// appendDelivery appends delivery id on the link with handle to b: the
+// message payload in transfers of at most the client's max-frame-size.
+func (c *amqpConn) appendDelivery(b []byte, handle, id uint32, settled bool, payload []byte) ([]byte, error) {
 	var tag [4]byte
 	binary.BigEndian.PutUint32(tag[:], id)
-	err = c.writeFrames(writeTimeout, func(b []byte) ([]byte, error) {
-		rest := payload
-		first := true
-		for {
-			t := &amqp10.Transfer{Handle: handle, Settled: settled}
-			if first {
-				t.DeliveryID, t.DeliveryTag, t.MessageFormat = amqp10.U32(id), tag[:], amqp10.U32(0)
-			}
-			hdr, err := amqp10.AppendFrame(nil, amqp10.FrameAMQP, 0, t, nil)
-			if err != nil {
-				return b, err
-			}
-			room := int(c.maxFrame) - len(hdr) - 2 // the more flag may add 2 bytes
-			n := min(len(rest), room)
-			t.More = n < len(rest)
-			if b, err = amqp10.AppendFrame(b, amqp10.FrameAMQP, 0, t, rest[:n]); err != nil {
-				return b, err
-			}
-			rest, first = rest[n:], false
-			if len(rest) == 0 {
-				return b, nil
-			}
+	rest := payload
+	first := true
+	for {
+		t := &amqp10.Transfer{Handle: handle, Settled: settled}
+		if first {
+			t.DeliveryID, t.DeliveryTag, t.MessageFormat = amqp10.U32(id), tag[:], amqp10.U32(0)
 		}
-	})
-	if err != nil {
-		c.s.unsend(c.g, e, redelivery, settled, func() bool { return c.pending.untrack(id) })
-		return err
+		hdr, err := amqp10.AppendFrame(nil, amqp10.FrameAMQP, 0, t, nil)
+		if err != nil {
+			return b, err
+		}
+		room := int(c.maxFrame) - len(hdr) - 2 // the more flag may add 2 bytes
+		n := min(len(rest), room)
+		t.More = n < len(rest)
+		if b, err = amqp10.AppendFrame(b, amqp10.FrameAMQP, 0, t, rest[:n]); err != nil {
+			return b, err
+		}
+		rest, first = rest[n:], false
+		if len(rest) == 0 {
+			return b, nil
+		}
 	}
-	return nil
 }
 
 // expire gives back deliveries unsettled past their deadline.

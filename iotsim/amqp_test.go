@@ -8,7 +8,6 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"io"
 	"os"
 	"os/exec"
@@ -664,13 +663,7 @@ func TestAMQPPresettledLink(t *testing.T) {
 // otherwise lose messages the platform took as settled.
 func TestAMQPEndingReplyComesAfterEveryTransfer(t *testing.T) {
 	s := startAMQP(t, Config{})
-	go func() {
-		for i := 0; i < 100000; i++ {
-			if err := s.PublishContext(t.Context(), testGroup, Message{Topic: "/a/b/user/x", MessageID: fmt.Sprint(i)}); err != nil {
-				return
-			}
-		}
-	}()
+	flood(t, s)
 	endings := []struct {
 		name  string
 		send  amqp10.Performative

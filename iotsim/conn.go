@@ -556,12 +556,8 @@ func (c *conn) deliver(sub *subscription, e *entry) error {
 		f.Header.Add(frame.Ack, ackID)
 	}
 	f.Body = body
-	c.s.countSent(1, redelivery, ackID == "")
-	if err := c.write(f); err != nil {
-		c.s.unsend(c.g, e, redelivery, ackID == "", func() bool { return c.pending.untrack(ackID) })
-		return err
-	}
-	return nil
+	return c.s.send(c.g, e, redelivery, ackID == "", func() bool { return c.pending.untrack(ackID) },
+		func() error { return c.write(f) })
 }
 
 // expire gives back deliveries unacked past their deadline.

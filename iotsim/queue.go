@@ -23,7 +23,7 @@ type fifo struct {
 
 func (f *fifo) len() int { return len(f.items) - f.head }
 
-func (f *fifo) push(e *entry) { f.items = append(f.items, e) }
+func (f *fifo) push(es ...*entry) { f.items = append(f.items, es...) }
 
 func (f *fifo) pop() *entry {
 	if f.head == len(f.items) {
@@ -89,9 +89,7 @@ func (g *group) toBacklog(es ...*entry) {
 	}
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	for _, e := range es {
-		g.backlog.push(e)
-	}
+	g.backlog.push(es...)
 	if g.due == 0 && g.roundAt.IsZero() {
 		g.roundAt = time.Now().Add(g.backlogInterval)
 	}
@@ -183,9 +181,7 @@ func (g *group) requeue(es ...*entry) {
 	}
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	for _, e := range es {
-		g.retry.push(e)
-	}
+	g.retry.push(es...)
 	g.signalReadyLocked()
 }
 
@@ -351,16 +347,22 @@ func (s *Server) countSent(n int64, redelivery, settled bool) {
 	}
 }
 
-// unsend undoes a delivery whose write failed: the counts go back, and the
-// message goes back to g when it was settled as it was sent or untrack
-// finds it still pending (and removes it). When untrack does not, an ACK
-// timeout or the connection's end already gave it back.
-func (s *Server) unsend(g *group, e *entry, redelivery, settled bool, untrack func() bool) {
-	s.countSent(-1, redelivery, settled)
-	if settled || untrack() {
-		e.deliveries--
-		g.requeue(e)
+// send counts e as delivered and writes it with write; when the write
+// fails it undoes the delivery: the counts go back, and the message goes
+// back to g when it was settled as it was sent or untrack finds it still
+// pending (and removes it). When untrack does not, an ACK timeout or the
+// connection's end already gave it back.
+func (s *Server) send(g *group, e *entry, redelivery, settled bool, untrack func() bool, write func() error) error {
+	s.countSent(1, redelivery, settled)
+	err := write()
+	if err != nil {
+		s.countSent(-1, redelivery, settled)
+		if settled || untrack() {
+			e.deliveries--
+			g.requeue(e)
+		}
 	}
+	return err
 }
 
 // signals is how a connection of either protocol tells its goroutines that

@@ -241,36 +241,20 @@ func Start(cfg Config) (*Server, error) {
 	if cfg.Addr == "" {
 		cfg.Addr = DefaultAddr
 	}
-	if cfg.AckTimeout <= 0 {
-		cfg.AckTimeout = DefaultAckTimeout
-	}
+	cfg.AckTimeout = positiveOr(cfg.AckTimeout, DefaultAckTimeout)
 	switch {
 	case cfg.HeartBeat == 0:
 		cfg.HeartBeat = DefaultHeartBeat
 	case cfg.HeartBeat < 0:
 		cfg.HeartBeat = 0
 	}
-	if cfg.QueueSize <= 0 {
-		cfg.QueueSize = DefaultQueueSize
-	}
-	if cfg.MaxUnacked <= 0 {
-		cfg.MaxUnacked = DefaultMaxUnacked
-	}
-	if cfg.LoginTimeout <= 0 {
-		cfg.LoginTimeout = DefaultLoginTimeout
-	}
-	if cfg.AttachTimeout <= 0 {
-		cfg.AttachTimeout = DefaultAttachTimeout
-	}
-	if cfg.MinIdleTimeout <= 0 {
-		cfg.MinIdleTimeout = DefaultMinIdleTimeout
-	}
-	if cfg.MaxIdleTimeout <= 0 {
-		cfg.MaxIdleTimeout = DefaultMaxIdleTimeout
-	}
-	if cfg.ConnectWindow <= 0 {
-		cfg.ConnectWindow = time.Minute
-	}
+	cfg.QueueSize = positiveOr(cfg.QueueSize, DefaultQueueSize)
+	cfg.MaxUnacked = positiveOr(cfg.MaxUnacked, DefaultMaxUnacked)
+	cfg.LoginTimeout = positiveOr(cfg.LoginTimeout, DefaultLoginTimeout)
+	cfg.AttachTimeout = positiveOr(cfg.AttachTimeout, DefaultAttachTimeout)
+	cfg.MinIdleTimeout = positiveOr(cfg.MinIdleTimeout, DefaultMinIdleTimeout)
+	cfg.MaxIdleTimeout = positiveOr(cfg.MaxIdleTimeout, DefaultMaxIdleTimeout)
+	cfg.ConnectWindow = positiveOr(cfg.ConnectWindow, time.Minute)
 	s := &Server{
 		cfg:       cfg,
 		log:       cfg.Logger,
@@ -313,6 +297,15 @@ func Start(cfg Config) (*Server, error) {
 	go s.acceptLoop(s.ln, func(nc net.Conn) servedClient { return newConn(s, nc) })
 	go s.expireLoop()
 	return s, nil
+}
+
+// positiveOr returns v, or def when v is zero or negative: the rule of
+// every Config value with a default.
+func positiveOr[T int | time.Duration](v, def T) T {
+	if v <= 0 {
+		return def
+	}
+	return v
 }
 
 // Addr returns the host:port the STOMP listener listens on.

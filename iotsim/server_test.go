@@ -131,6 +131,32 @@ func recv(t *testing.T, sub *stomp.Subscription) *stomp.Message {
 	return nil
 }
 
+// received dials as clientID, subscribes with ack, publishes ms and
+// receives as many messages; it returns the connection, the subscription
+// and the messages in the order they came.
+func received(t *testing.T, s *Server, clientID string, ack stomp.AckMode, ms ...Message) (*stomp.Conn, *stomp.Subscription, []*stomp.Message) {
+	t.Helper()
+	c := mustDial(t, s, params(clientID))
+	sub := subscribe(t, c, ack)
+	for _, m := range ms {
+		s.Publish(testGroup, m)
+	}
+	got := make([]*stomp.Message, len(ms))
+	for i := range got {
+		got[i] = recv(t, sub)
+	}
+	return c, sub, got
+}
+
+// numbered returns n messages with the ids "0" to "n-1".
+func numbered(n int) []Message {
+	ms := make([]Message, n)
+	for i := range ms {
+		ms[i] = Message{Topic: "/a/b/user/x", MessageID: fmt.Sprint(i)}
+	}
+	return ms
+}
+
 type quietLogger struct{}
 
 func (quietLogger) Debugf(string, ...interface{})   {}
@@ -311,10 +337,7 @@ func TestPublishFillsIDAndTime(t *testing.T) {
 
 func TestAutoAckIsSettledOnSend(t *testing.T) {
 	s := startServer(t, Config{})
-	c := mustDial(t, s, params("auto"))
-	sub := subscribe(t, c, stomp.AckAuto)
-	s.Publish(testGroup, Message{Topic: "/a/b/user/x", MessageID: "1"})
-	recv(t, sub)
+	c, _, _ := received(t, s, "auto", stomp.AckAuto, Message{Topic: "/a/b/user/x", MessageID: "1"})
 	c.Disconnect()
 	waitFor(t, "disconnect", func() bool { return s.Stats().Connections == 0 })
 	st := s.Stats()
@@ -364,16 +387,8 @@ func TestClientIndividual(t *testing.T) {
 
 func TestClientAckIsCumulative(t *testing.T) {
 	s := startServer(t, Config{})
-	c := mustDial(t, s, params("cum"))
-	sub := subscribe(t, c, stomp.AckClient)
-	for i := range 3 {
-		s.Publish(testGroup, Message{Topic: "/a/b/user/x", MessageID: fmt.Sprint(i)})
-	}
-	var last *stomp.Message
-	for range 3 {
-		last = recv(t, sub)
-	}
-	if err := c.Ack(last); err != nil {
+	c, _, got := received(t, s, "cum", stomp.AckClient, numbered(3)...)
+	if err := c.Ack(got[2]); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, "cumulative ACK", func() bool { return s.Stats().Acked == 3 })
@@ -384,10 +399,7 @@ func TestClientAckIsCumulative(t *testing.T) {
 
 func TestRedeliveryAfterDisconnect(t *testing.T) {
 	s := startServer(t, Config{})
-	first := mustDial(t, s, params("first"))
-	sub := subscribe(t, first, stomp.AckClientIndividual)
-	s.Publish(testGroup, Message{Topic: "/a/b/user/x", MessageID: "m-1", Body: []byte("hello")})
-	recv(t, sub)
+	first, _, _ := received(t, s, "first", stomp.AckClientIndividual, Message{Topic: "/a/b/user/x", MessageID: "m-1", Body: []byte("hello")})
 	first.Disconnect()
 	waitFor(t, "requeue", func() bool { return s.Stats().Queued == 1 })
 
@@ -663,14 +675,7 @@ func TestProtocolErrors(t *testing.T) {
 
 func TestRedeliveryKeepsOrder(t *testing.T) {
 	s := startServer(t, Config{})
-	first := mustDial(t, s, params("first"))
-	sub := subscribe(t, first, stomp.AckClientIndividual)
-	for i := range 5 {
-		s.Publish(testGroup, Message{Topic: "/a/b/user/x", MessageID: fmt.Sprint(i)})
-	}
-	for range 5 {
-		recv(t, sub)
-	}
+	first, _, _ := received(t, s, "first", stomp.AckClientIndividual, numbered(5)...)
 	first.Disconnect()
 	waitFor(t, "requeue", func() bool { return s.Stats().Queued == 5 })
 	again := subscribe(t, mustDial(t, s, params("second")), stomp.AckAuto)
@@ -683,10 +688,7 @@ func TestRedeliveryKeepsOrder(t *testing.T) {
 
 func TestUnsubscribeGivesBackUnacked(t *testing.T) {
 	s := startServer(t, Config{})
-	c := mustDial(t, s, params("unsub"))
-	sub := subscribe(t, c, stomp.AckClientIndividual)
-	s.Publish(testGroup, Message{Topic: "/a/b/user/x", MessageID: "u"})
-	recv(t, sub)
+	c, sub, _ := received(t, s, "unsub", stomp.AckClientIndividual, Message{Topic: "/a/b/user/x", MessageID: "u"})
 	// go-stomp v3.1.5's Unsubscribe can miss the wake-up of its RECEIPT
 	// wait and time out although the UNSUBSCRIBE was sent and answered: the
 	// requeue below is what this test checks.
@@ -861,8 +863,9 @@ func TestInstanceIDIsChecked(t *testing.T) {
 // MESSAGE the server counted, and the count is right as the client reads
 // the RECEIPT: none may follow it. Repeated, since
 // the server's sender runs beside the reader that answers DISCONNECT.
-func TestDisconnectReceiptComesAfterEveryMessage(t *testing.T) {
-	s := startServer(t, Config{})
+// flood publishes to testGroup in the background while the test runs (up
+// to 100,000 messages), so that deliveries flow whenever a client reads.
+func flood(t *testing.T, s *Server) {
 	go func() {
 		for i := 0; i < 100000; i++ {
 			if err := s.PublishContext(t.Context(), testGroup, Message{Topic: "/a/b/user/x", MessageID: fmt.Sprint(i)}); err != nil {
@@ -870,6 +873,11 @@ func TestDisconnectReceiptComesAfterEveryMessage(t *testing.T) {
 			}
 		}
 	}()
+}
+
+func TestDisconnectReceiptComesAfterEveryMessage(t *testing.T) {
+	s := startServer(t, Config{})
+	flood(t, s)
 	got := 0
 	for round := range 30 {
 		rc := dialFrames(t, s, "0,0")

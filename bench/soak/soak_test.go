@@ -18,10 +18,7 @@ import (
 
 // TestMain lets the test binary serve as the bridge child process, as the
 // soak binary does.
-func TestMain(m *testing.M) {
-	childbridge.RunIfChild()
-	os.Exit(m.Run())
-}
+func TestMain(m *testing.M) { childbridge.RunTests(m) }
 
 func TestParseMetrics(t *testing.T) {
 	tests := []struct {

@@ -22,6 +22,7 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+	"testing"
 	"time"
 
 	"github.com/iot-mns-bridge/iot-mns-bridge/internal/app"
@@ -49,6 +50,14 @@ func RunIfChild() {
 		return
 	}
 	os.Exit(runChild())
+}
+
+// RunTests is the TestMain of a package whose tests start bridge children
+// with this test binary: the binary runs as the bridge when it is a child
+// (RunIfChild), else it runs the tests.
+func RunTests(m *testing.M) {
+	RunIfChild()
+	os.Exit(m.Run())
 }
 
 func runChild() int {
