@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/iot-mns-bridge/iot-mns-bridge/internal/waitfor"
 )
 
 func TestDedupJournalSurvivesReopenAndStaysBounded(t *testing.T) {
@@ -31,18 +33,15 @@ func TestDedupJournalSurvivesReopenAndStaysBounded(t *testing.T) {
 	// holds more than twice the window: wait for the last id to be written
 	// and the file to be compacted.
 	last := strconv.Quote("id \"34\"\n")
-	deadline := time.Now().Add(time.Minute)
-	for {
+	var lines int
+	var written bool
+	waitfor.Until(t, "the last id written and the journal compacted", time.Minute, func() bool {
 		data, _ := os.ReadFile(path)
-		lines := strings.Count(string(data), "\n")
-		if strings.Contains(string(data), last) && lines <= 2*10+journalSlack {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("journal holds %d lines for a window of 10 (last id written: %v): not compacted", lines, strings.Contains(string(data), last))
-		}
-		time.Sleep(time.Millisecond)
-	}
+		lines, written = strings.Count(string(data), "\n"), strings.Contains(string(data), last)
+		return written && lines <= 2*10+journalSlack
+	}, func() string {
+		return fmt.Sprintf("journal holds %d lines for a window of 10 (last id written: %v): not compacted", lines, written)
+	})
 	cancel()
 	<-done
 	j.Close()
