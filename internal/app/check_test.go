@@ -2,6 +2,7 @@ package app
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -13,6 +14,7 @@ import (
 	"github.com/iot-mns-bridge/iot-mns-bridge/credentials"
 	"github.com/iot-mns-bridge/iot-mns-bridge/credentials/credtest"
 	"github.com/iot-mns-bridge/iot-mns-bridge/internal/certgen"
+	"github.com/iot-mns-bridge/iot-mns-bridge/internal/testbroker"
 	"github.com/iot-mns-bridge/iot-mns-bridge/iotsim"
 	"github.com/iot-mns-bridge/iot-mns-bridge/mnsemu"
 )
@@ -102,5 +104,139 @@ func TestCheckPromisesNoRetry(t *testing.T) {
 	code, out, errOut := runMain(t, context.Background(), "sign", "-config", path)
 	if code != ExitFailure || !strings.Contains(errOut, "source.credentials: no credentials from uri") || strings.Contains(out+errOut, "next attempt") {
 		t.Errorf("sign: exit %d, want 1 naming the provider, promising no other attempt\n%s%s", code, out, errOut)
+	}
+}
+
+// TestCheckConnectTakesNothing is issue 12 item 1 on the simulator: with a
+// backlog of n messages, `check -connect` takes none of them (both STOMP
+// ack modes and AMQP), it does not log in as the running bridge's client
+// id, and the bridge then forwards the whole backlog.
+func TestCheckConnectTakesNothing(t *testing.T) {
+	const n = 200
+	for _, mode := range []string{"stomp ack auto", "stomp ack client-individual", "amqp"} {
+		t.Run(mode, func(t *testing.T) {
+			p := startPeers(t, mnsemu.Config{Queues: []string{"telemetry-pk1", "unrouted"}}, iotsim.Config{AMQPAddr: "127.0.0.1:0"})
+			c := p.config()
+			switch mode {
+			case "stomp ack auto":
+				c.Source.STOMP.Ack = "auto"
+			case "amqp":
+				c = p.amqpConfig()
+			}
+			c.Envelope = "json"
+			path := p.writeConfig(t, c)
+			p.publishSeq("c", n)
+			code, out, errOut := runMain(t, context.Background(), "check", "-config", path, "-connect", "-timeout", "20s")
+			if code != ExitOK || !strings.Contains(out, "ok   source") {
+				t.Fatalf("check -connect: exit %d\n%s%s", code, out, errOut)
+			}
+			if st := p.sim.Stats(); st.Acked != 0 {
+				t.Fatalf("check -connect took %d of the %d messages waiting (simulator %+v)\n%s%s", st.Acked, n, st, out, errOut)
+			}
+
+			// The bridge runs; a check meanwhile does not log in as its
+			// client id.
+			runBridge(t, mustLoad(t, path), Options{}).stopCleanly(t)
+			waitFor(t, "the bridge to connect", time.Minute, func() bool { return p.sim.Stats().Connections >= 1 })
+			code, out, errOut = runMain(t, context.Background(), "check", "-config", path, "-connect", "-timeout", "20s")
+			if code != ExitOK {
+				t.Fatalf("check -connect while the bridge runs: exit %d\n%s%s", code, out, errOut)
+			}
+			if m := p.sim.Stats().MaxConnsPerClientID; m != 1 {
+				t.Errorf("a client id held %d connections at once: the check logged in as the bridge", m)
+			}
+			waitFor(t, "the whole backlog at MNS", 2*time.Minute, func() bool {
+				d, _ := countIDs(t, p.emu, "telemetry-pk1", "c", n)
+				return d == n
+			})
+		})
+	}
+}
+
+// TestRabbitMQCheckConnectTakesNothing is issue 12 item 1 on a real broker,
+// which pushes a queue's backlog the moment a consumer subscribes: after
+// `check -connect` (STOMP with either ack mode, AMQP) the backlog of n is
+// still all there, and the bridge then forwards every message.
+func TestRabbitMQCheckConnectTakesNothing(t *testing.T) {
+	b := testbroker.RabbitMQ(t)
+	const n = 100
+	for _, mode := range []string{"stomp ack auto", "stomp ack client-individual", "amqp"} {
+		t.Run(mode, func(t *testing.T) {
+			p := startPeers(t, mnsemu.Config{Queues: []string{"telemetry-pkr"}}, iotsim.Config{})
+			queue := "/queue/" + b.Unique(t)
+			var path string
+			if mode == "amqp" {
+				rc := rabbitConfig(t, b, p, "amqp", b.AMQPSAddr)
+				rc.Source.AMQP.Address = queue
+				path = writeRabbitConfig(t, p, rc)
+				pub := b.NewAMQPPublisher(t, queue)
+				for i := 0; i < n; i++ {
+					id := fmt.Sprintf("rc-%05d", i)
+					if err := pub.Send(context.Background(), "/pkr/dev1/user/data", id, time.Now().UnixMilli(), []byte(`{"id":"`+id+`"}`)); err != nil {
+						t.Fatal(err)
+					}
+				}
+			} else {
+				rc := rabbitConfig(t, b, p, "stomp", b.STOMPSAddr)
+				rc.Source.STOMP.Destination, rc.Source.STOMP.Ack, rc.Source.STOMP.Host = queue, strings.TrimPrefix(mode, "stomp ack "), "/"
+				path = writeRabbitConfig(t, p, rc)
+				for i := 0; i < n; i++ {
+					id := fmt.Sprintf("rc-%05d", i)
+					b.PublishSTOMP(t, queue, map[string]string{"topic": "/pkr/dev1/user/data", "messageId": id, "persistent": "true"}, []byte(`{"n":"`+id+`"}`))
+				}
+			}
+			code, out, errOut := runMain(t, context.Background(), "check", "-config", path, "-connect", "-timeout", "30s")
+			if code != ExitOK || !strings.Contains(out, "ok   source") {
+				t.Fatalf("check -connect: exit %d\n%s%s", code, out, errOut)
+			}
+			t.Logf("check -connect:\n%s%s", out, errOut)
+			runBridge(t, mustLoad(t, path), warnToStderr())
+			waitFor(t, "the whole backlog at MNS after the check", 2*time.Minute, func() bool {
+				d, _ := countIDs(t, p.emu, "telemetry-pkr", "rc", n)
+				return d == n
+			})
+		})
+	}
+}
+
+// TestStaticMistakesFoundByCheckAndRun is issue 12 item 3: a CA bundle that
+// cannot work fails "check" and "run" with exit 2 naming
+// source.tls.ca_file ("run" does not retry forever); check prints what run
+// warns about and which templated destinations it did not look up.
+func TestStaticMistakesFoundByCheckAndRun(t *testing.T) {
+	p := startPeers(t, mnsemu.Config{Queues: []string{"telemetry-pk1", "unrouted"}}, iotsim.Config{})
+	gc := p.config()
+	gc.Source.STOMP.Ack, gc.Spool.Dir = "auto", ""
+	good := p.writeConfig(t, gc)
+	data, err := os.ReadFile(good)
+	if err != nil {
+		t.Fatal(err)
+	}
+	notPEM := filepath.Join(p.dir, "not-a-ca.pem")
+	os.WriteFile(notPEM, []byte("not a certificate\n"), 0o600)
+	bad := filepath.Join(p.dir, "bad-ca.yaml")
+	os.WriteFile(bad, []byte(strings.Replace(string(data), "ca_file: "+p.caFile, "ca_file: "+notPEM, 1)), 0o600)
+	for _, cmd := range []string{"check", "run"} {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute) // failure only: run would retry forever
+		code, out, errOut := runMain(t, ctx, cmd, "-config", bad)
+		cancel()
+		if code != ExitUsage || !strings.Contains(errOut, "source.tls.ca_file") || !strings.Contains(errOut, "holds no PEM certificate") {
+			t.Errorf("%s with a CA file without a certificate: exit %d, want 2 naming source.tls.ca_file\n%s%s", cmd, code, out, errOut)
+		}
+	}
+
+	os.Chmod(good, 0o644) // a literal secret others can read
+	code, out, errOut := runMain(t, context.Background(), "check", "-config", good, "-connect", "-timeout", "20s")
+	if code != ExitOK {
+		t.Fatalf("check: exit %d\n%s%s", code, out, errOut)
+	}
+	for _, want := range []string{
+		"warning: the config file holds a secret and other users can read it",
+		"warning: source.stomp.ack is auto and the spool is off",
+		"skip MNS queue telemetry-{productKey} (routes[0].queue): a template",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("check output lacks %q:\n%s", want, out)
+		}
 	}
 }

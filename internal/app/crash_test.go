@@ -1,9 +1,10 @@
 package app
 
 import (
-	"encoding/json"
 	"fmt"
+	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -26,27 +27,6 @@ func startChild(t *testing.T, args ...string) *child {
 	return testpeers.StartChild(t, testpeers.AsMainEnv+"=1", args...)
 }
 
-// arrivedIDs returns how often each message id is stored in queue (bodies
-// are JSON envelopes).
-func arrivedIDs(t *testing.T, emu *mnsemu.Emulator, queue string) map[string]int {
-	t.Helper()
-	ids := map[string]int{}
-	for _, m := range emu.Messages(queue) {
-		body, err := m.DecodedBody()
-		if err != nil {
-			t.Fatal(err)
-		}
-		var env struct {
-			MessageID string `json:"messageId"`
-		}
-		if err := json.Unmarshal(body, &env); err != nil {
-			t.Fatalf("envelope: %v: %q", err, body)
-		}
-		ids[env.MessageID]++
-	}
-	return ids
-}
-
 // TestKill9WithSpoolLosesNothing kills the bridge with SIGKILL three times
 // mid-stream (STOMP client-individual, spool on): the upstream ACK follows
 // the spool's fsync, so every message arrives at least once, none lost.
@@ -59,10 +39,7 @@ func TestKill9WithSpoolLosesNothing(t *testing.T) {
 	path := p.writeConfig(t, cfg)
 
 	const n = 6000
-	for i := 0; i < n; i++ {
-		p.sim.Publish("g1", iotsim.Message{Topic: fmt.Sprintf("/pk1/dev%d/user/data", i%5), MessageID: fmt.Sprintf("k-%05d", i),
-			Body: []byte(fmt.Sprintf(`{"seq":%d}`, i))})
-	}
+	p.publishSeq("k", n)
 	for round := 1; round <= 3; round++ {
 		c := startChild(t, "run", "-config", path)
 		target := round * n / 4
@@ -78,19 +55,45 @@ func TestKill9WithSpoolLosesNothing(t *testing.T) {
 	if code := c.Term(t); code != 0 {
 		t.Errorf("exit code %d after SIGTERM:\n%s", code, c.Out)
 	}
-	ids := arrivedIDs(t, p.emu, "telemetry-pk1")
-	lost, dups := 0, 0
-	for i := 0; i < n; i++ {
-		k := ids[fmt.Sprintf("k-%05d", i)]
-		if k == 0 {
-			lost++
-		}
-		if k > 1 {
-			dups += k - 1
-		}
-	}
-	t.Logf("sent %d, arrived %d distinct, %d duplicates, lost %d over 3 kills", n, len(ids), dups, lost)
+	distinct, dups := countIDs(t, p.emu, "telemetry-pk1", "k", n)
+	lost := n - distinct
+	t.Logf("sent %d, arrived %d distinct, %d duplicates, lost %d over 3 kills", n, distinct, dups, lost)
 	if lost != 0 {
 		t.Fatalf("%d messages lost", lost)
+	}
+}
+
+// TestKill9KeepsTheDedupWindow: the bridge process is killed with SIGKILL
+// after forwarding; the platform then redelivers the same messages to the
+// new process, which suppresses them from the journalled window.
+func TestKill9KeepsTheDedupWindow(t *testing.T) {
+	p := startPeers(t, mnsemu.Config{Queues: []string{"telemetry-pk1", "unrouted"}}, iotsim.Config{})
+	journal := filepath.Join(t.TempDir(), "dedup-window.log")
+	cfg := p.config()
+	cfg.Delivery.Dedup.File = journal
+	path := p.writeConfig(t, cfg)
+	publish := func() {
+		for i := 0; i < 100; i++ {
+			p.sim.Publish("g1", iotsim.Message{Topic: "/pk1/dev/user/x", MessageID: fmt.Sprintf("k9d-%03d", i), Body: []byte("x")})
+		}
+	}
+	c := startChild(t, "run", "-config", path)
+	publish()
+	waitFor(t, "100 forwarded", time.Minute, func() bool { return len(p.emu.Messages("telemetry-pk1")) >= 100 })
+	waitFor(t, "acks", time.Minute, func() bool { return p.sim.Stats().Acked >= 100 })
+	waitFor(t, "the journal holds the 100 ids", time.Minute, func() bool {
+		data, _ := os.ReadFile(journal)
+		return strings.Count(string(data), "\n") >= 100
+	})
+	c.Kill9(t)
+
+	c = startChild(t, "run", "-config", path)
+	publish() // the platform redelivering what MNS already has
+	waitFor(t, "the redeliveries settled", time.Minute, func() bool { return p.sim.Stats().Acked >= 200 })
+	if code := c.Term(t); code != 0 {
+		t.Errorf("exit %d:\n%s", code, c.Out)
+	}
+	if n := len(p.emu.Messages("telemetry-pk1")); n != 100 {
+		t.Fatalf("%d messages at MNS after the redelivery, want 100: the window did not survive kill -9", n)
 	}
 }

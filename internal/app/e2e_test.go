@@ -3,6 +3,7 @@ package app
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"math/rand/v2"
 	"strings"
@@ -66,11 +67,60 @@ func (p *peers) config() *config.Config {
 	return c
 }
 
+// amqpConfig is the peers' config over the simulator's AMQP listener.
+func (p *peers) amqpConfig() *config.Config {
+	c := p.config()
+	c.Source.Protocol, c.Source.Endpoint = "amqp", p.sim.AMQPAddr()
+	c.Source.STOMP = config.Default().Source.STOMP
+	return c
+}
+
 // writeConfig writes c as bridge.yaml in the peers' directory and returns
 // its path.
 func (p *peers) writeConfig(t testing.TB, c *config.Config) string {
 	t.Helper()
 	return configtest.Write(t, p.dir, "bridge.yaml", c)
+}
+
+// publishSeq publishes n messages with the ids prefix-00000 ..
+// prefix-(n-1), on /pk1/dev0..4/user/data (routed to telemetry-pk1), each
+// with the body {"seq":i}. countIDs finds them at MNS.
+func (p *peers) publishSeq(prefix string, n int) {
+	for i := 0; i < n; i++ {
+		p.sim.Publish("g1", iotsim.Message{Topic: fmt.Sprintf("/pk1/dev%d/user/data", i%5), MessageID: fmt.Sprintf("%s-%05d", prefix, i),
+			Body: []byte(fmt.Sprintf(`{"seq":%d}`, i))})
+	}
+}
+
+// arrivedIDs returns how often each message id is stored in queue (bodies
+// are JSON envelopes).
+func arrivedIDs(t *testing.T, emu *mnsemu.Emulator, queue string) map[string]int {
+	t.Helper()
+	ids := map[string]int{}
+	for body, n := range testpeers.Bodies(t, emu, queue) {
+		var env struct {
+			MessageID string `json:"messageId"`
+		}
+		if err := json.Unmarshal([]byte(body), &env); err != nil {
+			t.Fatalf("envelope: %v: %q", err, body)
+		}
+		ids[env.MessageID] += n
+	}
+	return ids
+}
+
+// countIDs counts the messages with the ids prefix-00000 .. prefix-(n-1) in
+// queue: how many of them arrived, and how many times more than once.
+func countIDs(t *testing.T, emu *mnsemu.Emulator, queue, prefix string, n int) (distinct, dups int) {
+	t.Helper()
+	ids := arrivedIDs(t, emu, queue)
+	for i := 0; i < n; i++ {
+		if k := ids[fmt.Sprintf("%s-%05d", prefix, i)]; k > 0 {
+			distinct++
+			dups += k - 1
+		}
+	}
+	return distinct, dups
 }
 
 // waitFor polls cond until it holds or the (generous, failure-only) deadline

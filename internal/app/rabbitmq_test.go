@@ -42,18 +42,6 @@ func writeRabbitConfig(t *testing.T, p *peers, c *config.Config) string {
 	return configtest.Write(t, p.dir, "rabbit.yaml", c)
 }
 
-// countIDs counts the messages with the given id prefix in queue.
-func countIDs(t *testing.T, emu *mnsemu.Emulator, queue, prefix string, n int) (distinct, dups int) {
-	ids := arrivedIDs(t, emu, queue)
-	for i := 0; i < n; i++ {
-		if k := ids[fmt.Sprintf("%s-%05d", prefix, i)]; k > 0 {
-			distinct++
-			dups += k - 1
-		}
-	}
-	return distinct, dups
-}
-
 // TestRabbitMQSTOMPBridgeResumesAfterBrokerRestart: the bridge subscribes to
 // /topic/# on a real RabbitMQ over STOMP+TLS (aksign checked by the HTTP auth
 // backend), another client publishes, everything reaches the MNS emulator;

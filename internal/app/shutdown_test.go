@@ -23,10 +23,7 @@ import (
 func outageThenTerm(t *testing.T, p *peers, path string, n int) string {
 	t.Helper()
 	p.emu.SetFaults(mnsemu.Faults{ErrorRate: 1, ErrorStatus: 503})
-	for i := 0; i < n; i++ {
-		p.sim.Publish("g1", iotsim.Message{Topic: fmt.Sprintf("/pk1/dev%d/user/data", i%5), MessageID: fmt.Sprintf("s-%05d", i),
-			Body: []byte(fmt.Sprintf(`{"seq":%d}`, i))})
-	}
+	p.publishSeq("s", n)
 	c := startChild(t, "run", "-config", path)
 	waitFor(t, "the simulator to push every message", time.Minute, func() bool {
 		return p.sim.Stats().Delivered >= int64(n)
@@ -43,14 +40,8 @@ func outageThenTerm(t *testing.T, p *peers, path string, n int) string {
 
 // missing counts the ids s-00000..n-1 not in the queue.
 func missing(t *testing.T, p *peers, n int) int {
-	ids := arrivedIDs(t, p.emu, "telemetry-pk1")
-	lost := 0
-	for i := 0; i < n; i++ {
-		if ids[fmt.Sprintf("s-%05d", i)] == 0 {
-			lost++
-		}
-	}
-	return lost
+	distinct, _ := countIDs(t, p.emu, "telemetry-pk1", "s", n)
+	return n - distinct
 }
 
 // TestDefaultConfigLosesNothingAcrossOutageAndRestart is issue 12 item 2:

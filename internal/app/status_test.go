@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/iot-mns-bridge/iot-mns-bridge/internal/testpeers"
 	"github.com/iot-mns-bridge/iot-mns-bridge/iotsim"
 	"github.com/iot-mns-bridge/iot-mns-bridge/mnsemu"
 )
@@ -131,14 +132,8 @@ func TestStatusCommandErrors(t *testing.T) {
 		t.Errorf("status -interval -1s: exit %d, %q; want 2 naming -interval", code, errOut)
 	}
 	// A server that is not a bridge.
-	srv := http.Server{Handler: http.NotFoundHandler()}
-	ln, err = net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go srv.Serve(ln)
-	defer srv.Close()
-	code, _, errOut = runMain(t, context.Background(), "status", "-url", "http://"+ln.Addr().String())
+	notBridge := testpeers.Serve(t, http.NotFoundHandler())
+	code, _, errOut = runMain(t, context.Background(), "status", "-url", "http://"+notBridge)
 	if code != ExitFailure || !strings.Contains(errOut, "404") {
 		t.Errorf("status against a 404: exit %d, %q; want 1 with the status", code, errOut)
 	}

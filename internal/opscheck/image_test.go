@@ -173,7 +173,7 @@ func TestImage(t *testing.T) {
 			time.Sleep(200 * time.Millisecond)
 		}
 	}
-	delivered := func() map[string]int { return bodyCounts(t, emu, "telemetry-pk1") }
+	delivered := func() map[string]int { return testpeers.Bodies(t, emu, "telemetry-pk1") }
 
 	start()
 	waitUntil("/readyz", 60*time.Second, func() bool { return httpStatus(base+"/readyz") == http.StatusOK })

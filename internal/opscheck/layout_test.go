@@ -3,9 +3,6 @@ package opscheck
 import (
 	"fmt"
 	"strings"
-	"testing"
-
-	"github.com/iot-mns-bridge/iot-mns-bridge/mnsemu"
 )
 
 // layout is a bridge config in the documented deployment layout (the
@@ -59,19 +56,4 @@ log:
   summary_interval: 0s
 shutdown_timeout: 10s
 `, l.Comment, l.SimAddr, l.ClientID, l.CAFile, extra.String(), l.EmuAddr, l.Port)
-}
-
-// bodyCounts returns how many times each body (decoded) is in the emulator's
-// queue.
-func bodyCounts(t *testing.T, emu *mnsemu.Emulator, queue string) map[string]int {
-	t.Helper()
-	got := map[string]int{}
-	for _, m := range emu.Messages(queue) {
-		b, err := m.DecodedBody()
-		if err != nil {
-			t.Fatal(err)
-		}
-		got[string(b)]++
-	}
-	return got
 }

@@ -273,7 +273,7 @@ func TestSystemdUnit(t *testing.T) {
 		t.Errorf("after the watchdog pings: %v, want the same MainPID %s, no restart, active", p, mainPID)
 	}
 
-	delivered := func() map[string]int { return bodyCounts(t, emu, "telemetry-pk1") }
+	delivered := func() map[string]int { return testpeers.Bodies(t, emu, "telemetry-pk1") }
 	const n1 = 200
 	for i := 0; i < n1; i++ {
 		sim.Publish("g1", iotsim.Message{Topic: fmt.Sprintf("/pk1/dev%d/user/x", i%10), Body: []byte("a-" + strconv.Itoa(i))})

@@ -1,7 +1,6 @@
 package reliability
 
 import (
-	"bytes"
 	"cmp"
 	"context"
 	"fmt"
@@ -291,15 +290,11 @@ func (p *publisher) sent() []string {
 func arrived(t *testing.T, emu *mnsemu.Emulator, q string) map[string]int {
 	t.Helper()
 	got := map[string]int{}
-	for _, m := range emu.Messages(q) {
-		b, err := m.DecodedBody()
-		if err != nil {
-			t.Fatalf("stored body %q is not base64: %v", m.Body, err)
+	for body, n := range testpeers.Bodies(t, emu, q) {
+		if i := strings.IndexByte(body, '|'); i >= 0 {
+			body = body[:i] // a padded body: the id is before the '|'
 		}
-		if i := bytes.IndexByte(b, '|'); i >= 0 {
-			b = b[:i] // a padded body: the id is before the '|'
-		}
-		got[string(b)]++
+		got[body] += n
 	}
 	return got
 }

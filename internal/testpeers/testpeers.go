@@ -1,6 +1,7 @@
 // Package testpeers starts the project's test peers for tests: the MNS
-// emulator on a loopback HTTP server (Serve, for any handler) and the IoT platform simulator with its
-// CA certificate written to a file, each stopped when the test ends. It also
+// emulator on a loopback HTTP server (Serve, for any handler) and the IoT
+// platform simulator with its CA certificate written to a file, each stopped
+// when the test ends, and Bodies, what the emulator holds in a queue. It also
 // has SyncBuffer, for capturing a bridge's log while it runs, FreePort, for
 // a port a child process binds later, and RunTests and StartChild, to run the
 // test binary as the command under test in a child process.
@@ -48,6 +49,22 @@ func Serve(t testing.TB, h http.Handler) string {
 	go srv.Serve(ln)
 	t.Cleanup(func() { srv.Close() })
 	return ln.Addr().String()
+}
+
+// Bodies returns how many times each body (base64-decoded, as the bridge
+// sends it) is stored in the emulator's queue. A stored body that is not
+// base64 fails the test.
+func Bodies(t testing.TB, emu *mnsemu.Emulator, queue string) map[string]int {
+	t.Helper()
+	got := map[string]int{}
+	for _, m := range emu.Messages(queue) {
+		b, err := m.DecodedBody()
+		if err != nil {
+			t.Fatalf("stored body %q is not base64: %v", m.Body, err)
+		}
+		got[string(b)]++
+	}
+	return got
 }
 
 // FreePort returns a loopback port nothing listens on, for a process that
