@@ -62,6 +62,19 @@ func startProxy(t *testing.T, target string) *Proxy {
 	return p
 }
 
+// echoing starts a proxy in front of an echo server and returns it with a
+// client connection through it, on which first has made the round trip:
+// the pipe is up.
+func echoing(t *testing.T, first string) (*Proxy, net.Conn) {
+	t.Helper()
+	p := startProxy(t, echoServer(t))
+	c := dial(t, p)
+	if _, err := roundTrip(c, first); err != nil {
+		t.Fatal(err)
+	}
+	return p, c
+}
+
 func dial(t *testing.T, p *Proxy) net.Conn {
 	t.Helper()
 	c, err := net.Dial("tcp", p.Addr())
@@ -99,11 +112,7 @@ func TestForwardsBothWays(t *testing.T) {
 }
 
 func TestCutClosesOpenConnectionsOnly(t *testing.T) {
-	p := startProxy(t, echoServer(t))
-	c := dial(t, p)
-	if _, err := roundTrip(c, "before"); err != nil {
-		t.Fatal(err)
-	}
+	p, c := echoing(t, "before")
 	if n := p.Cut(); n != 1 {
 		t.Fatalf("Cut cut %d connections, want 1", n)
 	}
@@ -119,11 +128,7 @@ func TestCutClosesOpenConnectionsOnly(t *testing.T) {
 }
 
 func TestBlackholeStallsWithoutClosingAndHeals(t *testing.T) {
-	p := startProxy(t, echoServer(t))
-	c := dial(t, p)
-	if _, err := roundTrip(c, "before"); err != nil {
-		t.Fatal(err)
-	}
+	p, c := echoing(t, "before")
 	p.SetBlackhole(true)
 	if _, err := io.WriteString(c, "held\n"); err != nil {
 		t.Fatal(err)
@@ -167,11 +172,7 @@ func TestResetAfterResetsMidStream(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			p := startProxy(t, echoServer(t))
-			c := dial(t, p)
-			if _, err := roundTrip(c, "warm"); err != nil {
-				t.Fatal(err)
-			}
+			p, c := echoing(t, "warm")
 			if armed := p.ResetAfter(tt.dir, tt.n); armed != 1 {
 				t.Fatalf("armed %d connections, want 1", armed)
 			}
@@ -210,11 +211,7 @@ func TestLatencyDelaysEveryChunk(t *testing.T) {
 }
 
 func TestRefuseResetsNewConnections(t *testing.T) {
-	p := startProxy(t, echoServer(t))
-	open := dial(t, p)
-	if _, err := roundTrip(open, "first"); err != nil {
-		t.Fatal(err)
-	}
+	p, open := echoing(t, "first")
 	p.SetRefuse(true)
 	// The kernel may complete the handshake before the proxy resets it, so
 	// a refused connection fails at dial or at first use.
@@ -256,11 +253,7 @@ func TestTargetDownIsRefused(t *testing.T) {
 }
 
 func TestCloseEndsEverything(t *testing.T) {
-	p := startProxy(t, echoServer(t))
-	c := dial(t, p)
-	if _, err := roundTrip(c, "x"); err != nil {
-		t.Fatal(err)
-	}
+	p, c := echoing(t, "x")
 	p.SetBlackhole(true)
 	io.WriteString(c, "held\n") // a pipe now waits in the blackhole
 	if err := p.Close(); err != nil {

@@ -22,6 +22,24 @@ func sign(t *testing.T, p iotauth.Params) iotauth.Credentials {
 	return c
 }
 
+// subscribeAll signs p, logs in to vhost over STOMP and subscribes to
+// /topic/# with ack, synced so that the subscription is in place when it
+// returns. when names the moment in a failure ("before restart").
+func subscribeAll(t *testing.T, b *Broker, p iotauth.Params, vhost string, ack stomp.AckMode, when string) (*stomp.Conn, *stomp.Subscription) {
+	t.Helper()
+	cred := sign(t, p)
+	conn, err := b.DialSTOMP(t, cred.Username, cred.Password, vhost)
+	if err != nil {
+		t.Fatalf("login with a signed username %s: %v", when, err)
+	}
+	sub, err := conn.Subscribe("/topic/#", ack)
+	if err != nil {
+		t.Fatalf("subscribe /topic/# %s: %v", when, err)
+	}
+	SyncSTOMP(t, conn)
+	return conn, sub
+}
+
 // receiveSTOMP waits for the message whose body is want on sub, skipping
 // messages of other tests that share the broker.
 func receiveSTOMP(t *testing.T, sub *stomp.Subscription, want []byte) *stomp.Message {
@@ -64,16 +82,7 @@ func TestSTOMPSignedLogin(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			cred := sign(t, tc.params(b.Params("client-"+b.Unique(t))))
-			conn, err := b.DialSTOMP(t, cred.Username, cred.Password, tc.vhost)
-			if err != nil {
-				t.Fatalf("login with a signed username: %v", err)
-			}
-			sub, err := conn.Subscribe("/topic/#", stomp.AckClientIndividual)
-			if err != nil {
-				t.Fatalf("subscribe /topic/#: %v", err)
-			}
-			SyncSTOMP(t, conn)
+			conn, sub := subscribeAll(t, b, tc.params(b.Params("client-"+b.Unique(t))), tc.vhost, stomp.AckClientIndividual, "at "+tc.vhost)
 			key := b.Unique(t)
 			body := []byte("hello " + key)
 			b.PublishSTOMPTo(t, tc.vhost, "/topic/dev."+key, map[string]string{"topic": "/pk/dev/user/update", "content-type": "text/plain"}, body)

@@ -11,16 +11,7 @@ import (
 
 func TestRestart(t *testing.T) {
 	b := RabbitMQ(t)
-	cred := sign(t, b.Params("client-"+b.Unique(t)))
-	before, err := b.DialSTOMP(t, cred.Username, cred.Password, "/")
-	if err != nil {
-		t.Fatalf("login before restart: %v", err)
-	}
-	oldSub, err := before.Subscribe("/topic/#", stomp.AckAuto)
-	if err != nil {
-		t.Fatalf("subscribe before restart: %v", err)
-	}
-	SyncSTOMP(t, before)
+	_, oldSub := subscribeAll(t, b, b.Params("client-"+b.Unique(t)), "/", stomp.AckAuto, "before restart")
 
 	b.Restart(t)
 
@@ -40,22 +31,15 @@ wait:
 	}
 
 	// STOMP works again, with a freshly signed login.
-	cred = sign(t, b.Params("client-"+b.Unique(t)))
-	after, err := b.DialSTOMP(t, cred.Username, cred.Password, "/")
-	if err != nil {
-		t.Fatalf("login after restart: %v", err)
-	}
-	sub, err := after.Subscribe("/topic/#", stomp.AckAuto)
-	if err != nil {
-		t.Fatalf("subscribe after restart: %v", err)
-	}
-	SyncSTOMP(t, after)
+	params := b.Params("client-" + b.Unique(t))
+	_, sub := subscribeAll(t, b, params, "/", stomp.AckAuto, "after restart")
 	body := []byte("after restart " + b.Unique(t))
 	b.PublishSTOMP(t, "/topic/restart."+b.Unique(t), nil, body)
 	receiveSTOMP(t, sub, body)
 
 	// AMQP 1.0 works again too, including the auth service's password-less
 	// re-check of the session user.
+	cred := sign(t, params)
 	_, sess, err := b.DialAMQP(t, cred.Username, cred.Password)
 	if err != nil {
 		t.Fatalf("AMQP login after restart: %v", err)
