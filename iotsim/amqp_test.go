@@ -334,6 +334,16 @@ func (c *rawAMQP) attachMode(h uint32, role bool, snd uint8) *amqp10.Attach {
 	return a
 }
 
+// rawReceiver logs in (idle-time-out 60 s), begins a session and attaches
+// receiver link 0 with snd-settle-mode snd.
+func rawReceiver(t *testing.T, s *Server, snd uint8) *rawAMQP {
+	t.Helper()
+	c, _ := dialRawAMQP(t, s, 60000)
+	c.begin()
+	c.attachMode(0, amqp10.RoleReceiver, snd)
+	return c
+}
+
 func (c *rawAMQP) credit(h, deliveryCount, credit uint32, echo bool) {
 	c.send(&amqp10.Flow{NextIncomingID: amqp10.U32(0), IncomingWindow: 1000, NextOutgoingID: 0, OutgoingWindow: 1000,
 		Handle: amqp10.U32(h), DeliveryCount: amqp10.U32(deliveryCount), LinkCredit: amqp10.U32(credit), Echo: echo})
@@ -366,9 +376,7 @@ func TestAMQPReceiverMustAttachInTime(t *testing.T) {
 	}
 	// A receiver attached in time keeps its connection: it still delivers
 	// once a connection opened after it has been dropped for not attaching.
-	c2, _ := dialRawAMQP(t, s, 60000)
-	c2.begin()
-	c2.attach(0, amqp10.RoleReceiver)
+	c2 := rawReceiver(t, s, amqp10.SndUnsettled)
 	c3, _ := dialRawAMQP(t, s, 60000)
 	c3.expectClose()
 	s.Publish(testGroup, Message{Topic: "/t", Body: []byte("x")})
@@ -415,9 +423,7 @@ func TestAMQPCreditIsRespected(t *testing.T) {
 	for i := range 5 {
 		s.Publish(testGroup, Message{Topic: "/t", MessageID: string(rune('a' + i)), Body: []byte{byte(i)}})
 	}
-	c, _ := dialRawAMQP(t, s, 60000)
-	c.begin()
-	c.attach(0, amqp10.RoleReceiver)
+	c := rawReceiver(t, s, amqp10.SndUnsettled)
 	c.credit(0, 0, 2, false)
 	c.transfer()
 	c.transfer()
@@ -441,9 +447,7 @@ func TestAMQPCreditIsRespected(t *testing.T) {
 
 func TestAMQPOutcomes(t *testing.T) {
 	s := startAMQP(t, Config{})
-	c, _ := dialRawAMQP(t, s, 60000)
-	c.begin()
-	c.attach(0, amqp10.RoleReceiver)
+	c := rawReceiver(t, s, amqp10.SndUnsettled)
 	s.Publish(testGroup, Message{Topic: "/t", MessageID: "m1", Body: []byte("x")})
 	c.credit(0, 0, 100, false)
 	id := func(m *amqp10.Message) any { v, _ := m.Property("messageId"); return v }
@@ -476,9 +480,7 @@ func TestAMQPOutcomes(t *testing.T) {
 
 func TestAMQPLateAcceptAfterAckTimeoutIsHarmless(t *testing.T) {
 	s := startAMQP(t, Config{AckTimeout: 20 * time.Millisecond})
-	c, _ := dialRawAMQP(t, s, 60000)
-	c.begin()
-	c.attach(0, amqp10.RoleReceiver)
+	c := rawReceiver(t, s, amqp10.SndUnsettled)
 	s.Publish(testGroup, Message{Topic: "/t", MessageID: "late", Body: []byte("x")})
 	c.credit(0, 0, 2, false)
 	first, _ := c.transfer()
@@ -676,9 +678,7 @@ func TestAMQPEndingReplyComesAfterEveryTransfer(t *testing.T) {
 	got := 0
 	for round := range 30 {
 		ending := endings[round%len(endings)]
-		c, _ := dialRawAMQP(t, s, 60000)
-		c.begin()
-		c.attachMode(0, amqp10.RoleReceiver, amqp10.SndSettled)
+		c := rawReceiver(t, s, amqp10.SndSettled)
 		c.credit(0, 0, 900, false)
 		// Take a few, then end while transfers flow.
 		for n := 0; n < 1+round%5; n++ {

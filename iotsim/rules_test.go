@@ -18,9 +18,7 @@ func TestAckTimeoutGoesToBacklogRetriedAfterLiveTraffic(t *testing.T) {
 	// A round an hour away: the backlog must hold the message meanwhile.
 	// The live message is settled well within the ACK timeout.
 	s := startAMQP(t, Config{AckTimeout: time.Second, BacklogInterval: time.Hour})
-	c, _ := dialRawAMQP(t, s, 60000)
-	c.begin()
-	c.attach(0, amqp10.RoleReceiver)
+	c := rawReceiver(t, s, amqp10.SndUnsettled)
 	s.Publish(testGroup, Message{Topic: "/t", MessageID: "slow", Body: []byte("x")})
 	c.credit(0, 0, 100, false)
 	first, _ := c.transfer()
@@ -66,9 +64,7 @@ func TestBacklogRoundRedelivers(t *testing.T) {
 func TestBacklogRateBound(t *testing.T) {
 	const n, rate = 20, 50.0
 	s := startAMQP(t, Config{AckTimeout: 20 * time.Millisecond, BacklogRate: rate, BacklogInterval: time.Millisecond})
-	c, _ := dialRawAMQP(t, s, 60000)
-	c.begin()
-	c.attach(0, amqp10.RoleReceiver)
+	c := rawReceiver(t, s, amqp10.SndUnsettled)
 	for i := range n {
 		s.Publish(testGroup, Message{Topic: "/t", MessageID: fmt.Sprint(i), Body: []byte("x")})
 	}

@@ -36,6 +36,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"slices"
 	"strconv"
@@ -377,10 +378,7 @@ func (s *Server) group(id string) (*group, error) {
 // as before. It does not wait for the connections' goroutines.
 func (s *Server) CloseConnections() {
 	s.mu.Lock()
-	cs := make([]client, 0, len(s.conns))
-	for c := range s.conns {
-		cs = append(cs, c)
-	}
+	cs := slices.Collect(maps.Keys(s.conns))
 	s.mu.Unlock()
 	for _, c := range cs {
 		c.close()
@@ -409,14 +407,8 @@ func (s *Server) Stats() Stats {
 		Modified:            s.modified.Load(),
 		LoginsThrottled:     s.throttled.Load(),
 	}
-	groups := make([]*group, 0, len(s.groups))
-	for _, g := range s.groups {
-		groups = append(groups, g)
-	}
-	conns := make([]client, 0, len(s.conns))
-	for c := range s.conns {
-		conns = append(conns, c)
-	}
+	groups := slices.Collect(maps.Values(s.groups))
+	conns := slices.Collect(maps.Keys(s.conns))
 	s.mu.Unlock()
 	for _, g := range groups {
 		all, backlog := g.queued()
@@ -511,10 +503,7 @@ func (s *Server) expireLoop() {
 			return
 		case now := <-t.C:
 			s.mu.Lock()
-			conns := make([]client, 0, len(s.conns))
-			for c := range s.conns {
-				conns = append(conns, c)
-			}
+			conns := slices.Collect(maps.Keys(s.conns))
 			s.mu.Unlock()
 			for _, c := range conns {
 				c.expire(now)
