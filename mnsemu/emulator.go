@@ -57,6 +57,30 @@ type Config struct {
 	// use instead of answering QueueNotExist / TopicNotExist.
 	AutoCreate bool
 
+	// Faults are the faults injected from the start; SetFaults changes
+	// them at run time.
+	Faults
+
+	// SendOnly answers GetQueueAttributes and GetTopicAttributes with 403
+	// AccessDenied, as MNS does for a RAM user that may only send
+	// (mns:SendMessage, mns:PublishMessage) and not read attributes.
+	SendOnly bool
+
+	// StoreLimit, when > 0, bounds the messages kept per queue and topic;
+	// the oldest are dropped (for long benchmarks and demos).
+	StoreLimit int
+	// Seed makes the random faults repeatable; 0 picks one at random.
+	Seed uint64
+	// Now is the clock for Date checks, visibility and throttling; default
+	// time.Now.
+	Now func() time.Time
+	// Logger receives one line per error reply at debug level; default
+	// discards.
+	Logger *slog.Logger
+}
+
+// Faults are the injected faults.
+type Faults struct {
 	// Latency is added before every reply, plus a uniform random [0, Jitter).
 	Latency, Jitter time.Duration
 	// ErrorRate is the fraction of requests answered with ErrorStatus (500
@@ -79,36 +103,6 @@ type Config struct {
 	// FailMessage, when set, decides which batch messages fail instead of
 	// PartialFailureRate (for tests that need exact failures).
 	FailMessage func(queue string, index int, body string) bool
-
-	// SendOnly answers GetQueueAttributes and GetTopicAttributes with 403
-	// AccessDenied, as MNS does for a RAM user that may only send
-	// (mns:SendMessage, mns:PublishMessage) and not read attributes.
-	SendOnly bool
-
-	// StoreLimit, when > 0, bounds the messages kept per queue and topic;
-	// the oldest are dropped (for long benchmarks and demos).
-	StoreLimit int
-	// Seed makes the random faults repeatable; 0 picks one at random.
-	Seed uint64
-	// Now is the clock for Date checks, visibility and throttling; default
-	// time.Now.
-	Now func() time.Time
-	// Logger receives one line per error reply at debug level; default
-	// discards.
-	Logger *slog.Logger
-}
-
-// Faults are the injected faults; see the fields of the same names in
-// Config.
-type Faults struct {
-	Latency, Jitter    time.Duration
-	ErrorRate          float64
-	ErrorStatus        int
-	ThrottleRate       float64
-	ThrottleHold       time.Duration
-	ThrottleCode       string
-	PartialFailureRate float64
-	FailMessage        func(queue string, index int, body string) bool
 }
 
 // Stats counts what the emulator did since New or Reset.
@@ -178,9 +172,7 @@ func New(cfg Config) *Emulator {
 	}
 	e.rng = mrand.New(mrand.NewPCG(seed, seed^0x9e3779b97f4a7c15))
 	rand.Read(e.idPrefix[:])
-	e.faults = Faults{Latency: cfg.Latency, Jitter: cfg.Jitter, ErrorRate: cfg.ErrorRate,
-		ErrorStatus: cfg.ErrorStatus, ThrottleRate: cfg.ThrottleRate, ThrottleHold: cfg.ThrottleHold,
-		ThrottleCode: cfg.ThrottleCode, PartialFailureRate: cfg.PartialFailureRate, FailMessage: cfg.FailMessage}
+	e.faults = cfg.Faults
 	e.Reset()
 	return e
 }

@@ -577,7 +577,7 @@ func TestCreateAndAttributes(t *testing.T) {
 }
 
 func TestFaultThrottle(t *testing.T) {
-	v := newEnv(t, Config{Queues: []string{"q1"}, ThrottleRate: 20})
+	v := newEnv(t, Config{Queues: []string{"q1"}, Faults: Faults{ThrottleRate: 20}})
 	batch := `<Messages>` + strings.Repeat("<Message><MessageBody>x</MessageBody></Message>", 16) + `</Messages>`
 	send := func() (int, []byte) {
 		st, _, b := v.do(req{method: "POST", path: "/queues/q1/messages", body: batch, ctype: "text/xml"})
@@ -607,7 +607,7 @@ func TestFaultThrottle(t *testing.T) {
 func TestFaultErrorRate(t *testing.T) {
 	for _, status := range []int{500, 503} {
 		code := map[int]string{500: "InternalError", 503: "ServiceUnavailable"}[status]
-		v := newEnv(t, Config{Queues: []string{"q1"}, ErrorRate: 1, ErrorStatus: status})
+		v := newEnv(t, Config{Queues: []string{"q1"}, Faults: Faults{ErrorRate: 1, ErrorStatus: status}})
 		st, _, b := v.do(req{method: "POST", path: "/queues/q1/messages", body: "<Message><MessageBody>x</MessageBody></Message>", ctype: "text/xml"})
 		v.wantError(st, b, status, code)
 		if len(v.e.Messages("q1")) != 0 || v.e.Stats().InjectedErrors != 1 {
@@ -615,7 +615,7 @@ func TestFaultErrorRate(t *testing.T) {
 		}
 	}
 	// A rate of one half fails some of many requests, not all and not none.
-	v := newEnv(t, Config{Queues: []string{"q1"}, ErrorRate: 0.5, Seed: 7})
+	v := newEnv(t, Config{Queues: []string{"q1"}, Seed: 7, Faults: Faults{ErrorRate: 0.5}})
 	ok := 0
 	for range 40 {
 		if st, _, _ := v.do(req{method: "GET", path: "/queues/q1"}); st == 200 {
@@ -628,7 +628,7 @@ func TestFaultErrorRate(t *testing.T) {
 }
 
 func TestFaultPartialBatch(t *testing.T) {
-	v := newEnv(t, Config{Queues: []string{"q1"}, FailMessage: func(q string, i int, body string) bool { return body == "bad" }})
+	v := newEnv(t, Config{Queues: []string{"q1"}, Faults: Faults{FailMessage: func(q string, i int, body string) bool { return body == "bad" }}})
 	batch := `<Messages xmlns="` + xmlNS + `"><Message><MessageBody>good1</MessageBody></Message><Message><MessageBody>bad</MessageBody></Message><Message><MessageBody>good2</MessageBody></Message></Messages>`
 	st, _, b := v.do(req{method: "POST", path: "/queues/q1/messages", body: batch, ctype: "text/xml"})
 	var ms xmlMsgs
@@ -654,7 +654,7 @@ func TestFaultPartialBatch(t *testing.T) {
 }
 
 func TestFaultLatencyServes(t *testing.T) {
-	v := newEnv(t, Config{Queues: []string{"q1"}, Latency: time.Millisecond, Jitter: time.Millisecond})
+	v := newEnv(t, Config{Queues: []string{"q1"}, Faults: Faults{Latency: time.Millisecond, Jitter: time.Millisecond}})
 	if st, _, b := v.do(req{method: "GET", path: "/queues/q1"}); st != 200 {
 		t.Errorf("with latency: %d %s", st, b)
 	}

@@ -42,7 +42,7 @@ func BenchmarkPipelineToEmulator(b *testing.B) {
 }
 
 func benchPipeline(b *testing.B, withSpool bool) {
-	p := startPeers(b, mnsemu.Config{Queues: []string{"telemetry-pk1", "unrouted"}, Latency: 20 * time.Millisecond, StoreLimit: 1000}, iotsim.Config{})
+	p := startPeers(b, mnsemu.Config{Queues: []string{"telemetry-pk1", "unrouted"}, StoreLimit: 1000, Faults: mnsemu.Faults{Latency: 20 * time.Millisecond}}, iotsim.Config{})
 	c := p.config()
 	if withSpool {
 		c.Spool.Dir = filepath.Join(p.dir, fmt.Sprintf("spool-%d", b.N))

@@ -31,7 +31,7 @@ func startChild(t *testing.T, args ...string) *child {
 // mid-stream (STOMP client-individual, spool on): the upstream ACK follows
 // the spool's fsync, so every message arrives at least once, none lost.
 func TestKill9WithSpoolLosesNothing(t *testing.T) {
-	p := startPeers(t, mnsemu.Config{Queues: []string{"telemetry-pk1", "unrouted"}, Latency: 5 * time.Millisecond},
+	p := startPeers(t, mnsemu.Config{Queues: []string{"telemetry-pk1", "unrouted"}, Faults: mnsemu.Faults{Latency: 5 * time.Millisecond}},
 		iotsim.Config{AckTimeout: 5 * time.Second})
 	spoolDir := filepath.Join(p.dir, "spool")
 	cfg := p.config()

@@ -136,7 +136,7 @@ func waitFor(t *testing.T, what string, d time.Duration, cond func() bool) {
 // an identical body. Bodies are random binary, so this also proves the
 // encode=base64 path (platform → bridge) and base64 MNS bodies.
 func TestRunForwards10000BinaryMessagesByteForByte(t *testing.T) {
-	p := startPeers(t, mnsemu.Config{Queues: []string{"telemetry-pk1", "unrouted"}, Latency: 2 * time.Millisecond}, iotsim.Config{})
+	p := startPeers(t, mnsemu.Config{Queues: []string{"telemetry-pk1", "unrouted"}, Faults: mnsemu.Faults{Latency: 2 * time.Millisecond}}, iotsim.Config{})
 	cfg := p.config()
 	cfg.Source.STOMP.EncodeBase64 = true
 	path := p.writeConfig(t, cfg)

@@ -109,7 +109,7 @@ func TestRabbitMQSTOMPBridgeResumesAfterBrokerRestart(t *testing.T) {
 // redelivered), duplicates are counted.
 func TestRabbitMQAMQPBridgeKill9AndBrokerRestart(t *testing.T) {
 	b := testbroker.RabbitMQ(t)
-	p := startPeers(t, mnsemu.Config{Queues: []string{"telemetry-pka"}, Latency: 2 * time.Millisecond}, iotsim.Config{})
+	p := startPeers(t, mnsemu.Config{Queues: []string{"telemetry-pka"}, Faults: mnsemu.Faults{Latency: 2 * time.Millisecond}}, iotsim.Config{})
 	queue := "/queue/" + b.Unique(t)
 	rc := rabbitConfig(t, b, p, "amqp", b.AMQPSAddr)
 	rc.Source.AMQP.Address, rc.Source.AMQP.Credit = queue, 64

@@ -114,7 +114,7 @@ func Run(ctx context.Context, o Options, out io.Writer) (Result, error) {
 	emu := mnsemu.New(mnsemu.Config{
 		AccessKeys: map[string]string{demoAccessKeyID: demoAccessKeySecret},
 		Queues:     demoQueues, Topics: demoTopics, AutoCreate: true,
-		Latency: o.MNSLatency,
+		Faults: mnsemu.Faults{Latency: o.MNSLatency},
 	})
 	mnsLn, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

@@ -115,7 +115,7 @@ func TestImage(t *testing.T) {
 	}
 	stopTimeout := 45 // the README's --stop-timeout
 
-	emu, emuAddr := testpeers.StartMNS(t, mnsemu.Config{AccessKeys: map[string]string{imageAK: imageSecret}, Latency: 50 * time.Millisecond})
+	emu, emuAddr := testpeers.StartMNS(t, mnsemu.Config{AccessKeys: map[string]string{imageAK: imageSecret}, Faults: mnsemu.Faults{Latency: 50 * time.Millisecond}})
 	emu.CreateQueue("telemetry-pk1")
 	emu.CreateQueue("unrouted")
 	dir := t.TempDir()

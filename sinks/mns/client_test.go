@@ -184,7 +184,7 @@ func TestBatchSendSplitsAndLimits(t *testing.T) {
 
 func TestPartialBatchFailureMapping(t *testing.T) {
 	bad := base64.StdEncoding.EncodeToString([]byte("bad"))
-	f := newFixture(t, mnsemu.Config{FailMessage: func(q string, i int, body string) bool { return body == bad }}, nil)
+	f := newFixture(t, mnsemu.Config{Faults: mnsemu.Faults{FailMessage: func(q string, i int, body string) bool { return body == bad }}}, nil)
 	bodies := [][]byte{[]byte("ok0"), []byte("bad"), []byte("ok2"), []byte("bad"), []byte("ok4")}
 	res, errs := f.c.BatchSendMessage(context.Background(), "q1", bodies)
 	stored := f.emu.Messages("q1")
@@ -209,7 +209,7 @@ func TestPartialBatchFailureMapping(t *testing.T) {
 
 // A 429 is retryable, and sending again once the rate allows succeeds.
 func TestThrottledThenRetried(t *testing.T) {
-	f := newFixture(t, mnsemu.Config{ThrottleRate: 16}, nil)
+	f := newFixture(t, mnsemu.Config{Faults: mnsemu.Faults{ThrottleRate: 16}}, nil)
 	bodies := make([][]byte, 16)
 	for i := range bodies {
 		bodies[i] = []byte{byte(i)}
@@ -253,10 +253,10 @@ func TestErrorClasses(t *testing.T) {
 		{"wrong secret", mnsemu.Config{}, func(c *Config) { c.AccessKeySecret = "wrong-secret" }, "q1", true, "SignatureDoesNotMatch", "access_key_secret (source.credentials when mns.credentials is empty)"},
 		{"unknown key", mnsemu.Config{}, func(c *Config) { c.AccessKeyID = "other" }, "q1", true, "InvalidAccessKeyId", "access_key_id, or source.credentials when mns.credentials is empty"},
 		{"clock off", mnsemu.Config{}, func(c *Config) { c.Now = func() time.Time { return time.Date(2026, 11, 23, 0, 0, 0, 0, time.UTC) } }, "q1", true, "TimeExpired", "NTP"},
-		{"500", mnsemu.Config{ErrorRate: 1}, nil, "q1", true, "InternalError", "retries"},
-		{"503", mnsemu.Config{ErrorRate: 1, ErrorStatus: 503}, nil, "q1", true, "ServiceUnavailable", "503"},
-		{"429", mnsemu.Config{ThrottleRate: 0.5}, nil, "q1", true, "TooManyRequests", "throttling"},
-		{"legacy QpsLimitExceeded (400)", mnsemu.Config{ThrottleRate: 0.5, ThrottleCode: "QpsLimitExceeded"}, nil, "q1", true, "QpsLimitExceeded", "throttling"},
+		{"500", mnsemu.Config{Faults: mnsemu.Faults{ErrorRate: 1}}, nil, "q1", true, "InternalError", "retries"},
+		{"503", mnsemu.Config{Faults: mnsemu.Faults{ErrorRate: 1, ErrorStatus: 503}}, nil, "q1", true, "ServiceUnavailable", "503"},
+		{"429", mnsemu.Config{Faults: mnsemu.Faults{ThrottleRate: 0.5}}, nil, "q1", true, "TooManyRequests", "throttling"},
+		{"legacy QpsLimitExceeded (400)", mnsemu.Config{Faults: mnsemu.Faults{ThrottleRate: 0.5, ThrottleCode: "QpsLimitExceeded"}}, nil, "q1", true, "QpsLimitExceeded", "throttling"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -13,7 +13,7 @@ import (
 
 func TestSinkQueue(t *testing.T) {
 	bad := base64.StdEncoding.EncodeToString([]byte("fail-me"))
-	f := newFixture(t, mnsemu.Config{FailMessage: func(q string, i int, body string) bool { return body == bad }}, nil)
+	f := newFixture(t, mnsemu.Config{Faults: mnsemu.Faults{FailMessage: func(q string, i int, body string) bool { return body == bad }}}, nil)
 	s := NewSink(f.c)
 	msgs := []bridge.Outgoing{
 		{Body: []byte("m0"), ID: "id-0"},
