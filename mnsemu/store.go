@@ -75,6 +75,19 @@ func newTopic(name string, a topicAttrs, now time.Time) *topic {
 	return &topic{name: name, attrs: a, created: now, modified: now}
 }
 
+// under returns the queue or topic name (find is queueFor or topicFor) and
+// what read takes of it, both under e.mu; notExist when there is none.
+func under[T, V any](e *Emulator, find func(string) *T, name string, notExist *apiError, read func(*T) V) (*T, V, *apiError) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	var v V
+	it := find(name)
+	if it == nil {
+		return nil, v, notExist
+	}
+	return it, read(it), nil
+}
+
 // queueFor returns the queue, creating it when AutoCreate is on; nil when
 // it does not exist. e.mu must be held.
 func (e *Emulator) queueFor(name string) *queue {
@@ -178,15 +191,9 @@ func (e *Emulator) sendMessages(x *exchange, f Faults, name string) *apiError {
 	if err := parseMessages(x.body, &req); err != nil {
 		return malformed(err)
 	}
-	e.mu.Lock()
-	q := e.queueFor(name)
-	var attrs queueAttrs
-	if q != nil {
-		attrs = q.attrs
-	}
-	e.mu.Unlock()
-	if q == nil {
-		return errQueueNotExist
+	q, attrs, err := under(e, e.queueFor, name, errQueueNotExist, func(q *queue) queueAttrs { return q.attrs })
+	if err != nil {
+		return err
 	}
 	batch := req.root == "Messages"
 	n := len(req.msgs)
@@ -302,15 +309,9 @@ func (e *Emulator) publishMessage(x *exchange, f Faults, name string) *apiError 
 		return errf(400, "InvalidArgument", "PublishMessage takes one <Message>.")
 	}
 	m := req.msgs[0]
-	e.mu.Lock()
-	t := e.topicFor(name)
-	var attrs topicAttrs
-	if t != nil {
-		attrs = t.attrs
-	}
-	e.mu.Unlock()
-	if t == nil {
-		return errTopicNotExist
+	t, attrs, err := under(e, e.topicFor, name, errTopicNotExist, func(t *topic) topicAttrs { return t.attrs })
+	if err != nil {
+		return err
 	}
 	if m.Body == nil {
 		return errf(400, "InvalidArgument", "The MessageBody is required.")
@@ -360,15 +361,9 @@ func (e *Emulator) receiveMessages(x *exchange, f Faults, name string) *apiError
 		num = n
 	}
 	peek := strings.EqualFold(qv.Get("peekonly"), "true")
-	e.mu.Lock()
-	q := e.queueFor(name)
-	wait := 0
-	if q != nil {
-		wait = q.attrs.PollingWaitSeconds
-	}
-	e.mu.Unlock()
-	if q == nil {
-		return errQueueNotExist
+	q, wait, err := under(e, e.queueFor, name, errQueueNotExist, func(q *queue) int { return q.attrs.PollingWaitSeconds })
+	if err != nil {
+		return err
 	}
 	if qv.Has("waitseconds") {
 		n, err := strconv.Atoi(qv.Get("waitseconds"))
