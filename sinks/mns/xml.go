@@ -147,19 +147,15 @@ func scanReply(data []byte, r *reply) error {
 			if t.kind != tokStart || t.empty || string(t.name) != "Message" {
 				return errUnusual
 			}
-			var e replyEntry
-			if err := scanEntry(&s, &e); err != nil {
+			if err := scanEntry(&s, r); err != nil {
 				return err
 			}
-			r.entries = append(r.entries, e)
 		}
 	case "Message":
 		r.root = "Message"
-		var e replyEntry
-		if err := scanEntry(&s, &e); err != nil {
+		if err := scanEntry(&s, r); err != nil {
 			return err
 		}
-		r.entries = append(r.entries, e)
 	case "Error":
 		r.root = "Error"
 		err := s.leaves("Error", func(name, text []byte) {
@@ -186,7 +182,10 @@ func scanReply(data []byte, r *reply) error {
 	return nil
 }
 
-func scanEntry(s *scanner, e *replyEntry) error {
+// scanEntry reads the children of a <Message> of the reply into a new
+// entry of r.
+func scanEntry(s *scanner, r *reply) error {
+	var e replyEntry
 	// MessageId and MessageBodyMD5 share one allocation.
 	var id, sum []byte
 	err := s.leaves("Message", func(name, text []byte) {
@@ -209,6 +208,7 @@ func scanEntry(s *scanner, e *replyEntry) error {
 	var buf [128]byte
 	both := string(append(append(buf[:0], id...), sum...))
 	e.MessageID, e.BodyMD5 = both[:len(id)], both[len(id):]
+	r.entries = append(r.entries, e)
 	return nil
 }
 
