@@ -2,10 +2,11 @@ package main
 
 import (
 	"bytes"
-
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -133,63 +134,16 @@ func (m *manifests) decode(doc []byte) error {
 	if err := yaml.Unmarshal(doc, &tm); err != nil {
 		return err
 	}
-	strict := func(v any) error {
-		if err := yaml.UnmarshalStrict(doc, v); err != nil {
-			return fmt.Errorf("%s: %w", tm.Kind, err)
-		}
-		return nil
+	kinds := m.kinds()
+	k, ok := kinds[tm.Kind]
+	if !ok {
+		return fmt.Errorf("kind %q is not one this validator knows (%s)", tm.Kind, strings.Join(slices.Sorted(maps.Keys(kinds)), ", "))
+	} else if tm.APIVersion != k.apiVersion {
+		return fmt.Errorf("%s: apiVersion %q, want %q", tm.Kind, tm.APIVersion, k.apiVersion)
 	}
-	want := map[string]string{"Namespace": "v1", "ServiceAccount": "v1", "ConfigMap": "v1", "Secret": "v1", "Service": "v1",
-		"StatefulSet": "apps/v1", "PodDisruptionBudget": "policy/v1"}
-	if v, ok := want[tm.Kind]; !ok {
-		return fmt.Errorf("kind %q is not one this validator knows (%v)", tm.Kind, want)
-	} else if tm.APIVersion != v {
-		return fmt.Errorf("%s: apiVersion %q, want %q", tm.Kind, tm.APIVersion, v)
-	}
-	var name string
-	switch tm.Kind {
-	case "Namespace":
-		var o corev1.Namespace
-		if err := strict(&o); err != nil {
-			return err
-		}
-		m.namespaces, name = append(m.namespaces, o), o.Name
-	case "ServiceAccount":
-		var o corev1.ServiceAccount
-		if err := strict(&o); err != nil {
-			return err
-		}
-		m.accounts, name = append(m.accounts, o), o.Name
-	case "ConfigMap":
-		var o corev1.ConfigMap
-		if err := strict(&o); err != nil {
-			return err
-		}
-		m.configMaps, name = append(m.configMaps, o), o.Name
-	case "Secret":
-		var o corev1.Secret
-		if err := strict(&o); err != nil {
-			return err
-		}
-		m.secrets, name = append(m.secrets, o), o.Name
-	case "Service":
-		var o corev1.Service
-		if err := strict(&o); err != nil {
-			return err
-		}
-		m.services, name = append(m.services, o), o.Name
-	case "StatefulSet":
-		var o appsv1.StatefulSet
-		if err := strict(&o); err != nil {
-			return err
-		}
-		m.statefulSets, name = append(m.statefulSets, o), o.Name
-	case "PodDisruptionBudget":
-		var o policyv1.PodDisruptionBudget
-		if err := strict(&o); err != nil {
-			return err
-		}
-		m.pdbs, name = append(m.pdbs, o), o.Name
+	name, err := k.decode(doc)
+	if err != nil {
+		return fmt.Errorf("%s: %w", tm.Kind, err)
 	}
 	if name == "" {
 		return fmt.Errorf("%s without metadata.name", tm.Kind)
@@ -198,6 +152,43 @@ func (m *manifests) decode(doc []byte) error {
 		return fmt.Errorf("%s %s: name: %s", tm.Kind, name, msg)
 	}
 	return nil
+}
+
+// kind is a kind of object the kustomization may hold: its apiVersion and
+// how one is decoded into the manifests.
+type kind struct {
+	apiVersion string
+	decode     func(doc []byte) (name string, err error)
+}
+
+// kinds are the kinds the validator knows, by name.
+func (m *manifests) kinds() map[string]kind {
+	return map[string]kind{
+		"Namespace":           {"v1", into(&m.namespaces)},
+		"ServiceAccount":      {"v1", into(&m.accounts)},
+		"ConfigMap":           {"v1", into(&m.configMaps)},
+		"Secret":              {"v1", into(&m.secrets)},
+		"Service":             {"v1", into(&m.services)},
+		"StatefulSet":         {"apps/v1", into(&m.statefulSets)},
+		"PodDisruptionBudget": {"policy/v1", into(&m.pdbs)},
+	}
+}
+
+// into returns a decoder of one document, strictly (an unknown field is an
+// error), as a T that it appends to list; it returns the object's
+// metadata.name.
+func into[T any, P interface {
+	*T
+	GetName() string
+}](list *[]T) func([]byte) (string, error) {
+	return func(doc []byte) (string, error) {
+		var o T
+		if err := yaml.UnmarshalStrict(doc, &o); err != nil {
+			return "", err
+		}
+		*list = append(*list, o)
+		return P(&o).GetName(), nil
+	}
 }
 
 func (m *manifests) check(common map[string]string, k kustomization) []error {
@@ -225,7 +216,7 @@ func (m *manifests) check(common map[string]string, k kustomization) []error {
 	} else if *sts.Spec.Replicas > maxClientsPerGroup {
 		fail("%s: %d replicas, above the platform's %d clients per consumer group", where, *sts.Spec.Replicas, maxClientsPerGroup)
 	}
-	if sts.Spec.ServiceName == "" || !slicesContains(names(m.services), sts.Spec.ServiceName) {
+	if sts.Spec.ServiceName == "" || !slices.ContainsFunc(m.services, func(svc corev1.Service) bool { return svc.Name == sts.Spec.ServiceName }) {
 		fail("%s: serviceName %q is not a Service of the kustomization", where, sts.Spec.ServiceName)
 	}
 	for _, svc := range m.services {
@@ -412,21 +403,4 @@ func (m *manifests) configKey(name, key string) (string, bool) {
 		}
 	}
 	return "", false
-}
-
-func names(svcs []corev1.Service) []string {
-	var out []string
-	for _, s := range svcs {
-		out = append(out, s.Name)
-	}
-	return out
-}
-
-func slicesContains(s []string, v string) bool {
-	for _, x := range s {
-		if x == v {
-			return true
-		}
-	}
-	return false
 }

@@ -26,6 +26,9 @@ func TestValidatorCatches(t *testing.T) {
 		{"liveness path", "statefulset.yaml", "path: /healthz\n              port: http-metrics\n            periodSeconds: 30", "path: /metrics\n              port: http-metrics\n            periodSeconds: 30", "liveness probe path"},
 		{"pdb selector", "poddisruptionbudget.yaml", "app.kubernetes.io/name: iot-mns-bridge", "app.kubernetes.io/name: other", "PodDisruptionBudget iot-mns-bridge: selector"},
 		{"secret key", "secret.yaml", "access_key_id:", "key_id:", "Secret iot-mns-bridge-credentials has no key access_key_id"},
+		{"apiVersion", "statefulset.yaml", "apiVersion: apps/v1", "apiVersion: apps/v2", `StatefulSet: apiVersion "apps/v2", want "apps/v1"`},
+		{"unknown kind", "poddisruptionbudget.yaml", "kind: PodDisruptionBudget", "kind: DisruptionBudget", `kind "DisruptionBudget" is not one this validator knows`},
+		{"service name", "statefulset.yaml", "serviceName: iot-mns-bridge", "serviceName: other", `serviceName "other" is not a Service`},
 		{"no memory limit", "statefulset.yaml", "limits:\n              memory: 256Mi", "limits: {}", "memory limit"},
 	}
 	for _, tt := range tests {
