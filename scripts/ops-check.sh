@@ -358,6 +358,15 @@ heavy() {
 	fi
 }
 
+# need_root STEP WHAT: true as root; otherwise false after printing SKIP
+# (or fails under CI=true): WHAT needs root.
+need_root() {
+	[ "$(id -u)" -eq 0 ] && return 0
+	[ "${CI:-}" = true ] && fail "$1: $2 needs root"
+	skip "$1" "$2 needs root (under CI=true this fails)"
+	return 1
+}
+
 # need_tools STEP PACKAGE TOOL...: installs PACKAGE with apt-get when a TOOL
 # is missing and this is root; otherwise false after printing SKIP (or fails
 # under CI=true).
@@ -447,11 +456,7 @@ step_release() {
 
 step_deb() {
 	heavy deb || return 0
-	if [ "$(id -u)" -ne 0 ]; then
-		[ "${CI:-}" = true ] && fail "deb: dpkg -i needs root"
-		skip deb "dpkg -i needs root (under CI=true this fails)"
-		return 0
-	fi
+	need_root deb "dpkg -i" || return 0
 	if [[ $(dpkg-query -W -f '${Status}' iot-mns-bridge 2>/dev/null) == *installed* ]]; then
 		[ "${CI:-}" = true ] && fail "deb: iot-mns-bridge is already installed on this machine"
 		skip deb "iot-mns-bridge is already installed here; not touching it"
@@ -569,11 +574,7 @@ step_kube() {
 
 step_nspawn() {
 	heavy nspawn || return 0
-	if [ "$(id -u)" -ne 0 ]; then
-		[ "${CI:-}" = true ] && fail "nspawn: systemd-nspawn needs root"
-		skip nspawn "systemd-nspawn needs root (under CI=true this fails)"
-		return 0
-	fi
+	need_root nspawn "systemd-nspawn" || return 0
 	need_tools nspawn systemd-container systemd-nspawn || return 0
 	need_tools nspawn util-linux nsenter || return 0
 	ok nspawn
