@@ -10,6 +10,7 @@
 //	go run ./bench [-scenarios all|throughput,latency,outage,spool,connections,properties,amqp]
 //	               [-latency 20ms] [-messages 200000] [-json bench/results/latest.json] [-short]
 //	go run ./bench -profile cpu.out   # CPU (and cpu.out.allocs allocation) profile of the bridge process at full rate
+//	go run ./bench -profile cpu.out -profile-amqp -profile-credit 1000   # the same over AMQP (-profile-connections N)
 //
 // It prints a table and writes a JSON report. Every run stops by itself.
 // See bench/README.md for the figures and what limits them.
@@ -47,7 +48,10 @@ type options struct {
 	ProfileRate float64
 	// ProfileSpool runs the profile with the spool on.
 	ProfileSpool bool
-	Command      string
+	// ProfileAMQP, when Protocol is "amqp", runs the profile over the
+	// simulator's AMQP listener with its connections and credit.
+	ProfileAMQP bridgeSpec
+	Command     string
 	// BoundOnly runs only the memory scenario's first row (the defaults),
 	// not the count-only comparison.
 	BoundOnly bool
@@ -84,6 +88,9 @@ func parseFlags(args []string, errOut io.Writer) (options, error) {
 	profile := fs.String("profile", "", "instead of the scenarios, write a CPU profile of the bridge process at full rate to `FILE` (and its allocation profile to FILE.allocs)")
 	profileRate := fs.Float64("profile-rate", 0, "messages/s of the -profile run (0: as fast as possible)")
 	profileSpool := fs.Bool("profile-spool", false, "the -profile run with the spool on")
+	profileAMQP := fs.Bool("profile-amqp", false, "the -profile run over the simulator's AMQP 1.0 listener")
+	profileConns := fs.Int("profile-connections", 1, "connections of the -profile run")
+	profileCredit := fs.Int("profile-credit", 0, "source.amqp.credit of the -profile-amqp run (0: the default)")
 	boundOnly := fs.Bool("memory-bound-only", false, "memory scenario: run only the row with the defaults (outage-45k), not the count-only comparison")
 	gather := fs.Duration("read-gather", -1, "source.stomp.read_gather of the bridge runs (negative: the bridge's default)")
 	requests := fs.Int("requests", 0, "delivery.max_requests_per_destination of the bridge runs and the concurrency of ceiling b (0: the bridge's default)")
@@ -103,6 +110,13 @@ func parseFlags(args []string, errOut io.Writer) (options, error) {
 	}
 	bridgeReadGather = *gather
 	o.ProfileSpool = *profileSpool
+	if *profileConns < 1 || *profileCredit < 0 {
+		return o, errors.New("-profile-connections must be at least 1 and -profile-credit not negative")
+	}
+	o.ProfileAMQP = bridgeSpec{Connections: *profileConns, Credit: *profileCredit}
+	if *profileAMQP {
+		o.ProfileAMQP.Protocol = "amqp"
+	}
 	if *requests > 0 {
 		bridgeRequestsPerDestination = *requests
 	}
@@ -142,7 +156,9 @@ func run(ctx context.Context, o options, out io.Writer) (*Report, error) {
 		LatencyMs: float64(o.Latency) / float64(time.Millisecond), started: time.Now()}
 
 	if o.Profile != "" {
-		return rep, h.profile(ctx, o.Profile, o.ProfileRate, o.ProfileSpool, out)
+		spec := o.ProfileAMQP
+		spec.Spool = o.ProfileSpool
+		return rep, h.profile(ctx, o.Profile, o.ProfileRate, spec, out)
 	}
 	last := time.Now()
 	add := func(r Result, err error) {
@@ -234,13 +250,20 @@ func run(ctx context.Context, o options, out io.Writer) (*Report, error) {
 // profile runs the bridge process at full rate with a CPU profile of
 // itself (so the profile holds the bridge alone, not the simulator and the
 // emulator) and prints the top entries.
-func (h *harness) profile(ctx context.Context, path string, rate float64, withSpool bool, out io.Writer) error {
+func (h *harness) profile(ctx context.Context, path string, rate float64, spec bridgeSpec, out io.Writer) error {
 	spool := "off"
-	if withSpool {
+	if spec.Spool {
 		spool = "on"
 	}
-	fmt.Fprintf(out, "== profile: bridge process, 1 conn, spool %s, %d messages at %s\n", spool, h.sz.Messages, rateText(rate))
-	r, err := h.bridgeLoad(ctx, "profile", "bridge under CPU profile", bridgeSpec{Connections: 1, Spool: withSpool}, h.sz.Messages, rate, path)
+	proto := "STOMP"
+	if spec.Protocol == "amqp" {
+		proto = "AMQP"
+		if spec.Credit > 0 {
+			proto = fmt.Sprintf("AMQP credit %d", spec.Credit)
+		}
+	}
+	fmt.Fprintf(out, "== profile: bridge process, %s, %d conn, spool %s, %d messages at %s\n", proto, spec.Connections, spool, h.sz.Messages, rateText(rate))
+	r, err := h.bridgeLoad(ctx, "profile", "bridge under CPU profile", spec, h.sz.Messages, rate, path)
 	if err != nil {
 		return err
 	}
