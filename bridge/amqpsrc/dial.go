@@ -61,7 +61,8 @@ func (d *dialer) dial(ctx context.Context, _ int, id string) (connection, error)
 	// The watch sees every byte go-amqp reads: a silent connection is
 	// dropped after the idle-time-out the bridge advertises (half of
 	// IdleTimeout), not after go-amqp's IdleTimeout.
-	rw := newReadWatch(nc, cfg.silenceLimit(), cfg.Names.Of(source.FieldIdleTimeout))
+	hw := newHoldWriter(nc)
+	rw := newReadWatch(hw, cfg.silenceLimit(), cfg.Names.Of(source.FieldIdleTimeout))
 	conn, err := amqp.NewConn(dctx, rw, &amqp.ConnOptions{
 		SASLType:    amqp.SASLTypePlain(creds.Username, creds.Password),
 		IdleTimeout: cfg.IdleTimeout,
@@ -72,7 +73,7 @@ func (d *dialer) dial(ctx context.Context, _ int, id string) (connection, error)
 		return nil, explainLogin(cfg, id, err)
 	}
 
-	c := &amqpConn{net: nc, conn: conn, watch: rw}
+	c := &amqpConn{net: nc, conn: conn, watch: rw, hold: hw}
 	go rw.watch(conn.Done())
 	actx, cancelAttach := context.WithTimeout(ctx, cfg.AttachTimeout)
 	defer cancelAttach()
@@ -143,6 +144,7 @@ func explainLoss(err error) error {
 type amqpConn struct {
 	net   net.Conn
 	watch *readWatch
+	hold  *holdWriter
 	conn  *amqp.Conn
 	sess  *amqp.Session
 	rcv   *amqp.Receiver
@@ -160,6 +162,8 @@ func (c *amqpConn) Release(ctx context.Context, m *amqp.Message) error {
 	return c.rcv.ReleaseMessage(ctx, m)
 }
 
+func (c *amqpConn) Hold()                      { c.hold.Hold() }
+func (c *amqpConn) Flush() error               { return c.hold.Flush() }
 func (c *amqpConn) IssueCredit(n uint32) error { return c.rcv.IssueCredit(n) }
 func (c *amqpConn) Done() <-chan struct{}      { return c.conn.Done() }
 func (c *amqpConn) Err() error                 { return c.watch.cause(c.conn.Err()) }

@@ -33,9 +33,7 @@ func TestRefusedDeliveryIsFatal(t *testing.T) {
 	case <-time.After(waitLimit):
 		t.Fatal("Run did not return")
 	}
-	if a, r := c.counts(); a != 0 || r != 1 {
-		t.Errorf("accepted %d released %d, want the refused delivery released", a, r)
-	}
+	eventually(t, "the refused delivery released", func() bool { a, r := c.counts(); return a == 0 && r == 1 })
 	select {
 	case <-hs.dialer.dialed:
 		t.Error("redialled after the pipeline refused a delivery")

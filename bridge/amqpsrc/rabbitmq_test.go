@@ -188,6 +188,7 @@ func TestRabbitMQDeliversPlatformMessages(t *testing.T) {
 		}
 		d.Accept()
 	}
+	eventually(t, "every settlement counted", func() bool { return r.src.Stats().Accepted >= n })
 	if st := r.src.Stats(); st.Accepted != n || st.DroppedDeadLink != 0 || st.SettleFailed != 0 {
 		t.Errorf("Stats = %+v, want %d accepted and nothing else", st, n)
 	}
@@ -224,6 +225,9 @@ func TestRabbitMQUnsettledRedeliveredAfterConnectionLoss(t *testing.T) {
 		}
 	}
 
+	// The accepts are written by the link's settler: the test is about
+	// the unsettled ones, so the connection dies once those are out.
+	eventually(t, "the accepts written", func() bool { return r.src.Stats().Accepted == n-int64(len(unsettled)) })
 	conn := r.src.Link(0).(*link).conn.(*amqpConn)
 	_ = conn.net.Close() // the connection dies under the source
 
@@ -242,6 +246,7 @@ func TestRabbitMQUnsettledRedeliveredAfterConnectionLoss(t *testing.T) {
 		}
 		d.Accept() // too late: its link is dead
 	}
+	eventually(t, "every settlement counted", func() bool { return r.src.Stats().Accepted == n })
 	st := r.src.Stats()
 	if st.DroppedDeadLink != int64(len(unsettled)) || st.Accepted != n {
 		t.Errorf("Stats = %+v, want %d dropped from the dead link and %d accepted", st, len(unsettled), n)
@@ -312,6 +317,7 @@ func TestRabbitMQSettleFailureRedelivers(t *testing.T) {
 
 	d := r.next()
 	d.Accept() // fails: the disposition never reaches the broker
+	eventually(t, "the settlement counted", func() bool { st := r.src.Stats(); return st.SettleFailed+st.Accepted > 0 })
 	if st := r.src.Stats(); st.SettleFailed != 1 || st.Accepted != 0 {
 		t.Fatalf("Stats = %+v, want the one settlement failed", st)
 	}
@@ -337,6 +343,7 @@ func TestRabbitMQBrokerRestart(t *testing.T) {
 	pub := b.NewAMQPPublisher(t, queue)
 	publish(t, pub, "/pk/dn/user/up", "before", "1")
 	r.next().Accept()
+	eventually(t, "the accept written", func() bool { return r.src.Stats().Accepted == 1 })
 
 	b.Restart(t)
 

@@ -7,7 +7,9 @@
 // for every protocol.
 //
 // A delivery is settled only when the pipeline says so: Accepted → accept,
-// Released → release. A dead connection is noticed as soon as go-amqp
+// Released → release. Settle only queues: each link's settler goroutine
+// settles what is queued and writes the dispositions of one round in one
+// socket write (holdWriter), where go-amqp writes each on its own. A dead connection is noticed as soon as go-amqp
 // closes it (source.Link.Lost: a handler blocked on backpressure lets go at
 // once), not only at the next Receive. Deliveries of a dead link cannot be
 // settled any more: settling them is dropped quietly and counted (the
@@ -47,6 +49,10 @@ type connection interface {
 	// IssueCredit lets the peer send n more messages (the link uses
 	// manual credit).
 	IssueCredit(n uint32) error
+	// Hold gathers the frames go-amqp writes until Flush, which writes
+	// them in one go (see holdWriter); a failed Flush closes the socket.
+	Hold()
+	Flush() error
 	// Done is closed when the connection has ended, by either side.
 	Done() <-chan struct{}
 	// Err says why Done was closed (nil for a clean local close).
@@ -109,11 +115,28 @@ type link struct {
 
 	mu        sync.Mutex
 	unsettled map[*bridge.Delivery]struct{}
+
+	// The settler's queue (see settler).
+	qmu    sync.Mutex
+	queue  []settlement
+	busy   bool          // the settler is settling what it took from queue
+	ended  bool          // the settler has ended: settlements are dropped
+	wake   chan struct{} // signalled (non-blocking) on every queued settlement
+	idle   chan struct{} // signalled (non-blocking) when the settler has emptied queue
+	reused []settlement  // the settler's own slice, swapped with queue
+}
+
+// settlement is a queued Settle.
+type settlement struct {
+	d   *bridge.Delivery
+	msg *amqp.Message
+	o   bridge.Outcome
+	err error
 }
 
 func newLink(s *Source, c connection) *link {
 	l := &link{src: s, conn: c, unsettled: make(map[*bridge.Delivery]struct{}), settled: make(chan struct{}, 1),
-		failed: make(chan struct{}), lost: make(chan struct{})}
+		failed: make(chan struct{}), lost: make(chan struct{}), wake: make(chan struct{}, 1), idle: make(chan struct{}, 1)}
 	go func() {
 		// Ends with the connection: Abort and Close both end it.
 		select {
@@ -122,6 +145,7 @@ func newLink(s *Source, c connection) *link {
 		}
 		close(l.lost)
 	}()
+	go l.settler()
 	return l
 }
 
@@ -275,8 +299,8 @@ func (l *link) Abort(cause error) error {
 	return fmt.Errorf("amqp connection lost: %w", explainLoss(cause))
 }
 
-// Close releases every delivery still unsettled and closes the connection
-// within ctx (forcing the socket shut after its deadline). A link that
+// Close releases every delivery still unsettled, lets the settler write
+// what is queued and closes the connection within ctx (forcing the socket shut after its deadline). A link that
 // failed is dropped at the socket instead (see Abort).
 func (l *link) Close(ctx context.Context) error {
 	if l.failure() != nil {
@@ -287,6 +311,7 @@ func (l *link) Close(ctx context.Context) error {
 	for _, d := range l.pending() {
 		d.Release()
 	}
+	l.waitSettled(ctx)
 	l.dead.Store(true)
 	if err := l.conn.Close(ctx); err != nil && ctx.Err() != nil {
 		return ctx.Err()
@@ -329,45 +354,156 @@ func isDone(ch <-chan struct{}) bool {
 }
 
 // Settle settles d upstream: Accepted → AMQP accept, Released → AMQP
-// release, each bounded by the settle timeout. A delivery whose link has
-// died is dropped and counted (the platform redelivers it). A settlement
-// that fails on a live link (a timeout: go-amqp then never sends the
-// disposition) fails the link, and its connection is dropped so that the
-// broker redelivers the message. Settle is called
-// by bridge.Delivery exactly once per delivery, from any goroutine; it blocks
-// for at most the settle timeout.
+// release. It never blocks: it queues the settlement for the link's settler
+// (see settler). A delivery whose link has died is dropped and counted (the
+// platform redelivers it). Settle is called by bridge.Delivery exactly once
+// per delivery, from any goroutine.
 func (s *Source) Settle(d *bridge.Delivery, o bridge.Outcome) {
 	t, ok := d.Token.(*token)
 	if !ok || t == nil {
 		return
 	}
 	l := t.link
-	l.untrack(d)
-	if l.dead.Load() || isDone(l.conn.Done()) {
+	if l.dead.Load() || isDone(l.conn.Done()) || !l.enqueue(settlement{d: d, msg: t.msg, o: o}) {
+		l.untrack(d)
 		s.dropped.Add(1)
-		return
 	}
+}
+
+// enqueue queues st for the settler; false once the settler has ended.
+func (l *link) enqueue(st settlement) bool {
+	l.qmu.Lock()
+	if l.ended {
+		l.qmu.Unlock()
+		return false
+	}
+	l.queue = append(l.queue, st)
+	l.qmu.Unlock()
+	select {
+	case l.wake <- struct{}{}:
+	default:
+	}
+	return true
+}
+
+// settler settles what Settle queued, until the connection ends: it takes
+// everything queued, holds the connection's writes, settles each delivery
+// (go-amqp hands each disposition to its writer goroutine, which writes it
+// into the hold) and flushes them in one socket write. A delivery counts as
+// accepted or released, and leaves the link's credit window, once its
+// disposition was written. What is queued when the connection ends is
+// dropped and counted (the platform redelivers it).
+func (l *link) settler() {
+	for {
+		select {
+		case <-l.wake:
+		case <-l.lost:
+			l.qmu.Lock()
+			l.ended = true
+			rest := l.queue
+			l.queue = nil
+			l.qmu.Unlock()
+			for _, st := range rest {
+				l.untrack(st.d)
+				l.src.dropped.Add(1)
+			}
+			l.signalIdle()
+			return
+		}
+		for {
+			l.qmu.Lock()
+			batch := l.queue
+			l.queue, l.reused = l.reused[:0], nil
+			l.busy = len(batch) > 0
+			l.qmu.Unlock()
+			if len(batch) == 0 {
+				break
+			}
+			l.settleAll(batch)
+			clear(batch)
+			l.reused = batch[:0]
+		}
+		l.signalIdle()
+	}
+}
+
+func (l *link) signalIdle() {
+	select {
+	case l.idle <- struct{}{}:
+	default:
+	}
+}
+
+// settleAll settles batch in one hold of the connection's writes, each
+// settlement bounded by the settle timeout. A settlement that fails on a
+// live link (a timeout: go-amqp then never sends the disposition) fails the
+// link, and its connection is dropped so that the broker redelivers the
+// message.
+func (l *link) settleAll(batch []settlement) {
+	s, c := l.src, l.conn
 	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.SettleTimeout)
 	defer cancel()
-	var err error
-	switch o {
-	case bridge.Accepted:
-		err = l.conn.Accept(ctx, t.msg)
-	default:
-		err = l.conn.Release(ctx, t.msg)
+	c.Hold()
+	for i := range batch {
+		st := &batch[i]
+		if l.dead.Load() || isDone(c.Done()) {
+			st.err = errLinkDead
+			continue
+		}
+		switch st.o {
+		case bridge.Accepted:
+			st.err = c.Accept(ctx, st.msg)
+		default:
+			st.err = c.Release(ctx, st.msg)
+		}
+		if st.err != nil && !l.dead.Load() && !linkGone(st.err) {
+			s.settleFailed.Add(1)
+			s.log.Warn("amqp settle failed on a live link; dropping the connection so that the platform redelivers the message",
+				"outcome", st.o.String(), "message_id", st.d.MessageID, "err", st.err)
+			l.fail(fmt.Errorf("settling message %q (%s) failed on a live link: %w", st.d.MessageID, st.o, st.err))
+			st.err = errSettleFailed
+		}
 	}
-	switch {
-	case err == nil && o == bridge.Accepted:
-		s.accepted.Add(1)
-	case err == nil:
-		s.released.Add(1)
-	case l.dead.Load() || linkGone(err):
-		s.dropped.Add(1)
-	default:
-		s.settleFailed.Add(1)
-		s.log.Warn("amqp settle failed on a live link; dropping the connection so that the platform redelivers the message",
-			"outcome", o.String(), "message_id", d.MessageID, "err", err)
-		l.fail(fmt.Errorf("settling message %q (%s) failed on a live link: %w", d.MessageID, o, err))
+	flushErr := c.Flush()
+	for i := range batch {
+		st := &batch[i]
+		l.untrack(st.d)
+		switch {
+		case st.err == errSettleFailed:
+		case st.err != nil || flushErr != nil:
+			// The link died, or the write of its disposition failed
+			// (which closed the connection).
+			s.dropped.Add(1)
+		case st.o == bridge.Accepted:
+			s.accepted.Add(1)
+		default:
+			s.released.Add(1)
+		}
+	}
+}
+
+var (
+	errLinkDead     = errors.New("the link has died")
+	errSettleFailed = errors.New("settling failed on a live link")
+)
+
+// waitSettled waits until the settler has settled everything queued, the
+// connection has ended, or ctx is done.
+func (l *link) waitSettled(ctx context.Context) {
+	for {
+		l.qmu.Lock()
+		idle := l.ended || (len(l.queue) == 0 && !l.busy)
+		l.qmu.Unlock()
+		if idle {
+			return
+		}
+		select {
+		case <-l.idle:
+		case <-l.lost:
+			return
+		case <-ctx.Done():
+			return
+		}
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -32,16 +33,23 @@ type fakeConn struct {
 
 	creditCh chan struct{} // signalled when credit is issued
 
-	mu        sync.Mutex
-	credit    int // messages the source may still be sent
-	issued    int // credit issued in total
-	err       error
-	closed    bool
-	aborted   bool // dropped at the socket, without the close handshake
-	settleErr error
-	accepted  []*amqp.Message
-	released  []*amqp.Message
-	killOnce  sync.Once
+	mu      sync.Mutex
+	credit  int // messages the source may still be sent
+	issued  int // credit issued in total
+	err     error
+	closed  bool
+	aborted bool // dropped at the socket, without the close handshake
+	// gate, when set (before the first settlement), holds every
+	// settlement until a value is received from it; entered is signalled
+	// as each one starts waiting.
+	gate, entered chan struct{}
+	settleErr     error
+	flushErr      error
+	holds         int
+	flushes       int
+	accepted      []*amqp.Message
+	released      []*amqp.Message
+	killOnce      sync.Once
 }
 
 func newFakeConn(slot int, id string) *fakeConn {
@@ -97,6 +105,10 @@ func (c *fakeConn) creditState() (credit, issued int) {
 }
 
 func (c *fakeConn) settle(m *amqp.Message, to *[]*amqp.Message) error {
+	if c.gate != nil {
+		c.entered <- struct{}{}
+		<-c.gate
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.closed {
@@ -107,6 +119,20 @@ func (c *fakeConn) settle(m *amqp.Message, to *[]*amqp.Message) error {
 	}
 	*to = append(*to, m)
 	return nil
+}
+
+// Hold and Flush count the settler's rounds; Flush fails with flushErr.
+func (c *fakeConn) Hold() {
+	c.mu.Lock()
+	c.holds++
+	c.mu.Unlock()
+}
+
+func (c *fakeConn) Flush() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.flushes++
+	return c.flushErr
 }
 
 func (c *fakeConn) Accept(_ context.Context, m *amqp.Message) error  { return c.settle(m, &c.accepted) }
@@ -152,6 +178,12 @@ func (c *fakeConn) isClosed() bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.closed
+}
+
+func (c *fakeConn) rounds() (holds, flushes int) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.holds, c.flushes
 }
 
 func (c *fakeConn) counts() (accepted, released int) {
@@ -319,12 +351,12 @@ func TestDeliverAndSettle(t *testing.T) {
 	d1.Accept()
 	d2.Release()
 	d1.Accept() // a second settle has no effect
+	// The link's settler settles in the background; Stats counts a
+	// settlement once its disposition is written.
+	want := Stats{Received: 2, Accepted: 1, Released: 1}
+	eventually(t, "both settled", func() bool { return hs.src.Stats() == want })
 	if a, r := c.counts(); a != 1 || r != 1 {
 		t.Errorf("accepted %d released %d, want 1 and 1", a, r)
-	}
-	want := Stats{Received: 2, Accepted: 1, Released: 1}
-	if got := hs.src.Stats(); got != want {
-		t.Errorf("Stats = %+v, want %+v", got, want)
 	}
 	eventually(t, "slot connected", func() bool { return hs.src.ConnStates()[0].Connected })
 }
@@ -351,9 +383,7 @@ func TestSettleAfterConnectionLossIsDroppedAndCounted(t *testing.T) {
 	})
 	d2 := hs.send(c2, platformMsg("2"))
 	d2.Accept()
-	if a, _ := c2.counts(); a != 1 {
-		t.Errorf("the new connection did not settle its delivery")
-	}
+	eventually(t, "the new connection settles its delivery", func() bool { a, _ := c2.counts(); return a == 1 })
 }
 
 func TestSettleErrors(t *testing.T) {
@@ -377,6 +407,10 @@ func TestSettleErrors(t *testing.T) {
 			c.settleErr = tc.err
 			c.mu.Unlock()
 			d.Accept()
+			eventually(t, "the settlement counted", func() bool {
+				got := hs.src.Stats()
+				return got.DroppedDeadLink+got.SettleFailed+got.Accepted > 0
+			})
 			got := hs.src.Stats()
 			if got.DroppedDeadLink != tc.wantDropped || got.SettleFailed != tc.wantFailed || got.Accepted != 0 {
 				t.Errorf("Stats = %+v, want dropped %d failed %d", got, tc.wantDropped, tc.wantFailed)
@@ -421,9 +455,7 @@ func TestSettleFailureOnLiveLinkDropsTheConnection(t *testing.T) {
 	}
 	d3 := hs.send(c2, platformMsg("3"))
 	d3.Accept()
-	if a, _ := c2.counts(); a != 1 {
-		t.Errorf("the new connection did not settle its delivery")
-	}
+	eventually(t, "the new connection settles its delivery", func() bool { a, _ := c2.counts(); return a == 1 })
 }
 
 func TestLossNoticedWhileHandlerBlocks(t *testing.T) {
@@ -619,4 +651,95 @@ func TestCreditIsTheBackpressure(t *testing.T) {
 		_, issued := c.creditState()
 		return issued == 8
 	})
+}
+
+// TestSettlerWritesARoundInOneFlush: Settle never waits for go-amqp, and
+// what is queued while the settler is busy is settled in its next round,
+// whose dispositions leave in one flush (issue 16: one socket write per
+// disposition was a quarter of the bridge's CPU at full rate).
+func TestSettlerWritesARoundInOneFlush(t *testing.T) {
+	gate, entered := make(chan struct{}), make(chan struct{}, 16)
+	hs := newHarness(t, Config{}, nil, func(c *fakeConn) { c.gate, c.entered = gate, entered })
+	c := hs.nextConn()
+	var ds []*bridge.Delivery
+	for i := range 6 {
+		ds = append(ds, hs.send(c, platformMsg(strconv.Itoa(i))))
+	}
+	ds[0].Accept()
+	<-entered // the settler is in go-amqp with the first one
+	for _, d := range ds[1:5] {
+		d.Accept() // returns although the settler is blocked
+	}
+	ds[5].Release()
+	if got := hs.src.Stats(); got.Accepted != 0 || got.Released != 0 {
+		t.Errorf("Stats = %+v: counted before the dispositions were written", got)
+	}
+	gate <- struct{}{}
+	for range 5 {
+		<-entered
+		gate <- struct{}{}
+	}
+	want := Stats{Received: 6, Accepted: 5, Released: 1}
+	eventually(t, "every settlement counted", func() bool { return hs.src.Stats() == want })
+	if a, r := c.counts(); a != 5 || r != 1 {
+		t.Errorf("accepted %d released %d, want 5 and 1", a, r)
+	}
+	if holds, flushes := c.rounds(); holds != 2 || flushes != 2 {
+		t.Errorf("%d holds and %d flushes, want 2 rounds: the first settlement, then the five queued meanwhile", holds, flushes)
+	}
+}
+
+// TestFailedFlushCountsAsDropped: when the write of a round's dispositions
+// fails (which closes the socket), its settlements are counted as dropped,
+// not accepted: the platform redelivers those messages.
+func TestFailedFlushCountsAsDropped(t *testing.T) {
+	hs := newHarness(t, Config{}, nil, func(c *fakeConn) { c.flushErr = errors.New("broken pipe") })
+	c := hs.nextConn()
+	d := hs.send(c, platformMsg("1"))
+	d.Accept()
+	eventually(t, "the settlement counted", func() bool { return hs.src.Stats().DroppedDeadLink == 1 })
+	if got := hs.src.Stats(); got.Accepted != 0 || got.SettleFailed != 0 {
+		t.Errorf("Stats = %+v, want the settlement dropped only", got)
+	}
+}
+
+// TestCloseWritesQueuedSettlements: Close lets the settler write what the
+// pipeline settled just before, then closes.
+func TestCloseWritesQueuedSettlements(t *testing.T) {
+	gate, entered := make(chan struct{}), make(chan struct{}, 16)
+	hs := newHarness(t, Config{}, nil, func(c *fakeConn) { c.gate, c.entered = gate, entered })
+	c := hs.nextConn()
+	d1 := hs.send(c, platformMsg("1"))
+	d2 := hs.send(c, platformMsg("2"))
+	d1.Accept()
+	<-entered
+	d2.Accept()
+	closed := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
+		defer cancel()
+		closed <- hs.src.Close(ctx)
+	}()
+	<-hs.runErr // Close has stopped Run and goes on to the link
+	select {
+	case <-c.done:
+		t.Fatal("closed while a settlement was still queued")
+	case err := <-closed:
+		t.Fatalf("Close returned (%v) while a settlement was still queued", err)
+	case <-time.After(10 * time.Millisecond):
+		// Close waits for the settler (the test passes without this
+		// pause too; it only gives a wrong Close the time to show).
+	}
+	gate <- struct{}{}
+	<-entered
+	gate <- struct{}{}
+	if err := <-closed; err != nil {
+		t.Fatal(err)
+	}
+	if a, _ := c.counts(); a != 2 || !c.isClosed() {
+		t.Errorf("accepted %d (closed %v), want both accepted before the close", a, c.isClosed())
+	}
+	if got := hs.src.Stats(); got.Accepted != 2 {
+		t.Errorf("Stats = %+v, want 2 accepted", got)
+	}
 }
