@@ -2,9 +2,7 @@ package app
 
 import (
 	"context"
-	"io"
 	"log/slog"
-	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -26,18 +24,6 @@ func runInProcess(t *testing.T, path string) (string, *testpeers.SyncBuffer, cha
 	return base, logs, ready
 }
 
-// readyz returns /readyz's status code and body.
-func readyz(t *testing.T, base string) (int, string) {
-	t.Helper()
-	resp, err := http.Get(base + "/readyz")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(resp.Body)
-	return resp.StatusCode, string(body)
-}
-
 // TestReadinessSendOnlyUser is issue 12 item 4: a RAM user that may only
 // send (Get*Attributes refused with AccessDenied) is ready and forwards;
 // the destination is reported once as not verifiable; an MNS outage shows
@@ -47,7 +33,7 @@ func TestReadinessSendOnlyUser(t *testing.T) {
 	p := startPeers(t, mnsemu.Config{Queues: []string{"telemetry-pk1", "unrouted"}, SendOnly: true}, iotsim.Config{})
 	base, logs, ready := runInProcess(t, p.writeConfig(t, p.config()))
 	waitReady(t, ready)
-	waitFor(t, "/readyz 200 for a send-only user", time.Minute, func() bool { code, _ := readyz(t, base); return code == 200 })
+	waitFor(t, "/readyz 200 for a send-only user", time.Minute, func() bool { code, _ := httpGet(t, base+"/readyz"); return code == 200 })
 	waitFor(t, "three destination checks", time.Minute, func() bool { return p.emu.Stats().Errors["AccessDenied"] >= 3 })
 	if n := strings.Count(logs.String(), "MNS destination not verifiable"); n != 1 {
 		t.Errorf("'not verifiable' logged %d times over 3 checks, want once:\n%s", n, logs)
@@ -59,11 +45,11 @@ func TestReadinessSendOnlyUser(t *testing.T) {
 	p.emu.SetFaults(mnsemu.Faults{ErrorRate: 1, ErrorStatus: 503})
 	p.sim.Publish("g1", iotsim.Message{Topic: "/pk1/dev1/user/data", MessageID: "r-1", Body: []byte(`{}`)})
 	waitFor(t, "/readyz 503 naming the failing sends", time.Minute, func() bool {
-		code, body := readyz(t, base)
+		code, body := httpGet(t, base+"/readyz")
 		return code == 503 && strings.Contains(body, "MNS sends to queue telemetry-pk1 failing")
 	})
 	p.emu.SetFaults(mnsemu.Faults{})
-	waitFor(t, "/readyz 200 after MNS is back", time.Minute, func() bool { code, _ := readyz(t, base); return code == 200 })
+	waitFor(t, "/readyz 200 after MNS is back", time.Minute, func() bool { code, _ := httpGet(t, base+"/readyz"); return code == 200 })
 	waitFor(t, "the message at MNS", time.Minute, func() bool { return len(p.emu.Messages("telemetry-pk1")) == 1 })
 }
 
@@ -78,7 +64,7 @@ func TestReadinessMissingQueue(t *testing.T) {
 	base, logs, ready := runInProcess(t, p.writeConfig(t, c))
 	waitReady(t, ready) // READY=1 although a destination is missing
 	waitFor(t, "three failed checks", time.Minute, func() bool { return p.emu.Stats().Errors["QueueNotExist"] >= 3 })
-	code, body := readyz(t, base)
+	code, body := httpGet(t, base+"/readyz")
 	if code != 503 || !strings.Contains(body, "MNS queue not-there") || !strings.Contains(body, "QueueNotExist") {
 		t.Errorf("/readyz = %d %q, want 503 naming the missing queue", code, body)
 	}

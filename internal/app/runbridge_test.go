@@ -2,6 +2,7 @@ package app
 
 import (
 	"context"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -88,6 +89,18 @@ func runBridgeHTTP(t testing.TB, cfg *config.Config, opts Options) (*testBridge,
 	ln, addr := listenHTTP(t)
 	opts.HTTPListener = ln
 	return runBridge(t, cfg, opts), "http://" + addr
+}
+
+// httpGet returns the status code and body of a GET of url.
+func httpGet(t *testing.T, url string) (int, string) {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(body)
 }
 
 // waitReadyz waits until the bridge at base answers /readyz with 200.
