@@ -208,14 +208,11 @@ func TestStaticMistakesFoundByCheckAndRun(t *testing.T) {
 	gc := p.config()
 	gc.Source.STOMP.Ack, gc.Spool.Dir = "auto", ""
 	good := p.writeConfig(t, gc)
-	data, err := os.ReadFile(good)
-	if err != nil {
-		t.Fatal(err)
-	}
 	notPEM := filepath.Join(p.dir, "not-a-ca.pem")
 	os.WriteFile(notPEM, []byte("not a certificate\n"), 0o600)
-	bad := filepath.Join(p.dir, "bad-ca.yaml")
-	os.WriteFile(bad, []byte(strings.Replace(string(data), "ca_file: "+p.caFile, "ca_file: "+notPEM, 1)), 0o600)
+	bc := *gc
+	bc.Source.TLS.CAFile = notPEM
+	bad := configtest.Write(t, p.dir, "bad-ca.yaml", &bc)
 	for _, cmd := range []string{"check", "run"} {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute) // failure only: run would retry forever
 		code, out, errOut := runMain(t, ctx, cmd, "-config", bad)

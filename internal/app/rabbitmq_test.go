@@ -3,8 +3,6 @@ package app
 import (
 	"context"
 	"fmt"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -162,9 +160,8 @@ func TestRabbitMQAMQPCheckConnect(t *testing.T) {
 	if code != ExitOK || !strings.Contains(out, "ok   source") {
 		t.Fatalf("check -connect: exit %d\n%s%s", code, out, errOut)
 	}
-	data, _ := os.ReadFile(path)
-	bad := filepath.Join(p.dir, "bad-secret.yaml")
-	os.WriteFile(bad, []byte(strings.Replace(string(data), "access_key_secret: "+b.AccessKeySecret, "access_key_secret: Zq9-not-it", 1)), 0o600)
+	rc.Source.Credentials.AccessKeySecret = "Zq9-not-it"
+	bad := configtest.Write(t, p.dir, "bad-secret.yaml", rc)
 	code, out, errOut = runMain(t, context.Background(), "check", "-config", bad, "-connect")
 	if code != ExitFailure || !strings.Contains(out, "FAIL source") || !strings.Contains(out, "source.credentials") {
 		t.Fatalf("wrong secret: exit %d\n%s%s", code, out, errOut)

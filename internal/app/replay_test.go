@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/iot-mns-bridge/iot-mns-bridge/bridge/deadletter"
+	"github.com/iot-mns-bridge/iot-mns-bridge/config/configtest"
 	"github.com/iot-mns-bridge/iot-mns-bridge/internal/testpeers"
 	"github.com/iot-mns-bridge/iot-mns-bridge/iotsim"
 	"github.com/iot-mns-bridge/iot-mns-bridge/mnsemu"
@@ -100,9 +101,8 @@ func TestDeadLetterFileAndReplay(t *testing.T) {
 	// Replay into a config whose own dead-letter file is elsewhere, so the
 	// file being replayed is only read; a running bridge holds that file,
 	// so what would fail again goes to a file next to it.
-	replayCfg := filepath.Join(p.dir, "replay.yaml")
-	cfgData, _ := os.ReadFile(path)
-	os.WriteFile(replayCfg, []byte(strings.Replace(string(cfgData), "file: dl.jsonl", "file: dl-again.jsonl", 1)), 0o600)
+	c.Delivery.DeadLetter.File = "dl-again.jsonl"
+	replayCfg := configtest.Write(t, p.dir, "replay.yaml", c)
 	running, err = deadletter.OpenFile(filepath.Join(p.dir, "dl-again.jsonl"))
 	if err != nil {
 		t.Fatal(err)
