@@ -39,13 +39,7 @@ func TestCredentialsProviderChoice(t *testing.T) {
 			c := validConfig()
 			c.Source.Credentials = tc.cr
 			c.MNS.Credentials = tc.cr
-			err := c.Validate()
-			switch {
-			case tc.want == "" && err != nil:
-				t.Fatalf("want valid: %v", err)
-			case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)):
-				t.Fatalf("got %v, want %q", err, tc.want)
-			}
+			err := validateWants(t, &c, tc.want)
 			if err != nil && strings.Contains(err.Error(), testSecret) {
 				t.Errorf("the error holds the secret: %v", err)
 			}

@@ -151,15 +151,23 @@ func TestValidate(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			c := validConfig()
 			tc.mutate(&c)
-			err := c.Validate()
-			switch {
-			case tc.want == "" && err != nil:
-				t.Errorf("Validate() = %v, want nil", err)
-			case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)):
-				t.Errorf("Validate() = %v, want %q", err, tc.want)
-			}
+			validateWants(t, &c, tc.want)
 		})
 	}
+}
+
+// validateWants validates c and fails the test unless the error holds want
+// ("": unless c is valid); it returns the error.
+func validateWants(t *testing.T, c *Config, want string) error {
+	t.Helper()
+	err := c.Validate()
+	switch {
+	case want == "" && err != nil:
+		t.Fatalf("Validate() = %v, want nil", err)
+	case want != "" && (err == nil || !strings.Contains(err.Error(), want)):
+		t.Fatalf("Validate() = %v, want %q", err, want)
+	}
+	return err
 }
 
 func TestAddressDefaultPorts(t *testing.T) {

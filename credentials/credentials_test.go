@@ -537,28 +537,46 @@ type = ram_role_arn
 `)
 	env := map[string]string{"HOME": dir, credentials.EnvCredentialsFile: ini, credentials.EnvTestMetadataURL: md.URL}
 	ctx := context.Background()
-	c, err := (&credentials.Profile{LookupEnv: envMap(env)}).Retrieve(ctx)
-	if err != nil || c.AccessKeyID != "LTAIdefault" || c.AccessKeySecret != secretWord {
-		t.Fatalf("default: %v %v", c, err)
+	issued := func(c credentials.Credentials) bool {
+		return is.Check(c.AccessKeyID, c.AccessKeySecret, c.SecurityToken, time.Now()) == ""
 	}
-	env[credentials.EnvProfile] = "ecs"
-	c, err = (&credentials.Profile{LookupEnv: envMap(env)}).Retrieve(ctx)
-	if err != nil || is.Check(c.AccessKeyID, c.AccessKeySecret, c.SecurityToken, time.Now()) != "" {
-		t.Fatalf("ecs_ram_role: %v %v", c, err)
+	// Each step retrieves with a new provider of its kind and
+	// ALIBABA_CLOUD_PROFILE set to profile (unset for ""): it wants ok of
+	// the credentials when ok is set, else an error holding err.
+	type step struct {
+		name, profile string
+		ok            func(credentials.Credentials) bool
+		err           string
 	}
-	env[credentials.EnvProfile] = "arn"
-	_, err = (&credentials.Profile{LookupEnv: envMap(env)}).Retrieve(ctx)
-	if err == nil || !strings.Contains(err.Error(), `type "ram_role_arn" is not supported`) {
-		t.Errorf("ram_role_arn: %v", err)
+	run := func(newProvider func() credentials.Provider, steps []step) {
+		t.Helper()
+		for _, st := range steps {
+			if st.profile == "" {
+				delete(env, credentials.EnvProfile)
+			} else {
+				env[credentials.EnvProfile] = st.profile
+			}
+			c, err := newProvider().Retrieve(ctx)
+			if st.ok != nil && (err != nil || !st.ok(c)) {
+				t.Fatalf("%s: %v %v", st.name, c, err)
+			}
+			if st.ok == nil && (err == nil || !strings.Contains(err.Error(), st.err)) {
+				t.Errorf("%s: %v, want an error holding %q", st.name, err, st.err)
+			}
+		}
 	}
-	env[credentials.EnvProfile] = "nope"
-	_, err = (&credentials.Profile{LookupEnv: envMap(env)}).Retrieve(ctx)
-	if err == nil || !strings.Contains(err.Error(), "no section [nope]") {
-		t.Errorf("missing section: %v", err)
-	}
+	profile := func() credentials.Provider { return &credentials.Profile{LookupEnv: envMap(env)} }
+	run(profile, []step{
+		{name: "default", ok: func(c credentials.Credentials) bool {
+			return c.AccessKeyID == "LTAIdefault" && c.AccessKeySecret == secretWord
+		}},
+		{name: "ecs_ram_role", profile: "ecs", ok: issued},
+		{name: "ram_role_arn", profile: "arn", err: `type "ram_role_arn" is not supported`},
+		{name: "missing section", profile: "nope", err: "no section [nope]"},
+	})
 	delete(env, credentials.EnvProfile)
 	delete(env, credentials.EnvCredentialsFile)
-	if _, err := (&credentials.Profile{LookupEnv: envMap(env)}).Retrieve(ctx); !errors.Is(err, credentials.ErrNotConfigured) {
+	if _, err := profile().Retrieve(ctx); !errors.Is(err, credentials.ErrNotConfigured) {
 		t.Errorf("no file in HOME: %v", err)
 	}
 
@@ -569,31 +587,20 @@ type = ram_role_arn
  {"name":"role","mode":"EcsRamRole","ram_role_name":"ini-role"},
  {"name":"arn","mode":"RamRoleArn"}]}`)
 	env[credentials.EnvCLIConfigFile] = cli
-	c, err = (&credentials.CLIProfile{LookupEnv: envMap(env)}).Retrieve(ctx)
-	if err != nil || c.AccessKeyID != "LTAIcli" || c.SecurityToken != "" {
-		t.Fatalf("AK: %v %v", c, err)
-	}
-	env[credentials.EnvProfile] = "sts"
-	c, err = (&credentials.CLIProfile{LookupEnv: envMap(env)}).Retrieve(ctx)
-	if err != nil || c.AccessKeyID != "STS.cli" || c.SecurityToken != "tok" {
-		t.Fatalf("StsToken: %v %v", c, err)
-	}
-	env[credentials.EnvProfile] = "role"
-	c, err = (&credentials.CLIProfile{LookupEnv: envMap(env)}).Retrieve(ctx)
-	if err != nil || is.Check(c.AccessKeyID, c.AccessKeySecret, c.SecurityToken, time.Now()) != "" {
-		t.Fatalf("EcsRamRole: %v %v", c, err)
-	}
-	env[credentials.EnvProfile] = "arn"
-	if _, err = (&credentials.CLIProfile{LookupEnv: envMap(env)}).Retrieve(ctx); err == nil || !strings.Contains(err.Error(), "not supported") {
-		t.Errorf("RamRoleArn: %v", err)
-	}
+	cliProfile := func() credentials.Provider { return &credentials.CLIProfile{LookupEnv: envMap(env)} }
+	run(cliProfile, []step{
+		{name: "AK", ok: func(c credentials.Credentials) bool { return c.AccessKeyID == "LTAIcli" && c.SecurityToken == "" }},
+		{name: "StsToken", profile: "sts", ok: func(c credentials.Credentials) bool { return c.AccessKeyID == "STS.cli" && c.SecurityToken == "tok" }},
+		{name: "EcsRamRole", profile: "role", ok: issued},
+		{name: "RamRoleArn", profile: "arn", err: "not supported"},
+	})
 	env[credentials.EnvCLIProfileDisabled] = "true"
-	if _, err = (&credentials.CLIProfile{LookupEnv: envMap(env)}).Retrieve(ctx); !errors.Is(err, credentials.ErrNotConfigured) {
+	if _, err := cliProfile().Retrieve(ctx); !errors.Is(err, credentials.ErrNotConfigured) {
 		t.Errorf("disabled: %v", err)
 	}
 	writeFile(t, cli, `{"profiles": [`+secretWord)
 	delete(env, credentials.EnvCLIProfileDisabled)
-	_, err = (&credentials.CLIProfile{LookupEnv: envMap(env)}).Retrieve(ctx)
+	_, err := cliProfile().Retrieve(ctx)
 	if err == nil || !strings.Contains(err.Error(), "not the aliyun CLI's JSON config") {
 		t.Errorf("bad JSON: %v", err)
 	}
