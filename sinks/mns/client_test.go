@@ -135,6 +135,23 @@ func TestRawBodyNotXMLText(t *testing.T) {
 	}
 }
 
+// wantOneRefused fails unless errs[bad] is a permanent error that is target
+// and names "message "+label, and every other error is nil.
+func wantOneRefused(t *testing.T, errs []error, bad int, target error, label string) {
+	t.Helper()
+	for i, err := range errs {
+		if i != bad {
+			if err != nil {
+				t.Errorf("message %d: %v", i, err)
+			}
+			continue
+		}
+		if !errors.Is(err, target) || bridge.Retryable(err) || !strings.Contains(err.Error(), "message "+label) {
+			t.Errorf("message %d: %v, want a permanent %q naming message %s", i, err, target, label)
+		}
+	}
+}
+
 func TestBatchSendSplitsAndLimits(t *testing.T) {
 	f := newFixture(t, mnsemu.Config{}, nil)
 	var bodies [][]byte
@@ -150,17 +167,7 @@ func TestBatchSendSplitsAndLimits(t *testing.T) {
 	if len(res) != len(bodies) || len(errs) != len(bodies) {
 		t.Fatalf("got %d results, %d errors for %d bodies", len(res), len(errs), len(bodies))
 	}
-	for i, err := range errs {
-		if i == 43 {
-			if !errors.Is(err, ErrBodyTooLarge) || bridge.Retryable(err) || !strings.Contains(err.Error(), "message #43") {
-				t.Errorf("oversized body: %v", err)
-			}
-			continue
-		}
-		if err != nil {
-			t.Errorf("body %d: %v", i, err)
-		}
-	}
+	wantOneRefused(t, errs, 43, ErrBodyTooLarge, "#43")
 	// 40 small: 16+16+8 → the 8 share a request with big, big (64 KB) → a
 	// new request: big, last.
 	if n := f.emu.Stats().Requests; n != 4 {
