@@ -2,6 +2,7 @@ package bridge
 
 import (
 	"fmt"
+	"maps"
 	"slices"
 	"sync"
 	"time"
@@ -437,14 +438,8 @@ func (l *lane) stop() []*item {
 // readiness: it changes with the first failed request and the first
 // success, without waiting for a periodic check.
 func (p *Pipeline) Failing() []string {
-	p.mu.Lock()
-	lanes := make([]*lane, 0, len(p.lanes))
-	for _, l := range p.lanes {
-		lanes = append(lanes, l)
-	}
-	p.mu.Unlock()
 	var out []string
-	for _, l := range lanes {
+	for _, l := range p.laneList() {
 		l.mu.Lock()
 		if l.failing {
 			out = append(out, fmt.Sprintf("MNS sends to %s failing: %s", l.dest, l.lastErr))
@@ -457,13 +452,7 @@ func (p *Pipeline) Failing() []string {
 
 // stopLanes stops every lane and releases what they hold.
 func (p *Pipeline) stopLanes() {
-	p.mu.Lock()
-	lanes := make([]*lane, 0, len(p.lanes))
-	for _, l := range p.lanes {
-		lanes = append(lanes, l)
-	}
-	p.mu.Unlock()
-	for _, l := range lanes {
+	for _, l := range p.laneList() {
 		p.releaseAll(l.stop())
 	}
 }
@@ -523,12 +512,18 @@ func (p *Pipeline) pendingCount() int {
 	return p.sumLanes(func(l *lane) int { return len(l.pending) })
 }
 
-// sumLanes adds up count over the lanes, each read under its lock.
-func (p *Pipeline) sumLanes(count func(*lane) int) int {
+// laneList returns the lanes there are now, copied under p.mu so that each
+// can then be locked on its own.
+func (p *Pipeline) laneList() []*lane {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	return slices.Collect(maps.Values(p.lanes))
+}
+
+// sumLanes adds up count over the lanes, each read under its lock.
+func (p *Pipeline) sumLanes(count func(*lane) int) int {
 	n := 0
-	for _, l := range p.lanes {
+	for _, l := range p.laneList() {
 		l.mu.Lock()
 		n += count(l)
 		l.mu.Unlock()
