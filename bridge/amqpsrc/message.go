@@ -4,6 +4,7 @@ import (
 	"encoding/base64"
 	"fmt"
 	"math"
+	"reflect"
 	"strconv"
 	"time"
 	"unicode/utf8"
@@ -124,35 +125,9 @@ func text(v any) string {
 }
 
 // millis reads a generateTime in epoch milliseconds from any integer type,
-// an integral float, a timestamp, or a string of digits.
+// an integral float64, a timestamp, or a string of digits.
 func millis(v any) (int64, bool) {
 	switch v := v.(type) {
-	case int64:
-		return v, true
-	case int32:
-		return int64(v), true
-	case int16:
-		return int64(v), true
-	case int8:
-		return int64(v), true
-	case int:
-		return int64(v), true
-	case uint64:
-		if v > math.MaxInt64 {
-			return 0, false
-		}
-		return int64(v), true
-	case uint32:
-		return int64(v), true
-	case uint16:
-		return int64(v), true
-	case uint8:
-		return int64(v), true
-	case float64:
-		if v != math.Trunc(v) || v < math.MinInt64 || v >= math.MaxInt64 {
-			return 0, false
-		}
-		return int64(v), true
 	case time.Time:
 		return v.UnixMilli(), true
 	case string:
@@ -161,6 +136,18 @@ func millis(v any) (int64, bool) {
 	case []byte:
 		n, err := strconv.ParseInt(string(v), 10, 64)
 		return n, err == nil
+	}
+	switch r := reflect.ValueOf(v); r.Kind() {
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64:
+		return r.Int(), true
+	case reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
+		if u := r.Uint(); u <= math.MaxInt64 {
+			return int64(u), true
+		}
+	case reflect.Float64:
+		if f := r.Float(); f == math.Trunc(f) && f >= math.MinInt64 && f < math.MaxInt64 {
+			return int64(f), true
+		}
 	}
 	return 0, false
 }

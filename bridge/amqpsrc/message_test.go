@@ -101,6 +101,21 @@ func TestToMessageProperties(t *testing.T) {
 			want:  bridge.Message{Properties: map[string]string{"generateTime": "18446744073709551615"}},
 		},
 		{
+			name:  "fractional double generateTime kept as a property",
+			props: map[string]any{"generateTime": float64(1700000000000.5)},
+			want:  bridge.Message{Properties: map[string]string{"generateTime": "1.7000000000005e+12"}},
+		},
+		{
+			name:  "generateTime int16",
+			props: map[string]any{"generateTime": int16(-7)},
+			want:  bridge.Message{GenerateTime: -7},
+		},
+		{
+			name:  "generateTime uint8",
+			props: map[string]any{"generateTime": uint8(200)},
+			want:  bridge.Message{GenerateTime: 200},
+		},
+		{
 			name: "other properties as text",
 			props: map[string]any{
 				"qos": int32(1), "flag": true, "when": ts, "id": uuid, "bin": []byte{0xff, 0xfe},
