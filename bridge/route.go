@@ -640,37 +640,31 @@ func (t *tmpl) shortest() string {
 // compileNameTemplate parses a queue or topic name template and checks
 // with names that it is, or can render, a valid name.
 func compileNameTemplate(text string, scope templateScope, kind string, names NameRules) (tmpl, error) {
-	t, err := parseTemplate(text, scope)
-	if err != nil {
-		return tmpl{}, err
-	}
-	if t.static {
-		if err := names.name(text); err != nil {
-			return tmpl{}, fmt.Errorf("%q is not a valid MNS %s name: %w", text, kind, err)
-		}
-		return t, nil
-	}
-	if err := names.name(t.shortest()); err != nil {
-		return tmpl{}, fmt.Errorf("template %q can never render a valid MNS %s name: %w (with one character per placeholder)", text, kind, err)
-	}
-	return t, nil
+	return compileTemplate(text, scope, "MNS "+kind+" name", names.name)
 }
 
 // compileTagTemplate parses a message tag template and checks with names
 // that it is, or can render, a valid tag.
 func compileTagTemplate(text string, scope templateScope, names NameRules) (tmpl, error) {
+	return compileTemplate(text, scope, "MNS message tag", names.tag)
+}
+
+// compileTemplate parses a template and checks with valid that it is a
+// valid what, or, with placeholders, that its shortest rendering (one
+// character per placeholder) can be.
+func compileTemplate(text string, scope templateScope, what string, valid func(string) error) (tmpl, error) {
 	t, err := parseTemplate(text, scope)
 	if err != nil {
 		return tmpl{}, err
 	}
 	if t.static {
-		if err := names.tag(text); err != nil {
-			return tmpl{}, fmt.Errorf("%q is not a valid MNS message tag: %w", text, err)
+		if err := valid(text); err != nil {
+			return tmpl{}, fmt.Errorf("%q is not a valid %s: %w", text, what, err)
 		}
 		return t, nil
 	}
-	if err := names.tag(t.shortest()); err != nil {
-		return tmpl{}, fmt.Errorf("template %q can never render a valid MNS message tag: %w (with one character per placeholder)", text, err)
+	if err := valid(t.shortest()); err != nil {
+		return tmpl{}, fmt.Errorf("template %q can never render a valid %s: %w (with one character per placeholder)", text, what, err)
 	}
 	return t, nil
 }
