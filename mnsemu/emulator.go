@@ -201,10 +201,10 @@ func (e *Emulator) Reset() {
 	e.topics = make(map[string]*topic)
 	now := e.now()
 	for _, q := range e.cfg.Queues {
-		e.queues[q] = newQueue(q, defaultQueueAttrs(), now)
+		e.queues[q] = defaultQueue(q, now)
 	}
 	for _, t := range e.cfg.Topics {
-		e.topics[t] = newTopic(t, defaultTopicAttrs(), now)
+		e.topics[t] = defaultTopic(t, now)
 	}
 	e.mu.Unlock()
 	s := &e.stats
@@ -288,18 +288,14 @@ func (e *Emulator) Published(topic string) []StoredMessage {
 func (e *Emulator) CreateQueue(name string) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	if e.queues[name] == nil {
-		e.queues[name] = newQueue(name, defaultQueueAttrs(), e.now())
-	}
+	declared(e, e.queues, name, true, defaultQueue)
 }
 
 // CreateTopic declares a topic with default attributes if it does not exist.
 func (e *Emulator) CreateTopic(name string) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	if e.topics[name] == nil {
-		e.topics[name] = newTopic(name, defaultTopicAttrs(), e.now())
-	}
+	declared(e, e.topics, name, true, defaultTopic)
 }
 
 // apiError is an error reply.

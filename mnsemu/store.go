@@ -88,24 +88,35 @@ func under[T, V any](e *Emulator, find func(string) *T, name string, notExist *a
 	return it, read(it), nil
 }
 
-// queueFor returns the queue, creating it when AutoCreate is on; nil when
-// it does not exist. e.mu must be held.
+// queueFor returns the queue, creating it with default attributes when
+// AutoCreate is on; nil when it does not exist. e.mu must be held.
 func (e *Emulator) queueFor(name string) *queue {
-	q := e.queues[name]
-	if q == nil && e.cfg.AutoCreate {
-		q = newQueue(name, defaultQueueAttrs(), e.now())
-		e.queues[name] = q
-	}
-	return q
+	return declared(e, e.queues, name, e.cfg.AutoCreate, defaultQueue)
 }
 
+// topicFor is queueFor for a topic.
 func (e *Emulator) topicFor(name string) *topic {
-	t := e.topics[name]
-	if t == nil && e.cfg.AutoCreate {
-		t = newTopic(name, defaultTopicAttrs(), e.now())
-		e.topics[name] = t
+	return declared(e, e.topics, name, e.cfg.AutoCreate, defaultTopic)
+}
+
+// declared returns m[name]; when there is none and create is true, a new
+// one with default attributes (by fresh) that m then holds. e.mu must be
+// held.
+func declared[T any](e *Emulator, m map[string]*T, name string, create bool, fresh func(string, time.Time) *T) *T {
+	it := m[name]
+	if it == nil && create {
+		it = fresh(name, e.now())
+		m[name] = it
 	}
-	return t
+	return it
+}
+
+func defaultQueue(name string, now time.Time) *queue {
+	return newQueue(name, defaultQueueAttrs(), now)
+}
+
+func defaultTopic(name string, now time.Time) *topic {
+	return newTopic(name, defaultTopicAttrs(), now)
 }
 
 var (
