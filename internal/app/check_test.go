@@ -13,8 +13,8 @@ import (
 	"github.com/iot-mns-bridge/iot-mns-bridge/config/configtest"
 	"github.com/iot-mns-bridge/iot-mns-bridge/credentials"
 	"github.com/iot-mns-bridge/iot-mns-bridge/credentials/credtest"
-	"github.com/iot-mns-bridge/iot-mns-bridge/internal/certgen"
 	"github.com/iot-mns-bridge/iot-mns-bridge/internal/testbroker"
+	"github.com/iot-mns-bridge/iot-mns-bridge/internal/testpeers"
 	"github.com/iot-mns-bridge/iot-mns-bridge/iotsim"
 	"github.com/iot-mns-bridge/iot-mns-bridge/mnsemu"
 )
@@ -31,12 +31,7 @@ func TestCheckConnectExplainsEachFailure(t *testing.T) {
 		change(c)
 		return configtest.Write(t, p.dir, name+".yaml", c)
 	}
-	other, err := certgen.New("localhost")
-	if err != nil {
-		t.Fatal(err)
-	}
-	otherCA := filepath.Join(p.dir, "other-ca.pem")
-	os.WriteFile(otherCA, other.CAPEM, 0o600)
+	_, otherCA := testpeers.CA(t)
 
 	code, out, errOut := runMain(t, context.Background(), "check", "-config", good, "-connect")
 	if code != ExitOK || !strings.Contains(out, "ok   source") || !strings.Contains(out, "ok   MNS queue unrouted") {

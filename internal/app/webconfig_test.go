@@ -13,7 +13,7 @@ import (
 
 	"golang.org/x/crypto/bcrypt"
 
-	"github.com/iot-mns-bridge/iot-mns-bridge/internal/certgen"
+	"github.com/iot-mns-bridge/iot-mns-bridge/internal/testpeers"
 	"github.com/iot-mns-bridge/iot-mns-bridge/iotsim"
 	"github.com/iot-mns-bridge/iot-mns-bridge/mnsemu"
 )
@@ -27,13 +27,7 @@ func TestWebConfigProtectsMetrics(t *testing.T) {
 	p := startPeers(t, mnsemu.Config{}, iotsim.Config{})
 	p.emu.CreateQueue("unrouted")
 	dir := t.TempDir()
-	bundle, err := certgen.New("127.0.0.1")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := bundle.WriteFiles(filepath.Join(dir, "ca.pem"), filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key")); err != nil {
-		t.Fatal(err)
-	}
+	bundle := testpeers.TLSFiles(t, dir)
 	hash, err := bcrypt.GenerateFromPassword([]byte("scrape-pass"), bcrypt.MinCost)
 	if err != nil {
 		t.Fatal(err)

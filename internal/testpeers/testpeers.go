@@ -2,9 +2,10 @@
 // emulator on a loopback HTTP server (Serve, for any handler) and the IoT
 // platform simulator with its CA certificate written to a file, each stopped
 // when the test ends, and Bodies, what the emulator holds in a queue. It also
-// has SyncBuffer, for capturing a bridge's log while it runs, FreePort, for
-// a port a child process binds later, and RunTests and StartChild, to run the
-// test binary as the command under test in a child process.
+// has CA and TLSFiles, throwaway certificates in files; SyncBuffer, for
+// capturing a bridge's log while it runs; FreePort, for a port a child
+// process binds later; and RunTests and StartChild, to run the test binary
+// as the command under test in a child process.
 package testpeers
 
 import (
@@ -209,6 +210,22 @@ func RunTests(m *testing.M, main func(ctx context.Context, args []string) int) {
 		os.Exit(code)
 	}
 	os.Exit(m.Run())
+}
+
+// TLSFiles makes a throwaway CA and a server certificate for loopback
+// (certgen.New) and writes them to dir as ca.pem, tls.crt and tls.key: the
+// files of a test's TLS server config (an HTTP web config's cert_file and
+// key_file) and of its client's trust.
+func TLSFiles(t testing.TB, dir string) *certgen.Bundle {
+	t.Helper()
+	b, err := certgen.New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b.WriteFiles(filepath.Join(dir, "ca.pem"), filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key")); err != nil {
+		t.Fatal(err)
+	}
+	return b
 }
 
 // CA makes a throwaway CA and a server certificate for loopback

@@ -14,7 +14,7 @@ import (
 
 	"golang.org/x/crypto/bcrypt"
 
-	"github.com/iot-mns-bridge/iot-mns-bridge/internal/certgen"
+	"github.com/iot-mns-bridge/iot-mns-bridge/internal/testpeers"
 )
 
 func write(t *testing.T, dir, name, content string) string {
@@ -39,13 +39,7 @@ func hash(t *testing.T, pw string) string {
 // file names, one user) and checks what a scraper sees.
 func TestTLSAndBasicAuth(t *testing.T) {
 	dir := t.TempDir()
-	b, err := certgen.New("127.0.0.1")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := b.WriteFiles(filepath.Join(dir, "ca.pem"), filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key")); err != nil {
-		t.Fatal(err)
-	}
+	b := testpeers.TLSFiles(t, dir)
 	path := write(t, dir, "web.yml", "tls_server_config:\n  cert_file: tls.crt\n  key_file: tls.key\n  min_version: TLS12\nbasic_auth_users:\n  prometheus: "+hash(t, "s3cret")+"\n")
 	c, err := Load(path)
 	if err != nil {
