@@ -144,17 +144,25 @@ func heapProfiles(ctx context.Context, prefix string) {
 
 // selfRssAnonKB is this process's anonymous RSS in kB, 0 when unknown.
 func selfRssAnonKB() int64 {
-	b, err := os.ReadFile("/proc/self/status")
+	kb, _ := statusKB("/proc/self/status")
+	return kb["RssAnon"]
+}
+
+// statusKB reads a /proc/<pid>/status file: the number of each of its
+// lines, by the line's key ("VmRSS:   1234 kB" is VmRSS 1234).
+func statusKB(path string) (map[string]int64, error) {
+	b, err := os.ReadFile(path)
 	if err != nil {
-		return 0
+		return nil, err
 	}
+	kb := make(map[string]int64)
 	for _, line := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(line, "RssAnon:"); ok {
-			n, _ := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
-			return n
+		k, v, _ := strings.Cut(line, ":")
+		if n, err := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64); err == nil {
+			kb[k] = n
 		}
 	}
-	return 0
+	return kb, nil
 }
 
 // Proc is a running bridge child. Its methods are safe to call from one
@@ -307,27 +315,11 @@ func (p *Proc) Stat() (Stat, error) {
 		return st, errors.New("read bridge CPU time: bad utime/stime")
 	}
 	st.CPU = time.Duration(ut+stt) * clockTick
-	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	kb, err := statusKB(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
 		return st, fmt.Errorf("read bridge memory: %w", err)
 	}
-	kb := func(v string) int64 {
-		n, _ := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
-		return n
-	}
-	for _, line := range strings.Split(string(status), "\n") {
-		k, v, _ := strings.Cut(line, ":")
-		switch k {
-		case "VmHWM":
-			st.PeakRSSKB = kb(v)
-		case "VmRSS":
-			st.RSSKB = kb(v)
-		case "RssAnon":
-			st.RssAnonKB = kb(v)
-		case "RssFile":
-			st.RssFileKB = kb(v)
-		}
-	}
+	st.PeakRSSKB, st.RSSKB, st.RssAnonKB, st.RssFileKB = kb["VmHWM"], kb["VmRSS"], kb["RssAnon"], kb["RssFile"]
 	return st, nil
 }
 

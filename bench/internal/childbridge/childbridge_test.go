@@ -3,6 +3,7 @@ package childbridge
 import (
 	"net"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -40,5 +41,27 @@ func TestFreeAddrIsBelowTheEphemeralRange(t *testing.T) {
 			t.Fatalf("FreeAddr() = %q is not free: %v", addr, err)
 		}
 		ln.Close()
+	}
+}
+
+// TestStatusKB: the figures of a /proc/<pid>/status file by key, and this
+// process's own memory.
+func TestStatusKB(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "status")
+	if err := os.WriteFile(path, []byte("Name:\tbridge\nVmHWM:\t   20480 kB\nVmRSS:\t   10240 kB\nThreads:\t7\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	kb, err := statusKB(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if kb["VmHWM"] != 20480 || kb["VmRSS"] != 10240 || kb["Threads"] != 7 || len(kb) != 3 {
+		t.Errorf("statusKB = %v, want VmHWM 20480, VmRSS 10240, Threads 7 and nothing else", kb)
+	}
+	if _, err := statusKB(filepath.Join(t.TempDir(), "none")); err == nil {
+		t.Error("statusKB of a missing file: no error")
+	}
+	if n := selfRssAnonKB(); n <= 0 {
+		t.Errorf("selfRssAnonKB() = %d, want this process's anonymous RSS", n)
 	}
 }

@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/iot-mns-bridge/iot-mns-bridge/config"
 	"github.com/iot-mns-bridge/iot-mns-bridge/iotsim"
 	"github.com/iot-mns-bridge/iot-mns-bridge/mnsemu"
 )
@@ -38,6 +39,7 @@ type Peers struct {
 	MNSURL string // the emulator's endpoint, for the bridge's mns.endpoint
 	CAFile string // the simulator's CA, for the bridge's source.tls.ca_file
 	mnsSrv *http.Server
+	key    config.Credentials
 }
 
 // Start starts the emulator and the simulator and writes the simulator's
@@ -45,7 +47,7 @@ type Peers struct {
 // stay on the platform side, as the real platform keeps undelivered
 // messages. Close stops both.
 func Start(dir string, c Config) (*Peers, error) {
-	p := &Peers{Emu: mnsemu.New(mnsemu.Config{
+	p := &Peers{key: config.Credentials{AccessKeyID: c.AccessKeyID, AccessKeySecret: config.Secret(c.AccessKeySecret)}, Emu: mnsemu.New(mnsemu.Config{
 		AccessKeys: map[string]string{c.AccessKeyID: c.AccessKeySecret},
 		Queues:     []string{c.Queue}, AutoCreate: true,
 		StoreLimit: c.StoreLimit,
@@ -72,6 +74,29 @@ func Start(dir string, c Config) (*Peers, error) {
 		return nil, fmt.Errorf("write the simulator's CA: %w", err)
 	}
 	return p, nil
+}
+
+// BridgeConfig returns the config of a bridge between the peers:
+// config.Default() with the source at the simulator's STOMP listener
+// (trusting its CA) as clientID of consumer group group with the shared
+// AccessKey, MNS at the emulator, every device topic routed to the queue
+// telemetry-{productKey} and the rest dead-lettered to
+// runDir/dead-letter.jsonl, http.listen at httpAddr and quiet logs (warn,
+// no summaries).
+func (p *Peers) BridgeConfig(runDir, httpAddr, clientID, group string) config.Config {
+	c := config.Default()
+	src := &c.Source
+	src.Protocol, src.Endpoint = "stomp", p.Sim.Addr()
+	src.ClientID, src.ConsumerGroupID, src.SignMethod = clientID, group, "hmacsha1"
+	src.Credentials = p.key
+	src.TLS = config.TLS{CAFile: p.CAFile, ServerName: "localhost"}
+	c.MNS.Endpoint = p.MNSURL
+	c.Routes = []config.Route{{Match: "/{productKey}/{deviceName}/user/#", Queue: "telemetry-{productKey}"}}
+	c.DefaultRoute = config.DefaultRoute{DeadLetter: true}
+	c.Delivery.DeadLetter.File = filepath.Join(runDir, "dead-letter.jsonl")
+	c.HTTP.Listen = httpAddr
+	c.Log.Level, c.Log.SummaryInterval = "warn", 0
+	return c
 }
 
 // Close stops the simulator and the emulator.
