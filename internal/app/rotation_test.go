@@ -416,6 +416,32 @@ routes:
 	}
 }
 
+// TestCheckPromisesNoRetry: "check" (and "sign") tries to get each
+// credential once and stops; its error must not say "next attempt in ..." as
+// the daemon's does (which retries), with or without -connect.
+func TestCheckPromisesNoRetry(t *testing.T) {
+	is := credtest.NewIssuer(time.Hour)
+	is.SetDown(true)
+	t.Setenv(credentials.EnvCredentialsURI, credtest.URIServer(t, is))
+	p := startPeers(t, mnsemu.Config{Queues: []string{"unrouted"}}, iotsim.Config{})
+	c := p.config()
+	c.Source.Credentials = config.Credentials{Provider: "uri"}
+	path := p.writeConfig(t, c)
+	for _, args := range [][]string{{"check", "-config", path}, {"check", "-config", path, "-connect", "-timeout", "20s"}} {
+		code, out, errOut := runMain(t, context.Background(), args...)
+		if code != ExitFailure || !strings.Contains(out, "FAIL source.credentials (provider uri)") || !strings.Contains(out, "HTTP 503") {
+			t.Errorf("%s: exit %d, want 1 naming the provider and its failure\n%s%s", strings.Join(args, " "), code, out, errOut)
+		}
+		if strings.Contains(out+errOut, "next attempt") {
+			t.Errorf("%s: a one-shot check promises another attempt:\n%s%s", strings.Join(args, " "), out, errOut)
+		}
+	}
+	code, out, errOut := runMain(t, context.Background(), "sign", "-config", path)
+	if code != ExitFailure || !strings.Contains(errOut, "source.credentials: no credentials from uri") || strings.Contains(out+errOut, "next attempt") {
+		t.Errorf("sign: exit %d, want 1 naming the provider, promising no other attempt\n%s%s", code, out, errOut)
+	}
+}
+
 // TestATokenTheLoginCannotCarryFailsTheDialOnly: a provider's token with a
 // separator of the username fails that dial with a retryable error that
 // names the provider, not the token; it never reaches the signer (which
