@@ -412,13 +412,15 @@ func (l *link) settler() {
 		}
 		for {
 			l.qmu.Lock()
-			batch := l.queue
-			l.queue, l.reused = l.reused[:0], nil
-			l.busy = len(batch) > 0
-			l.qmu.Unlock()
-			if len(batch) == 0 {
+			if len(l.queue) == 0 {
+				l.busy = false
+				l.qmu.Unlock()
 				break
 			}
+			batch := l.queue
+			l.queue, l.reused = l.reused[:0], nil // the two slices take turns
+			l.busy = true
+			l.qmu.Unlock()
 			l.settleAll(batch)
 			clear(batch)
 			l.reused = batch[:0]
