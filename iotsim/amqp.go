@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"strings"
 	"sync"
@@ -41,12 +40,8 @@ const amqpWindow = 5000
 // the read side; sendLoop pushes the group's messages within the link
 // credit and the session window and beats when idle.
 type amqpConn struct {
-	identity
-	s       *Server
-	nc      net.Conn
-	id      int64
-	log     *slog.Logger
-	signals // kick: credit, window or settlement changed
+	// kick: credit, window or settlement changed; pending: by delivery-id.
+	clientConn[uint32, *amqpDelivery]
 
 	closeOnce sync.Once
 	wmu       sync.Mutex
@@ -55,13 +50,11 @@ type amqpConn struct {
 	sendMu    sync.Mutex // held by deliver from its checks through its write
 
 	// Set before the connection is open, read-only afterwards.
-	g        *group
 	maxFrame uint32        // the client's max-frame-size
 	idle     time.Duration // the client's idle-time-out
 	opened   bool
 
-	mu sync.Mutex
-	// session (one; channel-max is 0)
+	// Under mu: the session (one; channel-max is 0),
 	session       bool
 	remoteChannel uint16
 	nextOutID     uint32 // transfer-id of our next transfer
@@ -71,8 +64,7 @@ type amqpConn struct {
 	link      *amqpLink
 	attached  chan struct{} // closed at the first receiver attach
 	nextDelID uint32
-	seq       int64                            // send order of the unsettled deliveries
-	pending   unsettled[uint32, *amqpDelivery] // by delivery-id
+	seq       int64 // send order of the unsettled deliveries
 }
 
 // amqpLink is the client's receiver link, seen from the sender side.
@@ -92,17 +84,8 @@ type amqpDelivery struct {
 }
 
 func newAMQPConn(s *Server, nc net.Conn) *amqpConn {
-	id := s.connSerial.Add(1)
-	c := &amqpConn{
-		s:        s,
-		nc:       nc,
-		id:       id,
-		log:      s.log.With("conn", id, "proto", "amqp", "remote", nc.RemoteAddr().String()),
-		signals:  newSignals(),
-		bw:       bufio.NewWriterSize(nc, 32*1024),
-		attached: make(chan struct{}),
-	}
-	c.pending = newUnsettled[uint32, *amqpDelivery](&c.mu)
+	c := &amqpConn{bw: bufio.NewWriterSize(nc, 32*1024), attached: make(chan struct{})}
+	c.init(s, nc, "proto", "amqp")
 	return c
 }
 
@@ -816,14 +799,6 @@ func (c *amqpConn) appendDelivery(b []byte, handle, id uint32, settled bool, pay
 	}
 }
 
-// expire gives back deliveries unsettled past their deadline.
-func (c *amqpConn) expire(now time.Time) {
-	if back := c.pending.takeLate(now); len(back) > 0 { // c.g is set at login, before any delivery
-		c.s.ackTimedOut(c.g, c.log, back)
-		c.wake()
-	}
-}
-
 // drain gives every unsettled delivery back and stops further deliveries.
 func (c *amqpConn) drain() int {
 	if c.g == nil {
@@ -835,5 +810,3 @@ func (c *amqpConn) drain() int {
 	c.mu.Unlock()
 	return n
 }
-
-func (c *amqpConn) unacked() int { return c.pending.len() }

@@ -30,6 +30,14 @@ func startAMQP(t *testing.T, cfg Config) *Server {
 	return startServer(t, cfg)
 }
 
+// callContext bounds one client call of the test (10 s: only a broken
+// test waits that long).
+func callContext(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}
+
 // dialAMQP logs in with go-amqp as the bridge does (idle timeout 120 s,
 // which go-amqp advertises as 60 000 ms).
 func dialAMQP(t *testing.T, s *Server, p iotauth.Params, idle time.Duration) (*amqp.Conn, error) {
@@ -38,8 +46,7 @@ func dialAMQP(t *testing.T, s *Server, p iotauth.Params, idle time.Duration) (*a
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
+	ctx := callContext(t)
 	return amqp.Dial(ctx, "amqps://"+s.AMQPAddr(), &amqp.ConnOptions{
 		SASLType:    amqp.SASLTypePlain(cred.Username, cred.Password),
 		IdleTimeout: idle,
@@ -49,8 +56,7 @@ func dialAMQP(t *testing.T, s *Server, p iotauth.Params, idle time.Duration) (*a
 
 func receiver(t *testing.T, c *amqp.Conn, credit int32) *amqp.Receiver {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
+	ctx := callContext(t)
 	sess, err := c.NewSession(ctx, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -64,8 +70,7 @@ func receiver(t *testing.T, c *amqp.Conn, credit int32) *amqp.Receiver {
 
 func receive(t *testing.T, r *amqp.Receiver) *amqp.Message {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
+	ctx := callContext(t)
 	m, err := r.Receive(ctx, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -158,9 +163,7 @@ func TestAMQPIdleTimeoutOutsidePlatformBoundsIsRefused(t *testing.T) {
 	for _, idle := range []time.Duration{40 * time.Second, 700 * time.Second} {
 		c, err := dialAMQP(t, s, params("idle"), idle)
 		if err == nil {
-			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			_, err = c.NewSession(ctx, nil)
-			cancel()
+			_, err = c.NewSession(callContext(t), nil)
 			c.Close()
 		}
 		var ce *amqp.ConnError

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"strconv"
 	"strings"
@@ -43,12 +42,8 @@ type delivery struct {
 // conn is one client connection. serve runs the read side; a second
 // goroutine (sendLoop) pulls messages of the login's group and writes them.
 type conn struct {
-	identity
-	s       *Server
-	nc      net.Conn
-	id      int64
-	log     *slog.Logger
-	signals // kick: subscriptions or unacked count changed
+	// kick: subscriptions or unacked count changed; pending: by ack id.
+	clientConn[string, *delivery]
 
 	closeOnce sync.Once
 	wmu       sync.Mutex
@@ -57,29 +52,19 @@ type conn struct {
 
 	// Set during login, read-only afterwards.
 	version        string
-	g              *group
 	encodeBase64   bool
 	sendHB, recvHB time.Duration // server→client, client→server
 
-	mu      sync.Mutex
+	// Under mu.
 	subs    []*subscription
-	rr      int                          // round-robin position in subs
-	pending unsettled[string, *delivery] // by ack id
-	stopped bool                         // DISCONNECT: no more deliveries
+	rr      int  // round-robin position in subs
+	stopped bool // DISCONNECT: no more deliveries
 	seq     int64
 }
 
 func newConn(s *Server, nc net.Conn) *conn {
-	id := s.connSerial.Add(1)
-	c := &conn{
-		s:       s,
-		nc:      nc,
-		id:      id,
-		log:     s.log.With("conn", id, "remote", nc.RemoteAddr().String()),
-		signals: newSignals(),
-		w:       frame.NewWriter(nc),
-	}
-	c.pending = newUnsettled[string, *delivery](&c.mu)
+	c := &conn{w: frame.NewWriter(nc)}
+	c.init(s, nc)
 	return c
 }
 
@@ -560,14 +545,6 @@ func (c *conn) deliver(sub *subscription, e *entry) error {
 		func() error { return c.write(f) })
 }
 
-// expire gives back deliveries unacked past their deadline.
-func (c *conn) expire(now time.Time) {
-	if back := c.pending.takeLate(now); len(back) > 0 { // c.g is set at login, before any delivery
-		c.s.ackTimedOut(c.g, c.log, back)
-		c.wake()
-	}
-}
-
 // drain gives every unacked delivery back to the group and stops further
 // deliveries; it returns how many went back.
 func (c *conn) drain() int {
@@ -583,5 +560,3 @@ func (c *conn) drain() int {
 	}
 	return len(back)
 }
-
-func (c *conn) unacked() int { return c.pending.len() }

@@ -535,6 +535,41 @@ type identity struct {
 
 func (i *identity) ident() *identity { return i }
 
+// clientConn is what a client connection of either protocol has: its
+// server, socket, serial id and logger, its signals, the identity and group
+// of its login, and its unsettled deliveries by the protocol's id (K). mu
+// guards pending and the protocol's own state.
+type clientConn[K comparable, D outstanding] struct {
+	identity
+	s   *Server
+	nc  net.Conn
+	id  int64
+	log *slog.Logger
+	signals
+	g       *group // set at login, read-only afterwards
+	mu      sync.Mutex
+	pending unsettled[K, D]
+}
+
+// init sets up c for nc, just accepted; attrs are added to its log
+// (after its serial id).
+func (c *clientConn[K, D]) init(s *Server, nc net.Conn, attrs ...any) {
+	c.s, c.nc, c.id = s, nc, s.connSerial.Add(1)
+	c.log = s.log.With(append(append([]any{"conn", c.id}, attrs...), "remote", nc.RemoteAddr().String())...)
+	c.signals = newSignals()
+	c.pending = newUnsettled[K, D](&c.mu)
+}
+
+// expire gives back deliveries unsettled past their deadline.
+func (c *clientConn[K, D]) expire(now time.Time) {
+	if back := c.pending.takeLate(now); len(back) > 0 { // c.g is set at login, before any delivery
+		c.s.ackTimedOut(c.g, c.log, back)
+		c.wake()
+	}
+}
+
+func (c *clientConn[K, D]) unacked() int { return c.pending.len() }
+
 // ErrUnknownGroup is wrapped by the login error for a consumer group that is
 // not in Config.KnownGroups.
 var ErrUnknownGroup = errors.New("consumer group does not exist")
