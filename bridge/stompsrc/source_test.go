@@ -3,7 +3,9 @@ package stompsrc
 import (
 	"bytes"
 	"context"
+	"errors"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -11,6 +13,7 @@ import (
 	"github.com/iot-mns-bridge/iot-mns-bridge/bridge/source"
 	"github.com/iot-mns-bridge/iot-mns-bridge/internal/stompfake"
 	"github.com/iot-mns-bridge/iot-mns-bridge/internal/waitfor"
+	"github.com/iot-mns-bridge/iot-mns-bridge/iotauth"
 )
 
 func newTestSource(t *testing.T, s *stompfake.Server, mod func(*Config)) (*Source, *syncBuffer) {
@@ -72,11 +75,7 @@ func startRun(t *testing.T, src *Source, h bridge.Handler) *running {
 	go func() { r.errc <- src.Run(ctx, h) }()
 	t.Cleanup(func() {
 		cancel()
-		cctx, ccancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer ccancel()
-		if err := src.Close(cctx); err != nil {
-			t.Errorf("Close: %v", err)
-		}
+		closeSource(t, src)
 		select {
 		case err := <-r.errc:
 			if err != nil {
@@ -86,6 +85,39 @@ func startRun(t *testing.T, src *Source, h bridge.Handler) *running {
 		}
 	})
 	return r
+}
+
+// closeSource closes src within 10 s; it fails t when Close fails.
+func closeSource(t *testing.T, src *Source) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := src.Close(ctx); err != nil {
+		t.Errorf("Close: %v", err)
+	}
+}
+
+// stop cancels Run and fails t unless Run returns nil.
+func (r *running) stop(t *testing.T) {
+	t.Helper()
+	r.cancel()
+	if err := <-r.errc; err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	r.errc <- nil // for the cleanup
+}
+
+// inFlightAfterRun has the server send one message on the connection that
+// subscribes next, takes its delivery and stops Run: a delivery still in
+// flight once Run returned. It returns the connection, the message id and
+// the delivery.
+func (r *running) inFlightAfterRun(t *testing.T, s *stompfake.Server) (*stompfake.Conn, string, *bridge.Delivery) {
+	t.Helper()
+	c := s.WaitSubscribed(t)
+	id, _ := c.Send("/a/b/user/x", []byte("in flight"))
+	d := r.next(t)
+	r.stop(t)
+	return c, id, d
 }
 
 func (r *running) next(t *testing.T) *bridge.Delivery {
@@ -387,24 +419,12 @@ func TestBlockedHandlerIsNotSilence(t *testing.T) {
 func TestSettleAfterRunReturnsThenClose(t *testing.T) {
 	s := startFakeServer(t)
 	src, _ := newTestSource(t, s, func(c *Config) { c.Ack = AckClientIndividual })
-	r := startRun(t, src, nil)
-	c := s.WaitSubscribed(t)
-	id, _ := c.Send("/a/b/user/x", []byte("in flight"))
-	d := r.next(t)
-	r.cancel()
-	if err := <-r.errc; err != nil {
-		t.Fatalf("Run: %v", err)
-	}
-	r.errc <- nil
+	c, id, d := startRun(t, src, nil).inFlightAfterRun(t, s)
 	d.Accept() // the connection is still open
 	if got := s.WaitSettle(t); got != "ack:"+id {
 		t.Fatalf("got %q, want ack:%s", got, id)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if err := src.Close(ctx); err != nil {
-		t.Fatal(err)
-	}
+	closeSource(t, src)
 	select {
 	case <-c.Done():
 	case <-time.After(10 * time.Second):
@@ -448,19 +468,67 @@ func TestLinkKeptForSettlesIsNotClosedForSilence(t *testing.T) {
 		c.HeartBeat = 50 * time.Millisecond
 		c.CheckInterval = 20 * time.Millisecond
 	})
-	r := startRun(t, src, nil)
-	c := s.WaitSubscribed(t)
-	id, _ := c.Send("/a/b/user/x", []byte("in flight"))
-	d := r.next(t)
-	r.cancel()
-	if err := <-r.errc; err != nil {
-		t.Fatalf("Run: %v", err)
-	}
-	r.errc <- nil
+	c, id, d := startRun(t, src, nil).inFlightAfterRun(t, s)
 	c.GoSilent()
 	time.Sleep(1500 * time.Millisecond) // silent beyond the limit for 50ms heart-beats (1.1 s)
 	d.Accept()
 	if got := s.WaitSettle(t); got != "ack:"+id {
 		t.Fatalf("got %q, want ack:%s", got, id)
 	}
+}
+
+// TestSignErrorIsFatal: signing inputs that became invalid after New (they
+// come from the config and cannot fix themselves) stop Run with a fatal
+// error naming the field, as in every source (source.Driver); the STOMP
+// source used to redial them forever.
+func TestSignErrorIsFatal(t *testing.T) {
+	s := startFakeServer(t)
+	var mu sync.Mutex
+	calls := 0
+	params := func() (iotauth.Params, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		calls++
+		p := goodParams()
+		if calls > 1 { // valid for New, then broken
+			p.ConsumerGroupID = "bad,group"
+		}
+		return p, nil
+	}
+	src, _ := newTestSource(t, s, func(c *Config) { c.Params = params })
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	err := src.Run(ctx, func(context.Context, *bridge.Delivery) error { return nil })
+	if !errors.Is(err, source.ErrFatal) || !strings.Contains(err.Error(), "consumerGroupId") {
+		t.Errorf("Run = %v, want a fatal error naming consumerGroupId", err)
+	}
+	closeSource(t, src)
+}
+
+// TestRefusedDeliveryIsFatal: a delivery the pipeline refuses while intake
+// runs stops Run (the pipeline is gone), after releasing it: with
+// client-individual the server gets a NACK.
+func TestRefusedDeliveryIsFatal(t *testing.T) {
+	s := startFakeServer(t)
+	src, _ := newTestSource(t, s, func(c *Config) { c.Ack = AckClientIndividual })
+	errc := make(chan error, 1)
+	go func() {
+		errc <- src.Run(context.Background(), func(context.Context, *bridge.Delivery) error {
+			return errors.New("pipeline is shutting down")
+		})
+	}()
+	c := s.WaitSubscribed(t)
+	id, _ := c.Send("/a/b/user/x", []byte("refused"))
+	select {
+	case err := <-errc:
+		if !errors.Is(err, source.ErrFatal) || !strings.Contains(err.Error(), "refused a delivery") {
+			t.Fatalf("Run = %v, want a fatal refusal", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("Run did not return")
+	}
+	if got := s.WaitSettle(t); got != "nack:"+id {
+		t.Errorf("got %q, want nack:%s", got, id)
+	}
+	closeSource(t, src)
 }
