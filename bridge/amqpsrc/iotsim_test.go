@@ -119,7 +119,7 @@ func TestSilentConnectionIsDropped(t *testing.T) {
 	go func() {
 		for {
 			select {
-			case d := <-r.got:
+			case d := <-r.run.Got:
 				d.Accept()
 			case <-ctx.Done():
 				return

@@ -17,6 +17,7 @@ import (
 
 	"github.com/iot-mns-bridge/iot-mns-bridge/bridge"
 	"github.com/iot-mns-bridge/iot-mns-bridge/bridge/source"
+	"github.com/iot-mns-bridge/iot-mns-bridge/bridge/source/sourcetest"
 	"github.com/iot-mns-bridge/iot-mns-bridge/internal/testbroker"
 	"github.com/iot-mns-bridge/iot-mns-bridge/iotauth"
 )
@@ -27,16 +28,14 @@ const itLimit = 60 * time.Second
 
 // rig is a Source running against the test broker.
 type rig struct {
-	t      *testing.T
-	b      *testbroker.Broker
-	src    *Source
-	got    chan *bridge.Delivery
-	logs   *syncBuffer
-	dials  atomic.Int64 // attempts started
-	fails  atomic.Int64 // attempts that failed
-	cancel context.CancelFunc
-	runErr chan error
-	stop   sync.Once
+	t     *testing.T
+	b     *testbroker.Broker
+	src   *Source
+	run   *sourcetest.Running
+	logs  *syncBuffer
+	dials atomic.Int64 // attempts started
+	fails atomic.Int64 // attempts that failed
+	stop  sync.Once
 }
 
 // brokerConfig is a Config for the test broker with client id id, reading
@@ -63,7 +62,7 @@ func brokerConfig(b *testbroker.Broker, id, address string, logs *syncBuffer, pa
 	})
 }
 
-// startRig runs a Source with cfg; every delivery goes to rig.got.
+// startRig runs a Source with cfg; every delivery goes to rig.run.Got.
 // logs is the buffer cfg.Logger writes to.
 func startRig(t *testing.T, b *testbroker.Broker, cfg Config, logs *syncBuffer) *rig {
 	t.Helper()
@@ -71,7 +70,7 @@ func startRig(t *testing.T, b *testbroker.Broker, cfg Config, logs *syncBuffer) 
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := &rig{t: t, b: b, src: src, got: make(chan *bridge.Delivery, 1000), logs: logs, runErr: make(chan error, 1)}
+	r := &rig{t: t, b: b, src: src, logs: logs}
 	real := src.dial
 	src.dial = func(ctx context.Context, slot int, id string) (connection, error) {
 		r.dials.Add(1)
@@ -81,26 +80,15 @@ func startRig(t *testing.T, b *testbroker.Broker, cfg Config, logs *syncBuffer) 
 		}
 		return c, err
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	r.cancel = cancel
-	go func() {
-		r.runErr <- src.Run(ctx, func(ctx context.Context, d *bridge.Delivery) error {
-			select {
-			case r.got <- d:
-				return nil
-			case <-ctx.Done():
-				return ctx.Err()
-			}
-		})
-	}()
-	t.Cleanup(func() { r.close() })
+	r.run = sourcetest.Start(t, src, nil)
+	t.Cleanup(r.close)
 	return r
 }
 
 // close stops Run and closes the source, checking both end cleanly.
 func (r *rig) close() {
 	r.stop.Do(func() {
-		r.cancel()
+		r.run.Stop()
 		ctx, cancel := context.WithTimeout(context.Background(), itLimit)
 		defer cancel()
 		start := time.Now()
@@ -108,7 +96,7 @@ func (r *rig) close() {
 			r.t.Errorf("Close: %v", err)
 		}
 		r.t.Logf("Close took %s", time.Since(start).Round(time.Millisecond))
-		if err := <-r.runErr; err != nil {
+		if err := r.run.Wait(r.t); err != nil {
 			r.t.Errorf("Run: %v", err)
 		}
 	})
@@ -118,7 +106,7 @@ func (r *rig) close() {
 func (r *rig) next() *bridge.Delivery {
 	r.t.Helper()
 	select {
-	case d := <-r.got:
+	case d := <-r.run.Got:
 		return d
 	case <-time.After(itLimit):
 		r.t.Fatalf("no delivery; source state %+v, logs:\n%s", r.src.ConnStates(), r.logs.String())
@@ -255,7 +243,7 @@ func TestRabbitMQUnsettledRedeliveredAfterConnectionLoss(t *testing.T) {
 		t.Errorf("ConnState = %+v, want connected after one reconnect", cs)
 	}
 	select {
-	case d := <-r.got:
+	case d := <-r.run.Got:
 		t.Errorf("an accepted message came again: %s", d.MessageID)
 	case <-time.After(500 * time.Millisecond): // nothing more is expected; a short look suffices
 	}

@@ -15,6 +15,7 @@ import (
 
 	"github.com/iot-mns-bridge/iot-mns-bridge/bridge"
 	"github.com/iot-mns-bridge/iot-mns-bridge/bridge/source"
+	"github.com/iot-mns-bridge/iot-mns-bridge/bridge/source/sourcetest"
 	"github.com/iot-mns-bridge/iot-mns-bridge/internal/testpeers"
 	"github.com/iot-mns-bridge/iot-mns-bridge/internal/waitfor"
 	"github.com/iot-mns-bridge/iot-mns-bridge/iotauth"
@@ -237,10 +238,8 @@ type harness struct {
 	t      *testing.T
 	src    *Source
 	dialer *fakeDialer
-	got    chan *bridge.Delivery
 	logs   *syncBuffer
-	cancel context.CancelFunc
-	runErr chan error
+	run    *sourcetest.Running
 }
 
 // syncBuffer collects log output from many goroutines.
@@ -257,31 +256,12 @@ func newHarness(t *testing.T, cfg Config, h bridge.Handler, prep func(*fakeConn)
 	if err != nil {
 		t.Fatal(err)
 	}
-	hs := &harness{t: t, src: src, dialer: newFakeDialer(), got: make(chan *bridge.Delivery, 16), logs: logs, runErr: make(chan error, 1)}
+	hs := &harness{t: t, src: src, dialer: newFakeDialer(), logs: logs}
 	src.dial = hs.dialer.dial
 	if prep != nil {
 		hs.dialer.prep = prep
 	}
-	if h == nil {
-		h = func(ctx context.Context, d *bridge.Delivery) error {
-			select {
-			case hs.got <- d:
-				return nil
-			case <-ctx.Done():
-				return ctx.Err()
-			}
-		}
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	hs.cancel = cancel
-	go func() { hs.runErr <- src.Run(ctx, h) }()
-	t.Cleanup(func() {
-		cancel()
-		ctx, c := context.WithTimeout(context.Background(), 10*time.Second)
-		defer c()
-		if err := src.Close(ctx); err != nil {
-			t.Errorf("Close: %v", err)
-		}
+	t.Cleanup(func() { // after the source is closed (sourcetest.Start)
 		if n := hs.dialer.twoAtOnce(); n != 0 {
 			t.Errorf("a slot had two connections open at once %d times", n)
 		}
@@ -289,6 +269,7 @@ func newHarness(t *testing.T, cfg Config, h bridge.Handler, prep func(*fakeConn)
 			t.Errorf("logs leak the secret")
 		}
 	})
+	hs.run = sourcetest.Start(t, src, h)
 	return hs
 }
 
@@ -312,13 +293,7 @@ func (hs *harness) send(c *fakeConn, m *amqp.Message) *bridge.Delivery {
 	case <-time.After(waitLimit):
 		hs.t.Fatal("the source did not receive")
 	}
-	select {
-	case d := <-hs.got:
-		return d
-	case <-time.After(waitLimit):
-		hs.t.Fatal("no delivery reached the handler")
-		return nil
-	}
+	return hs.run.Next(hs.t)
 }
 
 // eventually polls cond until it holds; the limit only guards against hangs.
@@ -508,14 +483,9 @@ func TestRunStopParksLinksAndCloseReleases(t *testing.T) {
 	c := hs.nextConn()
 	d1 := hs.send(c, platformMsg("1"))
 	d2 := hs.send(c, platformMsg("2"))
-	hs.cancel()
-	select {
-	case err := <-hs.runErr:
-		if err != nil {
-			t.Fatalf("Run = %v, want nil", err)
-		}
-	case <-time.After(waitLimit):
-		t.Fatal("Run did not return")
+	hs.run.Stop()
+	if err := hs.run.Wait(t); err != nil {
+		t.Fatalf("Run = %v, want nil", err)
 	}
 	if c.isClosed() {
 		t.Fatal("the connection was closed while deliveries are still in flight")
@@ -549,8 +519,8 @@ func TestCloseStopsRun(t *testing.T) {
 		t.Fatal(err)
 	}
 	select {
-	case err := <-hs.runErr:
-		if err != nil {
+	case <-hs.run.Done():
+		if err := hs.run.Err(); err != nil {
 			t.Errorf("Run = %v", err)
 		}
 	default:
@@ -720,7 +690,7 @@ func TestCloseWritesQueuedSettlements(t *testing.T) {
 		defer cancel()
 		closed <- hs.src.Close(ctx)
 	}()
-	<-hs.runErr // Close has stopped Run and goes on to the link
+	<-hs.run.Done() // Close has stopped Run and goes on to the link
 	select {
 	case <-c.done:
 		t.Fatal("closed while a settlement was still queued")
@@ -741,5 +711,30 @@ func TestCloseWritesQueuedSettlements(t *testing.T) {
 	}
 	if got := hs.src.Stats(); got.Accepted != 2 {
 		t.Errorf("Stats = %+v, want 2 accepted", got)
+	}
+}
+
+// TestRefusedDeliveryIsFatal: a delivery the pipeline refuses while intake
+// runs is released and stops Run (the pipeline is gone), as in every source
+// (source.Driver); the AMQP source used to redial, taking and giving back
+// messages in a loop.
+func TestRefusedDeliveryIsFatal(t *testing.T) {
+	hs := newHarness(t, Config{}, func(context.Context, *bridge.Delivery) error {
+		return errors.New("pipeline is shutting down")
+	}, nil)
+	c := hs.nextConn()
+	select {
+	case c.msgs <- platformMsg("1"):
+	case <-time.After(waitLimit):
+		t.Fatal("not received")
+	}
+	if err := hs.run.Wait(t); !errors.Is(err, source.ErrFatal) || !strings.Contains(err.Error(), "refused a delivery") {
+		t.Fatalf("Run = %v, want a fatal refusal", err)
+	}
+	eventually(t, "the refused delivery released", func() bool { a, r := c.counts(); return a == 0 && r == 1 })
+	select {
+	case <-hs.dialer.dialed:
+		t.Error("redialled after the pipeline refused a delivery")
+	default:
 	}
 }

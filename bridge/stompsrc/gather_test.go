@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/iot-mns-bridge/iot-mns-bridge/bridge/source/sourcetest"
 	"github.com/iot-mns-bridge/iot-mns-bridge/iotsim"
 )
 
@@ -15,7 +16,7 @@ import (
 func TestSimReadGatherKeepsEveryMessage(t *testing.T) {
 	e := startSim(t, nil)
 	src := e.source(t, func(c *Config) { c.ReadGather = time.Millisecond })
-	r := startRun(t, src, nil)
+	r := sourcetest.Start(t, src, nil)
 	const n = 600
 	body := func(i int) []byte { return bytes.Repeat([]byte{byte('a' + i%26)}, 10+i%700) }
 	go func() {
@@ -27,7 +28,7 @@ func TestSimReadGatherKeepsEveryMessage(t *testing.T) {
 		}
 	}()
 	for i := range n {
-		d := r.next(t)
+		d := r.Next(t)
 		if d.MessageID != fmt.Sprint("g-", i) || !bytes.Equal(payload(t, d), body(i)) {
 			t.Fatalf("delivery %d: %s with %d bytes, want g-%d with %d", i, d.MessageID, len(payload(t, d)), i, len(body(i)))
 		}

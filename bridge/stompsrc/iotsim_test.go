@@ -14,6 +14,7 @@ import (
 
 	"github.com/iot-mns-bridge/iot-mns-bridge/bridge"
 	"github.com/iot-mns-bridge/iot-mns-bridge/bridge/source"
+	"github.com/iot-mns-bridge/iot-mns-bridge/bridge/source/sourcetest"
 	"github.com/iot-mns-bridge/iot-mns-bridge/internal/certgen"
 	"github.com/iot-mns-bridge/iot-mns-bridge/internal/testpeers"
 	"github.com/iot-mns-bridge/iot-mns-bridge/internal/waitfor"
@@ -135,7 +136,7 @@ func TestSimLoginEachMethodAndMode(t *testing.T) {
 func TestSimBinaryBodiesByteForByte(t *testing.T) {
 	e := startSim(t, nil)
 	src := e.source(t, func(c *Config) { c.EncodeBase64 = true })
-	r := startRun(t, src, nil)
+	r := sourcetest.Start(t, src, nil)
 	rng := rand.New(rand.NewPCG(1, 2))
 	const n = 200
 	want := make(map[string][]byte, n)
@@ -152,7 +153,7 @@ func TestSimBinaryBodiesByteForByte(t *testing.T) {
 		e.srv.Publish("DEFAULT_GROUP", iotsim.Message{Topic: "/pk/dev/user/raw", MessageID: id, Body: body})
 	}
 	for range n {
-		d := r.next(t)
+		d := r.Next(t)
 		if d.Invalid != "" {
 			t.Fatalf("%s invalid: %s", d.MessageID, d.Invalid)
 		}
@@ -170,11 +171,11 @@ func TestSimBinaryBodiesByteForByte(t *testing.T) {
 }
 
 // receiveIDs takes n deliveries, accepts them and returns their ids.
-func receiveIDs(t *testing.T, r *running, n int) map[string]bool {
+func receiveIDs(t *testing.T, r *sourcetest.Running, n int) map[string]bool {
 	t.Helper()
 	got := make(map[string]bool, n)
 	for len(got) < n {
-		d := r.next(t)
+		d := r.Next(t)
 		got[d.MessageID] = true
 		d.Accept()
 	}
@@ -184,7 +185,7 @@ func receiveIDs(t *testing.T, r *running, n int) map[string]bool {
 func TestSimResumesAfterServerCloseAndRestart(t *testing.T) {
 	e := startSim(t, nil)
 	src := e.source(t, func(c *Config) { c.Connections = 2 })
-	r := startRun(t, src, nil)
+	r := sourcetest.Start(t, src, nil)
 	e.waitStats(t, "2 connections", func(st iotsim.Stats) bool { return st.Connections == 2 })
 
 	publish := func(prefix string, n int) {
@@ -236,9 +237,9 @@ func TestSimResumesAfterServerCloseAndRestart(t *testing.T) {
 func TestSimHeldDeliveryKeepsNoWireBody(t *testing.T) {
 	e := startSim(t, nil)
 	src := e.source(t, func(c *Config) { c.Ack = AckClientIndividual; c.EncodeBase64 = true })
-	r := startRun(t, src, nil)
+	r := sourcetest.Start(t, src, nil)
 	e.srv.Publish("DEFAULT_GROUP", iotsim.Message{Topic: "/pk/dev/user/t", MessageID: "big", Body: bytes.Repeat([]byte{0xfe}, 45<<10)})
-	d := r.next(t)
+	d := r.Next(t)
 	if len(payload(t, d)) != 45<<10 || d.Invalid != "" {
 		t.Fatalf("body of %d bytes (invalid %q), want 45 KiB", len(payload(t, d)), d.Invalid)
 	}
@@ -253,12 +254,12 @@ func TestSimHeldDeliveryKeepsNoWireBody(t *testing.T) {
 func TestSimClientIndividualAcksOnlyAfterSettle(t *testing.T) {
 	e := startSim(t, nil)
 	src := e.source(t, func(c *Config) { c.Ack = AckClientIndividual })
-	r := startRun(t, src, nil)
+	r := sourcetest.Start(t, src, nil)
 	e.srv.Publish("DEFAULT_GROUP", iotsim.Message{Topic: "/pk/dev/user/t", MessageID: "keep", Body: []byte("1")})
 	e.srv.Publish("DEFAULT_GROUP", iotsim.Message{Topic: "/pk/dev/user/t", MessageID: "settle", Body: []byte("2")})
 	held := map[string]*bridge.Delivery{}
 	for range 2 {
-		d := r.next(t)
+		d := r.Next(t)
 		held[d.MessageID] = d
 	}
 	if st := e.srv.Stats(); st.Acked != 0 || st.Unacked != 2 {
@@ -269,7 +270,7 @@ func TestSimClientIndividualAcksOnlyAfterSettle(t *testing.T) {
 
 	// The unsettled one comes back after the connection goes.
 	e.srv.CloseConnections()
-	d := r.next(t)
+	d := r.Next(t)
 	if d.MessageID != "keep" {
 		t.Fatalf("redelivered %q, want keep", d.MessageID)
 	}
@@ -282,8 +283,8 @@ func TestSimClientIndividualAcksOnlyAfterSettle(t *testing.T) {
 
 	// Release means NACK: the platform redelivers at once.
 	e.srv.Publish("DEFAULT_GROUP", iotsim.Message{Topic: "/pk/dev/user/t", MessageID: "nack-me", Body: []byte("3")})
-	r.next(t).Release()
-	d = r.next(t)
+	r.Next(t).Release()
+	d = r.Next(t)
 	if d.MessageID != "nack-me" {
 		t.Fatalf("after NACK got %q", d.MessageID)
 	}

@@ -11,6 +11,7 @@ import (
 
 	"github.com/iot-mns-bridge/iot-mns-bridge/bridge"
 	"github.com/iot-mns-bridge/iot-mns-bridge/bridge/source"
+	"github.com/iot-mns-bridge/iot-mns-bridge/bridge/source/sourcetest"
 	"github.com/iot-mns-bridge/iot-mns-bridge/internal/stompfake"
 	"github.com/iot-mns-bridge/iot-mns-bridge/internal/waitfor"
 	"github.com/iot-mns-bridge/iot-mns-bridge/iotauth"
@@ -48,87 +49,26 @@ func testSource(t *testing.T, endpoint, caFile string, mod func(*Config), minB, 
 	return src, buf
 }
 
-// running is a Source's Run in the background with a handler that queues
-// every delivery.
-type running struct {
-	src        *Source
-	deliveries chan *bridge.Delivery
-	cancel     context.CancelFunc
-	errc       chan error
-}
-
-func startRun(t *testing.T, src *Source, h bridge.Handler) *running {
+// stopRun stops r's intake and fails t unless Run returns nil.
+func stopRun(t *testing.T, r *sourcetest.Running) {
 	t.Helper()
-	r := &running{src: src, deliveries: make(chan *bridge.Delivery, 1000), errc: make(chan error, 1)}
-	if h == nil {
-		h = func(ctx context.Context, d *bridge.Delivery) error {
-			select {
-			case r.deliveries <- d:
-				return nil
-			case <-ctx.Done():
-				return ctx.Err()
-			}
-		}
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	r.cancel = cancel
-	go func() { r.errc <- src.Run(ctx, h) }()
-	t.Cleanup(func() {
-		cancel()
-		closeSource(t, src)
-		select {
-		case err := <-r.errc:
-			if err != nil {
-				t.Errorf("Run: %v", err)
-			}
-		default:
-		}
-	})
-	return r
-}
-
-// closeSource closes src within 10 s; it fails t when Close fails.
-func closeSource(t *testing.T, src *Source) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if err := src.Close(ctx); err != nil {
-		t.Errorf("Close: %v", err)
-	}
-}
-
-// stop cancels Run and fails t unless Run returns nil.
-func (r *running) stop(t *testing.T) {
-	t.Helper()
-	r.cancel()
-	if err := <-r.errc; err != nil {
+	r.Stop()
+	if err := r.Wait(t); err != nil {
 		t.Fatalf("Run: %v", err)
 	}
-	r.errc <- nil // for the cleanup
 }
 
 // inFlightAfterRun has the server send one message on the connection that
-// subscribes next, takes its delivery and stops Run: a delivery still in
-// flight once Run returned. It returns the connection, the message id and
-// the delivery.
-func (r *running) inFlightAfterRun(t *testing.T, s *stompfake.Server) (*stompfake.Conn, string, *bridge.Delivery) {
+// subscribes next, takes its delivery from r and stops Run: a delivery
+// still in flight once Run returned. It returns the connection, the message
+// id and the delivery.
+func inFlightAfterRun(t *testing.T, s *stompfake.Server, r *sourcetest.Running) (*stompfake.Conn, string, *bridge.Delivery) {
 	t.Helper()
 	c := s.WaitSubscribed(t)
 	id, _ := c.Send("/a/b/user/x", []byte("in flight"))
-	d := r.next(t)
-	r.stop(t)
+	d := r.Next(t)
+	stopRun(t, r)
 	return c, id, d
-}
-
-func (r *running) next(t *testing.T) *bridge.Delivery {
-	t.Helper()
-	select {
-	case d := <-r.deliveries:
-		return d
-	case <-time.After(20 * time.Second):
-		t.Fatal("no delivery within 20s")
-		return nil
-	}
 }
 
 // waitState waits until the slot's state satisfies ok.
@@ -150,7 +90,7 @@ func waitState(t *testing.T, src *Source, ok func(bridge.ConnState) bool) bridge
 func TestDeliversPlatformMessage(t *testing.T) {
 	s := startFakeServer(t)
 	src, _ := newTestSource(t, s, nil)
-	r := startRun(t, src, nil)
+	r := sourcetest.Start(t, src, nil)
 	c := s.WaitSubscribed(t)
 	if c.User().ClientID != "edge-gw-01" || c.AckMode() != "auto" {
 		t.Fatalf("subscribed as %q with ack %q, want edge-gw-01 and auto", c.User().ClientID, c.AckMode())
@@ -159,7 +99,7 @@ func TestDeliversPlatformMessage(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	d := r.next(t)
+	d := r.Next(t)
 	if d.Topic != "/pk1/dev1/user/telemetry" || d.MessageID != id || d.GenerateTime != 1700000000123 ||
 		string(d.Body) != `{"t":21.5}` || d.Properties["qos"] != "1" || d.Invalid != "" {
 		t.Fatalf("delivery = %+v", d.Message)
@@ -176,14 +116,14 @@ func TestDeliversPlatformMessage(t *testing.T) {
 func TestClientIndividualAcksOnlyOnSettle(t *testing.T) {
 	s := startFakeServer(t)
 	src, _ := newTestSource(t, s, func(c *Config) { c.Ack = AckClientIndividual })
-	r := startRun(t, src, nil)
+	r := sourcetest.Start(t, src, nil)
 	c := s.WaitSubscribed(t)
 	if c.AckMode() != "client-individual" {
 		t.Fatalf("ack mode %q", c.AckMode())
 	}
 	id1, _ := c.Send("/a/b/user/x", []byte("one"))
 	id2, _ := c.Send("/a/b/user/x", []byte("two"))
-	d1, d2 := r.next(t), r.next(t)
+	d1, d2 := r.Next(t), r.Next(t)
 	select {
 	case a := <-s.Settles():
 		t.Fatalf("server saw %s before any settle", a)
@@ -202,16 +142,16 @@ func TestClientIndividualAcksOnlyOnSettle(t *testing.T) {
 func TestAutoAckSettleSendsNothing(t *testing.T) {
 	s := startFakeServer(t)
 	src, _ := newTestSource(t, s, nil)
-	r := startRun(t, src, nil)
+	r := sourcetest.Start(t, src, nil)
 	c := s.WaitSubscribed(t)
 	c.Send("/a/b/user/x", []byte("one"))
-	r.next(t).Accept()
+	r.Next(t).Accept()
 	c.Send("/a/b/user/x", []byte("two"))
-	r.next(t).Release()
+	r.Next(t).Release()
 	// A marker round trip: once a third message arrived, any ACK the
 	// settles above had sent would have been read by the server.
 	c.Send("/a/b/user/x", []byte("three"))
-	r.next(t)
+	r.Next(t)
 	if r := s.Record(); len(r.Acks)+len(r.Nacks) != 0 {
 		t.Fatalf("ack auto sent acks %v nacks %v", r.Acks, r.Nacks)
 	}
@@ -220,7 +160,7 @@ func TestAutoAckSettleSendsNothing(t *testing.T) {
 func TestBase64BodiesByteForByte(t *testing.T) {
 	s := startFakeServer(t)
 	src, _ := newTestSource(t, s, func(c *Config) { c.EncodeBase64 = true })
-	r := startRun(t, src, nil)
+	r := sourcetest.Start(t, src, nil)
 	c := s.WaitSubscribed(t)
 	if !c.User().EncodeBase64 {
 		t.Fatal("login did not ask for encode=base64")
@@ -230,7 +170,7 @@ func TestBase64BodiesByteForByte(t *testing.T) {
 		bin[i] = byte(i)
 	}
 	c.Send("/a/b/thing/raw", bin)
-	d := r.next(t)
+	d := r.Next(t)
 	if !bytes.Equal(payload(t, d), bin) || d.Invalid != "" {
 		t.Fatalf("body = %x (invalid %q), want %x", payload(t, d), d.Invalid, bin)
 	}
@@ -239,7 +179,7 @@ func TestBase64BodiesByteForByte(t *testing.T) {
 	}
 	// A body the server failed to encode: kept raw, marked invalid.
 	c.SendAsIs("/a/b/thing/raw", []byte("not*base64!"))
-	d = r.next(t)
+	d = r.Next(t)
 	if d.Invalid == "" || string(d.Body) != "not*base64!" {
 		t.Fatalf("invalid body: Invalid=%q Body=%q", d.Invalid, d.Body)
 	}
@@ -250,7 +190,7 @@ func TestLoginRefusedIsReportedWithoutSecrets(t *testing.T) {
 	p := goodParams()
 	p.AccessKeySecret = "wrong-secret-value"
 	src, logs := newTestSource(t, s, func(c *Config) { c.Params = testParams(p) })
-	startRun(t, src, nil)
+	sourcetest.Start(t, src, nil)
 	st := waitState(t, src, func(st bridge.ConnState) bool { return st.LastError != "" })
 	for _, want := range []string{"login refused", "authentication failed", "password does not match", "source.credentials"} {
 		if !strings.Contains(st.LastError, want) {
@@ -271,7 +211,7 @@ func TestLoginRefusedIsReportedWithoutSecrets(t *testing.T) {
 func TestServerCloseReconnectsOneConnectionPerSlot(t *testing.T) {
 	s := startFakeServer(t)
 	src, _ := newTestSource(t, s, func(c *Config) { c.Connections = 2; c.Ack = AckClientIndividual })
-	r := startRun(t, src, nil)
+	r := sourcetest.Start(t, src, nil)
 	first := map[string]*stompfake.Conn{}
 	for range 2 {
 		c := s.WaitSubscribed(t)
@@ -282,14 +222,14 @@ func TestServerCloseReconnectsOneConnectionPerSlot(t *testing.T) {
 	}
 	old := first["edge-gw-01-0"]
 	old.Send("/a/b/user/x", []byte("before"))
-	dOld := r.next(t)
+	dOld := r.Next(t)
 	old.Close() // server-side close
 	c := s.WaitSubscribed(t)
 	if c.User().ClientID != "edge-gw-01-0" {
 		t.Fatalf("reconnected %q, want edge-gw-01-0", c.User().ClientID)
 	}
 	id, _ := c.Send("/a/b/user/x", []byte("after"))
-	d := r.next(t)
+	d := r.Next(t)
 	if string(d.Body) != "after" {
 		t.Fatalf("got %q after reconnect", d.Body)
 	}
@@ -311,7 +251,7 @@ func TestServerCloseReconnectsOneConnectionPerSlot(t *testing.T) {
 func TestServerErrorFrameReconnects(t *testing.T) {
 	s := startFakeServer(t)
 	src, logs := newTestSource(t, s, nil)
-	startRun(t, src, nil)
+	sourcetest.Start(t, src, nil)
 	c := s.WaitSubscribed(t)
 	c.Write(stompfake.ErrorFrame("throttled: too many messages"))
 	s.WaitSubscribed(t)
@@ -323,12 +263,12 @@ func TestServerErrorFrameReconnects(t *testing.T) {
 func TestMalformedFrameReconnects(t *testing.T) {
 	s := startFakeServer(t)
 	src, _ := newTestSource(t, s, nil)
-	r := startRun(t, src, nil)
+	r := sourcetest.Start(t, src, nil)
 	c := s.WaitSubscribed(t)
 	c.WriteRaw([]byte("MESSAGE\nno-colon-header\n\n\x00"))
 	c2 := s.WaitSubscribed(t)
 	c2.Send("/a/b/user/x", []byte("fine"))
-	if d := r.next(t); string(d.Body) != "fine" {
+	if d := r.Next(t); string(d.Body) != "fine" {
 		t.Fatalf("got %q", d.Body)
 	}
 }
@@ -339,7 +279,7 @@ func TestSilentServerIsDetected(t *testing.T) {
 		c.HeartBeat = 50 * time.Millisecond
 		c.CheckInterval = 20 * time.Millisecond
 	})
-	startRun(t, src, nil)
+	sourcetest.Start(t, src, nil)
 	c := s.WaitSubscribed(t)
 	c.GoSilent()
 	c2 := s.WaitSubscribed(t)
@@ -359,11 +299,11 @@ func TestNoHeartBeatOfferMeansNoSilenceCheck(t *testing.T) {
 		c.HeartBeat = 10 * time.Millisecond
 		c.CheckInterval = 5 * time.Millisecond
 	})
-	r := startRun(t, src, nil)
+	r := sourcetest.Start(t, src, nil)
 	c := s.WaitSubscribed(t)
 	time.Sleep(1500 * time.Millisecond) // idle beyond any silence limit for 10ms heart-beats
 	c.Send("/a/b/user/x", []byte("still here"))
-	if d := r.next(t); string(d.Body) != "still here" {
+	if d := r.Next(t); string(d.Body) != "still here" {
 		t.Fatalf("got %q", d.Body)
 	}
 	if logins := len(s.Record().Logins); logins != 1 {
@@ -391,7 +331,7 @@ func TestBlockedHandlerIsNotSilence(t *testing.T) {
 		c.HeartBeat = 20 * time.Millisecond
 		c.CheckInterval = 5 * time.Millisecond
 	})
-	startRun(t, src, h)
+	sourcetest.Start(t, src, h)
 	c := s.WaitSubscribed(t)
 	go func() {
 		for i := range n {
@@ -419,12 +359,12 @@ func TestBlockedHandlerIsNotSilence(t *testing.T) {
 func TestSettleAfterRunReturnsThenClose(t *testing.T) {
 	s := startFakeServer(t)
 	src, _ := newTestSource(t, s, func(c *Config) { c.Ack = AckClientIndividual })
-	c, id, d := startRun(t, src, nil).inFlightAfterRun(t, s)
+	c, id, d := inFlightAfterRun(t, s, sourcetest.Start(t, src, nil))
 	d.Accept() // the connection is still open
 	if got := s.WaitSettle(t); got != "ack:"+id {
 		t.Fatalf("got %q, want ack:%s", got, id)
 	}
-	closeSource(t, src)
+	sourcetest.Close(t, src)
 	select {
 	case <-c.Done():
 	case <-time.After(10 * time.Second):
@@ -437,7 +377,7 @@ func TestInsecureSkipVerifyWarnsOnEveryConnect(t *testing.T) {
 	src, logs := newTestSource(t, s, func(c *Config) {
 		c.TLS = source.TLSOptions{InsecureSkipVerify: true}
 	})
-	startRun(t, src, nil)
+	sourcetest.Start(t, src, nil)
 	c := s.WaitSubscribed(t)
 	c.Close()
 	s.WaitSubscribed(t)
@@ -468,7 +408,7 @@ func TestLinkKeptForSettlesIsNotClosedForSilence(t *testing.T) {
 		c.HeartBeat = 50 * time.Millisecond
 		c.CheckInterval = 20 * time.Millisecond
 	})
-	c, id, d := startRun(t, src, nil).inFlightAfterRun(t, s)
+	c, id, d := inFlightAfterRun(t, s, sourcetest.Start(t, src, nil))
 	c.GoSilent()
 	time.Sleep(1500 * time.Millisecond) // silent beyond the limit for 50ms heart-beats (1.1 s)
 	d.Accept()
@@ -502,7 +442,7 @@ func TestSignErrorIsFatal(t *testing.T) {
 	if !errors.Is(err, source.ErrFatal) || !strings.Contains(err.Error(), "consumerGroupId") {
 		t.Errorf("Run = %v, want a fatal error naming consumerGroupId", err)
 	}
-	closeSource(t, src)
+	sourcetest.Close(t, src)
 }
 
 // TestRefusedDeliveryIsFatal: a delivery the pipeline refuses while intake
@@ -530,5 +470,5 @@ func TestRefusedDeliveryIsFatal(t *testing.T) {
 	if got := s.WaitSettle(t); got != "nack:"+id {
 		t.Errorf("got %q, want nack:%s", got, id)
 	}
-	closeSource(t, src)
+	sourcetest.Close(t, src)
 }
