@@ -1,8 +1,6 @@
 package app
 
 import (
-	"fmt"
-	"log/slog"
 	"os"
 	"regexp"
 	"slices"
@@ -24,12 +22,8 @@ func TestDeployFilesUseExportedMetrics(t *testing.T) {
 	p.emu.CreateQueue("telemetry-pk1")
 	c := p.config()
 	c.Spool.Dir = t.TempDir()
-	path := p.writeConfig(t, c)
-	b, base := runBridgeHTTP(t, mustLoad(t, path), Options{Logger: slog.New(slog.DiscardHandler)})
-	waitReadyz(t, base)
-	for i := 0; i < 50; i++ {
-		p.sim.Publish("g1", iotsim.Message{Topic: fmt.Sprintf("/pk1/dev%d/user/x", i), Body: []byte("hello")})
-	}
+	b, base := p.runReady(t, c)
+	p.publishPlain(50)
 	// A missing queue: a failed send and a dead letter, so that the labelled
 	// counters have a series.
 	p.sim.Publish("g1", iotsim.Message{Topic: "/pk2/dev0/user/x", Body: []byte("hello")})

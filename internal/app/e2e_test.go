@@ -92,6 +92,14 @@ func (p *peers) publishSeq(prefix string, n int) {
 	}
 }
 
+// publishPlain publishes n messages without a message id on
+// /pk1/dev<i>/user/x (routed to telemetry-pk1), each with the body "hello".
+func (p *peers) publishPlain(n int) {
+	for i := 0; i < n; i++ {
+		p.sim.Publish("g1", iotsim.Message{Topic: fmt.Sprintf("/pk1/dev%d/user/x", i), Body: []byte("hello")})
+	}
+}
+
 // arrivedIDs returns how often each message id is stored in queue (bodies
 // are JSON envelopes).
 func arrivedIDs(t *testing.T, emu *mnsemu.Emulator, queue string) map[string]int {

@@ -48,9 +48,7 @@ func TestMetricsAndReadinessMove(t *testing.T) {
 	if code != http.StatusOK {
 		t.Fatalf("/healthz %d %s", code, body)
 	}
-	for i := 0; i < 300; i++ {
-		p.sim.Publish("g1", iotsim.Message{Topic: fmt.Sprintf("/pk1/dev%d/user/x", i), Body: []byte("hello")})
-	}
+	p.publishPlain(300)
 	// Unknown queue: the emulator answers QueueNotExist, a permanent error,
 	// so the messages are dead-lettered with the reason.
 	waitFor(t, "dead letters counted", 30*time.Second, func() bool {
@@ -58,9 +56,7 @@ func TestMetricsAndReadinessMove(t *testing.T) {
 		return metricValue(t, text, "iot_mns_bridge_dead_lettered_total") >= 300
 	})
 	p.emu.CreateQueue("telemetry-pk1")
-	for i := 0; i < 500; i++ {
-		p.sim.Publish("g1", iotsim.Message{Topic: fmt.Sprintf("/pk1/dev%d/user/x", i), Body: []byte("hello")})
-	}
+	p.publishPlain(500)
 	waitFor(t, "forwarded counted", 30*time.Second, func() bool {
 		_, text := httpGet(t, base+"/metrics")
 		return metricValue(t, text, "iot_mns_bridge_forwarded_total") >= 500

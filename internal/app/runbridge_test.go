@@ -91,6 +91,16 @@ func runBridgeHTTP(t testing.TB, cfg *config.Config, opts Options) (*testBridge,
 	return runBridge(t, cfg, opts), "http://" + addr
 }
 
+// runReady runs a bridge for c (written as the peers' bridge.yaml) with
+// its HTTP endpoints on a free port and its log discarded, and waits until
+// /readyz answers 200; it returns the bridge and the endpoints' base URL.
+func (p *peers) runReady(t *testing.T, c *config.Config) (*testBridge, string) {
+	t.Helper()
+	b, base := runBridgeHTTP(t, mustLoad(t, p.writeConfig(t, c)), Options{Logger: slog.New(slog.DiscardHandler)})
+	waitReadyz(t, base)
+	return b, base
+}
+
 // httpGet returns the status code and body of a GET of url.
 func httpGet(t *testing.T, url string) (int, string) {
 	t.Helper()

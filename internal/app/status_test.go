@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -28,19 +27,12 @@ func TestStatusCommandAgainstARunningBridge(t *testing.T) {
 	p.emu.CreateQueue("unrouted")
 	c := p.config()
 	c.Spool.Dir = t.TempDir()
-	path := p.writeConfig(t, c)
-	cfg := mustLoad(t, path)
-	b, base := runBridgeHTTP(t, cfg, Options{Logger: slog.New(slog.DiscardHandler)})
-	waitReadyz(t, base)
+	b, base := p.runReady(t, c)
 
-	for i := 0; i < 300; i++ {
-		p.sim.Publish("g1", iotsim.Message{Topic: fmt.Sprintf("/pk1/dev%d/user/x", i), Body: []byte("hello")})
-	}
+	p.publishPlain(300)
 	waitFor(t, "300 dead letters", 30*time.Second, func() bool { return b.Status().Pipeline.DeadLettered >= 300 })
 	p.emu.CreateQueue("telemetry-pk1")
-	for i := 0; i < 500; i++ {
-		p.sim.Publish("g1", iotsim.Message{Topic: fmt.Sprintf("/pk1/dev%d/user/x", i), Body: []byte("hello")})
-	}
+	p.publishPlain(500)
 	waitFor(t, "500 forwarded", 30*time.Second, func() bool {
 		st := b.Status()
 		return st.Pipeline.Forwarded >= 500 && st.Pipeline.InFlight == 0
@@ -94,8 +86,8 @@ func TestStatusCommandAgainstARunningBridge(t *testing.T) {
 	if !strings.Contains(st.DeadLetters.LastReason, "QueueNotExist") || st.DeadLetters.LastError != "" {
 		t.Errorf("status -json dead letters %+v, want the QueueNotExist reason and no write error", st.DeadLetters)
 	}
-	if st.Spool == nil || st.Spool.MaxBytes != int64(cfg.Spool.MaxBytes) {
-		t.Errorf("status -json spool %+v, want max_bytes %d", st.Spool, cfg.Spool.MaxBytes)
+	if st.Spool == nil || st.Spool.MaxBytes != int64(c.Spool.MaxBytes) {
+		t.Errorf("status -json spool %+v, want max_bytes %d", st.Spool, c.Spool.MaxBytes)
 	}
 	if got.Rates != nil {
 		t.Errorf("status -json -interval 0: rates %+v, want none from one snapshot", got.Rates)
