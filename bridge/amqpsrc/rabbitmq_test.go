@@ -28,14 +28,16 @@ const itLimit = 60 * time.Second
 
 // rig is a Source running against the test broker.
 type rig struct {
-	t     *testing.T
-	b     *testbroker.Broker
-	src   *Source
-	run   *sourcetest.Running
-	logs  *syncBuffer
-	dials atomic.Int64 // attempts started
-	fails atomic.Int64 // attempts that failed
-	stop  sync.Once
+	t      *testing.T
+	b      *testbroker.Broker
+	queue  string // queueRig's queue address
+	unique string // queueRig's unique name
+	src    *Source
+	run    *sourcetest.Running
+	logs   *syncBuffer
+	dials  atomic.Int64 // attempts started
+	fails  atomic.Int64 // attempts that failed
+	stop   sync.Once
 }
 
 // brokerConfig is a Config for the test broker with client id id, reading
@@ -83,6 +85,25 @@ func startRig(t *testing.T, b *testbroker.Broker, cfg Config, logs *syncBuffer) 
 	r.run = sourcetest.Start(t, src, nil)
 	t.Cleanup(r.close)
 	return r
+}
+
+// queueRig is a rig on a fresh queue of the test broker, as client id
+// "it-<unique>", its Config changed by mod (nil: none), connected (the
+// receivers declare the queue), and a publisher to that queue.
+func queueRig(t *testing.T, mod func(*Config)) (*rig, *testbroker.AMQPPublisher) {
+	t.Helper()
+	b := testbroker.RabbitMQ(t)
+	u := b.Unique(t)
+	queue := "/queue/" + u
+	logs := &syncBuffer{}
+	cfg := brokerConfig(b, "it-"+u, queue, logs, nil)
+	if mod != nil {
+		mod(&cfg)
+	}
+	r := startRig(t, b, cfg, logs)
+	r.queue, r.unique = queue, u
+	waitConnected(t, r.src)
+	return r, b.NewAMQPPublisher(t, queue)
 }
 
 // close stops Run and closes the source, checking both end cleanly.
@@ -142,15 +163,10 @@ func publish(t *testing.T, p *testbroker.AMQPPublisher, topic, id string, body s
 }
 
 func TestRabbitMQDeliversPlatformMessages(t *testing.T) {
-	b := testbroker.RabbitMQ(t)
-	u := b.Unique(t)
-	queue := "/queue/" + u
-	logs := &syncBuffer{}
-	cfg := brokerConfig(b, "it-"+u, queue, logs, nil)
-	cfg.Connections = 2 // both consume the queue, as "<id>-0" and "<id>-1"
-	r := startRig(t, b, cfg, logs)
-	waitConnected(t, r.src) // the receivers declare the queue
-	pub := b.NewAMQPPublisher(t, queue)
+	r, pub := queueRig(t, func(cfg *Config) {
+		cfg.Connections = 2 // both consume the queue, as "<id>-0" and "<id>-1"
+	})
+	b, u, logs := r.b, r.unique, r.logs
 
 	const n = 30
 	want := map[string]string{}
@@ -191,13 +207,7 @@ func TestRabbitMQDeliversPlatformMessages(t *testing.T) {
 // the source notices, redials by itself, the unsettled messages come again,
 // and settling the stale deliveries is dropped and counted.
 func TestRabbitMQUnsettledRedeliveredAfterConnectionLoss(t *testing.T) {
-	b := testbroker.RabbitMQ(t)
-	u := b.Unique(t)
-	queue := "/queue/" + u
-	logs := &syncBuffer{}
-	r := startRig(t, b, brokerConfig(b, "it-"+u, queue, logs, nil), logs)
-	waitConnected(t, r.src)
-	pub := b.NewAMQPPublisher(t, queue)
+	r, pub := queueRig(t, nil)
 
 	const n = 6
 	for i := range n {
@@ -292,15 +302,10 @@ func TestRabbitMQCloseReleasesUnsettled(t *testing.T) {
 // drops the connection, and the message comes again on the next one,
 // instead of staying unacknowledged for as long as the link lives.
 func TestRabbitMQSettleFailureRedelivers(t *testing.T) {
-	b := testbroker.RabbitMQ(t)
-	u := b.Unique(t)
-	queue := "/queue/" + u
-	logs := &syncBuffer{}
-	cfg := brokerConfig(b, "it-"+u, queue, logs, nil)
-	cfg.SettleTimeout = time.Nanosecond // every settlement fails on the live link
-	r := startRig(t, b, cfg, logs)
-	waitConnected(t, r.src)
-	pub := b.NewAMQPPublisher(t, queue)
+	r, pub := queueRig(t, func(cfg *Config) {
+		cfg.SettleTimeout = time.Nanosecond // every settlement fails on the live link
+	})
+	logs := r.logs
 	publish(t, pub, "/pk/dn/user/up", "m1", "x")
 
 	d := r.next()
@@ -322,13 +327,8 @@ func TestRabbitMQSettleFailureRedelivers(t *testing.T) {
 }
 
 func TestRabbitMQBrokerRestart(t *testing.T) {
-	b := testbroker.RabbitMQ(t)
-	u := b.Unique(t)
-	queue := "/queue/" + u
-	logs := &syncBuffer{}
-	r := startRig(t, b, brokerConfig(b, "it-"+u, queue, logs, nil), logs)
-	waitConnected(t, r.src)
-	pub := b.NewAMQPPublisher(t, queue)
+	r, pub := queueRig(t, nil)
+	b, logs := r.b, r.logs
 	publish(t, pub, "/pk/dn/user/up", "before", "1")
 	r.next().Accept()
 	eventually(t, "the accept written", func() bool { return r.src.Stats().Accepted == 1 })
@@ -345,7 +345,7 @@ func TestRabbitMQBrokerRestart(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 	}
 	waitConnected(t, r.src)
-	pub2 := b.NewAMQPPublisher(t, queue)
+	pub2 := b.NewAMQPPublisher(t, r.queue)
 	publish(t, pub2, "/pk/dn/user/up", "after", "2")
 	d := r.next()
 	if d.MessageID != "after" || string(d.Body) != "2" {
