@@ -150,15 +150,24 @@ func testDriver(t *testing.T, owned bool, conns int) (*Driver, *fakeDialer) {
 	return d, f
 }
 
-func next(t *testing.T, ch chan *fakeLink) *fakeLink {
+// recv takes the next value of ch; it fails t, saying what did not
+// happen, after waitLimit.
+func recv[T any](t *testing.T, ch <-chan T, what string) T {
 	t.Helper()
 	select {
-	case l := <-ch:
-		return l
+	case v := <-ch:
+		return v
 	case <-time.After(waitLimit):
-		t.Fatal("no dial")
-		return nil
+		t.Fatal(what)
+		var zero T
+		return zero
 	}
+}
+
+// next is the next link dialled.
+func next(t *testing.T, ch chan *fakeLink) *fakeLink {
+	t.Helper()
+	return recv(t, ch, "no dial")
 }
 
 func runDriver(d *Driver, ctx context.Context, h bridge.Handler) chan error {
@@ -167,15 +176,10 @@ func runDriver(d *Driver, ctx context.Context, h bridge.Handler) chan error {
 	return errc
 }
 
+// wait is Run's result.
 func wait(t *testing.T, errc chan error) error {
 	t.Helper()
-	select {
-	case err := <-errc:
-		return err
-	case <-time.After(waitLimit):
-		t.Fatal("Run did not return")
-		return nil
-	}
+	return recv(t, errc, "Run did not return")
 }
 
 // A delivery the pipeline refuses while intake runs is released and Run
