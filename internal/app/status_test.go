@@ -172,13 +172,7 @@ func TestLocalURL(t *testing.T) {
 func TestStatusAndHealthcheckNeedOnlyTheHTTPSection(t *testing.T) {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) { fmt.Fprintln(w, "ok") })
-	srv := http.Server{Handler: mux}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go srv.Serve(ln)
-	defer srv.Close()
+	addr := testpeers.Serve(t, mux)
 	dir := t.TempDir()
 	file := filepath.Join(dir, "config.yaml")
 	cfg := `source:
@@ -193,7 +187,7 @@ routes:
   - match: /{productKey}/#
     queue: telemetry-{productKey}
 http:
-  listen: ` + ln.Addr().String() + "\n"
+  listen: ` + addr + "\n"
 	if err := os.WriteFile(file, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
