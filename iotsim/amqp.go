@@ -97,10 +97,15 @@ func (c *amqpConn) close() {
 }
 
 // closeWith sends close with e when the connection is open, then closes
-// the socket. Idempotent.
+// the socket. Idempotent. The close follows every transfer the server
+// counted as delivered: a transfer being written is finished first and none
+// starts after (a write blocked on a client that reads no more is given a
+// second).
 func (c *amqpConn) closeWith(e *amqp10.Error) {
 	c.closeOnce.Do(func() {
 		close(c.done)
+		c.nc.SetWriteDeadline(time.Now().Add(time.Second)) // a write blocked on a client that reads no more
+		c.unlink(nil)
 		c.mu.Lock()
 		open := c.opened
 		c.mu.Unlock()

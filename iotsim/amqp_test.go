@@ -665,21 +665,26 @@ func TestAMQPPresettledLink(t *testing.T) {
 // (detach, end, close), and none after it: the server counts only what it
 // wrote, and writes nothing once it has answered. A client reading until
 // that answer (as the bridge's AMQP source does when it stops) would
-// otherwise lose messages the platform took as settled.
+// otherwise lose messages the platform took as settled. The same holds for
+// the close the server sends when it closes the connection itself (9602).
 func TestAMQPEndingReplyComesAfterEveryTransfer(t *testing.T) {
 	s := startAMQP(t, Config{})
 	flood(t, s)
+	isClose := func(p any) bool { _, ok := p.(*amqp10.Close); return ok }
 	endings := []struct {
 		name  string
-		send  amqp10.Performative
+		end   func(c *rawAMQP)
 		reply func(any) bool
+		final bool // the answer ends the connection
 	}{
-		{"detach", &amqp10.Detach{Handle: 0, Closed: true}, func(p any) bool { _, ok := p.(*amqp10.Detach); return ok }},
-		{"end", &amqp10.End{}, func(p any) bool { _, ok := p.(*amqp10.End); return ok }},
-		{"close", &amqp10.Close{}, func(p any) bool { _, ok := p.(*amqp10.Close); return ok }},
+		{"detach", func(c *rawAMQP) { c.send(&amqp10.Detach{Handle: 0, Closed: true}) },
+			func(p any) bool { _, ok := p.(*amqp10.Detach); return ok }, false},
+		{"end", func(c *rawAMQP) { c.send(&amqp10.End{}) }, func(p any) bool { _, ok := p.(*amqp10.End); return ok }, false},
+		{"close", func(c *rawAMQP) { c.send(&amqp10.Close{}) }, isClose, true},
+		{"server close (9602)", func(*rawAMQP) { s.CloseConnections() }, isClose, true},
 	}
 	got := 0
-	for round := range 30 {
+	for round := range 40 {
 		ending := endings[round%len(endings)]
 		c := rawReceiver(t, s, amqp10.SndSettled)
 		c.credit(0, 0, 900, false)
@@ -688,7 +693,7 @@ func TestAMQPEndingReplyComesAfterEveryTransfer(t *testing.T) {
 			c.transfer()
 			got++
 		}
-		c.send(ending.send)
+		ending.end(c)
 		for {
 			p := c.next(amqp10.FrameAMQP)
 			if _, ok := p.(*amqp10.Transfer); ok {
@@ -705,10 +710,10 @@ func TestAMQPEndingReplyComesAfterEveryTransfer(t *testing.T) {
 			}
 			break
 		}
-		if ending.name != "close" {
+		if !ending.final {
 			// Nothing comes after the answer: the next frame is the close.
 			c.send(&amqp10.Close{})
-			if p := c.next(amqp10.FrameAMQP); !endings[2].reply(p) {
+			if p := c.next(amqp10.FrameAMQP); !isClose(p) {
 				t.Fatalf("round %d (%s): got %s after the answer, want the close", round, ending.name, amqp10.Name(p))
 			}
 		}
