@@ -122,6 +122,13 @@ func (s *Server) accept() {
 		}
 		c := &Conn{s: s, nc: nc, w: frame.NewWriter(nc), done: make(chan struct{})}
 		s.mu.Lock()
+		select {
+		case <-s.done: // close has closed every connection it knew
+			s.mu.Unlock()
+			nc.Close()
+			return
+		default:
+		}
 		s.conns[c] = true
 		s.accepted++
 		s.mu.Unlock()
