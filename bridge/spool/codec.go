@@ -85,39 +85,57 @@ func verify(v []byte) error {
 }
 
 // decode returns the message in v. Everything is copied: v may be memory
-// that bbolt owns only for the life of a transaction.
+// that bbolt owns only for the life of a transaction. The text fields
+// (topic, id, reason, property keys and values) are copied in one string
+// that they share, and the body in one slice: two allocations and the
+// properties' map per message, whatever the number of properties.
 func decode(v []byte) (bridge.Message, error) {
 	var m bridge.Message
 	if err := verify(v); err != nil {
 		return m, err
 	}
-	d := decoder{b: v[headerLen:]}
+	d := decoder{b: v[headerLen:], n: len(v)}
 	m.GenerateTime = d.varint()
-	m.Topic = d.string()
-	m.MessageID = d.string()
-	m.Invalid = d.string()
-	if n := d.uvarint(); n > 0 && d.err == nil {
-		if n > uint64(len(d.b)) { // every property takes at least two bytes
-			return m, fmt.Errorf("property count %d exceeds record size", n)
-		}
-		m.Properties = make(map[string]string, n)
-		for i := uint64(0); i < n && d.err == nil; i++ {
-			k := d.string()
-			m.Properties[k] = d.string()
-		}
+	// The text fields are contiguous up to the body's length: read them as
+	// spans of v first, then make them substrings of one copy.
+	start := d.pos()
+	topic, id, invalid := d.span(), d.span(), d.span()
+	n := d.uvarint()
+	if d.err == nil && n > uint64(len(d.b)) { // every property takes at least two bytes
+		return m, fmt.Errorf("property count %d exceeds record size", n)
 	}
-	m.Body = append([]byte{}, d.bytes()...)
+	var spans [16][2]span // on the stack: a typical message's properties
+	props := spans[:0]
+	for i := uint64(0); i < n && d.err == nil; i++ {
+		props = append(props, [2]span{d.span(), d.span()})
+	}
+	end := d.pos()
+	body := d.bytes()
 	if d.err != nil {
 		return bridge.Message{}, d.err
 	}
 	if len(d.b) != 0 {
 		return bridge.Message{}, fmt.Errorf("%d unexpected bytes after the body", len(d.b))
 	}
+	text := string(v[start:end])
+	str := func(s span) string { return text[s.from-start : s.to-start] }
+	m.Topic, m.MessageID, m.Invalid = str(topic), str(id), str(invalid)
+	if n > 0 {
+		m.Properties = make(map[string]string, n)
+		for _, p := range props {
+			m.Properties[str(p[0])] = str(p[1])
+		}
+	}
+	m.Body = append([]byte{}, body...)
 	return m, nil
 }
 
+// span is a string field's place in a record: v[from:to].
+type span struct{ from, to int }
+
 type decoder struct {
-	b   []byte
+	b   []byte // what is left to read
+	n   int    // the record's length
 	err error
 }
 
@@ -154,4 +172,11 @@ func (d *decoder) bytes() []byte {
 	return v
 }
 
-func (d *decoder) string() string { return string(d.bytes()) }
+// pos is the decoder's offset in the record.
+func (d *decoder) pos() int { return d.n - len(d.b) }
+
+// span reads a length-prefixed field and returns where it is in the record.
+func (d *decoder) span() span {
+	b := d.bytes()
+	return span{d.pos() - len(b), d.pos()}
+}

@@ -113,6 +113,7 @@ func TestRoundTrip(t *testing.T) {
 		{"64 KiB body", bridge.Message{Topic: "/pk/dev/user/big", MessageID: "big", Body: big}},
 		{"properties", bridge.Message{Topic: "/as/mqtt/status/pk/dev", MessageID: "p", Body: []byte("{}"),
 			Properties: map[string]string{"qos": "1", "content-type": "application/json", "": "empty key", "k": ""}}},
+		{"more properties than decode keeps on its stack", bridge.Message{MessageID: "many", Body: []byte("{}"), Properties: manyProperties(40)}},
 		{"generate time and invalid", bridge.Message{MessageID: "g", GenerateTime: 1700000000123, Invalid: "body is not valid base64", Body: []byte("%%%")}},
 		{"negative generate time", bridge.Message{MessageID: "n", GenerateTime: -5}},
 		{"binary topic", bridge.Message{Topic: "/\x00/\xff", MessageID: "b"}},
@@ -139,6 +140,54 @@ func TestRoundTrip(t *testing.T) {
 				t.Errorf("Stats = %+v after Delete, want empty", st)
 			}
 		})
+	}
+}
+
+func manyProperties(n int) map[string]string {
+	p := make(map[string]string, n)
+	for i := range n {
+		p[fmt.Sprintf("key-%d", i)] = strings.Repeat("v", i)
+	}
+	return p
+}
+
+// TestDecodeCopiesTheRecord: what decode returns must not change when the
+// record's memory does (bbolt owns it only during the transaction).
+func TestDecodeCopiesTheRecord(t *testing.T) {
+	m := bridge.Message{Topic: "/pk/dev/user/x", MessageID: "id", GenerateTime: 7, Invalid: "why",
+		Body: []byte("body"), Properties: map[string]string{"a": "b", "qos": "1"}}
+	v := encode(&m)
+	got, err := decode(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range v {
+		v[i] = 'Z'
+	}
+	if !sameMessage(got, m) {
+		t.Errorf("decoded %+v changed with the record, want %+v", got, m)
+	}
+	got.Body[0] = 'X' // the body is the caller's to change
+	if !sameMessage(got, bridge.Message{Topic: m.Topic, MessageID: m.MessageID, GenerateTime: 7, Invalid: "why",
+		Body: []byte("Xody"), Properties: m.Properties}) {
+		t.Errorf("changing the body changed other fields: %+v", got)
+	}
+}
+
+// TestDecodeAllocations: the feeder decodes every message it reads back, so
+// decode allocates the text fields once, the body once and the properties'
+// map, not once per field.
+func TestDecodeAllocations(t *testing.T) {
+	m := bridge.Message{Topic: "/a1b2c3d4e5f/dev-0001/user/telemetry", MessageID: "1700000000000000001", GenerateTime: 1,
+		Body: bytes.Repeat([]byte("x"), 256), Properties: map[string]string{"qos": "1", "content-type": "application/json", "x-trace": "abc"}}
+	v := encode(&m)
+	allocs := testing.AllocsPerRun(100, func() {
+		if _, err := decode(v); err != nil {
+			t.Fatal(err)
+		}
+	})
+	if allocs > 4 {
+		t.Errorf("decode of a message with 3 properties: %.0f allocations, want at most 4 (text, body, map)", allocs)
 	}
 }
 

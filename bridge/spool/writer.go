@@ -1,8 +1,10 @@
 package spool
 
 import (
+	"bytes"
 	"encoding/binary"
 	"fmt"
+	"slices"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -125,16 +127,20 @@ func (s *Spool) commit(batch []appendReq) error {
 		removed, freed = 0, 0
 		b := tx.Bucket(bucketName)
 		b.FillPercent = 0.95 // keys only grow: pack pages instead of splitting them in half
+		// One cursor, one seek a key, in key order (neighbours share pages):
+		// Get then Delete would seek twice and make a cursor for each.
+		slices.Sort(dels)
+		c := b.Cursor()
 		var kb [keyLen]byte
 		for _, key := range dels {
 			binary.BigEndian.PutUint64(kb[:], key)
-			v := b.Get(kb[:])
-			if v == nil {
-				continue
+			k, v := c.Seek(kb[:])
+			if !bytes.Equal(k, kb[:]) {
+				continue // unknown or already deleted (a repeated key)
 			}
 			removed++
 			freed += int64(len(v) + keyLen)
-			if err := b.Delete(kb[:]); err != nil {
+			if err := c.Delete(); err != nil {
 				return err
 			}
 		}
