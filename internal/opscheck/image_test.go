@@ -198,9 +198,7 @@ func TestImage(t *testing.T) {
 
 	// Messages flow through the container.
 	const n1 = 300
-	for i := 0; i < n1; i++ {
-		sim.Publish("g1", iotsim.Message{Topic: fmt.Sprintf("/pk1/dev%d/user/x", i%10), Body: []byte("a-" + strconv.Itoa(i))})
-	}
+	publishBurst(sim, "a", n1)
 	waitUntil("the first messages at MNS", 60*time.Second, func() bool { return len(delivered()) >= n1 })
 
 	// The spool is on the state volume, owned by the image's user.
@@ -219,9 +217,7 @@ func TestImage(t *testing.T) {
 	// exit 0. What was not sent stays in the spool on the volume.
 	emu.SetFaults(mnsemu.Faults{Latency: 20 * time.Second}) // beyond shutdown_timeout: the drain cannot finish
 	const n2 = 2000
-	for i := 0; i < n2; i++ {
-		sim.Publish("g1", iotsim.Message{Topic: fmt.Sprintf("/pk1/dev%d/user/x", i%10), Body: []byte("b-" + strconv.Itoa(i))})
-	}
+	publishBurst(sim, "b", n2)
 	waitUntil("messages in flight", 60*time.Second, func() bool {
 		var st struct {
 			Pipeline struct{ Received int64 } `json:"pipeline"`
@@ -255,14 +251,8 @@ func TestImage(t *testing.T) {
 	start()
 	waitUntil("every message at MNS after the restart", 120*time.Second, func() bool { return len(delivered()) >= n1+n2 })
 	got := delivered()
-	for i := 0; i < n1+n2; i++ {
-		body := "a-" + strconv.Itoa(i)
-		if i >= n1 {
-			body = "b-" + strconv.Itoa(i-n1)
-		}
-		if got[body] == 0 {
-			t.Errorf("message %s was lost", body)
-		}
+	for _, body := range append(lost(got, "a", n1), lost(got, "b", n2)...) {
+		t.Errorf("message %s was lost", body)
 	}
 
 	// Unhealthy when it should be: MNS fails every request, messages are

@@ -2,7 +2,10 @@ package opscheck
 
 import (
 	"fmt"
+	"strconv"
 	"strings"
+
+	"github.com/iot-mns-bridge/iot-mns-bridge/iotsim"
 )
 
 // layout is a bridge config in the documented deployment layout (the
@@ -56,4 +59,23 @@ log:
   summary_interval: 0s
 shutdown_timeout: 10s
 `, l.Comment, l.SimAddr, l.ClientID, l.CAFile, extra.String(), l.EmuAddr, l.Port)
+}
+
+// publishBurst publishes n messages with the bodies prefix-0 ..
+// prefix-(n-1) on /pk1/dev0..9/user/x (routed to telemetry-pk1).
+func publishBurst(sim *iotsim.Server, prefix string, n int) {
+	for i := 0; i < n; i++ {
+		sim.Publish("g1", iotsim.Message{Topic: fmt.Sprintf("/pk1/dev%d/user/x", i%10), Body: []byte(prefix + "-" + strconv.Itoa(i))})
+	}
+}
+
+// lost returns the bodies prefix-0 .. prefix-(n-1) that are not in got.
+func lost(got map[string]int, prefix string, n int) []string {
+	var out []string
+	for i := 0; i < n; i++ {
+		if body := prefix + "-" + strconv.Itoa(i); got[body] == 0 {
+			out = append(out, body)
+		}
+	}
+	return out
 }

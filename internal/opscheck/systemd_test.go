@@ -275,9 +275,7 @@ func TestSystemdUnit(t *testing.T) {
 
 	delivered := func() map[string]int { return testpeers.Bodies(t, emu, "telemetry-pk1") }
 	const n1 = 200
-	for i := 0; i < n1; i++ {
-		sim.Publish("g1", iotsim.Message{Topic: fmt.Sprintf("/pk1/dev%d/user/x", i%10), Body: []byte("a-" + strconv.Itoa(i))})
-	}
+	publishBurst(sim, "a", n1)
 	waitState("the first messages at MNS", 60*time.Second, func(map[string]string) bool { return len(delivered()) >= n1 }, "ActiveState")
 
 	// Reload: SIGHUP, same process, logged.
@@ -294,9 +292,7 @@ func TestSystemdUnit(t *testing.T) {
 	// Stop with messages in flight: within TimeoutStopSec, exit 0.
 	emu.SetFaults(mnsemu.Faults{Latency: 20 * time.Second})
 	const n2 = 1000
-	for i := 0; i < n2; i++ {
-		sim.Publish("g1", iotsim.Message{Topic: fmt.Sprintf("/pk1/dev%d/user/x", i%10), Body: []byte("b-" + strconv.Itoa(i))})
-	}
+	publishBurst(sim, "b", n2)
 	waitState("the burst taken from the source", 60*time.Second, func(map[string]string) bool {
 		var st struct {
 			Pipeline struct{ Received int64 } `json:"pipeline"`
@@ -324,11 +320,8 @@ func TestSystemdUnit(t *testing.T) {
 	waitState("every message at MNS after the restart", 120*time.Second, func(map[string]string) bool {
 		return len(delivered()) >= n1+n2
 	}, "ActiveState")
-	got := delivered()
-	for i := 0; i < n2; i++ {
-		if got["b-"+strconv.Itoa(i)] == 0 {
-			t.Errorf("message b-%d was lost", i)
-		}
+	for _, body := range lost(delivered(), "b", n2) {
+		t.Errorf("message %s was lost", body)
 	}
 	if j := m.journal(unit); strings.Contains(j, imageSecret) {
 		t.Errorf("the AccessKey secret appears in the journal")
