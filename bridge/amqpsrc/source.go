@@ -490,8 +490,12 @@ var (
 )
 
 // waitSettled waits until the settler has settled everything queued, the
-// connection has ended, or ctx is done.
+// connection has ended, or ctx is done, and at most the settle timeout: a
+// settlement stuck in go-amqp (which does not honour its context while the
+// link lives) must not hold Close up; closing the connection ends it.
 func (l *link) waitSettled(ctx context.Context) {
+	ctx, cancel := context.WithTimeout(ctx, l.src.cfg.SettleTimeout)
+	defer cancel()
 	for {
 		l.qmu.Lock()
 		idle := l.ended || (len(l.queue) == 0 && !l.busy)

@@ -738,3 +738,27 @@ func TestRefusedDeliveryIsFatal(t *testing.T) {
 	default:
 	}
 }
+
+// TestCloseDoesNotWaitForAStuckSettlement: a settlement that hangs in
+// go-amqp (its context only bounds the write) holds Close up for at most
+// the settle timeout, not for Close's whole budget; closing the connection
+// is what ends it.
+func TestCloseDoesNotWaitForAStuckSettlement(t *testing.T) {
+	gate, entered := make(chan struct{}), make(chan struct{}, 16)
+	t.Cleanup(func() { close(gate) })
+	hs := newHarness(t, Config{SettleTimeout: time.Millisecond}, nil, func(c *fakeConn) { c.gate, c.entered = gate, entered })
+	c := hs.nextConn()
+	d := hs.send(c, platformMsg("1"))
+	d.Accept()
+	<-entered // stuck for good
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Hour)
+		defer cancel()
+		_ = hs.src.Close(ctx)
+	}()
+	select {
+	case <-c.done:
+	case <-time.After(waitLimit):
+		t.Fatal("Close waits for a settlement stuck in go-amqp instead of closing the connection")
+	}
+}
