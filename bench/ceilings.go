@@ -29,6 +29,10 @@ var bridgeRequestsPerDestination = config.Default().Delivery.MaxRequestsPerDesti
 // negative (-read-gather); negative keeps the bridge's default.
 var bridgeReadGather time.Duration = -1
 
+// bridgeMaxProcs is runtime.max_procs of the bridge runs when not negative
+// (-max-procs); negative keeps the bridge's default.
+var bridgeMaxProcs = -1
+
 func (h *harness) params(clientID, group string) iotauth.Params {
 	return iotauth.Params{ClientID: clientID, AccessKeyID: benchAccessKeyID, AccessKeySecret: benchAccessKeySecret,
 		ConsumerGroupID: group, SignMethod: iotauth.HMACSHA1}

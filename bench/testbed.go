@@ -90,6 +90,9 @@ func (tb *testbed) config(runDir, group, httpAddr string, s bridgeSpec) ([]byte,
 	if bridgeReadGather >= 0 {
 		c.Source.STOMP.ReadGather = bridgeReadGather
 	}
+	if bridgeMaxProcs >= 0 {
+		c.Runtime.MaxProcs = bridgeMaxProcs
+	}
 	c.Delivery.MaxRequestsPerDestination = bridgeRequestsPerDestination
 	c.Delivery.MaxRequests = max(c.Delivery.MaxRequests, 2*bridgeRequestsPerDestination)
 	if s.MaxInFlightBytes != "" {

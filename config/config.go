@@ -24,6 +24,7 @@ type Config struct {
 	Envelope        string        `yaml:"envelope"` // raw | json
 	HTTP            HTTP          `yaml:"http"`
 	Log             Log           `yaml:"log"`
+	Runtime         Runtime       `yaml:"runtime"`
 	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
 
 	// Path is the file the config was loaded from ("" when built in code).
@@ -276,6 +277,14 @@ type Log struct {
 	Format string `yaml:"format"` // text | json
 	// SummaryInterval is the period of the one-line summary; 0 disables.
 	SummaryInterval time.Duration `yaml:"summary_interval"`
+}
+
+// Runtime tunes the Go runtime the bridge runs on.
+type Runtime struct {
+	// MaxProcs caps GOMAXPROCS, the threads that run Go code at once: the
+	// lower of it and what Go chooses (the CPUs, or the cgroup's CPU
+	// limit). 0 leaves Go's choice. GOMAXPROCS in the environment wins.
+	MaxProcs int `yaml:"max_procs"`
 }
 
 // SpoolByDefault reports whether the source needs the spool to lose nothing

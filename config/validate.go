@@ -504,5 +504,8 @@ func (v *validator) rest() {
 	v.oneOf("log.level", c.Log.Level, "debug", "info", "warn", "error")
 	v.oneOf("log.format", c.Log.Format, "text", "json")
 	v.nonNegative("log.summary_interval", c.Log.SummaryInterval)
+	if c.Runtime.MaxProcs < 0 {
+		v.bad("runtime.max_procs", "must not be negative, got %d (0 leaves Go's choice: the CPUs or the cgroup's CPU limit)", c.Runtime.MaxProcs)
+	}
 	v.positive("shutdown_timeout", c.ShutdownTimeout)
 }

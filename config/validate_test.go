@@ -147,6 +147,9 @@ func TestValidate(t *testing.T) {
 		{"log format", func(c *Config) { c.Log.Format = "xml" }, `log.format: "xml" is not supported: use text or json`},
 		{"summary", func(c *Config) { c.Log.SummaryInterval = -1 }, "log.summary_interval: must not be negative"},
 		{"shutdown", func(c *Config) { c.ShutdownTimeout = 0 }, "shutdown_timeout: must be more than 0"},
+		{"max procs negative", func(c *Config) { c.Runtime.MaxProcs = -1 }, "runtime.max_procs: must not be negative, got -1"},
+		{"max procs Go's choice", func(c *Config) { c.Runtime.MaxProcs = 0 }, ""},
+		{"max procs 4", func(c *Config) { c.Runtime.MaxProcs = 4 }, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := validConfig()

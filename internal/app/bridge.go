@@ -351,7 +351,7 @@ func kindName(k bridge.DestinationKind) string {
 // Reload applies the routes, default route, envelope, batching and retry
 // settings of newCfg to the running bridge. It refuses a config whose routes
 // do not compile, keeping the old ones. Other sections (source, mns,
-// spool, http, log, flow-control bounds) need a restart; Reload names the
+// spool, http, log, runtime, flow-control bounds) need a restart; Reload names the
 // ones that changed.
 func (b *Bridge) Reload(newCfg *config.Config) (needRestart []string, err error) {
 	router, err := newCfg.Router()
@@ -380,6 +380,7 @@ func (b *Bridge) Reload(newCfg *config.Config) (needRestart []string, err error)
 	differs("spool", old.Spool, newCfg.Spool)
 	differs("http", old.HTTP, newCfg.HTTP)
 	differs("log", old.Log, newCfg.Log)
+	differs("runtime", old.Runtime, newCfg.Runtime)
 	differs("delivery.max_in_flight", old.Delivery.MaxInFlight, newCfg.Delivery.MaxInFlight)
 	differs("delivery.max_in_flight_bytes", old.Delivery.MaxInFlightBytes, newCfg.Delivery.MaxInFlightBytes)
 	differs("delivery.max_requests", old.Delivery.MaxRequests, newCfg.Delivery.MaxRequests)

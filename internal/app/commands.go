@@ -56,6 +56,7 @@ func cmdRun(ctx context.Context, args []string, stdio Stdio) error {
 		log.Warn(w.Msg, w.Attrs...)
 	}
 	applyMemoryLimit(cfg, log)
+	applyMaxProcs(cfg, log)
 	b, err := New(cfg, Options{Logger: log, OnReady: func() { systemd.Notify("READY=1") }})
 	if err != nil {
 		return err
