@@ -110,7 +110,8 @@ type Client struct {
 	base    string // scheme://host[:port]
 	raw     bool
 	timeout time.Duration
-	hc      *http.Client
+	hc      *http.Client // with a proxy or Config.HTTPClient
+	h1      *h1          // else: the exchange in the calling goroutine
 	creds   func(ctx context.Context) (id, secret, token string, err error)
 	now     func() time.Time
 	date    atomic.Pointer[dateEntry]
@@ -201,6 +202,9 @@ func NewClient(cfg Config) (*Client, error) {
 		return nil, errors.Join(errs...)
 	}
 	if c.hc == nil {
+		c.h1 = newH1(base, maxConns, http.ProxyFromEnvironment)
+	}
+	if c.hc == nil && c.h1 == nil {
 		tr := http.DefaultTransport.(*http.Transport).Clone()
 		tr.MaxIdleConns = maxConns
 		tr.MaxIdleConnsPerHost = maxConns
@@ -292,6 +296,55 @@ func (c *Client) roundTrip(ctx context.Context, t target, method, resource strin
 	}
 	rctx, cancel := context.WithTimeout(ctx, c.timeout)
 	defer cancel()
+	id, secret, token, err := c.creds(rctx)
+	if err != nil {
+		return 0, ids, fmt.Errorf("%s: %w", t, err)
+	}
+	date, dateTime := c.dateHeader()
+	ct := ""
+	if body != nil {
+		ct = contentType
+	}
+	var auth string
+	if c.v4 {
+		h := http.Header{"X-Mns-Version": {APIVersion}, "X-Mns-User-Request-Id": {ids.user}}
+		if ct != "" {
+			h["Content-Type"] = []string{ct}
+		}
+		var cb [256]byte
+		canon := appendV4CanonicalRequest(cb[:0], method, resource, nil, h)
+		auth = v4Aliyun.authorization(id, dateTime, c.region, c.v4key.get(secret, dateTime[:8], c.region), canon)
+	} else {
+		var sb [256]byte
+		sts := appendStringToSign(sb[:0], method, "", ct, date, canonUserRequestID+ids.user+"\n"+canonVersion, resource)
+		auth = authorization(id, secret, sts)
+	}
+	var hb [7][2]string
+	hs := hb[:0]
+	if ct != "" {
+		hs = append(hs, [2]string{"Content-Type", ct})
+	}
+	hs = append(hs, [2]string{"Date", date}, [2]string{"X-Mns-Version", APIVersion}, [2]string{"X-Mns-User-Request-Id", ids.user},
+		[2]string{"User-Agent", c.ua}, [2]string{"Authorization", auth})
+	if token != "" {
+		hs = append(hs, [2]string{"Security-Token", token})
+	}
+	var status int
+	if c.h1 != nil {
+		status, ids.server, err = c.h1.do(rctx, c.timeout, &h1Request{method: method, resource: resource, headers: hs, xml: body, refs: refs}, rb)
+	} else {
+		status, ids.server, err = c.viaNetHTTP(rctx, method, resource, hs, body, refs, rb)
+	}
+	if err != nil {
+		return 0, ids, c.transportError(ctx, t, ids, err)
+	}
+	return status, ids, nil
+}
+
+// viaNetHTTP is the exchange through net/http (a proxy, or
+// Config.HTTPClient): it sends the request with headers hs and reads the
+// whole reply into rb.
+func (c *Client) viaNetHTTP(rctx context.Context, method, resource string, hs [][2]string, body []byte, refs []bodyRef, rb *replyBuf) (int, string, error) {
 	var rd io.Reader
 	var sent *sentBody
 	if body != nil && refs == nil {
@@ -304,7 +357,7 @@ func (c *Client) roundTrip(ctx context.Context, t target, method, resource strin
 	}
 	req, err := http.NewRequestWithContext(rctx, method, c.base+resource, rd)
 	if err != nil {
-		return 0, ids, &permanentError{fmt.Errorf("%s: build request: %w", t, err)}
+		return 0, "", &permanentError{fmt.Errorf("build request: %w", err)}
 	}
 	if refs != nil {
 		setBodyByRef(req, body, refs)
@@ -312,44 +365,19 @@ func (c *Client) roundTrip(ctx context.Context, t target, method, resource strin
 	if sent != nil {
 		req.GetBody = sent.getBody
 	}
-	id, secret, token, err := c.creds(rctx)
-	if err != nil {
-		return 0, ids, fmt.Errorf("%s: %w", t, err)
-	}
-	date, dateTime := c.dateHeader()
-	ct := ""
-	h := req.Header
-	if body != nil {
-		ct = contentType
-		h["Content-Type"] = []string{ct}
-	}
-	h["Date"] = []string{date}
-	h["X-Mns-Version"] = []string{APIVersion}
-	h["X-Mns-User-Request-Id"] = []string{ids.user}
-	h["User-Agent"] = []string{c.ua}
-	if c.v4 {
-		var cb [256]byte
-		canon := appendV4CanonicalRequest(cb[:0], method, resource, nil, h)
-		h["Authorization"] = []string{v4Aliyun.authorization(id, dateTime, c.region, c.v4key.get(secret, dateTime[:8], c.region), canon)}
-	} else {
-		var sb [256]byte
-		sts := appendStringToSign(sb[:0], method, "", ct, date, canonUserRequestID+ids.user+"\n"+canonVersion, resource)
-		h["Authorization"] = []string{authorization(id, secret, sts)}
-	}
-	if token != "" {
-		h["Security-Token"] = []string{token}
+	for _, kv := range hs {
+		req.Header[kv[0]] = []string{kv[1]}
 	}
 	resp, err := c.hc.Do(req)
 	if err != nil {
-		return 0, ids, c.transportError(ctx, t, ids, err)
+		return 0, "", err
 	}
 	defer resp.Body.Close()
-	ids.server = resp.Header.Get("X-Mns-Request-Id")
 	rb.buf.Reset()
 	if _, err := rb.buf.ReadFrom(io.LimitReader(resp.Body, maxReplySize)); err != nil {
-		return 0, ids, c.transportError(ctx, t, ids, fmt.Errorf("read reply: %w", err))
+		return 0, "", fmt.Errorf("read reply: %w", err)
 	}
-	return resp.StatusCode, ids, nil
+	return resp.StatusCode, resp.Header.Get("X-Mns-Request-Id"), nil
 }
 
 // sentBody lets a large request body go once it has been written to the

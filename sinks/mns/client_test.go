@@ -611,9 +611,8 @@ func (c countingConn) Write(p []byte) (int, error) {
 func TestBatchRequestIsOneWrite(t *testing.T) {
 	f := newFixture(t, mnsemu.Config{}, nil)
 	var writes atomic.Int64
-	tr := f.c.hc.Transport.(*http.Transport)
 	var d net.Dialer
-	tr.DialContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
+	f.c.h1.dial = func(ctx context.Context, network, addr string) (net.Conn, error) {
 		c, err := d.DialContext(ctx, network, addr)
 		if err != nil {
 			return nil, err
