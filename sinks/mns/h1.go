@@ -173,9 +173,10 @@ func (h *h1) exchange(ctx context.Context, c *h1Conn, deadline time.Time, req *h
 	if err != nil {
 		return 0, "", false, true, fmt.Errorf("read reply: %w", err)
 	}
-	// Kept only when the body was read to its end: a reply cut at
-	// maxReplySize leaves the rest on the connection.
-	keep = !resp.Close && n < maxReplySize && ctx.Err() == nil
+	// Kept only when the body was read to its end (a reply cut at
+	// maxReplySize leaves the rest on the connection) and nothing came
+	// after it (net/http closes on such an unsolicited reply too).
+	keep = !resp.Close && n < maxReplySize && c.br.Buffered() == 0 && ctx.Err() == nil
 	return resp.StatusCode, serverID, keep, true, nil
 }
 

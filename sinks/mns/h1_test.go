@@ -134,6 +134,7 @@ func TestH1ReplyForms(t *testing.T) {
 		{"chunked", "HTTP/1.1 200 OK\r\nx-mns-request-id: R1\r\nTransfer-Encoding: chunked\r\n\r\n" + chunked(attrsXML), 1},
 		{"connection close", lengthReply("200 OK", "Connection: close\r\n", attrsXML) + "|close", 2},
 		{"close-delimited", "HTTP/1.1 200 OK\r\nx-mns-request-id: R1\r\nConnection: close\r\n\r\n" + attrsXML + "|close", 2},
+		{"bytes after the reply", lengthReply("200 OK", "", attrsXML) + "HTTP/1.1 200 OK\r\n", 2},
 		{"HTTP/1.0", "HTTP/1.0 200 OK\r\nx-mns-request-id: R1\r\nContent-Length: " + strconv.Itoa(len(attrsXML)) + "\r\n\r\n" + attrsXML + "|close", 2},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
