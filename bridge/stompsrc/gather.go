@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/iot-mns-bridge/iot-mns-bridge/internal/gatherconn"
+	"github.com/iot-mns-bridge/iot-mns-bridge/internal/rawio"
 )
 
 // dialGathering is source.DialTLS with the TCP connection's reads
@@ -19,7 +20,7 @@ func dialGathering(ctx context.Context, addr string, tc *tls.Config, pause time.
 	if err != nil {
 		return nil, nil, err
 	}
-	gc := gatherconn.New(tcp, pause)
+	gc := gatherconn.New(rawio.Wrap(tcp), pause)
 	c := tls.Client(gc, tc)
 	if err := c.HandshakeContext(ctx); err != nil {
 		tcp.Close()

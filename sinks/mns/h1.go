@@ -14,6 +14,8 @@ import (
 	"strconv"
 	"sync"
 	"time"
+
+	"github.com/iot-mns-bridge/iot-mns-bridge/internal/rawio"
 )
 
 // h1 is the client's own HTTP/1.1 exchange: the goroutine that sends a
@@ -239,9 +241,9 @@ func (h *h1) dialConn(ctx context.Context, deadline time.Time) (*h1Conn, error) 
 	if err != nil {
 		return nil, err
 	}
-	nc := raw
+	nc := rawio.Wrap(raw)
 	if h.tls != nil {
-		tc := tls.Client(raw, h.tls)
+		tc := tls.Client(nc, h.tls)
 		if err := tc.HandshakeContext(dctx); err != nil {
 			raw.Close()
 			return nil, fmt.Errorf("TLS handshake with %s: %w", h.addr, err)

@@ -1,0 +1,125 @@
+package rawio
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"net"
+	"os"
+	"testing"
+	"time"
+)
+
+// pair returns a wrapped client connection and the server's end.
+func pair(t *testing.T) (net.Conn, net.Conn) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			close(accepted)
+			return
+		}
+		accepted <- c
+	}()
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, ok := <-accepted
+	if !ok {
+		t.Fatal("accept failed")
+	}
+	w := Wrap(c)
+	t.Cleanup(func() { w.Close(); s.Close() })
+	return w, s
+}
+
+func TestWrapsTCPOnly(t *testing.T) {
+	c, _ := pair(t)
+	if _, ok := c.(*Conn); !ok {
+		t.Fatalf("Wrap(TCP) = %T, want *Conn", c)
+	}
+	a, b := net.Pipe()
+	defer a.Close()
+	defer b.Close()
+	if w := Wrap(a); w != a {
+		t.Errorf("Wrap(pipe) = %T, want the pipe itself", w)
+	}
+}
+
+// TestReadsAndWritesEverything: 4 MiB written at once (more than the
+// socket takes, so the write waits for room) and read in small pieces
+// arrive exactly, both ways; the peer's close is io.EOF.
+func TestReadsAndWritesEverything(t *testing.T) {
+	c, s := pair(t)
+	data := make([]byte, 4<<20)
+	for i := range data {
+		data[i] = byte(i * 7)
+	}
+	got := make(chan []byte, 1)
+	go func() {
+		b, _ := io.ReadAll(io.LimitReader(s, int64(len(data))))
+		got <- b
+	}()
+	if n, err := c.Write(data); n != len(data) || err != nil {
+		t.Fatalf("Write = %d, %v; want %d, nil", n, err, len(data))
+	}
+	if b := <-got; !bytes.Equal(b, data) {
+		t.Fatalf("the peer read %d bytes, not the %d written", len(b), len(data))
+	}
+	go func() {
+		s.Write(data)
+		s.Close()
+	}()
+	var back bytes.Buffer
+	buf := make([]byte, 1000)
+	for {
+		n, err := c.Read(buf)
+		back.Write(buf[:n])
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatalf("Read: %v", err)
+		}
+	}
+	if !bytes.Equal(back.Bytes(), data) {
+		t.Fatalf("read %d bytes, not the %d the peer wrote", back.Len(), len(data))
+	}
+}
+
+// TestErrorsAsNetConn: a read deadline is a timeout (os.ErrDeadlineExceeded
+// in a *net.OpError), a read after Close is net.ErrClosed, and a write to
+// a reset connection is an error, as with net.Conn.
+func TestErrorsAsNetConn(t *testing.T) {
+	c, s := pair(t)
+	c.SetReadDeadline(time.Now().Add(10 * time.Millisecond))
+	_, err := c.Read(make([]byte, 10))
+	var ne net.Error
+	var oe *net.OpError
+	if !errors.Is(err, os.ErrDeadlineExceeded) || !errors.As(err, &ne) || !ne.Timeout() || !errors.As(err, &oe) || oe.Op != "read" {
+		t.Errorf("read past the deadline: %v, want a read timeout", err)
+	}
+	c.SetReadDeadline(time.Time{})
+	s.(*net.TCPConn).SetLinger(0)
+	s.Close() // a reset
+	var werr error
+	for range 100 {
+		if _, werr = c.Write(make([]byte, 64<<10)); werr != nil {
+			break
+		}
+	}
+	if werr == nil || !errors.As(werr, &oe) || oe.Op != "write" {
+		t.Errorf("writes to a reset connection: %v, want a write error", werr)
+	}
+	c.Close()
+	if _, err := c.Read(make([]byte, 10)); !errors.Is(err, net.ErrClosed) {
+		t.Errorf("read after Close: %v, want net.ErrClosed", err)
+	}
+}
