@@ -5,7 +5,6 @@ import (
 	"net"
 	"os"
 	"syscall"
-	"unsafe"
 )
 
 // Conn is a *net.TCPConn with raw Read and Write.
@@ -36,14 +35,14 @@ func (c *Conn) Read(p []byte) (int, error) {
 	var errno syscall.Errno
 	err := c.rc.Read(func(fd uintptr) bool {
 		for {
-			r, _, e := syscall.RawSyscall(syscall.SYS_READ, fd, uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)))
+			r, e := read(fd, p)
 			switch e {
 			case syscall.EINTR:
 				continue
 			case syscall.EAGAIN:
 				return false
 			case 0:
-				n = int(r)
+				n = r
 			default:
 				errno = e
 			}
@@ -68,10 +67,10 @@ func (c *Conn) Write(p []byte) (int, error) {
 	var errno syscall.Errno
 	err := c.rc.Write(func(fd uintptr) bool {
 		for written < len(p) {
-			r, _, e := syscall.RawSyscall(syscall.SYS_WRITE, fd, uintptr(unsafe.Pointer(&p[written])), uintptr(len(p)-written))
+			r, e := write(fd, p[written:])
 			switch e {
 			case 0:
-				written += int(r)
+				written += r
 			case syscall.EINTR:
 			case syscall.EAGAIN:
 				return false
