@@ -93,7 +93,7 @@ func parseFlags(args []string, errOut io.Writer) (options, error) {
 	profileCredit := fs.Int("profile-credit", 0, "source.amqp.credit of the -profile-amqp run (0: the default)")
 	boundOnly := fs.Bool("memory-bound-only", false, "memory scenario: run only the row with the defaults (outage-45k), not the count-only comparison")
 	gather := fs.Duration("read-gather", -1, "source.stomp.read_gather of the bridge runs (negative: the bridge's default)")
-	maxProcs := fs.Int("max-procs", -1, "runtime.max_procs of the bridge runs (negative: the bridge's default; 0: Go's choice)")
+	maxProcs := fs.Int("max-procs", -1, "runtime.max_procs of the bridge runs (negative: the bridge's default; 0: automatic)")
 	requests := fs.Int("requests", 0, "delivery.max_requests_per_destination of the bridge runs and the concurrency of ceiling b (0: the bridge's default)")
 	if err := fs.Parse(args); err != nil {
 		return options{}, err

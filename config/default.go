@@ -80,10 +80,10 @@ func Default() Config {
 			Format:          "text",
 			SummaryInterval: time.Minute,
 		},
-		// One thread runs Go code: the bridge needs well under a core at
-		// full rate, and with two its goroutines wake each other across
-		// threads (bench/README, "runtime.max_procs").
-		Runtime:         Runtime{MaxProcs: 1},
+		// Automatic: one thread runs Go code while the bridge needs less
+		// than most of a core (with two its goroutines wake each other
+		// across threads), more when it needs more (bench/README).
+		Runtime:         Runtime{MaxProcs: 0},
 		ShutdownTimeout: 20 * time.Second,
 	}
 }

@@ -505,7 +505,7 @@ func (v *validator) rest() {
 	v.oneOf("log.format", c.Log.Format, "text", "json")
 	v.nonNegative("log.summary_interval", c.Log.SummaryInterval)
 	if c.Runtime.MaxProcs < 0 {
-		v.bad("runtime.max_procs", "must not be negative, got %d (0 leaves Go's choice: the CPUs or the cgroup's CPU limit)", c.Runtime.MaxProcs)
+		v.bad("runtime.max_procs", "must not be negative, got %d (0: automatic)", c.Runtime.MaxProcs)
 	}
 	v.positive("shutdown_timeout", c.ShutdownTimeout)
 }

@@ -56,7 +56,6 @@ func cmdRun(ctx context.Context, args []string, stdio Stdio) error {
 		log.Warn(w.Msg, w.Attrs...)
 	}
 	applyMemoryLimit(cfg, log)
-	applyMaxProcs(cfg, log)
 	b, err := New(cfg, Options{Logger: log, OnReady: func() { systemd.Notify("READY=1") }})
 	if err != nil {
 		return err
@@ -65,6 +64,7 @@ func cmdRun(ctx context.Context, args []string, stdio Stdio) error {
 		"endpoint", cfg.Source.Endpoint, "connections", cfg.Source.Connections, "mns", cfg.MNS.Endpoint)
 	wctx, stopWatchdog := context.WithCancel(ctx)
 	defer stopWatchdog()
+	applyMaxProcs(wctx, cfg, log)
 	go systemd.Watchdog(wctx, b.Healthy, log)
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)

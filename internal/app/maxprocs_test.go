@@ -2,10 +2,14 @@ package app
 
 import (
 	"bytes"
+	"context"
 	"log/slog"
 	"runtime"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/iot-mns-bridge/iot-mns-bridge/config"
 )
@@ -19,9 +23,11 @@ func TestChooseMaxProcs(t *testing.T) {
 		wantFrom     string
 	}{
 		{"the environment wins", "4", 1, 4, 0, "GOMAXPROCS"},
-		{"the default caps 2 CPUs", "", 1, 2, 1, "runtime.max_procs"},
+		{"the environment wins over auto", "4", 0, 4, 0, "GOMAXPROCS"},
+		{"auto starts at 1", "", 0, 2, 1, "auto"},
+		{"auto on one CPU changes nothing", "", 0, 1, 0, "go"},
 		{"the cap lowers 16 CPUs", "", 2, 16, 2, "runtime.max_procs"},
-		{"0 leaves Go's choice", "", 0, 16, 0, "go"},
+		{"a cap of 1", "", 1, 2, 1, "runtime.max_procs"},
 		{"the cap never raises Go's choice (cgroup limit 1)", "", 4, 1, 0, "go"},
 		{"a cap equal to Go's choice changes nothing", "", 2, 2, 0, "go"},
 	} {
@@ -34,19 +40,101 @@ func TestChooseMaxProcs(t *testing.T) {
 	}
 }
 
+// TestProcsGovernor: GOMAXPROCS doubles (up to Go's choice) as soon as the
+// bridge uses more than 70% of its Ps, and halves only after 30 periods in
+// a row in which the halved count would have been less than half used.
+func TestProcsGovernor(t *testing.T) {
+	var sets []int
+	var logs bytes.Buffer
+	g := &procsGovernor{max: 4, cur: 1, set: func(n int) { sets = append(sets, n) }, log: slog.New(slog.NewTextHandler(&logs, nil))}
+	steps := []struct {
+		cores float64
+		want  int
+	}{
+		{0.5, 1}, {0.69, 1}, // under 70% of one P
+		{0.95, 2}, // raised at once
+		{1.3, 2},  // 65% of two
+		{1.5, 4},  // 75% of two
+		{3.9, 4},  // Go's choice is the ceiling
+	}
+	for i, s := range steps {
+		g.step(s.cores)
+		if g.cur != s.want {
+			t.Fatalf("step %d (%.2f cores): GOMAXPROCS %d, want %d", i, s.cores, g.cur, s.want)
+		}
+	}
+	// 4 → 2 needs 30 periods under 1 core (half of 2); one busy period
+	// starts the count again.
+	for range 29 {
+		g.step(0.9)
+	}
+	g.step(1.2)
+	for range 29 {
+		g.step(0.9)
+	}
+	if g.cur != 4 {
+		t.Fatalf("GOMAXPROCS %d after 29 quiet periods, want 4 still", g.cur)
+	}
+	g.step(0.9)
+	if g.cur != 2 {
+		t.Fatalf("GOMAXPROCS %d after 30 quiet periods, want 2", g.cur)
+	}
+	for range 30 {
+		g.step(0.2)
+	}
+	if g.cur != 1 {
+		t.Fatalf("GOMAXPROCS %d after 30 periods under half a core, want 1", g.cur)
+	}
+	if want := []int{2, 4, 2, 1}; !slices.Equal(sets, want) {
+		t.Errorf("GOMAXPROCS set to %v, want %v", sets, want)
+	}
+	if !strings.Contains(logs.String(), "GOMAXPROCS changed") || !strings.Contains(logs.String(), "gomaxprocs=4 was=2") {
+		t.Errorf("the changes are not logged:\n%s", logs.String())
+	}
+}
+
+// TestProcsGovernorRun: the governor's loop measures the CPU used per
+// period and raises GOMAXPROCS when it is high; it stops with its context.
+func TestProcsGovernorRun(t *testing.T) {
+	var mu sync.Mutex
+	var cpu time.Duration
+	set := make(chan int, 1)
+	g := &procsGovernor{max: 2, cur: 1, set: func(n int) { set <- n }, log: slog.New(slog.NewTextHandler(&bytes.Buffer{}, nil))}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		// Each measurement reports a whole second of CPU more than the
+		// last: more than one core over any period up to a second.
+		g.run(ctx, time.Millisecond, func() time.Duration {
+			mu.Lock()
+			defer mu.Unlock()
+			cpu += time.Second
+			return cpu
+		})
+	}()
+	if n := <-set; n != 2 {
+		t.Errorf("GOMAXPROCS set to %d, want 2", n)
+	}
+	cancel()
+	<-done
+}
+
 // TestApplyMaxProcs: runtime.max_procs lowers GOMAXPROCS and says so; with
-// GOMAXPROCS in the environment it is left as Go set it.
+// GOMAXPROCS in the environment it is left as Go set it; 0 starts at 1.
 func TestApplyMaxProcs(t *testing.T) {
 	old := runtime.GOMAXPROCS(0)
 	t.Cleanup(func() { runtime.GOMAXPROCS(old) })
-	runtime.GOMAXPROCS(3)
 	var logs bytes.Buffer
 	log := slog.New(slog.NewTextHandler(&logs, nil))
 	cfg := config.Default()
 	cfg.Runtime.MaxProcs = 2
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
 
+	runtime.GOMAXPROCS(3)
 	t.Setenv("GOMAXPROCS", "3")
-	applyMaxProcs(&cfg, log)
+	applyMaxProcs(ctx, &cfg, log)
 	if n := runtime.GOMAXPROCS(0); n != 3 {
 		t.Errorf("with GOMAXPROCS=3 in the environment: GOMAXPROCS %d, want 3", n)
 	}
@@ -55,11 +143,21 @@ func TestApplyMaxProcs(t *testing.T) {
 	}
 
 	t.Setenv("GOMAXPROCS", "")
-	applyMaxProcs(&cfg, log)
+	applyMaxProcs(ctx, &cfg, log)
 	if n := runtime.GOMAXPROCS(0); n != 2 {
 		t.Errorf("runtime.max_procs 2 over 3: GOMAXPROCS %d, want 2", n)
 	}
 	if !strings.Contains(logs.String(), "GOMAXPROCS capped by runtime.max_procs") || !strings.Contains(logs.String(), "gomaxprocs=2 go_choice=3") {
 		t.Errorf("log does not say runtime.max_procs capped GOMAXPROCS at 2 of 3:\n%s", logs.String())
+	}
+
+	runtime.GOMAXPROCS(3)
+	cfg.Runtime.MaxProcs = 0
+	applyMaxProcs(ctx, &cfg, log)
+	if n := runtime.GOMAXPROCS(0); n != 1 {
+		t.Errorf("runtime.max_procs 0 (auto): GOMAXPROCS %d at start, want 1", n)
+	}
+	if !strings.Contains(logs.String(), "runtime.max_procs 0: automatic") {
+		t.Errorf("log does not say GOMAXPROCS is automatic:\n%s", logs.String())
 	}
 }

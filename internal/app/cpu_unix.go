@@ -1,0 +1,17 @@
+//go:build unix
+
+package app
+
+import (
+	"syscall"
+	"time"
+)
+
+// processCPU is the CPU time (user + system) the process used so far.
+func processCPU() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
