@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/url"
 	"reflect"
 	"slices"
 	"strings"
@@ -310,8 +311,9 @@ func (b *Bridge) destinations() []bridge.Destination {
 // may not read their attributes (AccessDenied on Get*Attributes): a user
 // that may only send runs fine, so that is not a reason to be not ready.
 //
-// state names each failure by destination and MNS error code (not by its
-// text, which holds request ids), so that a caller can log changes only.
+// state names each failure by destination and MNS error code, or "no reply"
+// (not by its text, which holds request ids), so that a caller can log
+// changes only.
 func (b *Bridge) checkDestinations(ctx context.Context) (failed, unverifiable []string, state string) {
 	var keys []string
 	for _, d := range b.destinations() {
@@ -325,8 +327,17 @@ func (b *Bridge) checkDestinations(ctx context.Context) (failed, unverifiable []
 		default:
 			failed = append(failed, fmt.Sprintf("MNS %s: %v", d, err))
 			key := err.Error()
-			if errors.As(err, &me) {
+			var ue *url.Error
+			switch {
+			case errors.As(err, &me):
 				key = fmt.Sprintf("%s %d", me.Code, me.Status)
+			case errors.As(err, &ue):
+				// No reply: the text holds the user request id (and for
+				// some errors the local port), different at every check.
+				key = "no reply"
+				if ue.Timeout() {
+					key = "no reply in time"
+				}
 			}
 			keys = append(keys, d.String()+": "+key)
 		}

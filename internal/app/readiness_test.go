@@ -3,7 +3,9 @@ package app
 import (
 	"context"
 	"log/slog"
+	"net/http"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -73,6 +75,32 @@ func TestReadinessMissingQueue(t *testing.T) {
 	}
 	p.sim.Publish("g1", iotsim.Message{Topic: "/pk1/dev1/user/data", MessageID: "m-1", Body: []byte(`{}`)})
 	waitFor(t, "the other route forwarding", time.Minute, func() bool { return len(p.emu.Messages("telemetry-pk1")) == 1 })
+}
+
+// TestReadinessMNSUnreachableLoggedOnce: while MNS gives no reply at all
+// (every connection dropped: an outage, a firewall), the failing check is
+// logged once, not at every check. Each lookup's error names its own user
+// request id, which must not count as a change of state (it made the warning
+// repeat every 2 s for as long as MNS was unreachable).
+func TestReadinessMNSUnreachableLoggedOnce(t *testing.T) {
+	p := startPeers(t, mnsemu.Config{}, iotsim.Config{})
+	var lookups atomic.Int64
+	dead := testpeers.Serve(t, http.HandlerFunc(func(http.ResponseWriter, *http.Request) {
+		lookups.Add(1)
+		panic(http.ErrAbortHandler) // drop the connection without an answer
+	}))
+	c := p.config()
+	c.MNS.Endpoint = "http://" + dead
+	base, logs, ready := runInProcess(t, p.writeConfig(t, c))
+	waitReady(t, ready) // the source is up; MNS is not
+	waitFor(t, "three failed checks", time.Minute, func() bool { return lookups.Load() >= 3 })
+	code, body := httpGet(t, base+"/readyz")
+	if code != 503 || !strings.Contains(body, "MNS queue unrouted") || !strings.Contains(body, "no reply from MNS") {
+		t.Errorf("/readyz = %d %q, want 503 naming the unreachable MNS", code, body)
+	}
+	if n := strings.Count(logs.String(), "MNS destination check failed"); n != 1 {
+		t.Errorf("the failing check was logged %d times over %d checks, want once:\n%s", n, lookups.Load(), logs)
+	}
 }
 
 // waitReady waits for READY=1 (a generous, failure-only deadline).
