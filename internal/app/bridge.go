@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"net/url"
 	"reflect"
 	"slices"
 	"strings"
@@ -327,17 +326,15 @@ func (b *Bridge) checkDestinations(ctx context.Context) (failed, unverifiable []
 		default:
 			failed = append(failed, fmt.Sprintf("MNS %s: %v", d, err))
 			key := err.Error()
-			var ue *url.Error
 			switch {
 			case errors.As(err, &me):
 				key = fmt.Sprintf("%s %d", me.Code, me.Status)
-			case errors.As(err, &ue):
-				// No reply: the text holds the user request id (and for
-				// some errors the local port), different at every check.
+			case strings.Contains(key, "no reply"):
+				// The client's "no reply from MNS" and "no reply within
+				// mns.request_timeout": their text names the user request
+				// id (and a socket error the local port), new at every
+				// check.
 				key = "no reply"
-				if ue.Timeout() {
-					key = "no reply in time"
-				}
 			}
 			keys = append(keys, d.String()+": "+key)
 		}
