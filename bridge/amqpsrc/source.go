@@ -9,9 +9,10 @@
 // A delivery is settled only when the pipeline says so: Accepted → accept,
 // Released → release. Settle only queues: each link's settler goroutine
 // settles what is queued and writes the dispositions of one round in one
-// socket write (holdWriter), where go-amqp writes each on its own. A dead connection is noticed as soon as go-amqp
-// closes it (source.Link.Lost: a handler blocked on backpressure lets go at
-// once), not only at the next Receive. Deliveries of a dead link cannot be
+// socket write (holdWriter), where go-amqp writes each on its own. A dead
+// connection is noticed as soon as go-amqp closes it (source.Link.Lost: a
+// handler blocked on backpressure lets go at once), not only at the next
+// Receive. Deliveries of a dead link cannot be
 // settled any more: settling them is dropped quietly and counted (the
 // platform redelivers them). A settlement that fails on a live link drops
 // the connection: the broker redelivers an unsettled delivery only when its
@@ -300,8 +301,9 @@ func (l *link) Abort(cause error) error {
 }
 
 // Close releases every delivery still unsettled, lets the settler write
-// what is queued and closes the connection within ctx (forcing the socket shut after its deadline). A link that
-// failed is dropped at the socket instead (see Abort).
+// what is queued (see waitSettled) and closes the connection within ctx
+// (forcing the socket shut after its deadline). A link that failed is
+// dropped at the socket instead (see Abort).
 func (l *link) Close(ctx context.Context) error {
 	if l.failure() != nil {
 		l.dead.Store(true)
