@@ -52,40 +52,22 @@ func New(hosts ...string) (*Bundle, error) {
 		hosts = DefaultHosts
 	}
 	now := time.Now()
-	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return nil, fmt.Errorf("certgen: generate CA key: %w", err)
-	}
 	caTmpl := &x509.Certificate{
-		SerialNumber:          serial(),
-		Subject:               pkix.Name{CommonName: "iot-mns-bridge throwaway test CA", Organization: []string{"iot-mns-bridge tests"}},
-		NotBefore:             now.Add(-time.Hour),
-		NotAfter:              now.Add(Validity),
+		Subject:               pkix.Name{CommonName: "iot-mns-bridge throwaway test CA"},
 		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign | x509.KeyUsageDigitalSignature,
 		BasicConstraintsValid: true,
 		IsCA:                  true,
 		MaxPathLenZero:        true,
 	}
-	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
+	caKey, caDER, ca, err := issue("CA", now, caTmpl, nil, nil)
 	if err != nil {
-		return nil, fmt.Errorf("certgen: sign CA certificate: %w", err)
-	}
-	ca, err := x509.ParseCertificate(caDER)
-	if err != nil {
-		return nil, fmt.Errorf("certgen: parse CA certificate: %w", err)
+		return nil, err
 	}
 
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return nil, fmt.Errorf("certgen: generate server key: %w", err)
-	}
 	tmpl := &x509.Certificate{
-		SerialNumber: serial(),
-		Subject:      pkix.Name{CommonName: hosts[0], Organization: []string{"iot-mns-bridge tests"}},
-		NotBefore:    now.Add(-time.Hour),
-		NotAfter:     now.Add(Validity),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		Subject:     pkix.Name{CommonName: hosts[0]},
+		KeyUsage:    x509.KeyUsageDigitalSignature,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
 	}
 	for _, h := range hosts {
 		if ip := net.ParseIP(h); ip != nil {
@@ -94,9 +76,9 @@ func New(hosts ...string) (*Bundle, error) {
 			tmpl.DNSNames = append(tmpl.DNSNames, h)
 		}
 	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
+	key, der, _, err := issue("server", now, tmpl, ca, caKey)
 	if err != nil {
-		return nil, fmt.Errorf("certgen: sign server certificate: %w", err)
+		return nil, err
 	}
 	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
 	if err != nil {
@@ -113,6 +95,34 @@ func New(hosts ...string) (*Bundle, error) {
 		return nil, fmt.Errorf("certgen: load key pair: %w", err)
 	}
 	return b, nil
+}
+
+// issue makes a P-256 key and a certificate for it from tmpl, which gets
+// its serial number, its validity (from an hour before now for Validity)
+// and the subject's organisation here, signed by parent with parentKey; a
+// nil parent makes it self-signed (a CA). It returns the key and the
+// certificate, DER-encoded and parsed. what names the certificate in
+// errors.
+func issue(what string, now time.Time, tmpl, parent *x509.Certificate, parentKey *ecdsa.PrivateKey) (*ecdsa.PrivateKey, []byte, *x509.Certificate, error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("certgen: generate %s key: %w", what, err)
+	}
+	tmpl.SerialNumber = serial()
+	tmpl.Subject.Organization = []string{"iot-mns-bridge tests"}
+	tmpl.NotBefore, tmpl.NotAfter = now.Add(-time.Hour), now.Add(Validity)
+	if parent == nil {
+		parent, parentKey = tmpl, key
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, parent, &key.PublicKey, parentKey)
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("certgen: sign %s certificate: %w", what, err)
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("certgen: parse %s certificate: %w", what, err)
+	}
+	return key, der, cert, nil
 }
 
 func serial() *big.Int {
