@@ -69,9 +69,14 @@ func newConn(s *Server, nc net.Conn) *conn {
 }
 
 // close closes the network connection; serve then cleans up. Idempotent.
+// The end follows every MESSAGE the server counted as delivered: a MESSAGE
+// being written is finished first and none starts after (a write blocked
+// on a client that reads no more is given a second).
 func (c *conn) close() {
 	c.closeOnce.Do(func() {
 		close(c.done)
+		c.nc.SetWriteDeadline(time.Now().Add(time.Second))
+		c.stopDeliveries()
 		c.nc.Close()
 	})
 }
@@ -83,8 +88,10 @@ func (c *conn) write(f *frame.Frame) error {
 	return c.w.Write(f)
 }
 
-// fail sends an ERROR frame with message, lets the client read it, and closes.
+// fail sends an ERROR frame with message, lets the client read it, and
+// closes. The ERROR follows every MESSAGE sent (stopDeliveries).
 func (c *conn) fail(message string, extra ...string) {
+	c.stopDeliveries()
 	f := frame.New(frame.ERROR, append([]string{frame.Message, message, frame.ContentType, "text/plain"}, extra...)...)
 	f.Body = []byte(message)
 	f.Header.Set(frame.ContentLength, strconv.Itoa(len(f.Body)))

@@ -549,6 +549,30 @@ type rawConn struct {
 	r  *frame.Reader
 }
 
+// send writes f to the server.
+func (rc *rawConn) send(t *testing.T, f *frame.Frame) {
+	t.Helper()
+	if err := frame.NewWriter(rc.tc).Write(f); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// subscribeAuto subscribes to every topic with ack auto and reads until n
+// MESSAGE frames came.
+func (rc *rawConn) subscribeAuto(t *testing.T, n int) {
+	t.Helper()
+	rc.send(t, frame.New(frame.SUBSCRIBE, frame.Id, "s1", frame.Destination, "/topic/#", frame.Ack, "auto"))
+	for n > 0 {
+		f, err := rc.r.Read()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if f != nil && f.Command == frame.MESSAGE {
+			n--
+		}
+	}
+}
+
 func dialFrames(t *testing.T, s *Server, heartBeat string) *rawConn {
 	t.Helper()
 	tc, err := tls.Dial("tcp", s.Addr(), clientTLS(t, s))
@@ -656,9 +680,7 @@ func TestProtocolErrors(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			rc := dialFrames(t, s, "0,0")
-			if err := frame.NewWriter(rc.tc).Write(tt.f); err != nil {
-				t.Fatal(err)
-			}
+			rc.send(t, tt.f)
 			f, err := readFrame(rc.r)
 			if err != nil {
 				t.Fatal(err)
@@ -881,24 +903,10 @@ func TestDisconnectReceiptComesAfterEveryMessage(t *testing.T) {
 	got := 0
 	for round := range 30 {
 		rc := dialFrames(t, s, "0,0")
-		w := frame.NewWriter(rc.tc)
-		if err := w.Write(frame.New(frame.SUBSCRIBE, frame.Id, "s1", frame.Destination, "/topic/#", frame.Ack, "auto")); err != nil {
-			t.Fatal(err)
-		}
 		// Take a few, then disconnect while messages flow.
-		for n := 0; n < 1+round%5; {
-			f, err := rc.r.Read()
-			if err != nil {
-				t.Fatal(err)
-			}
-			if f != nil && f.Command == frame.MESSAGE {
-				n++
-				got++
-			}
-		}
-		if err := w.Write(frame.New(frame.DISCONNECT, frame.Receipt, "bye")); err != nil {
-			t.Fatal(err)
-		}
+		rc.subscribeAuto(t, 1+round%5)
+		got += 1 + round%5
+		rc.send(t, frame.New(frame.DISCONNECT, frame.Receipt, "bye"))
 		for {
 			f, err := rc.r.Read()
 			if err != nil {
@@ -925,6 +933,63 @@ func TestDisconnectReceiptComesAfterEveryMessage(t *testing.T) {
 		waitFor(t, "the connection to go", func() bool { return s.Stats().Connections == 0 })
 		if st := s.Stats(); st.Delivered != int64(got) {
 			t.Fatalf("round %d: the server counts %d delivered, the client read %d before the RECEIPT", round, st.Delivered, got)
+		}
+	}
+}
+
+// TestServerEndComesAfterEveryMessage: when the server ends a STOMP
+// connection itself, by closing it (CloseConnections, the platform's 9602)
+// or with an ERROR frame (here: the client's heart-beats stopped), a
+// client reading until that end has read every MESSAGE the server counts
+// as delivered, as soon as it sees the end, and no MESSAGE follows an
+// ERROR.
+func TestServerEndComesAfterEveryMessage(t *testing.T) {
+	s := startServer(t, Config{HeartBeat: 20 * time.Millisecond})
+	flood(t, s)
+	got := 0
+	for round := range 20 {
+		byError := round%2 == 1
+		heartBeat := "0,0"
+		if byError {
+			heartBeat = "20,0" // promised, never sent: the server sends ERROR after 40 ms
+		}
+		rc := dialFrames(t, s, heartBeat)
+		if byError {
+			rc.subscribeAuto(t, 0)
+		} else {
+			rc.subscribeAuto(t, 1+round%5)
+			got += 1 + round%5
+			s.CloseConnections()
+		}
+		sawError := false
+		for {
+			f, err := rc.r.Read()
+			if err != nil {
+				break
+			}
+			switch {
+			case f == nil:
+			case f.Command == frame.MESSAGE && sawError:
+				t.Fatalf("round %d: a MESSAGE after the ERROR", round)
+			case f.Command == frame.MESSAGE:
+				got++
+			case f.Command == frame.ERROR:
+				sawError = true
+				if d := s.Stats().Delivered; d != int64(got) {
+					t.Fatalf("round %d: the server counts %d delivered as the client reads the ERROR, the client read %d", round, d, got)
+				}
+				rc.tc.CloseWrite() // the server waits for it (at most a second) before it closes
+			}
+		}
+		if sawError != byError {
+			t.Fatalf("round %d: ERROR %t, want %t", round, sawError, byError)
+		}
+		if d := s.Stats().Delivered; !byError && d != int64(got) {
+			t.Fatalf("round %d: the server counts %d delivered as the client sees the connection end, the client read %d", round, d, got)
+		}
+		waitFor(t, "the connection to go", func() bool { return s.Stats().Connections == 0 })
+		if st := s.Stats(); st.Delivered != int64(got) {
+			t.Fatalf("round %d: the server counts %d delivered, the client read %d", round, st.Delivered, got)
 		}
 	}
 }
