@@ -1,6 +1,7 @@
 package rawio
 
 import (
+	"errors"
 	"io"
 	"net"
 	"os"
@@ -90,7 +91,13 @@ func (c *Conn) Write(p []byte) (int, error) {
 	return written, nil
 }
 
-// opError wraps err as net.Conn's methods do.
+// opError wraps err as net.Conn's methods do. An error of the poller (a
+// deadline, a closed connection) is already a *net.OpError ("raw-read"):
+// its cause is taken, so that the text is net.Conn's, not the address twice.
 func (c *Conn) opError(op string, err error) error {
+	var oe *net.OpError
+	if errors.As(err, &oe) {
+		err = oe.Err
+	}
 	return &net.OpError{Op: op, Net: "tcp", Source: c.LocalAddr(), Addr: c.RemoteAddr(), Err: err}
 }

@@ -3,6 +3,7 @@ package rawio
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"os"
@@ -106,6 +107,11 @@ func TestErrorsAsNetConn(t *testing.T) {
 	if !errors.Is(err, os.ErrDeadlineExceeded) || !errors.As(err, &ne) || !ne.Timeout() || !errors.As(err, &oe) || oe.Op != "read" {
 		t.Errorf("read past the deadline: %v, want a read timeout", err)
 	}
+	// The text too is net.Conn's: operators read it in logs (the poller's
+	// own "raw-read" error is not wrapped in a second one).
+	if want := fmt.Sprintf("read tcp %s->%s: i/o timeout", c.LocalAddr(), c.RemoteAddr()); err == nil || err.Error() != want {
+		t.Errorf("read past the deadline says %q, want %q as net.Conn says", err, want)
+	}
 	c.SetReadDeadline(time.Time{})
 	s.(*net.TCPConn).SetLinger(0)
 	s.Close() // a reset
@@ -119,7 +125,11 @@ func TestErrorsAsNetConn(t *testing.T) {
 		t.Errorf("writes to a reset connection: %v, want a write error", werr)
 	}
 	c.Close()
-	if _, err := c.Read(make([]byte, 10)); !errors.Is(err, net.ErrClosed) {
+	_, err = c.Read(make([]byte, 10))
+	if !errors.Is(err, net.ErrClosed) {
 		t.Errorf("read after Close: %v, want net.ErrClosed", err)
+	}
+	if want := fmt.Sprintf("read tcp %s->%s: use of closed network connection", c.LocalAddr(), c.RemoteAddr()); err == nil || err.Error() != want {
+		t.Errorf("read after Close says %q, want %q as net.Conn says", err, want)
 	}
 }
