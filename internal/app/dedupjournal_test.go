@@ -2,9 +2,7 @@ package app
 
 import (
 	"fmt"
-	"os"
 	"path/filepath"
-	"strings"
 	"testing"
 	"time"
 
@@ -30,10 +28,7 @@ func TestKill9KeepsTheDedupWindow(t *testing.T) {
 	publish()
 	waitFor(t, "100 forwarded", time.Minute, func() bool { return len(p.emu.Messages("telemetry-pk1")) >= 100 })
 	waitFor(t, "acks", time.Minute, func() bool { return p.sim.Stats().Acked >= 100 })
-	waitFor(t, "the journal holds the 100 ids", time.Minute, func() bool {
-		data, _ := os.ReadFile(journal)
-		return strings.Count(string(data), "\n") >= 100
-	})
+	waitFor(t, "the journal holds the 100 ids", time.Minute, func() bool { return fileLines(journal) >= 100 })
 	c.Kill9(t)
 
 	c = startChild(t, "run", "-config", path)

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"math/rand/v2"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -129,6 +130,13 @@ func countIDs(t *testing.T, emu *mnsemu.Emulator, queue, prefix string, n int) (
 		}
 	}
 	return distinct, dups
+}
+
+// fileLines returns the number of lines in the file at path (a dead-letter
+// file's entries, a journal's ids); 0 while it cannot be read.
+func fileLines(path string) int {
+	data, _ := os.ReadFile(path)
+	return bytes.Count(data, []byte("\n"))
 }
 
 // waitFor polls cond until it holds or the (generous, failure-only) deadline

@@ -32,10 +32,7 @@ func TestDeadLetterFileAndReplay(t *testing.T) {
 		p.sim.Publish("g1", iotsim.Message{Topic: "/pk1/dev/user/x", MessageID: fmt.Sprintf("dl-%02d", i), Body: []byte{0, 1, 2, byte(i)}})
 	}
 	dlFile := filepath.Join(p.dir, "dl.jsonl")
-	waitFor(t, "50 dead letters in the file", time.Minute, func() bool {
-		data, _ := os.ReadFile(dlFile)
-		return strings.Count(string(data), "\n") >= 50
-	})
+	waitFor(t, "50 dead letters in the file", time.Minute, func() bool { return fileLines(dlFile) >= 50 })
 	cancel()
 	if code := <-exited; code != ExitOK {
 		t.Fatalf("run exited %d: %s", code, errb.String())
@@ -59,8 +56,7 @@ func TestDeadLetterFileAndReplay(t *testing.T) {
 	if code != ExitOK || !strings.Contains(out, "50 dead-lettered again") || !strings.Contains(out, "moved "+dlFile+" to "+dlFile+".replayed-") {
 		t.Fatalf("replay of the config's own file: exit %d\n%s%s", code, out, errOut)
 	}
-	again, _ := os.ReadFile(dlFile)
-	if n := strings.Count(string(again), "\n"); n != 50 {
+	if n := fileLines(dlFile); n != 50 {
 		t.Errorf("the dead-letter file holds %d lines after a replay that failed again, want 50", n)
 	}
 	aside, _ := filepath.Glob(dlFile + ".replayed-*")
@@ -92,8 +88,8 @@ func TestDeadLetterFileAndReplay(t *testing.T) {
 	if len(beside) != 1 {
 		t.Fatalf("files beside the held one: %v, want one", beside)
 	}
-	if b, _ := os.ReadFile(beside[0]); strings.Count(string(b), "\n") != 50 {
-		t.Errorf("%s holds %d lines, want the 50 that failed again", beside[0], strings.Count(string(b), "\n"))
+	if n := fileLines(beside[0]); n != 50 {
+		t.Errorf("%s holds %d lines, want the 50 that failed again", beside[0], n)
 	}
 	os.Remove(beside[0])
 
