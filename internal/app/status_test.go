@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -109,12 +108,7 @@ func TestStatusCommandAgainstARunningBridge(t *testing.T) {
 }
 
 func TestStatusCommandErrors(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close() // nothing listens there now
+	addr := fmt.Sprintf("127.0.0.1:%d", testpeers.FreePort(t)) // nothing listens there
 	code, _, errOut := runMain(t, context.Background(), "status", "-url", "http://"+addr)
 	if code != ExitFailure || !strings.Contains(errOut, "is the bridge running with http.listen at http://"+addr) {
 		t.Errorf("status against nothing: exit %d, %q; want 1 naming the address", code, errOut)
