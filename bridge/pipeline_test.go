@@ -542,6 +542,43 @@ func TestFlappingDestinationLogsOncePerMinute(t *testing.T) {
 	}
 }
 
+// TestShutdownIsNoRecovery: a send that the shutdown cuts short is no
+// success: a failing destination is not logged as recovered then (the log
+// said "MNS sends recovered" right before "written to the dead-letter file
+// at shutdown", with nothing forwarded).
+func TestShutdownIsNoRecovery(t *testing.T) {
+	logs := &countingHandler{n: map[string]int{}}
+	var clock atomic.Int64 // seconds since the start
+	sink := newFakeSink(func(int, int, Outgoing) error { return errors.New("MNS is down") })
+	h := newHarness(t, sink, func(c *PipelineConfig) {
+		c.Logger = slog.New(logs)
+		c.Now = func() time.Time { return time.Unix(1000+clock.Load(), 0) }
+	})
+	h.feed(t, 1, userTopic)
+	waitUntil(t, func() bool { return h.p.Stats().Retried >= 2 })
+	// From now on a send hangs until the shutdown cuts it short, a minute
+	// after the failure was logged.
+	sink.mu.Lock()
+	sink.hang = true
+	calls := sink.calls
+	sink.mu.Unlock()
+	clock.Store(60)
+	waitUntil(t, func() bool { sink.mu.Lock(); defer sink.mu.Unlock(); return sink.calls > calls })
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel() // the shutdown deadline has passed
+	if err := h.p.Drain(ctx); err == nil {
+		t.Fatal("Drain cut short returned nil")
+	}
+	logs.mu.Lock()
+	defer logs.mu.Unlock()
+	if n := logs.n["MNS sends failing; holding the messages and retrying with backoff"]; n != 1 {
+		t.Errorf("failing logged %d times, want 1", n)
+	}
+	if n := logs.n["MNS sends recovered"]; n != 0 {
+		t.Errorf("recovered logged %d times at a shutdown that forwarded nothing, want 0", n)
+	}
+}
+
 // TestPipelineNeverReleasesWhatCannotComeBack: at a shutdown that cuts the
 // drain short, a redeliverable delivery is released, but one without an
 // upstream that would send it again (STOMP ack auto) is handed back by

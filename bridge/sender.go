@@ -113,7 +113,9 @@ func (l *lane) send(batch []*item, outs []Outgoing) []Outgoing {
 	if len(dead) > 0 {
 		p.deadLetter(dead)
 	}
-	if ok > 0 || len(retry) == 0 {
+	// MNS answered (a message accepted, or none left to retry); not when
+	// the shutdown cut the request short, which is no answer.
+	if ok > 0 || len(retry) == 0 && p.sendCtx.Err() == nil {
 		l.sendOK(p.now())
 	}
 	if len(retry) > 0 {
