@@ -1,7 +1,6 @@
 package app
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"os"
@@ -110,11 +109,11 @@ func TestAutoWithoutSpoolDeadLettersAtShutdown(t *testing.T) {
 	// outcome depend on the machine's speed.
 	c.ShutdownTimeout = 2 * time.Minute
 	replayCfg := configtest.Write(t, p.dir, "replay.yaml", c)
-	var stdout, stderr bytes.Buffer
-	if code := Main(context.Background(), []string{"replay", "-config", replayCfg, file}, Stdio{Out: &stdout, Err: &stderr}); code != 0 {
-		t.Fatalf("replay exit %d: %s %s", code, stdout.String(), stderr.String())
+	code, stdout, stderr := runMain(t, context.Background(), "replay", "-config", replayCfg, file)
+	if code != 0 {
+		t.Fatalf("replay exit %d: %s %s", code, stdout, stderr)
 	}
 	if lost := missing(t, p, n); lost != 0 {
-		t.Fatalf("%d messages lost after replay: %s", lost, stdout.String())
+		t.Fatalf("%d messages lost after replay: %s", lost, stdout)
 	}
 }
