@@ -318,6 +318,12 @@ func TestNetworkErrorsRetryable(t *testing.T) {
 	if !errors.Is(err, context.DeadlineExceeded) || !bridge.Retryable(err) || !strings.Contains(err.Error(), "mns.request_timeout") {
 		t.Errorf("timeout: %v", err)
 	}
+	// Errors without a reply name the request's URL, as net/http's do: the
+	// endpoint as the bridge used it (scheme, host, port), not only an
+	// address or a bare "EOF".
+	if want := `Post "` + hang.URL + `/queues/q1/messages": `; err == nil || !strings.Contains(err.Error(), want) {
+		t.Errorf("timeout: %v, want it naming %s", err, want)
+	}
 	// The caller's cancel is reported as such.
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
@@ -330,8 +336,8 @@ func TestNetworkErrorsRetryable(t *testing.T) {
 	dead.Close()
 	c, _ = NewClient(Config{Endpoint: url, AccessKeyID: "a", AccessKeySecret: "s"})
 	if _, err := c.PublishMessage(context.Background(), "t1", []byte("x"), ""); err == nil || !bridge.Retryable(err) ||
-		!strings.Contains(err.Error(), "check mns.endpoint") {
-		t.Errorf("connection refused: %v, want it retryable, naming mns.endpoint", err)
+		!strings.Contains(err.Error(), "check mns.endpoint") || !strings.Contains(err.Error(), `Post "`+url+`/topics/t1/messages": `) {
+		t.Errorf("connection refused: %v, want it retryable, naming mns.endpoint and the request's URL", err)
 	}
 	// A non-MNS reply (a proxy's 502 page) is retryable and says so.
 	proxy := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
