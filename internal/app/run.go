@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/http"
 	"syscall"
@@ -150,7 +151,10 @@ func (r *run) serveHTTP() error {
 			ln, scheme = tls.NewListener(ln, tc), "https"
 		}
 	}
-	r.srv = &http.Server{Handler: b.httpHandler(), ReadHeaderTimeout: 5 * time.Second}
+	r.srv = &http.Server{Handler: b.httpHandler(), ReadHeaderTimeout: 5 * time.Second,
+		// What the server reports itself (a failed TLS handshake, an accept
+		// error) is a record of the bridge's log, in log.format.
+		ErrorLog: slog.NewLogLogger(b.log.With("component", "http").Handler(), slog.LevelWarn)}
 	go r.srv.Serve(ln)
 	b.log.Info("serving metrics and health", "addr", ln.Addr().String(), "scheme", scheme,
 		"basic_auth", b.web != nil && len(b.web.Users) > 0)

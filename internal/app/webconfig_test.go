@@ -124,3 +124,27 @@ func TestBadWebConfigIsAConfigError(t *testing.T) {
 		t.Errorf("check with a bad web config: exit %d, %q; want 2 naming http.web_config_file and the user", code, errOut)
 	}
 }
+
+// TestHTTPServerErrorsGoToTheLog: what the HTTP server itself reports (here
+// a client that speaks plain HTTP to the TLS listener) is a record of the
+// bridge's log, in log.format, not a bare line on stderr that breaks JSON
+// log parsing.
+func TestHTTPServerErrorsGoToTheLog(t *testing.T) {
+	p := startPeers(t, mnsemu.Config{Queues: []string{"unrouted"}}, iotsim.Config{})
+	dir := t.TempDir()
+	testpeers.TLSFiles(t, dir)
+	web := filepath.Join(dir, "web.yml")
+	os.WriteFile(web, []byte("tls_server_config:\n  cert_file: tls.crt\n  key_file: tls.key\n"), 0o600)
+	c := p.config()
+	c.HTTP.WebConfigFile = web
+	logs := &testpeers.SyncBuffer{}
+	ln, addr := listenHTTP(t)
+	b := runBridge(t, mustLoad(t, p.writeConfig(t, c)), Options{Logger: slog.New(slog.NewJSONHandler(logs, nil)), HTTPListener: ln})
+	b.stopCleanly(t)
+	if resp, err := http.Get("http://" + addr + "/metrics"); err == nil {
+		resp.Body.Close()
+	}
+	waitFor(t, "the TLS handshake error in the bridge's log", 20*time.Second, func() bool {
+		return strings.Contains(logs.String(), `"msg":"http: TLS handshake error from 127.0.0.1:`)
+	})
+}
