@@ -283,9 +283,10 @@ type Log struct {
 type Runtime struct {
 	// MaxProcs caps GOMAXPROCS, the threads that run Go code at once, at
 	// the lower of it and what Go chooses (the CPUs, or the cgroup's CPU
-	// limit). 0 is automatic: 1 while the bridge uses less than 70% of a
-	// core, doubled (up to Go's choice) when it uses more, halved again
-	// after 30 s of little use. GOMAXPROCS in the environment wins.
+	// limit). 0 is automatic: without the spool 1 while the bridge uses
+	// less than 70% of a core, doubled (up to Go's choice) when it uses
+	// more, halved again after 30 s of little use; with the spool Go's
+	// choice. GOMAXPROCS in the environment wins.
 	MaxProcs int `yaml:"max_procs"`
 }
 

@@ -19,22 +19,24 @@ func TestChooseMaxProcs(t *testing.T) {
 		name         string
 		env          string
 		max, goProcs int
+		spool        bool
 		wantN        int
 		wantFrom     string
 	}{
-		{"the environment wins", "4", 1, 4, 0, "GOMAXPROCS"},
-		{"the environment wins over auto", "4", 0, 4, 0, "GOMAXPROCS"},
-		{"auto starts at 1", "", 0, 2, 1, "auto"},
-		{"auto on one CPU changes nothing", "", 0, 1, 0, "go"},
-		{"the cap lowers 16 CPUs", "", 2, 16, 2, "runtime.max_procs"},
-		{"a cap of 1", "", 1, 2, 1, "runtime.max_procs"},
-		{"the cap never raises Go's choice (cgroup limit 1)", "", 4, 1, 0, "go"},
-		{"a cap equal to Go's choice changes nothing", "", 2, 2, 0, "go"},
+		{"the environment wins", "4", 1, 4, false, 0, "GOMAXPROCS"},
+		{"the environment wins over auto", "4", 0, 4, false, 0, "GOMAXPROCS"},
+		{"auto starts at 1", "", 0, 2, false, 1, "auto"},
+		{"auto with the spool leaves Go's choice", "", 0, 2, true, 0, "spool"},
+		{"auto on one CPU changes nothing", "", 0, 1, false, 0, "go"},
+		{"the cap lowers 16 CPUs", "", 2, 16, false, 2, "runtime.max_procs"},
+		{"a cap of 1, also with the spool", "", 1, 2, true, 1, "runtime.max_procs"},
+		{"the cap never raises Go's choice (cgroup limit 1)", "", 4, 1, false, 0, "go"},
+		{"a cap equal to Go's choice changes nothing", "", 2, 2, false, 0, "go"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			got := chooseMaxProcs(tc.env, tc.max, tc.goProcs)
+			got := chooseMaxProcs(tc.env, tc.max, tc.goProcs, tc.spool)
 			if got.n != tc.wantN || got.from != tc.wantFrom {
-				t.Errorf("chooseMaxProcs(%q, %d, %d) = %+v, want n %d from %s", tc.env, tc.max, tc.goProcs, got, tc.wantN, tc.wantFrom)
+				t.Errorf("chooseMaxProcs(%q, %d, %d, spool %v) = %+v, want n %d from %s", tc.env, tc.max, tc.goProcs, tc.spool, got, tc.wantN, tc.wantFrom)
 			}
 		})
 	}
@@ -153,6 +155,12 @@ func TestApplyMaxProcs(t *testing.T) {
 
 	runtime.GOMAXPROCS(3)
 	cfg.Runtime.MaxProcs = 0
+	cfg.Spool.Dir = "spool"
+	applyMaxProcs(ctx, &cfg, log)
+	if n := runtime.GOMAXPROCS(0); n != 3 {
+		t.Errorf("runtime.max_procs 0 (auto) with the spool: GOMAXPROCS %d, want Go's 3", n)
+	}
+	cfg.Spool.Dir = ""
 	applyMaxProcs(ctx, &cfg, log)
 	if n := runtime.GOMAXPROCS(0); n != 1 {
 		t.Errorf("runtime.max_procs 0 (auto): GOMAXPROCS %d at start, want 1", n)
