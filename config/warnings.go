@@ -118,7 +118,7 @@ func uncreatableDir(dir string) string {
 		case err == nil && !st.IsDir():
 			return p + " is not a directory"
 		case err == nil:
-			if syscall.Access(p, 2 /* W_OK */) != nil {
+			if !writable(p) {
 				return p + " is not writable by this user"
 			}
 			return ""
