@@ -42,6 +42,7 @@
 package spool
 
 import (
+	"cmp"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -78,9 +79,16 @@ const (
 	// messages a commit.
 	maxPending = 2 << 20
 	maxBatch   = 4096 // messages in one commit at most
-	replayPage = 256  // messages read per read transaction during Replay
-	retryDelay = time.Second
-	keyLen     = 8
+	// filePageSize is the bbolt page size of a new spool file (an existing
+	// file keeps the one it was created with). With 16 KiB instead of the
+	// OS's 4 KiB a page holds about 48 small messages instead of 12: a
+	// quarter of the pages to split, spill, write and free per message and
+	// a shallower tree for every put's and delete's descent
+	// (BenchmarkStage: about 18 % less CPU per message at full rate).
+	filePageSize = 16 << 10
+	replayPage   = 256 // messages read per read transaction during Replay
+	retryDelay   = time.Second
+	keyLen       = 8
 )
 
 var bucketName = []byte("messages")
@@ -112,6 +120,7 @@ type Options struct {
 
 	// test seams
 	maxFileSize int          // bbolt MaxSize: a file that cannot grow is a full disk
+	pageSize    int          // page size of a new file; 0 means filePageSize
 	commitHook  func() error // called inside every write transaction
 }
 
@@ -186,11 +195,18 @@ func Open(opts Options) (*Spool, error) {
 		return nil, fmt.Errorf("spool: create directory: %w; create it or make its parent writable by the bridge's user", err)
 	}
 	path := filepath.Join(opts.Dir, FileName)
+	pageSize := cmp.Or(opts.pageSize, filePageSize)
+	if fi, err := os.Stat(path); err == nil && fi.Size() > 0 {
+		// An existing file keeps its page size (bbolt reads it from the
+		// meta pages), and a damaged one is judged as before.
+		pageSize = 0
+	}
 	db, err := bolt.Open(path, 0o600, &bolt.Options{
 		Timeout:        time.Second,
 		NoFreelistSync: true, // the freelist is rebuilt on open: one page less per commit
 		FreelistType:   bolt.FreelistMapType,
 		MaxSize:        opts.maxFileSize,
+		PageSize:       pageSize,
 	})
 	switch {
 	case errors.Is(err, berrors.ErrTimeout):

@@ -628,6 +628,39 @@ func binary8(k uint64) []byte {
 	return b
 }
 
+// TestPageSize: a new spool file gets filePageSize; a file made with
+// another page size (every spool before 16 KiB pages) keeps it and its
+// messages, and grows with it.
+func TestPageSize(t *testing.T) {
+	s := open(t, Options{})
+	if got := s.db.Info().PageSize; got != filePageSize {
+		t.Errorf("new file: page size %d, want %d", got, filePageSize)
+	}
+	dir := t.TempDir()
+	s = open(t, Options{Dir: dir, pageSize: 4096})
+	for i := range 3 {
+		add(t, s, msg(i))
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	for round := range 2 {
+		s = open(t, Options{Dir: dir})
+		if got := s.db.Info().PageSize; got != 4096 {
+			t.Errorf("reopened file: page size %d, want the 4096 it was made with", got)
+		}
+		for i := range 200 { // more than fit in the pages it had
+			add(t, s, msg(1000*(round+1)+i))
+		}
+		if got := len(replayAll(t, s)); got != 3+200*(round+1) {
+			t.Errorf("round %d: replayed %d messages, want %d", round, got, 3+200*(round+1))
+		}
+		if err := s.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
 func TestFormatBytes(t *testing.T) {
 	for n, want := range map[int64]string{0: "0 B", 1023: "1023 B", 1024: "1.0 KiB", 1 << 30: "1.0 GiB", 3 << 29: "1.5 GiB"} {
 		if got := formatBytes(n); got != want {
