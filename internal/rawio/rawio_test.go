@@ -133,3 +133,33 @@ func TestErrorsAsNetConn(t *testing.T) {
 		t.Errorf("read after Close says %q, want %q as net.Conn says", err, want)
 	}
 }
+
+// TestReadAndWriteAllocateNothing: a read or write is once per message on
+// the STOMP socket and once per request on MNS's, so it must not allocate
+// (a closure handed to the poller per call did: three allocations a read).
+func TestReadAndWriteAllocateNothing(t *testing.T) {
+	c, s := pair(t)
+	if _, ok := c.(*Conn); !ok {
+		t.Skip("raw I/O is Linux only")
+	}
+	msg := make([]byte, 64)
+	buf := make([]byte, 64)
+	allocs := testing.AllocsPerRun(200, func() {
+		if _, err := c.Write(msg); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := io.ReadFull(s, buf); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.Write(msg); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := io.ReadFull(c, buf); err != nil {
+			t.Fatal(err)
+		}
+	})
+	// s is a plain net.Conn, which allocates nothing per call either.
+	if allocs != 0 {
+		t.Errorf("a raw Write and Read allocate %.1f objects, want 0", allocs)
+	}
+}
