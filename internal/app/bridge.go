@@ -329,11 +329,9 @@ func (b *Bridge) checkDestinations(ctx context.Context) (failed, unverifiable []
 			switch {
 			case errors.As(err, &me):
 				key = fmt.Sprintf("%s %d", me.Code, me.Status)
-			case strings.Contains(key, "no reply"):
-				// The client's "no reply from MNS" and "no reply within
-				// mns.request_timeout": their text names the user request
-				// id (and a socket error the local port), new at every
-				// check.
+			case errors.As(err, new(*mns.NoReplyError)):
+				// Its text names the user request id (and a socket error
+				// the local port), new at every check.
 				key = "no reply"
 			}
 			keys = append(keys, d.String()+": "+key)

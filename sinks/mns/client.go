@@ -455,12 +455,14 @@ func setBodyByRef(req *http.Request, xml []byte, refs []bodyRef) {
 
 func (c *Client) transportError(ctx context.Context, t target, ids reqIDs, err error) error {
 	if ctx.Err() == nil && errors.Is(err, context.DeadlineExceeded) {
-		return fmt.Errorf("%s: no reply within %s (mns.request_timeout) [user request id %s]; MNS or the network is slow: %w", t, c.timeout, ids.user, err)
+		return &NoReplyError{Timeout: true, err: err,
+			msg: fmt.Sprintf("%s: no reply within %s (mns.request_timeout) [user request id %s]; MNS or the network is slow: %v", t, c.timeout, ids.user, err)}
 	}
 	if ctx.Err() != nil {
 		return fmt.Errorf("%s: %w", t, ctx.Err())
 	}
-	return fmt.Errorf("%s [user request id %s]: no reply from MNS; check mns.endpoint (scheme, host and port) and the network: %w", t, ids.user, err)
+	return &NoReplyError{err: err,
+		msg: fmt.Sprintf("%s [user request id %s]: no reply from MNS; check mns.endpoint (scheme, host and port) and the network: %v", t, ids.user, err)}
 }
 
 // httpError makes an Error from a reply that is not a success.

@@ -324,6 +324,10 @@ func TestNetworkErrorsRetryable(t *testing.T) {
 	if want := `Post "` + hang.URL + `/queues/q1/messages": `; err == nil || !strings.Contains(err.Error(), want) {
 		t.Errorf("timeout: %v, want it naming %s", err, want)
 	}
+	// "No reply" is a type (the destination check tracks it as one state).
+	if nr := (*NoReplyError)(nil); !errors.As(err, &nr) || !nr.Timeout {
+		t.Errorf("timeout: %T %v, want a *NoReplyError with Timeout", err, err)
+	}
 	// The caller's cancel is reported as such.
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
@@ -338,6 +342,8 @@ func TestNetworkErrorsRetryable(t *testing.T) {
 	if _, err := c.PublishMessage(context.Background(), "t1", []byte("x"), ""); err == nil || !bridge.Retryable(err) ||
 		!strings.Contains(err.Error(), "check mns.endpoint") || !strings.Contains(err.Error(), `Post "`+url+`/topics/t1/messages": `) {
 		t.Errorf("connection refused: %v, want it retryable, naming mns.endpoint and the request's URL", err)
+	} else if nr := (*NoReplyError)(nil); !errors.As(err, &nr) || nr.Timeout {
+		t.Errorf("connection refused: %T %v, want a *NoReplyError without Timeout", err, err)
 	}
 	// A non-MNS reply (a proxy's 502 page) is retryable and says so.
 	proxy := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

@@ -200,6 +200,19 @@ var ErrTagTooLong = errors.New("message tag over 16 characters")
 // retryable (a duplicate is better than a loss).
 var ErrBodyMD5Mismatch = errors.New("MessageBodyMD5 in the reply does not match the body sent")
 
+// NoReplyError is a request MNS did not answer: the connection failed or
+// broke, or no reply came within mns.request_timeout. It is retryable. Its
+// text names the user request id, new at every request, so callers that
+// track a state (the destination check) classify it by type, not by text.
+type NoReplyError struct {
+	Timeout bool // no reply within mns.request_timeout
+	msg     string
+	err     error
+}
+
+func (e *NoReplyError) Error() string { return e.msg }
+func (e *NoReplyError) Unwrap() error { return e.err }
+
 // permanentError marks client-side refusals that retrying cannot fix.
 type permanentError struct{ err error }
 
