@@ -36,6 +36,7 @@ import (
 
 	"github.com/iot-mns-bridge/iot-mns-bridge/bridge"
 	"github.com/iot-mns-bridge/iot-mns-bridge/bridge/source"
+	"github.com/iot-mns-bridge/iot-mns-bridge/internal/broadcast"
 )
 
 // connection is one live AMQP connection with its one receiver, as the
@@ -120,11 +121,11 @@ type link struct {
 	// The settler's queue (see settler).
 	qmu    sync.Mutex
 	queue  []settlement
-	busy   bool          // the settler is settling what it took from queue
-	ended  bool          // the settler has ended: settlements are dropped
-	wake   chan struct{} // signalled (non-blocking) on every queued settlement
-	idle   chan struct{} // signalled (non-blocking) when the settler has emptied queue
-	reused []settlement  // the settler's own slice, swapped with queue
+	busy   bool             // the settler is settling what it took from queue
+	ended  bool             // the settler has ended: settlements are dropped
+	wake   chan struct{}    // signalled (non-blocking) on every queued settlement
+	idle   broadcast.Signal // notified when the settler has emptied queue or ended
+	reused []settlement     // the settler's own slice, swapped with queue
 }
 
 // settlement is a queued Settle.
@@ -137,7 +138,7 @@ type settlement struct {
 
 func newLink(s *Source, c connection) *link {
 	l := &link{src: s, conn: c, unsettled: make(map[*bridge.Delivery]struct{}), settled: make(chan struct{}, 1),
-		failed: make(chan struct{}), lost: make(chan struct{}), wake: make(chan struct{}, 1), idle: make(chan struct{}, 1)}
+		failed: make(chan struct{}), lost: make(chan struct{}), wake: make(chan struct{}, 1)}
 	go func() {
 		// Ends with the connection: Abort and Close both end it.
 		select {
@@ -300,7 +301,9 @@ func (l *link) Abort(cause error) error {
 	return fmt.Errorf("amqp connection lost: %w", explainLoss(cause))
 }
 
-// Close releases every delivery still unsettled, lets the settler write
+// Close releases every delivery still tracked (one the pipeline settled
+// that waits in the settler's queue is settled once: its Release does
+// nothing), lets the settler write
 // what is queued (see waitSettled) and closes the connection within ctx
 // (forcing the socket shut after its deadline). A link that failed is
 // dropped at the socket instead (see Abort).
@@ -404,18 +407,19 @@ func (l *link) settler() {
 			l.ended = true
 			rest := l.queue
 			l.queue = nil
+			l.idle.Notify()
 			l.qmu.Unlock()
 			for _, st := range rest {
 				l.untrack(st.d)
 				l.src.dropped.Add(1)
 			}
-			l.signalIdle()
 			return
 		}
 		for {
 			l.qmu.Lock()
 			if len(l.queue) == 0 {
 				l.busy = false
+				l.idle.Notify()
 				l.qmu.Unlock()
 				break
 			}
@@ -427,19 +431,12 @@ func (l *link) settler() {
 			clear(batch)
 			l.reused = batch[:0]
 		}
-		l.signalIdle()
 	}
 }
 
-func (l *link) signalIdle() {
-	select {
-	case l.idle <- struct{}{}:
-	default:
-	}
-}
-
-// settleAll settles batch in one hold of the connection's writes, each
-// settlement bounded by the settle timeout. A settlement that fails on a
+// settleAll settles batch in one hold of the connection's writes, the
+// whole round bounded by the settle timeout (one context: the round is
+// microseconds unless something is stuck). A settlement that fails on a
 // live link (a timeout: go-amqp then never sends the disposition) fails the
 // link, and its connection is dropped so that the broker redelivers the
 // message.
@@ -500,13 +497,14 @@ func (l *link) waitSettled(ctx context.Context) {
 	defer cancel()
 	for {
 		l.qmu.Lock()
-		idle := l.ended || (len(l.queue) == 0 && !l.busy)
-		l.qmu.Unlock()
-		if idle {
+		if l.ended || (len(l.queue) == 0 && !l.busy) {
+			l.qmu.Unlock()
 			return
 		}
+		next := l.idle.Wait()
+		l.qmu.Unlock()
 		select {
-		case <-l.idle:
+		case <-next:
 		case <-l.lost:
 			return
 		case <-ctx.Done():
