@@ -332,7 +332,7 @@ func (c *Client) roundTrip(ctx context.Context, t target, method, resource strin
 	}
 	var status int
 	if c.h1 != nil {
-		status, ids.server, err = c.h1.do(rctx, c.timeout, &h1Request{method: method, resource: resource, headers: hs, xml: body, refs: refs}, rb)
+		status, ids.server, err = c.h1.do(rctx, &h1Request{method: method, resource: resource, headers: hs, xml: body, refs: refs}, rb)
 		if err != nil {
 			// Named as net/http names a failed request: Post "URL": ...
 			err = &url.Error{Op: method[:1] + strings.ToLower(method[1:]), URL: c.base + resource, Err: err}

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -59,6 +60,12 @@ type h1Conn struct {
 // ParseEndpoint), or nil when proxy (http.ProxyFromEnvironment) names a
 // proxy for it.
 func newH1(base string, maxConns int, proxy func(*http.Request) (*url.URL, error)) *h1 {
+	if !canPeek {
+		// Without the peek a kept connection the server closed is found
+		// only when its reply fails, after the request was written: that
+		// is net/http's to handle.
+		return nil
+	}
 	u, err := url.Parse(base)
 	if err != nil {
 		return nil
@@ -105,10 +112,14 @@ func (r *h1Request) contentLength() int {
 var errTimedOut = fmt.Errorf("request timed out: %w", context.DeadlineExceeded)
 
 // do sends req and reads the reply whole into rb.buf (at most
-// maxReplySize bytes), within timeout and until ctx is done. It returns the
+// maxReplySize bytes) until ctx is done; ctx's deadline is the request's
+// (mns.request_timeout, set by the caller before it signed). It returns the
 // status and the x-mns-request-id header.
-func (h *h1) do(ctx context.Context, timeout time.Duration, req *h1Request, rb *replyBuf) (status int, serverID string, err error) {
-	deadline := time.Now().Add(timeout)
+func (h *h1) do(ctx context.Context, req *h1Request, rb *replyBuf) (status int, serverID string, err error) {
+	deadline, ok := ctx.Deadline()
+	if !ok {
+		return 0, "", errors.New("mns: a request without a deadline (internal error)")
+	}
 	select {
 	case h.slots <- struct{}{}:
 	case <-ctx.Done():
@@ -178,7 +189,8 @@ func (h *h1) exchange(ctx context.Context, c *h1Conn, deadline time.Time, req *h
 	// Kept only when the body was read to its end (a reply cut at
 	// maxReplySize leaves the rest on the connection) and nothing came
 	// after it (net/http closes on such an unsolicited reply too).
-	keep = !resp.Close && n < maxReplySize && c.br.Buffered() == 0 && ctx.Err() == nil
+	keep = !resp.Close && n < maxReplySize && c.br.Buffered() == 0 &&
+		stop() // false once the cancel has set (or is setting) the deadline to the past
 	return resp.StatusCode, serverID, keep, true, nil
 }
 
@@ -253,27 +265,21 @@ func (h *h1) dialConn(ctx context.Context, deadline time.Time) (*h1Conn, error) 
 	return &h1Conn{nc: nc, raw: raw, br: bufio.NewReaderSize(nc, 4<<10), bw: bufio.NewWriterSize(nc, writeBufferSize)}, nil
 }
 
-// put keeps c for the next request.
+// put keeps c for the next request, and closes the kept connections idle
+// for longer than idleFor: the newest is taken first, so at a steady low
+// rate the oldest are never taken again and would stay open for good.
 func (h *h1) put(c *h1Conn) {
-	c.idleAt = time.Now()
+	now := time.Now()
+	c.idleAt = now
 	h.mu.Lock()
-	if len(h.idle) < cap(h.slots) {
-		h.idle = append(h.idle, c)
-		c = nil
+	expired := 0
+	for expired < len(h.idle) && now.Sub(h.idle[expired].idleAt) >= h.idleFor {
+		expired++
 	}
+	old := slices.Clone(h.idle[:expired])
+	h.idle = append(slices.Delete(h.idle, 0, expired), c)
 	h.mu.Unlock()
-	if c != nil {
-		c.nc.Close()
-	}
-}
-
-// closeIdle closes the kept-alive connections.
-func (h *h1) closeIdle() {
-	h.mu.Lock()
-	idle := h.idle
-	h.idle = nil
-	h.mu.Unlock()
-	for _, c := range idle {
-		c.nc.Close()
+	for _, o := range old {
+		o.nc.Close()
 	}
 }

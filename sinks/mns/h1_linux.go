@@ -8,6 +8,9 @@ import (
 	"unsafe"
 )
 
+// canPeek says open can tell a closed kept connection from an open one.
+const canPeek = true
+
 // open reports whether an idle connection can carry a request: the server
 // has neither closed it nor sent anything since the last reply. It peeks
 // at the socket without waiting, as a raw system call: it never blocks, and

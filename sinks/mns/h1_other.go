@@ -4,6 +4,9 @@ package mns
 
 import "net"
 
-// open cannot peek at the socket here: a connection the server closed
-// fails its next write, and the request goes on a new one (h1.do).
+// canPeek is false: without a peek at the socket a kept connection the
+// server closed is found only by the request it fails, so the client uses
+// net/http here (newH1 returns nil) and open is never called.
+const canPeek = false
+
 func open(net.Conn) bool { return true }

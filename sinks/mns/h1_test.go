@@ -15,6 +15,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/iot-mns-bridge/iot-mns-bridge/bridge"
 	"github.com/iot-mns-bridge/iot-mns-bridge/mnsemu"
@@ -337,5 +338,30 @@ func TestNetHTTPExchangeStillWorks(t *testing.T) {
 	var e *Error
 	if _, err := f.c.SendMessage(context.Background(), "nosuch", []byte("x")); !errors.As(err, &e) || e.Code != "QueueNotExist" {
 		t.Errorf("missing queue: %v, want QueueNotExist", err)
+	}
+}
+
+// TestH1PutClosesConnectionsIdleTooLong: the newest kept connection is
+// taken first, so at a steady low rate the oldest are never taken again;
+// put closes those idle for longer than idleFor instead of keeping them
+// open (in CLOSE_WAIT once MNS closed its side) for good.
+func TestH1PutClosesConnectionsIdleTooLong(t *testing.T) {
+	h := &h1{idleFor: time.Minute}
+	stale, stalePeer := net.Pipe()
+	fresh, freshPeer := net.Pipe()
+	now, _ := net.Pipe()
+	defer stalePeer.Close()
+	defer freshPeer.Close()
+	defer now.Close()
+	h.idle = []*h1Conn{
+		{nc: stale, idleAt: time.Now().Add(-2 * time.Minute)},
+		{nc: fresh, idleAt: time.Now()},
+	}
+	h.put(&h1Conn{nc: now})
+	if len(h.idle) != 2 || h.idle[0].nc != fresh || h.idle[1].nc != now {
+		t.Fatalf("kept %d connections, want the fresh one and the one put back", len(h.idle))
+	}
+	if _, err := stalePeer.Read(make([]byte, 1)); err != io.EOF {
+		t.Errorf("the connection idle for 2 minutes: its peer reads %v, want EOF (closed)", err)
 	}
 }
