@@ -20,7 +20,8 @@ type procsChoice struct {
 // (which wins: Go applied it already), runtime.max_procs, whether the spool
 // is on, and goProcs, what Go chose (the CPUs, or the cgroup's CPU limit).
 // max_procs N > 0 caps Go's choice at N; 0 (auto) starts at 1 and leaves
-// the rest to the governor, unless the spool is on: its commits wait in
+// the rest to the governor where it can measure the process's CPU time
+// (unix), unless the spool is on: its commits wait in
 // fdatasync holding their thread's P, and with a single P every goroutine
 // waits with them (a third less throughput at full rate, measured).
 func chooseMaxProcs(env string, maxProcs, goProcs int, spool bool) procsChoice {
@@ -29,7 +30,7 @@ func chooseMaxProcs(env string, maxProcs, goProcs int, spool bool) procsChoice {
 		return procsChoice{from: "GOMAXPROCS"}
 	case maxProcs == 0 && spool:
 		return procsChoice{from: "spool"}
-	case maxProcs == 0 && goProcs > 1:
+	case maxProcs == 0 && goProcs > 1 && canMeasureCPU:
 		return procsChoice{n: 1, from: "auto"}
 	case maxProcs <= 0 || maxProcs >= goProcs:
 		return procsChoice{from: "go"}
