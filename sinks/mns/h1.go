@@ -13,6 +13,7 @@ import (
 	"os"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -119,6 +120,13 @@ func (h *h1) do(ctx context.Context, req *h1Request, rb *replyBuf) (status int, 
 	deadline, ok := ctx.Deadline()
 	if !ok {
 		return 0, "", errors.New("mns: a request without a deadline (internal error)")
+	}
+	// net/http refuses these too: a line break would end the header early
+	// and put the rest on the wire as request text.
+	for _, kv := range req.headers {
+		if strings.ContainsAny(kv[1], "\r\n") {
+			return 0, "", fmt.Errorf("header %s holds a line break; check the credentials (a security token must be one line)", kv[0])
+		}
 	}
 	select {
 	case h.slots <- struct{}{}:

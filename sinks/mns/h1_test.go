@@ -365,3 +365,34 @@ func TestH1PutClosesConnectionsIdleTooLong(t *testing.T) {
 		t.Errorf("the connection idle for 2 minutes: its peer reads %v, want EOF (closed)", err)
 	}
 }
+
+// TestH1RefusesALineBreakInAHeader: a security token with a line break
+// (a broken credentials file) must not split the request on the wire, as
+// net/http refuses it too; the request fails naming the header, and
+// nothing reaches MNS.
+func TestH1RefusesALineBreakInAHeader(t *testing.T) {
+	var got int
+	var mu sync.Mutex
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		got++
+		mu.Unlock()
+	}))
+	defer srv.Close()
+	c, err := NewClient(Config{Endpoint: srv.URL, AccessKeyID: "a", AccessKeySecret: "s", SecurityToken: "tok\r\nX-Evil: 1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.h1 == nil {
+		t.Skip("the client uses net/http on this platform")
+	}
+	_, err = c.SendMessage(context.Background(), "q1", []byte("x"))
+	if err == nil || !strings.Contains(err.Error(), "Security-Token holds a line break") {
+		t.Errorf("err = %v, want the Security-Token's line break named", err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if got != 0 {
+		t.Errorf("the server got %d request(s), want none", got)
+	}
+}
