@@ -17,19 +17,18 @@ import (
 // heap, once per message).
 type Conn struct {
 	*net.TCPConn
-	rc syscall.RawConn
+	r, w direction
+}
 
-	rmu    sync.Mutex
-	rbuf   []byte
-	rn     int
-	rerrno syscall.Errno
-	readFn func(fd uintptr) bool
-
-	wmu     sync.Mutex
-	wbuf    []byte
-	wn      int
-	werrno  syscall.Errno
-	writeFn func(fd uintptr) bool
+// direction is one way of a Conn: the state of the call in progress, under
+// mu, and what hands it to the poller.
+type direction struct {
+	mu    sync.Mutex
+	buf   []byte
+	n     int                               // bytes read or written
+	errno syscall.Errno                     // the system call's failure
+	poll  func(func(fd uintptr) bool) error // the RawConn's Read or Write
+	fn    func(fd uintptr) bool             // the poller's callback: readOnce or writeSome
 }
 
 func wrap(c net.Conn) net.Conn {
@@ -41,8 +40,9 @@ func wrap(c net.Conn) net.Conn {
 	if err != nil {
 		return c
 	}
-	rw := &Conn{TCPConn: tc, rc: rc}
-	rw.readFn, rw.writeFn = rw.readOnce, rw.writeSome
+	rw := &Conn{TCPConn: tc}
+	rw.r.poll, rw.r.fn = rc.Read, rw.readOnce
+	rw.w.poll, rw.w.fn = rc.Write, rw.writeSome
 	return rw
 }
 
@@ -52,37 +52,27 @@ func (c *Conn) Read(p []byte) (int, error) {
 	if len(p) == 0 {
 		return 0, nil
 	}
-	c.rmu.Lock()
-	defer c.rmu.Unlock()
-	c.rbuf, c.rn, c.rerrno = p, 0, 0
-	err := c.rc.Read(c.readFn)
-	n, errno := c.rn, c.rerrno
-	c.rbuf = nil
-	switch {
-	case err != nil:
-		return 0, c.opError("read", err)
-	case errno != 0:
-		return 0, c.opError("read", os.NewSyscallError("read", errno))
-	case n == 0:
+	n, err := c.do(&c.r, "read", p)
+	if err == nil && n == 0 {
 		return 0, io.EOF
 	}
-	return n, nil
+	return n, err
 }
 
 // readOnce is the poller's callback of Read: false while the socket holds
 // nothing.
 func (c *Conn) readOnce(fd uintptr) bool {
 	for {
-		r, e := read(fd, c.rbuf)
+		r, e := read(fd, c.r.buf)
 		switch e {
 		case syscall.EINTR:
 			continue
 		case syscall.EAGAIN:
 			return false
 		case 0:
-			c.rn = r
+			c.r.n = r
 		default:
-			c.rerrno = e
+			c.r.errno = e
 		}
 		return true
 	}
@@ -91,38 +81,46 @@ func (c *Conn) readOnce(fd uintptr) bool {
 // Write writes all of p, waiting in the network poller (with the
 // connection's write deadline) while the socket has no room.
 func (c *Conn) Write(p []byte) (int, error) {
-	c.wmu.Lock()
-	defer c.wmu.Unlock()
-	c.wbuf, c.wn, c.werrno = p, 0, 0
-	err := c.rc.Write(c.writeFn)
-	written, errno := c.wn, c.werrno
-	c.wbuf = nil
-	switch {
-	case err != nil:
-		return written, c.opError("write", err)
-	case errno != 0:
-		return written, c.opError("write", os.NewSyscallError("write", errno))
-	}
-	return written, nil
+	return c.do(&c.w, "write", p)
 }
 
 // writeSome is the poller's callback of Write: false while the socket has
 // no room for the rest.
 func (c *Conn) writeSome(fd uintptr) bool {
-	for c.wn < len(c.wbuf) {
-		r, e := write(fd, c.wbuf[c.wn:])
+	for c.w.n < len(c.w.buf) {
+		r, e := write(fd, c.w.buf[c.w.n:])
 		switch e {
 		case 0:
-			c.wn += r
+			c.w.n += r
 		case syscall.EINTR:
 		case syscall.EAGAIN:
 			return false
 		default:
-			c.werrno = e
+			c.w.errno = e
 			return true
 		}
 	}
 	return true
+}
+
+// do runs one call of direction d on p under d's lock: the poller calls
+// d.fn until it is done. It returns the bytes read or written (a read that
+// failed has read none) and an error as net.Conn's, op ("read", "write")
+// naming the call.
+func (c *Conn) do(d *direction, op string, p []byte) (int, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.buf, d.n, d.errno = p, 0, 0
+	err := d.poll(d.fn)
+	n, errno := d.n, d.errno
+	d.buf = nil
+	switch {
+	case err != nil:
+		return n, c.opError(op, err)
+	case errno != 0:
+		return n, c.opError(op, os.NewSyscallError(op, errno))
+	}
+	return n, nil
 }
 
 // opError wraps err as net.Conn's methods do. An error of the poller (a
