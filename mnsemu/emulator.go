@@ -255,32 +255,26 @@ func (m StoredMessage) DecodedBody() ([]byte, error) {
 	return base64.StdEncoding.DecodeString(m.Body)
 }
 
-// Messages returns the messages in queue (not yet deleted, visible or not)
-// in enqueue order; nil when there is no such queue.
-func (e *Emulator) Messages(queue string) []StoredMessage {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	q := e.queues[queue]
-	if q == nil {
-		return nil
-	}
-	out := make([]StoredMessage, len(q.msgs))
-	for i, m := range q.msgs {
-		out[i] = m.StoredMessage
-	}
+// Messages returns the messages in queue name (not yet deleted, visible or
+// not) in enqueue order; nil when there is no such queue.
+func (e *Emulator) Messages(name string) []StoredMessage {
+	_, out, _ := under(e, e.declaredQueue, name, nil, func(q *queue) []StoredMessage {
+		out := make([]StoredMessage, len(q.msgs))
+		for i, m := range q.msgs {
+			out[i] = m.StoredMessage
+		}
+		return out
+	})
 	return out
 }
 
-// Published returns the messages published to topic, oldest first; nil when
-// there is no such topic.
-func (e *Emulator) Published(topic string) []StoredMessage {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	t := e.topics[topic]
-	if t == nil {
-		return nil
-	}
-	return append([]StoredMessage(nil), t.msgs...)
+// Published returns the messages published to topic name, oldest first;
+// nil when there is no such topic.
+func (e *Emulator) Published(name string) []StoredMessage {
+	_, out, _ := under(e, e.declaredTopic, name, nil, func(t *topic) []StoredMessage {
+		return append([]StoredMessage(nil), t.msgs...)
+	})
+	return out
 }
 
 // CreateQueue declares a queue with default attributes if it does not

@@ -75,8 +75,9 @@ func newTopic(name string, a topicAttrs, now time.Time) *topic {
 	return &topic{name: name, attrs: a, created: now, modified: now}
 }
 
-// under returns the queue or topic name (find is queueFor or topicFor) and
-// what read takes of it, both under e.mu; notExist when there is none.
+// under returns the queue or topic name (find is queueFor or topicFor, or
+// declaredQueue or declaredTopic to create none) and what read takes of it,
+// both under e.mu; notExist when there is none.
 func under[T, V any](e *Emulator, find func(string) *T, name string, notExist *apiError, read func(*T) V) (*T, V, *apiError) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
@@ -98,6 +99,12 @@ func (e *Emulator) queueFor(name string) *queue {
 func (e *Emulator) topicFor(name string) *topic {
 	return declared(e, e.topics, name, e.cfg.AutoCreate, defaultTopic)
 }
+
+// declaredQueue and declaredTopic return the queue or topic name if it
+// exists, never creating one (what a test reads must not change the
+// store). e.mu must be held.
+func (e *Emulator) declaredQueue(name string) *queue { return e.queues[name] }
+func (e *Emulator) declaredTopic(name string) *topic { return e.topics[name] }
 
 // declared returns m[name]; when there is none and create is true, a new
 // one with default attributes (by fresh) that m then holds. e.mu must be
