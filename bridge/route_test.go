@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	. "github.com/iot-mns-bridge/iot-mns-bridge/bridge"
+	"github.com/iot-mns-bridge/iot-mns-bridge/internal/errtext"
 	"github.com/iot-mns-bridge/iot-mns-bridge/sinks/mns"
 )
 
@@ -300,11 +301,7 @@ func TestNewRouterErrors(t *testing.T) {
 			if r != nil {
 				t.Errorf("NewRouter returned a router with its error")
 			}
-			for _, w := range tt.want {
-				if !strings.Contains(err.Error(), w) {
-					t.Errorf("error\n%v\ndoes not contain %q", err, w)
-				}
-			}
+			errtext.Want(t, "NewRouter", err, tt.want)
 			if got, want := strings.Count(err.Error(), "\n")+1, len(tt.want); tt.name == "every problem at once" && got != want {
 				t.Errorf("%d problems reported, want %d:\n%v", got, want, err)
 			}

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/iot-mns-bridge/iot-mns-bridge/internal/errtext"
 )
 
 type vector struct {
@@ -146,17 +148,7 @@ func TestValidateNamesEveryField(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			err := tc.p.Validate()
-			if err == nil {
-				t.Fatal("no error")
-			}
-			for _, w := range tc.want {
-				if !strings.Contains(err.Error(), w) {
-					t.Errorf("error %q lacks %q", err, w)
-				}
-			}
-			if strings.Contains(err.Error(), "SECRET") {
-				t.Errorf("error quotes the security token: %v", err)
-			}
+			errtext.Want(t, "Validate", err, tc.want, "SECRET") // the security token
 			var fe *FieldError
 			if !errors.As(err, &fe) {
 				t.Errorf("not a FieldError: %T", err)

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/iot-mns-bridge/iot-mns-bridge/bridge"
+	"github.com/iot-mns-bridge/iot-mns-bridge/internal/errtext"
 	"github.com/iot-mns-bridge/iot-mns-bridge/iotauth"
 )
 
@@ -377,9 +378,5 @@ func TestClientIDs(t *testing.T) {
 
 func TestNewChecksItsConfig(t *testing.T) {
 	_, err := New(Config{}, nil)
-	for _, w := range []string{"Protocol", "Connections", "MinBackoff", "Limiter", "Logger"} {
-		if err == nil || !strings.Contains(err.Error(), w) {
-			t.Errorf("New(Config{}) = %v, want it to name %s", err, w)
-		}
-	}
+	errtext.Want(t, "New(Config{})", err, []string{"Protocol", "Connections", "MinBackoff", "Limiter", "Logger"})
 }

@@ -239,14 +239,7 @@ func TestDescribeDial(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			err := describeDial(config.SourceNames(), "h:1", 15*time.Second, tt.err, "SECRETPW")
-			for _, w := range tt.want {
-				if !strings.Contains(err.Error(), w) {
-					t.Errorf("%q lacks %q", err, w)
-				}
-			}
-			if tt.not != "" && strings.Contains(err.Error(), tt.not) {
-				t.Errorf("%q contains the secret", err)
-			}
+			sourcetest.WantErr(t, "describeDial", err, tt.want, tt.not)
 		})
 	}
 	if !errors.Is(describeDial(nil, "h:1", time.Second, refused), ErrLoginRefused) {

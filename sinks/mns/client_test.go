@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/iot-mns-bridge/iot-mns-bridge/bridge"
+	"github.com/iot-mns-bridge/iot-mns-bridge/internal/errtext"
 	"github.com/iot-mns-bridge/iot-mns-bridge/internal/testclock"
 	"github.com/iot-mns-bridge/iot-mns-bridge/mnsemu"
 )
@@ -71,17 +72,7 @@ func TestNewClientValidation(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			_, err := NewClient(tt.cfg)
-			if err == nil {
-				t.Fatal("no error")
-			}
-			for _, w := range tt.want {
-				if !strings.Contains(err.Error(), w) {
-					t.Errorf("error %q does not mention %q", err, w)
-				}
-			}
-			if strings.Contains(err.Error(), "secret-value") {
-				t.Error("error leaks the secret")
-			}
+			errtext.Want(t, "NewClient", err, tt.want, "secret-value")
 		})
 	}
 	for _, ep := range []string{
@@ -287,14 +278,7 @@ func TestErrorClasses(t *testing.T) {
 			if bridge.Retryable(err) != tt.retryable {
 				t.Errorf("Retryable = %v, want %v", bridge.Retryable(err), tt.retryable)
 			}
-			for _, w := range []string{"BatchSendMessage", "queue " + tt.queue, tt.mention} {
-				if !strings.Contains(err.Error(), w) {
-					t.Errorf("error %q does not mention %q", err, w)
-				}
-			}
-			if strings.Contains(err.Error(), "secret-sk") || strings.Contains(err.Error(), "wrong-secret") {
-				t.Errorf("error leaks a secret: %v", err)
-			}
+			errtext.Want(t, "BatchSendMessage", err, []string{"BatchSendMessage", "queue " + tt.queue, tt.mention}, "secret-sk", "wrong-secret")
 		})
 	}
 }

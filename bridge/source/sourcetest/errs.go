@@ -1,33 +1,17 @@
 package sourcetest
 
 import (
-	"strings"
 	"testing"
+
+	"github.com/iot-mns-bridge/iot-mns-bridge/internal/errtext"
 )
 
 // WantErr checks the error that call (what returned it: "New",
 // "CheckConnect") returned: with no want, it fails t unless err is nil;
 // else unless err's text holds every string of want. In every case the
-// text must hold none of secrets.
+// text must hold none of secrets. It is errtext.Want, the project's one
+// check of what an error tells the operator.
 func WantErr(t testing.TB, call string, err error, want []string, secrets ...string) {
 	t.Helper()
-	if len(want) == 0 {
-		if err != nil {
-			t.Fatalf("%s: %v", call, err)
-		}
-		return
-	}
-	if err == nil {
-		t.Fatalf("%s succeeded, want an error saying %q", call, want)
-	}
-	for _, w := range want {
-		if !strings.Contains(err.Error(), w) {
-			t.Errorf("%s: error %q lacks %q", call, err, w)
-		}
-	}
-	for _, s := range secrets {
-		if strings.Contains(err.Error(), s) {
-			t.Errorf("%s: error %q leaks the secret %.4s…", call, err, s)
-		}
-	}
+	errtext.Want(t, call, err, want, secrets...)
 }
