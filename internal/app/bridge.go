@@ -262,12 +262,14 @@ func (b *Bridge) Registry() *prometheus.Registry { return b.reg }
 // logShutdown says, with exact counts, where the messages MNS had not
 // accepted at shutdown went. "Released" is said only of deliveries whose
 // upstream sends them again (AMQP release, STOMP client-individual).
-func (b *Bridge) logShutdown(cut bool, kept keepCounts, spooled bool) {
+// leftInSpool is what the closed spool holds (those the pipeline held and
+// those the feeder had not handed it yet).
+func (b *Bridge) logShutdown(cut bool, kept keepCounts, spooled bool, leftInSpool int64) {
 	st := b.pipeline.Stats()
 	if cut {
 		if spooled {
 			b.log.Warn("shutdown timeout reached; the messages MNS has not accepted stay in the spool and are forwarded at the next start",
-				"left_in_spool", st.Released)
+				"left_in_spool", leftInSpool)
 		} else if st.Released > 0 {
 			b.log.Warn("shutdown timeout reached; released the messages MNS has not accepted (the platform redelivers them)",
 				"released", st.Released)

@@ -46,7 +46,7 @@ func (b *Bridge) Run(ctx context.Context) error {
 	st := b.pipeline.Stats()
 	args := []any{"received", st.Received, "forwarded", st.Forwarded, "dead_lettered", st.DeadLettered, "duplicates", st.Duplicates}
 	if r.stage != nil {
-		args = append(args, "left_in_spool", st.Released)
+		args = append(args, "left_in_spool", r.leftInSpool)
 	} else {
 		args = append(args, "released", st.Released)
 	}
@@ -63,6 +63,11 @@ type run struct {
 	spool *spool.Spool   // nil without a spool
 	stage *spool.Stage   // nil without a spool
 	kept  *bridge.Keeper // what must not be dropped at shutdown
+
+	// leftInSpool is what the spool holds after the drain: what the next
+	// start forwards (the pipeline's unaccepted messages and those the
+	// feeder had not handed it yet).
+	leftInSpool int64
 
 	cancelIntake context.CancelFunc
 	srcErr       chan error
@@ -246,7 +251,21 @@ func (r *run) drain() {
 	if r.stage != nil {
 		r.kept.Add(r.stage.Close()...)
 	}
-	b.logShutdown(drainErr != nil, b.store(r.kept.Take(), r.spool), r.stage != nil)
+	kept := b.store(r.kept.Take(), r.spool)
+	if r.spool != nil {
+		r.leftInSpool = r.closeSpool()
+	}
+	b.logShutdown(drainErr != nil, kept, r.stage != nil, r.leftInSpool)
+}
+
+// closeSpool closes the spool once the drain stored in it what it keeps,
+// which commits the deletes still queued, and returns the messages it
+// holds: what the next start forwards. closeAll's Close is then a no-op.
+func (r *run) closeSpool() int64 {
+	if err := r.spool.Close(); err != nil {
+		r.b.log.Error("closing the spool", "err", err)
+	}
+	return r.spool.Stats().Depth
 }
 
 // closeSource closes the source's connections and shuts the HTTP server

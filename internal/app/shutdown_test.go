@@ -68,6 +68,42 @@ func TestDefaultConfigLosesNothingAcrossOutageAndRestart(t *testing.T) {
 	}
 }
 
+// TestShutdownCountsWhatTheSpoolHolds: with the spool, MNS down and more
+// messages spooled than the pipeline may hold (delivery.max_in_flight),
+// the shutdown's count is what the spool holds for the next start, not
+// only what the pipeline held: every message the platform pushed.
+func TestShutdownCountsWhatTheSpoolHolds(t *testing.T) {
+	p := startPeers(t, mnsemu.Config{Queues: []string{"telemetry-pk1", "unrouted"}}, iotsim.Config{})
+	c := p.config()
+	c.Source.STOMP.Ack = "auto"
+	c.Envelope, c.Log.Level, c.Spool.Dir = "json", "info", filepath.Join(p.dir, "spool")
+	c.ShutdownTimeout, c.Delivery.MaxInFlight = time.Second, 20
+	path := p.writeConfig(t, c)
+	const n = 200
+	out := outageThenTerm(t, p, path, n)
+	for _, want := range []string{
+		fmt.Sprintf("stay in the spool and are forwarded at the next start\" left_in_spool=%d", n),
+		fmt.Sprintf(" left_in_spool=%d\n", n),
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("the log does not say %q:\n%s", want, out)
+		}
+	}
+	child := startChild(t, "run", "-config", path)
+	waitFor(t, "every message after the restart", 2*time.Minute, func() bool { return missing(t, p, n) == 0 })
+	if code := child.Term(t); code != 0 {
+		t.Errorf("exit code %d after SIGTERM:\n%s", code, child.Out)
+	}
+	// The count said at shutdown is what the next start finds.
+	opened := false
+	for _, line := range strings.Split(child.Out.String(), "\n") {
+		opened = opened || strings.Contains(line, "msg=\"spool open\"") && strings.Contains(line, fmt.Sprintf(" messages=%d ", n))
+	}
+	if !opened {
+		t.Errorf("the restart does not open a spool of %d messages:\n%s", n, child.Out)
+	}
+}
+
 // TestAutoWithoutSpoolDeadLettersAtShutdown: with the spool turned off,
 // ack auto, MNS down and a SIGTERM, every message MNS has not accepted is
 // written to the dead-letter file with a reason that replay takes, the log
