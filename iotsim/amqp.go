@@ -276,13 +276,17 @@ func (c *amqpConn) verify(init *amqp10.SASLInit) string {
 	if reason := c.s.admit(username); reason != "" {
 		return reason
 	}
-	u, err := iotauth.Verify(username, password, c.secretFor, time.Now(), c.s.cfg.MaxSkew)
+	u, err := iotauth.Verify(username, password, c.s.secretFor, time.Now(), c.s.cfg.MaxSkew)
 	if err != nil {
 		c.log.Warn("login refused", "username", iotauth.RedactUsername(username))
 		if errors.Is(err, iotauth.ErrBadSignature) {
 			return "signature mismatch: the password is not the HMAC of the username's authId and timestamp with the secret of that authId"
 		}
 		return err.Error()
+	}
+	if !c.s.tokenIssued(u) {
+		c.log.Warn("login refused", "username", iotauth.RedactUsername(username), "reason", "security token mismatch")
+		return tokenMismatch
 	}
 	c.clientID = u.ClientID
 	g, err := c.s.login(c, u)
@@ -296,11 +300,6 @@ func (c *amqpConn) verify(init *amqp10.SASLInit) string {
 	c.log = c.log.With("clientId", u.ClientID, "group", u.ConsumerGroupID)
 	c.log.Info("login ok", "authMode", u.AuthMode, "signMethod", u.SignMethod)
 	return ""
-}
-
-func (c *amqpConn) secretFor(authID string) (string, bool) {
-	s, ok := c.s.cfg.Secrets[authID]
-	return s, ok
 }
 
 // attachDeadline closes the connection when no receiver link is attached

@@ -134,6 +134,36 @@ func TestAMQPLoginRefused(t *testing.T) {
 	}
 }
 
+// TestAMQPLoginWithAuthorize: with Config.Authorize (a fake STS's issues)
+// an AMQP login is checked as a STOMP login is: the issued id, its secret
+// and the security token issued with it log in; another token or an id
+// the issuer refuses do not.
+func TestAMQPLoginWithAuthorize(t *testing.T) {
+	s := startAMQP(t, Config{Authorize: func(id string) (string, string, bool) {
+		if id != "STS.issued" {
+			return "", "", false
+		}
+		return "sts-secret", "sts-token", true
+	}})
+	for _, tc := range []struct {
+		id, token string
+		ok        bool
+	}{{"STS.issued", "sts-token", true}, {"STS.issued", "another-token", false}, {"STS.expired", "sts-token", false}} {
+		p := params("sts")
+		p.AccessKeyID, p.AccessKeySecret, p.SecurityToken = tc.id, "sts-secret", tc.token
+		c, err := dialAMQP(t, s, p, 2*time.Minute)
+		if (err == nil) != tc.ok {
+			t.Errorf("login as %s with token %s: err = %v, want ok %v", tc.id, tc.token, err, tc.ok)
+		}
+		if err == nil {
+			c.Close()
+		}
+	}
+	if st := s.Stats(); st.LoginsOK != 1 || st.LoginsFailed != 2 {
+		t.Errorf("stats = %+v, want 1 login and 2 refused", st)
+	}
+}
+
 // TestAMQPLoginEveryModeAndMethod: aksign and ststoken with each sign
 // method log in over AMQP as they do over STOMP.
 func TestAMQPLoginEveryModeAndMethod(t *testing.T) {

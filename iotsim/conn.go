@@ -190,7 +190,7 @@ func (c *conn) login(f *frame.Frame) bool {
 		c.fail(reason)
 		return false
 	}
-	u, err := iotauth.Verify(username, password, c.secretFor, time.Now(), c.s.cfg.MaxSkew)
+	u, err := iotauth.Verify(username, password, c.s.secretFor, time.Now(), c.s.cfg.MaxSkew)
 	if err != nil {
 		reason := err.Error()
 		if errors.Is(err, iotauth.ErrBadSignature) {
@@ -201,13 +201,11 @@ func (c *conn) login(f *frame.Frame) bool {
 		c.fail("authentication failed: " + reason)
 		return false
 	}
-	if auth := c.s.cfg.Authorize; auth != nil {
-		if _, token, ok := auth(u.AuthID); !ok || token != u.SecurityToken {
-			c.s.loginsFailed.Add(1)
-			c.log.Warn("login refused", "username", iotauth.RedactUsername(username), "reason", "security token mismatch")
-			c.fail("authentication failed: the securityToken is not the one issued with this authId")
-			return false
-		}
+	if !c.s.tokenIssued(u) {
+		c.s.loginsFailed.Add(1)
+		c.log.Warn("login refused", "username", iotauth.RedactUsername(username), "reason", "security token mismatch")
+		c.fail("authentication failed: " + tokenMismatch)
+		return false
 	}
 	c.clientID = u.ClientID
 	g, err := c.s.login(c, u)
@@ -237,13 +235,30 @@ func (c *conn) login(f *frame.Frame) bool {
 	return true
 }
 
-func (c *conn) secretFor(authID string) (string, bool) {
-	if auth := c.s.cfg.Authorize; auth != nil {
-		s, _, ok := auth(authID)
-		return s, ok
+// secretFor is the secret a login's authId must sign with: Authorize's
+// when set, else Secrets'. STOMP and AMQP logins both use it.
+func (s *Server) secretFor(authID string) (string, bool) {
+	if auth := s.cfg.Authorize; auth != nil {
+		secret, _, ok := auth(authID)
+		return secret, ok
 	}
-	s, ok := c.s.cfg.Secrets[authID]
-	return s, ok
+	secret, ok := s.cfg.Secrets[authID]
+	return secret, ok
+}
+
+// tokenMismatch is why a login whose securityToken tokenIssued refuses is
+// refused.
+const tokenMismatch = "the securityToken is not the one issued with this authId"
+
+// tokenIssued reports whether u carries the security token Authorize
+// issued with its authId (always true without Authorize).
+func (s *Server) tokenIssued(u iotauth.Username) bool {
+	auth := s.cfg.Authorize
+	if auth == nil {
+		return true
+	}
+	_, token, ok := auth(u.AuthID)
+	return ok && token == u.SecurityToken
 }
 
 // negotiate picks the highest of 1.2 and 1.1 that the client accepts; a
