@@ -7,19 +7,13 @@ import (
 	"fmt"
 	"net"
 	"strings"
-	"time"
 
-	"github.com/Azure/go-amqp"
 
 	"github.com/iot-mns-bridge/iot-mns-bridge/bridge"
 	"github.com/iot-mns-bridge/iot-mns-bridge/bridge/source"
+	"github.com/iot-mns-bridge/iot-mns-bridge/internal/amqp10"
 	"github.com/iot-mns-bridge/iot-mns-bridge/iotauth"
 )
-
-// linkCloseTimeout bounds the receiver's detach: RabbitMQ 3.x never answers
-// a closing detach, and the connection close that follows ends the link
-// anyway.
-const linkCloseTimeout = 2 * time.Second
 
 // dialer opens real connections.
 type dialer struct {
@@ -58,34 +52,30 @@ func (d *dialer) dial(ctx context.Context, _ int, id string) (connection, error)
 	if hostname == "" {
 		hostname = host
 	}
-	// The watch sees every byte go-amqp reads: a silent connection is
+	// The watch sees every byte the client reads: a silent connection is
 	// dropped after the idle-time-out the bridge advertises (half of
-	// IdleTimeout), not after go-amqp's IdleTimeout.
-	hw := newHoldWriter(nc)
-	rw := newReadWatch(hw, cfg.silenceLimit(), cfg.Names.Of(source.FieldIdleTimeout))
-	conn, err := amqp.NewConn(dctx, rw, &amqp.ConnOptions{
-		SASLType:    amqp.SASLTypePlain(creds.Username, creds.Password),
-		IdleTimeout: cfg.IdleTimeout,
-		HostName:    hostname,
+	// IdleTimeout).
+	rw := newReadWatch(nc, cfg.silenceLimit(), cfg.Names.Of(source.FieldIdleTimeout))
+	rcv, err := amqp10.Dial(dctx, rw, amqp10.ReceiverConfig{
+		ContainerID:  id,
+		Hostname:     hostname,
+		Username:     creds.Username,
+		Password:     creds.Password,
+		IdleTimeout:  cfg.IdleTimeout / 2,
+		Prefetch:     cfg.Credit,
+		// A server that takes no bytes for as long as it may stay silent
+		// is as dead as a silent one.
+		WriteTimeout: cfg.silenceLimit(),
 	})
 	if err != nil {
-		_ = nc.Close()
 		return nil, explainLogin(cfg, id, err)
 	}
 
-	c := &amqpConn{net: nc, conn: conn, watch: rw, hold: hw}
-	go rw.watch(conn.Done())
 	actx, cancelAttach := context.WithTimeout(ctx, cfg.AttachTimeout)
 	defer cancelAttach()
-	c.sess, err = conn.NewSession(actx, nil)
-	if err == nil {
-		// Credit -1: manual credit, issued by Source.awaitCredit.
-		c.rcv, err = c.sess.NewReceiver(actx, cfg.Address, &amqp.ReceiverOptions{Credit: -1})
-	}
-	if err != nil {
-		// The broker may hold a half-attached receiver (a consumer): drop
-		// the socket so that it forgets it.
-		c.Abort()
+	// The broker may hold a half-attached receiver (a consumer): a failed
+	// attach drops the socket so that it forgets it.
+	if err := rcv.Attach(actx, cfg.Address); err != nil {
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
 		}
@@ -93,6 +83,8 @@ func (d *dialer) dial(ctx context.Context, _ int, id string) (connection, error)
 			"and that the consumer group is subscribed (the platform drops a connection without a receiver after 15s)",
 			cfg.Address, id, err, cfg.Names.Of(source.FieldAddress))
 	}
+	c := &amqpConn{rcv: rcv, watch: rw}
+	go rw.watch(rcv.Done())
 	return c, nil
 }
 
@@ -106,14 +98,13 @@ func explainDial(cfg Config, id string, err error) error {
 // to check.
 func explainLogin(cfg Config, id string, err error) error {
 	op := fmt.Sprintf("amqp login to %s as %s", cfg.Endpoint, id)
-	// go-amqp reports a SASL failure as untyped text; this is the one place
-	// that reads it, and the error it returns is typed (ErrLoginRefused).
-	if strings.Contains(err.Error(), "throttled") {
+	var sasl *amqp10.SASLError
+	if errors.As(err, &sasl) && strings.Contains(string(sasl.AdditionalData), "throttled") {
 		return fmt.Errorf("%s: %w: %w; the consumer group made too many connection attempts "+
 			"(the platform allows 100 a minute per group, across every client): lower %s "+
 			"so that the bridges of the group share that budget", op, bridge.ErrLoginRefused, err, cfg.Names.Of(source.FieldLimiter))
 	}
-	if strings.Contains(err.Error(), "SASL") {
+	if errors.As(err, &sasl) {
 		return source.LoginRefused(cfg.Names, op, "", err)
 	}
 	if errors.Is(err, context.DeadlineExceeded) {
@@ -128,84 +119,57 @@ func explainLoss(err error) error {
 	if err == nil {
 		return errors.New("the link ended without an error")
 	}
-	var ce *amqp.ConnError
+	var ce *amqp10.ConnError
 	if errors.As(err, &ce) && ce.RemoteErr != nil {
 		return fmt.Errorf("closed by the server: %w", err)
 	}
-	var le *amqp.LinkError
+	var se *amqp10.SessionError
+	if errors.As(err, &se) && se.RemoteErr != nil {
+		return fmt.Errorf("session ended by the server: %w", err)
+	}
+	var le *amqp10.LinkError
 	if errors.As(err, &le) && le.RemoteErr != nil {
 		return fmt.Errorf("receiver detached by the server: %w", err)
 	}
 	return err
 }
 
-// amqpConn is a go-amqp connection with its session and receiver. It owns
-// the socket, so a close that the peer does not answer can be forced.
+// amqpConn is the own AMQP 1.0 client's connection (amqp10.Receiver),
+// its reads watched for silence.
 type amqpConn struct {
-	net   net.Conn
+	rcv   *amqp10.Receiver
 	watch *readWatch
-	hold  *holdWriter
-	conn  *amqp.Conn
-	sess  *amqp.Session
-	rcv   *amqp.Receiver
 }
 
-func (c *amqpConn) Receive(ctx context.Context) (*amqp.Message, error) {
-	return c.rcv.Receive(ctx, nil)
+func (c *amqpConn) Receive(ctx context.Context) (*amqp10.Delivery, error) {
+	return c.rcv.Receive(ctx)
 }
 
-func (c *amqpConn) Accept(ctx context.Context, m *amqp.Message) error {
-	return c.rcv.AcceptMessage(ctx, m)
+// Accept and Release fail with ctx's error once ctx has ended (the settle
+// round took too long); their write is bounded by the client's write
+// timeout (see Flush).
+func (c *amqpConn) Accept(ctx context.Context, m *amqp10.Delivery) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	return c.rcv.Accept(m)
 }
 
-func (c *amqpConn) Release(ctx context.Context, m *amqp.Message) error {
-	return c.rcv.ReleaseMessage(ctx, m)
+func (c *amqpConn) Release(ctx context.Context, m *amqp10.Delivery) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	return c.rcv.Release(m)
 }
 
-func (c *amqpConn) Hold()                      { c.hold.Hold() }
-func (c *amqpConn) Flush() error               { return c.hold.Flush() }
+func (c *amqpConn) Hold()                      { c.rcv.Hold() }
+func (c *amqpConn) Flush() error               { return c.rcv.Flush() }
 func (c *amqpConn) IssueCredit(n uint32) error { return c.rcv.IssueCredit(n) }
-func (c *amqpConn) Done() <-chan struct{}      { return c.conn.Done() }
-func (c *amqpConn) Err() error                 { return c.watch.cause(c.conn.Err()) }
+func (c *amqpConn) Done() <-chan struct{}      { return c.rcv.Done() }
+func (c *amqpConn) Err() error                 { return c.watch.cause(c.rcv.Err()) }
+func (c *amqpConn) Abort()                     { c.rcv.Abort() }
 
-// Abort closes the socket first, then lets go-amqp wind down (it finds the
-// socket closed and returns at once).
-func (c *amqpConn) Abort() {
-	_ = c.net.Close()
-	_ = c.conn.Close()
-}
-
-// Close releases the messages the receiver prefetched but nobody received,
-// detaches the receiver (at most linkCloseTimeout), ends the session and
-// closes the connection, all within ctx; past ctx's deadline it closes the
-// socket. It returns ctx's error when it had to force.
-func (c *amqpConn) Close(ctx context.Context) error {
-	select {
-	case <-c.conn.Done():
-	default:
-		if c.rcv != nil {
-			for m := c.rcv.Prefetched(); m != nil && ctx.Err() == nil; m = c.rcv.Prefetched() {
-				_ = c.rcv.ReleaseMessage(ctx, m)
-			}
-			lctx, cancel := context.WithTimeout(ctx, linkCloseTimeout)
-			_ = c.rcv.Close(lctx)
-			cancel()
-		}
-		if c.sess != nil {
-			_ = c.sess.Close(ctx)
-		}
-	}
-	done := make(chan struct{})
-	go func() {
-		_ = c.conn.Close()
-		close(done)
-	}()
-	select {
-	case <-done:
-		return nil
-	case <-ctx.Done():
-		_ = c.net.Close()
-		<-done
-		return ctx.Err()
-	}
-}
+// Close releases the messages received but not taken, detaches the
+// receiver, ends the session and closes the connection within ctx; past
+// ctx's deadline it closes the socket and returns ctx's error.
+func (c *amqpConn) Close(ctx context.Context) error { return c.rcv.Close(ctx) }

@@ -6,12 +6,12 @@ import (
 	"math"
 	"reflect"
 	"strconv"
+	"strings"
 	"time"
 	"unicode/utf8"
 
-	"github.com/Azure/go-amqp"
-
 	"github.com/iot-mns-bridge/iot-mns-bridge/bridge"
+	"github.com/iot-mns-bridge/iot-mns-bridge/internal/amqp10"
 )
 
 // Application property names the platform sets on every message.
@@ -30,11 +30,13 @@ const (
 // application properties whatever their AMQP type; the other application
 // properties are kept as text. A missing messageId falls back to the
 // message-id of the AMQP properties section.
-func toMessage(m *amqp.Message) bridge.Message {
+func toMessage(m *amqp10.Message) bridge.Message {
 	var out bridge.Message
 	out.Body, out.Invalid = body(m)
 
-	for k, v := range m.ApplicationProperties {
+	for _, kv := range m.ApplicationProperties {
+		k, _ := kv.Key.(string) // the decoder refuses other keys
+		v := kv.Value
 		switch k {
 		case propTopic:
 			out.Topic = text(v)
@@ -52,8 +54,8 @@ func toMessage(m *amqp.Message) bridge.Message {
 			setProp(&out, k, text(v))
 		}
 	}
-	if out.MessageID == "" && m.Properties != nil && m.Properties.MessageID != nil {
-		out.MessageID = text(m.Properties.MessageID)
+	if out.MessageID == "" && len(m.Properties) > 0 && m.Properties[0] != nil {
+		out.MessageID = text(m.Properties[0]) // the properties section's message-id
 	}
 	return out
 }
@@ -67,7 +69,7 @@ func setProp(m *bridge.Message, k, v string) {
 
 // body returns the payload, or the reason it cannot be forwarded together
 // with a textual form of what arrived.
-func body(m *amqp.Message) ([]byte, string) {
+func body(m *amqp10.Message) ([]byte, string) {
 	switch {
 	case len(m.Data) == 1:
 		return m.Data[0], ""
@@ -91,10 +93,10 @@ func body(m *amqp.Message) ([]byte, string) {
 		return []byte(v), ""
 	case []byte:
 		return v, ""
-	case amqp.Symbol:
+	case amqp10.Symbol:
 		return []byte(v), ""
 	default:
-		return []byte(fmt.Sprint(v)), fmt.Sprintf("AMQP body is an amqp-value of type %T; only data sections or a string or binary amqp-value can be forwarded", v)
+		return []byte(text(v)), fmt.Sprintf("AMQP body is an amqp-value of type %s; only data sections or a string or binary amqp-value can be forwarded", typeOf(v))
 	}
 }
 
@@ -107,7 +109,7 @@ func text(v any) string {
 		return ""
 	case string:
 		return v
-	case amqp.Symbol:
+	case amqp10.Symbol:
 		return string(v)
 	case []byte:
 		if utf8.Valid(v) {
@@ -116,12 +118,37 @@ func text(v any) string {
 		return base64.StdEncoding.EncodeToString(v)
 	case time.Time:
 		return v.UTC().Format("2006-01-02T15:04:05.000Z07:00")
-	case amqp.UUID:
-		return v.String()
+	case amqp10.Map:
+		var b strings.Builder
+		b.WriteString("map[")
+		for i, kv := range v {
+			if i > 0 {
+				b.WriteByte(' ')
+			}
+			b.WriteString(text(kv.Key) + ":" + text(kv.Value))
+		}
+		b.WriteByte(']')
+		return b.String()
 	case fmt.Stringer:
 		return v.String()
 	}
 	return fmt.Sprint(v)
+}
+
+// typeOf names the type of an amqp-value body for the operator: the AMQP
+// name of a compound, else the Go type it decoded to.
+func typeOf(v any) string {
+	switch v.(type) {
+	case amqp10.Map:
+		return "map"
+	case amqp10.Array:
+		return "array"
+	case []any:
+		return "list"
+	case amqp10.Described:
+		return "described"
+	}
+	return fmt.Sprintf("%T", v)
 }
 
 // millis reads a generateTime in epoch milliseconds from any integer type,

@@ -10,25 +10,26 @@ import (
 	"github.com/Azure/go-amqp"
 
 	"github.com/iot-mns-bridge/iot-mns-bridge/bridge"
+	"github.com/iot-mns-bridge/iot-mns-bridge/internal/amqp10"
 )
 
 func TestToMessageBody(t *testing.T) {
 	tests := []struct {
 		name    string
-		msg     *amqp.Message
+		msg     *amqp10.Message
 		body    string
 		invalid string // substring of Message.Invalid; "" means valid
 	}{
-		{"one data section", &amqp.Message{Data: [][]byte{[]byte(`{"a":1}`)}}, `{"a":1}`, ""},
-		{"data sections concatenated", &amqp.Message{Data: [][]byte{[]byte("ab"), []byte("c"), nil, []byte("d")}}, "abcd", ""},
-		{"binary data kept", &amqp.Message{Data: [][]byte{{0x00, 0xff, 0x10}}}, "\x00\xff\x10", ""},
-		{"string value", &amqp.Message{Value: "hello"}, "hello", ""},
-		{"binary value", &amqp.Message{Value: []byte{1, 2}}, "\x01\x02", ""},
-		{"symbol value", &amqp.Message{Value: amqp.Symbol("sym")}, "sym", ""},
-		{"no body", &amqp.Message{}, "", ""},
-		{"map value", &amqp.Message{Value: map[string]any{"k": "v"}}, "map[k:v]", "amqp-value of type map[string]interface {}"},
-		{"integer value", &amqp.Message{Value: int64(7)}, "7", "amqp-value of type int64"},
-		{"sequence", &amqp.Message{Sequence: [][]any{{"a", int32(1)}}}, "[[a 1]]", "amqp-sequence"},
+		{"one data section", &amqp10.Message{Data: [][]byte{[]byte(`{"a":1}`)}}, `{"a":1}`, ""},
+		{"data sections concatenated", &amqp10.Message{Data: [][]byte{[]byte("ab"), []byte("c"), nil, []byte("d")}}, "abcd", ""},
+		{"binary data kept", &amqp10.Message{Data: [][]byte{{0x00, 0xff, 0x10}}}, "\x00\xff\x10", ""},
+		{"string value", &amqp10.Message{Value: "hello"}, "hello", ""},
+		{"binary value", &amqp10.Message{Value: []byte{1, 2}}, "\x01\x02", ""},
+		{"symbol value", &amqp10.Message{Value: amqp10.Symbol("sym")}, "sym", ""},
+		{"no body", &amqp10.Message{}, "", ""},
+		{"map value", &amqp10.Message{Value: amqp10.Map{{Key: "k", Value: "v"}}, HasValue: true}, "map[k:v]", "amqp-value of type map"},
+		{"integer value", &amqp10.Message{Value: int64(7)}, "7", "amqp-value of type int64"},
+		{"sequence", &amqp10.Message{Sequence: [][]any{{"a", int32(1)}}}, "[[a 1]]", "amqp-sequence"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -48,7 +49,7 @@ func TestToMessageBody(t *testing.T) {
 
 func TestToMessageProperties(t *testing.T) {
 	ts := time.Date(2024, 5, 6, 7, 8, 9, 123e6, time.UTC)
-	uuid := amqp.UUID{0x12, 0x34, 0x56, 0x78, 0x9a, 0xbc, 0xde, 0xf0, 1, 2, 3, 4, 5, 6, 7, 8}
+	uuid := amqp10.UUID{0x12, 0x34, 0x56, 0x78, 0x9a, 0xbc, 0xde, 0xf0, 1, 2, 3, 4, 5, 6, 7, 8}
 	tests := []struct {
 		name  string
 		props map[string]any
@@ -119,7 +120,7 @@ func TestToMessageProperties(t *testing.T) {
 			name: "other properties as text",
 			props: map[string]any{
 				"qos": int32(1), "flag": true, "when": ts, "id": uuid, "bin": []byte{0xff, 0xfe},
-				"sym": amqp.Symbol("s"), "f32": float32(1.5), "null": nil,
+				"sym": amqp10.Symbol("s"), "f32": float32(1.5), "null": nil,
 			},
 			want: bridge.Message{Properties: map[string]string{
 				"qos": "1", "flag": "true", "when": "2024-05-06T07:08:09.123Z", "id": "12345678-9abc-def0-0102-030405060708",
@@ -145,9 +146,12 @@ func TestToMessageProperties(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			in := &amqp.Message{ApplicationProperties: tc.props}
+			in := &amqp10.Message{}
+			for k, v := range tc.props {
+				in.ApplicationProperties = append(in.ApplicationProperties, amqp10.KV{Key: k, Value: v})
+			}
 			if tc.msgID != nil {
-				in.Properties = &amqp.MessageProperties{MessageID: tc.msgID}
+				in.Properties = []any{tc.msgID}
 			}
 			got := toMessage(in)
 			got.Body = nil
@@ -158,8 +162,9 @@ func TestToMessageProperties(t *testing.T) {
 	}
 }
 
-// TestToMessageWireTypes sends properties through go-amqp's own encoding, so
-// the types are the ones a receiver really sees.
+// TestToMessageWireTypes sends properties through go-amqp's encoding (an
+// independent peer) and the own decoder, so the types are the ones a
+// receiver really sees.
 func TestToMessageWireTypes(t *testing.T) {
 	in := &amqp.Message{
 		Data: [][]byte{[]byte("part1-"), []byte("part2")},
@@ -171,11 +176,11 @@ func TestToMessageWireTypes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var out amqp.Message
-	if err := out.UnmarshalBinary(wire); err != nil {
+	out, err := amqp10.DecodeMessage(wire)
+	if err != nil {
 		t.Fatal(err)
 	}
-	got := toMessage(&out)
+	got := toMessage(out)
 	want := bridge.Message{
 		Topic: "/pk/dn/user/up", MessageID: "99", GenerateTime: 1700000000001,
 		Body: []byte("part1-part2"), Properties: map[string]string{"qos": "0"},

@@ -227,7 +227,7 @@ func TestRabbitMQUnsettledRedeliveredAfterConnectionLoss(t *testing.T) {
 	// the unsettled ones, so the connection dies once those are out.
 	eventually(t, "the accepts written", func() bool { return r.src.Stats().Accepted == n-int64(len(unsettled)) })
 	conn := r.src.Link(0).(*link).conn.(*amqpConn)
-	_ = conn.net.Close() // the connection dies under the source
+	_ = conn.watch.Conn.Close() // the connection dies under the source
 
 	seen := map[string]bool{}
 	for range len(unsettled) {

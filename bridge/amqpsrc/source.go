@@ -32,10 +32,9 @@ import (
 	"sync"
 	"sync/atomic"
 
-	"github.com/Azure/go-amqp"
-
 	"github.com/iot-mns-bridge/iot-mns-bridge/bridge"
 	"github.com/iot-mns-bridge/iot-mns-bridge/bridge/source"
+	"github.com/iot-mns-bridge/iot-mns-bridge/internal/amqp10"
 	"github.com/iot-mns-bridge/iot-mns-bridge/internal/broadcast"
 )
 
@@ -45,9 +44,9 @@ import (
 type connection interface {
 	// Receive blocks for the next message, until ctx is done or the link
 	// dies.
-	Receive(ctx context.Context) (*amqp.Message, error)
-	Accept(ctx context.Context, m *amqp.Message) error
-	Release(ctx context.Context, m *amqp.Message) error
+	Receive(ctx context.Context) (*amqp10.Delivery, error)
+	Accept(ctx context.Context, m *amqp10.Delivery) error
+	Release(ctx context.Context, m *amqp10.Delivery) error
 	// IssueCredit lets the peer send n more messages (the link uses
 	// manual credit).
 	IssueCredit(n uint32) error
@@ -131,7 +130,7 @@ type link struct {
 // settlement is a queued Settle.
 type settlement struct {
 	d   *bridge.Delivery
-	msg *amqp.Message
+	msg *amqp10.Delivery
 	o   bridge.Outcome
 	err error
 }
@@ -207,7 +206,7 @@ func (l *link) pending() []*bridge.Delivery {
 // token is what a delivery carries to be settled.
 type token struct {
 	link *link
-	msg  *amqp.Message
+	msg  *amqp10.Delivery
 }
 
 // New checks cfg, fills in the protocol's own defaults and returns a
@@ -264,7 +263,7 @@ func (l *link) Next(ctx context.Context) (*bridge.Delivery, error) {
 		return nil, errors.New("the connection ended")
 	}
 	l.got++
-	d := bridge.NewDelivery(toMessage(m), l.src, &token{link: l, msg: m})
+	d := bridge.NewDelivery(toMessage(&m.Message), l.src, &token{link: l, msg: m})
 	l.track(d)
 	l.src.received.Add(1)
 	return d, nil
@@ -516,9 +515,9 @@ func (l *link) waitSettled(ctx context.Context) {
 // linkGone reports whether err means the link, session or connection has
 // ended, so the delivery can no longer be settled.
 func linkGone(err error) bool {
-	var le *amqp.LinkError
-	var se *amqp.SessionError
-	var ce *amqp.ConnError
+	var le *amqp10.LinkError
+	var se *amqp10.SessionError
+	var ce *amqp10.ConnError
 	return errors.As(err, &le) || errors.As(err, &se) || errors.As(err, &ce)
 }
 

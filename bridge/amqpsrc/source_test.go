@@ -11,11 +11,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/Azure/go-amqp"
-
 	"github.com/iot-mns-bridge/iot-mns-bridge/bridge"
 	"github.com/iot-mns-bridge/iot-mns-bridge/bridge/source"
 	"github.com/iot-mns-bridge/iot-mns-bridge/bridge/source/sourcetest"
+	"github.com/iot-mns-bridge/iot-mns-bridge/internal/amqp10"
 	"github.com/iot-mns-bridge/iot-mns-bridge/internal/testpeers"
 	"github.com/iot-mns-bridge/iot-mns-bridge/internal/waitfor"
 	"github.com/iot-mns-bridge/iot-mns-bridge/iotauth"
@@ -25,12 +24,12 @@ import (
 type fakeConn struct {
 	slot    int
 	id      string
-	msgs    chan *amqp.Message
+	msgs    chan *amqp10.Delivery
 	linkErr chan error // Receive returns what is sent here (a detach)
 	done    chan struct{}
 	// drain is returned by Receive before anything else, even after the
 	// connection died, as go-amqp does with prefetched messages.
-	drain *amqp.Message
+	drain *amqp10.Delivery
 
 	creditCh chan struct{} // signalled when credit is issued
 
@@ -48,23 +47,23 @@ type fakeConn struct {
 	flushErr      error
 	holds         int
 	flushes       int
-	accepted      []*amqp.Message
-	released      []*amqp.Message
+	accepted      []*amqp10.Delivery
+	released      []*amqp10.Delivery
 	killOnce      sync.Once
 }
 
 func newFakeConn(slot int, id string) *fakeConn {
-	return &fakeConn{slot: slot, id: id, msgs: make(chan *amqp.Message), linkErr: make(chan error, 1),
+	return &fakeConn{slot: slot, id: id, msgs: make(chan *amqp10.Delivery), linkErr: make(chan error, 1),
 		done: make(chan struct{}), creditCh: make(chan struct{}, 1)}
 }
 
-func (c *fakeConn) Receive(ctx context.Context) (*amqp.Message, error) {
+func (c *fakeConn) Receive(ctx context.Context) (*amqp10.Delivery, error) {
 	if m := c.drain; m != nil {
 		c.drain = nil
 		return m, nil
 	}
 	for {
-		var msgs chan *amqp.Message // nil (never ready) without credit
+		var msgs chan *amqp10.Delivery // nil (never ready) without credit
 		c.mu.Lock()
 		if c.credit > 0 {
 			msgs = c.msgs
@@ -80,7 +79,7 @@ func (c *fakeConn) Receive(ctx context.Context) (*amqp.Message, error) {
 		case err := <-c.linkErr:
 			return nil, err
 		case <-c.done:
-			return nil, &amqp.ConnError{}
+			return nil, &amqp10.ConnError{}
 		case <-ctx.Done():
 			return nil, ctx.Err()
 		}
@@ -105,7 +104,7 @@ func (c *fakeConn) creditState() (credit, issued int) {
 	return c.credit, c.issued
 }
 
-func (c *fakeConn) settle(m *amqp.Message, to *[]*amqp.Message) error {
+func (c *fakeConn) settle(m *amqp10.Delivery, to *[]*amqp10.Delivery) error {
 	if c.gate != nil {
 		c.entered <- struct{}{}
 		<-c.gate
@@ -113,7 +112,7 @@ func (c *fakeConn) settle(m *amqp.Message, to *[]*amqp.Message) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.closed {
-		return &amqp.ConnError{}
+		return &amqp10.ConnError{}
 	}
 	if c.settleErr != nil {
 		return c.settleErr
@@ -136,8 +135,8 @@ func (c *fakeConn) Flush() error {
 	return c.flushErr
 }
 
-func (c *fakeConn) Accept(_ context.Context, m *amqp.Message) error  { return c.settle(m, &c.accepted) }
-func (c *fakeConn) Release(_ context.Context, m *amqp.Message) error { return c.settle(m, &c.released) }
+func (c *fakeConn) Accept(_ context.Context, m *amqp10.Delivery) error  { return c.settle(m, &c.accepted) }
+func (c *fakeConn) Release(_ context.Context, m *amqp10.Delivery) error { return c.settle(m, &c.released) }
 func (c *fakeConn) Done() <-chan struct{}                            { return c.done }
 
 func (c *fakeConn) Err() error {
@@ -286,7 +285,7 @@ func (hs *harness) nextConn() *fakeConn {
 	}
 }
 
-func (hs *harness) send(c *fakeConn, m *amqp.Message) *bridge.Delivery {
+func (hs *harness) send(c *fakeConn, m *amqp10.Delivery) *bridge.Delivery {
 	hs.t.Helper()
 	select {
 	case c.msgs <- m:
@@ -302,11 +301,12 @@ func eventually(t *testing.T, what string, cond func() bool) {
 	waitfor.Until(t, what, waitLimit, cond)
 }
 
-func platformMsg(id string) *amqp.Message {
-	return &amqp.Message{
-		Data:                  [][]byte{[]byte("body-" + id)},
-		ApplicationProperties: map[string]any{"topic": "/pk/dn/user/up", "messageId": id, "generateTime": int64(1700000000000)},
-	}
+func platformMsg(id string) *amqp10.Delivery {
+	return &amqp10.Delivery{Message: amqp10.Message{
+		Data: [][]byte{[]byte("body-" + id)},
+		ApplicationProperties: amqp10.Map{{Key: "topic", Value: "/pk/dn/user/up"}, {Key: "messageId", Value: id},
+			{Key: "generateTime", Value: int64(1700000000000)}},
+	}}
 }
 
 func TestDeliverAndSettle(t *testing.T) {
@@ -340,7 +340,7 @@ func TestSettleAfterConnectionLossIsDroppedAndCounted(t *testing.T) {
 	hs := newHarness(t, Config{}, nil, nil)
 	c1 := hs.nextConn()
 	d := hs.send(c1, platformMsg("1"))
-	c1.kill(&amqp.ConnError{RemoteErr: &amqp.Error{Condition: "amqp:connection:forced", Description: "9602"}})
+	c1.kill(&amqp10.ConnError{RemoteErr: &amqp10.Error{Condition: "amqp:connection:forced", Description: "9602"}})
 	c2 := hs.nextConn() // redialled by itself
 	d.Accept()
 	if a, r := c1.counts(); a != 0 || r != 0 {
@@ -368,9 +368,9 @@ func TestSettleErrors(t *testing.T) {
 		wantDropped int64
 		wantFailed  int64
 	}{
-		{"link detached", &amqp.LinkError{}, 1, 0},
-		{"session ended", &amqp.SessionError{}, 1, 0},
-		{"connection ended", &amqp.ConnError{}, 1, 0},
+		{"link detached", &amqp10.LinkError{}, 1, 0},
+		{"session ended", &amqp10.SessionError{}, 1, 0},
+		{"connection ended", &amqp10.ConnError{}, 1, 0},
 		{"timeout on a live link", context.DeadlineExceeded, 0, 1},
 	}
 	for _, tc := range tests {
@@ -449,7 +449,7 @@ func TestLossNoticedWhileHandlerBlocks(t *testing.T) {
 		t.Fatal("not received")
 	}
 	<-entered
-	c1.kill(&amqp.ConnError{})
+	c1.kill(&amqp10.ConnError{})
 	select {
 	case <-unblocked:
 	case <-time.After(waitLimit):
@@ -464,7 +464,7 @@ func TestLossNoticedWhileHandlerBlocks(t *testing.T) {
 func TestDetachClosesAndRedials(t *testing.T) {
 	hs := newHarness(t, Config{}, nil, nil)
 	c1 := hs.nextConn()
-	c1.linkErr <- &amqp.LinkError{RemoteErr: &amqp.Error{Condition: "amqp:link:detach-forced", Description: "gone"}}
+	c1.linkErr <- &amqp10.LinkError{RemoteErr: &amqp10.Error{Condition: "amqp:link:detach-forced", Description: "gone"}}
 	c2 := hs.nextConn()
 	if !c1.isClosed() || !c1.wasAborted() {
 		t.Error("the detached connection was not dropped at the socket")
@@ -576,7 +576,7 @@ func TestPrefetchedFromDeadConnectionNotHandedOut(t *testing.T) {
 		if first { // the first connection dies with a message still buffered
 			first = false
 			c.drain = platformMsg("stale")
-			c.kill(&amqp.ConnError{})
+			c.kill(&amqp10.ConnError{})
 		}
 	})
 	hs.nextConn()

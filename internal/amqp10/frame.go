@@ -51,13 +51,40 @@ func ReadProtocolHeader(r io.Reader) ([8]byte, error) {
 // ReadFrame reads one frame of at most maxSize bytes and decodes its body.
 // It returns io.EOF only when the stream ends cleanly between frames.
 func ReadFrame(r io.Reader, maxSize uint32) (Frame, error) {
+	f, _, err := readFrameInto(r, maxSize, nil)
+	return f, err
+}
+
+// readFrameInto is ReadFrame reading into buf when it is large enough; it
+// returns the buffer it used (Payload refers to it).
+func readFrameInto(r io.Reader, maxSize uint32, buf []byte) (Frame, []byte, error) {
 	var h [8]byte
 	if _, err := io.ReadFull(r, h[:]); err != nil {
 		if errors.Is(err, io.ErrUnexpectedEOF) {
-			return Frame{}, fmt.Errorf("frame header cut short: %w", err)
+			return Frame{}, buf, fmt.Errorf("frame header cut short: %w", err)
 		}
-		return Frame{}, err
+		return Frame{}, buf, err
 	}
+	f, err := checkHeader(h[:], maxSize)
+	if err != nil {
+		return f, buf, err
+	}
+	size := binary.BigEndian.Uint32(h[:4])
+	if uint32(cap(buf)) < size {
+		buf = make([]byte, size)
+	}
+	buf = buf[:size]
+	copy(buf, h[:])
+	if _, err := io.ReadFull(r, buf[8:]); err != nil {
+		return f, buf, fmt.Errorf("frame of %d bytes cut short: %w", size, noEOF(err))
+	}
+	f, err = ParseFrame(buf, maxSize)
+	return f, buf, err
+}
+
+// checkHeader checks a frame header against maxSize and returns the
+// frame's type and channel.
+func checkHeader(h []byte, maxSize uint32) (Frame, error) {
 	size := binary.BigEndian.Uint32(h[:4])
 	doff := h[4]
 	f := Frame{Type: h[5], Channel: binary.BigEndian.Uint16(h[6:])}
@@ -71,11 +98,23 @@ func ReadFrame(r io.Reader, maxSize uint32) (Frame, error) {
 	case f.Type != FrameAMQP && f.Type != FrameSASL:
 		return f, fmt.Errorf("%w: unknown frame type %d", ErrMalformed, f.Type)
 	}
-	buf := make([]byte, size-8)
-	if _, err := io.ReadFull(r, buf); err != nil {
-		return f, fmt.Errorf("frame of %d bytes cut short: %w", size, noEOF(err))
+	return f, nil
+}
+
+// ParseFrame decodes one whole frame, header included. Payload refers to
+// b; nothing else does.
+func ParseFrame(b []byte, maxSize uint32) (Frame, error) {
+	if len(b) < 8 {
+		return Frame{}, fmt.Errorf("%w: frame of %d bytes is below the 8-byte header", ErrMalformed, len(b))
 	}
-	body := buf[int(doff)*4-8:]
+	f, err := checkHeader(b, maxSize)
+	if err != nil {
+		return f, err
+	}
+	if size := binary.BigEndian.Uint32(b[:4]); size != uint32(len(b)) {
+		return f, fmt.Errorf("%w: frame size %d does not match its %d bytes", ErrMalformed, size, len(b))
+	}
+	body := b[int(b[4])*4:]
 	if len(body) == 0 {
 		if f.Type == FrameSASL {
 			return f, fmt.Errorf("%w: empty SASL frame", ErrMalformed)

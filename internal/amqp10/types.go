@@ -31,6 +31,11 @@ type Symbol string
 // UUID is an AMQP uuid.
 type UUID [16]byte
 
+// String formats u as 8-4-4-4-12 hexadecimal digits.
+func (u UUID) String() string {
+	return fmt.Sprintf("%x-%x-%x-%x-%x", u[0:4], u[4:6], u[6:8], u[8:10], u[10:])
+}
+
 // Char is an AMQP char (one UTF-32 code point).
 type Char rune
 
