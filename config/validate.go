@@ -25,7 +25,7 @@ const (
 	MaxBatchSize    = mns.MaxBatchCount // messages per MNS batch request
 	MaxBatchBytes   = mns.MaxBatchBytes // body bytes per MNS batch request
 	MaxMessageBytes = mns.MaxBodySize   // one MNS message body, after encoding
-	MinIdleTimeout  = 60 * time.Second  // go-amqp advertises half: 30s
+	MinIdleTimeout  = 60 * time.Second  // the bridge advertises half: 30s
 	MaxIdleTimeout  = 600 * time.Second // advertised 300s
 	MaxReadGather   = 50 * time.Millisecond
 )
@@ -175,7 +175,7 @@ func (v *validator) source() {
 
 	v.atLeast("source.amqp.credit", s.AMQP.Credit, 1)
 	if d := s.AMQP.IdleTimeout; d < MinIdleTimeout || d > MaxIdleTimeout {
-		v.bad("source.amqp.idle_timeout", "must be 60s to 600s, got %s: go-amqp advertises half of it and the platform accepts 30s to 300s", d)
+		v.bad("source.amqp.idle_timeout", "must be 60s to 600s, got %s: the bridge advertises half of it and the platform accepts 30s to 300s", d)
 	}
 	v.positive("source.dial_timeout", s.DialTimeout)
 	v.positive("source.reconnect_min_backoff", s.ReconnectMinBackoff)

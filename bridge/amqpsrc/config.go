@@ -14,7 +14,7 @@ const (
 	DefaultSettleTimeout = 5 * time.Second
 
 	// The platform accepts an idle-time-out of 30 s to 300 s in the Open
-	// frame; go-amqp advertises half of ConnOptions.IdleTimeout.
+	// frame; the bridge advertises half of Config.IdleTimeout.
 	MinAdvertisedIdle = 30 * time.Second
 	MaxAdvertisedIdle = 300 * time.Second
 
@@ -40,8 +40,8 @@ type Config struct {
 	// Credit is the link credit: at most this many deliveries per connection are unsettled at once, which is
 	// the pipeline's backpressure.
 	Credit int
-	// IdleTimeout is go-amqp's idle timeout.
-	// go-amqp advertises half of it in the Open frame, and
+	// IdleTimeout is the connection's idle timeout.
+	// The bridge advertises half of it in the Open frame, and
 	// the platform accepts 30s..300s there, so it must be 60s..600s. The
 	// server must send a frame within the advertised half (it should every
 	// quarter); a connection silent for the advertised half is dropped (with
@@ -65,7 +65,7 @@ type Config struct {
 }
 
 // silenceLimit is how long a connection may stay silent: the idle-time-out
-// the bridge advertises (go-amqp sends IdleTimeout/2), within which the
+// the bridge advertises (IdleTimeout/2), within which the
 // server must send a frame; the specification asks it to send one every
 // half of that.
 func (cfg Config) silenceLimit() time.Duration {
@@ -98,7 +98,7 @@ func (cfg Config) checked() (Config, error) {
 		bad(source.FieldCredit, "%d is out of range: use 1 to %d", cfg.Credit, MaxCredit)
 	}
 	if adv := cfg.IdleTimeout / 2; adv < MinAdvertisedIdle || adv > MaxAdvertisedIdle {
-		bad(source.FieldIdleTimeout, "%s would advertise %s in the AMQP Open frame (go-amqp sends half), "+
+		bad(source.FieldIdleTimeout, "%s would advertise %s in the AMQP Open frame (the bridge sends half), "+
 			"but the platform accepts %s to %s: use %s to %s",
 			cfg.IdleTimeout, adv, MinAdvertisedIdle, MaxAdvertisedIdle, 2*MinAdvertisedIdle, 2*MaxAdvertisedIdle)
 	}

@@ -8,7 +8,6 @@ import (
 	"net"
 	"strings"
 
-
 	"github.com/iot-mns-bridge/iot-mns-bridge/bridge"
 	"github.com/iot-mns-bridge/iot-mns-bridge/bridge/source"
 	"github.com/iot-mns-bridge/iot-mns-bridge/internal/amqp10"
@@ -57,12 +56,12 @@ func (d *dialer) dial(ctx context.Context, _ int, id string) (connection, error)
 	// IdleTimeout).
 	rw := newReadWatch(nc, cfg.silenceLimit(), cfg.Names.Of(source.FieldIdleTimeout))
 	rcv, err := amqp10.Dial(dctx, rw, amqp10.ReceiverConfig{
-		ContainerID:  id,
-		Hostname:     hostname,
-		Username:     creds.Username,
-		Password:     creds.Password,
-		IdleTimeout:  cfg.IdleTimeout / 2,
-		Prefetch:     cfg.Credit,
+		ContainerID: id,
+		Hostname:    hostname,
+		Username:    creds.Username,
+		Password:    creds.Password,
+		IdleTimeout: cfg.IdleTimeout / 2,
+		Prefetch:    cfg.Credit,
 		// A server that takes no bytes for as long as it may stay silent
 		// is as dead as a silent one.
 		WriteTimeout: cfg.silenceLimit(),

@@ -202,6 +202,28 @@ func TestRabbitMQDeliversPlatformMessages(t *testing.T) {
 	}
 }
 
+// TestRabbitMQLargeMessage: a message larger than the max-frame-size the
+// client announces (amqp10.DefaultMaxFrameSize) comes from RabbitMQ in
+// several transfer frames and reaches the pipeline whole, as does the small
+// one after it.
+func TestRabbitMQLargeMessage(t *testing.T) {
+	r, pub := queueRig(t, nil)
+	big := strings.Repeat("0123456789abcdef", 200<<10/16) // 200 KB
+	publish(t, pub, "/pk/dn/user/up", "big", big)
+	publish(t, pub, "/pk/dn/user/up", "small", "s")
+	d := r.next()
+	if d.MessageID != "big" || string(d.Body) != big || d.Invalid != "" {
+		t.Errorf("got %q with %d bytes (invalid %q), want big with %d bytes", d.MessageID, len(d.Body), d.Invalid, len(big))
+	}
+	d.Accept()
+	if d := r.next(); d.MessageID != "small" || string(d.Body) != "s" {
+		t.Errorf("after the large message got %q %q", d.MessageID, d.Body)
+	} else {
+		d.Accept()
+	}
+	eventually(t, "both accepts written", func() bool { return r.src.Stats().Accepted == 2 })
+}
+
 // TestRabbitMQUnsettledRedeliveredAfterConnectionLoss drops the socket under
 // a source holding unsettled deliveries, as a crash or a network cut would:
 // the source notices, redials by itself, the unsettled messages come again,

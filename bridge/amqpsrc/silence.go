@@ -8,7 +8,7 @@ import (
 )
 
 // readWatch is the server side of an AMQP connection as the source sees
-// it: it passes the bytes through to go-amqp unchanged and notes when the
+// it: it passes the bytes through to the client unchanged and notes when the
 // last one arrived. Every AMQP frame counts, empty (heart-beat) frames too,
 // so a live connection is never silent for long: the server must send a
 // frame within the idle-time-out the bridge advertises.
@@ -35,8 +35,8 @@ func (w *readWatch) Read(p []byte) (int, error) {
 }
 
 // watch closes the socket once nothing has been read for limit, and
-// returns when done is closed. go-amqp then fails the connection at once,
-// instead of after its own idle timeout (twice as long). It checks every
+// returns when done is closed. The client then fails the connection at
+// once (it has no idle timeout of its own). It checks every
 // tenth of limit, so a silence is noticed within 11/10 of limit (33 s for
 // the default 30 s).
 func (w *readWatch) watch(done <-chan struct{}) {

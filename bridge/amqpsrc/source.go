@@ -1,6 +1,7 @@
 // Package amqpsrc is the AMQP 1.0 protocol of the source: it consumes the
-// IoT Platform's server-side subscription over amqps
-// (github.com/Azure/go-amqp). It signs, connects with a SASL PLAIN login,
+// IoT Platform's server-side subscription over amqps, with an AMQP 1.0
+// client of our own (internal/amqp10's Receiver). It signs, connects with a
+// SASL PLAIN login,
 // attaches one receiver with a fixed credit (the backpressure), reads the
 // next message as a bridge.Delivery, settles and closes. The reconnecting,
 // the slots, the backoff and what is fatal are source.Driver's, the same
@@ -8,9 +9,11 @@
 //
 // A delivery is settled only when the pipeline says so: Accepted → accept,
 // Released → release. Settle only queues: each link's settler goroutine
-// settles what is queued and writes the dispositions of one round in one
-// socket write (holdWriter), where go-amqp writes each on its own. A dead
-// connection is noticed as soon as go-amqp closes it (source.Link.Lost: a
+// settles what is queued and writes the dispositions of one round, as
+// ranges of delivery-ids, in one socket write. The client's one reader
+// goroutine decodes each transfer and hands it to Next: one goroutine
+// hand-off a message (go-amqp, used before, had six). A dead
+// connection is noticed as soon as the client ends it (source.Link.Lost: a
 // handler blocked on backpressure lets go at once), not only at the next
 // Receive. Deliveries of a dead link cannot be
 // settled any more: settling them is dropped quietly and counted (the
@@ -50,8 +53,9 @@ type connection interface {
 	// IssueCredit lets the peer send n more messages (the link uses
 	// manual credit).
 	IssueCredit(n uint32) error
-	// Hold gathers the frames go-amqp writes until Flush, which writes
-	// them in one go (see holdWriter); a failed Flush closes the socket.
+	// Hold gathers the settlements and frames written until Flush, which
+	// writes them in one go (the settlements as ranges); a failed Flush
+	// closes the socket.
 	Hold()
 	Flush() error
 	// Done is closed when the connection has ended, by either side.
@@ -272,7 +276,7 @@ func (l *link) Next(ctx context.Context) (*bridge.Delivery, error) {
 // Owned is false: the platform sends an unsettled message again.
 func (l *link) Owned() bool { return false }
 
-// Lost is closed when go-amqp has ended the connection or the link failed
+// Lost is closed when the client has ended the connection or the link failed
 // (a settlement failed on it).
 func (l *link) Lost() <-chan struct{} { return l.lost }
 
@@ -280,7 +284,7 @@ func (l *link) Lost() <-chan struct{} { return l.lost }
 func (l *link) Stop() {}
 
 // Abort drops the failed link's connection at the socket and explains why
-// it ended: go-amqp's reason when the connection has ended, else the
+// it ended: the client's reason when the connection has ended, else the
 // link's failure, else cause. Not with the close handshake: the broker must
 // see the transport end, which makes it requeue every unsettled delivery
 // whatever state its end of the link is in (RabbitMQ 3.x never even answers
@@ -326,12 +330,12 @@ func (l *link) Close(ctx context.Context) error {
 // awaitCredit waits until the link has room for at least half the credit
 // window beyond its unsettled deliveries, and returns that room.
 //
-// Credit is managed here rather than by go-amqp's automatic flow because it
-// is only ever issued once all earlier credit has been used: no transfer is
-// then in flight, so the delivery-count in the flow frame is exact. go-amqp's
-// automatic flow tops credit up while transfers are still in flight, and
-// RabbitMQ 3.x then sends beyond the credit, go-amqp's credit counter wraps
-// around and the link stalls for good (seen with 1,500 queued messages).
+// Credit is only ever issued once all earlier credit has been used: no
+// transfer is then in flight, so the delivery-count in the flow frame is
+// exact. (go-amqp's automatic flow, used before, topped credit up while
+// transfers were still in flight, and RabbitMQ 3.x then sent beyond the
+// credit, go-amqp's credit counter wrapped around and the link stalled for
+// good, seen with 1,500 queued messages.)
 // The cost is one round trip per refill.
 func (s *Source) awaitCredit(ctx context.Context, l *link) (int, error) {
 	window := s.cfg.Credit
@@ -392,9 +396,8 @@ func (l *link) enqueue(st settlement) bool {
 
 // settler settles what Settle queued, until the connection ends: it takes
 // everything queued, holds the connection's writes, settles each delivery
-// (go-amqp hands each disposition to its writer goroutine, which writes it
-// into the hold) and flushes them in one socket write. A delivery counts as
-// accepted or released, and leaves the link's credit window, once its
+// (the client gathers them) and flushes them as dispositions of ranges of
+// delivery-ids in one socket write. A delivery counts as accepted or released, and leaves the link's credit window, once its
 // disposition was written. What is queued when the connection ends is
 // dropped and counted (the platform redelivers it).
 func (l *link) settler() {
@@ -436,7 +439,7 @@ func (l *link) settler() {
 // settleAll settles batch in one hold of the connection's writes, the
 // whole round bounded by the settle timeout (one context: the round is
 // microseconds unless something is stuck). A settlement that fails on a
-// live link (a timeout: go-amqp then never sends the disposition) fails the
+// live link (the round outlived the settle timeout) fails the
 // link, and its connection is dropped so that the broker redelivers the
 // message.
 func (l *link) settleAll(batch []settlement) {
@@ -489,8 +492,8 @@ var (
 
 // waitSettled waits until the settler has settled everything queued, the
 // connection has ended, or ctx is done, and at most the settle timeout: a
-// settlement stuck in go-amqp (which does not honour its context while the
-// link lives) must not hold Close up; closing the connection ends it.
+// settlement stuck in a socket write must not hold Close up; closing the
+// connection ends it.
 func (l *link) waitSettled(ctx context.Context) {
 	ctx, cancel := context.WithTimeout(ctx, l.src.cfg.SettleTimeout)
 	defer cancel()

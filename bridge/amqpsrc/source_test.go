@@ -135,9 +135,13 @@ func (c *fakeConn) Flush() error {
 	return c.flushErr
 }
 
-func (c *fakeConn) Accept(_ context.Context, m *amqp10.Delivery) error  { return c.settle(m, &c.accepted) }
-func (c *fakeConn) Release(_ context.Context, m *amqp10.Delivery) error { return c.settle(m, &c.released) }
-func (c *fakeConn) Done() <-chan struct{}                            { return c.done }
+func (c *fakeConn) Accept(_ context.Context, m *amqp10.Delivery) error {
+	return c.settle(m, &c.accepted)
+}
+func (c *fakeConn) Release(_ context.Context, m *amqp10.Delivery) error {
+	return c.settle(m, &c.released)
+}
+func (c *fakeConn) Done() <-chan struct{} { return c.done }
 
 func (c *fakeConn) Err() error {
 	c.mu.Lock()

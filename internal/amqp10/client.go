@@ -153,7 +153,7 @@ type Receiver struct {
 	// a failed write): the reader stops waiting for Receive.
 	stop     chan struct{}
 	stopOnce sync.Once
-	err  error // why done was closed; set before
+	err      error // why done was closed; set before
 
 	closing atomic.Bool // Close sent the close: the peer's close ends cleanly
 
@@ -731,6 +731,12 @@ func (r *Receiver) write(enc func([]byte) ([]byte, error)) error {
 		return r.werr
 	}
 	var err error
+	if len(r.pending) > 0 { // settlements first: a detach must follow them
+		if r.wbuf, err = appendDispositions(r.wbuf, r.pending); err != nil {
+			return err
+		}
+		r.pending = r.pending[:0]
+	}
 	if r.wbuf, err = enc(r.wbuf); err != nil {
 		return err
 	}
