@@ -11,18 +11,21 @@ import (
 	"time"
 
 	"github.com/iot-mns-bridge/iot-mns-bridge/bridge"
+	"github.com/iot-mns-bridge/iot-mns-bridge/internal/rawio"
 )
 
 // DialTLS connects TCP to addr and completes the TLS handshake with tc,
-// within ctx. On failure nothing stays open; the error is the raw one (see
-// ExplainDial).
+// within ctx. The TCP connection's reads and writes are raw system calls
+// (internal/rawio: at a moderate message rate, a read through the
+// scheduler wakes its monitor thread for every message). On failure
+// nothing stays open; the error is the raw one (see ExplainDial).
 func DialTLS(ctx context.Context, addr string, tc *tls.Config) (*tls.Conn, error) {
 	var d net.Dialer
 	tcp, err := d.DialContext(ctx, "tcp", addr)
 	if err != nil {
 		return nil, err
 	}
-	c := tls.Client(tcp, tc)
+	c := tls.Client(rawio.Wrap(tcp), tc)
 	if err := c.HandshakeContext(ctx); err != nil {
 		tcp.Close()
 		return nil, err
