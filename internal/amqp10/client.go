@@ -180,6 +180,7 @@ type Receiver struct {
 	partialID uint32
 	partialSt bool
 	rbuf      []byte
+	tr        Transfer // the last transfer read (see readFrame)
 }
 
 type settle struct {
@@ -415,13 +416,24 @@ func (r *Receiver) expect(typ byte, what string) (Frame, error) {
 }
 
 // readFrame reads one frame into the reader's buffer (reused: nothing
-// decoded refers to it, except Payload until the next read).
+// decoded refers to it, except Payload until the next read). A transfer
+// is decoded into the reader's own Transfer (valid until the next read)
+// when it holds only the usual fields.
 func (r *Receiver) readFrame() (Frame, error) {
-	f, buf, err := readFrameInto(r.br, r.cfg.MaxFrameSize, r.rbuf)
+	buf, f, err := readRawFrame(r.br, r.cfg.MaxFrameSize, r.rbuf)
 	if cap(buf) <= 1<<20 {
 		r.rbuf = buf
 	}
-	return f, err
+	if err != nil {
+		return f, err
+	}
+	if body := buf[int(buf[4])*4:]; f.Type == FrameAMQP {
+		if n, ok := parseTransfer(body, &r.tr); ok {
+			f.Body, f.Payload = &r.tr, body[n:]
+			return f, nil
+		}
+	}
+	return ParseFrame(buf, r.cfg.MaxFrameSize)
 }
 
 // readLoop reads until the connection ends, then closes done.
@@ -545,7 +557,8 @@ func (r *Receiver) transfer(t *Transfer, payload []byte) error {
 		}
 		body = r.partial
 	}
-	m, err := DecodeMessage(body)
+	d := &Delivery{ID: r.partialID, Settled: r.partialSt}
+	err := decodeMessageInto(&d.Message, body)
 	r.partial = r.partial[:0]
 	if cap(r.partial) > 1<<20 {
 		r.partial = nil
@@ -553,7 +566,6 @@ func (r *Receiver) transfer(t *Transfer, payload []byte) error {
 	if err != nil {
 		return fmt.Errorf("delivery %d: %w", r.partialID, err)
 	}
-	d := &Delivery{ID: r.partialID, Settled: r.partialSt, Message: *m}
 	select {
 	case r.msgs <- d:
 	case <-r.stop:

@@ -3,9 +3,11 @@ package amqp10
 import (
 	"bufio"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"strings"
 	"sync"
@@ -611,4 +613,98 @@ func TestReceiverReopensTheSessionWindow(t *testing.T) {
 	for range incomingWindow/2 + 1 {
 		receive(t, r)
 	}
+}
+
+// TestParseTransferAgreesWithTheGeneralPath: the reader's transfer decoder
+// gives what ParseFrame gives, for every encoding of the fields it takes,
+// and leaves anything else (a delivery state, rcv-settle-mode, a bad
+// field) to ParseFrame.
+func TestParseTransferAgreesWithTheGeneralPath(t *testing.T) {
+	payload := []byte{0x00, 0x53, 0x75, 0xa0, 1, 'x'}
+	fast := []*Transfer{
+		{Handle: 0, DeliveryID: U32(0), DeliveryTag: []byte{}, MessageFormat: U32(0)},
+		{Handle: 3, DeliveryID: U32(200), DeliveryTag: []byte("t")},
+		{Handle: 70000, DeliveryID: U32(0xffffffff), DeliveryTag: make([]byte, 300), MessageFormat: U32(1 << 20), Settled: true, More: true},
+		{Handle: 1, More: true},
+		{Handle: 1, Aborted: true},
+	}
+	check := func(b []byte, want bool) {
+		t.Helper()
+		body := b[8:]
+		var got Transfer
+		n, ok := parseTransfer(body, &got)
+		if ok != want {
+			t.Fatalf("parseTransfer ok = %v, want %v", ok, want)
+		}
+		if !ok {
+			return
+		}
+		f, err := ParseFrame(b, 1<<20)
+		if err != nil {
+			t.Fatal(err)
+		}
+		gen := f.Body.(*Transfer)
+		if got.Handle != gen.Handle || fmt.Sprint(got.DeliveryID == nil) != fmt.Sprint(gen.DeliveryID == nil) ||
+			(got.DeliveryID != nil && *got.DeliveryID != *gen.DeliveryID) ||
+			string(got.DeliveryTag) != string(gen.DeliveryTag) || (got.DeliveryTag == nil) != (gen.DeliveryTag == nil) ||
+			(got.MessageFormat == nil) != (gen.MessageFormat == nil) || got.Settled != gen.Settled ||
+			got.More != gen.More || got.Aborted != gen.Aborted || string(body[n:]) != string(f.Payload) {
+			t.Errorf("parseTransfer = %+v payload %q, ParseFrame = %+v payload %q", got, body[n:], *gen, f.Payload)
+		}
+	}
+	for _, tr := range fast {
+		b, err := AppendFrame(nil, FrameAMQP, 0, tr, payload)
+		if err != nil {
+			t.Fatal(err)
+		}
+		check(b, true)
+	}
+	// The same transfer with the wide list encoding and explicit nulls and
+	// falses, as another peer may write it.
+	wide := Described{uint64(descTransfer), []any{uint32(2), nil, []byte("q"), nil, false, true, nil, nil, false, false, false}}
+	b, _ := AppendFrame(nil, FrameAMQP, 0, rawPerformative{wide}, payload)
+	check(b, true)
+	for _, tr := range []*Transfer{
+		{Handle: 1, DeliveryID: U32(1), State: &Accepted{}},
+	} {
+		b, _ := AppendFrame(nil, FrameAMQP, 0, tr, payload)
+		check(b, false)
+	}
+	rcv := Described{uint64(descTransfer), []any{uint32(2), nil, nil, nil, nil, nil, uint8(1)}}
+	b, _ = AppendFrame(nil, FrameAMQP, 0, rawPerformative{rcv}, nil)
+	check(b, false)
+	bad := Described{uint64(descTransfer), []any{"not a handle"}}
+	b, _ = AppendFrame(nil, FrameAMQP, 0, rawPerformative{bad}, nil)
+	check(b, false)
+}
+
+// rawPerformative encodes a described value as it is.
+type rawPerformative struct{ d Described }
+
+func (r rawPerformative) described() Described { return r.d }
+
+// FuzzParseTransfer: no input makes parseTransfer panic, and what it takes
+// the general path takes as the same transfer.
+func FuzzParseTransfer(f *testing.F) {
+	tr, _ := AppendFrame(nil, FrameAMQP, 0, &Transfer{Handle: 3, DeliveryID: U32(7), DeliveryTag: []byte("7"), More: true}, []byte{1})
+	f.Add(tr[8:])
+	f.Fuzz(func(t *testing.T, body []byte) {
+		var got Transfer
+		n, ok := parseTransfer(body, &got)
+		if !ok {
+			return
+		}
+		b := append([]byte{0, 0, 0, 0, 2, 0, 0, 0}, body...)
+		binary.BigEndian.PutUint32(b, uint32(len(b)))
+		fr, err := ParseFrame(b, math.MaxUint32)
+		if err != nil {
+			t.Fatalf("parseTransfer took what ParseFrame refuses: %v", err)
+		}
+		gen, isT := fr.Body.(*Transfer)
+		if !isT || gen.Handle != got.Handle || gen.More != got.More || gen.Aborted != got.Aborted ||
+			gen.Settled != got.Settled || (gen.DeliveryID == nil) != (got.DeliveryID == nil) ||
+			(gen.DeliveryID != nil && *gen.DeliveryID != *got.DeliveryID) || string(fr.Payload) != string(body[n:]) {
+			t.Fatalf("parseTransfer %+v, ParseFrame %+v", got, fr.Body)
+		}
+	})
 }

@@ -58,16 +58,28 @@ func ReadFrame(r io.Reader, maxSize uint32) (Frame, error) {
 // readFrameInto is ReadFrame reading into buf when it is large enough; it
 // returns the buffer it used (Payload refers to it).
 func readFrameInto(r io.Reader, maxSize uint32, buf []byte) (Frame, []byte, error) {
+	buf, f, err := readRawFrame(r, maxSize, buf)
+	if err != nil {
+		return f, buf, err
+	}
+	f, err = ParseFrame(buf, maxSize)
+	return f, buf, err
+}
+
+// readRawFrame reads one whole frame, header included, into buf when it is
+// large enough, after checking the header (so nothing larger than maxSize
+// is allocated). On an error the Frame holds what the header said.
+func readRawFrame(r io.Reader, maxSize uint32, buf []byte) ([]byte, Frame, error) {
 	var h [8]byte
 	if _, err := io.ReadFull(r, h[:]); err != nil {
 		if errors.Is(err, io.ErrUnexpectedEOF) {
-			return Frame{}, buf, fmt.Errorf("frame header cut short: %w", err)
+			return buf, Frame{}, fmt.Errorf("frame header cut short: %w", err)
 		}
-		return Frame{}, buf, err
+		return buf, Frame{}, err
 	}
 	f, err := checkHeader(h[:], maxSize)
 	if err != nil {
-		return f, buf, err
+		return buf, f, err
 	}
 	size := binary.BigEndian.Uint32(h[:4])
 	if uint32(cap(buf)) < size {
@@ -76,10 +88,9 @@ func readFrameInto(r io.Reader, maxSize uint32, buf []byte) (Frame, []byte, erro
 	buf = buf[:size]
 	copy(buf, h[:])
 	if _, err := io.ReadFull(r, buf[8:]); err != nil {
-		return f, buf, fmt.Errorf("frame of %d bytes cut short: %w", size, noEOF(err))
+		return buf, f, fmt.Errorf("frame of %d bytes cut short: %w", size, noEOF(err))
 	}
-	f, err = ParseFrame(buf, maxSize)
-	return f, buf, err
+	return buf, f, nil
 }
 
 // checkHeader checks a frame header against maxSize and returns the

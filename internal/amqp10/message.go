@@ -91,58 +91,91 @@ func AppendMessage(b []byte, m *Message) ([]byte, error) {
 // transfers). Sections must come in the specified order, each at most once
 // except data and amqp-sequence, and the body must be of one kind.
 func DecodeMessage(b []byte) (*Message, error) {
-	vs, err := DecodeAll(b)
-	if err != nil {
-		return nil, fmt.Errorf("message: %w", err)
-	}
 	m := &Message{}
+	if err := decodeMessageInto(m, b); err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
+// decodeMessageInto is DecodeMessage into m (zero): it decodes each
+// section's value straight into m's field, with no list of sections.
+func decodeMessageInto(m *Message, b []byte) error {
+	d := decoder{b: b}
 	last := uint64(0)
-	for i, v := range vs {
-		d, ok := v.(Described)
-		if !ok {
-			return nil, fmt.Errorf("%w: message section %d is a %T, not a described section", ErrMalformed, i, v)
-		}
-		c, ok := code(d.Descriptor)
-		if !ok || c < descHeader || c > descFooter {
-			return nil, fmt.Errorf("%w: message section %d has unknown descriptor %v", ErrMalformed, i, d.Descriptor)
+	for i := 0; d.pos < len(b); i++ {
+		c, err := d.sectionCode(i)
+		if err != nil {
+			return err
 		}
 		repeat := c == last && (c == descData || c == descAMQPSequence)
 		body := c >= descData && c <= descAMQPValue
 		if c < last || (c == last && !repeat) || (body && last >= descData && last <= descAMQPValue && c != last) {
-			return nil, fmt.Errorf("%w: message section 0x%02x (section %d) is out of order or repeated", ErrMalformed, c, i)
+			return fmt.Errorf("%w: message section 0x%02x (section %d) is out of order or repeated", ErrMalformed, c, i)
 		}
 		last = c
-		if want, ok := sectionHolds(c, d.Value); !ok {
-			return nil, fmt.Errorf("%w: message section 0x%02x is a %T, want a %s", ErrMalformed, c, d.Value, want)
+		v, err := d.value(1)
+		if err != nil {
+			return fmt.Errorf("message: %w", err)
+		}
+		if want, ok := sectionHolds(c, v); !ok {
+			return fmt.Errorf("%w: message section 0x%02x is a %T, want a %s", ErrMalformed, c, v, want)
 		}
 		switch c {
 		case descHeader:
-			m.Header = d.Value.([]any)
+			m.Header = v.([]any)
 		case descDeliveryAnnotations:
-			m.DeliveryAnnotations = d.Value.(Map)
+			m.DeliveryAnnotations = v.(Map)
 		case descMessageAnnotations:
-			m.MessageAnnotations = d.Value.(Map)
+			m.MessageAnnotations = v.(Map)
 		case descProperties:
-			m.Properties = d.Value.([]any)
+			m.Properties = v.([]any)
 		case descApplicationProperties:
-			mp := d.Value.(Map)
+			mp := v.(Map)
 			for _, kv := range mp {
 				if _, ok := kv.Key.(string); !ok {
-					return nil, fmt.Errorf("%w: application property key %v is a %T, must be a string", ErrMalformed, kv.Key, kv.Key)
+					return fmt.Errorf("%w: application property key %v is a %T, must be a string", ErrMalformed, kv.Key, kv.Key)
 				}
 			}
 			m.ApplicationProperties = mp
 		case descData:
-			m.Data = append(m.Data, d.Value.([]byte))
+			m.Data = append(m.Data, v.([]byte))
 		case descAMQPSequence:
-			m.Sequence = append(m.Sequence, d.Value.([]any))
+			m.Sequence = append(m.Sequence, v.([]any))
 		case descAMQPValue:
-			m.Value, m.HasValue = d.Value, true
+			m.Value, m.HasValue = v, true
 		case descFooter:
-			m.Footer = d.Value.(Map)
+			m.Footer = v.(Map)
 		}
 	}
-	return m, nil
+	return nil
+}
+
+// sectionCode reads the descriptor of message section i and returns its
+// code.
+func (d *decoder) sectionCode(i int) (uint64, error) {
+	start := d.pos
+	c, err := d.byte1("message section")
+	if err != nil {
+		return 0, fmt.Errorf("message: %w", err)
+	}
+	if c != codeDescribed {
+		d.pos = start
+		v, err := d.value(1)
+		if err != nil {
+			return 0, fmt.Errorf("message: %w", err)
+		}
+		return 0, fmt.Errorf("%w: message section %d is a %T, not a described section", ErrMalformed, i, v)
+	}
+	desc, err := d.value(1)
+	if err != nil {
+		return 0, fmt.Errorf("message: %w", err)
+	}
+	code, ok := code(desc)
+	if !ok || code < descHeader || code > descFooter {
+		return 0, fmt.Errorf("%w: message section %d has unknown descriptor %v", ErrMalformed, i, desc)
+	}
+	return code, nil
 }
 
 // sectionHolds reports whether v is of the type that message section c

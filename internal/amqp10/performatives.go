@@ -303,6 +303,9 @@ type Transfer struct {
 	More          bool
 	State         any
 	Aborted       bool
+
+	// Storage of DeliveryID and MessageFormat when parseTransfer set them.
+	deliveryID, messageFormat uint32
 }
 
 func (t *Transfer) described() Described {
