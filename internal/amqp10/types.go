@@ -1,8 +1,9 @@
 // Package amqp10 encodes and decodes the subset of AMQP 1.0 (OASIS AMQP 1.0,
 // parts 1 to 5) that the IoT Platform's subscription endpoint uses: the type
 // system, frames, the connection, session and link performatives, SASL PLAIN
-// and the message sections. It is what iotsim serves AMQP with; go-amqp is a
-// client only.
+// and the message sections. It is what iotsim serves AMQP with, and the
+// client the bridge receives with (Receiver: one connection, one session,
+// one receiving link; see client.go).
 //
 // Decoding never panics on any input: malformed, truncated or oversized
 // data gives an error that says what was wrong and where. Values decode to
