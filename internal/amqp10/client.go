@@ -145,6 +145,7 @@ type Receiver struct {
 	peerMaxFrame uint32
 	peerIdle     time.Duration
 	handle       uint32 // the peer's handle of the link
+	channel      uint16 // the peer's channel of the session
 	linkName     string
 
 	msgs chan *Delivery
@@ -366,6 +367,7 @@ func (r *Receiver) attach(address string) error {
 				return fmt.Errorf("%w: begin on channel %d does not answer the client's begin on channel 0", ErrMalformed, f.Channel)
 			}
 			began = true
+			r.channel = f.Channel
 			r.nextIncomingID = p.NextOutgoingID
 		case *Attach:
 			if !began || p.Name != r.linkName || p.Role != RoleSender {
@@ -467,6 +469,10 @@ func (r *Receiver) serve() error {
 		}
 		if f.Type != FrameAMQP {
 			return &ConnError{Err: fmt.Errorf("%w: a SASL frame after the login", ErrMalformed)}
+		}
+		if _, ok := f.Body.(*Close); !ok && f.Body != nil && f.Channel != r.channel {
+			return &ConnError{Err: fmt.Errorf("%w: %s frame on channel %d, but the session is on channel %d",
+				ErrMalformed, Name(f.Body), f.Channel, r.channel)}
 		}
 		switch p := f.Body.(type) {
 		case nil:

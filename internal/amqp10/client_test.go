@@ -473,6 +473,10 @@ func TestReceiverBadFrames(t *testing.T) {
 		{"bad message", func(*testing.T) []byte {
 			return tr(&Transfer{Handle: 3, DeliveryID: U32(0), DeliveryTag: []byte("0")}, []byte{0x00, 0x53, 0x75, 0xa1, 1, 'x'})
 		}, "message section 0x75"},
+		{"another channel", func(t *testing.T) []byte {
+			b, _ := AppendFrame(nil, FrameAMQP, 4, &Transfer{Handle: 3, DeliveryID: U32(0), DeliveryTag: []byte("0")}, message(t, "x", nil))
+			return b
+		}, "transfer frame on channel 4, but the session is on channel 0"},
 		{"open on an open link", func(*testing.T) []byte {
 			b, _ := AppendFrame(nil, FrameAMQP, 0, &Open{ContainerID: "x"}, nil)
 			return b
