@@ -573,6 +573,11 @@ func (r *Receiver) transfer(t *Transfer, payload []byte) error {
 		return fmt.Errorf("delivery %d: %w", r.partialID, err)
 	}
 	select {
+	case r.msgs <- d: // the usual case: Receive keeps up (a plain send)
+		return nil
+	default:
+	}
+	select {
 	case r.msgs <- d:
 	case <-r.stop:
 	}

@@ -175,7 +175,7 @@ func (d *decoder) payload(c byte, depth int) (any, error) {
 		}
 		return UUID(p), nil
 	case codeVbin8, codeStr8, codeSym8, codeVbin32, codeStr32, codeSym32:
-		n, err := d.length(c == codeVbin32 || c == codeStr32 || c == codeSym32, typeName(c))
+		n, err := d.length(c == codeVbin32 || c == codeStr32 || c == codeSym32, typeName(c), "")
 		if err != nil {
 			return nil, err
 		}
@@ -287,18 +287,26 @@ func (d *decoder) wrap(err error) error {
 	return fmt.Errorf("inside the value ending at byte %d: %w", d.pos, err)
 }
 
-func (d *decoder) length(wide bool, what string) (int, error) {
+// length reads the length of a variable-width or compound value: what and
+// suffix name it for errors only (joined there, so that a length costs no
+// allocation).
+func (d *decoder) length(wide bool, what, suffix string) (int, error) {
+	w := 1
+	if wide {
+		w = 4
+	}
+	if len(d.b)-d.pos < w {
+		return 0, d.errorf("%s%s length needs %d bytes, %d left", what, suffix, w, len(d.b)-d.pos)
+	}
 	if !wide {
-		n, err := d.byte1(what + " length")
-		return int(n), err
+		n := d.b[d.pos]
+		d.pos++
+		return int(n), nil
 	}
-	p, err := d.need(4, what+" length")
-	if err != nil {
-		return 0, err
-	}
-	n := binary.BigEndian.Uint32(p)
+	n := binary.BigEndian.Uint32(d.b[d.pos:])
+	d.pos += 4
 	if int64(n) > int64(len(d.b)-d.pos) {
-		return 0, d.errorf("%s length %d exceeds the %d bytes left", what, n, len(d.b)-d.pos)
+		return 0, d.errorf("%s%s length %d exceeds the %d bytes left", what, suffix, n, len(d.b)-d.pos)
 	}
 	return int(n), nil
 }
@@ -307,7 +315,7 @@ func (d *decoder) length(wide bool, what string) (int, error) {
 // bytes after the count. Every item takes at least one byte, so a count
 // larger than those bytes is refused before anything is allocated.
 func (d *decoder) compound(wide bool, what string) ([]byte, int, error) {
-	size, err := d.length(wide, what+" size")
+	size, err := d.length(wide, what, " size")
 	if err != nil {
 		return nil, 0, err
 	}
