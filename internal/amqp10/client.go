@@ -628,14 +628,20 @@ func (r *Receiver) IssueCredit(n uint32) error { return r.sendFlow(n) }
 
 // sendFlow sends the session's and the link's flow state, with n more
 // link credit; the session's incoming window is opened to its whole size.
+//
+// The state is read under the writer's lock, so flows go out in the order
+// their state was taken: a later one never carries an older credit (the
+// reader's give-back of an aborted delivery's credit could be lost).
 func (r *Receiver) sendFlow(n uint32) error {
-	r.mu.Lock()
-	r.linkCredit += n
-	r.windowLeft = incomingWindow
-	fl := &Flow{NextIncomingID: U32(r.nextIncomingID), IncomingWindow: incomingWindow, NextOutgoingID: 0,
-		OutgoingWindow: incomingWindow, Handle: U32(0), DeliveryCount: U32(r.deliveryCount), LinkCredit: U32(r.linkCredit)}
-	r.mu.Unlock()
-	return r.write(func(b []byte) ([]byte, error) { return AppendFrame(b, FrameAMQP, 0, fl, nil) })
+	return r.write(func(b []byte) ([]byte, error) {
+		r.mu.Lock()
+		r.linkCredit += n
+		r.windowLeft = incomingWindow
+		fl := &Flow{NextIncomingID: U32(r.nextIncomingID), IncomingWindow: incomingWindow, NextOutgoingID: 0,
+			OutgoingWindow: incomingWindow, Handle: U32(0), DeliveryCount: U32(r.deliveryCount), LinkCredit: U32(r.linkCredit)}
+		r.mu.Unlock()
+		return AppendFrame(b, FrameAMQP, 0, fl, nil)
+	})
 }
 
 // Accept and Release settle a delivery (accepted or released). Between
