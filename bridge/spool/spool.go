@@ -395,21 +395,32 @@ func (s *Spool) Replay(fn func(key uint64, m bridge.Message) error) error {
 // the last key it saw can follow the spool as it grows without reading it
 // again from the start.
 func (s *Spool) ReplayFrom(from uint64, fn func(key uint64, m bridge.Message) error) error {
+	_, err := s.replay(from, latest, fn)
+	return err
+}
+
+// latest, as replay's to, means the last key assigned when replay starts.
+const latest = ^uint64(0)
+
+// replay calls fn for the messages with keys from from to to (at most the
+// last key assigned when replay started), in key order, as Replay does. It
+// returns the last key of the range it covered: min(to, the last key
+// assigned when it started).
+func (s *Spool) replay(from, to uint64, fn func(key uint64, m bridge.Message) error) (upper uint64, err error) {
 	type item struct {
 		key uint64
 		m   bridge.Message
 	}
 	var (
-		upper uint64 // the last key assigned when Replay started
-		page  = make([]item, 0, replayPage)
-		kb    [keyLen]byte
+		page = make([]item, 0, replayPage)
+		kb   [keyLen]byte
 	)
 	for first := true; ; first = false {
 		page = page[:0]
 		err := s.db.View(func(tx *bolt.Tx) error {
 			b := tx.Bucket(bucketName)
 			if first {
-				upper = b.Sequence()
+				upper = min(to, b.Sequence())
 			}
 			binary.BigEndian.PutUint64(kb[:], from)
 			c := b.Cursor()
@@ -427,18 +438,18 @@ func (s *Spool) ReplayFrom(from uint64, fn func(key uint64, m bridge.Message) er
 			return nil
 		})
 		if errors.Is(err, berrors.ErrDatabaseNotOpen) {
-			return fmt.Errorf("spool: replay: %w", ErrClosed)
+			return upper, fmt.Errorf("spool: replay: %w", ErrClosed)
 		}
 		if err != nil {
-			return fmt.Errorf("spool: replay: %w", err)
+			return upper, fmt.Errorf("spool: replay: %w", err)
 		}
 		for _, it := range page {
 			if err := fn(it.key, it.m); err != nil {
-				return fmt.Errorf("spool: replay message %d: %w", it.key, err)
+				return upper, fmt.Errorf("spool: replay message %d: %w", it.key, err)
 			}
 		}
 		if len(page) < replayPage {
-			return nil
+			return upper, nil
 		}
 		from = page[len(page)-1].key + 1
 	}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/iot-mns-bridge/iot-mns-bridge/bridge"
@@ -38,6 +39,89 @@ type Stage struct {
 	failed  []*bridge.Delivery // commits failed: to append again
 	failing error              // the last commit error while commits fail, nil when healthy
 	full    bool               // the last Append found the spool full
+	held    window             // committed, not yet forwarded: the feeder takes them from here
+
+	fromMemory, readBack atomic.Int64 // messages the feeder forwarded from held and from the file
+}
+
+// Bounds of the window of committed messages that the feeder forwards from
+// memory. Beyond them (MNS slower than the platform for a while, an outage)
+// committed messages are only in the file and the feeder reads them back.
+// When MNS keeps up, the feeder takes each commit's messages (about 20 at
+// 5,000 msgs/s) as soon as it is durable, so a small window serves them all;
+// a larger one would only hold more memory while a backlog builds (about
+// 2 KB a small STOMP message: the Delivery, its headers, body and map).
+const (
+	windowLen   = 1024
+	windowBytes = 2 << 20
+	// heldOverhead is what a held message costs besides its body, for
+	// windowBytes.
+	heldOverhead = 1024
+)
+
+// window is a bounded FIFO of committed deliveries in key order. The writer
+// calls the done functions in key order, so appending keeps it sorted.
+// After a message did not fit, the window takes none until the feeder has
+// emptied it: the feeder then reads back one long run of keys instead of
+// short runs between the few messages that found room one at a time.
+type window struct {
+	q        []heldMsg // q[head:] are held
+	head     int
+	bytes    int
+	dropped  uint64 // 1 + the highest key that did not fit; 0: none
+	overflow bool   // a message did not fit and the window has not been empty since
+}
+
+type heldMsg struct {
+	key uint64
+	d   *bridge.Delivery
+}
+
+func heldSize(d *bridge.Delivery) int { return len(d.Body) + heldOverhead }
+
+// push holds d under key, or only notes its key when the window is full:
+// the feeder then reads it back from the file.
+func (w *window) push(key uint64, d *bridge.Delivery) {
+	n := len(w.q) - w.head
+	if w.overflow || n >= windowLen || (n > 0 && w.bytes+heldSize(d) > windowBytes) {
+		w.dropped = max(w.dropped, key+1)
+		w.overflow = n > 0
+		return
+	}
+	if w.head > 0 && len(w.q) == cap(w.q) {
+		// Slide the held ones to the front instead of growing.
+		w.q = w.q[:copy(w.q, w.q[w.head:])]
+		w.head = 0
+	}
+	w.q = append(w.q, heldMsg{key, d})
+	w.bytes += heldSize(d)
+}
+
+// take returns the held delivery with key next, after dropping those below
+// next (the feeder read them back). When next is not held, it returns the
+// last key that the feeder must read back from the file before the window
+// can serve again (the one before the first held, or the last dropped),
+// and ok false; gapTo < next means there is nothing to read.
+func (w *window) take(next uint64) (d *bridge.Delivery, gapTo uint64, ok bool) {
+	for w.head < len(w.q) {
+		h := w.q[w.head]
+		if h.key > next {
+			return nil, h.key - 1, false
+		}
+		w.q[w.head] = heldMsg{}
+		w.head++
+		w.bytes -= heldSize(h.d)
+		if w.head == len(w.q) {
+			w.q, w.head, w.overflow = w.q[:0], 0, false
+		}
+		if h.key == next {
+			return h.d, 0, true
+		}
+	}
+	if w.dropped > next {
+		return nil, w.dropped - 1, false
+	}
+	return nil, 0, false
 }
 
 // NewStage returns the stage that spools deliveries in sp and forwards
@@ -83,7 +167,7 @@ func (s *Stage) Intake(ctx context.Context, d *bridge.Delivery) error {
 // upstream and wakes the feeder; on failure it keeps d for another append.
 // It runs on the spool's writer goroutine and must not block.
 func (s *Stage) committed(d *bridge.Delivery) func(uint64, error) {
-	return func(_ uint64, err error) {
+	return func(key uint64, err error) {
 		s.mu.Lock()
 		if err != nil {
 			s.failed = append(s.failed, d)
@@ -100,6 +184,9 @@ func (s *Stage) committed(d *bridge.Delivery) func(uint64, error) {
 		}
 		s.mu.Unlock()
 		d.Accept()
+		s.mu.Lock()
+		s.held.push(key, d)
+		s.mu.Unlock()
 		select {
 		case s.kick <- struct{}{}:
 		default:
@@ -192,31 +279,60 @@ func (ss spoolSettler) Settle(d *bridge.Delivery, o bridge.Outcome) {
 
 // Feed forwards spooled messages into the pipeline in key order, starting
 // with what an earlier run left, until ctx is done. It blocks in the next
-// handler when the pipeline is full.
+// handler when the pipeline is full. A message committed in this run is
+// forwarded from memory (the delivery that Intake took) while it fits in
+// the window; the others are read back from the file: an earlier run's, the
+// ones that did not fit, and any the window missed (a periodic look).
 func (s *Stage) Feed(ctx context.Context) {
 	settler := spoolSettler{sp: s.sp}
-	next := uint64(0)
+	next := uint64(0) // every key below has been forwarded
+	forward := func(key uint64, m bridge.Message) error {
+		if err := s.pipeline(ctx, bridge.NewDelivery(m, settler, key)); err != nil {
+			return err
+		}
+		next = key + 1
+		return nil
+	}
+	readBack := func(to uint64) bool {
+		upper, err := s.sp.replay(next, to, func(key uint64, m bridge.Message) error {
+			s.readBack.Add(1)
+			return forward(key, m)
+		})
+		if err == nil {
+			next = max(next, upper+1) // what is missing below upper+1 was deleted
+			return true
+		}
+		if ctx.Err() == nil {
+			s.log.Error("reading the spool failed; retrying", "err", err)
+		}
+		return false
+	}
 	tick := time.NewTicker(200 * time.Millisecond)
 	defer tick.Stop()
-	for {
-		err := s.sp.ReplayFrom(next, func(key uint64, m bridge.Message) error {
-			if err := s.pipeline(ctx, bridge.NewDelivery(m, settler, key)); err != nil {
-				return err
+	ok := readBack(latest) // what an earlier run left
+	for ctx.Err() == nil {
+		if ok {
+			s.mu.Lock()
+			d, gapTo, held := s.held.take(next)
+			s.mu.Unlock()
+			switch {
+			case held:
+				s.fromMemory.Add(1)
+				ok = forward(next, d.Message) == nil
+				continue
+			case gapTo >= next:
+				ok = readBack(gapTo)
+				continue
 			}
-			next = key + 1
-			return nil
-		})
-		if ctx.Err() != nil {
-			return
-		}
-		if err != nil {
-			s.log.Error("reading the spool failed; retrying", "err", err)
 		}
 		select {
 		case <-ctx.Done():
 			return
 		case <-s.kick:
 		case <-tick.C:
+			// Whatever the window missed; a failed forward or read is
+			// tried again from next.
+			ok = readBack(latest)
 		}
 	}
 }

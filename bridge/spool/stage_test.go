@@ -1,0 +1,183 @@
+package spool
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/iot-mns-bridge/iot-mns-bridge/bridge"
+)
+
+// forwarded is what a test pipeline saw: the spool key and the message of
+// every delivery, in the order the feeder handed them over.
+type forwarded struct {
+	mu   sync.Mutex
+	keys []uint64
+	msgs []bridge.Message
+	got  chan struct{} // a message arrived
+}
+
+// feed starts a stage on s whose pipeline calls handle (nil: accept at
+// once) and records what it accepted; the feeder stops at the end of the
+// test.
+func feed(t *testing.T, s *Spool, handle func(d *bridge.Delivery) error) (*Stage, *forwarded) {
+	t.Helper()
+	f := &forwarded{got: make(chan struct{}, 1)}
+	pipeline := func(_ context.Context, d *bridge.Delivery) error {
+		if handle != nil {
+			if err := handle(d); err != nil {
+				return err
+			}
+		}
+		f.mu.Lock()
+		f.keys = append(f.keys, d.Token.(uint64))
+		f.msgs = append(f.msgs, d.Message)
+		f.mu.Unlock()
+		d.Accept()
+		select {
+		case f.got <- struct{}{}:
+		default:
+		}
+		return nil
+	}
+	st := NewStage(s, pipeline, slog.New(slog.DiscardHandler))
+	ctx, cancel := context.WithCancel(context.Background())
+	fed := make(chan struct{})
+	go func() { st.Feed(ctx); close(fed) }()
+	t.Cleanup(func() { cancel(); <-fed })
+	return st, f
+}
+
+// wait returns the forwarded messages once there are n of them.
+func (f *forwarded) wait(t *testing.T, n int) ([]uint64, []bridge.Message) {
+	t.Helper()
+	deadline := time.After(30 * time.Second)
+	for {
+		f.mu.Lock()
+		k, m := f.keys, f.msgs
+		f.mu.Unlock()
+		if len(k) >= n {
+			return k, m
+		}
+		select {
+		case <-f.got:
+		case <-deadline:
+			t.Fatalf("the pipeline got %d of %d messages", len(k), n)
+		}
+	}
+}
+
+// intake hands the messages with numbers from to to-1 to the stage.
+func intake(t *testing.T, st *Stage, from, to int) {
+	t.Helper()
+	for i := from; i < to; i++ {
+		if err := st.Intake(context.Background(), bridge.NewDelivery(msg(i), nopSettler{}, nil)); err != nil {
+			t.Fatalf("Intake %d: %v", i, err)
+		}
+	}
+}
+
+// inOrder checks that the pipeline got the messages numbered from to
+// from+len(msgs)-1 once each, in key order.
+func inOrder(t *testing.T, keys []uint64, msgs []bridge.Message, from int) {
+	t.Helper()
+	for i, m := range msgs {
+		if want := fmt.Sprintf("m-%d", from+i); m.MessageID != want || !sameMessage(m, msg(from+i)) {
+			t.Fatalf("message %d forwarded is %q %q, want %s", i, m.MessageID, m.Body, want)
+		}
+		if i > 0 && keys[i] <= keys[i-1] {
+			t.Fatalf("key %d forwarded after key %d", keys[i], keys[i-1])
+		}
+	}
+}
+
+// waitDepth waits until the spool holds n messages: the deletes of
+// accepted messages commit on their own.
+func waitDepth(t *testing.T, s *Spool, n int64) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for s.Stats().Depth != n {
+		if time.Now().After(deadline) {
+			t.Fatalf("spool depth %d, want %d", s.Stats().Depth, n)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// A message committed in this run reaches the pipeline from memory, the
+// delivery Intake took, not read back and decoded from the file; a base64
+// body then goes on as the platform sent it (the sink passes it through).
+func TestStageForwardsFromMemory(t *testing.T) {
+	s := open(t, Options{})
+	st, f := feed(t, s, nil)
+	const n = 300
+	intake(t, st, 0, n)
+	b64 := bridge.Message{Topic: "/pk/dev/user/telemetry", MessageID: "b64", Body: []byte("aGk="), Base64: true}
+	if err := st.Intake(context.Background(), bridge.NewDelivery(b64, nopSettler{}, nil)); err != nil {
+		t.Fatal(err)
+	}
+	keys, msgs := f.wait(t, n+1)
+	inOrder(t, keys, msgs[:n], 0)
+	if got := msgs[n]; !got.Base64 || string(got.Body) != "aGk=" {
+		t.Errorf("base64 message forwarded as Base64=%v %q, want the platform's text", got.Base64, got.Body)
+	}
+	if mem, read := st.fromMemory.Load(), st.readBack.Load(); mem != n+1 || read != 0 {
+		t.Errorf("forwarded %d from memory and %d read back, want %d and 0", mem, read, n+1)
+	}
+	waitDepth(t, s, 0)
+}
+
+// What does not fit in the window while the pipeline is stuck is read
+// back from the file: every message arrives once, in key order.
+func TestStageReadsBackWhatDidNotFit(t *testing.T) {
+	s := open(t, Options{})
+	gate := make(chan struct{})
+	st, f := feed(t, s, func(*bridge.Delivery) error { <-gate; return nil })
+	n := windowLen + 1000
+	intake(t, st, 0, n)
+	s.sync()
+	close(gate)
+	keys, msgs := f.wait(t, n)
+	inOrder(t, keys, msgs, 0)
+	if mem, read := st.fromMemory.Load(), st.readBack.Load(); mem+read != int64(n) || read < 900 || mem < windowLen/2 {
+		t.Errorf("forwarded %d from memory and %d read back, want %d in all, at least %d read back and %d from memory", mem, read, n, 900, windowLen/2)
+	}
+	// Later messages come from memory again.
+	intake(t, st, n, n+10)
+	keys, msgs = f.wait(t, n+10)
+	inOrder(t, keys, msgs, 0)
+	waitDepth(t, s, 0)
+}
+
+// What an earlier run left is forwarded first, then this run's messages,
+// in key order; a message whose forward failed is forwarded again.
+func TestStageReplaysTheEarlierRunFirstAndRetries(t *testing.T) {
+	dir := t.TempDir()
+	s := open(t, Options{Dir: dir})
+	for i := range 5 {
+		add(t, s, msg(i))
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s = open(t, Options{Dir: dir})
+	failed := false
+	st, f := feed(t, s, func(d *bridge.Delivery) error {
+		if d.MessageID == "m-7" && !failed {
+			failed = true
+			return errors.New("pipeline refused once")
+		}
+		return nil
+	})
+	intake(t, st, 5, 10)
+	keys, msgs := f.wait(t, 10)
+	inOrder(t, keys, msgs, 0)
+	if read := st.readBack.Load(); read < 5 {
+		t.Errorf("%d messages read back, want the earlier run's 5 at least", read)
+	}
+	waitDepth(t, s, 0)
+}
