@@ -69,6 +69,13 @@ const (
 	DefaultCommitInterval       = 2 * time.Millisecond
 )
 
+// deleteLinger is how long queued Deletes wait for Appends to commit with:
+// a commit costs two fdatasyncs whatever it holds, deletes are not urgent
+// (one that a crash loses replays a message MNS has: a duplicate, never a
+// loss), and while the spool drains a backlog (no Appends) a commit per
+// deleteLinger takes thousands of deletes instead of hundreds.
+const deleteLinger = 50 * time.Millisecond
+
 const (
 	queueLen = 4096 // Appends waiting for a commit before Append blocks
 	// maxPending bounds the bytes appended and not yet committed: Append
@@ -119,9 +126,10 @@ type Options struct {
 	Logger *slog.Logger
 
 	// test seams
-	maxFileSize int          // bbolt MaxSize: a file that cannot grow is a full disk
-	pageSize    int          // page size of a new file; 0 means filePageSize
-	commitHook  func() error // called inside every write transaction
+	maxFileSize int           // bbolt MaxSize: a file that cannot grow is a full disk
+	pageSize    int           // page size of a new file; 0 means filePageSize
+	commitHook  func() error  // called inside every write transaction
+	delLinger   time.Duration // how long Deletes alone wait for Appends; 0 means deleteLinger
 }
 
 // Stats is a snapshot of the spool's content.
@@ -141,11 +149,13 @@ type Spool struct {
 	path     string
 	maxBytes int64
 	linger   time.Duration
+	delWait  time.Duration // how long Deletes alone wait for Appends to commit with
 	log      *slog.Logger
 	hook     func() error
 
 	reqs    chan appendReq
 	kick    chan struct{}      // Delete or sync wants a commit
+	hurry   chan struct{}      // Appends pile up: end the linger
 	syncs   chan chan struct{} // test helper: commit everything queued
 	closing chan struct{}      // closed by Close: Appends give up
 	stop    chan struct{}      // closed by Close after Appends have left: final commit
@@ -221,10 +231,12 @@ func Open(opts Options) (*Spool, error) {
 		path:     path,
 		maxBytes: opts.MaxBytes,
 		linger:   opts.CommitInterval,
+		delWait:  cmp.Or(opts.delLinger, deleteLinger),
 		log:      opts.Logger.With("spool", path),
 		hook:     opts.commitHook,
 		reqs:     make(chan appendReq, queueLen),
 		kick:     make(chan struct{}, 1),
+		hurry:    make(chan struct{}, 1),
 		syncs:    make(chan chan struct{}),
 		closing:  make(chan struct{}),
 		stop:     make(chan struct{}),
@@ -312,6 +324,7 @@ func (s *Spool) Append(ctx context.Context, m *bridge.Message, done func(key uin
 		// Wait for the writer to commit what is pending: backpressure.
 		wake := s.room.Wait()
 		s.mu.Unlock()
+		s.hurryUp()
 		select {
 		case <-wake:
 			return s.Append(ctx, m, done)
@@ -336,6 +349,9 @@ func (s *Spool) Append(ctx context.Context, m *bridge.Message, done func(key uin
 
 	select {
 	case s.reqs <- appendReq{val: val, done: done}:
+		if len(s.reqs) >= queueLen/2 {
+			s.hurryUp()
+		}
 		return nil
 	case <-ctx.Done():
 		s.unreserve(size)
@@ -343,6 +359,15 @@ func (s *Spool) Append(ctx context.Context, m *bridge.Message, done func(key uin
 	case <-s.closing:
 		s.unreserve(size)
 		return fmt.Errorf("spool: append: %w", ErrClosed)
+	}
+}
+
+// hurryUp ends the writer's linger: the commit queue is half full or the
+// pending bytes reached maxPending, so waiting longer only blocks Appends.
+func (s *Spool) hurryUp() {
+	select {
+	case s.hurry <- struct{}{}:
+	default:
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"runtime"
 	"sync"
 	"testing"
 	"time"
@@ -180,4 +181,44 @@ func TestStageReplaysTheEarlierRunFirstAndRetries(t *testing.T) {
 		t.Errorf("%d messages read back, want the earlier run's 5 at least", read)
 	}
 	waitDepth(t, s, 0)
+}
+
+// Deletes alone wait for an Append to share its commit, and still commit
+// on their own after the linger and at Close.
+func TestDeletesShareTheNextCommit(t *testing.T) {
+	dir := t.TempDir()
+	s := open(t, Options{Dir: dir, CommitInterval: -1, delLinger: time.Hour})
+	a, b := add(t, s, msg(1)), add(t, s, msg(2))
+	c0 := s.commits.Load()
+	if err := s.Delete(a); err != nil {
+		t.Fatal(err)
+	}
+	for len(s.kick) > 0 { // the writer took the delete's wake-up
+		runtime.Gosched()
+	}
+	c := add(t, s, msg(3))
+	if got := s.commits.Load() - c0; got != 1 {
+		t.Errorf("%d commits for a delete and an append, want 1", got)
+	}
+	if got := ids(replayAll(t, s)); fmt.Sprint(got) != "[m-2 m-3]" {
+		t.Errorf("spool holds %v after the commit, want [m-2 m-3]", got)
+	}
+	if err := s.Delete(b, c); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s = open(t, Options{Dir: dir, CommitInterval: -1, delLinger: time.Millisecond})
+	if got := replayAll(t, s); len(got) != 0 {
+		t.Errorf("spool holds %v after Close committed the deletes", ids(got))
+	}
+	d := add(t, s, msg(4))
+	if err := s.Delete(d); err != nil {
+		t.Fatal(err)
+	}
+	waitDepth(t, s, 0)
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
 }

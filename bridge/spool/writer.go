@@ -28,7 +28,18 @@ func (s *Spool) run() {
 		case r := <-s.reqs:
 			batch = s.gather(append(batch, r), linger)
 		case <-s.kick:
-			batch = s.gather(batch, linger)
+			// Deletes alone wait for Appends to share their commit.
+			linger.Reset(s.delWait)
+			select {
+			case r := <-s.reqs:
+				linger.Stop()
+				batch = s.gather(append(batch, r), linger)
+			case <-linger.C:
+			case synced = <-s.syncs:
+				linger.Stop()
+			case <-s.stop:
+				linger.Stop()
+			}
 		case <-retry.C:
 		case synced = <-s.syncs:
 		case <-s.stop:
@@ -48,24 +59,22 @@ func (s *Spool) run() {
 	}
 }
 
-// gather waits up to s.linger for more Appends to join batch.
+// gather waits s.linger for more Appends to queue, then adds them to
+// batch. It sleeps through the linger instead of taking each Append as it
+// comes (at 5,000 msgs/s that was a wake-up of the writer per message);
+// a queue half full or the pending bytes at their bound end it early.
 func (s *Spool) gather(batch []appendReq, t *time.Timer) []appendReq {
 	if s.linger <= 0 {
 		return batch
 	}
 	t.Reset(s.linger)
-	defer t.Stop()
-	for len(batch) < maxBatch {
-		select {
-		case r := <-s.reqs:
-			batch = append(batch, r)
-		case <-t.C:
-			return batch
-		case <-s.stop:
-			return batch
-		}
+	select {
+	case <-t.C:
+	case <-s.hurry:
+	case <-s.stop:
 	}
-	return batch
+	t.Stop()
+	return s.drain(batch)
 }
 
 // drain adds the Appends already queued to batch, without waiting.
