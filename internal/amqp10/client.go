@@ -224,9 +224,15 @@ func deadlineFrom(ctx context.Context, nc net.Conn) (stop func()) {
 	if d, ok := ctx.Deadline(); ok {
 		_ = nc.SetDeadline(d)
 	}
-	cancelled := context.AfterFunc(ctx, func() { _ = nc.SetDeadline(time.Unix(1, 0)) })
+	fired := make(chan struct{})
+	cancelled := context.AfterFunc(ctx, func() {
+		_ = nc.SetDeadline(time.Unix(1, 0))
+		close(fired)
+	})
 	return func() {
-		cancelled()
+		if !cancelled() {
+			<-fired // it ran or runs: clear the deadline after it, not before
+		}
 		_ = nc.SetDeadline(time.Time{})
 	}
 }
