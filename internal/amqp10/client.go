@@ -126,6 +126,9 @@ type Delivery struct {
 	// Settled: the sender settled it already; nothing is sent back.
 	Settled bool
 	Message
+	// rcv is the Receiver that received it: its delivery-id means
+	// another message (or none) on any other connection.
+	rcv *Receiver
 }
 
 // Receiver is the client end of an AMQP 1.0 connection with one session
@@ -487,7 +490,7 @@ func (r *Receiver) serve() error {
 				return &ConnError{Err: err}
 			}
 		case *Flow:
-			if p.Echo && p.Handle != nil {
+			if p.Echo { // of the link or of the session only: the flow has both
 				_ = r.sendFlow(0)
 			}
 		case *Disposition:
@@ -569,7 +572,7 @@ func (r *Receiver) transfer(t *Transfer, payload []byte) error {
 		}
 		body = r.partial
 	}
-	d := &Delivery{ID: r.partialID, Settled: r.partialSt}
+	d := &Delivery{ID: r.partialID, Settled: r.partialSt, rcv: r}
 	err := decodeMessageInto(&d.Message, body)
 	r.partial = r.partial[:0]
 	if cap(r.partial) > 1<<20 {
@@ -660,6 +663,9 @@ func (r *Receiver) settle(d *Delivery, accepted bool) error {
 	case <-r.done:
 		return r.doneErr()
 	default:
+	}
+	if d.rcv != r {
+		return fmt.Errorf("amqp: delivery %d was received on another connection; it is not settled on this one", d.ID)
 	}
 	if d.Settled {
 		return nil

@@ -43,10 +43,11 @@ func (c *countingConn) Write(p []byte) (int, error) {
 
 // serverOpts shape the scripted server's handshake.
 type serverOpts struct {
-	saslCode uint8  // the SASL outcome
-	saslData string // its additional data
-	idle     uint32 // the server's idle-time-out (ms) in its open
-	initial  uint32 // the link's initial-delivery-count
+	saslCode uint8        // the SASL outcome
+	saslData string       // its additional data
+	idle     uint32       // the server's idle-time-out (ms) in its open
+	initial  uint32       // the link's initial-delivery-count
+	open     Performative // the server's open, if not the usual one
 }
 
 // startPair connects a Receiver to a scripted server over loopback TCP and
@@ -133,7 +134,10 @@ func (p *peer) handshake(o serverOpts) {
 	if !ok || open.ContainerID != "edge-1" || open.IdleTimeout != 30000 {
 		p.t.Errorf("open %+v, want container-id edge-1 and idle-time-out 30000", open)
 	}
-	p.send(&Open{ContainerID: "server", MaxFrameSize: 1 << 20, IdleTimeout: o.idle})
+	if o.open == nil {
+		o.open = &Open{ContainerID: "server", MaxFrameSize: 1 << 20, IdleTimeout: o.idle}
+	}
+	p.send(o.open)
 	if _, ok := p.next().Body.(*Begin); !ok {
 		p.t.Error("no begin")
 	}

@@ -1,0 +1,267 @@
+package amqp10
+
+import (
+	"context"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+)
+
+// rawOpen is an open performative built field by field, for values the
+// Open type cannot express (channel-max 0 is "absent" there).
+type rawOpen []any
+
+func (o rawOpen) described() Described { return Described{uint64(descOpen), []any(o)} }
+
+// expectFlow reads the client's next non-empty frame, which must be a flow
+// of the link with this delivery-count and link-credit.
+func expectFlow(t *testing.T, p *peer, count, credit uint32, why string) *Flow {
+	t.Helper()
+	f := p.nextNonEmpty()
+	fl, ok := f.Body.(*Flow)
+	if !ok || fl.Handle == nil || fl.DeliveryCount == nil || fl.LinkCredit == nil ||
+		*fl.DeliveryCount != count || *fl.LinkCredit != credit {
+		t.Fatalf("%s: got %s %+v, want a flow with delivery-count %d and link-credit %d", why, Name(f.Body), f.Body, count, credit)
+	}
+	return fl
+}
+
+// TestReceiverDeliveryCountIsASerialNumber: the delivery-count wraps past
+// 2^32-1 like any serial number, and a flow after a partial refill
+// carries the credit still left plus the new credit (the sender computes
+// its credit as delivery-count + link-credit - its own count).
+func TestReceiverDeliveryCountIsASerialNumber(t *testing.T) {
+	r, p, _, err := startPair(t, serverOpts{initial: 0xfffffffe}, ReceiverConfig{IdleTimeout: 30 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.IssueCredit(4); err != nil {
+		t.Fatal(err)
+	}
+	expectFlow(t, p, 0xfffffffe, 4, "first credit")
+	m := message(t, "m", []byte("x"))
+	for id := range uint32(3) {
+		p.transfer(U32(id), false, false, m)
+	}
+	for range 3 {
+		receive(t, r)
+	}
+	if err := r.IssueCredit(5); err != nil {
+		t.Fatal(err)
+	}
+	expectFlow(t, p, 1, 6, "refill after 3 of 4 deliveries (the count wrapped)")
+}
+
+// TestReceiverAnswersEchoAndIgnoresServerState: a flow or disposition from
+// the server changes nothing the client sends; a flow asking for an echo
+// (of the link or of the session only) is answered with the client's
+// state; deliveries keep coming.
+func TestReceiverAnswersEchoAndIgnoresServerState(t *testing.T) {
+	r, p, _, err := startPair(t, serverOpts{initial: 5}, ReceiverConfig{IdleTimeout: 30 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.IssueCredit(2); err != nil {
+		t.Fatal(err)
+	}
+	expectFlow(t, p, 5, 2, "credit")
+	p.transfer(U32(0), false, false, message(t, "a", nil))
+	if d := receive(t, r); idOf(d) != "a" {
+		t.Fatalf("got %v, want a", idOf(d))
+	}
+	// The server's own view: settled by it, its link state, no echo.
+	p.send(&Disposition{Role: RoleSender, First: 0, Settled: true, State: &Released{}})
+	p.send(&Flow{NextIncomingID: U32(0), IncomingWindow: 100, NextOutgoingID: 1, OutgoingWindow: 100,
+		Handle: U32(3), DeliveryCount: U32(6), LinkCredit: U32(1), Available: U32(10)})
+	p.send(&Flow{NextIncomingID: U32(0), IncomingWindow: 100, NextOutgoingID: 1, OutgoingWindow: 100,
+		Handle: U32(3), DeliveryCount: U32(6), LinkCredit: U32(1), Echo: true})
+	expectFlow(t, p, 6, 1, "answer to the link's echo")
+	p.send(&Flow{NextIncomingID: U32(0), IncomingWindow: 100, NextOutgoingID: 1, OutgoingWindow: 100, Echo: true})
+	fl := expectFlow(t, p, 6, 1, "answer to the session's echo")
+	if fl.NextIncomingID == nil || *fl.NextIncomingID != 1 {
+		t.Errorf("next-incoming-id %v, want 1", fl.NextIncomingID)
+	}
+	p.transfer(U32(1), false, false, message(t, "b", nil))
+	if d := receive(t, r); idOf(d) != "b" {
+		t.Fatalf("got %v, want b", idOf(d))
+	}
+}
+
+// TestReceiverSmallServerLimits: a server whose open says max-frame-size
+// 512 and channel-max 0 (only channel 0) is served: every frame the
+// client writes fits 512 bytes, settlements included.
+func TestReceiverSmallServerLimits(t *testing.T) {
+	r, p, _, err := startPair(t, serverOpts{open: rawOpen{"server", nil, uint32(512), uint16(0)}},
+		ReceiverConfig{IdleTimeout: 30 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.IssueCredit(40); err != nil {
+		t.Fatal(err)
+	}
+	p.nextNonEmpty()
+	var ds []*Delivery
+	for id := range uint32(40) {
+		p.transfer(U32(id), false, false, message(t, "m", nil))
+		ds = append(ds, receive(t, r))
+	}
+	r.Hold()
+	for i, d := range ds { // every other one accepted: 40 dispositions
+		if i%2 == 0 {
+			_ = r.Accept(d)
+		} else {
+			_ = r.Release(d)
+		}
+	}
+	if err := r.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	for range 40 {
+		b, f, err := readRawFrame(p.br, 1<<20, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(b) > 512 || f.Channel != 0 {
+			t.Fatalf("a frame of %d bytes on channel %d; the server allows 512 on channel 0", len(b), f.Channel)
+		}
+	}
+}
+
+// TestReceiverSettlementAfterTheEnd: once the connection has ended, a
+// settlement fails and writes nothing; a delivery of one connection is
+// never settled on another (its delivery-id means another message there).
+func TestReceiverSettlementAfterTheEnd(t *testing.T) {
+	r1, p1, cc1, err := startPair(t, serverOpts{}, ReceiverConfig{IdleTimeout: 30 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = r1.IssueCredit(1)
+	p1.nextNonEmpty()
+	p1.transfer(U32(0), false, false, message(t, "old", nil))
+	d := receive(t, r1)
+	p1.send(&Close{})
+	<-r1.Done()
+	before := cc1.writes.Load()
+	if err := r1.Accept(d); err == nil {
+		t.Error("Accept after the connection ended: no error")
+	}
+	r1.Hold()
+	if err := r1.Release(d); err == nil {
+		t.Error("Release after the connection ended: no error")
+	}
+	_ = r1.Flush()
+	if n := cc1.writes.Load() - before; n != 0 {
+		t.Errorf("%d socket writes after the end", n)
+	}
+
+	r2, p2, cc2, err := startPair(t, serverOpts{}, ReceiverConfig{IdleTimeout: 30 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = r2.IssueCredit(1)
+	p2.nextNonEmpty()
+	p2.transfer(U32(0), false, false, message(t, "new", nil))
+	receive(t, r2)
+	before = cc2.writes.Load()
+	if err := r2.Accept(d); err == nil || !strings.Contains(err.Error(), "another connection") {
+		t.Errorf("Accept of the old connection's delivery 0 on the new one: %v, want an error naming another connection", err)
+	}
+	if n := cc2.writes.Load() - before; n != 0 {
+		t.Errorf("%d socket writes for another connection's delivery", n)
+	}
+}
+
+// TestReceiverCloseLeavesNothingRunning: Close while Receive waits ends
+// Receive with an error; a second Close and a Flush after it return at
+// once; no goroutine of the client is left.
+func TestReceiverCloseLeavesNothingRunning(t *testing.T) {
+	r, p, _, err := startPair(t, serverOpts{idle: 60000}, ReceiverConfig{IdleTimeout: 30 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := make(chan error, 1)
+	go func() {
+		_, err := r.Receive(context.Background())
+		got <- err
+	}()
+	go func() { // the server answers the detach, end and close
+		for {
+			f, err := ReadFrame(p.br, 1<<20)
+			if err != nil {
+				return
+			}
+			if _, ok := f.Body.(*Close); ok {
+				p.send(&Close{})
+				return
+			}
+		}
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), testLimit)
+	defer cancel()
+	if err := r.Close(ctx); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	if err := <-got; err == nil {
+		t.Error("Receive waiting across Close: no error")
+	}
+	if err := r.Close(ctx); err != nil {
+		t.Errorf("second Close: %v", err)
+	}
+	_ = r.Flush()
+	waitNoGoroutine(t, "amqp10.(*Receiver)")
+}
+
+// waitNoGoroutine waits until no goroutine's stack names fn.
+func waitNoGoroutine(t *testing.T, fn string) {
+	t.Helper()
+	deadline := time.Now().Add(testLimit)
+	buf := make([]byte, 1<<20)
+	for {
+		stacks := string(buf[:runtime.Stack(buf, true)])
+		if !strings.Contains(stacks, fn) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("a goroutine of %s is still running:\n%s", fn, stacks)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestReceiverMultiFrameEdges: a delivery-id repeated on a continuation
+// is allowed; settled on the last frame only makes the delivery settled
+// (nothing is sent for it); a delivery aborted on its first frame gives
+// its credit back and the next delivery comes whole.
+func TestReceiverMultiFrameEdges(t *testing.T) {
+	r, p, cc, err := startPair(t, serverOpts{}, ReceiverConfig{IdleTimeout: 30 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = r.IssueCredit(3)
+	expectFlow(t, p, 0, 3, "credit")
+	whole := message(t, "split", []byte(strings.Repeat("z", 100)))
+	p.transfer(U32(0), true, false, whole[:50])
+	b, err := AppendFrame(nil, FrameAMQP, 0, &Transfer{Handle: 3, DeliveryID: U32(0), Settled: true}, whole[50:])
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.raw(b)
+	p.transfer(U32(1), true, true, nil) // aborted at once
+	p.transfer(U32(2), false, false, message(t, "after", nil))
+	d := receive(t, r)
+	if idOf(d) != "split" || !d.Settled || len(d.Data[0]) != 100 {
+		t.Fatalf("got %v settled %v, want the whole split message, settled", idOf(d), d.Settled)
+	}
+	expectFlow(t, p, 2, 2, "credit of the aborted delivery given back")
+	before := cc.writes.Load()
+	if err := r.Accept(d); err != nil {
+		t.Fatal(err)
+	}
+	if n := cc.writes.Load() - before; n != 0 {
+		t.Errorf("%d writes settling a delivery the server settled", n)
+	}
+	if d := receive(t, r); idOf(d) != "after" || d.ID != 2 {
+		t.Fatalf("got %v id %d, want after id 2", idOf(d), d.ID)
+	}
+}
