@@ -2,6 +2,7 @@ package amqp10
 
 import (
 	"context"
+	"errors"
 	"runtime"
 	"strings"
 	"testing"
@@ -263,5 +264,51 @@ func TestReceiverMultiFrameEdges(t *testing.T) {
 	}
 	if d := receive(t, r); idOf(d) != "after" || d.ID != 2 {
 		t.Fatalf("got %v id %d, want after id 2", idOf(d), d.ID)
+	}
+}
+
+// TestReceiverDeliveriesOwnTheirBytes: a delivery's body and properties
+// stay as they came while the reader goes on reading frames into its
+// reused buffers (a single-frame and a multi-frame delivery, then others
+// of the same sizes).
+func TestReceiverDeliveriesOwnTheirBytes(t *testing.T) {
+	r, p, _, err := startPair(t, serverOpts{}, ReceiverConfig{IdleTimeout: 30 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = r.IssueCredit(4)
+	expectFlow(t, p, 0, 4, "credit")
+	body := func(c string) []byte { return []byte(strings.Repeat(c, 300)) }
+	a, b := message(t, "aaaa", body("a")), message(t, "bbbb", body("b"))
+	c, d := message(t, "cccc", body("c")), message(t, "dddd", body("d"))
+	p.transfer(U32(0), false, false, a)
+	p.transfer(U32(1), true, false, b[:100])
+	p.transfer(nil, false, false, b[100:])
+	p.transfer(U32(2), false, false, c)
+	p.transfer(U32(3), true, false, d[:100])
+	p.transfer(nil, false, false, d[100:])
+	// The echo's answer comes after the reader has taken every frame before.
+	p.send(&Flow{NextIncomingID: U32(0), IncomingWindow: 100, NextOutgoingID: 6, OutgoingWindow: 100, Echo: true})
+	expectFlow(t, p, 4, 0, "echo after the four deliveries")
+	for _, want := range []string{"a", "b", "c", "d"} {
+		got := receive(t, r)
+		if idOf(got) != strings.Repeat(want, 4) || string(got.Data[0]) != string(body(want)) {
+			t.Errorf("delivery %d: messageId %v, body %.20q...; want %s", got.ID, idOf(got), got.Data[0], strings.Repeat(want, 4))
+		}
+	}
+}
+
+// TestReceiverEverySASLOutcomeIsTyped: every refusing outcome code (auth,
+// sys, sys-perm, sys-temp), with or without the server's text, is a
+// *SASLError with that code; nothing is left open.
+func TestReceiverEverySASLOutcomeIsTyped(t *testing.T) {
+	for code := uint8(1); code <= 4; code++ {
+		for _, data := range []string{"", "why"} {
+			r, _, _, err := startPair(t, serverOpts{saslCode: code, saslData: data}, ReceiverConfig{IdleTimeout: 30 * time.Second})
+			var se *SASLError
+			if r != nil || !errors.As(err, &se) || se.Code != code || string(se.AdditionalData) != data {
+				t.Errorf("code %d data %q: receiver %v, err %v; want a SASLError with both", code, data, r != nil, err)
+			}
+		}
 	}
 }
