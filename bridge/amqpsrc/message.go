@@ -21,6 +21,17 @@ const (
 	propGenerateTime = "generateTime"
 )
 
+// deliveryMessage is toMessage of a delivery's message, or, for a message
+// whose sections did not decode, its bytes as they came, Invalid with the
+// reason: the pipeline dead-letters and settles it, where ending the
+// connection would have the platform push it again, for ever.
+func deliveryMessage(d *amqp10.Delivery) bridge.Message {
+	if d.Malformed != nil {
+		return bridge.Message{Body: d.Raw, Invalid: "AMQP message does not decode: " + d.Malformed.Error()}
+	}
+	return toMessage(&d.Message)
+}
+
 // toMessage maps an AMQP message onto the bridge's model. It never fails:
 // a body that cannot be forwarded sets Message.Invalid with the reason, so
 // that the pipeline dead-letters it.

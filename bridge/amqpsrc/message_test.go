@@ -1,6 +1,7 @@
 package amqpsrc
 
 import (
+	"errors"
 	"math"
 	"reflect"
 	"strings"
@@ -187,5 +188,22 @@ func TestToMessageWireTypes(t *testing.T) {
 	}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("toMessage = %+v\nwant %+v", got, want)
+	}
+}
+
+// TestMalformedMessageIsInvalid: a delivery whose message did not decode
+// goes on as its bytes, Invalid with the reason (dead-lettered and settled
+// by the pipeline), not as an error that would drop the connection; a good
+// delivery is toMessage of its message.
+func TestMalformedMessageIsInvalid(t *testing.T) {
+	bad := &amqp10.Delivery{ID: 7, Malformed: errors.New("delivery 7: message section 0x75 is a string"), Raw: []byte{0, 0x53, 0x75}}
+	got := deliveryMessage(bad)
+	if string(got.Body) != string(bad.Raw) || !strings.Contains(got.Invalid, "AMQP message does not decode") ||
+		!strings.Contains(got.Invalid, "section 0x75") {
+		t.Errorf("malformed delivery: %+v, want its bytes, invalid with the reason", got)
+	}
+	good := &amqp10.Delivery{ID: 8, Message: amqp10.Message{Data: [][]byte{[]byte("b")}}}
+	if got := deliveryMessage(good); string(got.Body) != "b" || got.Invalid != "" {
+		t.Errorf("good delivery: %+v", got)
 	}
 }

@@ -12,7 +12,10 @@
 // settles what is queued and writes the dispositions of one round, as
 // ranges of delivery-ids, in one socket write. The client's one reader
 // goroutine decodes each transfer and hands it to Next: one goroutine
-// hand-off a message (go-amqp, used before, had six). A dead
+// hand-off a message (go-amqp, used before, had six). A message whose
+// sections do not decode is handed over too, as its bytes with the reason
+// (Message.Invalid: dead-lettered and settled); ending the connection
+// instead would have the platform push it again, for ever. A dead
 // connection is noticed as soon as the client ends it (source.Link.Lost: a
 // handler blocked on backpressure lets go at once), not only at the next
 // Receive. Deliveries of a dead link cannot be
@@ -267,7 +270,7 @@ func (l *link) Next(ctx context.Context) (*bridge.Delivery, error) {
 		return nil, errors.New("the connection ended")
 	}
 	l.got++
-	d := bridge.NewDelivery(toMessage(&m.Message), l.src, &token{link: l, msg: m})
+	d := bridge.NewDelivery(deliveryMessage(m), l.src, &token{link: l, msg: m})
 	l.track(d)
 	l.src.received.Add(1)
 	return d, nil

@@ -126,6 +126,13 @@ type Delivery struct {
 	// Settled: the sender settled it already; nothing is sent back.
 	Settled bool
 	Message
+	// Malformed, when not nil, says why the message's sections do not
+	// decode; Message is then empty and Raw holds the message as it came
+	// (the transfers' payload). The delivery is settled like any other:
+	// ending the connection instead would have the server push the same
+	// message again, for ever.
+	Malformed error
+	Raw       []byte
 	// rcv is the Receiver that received it: its delivery-id means
 	// another message (or none) on any other connection.
 	rcv *Receiver
@@ -573,13 +580,14 @@ func (r *Receiver) transfer(t *Transfer, payload []byte) error {
 		body = r.partial
 	}
 	d := &Delivery{ID: r.partialID, Settled: r.partialSt, rcv: r}
-	err := decodeMessageInto(&d.Message, body)
+	if err := decodeMessageInto(&d.Message, body); err != nil {
+		d.Message = Message{}
+		d.Malformed = fmt.Errorf("delivery %d: %w", r.partialID, err)
+		d.Raw = append([]byte(nil), body...)
+	}
 	r.partial = r.partial[:0]
 	if cap(r.partial) > 1<<20 {
 		r.partial = nil
-	}
-	if err != nil {
-		return fmt.Errorf("delivery %d: %w", r.partialID, err)
 	}
 	select {
 	case r.msgs <- d: // the usual case: Receive keeps up (a plain send)

@@ -474,9 +474,6 @@ func TestReceiverBadFrames(t *testing.T) {
 			return append(tr(&Transfer{Handle: 3, DeliveryID: U32(0), DeliveryTag: []byte("0"), More: true}, m[:3]),
 				tr(&Transfer{Handle: 3, DeliveryID: U32(1)}, m[3:])...)
 		}, "continues delivery 0 with delivery-id 1"},
-		{"bad message", func(*testing.T) []byte {
-			return tr(&Transfer{Handle: 3, DeliveryID: U32(0), DeliveryTag: []byte("0")}, []byte{0x00, 0x53, 0x75, 0xa1, 1, 'x'})
-		}, "message section 0x75"},
 		{"another channel", func(t *testing.T) []byte {
 			b, _ := AppendFrame(nil, FrameAMQP, 4, &Transfer{Handle: 3, DeliveryID: U32(0), DeliveryTag: []byte("0")}, message(t, "x", nil))
 			return b

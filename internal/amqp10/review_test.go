@@ -3,6 +3,7 @@ package amqp10
 import (
 	"context"
 	"errors"
+	"fmt"
 	"runtime"
 	"strings"
 	"testing"
@@ -310,5 +311,53 @@ func TestReceiverEverySASLOutcomeIsTyped(t *testing.T) {
 				t.Errorf("code %d data %q: receiver %v, err %v; want a SASLError with both", code, data, r != nil, err)
 			}
 		}
+	}
+}
+
+// TestReceiverMalformedMessageIsADelivery: a message whose sections do not
+// decode (a data section holding a string; a property that is not UTF-8;
+// a multi-frame one out of order) comes as a delivery with the reason and
+// its bytes, to be dead-lettered and settled, and the connection goes on:
+// ending it would have the server push the same message again, for ever.
+func TestReceiverMalformedMessageIsADelivery(t *testing.T) {
+	r, p, _, err := startPair(t, serverOpts{}, ReceiverConfig{IdleTimeout: 30 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = r.IssueCredit(4)
+	expectFlow(t, p, 0, 4, "credit")
+	badSection := []byte{0x00, 0x53, 0x75, 0xa1, 1, 'x'}
+	notUTF8 := []byte{0x00, 0x53, 0x74, 0xc1, 7, 2, 0xa1, 1, 'k', 0xa1, 1, 0xff}
+	outOfOrder := append(message(t, "m", []byte("body")), 0x00, 0x53, 0x70, 0x45) // a header after the data
+	p.transfer(U32(0), false, false, badSection)
+	p.transfer(U32(1), false, false, notUTF8)
+	p.transfer(U32(2), true, false, outOfOrder[:5])
+	p.transfer(nil, false, false, outOfOrder[5:])
+	p.transfer(U32(3), false, false, message(t, "good", nil))
+	for i, tc := range []struct {
+		raw  []byte
+		want string
+	}{{badSection, "message section 0x75"}, {notUTF8, "UTF-8"}, {outOfOrder, "out of order"}} {
+		d := receive(t, r)
+		if d.ID != uint32(i) || d.Malformed == nil || !strings.Contains(d.Malformed.Error(), tc.want) ||
+			!strings.Contains(d.Malformed.Error(), fmt.Sprintf("delivery %d:", i)) || string(d.Raw) != string(tc.raw) {
+			t.Errorf("delivery %d: malformed %v, raw %x; want the reason (%q) and the bytes %x", d.ID, d.Malformed, d.Raw, tc.want, tc.raw)
+		}
+		if err := r.Accept(d); err != nil {
+			t.Errorf("accept delivery %d: %v", d.ID, err)
+		}
+	}
+	if d := receive(t, r); idOf(d) != "good" || d.Malformed != nil {
+		t.Errorf("after the malformed ones: %v (%v), want good", idOf(d), d.Malformed)
+	}
+	for range 3 {
+		if ds, ok := p.nextNonEmpty().Body.(*Disposition); !ok || !ds.Settled {
+			t.Errorf("want a settled disposition for each malformed delivery, got %+v", ds)
+		}
+	}
+	select {
+	case <-r.Done():
+		t.Errorf("the connection ended: %v", r.Err())
+	default:
 	}
 }
