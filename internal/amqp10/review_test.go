@@ -361,3 +361,56 @@ func TestReceiverMalformedMessageIsADelivery(t *testing.T) {
 	default:
 	}
 }
+
+// TestReceiverNeverStallsAStrictServer: a server that sends only while the
+// session's incoming window the client last announced (next-incoming-id +
+// incoming-window - its next-outgoing-id) is open, and otherwise waits for
+// the client's next flow, delivers everything the credit allows: 3-frame
+// messages, so frames and deliveries count apart, across several windows.
+func TestReceiverNeverStallsAStrictServer(t *testing.T) {
+	const n, frames = 4000, 3
+	r, p, _, err := startPair(t, serverOpts{}, ReceiverConfig{IdleTimeout: 30 * time.Second, Prefetch: n})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.IssueCredit(n); err != nil {
+		t.Fatal(err)
+	}
+	m := message(t, "m", []byte(strings.Repeat("w", 30)))
+	cut := len(m) / frames
+	go func() {
+		var next, limit uint32 // the server's next-outgoing-id; where the window ends
+		open := func(f Frame) {
+			if fl, ok := f.Body.(*Flow); ok && fl.NextIncomingID != nil {
+				limit = *fl.NextIncomingID + fl.IncomingWindow
+			}
+		}
+		for id := range uint32(n) {
+			for i := range frames {
+				for int32(limit-next) <= 0 { // closed: wait for a flow that opens it
+					f, err := ReadFrame(p.br, 1<<20)
+					if err != nil {
+						return
+					}
+					open(f)
+				}
+				part, more := m[i*cut:(i+1)*cut], i < frames-1
+				if !more {
+					part = m[i*cut:]
+				}
+				var did *uint32
+				if i == 0 {
+					did = U32(id)
+				}
+				p.transfer(did, more, false, part)
+				next++
+			}
+		}
+	}()
+	for i := range n {
+		d := receive(t, r)
+		if d.ID != uint32(i) || idOf(d) != "m" {
+			t.Fatalf("delivery %d: id %d, messageId %v", i, d.ID, idOf(d))
+		}
+	}
+}
