@@ -15,6 +15,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/Azure/go-amqp"
+
 	"github.com/iot-mns-bridge/iot-mns-bridge/bridge"
 	"github.com/iot-mns-bridge/iot-mns-bridge/bridge/source"
 	"github.com/iot-mns-bridge/iot-mns-bridge/bridge/source/sourcetest"
@@ -500,4 +502,45 @@ func BenchmarkRabbitMQReceiveAccept(b *testing.B) {
 	cctx, ccancel := context.WithTimeout(context.Background(), itLimit)
 	defer ccancel()
 	_ = src.Close(cctx)
+}
+
+// TestRabbitMQMalformedMessageIsInvalid: a message the decoder refuses (a
+// property that is a symbol with a non-ASCII byte: go-amqp's encoder lets
+// it through, and so does RabbitMQ) comes as an invalid delivery, settled
+// like any other, and the next message follows on the same connection: it
+// does not end the connection and come back for ever.
+func TestRabbitMQMalformedMessageIsInvalid(t *testing.T) {
+	r, pub := queueRig(t, nil)
+	b := testbroker.RabbitMQ(t)
+	conn, sess, err := b.DialAMQP(t, b.PublisherUser, b.PublisherPassword)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), itLimit)
+	defer cancel()
+	snd, err := sess.NewSender(ctx, r.queue, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bad := &amqp.Message{Data: [][]byte{[]byte("b")},
+		ApplicationProperties: map[string]any{"messageId": "bad", "kind": amqp.Symbol("caf\xe9")}}
+	if err := snd.Send(ctx, bad, nil); err != nil {
+		t.Fatal(err)
+	}
+	publish(t, pub, "/pk/dn/user/up", "good", "g")
+	d := r.next()
+	if !strings.Contains(d.Invalid, "does not decode") || !strings.Contains(d.Invalid, "symbol is not ASCII") {
+		t.Fatalf("first delivery: invalid %q, message id %q; want it invalid: does not decode (symbol not ASCII)", d.Invalid, d.MessageID)
+	}
+	d.Accept()
+	if d := r.next(); d.MessageID != "good" || d.Invalid != "" {
+		t.Errorf("after the malformed message got %q (invalid %q), want good", d.MessageID, d.Invalid)
+	} else {
+		d.Accept()
+	}
+	eventually(t, "both accepts written", func() bool { return r.src.Stats().Accepted == 2 })
+	if st := r.src.Stats(); st.DroppedDeadLink != 0 {
+		t.Errorf("stats %+v: a settlement was dropped (the connection ended)", st)
+	}
 }
