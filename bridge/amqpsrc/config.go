@@ -12,6 +12,9 @@ import (
 const (
 	DefaultAttachTimeout = 15 * time.Second
 	DefaultSettleTimeout = 5 * time.Second
+	// DefaultSettleLinger is how long a link's settler lets settlements
+	// gather before it writes them (see Config.SettleLinger).
+	DefaultSettleLinger = 10 * time.Millisecond
 
 	// The platform accepts an idle-time-out of 30 s to 300 s in the Open
 	// frame; the bridge advertises half of Config.IdleTimeout.
@@ -62,6 +65,11 @@ type Config struct {
 	// connection is dropped (default: the idle-time-out the bridge
 	// advertises, IdleTimeout/2). Not a config key: tests use it.
 	SilenceTimeout time.Duration
+	// SettleLinger, when > 0, replaces DefaultSettleLinger: how long a
+	// link's settler lets the settlements of several MNS requests gather
+	// before it writes them in one socket write, unless one is awaited
+	// (the credit, Close). Not a config key: tests use it.
+	SettleLinger time.Duration
 }
 
 // silenceLimit is how long a connection may stay silent: the idle-time-out
@@ -112,5 +120,8 @@ func (cfg Config) checked() (Config, error) {
 	}
 	own(&cfg.AttachTimeout, DefaultAttachTimeout, source.FieldAttachTimeout)
 	own(&cfg.SettleTimeout, DefaultSettleTimeout, source.FieldSettleTimeout)
+	if cfg.SettleLinger <= 0 {
+		cfg.SettleLinger = DefaultSettleLinger
+	}
 	return cfg, errors.Join(errs...)
 }
