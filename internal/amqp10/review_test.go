@@ -29,19 +29,31 @@ func expectFlow(t *testing.T, p *peer, count, credit uint32, why string) *Flow {
 	return fl
 }
 
+// credited starts a pair, issues credit and checks the client's flow
+// (delivery-count = the server's initial-delivery-count, link-credit =
+// credit).
+func credited(t *testing.T, o serverOpts, cfg ReceiverConfig, credit uint32) (*Receiver, *peer, *countingConn) {
+	t.Helper()
+	if cfg.IdleTimeout == 0 {
+		cfg.IdleTimeout = 30 * time.Second
+	}
+	r, p, cc, err := startPair(t, o, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.IssueCredit(credit); err != nil {
+		t.Fatal(err)
+	}
+	expectFlow(t, p, o.initial, credit, "credit")
+	return r, p, cc
+}
+
 // TestReceiverDeliveryCountIsASerialNumber: the delivery-count wraps past
 // 2^32-1 like any serial number, and a flow after a partial refill
 // carries the credit still left plus the new credit (the sender computes
 // its credit as delivery-count + link-credit - its own count).
 func TestReceiverDeliveryCountIsASerialNumber(t *testing.T) {
-	r, p, _, err := startPair(t, serverOpts{initial: 0xfffffffe}, ReceiverConfig{IdleTimeout: 30 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := r.IssueCredit(4); err != nil {
-		t.Fatal(err)
-	}
-	expectFlow(t, p, 0xfffffffe, 4, "first credit")
+	r, p, _ := credited(t, serverOpts{initial: 0xfffffffe}, ReceiverConfig{}, 4)
 	m := message(t, "m", []byte("x"))
 	for id := range uint32(3) {
 		p.transfer(U32(id), false, false, m)
@@ -60,14 +72,7 @@ func TestReceiverDeliveryCountIsASerialNumber(t *testing.T) {
 // (of the link or of the session only) is answered with the client's
 // state; deliveries keep coming.
 func TestReceiverAnswersEchoAndIgnoresServerState(t *testing.T) {
-	r, p, _, err := startPair(t, serverOpts{initial: 5}, ReceiverConfig{IdleTimeout: 30 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := r.IssueCredit(2); err != nil {
-		t.Fatal(err)
-	}
-	expectFlow(t, p, 5, 2, "credit")
+	r, p, _ := credited(t, serverOpts{initial: 5}, ReceiverConfig{}, 2)
 	p.transfer(U32(0), false, false, message(t, "a", nil))
 	if d := receive(t, r); idOf(d) != "a" {
 		t.Fatalf("got %v, want a", idOf(d))
@@ -94,15 +99,7 @@ func TestReceiverAnswersEchoAndIgnoresServerState(t *testing.T) {
 // 512 and channel-max 0 (only channel 0) is served: every frame the
 // client writes fits 512 bytes, settlements included.
 func TestReceiverSmallServerLimits(t *testing.T) {
-	r, p, _, err := startPair(t, serverOpts{open: rawOpen{"server", nil, uint32(512), uint16(0)}},
-		ReceiverConfig{IdleTimeout: 30 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := r.IssueCredit(40); err != nil {
-		t.Fatal(err)
-	}
-	p.nextNonEmpty()
+	r, p, _ := credited(t, serverOpts{open: rawOpen{"server", nil, uint32(512), uint16(0)}}, ReceiverConfig{}, 40)
 	var ds []*Delivery
 	for id := range uint32(40) {
 		p.transfer(U32(id), false, false, message(t, "m", nil))
@@ -134,12 +131,7 @@ func TestReceiverSmallServerLimits(t *testing.T) {
 // settlement fails and writes nothing; a delivery of one connection is
 // never settled on another (its delivery-id means another message there).
 func TestReceiverSettlementAfterTheEnd(t *testing.T) {
-	r1, p1, cc1, err := startPair(t, serverOpts{}, ReceiverConfig{IdleTimeout: 30 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	_ = r1.IssueCredit(1)
-	p1.nextNonEmpty()
+	r1, p1, cc1 := credited(t, serverOpts{}, ReceiverConfig{}, 1)
 	p1.transfer(U32(0), false, false, message(t, "old", nil))
 	d := receive(t, r1)
 	p1.send(&Close{})
@@ -157,12 +149,7 @@ func TestReceiverSettlementAfterTheEnd(t *testing.T) {
 		t.Errorf("%d socket writes after the end", n)
 	}
 
-	r2, p2, cc2, err := startPair(t, serverOpts{}, ReceiverConfig{IdleTimeout: 30 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	_ = r2.IssueCredit(1)
-	p2.nextNonEmpty()
+	r2, p2, cc2 := credited(t, serverOpts{}, ReceiverConfig{}, 1)
 	p2.transfer(U32(0), false, false, message(t, "new", nil))
 	receive(t, r2)
 	before = cc2.writes.Load()
@@ -236,12 +223,7 @@ func waitNoGoroutine(t *testing.T, fn string) {
 // (nothing is sent for it); a delivery aborted on its first frame gives
 // its credit back and the next delivery comes whole.
 func TestReceiverMultiFrameEdges(t *testing.T) {
-	r, p, cc, err := startPair(t, serverOpts{}, ReceiverConfig{IdleTimeout: 30 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	_ = r.IssueCredit(3)
-	expectFlow(t, p, 0, 3, "credit")
+	r, p, cc := credited(t, serverOpts{}, ReceiverConfig{}, 3)
 	whole := message(t, "split", []byte(strings.Repeat("z", 100)))
 	p.transfer(U32(0), true, false, whole[:50])
 	b, err := AppendFrame(nil, FrameAMQP, 0, &Transfer{Handle: 3, DeliveryID: U32(0), Settled: true}, whole[50:])
@@ -273,12 +255,7 @@ func TestReceiverMultiFrameEdges(t *testing.T) {
 // reused buffers (a single-frame and a multi-frame delivery, then others
 // of the same sizes).
 func TestReceiverDeliveriesOwnTheirBytes(t *testing.T) {
-	r, p, _, err := startPair(t, serverOpts{}, ReceiverConfig{IdleTimeout: 30 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	_ = r.IssueCredit(4)
-	expectFlow(t, p, 0, 4, "credit")
+	r, p, _ := credited(t, serverOpts{}, ReceiverConfig{}, 4)
 	body := func(c string) []byte { return []byte(strings.Repeat(c, 300)) }
 	a, b := message(t, "aaaa", body("a")), message(t, "bbbb", body("b"))
 	c, d := message(t, "cccc", body("c")), message(t, "dddd", body("d"))
@@ -320,12 +297,7 @@ func TestReceiverEverySASLOutcomeIsTyped(t *testing.T) {
 // its bytes, to be dead-lettered and settled, and the connection goes on:
 // ending it would have the server push the same message again, for ever.
 func TestReceiverMalformedMessageIsADelivery(t *testing.T) {
-	r, p, _, err := startPair(t, serverOpts{}, ReceiverConfig{IdleTimeout: 30 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	_ = r.IssueCredit(4)
-	expectFlow(t, p, 0, 4, "credit")
+	r, p, _ := credited(t, serverOpts{}, ReceiverConfig{}, 4)
 	badSection := []byte{0x00, 0x53, 0x75, 0xa1, 1, 'x'}
 	notUTF8 := []byte{0x00, 0x53, 0x74, 0xc1, 7, 2, 0xa1, 1, 'k', 0xa1, 1, 0xff}
 	outOfOrder := append(message(t, "m", []byte("body")), 0x00, 0x53, 0x70, 0x45) // a header after the data
@@ -369,17 +341,13 @@ func TestReceiverMalformedMessageIsADelivery(t *testing.T) {
 // messages, so frames and deliveries count apart, across several windows.
 func TestReceiverNeverStallsAStrictServer(t *testing.T) {
 	const n, frames = 4000, 3
-	r, p, _, err := startPair(t, serverOpts{}, ReceiverConfig{IdleTimeout: 30 * time.Second, Prefetch: n})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := r.IssueCredit(n); err != nil {
-		t.Fatal(err)
-	}
+	r, p, _ := credited(t, serverOpts{}, ReceiverConfig{Prefetch: n}, n)
 	m := message(t, "m", []byte(strings.Repeat("w", 30)))
 	cut := len(m) / frames
 	go func() {
-		var next, limit uint32 // the server's next-outgoing-id; where the window ends
+		// The server's next-outgoing-id, and where the window ends: the
+		// credit's flow said next-incoming-id 0 and the whole window.
+		next, limit := uint32(0), uint32(incomingWindow)
 		open := func(f Frame) {
 			if fl, ok := f.Body.(*Flow); ok && fl.NextIncomingID != nil {
 				limit = *fl.NextIncomingID + fl.IncomingWindow
