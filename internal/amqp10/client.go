@@ -37,6 +37,10 @@ type ReceiverConfig struct {
 	// WriteTimeout bounds every socket write (0 is 30 s); a write that
 	// takes longer fails the connection.
 	WriteTimeout time.Duration
+	// MaxMessageSize bounds the bytes kept of one message, however many
+	// transfer frames it spans (0 is MaxMessageSize). A larger one is read
+	// to its end, not kept, and handed over as Malformed.
+	MaxMessageSize int
 }
 
 // Defaults of ReceiverConfig.
@@ -190,6 +194,7 @@ type Receiver struct {
 	inPartial bool
 	partialID uint32
 	partialSt bool
+	oversize  bool // the delivery in progress outgrew MaxMessageSize
 	rbuf      []byte
 	tr        Transfer // the last transfer read (see readFrame)
 }
@@ -212,6 +217,9 @@ func Dial(ctx context.Context, nc net.Conn, cfg ReceiverConfig) (*Receiver, erro
 	}
 	if cfg.WriteTimeout <= 0 {
 		cfg.WriteTimeout = defaultWriteTimeout
+	}
+	if cfg.MaxMessageSize <= 0 {
+		cfg.MaxMessageSize = MaxMessageSize
 	}
 	r := &Receiver{nc: nc, br: bufio.NewReaderSize(nc, 32<<10), cfg: cfg,
 		msgs: make(chan *Delivery, cfg.Prefetch), done: make(chan struct{}), stop: make(chan struct{}), windowLeft: incomingWindow}
@@ -562,15 +570,25 @@ func (r *Receiver) transfer(t *Transfer, payload []byte) error {
 	if t.Aborted {
 		// The sender gave the delivery up: nothing of it is kept, and the
 		// credit it took is given back so that the caller's count holds.
-		r.inPartial = false
+		r.inPartial, r.oversize = false, false
 		r.partial = r.partial[:0]
 		_ = r.sendFlow(1)
 		return nil
 	}
 	body := payload
 	if t.More || r.inPartial {
-		if len(r.partial)+len(payload) > MaxMessageSize {
-			return fmt.Errorf("%w: delivery %d is larger than %d bytes", ErrMalformed, r.partialID, MaxMessageSize)
+		if r.oversize || len(r.partial)+len(payload) > r.cfg.MaxMessageSize {
+			// Too large to keep: the rest is read and dropped, and the
+			// delivery handed over as malformed (ending the connection
+			// would have the server push it again, for ever).
+			r.oversize, r.partial, r.inPartial = true, nil, t.More
+			if t.More {
+				return nil
+			}
+			r.oversize = false
+			r.hand(&Delivery{ID: r.partialID, Settled: r.partialSt, rcv: r, Malformed: fmt.Errorf(
+				"delivery %d: %w: the message is larger than %d bytes (its bytes are not kept)", r.partialID, ErrMalformed, r.cfg.MaxMessageSize)})
+			return nil
 		}
 		r.partial = append(r.partial, payload...)
 		r.inPartial = t.More
@@ -589,16 +607,21 @@ func (r *Receiver) transfer(t *Transfer, payload []byte) error {
 	if cap(r.partial) > 1<<20 {
 		r.partial = nil
 	}
+	r.hand(d)
+	return nil
+}
+
+// hand queues d for Receive; it gives up once the socket is closed locally.
+func (r *Receiver) hand(d *Delivery) {
 	select {
 	case r.msgs <- d: // the usual case: Receive keeps up (a plain send)
-		return nil
+		return
 	default:
 	}
 	select {
 	case r.msgs <- d:
 	case <-r.stop:
 	}
-	return nil
 }
 
 // shut closes the socket: the reader fails at once.

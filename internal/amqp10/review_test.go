@@ -382,3 +382,45 @@ func TestReceiverNeverStallsAStrictServer(t *testing.T) {
 		}
 	}
 }
+
+// TestReceiverOversizeMessageIsADelivery: a message larger than
+// MaxMessageSize is read to its end without being kept and comes as a
+// malformed delivery, taking its credit like any other; an abort after an
+// oversize start forgets it; the next message comes whole on the same
+// connection.
+func TestReceiverOversizeMessageIsADelivery(t *testing.T) {
+	r, p, _ := credited(t, serverOpts{}, ReceiverConfig{MaxMessageSize: 1000}, 4)
+	big := message(t, "big", []byte(strings.Repeat("b", 1500)))
+	p.transfer(U32(0), true, false, big[:600])
+	p.transfer(nil, true, false, big[600:1200])
+	p.transfer(nil, false, false, big[1200:])
+	p.transfer(U32(1), true, false, big[:600])
+	p.transfer(nil, true, false, big[600:1200])
+	p.transfer(nil, false, true, nil) // aborted
+	fits := message(t, "fits", []byte(strings.Repeat("f", 800)))
+	p.transfer(U32(2), true, false, fits[:500])
+	p.transfer(nil, false, false, fits[500:])
+	d := receive(t, r)
+	if d.ID != 0 || d.Malformed == nil || !strings.Contains(d.Malformed.Error(), "delivery 0") ||
+		!strings.Contains(d.Malformed.Error(), "larger than 1000 bytes") || d.Raw != nil {
+		t.Errorf("oversize delivery: id %d, malformed %v, %d raw bytes; want id 0, larger than 1000 bytes, none kept", d.ID, d.Malformed, len(d.Raw))
+	}
+	if err := r.Accept(d); err != nil {
+		t.Fatal(err)
+	}
+	var flow, settled bool // the reader's give-back and the Accept, in either order
+	for range 2 {
+		switch f := p.nextNonEmpty().Body.(type) {
+		case *Flow:
+			flow = *f.DeliveryCount == 2 && *f.LinkCredit == 3
+		case *Disposition:
+			settled = f.First == 0 && f.Settled
+		}
+	}
+	if !flow || !settled {
+		t.Errorf("flow giving the aborted delivery's credit back (count 2, credit 3): %v; oversize delivery settled: %v", flow, settled)
+	}
+	if d := receive(t, r); d.ID != 2 || idOf(d) != "fits" || d.Malformed != nil || len(d.Data[0]) != 800 {
+		t.Errorf("after it: id %d, %v (%v), want fits whole", d.ID, idOf(d), d.Malformed)
+	}
+}
