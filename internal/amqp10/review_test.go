@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"net"
 	"runtime"
 	"strings"
 	"testing"
@@ -423,4 +425,73 @@ func TestReceiverOversizeMessageIsADelivery(t *testing.T) {
 	if d := receive(t, r); d.ID != 2 || idOf(d) != "fits" || d.Malformed != nil || len(d.Data[0]) != 800 {
 		t.Errorf("after it: id %d, %v (%v), want fits whole", d.ID, idOf(d), d.Malformed)
 	}
+}
+
+// FuzzReceiverTransfers drives the reader's transfer state machine (first
+// frame, continuation, abort, settled, oversize) with any sequence of
+// frames: it never panics, keeps at most MaxMessageSize bytes of a
+// message, refuses only what the specification forbids (no delivery-id on
+// a first frame, another delivery-id on a continuation), and hands over
+// every completed delivery with the delivery-id of its first frame.
+func FuzzReceiverTransfers(f *testing.F) {
+	f.Add([]byte{1, 0, 40, 0, 0, 10})
+	f.Add([]byte{3, 0, 200, 2, 0, 200, 2, 0, 200, 0, 0, 1, 1, 1, 5})
+	f.Add([]byte{3, 7, 10, 4, 0, 0, 9, 8, 30})
+	msg, err := AppendMessage(nil, &Message{ApplicationProperties: Map{{"messageId", "x"}}, Data: [][]byte{make([]byte, 250)}})
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Fuzz(func(t *testing.T, script []byte) {
+		c1, c2 := net.Pipe()
+		defer c1.Close()
+		go func() { _, _ = io.Copy(io.Discard, c2) }()
+		const limit = 300
+		r := &Receiver{nc: c1, cfg: ReceiverConfig{MaxMessageSize: limit, WriteTimeout: testLimit},
+			msgs: make(chan *Delivery, len(script)+1), stop: make(chan struct{}), done: make(chan struct{}),
+			windowLeft: incomingWindow, handle: 3}
+		var firstID uint32
+		inDelivery := false
+		for i := 0; i+2 < len(script); i += 3 {
+			flags, id, n := script[i], uint32(script[i+1]), int(script[i+2])
+			tr := &Transfer{Handle: 3, More: flags&2 != 0, Aborted: flags&4 != 0, Settled: flags&8 != 0}
+			if flags&1 != 0 {
+				tr.DeliveryID = &id
+			}
+			start := int(id) % len(msg)
+			payload := msg[start:min(start+n, len(msg))]
+			err := r.transfer(tr, payload)
+			switch {
+			case err != nil:
+				if !errors.Is(err, ErrMalformed) {
+					t.Fatalf("frame %d: error %v is not ErrMalformed", i/3, err)
+				}
+				forbidden := (!inDelivery && tr.DeliveryID == nil) || (inDelivery && tr.DeliveryID != nil && id != firstID)
+				if !forbidden {
+					t.Fatalf("frame %d refused, but it is allowed: %v", i/3, err)
+				}
+				return // the connection would end here
+			case !inDelivery && tr.DeliveryID == nil:
+				t.Fatalf("frame %d: a first frame without delivery-id taken", i/3)
+			case inDelivery && tr.DeliveryID != nil && id != firstID:
+				t.Fatalf("frame %d: a continuation with another delivery-id taken", i/3)
+			}
+			if !inDelivery {
+				firstID = id
+			}
+			inDelivery = tr.More && !tr.Aborted
+			if len(r.partial) > limit {
+				t.Fatalf("frame %d: %d bytes kept, more than %d", i/3, len(r.partial), limit)
+			}
+			select {
+			case d := <-r.msgs:
+				if d.ID != firstID || inDelivery {
+					t.Fatalf("frame %d: delivery %d handed over (first frame's id %d, more %v)", i/3, d.ID, firstID, inDelivery)
+				}
+				if d.Malformed == nil && len(d.Raw) != 0 || len(d.Raw) > limit {
+					t.Fatalf("frame %d: delivery %d with %d raw bytes (malformed %v)", i/3, d.ID, len(d.Raw), d.Malformed)
+				}
+			default:
+			}
+		}
+	})
 }
