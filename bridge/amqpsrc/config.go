@@ -14,7 +14,7 @@ const (
 	DefaultSettleTimeout = 5 * time.Second
 	// DefaultSettleLinger is how long a link's settler lets settlements
 	// gather before it writes them (see Config.SettleLinger).
-	DefaultSettleLinger = 10 * time.Millisecond
+	DefaultSettleLinger = 25 * time.Millisecond
 
 	// The platform accepts an idle-time-out of 30 s to 300 s in the Open
 	// frame; the bridge advertises half of Config.IdleTimeout.

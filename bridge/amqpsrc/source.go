@@ -119,8 +119,10 @@ type link struct {
 	// granted and got count the credit issued and the messages received
 	// on this link (Next only).
 	granted, got int
-
-	settled chan struct{} // signalled (non-blocking) on every untrack
+	// wantCredit is set while Next waits for the settler to issue credit
+	// (see askCredit); the settler hands it over on credited.
+	wantCredit atomic.Bool
+	credited   chan grant
 
 	mu        sync.Mutex
 	unsettled map[*bridge.Delivery]struct{}
@@ -145,7 +147,7 @@ type settlement struct {
 }
 
 func newLink(s *Source, c connection) *link {
-	l := &link{src: s, conn: c, unsettled: make(map[*bridge.Delivery]struct{}), settled: make(chan struct{}, 1),
+	l := &link{src: s, conn: c, unsettled: make(map[*bridge.Delivery]struct{}), credited: make(chan grant, 1),
 		failed: make(chan struct{}), lost: make(chan struct{}), wake: make(chan struct{}, 1),
 		urge: make(chan struct{}, 1)}
 	go func() {
@@ -191,10 +193,6 @@ func (l *link) untrack(d *bridge.Delivery) {
 	l.mu.Lock()
 	delete(l.unsettled, d)
 	l.mu.Unlock()
-	select {
-	case l.settled <- struct{}{}:
-	default:
-	}
 }
 
 func (l *link) inFlight() int {
@@ -248,17 +246,14 @@ func (s *Source) link(ctx context.Context, slot int, clientID string) (source.Li
 	return newLink(s, c), nil
 }
 
-// Next issues credit when all earlier credit is used and the link has room
-// (awaitCredit), then returns the next message as a delivery settled
-// through the Source (source.Link).
+// Next has credit issued when all earlier credit is used (askCredit),
+// then returns the next message as a delivery settled through the Source
+// (source.Link).
 func (l *link) Next(ctx context.Context) (*bridge.Delivery, error) {
 	c := l.conn
 	if l.got >= l.granted {
-		n, err := l.src.awaitCredit(ctx, l)
+		n, err := l.askCredit(ctx)
 		if err != nil {
-			return nil, err
-		}
-		if err := c.IssueCredit(uint32(n)); err != nil {
 			return nil, err
 		}
 		l.granted += n
@@ -333,8 +328,16 @@ func (l *link) Close(ctx context.Context) error {
 	return nil
 }
 
-// awaitCredit waits until the link has room for at least half the credit
-// window beyond its unsettled deliveries, and returns that room.
+// grant is credit the settler issued for Next, or why it could not.
+type grant struct {
+	n   int
+	err error
+}
+
+// askCredit has the settler issue credit (see settler) and waits for it:
+// as much as the link has room for beyond its unsettled deliveries, once
+// that is at least half the credit window. The settler issues it in the
+// socket write of the settlements that made the room.
 //
 // Credit is only ever issued once all earlier credit has been used: no
 // transfer is then in flight, so the delivery-count in the flow frame is
@@ -343,20 +346,43 @@ func (l *link) Close(ctx context.Context) error {
 // credit, go-amqp's credit counter wrapped around and the link stalled for
 // good, seen with 1,500 queued messages.)
 // The cost is one round trip per refill.
-func (s *Source) awaitCredit(ctx context.Context, l *link) (int, error) {
-	window := s.cfg.Credit
-	for {
-		room := window - l.inFlight()
-		if room > 0 && room >= (window+1)/2 {
-			return room, nil
-		}
-		l.urgeSettler()
-		select {
-		case <-l.settled:
-		case <-ctx.Done():
-			return 0, ctx.Err()
-		}
+func (l *link) askCredit(ctx context.Context) (int, error) {
+	l.wantCredit.Store(true)
+	select {
+	case l.wake <- struct{}{}:
+	default:
 	}
+	l.urgeSettler()
+	select {
+	case g := <-l.credited:
+		return g.n, g.err
+	case <-l.lost:
+		l.wantCredit.Store(false)
+		return 0, errors.New("the connection ended")
+	case <-ctx.Done():
+		l.wantCredit.Store(false)
+		return 0, ctx.Err()
+	}
+}
+
+// grantCredit issues the credit Next waits for (askCredit) when the link
+// has room for at least half the window beyond its unsettled deliveries,
+// counting the settling ones of the settler's round as settled (their
+// dispositions leave in the same write, before the flow).
+func (l *link) grantCredit(settling int) {
+	window := l.src.cfg.Credit
+	if !l.wantCredit.Load() {
+		return
+	}
+	room := window - (l.inFlight() - settling)
+	if room <= 0 || room < (window+1)/2 || !l.wantCredit.CompareAndSwap(true, false) {
+		return
+	}
+	select {
+	case <-l.urge: // askCredit's: answered here (Close urges again)
+	default:
+	}
+	l.credited <- grant{n: room, err: l.conn.IssueCredit(uint32(room))}
 }
 
 func isDone(ch <-chan struct{}) bool {
@@ -402,7 +428,7 @@ func (l *link) enqueue(st settlement) bool {
 }
 
 // urgeSettler makes the settler write what it holds now, without its
-// linger: a settlement is awaited (the credit, Close).
+// linger: a settlement is awaited (Close, or Next's credit).
 func (l *link) urgeSettler() {
 	select {
 	case l.urge <- struct{}{}:
@@ -419,7 +445,10 @@ func (l *link) urgeSettler() {
 // one write (issue 16: a write per connection per MNS request was most of
 // the settler's cost at 5,000 msgs/s over 5 connections); it delays only
 // the accept of what MNS has stored: a crash meanwhile makes the platform
-// send those messages again (duplicates, never loss). A delivery counts as
+// send those messages again (duplicates, never loss). While Next waits for
+// credit the settler does not linger, and it issues the credit Next waits
+// for (grantCredit) in the write of the round that made the room, or at
+// once when there is room without one. A delivery counts as
 // accepted or released, and leaves the link's credit window, once its
 // disposition was written. What is queued when the connection ends is
 // dropped and counted (the platform redelivers it).
@@ -430,6 +459,9 @@ func (l *link) settler() {
 	for {
 		select {
 		case <-l.wake:
+			if l.wantCredit.Load() {
+				break
+			}
 			linger.Reset(every)
 			select {
 			case <-linger.C:
@@ -457,6 +489,7 @@ func (l *link) settler() {
 				l.busy = false
 				l.idle.Notify()
 				l.qmu.Unlock()
+				l.grantCredit(0)
 				break
 			}
 			batch := l.queue
@@ -501,6 +534,7 @@ func (l *link) settleAll(batch []settlement) {
 			st.err = errSettleFailed
 		}
 	}
+	l.grantCredit(len(batch))
 	flushErr := c.Flush()
 	for i := range batch {
 		st := &batch[i]
