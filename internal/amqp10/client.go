@@ -171,6 +171,7 @@ type Receiver struct {
 	err      error // why done was closed; set before
 
 	closing atomic.Bool // Close sent the close: the peer's close ends cleanly
+	reading atomic.Bool // Attach started the reader: done will be closed
 
 	// mu guards the link and session flow state, shared by the reader
 	// and IssueCredit.
@@ -353,6 +354,7 @@ func (r *Receiver) Attach(ctx context.Context, address string) error {
 		return ctxErr(ctx, err)
 	}
 	r.lastWrite.Store(time.Now().UnixNano())
+	r.reading.Store(true)
 	go r.readLoop()
 	if r.peerIdle > 0 {
 		go r.beat(r.peerIdle / 2)
@@ -869,7 +871,9 @@ func (r *Receiver) Err() error {
 // sees the transport end and takes back every unsettled delivery.
 func (r *Receiver) Abort() {
 	r.shut()
-	<-r.done
+	if r.reading.Load() {
+		<-r.done
+	}
 }
 
 // Close releases what was received but not taken by Receive, detaches the
@@ -877,6 +881,10 @@ func (r *Receiver) Abort() {
 // for the peer's close within ctx; past ctx it closes the socket and
 // returns ctx's error.
 func (r *Receiver) Close(ctx context.Context) error {
+	if !r.reading.Load() { // Dial without Attach: nothing to hand back
+		r.shut()
+		return nil
+	}
 	select {
 	case <-r.done:
 		return nil

@@ -1,6 +1,7 @@
 package amqp10
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -494,4 +495,61 @@ func FuzzReceiverTransfers(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestReceiverEndsWithoutAttach: a Receiver that logged in but never
+// attached (Dial, then the caller gives up) is ended by Abort and by Close
+// at once: the socket is closed and neither waits for a reader that never
+// started.
+func TestReceiverEndsWithoutAttach(t *testing.T) {
+	for _, end := range []string{"abort", "close"} {
+		t.Run(end, func(t *testing.T) {
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer ln.Close()
+			closed := make(chan error, 1)
+			go func() {
+				nc, err := ln.Accept()
+				if err != nil {
+					closed <- err
+					return
+				}
+				defer nc.Close()
+				p := &peer{t: t, nc: nc, br: bufio.NewReader(nc)}
+				_ = nc.SetDeadline(time.Now().Add(testLimit))
+				var h [8]byte
+				_, _ = io.ReadFull(p.br, h[:])
+				p.raw(HeaderSASL[:])
+				p.sendType(FrameSASL, &SASLMechanisms{Mechanisms: []Symbol{"PLAIN"}})
+				p.next()
+				p.sendType(FrameSASL, &SASLOutcome{Code: SASLOK})
+				_, _ = io.ReadFull(p.br, h[:])
+				p.raw(HeaderAMQP[:])
+				p.next()
+				p.send(&Open{ContainerID: "server"})
+				_, err = ReadFrame(p.br, 1<<20) // the client's end: EOF
+				closed <- err
+			}()
+			nc, err := net.Dial("tcp", ln.Addr().String())
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), testLimit)
+			defer cancel()
+			r, err := Dial(ctx, nc, ReceiverConfig{ContainerID: "edge-1", IdleTimeout: 30 * time.Second})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if end == "abort" {
+				r.Abort()
+			} else if err := r.Close(ctx); err != nil {
+				t.Errorf("Close: %v", err)
+			}
+			if err := <-closed; !errors.Is(err, io.EOF) {
+				t.Errorf("the server read %v, want the socket closed (EOF)", err)
+			}
+		})
+	}
 }
