@@ -172,3 +172,5 @@ func (c *amqpConn) Abort()                     { c.rcv.Abort() }
 // receiver, ends the session and closes the connection within ctx; past
 // ctx's deadline it closes the socket and returns ctx's error.
 func (c *amqpConn) Close(ctx context.Context) error { return c.rcv.Close(ctx) }
+
+func (c *amqpConn) ReleasedAtClose() int { return c.rcv.ReleasedAtClose() }

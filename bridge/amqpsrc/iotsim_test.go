@@ -7,6 +7,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/iot-mns-bridge/iot-mns-bridge/bridge"
 	"github.com/iot-mns-bridge/iot-mns-bridge/bridge/source"
+	"github.com/iot-mns-bridge/iot-mns-bridge/bridge/source/sourcetest"
 	"github.com/iot-mns-bridge/iot-mns-bridge/internal/faultproxy"
 	"github.com/iot-mns-bridge/iot-mns-bridge/internal/waitfor"
 	"github.com/iot-mns-bridge/iot-mns-bridge/iotauth"
@@ -83,6 +85,51 @@ func TestIoTSimulatorDeliversAndSettles(t *testing.T) {
 	waitFor(t, "the accept", func() bool { return sim.Stats().Acked == 1 })
 	if st := sim.Stats(); st.Released != 1 || st.Pending != 0 {
 		t.Errorf("simulator stats = %+v", st)
+	}
+}
+
+// TestCloseSaysWhatItReleasedUnreceived: at Close the messages the
+// client received ahead on its credit but never handed over are released
+// (the platform sends them again) and the log says how many, as the STOMP
+// source says of the messages it had buffered.
+func TestCloseSaysWhatItReleasedUnreceived(t *testing.T) {
+	sim, ca := startSim(t, iotsim.Config{})
+	logs := &syncBuffer{}
+	src, err := New(simConfig(sim.AMQPAddr(), ca, logs)) // credit 10
+	if err != nil {
+		t.Fatal(err)
+	}
+	conns := make(chan *amqpConn, 1)
+	real := src.dial
+	src.dial = func(ctx context.Context, slot int, id string) (connection, error) {
+		c, err := real(ctx, slot, id)
+		if err == nil {
+			conns <- c.(*amqpConn)
+		}
+		return c, err
+	}
+	took := make(chan *bridge.Delivery, 1)
+	run := sourcetest.Start(t, src, func(ctx context.Context, d *bridge.Delivery) error {
+		took <- d // the first; the handler then holds the source here
+		<-ctx.Done()
+		return ctx.Err()
+	})
+	for i := range 10 {
+		sim.Publish(simGroup, iotsim.Message{Topic: "/pk/dn/user/x", MessageID: fmt.Sprint(i), Body: []byte("b")})
+	}
+	<-took
+	conn := <-conns
+	waitFor(t, "the other 9 received ahead", func() bool { return conn.rcv.Buffered() == 9 })
+	run.Stop()
+	ctx, cancel := context.WithTimeout(context.Background(), itLimit)
+	defer cancel()
+	if err := src.Close(ctx); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	waitFor(t, "every message released", func() bool { return sim.Stats().Released == 10 })
+	want := `msg="amqp messages received ahead were released at close; the platform sends them again" source=amqp`
+	if !strings.Contains(logs.String(), want) || !strings.Contains(logs.String(), " count=9") {
+		t.Errorf("the log does not say that 9 messages received ahead were released:\n%s", logs.String())
 	}
 }
 

@@ -69,6 +69,9 @@ type connection interface {
 	// Close closes receiver, session and connection within ctx's deadline,
 	// forcing the socket shut when the peer does not answer.
 	Close(ctx context.Context) error
+	// ReleasedAtClose is how many messages Close released that Receive had
+	// not returned (received ahead on the credit).
+	ReleasedAtClose() int
 	// Abort closes the socket at once, without the AMQP close handshake:
 	// the peer sees the transport end (as after a crash) and requeues
 	// every unsettled delivery of the connection.
@@ -322,7 +325,11 @@ func (l *link) Close(ctx context.Context) error {
 	}
 	l.waitSettled(ctx)
 	l.dead.Store(true)
-	if err := l.conn.Close(ctx); err != nil && ctx.Err() != nil {
+	err := l.conn.Close(ctx)
+	if n := l.conn.ReleasedAtClose(); n > 0 {
+		l.src.log.Info("amqp messages received ahead were released at close; the platform sends them again", "count", n)
+	}
+	if err != nil && ctx.Err() != nil {
 		return ctx.Err()
 	}
 	return nil

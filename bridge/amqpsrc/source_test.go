@@ -172,6 +172,8 @@ func (c *fakeConn) Close(context.Context) error {
 	return nil
 }
 
+func (c *fakeConn) ReleasedAtClose() int { return 0 }
+
 func (c *fakeConn) Abort() {
 	c.mu.Lock()
 	c.aborted = true

@@ -172,6 +172,9 @@ type Receiver struct {
 
 	closing atomic.Bool // Close sent the close: the peer's close ends cleanly
 	reading atomic.Bool // Attach started the reader: done will be closed
+	// releasedAtClose counts the deliveries Close released that Receive
+	// had not returned (see ReleasedAtClose).
+	releasedAtClose atomic.Int64
 
 	// mu guards the link and session flow state, shared by the reader
 	// and IssueCredit.
@@ -876,6 +879,15 @@ func (r *Receiver) Abort() {
 	}
 }
 
+// Buffered returns how many deliveries were received and wait for
+// Receive.
+func (r *Receiver) Buffered() int { return len(r.msgs) }
+
+// ReleasedAtClose returns how many deliveries Close released that Receive
+// had not returned (received ahead on the link's credit): the server sends
+// them again. Valid once Close has returned.
+func (r *Receiver) ReleasedAtClose() int { return int(r.releasedAtClose.Load()) }
+
 // Close releases what was received but not taken by Receive, detaches the
 // link (closed), ends the session and closes the connection, and waits
 // for the peer's close within ctx; past ctx it closes the socket and
@@ -894,7 +906,9 @@ func (r *Receiver) Close(ctx context.Context) error {
 	for {
 		select {
 		case d := <-r.msgs:
-			_ = r.Release(d)
+			if !d.Settled && r.Release(d) == nil {
+				r.releasedAtClose.Add(1)
+			}
 			continue
 		default:
 		}
