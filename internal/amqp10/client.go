@@ -148,7 +148,8 @@ type Delivery struct {
 // Delivery and queues it for Receive. Settlements are written as
 // dispositions of ranges of delivery-ids; between Hold and Flush they are
 // gathered and written in one socket write. The client sends an empty
-// frame whenever it wrote nothing for half the peer's idle-time-out.
+// frame whenever it wrote nothing for half the peer's idle-time-out, or of
+// its own when that is shorter (see beatEvery).
 //
 // Its methods are safe for concurrent use.
 type Receiver struct {
@@ -359,10 +360,25 @@ func (r *Receiver) Attach(ctx context.Context, address string) error {
 	r.lastWrite.Store(time.Now().UnixNano())
 	r.reading.Store(true)
 	go r.readLoop()
-	if r.peerIdle > 0 {
-		go r.beat(r.peerIdle / 2)
+	if every := beatEvery(r.peerIdle, r.cfg.IdleTimeout); every > 0 {
+		go r.beat(every)
 	}
 	return nil
+}
+
+// beatEvery is how long the client may stay silent: half the peer's
+// idle-time-out (the specification), and at most half its own, which the
+// IoT platform applies to the client too (it closes a connection that
+// carried no frame for the client's idle-time-out, whatever its open
+// announced). 0: no heart-beats.
+func beatEvery(peer, own time.Duration) time.Duration {
+	switch {
+	case peer <= 0:
+		return own / 2
+	case own <= 0:
+		return peer / 2
+	}
+	return min(peer, own) / 2
 }
 
 func (r *Receiver) attach(address string) error {

@@ -48,6 +48,9 @@ type serverOpts struct {
 	idle     uint32       // the server's idle-time-out (ms) in its open
 	initial  uint32       // the link's initial-delivery-count
 	open     Performative // the server's open, if not the usual one
+	// clientIdle is the idle-time-out (ms) the client's open must carry
+	// (0: 30000).
+	clientIdle uint32
 }
 
 // startPair connects a Receiver to a scripted server over loopback TCP and
@@ -131,8 +134,11 @@ func (p *peer) handshake(o serverOpts) {
 	}
 	p.raw(HeaderAMQP[:])
 	open, ok := p.next().Body.(*Open)
-	if !ok || open.ContainerID != "edge-1" || open.IdleTimeout != 30000 {
-		p.t.Errorf("open %+v, want container-id edge-1 and idle-time-out 30000", open)
+	if o.clientIdle == 0 {
+		o.clientIdle = 30000
+	}
+	if !ok || open.ContainerID != "edge-1" || open.IdleTimeout != o.clientIdle {
+		p.t.Errorf("open %+v, want container-id edge-1 and idle-time-out %d", open, o.clientIdle)
 	}
 	if o.open == nil {
 		o.open = &Open{ContainerID: "server", MaxFrameSize: 1 << 20, IdleTimeout: o.idle}

@@ -553,3 +553,26 @@ func TestReceiverEndsWithoutAttach(t *testing.T) {
 		})
 	}
 }
+
+// TestReceiverBeatsWithinItsOwnIdleTimeout: the client also sends a frame
+// within half the idle-time-out its own open carries, whatever the server
+// announced (none, or a longer one): the platform closes a connection that
+// carried no frame for the client's idle-time-out (iot-subscription
+// protocol: "if no frame is seen on the connection for that long the
+// platform closes it"), and a quiet consumer group has no other traffic.
+func TestReceiverBeatsWithinItsOwnIdleTimeout(t *testing.T) {
+	for _, serverIdle := range []uint32{0, 600000} {
+		t.Run(fmt.Sprint(serverIdle), func(t *testing.T) {
+			r, p, _, err := startPair(t, serverOpts{idle: serverIdle, clientIdle: 200}, ReceiverConfig{IdleTimeout: 200 * time.Millisecond})
+			if err != nil {
+				t.Fatal(err)
+			}
+			for empty := 0; empty < 3; { // nothing else is written: no credit, no settlement
+				if f := p.next(); f.Body == nil {
+					empty++
+				}
+			}
+			r.Abort()
+		})
+	}
+}
