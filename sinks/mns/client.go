@@ -466,8 +466,9 @@ func (c *Client) transportError(ctx context.Context, t target, ids reqIDs, err e
 }
 
 // httpError makes an Error from a reply that is not a success.
-func httpError(t target, status int, ids reqIDs, rb *replyBuf) *Error {
-	e := &Error{Op: t.op, Kind: t.kind, Name: t.name, Status: status, RequestID: ids.server, UserRequestID: ids.user}
+func (c *Client) httpError(t target, status int, ids reqIDs, rb *replyBuf) *Error {
+	e := &Error{Op: t.op, Kind: t.kind, Name: t.name, Status: status, RequestID: ids.server, UserRequestID: ids.user,
+		Region: c.region}
 	if parseReply(rb.buf.Bytes(), &rb.r) == nil && rb.r.root == "Error" {
 		e.Code, e.Message, e.HostID = rb.r.err.Code, rb.r.err.Message, rb.r.err.HostID
 		if rb.r.err.RequestID != "" {
@@ -519,7 +520,7 @@ func (c *Client) sendOutcomes(ctx context.Context, t target, resource string, bo
 	}
 	if err := parseReply(rb.buf.Bytes(), &rb.r); err != nil || rb.r.root == "Error" ||
 		(rb.r.root == "Message" && (status < 200 || status > 299)) {
-		setAll(httpError(t, status, ids, rb))
+		setAll(c.httpError(t, status, ids, rb))
 		return
 	}
 	if len(rb.r.entries) != len(idx) {
@@ -865,7 +866,7 @@ func (c *Client) get(ctx context.Context, t target, resource string, out any) er
 		return err
 	}
 	if status != http.StatusOK {
-		return httpError(t, status, ids, rb)
+		return c.httpError(t, status, ids, rb)
 	}
 	if err := xml.Unmarshal(rb.buf.Bytes(), out); err != nil {
 		return &Error{Op: t.op, Kind: t.kind, Name: t.name, Status: status, RequestID: ids.server, UserRequestID: ids.user,

@@ -250,6 +250,7 @@ func TestErrorClasses(t *testing.T) {
 		{"queue missing", mnsemu.Config{}, nil, "nope", false, "QueueNotExist", "create queue nope in the MNS console or fix routes"},
 		{"wrong secret", mnsemu.Config{}, func(c *Config) { c.AccessKeySecret = "wrong-secret" }, "q1", true, "SignatureDoesNotMatch", "access_key_secret (source.credentials when mns.credentials is empty)"},
 		{"unknown key", mnsemu.Config{}, func(c *Config) { c.AccessKeyID = "other" }, "q1", true, "InvalidAccessKeyId", "access_key_id, or source.credentials when mns.credentials is empty"},
+		{"v4 for another region", mnsemu.Config{Region: "cn-hangzhou"}, func(c *Config) { c.SignatureVersion, c.Region = "v4", "cn-shanghai" }, "q1", true, "SignatureDoesNotMatch", "mns.region (cn-shanghai)"},
 		{"clock off", mnsemu.Config{}, func(c *Config) { c.Now = func() time.Time { return time.Date(2026, 11, 23, 0, 0, 0, 0, time.UTC) } }, "q1", true, "TimeExpired", "NTP"},
 		{"500", mnsemu.Config{Faults: mnsemu.Faults{ErrorRate: 1}}, nil, "q1", true, "InternalError", "retries"},
 		{"503", mnsemu.Config{Faults: mnsemu.Faults{ErrorRate: 1, ErrorStatus: 503}}, nil, "q1", true, "ServiceUnavailable", "503"},

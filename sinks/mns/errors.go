@@ -36,6 +36,9 @@ type Error struct {
 	// UserRequestID is the x-mns-user-request-id the client sent, to find
 	// the request in the bridge's own logs and in a capture.
 	UserRequestID string
+	// Region is the region a V4 signature named ("" with V2): a signature
+	// for another region than the endpoint's does not match either.
+	Region string
 }
 
 // codeStatus maps documented MNS error codes to their HTTP status, so that a
@@ -160,7 +163,11 @@ func (e *Error) hint() string {
 	case "InvalidAccessKeyId":
 		return "check mns.credentials.access_key_id, or source.credentials when mns.credentials is empty (is the key enabled, in this account?)"
 	case "SignatureDoesNotMatch":
-		return "check that mns.credentials.access_key_secret (source.credentials when mns.credentials is empty) belongs to the access key id"
+		h := "check that mns.credentials.access_key_secret (source.credentials when mns.credentials is empty) belongs to the access key id"
+		if e.Region != "" {
+			h += ", and that mns.region (" + e.Region + ") is the region of mns.endpoint: signature_version v4 signs for it"
+		}
+		return h
 	case "TimeExpired", "InvalidDateHeader":
 		return "the local clock is off by more than 15 minutes; synchronise it (NTP)"
 	case "TooManyRequests", "QpsLimitExceeded":
