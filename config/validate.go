@@ -22,6 +22,7 @@ import (
 // MNS client's; MNS names and tags are checked by mns.NameRules.
 const (
 	MaxConnections  = 64                // clients per consumer group
+	MaxCredit       = 10000             // AMQP link credit (the amqp source's own bound)
 	MaxBatchSize    = mns.MaxBatchCount // messages per MNS batch request
 	MaxBatchBytes   = mns.MaxBatchBytes // body bytes per MNS batch request
 	MaxMessageBytes = mns.MaxBodySize   // one MNS message body, after encoding
@@ -174,6 +175,9 @@ func (v *validator) source() {
 	}
 
 	v.atLeast("source.amqp.credit", s.AMQP.Credit, 1)
+	if s.AMQP.Credit > MaxCredit {
+		v.bad("source.amqp.credit", "must be at most %d, got %d", MaxCredit, s.AMQP.Credit)
+	}
 	if d := s.AMQP.IdleTimeout; d < MinIdleTimeout || d > MaxIdleTimeout {
 		v.bad("source.amqp.idle_timeout", "must be 60s to 600s, got %s: the bridge advertises half of it and the platform accepts 30s to 300s", d)
 	}
