@@ -11,9 +11,6 @@ import (
 
 	"github.com/iot-mns-bridge/iot-mns-bridge/bridge"
 	"github.com/iot-mns-bridge/iot-mns-bridge/bridge/deadletter"
-	"github.com/iot-mns-bridge/iot-mns-bridge/internal/testbroker"
-	"github.com/iot-mns-bridge/iot-mns-bridge/iotsim"
-	"github.com/iot-mns-bridge/iot-mns-bridge/mnsemu"
 )
 
 // TestRabbitMQAMQPMalformedMessageIsDeadLettered: a message the bridge
@@ -23,12 +20,8 @@ import (
 // on the same connection, and the bad one does not come back (the bridge
 // used to drop the connection and take it again, 90 times a minute).
 func TestRabbitMQAMQPMalformedMessageIsDeadLettered(t *testing.T) {
-	b := testbroker.RabbitMQ(t)
-	p := startPeers(t, mnsemu.Config{Queues: []string{"telemetry-pkm"}}, iotsim.Config{})
-	queue := "/queue/" + b.Unique(t)
-	rc := rabbitConfig(t, b, p, "amqp", b.AMQPSAddr)
-	rc.Source.AMQP.Address = queue
-	path := writeRabbitConfig(t, p, rc)
+	b, p, rc, path := rabbitAMQP(t, "telemetry-pkm")
+	queue := rc.Source.AMQP.Address
 
 	conn, sess, err := b.DialAMQP(t, b.PublisherUser, b.PublisherPassword)
 	if err != nil {

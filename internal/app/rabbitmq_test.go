@@ -40,6 +40,20 @@ func writeRabbitConfig(t *testing.T, p *peers, c *config.Config) string {
 	return configtest.Write(t, p.dir, "rabbit.yaml", c)
 }
 
+// rabbitAMQP starts the peers (MNS queue mnsQueue) and writes a config for
+// the AMQP source on a fresh queue of the test broker (its address is
+// Source.AMQP.Address); it returns the broker, the peers, the config and
+// its path.
+func rabbitAMQP(t *testing.T, mnsQueue string) (*testbroker.Broker, *peers, *config.Config, string) {
+	t.Helper()
+	b := testbroker.RabbitMQ(t)
+	p := startPeers(t, mnsemu.Config{Queues: []string{mnsQueue}}, iotsim.Config{})
+	queue := "/queue/" + b.Unique(t)
+	rc := rabbitConfig(t, b, p, "amqp", b.AMQPSAddr)
+	rc.Source.AMQP.Address = queue
+	return b, p, rc, writeRabbitConfig(t, p, rc)
+}
+
 // TestRabbitMQSTOMPBridgeResumesAfterBrokerRestart: the bridge subscribes to
 // /topic/# on a real RabbitMQ over STOMP+TLS (aksign checked by the HTTP auth
 // backend), another client publishes, everything reaches the MNS emulator;
@@ -150,12 +164,7 @@ func TestRabbitMQAMQPBridgeKill9AndBrokerRestart(t *testing.T) {
 // TestRabbitMQAMQPCheckConnect: "check -connect" logs in over AMQP 1.0 and
 // attaches a receiver; a wrong secret is reported with the likely fix.
 func TestRabbitMQAMQPCheckConnect(t *testing.T) {
-	b := testbroker.RabbitMQ(t)
-	p := startPeers(t, mnsemu.Config{Queues: []string{"telemetry-pka"}}, iotsim.Config{})
-	queue := "/queue/" + b.Unique(t)
-	rc := rabbitConfig(t, b, p, "amqp", b.AMQPSAddr)
-	rc.Source.AMQP.Address = queue
-	path := writeRabbitConfig(t, p, rc)
+	b, p, rc, path := rabbitAMQP(t, "telemetry-pka")
 	code, out, errOut := runMain(t, context.Background(), "check", "-config", path, "-connect")
 	if code != ExitOK || !strings.Contains(out, "ok   source") {
 		t.Fatalf("check -connect: exit %d\n%s%s", code, out, errOut)
