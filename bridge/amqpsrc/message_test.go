@@ -207,3 +207,28 @@ func TestMalformedMessageIsInvalid(t *testing.T) {
 		t.Errorf("good delivery: %+v", got)
 	}
 }
+
+// TestOddTextIsItsBytes: a string that is not UTF-8 or a symbol that is not
+// ASCII (which go-amqp, the bridge's earlier client, took as they came) does
+// not make the message invalid: it decodes, and the property carries its
+// bytes as go-amqp's path gave them. MNS gets such a property only when
+// platform_properties names it, and then the MNS sink's rule for a value
+// XML cannot carry dead-letters the message with the property's name.
+func TestOddTextIsItsBytes(t *testing.T) {
+	raw, err := amqp10.AppendMessage(nil, &amqp10.Message{ApplicationProperties: amqp10.Map{
+		{Key: "topic", Value: "/pk/dn\xff/user/up"}, {Key: "messageId", Value: "odd"},
+		{Key: "kind", Value: amqp10.Symbol("caf\xe9")}},
+		Data: [][]byte{[]byte("b")}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := amqp10.DecodeMessage(raw)
+	if err != nil {
+		t.Fatalf("decode: %v; want the odd text taken as its bytes", err)
+	}
+	got := deliveryMessage(&amqp10.Delivery{Message: *m})
+	if got.Invalid != "" || got.Topic != "/pk/dn\xff/user/up" || got.MessageID != "odd" ||
+		got.Properties["kind"] != "caf\xe9" || string(got.Body) != "b" {
+		t.Errorf("toMessage = %+v, want it valid with every value as its bytes", got)
+	}
+}

@@ -40,6 +40,10 @@ func DecodeAll(b []byte) ([]any, error) {
 type decoder struct {
 	b   []byte
 	pos int
+	// anyText takes a string that is not UTF-8 and a symbol that is not
+	// ASCII as their bytes instead of refusing them (a message's sections,
+	// as go-amqp did: one odd property must not refuse the whole message).
+	anyText bool
 }
 
 func (d *decoder) errorf(format string, args ...any) error {
@@ -185,14 +189,14 @@ func (d *decoder) payload(c byte, depth int) (any, error) {
 		}
 		switch c {
 		case codeStr8, codeStr32:
-			if !utf8.Valid(p) {
+			if !d.anyText && !utf8.Valid(p) {
 				return nil, d.errorf("string is not valid UTF-8")
 			}
 			return string(p), nil
 		case codeSym8, codeSym32:
 			// AMQP 1.0 part 1, 1.6.21: a symbol is seven-bit ASCII.
 			for _, b := range p {
-				if b >= utf8.RuneSelf {
+				if b >= utf8.RuneSelf && !d.anyText {
 					return nil, d.errorf("symbol is not ASCII (byte 0x%02x)", b)
 				}
 			}
@@ -205,7 +209,7 @@ func (d *decoder) payload(c byte, depth int) (any, error) {
 		if err != nil {
 			return nil, err
 		}
-		sub := decoder{b: body}
+		sub := decoder{b: body, anyText: d.anyText}
 		if c == codeMap8 || c == codeMap32 {
 			if count%2 != 0 {
 				return nil, d.errorf("map has an odd number of items (%d)", count)
@@ -244,7 +248,7 @@ func (d *decoder) payload(c byte, depth int) (any, error) {
 		if err != nil {
 			return nil, err
 		}
-		sub := decoder{b: body}
+		sub := decoder{b: body, anyText: d.anyText}
 		ec, err := sub.byte1("array element constructor")
 		if err != nil {
 			return nil, d.wrap(err)

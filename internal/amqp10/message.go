@@ -89,7 +89,9 @@ func AppendMessage(b []byte, m *Message) ([]byte, error) {
 
 // DecodeMessage decodes the sections of a message (the payload of its
 // transfers). Sections must come in the specified order, each at most once
-// except data and amqp-sequence, and the body must be of one kind.
+// except data and amqp-sequence, and the body must be of one kind. A string
+// that is not UTF-8 or a symbol that is not ASCII is taken as its bytes (as
+// go-amqp does), not a reason to refuse the message.
 func DecodeMessage(b []byte) (*Message, error) {
 	m := &Message{}
 	if err := decodeMessageInto(m, b); err != nil {
@@ -101,7 +103,7 @@ func DecodeMessage(b []byte) (*Message, error) {
 // decodeMessageInto is DecodeMessage into m (zero): it decodes each
 // section's value straight into m's field, with no list of sections.
 func decodeMessageInto(m *Message, b []byte) error {
-	d := decoder{b: b}
+	d := decoder{b: b, anyText: true}
 	last := uint64(0)
 	for i := 0; d.pos < len(b); i++ {
 		c, err := d.sectionCode(i)

@@ -295,24 +295,36 @@ func TestReceiverEverySASLOutcomeIsTyped(t *testing.T) {
 }
 
 // TestReceiverMalformedMessageIsADelivery: a message whose sections do not
-// decode (a data section holding a string; a property that is not UTF-8;
-// a multi-frame one out of order) comes as a delivery with the reason and
-// its bytes, to be dead-lettered and settled, and the connection goes on:
-// ending it would have the server push the same message again, for ever.
+// decode (a data section holding a string; an application-property key that
+// is not a string; a multi-frame one out of order; a truncated binary)
+// comes as a delivery with the reason and its bytes, to be dead-lettered
+// and settled, and the connection goes on: ending it would have the server
+// push the same message again, for ever. Strings that are not UTF-8 and
+// symbols that are not ASCII are no such reason: they are taken as their
+// bytes, as go-amqp took them (this used to refuse the whole message).
 func TestReceiverMalformedMessageIsADelivery(t *testing.T) {
-	r, p, _ := credited(t, serverOpts{}, ReceiverConfig{}, 4)
+	r, p, _ := credited(t, serverOpts{}, ReceiverConfig{}, 6)
 	badSection := []byte{0x00, 0x53, 0x75, 0xa1, 1, 'x'}
-	notUTF8 := []byte{0x00, 0x53, 0x74, 0xc1, 7, 2, 0xa1, 1, 'k', 0xa1, 1, 0xff}
+	intKey := []byte{0x00, 0x53, 0x74, 0xc1, 4, 2, 0x54, 1, 0x40}                 // application-properties {1: null}
 	outOfOrder := append(message(t, "m", []byte("body")), 0x00, 0x53, 0x70, 0x45) // a header after the data
+	truncated := []byte{0x00, 0x53, 0x75, 0xa0, 5, 'x'}                           // a binary of 5 bytes holding 1
+	oddText, err := AppendMessage(nil, &Message{MessageAnnotations: Map{{Symbol("x-\xe9"), "v\xff"}},
+		Properties: []any{"id\xff"}, ApplicationProperties: Map{{"messageId", "odd"}, {"kind", Symbol("caf\xe9")},
+			{"note", "\xff\xfe"}}, Data: [][]byte{[]byte("odd body")}})
+	if err != nil {
+		t.Fatal(err)
+	}
 	p.transfer(U32(0), false, false, badSection)
-	p.transfer(U32(1), false, false, notUTF8)
+	p.transfer(U32(1), false, false, intKey)
 	p.transfer(U32(2), true, false, outOfOrder[:5])
 	p.transfer(nil, false, false, outOfOrder[5:])
-	p.transfer(U32(3), false, false, message(t, "good", nil))
+	p.transfer(U32(3), false, false, truncated)
+	p.transfer(U32(4), false, false, oddText)
+	p.transfer(U32(5), false, false, message(t, "good", nil))
 	for i, tc := range []struct {
 		raw  []byte
 		want string
-	}{{badSection, "message section 0x75"}, {notUTF8, "UTF-8"}, {outOfOrder, "out of order"}} {
+	}{{badSection, "message section 0x75"}, {intKey, "key 1 is a int"}, {outOfOrder, "out of order"}, {truncated, "needs 5 bytes"}} {
 		d := receive(t, r)
 		if d.ID != uint32(i) || d.Malformed == nil || !strings.Contains(d.Malformed.Error(), tc.want) ||
 			!strings.Contains(d.Malformed.Error(), fmt.Sprintf("delivery %d:", i)) || string(d.Raw) != string(tc.raw) {
@@ -322,12 +334,23 @@ func TestReceiverMalformedMessageIsADelivery(t *testing.T) {
 			t.Errorf("accept delivery %d: %v", d.ID, err)
 		}
 	}
+	d := receive(t, r)
+	kind, _ := d.Property("kind")
+	note, _ := d.Property("note")
+	if d.Malformed != nil || idOf(d) != "odd" || kind != Symbol("caf\xe9") || note != "\xff\xfe" ||
+		len(d.Properties) != 1 || d.Properties[0] != "id\xff" || len(d.MessageAnnotations) != 1 ||
+		d.MessageAnnotations[0] != (KV{Symbol("x-\xe9"), "v\xff"}) || string(d.Data[0]) != "odd body" {
+		t.Errorf("odd text: malformed %v, message %+v; want every string and symbol as its bytes", d.Malformed, d.Message)
+	}
+	if err := r.Accept(d); err != nil {
+		t.Errorf("accept the odd text one: %v", err)
+	}
 	if d := receive(t, r); idOf(d) != "good" || d.Malformed != nil {
 		t.Errorf("after the malformed ones: %v (%v), want good", idOf(d), d.Malformed)
 	}
-	for range 3 {
+	for range 5 {
 		if ds, ok := p.nextNonEmpty().Body.(*Disposition); !ok || !ds.Settled {
-			t.Errorf("want a settled disposition for each malformed delivery, got %+v", ds)
+			t.Errorf("want a settled disposition for each malformed delivery and the odd one, got %+v", ds)
 		}
 	}
 	select {

@@ -120,6 +120,7 @@ func TestPropertyLimitsRefused(t *testing.T) {
 		{"duplicate", bridge.Outgoing{Properties: append(str("a", "1"), str("a", "2")...)}, ErrPropertyInvalid, "set twice"},
 		{"long value", bridge.Outgoing{Properties: str("a", strings.Repeat("v", 4097))}, ErrPropertyInvalid, "4097 characters"},
 		{"not XML text", bridge.Outgoing{Properties: str("a", "x\x00")}, ErrPropertyInvalid, "XML"},
+		{"not UTF-8 (an AMQP symbol taken as its bytes)", bridge.Outgoing{Properties: str("kind", "caf\xe9")}, ErrPropertyInvalid, `"kind": value is not text that XML 1.0 can carry`},
 		{"bad number", bridge.Outgoing{Properties: []bridge.Property{{Name: "n", Value: "12a", Type: bridge.PropNumber}}}, ErrPropertyInvalid, "NUMBER"},
 		{"bad boolean", bridge.Outgoing{Properties: []bridge.Property{{Name: "b", Value: "yes", Type: bridge.PropBoolean}}}, ErrPropertyInvalid, "BOOLEAN"},
 		{"bad binary", bridge.Outgoing{Properties: []bridge.Property{{Name: "b", Value: "!!", Type: bridge.PropBinary}}}, ErrPropertyInvalid, "base64"},
