@@ -113,6 +113,12 @@ func errOrNil(e *Error) error {
 	return e
 }
 
+// ErrAtMostOnce is Attach's error when the server answers the attach with
+// snd-settle-mode settled: it would send every delivery pre-settled.
+var ErrAtMostOnce = errors.New("the server would send pre-settled (at-most-once) deliveries " +
+	"(its attach has snd-settle-mode settled); the bridge needs unsettled ones, settled only once " +
+	"MNS has them, so that nothing is lost")
+
 // SASLError is a refused SASL login.
 type SASLError struct {
 	Code           uint8
@@ -428,6 +434,11 @@ func (r *Receiver) attach(address string) error {
 					return &LinkError{RemoteErr: d.Error}
 				}
 				return &LinkError{}
+			}
+			if p.SndSettleMode == SndSettled {
+				// Pre-settled deliveries are gone once sent: one lost on the
+				// way or in a crash would be lost for good.
+				return ErrAtMostOnce
 			}
 			r.handle = p.Handle
 			if p.InitialDeliveryCount != nil {

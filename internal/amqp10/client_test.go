@@ -51,6 +51,7 @@ type serverOpts struct {
 	// clientIdle is the idle-time-out (ms) the client's open must carry
 	// (0: 30000).
 	clientIdle uint32
+	sndSettle  uint8 // the snd-settle-mode of the server's attach
 }
 
 // startPair connects a Receiver to a scripted server over loopback TCP and
@@ -155,7 +156,7 @@ func (p *peer) handshake(o serverOpts) {
 	}
 	p.send(&Begin{RemoteChannel: new(uint16), NextOutgoingID: 0, IncomingWindow: 100, OutgoingWindow: 100000})
 	p.send(&Attach{Name: a.Name, Handle: 3, Role: RoleSender, Source: a.Source, Target: a.Target,
-		InitialDeliveryCount: U32(o.initial)})
+		InitialDeliveryCount: U32(o.initial), SndSettleMode: o.sndSettle})
 }
 
 func (p *peer) raw(b []byte) {
@@ -519,6 +520,27 @@ func TestReceiverSASLRefused(t *testing.T) {
 	if !errors.As(err, &se) || se.Code != SASLSysTemp || !strings.Contains(err.Error(), "throttled") ||
 		!strings.Contains(err.Error(), "SASL PLAIN auth failed") {
 		t.Errorf("err = %v, want a SASLError with code 4 and the server's text", err)
+	}
+}
+
+// TestReceiverRefusesAtMostOnce: a server that answers the attach with
+// snd-settle-mode settled would send every delivery pre-settled (lost for
+// good if lost on the way): Attach fails with ErrAtMostOnce, naming it, and
+// drops the socket, like any refused attach. Mixed (each delivery says) and
+// unsettled attach.
+func TestReceiverRefusesAtMostOnce(t *testing.T) {
+	_, p, _, err := startPair(t, serverOpts{sndSettle: SndSettled}, ReceiverConfig{IdleTimeout: 30 * time.Second})
+	if !errors.Is(err, ErrAtMostOnce) || !strings.Contains(err.Error(), "pre-settled (at-most-once)") ||
+		!strings.Contains(err.Error(), "the bridge needs unsettled") {
+		t.Errorf("attach answered settled: err = %v, want ErrAtMostOnce", err)
+	}
+	if _, rerr := io.ReadAll(p.br); rerr != nil {
+		t.Errorf("the server's read after the refused attach: %v, want the socket closed", rerr)
+	}
+	for _, mode := range []uint8{SndMixed, SndUnsettled} {
+		if _, _, _, err := startPair(t, serverOpts{sndSettle: mode}, ReceiverConfig{IdleTimeout: 30 * time.Second}); err != nil {
+			t.Errorf("attach answered snd-settle-mode %d: %v", mode, err)
+		}
 	}
 }
 
