@@ -128,7 +128,7 @@ func TestCloseSaysWhatItReleasedUnreceived(t *testing.T) {
 	}
 	waitFor(t, "every message released", func() bool { return sim.Stats().Released == 10 })
 	want := `msg="amqp messages received ahead were released at close; the platform sends them again" source=amqp`
-	if !strings.Contains(logs.String(), want) || !strings.Contains(logs.String(), " count=9") {
+	if !strings.Contains(logs.String(), want) || !strings.Contains(logs.String(), " conn=bridge count=9") {
 		t.Errorf("the log does not say that 9 messages received ahead were released:\n%s", logs.String())
 	}
 }

@@ -113,6 +113,7 @@ type Source struct {
 type link struct {
 	src  *Source
 	conn connection
+	id   string      // the connection's client id, for the log
 	dead atomic.Bool // no more settling: the connection ended or is closing
 
 	failed   chan struct{} // closed by fail: the connection must be dropped
@@ -149,8 +150,8 @@ type settlement struct {
 	err error
 }
 
-func newLink(s *Source, c connection) *link {
-	l := &link{src: s, conn: c, unsettled: make(map[*bridge.Delivery]struct{}), credited: make(chan grant, 1),
+func newLink(s *Source, c connection, clientID string) *link {
+	l := &link{src: s, conn: c, id: clientID, unsettled: make(map[*bridge.Delivery]struct{}), credited: make(chan grant, 1),
 		failed: make(chan struct{}), lost: make(chan struct{}), wake: make(chan struct{}, 1),
 		urge: make(chan struct{}, 1)}
 	go func() {
@@ -246,7 +247,7 @@ func (s *Source) link(ctx context.Context, slot int, clientID string) (source.Li
 	if err != nil {
 		return nil, err
 	}
-	return newLink(s, c), nil
+	return newLink(s, c, clientID), nil
 }
 
 // Next has credit issued when all earlier credit is used (askCredit),
@@ -327,7 +328,7 @@ func (l *link) Close(ctx context.Context) error {
 	l.dead.Store(true)
 	err := l.conn.Close(ctx)
 	if n := l.conn.ReleasedAtClose(); n > 0 {
-		l.src.log.Info("amqp messages received ahead were released at close; the platform sends them again", "count", n)
+		l.src.log.Info("amqp messages received ahead were released at close; the platform sends them again", "conn", l.id, "count", n)
 	}
 	if err != nil && ctx.Err() != nil {
 		return ctx.Err()
