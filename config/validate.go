@@ -487,6 +487,28 @@ func (v *validator) delivery() {
 	}
 }
 
+// http checks the http section: the listener and the web config file.
+func (v *validator) http() {
+	v.httpListen()
+	v.webConfigFile()
+}
+
+// webConfigFile checks that http.web_config_file, when set, is a file
+// (its contents are read by the HTTP server at start).
+func (v *validator) webConfigFile() {
+	name := v.c.HTTP.WebConfigFile
+	if name == "" {
+		return
+	}
+	st, err := os.Stat(name)
+	switch {
+	case err != nil:
+		v.bad("http.web_config_file", "%v: it must be a readable web config file (TLS and basic auth, Prometheus exporter-toolkit format)", err)
+	case st.IsDir():
+		v.bad("http.web_config_file", "%s is a directory: name the web config file", name)
+	}
+}
+
 // httpListen checks http.listen: host:port, or empty.
 func (v *validator) httpListen() {
 	if l := v.c.HTTP.Listen; l != "" {
@@ -504,7 +526,7 @@ func (v *validator) rest() {
 	}
 	v.nonNegative("spool.commit_interval", c.Spool.CommitInterval)
 	v.oneOf("envelope", c.Envelope, "raw", "json")
-	v.httpListen()
+	v.http()
 	v.oneOf("log.level", c.Log.Level, "debug", "info", "warn", "error")
 	v.oneOf("log.format", c.Log.Format, "text", "json")
 	v.nonNegative("log.summary_interval", c.Log.SummaryInterval)
