@@ -10,7 +10,9 @@
 // A delivery is settled only when the pipeline says so: Accepted → accept,
 // Released → release. Settle only queues: each link's settler goroutine
 // settles what is queued and writes the dispositions of one round, as
-// ranges of delivery-ids, in one socket write. The client's one reader
+// ranges of delivery-ids, in one socket write, once they had a linger
+// (Config.SettleLinger) to gather, or at once when credit waits for them
+// (the refill then goes in the same write). The client's one reader
 // goroutine decodes each transfer and hands it to Next: one goroutine
 // hand-off a message (go-amqp, used before, had six). A message whose
 // sections do not decode is handed over too, as its bytes with the reason
