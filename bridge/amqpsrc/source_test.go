@@ -298,6 +298,19 @@ func (hs *harness) nextConn() *fakeConn {
 	}
 }
 
+// sendAccepted hands n messages to c and accepts each once all came
+// through.
+func (hs *harness) sendAccepted(c *fakeConn, n int) {
+	hs.t.Helper()
+	var ds []*bridge.Delivery
+	for i := range n {
+		ds = append(ds, hs.send(c, platformMsg(strconv.Itoa(i))))
+	}
+	for _, d := range ds {
+		d.Accept()
+	}
+}
+
 func (hs *harness) send(c *fakeConn, m *amqp10.Delivery) *bridge.Delivery {
 	hs.t.Helper()
 	select {
@@ -680,13 +693,7 @@ func TestSettlerWritesARoundInOneFlush(t *testing.T) {
 func TestSettlementsGatherUntilAwaited(t *testing.T) {
 	hs := newHarness(t, Config{SettleLinger: time.Hour}, nil, nil)
 	c := hs.nextConn()
-	var ds []*bridge.Delivery
-	for i := range 3 {
-		ds = append(ds, hs.send(c, platformMsg(strconv.Itoa(i))))
-	}
-	for _, d := range ds {
-		d.Accept()
-	}
+	hs.sendAccepted(c, 3)
 	if got := hs.src.Stats(); got.Accepted != 0 {
 		t.Errorf("Stats = %+v: written within the linger", got)
 	}
@@ -710,13 +717,7 @@ func TestSettlementsGatherUntilAwaited(t *testing.T) {
 func TestCreditDoesNotWaitForTheLinger(t *testing.T) {
 	hs := newHarness(t, Config{Credit: 4, SettleLinger: time.Hour}, nil, nil)
 	c := hs.nextConn()
-	var ds []*bridge.Delivery
-	for i := range 4 {
-		ds = append(ds, hs.send(c, platformMsg(strconv.Itoa(i))))
-	}
-	for _, d := range ds {
-		d.Accept()
-	}
+	hs.sendAccepted(c, 4)
 	// Two or four: the room is issued once it is half the window.
 	eventually(t, "a refill once the settlements are written", func() bool {
 		_, issued := c.creditState()
