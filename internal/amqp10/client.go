@@ -2,6 +2,7 @@ package amqp10
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -205,9 +206,13 @@ type Receiver struct {
 	inPartial bool
 	partialID uint32
 	partialSt bool
-	oversize  bool // the delivery in progress outgrew MaxMessageSize
-	rbuf      []byte
-	tr        Transfer // the last transfer read (see readFrame)
+	// the first frame's delivery-tag (a copy: the frame's buffer is
+	// reused) and message-format of a delivery in progress
+	partialTag    []byte
+	partialFormat uint32
+	oversize      bool // the delivery in progress outgrew MaxMessageSize
+	rbuf          []byte
+	tr            Transfer // the last transfer read (see readFrame)
 }
 
 type settle struct {
@@ -591,12 +596,28 @@ func (r *Receiver) transfer(t *Transfer, payload []byte) error {
 		_ = r.sendFlow(0)
 	}
 	if r.inPartial {
-		if t.DeliveryID != nil && *t.DeliveryID != r.partialID {
+		// A continuation may repeat the first frame's delivery-id, tag and
+		// message-format, never change them (as go-amqp checks).
+		switch {
+		case t.DeliveryID != nil && *t.DeliveryID != r.partialID:
 			return fmt.Errorf("%w: transfer continues delivery %d with delivery-id %d", ErrMalformed, r.partialID, *t.DeliveryID)
+		case t.MessageFormat != nil && *t.MessageFormat != r.partialFormat:
+			return fmt.Errorf("%w: transfer continues delivery %d (message-format %d) with message-format %d",
+				ErrMalformed, r.partialID, r.partialFormat, *t.MessageFormat)
+		case t.DeliveryTag != nil && !bytes.Equal(t.DeliveryTag, r.partialTag):
+			return fmt.Errorf("%w: transfer continues delivery %d (delivery-tag %x) with delivery-tag %x",
+				ErrMalformed, r.partialID, r.partialTag, t.DeliveryTag)
 		}
 	} else {
 		r.partialID = *t.DeliveryID
 		r.partialSt = false
+		if t.More { // only a delivery that continues needs them
+			r.partialTag = append(r.partialTag[:0], t.DeliveryTag...)
+			r.partialFormat = 0
+			if t.MessageFormat != nil {
+				r.partialFormat = *t.MessageFormat
+			}
+		}
 	}
 	r.partialSt = r.partialSt || t.Settled
 	if t.Aborted {

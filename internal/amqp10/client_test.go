@@ -481,6 +481,16 @@ func TestReceiverBadFrames(t *testing.T) {
 			return append(tr(&Transfer{Handle: 3, DeliveryID: U32(0), DeliveryTag: []byte("0"), More: true}, m[:3]),
 				tr(&Transfer{Handle: 3, DeliveryID: U32(1)}, m[3:])...)
 		}, "continues delivery 0 with delivery-id 1"},
+		{"continuation with another message-format", func(t *testing.T) []byte {
+			m := message(t, "x", nil)
+			return append(tr(&Transfer{Handle: 3, DeliveryID: U32(0), DeliveryTag: []byte("0"), MessageFormat: U32(0), More: true}, m[:3]),
+				tr(&Transfer{Handle: 3, DeliveryID: U32(0), DeliveryTag: []byte("0"), MessageFormat: U32(7)}, m[3:])...)
+		}, "continues delivery 0 (message-format 0) with message-format 7"},
+		{"continuation with another delivery-tag", func(t *testing.T) []byte {
+			m := message(t, "x", nil)
+			return append(tr(&Transfer{Handle: 3, DeliveryID: U32(0), DeliveryTag: []byte("0"), More: true}, m[:3]),
+				tr(&Transfer{Handle: 3, DeliveryTag: []byte("1")}, m[3:])...)
+		}, "continues delivery 0 (delivery-tag 30) with delivery-tag 31"},
 		{"another channel", func(t *testing.T) []byte {
 			b, _ := AppendFrame(nil, FrameAMQP, 4, &Transfer{Handle: 3, DeliveryID: U32(0), DeliveryTag: []byte("0")}, message(t, "x", nil))
 			return b
