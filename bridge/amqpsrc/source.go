@@ -363,16 +363,23 @@ func (l *link) askCredit(ctx context.Context) (int, error) {
 	default:
 	}
 	l.urgeSettler()
+	var err error
 	select {
 	case g := <-l.credited:
 		return g.n, g.err
 	case <-l.lost:
-		l.wantCredit.Store(false)
-		return 0, errors.New("the connection ended")
+		err = errors.New("the connection ended")
 	case <-ctx.Done():
-		l.wantCredit.Store(false)
-		return 0, ctx.Err()
+		err = ctx.Err()
 	}
+	if !l.wantCredit.CompareAndSwap(true, false) {
+		// The settler took the request just now and is issuing the credit:
+		// take its grant (it is counted), so that none is ever left on
+		// credited for a later grant to block the settler behind.
+		g := <-l.credited
+		return g.n, g.err
+	}
+	return 0, err
 }
 
 // grantCredit issues the credit Next waits for (askCredit) when the link

@@ -835,3 +835,55 @@ func TestCloseDoesNotWaitForAStuckSettlement(t *testing.T) {
 		t.Fatal("Close waits for a settlement stuck in go-amqp instead of closing the connection")
 	}
 }
+
+// slowCredit holds IssueCredit until the test lets it go: entered is
+// signalled as it starts.
+type slowCredit struct {
+	*fakeConn
+	entered, release chan struct{}
+}
+
+func (c *slowCredit) IssueCredit(n uint32) error {
+	c.entered <- struct{}{}
+	<-c.release
+	return c.fakeConn.IssueCredit(n)
+}
+
+// TestCreditAskedAsNextGivesUpIsTaken: Next's wait for credit ends (its
+// context) just after the settler took the request: the credit the settler
+// is issuing is taken and counted all the same, and nothing is left on the
+// hand-over. A grant left there would have the next request's grant block
+// the settler, which holds the connection's writes meanwhile.
+func TestCreditAskedAsNextGivesUpIsTaken(t *testing.T) {
+	src, err := New(filled(Config{Settings: source.Settings{Endpoint: "127.0.0.1:1", Params: testParams}}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	fc := newFakeConn(0, "c0")
+	c := &slowCredit{fakeConn: fc, entered: make(chan struct{}), release: make(chan struct{})}
+	l := newLink(src, c, "c0")
+	defer fc.kill(&amqp10.ConnError{})
+	ctx, cancel := context.WithCancel(context.Background())
+	type result struct {
+		n   int
+		err error
+	}
+	asked := make(chan result, 1)
+	go func() {
+		n, err := l.askCredit(ctx)
+		asked <- result{n, err}
+	}()
+	<-c.entered // the settler took the request and is issuing the credit
+	cancel()
+	close(c.release)
+	r := <-asked
+	if r.err != nil || r.n != src.cfg.Credit {
+		t.Errorf("askCredit = %d, %v; want the credit issued as it gave up (%d)", r.n, r.err, src.cfg.Credit)
+	}
+	if _, issued := fc.creditState(); issued != src.cfg.Credit {
+		t.Errorf("credit issued %d, want %d", issued, src.cfg.Credit)
+	}
+	if n := len(l.credited); n != 0 {
+		t.Errorf("%d grant(s) left on the hand-over, want none", n)
+	}
+}
