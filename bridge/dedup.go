@@ -42,7 +42,8 @@ type Dedup struct {
 	head  uint64 // seq of the oldest entry held
 	next  uint64 // seq of the next entry
 
-	onAdd func(id string, at time.Time)
+	onAdd  func(id string, at time.Time)
+	onSync func()
 }
 
 // dedupKey identifies an id; the top byte of its second word says how:
@@ -200,6 +201,22 @@ func (d *Dedup) Add(id string, now time.Time) {
 // the caller's buffer). Set it before the window is used; it is how the
 // window is journalled to survive restarts.
 func (d *Dedup) SetOnAdd(f func(id string, at time.Time)) { d.onAdd = f }
+
+// SetOnSync registers f, which Sync calls. Set it before the window is
+// used; the journal sets it to write what it buffered.
+func (d *Dedup) SetOnSync(f func()) { d.onSync = f }
+
+// Sync hands the ids added so far to the window's journal file (SetOnSync),
+// so that a crash (kill -9) after the caller settles their deliveries
+// upstream still finds them on restart and suppresses the redeliveries of
+// any the source had not yet settled (a settlement may wait in the source,
+// e.g. AMQP's settle linger, or the spool's deletes). Without a journal it
+// does nothing. Safe for concurrent use.
+func (d *Dedup) Sync() {
+	if d.onSync != nil {
+		d.onSync()
+	}
+}
 
 // Len returns the number of ids held, including expired ones not yet
 // pruned (pruning happens in Add).

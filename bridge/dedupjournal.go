@@ -15,10 +15,12 @@ import (
 	"time"
 )
 
-// journalFlush is how often journalled ids are handed to the kernel. A
-// process crash (kill -9) keeps everything written; a machine crash may
-// lose the last ids (no fsync), whose redeliveries are then forwarded once
-// more: at-least-once either way.
+// journalFlush is how often journalled ids are handed to the kernel when
+// nobody asked sooner: the pipeline writes a request's ids (Dedup.Sync)
+// before it settles the request's deliveries. A process crash (kill -9)
+// keeps everything written; a machine crash may lose the last ids (no
+// fsync), whose redeliveries are then forwarded once more: at-least-once
+// either way.
 const journalFlush = 50 * time.Millisecond
 
 // DedupJournal makes the de-dup window survive a restart: every id MNS
@@ -55,6 +57,7 @@ func OpenDedupJournal(path string, d *Dedup, size int, log *slog.Logger) (*Dedup
 		return nil, 0, err
 	}
 	d.SetOnAdd(j.add)
+	d.SetOnSync(j.flush)
 	return j, n, nil
 }
 

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -89,5 +90,58 @@ func TestDedupJournalMissingDirectory(t *testing.T) {
 	}
 	if strings.Contains(err.Error(), ".tmp") {
 		t.Errorf("error %q names the internal temporary file", err)
+	}
+}
+
+// journalChecker is a source that, as each delivery is accepted, reads the
+// de-dup journal's file and records the ids it did not find there.
+type journalChecker struct {
+	path    string
+	mu      sync.Mutex
+	settled int
+	missing []string
+}
+
+func (c *journalChecker) Settle(d *Delivery, o Outcome) {
+	data, _ := os.ReadFile(c.path)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.settled++
+	if o == Accepted && !strings.Contains(string(data), strconv.Quote(d.MessageID)) {
+		c.missing = append(c.missing, d.MessageID)
+	}
+}
+
+// TestAcceptedIdsAreJournalledBeforeSettling: the id of a message MNS
+// accepted is in the journal's file before its delivery is settled
+// upstream, so a crash (kill -9) while the settlement waits in the source
+// (AMQP's settle linger, the spool's deletes) leaves a redelivery the
+// journal suppresses. The journal's own writer (Run) is not running: only
+// the pipeline's Sync can have written the ids.
+func TestAcceptedIdsAreJournalledBeforeSettling(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "dedup-window.log")
+	d := NewDedup(100, time.Hour)
+	j, _, err := OpenDedupJournal(path, d, 100, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer j.Close()
+	h := newHarness(t, newFakeSink(nil), func(c *PipelineConfig) { c.Dedup = d })
+	src := &journalChecker{path: path}
+	for i := 0; i < 40; i++ {
+		m := Message{Topic: "/pk/dev/user/up", MessageID: fmt.Sprintf("m%05d", i), Body: []byte("{}")}
+		if err := h.p.Handle(context.Background(), NewDelivery(m, src, nil)); err != nil {
+			t.Fatalf("Handle: %v", err)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := h.p.Drain(ctx); err != nil {
+		t.Fatalf("Drain: %v", err)
+	}
+	src.mu.Lock()
+	defer src.mu.Unlock()
+	if src.settled != 40 || len(src.missing) > 0 {
+		t.Fatalf("%d of 40 settled; accepted before their id was in the journal's file: %v", src.settled, src.missing)
 	}
 }

@@ -91,7 +91,6 @@ func (l *lane) send(batch []*item, outs []Outgoing) []Outgoing {
 			if p.cfg.Dedup != nil {
 				p.cfg.Dedup.Add(it.d.MessageID, now)
 			}
-			p.done(it.d, Accepted)
 		case p.sendCtx.Err() != nil:
 			p.done(it.d, Released)
 		case !Retryable(err) && !(it.fixed && MissingDestination(err)):
@@ -107,6 +106,19 @@ func (l *lane) send(batch []*item, outs []Outgoing) []Outgoing {
 				dead = append(dead, it)
 			} else {
 				retry = append(retry, it)
+			}
+		}
+	}
+	if ok > 0 {
+		// The accepted ids reach the de-dup journal's file before their
+		// deliveries are settled: a crash while a settlement waits in the
+		// source leaves a redelivery the journal suppresses on restart.
+		if p.cfg.Dedup != nil {
+			p.cfg.Dedup.Sync()
+		}
+		for i, it := range batch {
+			if i < len(errs) && errs[i] == nil {
+				p.done(it.d, Accepted)
 			}
 		}
 	}
