@@ -13,6 +13,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/iot-mns-bridge/iot-mns-bridge/internal/rawio"
 )
 
 // journalFlush is how often journalled ids are handed to the kernel when
@@ -217,7 +219,7 @@ func (j *DedupJournal) flush() {
 	if len(j.buf) == 0 || j.f == nil {
 		return
 	}
-	_, err := j.f.Write(j.buf)
+	_, err := rawio.WriteFile(j.f, j.buf)
 	j.buf = j.buf[:0]
 	if err != nil && j.err == nil {
 		j.log.Warn("writing the de-dup journal failed: after a restart, redeliveries of recent messages may be forwarded again", "file", j.path, "err", err)

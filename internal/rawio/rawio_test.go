@@ -7,6 +7,8 @@ import (
 	"io"
 	"net"
 	"os"
+	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 )
@@ -161,5 +163,33 @@ func TestReadAndWriteAllocateNothing(t *testing.T) {
 	// s is a plain net.Conn, which allocates nothing per call either.
 	if allocs != 0 {
 		t.Errorf("a raw Write and Read allocate %.1f objects, want 0", allocs)
+	}
+}
+
+// TestWriteFileAppendsEverything: WriteFile appends all of its bytes to a
+// regular file, and names the file when the write fails.
+func TestWriteFileAppendsEverything(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "journal")
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := bytes.Repeat([]byte("0123456789\n"), 10000)
+	for _, part := range [][]byte{want[:7], want[7:70000], want[70000:]} {
+		if n, err := WriteFile(f, part); err != nil || n != len(part) {
+			t.Fatalf("WriteFile: %d of %d, %v", n, len(part), err)
+		}
+	}
+	f.Close()
+	if got, _ := os.ReadFile(path); !bytes.Equal(got, want) {
+		t.Fatalf("file holds %d bytes, want the %d written", len(got), len(want))
+	}
+	ro, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ro.Close()
+	if _, err := WriteFile(ro, []byte("x")); err == nil || !strings.Contains(err.Error(), path) {
+		t.Fatalf("WriteFile to a read-only file: %v, want an error naming %s", err, path)
 	}
 }
