@@ -78,9 +78,7 @@ func (d *dialer) dial(ctx context.Context, _ int, id string) (connection, error)
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
 		}
-		return nil, fmt.Errorf("amqp attach receiver to %q as %s: %w; check %s "+
-			"and that the consumer group is subscribed (the platform drops a connection without a receiver after 15s)",
-			cfg.Address, id, err, cfg.Names.Of(source.FieldAddress))
+		return nil, explainAttach(cfg, id, err)
 	}
 	c := &amqpConn{rcv: rcv, watch: rw}
 	go rw.watch(rcv.Done())
@@ -111,6 +109,20 @@ func explainLogin(cfg Config, id string, err error) error {
 	}
 	return fmt.Errorf("amqp open to %s as %s: %w; check %s and %s",
 		cfg.Endpoint, id, err, cfg.Names.Of(source.FieldEndpoint), cfg.Names.Of(source.FieldIdleTimeout))
+}
+
+// explainAttach turns a refused receiver attach into an error naming what
+// to check: the address and the consumer group's subscription, or, for a
+// server that would pre-settle its deliveries, the endpoint (the platform's
+// subscription redelivers what is not settled, so it is not the platform).
+func explainAttach(cfg Config, id string, err error) error {
+	op := fmt.Sprintf("amqp attach receiver to %q as %s", cfg.Address, id)
+	if errors.Is(err, amqp10.ErrAtMostOnce) {
+		return fmt.Errorf("%s: %w; check %s: it must be the IoT Platform's AMQP subscription endpoint",
+			op, err, cfg.Names.Of(source.FieldEndpoint))
+	}
+	return fmt.Errorf("%s: %w; check %s and that the consumer group is subscribed "+
+		"(the platform drops a connection without a receiver after 15s)", op, err, cfg.Names.Of(source.FieldAddress))
 }
 
 // explainLoss describes why an established connection ended.
