@@ -86,8 +86,6 @@ func (l *lane) send(batch []*item, outs []Outgoing) []Outgoing {
 		switch {
 		case err == nil:
 			ok++
-			p.stats.forwarded.Add(1)
-			p.m.forwarded()
 			if p.cfg.Dedup != nil {
 				p.cfg.Dedup.Add(it.d.MessageID, now)
 			}
@@ -119,6 +117,8 @@ func (l *lane) send(batch []*item, outs []Outgoing) []Outgoing {
 		for i, it := range batch {
 			if i < len(errs) && errs[i] == nil {
 				p.done(it.d, Accepted)
+				p.stats.forwarded.Add(1) // counted once settled: who reads Forwarded sees it settled
+				p.m.forwarded()
 			}
 		}
 	}
