@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/iot-mns-bridge/iot-mns-bridge/bridge"
+	"github.com/iot-mns-bridge/iot-mns-bridge/internal/waitfor"
 )
 
 // forwarded is what a test pipeline saw: the spool key and the message of
@@ -100,13 +101,8 @@ func inOrder(t *testing.T, keys []uint64, msgs []bridge.Message, from int) {
 // accepted messages commit on their own.
 func waitDepth(t *testing.T, s *Spool, n int64) {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for s.Stats().Depth != n {
-		if time.Now().After(deadline) {
-			t.Fatalf("spool depth %d, want %d", s.Stats().Depth, n)
-		}
-		time.Sleep(time.Millisecond)
-	}
+	waitfor.Until(t, fmt.Sprintf("spool depth %d", n), 30*time.Second, func() bool { return s.Stats().Depth == n },
+		func() string { return fmt.Sprintf("spool depth %d, want %d", s.Stats().Depth, n) })
 }
 
 // A message committed in this run reaches the pipeline from memory, the

@@ -14,6 +14,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/iot-mns-bridge/iot-mns-bridge/internal/waitfor"
 )
 
 // testLimit bounds every wait of these tests; nothing depends on it.
@@ -572,9 +574,7 @@ func TestReceiverCloseHandshake(t *testing.T) {
 			receive(t, r)
 			// The reader has the second one once a later frame was read
 			// after it: wait for it in the queue.
-			for len(r.msgs) == 0 {
-				time.Sleep(time.Millisecond)
-			}
+			waitfor.Until(t, "the prefetched delivery in the queue", testLimit, func() bool { return len(r.msgs) > 0 })
 			ctx, cancel := context.WithCancel(context.Background())
 			defer cancel()
 			res := make(chan error, 1)

@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/iot-mns-bridge/iot-mns-bridge/internal/waitfor"
 )
 
 // rawOpen is an open performative built field by field, for values the
@@ -207,18 +209,12 @@ func TestReceiverCloseLeavesNothingRunning(t *testing.T) {
 // waitNoGoroutine waits until no goroutine's stack names fn.
 func waitNoGoroutine(t *testing.T, fn string) {
 	t.Helper()
-	deadline := time.Now().Add(testLimit)
 	buf := make([]byte, 1<<20)
-	for {
-		stacks := string(buf[:runtime.Stack(buf, true)])
-		if !strings.Contains(stacks, fn) {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("a goroutine of %s is still running:\n%s", fn, stacks)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	var stacks string
+	waitfor.Until(t, "no goroutine of "+fn, testLimit, func() bool {
+		stacks = string(buf[:runtime.Stack(buf, true)])
+		return !strings.Contains(stacks, fn)
+	}, func() string { return "a goroutine of " + fn + " is still running:\n" + stacks })
 }
 
 // TestReceiverMultiFrameEdges: a delivery-id repeated on a continuation
