@@ -263,16 +263,21 @@ func (b *Bridge) Registry() *prometheus.Registry { return b.reg }
 // accepted at shutdown went. "Released" is said only of deliveries whose
 // upstream sends them again (AMQP release, STOMP client-individual).
 // leftInSpool is what the closed spool holds (those the pipeline held and
-// those the feeder had not handed it yet).
+// those the feeder had not handed it yet). A spool that holds messages is
+// said whether or not the drain was cut: the feeder may not have handed
+// the pipeline any of them yet, and then the drain ends at once.
 func (b *Bridge) logShutdown(cut bool, kept keepCounts, spooled bool, leftInSpool int64) {
-	st := b.pipeline.Stats()
-	if cut {
-		if spooled {
-			b.log.Warn("shutdown timeout reached; the messages MNS has not accepted stay in the spool and are forwarded at the next start",
-				"left_in_spool", leftInSpool)
-		} else if st.Released > 0 {
+	switch {
+	case spooled && leftInSpool > 0:
+		msg := "the messages MNS has not accepted stay in the spool and are forwarded at the next start"
+		if cut {
+			msg = "shutdown timeout reached; " + msg
+		}
+		b.log.Warn(msg, "left_in_spool", leftInSpool)
+	case !spooled && cut:
+		if released := b.pipeline.Stats().Released; released > 0 {
 			b.log.Warn("shutdown timeout reached; released the messages MNS has not accepted (the platform redelivers them)",
-				"released", st.Released)
+				"released", released)
 		}
 	}
 	if kept.spooled > 0 {
