@@ -511,14 +511,26 @@ func TestReceiverBadFrames(t *testing.T) {
 			_ = r.IssueCredit(5)
 			p.nextNonEmpty()
 			p.raw(tc.bytes(t))
-			if _, err := r.Receive(context.Background()); err == nil || !strings.Contains(err.Error(), tc.want) {
+			ctx, cancel := context.WithTimeout(context.Background(), testLimit)
+			defer cancel()
+			if _, err := r.Receive(ctx); err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Errorf("Receive: %v, want an error with %q", err, tc.want)
 			}
-			<-r.Done()
+			select {
+			case <-r.Done():
+			case <-time.After(testLimit):
+				t.Fatal("the connection did not end on the bad frame")
+			}
 			for {
-				if _, err := ReadFrame(p.br, 1<<20); err != nil {
-					break // the socket was closed
+				_, err := ReadFrame(p.br, 1<<20)
+				if err == nil {
+					continue
 				}
+				if ne := net.Error(nil); errors.As(err, &ne) && ne.Timeout() {
+					// The server's read deadline (testLimit), not the end of the socket.
+					t.Fatalf("the client did not close the socket: %v", err)
+				}
+				break // the socket was closed
 			}
 		})
 	}
