@@ -15,20 +15,45 @@ const maxDepth = 32
 // ErrMalformed is wrapped by every decoding error.
 var ErrMalformed = errors.New("malformed AMQP data")
 
+// The items one input may decode to: minItems, plus one for every
+// bytesPerItem bytes of the input. An item is a value at the top of the
+// input, an element of a list, map or array, or a described value; each
+// costs the decoder at most a few tens of bytes of memory (its slot, its
+// boxed value), so that an input costs a small multiple of its bytes
+// whatever its shape. Without it, a 64 MiB message of one-byte items (an
+// array of nulls even takes none) would cost gigabytes. A legitimate
+// platform message holds a few properties and a data section; an input
+// with more, smaller items is refused as malformed (a message is then
+// dead-lettered with its bytes).
+const (
+	minItems     = 4096
+	bytesPerItem = 16
+)
+
+// emptyList is every empty list decoded: boxing a new one would cost 24
+// bytes for the one byte of a list0 (its capacity is 0, so that appending
+// to it copies).
+var emptyList any = []any{}
+
+// newDecoder returns a decoder of b with its budget of items.
+func newDecoder(b []byte, anyText bool) decoder {
+	return decoder{b: b, anyText: anyText, items: minItems + len(b)/bytesPerItem}
+}
+
 // Decode decodes one value from the start of b and returns it with the
 // number of bytes it took.
 func Decode(b []byte) (any, int, error) {
-	d := decoder{b: b}
-	v, err := d.value(0)
+	d := newDecoder(b, false)
+	v, err := d.item(0)
 	return v, d.pos, err
 }
 
 // DecodeAll decodes b as a sequence of values until it ends.
 func DecodeAll(b []byte) ([]any, error) {
-	d := decoder{b: b}
+	d := newDecoder(b, false)
 	var out []any
 	for d.pos < len(b) {
-		v, err := d.value(0)
+		v, err := d.item(0)
 		if err != nil {
 			return out, err
 		}
@@ -44,6 +69,27 @@ type decoder struct {
 	// ASCII as their bytes instead of refusing them (a message's sections,
 	// as go-amqp did: one odd property must not refuse the whole message).
 	anyText bool
+	// items is how many more items the input may decode to (minItems).
+	items int
+}
+
+// take charges n items to the input's budget, or refuses them: what names
+// them for the error.
+func (d *decoder) take(n int, what string) error {
+	if n > d.items {
+		return d.errorf("%s of %d items exceeds what the input's size allows (%d items at most, %d + one per %d bytes)",
+			what, n, d.items, minItems, bytesPerItem)
+	}
+	d.items -= n
+	return nil
+}
+
+// item decodes a value at the top of the input, charged as an item.
+func (d *decoder) item(depth int) (any, error) {
+	if err := d.take(1, "the input"); err != nil {
+		return nil, err
+	}
+	return d.value(depth)
 }
 
 func (d *decoder) errorf(format string, args ...any) error {
@@ -108,6 +154,9 @@ func (d *decoder) value(depth int) (any, error) {
 		return nil, err
 	}
 	if c == codeDescribed {
+		if err := d.take(1, "a described value"); err != nil {
+			return nil, err
+		}
 		desc, err := d.value(depth + 1)
 		if err != nil {
 			return nil, err
@@ -140,7 +189,7 @@ func (d *decoder) payload(c byte, depth int) (any, error) {
 	case codeUlong0:
 		return uint64(0), nil
 	case codeList0:
-		return []any{}, nil
+		return emptyList, nil
 	case codeBool:
 		v, err := d.byte1("boolean")
 		if err != nil {
@@ -209,7 +258,7 @@ func (d *decoder) payload(c byte, depth int) (any, error) {
 		if err != nil {
 			return nil, err
 		}
-		sub := decoder{b: body, anyText: d.anyText}
+		sub := decoder{b: body, anyText: d.anyText, items: d.items}
 		if c == codeMap8 || c == codeMap32 {
 			if count%2 != 0 {
 				return nil, d.errorf("map has an odd number of items (%d)", count)
@@ -229,6 +278,7 @@ func (d *decoder) payload(c byte, depth int) (any, error) {
 			if sub.pos != len(body) {
 				return nil, d.errorf("map of %d items leaves %d bytes unused", count, len(body)-sub.pos)
 			}
+			d.items = sub.items
 			return m, nil
 		}
 		l := make([]any, 0, count)
@@ -242,13 +292,14 @@ func (d *decoder) payload(c byte, depth int) (any, error) {
 		if sub.pos != len(body) {
 			return nil, d.errorf("list of %d items leaves %d bytes unused", count, len(body)-sub.pos)
 		}
+		d.items = sub.items
 		return l, nil
 	case codeArray8, codeArray32:
 		body, count, err := d.compound(c == codeArray32, "array")
 		if err != nil {
 			return nil, err
 		}
-		sub := decoder{b: body, anyText: d.anyText}
+		sub := decoder{b: body, anyText: d.anyText, items: d.items}
 		ec, err := sub.byte1("array element constructor")
 		if err != nil {
 			return nil, d.wrap(err)
@@ -265,7 +316,7 @@ func (d *decoder) payload(c byte, depth int) (any, error) {
 		if ec == codeDescribed {
 			return nil, d.errorf("array element constructor is described twice")
 		}
-		a := make(Array, 0, min(count, len(body)))
+		a := make(Array, 0, count)
 		for range count {
 			v, err := sub.payload(ec, depth+1)
 			if err != nil {
@@ -279,6 +330,7 @@ func (d *decoder) payload(c byte, depth int) (any, error) {
 		if sub.pos != len(body) {
 			return nil, d.errorf("array of %d items leaves %d bytes unused", count, len(body)-sub.pos)
 		}
+		d.items = sub.items
 		return a, nil
 	case codeDecimal32, codeDecimal64, codeDecimal128:
 		return nil, d.errorf("decimal values are not supported")
@@ -315,9 +367,11 @@ func (d *decoder) length(wide bool, what, suffix string) (int, error) {
 	return int(n), nil
 }
 
-// compound reads size and count of a list, map or array and returns the
-// bytes after the count. Every item takes at least one byte, so a count
-// larger than those bytes is refused before anything is allocated.
+// compound reads size and count of a list, map or array, charges the count
+// to the input's items and returns the bytes after the count. Every item
+// takes at least one byte (but for the elements of an array of nulls, say),
+// so a count larger than those bytes is refused before anything is
+// allocated, and so is a count beyond the input's budget of items.
 func (d *decoder) compound(wide bool, what string) ([]byte, int, error) {
 	size, err := d.length(wide, what, " size")
 	if err != nil {
@@ -343,6 +397,11 @@ func (d *decoder) compound(wide bool, what string) ([]byte, int, error) {
 	body := p[w:]
 	if count > len(body) && !(what == "array" && len(body) > 0 && zeroWidth(body[0]) && count <= maxZeroWidth) {
 		return nil, 0, d.errorf("%s claims %d items in %d bytes", what, count, len(body))
+	}
+	// Charged before anything is allocated for them: the items of nested
+	// compounds, each sized by its count, add up to the budget at most.
+	if err := d.take(count, what); err != nil {
+		return nil, 0, err
 	}
 	return body, count, nil
 }

@@ -103,7 +103,7 @@ func DecodeMessage(b []byte) (*Message, error) {
 // decodeMessageInto is DecodeMessage into m (zero): it decodes each
 // section's value straight into m's field, with no list of sections.
 func decodeMessageInto(m *Message, b []byte) error {
-	d := decoder{b: b, anyText: true}
+	d := newDecoder(b, true)
 	last := uint64(0)
 	for i := 0; d.pos < len(b); i++ {
 		c, err := d.sectionCode(i)
@@ -116,7 +116,7 @@ func decodeMessageInto(m *Message, b []byte) error {
 			return fmt.Errorf("%w: message section 0x%02x (section %d) is out of order or repeated", ErrMalformed, c, i)
 		}
 		last = c
-		v, err := d.value(1)
+		v, err := d.item(1)
 		if err != nil {
 			return fmt.Errorf("message: %w", err)
 		}
