@@ -8,6 +8,9 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
 	"syscall"
 	"time"
 
@@ -90,17 +93,37 @@ func (r *run) closeAll() {
 func (r *run) open() error {
 	b := r.b
 	r.onClose(b.creds.close)
+	state := os.Getenv("STATE_DIRECTORY")
 	if err := b.openDeadLetters(); err != nil {
-		return err
+		return outsideStateDir(err, "delivery.dead_letter.file", b.cfg.Delivery.DeadLetter.File, state)
 	}
 	r.onClose(func() { b.dead.Close() })
 	if err := r.openJournal(); err != nil {
-		return err
+		return outsideStateDir(err, "delivery.dedup.file", b.cfg.Delivery.Dedup.File, state)
 	}
 	if err := r.serveHTTP(); err != nil {
 		return err
 	}
-	return r.openSpool()
+	return outsideStateDir(r.openSpool(), "spool.dir", b.cfg.Spool.Dir, state)
+}
+
+// outsideStateDir adds to err, a failure to open the state path that key
+// names, where it must go when $STATE_DIRECTORY (state) is set: under the
+// systemd unit (ProtectSystem=strict, a DynamicUser) and in the image that
+// directory is the only place the bridge may write, so a path outside it
+// fails whatever its owner or mode (a dynamic user has no fixed id to
+// chown to), and the open's own advice ("create it, writable by the
+// bridge's user") cannot help. Otherwise err is returned as it is.
+func outsideStateDir(err error, key, path, state string) error {
+	dir, _, _ := strings.Cut(state, ":") // systemd lists several as a:b
+	if err == nil || dir == "" || path == "" {
+		return err
+	}
+	if rel, rerr := filepath.Rel(dir, path); rerr == nil && rel != ".." && !strings.HasPrefix(rel, ".."+string(filepath.Separator)) {
+		return err
+	}
+	return fmt.Errorf("%w; %s %s is outside $STATE_DIRECTORY (%s), the one directory the systemd unit (ProtectSystem=strict, DynamicUser) and the image let the bridge write: make %s relative (it then goes under $STATE_DIRECTORY) or a path under it",
+		err, key, path, dir, key)
 }
 
 // openJournal loads the de-dup window from delivery.dedup.file and keeps

@@ -118,3 +118,65 @@ spool:
 		t.Errorf("check warns of a spool directory the spool can create:\n%s", out)
 	}
 }
+
+// TestStateFileOutsideStateDirectoryIsNamed: under the systemd unit
+// (ProtectSystem=strict, DynamicUser) and in the image only $STATE_DIRECTORY
+// is writable, so a spool.dir, dead-letter file or de-dup journal outside it
+// cannot work whatever the operator creates or chowns. The sentinel's walk
+// under a real systemd: spool.dir /var/spool/iot-mns-bridge failed with
+// "read-only file system; create it or make its parent writable by the
+// bridge's user", and a dead-letter file in /var/log/iot-mns-bridge with
+// "create it, writable by the bridge's user": advice that cannot help there.
+// run's error now says where such a path must go.
+func TestStateFileOutsideStateDirectoryIsNamed(t *testing.T) {
+	t.Setenv("ALIBABA_CLOUD_ACCESS_KEY_ID", exampleKeyID)
+	t.Setenv("ALIBABA_CLOUD_ACCESS_KEY_SECRET", exampleSecret)
+	dir := t.TempDir()
+	state := filepath.Join(dir, "state")
+	if err := os.Mkdir(state, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	// A regular file where a directory is needed stops each open, also for root.
+	blocker := filepath.Join(dir, "afile")
+	if err := os.WriteFile(blocker, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	file := filepath.Join(dir, "config.yaml")
+	for _, tc := range []struct{ key, yaml, path string }{
+		{"spool.dir", "spool:\n  dir: " + blocker + "/spool\n", blocker + "/spool"},
+		{"delivery.dead_letter.file", "delivery:\n  dead_letter:\n    file: " + dir + "/nodir/dl.jsonl\n", dir + "/nodir/dl.jsonl"},
+		{"delivery.dedup.file", "delivery:\n  dedup:\n    file: " + dir + "/nodir/dedup.log\n", dir + "/nodir/dedup.log"},
+	} {
+		t.Run(tc.key, func(t *testing.T) {
+			cfg := `source:
+  endpoint: 127.0.0.1:9
+  client_id: gw
+  credentials:
+    access_key_id: ${ALIBABA_CLOUD_ACCESS_KEY_ID}
+    access_key_secret: ${ALIBABA_CLOUD_ACCESS_KEY_SECRET}
+mns:
+  endpoint: http://127.0.0.1:9
+routes:
+  - match: /{productKey}/#
+    queue: telemetry-{productKey}
+http:
+  listen: ""
+` + tc.yaml
+			if err := os.WriteFile(file, []byte(cfg), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			want := tc.key + " " + tc.path + " is outside $STATE_DIRECTORY (" + state + ")"
+			t.Setenv("STATE_DIRECTORY", state)
+			code, _, errOut := runMain(t, context.Background(), "run", "-config", file)
+			if code != ExitFailure || !strings.Contains(errOut, want) || !strings.Contains(errOut, "make "+tc.key+" relative (it then goes under $STATE_DIRECTORY)") {
+				t.Errorf("run: exit %d, want %d and an error saying %q and how to fix it:\n%s", code, ExitFailure, want, errOut)
+			}
+			// Without $STATE_DIRECTORY (a shell, a plain service) the error
+			// stays what it was.
+			t.Setenv("STATE_DIRECTORY", "")
+			if code, _, errOut := runMain(t, context.Background(), "run", "-config", file); code != ExitFailure || strings.Contains(errOut, "STATE_DIRECTORY (") {
+				t.Errorf("run without $STATE_DIRECTORY: exit %d, want %d without the hint:\n%s", code, ExitFailure, errOut)
+			}
+		})
+	}
+}
