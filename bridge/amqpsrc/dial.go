@@ -101,6 +101,9 @@ func explainLogin(cfg Config, id string, err error) error {
 			"(the platform allows 100 a minute per group, across every client): lower %s "+
 			"so that the bridges of the group share that budget", op, bridge.ErrLoginRefused, err, cfg.Names.Of(source.FieldLimiter))
 	}
+	if errors.As(err, &sasl) && sasl.Code >= amqp10.SASLSys && sasl.Code <= amqp10.SASLSysTemp {
+		return fmt.Errorf("%s: %w: %w; %s", op, bridge.ErrLoginRefused, err, saslSystemAdvice(cfg, sasl.Code))
+	}
 	if errors.As(err, &sasl) {
 		return source.LoginRefused(cfg.Names, op, "", err)
 	}
@@ -109,6 +112,25 @@ func explainLogin(cfg Config, id string, err error) error {
 	}
 	return fmt.Errorf("amqp open to %s as %s: %w; check %s and %s",
 		cfg.Endpoint, id, err, cfg.Names.Of(source.FieldEndpoint), cfg.Names.Of(source.FieldIdleTimeout))
+}
+
+// saslSystemAdvice tells the operator what to do about a login the server
+// refused for its own system error (SASL outcome sys, sys-perm or
+// sys-temp, AMQP 1.0 part 5, 5.3.3.6): the credentials are not the cause.
+func saslSystemAdvice(cfg Config, code uint8) string {
+	instance, group := cfg.Names.Of(source.FieldIotInstanceID), cfg.Names.Of(source.FieldConsumerGroupID)
+	switch code {
+	case amqp10.SASLSysTemp:
+		return "the server had a transient system error: the bridge logs in again with back-off; " +
+			"nothing to change unless it persists, then check the IoT Platform's status for the instance in " + instance
+	case amqp10.SASLSysPerm:
+		return "the server has a system error that will not clear without intervention: the bridge keeps " +
+			"logging in with back-off, but the IoT Platform must fix it: report it to Alibaba Cloud support " +
+			"with the instance in " + instance + " and the consumer group in " + group
+	}
+	return "the server failed with a system error it did not name: the bridge logs in again with back-off; " +
+		"if it persists, check the IoT Platform's status for the instance in " + instance +
+		" and report it to Alibaba Cloud support"
 }
 
 // explainAttach turns a refused receiver attach into an error naming what

@@ -4,10 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"testing"
 
 	"github.com/iot-mns-bridge/iot-mns-bridge/bridge"
 	"github.com/iot-mns-bridge/iot-mns-bridge/bridge/source"
+	"github.com/iot-mns-bridge/iot-mns-bridge/config"
 	"github.com/iot-mns-bridge/iot-mns-bridge/internal/amqp10"
 )
 
@@ -22,5 +24,41 @@ func TestLoginRefusalIsTyped(t *testing.T) {
 	}
 	if err := explainLogin(cfg, "c1", context.DeadlineExceeded); errors.Is(err, bridge.ErrLoginRefused) {
 		t.Errorf("timeout: %v counts as a refused login", err)
+	}
+}
+
+// TestSASLOutcomesAreExplained: each refusing SASL outcome code (AMQP 1.0
+// part 5, 5.3.3.6) says what it means and what to do: auth (1) is the
+// credentials; sys (2), sys-perm (3) and sys-temp (4) are the server's own
+// errors, about which checking the credentials would mislead.
+func TestSASLOutcomesAreExplained(t *testing.T) {
+	cfg := Config{Settings: source.Settings{Endpoint: "127.0.0.1:5671", Names: config.SourceNames()}}
+	credentials := "AccessKey ID and secret"
+	for _, tc := range []struct {
+		code        uint8
+		want        []string
+		credentials bool // the advice is to check the credentials
+	}{
+		{amqp10.SASLAuth, []string{"code 0x1 (auth: the server refused the credentials)"}, true},
+		{amqp10.SASLSys, []string{"code 0x2 (sys: an unspecified system error at the server, not the credentials)",
+			"a system error it did not name", "back-off", "source.iot_instance_id", "support"}, false},
+		{amqp10.SASLSysPerm, []string{"code 0x3 (sys-perm: a system error at the server that is unlikely to clear without intervention",
+			"will not clear without intervention", "report it to Alibaba Cloud support", "source.iot_instance_id", "source.consumer_group_id"}, false},
+		{amqp10.SASLSysTemp, []string{"code 0x4 (sys-temp: a transient system error at the server, not the credentials)",
+			"transient", "logs in again with back-off", "nothing to change unless it persists"}, false},
+		{9, []string{"code 0x9 (a code AMQP 1.0 does not define)"}, true},
+	} {
+		err := explainLogin(cfg, "c1", fmt.Errorf("login: %w", &amqp10.SASLError{Code: tc.code, AdditionalData: []byte("server text")}))
+		if !errors.Is(err, bridge.ErrLoginRefused) || !strings.Contains(err.Error(), "server text") {
+			t.Errorf("code %d: %v, want a refused login with the server's text", tc.code, err)
+		}
+		for _, w := range tc.want {
+			if !strings.Contains(err.Error(), w) {
+				t.Errorf("code %d: %v\nwant %q", tc.code, err, w)
+			}
+		}
+		if got := strings.Contains(err.Error(), credentials); got != tc.credentials {
+			t.Errorf("code %d: %v\nadvises checking the credentials: %v, want %v", tc.code, err, got, tc.credentials)
+		}
 	}
 }

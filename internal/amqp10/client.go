@@ -120,14 +120,24 @@ var ErrAtMostOnce = errors.New("the server would send pre-settled (at-most-once)
 	"(its attach has snd-settle-mode settled); the bridge needs unsettled ones, settled only once " +
 	"MNS has them, so that nothing is lost")
 
-// SASLError is a refused SASL login.
+// SASLError is a refused SASL login: Code is the outcome code (SASLAuth,
+// SASLSys, SASLSysPerm, SASLSysTemp), AdditionalData the server's text.
 type SASLError struct {
 	Code           uint8
 	AdditionalData []byte
 }
 
+// Error names the code and what it means: only auth (1) is about the
+// credentials.
 func (e *SASLError) Error() string {
-	return fmt.Sprintf("SASL PLAIN auth failed with code %#x: %s", e.Code, e.AdditionalData)
+	what, ok := saslOutcomes[e.Code]
+	if !ok {
+		what = "a code AMQP 1.0 does not define"
+	}
+	if e.Code == SASLAuth {
+		return fmt.Sprintf("SASL PLAIN auth failed with code %#x (%s): %s", e.Code, what, e.AdditionalData)
+	}
+	return fmt.Sprintf("SASL PLAIN login failed with code %#x (%s): %s", e.Code, what, e.AdditionalData)
 }
 
 // Delivery is one message a Receiver received.

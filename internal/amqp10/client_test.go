@@ -542,7 +542,7 @@ func TestReceiverSASLRefused(t *testing.T) {
 	_, _, _, err := startPair(t, serverOpts{saslCode: SASLSysTemp, saslData: "throttled"}, ReceiverConfig{IdleTimeout: 30 * time.Second})
 	var se *SASLError
 	if !errors.As(err, &se) || se.Code != SASLSysTemp || !strings.Contains(err.Error(), "throttled") ||
-		!strings.Contains(err.Error(), "SASL PLAIN auth failed") {
+		!strings.Contains(err.Error(), "SASL PLAIN login failed with code 0x4 (sys-temp: a transient system error at the server, not the credentials)") {
 		t.Errorf("err = %v, want a SASLError with code 4 and the server's text", err)
 	}
 }

@@ -390,14 +390,22 @@ func outcomeValue(s any) any {
 	return nil
 }
 
-// SASL mechanism and outcome codes.
+// SASL outcome codes (AMQP 1.0 part 5, 5.3.3.6).
 const (
-	SASLOK   uint8 = 0
-	SASLAuth uint8 = 1 // authentication failed: bad credentials
-	SASLSys  uint8 = 2 // system error
-	// SASLSysTemp is a temporary system error: try again later.
-	SASLSysTemp uint8 = 4
+	SASLOK      uint8 = 0
+	SASLAuth    uint8 = 1 // auth: the credentials were refused
+	SASLSys     uint8 = 2 // sys: an unspecified system error at the server
+	SASLSysPerm uint8 = 3 // sys-perm: a system error unlikely to clear without intervention
+	SASLSysTemp uint8 = 4 // sys-temp: a transient system error
 )
+
+// saslOutcomes names each outcome code other than ok, with its meaning.
+var saslOutcomes = map[uint8]string{
+	SASLAuth:    "auth: the server refused the credentials",
+	SASLSys:     "sys: an unspecified system error at the server, not the credentials",
+	SASLSysPerm: "sys-perm: a system error at the server that is unlikely to clear without intervention, not the credentials",
+	SASLSysTemp: "sys-temp: a transient system error at the server, not the credentials",
+}
 
 // SASLMechanisms is the server's list of mechanisms.
 type SASLMechanisms struct{ Mechanisms []Symbol }
