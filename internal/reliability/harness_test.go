@@ -215,9 +215,9 @@ func tail(s string, n int) string {
 
 // waitFor polls cond every 10 ms until it holds; the deadline only fails the
 // test, it is not a performance threshold.
-func waitFor(t *testing.T, what string, d time.Duration, cond func() bool) {
+func waitFor(t *testing.T, what string, d time.Duration, cond func() bool, detail ...func() string) {
 	t.Helper()
-	waitfor.Until(t, what, d, cond)
+	waitfor.Until(t, what, d, cond, detail...)
 }
 
 // publisher publishes numbered messages to the simulator at a steady rate
