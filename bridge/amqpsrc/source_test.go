@@ -732,6 +732,86 @@ func TestCreditDoesNotWaitForTheLinger(t *testing.T) {
 	}
 }
 
+// TestSettlementsWaitForTheRoomOfTheRefill: while Next waits for credit,
+// a settlement that does not make room for half the window lingers, and
+// leaves with the one that does, in the write of the refill (issue 16:
+// a write of its own for each MNS request while the link waited was most of
+// the settle writes at 5,000 msgs/s over 5 connections).
+func TestSettlementsWaitForTheRoomOfTheRefill(t *testing.T) {
+	hs := newHarness(t, Config{Credit: 4, SettleLinger: time.Hour}, nil, nil)
+	gathering := make(chan struct{}, 1)
+	hs.src.gathering = func() {
+		select {
+		case gathering <- struct{}{}:
+		default:
+		}
+	}
+	c := hs.nextConn()
+	var ds []*bridge.Delivery
+	for i := range 4 {
+		ds = append(ds, hs.send(c, platformMsg(strconv.Itoa(i))))
+	}
+	ds[0].Accept() // one free of four: no room for half the window yet
+	select {
+	case <-gathering:
+	case <-time.After(waitLimit):
+		t.Fatal("the settler did not let the settlement linger")
+	}
+	if holds, flushes := c.rounds(); holds != 0 || flushes != 0 {
+		t.Errorf("%d holds and %d flushes before the room for the refill, want none", holds, flushes)
+	}
+	ds[1].Accept()
+	eventually(t, "the refill", func() bool { _, issued := c.creditState(); return issued > 4 })
+	if holds, flushes := c.rounds(); holds != 1 || flushes != 1 {
+		t.Errorf("%d holds and %d flushes, want the two settlements and the refill in one round", holds, flushes)
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.issued != 6 || c.heldCredit != 2 || len(c.accepted) != 2 {
+		t.Errorf("issued %d (%d within the round), accepted %d, want a refill of 2 in the write of the 2 accepts",
+			c.issued, c.heldCredit, len(c.accepted))
+	}
+}
+
+// TestRefillsComeInHalvesOfTheWindow: a refill is a whole half of the
+// window (or the whole window), however many settlements made the room, so
+// that what the link receives next fills the pipeline's batches (issue 16:
+// refills of 38 and 42 at credit 64 left part batches for the pipeline's
+// linger, and one connection's rate fell by a quarter).
+func TestRefillsComeInHalvesOfTheWindow(t *testing.T) {
+	hs := newHarness(t, Config{Credit: 8, SettleLinger: time.Hour}, nil, nil)
+	gathering := make(chan struct{}, 1)
+	hs.src.gathering = func() {
+		select {
+		case gathering <- struct{}{}:
+		default:
+		}
+	}
+	c := hs.nextConn()
+	var ds []*bridge.Delivery
+	for i := range 7 {
+		ds = append(ds, hs.send(c, platformMsg(strconv.Itoa(i))))
+	}
+	// Five settled while Next still has credit: they linger.
+	for _, d := range ds[:5] {
+		d.Accept()
+	}
+	select {
+	case <-gathering:
+	case <-time.After(waitLimit):
+		t.Fatal("the settler did not let the settlements linger")
+	}
+	// The last credit used: Next waits, with room for 5 (8 - 3 unsettled).
+	hs.send(c, platformMsg("7"))
+	eventually(t, "the refill", func() bool { _, issued := c.creditState(); return issued > 8 })
+	if _, issued := c.creditState(); issued != 12 {
+		t.Errorf("issued %d, want 12: a refill of half the window (4), not the 5 free", issued)
+	}
+	if a, _ := c.counts(); a != 5 {
+		t.Errorf("accepted %d, want the 5 in the refill's round", a)
+	}
+}
+
 // TestFailedFlushCountsAsDropped: when the write of a round's dispositions
 // fails (which closes the socket), its settlements are counted as dropped,
 // not accepted: the platform redelivers those messages.
