@@ -9,17 +9,34 @@ import (
 	"github.com/iot-mns-bridge/iot-mns-bridge/bridge"
 )
 
-// A stored value is:
+// A stored value (a record) is one message (version 1) or a group of the
+// messages of one commit (version 2). Version 1:
 //
-//	version byte (1) | CRC-32C of the rest, 4 bytes big-endian |
+//	version byte (1) | CRC-32C of the rest, 4 bytes big-endian | payload
+//
+// where the payload is
+//
 //	varint generateTime | uvarint-length-prefixed topic, messageId, invalid |
 //	uvarint property count, then length-prefixed key and value of each |
 //	uvarint-length-prefixed body
+//
+// Version 2:
+//
+//	version byte (2) | CRC-32C of the rest, 4 bytes big-endian |
+//	uvarint member count | for each member: uvarint offset, uvarint length,
+//	the member's payload (as in version 1)
+//
+// A record's bbolt key is the key of its first message; a member's key is
+// the record's key plus its offset. Offsets grow strictly; a group written
+// by a commit has offsets 0..n-1, one rewritten at Close keeps the offsets
+// of the members still to forward. Message keys are dense (one per message,
+// in arrival order), whether a message is stored alone or in a group.
 //
 // bbolt checksums only its meta pages, so the CRC is what lets Open tell a
 // damaged record from a good one.
 const (
 	codecVersion = 1
+	groupVersion = 2
 	headerLen    = 1 + 4
 )
 
@@ -70,34 +87,48 @@ func appendString(b []byte, s string) []byte {
 
 var errShort = errors.New("record is truncated")
 
-// verify checks a stored value's version and checksum without decoding it.
+// verify checks a stored value's version and checksum, and a group's
+// framing, without decoding its messages.
 func verify(v []byte) error {
 	if len(v) < headerLen {
 		return errShort
 	}
-	if v[0] != codecVersion {
+	if v[0] != codecVersion && v[0] != groupVersion {
 		return fmt.Errorf("unknown record version %d (written by a newer bridge?)", v[0])
 	}
 	if got, want := crc32.Checksum(v[headerLen:], castagnoli), binary.BigEndian.Uint32(v[1:headerLen]); got != want {
 		return fmt.Errorf("checksum mismatch (stored %08x, computed %08x)", want, got)
 	}
+	if v[0] == groupVersion {
+		return eachMember(v, func(uint64, []byte) error { return nil })
+	}
 	return nil
 }
 
-// decode returns the message in v. Everything is copied: v may be memory
-// that bbolt owns only for the life of a transaction. The text fields
-// (topic, id, reason, property keys and values) are copied in one string
-// that they share, and the body in one slice: two allocations and the
-// properties' map per message, whatever the number of properties.
+// decode returns the message in v, a version 1 record. Everything is
+// copied: v may be memory that bbolt owns only for the life of a
+// transaction.
 func decode(v []byte) (bridge.Message, error) {
-	var m bridge.Message
 	if err := verify(v); err != nil {
-		return m, err
+		return bridge.Message{}, err
 	}
-	d := decoder{b: v[headerLen:], n: len(v)}
+	if v[0] != codecVersion {
+		return bridge.Message{}, fmt.Errorf("record version %d holds a group, not one message", v[0])
+	}
+	return decodePayload(v[headerLen:])
+}
+
+// decodePayload returns the message in a payload (a version 1 record after
+// its header, or a group's member). The text fields (topic, id, reason,
+// property keys and values) are copied in one string that they share, and
+// the body in one slice: two allocations and the properties' map per
+// message, whatever the number of properties.
+func decodePayload(p []byte) (bridge.Message, error) {
+	var m bridge.Message
+	d := decoder{b: p, n: len(p)}
 	m.GenerateTime = d.varint()
 	// The text fields are contiguous up to the body's length: read them as
-	// spans of v first, then make them substrings of one copy.
+	// spans of p first, then make them substrings of one copy.
 	start := d.pos()
 	topic, id, invalid := d.span(), d.span(), d.span()
 	n := d.uvarint()
@@ -117,17 +148,80 @@ func decode(v []byte) (bridge.Message, error) {
 	if len(d.b) != 0 {
 		return bridge.Message{}, fmt.Errorf("%d unexpected bytes after the body", len(d.b))
 	}
-	text := string(v[start:end])
+	text := string(p[start:end])
 	str := func(s span) string { return text[s.from-start : s.to-start] }
 	m.Topic, m.MessageID, m.Invalid = str(topic), str(id), str(invalid)
 	if n > 0 {
 		m.Properties = make(map[string]string, n)
-		for _, p := range props {
-			m.Properties[str(p[0])] = str(p[1])
+		for _, kv := range props {
+			m.Properties[str(kv[0])] = str(kv[1])
 		}
 	}
 	m.Body = append([]byte{}, body...)
 	return m, nil
+}
+
+// groupMember is one message of a group record: its key's offset from the
+// record's key, and its payload.
+type groupMember struct {
+	off     uint64
+	payload []byte
+}
+
+// encodeGroup returns the version 2 record of members (offsets strictly
+// growing), in one allocation.
+func encodeGroup(members []groupMember) []byte {
+	n := headerLen + binary.MaxVarintLen64
+	for _, m := range members {
+		n += 2*binary.MaxVarintLen64 + len(m.payload)
+	}
+	b := make([]byte, headerLen, n)
+	b[0] = groupVersion
+	b = binary.AppendUvarint(b, uint64(len(members)))
+	for _, m := range members {
+		b = binary.AppendUvarint(b, m.off)
+		b = binary.AppendUvarint(b, uint64(len(m.payload)))
+		b = append(b, m.payload...)
+	}
+	binary.BigEndian.PutUint32(b[1:headerLen], crc32.Checksum(b[headerLen:], castagnoli))
+	return b
+}
+
+// maxGroupSpan bounds a group's offsets: a group holds the messages of one
+// commit, at most maxGroup of them.
+const maxGroupSpan = maxGroup
+
+// eachMember calls fn with the offset and payload of every member of the
+// group record v, in order, checking the framing (not the checksum: verify
+// does). fn's error stops it and is returned.
+func eachMember(v []byte, fn func(off uint64, payload []byte) error) error {
+	d := decoder{b: v[headerLen:], n: len(v) - headerLen}
+	count := d.uvarint()
+	if d.err == nil && (count == 0 || count > maxGroupSpan) {
+		return fmt.Errorf("group of %d messages (1 to %d expected)", count, maxGroupSpan)
+	}
+	next := uint64(0) // the lowest offset the next member may have
+	for i := uint64(0); i < count && d.err == nil; i++ {
+		off := d.uvarint()
+		p := d.bytes()
+		if d.err != nil {
+			break
+		}
+		if off < next || off >= maxGroupSpan {
+			return fmt.Errorf("group member %d has offset %d (at least %d, below %d expected)", i, off, next, maxGroupSpan)
+		}
+		next = off + 1
+		if err := fn(off, p); err != nil {
+			return err
+		}
+	}
+	if d.err != nil {
+		return d.err
+	}
+	if len(d.b) != 0 {
+		return fmt.Errorf("%d unexpected bytes after the group's last message", len(d.b))
+	}
+	return nil
 }
 
 // span is a string field's place in a record: v[from:to].

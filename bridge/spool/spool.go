@@ -42,6 +42,7 @@
 package spool
 
 import (
+	"bytes"
 	"cmp"
 	"context"
 	"encoding/binary"
@@ -174,6 +175,16 @@ type Spool struct {
 	failing    bool  // logged a failed commit
 	closeErr   error // set by the writer's final commit
 
+	// gmu guards groups: the writer marks deleted messages, Replay skips
+	// them. Lock order: gmu is never held while taking mu.
+	gmu    sync.Mutex
+	groups groupIndex
+
+	scratch struct { // the writer's, reused from commit to commit
+		gone, singles []uint64
+		undo          []marked
+	}
+
 	commits atomic.Int64 // successful write transactions, for benchmarks
 }
 
@@ -280,17 +291,43 @@ func (s *Spool) load() (err error) {
 		if len(problems) > 0 {
 			return corruptErr(s.path, errors.Join(problems...))
 		}
-		return tx.Bucket(bucketName).ForEach(func(k, v []byte) error {
+		b := tx.Bucket(bucketName)
+		var last uint64 // the key of the last message seen
+		err := b.ForEach(func(k, v []byte) error {
 			if len(k) != keyLen {
 				return corruptErr(s.path, fmt.Errorf("key %x is not 8 bytes", k))
 			}
+			key := binary.BigEndian.Uint64(k)
 			if err := verify(v); err != nil {
-				return corruptErr(s.path, fmt.Errorf("message %d: %w", binary.BigEndian.Uint64(k), err))
+				return corruptErr(s.path, fmt.Errorf("message %d: %w", key, err))
 			}
-			s.depth++
-			s.bytes += int64(len(v) + keyLen)
+			if key <= last && last > 0 {
+				return corruptErr(s.path, fmt.Errorf("record %d overlaps the group before it (up to %d)", key, last))
+			}
+			if v[0] == codecVersion {
+				s.depth++
+				s.bytes += int64(len(v) + keyLen)
+				last = key
+				return nil
+			}
+			g := &group{start: key}
+			eachMember(v, func(off uint64, p []byte) error { // verify checked the framing
+				g.sizes = append(g.sizes, make([]int32, int(off)+1-len(g.sizes))...)
+				g.sizes[off] = int32(headerLen + len(p) + keyLen)
+				g.left++
+				s.bytes += int64(g.sizes[off])
+				return nil
+			})
+			g.stored = g.left
+			s.depth += int64(g.left)
+			s.groups.add(g)
+			last = key + uint64(len(g.sizes)) - 1
 			return nil
 		})
+		if err == nil && last > b.Sequence() {
+			err = corruptErr(s.path, fmt.Errorf("message %d is beyond the last key assigned (%d)", last, b.Sequence()))
+		}
+		return err
 	})
 }
 
@@ -440,6 +477,7 @@ func (s *Spool) replay(from, to uint64, fn func(key uint64, m bridge.Message) er
 		page = make([]item, 0, replayPage)
 		kb   [keyLen]byte
 	)
+	var live []bool // the group being read: which offsets are not deleted
 	for first := true; ; first = false {
 		page = page[:0]
 		err := s.db.View(func(tx *bolt.Tx) error {
@@ -449,16 +487,55 @@ func (s *Spool) replay(from, to uint64, fn func(key uint64, m bridge.Message) er
 			}
 			binary.BigEndian.PutUint64(kb[:], from)
 			c := b.Cursor()
-			for k, v := c.Seek(kb[:]); k != nil && len(page) < replayPage; k, v = c.Next() {
-				key := binary.BigEndian.Uint64(k)
-				if key > upper {
+			k, v := c.Seek(kb[:])
+			if !bytes.Equal(k, kb[:]) {
+				// from may be inside the group record before.
+				pk, pv := c.Last()
+				if k != nil {
+					c.Seek(kb[:])
+					pk, pv = c.Prev()
+				}
+				if pk != nil && pv[0] == groupVersion {
+					k, v = pk, pv
+				} else {
+					k, v = c.Seek(kb[:])
+				}
+			}
+			for ; k != nil && len(page) < replayPage; k, v = c.Next() {
+				start := binary.BigEndian.Uint64(k)
+				if start > upper {
 					break
 				}
-				m, err := decode(v)
-				if err != nil {
-					return corruptErr(s.path, fmt.Errorf("message %d: %w", key, err))
+				if v[0] != groupVersion {
+					if start < from {
+						continue
+					}
+					m, err := decode(v)
+					if err != nil {
+						return corruptErr(s.path, fmt.Errorf("message %d: %w", start, err))
+					}
+					page = append(page, item{start, m})
+					continue
 				}
-				page = append(page, item{key, m})
+				if err := verify(v); err != nil {
+					return corruptErr(s.path, fmt.Errorf("group %d: %w", start, err))
+				}
+				live = s.liveMembers(start, live)
+				err := eachMember(v, func(off uint64, p []byte) error {
+					key := start + off
+					if key < from || key > upper || (live != nil && (off >= uint64(len(live)) || !live[off])) {
+						return nil
+					}
+					m, err := decodePayload(p)
+					if err != nil {
+						return fmt.Errorf("message %d: %w", key, err)
+					}
+					page = append(page, item{key, m})
+					return nil
+				})
+				if err != nil {
+					return corruptErr(s.path, fmt.Errorf("group %d: %w", start, err))
+				}
 			}
 			return nil
 		})
@@ -478,6 +555,24 @@ func (s *Spool) replay(from, to uint64, fn func(key uint64, m bridge.Message) er
 		}
 		from = page[len(page)-1].key + 1
 	}
+}
+
+// liveMembers returns which offsets of the group record at start are not
+// deleted, in buf; nil when the spool has no state for it (a group
+// committed a moment ago, or gone since the caller's transaction began):
+// all its messages are then read.
+func (s *Spool) liveMembers(start uint64, buf []bool) []bool {
+	s.gmu.Lock()
+	defer s.gmu.Unlock()
+	g := s.groups.find(start)
+	if g == nil || g.start != start {
+		return nil
+	}
+	buf = buf[:0]
+	for _, size := range g.sizes {
+		buf = append(buf, size > 0)
+	}
+	return buf
 }
 
 // Stats returns the spool's current depth and size.

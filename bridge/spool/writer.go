@@ -98,6 +98,7 @@ func (s *Spool) final() {
 	for {
 		batch = s.drain(batch[:0])
 		if len(batch) == 0 && !s.hasPendingDeletes() {
+			s.closeErr = s.rewriteGroups()
 			return
 		}
 		if err := s.commit(batch); err != nil {
@@ -122,6 +123,11 @@ func (s *Spool) hasPendingDeletes() bool {
 // commit writes batch and the queued deletes in one transaction, then calls
 // the done functions. On error nothing of the transaction is stored, the
 // deletes are queued again and every Append in batch gets the error.
+//
+// The batch is stored in groups (group.go): a group of one message is a
+// version 1 record as before, a larger one a version 2 record. A deleted
+// message of a group is marked in the group's state; the record goes when
+// its last message does.
 func (s *Spool) commit(batch []appendReq) error {
 	s.mu.Lock()
 	dels := s.pendingDel
@@ -130,40 +136,69 @@ func (s *Spool) commit(batch []appendReq) error {
 	if len(batch) == 0 && len(dels) == 0 {
 		return nil
 	}
-	keys := make([]byte, len(batch)*keyLen) // must live until the commit is done
-	var removed, freed int64
+	slices.Sort(dels)
+	gone, singles, undo, removed, freed := s.markDeleted(dels)
+	keys := make([]uint64, len(batch))
+	var added []*group
 	err := s.db.Update(func(tx *bolt.Tx) error {
-		removed, freed = 0, 0
+		added = added[:0]
 		b := tx.Bucket(bucketName)
 		b.FillPercent = 0.95 // keys only grow: pack pages instead of splitting them in half
 		// One cursor, one seek a key, in key order (neighbours share pages):
 		// Get then Delete would seek twice and make a cursor for each.
-		slices.Sort(dels)
 		c := b.Cursor()
 		var kb [keyLen]byte
-		for _, key := range dels {
+		for _, key := range gone {
+			binary.BigEndian.PutUint64(kb[:], key)
+			if k, _ := c.Seek(kb[:]); bytes.Equal(k, kb[:]) {
+				if err := c.Delete(); err != nil {
+					return err
+				}
+			}
+		}
+		var singleN, singleBytes int64
+		for _, key := range singles {
 			binary.BigEndian.PutUint64(kb[:], key)
 			k, v := c.Seek(kb[:])
-			if !bytes.Equal(k, kb[:]) {
+			if !bytes.Equal(k, kb[:]) || v[0] != codecVersion {
 				continue // unknown or already deleted (a repeated key)
 			}
-			removed++
-			freed += int64(len(v) + keyLen)
+			singleN++
+			singleBytes += int64(len(v) + keyLen)
 			if err := c.Delete(); err != nil {
 				return err
 			}
 		}
-		for i, r := range batch {
-			seq, err := b.NextSequence()
-			if err != nil {
+		seq := b.Sequence()
+		for i := 0; i < len(batch); {
+			n := groupLen(batch[i:])
+			start := seq + 1
+			val := batch[i].val
+			if n > 1 {
+				g := &group{start: start, sizes: make([]int32, n), left: n, stored: n}
+				members := make([]groupMember, n)
+				for j, r := range batch[i : i+n] {
+					members[j] = groupMember{off: uint64(j), payload: r.val[headerLen:]}
+					g.sizes[j] = int32(len(r.val) + keyLen)
+				}
+				val = encodeGroup(members) // Put keeps it until the commit: not reused
+				added = append(added, g)
+			}
+			binary.BigEndian.PutUint64(kb[:], start)
+			if err := b.Put(bytes.Clone(kb[:]), val); err != nil {
 				return err
 			}
-			k := keys[i*keyLen : (i+1)*keyLen]
-			binary.BigEndian.PutUint64(k, seq)
-			if err := b.Put(k, r.val); err != nil {
-				return err
+			for j := range n {
+				keys[i+j] = start + uint64(j)
 			}
+			seq += uint64(n)
+			i += n
 		}
+		if err := b.SetSequence(seq); err != nil {
+			return err
+		}
+		removed += singleN
+		freed += singleBytes
 		if s.hook != nil {
 			return s.hook()
 		}
@@ -174,6 +209,7 @@ func (s *Spool) commit(batch []appendReq) error {
 		size += int64(len(r.val) + keyLen)
 	}
 	if err != nil {
+		s.unmark(undo)
 		err = fmt.Errorf("spool: commit to %s: %w; nothing of this commit was stored: free disk space or repair the disk, later writes try again", s.path, err)
 		s.mu.Lock()
 		s.pendingDel = append(dels, s.pendingDel...)
@@ -186,6 +222,12 @@ func (s *Spool) commit(batch []appendReq) error {
 		s.fail(batch, err)
 		return err
 	}
+	s.gmu.Lock()
+	for _, g := range added {
+		s.groups.add(g)
+	}
+	s.groups.compact()
+	s.gmu.Unlock()
 	s.commits.Add(1)
 	s.mu.Lock()
 	s.reserved -= size
@@ -206,8 +248,128 @@ func (s *Spool) commit(batch []appendReq) error {
 		s.log.Info("spool has room again", "max_bytes", s.maxBytes)
 	}
 	for i, r := range batch {
-		r.done(binary.BigEndian.Uint64(keys[i*keyLen:]), nil)
+		r.done(keys[i], nil)
 	}
+	return nil
+}
+
+// groupLen returns how many of the Appends at the head of batch go into
+// one record: up to maxGroup, and while the group stays within groupBytes
+// (at least one).
+func groupLen(batch []appendReq) int {
+	n, size := 1, len(batch[0].val)
+	for n < len(batch) && n < maxGroup && size+len(batch[n].val) <= groupBytes {
+		size += len(batch[n].val)
+		n++
+	}
+	return n
+}
+
+// marked is a message of a group marked deleted by a commit that may still
+// fail: unmark restores it.
+type marked struct {
+	g    *group
+	off  uint64
+	size int32
+}
+
+// markDeleted marks the messages of dels (sorted) that belong to groups
+// deleted. It returns the keys of the group records whose last message
+// that was (to delete from the file), the keys that are not in a group
+// (messages stored alone, or unknown), what it marked, and how many live
+// messages and counted bytes it marked.
+func (s *Spool) markDeleted(dels []uint64) (gone, singles []uint64, undo []marked, removed, freed int64) {
+	gone, singles, undo = s.scratch.gone[:0], s.scratch.singles[:0], s.scratch.undo[:0]
+	defer func() {
+		// The writer's buffers for the next commit (only it calls this).
+		s.scratch.gone, s.scratch.singles, s.scratch.undo = gone, singles, undo
+	}()
+	s.gmu.Lock()
+	defer s.gmu.Unlock()
+	for _, key := range dels {
+		g := s.groups.find(key)
+		if g == nil {
+			singles = append(singles, key)
+			continue
+		}
+		off := key - g.start
+		size := g.sizes[off]
+		if size == 0 {
+			continue // deleted already (a repeated key) or not in the group
+		}
+		g.sizes[off] = 0
+		g.left--
+		removed++
+		freed += int64(size)
+		undo = append(undo, marked{g, off, size})
+		if g.left == 0 {
+			gone = append(gone, g.start)
+			s.groups.dead++
+		}
+	}
+	return gone, singles, undo, removed, freed
+}
+
+// unmark undoes markDeleted after its commit failed.
+func (s *Spool) unmark(undo []marked) {
+	s.gmu.Lock()
+	defer s.gmu.Unlock()
+	for _, u := range undo {
+		if u.g.left == 0 {
+			s.groups.dead--
+		}
+		u.g.sizes[u.off] = u.size
+		u.g.left++
+	}
+}
+
+// rewriteGroups stores the groups that lost some messages again with only
+// the messages left (Close): without it, the next start would forward the
+// deleted ones again. A failed rewrite costs duplicates, never a loss.
+func (s *Spool) rewriteGroups() error {
+	s.gmu.Lock()
+	var partial []*group
+	for _, g := range s.groups.gs {
+		if g.left > 0 && g.left < g.stored {
+			partial = append(partial, g)
+		}
+	}
+	s.gmu.Unlock()
+	if len(partial) == 0 {
+		return nil
+	}
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketName)
+		var kb [keyLen]byte
+		for _, g := range partial {
+			binary.BigEndian.PutUint64(kb[:], g.start)
+			v := b.Get(kb[:])
+			if v == nil || v[0] != groupVersion {
+				return fmt.Errorf("group record %d is missing", g.start)
+			}
+			var members []groupMember
+			if err := eachMember(v, func(off uint64, p []byte) error {
+				if off < uint64(len(g.sizes)) && g.sizes[off] > 0 {
+					members = append(members, groupMember{off, p})
+				}
+				return nil
+			}); err != nil {
+				return corruptErr(s.path, fmt.Errorf("group %d: %w", g.start, err))
+			}
+			if err := b.Put(bytes.Clone(kb[:]), encodeGroup(members)); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("spool: close: rewriting %d partly forwarded groups in %s: %w (their forwarded messages are sent again on next start: duplicates, not a loss)", len(partial), s.path, err)
+	}
+	s.gmu.Lock()
+	for _, g := range partial {
+		g.stored = g.left
+	}
+	s.gmu.Unlock()
 	return nil
 }
 
