@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/crc32"
+	"sync"
 
 	"github.com/iot-mns-bridge/iot-mns-bridge/bridge"
 )
@@ -54,7 +55,11 @@ func encodedLen(m *bridge.Message) int {
 
 // encode returns m as a stored value, in one allocation. The spool holds
 // the payload: a base64 body (Message.Base64) is decoded first.
-func encode(m *bridge.Message) []byte {
+func encode(m *bridge.Message) []byte { return encodeTo(nil, m) }
+
+// encodeTo is encode into dst's memory when it has room (dst's content is
+// overwritten).
+func encodeTo(dst []byte, m *bridge.Message) []byte {
 	if m.Base64 {
 		d := *m
 		if err := d.DecodeBody(); err != nil {
@@ -63,8 +68,11 @@ func encode(m *bridge.Message) []byte {
 		}
 		m = &d
 	}
-	b := make([]byte, headerLen, encodedLen(m))
-	b[0] = codecVersion
+	b := dst[:0]
+	if n := encodedLen(m); cap(b) < n {
+		b = make([]byte, 0, n)
+	}
+	b = append(b, codecVersion, 0, 0, 0, 0)
 	b = binary.AppendVarint(b, m.GenerateTime)
 	b = appendString(b, m.Topic)
 	b = appendString(b, m.MessageID)
@@ -78,6 +86,28 @@ func encode(m *bridge.Message) []byte {
 	b = append(b, m.Body...)
 	binary.BigEndian.PutUint32(b[1:headerLen], crc32.Checksum(b[headerLen:], castagnoli))
 	return b
+}
+
+// Append encodes into pooled buffers, which the writer gives back once
+// their commit is done (bbolt holds no reference to a value after its
+// transaction): at full rate that is a few hundred bytes less garbage a
+// message. Buffers above pooledValue are left to the garbage collector.
+var values = sync.Pool{New: func() any { return new([]byte) }}
+
+const pooledValue = 4 << 10
+
+// encodePooled encodes m into a pooled buffer; buf is what putValue takes.
+func encodePooled(m *bridge.Message) (val []byte, buf *[]byte) {
+	buf = values.Get().(*[]byte)
+	*buf = encodeTo(*buf, m)
+	return *buf, buf
+}
+
+// putValue gives back a buffer of encodePooled; nothing may use it after.
+func putValue(buf *[]byte) {
+	if buf != nil && cap(*buf) <= pooledValue {
+		values.Put(buf)
+	}
 }
 
 func appendString(b []byte, s string) []byte {
@@ -171,19 +201,30 @@ type groupMember struct {
 // encodeGroup returns the version 2 record of members (offsets strictly
 // growing), in one allocation.
 func encodeGroup(members []groupMember) []byte {
+	return appendGroup(make([]byte, 0, groupLenBound(members)), members)
+}
+
+// groupLenBound is an upper bound of the encoded size of a group.
+func groupLenBound(members []groupMember) int {
 	n := headerLen + binary.MaxVarintLen64
 	for _, m := range members {
 		n += 2*binary.MaxVarintLen64 + len(m.payload)
 	}
-	b := make([]byte, headerLen, n)
-	b[0] = groupVersion
+	return n
+}
+
+// appendGroup appends the version 2 record of members to dst and returns
+// the extended slice; the record is what follows len(dst).
+func appendGroup(dst []byte, members []groupMember) []byte {
+	at := len(dst)
+	b := append(dst, groupVersion, 0, 0, 0, 0)
 	b = binary.AppendUvarint(b, uint64(len(members)))
 	for _, m := range members {
 		b = binary.AppendUvarint(b, m.off)
 		b = binary.AppendUvarint(b, uint64(len(m.payload)))
 		b = append(b, m.payload...)
 	}
-	binary.BigEndian.PutUint32(b[1:headerLen], crc32.Checksum(b[headerLen:], castagnoli))
+	binary.BigEndian.PutUint32(b[at+1:at+headerLen], crc32.Checksum(b[at+headerLen:], castagnoli))
 	return b
 }
 

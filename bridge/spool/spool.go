@@ -16,6 +16,13 @@
 //
 // The store is one bbolt file (go.etcd.io/bbolt), one bucket, keys are
 // big-endian uint64 sequence numbers so that key order is arrival order.
+// A commit stores its messages in group records (up to 256 messages a
+// record, codec.go and group.go): bbolt's cost is per record. Message keys
+// stay one per message; a group's record has the key of its first message.
+// A message of a group is deleted in memory, the record when its last
+// message is; Close rewrites a partly forwarded group with the messages
+// left, and after a crash such a group replays whole (duplicates, never
+// loss).
 //
 //   - Crash safety: bbolt is copy-on-write with two checksummed meta pages; a
 //     commit is atomic, a crash or a failed write (ENOSPC, EIO) leaves the
@@ -183,6 +190,8 @@ type Spool struct {
 	scratch struct { // the writer's, reused from commit to commit
 		gone, singles []uint64
 		undo          []marked
+		members       []groupMember
+		arena         []byte // the group records of the last commit
 	}
 
 	commits atomic.Int64 // successful write transactions, for benchmarks
@@ -190,6 +199,7 @@ type Spool struct {
 
 type appendReq struct {
 	val  []byte
+	buf  *[]byte // val's pooled buffer, given back after the commit
 	done func(key uint64, err error)
 }
 
@@ -347,7 +357,7 @@ func (s *Spool) Append(ctx context.Context, m *bridge.Message, done func(key uin
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("spool: append: %w", err)
 	}
-	val := encode(m)
+	val, buf := encodePooled(m)
 	size := int64(len(val) + keyLen)
 	s.mu.Lock()
 	switch {
@@ -362,6 +372,7 @@ func (s *Spool) Append(ctx context.Context, m *bridge.Message, done func(key uin
 		wake := s.room.Wait()
 		s.mu.Unlock()
 		s.hurryUp()
+		putValue(buf)
 		select {
 		case <-wake:
 			return s.Append(ctx, m, done)
@@ -385,7 +396,7 @@ func (s *Spool) Append(ctx context.Context, m *bridge.Message, done func(key uin
 	defer s.appenders.Done()
 
 	select {
-	case s.reqs <- appendReq{val: val, done: done}:
+	case s.reqs <- appendReq{val: val, buf: buf, done: done}:
 		if len(s.reqs) >= queueLen/2 {
 			s.hurryUp()
 		}

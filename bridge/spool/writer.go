@@ -170,18 +170,25 @@ func (s *Spool) commit(batch []appendReq) error {
 			}
 		}
 		seq := b.Sequence()
+		arena := s.scratch.arena[:0] // the groups' records: must live until the commit is done
+		if need := groupsLenBound(batch); cap(arena) < need {
+			arena = make([]byte, 0, need) // never grown below: the records are slices of it
+		}
 		for i := 0; i < len(batch); {
 			n := groupLen(batch[i:])
 			start := seq + 1
 			val := batch[i].val
 			if n > 1 {
 				g := &group{start: start, sizes: make([]int32, n), left: n, stored: n}
-				members := make([]groupMember, n)
+				members := s.scratch.members[:0]
 				for j, r := range batch[i : i+n] {
-					members[j] = groupMember{off: uint64(j), payload: r.val[headerLen:]}
+					members = append(members, groupMember{off: uint64(j), payload: r.val[headerLen:]})
 					g.sizes[j] = int32(len(r.val) + keyLen)
 				}
-				val = encodeGroup(members) // Put keeps it until the commit: not reused
+				at := len(arena)
+				arena = appendGroup(arena, members)
+				val = arena[at:]
+				s.scratch.members = members
 				added = append(added, g)
 			}
 			binary.BigEndian.PutUint64(kb[:], start)
@@ -194,6 +201,7 @@ func (s *Spool) commit(batch []appendReq) error {
 			seq += uint64(n)
 			i += n
 		}
+		s.scratch.arena = arena
 		if err := b.SetSequence(seq); err != nil {
 			return err
 		}
@@ -221,6 +229,9 @@ func (s *Spool) commit(batch []appendReq) error {
 		}
 		s.fail(batch, err)
 		return err
+	}
+	for _, r := range batch {
+		putValue(r.buf) // bbolt holds no reference after the transaction
 	}
 	s.gmu.Lock()
 	for _, g := range added {
@@ -251,6 +262,16 @@ func (s *Spool) commit(batch []appendReq) error {
 		r.done(keys[i], nil)
 	}
 	return nil
+}
+
+// groupsLenBound bounds the bytes of the group records that commit makes
+// of batch.
+func groupsLenBound(batch []appendReq) int {
+	n := 0
+	for _, r := range batch {
+		n += len(r.val) + 2*binary.MaxVarintLen64
+	}
+	return n + (len(batch)/2+1)*(headerLen+binary.MaxVarintLen64)
 }
 
 // groupLen returns how many of the Appends at the head of batch go into
@@ -378,6 +399,7 @@ func (s *Spool) fail(batch []appendReq, err error) {
 	var size int64
 	for _, r := range batch {
 		size += int64(len(r.val) + keyLen)
+		putValue(r.buf)
 	}
 	s.unreserve(size)
 	for _, r := range batch {
