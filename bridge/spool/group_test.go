@@ -248,9 +248,9 @@ func copyFile(t *testing.T, from, to string) {
 }
 
 // TestVersion1FileReplays opens a spool file written by the bridge before
-// group records (testdata/v1-spool.db, made by main at 474825a: m-0..m-9
-// and m-props appended one commit each, then m-0, m-3 and m-4 deleted),
-// replays it, adds groups beside its records and reopens it.
+// group records (testdata/v1-spool.db, made by main at 0038f59 with 4 KiB
+// pages: m-0..m-9 and m-props appended one commit each, then m-0, m-3 and
+// m-4 deleted), replays it, adds groups beside its records and reopens it.
 func TestVersion1FileReplays(t *testing.T) {
 	dir := t.TempDir()
 	copyFile(t, filepath.Join("testdata", "v1-spool.db"), filepath.Join(dir, FileName))
