@@ -228,11 +228,7 @@ func (d *decoder) payload(c byte, depth int) (any, error) {
 		}
 		return UUID(p), nil
 	case codeVbin8, codeStr8, codeSym8, codeVbin32, codeStr32, codeSym32:
-		n, err := d.length(c == codeVbin32 || c == codeStr32 || c == codeSym32, typeName(c), "")
-		if err != nil {
-			return nil, err
-		}
-		p, err := d.need(n, typeName(c))
+		p, err := d.variable(c)
 		if err != nil {
 			return nil, err
 		}
@@ -240,6 +236,9 @@ func (d *decoder) payload(c byte, depth int) (any, error) {
 		case codeStr8, codeStr32:
 			if !d.anyText && !utf8.Valid(p) {
 				return nil, d.errorf("string is not valid UTF-8")
+			}
+			if s, ok := platformName(p); ok {
+				return s, nil
 			}
 			return string(p), nil
 		case codeSym8, codeSym32:
@@ -258,29 +257,10 @@ func (d *decoder) payload(c byte, depth int) (any, error) {
 		if err != nil {
 			return nil, err
 		}
-		sub := decoder{b: body, anyText: d.anyText, items: d.items}
 		if c == codeMap8 || c == codeMap32 {
-			if count%2 != 0 {
-				return nil, d.errorf("map has an odd number of items (%d)", count)
-			}
-			m := make(Map, 0, count/2)
-			for range count / 2 {
-				k, err := sub.value(depth + 1)
-				if err != nil {
-					return nil, d.wrap(err)
-				}
-				v, err := sub.value(depth + 1)
-				if err != nil {
-					return nil, d.wrap(err)
-				}
-				m = append(m, KV{k, v})
-			}
-			if sub.pos != len(body) {
-				return nil, d.errorf("map of %d items leaves %d bytes unused", count, len(body)-sub.pos)
-			}
-			d.items = sub.items
-			return m, nil
+			return d.mapItems(body, count, depth)
 		}
+		sub := decoder{b: body, anyText: d.anyText, items: d.items}
 		l := make([]any, 0, count)
 		for range count {
 			v, err := sub.value(depth + 1)
@@ -336,6 +316,66 @@ func (d *decoder) payload(c byte, depth int) (any, error) {
 		return nil, d.errorf("decimal values are not supported")
 	}
 	return nil, d.errorf("unknown type code 0x%02x", c)
+}
+
+// variable reads the bytes of a binary, string or symbol of constructor c
+// (the caller's to copy: they are the input's).
+func (d *decoder) variable(c byte) ([]byte, error) {
+	n, err := d.length(c == codeVbin32 || c == codeStr32 || c == codeSym32, typeName(c), "")
+	if err != nil {
+		return nil, err
+	}
+	return d.need(n, typeName(c))
+}
+
+// mapOf decodes a map of constructor c (map8 or map32).
+func (d *decoder) mapOf(c byte, depth int) (Map, error) {
+	body, count, err := d.compound(c == codeMap32, typeName(c))
+	if err != nil {
+		return nil, err
+	}
+	return d.mapItems(body, count, depth)
+}
+
+// mapItems decodes the count items of a map's body (after its count,
+// which compound charged).
+func (d *decoder) mapItems(body []byte, count, depth int) (Map, error) {
+	if count%2 != 0 {
+		return nil, d.errorf("map has an odd number of items (%d)", count)
+	}
+	sub := decoder{b: body, anyText: d.anyText, items: d.items}
+	m := make(Map, 0, count/2)
+	for range count / 2 {
+		k, err := sub.value(depth + 1)
+		if err != nil {
+			return nil, d.wrap(err)
+		}
+		v, err := sub.value(depth + 1)
+		if err != nil {
+			return nil, d.wrap(err)
+		}
+		m = append(m, KV{k, v})
+	}
+	if sub.pos != len(body) {
+		return nil, d.errorf("map of %d items leaves %d bytes unused", count, len(body)-sub.pos)
+	}
+	d.items = sub.items
+	return m, nil
+}
+
+// platformName returns the IoT platform's application property names
+// (topic, messageId, generateTime) as constants: a message's keys then
+// cost no allocation (issue 16: the reader's allocations per message).
+func platformName(p []byte) (any, bool) {
+	switch string(p) { // compared without a copy
+	case "topic":
+		return "topic", true
+	case "messageId":
+		return "messageId", true
+	case "generateTime":
+		return "generateTime", true
+	}
+	return nil, false
 }
 
 // wrap places a nested decoder's error in the outer input.

@@ -102,7 +102,12 @@ func DecodeMessage(b []byte) (*Message, error) {
 
 // decodeMessageInto is DecodeMessage into m (zero): it decodes each
 // section's value straight into m's field, with no list of sections.
-func decodeMessageInto(m *Message, b []byte) error {
+func decodeMessageInto(m *Message, b []byte) error { return decodeSections(m, b, true) }
+
+// decodeSections is decodeMessageInto; usual takes the platform's sections
+// without the general path's interface values (see usualSection): false
+// only in tests, which check that both agree.
+func decodeSections(m *Message, b []byte, usual bool) error {
 	d := newDecoder(b, true)
 	last := uint64(0)
 	for i := 0; d.pos < len(b); i++ {
@@ -116,6 +121,15 @@ func decodeMessageInto(m *Message, b []byte) error {
 			return fmt.Errorf("%w: message section 0x%02x (section %d) is out of order or repeated", ErrMalformed, c, i)
 		}
 		last = c
+		if usual {
+			done, err := d.usualSection(m, c)
+			if err != nil {
+				return err
+			}
+			if done {
+				continue
+			}
+		}
 		v, err := d.item(1)
 		if err != nil {
 			return fmt.Errorf("message: %w", err)
@@ -134,10 +148,8 @@ func decodeMessageInto(m *Message, b []byte) error {
 			m.Properties = v.([]any)
 		case descApplicationProperties:
 			mp := v.(Map)
-			for _, kv := range mp {
-				if _, ok := kv.Key.(string); !ok {
-					return fmt.Errorf("%w: application property key %v is a %T, must be a string", ErrMalformed, kv.Key, kv.Key)
-				}
+			if err := stringKeys(mp); err != nil {
+				return err
 			}
 			m.ApplicationProperties = mp
 		case descData:
@@ -148,6 +160,55 @@ func decodeMessageInto(m *Message, b []byte) error {
 			m.Value, m.HasValue = v, true
 		case descFooter:
 			m.Footer = v.(Map)
+		}
+	}
+	return nil
+}
+
+// usualSection decodes section c into m when it is what the platform sends:
+// application-properties as a map, data as a binary, each without the
+// interface value the general path (item) puts it in, with the general
+// path's charge and errors. done is false, and nothing is read, for
+// anything else.
+func (d *decoder) usualSection(m *Message, c uint64) (done bool, err error) {
+	if d.pos >= len(d.b) {
+		return false, nil
+	}
+	k := d.b[d.pos]
+	isMap := c == descApplicationProperties && (k == codeMap8 || k == codeMap32)
+	isBinary := c == descData && (k == codeVbin8 || k == codeVbin32)
+	if !isMap && !isBinary {
+		return false, nil
+	}
+	if err := d.take(1, "the input"); err != nil {
+		return true, fmt.Errorf("message: %w", err)
+	}
+	d.pos++
+	if isBinary {
+		p, err := d.variable(k)
+		if err != nil {
+			return true, fmt.Errorf("message: %w", err)
+		}
+		m.Data = append(m.Data, append([]byte{}, p...))
+		return true, nil
+	}
+	mp, err := d.mapOf(k, 1)
+	if err != nil {
+		return true, fmt.Errorf("message: %w", err)
+	}
+	if err := stringKeys(mp); err != nil {
+		return true, err
+	}
+	m.ApplicationProperties = mp
+	return true, nil
+}
+
+// stringKeys refuses application properties with a key that is not a
+// string.
+func stringKeys(mp Map) error {
+	for _, kv := range mp {
+		if _, ok := kv.Key.(string); !ok {
+			return fmt.Errorf("%w: application property key %v is a %T, must be a string", ErrMalformed, kv.Key, kv.Key)
 		}
 	}
 	return nil
