@@ -144,6 +144,7 @@ type link struct {
 	busy   bool             // the settler is settling what it took from queue
 	ended  bool             // the settler has ended: settlements are dropped
 	wake   chan struct{}    // signalled (non-blocking) on every queued settlement
+	asked  chan struct{}    // signalled (non-blocking) when Next asks for credit
 	urge   chan struct{}    // signalled (non-blocking) when a settlement is awaited: no linger
 	idle   broadcast.Signal // notified when the settler has emptied queue or ended
 	reused []settlement     // the settler's own slice, swapped with queue
@@ -159,7 +160,7 @@ type settlement struct {
 
 func newLink(s *Source, c connection, clientID string) *link {
 	l := &link{src: s, conn: c, id: clientID, unsettled: make(map[*bridge.Delivery]struct{}), credited: make(chan grant, 1),
-		failed: make(chan struct{}), lost: make(chan struct{}), wake: make(chan struct{}, 1),
+		failed: make(chan struct{}), lost: make(chan struct{}), wake: make(chan struct{}, 1), asked: make(chan struct{}, 1),
 		urge: make(chan struct{}, 1)}
 	go func() {
 		// Ends with the connection: Abort and Close both end it.
@@ -363,9 +364,11 @@ type grant struct {
 // The cost is one round trip per refill.
 func (l *link) askCredit(ctx context.Context) (int, error) {
 	l.wantCredit.Store(true)
-	select {
-	case l.wake <- struct{}{}:
-	default:
+	for _, ch := range []chan struct{}{l.wake, l.asked} {
+		select {
+		case ch <- struct{}{}:
+		default:
+		}
 	}
 	var err error
 	select {
@@ -550,6 +553,8 @@ func (l *link) settler() {
 // has passed, Close urges, the connection ends, or Next waits for credit
 // they make room for; false when nothing is queued (a credit request the
 // link has no room for: the settlement that makes it wakes the settler).
+// Only while Next waits does each settlement wake it (it may make the
+// room); else the settlements of the linger cost no wake-up.
 func (l *link) gather(linger *time.Timer, every time.Duration) bool {
 	l.qmu.Lock()
 	queued := len(l.queue)
@@ -563,6 +568,13 @@ func (l *link) gather(linger *time.Timer, every time.Duration) bool {
 	linger.Reset(every)
 	defer linger.Stop()
 	for {
+		var settled <-chan struct{}
+		if l.wantCredit.Load() {
+			if l.creditDue() {
+				return true
+			}
+			settled = l.wake
+		}
 		select {
 		case <-linger.C:
 			return true
@@ -570,10 +582,8 @@ func (l *link) gather(linger *time.Timer, every time.Duration) bool {
 			return true
 		case <-l.lost:
 			return true
-		case <-l.wake:
-			if l.creditDue() {
-				return true
-			}
+		case <-l.asked:
+		case <-settled:
 		}
 	}
 }
