@@ -74,11 +74,15 @@ func (b *Broker) NewAMQPPublisher(t testing.TB, address string) *AMQPPublisher {
 	return p
 }
 
-// Send publishes one message and waits for the broker's disposition, or
-// until ctx is done.
+// Send publishes one durable message and waits for the broker's
+// disposition, or until ctx is done. Durable (persistent in RabbitMQ) as the
+// platform's messages are: RabbitMQ drops a transient message that waits in
+// a queue when it restarts, and a restart test would count that as lost by
+// the bridge.
 func (p *AMQPPublisher) Send(ctx context.Context, topic, messageID string, generateTime int64, body []byte) error {
 	msg := &amqp.Message{
-		Data: [][]byte{body},
+		Header: &amqp.MessageHeader{Durable: true},
+		Data:   [][]byte{body},
 		Properties: &amqp.MessageProperties{
 			MessageID: messageID,
 		},

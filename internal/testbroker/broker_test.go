@@ -186,6 +186,12 @@ func TestAMQPReceiveWithSignedLogin(t *testing.T) {
 				if got, ok := m.ApplicationProperties["generateTime"].(int64); !ok || got != gen {
 					t.Errorf("generateTime = %#v, want int64 %d", m.ApplicationProperties["generateTime"], gen)
 				}
+				// Durable, as the platform's messages are: RabbitMQ drops a
+				// transient message that waits in a queue at a restart, which
+				// the restart tests would take for a loss by the bridge.
+				if m.Header == nil || !m.Header.Durable {
+					t.Errorf("header = %+v, want the message durable (persistent in the broker)", m.Header)
+				}
 				return
 			}
 		})
