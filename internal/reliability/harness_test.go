@@ -424,13 +424,7 @@ func startChild(t *testing.T, args ...string) *child {
 // waitFor is the package's waitFor that shows the child's log on failure.
 func (c *child) waitFor(t *testing.T, what string, d time.Duration, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s; bridge log:\n%s", d, what, tail(c.Out.String(), 30))
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	waitFor(t, what, d, cond, func() string { return "bridge log:\n" + tail(c.Out.String(), 30) })
 }
 
 // term sends SIGTERM and returns the exit code.
