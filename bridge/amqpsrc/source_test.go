@@ -302,12 +302,39 @@ func (hs *harness) nextConn() *fakeConn {
 // through.
 func (hs *harness) sendAccepted(c *fakeConn, n int) {
 	hs.t.Helper()
+	for _, d := range hs.sendN(c, n) {
+		d.Accept()
+	}
+}
+
+// sendN hands n messages to c and returns their deliveries.
+func (hs *harness) sendN(c *fakeConn, n int) []*bridge.Delivery {
+	hs.t.Helper()
 	var ds []*bridge.Delivery
 	for i := range n {
 		ds = append(ds, hs.send(c, platformMsg(strconv.Itoa(i))))
 	}
-	for _, d := range ds {
-		d.Accept()
+	return ds
+}
+
+// watchGathering has the source report each time a settler starts to let
+// settlements linger; the returned wait blocks for the next report (what
+// names it in the failure). Call it before the first settlement.
+func (hs *harness) watchGathering() (wait func(what string)) {
+	gathering := make(chan struct{}, 1)
+	hs.src.gathering = func() {
+		select {
+		case gathering <- struct{}{}:
+		default:
+		}
+	}
+	return func(what string) {
+		hs.t.Helper()
+		select {
+		case <-gathering:
+		case <-time.After(waitLimit):
+			hs.t.Fatalf("the settler did not let %s linger", what)
+		}
 	}
 }
 
@@ -739,24 +766,11 @@ func TestCreditDoesNotWaitForTheLinger(t *testing.T) {
 // the settle writes at 5,000 msgs/s over 5 connections).
 func TestSettlementsWaitForTheRoomOfTheRefill(t *testing.T) {
 	hs := newHarness(t, Config{Credit: 4, SettleLinger: time.Hour}, nil, nil)
-	gathering := make(chan struct{}, 1)
-	hs.src.gathering = func() {
-		select {
-		case gathering <- struct{}{}:
-		default:
-		}
-	}
+	waitGathering := hs.watchGathering()
 	c := hs.nextConn()
-	var ds []*bridge.Delivery
-	for i := range 4 {
-		ds = append(ds, hs.send(c, platformMsg(strconv.Itoa(i))))
-	}
+	ds := hs.sendN(c, 4)
 	ds[0].Accept() // one free of four: no room for half the window yet
-	select {
-	case <-gathering:
-	case <-time.After(waitLimit):
-		t.Fatal("the settler did not let the settlement linger")
-	}
+	waitGathering("the settlement")
 	if holds, flushes := c.rounds(); holds != 0 || flushes != 0 {
 		t.Errorf("%d holds and %d flushes before the room for the refill, want none", holds, flushes)
 	}
@@ -780,27 +794,14 @@ func TestSettlementsWaitForTheRoomOfTheRefill(t *testing.T) {
 // linger, and one connection's rate fell by a quarter).
 func TestRefillsComeInHalvesOfTheWindow(t *testing.T) {
 	hs := newHarness(t, Config{Credit: 8, SettleLinger: time.Hour}, nil, nil)
-	gathering := make(chan struct{}, 1)
-	hs.src.gathering = func() {
-		select {
-		case gathering <- struct{}{}:
-		default:
-		}
-	}
+	waitGathering := hs.watchGathering()
 	c := hs.nextConn()
-	var ds []*bridge.Delivery
-	for i := range 7 {
-		ds = append(ds, hs.send(c, platformMsg(strconv.Itoa(i))))
-	}
+	ds := hs.sendN(c, 7)
 	// Five settled while Next still has credit: they linger.
 	for _, d := range ds[:5] {
 		d.Accept()
 	}
-	select {
-	case <-gathering:
-	case <-time.After(waitLimit):
-		t.Fatal("the settler did not let the settlements linger")
-	}
+	waitGathering("the settlements")
 	// The last credit used: Next waits, with room for 5 (8 - 3 unsettled).
 	hs.send(c, platformMsg("7"))
 	eventually(t, "the refill", func() bool { _, issued := c.creditState(); return issued > 8 })
