@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"hash/crc32"
 	"sync"
+	"unsafe"
 
 	"github.com/iot-mns-bridge/iot-mns-bridge/bridge"
 )
@@ -149,10 +150,12 @@ func decode(v []byte) (bridge.Message, error) {
 }
 
 // decodePayload returns the message in a payload (a version 1 record after
-// its header, or a group's member). The text fields (topic, id, reason,
-// property keys and values) are copied in one string that they share, and
-// the body in one slice: two allocations and the properties' map per
-// message, whatever the number of properties.
+// its header, or a group's member). The message's text fields (topic, id,
+// reason, property keys and values) and its body are copied into one
+// allocation of its own (see ownCopy): one allocation and the properties'
+// map per message, whatever the number of properties. A decoded message
+// keeps alive exactly its own text and body, never the record nor another
+// member of its group.
 func decodePayload(p []byte) (bridge.Message, error) {
 	var m bridge.Message
 	d := decoder{b: p, n: len(p)}
@@ -178,7 +181,8 @@ func decodePayload(p []byte) (bridge.Message, error) {
 	if len(d.b) != 0 {
 		return bridge.Message{}, fmt.Errorf("%d unexpected bytes after the body", len(d.b))
 	}
-	text := string(p[start:end])
+	var text string
+	text, m.Body = ownCopy(p[start:end], body)
 	str := func(s span) string { return text[s.from-start : s.to-start] }
 	m.Topic, m.MessageID, m.Invalid = str(topic), str(id), str(invalid)
 	if n > 0 {
@@ -187,8 +191,24 @@ func decodePayload(p []byte) (bridge.Message, error) {
 			m.Properties[str(kv[0])] = str(kv[1])
 		}
 	}
-	m.Body = append([]byte{}, body...)
 	return m, nil
+}
+
+// ownCopy copies text and body into one new allocation, text first, and
+// returns the text as a string and the body as a slice of it whose
+// capacity ends with the body (an append to the body reallocates). No
+// slice of the text part is ever handed out, so the string cannot change;
+// writing into the body touches only the body. Any one field kept alone
+// (a property value, the id) keeps the whole allocation, the message's
+// text and body, alive; nothing more.
+func ownCopy(text, body []byte) (string, []byte) {
+	if len(body) == 0 {
+		return string(text), []byte{}
+	}
+	// The append must grow (text's capacity ends with it), so buf is new
+	// memory: text copied, then body, and nothing zeroed first.
+	buf := append(text[:len(text):len(text)], body...)
+	return unsafe.String(unsafe.SliceData(buf), len(text)), buf[len(text):len(buf):len(buf)]
 }
 
 // groupMember is one message of a group record: its key's offset from the
