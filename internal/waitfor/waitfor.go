@@ -38,16 +38,26 @@ func Until(t testing.TB, what string, limit time.Duration, cond func() bool, det
 			}
 			t.Fatal(msg)
 		}
-		before := now()
-		sleep(pause)
-		if over := now().Sub(before) - pause; over > frozen {
-			deadline = deadline.Add(over)
+		if f := Pause(pause); f > 0 {
+			deadline = deadline.Add(f)
 			if deadline.After(hardStop) {
 				deadline = hardStop
 			}
 		}
 		pause = min(2*pause, 10*time.Millisecond)
 	}
+}
+
+// Pause sleeps d and returns by how much the sleep overran when that was
+// over a second: time in which this process was frozen, which a waiter
+// with its own loop should not count against its limit; 0 otherwise.
+func Pause(d time.Duration) time.Duration {
+	before := now()
+	sleep(d)
+	if over := now().Sub(before) - d; over > frozen {
+		return over
+	}
+	return 0
 }
 
 // frozen is how much longer than asked a pause must last before Until

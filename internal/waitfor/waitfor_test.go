@@ -108,3 +108,17 @@ func TestUntilStillFailsAHangAcrossFreezes(t *testing.T) {
 		t.Errorf("message %q", f.msg)
 	}
 }
+
+func TestPauseReportsOnlyAFreeze(t *testing.T) {
+	c := &fakeClock{t: time.Unix(1e9, 0), naps: []time.Duration{900 * time.Millisecond, 3 * time.Second}}
+	c.install(t)
+	if f := Pause(10 * time.Millisecond); f != 0 {
+		t.Errorf("an overrun of 890 ms (a busy machine) reported as a freeze of %v", f)
+	}
+	if f := Pause(10 * time.Millisecond); f != 3*time.Second-10*time.Millisecond {
+		t.Errorf("a 3 s sleep of 10 ms reported as a freeze of %v, want 2.99s", f)
+	}
+	if f := Pause(10 * time.Millisecond); f != 0 {
+		t.Errorf("a sleep on time reported as a freeze of %v", f)
+	}
+}
