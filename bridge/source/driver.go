@@ -22,6 +22,14 @@ var ErrClosed = errors.New("source is closed")
 // them (Link.Owned) had already received when intake stopped.
 const HandOverTimeout = 10 * time.Second
 
+// handOverHandlerTimeout bounds the handler in the hand-over: half of
+// HandOverTimeout, which also bounds the link's reads (STOMP closes the
+// connection then), so that a handler blocked on a full spool or pipeline
+// gives up while the rest the server sent can still be read and handed
+// over; at shutdown what the handler refuses is kept (bridge.Keeper), not
+// lost.
+const handOverHandlerTimeout = HandOverTimeout / 2
+
 // Link is one live connection of a protocol with its one subscription, as
 // the Driver uses it. The driver calls Next, Stop and Abort from the slot's
 // goroutine only; Close after Run returned. Its deliveries are settled
@@ -322,7 +330,7 @@ func (d *Driver) stopIntake(sl *slot, l Link, h bridge.Handler, pending *bridge.
 		return
 	}
 	sl.take()
-	ctx, cancel := context.WithTimeout(context.Background(), HandOverTimeout)
+	ctx, cancel := context.WithTimeout(context.Background(), handOverHandlerTimeout)
 	defer cancel()
 	handed, lost := 0, 0
 	give := func(dl *bridge.Delivery) {

@@ -26,6 +26,11 @@ type fakeLink struct {
 	stopped chan struct{}         // closed by Stop
 	// after Stop, an owned link returns these, then errors
 	buffered []*bridge.Delivery
+	// boundRead: like stompsrc's ack-auto link, Stop also bounds the
+	// hand-over's reads: HandOverTimeout after Stop the connection is
+	// closed and Next fails.
+	boundRead bool
+	readEnd   bool
 
 	mu       sync.Mutex
 	aborted  bool
@@ -47,6 +52,9 @@ func (l *fakeLink) Next(ctx context.Context) (*bridge.Delivery, error) {
 		}
 		l.mu.Lock()
 		defer l.mu.Unlock()
+		if l.readEnd {
+			return nil, errors.New("connection closed HandOverTimeout after Stop")
+		}
 		if len(l.buffered) == 0 {
 			return nil, errors.New("receipt")
 		}
@@ -71,7 +79,16 @@ func (l *fakeLink) Next(ctx context.Context) (*bridge.Delivery, error) {
 
 func (l *fakeLink) Owned() bool           { return l.owned }
 func (l *fakeLink) Lost() <-chan struct{} { return l.lost }
-func (l *fakeLink) Stop()                 { l.stopOnce.Do(func() { close(l.stopped) }) }
+func (l *fakeLink) Stop() {
+	l.stopOnce.Do(func() {
+		close(l.stopped)
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		if l.boundRead {
+			time.AfterFunc(HandOverTimeout, func() { l.mu.Lock(); l.readEnd = true; l.mu.Unlock() })
+		}
+	})
+}
 
 func (l *fakeLink) Abort(cause error) error {
 	l.mu.Lock()
@@ -342,6 +359,56 @@ func TestStopHandsOverOwnedAndKeepsOthersForSettles(t *testing.T) {
 		if _, closed, _ := l.state(); !closed {
 			t.Error("Close did not close the link kept for settles")
 		}
+	}
+}
+
+// TestHandOverReadsPastABlockedHandler: at shutdown a STOMP ack-auto link
+// reads what the server had sent until HandOverTimeout after Stop, then
+// closes the connection. A handler blocked by a full spool or pipeline gave
+// up only at the same deadline, so nothing after the first delivery was
+// read and the rest (messages the platform will not send again) was lost
+// without a word: the sentinel's walk (spool.max_bytes full, MNS down,
+// SIGTERM) lost 653 of 3,000 on 0038f59. The handler now gives up at half
+// of it, and what it is still given is read before the connection closes
+// (the bridge's Keeper keeps what the handler refuses at shutdown).
+func TestHandOverReadsPastABlockedHandler(t *testing.T) {
+	d, f := testDriver(t, true, 1)
+	ctx, cancel := context.WithCancel(context.Background())
+	var mu sync.Mutex
+	var got []string
+	first := make(chan struct{})
+	errc := runDriver(d, ctx, func(hctx context.Context, dl *bridge.Delivery) error {
+		if dl.MessageID == "m1" {
+			// The spool is full and MNS down: no room before the deadline,
+			// neither while intake runs nor in the hand-over.
+			select {
+			case <-first:
+			default:
+				close(first)
+			}
+			<-hctx.Done()
+			return hctx.Err()
+		}
+		mu.Lock()
+		got = append(got, dl.MessageID)
+		mu.Unlock()
+		return nil
+	})
+	l := next(t, f.dialed)
+	l.mu.Lock()
+	l.boundRead = true
+	l.buffered = []*bridge.Delivery{l.delivery("m2"), l.delivery("m3")}
+	l.mu.Unlock()
+	l.msgs <- l.delivery("m1")
+	<-first
+	cancel()
+	if err := wait(t, errc); err != nil {
+		t.Fatalf("Run = %v", err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if strings.Join(got, ",") != "m2,m3" {
+		t.Errorf("handed over after the blocked m1: %q, want m2,m3 (read before the link's bound closed the connection)", strings.Join(got, ","))
 	}
 }
 
