@@ -310,23 +310,9 @@ func TestStopHandsOverOwnedAndKeepsOthersForSettles(t *testing.T) {
 	for _, owned := range []bool{true, false} {
 		d, f := testDriver(t, owned, 1)
 		ctx, cancel := context.WithCancel(context.Background())
-		var mu sync.Mutex
-		var got []string
-		first := make(chan struct{})
-		var once sync.Once
-		errc := runDriver(d, ctx, func(hctx context.Context, dl *bridge.Delivery) error {
-			blocked := false
-			once.Do(func() { blocked = true })
-			if blocked {
-				close(first)
-				<-hctx.Done() // a full pipeline when intake stops
-				return hctx.Err()
-			}
-			mu.Lock()
-			got = append(got, dl.MessageID)
-			mu.Unlock()
-			return nil
-		})
+		// The first call meets a full pipeline when intake stops.
+		first, h, handed := blockingHandler(func(call int, _ *bridge.Delivery) bool { return call == 0 })
+		errc := runDriver(d, ctx, h)
 		l := next(t, f.dialed)
 		l.buffered = []*bridge.Delivery{l.delivery("m2"), l.delivery("m3")}
 		l.msgs <- l.delivery("m1")
@@ -336,9 +322,7 @@ func TestStopHandsOverOwnedAndKeepsOthersForSettles(t *testing.T) {
 			t.Fatalf("owned %v: Run = %v", owned, err)
 		}
 		aborted, closed, settled := l.state()
-		mu.Lock()
-		gotNow := strings.Join(got, ",")
-		mu.Unlock()
+		gotNow := handed()
 		if owned {
 			if gotNow != "m1,m2,m3" || !aborted {
 				t.Errorf("owned: handed over %q (aborted %v), want m1,m2,m3 and the link closed", gotNow, aborted)
@@ -374,26 +358,10 @@ func TestStopHandsOverOwnedAndKeepsOthersForSettles(t *testing.T) {
 func TestHandOverReadsPastABlockedHandler(t *testing.T) {
 	d, f := testDriver(t, true, 1)
 	ctx, cancel := context.WithCancel(context.Background())
-	var mu sync.Mutex
-	var got []string
-	first := make(chan struct{})
-	errc := runDriver(d, ctx, func(hctx context.Context, dl *bridge.Delivery) error {
-		if dl.MessageID == "m1" {
-			// The spool is full and MNS down: no room before the deadline,
-			// neither while intake runs nor in the hand-over.
-			select {
-			case <-first:
-			default:
-				close(first)
-			}
-			<-hctx.Done()
-			return hctx.Err()
-		}
-		mu.Lock()
-		got = append(got, dl.MessageID)
-		mu.Unlock()
-		return nil
-	})
+	// The spool is full and MNS down: no room for m1 before the deadline,
+	// neither while intake runs nor in the hand-over.
+	first, h, handed := blockingHandler(func(_ int, dl *bridge.Delivery) bool { return dl.MessageID == "m1" })
+	errc := runDriver(d, ctx, h)
 	l := next(t, f.dialed)
 	l.mu.Lock()
 	l.boundRead = true
@@ -405,11 +373,45 @@ func TestHandOverReadsPastABlockedHandler(t *testing.T) {
 	if err := wait(t, errc); err != nil {
 		t.Fatalf("Run = %v", err)
 	}
-	mu.Lock()
-	defer mu.Unlock()
-	if strings.Join(got, ",") != "m2,m3" {
-		t.Errorf("handed over after the blocked m1: %q, want m2,m3 (read before the link's bound closed the connection)", strings.Join(got, ","))
+	if got := handed(); got != "m2,m3" {
+		t.Errorf("handed over after the blocked m1: %q, want m2,m3 (read before the link's bound closed the connection)", got)
 	}
+}
+
+// blockingHandler returns a handler that, for the calls blocks picks
+// (call counts from 0), waits until its context ends and returns its
+// error (a full pipeline or spool), closing first at the first of them,
+// and takes every other delivery; handed lists the ids taken, in order.
+func blockingHandler(blocks func(call int, dl *bridge.Delivery) bool) (first chan struct{}, h bridge.Handler, handed func() string) {
+	first = make(chan struct{})
+	var mu sync.Mutex
+	var got []string
+	calls, blocked := 0, false
+	h = func(hctx context.Context, dl *bridge.Delivery) error {
+		mu.Lock()
+		call := calls
+		calls++
+		block := blocks(call, dl)
+		if block && !blocked {
+			blocked = true
+			close(first)
+		}
+		if !block {
+			got = append(got, dl.MessageID)
+		}
+		mu.Unlock()
+		if block {
+			<-hctx.Done()
+			return hctx.Err()
+		}
+		return nil
+	}
+	handed = func() string {
+		mu.Lock()
+		defer mu.Unlock()
+		return strings.Join(got, ",")
+	}
+	return first, h, handed
 }
 
 func TestRunAfterCloseAndTwice(t *testing.T) {
