@@ -58,6 +58,22 @@ delivery:
 	}
 }
 
+// unreachablePeersYAML is the head of a config whose source and MNS are
+// closed loopback ports, its credentials from the environment: enough for
+// check and for run to stop at the state files these tests are about.
+const unreachablePeersYAML = `source:
+  endpoint: 127.0.0.1:9
+  client_id: gw
+  credentials:
+    access_key_id: ${ALIBABA_CLOUD_ACCESS_KEY_ID}
+    access_key_secret: ${ALIBABA_CLOUD_ACCESS_KEY_SECRET}
+mns:
+  endpoint: http://127.0.0.1:9
+routes:
+  - match: /{productKey}/#
+    queue: telemetry-{productKey}
+`
+
 // TestCheckWarnsOfASpoolDirRunCannotCreate: the spool creates its directory
 // and parents, so a missing spool.dir is fine, but one under a regular file
 // stops "run"; check says so beforehand.
@@ -71,18 +87,7 @@ func TestCheckWarnsOfASpoolDirRunCannotCreate(t *testing.T) {
 	}
 	write := func(spoolDir string) string {
 		file := filepath.Join(dir, "config.yaml")
-		cfg := `source:
-  endpoint: 127.0.0.1:9
-  client_id: gw
-  credentials:
-    access_key_id: ${ALIBABA_CLOUD_ACCESS_KEY_ID}
-    access_key_secret: ${ALIBABA_CLOUD_ACCESS_KEY_SECRET}
-mns:
-  endpoint: http://127.0.0.1:9
-routes:
-  - match: /{productKey}/#
-    queue: telemetry-{productKey}
-delivery:
+		cfg := unreachablePeersYAML + `delivery:
   dead_letter:
     file: dead-letter.jsonl
   dedup:
@@ -148,18 +153,7 @@ func TestStateFileOutsideStateDirectoryIsNamed(t *testing.T) {
 		{"delivery.dedup.file", "delivery:\n  dedup:\n    file: " + dir + "/nodir/dedup.log\n", dir + "/nodir/dedup.log"},
 	} {
 		t.Run(tc.key, func(t *testing.T) {
-			cfg := `source:
-  endpoint: 127.0.0.1:9
-  client_id: gw
-  credentials:
-    access_key_id: ${ALIBABA_CLOUD_ACCESS_KEY_ID}
-    access_key_secret: ${ALIBABA_CLOUD_ACCESS_KEY_SECRET}
-mns:
-  endpoint: http://127.0.0.1:9
-routes:
-  - match: /{productKey}/#
-    queue: telemetry-{productKey}
-http:
+			cfg := unreachablePeersYAML + `http:
   listen: ""
 ` + tc.yaml
 			if err := os.WriteFile(file, []byte(cfg), 0o600); err != nil {
