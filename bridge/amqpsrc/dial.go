@@ -96,15 +96,15 @@ func explainDial(cfg Config, id string, err error) error {
 func explainLogin(cfg Config, id string, err error) error {
 	op := fmt.Sprintf("amqp login to %s as %s", cfg.Endpoint, id)
 	var sasl *amqp10.SASLError
-	if errors.As(err, &sasl) && strings.Contains(string(sasl.AdditionalData), "throttled") {
-		return fmt.Errorf("%s: %w: %w; the consumer group made too many connection attempts "+
-			"(the platform allows 100 a minute per group, across every client): lower %s "+
-			"so that the bridges of the group share that budget", op, bridge.ErrLoginRefused, err, cfg.Names.Of(source.FieldLimiter))
-	}
-	if errors.As(err, &sasl) && sasl.Code >= amqp10.SASLSys && sasl.Code <= amqp10.SASLSysTemp {
-		return fmt.Errorf("%s: %w: %w; %s", op, bridge.ErrLoginRefused, err, saslSystemAdvice(cfg, sasl.Code))
-	}
 	if errors.As(err, &sasl) {
+		switch {
+		case strings.Contains(string(sasl.AdditionalData), "throttled"):
+			return fmt.Errorf("%s: %w: %w; the consumer group made too many connection attempts "+
+				"(the platform allows 100 a minute per group, across every client): lower %s "+
+				"so that the bridges of the group share that budget", op, bridge.ErrLoginRefused, err, cfg.Names.Of(source.FieldLimiter))
+		case sasl.ServerFault():
+			return fmt.Errorf("%s: %w: %w; %s", op, bridge.ErrLoginRefused, err, saslSystemAdvice(cfg, sasl.Code))
+		}
 		return source.LoginRefused(cfg.Names, op, "", err)
 	}
 	if errors.Is(err, context.DeadlineExceeded) {

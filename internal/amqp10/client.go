@@ -140,6 +140,12 @@ func (e *SASLError) Error() string {
 	return fmt.Sprintf("SASL PLAIN login failed with code %#x (%s): %s", e.Code, what, e.AdditionalData)
 }
 
+// ServerFault reports whether the code is one of the server's own system
+// errors (sys, sys-perm, sys-temp), not a verdict on the credentials.
+func (e *SASLError) ServerFault() bool {
+	return e.Code == SASLSys || e.Code == SASLSysPerm || e.Code == SASLSysTemp
+}
+
 // Delivery is one message a Receiver received.
 type Delivery struct {
 	// ID is the delivery-id (a serial number: it wraps).
