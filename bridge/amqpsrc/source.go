@@ -479,7 +479,8 @@ func (l *link) enqueue(st settlement) bool {
 }
 
 // urgeSettler makes the settler write what it holds now, without its
-// linger: a settlement is awaited (Close, or Next's credit).
+// linger: Close awaits the settlements (Next's wait for credit signals asked
+// instead: see gather).
 func (l *link) urgeSettler() {
 	select {
 	case l.urge <- struct{}{}:
@@ -513,7 +514,7 @@ func (l *link) settler() {
 	for {
 		select {
 		case <-l.wake:
-			if !l.creditDue() && !l.gather(linger, every) {
+			if !l.gather(linger, every) {
 				continue
 			}
 		case <-l.lost:
@@ -549,13 +550,18 @@ func (l *link) settler() {
 	}
 }
 
-// gather lets the queued settlements linger (see settler) until the linger
-// has passed, Close urges, the connection ends, or Next waits for credit
-// they make room for; false when nothing is queued (a credit request the
-// link has no room for: the settlement that makes it wakes the settler).
-// Only while Next waits does each settlement wake it (it may make the
-// room); else the settlements of the linger cost no wake-up.
+// gather reports whether the settler has a round to write: at once when
+// Next waits for credit the link has room for (creditDue), else once the
+// queued settlements lingered (see settler) until the linger has passed,
+// Close urges, the connection ends, or Next waits for credit they make room
+// for; false when nothing is queued (a credit request the link has no room
+// for: the settlement that makes it wakes the settler). Only while Next
+// waits does each settlement wake it (it may make the room); else the
+// settlements of the linger cost no wake-up.
 func (l *link) gather(linger *time.Timer, every time.Duration) bool {
+	if l.creditDue() {
+		return true
+	}
 	l.qmu.Lock()
 	queued := len(l.queue)
 	l.qmu.Unlock()
@@ -570,9 +576,6 @@ func (l *link) gather(linger *time.Timer, every time.Duration) bool {
 	for {
 		var settled <-chan struct{}
 		if l.wantCredit.Load() {
-			if l.creditDue() {
-				return true
-			}
 			settled = l.wake
 		}
 		select {
@@ -584,6 +587,9 @@ func (l *link) gather(linger *time.Timer, every time.Duration) bool {
 			return true
 		case <-l.asked:
 		case <-settled:
+		}
+		if l.creditDue() {
+			return true
 		}
 	}
 }
