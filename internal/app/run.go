@@ -119,7 +119,7 @@ func outsideStateDir(err error, key, path, state string) error {
 	if err == nil || dir == "" || path == "" {
 		return err
 	}
-	if rel, rerr := filepath.Rel(dir, path); rerr == nil && rel != ".." && !strings.HasPrefix(rel, ".."+string(filepath.Separator)) {
+	if rel, rerr := filepath.Rel(dir, path); rerr == nil && filepath.IsLocal(rel) {
 		return err
 	}
 	return fmt.Errorf("%w; %s %s is outside $STATE_DIRECTORY (%s), the one directory the systemd unit (ProtectSystem=strict, DynamicUser) and the image let the bridge write: make %s relative (it then goes under $STATE_DIRECTORY) or a path under it",

@@ -2,6 +2,7 @@ package app
 
 import (
 	"context"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -172,5 +173,33 @@ func TestStateFileOutsideStateDirectoryIsNamed(t *testing.T) {
 				t.Errorf("run without $STATE_DIRECTORY: exit %d, want %d without the hint:\n%s", code, ExitFailure, errOut)
 			}
 		})
+	}
+}
+
+// TestOutsideStateDirKeepsErrorsOfPathsInside: a path under
+// $STATE_DIRECTORY (or the first of several, a:b), the directory itself
+// included, keeps its error as it is; one outside, "..", or a sibling
+// whose name only starts like it, gets the hint.
+func TestOutsideStateDirKeepsErrorsOfPathsInside(t *testing.T) {
+	base := errors.New("open failed")
+	for _, tc := range []struct {
+		path, state string
+		hint        bool
+	}{
+		{"/var/lib/b/spool", "/var/lib/b", false},
+		{"/var/lib/b", "/var/lib/b", false},
+		{"/var/lib/b/x/../spool", "/var/lib/b:/var/lib/c", false},
+		{"/var/lib/c/spool", "/var/lib/b:/var/lib/c", true},
+		{"/var/lib/bb/spool", "/var/lib/b", true},
+		{"/var/lib/b/../spool", "/var/lib/b", true},
+		{"/var/lib", "/var/lib/b", true},
+	} {
+		err := outsideStateDir(base, "spool.dir", tc.path, tc.state)
+		if !errors.Is(err, base) || (err != base) != tc.hint {
+			t.Errorf("%s with $STATE_DIRECTORY %s: %v, want the hint %v", tc.path, tc.state, err, tc.hint)
+		}
+	}
+	if err := outsideStateDir(nil, "spool.dir", "/elsewhere", "/var/lib/b"); err != nil {
+		t.Errorf("no error: %v", err)
 	}
 }
