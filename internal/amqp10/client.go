@@ -134,10 +134,11 @@ func (e *SASLError) Error() string {
 	if !ok {
 		what = "a code AMQP 1.0 does not define"
 	}
+	failed := "login"
 	if e.Code == SASLAuth {
-		return fmt.Sprintf("SASL PLAIN auth failed with code %#x (%s): %s", e.Code, what, e.AdditionalData)
+		failed = "auth"
 	}
-	return fmt.Sprintf("SASL PLAIN login failed with code %#x (%s): %s", e.Code, what, e.AdditionalData)
+	return fmt.Sprintf("SASL PLAIN %s failed with code %#x (%s): %s", failed, e.Code, what, e.AdditionalData)
 }
 
 // ServerFault reports whether the code is one of the server's own system
