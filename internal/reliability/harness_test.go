@@ -213,8 +213,10 @@ func tail(s string, n int) string {
 	return strings.Join(lines, "\n")
 }
 
-// waitFor polls cond every 10 ms until it holds; the deadline only fails the
-// test, it is not a performance threshold.
+// waitFor is waitfor.Until: it polls cond (every 1 ms, backing off to
+// 10 ms) until it holds, detail adding to the failure; the deadline only
+// fails the test, it is not a performance threshold, and time in which
+// this process was frozen does not count against it.
 func waitFor(t *testing.T, what string, d time.Duration, cond func() bool, detail ...func() string) {
 	t.Helper()
 	waitfor.Until(t, what, d, cond, detail...)
