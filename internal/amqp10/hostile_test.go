@@ -159,3 +159,40 @@ func TestReceiverHostileMessageIsADelivery(t *testing.T) {
 		t.Errorf("got %v, want the message after the hostile one", idOf(d))
 	}
 }
+
+// TestItemBudgetChargesEachItemOnce: an input may decode to minItems items
+// plus one per bytesPerItem of its bytes, each item charged once: the
+// largest list of nulls within that budget decodes, alone (Decode) and as a
+// message's amqp-value section (DecodeMessage), and one null more is
+// refused. An item charged twice (say by its list's count and again as a
+// value) would refuse the first.
+func TestItemBudgetChargesEachItemOnce(t *testing.T) {
+	for name, wrap := range map[string]func([]byte) []byte{
+		"value":   func(v []byte) []byte { return v },
+		"message": func(v []byte) []byte { return section(descAMQPValue, v) },
+	} {
+		t.Run(name, func(t *testing.T) {
+			input := func(n int) []byte { return wrap(compound32(codeList32, n, repeated([]byte{codeNull}, n))) }
+			// The list is one item and each of its n nulls one more.
+			n := minItems
+			for 1+(n+1) <= minItems+len(input(n+1))/bytesPerItem {
+				n++
+			}
+			decode := func(b []byte) error {
+				if name == "value" {
+					_, _, err := Decode(b)
+					return err
+				}
+				_, err := DecodeMessage(b)
+				return err
+			}
+			if err := decode(input(n)); err != nil {
+				t.Errorf("a list of %d nulls (%d bytes, budget %d items): %v; want it decoded",
+					n, len(input(n)), minItems+len(input(n))/bytesPerItem, err)
+			}
+			if err := decode(input(n + 1)); err == nil || !strings.Contains(err.Error(), "exceeds what the input's size allows") {
+				t.Errorf("a list of %d nulls: %v; want it refused for the budget", n+1, err)
+			}
+		})
+	}
+}
