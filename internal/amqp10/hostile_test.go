@@ -163,20 +163,31 @@ func TestReceiverHostileMessageIsADelivery(t *testing.T) {
 // TestItemBudgetChargesEachItemOnce: an input may decode to minItems items
 // plus one per bytesPerItem of its bytes, each item charged once: the
 // largest list of nulls within that budget decodes, alone (Decode) and as a
-// message's amqp-value section (DecodeMessage), and one null more is
-// refused. An item charged twice (say by its list's count and again as a
+// message's amqp-value section (DecodeMessage, the general path), and so
+// does the largest map of application properties (the platform's section,
+// usualSection's path); one item more is refused. An item charged twice (say by its list's count and again as a
 // value) would refuse the first.
 func TestItemBudgetChargesEachItemOnce(t *testing.T) {
-	for name, wrap := range map[string]func([]byte) []byte{
-		"value":   func(v []byte) []byte { return v },
-		"message": func(v []byte) []byte { return section(descAMQPValue, v) },
+	pair := []byte{codeStr8, 1, 'k', codeNull} // a property "k": null
+	for name, input := range map[string]func(n int) []byte{
+		"value": func(n int) []byte { return compound32(codeList32, n, repeated([]byte{codeNull}, n)) },
+		"message": func(n int) []byte {
+			return section(descAMQPValue, compound32(codeList32, n, repeated([]byte{codeNull}, n)))
+		},
+		// the platform's section, decoded by usualSection: n/2 pairs
+		"application-properties": func(n int) []byte {
+			return section(descApplicationProperties, compound32(codeMap32, n, repeated(pair, n/2)))
+		},
 	} {
 		t.Run(name, func(t *testing.T) {
-			input := func(n int) []byte { return wrap(compound32(codeList32, n, repeated([]byte{codeNull}, n))) }
-			// The list is one item and each of its n nulls one more.
+			step := 1 // items of the compound per step: a map's come in pairs
+			if name == "application-properties" {
+				step = 2
+			}
+			// The compound is one item and each of its n items one more.
 			n := minItems
-			for 1+(n+1) <= minItems+len(input(n+1))/bytesPerItem {
-				n++
+			for 1+(n+step) <= minItems+len(input(n+step))/bytesPerItem {
+				n += step
 			}
 			decode := func(b []byte) error {
 				if name == "value" {
@@ -187,11 +198,11 @@ func TestItemBudgetChargesEachItemOnce(t *testing.T) {
 				return err
 			}
 			if err := decode(input(n)); err != nil {
-				t.Errorf("a list of %d nulls (%d bytes, budget %d items): %v; want it decoded",
+				t.Errorf("a compound of %d items (%d bytes, budget %d items): %v; want it decoded",
 					n, len(input(n)), minItems+len(input(n))/bytesPerItem, err)
 			}
-			if err := decode(input(n + 1)); err == nil || !strings.Contains(err.Error(), "exceeds what the input's size allows") {
-				t.Errorf("a list of %d nulls: %v; want it refused for the budget", n+1, err)
+			if err := decode(input(n + step)); err == nil || !strings.Contains(err.Error(), "exceeds what the input's size allows") {
+				t.Errorf("a compound of %d items: %v; want it refused for the budget", n+step, err)
 			}
 		})
 	}
