@@ -56,10 +56,13 @@ func encodedLen(m *bridge.Message) int {
 
 // encode returns m as a stored value, in one allocation. The spool holds
 // the payload: a base64 body (Message.Base64) is decoded first.
-func encode(m *bridge.Message) []byte { return encodeTo(nil, m) }
+func encode(m *bridge.Message) []byte { return seal(encodeTo(nil, m)) }
 
 // encodeTo is encode into dst's memory when it has room (dst's content is
-// overwritten).
+// overwritten), without the CRC: the record is the message's payload with
+// a version 1 header whose CRC is zero until seal fills it in. The writer
+// seals only what it stores alone; a group's member is covered by the
+// group's CRC, so its own would be computed for nothing.
 func encodeTo(dst []byte, m *bridge.Message) []byte {
 	if m.Base64 {
 		d := *m
@@ -85,8 +88,14 @@ func encodeTo(dst []byte, m *bridge.Message) []byte {
 	}
 	b = binary.AppendUvarint(b, uint64(len(m.Body)))
 	b = append(b, m.Body...)
-	binary.BigEndian.PutUint32(b[1:headerLen], crc32.Checksum(b[headerLen:], castagnoli))
 	return b
+}
+
+// seal writes the CRC of record r (version 1 or 2) into its header and
+// returns r.
+func seal(r []byte) []byte {
+	binary.BigEndian.PutUint32(r[1:headerLen], crc32.Checksum(r[headerLen:], castagnoli))
+	return r
 }
 
 // Append encodes into pooled buffers, which the writer gives back once
@@ -97,7 +106,8 @@ var values = sync.Pool{New: func() any { return new([]byte) }}
 
 const pooledValue = 4 << 10
 
-// encodePooled encodes m into a pooled buffer; buf is what putValue takes.
+// encodePooled encodes m into a pooled buffer, unsealed (encodeTo); buf is
+// what putValue takes.
 func encodePooled(m *bridge.Message) (val []byte, buf *[]byte) {
 	buf = values.Get().(*[]byte)
 	*buf = encodeTo(*buf, m)
@@ -244,7 +254,7 @@ func appendGroup(dst []byte, members []groupMember) []byte {
 		b = binary.AppendUvarint(b, uint64(len(m.payload)))
 		b = append(b, m.payload...)
 	}
-	binary.BigEndian.PutUint32(b[at+1:at+headerLen], crc32.Checksum(b[at+headerLen:], castagnoli))
+	seal(b[at:])
 	return b
 }
 

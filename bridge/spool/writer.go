@@ -178,7 +178,9 @@ func (s *Spool) commit(batch []appendReq) error {
 			n := groupLen(batch[i:])
 			start := seq + 1
 			val := batch[i].val
-			if n > 1 {
+			if n == 1 {
+				seal(val) // Append left it unsealed (encodePooled)
+			} else {
 				g := &group{start: start, sizes: make([]int32, n), left: n, stored: n}
 				members := s.scratch.members[:0]
 				for j, r := range batch[i : i+n] {
