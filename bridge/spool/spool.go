@@ -500,16 +500,18 @@ func (s *Spool) replay(from, to uint64, fn func(key uint64, m bridge.Message) er
 			c := b.Cursor()
 			k, v := c.Seek(kb[:])
 			if !bytes.Equal(k, kb[:]) {
-				// from may be inside the group record before.
-				pk, pv := c.Last()
-				if k != nil {
-					c.Seek(kb[:])
+				// from may be inside the record before (a group): start
+				// there; the loop skips the keys below from.
+				var pk, pv []byte
+				if k == nil {
+					pk, pv = c.Last()
+				} else {
 					pk, pv = c.Prev()
 				}
-				if pk != nil && pv[0] == groupVersion {
+				if pk != nil {
 					k, v = pk, pv
 				} else {
-					k, v = c.Seek(kb[:])
+					k, v = c.Seek(kb[:]) // from is below the first key
 				}
 			}
 			for ; k != nil && len(page) < replayPage; k, v = c.Next() {
