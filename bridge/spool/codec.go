@@ -258,18 +258,15 @@ func appendGroup(dst []byte, members []groupMember) []byte {
 	return b
 }
 
-// maxGroupSpan bounds a group's offsets: a group holds the messages of one
-// commit, at most maxGroup of them.
-const maxGroupSpan = maxGroup
-
 // eachMember calls fn with the offset and payload of every member of the
 // group record v, in order, checking the framing (not the checksum: verify
-// does). fn's error stops it and is returned.
+// does). A group holds at most maxGroup messages of one commit, so its
+// offsets are below maxGroup. fn's error stops it and is returned.
 func eachMember(v []byte, fn func(off uint64, payload []byte) error) error {
 	d := decoder{b: v[headerLen:], n: len(v) - headerLen}
 	count := d.uvarint()
-	if d.err == nil && (count == 0 || count > maxGroupSpan) {
-		return fmt.Errorf("group of %d messages (1 to %d expected)", count, maxGroupSpan)
+	if d.err == nil && (count == 0 || count > maxGroup) {
+		return fmt.Errorf("group of %d messages (1 to %d expected)", count, maxGroup)
 	}
 	next := uint64(0) // the lowest offset the next member may have
 	for i := uint64(0); i < count && d.err == nil; i++ {
@@ -278,8 +275,8 @@ func eachMember(v []byte, fn func(off uint64, payload []byte) error) error {
 		if d.err != nil {
 			break
 		}
-		if off < next || off >= maxGroupSpan {
-			return fmt.Errorf("group member %d has offset %d (at least %d, below %d expected)", i, off, next, maxGroupSpan)
+		if off < next || off >= maxGroup {
+			return fmt.Errorf("group member %d has offset %d (at least %d, below %d expected)", i, off, next, maxGroup)
 		}
 		next = off + 1
 		if err := fn(off, p); err != nil {
