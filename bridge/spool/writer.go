@@ -138,7 +138,7 @@ func (s *Spool) commit(batch []appendReq) error {
 	}
 	slices.Sort(dels)
 	gone, singles, undo, removed, freed := s.markDeleted(dels)
-	keys := make([]uint64, len(batch))
+	var first uint64 // the key of batch[0]: keys are dense, batch[i]'s is first+i
 	var added []*group
 	err := s.db.Update(func(tx *bolt.Tx) error {
 		added = added[:0]
@@ -170,6 +170,7 @@ func (s *Spool) commit(batch []appendReq) error {
 			}
 		}
 		seq := b.Sequence()
+		first = seq + 1
 		arena := s.scratch.arena[:0] // the groups' records: must live until the commit is done
 		if need := groupsLenBound(batch); cap(arena) < need {
 			arena = make([]byte, 0, need) // never grown below: the records are slices of it
@@ -196,9 +197,6 @@ func (s *Spool) commit(batch []appendReq) error {
 			binary.BigEndian.PutUint64(kb[:], start)
 			if err := b.Put(bytes.Clone(kb[:]), val); err != nil {
 				return err
-			}
-			for j := range n {
-				keys[i+j] = start + uint64(j)
 			}
 			seq += uint64(n)
 			i += n
@@ -261,7 +259,7 @@ func (s *Spool) commit(batch []appendReq) error {
 		s.log.Info("spool has room again", "max_bytes", s.maxBytes)
 	}
 	for i, r := range batch {
-		r.done(keys[i], nil)
+		r.done(first+uint64(i), nil)
 	}
 	return nil
 }
