@@ -90,6 +90,9 @@ type Config struct {
 	// HTTPClient replaces the client's own (for tests); its Timeout should
 	// be 0, the per-request Timeout applies anyway.
 	HTTPClient *http.Client
+	// Proxy picks the HTTP proxy for the endpoint, as http.Transport.Proxy;
+	// default http.ProxyFromEnvironment (HTTPS_PROXY, HTTP_PROXY, NO_PROXY).
+	Proxy func(*http.Request) (*url.URL, error)
 	// Now is the clock for the Date header; default time.Now.
 	Now func() time.Time
 	// SignatureVersion is "v2" (default; HMAC-SHA1, what every SDK sends by
@@ -112,6 +115,7 @@ type Client struct {
 	raw     bool
 	timeout time.Duration
 	hc      *http.Client // with a proxy or Config.HTTPClient
+	proxy   string       // the proxy the requests go through (password redacted), "" for none
 	h1      *h1          // else: the exchange in the calling goroutine
 	creds   func(ctx context.Context) (id, secret, token string, err error)
 	now     func() time.Time
@@ -202,11 +206,21 @@ func NewClient(cfg Config) (*Client, error) {
 	if len(errs) > 0 {
 		return nil, errors.Join(errs...)
 	}
+	proxy := cfg.Proxy
+	if proxy == nil {
+		proxy = http.ProxyFromEnvironment
+	}
 	if c.hc == nil {
-		c.h1 = newH1(base, maxConns, http.ProxyFromEnvironment)
+		c.h1 = newH1(base, maxConns, proxy)
+		if u, err := url.Parse(base); err == nil {
+			if p, err := proxy(&http.Request{URL: u}); err == nil && p != nil {
+				c.proxy = p.Redacted()
+			}
+		}
 	}
 	if c.hc == nil && c.h1 == nil {
 		tr := http.DefaultTransport.(*http.Transport).Clone()
+		tr.Proxy = proxy
 		tr.MaxIdleConns = maxConns
 		tr.MaxIdleConnsPerHost = maxConns
 		tr.MaxConnsPerHost = maxConns
@@ -456,13 +470,26 @@ func setBodyByRef(req *http.Request, xml []byte, refs []bodyRef) {
 func (c *Client) transportError(ctx context.Context, t target, ids reqIDs, err error) error {
 	if ctx.Err() == nil && errors.Is(err, context.DeadlineExceeded) {
 		return &NoReplyError{Timeout: true, err: err,
-			msg: fmt.Sprintf("%s: no reply within %s (mns.request_timeout) [user request id %s]; MNS or the network is slow: %v", t, c.timeout, ids.user, err)}
+			msg: fmt.Sprintf("%s: no reply within %s (mns.request_timeout)%s [user request id %s]; MNS or the network is slow: %v", t, c.timeout, c.viaProxy(), ids.user, err)}
 	}
 	if ctx.Err() != nil {
 		return fmt.Errorf("%s: %w", t, ctx.Err())
 	}
+	check := "check mns.endpoint (scheme, host and port) and the network"
+	if c.proxy != "" {
+		check = "check the proxy, mns.endpoint and the network"
+	}
 	return &NoReplyError{err: err,
-		msg: fmt.Sprintf("%s [user request id %s]: no reply from MNS; check mns.endpoint (scheme, host and port) and the network: %v", t, ids.user, err)}
+		msg: fmt.Sprintf("%s [user request id %s]: no reply from MNS%s; %s: %v", t, ids.user, c.viaProxy(), check, err)}
+}
+
+// viaProxy names the proxy the requests go through and where it came from,
+// or is "" without one.
+func (c *Client) viaProxy() string {
+	if c.proxy == "" {
+		return ""
+	}
+	return " through the proxy " + c.proxy + " (HTTPS_PROXY or HTTP_PROXY in the bridge's environment; hosts listed in NO_PROXY bypass it)"
 }
 
 // httpError makes an Error from a reply that is not a success.

@@ -15,8 +15,9 @@ import (
 // is an Error too, with the batch's status and the entry's code and message.
 //
 // Retryable reports true for 5xx, 429 TooManyRequests (and the legacy
-// QpsLimitExceeded) and 408 TimeExpired (each attempt is signed afresh, so a
-// corrected clock heals it); every other 4xx is permanent.
+// QpsLimitExceeded), 408 TimeExpired (each attempt is signed afresh, so a
+// corrected clock heals it) and refused credentials (401, 403, a proxy's
+// 407); every other 4xx is permanent.
 type Error struct {
 	// Op is the API operation, e.g. "BatchSendMessage".
 	Op string
@@ -73,7 +74,8 @@ func (e *Error) Throttled() bool {
 // server-side failures (5xx), throttling (429), an expired Date (408: the
 // next attempt is signed with a fresh one), and refused credentials (401,
 // 403: AccessDenied, InvalidAccessKeyId, SignatureDoesNotMatch, an expired
-// STS token). Credentials belong to the bridge, not to the message: every
+// STS token; 407: an HTTP proxy in front of MNS wants credentials).
+// Credentials belong to the bridge, not to the message: every
 // message would fail alike, and a fixed or rotated key file takes effect at
 // the next signing, so the pipeline holds the messages (backpressure, one
 // log line) instead of dead-lettering the whole stream. Every other 4xx is
@@ -84,7 +86,7 @@ func (e *Error) Retryable() bool {
 		status = s
 	}
 	switch {
-	case status >= 500, status == 429, status == 408, status == 401, status == 403:
+	case status >= 500, status == 429, status == 408, status == 401, status == 403, status == 407:
 		return true
 	case status >= 400:
 		return false
@@ -176,6 +178,8 @@ func (e *Error) hint() string {
 		return "the message was refused as it is; it will not be retried"
 	}
 	switch {
+	case e.Status == 407:
+		return "the HTTP proxy in front of MNS wants credentials: give them in its URL in HTTPS_PROXY / HTTP_PROXY (http://user:password@host:port), or list mns.endpoint's host in NO_PROXY; the bridge holds the messages and retries"
 	case e.Status >= 500:
 		return "MNS had a server-side problem; the bridge retries"
 	case e.Status == 0 || e.Status < 400:
