@@ -86,24 +86,14 @@ func (e *ConnError) Unwrap() error {
 // SessionError is a session the peer ended, with its error.
 type SessionError struct{ RemoteErr *Error }
 
-func (e *SessionError) Error() string {
-	if e.RemoteErr == nil {
-		return "amqp: session ended by the server"
-	}
-	return e.RemoteErr.Error()
-}
+func (e *SessionError) Error() string { return e.RemoteErr.textOr("amqp: session ended by the server") }
 
 func (e *SessionError) Unwrap() error { return errOrNil(e.RemoteErr) }
 
 // LinkError is a link the peer detached, with its error.
 type LinkError struct{ RemoteErr *Error }
 
-func (e *LinkError) Error() string {
-	if e.RemoteErr == nil {
-		return "amqp: link detached by the server"
-	}
-	return e.RemoteErr.Error()
-}
+func (e *LinkError) Error() string { return e.RemoteErr.textOr("amqp: link detached by the server") }
 
 func (e *LinkError) Unwrap() error { return errOrNil(e.RemoteErr) }
 

@@ -222,6 +222,28 @@ func message(t *testing.T, id string, body []byte) []byte {
 	return b
 }
 
+// startWithCredit starts a pair with a 30 s idle time-out, issues credit
+// and reads the flow that grants it: the server may send n transfers.
+func startWithCredit(t *testing.T, cfg ReceiverConfig, n uint32) (*Receiver, *peer, *countingConn) {
+	t.Helper()
+	cfg.IdleTimeout = 30 * time.Second
+	r, p, cc, err := startPair(t, serverOpts{}, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = r.IssueCredit(n)
+	p.nextNonEmpty()
+	return r, p, cc
+}
+
+// transferEach sends one unsettled transfer a message id, with the
+// delivery-ids 0, 1, ... in order.
+func (p *peer) transferEach(ids ...string) {
+	for i, id := range ids {
+		p.transfer(U32(uint32(i)), false, false, message(p.t, id, nil))
+	}
+}
+
 func receive(t *testing.T, r *Receiver) *Delivery {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), testLimit)
@@ -280,12 +302,7 @@ func TestReceiverCreditAndMultiFrameTransfer(t *testing.T) {
 // last, settled), split where the outcome changes and where the ids wrap,
 // in one socket write; a settled transfer is not settled again.
 func TestReceiverSettlesRangesInOneWrite(t *testing.T) {
-	r, p, cc, err := startPair(t, serverOpts{}, ReceiverConfig{IdleTimeout: 30 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	_ = r.IssueCredit(10)
-	p.nextNonEmpty()
+	r, p, cc := startWithCredit(t, ReceiverConfig{}, 10)
 	ids := []uint32{0xfffffffe, 0xffffffff, 0, 1, 2, 3}
 	for _, id := range ids {
 		p.transfer(U32(id), false, false, message(t, fmt.Sprint(id), nil))
@@ -356,14 +373,8 @@ func TestReceiverSettlesRangesInOneWrite(t *testing.T) {
 // connection, and every later settlement fails with it (nothing counts as
 // settled that was not written).
 func TestReceiverFailedFlushClosesAndSticks(t *testing.T) {
-	r, p, cc, err := startPair(t, serverOpts{}, ReceiverConfig{IdleTimeout: 30 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	_ = r.IssueCredit(2)
-	p.nextNonEmpty()
-	p.transfer(U32(0), false, false, message(t, "a", nil))
-	p.transfer(U32(1), false, false, message(t, "b", nil))
+	r, p, cc := startWithCredit(t, ReceiverConfig{}, 2)
+	p.transferEach("a", "b")
 	d0, d1 := receive(t, r), receive(t, r)
 	cc.fail.Store(true)
 	r.Hold()
@@ -390,6 +401,25 @@ func TestReceiverFailedFlushClosesAndSticks(t *testing.T) {
 // ends the connection with the server's error, typed, also while nobody
 // calls Receive (the pipeline blocks); what was received before is still
 // taken first.
+// TestRemoteEndTexts: a session or link the peer ended reads as the peer's
+// error, or says what ended when the peer gave none.
+func TestRemoteEndTexts(t *testing.T) {
+	e := &Error{Condition: ErrNotAllowed, Description: "no"}
+	for _, tc := range []struct {
+		err  error
+		want string
+	}{
+		{&SessionError{}, "amqp: session ended by the server"},
+		{&SessionError{RemoteErr: e}, "amqp:not-allowed: no"},
+		{&LinkError{}, "amqp: link detached by the server"},
+		{&LinkError{RemoteErr: e}, "amqp:not-allowed: no"},
+	} {
+		if got := tc.err.Error(); got != tc.want {
+			t.Errorf("%#v: %q, want %q", tc.err, got, tc.want)
+		}
+	}
+}
+
 func TestReceiverRemoteEndsWithError(t *testing.T) {
 	e := &Error{Condition: "amqp:connection:forced", Description: "9602 server closed the connection"}
 	tests := []struct {
@@ -403,13 +433,8 @@ func TestReceiverRemoteEndsWithError(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			r, p, _, err := startPair(t, serverOpts{}, ReceiverConfig{IdleTimeout: 30 * time.Second})
-			if err != nil {
-				t.Fatal(err)
-			}
-			_ = r.IssueCredit(1)
-			p.nextNonEmpty()
-			p.transfer(U32(0), false, false, message(t, "before", nil))
+			r, p, _ := startWithCredit(t, ReceiverConfig{}, 1)
+			p.transferEach("before")
 			p.send(tc.send)
 			select {
 			case <-r.Done():
@@ -504,12 +529,7 @@ func TestReceiverBadFrames(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			r, p, _, err := startPair(t, serverOpts{}, ReceiverConfig{IdleTimeout: 30 * time.Second})
-			if err != nil {
-				t.Fatal(err)
-			}
-			_ = r.IssueCredit(5)
-			p.nextNonEmpty()
+			r, p, _ := startWithCredit(t, ReceiverConfig{}, 5)
 			p.raw(tc.bytes(t))
 			ctx, cancel := context.WithTimeout(context.Background(), testLimit)
 			defer cancel()
@@ -575,14 +595,8 @@ func TestReceiverRefusesAtMostOnce(t *testing.T) {
 func TestReceiverCloseHandshake(t *testing.T) {
 	for _, answer := range []bool{true, false} {
 		t.Run(fmt.Sprintf("answer=%v", answer), func(t *testing.T) {
-			r, p, _, err := startPair(t, serverOpts{}, ReceiverConfig{IdleTimeout: 30 * time.Second})
-			if err != nil {
-				t.Fatal(err)
-			}
-			_ = r.IssueCredit(2)
-			p.nextNonEmpty()
-			p.transfer(U32(0), false, false, message(t, "taken", nil))
-			p.transfer(U32(1), false, false, message(t, "prefetched", nil))
+			r, p, _ := startWithCredit(t, ReceiverConfig{}, 2)
+			p.transferEach("taken", "prefetched")
 			receive(t, r)
 			// The reader has the second one once a later frame was read
 			// after it: wait for it in the queue.
@@ -649,12 +663,7 @@ func TestReceiverCloseHandshake(t *testing.T) {
 // TestReceiverReopensTheSessionWindow: the client opens the session's
 // incoming window again before the server runs out of it.
 func TestReceiverReopensTheSessionWindow(t *testing.T) {
-	r, p, _, err := startPair(t, serverOpts{}, ReceiverConfig{IdleTimeout: 30 * time.Second, Prefetch: incomingWindow})
-	if err != nil {
-		t.Fatal(err)
-	}
-	_ = r.IssueCredit(incomingWindow)
-	p.nextNonEmpty()
+	r, p, _ := startWithCredit(t, ReceiverConfig{Prefetch: incomingWindow}, incomingWindow)
 	m := message(t, "m", nil)
 	go func() {
 		for i := range incomingWindow/2 + 1 {

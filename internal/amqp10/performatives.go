@@ -114,6 +114,15 @@ func (e *Error) Error() string {
 	return string(e.Condition) + ": " + e.Description
 }
 
+// textOr is the peer's error text, or none when the peer ended without an
+// error (e is nil).
+func (e *Error) textOr(none string) string {
+	if e == nil {
+		return none
+	}
+	return e.Error()
+}
+
 // Error conditions used by the simulator.
 const (
 	ErrInternal          Symbol = "amqp:internal-error"
