@@ -56,18 +56,11 @@ func parseTransfer(b []byte, t *Transfer) (n int, ok bool) {
 			var v uint32
 			switch c {
 			case codeUint0:
-			case codeSmallUint:
-				if p+1 > end {
+			case codeSmallUint, codeUint:
+				var fits bool
+				if v, p, fits = fixedUint(b, p, end, c == codeSmallUint); !fits {
 					return 0, false
 				}
-				v = uint32(b[p])
-				p++
-			case codeUint:
-				if p+4 > end {
-					return 0, false
-				}
-				v = binary.BigEndian.Uint32(b[p:])
-				p += 4
 			default:
 				return 0, false
 			}
@@ -84,18 +77,12 @@ func parseTransfer(b []byte, t *Transfer) (n int, ok bool) {
 		case 2: // delivery-tag: binary
 			var l int
 			switch c {
-			case codeVbin8:
-				if p+1 > end {
+			case codeVbin8, codeVbin32:
+				n, next, fits := fixedUint(b, p, end, c == codeVbin8)
+				if !fits {
 					return 0, false
 				}
-				l = int(b[p])
-				p++
-			case codeVbin32:
-				if p+4 > end {
-					return 0, false
-				}
-				l = int(binary.BigEndian.Uint32(b[p:]))
-				p += 4
+				l, p = int(n), next
 			default:
 				return 0, false
 			}
@@ -135,4 +122,21 @@ func parseTransfer(b []byte, t *Transfer) (n int, ok bool) {
 		return 0, false
 	}
 	return end, true
+}
+
+// fixedUint reads the value after a constructor whose value is one byte
+// (short: smalluint, vbin8's length) or four big-endian bytes (uint,
+// vbin32's length) at b[p:end], and returns the position after it; fits is
+// false when it does not fit before end.
+func fixedUint(b []byte, p, end int, short bool) (v uint32, next int, fits bool) {
+	if short {
+		if p+1 > end {
+			return 0, p, false
+		}
+		return uint32(b[p]), p + 1, true
+	}
+	if p+4 > end {
+		return 0, p, false
+	}
+	return binary.BigEndian.Uint32(b[p:]), p + 4, true
 }
