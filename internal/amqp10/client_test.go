@@ -480,6 +480,22 @@ func TestReceiverHeartbeats(t *testing.T) {
 	}
 }
 
+// TestReceiverHeartbeatsWhenThePeerAnnouncesNoIdleTimeout: a server whose
+// open carries no idle-time-out still gets a frame every half of the
+// client's own (the platform drops a connection that carried nothing for
+// the client's idle-time-out, whatever its open announced).
+func TestReceiverHeartbeatsWhenThePeerAnnouncesNoIdleTimeout(t *testing.T) {
+	_, p, _, err := startPair(t, serverOpts{idle: 0, clientIdle: 200}, ReceiverConfig{IdleTimeout: 200 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for empty := 0; empty < 3; {
+		if f := p.next(); f.Body == nil {
+			empty++
+		}
+	}
+}
+
 // TestReceiverBadFrames: a frame the client cannot take ends the
 // connection with an error naming the frame or field, and the socket is
 // closed (the server redelivers what is unsettled).
