@@ -14,22 +14,17 @@ import (
 	"time"
 
 	"github.com/iot-mns-bridge/iot-mns-bridge/bridge"
+	"github.com/iot-mns-bridge/iot-mns-bridge/bridge/source"
 	"github.com/iot-mns-bridge/iot-mns-bridge/iotauth"
 	"github.com/iot-mns-bridge/iot-mns-bridge/sinks/mns"
 )
 
-// Limits the platform and MNS put on config values. The MNS ones are the
-// MNS client's; MNS names and tags are checked by mns.NameRules.
-const (
-	MaxConnections  = 64                // clients per consumer group
-	MaxCredit       = 10000             // AMQP link credit (the amqp source's own bound)
-	MaxBatchSize    = mns.MaxBatchCount // messages per MNS batch request
-	MaxBatchBytes   = mns.MaxBatchBytes // body bytes per MNS batch request
-	MaxMessageBytes = mns.MaxBodySize   // one MNS message body, after encoding
-	MinIdleTimeout  = 60 * time.Second  // the bridge advertises half: 30s
-	MaxIdleTimeout  = 600 * time.Second // advertised 300s
-	MaxReadGather   = 50 * time.Millisecond
-)
+// The limits of config values are their owners': the platform's and the
+// sources' are package source's (source.MaxConnections, source.MaxCredit,
+// ...), MNS's are the MNS client's (mns.MaxBatchCount, mns.NameRules, ...).
+// maxReadGather is the config's own: a longer pause would add more latency
+// to every message than the read it saves is worth.
+const maxReadGather = 50 * time.Millisecond
 
 // Validate checks the whole config and reports every problem at once
 // (errors.Join of *FieldError), each with its key path and, for a config
@@ -160,7 +155,7 @@ func (v *validator) source() {
 	if _, err := iotauth.NormalizeSignMethod(s.SignMethod); err != nil {
 		v.bad("source.sign_method", "%v", err)
 	}
-	v.between("source.connections", s.Connections, 1, MaxConnections)
+	v.between("source.connections", s.Connections, 1, source.MaxConnections)
 	v.credentials("source.credentials", s.Credentials)
 	v.caFile("source.tls.ca_file", s.TLS.CAFile)
 
@@ -169,26 +164,31 @@ func (v *validator) source() {
 		v.bad("source.stomp.destination", "required (the platform's is /topic/#)")
 	}
 	v.nonNegative("source.stomp.heartbeat", s.STOMP.HeartBeat)
+	if d := s.STOMP.HeartBeat; d > 0 && d < source.MinHeartBeat {
+		v.bad("source.stomp.heartbeat", "must be 0 (off) or at least %s, got %s: the heart-beat header counts milliseconds", source.MinHeartBeat, d)
+	}
 	v.positive("source.stomp.check_interval", s.STOMP.CheckInterval)
-	if d := s.STOMP.ReadGather; d < 0 || d > MaxReadGather {
-		v.bad("source.stomp.read_gather", "must be 0 to %s, got %s: it adds up to its length to every message's latency", MaxReadGather, d)
+	if d := s.STOMP.ReadGather; d < 0 || d > maxReadGather {
+		v.bad("source.stomp.read_gather", "must be 0 to %s, got %s: it adds up to its length to every message's latency", maxReadGather, d)
 	}
 
 	v.atLeast("source.amqp.credit", s.AMQP.Credit, 1)
-	if s.AMQP.Credit > MaxCredit {
-		v.bad("source.amqp.credit", "must be at most %d, got %d", MaxCredit, s.AMQP.Credit)
+	if s.AMQP.Credit > source.MaxCredit {
+		v.bad("source.amqp.credit", "must be at most %d, got %d", source.MaxCredit, s.AMQP.Credit)
 	}
-	if d := s.AMQP.IdleTimeout; d < MinIdleTimeout || d > MaxIdleTimeout {
-		v.bad("source.amqp.idle_timeout", "must be 60s to 600s, got %s: the bridge advertises half of it and the platform accepts 30s to 300s", d)
+	if d := s.AMQP.IdleTimeout; d < source.MinIdleTimeout || d > source.MaxIdleTimeout {
+		v.bad("source.amqp.idle_timeout", "must be %gs to %gs, got %s: the bridge advertises half of it and the platform accepts %gs to %gs",
+			source.MinIdleTimeout.Seconds(), source.MaxIdleTimeout.Seconds(), d, source.MinAdvertisedIdle.Seconds(), source.MaxAdvertisedIdle.Seconds())
 	}
 	v.positive("source.dial_timeout", s.DialTimeout)
 	v.positive("source.reconnect_min_backoff", s.ReconnectMinBackoff)
 	if s.ReconnectMaxBackoff < s.ReconnectMinBackoff {
 		v.bad("source.reconnect_max_backoff", "%s is less than reconnect_min_backoff %s", s.ReconnectMaxBackoff, s.ReconnectMinBackoff)
 	}
-	if n := s.ConnectAttemptsPerMinute; n < 1 || n > 100 {
-		v.bad("source.connect_attempts_per_minute", "must be 1 to 100, got %d: the platform refuses more than 100 connection "+
-			"attempts a minute per consumer group; bridges sharing a group should split that (e.g. 45 each for two)", n)
+	if n := s.ConnectAttemptsPerMinute; n < 1 || n > source.MaxAttemptsPerMinute {
+		v.bad("source.connect_attempts_per_minute", "must be 1 to %d, got %d: the platform refuses more than %d connection "+
+			"attempts a minute per consumer group; bridges sharing a group should split that (e.g. 45 each for two)",
+			source.MaxAttemptsPerMinute, n, source.MaxAttemptsPerMinute)
 	}
 }
 
@@ -438,13 +438,13 @@ func routeProperties(m map[string]string) []bridge.RouteProperty {
 
 func (v *validator) delivery() {
 	d := &v.c.Delivery
-	v.between("delivery.batch_size", d.BatchSize, 1, MaxBatchSize)
-	v.between("delivery.batch_bytes", d.BatchBytes, 1, MaxBatchBytes)
+	v.between("delivery.batch_size", d.BatchSize, 1, mns.MaxBatchCount)
+	v.between("delivery.batch_bytes", d.BatchBytes, 1, mns.MaxBatchBytes)
 	v.nonNegative("delivery.linger", d.Linger)
 	v.atLeast("delivery.max_in_flight", d.MaxInFlight, 1)
-	if d.MaxInFlightBytes < MaxMessageBytes {
+	if d.MaxInFlightBytes < mns.MaxBodySize {
 		v.bad("delivery.max_in_flight_bytes", "%d is less than the largest message MNS accepts (%d bytes, 64KiB): the pipeline could not hold one; use at least 64KiB (default 64MiB)",
-			int64(d.MaxInFlightBytes), MaxMessageBytes)
+			int64(d.MaxInFlightBytes), mns.MaxBodySize)
 	}
 	v.atLeast("delivery.max_requests_per_destination", d.MaxRequestsPerDestination, 1)
 	v.atLeast("delivery.max_requests", d.MaxRequests, 1)

@@ -7,25 +7,15 @@ import (
 	"github.com/iot-mns-bridge/iot-mns-bridge/bridge/source"
 )
 
-// Limits of Config, and the defaults of the protocol's own timeouts (not
-// config keys).
+// The protocol's own timeouts (not config keys). The bounds of the config
+// values (credit, idle-time-out, connections) are source's (source.MaxCredit
+// and the others), which config validation reads too.
 const (
 	DefaultAttachTimeout = 15 * time.Second
 	DefaultSettleTimeout = 5 * time.Second
 	// DefaultSettleLinger is how long a link's settler lets settlements
 	// gather before it writes them (see Config.SettleLinger).
 	DefaultSettleLinger = 25 * time.Millisecond
-
-	// The platform accepts an idle-time-out of 30 s to 300 s in the Open
-	// frame; the bridge advertises half of Config.IdleTimeout.
-	MinAdvertisedIdle = 30 * time.Second
-	MaxAdvertisedIdle = 300 * time.Second
-
-	// MaxConnections is the platform's limit of clients per consumer group.
-	MaxConnections = 64
-	// MaxCredit bounds the link credit (messages the platform may push
-	// before the bridge settles any).
-	MaxCredit = 10000
 )
 
 // Config configures a Source: the settings every source has
@@ -33,8 +23,7 @@ const (
 // required and taken as it is: the defaults live in config.Default(), and
 // the wiring fills every field from the config. Only the protocol's own
 // timeouts (AttachTimeout, SettleTimeout), Clock, Logger, Vhost and
-// SilenceTimeout may be left zero. Connections may be at most
-// MaxConnections.
+// SilenceTimeout may be left zero.
 type Config struct {
 	source.Settings
 	// Address is the link source address; the
@@ -95,20 +84,16 @@ func (cfg Config) checked() (Config, error) {
 		errs = append(errs, cfg.Names.Bad(f, format, args...))
 	}
 
-	if cfg.Connections > MaxConnections {
-		bad(source.FieldConnections, "%d is out of range: use 1 to %d (the platform allows %d clients per consumer group)",
-			cfg.Connections, MaxConnections, MaxConnections)
-	}
 	if cfg.Address == "" {
 		bad(source.FieldAddress, "is required (the platform ignores it; RabbitMQ needs a queue)")
 	}
-	if cfg.Credit < 1 || cfg.Credit > MaxCredit {
-		bad(source.FieldCredit, "%d is out of range: use 1 to %d", cfg.Credit, MaxCredit)
+	if cfg.Credit < 1 || cfg.Credit > source.MaxCredit {
+		bad(source.FieldCredit, "%d is out of range: use 1 to %d", cfg.Credit, source.MaxCredit)
 	}
-	if adv := cfg.IdleTimeout / 2; adv < MinAdvertisedIdle || adv > MaxAdvertisedIdle {
+	if adv := cfg.IdleTimeout / 2; adv < source.MinAdvertisedIdle || adv > source.MaxAdvertisedIdle {
 		bad(source.FieldIdleTimeout, "%s would advertise %s in the AMQP Open frame (the bridge sends half), "+
 			"but the platform accepts %s to %s: use %s to %s",
-			cfg.IdleTimeout, adv, MinAdvertisedIdle, MaxAdvertisedIdle, 2*MinAdvertisedIdle, 2*MaxAdvertisedIdle)
+			cfg.IdleTimeout, adv, source.MinAdvertisedIdle, source.MaxAdvertisedIdle, source.MinIdleTimeout, source.MaxIdleTimeout)
 	}
 	own := func(d *time.Duration, def time.Duration, f source.Field) {
 		if *d == 0 {

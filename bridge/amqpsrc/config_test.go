@@ -117,7 +117,7 @@ func TestNewRejects(t *testing.T) {
 		{"no host", Config{Settings: source.Settings{Endpoint: ":5671", Params: testParams}}, []string{"source.endpoint"}},
 		{"connections and credit at once", Config{Settings: source.Settings{Endpoint: "h:5671", Params: testParams, Connections: 65}, Credit: -1},
 			[]string{"source.connections", "source.amqp.credit"}},
-		{"credit too big", Config{Settings: source.Settings{Endpoint: "h:5671", Params: testParams}, Credit: MaxCredit + 1}, []string{"source.amqp.credit"}},
+		{"credit too big", Config{Settings: source.Settings{Endpoint: "h:5671", Params: testParams}, Credit: source.MaxCredit + 1}, []string{"source.amqp.credit"}},
 		{"negative timeouts", Config{Settings: source.Settings{Endpoint: "h:5671", Params: testParams, DialTimeout: -1}, AttachTimeout: -1},
 			[]string{"source.dial_timeout", "Config.AttachTimeout"}}, // AttachTimeout is no config key
 		{"backoff inverted", Config{Settings: source.Settings{Endpoint: "h:5671", Params: testParams, MinBackoff: time.Minute, MaxBackoff: time.Second}},

@@ -30,7 +30,8 @@ type Settings struct {
 	Params func() (iotauth.Params, error)
 	// Clock is the time used for signing; nil means time.Now.
 	Clock func() time.Time
-	// Connections is the number of connections (slots), at least 1. With
+	// Connections is the number of connections (slots), 1 to
+	// MaxConnections. With
 	// more than one, connection i uses client id "<ClientID>-<i>"
 	// (ClientIDs).
 	Connections int
@@ -66,6 +67,9 @@ func (s Settings) Check() (Settings, []error) {
 	}
 	if s.Connections < 1 {
 		bad(FieldConnections, "must be at least 1, got %d", s.Connections)
+	} else if s.Connections > MaxConnections {
+		bad(FieldConnections, "%d is out of range: use 1 to %d (the platform allows %d clients per consumer group)",
+			s.Connections, MaxConnections, MaxConnections)
 	}
 	if s.DialTimeout <= 0 {
 		bad(FieldDialTimeout, "must be positive, got %s", s.DialTimeout)

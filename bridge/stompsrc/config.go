@@ -31,8 +31,9 @@ type Config struct {
 	EncodeBase64 bool
 	// Host is the STOMP host header; "" means the endpoint's host.
 	Host string
-	// HeartBeat is the interval of heart-beats asked of the server; 0
-	// disables heart-beats. The client sends none.
+	// HeartBeat is the interval of heart-beats asked of the server, at
+	// least source.MinHeartBeat; 0 disables heart-beats. The client sends
+	// none.
 	HeartBeat time.Duration
 	// CheckInterval is the period of the connection check.
 	CheckInterval time.Duration
@@ -58,8 +59,8 @@ func (cfg Config) checked() (Config, error) {
 	default:
 		bad(source.FieldAck, "%q is not supported: use %s or %s", cfg.Ack, AckAuto, AckClientIndividual)
 	}
-	if cfg.HeartBeat < 0 || (cfg.HeartBeat > 0 && cfg.HeartBeat < time.Millisecond) {
-		bad(source.FieldHeartBeat, "must be 0 (off) or at least 1ms, got %s", cfg.HeartBeat)
+	if cfg.HeartBeat < 0 || (cfg.HeartBeat > 0 && cfg.HeartBeat < source.MinHeartBeat) {
+		bad(source.FieldHeartBeat, "must be 0 (off) or at least %s, got %s", source.MinHeartBeat, cfg.HeartBeat)
 	}
 	if cfg.CheckInterval <= 0 {
 		bad(source.FieldCheckInterval, "must be positive, got %s", cfg.CheckInterval)
