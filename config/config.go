@@ -29,6 +29,13 @@ type Config struct {
 
 	// Path is the file the config was loaded from ("" when built in code).
 	Path string `yaml:"-"`
+	// StateDir is $STATE_DIRECTORY (its first entry) as Parse found it:
+	// the directory relative state paths (spool.dir, delivery.dead_letter.file,
+	// delivery.dedup.file) were resolved against, and the only one the
+	// systemd unit and the image let the bridge write. "" when it was not
+	// set (relative state paths are then next to the config file) or the
+	// Config was built in code. Parse is the one reader of the variable.
+	StateDir string `yaml:"-"`
 
 	// meta holds what Parse learned about the file (key lines) and the
 	// cache of secret files. Nil for a Config built in code. A pointer, so

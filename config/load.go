@@ -146,7 +146,8 @@ func (c *Config) resolve(env func(string) (string, bool)) {
 	// $STATE_DIRECTORY: the spool and the dead-letter file belong there, not
 	// next to a config in read-only /etc.
 	if dir, ok := env("STATE_DIRECTORY"); ok && dir != "" {
-		stateBase = strings.Split(dir, ":")[0]
+		c.StateDir = strings.Split(dir, ":")[0] // systemd lists several as a:b
+		stateBase = c.StateDir
 	}
 	rel := func(dir string, p *string) {
 		if *p != "" && dir != "" && !filepath.IsAbs(*p) {

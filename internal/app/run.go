@@ -8,9 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"os"
 	"path/filepath"
-	"strings"
 	"syscall"
 	"time"
 
@@ -93,7 +91,7 @@ func (r *run) closeAll() {
 func (r *run) open() error {
 	b := r.b
 	r.onClose(b.creds.close)
-	state := os.Getenv("STATE_DIRECTORY")
+	state := b.cfg.StateDir
 	if err := b.openDeadLetters(); err != nil {
 		return outsideStateDir(err, "delivery.dead_letter.file", b.cfg.Delivery.DeadLetter.File, state)
 	}
@@ -108,14 +106,14 @@ func (r *run) open() error {
 }
 
 // outsideStateDir adds to err, a failure to open the state path that key
-// names, where it must go when $STATE_DIRECTORY (state) is set: under the
-// systemd unit (ProtectSystem=strict, a DynamicUser) and in the image that
-// directory is the only place the bridge may write, so a path outside it
-// fails whatever its owner or mode (a dynamic user has no fixed id to
-// chown to), and the open's own advice ("create it, writable by the
-// bridge's user") cannot help. Otherwise err is returned as it is.
-func outsideStateDir(err error, key, path, state string) error {
-	dir, _, _ := strings.Cut(state, ":") // systemd lists several as a:b
+// names, where it must go when $STATE_DIRECTORY (dir, as config.Parse read
+// it: Config.StateDir) is set: under the systemd unit (ProtectSystem=strict,
+// a DynamicUser) and in the image that directory is the only place the
+// bridge may write, so a path outside it fails whatever its owner or mode (a
+// dynamic user has no fixed id to chown to), and the open's own advice
+// ("create it, writable by the bridge's user") cannot help. Otherwise err is
+// returned as it is.
+func outsideStateDir(err error, key, path, dir string) error {
 	if err == nil || dir == "" || path == "" {
 		return err
 	}

@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/iot-mns-bridge/iot-mns-bridge/config"
 )
 
 // TestCheckWarnsOfMissingStateDirectories: a dead-letter file or de-dup
@@ -179,9 +181,20 @@ func TestStateFileOutsideStateDirectoryIsNamed(t *testing.T) {
 // TestOutsideStateDirKeepsErrorsOfPathsInside: a path under
 // $STATE_DIRECTORY (or the first of several, a:b), the directory itself
 // included, keeps its error as it is; one outside, "..", or a sibling
-// whose name only starts like it, gets the hint.
+// whose name only starts like it, gets the hint. The variable is read as
+// run reads it: by config.Parse, into Config.StateDir.
 func TestOutsideStateDirKeepsErrorsOfPathsInside(t *testing.T) {
 	base := errors.New("open failed")
+	stateDir := func(state string) string {
+		t.Helper()
+		env := map[string]string{"STATE_DIRECTORY": state,
+			"ALIBABA_CLOUD_ACCESS_KEY_ID": exampleKeyID, "ALIBABA_CLOUD_ACCESS_KEY_SECRET": exampleSecret}
+		cfg, err := config.Parse([]byte(unreachablePeersYAML), "", func(k string) (string, bool) { v, ok := env[k]; return v, ok })
+		if err != nil {
+			t.Fatal(err)
+		}
+		return cfg.StateDir
+	}
 	for _, tc := range []struct {
 		path, state string
 		hint        bool
@@ -194,7 +207,7 @@ func TestOutsideStateDirKeepsErrorsOfPathsInside(t *testing.T) {
 		{"/var/lib/b/../spool", "/var/lib/b", true},
 		{"/var/lib", "/var/lib/b", true},
 	} {
-		err := outsideStateDir(base, "spool.dir", tc.path, tc.state)
+		err := outsideStateDir(base, "spool.dir", tc.path, stateDir(tc.state))
 		if !errors.Is(err, base) || (err != base) != tc.hint {
 			t.Errorf("%s with $STATE_DIRECTORY %s: %v, want the hint %v", tc.path, tc.state, err, tc.hint)
 		}
