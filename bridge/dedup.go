@@ -42,8 +42,8 @@ type Dedup struct {
 	head  uint64 // seq of the oldest entry held
 	next  uint64 // seq of the next entry
 
-	onAdd  func(id string, at time.Time)
-	onSync func()
+	onAdd   func(id string, at time.Time)
+	onFlush func()
 }
 
 // dedupKey identifies an id; the top byte of its second word says how:
@@ -202,19 +202,22 @@ func (d *Dedup) Add(id string, now time.Time) {
 // window is journalled to survive restarts.
 func (d *Dedup) SetOnAdd(f func(id string, at time.Time)) { d.onAdd = f }
 
-// SetOnSync registers f, which Sync calls. Set it before the window is
+// SetOnFlush registers f, which Flush calls. Set it before the window is
 // used; the journal sets it to write what it buffered.
-func (d *Dedup) SetOnSync(f func()) { d.onSync = f }
+func (d *Dedup) SetOnFlush(f func()) { d.onFlush = f }
 
-// Sync hands the ids added so far to the window's journal file (SetOnSync),
-// so that a crash (kill -9) after the caller settles their deliveries
+// Flush writes the ids added so far to the window's journal file
+// (SetOnFlush) before it returns: handed to the kernel, not fsynced. So a
+// crash of the process (kill -9) after the caller settles their deliveries
 // upstream still finds them on restart and suppresses the redeliveries of
 // any the source had not yet settled (a settlement may wait in the source,
-// e.g. AMQP's settle linger, or the spool's deletes). Without a journal it
-// does nothing. Safe for concurrent use.
-func (d *Dedup) Sync() {
-	if d.onSync != nil {
-		d.onSync()
+// e.g. AMQP's settle linger, or the spool's deletes); a crash of the machine
+// may lose the last ones, whose redeliveries are then forwarded once more
+// (at-least-once). A write error is the journal's to log; Flush does not
+// fail. Without a journal it does nothing. Safe for concurrent use.
+func (d *Dedup) Flush() {
+	if d.onFlush != nil {
+		d.onFlush()
 	}
 }
 

@@ -18,7 +18,7 @@ import (
 )
 
 // journalFlush is how often journalled ids are handed to the kernel when
-// nobody asked sooner: the pipeline writes a request's ids (Dedup.Sync)
+// nobody asked sooner: the pipeline writes a request's ids (Dedup.Flush)
 // before it settles the request's deliveries. A process crash (kill -9)
 // keeps everything written; a machine crash may lose the last ids (no
 // fsync), whose redeliveries are then forwarded once more: at-least-once
@@ -59,7 +59,7 @@ func OpenDedupJournal(path string, d *Dedup, size int, log *slog.Logger) (*Dedup
 		return nil, 0, err
 	}
 	d.SetOnAdd(j.add)
-	d.SetOnSync(j.flush)
+	d.SetOnFlush(j.flush)
 	return j, n, nil
 }
 

@@ -117,7 +117,7 @@ func (c *journalChecker) Settle(d *Delivery, o Outcome) {
 // upstream, so a crash (kill -9) while the settlement waits in the source
 // (AMQP's settle linger, the spool's deletes) leaves a redelivery the
 // journal suppresses. The journal's own writer (Run) is not running: only
-// the pipeline's Sync can have written the ids.
+// the pipeline's Flush can have written the ids.
 func TestAcceptedIdsAreJournalledBeforeSettling(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "dedup-window.log")
 	d := NewDedup(100, time.Hour)

@@ -112,7 +112,7 @@ func (l *lane) send(batch []*item, outs []Outgoing) []Outgoing {
 		// deliveries are settled: a crash while a settlement waits in the
 		// source leaves a redelivery the journal suppresses on restart.
 		if p.cfg.Dedup != nil {
-			p.cfg.Dedup.Sync()
+			p.cfg.Dedup.Flush()
 		}
 		for i, it := range batch {
 			if i < len(errs) && errs[i] == nil {
