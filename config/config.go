@@ -302,6 +302,14 @@ type Runtime struct {
 // never redelivers.
 func (s Source) SpoolByDefault() bool { return s.Protocol == "stomp" && s.STOMP.Ack == "auto" }
 
+// SpoolDirIsDefault reports whether Spool.Dir is the default one that
+// SpoolByDefault turned on, not a dir the file sets: an error opening it
+// then tells the operator how to choose another or turn the spool off.
+// False for a Config built in code.
+func (c *Config) SpoolDirIsDefault() bool {
+	return c.meta != nil && c.Spool.Dir != "" && !c.written("spool.dir")
+}
+
 // loadInfo is the state behind Config.meta. Safe for concurrent use.
 type loadInfo struct {
 	lines map[string]int // key path → 1-based line; read-only after Parse

@@ -197,7 +197,11 @@ func (r *run) openSpool() error {
 	s, err := spool.Open(spool.Options{Dir: b.cfg.Spool.Dir, MaxBytes: int64(b.cfg.Spool.MaxBytes),
 		CommitInterval: b.cfg.Spool.CommitInterval, Logger: b.log.With("component", "spool")})
 	if err != nil {
-		return fmt.Errorf("spool.dir %s: %w (with stomp ack auto the spool is on by default: set spool.dir to a directory the bridge can write, or `dir: \"\"` to run without it)", b.cfg.Spool.Dir, err)
+		hint := ""
+		if b.cfg.SpoolDirIsDefault() {
+			hint = " (with stomp ack auto the spool is on by default: set spool.dir to a directory the bridge can write, or `dir: \"\"` to run without it)"
+		}
+		return fmt.Errorf("spool.dir %s: %w%s", b.cfg.Spool.Dir, err, hint)
 	}
 	r.onClose(func() {
 		if err := s.Close(); err != nil {

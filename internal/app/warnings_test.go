@@ -178,6 +178,44 @@ func TestStateFileOutsideStateDirectoryIsNamed(t *testing.T) {
 	}
 }
 
+// TestSpoolOpenErrorHintsAtTheDefaultOnlyWhenItIsOne: when the spool
+// cannot be opened, run's error says the spool is on by default (and how to
+// move it or turn it off) only when spool.dir is that default; a spool.dir
+// the file sets is the operator's own choice, and the error just names it.
+func TestSpoolOpenErrorHintsAtTheDefaultOnlyWhenItIsOne(t *testing.T) {
+	t.Setenv("ALIBABA_CLOUD_ACCESS_KEY_ID", exampleKeyID)
+	t.Setenv("ALIBABA_CLOUD_ACCESS_KEY_SECRET", exampleSecret)
+	dir := t.TempDir()
+	// A regular file where a directory is needed stops the open, also for root.
+	blocker := filepath.Join(dir, "afile")
+	if err := os.WriteFile(blocker, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	// The default spool.dir is "spool" under $STATE_DIRECTORY; the other
+	// state files are elsewhere, so that the spool is what fails.
+	t.Setenv("STATE_DIRECTORY", blocker)
+	state := "http:\n  listen: \"\"\ndelivery:\n  dead_letter:\n    file: " + dir + "/dl.jsonl\n  dedup:\n    file: " + dir + "/dedup.log\n"
+	const hint = "the spool is on by default"
+	for _, tc := range []struct {
+		name, yaml, dir string
+		hint            bool
+	}{
+		{"default", "", blocker + "/spool", true},
+		{"set by the file", "spool:\n  dir: " + blocker + "/mine\n", blocker + "/mine", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			file := filepath.Join(dir, "config.yaml")
+			if err := os.WriteFile(file, []byte(unreachablePeersYAML+state+tc.yaml), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			code, _, errOut := runMain(t, context.Background(), "run", "-config", file)
+			if code != ExitFailure || !strings.Contains(errOut, "spool.dir "+tc.dir+": ") || strings.Contains(errOut, hint) != tc.hint {
+				t.Errorf("run: exit %d, want %d and an error naming spool.dir %s, with the hint %q: %v:\n%s", code, ExitFailure, tc.dir, hint, tc.hint, errOut)
+			}
+		})
+	}
+}
+
 // TestOutsideStateDirKeepsErrorsOfPathsInside: a path under
 // $STATE_DIRECTORY (or the first of several, a:b), the directory itself
 // included, keeps its error as it is; one outside, "..", or a sibling
