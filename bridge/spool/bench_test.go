@@ -28,11 +28,7 @@ func benchMessage() bridge.Message {
 func BenchmarkAppend(b *testing.B) {
 	for _, producers := range []int{1, 8} {
 		b.Run(fmt.Sprintf("producers=%d", producers), func(b *testing.B) {
-			s, err := Open(Options{Dir: b.TempDir(), MaxBytes: 8 << 30})
-			if err != nil {
-				b.Fatal(err)
-			}
-			defer s.Close()
+			s := open(b, Options{MaxBytes: 8 << 30})
 			var wg sync.WaitGroup
 			wg.Add(b.N)
 			done := func(_ uint64, err error) {
@@ -85,11 +81,7 @@ func measure(b *testing.B, s *Spool, run func()) (elapsed time.Duration, commits
 // BenchmarkDelete measures removals in groups of 16 (one MNS batch each);
 // one op is one message, durable before the benchmark stops.
 func BenchmarkDelete(b *testing.B) {
-	s, err := Open(Options{Dir: b.TempDir(), MaxBytes: 8 << 30})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer s.Close()
+	s := open(b, Options{MaxBytes: 8 << 30})
 	keys := make([]uint64, b.N)
 	var wg sync.WaitGroup
 	wg.Add(b.N)
@@ -160,11 +152,7 @@ func BenchmarkOpen(b *testing.B) {
 func BenchmarkAppendWait(b *testing.B) {
 	for _, linger := range []time.Duration{DefaultCommitInterval, -1} {
 		b.Run(fmt.Sprintf("linger=%v", max(linger, 0)), func(b *testing.B) {
-			s, err := Open(Options{Dir: b.TempDir(), CommitInterval: linger})
-			if err != nil {
-				b.Fatal(err)
-			}
-			defer s.Close()
+			s := open(b, Options{CommitInterval: linger})
 			m := benchMessage()
 			ch := make(chan error, 1)
 			done := func(_ uint64, err error) { ch <- err }
@@ -205,11 +193,7 @@ func BenchmarkStage(b *testing.B) {
 			name = "backlog"
 		}
 		b.Run(name, func(b *testing.B) {
-			s, err := Open(Options{Dir: b.TempDir(), MaxBytes: 8 << 30})
-			if err != nil {
-				b.Fatal(err)
-			}
-			defer s.Close()
+			s := open(b, Options{MaxBytes: 8 << 30})
 			var accepted sync.WaitGroup
 			accepted.Add(b.N)
 			open := make(chan struct{}) // the pipeline takes messages

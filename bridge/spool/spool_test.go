@@ -20,7 +20,9 @@ import (
 	berrors "go.etcd.io/bbolt/errors"
 )
 
-func open(t *testing.T, opts Options) *Spool {
+// open opens a spool in a new temporary directory unless opts names one;
+// it is closed when the test or benchmark ends.
+func open(t testing.TB, opts Options) *Spool {
 	t.Helper()
 	if opts.Dir == "" {
 		opts.Dir = t.TempDir()
