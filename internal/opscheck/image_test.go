@@ -99,10 +99,7 @@ func TestImage(t *testing.T) {
 		t.Skip(r)
 	}
 
-	df, err := parseDockerfile(readRepoFile(t, "Dockerfile"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	df := parseRepoFile(t, "Dockerfile", parseDockerfile)
 	final := df.stages[len(df.stages)-1]
 	// The HEALTHCHECK asks the port of the config it is given, or the
 	// default port 9477 without one.

@@ -39,6 +39,28 @@ func readRepoFile(t *testing.T, name string) string {
 	return string(b)
 }
 
+// parseRepoFile parses the repository's file name with parse; the test
+// stops when the file cannot be read or parsed.
+func parseRepoFile[T any](t *testing.T, name string, parse func(string) (T, error)) T {
+	t.Helper()
+	v, err := parse(readRepoFile(t, name))
+	if err != nil {
+		t.Fatalf("%s: %v", name, err)
+	}
+	return v
+}
+
+// refusesEach checks that parse (called name in the error) refuses each of
+// bad.
+func refusesEach[T any](t *testing.T, name string, parse func(string) (T, error), bad ...string) {
+	t.Helper()
+	for _, text := range bad {
+		if _, err := parse(text); err == nil {
+			t.Errorf("%s(%q) succeeded, want an error", name, text)
+		}
+	}
+}
+
 // unitFile is a parsed systemd unit: section -> key -> values in order.
 type unitFile map[string]map[string][]string
 
@@ -135,20 +157,13 @@ func TestParseUnit(t *testing.T) {
 	if got := u["Service"]["SystemCallFilter"]; !slices.Equal(got, []string{"@system-service", "~@privileged"}) {
 		t.Errorf("SystemCallFilter = %q, want both lines in order", got)
 	}
-	for _, bad := range []string{"Type=notify\n", "[Service]\nType notify\n", "[Service]\nExecStart=/bin/x \\\n  -y\n"} {
-		if _, err := parseUnit(bad); err == nil {
-			t.Errorf("parseUnit(%q) succeeded, want an error", bad)
-		}
-	}
+	refusesEach(t, "parseUnit", parseUnit, "Type=notify\n", "[Service]\nType notify\n", "[Service]\nExecStart=/bin/x \\\n  -y\n")
 }
 
 // TestUnitFile checks the directives the bridge's lifecycle and hardening
 // rely on; systemd-analyze (in TestOpsCheck) checks the syntax.
 func TestUnitFile(t *testing.T) {
-	u, err := parseUnit(readRepoFile(t, "configs/iot-mns-bridge.service"))
-	if err != nil {
-		t.Fatalf("configs/iot-mns-bridge.service: %v", err)
-	}
+	u := parseRepoFile(t, "configs/iot-mns-bridge.service", parseUnit)
 	want := []struct{ section, key, value, why string }{
 		{"Service", "Type", "notify", "the bridge sends READY=1 once connected and the destinations are checked"},
 		{"Service", "NotifyAccess", "main", "only the bridge itself notifies"},
@@ -284,18 +299,11 @@ func TestParseDockerfile(t *testing.T) {
 	if got := df.stages[0].all("RUN"); !slices.Equal(got, []string{"one two"}) {
 		t.Errorf("RUN = %q, want the continuation joined", got)
 	}
-	for _, bad := range []string{"RUN x\n", "FROM a\nRUN x \\\n", "# only a comment\n"} {
-		if _, err := parseDockerfile(bad); err == nil {
-			t.Errorf("parseDockerfile(%q) succeeded, want an error", bad)
-		}
-	}
+	refusesEach(t, "parseDockerfile", parseDockerfile, "RUN x\n", "FROM a\nRUN x \\\n", "# only a comment\n")
 }
 
 func TestDockerfile(t *testing.T) {
-	df, err := parseDockerfile(readRepoFile(t, "Dockerfile"))
-	if err != nil {
-		t.Fatalf("Dockerfile: %v", err)
-	}
+	df := parseRepoFile(t, "Dockerfile", parseDockerfile)
 	if len(df.stages) < 2 {
 		t.Fatalf("Dockerfile has %d stage(s), want a build stage and a runtime stage", len(df.stages))
 	}
