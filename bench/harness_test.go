@@ -4,13 +4,13 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"os"
-	"path/filepath"
+	"io"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/iot-mns-bridge/iot-mns-bridge/bench/internal/childbridge"
+	"github.com/iot-mns-bridge/iot-mns-bridge/bench/internal/shortrun"
 )
 
 // TestMain lets the test binary serve as the bridge child process, as the
@@ -29,15 +29,9 @@ func TestHarnessShort(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs the whole harness (about 30 s); skipped with -short")
 	}
-	jsonPath := filepath.Join(t.TempDir(), "out.json")
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	defer cancel()
-	var out bytes.Buffer
-	rep, err := run(ctx, options{Scenarios: scenarioNames, Latency: 5 * time.Millisecond, Sizes: tinySizes, JSON: jsonPath}, &out)
-	if err != nil {
-		t.Fatalf("run: %v\n%s", err, out.String())
-	}
-	t.Log(out.String())
+	rep, back, _, out := shortrun.Run(t, 5*time.Minute, func(ctx context.Context, jsonPath string, out io.Writer) (*Report, error) {
+		return run(ctx, options{Scenarios: scenarioNames, Latency: 5 * time.Millisecond, Sizes: tinySizes, JSON: jsonPath}, out)
+	})
 	want := []string{"ceiling-source", "ceiling-mns", "reference", "throughput", "latency", "outage",
 		"throughput-spool", "latency-spool", "outage-spool", "ceiling-source-4conn", "throughput-4conn",
 		"throughput-noprops", "throughput-props", "throughput-amqp", "latency-amqp", "outage-amqp", "throughput-amqp-credit1000", "latency-amqp-5conn",
@@ -68,16 +62,8 @@ func TestHarnessShort(t *testing.T) {
 	if len(rep.Targets) == 0 || len(rep.Ratios) == 0 {
 		t.Errorf("report has %d targets and %d ratios, want some", len(rep.Targets), len(rep.Ratios))
 	}
-	if !strings.Contains(out.String(), "Targets:") {
-		t.Errorf("table output lacks the targets:\n%s", out.String())
-	}
-	b, err := os.ReadFile(jsonPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var back Report
-	if err := json.Unmarshal(b, &back); err != nil {
-		t.Fatalf("JSON report: %v", err)
+	if !strings.Contains(out, "Targets:") {
+		t.Errorf("table output lacks the targets:\n%s", out)
 	}
 	if len(back.Results) != len(rep.Results) || back.Machine.Cores <= 0 || back.Date == "" {
 		t.Errorf("JSON report: %d results, %d cores, date %q", len(back.Results), back.Machine.Cores, back.Date)

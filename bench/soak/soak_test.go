@@ -1,20 +1,19 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"io"
 	"maps"
 	"math"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/iot-mns-bridge/iot-mns-bridge/bench/internal/childbridge"
 	"github.com/iot-mns-bridge/iot-mns-bridge/bench/internal/figures"
+	"github.com/iot-mns-bridge/iot-mns-bridge/bench/internal/shortrun"
 )
 
 // TestMain lets the test binary serve as the bridge child process, as the
@@ -246,17 +245,11 @@ func TestSoakShort(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs the bridge for about 20 s; skipped with -short")
 	}
-	jsonPath := filepath.Join(t.TempDir(), "soak.json")
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
-	var out bytes.Buffer
-	rep, err := run(ctx, options{Duration: 14 * time.Second, Rate: 1000, FaultEvery: 2 * time.Second,
-		SampleEvery: 2 * time.Second, Latency: 5 * time.Millisecond, DrainTimeout: time.Minute,
-		Bridge: bridgeSpec{Ack: "client-individual", Connections: 2}, JSON: jsonPath}, &out)
-	if err != nil {
-		t.Fatalf("run: %v\n%s", err, out.String())
-	}
-	t.Log(out.String())
+	rep, back, b, out := shortrun.Run(t, 3*time.Minute, func(ctx context.Context, jsonPath string, out io.Writer) (*Report, error) {
+		return run(ctx, options{Duration: 14 * time.Second, Rate: 1000, FaultEvery: 2 * time.Second,
+			SampleEvery: 2 * time.Second, Latency: 5 * time.Millisecond, DrainTimeout: time.Minute,
+			Bridge: bridgeSpec{Ack: "client-individual", Connections: 2}, JSON: jsonPath}, out)
+	})
 	if rep.Sent != 14_000 || rep.Lost != 0 || rep.Arrived != rep.Sent || !rep.NoLoss {
 		t.Errorf("sent %d, arrived %d, lost %d; want 14000 sent, all arrived", rep.Sent, rep.Arrived, rep.Lost)
 	}
@@ -279,15 +272,10 @@ func TestSoakShort(t *testing.T) {
 	if rep.MNSInjectedErrors == 0 || rep.MNSPartialFailures == 0 || rep.PlatformLogins < 4 {
 		t.Errorf("faults left no trace: %d injected MNS errors, %d partial failures, %d logins", rep.MNSInjectedErrors, rep.MNSPartialFailures, rep.PlatformLogins)
 	}
-	b, err := os.ReadFile(jsonPath)
-	if err != nil {
-		t.Fatal(err)
+	if back.Sent != rep.Sent || len(back.Faults) != len(rep.Faults) {
+		t.Errorf("JSON report: sent %d, %d faults", back.Sent, len(back.Faults))
 	}
-	var back Report
-	if err := json.Unmarshal(b, &back); err != nil || back.Sent != rep.Sent || len(back.Faults) != len(rep.Faults) {
-		t.Errorf("JSON report: %v; sent %d, %d faults", err, back.Sent, len(back.Faults))
-	}
-	if strings.Contains(out.String(), soakAccessKeySecret) || strings.Contains(string(b), soakAccessKeySecret) {
+	if strings.Contains(out, soakAccessKeySecret) || strings.Contains(string(b), soakAccessKeySecret) {
 		t.Error("the AccessKey secret appears in the output")
 	}
 }
