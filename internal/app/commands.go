@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
@@ -129,6 +130,9 @@ func cmdCheck(ctx context.Context, args []string, stdio Stdio) error {
 	for _, w := range cfg.MissingStateDirs() {
 		fmt.Fprintf(stdio.Out, "warning: %s\n", w)
 	}
+	if line := statePaths(cfg, os.Getenv("STATE_DIRECTORY")); line != "" {
+		fmt.Fprintln(stdio.Out, line)
+	}
 	defer b.creds.close()
 	credFailed := b.creds.report(ctx, stdio.Out)
 	if !*connect {
@@ -174,6 +178,37 @@ func cmdCheck(ctx context.Context, args []string, stdio Stdio) error {
 		return fmt.Errorf("%d check(s) failed (see above)", failed)
 	}
 	return nil
+}
+
+// statePaths is check's line naming where the state files go. Without
+// $STATE_DIRECTORY (stateDir: a shell) relative paths resolve against the
+// config's directory, and the line says that the systemd unit and the image
+// resolve them against their $STATE_DIRECTORY instead. "" without state
+// files.
+func statePaths(cfg *config.Config, stateDir string) string {
+	base, _ := filepath.Abs(filepath.Dir(cfg.Path))
+	var parts []string
+	underBase := false
+	for _, f := range []struct{ what, path string }{
+		{"spool", cfg.Spool.Dir},
+		{"dead letters", cfg.Delivery.DeadLetter.File},
+		{"de-dup window", cfg.Delivery.Dedup.File},
+	} {
+		if f.path != "" {
+			parts = append(parts, f.what+" "+f.path)
+			underBase = underBase || strings.HasPrefix(f.path, base+string(filepath.Separator))
+		}
+	}
+	if len(parts) == 0 {
+		return ""
+	}
+	line := "state: " + strings.Join(parts, ", ")
+	if stateDir == "" && underBase {
+		line += " (relative paths resolved against the config's directory, as for a bridge started from this shell; " +
+			"the systemd unit and the image resolve them against $STATE_DIRECTORY, /var/lib/iot-mns-bridge: " +
+			"run check with STATE_DIRECTORY=/var/lib/iot-mns-bridge exported to check those)"
+	}
+	return line
 }
 
 // templatedDestinations lists the route destinations that have

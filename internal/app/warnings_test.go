@@ -61,6 +61,38 @@ delivery:
 	}
 }
 
+// TestCheckNamesWhereStateGoes: check names the state files' paths as
+// resolved here; from a shell (no $STATE_DIRECTORY) relative ones resolve
+// against the config's directory, not where the systemd unit and the image
+// write, and check says so, so that an operator who runs it next to the
+// unit is not misled.
+func TestCheckNamesWhereStateGoes(t *testing.T) {
+	t.Setenv("ALIBABA_CLOUD_ACCESS_KEY_ID", exampleKeyID)
+	t.Setenv("ALIBABA_CLOUD_ACCESS_KEY_SECRET", exampleSecret)
+	dir := t.TempDir()
+	file := writeStateConfig(t, dir, "spool")
+	paths := func(base string) string {
+		return "state: spool " + filepath.Join(base, "spool") + ", dead letters " + filepath.Join(base, "dead-letter.jsonl") +
+			", de-dup window " + filepath.Join(base, "dedup-window.log")
+	}
+	t.Setenv("STATE_DIRECTORY", "")
+	code, out, errOut := runMain(t, context.Background(), "check", "-config", file)
+	if code != ExitOK {
+		t.Fatalf("check: exit %d: %s", code, errOut)
+	}
+	for _, want := range []string{paths(dir), "resolved against the config's directory", "$STATE_DIRECTORY, /var/lib/iot-mns-bridge"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("check from a shell lacks %q:\n%s", want, out)
+		}
+	}
+	state := t.TempDir()
+	t.Setenv("STATE_DIRECTORY", state)
+	if _, out, _ = runMain(t, context.Background(), "check", "-config", file); !strings.Contains(out, paths(state)) ||
+		strings.Contains(out, "resolved against the config's directory") {
+		t.Errorf("check with $STATE_DIRECTORY: want %q and no word of the config's directory:\n%s", paths(state), out)
+	}
+}
+
 // unreachablePeersYAML is the head of a config whose source and MNS are
 // closed loopback ports, its credentials from the environment: enough for
 // check and for run to stop at the state files these tests are about.
@@ -77,6 +109,24 @@ routes:
     queue: telemetry-{productKey}
 `
 
+// writeStateConfig writes dir/config.yaml: unreachablePeersYAML, the
+// dead-letter file and the de-dup journal relative, and spool.dir spoolDir.
+func writeStateConfig(t *testing.T, dir, spoolDir string) string {
+	t.Helper()
+	file := filepath.Join(dir, "config.yaml")
+	cfg := unreachablePeersYAML + `delivery:
+  dead_letter:
+    file: dead-letter.jsonl
+  dedup:
+    file: dedup-window.log
+spool:
+  dir: ` + spoolDir + "\n"
+	if err := os.WriteFile(file, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return file
+}
+
 // TestCheckWarnsOfASpoolDirRunCannotCreate: the spool creates its directory
 // and parents, so a missing spool.dir is fine, but one under a regular file
 // stops "run"; check says so beforehand.
@@ -88,20 +138,7 @@ func TestCheckWarnsOfASpoolDirRunCannotCreate(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(dir, "afile"), nil, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	write := func(spoolDir string) string {
-		file := filepath.Join(dir, "config.yaml")
-		cfg := unreachablePeersYAML + `delivery:
-  dead_letter:
-    file: dead-letter.jsonl
-  dedup:
-    file: dedup-window.log
-spool:
-  dir: ` + spoolDir + "\n"
-		if err := os.WriteFile(file, []byte(cfg), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		return file
-	}
+	write := func(spoolDir string) string { return writeStateConfig(t, dir, spoolDir) }
 
 	file := write("afile/spool")
 	code, out, errOut := runMain(t, context.Background(), "check", "-config", file)
