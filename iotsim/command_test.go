@@ -9,33 +9,15 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/Azure/go-amqp"
 	"github.com/go-stomp/stomp/v3"
 
+	"github.com/iot-mns-bridge/iot-mns-bridge/internal/syncbuf"
 	"github.com/iot-mns-bridge/iot-mns-bridge/iotauth"
 )
-
-// syncBuffer is a bytes.Buffer safe for one writer and a polling reader.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 func TestRunCommand(t *testing.T) {
 	dir := t.TempDir()
@@ -46,7 +28,7 @@ func TestRunCommand(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	var stdout, stderr syncBuffer
+	var stdout, stderr syncbuf.Buffer
 	done := make(chan error, 1)
 	go func() {
 		done <- RunCommand(ctx, []string{
@@ -193,7 +175,7 @@ func TestRunCommandInstanceID(t *testing.T) {
 	caPath := filepath.Join(t.TempDir(), "ca.pem")
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	var stdout, stderr syncBuffer
+	var stdout, stderr syncbuf.Buffer
 	done := make(chan error, 1)
 	go func() {
 		done <- RunCommand(ctx, []string{"-listen", "127.0.0.1:0", "-amqp-listen", "", "-ca-out", caPath,
@@ -228,7 +210,7 @@ func TestRunCommandInstanceID(t *testing.T) {
 
 // listening waits for the command's "listening on ADDR" line and returns
 // ADDR with the CA the command wrote to caPath (-ca-out).
-func listening(t *testing.T, stdout *syncBuffer, caPath string) (string, *x509.CertPool) {
+func listening(t *testing.T, stdout *syncbuf.Buffer, caPath string) (string, *x509.CertPool) {
 	t.Helper()
 	addrRE := regexp.MustCompile(`listening on (\S+)`)
 	var addr string

@@ -30,6 +30,7 @@ import (
 
 	"github.com/iot-mns-bridge/iot-mns-bridge/bench/internal/childbridge"
 	"github.com/iot-mns-bridge/iot-mns-bridge/bench/internal/figures"
+	"github.com/iot-mns-bridge/iot-mns-bridge/internal/syncbuf"
 	"github.com/iot-mns-bridge/iot-mns-bridge/iotsim"
 )
 
@@ -87,7 +88,7 @@ func run(ctx context.Context, o options, out io.Writer) (*Report, error) {
 	if o.Bridge.Connections <= 0 {
 		o.Bridge.Connections = 1
 	}
-	out = &lockedWriter{w: out} // the fault goroutine reports progress too
+	out = &syncbuf.Buffer{To: out} // the fault goroutine reports progress too
 	// A hard cap: the run stops by itself whatever happens.
 	ctx, cancel := context.WithTimeout(ctx, o.Duration+o.DrainTimeout+3*time.Minute)
 	defer cancel()
@@ -280,18 +281,6 @@ func sleepUntil(ctx context.Context, t time.Time) bool {
 // loadAvg returns the first three fields of /proc/loadavg, "?" when they
 // cannot be read.
 func loadAvg() string { return cmp.Or(figures.LoadAvg(), "?") }
-
-// lockedWriter serialises writes from the goroutines of a run.
-type lockedWriter struct {
-	mu sync.Mutex
-	w  io.Writer
-}
-
-func (l *lockedWriter) Write(b []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.w.Write(b)
-}
 
 // durationOf converts seconds to a Duration.
 func durationOf(s float64) time.Duration { return time.Duration(s * float64(time.Second)) }

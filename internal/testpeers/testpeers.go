@@ -9,7 +9,6 @@
 package testpeers
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"math/rand/v2"
@@ -19,12 +18,12 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/iot-mns-bridge/iot-mns-bridge/internal/certgen"
+	"github.com/iot-mns-bridge/iot-mns-bridge/internal/syncbuf"
 	"github.com/iot-mns-bridge/iot-mns-bridge/iotsim"
 	"github.com/iot-mns-bridge/iot-mns-bridge/mnsemu"
 )
@@ -119,24 +118,9 @@ func StartIoT(t testing.TB, cfg iotsim.Config, dir string) (*iotsim.Server, stri
 
 // SyncBuffer is a bytes.Buffer safe for concurrent writers and readers (a
 // bridge logs from many goroutines; a child process's output is copied by
-// os/exec while the test reads it).
-type SyncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *SyncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-// String returns everything written so far.
-func (s *SyncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
+// os/exec while the test reads it): internal/syncbuf's, which packages
+// that testpeers imports can use in their own tests.
+type SyncBuffer = syncbuf.Buffer
 
 // Child is a bridge run as a child process: the test binary re-executed
 // with an environment variable that makes its TestMain run the bridge, so
