@@ -204,9 +204,8 @@ func statePaths(cfg *config.Config, stateDir string) string {
 	}
 	line := "state: " + strings.Join(parts, ", ")
 	if stateDir == "" && underBase {
-		line += " (relative paths resolved against the config's directory, as for a bridge started from this shell; " +
-			"the systemd unit and the image resolve them against $STATE_DIRECTORY, /var/lib/iot-mns-bridge: " +
-			"run check with STATE_DIRECTORY=/var/lib/iot-mns-bridge exported to check those)"
+		line += " (relative paths resolved against the config's directory; the systemd unit and the image put them " +
+			"under $STATE_DIRECTORY, /var/lib/iot-mns-bridge: export it to check theirs)"
 	}
 	return line
 }
