@@ -288,16 +288,25 @@ func ctxErr(ctx context.Context, err error) error {
 	return err
 }
 
-func (r *Receiver) login(ctx context.Context) error {
-	if _, err := r.nc.Write(HeaderSASL[:]); err != nil {
-		return fmt.Errorf("send the SASL protocol header: %w", err)
+// exchangeHeader sends the protocol header h (named name: SASL, AMQP) and
+// reads the server's, which must be h too.
+func (r *Receiver) exchangeHeader(h [8]byte, name string) error {
+	if _, err := r.nc.Write(h[:]); err != nil {
+		return fmt.Errorf("send the %s protocol header: %w", name, err)
 	}
-	h, err := ReadProtocolHeader(r.br)
+	got, err := ReadProtocolHeader(r.br)
 	if err != nil {
-		return fmt.Errorf("read the SASL protocol header: %w", noEOF(err))
+		return fmt.Errorf("read the %s protocol header: %w", name, noEOF(err))
 	}
-	if h != HeaderSASL {
-		return fmt.Errorf("%w: the server answered the SASL protocol header with %q", ErrMalformed, h[:])
+	if got != h {
+		return fmt.Errorf("%w: the server answered the %s protocol header with %q", ErrMalformed, name, got[:])
+	}
+	return nil
+}
+
+func (r *Receiver) login(ctx context.Context) error {
+	if err := r.exchangeHeader(HeaderSASL, "SASL"); err != nil {
+		return err
 	}
 	f, err := r.expect(FrameSASL, "sasl-mechanisms")
 	if err != nil {
@@ -330,15 +339,8 @@ func (r *Receiver) login(ctx context.Context) error {
 
 // open sends the AMQP header and open, and reads the peer's.
 func (r *Receiver) open() error {
-	if _, err := r.nc.Write(HeaderAMQP[:]); err != nil {
-		return fmt.Errorf("send the AMQP protocol header: %w", err)
-	}
-	h, err := ReadProtocolHeader(r.br)
-	if err != nil {
-		return fmt.Errorf("read the AMQP protocol header: %w", noEOF(err))
-	}
-	if h != HeaderAMQP {
-		return fmt.Errorf("%w: the server answered the AMQP protocol header with %q", ErrMalformed, h[:])
+	if err := r.exchangeHeader(HeaderAMQP, "AMQP"); err != nil {
+		return err
 	}
 	o := &Open{ContainerID: r.cfg.ContainerID, Hostname: r.cfg.Hostname, MaxFrameSize: r.cfg.MaxFrameSize,
 		ChannelMax: 0, IdleTimeout: uint32(r.cfg.IdleTimeout / time.Millisecond)}

@@ -401,6 +401,56 @@ func TestReceiverFailedFlushClosesAndSticks(t *testing.T) {
 // ends the connection with the server's error, typed, also while nobody
 // calls Receive (the pipeline blocks); what was received before is still
 // taken first.
+// TestReceiverRefusesAnotherProtocolHeader: a server that answers the
+// SASL or the AMQP protocol header with another one is refused as
+// malformed, naming the header.
+func TestReceiverRefusesAnotherProtocolHeader(t *testing.T) {
+	for _, tc := range []struct {
+		name       string
+		sasl, amqp [8]byte // what the server answers
+		want       string
+	}{
+		{"SASL", HeaderAMQP, HeaderAMQP, `the server answered the SASL protocol header with "AMQP\x00\x01\x00\x00"`},
+		{"AMQP", HeaderSASL, HeaderSASL, `the server answered the AMQP protocol header with "AMQP\x03\x01\x00\x00"`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			client, server := net.Pipe()
+			served := make(chan struct{})
+			go func() {
+				defer close(served)
+				defer server.Close()
+				p := &peer{t: t, nc: server, br: bufio.NewReader(server)}
+				var h [8]byte
+				if _, err := io.ReadFull(p.br, h[:]); err != nil {
+					return
+				}
+				p.raw(tc.sasl[:])
+				if tc.sasl != HeaderSASL {
+					return
+				}
+				p.sendType(FrameSASL, &SASLMechanisms{Mechanisms: []Symbol{"PLAIN"}})
+				if _, err := ReadFrame(p.br, 1<<20); err != nil {
+					return
+				}
+				p.sendType(FrameSASL, &SASLOutcome{Code: SASLOK})
+				if _, err := io.ReadFull(p.br, h[:]); err != nil {
+					return
+				}
+				p.raw(tc.amqp[:])
+			}()
+			ctx, cancel := context.WithTimeout(context.Background(), testLimit)
+			defer cancel()
+			_, err := Dial(ctx, client, ReceiverConfig{ContainerID: "edge-1", Username: "user", Password: "secret",
+				IdleTimeout: 30 * time.Second})
+			client.Close()
+			<-served
+			if !errors.Is(err, ErrMalformed) || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("Dial: %v; want ErrMalformed saying %s", err, tc.want)
+			}
+		})
+	}
+}
+
 // TestRemoteEndTexts: a session or link the peer ended reads as the peer's
 // error, or says what ended when the peer gave none.
 func TestRemoteEndTexts(t *testing.T) {
