@@ -263,7 +263,8 @@ type DeadLetter struct {
 type Spool struct {
 	Dir      string `yaml:"dir"` // "" disables the spool
 	MaxBytes Size   `yaml:"max_bytes"`
-	// CommitInterval is the group-commit linger before an fsync.
+	// CommitInterval is the group-commit linger before an fsync; 0 commits
+	// at once.
 	CommitInterval time.Duration `yaml:"commit_interval"`
 }
 

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/iot-mns-bridge/iot-mns-bridge/bridge"
+	"github.com/iot-mns-bridge/iot-mns-bridge/config"
 )
 
 func benchMessage() bridge.Message {
@@ -116,7 +117,7 @@ func BenchmarkDelete(b *testing.B) {
 func BenchmarkOpen(b *testing.B) {
 	const n = 100000
 	dir := b.TempDir()
-	s, err := Open(Options{Dir: dir})
+	s, err := Open(withDefaults(Options{Dir: dir}))
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -135,7 +136,7 @@ func BenchmarkOpen(b *testing.B) {
 	b.ResetTimer()
 	start := time.Now()
 	for range b.N {
-		s, err := Open(Options{Dir: dir})
+		s, err := Open(withDefaults(Options{Dir: dir}))
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -150,7 +151,7 @@ func BenchmarkOpen(b *testing.B) {
 // BenchmarkAppendWait appends one message at a time and waits for its
 // commit: the latency a single Append sees (linger plus two fdatasyncs).
 func BenchmarkAppendWait(b *testing.B) {
-	for _, linger := range []time.Duration{DefaultCommitInterval, -1} {
+	for _, linger := range []time.Duration{config.Default().Spool.CommitInterval, -1} {
 		b.Run(fmt.Sprintf("linger=%v", max(linger, 0)), func(b *testing.B) {
 			s := open(b, Options{CommitInterval: linger})
 			m := benchMessage()

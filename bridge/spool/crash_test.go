@@ -108,7 +108,7 @@ func ok(id string) bool {
 // committed, printing "C key id" after each commit and "D key id" after each
 // Delete call, until killed (or 200,000 messages or 20 s).
 func crashHelper(dir string) {
-	s, err := Open(Options{Dir: dir})
+	s, err := Open(withDefaults(Options{Dir: dir}))
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(2)

@@ -71,12 +71,6 @@ import (
 // FileName is the name of the spool's file inside Options.Dir.
 const FileName = "spool.db"
 
-// Defaults for zero Options fields.
-const (
-	DefaultMaxBytes       int64 = 1 << 30
-	DefaultCommitInterval       = 2 * time.Millisecond
-)
-
 // deleteLinger is how long queued Deletes wait for Appends to commit with:
 // a commit costs two fdatasyncs whatever it holds, deletes are not urgent
 // (one that a crash loses replays a message MNS has: a duplicate, never a
@@ -119,16 +113,18 @@ var (
 	ErrCorrupt = errors.New("spool corrupt")
 )
 
-// Options configure a Spool.
+// Options configure a Spool. They are taken as given: the defaults of
+// spool.max_bytes and spool.commit_interval live in config.Default(), and
+// the wiring fills every field from the config.
 type Options struct {
 	// Dir holds the spool's file; Open creates it (mode 0700).
 	Dir string
 	// MaxBytes bounds the stored messages (encoded size plus key); the file
-	// may be larger by bbolt's page overhead. 0 means DefaultMaxBytes.
+	// may be larger by bbolt's page overhead. Required: more than 0.
 	MaxBytes int64
 	// CommitInterval is how long the writer lingers after the first
-	// message of a commit to collect more. 0 means DefaultCommitInterval; a
-	// negative value commits what is queued without waiting.
+	// message of a commit to collect more; 0 (or a negative value) commits
+	// what is queued without waiting.
 	CommitInterval time.Duration
 	// Logger receives state changes (full, disk errors); nil discards.
 	Logger *slog.Logger
@@ -210,14 +206,8 @@ func Open(opts Options) (*Spool, error) {
 	if opts.Dir == "" {
 		return nil, errors.New("spool: open: no directory given (spool.dir)")
 	}
-	if opts.MaxBytes == 0 {
-		opts.MaxBytes = DefaultMaxBytes
-	}
-	if opts.MaxBytes < 0 {
-		return nil, fmt.Errorf("spool: open: max bytes %d is negative", opts.MaxBytes)
-	}
-	if opts.CommitInterval == 0 {
-		opts.CommitInterval = DefaultCommitInterval
+	if opts.MaxBytes <= 0 {
+		return nil, fmt.Errorf("spool: open: max bytes %d: give a bound of more than 0 bytes (spool.max_bytes)", opts.MaxBytes)
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/iot-mns-bridge/iot-mns-bridge/bridge"
+	"github.com/iot-mns-bridge/iot-mns-bridge/config"
 	bolt "go.etcd.io/bbolt"
 	berrors "go.etcd.io/bbolt/errors"
 )
@@ -27,12 +28,26 @@ func open(t testing.TB, opts Options) *Spool {
 	if opts.Dir == "" {
 		opts.Dir = t.TempDir()
 	}
-	s, err := Open(opts)
+	s, err := Open(withDefaults(opts))
 	if err != nil {
 		t.Fatalf("Open: %v", err)
 	}
 	t.Cleanup(func() { s.Close() })
 	return s
+}
+
+// withDefaults fills the zero MaxBytes and CommitInterval of opts with the
+// config's defaults, as the wiring fills them from config.Default(); a test
+// that wants no linger says -1.
+func withDefaults(opts Options) Options {
+	def := config.Default().Spool
+	if opts.MaxBytes == 0 {
+		opts.MaxBytes = int64(def.MaxBytes)
+	}
+	if opts.CommitInterval == 0 {
+		opts.CommitInterval = def.CommitInterval
+	}
+	return opts
 }
 
 type result struct {
@@ -571,22 +586,46 @@ func TestBackpressure(t *testing.T) {
 	}
 }
 
+// TestOpenTakesOptionsAsGiven: the spool has no defaults of its own (they
+// are config.Default()'s): a CommitInterval of 0, which config accepts for
+// spool.commit_interval, commits without lingering, as a negative one does,
+// instead of standing for a default linger.
+func TestOpenTakesOptionsAsGiven(t *testing.T) {
+	for _, d := range []time.Duration{0, -1, 3 * time.Millisecond} {
+		s, err := Open(Options{Dir: t.TempDir(), MaxBytes: 1 << 20, CommitInterval: d})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if s.linger != d || s.maxBytes != 1<<20 {
+			t.Errorf("Open with CommitInterval %s, MaxBytes 1MiB: the writer lingers %s, bounds %d bytes", d, s.linger, s.maxBytes)
+		}
+		s.Close()
+	}
+}
+
 func TestOpenErrors(t *testing.T) {
 	t.Run("no dir", func(t *testing.T) {
 		if _, err := Open(Options{}); err == nil || !strings.Contains(err.Error(), "spool.dir") {
 			t.Errorf("Open without Dir: %v", err)
 		}
 	})
+	t.Run("no size bound", func(t *testing.T) {
+		for _, n := range []int64{0, -1} {
+			if _, err := Open(Options{Dir: t.TempDir(), MaxBytes: n}); err == nil || !strings.Contains(err.Error(), "spool.max_bytes") {
+				t.Errorf("Open with MaxBytes %d: %v, want an error naming spool.max_bytes", n, err)
+			}
+		}
+	})
 	t.Run("dir is a file", func(t *testing.T) {
 		f := filepath.Join(t.TempDir(), "file")
 		os.WriteFile(f, nil, 0o600)
-		if _, err := Open(Options{Dir: f}); err == nil || !strings.Contains(err.Error(), "writable") {
+		if _, err := Open(withDefaults(Options{Dir: f})); err == nil || !strings.Contains(err.Error(), "writable") {
 			t.Errorf("Open on a file: %v", err)
 		}
 	})
 	t.Run("locked", func(t *testing.T) {
 		s := open(t, Options{})
-		_, err := Open(Options{Dir: filepath.Dir(s.path)})
+		_, err := Open(withDefaults(Options{Dir: filepath.Dir(s.path)}))
 		if err == nil || !strings.Contains(err.Error(), "another process") {
 			t.Errorf("second Open of the same dir: %v", err)
 		}
@@ -594,7 +633,7 @@ func TestOpenErrors(t *testing.T) {
 	t.Run("not a bbolt file", func(t *testing.T) {
 		dir := t.TempDir()
 		os.WriteFile(filepath.Join(dir, FileName), bytes.Repeat([]byte{0xab}, 16<<10), 0o600)
-		if _, err := Open(Options{Dir: dir}); !errors.Is(err, ErrCorrupt) {
+		if _, err := Open(withDefaults(Options{Dir: dir})); !errors.Is(err, ErrCorrupt) {
 			t.Errorf("Open of garbage: %v, want ErrCorrupt", err)
 		}
 	})
@@ -616,7 +655,7 @@ func TestOpenErrors(t *testing.T) {
 			return b.Put(kb, v)
 		})
 		db.Close()
-		_, err = Open(Options{Dir: dir})
+		_, err = Open(withDefaults(Options{Dir: dir}))
 		if !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), fmt.Sprintf("message %d", k)) {
 			t.Errorf("Open with a damaged record: %v, want ErrCorrupt naming message %d", err, k)
 		}

@@ -8,6 +8,7 @@ import (
 
 	"github.com/iot-mns-bridge/iot-mns-bridge/bridge"
 	"github.com/iot-mns-bridge/iot-mns-bridge/bridge/spool"
+	"github.com/iot-mns-bridge/iot-mns-bridge/config"
 	"github.com/iot-mns-bridge/iot-mns-bridge/iotsim"
 	"github.com/iot-mns-bridge/iot-mns-bridge/mnsemu"
 )
@@ -150,11 +151,18 @@ func runCrash(t *testing.T, cc crashCase) {
 	}
 }
 
+// spoolOptions are the options of the bridge's spool in dir, at the
+// config's defaults, for a test that opens it after the bridge.
+func spoolOptions(dir string) spool.Options {
+	def := config.Default().Spool
+	return spool.Options{Dir: dir, MaxBytes: int64(def.MaxBytes), CommitInterval: def.CommitInterval}
+}
+
 // spoolContents returns the bodies (message ids) in the spool at dir. The
 // bridge must not be running.
 func spoolContents(t *testing.T, dir string) []string {
 	t.Helper()
-	s, err := spool.Open(spool.Options{Dir: dir})
+	s, err := spool.Open(spoolOptions(dir))
 	if err != nil {
 		t.Fatalf("opening the spool after kill -9: %v", err)
 	}

@@ -95,7 +95,7 @@ func TestSpoolDiskFull(t *testing.T) {
 				t.Errorf("Run: %v", err)
 			}
 			// No corruption: the spool opens and is empty.
-			s, err := spool.Open(spool.Options{Dir: spoolDir})
+			s, err := spool.Open(spoolOptions(spoolDir))
 			if err != nil {
 				t.Fatalf("the spool does not open after the disk was full: %v", err)
 			}
