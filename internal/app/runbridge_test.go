@@ -2,7 +2,6 @@ package app
 
 import (
 	"context"
-	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -12,6 +11,7 @@ import (
 	"time"
 
 	"github.com/iot-mns-bridge/iot-mns-bridge/config"
+	"github.com/iot-mns-bridge/iot-mns-bridge/internal/testpeers"
 )
 
 // testBridge is a bridge a test runs in-process: Run is going until stop or
@@ -104,13 +104,7 @@ func (p *peers) runReady(t *testing.T, c *config.Config) (*testBridge, string) {
 // httpGet returns the status code and body of a GET of url.
 func httpGet(t *testing.T, url string) (int, string) {
 	t.Helper()
-	resp, err := http.Get(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(resp.Body)
-	return resp.StatusCode, string(body)
+	return testpeers.Get(t, nil, url, "", "")
 }
 
 // waitReadyz waits until the bridge at base answers /readyz with 200.

@@ -2,7 +2,6 @@ package app
 
 import (
 	"context"
-	"io"
 	"log/slog"
 	"net/http"
 	"os"
@@ -48,19 +47,7 @@ func TestWebConfigProtectsMetrics(t *testing.T) {
 	runBridge(t, mustLoad(t, cfgPath), Options{Logger: slog.New(slog.DiscardHandler), HTTPListener: ln})
 
 	client := &http.Client{Transport: &http.Transport{TLSClientConfig: bundle.ClientTLSConfig("127.0.0.1")}}
-	get := func(path, user, pw string) (int, string) {
-		req, _ := http.NewRequest("GET", base+path, nil)
-		if user != "" {
-			req.SetBasicAuth(user, pw)
-		}
-		resp, err := client.Do(req)
-		if err != nil {
-			t.Fatalf("GET %s: %v", path, err)
-		}
-		defer resp.Body.Close()
-		body, _ := io.ReadAll(resp.Body)
-		return resp.StatusCode, string(body)
-	}
+	get := func(path, user, pw string) (int, string) { return testpeers.Get(t, client, base+path, user, pw) }
 	waitFor(t, "/readyz over TLS without credentials", 30*time.Second, func() bool { code, _ := get("/readyz", "", ""); return code == http.StatusOK })
 	if code, _ := get("/healthz", "", ""); code != http.StatusOK {
 		t.Errorf("/healthz without credentials: %d, want 200 (probes stay open)", code)

@@ -3,7 +3,8 @@
 // platform simulator with its CA certificate written to a file, each stopped
 // when the test ends, and Bodies, what the emulator holds in a queue. It also
 // has CA and TLSFiles, throwaway certificates in files; SyncBuffer, for
-// capturing a bridge's log while it runs; FreePort, for a port a child
+// capturing a bridge's log while it runs; Get, a GET's status and body;
+// FreePort, for a port a child
 // process binds later; and RunTests and StartChild, to run the test binary
 // as the command under test in a child process.
 package testpeers
@@ -11,6 +12,7 @@ package testpeers
 import (
 	"context"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"net"
 	"net/http"
@@ -65,6 +67,30 @@ func Bodies(t testing.TB, emu *mnsemu.Emulator, queue string) map[string]int {
 		got[string(b)]++
 	}
 	return got
+}
+
+// Get sends a GET of url through client (nil: http.DefaultClient), with
+// basic auth when user is set, and returns the status code and the body; the
+// test stops when no reply comes.
+func Get(t testing.TB, client *http.Client, url, user, pw string) (int, string) {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodGet, url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if user != "" {
+		req.SetBasicAuth(user, pw)
+	}
+	if client == nil {
+		client = http.DefaultClient
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		t.Fatalf("GET %s: %v", url, err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(body)
 }
 
 // FreePort returns a loopback port nothing listens on, for a process that

@@ -60,19 +60,7 @@ func TestTLSAndBasicAuth(t *testing.T) {
 	defer srv.Close()
 	url := "https://" + ln.Addr().String()
 	client := &http.Client{Transport: &http.Transport{TLSClientConfig: b.ClientTLSConfig("127.0.0.1")}}
-	get := func(user, pw string) (int, string) {
-		req, _ := http.NewRequest("GET", url+"/metrics", nil)
-		if user != "" {
-			req.SetBasicAuth(user, pw)
-		}
-		resp, err := client.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		body, _ := io.ReadAll(resp.Body)
-		return resp.StatusCode, string(body)
-	}
+	get := func(user, pw string) (int, string) { return testpeers.Get(t, client, url+"/metrics", user, pw) }
 	if code, _ := get("", ""); code != http.StatusUnauthorized {
 		t.Errorf("no credentials: %d, want 401", code)
 	}
