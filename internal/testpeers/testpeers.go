@@ -4,9 +4,9 @@
 // when the test ends, and Bodies, what the emulator holds in a queue. It also
 // has CA and TLSFiles, throwaway certificates in files; SyncBuffer, for
 // capturing a bridge's log while it runs; Get, a GET's status and body;
-// FreePort, for a port a child
-// process binds later; and RunTests and StartChild, to run the test binary
-// as the command under test in a child process.
+// FreePort, for a port a child process binds later; and RunTests and
+// StartChild, to run the test binary as the command under test in a child
+// process.
 package testpeers
 
 import (
