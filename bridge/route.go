@@ -210,6 +210,7 @@ func NewRouter(rules []RouteSpec, def DefaultRouteSpec, names NameRules) (*Route
 	d, err := compileDefault(def, names)
 	errs = append(errs, err...)
 	r.def = d
+	errs = append(errs, shadowed(rules)...)
 	if len(errs) > 0 {
 		return nil, errors.Join(errs...)
 	}
@@ -523,15 +524,41 @@ func compileRule(i int, spec RouteSpec, names NameRules) (*rule, []error) {
 	return ru, nil
 }
 
+// shadowed reports each rule whose pattern is the pattern of an earlier
+// rule ("#" is "/#"): the first match wins, so it would never match.
+func shadowed(rules []RouteSpec) []error {
+	var errs []error
+	first := map[string]int{}
+	for i, spec := range rules {
+		m := canonicalPattern(spec.Match)
+		if m == "" {
+			continue
+		}
+		if j, ok := first[m]; ok {
+			errs = append(errs, routeErr(fmt.Sprintf("routes[%d].match", i), fmt.Errorf("%q is the pattern of routes[%d] too: the first match wins, so this route never matches; remove one or make it narrower", spec.Match, j)))
+			continue
+		}
+		first[m] = i
+	}
+	return errs
+}
+
+// canonicalPattern is p, with MQTT's "everything", "#", written as the
+// pattern that matches every topic too, "/#".
+func canonicalPattern(p string) string {
+	if p == "#" {
+		return "/#"
+	}
+	return p
+}
+
 // compilePattern parses the pattern into ru and returns its capture names;
 // the error is the first problem found.
 func (ru *rule) compilePattern(p string) ([]string, error) {
 	if p == "" {
 		return nil, errors.New("required: a topic pattern like /{productKey}/{deviceName}/user/#")
 	}
-	if p == "#" {
-		p = "/#" // MQTT's "everything": every topic, as /# matches
-	}
+	p = canonicalPattern(p)
 	if p[0] != '/' {
 		return nil, fmt.Errorf("%q must start with '/', as platform topics do", p)
 	}

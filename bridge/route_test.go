@@ -290,7 +290,9 @@ func TestNewRouterErrors(t *testing.T) {
 			{Match: "/{pk}/#", Queue: "q-{dn}"},
 			{Match: "bad", Queue: "q"},
 		}, DefaultRouteSpec{Queue: "a_b"},
-			[]string{"routes[1].queue:", "routes[2].match:", "default_route.queue:"}},
+			[]string{"routes[1].queue:", "routes[2].match:", "default_route.queue:", "routes[1].match:"}},
+		{"a pattern twice", []RouteSpec{{Match: "/#", Queue: "a"}, {Match: "#", Queue: "b"}}, DefaultRouteSpec{},
+			[]string{`routes[1].match: "#" is the pattern of routes[0] too: the first match wins, so this route never matches`}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -362,21 +362,6 @@ func (v *validator) routes() {
 	if _, err := v.c.Router(); err != nil {
 		v.routeErrors(err)
 	}
-	first := map[string]int{}
-	for i, r := range v.c.Routes {
-		m := r.Match
-		if m == "#" {
-			m = "/#"
-		}
-		if m == "" {
-			continue
-		}
-		if j, ok := first[m]; ok {
-			v.bad(fmt.Sprintf("routes[%d].match", i), "%q is the pattern of routes[%d] too: the first match wins, so this route never matches; remove one or make it narrower", r.Match, j)
-			continue
-		}
-		first[m] = i
-	}
 	if v.c.written("default_route") && d.Queue == "" && d.Topic == "" && !d.DeadLetter {
 		v.bad("default_route", "is empty: set queue, topic or dead_letter: true, or remove default_route (messages no route matches are then dead-lettered)")
 	}

@@ -89,6 +89,8 @@ func TestValidate(t *testing.T) {
 		{"route topic with tag", func(c *Config) { c.Routes[0] = Route{Match: "/{pk}/#", Topic: "t-{pk}", MessageTag: "{pk}"} }, ""},
 		{"route catch all", func(c *Config) { c.Routes[0].Match = "/#"; c.Routes[0].Queue = "all" }, ""},
 		{"route match empty", func(c *Config) { c.Routes[0].Match = "" }, "routes[0].match: required"},
+		{"route pattern twice", func(c *Config) { c.Routes = append(c.Routes, Route{Match: c.Routes[0].Match, Queue: "other"}) },
+			`routes[1].match: "/{productKey}/{deviceName}/user/#" is the pattern of routes[0] too: the first match wins, so this route never matches`},
 		{"route empty segment", func(c *Config) { c.Routes[0].Match = "/a//b" }, `routes[0].match: "/a//b" has an empty segment`},
 		{"route trailing slash", func(c *Config) { c.Routes[0].Match = "/a/" }, "has an empty segment"},
 		{"route mixed segment", func(c *Config) { c.Routes[0].Match = "/a+/b" }, `segment "a+" mixes text with a wildcard`},
