@@ -36,7 +36,8 @@ func (it *item) outLen() int {
 // still the caller's. When there is room it takes the delivery even if ctx
 // is done. Once Handle returned nil, the pipeline settles the delivery.
 //
-// Handle does the intake in the caller's goroutine: admission, de-dup,
+// Handle does the intake in the caller's goroutine: admission, joining a
+// redelivered copy to its held original (join.go), de-dup,
 // routing and rendering, then it queues the message on its destination's
 // lane, which starts a sender when a batch is ready. Nothing waits for a
 // hand-off to another goroutine per message.
@@ -53,6 +54,12 @@ func (p *Pipeline) Handle(ctx context.Context, d *Delivery) error {
 	p.stats.received.Add(1)
 	p.stats.inFlight.Add(1)
 	p.m.received()
+	if p.held.join(d) {
+		// Settled with its original (done).
+		p.stats.joined.Add(1)
+		p.m.joined()
+		return nil
+	}
 	now := p.now()
 	m := &d.Message
 	if m.Invalid != "" {
@@ -113,10 +120,20 @@ func (p *Pipeline) enqueue(it *item) {
 	}
 }
 
-// done settles d, frees its slot and counts; the last settle after intake
+// done settles d, frees its slot and counts, then settles the copies joined
+// to d (join.go) with the same outcome; the last settle after intake
 // stopped wakes Drain. A release of a delivery that is not redeliverable
 // does not settle it: it is kept for Stranded.
 func (p *Pipeline) done(d *Delivery, o Outcome) {
+	c := p.held.leave(d)
+	p.settle(d, o)
+	for ; c != nil; c = c.copies {
+		p.settle(c, o)
+	}
+}
+
+// settle is done for one delivery.
+func (p *Pipeline) settle(d *Delivery, o Outcome) {
 	if o == Released && !d.Redeliverable() {
 		// Nothing upstream to tell: marking it settled only makes this
 		// happen once.

@@ -181,7 +181,13 @@ type Delivery struct {
 
 	settler Settler
 	settled atomic.Bool
-	held    int64 // bytes counted against the pipeline's byte bound
+	// index and copies are the pipeline's joining of redelivered copies
+	// (its join.go): whether d is held for its message id or joined to the
+	// one held; for the one held the first copy joined to it, for a copy
+	// the next (a list settled with the original's outcome).
+	index  indexRole
+	held   int64 // bytes counted against the pipeline's byte bound
+	copies *Delivery
 }
 
 // NewDelivery returns a delivery that reports its outcome to s. A nil s makes

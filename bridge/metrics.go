@@ -15,6 +15,7 @@ type Metrics struct {
 	Received       prometheus.Counter
 	Forwarded      prometheus.Counter
 	Duplicates     prometheus.Counter
+	Joined         prometheus.Counter // redelivered copies joined to their held original
 	Retried        prometheus.Counter
 	DeadLettered   *prometheus.CounterVec // by reason class
 	BatchSize      prometheus.Histogram
@@ -27,9 +28,11 @@ type Metrics struct {
 func NewMetrics(reg prometheus.Registerer) *Metrics {
 	const ns = "iot_mns_bridge"
 	m := &Metrics{
-		Received:     prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Name: "received_total", Help: "Deliveries taken from the source."}),
-		Forwarded:    prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Name: "forwarded_total", Help: "Messages accepted by MNS."}),
-		Duplicates:   prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Name: "duplicates_suppressed_total", Help: "Redeliveries suppressed by the de-dup window."}),
+		Received:   prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Name: "received_total", Help: "Deliveries taken from the source."}),
+		Forwarded:  prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Name: "forwarded_total", Help: "Messages accepted by MNS."}),
+		Duplicates: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Name: "duplicates_suppressed_total", Help: "Redeliveries suppressed by the de-dup window."}),
+		Joined: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Name: "duplicates_joined_total",
+			Help: "Redeliveries of a message the pipeline still held, settled with that message's outcome instead of being sent again."}),
 		Retried:      prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Name: "retried_total", Help: "Message sends retried after a retryable failure."}),
 		DeadLettered: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "dead_lettered_total", Help: "Messages written to the dead-letter target, by reason."}, []string{"reason"}),
 		BatchSize: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: ns, Name: "batch_messages", Help: "Messages per MNS request.",
@@ -42,7 +45,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		Throttled: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Name: "throttled_total",
 			Help: "Messages whose MNS send was throttled (429 TooManyRequests, or the legacy QpsLimitExceeded); they are retried with backoff."}),
 	}
-	reg.MustRegister(m.Received, m.Forwarded, m.Duplicates, m.Retried, m.DeadLettered, m.BatchSize, m.RequestSeconds, m.SendFailures, m.Throttled)
+	reg.MustRegister(m.Received, m.Forwarded, m.Duplicates, m.Joined, m.Retried, m.DeadLettered, m.BatchSize, m.RequestSeconds, m.SendFailures, m.Throttled)
 	return m
 }
 
@@ -61,6 +64,12 @@ func (m *Metrics) forwarded() {
 func (m *Metrics) duplicate() {
 	if m != nil {
 		m.Duplicates.Inc()
+	}
+}
+
+func (m *Metrics) joined() {
+	if m != nil {
+		m.Joined.Inc()
 	}
 }
 

@@ -13,8 +13,8 @@ import (
 // The pipeline, in the order a delivery goes through it:
 //
 //   - admission.go: the bound on what is held (MaxInFlight, MaxInFlightBytes).
-//   - intake.go: Handle admits a delivery, drops a duplicate,
-//     dead-letters what cannot be sent, routes it and renders its body, and
+//   - intake.go: Handle admits a delivery, joins a redelivered copy to its
+//     held original (join.go), drops a duplicate, dead-letters what cannot be sent, routes it and renders its body, and
 //     queues it on its destination's lane; done settles it and frees its slot.
 //   - lane.go: one lane per destination batches once, within the batch
 //     settings and the sink's own limits (LimitedSink), so one batch is one
@@ -141,6 +141,8 @@ type Pipeline struct {
 
 	stranded Keeper // not redeliverable, held at shutdown
 
+	held heldIndex // the deliveries held, by message id, for joining copies (join.go)
+
 	mu        sync.Mutex
 	lanes     map[Destination]*lane
 	lastSweep time.Time      // when idle lanes were last looked for
@@ -149,10 +151,10 @@ type Pipeline struct {
 }
 
 type pipelineStats struct {
-	received, forwarded, duplicates, deadLettered, retried, released, inFlight atomic.Int64
-	strandedN                                                                  atomic.Int64
-	requests                                                                   atomic.Int64
-	lastProgress                                                               atomic.Int64 // unix nanos of the last accepted message
+	received, forwarded, duplicates, joined, deadLettered, retried, released, inFlight atomic.Int64
+	strandedN                                                                          atomic.Int64
+	requests                                                                           atomic.Int64
+	lastProgress                                                                       atomic.Int64 // unix nanos of the last accepted message
 }
 
 // Stats is a snapshot of the pipeline's counters.
@@ -160,6 +162,7 @@ type Stats struct {
 	Received     int64 // deliveries handed to the pipeline
 	Forwarded    int64 // accepted by the sink
 	Duplicates   int64 // suppressed by the de-dup window
+	Joined       int64 // redelivered copies joined to their held original (join.go)
 	DeadLettered int64
 	Retried      int64 // message sends retried
 	Released     int64 // given back upstream at shutdown (redeliverable ones only)
@@ -191,6 +194,7 @@ func NewPipeline(cfg PipelineConfig) (*Pipeline, error) {
 		closed: make(chan struct{}),
 		empty:  make(chan struct{}),
 		lanes:  make(map[Destination]*lane),
+		held:   heldIndex{m: make(map[string]*Delivery)},
 	}
 	p.limited, _ = cfg.Sink.(LimitedSink)
 	if p.log == nil {
@@ -260,7 +264,7 @@ func (p *Pipeline) Stats() Stats {
 	_, heldBytes := p.admit.held()
 	return Stats{
 		HeldBytes: heldBytes,
-		Received:  s.received.Load(), Forwarded: s.forwarded.Load(), Duplicates: s.duplicates.Load(),
+		Received:  s.received.Load(), Forwarded: s.forwarded.Load(), Duplicates: s.duplicates.Load(), Joined: s.joined.Load(),
 		DeadLettered: s.deadLettered.Load(), Retried: s.retried.Load(), Released: s.released.Load(),
 		Stranded: s.strandedN.Load(), InFlight: s.inFlight.Load(), Requests: s.requests.Load(),
 		LastProgress:    time.Unix(0, s.lastProgress.Load()),
