@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -20,36 +21,17 @@ import (
 )
 
 func TestRunCommand(t *testing.T) {
-	dir := t.TempDir()
-	caPath := filepath.Join(dir, "ca.pem")
-	secretPath := filepath.Join(dir, "secret")
+	secretPath := filepath.Join(t.TempDir(), "secret")
 	if err := os.WriteFile(secretPath, []byte("cmd-secret\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	var stdout, stderr syncbuf.Buffer
-	done := make(chan error, 1)
-	go func() {
-		done <- RunCommand(ctx, []string{
-			"-listen", "127.0.0.1:0", "-amqp-listen", "127.0.0.1:0", "-ca-out", caPath,
-			"-access-key-id", "LTAIcmd", "-access-key-secret-file", secretPath,
-			"-groups", "G1, G2", "-devices", "2", "-count", "12", "-rate", "0",
-			"-types", strings.Join(Kinds, ","), "-heartbeat", "0",
-		}, &stdout, &stderr)
-	}()
-	addr, roots := listening(t, &stdout, caPath)
+	cmd := startCommand(t, "-listen", "127.0.0.1:0", "-amqp-listen", "127.0.0.1:0",
+		"-access-key-id", "LTAIcmd", "-access-key-secret-file", secretPath,
+		"-groups", "G1, G2", "-devices", "2", "-count", "12", "-rate", "0",
+		"-types", strings.Join(Kinds, ","), "-heartbeat", "0")
 	for _, group := range []string{"G1", "G2"} {
-		tc, err := tls.Dial("tcp", addr, &tls.Config{RootCAs: roots, ServerName: "localhost"})
-		if err != nil {
-			t.Fatal(err)
-		}
-		cred, err := iotauth.Sign(iotauth.Params{ClientID: "c-" + group, AccessKeyID: "LTAIcmd", AccessKeySecret: "cmd-secret",
-			ConsumerGroupID: group, SignMethod: iotauth.HMACSHA256, EncodeBase64: true}, time.Now())
-		if err != nil {
-			t.Fatal(err)
-		}
-		c, err := stomp.Connect(tc, stomp.ConnOpt.Login(cred.Username, cred.Password), stomp.ConnOpt.Host("localhost"), stomp.ConnOpt.Logger(quietLogger{}))
+		c, err := cmd.login(t, iotauth.Params{ClientID: "c-" + group, AccessKeyID: "LTAIcmd", AccessKeySecret: "cmd-secret",
+			ConsumerGroupID: group, SignMethod: iotauth.HMACSHA256, EncodeBase64: true})
 		if err != nil {
 			t.Fatalf("login to group %s: %v", group, err)
 		}
@@ -62,44 +44,22 @@ func TestRunCommand(t *testing.T) {
 		c.Disconnect()
 	}
 	// A group not in -groups does not exist: its login is refused.
-	{
-		tc, err := tls.Dial("tcp", addr, &tls.Config{RootCAs: roots, ServerName: "localhost"})
-		if err != nil {
-			t.Fatal(err)
-		}
-		cred, err := iotauth.Sign(iotauth.Params{ClientID: "c-typo", AccessKeyID: "LTAIcmd", AccessKeySecret: "cmd-secret",
-			ConsumerGroupID: "G3", SignMethod: iotauth.HMACSHA256}, time.Now())
-		if err != nil {
-			t.Fatal(err)
-		}
-		_, err = stomp.Connect(tc, stomp.ConnOpt.Login(cred.Username, cred.Password), stomp.ConnOpt.Host("localhost"), stomp.ConnOpt.Logger(quietLogger{}))
-		if err == nil || !strings.Contains(err.Error(), `consumer group does not exist: "G3"`) {
-			t.Errorf("login to a group not in -groups: %v, want it refused", err)
-		}
-		tc.Close()
+	_, err := cmd.login(t, iotauth.Params{ClientID: "c-typo", AccessKeyID: "LTAIcmd", AccessKeySecret: "cmd-secret",
+		ConsumerGroupID: "G3", SignMethod: iotauth.HMACSHA256})
+	if err == nil || !strings.Contains(err.Error(), `consumer group does not exist: "G3"`) {
+		t.Errorf("login to a group not in -groups: %v, want it refused", err)
 	}
 	// Without -instance-id the instance has no ID (a public one): a login
 	// naming an instance is refused.
-	{
-		tc, err := tls.Dial("tcp", addr, &tls.Config{RootCAs: roots, ServerName: "localhost"})
-		if err != nil {
-			t.Fatal(err)
-		}
-		cred, err := iotauth.Sign(iotauth.Params{ClientID: "c-instance", AccessKeyID: "LTAIcmd", AccessKeySecret: "cmd-secret",
-			ConsumerGroupID: "G1", IotInstanceID: "iot-06z00typo", SignMethod: iotauth.HMACSHA256}, time.Now())
-		if err != nil {
-			t.Fatal(err)
-		}
-		_, err = stomp.Connect(tc, stomp.ConnOpt.Login(cred.Username, cred.Password), stomp.ConnOpt.Host("localhost"), stomp.ConnOpt.Logger(quietLogger{}))
-		if err == nil || !strings.Contains(err.Error(), `iotInstanceId "iot-06z00typo" is not this instance's (this instance has no ID`) {
-			t.Errorf("login naming an instance the simulator does not have: %v, want it refused", err)
-		}
-		tc.Close()
+	_, err = cmd.login(t, iotauth.Params{ClientID: "c-instance", AccessKeyID: "LTAIcmd", AccessKeySecret: "cmd-secret",
+		ConsumerGroupID: "G1", IotInstanceID: "iot-06z00typo", SignMethod: iotauth.HMACSHA256})
+	if err == nil || !strings.Contains(err.Error(), `iotInstanceId "iot-06z00typo" is not this instance's (this instance has no ID`) {
+		t.Errorf("login naming an instance the simulator does not have: %v, want it refused", err)
 	}
 	// The AMQP listener takes the same credentials.
-	m := regexp.MustCompile(`listening for AMQP on (\S+)`).FindStringSubmatch(stdout.String())
+	m := regexp.MustCompile(`listening for AMQP on (\S+)`).FindStringSubmatch(cmd.stdout.String())
 	if m == nil {
-		t.Fatalf("no AMQP listening line:\n%s", stdout.String())
+		t.Fatalf("no AMQP listening line:\n%s", cmd.stdout.String())
 	}
 	cred, err := iotauth.Sign(iotauth.Params{ClientID: "amqp", AccessKeyID: "LTAIcmd", AccessKeySecret: "cmd-secret",
 		ConsumerGroupID: "G1", SignMethod: iotauth.HMACMD5}, time.Now())
@@ -107,19 +67,18 @@ func TestRunCommand(t *testing.T) {
 		t.Fatal(err)
 	}
 	ac, err := amqp.Dial(context.Background(), "amqps://"+m[1], &amqp.ConnOptions{SASLType: amqp.SASLTypePlain(cred.Username, cred.Password),
-		IdleTimeout: 2 * time.Minute, TLSConfig: &tls.Config{RootCAs: roots, ServerName: "localhost"}})
+		IdleTimeout: 2 * time.Minute, TLSConfig: &tls.Config{RootCAs: cmd.roots, ServerName: "localhost"}})
 	if err != nil {
 		t.Fatalf("AMQP login: %v", err)
 	}
 	ac.Close()
-	cancel()
-	if err := <-done; err != nil {
-		t.Fatalf("RunCommand: %v\n%s", err, stderr.String())
+	if err := cmd.stop(); err != nil {
+		t.Fatalf("RunCommand: %v\n%s", err, cmd.stderr.String())
 	}
-	if out := stdout.String(); !strings.Contains(out, "published=24 delivered=24 acked=24 redelivered=0 pending=0 logins_ok=3") {
+	if out := cmd.stdout.String(); !strings.Contains(out, "published=24 delivered=24 acked=24 redelivered=0 pending=0 logins_ok=3") {
 		t.Fatalf("summary missing or wrong:\n%s", out)
 	}
-	if strings.Contains(stderr.String(), "cmd-secret") || strings.Contains(stdout.String(), "cmd-secret") {
+	if strings.Contains(cmd.stderr.String(), "cmd-secret") || strings.Contains(cmd.stdout.String(), "cmd-secret") {
 		t.Fatal("the secret appears in the output")
 	}
 }
@@ -172,29 +131,11 @@ func TestRunCommandSecretFromEnv(t *testing.T) {
 // TestRunCommandInstanceID: with -instance-id, a login must name that
 // instance in iotInstanceId; one that leaves it empty is refused.
 func TestRunCommandInstanceID(t *testing.T) {
-	caPath := filepath.Join(t.TempDir(), "ca.pem")
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	var stdout, stderr syncbuf.Buffer
-	done := make(chan error, 1)
-	go func() {
-		done <- RunCommand(ctx, []string{"-listen", "127.0.0.1:0", "-amqp-listen", "", "-ca-out", caPath,
-			"-access-key-id", "LTAIcmd", "-access-key-secret", "cmd-secret", "-instance-id", "iot-06z00cmd", "-devices", "0"}, &stdout, &stderr)
-	}()
-	defer func() { cancel(); <-done }()
-	addr, roots := listening(t, &stdout, caPath)
+	cmd := startCommand(t, "-listen", "127.0.0.1:0", "-amqp-listen", "",
+		"-access-key-id", "LTAIcmd", "-access-key-secret", "cmd-secret", "-instance-id", "iot-06z00cmd", "-devices", "0")
 	login := func(instance string) error {
-		tc, err := tls.Dial("tcp", addr, &tls.Config{RootCAs: roots, ServerName: "localhost"})
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer tc.Close()
-		cred, err := iotauth.Sign(iotauth.Params{ClientID: "c-" + instance, AccessKeyID: "LTAIcmd", AccessKeySecret: "cmd-secret",
-			ConsumerGroupID: "DEFAULT_GROUP", IotInstanceID: instance, SignMethod: iotauth.HMACSHA256}, time.Now())
-		if err != nil {
-			t.Fatal(err)
-		}
-		c, err := stomp.Connect(tc, stomp.ConnOpt.Login(cred.Username, cred.Password), stomp.ConnOpt.Host("localhost"), stomp.ConnOpt.Logger(quietLogger{}))
+		c, err := cmd.login(t, iotauth.Params{ClientID: "c-" + instance, AccessKeyID: "LTAIcmd", AccessKeySecret: "cmd-secret",
+			ConsumerGroupID: "DEFAULT_GROUP", IotInstanceID: instance, SignMethod: iotauth.HMACSHA256})
 		if err == nil {
 			c.Disconnect()
 		}
@@ -206,6 +147,58 @@ func TestRunCommandInstanceID(t *testing.T) {
 	if err := login(""); err == nil || !strings.Contains(err.Error(), `iotInstanceId "" is not this instance's (this instance is "iot-06z00cmd")`) {
 		t.Errorf("login without the instance's ID: %v, want it refused", err)
 	}
+}
+
+// command is RunCommand run by a test until stop or the end of the test.
+type command struct {
+	stdout, stderr syncbuf.Buffer
+	addr           string         // its STOMP listener
+	roots          *x509.CertPool // the CA it wrote (-ca-out)
+
+	cancel context.CancelFunc
+	done   chan error
+	once   sync.Once
+	err    error
+}
+
+// startCommand runs RunCommand with args and -ca-out in a temporary
+// directory, and waits until it listens.
+func startCommand(t *testing.T, args ...string) *command {
+	t.Helper()
+	caPath := filepath.Join(t.TempDir(), "ca.pem")
+	ctx, cancel := context.WithCancel(context.Background())
+	c := &command{cancel: cancel, done: make(chan error, 1)}
+	go func() { c.done <- RunCommand(ctx, append(args, "-ca-out", caPath), &c.stdout, &c.stderr) }()
+	t.Cleanup(func() { c.stop() })
+	c.addr, c.roots = listening(t, &c.stdout, caPath)
+	return c
+}
+
+// stop cancels the command and returns what RunCommand returned.
+func (c *command) stop() error {
+	c.cancel()
+	c.once.Do(func() { c.err = <-c.done })
+	return c.err
+}
+
+// login signs p and logs in over STOMP on the command's TLS listener; a
+// refused login's connection is closed.
+func (c *command) login(t *testing.T, p iotauth.Params) (*stomp.Conn, error) {
+	t.Helper()
+	tc, err := tls.Dial("tcp", c.addr, &tls.Config{RootCAs: c.roots, ServerName: "localhost"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cred, err := iotauth.Sign(p, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := stomp.Connect(tc, stomp.ConnOpt.Login(cred.Username, cred.Password), stomp.ConnOpt.Host("localhost"), stomp.ConnOpt.Logger(quietLogger{}))
+	if err != nil {
+		tc.Close()
+		return nil, err
+	}
+	return conn, nil
 }
 
 // listening waits for the command's "listening on ADDR" line and returns
