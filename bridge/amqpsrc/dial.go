@@ -26,14 +26,9 @@ type dialer struct {
 // which step failed and what to check; they never hold a secret.
 func (d *dialer) dial(ctx context.Context, _ int, id string) (connection, error) {
 	cfg := d.cfg
-	p, err := cfg.Params()
+	_, creds, err := cfg.Login("amqp connect", id, nil)
 	if err != nil {
-		return nil, fmt.Errorf("amqp connect as %s: read credentials: %w", id, err)
-	}
-	p.ClientID = id
-	creds, err := iotauth.Sign(p, cfg.Clock())
-	if err != nil {
-		return nil, fmt.Errorf("amqp connect as %s: sign the login: %w (%w)", id, err, source.ErrFatal)
+		return nil, err
 	}
 
 	cfg.TLS.WarnIfInsecure(cfg.Logger, cfg.Names, id, cfg.Endpoint)

@@ -94,6 +94,31 @@ func (s Settings) Check() (Settings, []error) {
 	return s, errs
 }
 
+// Login reads the signing inputs afresh (Params), sets the client id,
+// lets edit (when not nil) set what the protocol adds, and signs them at
+// Clock, for the login of one dial or check as clientID. It is the one
+// place the protocols sign, so that they fail alike: signing inputs that
+// cannot be read now (a credentials file being rotated, an STS refresh) are
+// a transient error the driver redials; inputs that cannot sign wrap
+// ErrFatal, as they come from the config and redialling cannot fix them.
+// op names the step in errors ("stomp connect"); errors hold no secret.
+// s must have passed Check.
+func (s Settings) Login(op, clientID string, edit func(*iotauth.Params)) (iotauth.Params, iotauth.Credentials, error) {
+	p, err := s.Params()
+	if err != nil {
+		return p, iotauth.Credentials{}, fmt.Errorf("%s as %s: read the signing inputs: %w", op, clientID, err)
+	}
+	p.ClientID = clientID
+	if edit != nil {
+		edit(&p)
+	}
+	creds, err := iotauth.Sign(p, s.Clock())
+	if err != nil {
+		return p, creds, fmt.Errorf("%w: %s as %s: sign the login: %w", ErrFatal, op, clientID, err)
+	}
+	return p, creds, nil
+}
+
 // TLSConfig is the client TLS config for the endpoint's host (see
 // TLSOptions.TLSConfig). It reads the CA file: a protocol calls it once, in
 // its New, so that an unusable CA bundle is a config error found at start.

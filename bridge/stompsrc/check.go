@@ -35,11 +35,9 @@ func CheckConnect(ctx context.Context, cfg Config) error {
 	}
 	p, err := cfg.Params()
 	if err != nil {
-		return fmt.Errorf("stomp check: signing parameters: %w", err)
+		return cfg.Names.Bad(source.FieldParams, "%w", err)
 	}
-	p.ClientID = source.CheckClientID(p.ClientID)
-	p.EncodeBase64 = cfg.EncodeBase64
-	l, err := dialAs(ctx, cfg, tc, p, log, false)
+	l, err := dialAs(ctx, cfg, tc, "stomp check", source.CheckClientID(p.ClientID), log, false)
 	if err != nil {
 		return err
 	}

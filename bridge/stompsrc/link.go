@@ -54,15 +54,13 @@ type link struct {
 	closeOnce sync.Once
 }
 
-// dialAs connects and logs in as p; it subscribes to cfg.Destination only
-// when subscribe is set (the check logs in without subscribing, so nothing
-// can be pushed to it).
-func dialAs(ctx context.Context, cfg Config, tc *tls.Config, p iotauth.Params, log *slog.Logger, subscribe bool) (*link, error) {
-	creds, err := iotauth.Sign(p, cfg.Clock())
+// dialAs signs (source.Settings.Login, for op), connects and logs in as
+// clientID; it subscribes to cfg.Destination only when subscribe is set
+// (the check logs in without subscribing, so nothing can be pushed to it).
+func dialAs(ctx context.Context, cfg Config, tc *tls.Config, op, clientID string, log *slog.Logger, subscribe bool) (*link, error) {
+	p, creds, err := cfg.Login(op, clientID, func(p *iotauth.Params) { p.EncodeBase64 = cfg.EncodeBase64 })
 	if err != nil {
-		// The signing inputs come from the config: redialling cannot fix
-		// them.
-		return nil, fmt.Errorf("%w: stomp connect: sign the login for client id %q: %w", source.ErrFatal, p.ClientID, err)
+		return nil, err
 	}
 	cfg.TLS.WarnIfInsecure(log, cfg.Names, p.ClientID, cfg.Endpoint)
 	secrets := []string{creds.Password, p.AccessKeySecret, p.SecurityToken}

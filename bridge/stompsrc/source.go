@@ -24,7 +24,6 @@ package stompsrc
 import (
 	"context"
 	"crypto/tls"
-	"fmt"
 	"log/slog"
 	"strconv"
 	"strings"
@@ -74,13 +73,7 @@ func New(cfg Config) (*Source, error) {
 
 // dial is the driver's source.DialFunc.
 func (s *Source) dial(ctx context.Context, _ int, clientID string) (source.Link, error) {
-	p, err := s.cfg.Params()
-	if err != nil {
-		return nil, fmt.Errorf("stomp connect: signing parameters: %w", err)
-	}
-	p.ClientID = clientID
-	p.EncodeBase64 = s.cfg.EncodeBase64
-	l, err := dialAs(ctx, s.cfg, s.tls, p, s.log, true)
+	l, err := dialAs(ctx, s.cfg, s.tls, "stomp connect", clientID, s.log, true)
 	if err != nil {
 		return nil, err
 	}
