@@ -183,7 +183,7 @@ func (b *Bridge) summaries(ctx context.Context) {
 		st := b.pipeline.Stats()
 		rate := float64(st.Forwarded-prev.Forwarded) / every.Seconds()
 		b.log.Info("summary", "forwarded_per_s", fmt.Sprintf("%.1f", rate), "received", st.Received, "forwarded", st.Forwarded,
-			"dead_lettered", st.DeadLettered, "duplicates", st.Duplicates, "retried", st.Retried, "in_flight", st.InFlight)
+			"dead_lettered", st.DeadLettered, "duplicates", st.Duplicates, "joined", st.Joined, "retried", st.Retried, "in_flight", st.InFlight)
 		prev = st
 	}
 }

@@ -45,7 +45,7 @@ func (b *Bridge) Run(ctx context.Context) error {
 	r.drain()
 	r.closeSource()
 	st := b.pipeline.Stats()
-	args := []any{"received", st.Received, "forwarded", st.Forwarded, "dead_lettered", st.DeadLettered, "duplicates", st.Duplicates}
+	args := []any{"received", st.Received, "forwarded", st.Forwarded, "dead_lettered", st.DeadLettered, "duplicates", st.Duplicates, "joined", st.Joined}
 	if r.stage != nil {
 		args = append(args, "left_in_spool", r.leftInSpool)
 	} else {

@@ -2,6 +2,7 @@ package reliability
 
 import (
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -57,5 +58,12 @@ func redeliverHeld(t *testing.T, sp spec) {
 	}
 	if st := r.b.Stats(); st.Joined != n || st.Forwarded != n {
 		t.Errorf("pipeline %+v, want %d joined and %d forwarded", st, n, n)
+	}
+	if err := r.stop(t); err != nil {
+		t.Fatal(err)
+	}
+	// The operator sees where the copies went: the last line counts them.
+	if want := fmt.Sprintf("duplicates=0 joined=%d", n); !strings.Contains(r.logs.String(), want) {
+		t.Errorf("the bridge's log does not say %q:\n%s", want, tail(r.logs.String(), 5))
 	}
 }
