@@ -12,7 +12,8 @@
 #   /etc/iot-mns-bridge/config.yaml             (configs/example.yaml; conffile)
 #   /etc/iot-mns-bridge/iot-mns-bridge.env      (mode 0600; conffile)
 #   /usr/share/doc/iot-mns-bridge/{README.md,copyright}
-# and does not enable or start the service: the config must be edited and
+# and does not enable or start the service (see the maintainer scripts
+# below for upgrade, remove and purge): the config must be edited and
 # the secret written to /etc/iot-mns-bridge/access_key_secret first. Config
 # files are conffiles: an upgrade never overwrites a changed one, and only
 # `dpkg --purge` removes them.
@@ -79,19 +80,45 @@ Description: forwards Alibaba Cloud IoT Platform subscription messages to MNS
 EOF
 printf '%s\n' /etc/iot-mns-bridge/config.yaml /etc/iot-mns-bridge/iot-mns-bridge.env >"$root/DEBIAN/conffiles"
 
-# Maintainer scripts: tell a running systemd about the unit; never enable,
-# start or restart it (an upgrade leaves a running bridge to the operator).
-for s in postinst postrm; do
-	cat >"$root/DEBIAN/$s" <<'EOF'
+# Maintainer scripts (paths under $DPKG_ROOT; systemctl only for the running
+# system). Every script tells a running systemd about the unit; none enables,
+# starts or restarts it: an upgrade leaves a running bridge to the operator
+# (`systemctl restart iot-mns-bridge` runs the new binary). Removing the
+# package stops it (else it runs on from a deleted binary, without a unit
+# file, taking the platform's messages): it drains for up to
+# shutdown_timeout, and what MNS has not accepted stays in the spool. A purge
+# also removes what the install steps had the operator add (the secret file,
+# the unit's enablement) but keeps /var/lib/iot-mns-bridge: its spool and
+# dead letters may hold messages MNS has not accepted.
+reload='if [ -z "${DPKG_ROOT:-}" ] && [ -d /run/systemd/system ]; then
+	systemctl --system daemon-reload >/dev/null || true
+fi'
+cat >"$root/DEBIAN/postinst" <<EOF
 #!/bin/sh
 set -e
-if [ -d /run/systemd/system ]; then
-	systemctl --system daemon-reload >/dev/null || true
+$reload
+exit 0
+EOF
+cat >"$root/DEBIAN/prerm" <<'EOF'
+#!/bin/sh
+set -e
+if [ -z "${DPKG_ROOT:-}" ] && [ "$1" = remove ] && [ -d /run/systemd/system ]; then
+	systemctl --system stop iot-mns-bridge.service || true
 fi
 exit 0
 EOF
-	chmod 0755 "$root/DEBIAN/$s"
-done
+cat >"$root/DEBIAN/postrm" <<EOF
+#!/bin/sh
+set -e
+$reload
+if [ "\$1" = purge ]; then
+	rm -f "\${DPKG_ROOT:-}/etc/iot-mns-bridge/access_key_secret" \\
+		"\${DPKG_ROOT:-}/etc/systemd/system/multi-user.target.wants/iot-mns-bridge.service"
+	rmdir "\${DPKG_ROOT:-}/etc/iot-mns-bridge" 2>/dev/null || true
+fi
+exit 0
+EOF
+chmod 0755 "$root/DEBIAN/postinst" "$root/DEBIAN/prerm" "$root/DEBIAN/postrm"
 
 deb=$out/iot-mns-bridge_${debver}_$arch.deb
 dpkg-deb --root-owner-group -Zxz --build "$root" "$deb" >/dev/null
