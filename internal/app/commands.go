@@ -333,9 +333,14 @@ func cmdReplay(ctx context.Context, args []string, stdio Stdio) error {
 	defer cancel()
 	derr := b.pipeline.Drain(drainCtx)
 	st := b.pipeline.Stats()
-	fmt.Fprintf(stdio.Out, "replayed %s: %d entries read, %d skipped, %d forwarded, %d dead-lettered again, %d not done\n",
-		file, len(entries), skipped, st.Forwarded, st.DeadLettered, int64(len(entries))-st.Forwarded-st.DeadLettered)
-	if derr != nil || ctx.Err() != nil || st.Forwarded+st.DeadLettered < int64(len(entries)) {
+	// An entry of a message the file holds twice is done with the first:
+	// joined to it while it was held, or dropped by the de-dup window once
+	// MNS had it.
+	repeated := st.Joined + st.Duplicates
+	done := st.Forwarded + st.DeadLettered + repeated
+	fmt.Fprintf(stdio.Out, "replayed %s: %d entries read, %d skipped, %d forwarded, %d dead-lettered again, %d repeated (sent once), %d not done\n",
+		file, len(entries), skipped, st.Forwarded, st.DeadLettered, repeated, int64(len(entries))-done)
+	if derr != nil || ctx.Err() != nil || done < int64(len(entries)) {
 		return errors.New("replay did not finish: run it again (entries may then be sent twice)")
 	}
 	return nil
