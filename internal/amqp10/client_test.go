@@ -397,10 +397,6 @@ func TestReceiverFailedFlushClosesAndSticks(t *testing.T) {
 	}
 }
 
-// TestReceiverRemoteEndsWithError: a detach, end or close from the server
-// ends the connection with the server's error, typed, also while nobody
-// calls Receive (the pipeline blocks); what was received before is still
-// taken first.
 // TestReceiverRefusesAnotherProtocolHeader: a server that answers the
 // SASL or the AMQP protocol header with another one is refused as
 // malformed, naming the header.
@@ -470,6 +466,10 @@ func TestRemoteEndTexts(t *testing.T) {
 	}
 }
 
+// TestReceiverRemoteEndsWithError: a detach, end or close from the server
+// ends the connection with the server's error, typed, also while nobody
+// calls Receive (the pipeline blocks); what was received before is still
+// taken first.
 func TestReceiverRemoteEndsWithError(t *testing.T) {
 	e := &Error{Condition: "amqp:connection:forced", Description: "9602 server closed the connection"}
 	tests := []struct {
