@@ -47,7 +47,8 @@ type PipelineStatus struct {
 	Received     int64 `json:"received"`
 	Forwarded    int64 `json:"forwarded"`
 	DeadLettered int64 `json:"dead_lettered"`
-	Duplicates   int64 `json:"duplicates"`
+	Duplicates   int64 `json:"duplicates"` // suppressed by the de-dup window
+	Joined       int64 `json:"joined"`     // redelivered copies joined to their held original
 	Retried      int64 `json:"retried"`
 	InFlight     int64 `json:"in_flight"`
 	MaxInFlight  int   `json:"max_in_flight"`
@@ -181,7 +182,7 @@ func (b *Bridge) Status() Status {
 	}
 	ps := b.pipeline.Stats()
 	st.Pipeline = PipelineStatus{Received: ps.Received, Forwarded: ps.Forwarded, DeadLettered: ps.DeadLettered,
-		Duplicates: ps.Duplicates, Retried: ps.Retried, InFlight: ps.InFlight, MaxInFlight: b.cfg.Delivery.MaxInFlight}
+		Duplicates: ps.Duplicates, Joined: ps.Joined, Retried: ps.Retried, InFlight: ps.InFlight, MaxInFlight: b.cfg.Delivery.MaxInFlight}
 	st.MNS = b.status.mns.get()
 	reason := b.status.deadReason.get()
 	st.DeadLetters = DeadLetterStatus{LastReason: reason.LastError, LastReasonAt: reason.LastErrorAt, PartError: b.status.deadWrite.get()}

@@ -226,3 +226,27 @@ func TestStatusTableMNSLookupFailing(t *testing.T) {
 		t.Errorf("the mns row is not ok when only the source is down:\n%s", out.String())
 	}
 }
+
+// TestStatusCountsJoinedCopies: the dead letters row's "duplicates
+// dropped" counts both kinds of redelivery the bridge did not send again,
+// those the de-dup window suppressed and those joined to their held
+// original, and the JSON has each.
+func TestStatusCountsJoinedCopies(t *testing.T) {
+	now := time.Now()
+	st := Status{Version: "iot-mns-bridge test", StartedAt: now, Time: now, Healthy: true,
+		Pipeline: PipelineStatus{Duplicates: 2, Joined: 30, MaxInFlight: 8192}}
+	var out strings.Builder
+	if err := printStatus(&out, st, nil); err != nil {
+		t.Fatal(err)
+	}
+	if !regexp.MustCompile(`(?m)^dead letters +32 duplicates dropped`).MatchString(out.String()) {
+		t.Errorf("the dead letters row does not count the joined copies as dropped duplicates:\n%s", out.String())
+	}
+	b, err := json.Marshal(st.Pipeline)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(b), `"duplicates":2,"joined":30`) {
+		t.Errorf("/status pipeline JSON %s, want duplicates and joined", b)
+	}
+}

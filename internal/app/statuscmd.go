@@ -280,7 +280,9 @@ func printStatus(w io.Writer, st Status, r *StatusRates) error {
 			dl += "; writing failed: " + st.DeadLetters.LastError + since(st.DeadLetters.LastErrorAt)
 		}
 	}
-	fmt.Fprintf(tw, "dead letters\t%d duplicates dropped\t%s\t%d\t\t%s\n", st.Pipeline.Duplicates,
+	// Both are redeliveries not sent again: after MNS accepted the message
+	// (the de-dup window) or while the bridge held it (joined).
+	fmt.Fprintf(tw, "dead letters\t%d duplicates dropped\t%s\t%d\t\t%s\n", st.Pipeline.Duplicates+st.Pipeline.Joined,
 		rate(func(r *StatusRates) float64 { return r.DeadLettered }), st.Pipeline.DeadLettered, dl)
 	if sp := st.Spool; sp != nil {
 		pct := 0.0
