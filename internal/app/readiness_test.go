@@ -2,6 +2,7 @@ package app
 
 import (
 	"context"
+	"encoding/json"
 	"log/slog"
 	"net/http"
 	"strings"
@@ -69,6 +70,11 @@ func TestReadinessMissingQueue(t *testing.T) {
 	code, body := httpGet(t, base+"/readyz")
 	if code != 503 || !strings.Contains(body, "MNS queue not-there") || !strings.Contains(body, "QueueNotExist") {
 		t.Errorf("/readyz = %d %q, want 503 naming the missing queue", code, body)
+	}
+	// /status says so by count, for the status table's mns row.
+	var st Status
+	if code, body := httpGet(t, base+"/status"); code != 200 || json.Unmarshal([]byte(body), &st) != nil || st.MNSLookupsFailing != 1 {
+		t.Errorf("/status = %d %q, want mns_lookups_failing 1", code, body)
 	}
 	if n := strings.Count(logs.String(), "MNS destination check failed"); n != 1 {
 		t.Errorf("the failing check was logged %d times over 3 checks, want once:\n%s", n, logs)

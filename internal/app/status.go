@@ -27,11 +27,15 @@ type Status struct {
 	// HealthError is why /healthz fails, "" when healthy.
 	HealthError string `json:"health_error,omitempty"`
 
-	Source      []SourceConnStatus `json:"source"`
-	Pipeline    PipelineStatus     `json:"pipeline"`
-	MNS         PartError          `json:"mns"`
-	DeadLetters DeadLetterStatus   `json:"dead_letters"`
-	Spool       *SpoolStatus       `json:"spool,omitempty"` // nil without spool.dir
+	Source   []SourceConnStatus `json:"source"`
+	Pipeline PipelineStatus     `json:"pipeline"`
+	MNS      PartError          `json:"mns"`
+	// MNSLookupsFailing counts the MNS destinations whose lookup failed at
+	// the last check (each is a reason in NotReady): the status table's
+	// mns row says so instead of "ok", whether or not a send failed yet.
+	MNSLookupsFailing int              `json:"mns_lookups_failing,omitempty"`
+	DeadLetters       DeadLetterStatus `json:"dead_letters"`
+	Spool             *SpoolStatus     `json:"spool,omitempty"` // nil without spool.dir
 }
 
 // SourceConnStatus is one source connection.
@@ -169,6 +173,9 @@ func (r *statusRecorder) setSpool(f func() spool.Stats) {
 func (b *Bridge) Status() Status {
 	st := Status{Version: Version(), StartedAt: b.status.started, Time: time.Now()}
 	st.NotReady = b.NotReady()
+	b.readyMu.Lock()
+	st.MNSLookupsFailing = len(b.notReady)
+	b.readyMu.Unlock()
 	st.Ready = len(st.NotReady) == 0
 	if err := b.Healthy(); err != nil {
 		st.HealthError = err.Error()

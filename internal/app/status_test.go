@@ -209,8 +209,9 @@ http:
 func TestStatusTableMNSLookupFailing(t *testing.T) {
 	now := time.Now()
 	st := Status{Version: "iot-mns-bridge test", StartedAt: now, Time: now,
-		NotReady: []string{"MNS queue iot-unrouted: mns: GetQueueAttributes queue iot-unrouted: SignatureDoesNotMatch (HTTP 403)"},
-		Healthy:  true, Source: []SourceConnStatus{{Name: "gw", Connected: true}},
+		NotReady:          []string{"MNS queue iot-unrouted: mns: GetQueueAttributes queue iot-unrouted: SignatureDoesNotMatch (HTTP 403)"},
+		MNSLookupsFailing: 1,
+		Healthy:           true, Source: []SourceConnStatus{{Name: "gw", Connected: true}},
 		Pipeline: PipelineStatus{MaxInFlight: 8192}}
 	var out strings.Builder
 	if err := printStatus(&out, st, nil); err != nil {
@@ -219,7 +220,7 @@ func TestStatusTableMNSLookupFailing(t *testing.T) {
 	if !regexp.MustCompile(`(?m)^mns +lookups failing \(see not ready\), 0 retried`).MatchString(out.String()) {
 		t.Errorf("the mns row does not say its lookups fail:\n%s", out.String())
 	}
-	st.NotReady = []string{"source connection gw is down"}
+	st.NotReady, st.MNSLookupsFailing = []string{"source connection gw is down"}, 0
 	out.Reset()
 	printStatus(&out, st, nil)
 	if !regexp.MustCompile(`(?m)^mns +ok, 0 retried`).MatchString(out.String()) {

@@ -262,13 +262,10 @@ func printStatus(w io.Writer, st Status, r *StatusRates) error {
 	if st.MNS.LastErrorAt != nil && st.Pipeline.InFlight > 0 {
 		mnsState = "retrying"
 	}
-	for _, reason := range st.NotReady {
+	if st.MNSLookupsFailing > 0 {
 		// A destination lookup failing (wrong key, missing queue) before
 		// any send did: the row must not say "ok" under that reason.
-		if strings.HasPrefix(reason, "MNS queue ") || strings.HasPrefix(reason, "MNS topic ") {
-			mnsState = "lookups failing (see not ready)"
-			break
-		}
+		mnsState = "lookups failing (see not ready)"
 	}
 	fmt.Fprintf(tw, "mns\t%s, %d retried\t%s\t%d\t%d / %d\t%s\n", mnsState, st.Pipeline.Retried,
 		rate(func(r *StatusRates) float64 { return r.Forwarded }), st.Pipeline.Forwarded,
