@@ -266,6 +266,28 @@ func (r *Router) Destinations() []Destination {
 	return out
 }
 
+// RouteTemplate is a rule's destination named per message: Dest holds
+// its kind and its template as written (as Name), Path its config path
+// ("routes[2].queue").
+type RouteTemplate struct {
+	Dest Destination
+	Path string
+}
+
+// Templates returns the rules' destinations that have placeholders, in
+// config order: those Destinations leaves out, which a config check cannot
+// look up before a message names them.
+func (r *Router) Templates() []RouteTemplate {
+	var out []RouteTemplate
+	for _, ru := range r.rules {
+		if !ru.name.static {
+			out = append(out, RouteTemplate{Dest: Destination{Kind: ru.kind, Name: ru.name.text},
+				Path: fmt.Sprintf("routes[%d].%s", ru.index, ru.kindForName)})
+		}
+	}
+	return out
+}
+
 func (ru *rule) match(topic, noSys string, caps *[maxCaptures]string) bool {
 	if matchSegs(ru.noSys, noSys, caps) {
 		return true

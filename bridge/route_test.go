@@ -358,11 +358,18 @@ func TestRouterDestinations(t *testing.T) {
 		{Match: "/{pk}/#", Queue: "q-{pk}"},
 		{Match: "/b/#", Topic: "t1"},
 		{Match: "/c/#", Queue: "q1"},
+		{Match: "/{pk}/{dn}/#", Topic: "t-{pk}-{dn}"},
 	}, DefaultRouteSpec{Queue: "unrouted"})
 	got := r.Destinations()
 	want := []Destination{{Queue, "q1"}, {Topic, "t1"}, {Queue, "unrouted"}}
 	if fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Errorf("Destinations() = %v, want %v", got, want)
+	}
+	// What Destinations leaves out, with the config paths.
+	tmpls := r.Templates()
+	wantT := []RouteTemplate{{Destination{Queue, "q-{pk}"}, "routes[1].queue"}, {Destination{Topic, "t-{pk}-{dn}"}, "routes[4].topic"}}
+	if fmt.Sprint(tmpls) != fmt.Sprint(wantT) {
+		t.Errorf("Templates() = %v, want %v", tmpls, wantT)
 	}
 }
 

@@ -171,8 +171,8 @@ func cmdCheck(ctx context.Context, args []string, stdio Stdio) error {
 			fmt.Fprintf(stdio.Out, "FAIL MNS %s: %v\n", d, err)
 		}
 	}
-	for _, t := range templatedDestinations(cfg) {
-		fmt.Fprintf(stdio.Out, "skip MNS %s: a template, named per message; not looked up\n", t)
+	for _, t := range b.router.Load().Templates() {
+		fmt.Fprintf(stdio.Out, "skip MNS %s (%s): a template, named per message; not looked up\n", t.Dest, t.Path)
 	}
 	if failed > 0 {
 		return fmt.Errorf("%d check(s) failed (see above)", failed)
@@ -208,24 +208,6 @@ func statePaths(cfg *config.Config, stateDir string) string {
 			"under $STATE_DIRECTORY, /var/lib/iot-mns-bridge: export it to check theirs)"
 	}
 	return line
-}
-
-// templatedDestinations lists the route destinations that have
-// placeholders, with their config paths: "check" cannot look them up.
-func templatedDestinations(cfg *config.Config) []string {
-	var out []string
-	add := func(path, kind, name string) {
-		if strings.Contains(name, "{") {
-			out = append(out, fmt.Sprintf("%s %s (%s)", kind, name, path))
-		}
-	}
-	for i, r := range cfg.Routes {
-		add(fmt.Sprintf("routes[%d].queue", i), "queue", r.Queue)
-		add(fmt.Sprintf("routes[%d].topic", i), "topic", r.Topic)
-	}
-	add("default_route.queue", "queue", cfg.DefaultRoute.Queue)
-	add("default_route.topic", "topic", cfg.DefaultRoute.Topic)
-	return out
 }
 
 // checkSource logs in to the source once without taking a message: STOMP
