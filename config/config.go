@@ -3,9 +3,13 @@
 //
 // Load is strict (an unknown key is an error with its line), expands ${VAR}
 // and ${VAR:-default} from the environment, reads secrets from *_file keys
-// (relative to $CREDENTIALS_DIRECTORY when systemd sets it), fills defaults
-// from Default, and Validate reports every problem at once, each with its
-// path ("routes[2].queue: ...").
+// (relative to $CREDENTIALS_DIRECTORY when systemd sets it), puts relative
+// state paths under $STATE_DIRECTORY when it is set (Config.StateDir: the
+// one reader of that variable), fills defaults from Default (the one place
+// defaults come from), and Validate reports every problem at once, each with
+// its path ("routes[2].queue: ..."). The limits Validate checks are their
+// owners': the sources' are package source's, MNS's the MNS client's, the
+// route grammar is the bridge's router's (Router compiles it).
 package config
 
 import (

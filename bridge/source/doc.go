@@ -11,8 +11,11 @@
 // DialFunc that signs, connects, logs in and subscribes, and a Link that
 // reads the next delivery, settles and closes. Its Config embeds Settings,
 // what every source has (endpoint, TLS, signing inputs, connections,
-// timeouts, backoff, limiter, names), which Settings.Check, TLSConfig and
-// NewDriver check and turn into the Driver the same way for every protocol.
+// timeouts, backoff, limiter, names), which Settings.Check, TLSConfig,
+// Login (the one place a login is signed) and NewDriver check and turn into
+// the Driver the same way for every protocol. The bounds of the settings
+// (limits.go: connections, credit, idle-time-out, heart-beat) are here too,
+// the one copy that the protocols and config validation read.
 //
 // The sources speak of their own Config fields, never of config keys: a
 // value that cannot work is a *FieldError naming its Field, and every text

@@ -1,6 +1,17 @@
-// Package app is the iot-mns-bridge program: its subcommands, and the wiring
-// of config, source, pipeline, sink and HTTP endpoints that "run" performs.
+// Package app is the iot-mns-bridge program: its subcommands (main.go,
+// commands.go, sign.go, statuscmd.go, demo.go), and the wiring of config,
+// source, pipeline, sink and HTTP endpoints that "run" performs (bridge.go
+// builds them from the config; run.go starts and stops them in order).
 // cmd/iot-mns-bridge only calls Main; tests call Main and Run directly.
+//
+// Its contract: the rules of the data path are not here. Defaults, limits
+// and key names are config's and their owners'; routing, batching, retry,
+// settling and de-duplication are package bridge's; what a source or the
+// sink does is theirs. What the program itself decides is the process's
+// own: the exit codes, the readiness and status it reports (http.go,
+// status.go), where the messages kept at shutdown go (shutdown.go: the
+// spool, else the dead-letter file), and the runtime's GOMAXPROCS and
+// memory limit (maxprocs.go, memlimit.go).
 package app
 
 import (

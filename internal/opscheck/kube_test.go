@@ -10,6 +10,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/iot-mns-bridge/iot-mns-bridge/bridge/source"
 	"github.com/iot-mns-bridge/iot-mns-bridge/config"
 )
 
@@ -72,8 +73,14 @@ func TestKubernetesConfig(t *testing.T) {
 	if cfg.Source.ClientID != podName {
 		t.Errorf("source.client_id = %q in pod %s, want the pod name (${POD_NAME}): each replica its own client of the group", cfg.Source.ClientID, podName)
 	}
-	if n := sts.Spec.Replicas * cfg.Source.Connections; sts.Spec.Replicas < 2 || n > 64 {
-		t.Errorf("%d replicas x %d connections: want at least 2 replicas and at most the platform's 64 clients per consumer group", sts.Spec.Replicas, cfg.Source.Connections)
+	if n := sts.Spec.Replicas * cfg.Source.Connections; sts.Spec.Replicas < 2 || n > source.MaxConnections {
+		t.Errorf("%d replicas x %d connections: want at least 2 replicas and at most the platform's %d clients per consumer group", sts.Spec.Replicas, cfg.Source.Connections, source.MaxConnections)
+	}
+	// The validator is its own module, without the bridge: its copy of the
+	// platform's limit must be the bridge's.
+	want := "const maxClientsPerGroup = " + strconv.Itoa(source.MaxConnections) + "\n"
+	if v := readRepoFile(t, "deploy/kubernetes/validate/validate.go"); !strings.Contains(v, want) {
+		t.Errorf("deploy/kubernetes/validate/validate.go lacks %q: its limit of clients per consumer group is not source.MaxConnections", strings.TrimSpace(want))
 	}
 	host, port, _ := strings.Cut(cfg.HTTP.Listen, ":")
 	if host == "127.0.0.1" || host == "localhost" {

@@ -1,7 +1,3 @@
-// Package opscheck tests the deployment artefacts: the systemd unit
-// (configs/iot-mns-bridge.service), the Dockerfile and .dockerignore, and,
-// through scripts/ops-check.sh, the binary built with the Dockerfile's flags
-// running the way the unit and the image run it. It has tests only.
 package opscheck
 
 import (

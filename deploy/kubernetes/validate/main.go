@@ -7,15 +7,18 @@
 //     error), and names and labels follow the API's rules;
 //   - the StatefulSet's selector matches its pod labels, and so do the
 //     Service's and the PodDisruptionBudget's;
-//   - every Secret and ConfigMap key, volume and port the pod refers to exists;
-//   - the config in the ConfigMap loads with the bridge's own config package
-//     (${POD_NAME} and the key id from the pod's env, the secret from the
-//     Secret's mount), its client id comes from the pod name, its http.listen
-//     port is the probes' port, and terminationGracePeriodSeconds is above
-//     its shutdown_timeout;
+//   - every Secret and ConfigMap key, volume and port the pod refers to exists,
+//     the ConfigMap has a config.yaml, the pod has POD_NAME from its name and
+//     a terminationGracePeriodSeconds;
 //   - probes on /healthz (liveness, startup) and /readyz (readiness),
 //     resources with a memory limit, non-root, replicas within the platform's
 //     64 clients per consumer group.
+//
+// The config itself is loaded with the bridge's config package, and checked
+// against these manifests (client id, probe port, grace period, replicas x
+// connections), by internal/opscheck's TestKubernetesConfig in the main
+// module: this module does not depend on the bridge, so its limit of 64 is a
+// copy of the platform's (source.MaxConnections), pinned by that test.
 //
 // Usage (from this directory): go run . ..
 // scripts/ops-check.sh (step kube) runs it; it is its own Go module so that

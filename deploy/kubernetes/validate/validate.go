@@ -18,7 +18,9 @@ import (
 	"sigs.k8s.io/yaml"
 )
 
-// maxClientsPerGroup is the platform's limit of clients in one consumer group.
+// maxClientsPerGroup is the platform's limit of clients in one consumer group:
+// a copy of the bridge's source.MaxConnections (this module does not depend on
+// the bridge); internal/opscheck's TestKubernetesConfig checks they agree.
 const maxClientsPerGroup = 64
 
 type kustomization struct {
