@@ -27,7 +27,9 @@ import "sync"
 //
 // Joining does not depend on the de-dup window: a copy is the same delivery
 // given again on another link, not a second message. Messages without an id
-// are never joined.
+// are never joined, nor deliveries that are not Redeliverable (STOMP ack
+// auto without the spool, replays): the platform settled those when it sent
+// them and never sends them again, so intake skips the index for them.
 
 // indexRole is a delivery's place in the pipeline's heldIndex.
 type indexRole uint8
@@ -50,7 +52,7 @@ type heldIndex struct {
 // for it. Handle calls it once per delivery.
 func (x *heldIndex) join(d *Delivery) bool {
 	id := d.MessageID
-	if id == "" {
+	if id == "" || !d.Redeliverable() {
 		return false
 	}
 	x.mu.Lock()
@@ -71,7 +73,7 @@ func (x *heldIndex) join(d *Delivery) bool {
 // not called for a copy (one is settled with its original, never on its
 // own).
 func (x *heldIndex) leave(d *Delivery) *Delivery {
-	if d.MessageID == "" {
+	if d.MessageID == "" || !d.Redeliverable() {
 		return nil
 	}
 	x.mu.Lock()
