@@ -27,9 +27,9 @@ import "sync"
 //
 // Joining does not depend on the de-dup window: a copy is the same delivery
 // given again on another link, not a second message. Messages without an id
-// are never joined, nor deliveries that are not Redeliverable (STOMP ack
-// auto without the spool, replays): the platform settled those when it sent
-// them and never sends them again, so intake skips the index for them.
+// are never joined. Deliveries that are not Redeliverable are joined too:
+// the platform does not send those twice (STOMP ack auto), but a replayed
+// dead-letter file may hold a message twice (TestReplayOfARepeatedEntry).
 
 // indexRole is a delivery's place in the pipeline's heldIndex.
 type indexRole uint8
@@ -52,7 +52,7 @@ type heldIndex struct {
 // for it. Handle calls it once per delivery.
 func (x *heldIndex) join(d *Delivery) bool {
 	id := d.MessageID
-	if id == "" || !d.Redeliverable() {
+	if id == "" {
 		return false
 	}
 	x.mu.Lock()
@@ -73,7 +73,7 @@ func (x *heldIndex) join(d *Delivery) bool {
 // not called for a copy (one is settled with its original, never on its
 // own).
 func (x *heldIndex) leave(d *Delivery) *Delivery {
-	if d.MessageID == "" || !d.Redeliverable() {
+	if d.MessageID == "" {
 		return nil
 	}
 	x.mu.Lock()
