@@ -2,13 +2,6 @@ package config
 
 import "time"
 
-// Default ports of the platform's endpoints, used when source.endpoint has
-// no port.
-const (
-	DefaultSTOMPPort = "61614"
-	DefaultAMQPPort  = "5671"
-)
-
 // Default returns the config with every optional key at its default. It is
 // the one place defaults come from: Parse decodes the file over it, so a key
 // the file leaves out keeps the value set here. Required keys (endpoints,

@@ -281,7 +281,8 @@ func checkCAFile(name string) error {
 }
 
 // Address returns the endpoint as host:port, adding the protocol's default
-// port (61614 for stomp, 5671 for amqp) when it has none.
+// port (source.STOMPPort, source.AMQPPort: 61614 for stomp, 5671 for amqp)
+// when it has none.
 func (s *Source) Address() (string, error) {
 	e := s.Endpoint
 	if e == "" {
@@ -307,9 +308,9 @@ func (s *Source) Address() (string, error) {
 		return "", fmt.Errorf("%q has no host", e)
 	}
 	if port == "" {
-		port = DefaultSTOMPPort
+		port = source.STOMPPort
 		if s.Protocol == "amqp" {
-			port = DefaultAMQPPort
+			port = source.AMQPPort
 		}
 	}
 	return net.JoinHostPort(host, port), nil

@@ -59,7 +59,7 @@ func ExplainDial(n Names, op string, timeout time.Duration, err error) error {
 	case errors.As(err, &verify):
 		why = "TLS certificate not trusted; check " + n.Of(FieldCAFile) + " (it must hold the CA that signed the endpoint's certificate)"
 	case errors.As(err, &recordHdr):
-		why = "the endpoint does not speak TLS; check the port of " + n.Of(FieldEndpoint) + " (the platform's TLS ports are 61614 for STOMP, 5671 for AMQP)"
+		why = "the endpoint does not speak TLS; check the port of " + n.Of(FieldEndpoint) + " (the platform's TLS ports are " + STOMPPort + " for STOMP, " + AMQPPort + " for AMQP)"
 	case errors.As(err, &alert):
 		why = "TLS handshake refused by the server"
 	case errors.Is(err, context.DeadlineExceeded), isTimeout(err):

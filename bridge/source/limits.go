@@ -2,6 +2,13 @@ package source
 
 import "time"
 
+// The platform's TLS ports: where an endpoint without a port connects
+// (config's Source.Address) and what an error about a port names.
+const (
+	STOMPPort = "61614"
+	AMQPPort  = "5671"
+)
+
 // Bounds of the Fields' values: the platform's limits and the protocols'
 // own. They live here, beside the Fields, as the one copy that both sides
 // read: a protocol's Config check (stompsrc, amqpsrc) and config.Validate,
