@@ -146,14 +146,16 @@ func TestReplayUsageNamesTheFile(t *testing.T) {
 }
 
 // TestReplayOfARepeatedEntry: a dead-letter file may hold a message twice
-// (dead-lettered by two bridges, or kept at two shutdowns). Replay sends it
-// once, the second entry joins the first (or the de-dup window drops it),
-// and that counts as done: the replay finishes and says so, instead of
-// reporting an entry "not done" and asking to run it again.
+// (dead-lettered by two bridges, or kept at two shutdowns). When the de-dup
+// window drops the second entry because MNS already took the first (here
+// always: with max_in_flight 1 the second waits until the first is
+// settled), that entry is done: the replay finishes and says so, instead of
+// reporting it "not done" and asking to run the replay again.
 func TestReplayOfARepeatedEntry(t *testing.T) {
 	p := startPeers(t, mnsemu.Config{Queues: []string{"telemetry-pk1"}}, iotsim.Config{})
 	c := p.config()
 	c.Delivery.DeadLetter.File = "dl-again.jsonl"
+	c.Delivery.MaxInFlight = 1
 	path := p.writeConfig(t, c)
 	dlFile := filepath.Join(p.dir, "dl.jsonl")
 	f, err := deadletter.OpenFile(dlFile)
