@@ -315,9 +315,9 @@ func cmdReplay(ctx context.Context, args []string, stdio Stdio) error {
 	defer cancel()
 	derr := b.pipeline.Drain(drainCtx)
 	st := b.pipeline.Stats()
-	// An entry of a message the file holds twice is done with the first
-	// when the de-dup window dropped it (MNS had the first already), or
-	// joined it (see bridge's join.go; replays are not joined today).
+	// An entry of a message the file holds twice is done with the first:
+	// joined to it while it was held (bridge's join.go), or dropped by the
+	// de-dup window once MNS had it.
 	repeated := st.Joined + st.Duplicates
 	done := st.Forwarded + st.DeadLettered + repeated
 	fmt.Fprintf(stdio.Out, "replayed %s: %d entries read, %d skipped, %d forwarded, %d dead-lettered again, %d repeated (sent once), %d not done\n",
