@@ -26,6 +26,11 @@ import (
 // to every message than the read it saves is worth.
 const maxReadGather = 50 * time.Millisecond
 
+// minDeadLetterBytes is the config's own floor of
+// delivery.dead_letter.max_bytes: below it a few large dead letters would
+// fill the file.
+const minDeadLetterBytes = MiB
+
 // Validate checks the whole config and reports every problem at once
 // (errors.Join of *FieldError), each with its key path and, for a config
 // read by Parse, its file and line. It reads the secret files, so a missing
@@ -429,8 +434,8 @@ func (v *validator) delivery() {
 	v.nonNegative("delivery.linger", d.Linger)
 	v.atLeast("delivery.max_in_flight", d.MaxInFlight, 1)
 	if d.MaxInFlightBytes < mns.MaxBodySize {
-		v.bad("delivery.max_in_flight_bytes", "%d is less than the largest message MNS accepts (%d bytes, 64KiB): the pipeline could not hold one; use at least 64KiB (default 64MiB)",
-			int64(d.MaxInFlightBytes), mns.MaxBodySize)
+		v.bad("delivery.max_in_flight_bytes", "%d is less than the largest message MNS accepts (%d bytes, %s): the pipeline could not hold one; use at least %[3]s (default %s)",
+			int64(d.MaxInFlightBytes), mns.MaxBodySize, Size(mns.MaxBodySize), Default().Delivery.MaxInFlightBytes)
 	}
 	v.atLeast("delivery.max_requests_per_destination", d.MaxRequestsPerDestination, 1)
 	v.atLeast("delivery.max_requests", d.MaxRequests, 1)
@@ -452,8 +457,9 @@ func (v *validator) delivery() {
 	if dl.File == "" && dl.Queue == "" {
 		v.bad("delivery.dead_letter", "set file, queue or both: messages that cannot be delivered need somewhere to go")
 	}
-	if dl.File != "" && dl.MaxBytes < MiB {
-		v.bad("delivery.dead_letter.max_bytes", "%d is less than 1MiB: a few large dead letters would fill it; use at least 1MiB (default 1GiB)", int64(dl.MaxBytes))
+	if dl.File != "" && dl.MaxBytes < minDeadLetterBytes {
+		v.bad("delivery.dead_letter.max_bytes", "%d is less than %s: a few large dead letters would fill it; use at least %[2]s (default %s)",
+			int64(dl.MaxBytes), minDeadLetterBytes, Default().Delivery.DeadLetter.MaxBytes)
 	}
 	if dl.File == "" && dl.Queue != "" && v.c.Spool.Dir == "" && v.c.Source.SpoolByDefault() {
 		// At shutdown the messages MNS has not accepted yet must go

@@ -91,7 +91,7 @@ func trustingClient(pemFile string) (*http.Client, error) {
 
 func cmdStatus(ctx context.Context, args []string, stdio Stdio) error {
 	fs := newFlags("status", stdio)
-	url := fs.String("url", "", "the bridge's base `URL` (default http://<http.listen> from -config, else http://127.0.0.1:9477)")
+	url := fs.String("url", "", "the bridge's base `URL` (default http://<http.listen> from -config, else "+localURL(config.Default().HTTP.Listen)+")")
 	path := fs.String("config", "", "config `FILE` whose http.listen to use")
 	asJSON := fs.Bool("json", false, "print the two snapshots and the rates as JSON instead of a table")
 	interval := fs.Duration("interval", time.Second, "time between the two snapshots the rates are computed from; 0: one snapshot, no rates")
@@ -293,7 +293,7 @@ func printStatus(w io.Writer, st Status, r *StatusRates) error {
 
 func cmdHealthcheck(ctx context.Context, args []string, stdio Stdio) error {
 	fs := newFlags("healthcheck", stdio)
-	url := fs.String("url", "", "health `URL` (default http://<http.listen>/healthz from -config, else http://127.0.0.1:9477/healthz)")
+	url := fs.String("url", "", "health `URL` (default http://<http.listen>/healthz from -config, else "+localURL(config.Default().HTTP.Listen)+"/healthz)")
 	path := fs.String("config", "", "config `FILE` whose http.listen to use")
 	timeout := fs.Duration("timeout", 3*time.Second, "request timeout")
 	if err := parseFlags(fs, args, false); err != nil {
