@@ -130,7 +130,7 @@ func cmdCheck(ctx context.Context, args []string, stdio Stdio) error {
 	for _, w := range cfg.MissingStateDirs() {
 		fmt.Fprintf(stdio.Out, "warning: %s\n", w)
 	}
-	if line := statePaths(cfg, os.Getenv("STATE_DIRECTORY")); line != "" {
+	if line := statePaths(cfg); line != "" {
 		fmt.Fprintln(stdio.Out, line)
 	}
 	defer b.creds.close()
@@ -181,11 +181,11 @@ func cmdCheck(ctx context.Context, args []string, stdio Stdio) error {
 }
 
 // statePaths is check's line naming where the state files go. Without
-// $STATE_DIRECTORY (stateDir: a shell) relative paths resolve against the
-// config's directory, and the line says that the systemd unit and the image
-// resolve them against their $STATE_DIRECTORY instead. "" without state
-// files.
-func statePaths(cfg *config.Config, stateDir string) string {
+// $STATE_DIRECTORY (cfg.StateDir, as Parse read it, is "": a shell)
+// relative paths resolve against the config's directory, and the line says
+// that the systemd unit and the image resolve them against their
+// $STATE_DIRECTORY instead. "" without state files.
+func statePaths(cfg *config.Config) string {
 	base, _ := filepath.Abs(filepath.Dir(cfg.Path))
 	var parts []string
 	underBase := false
@@ -203,7 +203,7 @@ func statePaths(cfg *config.Config, stateDir string) string {
 		return ""
 	}
 	line := "state: " + strings.Join(parts, ", ")
-	if stateDir == "" && underBase {
+	if cfg.StateDir == "" && underBase {
 		line += " (relative paths resolved against the config's directory; the systemd unit and the image put them " +
 			"under $STATE_DIRECTORY, /var/lib/iot-mns-bridge: export it to check theirs)"
 	}
