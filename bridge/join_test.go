@@ -7,6 +7,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // perDelivery is a Settler that records each delivery's outcomes (not each
@@ -84,10 +86,12 @@ func newGatedJoin(t *testing.T, sink *fakeSink, mod func(*PipelineConfig)) *gate
 
 // TestCopyJoinsItsHeldOriginal: a copy of a message the pipeline holds
 // (MNS slow) is not sent again: when MNS accepts the original, both
-// deliveries are settled Accepted, each once. The de-dup window is off:
+// deliveries are settled Accepted, each once, and the copy is counted
+// (iot_mns_bridge_duplicates_joined_total). The de-dup window is off:
 // joining does not depend on it.
 func TestCopyJoinsItsHeldOriginal(t *testing.T) {
-	g := newGatedJoin(t, newFakeSink(nil), nil)
+	m := NewMetrics(prometheus.NewRegistry())
+	g := newGatedJoin(t, newFakeSink(nil), func(c *PipelineConfig) { c.Metrics = m })
 	close(g.sink.gate)
 	drain(t, g.p)
 	if n := g.sink.accepted["m-1"]; n != 1 {
@@ -96,6 +100,9 @@ func TestCopyJoinsItsHeldOriginal(t *testing.T) {
 	g.rec.check(t, Accepted, g.orig, g.copy)
 	if st := g.p.Stats(); st.Forwarded != 1 || st.Joined != 1 || st.InFlight != 0 || st.HeldBytes != 0 {
 		t.Errorf("stats %+v, want 1 forwarded, 1 joined, nothing held", st)
+	}
+	if j, d := counterValue(t, m.Joined), counterValue(t, m.Duplicates); j != 1 || d != 0 {
+		t.Errorf("duplicates_joined_total %v, duplicates_suppressed_total %v; want 1, 0", j, d)
 	}
 }
 
