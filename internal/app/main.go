@@ -11,7 +11,8 @@
 // own: the exit codes, the readiness and status it reports (http.go,
 // status.go), where the messages kept at shutdown go (shutdown.go: the
 // spool, else the dead-letter file), and the runtime's GOMAXPROCS and
-// memory limit (maxprocs.go, memlimit.go).
+// memory limit (maxprocs.go, memlimit.go: the logs and config keys around
+// packages internal/maxprocs and internal/memlimit).
 package app
 
 import (

@@ -1,10 +1,10 @@
 //go:build !unix
 
-package app
+package maxprocs
 
 import "time"
 
-// canMeasureCPU is false: runtime.max_procs 0 keeps Go's choice here, as
+// canMeasureCPU is false: a limit of 0 (automatic) keeps Go's choice here, as
 // the governor could never raise GOMAXPROCS from 1.
 const canMeasureCPU = false
 
