@@ -129,6 +129,15 @@ func (h *harness) waitConnections(ctx context.Context, n int) error {
 	return nil
 }
 
+// mnsConfig is the MNS client of the ceilings: the emulator, the bench's
+// key, the product's default settings (config.Default()) and maxConns
+// connections.
+func (h *harness) mnsConfig(maxConns int) mns.Config {
+	d := config.Default()
+	return mns.Config{Endpoint: h.tb.mnsURL, AccessKeyID: benchAccessKeyID, AccessKeySecret: benchAccessKeySecret, MaxConns: maxConns,
+		Timeout: d.MNS.RequestTimeout, BodyEncoding: d.MNS.BodyEncoding, SignatureVersion: d.MNS.SignatureVersion}
+}
+
 // ceilingMNS is ceiling (b): the product's MNS client alone sending batches
 // of 16 bodies of 256 bytes to the emulator at the configured latency, with
 // the bridge's per-destination concurrency.
@@ -136,8 +145,7 @@ func (h *harness) ceilingMNS(ctx context.Context, name string, n int) (Result, e
 	res := Result{Name: name, Messages: n, Note: "in the harness process; no bridge CPU/RSS",
 		What: fmt.Sprintf("ceiling b: MNS client alone, batches of %d x %d concurrent", mns.MaxBatchCount, bridgeRequestsPerDestination)}
 	h.tb.resetMNS(h.latency)
-	c, err := mns.NewClient(mns.Config{Endpoint: h.tb.mnsURL, AccessKeyID: benchAccessKeyID, AccessKeySecret: benchAccessKeySecret,
-		MaxConns: 2 * bridgeRequestsPerDestination})
+	c, err := mns.NewClient(h.mnsConfig(2 * bridgeRequestsPerDestination))
 	if err != nil {
 		return res, fmt.Errorf("%s: %w", name, err)
 	}
@@ -196,7 +204,7 @@ func (h *harness) reference(ctx context.Context, name string) (Result, error) {
 	h.tb.resetMNS(h.latency)
 	pool := x509.NewCertPool()
 	pool.AppendCertsFromPEM(h.tb.sim.CACertPEM())
-	c, err := mns.NewClient(mns.Config{Endpoint: h.tb.mnsURL, AccessKeyID: benchAccessKeyID, AccessKeySecret: benchAccessKeySecret, MaxConns: 1})
+	c, err := mns.NewClient(h.mnsConfig(1))
 	if err != nil {
 		return res, fmt.Errorf("%s: %w", name, err)
 	}

@@ -4,12 +4,13 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+
+	"github.com/iot-mns-bridge/iot-mns-bridge/sinks/mns"
 )
 
-// TestSourceNamesAreConfigKeys: every name the wiring gives the sources
-// (the mapping from their Config fields to config keys) is a key of the
-// config file, and no two fields share one.
-func TestSourceNamesAreConfigKeys(t *testing.T) {
+// configKeys is every key of the config file, from the yaml tags of Config.
+func configKeys(t *testing.T) map[string]bool {
+	t.Helper()
 	keys := map[string]bool{}
 	var walk func(prefix string, typ reflect.Type)
 	walk = func(prefix string, typ reflect.Type) {
@@ -30,6 +31,14 @@ func TestSourceNamesAreConfigKeys(t *testing.T) {
 	if !keys["source.tls.ca_file"] {
 		t.Fatalf("the walk over the yaml tags found no source.tls.ca_file: %d keys", len(keys))
 	}
+	return keys
+}
+
+// TestSourceNamesAreConfigKeys: every name the wiring gives the sources
+// (the mapping from their Config fields to config keys) is a key of the
+// config file, and no two fields share one.
+func TestSourceNamesAreConfigKeys(t *testing.T) {
+	keys := configKeys(t)
 	seen := map[string]bool{}
 	for field, key := range SourceNames() {
 		if !keys[key] {
@@ -39,5 +48,31 @@ func TestSourceNamesAreConfigKeys(t *testing.T) {
 			t.Errorf("%q names two fields", key)
 		}
 		seen[key] = true
+	}
+}
+
+// TestMNSNamesAreConfigKeys: every name the wiring gives the MNS client
+// starts with a key of the config file (the AccessKey fields go on to say
+// where the key comes from when mns.credentials is empty), and no two
+// fields share one.
+func TestMNSNamesAreConfigKeys(t *testing.T) {
+	keys := configKeys(t)
+	seen := map[string]bool{}
+	for field, name := range MNSNames() {
+		key, _, _ := strings.Cut(name, " ")
+		key = strings.TrimSuffix(key, ",")
+		if !keys[key] {
+			t.Errorf("MNSNames()[%s] = %q does not start with a config key", field, name)
+		}
+		if seen[key] {
+			t.Errorf("%q names two fields", key)
+		}
+		seen[key] = true
+	}
+	for _, f := range []mns.Field{mns.FieldEndpoint, mns.FieldAccessKeyID, mns.FieldAccessKeySecret, mns.FieldBodyEncoding,
+		mns.FieldTimeout, mns.FieldMaxConns, mns.FieldSignatureVersion, mns.FieldRegion} {
+		if _, ok := MNSNames()[f]; !ok {
+			t.Errorf("MNSNames() does not name %s", f)
+		}
 	}
 }

@@ -39,7 +39,7 @@ func (cfg *Config) Warnings() []Warning {
 		out = append(out, w)
 	}
 	for _, w := range mns.EndpointWarnings(cfg.MNS.Endpoint) {
-		out = append(out, Warning{Msg: w})
+		out = append(out, Warning{Msg: "mns.endpoint: " + w})
 	}
 	if cfg.Source.TLS.InsecureSkipVerify {
 		out = append(out, Warning{Msg: "TLS certificate verification is off (source.tls.insecure_skip_verify): anyone on the path can read and alter the traffic; use source.tls.ca_file instead"})

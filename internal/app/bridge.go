@@ -107,16 +107,7 @@ func New(cfg *config.Config, opts Options) (*Bridge, error) {
 	b.creds = creds
 	creds.register(b.reg)
 
-	client, err := mns.NewClient(mns.Config{
-		Endpoint:         cfg.MNS.Endpoint,
-		BodyEncoding:     cfg.MNS.BodyEncoding,
-		Timeout:          cfg.MNS.RequestTimeout,
-		MaxConns:         cfg.Delivery.MaxRequests,
-		SignatureVersion: cfg.MNS.SignatureVersion,
-		Region:           cfg.MNS.Region,
-		Version:          ShortVersion(),
-		Credentials:      creds.mnsKey(),
-	})
+	client, err := mns.NewClient(mnsConfig(cfg, creds.mnsKey()))
 	if err != nil {
 		return nil, &UsageError{Err: err}
 	}
@@ -193,6 +184,23 @@ func newSource(cfg *config.Config, params func() (iotauth.Params, error), clock 
 		return amqpsrc.New(amqpConfig(cfg, params, clock, limiter, log))
 	}
 	return nil, fmt.Errorf("source.protocol: %q is not supported: use stomp or amqp", s.Protocol)
+}
+
+// mnsConfig is the MNS client's Config: the mns section, the pool size
+// (delivery.max_requests), the credentials to sign with, and the names of
+// its fields (config.MNSNames), so that its errors name the config keys.
+func mnsConfig(cfg *config.Config, creds func(ctx context.Context) (id, secret, token string, err error)) mns.Config {
+	return mns.Config{
+		Endpoint:         cfg.MNS.Endpoint,
+		BodyEncoding:     cfg.MNS.BodyEncoding,
+		Timeout:          cfg.MNS.RequestTimeout,
+		MaxConns:         cfg.Delivery.MaxRequests,
+		SignatureVersion: cfg.MNS.SignatureVersion,
+		Region:           cfg.MNS.Region,
+		Version:          ShortVersion(),
+		Credentials:      creds,
+		Names:            config.MNSNames(),
+	}
 }
 
 // tlsOptions is the source's TLS section.

@@ -11,7 +11,8 @@ import (
 // sink passes its request limits on, so the pipeline batches within them
 // (one batch is one BatchSendMessage) rather than by its settings alone.
 func TestRecordingSinkKeepsTheSinkLimits(t *testing.T) {
-	c, err := mns.NewClient(mns.Config{Endpoint: "http://127.0.0.1:1", AccessKeyID: "id", AccessKeySecret: "secret"})
+	cfg := mnsTestConfig("http://127.0.0.1:1")
+	c, err := mns.NewClient(mnsConfig(&cfg, staticKey("id", "secret")))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -22,7 +22,7 @@ func BenchmarkBatchSend(b *testing.B) {
 	emu := mnsemu.New(mnsemu.Config{AccessKeys: map[string]string{"ak": "sk"}, Queues: []string{"bench"}, StoreLimit: 4096})
 	srv := httptest.NewServer(emu)
 	defer srv.Close()
-	c, err := NewClient(Config{Endpoint: srv.URL, AccessKeyID: "ak", AccessKeySecret: "sk", MaxConns: 16})
+	c, err := newClient(Config{Endpoint: srv.URL, AccessKeyID: "ak", AccessKeySecret: "sk", MaxConns: 16})
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -47,12 +47,6 @@ const (
 // in another, and each write to a peer that waits for it costs a wake-up.
 const writeBufferSize = 16 << 10
 
-// Defaults for Config.
-const (
-	DefaultTimeout  = 10 * time.Second
-	DefaultMaxConns = 64
-)
-
 const (
 	contentType  = "text/xml;charset=UTF-8"
 	canonVersion = "x-mns-version:" + APIVersion + "\n"
@@ -62,8 +56,10 @@ const (
 	maxReplySize       = 4 << 20
 )
 
-// Config configures a Client. Endpoint and either the static AccessKey pair
-// or Credentials are required.
+// Config configures a Client. It is taken as given: Endpoint, either the
+// static AccessKey pair or Credentials, BodyEncoding, Timeout, MaxConns and
+// SignatureVersion are required (the client has no defaults of its own for
+// them; the wiring passes the config's, which owns the defaults).
 type Config struct {
 	// Endpoint is "https://<account-id>.mns.<region>.aliyuncs.com" (or the
 	// -internal, -internal-vpc forms, or any http(s)://host[:port] such as
@@ -77,15 +73,15 @@ type Config struct {
 	// once. It must be safe for concurrent use and fast. When it fails the
 	// request is not sent and the error (retryable) is returned.
 	Credentials func(ctx context.Context) (id, secret, token string, err error)
-	// BodyEncoding is "base64" (default; binary-safe, what the SDKs read by
+	// BodyEncoding is "base64" (binary-safe, what the SDKs read by
 	// default) or "raw" (the bytes as XML text; only for UTF-8 text that XML
 	// 1.0 can carry).
 	BodyEncoding string
 	// Timeout bounds each request, from sending to the last byte of the
-	// reply. Default 10s.
+	// reply. It must be positive.
 	Timeout time.Duration
 	// MaxConns is the size of the connection pool: the most concurrent
-	// requests, and the idle connections kept alive. Default 64.
+	// requests, and the idle connections kept alive. At least 1.
 	MaxConns int
 	// HTTPClient replaces the client's own (for tests); its Timeout should
 	// be 0, the per-request Timeout applies anyway.
@@ -95,8 +91,8 @@ type Config struct {
 	Proxy func(*http.Request) (*url.URL, error)
 	// Now is the clock for the Date header; default time.Now.
 	Now func() time.Time
-	// SignatureVersion is "v2" (default; HMAC-SHA1, what every SDK sends by
-	// default) or "v4" (MNS4-HMAC-SHA256, opt-in in the Java SDK 2.0).
+	// SignatureVersion is "v2" (HMAC-SHA1, what every SDK sends by default)
+	// or "v4" (MNS4-HMAC-SHA256, opt-in in the Java SDK 2.0).
 	SignatureVersion string
 	// Region is the region V4 signs for; "" derives it from Endpoint (see
 	// RegionFromEndpoint). Unused by V2.
@@ -104,6 +100,9 @@ type Config struct {
 	// Version is the bridge's version, sent in the User-Agent
 	// "iot-mns-bridge/<version> (<go version>; <os>/<arch>)"; default "dev".
 	Version string
+	// Names is what the operator calls the Fields, for the errors and hints
+	// of the client (see Names); nil names them "Config.<Field>".
+	Names Names
 }
 
 // Client is an MNS HTTP API client. It is safe for concurrent use. It does
@@ -112,6 +111,7 @@ type Config struct {
 // ctx cancel it returns an error wrapping ctx's error.
 type Client struct {
 	base    string // scheme://host[:port]
+	names   Names
 	raw     bool
 	timeout time.Duration
 	hc      *http.Client // with a proxy or Config.HTTPClient
@@ -147,61 +147,64 @@ type SendResult struct {
 }
 
 // NewClient checks cfg and returns a Client. Every problem is reported at
-// once, each naming its config key (mns.endpoint, mns.body_encoding, ...).
+// once, each naming its Field as cfg.Names calls it (the config key:
+// mns.endpoint, mns.body_encoding, ...).
 func NewClient(cfg Config) (*Client, error) {
 	var errs []error
-	base, err := parseEndpoint(cfg.Endpoint)
-	if err != nil {
-		errs = append(errs, err)
+	n := cfg.Names
+	bad := func(f Field, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("%s: "+format, append([]any{n.Of(f)}, args...)...))
 	}
-	c := &Client{base: base, timeout: cfg.Timeout, hc: cfg.HTTPClient, creds: cfg.Credentials, now: cfg.Now}
+	base, err := ParseEndpoint(cfg.Endpoint)
+	if err != nil {
+		bad(FieldEndpoint, "%w", err)
+	}
+	c := &Client{base: base, names: n, timeout: cfg.Timeout, hc: cfg.HTTPClient, creds: cfg.Credentials, now: cfg.Now}
 	switch cfg.BodyEncoding {
-	case "", "base64":
+	case "base64":
 	case "raw":
 		c.raw = true
 	default:
-		errs = append(errs, fmt.Errorf("mns.body_encoding: %q is neither base64 nor raw", cfg.BodyEncoding))
+		bad(FieldBodyEncoding, "%q is neither base64 nor raw", cfg.BodyEncoding)
 	}
 	if c.creds == nil {
 		if cfg.AccessKeyID == "" {
-			errs = append(errs, errors.New("mns.credentials.access_key_id: empty; set the AccessKey id that may send to MNS"))
+			bad(FieldAccessKeyID, "empty; set the AccessKey id that may send to MNS")
 		}
 		if cfg.AccessKeySecret == "" {
-			errs = append(errs, errors.New("mns.credentials.access_key_secret: empty; set the AccessKey secret (or access_key_secret_file)"))
+			bad(FieldAccessKeySecret, "empty; set the AccessKey secret (or access_key_secret_file)")
 		}
 		id, secret, token := cfg.AccessKeyID, cfg.AccessKeySecret, cfg.SecurityToken
 		c.creds = func(context.Context) (string, string, string, error) { return id, secret, token, nil }
 	}
 	switch cfg.SignatureVersion {
-	case "", "v2":
+	case "v2":
 	case "v4":
 		c.v4 = true
 		c.region = cfg.Region
 		if c.region == "" {
 			r, ok := RegionFromEndpoint(cfg.Endpoint)
 			if !ok && err == nil {
-				errs = append(errs, fmt.Errorf("mns.region: empty, and signature_version v4 cannot derive it from mns.endpoint %q (only from the documented form https://ACCOUNT_ID.mns.REGION.aliyuncs.com); set mns.region, e.g. cn-hangzhou", cfg.Endpoint))
+				bad(FieldRegion, "empty, and %s v4 cannot derive it from %s %q (only from the documented form https://ACCOUNT_ID.mns.REGION.aliyuncs.com); set %s, e.g. cn-hangzhou",
+					n.Of(FieldSignatureVersion), n.Of(FieldEndpoint), cfg.Endpoint, n.Of(FieldRegion))
 			}
 			c.region = r
 		}
 	default:
-		errs = append(errs, fmt.Errorf("mns.signature_version: %q is neither v2 nor v4", cfg.SignatureVersion))
+		bad(FieldSignatureVersion, "%q is neither v2 nor v4", cfg.SignatureVersion)
 	}
 	if cfg.Region != "" && !ValidRegion(cfg.Region) {
-		errs = append(errs, fmt.Errorf("mns.region: %q is not a region id like cn-hangzhou (lower-case letters, digits and '-')", cfg.Region))
+		bad(FieldRegion, "%q is not a region id like cn-hangzhou (lower-case letters, digits and '-')", cfg.Region)
 	}
-	if cfg.Timeout < 0 {
-		errs = append(errs, fmt.Errorf("mns.request_timeout: %s is negative", cfg.Timeout))
-	}
-	if c.timeout == 0 {
-		c.timeout = DefaultTimeout
+	switch {
+	case cfg.Timeout < 0:
+		bad(FieldTimeout, "%s is negative", cfg.Timeout)
+	case cfg.Timeout == 0:
+		bad(FieldTimeout, "must be positive, got %s", cfg.Timeout)
 	}
 	maxConns := cfg.MaxConns
-	if maxConns < 0 {
-		errs = append(errs, fmt.Errorf("mns: MaxConns %d is negative", maxConns))
-	}
-	if maxConns <= 0 {
-		maxConns = DefaultMaxConns
+	if maxConns < 1 {
+		bad(FieldMaxConns, "must be at least 1, got %d", maxConns)
 	}
 	if len(errs) > 0 {
 		return nil, errors.Join(errs...)
@@ -260,15 +263,6 @@ func (c *Client) newRequestID() string {
 		n >>= 4
 	}
 	return string(b[:])
-}
-
-// parseEndpoint is ParseEndpoint with the config key in the error.
-func parseEndpoint(ep string) (string, error) {
-	base, err := ParseEndpoint(ep)
-	if err != nil {
-		return "", fmt.Errorf("mns.endpoint: %w", err)
-	}
-	return base, nil
 }
 
 // dateHeader returns the Date header and the V4 date-time of one instant.
@@ -470,14 +464,14 @@ func setBodyByRef(req *http.Request, xml []byte, refs []bodyRef) {
 func (c *Client) transportError(ctx context.Context, t target, ids reqIDs, err error) error {
 	if ctx.Err() == nil && errors.Is(err, context.DeadlineExceeded) {
 		return &NoReplyError{Timeout: true, err: err,
-			msg: fmt.Sprintf("%s: no reply within %s (mns.request_timeout)%s [user request id %s]; MNS or the network is slow: %v", t, c.timeout, c.viaProxy(), ids.user, err)}
+			msg: fmt.Sprintf("%s: no reply within %s (%s)%s [user request id %s]; MNS or the network is slow: %v", t, c.timeout, c.names.Of(FieldTimeout), c.viaProxy(), ids.user, err)}
 	}
 	if ctx.Err() != nil {
 		return fmt.Errorf("%s: %w", t, ctx.Err())
 	}
-	check := "check mns.endpoint (scheme, host and port) and the network"
+	check := "check " + c.names.Of(FieldEndpoint) + " (scheme, host and port) and the network"
 	if c.proxy != "" {
-		check = "check the proxy, mns.endpoint and the network"
+		check = "check the proxy, " + c.names.Of(FieldEndpoint) + " and the network"
 	}
 	return &NoReplyError{err: err,
 		msg: fmt.Sprintf("%s [user request id %s]: no reply from MNS%s; %s: %v", t, ids.user, c.viaProxy(), check, err)}
@@ -492,10 +486,17 @@ func (c *Client) viaProxy() string {
 	return " through the proxy " + c.proxy + " (HTTPS_PROXY or HTTP_PROXY in the bridge's environment; hosts listed in NO_PROXY bypass it)"
 }
 
+// newError is the Error of a request about t that got a reply with
+// status; its hints name the Fields as the client's Names do.
+func (c *Client) newError(t target, status int, ids reqIDs, msg string) *Error {
+	return &Error{Op: t.op, Kind: t.kind, Name: t.name, Status: status, RequestID: ids.server, UserRequestID: ids.user,
+		Message: msg, names: c.names}
+}
+
 // httpError makes an Error from a reply that is not a success.
 func (c *Client) httpError(t target, status int, ids reqIDs, rb *replyBuf) *Error {
-	e := &Error{Op: t.op, Kind: t.kind, Name: t.name, Status: status, RequestID: ids.server, UserRequestID: ids.user,
-		Region: c.region}
+	e := c.newError(t, status, ids, "")
+	e.Region = c.region
 	if parseReply(rb.buf.Bytes(), &rb.r) == nil && rb.r.root == "Error" {
 		e.Code, e.Message, e.HostID = rb.r.err.Code, rb.r.err.Message, rb.r.err.HostID
 		if rb.r.err.RequestID != "" {
@@ -551,19 +552,20 @@ func (c *Client) sendOutcomes(ctx context.Context, t target, resource string, bo
 		return
 	}
 	if len(rb.r.entries) != len(idx) {
-		setAll(&Error{Op: t.op, Kind: t.kind, Name: t.name, Status: status, RequestID: ids.server, UserRequestID: ids.user,
-			Message: fmt.Sprintf("reply has %d results for %d messages", len(rb.r.entries), len(idx))})
+		setAll(c.newError(t, status, ids, fmt.Sprintf("reply has %d results for %d messages", len(rb.r.entries), len(idx))))
 		return
 	}
 	for k, e := range rb.r.entries {
 		i := idx[k]
 		switch {
 		case e.ErrorCode != "":
-			errs[i] = &Error{Op: t.op, Kind: t.kind, Name: t.name, Item: lab(i), Status: status,
-				Code: e.ErrorCode, Message: e.ErrorMessage, RequestID: ids.server, UserRequestID: ids.user}
+			ie := c.newError(t, status, ids, e.ErrorMessage)
+			ie.Item, ie.Code = lab(i), e.ErrorCode
+			errs[i] = ie
 		case e.MessageID == "":
-			errs[i] = &Error{Op: t.op, Kind: t.kind, Name: t.name, Item: lab(i), Status: status,
-				RequestID: ids.server, UserRequestID: ids.user, Message: "reply has no MessageId for this message"}
+			ie := c.newError(t, status, ids, "reply has no MessageId for this message")
+			ie.Item = lab(i)
+			errs[i] = ie
 		case !md5Equal(e.BodyMD5, sums[k]):
 			errs[i] = fmt.Errorf("%s: message %s: got %q [request id %s, user request id %s]: %w", t, lab(i), e.BodyMD5, ids.server, ids.user, ErrBodyMD5Mismatch)
 		default:
@@ -896,8 +898,7 @@ func (c *Client) get(ctx context.Context, t target, resource string, out any) er
 		return c.httpError(t, status, ids, rb)
 	}
 	if err := xml.Unmarshal(rb.buf.Bytes(), out); err != nil {
-		return &Error{Op: t.op, Kind: t.kind, Name: t.name, Status: status, RequestID: ids.server, UserRequestID: ids.user,
-			Message: "unreadable reply: " + err.Error()}
+		return c.newError(t, status, ids, "unreadable reply: "+err.Error())
 	}
 	return nil
 }

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -47,7 +48,7 @@ func newFixture(t *testing.T, ecfg mnsemu.Config, mod func(*Config)) *fixture {
 	if mod != nil {
 		mod(&cfg)
 	}
-	c, err := NewClient(cfg)
+	c, err := newClient(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -60,18 +61,19 @@ func TestNewClientValidation(t *testing.T) {
 		cfg  Config
 		want []string // substrings of the error
 	}{
-		{"empty", Config{}, []string{"mns.endpoint: required", "mns.credentials.access_key_id", "mns.credentials.access_key_secret"}},
-		{"no scheme", Config{Endpoint: "123.mns.cn-hangzhou.aliyuncs.com", AccessKeyID: "a", AccessKeySecret: "s"}, []string{"mns.endpoint", "scheme"}},
-		{"ftp", Config{Endpoint: "ftp://h", AccessKeyID: "a", AccessKeySecret: "s"}, []string{"mns.endpoint"}},
-		{"path", Config{Endpoint: "https://h/queues", AccessKeyID: "a", AccessKeySecret: "s"}, []string{"mns.endpoint", "path"}},
-		{"user info", Config{Endpoint: "https://u:p@h", AccessKeyID: "a", AccessKeySecret: "s"}, []string{"mns.endpoint", "user info"}},
-		{"bad port", Config{Endpoint: "http://h:99999", AccessKeyID: "a", AccessKeySecret: "s"}, []string{"mns.endpoint", "port"}},
-		{"encoding", Config{Endpoint: "https://h", AccessKeyID: "a", AccessKeySecret: "s", BodyEncoding: "hex"}, []string{"mns.body_encoding"}},
-		{"negative timeout", Config{Endpoint: "https://h", AccessKeyID: "a", AccessKeySecret: "s", Timeout: -1}, []string{"mns.request_timeout"}},
+		{"empty", Config{}, []string{"Config.Endpoint: required", "Config.AccessKeyID", "Config.AccessKeySecret"}},
+		{"no scheme", Config{Endpoint: "123.mns.cn-hangzhou.aliyuncs.com", AccessKeyID: "a", AccessKeySecret: "s"}, []string{"Config.Endpoint", "scheme"}},
+		{"ftp", Config{Endpoint: "ftp://h", AccessKeyID: "a", AccessKeySecret: "s"}, []string{"Config.Endpoint"}},
+		{"path", Config{Endpoint: "https://h/queues", AccessKeyID: "a", AccessKeySecret: "s"}, []string{"Config.Endpoint", "path"}},
+		{"user info", Config{Endpoint: "https://u:p@h", AccessKeyID: "a", AccessKeySecret: "s"}, []string{"Config.Endpoint", "user info"}},
+		{"bad port", Config{Endpoint: "http://h:99999", AccessKeyID: "a", AccessKeySecret: "s"}, []string{"Config.Endpoint", "port"}},
+		{"encoding", Config{Endpoint: "https://h", AccessKeyID: "a", AccessKeySecret: "s", BodyEncoding: "hex"}, []string{"Config.BodyEncoding"}},
+		{"negative timeout", Config{Endpoint: "https://h", AccessKeyID: "a", AccessKeySecret: "s", Timeout: -1}, []string{"Config.Timeout: -1ns is negative"}},
+		{"negative pool", Config{Endpoint: "https://h", AccessKeyID: "a", AccessKeySecret: "s", MaxConns: -1}, []string{"Config.MaxConns: must be at least 1, got -1"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			_, err := NewClient(tt.cfg)
+			_, err := newClient(tt.cfg)
 			errtext.Want(t, "NewClient", err, tt.want, "secret-value")
 		})
 	}
@@ -81,10 +83,37 @@ func TestNewClientValidation(t *testing.T) {
 		"http://1234567890123456.mns.cn-hangzhou-internal-vpc.aliyuncs.com",
 		"http://127.0.0.1:8080",
 	} {
-		if _, err := NewClient(Config{Endpoint: ep, Credentials: func(context.Context) (string, string, string, error) { return "a", "s", "", nil }}); err != nil {
+		if _, err := newClient(Config{Endpoint: ep, Credentials: func(context.Context) (string, string, string, error) { return "a", "s", "", nil }}); err != nil {
 			t.Errorf("%s: %v", ep, err)
 		}
 	}
+}
+
+// TestNewClientTakesConfigAsGiven: the client has no defaults of its own
+// for the settings the config owns: a zero Timeout or MaxConns and an empty
+// BodyEncoding or SignatureVersion are refused, each naming its Field as
+// Names calls it (nil Names: "Config.<Field>"). Names reach the texts of
+// the requests too.
+func TestNewClientTakesConfigAsGiven(t *testing.T) {
+	_, err := NewClient(Config{Endpoint: "http://127.0.0.1:1", AccessKeyID: "a", AccessKeySecret: "s"})
+	errtext.Want(t, "zero settings", err, []string{
+		"Config.Timeout: must be positive, got 0s",
+		"Config.MaxConns: must be at least 1, got 0",
+		`Config.BodyEncoding: "" is neither base64 nor raw`,
+		`Config.SignatureVersion: "" is neither v2 nor v4`,
+	})
+	named := Names{FieldTimeout: "the timeout key", FieldMaxConns: "the pool key", FieldEndpoint: "the endpoint key"}
+	_, err = NewClient(Config{Endpoint: "http://127.0.0.1:1", AccessKeyID: "a", AccessKeySecret: "s",
+		BodyEncoding: "base64", SignatureVersion: "v2", Names: named})
+	errtext.Want(t, "named", err, []string{"the timeout key: must be positive", "the pool key: must be at least 1"})
+
+	c, err := newClient(Config{Endpoint: "http://" + closedAddr(t), AccessKeyID: "a", AccessKeySecret: "s", Names: named,
+		Proxy: func(*http.Request) (*url.URL, error) { return nil, nil }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = c.SendMessage(context.Background(), "q1", []byte("x"))
+	errtext.Want(t, "no reply", err, []string{"no reply from MNS; check the endpoint key (scheme, host and port)"})
 }
 
 func TestSendMessageEncodings(t *testing.T) {
@@ -248,9 +277,9 @@ func TestErrorClasses(t *testing.T) {
 		mention   string
 	}{
 		{"queue missing", mnsemu.Config{}, nil, "nope", false, "QueueNotExist", "create queue nope in the MNS console or fix routes"},
-		{"wrong secret", mnsemu.Config{}, func(c *Config) { c.AccessKeySecret = "wrong-secret" }, "q1", true, "SignatureDoesNotMatch", "access_key_secret (source.credentials when mns.credentials is empty)"},
-		{"unknown key", mnsemu.Config{}, func(c *Config) { c.AccessKeyID = "other" }, "q1", true, "InvalidAccessKeyId", "access_key_id, or source.credentials when mns.credentials is empty"},
-		{"v4 for another region", mnsemu.Config{Region: "cn-hangzhou"}, func(c *Config) { c.SignatureVersion, c.Region = "v4", "cn-shanghai" }, "q1", true, "SignatureDoesNotMatch", "mns.region (cn-shanghai)"},
+		{"wrong secret", mnsemu.Config{}, func(c *Config) { c.AccessKeySecret = "wrong-secret" }, "q1", true, "SignatureDoesNotMatch", "check that Config.AccessKeySecret belongs to the access key id"},
+		{"unknown key", mnsemu.Config{}, func(c *Config) { c.AccessKeyID = "other" }, "q1", true, "InvalidAccessKeyId", "check Config.AccessKeyID (is the key enabled, in this account?)"},
+		{"v4 for another region", mnsemu.Config{Region: "cn-hangzhou"}, func(c *Config) { c.SignatureVersion, c.Region = "v4", "cn-shanghai" }, "q1", true, "SignatureDoesNotMatch", "Config.Region (cn-shanghai) is the region of Config.Endpoint: Config.SignatureVersion v4 signs for it"},
 		{"clock off", mnsemu.Config{}, func(c *Config) { c.Now = func() time.Time { return time.Date(2026, 11, 23, 0, 0, 0, 0, time.UTC) } }, "q1", true, "TimeExpired", "NTP"},
 		{"500", mnsemu.Config{Faults: mnsemu.Faults{ErrorRate: 1}}, nil, "q1", true, "InternalError", "retries"},
 		{"503", mnsemu.Config{Faults: mnsemu.Faults{ErrorRate: 1, ErrorStatus: 503}}, nil, "q1", true, "ServiceUnavailable", "503"},
@@ -295,12 +324,12 @@ func TestNetworkErrorsRetryable(t *testing.T) {
 	}))
 	defer hang.Close()
 	defer close(block)
-	c, err := NewClient(Config{Endpoint: hang.URL, AccessKeyID: "a", AccessKeySecret: "s", Timeout: 20 * time.Millisecond})
+	c, err := newClient(Config{Endpoint: hang.URL, AccessKeyID: "a", AccessKeySecret: "s", Timeout: 20 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
 	_, err = c.SendMessage(context.Background(), "q1", []byte("x"))
-	if !errors.Is(err, context.DeadlineExceeded) || !bridge.Retryable(err) || !strings.Contains(err.Error(), "mns.request_timeout") {
+	if !errors.Is(err, context.DeadlineExceeded) || !bridge.Retryable(err) || !strings.Contains(err.Error(), "(Config.Timeout)") {
 		t.Errorf("timeout: %v", err)
 	}
 	// Errors without a reply name the request's URL, as net/http's do: the
@@ -323,10 +352,10 @@ func TestNetworkErrorsRetryable(t *testing.T) {
 	dead := httptest.NewServer(http.NotFoundHandler())
 	url := dead.URL
 	dead.Close()
-	c, _ = NewClient(Config{Endpoint: url, AccessKeyID: "a", AccessKeySecret: "s"})
+	c, _ = newClient(Config{Endpoint: url, AccessKeyID: "a", AccessKeySecret: "s"})
 	if _, err := c.PublishMessage(context.Background(), "t1", []byte("x"), ""); err == nil || !bridge.Retryable(err) ||
-		!strings.Contains(err.Error(), "check mns.endpoint") || !strings.Contains(err.Error(), `Post "`+url+`/topics/t1/messages": `) {
-		t.Errorf("connection refused: %v, want it retryable, naming mns.endpoint and the request's URL", err)
+		!strings.Contains(err.Error(), "check Config.Endpoint") || !strings.Contains(err.Error(), `Post "`+url+`/topics/t1/messages": `) {
+		t.Errorf("connection refused: %v, want it retryable, naming Config.Endpoint and the request's URL", err)
 	} else if nr := (*NoReplyError)(nil); !errors.As(err, &nr) || nr.Timeout {
 		t.Errorf("connection refused: %T %v, want a *NoReplyError without Timeout", err, err)
 	}
@@ -335,7 +364,7 @@ func TestNetworkErrorsRetryable(t *testing.T) {
 		http.Error(w, "<html>bad gateway</html>", 502)
 	}))
 	defer proxy.Close()
-	c, _ = NewClient(Config{Endpoint: proxy.URL, AccessKeyID: "a", AccessKeySecret: "s"})
+	c, _ = newClient(Config{Endpoint: proxy.URL, AccessKeyID: "a", AccessKeySecret: "s"})
 	if _, err := c.SendMessage(context.Background(), "q1", []byte("x")); err == nil || !bridge.Retryable(err) || !strings.Contains(err.Error(), "bad gateway") {
 		t.Errorf("proxy error: %v", err)
 	}
@@ -347,7 +376,7 @@ func TestBodyMD5Mismatch(t *testing.T) {
 		w.Write([]byte(`<?xml version="1.0" encoding="UTF-8"?><Message xmlns="http://mns.aliyuncs.com/doc/v1/"><MessageId>ID1</MessageId><MessageBodyMD5>00000000000000000000000000000000</MessageBodyMD5></Message>`))
 	}))
 	defer srv.Close()
-	c, _ := NewClient(Config{Endpoint: srv.URL, AccessKeyID: "a", AccessKeySecret: "s"})
+	c, _ := newClient(Config{Endpoint: srv.URL, AccessKeyID: "a", AccessKeySecret: "s"})
 	_, err := c.SendMessage(context.Background(), "q1", []byte("x"))
 	if !errors.Is(err, ErrBodyMD5Mismatch) || !bridge.Retryable(err) {
 		t.Errorf("err = %v, want retryable ErrBodyMD5Mismatch", err)
@@ -414,7 +443,7 @@ func TestCredentialsFuncAndToken(t *testing.T) {
 	}))
 	defer srv.Close()
 	id, secret, token := "ak1", "s1", "tok-1"
-	c, err := NewClient(Config{Endpoint: srv.URL, Credentials: func(context.Context) (string, string, string, error) {
+	c, err := newClient(Config{Endpoint: srv.URL, Credentials: func(context.Context) (string, string, string, error) {
 		mu.Lock()
 		defer mu.Unlock()
 		return id, secret, token, nil
@@ -455,7 +484,7 @@ func TestUserRequestIDAndUserAgent(t *testing.T) {
 				emu.ServeHTTP(w, r)
 			}))
 			defer srv.Close()
-			c, err := NewClient(Config{Endpoint: srv.URL, AccessKeyID: "ak", AccessKeySecret: "sk", Version: "v9.8.7",
+			c, err := newClient(Config{Endpoint: srv.URL, AccessKeyID: "ak", AccessKeySecret: "sk", Version: "v9.8.7",
 				SignatureVersion: sv, Region: "cn-hangzhou"})
 			if err != nil {
 				t.Fatal(err)
@@ -508,15 +537,15 @@ func TestUserRequestIDAndUserAgent(t *testing.T) {
 	}
 }
 
-// V4 needs a region: from mns.region, or from an endpoint of the documented
-// form; a loopback endpoint without mns.region is refused naming the key.
+// V4 needs a region: from Config.Region, or from an endpoint of the
+// documented form; a loopback endpoint without Region is refused naming it.
 // A region the emulator does not serve is refused by it.
 func TestV4Region(t *testing.T) {
-	_, err := NewClient(Config{Endpoint: "http://127.0.0.1:1", AccessKeyID: "a", AccessKeySecret: "s", SignatureVersion: "v4"})
-	if err == nil || !strings.Contains(err.Error(), "mns.region") {
+	_, err := newClient(Config{Endpoint: "http://127.0.0.1:1", AccessKeyID: "a", AccessKeySecret: "s", SignatureVersion: "v4"})
+	if err == nil || !strings.Contains(err.Error(), "Config.Region: empty") {
 		t.Errorf("loopback without region: %v", err)
 	}
-	c, err := NewClient(Config{Endpoint: "https://123.mns.cn-shanghai-internal.aliyuncs.com", AccessKeyID: "a", AccessKeySecret: "s", SignatureVersion: "v4"})
+	c, err := newClient(Config{Endpoint: "https://123.mns.cn-shanghai-internal.aliyuncs.com", AccessKeyID: "a", AccessKeySecret: "s", SignatureVersion: "v4"})
 	if err != nil || c.region != "cn-shanghai" {
 		t.Errorf("derived region: %v %+v", err, c)
 	}
@@ -525,7 +554,7 @@ func TestV4Region(t *testing.T) {
 		{SignatureVersion: "v4", Region: "CN Hangzhou"},
 	} {
 		bad.Endpoint, bad.AccessKeyID, bad.AccessKeySecret = "http://127.0.0.1:1", "a", "s"
-		if _, err := NewClient(bad); err == nil || !strings.Contains(err.Error(), "mns.") {
+		if _, err := newClient(bad); err == nil || !strings.Contains(err.Error(), "Config.") {
 			t.Errorf("%+v: %v", bad, err)
 		}
 	}
@@ -556,7 +585,7 @@ func TestV4WithSecurityToken(t *testing.T) {
 		emu.ServeHTTP(w, r)
 	}))
 	defer srv.Close()
-	c, err := NewClient(Config{Endpoint: srv.URL, SignatureVersion: "v4", Region: "cn-hangzhou",
+	c, err := newClient(Config{Endpoint: srv.URL, SignatureVersion: "v4", Region: "cn-hangzhou",
 		Credentials: func(context.Context) (string, string, string, error) { return "STS.ak", "s1", "tok-1", nil }})
 	if err != nil {
 		t.Fatal(err)
@@ -577,7 +606,7 @@ func TestCredentialsFailureSendsNothingAndIsRetryable(t *testing.T) {
 	var requests atomic.Int64
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { requests.Add(1) }))
 	defer srv.Close()
-	c, err := NewClient(Config{Endpoint: srv.URL, Credentials: func(context.Context) (string, string, string, error) {
+	c, err := newClient(Config{Endpoint: srv.URL, Credentials: func(context.Context) (string, string, string, error) {
 		return "", "", "", errors.New("credentials from uri expired at 2026-11-30T03:46:38Z and could not be refreshed")
 	}})
 	if err != nil {
@@ -634,4 +663,29 @@ func TestBatchRequestIsOneWrite(t *testing.T) {
 	if n := writes.Load(); n != 3 {
 		t.Fatalf("3 requests took %d socket writes, want one each", n)
 	}
+}
+
+// newClient is NewClient for tests that do not care about every setting:
+// given fills the rest.
+func newClient(cfg Config) (*Client, error) { return NewClient(given(cfg)) }
+
+// given fills the settings NewClient requires and cfg leaves zero with
+// working values (those the client used to fill in itself, so that the
+// tests run as they did): a 10 s request timeout, 64 connections, base64
+// bodies and V2 signatures. It leaves every value cfg sets alone, so the
+// tests of bad values still see theirs.
+func given(cfg Config) Config {
+	if cfg.Timeout == 0 {
+		cfg.Timeout = 10 * time.Second
+	}
+	if cfg.MaxConns == 0 {
+		cfg.MaxConns = 64
+	}
+	if cfg.BodyEncoding == "" {
+		cfg.BodyEncoding = "base64"
+	}
+	if cfg.SignatureVersion == "" {
+		cfg.SignatureVersion = "v2"
+	}
+	return cfg
 }

@@ -40,6 +40,8 @@ type Error struct {
 	// Region is the region a V4 signature named ("" with V2): a signature
 	// for another region than the endpoint's does not match either.
 	Region string
+
+	names Names // what the hints call the client's Fields
 }
 
 // codeStatus maps documented MNS error codes to their HTTP status, so that a
@@ -163,11 +165,12 @@ func (e *Error) hint() string {
 	case "AccessDenied":
 		return "grant the AccessKey's RAM user MNS send/publish permission on this " + e.Kind
 	case "InvalidAccessKeyId":
-		return "check mns.credentials.access_key_id, or source.credentials when mns.credentials is empty (is the key enabled, in this account?)"
+		return "check " + e.names.Of(FieldAccessKeyID) + " (is the key enabled, in this account?)"
 	case "SignatureDoesNotMatch":
-		h := "check that mns.credentials.access_key_secret (source.credentials when mns.credentials is empty) belongs to the access key id"
+		h := "check that " + e.names.Of(FieldAccessKeySecret) + " belongs to the access key id"
 		if e.Region != "" {
-			h += ", and that mns.region (" + e.Region + ") is the region of mns.endpoint: signature_version v4 signs for it"
+			h += ", and that " + e.names.Of(FieldRegion) + " (" + e.Region + ") is the region of " + e.names.Of(FieldEndpoint) +
+				": " + e.names.Of(FieldSignatureVersion) + " v4 signs for it"
 		}
 		return h
 	case "TimeExpired", "InvalidDateHeader":
@@ -179,11 +182,11 @@ func (e *Error) hint() string {
 	}
 	switch {
 	case e.Status == 407:
-		return "the HTTP proxy in front of MNS wants credentials: give them in its URL in HTTPS_PROXY / HTTP_PROXY (http://user:password@host:port), or list mns.endpoint's host in NO_PROXY; the bridge holds the messages and retries"
+		return "the HTTP proxy in front of MNS wants credentials: give them in its URL in HTTPS_PROXY / HTTP_PROXY (http://user:password@host:port), or list " + e.names.Of(FieldEndpoint) + "'s host in NO_PROXY; the bridge holds the messages and retries"
 	case e.Status >= 500:
 		return "MNS had a server-side problem; the bridge retries"
 	case e.Status == 0 || e.Status < 400:
-		return "the reply was not from MNS; check mns.endpoint and any proxy"
+		return "the reply was not from MNS; check " + e.names.Of(FieldEndpoint) + " and any proxy"
 	}
 	return ""
 }
@@ -212,11 +215,11 @@ var ErrTagTooLong = errors.New("message tag over 16 characters")
 var ErrBodyMD5Mismatch = errors.New("MessageBodyMD5 in the reply does not match the body sent")
 
 // NoReplyError is a request MNS did not answer: the connection failed or
-// broke, or no reply came within mns.request_timeout. It is retryable. Its
+// broke, or no reply came within Config.Timeout. It is retryable. Its
 // text names the user request id, new at every request, so callers that
 // track a state (the destination check) classify it by type, not by text.
 type NoReplyError struct {
-	Timeout bool // no reply within mns.request_timeout
+	Timeout bool // no reply within Config.Timeout
 	msg     string
 	err     error
 }

@@ -108,13 +108,13 @@ func (r *h1Request) contentLength() int {
 	return n
 }
 
-// errTimedOut marks the per-request timeout (mns.request_timeout); it
+// errTimedOut marks the per-request timeout (Config.Timeout); it
 // wraps context.DeadlineExceeded, as net/http's timeouts do.
 var errTimedOut = fmt.Errorf("request timed out: %w", context.DeadlineExceeded)
 
 // do sends req and reads the reply whole into rb.buf (at most
 // maxReplySize bytes) until ctx is done; ctx's deadline is the request's
-// (mns.request_timeout, set by the caller before it signed). It returns the
+// (Config.Timeout, set by the caller before it signed). It returns the
 // status and the x-mns-request-id header.
 func (h *h1) do(ctx context.Context, req *h1Request, rb *replyBuf) (status int, serverID string, err error) {
 	deadline, ok := ctx.Deadline()

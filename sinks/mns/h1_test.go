@@ -140,7 +140,7 @@ func TestH1ReplyForms(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			srv := newScriptedServer(t, tc.reply, tc.reply)
-			c, err := NewClient(Config{Endpoint: srv.url(), AccessKeyID: "a", AccessKeySecret: "s"})
+			c, err := newClient(Config{Endpoint: srv.url(), AccessKeyID: "a", AccessKeySecret: "s"})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -161,7 +161,7 @@ func TestH1ReplyForms(t *testing.T) {
 }
 
 // TestH1BrokenReplies: a reply that is not HTTP, is cut short or has a bad
-// chunk is a retryable error naming the request and mns.endpoint; an MNS
+// chunk is a retryable error naming the request and Config.Endpoint; an MNS
 // error in a chunked reply keeps its code; and the next request works on a
 // new connection.
 func TestH1BrokenReplies(t *testing.T) {
@@ -178,7 +178,7 @@ func TestH1BrokenReplies(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			srv := newScriptedServer(t, tc.reply, lengthReply("200 OK", "", attrsXML))
-			c, err := NewClient(Config{Endpoint: srv.url(), AccessKeyID: "a", AccessKeySecret: "s"})
+			c, err := newClient(Config{Endpoint: srv.url(), AccessKeyID: "a", AccessKeySecret: "s"})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -192,8 +192,8 @@ func TestH1BrokenReplies(t *testing.T) {
 				if !errors.As(err, &e) || e.Code != tc.code || e.Status != 404 || e.RequestID != "R9" || bridge.Retryable(err) {
 					t.Errorf("error %#v, want MNS code %s, status 404, request id R9, not retryable", e, tc.code)
 				}
-			case !bridge.Retryable(err) || !strings.Contains(err.Error(), "check mns.endpoint"):
-				t.Errorf("error %v: want it retryable, naming mns.endpoint", err)
+			case !bridge.Retryable(err) || !strings.Contains(err.Error(), "check Config.Endpoint"):
+				t.Errorf("error %v: want it retryable, naming Config.Endpoint", err)
 			}
 			if _, err := c.GetQueueAttributes(context.Background(), "q1"); err != nil {
 				t.Errorf("the request after the broken reply: %v", err)
@@ -207,7 +207,7 @@ func TestH1BrokenReplies(t *testing.T) {
 // succeeds.
 func TestH1IdleConnectionClosedByServer(t *testing.T) {
 	srv := newScriptedServer(t, lengthReply("200 OK", "", attrsXML)+"|close", lengthReply("200 OK", "", attrsXML))
-	c, err := NewClient(Config{Endpoint: srv.url(), AccessKeyID: "a", AccessKeySecret: "s"})
+	c, err := newClient(Config{Endpoint: srv.url(), AccessKeyID: "a", AccessKeySecret: "s"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -272,7 +272,7 @@ func TestH1OverTLS(t *testing.T) {
 	}
 	srv.StartTLS()
 	defer srv.Close()
-	c, err := NewClient(Config{Endpoint: srv.URL, AccessKeyID: "ak", AccessKeySecret: "sk"})
+	c, err := newClient(Config{Endpoint: srv.URL, AccessKeyID: "ak", AccessKeySecret: "sk"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -297,7 +297,7 @@ func TestH1OverTLS(t *testing.T) {
 		t.Errorf("3 requests over TLS took %d connections, want 1", n)
 	}
 	// A server the system roots do not trust is refused, retryably.
-	c2, _ := NewClient(Config{Endpoint: srv.URL, AccessKeyID: "a", AccessKeySecret: "s"})
+	c2, _ := newClient(Config{Endpoint: srv.URL, AccessKeyID: "a", AccessKeySecret: "s"})
 	if _, err := c2.SendMessage(context.Background(), "q1", []byte("x")); err == nil || !strings.Contains(err.Error(), "certificate") || !bridge.Retryable(err) {
 		t.Errorf("untrusted server: %v, want a retryable certificate error", err)
 	}
@@ -379,7 +379,7 @@ func TestH1RefusesALineBreakInAHeader(t *testing.T) {
 		mu.Unlock()
 	}))
 	defer srv.Close()
-	c, err := NewClient(Config{Endpoint: srv.URL, AccessKeyID: "a", AccessKeySecret: "s", SecurityToken: "tok\r\nX-Evil: 1"})
+	c, err := newClient(Config{Endpoint: srv.URL, AccessKeyID: "a", AccessKeySecret: "s", SecurityToken: "tok\r\nX-Evil: 1"})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -78,7 +78,7 @@ func allocatedPerSend(t *testing.T, body []byte) uint64 {
 		w.WriteHeader(http.StatusServiceUnavailable)
 	}))
 	defer srv.Close()
-	c, err := NewClient(Config{Endpoint: srv.URL, AccessKeyID: "ak", AccessKeySecret: "sk"})
+	c, err := newClient(Config{Endpoint: srv.URL, AccessKeyID: "ak", AccessKeySecret: "sk"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -135,7 +135,7 @@ func heapPerRequestWaiting(t *testing.T, size int) int64 {
 		w.WriteHeader(http.StatusServiceUnavailable)
 	}))
 	defer srv.Close()
-	c, err := NewClient(Config{Endpoint: srv.URL, AccessKeyID: "ak", AccessKeySecret: "sk", MaxConns: n})
+	c, err := newClient(Config{Endpoint: srv.URL, AccessKeyID: "ak", AccessKeySecret: "sk", MaxConns: n})
 	if err != nil {
 		t.Fatal(err)
 	}

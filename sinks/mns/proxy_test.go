@@ -36,7 +36,7 @@ func TestBehindAProxy(t *testing.T) {
 	via := func(u *url.URL) func(*http.Request) (*url.URL, error) {
 		return func(*http.Request) (*url.URL, error) { return u, nil }
 	}
-	c, err := NewClient(Config{Endpoint: "http://" + closedAddr(t), AccessKeyID: "a", AccessKeySecret: "s", Proxy: via(proxyURL)})
+	c, err := newClient(Config{Endpoint: "http://" + closedAddr(t), AccessKeyID: "a", AccessKeySecret: "s", Proxy: via(proxyURL)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -50,7 +50,7 @@ func TestBehindAProxy(t *testing.T) {
 	errtext.Want(t, "407", err, []string{"proxy", "HTTPS_PROXY", "user:password", "NO_PROXY"}, "proxy-pw")
 
 	// The same refusal to the CONNECT of an https endpoint.
-	c, _ = NewClient(Config{Endpoint: "https://" + closedAddr(t), AccessKeyID: "a", AccessKeySecret: "s", Proxy: via(proxyURL)})
+	c, _ = newClient(Config{Endpoint: "https://" + closedAddr(t), AccessKeyID: "a", AccessKeySecret: "s", Proxy: via(proxyURL)})
 	_, err = c.SendMessage(context.Background(), "q1", []byte("x"))
 	if !bridge.Retryable(err) {
 		t.Errorf("CONNECT 407: %v is permanent", err)
@@ -59,7 +59,7 @@ func TestBehindAProxy(t *testing.T) {
 
 	// A proxy that does not listen.
 	down, _ := url.Parse("http://op:proxy-pw@" + closedAddr(t))
-	c, _ = NewClient(Config{Endpoint: "http://" + closedAddr(t), AccessKeyID: "a", AccessKeySecret: "s", Proxy: via(down)})
+	c, _ = newClient(Config{Endpoint: "http://" + closedAddr(t), AccessKeyID: "a", AccessKeySecret: "s", Proxy: via(down)})
 	_, err = c.PublishMessage(context.Background(), "t1", []byte("x"), "")
 	if nr := (*NoReplyError)(nil); !errors.As(err, &nr) || !bridge.Retryable(err) {
 		t.Errorf("proxy down: %T %v, want a retryable *NoReplyError", err, err)
@@ -67,8 +67,8 @@ func TestBehindAProxy(t *testing.T) {
 	errtext.Want(t, "proxy down", err, []string{"through the proxy http://op:xxxxx@" + down.Host, "HTTPS_PROXY", "NO_PROXY"}, "proxy-pw")
 
 	// Without a proxy the text does not speak of one.
-	c, _ = NewClient(Config{Endpoint: "http://" + closedAddr(t), AccessKeyID: "a", AccessKeySecret: "s",
+	c, _ = newClient(Config{Endpoint: "http://" + closedAddr(t), AccessKeyID: "a", AccessKeySecret: "s",
 		Proxy: func(*http.Request) (*url.URL, error) { return nil, nil }})
 	_, err = c.SendMessage(context.Background(), "q1", []byte("x"))
-	errtext.Want(t, "no proxy", err, []string{"no reply from MNS; check mns.endpoint"})
+	errtext.Want(t, "no proxy", err, []string{"no reply from MNS; check Config.Endpoint"})
 }

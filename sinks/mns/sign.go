@@ -269,7 +269,7 @@ func (c *v4KeyCache) get(secret, day, region string) []byte {
 // RegionFromEndpoint returns the region of an endpoint of the documented
 // form http(s)://ACCOUNT_ID.mns.REGION[-internal|-internal-vpc|-control].aliyuncs.com,
 // and false for any other (a loopback emulator, a proxy): V4 then needs
-// mns.region.
+// Config.Region.
 func RegionFromEndpoint(endpoint string) (string, bool) {
 	u, err := url.Parse(endpoint)
 	if err != nil {
@@ -292,8 +292,9 @@ func RegionFromEndpoint(endpoint string) (string, bool) {
 }
 
 // EndpointWarnings returns what is doubtful about an endpoint that is
-// otherwise usable, each naming mns.endpoint: today an https internal
-// endpoint, as the regions table lists internal endpoints with http only.
+// otherwise usable, each about the endpoint (the caller names its setting):
+// today an https internal endpoint, as the regions table lists internal
+// endpoints with http only.
 func EndpointWarnings(endpoint string) []string {
 	u, err := url.Parse(endpoint)
 	if err != nil || u.Scheme != "https" {
@@ -301,7 +302,7 @@ func EndpointWarnings(endpoint string) []string {
 	}
 	labels := strings.Split(strings.ToLower(u.Hostname()), ".")
 	if len(labels) == 5 && labels[1] == "mns" && strings.Contains(labels[2], "-internal") && labels[3] == "aliyuncs" && labels[4] == "com" {
-		return []string{"mns.endpoint: " + endpoint + " is an internal endpoint with https, which the MNS regions table does not list " +
+		return []string{endpoint + " is an internal endpoint with https, which the MNS regions table does not list " +
 			"(internal endpoints are http only: http://" + u.Host + "); if requests fail with TLS errors, use that form"}
 	}
 	return nil

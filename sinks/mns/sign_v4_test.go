@@ -102,8 +102,8 @@ func TestEndpointWarnings(t *testing.T) {
 		if (len(w) > 0) != warn {
 			t.Errorf("%s: %q", ep, w)
 		}
-		if warn && !strings.Contains(w[0], "mns.endpoint") || warn && !strings.Contains(w[0], "http://123.mns.") {
-			t.Errorf("%s: warning %q does not name the key and the http form", ep, w[0])
+		if warn && !strings.HasPrefix(w[0], ep+" is an internal endpoint") || warn && !strings.Contains(w[0], "http://123.mns.") {
+			t.Errorf("%s: warning %q does not name the endpoint and the http form", ep, w[0])
 		}
 	}
 }
