@@ -1,6 +1,6 @@
 package source
 
-import "fmt"
+import "github.com/iot-mns-bridge/iot-mns-bridge/internal/field"
 
 // Field is a setting of a protocol's source Config, named by its Go path in
 // that Config ("TLS.CAFile"). The protocol packages report problems and give
@@ -44,66 +44,18 @@ const (
 // from the config (config.SourceNames: the config keys), so that every error
 // and log line of a source names the key to change. A Field it does not name
 // is shown as "Config.<Field>"; a nil Names shows every Field that way.
-type Names map[Field]string
-
-// Of is the operator's name of f.
-func (n Names) Of(f Field) string {
-	if s, ok := n[f]; ok && s != "" {
-		return s
-	}
-	return "Config." + string(f)
-}
+// Names.Bad makes a *FieldError.
+type Names = field.Names[Field]
 
 // FieldError reports a Config field whose value cannot work. Field is the
 // field, Name what the operator calls it (Names.Of(Field)) and Err the
 // reason; Error() is "Name: reason". Find it with errors.As; Fields lists
 // every one in an error.
-type FieldError struct {
-	Field Field
-	Name  string
-	Err   error
-}
-
-func (e *FieldError) Error() string { return e.Name + ": " + e.Err.Error() }
-func (e *FieldError) Unwrap() error { return e.Err }
-
-// Bad is a *FieldError for f, named by n, with the reason format and args
-// (%w wraps as in fmt.Errorf).
-func (n Names) Bad(f Field, format string, args ...any) error {
-	return &FieldError{Field: f, Name: n.Of(f), Err: fmt.Errorf(format, args...)}
-}
+type FieldError = field.Error[Field]
 
 // Fields lists the Field of every *FieldError in err's tree (through Unwrap
 // and errors.Join), in order; nil when there is none.
-func Fields(err error) []Field {
-	var out []Field
-	var walk func(error)
-	walk = func(err error) {
-		if err == nil {
-			return
-		}
-		if fe, ok := err.(*FieldError); ok {
-			out = append(out, fe.Field)
-		}
-		switch u := err.(type) {
-		case interface{ Unwrap() []error }:
-			for _, e := range u.Unwrap() {
-				walk(e)
-			}
-		case interface{ Unwrap() error }:
-			walk(u.Unwrap())
-		}
-	}
-	walk(err)
-	return out
-}
+func Fields(err error) []Field { return field.Fields[Field](err) }
 
 // HasField reports whether err holds a *FieldError for f.
-func HasField(err error, f Field) bool {
-	for _, g := range Fields(err) {
-		if g == f {
-			return true
-		}
-	}
-	return false
-}
+func HasField(err error, f Field) bool { return field.Has(err, f) }

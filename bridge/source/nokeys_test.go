@@ -1,13 +1,12 @@
 package source_test
 
 import (
-	"os"
-	"path/filepath"
-	"regexp"
-	"strings"
+	"maps"
+	"slices"
 	"testing"
 
 	"github.com/iot-mns-bridge/iot-mns-bridge/config"
+	"github.com/iot-mns-bridge/iot-mns-bridge/internal/field/fieldtest"
 )
 
 // TestProtocolPackagesNameNoConfigKey: the protocol packages (this one,
@@ -20,44 +19,6 @@ import (
 // for every key config.SourceNames knows, the last part of every key that
 // has an underscore ("ca_file"), and any "source.<lower case>" path.
 func TestProtocolPackagesNameNoConfigKey(t *testing.T) {
-	var words []string
-	for _, key := range config.SourceNames() {
-		words = append(words, key)
-		if last := key[strings.LastIndex(key, ".")+1:]; strings.Contains(last, "_") {
-			words = append(words, last)
-		}
-	}
-	keyPath := regexp.MustCompile(`(^|[^A-Za-z0-9_/.])source\.[a-z]`)
-	files := 0
-	for _, dir := range []string{".", "sourcetest", "../stompsrc", "../amqpsrc"} {
-		names, err := filepath.Glob(filepath.Join(dir, "*.go"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, name := range names {
-			if strings.HasSuffix(name, "_test.go") {
-				continue
-			}
-			b, err := os.ReadFile(name)
-			if err != nil {
-				t.Fatal(err)
-			}
-			files++
-			for i, line := range strings.Split(string(b), "\n") {
-				for _, w := range words {
-					if strings.Contains(line, w) {
-						t.Errorf("%s:%d names the config key %q: report a source.Field and name it with Config.Names:\n\t%s",
-							name, i+1, w, strings.TrimSpace(line))
-					}
-				}
-				if keyPath.MatchString(line) {
-					t.Errorf("%s:%d names a config key path (source.…): report a source.Field and name it with Config.Names:\n\t%s",
-						name, i+1, strings.TrimSpace(line))
-				}
-			}
-		}
-	}
-	if files < 15 {
-		t.Fatalf("read %d files, want the three packages' (at least 15): wrong directory?", files)
-	}
+	fieldtest.NoConfigKeys(t, slices.Collect(maps.Values(config.SourceNames())), "source", 15,
+		".", "sourcetest", "../stompsrc", "../amqpsrc")
 }

@@ -102,6 +102,14 @@ func TestMNSRequestErrorsNameConfigKeys(t *testing.T) {
 	v4.MNS.SignatureVersion, v4.MNS.Region = "v4", "cn-shanghai"
 	wantTexts(t, "v4 for another region", send(t, v4, staticKey("ak", "sk")),
 		"and that mns.region (cn-shanghai) is the region of mns.endpoint: mns.signature_version v4 signs for it")
+	raw := cfg
+	raw.MNS.BodyEncoding = "raw"
+	c, err := mns.NewClient(mnsConfig(&raw, staticKey("ak", "sk")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = c.SendMessage(context.Background(), "q1", []byte("bell\a"))
+	wantTexts(t, "raw body not XML text", err, "message body is not text that XML 1.0 can carry; use mns.body_encoding base64")
 
 	// No reply within the request timeout.
 	block := make(chan struct{})

@@ -147,14 +147,12 @@ type SendResult struct {
 }
 
 // NewClient checks cfg and returns a Client. Every problem is reported at
-// once, each naming its Field as cfg.Names calls it (the config key:
-// mns.endpoint, mns.body_encoding, ...).
+// once, each a *FieldError naming its Field as cfg.Names calls it (in the
+// bridge, the config key).
 func NewClient(cfg Config) (*Client, error) {
 	var errs []error
 	n := cfg.Names
-	bad := func(f Field, format string, args ...any) {
-		errs = append(errs, fmt.Errorf("%s: "+format, append([]any{n.Of(f)}, args...)...))
-	}
+	bad := func(f Field, format string, args ...any) { errs = append(errs, n.Bad(f, format, args...)) }
 	base, err := ParseEndpoint(cfg.Endpoint)
 	if err != nil {
 		bad(FieldEndpoint, "%w", err)
@@ -172,7 +170,7 @@ func NewClient(cfg Config) (*Client, error) {
 			bad(FieldAccessKeyID, "empty; set the AccessKey id that may send to MNS")
 		}
 		if cfg.AccessKeySecret == "" {
-			bad(FieldAccessKeySecret, "empty; set the AccessKey secret (or access_key_secret_file)")
+			bad(FieldAccessKeySecret, "empty; set the AccessKey secret")
 		}
 		id, secret, token := cfg.AccessKeyID, cfg.AccessKeySecret, cfg.SecurityToken
 		c.creds = func(context.Context) (string, string, string, error) { return id, secret, token, nil }
@@ -595,6 +593,9 @@ func (c *Client) checkMessage(t target, i int, lab label, m *bridge.Outgoing) (s
 	if err == nil && !pre {
 		textLen, xmlLen, err = bodyText(body, c.raw)
 	}
+	if errors.Is(err, ErrBodyNotXMLText) {
+		err = fmt.Errorf("%w; use %s base64", err, c.names.Of(FieldBodyEncoding))
+	}
 	if err != nil {
 		return 0, 0, &permanentError{fmt.Errorf("%s: message %s: %w", t, lab(i), err)}
 	}
@@ -627,7 +628,7 @@ func (c *Client) checkMessage(t target, i int, lab label, m *bridge.Outgoing) (s
 // bodyOf returns what m's MessageBody is made from: the payload, or (pre)
 // the base64 text to send as it is, when m carries the platform's
 // canonical base64 (Outgoing.Base64) and the client writes base64. With
-// body_encoding raw such a body is decoded first.
+// BodyEncoding raw such a body is decoded first.
 func (c *Client) bodyOf(m *bridge.Outgoing) (body []byte, pre bool, err error) {
 	if !m.Base64 {
 		return m.Body, false, nil

@@ -146,8 +146,8 @@ func TestRawBodyNotXMLText(t *testing.T) {
 	f := newFixture(t, mnsemu.Config{}, func(c *Config) { c.BodyEncoding = "raw" })
 	for _, body := range [][]byte{{'a', 0}, {0xff, 0xfe}, []byte("bell\a"), []byte("\uFFFE")} {
 		_, err := f.c.SendMessage(context.Background(), "q1", body)
-		if !errors.Is(err, ErrBodyNotXMLText) || bridge.Retryable(err) {
-			t.Errorf("body %q: err %v, want permanent ErrBodyNotXMLText", body, err)
+		if !errors.Is(err, ErrBodyNotXMLText) || bridge.Retryable(err) || !strings.Contains(err.Error(), "; use Config.BodyEncoding base64") {
+			t.Errorf("body %q: err %v, want permanent ErrBodyNotXMLText, advising Config.BodyEncoding base64", body, err)
 		}
 	}
 	if n := f.emu.Stats().Requests; n != 0 {

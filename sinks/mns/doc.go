@@ -1,8 +1,8 @@
 // Package mns is a small client for the Alibaba Cloud MNS (SMQ) HTTP API and
 // the queue and topic sink the bridge pipeline writes to.
 //
-// The Client speaks the signed REST protocol over net/http (V2 HMAC-SHA1 by
-// default, V4 MNS4-HMAC-SHA256 as an option): SendMessage,
+// The Client speaks the signed REST protocol over net/http (V2 HMAC-SHA1 or
+// V4 MNS4-HMAC-SHA256): SendMessage,
 // BatchSendMessage, PublishMessage, GetQueueAttributes and GetTopicAttributes,
 // with message properties (user and system) and FIFO MessageGroupIds. Every
 // request carries a fresh x-mns-user-request-id, named in errors next to the
@@ -16,6 +16,11 @@
 //
 // The Sink adapts the Client to bridge.Sink and bridge.Checker. Secrets
 // (AccessKey secret, security token) never appear in errors or logs.
+//
+// The client takes its Config as given (no defaults for what the config
+// owns: the timeout, the pool, the body encoding, the signature version)
+// and speaks of its own fields (Field, FieldError); the wiring gives it
+// what the operator calls them (Config.Names: the config keys).
 //
 // The request bodies are written by hand and the common replies are read by
 // a small scanner (encoding/xml is the fallback for anything unusual), so

@@ -201,10 +201,10 @@ type tooLargeError struct{ msg string }
 func (e *tooLargeError) Error() string                           { return e.msg }
 func (e *tooLargeError) DeadLetterClass() bridge.DeadLetterClass { return bridge.ClassTooLarge }
 
-// ErrBodyNotXMLText is wrapped by the error for a body that body_encoding
+// ErrBodyNotXMLText is wrapped by the error for a body that BodyEncoding
 // "raw" cannot carry (invalid UTF-8 or characters XML 1.0 forbids). Such a
 // message is never sent.
-var ErrBodyNotXMLText = errors.New("message body is not text that XML 1.0 can carry; use body_encoding base64")
+var ErrBodyNotXMLText = errors.New("message body is not text that XML 1.0 can carry")
 
 // ErrTagTooLong is wrapped by the error for a message tag over 16 characters.
 var ErrTagTooLong = errors.New("message tag over 16 characters")

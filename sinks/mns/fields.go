@@ -1,5 +1,7 @@
 package mns
 
+import "github.com/iot-mns-bridge/iot-mns-bridge/internal/field"
+
 // Field is a setting of Config, named by its Go name ("Timeout"). The
 // client reports problems and gives advice in terms of Fields; what the
 // operator calls a setting (a config key) is not its to know: the wiring
@@ -18,16 +20,10 @@ const (
 	FieldRegion           Field = "Region"
 )
 
-// Names maps Fields to what the operator calls them. The wiring fills it
-// from the config (config.MNSNames: the config keys), so that every error
-// and hint of the client names the key to change. A Field it does not name
-// is shown as "Config.<Field>"; a nil Names shows every Field that way.
-type Names map[Field]string
-
-// Of is the operator's name of f.
-func (n Names) Of(f Field) string {
-	if s := n[f]; s != "" {
-		return s
-	}
-	return "Config." + string(f)
-}
+// Names is what the operator calls the Fields: config.MNSNames, the config
+// keys, in the bridge (nil: "Config.<Field>"). FieldError is NewClient's
+// refusal of one Field; find it with errors.As.
+type (
+	Names      = field.Names[Field]
+	FieldError = field.Error[Field]
+)

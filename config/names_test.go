@@ -76,3 +76,17 @@ func TestMNSNamesAreConfigKeys(t *testing.T) {
 		}
 	}
 }
+
+// TestFieldKeysOnce: every row of the table names a field once.
+func TestFieldKeysOnce(t *testing.T) {
+	seen := map[any]bool{}
+	for _, fk := range fieldKeys {
+		if seen[fk.field] {
+			t.Errorf("%T %v has two keys", fk.field, fk.field)
+		}
+		seen[fk.field] = true
+	}
+	if n, m := len(SourceNames()), len(MNSNames()); n+m != len(fieldKeys) || n == 0 || m == 0 {
+		t.Errorf("SourceNames has %d names and MNSNames %d; the table has %d rows", n, m, len(fieldKeys))
+	}
+}
