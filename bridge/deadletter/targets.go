@@ -51,17 +51,17 @@ func (d *Targets) Open() error {
 
 // WriteFile writes msgs with reason to the file only, not the queue: at
 // shutdown MNS may be what is failing. It fails when no file is configured
-// or open.
+// or open. Its errors speak of the file; the caller names the setting.
 func (d *Targets) WriteFile(msgs []bridge.Message, reason string, now time.Time) error {
 	if d.file == nil {
-		return errors.New("deadletter: no dead-letter file is configured or open (delivery.dead_letter.file)")
+		return errors.New("deadletter: no dead-letter file is configured or open")
 	}
 	entries := make([]Entry, len(msgs))
 	for i, m := range msgs {
 		entries[i] = NewEntry(m, reason, now)
 	}
 	if err := d.file.Write(entries...); err != nil {
-		return fmt.Errorf("delivery.dead_letter.file %s: %w", d.path, err)
+		return fmt.Errorf("deadletter: write %s: %w", d.path, err)
 	}
 	return nil
 }

@@ -113,9 +113,9 @@ var (
 	ErrCorrupt = errors.New("spool corrupt")
 )
 
-// Options configure a Spool. They are taken as given: the defaults of
-// spool.max_bytes and spool.commit_interval live in config.Default(), and
-// the wiring fills every field from the config.
+// Options configure a Spool. They are taken as given: the defaults live in
+// config.Default(), and the wiring fills every field from the config. The
+// spool's errors name these fields; the wiring names the config keys.
 type Options struct {
 	// Dir holds the spool's file; Open creates it (mode 0700).
 	Dir string
@@ -204,10 +204,10 @@ type appendReq struct {
 // never a silent loss; a spool locked by another process is an error too.
 func Open(opts Options) (*Spool, error) {
 	if opts.Dir == "" {
-		return nil, errors.New("spool: open: no directory given (spool.dir)")
+		return nil, errors.New("spool: open: no directory given (Options.Dir)")
 	}
 	if opts.MaxBytes <= 0 {
-		return nil, fmt.Errorf("spool: open: max bytes %d: give a bound of more than 0 bytes (spool.max_bytes)", opts.MaxBytes)
+		return nil, fmt.Errorf("spool: open: max bytes %d: give a bound of more than 0 bytes (Options.MaxBytes)", opts.MaxBytes)
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
@@ -231,7 +231,7 @@ func Open(opts Options) (*Spool, error) {
 	})
 	switch {
 	case errors.Is(err, berrors.ErrTimeout):
-		return nil, fmt.Errorf("spool: open %s: locked by another process; is another bridge running with the same spool.dir?", path)
+		return nil, fmt.Errorf("spool: open %s: locked by another process; is another bridge running with the same directory?", path)
 	case errors.Is(err, berrors.ErrInvalid), errors.Is(err, berrors.ErrChecksum), errors.Is(err, berrors.ErrVersionMismatch):
 		return nil, corruptErr(path, err)
 	case err != nil:
@@ -356,7 +356,7 @@ func (s *Spool) Append(ctx context.Context, m *bridge.Message, done func(key uin
 		return fmt.Errorf("spool: append: %w", ErrClosed)
 	case size > s.maxBytes:
 		s.mu.Unlock()
-		return bridge.Permanent(fmt.Errorf("spool: append message %q: %d bytes do not fit in a spool of %s; raise spool.max_bytes", m.MessageID, size, formatBytes(s.maxBytes)))
+		return bridge.Permanent(fmt.Errorf("spool: append message %q: %d bytes do not fit in a spool of %s (Options.MaxBytes)", m.MessageID, size, formatBytes(s.maxBytes)))
 	case s.reserved > 0 && s.reserved+size > maxPending:
 		// Wait for the writer to commit what is pending: backpressure.
 		wake := s.room.Wait()

@@ -605,14 +605,14 @@ func TestOpenTakesOptionsAsGiven(t *testing.T) {
 
 func TestOpenErrors(t *testing.T) {
 	t.Run("no dir", func(t *testing.T) {
-		if _, err := Open(Options{}); err == nil || !strings.Contains(err.Error(), "spool.dir") {
+		if _, err := Open(Options{}); err == nil || !strings.Contains(err.Error(), "no directory given (Options.Dir)") {
 			t.Errorf("Open without Dir: %v", err)
 		}
 	})
 	t.Run("no size bound", func(t *testing.T) {
 		for _, n := range []int64{0, -1} {
-			if _, err := Open(Options{Dir: t.TempDir(), MaxBytes: n}); err == nil || !strings.Contains(err.Error(), "spool.max_bytes") {
-				t.Errorf("Open with MaxBytes %d: %v, want an error naming spool.max_bytes", n, err)
+			if _, err := Open(Options{Dir: t.TempDir(), MaxBytes: n}); err == nil || !strings.Contains(err.Error(), "(Options.MaxBytes)") {
+				t.Errorf("Open with MaxBytes %d: %v, want an error naming Options.MaxBytes", n, err)
 			}
 		}
 	})

@@ -1,6 +1,7 @@
 package app
 
 import (
+	"fmt"
 	"strings"
 	"time"
 
@@ -45,7 +46,7 @@ func (b *Bridge) store(kept []*bridge.Delivery, sp *spool.Spool) keepCounts {
 			ids = append(ids, d.MessageID)
 		}
 		b.log.Error("LOST at shutdown: messages MNS had not accepted could be written neither to the spool nor to the dead-letter file",
-			"count", len(rest), "err", err, "message_ids", strings.Join(ids, ","))
+			"count", len(rest), "err", fmt.Errorf("delivery.dead_letter.file: %w", err), "message_ids", strings.Join(ids, ","))
 		c.lost = len(rest)
 		return c
 	}

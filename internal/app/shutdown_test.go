@@ -1,6 +1,7 @@
 package app
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"log/slog"
@@ -10,7 +11,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/iot-mns-bridge/iot-mns-bridge/bridge"
 	"github.com/iot-mns-bridge/iot-mns-bridge/bridge/deadletter"
+	"github.com/iot-mns-bridge/iot-mns-bridge/config"
 	"github.com/iot-mns-bridge/iot-mns-bridge/config/configtest"
 	"github.com/iot-mns-bridge/iot-mns-bridge/iotsim"
 	"github.com/iot-mns-bridge/iot-mns-bridge/mnsemu"
@@ -183,6 +186,37 @@ func TestShutdownSaysWhatStaysInTheSpool(t *testing.T) {
 		b.logShutdown(tc.cut, keepCounts{}, true, tc.leftInSpool)
 		if out.String() != tc.want {
 			t.Errorf("cut %v, %d in the spool: the log says %q, want %q", tc.cut, tc.leftInSpool, out.String(), tc.want)
+		}
+	}
+}
+
+// TestLostAtShutdownNamesTheDeadLetterFile: the dead-letter targets speak
+// of their file; when the kept messages reach neither the spool nor the
+// file at shutdown, the wiring's LOST line names delivery.dead_letter.file.
+func TestLostAtShutdownNamesTheDeadLetterFile(t *testing.T) {
+	c := configtest.New()
+	c.Source.Endpoint, c.Source.ClientID, c.Source.ConsumerGroupID = "127.0.0.1:61614", "lost-test", "g1"
+	c.Source.Credentials = config.Credentials{AccessKeyID: testAK, AccessKeySecret: testSecret}
+	c.MNS.Endpoint = "http://127.0.0.1:1"
+	c.DefaultRoute.Queue = "unrouted"
+	c.Delivery.DeadLetter = config.DeadLetter{Queue: "unrouted"} // no file
+	c.HTTP.Listen = ""
+	cfg, err := config.Load(configtest.Write(t, t.TempDir(), "bridge.yaml", c))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var logs bytes.Buffer
+	b, err := New(cfg, Options{Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	kept := []*bridge.Delivery{{Message: bridge.Message{MessageID: "m1"}}}
+	if got := b.store(kept, nil); got.lost != 1 {
+		t.Fatalf("store without a dead-letter file: %+v, want 1 lost", got)
+	}
+	for _, want := range []string{"LOST at shutdown", "delivery.dead_letter.file: deadletter: no dead-letter file is configured or open", "message_ids=m1"} {
+		if !strings.Contains(logs.String(), want) {
+			t.Errorf("log lacks %q:\n%s", want, logs.String())
 		}
 	}
 }

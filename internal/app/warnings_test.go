@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/iot-mns-bridge/iot-mns-bridge/bridge/spool"
 	"github.com/iot-mns-bridge/iot-mns-bridge/config"
 )
 
@@ -289,5 +290,29 @@ func TestOutsideStateDirKeepsErrorsOfPathsInside(t *testing.T) {
 	}
 	if err := outsideStateDir(nil, "spool.dir", "/elsewhere", "/var/lib/b"); err != nil {
 		t.Errorf("no error: %v", err)
+	}
+}
+
+// TestLockedSpoolNamesSpoolDir: the spool speaks of its directory; when
+// another process holds it, run's error names spool.dir and the directory.
+func TestLockedSpoolNamesSpoolDir(t *testing.T) {
+	t.Setenv("ALIBABA_CLOUD_ACCESS_KEY_ID", exampleKeyID)
+	t.Setenv("ALIBABA_CLOUD_ACCESS_KEY_SECRET", exampleSecret)
+	dir := t.TempDir()
+	sp := filepath.Join(dir, "spool")
+	held, err := spool.Open(spool.Options{Dir: sp, MaxBytes: 1 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer held.Close()
+	file := filepath.Join(dir, "config.yaml")
+	yaml := unreachablePeersYAML + "http:\n  listen: \"\"\ndelivery:\n  dead_letter:\n    file: " + dir + "/dl.jsonl\n  dedup:\n    file: " + dir + "/dedup.log\nspool:\n  dir: " + sp + "\n"
+	if err := os.WriteFile(file, []byte(yaml), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	code, _, errOut := runMain(t, context.Background(), "run", "-config", file)
+	if code != ExitFailure || !strings.Contains(errOut, "spool.dir "+sp+": ") ||
+		!strings.Contains(errOut, "locked by another process; is another bridge running with the same directory?") {
+		t.Errorf("run with a locked spool: exit %d, want %d and an error naming spool.dir %s, locked:\n%s", code, ExitFailure, sp, errOut)
 	}
 }
