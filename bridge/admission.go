@@ -50,6 +50,7 @@ func heapSize(n int) int {
 // and again, at most once a stateLogEvery. Safe for concurrent use.
 type admission struct {
 	maxCount, maxBytes int64
+	names              Names // what the log calls the bounds
 	log                *slog.Logger
 	now                func() time.Time
 
@@ -62,8 +63,8 @@ type admission struct {
 	lastLog   time.Time // when reaching a bound was last logged
 }
 
-func newAdmission(maxCount int, maxBytes int64, log *slog.Logger, now func() time.Time) *admission {
-	return &admission{maxCount: int64(maxCount), maxBytes: maxBytes, log: log, now: now}
+func newAdmission(maxCount int, maxBytes int64, names Names, log *slog.Logger, now func() time.Time) *admission {
+	return &admission{maxCount: int64(maxCount), maxBytes: maxBytes, names: names, log: log, now: now}
 }
 
 // acquire takes room for one delivery of n bytes. When there is room it
@@ -80,9 +81,9 @@ func (a *admission) acquire(ctx context.Context, closed <-chan struct{}, n int64
 		}
 		if now := a.now(); !a.full && (a.lastLog.IsZero() || now.Sub(a.lastLog) >= stateLogEvery) {
 			a.full, a.fullSince, a.lastLog = true, now, now
-			bound := "delivery.max_in_flight_bytes"
+			bound := a.names.Of(FieldMaxInFlightBytes)
 			if a.count >= a.maxCount {
-				bound = "delivery.max_in_flight"
+				bound = a.names.Of(FieldMaxInFlight)
 			}
 			a.log.Warn("the pipeline holds as much as it may; the source stops reading until MNS takes messages",
 				"bound", bound, "messages", a.count, "bytes", a.bytes,

@@ -1,6 +1,7 @@
 package bridge
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -235,4 +236,34 @@ func TestMissingDestinationOfAFixedRouteIsHeld(t *testing.T) {
 	missing.Store(false) // the operator created the topic
 	waitUntil(t, func() bool { return h.p.Stats().Forwarded == 4 })
 	h.settleAll(t, 8, Accepted)
+}
+
+// TestAdmissionLogNamesTheBound: reaching a bound is logged naming the
+// bound as PipelineConfig.Names calls it ("Config.<Field>" without Names);
+// the wiring gives the config keys.
+func TestAdmissionLogNamesTheBound(t *testing.T) {
+	for _, tc := range []struct {
+		names    Names
+		maxCount int
+		maxBytes int64
+		want     string
+	}{
+		{nil, 1, 1 << 20, "bound=Config.MaxInFlight "},
+		{Names{FieldMaxInFlight: "count key"}, 1, 1 << 20, `bound="count key" `},
+		{Names{FieldMaxInFlightBytes: "bytes key"}, 10, 5, `bound="bytes key" `},
+	} {
+		var logs bytes.Buffer
+		a := newAdmission(tc.maxCount, tc.maxBytes, tc.names, slog.New(slog.NewTextHandler(&logs, nil)), time.Now)
+		ctx, cancel := context.WithCancel(context.Background())
+		cancel()
+		if err := a.acquire(ctx, nil, 4); err != nil {
+			t.Fatalf("%s: the first delivery is always admitted: %v", tc.want, err)
+		}
+		if err := a.acquire(ctx, nil, 4); !errors.Is(err, context.Canceled) {
+			t.Fatalf("%s: the second acquire = %v, want it to wait (the context's error)", tc.want, err)
+		}
+		if !strings.Contains(logs.String(), tc.want) {
+			t.Errorf("log %q lacks %q", logs.String(), tc.want)
+		}
+	}
 }

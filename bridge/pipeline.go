@@ -90,6 +90,9 @@ type PipelineConfig struct {
 	Dedup   *Dedup
 	Metrics *Metrics // optional
 	Logger  *slog.Logger
+	// Names is what the log lines call the Fields (the wiring: the config
+	// keys); nil names them "Config.<Field>".
+	Names Names
 	// Now is the clock; nil = time.Now.
 	Now func() time.Time
 }
@@ -203,7 +206,7 @@ func NewPipeline(cfg PipelineConfig) (*Pipeline, error) {
 	if p.now == nil {
 		p.now = time.Now
 	}
-	p.admit = newAdmission(cfg.MaxInFlight, cfg.MaxInFlightBytes, p.log, p.now)
+	p.admit = newAdmission(cfg.MaxInFlight, cfg.MaxInFlightBytes, cfg.Names, p.log, p.now)
 	p.tune.Store(&Tuning{Router: cfg.Router, Envelope: cfg.Envelope, BatchSize: cfg.BatchSize,
 		BatchBytes: cfg.BatchBytes, Linger: cfg.Linger, Retry: cfg.Retry})
 	p.sendCtx, p.cancelSend = context.WithCancel(context.Background())

@@ -1,19 +1,21 @@
 package config
 
 import (
+	"github.com/iot-mns-bridge/iot-mns-bridge/bridge"
 	"github.com/iot-mns-bridge/iot-mns-bridge/bridge/source"
 	"github.com/iot-mns-bridge/iot-mns-bridge/internal/field"
 	"github.com/iot-mns-bridge/iot-mns-bridge/sinks/mns"
 )
 
 // fieldKeys is the one place that knows which config key feeds which field
-// of a protocol Config: the sources' (source.Field: stompsrc.Config,
-// amqpsrc.Config) and the MNS client's (mns.Field: mns.Config). Those
+// of a package's Config: the sources' (source.Field: stompsrc.Config,
+// amqpsrc.Config), the MNS client's (mns.Field: mns.Config) and the
+// pipeline's (bridge.Field: bridge.PipelineConfig). Those
 // packages report and advise in terms of their own fields (package field)
 // and the wiring hands them these names (SourceNames, MNSNames), so that
 // every error, hint and log line names the key the operator changes.
 var fieldKeys = []struct {
-	field any // a source.Field or an mns.Field
+	field any // a source.Field, an mns.Field or a bridge.Field
 	key   string
 }{
 	{source.FieldEndpoint, "source.endpoint"},
@@ -52,6 +54,9 @@ var fieldKeys = []struct {
 	{mns.FieldMaxConns, "delivery.max_requests"},
 	{mns.FieldSignatureVersion, "mns.signature_version"},
 	{mns.FieldRegion, "mns.region"},
+
+	{bridge.FieldMaxInFlight, "delivery.max_in_flight"},
+	{bridge.FieldMaxInFlightBytes, "delivery.max_in_flight_bytes"},
 }
 
 // names is the Names of the fields of type F in fieldKeys: a new map.
@@ -73,3 +78,8 @@ func SourceNames() source.Names { return names[source.Field]() }
 // MNSNames maps the fields of the MNS client's Config (mns.Config) to the
 // config keys they come from. Each call returns a new map.
 func MNSNames() mns.Names { return names[mns.Field]() }
+
+// PipelineNames maps the fields of the pipeline's Config
+// (bridge.PipelineConfig) that its log lines name to their config keys.
+// Each call returns a new map.
+func PipelineNames() bridge.Names { return names[bridge.Field]() }

@@ -77,16 +77,21 @@ func TestMNSNamesAreConfigKeys(t *testing.T) {
 	}
 }
 
-// TestFieldKeysOnce: every row of the table names a field once.
+// TestFieldKeysOnce: every row of the table names a field once, with a
+// name that starts with a config key.
 func TestFieldKeysOnce(t *testing.T) {
+	keys := configKeys(t)
 	seen := map[any]bool{}
 	for _, fk := range fieldKeys {
+		if key, _, _ := strings.Cut(fk.key, " "); !keys[strings.TrimSuffix(key, ",")] {
+			t.Errorf("%T %v: %q does not start with a config key", fk.field, fk.field, fk.key)
+		}
 		if seen[fk.field] {
 			t.Errorf("%T %v has two keys", fk.field, fk.field)
 		}
 		seen[fk.field] = true
 	}
-	if n, m := len(SourceNames()), len(MNSNames()); n+m != len(fieldKeys) || n == 0 || m == 0 {
-		t.Errorf("SourceNames has %d names and MNSNames %d; the table has %d rows", n, m, len(fieldKeys))
+	if n, m, p := len(SourceNames()), len(MNSNames()), len(PipelineNames()); n+m+p != len(fieldKeys) || n == 0 || m == 0 || p == 0 {
+		t.Errorf("SourceNames has %d names, MNSNames %d and PipelineNames %d; the table has %d rows", n, m, p, len(fieldKeys))
 	}
 }

@@ -135,7 +135,7 @@ func New(cfg *config.Config, opts Options) (*Bridge, error) {
 		MaxRequestsPerDestination: d.MaxRequestsPerDestination, MaxRequests: d.MaxRequests,
 		Retry: bridge.RetryPolicy{InitialBackoff: d.Retry.InitialBackoff, MaxBackoff: d.Retry.MaxBackoff,
 			MaxAttempts: d.Retry.MaxAttempts, MaxAge: d.Retry.MaxAge},
-		Dedup: dedup, Metrics: b.metrics, Logger: log.With("component", "pipeline"),
+		Dedup: dedup, Metrics: b.metrics, Logger: log.With("component", "pipeline"), Names: config.PipelineNames(),
 	})
 	if err != nil {
 		return nil, &UsageError{Err: err}

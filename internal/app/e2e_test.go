@@ -146,6 +146,23 @@ func waitFor(t *testing.T, what string, d time.Duration, cond func() bool) {
 	waitfor.Until(t, what, d, cond)
 }
 
+// TestPipelineFullNamesTheBound: with MNS failing every request, the
+// pipeline fills up to delivery.max_in_flight and says so naming the key:
+// the pipeline speaks of its own fields and the wiring gives it the keys
+// (config.PipelineNames).
+func TestPipelineFullNamesTheBound(t *testing.T) {
+	p := startPeers(t, mnsemu.Config{Queues: []string{"telemetry-pk1", "unrouted"}, Faults: mnsemu.Faults{ErrorRate: 1, ErrorStatus: 503}}, iotsim.Config{})
+	c := p.config()
+	c.Delivery.MaxInFlight = 2
+	c.ShutdownTimeout = time.Second // MNS never takes the messages held
+	logs := &testpeers.SyncBuffer{}
+	runBridge(t, mustLoad(t, p.writeConfig(t, c)), Options{Logger: NewLogger(config.Log{Level: "info"}, logs)})
+	p.publishSeq("full", 5)
+	waitFor(t, "the pipeline full, naming delivery.max_in_flight", time.Minute, func() bool {
+		return strings.Contains(logs.String(), "the pipeline holds as much as it may") && strings.Contains(logs.String(), "bound=delivery.max_in_flight ")
+	})
+}
+
 // TestRunForwards10000BinaryMessagesByteForByte is issue 4's "done when":
 // "iot-mns-bridge run" with a config pointing at the simulator and the
 // emulator forwards 10,000 messages, and every one is at the emulator with
