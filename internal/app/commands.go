@@ -133,6 +133,10 @@ func cmdCheck(ctx context.Context, args []string, stdio Stdio) error {
 	if line := statePaths(cfg); line != "" {
 		fmt.Fprintln(stdio.Out, line)
 	}
+	if p := b.sink.Proxy(); p != "" {
+		fmt.Fprintf(stdio.Out, "MNS requests go through the proxy %s (HTTPS_PROXY or HTTP_PROXY in this environment; "+
+			"NO_PROXY lists the hosts that bypass it; the source connects directly)\n", p)
+	}
 	defer b.creds.close()
 	credFailed := b.creds.report(ctx, stdio.Out)
 	if !*connect {

@@ -16,9 +16,7 @@ import (
 // journal in a directory that does not exist passes validation, but run
 // refuses to start on it; check says so beforehand.
 func TestCheckWarnsOfMissingStateDirectories(t *testing.T) {
-	t.Setenv("ALIBABA_CLOUD_ACCESS_KEY_ID", exampleKeyID)
-	t.Setenv("ALIBABA_CLOUD_ACCESS_KEY_SECRET", exampleSecret)
-	t.Setenv("STATE_DIRECTORY", "")
+	asFromAShell(t)
 	dir := t.TempDir()
 	file := filepath.Join(dir, "config.yaml")
 	cfg := `source:
@@ -132,9 +130,7 @@ spool:
 // and parents, so a missing spool.dir is fine, but one under a regular file
 // stops "run"; check says so beforehand.
 func TestCheckWarnsOfASpoolDirRunCannotCreate(t *testing.T) {
-	t.Setenv("ALIBABA_CLOUD_ACCESS_KEY_ID", exampleKeyID)
-	t.Setenv("ALIBABA_CLOUD_ACCESS_KEY_SECRET", exampleSecret)
-	t.Setenv("STATE_DIRECTORY", "")
+	asFromAShell(t)
 	dir := t.TempDir()
 	if err := os.WriteFile(filepath.Join(dir, "afile"), nil, 0o600); err != nil {
 		t.Fatal(err)
@@ -314,5 +310,53 @@ func TestLockedSpoolNamesSpoolDir(t *testing.T) {
 	if code != ExitFailure || !strings.Contains(errOut, "spool.dir "+sp+": ") ||
 		!strings.Contains(errOut, "locked by another process; is another bridge running with the same directory?") {
 		t.Errorf("run with a locked spool: exit %d, want %d and an error naming spool.dir %s, locked:\n%s", code, ExitFailure, sp, errOut)
+	}
+}
+
+// asFromAShell sets the environment of a command an operator runs from a
+// shell: the AccessKey in the environment, no $STATE_DIRECTORY.
+func asFromAShell(t *testing.T) {
+	t.Helper()
+	t.Setenv("ALIBABA_CLOUD_ACCESS_KEY_ID", exampleKeyID)
+	t.Setenv("ALIBABA_CLOUD_ACCESS_KEY_SECRET", exampleSecret)
+	t.Setenv("STATE_DIRECTORY", "")
+}
+
+// TestCheckNamesTheMNSProxy: with HTTPS_PROXY in the environment (the unit's
+// env file, a shell behind a corporate proxy) check says that the MNS
+// requests go through it, its password redacted; with the endpoint's host
+// in NO_PROXY, or without a proxy, it says nothing of one. check runs as a
+// child process: net/http reads the proxy variables once per process.
+func TestCheckNamesTheMNSProxy(t *testing.T) {
+	asFromAShell(t)
+	dir := t.TempDir()
+	file := filepath.Join(dir, "config.yaml")
+	// check without -connect sends nothing: the endpoint is only parsed.
+	cfg := strings.Replace(unreachablePeersYAML, "endpoint: http://127.0.0.1:9",
+		"endpoint: https://1234567890123456.mns.cn-hangzhou.aliyuncs.com", 1)
+	if err := os.WriteFile(file, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	check := func(proxy, noProxy string) string {
+		t.Helper()
+		for _, k := range []string{"HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "NO_PROXY", "no_proxy", "REQUEST_METHOD"} {
+			t.Setenv(k, "")
+		}
+		t.Setenv("HTTPS_PROXY", proxy)
+		t.Setenv("NO_PROXY", noProxy)
+		c := startChild(t, "check", "-config", file)
+		if err := c.Cmd.Wait(); err != nil {
+			t.Fatalf("check with HTTPS_PROXY=%q NO_PROXY=%q: %v\n%s", proxy, noProxy, err, c.Out)
+		}
+		return c.Out.String()
+	}
+	out := check("http://op:proxy-pw@127.0.0.1:3128", "")
+	if want := "MNS requests go through the proxy http://op:xxxxx@127.0.0.1:3128"; !strings.Contains(out, want) || strings.Contains(out, "proxy-pw") {
+		t.Errorf("check behind a proxy: want %q, and no password:\n%s", want, out)
+	}
+	for _, tc := range [][2]string{{"http://op:proxy-pw@127.0.0.1:3128", ".aliyuncs.com"}, {"", ""}} {
+		if out := check(tc[0], tc[1]); strings.Contains(out, "proxy") {
+			t.Errorf("check with HTTPS_PROXY=%q NO_PROXY=%q speaks of a proxy:\n%s", tc[0], tc[1], out)
+		}
 	}
 }

@@ -475,6 +475,11 @@ func (c *Client) transportError(ctx context.Context, t target, ids reqIDs, err e
 		msg: fmt.Sprintf("%s [user request id %s]: no reply from MNS%s; %s: %v", t, ids.user, c.viaProxy(), check, err)}
 }
 
+// Proxy returns the proxy the requests go through (from Config.Proxy, by
+// default HTTPS_PROXY / HTTP_PROXY / NO_PROXY), its password redacted, or
+// "" without one.
+func (c *Client) Proxy() string { return c.proxy }
+
 // viaProxy names the proxy the requests go through and where it came from,
 // or is "" without one.
 func (c *Client) viaProxy() string {

@@ -40,6 +40,9 @@ func TestBehindAProxy(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if got, want := c.Proxy(), "http://op:xxxxx@"+proxyURL.Host; got != want {
+		t.Errorf("Proxy() = %q, want %q (the password redacted)", got, want)
+	}
 	_, err = c.SendMessage(context.Background(), "q1", []byte("x"))
 	if me := (*Error)(nil); !errors.As(err, &me) || me.Status != http.StatusProxyAuthRequired {
 		t.Fatalf("407: %T %v, want an *Error with status 407", err, err)

@@ -141,6 +141,10 @@ func (s *Sink) publishAll(ctx context.Context, topic string, msgs []bridge.Outgo
 	wg.Wait()
 }
 
+// Proxy returns the proxy the client's requests go through (see
+// Client.Proxy), or "".
+func (s *Sink) Proxy() string { return s.c.Proxy() }
+
 // Check looks dest up with GetQueueAttributes or GetTopicAttributes, so a
 // missing destination or a credential MNS refuses shows before any message
 // is sent. It blocks for at most the client's request timeout.
