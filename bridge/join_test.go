@@ -283,3 +283,39 @@ func BenchmarkHeldIndex(b *testing.B) {
 		x.leave(out)
 	}
 }
+
+// TestCopyWaitingForRoomItsOriginalHolds: with max_in_flight 1 the
+// original holds the only room, so its copy waits in Handle (holding
+// nothing: no deadlock) until the original is settled; it then is a new
+// delivery, as README says: the de-dup window drops it, and with the window
+// off it is sent again. Both deliveries are settled once either way.
+func TestCopyWaitingForRoomItsOriginalHolds(t *testing.T) {
+	for _, window := range []bool{true, false} {
+		sink := newFakeSink(nil)
+		sink.gate = make(chan struct{})
+		h := newHarness(t, sink, func(c *PipelineConfig) {
+			c.MaxInFlight = 1
+			if window {
+				c.Dedup = NewDedup(100, time.Minute)
+			}
+		})
+		rec := newPerDelivery(h)
+		m := Message{Topic: userTopic(1), MessageID: "m-1", Body: []byte(`{"n":1}`)}
+		orig, again := NewDelivery(m, rec, "link-1 delivery 7"), NewDelivery(m, rec, "link-2 delivery 1")
+		if err := h.p.Handle(context.Background(), orig); err != nil {
+			t.Fatal(err)
+		}
+		took := make(chan error, 1)
+		go func() { took <- h.p.Handle(context.Background(), again) }()
+		close(sink.gate)
+		if err := <-took; err != nil {
+			t.Fatal(err)
+		}
+		drain(t, h.p)
+		rec.check(t, Accepted, orig, again)
+		want := map[bool]int{true: 1, false: 2}[window]
+		if n, st := sink.accepted["m-1"], h.p.Stats(); n != want || st.Joined != 0 || st.Duplicates != int64(2-want) {
+			t.Errorf("window %v: the sink took the message %d times (want %d); stats %+v, want none joined", window, n, want, st)
+		}
+	}
+}
