@@ -168,6 +168,8 @@ func TestUnitFile(t *testing.T) {
 		{"Service", "LoadCredential", "access_key_secret:/etc/iot-mns-bridge/access_key_secret", "the config reads access_key_secret_file: access_key_secret"},
 		{"Service", "Restart", "on-failure", "a crash or a watchdog timeout restarts the bridge"},
 		{"Service", "RestartPreventExitStatus", "2", "exit 2 is a config error: restarting cannot fix it"},
+		{"Service", "Environment", "GOTRACEBACK=crash", "a panic and the watchdog's SIGABRT end the bridge by the signal, not by Go's exit status 2, which RestartPreventExitStatus keeps for config errors: they are restarted"},
+		{"Service", "LimitCORE", "0", "a crash writes no core file (the process holds the AccessKey secret)"},
 		{"Unit", "StartLimitIntervalSec", "600", "a restart loop stops at a limit a person can see (start-limit-hit)"},
 		{"Unit", "StartLimitBurst", "10", "a restart loop stops at a limit a person can see (start-limit-hit)"},
 		{"Service", "DynamicUser", "yes", "no fixed account needed"},
