@@ -348,4 +348,24 @@ func TestSystemdUnit(t *testing.T) {
 	waitState("the journal to name the bad key", 30*time.Second, func(map[string]string) bool {
 		return strings.Contains(m.journal(unit), "no_such_key")
 	}, "ActiveState")
+
+	// A crash is restarted: SIGABRT (what the watchdog sends; a panic ends
+	// the same way) kills the bridge by the signal (GOTRACEBACK=crash), not
+	// by Go's exit status 2, which RestartPreventExitStatus keeps for config
+	// errors.
+	writeFile(t, cfgFile, goodConfig, 0o644)
+	sysctl("reset-failed", unit)
+	if out, err := sysctl("start", unit); err != nil {
+		t.Fatalf("systemctl start after the config error: %v: %s\n%s", err, out, m.journal(unit))
+	}
+	before := m.show(unit, "MainPID", "NRestarts")
+	if out, err := sysctl("kill", "-s", "ABRT", unit); err != nil {
+		t.Fatalf("systemctl kill -s ABRT: %v: %s", err, out)
+	}
+	p = waitState("the unit to be restarted or to fail after SIGABRT", 60*time.Second, func(p map[string]string) bool {
+		return p["ActiveState"] == "failed" || (p["ActiveState"] == "active" && p["NRestarts"] != before["NRestarts"])
+	}, "ActiveState", "Result", "ExecMainCode", "ExecMainStatus", "NRestarts", "MainPID")
+	if p["ActiveState"] != "active" || p["MainPID"] == before["MainPID"] {
+		t.Errorf("after SIGABRT: %v (before: %v), want a restarted bridge\n%s", p, before, m.journal(unit))
+	}
 }
