@@ -191,6 +191,12 @@ type Spool struct {
 	}
 
 	commits atomic.Int64 // successful write transactions, for benchmarks
+
+	// notified is the last key whose Append's done function has returned
+	// (at Open: the last key assigned). Every key up to it is in the file
+	// or deleted, and a reader that learns of committed messages through
+	// their done functions (the Stage's window) has learnt of all of them.
+	notified atomic.Uint64
 }
 
 type appendReq struct {
@@ -327,6 +333,7 @@ func (s *Spool) load() (err error) {
 		if err == nil && last > b.Sequence() {
 			err = corruptErr(s.path, fmt.Errorf("message %d is beyond the last key assigned (%d)", last, b.Sequence()))
 		}
+		s.notified.Store(b.Sequence())
 		return err
 	})
 }

@@ -35,6 +35,9 @@ type Stage struct {
 	log      *slog.Logger
 	kick     chan struct{}
 
+	earlier   uint64        // the last key when the Stage was made: up to it, what an earlier run left
+	lookEvery time.Duration // the feeder's periodic look for what the window missed
+
 	mu      sync.Mutex
 	failed  []*bridge.Delivery // commits failed: to append again
 	failing error              // the last commit error while commits fail, nil when healthy
@@ -126,9 +129,12 @@ func (w *window) take(next uint64) (d *bridge.Delivery, gapTo uint64, ok bool) {
 
 // NewStage returns the stage that spools deliveries in sp and forwards
 // them to next (the pipeline's Handle); Feed must run for them to leave the
-// spool.
+// spool. The messages in sp when NewStage is called are what an earlier
+// run left: Feed reads them back first, whenever it starts; the ones
+// Intake commits later reach it through memory.
 func NewStage(sp *Spool, next bridge.Handler, log *slog.Logger) *Stage {
-	return &Stage{sp: sp, pipeline: next, log: log, kick: make(chan struct{}, 1)}
+	return &Stage{sp: sp, pipeline: next, log: log, kick: make(chan struct{}, 1),
+		earlier: sp.notified.Load(), lookEvery: 200 * time.Millisecond}
 }
 
 // retryWait is the pause between attempts while the spool is full or its
@@ -281,8 +287,11 @@ func (ss spoolSettler) Settle(d *bridge.Delivery, o bridge.Outcome) {
 // with what an earlier run left, until ctx is done. It blocks in the next
 // handler when the pipeline is full. A message committed in this run is
 // forwarded from memory (the delivery that Intake took) while it fits in
-// the window; the others are read back from the file: an earlier run's, the
-// ones that did not fit, and any the window missed (a periodic look).
+// the window; the others are read back from the file: an earlier run's
+// (the keys up to the last one when the Stage was made, so this run's
+// commits are not among them however late Feed starts), the ones that did
+// not fit, and any the window missed (a periodic look, which reads only
+// keys whose commit the window has already heard of).
 func (s *Stage) Feed(ctx context.Context) {
 	settler := spoolSettler{sp: s.sp}
 	next := uint64(0) // every key below has been forwarded
@@ -307,11 +316,15 @@ func (s *Stage) Feed(ctx context.Context) {
 		}
 		return false
 	}
-	tick := time.NewTicker(200 * time.Millisecond)
+	tick := time.NewTicker(s.lookEvery)
 	defer tick.Stop()
-	ok := readBack(latest) // what an earlier run left
+	ok := readBack(s.earlier)
+	look := false // the periodic look is due once the window has nothing for next
 	for ctx.Err() == nil {
 		if ok {
+			// Loaded before take: every key up to it that this Stage
+			// committed is in the window, or taken, or noted as dropped.
+			heard := s.sp.notified.Load()
 			s.mu.Lock()
 			d, gapTo, held := s.held.take(next)
 			s.mu.Unlock()
@@ -323,6 +336,14 @@ func (s *Stage) Feed(ctx context.Context) {
 			case gapTo >= next:
 				ok = readBack(gapTo)
 				continue
+			case look:
+				// Whatever the window missed up to heard: a message whose
+				// forward failed, one appended besides Intake.
+				look = false
+				if heard >= next {
+					ok = readBack(heard)
+					continue
+				}
 			}
 		}
 		select {
@@ -330,9 +351,8 @@ func (s *Stage) Feed(ctx context.Context) {
 			return
 		case <-s.kick:
 		case <-tick.C:
-			// Whatever the window missed; a failed forward or read is
-			// tried again from next.
-			ok = readBack(latest)
+			// A failed forward or read is tried again from next.
+			ok, look = true, true
 		}
 	}
 }

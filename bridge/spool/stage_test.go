@@ -28,7 +28,16 @@ type forwarded struct {
 // test.
 func feed(t *testing.T, s *Spool, handle func(d *bridge.Delivery) error) (*Stage, *forwarded) {
 	t.Helper()
-	f := &forwarded{got: make(chan struct{}, 1)}
+	st, f, start := stage(t, s, handle)
+	start()
+	return st, f
+}
+
+// stage is feed with the feeder started by start: a test calls it when
+// the schedule it plays wants the feeder to begin.
+func stage(t *testing.T, s *Spool, handle func(d *bridge.Delivery) error) (st *Stage, f *forwarded, start func()) {
+	t.Helper()
+	f = &forwarded{got: make(chan struct{}, 1)}
 	pipeline := func(_ context.Context, d *bridge.Delivery) error {
 		if handle != nil {
 			if err := handle(d); err != nil {
@@ -46,12 +55,14 @@ func feed(t *testing.T, s *Spool, handle func(d *bridge.Delivery) error) (*Stage
 		}
 		return nil
 	}
-	st := NewStage(s, pipeline, slog.New(slog.DiscardHandler))
-	ctx, cancel := context.WithCancel(context.Background())
-	fed := make(chan struct{})
-	go func() { st.Feed(ctx); close(fed) }()
-	t.Cleanup(func() { cancel(); <-fed })
-	return st, f
+	st = NewStage(s, pipeline, slog.New(slog.DiscardHandler))
+	start = func() {
+		ctx, cancel := context.WithCancel(context.Background())
+		fed := make(chan struct{})
+		go func() { st.Feed(ctx); close(fed) }()
+		t.Cleanup(func() { cancel(); <-fed })
+	}
+	return st, f, start
 }
 
 // wait returns the forwarded messages once there are n of them.
@@ -108,45 +119,112 @@ func waitDepth(t *testing.T, s *Spool, n int64) {
 // A message committed in this run reaches the pipeline from memory, the
 // delivery Intake took, not read back and decoded from the file; a base64
 // body then goes on as the platform sent it (the sink passes it through).
+// So it goes whatever the schedule: the feeder's first read (what an
+// earlier run left) may come after this run's commits, and its periodic
+// look may come between a commit and the window getting its messages.
 func TestStageForwardsFromMemory(t *testing.T) {
-	s := open(t, Options{})
-	st, f := feed(t, s, nil)
-	const n = 300
-	intake(t, st, 0, n)
-	b64 := bridge.Message{Topic: "/pk/dev/user/telemetry", MessageID: "b64", Body: []byte("aGk="), Base64: true}
-	if err := st.Intake(context.Background(), bridge.NewDelivery(b64, nopSettler{}, nil)); err != nil {
-		t.Fatal(err)
+	for _, tc := range []struct {
+		name  string
+		late  bool          // the feeder starts once every message is committed
+		every time.Duration // the feeder's periodic look (0: as in production)
+	}{
+		{name: "feeder first"},
+		{name: "feeder late", late: true},
+		{name: "looking every millisecond", every: time.Millisecond},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := open(t, Options{})
+			st, f, start := stage(t, s, nil)
+			if tc.every > 0 {
+				st.lookEvery = tc.every
+			}
+			if !tc.late {
+				start()
+			}
+			const n = 300
+			intake(t, st, 0, n)
+			b64 := bridge.Message{Topic: "/pk/dev/user/telemetry", MessageID: "b64", Body: []byte("aGk="), Base64: true}
+			if err := st.Intake(context.Background(), bridge.NewDelivery(b64, nopSettler{}, nil)); err != nil {
+				t.Fatal(err)
+			}
+			if tc.late {
+				s.sync()
+				start()
+			}
+			keys, msgs := f.wait(t, n+1)
+			inOrder(t, keys, msgs[:n], 0)
+			if got := msgs[n]; !got.Base64 || string(got.Body) != "aGk=" {
+				t.Errorf("base64 message forwarded as Base64=%v %q, want the platform's text", got.Base64, got.Body)
+			}
+			if mem, read := st.fromMemory.Load(), st.readBack.Load(); mem != n+1 || read != 0 {
+				t.Errorf("forwarded %d from memory and %d read back, want %d and 0", mem, read, n+1)
+			}
+			waitDepth(t, s, 0)
+		})
 	}
-	keys, msgs := f.wait(t, n+1)
-	inOrder(t, keys, msgs[:n], 0)
-	if got := msgs[n]; !got.Base64 || string(got.Body) != "aGk=" {
-		t.Errorf("base64 message forwarded as Base64=%v %q, want the platform's text", got.Base64, got.Body)
-	}
-	if mem, read := st.fromMemory.Load(), st.readBack.Load(); mem != n+1 || read != 0 {
-		t.Errorf("forwarded %d from memory and %d read back, want %d and 0", mem, read, n+1)
-	}
-	waitDepth(t, s, 0)
 }
 
 // What does not fit in the window while the pipeline is stuck is read
-// back from the file: every message arrives once, in key order.
+// back from the file: every message arrives once, in key order. The
+// window serves what fitted whether the feeder started before this run's
+// commits or after them.
 func TestStageReadsBackWhatDidNotFit(t *testing.T) {
-	s := open(t, Options{})
-	gate := make(chan struct{})
-	st, f := feed(t, s, func(*bridge.Delivery) error { <-gate; return nil })
-	n := windowLen + 1000
-	intake(t, st, 0, n)
-	s.sync()
-	close(gate)
-	keys, msgs := f.wait(t, n)
-	inOrder(t, keys, msgs, 0)
-	if mem, read := st.fromMemory.Load(), st.readBack.Load(); mem+read != int64(n) || read < 900 || mem < windowLen/2 {
-		t.Errorf("forwarded %d from memory and %d read back, want %d in all, at least %d read back and %d from memory", mem, read, n, 900, windowLen/2)
+	for _, late := range []bool{false, true} {
+		t.Run(map[bool]string{false: "feeder first", true: "feeder late"}[late], func(t *testing.T) {
+			s := open(t, Options{})
+			gate := make(chan struct{})
+			st, f, start := stage(t, s, func(*bridge.Delivery) error { <-gate; return nil })
+			if !late {
+				start()
+			}
+			n := windowLen + 1000
+			intake(t, st, 0, n)
+			s.sync()
+			if late {
+				start()
+			}
+			close(gate)
+			keys, msgs := f.wait(t, n)
+			inOrder(t, keys, msgs, 0)
+			if mem, read := st.fromMemory.Load(), st.readBack.Load(); mem+read != int64(n) || read < 900 || mem < windowLen/2 {
+				t.Errorf("forwarded %d from memory and %d read back, want %d in all, at least %d read back and %d from memory", mem, read, n, 900, windowLen/2)
+			}
+			// Later messages come from memory again.
+			intake(t, st, n, n+10)
+			keys, msgs = f.wait(t, n+10)
+			inOrder(t, keys, msgs, 0)
+			waitDepth(t, s, 0)
+		})
 	}
-	// Later messages come from memory again.
-	intake(t, st, n, n+10)
-	keys, msgs = f.wait(t, n+10)
+}
+
+// The feeder finds what the window never heard of: a message appended
+// besides Intake (as the shutdown's AppendAll does), by its periodic look
+// or by the gap it leaves among this run's keys, and one committing while
+// the Stage was made. Each is read back once, in key order, and this run's
+// Intakes still come from memory.
+func TestStageFindsWhatTheWindowMissed(t *testing.T) {
+	s := open(t, Options{})
+	committed := make(chan error, 1)
+	m0 := msg(0)
+	if err := s.Append(context.Background(), &m0, func(_ uint64, err error) { committed <- err }); err != nil {
+		t.Fatal(err)
+	}
+	st, f, start := stage(t, s, nil)
+	if err := <-committed; err != nil {
+		t.Fatal(err)
+	}
+	start()
+	add(t, s, msg(1)) // only the periodic look finds it
+	f.wait(t, 2)
+	intake(t, st, 2, 4)
+	add(t, s, msg(4)) // a gap before the window's next key
+	intake(t, st, 5, 8)
+	keys, msgs := f.wait(t, 8)
 	inOrder(t, keys, msgs, 0)
+	if mem, read := st.fromMemory.Load(), st.readBack.Load(); mem != 5 || read != 3 {
+		t.Errorf("forwarded %d from memory and %d read back, want 5 and 3", mem, read)
+	}
 	waitDepth(t, s, 0)
 }
 

@@ -261,6 +261,9 @@ func (s *Spool) commit(batch []appendReq) error {
 	for i, r := range batch {
 		r.done(first+uint64(i), nil)
 	}
+	if len(batch) > 0 {
+		s.notified.Store(first + uint64(len(batch)) - 1)
+	}
 	return nil
 }
 
