@@ -121,8 +121,9 @@ func TestHeldMessageCostsLittleMoreThanItsPayload(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			// Every message has been tried once and waits for its retry.
-			waitUntil(t, func() bool { return h.p.Stats().Retried == n })
+			// Every message has been tried once and waits for its retry
+			// (each probe interval played out at once).
+			waitUntil(t, func() bool { h.p.probeNow(); return h.p.Stats().Retried == n })
 			var after runtime.MemStats
 			runtime.GC()
 			runtime.ReadMemStats(&after)

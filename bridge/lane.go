@@ -1,6 +1,7 @@
 package bridge
 
 import (
+	"errors"
 	"fmt"
 	"maps"
 	"slices"
@@ -21,12 +22,16 @@ import (
 // until there are none.
 //
 // While the destination is failing (its last request failed whole), one
-// sender runs: a probe, one request at a time, so an outage does not keep
-// MaxRequestsPerDestination encoded requests alive; new messages wait in
-// the lane, up to the pipeline's bounds, rather than each being tried. After
-// the first success, senders fan out again as the linger and retry timers
-// and new messages start them (each take re-arms those timers while more is
-// ready).
+// sender runs: a probe, one request at a time and at most one per backoff
+// interval (the retry policy's, growing with each failed probe), so an
+// outage costs one request per interval however many retry groups wait,
+// not one per group, and does not keep MaxRequestsPerDestination encoded
+// requests alive. The probe is the due retries or, with none due, new
+// messages batched; the other groups and the new messages wait in the
+// lane, up to the pipeline's bounds. After the first success, everything
+// waiting becomes due and senders fan out again as the linger and retry
+// timers and new messages start them (each take re-arms those timers while
+// more is ready).
 type lane struct {
 	p    *Pipeline
 	dest Destination
@@ -48,6 +53,10 @@ type lane struct {
 
 	failing bool          // the last request failed whole
 	wake    chan struct{} // closed when a send succeeds again
+	// While failing, no request starts before probeAt (wall clock): the
+	// last failed request plus a backoff that grows with probeFails.
+	probeAt    time.Time
+	probeFails int
 	// Logging of the failing/recovered state, at most once a stateLogEvery
 	// per destination: under throttling, requests fail and succeed in turn.
 	logged      bool      // "failing" was logged and "recovered" not yet
@@ -174,6 +183,9 @@ func (l *lane) add(it *item) addResult {
 	if len(l.pending) == 1 {
 		l.armLinger(p.tune.Load().Linger)
 	}
+	if l.failing {
+		l.armRetry() // the next probe may carry them
+	}
 	start := l.startSender()
 	l.mu.Unlock()
 	if start {
@@ -207,6 +219,9 @@ func (l *lane) lingerDone() {
 	}
 	l.lingered = true
 	start := l.startSender()
+	if l.failing {
+		l.armRetry() // the next probe may carry them
+	}
 	l.mu.Unlock()
 	if start {
 		l.sender()
@@ -233,16 +248,26 @@ func (l *lane) retryDue() {
 	}
 }
 
-// armRetry sets the retry timer to the earliest due group. l.mu is held.
+// armRetry sets the retry timer to the earliest due group; while the
+// destination is failing, not before the next probe, and to the probe
+// when new messages wait. l.mu is held.
 func (l *lane) armRetry() {
-	if len(l.retries) == 0 {
-		return
-	}
-	due := l.retries[0].due
-	for _, g := range l.retries[1:] {
-		if g.due.Before(due) {
+	var due time.Time
+	for _, g := range l.retries {
+		if due.IsZero() || g.due.Before(due) {
 			due = g.due
 		}
+	}
+	if l.failing {
+		if l.pendingReady() && (due.IsZero() || l.probeAt.Before(due)) {
+			due = l.probeAt
+		}
+		if !due.IsZero() && due.Before(l.probeAt) {
+			due = l.probeAt
+		}
+	}
+	if due.IsZero() {
+		return
 	}
 	if !l.retryAt.IsZero() && !due.Before(l.retryAt) {
 		return
@@ -269,19 +294,17 @@ func (l *lane) limits() (n, size int) {
 	return n, size
 }
 
-// ready reports whether a batch can be taken now. l.mu is held.
+// ready reports whether a batch can be taken now: while the destination is
+// failing, only once the next probe is due. l.mu is held.
 func (l *lane) ready() bool {
 	if l.stopped {
 		return false
 	}
-	if len(l.pending) > 0 {
-		if l.lingered {
-			return true
-		}
-		n, size := l.limits()
-		if len(l.pending) >= n || l.pendBytes >= size {
-			return true
-		}
+	if l.failing && time.Now().Before(l.probeAt) {
+		return false
+	}
+	if l.pendingReady() {
+		return true
 	}
 	if len(l.retries) > 0 {
 		t := time.Now()
@@ -292,6 +315,19 @@ func (l *lane) ready() bool {
 		}
 	}
 	return false
+}
+
+// pendingReady reports whether the new messages make a batch: a full one,
+// or the oldest lingered. l.mu is held.
+func (l *lane) pendingReady() bool {
+	if len(l.pending) == 0 {
+		return false
+	}
+	if l.lingered {
+		return true
+	}
+	n, size := l.limits()
+	return len(l.pending) >= n || l.pendBytes >= size
 }
 
 // maxSenders is how many senders may run: MaxRequestsPerDestination, or
@@ -325,6 +361,10 @@ func (l *lane) take() []*item {
 		if l.idle() {
 			l.idleSince = l.p.now()
 		}
+		// The retry timer may have fired while this sender still ran
+		// (and the next probe moved later meanwhile): what is held waits
+		// on a timer again.
+		l.armRetry()
 		return nil
 	}
 	n, size := l.limits()
@@ -363,6 +403,9 @@ func (l *lane) take() []*item {
 		l.pendBytes -= l.pending[k].size
 		k++
 	}
+	if k == 0 && l.senders < l.maxSenders() {
+		l.startPending() // retries filled the batch
+	}
 	if k > 0 {
 		l.space.Notify()
 		rest := copy(l.pending, l.pending[k:])
@@ -378,6 +421,20 @@ func (l *lane) take() []*item {
 		}
 	}
 	return batch
+}
+
+// startPending has the linger timer start a sender at once when the new
+// messages make a batch that no sender takes (the retries came first, or
+// they waited for a probe). l.mu is held.
+func (l *lane) startPending() {
+	if !l.pendingReady() {
+		return
+	}
+	if l.linger == nil {
+		l.linger = time.AfterFunc(0, l.lingerDone)
+		return
+	}
+	l.linger.Reset(0)
 }
 
 func (l *lane) retryCount() int {
@@ -411,6 +468,51 @@ func (l *lane) retryLater(items []*item) bool {
 	l.retries = append(l.retries, retryGroup{items: items, due: now.Add(wait), soonest: now.Add(retry.InitialBackoff)})
 	l.armRetry()
 	return true
+}
+
+// expired removes the held messages whose retry time ran out
+// (Retry.MaxAge) while the destination fails and the probes carried other
+// messages, and returns them for the caller to dead-letter, as their own
+// retries would have; a new message that no probe carried gets the
+// destination's last error.
+func (l *lane) expired() []*item {
+	p := l.p
+	if p.tune.Load().Retry.MaxAge <= 0 {
+		return nil
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var out []*item
+	gone := func(it *item) bool {
+		reason := p.exhausted(it)
+		if reason == "" {
+			return false
+		}
+		err := it.lastErr
+		if err == nil {
+			err = errors.New(l.lastErr)
+		}
+		it.lastErr, it.class = fmt.Errorf("%s: %w", reason, err), ClassRetriesExhausted
+		out = append(out, it)
+		return true
+	}
+	kept := l.retries[:0]
+	for _, g := range l.retries {
+		if g.items = slices.DeleteFunc(g.items, gone); len(g.items) > 0 {
+			kept = append(kept, g)
+		}
+	}
+	clear(l.retries[len(kept):])
+	l.retries = kept
+	n := len(out)
+	l.pending = slices.DeleteFunc(l.pending, gone)
+	for _, it := range out[n:] {
+		l.pendBytes -= it.size
+	}
+	if len(out) > n {
+		l.space.Notify()
+	}
+	return out
 }
 
 // stop takes nothing more and returns every message the lane holds, for
@@ -458,11 +560,22 @@ func (p *Pipeline) stopLanes() {
 }
 
 // sendFailed records a request that failed whole (retryable); it logs that
-// the destination is failing (not per retry, and at most once a minute) and
-// returns the channel that the next success closes.
+// the destination is failing (not per retry, and at most once a minute),
+// sets when the next probe may start (a failed probe grows the backoff; a
+// request sent before the failure was known does not) and returns the
+// channel that the next success closes.
 func (l *lane) sendFailed(n int, err error, now time.Time) <-chan struct{} {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	if !l.failing || !time.Now().Before(l.probeAt) {
+		if !l.failing {
+			l.probeFails = 0
+		}
+		retry := l.p.tune.Load().Retry
+		b := Backoff{Min: retry.InitialBackoff, Max: retry.MaxBackoff, attempt: l.probeFails}
+		l.probeAt = time.Now().Add(b.Next())
+		l.probeFails++
+	}
 	if !l.failing {
 		l.failing = true
 		l.wake = make(chan struct{})
@@ -479,8 +592,9 @@ func (l *lane) sendFailed(n int, err error, now time.Time) <-chan struct{} {
 
 // sendOK records a request with at least one message accepted: the retries
 // waiting on this destination become due as soon as their initial backoff
-// allows, so a backlog drains as soon as MNS is back rather than after each
-// backoff, and the recovery is logged when the failure was logged.
+// allows and the new messages that waited at once, so a backlog drains as
+// soon as MNS is back rather than after each backoff, and the recovery is
+// logged when the failure was logged.
 func (l *lane) sendOK(now time.Time) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -488,6 +602,7 @@ func (l *lane) sendOK(now time.Time) {
 		return
 	}
 	l.failing = false
+	l.probeAt, l.probeFails = time.Time{}, 0
 	close(l.wake)
 	if len(l.retries) > 0 {
 		for i := range l.retries {
@@ -498,6 +613,7 @@ func (l *lane) sendOK(now time.Time) {
 		}
 		l.armRetry()
 	}
+	l.startPending()
 	if l.logged && now.Sub(l.lastLog) >= time.Second {
 		l.logged = false
 		l.p.log.Info("MNS sends recovered", "dest", l.dest.String(), "after", now.Sub(l.since).Round(time.Millisecond), "retries", l.failRetries)

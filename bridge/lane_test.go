@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"runtime"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -112,7 +113,17 @@ func TestRetriesWaitInTheLane(t *testing.T) {
 	})
 	base := runtime.NumGoroutine()
 	h.feed(t, 640, func(i int) string { return fmt.Sprintf("/pk%d/dev/user/telemetry", i%4) })
-	waitUntil(t, func() bool { return h.p.heldForRetry() == 640 })
+	// The first requests failed; the rest wait in the lanes for a probe.
+	// No sender runs and no linger is left to fire.
+	waitUntil(t, func() bool {
+		quiet := h.p.sumLanes(func(l *lane) int {
+			if l.senders > 0 || len(l.pending) > 0 && !l.lingered {
+				return 1
+			}
+			return 0
+		})
+		return h.p.heldForRetry()+h.p.pendingCount() == 640 && quiet == 0
+	})
 	if n := runtime.NumGoroutine() - base; n > 2 {
 		t.Fatalf("%d more goroutines while 640 messages (40 batches) wait for their retry, want none per batch", n)
 	}
@@ -310,21 +321,13 @@ func TestFailingDestinationKeepsOneRequestInFlight(t *testing.T) {
 // and no new one arrives.
 func TestRecoveryFansOutWithOnlyNewMessagesReady(t *testing.T) {
 	const slots, n = 8, 40
-	g := newGatedOutage(t, func(c *PipelineConfig) {
-		c.BatchSize = 1
-		c.MaxRequestsPerDestination = slots
-		// The first requests' messages wait an hour: only the new
-		// messages are ready when MNS is back.
-		c.Retry = RetryPolicy{InitialBackoff: time.Hour, MaxBackoff: time.Hour}
-	})
-	<-g.handle(t, 0, slots)
-	waitUntil(t, func() bool { return g.waiting() == slots })
-	for range slots {
-		g.sink.gate <- struct{}{}
-	}
-	waitUntil(t, func() bool { return g.p.heldForRetry() == slots && g.senders() == 0 })
-	// New messages: the first is the probe, the rest wait in the lane.
+	// The first requests' messages wait an hour: only the new messages
+	// are ready when MNS is back.
+	g := holdingGroups(t, slots, slots, nil)
+	// New messages: the first is the probe (its backoff played out), the
+	// rest wait in the lane.
 	<-g.handle(t, slots, n)
+	g.p.probeNow()
 	waitUntil(t, func() bool { return g.waiting() == 1 })
 	g.down.Store(false)
 	g.sink.gate <- struct{}{}
@@ -337,4 +340,148 @@ func TestRecoveryFansOutWithOnlyNewMessagesReady(t *testing.T) {
 		t.Fatal("Drain with retries due in an hour returned nil")
 	}
 	g.acceptedOnce(t, slots, n)
+}
+
+// holdingGroups is a gatedOutage with one-message batches, slots requests
+// per destination and waits of an hour, whose first groups requests (one
+// message each, m00000 on) failed: their messages wait in retry groups, and
+// no sender runs. mod changes the config further.
+func holdingGroups(t *testing.T, slots, groups int, mod func(*PipelineConfig)) *gatedOutage {
+	t.Helper()
+	g := newGatedOutage(t, func(c *PipelineConfig) {
+		c.BatchSize = 1
+		c.MaxRequestsPerDestination = slots
+		c.Retry = RetryPolicy{InitialBackoff: time.Hour, MaxBackoff: time.Hour}
+		if mod != nil {
+			mod(c)
+		}
+	})
+	<-g.handle(t, 0, groups)
+	waitUntil(t, func() bool { return g.waiting() == groups })
+	for range groups {
+		g.sink.gate <- struct{}{}
+	}
+	waitUntil(t, func() bool { return g.p.heldForRetry() == groups && g.senders() == 0 })
+	return g
+}
+
+// elapse plays the passing of every wait in the lanes: each retry group is
+// due, and so is the next probe of a failing destination.
+func (g *gatedOutage) elapse() { g.p.playWaits(true) }
+
+// probeNow plays the end of each failing destination's probe backoff only.
+func (p *Pipeline) probeNow() { p.playWaits(false) }
+
+func (p *Pipeline) playWaits(retries bool) {
+	now := time.Now()
+	for _, l := range p.laneList() {
+		l.mu.Lock()
+		if retries {
+			for i := range l.retries {
+				l.retries[i].due, l.retries[i].soonest = now, now
+			}
+		}
+		if l.failing {
+			l.probeAt = now
+		}
+		l.retryAt = time.Time{}
+		l.armRetry()
+		l.mu.Unlock()
+	}
+}
+
+// calls is how many requests the sink has seen, and the most at once.
+func (g *gatedOutage) calls() (n, most int) {
+	g.sink.mu.Lock()
+	defer g.sink.mu.Unlock()
+	return g.sink.calls, g.sink.maxWait
+}
+
+// TestFailingDestinationProbesOncePerBackoff: while a destination fails,
+// one backoff interval costs one request (the probe), however many retry
+// groups and new messages wait: over K intervals with N groups held the
+// sink sees K requests, not N*K, one at a time, each after the last one
+// failed, and the new messages are not each tried. When the probe succeeds
+// everything held becomes due, the senders fan out again, and every message
+// is accepted once.
+func TestFailingDestinationProbesOncePerBackoff(t *testing.T) {
+	const slots, groups, n, rounds = 8, 8, 40, 5
+	// No wait ends on its own: the test plays each interval (elapse).
+	g := holdingGroups(t, slots, groups, nil)
+	// New messages wait in the lane; none is sent before the next probe.
+	<-g.handle(t, groups, n)
+	g.sink.mu.Lock()
+	g.sink.maxWait = 0
+	g.sink.mu.Unlock()
+	for round := 1; round <= rounds; round++ {
+		g.elapse()
+		waitUntil(t, func() bool { return g.waiting() == 1 })
+		g.sink.gate <- struct{}{}
+		// The probe failed: its sender stops, nothing else is ready.
+		waitUntil(t, func() bool {
+			return g.waiting() == 0 && g.senders() == 0 && g.p.heldForRetry() == groups
+		})
+		if calls, most := g.calls(); calls != groups+round || most != 1 {
+			t.Fatalf("after %d probe intervals with %d retry groups held: %d requests (%d at most at once), want %d, one at a time",
+				round, groups, calls-groups, most, round)
+		}
+	}
+	if got := g.p.pendingCount(); got != n-groups {
+		t.Fatalf("%d new messages waiting in the lane, want %d (the probes carry the due retries first)", got, n-groups)
+	}
+	// MNS is back: the next probe succeeds; everything held is due.
+	g.elapse()
+	waitUntil(t, func() bool { return g.waiting() == 1 })
+	g.down.Store(false)
+	g.sink.gate <- struct{}{}
+	waitUntil(t, func() bool { return g.waiting() == slots })
+	close(g.sink.gate)
+	waitUntil(t, func() bool { return g.p.Stats().Forwarded == n })
+	if err := g.p.Drain(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	g.acceptedOnce(t, 0, n)
+	if _, most := g.calls(); most != slots {
+		t.Fatalf("at most %d requests at once after the recovery, want %d", most, slots)
+	}
+}
+
+// TestFailingDestinationDeadLettersWhatOutlivedMaxAge: while the probes
+// carry some held messages, the others still reach delivery.retry.max_age
+// as their own retries would have: the first probe that fails after it
+// dead-letters every held message past it, retry groups and new messages
+// alike, each once, without a request of its own.
+func TestFailingDestinationDeadLettersWhatOutlivedMaxAge(t *testing.T) {
+	const groups, n = 4, 10
+	var clock atomic.Int64
+	clock.Store(time.Unix(1000, 0).UnixNano())
+	g := holdingGroups(t, groups, groups, func(c *PipelineConfig) {
+		c.Retry.MaxAge = time.Minute
+		c.Now = func() time.Time { return time.Unix(0, clock.Load()) }
+	})
+	<-g.handle(t, groups, n)
+	clock.Add(int64(2 * time.Minute))
+	g.p.probeNow()
+	waitUntil(t, func() bool { return g.waiting() == 1 })
+	g.sink.gate <- struct{}{}
+	waitUntil(t, func() bool { return g.p.Stats().DeadLettered == n })
+	if calls, _ := g.calls(); calls != groups+1 {
+		t.Fatalf("%d requests, want %d (the probe the only one after the first)", calls, groups+1)
+	}
+	for i := range n {
+		id := fmt.Sprintf("m%05d", i)
+		e, ok := g.dead.has(id)
+		if !ok || e.Class != ClassRetriesExhausted || !strings.Contains(e.Reason, "503 ServiceUnavailable") {
+			t.Errorf("%s: dead-lettered %v as %+v, want retries exhausted with the 503", id, ok, e)
+		}
+	}
+	close(g.sink.gate)
+	if err := g.p.Drain(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	for i := range n {
+		if got := g.rec.outcomes[fmt.Sprintf("m%05d", i)]; len(got) != 1 || got[0] != Accepted {
+			t.Errorf("m%05d: outcomes %v, want accepted once (dead-lettered)", i, got)
+		}
+	}
 }

@@ -24,6 +24,7 @@ type fakeSink struct {
 	hang     bool
 	gate     chan struct{} // when set, each Send takes a token (or sees it closed) before it answers
 	waiting  int           // Send calls waiting at the gate
+	maxWait  int           // the most Send calls waiting at the gate at once
 }
 
 func newFakeSink(fail func(call, i int, o Outgoing) error) *fakeSink {
@@ -38,6 +39,7 @@ func (s *fakeSink) Send(ctx context.Context, dest Destination, msgs []Outgoing) 
 	hang, gate := s.hang, s.gate
 	if gate != nil {
 		s.waiting++
+		s.maxWait = max(s.maxWait, s.waiting)
 	}
 	s.mu.Unlock()
 	errs := make([]error, len(msgs))
@@ -490,6 +492,7 @@ func TestRecoveryWakesWaitingRetries(t *testing.T) {
 	if err := h.p.Handle(context.Background(), NewDelivery(m, h.rec, nil)); err != nil {
 		t.Fatal(err)
 	}
+	h.p.probeNow() // its probe's backoff (up to an hour now) played out
 	waitUntil(t, func() bool { return h.p.Stats().Forwarded == 2 })
 	h.settleAll(t, 2, Accepted)
 }
@@ -522,6 +525,7 @@ func (h *countingHandler) WithGroup(string) slog.Handler      { return h }
 func TestFlappingDestinationLogsOncePerMinute(t *testing.T) {
 	h := &countingHandler{n: map[string]int{}}
 	p := &Pipeline{log: slog.New(h)}
+	p.tune.Store(&Tuning{Retry: RetryPolicy{InitialBackoff: time.Millisecond, MaxBackoff: time.Second}})
 	l := &lane{p: p, dest: Destination{Kind: Queue, Name: "q"}}
 	now := time.Unix(1000, 0)
 	for i := 0; i < 200; i++ {

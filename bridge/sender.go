@@ -75,6 +75,7 @@ func (l *lane) send(batch []*item, outs []Outgoing) []Outgoing {
 
 	var retry, dead []*item
 	ok := 0
+	var failed error // a retryable failure, also of a message out of retries
 	now := p.now()
 	for i, it := range batch {
 		var err error
@@ -99,6 +100,9 @@ func (l *lane) send(batch []*item, outs []Outgoing) []Outgoing {
 			dead = append(dead, it)
 		default:
 			it.lastErr = err
+			if failed == nil {
+				failed = err
+			}
 			if reason := p.exhausted(it); reason != "" {
 				it.lastErr, it.class = fmt.Errorf("%s: %w", reason, err), ClassRetriesExhausted
 				dead = append(dead, it)
@@ -125,18 +129,28 @@ func (l *lane) send(batch []*item, outs []Outgoing) []Outgoing {
 	if len(dead) > 0 {
 		p.deadLetter(dead)
 	}
-	// MNS answered (a message accepted, or none left to retry); not when
-	// the shutdown cut the request short, which is no answer.
-	if ok > 0 || len(retry) == 0 && p.sendCtx.Err() == nil {
+	// MNS answered (a message accepted, or none failed retryably); not
+	// when the shutdown cut the request short, which is no answer.
+	if ok > 0 || failed == nil && p.sendCtx.Err() == nil {
 		l.sendOK(p.now())
 	}
-	if len(retry) > 0 {
-		// A whole request failing is an outage of the destination; some
-		// messages of a batch failing is not (their retries wait their
-		// backoff).
-		if ok == 0 {
-			l.sendFailed(len(retry), retry[0].lastErr, p.now())
+	// A whole request failing is an outage of the destination; some
+	// messages of a batch failing is not (their retries wait their
+	// backoff). While it fails, what the probes did not carry still
+	// reaches its retry time.
+	outage := ok == 0 && failed != nil && p.sendCtx.Err() == nil
+	if outage {
+		l.sendFailed(len(retry), failed, p.now())
+	}
+	defer func() {
+		if !outage {
+			return
 		}
+		if expired := l.expired(); len(expired) > 0 {
+			p.deadLetter(expired)
+		}
+	}()
+	if len(retry) > 0 {
 		if !l.retryLater(retry) {
 			p.releaseAll(retry)
 			return outs
