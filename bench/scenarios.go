@@ -260,6 +260,7 @@ func (h *harness) outageSized(ctx context.Context, name, what string, spec bridg
 		return res, err
 	}
 	h.tb.emu.SetFaults(mnsemu.Faults{Latency: h.latency, ErrorRate: 1, ErrorStatus: 503})
+	failed0 := h.tb.emu.Stats().InjectedErrors
 	fmt.Fprintf(h.log, "  MNS outage: every request fails with 503 for %s\n", sz.Outage)
 	if err := sleep(sz.Outage); err != nil {
 		return res, err
@@ -267,7 +268,8 @@ func (h *harness) outageSized(ctx context.Context, name, what string, spec bridg
 	h.tb.emu.SetFaults(mnsemu.Faults{Latency: h.latency})
 	outageEnd := time.Now()
 	storedAtEnd := h.tb.emu.Stats().Sent
-	fmt.Fprintf(h.log, "  MNS back\n")
+	failed := h.tb.emu.Stats().InjectedErrors - failed0
+	fmt.Fprintf(h.log, "  MNS back; %d requests failed in the outage (%.1f/s)\n", failed, float64(failed)/sz.Outage.Seconds())
 	timeout := sz.OutageAfter + 3*time.Minute
 	a := waitStored(ctx, h.tb.emu, n, timeout)
 	if err := r.usage(&res); err != nil {
