@@ -23,10 +23,10 @@ import (
 //
 // While the destination is failing (its last request failed whole), one
 // sender runs: a probe, one request at a time and at most one per backoff
-// interval (the retry policy's, growing with each failed probe), so an
-// outage costs one request per interval however many retry groups wait,
-// not one per group, and does not keep MaxRequestsPerDestination encoded
-// requests alive. The probe is the due retries or, with none due, new
+// interval (the retry policy's, growing with each failed probe up to
+// maxProbeInterval), so an outage costs one request per interval however
+// many retry groups wait, not one per group, and does not keep
+// MaxRequestsPerDestination encoded requests alive. The probe is the due retries or, with none due, new
 // messages batched; the other groups and the new messages wait in the
 // lane, up to the pipeline's bounds. After the first success, everything
 // waiting becomes due and senders fan out again as the linger and retry
@@ -82,6 +82,13 @@ const pendingBatches = 2
 
 // idleLaneAfter is how long a lane with nothing held stays in the map.
 const idleLaneAfter = time.Minute
+
+// maxProbeInterval caps the growth of a failing destination's probe
+// interval below the retry policy's MaxBackoff: one request every 2 s is
+// nothing against MNS's limits, and the bridge sees MNS back at most 2 s
+// after it is (with MaxBackoff alone, up to 30 s). An InitialBackoff above
+// it is kept as given.
+const maxProbeInterval = 2 * time.Second
 
 // stateLogEvery bounds how often a destination's failing state is logged.
 const stateLogEvery = time.Minute
@@ -572,7 +579,7 @@ func (l *lane) sendFailed(n int, err error, now time.Time) <-chan struct{} {
 			l.probeFails = 0
 		}
 		retry := l.p.tune.Load().Retry
-		b := Backoff{Min: retry.InitialBackoff, Max: retry.MaxBackoff, attempt: l.probeFails}
+		b := Backoff{Min: retry.InitialBackoff, Max: min(retry.MaxBackoff, maxProbeInterval), attempt: l.probeFails}
 		l.probeAt = time.Now().Add(b.Next())
 		l.probeFails++
 	}

@@ -485,3 +485,31 @@ func TestFailingDestinationDeadLettersWhatOutlivedMaxAge(t *testing.T) {
 		}
 	}
 }
+
+// A failing destination's probe interval grows from the retry policy's
+// InitialBackoff but stops at maxProbeInterval, however long MaxBackoff is:
+// after an outage the bridge sees MNS back within that interval.
+func TestProbeIntervalStopsGrowingAtItsCap(t *testing.T) {
+	h := newHarness(t, newFakeSink(nil), func(c *PipelineConfig) {
+		c.Retry = RetryPolicy{InitialBackoff: 200 * time.Millisecond, MaxBackoff: 30 * time.Second}
+	})
+	l := &lane{p: h.p}
+	var longest time.Duration
+	for probe := range 20 {
+		l.mu.Lock()
+		l.probeAt = time.Time{} // the previous interval has passed: this is the next probe's failure
+		l.mu.Unlock()
+		before := time.Now()
+		l.sendFailed(1, errors.New("503 ServiceUnavailable"), before)
+		l.mu.Lock()
+		wait := l.probeAt.Sub(before)
+		l.mu.Unlock()
+		if wait > maxProbeInterval {
+			t.Fatalf("probe %d: the next probe waits %s, want at most %s", probe+1, wait, maxProbeInterval)
+		}
+		longest = max(longest, wait)
+	}
+	if longest < maxProbeInterval/2 {
+		t.Fatalf("the probe interval grew to %s at most in 20 failed probes, want it to reach [%s, %s]", longest, maxProbeInterval/2, maxProbeInterval)
+	}
+}
