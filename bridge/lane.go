@@ -574,13 +574,15 @@ func (p *Pipeline) stopLanes() {
 func (l *lane) sendFailed(n int, err error, now time.Time) <-chan struct{} {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if !l.failing || !time.Now().Before(l.probeAt) {
+	// probeAt is wall clock, as the lane's timers; now (the pipeline's
+	// clock) dates the log line.
+	if wall := time.Now(); !l.failing || !wall.Before(l.probeAt) {
 		if !l.failing {
 			l.probeFails = 0
 		}
 		retry := l.p.tune.Load().Retry
 		b := Backoff{Min: retry.InitialBackoff, Max: min(retry.MaxBackoff, maxProbeInterval), attempt: l.probeFails}
-		l.probeAt = time.Now().Add(b.Next())
+		l.probeAt = wall.Add(b.Next())
 		l.probeFails++
 	}
 	if !l.failing {
