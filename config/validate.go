@@ -20,8 +20,8 @@ import (
 )
 
 // The limits of config values are their owners': the platform's and the
-// sources' are package source's (source.MaxConnections, source.MaxCredit,
-// ...), MNS's are the MNS client's (mns.MaxBatchCount, mns.NameRules, ...).
+// sources' are package source's, values and checks (source.MaxConnections,
+// source.CheckCredit, ...), MNS's are the MNS client's (mns.MaxBatchCount, mns.NameRules, ...).
 // maxReadGather is the config's own: a longer pause would add more latency
 // to every message than the read it saves is worth.
 const maxReadGather = 50 * time.Millisecond
@@ -85,6 +85,14 @@ func orList(s []string) string {
 		return s[0]
 	}
 	return strings.Join(s[:len(s)-1], ", ") + " or " + s[len(s)-1]
+}
+
+// reason records a problem at path when a check (its owner's, e.g.
+// source.CheckCredit) returned one; the check's text names no field.
+func (v *validator) reason(path string, err error) {
+	if err != nil {
+		v.bad(path, "%v", err)
+	}
 }
 
 func (v *validator) positive(path string, d time.Duration) {
@@ -160,7 +168,7 @@ func (v *validator) source() {
 	if _, err := iotauth.NormalizeSignMethod(s.SignMethod); err != nil {
 		v.bad("source.sign_method", "%v", err)
 	}
-	v.between("source.connections", s.Connections, 1, source.MaxConnections)
+	v.reason("source.connections", source.CheckConnections(s.Connections))
 	v.credentials("source.credentials", s.Credentials)
 	v.caFile("source.tls.ca_file", s.TLS.CAFile)
 
@@ -168,33 +176,20 @@ func (v *validator) source() {
 	if s.STOMP.Destination == "" {
 		v.bad("source.stomp.destination", "required (the platform's is /topic/#)")
 	}
-	v.nonNegative("source.stomp.heartbeat", s.STOMP.HeartBeat)
-	if d := s.STOMP.HeartBeat; d > 0 && d < source.MinHeartBeat {
-		v.bad("source.stomp.heartbeat", "must be 0 (off) or at least %s, got %s: the heart-beat header counts milliseconds", source.MinHeartBeat, d)
-	}
+	v.reason("source.stomp.heartbeat", source.CheckHeartBeat(s.STOMP.HeartBeat))
 	v.positive("source.stomp.check_interval", s.STOMP.CheckInterval)
 	if d := s.STOMP.ReadGather; d < 0 || d > maxReadGather {
 		v.bad("source.stomp.read_gather", "must be 0 to %s, got %s: it adds up to its length to every message's latency", maxReadGather, d)
 	}
 
-	v.atLeast("source.amqp.credit", s.AMQP.Credit, 1)
-	if s.AMQP.Credit > source.MaxCredit {
-		v.bad("source.amqp.credit", "must be at most %d, got %d", source.MaxCredit, s.AMQP.Credit)
-	}
-	if d := s.AMQP.IdleTimeout; d < source.MinIdleTimeout || d > source.MaxIdleTimeout {
-		v.bad("source.amqp.idle_timeout", "must be %gs to %gs, got %s: the bridge advertises half of it and the platform accepts %gs to %gs",
-			source.MinIdleTimeout.Seconds(), source.MaxIdleTimeout.Seconds(), d, source.MinAdvertisedIdle.Seconds(), source.MaxAdvertisedIdle.Seconds())
-	}
+	v.reason("source.amqp.credit", source.CheckCredit(s.AMQP.Credit))
+	v.reason("source.amqp.idle_timeout", source.CheckIdleTimeout(s.AMQP.IdleTimeout))
 	v.positive("source.dial_timeout", s.DialTimeout)
 	v.positive("source.reconnect_min_backoff", s.ReconnectMinBackoff)
 	if s.ReconnectMaxBackoff < s.ReconnectMinBackoff {
 		v.bad("source.reconnect_max_backoff", "%s is less than reconnect_min_backoff %s", s.ReconnectMaxBackoff, s.ReconnectMinBackoff)
 	}
-	if n := s.ConnectAttemptsPerMinute; n < 1 || n > source.MaxAttemptsPerMinute {
-		v.bad("source.connect_attempts_per_minute", "must be 1 to %d, got %d: the platform refuses more than %d connection "+
-			"attempts a minute per consumer group; bridges sharing a group should split that (e.g. 45 each for two)",
-			source.MaxAttemptsPerMinute, n, source.MaxAttemptsPerMinute)
-	}
+	v.reason("source.connect_attempts_per_minute", source.CheckAttemptsPerMinute(s.ConnectAttemptsPerMinute))
 }
 
 // credentials checks the provider choice and, for static keys, the

@@ -8,8 +8,8 @@ import (
 )
 
 // The protocol's own timeouts (not config keys). The bounds of the config
-// values (credit, idle-time-out, connections) are source's (source.MaxCredit
-// and the others), which config validation reads too.
+// values (credit, idle-time-out, connections) and their checks are source's
+// (source.CheckCredit and the others), which config validation calls too.
 const (
 	DefaultAttachTimeout = 15 * time.Second
 	DefaultSettleTimeout = 5 * time.Second
@@ -87,13 +87,11 @@ func (cfg Config) checked() (Config, error) {
 	if cfg.Address == "" {
 		bad(source.FieldAddress, "is required (the platform ignores it; RabbitMQ needs a queue)")
 	}
-	if cfg.Credit < 1 || cfg.Credit > source.MaxCredit {
-		bad(source.FieldCredit, "%d is out of range: use 1 to %d", cfg.Credit, source.MaxCredit)
+	if err := source.CheckCredit(cfg.Credit); err != nil {
+		bad(source.FieldCredit, "%v", err)
 	}
-	if adv := cfg.IdleTimeout / 2; adv < source.MinAdvertisedIdle || adv > source.MaxAdvertisedIdle {
-		bad(source.FieldIdleTimeout, "%s would advertise %s in the AMQP Open frame (the bridge sends half), "+
-			"but the platform accepts %s to %s: use %s to %s",
-			cfg.IdleTimeout, adv, source.MinAdvertisedIdle, source.MaxAdvertisedIdle, source.MinIdleTimeout, source.MaxIdleTimeout)
+	if err := source.CheckIdleTimeout(cfg.IdleTimeout); err != nil {
+		bad(source.FieldIdleTimeout, "%v", err)
 	}
 	own := func(d *time.Duration, def time.Duration, f source.Field) {
 		if *d == 0 {

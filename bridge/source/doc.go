@@ -14,8 +14,10 @@
 // timeouts, backoff, limiter, names), which Settings.Check, TLSConfig,
 // Login (the one place a login is signed) and NewDriver check and turn into
 // the Driver the same way for every protocol. The bounds of the settings
-// (limits.go: connections, credit, idle-time-out, heart-beat) are here too,
-// the one copy that the protocols and config validation read.
+// (limits.go: connections, attempts a minute, credit, idle-time-out,
+// heart-beat) are here too, each with its one check (CheckConnections, ...),
+// which the protocols and config validation call, each putting its own name
+// of the field in front of the reason.
 //
 // The sources speak of their own Config fields, never of config keys: a
 // value that cannot work is a *FieldError naming its Field, and every text

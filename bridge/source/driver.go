@@ -101,8 +101,8 @@ func (cfg Config) check() error {
 	if cfg.Protocol == "" {
 		errs = append(errs, errors.New("Protocol is empty"))
 	}
-	if cfg.Connections < 1 {
-		errs = append(errs, fmt.Errorf("Connections must be at least 1, got %d", cfg.Connections))
+	if err := CheckConnections(cfg.Connections); err != nil {
+		errs = append(errs, fmt.Errorf("Connections %w", err))
 	}
 	if cfg.MinBackoff <= 0 || cfg.MaxBackoff < cfg.MinBackoff {
 		errs = append(errs, fmt.Errorf("MinBackoff %s and MaxBackoff %s: need 0 < MinBackoff <= MaxBackoff", cfg.MinBackoff, cfg.MaxBackoff))

@@ -65,11 +65,8 @@ func (s Settings) Check() (Settings, []error) {
 	if s.Params == nil {
 		bad(FieldParams, "no signing parameters (Config.Params is nil)")
 	}
-	if s.Connections < 1 {
-		bad(FieldConnections, "must be at least 1, got %d", s.Connections)
-	} else if s.Connections > MaxConnections {
-		bad(FieldConnections, "%d is out of range: use 1 to %d (the platform allows %d clients per consumer group)",
-			s.Connections, MaxConnections, MaxConnections)
+	if err := CheckConnections(s.Connections); err != nil {
+		bad(FieldConnections, "%v", err)
 	}
 	if s.DialTimeout <= 0 {
 		bad(FieldDialTimeout, "must be positive, got %s", s.DialTimeout)

@@ -59,8 +59,8 @@ func (cfg Config) checked() (Config, error) {
 	default:
 		bad(source.FieldAck, "%q is not supported: use %s or %s", cfg.Ack, AckAuto, AckClientIndividual)
 	}
-	if cfg.HeartBeat < 0 || (cfg.HeartBeat > 0 && cfg.HeartBeat < source.MinHeartBeat) {
-		bad(source.FieldHeartBeat, "must be 0 (off) or at least %s, got %s", source.MinHeartBeat, cfg.HeartBeat)
+	if err := source.CheckHeartBeat(cfg.HeartBeat); err != nil {
+		bad(source.FieldHeartBeat, "%v", err)
 	}
 	if cfg.CheckInterval <= 0 {
 		bad(source.FieldCheckInterval, "must be positive, got %s", cfg.CheckInterval)

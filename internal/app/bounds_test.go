@@ -54,6 +54,21 @@ func TestConfigAndSourcesAgreeOnBounds(t *testing.T) {
 		{"idle timeout high", "amqp", "source.amqp.idle_timeout", func(c *config.Config, past bool) {
 			c.Source.AMQP.IdleTimeout = pick(past, source.MaxIdleTimeout, source.MaxIdleTimeout+2*time.Millisecond)
 		}},
+		{"idle timeout a nanosecond low", "amqp", "source.amqp.idle_timeout", func(c *config.Config, past bool) {
+			c.Source.AMQP.IdleTimeout = pick(past, source.MinIdleTimeout, source.MinIdleTimeout-time.Nanosecond)
+		}},
+		{"idle timeout a nanosecond high", "amqp", "source.amqp.idle_timeout", func(c *config.Config, past bool) {
+			c.Source.AMQP.IdleTimeout = pick(past, source.MaxIdleTimeout, source.MaxIdleTimeout+time.Nanosecond)
+		}},
+		{"credit 0", "amqp", "source.amqp.credit", func(c *config.Config, past bool) {
+			c.Source.AMQP.Credit = pick(past, 1, 0)
+		}},
+		{"connections 0", "stomp", "source.connections", func(c *config.Config, past bool) {
+			c.Source.Connections = pick(past, 1, 0)
+		}},
+		{"heartbeat negative", "stomp", "source.stomp.heartbeat", func(c *config.Config, past bool) {
+			c.Source.STOMP.HeartBeat = pick(past, 0, -time.Millisecond)
+		}},
 		{"heartbeat", "stomp", "source.stomp.heartbeat", func(c *config.Config, past bool) {
 			c.Source.STOMP.HeartBeat = pick(past, source.MinHeartBeat, source.MinHeartBeat-time.Microsecond)
 		}},

@@ -7,6 +7,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/iot-mns-bridge/iot-mns-bridge/bridge/source"
 	"github.com/iot-mns-bridge/iot-mns-bridge/config"
 	"github.com/iot-mns-bridge/iot-mns-bridge/internal/demo"
 )
@@ -38,8 +39,11 @@ func cmdDemo(ctx context.Context, args []string, stdio Stdio) error {
 	if !slices.Contains([]string{"debug", "info", "warn", "error"}, o.LogLevel) {
 		return usageErr("-log-level %q: use debug, info, warn or error", o.LogLevel)
 	}
-	if o.Devices < 1 || o.Rate <= 0 || o.Duration <= 0 || o.Connections < 1 || o.Connections > 64 {
-		return usageErr("-devices, -rate, -duration must be positive and -connections 1..64")
+	if o.Devices < 1 || o.Rate <= 0 || o.Duration <= 0 {
+		return usageErr("-devices, -rate, -duration must be positive")
+	}
+	if err := source.CheckConnections(o.Connections); err != nil {
+		return usageErr("-connections %v", err)
 	}
 	res, err := demo.Run(ctx, o, stdio.Out)
 	if err != nil {

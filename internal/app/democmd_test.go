@@ -39,9 +39,11 @@ func TestDemoCommandForwardsEverything(t *testing.T) {
 	if code != ExitUsage || strings.Count(errOut, "mns-emulator") != 1 {
 		t.Errorf("mns-emulator without flags: exit %d, stderr %q; want 2 and its name once", code, errOut)
 	}
-	code, _, errOut = runMain(t, context.Background(), "demo", "-connections", "0")
-	if code != ExitUsage || !strings.Contains(errOut, "-connections 1..64") {
-		t.Errorf("demo -connections 0: exit %d, stderr %q; want 2 and the reason", code, errOut)
+	for _, n := range []string{"0", "65"} {
+		code, _, errOut = runMain(t, context.Background(), "demo", "-connections", n)
+		if code != ExitUsage || !strings.Contains(errOut, "-connections must be 1 to 64, got "+n+": the platform allows 64 clients per consumer group") {
+			t.Errorf("demo -connections %s: exit %d, stderr %q; want 2 and the reason", n, code, errOut)
+		}
 	}
 	// A -dir that cannot be made: the error names the flag.
 	file := filepath.Join(t.TempDir(), "a-file")
