@@ -2,6 +2,7 @@ package app
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"os"
 
@@ -25,7 +26,7 @@ func applyMaxProcs(ctx context.Context, cfg *config.Config, log *slog.Logger) {
 		log.Info("GOMAXPROCS as Go chose it (the CPUs or the cgroup's CPU limit)",
 			"gomaxprocs", c.Go, "max_procs", cfg.Runtime.MaxProcs)
 	case maxprocs.FromAuto:
-		log.Info("GOMAXPROCS 1 while the bridge needs less than 70% of a core, up to Go's choice when it needs more (runtime.max_procs 0: automatic; the GOMAXPROCS environment variable overrides it)",
+		log.Info(fmt.Sprintf("GOMAXPROCS 1 while the bridge needs less than %d%% of a core, up to Go's choice when it needs more (runtime.max_procs 0: automatic; the GOMAXPROCS environment variable overrides it)", maxprocs.RaisePercent),
 			"gomaxprocs", c.N, "go_choice", c.Go)
 	default:
 		log.Info("GOMAXPROCS capped by runtime.max_procs (the GOMAXPROCS environment variable overrides it)",

@@ -3,6 +3,7 @@ package app
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"log/slog"
 	"runtime"
 	"strings"
@@ -57,6 +58,10 @@ func TestApplyMaxProcs(t *testing.T) {
 	}
 	if !strings.Contains(logs.String(), "runtime.max_procs 0: automatic") {
 		t.Errorf("log does not say GOMAXPROCS is automatic:\n%s", logs.String())
+	}
+	// The threshold it states is the governor's.
+	if want := fmt.Sprintf("GOMAXPROCS 1 while the bridge needs less than %d%% of a core, up to Go's choice", maxprocs.RaisePercent); !strings.Contains(logs.String(), want) {
+		t.Errorf("log does not state the governor's threshold %q:\n%s", want, logs.String())
 	}
 
 	// The governor's changes are logged, naming the key that chose it.

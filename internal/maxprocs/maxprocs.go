@@ -84,12 +84,16 @@ func Apply(ctx context.Context, getenv func(string) string, limit int, disk bool
 	return c
 }
 
+// RaisePercent is the governor's threshold of growth, in percent of its Ps'
+// time (raiseAt); the texts that state it read it from here.
+const RaisePercent = 70
+
 // The governor's thresholds: raise GOMAXPROCS (double it) when the process
 // used more than raiseAt of its Ps' time over a period; lower it (halve it)
 // once it used less than lowerAt of the lower count's time for lowerAfter
 // periods in a row.
 const (
-	raiseAt    = 0.7
+	raiseAt    = RaisePercent / 100.0
 	lowerAt    = 0.5
 	lowerAfter = 30
 )
