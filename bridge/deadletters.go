@@ -38,6 +38,9 @@ func (p *Pipeline) deadLetter(items []*item) {
 			p.releaseAll(items)
 			return
 		}
+		// The write returned: the pipeline waits for the target, it is
+		// not stuck (liveness.go).
+		p.stats.lastAnswer.Store(p.now().UnixNano())
 		if !failing {
 			p.deadFail.failed(p.log, err, p.now())
 			failing = true

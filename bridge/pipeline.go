@@ -158,6 +158,7 @@ type pipelineStats struct {
 	strandedN                                                                          atomic.Int64
 	requests                                                                           atomic.Int64
 	lastProgress                                                                       atomic.Int64 // unix nanos of the last accepted message
+	lastAnswer                                                                         atomic.Int64 // unix nanos of the last returned request (liveness.go)
 }
 
 // Stats is a snapshot of the pipeline's counters.
@@ -175,6 +176,12 @@ type Stats struct {
 	Requests     int64 // Sink.Send calls
 	// LastProgress is when a message was last forwarded or dead-lettered.
 	LastProgress time.Time
+	// LastAnswer is when a request to the sink, or a dead-letter write,
+	// last returned, whatever its outcome: accepted, an error answer, a
+	// transport error or a time-out (see Stalled).
+	LastAnswer time.Time
+	// Sending is how many requests to the sink are in progress.
+	Sending int
 	// DeadLetterError is the last dead-letter write's error while writes
 	// fail (the target is full or broken; messages are held), else "".
 	DeadLetterError string
@@ -211,6 +218,7 @@ func NewPipeline(cfg PipelineConfig) (*Pipeline, error) {
 		BatchBytes: cfg.BatchBytes, Linger: cfg.Linger, Retry: cfg.Retry})
 	p.sendCtx, p.cancelSend = context.WithCancel(context.Background())
 	p.stats.lastProgress.Store(p.now().UnixNano())
+	p.stats.lastAnswer.Store(p.stats.lastProgress.Load())
 	p.lastSweep = p.now()
 	return p, nil
 }
@@ -270,7 +278,7 @@ func (p *Pipeline) Stats() Stats {
 		Received:  s.received.Load(), Forwarded: s.forwarded.Load(), Duplicates: s.duplicates.Load(), Joined: s.joined.Load(),
 		DeadLettered: s.deadLettered.Load(), Retried: s.retried.Load(), Released: s.released.Load(),
 		Stranded: s.strandedN.Load(), InFlight: s.inFlight.Load(), Requests: s.requests.Load(),
-		LastProgress:    time.Unix(0, s.lastProgress.Load()),
+		LastProgress: time.Unix(0, s.lastProgress.Load()), LastAnswer: time.Unix(0, s.lastAnswer.Load()), Sending: len(p.reqs),
 		DeadLetterError: p.deadFail.current(),
 	}
 }

@@ -68,7 +68,9 @@ func (l *lane) send(batch []*item, outs []Outgoing) []Outgoing {
 	}
 	start := p.now()
 	errs := p.cfg.Sink.Send(p.sendCtx, l.dest, outs)
-	p.m.request(l.dest, errs, p.now().Sub(start))
+	end := p.now()
+	p.stats.lastAnswer.Store(end.UnixNano()) // once per request (liveness.go)
+	p.m.request(l.dest, errs, end.Sub(start))
 	<-p.reqs
 	p.stats.requests.Add(1)
 	clear(outs) // drop the bodies

@@ -47,6 +47,11 @@ type Options struct {
 	// Credentials tunes the credentials caches (tests shorten the retry
 	// backoff); the zero value is the defaults.
 	Credentials credentials.CacheOptions
+
+	// stallAfter replaces the stall limit's 2 minutes (tests); 0 keeps them.
+	stallAfter time.Duration
+	// wrapSink, when set, wraps the MNS sink the pipeline sends to (tests).
+	wrapSink func(*mns.Sink) bridge.Sink
 }
 
 // Bridge is one configured bridge: source → pipeline → MNS sink.
@@ -126,9 +131,13 @@ func New(cfg *config.Config, opts Options) (*Bridge, error) {
 		dedup = bridge.NewDedup(cfg.Delivery.Dedup.Size, cfg.Delivery.Dedup.MaxAge)
 	}
 	b.dedup = dedup
+	var sink bridge.Sink = b.sink
+	if opts.wrapSink != nil {
+		sink = opts.wrapSink(b.sink)
+	}
 	d := cfg.Delivery
 	b.pipeline, err = bridge.NewPipeline(bridge.PipelineConfig{
-		Router: router, Sink: recordingSink{b.sink, &b.status.mns},
+		Router: router, Sink: recordingSink{sink, &b.status.mns},
 		DeadLetters: recordingDeadLetters{b.dead, &b.status.deadReason, &b.status.deadWrite}, Envelope: cfg.Envelope, Properties: propertySpec(cfg),
 		BatchSize: d.BatchSize, BatchBytes: d.BatchBytes, Linger: d.Linger, MaxInFlight: d.MaxInFlight,
 		MaxInFlightBytes:          int64(d.MaxInFlightBytes),

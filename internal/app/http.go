@@ -12,8 +12,10 @@ import (
 	"github.com/iot-mns-bridge/iot-mns-bridge/bridge"
 )
 
-// stallAfter is how long the pipeline may hold messages without forwarding
-// any before /healthz reports it stuck.
+// stallAfter is how long the pipeline may hold messages while it makes no
+// progress (nothing forwarded or dead-lettered, no MNS request returned,
+// whatever the answer) before /healthz and the watchdog report it stuck;
+// stallLimit raises it for slow settings.
 const stallAfter = 2 * time.Minute
 
 func (b *Bridge) httpHandler() http.Handler {
@@ -46,14 +48,25 @@ func (b *Bridge) httpHandler() http.Handler {
 	return mux
 }
 
-// Healthy returns nil while the process makes progress: the pipeline holds
-// nothing, or it forwarded or dead-lettered a message within stallAfter.
+// Healthy returns nil unless the pipeline is stuck (bridge.Pipeline.Stalled
+// over stallLimit): messages held, and for that long none forwarded or
+// dead-lettered and no MNS request returned. An MNS outage is not stuck:
+// the bridge keeps asking MNS and holds the messages, /readyz says MNS
+// fails, and a restart would not help. /healthz and the systemd watchdog
+// follow it.
 func (b *Bridge) Healthy() error {
-	st := b.pipeline.Stats()
-	if st.InFlight > 0 && time.Since(st.LastProgress) > stallAfter {
-		return fmt.Errorf("%d messages held and none forwarded for %s", st.InFlight, time.Since(st.LastProgress).Round(time.Second))
+	return b.pipeline.Stalled(b.stallLimit())
+}
+
+// stallLimit is stallAfter, or twice the quietest a working pipeline gets
+// when that is longer: delivery.retry.max_backoff (a retry's or a probe's
+// wait) plus mns.request_timeout (its request).
+func (b *Bridge) stallLimit() time.Duration {
+	limit := stallAfter
+	if b.opts.stallAfter > 0 {
+		limit = b.opts.stallAfter
 	}
-	return nil
+	return max(limit, 2*(b.live.Load().Delivery.Retry.MaxBackoff+b.cfg.MNS.RequestTimeout))
 }
 
 // NotReady lists why the bridge is not ready (nil when it is): a source

@@ -6,13 +6,17 @@ import (
 	"log/slog"
 	"net/http"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/iot-mns-bridge/iot-mns-bridge/bridge"
+	"github.com/iot-mns-bridge/iot-mns-bridge/config"
 	"github.com/iot-mns-bridge/iot-mns-bridge/internal/testpeers"
 	"github.com/iot-mns-bridge/iot-mns-bridge/iotsim"
 	"github.com/iot-mns-bridge/iot-mns-bridge/mnsemu"
+	"github.com/iot-mns-bridge/iot-mns-bridge/sinks/mns"
 )
 
 // runInProcess runs the bridge for cfg with its HTTP endpoints on a free
@@ -126,5 +130,128 @@ func TestCheckConnectSendOnlyUser(t *testing.T) {
 	code, out, errOut := runMain(t, context.Background(), "check", "-config", p.writeConfig(t, p.config()), "-connect", "-timeout", "20s")
 	if code != ExitOK || !strings.Contains(out, "warn MNS queue unrouted: not verifiable") || strings.Contains(out, "FAIL") {
 		t.Errorf("check -connect as a send-only user: exit %d\n%s%s", code, out, errOut)
+	}
+}
+
+// wedgingSink passes sends on to the MNS sink until wedge is called; from
+// then on every send blocks, ignoring its context (a wedged goroutine, a
+// sink that ignores its time-out), until release.
+type wedgingSink struct {
+	*mns.Sink
+	wedged  atomic.Bool
+	entered chan struct{} // a token per send that blocked
+	release chan struct{}
+	once    sync.Once
+}
+
+func (s *wedgingSink) Send(ctx context.Context, dest bridge.Destination, msgs []bridge.Outgoing) []error {
+	if s.wedged.Load() {
+		select {
+		case s.entered <- struct{}{}:
+		default:
+		}
+		<-s.release
+	}
+	return s.Sink.Send(ctx, dest, msgs)
+}
+
+func (s *wedgingSink) unwedge() { s.once.Do(func() { close(s.release) }) }
+
+// TestHealthzTellsAnMNSOutageFromAStuckBridge: /healthz (and the systemd
+// watchdog, which follows the same rule) stays 200 while MNS answers 503
+// for longer than the stall limit, with the messages held and none
+// forwarded, since a restart cannot fix MNS: /readyz and `status` say MNS
+// fails; every message arrives after the outage. A bridge whose sends never
+// return (they ignore their time-out) while it holds messages is stuck:
+// /healthz turns 503 after the limit, saying what and since when. Before,
+// "held and none forwarded for the limit" failed /healthz in an outage.
+func TestHealthzTellsAnMNSOutageFromAStuckBridge(t *testing.T) {
+	p := startPeers(t, mnsemu.Config{Queues: []string{"telemetry-pk1", "unrouted"}}, iotsim.Config{})
+	c := p.config()
+	c.Envelope = "json"
+	// A short stall limit: 10 s, above twice max_backoff + request_timeout.
+	c.MNS.RequestTimeout = time.Second
+	c.Delivery.Retry.MaxBackoff = time.Second
+	sink := &wedgingSink{entered: make(chan struct{}, 1), release: make(chan struct{})}
+	b, base := runBridgeHTTP(t, mustLoad(t, p.writeConfig(t, c)), Options{Logger: slog.New(slog.DiscardHandler),
+		stallAfter: 10 * time.Second, wrapSink: func(s *mns.Sink) bridge.Sink { sink.Sink = s; return sink }})
+	t.Cleanup(sink.unwedge) // before the bridge's own cleanup stops it
+	limit := b.stallLimit()
+	if limit != 10*time.Second {
+		t.Fatalf("stall limit %s, want the test's 10s", limit)
+	}
+	waitReadyz(t, base)
+	p.publishSeq("before", 1)
+	waitFor(t, "the first message at MNS", time.Minute, func() bool { return b.pipeline.Stats().Forwarded == 1 })
+
+	// MNS fails every request for longer than the limit.
+	p.emu.SetFaults(mnsemu.Faults{ErrorRate: 1, ErrorStatus: 503})
+	p.publishSeq("outage", 20)
+	waitFor(t, "20 messages held and none forwarded for longer than the stall limit", time.Minute, func() bool {
+		st := b.pipeline.Stats()
+		return st.InFlight == 20 && time.Since(st.LastProgress) > limit
+	})
+	if code, body := httpGet(t, base+"/healthz"); code != 200 || body != "ok\n" {
+		t.Errorf("/healthz during an MNS outage longer than the stall limit: %d %q, want 200 ok", code, body)
+	}
+	if code, body := httpGet(t, base+"/readyz"); code != 503 || !strings.Contains(body, "MNS sends to queue telemetry-pk1 failing") {
+		t.Errorf("/readyz during the outage: %d %q, want 503 saying MNS sends fail", code, body)
+	}
+	_, out, _ := runMain(t, context.Background(), "status", "-url", base, "-interval", "0")
+	if !strings.Contains(out, "NOT READY") || strings.Contains(out, "UNHEALTHY") || !strings.Contains(out, "503") {
+		t.Errorf("status during the outage: want NOT READY, not UNHEALTHY, MNS's 503 shown:\n%s", out)
+	}
+
+	// MNS back: every message arrives.
+	p.emu.SetFaults(mnsemu.Faults{})
+	waitFor(t, "the held messages at MNS", time.Minute, func() bool { return b.pipeline.Stats().Forwarded == 21 })
+	if n, _ := countIDs(t, p.emu, "telemetry-pk1", "outage", 20); n != 20 {
+		t.Errorf("%d of the 20 messages held during the outage arrived", n)
+	}
+
+	// Every send hangs, ignoring its time-out: stuck after the limit.
+	sink.wedged.Store(true)
+	p.publishSeq("wedged", 5)
+	<-sink.entered
+	var body string
+	waitFor(t, "/healthz 503 for the wedged sends", time.Minute, func() bool {
+		var code int
+		code, body = httpGet(t, base+"/healthz")
+		return code == 503
+	})
+	for _, want := range []string{"unhealthy: pipeline stuck since ", "5 messages held", "request to MNS is in progress and has not returned"} {
+		if !strings.Contains(body, want) {
+			t.Errorf("/healthz = %q, want it to say %q", body, want)
+		}
+	}
+	if _, out, _ := runMain(t, context.Background(), "status", "-url", base, "-interval", "0"); !strings.Contains(out, "UNHEALTHY: pipeline stuck since ") {
+		t.Errorf("status with wedged sends: want UNHEALTHY naming the stuck pipeline:\n%s", out)
+	}
+	sink.wedged.Store(false)
+	sink.unwedge()
+	waitFor(t, "the wedged messages at MNS", time.Minute, func() bool { return b.pipeline.Stats().Forwarded == 26 })
+	if code, body := httpGet(t, base+"/healthz"); code != 200 {
+		t.Errorf("/healthz once the sends returned: %d %q, want 200", code, body)
+	}
+}
+
+// TestStallLimitCoversSlowSettings: the stall limit is 2 minutes, or twice
+// the quietest a working pipeline gets (a retry's wait up to
+// delivery.retry.max_backoff, then a request up to mns.request_timeout)
+// when that is longer, after a reload too: slow settings are not stuck.
+func TestStallLimitCoversSlowSettings(t *testing.T) {
+	cfg := config.Default()
+	b := &Bridge{cfg: &cfg}
+	b.live.Store(&cfg)
+	if got := b.stallLimit(); got != 2*time.Minute {
+		t.Errorf("stall limit with the defaults: %s, want 2m0s", got)
+	}
+	slow := cfg
+	slow.Delivery.Retry.MaxBackoff = 5 * time.Minute
+	slow.MNS.RequestTimeout = 30 * time.Second
+	b.cfg = &slow
+	b.live.Store(&slow)
+	if got := b.stallLimit(); got != 11*time.Minute {
+		t.Errorf("stall limit with max_backoff 5m and request_timeout 30s: %s, want 11m0s", got)
 	}
 }

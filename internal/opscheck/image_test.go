@@ -72,12 +72,13 @@ func runOpsStep(t *testing.T, step string, env ...string) string {
 // version, non-root, the secret from /run/secrets, the spool on the state
 // volume, HEALTHCHECK healthy, a graceful stop within the stop timeout
 // with messages in flight and none lost (the next container drains the
-// spool), and HEALTHCHECK unhealthy when MNS fails and nothing moves.
+// spool), and HEALTHCHECK still healthy while MNS fails (an outage is not a
+// stuck bridge).
 func TestImage(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds and runs a container image; skipped with -short")
 	}
-	// Mostly waiting (the stall limit is 2 minutes): runs beside TestOpsCheck
+	// Mostly waiting (builds, stops, an MNS outage): runs beside TestOpsCheck
 	// and TestSystemdUnit, which share nothing with it.
 	t.Parallel()
 	if os.Getenv("OPS_CHECK_QUICK") != "" && os.Getenv("CI") != "true" {
@@ -252,28 +253,42 @@ func TestImage(t *testing.T) {
 		t.Errorf("message %s was lost", body)
 	}
 
-	// Unhealthy when it should be: MNS fails every request, messages are
-	// held and none is forwarded; after the bridge's stall limit (2
-	// minutes) /healthz fails, and so does the HEALTHCHECK, until the
-	// container is marked unhealthy (3 failing runs).
+	// An MNS outage is not a stuck bridge: while MNS fails every request
+	// the bridge holds the messages and keeps asking (one probe at a time),
+	// /status shows MNS's error and /readyz fails, and the HEALTHCHECK stays
+	// healthy: a restart cannot fix MNS. (That this holds beyond the image's
+	// 2-minute stall limit is internal/app's
+	// TestHealthzTellsAnMNSOutageFromAStuckBridge, with a short limit.)
 	waitUntil("/readyz after the restart", 60*time.Second, func() bool { return httpStatus(base+"/readyz") == http.StatusOK })
 	emu.SetFaults(mnsemu.Faults{ErrorRate: 1, ErrorStatus: 503})
-	for i := 0; i < 10; i++ {
-		sim.Publish("g1", iotsim.Message{Topic: "/pk1/dev0/user/x", Body: []byte("c-" + strconv.Itoa(i))})
+	failedBefore := emu.Stats().InjectedErrors
+	publishBurst(sim, "c", 10)
+	waitUntil("10 messages held, /status showing MNS's 503, and 10 failed MNS requests", 2*time.Minute, func() bool {
+		var st struct {
+			Pipeline struct {
+				InFlight int64 `json:"in_flight"`
+			} `json:"pipeline"`
+			MNS struct {
+				LastError string `json:"last_error"`
+			} `json:"mns"`
+		}
+		return getJSON(base+"/status", &st) == nil && st.Pipeline.InFlight == 10 && strings.Contains(st.MNS.LastError, "HTTP 503") &&
+			emu.Stats().InjectedErrors >= failedBefore+10
+	})
+	if code := httpStatus(base + "/readyz"); code != http.StatusServiceUnavailable {
+		t.Errorf("/readyz while MNS fails every request: %d, want 503", code)
 	}
 	if ok, out := health(); !ok {
-		t.Fatalf("HEALTHCHECK failed at once when MNS started failing (want: after the stall limit): %s", out)
+		t.Errorf("HEALTHCHECK failed while MNS fails (an outage is not a stuck bridge): %s", out)
 	}
-	waitUntil("the HEALTHCHECK to mark the container unhealthy", 4*time.Minute, func() bool {
-		health()
-		st, _ := podman(ctx, "inspect", "-f", "{{.State.Health.Status}}", name)
-		return st == "unhealthy"
-	})
-	if ok, out := health(); ok {
-		t.Errorf("HEALTHCHECK passed on a stalled bridge: %s", out)
+	if st, _ := podman(ctx, "inspect", "-f", "{{.State.Health.Status}}", name); st != "healthy" {
+		t.Errorf("health status %q while MNS fails, want healthy", st)
 	}
 	emu.SetFaults(mnsemu.Faults{})
-	waitUntil("healthy again once MNS recovers", 2*time.Minute, func() bool { ok, _ := health(); return ok })
+	waitUntil("the messages held during the outage at MNS", 2*time.Minute, func() bool { return len(lost(delivered(), "c", 10)) == 0 })
+	if ok, out := health(); !ok {
+		t.Errorf("HEALTHCHECK after MNS recovered: %s", out)
+	}
 	if out, err := podman(ctx, "stop", "-t", strconv.Itoa(stopTimeout), name); err != nil {
 		t.Fatalf("podman stop: %v: %s", err, out)
 	}

@@ -66,13 +66,13 @@ func Watchdog(ctx context.Context, healthy func() error, log *slog.Logger) {
 		}
 		if err := healthy(); err != nil {
 			if !failing {
-				log.Error("not feeding the systemd watchdog: the pipeline makes no progress", "err", err)
+				log.Error("not feeding the systemd watchdog: the pipeline is stuck", "err", err)
 				failing = true
 			}
 			continue
 		}
 		if failing {
-			log.Info("pipeline progressing again; feeding the systemd watchdog")
+			log.Info("pipeline no longer stuck; feeding the systemd watchdog")
 			failing = false
 		}
 		Notify("WATCHDOG=1")
