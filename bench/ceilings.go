@@ -33,6 +33,10 @@ var bridgeReadGather time.Duration = -1
 // (-max-procs); negative keeps the bridge's default.
 var bridgeMaxProcs = -1
 
+// bridgeCommitInterval is spool.commit_interval of the bridge runs with the
+// spool when not negative (-commit-interval); negative keeps the default.
+var bridgeCommitInterval time.Duration = -1
+
 func (h *harness) params(clientID, group string) iotauth.Params {
 	return iotauth.Params{ClientID: clientID, AccessKeyID: benchAccessKeyID, AccessKeySecret: benchAccessKeySecret,
 		ConsumerGroupID: group, SignMethod: iotauth.HMACSHA1}

@@ -94,6 +94,7 @@ func parseFlags(args []string, errOut io.Writer) (options, error) {
 	boundOnly := fs.Bool("memory-bound-only", false, "memory scenario: run only the row with the defaults (outage-45k), not the count-only comparison")
 	gather := fs.Duration("read-gather", -1, "source.stomp.read_gather of the bridge runs (negative: the bridge's default)")
 	maxProcs := fs.Int("max-procs", -1, "runtime.max_procs of the bridge runs (negative: the bridge's default; 0: automatic)")
+	commitInterval := fs.Duration("commit-interval", -1, "spool.commit_interval of the bridge runs with the spool (negative: the bridge's default)")
 	requests := fs.Int("requests", 0, "delivery.max_requests_per_destination of the bridge runs and the concurrency of ceiling b (0: the bridge's default)")
 	if err := fs.Parse(args); err != nil {
 		return options{}, err
@@ -111,6 +112,7 @@ func parseFlags(args []string, errOut io.Writer) (options, error) {
 	}
 	bridgeReadGather = *gather
 	bridgeMaxProcs = *maxProcs
+	bridgeCommitInterval = *commitInterval
 	o.ProfileSpool = *profileSpool
 	if *profileConns < 1 || *profileCredit < 0 {
 		return o, errors.New("-profile-connections must be at least 1 and -profile-credit not negative")

@@ -64,7 +64,7 @@ func Default() Config {
 			// itself (STOMP client-individual, AMQP); see SpoolByDefault.
 			Dir:            "spool",
 			MaxBytes:       GiB,
-			CommitInterval: 2 * time.Millisecond,
+			CommitInterval: 10 * time.Millisecond,
 		},
 		Envelope: "raw",
 		HTTP:     HTTP{Listen: "127.0.0.1:9477"},
