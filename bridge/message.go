@@ -21,7 +21,6 @@ import (
 	"fmt"
 	"strings"
 	"sync/atomic"
-	"time"
 )
 
 // Message is one device message as the platform pushed it.
@@ -173,8 +172,6 @@ type Settler interface {
 // effect.
 type Delivery struct {
 	Message
-	// Received is when the source handed the message to the pipeline.
-	Received time.Time
 	// Token is the source's own handle for settling (an AMQP message, a STOMP
 	// frame, a spool key); the pipeline never looks at it.
 	Token any
@@ -195,7 +192,7 @@ type Delivery struct {
 // again (STOMP ack auto, where the platform settled it when it sent it;
 // replays; tests). See Redeliverable.
 func NewDelivery(m Message, s Settler, token any) *Delivery {
-	return &Delivery{Message: m, Received: time.Now(), Token: token, settler: s}
+	return &Delivery{Message: m, Token: token, settler: s}
 }
 
 // Accept settles the delivery as Accepted. It reports whether this call
