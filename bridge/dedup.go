@@ -23,7 +23,10 @@ import (
 // with seeds of this process), in a ring of Size entries indexed by an
 // open-addressing table of ring positions made once: it allocates nothing
 // after NewDedup and holds no pointer for the garbage collector to scan
-// (about 34 bytes an id). Two different ids share a key
+// (about 45 bytes an id). Each table entry carries 32 bits of its key's
+// hash beside the ring position, so a probe reads the ring (a cache miss in
+// a window of megabytes) only for a key whose hash bits match, and a
+// deletion moves entries back without reading the ring or hashing again. Two different ids share a key
 // only in the hashed case, with a chance of about 2⁻¹²⁶ per pair: for a
 // window of 100,000 ids, a new message would be taken for a duplicate once
 // in 10³³ messages.
@@ -34,10 +37,11 @@ type Dedup struct {
 	mu   sync.Mutex
 	ring []dedupSlot // len == size; slot seq%size holds entry seq
 	// table indexes the ring: linear probing from a key's hash, each used
-	// entry the ring position + 1 of its key's newest entry, 0 free; its
-	// length is a power of two of at least twice the size, so it is at
-	// most half full. Deletion shifts entries back (no tombstones).
-	table []uint32
+	// entry the ring position + 1 of its key's newest entry in the low 32
+	// bits and the low 32 bits of the key's hash (tagged) in the high ones,
+	// 0 free; its length is a power of two of at least twice the size, so
+	// it is at most half full. Deletion shifts entries back (no tombstones).
+	table []uint64
 	live  int    // used entries of table: ids held
 	head  uint64 // seq of the oldest entry held
 	next  uint64 // seq of the next entry
@@ -71,25 +75,33 @@ func NewDedup(size int, maxAge time.Duration) *Dedup {
 		maxAge: maxAge,
 		seeds:  [2]maphash.Seed{maphash.MakeSeed(), maphash.MakeSeed()},
 		ring:   make([]dedupSlot, size),
-		table:  make([]uint32, n),
+		table:  make([]uint64, n),
 	}
 }
 
-// home is where k's probe starts in the table.
-func (d *Dedup) home(k dedupKey) int {
-	return int(maphash.Comparable(d.seeds[0], k)) & (len(d.table) - 1)
+// hash is k's hash in the table: its probe starts at hash & (len(table)-1),
+// and an entry keeps it (tagged) to tell keys apart without the ring. The
+// table has at most 2³² entries, so the low 32 bits give the start.
+func (d *Dedup) hash(k dedupKey) uint32 {
+	return uint32(maphash.Comparable(d.seeds[0], k))
 }
 
-// find returns the table index of k's entry and whether it has one; when
-// not, the index is the free entry where it would go.
-func (d *Dedup) find(k dedupKey) (int, bool) {
+// tagged is the table entry for ring position pos of a key with hash h.
+func tagged(pos uint64, h uint32) uint64 { return uint64(h)<<32 | (pos + 1) }
+
+// entryPos is the ring position of a used table entry.
+func entryPos(e uint64) uint64 { return uint64(uint32(e)) - 1 }
+
+// find returns the table index of k's entry (h is d.hash(k)) and whether
+// it has one; when not, the index is the free entry where it would go.
+func (d *Dedup) find(k dedupKey, h uint32) (int, bool) {
 	mask := len(d.table) - 1
-	for i := d.home(k); ; i = (i + 1) & mask {
+	for i := int(h) & mask; ; i = (i + 1) & mask {
 		e := d.table[i]
 		if e == 0 {
 			return i, false
 		}
-		if d.ring[e-1].key == k {
+		if uint32(e>>32) == h && d.ring[entryPos(e)].key == k {
 			return i, true
 		}
 	}
@@ -100,7 +112,7 @@ func (d *Dedup) find(k dedupKey) (int, bool) {
 func (d *Dedup) remove(i int) {
 	mask := len(d.table) - 1
 	for j := (i + 1) & mask; d.table[j] != 0; j = (j + 1) & mask {
-		h := d.home(d.ring[d.table[j]-1].key)
+		h := int(d.table[j]>>32) & mask // the entry's home
 		// The entry at j stays when its home lies cyclically in (i, j].
 		if (i < j && i < h && h <= j) || (i > j && (h > i || h <= j)) {
 			continue
@@ -160,11 +172,11 @@ func (d *Dedup) entry(id string) (dedupSlot, bool) {
 	k := d.key(id)
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	i, ok := d.find(k)
+	i, ok := d.find(k, d.hash(k))
 	if !ok {
 		return dedupSlot{}, false
 	}
-	return d.ring[d.table[i]-1], true
+	return d.ring[entryPos(d.table[i])], true
 }
 
 // Add records id as delivered at now; the pipeline calls it once MNS has
@@ -185,11 +197,12 @@ func (d *Dedup) Add(id string, now time.Time) {
 	}
 	pos := d.next % size
 	d.ring[pos] = dedupSlot{key: k, at: now.UnixNano()}
-	i, ok := d.find(k) // an entry of k renewed: it points here now
+	h := d.hash(k)
+	i, ok := d.find(k, h) // an entry of k renewed: it points here now
 	if !ok {
 		d.live++
 	}
-	d.table[i] = uint32(pos) + 1
+	d.table[i] = tagged(pos, h)
 	d.next++
 	if d.onAdd != nil {
 		d.onAdd(id, now)
@@ -251,7 +264,8 @@ func (d *Dedup) prune(now time.Time) {
 // newer entry renewed it.
 func (d *Dedup) evictOldest() {
 	pos := d.head % uint64(len(d.ring))
-	if i, ok := d.find(d.ring[pos].key); ok && uint64(d.table[i]-1) == pos {
+	k := d.ring[pos].key
+	if i, ok := d.find(k, d.hash(k)); ok && entryPos(d.table[i]) == pos {
 		d.remove(i)
 	}
 	d.ring[pos] = dedupSlot{}
