@@ -8,15 +8,40 @@ import (
 )
 
 // deadLetterNow dead-letters one item from Handle (invalid or unroutable).
+// The first write is made in the caller's goroutine; when it fails, the
+// retries go on in a goroutine of their own (the item stays held and counts
+// against the in-flight bounds), so the source goes on with the messages
+// behind it, and a shutdown does not wait for a target that keeps failing:
+// the drain deadline releases the item.
 func (p *Pipeline) deadLetterNow(it *item, reason string, class DeadLetterClass) {
 	it.lastErr, it.class = errors.New(reason), class
-	p.deadLetter([]*item{it})
+	items := []*item{it}
+	entries := p.deadEntries(items)
+	err := p.cfg.DeadLetters.DeadLetter(p.sendCtx, entries)
+	if err == nil {
+		p.deadLettered(items, entries)
+		return
+	}
+	go func() {
+		if p.retryDeadLetter(items, entries, err) {
+			p.deadLettered(items, entries)
+		}
+	}()
 }
 
 // deadLetter stores items in the dead-letter sink, then accepts them
 // upstream. While the dead-letter sink fails, the deliveries stay held and
 // the write is retried with backoff; at shutdown they are released.
 func (p *Pipeline) deadLetter(items []*item) {
+	entries := p.deadEntries(items)
+	err := p.cfg.DeadLetters.DeadLetter(p.sendCtx, entries)
+	if err == nil || p.retryDeadLetter(items, entries, err) {
+		p.deadLettered(items, entries)
+	}
+}
+
+// deadEntries are the dead-letter sink's entries for items, dated now.
+func (p *Pipeline) deadEntries(items []*item) []DeadLetter {
 	entries := make([]DeadLetter, len(items))
 	now := p.now()
 	for i, it := range items {
@@ -26,34 +51,38 @@ func (p *Pipeline) deadLetter(items []*item) {
 		}
 		entries[i] = DeadLetter{Message: &it.d.Message, Reason: reason, Class: it.class, Dest: it.dest, Attempts: it.attempts, Time: now}
 	}
+	return entries
+}
+
+// retryDeadLetter retries the failed write of entries (err) with backoff
+// until it works (true) or the drain deadline passes: then it releases
+// items and returns false.
+func (p *Pipeline) retryDeadLetter(items []*item, entries []DeadLetter, err error) bool {
 	retry := p.tune.Load().Retry
 	b := Backoff{Min: retry.InitialBackoff, Max: retry.MaxBackoff}
-	failing := false
-	for {
-		err := p.cfg.DeadLetters.DeadLetter(p.sendCtx, entries)
-		if err == nil {
-			break
-		}
+	for ; err != nil; err = p.cfg.DeadLetters.DeadLetter(p.sendCtx, entries) {
 		if p.sendCtx.Err() != nil {
 			p.releaseAll(items)
-			return
+			return false
 		}
 		// The write returned: the pipeline waits for the target, it is
 		// not stuck (liveness.go).
 		p.stats.lastAnswer.Store(p.now().UnixNano())
-		if !failing {
-			p.deadFail.failed(p.log, err, p.now())
-			failing = true
-		}
+		p.deadFail.failed(p.log, err, p.now())
 		t := time.NewTimer(b.Next())
 		select {
 		case <-t.C:
 		case <-p.sendCtx.Done():
 			t.Stop()
 			p.releaseAll(items)
-			return
+			return false
 		}
 	}
+	return true
+}
+
+// deadLettered logs, counts and accepts items once entries are stored.
+func (p *Pipeline) deadLettered(items []*item, entries []DeadLetter) {
 	p.deadFail.ok(p.log, p.now())
 	for _, e := range entries {
 		if p.deadLog.allow(p.now()) {

@@ -621,3 +621,55 @@ func TestPipelineNeverReleasesWhatCannotComeBack(t *testing.T) {
 		t.Errorf("Stranded handed back %d deliveries a second time", len(again))
 	}
 }
+
+// TestUnroutedMessageDoesNotStopIntakeWhileDeadLetterTargetFails: a message
+// dead-lettered at intake (no route, invalid body) while the dead-letter
+// target fails (its MNS queue refused, the disk full) is held and retried
+// like any dead letter, but not in the caller's goroutine: Handle returns, the
+// messages behind it are forwarded, and a Drain cut short releases it. Before,
+// Handle retried in the source's goroutine: nothing else was taken, and at
+// shutdown the bridge waited for that goroutine for ever (walked: SIGTERM with
+// a dead-letter queue the RAM user may not send to).
+func TestUnroutedMessageDoesNotStopIntakeWhileDeadLetterTargetFails(t *testing.T) {
+	lost := Message{Topic: "/nowhere", MessageID: "lost", Body: []byte("x")}
+	handle := func(h *harness) {
+		t.Helper()
+		returned := make(chan error, 1)
+		go func() { returned <- h.p.Handle(context.Background(), NewDelivery(lost, h.rec, nil)) }()
+		select {
+		case err := <-returned:
+			if err != nil {
+				t.Fatalf("Handle: %v", err)
+			}
+		case <-time.After(30 * time.Second):
+			t.Fatal("Handle of an unrouted message still waits for the failing dead-letter target after 30 s")
+		}
+		h.feed(t, 1, userTopic)
+		waitUntil(t, func() bool { return h.sink.wasAccepted("m00000") })
+	}
+
+	// The target recovers: the message is dead-lettered, then accepted.
+	h := newHarness(t, newFakeSink(nil), nil)
+	h.dead.failures = 1 << 30
+	handle(h)
+	h.dead.mu.Lock()
+	h.dead.failures = 0
+	h.dead.mu.Unlock()
+	h.settleAll(t, 2, Accepted)
+	if e, ok := h.dead.has("lost"); !ok || e.Class != ClassUnrouted {
+		t.Errorf("after the target recovered: dead letter %+v %v", e, ok)
+	}
+
+	// It does not: a drain cut short releases it.
+	h = newHarness(t, newFakeSink(nil), nil)
+	h.dead.failures = 1 << 30
+	handle(h)
+	if n := h.drainCutShort(t); n != 1 {
+		t.Errorf("released %d at the drain deadline, want 1 (the unrouted message)", n)
+	}
+	h.rec.mu.Lock()
+	defer h.rec.mu.Unlock()
+	if got := h.rec.outcomes["lost"]; len(got) != 1 || got[0] != Released {
+		t.Errorf("unrouted message's outcomes %v, want released once", got)
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/iot-mns-bridge/iot-mns-bridge/bridge"
@@ -21,6 +22,16 @@ type Targets struct {
 	file  *File
 	sink  bridge.Sink
 	queue string
+
+	mu    sync.Mutex
+	filed map[filedKey]struct{} // entries in the file whose queue write failed
+}
+
+// filedKey names one dead-letter entry across the pipeline's retries of it:
+// the same message and the same time (an entry is dated once).
+type filedKey struct {
+	m *bridge.Message
+	t time.Time
 }
 
 // NewTargets returns the targets: the file at path (none when empty) and
@@ -76,8 +87,10 @@ func toEntry(e bridge.DeadLetter) Entry {
 	return en
 }
 
-// DeadLetter stores entries in the file (fsynced) and then the queue. A
-// retry after a partial failure may write an entry twice.
+// DeadLetter stores entries in the file (fsynced) and then the queue. When
+// the queue fails and the caller retries the same entries, the file is not
+// written again: it has them. A retry after a partial failure of the queue
+// may send an entry to the queue twice.
 func (d *Targets) DeadLetter(ctx context.Context, entries []bridge.DeadLetter) error {
 	conv := make([]Entry, len(entries))
 	for i, e := range entries {
@@ -87,7 +100,7 @@ func (d *Targets) DeadLetter(ctx context.Context, entries []bridge.DeadLetter) e
 		if d.file == nil {
 			return errors.New("deadletter: the dead-letter file is not open (Open was not called)")
 		}
-		if err := d.file.Write(conv...); err != nil {
+		if err := d.file.Write(d.notFiled(entries, conv)...); err != nil {
 			return err
 		}
 	}
@@ -111,7 +124,45 @@ func (d *Targets) DeadLetter(ctx context.Context, entries []bridge.DeadLetter) e
 			failed = append(failed, fmt.Errorf("dead-letter queue %s, message %s: %w", d.queue, conv[i].MessageID, err))
 		}
 	}
+	if d.path != "" {
+		d.setFiled(entries, failed != nil)
+	}
 	return errors.Join(failed...)
+}
+
+// notFiled returns the entries of conv the file does not have yet from an
+// earlier call with the same entries.
+func (d *Targets) notFiled(entries []bridge.DeadLetter, conv []Entry) []Entry {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if len(d.filed) == 0 || d.queue == "" {
+		return conv
+	}
+	out := conv[:0:0]
+	for i, e := range entries {
+		if _, ok := d.filed[filedKey{e.Message, e.Time}]; !ok {
+			out = append(out, conv[i])
+		}
+	}
+	return out
+}
+
+// setFiled remembers entries as in the file while the queue failed (the
+// caller retries them), and forgets them once it took them. Entries the
+// pipeline releases at shutdown instead of retrying stay: the process ends.
+func (d *Targets) setFiled(entries []bridge.DeadLetter, retried bool) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if retried && d.filed == nil {
+		d.filed = make(map[filedKey]struct{})
+	}
+	for _, e := range entries {
+		if retried {
+			d.filed[filedKey{e.Message, e.Time}] = struct{}{}
+		} else {
+			delete(d.filed, filedKey{e.Message, e.Time})
+		}
+	}
 }
 
 // Close closes the file, if open.

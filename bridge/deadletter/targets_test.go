@@ -91,3 +91,46 @@ func TestTargetsQueueRefusal(t *testing.T) {
 		t.Error("permanent refusal without a file: no error")
 	}
 }
+
+// TestTargetsRetryWritesTheFileOnce: while the queue fails (an MNS outage,
+// a RAM user that may not send to it), the pipeline retries the same entries
+// with backoff; the file, which has them after the first call, gets each
+// entry once, not once per retry, and the queue gets every retry until it
+// takes them. Before, each retry appended them again (walked: 889 lines in the
+// file for 20 dead-lettered messages after 11 minutes).
+func TestTargetsRetryWritesTheFileOnce(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "dead.jsonl")
+	sink := &queueSink{err: errors.New("AccessDenied (HTTP 403)")}
+	tg := NewTargets(path, sink, "dlq")
+	if err := tg.Open(); err != nil {
+		t.Fatal(err)
+	}
+	entries := []bridge.DeadLetter{deadLetter("m1"), deadLetter("m2")}
+	for range 3 {
+		if err := tg.DeadLetter(context.Background(), entries); err == nil {
+			t.Fatal("failing queue: no error")
+		}
+	}
+	sink.err = nil
+	if err := tg.DeadLetter(context.Background(), entries); err != nil {
+		t.Fatal(err)
+	}
+	// The same message dead-lettered anew (another entry) is written again.
+	again := []bridge.DeadLetter{deadLetter("m1")}
+	if err := tg.DeadLetter(context.Background(), again); err != nil {
+		t.Fatal(err)
+	}
+	if err := tg.Close(); err != nil {
+		t.Fatal(err)
+	}
+	var ids []string
+	if err := ReadFile(path, func(_ int, e Entry) error { ids = append(ids, e.MessageID); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if len(ids) != 3 || ids[0] != "m1" || ids[1] != "m2" || ids[2] != "m1" {
+		t.Errorf("file holds %v, want [m1 m2 m1] (each entry once)", ids)
+	}
+	if len(sink.got) != 4*2+1 {
+		t.Errorf("queue got %d sends, want 9 (every retry until it took them, then the new entry)", len(sink.got))
+	}
+}
