@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -44,6 +45,7 @@ func RunCommand(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		cfg        Config
 		queues     listFlag
 		topics     listFlag
+		deny       listFlag
 		listen     = fs.String("listen", "127.0.0.1:0", "address to listen on (host:port)")
 		keyID      = fs.String("access-key-id", "", "AccessKey id clients sign with (required)")
 		secret     = fs.String("access-key-secret", "", "AccessKey secret (or -access-key-secret-file, or $MNS_EMULATOR_ACCESS_KEY_SECRET)")
@@ -52,6 +54,7 @@ func RunCommand(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	)
 	fs.Var(&queues, "queue", "queue to create at start (repeatable, or comma-separated)")
 	fs.Var(&topics, "topic", "topic to create at start (repeatable, or comma-separated)")
+	fs.Var(&deny, "deny", "API action answered with 403 AccessDenied, as for a RAM user without it: ACTION or ACTION:NAME for one queue or topic, e.g. GetQueueAttributes or BatchSendMessage:dead-letters (repeatable, or comma-separated; actions: "+strings.Join(DeniableActions, ", ")+")")
 	fs.BoolVar(&cfg.AutoCreate, "auto-create", false, "create queues and topics on first use")
 	fs.DurationVar(&cfg.Latency, "latency", 0, "latency added to every reply")
 	fs.DurationVar(&cfg.Jitter, "jitter", 0, "random extra latency, uniform in [0, jitter)")
@@ -95,6 +98,12 @@ func RunCommand(ctx context.Context, args []string, stdout, stderr io.Writer) er
 			errs = append(errs, fmt.Errorf("%q is not a valid MNS name (1-120 letters, digits, '-', not starting with '-')", n))
 		}
 	}
+	for _, d := range deny {
+		action, name, hasName := strings.Cut(d, ":")
+		if !slices.Contains(DeniableActions, action) || hasName && !validName(name) {
+			errs = append(errs, fmt.Errorf("-deny %q is not ACTION or ACTION:NAME with an action of %s and a valid queue or topic name", d, strings.Join(DeniableActions, ", ")))
+		}
+	}
 	if cfg.ErrorRate < 0 || cfg.ErrorRate > 1 || cfg.PartialFailureRate < 0 || cfg.PartialFailureRate > 1 {
 		errs = append(errs, errors.New("-error-rate and -partial-failure-rate are fractions in [0, 1]"))
 	}
@@ -103,7 +112,7 @@ func RunCommand(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		return cmdline.Usagef("%w", errors.Join(errs...))
 	}
 	cfg.AccessKeys = map[string]string{*keyID: *secret}
-	cfg.Queues, cfg.Topics = queues, topics
+	cfg.Queues, cfg.Topics, cfg.Deny = queues, topics, deny
 	level := slog.LevelInfo
 	if *verbose {
 		level = slog.LevelDebug

@@ -72,6 +72,8 @@ func TestRunCommandBadFlags(t *testing.T) {
 		{[]string{"-nope"}, "flag provided but not defined"},
 		{[]string{"-access-key-id", "ak", "-access-key-secret", "sk", "-throttle-code", "Slow"}, "-throttle-code"},
 		{[]string{"-access-key-id", "ak", "-access-key-secret", "sk", "-listen", "256.0.0.1:1"}, "listen"},
+		{[]string{"-access-key-id", "ak", "-access-key-secret", "sk", "-deny", "SendMessages"}, `-deny "SendMessages" is not ACTION or ACTION:NAME`},
+		{[]string{"-access-key-id", "ak", "-access-key-secret", "sk", "-deny", "BatchSendMessage:bad_name"}, `-deny "BatchSendMessage:bad_name"`},
 	}
 	t.Setenv("MNS_EMULATOR_ACCESS_KEY_SECRET", "")
 	for _, tt := range tests {

@@ -65,6 +65,13 @@ type Config struct {
 	// AccessDenied, as MNS does for a RAM user that may only send
 	// (mns:SendMessage, mns:PublishMessage) and not read attributes.
 	SendOnly bool
+	// Deny answers the listed API actions with 403 AccessDenied, as MNS
+	// does for a RAM user whose policy does not allow them: "Action" for
+	// every queue or topic, "Action:name" for one (e.g. "BatchSendMessage"
+	// or "BatchSendMessage:dead-letters"). The actions are in
+	// DeniableActions; a queue POST is SendMessage or BatchSendMessage by
+	// its body, as MNS tells them apart.
+	Deny []string
 
 	// StoreLimit, when > 0, bounds the messages kept per queue and topic;
 	// the oldest are dropped (for long benchmarks and demos).
@@ -140,6 +147,8 @@ type Emulator struct {
 	queues map[string]*queue
 	topics map[string]*topic
 
+	deny map[string]bool // Config.Deny
+
 	idPrefix [8]byte
 	seq      atomic.Uint64
 	stats    counters
@@ -154,7 +163,10 @@ type counters struct {
 
 // New returns an emulator with cfg's queues, topics and faults.
 func New(cfg Config) *Emulator {
-	e := &Emulator{cfg: cfg, now: cfg.Now, log: cfg.Logger, keys: make(map[string]string)}
+	e := &Emulator{cfg: cfg, now: cfg.Now, log: cfg.Logger, keys: make(map[string]string), deny: make(map[string]bool)}
+	for _, d := range cfg.Deny {
+		e.deny[d] = true
+	}
 	for id, secret := range cfg.AccessKeys {
 		e.keys[id] = secret
 	}
@@ -399,6 +411,11 @@ func (e *Emulator) route(x *exchange, f Faults) *apiError {
 	if err := checkName(kind, name); err != nil {
 		return err
 	}
+	if len(e.deny) > 0 {
+		if action := actionOf(kind, rest, r.Method, x.body); e.deny[action] || e.deny[action+":"+name] {
+			return errf(403, "AccessDenied", "The user has no permission for "+action+" on "+kind+" "+name+".")
+		}
+	}
 	switch {
 	case kind == "queue" && rest == "messages" && r.Method == http.MethodPost:
 		return e.sendMessages(x, f, name)
@@ -420,6 +437,32 @@ func (e *Emulator) route(x *exchange, f Faults) *apiError {
 		return e.createTopic(x, f, name)
 	}
 	return errf(400, "InvalidRequestURL", "The emulator does not implement "+r.Method+" "+r.URL.Path+".")
+}
+
+// DeniableActions are the API actions Config.Deny may name.
+var DeniableActions = []string{"SendMessage", "BatchSendMessage", "ReceiveMessage", "DeleteMessage",
+	"GetQueueAttributes", "CreateQueue", "PublishMessage", "GetTopicAttributes", "CreateTopic"}
+
+// actionOf names the API action of a request (a RAM policy's mns:Action).
+func actionOf(kind, rest, method string, body []byte) string {
+	switch {
+	case kind == "queue" && rest == "messages" && method == http.MethodPost:
+		if bytes.Contains(body, []byte("<Messages")) {
+			return "BatchSendMessage"
+		}
+		return "SendMessage"
+	case kind == "queue" && rest == "messages" && method == http.MethodGet:
+		return "ReceiveMessage"
+	case kind == "queue" && rest == "messages" && method == http.MethodDelete:
+		return "DeleteMessage"
+	case kind == "topic" && rest == "messages" && method == http.MethodPost:
+		return "PublishMessage"
+	case rest == "" && method == http.MethodGet:
+		return "Get" + strings.ToUpper(kind[:1]) + kind[1:] + "Attributes"
+	case rest == "" && method == http.MethodPut:
+		return "Create" + strings.ToUpper(kind[:1]) + kind[1:]
+	}
+	return ""
 }
 
 // checkName applies the MNS name rules to a queue or topic in a URL.

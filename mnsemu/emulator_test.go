@@ -675,3 +675,43 @@ func TestStoredMessageDecodedBody(t *testing.T) {
 		t.Errorf("DecodedBody = %v, %v", b, err)
 	}
 }
+
+// TestDenyActions: Config.Deny answers the listed actions with 403
+// AccessDenied, as MNS does for a RAM user whose policy lacks them, for every
+// queue or topic or for the one named; a queue POST is SendMessage or
+// BatchSendMessage by its body. Nothing is stored by a refused request.
+func TestDenyActions(t *testing.T) {
+	one := `<Message xmlns="` + xmlNS + `"><MessageBody>x</MessageBody></Message>`
+	batch := `<Messages xmlns="` + xmlNS + `">` + "<Message><MessageBody>x</MessageBody></Message></Messages>"
+	v := newEnv(t, Config{Queues: []string{"q1", "dlq"}, Topics: []string{"t1"},
+		Deny: []string{"GetQueueAttributes", "BatchSendMessage:dlq", "PublishMessage"}})
+	tests := []struct {
+		name, method, path, body string
+		denied                   bool
+	}{
+		{"queue attributes", "GET", "/queues/q1", "", true},
+		{"topic attributes", "GET", "/topics/t1", "", false},
+		{"batch to q1", "POST", "/queues/q1/messages", batch, false},
+		{"batch to dlq", "POST", "/queues/dlq/messages", batch, true},
+		{"one to dlq", "POST", "/queues/dlq/messages", one, false},
+		{"publish", "POST", "/topics/t1/messages", one, true},
+	}
+	for _, tt := range tests {
+		ct := ""
+		if tt.body != "" {
+			ct = "text/xml"
+		}
+		st, _, b := v.do(req{method: tt.method, path: tt.path, body: tt.body, ctype: ct})
+		if tt.denied {
+			v.wantError(st, b, 403, "AccessDenied")
+			if !strings.Contains(string(b), "no permission for ") {
+				t.Errorf("%s: the message does not name the action: %s", tt.name, b)
+			}
+		} else if st >= 300 {
+			t.Errorf("%s: %d %s, want it allowed", tt.name, st, b)
+		}
+	}
+	if n, p := len(v.e.Messages("q1")), len(v.e.Messages("dlq")); n != 1 || p != 1 || len(v.e.Published("t1")) != 0 {
+		t.Errorf("stored q1 %d, dlq %d, t1 %d; want 1, 1 (the single SendMessage), 0", n, p, len(v.e.Published("t1")))
+	}
+}
