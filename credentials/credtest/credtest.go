@@ -34,6 +34,10 @@ type Triple struct {
 type Issuer struct {
 	// Life of each triple.
 	Life time.Duration
+	// AnswerDelay is how long a server waits between minting a triple and
+	// answering with it: a slow issuer, whose new triple exists (Issued
+	// counts it) a moment before the client has it.
+	AnswerDelay time.Duration
 
 	mu      sync.Mutex
 	issued  map[string]Triple // by id
@@ -49,7 +53,8 @@ func NewIssuer(life time.Duration) *Issuer {
 	return &Issuer{Life: life, issued: map[string]Triple{}}
 }
 
-// Issue mints a triple valid from now for Life.
+// Issue mints a triple valid from now for Life and returns it after
+// AnswerDelay.
 func (is *Issuer) Issue() Triple {
 	n := is.n.Add(1)
 	t := Triple{ID: fmt.Sprintf("STS.fake%04d%s", n, rnd(4)), Secret: "secret-" + rnd(12), Token: "token-" + rnd(24),
@@ -60,6 +65,7 @@ func (is *Issuer) Issue() Triple {
 	is.issued[t.ID] = t
 	is.order = append(is.order, t.ID)
 	is.mu.Unlock()
+	time.Sleep(is.AnswerDelay)
 	return t
 }
 

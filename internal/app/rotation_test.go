@@ -129,6 +129,7 @@ func TestRotationRunSignsEveryRequestWithTheCurrentTriple(t *testing.T) {
 		provider := tc.provider
 		t.Run(provider+"/"+tc.signature, func(t *testing.T) {
 			is := credtest.NewIssuer(4 * time.Second)
+			is.AnswerDelay = 300 * time.Millisecond // a slow issuer (see the drop below)
 			var md *credtest.Metadata
 			var sts *credtest.STS
 			tokenFile := filepath.Join(t.TempDir(), "oidc-token")
@@ -170,12 +171,19 @@ func TestRotationRunSignsEveryRequestWithTheCurrentTriple(t *testing.T) {
 						t.Fatal(err)
 					}
 				}
-				// Wait for the next issue, then make the platform drop the
-				// connection: the next login must use the new triple.
+				// Wait for the next issue to reach the bridge, then make the
+				// platform drop the connection: the next login must use the
+				// new triple. The issuer mints a triple a moment before the
+				// bridge has it (AnswerDelay makes that moment long): the
+				// bridge logs each issue once it holds it (the count is
+				// checked below), so the drop waits for that line.
 				issued := is.Issued()
 				waitFor(t, "a refresh", time.Minute, func() bool { return is.Issued() > issued })
-				logins := r.sim.Stats().LoginsOK
 				newest := is.Issued()
+				waitFor(t, "the bridge to hold the new triple", time.Minute, func() bool {
+					return strings.Count(r.logs.String(), "credentials refreshed") >= newest
+				})
+				logins := r.sim.Stats().LoginsOK
 				r.sim.CloseConnections()
 				waitFor(t, "a login after the drop", time.Minute, func() bool { return r.sim.Stats().LoginsOK > logins })
 				// The login after the drop used the newest issue (or a later one).
