@@ -65,6 +65,8 @@ type Cache struct {
 	lastErr       error         // the last failure, nil after a success
 	inflight      chan struct{} // closed when the running refresh ends; nil if none
 	expiredLogged bool
+	refusedAt     time.Time   // when Refused last started a refresh
+	refusedID     string      // the id Refused last logged
 	timer         *time.Timer // the next proactive refresh
 	closed        bool
 }
@@ -121,6 +123,36 @@ func (c *Cache) kick() {
 	if c.closed || c.inflight != nil || c.opts.Now().Before(c.nextTry) {
 		return
 	}
+	c.inflight = make(chan struct{})
+	go c.refresh(c.inflight)
+}
+
+// refusedEvery bounds the refreshes Refused starts: at most one per this
+// (the provider may hand out the same triple until it rotates it).
+const refusedEvery = 5 * time.Second
+
+// Refused tells the cache that a server refused the triple with AccessKeyId
+// id as unknown, expired or not matching its token. The cache reads a
+// triple's Expiration with this machine's clock: when the servers' clocks are
+// ahead of it, an STS triple expires there before the refresh the cache
+// planned, and every request fails until then. When id is the held triple's
+// and the triple expires, Refused starts a refresh now (at most one per 5 s,
+// none while one runs or a failed one backs off); a triple that does not
+// expire (a static key) is not fetched again: fixing it is the operator's.
+func (c *Cache) Refused(id string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	now := c.opts.Now()
+	if !c.have || c.cur.AccessKeyID != id || c.cur.Expiration.IsZero() || c.inflight != nil ||
+		now.Before(c.nextTry) || (!c.refusedAt.IsZero() && now.Sub(c.refusedAt) < refusedEvery) {
+		return
+	}
+	if c.refusedID != id {
+		c.refusedID = id
+		c.log.Warn("a server refused the credentials before they expire by this machine's clock; fetching new ones now (is the clock behind?)",
+			"provider", c.p.Name(), "access_key_id", MaskID(id), "expires", c.cur.Expiration.UTC().Format(time.RFC3339))
+	}
+	c.refusedAt = now
 	c.inflight = make(chan struct{})
 	go c.refresh(c.inflight)
 }

@@ -734,3 +734,61 @@ func BenchmarkCacheGet(b *testing.B) {
 		})
 	}
 }
+
+// TestCacheRefusedRefreshesAnSTSTripleEarly: a server that refuses the held
+// STS triple (its clock is ahead of this machine's, so the triple expired
+// there before the refresh the cache planned) makes the cache fetch anew at
+// once, not at the planned refresh: at most once per 5 s, only for the held
+// id, never for a triple that does not expire (a static key). Before, the
+// bridge kept signing with the refused triple until its own refresh time
+// (walked: 10 s of refused MNS sends at every rotation with the servers'
+// clocks 60 s ahead and 40 s triples).
+func TestCacheRefusedRefreshesAnSTSTripleEarly(t *testing.T) {
+	clk := testclock.New(time.Now())
+	p := &fakeProvider{life: time.Hour, now: clk.Now}
+	cache := credentials.NewCache(p, credentials.CacheOptions{Now: clk.Now})
+	defer cache.Close()
+	get := func() string {
+		t.Helper()
+		c, err := cache.Get(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c.AccessKeyID
+	}
+	if id := get(); id != "id-1" {
+		t.Fatalf("first triple %s", id)
+	}
+	cache.Refused("id-1")
+	waitID(t, cache, "id-2")
+	cache.Refused("id-1") // not the held one any more
+	cache.Refused("id-2") // within 5 s of the last refresh it started
+	clk.Add(4 * time.Second)
+	cache.Refused("id-2")
+	if n := p.count(); n != 2 {
+		t.Errorf("%d fetches, want 2 (a refusal of an old id, or within 5 s, fetches nothing)", n)
+	}
+	clk.Add(time.Second)
+	cache.Refused("id-2")
+	waitCalls(t, p, 3)
+
+	static := &countingStatic{}
+	sc := credentials.NewCache(static, credentials.CacheOptions{Now: clk.Now})
+	if _, err := sc.Get(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	clk.Add(time.Minute)
+	sc.Refused("LTAIstatic")
+	if _, err := sc.Get(context.Background()); err != nil || static.calls.Load() != 1 {
+		t.Errorf("a refused static key was fetched again (%d fetches, %v): fixing it is the operator's", static.calls.Load(), err)
+	}
+}
+
+// countingStatic is a provider of a key that does not expire.
+type countingStatic struct{ calls atomic.Int64 }
+
+func (*countingStatic) Name() string { return "static" }
+func (s *countingStatic) Retrieve(context.Context) (credentials.Credentials, error) {
+	s.calls.Add(1)
+	return credentials.Credentials{AccessKeyID: "LTAIstatic", AccessKeySecret: secretWord, Source: "static"}, nil
+}

@@ -112,7 +112,9 @@ func New(cfg *config.Config, opts Options) (*Bridge, error) {
 	b.creds = creds
 	creds.register(b.reg)
 
-	client, err := mns.NewClient(mnsConfig(cfg, creds.mnsKey()))
+	mcfg := mnsConfig(cfg, creds.mnsKey())
+	mcfg.Refused = creds.mns.Refused // a triple refused before its refresh is fetched anew
+	client, err := mns.NewClient(mcfg)
 	if err != nil {
 		return nil, &UsageError{Err: err}
 	}

@@ -73,6 +73,12 @@ type Config struct {
 	// once. It must be safe for concurrent use and fast. When it fails the
 	// request is not sent and the error (retryable) is returned.
 	Credentials func(ctx context.Context) (id, secret, token string, err error)
+	// Refused, when set, is called with the AccessKeyId a request was
+	// signed with when MNS refused that key or its security token (403
+	// InvalidAccessKeyId, or a code naming the SecurityToken): the caller's
+	// credentials cache may fetch a new triple before its planned refresh
+	// (credentials.Cache.Refused). It must be safe for concurrent use.
+	Refused func(id string)
 	// BodyEncoding is "base64" (binary-safe, what the SDKs read by
 	// default) or "raw" (the bytes as XML text; only for UTF-8 text that XML
 	// 1.0 can carry).
@@ -118,6 +124,7 @@ type Client struct {
 	proxy   string       // the proxy the requests go through (password redacted), "" for none
 	h1      *h1          // else: the exchange in the calling goroutine
 	creds   func(ctx context.Context) (id, secret, token string, err error)
+	refused func(id string)
 	now     func() time.Time
 	date    atomic.Pointer[dateEntry]
 	ua      string
@@ -157,7 +164,7 @@ func NewClient(cfg Config) (*Client, error) {
 	if err != nil {
 		bad(FieldEndpoint, "%w", err)
 	}
-	c := &Client{base: base, names: n, timeout: cfg.Timeout, hc: cfg.HTTPClient, creds: cfg.Credentials, now: cfg.Now}
+	c := &Client{base: base, names: n, timeout: cfg.Timeout, hc: cfg.HTTPClient, creds: cfg.Credentials, refused: cfg.Refused, now: cfg.Now}
 	switch cfg.BodyEncoding {
 	case "base64":
 	case "raw":
@@ -291,8 +298,9 @@ type replyBuf struct {
 var replyPool = sync.Pool{New: func() any { return new(replyBuf) }}
 
 // reqIDs identifies one request: the id MNS gave it (x-mns-request-id,
-// "" without a reply) and ours (x-mns-user-request-id).
-type reqIDs struct{ server, user string }
+// "" without a reply), ours (x-mns-user-request-id) and the AccessKeyId it
+// was signed with.
+type reqIDs struct{ server, user, key string }
 
 // roundTrip signs and sends one request and reads the whole reply into rb.
 // It returns the status and the request ids.
@@ -307,6 +315,7 @@ func (c *Client) roundTrip(ctx context.Context, t target, method, resource strin
 	if err != nil {
 		return 0, ids, fmt.Errorf("%s: %w", t, err)
 	}
+	ids.key = id
 	date, dateTime := c.dateHeader()
 	ct := ""
 	if body != nil {
@@ -504,6 +513,9 @@ func (c *Client) httpError(t target, status int, ids reqIDs, rb *replyBuf) *Erro
 		e.Code, e.Message, e.HostID = rb.r.err.Code, rb.r.err.Message, rb.r.err.HostID
 		if rb.r.err.RequestID != "" {
 			e.RequestID = rb.r.err.RequestID
+		}
+		if c.refused != nil && e.keyRefused() {
+			c.refused(ids.key)
 		}
 		return e
 	}

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -688,4 +689,57 @@ func given(cfg Config) Config {
 		cfg.SignatureVersion = "v2"
 	}
 	return cfg
+}
+
+// TestRefusedKeyIsReported: when MNS refuses the AccessKeyId or its security
+// token (an STS triple expired by MNS's clock, or of another issue),
+// Config.Refused hears the id the request was signed with, so the credentials
+// cache can fetch a new triple; a permission refusal (AccessDenied) or a
+// wrong secret is not such a refusal.
+func TestRefusedKeyIsReported(t *testing.T) {
+	var mu sync.Mutex
+	var heard []string
+	valid := map[string]bool{"STS.old": false, "STS.new": true}
+	emu := mnsemu.New(mnsemu.Config{Queues: []string{"q1", "dlq"}, Deny: []string{"BatchSendMessage:dlq"},
+		Authorize: func(id string) (string, string, bool) { return "s-" + id, "tok-" + id, valid[id] }})
+	srv := httptest.NewServer(emu)
+	defer srv.Close()
+	id, secret, token := "STS.old", "s-STS.old", "tok-STS.old"
+	c, err := newClient(Config{Endpoint: srv.URL,
+		Credentials: func(context.Context) (string, string, string, error) {
+			mu.Lock()
+			defer mu.Unlock()
+			return id, secret, token, nil
+		},
+		Refused: func(id string) { mu.Lock(); heard = append(heard, id); mu.Unlock() }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	send := func(queue string) error {
+		_, errs := c.BatchSendMessage(context.Background(), queue, [][]byte{[]byte("x")})
+		return errs[0]
+	}
+	for _, step := range []struct {
+		name, id, secret, token, queue, code string
+		heard                                []string
+	}{
+		{"expired triple", "STS.old", "s-STS.old", "tok-STS.old", "q1", "InvalidAccessKeyId", []string{"STS.old"}},
+		{"token of another issue", "STS.new", "s-STS.new", "tok-STS.old", "q1", "InvalidSecurityToken", []string{"STS.old", "STS.new"}},
+		{"no permission", "STS.new", "s-STS.new", "tok-STS.new", "dlq", "AccessDenied", []string{"STS.old", "STS.new"}},
+		{"wrong secret", "STS.new", "wrong", "tok-STS.new", "q1", "SignatureDoesNotMatch", []string{"STS.old", "STS.new"}},
+	} {
+		mu.Lock()
+		id, secret, token = step.id, step.secret, step.token
+		mu.Unlock()
+		err := send(step.queue)
+		var me *Error
+		if !errors.As(err, &me) || me.Code != step.code {
+			t.Fatalf("%s: %v, want %s", step.name, err, step.code)
+		}
+		mu.Lock()
+		if !slices.Equal(heard, step.heard) {
+			t.Errorf("%s: Refused heard %v, want %v", step.name, heard, step.heard)
+		}
+		mu.Unlock()
+	}
 }

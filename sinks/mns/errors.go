@@ -97,6 +97,13 @@ func (e *Error) Retryable() bool {
 	return true
 }
 
+// keyRefused reports whether MNS refused the AccessKeyId or its security
+// token (an unknown or expired STS triple), as opposed to a permission
+// (AccessDenied) or a signature made with the wrong secret.
+func (e *Error) keyRefused() bool {
+	return e.Status == 403 && (e.Code == "InvalidAccessKeyId" || strings.Contains(e.Code, "SecurityToken"))
+}
+
 // MissingDestination reports whether MNS said the queue or topic does not
 // exist (see bridge.MissingDestination).
 func (e *Error) MissingDestination() bool {
