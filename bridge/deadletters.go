@@ -8,25 +8,125 @@ import (
 )
 
 // deadLetterNow dead-letters one item from Handle (invalid or unroutable).
-// The first write is made in the caller's goroutine; when it fails, the
-// retries go on in a goroutine of their own (the item stays held and counts
-// against the in-flight bounds), so the source goes on with the messages
-// behind it, and a shutdown does not wait for a target that keeps failing:
-// the drain deadline releases the item.
+// The first write is made in the caller's goroutine. When it fails, or
+// while earlier ones wait for a failing target, the item waits in
+// p.intakeDead (held, counting against the in-flight bounds) and one
+// goroutine retries the waiting items in turn: the source goes on with the
+// messages behind it, a failing target gets one write per backoff interval
+// however many wait (not one per message), an entry the target keeps
+// refusing does not hold up the others, and a shutdown does not wait for a
+// target that keeps failing: the drain deadline releases them.
 func (p *Pipeline) deadLetterNow(it *item, reason string, class DeadLetterClass) {
 	it.lastErr, it.class = errors.New(reason), class
 	items := []*item{it}
 	entries := p.deadEntries(items)
-	err := p.cfg.DeadLetters.DeadLetter(p.sendCtx, entries)
-	if err == nil {
-		p.deadLettered(items, entries)
-		return
-	}
-	go func() {
-		if p.retryDeadLetter(items, entries, err) {
+	if !p.intakeDead.waiting() {
+		err := p.cfg.DeadLetters.DeadLetter(p.sendCtx, entries)
+		if err == nil {
 			p.deadLettered(items, entries)
+			return
 		}
-	}()
+		p.noteDeadLetterFailure(err)
+	}
+	if p.intakeDead.add(it, entries[0]) {
+		go p.retryIntakeDeadLetters()
+	}
+}
+
+// retryIntakeDeadLetters writes the waiting intake dead letters one at a
+// time, oldest first, until none waits: a stored one is accepted and the
+// next written at once; after a failure the item goes to the back of the
+// queue and the next write waits a backoff that grows while writes fail.
+// Once the drain deadline passed, each is released.
+func (p *Pipeline) retryIntakeDeadLetters() {
+	retry := p.tune.Load().Retry
+	b := Backoff{Min: retry.InitialBackoff, Max: retry.MaxBackoff}
+	for {
+		it, entry, ok := p.intakeDead.take()
+		if !ok {
+			return
+		}
+		items, entries := []*item{it}, []DeadLetter{entry}
+		if p.sendCtx.Err() != nil {
+			p.releaseAll(items)
+			continue
+		}
+		err := p.cfg.DeadLetters.DeadLetter(p.sendCtx, entries)
+		if err == nil {
+			b.Reset()
+			p.deadLettered(items, entries)
+			continue
+		}
+		if p.sendCtx.Err() != nil {
+			p.releaseAll(items)
+			continue
+		}
+		p.noteDeadLetterFailure(err)
+		p.intakeDead.putBack(it, entry)
+		t := time.NewTimer(b.Next())
+		select {
+		case <-t.C:
+		case <-p.sendCtx.Done():
+			t.Stop()
+		}
+	}
+}
+
+// intakeDeadLetters are the intake dead letters that wait for a failing
+// target, oldest first, each with its entry (dated once, so a target that
+// already has it in its file does not write it again), and whether a
+// goroutine retries them.
+type intakeDeadLetters struct {
+	mu      sync.Mutex
+	items   []*item
+	entries []DeadLetter
+	running bool
+}
+
+// waiting reports whether a retry runs: a new dead letter waits behind it
+// instead of trying the failing target itself.
+func (q *intakeDeadLetters) waiting() bool {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.running
+}
+
+// add queues it with its entry; it reports whether the caller must start
+// the retrying goroutine (none runs).
+func (q *intakeDeadLetters) add(it *item, entry DeadLetter) bool {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	q.putBackLocked(it, entry)
+	start := !q.running
+	q.running = true
+	return start
+}
+
+// putBack queues it again, at the back.
+func (q *intakeDeadLetters) putBack(it *item, entry DeadLetter) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	q.putBackLocked(it, entry)
+}
+
+func (q *intakeDeadLetters) putBackLocked(it *item, entry DeadLetter) {
+	q.items = append(q.items, it)
+	q.entries = append(q.entries, entry)
+}
+
+// take removes the oldest waiting dead letter; with none left it reports
+// false, and the retrying goroutine ends.
+func (q *intakeDeadLetters) take() (*item, DeadLetter, bool) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if len(q.items) == 0 {
+		q.items, q.entries, q.running = nil, nil, false
+		return nil, DeadLetter{}, false
+	}
+	it, entry := q.items[0], q.entries[0]
+	q.items[0], q.entries[0] = nil, DeadLetter{}
+	q.items, q.entries = q.items[1:], q.entries[1:]
+	return it, entry, true
 }
 
 // deadLetter stores items in the dead-letter sink, then accepts them
@@ -65,10 +165,7 @@ func (p *Pipeline) retryDeadLetter(items []*item, entries []DeadLetter, err erro
 			p.releaseAll(items)
 			return false
 		}
-		// The write returned: the pipeline waits for the target, it is
-		// not stuck (liveness.go).
-		p.stats.lastAnswer.Store(p.now().UnixNano())
-		p.deadFail.failed(p.log, err, p.now())
+		p.noteDeadLetterFailure(err)
 		t := time.NewTimer(b.Next())
 		select {
 		case <-t.C:
@@ -79,6 +176,14 @@ func (p *Pipeline) retryDeadLetter(items []*item, entries []DeadLetter, err erro
 		}
 	}
 	return true
+}
+
+// noteDeadLetterFailure records a dead-letter write that returned err: the
+// target fails (logged once, /readyz), and the pipeline waits for it, it is
+// not stuck (liveness.go).
+func (p *Pipeline) noteDeadLetterFailure(err error) {
+	p.stats.lastAnswer.Store(p.now().UnixNano())
+	p.deadFail.failed(p.log, err, p.now())
 }
 
 // deadLettered logs, counts and accepts items once entries are stored.

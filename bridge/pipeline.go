@@ -139,8 +139,9 @@ type Pipeline struct {
 	sendCtx    context.Context // cancelled when the drain deadline passes
 	cancelSend context.CancelFunc
 
-	deadLog  logLimiter
-	deadFail deadFailing
+	deadLog    logLimiter
+	deadFail   deadFailing
+	intakeDead intakeDeadLetters // intake dead letters waiting for a failing target
 
 	stranded Keeper // not redeliverable, held at shutdown
 

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -83,11 +84,13 @@ type fakeDead struct {
 	mu       sync.Mutex
 	entries  []DeadLetter
 	failures int
+	writes   int // DeadLetter calls
 }
 
 func (d *fakeDead) DeadLetter(ctx context.Context, entries []DeadLetter) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	d.writes++
 	if d.failures > 0 {
 		d.failures--
 		return errors.New("disk full")
@@ -671,5 +674,88 @@ func TestUnroutedMessageDoesNotStopIntakeWhileDeadLetterTargetFails(t *testing.T
 	defer h.rec.mu.Unlock()
 	if got := h.rec.outcomes["lost"]; len(got) != 1 || got[0] != Released {
 		t.Errorf("unrouted message's outcomes %v, want released once", got)
+	}
+}
+
+// refusingDead is a dead-letter target that refuses the entry of one
+// message for ever (a dead-letter queue refusing an entry too large for it,
+// without a file) and stores the others.
+type refusingDead struct {
+	*fakeDead
+	id string
+}
+
+func (d refusingDead) DeadLetter(ctx context.Context, entries []DeadLetter) error {
+	for _, e := range entries {
+		if e.Message.MessageID == d.id {
+			return errors.New("MessageTooLarge")
+		}
+	}
+	return d.fakeDead.DeadLetter(ctx, entries)
+}
+
+// TestIntakeDeadLettersWaitBehindOneRetry: while the dead-letter target
+// fails, the messages dead-lettered at intake wait behind one retrying
+// goroutine: the target gets one write per backoff interval however many
+// wait, not one per message, and no goroutine is started per message (with
+// 8,192 held that was 8,192 goroutines, each sending its own retries to a
+// dead-letter queue). A drain cut short releases every one of them; once the
+// target takes them they are all stored, each once; an entry the target
+// keeps refusing does not hold up the ones behind it.
+func TestIntakeDeadLettersWaitBehindOneRetry(t *testing.T) {
+	const n = 40 // three chunks
+	unrouted := func(int) string { return "/nowhere" }
+	writes := func(h *harness) int {
+		h.dead.mu.Lock()
+		defer h.dead.mu.Unlock()
+		return h.dead.writes
+	}
+
+	// The retry waits an hour: every write the target gets is counted.
+	h := newHarness(t, newFakeSink(nil), func(cfg *PipelineConfig) {
+		cfg.Retry = RetryPolicy{InitialBackoff: time.Hour, MaxBackoff: time.Hour}
+	})
+	h.dead.failures = 1 << 30
+	before := runtime.NumGoroutine()
+	h.feed(t, n, unrouted)
+	// The first message's write, then the retrying goroutine's first.
+	waitUntil(t, func() bool { return writes(h) >= 2 })
+	if got := writes(h); got != 2 {
+		t.Errorf("%d writes to the failing dead-letter target for %d messages, want 2 (the first message's, then one retry)", got, n)
+	}
+	if got := runtime.NumGoroutine() - before; got > 3 {
+		t.Errorf("%d more goroutines with %d intake dead letters waiting, want one retrying them all", got, n)
+	}
+	if st := h.p.Stats(); st.InFlight != n {
+		t.Errorf("%d held, want the %d dead letters", st.InFlight, n)
+	}
+	if released := h.drainCutShort(t); released != n {
+		t.Errorf("released %d at the drain deadline, want all %d", released, n)
+	}
+	h.settled(t, n, Released)
+
+	// The target recovers: each is stored once, then accepted.
+	h = newHarness(t, newFakeSink(nil), nil)
+	h.dead.failures = 1 << 30
+	h.feed(t, n, unrouted)
+	waitUntil(t, func() bool { return writes(h) >= 2 })
+	h.dead.mu.Lock()
+	h.dead.failures = 0
+	h.dead.mu.Unlock()
+	h.settleAll(t, n, Accepted)
+	h.dead.mu.Lock()
+	if len(h.dead.entries) != n {
+		t.Errorf("%d dead-letter entries stored for %d messages, want each once", len(h.dead.entries), n)
+	}
+	h.dead.mu.Unlock()
+
+	// The first one's entry is refused for ever: the others are stored.
+	h = newHarness(t, newFakeSink(nil), func(cfg *PipelineConfig) {
+		cfg.DeadLetters = refusingDead{cfg.DeadLetters.(*fakeDead), "m00000"}
+	})
+	h.feed(t, 5, unrouted)
+	waitUntil(t, func() bool { return h.p.Stats().DeadLettered == 4 })
+	if released := h.drainCutShort(t); released != 1 {
+		t.Errorf("released %d at the drain deadline, want the one refused", released)
 	}
 }
