@@ -46,12 +46,17 @@ var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
 // encodedLen returns an upper bound of the encoded size of m.
 func encodedLen(m *bridge.Message) int {
-	n := headerLen + binary.MaxVarintLen64 + 4*binary.MaxVarintLen64 +
-		len(m.Topic) + len(m.MessageID) + len(m.Invalid) + len(m.Body) + binary.MaxVarintLen64
+	n := bareLen(m)
 	for k, v := range m.Properties {
 		n += 2*binary.MaxVarintLen64 + len(k) + len(v)
 	}
 	return n
+}
+
+// bareLen is encodedLen without the properties: no walk of the map.
+func bareLen(m *bridge.Message) int {
+	return headerLen + binary.MaxVarintLen64 + 4*binary.MaxVarintLen64 +
+		len(m.Topic) + len(m.MessageID) + len(m.Invalid) + len(m.Body) + binary.MaxVarintLen64
 }
 
 // encode returns m as a stored value, in one allocation. The spool holds
@@ -73,8 +78,11 @@ func encodeTo(dst []byte, m *bridge.Message) []byte {
 		m = &d
 	}
 	b := dst[:0]
-	if n := encodedLen(m); cap(b) < n {
-		b = make([]byte, 0, n)
+	if cap(b) < bareLen(m) {
+		// One allocation of the whole bound. A reused buffer that holds
+		// all but the properties is not measured against them (a walk of
+		// the map per message): append grows it in the rare case.
+		b = make([]byte, 0, encodedLen(m))
 	}
 	b = append(b, codecVersion, 0, 0, 0, 0)
 	b = binary.AppendVarint(b, m.GenerateTime)

@@ -63,6 +63,27 @@ func TestDecodeGivesBackWhatWasEncoded(t *testing.T) {
 	}
 }
 
+// TestEncodeIntoAReusedBuffer: Append encodes into pooled buffers, and a
+// buffer that holds a message but for its properties is used as it is
+// (the properties are not measured first): the record is the same as in a
+// buffer of the whole bound (its length, and what it decodes to: the
+// properties' order is the map's), whatever the buffer held before.
+func TestEncodeIntoAReusedBuffer(t *testing.T) {
+	for _, m := range codecMessages() {
+		want := len(encodeTo(nil, &m))
+		for _, c := range []int{0, bareLen(&m), want - 1, want, encodedLen(&m)} {
+			dst := bytes.Repeat([]byte{0xee}, max(c, 0))
+			got := encodeTo(dst, &m)
+			if len(got) != want {
+				t.Errorf("%q into a buffer of %d bytes: %d bytes, want %d", m.MessageID, c, len(got), want)
+			}
+			if d, err := decode(seal(got)); err != nil || !sameMessage(d, m) {
+				t.Errorf("%q into a buffer of %d bytes decodes to %+v, %v", m.MessageID, c, d, err)
+			}
+		}
+	}
+}
+
 // TestDecodedMessageOwnsItsMemory: a decoded message keeps alive its own
 // text and body (one allocation), not the record it came from, which may
 // be a 64 KiB group of which the message is one small member. Its body
