@@ -6,11 +6,15 @@ import (
 	"fmt"
 	"log/slog"
 	"runtime"
+	"strings"
 	"sync"
+	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/iot-mns-bridge/iot-mns-bridge/bridge"
+	"github.com/iot-mns-bridge/iot-mns-bridge/internal/syncbuf"
 	"github.com/iot-mns-bridge/iot-mns-bridge/internal/waitfor"
 )
 
@@ -294,5 +298,58 @@ func TestDeletesShareTheNextCommit(t *testing.T) {
 	waitDepth(t, s, 0)
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestStageHoldsWhatFailedToCommit: a message whose commit fails is kept
+// and appended again; the next Intake blocks while commits fail; once one
+// succeeds, every message reaches the pipeline once, in order; each state
+// change is logged once.
+func TestStageHoldsWhatFailedToCommit(t *testing.T) {
+	var failing atomic.Bool
+	var failed atomic.Int64 // commits that failed
+	failing.Store(true)
+	s := open(t, Options{commitHook: func() error {
+		if failing.Load() {
+			failed.Add(1)
+			return syscall.EIO
+		}
+		return nil
+	}})
+	st, f, start := stage(t, s, nil)
+	var logs syncbuf.Buffer
+	st.log = slog.New(slog.NewTextHandler(&logs, nil))
+	start()
+	intake(t, st, 0, 1) // queued; its commit fails
+	waitfor.Until(t, "the stage to hold m-0 after its failed commit", 30*time.Second, func() bool {
+		return strings.Contains(logs.String(), "spool writes failing")
+	})
+	var returned atomic.Bool
+	var err error // Intake's, once returned
+	go func() {
+		err = st.Intake(context.Background(), bridge.NewDelivery(msg(1), nopSettler{}, nil))
+		returned.Store(true)
+	}()
+	// m-0 is appended again every retryWait while Intake(m-1) waits.
+	waitfor.Until(t, "m-0 appended again after its failed commit", 30*time.Second, func() bool { return failed.Load() >= 2 },
+		func() string { return fmt.Sprintf("%d failed commits", failed.Load()) })
+	if returned.Load() {
+		t.Fatalf("Intake returned %v while commits fail", err)
+	}
+	failing.Store(false)
+	waitfor.Until(t, "Intake to return after the commits recovered", 30*time.Second, returned.Load)
+	if err != nil {
+		t.Fatalf("Intake after the commits recovered: %v", err)
+	}
+	intake(t, st, 2, 3)
+	keys, msgs := f.wait(t, 3)
+	inOrder(t, keys, msgs, 0)
+	if len(msgs) != 3 {
+		t.Errorf("the pipeline got %d messages, want 3", len(msgs))
+	}
+	for _, line := range []string{"spool writes failing", "spool writes succeed again"} {
+		if n := strings.Count(logs.String(), line); n != 1 {
+			t.Errorf("%d log lines %q, want 1:\n%s", n, line, logs.String())
+		}
 	}
 }
