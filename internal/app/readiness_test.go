@@ -203,6 +203,10 @@ func TestHealthzTellsAnMNSOutageFromAStuckBridge(t *testing.T) {
 	if !strings.Contains(out, "NOT READY") || strings.Contains(out, "UNHEALTHY") || !strings.Contains(out, "503") {
 		t.Errorf("status during the outage: want NOT READY, not UNHEALTHY, MNS's 503 shown:\n%s", out)
 	}
+	// The image's HEALTHCHECK command says the same.
+	if code, out, errOut := runMain(t, context.Background(), "healthcheck", "-url", base+"/healthz"); code != ExitOK || strings.TrimSpace(out) != "ok" {
+		t.Errorf("healthcheck during the outage: exit %d, %q, %q; want 0 and ok", code, out, errOut)
+	}
 
 	// MNS back: every message arrives.
 	p.emu.SetFaults(mnsemu.Faults{})
@@ -232,6 +236,11 @@ func TestHealthzTellsAnMNSOutageFromAStuckBridge(t *testing.T) {
 	}
 	if _, out, _ := runMain(t, context.Background(), "status", "-url", base, "-interval", "0"); !strings.Contains(out, "UNHEALTHY: pipeline stuck since ") {
 		t.Errorf("status with wedged sends: want UNHEALTHY naming the stuck pipeline:\n%s", out)
+	}
+	// The image's HEALTHCHECK command fails (the container turns unhealthy
+	// after its retries), naming what is stuck.
+	if code, _, errOut := runMain(t, context.Background(), "healthcheck", "-url", base+"/healthz"); code != ExitFailure || !strings.Contains(errOut, "unhealthy: 503 Service Unavailable: unhealthy: pipeline stuck since ") {
+		t.Errorf("healthcheck with wedged sends: exit %d, %q; want 1 naming the stuck pipeline", code, errOut)
 	}
 	sink.wedged.Store(false)
 	sink.unwedge()
