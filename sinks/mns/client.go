@@ -520,6 +520,7 @@ func (c *Client) httpError(t target, status int, ids reqIDs, rb *replyBuf) *Erro
 		return e
 	}
 	e.Message = snippet(rb.buf.Bytes())
+	e.foreign, e.via = true, c.proxy
 	return e
 }
 

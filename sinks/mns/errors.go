@@ -42,6 +42,10 @@ type Error struct {
 	Region string
 
 	names Names // what the hints call the client's Fields
+	// foreign: the reply was not MNS's error XML (something in front of
+	// MNS answered); via is then the proxy the request went through.
+	foreign bool
+	via     string
 }
 
 // codeStatus maps documented MNS error codes to their HTTP status, so that a
@@ -190,6 +194,10 @@ func (e *Error) hint() string {
 	switch {
 	case e.Status == 407:
 		return "the HTTP proxy in front of MNS wants credentials: give them in its URL in HTTPS_PROXY / HTTP_PROXY (http://user:password@host:port), or list " + e.names.Of(FieldEndpoint) + "'s host in NO_PROXY; the bridge holds the messages and retries"
+	case e.foreign && e.Status >= 400 && e.Status < 500 && e.via != "":
+		return "the reply is not from MNS: the proxy " + e.via + " (HTTPS_PROXY or HTTP_PROXY) may refuse the host of " + e.names.Of(FieldEndpoint) + "; allow it there, or list it in NO_PROXY; the bridge holds the messages and retries"
+	case e.foreign && e.Status >= 400 && e.Status < 500:
+		return "the reply is not from MNS (no MNS error XML): check " + e.names.Of(FieldEndpoint) + " and what answers at that address"
 	case e.Status >= 500:
 		return "MNS had a server-side problem; the bridge retries"
 	case e.Status == 0 || e.Status < 400:

@@ -75,3 +75,39 @@ func TestBehindAProxy(t *testing.T) {
 	_, err = c.SendMessage(context.Background(), "q1", []byte("x"))
 	errtext.Want(t, "no proxy", err, []string{"no reply from MNS; check Config.Endpoint"})
 }
+
+// TestProxyRefusalIsNotBlamedOnMNS: a proxy whose rules refuse the MNS host
+// answers 403 with its own HTML page (walked: tinyproxy's "403 Filtered";
+// squid's ACL denial is the same), not MNS's error XML. The error is held
+// and retried like any 403, and says that the reply is not MNS's and names
+// the proxy; before, it said only "HTTP 403: unexpected reply: <html>...",
+// with no hint. Without a proxy it says something else in front of MNS
+// answered.
+func TestProxyRefusalIsNotBlamedOnMNS(t *testing.T) {
+	filter := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/html")
+		w.WriteHeader(http.StatusForbidden)
+		w.Write([]byte(`<?xml version="1.0" encoding="UTF-8" ?><html><head><title>403 Filtered</title></head><body>The request you made has been filtered</body></html>`))
+	}))
+	defer filter.Close()
+	proxyURL, _ := url.Parse(filter.URL)
+	proxyURL.User = url.UserPassword("op", "proxy-pw")
+	c, err := newClient(Config{Endpoint: "http://" + closedAddr(t), AccessKeyID: "a", AccessKeySecret: "s",
+		Proxy: func(*http.Request) (*url.URL, error) { return proxyURL, nil }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = c.SendMessage(context.Background(), "q1", []byte("x"))
+	if me := (*Error)(nil); !errors.As(err, &me) || me.Status != http.StatusForbidden || !bridge.Retryable(err) {
+		t.Fatalf("proxy's 403: %T %v, want a retryable *Error with status 403", err, err)
+	}
+	errtext.Want(t, "proxy's 403", err, []string{"403 Filtered", "not from MNS", "the proxy http://op:xxxxx@" + proxyURL.Host, "NO_PROXY"}, "proxy-pw")
+
+	direct, err := newClient(Config{Endpoint: filter.URL, AccessKeyID: "a", AccessKeySecret: "s",
+		Proxy: func(*http.Request) (*url.URL, error) { return nil, nil }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = direct.SendMessage(context.Background(), "q1", []byte("x"))
+	errtext.Want(t, "gateway's 403", err, []string{"not from MNS", "Config.Endpoint"})
+}
