@@ -698,7 +698,7 @@ func TestAMQPPresettledLink(t *testing.T) {
 // otherwise lose messages the platform took as settled. The same holds for
 // the close the server sends when it closes the connection itself (9602).
 func TestAMQPEndingReplyComesAfterEveryTransfer(t *testing.T) {
-	s := startAMQP(t, Config{})
+	s := startAMQP(t, Config{QueueSize: floodQueue})
 	flood(t, s)
 	isClose := func(p any) bool { _, ok := p.(*amqp10.Close); return ok }
 	endings := []struct {

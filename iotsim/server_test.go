@@ -885,11 +885,15 @@ func TestInstanceIDIsChecked(t *testing.T) {
 // MESSAGE the server counted, and the count is right as the client reads
 // the RECEIPT: none may follow it. Repeated, since
 // the server's sender runs beside the reader that answers DISCONNECT.
-// flood publishes to testGroup in the background while the test runs (up
-// to 100,000 messages), so that deliveries flow whenever a client reads.
+// flood publishes to testGroup in the background until the test ends, so
+// that deliveries flow whenever a client reads, however many the rounds
+// take (a client reading until its RECEIPT takes thousands per round when
+// the server answers its DISCONNECT late: a fixed 100,000 ran out within
+// 20 rounds under -cpu 1). The group holds at most floodQueue waiting
+// messages: publishing blocks while it is full.
 func flood(t *testing.T, s *Server) {
 	go func() {
-		for i := 0; i < 100000; i++ {
+		for i := 0; ; i++ {
 			if err := s.PublishContext(t.Context(), testGroup, Message{Topic: "/a/b/user/x", MessageID: fmt.Sprint(i)}); err != nil {
 				return
 			}
@@ -897,8 +901,11 @@ func flood(t *testing.T, s *Server) {
 	}()
 }
 
+// floodQueue is the QueueSize of the servers flood publishes to.
+const floodQueue = 10000
+
 func TestDisconnectReceiptComesAfterEveryMessage(t *testing.T) {
-	s := startServer(t, Config{})
+	s := startServer(t, Config{QueueSize: floodQueue})
 	flood(t, s)
 	got := 0
 	for round := range 30 {
@@ -944,7 +951,7 @@ func TestDisconnectReceiptComesAfterEveryMessage(t *testing.T) {
 // as delivered, as soon as it sees the end, and no MESSAGE follows an
 // ERROR.
 func TestServerEndComesAfterEveryMessage(t *testing.T) {
-	s := startServer(t, Config{HeartBeat: 20 * time.Millisecond})
+	s := startServer(t, Config{HeartBeat: 20 * time.Millisecond, QueueSize: floodQueue})
 	flood(t, s)
 	got := 0
 	for round := range 20 {
