@@ -26,7 +26,7 @@ type dialer struct {
 // which step failed and what to check; they never hold a secret.
 func (d *dialer) dial(ctx context.Context, _ int, id string) (connection, error) {
 	cfg := d.cfg
-	_, creds, err := cfg.Login("amqp connect", id, nil)
+	p, creds, err := cfg.Login("amqp connect", id, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -62,7 +62,7 @@ func (d *dialer) dial(ctx context.Context, _ int, id string) (connection, error)
 		WriteTimeout: cfg.silenceLimit(),
 	})
 	if err != nil {
-		return nil, explainLogin(cfg, id, err)
+		return nil, cfg.Refusal(p, explainLogin(cfg, id, err))
 	}
 
 	actx, cancelAttach := context.WithTimeout(ctx, cfg.AttachTimeout)

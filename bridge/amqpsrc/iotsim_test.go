@@ -235,9 +235,16 @@ func TestCheckConnectAgainstSimulator(t *testing.T) {
 		return iotauth.Params{ClientID: "bridge", AccessKeyID: simAK, AccessKeySecret: "wrong",
 			ConsumerGroupID: simGroup, SignMethod: iotauth.HMACSHA256}, nil
 	}
+	var refused []string
+	cfg.Refused = func(id string) { refused = append(refused, id) }
 	err := CheckConnect(ctx, cfg)
 	if err == nil || !errors.Is(err, bridge.ErrLoginRefused) {
 		t.Errorf("CheckConnect with a wrong secret: err = %v, want a refused login", err)
+	}
+	// The refused login tells Settings.Refused the AccessKeyId it was
+	// signed with (the credentials cache then fetches anew).
+	if len(refused) != 1 || refused[0] != simAK {
+		t.Errorf("Refused heard %q, want [%s]", refused, simAK)
 	}
 	if st := sim.Stats(); st.LoginsOK != 1 || st.LoginsFailed != 1 {
 		t.Errorf("simulator stats = %+v", st)

@@ -8,6 +8,7 @@ import (
 	"net"
 	"time"
 
+	"github.com/iot-mns-bridge/iot-mns-bridge/bridge"
 	"github.com/iot-mns-bridge/iot-mns-bridge/iotauth"
 )
 
@@ -50,6 +51,20 @@ type Settings struct {
 	// config keys); errors and log lines name fields with it. nil shows
 	// "Config.<Field>".
 	Names Names
+	// Refused, when set, is called with the AccessKeyId a login was signed
+	// with when the server refused the login (bridge.ErrLoginRefused): the
+	// credentials cache may fetch a new triple before its planned refresh
+	// (credentials.Cache.Refused). Optional; safe for concurrent use.
+	Refused func(id string)
+}
+
+// Refusal reports err to Refused when it is a refused login signed with p,
+// and returns err.
+func (s Settings) Refusal(p iotauth.Params, err error) error {
+	if s.Refused != nil && errors.Is(err, bridge.ErrLoginRefused) {
+		s.Refused(p.AccessKeyID)
+	}
+	return err
 }
 
 // Check returns s, with time.Now for a nil Clock and a discarding Logger for

@@ -63,10 +63,18 @@ func TestCheckConnect(t *testing.T) {
 			if tt.mod != nil {
 				tt.mod(&cfg)
 			}
+			var refused []string
+			cfg.Refused = func(id string) { refused = append(refused, id) }
 			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 			defer cancel()
 			err := CheckConnect(ctx, filled(cfg))
 			sourcetest.WantErr(t, "CheckConnect", err, tt.want)
+			// A refused login tells Settings.Refused the AccessKeyId it was
+			// signed with (the credentials cache then fetches anew); no
+			// other failure does.
+			if want := errors.Is(err, ErrLoginRefused); want != (len(refused) == 1) || want && refused[0] != goodParams().AccessKeyID {
+				t.Errorf("Refused heard %q for %v", refused, err)
+			}
 			if err == nil {
 				return
 			}

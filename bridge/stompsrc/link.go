@@ -68,7 +68,7 @@ func dialAs(ctx context.Context, cfg Config, tc *tls.Config, op, clientID string
 		if ctx.Err() != nil {
 			return nil, fmt.Errorf("stomp connect %s: %w", cfg.Endpoint, ctx.Err())
 		}
-		return nil, describeDial(cfg.Names, cfg.Endpoint, cfg.DialTimeout, err, secrets...)
+		return nil, cfg.Refusal(p, describeDial(cfg.Names, cfg.Endpoint, cfg.DialTimeout, err, secrets...))
 	}
 
 	dctx, cancel := context.WithTimeout(ctx, cfg.DialTimeout)

@@ -77,7 +77,7 @@ func TestConfigAndSourcesAgreeOnBounds(t *testing.T) {
 			c := base(tt.protocol)
 			tt.set(c, past)
 			verr := c.Validate()
-			src, serr := newSource(c, params, nil, nil)
+			src, serr := newSource(c, params, nil, nil, nil)
 			if serr == nil {
 				src.Close(t.Context())
 			}

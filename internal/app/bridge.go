@@ -151,7 +151,7 @@ func New(cfg *config.Config, opts Options) (*Bridge, error) {
 	if err != nil {
 		return nil, &UsageError{Err: err}
 	}
-	b.source, err = newSource(cfg, creds.provisioningParams(cfg), opts.Clock, log.With("component", "source"))
+	b.source, err = newSource(cfg, creds.provisioningParams(cfg), creds.source.Refused, opts.Clock, log.With("component", "source"))
 	creds.provisioned.Store(true)
 	if err != nil {
 		return nil, &UsageError{Err: err}
@@ -184,15 +184,20 @@ func propertySpec(cfg *config.Config) *bridge.PropertySpec {
 	return spec
 }
 
-// newSource builds the configured source; no I/O.
-func newSource(cfg *config.Config, params func() (iotauth.Params, error), clock func() time.Time, log *slog.Logger) (bridge.Source, error) {
+// newSource builds the configured source; no I/O. refused hears the
+// AccessKeyId of each refused login (the source's credentials cache).
+func newSource(cfg *config.Config, params func() (iotauth.Params, error), refused func(id string), clock func() time.Time, log *slog.Logger) (bridge.Source, error) {
 	s := cfg.Source
 	limiter := source.NewAttemptLimiter(s.ConnectAttemptsPerMinute, time.Minute)
 	switch s.Protocol {
 	case "stomp":
-		return stompsrc.New(stompConfig(cfg, params, clock, limiter, log))
+		c := stompConfig(cfg, params, clock, limiter, log)
+		c.Refused = refused
+		return stompsrc.New(c)
 	case "amqp":
-		return amqpsrc.New(amqpConfig(cfg, params, clock, limiter, log))
+		c := amqpConfig(cfg, params, clock, limiter, log)
+		c.Refused = refused
+		return amqpsrc.New(c)
 	}
 	return nil, fmt.Errorf("source.protocol: %q is not supported: use stomp or amqp", s.Protocol)
 }
