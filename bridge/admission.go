@@ -85,7 +85,7 @@ func (a *admission) acquire(ctx context.Context, closed <-chan struct{}, n int64
 			if a.count >= a.maxCount {
 				bound = a.names.Of(FieldMaxInFlight)
 			}
-			a.log.Warn("the pipeline holds as much as it may; the source stops reading until MNS takes messages",
+			a.log.Warn("the pipeline holds as much as it may; nothing more enters it until MNS takes messages (the source stops reading; with the spool on, the source goes on into the spool)",
 				"bound", bound, "messages", a.count, "bytes", a.bytes,
 				"max_in_flight", a.maxCount, "max_in_flight_bytes", a.maxBytes)
 		}
@@ -110,7 +110,7 @@ func (a *admission) release(n int64) {
 	a.released.Notify()
 	if a.full && a.count <= a.maxCount/2 && a.bytes <= a.maxBytes/2 {
 		a.full = false
-		a.log.Info("the pipeline has room again; the source reads again",
+		a.log.Info("the pipeline has room again; messages enter it again",
 			"messages", a.count, "bytes", a.bytes, "after", a.now().Sub(a.fullSince).Round(time.Millisecond))
 	}
 }
