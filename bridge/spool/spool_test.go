@@ -670,16 +670,16 @@ func binary8(k uint64) []byte {
 	return b
 }
 
-// TestPageSize: a new spool file gets filePageSize; a file made with
-// another page size (every spool before 16 KiB pages) keeps it and its
+// TestPageSize: a new spool file gets filePageSize, 4 KiB; a file made with
+// another page size (the spools of 16 KiB pages) keeps it and its
 // messages, and grows with it.
 func TestPageSize(t *testing.T) {
 	s := open(t, Options{})
-	if got := s.db.Info().PageSize; got != filePageSize {
-		t.Errorf("new file: page size %d, want %d", got, filePageSize)
+	if got := s.db.Info().PageSize; got != 4096 || filePageSize != 4096 {
+		t.Errorf("new file: page size %d (filePageSize %d), want 4096", got, filePageSize)
 	}
 	dir := t.TempDir()
-	s = open(t, Options{Dir: dir, pageSize: 4096})
+	s = open(t, Options{Dir: dir, pageSize: 16384})
 	for i := range 3 {
 		add(t, s, msg(i))
 	}
@@ -688,8 +688,8 @@ func TestPageSize(t *testing.T) {
 	}
 	for round := range 2 {
 		s = open(t, Options{Dir: dir})
-		if got := s.db.Info().PageSize; got != 4096 {
-			t.Errorf("reopened file: page size %d, want the 4096 it was made with", got)
+		if got := s.db.Info().PageSize; got != 16384 {
+			t.Errorf("reopened file: page size %d, want the 16384 it was made with", got)
 		}
 		for i := range 200 { // more than fit in the pages it had
 			add(t, s, msg(1000*(round+1)+i))
