@@ -318,6 +318,9 @@ func (c *Config) SpoolDirIsDefault() bool {
 // loadInfo is the state behind Config.meta. Safe for concurrent use.
 type loadInfo struct {
 	lines map[string]int // key path → 1-based line; read-only after Parse
+	// failed holds the key paths whose value Parse rejected before
+	// validation (kept at their default); read-only after Parse.
+	failed map[string]bool
 
 	mu    sync.Mutex
 	files map[string]secretFile // secret file path → last read

@@ -2,13 +2,16 @@ package config
 
 import (
 	"bytes"
+	"cmp"
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"path/filepath"
 	"reflect"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -58,13 +61,41 @@ func Parse(data []byte, path string, env func(string) (string, bool)) (*Config, 
 		cfg.Spool.Dir = ""
 	}
 	cfg.resolve(w.env) // env, or an empty environment for nil
-	if err := cfg.Validate(); err != nil {
-		return nil, errors.Join(append(w.errs, err)...)
-	}
-	if len(w.errs) > 0 {
-		return nil, errors.Join(w.errs...)
+	if err := report(append(w.errs, cfg.Validate())); err != nil {
+		return nil, err
 	}
 	return &cfg, nil
+}
+
+// report joins the problems of every phase (the walker's, validation's)
+// into one error: each *FieldError once, in the order of their lines (those
+// without a line last), so that an operator reads the file top to bottom.
+func report(errs []error) error {
+	var flat []error
+	var add func(err error)
+	add = func(err error) {
+		if j, ok := err.(interface{ Unwrap() []error }); ok {
+			for _, e := range j.Unwrap() {
+				add(e)
+			}
+			return
+		}
+		if err != nil && !slices.ContainsFunc(flat, func(e error) bool { return e.Error() == err.Error() }) {
+			flat = append(flat, err)
+		}
+	}
+	for _, err := range errs {
+		add(err)
+	}
+	line := func(err error) int {
+		var fe *FieldError
+		if errors.As(err, &fe) && fe.Line > 0 {
+			return fe.Line
+		}
+		return math.MaxInt
+	}
+	slices.SortStableFunc(flat, func(a, b error) int { return cmp.Compare(line(a), line(b)) })
+	return errors.Join(flat...)
 }
 
 // decode decodes the one YAML document data over Default, after the
@@ -73,9 +104,13 @@ func Parse(data []byte, path string, env func(string) (string, bool)) (*Config, 
 // and decoded: the other sections are the file's YAML and nothing more.
 //
 // The error is the file's YAML syntax, a second document, a file that is no
-// mapping, or a problem other than unknown keys. Unknown keys alone are
-// returned in w.errs with the rest decoded, so that the caller reports them
-// with the problems validation finds.
+// mapping, or a problem of the file's structure (a key that is no plain
+// name, too many values, a value yaml.v3 still refuses). Unknown keys and
+// values that do not fit their key (a bad duration, size, number or bool, a
+// ${VAR} with no value, a list where a value belongs) are returned in
+// w.errs with the rest decoded: such a value keeps its default and its key
+// is in cfg's failed set, so that validation skips the checks that depend
+// on it and the caller reports every problem of the file at once.
 func decode(data []byte, path string, env func(string) (string, bool), keep func(key string) bool) (cfg Config, w *walker, err error) {
 	if env == nil {
 		env = func(string) (string, bool) { return "", false }
@@ -97,7 +132,7 @@ func decode(data []byte, path string, env func(string) (string, bool), keep func
 		return cfg, nil, &FieldError{File: path, Line: extra.Line, Reason: "a second YAML document (---): the config is one document"}
 	}
 
-	w = &walker{file: path, env: env, lines: map[string]int{}, expanded: map[*yaml.Node]bool{}}
+	w = &walker{file: path, env: env, lines: map[string]int{}, failed: map[string]bool{}, expanded: map[*yaml.Node]bool{}}
 	if len(root.Content) > 0 {
 		top := root.Content[0]
 		if top.Kind != yaml.MappingNode && !isNull(top) {
@@ -114,7 +149,7 @@ func decode(data []byte, path string, env func(string) (string, bool), keep func
 			top, doc = kept, kept
 		}
 		w.walk(top, reflect.TypeOf(cfg), "")
-		if w.notUnknown > 0 {
+		if w.fatal > 0 {
 			return cfg, nil, errors.Join(w.errs...)
 		}
 		if err := doc.Decode(&cfg); err != nil {
@@ -122,7 +157,7 @@ func decode(data []byte, path string, env func(string) (string, bool), keep func
 		}
 	}
 	cfg.Path = path
-	cfg.meta = &loadInfo{lines: w.lines, files: map[string]secretFile{}}
+	cfg.meta = &loadInfo{lines: w.lines, failed: w.failed, files: map[string]secretFile{}}
 	return cfg, w, nil
 }
 
@@ -214,17 +249,30 @@ type walker struct {
 	file string
 	env  func(string) (string, bool)
 	errs []error
-	// notUnknown counts the errors in errs other than unknown keys: with
-	// only unknown keys the rest of the file still decodes and is
-	// validated, so every problem is reported at once.
-	notUnknown int
-	lines      map[string]int
-	expanded   map[*yaml.Node]bool
-	visits     int
+	// fatal counts the errors in errs that stop the decoding (see
+	// stop). Unknown keys and values that do not fit (see fail) leave
+	// the rest of the file to be decoded and validated, so every problem
+	// is reported at once.
+	fatal    int
+	lines    map[string]int
+	failed   map[string]bool // key paths whose value fail rejected
+	expanded map[*yaml.Node]bool
+	visits   int
 }
 
+// fail reports the value n of the key at path and drops it from the tree
+// (a null, which keeps the key's default): the rest of the file is still
+// decoded, and validation skips the key (see Config.failed).
 func (w *walker) fail(n *yaml.Node, path, format string, args ...any) {
-	w.notUnknown++
+	w.errs = append(w.errs, &FieldError{File: w.file, Line: n.Line, Path: path, Reason: fmt.Sprintf(format, args...)})
+	w.failed[path] = true
+	*n = yaml.Node{Kind: yaml.ScalarNode, Tag: "!!null", Line: n.Line, Column: n.Column}
+}
+
+// stop reports a problem of the file's structure, after which the file is
+// not decoded.
+func (w *walker) stop(n *yaml.Node, path, format string, args ...any) {
+	w.fatal++
 	w.errs = append(w.errs, &FieldError{File: w.file, Line: n.Line, Path: path, Reason: fmt.Sprintf(format, args...)})
 }
 
@@ -236,7 +284,7 @@ func (w *walker) walk(n *yaml.Node, t reflect.Type, path string) {
 	w.visits++
 	if w.visits > maxVisits {
 		if w.visits == maxVisits+1 {
-			w.fail(n, path, "the file has more than %d values (aliases that repeat each other?)", maxVisits)
+			w.stop(n, path, "the file has more than %d values (aliases that repeat each other?)", maxVisits)
 		}
 		return
 	}
@@ -282,9 +330,14 @@ func (w *walker) walk(n *yaml.Node, t reflect.Type, path string) {
 				// yaml.v3 would drop it, or give an empty entry: both hide
 				// a half-written item.
 				w.fail(item, p, "is an empty entry: fill it in or remove its '-' line")
-				continue
+			} else {
+				w.walk(item, t.Elem(), p)
 			}
-			w.walk(item, t.Elem(), p)
+			if w.failed[p] {
+				// yaml.v3 drops a null item, which would move the
+				// items after it to other paths: an empty one keeps them.
+				empty(item, t.Elem())
+			}
 		}
 	case reflect.Map:
 		if n.Kind != yaml.MappingNode {
@@ -314,6 +367,28 @@ func (w *walker) walk(n *yaml.Node, t reflect.Type, path string) {
 				w.fail(n, path, "%q is not true or false", n.Value)
 			}
 		}
+	}
+}
+
+// empty makes n a value that decodes into t's zero value (a list item
+// that failed keeps its place).
+func empty(n *yaml.Node, t reflect.Type) {
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	switch {
+	case t.Kind() == reflect.Struct || t.Kind() == reflect.Map:
+		n.Kind, n.Tag = yaml.MappingNode, "!!map"
+	case t.Kind() == reflect.Slice:
+		n.Kind, n.Tag = yaml.SequenceNode, "!!seq"
+	case t == durationType:
+		n.Tag, n.Value = "!!str", "0s"
+	case t.Kind() == reflect.String:
+		n.Tag = "!!str"
+	case t.Kind() == reflect.Bool:
+		n.Tag, n.Value = "!!bool", "false"
+	default:
+		n.Tag, n.Value = "!!int", "0"
 	}
 }
 
@@ -378,7 +453,7 @@ func (w *walker) mapping(n *yaml.Node, t reflect.Type, path string) {
 	for i := 0; i+1 < len(n.Content); i += 2 {
 		k, v := n.Content[i], n.Content[i+1]
 		if k.Kind != yaml.ScalarNode {
-			w.fail(k, path, "a key must be a plain name")
+			w.stop(k, path, "a key must be a plain name")
 			continue
 		}
 		if k.Value == "<<" && k.ShortTag() == "!!merge" {
@@ -400,13 +475,18 @@ func (w *walker) mapping(n *yaml.Node, t reflect.Type, path string) {
 }
 
 func (w *walker) merge(v *yaml.Node, t reflect.Type, path string) {
+	items := []*yaml.Node{v}
 	if v.Kind == yaml.SequenceNode {
-		for _, item := range v.Content {
-			w.walk(item, t, path)
-		}
-		return
+		items = v.Content
 	}
-	w.walk(v, t, path)
+	for _, item := range items {
+		n := len(w.errs)
+		w.walk(item, t, path)
+		if len(w.errs) > n && isNull(item) {
+			// fail dropped it: yaml.v3 merges only mappings.
+			empty(item, t)
+		}
+	}
 }
 
 func unknownKey(key, path string, fields map[string]reflect.Type) string {

@@ -50,9 +50,50 @@ type validator struct {
 	errs []error
 }
 
-// bad records a problem with the key at path.
+// bad records a problem with the key at path, unless Parse already
+// rejected its value (or a parent's): it would only repeat that problem.
 func (v *validator) bad(path, format string, args ...any) {
+	if v.c.failed(path) {
+		return
+	}
 	v.errs = append(v.errs, &FieldError{File: v.c.Path, Line: v.c.line(path), Path: path, Reason: fmt.Sprintf(format, args...)})
+}
+
+// failed reports whether Parse rejected the value of a key at one of paths
+// or of a parent of one: a check of such a key, or one that compares it with
+// another key, would report a follow-on of that problem.
+func (c *Config) failed(paths ...string) bool {
+	if c.meta == nil || len(c.meta.failed) == 0 {
+		return false
+	}
+	for _, path := range paths {
+		for p := path; p != ""; {
+			if c.meta.failed[p] {
+				return true
+			}
+			i := strings.LastIndexAny(p, ".[")
+			if i < 0 {
+				break
+			}
+			p = p[:i]
+		}
+	}
+	return false
+}
+
+// failedUnder reports whether Parse rejected the value of a key under
+// path: a check of path as a whole (a route's fields together) would report
+// a follow-on of that problem.
+func (c *Config) failedUnder(path string) bool {
+	if c.meta == nil {
+		return false
+	}
+	for p := range c.meta.failed {
+		if strings.HasPrefix(p, path+".") || strings.HasPrefix(p, path+"[") {
+			return true
+		}
+	}
+	return false
 }
 
 // line returns the line of the key at path, or of its nearest written
@@ -144,7 +185,7 @@ func (v *validator) source() {
 		name, protocol string
 		changed        bool
 	}{{"stomp", "amqp", s.STOMP != def.STOMP}, {"amqp", "stomp", s.AMQP != def.AMQP}} {
-		if s.Protocol == other.protocol && other.changed && v.c.written("source."+other.name) {
+		if s.Protocol == other.protocol && other.changed && v.c.written("source."+other.name) && !v.c.failed("source.protocol") {
 			v.bad("source."+other.name, "is set but source.protocol is %s, so it would be ignored: remove the block, or set protocol: %s", other.protocol, other.name)
 		}
 	}
@@ -156,7 +197,7 @@ func (v *validator) source() {
 		v.bad("source.client_id", "required: a unique id of this bridge, 1 to %d characters (the host name is a good choice)", iotauth.MaxClientIDLen)
 	case n > iotauth.MaxClientIDLen:
 		v.bad("source.client_id", "is %d characters long: the platform allows 1 to %d", n, iotauth.MaxClientIDLen)
-	case s.Connections > 1 && n+len(fmt.Sprintf("-%d", s.Connections)) > iotauth.MaxClientIDLen:
+	case s.Connections > 1 && n+len(fmt.Sprintf("-%d", s.Connections)) > iotauth.MaxClientIDLen && !v.c.failed("source.connections"):
 		v.bad("source.client_id", "is %d characters long: with %d connections each gets a suffix like \"-%d\", which must fit in %d characters", n, s.Connections, s.Connections, iotauth.MaxClientIDLen)
 	}
 	v.noSeparators("source.client_id", s.ClientID, false)
@@ -186,7 +227,7 @@ func (v *validator) source() {
 	v.reason("source.amqp.idle_timeout", source.CheckIdleTimeout(s.AMQP.IdleTimeout))
 	v.positive("source.dial_timeout", s.DialTimeout)
 	v.positive("source.reconnect_min_backoff", s.ReconnectMinBackoff)
-	if s.ReconnectMaxBackoff < s.ReconnectMinBackoff {
+	if s.ReconnectMaxBackoff < s.ReconnectMinBackoff && !v.c.failed("source.reconnect_min_backoff") {
 		v.bad("source.reconnect_max_backoff", "%s is less than reconnect_min_backoff %s", s.ReconnectMaxBackoff, s.ReconnectMinBackoff)
 	}
 	v.reason("source.connect_attempts_per_minute", source.CheckAttemptsPerMinute(s.ConnectAttemptsPerMinute))
@@ -195,11 +236,14 @@ func (v *validator) source() {
 // credentials checks the provider choice and, for static keys, the
 // AccessKey pair, reading its files.
 func (v *validator) credentials(path string, cr Credentials) {
+	if v.c.failed(path + ".provider") {
+		return // the checks depend on the provider
+	}
 	if name, ok := v.credentialsProvider(path, cr); !ok || name != "static" {
 		return
 	}
 	v.checkIDFile(path, cr)
-	if cr.AccessKeyID == "" && cr.AccessKeyIDFile == "" {
+	if cr.AccessKeyID == "" && cr.AccessKeyIDFile == "" && !v.c.failed(path+".access_key_id_file") {
 		v.bad(path+".access_key_id", "required (or access_key_id_file)")
 	}
 	v.noSeparators(path+".access_key_id", cr.AccessKeyID, false)
@@ -208,7 +252,7 @@ func (v *validator) credentials(path string, cr Credentials) {
 		v.bad(path, "access_key_secret and access_key_secret_file are both set: use one")
 		checkFile = false
 	}
-	if cr.AccessKeySecret == "" && cr.AccessKeySecretFile == "" {
+	if cr.AccessKeySecret == "" && cr.AccessKeySecretFile == "" && !v.c.failed(path+".access_key_secret_file") {
 		v.bad(path+".access_key_secret", "required (or access_key_secret_file)")
 	}
 	if cr.SecurityToken != "" && cr.SecurityTokenFile != "" {
@@ -363,7 +407,7 @@ func (v *validator) routes() {
 	if _, err := v.c.Router(); err != nil {
 		v.routeErrors(err)
 	}
-	if v.c.written("default_route") && d.Queue == "" && d.Topic == "" && !d.DeadLetter {
+	if v.c.written("default_route") && d.Queue == "" && d.Topic == "" && !d.DeadLetter && !v.c.failedUnder("default_route") {
 		v.bad("default_route", "is empty: set queue, topic or dead_letter: true, or remove default_route (messages no route matches are then dead-lettered)")
 	}
 }
@@ -388,6 +432,9 @@ func (v *validator) routeErrors(err error) {
 	}
 	var re *bridge.RouteError
 	if errors.As(err, &re) {
+		if v.c.failedUnder(re.Path) {
+			return // a check of the route's keys together
+		}
 		v.bad(re.Path, "%v", re.Err)
 		return
 	}
@@ -437,26 +484,27 @@ func (v *validator) delivery() {
 
 	r := &d.Retry
 	v.positive("delivery.retry.initial_backoff", r.InitialBackoff)
-	if r.MaxBackoff < r.InitialBackoff {
+	if r.MaxBackoff < r.InitialBackoff && !v.c.failed("delivery.retry.initial_backoff") {
 		v.bad("delivery.retry.max_backoff", "%s is less than initial_backoff %s", r.MaxBackoff, r.InitialBackoff)
 	}
 	v.atLeast("delivery.retry.max_attempts", r.MaxAttempts, 0)
 	v.nonNegative("delivery.retry.max_age", r.MaxAge)
 
 	v.atLeast("delivery.dedup.size", d.Dedup.Size, 0)
-	if d.Dedup.Size > 0 {
+	if d.Dedup.Size > 0 && !v.c.failed("delivery.dedup.size") {
 		v.positive("delivery.dedup.max_age", d.Dedup.MaxAge)
 	}
 
 	dl := &d.DeadLetter
-	if dl.File == "" && dl.Queue == "" {
+	if dl.File == "" && dl.Queue == "" && !v.c.failedUnder("delivery.dead_letter") {
 		v.bad("delivery.dead_letter", "set file, queue or both: messages that cannot be delivered need somewhere to go")
 	}
 	if dl.File != "" && dl.MaxBytes < minDeadLetterBytes {
 		v.bad("delivery.dead_letter.max_bytes", "%d is less than %s: a few large dead letters would fill it; use at least %[2]s (default %s)",
 			int64(dl.MaxBytes), minDeadLetterBytes, Default().Delivery.DeadLetter.MaxBytes)
 	}
-	if dl.File == "" && dl.Queue != "" && v.c.Spool.Dir == "" && v.c.Source.SpoolByDefault() {
+	if dl.File == "" && dl.Queue != "" && v.c.Spool.Dir == "" && v.c.Source.SpoolByDefault() &&
+		!v.c.failed("spool.dir", "source.protocol", "source.stomp.ack") {
 		// At shutdown the messages MNS has not accepted yet must go
 		// somewhere that does not need MNS: the platform will not send them
 		// again (ack auto).

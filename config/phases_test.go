@@ -1,0 +1,61 @@
+package config
+
+import (
+	"errors"
+	"strings"
+	"testing"
+)
+
+// TestEveryPhaseAtOnce: the problems of ${VAR} expansion, of decoding
+// (durations, sizes, numbers, lists) and of validation come in one error,
+// one line each in the order of the file, each key once: a value that did
+// not decode is neither validated (no "required" after an unset ${VAR}) nor
+// compared with another key (reconnect_max_backoff with the unparsable
+// reconnect_min_backoff), and a route whose queue did not expand is not
+// reported again as a route without a queue.
+func TestEveryPhaseAtOnce(t *testing.T) {
+	_, err := parseFile(t, "testdata/phases/all.yaml", testEnv())
+	if err == nil {
+		t.Fatal("Parse succeeded, want an error")
+	}
+	f := "testdata/phases/all.yaml:"
+	want := []string{
+		f + `2: source.protocol: "mqtt" is not supported: use stomp or amqp`,
+		f + `4: source.client_id: "edge|gw" must not contain "|"`,
+		f + `5: source.connections: "many" is not a whole number`,
+		f + `8: source.credentials.access_key_secret: environment variable IOT_MNS_BRIDGE_TEST_UNSET is not set`,
+		f + `10: source.stomp.heartbeat: "30" is not a duration`,
+		f + `11: source.reconnect_min_backoff: "forever" is not a duration`,
+		f + `14: mns.endpoint: "mns.example.com" must be http(s)://host[:port]`,
+		f + `15: mns.body_encoding: "hex" is not supported: use base64 or raw`,
+		f + `18: routes[0].queue: environment variable IOT_MNS_BRIDGE_TEST_QUEUE is not set`,
+		f + `19: routes[1]: is an empty entry`,
+		f + `21: routes[2].queue: "x_y" is not a valid MNS queue name`,
+		f + `23: delivery.batch_size: must be 1 to 16, got 32`,
+		f + `24: delivery.max_in_flight_bytes: "64XB" is not a size`,
+		f + `26: delivery.retry.initial_backoff: "10" is not a duration`,
+		f + `29: delivery.dead_letter.file: environment variable IOT_MNS_BRIDGE_TEST_DLQ is not set`,
+		f + `31: spool.commit_interval: must be a duration like 30s, not a list or a mapping`,
+		f + `33: log.level: "verbose" is not supported`,
+		f + `34: shutdown_timeout: must be more than 0, got 0s`,
+		f + `35: unknown key "unknown_key" at the top level`,
+	}
+	got := strings.Split(err.Error(), "\n")
+	for i := 0; i < max(len(got), len(want)); i++ {
+		switch {
+		case i >= len(got):
+			t.Errorf("missing: %s", want[i])
+		case i >= len(want):
+			t.Errorf("extra: %s", got[i])
+		case !strings.HasPrefix(got[i], want[i]):
+			t.Errorf("line %d:\n got %s\nwant %s...", i, got[i], want[i])
+		}
+	}
+	var fe *FieldError
+	for _, e := range err.(interface{ Unwrap() []error }).Unwrap() {
+		if !errors.As(e, &fe) || fe.Line == 0 {
+			t.Errorf("%v: want a *FieldError with a line", e)
+		}
+	}
+	assertNoSecrets(t, "error", err.Error())
+}
