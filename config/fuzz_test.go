@@ -3,13 +3,14 @@ package config
 import (
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"gopkg.in/yaml.v3"
 )
 
-// FuzzParse: Parse never panics, and a config it accepts validates again
-// and dumps as YAML.
+// FuzzParse: Parse never panics, a config it refuses is refused with each
+// problem once, and a config it accepts validates again and dumps as YAML.
 func FuzzParse(f *testing.F) {
 	seeds, _ := filepath.Glob("testdata/*/*.yaml")
 	seeds = append(seeds, "../configs/example.yaml")
@@ -26,6 +27,13 @@ func FuzzParse(f *testing.F) {
 	f.Fuzz(func(t *testing.T, data []byte) {
 		cfg, err := Parse(data, "fuzz.yaml", env)
 		if err != nil {
+			seen := map[string]bool{}
+			for _, line := range strings.Split(err.Error(), "\n") {
+				if seen[line] {
+					t.Fatalf("the error repeats %q:\n%v", line, err)
+				}
+				seen[line] = true
+			}
 			return
 		}
 		if err := cfg.Validate(); err != nil {

@@ -112,6 +112,48 @@ func TestUsageErrors(t *testing.T) {
 	}
 }
 
+// check reports the problems of every phase of loading at once, in the
+// order of the file: an unset ${VAR} (expansion), a duration without a unit
+// (decoding) and an unsupported log level (validation).
+func TestCheckReportsEveryPhaseAtOnce(t *testing.T) {
+	t.Setenv("ALIBABA_CLOUD_ACCESS_KEY_ID", exampleKeyID)
+	t.Setenv("ALIBABA_CLOUD_ACCESS_KEY_SECRET", exampleSecret)
+	data, err := os.ReadFile("../../configs/example.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	text := string(data)
+	for _, r := range [][2]string{
+		{"client_id: edge-gw-01", "client_id: ${IOT_MNS_BRIDGE_TEST_UNSET}"},
+		{"heartbeat: 30s ", "heartbeat: 30 "},
+		{"level: info ", "level: verbose "},
+	} {
+		if !strings.Contains(text, r[0]) {
+			t.Fatalf("example lacks %q", r[0])
+		}
+		text = strings.Replace(text, r[0], r[1], 1)
+	}
+	path := filepath.Join(t.TempDir(), "example.yaml")
+	os.WriteFile(path, []byte(text), 0o600)
+	code, _, errOut := runMain(t, context.Background(), "check", "-config", path)
+	want := []string{
+		"source.client_id: environment variable IOT_MNS_BRIDGE_TEST_UNSET is not set",
+		`source.stomp.heartbeat: "30" is not a duration`,
+		`log.level: "verbose" is not supported`,
+	}
+	at := 0
+	for _, w := range want {
+		i := strings.Index(errOut[at:], w)
+		if i < 0 {
+			t.Fatalf("exit %d; stderr lacks %q (in this order):\n%s", code, w, errOut)
+		}
+		at += i + len(w)
+	}
+	if code != ExitUsage || strings.Contains(errOut, "client_id: required") {
+		t.Errorf("exit %d, want %d, and no follow-on error:\n%s", code, ExitUsage, errOut)
+	}
+}
+
 // An https internal endpoint is not refused, but check warns naming the
 // documented http form; the http form gets no warning.
 func TestCheckWarnsOfHTTPSInternalEndpoint(t *testing.T) {

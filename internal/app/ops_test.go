@@ -114,13 +114,17 @@ func TestSIGHUPReloadsRoutesAndRefusesBadConfig(t *testing.T) {
 	send("after", 10)
 	waitFor(t, "second route used", 30*time.Second, func() bool { return len(p.emu.Messages("second")) >= 10 })
 
-	os.WriteFile(path, []byte(strings.Replace(string(data), "queue: telemetry-{productKey}", "queue: bad_name", 1)), 0o600)
+	// A bad queue name (validation) and an unset ${VAR} (expansion): the
+	// refusal names both, as check does.
+	bad := strings.Replace(string(data), "queue: telemetry-{productKey}", "queue: bad_name", 1)
+	bad = strings.Replace(bad, "level: info", "level: ${IOT_MNS_BRIDGE_TEST_UNSET}", 1)
+	os.WriteFile(path, []byte(bad), 0o600)
 	c.Cmd.Process.Signal(syscall.SIGHUP)
 	waitFor(t, "refusal logged", 30*time.Second, func() bool { return strings.Contains(c.Out.String(), "config reload refused") })
 	send("kept", 10)
 	waitFor(t, "running route kept", 30*time.Second, func() bool { return len(p.emu.Messages("second")) >= 20 })
-	if !strings.Contains(c.Out.String(), "bad_name") {
-		t.Errorf("refusal does not name the problem:\n%s", c.Out)
+	if !strings.Contains(c.Out.String(), "bad_name") || !strings.Contains(c.Out.String(), "IOT_MNS_BRIDGE_TEST_UNSET is not set") {
+		t.Errorf("refusal does not name both problems:\n%s", c.Out)
 	}
 	if code := c.Term(t); code != 0 {
 		t.Errorf("exit %d:\n%s", code, c.Out)
