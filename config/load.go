@@ -46,7 +46,13 @@ func readFile(path string) ([]byte, error) {
 // It fails, with every problem it finds joined into one error, when a key
 // is unknown, a ${VAR} has no value, a value has the wrong type or Validate
 // rejects the result. Each problem is a *FieldError with the file, the line
-// and the key's path. Secret values never appear in errors.
+// and the key's path, once, in the order of the lines. A value that does not
+// decode (an unset ${VAR}, a bad duration, size, number, a list for a
+// value) keeps its default and the rest is still decoded and validated,
+// without the checks of that key or of the keys compared with it: no
+// follow-on errors. Only the file's YAML syntax and its structure (a second
+// document, no mapping, a key that is no name) stop at once. Secret values
+// never appear in errors.
 //
 // Secret files (*_file keys) are read during validation and again whenever
 // they change; see SourceSecrets.
