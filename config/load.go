@@ -296,7 +296,18 @@ func (w *walker) walk(n *yaml.Node, t reflect.Type, path string) {
 	}
 	if n.Kind == yaml.AliasNode {
 		if n.Alias != nil {
-			w.walk(n.Alias, t, path)
+			// The key gets a copy of the anchored value, with its own
+			// line: a value that does not fit this key is reported here
+			// and dropped here (fail nulls the node it is given), the
+			// anchor's other users are checked on their own. The copy
+			// shares the value's children, and is walked once per use
+			// (maxVisits bounds aliases that repeat each other).
+			c := *n.Alias
+			c.Line, c.Column = n.Line, n.Column
+			w.expanded[&c] = w.expanded[n.Alias]
+			w.walk(&c, t, path)
+			*n = c
+			w.expanded[n] = w.expanded[&c] // walked again through a shared parent
 		}
 		return
 	}
@@ -486,11 +497,13 @@ func (w *walker) merge(v *yaml.Node, t reflect.Type, path string) {
 		items = v.Content
 	}
 	for _, item := range items {
-		n := len(w.errs)
+		n, failed := len(w.errs), w.failed[path]
 		w.walk(item, t, path)
 		if len(w.errs) > n && isNull(item) {
-			// fail dropped it: yaml.v3 merges only mappings.
+			// fail dropped it: yaml.v3 merges only mappings. The keys
+			// of path written next to it are still checked.
 			empty(item, t)
+			w.failed[path] = failed
 		}
 	}
 }

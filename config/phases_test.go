@@ -3,6 +3,7 @@ package config
 import (
 	"errors"
 	"fmt"
+	"os"
 	"strings"
 	"testing"
 )
@@ -41,6 +42,44 @@ func TestEveryPhaseAtOnce(t *testing.T) {
 		f + `34: shutdown_timeout: must be more than 0, got 0s`,
 		f + `35: unknown key "unknown_key" at the top level`,
 	}
+	assertLines(t, err, want)
+	var fe *FieldError
+	for _, e := range err.(interface{ Unwrap() []error }).Unwrap() {
+		if !errors.As(e, &fe) || fe.Line == 0 {
+			t.Errorf("%v: want a *FieldError with a line", e)
+		}
+	}
+	assertNoSecrets(t, "error", err.Error())
+}
+
+// TestAliasesAndMergesFailAtTheirKey: a value reached through an alias is
+// reported at the key that uses it, once per such key; a merge (<<) item
+// that is no mapping is reported and the keys written next to it are still
+// validated; list items that did not decode keep the others at their index
+// and give no follow-on error about an empty name.
+func TestAliasesAndMergesFailAtTheirKey(t *testing.T) {
+	_, err := parseFile(t, "testdata/phases/aliases.yaml", testEnv())
+	f := "testdata/phases/aliases.yaml:"
+	assertLines(t, err, []string{
+		f + `1: unknown key "x-anchor" at the top level`,
+		f + `4: source.client_id: "edge|gw" must not contain "|"`,
+		f + `5: source.dial_timeout: "5" is not a duration`,
+		f + `5: source: must be a mapping of keys`,
+		f + `6: source.reconnect_min_backoff: "forever" is not a duration`,
+		f + `7: source.reconnect_max_backoff: "forever" is not a duration`,
+		f + `14: mns.properties.platform_properties[1]: must be a single value`,
+		f + `14: mns.properties.platform_properties[2]: environment variable NOPE is not set`,
+		f + `18: routes[1]: must be a mapping of keys`,
+		f + `20: routes[2].queue: "a_b" is not a valid MNS queue name`,
+	})
+}
+
+// assertLines checks that err has one line per want, each starting with it.
+func assertLines(t *testing.T, err error, want []string) {
+	t.Helper()
+	if err == nil {
+		t.Fatal("Parse succeeded, want an error")
+	}
 	got := strings.Split(err.Error(), "\n")
 	for i := 0; i < max(len(got), len(want)); i++ {
 		switch {
@@ -52,13 +91,6 @@ func TestEveryPhaseAtOnce(t *testing.T) {
 			t.Errorf("line %d:\n got %s\nwant %s...", i, got[i], want[i])
 		}
 	}
-	var fe *FieldError
-	for _, e := range err.(interface{ Unwrap() []error }).Unwrap() {
-		if !errors.As(e, &fe) || fe.Line == 0 {
-			t.Errorf("%v: want a *FieldError with a line", e)
-		}
-	}
-	assertNoSecrets(t, "error", err.Error())
 }
 
 // TestNoFollowOnErrors: a key whose value did not decode is reported once;
@@ -97,5 +129,28 @@ routes:
 				t.Errorf("got\n%v\nwant only\n%s...", err, tc.want)
 			}
 		})
+	}
+}
+
+// TestAliasExpandsOnce: a value reached through an alias inside an anchored
+// mapping that two routes use is expanded once ($$ is a literal $).
+func TestAliasExpandsOnce(t *testing.T) {
+	data, err := os.ReadFile("testdata/good/minimal.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	data = append(data, `    properties: &p {a: &v "a$$$$b", b: *v}
+  - match: /{productKey}/b/#
+    queue: second
+    properties: *p
+`...)
+	cfg, err := Parse(data, "f.yaml", testEnv())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, r := range cfg.Routes {
+		if r.Properties["a"] != "a$$b" || r.Properties["b"] != "a$$b" {
+			t.Errorf("routes[%d].properties = %v, want a$$b twice", i, r.Properties)
+		}
 	}
 }

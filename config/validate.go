@@ -380,6 +380,8 @@ func (v *validator) mns() {
 			field := "mns.properties.platform_properties"
 			if n == bridge.PropTopic {
 				field = "mns.properties.prefix"
+			} else if n == "" && v.c.failedUnder(field) {
+				continue // an item that did not decode, reported
 			}
 			v.bad(field, "%v", err)
 		}
