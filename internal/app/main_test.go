@@ -112,17 +112,24 @@ func TestUsageErrors(t *testing.T) {
 	}
 }
 
-// check reports the problems of every phase of loading at once, in the
-// order of the file: an unset ${VAR} (expansion), a duration without a unit
-// (decoding) and an unsupported log level (validation).
-func TestCheckReportsEveryPhaseAtOnce(t *testing.T) {
+// exampleConfig returns configs/example.yaml, with its AccessKey pair in
+// the environment.
+func exampleConfig(t *testing.T) string {
+	t.Helper()
 	t.Setenv("ALIBABA_CLOUD_ACCESS_KEY_ID", exampleKeyID)
 	t.Setenv("ALIBABA_CLOUD_ACCESS_KEY_SECRET", exampleSecret)
 	data, err := os.ReadFile("../../configs/example.yaml")
 	if err != nil {
 		t.Fatal(err)
 	}
-	text := string(data)
+	return string(data)
+}
+
+// check reports the problems of every phase of loading at once, in the
+// order of the file: an unset ${VAR} (expansion), a duration without a unit
+// (decoding) and an unsupported log level (validation).
+func TestCheckReportsEveryPhaseAtOnce(t *testing.T) {
+	text := exampleConfig(t)
 	for _, r := range [][2]string{
 		{"client_id: edge-gw-01", "client_id: ${IOT_MNS_BRIDGE_TEST_UNSET}"},
 		{"heartbeat: 30s ", "heartbeat: 30 "},
@@ -157,12 +164,7 @@ func TestCheckReportsEveryPhaseAtOnce(t *testing.T) {
 // An https internal endpoint is not refused, but check warns naming the
 // documented http form; the http form gets no warning.
 func TestCheckWarnsOfHTTPSInternalEndpoint(t *testing.T) {
-	t.Setenv("ALIBABA_CLOUD_ACCESS_KEY_ID", exampleKeyID)
-	t.Setenv("ALIBABA_CLOUD_ACCESS_KEY_SECRET", exampleSecret)
-	data, err := os.ReadFile("../../configs/example.yaml")
-	if err != nil {
-		t.Fatal(err)
-	}
+	data := exampleConfig(t)
 	const public = "endpoint: https://1234567890123456.mns.cn-hangzhou.aliyuncs.com"
 	if !strings.Contains(string(data), public) {
 		t.Fatalf("example lacks %q", public)
