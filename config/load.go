@@ -127,13 +127,20 @@ func decode(data []byte, path string, env func(string) (string, bool), keep func
 	// KnownFields has no effect on a yaml.Node target: the walker below does
 	// the strict key check itself, with the key's path and line.
 	dec.KnownFields(true)
+	// A syntax error leaves no tree to check: it is the only problem
+	// reported, and says so.
+	stopped := func(err error) error {
+		fe := syntaxError(path, err)
+		fe.Reason += " (the rest of the file is checked once it is valid YAML)"
+		return fe
+	}
 	if err := dec.Decode(&root); err != nil && !errors.Is(err, io.EOF) {
-		return cfg, nil, syntaxError(path, err)
+		return cfg, nil, stopped(err)
 	}
 	var extra yaml.Node
 	if err := dec.Decode(&extra); !errors.Is(err, io.EOF) {
 		if err != nil {
-			return cfg, nil, syntaxError(path, err)
+			return cfg, nil, stopped(err)
 		}
 		return cfg, nil, &FieldError{File: path, Line: extra.Line, Reason: "a second YAML document (---): the config is one document"}
 	}
@@ -214,7 +221,7 @@ func (c *Config) resolve(env func(string) (string, bool)) {
 var yamlLine = regexp.MustCompile(`^(?:yaml: )?line (\d+): `)
 
 // syntaxError turns a yaml.v3 error ("yaml: line 3: ...") into a FieldError.
-func syntaxError(path string, err error) error {
+func syntaxError(path string, err error) *FieldError {
 	msg := err.Error()
 	line := 0
 	if m := yamlLine.FindStringSubmatch(msg); m != nil {
