@@ -38,9 +38,17 @@ type Stage struct {
 	earlier   uint64        // the last key when the Stage was made: up to it, what an earlier run left
 	lookEvery time.Duration // the feeder's periodic look for what the window missed
 
+	// The retry of failed commits: stop ends it (Close); retries counts the
+	// retry scheduled or running, for Close to wait for.
+	stop    context.Context
+	cancel  context.CancelFunc
+	retries sync.WaitGroup
+
 	mu      sync.Mutex
 	failed  []*bridge.Delivery // commits failed: to append again
 	failing error              // the last commit error while commits fail, nil when healthy
+	retry   bool               // a retry of failed is scheduled or running
+	closed  bool               // Close was called: no more retries
 	full    bool               // the last Append found the spool full
 	held    window             // committed, not yet forwarded: the feeder takes them from here
 
@@ -133,8 +141,9 @@ func (w *window) take(next uint64) (d *bridge.Delivery, gapTo uint64, ok bool) {
 // run left: Feed reads them back first, whenever it starts; the ones
 // Intake commits later reach it through memory.
 func NewStage(sp *Spool, next bridge.Handler, log *slog.Logger) *Stage {
+	stop, cancel := context.WithCancel(context.Background())
 	return &Stage{sp: sp, pipeline: next, log: log, kick: make(chan struct{}, 1),
-		earlier: sp.notified.Load(), lookEvery: 200 * time.Millisecond}
+		earlier: sp.notified.Load(), lookEvery: 200 * time.Millisecond, stop: stop, cancel: cancel}
 }
 
 // retryWait is the pause between attempts while the spool is full or its
@@ -146,7 +155,7 @@ const retryWait = 200 * time.Millisecond
 // commits fail, until they succeed again or ctx is done.
 func (s *Stage) Intake(ctx context.Context, d *bridge.Delivery) error {
 	for {
-		if err := s.retryFailed(ctx); err != nil {
+		if err := s.waitFailed(ctx); err != nil {
 			return err
 		}
 		err := s.sp.Append(ctx, &d.Message, s.committed(d))
@@ -181,6 +190,7 @@ func (s *Stage) committed(d *bridge.Delivery) func(uint64, error) {
 				s.log.Error("spool writes failing: not consuming until they succeed; the messages are held in memory", "err", err)
 			}
 			s.failing = err
+			s.scheduleRetry()
 			s.mu.Unlock()
 			return
 		}
@@ -200,26 +210,56 @@ func (s *Stage) committed(d *bridge.Delivery) func(uint64, error) {
 	}
 }
 
-// retryFailed blocks while commits fail: it appends the held messages again
-// every retryWait until a commit succeeds, or returns ctx's error.
-func (s *Stage) retryFailed(ctx context.Context) error {
+// scheduleRetry appends the messages whose commit failed again after
+// retryWait, unless a retry is already scheduled or running (it schedules
+// the next one when it ends) or the Stage is closed. The retry does not
+// wait for another Intake: a source gone quiet (a low-rate box at night)
+// must not leave them in memory, neither spooled nor forwarded. s.mu must
+// be held.
+func (s *Stage) scheduleRetry() {
+	if s.retry || s.closed {
+		return
+	}
+	s.retry = true
+	s.retries.Add(1)
+	time.AfterFunc(retryWait, s.retryFailed)
+}
+
+// retryFailed appends the messages whose commit failed again, in the order
+// they were first appended. Those it could not append (the spool full, the
+// Stage closed) wait for the next retry; those whose commit fails again are
+// added back by committed.
+func (s *Stage) retryFailed() {
+	defer s.retries.Done()
+	s.mu.Lock()
+	retry := s.failed
+	s.failed = nil
+	s.mu.Unlock()
+	for i, d := range retry {
+		if err := s.sp.Append(s.stop, &d.Message, s.committed(d)); err != nil {
+			s.mu.Lock()
+			s.failed = append(s.failed, retry[i:]...)
+			s.mu.Unlock()
+			break
+		}
+	}
+	s.mu.Lock()
+	s.retry = false
+	if len(s.failed) > 0 {
+		s.scheduleRetry()
+	}
+	s.mu.Unlock()
+}
+
+// waitFailed blocks while commits fail or the messages whose commit failed
+// are not all appended again (Intake's message goes after them), until
+// then or ctx is done (ctx's error).
+func (s *Stage) waitFailed(ctx context.Context) error {
 	for {
 		s.mu.Lock()
-		failing, retry := s.failing != nil, s.failed
-		s.failed = nil
+		wait := s.failing != nil || s.retry
 		s.mu.Unlock()
-		for i, d := range retry {
-			if err := s.sp.Append(ctx, &d.Message, s.committed(d)); err != nil {
-				s.mu.Lock()
-				s.failed = append(s.failed, retry[i:]...)
-				s.mu.Unlock()
-				if ctx.Err() != nil {
-					return ctx.Err()
-				}
-				break
-			}
-		}
-		if !failing {
+		if !wait {
 			return nil
 		}
 		if err := sleep(ctx, retryWait); err != nil {
@@ -228,10 +268,19 @@ func (s *Stage) retryFailed(ctx context.Context) error {
 	}
 }
 
-// Close releases the messages still held after failed commits (shutdown)
-// that the platform redelivers, and returns the others (STOMP ack auto) for
-// the caller to keep: releasing those would lose them.
+// Close ends the retries of failed commits and waits for the commits
+// already queued (their messages are then in the spool or held here). It
+// releases the messages still held after failed commits (shutdown) that
+// the platform redelivers, and returns the others (STOMP ack auto) for the
+// caller to keep: releasing those would lose them. The caller stops
+// calling Intake first.
 func (s *Stage) Close() (keep []*bridge.Delivery) {
+	s.mu.Lock()
+	s.closed = true
+	s.mu.Unlock()
+	s.cancel()
+	s.retries.Wait()
+	s.sp.sync()
 	s.mu.Lock()
 	held := s.failed
 	s.failed = nil

@@ -353,3 +353,108 @@ func TestStageHoldsWhatFailedToCommit(t *testing.T) {
 		}
 	}
 }
+
+// failingCommits opens a spool whose commits fail with EIO while the
+// returned flag is set (it starts set) and counts the failed ones, with a
+// stage on it whose log the test reads; start starts the feeder.
+func failingCommits(t *testing.T) (st *Stage, f *forwarded, start func(), failing *atomic.Bool, failed *atomic.Int64, logs *syncbuf.Buffer) {
+	t.Helper()
+	failing, failed, logs = new(atomic.Bool), new(atomic.Int64), new(syncbuf.Buffer)
+	failing.Store(true)
+	s := open(t, Options{commitHook: func() error {
+		if failing.Load() {
+			failed.Add(1)
+			return syscall.EIO
+		}
+		return nil
+	}})
+	st, f, start = stage(t, s, nil)
+	st.log = slog.New(slog.NewTextHandler(logs, nil))
+	return st, f, start, failing, failed, logs
+}
+
+// TestStageRetriesWithoutIntake: a message whose commit failed is appended
+// again while no other message arrives (a source gone quiet); once the
+// disk recovers it reaches the pipeline, and each state change is logged
+// once.
+func TestStageRetriesWithoutIntake(t *testing.T) {
+	st, f, start, failing, failed, logs := failingCommits(t)
+	start()
+	intake(t, st, 0, 1) // queued; its commit fails
+	// Appended again with no further Intake: the commits keep failing.
+	waitfor.Until(t, "m-0 appended again without a further Intake", 30*time.Second, func() bool { return failed.Load() >= 2 },
+		func() string { return fmt.Sprintf("%d failed commits", failed.Load()) })
+	failing.Store(false)
+	keys, msgs := f.wait(t, 1)
+	inOrder(t, keys, msgs, 0)
+	waitfor.Until(t, "the recovery logged", 30*time.Second, func() bool {
+		return strings.Contains(logs.String(), "spool writes succeed again")
+	})
+	for _, line := range []string{"spool writes failing", "spool writes succeed again"} {
+		if n := strings.Count(logs.String(), line); n != 1 {
+			t.Errorf("%d log lines %q, want 1:\n%s", n, line, logs.String())
+		}
+	}
+	intake(t, st, 1, 2)
+	keys, msgs = f.wait(t, 2)
+	inOrder(t, keys, msgs, 0)
+	if len(msgs) != 2 {
+		t.Errorf("the pipeline got %d messages, want 2", len(msgs))
+	}
+}
+
+// outcomes records how deliveries were settled.
+type outcomes struct {
+	mu sync.Mutex
+	m  map[string]bridge.Outcome
+}
+
+func (o *outcomes) Settle(d *bridge.Delivery, out bridge.Outcome) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.m[d.MessageID] = out
+}
+
+// TestStageCloseKeepsWhatFailedToCommit: a shutdown while the commits still
+// fail (the retries going on) hands back the message no upstream would
+// send again (STOMP ack auto) for the bridge to keep, and releases the one
+// the platform redelivers; neither reached the pipeline, and no retry is
+// left scheduled.
+func TestStageCloseKeepsWhatFailedToCommit(t *testing.T) {
+	st, f, start, _, failed, _ := failingCommits(t)
+	start()
+	settled := &outcomes{m: map[string]bridge.Outcome{}}
+	// m-0 as with ack auto: no upstream sends it again.
+	if err := st.Intake(context.Background(), bridge.NewDelivery(msg(0), nil, nil)); err != nil {
+		t.Fatal(err)
+	}
+	// m-1, redeliverable, queued as Intake does (a further Intake waits
+	// while the commits fail).
+	m1 := msg(1)
+	if err := st.sp.Append(context.Background(), &m1, st.committed(bridge.NewDelivery(m1, settled, nil))); err != nil {
+		t.Fatal(err)
+	}
+	waitfor.Until(t, "both appended again after their failed commits", 30*time.Second, func() bool { return failed.Load() >= 3 },
+		func() string { return fmt.Sprintf("%d failed commits", failed.Load()) })
+	keep := st.Close()
+	if len(keep) != 1 || keep[0].MessageID != "m-0" {
+		t.Fatalf("Close kept %d messages, want m-0", len(keep))
+	}
+	settled.mu.Lock()
+	got, ok := settled.m["m-1"]
+	settled.mu.Unlock()
+	if !ok || got != bridge.Released {
+		t.Errorf("m-1 settled %v (%v), want Released", got, ok)
+	}
+	st.mu.Lock()
+	retrying, held := st.retry, len(st.failed)
+	st.mu.Unlock()
+	if retrying || held != 0 {
+		t.Errorf("after Close: a retry scheduled %v, %d messages held", retrying, held)
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if len(f.msgs) != 0 {
+		t.Errorf("the pipeline got %d messages, want none", len(f.msgs))
+	}
+}
