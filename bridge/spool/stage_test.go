@@ -306,19 +306,7 @@ func TestDeletesShareTheNextCommit(t *testing.T) {
 // succeeds, every message reaches the pipeline once, in order; each state
 // change is logged once.
 func TestStageHoldsWhatFailedToCommit(t *testing.T) {
-	var failing atomic.Bool
-	var failed atomic.Int64 // commits that failed
-	failing.Store(true)
-	s := open(t, Options{commitHook: func() error {
-		if failing.Load() {
-			failed.Add(1)
-			return syscall.EIO
-		}
-		return nil
-	}})
-	st, f, start := stage(t, s, nil)
-	var logs syncbuf.Buffer
-	st.log = slog.New(slog.NewTextHandler(&logs, nil))
+	st, f, start, failing, failed, logs := failingCommits(t)
 	start()
 	intake(t, st, 0, 1) // queued; its commit fails
 	waitfor.Until(t, "the stage to hold m-0 after its failed commit", 30*time.Second, func() bool {
