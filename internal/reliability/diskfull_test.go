@@ -2,10 +2,13 @@ package reliability
 
 import (
 	"bytes"
+	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -111,4 +114,94 @@ func TestSpoolDiskFull(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestSpoolCommitFailsThenQuiet: MNS is down (the spool grows), the disk
+// under the spool fills (a filler file takes the rest of a 1 MiB tmpfs),
+// and the source goes quiet right after a message whose spool commit failed
+// (ack auto: the platform does not send it again). Once the space and MNS
+// are back every message reaches MNS with no further message arriving;
+// stopped while the disk is still full, the bridge keeps every message (in
+// the spool or the dead-letter file).
+func TestSpoolCommitFailsThenQuiet(t *testing.T) {
+	for _, space := range []string{"back", "still full at shutdown"} {
+		t.Run(space, func(t *testing.T) {
+			e := newEnv(t, mnsemu.Config{}, iotsim.Config{})
+			spoolDir := filepath.Join(e.dir, "spool")
+			smallFS(t, spoolDir, "1m")
+			e.emu.SetFaults(mnsemu.Faults{ErrorRate: 1, ErrorStatus: 503})
+			r := runBridge(t, e.config(t, spec{spool: true}), app.Options{})
+			waitFor(t, "the spool open", time.Minute, func() bool { return strings.Contains(r.logs.String(), "spool open") })
+			filler := filepath.Join(spoolDir, "filler")
+			fill(t, filler)
+
+			// One message at a time until one fails to commit: it is then the
+			// last the source hands over.
+			pub := &publisher{sim: e.sim, prefix: "q", pad: bytes.Repeat([]byte("p"), 4000)}
+			failing := func() bool { return strings.Contains(r.logs.String(), "spool writes failing") }
+			for i := 1; !failing(); i++ {
+				if i > 100 {
+					t.Fatalf("100 messages of 4 KB spooled on a full disk; log:\n%s", tail(r.logs.String(), 20))
+				}
+				pub.publish(1)
+				waitFor(t, "the message spooled or its commit failed", time.Minute, func() bool {
+					return failing() || r.b.Status().Spool.Messages == int64(i)
+				})
+			}
+			sent := pub.sent()
+			t.Logf("the commit of message %d, the last sent, failed", len(sent))
+			if space == "back" {
+				if err := os.Remove(filler); err != nil {
+					t.Fatal(err)
+				}
+				e.emu.SetFaults(mnsemu.Faults{})
+				tl := waitAllArrived(t, e.emu, sent, 30*time.Second)
+				tl.report(t, "a spool commit failed, then the source went quiet")
+				waitFor(t, "the recovery logged", time.Minute, func() bool {
+					return strings.Contains(r.logs.String(), "spool writes succeed again")
+				})
+				return
+			}
+			if err := r.stop(t); err != nil {
+				t.Errorf("Run: %v", err)
+			}
+			kept := deadLetters(t, e)
+			if err := os.Remove(filler); err != nil {
+				t.Fatal(err)
+			}
+			var inSpool []string
+			for _, body := range spoolContents(t, spoolDir) {
+				inSpool = append(inSpool, strings.SplitN(body, "|", 2)[0])
+			}
+			got := arrived(t, e.emu, queue)
+			t.Logf("kept at shutdown: %d in the dead-letter file, %d in the spool", len(kept), len(inSpool))
+			for _, id := range sent {
+				if _, ok := kept[id]; !ok && got[id] == 0 && !slices.Contains(inSpool, id) {
+					t.Errorf("%s lost: neither at MNS, nor in the dead-letter file (%d entries), nor in the spool (%d); log:\n%s",
+						id, len(kept), len(inSpool), tail(r.logs.String(), 20))
+				}
+			}
+		})
+	}
+}
+
+// fill writes path until the file system is full (ENOSPC), 64 KiB at a
+// time; the file system is small (smallFS).
+func fill(t *testing.T, path string) {
+	t.Helper()
+	f, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	chunk := make([]byte, 64<<10)
+	for range 1 << 10 { // at most 64 MiB
+		if _, err := f.Write(chunk); err != nil {
+			if errors.Is(err, syscall.ENOSPC) {
+				return
+			}
+			t.Fatal(err)
+		}
+	}
+	t.Fatalf("%s: the file system is not full after 64 MiB", path)
 }
