@@ -196,6 +196,10 @@ func TestRotationRunSignsEveryRequestWithTheCurrentTriple(t *testing.T) {
 					return false
 				})
 			}
+			// Stop while a refresh is on its way (AnswerDelay): the bridge
+			// logs its triple when it arrives, after Run returned.
+			issued := is.Issued()
+			waitFor(t, "a refresh before the stop", time.Minute, func() bool { return is.Issued() > issued })
 			r.stop()
 
 			if got := r.arrived(all); got != len(all) {
@@ -223,6 +227,11 @@ func TestRotationRunSignsEveryRequestWithTheCurrentTriple(t *testing.T) {
 			if md != nil && md.V1Requests.Load() != 0 {
 				t.Errorf("%d IMDSv1 requests with IMDSv2 available", md.V1Requests.Load())
 			}
+			// The refresh that was on its way at the stop is logged when its
+			// answer comes (Close stops only the next ones).
+			waitFor(t, "a 'credentials refreshed' line for each issue", time.Minute, func() bool {
+				return strings.Count(r.logs.String(), "credentials refreshed") >= is.Issued()
+			})
 			logs := r.logs.String()
 			if n := strings.Count(logs, "credentials refreshed"); n < rotations+1 || n != is.Issued() {
 				t.Errorf("%d 'credentials refreshed' lines for %d issues", n, is.Issued())
