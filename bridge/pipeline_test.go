@@ -723,7 +723,9 @@ func TestIntakeDeadLettersWaitBehindOneRetry(t *testing.T) {
 	if got := writes(h); got != 2 {
 		t.Errorf("%d writes to the failing dead-letter target for %d messages, want 2 (the first message's, then one retry)", got, n)
 	}
-	if got := runtime.NumGoroutine() - before; got > 3 {
+	// One retrying goroutine; the margin is for timers of earlier tests
+	// that may fire meanwhile (one goroutine per message would be 40).
+	if got := runtime.NumGoroutine() - before; got > 10 {
 		t.Errorf("%d more goroutines with %d intake dead letters waiting, want one retrying them all", got, n)
 	}
 	if st := h.p.Stats(); st.InFlight != n {
