@@ -226,17 +226,19 @@ func (s *Stage) scheduleRetry() {
 }
 
 // retryFailed appends the messages whose commit failed again, in the order
-// they were first appended. Those it could not append (the spool full, the
-// Stage closed) wait for the next retry; those whose commit fails again are
-// added back by committed.
+// they were first appended. Those it could not append (the spool full) wait
+// for the next retry, or for Close once the spool or the Stage is closed;
+// those whose commit fails again are added back by committed.
 func (s *Stage) retryFailed() {
 	defer s.retries.Done()
 	s.mu.Lock()
 	retry := s.failed
 	s.failed = nil
 	s.mu.Unlock()
+	closed := false
 	for i, d := range retry {
 		if err := s.sp.Append(s.stop, &d.Message, s.committed(d)); err != nil {
+			closed = errors.Is(err, ErrClosed)
 			s.mu.Lock()
 			s.failed = append(s.failed, retry[i:]...)
 			s.mu.Unlock()
@@ -245,7 +247,7 @@ func (s *Stage) retryFailed() {
 	}
 	s.mu.Lock()
 	s.retry = false
-	if len(s.failed) > 0 {
+	if len(s.failed) > 0 && !closed {
 		s.scheduleRetry()
 	}
 	s.mu.Unlock()

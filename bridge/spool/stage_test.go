@@ -446,3 +446,23 @@ func TestStageCloseKeepsWhatFailedToCommit(t *testing.T) {
 		t.Errorf("the pipeline got %d messages, want none", len(f.msgs))
 	}
 }
+
+// TestStageStopsRetryingOnceTheSpoolIsClosed: once the spool is closed
+// under a Stage whose commits failed, the retries end (they would find it
+// closed every retryWait for ever); Close still hands the message back.
+func TestStageStopsRetryingOnceTheSpoolIsClosed(t *testing.T) {
+	st, _, _, _, failed, _ := failingCommits(t)
+	if err := st.Intake(context.Background(), bridge.NewDelivery(msg(0), nil, nil)); err != nil {
+		t.Fatal(err)
+	}
+	waitfor.Until(t, "m-0 appended again after its failed commit", 30*time.Second, func() bool { return failed.Load() >= 2 })
+	st.sp.Close() // its last commit failed: the error says so
+	waitfor.Until(t, "the retries to end with m-0 held", 30*time.Second, func() bool {
+		st.mu.Lock()
+		defer st.mu.Unlock()
+		return !st.retry && len(st.failed) == 1
+	})
+	if keep := st.Close(); len(keep) != 1 || keep[0].MessageID != "m-0" {
+		t.Fatalf("Close kept %d messages, want m-0", len(keep))
+	}
+}
