@@ -129,7 +129,6 @@ func TestRotationRunSignsEveryRequestWithTheCurrentTriple(t *testing.T) {
 		provider := tc.provider
 		t.Run(provider+"/"+tc.signature, func(t *testing.T) {
 			is := credtest.NewIssuer(4 * time.Second)
-			is.AnswerDelay = 300 * time.Millisecond // a slow issuer (see the drop below)
 			var md *credtest.Metadata
 			var sts *credtest.STS
 			tokenFile := filepath.Join(t.TempDir(), "oidc-token")
@@ -174,9 +173,10 @@ func TestRotationRunSignsEveryRequestWithTheCurrentTriple(t *testing.T) {
 				// Wait for the next issue to reach the bridge, then make the
 				// platform drop the connection: the next login must use the
 				// new triple. The issuer mints a triple a moment before the
-				// bridge has it (AnswerDelay makes that moment long): the
-				// bridge logs each issue once it holds it (the count is
-				// checked below), so the drop waits for that line.
+				// bridge has it (credtest.Issuer.AnswerDelay makes that
+				// moment long): the bridge logs each issue once it holds it
+				// (the count is checked below), so the drop waits for that
+				// line.
 				issued := is.Issued()
 				waitFor(t, "a refresh", time.Minute, func() bool { return is.Issued() > issued })
 				newest := is.Issued()
@@ -196,10 +196,6 @@ func TestRotationRunSignsEveryRequestWithTheCurrentTriple(t *testing.T) {
 					return false
 				})
 			}
-			// Stop while a refresh is on its way (AnswerDelay): the bridge
-			// logs its triple when it arrives, after Run returned.
-			issued := is.Issued()
-			waitFor(t, "a refresh before the stop", time.Minute, func() bool { return is.Issued() > issued })
 			r.stop()
 
 			if got := r.arrived(all); got != len(all) {
