@@ -78,9 +78,14 @@ func (p *Pipeline) retryIntakeDeadLetters() {
 // goroutine retries them.
 type intakeDeadLetters struct {
 	mu      sync.Mutex
-	items   []*item
-	entries []DeadLetter
+	waits   []deadWait
 	running bool
+}
+
+// deadWait is one intake dead letter waiting: the item and its entry.
+type deadWait struct {
+	it    *item
+	entry DeadLetter
 }
 
 // waiting reports whether a retry runs: a new dead letter waits behind it
@@ -96,7 +101,7 @@ func (q *intakeDeadLetters) waiting() bool {
 func (q *intakeDeadLetters) add(it *item, entry DeadLetter) bool {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	q.putBackLocked(it, entry)
+	q.waits = append(q.waits, deadWait{it, entry})
 	start := !q.running
 	q.running = true
 	return start
@@ -106,12 +111,7 @@ func (q *intakeDeadLetters) add(it *item, entry DeadLetter) bool {
 func (q *intakeDeadLetters) putBack(it *item, entry DeadLetter) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	q.putBackLocked(it, entry)
-}
-
-func (q *intakeDeadLetters) putBackLocked(it *item, entry DeadLetter) {
-	q.items = append(q.items, it)
-	q.entries = append(q.entries, entry)
+	q.waits = append(q.waits, deadWait{it, entry})
 }
 
 // take removes the oldest waiting dead letter; with none left it reports
@@ -119,14 +119,14 @@ func (q *intakeDeadLetters) putBackLocked(it *item, entry DeadLetter) {
 func (q *intakeDeadLetters) take() (*item, DeadLetter, bool) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	if len(q.items) == 0 {
-		q.items, q.entries, q.running = nil, nil, false
+	if len(q.waits) == 0 {
+		q.waits, q.running = nil, false
 		return nil, DeadLetter{}, false
 	}
-	it, entry := q.items[0], q.entries[0]
-	q.items[0], q.entries[0] = nil, DeadLetter{}
-	q.items, q.entries = q.items[1:], q.entries[1:]
-	return it, entry, true
+	w := q.waits[0]
+	q.waits[0] = deadWait{}
+	q.waits = q.waits[1:]
+	return w.it, w.entry, true
 }
 
 // deadLetter stores items in the dead-letter sink, then accepts them

@@ -181,8 +181,6 @@ type Stats struct {
 	// last returned, whatever its outcome: accepted, an error answer, a
 	// transport error or a time-out (see Stalled).
 	LastAnswer time.Time
-	// Sending is how many requests to the sink are in progress.
-	Sending int
 	// DeadLetterError is the last dead-letter write's error while writes
 	// fail (the target is full or broken; messages are held), else "".
 	DeadLetterError string
@@ -279,7 +277,7 @@ func (p *Pipeline) Stats() Stats {
 		Received:  s.received.Load(), Forwarded: s.forwarded.Load(), Duplicates: s.duplicates.Load(), Joined: s.joined.Load(),
 		DeadLettered: s.deadLettered.Load(), Retried: s.retried.Load(), Released: s.released.Load(),
 		Stranded: s.strandedN.Load(), InFlight: s.inFlight.Load(), Requests: s.requests.Load(),
-		LastProgress: time.Unix(0, s.lastProgress.Load()), LastAnswer: time.Unix(0, s.lastAnswer.Load()), Sending: len(p.reqs),
+		LastProgress: time.Unix(0, s.lastProgress.Load()), LastAnswer: time.Unix(0, s.lastAnswer.Load()),
 		DeadLetterError: p.deadFail.current(),
 	}
 }
