@@ -1,9 +1,6 @@
 package config
 
-import (
-	"errors"
-	"os"
-)
+import "os"
 
 // LoadHTTP reads only the http section of the config file at path, over
 // Default's: what the status and healthcheck commands need to find a running
@@ -14,8 +11,9 @@ import (
 // (http.web_config_file against the config file's directory).
 //
 // Errors are *FieldErrors of the http keys (an unknown key, a ${VAR} with no
-// value, a bad http.listen), or of the whole file's structure: its YAML
-// syntax, a second document, a file that is no mapping.
+// value, a bad http.listen), each once and in the order of their lines as
+// Parse reports them, or of the whole file's structure: its YAML syntax, a
+// second document, a file that is no mapping.
 func LoadHTTP(path string) (HTTP, error) {
 	data, err := readFile(path)
 	if err != nil {
@@ -32,7 +30,7 @@ func parseHTTP(data []byte, path string, env func(string) (string, bool)) (HTTP,
 	cfg.resolve(w.env) // env, or an empty environment for nil
 	v := validator{c: &cfg}
 	v.httpListen()
-	if err := errors.Join(append(w.errs, v.errs...)...); err != nil {
+	if err := report(append(w.errs, v.errs...)); err != nil {
 		return HTTP{}, err
 	}
 	return cfg.HTTP, nil

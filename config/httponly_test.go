@@ -53,3 +53,20 @@ http:
 		}
 	}
 }
+
+// TestParseHTTPReportsInLineOrder: the problems of the http section come in
+// the order of their lines, as Parse's do, whichever phase found them (the
+// unknown key is the walker's, http.listen validation's).
+func TestParseHTTPReportsInLineOrder(t *testing.T) {
+	const file = `http:
+  listen: 9477
+  lisen: 127.0.0.1:9477
+  web_config_file: ${UNSET}
+`
+	_, err := parseHTTP([]byte(file), "c.yaml", testEnv())
+	assertLines(t, err, []string{
+		`c.yaml:2: http.listen: "9477" must be host:port`,
+		`c.yaml:3: unknown key "lisen" in http (did you mean "listen"?)`,
+		`c.yaml:4: http.web_config_file: environment variable UNSET is not set`,
+	})
+}
