@@ -193,9 +193,10 @@ type rule struct {
 // It checks every rule at load: the pattern's syntax, that a template uses
 // only names its pattern captures, and that a template can render a valid
 // name or tag at all (with one character per placeholder, as named segments
-// are never empty). All problems are returned at once, joined, each a
-// *RouteError with its config path ("routes[2].queue: ...",
-// "default_route.topic: ...").
+// are never empty); a rule whose pattern is bad still has its templates
+// checked, all but their placeholders' names. All problems are returned at
+// once, joined, each a *RouteError with its config path ("routes[2].queue:
+// ...", "default_route.topic: ...").
 func NewRouter(rules []RouteSpec, def DefaultRouteSpec, names NameRules) (*Router, error) {
 	r := &Router{}
 	var errs []error
@@ -493,11 +494,10 @@ func compileRule(i int, spec RouteSpec, names NameRules) (*rule, []error) {
 	if spec.MessageTag != "" && ru.kind == Queue {
 		errs = append(errs, routeErr(path+".message_tag", errTagNeedsTopic))
 	}
-	if err != nil {
-		// Without a valid pattern the placeholders cannot be checked.
-		return nil, errs
-	}
-	scope := templateScope{match: spec.Match, names: capNames}
+	// Without a valid pattern a template's placeholders cannot be checked
+	// against it; the rest of each template is, so that a route's every
+	// problem is reported at once.
+	scope := templateScope{match: spec.Match, names: capNames, anyName: err != nil}
 	ru.kindForName = field
 	if field != "" {
 		ru.name, err = compileNameTemplate(text, scope, field, names)
@@ -630,6 +630,9 @@ func (ru *rule) compilePattern(p string) ([]string, error) {
 type templateScope struct {
 	match string
 	names []string
+	// anyName takes every {name} as a placeholder: the rule's pattern did
+	// not compile, so its names are unknown (and the rule is not built).
+	anyName bool
 }
 
 // parseTemplate splits text into literal parts and {name} placeholders,
@@ -659,6 +662,9 @@ func parseTemplate(text string, scope templateScope) (tmpl, error) {
 			return tmpl{}, fmt.Errorf("%q has {%s}, which is not a segment name: use letters, digits and '_' inside {}, not starting with a digit", text, name)
 		}
 		idx := slices.Index(scope.names, name)
+		if idx < 0 && scope.anyName {
+			idx = 0 // checked for its syntax only; never rendered
+		}
 		if idx < 0 {
 			if scope.match == "" {
 				return tmpl{}, fmt.Errorf("template uses {%s} but the default route has no pattern: use a fixed name", name)

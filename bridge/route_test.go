@@ -311,6 +311,34 @@ func TestNewRouterErrors(t *testing.T) {
 	}
 }
 
+// TestNewRouterChecksTemplatesOfABadMatch: a route whose match is bad has
+// its queue, topic, tag, group id and property templates checked too (all
+// but their placeholders' names, which the pattern would give): each
+// problem once, none about a placeholder.
+func TestNewRouterChecksTemplatesOfABadMatch(t *testing.T) {
+	_, err := NewRouter([]RouteSpec{
+		{Match: "/{productKey}/#/x", Queue: "telemetry_{productKey}"},
+		{Match: "a/{pk}", Topic: "t-{pk}", MessageTag: "0123456789abcdef{pk}", MessageGroupID: "{pk",
+			Properties: []RouteProperty{{Name: "a..b", Value: "v"}, {Name: "dev", Value: "{deviceName}"}}},
+		{Match: "/{a}/{a}", Queue: "q-{a}", Topic: "t_{a}"},
+	}, DefaultRouteSpec{}, mns.NameRules)
+	want := []string{
+		`routes[0].match: "/{productKey}/#/x" has '#' before the last segment`,
+		`routes[0].queue: template "telemetry_{productKey}" can never render a valid MNS queue name`,
+		`routes[1].match: "a/{pk}" must start with '/'`,
+		`routes[1].message_tag: template "0123456789abcdef{pk}" can never render a valid MNS message tag`,
+		`routes[1].message_group_id: "{pk" has a '{' without its '}'`,
+		`routes[1].properties: property name "a..b" contains ".."`,
+		`routes[2].match: "/{a}/{a}" names two segments {a}`,
+		`routes[2]: set queue or topic, not both`,
+		`routes[2].topic: template "t_{a}" can never render a valid MNS topic name`,
+	}
+	errtext.Want(t, "NewRouter", err, want)
+	if got := strings.Count(err.Error(), "\n") + 1; got != len(want) {
+		t.Errorf("%d problems reported, want %d:\n%v", got, len(want), err)
+	}
+}
+
 func TestNewRouterAccepts(t *testing.T) {
 	valid := [][]RouteSpec{
 		{{Match: "/#", Queue: "q"}},
