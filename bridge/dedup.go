@@ -2,10 +2,12 @@ package bridge
 
 import (
 	"encoding/binary"
+	"fmt"
 	"hash/maphash"
 	"strconv"
 	"sync"
 	"time"
+	"unsafe"
 )
 
 // Dedup remembers up to Size recent message ids for at most MaxAge, so that
@@ -62,7 +64,8 @@ type dedupSlot struct {
 
 // NewDedup returns a window of at most size ids, each remembered for at
 // most maxAge (maxAge <= 0: until pushed out by newer ids). size <= 0
-// returns a Dedup that never suppresses.
+// returns a Dedup that never suppresses. It allocates DedupBytes(size) at
+// once: the caller keeps size within MaxDedupSize (CheckDedupSize).
 func NewDedup(size int, maxAge time.Duration) *Dedup {
 	if size < 0 {
 		size = 0
@@ -77,6 +80,52 @@ func NewDedup(size int, maxAge time.Duration) *Dedup {
 		ring:   make([]dedupSlot, size),
 		table:  make([]uint64, n),
 	}
+}
+
+// MaxDedupSize bounds a window's size (config's delivery.dedup.size): NewDedup
+// allocates the whole window at once, and DedupBytes(MaxDedupSize) is about
+// 510 MB. Ten million ids hold 10 minutes (the default max_age) of more than
+// 16,000 messages a second, the rate of 16 connections at the platform's
+// 1,000 a second each.
+const MaxDedupSize = 10_000_000
+
+// DedupBytes is the memory NewDedup(size, ...) allocates: the ring's slot
+// per id and the table's entries, at least two per id (about 45 bytes an
+// id in all; BenchmarkDedupWindowMemory measures it). It computes, it
+// allocates nothing, so it can size a window that would not fit.
+func DedupBytes(size int) float64 {
+	if size <= 0 {
+		return 0
+	}
+	table := 1.0
+	for table < 2*float64(size) {
+		table *= 2
+	}
+	return float64(size)*float64(unsafe.Sizeof(dedupSlot{})) + table*float64(unsafe.Sizeof(uint64(0)))
+}
+
+// CheckDedupSize checks a window size: 0 (off) to MaxDedupSize. The reason
+// names no field (the caller puts the config key in front) and says what
+// the size would cost and how to choose one.
+func CheckDedupSize(n int) error {
+	switch {
+	case n < 0:
+		return fmt.Errorf("must be 0 (off) to %d, got %d", MaxDedupSize, n)
+	case n > MaxDedupSize:
+		return fmt.Errorf("must be 0 (off) to %d, got %d: the window is allocated whole at start, about 45 bytes an id, "+
+			"so it would take %s of memory (%d ids: %s); it needs to hold the ids of max_age's worth of messages "+
+			"at the peak rate, e.g. 600000 for 1,000 messages a second over 10m",
+			MaxDedupSize, n, memory(DedupBytes(n)), MaxDedupSize, memory(DedupBytes(MaxDedupSize)))
+	}
+	return nil
+}
+
+// memory formats a byte count for an operator: "508 MB", "41.2 GB".
+func memory(b float64) string {
+	if b >= 1e9 {
+		return strconv.FormatFloat(b/1e9, 'f', 1, 64) + " GB"
+	}
+	return strconv.FormatFloat(b/1e6, 'f', 0, 64) + " MB"
 }
 
 // hash is k's hash in the table: its probe starts at hash & (len(table)-1),

@@ -2,9 +2,11 @@ package bridge
 
 import (
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"runtime"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -204,6 +206,59 @@ func TestDedupKeysTellIDsApart(t *testing.T) {
 			if got := d.Seen(b, time.Now()); got != (i == j) {
 				t.Errorf("after Add(%q): Seen(%q) = %v", a, b, got)
 			}
+		}
+	}
+}
+
+// TestDedupBytesIsWhatNewDedupAllocates: the memory CheckDedupSize quotes
+// is what a window takes (BenchmarkDedupWindowMemory's 45 bytes an id at
+// 100,000). Other goroutines can only add to what the process allocated
+// meanwhile, so a try may count more; one of a few must be within 64 KiB
+// above DedupBytes, none may be below it. Small windows only: nothing big is
+// ever allocated to check the bound.
+func TestDedupBytesIsWhatNewDedupAllocates(t *testing.T) {
+	for _, size := range []int{1000, 100_000, 300_000} {
+		want := DedupBytes(size)
+		var got float64
+		for range 5 {
+			var before, after runtime.MemStats
+			runtime.ReadMemStats(&before)
+			d := NewDedup(size, time.Hour)
+			runtime.ReadMemStats(&after)
+			runtime.KeepAlive(d)
+			got = float64(after.TotalAlloc - before.TotalAlloc)
+			if got < want {
+				t.Fatalf("NewDedup(%d) allocated %.0f bytes, less than DedupBytes %.0f", size, got, want)
+			}
+			if got <= want+64<<10 {
+				break
+			}
+		}
+		if got > want+64<<10 {
+			t.Errorf("NewDedup(%d) allocated %.0f bytes, DedupBytes says %.0f", size, got, want)
+		}
+	}
+	if perID := DedupBytes(100_000) / 100_000; perID < 44 || perID > 46 {
+		t.Errorf("DedupBytes(100000) = %.1f bytes an id, want about 45 (the measured)", perID)
+	}
+}
+
+// TestCheckDedupSize: 0 to MaxDedupSize pass; above, the reason says what
+// the window would take in memory, computed, never allocated.
+func TestCheckDedupSize(t *testing.T) {
+	for _, n := range []int{0, 1, 100_000, MaxDedupSize} {
+		if err := CheckDedupSize(n); err != nil {
+			t.Errorf("CheckDedupSize(%d) = %v, want nil", n, err)
+		}
+	}
+	for n, want := range map[int]string{
+		-1:               "must be 0 (off) to 10000000, got -1",
+		MaxDedupSize + 1: "must be 0 (off) to 10000000, got 10000001: the window is allocated whole at start, about 45 bytes an id, so it would take 508 MB of memory (10000000 ids: 508 MB)",
+		1_000_000_000:    "got 1000000000: the window is allocated whole at start, about 45 bytes an id, so it would take 41.2 GB of memory",
+		math.MaxInt:      "so it would take ",
+	} {
+		if err := CheckDedupSize(n); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("CheckDedupSize(%d) = %v, want %q", n, err, want)
 		}
 	}
 }

@@ -492,7 +492,7 @@ func (v *validator) delivery() {
 	v.atLeast("delivery.retry.max_attempts", r.MaxAttempts, 0)
 	v.nonNegative("delivery.retry.max_age", r.MaxAge)
 
-	v.atLeast("delivery.dedup.size", d.Dedup.Size, 0)
+	v.reason("delivery.dedup.size", bridge.CheckDedupSize(d.Dedup.Size))
 	if d.Dedup.Size > 0 && !v.c.failed("delivery.dedup.size") {
 		v.positive("delivery.dedup.max_age", d.Dedup.MaxAge)
 	}
