@@ -116,6 +116,24 @@ type SinkLimits struct {
 	Size func(o *Outgoing, bodyLen int) int
 }
 
+// Fit is how many of msgs, from the first, one request carries within l:
+// at least one (a message over the limits goes alone, for the sink to
+// refuse by name).
+func (l SinkLimits) Fit(msgs []Outgoing) int {
+	bytes := 0
+	for i := range msgs {
+		size := len(msgs[i].Body)
+		if l.Size != nil {
+			size = l.Size(&msgs[i], size)
+		}
+		if i > 0 && (l.Messages > 0 && i >= l.Messages || l.Bytes > 0 && bytes+size > l.Bytes) {
+			return i
+		}
+		bytes += size
+	}
+	return len(msgs)
+}
+
 // LimitedSink is a Sink that declares its request limits per destination.
 // The pipeline builds every batch within them, so one batch is one request
 // and the sink never splits a batch (a single message over the limits is

@@ -182,7 +182,7 @@ func (p *Pipeline) retryDeadLetter(items []*item, entries []DeadLetter, err erro
 // target fails (logged once, /readyz), and the pipeline waits for it, it is
 // not stuck (liveness.go).
 func (p *Pipeline) noteDeadLetterFailure(err error) {
-	p.stats.lastAnswer.Store(p.now().UnixNano())
+	p.answered(p.now())
 	p.deadFail.failed(p.log, err, p.now())
 }
 

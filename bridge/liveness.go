@@ -7,7 +7,8 @@ import (
 
 // Stalled reports a stuck pipeline: it holds messages and, for longer than
 // limit, it forwarded or dead-lettered none AND no request to the sink (nor
-// a dead-letter write) returned, whatever the outcome. It returns nil
+// a dead-letter write, nor a request of one: Answered) returned, whatever
+// the outcome. It returns nil
 // otherwise, and an error that says what is stuck and since when.
 //
 // A failing destination is not stuck: while MNS fails (an outage, account
@@ -45,3 +46,15 @@ func (p *Pipeline) Stalled(limit time.Duration) error {
 	return fmt.Errorf("pipeline stuck since %s (%s): %d messages held; since then none was forwarded or dead-lettered and no MNS request or dead-letter write returned; %s",
 		last.UTC().Format(time.RFC3339), quiet.Round(time.Second), held, what)
 }
+
+// Answered records that MNS answered a request made for the pipeline
+// outside its own sends, whatever the answer (accepted, an error, a
+// time-out): each request of a dead-letter queue write
+// (deadletter.Targets.OnAnswer). Stalled counts it as it counts the return
+// of each of the pipeline's own requests, so a dead-letter write that sends
+// many requests to a slow MNS is not stuck. Safe for concurrent use.
+func (p *Pipeline) Answered() { p.answered(p.now()) }
+
+// answered records an answer at t: the one place liveness learns that MNS
+// (or the dead-letter target) answered.
+func (p *Pipeline) answered(t time.Time) { p.stats.lastAnswer.Store(t.UnixNano()) }

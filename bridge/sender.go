@@ -69,7 +69,7 @@ func (l *lane) send(batch []*item, outs []Outgoing) []Outgoing {
 	start := p.now()
 	errs := p.cfg.Sink.Send(p.sendCtx, l.dest, outs)
 	end := p.now()
-	p.stats.lastAnswer.Store(end.UnixNano()) // once per request (liveness.go)
+	p.answered(end) // once per request (liveness.go)
 	p.m.request(l.dest, errs, end.Sub(start))
 	<-p.reqs
 	p.stats.requests.Add(1)

@@ -22,6 +22,8 @@ type Targets struct {
 	file  *File
 	sink  bridge.Sink
 	queue string
+	// answered hears each answer of the queue's requests (OnAnswer).
+	answered func()
 
 	mu    sync.Mutex
 	filed map[filedKey]struct{} // entries in the file whose queue write failed
@@ -45,6 +47,14 @@ func NewTargets(path string, sink bridge.Sink, queue string) *Targets {
 // messages (see OpenFileBounded). Call it before Open.
 func (d *Targets) BoundFile(maxBytes int64) {
 	d.max = maxBytes
+}
+
+// OnAnswer has f called after each request to the queue returns, whatever
+// its outcome, while a DeadLetter call goes on: the pipeline's liveness
+// (bridge.Pipeline.Answered) then sees MNS answer during a long write.
+// Call it before the first DeadLetter.
+func (d *Targets) OnAnswer(f func()) {
+	d.answered = f
 }
 
 // Open opens (or creates) the dead-letter file, if one is configured.
@@ -115,7 +125,7 @@ func (d *Targets) DeadLetter(ctx context.Context, entries []bridge.DeadLetter) e
 		}
 		outs[i] = bridge.Outgoing{Body: body, ID: e.MessageID}
 	}
-	errs := d.sink.Send(ctx, bridge.Destination{Kind: bridge.Queue, Name: d.queue}, outs)
+	errs := d.sendQueue(ctx, outs)
 	var failed []error
 	for i, err := range errs {
 		// An entry the queue refuses for good (say, too large) is stored
@@ -128,6 +138,28 @@ func (d *Targets) DeadLetter(ctx context.Context, entries []bridge.DeadLetter) e
 		d.setFiled(entries, failed != nil)
 	}
 	return errors.Join(failed...)
+}
+
+// sendQueue sends outs to the queue one request at a time (a Send within
+// the sink's limits, when it declares them) and calls the answer hook after
+// each: a write of many entries to a slow MNS shows, request by request,
+// that MNS answers. It returns one error per entry.
+func (d *Targets) sendQueue(ctx context.Context, outs []bridge.Outgoing) []error {
+	dest := bridge.Destination{Kind: bridge.Queue, Name: d.queue}
+	var lim bridge.SinkLimits
+	if ls, ok := d.sink.(bridge.LimitedSink); ok {
+		lim = ls.Limits(dest)
+	}
+	errs := make([]error, 0, len(outs))
+	for len(outs) > 0 {
+		n := lim.Fit(outs)
+		errs = append(errs, d.sink.Send(ctx, dest, outs[:n])...)
+		if d.answered != nil {
+			d.answered()
+		}
+		outs = outs[n:]
+	}
+	return errs
 }
 
 // notFiled returns the entries of conv the file does not have yet from an

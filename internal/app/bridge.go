@@ -151,6 +151,9 @@ func New(cfg *config.Config, opts Options) (*Bridge, error) {
 	if err != nil {
 		return nil, &UsageError{Err: err}
 	}
+	// Each request of a dead-letter queue write is an answer of MNS for
+	// liveness, not only the end of the write (Stalled).
+	b.dead.OnAnswer(b.pipeline.Answered)
 	b.source, err = newSource(cfg, creds.provisioningParams(cfg), creds.source.Refused, opts.Clock, log.With("component", "source"))
 	creds.provisioned.Store(true)
 	if err != nil {
