@@ -41,7 +41,9 @@ func heapSize(n int) int {
 // admission bounds what the pipeline holds at once, in deliveries and in
 // bytes (heldSize). acquire blocks while either bound is reached, which is
 // how backpressure reaches the sources: a STOMP connection stops reading
-// its socket, an AMQP link stops issuing credit. One delivery is always
+// its socket, an AMQP link stops issuing credit. With the spool on, the
+// spool's feeder is what blocks: the source goes on into the spool until
+// it is full. One delivery is always
 // admitted when nothing is held, whatever its size, so a message larger
 // than the byte bound cannot stall the pipeline.
 //

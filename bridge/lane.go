@@ -153,7 +153,8 @@ const (
 // add queues a new message and starts a sender when a batch is ready.
 // While the lane already holds pendingBatches full batches that no sender
 // could take (every request slot of the destination busy), add waits: the
-// source stops reading, as it does when the pipeline is full, so a slow
+// pipeline takes nothing more (the source stops reading, or with the spool
+// on the spool's feeder waits), as when the pipeline is full, so a slow
 // destination holds a few batches beyond those in flight, not the whole
 // in-flight bound. A failing destination's lane takes them (its one probe
 // sends none of them until MNS answers): the pipeline's bounds stop the

@@ -210,11 +210,13 @@ type Delivery struct {
 	// Linger is how long a partly filled batch waits for more messages.
 	Linger time.Duration `yaml:"linger"`
 	// MaxInFlight bounds the messages the pipeline holds at once; when it is
-	// reached the source stops reading (backpressure).
+	// reached nothing more enters the pipeline: without the spool the source
+	// stops reading (backpressure), with it the source goes on into the
+	// spool until Spool.MaxBytes.
 	MaxInFlight int `yaml:"max_in_flight"`
 	// MaxInFlightBytes bounds the bytes the pipeline holds at once (bodies,
 	// topics, ids and properties, plus about 0.5 KB per message); whichever
-	// bound is reached first stops intake.
+	// bound is reached first stops the pipeline's intake (as MaxInFlight).
 	MaxInFlightBytes Size `yaml:"max_in_flight_bytes"`
 	// MaxRequestsPerDestination and MaxRequests bound concurrent MNS requests.
 	MaxRequestsPerDestination int        `yaml:"max_requests_per_destination"`

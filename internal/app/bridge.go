@@ -167,11 +167,13 @@ func New(cfg *config.Config, opts Options) (*Bridge, error) {
 	}
 	gauge("in_flight", "Deliveries held by the pipeline (taken from the source, not yet settled).",
 		func() float64 { return float64(b.pipeline.Stats().InFlight) })
-	gauge("in_flight_limit", "delivery.max_in_flight: when in_flight reaches it, the source stops reading.",
+	gauge("in_flight_limit", "delivery.max_in_flight: when in_flight reaches it, nothing more enters the pipeline until MNS takes messages: "+
+		"without the spool the source stops reading; with the spool on, it goes on reading into the spool until spool.max_bytes.",
 		func() float64 { return float64(d.MaxInFlight) })
 	gauge("held_bytes", "Bytes the deliveries held by the pipeline count against delivery.max_in_flight_bytes.",
 		func() float64 { return float64(b.pipeline.Stats().HeldBytes) })
-	gauge("held_bytes_limit", "delivery.max_in_flight_bytes: when held_bytes reaches it, the source stops reading.",
+	gauge("held_bytes_limit", "delivery.max_in_flight_bytes: when held_bytes reaches it, nothing more enters the pipeline until MNS takes messages: "+
+		"without the spool the source stops reading; with the spool on, it goes on reading into the spool until spool.max_bytes.",
 		func() float64 { return float64(d.MaxInFlightBytes) })
 	return b, nil
 }
@@ -266,7 +268,7 @@ func (b *Bridge) registerSpoolMetrics(s *spool.Spool) {
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "iot_mns_bridge", Name: "spool_bytes", Help: "Bytes of messages in the spool."},
 			func() float64 { return float64(s.Stats().Bytes) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "iot_mns_bridge", Name: "spool_max_bytes",
-			Help: "spool.max_bytes: when spool_bytes reaches it, the source stops reading."},
+			Help: "spool.max_bytes: when the next message does not fit below it, the source stops reading until MNS takes messages."},
 			func() float64 { return float64(s.Stats().MaxBytes) }),
 	)
 }

@@ -1,0 +1,63 @@
+package app
+
+import (
+	"fmt"
+	"log/slog"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/iot-mns-bridge/iot-mns-bridge/iotsim"
+	"github.com/iot-mns-bridge/iot-mns-bridge/mnsemu"
+)
+
+// metricsOf gathers the bridge's registry; of returns the help text and the
+// value of an unlabelled gauge (-1 when it is absent).
+func metricsOf(t *testing.T, b *Bridge) (of func(name string) (help string, value float64)) {
+	t.Helper()
+	mfs, err := b.Registry().Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return func(name string) (string, float64) {
+		for _, mf := range mfs {
+			if mf.GetName() == name && len(mf.GetMetric()) > 0 {
+				return mf.GetHelp(), mf.GetMetric()[0].GetGauge().GetValue()
+			}
+		}
+		return "", -1
+	}
+}
+
+// TestLimitHelpTextsHoldWithTheSpool: with the spool on (STOMP ack auto,
+// the default) and MNS failing, the pipeline holds delivery.max_in_flight
+// messages while the source goes on reading into the spool. The help texts
+// of the limits say so: they said "the source stops reading", which is
+// only true without the spool.
+func TestLimitHelpTextsHoldWithTheSpool(t *testing.T) {
+	p := startPeers(t, mnsemu.Config{Queues: []string{"telemetry-pk1", "unrouted"}, Faults: mnsemu.Faults{ErrorRate: 1, ErrorStatus: 503}}, iotsim.Config{})
+	c := p.config()
+	c.Source.STOMP.Ack = "auto"
+	c.Spool.Dir = t.TempDir()
+	c.Delivery.MaxInFlight = 2
+	c.ShutdownTimeout = time.Second // MNS never takes the messages held
+	b := runBridge(t, mustLoad(t, p.writeConfig(t, c)), Options{Logger: slog.New(slog.DiscardHandler)})
+	const n = 6
+	p.publishSeq("spooled", n)
+	var of func(string) (string, float64)
+	waitFor(t, fmt.Sprintf("the pipeline full at 2 and all %d messages in the spool", n), time.Minute, func() bool {
+		of = metricsOf(t, b.Bridge)
+		_, held := of("iot_mns_bridge_in_flight")
+		_, spooled := of("iot_mns_bridge_spool_messages")
+		return held == 2 && spooled == n
+	})
+	for _, name := range []string{"iot_mns_bridge_in_flight_limit", "iot_mns_bridge_held_bytes_limit"} {
+		help, _ := of(name)
+		if !strings.Contains(help, "without the spool the source stops reading") || !strings.Contains(help, "goes on reading into the spool") {
+			t.Errorf("%s's help %q: the source went on reading into the spool (%d messages there, 2 in the pipeline)", name, help, n)
+		}
+	}
+	if help, _ := of("iot_mns_bridge_spool_max_bytes"); !strings.Contains(help, "the source stops reading") {
+		t.Errorf("spool_max_bytes' help %q does not say that a full spool stops the source", help)
+	}
+}
