@@ -27,9 +27,17 @@ const (
 	examplePassword = "1+V/Y4jO3Ak0Mt+KHcHk/hMA13Y="
 )
 
-func TestSignExampleConfigMatchesOpenSSL(t *testing.T) {
+// withExampleKey puts the example config's AccessKey pair in the
+// environment, where configs/example.yaml and the tests' own configs read it
+// (${ALIBABA_CLOUD_ACCESS_KEY_ID}, ${ALIBABA_CLOUD_ACCESS_KEY_SECRET}).
+func withExampleKey(t *testing.T) {
+	t.Helper()
 	t.Setenv("ALIBABA_CLOUD_ACCESS_KEY_ID", exampleKeyID)
 	t.Setenv("ALIBABA_CLOUD_ACCESS_KEY_SECRET", exampleSecret)
+}
+
+func TestSignExampleConfigMatchesOpenSSL(t *testing.T) {
+	withExampleKey(t)
 	t.Setenv("HOSTNAME", "edge-gw-01")
 	code, out, errOut := runMain(t, context.Background(), "sign", "-config", "../../configs/example.yaml", "-timestamp", "1700000000000")
 	if code != ExitOK {
@@ -49,8 +57,7 @@ func TestSignExampleConfigMatchesOpenSSL(t *testing.T) {
 }
 
 func TestExampleConfigChecks(t *testing.T) {
-	t.Setenv("ALIBABA_CLOUD_ACCESS_KEY_ID", exampleKeyID)
-	t.Setenv("ALIBABA_CLOUD_ACCESS_KEY_SECRET", exampleSecret)
+	withExampleKey(t)
 	dir := t.TempDir()
 	// The dead-letter file is relative to the config's directory: copy the
 	// example so the test writes nothing into the source tree.
@@ -67,8 +74,7 @@ func TestExampleConfigChecks(t *testing.T) {
 }
 
 func TestBadConfigsExitTwoWithTheirMessage(t *testing.T) {
-	t.Setenv("ALIBABA_CLOUD_ACCESS_KEY_ID", exampleKeyID)
-	t.Setenv("ALIBABA_CLOUD_ACCESS_KEY_SECRET", exampleSecret)
+	withExampleKey(t)
 	bad, err := filepath.Glob("../../config/testdata/bad/*.yaml")
 	if err != nil || len(bad) < 10 {
 		t.Fatalf("bad configs: %v (%d)", err, len(bad))
@@ -116,8 +122,7 @@ func TestUsageErrors(t *testing.T) {
 // the environment.
 func exampleConfig(t *testing.T) string {
 	t.Helper()
-	t.Setenv("ALIBABA_CLOUD_ACCESS_KEY_ID", exampleKeyID)
-	t.Setenv("ALIBABA_CLOUD_ACCESS_KEY_SECRET", exampleSecret)
+	withExampleKey(t)
 	data, err := os.ReadFile("../../configs/example.yaml")
 	if err != nil {
 		t.Fatal(err)

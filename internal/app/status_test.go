@@ -5,8 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
-	"os"
-	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
@@ -168,7 +166,6 @@ func TestStatusAndHealthcheckNeedOnlyTheHTTPSection(t *testing.T) {
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) { fmt.Fprintln(w, "ok") })
 	addr := testpeers.Serve(t, mux)
 	dir := t.TempDir()
-	file := filepath.Join(dir, "config.yaml")
 	cfg := `source:
   endpoint: iot-06z00xxxx.amqp.iothub.aliyuncs.com
   client_id: ${QA_TEST_UNSET_CLIENT_ID}
@@ -182,9 +179,7 @@ routes:
     queue: telemetry-{productKey}
 http:
   listen: ` + addr + "\n"
-	if err := os.WriteFile(file, []byte(cfg), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	file := writeConfigFile(t, dir, cfg)
 	code, out, errOut := runMain(t, context.Background(), "healthcheck", "-config", file)
 	if code != ExitOK || strings.TrimSpace(out) != "ok" {
 		t.Errorf("healthcheck -config: exit %d, %q, %q; want 0 and ok", code, out, errOut)
@@ -195,9 +190,7 @@ http:
 		t.Errorf("status -config: exit %d, %q; want 1 with the server's 404", code, errOut)
 	}
 	// A mistake in the http section itself is still named.
-	if err := os.WriteFile(file, []byte(cfg+"  lisen: x\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	writeConfigFile(t, dir, cfg+"  lisen: x\n")
 	code, _, errOut = runMain(t, context.Background(), "healthcheck", "-config", file)
 	if code != ExitUsage || !strings.Contains(errOut, `unknown key "lisen" in http`) {
 		t.Errorf("healthcheck with a typo in http: exit %d, %q; want 2 naming the key", code, errOut)

@@ -18,29 +18,12 @@ import (
 func TestCheckWarnsOfMissingStateDirectories(t *testing.T) {
 	asFromAShell(t)
 	dir := t.TempDir()
-	file := filepath.Join(dir, "config.yaml")
-	cfg := `source:
-  endpoint: iot-06z00xxxx.amqp.iothub.aliyuncs.com
-  client_id: gw
-  credentials:
-    access_key_id: ${ALIBABA_CLOUD_ACCESS_KEY_ID}
-    access_key_secret: ${ALIBABA_CLOUD_ACCESS_KEY_SECRET}
-  stomp:
-    ack: client-individual
-mns:
-  endpoint: https://1234567890123456.mns.cn-hangzhou.aliyuncs.com
-routes:
-  - match: /{productKey}/#
-    queue: telemetry-{productKey}
-delivery:
+	file := writeConfigFile(t, dir, unreachablePeersYAML+`delivery:
   dead_letter:
     file: nodir/dead-letter.jsonl
   dedup:
     file: other/dedup-window.log
-`
-	if err := os.WriteFile(file, []byte(cfg), 0o600); err != nil {
-		t.Fatal(err)
-	}
+`)
 	code, out, errOut := runMain(t, context.Background(), "check", "-config", file)
 	if code != ExitOK {
 		t.Fatalf("check: exit %d: %s", code, errOut)
@@ -66,15 +49,13 @@ delivery:
 // write, and check says so, so that an operator who runs it next to the
 // unit is not misled.
 func TestCheckNamesWhereStateGoes(t *testing.T) {
-	t.Setenv("ALIBABA_CLOUD_ACCESS_KEY_ID", exampleKeyID)
-	t.Setenv("ALIBABA_CLOUD_ACCESS_KEY_SECRET", exampleSecret)
+	asFromAShell(t)
 	dir := t.TempDir()
 	file := writeStateConfig(t, dir, "spool")
 	paths := func(base string) string {
 		return "state: spool " + filepath.Join(base, "spool") + ", dead letters " + filepath.Join(base, "dead-letter.jsonl") +
 			", de-dup window " + filepath.Join(base, "dedup-window.log")
 	}
-	t.Setenv("STATE_DIRECTORY", "")
 	code, out, errOut := runMain(t, context.Background(), "check", "-config", file)
 	if code != ExitOK {
 		t.Fatalf("check: exit %d: %s", code, errOut)
@@ -112,15 +93,37 @@ routes:
 // dead-letter file and the de-dup journal relative, and spool.dir spoolDir.
 func writeStateConfig(t *testing.T, dir, spoolDir string) string {
 	t.Helper()
-	file := filepath.Join(dir, "config.yaml")
-	cfg := unreachablePeersYAML + `delivery:
+	return writeConfigFile(t, dir, unreachablePeersYAML+`delivery:
   dead_letter:
     file: dead-letter.jsonl
   dedup:
     file: dedup-window.log
 spool:
-  dir: ` + spoolDir + "\n"
-	if err := os.WriteFile(file, []byte(cfg), 0o600); err != nil {
+  dir: `+spoolDir+"\n")
+}
+
+// otherStateIn is the rest of a config for run whose spool is what fails:
+// no HTTP listener, the dead-letter file and the de-dup journal in dir.
+func otherStateIn(dir string) string {
+	return "http:\n  listen: \"\"\ndelivery:\n  dead_letter:\n    file: " + dir + "/dl.jsonl\n  dedup:\n    file: " + dir + "/dedup.log\n"
+}
+
+// writeConfigFile writes yaml as dir/config.yaml and returns its path.
+func writeConfigFile(t *testing.T, dir, yaml string) string {
+	t.Helper()
+	file := filepath.Join(dir, "config.yaml")
+	if err := os.WriteFile(file, []byte(yaml), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return file
+}
+
+// regularFileIn creates an empty regular file in dir and returns its path:
+// where a directory is needed, it stops every open, also for root.
+func regularFileIn(t *testing.T, dir string) string {
+	t.Helper()
+	file := filepath.Join(dir, "afile")
+	if err := os.WriteFile(file, nil, 0o600); err != nil {
 		t.Fatal(err)
 	}
 	return file
@@ -132,9 +135,7 @@ spool:
 func TestCheckWarnsOfASpoolDirRunCannotCreate(t *testing.T) {
 	asFromAShell(t)
 	dir := t.TempDir()
-	if err := os.WriteFile(filepath.Join(dir, "afile"), nil, 0o600); err != nil {
-		t.Fatal(err)
-	}
+	afile := regularFileIn(t, dir)
 	write := func(spoolDir string) string { return writeStateConfig(t, dir, spoolDir) }
 
 	file := write("afile/spool")
@@ -142,7 +143,7 @@ func TestCheckWarnsOfASpoolDirRunCannotCreate(t *testing.T) {
 	if code != ExitOK {
 		t.Fatalf("check: exit %d: %s", code, errOut)
 	}
-	want := "warning: spool.dir: " + filepath.Join(dir, "afile") + " is not a directory: run refuses to start"
+	want := "warning: spool.dir: " + afile + " is not a directory: run refuses to start"
 	if !strings.Contains(out, want) {
 		t.Errorf("check output lacks %q:\n%s", want, out)
 	}
@@ -171,31 +172,20 @@ func TestCheckWarnsOfASpoolDirRunCannotCreate(t *testing.T) {
 // "create it, writable by the bridge's user": advice that cannot help there.
 // run's error now says where such a path must go.
 func TestStateFileOutsideStateDirectoryIsNamed(t *testing.T) {
-	t.Setenv("ALIBABA_CLOUD_ACCESS_KEY_ID", exampleKeyID)
-	t.Setenv("ALIBABA_CLOUD_ACCESS_KEY_SECRET", exampleSecret)
+	withExampleKey(t)
 	dir := t.TempDir()
 	state := filepath.Join(dir, "state")
 	if err := os.Mkdir(state, 0o700); err != nil {
 		t.Fatal(err)
 	}
-	// A regular file where a directory is needed stops each open, also for root.
-	blocker := filepath.Join(dir, "afile")
-	if err := os.WriteFile(blocker, nil, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	file := filepath.Join(dir, "config.yaml")
+	blocker := regularFileIn(t, dir)
 	for _, tc := range []struct{ key, yaml, path string }{
 		{"spool.dir", "spool:\n  dir: " + blocker + "/spool\n", blocker + "/spool"},
 		{"delivery.dead_letter.file", "delivery:\n  dead_letter:\n    file: " + dir + "/nodir/dl.jsonl\n", dir + "/nodir/dl.jsonl"},
 		{"delivery.dedup.file", "delivery:\n  dedup:\n    file: " + dir + "/nodir/dedup.log\n", dir + "/nodir/dedup.log"},
 	} {
 		t.Run(tc.key, func(t *testing.T) {
-			cfg := unreachablePeersYAML + `http:
-  listen: ""
-` + tc.yaml
-			if err := os.WriteFile(file, []byte(cfg), 0o600); err != nil {
-				t.Fatal(err)
-			}
+			file := writeConfigFile(t, dir, unreachablePeersYAML+"http:\n  listen: \"\"\n"+tc.yaml)
 			want := tc.key + " " + tc.path + " is outside $STATE_DIRECTORY (" + state + ")"
 			t.Setenv("STATE_DIRECTORY", state)
 			code, _, errOut := runMain(t, context.Background(), "run", "-config", file)
@@ -217,18 +207,11 @@ func TestStateFileOutsideStateDirectoryIsNamed(t *testing.T) {
 // move it or turn it off) only when spool.dir is that default; a spool.dir
 // the file sets is the operator's own choice, and the error just names it.
 func TestSpoolOpenErrorHintsAtTheDefaultOnlyWhenItIsOne(t *testing.T) {
-	t.Setenv("ALIBABA_CLOUD_ACCESS_KEY_ID", exampleKeyID)
-	t.Setenv("ALIBABA_CLOUD_ACCESS_KEY_SECRET", exampleSecret)
+	withExampleKey(t)
 	dir := t.TempDir()
-	// A regular file where a directory is needed stops the open, also for root.
-	blocker := filepath.Join(dir, "afile")
-	if err := os.WriteFile(blocker, nil, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	// The default spool.dir is "spool" under $STATE_DIRECTORY; the other
-	// state files are elsewhere, so that the spool is what fails.
+	blocker := regularFileIn(t, dir)
+	// The default spool.dir is "spool" under $STATE_DIRECTORY.
 	t.Setenv("STATE_DIRECTORY", blocker)
-	state := "http:\n  listen: \"\"\ndelivery:\n  dead_letter:\n    file: " + dir + "/dl.jsonl\n  dedup:\n    file: " + dir + "/dedup.log\n"
 	const hint = "the spool is on by default"
 	for _, tc := range []struct {
 		name, yaml, dir string
@@ -238,10 +221,7 @@ func TestSpoolOpenErrorHintsAtTheDefaultOnlyWhenItIsOne(t *testing.T) {
 		{"set by the file", "spool:\n  dir: " + blocker + "/mine\n", blocker + "/mine", false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			file := filepath.Join(dir, "config.yaml")
-			if err := os.WriteFile(file, []byte(unreachablePeersYAML+state+tc.yaml), 0o600); err != nil {
-				t.Fatal(err)
-			}
+			file := writeConfigFile(t, dir, unreachablePeersYAML+otherStateIn(dir)+tc.yaml)
 			code, _, errOut := runMain(t, context.Background(), "run", "-config", file)
 			if code != ExitFailure || !strings.Contains(errOut, "spool.dir "+tc.dir+": ") || strings.Contains(errOut, hint) != tc.hint {
 				t.Errorf("run: exit %d, want %d and an error naming spool.dir %s, with the hint %q: %v:\n%s", code, ExitFailure, tc.dir, hint, tc.hint, errOut)
@@ -292,8 +272,7 @@ func TestOutsideStateDirKeepsErrorsOfPathsInside(t *testing.T) {
 // TestLockedSpoolNamesSpoolDir: the spool speaks of its directory; when
 // another process holds it, run's error names spool.dir and the directory.
 func TestLockedSpoolNamesSpoolDir(t *testing.T) {
-	t.Setenv("ALIBABA_CLOUD_ACCESS_KEY_ID", exampleKeyID)
-	t.Setenv("ALIBABA_CLOUD_ACCESS_KEY_SECRET", exampleSecret)
+	withExampleKey(t)
 	dir := t.TempDir()
 	sp := filepath.Join(dir, "spool")
 	held, err := spool.Open(spool.Options{Dir: sp, MaxBytes: 1 << 20})
@@ -301,11 +280,7 @@ func TestLockedSpoolNamesSpoolDir(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer held.Close()
-	file := filepath.Join(dir, "config.yaml")
-	yaml := unreachablePeersYAML + "http:\n  listen: \"\"\ndelivery:\n  dead_letter:\n    file: " + dir + "/dl.jsonl\n  dedup:\n    file: " + dir + "/dedup.log\nspool:\n  dir: " + sp + "\n"
-	if err := os.WriteFile(file, []byte(yaml), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	file := writeConfigFile(t, dir, unreachablePeersYAML+otherStateIn(dir)+"spool:\n  dir: "+sp+"\n")
 	code, _, errOut := runMain(t, context.Background(), "run", "-config", file)
 	if code != ExitFailure || !strings.Contains(errOut, "spool.dir "+sp+": ") ||
 		!strings.Contains(errOut, "locked by another process; is another bridge running with the same directory?") {
@@ -317,8 +292,7 @@ func TestLockedSpoolNamesSpoolDir(t *testing.T) {
 // shell: the AccessKey in the environment, no $STATE_DIRECTORY.
 func asFromAShell(t *testing.T) {
 	t.Helper()
-	t.Setenv("ALIBABA_CLOUD_ACCESS_KEY_ID", exampleKeyID)
-	t.Setenv("ALIBABA_CLOUD_ACCESS_KEY_SECRET", exampleSecret)
+	withExampleKey(t)
 	t.Setenv("STATE_DIRECTORY", "")
 }
 
@@ -329,14 +303,9 @@ func asFromAShell(t *testing.T) {
 // child process: net/http reads the proxy variables once per process.
 func TestCheckNamesTheMNSProxy(t *testing.T) {
 	asFromAShell(t)
-	dir := t.TempDir()
-	file := filepath.Join(dir, "config.yaml")
 	// check without -connect sends nothing: the endpoint is only parsed.
-	cfg := strings.Replace(unreachablePeersYAML, "endpoint: http://127.0.0.1:9",
-		"endpoint: https://1234567890123456.mns.cn-hangzhou.aliyuncs.com", 1)
-	if err := os.WriteFile(file, []byte(cfg), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	file := writeConfigFile(t, t.TempDir(), strings.Replace(unreachablePeersYAML, "endpoint: http://127.0.0.1:9",
+		"endpoint: https://1234567890123456.mns.cn-hangzhou.aliyuncs.com", 1))
 	check := func(proxy, noProxy string) string {
 		t.Helper()
 		for _, k := range []string{"HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "NO_PROXY", "no_proxy", "REQUEST_METHOD"} {
