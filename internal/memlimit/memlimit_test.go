@@ -88,6 +88,8 @@ func TestCgroupRefusesGarbage(t *testing.T) {
 	}
 }
 
+// TestApply: each row is one call of Apply, from the runtime limit before,
+// with what it must decide and leave as the runtime's limit.
 func TestApply(t *testing.T) {
 	prev := debug.SetMemoryLimit(-1)
 	t.Cleanup(func() { debug.SetMemoryLimit(prev) })
@@ -96,41 +98,34 @@ func TestApply(t *testing.T) {
 		"cg/cgroup.controllers": "memory",
 		"cg/memory.max":         "536870912\n",
 	})
-	root, proc := filepath.Join(dir, "cg"), filepath.Join(dir, "proc")
-
-	// GOMEMLIMIT set: the runtime's own setting stays.
-	debug.SetMemoryLimit(123 << 20)
-	l, err := Apply(root, proc, func(k string) string { return map[string]string{"GOMEMLIMIT": "123MiB"}[k] }, 100<<20)
-	if err != nil || l.From != "GOMEMLIMIT" || l.Bytes != 123<<20 || debug.SetMemoryLimit(-1) != 123<<20 {
-		t.Fatalf("with GOMEMLIMIT: %+v, %v; runtime limit %d", l, err, debug.SetMemoryLimit(-1))
-	}
-
-	// Not set: 90% of the cgroup's limit.
-	l, err = Apply(root, proc, func(string) string { return "" }, 0)
+	root, proc, noCgroup := filepath.Join(dir, "cg"), filepath.Join(dir, "proc"), filepath.Join(dir, "none")
 	cg := int64(512 << 20)
-	want := int64(float64(cg) * Fraction)
-	if err != nil || l.Bytes != want || l.Cgroup != 512<<20 || debug.SetMemoryLimit(-1) != want {
-		t.Fatalf("from the cgroup: %+v, %v; runtime limit %d, want %d", l, err, debug.SetMemoryLimit(-1), want)
-	}
-
-	// A budget below that wins; one above does not.
-	l, err = Apply(root, proc, func(string) string { return "" }, 100<<20)
-	if err != nil || l.Bytes != 100<<20 || l.From != "budget" || debug.SetMemoryLimit(-1) != 100<<20 {
-		t.Fatalf("budget under the cgroup: %+v, %v; runtime limit %d", l, err, debug.SetMemoryLimit(-1))
-	}
-	l, err = Apply(root, proc, func(string) string { return "" }, 1<<30)
-	if err != nil || l.Bytes != want || debug.SetMemoryLimit(-1) != want {
-		t.Fatalf("budget over the cgroup: %+v, %v; runtime limit %d, want %d", l, err, debug.SetMemoryLimit(-1), want)
-	}
-
-	// No cgroup limit: the budget alone, and without one nothing changes.
-	l, err = Apply(root, filepath.Join(dir, "none"), func(string) string { return "" }, 100<<20)
-	if err != nil || l.Bytes != 100<<20 || l.Cgroup != 0 || debug.SetMemoryLimit(-1) != 100<<20 {
-		t.Fatalf("budget without a cgroup limit: %+v, %v", l, err)
-	}
-	debug.SetMemoryLimit(prev)
-	l, err = Apply(root, filepath.Join(dir, "none"), func(string) string { return "" }, 0)
-	if err != nil || l.Bytes != 0 || debug.SetMemoryLimit(-1) != prev {
-		t.Fatalf("without a limit: %+v, %v", l, err)
+	fromCgroup := Limit{Bytes: int64(float64(cg) * Fraction), From: filepath.Join(root, "memory.max"), Cgroup: cg}
+	for _, tc := range []struct {
+		name       string
+		before     int64  // the runtime's limit before the call
+		gomemlimit string // the environment's GOMEMLIMIT
+		proc       string
+		budget     int64
+		want       Limit
+		runtime    int64 // the runtime's limit after the call
+	}{
+		{"with GOMEMLIMIT: the runtime's own setting stays", 123 << 20, "123MiB", proc, 100 << 20,
+			Limit{Bytes: 123 << 20, From: "GOMEMLIMIT"}, 123 << 20},
+		{"from the cgroup: 90% of its limit", prev, "", proc, 0, fromCgroup, fromCgroup.Bytes},
+		{"budget under the cgroup: it wins", prev, "", proc, 100 << 20,
+			Limit{Bytes: 100 << 20, From: "budget", Cgroup: cg}, 100 << 20},
+		{"budget over the cgroup: the cgroup wins", prev, "", proc, 1 << 30, fromCgroup, fromCgroup.Bytes},
+		{"budget without a cgroup limit: the budget alone", prev, "", noCgroup, 100 << 20,
+			Limit{Bytes: 100 << 20, From: "budget"}, 100 << 20},
+		{"without a limit: nothing changes", prev, "", noCgroup, 0, Limit{}, prev},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			debug.SetMemoryLimit(tc.before)
+			l, err := Apply(root, tc.proc, func(k string) string { return map[string]string{"GOMEMLIMIT": tc.gomemlimit}[k] }, tc.budget)
+			if runtime := debug.SetMemoryLimit(-1); err != nil || l != tc.want || runtime != tc.runtime {
+				t.Fatalf("Apply = %+v, %v; runtime limit %d; want %+v, runtime limit %d", l, err, runtime, tc.want, tc.runtime)
+			}
+		})
 	}
 }
