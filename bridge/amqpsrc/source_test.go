@@ -127,6 +127,13 @@ func (c *fakeConn) settle(m *amqp10.Delivery, to *[]*amqp10.Delivery) error {
 }
 
 // Hold and Flush count the settler's rounds; Flush fails with flushErr.
+// failSettles has every settlement from now on fail with err.
+func (c *fakeConn) failSettles(err error) {
+	c.mu.Lock()
+	c.settleErr = err
+	c.mu.Unlock()
+}
+
 func (c *fakeConn) Hold() {
 	c.mu.Lock()
 	c.holds++
@@ -338,14 +345,35 @@ func (hs *harness) watchGathering() (wait func(what string)) {
 	}
 }
 
+// send hands m to c and returns the delivery the handler got for it.
 func (hs *harness) send(c *fakeConn, m *amqp10.Delivery) *bridge.Delivery {
+	hs.t.Helper()
+	hs.push(c, m)
+	return hs.run.Next(hs.t)
+}
+
+// push hands m to c: it returns once the source received it.
+func (hs *harness) push(c *fakeConn, m *amqp10.Delivery) {
 	hs.t.Helper()
 	select {
 	case c.msgs <- m:
 	case <-time.After(waitLimit):
 		hs.t.Fatal("the source did not receive")
 	}
-	return hs.run.Next(hs.t)
+}
+
+// reconnectsAndSettlesOn waits until the slot is connected again after its
+// one reconnect, and checks that c, the new connection, settles a delivery
+// of its own.
+func (hs *harness) reconnectsAndSettlesOn(c *fakeConn) {
+	hs.t.Helper()
+	eventually(hs.t, "reconnected", func() bool {
+		st := hs.src.ConnStates()[0]
+		return st.Connected && st.Reconnects == 1
+	})
+	d := hs.send(c, platformMsg("on-the-new-connection"))
+	d.Accept()
+	eventually(hs.t, "the new connection settles its delivery", func() bool { a, _ := c.counts(); return a == 1 })
 }
 
 // eventually polls cond until it holds; the limit only guards against hangs.
@@ -405,13 +433,7 @@ func TestSettleAfterConnectionLossIsDroppedAndCounted(t *testing.T) {
 	if got := hs.src.Stats(); got.DroppedDeadLink != 1 || got.Accepted != 0 {
 		t.Errorf("Stats = %+v, want one dropped, none accepted", got)
 	}
-	eventually(t, "reconnect counted", func() bool {
-		st := hs.src.ConnStates()[0]
-		return st.Connected && st.Reconnects == 1
-	})
-	d2 := hs.send(c2, platformMsg("2"))
-	d2.Accept()
-	eventually(t, "the new connection settles its delivery", func() bool { a, _ := c2.counts(); return a == 1 })
+	hs.reconnectsAndSettlesOn(c2)
 }
 
 func TestSettleErrors(t *testing.T) {
@@ -431,9 +453,7 @@ func TestSettleErrors(t *testing.T) {
 			hs := newHarness(t, Config{}, nil, nil)
 			c := hs.nextConn()
 			d := hs.send(c, platformMsg("1"))
-			c.mu.Lock()
-			c.settleErr = tc.err
-			c.mu.Unlock()
+			c.failSettles(tc.err)
 			d.Accept()
 			eventually(t, "the settlement counted", func() bool {
 				got := hs.src.Stats()
@@ -458,9 +478,7 @@ func TestSettleFailureOnLiveLinkDropsTheConnection(t *testing.T) {
 	c1 := hs.nextConn()
 	d1 := hs.send(c1, platformMsg("1"))
 	d2 := hs.send(c1, platformMsg("2"))
-	c1.mu.Lock()
-	c1.settleErr = context.DeadlineExceeded
-	c1.mu.Unlock()
+	c1.failSettles(context.DeadlineExceeded)
 	d1.Accept()
 	c2 := hs.nextConn()
 	if !c1.isClosed() || !c1.wasAborted() {
@@ -474,16 +492,10 @@ func TestSettleFailureOnLiveLinkDropsTheConnection(t *testing.T) {
 	if a, _ := c1.counts(); a != 0 {
 		t.Errorf("%d accepted on the failed link", a)
 	}
-	eventually(t, "reconnected", func() bool {
-		st := hs.src.ConnStates()[0]
-		return st.Connected && st.Reconnects == 1
-	})
+	hs.reconnectsAndSettlesOn(c2)
 	if logs := hs.logs.String(); !strings.Contains(logs, "dropping the connection") || !strings.Contains(logs, `settling message \"1\"`) {
 		t.Errorf("the failure and its consequence are not logged:\n%s", logs)
 	}
-	d3 := hs.send(c2, platformMsg("3"))
-	d3.Accept()
-	eventually(t, "the new connection settles its delivery", func() bool { a, _ := c2.counts(); return a == 1 })
 }
 
 func TestLossNoticedWhileHandlerBlocks(t *testing.T) {
@@ -496,11 +508,7 @@ func TestLossNoticedWhileHandlerBlocks(t *testing.T) {
 		return ctx.Err()
 	}, nil)
 	c1 := hs.nextConn()
-	select {
-	case c1.msgs <- platformMsg("1"):
-	case <-time.After(waitLimit):
-		t.Fatal("not received")
-	}
+	hs.push(c1, platformMsg("1"))
 	<-entered
 	c1.kill(&amqp10.ConnError{})
 	select {
@@ -877,11 +885,7 @@ func TestRefusedDeliveryIsFatal(t *testing.T) {
 		return errors.New("pipeline is shutting down")
 	}, nil)
 	c := hs.nextConn()
-	select {
-	case c.msgs <- platformMsg("1"):
-	case <-time.After(waitLimit):
-		t.Fatal("not received")
-	}
+	hs.push(c, platformMsg("1"))
 	if err := hs.run.Wait(t); !errors.Is(err, source.ErrFatal) || !strings.Contains(err.Error(), "refused a delivery") {
 		t.Fatalf("Run = %v, want a fatal refusal", err)
 	}
