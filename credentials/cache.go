@@ -248,7 +248,13 @@ func (c *Cache) refresh(done chan struct{}) {
 	cancel()
 	now := c.opts.Now()
 	if err == nil {
-		err = cr.check("credentials from "+c.p.Name(), now)
+		// Named by where they came from (a file's path): failedErr and the
+		// log name the provider already.
+		what := cr.Source
+		if what == "" {
+			what = "the triple"
+		}
+		err = cr.check(what, now)
 	}
 
 	c.mu.Lock()

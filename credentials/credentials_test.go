@@ -128,6 +128,10 @@ func TestJSONFileRotatesAtomicallyAndRefusesBadFiles(t *testing.T) {
 			if !strings.Contains(err.Error(), "mns.credentials.credentials_file") && name != "expired" {
 				t.Errorf("the error does not name the key: %v", err)
 			}
+			// An expired triple is named by its file, and the provider once.
+			if name == "expired" && (!strings.Contains(err.Error(), "file "+p) || strings.Count(err.Error(), "from file") != 1) {
+				t.Errorf("the error does not name the file once: %v", err)
+			}
 			noSecret(t, err)
 		})
 	}

@@ -86,7 +86,7 @@ func TestCheckConnectExplainsFailures(t *testing.T) {
 		{"not TLS", plainAddr, source.TLSOptions{CAFile: caFile}, []string{"does not speak TLS", "5671"}},
 		{"nothing listening", refusedAddr, source.TLSOptions{}, []string{"refused", "source.endpoint"}},
 		{"trusted, then the server hangs up before the AMQP open", tlsAddr, source.TLSOptions{CAFile: caFile, ServerName: "localhost"},
-			[]string{"amqp open to " + tlsAddr}},
+			[]string{"amqp open to " + tlsAddr, "closed the connection without answering the login", "source.endpoint", "STOMP on 61614"}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"strings"
 
@@ -104,6 +105,10 @@ func explainLogin(cfg Config, id string, err error) error {
 	}
 	if errors.Is(err, context.DeadlineExceeded) {
 		return source.ExplainDial(cfg.Names, op, cfg.DialTimeout, err)
+	}
+	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+		// A hang-up before any answer: a STOMP port, most likely.
+		return source.ExplainDial(cfg.Names, fmt.Sprintf("amqp open to %s as %s", cfg.Endpoint, id), cfg.DialTimeout, err)
 	}
 	return fmt.Errorf("amqp open to %s as %s: %w; check %s and %s",
 		cfg.Endpoint, id, err, cfg.Names.Of(source.FieldEndpoint), cfg.Names.Of(source.FieldIdleTimeout))

@@ -6,6 +6,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"strings"
 	"time"
@@ -34,7 +35,8 @@ func DialTLS(ctx context.Context, addr string, tc *tls.Config) (*tls.Conn, error
 }
 
 // ExplainDial turns a failure of the TCP connect or the TLS handshake (or a
-// timeout of the login after them) into an error that tells the operator
+// timeout of the login after them, or a server that hung up on the login)
+// into an error that tells the operator
 // what to check, naming the settings with n. op names the attempt ("stomp
 // connect h:61614"); timeout is the dial timeout that bounded it. err is
 // wrapped.
@@ -66,6 +68,12 @@ func ExplainDial(n Names, op string, timeout time.Duration, err error) error {
 		why = fmt.Sprintf("timed out after %s (%s); check %s, the network and any firewall", timeout, n.Of(FieldDialTimeout), n.Of(FieldEndpoint))
 	case errors.As(err, &opErr) && opErr.Op == "dial":
 		why = "cannot reach the server; check " + n.Of(FieldEndpoint) + " and the network"
+	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
+		// What a server of the other protocol does (the platform's STOMP
+		// and AMQP ports share a host and a certificate): it reads a login
+		// it does not understand and hangs up.
+		why = "the server closed the connection without answering the login; check the port of " + n.Of(FieldEndpoint) +
+			": is it the one of the protocol the bridge speaks? (the platform serves STOMP on " + STOMPPort + ", AMQP on " + AMQPPort + ")"
 	default:
 		return fmt.Errorf("%s: %w", op, err)
 	}

@@ -133,6 +133,20 @@ func TestSimLoginEachMethodAndMode(t *testing.T) {
 	}
 }
 
+// TestSimCheckOnTheAMQPPortNamesThePort: the platform serves STOMP and
+// AMQP on one host with one certificate, so an endpoint with the AMQP port
+// passes TLS and the AMQP server hangs up on the STOMP CONNECT. The error
+// says which ports serve which protocol instead of a bare "EOF".
+func TestSimCheckOnTheAMQPPortNamesThePort(t *testing.T) {
+	e := startSim(t, func(c *iotsim.Config) { c.AMQPAddr = "127.0.0.1:0" })
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	err := CheckConnect(ctx, filled(Config{Settings: source.Settings{Endpoint: e.srv.AMQPAddr(),
+		TLS: source.TLSOptions{CAFile: e.caFile}, Params: testParams(goodParams()), DialTimeout: 10 * time.Second}}))
+	sourcetest.WantErr(t, "CheckConnect", err, []string{"closed the connection without answering the login",
+		"source.endpoint", "STOMP on 61614, AMQP on 5671"}, testSecret)
+}
+
 func TestSimBinaryBodiesByteForByte(t *testing.T) {
 	e := startSim(t, nil)
 	src := e.source(t, func(c *Config) { c.EncodeBase64 = true })

@@ -138,7 +138,14 @@ func cmdCheck(ctx context.Context, args []string, stdio Stdio) error {
 			"NO_PROXY lists the hosts that bypass it; the source connects directly)\n", p)
 	}
 	defer b.creds.close()
-	credFailed := b.creds.report(ctx, stdio.Out)
+	sourceFailed, mnsFailed := b.creds.report(ctx, stdio.Out)
+	credFailed := 0
+	if sourceFailed {
+		credFailed++
+	}
+	if mnsFailed && !b.creds.shared {
+		credFailed++
+	}
 	if !*connect {
 		if credFailed > 0 {
 			return fmt.Errorf("%d credential(s) could not be obtained (see above)", credFailed)
@@ -151,7 +158,11 @@ func cmdCheck(ctx context.Context, args []string, stdio Stdio) error {
 	// The source check's warnings (messages that arrived and were left to
 	// the platform) go to stderr, not to a discarded logger.
 	checkLog := slog.New(slog.NewTextHandler(stdio.Err, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	if err := checkSource(cctx, cfg, b.creds.iotParams(cfg), checkLog); err != nil {
+	// Without credentials a login or lookup could only fail with the
+	// credentials' error again: it is printed once, above.
+	if sourceFailed {
+		fmt.Fprintf(stdio.Out, "skip source %s: no source.credentials to log in with (see above)\n", cfg.Source.Endpoint)
+	} else if err := checkSource(cctx, cfg, b.creds.iotParams(cfg), checkLog); err != nil {
 		failed++
 		fmt.Fprintf(stdio.Out, "FAIL source %s: %v\n", cfg.Source.Endpoint, err)
 	} else {
@@ -163,6 +174,10 @@ func cmdCheck(ctx context.Context, args []string, stdio Stdio) error {
 	}
 	dests := b.destinations()
 	for _, d := range dests {
+		if mnsFailed {
+			fmt.Fprintf(stdio.Out, "skip MNS %s: no mns.credentials to sign with (see above)\n", d)
+			continue
+		}
 		err := b.sink.Check(cctx, d)
 		switch {
 		case err == nil:

@@ -142,17 +142,16 @@ func (sc *signerCredentials) mnsKey() func(ctx context.Context) (string, string,
 }
 
 // report writes which provider supplied each credential and when it
-// expires (never a secret); it returns the number that failed.
-func (sc *signerCredentials) report(ctx context.Context, w io.Writer) int {
-	failed := 0
-	line := func(field string, cache *credentials.Cache) {
+// expires (never a secret); it returns whether the source's and MNS's
+// could not be had (both when they are one).
+func (sc *signerCredentials) report(ctx context.Context, w io.Writer) (sourceFailed, mnsFailed bool) {
+	line := func(field string, cache *credentials.Cache) (failed bool) {
 		ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 		defer cancel()
 		c, err := cache.Get(ctx)
 		if err != nil {
-			failed++
 			fmt.Fprintf(w, "FAIL %s (provider %s): %v\n", field, cache.Provider().Name(), err)
-			return
+			return true
 		}
 		exp := "does not expire"
 		if !c.Expiration.IsZero() {
@@ -164,15 +163,17 @@ func (sc *signerCredentials) report(ctx context.Context, w io.Writer) int {
 		}
 		fmt.Fprintf(w, "ok   %s: provider %s, from %s, AccessKeyId %s, %s, %s\n", field, cache.Provider().Name(), c.Source,
 			credentials.MaskID(c.AccessKeyID), mode, exp)
+		return false
 	}
-	line("source.credentials", sc.source)
+	sourceFailed = line("source.credentials", sc.source)
 	switch {
-	case sc.shared && failed > 0:
+	case sc.shared && sourceFailed:
 		fmt.Fprintf(w, "FAIL mns.credentials: the source's (see above)\n")
+		mnsFailed = true
 	case sc.shared:
 		fmt.Fprintf(w, "ok   mns.credentials: the source's (same provider, same triple)\n")
 	default:
-		line("mns.credentials", sc.mns)
+		mnsFailed = line("mns.credentials", sc.mns)
 	}
-	return failed
+	return sourceFailed, mnsFailed
 }

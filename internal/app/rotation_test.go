@@ -448,6 +448,15 @@ func TestCheckPromisesNoRetry(t *testing.T) {
 		if strings.Contains(out+errOut, "next attempt") {
 			t.Errorf("%s: a one-shot check promises another attempt:\n%s%s", strings.Join(args, " "), out, errOut)
 		}
+		// The provider's error is printed once: the login and the lookups
+		// that could only fail with it again are skipped, saying why.
+		if n := strings.Count(out, "HTTP 503"); n != 1 {
+			t.Errorf("%s: the provider's error is printed %d times, want once:\n%s%s", strings.Join(args, " "), n, out, errOut)
+		}
+		if args[len(args)-1] == "20s" && (!strings.Contains(out, "skip source "+c.Source.Endpoint+": no source.credentials") ||
+			!strings.Contains(out, "skip MNS queue unrouted: no mns.credentials") || !strings.Contains(errOut, "1 check(s) failed")) {
+			t.Errorf("%s: want the login and the lookup skipped, one failure:\n%s%s", strings.Join(args, " "), out, errOut)
+		}
 	}
 	code, out, errOut := runMain(t, context.Background(), "sign", "-config", path)
 	if code != ExitFailure || !strings.Contains(errOut, "source.credentials: no credentials from uri") || strings.Contains(out+errOut, "next attempt") {
