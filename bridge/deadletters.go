@@ -11,81 +11,127 @@ import (
 // The first write is made in the caller's goroutine. When it fails, or
 // while earlier ones wait for a failing target, the item waits in
 // p.intakeDead (held, counting against the in-flight bounds) and one
-// goroutine retries the waiting items in turn: the source goes on with the
-// messages behind it, a failing target gets one write per backoff interval
-// however many wait (not one per message), an entry the target keeps
-// refusing does not hold up the others, and a shutdown does not wait for a
-// target that keeps failing: the drain deadline releases them.
+// goroutine retries the waiting items in turn (retryIntakeDeadLetters): the
+// source goes on with the messages behind it, a failing target gets one
+// write per backoff interval however many wait (not one per message), an
+// entry the target keeps refusing does not hold up the others, and a
+// shutdown does not wait for a target that keeps failing: the drain
+// deadline releases them.
 func (p *Pipeline) deadLetterNow(it *item, reason string, class DeadLetterClass) {
 	it.lastErr, it.class = errors.New(reason), class
-	items := []*item{it}
-	entries := p.deadEntries(items)
-	if !p.intakeDead.waiting() {
-		err := p.cfg.DeadLetters.DeadLetter(p.sendCtx, entries)
-		if err == nil {
-			p.deadLettered(items, entries)
-			return
-		}
-		p.noteDeadLetterFailure(err)
+	w := p.deadWrite([]*item{it})
+	if !p.intakeDead.waiting() && p.newDeadRetry().try(w) {
+		return
 	}
-	if p.intakeDead.add(it, entries[0]) {
+	if p.intakeDead.add(w) {
 		go p.retryIntakeDeadLetters()
 	}
 }
 
 // retryIntakeDeadLetters writes the waiting intake dead letters one at a
 // time, oldest first, until none waits: a stored one is accepted and the
-// next written at once; after a failure the item goes to the back of the
-// queue and the next write waits a backoff that grows while writes fail.
-// Once the drain deadline passed, each is released.
+// next written at once; after a failure the write goes to the back of the
+// queue and the next waits the backoff.
 func (p *Pipeline) retryIntakeDeadLetters() {
-	retry := p.tune.Load().Retry
-	b := Backoff{Min: retry.InitialBackoff, Max: retry.MaxBackoff}
-	for {
-		it, entry, ok := p.intakeDead.take()
-		if !ok {
-			return
-		}
-		items, entries := []*item{it}, []DeadLetter{entry}
-		if p.sendCtx.Err() != nil {
-			p.releaseAll(items)
-			continue
-		}
-		err := p.cfg.DeadLetters.DeadLetter(p.sendCtx, entries)
-		if err == nil {
-			b.Reset()
-			p.deadLettered(items, entries)
-			continue
-		}
-		if p.sendCtx.Err() != nil {
-			p.releaseAll(items)
-			continue
-		}
-		p.noteDeadLetterFailure(err)
-		p.intakeDead.putBack(it, entry)
-		t := time.NewTimer(b.Next())
-		select {
-		case <-t.C:
-		case <-p.sendCtx.Done():
-			t.Stop()
+	r := p.newDeadRetry()
+	for w, ok := p.intakeDead.take(); ok; w, ok = p.intakeDead.take() {
+		if !r.try(w) {
+			p.intakeDead.putBack(w)
+			r.wait()
 		}
 	}
 }
 
-// intakeDeadLetters are the intake dead letters that wait for a failing
-// target, oldest first, each with its entry (dated once, so a target that
-// already has it in its file does not write it again), and whether a
-// goroutine retries them.
-type intakeDeadLetters struct {
-	mu      sync.Mutex
-	waits   []deadWait
-	running bool
+// deadLetter stores items (a lane's) in the dead-letter sink, then accepts
+// them upstream. While the dead-letter sink fails, the caller (a lane's
+// sender) retries the same write with backoff, the deliveries held; at the
+// drain deadline they are released.
+func (p *Pipeline) deadLetter(items []*item) {
+	w := p.deadWrite(items)
+	r := p.newDeadRetry()
+	for !r.try(w) {
+		r.wait()
+	}
 }
 
-// deadWait is one intake dead letter waiting: the item and its entry.
-type deadWait struct {
-	it    *item
-	entry DeadLetter
+// deadWrite is one write to the dead-letter sink: the items and their
+// entries (dated once, so a target that already has them in its file does
+// not write them again on a retry).
+type deadWrite struct {
+	items   []*item
+	entries []DeadLetter
+}
+
+// deadWrite is the write of items, dated now.
+func (p *Pipeline) deadWrite(items []*item) deadWrite {
+	entries := make([]DeadLetter, len(items))
+	now := p.now()
+	for i, it := range items {
+		reason := "unknown"
+		if it.lastErr != nil {
+			reason = it.lastErr.Error()
+		}
+		entries[i] = DeadLetter{Message: &it.d.Message, Reason: reason, Class: it.class, Dest: it.dest, Attempts: it.attempts, Time: now}
+	}
+	return deadWrite{items, entries}
+}
+
+// deadRetry is how one writer (a lane's sender, the intake retry) writes
+// dead letters while the target may fail: it owns the backoff between
+// failed writes, and the release of the items once the drain deadline
+// passed. Which write comes next after a failure is the writer's policy.
+type deadRetry struct {
+	p *Pipeline
+	b Backoff
+}
+
+func (p *Pipeline) newDeadRetry() *deadRetry {
+	retry := p.tune.Load().Retry
+	return &deadRetry{p: p, b: Backoff{Min: retry.InitialBackoff, Max: retry.MaxBackoff}}
+}
+
+// try writes w once. It reports true when w is done with: stored (then
+// accepted upstream, and the backoff starts again from its minimum), or
+// released because the drain deadline passed, before or during the write.
+// After a failure (logged once and shown by Stats, see deadFailing) it
+// reports false: the caller waits and tries again.
+func (r *deadRetry) try(w deadWrite) bool {
+	p := r.p
+	if p.sendCtx.Err() != nil {
+		p.releaseAll(w.items)
+		return true
+	}
+	err := p.cfg.DeadLetters.DeadLetter(p.sendCtx, w.entries)
+	switch {
+	case err == nil:
+		r.b.Reset()
+		p.deadLettered(w.items, w.entries)
+	case p.sendCtx.Err() != nil:
+		p.releaseAll(w.items)
+	default:
+		p.noteDeadLetterFailure(err)
+		return false
+	}
+	return true
+}
+
+// wait waits the backoff after a failed write (it grows while writes fail),
+// or until the drain deadline passed.
+func (r *deadRetry) wait() {
+	t := time.NewTimer(r.b.Next())
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-r.p.sendCtx.Done():
+	}
+}
+
+// intakeDeadLetters are the intake dead letters that wait for a failing
+// target, oldest first, and whether a goroutine retries them.
+type intakeDeadLetters struct {
+	mu      sync.Mutex
+	waits   []deadWrite
+	running bool
 }
 
 // waiting reports whether a retry runs: a new dead letter waits behind it
@@ -96,86 +142,37 @@ func (q *intakeDeadLetters) waiting() bool {
 	return q.running
 }
 
-// add queues it with its entry; it reports whether the caller must start
-// the retrying goroutine (none runs).
-func (q *intakeDeadLetters) add(it *item, entry DeadLetter) bool {
+// add queues w; it reports whether the caller must start the retrying
+// goroutine (none runs).
+func (q *intakeDeadLetters) add(w deadWrite) bool {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	q.waits = append(q.waits, deadWait{it, entry})
+	q.waits = append(q.waits, w)
 	start := !q.running
 	q.running = true
 	return start
 }
 
-// putBack queues it again, at the back.
-func (q *intakeDeadLetters) putBack(it *item, entry DeadLetter) {
+// putBack queues w again, at the back.
+func (q *intakeDeadLetters) putBack(w deadWrite) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	q.waits = append(q.waits, deadWait{it, entry})
+	q.waits = append(q.waits, w)
 }
 
-// take removes the oldest waiting dead letter; with none left it reports
-// false, and the retrying goroutine ends.
-func (q *intakeDeadLetters) take() (*item, DeadLetter, bool) {
+// take removes the oldest waiting write; with none left it reports false,
+// and the retrying goroutine ends.
+func (q *intakeDeadLetters) take() (deadWrite, bool) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	if len(q.waits) == 0 {
 		q.waits, q.running = nil, false
-		return nil, DeadLetter{}, false
+		return deadWrite{}, false
 	}
 	w := q.waits[0]
-	q.waits[0] = deadWait{}
+	q.waits[0] = deadWrite{}
 	q.waits = q.waits[1:]
-	return w.it, w.entry, true
-}
-
-// deadLetter stores items in the dead-letter sink, then accepts them
-// upstream. While the dead-letter sink fails, the deliveries stay held and
-// the write is retried with backoff; at shutdown they are released.
-func (p *Pipeline) deadLetter(items []*item) {
-	entries := p.deadEntries(items)
-	err := p.cfg.DeadLetters.DeadLetter(p.sendCtx, entries)
-	if err == nil || p.retryDeadLetter(items, entries, err) {
-		p.deadLettered(items, entries)
-	}
-}
-
-// deadEntries are the dead-letter sink's entries for items, dated now.
-func (p *Pipeline) deadEntries(items []*item) []DeadLetter {
-	entries := make([]DeadLetter, len(items))
-	now := p.now()
-	for i, it := range items {
-		reason := "unknown"
-		if it.lastErr != nil {
-			reason = it.lastErr.Error()
-		}
-		entries[i] = DeadLetter{Message: &it.d.Message, Reason: reason, Class: it.class, Dest: it.dest, Attempts: it.attempts, Time: now}
-	}
-	return entries
-}
-
-// retryDeadLetter retries the failed write of entries (err) with backoff
-// until it works (true) or the drain deadline passes: then it releases
-// items and returns false.
-func (p *Pipeline) retryDeadLetter(items []*item, entries []DeadLetter, err error) bool {
-	retry := p.tune.Load().Retry
-	b := Backoff{Min: retry.InitialBackoff, Max: retry.MaxBackoff}
-	for ; err != nil; err = p.cfg.DeadLetters.DeadLetter(p.sendCtx, entries) {
-		if p.sendCtx.Err() != nil {
-			p.releaseAll(items)
-			return false
-		}
-		p.noteDeadLetterFailure(err)
-		t := time.NewTimer(b.Next())
-		select {
-		case <-t.C:
-		case <-p.sendCtx.Done():
-			t.Stop()
-			p.releaseAll(items)
-			return false
-		}
-	}
-	return true
+	return w, true
 }
 
 // noteDeadLetterFailure records a dead-letter write that returned err: the
