@@ -6,11 +6,13 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/iot-mns-bridge/iot-mns-bridge/bridge/spool"
 	"github.com/iot-mns-bridge/iot-mns-bridge/sinks/mns"
 )
 
@@ -43,6 +45,9 @@ func (cfg *Config) Warnings() []Warning {
 	}
 	if cfg.Source.TLS.InsecureSkipVerify {
 		out = append(out, Warning{Msg: "TLS certificate verification is off (source.tls.insecure_skip_verify): anyone on the path can read and alter the traffic; use source.tls.ca_file instead"})
+	}
+	if w, ok := spoolRoom(cfg); ok {
+		out = append(out, w)
 	}
 	if cfg.Source.SpoolByDefault() && cfg.Spool.Dir == "" {
 		out = append(out, Warning{
@@ -111,26 +116,95 @@ func (cfg *Config) MissingStateDirs() []string {
 // on demand with its parents ("" when it can): the path or its nearest
 // existing parent is not a directory, or is not writable by this process.
 func uncreatableDir(dir string) string {
-	p := filepath.Clean(dir)
+	p, st, err := nearest(dir)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return ""
+	case err != nil:
+		return fmt.Sprintf("cannot look at %s: %v", p, err)
+	case !st.IsDir():
+		return p + " is not a directory"
+	case !writable(p):
+		return p + " is not writable by this user"
+	}
+	return ""
+}
+
+// nearest returns path, or its nearest parent that exists, and its info;
+// the error is fs.ErrNotExist when nothing up to the root exists, else why
+// p cannot be looked at.
+func nearest(path string) (p string, st fs.FileInfo, err error) {
+	p = filepath.Clean(path)
 	for {
-		st, err := os.Stat(p)
-		switch {
-		case err == nil && !st.IsDir():
-			return p + " is not a directory"
-		case err == nil:
-			if !writable(p) {
-				return p + " is not writable by this user"
-			}
-			return ""
-		case !errors.Is(err, fs.ErrNotExist) && !errors.Is(err, syscall.ENOTDIR):
-			return fmt.Sprintf("cannot look at %s: %v", p, err)
+		st, err = os.Stat(p)
+		if err == nil || !errors.Is(err, fs.ErrNotExist) && !errors.Is(err, syscall.ENOTDIR) {
+			return p, st, err
 		}
 		parent := filepath.Dir(p)
 		if parent == p {
-			return ""
+			return p, nil, fs.ErrNotExist
 		}
 		p = parent
 	}
+}
+
+// spoolRoom warns when the spool's filesystem cannot hold spool.max_bytes:
+// it is smaller, or has less free space than max_bytes beyond what the
+// spool's file already takes. The disk then fills before the spool does.
+// That is a warning, not an error: a config that ran before keeps running
+// (a refused start reads nothing and leaves the spooled messages where they
+// are), and a full disk loses nothing while the bridge runs: the spool's
+// commits fail, the source stops reading as when the spool is full, and the
+// messages of the failed commits wait in memory until a commit succeeds.
+func spoolRoom(cfg *Config) (Warning, bool) {
+	dir := cfg.Spool.Dir
+	if dir == "" || cfg.Spool.MaxBytes <= 0 {
+		return Warning{}, false
+	}
+	p, st, err := nearest(dir)
+	if err != nil || !st.IsDir() {
+		return Warning{}, false // MissingStateDirs says so
+	}
+	total, free, ok := fsSpace(p)
+	if !ok {
+		return Warning{}, false
+	}
+	var file uint64
+	if st, err := os.Stat(filepath.Join(dir, spool.FileName)); err == nil {
+		file = uint64(st.Size())
+	}
+	return roomWarning(dir, uint64(cfg.Spool.MaxBytes), total, free, file)
+}
+
+// roomWarning is spoolRoom's decision, for a spool of up to maxBytes in dir
+// whose filesystem holds total bytes, free of them available to the bridge,
+// and whose file already takes file bytes.
+func roomWarning(dir string, maxBytes, total, free, file uint64) (Warning, bool) {
+	const then = "; if MNS is down long enough the disk fills first: the source then stops reading as when the spool is full " +
+		"and the messages of the failed write wait in memory (a crash meanwhile loses them), and whatever else writes to " +
+		"that disk fails too. Set spool.max_bytes to what the spool may use of this disk (its file takes somewhat more " +
+		"than the messages it holds), or give the spool a larger disk"
+	attrs := []any{"spool.dir", dir, "spool.max_bytes", Size(maxBytes), "filesystem_size", roughSize(total), "free", roughSize(free)}
+	switch {
+	case total < maxBytes:
+		return Warning{Msg: "spool.max_bytes is larger than the whole filesystem of spool.dir" + then, Attrs: attrs}, true
+	case free+file < maxBytes:
+		return Warning{Msg: "spool.max_bytes is larger than the free space of spool.dir's filesystem (plus what the spool's file holds)" + then,
+			Attrs: append(attrs, "spool_file", roughSize(file))}, true
+	}
+	return Warning{}, false
+}
+
+// roughSize formats a byte count of a disk, to a tenth of its unit:
+// "19.7GiB", "300.0MiB".
+func roughSize(b uint64) string {
+	switch {
+	case b >= 1<<40:
+		return strconv.FormatFloat(float64(b)/(1<<40), 'f', 1, 64) + "TiB"
+	case b >= 1<<30:
+		return strconv.FormatFloat(float64(b)/(1<<30), 'f', 1, 64) + "GiB"
+	}
+	return strconv.FormatFloat(float64(b)/(1<<20), 'f', 1, 64) + "MiB"
 }
 
 // literalSecrets returns the paths of secret keys whose value is written in

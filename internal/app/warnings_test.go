@@ -329,3 +329,33 @@ func TestCheckNamesTheMNSProxy(t *testing.T) {
 		}
 	}
 }
+
+// TestCheckWarnsOfASpoolLargerThanItsDisk: spool.max_bytes beyond what the
+// spool's filesystem holds passes (a config that ran keeps running), and
+// check says so, with the directory and the sizes; run logs the same
+// warning at start (cfg.Warnings).
+func TestCheckWarnsOfASpoolLargerThanItsDisk(t *testing.T) {
+	asFromAShell(t)
+	dir := t.TempDir()
+	file := writeStateConfig(t, dir, "spool")
+	for _, tc := range []struct {
+		max  string
+		warn bool
+	}{{"1048576TiB", true}, {"1MiB", false}} {
+		data, _ := os.ReadFile(file)
+		os.WriteFile(file, append(data, "  max_bytes: "+tc.max+"\n"...), 0o600)
+		code, out, errOut := runMain(t, context.Background(), "check", "-config", file)
+		if code != ExitOK {
+			t.Fatalf("check with spool.max_bytes %s: exit %d: %s", tc.max, code, errOut)
+		}
+		want := "warning: spool.max_bytes is larger than the whole filesystem of spool.dir; if MNS is down long enough the disk fills first"
+		attrs := "spool.dir=" + filepath.Join(dir, "spool") + " spool.max_bytes=" + tc.max + " filesystem_size="
+		if tc.warn && (!strings.Contains(out, want) || !strings.Contains(out, attrs)) {
+			t.Errorf("spool.max_bytes %s: check output lacks %q ... %q:\n%s", tc.max, want, attrs, out)
+		}
+		if !tc.warn && strings.Contains(out, "warning: spool.max_bytes") {
+			t.Errorf("spool.max_bytes %s: warned:\n%s", tc.max, out)
+		}
+		os.WriteFile(file, data, 0o600)
+	}
+}

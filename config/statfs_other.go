@@ -1,0 +1,6 @@
+//go:build !linux
+
+package config
+
+// fsSpace cannot tell here (the bridge is built for Linux): no warning.
+func fsSpace(string) (total, free uint64, ok bool) { return 0, 0, false }
