@@ -250,3 +250,23 @@ func TestCheckConnectAgainstSimulator(t *testing.T) {
 		t.Errorf("simulator stats = %+v", st)
 	}
 }
+
+// TestRefusedGroupIsNotReportedAsTheKey: a login the simulator refuses for a
+// consumer group that does not exist is not reported to Settings.Refused:
+// new credentials would not help, and the credentials cache would warn that
+// the clock may be behind (it did, once per triple).
+func TestRefusedGroupIsNotReportedAsTheKey(t *testing.T) {
+	sim, ca := startSim(t, iotsim.Config{KnownGroups: []string{"other-group"}})
+	ctx, cancel := context.WithTimeout(context.Background(), itLimit)
+	defer cancel()
+	cfg := simConfig(sim.AMQPAddr(), ca, &syncBuffer{})
+	var refused []string
+	cfg.Refused = func(id string) { refused = append(refused, id) }
+	err := CheckConnect(ctx, cfg)
+	if !errors.Is(err, bridge.ErrLoginRefused) || !strings.Contains(err.Error(), "consumer group does not exist") {
+		t.Fatalf("CheckConnect in an unknown group: %v, want the simulator's refusal", err)
+	}
+	if len(refused) != 0 {
+		t.Errorf("Refused heard %q for %v", refused, err)
+	}
+}

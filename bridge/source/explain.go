@@ -101,8 +101,63 @@ func LoginRefused(n Names, op, detail string, err error, hide ...string) error {
 	}
 	check := fmt.Sprintf("; check %s (AccessKey ID and secret, STS token), %s, %s and %s, and that the system clock is right",
 		n.Of(FieldParams), n.Of(FieldConsumerGroupID), n.Of(FieldIotInstanceID), n.Of(FieldSignMethod))
-	if err == nil {
-		return fmt.Errorf("%s: %w%s%s", op, bridge.ErrLoginRefused, detail, check)
+	reason := detail
+	if err != nil {
+		reason += " " + err.Error()
 	}
-	return fmt.Errorf("%s: %w%s%s: %w", op, bridge.ErrLoginRefused, detail, check, err)
+	r := &loginRefusal{otherCause: namesOtherCause(reason)}
+	if err == nil {
+		r.err = fmt.Errorf("%s: %w%s%s", op, bridge.ErrLoginRefused, detail, check)
+	} else {
+		r.err = fmt.Errorf("%s: %w%s%s: %w", op, bridge.ErrLoginRefused, detail, check, err)
+	}
+	return r
+}
+
+// loginRefusal is LoginRefused's error. otherCause says the server's
+// reason names a cause that new credentials cannot fix (see
+// namesOtherCause): Settings.Refusal then does not report it.
+type loginRefusal struct {
+	err        error
+	otherCause bool
+}
+
+func (e *loginRefusal) Error() string { return e.err.Error() }
+func (e *loginRefusal) Unwrap() error { return e.err }
+
+// otherCauses are words of a server's refusal that name a cause other than
+// the key triple: a throttled consumer group, a wrong consumer group or
+// instance, a malformed username, a SASL mechanism, a vhost (RabbitMQ), the
+// server stopping. The texts are the simulator's (iotsim), which follows
+// the platform's rules; the platform's own texts are not documented, and
+// RabbitMQ's name no cause ("Bad CONNECT", "Access refused for user
+// '<username>'", SASL auth code 1). None of the words may match a username
+// (its consumerGroupId= and iotInstanceId= parameters), which a refusal may
+// quote.
+var otherCauses = []string{"throttl", "too many", "consumer group", "check consumergroupid", "wrong instance",
+	"check iotinstanceid", "username:", "are required", "mechanism", "virtual host", "vhost", "shutting down"}
+
+// namesOtherCause reports whether a login refusal's text names a cause
+// other than the key triple. A refusal that names the key, the STS token or
+// the signature's timestamp, or no cause at all, may be the servers
+// refusing a triple that expired there early (their clocks ahead of this
+// machine's).
+func namesOtherCause(reason string) bool {
+	reason = strings.ToLower(reason)
+	for _, w := range otherCauses {
+		if strings.Contains(reason, w) {
+			return true
+		}
+	}
+	return false
+}
+
+// KeyMayBeRefused reports whether err is a refused login (wrapping
+// bridge.ErrLoginRefused) whose reason may be the key triple: built by
+// LoginRefused from a reason that names no other cause. A refusal the
+// protocol explains otherwise (a throttled consumer group, the server's
+// own fault) is not: fetching new credentials would not help.
+func KeyMayBeRefused(err error) bool {
+	var r *loginRefusal
+	return errors.Is(err, bridge.ErrLoginRefused) && errors.As(err, &r) && !r.otherCause
 }

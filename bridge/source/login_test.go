@@ -2,10 +2,12 @@ package source
 
 import (
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/iot-mns-bridge/iot-mns-bridge/bridge"
 	"github.com/iot-mns-bridge/iot-mns-bridge/internal/errtext"
 	"github.com/iot-mns-bridge/iot-mns-bridge/iotauth"
 )
@@ -41,4 +43,62 @@ func TestLoginFailsAlikeForEveryProtocol(t *testing.T) {
 		t.Errorf("Login with inputs that cannot sign = %v, want ErrFatal", err)
 	}
 	errtext.Want(t, "Login (cannot sign)", err, []string{"stomp connect as gw-3", "sign the login", "consumerGroupId"}, secret)
+}
+
+// TestRefusalReportsOnlyWhatNewCredentialsMayFix: a refused login is
+// reported to Settings.Refused (the credentials cache then fetches a new
+// triple at once and warns that the clock may be behind) only when the
+// server's reason may be the key triple: the key unknown, the STS token not
+// the one issued, the timestamp, a wrong secret, or no cause named
+// (RabbitMQ). A refusal naming another cause (the simulator's texts:
+// throttled, a wrong consumer group or instance, a malformed login, the
+// server stopping) is not: before, every refusal was, and each showed the
+// "is the clock behind?" warning.
+func TestRefusalReportsOnlyWhatNewCredentialsMayFix(t *testing.T) {
+	p := iotauth.Params{AccessKeyID: "LTAIsts"}
+	rabbitUser := "c1|authMode=aksign,signMethod=hmacsha1,timestamp=1,authId=LTAIsts,iotInstanceId=x,consumerGroupId=g|"
+	for _, tc := range []struct {
+		reason   string
+		reported bool
+	}{
+		{`authentication failed: unknown authId "LTAIsts"`, true},
+		{"authentication failed: the securityToken is not the one issued with this authId", true},
+		{"authentication failed: timestamp 1700000000000 is 10m0s away from the server clock (limit 5m0s)", true},
+		{"authentication failed: signature mismatch: the passcode is not the HMAC of the username's authId and timestamp with the secret of that authId", true},
+		{"Bad CONNECT (Access refused for user '" + rabbitUser + "')", true},
+		{"throttled: more than 100 connection attempts in 1m0s for consumer group g1 (the platform's limit, across every client of the group); back off and retry", false},
+		{`authentication failed: consumer group does not exist: "g2" (this server has g1); check consumerGroupId`, false},
+		{`authentication failed: wrong instance: iotInstanceId "x" is not this instance's (iot-1); check iotInstanceId`, false},
+		{"authentication failed: login (the platform username) and passcode (the signature) are required", false},
+		{`authentication failed: username: timestamp "x" is not epoch milliseconds`, false},
+		{"server is shutting down", false},
+	} {
+		var heard []string
+		s := Settings{Refused: func(id string) { heard = append(heard, id) }}
+		err := s.Refusal(p, LoginRefused(nil, "stomp connect h:1", tc.reason, nil))
+		if !errors.Is(err, bridge.ErrLoginRefused) {
+			t.Errorf("%q: Refusal returned %v, want the refused login", tc.reason, err)
+		}
+		if got := len(heard) == 1 && heard[0] == p.AccessKeyID; got != tc.reported || len(heard) > 1 {
+			t.Errorf("%q: Refused heard %q, want reported %v", tc.reason, heard, tc.reported)
+		}
+		// The same reason as the protocol's error (AMQP's SASL outcome).
+		heard = nil
+		s.Refusal(p, LoginRefused(nil, "amqp login", "", errors.New("SASL PLAIN auth failed with code 0x1: "+tc.reason)))
+		if got := len(heard) == 1; got != tc.reported {
+			t.Errorf("%q as the cause: Refused heard %q, want reported %v", tc.reason, heard, tc.reported)
+		}
+	}
+	// A refusal the protocol explains itself (AMQP's throttled consumer
+	// group, the server's own fault), and a failure that is not a refusal.
+	for _, err := range []error{
+		fmt.Errorf("amqp login: %w: sys-temp; the server had a transient system error", bridge.ErrLoginRefused),
+		errors.New("stomp connect h:1: cannot reach the server"),
+	} {
+		heard := 0
+		Settings{Refused: func(string) { heard++ }}.Refusal(p, err)
+		if heard != 0 {
+			t.Errorf("%v: reported to Refused", err)
+		}
+	}
 }

@@ -8,7 +8,6 @@ import (
 	"net"
 	"time"
 
-	"github.com/iot-mns-bridge/iot-mns-bridge/bridge"
 	"github.com/iot-mns-bridge/iot-mns-bridge/iotauth"
 )
 
@@ -52,16 +51,18 @@ type Settings struct {
 	// "Config.<Field>".
 	Names Names
 	// Refused, when set, is called with the AccessKeyId a login was signed
-	// with when the server refused the login (bridge.ErrLoginRefused): the
-	// credentials cache may fetch a new triple before its planned refresh
-	// (credentials.Cache.Refused). Optional; safe for concurrent use.
+	// with when the server refused the login for what may be the key triple
+	// (KeyMayBeRefused; not for a throttled consumer group, a wrong group
+	// or instance, a server's fault): the credentials cache may fetch a new
+	// triple before its planned refresh (credentials.Cache.Refused).
+	// Optional; safe for concurrent use.
 	Refused func(id string)
 }
 
-// Refusal reports err to Refused when it is a refused login signed with p,
-// and returns err.
+// Refusal reports err to Refused when it is a refused login signed with p
+// whose reason may be the key triple (KeyMayBeRefused), and returns err.
 func (s Settings) Refusal(p iotauth.Params, err error) error {
-	if s.Refused != nil && errors.Is(err, bridge.ErrLoginRefused) {
+	if s.Refused != nil && KeyMayBeRefused(err) {
 		s.Refused(p.AccessKeyID)
 	}
 	return err
