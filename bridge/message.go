@@ -1,19 +1,42 @@
-// Package bridge holds the protocol-neutral core of iot-mns-bridge: the message
-// model (message.go), the Source and Sink contracts as the pipeline consumes
-// them (contracts.go), routing (route.go), the pipeline that batches, sends,
-// retries and settles (pipeline.go names its files in the order a delivery
-// goes through them), de-duplication (dedup.go, dedupjournal.go) and the
-// typed outcomes of a delivery (outcome.go). Its contract: a Delivery is
-// settled exactly once, Accepted when the sink has its message or it is
-// dead-lettered, Released (given back upstream) when the pipeline shuts
-// down before that.
+// Package bridge holds the protocol-neutral core of iot-mns-bridge: the
+// message model, the Source and Sink contracts, routing, and the pipeline
+// that takes each delivery from a source to the sink and settles it. Its
+// contract: a Delivery is settled exactly once, Accepted when the sink has
+// its message or it is dead-lettered, Released (given back upstream) when
+// the pipeline shuts down before that. It knows nothing of STOMP, AMQP or
+// MNS wire details.
 //
-// It knows nothing of STOMP, AMQP or MNS wire details. The data path by
-// folder: bridge/stompsrc and bridge/amqpsrc (sources) with bridge/source
-// (what they share: connection slots, supervisor, attempt limiter, TLS) →
-// bridge/spool (optional local disk before the pipeline) → bridge (pipeline)
-// → sinks/mns (the MNS sink) → settle back at the source; bridge/deadletter
-// holds what cannot be delivered.
+// The data path, by folder:
+//
+//	bridge/stompsrc, bridge/amqpsrc  the source, one package a protocol
+//	bridge/source                    the driver both run on: slots, supervisor, attempt limiter, TLS
+//	bridge/spool                     optional: local disk between the source and the pipeline (Stage)
+//	bridge                           the pipeline: admit, route, batch, send, retry, dead-letter, settle
+//	sinks/mns                        the sink: MNS queues and topics
+//	bridge/deadletter                where what cannot be delivered goes (a file, an MNS queue)
+//
+// Settling goes back the same way: the pipeline settles each Delivery
+// (Accept or Release) through its Settler, the source's link, which answers
+// the platform (ACK, NACK, an AMQP disposition; nothing for STOMP ack auto,
+// where the platform settled on sending); with the spool, the Stage settled
+// upstream once the message was on disk, and the pipeline's settle deletes
+// it from the spool.
+//
+// The files of this package:
+//   - model and contracts: message.go (Message, Delivery, settle-once),
+//     contracts.go (Handler, Source, Sink, LimitedSink, Checker, Retryable),
+//     outcome.go (the typed outcomes: dead-letter classes, login refused);
+//   - routing: route.go (the route grammar, compiled once by Router);
+//   - the pipeline, in the order a delivery goes through it (pipeline.go
+//     says what each does): admission.go, intake.go, join.go, lane.go,
+//     sender.go, deadletters.go; around it pipelinecheck.go and fields.go
+//     (its settings and how it names them), liveness.go (when it is stuck),
+//     metrics.go, keeper.go (what a shutdown must keep), backoff.go (the
+//     jittered backoff of its retries and of the sources' redials);
+//   - what a message becomes at the sink: envelope.go (the body),
+//     properties.go (the MNS message properties);
+//   - de-duplication: dedup.go (the window of recent ids), dedupjournal.go
+//     (the window kept across restarts).
 package bridge
 
 import (

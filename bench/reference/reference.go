@@ -1,6 +1,6 @@
-// Package reference is NOT part of the product. It is the benchmark's
-// stand-in for what users run today: a forwarder written like the IoT
-// Platform's official STOMP sample and the MNS SDK samples. It subscribes
+// Package reference is the benchmark's stand-in for what users run today: a
+// forwarder written like the IoT Platform's official STOMP sample and the MNS
+// SDK samples. It is NOT part of the product. It subscribes
 // with ack auto (messages count as delivered when they are pushed), and for
 // each message, one after the other, makes one SendMessage request to MNS
 // and only then reads the next message. No batching, no concurrency, no

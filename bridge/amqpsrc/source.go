@@ -1,34 +1,32 @@
-// Package amqpsrc is the AMQP 1.0 protocol of the source: it consumes the
-// IoT Platform's server-side subscription over amqps, with an AMQP 1.0
-// client of our own (internal/amqp10's Receiver). It signs, connects with a
-// SASL PLAIN login,
-// attaches one receiver with a fixed credit (the backpressure), reads the
-// next message as a bridge.Delivery, settles and closes. The reconnecting,
-// the slots, the backoff and what is fatal are source.Driver's, the same
-// for every protocol.
+// Package amqpsrc is the AMQP 1.0 protocol of the source: it consumes the IoT
+// Platform's server-side subscription over amqps, with an AMQP 1.0 client of
+// our own (internal/amqp10's Receiver). It signs, connects with a SASL PLAIN
+// login, attaches one receiver with a fixed credit (the backpressure), reads
+// the next message as a bridge.Delivery, settles and closes. The reconnecting,
+// the slots, the backoff and what is fatal are source.Driver's, the same for
+// every protocol.
 //
 // A delivery is settled only when the pipeline says so: Accepted → accept,
-// Released → release. Settle only queues: each link's settler goroutine
-// settles what is queued and writes the dispositions of one round, as
-// ranges of delivery-ids, in one socket write, once they had a linger
-// (Config.SettleLinger) to gather, or at once when Next waits for credit
-// they make room for (the refill, in whole halves of the window, then goes
-// in the same write). The client's one reader
-// goroutine decodes each transfer and hands it to Next: one goroutine
-// hand-off a message (go-amqp, used before, had six). A message whose
-// sections do not decode is handed over too, as its bytes with the reason
-// (Message.Invalid: dead-lettered and settled); ending the connection
-// instead would have the platform push it again, for ever. A dead
+// Released → release. Settle only queues: each link's settler goroutine settles
+// what is queued and writes the dispositions of one round, as ranges of
+// delivery-ids, in one socket write, once they had a linger
+// (Config.SettleLinger) to gather, or at once when Next waits for credit they
+// make room for (the refill, in whole halves of the window, then goes in the
+// same write). The client's one reader goroutine decodes each transfer and
+// hands it to Next: one goroutine hand-off a message (go-amqp, used before, had
+// six). A message whose sections do not decode is handed over too, as its bytes
+// with the reason (Message.Invalid: dead-lettered and settled); ending the
+// connection instead would have the platform push it again, for ever. A dead
 // connection is noticed as soon as the client ends it (source.Link.Lost: a
 // handler blocked on backpressure lets go at once), not only at the next
-// Receive. Deliveries of a dead link cannot be
-// settled any more: settling them is dropped quietly and counted (the
-// platform redelivers them). A settlement that fails on a live link drops
-// the connection: the broker redelivers an unsettled delivery only when its
-// link ends, so keeping the link would strand the message. A connection given
-// up after a failure is dropped at the socket, without the AMQP close
-// handshake, so that the broker sees the transport end and takes back
-// everything unsettled, whatever state its end of the link is in.
+// Receive. Deliveries of a dead link cannot be settled any more: settling them
+// is dropped quietly and counted (the platform redelivers them). A settlement
+// that fails on a live link drops the connection: the broker redelivers an
+// unsettled delivery only when its link ends, so keeping the link would strand
+// the message. A connection given up after a failure is dropped at the socket,
+// without the AMQP close handshake, so that the broker sees the transport end
+// and takes back everything unsettled, whatever state its end of the link is
+// in.
 //
 // The package knows nothing of MNS or routing.
 package amqpsrc

@@ -3,7 +3,11 @@
 // topics. Run "iot-mns-bridge help" for the subcommands.
 //
 // main only parses the command line, turns SIGINT/SIGTERM into a cancelled
-// context and maps errors to exit codes; the work is in internal/app.
+// context and maps errors to exit codes; the work is in internal/app, which
+// wires the data path: a source (bridge/stompsrc or bridge/amqpsrc, on
+// bridge/source) → optionally the spool (bridge/spool) → the pipeline
+// (bridge) → the MNS sink (sinks/mns), each delivery settled back at its
+// source; package bridge's doc maps the folders and files.
 package main
 
 import (

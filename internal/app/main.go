@@ -1,7 +1,8 @@
 // Package app is the iot-mns-bridge program: its subcommands (main.go,
 // commands.go, sign.go, statuscmd.go, demo.go), and the wiring of config,
 // source, pipeline, sink and HTTP endpoints that "run" performs (bridge.go
-// builds them from the config; run.go starts and stops them in order).
+// builds them from the config; run.go starts and stops them in order; the
+// data path they make up, folder by folder, is in package bridge's doc).
 // cmd/iot-mns-bridge only calls Main; tests call Main and Run directly.
 //
 // Its contract: the rules of the data path are not here. Defaults, limits
