@@ -50,9 +50,11 @@ func readFile(path string) ([]byte, error) {
 // decode (an unset ${VAR}, a bad duration, size, number, a list for a
 // value) keeps its default and the rest is still decoded and validated,
 // without the checks of that key or of the keys compared with it: no
-// follow-on errors. Only the file's YAML syntax and its structure (a second
-// document, no mapping, a key that is no name) stop at once. Secret values
-// never appear in errors.
+// follow-on errors. A value reused through a YAML alias (*name) is checked
+// at each key that uses it and reported at the alias' line, also when it
+// failed at its anchor's key. Only the file's YAML syntax and its structure
+// (a second document, no mapping, a key that is no name) stop at once.
+// Secret values never appear in errors.
 //
 // Secret files (*_file keys) are read during validation and again whenever
 // they change; see SourceSecrets.
@@ -145,7 +147,8 @@ func decode(data []byte, path string, env func(string) (string, bool), keep func
 		return cfg, nil, &FieldError{File: path, Line: extra.Line, Reason: "a second YAML document (---): the config is one document"}
 	}
 
-	w = &walker{file: path, env: env, lines: map[string]int{}, failed: map[string]bool{}, expanded: map[*yaml.Node]bool{}}
+	w = &walker{file: path, env: env, lines: map[string]int{}, failed: map[string]bool{}, expanded: map[*yaml.Node]bool{},
+		dropped: map[*yaml.Node]*yaml.Node{}}
 	if len(root.Content) > 0 {
 		top := root.Content[0]
 		if top.Kind != yaml.MappingNode && !isNull(top) {
@@ -270,7 +273,14 @@ type walker struct {
 	lines    map[string]int
 	failed   map[string]bool // key paths whose value fail rejected
 	expanded map[*yaml.Node]bool
-	visits   int
+	// dropped holds, for each node fail dropped, the value it had: an
+	// alias of it (or of a parent) is checked at its own key.
+	dropped map[*yaml.Node]*yaml.Node
+	// aliasLine is the line of the alias being walked through (the
+	// outermost), 0 when none: the nodes under it are the walker's own
+	// copies, reported at that line.
+	aliasLine int
+	visits    int
 }
 
 // fail reports the value n of the key at path and drops it from the tree
@@ -279,7 +289,29 @@ type walker struct {
 func (w *walker) fail(n *yaml.Node, path, format string, args ...any) {
 	w.errs = append(w.errs, &FieldError{File: w.file, Line: n.Line, Path: path, Reason: fmt.Sprintf(format, args...)})
 	w.failed[path] = true
+	was := *n
+	w.dropped[n] = &was
+	if w.expanded[n] {
+		w.expanded[&was] = true
+	}
 	*n = yaml.Node{Kind: yaml.ScalarNode, Tag: "!!null", Line: n.Line, Column: n.Column}
+}
+
+// own returns the walker's own copy of n, to be walked through an alias at
+// the alias' line: the value n had before fail dropped it, if it did (it
+// failed at the anchor's key, and is checked again at this one), in its
+// state of ${VAR} expansion. A copy's checks, expansion and failure touch
+// neither the anchor's value nor its other aliases'.
+func (w *walker) own(n *yaml.Node) *yaml.Node {
+	if was, ok := w.dropped[n]; ok {
+		n = was
+	}
+	c := *n
+	c.Line = w.aliasLine
+	if w.expanded[n] {
+		w.expanded[&c] = true
+	}
+	return &c
 }
 
 // stop reports a problem of the file's structure, after which the file is
@@ -303,20 +335,33 @@ func (w *walker) walk(n *yaml.Node, t reflect.Type, path string) {
 	}
 	if n.Kind == yaml.AliasNode {
 		if n.Alias != nil {
-			// The key gets a copy of the anchored value, with its own
-			// line: a value that does not fit this key is reported here
-			// and dropped here (fail nulls the node it is given), the
-			// anchor's other users are checked on their own. The copy
-			// shares the value's children, and is walked once per use
+			// The key gets a copy of the anchored value (and of its
+			// children, below), at the alias' line: a value that does
+			// not fit this key, or failed at the anchor's, is reported
+			// here and dropped here, the anchor and its other users are
+			// checked on their own. An alias is walked once per use
 			// (maxVisits bounds aliases that repeat each other).
-			c := *n.Alias
-			c.Line, c.Column = n.Line, n.Column
-			w.expanded[&c] = w.expanded[n.Alias]
-			w.walk(&c, t, path)
-			*n = c
-			w.expanded[n] = w.expanded[&c] // walked again through a shared parent
+			outer := w.aliasLine
+			if outer == 0 {
+				w.aliasLine = n.Line
+			}
+			c := w.own(n.Alias)
+			w.walk(c, t, path)
+			w.aliasLine = outer
+			*n = *c
+			if w.expanded[c] {
+				w.expanded[n] = true // walked again through a shared parent
+			}
 		}
 		return
+	}
+	if w.aliasLine > 0 && len(n.Content) > 0 {
+		// n is a copy (own): its children become copies too.
+		content := make([]*yaml.Node, len(n.Content))
+		for i, child := range n.Content {
+			content[i] = w.own(child)
+		}
+		n.Content = content
 	}
 	for t.Kind() == reflect.Pointer {
 		t = t.Elem()
@@ -432,12 +477,14 @@ func (w *walker) expand(n *yaml.Node, t reflect.Type, path string) {
 	if w.expanded[n] || !strings.Contains(n.Value, "$") {
 		return
 	}
-	w.expanded[n] = true
 	v, err := expand(n.Value, w.env)
 	if err != nil {
+		// Not marked expanded: an alias of it expands, and fails, at
+		// its own key.
 		w.fail(n, path, "%v", err)
 		return
 	}
+	w.expanded[n] = true
 	if v == n.Value {
 		return
 	}

@@ -73,6 +73,28 @@ func TestAliasesAndMergesFailAtTheirKey(t *testing.T) {
 	})
 }
 
+// TestAliasesOfAFailingAnchorFailAtTheirKey: a key that reuses through an
+// alias an anchored value that failed at its own key is reported too, at the
+// alias' line (under an aliased mapping too), and a value that fails only
+// at the alias' key (a name where a number belongs) leaves the anchor's key
+// its value (no "client_id: required").
+func TestAliasesOfAFailingAnchorFailAtTheirKey(t *testing.T) {
+	_, err := parseFile(t, "testdata/phases/anchors.yaml", testEnv())
+	f := "testdata/phases/anchors.yaml:"
+	const unset = "environment variable IOT_MNS_BRIDGE_TEST_UNSET is not set"
+	assertLines(t, err, []string{
+		f + `4: source.connections: "edge-gw-01" is not a whole number`,
+		f + `5: source.reconnect_min_backoff: "forever" is not a duration`,
+		f + `6: source.reconnect_max_backoff: "forever" is not a duration`,
+		f + `14: routes[0].queue: ` + unset,
+		f + `15: routes[0].properties.kind: ` + unset,
+		f + `15: routes[0].properties.tag: must be a single value`,
+		f + `17: routes[1].queue: ` + unset,
+		f + `18: routes[1].properties.kind: ` + unset,
+		f + `18: routes[1].properties.tag: must be a single value`,
+	})
+}
+
 // assertLines checks that err has one line per want, each starting with it.
 func assertLines(t *testing.T, err error, want []string) {
 	t.Helper()
