@@ -122,6 +122,7 @@ type Client struct {
 	timeout time.Duration
 	hc      *http.Client // with a proxy or Config.HTTPClient
 	proxy   string       // the proxy the requests go through (password redacted), "" for none
+	probe   proxyProbe   // whether the proxy wants credentials (proxyRefusal)
 	h1      *h1          // else: the exchange in the calling goroutine
 	creds   func(ctx context.Context) (id, secret, token string, err error)
 	refused func(id string)
@@ -356,9 +357,84 @@ func (c *Client) roundTrip(ctx context.Context, t target, method, resource strin
 		status, ids.server, err = c.viaNetHTTP(rctx, method, resource, hs, body, refs, rb)
 	}
 	if err != nil {
+		// A POST has a body. Not body itself: any use of it after the
+		// exchange keeps the XML alive while the request waits for its
+		// reply (TestRequestWaitingForItsReplyHoldsNoBody).
+		if method == http.MethodPost {
+			if e := c.proxyRefusal(ctx, t, ids, err); e != nil {
+				return 0, ids, e
+			}
+		}
 		return 0, ids, c.transportError(ctx, t, ids, err)
 	}
 	return status, ids, nil
+}
+
+// proxyProbeEvery bounds the probes proxyRefusal sends: at most one per
+// this per client; meanwhile the last answer stands.
+const proxyProbeEvery = time.Second
+
+// proxyProbe is proxyRefusal's last probe: when, and whether the proxy
+// answered it 407.
+type proxyProbe struct {
+	mu      sync.Mutex
+	at      time.Time
+	wants   bool
+	running bool
+}
+
+// proxyRefusal asks the plain-http proxy, with a request without a body,
+// whether it wants credentials, after a request with a body failed through
+// it without a reply (err). A proxy that wants a password may answer 407 to
+// the request's head and close before reading its body (tinyproxy with
+// BasicAuth): the sender then sees the connection reset, not the 407, while
+// the destination check (a GET) shows the 407. It returns that 407 as the
+// request's Error (retryable, with the proxy's hint), or nil: no proxy, an
+// https endpoint (a proxy's 407 to the CONNECT is reported as it is), a
+// timeout or a cancel, or the proxy did not answer 407.
+func (c *Client) proxyRefusal(ctx context.Context, t target, ids reqIDs, err error) *Error {
+	if c.proxy == "" || c.hc == nil || !strings.HasPrefix(c.base, "http://") || ctx.Err() != nil || errors.Is(err, context.DeadlineExceeded) {
+		return nil
+	}
+	p := &c.probe
+	p.mu.Lock()
+	probe := !p.running && (p.at.IsZero() || c.now().Sub(p.at) >= proxyProbeEvery)
+	if probe {
+		p.running = true
+	}
+	wants := p.wants
+	p.mu.Unlock()
+	if probe {
+		wants = c.proxyWantsCredentials(ctx)
+		p.mu.Lock()
+		p.at, p.wants, p.running = c.now(), wants, false
+		p.mu.Unlock()
+	}
+	if !wants {
+		return nil
+	}
+	e := c.newError(t, http.StatusProxyAuthRequired, ids, fmt.Sprintf(
+		"Proxy Authentication Required: the proxy closed this request's connection while its body was sent (%v), and answers 407 to a request without a body", err))
+	e.foreign, e.via = true, c.proxy
+	return e
+}
+
+// proxyWantsCredentials sends GET / of the endpoint through the proxy, with
+// no body and no signature, and reports whether the proxy answered 407.
+func (c *Client) proxyWantsCredentials(ctx context.Context) bool {
+	rctx, cancel := context.WithTimeout(ctx, c.timeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(rctx, http.MethodGet, c.base+"/", nil)
+	if err != nil {
+		return false
+	}
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		return false
+	}
+	io.Copy(io.Discard, io.LimitReader(resp.Body, maxReplySize))
+	resp.Body.Close()
+	return resp.StatusCode == http.StatusProxyAuthRequired
 }
 
 // viaNetHTTP is the exchange through net/http (a proxy, or

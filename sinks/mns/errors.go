@@ -192,6 +192,8 @@ func (e *Error) hint() string {
 		return "the message was refused as it is; it will not be retried"
 	}
 	switch {
+	case e.Status == 407 && e.via != "":
+		return "the HTTP proxy " + e.via + " in front of MNS wants credentials: give them in its URL in HTTPS_PROXY / HTTP_PROXY (http://user:password@host:port), or list " + e.names.Of(FieldEndpoint) + "'s host in NO_PROXY; the bridge holds the messages and retries"
 	case e.Status == 407:
 		return "the HTTP proxy in front of MNS wants credentials: give them in its URL in HTTPS_PROXY / HTTP_PROXY (http://user:password@host:port), or list " + e.names.Of(FieldEndpoint) + "'s host in NO_PROXY; the bridge holds the messages and retries"
 	case e.foreign && e.Status >= 400 && e.Status < 500 && e.via != "":

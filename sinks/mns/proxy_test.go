@@ -1,8 +1,10 @@
 package mns
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -110,4 +112,63 @@ func TestProxyRefusalIsNotBlamedOnMNS(t *testing.T) {
 	}
 	_, err = direct.SendMessage(context.Background(), "q1", []byte("x"))
 	errtext.Want(t, "gateway's 403", err, []string{"not from MNS", "Config.Endpoint"})
+}
+
+// cutShortProxy is a loopback HTTP proxy that wants a password, as
+// tinyproxy with BasicAuth does: it answers 407 to a request without a body
+// (the destination check's GET), and resets the connection of a request
+// with a body before the sender reads any reply. That is what the walk's
+// sender saw from tinyproxy, which answers the head and closes with the body
+// unread: over a network the reset comes first.
+func cutShortProxy(t *testing.T) *url.URL {
+	t.Helper()
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.ContentLength != 0 {
+			c, _, err := http.NewResponseController(w).Hijack()
+			if err == nil {
+				c.(*net.TCPConn).SetLinger(0) // close with a reset
+				c.Close()
+			}
+			return
+		}
+		w.Header().Set("Proxy-Authenticate", `Basic realm="tinyproxy"`)
+		w.WriteHeader(http.StatusProxyAuthRequired)
+	}))
+	t.Cleanup(srv.Close)
+	u, _ := url.Parse(srv.URL)
+	u.User = url.User("op") // no password
+	return u
+}
+
+// TestProxyAuthOnASendTheProxyCutsShort: through a proxy that wants a
+// password and closes before reading the request's body (tinyproxy with
+// BasicAuth, walked), a send's error names the proxy and its 407, as the
+// destination check (a GET, no body) does. Before, the send said only
+// "no reply from MNS through the proxy ...: connection reset by peer".
+func TestProxyAuthOnASendTheProxyCutsShort(t *testing.T) {
+	proxyURL := cutShortProxy(t)
+	c, err := newClient(Config{Endpoint: "http://" + closedAddr(t), AccessKeyID: "a", AccessKeySecret: "s",
+		Proxy: func(*http.Request) (*url.URL, error) { return proxyURL, nil }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	body := bytes.Repeat([]byte("telemetry "), 4000) // 40 KB (53 KB in base64), as a full batch
+	check := func(what string, err error, more ...string) {
+		t.Helper()
+		if me := (*Error)(nil); !errors.As(err, &me) || me.Status != http.StatusProxyAuthRequired || !bridge.Retryable(err) {
+			t.Fatalf("%s: %T %v, want a retryable *Error with status 407", what, err, err)
+		}
+		errtext.Want(t, what, err, append([]string{"HTTP 407", "the HTTP proxy http://op@" + proxyURL.Host + " in front of MNS wants credentials", "HTTPS_PROXY", "NO_PROXY"}, more...))
+	}
+	cutShort := []string{"Proxy Authentication Required", "closed this request's connection while its body was sent"}
+	_, err = c.SendMessage(context.Background(), "q1", body)
+	check("SendMessage", err, cutShort...)
+	_, errs := c.BatchSendMessage(context.Background(), "q1", [][]byte{body[:20000], body[20000:]})
+	check("BatchSendMessage", errs[0], cutShort...)
+	check("BatchSendMessage's second", errs[1], cutShort...)
+	_, err = c.PublishMessage(context.Background(), "t1", body, "")
+	check("PublishMessage", err, cutShort...)
+	// The check's GET showed the 407 before as now.
+	_, err = c.GetQueueAttributes(context.Background(), "q1")
+	check("GetQueueAttributes", err)
 }
