@@ -19,8 +19,8 @@
 // (Accept or Release) through its Settler, the source's link, which answers
 // the platform (ACK, NACK, an AMQP disposition; nothing for STOMP ack auto,
 // where the platform settled on sending); with the spool, the Stage settled
-// upstream once the message was on disk, and the pipeline's settle deletes
-// it from the spool.
+// upstream once the message was on disk, and the pipeline's Accept deletes
+// it from the spool (a Release leaves it there for the next run).
 //
 // The files of this package:
 //   - model and contracts: message.go (Message, Delivery, settle-once),
