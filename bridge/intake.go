@@ -123,27 +123,35 @@ func (p *Pipeline) enqueue(it *item) {
 // done settles d, frees its slot and counts, then settles the copies joined
 // to d (join.go) with the same outcome; the last settle after intake
 // stopped wakes Drain. A release of a delivery that is not redeliverable
-// does not settle it: it is kept for Stranded.
+// does not settle it: it is kept for Stranded, once for the message: a
+// copy of one kept is not kept again (the spool or the dead-letter file
+// holds the message once, as the dead-letter target does when it is
+// dead-lettered).
 func (p *Pipeline) done(d *Delivery, o Outcome) {
 	c := p.held.leave(d)
-	p.settle(d, o)
+	kept := p.settle(d, o, false)
 	for ; c != nil; c = c.copies {
-		p.settle(c, o)
+		kept = p.settle(c, o, kept)
 	}
 }
 
-// settle is done for one delivery.
-func (p *Pipeline) settle(d *Delivery, o Outcome) {
+// settle is done for one delivery; kept says the message is already kept
+// for Stranded. It reports whether the message is kept now (by d or
+// before).
+func (p *Pipeline) settle(d *Delivery, o Outcome, kept bool) bool {
 	if o == Released && !d.Redeliverable() {
 		// Nothing upstream to tell: marking it settled only makes this
 		// happen once.
 		if !d.settled.CompareAndSwap(false, true) {
-			return
+			return kept
 		}
-		p.stranded.Add(d)
-		p.stats.strandedN.Add(1)
+		if !kept {
+			p.stranded.Add(d)
+			p.stats.strandedN.Add(1)
+			kept = true
+		}
 	} else if !d.settle(o) {
-		return
+		return kept
 	} else if o == Released {
 		p.stats.released.Add(1)
 	} else {
@@ -153,6 +161,7 @@ func (p *Pipeline) settle(d *Delivery, o Outcome) {
 	if p.stats.inFlight.Add(-1) == 0 && p.closing.Load() {
 		p.emptyOne.Do(func() { close(p.empty) })
 	}
+	return kept
 }
 
 func (p *Pipeline) releaseAll(items []*item) {

@@ -13,7 +13,9 @@ import "sync"
 // the copy is neither routed nor sent, and when the original is settled
 // (done) each of its copies is settled with the same outcome: Accepted once
 // MNS stored the message or the dead-letter target holds it (one entry),
-// Released (or kept for Stranded) when the shutdown cuts the drain short.
+// Released when the shutdown cuts the drain short, or, for deliveries that
+// are not Redeliverable, kept for Stranded once for the message (its copies
+// are settled with it, so the spool or the dead-letter file holds it once).
 // A copy's settlement does not depend on the original's: when the
 // original's link is gone, its copy, on the new link, still tells the
 // platform.

@@ -285,6 +285,8 @@ func (p *Pipeline) Stats() Stats {
 // Stranded returns the deliveries that were still held when Drain cut the
 // drain short and that are not Redeliverable (releasing them would lose
 // them): they are the caller's to store (the spool, the dead-letter file).
+// It holds a message once: a joined copy of one it holds is settled with it
+// (join.go).
 // There is nothing upstream to settle them with. Call it after Drain; it
 // hands each delivery back once.
 func (p *Pipeline) Stranded() []*Delivery { return p.stranded.Take() }
