@@ -276,7 +276,7 @@ func (c *amqpConn) verify(init *amqp10.SASLInit) string {
 	if reason := c.s.admit(username); reason != "" {
 		return reason
 	}
-	u, err := iotauth.Verify(username, password, c.s.secretFor, time.Now(), c.s.cfg.MaxSkew)
+	u, err := iotauth.Verify(username, password, c.s.secretFor, c.s.now(), c.s.cfg.MaxSkew)
 	if err != nil {
 		c.log.Warn("login refused", "username", iotauth.RedactUsername(username))
 		if errors.Is(err, iotauth.ErrBadSignature) {

@@ -49,6 +49,7 @@ func RunCommand(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		groups      = fs.String("groups", "DEFAULT_GROUP", "comma-separated consumer `groups`; each gets every fleet message, and a login naming another group is refused")
 		instanceID  = fs.String("instance-id", "", "the instance's `ID`, which a login's iotInstanceId must name (as on the console's instance overview); empty: an instance without one (public, opened before 2021-07-30), whose logins must leave it empty")
 		maxSkew     = fs.Duration("max-skew", 0, "refuse login timestamps further than this from the clock (0: do not check)")
+		clockOffset = fs.Duration("clock-offset", 0, "run the server clock this far ahead of this machine's (negative: behind), to try a client with a skewed clock against -max-skew")
 		ackTimeout  = fs.Duration("ack-timeout", DefaultAckTimeout, "a push unacknowledged this long is an ACK timeout and goes to the group's backlog (the platform: 30s)")
 		backlogInt  = fs.Duration("backlog-interval", DefaultBacklogInterval, "retry the group's backlog (timed-out and rejected messages) in rounds this far apart (the platform: about 1m; 0: at once)")
 		backlogRate = fs.Float64("backlog-rate", DefaultBacklogRate, "at most this many backlog pushes per second per consumer group (the platform: about 200; 0: no bound)")
@@ -111,6 +112,9 @@ func RunCommand(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		AckTimeout: *ackTimeout, HeartBeat: *heartBeat, QueueSize: *queueSize, Logger: log,
 		BacklogInterval: *backlogInt, BacklogRate: *backlogRate, ConnectLimit: *connLimit, ConnectWindow: *connWindow,
 		AttachTimeout: *attachTO, KnownGroups: groupIDs, CheckInstance: true, InstanceID: *instanceID}
+	if off := *clockOffset; off != 0 {
+		cfg.Now = func() time.Time { return time.Now().Add(off) }
+	}
 	switch {
 	case (*certFile == "") != (*keyFile == ""):
 		return errors.New("iot-simulator: -cert and -key go together: give both, or neither to generate a certificate")

@@ -149,6 +149,25 @@ func TestRunCommandInstanceID(t *testing.T) {
 	}
 }
 
+// TestRunCommandClockOffset: with -clock-offset the server's clock runs
+// ahead of the machine's, so -max-skew refuses a login signed by this
+// machine's clock (a client whose clock is behind) and takes one signed by
+// the server's.
+func TestRunCommandClockOffset(t *testing.T) {
+	cmd := startCommand(t, "-listen", "127.0.0.1:0", "-amqp-listen", "",
+		"-access-key-id", "LTAIcmd", "-access-key-secret", "cmd-secret", "-devices", "0", "-max-skew", "5m", "-clock-offset", "20m")
+	p := iotauth.Params{ClientID: "c-skew", AccessKeyID: "LTAIcmd", AccessKeySecret: "cmd-secret",
+		ConsumerGroupID: "DEFAULT_GROUP", SignMethod: iotauth.HMACSHA256}
+	if _, err := cmd.login(t, p); err == nil || !strings.Contains(err.Error(), "is 20m0s away from the server clock (limit 5m0s)") {
+		t.Errorf("login by this machine's clock: %v, want it refused as 20 minutes off", err)
+	}
+	c, err := cmd.loginAt(t, p, time.Now().Add(20*time.Minute))
+	if err != nil {
+		t.Fatalf("login by the server's clock: %v", err)
+	}
+	c.Disconnect()
+}
+
 // command is RunCommand run by a test until stop or the end of the test.
 type command struct {
 	stdout, stderr syncbuf.Buffer
@@ -185,11 +204,17 @@ func (c *command) stop() error {
 // refused login's connection is closed.
 func (c *command) login(t *testing.T, p iotauth.Params) (*stomp.Conn, error) {
 	t.Helper()
+	return c.loginAt(t, p, time.Now())
+}
+
+// loginAt is login signed with the timestamp at.
+func (c *command) loginAt(t *testing.T, p iotauth.Params, at time.Time) (*stomp.Conn, error) {
+	t.Helper()
 	tc, err := tls.Dial("tcp", c.addr, &tls.Config{RootCAs: c.roots, ServerName: "localhost"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	cred, err := iotauth.Sign(p, time.Now())
+	cred, err := iotauth.Sign(p, at)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -190,7 +190,7 @@ func (c *conn) login(f *frame.Frame) bool {
 		c.fail(reason)
 		return false
 	}
-	u, err := iotauth.Verify(username, password, c.s.secretFor, time.Now(), c.s.cfg.MaxSkew)
+	u, err := iotauth.Verify(username, password, c.s.secretFor, c.s.now(), c.s.cfg.MaxSkew)
 	if err != nil {
 		reason := err.Error()
 		if errors.Is(err, iotauth.ErrBadSignature) {
@@ -244,6 +244,14 @@ func (s *Server) secretFor(authID string) (string, bool) {
 	}
 	secret, ok := s.cfg.Secrets[authID]
 	return secret, ok
+}
+
+// now is the server clock (Config.Now).
+func (s *Server) now() time.Time {
+	if s.cfg.Now != nil {
+		return s.cfg.Now()
+	}
+	return time.Now()
 }
 
 // tokenMismatch is why a login whose securityToken tokenIssued refuses is

@@ -98,6 +98,9 @@ type Config struct {
 	// MaxSkew, when > 0, refuses logins whose timestamp is further than this
 	// from the server clock. 0 does not check freshness.
 	MaxSkew time.Duration
+	// Now is the server clock MaxSkew compares with; default time.Now. A
+	// clock ahead of or behind the machine's is a client with a skewed clock.
+	Now func() time.Time
 	// KnownGroups, when set, are the consumer groups that exist: a login
 	// naming another is refused, as the platform refuses a group that does
 	// not exist. Empty: any group, created at its first use (tests).

@@ -51,6 +51,7 @@ func RunCommand(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		secret     = fs.String("access-key-secret", "", "AccessKey secret (or -access-key-secret-file, or $MNS_EMULATOR_ACCESS_KEY_SECRET)")
 		secretFile = fs.String("access-key-secret-file", "", "file holding the AccessKey secret")
 		verbose    = fs.Bool("v", false, "log every error reply")
+		offset     = fs.Duration("clock-offset", 0, "run the emulator's clock this far ahead of this machine's (negative: behind), to try a client with a skewed clock: a request dated more than 15 minutes off is refused with TimeExpired, as MNS does")
 	)
 	fs.Var(&queues, "queue", "queue to create at start (repeatable, or comma-separated)")
 	fs.Var(&topics, "topic", "topic to create at start (repeatable, or comma-separated)")
@@ -113,6 +114,9 @@ func RunCommand(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	}
 	cfg.AccessKeys = map[string]string{*keyID: *secret}
 	cfg.Queues, cfg.Topics, cfg.Deny = queues, topics, deny
+	if off := *offset; off != 0 {
+		cfg.Now = func() time.Time { return time.Now().Add(off) }
+	}
 	level := slog.LevelInfo
 	if *verbose {
 		level = slog.LevelDebug

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 )
 
 // lineWriter hands the first line written to it to a channel.
@@ -81,5 +82,49 @@ func TestRunCommandBadFlags(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), tt.want) {
 			t.Errorf("%v: %v, want %q", tt.args, err, tt.want)
 		}
+	}
+}
+
+// TestRunCommandClockOffset: with -clock-offset the emulator's clock runs
+// ahead of the machine's, so a request dated by this machine's clock is
+// refused as MNS refuses one more than 15 minutes off (TimeExpired), and one
+// dated by the emulator's clock passes that check.
+func TestRunCommandClockOffset(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	out := &lineWriter{line: make(chan string, 1)}
+	done := make(chan error, 1)
+	go func() {
+		done <- RunCommand(ctx, []string{"-listen", "127.0.0.1:0", "-access-key-id", "ak", "-access-key-secret", "sk",
+			"-queue", "q1", "-clock-offset", "20m"}, out, io.Discard)
+	}()
+	var line string
+	select {
+	case line = <-out.line:
+	case err := <-done:
+		t.Fatalf("RunCommand returned early: %v", err)
+	}
+	url, _ := strings.CutPrefix(line, "mns-emulator listening on ")
+	code := func(date time.Time) string {
+		req, _ := http.NewRequest("GET", url+"/queues/q1", nil)
+		req.Header.Set("x-mns-version", apiVersion)
+		req.Header.Set("Date", date.UTC().Format(http.TimeFormat))
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		return string(b)
+	}
+	if b := code(time.Now()); !strings.Contains(b, "<Code>TimeExpired</Code>") {
+		t.Errorf("dated by this machine's clock: %s, want TimeExpired", b)
+	}
+	// Unsigned: past the date check, the next one refuses it.
+	if b := code(time.Now().Add(20 * time.Minute)); !strings.Contains(b, "<Code>MissingAuthorizationHeader</Code>") {
+		t.Errorf("dated by the emulator's clock: %s, want it past the date check", b)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Errorf("RunCommand after cancel: %v", err)
 	}
 }

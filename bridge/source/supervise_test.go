@@ -83,6 +83,37 @@ func TestSupervisorRedialsAndLogsStateChangesOnce(t *testing.T) {
 	}
 }
 
+// TestSupervisorLogsAFailureThatDiffersInNumbersOnce: a server that quotes
+// each login's timestamp (the simulator's -max-skew refusal), or an error
+// naming the new connection's local port, makes every attempt's text new;
+// it is still one failure, logged once, and another failure is logged.
+func TestSupervisorLogsAFailureThatDiffersInNumbersOnce(t *testing.T) {
+	h := recordHandler{msgs: make(chan string, 100)}
+	s := &Supervisor{Name: "c-0", Backoff: bridge.Backoff{Min: time.Millisecond, Max: 2 * time.Millisecond}, Logger: slog.New(h)}
+	calls := 0
+	err := s.Run(context.Background(), func(ctx context.Context, connected func()) error {
+		calls++
+		switch {
+		case calls <= 4:
+			return fmt.Errorf(`login refused: "timestamp %d is 20m0s away from the server clock (limit 5m0s)"`, 1796117570067+1000*calls)
+		case calls <= 7:
+			return fmt.Errorf("read tcp 127.0.0.1:%d->127.0.0.1:61614: read: connection reset by peer", 40000+calls*7)
+		}
+		return fmt.Errorf("%w: signing parameters invalid", ErrFatal)
+	})
+	if !errors.Is(err, ErrFatal) || calls != 8 {
+		t.Fatalf("Run = %v after %d calls, want the fatal error after 8", err, calls)
+	}
+	close(h.msgs)
+	count := map[string]int{}
+	for m := range h.msgs {
+		count[m]++
+	}
+	if count["source connect failed; retrying with backoff"] != 2 || count["source connect failed again"] != 5 {
+		t.Errorf("connect failures logged %v, want 2 (one per failure) and 5 again", count)
+	}
+}
+
 func TestSupervisorStopsWithTheContext(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	// The failure is logged right before the backoff starts: that line is
