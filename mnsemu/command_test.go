@@ -28,24 +28,35 @@ func (w *lineWriter) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-func TestRunCommand(t *testing.T) {
+// startCommand runs RunCommand with args until stop, and returns the URL
+// it listens on once it says so.
+func startCommand(t *testing.T, args ...string) (url string, stop func() error) {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	out := &lineWriter{line: make(chan string, 1)}
 	done := make(chan error, 1)
-	go func() {
-		done <- RunCommand(ctx, []string{"-listen", "127.0.0.1:0", "-access-key-id", "ak", "-access-key-secret", "sk",
-			"-queue", "q1,q2", "-topic", "t1", "-latency", "1ms"}, out, io.Discard)
-	}()
+	go func() { done <- RunCommand(ctx, args, out, io.Discard) }()
 	var line string
 	select {
 	case line = <-out.line:
 	case err := <-done:
+		cancel()
 		t.Fatalf("RunCommand returned early: %v", err)
 	}
 	url, ok := strings.CutPrefix(line, "mns-emulator listening on ")
 	if !ok {
+		cancel()
 		t.Fatalf("first line %q", line)
 	}
+	return url, func() error {
+		cancel()
+		return <-done
+	}
+}
+
+func TestRunCommand(t *testing.T) {
+	url, stop := startCommand(t, "-listen", "127.0.0.1:0", "-access-key-id", "ak", "-access-key-secret", "sk",
+		"-queue", "q1,q2", "-topic", "t1", "-latency", "1ms")
 	// An unsigned request is refused with MNS error XML: the server is up.
 	resp, err := http.Get(url + "/queues/q2")
 	if err != nil {
@@ -56,8 +67,7 @@ func TestRunCommand(t *testing.T) {
 	if resp.StatusCode != 400 || !strings.Contains(string(b), "<Code>MissingVersionHeader</Code>") {
 		t.Errorf("reply %d %s", resp.StatusCode, b)
 	}
-	cancel()
-	if err := <-done; err != nil {
+	if err := stop(); err != nil {
 		t.Errorf("RunCommand after cancel: %v", err)
 	}
 }
@@ -90,20 +100,8 @@ func TestRunCommandBadFlags(t *testing.T) {
 // refused as MNS refuses one more than 15 minutes off (TimeExpired), and one
 // dated by the emulator's clock passes that check.
 func TestRunCommandClockOffset(t *testing.T) {
-	ctx, cancel := context.WithCancel(context.Background())
-	out := &lineWriter{line: make(chan string, 1)}
-	done := make(chan error, 1)
-	go func() {
-		done <- RunCommand(ctx, []string{"-listen", "127.0.0.1:0", "-access-key-id", "ak", "-access-key-secret", "sk",
-			"-queue", "q1", "-clock-offset", "20m"}, out, io.Discard)
-	}()
-	var line string
-	select {
-	case line = <-out.line:
-	case err := <-done:
-		t.Fatalf("RunCommand returned early: %v", err)
-	}
-	url, _ := strings.CutPrefix(line, "mns-emulator listening on ")
+	url, stop := startCommand(t, "-listen", "127.0.0.1:0", "-access-key-id", "ak", "-access-key-secret", "sk",
+		"-queue", "q1", "-clock-offset", "20m")
 	code := func(date time.Time) string {
 		req, _ := http.NewRequest("GET", url+"/queues/q1", nil)
 		req.Header.Set("x-mns-version", apiVersion)
@@ -123,8 +121,7 @@ func TestRunCommandClockOffset(t *testing.T) {
 	if b := code(time.Now().Add(20 * time.Minute)); !strings.Contains(b, "<Code>MissingAuthorizationHeader</Code>") {
 		t.Errorf("dated by the emulator's clock: %s, want it past the date check", b)
 	}
-	cancel()
-	if err := <-done; err != nil {
+	if err := stop(); err != nil {
 		t.Errorf("RunCommand after cancel: %v", err)
 	}
 }

@@ -47,31 +47,16 @@ func (h recordHandler) WithGroup(string) slog.Handler      { return h }
 // successful connect once, a loss once; reconnects are counted, and a
 // fatal error ends Run.
 func TestSupervisorRedialsAndLogsStateChangesOnce(t *testing.T) {
-	h := recordHandler{msgs: make(chan string, 100)}
-	s := &Supervisor{Name: "c-0", Backoff: bridge.Backoff{Min: time.Millisecond, Max: 2 * time.Millisecond}, Logger: slog.New(h)}
-	calls := 0
-	err := s.Run(context.Background(), func(ctx context.Context, connected func()) error {
-		calls++
-		switch {
-		case calls <= 5:
+	s, count := superviseUntilFatal(t, func(s *Supervisor, calls int, connected func()) error {
+		if calls <= 5 {
 			return errors.New("login refused: bad signature")
-		case calls <= 7:
-			connected()
-			if st := s.State(); !st.Connected {
-				t.Errorf("state after connected: %+v", st)
-			}
-			return errors.New("connection lost")
 		}
-		return fmt.Errorf("%w: signing parameters invalid", ErrFatal)
+		connected()
+		if st := s.State(); !st.Connected {
+			t.Errorf("state after connected: %+v", st)
+		}
+		return errors.New("connection lost")
 	})
-	if !errors.Is(err, ErrFatal) || calls != 8 {
-		t.Fatalf("Run = %v after %d calls, want the fatal error after 8", err, calls)
-	}
-	close(h.msgs)
-	count := map[string]int{}
-	for m := range h.msgs {
-		count[m]++
-	}
 	if count["source connect failed; retrying with backoff"] != 1 || count["source connect failed again"] != 4 {
 		t.Errorf("connect failures logged %v", count)
 	}
@@ -88,18 +73,32 @@ func TestSupervisorRedialsAndLogsStateChangesOnce(t *testing.T) {
 // naming the new connection's local port, makes every attempt's text new;
 // it is still one failure, logged once, and another failure is logged.
 func TestSupervisorLogsAFailureThatDiffersInNumbersOnce(t *testing.T) {
+	_, count := superviseUntilFatal(t, func(_ *Supervisor, calls int, _ func()) error {
+		if calls <= 4 {
+			return fmt.Errorf(`login refused: "timestamp %d is 20m0s away from the server clock (limit 5m0s)"`, 1796117570067+1000*calls)
+		}
+		return fmt.Errorf("read tcp 127.0.0.1:%d->127.0.0.1:61614: read: connection reset by peer", 40000+calls*7)
+	})
+	if count["source connect failed; retrying with backoff"] != 2 || count["source connect failed again"] != 5 {
+		t.Errorf("connect failures logged %v, want 2 (one per failure) and 5 again", count)
+	}
+}
+
+// superviseUntilFatal runs a Supervisor (backoff 1-2 ms) over session,
+// called with the call's number, for 7 calls; the 8th session fails with
+// ErrFatal, which must end Run. It returns the Supervisor and how often
+// each message was logged.
+func superviseUntilFatal(t *testing.T, session func(s *Supervisor, calls int, connected func()) error) (*Supervisor, map[string]int) {
+	t.Helper()
 	h := recordHandler{msgs: make(chan string, 100)}
 	s := &Supervisor{Name: "c-0", Backoff: bridge.Backoff{Min: time.Millisecond, Max: 2 * time.Millisecond}, Logger: slog.New(h)}
 	calls := 0
 	err := s.Run(context.Background(), func(ctx context.Context, connected func()) error {
 		calls++
-		switch {
-		case calls <= 4:
-			return fmt.Errorf(`login refused: "timestamp %d is 20m0s away from the server clock (limit 5m0s)"`, 1796117570067+1000*calls)
-		case calls <= 7:
-			return fmt.Errorf("read tcp 127.0.0.1:%d->127.0.0.1:61614: read: connection reset by peer", 40000+calls*7)
+		if calls == 8 {
+			return fmt.Errorf("%w: signing parameters invalid", ErrFatal)
 		}
-		return fmt.Errorf("%w: signing parameters invalid", ErrFatal)
+		return session(s, calls, connected)
 	})
 	if !errors.Is(err, ErrFatal) || calls != 8 {
 		t.Fatalf("Run = %v after %d calls, want the fatal error after 8", err, calls)
@@ -109,9 +108,7 @@ func TestSupervisorLogsAFailureThatDiffersInNumbersOnce(t *testing.T) {
 	for m := range h.msgs {
 		count[m]++
 	}
-	if count["source connect failed; retrying with backoff"] != 2 || count["source connect failed again"] != 5 {
-		t.Errorf("connect failures logged %v, want 2 (one per failure) and 5 again", count)
-	}
+	return s, count
 }
 
 func TestSupervisorStopsWithTheContext(t *testing.T) {
