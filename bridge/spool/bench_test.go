@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/iot-mns-bridge/iot-mns-bridge/bridge"
-	"github.com/iot-mns-bridge/iot-mns-bridge/config"
 )
 
 func benchMessage() bridge.Message {
@@ -151,7 +150,7 @@ func BenchmarkOpen(b *testing.B) {
 // BenchmarkAppendWait appends one message at a time and waits for its
 // commit: the latency a single Append sees (linger plus two fdatasyncs).
 func BenchmarkAppendWait(b *testing.B) {
-	for _, linger := range []time.Duration{config.Default().Spool.CommitInterval, -1} {
+	for _, linger := range []time.Duration{withDefaults(Options{}).CommitInterval, -1} {
 		b.Run(fmt.Sprintf("linger=%v", max(linger, 0)), func(b *testing.B) {
 			s := open(b, Options{CommitInterval: linger})
 			m := benchMessage()

@@ -16,7 +16,6 @@ import (
 	"time"
 
 	"github.com/iot-mns-bridge/iot-mns-bridge/bridge"
-	"github.com/iot-mns-bridge/iot-mns-bridge/config"
 	bolt "go.etcd.io/bbolt"
 	berrors "go.etcd.io/bbolt/errors"
 )
@@ -36,16 +35,30 @@ func open(t testing.TB, opts Options) *Spool {
 	return s
 }
 
+// configDefaults are config.Default()'s spool.max_bytes and
+// spool.commit_interval. config imports this package (its FileName), so
+// these tests cannot import config; the external test package hands them
+// over before any test runs (defaults_test.go).
+var configDefaults Options
+
+// SetConfigDefaults is defaults_test.go's hand-over of config.Default()'s
+// spool settings.
+func SetConfigDefaults(maxBytes int64, commitInterval time.Duration) {
+	configDefaults = Options{MaxBytes: maxBytes, CommitInterval: commitInterval}
+}
+
 // withDefaults fills the zero MaxBytes and CommitInterval of opts with the
 // config's defaults, as the wiring fills them from config.Default(); a test
 // that wants no linger says -1.
 func withDefaults(opts Options) Options {
-	def := config.Default().Spool
+	if configDefaults.MaxBytes == 0 {
+		panic("spool tests: config's defaults were not handed over (defaults_test.go)")
+	}
 	if opts.MaxBytes == 0 {
-		opts.MaxBytes = int64(def.MaxBytes)
+		opts.MaxBytes = configDefaults.MaxBytes
 	}
 	if opts.CommitInterval == 0 {
-		opts.CommitInterval = def.CommitInterval
+		opts.CommitInterval = configDefaults.CommitInterval
 	}
 	return opts
 }
