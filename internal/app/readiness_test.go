@@ -13,6 +13,7 @@ import (
 
 	"github.com/iot-mns-bridge/iot-mns-bridge/bridge"
 	"github.com/iot-mns-bridge/iot-mns-bridge/config"
+	"github.com/iot-mns-bridge/iot-mns-bridge/config/configtest"
 	"github.com/iot-mns-bridge/iot-mns-bridge/internal/testpeers"
 	"github.com/iot-mns-bridge/iot-mns-bridge/iotsim"
 	"github.com/iot-mns-bridge/iot-mns-bridge/mnsemu"
@@ -268,5 +269,33 @@ func TestStallLimitCoversSlowSettings(t *testing.T) {
 	b.live.Store(&slow)
 	if got := b.stallLimit(); got != 11*time.Minute {
 		t.Errorf("stall limit with max_backoff 5m and request_timeout 30s: %s, want 11m0s", got)
+	}
+}
+
+// TestDeadLetterQueueAnswersAreLife: the bridge hands each answer of a
+// dead-letter queue write to the pipeline's liveness (Pipeline.Answered),
+// not only the end of the write; bridge/deadletter's
+// TestLongDeadLetterWriteIsNotStuck shows why, request by request. Without
+// the wiring, a write leaves LastAnswer where it was.
+func TestDeadLetterQueueAnswersAreLife(t *testing.T) {
+	_, addr := testpeers.StartMNS(t, mnsemu.Config{Queues: []string{"dlq"}, AccessKeys: map[string]string{testAK: testSecret}})
+	c := configtest.New()
+	c.Source.Endpoint, c.Source.ClientID, c.Source.ConsumerGroupID = "127.0.0.1:61614", "dl-life", "g1"
+	c.Source.Credentials = config.Credentials{AccessKeyID: testAK, AccessKeySecret: testSecret}
+	c.MNS.Endpoint = "http://" + addr
+	c.DefaultRoute.Queue = "dlq"
+	c.Delivery.DeadLetter = config.DeadLetter{Queue: "dlq"}
+	c.HTTP.Listen = ""
+	b, err := New(mustLoad(t, configtest.Write(t, t.TempDir(), "bridge.yaml", c)), Options{Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := b.pipeline.Stats().LastAnswer
+	m := bridge.Message{Topic: "/pk/dev/user/x", MessageID: "m1", Body: []byte("b")}
+	if err := b.dead.DeadLetter(context.Background(), []bridge.DeadLetter{{Message: &m, Reason: "test", Time: time.Now()}}); err != nil {
+		t.Fatal(err)
+	}
+	if after := b.pipeline.Stats().LastAnswer; !after.After(before) {
+		t.Errorf("LastAnswer %s after a dead-letter queue write, want later than %s (the write's answer)", after, before)
 	}
 }
