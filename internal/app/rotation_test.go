@@ -129,6 +129,9 @@ func TestRotationRunSignsEveryRequestWithTheCurrentTriple(t *testing.T) {
 		provider := tc.provider
 		t.Run(provider+"/"+tc.signature, func(t *testing.T) {
 			is := credtest.NewIssuer(4 * time.Second)
+			// A slow issuer: each triple exists (Issued counts it) 300 ms
+			// before the bridge has it; see the drop and the stop below.
+			is.AnswerDelay = 300 * time.Millisecond
 			var md *credtest.Metadata
 			var sts *credtest.STS
 			tokenFile := filepath.Join(t.TempDir(), "oidc-token")
@@ -172,11 +175,11 @@ func TestRotationRunSignsEveryRequestWithTheCurrentTriple(t *testing.T) {
 				}
 				// Wait for the next issue to reach the bridge, then make the
 				// platform drop the connection: the next login must use the
-				// new triple. The issuer mints a triple a moment before the
-				// bridge has it (credtest.Issuer.AnswerDelay makes that
-				// moment long): the bridge logs each issue once it holds it
-				// (the count is checked below), so the drop waits for that
-				// line.
+				// new triple. The issuer mints a triple 300 ms before the
+				// bridge has it, and a dial in between signs, rightly, with
+				// the previous one, still valid: the bridge logs each issue
+				// once it holds it (the count is checked below), so the drop
+				// waits for that line.
 				issued := is.Issued()
 				waitFor(t, "a refresh", time.Minute, func() bool { return is.Issued() > issued })
 				newest := is.Issued()
@@ -196,6 +199,11 @@ func TestRotationRunSignsEveryRequestWithTheCurrentTriple(t *testing.T) {
 					return false
 				})
 			}
+			// Stop while a refresh is on its way: the bridge logs its triple
+			// when the answer comes, after Run returned (Close stops only the
+			// next refreshes); the count below waits for that line.
+			issued := is.Issued()
+			waitFor(t, "a refresh before the stop", time.Minute, func() bool { return is.Issued() > issued })
 			r.stop()
 
 			if got := r.arrived(all); got != len(all) {
