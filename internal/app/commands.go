@@ -1,6 +1,7 @@
 package app
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -70,15 +71,20 @@ func cmdRun(ctx context.Context, args []string, stdio Stdio) error {
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
-	go reloadOnHUP(wctx, hup, *path, b, log)
+	loaded, _ := os.ReadFile(*path) // what reloads compare with: just read by loadConfig
+	go reloadOnHUP(wctx, hup, *path, loaded, b, log)
 	err = b.Run(ctx)
 	systemd.Notify("STOPPING=1")
 	return err
 }
 
 // reloadOnHUP reloads the config file on every SIGHUP; an invalid file is
-// refused and the running config kept.
-func reloadOnHUP(ctx context.Context, hup <-chan os.Signal, path string, b *Bridge, log *slog.Logger) {
+// refused and the running config kept. loaded is the file as the running
+// config was last loaded from it: a file that still reads the same is said
+// to be unchanged, so that an edit the bridge cannot see (a container's
+// bind mount of the file keeps the old file once an editor replaces it) is
+// not reported as applied.
+func reloadOnHUP(ctx context.Context, hup <-chan os.Signal, path string, loaded []byte, b *Bridge, log *slog.Logger) {
 	for {
 		select {
 		case <-ctx.Done():
@@ -86,11 +92,21 @@ func reloadOnHUP(ctx context.Context, hup <-chan os.Signal, path string, b *Brid
 		case <-hup:
 		}
 		systemd.Notify("RELOADING=1")
-		cfg, err := config.Load(path)
-		if err == nil {
+		var cfg *config.Config
+		data, err := os.ReadFile(path)
+		if err != nil {
+			err = fmt.Errorf("load config: %w", err)
+		} else {
+			cfg, err = config.Parse(data, path, os.LookupEnv)
+		}
+		if err == nil && bytes.Equal(data, loaded) {
+			log.Info("config reloaded: the file is unchanged since it was last loaded; nothing to apply (in a container, a bind "+
+				"mount of the file keeps showing the old file once an editor replaces it: mount its directory instead)", "file", path)
+		} else if err == nil {
 			var restart []string
 			restart, err = b.Reload(cfg)
 			if err == nil {
+				loaded = data
 				log.Info("config reloaded: routes and delivery settings applied", "file", path)
 				if len(restart) > 0 {
 					log.Warn("changed settings take effect only after a restart", "sections", strings.Join(restart, ", "))

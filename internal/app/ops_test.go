@@ -108,9 +108,19 @@ func TestSIGHUPReloadsRoutesAndRefusesBadConfig(t *testing.T) {
 		t.Fatalf("check while the daemon runs: exit %d\n%s%s", code, out, errOut)
 	}
 
+	// A SIGHUP with the file as it was (an edit the bridge cannot see, as
+	// through a container's bind mount of a replaced file) says so: it is
+	// not reported as applied.
+	const unchanged, applied = "the file is unchanged since it was last loaded; nothing to apply", "routes and delivery settings applied"
+	c.Cmd.Process.Signal(syscall.SIGHUP)
+	waitFor(t, "unchanged file logged", 30*time.Second, func() bool { return strings.Contains(c.Out.String(), unchanged) })
+	if strings.Contains(c.Out.String(), applied) {
+		t.Errorf("an unchanged file is reported as applied:\n%s", c.Out)
+	}
+
 	os.WriteFile(path, []byte(strings.Replace(string(data), "queue: telemetry-{productKey}", "queue: second", 1)), 0o600)
 	c.Cmd.Process.Signal(syscall.SIGHUP)
-	waitFor(t, "reload logged", 30*time.Second, func() bool { return strings.Contains(c.Out.String(), "config reloaded") })
+	waitFor(t, "reload logged", 30*time.Second, func() bool { return strings.Contains(c.Out.String(), "config reloaded: "+applied) })
 	send("after", 10)
 	waitFor(t, "second route used", 30*time.Second, func() bool { return len(p.emu.Messages("second")) >= 10 })
 
@@ -125,6 +135,9 @@ func TestSIGHUPReloadsRoutesAndRefusesBadConfig(t *testing.T) {
 	waitFor(t, "running route kept", 30*time.Second, func() bool { return len(p.emu.Messages("second")) >= 20 })
 	if !strings.Contains(c.Out.String(), "bad_name") || !strings.Contains(c.Out.String(), "IOT_MNS_BRIDGE_TEST_UNSET is not set") {
 		t.Errorf("refusal does not name both problems:\n%s", c.Out)
+	}
+	if n := strings.Count(c.Out.String(), unchanged); n != 1 {
+		t.Errorf("the unchanged file is logged %d times, want once (changed files are not unchanged):\n%s", n, c.Out)
 	}
 	if code := c.Term(t); code != 0 {
 		t.Errorf("exit %d:\n%s", code, c.Out)
