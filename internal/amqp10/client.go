@@ -128,7 +128,11 @@ func (e *SASLError) Error() string {
 	if e.Code == SASLAuth {
 		failed = "auth"
 	}
-	return fmt.Sprintf("SASL PLAIN %s failed with code %#x (%s): %s", failed, e.Code, what, e.AdditionalData)
+	text := fmt.Sprintf("SASL PLAIN %s failed with code %#x (%s)", failed, e.Code, what)
+	if len(e.AdditionalData) == 0 {
+		return text // RabbitMQ's refusal carries none
+	}
+	return text + ": " + string(e.AdditionalData)
 }
 
 // ServerFault reports whether the code is one of the server's own system

@@ -286,6 +286,11 @@ func TestReceiverEverySASLOutcomeIsTyped(t *testing.T) {
 			if r != nil || !errors.As(err, &se) || se.Code != code || string(se.AdditionalData) != data {
 				t.Errorf("code %d data %q: receiver %v, err %v; want a SASLError with both", code, data, r != nil, err)
 			}
+			// The text ends with the server's text, or with the code's
+			// meaning when there is none (RabbitMQ's refusal): never ": ".
+			if err != nil && (strings.HasSuffix(err.Error(), ": ") || data != "" && !strings.HasSuffix(err.Error(), "): "+data)) {
+				t.Errorf("code %d data %q: error text %q", code, data, err)
+			}
 		}
 	}
 }
