@@ -5,6 +5,8 @@ import (
 	"context"
 	"crypto/md5"
 	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/xml"
@@ -556,8 +558,39 @@ func (c *Client) transportError(ctx context.Context, t target, ids reqIDs, err e
 	if c.proxy != "" {
 		check = "check the proxy, " + c.names.Of(FieldEndpoint) + " and the network"
 	}
+	var (
+		unknownCA x509.UnknownAuthorityError
+		hostname  x509.HostnameError
+		verify    *tls.CertificateVerificationError
+	)
+	switch status := connectStatus(err); {
+	case c.proxy != "" && status == http.StatusProxyAuthRequired:
+		check = "the proxy answered the CONNECT " + strconv.Itoa(status) + ": " + proxyWantsCredentials(c.proxy, c.names)
+	case c.proxy != "" && status != 0:
+		check = "the proxy answered the CONNECT " + strconv.Itoa(status) + ": " + proxyRefusesHost(c.proxy, c.names)
+	case errors.As(err, &hostname):
+		check = "the TLS certificate that answered is not for the host of " + c.names.Of(FieldEndpoint) + "; check it (and, with a TLS-intercepting proxy, that the proxy's certificates name the host)"
+	case errors.As(err, &unknownCA), errors.As(err, &verify):
+		check = "the TLS certificate that answered is not trusted by this machine's CA certificates; check " + c.names.Of(FieldEndpoint) +
+			" and the system's CA store (a TLS-intercepting proxy's CA must be added there, or to a bundle named by SSL_CERT_FILE)"
+	}
 	return &NoReplyError{err: err,
 		msg: fmt.Sprintf("%s [user request id %s]: no reply from MNS%s; %s: %v", t, ids.user, c.viaProxy(), check, err)}
+}
+
+// connectStatus is the status of a proxy's refusal of the CONNECT of an
+// https endpoint, 4xx, or 0. net/http reports it only as the status text
+// ("Proxy Authentication Required", "Forbidden").
+func connectStatus(err error) int {
+	for e := errors.Unwrap(err); e != nil; e = errors.Unwrap(e) {
+		err = e
+	}
+	for status := 400; status < 500; status++ {
+		if text := http.StatusText(status); text != "" && err.Error() == text {
+			return status
+		}
+	}
+	return 0
 }
 
 // Proxy returns the proxy the requests go through (from Config.Proxy, by

@@ -192,12 +192,10 @@ func (e *Error) hint() string {
 		return "the message was refused as it is; it will not be retried"
 	}
 	switch {
-	case e.Status == 407 && e.via != "":
-		return "the HTTP proxy " + e.via + " in front of MNS wants credentials: give them in its URL in HTTPS_PROXY / HTTP_PROXY (http://user:password@host:port), or list " + e.names.Of(FieldEndpoint) + "'s host in NO_PROXY; the bridge holds the messages and retries"
 	case e.Status == 407:
-		return "the HTTP proxy in front of MNS wants credentials: give them in its URL in HTTPS_PROXY / HTTP_PROXY (http://user:password@host:port), or list " + e.names.Of(FieldEndpoint) + "'s host in NO_PROXY; the bridge holds the messages and retries"
+		return proxyWantsCredentials(e.via, e.names)
 	case e.foreign && e.Status >= 400 && e.Status < 500 && e.via != "":
-		return "the reply is not from MNS: the proxy " + e.via + " (HTTPS_PROXY or HTTP_PROXY) may refuse the host of " + e.names.Of(FieldEndpoint) + "; allow it there, or list it in NO_PROXY; the bridge holds the messages and retries"
+		return "the reply is not from MNS: " + proxyRefusesHost(e.via, e.names)
 	case e.foreign && e.Status >= 400 && e.Status < 500:
 		return "the reply is not from MNS (no MNS error XML): check " + e.names.Of(FieldEndpoint) + " and what answers at that address"
 	case e.Status >= 500:
@@ -206,6 +204,24 @@ func (e *Error) hint() string {
 		return "the reply was not from MNS; check " + e.names.Of(FieldEndpoint) + " and any proxy"
 	}
 	return ""
+}
+
+// proxyWantsCredentials is the advice for a proxy's 407, to a request or
+// to the CONNECT of an https endpoint; via names the proxy ("" when not
+// known).
+func proxyWantsCredentials(via string, names Names) string {
+	proxy := "the HTTP proxy"
+	if via != "" {
+		proxy += " " + via
+	}
+	return proxy + " in front of MNS wants credentials: give them in its URL in HTTPS_PROXY / HTTP_PROXY (http://user:password@host:port), or list " + names.Of(FieldEndpoint) + "'s host in NO_PROXY; the bridge holds the messages and retries"
+}
+
+// proxyRefusesHost is the advice for a proxy's refusal (a 4xx of its own,
+// to a request or to the CONNECT of an https endpoint): its rules may
+// refuse the MNS host.
+func proxyRefusesHost(via string, names Names) string {
+	return "the proxy " + via + " (HTTPS_PROXY or HTTP_PROXY) may refuse the host of " + names.Of(FieldEndpoint) + "; allow it there, or list it in NO_PROXY; the bridge holds the messages and retries"
 }
 
 // ErrBodyTooLarge is wrapped by the error for a message whose body, after

@@ -60,7 +60,10 @@ func TestBehindAProxy(t *testing.T) {
 	if !bridge.Retryable(err) {
 		t.Errorf("CONNECT 407: %v is permanent", err)
 	}
-	errtext.Want(t, "CONNECT 407", err, []string{"through the proxy http://op:xxxxx@" + proxyURL.Host, "HTTPS_PROXY", "NO_PROXY"}, "proxy-pw")
+	// It says what the 407 says to a plain request (walked with squid: it
+	// said only "...: Proxy Authentication Required").
+	errtext.Want(t, "CONNECT 407", err, []string{"through the proxy http://op:xxxxx@" + proxyURL.Host, "HTTPS_PROXY", "NO_PROXY",
+		"the proxy answered the CONNECT 407", "wants credentials", "user:password"}, "proxy-pw")
 
 	// A proxy that does not listen.
 	down, _ := url.Parse("http://op:proxy-pw@" + closedAddr(t))
@@ -104,6 +107,12 @@ func TestProxyRefusalIsNotBlamedOnMNS(t *testing.T) {
 		t.Fatalf("proxy's 403: %T %v, want a retryable *Error with status 403", err, err)
 	}
 	errtext.Want(t, "proxy's 403", err, []string{"403 Filtered", "not from MNS", "the proxy http://op:xxxxx@" + proxyURL.Host, "NO_PROXY"}, "proxy-pw")
+
+	// The same refusal to the CONNECT of an https endpoint (walked with
+	// squid: it said only "...: Forbidden").
+	err = sendRetryable(t, "https://"+closedAddr(t), proxyURL)
+	errtext.Want(t, "CONNECT 403", err, []string{"the proxy answered the CONNECT 403", "may refuse the host of Config.Endpoint",
+		"the proxy http://op:xxxxx@" + proxyURL.Host, "NO_PROXY"}, "proxy-pw")
 
 	direct, err := newClient(Config{Endpoint: filter.URL, AccessKeyID: "a", AccessKeySecret: "s",
 		Proxy: func(*http.Request) (*url.URL, error) { return nil, nil }})
@@ -171,4 +180,33 @@ func TestProxyAuthOnASendTheProxyCutsShort(t *testing.T) {
 	// The check's GET showed the 407 before as now.
 	_, err = c.GetQueueAttributes(context.Background(), "q1")
 	check("GetQueueAttributes", err)
+}
+
+// TestUntrustedCertificateNamesTheCAStore: an https endpoint whose
+// certificate this machine does not trust (walked: a TLS terminator with a
+// private CA, as a TLS-intercepting proxy presents) says so and where the CA
+// goes, instead of "no reply from MNS; check Config.Endpoint (scheme, host
+// and port) and the network".
+func TestUntrustedCertificateNamesTheCAStore(t *testing.T) {
+	srv := httptest.NewTLSServer(http.NotFoundHandler())
+	defer srv.Close()
+	err := sendRetryable(t, srv.URL, nil)
+	errtext.Want(t, "untrusted", err, []string{"not trusted by this machine's CA certificates", "Config.Endpoint", "SSL_CERT_FILE", "unknown authority"})
+}
+
+// sendRetryable sends one message to endpoint through proxy (nil: none)
+// and returns the error, which must be retryable: the bridge holds the
+// messages while the path to MNS is broken.
+func sendRetryable(t *testing.T, endpoint string, proxy *url.URL) error {
+	t.Helper()
+	c, err := newClient(Config{Endpoint: endpoint, AccessKeyID: "a", AccessKeySecret: "s",
+		Proxy: func(*http.Request) (*url.URL, error) { return proxy, nil }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = c.SendMessage(context.Background(), "q1", []byte("x"))
+	if err == nil || !bridge.Retryable(err) {
+		t.Errorf("send to %s: %v, want a retryable error", endpoint, err)
+	}
+	return err
 }
