@@ -67,6 +67,7 @@ type Cache struct {
 	expiredLogged bool
 	refusedAt     time.Time   // when Refused last started a refresh
 	refusedID     string      // the id Refused last logged
+	staleID       string      // the refused id a refresh got again, logged once
 	timer         *time.Timer // the next proactive refresh
 	closed        bool
 }
@@ -286,6 +287,9 @@ func (c *Cache) refresh(done chan struct{}) {
 		return
 	}
 	recovered := c.failures > 0
+	// The triple a server refused, again: new credentials are not to be had
+	// from this provider yet.
+	again := c.have && cr.AccessKeyID == c.refusedID && cr.AccessKeyID == c.cur.AccessKeyID && cr.SecurityToken == c.cur.SecurityToken
 	c.failures, c.lastErr, c.nextTry, c.expiredLogged = 0, nil, time.Time{}, false
 	c.cur, c.have = cr, true
 	c.refreshAt = time.Time{}
@@ -293,6 +297,15 @@ func (c *Cache) refresh(done chan struct{}) {
 		margin := min(c.opts.RefreshBefore, cr.Expiration.Sub(now)/2)
 		c.refreshAt = cr.Expiration.Add(-margin)
 		c.schedule(c.refreshAt)
+	}
+	if again {
+		if c.staleID != cr.AccessKeyID {
+			c.staleID = cr.AccessKeyID
+			c.log.Warn("the provider gave the refused credentials again: they are stale where they come from (a credentials file or "+
+				"secret files that nothing rotates any more, a cached token); the servers refuse them until it has new ones",
+				"provider", c.p.Name(), "from", cr.Source, "access_key_id", MaskID(cr.AccessKeyID), "expires", cr.Expiration.UTC().Format(time.RFC3339))
+		}
+		return
 	}
 	attrs := []any{"provider", c.p.Name(), "from", cr.Source, "access_key_id", MaskID(cr.AccessKeyID), "sts", cr.SecurityToken != ""}
 	if !cr.Expiration.IsZero() {

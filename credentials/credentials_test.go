@@ -788,6 +788,60 @@ func TestCacheRefusedRefreshesAnSTSTripleEarly(t *testing.T) {
 	}
 }
 
+// TestCacheRefusedTripleGivenAgainIsCalledStale: a credentials file whose
+// token the servers refuse before its Expiration (nothing rotates it any
+// more; walked) gives the same triple at every refetch. That is said once,
+// as stale where it comes from, and not logged as refreshed every 5 s
+// (before: "credentials refreshed" for the same triple at each refusal, and
+// only "is the clock behind?").
+func TestCacheRefusedTripleGivenAgainIsCalledStale(t *testing.T) {
+	clk := testclock.New(time.Now())
+	p := &sameTriple{exp: clk.Now().Add(time.Hour)}
+	var logBuf bytes.Buffer
+	var logMu sync.Mutex
+	logs := func() string {
+		logMu.Lock()
+		defer logMu.Unlock()
+		return logBuf.String()
+	}
+	cache := credentials.NewCache(p, credentials.CacheOptions{Now: clk.Now,
+		Logger: slog.New(slog.NewTextHandler(lockedWriter{&logMu, &logBuf}, nil))})
+	defer cache.Close()
+	if _, err := cache.Get(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	// Refused starts a refetch only when none runs and 5 s have passed:
+	// it is repeated until the provider is called again, which also means
+	// the refetch before has ended (and logged what it logs).
+	for i := int64(2); i <= 6; i++ {
+		waitfor.Until(t, fmt.Sprintf("fetch %d", i), 10*time.Second, func() bool {
+			cache.Refused("STS.stale")
+			return p.calls.Load() >= i
+		})
+		clk.Add(5 * time.Second)
+	}
+	const stale = "the provider gave the refused credentials again: they are stale where they come from"
+	if n := strings.Count(logs(), "credentials refreshed"); n != 1 {
+		t.Errorf("%d lines 'credentials refreshed' for one triple fetched 6 times, want 1 (the first fetch):\n%s", n, logs())
+	}
+	if n := strings.Count(logs(), stale); n != 1 {
+		t.Errorf("the stale triple is logged %d times, want once:\n%s", n, logs())
+	}
+}
+
+// sameTriple gives the same expiring STS triple at every fetch.
+type sameTriple struct {
+	exp   time.Time
+	calls atomic.Int64
+}
+
+func (*sameTriple) Name() string { return "file" }
+func (p *sameTriple) Retrieve(context.Context) (credentials.Credentials, error) {
+	p.calls.Add(1)
+	return credentials.Credentials{AccessKeyID: "STS.stale", AccessKeySecret: secretWord, SecurityToken: "token-stale",
+		Expiration: p.exp, Source: "file sts.json"}, nil
+}
+
 // countingStatic is a provider of a key that does not expire.
 type countingStatic struct{ calls atomic.Int64 }
 
