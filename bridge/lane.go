@@ -64,6 +64,11 @@ type lane struct {
 	since       time.Time // when the logged failing period began
 	failRetries int64     // message retries since then
 	lastErr     string    // the error of the last failed request, while failing
+	// A failing destination whose failures change kind (a network error,
+	// then MNS's 408 TimeExpired) says so once, then at most once a
+	// stateLogEvery: the "failing" line named the first kind only.
+	loggedStatus string    // statusLabel of the last failure logged
+	lastReason   time.Time // when a change of kind was last logged
 }
 
 // retryGroup is the messages of one request that failed retryably: they
@@ -592,8 +597,13 @@ func (l *lane) sendFailed(n int, err error, now time.Time) <-chan struct{} {
 		l.space.Notify() // add no longer waits for room in a failing lane
 		if !l.logged && now.Sub(l.lastLog) >= stateLogEvery {
 			l.logged, l.lastLog, l.since, l.failRetries = true, now, now, 0
+			l.loggedStatus = statusLabel(err)
 			l.p.log.Warn("MNS sends failing; holding the messages and retrying with backoff", "dest", l.dest.String(), "err", err)
 		}
+	} else if s := statusLabel(err); l.logged && s != l.loggedStatus && s != "canceled" &&
+		(l.lastReason.IsZero() || now.Sub(l.lastReason) >= stateLogEvery) {
+		l.loggedStatus, l.lastReason = s, now
+		l.p.log.Warn("MNS sends still failing, now for another reason", "dest", l.dest.String(), "err", err)
 	}
 	l.failRetries += int64(n)
 	l.lastErr = err.Error()

@@ -522,14 +522,20 @@ func (h *countingHandler) Handle(_ context.Context, r slog.Record) error {
 func (h *countingHandler) WithAttrs([]slog.Attr) slog.Handler { return h }
 func (h *countingHandler) WithGroup(string) slog.Handler      { return h }
 
+// loggingLane is a lane of queue q alone (no pipeline running), whose
+// pipeline logs to the handler it returns.
+func loggingLane() (*lane, *countingHandler) {
+	h := &countingHandler{n: map[string]int{}}
+	p := &Pipeline{log: slog.New(h)}
+	p.tune.Store(&Tuning{Retry: RetryPolicy{InitialBackoff: time.Millisecond, MaxBackoff: time.Second}})
+	return &lane{p: p, dest: Destination{Kind: Queue, Name: "q"}}, h
+}
+
 // TestFlappingDestinationLogsOncePerMinute: under throttling requests fail
 // and succeed in turn; the failing state is logged at most once a minute,
 // while every success still wakes the waiting retries.
 func TestFlappingDestinationLogsOncePerMinute(t *testing.T) {
-	h := &countingHandler{n: map[string]int{}}
-	p := &Pipeline{log: slog.New(h)}
-	p.tune.Store(&Tuning{Retry: RetryPolicy{InitialBackoff: time.Millisecond, MaxBackoff: time.Second}})
-	l := &lane{p: p, dest: Destination{Kind: Queue, Name: "q"}}
+	l, h := loggingLane()
 	now := time.Unix(1000, 0)
 	for i := 0; i < 200; i++ {
 		now = now.Add(250 * time.Millisecond) // 50 s in all
@@ -546,6 +552,32 @@ func TestFlappingDestinationLogsOncePerMinute(t *testing.T) {
 	}
 	if n := h.n["MNS sends recovered"]; n != 1 {
 		t.Errorf("recovered logged %d times, want 1", n)
+	}
+}
+
+// TestFailingDestinationLogsANewReason: the "failing" line names the first
+// failure only; when the failures change kind while the destination still
+// fails (walked: connection refused while MNS restarted, then its 408
+// TimeExpired for a clock 20 minutes off), the new kind is logged once, a
+// further change at most once a minute, and a cancelled send (a shutdown)
+// never.
+func TestFailingDestinationLogsANewReason(t *testing.T) {
+	l, h := loggingLane()
+	now := time.Unix(1000, 0)
+	refused, expired := errors.New("dial tcp: connection refused"), throttleErr{status: 408}
+	l.sendFailed(1, refused, now)
+	for i := 1; i <= 5; i++ {
+		l.sendFailed(1, expired, now.Add(time.Duration(i)*time.Second))
+	}
+	l.sendFailed(1, refused, now.Add(10*time.Second))         // within the minute: not logged
+	l.sendFailed(1, context.Canceled, now.Add(2*time.Minute)) // a shutdown: not logged
+	l.sendFailed(1, refused, now.Add(2*time.Minute))
+	const changed = "MNS sends still failing, now for another reason"
+	if n := h.n["MNS sends failing; holding the messages and retrying with backoff"]; n != 1 {
+		t.Errorf("failing logged %d times, want 1", n)
+	}
+	if n := h.n[changed]; n != 2 {
+		t.Errorf("%q logged %d times, want 2 (408 after the refusal; the refusal again a minute later)", changed, n)
 	}
 }
 
