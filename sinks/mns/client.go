@@ -635,6 +635,12 @@ func (c *Client) httpError(t target, status int, ids reqIDs, rb *replyBuf) *Erro
 
 // snippet returns the start of a non-MNS reply as printable text.
 func snippet(b []byte) string {
+	// An HTML page (a proxy's or a gateway's) starts with a doctype and
+	// markup; its title says what it is (squid: "ERROR: The requested URL
+	// could not be retrieved", tinyproxy: "403 Filtered").
+	if t := htmlTitle(b); t != "" {
+		b = []byte("an HTML page titled \"" + t + "\"")
+	}
 	if len(b) > 200 {
 		b = b[:200]
 	}
@@ -648,6 +654,29 @@ func snippet(b []byte) string {
 		return "empty reply"
 	}
 	return "unexpected reply: " + s
+}
+
+// htmlTitle is the text of the <title> element within the first 4 KiB of
+// b, or "" when there is none.
+func htmlTitle(b []byte) string {
+	b = b[:min(len(b), 4<<10)]
+	lower := make([]byte, len(b)) // ASCII only: the same length as b
+	for i, c := range b {
+		if 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		lower[i] = c
+	}
+	i := bytes.Index(lower, []byte("<title>"))
+	if i < 0 {
+		return ""
+	}
+	i += len("<title>")
+	j := bytes.Index(lower[i:], []byte("</title>"))
+	if j < 0 {
+		return ""
+	}
+	return strings.Join(strings.Fields(string(b[i:i+j])), " ")
 }
 
 // label names message i of a call in errors.

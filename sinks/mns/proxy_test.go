@@ -52,7 +52,9 @@ func TestBehindAProxy(t *testing.T) {
 	if !bridge.Retryable(err) {
 		t.Errorf("407: %v is permanent: every message would be dead-lettered for the proxy's refusal", err)
 	}
-	errtext.Want(t, "407", err, []string{"proxy", "HTTPS_PROXY", "user:password", "NO_PROXY"}, "proxy-pw")
+	// Its URL holds a password: the proxy refused that one (walked with
+	// squid and a wrong password: it said "wants credentials: give them").
+	errtext.Want(t, "407", err, []string{"proxy", "HTTPS_PROXY", "user:password", "NO_PROXY", "refuses the credentials in its URL"}, "proxy-pw")
 
 	// The same refusal to the CONNECT of an https endpoint.
 	c, _ = newClient(Config{Endpoint: "https://" + closedAddr(t), AccessKeyID: "a", AccessKeySecret: "s", Proxy: via(proxyURL)})
@@ -63,7 +65,7 @@ func TestBehindAProxy(t *testing.T) {
 	// It says what the 407 says to a plain request (walked with squid: it
 	// said only "...: Proxy Authentication Required").
 	errtext.Want(t, "CONNECT 407", err, []string{"through the proxy http://op:xxxxx@" + proxyURL.Host, "HTTPS_PROXY", "NO_PROXY",
-		"the proxy answered the CONNECT 407", "wants credentials", "user:password"}, "proxy-pw")
+		"the proxy answered the CONNECT 407", "refuses the credentials in its URL", "user:password"}, "proxy-pw")
 
 	// A proxy that does not listen.
 	down, _ := url.Parse("http://op:proxy-pw@" + closedAddr(t))
@@ -209,4 +211,28 @@ func sendRetryable(t *testing.T, endpoint string, proxy *url.URL) error {
 		t.Errorf("send to %s: %v, want a retryable error", endpoint, err)
 	}
 	return err
+}
+
+// TestHTMLReplyIsNamedByItsTitle: a proxy's or gateway's error page is
+// named by its title, not by its first 200 bytes (walked: squid's 403 and
+// 407 pages showed only '<!DOCTYPE html PUBLIC "-//W3C//DTD HTML 4.01//EN"
+// ... <meta type="copyright" content="Copyright (C) 1996-2021 The Squid
+// Software Foundation and contri').
+func TestHTMLReplyIsNamedByItsTitle(t *testing.T) {
+	page := `<!DOCTYPE html PUBLIC "-//W3C//DTD HTML 4.01//EN" "http://www.w3.org/TR/html4/strict.dtd">
+<html><head>
+<meta type="copyright" content="Copyright (C) 1996-2021 The Squid Software Foundation and contributors">
+<meta http-equiv="Content-Type" content="text/html; charset=utf-8">
+<TITLE>ERROR: The requested URL could not
+ be retrieved</TITLE>
+<style type="text/css"><!-- body { font-family: sans-serif } --></style>
+</head><body id="ERR_ACCESS_DENIED"><p>Access control configuration prevents your request from being allowed at this time.</p></body></html>`
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/html")
+		w.WriteHeader(http.StatusForbidden)
+		w.Write([]byte(page))
+	}))
+	defer srv.Close()
+	err := sendRetryable(t, srv.URL, nil)
+	errtext.Want(t, "squid's page", err, []string{`HTTP 403: unexpected reply: an HTML page titled "ERROR: The requested URL could not be retrieved"`, "not from MNS"})
 }
