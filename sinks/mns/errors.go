@@ -210,14 +210,14 @@ func (e *Error) hint() string {
 // to the CONNECT of an https endpoint; via names the proxy ("" when not
 // known).
 func proxyWantsCredentials(via string, names Names) string {
-	proxy, wants := "the HTTP proxy", "wants credentials: give them"
+	proxy, wants := "the HTTP proxy", "wants credentials: give them in its URL"
 	if via != "" {
 		proxy += " " + via
 	}
 	if strings.Contains(via, ":xxxxx@") { // url.Redacted's password
 		wants = "refuses the credentials in its URL: check the user and password"
 	}
-	return proxy + " in front of MNS " + wants + " in its URL in HTTPS_PROXY / HTTP_PROXY (http://user:password@host:port), or list " + names.Of(FieldEndpoint) + "'s host in NO_PROXY; the bridge holds the messages and retries"
+	return proxy + " in front of MNS " + wants + " in HTTPS_PROXY / HTTP_PROXY (http://user:password@host:port), or list " + names.Of(FieldEndpoint) + "'s host in NO_PROXY; the bridge holds the messages and retries"
 }
 
 // proxyRefusesHost is the advice for a proxy's refusal (a 4xx of its own,
