@@ -49,7 +49,7 @@ func cmdRun(ctx context.Context, args []string, stdio Stdio) error {
 	if err := parseFlags(fs, args, false); err != nil {
 		return err
 	}
-	cfg, err := loadConfig(*path)
+	cfg, loaded, err := loadConfigData(*path)
 	if err != nil {
 		return err
 	}
@@ -71,7 +71,6 @@ func cmdRun(ctx context.Context, args []string, stdio Stdio) error {
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
-	loaded, _ := os.ReadFile(*path) // what reloads compare with: just read by loadConfig
 	go reloadOnHUP(wctx, hup, *path, loaded, b, log)
 	err = b.Run(ctx)
 	systemd.Notify("STOPPING=1")
@@ -92,13 +91,7 @@ func reloadOnHUP(ctx context.Context, hup <-chan os.Signal, path string, loaded 
 		case <-hup:
 		}
 		systemd.Notify("RELOADING=1")
-		var cfg *config.Config
-		data, err := os.ReadFile(path)
-		if err != nil {
-			err = fmt.Errorf("load config: %w", err)
-		} else {
-			cfg, err = config.Parse(data, path, os.LookupEnv)
-		}
+		cfg, data, err := readConfig(path)
 		if err == nil && bytes.Equal(data, loaded) {
 			log.Info("config reloaded: the file is unchanged since it was last loaded; nothing to apply (in a container, a bind "+
 				"mount of the file keeps showing the old file once an editor replaces it: mount its directory instead)", "file", path)

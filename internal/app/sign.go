@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"time"
 
 	"github.com/iot-mns-bridge/iot-mns-bridge/config"
@@ -14,14 +15,32 @@ import (
 // loadConfig loads and validates the config file named by -config; every
 // problem is a UsageError (exit code 2).
 func loadConfig(path string) (*config.Config, error) {
+	cfg, _, err := loadConfigData(path)
+	return cfg, err
+}
+
+// loadConfigData is loadConfig that also returns the file's contents as
+// they were parsed (what a reload compares with).
+func loadConfigData(path string) (*config.Config, []byte, error) {
 	if path == "" {
-		return nil, usageErr("-config FILE is required")
+		return nil, nil, usageErr("-config FILE is required")
 	}
-	cfg, err := config.Load(path)
+	cfg, data, err := readConfig(path)
 	if err != nil {
-		return nil, &UsageError{Err: err}
+		return nil, nil, &UsageError{Err: err}
 	}
-	return cfg, nil
+	return cfg, data, nil
+}
+
+// readConfig reads the config file at path once and parses what it read,
+// as config.Load does; it returns those contents too.
+func readConfig(path string) (*config.Config, []byte, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, nil, fmt.Errorf("load config: %w", err)
+	}
+	cfg, err := config.Parse(data, path, os.LookupEnv)
+	return cfg, data, err
 }
 
 func cmdSign(_ context.Context, args []string, stdio Stdio) error {
