@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"math"
 	"os"
 	"path/filepath"
 	"strings"
@@ -99,8 +100,9 @@ func records(t *testing.T, dir string) (v1, v2 int) {
 	}
 	defer db.Close()
 	db.View(func(tx *bolt.Tx) error {
-		return tx.Bucket(bucketName).ForEach(func(_, v []byte) error {
-			if v[0] == groupVersion {
+		b := tx.Bucket(bucketName)
+		return b.ForEach(func(k, v []byte) error {
+			if recordAt(b, k, v)[0] == groupVersion {
 				v2++
 			} else {
 				v1++
@@ -114,11 +116,29 @@ func records(t *testing.T, dir string) (v1, v2 int) {
 // TestGroupDeletesSomeMembersAndRestarts: the messages of one commit share a
 // record; deleting some of them hides them from Replay at once, counts them
 // out of Depth, and Close rewrites the record so that the next start
-// replays only the others, under the same keys.
+// replays only the others, under the same keys. In either layout of the
+// file (layouts), and when the spool that reopens it writes the other.
 func TestGroupDeletesSomeMembersAndRestarts(t *testing.T) {
+	for _, before := range layouts {
+		for _, after := range layouts {
+			t.Run(before.name+", then "+after.name, func(t *testing.T) { testGroupDeletes(t, before.ownBytes, after.ownBytes) })
+		}
+	}
+}
+
+// layouts are the two places a record can live in the file (record.go),
+// as Options.ownBytes: every record a value of the messages bucket (files
+// of earlier versions; small records), every record in a bucket of its own
+// (large records). A spool reads, deletes and rewrites records of both.
+var layouts = []struct {
+	name     string
+	ownBytes int
+}{{"values", math.MaxInt}, {"own buckets", 1}}
+
+func testGroupDeletes(t *testing.T, ownBefore, ownAfter int) {
 	dir := t.TempDir()
 	g := newGate()
-	s := open(t, Options{Dir: dir, CommitInterval: -1, commitHook: g.hook})
+	s := open(t, Options{Dir: dir, CommitInterval: -1, commitHook: g.hook, ownBytes: ownBefore})
 	keys := addGroup(t, s, g, msgs(0, 10)...)
 	for i := range keys {
 		if keys[i] != keys[0]+uint64(i) {
@@ -170,7 +190,7 @@ func TestGroupDeletesSomeMembersAndRestarts(t *testing.T) {
 		t.Errorf("file holds %d single and %d group records, want the group alone", v1, v2)
 	}
 
-	s = open(t, Options{Dir: dir, CommitInterval: -1, commitHook: g.hook})
+	s = open(t, Options{Dir: dir, CommitInterval: -1, commitHook: g.hook, ownBytes: ownAfter})
 	got2 := replayAll(t, s)
 	if joinIDs(got2) != want {
 		t.Fatalf("after restart replayed %v, want %s", ids(got2), want)
@@ -198,6 +218,73 @@ func TestGroupDeletesSomeMembersAndRestarts(t *testing.T) {
 	}
 	if v1, v2 := records(t, dir); v1 != 1 || v2 != 0 {
 		t.Errorf("file holds %d single and %d group records, want only m-100", v1, v2)
+	}
+}
+
+// TestLargeRecordIsWrittenOnce: a record of ownBucketPages pages or more
+// lives in a bucket of its own, and later commits (appends, deletes of
+// other records) leave its pages where they are: its commit wrote it once,
+// where before every later commit wrote it again with the records after it
+// in its leaf (the bytes: BenchmarkStage/5000/s, written-B/msg). A smaller
+// record stays a value. Deleting a large record's messages deletes its
+// bucket.
+func TestLargeRecordIsWrittenOnce(t *testing.T) {
+	g := newGate()
+	s := open(t, Options{CommitInterval: -1, commitHook: g.hook})
+	large := func(from, to int) []bridge.Message { // 1 KB messages
+		ms := msgs(from, to)
+		for i := range ms {
+			ms[i].Body = bytes.Repeat([]byte{'x'}, 1000)
+		}
+		return ms
+	}
+	// root is the first page of the bucket of the record at key, 0 if the
+	// record is a value or absent.
+	root := func(key uint64) (pgid uint64) {
+		s.db.View(func(tx *bolt.Tx) error {
+			if own := tx.Bucket(bucketName).Bucket(binary8(key)); own != nil {
+				pgid = uint64(own.Root())
+			}
+			return nil
+		})
+		return pgid
+	}
+	keys := addGroup(t, s, g, large(0, 11)...) // m-0 alone (1 KB), m-1..m-10 a group (10 KB)
+	if s.ownBytes != 2*4096 {
+		t.Fatalf("records of %d bytes get a bucket of their own, want 2 pages of 4 KiB", s.ownBytes)
+	}
+	if p := root(keys[0]); p != 0 {
+		t.Errorf("m-0's 1 KB record is a bucket of its own (page %d), want a value", p)
+	}
+	first := root(keys[1])
+	if first == 0 {
+		t.Fatalf("the 10 KB group record of m-1..m-10 is not in a bucket of its own")
+	}
+	later := addGroup(t, s, g, large(20, 31)...)
+	if err := s.Delete(keys[0], later[0], later[1]); err != nil {
+		t.Fatal(err)
+	}
+	s.sync()
+	if p := root(keys[1]); p != first {
+		t.Errorf("after later commits the record of m-1..m-10 is at page %d, was at %d: written again", p, first)
+	}
+	if err := s.Delete(keys[1:]...); err != nil {
+		t.Fatal(err)
+	}
+	s.sync()
+	if p := root(keys[1]); p != 0 {
+		t.Errorf("every message of m-1..m-10 deleted: their bucket is still there (page %d)", p)
+	}
+	if got, want := joinIDs(replayAll(t, s)), "m-22,m-23,m-24,m-25,m-26,m-27,m-28,m-29,m-30"; got != want {
+		t.Errorf("replayed %s, want %s", got, want)
+	}
+	if err := s.db.View(func(tx *bolt.Tx) error {
+		for err := range tx.Check() {
+			return err
+		}
+		return nil
+	}); err != nil {
+		t.Errorf("bbolt's check of the file: %v", err)
 	}
 }
 

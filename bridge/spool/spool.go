@@ -138,6 +138,7 @@ type Options struct {
 	maxFileSize int           // bbolt MaxSize: a file that cannot grow is a full disk
 	pageSize    int           // page size of a new file; 0 means filePageSize
 	commitHook  func() error  // called inside every write transaction
+	ownBytes    int           // a record this long gets a bucket of its own; 0 means ownBucketPages pages
 	delLinger   time.Duration // how long Deletes alone wait for Appends; 0 means deleteLinger
 }
 
@@ -161,6 +162,7 @@ type Spool struct {
 	delWait  time.Duration // how long Deletes alone wait for Appends to commit with
 	log      *slog.Logger
 	hook     func() error
+	ownBytes int // a record this long or longer gets a bucket of its own (record.go)
 
 	reqs    chan appendReq
 	kick    chan struct{}      // Delete or sync wants a commit
@@ -256,6 +258,7 @@ func Open(opts Options) (*Spool, error) {
 		delWait:  cmp.Or(opts.delLinger, deleteLinger),
 		log:      opts.Logger.With("spool", path),
 		hook:     opts.commitHook,
+		ownBytes: cmp.Or(opts.ownBytes, ownBucketPages*db.Info().PageSize),
 		reqs:     make(chan appendReq, queueLen),
 		kick:     make(chan struct{}, 1),
 		hurry:    make(chan struct{}, 1),
@@ -305,6 +308,9 @@ func (s *Spool) load() (err error) {
 		b := tx.Bucket(bucketName)
 		var last uint64 // the key of the last message seen
 		err := b.ForEach(func(k, v []byte) error {
+			if v = recordAt(b, k, v); v == nil {
+				return corruptErr(s.path, fmt.Errorf("key %x: a bucket without its record", k))
+			}
 			if len(k) != keyLen {
 				return corruptErr(s.path, fmt.Errorf("key %x is not 8 bytes", k))
 			}
@@ -520,6 +526,9 @@ func (s *Spool) replay(from, to uint64, fn func(key uint64, m bridge.Message) er
 				start := binary.BigEndian.Uint64(k)
 				if start > upper {
 					break
+				}
+				if v = recordAt(b, k, v); v == nil {
+					return corruptErr(s.path, fmt.Errorf("record %d: a bucket without its record", start))
 				}
 				if v[0] != groupVersion {
 					if start < from {

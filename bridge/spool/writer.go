@@ -150,8 +150,8 @@ func (s *Spool) commit(batch []appendReq) error {
 		var kb [keyLen]byte
 		for _, key := range gone {
 			binary.BigEndian.PutUint64(kb[:], key)
-			if k, _ := c.Seek(kb[:]); bytes.Equal(k, kb[:]) {
-				if err := c.Delete(); err != nil {
+			if k, v := c.Seek(kb[:]); bytes.Equal(k, kb[:]) {
+				if err := deleteRecord(b, c, k, v); err != nil {
 					return err
 				}
 			}
@@ -160,12 +160,16 @@ func (s *Spool) commit(batch []appendReq) error {
 		for _, key := range singles {
 			binary.BigEndian.PutUint64(kb[:], key)
 			k, v := c.Seek(kb[:])
-			if !bytes.Equal(k, kb[:]) || v[0] != codecVersion {
+			if !bytes.Equal(k, kb[:]) {
 				continue // unknown or already deleted (a repeated key)
 			}
+			rec := recordAt(b, k, v)
+			if rec == nil || rec[0] != codecVersion {
+				continue
+			}
 			singleN++
-			singleBytes += int64(len(v) + keyLen)
-			if err := c.Delete(); err != nil {
+			singleBytes += int64(len(rec) + keyLen)
+			if err := deleteRecord(b, c, k, v); err != nil {
 				return err
 			}
 		}
@@ -195,7 +199,7 @@ func (s *Spool) commit(batch []appendReq) error {
 				added = append(added, g)
 			}
 			binary.BigEndian.PutUint64(kb[:], start)
-			if err := b.Put(bytes.Clone(kb[:]), val); err != nil {
+			if err := putRecord(b, bytes.Clone(kb[:]), val, s.ownBytes); err != nil {
 				return err
 			}
 			seq += uint64(n)
@@ -367,7 +371,7 @@ func (s *Spool) rewriteGroups() error {
 		var kb [keyLen]byte
 		for _, g := range partial {
 			binary.BigEndian.PutUint64(kb[:], g.start)
-			v := b.Get(kb[:])
+			v := getRecord(b, kb[:])
 			if v == nil || v[0] != groupVersion {
 				return fmt.Errorf("group record %d is missing", g.start)
 			}
@@ -380,7 +384,7 @@ func (s *Spool) rewriteGroups() error {
 			}); err != nil {
 				return corruptErr(s.path, fmt.Errorf("group %d: %w", g.start, err))
 			}
-			if err := b.Put(bytes.Clone(kb[:]), encodeGroup(members)); err != nil {
+			if err := replaceRecord(b, bytes.Clone(kb[:]), encodeGroup(members)); err != nil {
 				return err
 			}
 		}
