@@ -150,6 +150,13 @@ type Stats struct {
 	Bytes int64
 	// MaxBytes is the bound.
 	MaxBytes int64
+	// Full reports that the spool refuses Appends for MaxBytes (ErrFull):
+	// from the first refusal until a commit leaves it holding 90% of
+	// MaxBytes or less, so that a spool MNS drains slowly is one episode,
+	// not one per message that found room. Bytes alone does not show it: a
+	// message is refused when it does not fit, before Bytes reaches
+	// MaxBytes.
+	Full bool
 }
 
 // Spool is a durable FIFO of messages. Its methods are safe for concurrent
@@ -181,7 +188,7 @@ type Spool struct {
 	reserved   int64            // accepted by Append, not yet committed
 	room       broadcast.Signal // reserved shrank
 	pendingDel []uint64
-	full       bool  // logged as full
+	full       bool  // refusing Appends for maxBytes (Stats.Full)
 	failing    bool  // logged a failed commit
 	closeErr   error // set by the writer's final commit
 
@@ -390,12 +397,9 @@ func (s *Spool) Append(ctx context.Context, m *bridge.Message, done func(key uin
 			return fmt.Errorf("spool: append: %w", ErrClosed)
 		}
 	case s.bytes+s.reserved+size > s.maxBytes:
-		wasFull := s.full
+		// The Stage logs the episode, whichever Append meets it first.
 		s.full = true
 		s.mu.Unlock()
-		if !wasFull {
-			s.log.Warn("spool full; the bridge stops consuming until MNS takes messages", "max_bytes", s.maxBytes)
-		}
 		return fmt.Errorf("%w: %s in %s; the bridge stops consuming until MNS takes messages", ErrFull, formatBytes(s.maxBytes), filepath.Dir(s.path))
 	}
 	s.reserved += size
@@ -603,7 +607,7 @@ func (s *Spool) liveMembers(start uint64, buf []bool) []bool {
 func (s *Spool) Stats() Stats {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return Stats{Depth: s.depth, Bytes: s.bytes, MaxBytes: s.maxBytes}
+	return Stats{Depth: s.depth, Bytes: s.bytes, MaxBytes: s.maxBytes, Full: s.full}
 }
 
 // Close stops taking Appends, commits every Append already accepted and

@@ -23,7 +23,10 @@ import (
 // stay in the spool and are forwarded again on the next start.
 //
 // When the spool is full (Options.MaxBytes) or its commits fail (disk full,
-// I/O errors), Intake blocks, so the source stops consuming: the messages
+// I/O errors), Intake blocks, so the source stops consuming. A full spool
+// is logged once per episode (Stats.Full: from the first refusal until it
+// holds 90% of MaxBytes or less), whether Intake or the retry of failed
+// commits meets it, and so is the room again. On failed commits the messages
 // whose commit failed are kept in memory and appended again with backoff
 // until a commit succeeds. They are never released while the bridge runs
 // (with STOMP ack auto a release would lose them; with client acks it would
@@ -49,7 +52,7 @@ type Stage struct {
 	failing error              // the last commit error while commits fail, nil when healthy
 	retry   bool               // a retry of failed is scheduled or running
 	closed  bool               // Close was called: no more retries
-	full    bool               // the last Append found the spool full
+	full    bool               // a full spool was logged, its room again not yet
 	held    window             // committed, not yet forwarded: the feeder takes them from here
 
 	fromMemory, readBack atomic.Int64 // messages the feeder forwarded from held and from the file
@@ -160,12 +163,12 @@ func (s *Stage) Intake(ctx context.Context, d *bridge.Delivery) error {
 		}
 		err := s.sp.Append(ctx, &d.Message, s.committed(d))
 		if err == nil {
-			s.setFull(false)
+			s.noteRoom()
 			return nil
 		}
 		switch {
 		case errors.Is(err, ErrFull):
-			s.setFull(true, err)
+			s.noteFull(err)
 		case !bridge.Retryable(err):
 			// A message larger than the whole spool: forward it directly.
 			return s.pipeline(ctx, d)
@@ -196,7 +199,9 @@ func (s *Stage) committed(d *bridge.Delivery) func(uint64, error) {
 		}
 		if s.failing != nil {
 			s.failing = nil
-			s.log.Info("spool writes succeed again; consuming")
+			// Not "consuming": the held messages are appended first, and
+			// the spool may be full (logged apart).
+			s.log.Info("spool writes succeed again")
 		}
 		s.mu.Unlock()
 		d.Accept()
@@ -239,11 +244,15 @@ func (s *Stage) retryFailed() {
 	for i, d := range retry {
 		if err := s.sp.Append(s.stop, &d.Message, s.committed(d)); err != nil {
 			closed = errors.Is(err, ErrClosed)
+			if errors.Is(err, ErrFull) {
+				s.noteFull(err)
+			}
 			s.mu.Lock()
 			s.failed = append(s.failed, retry[i:]...)
 			s.mu.Unlock()
 			break
 		}
+		s.noteRoom()
 	}
 	s.mu.Lock()
 	s.retry = false
@@ -302,16 +311,29 @@ func (s *Stage) Close() (keep []*bridge.Delivery) {
 	return keep
 }
 
-func (s *Stage) setFull(full bool, err ...error) {
+// noteFull logs a full spool (err wraps ErrFull), once per episode: until
+// noteRoom sees the spool out of it.
+func (s *Stage) noteFull(err error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if full && !s.full {
-		s.log.Warn("spool full: not consuming until MNS takes messages", "err", err[0])
+	if !s.full {
+		s.full = true
+		s.log.Warn("spool full: not consuming until MNS takes messages; it resumes by itself once the spool holds 90% of max_bytes or less",
+			"max_bytes", s.sp.maxBytes, "err", err)
 	}
-	if !full && s.full {
+}
+
+// noteRoom is called after an Append succeeded: when a full spool was
+// logged and the spool is out of that episode (Stats.Full), it logs the
+// room again. Near the bound an Append finds room for one message now and
+// then; that is not the episode's end.
+func (s *Stage) noteRoom() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.full && !s.sp.Stats().Full {
+		s.full = false
 		s.log.Info("spool has room again; consuming")
 	}
-	s.full = full
 }
 
 func sleep(ctx context.Context, d time.Duration) error {

@@ -346,18 +346,30 @@ func TestStageHoldsWhatFailedToCommit(t *testing.T) {
 // returned flag is set (it starts set) and counts the failed ones, with a
 // stage on it whose log the test reads; start starts the feeder.
 func failingCommits(t *testing.T) (st *Stage, f *forwarded, start func(), failing *atomic.Bool, failed *atomic.Int64, logs *syncbuf.Buffer) {
+	return failingCommitsIn(t, Options{}, nil)
+}
+
+// failingCommitsIn is failingCommits with opts (a Logger in opts gets the
+// stage's log too, as the wiring does) and handle as the pipeline (see
+// stage).
+func failingCommitsIn(t *testing.T, opts Options, handle func(d *bridge.Delivery) error) (st *Stage, f *forwarded, start func(), failing *atomic.Bool, failed *atomic.Int64, logs *syncbuf.Buffer) {
 	t.Helper()
 	failing, failed, logs = new(atomic.Bool), new(atomic.Int64), new(syncbuf.Buffer)
 	failing.Store(true)
-	s := open(t, Options{commitHook: func() error {
+	log := slog.New(slog.NewTextHandler(logs, nil))
+	if opts.Logger != nil {
+		opts.Logger = log
+	}
+	opts.commitHook = func() error {
 		if failing.Load() {
 			failed.Add(1)
 			return syscall.EIO
 		}
 		return nil
-	}})
-	st, f, start = stage(t, s, nil)
-	st.log = slog.New(slog.NewTextHandler(logs, nil))
+	}
+	s := open(t, opts)
+	st, f, start = stage(t, s, handle)
+	st.log = log
 	return st, f, start, failing, failed, logs
 }
 
@@ -465,4 +477,155 @@ func TestStageStopsRetryingOnceTheSpoolIsClosed(t *testing.T) {
 	if keep := st.Close(); len(keep) != 1 || keep[0].MessageID != "m-0" {
 		t.Fatalf("Close kept %d messages, want m-0", len(keep))
 	}
+}
+
+// heldPipeline is a stage's pipeline that takes one message when the test
+// sends on release (all of them once it is closed): until then the spool
+// keeps them. The test closes done when it ends (a deferred close: it runs
+// before the feeder's stop, which waits for the pipeline).
+func heldPipeline() (handle func(*bridge.Delivery) error, release, done chan struct{}) {
+	release, done = make(chan struct{}), make(chan struct{})
+	return func(*bridge.Delivery) error {
+		select {
+		case <-release:
+		case <-done:
+		}
+		return nil
+	}, release, done
+}
+
+// intakeWaitsForRoom reports whether an Intake is waiting for room: the
+// spool refused its message and it sleeps before trying again.
+func intakeWaitsForRoom() bool {
+	buf := make([]byte, 1<<20)
+	for _, g := range strings.Split(string(buf[:runtime.Stack(buf, true)]), "\n\n") {
+		if strings.Contains(g, "spool.(*Stage).Intake(") && strings.Contains(g, "spool.sleep(") && !strings.Contains(g, "waitFailed") {
+			return true
+		}
+	}
+	return false
+}
+
+// linesWith counts the lines of log that contain s.
+func linesWith(log, s string) int {
+	n := 0
+	for line := range strings.SplitSeq(log, "\n") {
+		if strings.Contains(line, s) {
+			n++
+		}
+	}
+	return n
+}
+
+// oneSize is what one of the messages msg(100) to msg(999) counts against
+// MaxBytes.
+func oneSize() int64 { return int64(len(encode(ptr(msg(100)))) + keyLen) }
+
+// TestStageLogsAFullSpoolOncePerEpisode: near the bound of a full spool
+// that MNS drains slowly, Intake finds room for one message now and then.
+// That is one episode, logged once ("spool full", with max_bytes), and the
+// room again once, when the spool holds 90% or less. Before, each refusal
+// after a message that found room logged "spool full" again and "spool has
+// room again; consuming" in between (up to every 200 ms), beside the
+// spool's own line.
+func TestStageLogsAFullSpoolOncePerEpisode(t *testing.T) {
+	handle, release, done := heldPipeline()
+	defer close(done)
+	st, f, start, failing, _, logs := failingCommitsIn(t, Options{MaxBytes: 20 * oneSize(), Logger: slog.Default()}, handle)
+	failing.Store(false)
+	start()
+	intake(t, st, 100, 120) // 20 messages: the spool is full
+	for k := range 3 {
+		returned := make(chan error, 1)
+		go func() { returned <- st.Intake(context.Background(), bridge.NewDelivery(msg(120+k), nopSettler{}, nil)) }()
+		waitfor.Until(t, fmt.Sprintf("message %d refused by the full spool", 120+k), 30*time.Second, intakeWaitsForRoom)
+		release <- struct{}{} // MNS takes one message: room for one
+		select {
+		case err := <-returned:
+			if err != nil {
+				t.Fatalf("Intake %d: %v", 120+k, err)
+			}
+		case <-time.After(30 * time.Second):
+			t.Fatalf("Intake %d still waits after MNS took a message", 120+k)
+		}
+	}
+	for _, c := range []struct {
+		line string
+		n    int
+	}{{"spool full", 1}, {"max_bytes", 1}, {"room again", 0}} {
+		if n := linesWith(logs.String(), c.line); n != c.n {
+			t.Errorf("%d lines with %q after 3 refusals near the bound, want %d:\n%s", n, c.line, c.n, logs.String())
+		}
+	}
+	close(release) // MNS takes them all
+	f.wait(t, 23)
+	waitDepth(t, st.sp, 0)
+	intake(t, st, 123, 124)
+	if n := linesWith(logs.String(), "spool has room again; consuming"); n != 1 {
+		t.Errorf("%d lines of room again once the spool is empty, want 1:\n%s", n, logs.String())
+	}
+	keys, msgs := f.wait(t, 24)
+	inOrder(t, keys, msgs, 100)
+}
+
+// TestStageRetryLogsTheFullSpool: messages whose commit failed are appended
+// again by the Stage's own retry, with no new message arriving; when it
+// finds the spool full, that is logged once and Stats().Full shows it (the
+// metric iot_mns_bridge_spool_full). Before, only the spool's own line told
+// it, and no metric did: spool_bytes stays below spool_max_bytes.
+func TestStageRetryLogsTheFullSpool(t *testing.T) {
+	handle, _, done := heldPipeline()
+	defer close(done)
+	// Room for 20 messages and half of one: the 21st does not fit, while
+	// the 20 stay below MaxBytes.
+	st, _, start, failing, failed, logs := failingCommitsIn(t, Options{MaxBytes: 20*oneSize() + oneSize()/2, Logger: slog.Default()}, handle)
+	failing.Store(false)
+	start()
+	for i := 100; i < 117; i++ { // 17 messages in the spool
+		m := msg(i)
+		if err := st.sp.Append(context.Background(), &m, func(uint64, error) {}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	st.sp.sync()
+	failing.Store(true)
+	for i := 117; i < 120; i++ { // queued as Intake does; their commit fails
+		m := msg(i)
+		if err := st.sp.Append(context.Background(), &m, st.committed(bridge.NewDelivery(m, nopSettler{}, nil))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	st.sp.sync()
+	st.mu.Lock()
+	held := len(st.failed)
+	st.mu.Unlock()
+	if failed.Load() != 1 || held != 3 {
+		t.Fatalf("%d failed commits, %d messages held, want 1 and 3", failed.Load(), held)
+	}
+	failing.Store(false)
+	// Three more while the Stage's retry waits (it starts under st.mu): the
+	// spool then has no room for the held ones.
+	st.mu.Lock()
+	for i := 120; i < 123; i++ {
+		m := msg(i)
+		if err := st.sp.Append(context.Background(), &m, func(uint64, error) {}); err != nil {
+			st.mu.Unlock()
+			t.Fatal(err)
+		}
+	}
+	st.sp.sync()
+	st.mu.Unlock()
+	waitfor.Until(t, "the retry to find the spool full", 30*time.Second, func() bool {
+		return strings.Contains(logs.String(), "spool full")
+	})
+	if !st.sp.Stats().Full || st.sp.Stats().Bytes >= st.sp.Stats().MaxBytes {
+		t.Errorf("Stats() = %+v, want Full (and Bytes below MaxBytes: a message is refused when it does not fit)", st.sp.Stats())
+	}
+	if n := linesWith(logs.String(), "spool full"); n != 1 {
+		t.Errorf("%d lines of spool full, want 1:\n%s", n, logs.String())
+	}
+	if strings.Contains(logs.String(), "; consuming") {
+		t.Errorf("the log says the Stage consumes while the retry finds the spool full:\n%s", logs.String())
+	}
+	st.Close()
 }

@@ -249,18 +249,14 @@ func (s *Spool) commit(batch []appendReq) error {
 	s.wakeAppends()
 	s.bytes += size - freed
 	s.depth += int64(len(batch)) - removed
-	roomAgain := s.full && s.bytes+s.reserved <= s.maxBytes/10*9
-	if roomAgain {
-		s.full = false
+	if s.full && s.bytes+s.reserved <= s.maxBytes/10*9 {
+		s.full = false // room again (the Stage logs it at its next Append)
 	}
 	recovered := s.failing
 	s.failing = false
 	s.mu.Unlock()
 	if recovered {
 		s.log.Info("spool commits work again")
-	}
-	if roomAgain {
-		s.log.Info("spool has room again", "max_bytes", s.maxBytes)
 	}
 	for i, r := range batch {
 		r.done(first+uint64(i), nil)

@@ -270,6 +270,14 @@ func (b *Bridge) registerSpoolMetrics(s *spool.Spool) {
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "iot_mns_bridge", Name: "spool_max_bytes",
 			Help: "spool.max_bytes: when the next message does not fit below it, the source stops reading until MNS takes messages."},
 			func() float64 { return float64(s.Stats().MaxBytes) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "iot_mns_bridge", Name: "spool_full",
+			Help: "1 while the spool refuses messages for spool.max_bytes (from the first refusal until it holds 90% of it or less): the source stops reading. spool_bytes stays below spool_max_bytes meanwhile: a message is refused when it does not fit."},
+			func() float64 {
+				if s.Stats().Full {
+					return 1
+				}
+				return 0
+			}),
 	)
 }
 

@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/iot-mns-bridge/iot-mns-bridge/config"
+	"github.com/iot-mns-bridge/iot-mns-bridge/internal/testpeers"
 	"github.com/iot-mns-bridge/iot-mns-bridge/iotsim"
 	"github.com/iot-mns-bridge/iot-mns-bridge/mnsemu"
 )
@@ -59,5 +61,39 @@ func TestLimitHelpTextsHoldWithTheSpool(t *testing.T) {
 	}
 	if help, _ := of("iot_mns_bridge_spool_max_bytes"); !strings.Contains(help, "the source stops reading") {
 		t.Errorf("spool_max_bytes' help %q does not say that a full spool stops the source", help)
+	}
+}
+
+// TestSpoolFullShowsInTheMetrics: a spool that fills while MNS fails shows
+// in iot_mns_bridge_spool_full (the IotMnsBridgeSpoolFull alert's
+// expression) and in one "spool full" line. spool_bytes stays below
+// spool_max_bytes (a message is refused when it does not fit), so the
+// alert's old expression, spool_bytes >= spool_max_bytes, did not fire.
+func TestSpoolFullShowsInTheMetrics(t *testing.T) {
+	p := startPeers(t, mnsemu.Config{Queues: []string{"telemetry-pk1", "unrouted"}, Faults: mnsemu.Faults{ErrorRate: 1, ErrorStatus: 503}}, iotsim.Config{})
+	c := p.config()
+	c.Source.STOMP.Ack = "auto"
+	c.Spool.Dir = t.TempDir()
+	c.Spool.MaxBytes = 2 << 10
+	c.Delivery.MaxInFlight = 2
+	c.ShutdownTimeout = time.Second // MNS never takes the messages held
+	logs := &testpeers.SyncBuffer{}
+	b := runBridge(t, mustLoad(t, p.writeConfig(t, c)), Options{Logger: NewLogger(config.Log{Level: "info"}, logs)})
+	p.publishSeq("fill", 60)
+	var of func(string) (string, float64)
+	waitFor(t, "iot_mns_bridge_spool_full 1 and the spool's messages committed", time.Minute, func() bool {
+		of = metricsOf(t, b.Bridge)
+		_, full := of("iot_mns_bridge_spool_full")
+		_, used := of("iot_mns_bridge_spool_bytes")
+		return full == 1 && used > 0
+	})
+	_, used := of("iot_mns_bridge_spool_bytes")
+	_, bound := of("iot_mns_bridge_spool_max_bytes")
+	if used <= 0 || used >= bound {
+		t.Errorf("spool_bytes %v, spool_max_bytes %v: want the full spool below its bound", used, bound)
+	}
+	waitFor(t, "the spool full line", time.Minute, func() bool { return strings.Contains(logs.String(), "spool full") })
+	if n := strings.Count(logs.String(), "msg=\"spool full"); n != 1 {
+		t.Errorf("%d spool full lines, want 1:\n%s", n, logs.String())
 	}
 }
