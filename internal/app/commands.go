@@ -357,8 +357,8 @@ func cmdReplay(ctx context.Context, args []string, stdio Stdio) error {
 }
 
 // moveAsideOwnDeadLetters renames file to file.replayed-<UTC time> when it
-// is the config's own dead-letter file (dlFile), and returns the new name
-// ("" when it is not). Replayed entries that fail again are appended to
+// is the config's own dead-letter file (dlFile) and not empty, and returns
+// the new name ("" when it is not moved). Replayed entries that fail again are appended to
 // dlFile: without the move they would join the entries being replayed, and
 // the next replay would send those twice. The rename happens while holding
 // the file's lock; the file of a running bridge (which holds the lock) is
@@ -380,6 +380,9 @@ func moveAsideOwnDeadLetters(file, dlFile string) (string, error) {
 		return "", err
 	}
 	defer held.Close()
+	if st, err := os.Stat(file); err == nil && st.Size() == 0 {
+		return "", nil // nothing to replay: no empty file to leave behind
+	}
 	aside := file + ".replayed-" + time.Now().UTC().Format("20060102T150405Z")
 	if err := os.Rename(file, aside); err != nil {
 		return "", fmt.Errorf("moving %s aside before replaying it: %w", file, err)

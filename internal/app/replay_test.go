@@ -136,6 +136,31 @@ func TestDeadLetterFileAndReplay(t *testing.T) {
 	}
 }
 
+// TestReplayOfAnEmptyOwnFileMovesNothing: replaying the config's own
+// dead-letter file when it is empty (walked: a second replay right after a
+// successful one) reads nothing and leaves no empty .replayed- file to
+// delete.
+func TestReplayOfAnEmptyOwnFileMovesNothing(t *testing.T) {
+	p := startPeers(t, mnsemu.Config{Queues: []string{"unrouted"}}, iotsim.Config{})
+	c := p.config()
+	c.Delivery.DeadLetter.File = "dl.jsonl"
+	path := p.writeConfig(t, c)
+	dlFile := filepath.Join(p.dir, "dl.jsonl")
+	if err := os.WriteFile(dlFile, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	code, out, errOut := runMain(t, context.Background(), "replay", "-config", path, dlFile)
+	if code != ExitOK || !strings.Contains(out, "0 entries read") || strings.Contains(out, "moved ") {
+		t.Fatalf("replay of an empty file: exit %d\n%s%s", code, out, errOut)
+	}
+	if aside, _ := filepath.Glob(dlFile + ".replayed-*"); len(aside) != 0 {
+		t.Errorf("moved-aside files %v, want none", aside)
+	}
+	if st, err := os.Stat(dlFile); err != nil || st.Size() != 0 {
+		t.Errorf("the dead-letter file: %v %v, want it kept, empty", st, err)
+	}
+}
+
 // TestReplayUsageNamesTheFile: replay's -h shows its one argument, the
 // dead-letter file, not only the flags.
 func TestReplayUsageNamesTheFile(t *testing.T) {
