@@ -92,6 +92,12 @@ func TestSpoolFullShowsInTheMetrics(t *testing.T) {
 	if used <= 0 || used >= bound {
 		t.Errorf("spool_bytes %v, spool_max_bytes %v: want the full spool below its bound", used, bound)
 	}
+	// status shows it too.
+	st := b.Status()
+	var out strings.Builder
+	if err := printStatus(&out, st, nil); err != nil || st.Spool == nil || !st.Spool.Full || !strings.Contains(out.String(), "refusing messages (source paused)") {
+		t.Errorf("status (%v): %+v\n%s", err, st.Spool, out.String())
+	}
 	waitFor(t, "the spool full line", time.Minute, func() bool { return strings.Contains(logs.String(), "spool full") })
 	if n := strings.Count(logs.String(), "msg=\"spool full"); n != 1 {
 		t.Errorf("%d spool full lines, want 1:\n%s", n, logs.String())

@@ -77,6 +77,9 @@ type SpoolStatus struct {
 	Messages int64 `json:"messages"`
 	Bytes    int64 `json:"bytes"`
 	MaxBytes int64 `json:"max_bytes"`
+	// Full: the spool refuses messages for spool.max_bytes (the source is
+	// paused), until it holds 90% of it or less (spool.Stats.Full).
+	Full bool `json:"full"`
 }
 
 // lastError remembers the most recent error of a part. Safe for concurrent use.
@@ -198,7 +201,7 @@ func (b *Bridge) Status() Status {
 	b.status.spoolMu.Unlock()
 	if f != nil {
 		s := f()
-		st.Spool = &SpoolStatus{Messages: int64(s.Depth), Bytes: s.Bytes, MaxBytes: s.MaxBytes}
+		st.Spool = &SpoolStatus{Messages: int64(s.Depth), Bytes: s.Bytes, MaxBytes: s.MaxBytes, Full: s.Full}
 	}
 	return st
 }

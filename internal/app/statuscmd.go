@@ -286,7 +286,11 @@ func printStatus(w io.Writer, st Status, r *StatusRates) error {
 		if sp.MaxBytes > 0 {
 			pct = 100 * float64(sp.Bytes) / float64(sp.MaxBytes)
 		}
-		fmt.Fprintf(tw, "spool\t%.1f%% full\t\t%d msgs, %d bytes\t\t-\n", pct, sp.Messages, sp.Bytes)
+		state := fmt.Sprintf("%.1f%% full", pct)
+		if sp.Full {
+			state += ", refusing messages (source paused)"
+		}
+		fmt.Fprintf(tw, "spool\t%s\t\t%d msgs, %d bytes\t\t-\n", state, sp.Messages, sp.Bytes)
 	}
 	return tw.Flush()
 }
