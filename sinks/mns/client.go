@@ -232,6 +232,7 @@ func NewClient(cfg Config) (*Client, error) {
 	if c.hc == nil && c.h1 == nil {
 		tr := http.DefaultTransport.(*http.Transport).Clone()
 		tr.Proxy = proxy
+		tr.OnProxyConnectResponse = connectAnswer
 		tr.MaxIdleConns = maxConns
 		tr.MaxIdleConnsPerHost = maxConns
 		tr.MaxConnsPerHost = maxConns
@@ -563,11 +564,10 @@ func (c *Client) transportError(ctx context.Context, t target, ids reqIDs, err e
 		hostname  x509.HostnameError
 		verify    *tls.CertificateVerificationError
 	)
-	switch status := connectStatus(err); {
-	case c.proxy != "" && status == http.StatusProxyAuthRequired:
-		check = "the proxy answered the CONNECT " + strconv.Itoa(status) + ": " + proxyWantsCredentials(c.proxy, c.names)
-	case c.proxy != "" && status != 0:
-		check = "the proxy answered the CONNECT " + strconv.Itoa(status) + ": " + proxyRefusesHost(c.proxy, c.names)
+	var refused *connectRefused
+	switch {
+	case errors.As(err, &refused):
+		check = "the proxy answered the CONNECT " + strconv.Itoa(refused.code) + ": " + refused.hint(c.proxy, c.names)
 	case errors.As(err, &hostname):
 		check = "the TLS certificate that answered is not for the host of " + c.names.Of(FieldEndpoint) + "; check it (and, with a TLS-intercepting proxy, that the proxy's certificates name the host)"
 	case errors.As(err, &unknownCA), errors.As(err, &verify):
@@ -578,19 +578,34 @@ func (c *Client) transportError(ctx context.Context, t target, ids reqIDs, err e
 		msg: fmt.Sprintf("%s [user request id %s]: no reply from MNS%s; %s: %v", t, ids.user, c.viaProxy(), check, err)}
 }
 
-// connectStatus is the status of a proxy's refusal of the CONNECT of an
-// https endpoint, 4xx, or 0. net/http reports it only as the status text
-// ("Proxy Authentication Required", "Forbidden").
-func connectStatus(err error) int {
-	for e := errors.Unwrap(err); e != nil; e = errors.Unwrap(e) {
-		err = e
+// connectRefused is a proxy's answer other than 200 to the CONNECT of an
+// https endpoint. net/http would report only its reason phrase, which a
+// proxy words its own way (tinyproxy: "403 Filtered", and 401 for a wrong
+// password); connectAnswer keeps the status.
+type connectRefused struct {
+	code   int
+	status string // the status line's code and reason, "403 Filtered"
+}
+
+func (e *connectRefused) Error() string { return "CONNECT: " + e.status }
+
+// hint says what the status means for the operator; via names the proxy.
+func (e *connectRefused) hint(via string, names Names) string {
+	switch {
+	case e.code == http.StatusProxyAuthRequired, e.code == http.StatusUnauthorized:
+		return proxyWantsCredentials(via, names)
+	case e.code >= 500:
+		return "the proxy " + via + " could not reach the host of " + names.Of(FieldEndpoint) + "; check its host and port, and the proxy's own network; the bridge holds the messages and retries"
 	}
-	for status := 400; status < 500; status++ {
-		if text := http.StatusText(status); text != "" && err.Error() == text {
-			return status
-		}
+	return proxyRefusesHost(via, names)
+}
+
+// connectAnswer is the client's http.Transport.OnProxyConnectResponse.
+func connectAnswer(_ context.Context, _ *url.URL, _ *http.Request, res *http.Response) error {
+	if res.StatusCode == http.StatusOK {
+		return nil
 	}
-	return 0
+	return &connectRefused{code: res.StatusCode, status: res.Status}
 }
 
 // Proxy returns the proxy the requests go through (from Config.Proxy, by

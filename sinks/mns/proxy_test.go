@@ -236,3 +236,40 @@ func TestHTMLReplyIsNamedByItsTitle(t *testing.T) {
 	err := sendRetryable(t, srv.URL, nil)
 	errtext.Want(t, "squid's page", err, []string{`HTTP 403: unexpected reply: an HTML page titled "ERROR: The requested URL could not be retrieved"`, "not from MNS"})
 }
+
+// TestConnectRefusalKeepsTheProxysStatus: a proxy's answer to the CONNECT
+// of an https endpoint is judged by its status code, not by the reason
+// phrase net/http passes on (walked with tinyproxy: "403 Filtered" read as
+// "...: Filtered", with no hint, and a wrong password got 401, not 407).
+func TestConnectRefusalKeepsTheProxysStatus(t *testing.T) {
+	for _, tc := range []struct {
+		status string
+		want   []string
+	}{
+		{"403 Filtered", []string{"the proxy answered the CONNECT 403", "may refuse the host of Config.Endpoint", "NO_PROXY", "CONNECT: 403 Filtered"}},
+		{"401 Unauthorized", []string{"the proxy answered the CONNECT 401", "refuses the credentials in its URL", "CONNECT: 401 Unauthorized"}},
+		{"502 Bad Gateway", []string{"the proxy answered the CONNECT 502", "could not reach the host of Config.Endpoint", "CONNECT: 502 Bad Gateway"}},
+	} {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		go func() {
+			for {
+				c, err := ln.Accept()
+				if err != nil {
+					return
+				}
+				// Read the CONNECT's head, answer with the status line, close.
+				buf := make([]byte, 4096)
+				c.Read(buf)
+				c.Write([]byte("HTTP/1.1 " + tc.status + "\r\nContent-Length: 0\r\n\r\n"))
+				c.Close()
+			}
+		}()
+		proxyURL, _ := url.Parse("http://op:proxy-pw@" + ln.Addr().String())
+		err = sendRetryable(t, "https://"+closedAddr(t), proxyURL)
+		errtext.Want(t, tc.status, err, tc.want, "proxy-pw")
+		ln.Close()
+	}
+}
