@@ -221,6 +221,19 @@ func testGroupDeletes(t *testing.T, ownBefore, ownAfter int) {
 	}
 }
 
+// ownBuckets counts the records of s that are in a bucket of their own.
+func ownBuckets(s *Spool) (n int) {
+	s.db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketName).ForEach(func(_, v []byte) error {
+			if v == nil {
+				n++
+			}
+			return nil
+		})
+	})
+	return n
+}
+
 // TestLargeRecordIsWrittenOnce: a record of ownBucketPages pages or more
 // lives in a bucket of its own, and later commits (appends, deletes of
 // other records) leave its pages where they are: its commit wrote it once,
