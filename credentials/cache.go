@@ -68,6 +68,7 @@ type Cache struct {
 	refusedAt     time.Time   // when Refused last started a refresh
 	refusedID     string      // the id Refused last logged
 	staleID       string      // the refused id a refresh got again, logged once
+	refusedSay    bool        // the refusal of refusedID is to be logged by the refresh it started
 	timer         *time.Timer // the next proactive refresh
 	closed        bool
 }
@@ -149,9 +150,10 @@ func (c *Cache) Refused(id string) {
 		return
 	}
 	if c.refusedID != id {
-		c.refusedID = id
-		c.log.Warn("a server refused the credentials before they expire by this machine's clock; fetching new ones now (is the clock behind?)",
-			"provider", c.p.Name(), "access_key_id", MaskID(id), "expires", c.cur.Expiration.UTC().Format(time.RFC3339))
+		// Said once the refetch shows what it is: a triple the servers
+		// think expired (a clock behind theirs), or the same one again
+		// (stale at its source; see refresh).
+		c.refusedID, c.refusedSay = id, true
 	}
 	c.refusedAt = now
 	c.inflight = make(chan struct{})
@@ -264,6 +266,14 @@ func (c *Cache) refresh(done chan struct{}) {
 		close(done)
 		c.mu.Unlock()
 	}()
+	// The triple held, again: after a refusal, new credentials are not to
+	// be had from this provider yet.
+	same := err == nil && c.have && cr.AccessKeyID == c.cur.AccessKeyID && cr.SecurityToken == c.cur.SecurityToken
+	if c.refusedSay && !same {
+		c.log.Warn("a server refused the credentials before they expire by this machine's clock; fetching new ones now (is the clock behind?)",
+			"provider", c.p.Name(), "access_key_id", MaskID(c.refusedID), "expires", c.cur.Expiration.UTC().Format(time.RFC3339))
+	}
+	c.refusedSay = false
 	if err != nil {
 		c.failures++
 		c.lastErr = err
@@ -287,9 +297,7 @@ func (c *Cache) refresh(done chan struct{}) {
 		return
 	}
 	recovered := c.failures > 0
-	// The triple a server refused, again: new credentials are not to be had
-	// from this provider yet.
-	again := c.have && cr.AccessKeyID == c.refusedID && cr.AccessKeyID == c.cur.AccessKeyID && cr.SecurityToken == c.cur.SecurityToken
+	again := same && cr.AccessKeyID == c.refusedID
 	c.failures, c.lastErr, c.nextTry, c.expiredLogged = 0, nil, time.Time{}, false
 	c.cur, c.have = cr, true
 	c.refreshAt = time.Time{}

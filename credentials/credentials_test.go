@@ -750,7 +750,10 @@ func BenchmarkCacheGet(b *testing.B) {
 func TestCacheRefusedRefreshesAnSTSTripleEarly(t *testing.T) {
 	clk := testclock.New(time.Now())
 	p := &fakeProvider{life: time.Hour, now: clk.Now}
-	cache := credentials.NewCache(p, credentials.CacheOptions{Now: clk.Now})
+	var logBuf bytes.Buffer
+	var logMu sync.Mutex
+	cache := credentials.NewCache(p, credentials.CacheOptions{Now: clk.Now,
+		Logger: slog.New(slog.NewTextHandler(lockedWriter{&logMu, &logBuf}, nil))})
 	defer cache.Close()
 	get := func() string {
 		t.Helper()
@@ -775,6 +778,15 @@ func TestCacheRefusedRefreshesAnSTSTripleEarly(t *testing.T) {
 	clk.Add(time.Second)
 	cache.Refused("id-2")
 	waitCalls(t, p, 3)
+	// Each refused triple was followed by a new one: the clock question is
+	// asked once per refused id (id-1, id-2), when its refetch has ended.
+	waitID(t, cache, "id-3")
+	logMu.Lock()
+	n := strings.Count(logBuf.String(), "is the clock behind?")
+	logMu.Unlock()
+	if n != 2 {
+		t.Errorf("the clock question is logged %d times, want 2 (once per refused triple)", n)
+	}
 
 	static := &countingStatic{}
 	sc := credentials.NewCache(static, credentials.CacheOptions{Now: clk.Now})
@@ -826,6 +838,10 @@ func TestCacheRefusedTripleGivenAgainIsCalledStale(t *testing.T) {
 	}
 	if n := strings.Count(logs(), stale); n != 1 {
 		t.Errorf("the stale triple is logged %d times, want once:\n%s", n, logs())
+	}
+	// The clock is not what is wrong: the question is not asked.
+	if strings.Contains(logs(), "is the clock behind?") {
+		t.Errorf("a stale triple is blamed on the clock:\n%s", logs())
 	}
 }
 
