@@ -112,18 +112,27 @@ const startHint = "start it with scripts/rabbitmq.sh start (as root on a fresh m
 func RabbitMQ(t testing.TB) *Broker {
 	t.Helper()
 	b, err := find()
+	var l *brokerLock
+	var lockErr error
 	if err == nil {
+		// The shared hold first, then the probe: a test of another process
+		// that restarts the broker holds the turnstile until its listeners
+		// accept again, and a probe taken before that wait finds the broker
+		// down ("connection refused") in the middle of the restart.
+		l, lockErr = acquireShared(b.Dir)
 		err = b.reachable()
 	}
 	if err != nil {
+		if l != nil {
+			l.release()
+		}
 		if os.Getenv("CI") == "true" {
 			t.Fatalf("RabbitMQ test broker is required in CI but not available: %v; %s", err, startHint)
 		}
 		t.Skipf("RabbitMQ is not running: start it with scripts/rabbitmq.sh start (%v)", err)
 	}
-	l, err := acquireShared(b.Dir)
-	if err != nil {
-		t.Fatalf("testbroker: %v", err)
+	if lockErr != nil {
+		t.Fatalf("testbroker: %v", lockErr)
 	}
 	b.lock = l
 	t.Cleanup(l.release)

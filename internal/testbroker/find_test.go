@@ -2,11 +2,15 @@ package testbroker
 
 import (
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"runtime"
 	"strings"
+	"syscall"
 	"testing"
+
+	"github.com/iot-mns-bridge/iot-mns-bridge/internal/testpeers"
 )
 
 func TestReadEnvFile(t *testing.T) {
@@ -105,3 +109,62 @@ func fullEnv(stomps string) map[string]string {
 }
 
 func sprintf(f string, args ...any) string { return fmt.Sprintf(f, args...) }
+
+// TestRabbitMQWaitsForARestartInProgress: while a test of another process
+// restarts the broker (it holds the turnstile, the listeners are down),
+// RabbitMQ waits for the restart to end instead of failing a CI run with
+// "not reachable".
+func TestRabbitMQWaitsForARestartInProgress(t *testing.T) {
+	dir := t.TempDir()
+	addr := fmt.Sprintf("127.0.0.1:%d", testpeers.FreePort(t)) // nothing listens: the broker is down
+	env := fullEnv(addr)
+	env["RABBITMQ_DIR"] = dir
+	for k, v := range env {
+		t.Setenv(k, v)
+	}
+	t.Setenv("CI", "true")
+	gate, err := openLockFile(filepath.Join(dir, "test.turnstile"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer gate.Close()
+	if err := syscall.Flock(int(gate.Fd()), syscall.LOCK_EX); err != nil { // the restart in progress
+		t.Fatal(err)
+	}
+	waiting := make(chan string, 1)
+	lockHeld = func(name string) {
+		select {
+		case waiting <- name:
+		default:
+		}
+	}
+	rec := &recordingTB{TB: t}
+	done := make(chan *Broker, 1)
+	go func() {
+		defer close(done)
+		done <- RabbitMQ(rec)
+	}()
+	select {
+	case name := <-waiting:
+		if name != "test.turnstile" {
+			t.Fatalf("RabbitMQ waits on %s, want test.turnstile", name)
+		}
+	case <-done:
+		t.Fatalf("RabbitMQ returned during the restart instead of waiting for it: %s", rec.fatal+rec.skipped)
+	}
+	// The restart ends: the broker listens again, then the turnstile opens.
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	if err := syscall.Flock(int(gate.Fd()), syscall.LOCK_UN); err != nil {
+		t.Fatal(err)
+	}
+	b := <-done
+	lockHeld = nil
+	if b == nil || rec.fatal != "" || rec.skipped != "" {
+		t.Fatalf("RabbitMQ after the restart: %v %s", b, rec.fatal+rec.skipped)
+	}
+	b.lock.release()
+}

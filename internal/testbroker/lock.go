@@ -35,16 +35,23 @@ func openLockFile(path string) (*os.File, error) {
 	return f, nil
 }
 
+// lockHeld, when set (by a test of this package), is called once per
+// flockWait that finds the lock held, before it waits.
+var lockHeld func(name string)
+
 // flockWait polls flock(how|LOCK_NB) until it succeeds or lockWait passes.
 func flockWait(f *os.File, how int, what string) error {
 	deadline := time.Now().Add(lockWait)
-	for {
+	for waited := false; ; waited = true {
 		err := syscall.Flock(int(f.Fd()), how|syscall.LOCK_NB)
 		if err == nil {
 			return nil
 		}
 		if !errors.Is(err, syscall.EWOULDBLOCK) {
 			return fmt.Errorf("lock %s: %w", f.Name(), err)
+		}
+		if !waited && lockHeld != nil {
+			lockHeld(filepath.Base(f.Name()))
 		}
 		if time.Now().After(deadline) {
 			return fmt.Errorf("lock %s: still held after %s by %s", f.Name(), lockWait, what)
