@@ -304,6 +304,10 @@ func TestCacheRefreshAheadKeepOldBackoffAndRecover(t *testing.T) {
 		t.Fatal(c, err)
 	}
 	waitCalls(t, p, 3)
+	// The provider is called before the refresh stores its failure and the
+	// backoff from the clock of then: wait for that before moving the clock
+	// (else the backoff starts 10 minutes later and no fourth call comes).
+	waitfor.Until(t, "the failed refresh to be stored", 10*time.Second, func() bool { return cache.Status().Failures == 1 })
 	for range 100 {
 		if c, err := cache.Get(ctx); err != nil || c.AccessKeyID != "id-2" {
 			t.Fatalf("during backoff: %v %v", c, err)
