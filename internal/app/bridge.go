@@ -126,7 +126,7 @@ func New(cfg *config.Config, opts Options) (*Bridge, error) {
 		return nil, &UsageError{Err: err}
 	}
 	b.router.Store(router)
-	b.dead = deadletter.NewTargets(cfg.Delivery.DeadLetter.File, b.sink, cfg.Delivery.DeadLetter.Queue)
+	b.dead = deadletter.NewTargets(cfg.Delivery.DeadLetter.File, recordingSink{b.sink, &b.status.deadQueue}, cfg.Delivery.DeadLetter.Queue)
 	b.dead.BoundFile(int64(cfg.Delivery.DeadLetter.MaxBytes))
 	var dedup *bridge.Dedup
 	if cfg.Delivery.Dedup.Size > 0 {

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/iot-mns-bridge/iot-mns-bridge/bridge"
@@ -29,13 +30,18 @@ type Status struct {
 
 	Source   []SourceConnStatus `json:"source"`
 	Pipeline PipelineStatus     `json:"pipeline"`
-	MNS      PartError          `json:"mns"`
+	// MNS is the pipeline's requests to MNS (the routes' queues and
+	// topics); those of the dead-letter queue are DeadLetterQueue's.
+	MNS RequestStatus `json:"mns"`
 	// MNSLookupsFailing counts the MNS destinations whose lookup failed at
 	// the last check (each is a reason in NotReady): the status table's
 	// mns row says so instead of "ok", whether or not a send failed yet.
 	MNSLookupsFailing int              `json:"mns_lookups_failing,omitempty"`
 	DeadLetters       DeadLetterStatus `json:"dead_letters"`
-	Spool             *SpoolStatus     `json:"spool,omitempty"` // nil without spool.dir
+	// DeadLetterQueue is the requests to delivery.dead_letter.queue; nil
+	// when none is set.
+	DeadLetterQueue *DeadLetterQueueStatus `json:"dead_letter_queue,omitempty"`
+	Spool           *SpoolStatus           `json:"spool,omitempty"` // nil without spool.dir
 }
 
 // SourceConnStatus is one source connection.
@@ -62,6 +68,25 @@ type PipelineStatus struct {
 type PartError struct {
 	LastError   string     `json:"last_error,omitempty"`
 	LastErrorAt *time.Time `json:"last_error_at,omitempty"`
+}
+
+// RequestStatus counts a part's requests to MNS since start: those that
+// failed (some message of it refused, or no answer), the messages MNS
+// accepted, whether the last request failed, and the last failure.
+type RequestStatus struct {
+	Requests int64 `json:"requests"`
+	Failed   int64 `json:"failed_requests"`
+	Accepted int64 `json:"accepted"`
+	Failing  bool  `json:"failing"`
+	PartError
+}
+
+// DeadLetterQueueStatus is delivery.dead_letter.queue and its requests. A
+// refusal it does not retry (the entry is in the dead-letter file) shows
+// only here.
+type DeadLetterQueueStatus struct {
+	Name string `json:"name"`
+	RequestStatus
 }
 
 // DeadLetterStatus is the dead-letter target: the last dead-lettered
@@ -105,30 +130,56 @@ func (l *lastError) get() PartError {
 	return PartError{LastError: l.msg, LastErrorAt: &at}
 }
 
-// statusRecorder collects the last errors /status reports.
+// requestRecord counts a part's requests to MNS and keeps the last failure
+// (RequestStatus). Safe for concurrent use.
+type requestRecord struct {
+	requests, failed, accepted atomic.Int64
+	failing                    atomic.Bool
+	last                       lastError
+}
+
+func (r *requestRecord) get() RequestStatus {
+	return RequestStatus{Requests: r.requests.Load(), Failed: r.failed.Load(), Accepted: r.accepted.Load(),
+		Failing: r.failing.Load(), PartError: r.last.get()}
+}
+
+// statusRecorder collects the counts and last errors /status reports.
 type statusRecorder struct {
 	started    time.Time
-	mns        lastError // the last failed MNS send
-	deadReason lastError // the last dead-lettered message's reason
-	deadWrite  lastError // the last failure writing a dead letter
+	mns        requestRecord // the pipeline's sends
+	deadQueue  requestRecord // the dead-letter queue's sends
+	deadReason lastError     // the last dead-lettered message's reason
+	deadWrite  lastError     // the last failure writing a dead letter
 	spool      func() spool.Stats
 	spoolMu    sync.Mutex
 }
 
-// recordingSink passes sends on to the sink and remembers the last failure.
+// recordingSink passes sends on to the sink and counts them in rec. A send
+// cancelled (shutdown) is not a failure.
 type recordingSink struct {
 	bridge.Sink
-	last *lastError
+	rec *requestRecord
 }
 
 func (s recordingSink) Send(ctx context.Context, dest bridge.Destination, msgs []bridge.Outgoing) []error {
 	errs := s.Sink.Send(ctx, dest, msgs)
+	failed, accepted := false, 0
 	for i, err := range errs {
-		if err != nil && !errors.Is(err, context.Canceled) {
-			s.last.set(fmt.Sprintf("%s: message %s: %v", dest, msgs[i].ID, err))
-			break
+		switch {
+		case err == nil:
+			accepted++
+		case errors.Is(err, context.Canceled):
+		case !failed:
+			failed = true
+			s.rec.last.set(fmt.Sprintf("%s: message %s: %v", dest, msgs[i].ID, err))
 		}
 	}
+	s.rec.requests.Add(1)
+	s.rec.accepted.Add(int64(accepted))
+	if failed {
+		s.rec.failed.Add(1)
+	}
+	s.rec.failing.Store(failed)
 	return errs
 }
 
@@ -194,6 +245,9 @@ func (b *Bridge) Status() Status {
 	st.Pipeline = PipelineStatus{Received: ps.Received, Forwarded: ps.Forwarded, DeadLettered: ps.DeadLettered,
 		Duplicates: ps.Duplicates, Joined: ps.Joined, Retried: ps.Retried, InFlight: ps.InFlight, MaxInFlight: b.cfg.Delivery.MaxInFlight}
 	st.MNS = b.status.mns.get()
+	if q := b.cfg.Delivery.DeadLetter.Queue; q != "" {
+		st.DeadLetterQueue = &DeadLetterQueueStatus{Name: q, RequestStatus: b.status.deadQueue.get()}
+	}
 	reason := b.status.deadReason.get()
 	st.DeadLetters = DeadLetterStatus{LastReason: reason.LastError, LastReasonAt: reason.LastErrorAt, PartError: b.status.deadWrite.get()}
 	b.status.spoolMu.Lock()

@@ -4,7 +4,9 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"log/slog"
 	"net/http"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
@@ -242,5 +244,49 @@ func TestStatusCountsJoinedCopies(t *testing.T) {
 	}
 	if !strings.Contains(string(b), `"duplicates":2,"joined":30`) {
 		t.Errorf("/status pipeline JSON %s, want duplicates and joined", b)
+	}
+}
+
+// TestStatusShowsTheDeadLetterQueue: the dead-letter queue's requests are
+// not the pipeline's, so the mns row never showed them. With the file set,
+// a queue that refuses the entries for good (here it does not exist) was
+// seen nowhere in /status: the file has them, so they count as stored. Its
+// own row counts its requests and says it fails, then that it is ok again
+// once the queue exists.
+func TestStatusShowsTheDeadLetterQueue(t *testing.T) {
+	p := startPeers(t, mnsemu.Config{}, iotsim.Config{})
+	p.emu.CreateQueue("unrouted")
+	c := p.config()
+	c.Delivery.DeadLetter.File = filepath.Join(t.TempDir(), "dead.jsonl")
+	c.Delivery.DeadLetter.Queue = "dlq"
+	b, base := runBridgeHTTP(t, mustLoad(t, p.writeConfig(t, c)), Options{Logger: slog.New(slog.DiscardHandler)})
+
+	// telemetry-pk1 is missing: the messages are dead-lettered.
+	p.publishPlain(20)
+	waitFor(t, "20 dead letters", 30*time.Second, func() bool { return b.Status().Pipeline.DeadLettered >= 20 })
+	st := b.Status()
+	q := st.DeadLetterQueue
+	if q == nil || q.Name != "dlq" || q.Requests == 0 || q.Failed != q.Requests || q.Accepted != 0 || !q.Failing ||
+		!strings.Contains(q.LastError, "queue dlq: message ") || !strings.Contains(q.LastError, "QueueNotExist") {
+		t.Fatalf("/status dead_letter_queue %+v, want dlq with every request failed on QueueNotExist", q)
+	}
+	if strings.Contains(st.MNS.LastError, "dlq") || st.MNS.Failed == 0 || st.MNS.Accepted != 0 {
+		t.Errorf("/status mns %+v, want the pipeline's failed sends to telemetry-pk1 only", st.MNS)
+	}
+	_, out, _ := runMain(t, context.Background(), "status", "-url", base, "-interval", "0")
+	re := fmt.Sprintf(`(?m)^dead-letter queue dlq +FAILING, %d of %d requests failed +0 +queue dlq: message .*QueueNotExist.* ago\)$`, q.Failed, q.Requests)
+	if !regexp.MustCompile(re).MatchString(out) {
+		t.Errorf("status output does not match %s:\n%s", re, out)
+	}
+
+	p.emu.CreateQueue("dlq")
+	p.publishPlain(10)
+	waitFor(t, "the dead-letter queue to take 10 entries", 30*time.Second, func() bool {
+		q := b.Status().DeadLetterQueue
+		return q.Accepted >= 10 && !q.Failing
+	})
+	_, out, _ = runMain(t, context.Background(), "status", "-url", base, "-interval", "0")
+	if re := `(?m)^dead-letter queue dlq +ok, [0-9]+ of [0-9]+ requests failed +10 +queue dlq: message .*QueueNotExist.* ago\)$`; !regexp.MustCompile(re).MatchString(out) {
+		t.Errorf("status output after the queue was created does not match %s:\n%s", re, out)
 	}
 }

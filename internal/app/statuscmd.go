@@ -281,6 +281,16 @@ func printStatus(w io.Writer, st Status, r *StatusRates) error {
 	// (the de-dup window) or while the bridge held it (joined).
 	fmt.Fprintf(tw, "dead letters\t%d duplicates dropped\t%s\t%d\t\t%s\n", st.Pipeline.Duplicates+st.Pipeline.Joined,
 		rate(func(r *StatusRates) float64 { return r.DeadLettered }), st.Pipeline.DeadLettered, dl)
+	if q := st.DeadLetterQueue; q != nil {
+		// Its requests are not the mns row's: a queue that refuses the
+		// entries shows here (TOTAL: the entries it accepted).
+		state := "ok"
+		if q.Failing {
+			state = "FAILING"
+		}
+		fmt.Fprintf(tw, "dead-letter queue %s\t%s, %d of %d requests failed\t\t%d\t\t%s\n", q.Name, state, q.Failed, q.Requests,
+			q.Accepted, orDash(q.LastError)+since(q.LastErrorAt))
+	}
 	if sp := st.Spool; sp != nil {
 		pct := 0.0
 		if sp.MaxBytes > 0 {
