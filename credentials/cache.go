@@ -170,13 +170,16 @@ type Status struct {
 	Held bool
 	// Failures counts the refreshes that failed since the last success.
 	Failures int
+	// Closed: Close was called; no refresh runs by itself any more (a
+	// proactive one, or the retry of a failed one).
+	Closed bool
 }
 
 // Status returns the cache's state without fetching.
 func (c *Cache) Status() Status {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return Status{Expiration: c.cur.Expiration, Held: c.have, Failures: c.failures}
+	return Status{Expiration: c.cur.Expiration, Held: c.have, Failures: c.failures, Closed: c.closed}
 }
 
 // Provider returns the provider behind the cache.

@@ -323,13 +323,38 @@ func cmdReplay(ctx context.Context, args []string, stdio Stdio) error {
 			held.Close()
 		}
 	}
-	log := NewLogger(cfg.Log, stdio.Err)
-	b, err := New(cfg, Options{Logger: log})
+	b, err := New(cfg, Options{Logger: NewLogger(cfg.Log, stdio.Err)})
 	if err != nil {
 		return err
 	}
-	if err := b.openDeadLetters(); err != nil {
+	st, finished, err := b.replay(ctx, entries)
+	if err != nil {
 		return err
+	}
+	// An entry of a message the file holds twice is done with the first:
+	// joined to it while it was held (bridge's join.go), or dropped by the
+	// de-dup window once MNS had it.
+	repeated := st.Joined + st.Duplicates
+	done := st.Forwarded + st.DeadLettered + repeated
+	fmt.Fprintf(stdio.Out, "replayed %s: %d entries read, %d skipped, %d forwarded, %d dead-lettered again, %d repeated (sent once), %d not done\n",
+		file, len(entries), skipped, st.Forwarded, st.DeadLettered, repeated, int64(len(entries))-done)
+	if !finished || ctx.Err() != nil || done < int64(len(entries)) {
+		return errors.New("replay did not finish: run it again (entries may then be sent twice)")
+	}
+	return nil
+}
+
+// replay sends entries through the pipeline and drains it within
+// shutdown_timeout: finished is false when the deadline cut the drain
+// short; the counters say what became of the entries. err is the failure to
+// open the dead-letter file. It closes what the bridge opened: the
+// dead-letter file, and the credentials caches, whose timers would
+// otherwise go on refreshing (and retrying a failing provider) until the
+// process exits.
+func (b *Bridge) replay(ctx context.Context, entries []deadletter.Entry) (st bridge.Stats, finished bool, err error) {
+	defer b.creds.close()
+	if err := b.openDeadLetters(); err != nil {
+		return st, false, err
 	}
 	defer b.dead.Close()
 	for _, e := range entries {
@@ -339,21 +364,10 @@ func cmdReplay(ctx context.Context, args []string, stdio Stdio) error {
 			break
 		}
 	}
-	drainCtx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
+	drainCtx, cancel := context.WithTimeout(context.Background(), b.cfg.ShutdownTimeout)
 	defer cancel()
 	derr := b.pipeline.Drain(drainCtx)
-	st := b.pipeline.Stats()
-	// An entry of a message the file holds twice is done with the first:
-	// joined to it while it was held (bridge's join.go), or dropped by the
-	// de-dup window once MNS had it.
-	repeated := st.Joined + st.Duplicates
-	done := st.Forwarded + st.DeadLettered + repeated
-	fmt.Fprintf(stdio.Out, "replayed %s: %d entries read, %d skipped, %d forwarded, %d dead-lettered again, %d repeated (sent once), %d not done\n",
-		file, len(entries), skipped, st.Forwarded, st.DeadLettered, repeated, int64(len(entries))-done)
-	if derr != nil || ctx.Err() != nil || done < int64(len(entries)) {
-		return errors.New("replay did not finish: run it again (entries may then be sent twice)")
-	}
-	return nil
+	return b.pipeline.Stats(), derr == nil, nil
 }
 
 // moveAsideOwnDeadLetters renames file to file.replayed-<UTC time> when it

@@ -3,6 +3,7 @@ package app
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -11,7 +12,9 @@ import (
 
 	"github.com/iot-mns-bridge/iot-mns-bridge/bridge"
 	"github.com/iot-mns-bridge/iot-mns-bridge/bridge/deadletter"
+	"github.com/iot-mns-bridge/iot-mns-bridge/config"
 	"github.com/iot-mns-bridge/iot-mns-bridge/config/configtest"
+	"github.com/iot-mns-bridge/iot-mns-bridge/credentials"
 	"github.com/iot-mns-bridge/iot-mns-bridge/internal/testpeers"
 	"github.com/iot-mns-bridge/iot-mns-bridge/iotsim"
 	"github.com/iot-mns-bridge/iot-mns-bridge/mnsemu"
@@ -202,6 +205,36 @@ func TestReplayOfARepeatedEntry(t *testing.T) {
 		}
 		if n := len(p.emu.Messages("telemetry-pk1")); n != 1 {
 			t.Errorf("max_in_flight %d: %d messages at MNS, want the message once", maxInFlight, n)
+		}
+	}
+}
+
+// TestReplayClosesTheCredentialsCaches: replay builds a bridge without
+// running it, so Run's closing of the credentials caches never came; a
+// cache whose provider fails went on retrying it on its timer until the
+// process exited (in tests, into the tests after). replay closes both
+// caches, whether or not it finished.
+func TestReplayClosesTheCredentialsCaches(t *testing.T) {
+	p := startPeers(t, mnsemu.Config{Queues: []string{"unrouted"}}, iotsim.Config{})
+	c := p.config()
+	c.MNS.Credentials = config.Credentials{CredentialsFile: filepath.Join(t.TempDir(), "not-yet.json")} // fails: no such file
+	c.ShutdownTimeout = 200 * time.Millisecond
+	b, err := New(mustLoad(t, p.writeConfig(t, c)), Options{Logger: slog.New(slog.DiscardHandler),
+		Credentials: credentials.CacheOptions{MinBackoff: time.Millisecond, MaxBackoff: time.Millisecond}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := deadletter.NewEntry(bridge.Message{Topic: "/pk1/dev/user/x", MessageID: "r-1", Body: []byte("x")}, "test", time.Now())
+	st, finished, err := b.replay(context.Background(), []deadletter.Entry{e})
+	if err != nil || finished || st.Forwarded != 0 {
+		t.Fatalf("replay without MNS credentials: %+v, finished %v, %v; want it cut by shutdown_timeout", st, finished, err)
+	}
+	if b.creds.mns.Status().Failures == 0 {
+		t.Fatal("the MNS credentials never failed: the test does not show a failing cache")
+	}
+	for name, cache := range map[string]*credentials.Cache{"source": b.creds.source, "mns": b.creds.mns} {
+		if !cache.Status().Closed {
+			t.Errorf("the %s credentials cache is still open after replay: its timer goes on refreshing", name)
 		}
 	}
 }
