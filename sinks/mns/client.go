@@ -297,6 +297,7 @@ func (t target) String() string { return "mns: " + t.op + " " + t.kind + " " + t
 type replyBuf struct {
 	buf bytes.Buffer
 	r   reply
+	ids idText // parseReply's scratch
 }
 
 var replyPool = sync.Pool{New: func() any { return new(replyBuf) }}
@@ -633,7 +634,7 @@ func (c *Client) newError(t target, status int, ids reqIDs, msg string) *Error {
 func (c *Client) httpError(t target, status int, ids reqIDs, rb *replyBuf) *Error {
 	e := c.newError(t, status, ids, "")
 	e.Region = c.region
-	if parseReply(rb.buf.Bytes(), &rb.r) == nil && rb.r.root == "Error" {
+	if parseReply(rb.buf.Bytes(), &rb.r, &rb.ids) == nil && rb.r.root == "Error" {
 		e.Code, e.Message, e.HostID = rb.r.err.Code, rb.r.err.Message, rb.r.err.HostID
 		if rb.r.err.RequestID != "" {
 			e.RequestID = rb.r.err.RequestID
@@ -715,7 +716,7 @@ func (c *Client) sendOutcomes(ctx context.Context, t target, resource string, bo
 		setAll(err)
 		return
 	}
-	if err := parseReply(rb.buf.Bytes(), &rb.r); err != nil || rb.r.root == "Error" ||
+	if err := parseReply(rb.buf.Bytes(), &rb.r, &rb.ids); err != nil || rb.r.root == "Error" ||
 		(rb.r.root == "Message" && (status < 200 || status > 299)) {
 		setAll(c.httpError(t, status, ids, rb))
 		return

@@ -116,16 +116,18 @@ type reply struct {
 
 // parseReply reads a SendMessage, BatchSendMessage, PublishMessage or error
 // reply, by the fast scanner when it can and by encoding/xml otherwise.
-func parseReply(data []byte, r *reply) error {
+// ids is the scanner's scratch (kept with r in a replyBuf, so that it is
+// reused).
+func parseReply(data []byte, r *reply, ids *idText) error {
 	r.root, r.entries, r.err = "", r.entries[:0], errorReply{}
-	if err := scanReply(data, r); err == nil {
+	if err := scanReply(data, r, ids); err == nil {
 		return nil
 	}
 	r.root, r.entries, r.err = "", r.entries[:0], errorReply{}
 	return decodeReply(data, r)
 }
 
-func scanReply(data []byte, r *reply) error {
+func scanReply(data []byte, r *reply, ids *idText) error {
 	s := scanner{b: data}
 	var t token
 	if err := s.nextSignificant(&t); err != nil {
@@ -134,6 +136,7 @@ func scanReply(data []byte, r *reply) error {
 	if t.kind != tokStart || t.empty {
 		return errUnusual
 	}
+	ids.buf, ids.spans, ids.first = ids.buf[:0], ids.spans[:0], len(r.entries)
 	switch string(t.name) {
 	case "Messages":
 		r.root = "Messages"
@@ -147,13 +150,13 @@ func scanReply(data []byte, r *reply) error {
 			if t.kind != tokStart || t.empty || string(t.name) != "Message" {
 				return errUnusual
 			}
-			if err := scanEntry(&s, r); err != nil {
+			if err := scanEntry(&s, r, ids); err != nil {
 				return err
 			}
 		}
 	case "Message":
 		r.root = "Message"
-		if err := scanEntry(&s, r); err != nil {
+		if err := scanEntry(&s, r, ids); err != nil {
 			return err
 		}
 	case "Error":
@@ -179,21 +182,49 @@ func scanReply(data []byte, r *reply) error {
 	if err := s.nextSignificant(&t); err != nil || t.kind != tokEOF {
 		return errUnusual
 	}
+	ids.set(r.entries)
 	return nil
 }
 
+// idText gathers the MessageId and MessageBodyMD5 texts of a reply's
+// entries (scanEntry), which then share one string (set): one allocation a
+// reply instead of one a message. A result kept alone keeps the reply's
+// ids and sums alive with it, about 64 bytes a message of the request.
+type idText struct {
+	buf   []byte
+	spans [][2]idSpan // per entry from first: its MessageId and MessageBodyMD5
+	first int         // the first entry of this reply in reply.entries
+}
+
+// idSpan is where a text is in idText.buf.
+type idSpan struct{ from, to int }
+
+func (t *idText) add(text []byte) idSpan {
+	from := len(t.buf)
+	t.buf = append(t.buf, text...)
+	return idSpan{from, len(t.buf)}
+}
+
+// set gives entries[first:] their MessageId and MessageBodyMD5.
+func (t *idText) set(entries []replyEntry) {
+	all := string(t.buf)
+	for k, sp := range t.spans {
+		e := &entries[t.first+k]
+		e.MessageID, e.BodyMD5 = all[sp[0].from:sp[0].to], all[sp[1].from:sp[1].to]
+	}
+}
+
 // scanEntry reads the children of a <Message> of the reply into a new
-// entry of r.
-func scanEntry(s *scanner, r *reply) error {
+// entry of r; its MessageId and MessageBodyMD5 go to ids.
+func scanEntry(s *scanner, r *reply, ids *idText) error {
 	var e replyEntry
-	// MessageId and MessageBodyMD5 share one allocation.
-	var id, sum []byte
+	var id, sum idSpan
 	err := s.leaves("Message", func(name, text []byte) {
 		switch string(name) {
 		case "MessageId":
-			id = text
+			id = ids.add(text)
 		case "MessageBodyMD5":
-			sum = text
+			sum = ids.add(text)
 		case "ReceiptHandle":
 			e.ReceiptHandle = string(text)
 		case "ErrorCode":
@@ -205,9 +236,7 @@ func scanEntry(s *scanner, r *reply) error {
 	if err != nil {
 		return err
 	}
-	var buf [128]byte
-	both := string(append(append(buf[:0], id...), sum...))
-	e.MessageID, e.BodyMD5 = both[:len(id)], both[len(id):]
+	ids.spans = append(ids.spans, [2]idSpan{id, sum})
 	r.entries = append(r.entries, e)
 	return nil
 }
