@@ -43,7 +43,10 @@ type headerSource interface {
 //
 // With decodeBase64 the body is decoded; a body that is not valid base64
 // is kept as received and the message is marked Invalid with the reason.
-func toMessage(h headerSource, body []byte, decodeBase64 bool) bridge.Message {
+//
+// It is generic so that a frame's header slice is not boxed into an
+// interface value (an allocation a message).
+func toMessage[H headerSource](h H, body []byte, decodeBase64 bool) bridge.Message {
 	var m bridge.Message
 	// Headers mapped to fields are not repeated in Properties.
 	var usedTopic, usedID, usedMsgID, usedGen bool

@@ -54,6 +54,10 @@ type wire struct {
 	// Scratch for the header lines of the frame being read, reused.
 	hbuf []byte
 	hoff []int // per header: name start, name end, value end in hbuf
+	// in is the frame read last, which read returns: it and its Header
+	// slice are reused by the next read (the header strings and the body
+	// are the frame's own and stay valid).
+	in inFrame
 
 	mu      sync.Mutex
 	problem string // the last malformed-frame problem seen, "" when none
@@ -189,6 +193,9 @@ func serverErr(f *inFrame) error {
 // (and counted as liveness) on the way. Header values are unescaped as
 // STOMP 1.2 says (not those of CONNECTED). Any error ends the connection:
 // the problem of a malformed or too large frame is kept for Problem.
+//
+// The frame is valid until the next read, which reuses it and its Header
+// slice: keep its strings and its Body, not the frame or the slice.
 func (w *wire) read() (*inFrame, error) {
 	var line []byte
 	var err error
@@ -204,7 +211,9 @@ func (w *wire) read() (*inFrame, error) {
 	}
 	w.mid = true
 	size := int64(len(line)) + 1
-	f := &inFrame{Command: intern(line)}
+	clear(w.in.Header) // the previous frame's strings are not kept alive
+	w.in = inFrame{Command: intern(line), Header: w.in.Header[:0]}
+	f := &w.in
 	switch f.Command {
 	case frame.MESSAGE, frame.RECEIPT, frame.ERROR, frame.CONNECTED:
 	default:
@@ -283,7 +292,7 @@ func (w *wire) headers(f *inFrame, unescapeAll bool) error {
 		return nil
 	}
 	block := string(w.hbuf)
-	h := make(header, 0, 2*n)
+	h := f.Header[:0]
 	for k := 0; k < len(w.hoff); k += 3 {
 		ks, ke, ve := w.hoff[k], w.hoff[k+1], w.hoff[k+2]
 		name, value := intern(w.hbuf[ks:ke]), block[ke+1:ve]
