@@ -95,9 +95,7 @@ func explainLogin(cfg Config, id string, err error) error {
 	if errors.As(err, &sasl) {
 		switch {
 		case strings.Contains(string(sasl.AdditionalData), "throttled"):
-			return fmt.Errorf("%s: %w: %w; the consumer group made too many connection attempts "+
-				"(the platform allows %d a minute per group, across every client): lower %s "+
-				"so that the bridges of the group share that budget", op, bridge.ErrLoginRefused, err, source.MaxAttemptsPerMinute, cfg.Names.Of(source.FieldLimiter))
+			return fmt.Errorf("%s: %w: %w; %s", op, bridge.ErrLoginRefused, err, source.ThrottledAdvice(cfg.Names))
 		case sasl.ServerFault():
 			return fmt.Errorf("%s: %w: %w; %s", op, bridge.ErrLoginRefused, err, saslSystemAdvice(cfg, sasl.Code))
 		}

@@ -99,12 +99,11 @@ func LoginRefused(n Names, op, detail string, err error, hide ...string) error {
 	if detail != "" {
 		detail = fmt.Sprintf(": %q", detail)
 	}
-	check := fmt.Sprintf("; check %s (AccessKey ID and secret, STS token), %s, %s and %s, and that the system clock is right",
-		n.Of(FieldParams), n.Of(FieldConsumerGroupID), n.Of(FieldIotInstanceID), n.Of(FieldSignMethod))
 	reason := detail
 	if err != nil {
 		reason += " " + err.Error()
 	}
+	check := "; " + refusalAdvice(n, reason)
 	r := &loginRefusal{otherCause: namesOtherCause(reason)}
 	if err == nil {
 		r.err = fmt.Errorf("%s: %w%s%s", op, bridge.ErrLoginRefused, detail, check)
@@ -112,6 +111,37 @@ func LoginRefused(n Names, op, detail string, err error, hide ...string) error {
 		r.err = fmt.Errorf("%s: %w%s%s: %w", op, bridge.ErrLoginRefused, detail, check, err)
 	}
 	return r
+}
+
+// refusalAdvice is what a refused login tells the operator to do, by the
+// words of the server's reason: a throttled consumer group, a consumer
+// group or an instance the server does not know each name their one
+// setting (before, every refusal listed the credentials, the group, the
+// instance, the sign method and the clock: a throttled check -connect
+// pointed at the credentials); any other reason, or none (RabbitMQ's, and
+// the platform's texts are not documented), lists them all. The words are
+// the simulator's (iotsim), as in otherCauses.
+func refusalAdvice(n Names, reason string) string {
+	r := strings.ToLower(reason)
+	switch {
+	case strings.Contains(r, "throttl"):
+		return ThrottledAdvice(n)
+	case strings.Contains(r, "consumer group does not exist"), strings.Contains(r, "check consumergroupid"):
+		return "check " + n.Of(FieldConsumerGroupID) + ": the consumer group must exist in the instance (the console lists its consumer groups)"
+	case strings.Contains(r, "wrong instance"), strings.Contains(r, "check iotinstanceid"):
+		return "check " + n.Of(FieldIotInstanceID) + ": the ID on the console's instance overview (empty only for a public instance opened before 2021-07-30)"
+	}
+	return fmt.Sprintf("check %s (AccessKey ID and secret, STS token), %s, %s and %s, and that the system clock is right",
+		n.Of(FieldParams), n.Of(FieldConsumerGroupID), n.Of(FieldIotInstanceID), n.Of(FieldSignMethod))
+}
+
+// ThrottledAdvice is what to do about a login the platform refused because
+// the consumer group made more than MaxAttemptsPerMinute connection
+// attempts in a minute, whichever protocol was refused.
+func ThrottledAdvice(n Names) string {
+	return fmt.Sprintf("the consumer group made too many connection attempts (the platform allows %d a minute per group, "+
+		"across every client): wait a minute before trying again (the bridge retries with back-off); if it repeats, lower %s "+
+		"so that the bridges of the group share that budget", MaxAttemptsPerMinute, n.Of(FieldLimiter))
 }
 
 // loginRefusal is LoginRefused's error. otherCause says the server's

@@ -102,3 +102,43 @@ func TestRefusalReportsOnlyWhatNewCredentialsMayFix(t *testing.T) {
 		}
 	}
 }
+
+// TestLoginRefusalNamesTheSettingTheReasonNames: a refusal whose reason
+// names its cause (the simulator's texts: a throttled consumer group, a
+// group or an instance the server does not know) tells the operator to
+// change that one setting, and not the credentials; any other reason, or
+// none, lists every setting a login depends on. Before, a throttled STOMP
+// login (check -connect right after another bridge's reconnects) said
+// "check source.credentials ...".
+func TestLoginRefusalNamesTheSettingTheReasonNames(t *testing.T) {
+	names := Names{FieldParams: "CREDS", FieldConsumerGroupID: "CG", FieldIotInstanceID: "INST", FieldSignMethod: "SM", FieldLimiter: "CAP"}
+	all := "check CREDS (AccessKey ID and secret, STS token), CG, INST and SM, and that the system clock is right"
+	for _, tc := range []struct {
+		reason string
+		want   string
+		not    []string
+	}{
+		{"throttled: more than 100 connection attempts in 1m0s for consumer group g1 (the platform's limit, across every client of the group); back off and retry",
+			"the consumer group made too many connection attempts (the platform allows 100 a minute per group, across every client): wait a minute before trying again (the bridge retries with back-off); if it repeats, lower CAP",
+			[]string{"CREDS", "INST", "SM"}},
+		{`authentication failed: consumer group does not exist: "g2" (this server has g1); check consumerGroupId`,
+			"check CG: the consumer group must exist in the instance", []string{"CREDS", "INST", "SM"}},
+		{`authentication failed: wrong instance: iotInstanceId "x" is not this instance's (iot-1); check iotInstanceId`,
+			"check INST: the ID on the console's instance overview", []string{"CREDS", "CG", "SM"}},
+		{`authentication failed: unknown authId "LTAIx"`, all, nil},
+		{"authentication failed: signature mismatch", all, nil},
+		{"", all, nil},
+	} {
+		for _, err := range []error{
+			LoginRefused(names, "stomp connect h:1", tc.reason, nil),
+			LoginRefused(names, "amqp login", "", errors.New("SASL PLAIN auth failed with code 0x1: "+tc.reason)),
+		} {
+			errtext.Want(t, tc.reason, err, []string{tc.want})
+			for _, n := range tc.not {
+				if strings.Contains(err.Error(), n) {
+					t.Errorf("%q: %q names %s, which the reason does not concern", tc.reason, err, n)
+				}
+			}
+		}
+	}
+}
