@@ -564,11 +564,15 @@ func (c *Client) transportError(ctx context.Context, t target, ids reqIDs, err e
 		unknownCA x509.UnknownAuthorityError
 		hostname  x509.HostnameError
 		verify    *tls.CertificateVerificationError
+		notTLS    tls.RecordHeaderError // crypto/tls returns it as a value
 	)
 	var refused *connectRefused
 	switch {
 	case errors.As(err, &refused):
 		check = "the proxy answered the CONNECT " + strconv.Itoa(refused.code) + ": " + refused.hint(c.proxy, c.names)
+	case errors.As(err, &notTLS):
+		check = "the server at " + c.names.Of(FieldEndpoint) + " does not speak TLS: write the endpoint with http:// " +
+			"(MNS's internal endpoints are http only), or check its port"
 	case errors.As(err, &hostname):
 		check = "the TLS certificate that answered is not for the host of " + c.names.Of(FieldEndpoint) + "; check it (and, with a TLS-intercepting proxy, that the proxy's certificates name the host)"
 	case errors.As(err, &unknownCA), errors.As(err, &verify):

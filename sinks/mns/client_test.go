@@ -117,6 +117,26 @@ func TestNewClientTakesConfigAsGiven(t *testing.T) {
 	errtext.Want(t, "no reply", err, []string{"no reply from MNS; check the endpoint key (scheme, host and port)"})
 }
 
+// TestHTTPSEndpointOfAPlainHTTPServer: an https:// endpoint whose server
+// speaks plain HTTP (the emulator; an internal endpoint, which is http
+// only) says to write http://; before, it said "check the endpoint key
+// (scheme, host and port) and the network: ... tls: first record does not
+// look like a TLS handshake".
+func TestHTTPSEndpointOfAPlainHTTPServer(t *testing.T) {
+	srv := httptest.NewServer(mnsemu.New(mnsemu.Config{AccessKeys: map[string]string{"a": "s"}, Queues: []string{"q1"}}))
+	t.Cleanup(srv.Close)
+	c, err := newClient(Config{Endpoint: "https://" + srv.Listener.Addr().String(), AccessKeyID: "a", AccessKeySecret: "s",
+		Names: Names{FieldEndpoint: "the endpoint key"}, Proxy: func(*http.Request) (*url.URL, error) { return nil, nil }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = c.SendMessage(context.Background(), "q1", []byte("x"))
+	errtext.Want(t, "https to plain HTTP", err, []string{"no reply from MNS; the server at the endpoint key does not speak TLS: write the endpoint with http://"})
+	if !bridge.Retryable(err) {
+		t.Errorf("%v: not retryable (the endpoint may be fixed by a reload)", err)
+	}
+}
+
 func TestSendMessageEncodings(t *testing.T) {
 	tests := []struct {
 		enc      string
