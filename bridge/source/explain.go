@@ -55,7 +55,14 @@ func ExplainDial(n Names, op string, timeout time.Duration, err error) error {
 	case errors.As(err, &hostname):
 		why = "TLS certificate does not match the name; set " + n.Of(FieldServerName) + " to a name it holds, or check " + n.Of(FieldEndpoint)
 	case errors.As(err, &unknownCA):
-		why = "TLS certificate not trusted: signed by an unknown authority; add the CA that signed it with " + n.Of(FieldCAFile)
+		// Naming the issuer tells a CA file that holds another CA (a
+		// bundle of the wrong environment) from a missing one.
+		issuer := ""
+		if unknownCA.Cert != nil {
+			issuer = fmt.Sprintf(" %q", unknownCA.Cert.Issuer.String())
+		}
+		why = "TLS certificate not trusted: signed by an unknown authority" + issuer + "; add that CA with " + n.Of(FieldCAFile) +
+			" (when it is set, the file it names does not hold that CA)"
 	case errors.As(err, &invalid):
 		why = "TLS certificate not valid (expired or not yet valid: check the clock; or not usable for a server)"
 	case errors.As(err, &verify):

@@ -11,6 +11,7 @@ import (
 	"github.com/iot-mns-bridge/iot-mns-bridge/bridge/source"
 	"github.com/iot-mns-bridge/iot-mns-bridge/bridge/source/sourcetest"
 	"github.com/iot-mns-bridge/iot-mns-bridge/internal/stompfake"
+	"github.com/iot-mns-bridge/iot-mns-bridge/internal/testpeers"
 	"github.com/iot-mns-bridge/iot-mns-bridge/iotauth"
 )
 
@@ -45,7 +46,11 @@ func TestCheckConnect(t *testing.T) {
 		{name: "bad credentials", mod: func(c *Config) { c.Params = testParams(wrongSecret) },
 			want: []string{"login refused", "password does not match"}, wantIs: ErrLoginRefused},
 		{name: "unknown CA", mod: func(c *Config) { c.TLS = source.TLSOptions{} },
-			want: []string{"unknown authority", "source.tls.ca_file"}},
+			want: []string{`unknown authority "CN=iot-mns-bridge throwaway test CA,O=iot-mns-bridge tests"; add that CA with source.tls.ca_file`}},
+		// A ca_file of another CA (before, only 'add the CA that signed it
+		// with source.tls.ca_file', which the operator had done).
+		{name: "another CA", mod: func(c *Config) { _, ca := testpeers.CA(t); c.TLS = source.TLSOptions{CAFile: ca} },
+			want: []string{`unknown authority "CN=iot-mns-bridge throwaway test CA,O=iot-mns-bridge tests"; add that CA with source.tls.ca_file (when it is set, the file it names does not hold that CA)`}},
 		{name: "wrong server name", mod: func(c *Config) { c.TLS.ServerName = "wrong.example" },
 			want: []string{"source.tls.server_name"}},
 		// The check does not subscribe, so a destination the server would
