@@ -108,12 +108,15 @@ func TestJSONFileRotatesAtomicallyAndRefusesBadFiles(t *testing.T) {
 	}
 
 	for name, tc := range map[string]struct{ data, want string }{
-		"bad JSON":     {`{"AccessKeySecret": "` + secretWord + `",`, "not valid JSON"},
-		"not object":   {`["` + secretWord + `"]`, "not the credentials JSON"},
-		"code":         {`{"Code":"Failure","AccessKeyId":"a","AccessKeySecret":"` + secretWord + `"}`, `Code is "Failure", not Success`},
-		"missing":      {`{"AccessKeyId":"a"}`, "AccessKeySecret missing"},
-		"bad time":     {`{"AccessKeyId":"a","AccessKeySecret":"` + secretWord + `","Expiration":"tomorrow"}`, "not an RFC 3339 time"},
-		"expired":      {issueJSON("a", secretWord, "t", time.Now().Add(-time.Minute)), "expired at"},
+		"bad JSON":   {`{"AccessKeySecret": "` + secretWord + `",`, "not valid JSON"},
+		"not object": {`["` + secretWord + `"]`, "not the credentials JSON"},
+		"code":       {`{"Code":"Failure","AccessKeyId":"a","AccessKeySecret":"` + secretWord + `"}`, `Code is "Failure", not Success`},
+		"missing":    {`{"AccessKeyId":"a"}`, "AccessKeySecret missing"},
+		"bad time":   {`{"AccessKeyId":"a","AccessKeySecret":"` + secretWord + `","Expiration":"tomorrow"}`, "not an RFC 3339 time"},
+		// How long ago, and what to look at (before: 'expired at ... on
+		// arrival (is this machine's clock right?)', for a file that had
+		// not been rotated for an hour too).
+		"expired":      {issueJSON("a", secretWord, "t", time.Now().Add(-time.Hour)), "ago by this machine's clock, when they were fetched: whatever renews them has not (a credentials file that nothing rotates any more?)"},
 		"missing file": {"", "does not exist"},
 	} {
 		t.Run(name, func(t *testing.T) {
