@@ -178,8 +178,9 @@ func decode(data []byte, path string, env func(string) (string, bool), keep func
 }
 
 // resolve makes relative paths absolute against the config file's directory
-// (secret files: against $CREDENTIALS_DIRECTORY when set; spool.dir and
-// delivery.dead_letter.file: against $STATE_DIRECTORY when set) and defaults
+// (secret files: against $CREDENTIALS_DIRECTORY when set; spool.dir,
+// delivery.dead_letter.file and delivery.dedup.file: against
+// $STATE_DIRECTORY when set) and defaults
 // mns.credentials to the source's.
 func (c *Config) resolve(env func(string) (string, bool)) {
 	base := ""
