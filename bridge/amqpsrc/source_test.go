@@ -32,6 +32,11 @@ type fakeConn struct {
 	drain *amqp10.Delivery
 
 	creditCh chan struct{} // signalled when credit is issued
+	// exit, when set (before the dial), holds Receive after its ctx ended
+	// until exit is closed: the slot's goroutine, and so Run, is then
+	// still at work. reading is signalled as Receive starts to wait,
+	// exiting as it is held.
+	exit, reading, exiting chan struct{}
 
 	mu      sync.Mutex
 	credit  int // messages the source may still be sent
@@ -71,6 +76,12 @@ func (c *fakeConn) Receive(ctx context.Context) (*amqp10.Delivery, error) {
 			msgs = c.msgs
 		}
 		c.mu.Unlock()
+		if c.reading != nil {
+			select {
+			case c.reading <- struct{}{}:
+			default:
+			}
+		}
 		select {
 		case m := <-msgs:
 			c.mu.Lock()
@@ -83,6 +94,10 @@ func (c *fakeConn) Receive(ctx context.Context) (*amqp10.Delivery, error) {
 		case <-c.done:
 			return nil, &amqp10.ConnError{}
 		case <-ctx.Done():
+			if c.exit != nil {
+				c.exiting <- struct{}{}
+				<-c.exit
+			}
 			return nil, ctx.Err()
 		}
 	}
@@ -571,21 +586,41 @@ func TestRunStopParksLinksAndCloseReleases(t *testing.T) {
 	}
 }
 
+// TestCloseStopsRun: Close stops Run and returns only once Run has ended.
+// Run's slot is held in Receive after Close cancelled it (fakeConn.exit):
+// Close must still be waiting then. (The test looked at sourcetest's
+// Running.Done right after Close before; that channel is closed by the
+// goroutine that called Run, after Run returned to it, so under load Close
+// could return first although Run had ended: "Close returned before Run",
+// every time with a pause there.)
 func TestCloseStopsRun(t *testing.T) {
-	hs := newHarness(t, Config{}, nil, nil)
+	exit := make(chan struct{})
+	reading, exiting := make(chan struct{}, 1), make(chan struct{}, 1)
+	hs := newHarness(t, Config{}, nil, func(c *fakeConn) { c.exit, c.reading, c.exiting = exit, reading, exiting })
+	release := sync.OnceFunc(func() { close(exit) })
+	t.Cleanup(release) // before the harness's Close, when the test failed
 	c := hs.nextConn()
-	ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
-	defer cancel()
-	if err := hs.src.Close(ctx); err != nil {
+	<-reading
+	closed := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
+		defer cancel()
+		closed <- hs.src.Close(ctx)
+	}()
+	<-exiting // Close has cancelled Run; its slot is still in Receive
+	select {
+	case err := <-closed:
+		t.Fatalf("Close returned (%v) before Run", err)
+	case <-time.After(10 * time.Millisecond):
+		// Close waits for Run (the test passes without this pause too;
+		// it only gives a wrong Close the time to show).
+	}
+	release()
+	if err := <-closed; err != nil {
 		t.Fatal(err)
 	}
-	select {
-	case <-hs.run.Done():
-		if err := hs.run.Err(); err != nil {
-			t.Errorf("Run = %v", err)
-		}
-	default:
-		t.Error("Close returned before Run")
+	if err := hs.run.Wait(t); err != nil {
+		t.Errorf("Run = %v", err)
 	}
 	if !c.isClosed() {
 		t.Error("connection left open")
