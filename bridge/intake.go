@@ -53,11 +53,11 @@ func (p *Pipeline) Handle(ctx context.Context, d *Delivery) error {
 	}
 	p.stats.received.Add(1)
 	p.stats.inFlight.Add(1)
-	p.m.received()
+	p.m.Received.Inc()
 	if p.held.join(d) {
 		// Settled with its original (done).
 		p.stats.joined.Add(1)
-		p.m.joined()
+		p.m.Joined.Inc()
 		return nil
 	}
 	now := p.now()
@@ -68,7 +68,7 @@ func (p *Pipeline) Handle(ctx context.Context, d *Delivery) error {
 	}
 	if p.cfg.Dedup != nil && p.cfg.Dedup.Seen(m.MessageID, now) {
 		p.stats.duplicates.Add(1)
-		p.m.duplicate()
+		p.m.Duplicates.Inc()
 		p.done(d, Accepted)
 		return nil
 	}

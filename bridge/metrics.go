@@ -9,8 +9,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// Metrics are the pipeline's Prometheus collectors. A nil *Metrics is valid
-// and records nothing. Safe for concurrent use.
+// Metrics are the pipeline's Prometheus collectors. A pipeline always has
+// them (without PipelineConfig.Metrics, its own, registered nowhere), so
+// it counts without asking whether anyone reads. Safe for concurrent use.
 type Metrics struct {
 	Received       prometheus.Counter
 	Forwarded      prometheus.Counter
@@ -24,7 +25,8 @@ type Metrics struct {
 	Throttled      prometheus.Counter       // messages whose send MNS throttled
 }
 
-// NewMetrics creates the collectors and registers them with reg.
+// NewMetrics creates the collectors and registers them with reg; a nil reg
+// registers them nowhere.
 func NewMetrics(reg prometheus.Registerer) *Metrics {
 	const ns = "iot_mns_bridge"
 	m := &Metrics{
@@ -45,44 +47,16 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		Throttled: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Name: "throttled_total",
 			Help: "Messages whose MNS send was throttled (429 TooManyRequests, or the legacy QpsLimitExceeded); they are retried with backoff."}),
 	}
+	if reg == nil {
+		return m
+	}
 	reg.MustRegister(m.Received, m.Forwarded, m.Duplicates, m.Joined, m.Retried, m.DeadLettered, m.BatchSize, m.RequestSeconds, m.SendFailures, m.Throttled)
 	return m
 }
 
-func (m *Metrics) received() {
-	if m != nil {
-		m.Received.Inc()
-	}
-}
-
-func (m *Metrics) forwarded() {
-	if m != nil {
-		m.Forwarded.Inc()
-	}
-}
-
-func (m *Metrics) duplicate() {
-	if m != nil {
-		m.Duplicates.Inc()
-	}
-}
-
-func (m *Metrics) joined() {
-	if m != nil {
-		m.Joined.Inc()
-	}
-}
-
-func (m *Metrics) retried(n int) {
-	if m != nil {
-		m.Retried.Add(float64(n))
-	}
-}
-
+// request counts one Sink.Send of d: its messages (errs, one a message),
+// their failures and how long it took.
 func (m *Metrics) request(d Destination, errs []error, took time.Duration) {
-	if m == nil {
-		return
-	}
 	if d.Kind == Topic {
 		// A topic has no batch request: each message is one PublishMessage.
 		for range errs {
@@ -127,10 +101,9 @@ func throttled(err error) bool {
 	return errors.As(err, &t) && t.Throttled()
 }
 
+// deadLettered counts the stored entries by class (ClassRejected when
+// unset).
 func (m *Metrics) deadLettered(entries []DeadLetter) {
-	if m == nil {
-		return
-	}
 	for _, e := range entries {
 		class := e.Class
 		if class == "" {

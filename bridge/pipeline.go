@@ -87,8 +87,10 @@ type PipelineConfig struct {
 	MaxRequests               int
 	Retry                     RetryPolicy
 	// Dedup, when set, suppresses messages whose id MNS already accepted.
-	Dedup   *Dedup
-	Metrics *Metrics // optional
+	Dedup *Dedup
+	// Metrics, when set, are the collectors the pipeline counts in; nil
+	// counts in its own, registered nowhere.
+	Metrics *Metrics
 	Logger  *slog.Logger
 	// Names is what the log lines call the Fields (the wiring: the config
 	// keys); nil names them "Config.<Field>".
@@ -211,6 +213,9 @@ func NewPipeline(cfg PipelineConfig) (*Pipeline, error) {
 	}
 	if p.now == nil {
 		p.now = time.Now
+	}
+	if p.m == nil {
+		p.m = NewMetrics(nil)
 	}
 	p.admit = newAdmission(cfg.MaxInFlight, cfg.MaxInFlightBytes, cfg.Names, p.log, p.now)
 	p.tune.Store(&Tuning{Router: cfg.Router, Envelope: cfg.Envelope, BatchSize: cfg.BatchSize,

@@ -124,7 +124,7 @@ func (l *lane) send(batch []*item, outs []Outgoing) []Outgoing {
 			if i < len(errs) && errs[i] == nil {
 				p.done(it.d, Accepted)
 				p.stats.forwarded.Add(1) // counted once settled: who reads Forwarded sees it settled
-				p.m.forwarded()
+				p.m.Forwarded.Inc()
 			}
 		}
 	}
@@ -160,7 +160,7 @@ func (l *lane) send(batch []*item, outs []Outgoing) []Outgoing {
 		// Counted once they wait in the lane: a success seen after the
 		// count moved makes them due.
 		p.stats.retried.Add(int64(len(retry)))
-		p.m.retried(len(retry))
+		p.m.Retried.Add(float64(len(retry)))
 	}
 	return outs
 }
