@@ -2,7 +2,6 @@ package stompsrc
 
 import (
 	"errors"
-	"fmt"
 	"net"
 	"time"
 
@@ -65,10 +64,7 @@ func (cfg Config) checked() (Config, error) {
 	if cfg.CheckInterval <= 0 {
 		bad(source.FieldCheckInterval, "must be positive, got %s", cfg.CheckInterval)
 	}
-	if err := errors.Join(errs...); err != nil {
-		return cfg, fmt.Errorf("stomp source config: %w", err)
-	}
-	return cfg, nil
+	return cfg, errors.Join(errs...)
 }
 
 // host returns the STOMP host header value.

@@ -93,6 +93,9 @@ func TestConfigAndSourcesAgreeOnBounds(t *testing.T) {
 			}
 			if !errors.As(serr, &fe) || fe.Name != tt.key {
 				t.Errorf("%s past the bound: the source's New = %v, want a *source.FieldError named %s", tt.name, serr, tt.key)
+			} else if serr.Error() != fe.Error() {
+				// Both sources say it the same way: the key and the problem.
+				t.Errorf("%s past the bound: the source's New = %q, want the field error alone, %q", tt.name, serr, fe)
 			}
 		}
 	}
