@@ -173,6 +173,16 @@ func parseJournalLine(line string) (string, time.Time, bool) {
 	return id, time.UnixMilli(at), true
 }
 
+// DedupJournalBytes is about the most disk the journal of a window of size
+// ids takes: up to twice size lines before Run compacts it, and beside them
+// the compacted copy (size lines at most) while rewrite writes it, for ids
+// of the platform's length (19 digits: 36 bytes a line). Longer ids take
+// more.
+func DedupJournalBytes(size int) uint64 {
+	line := len(appendJournalLine(nil, "1796177090813017001", time.UnixMilli(1764547200000)))
+	return 3 * uint64(size) * uint64(line)
+}
+
 func appendJournalLine(dst []byte, id string, at time.Time) []byte {
 	dst = strconv.AppendInt(dst, at.UnixMilli(), 10)
 	dst = append(dst, ' ')

@@ -16,3 +16,13 @@ func fsSpace(path string) (total, free uint64, ok bool) {
 	}
 	return uint64(st.Blocks) * unit, uint64(st.Bavail) * unit, true
 }
+
+// fsID returns the id of the filesystem that holds path (st_dev); ok is
+// false when it cannot tell.
+func fsID(path string) (id uint64, ok bool) {
+	var st syscall.Stat_t
+	if err := syscall.Stat(path, &st); err != nil {
+		return 0, false
+	}
+	return uint64(st.Dev), true
+}

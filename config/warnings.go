@@ -12,6 +12,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/iot-mns-bridge/iot-mns-bridge/bridge"
 	"github.com/iot-mns-bridge/iot-mns-bridge/bridge/spool"
 	"github.com/iot-mns-bridge/iot-mns-bridge/sinks/mns"
 )
@@ -148,14 +149,20 @@ func nearest(path string) (p string, st fs.FileInfo, err error) {
 	}
 }
 
-// spoolRoom warns when the spool's filesystem cannot hold spool.max_bytes:
-// it is smaller, or has less free space than max_bytes beyond what the
-// spool's file already takes. The disk then fills before the spool does.
-// That is a warning, not an error: a config that ran before keeps running
-// (a refused start reads nothing and leaves the spooled messages where they
-// are), and a full disk loses nothing while the bridge runs: the spool's
-// commits fail, the source stops reading as when the spool is full, and the
-// messages of the failed commits wait in memory until a commit succeeds.
+// spoolRoom warns when the spool's filesystem cannot hold spool.max_bytes
+// and the other state the bridge writes there: the dead-letter file (up to
+// delivery.dead_letter.max_bytes: in a long MNS outage the messages past
+// delivery.retry.max_age go there while the spool fills) and the de-dup
+// journal (bounded by delivery.dedup.size, see bridge.DedupJournalBytes),
+// each when it is on the same filesystem. The filesystem is smaller than
+// their bounds together, or has less free space than they may still take
+// beyond what their files hold now. The disk then fills before the spool
+// does. That is a warning, not an error: a config that ran before keeps
+// running (a refused start reads nothing and leaves the spooled messages
+// where they are), and a full disk loses nothing while the bridge runs: the
+// spool's commits fail, the source stops reading as when the spool is full,
+// and the messages of the failed commits wait in memory until a commit
+// succeeds; a dead-letter write that fails holds its messages.
 func spoolRoom(cfg *Config) (Warning, bool) {
 	dir := cfg.Spool.Dir
 	if dir == "" || cfg.Spool.MaxBytes <= 0 {
@@ -169,28 +176,86 @@ func spoolRoom(cfg *Config) (Warning, bool) {
 	if !ok {
 		return Warning{}, false
 	}
-	var file uint64
-	if st, err := os.Stat(filepath.Join(dir, spool.FileName)); err == nil {
-		file = uint64(st.Size())
+	uses := []diskUse{{bound: "spool.max_bytes", file: "spool_file", max: uint64(cfg.Spool.MaxBytes),
+		now: fileSize(filepath.Join(dir, spool.FileName))}}
+	fs, _ := fsID(p)
+	onSpoolFS := func(path string) bool {
+		q, st, err := nearest(filepath.Dir(path))
+		if err != nil || !st.IsDir() {
+			return false
+		}
+		id, ok := fsID(q)
+		return ok && id == fs
 	}
-	return roomWarning(dir, uint64(cfg.Spool.MaxBytes), total, free, file)
+	if dl := cfg.Delivery.DeadLetter; dl.File != "" && onSpoolFS(dl.File) {
+		uses = append(uses, diskUse{name: "delivery.dead_letter.max_bytes", bound: "delivery.dead_letter.max_bytes", file: "dead_letter_file",
+			max: uint64(dl.MaxBytes), now: fileSize(dl.File)})
+	}
+	if d := cfg.Delivery.Dedup; d.File != "" && d.Size > 0 && onSpoolFS(d.File) {
+		uses = append(uses, diskUse{name: "the de-dup journal (delivery.dedup.file, bounded by delivery.dedup.size)", bound: "dedup_journal", file: "dedup_journal_file",
+			max: bridge.DedupJournalBytes(d.Size), now: fileSize(d.File)})
+	}
+	return roomWarning(dir, uses, total, free)
 }
 
-// roomWarning is spoolRoom's decision, for a spool of up to maxBytes in dir
-// whose filesystem holds total bytes, free of them available to the bridge,
-// and whose file already takes file bytes.
-func roomWarning(dir string, maxBytes, total, free, file uint64) (Warning, bool) {
-	const then = "; if MNS is down long enough the disk fills first: the source then stops reading as when the spool is full " +
+// diskUse is a file the bridge writes on the spool's filesystem: what the
+// warning calls it, the attributes of its bound and of its size, the bound
+// and its size now.
+type diskUse struct {
+	name, bound, file string
+	max, now          uint64
+}
+
+// fileSize is the size of the file at path, 0 when there is none.
+func fileSize(path string) uint64 {
+	st, err := os.Stat(path)
+	if err != nil {
+		return 0
+	}
+	return uint64(st.Size())
+}
+
+// roomWarning is spoolRoom's decision for the files in uses (the spool's
+// first) in dir's filesystem, which holds total bytes, free of them
+// available to the bridge.
+func roomWarning(dir string, uses []diskUse, total, free uint64) (Warning, bool) {
+	var bound, more uint64
+	attrs := []any{"spool.dir", dir}
+	var others []string
+	for i, u := range uses {
+		b := max(u.max, u.now) // a file larger than its bound stays so
+		bound += b
+		more += b - u.now
+		if u.bound == "dedup_journal" {
+			attrs = append(attrs, u.bound, "about "+roughSize(u.max))
+		} else {
+			attrs = append(attrs, u.bound, Size(u.max))
+		}
+		if i > 0 {
+			others = append(others, u.name)
+		}
+	}
+	what, held := "spool.max_bytes", "what the spool's file holds"
+	advice := "Set spool.max_bytes to what the spool may use of this disk (its file takes somewhat more than the messages it holds), or give the spool a larger disk"
+	if len(others) > 0 {
+		what, held = "spool.max_bytes with "+strings.Join(others, " and ")+" on the same filesystem", "what their files hold"
+		advice = "Lower spool.max_bytes (or delivery.dead_letter.max_bytes) so that together they fit this disk (the spool's file takes somewhat more than the messages it holds), or give the spool a disk of its own"
+		attrs = append(attrs, "together", roughSize(bound))
+	}
+	then := "; if MNS is down long enough the disk fills first: the source then stops reading as when the spool is full " +
 		"and the messages of the failed write wait in memory (a crash meanwhile loses them), and whatever else writes to " +
-		"that disk fails too. Set spool.max_bytes to what the spool may use of this disk (its file takes somewhat more " +
-		"than the messages it holds), or give the spool a larger disk"
-	attrs := []any{"spool.dir", dir, "spool.max_bytes", Size(maxBytes), "filesystem_size", roughSize(total), "free", roughSize(free)}
+		"that disk fails too. " + advice
+	attrs = append(attrs, "filesystem_size", roughSize(total), "free", roughSize(free))
 	switch {
-	case total < maxBytes:
-		return Warning{Msg: "spool.max_bytes is larger than the whole filesystem of spool.dir" + then, Attrs: attrs}, true
-	case free+file < maxBytes:
-		return Warning{Msg: "spool.max_bytes is larger than the free space of spool.dir's filesystem (plus what the spool's file holds)" + then,
-			Attrs: append(attrs, "spool_file", roughSize(file))}, true
+	case total < bound:
+		return Warning{Msg: what + " is larger than the whole filesystem of spool.dir" + then, Attrs: attrs}, true
+	case free < more:
+		for i, u := range uses {
+			if i == 0 || u.now > 0 {
+				attrs = append(attrs, u.file, roughSize(u.now))
+			}
+		}
+		return Warning{Msg: what + " is larger than the free space of spool.dir's filesystem (plus " + held + ")" + then, Attrs: attrs}, true
 	}
 	return Warning{}, false
 }

@@ -49,7 +49,7 @@ func TestSpoolRoomIsWarned(t *testing.T) {
 		{"little free", gib, 100 * gib, 300 << 20, 100 << 20,
 			"spool.max_bytes is larger than the free space of spool.dir's filesystem (plus what the spool's file holds); if MNS is down long enough"},
 	} {
-		w, ok := roomWarning("/s", tc.max, tc.total, tc.free, tc.file)
+		w, ok := roomWarning("/s", spoolOnly(tc.max, tc.file), tc.total, tc.free)
 		switch {
 		case tc.want == "" && ok:
 			t.Errorf("%s: warned %q", tc.name, w)
@@ -57,14 +57,17 @@ func TestSpoolRoomIsWarned(t *testing.T) {
 			t.Errorf("%s: warned %v %q, want %q", tc.name, ok, w, tc.want)
 		}
 	}
-	if w, _ := roomWarning("/s", gib, 100*gib, 300<<20, 100<<20); !strings.HasSuffix(w.String(), "free=300.0MiB spool_file=100.0MiB") {
+	if w, _ := roomWarning("/s", spoolOnly(gib, 100<<20), 100*gib, 300<<20); !strings.HasSuffix(w.String(), "free=300.0MiB spool_file=100.0MiB") {
 		t.Errorf("the free-space warning lacks the sizes: %q", w)
 	}
 
 	// This machine's filesystem (statfs, Linux): smaller than 1EiB, in
 	// front of a spool directory the spool would create.
+	// The spool alone: TestSpoolRoomCountsTheOtherStateFiles has the
+	// other files.
 	cfg := validConfig()
 	cfg.Spool.Dir, cfg.Spool.MaxBytes = filepath.Join(t.TempDir(), "not", "yet"), 1<<60
+	cfg.Delivery.DeadLetter.File, cfg.Delivery.Dedup.File = "", ""
 	var found bool
 	for _, w := range cfg.Warnings() {
 		found = found || strings.HasPrefix(w.String(), "spool.max_bytes is larger than the whole filesystem of spool.dir")
@@ -77,5 +80,61 @@ func TestSpoolRoomIsWarned(t *testing.T) {
 		if strings.HasPrefix(w.String(), "spool.max_bytes") {
 			t.Errorf("warned of a 1MiB spool: %s", w)
 		}
+	}
+}
+
+// spoolOnly is roomWarning's uses for a spool alone: a bound of max, a file
+// of file bytes.
+func spoolOnly(max, file uint64) []diskUse {
+	return []diskUse{{bound: "spool.max_bytes", file: "spool_file", max: max, now: file}}
+}
+
+// TestSpoolRoomCountsTheOtherStateFiles: the dead-letter file (up to
+// delivery.dead_letter.max_bytes) and the de-dup journal on the spool's
+// filesystem take room the spool then lacks. The warning counted the spool
+// alone: a 60 GiB spool and a 1 GiB dead-letter file on 60.5 GiB free
+// passed. Now it counts them together, names each, and what their files
+// hold already is room they have.
+func TestSpoolRoomCountsTheOtherStateFiles(t *testing.T) {
+	const gib = 1 << 30
+	uses := func(spoolMax, dlMax, dlNow uint64) []diskUse {
+		return append(spoolOnly(spoolMax, 0),
+			diskUse{name: "delivery.dead_letter.max_bytes", bound: "delivery.dead_letter.max_bytes", file: "dead_letter_file", max: dlMax, now: dlNow},
+			diskUse{name: "the de-dup journal (delivery.dedup.file, bounded by delivery.dedup.size)", bound: "dedup_journal", file: "dedup_journal_file", max: 10 << 20})
+	}
+	w, ok := roomWarning("/s", uses(60*gib, gib, 0), 100*gib, 60*gib+gib/2)
+	want := "spool.max_bytes with delivery.dead_letter.max_bytes and the de-dup journal (delivery.dedup.file, bounded by delivery.dedup.size) on the same filesystem " +
+		"is larger than the free space of spool.dir's filesystem (plus what their files hold); if MNS is down long enough the disk fills first"
+	if !ok || !strings.HasPrefix(w.String(), want) ||
+		!strings.Contains(w.String(), " spool.dir=/s spool.max_bytes=60GiB delivery.dead_letter.max_bytes=1GiB dedup_journal=about 10.0MiB together=61.0GiB filesystem_size=100.0GiB free=60.5GiB spool_file=0.0MiB") ||
+		!strings.Contains(w.String(), "Lower spool.max_bytes (or delivery.dead_letter.max_bytes) so that together they fit this disk") {
+		t.Errorf("60GiB spool and a 1GiB dead-letter file on 60.5GiB free: warned %v %q, want %q with the sizes", ok, w, want)
+	}
+	if w, ok := roomWarning("/s", uses(60*gib, gib, gib/2+(20<<20)), 100*gib, 60*gib+gib/2); ok {
+		t.Errorf("a dead-letter file that holds 0.5GiB already needs only the rest of its bound: warned %q", w)
+	}
+	if w, ok := roomWarning("/s", uses(99*gib, 2*gib, 0), 100*gib, 100*gib); !ok || !strings.Contains(w.String(), "on the same filesystem is larger than the whole filesystem of spool.dir") {
+		t.Errorf("99GiB + 2GiB on a 100GiB filesystem: warned %v %q", ok, w)
+	}
+
+	// This machine: a spool that fits the free space alone, and a
+	// dead-letter file of 2 GiB beside it.
+	dir := t.TempDir()
+	_, free, ok := fsSpace(dir)
+	if !ok {
+		t.Skip("statfs cannot tell the free space here")
+	}
+	cfg := validConfig()
+	cfg.Spool.Dir, cfg.Spool.MaxBytes = filepath.Join(dir, "spool"), Size(free-512<<20)
+	cfg.Delivery.DeadLetter.File, cfg.Delivery.DeadLetter.MaxBytes = filepath.Join(dir, "dead.jsonl"), 2*gib
+	cfg.Delivery.Dedup.File = filepath.Join(dir, "dedup.log")
+	var found string
+	for _, w := range cfg.Warnings() {
+		if strings.HasPrefix(w.String(), "spool.max_bytes") {
+			found = w.String()
+		}
+	}
+	if !strings.HasPrefix(found, "spool.max_bytes with delivery.dead_letter.max_bytes and the de-dup journal") {
+		t.Errorf("a spool of the free space less 512MiB and a 2GiB dead-letter file on its filesystem: warning %q", found)
 	}
 }

@@ -348,8 +348,10 @@ func TestCheckWarnsOfASpoolLargerThanItsDisk(t *testing.T) {
 		if code != ExitOK {
 			t.Fatalf("check with spool.max_bytes %s: exit %d: %s", tc.max, code, errOut)
 		}
-		want := "warning: spool.max_bytes is larger than the whole filesystem of spool.dir; if MNS is down long enough the disk fills first"
-		attrs := "spool.dir=" + filepath.Join(dir, "spool") + " spool.max_bytes=" + tc.max + " filesystem_size="
+		// The dead-letter file and the journal are on the spool's
+		// filesystem: the warning counts them too.
+		want := "warning: spool.max_bytes with delivery.dead_letter.max_bytes and the de-dup journal (delivery.dedup.file, bounded by delivery.dedup.size) on the same filesystem is larger than the whole filesystem of spool.dir; if MNS is down long enough the disk fills first"
+		attrs := "spool.dir=" + filepath.Join(dir, "spool") + " spool.max_bytes=" + tc.max + " delivery.dead_letter.max_bytes=1GiB dedup_journal=about 10.3MiB together="
 		if tc.warn && (!strings.Contains(out, want) || !strings.Contains(out, attrs)) {
 			t.Errorf("spool.max_bytes %s: check output lacks %q ... %q:\n%s", tc.max, want, attrs, out)
 		}
