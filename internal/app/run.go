@@ -44,15 +44,29 @@ func (b *Bridge) Run(ctx context.Context) error {
 	r.stopIntake()
 	r.drain()
 	r.closeSource()
-	st := b.pipeline.Stats()
+	b.log.Info("stopped", r.stopCounts()...)
+	return err
+}
+
+// stopCounts are the "stopped" line's counts, named as the metrics name
+// them: what the pipeline received and how each was settled. Without the
+// spool they add up: received = forwarded + dead_lettered + duplicates +
+// joined + released + stranded. With it, the pipeline receives from the
+// spool, and what it has not settled stays there (left_in_spool, which
+// also counts what the feeder had not handed it yet). Then where the
+// messages went that no upstream sends again and that were kept at
+// shutdown (the stranded ones, and those intake refused at shutdown):
+// kept_in_spool, kept_in_dead_letter_file, and lost (0 unless both
+// failed; logged with their ids).
+func (r *run) stopCounts() []any {
+	st := r.b.pipeline.Stats()
 	args := []any{"received", st.Received, "forwarded", st.Forwarded, "dead_lettered", st.DeadLettered, "duplicates", st.Duplicates, "joined", st.Joined}
 	if r.stage != nil {
 		args = append(args, "left_in_spool", r.leftInSpool)
 	} else {
 		args = append(args, "released", st.Released)
 	}
-	b.log.Info("stopped", args...)
-	return err
+	return append(args, "stranded", st.Stranded, "kept_in_spool", r.kept.spooled, "kept_in_dead_letter_file", r.kept.deadLettered, "lost", r.kept.lost)
 }
 
 // run is one Run of a Bridge: what its steps opened and started.
@@ -63,7 +77,8 @@ type run struct {
 	srv   *http.Server   // nil without a listener
 	spool *spool.Spool   // nil without a spool
 	stage *spool.Stage   // nil without a spool
-	kept  *bridge.Keeper // what must not be dropped at shutdown
+	keep  *bridge.Keeper // what must not be dropped at shutdown
+	kept  keepCounts     // where drain stored what keep held
 
 	// leftInSpool is what the spool holds after the drain: what the next
 	// start forwards (the pipeline's unaccepted messages and those the
@@ -230,8 +245,8 @@ func (r *run) startIntake(ctx context.Context) {
 	}
 	// At shutdown a message no upstream would send again is kept, never
 	// dropped: see keeping and store.
-	r.kept = &bridge.Keeper{}
-	intake = r.kept.Wrap(intake)
+	r.keep = &bridge.Keeper{}
+	intake = r.keep.Wrap(intake)
 	r.srcErr = make(chan error, 1)
 	go func() { r.srcErr <- b.source.Run(ictx, intake) }()
 	go b.watchReady(ictx)
@@ -272,15 +287,15 @@ func (r *run) drain() {
 	ctx, cancel := context.WithTimeout(context.Background(), b.cfg.ShutdownTimeout)
 	defer cancel()
 	drainErr := b.pipeline.Drain(ctx)
-	r.kept.Add(b.pipeline.Stranded()...)
+	r.keep.Add(b.pipeline.Stranded()...)
 	if r.stage != nil {
-		r.kept.Add(r.stage.Close()...)
+		r.keep.Add(r.stage.Close()...)
 	}
-	kept := b.store(r.kept.Take(), r.spool)
+	r.kept = b.store(r.keep.Take(), r.spool)
 	if r.spool != nil {
 		r.leftInSpool = r.closeSpool()
 	}
-	b.logShutdown(drainErr != nil, kept, r.stage != nil, r.leftInSpool)
+	b.logShutdown(drainErr != nil, r.kept, r.stage != nil, r.leftInSpool)
 }
 
 // closeSpool closes the spool once the drain stored in it what it keeps,
