@@ -126,18 +126,50 @@ func (d *Targets) DeadLetter(ctx context.Context, entries []bridge.DeadLetter) e
 		outs[i] = bridge.Outgoing{Body: body, ID: e.MessageID}
 	}
 	errs := d.sendQueue(ctx, outs)
-	var failed []error
+	var failed queueFailures
 	for i, err := range errs {
 		// An entry the queue refuses for good (say, too large) is stored
 		// all the same when the file has it; otherwise it stays held.
 		if err != nil && (d.path == "" || bridge.Retryable(err)) {
-			failed = append(failed, fmt.Errorf("dead-letter queue %s, message %s: %w", d.queue, conv[i].MessageID, err))
+			failed.add(conv[i].MessageID, err)
 		}
 	}
 	if d.path != "" {
-		d.setFiled(entries, failed != nil)
+		d.setFiled(entries, failed.errs != nil)
 	}
-	return errors.Join(failed...)
+	return failed.join(d.queue)
+}
+
+// queueFailures are the entries the queue did not take, by error: a request
+// the queue refuses (no permission, MNS down) fails each of its up to 16
+// entries with the same error, which is said once, with the count.
+type queueFailures struct {
+	errs []error
+	ids  [][]string // the message ids of errs[i]
+}
+
+func (f *queueFailures) add(id string, err error) {
+	for i, e := range f.errs {
+		if e == err || e.Error() == err.Error() {
+			f.ids[i] = append(f.ids[i], id)
+			return
+		}
+	}
+	f.errs, f.ids = append(f.errs, err), append(f.ids, []string{id})
+}
+
+// join is the error of the failures for the queue named queue; nil when
+// there are none.
+func (f *queueFailures) join(queue string) error {
+	out := make([]error, len(f.errs))
+	for i, err := range f.errs {
+		which := "message " + f.ids[i][0]
+		if n := len(f.ids[i]); n > 1 {
+			which = fmt.Sprintf("%d messages (%s ... %s)", n, f.ids[i][0], f.ids[i][n-1])
+		}
+		out[i] = fmt.Errorf("dead-letter queue %s, %s: %w", queue, which, err)
+	}
+	return errors.Join(out...)
 }
 
 // sendQueue sends outs to the queue one request at a time (a Send within

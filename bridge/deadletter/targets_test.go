@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"path/filepath"
 	"testing"
 	"time"
@@ -89,6 +90,29 @@ func TestTargetsQueueRefusal(t *testing.T) {
 	queueOnly := NewTargets("", permanent, "dlq")
 	if err := queueOnly.DeadLetter(context.Background(), []bridge.DeadLetter{deadLetter("m3")}); err == nil {
 		t.Error("permanent refusal without a file: no error")
+	}
+}
+
+// TestTargetsQueueFailureIsSaidOnce: a request the queue refuses fails
+// each of its entries with the same error; the error says it once with the
+// count (it said it once per entry: 16 copies in /readyz, /status and the
+// log for one refused request), and a different error on its own.
+func TestTargetsQueueFailureIsSaidOnce(t *testing.T) {
+	refused := errors.New("AccessDenied (HTTP 403)")
+	tg := NewTargets("", &queueSink{err: refused}, "dlq")
+	var batch []bridge.DeadLetter
+	for i := range 16 {
+		batch = append(batch, deadLetter(fmt.Sprintf("m%02d", i)))
+	}
+	err := tg.DeadLetter(context.Background(), batch)
+	if want := "dead-letter queue dlq, 16 messages (m00 ... m15): AccessDenied (HTTP 403)"; err == nil || err.Error() != want || !errors.Is(err, refused) {
+		t.Errorf("16 entries refused alike: %v, want %q", err, want)
+	}
+	var f queueFailures
+	f.add("a", refused)
+	f.add("b", errors.New("InternalError (HTTP 500)"))
+	if got, want := f.join("dlq").Error(), "dead-letter queue dlq, message a: AccessDenied (HTTP 403)\ndead-letter queue dlq, message b: InternalError (HTTP 500)"; got != want {
+		t.Errorf("two different failures: %q, want %q", got, want)
 	}
 }
 
