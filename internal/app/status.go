@@ -36,8 +36,11 @@ type Status struct {
 	// MNSLookupsFailing counts the MNS destinations whose lookup failed at
 	// the last check (each is a reason in NotReady): the status table's
 	// mns row says so instead of "ok", whether or not a send failed yet.
-	MNSLookupsFailing int              `json:"mns_lookups_failing,omitempty"`
-	DeadLetters       DeadLetterStatus `json:"dead_letters"`
+	MNSLookupsFailing int `json:"mns_lookups_failing,omitempty"`
+	// MNSSendsFailing counts the destinations whose sends fail now (each
+	// is a reason in NotReady; the messages are held and retried).
+	MNSSendsFailing int              `json:"mns_sends_failing,omitempty"`
+	DeadLetters     DeadLetterStatus `json:"dead_letters"`
 	// DeadLetterQueue is the requests to delivery.dead_letter.queue; nil
 	// when none is set.
 	DeadLetterQueue *DeadLetterQueueStatus `json:"dead_letter_queue,omitempty"`
@@ -227,6 +230,7 @@ func (r *statusRecorder) setSpool(f func() spool.Stats) {
 func (b *Bridge) Status() Status {
 	st := Status{Version: Version(), StartedAt: b.status.started, Time: time.Now()}
 	st.NotReady = b.NotReady()
+	st.MNSSendsFailing = len(b.pipeline.Failing())
 	b.readyMu.Lock()
 	st.MNSLookupsFailing = len(b.notReady)
 	b.readyMu.Unlock()

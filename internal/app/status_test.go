@@ -290,3 +290,39 @@ func TestStatusShowsTheDeadLetterQueue(t *testing.T) {
 		t.Errorf("status output after the queue was created does not match %s:\n%s", re, out)
 	}
 }
+
+// TestStatusTableMNSStateIsLive: the mns row's state says what holds now.
+// It said "retrying" whenever some send had ever failed and messages were
+// in flight, so a busy bridge an hour after an outage still read
+// "retrying" (the README's own example, an error 2h ago with 73 in flight,
+// could not be printed). Sends failing now say so, with or without failing
+// lookups; a dead-letter queue not asked yet does not say "ok".
+func TestStatusTableMNSStateIsLive(t *testing.T) {
+	now := time.Now()
+	hourAgo := now.Add(-time.Hour)
+	st := Status{Version: "iot-mns-bridge test", StartedAt: now.Add(-2 * time.Hour), Time: now, Ready: true, Healthy: true,
+		Source:          []SourceConnStatus{{Name: "gw", Connected: true}},
+		Pipeline:        PipelineStatus{Forwarded: 900, InFlight: 73, MaxInFlight: 8192, Retried: 12},
+		MNS:             RequestStatus{Requests: 100, Failed: 3, Accepted: 900, PartError: PartError{LastError: "queue q: 503", LastErrorAt: &hourAgo}},
+		DeadLetterQueue: &DeadLetterQueueStatus{Name: "dlq"}}
+	for _, tc := range []struct {
+		sends, lookups int
+		want           string
+	}{
+		{0, 0, `(?m)^mns +ok, 12 retried +- +900 +73 / 8192 +queue q: 503 \(1h0m0s ago\)$`},
+		{1, 0, `(?m)^mns +FAILING to 1 destination\(s\), retrying, 12 retried `},
+		{2, 1, `(?m)^mns +FAILING to 2 destination\(s\), retrying; lookups failing \(see not ready\), 12 retried `},
+	} {
+		st.MNSSendsFailing, st.MNSLookupsFailing = tc.sends, tc.lookups
+		var out strings.Builder
+		if err := printStatus(&out, st, nil); err != nil {
+			t.Fatal(err)
+		}
+		if !regexp.MustCompile(tc.want).MatchString(out.String()) {
+			t.Errorf("%d sends and %d lookups failing: the mns row does not match %s:\n%s", tc.sends, tc.lookups, tc.want, out.String())
+		}
+		if re := `(?m)^dead-letter queue dlq +no requests yet, 0 of 0 requests failed +0 +-$`; !regexp.MustCompile(re).MatchString(out.String()) {
+			t.Errorf("a dead-letter queue not asked yet: the row does not match %s:\n%s", re, out.String())
+		}
+	}
+}

@@ -258,14 +258,20 @@ func printStatus(w io.Writer, st Status, r *StatusRates) error {
 		}
 		fmt.Fprintf(tw, "source %s\t%s, %d reconnects\t%s\t%s\t\t%s\n", c.Name, s, c.Reconnects, rt, tot, orDash(c.LastError))
 	}
-	mnsState := "ok"
-	if st.MNS.LastErrorAt != nil && st.Pipeline.InFlight > 0 {
-		mnsState = "retrying"
+	// Live state only: an error of an hour ago with messages in flight
+	// now (a busy bridge) is not "retrying"; the LAST ERROR column keeps it.
+	var mnsStates []string
+	if n := st.MNSSendsFailing; n > 0 {
+		mnsStates = append(mnsStates, fmt.Sprintf("FAILING to %d destination(s), retrying", n))
 	}
 	if st.MNSLookupsFailing > 0 {
 		// A destination lookup failing (wrong key, missing queue) before
 		// any send did: the row must not say "ok" under that reason.
-		mnsState = "lookups failing (see not ready)"
+		mnsStates = append(mnsStates, "lookups failing (see not ready)")
+	}
+	mnsState := "ok"
+	if len(mnsStates) > 0 {
+		mnsState = strings.Join(mnsStates, "; ")
 	}
 	fmt.Fprintf(tw, "mns\t%s, %d retried\t%s\t%d\t%d / %d\t%s\n", mnsState, st.Pipeline.Retried,
 		rate(func(r *StatusRates) float64 { return r.Forwarded }), st.Pipeline.Forwarded,
@@ -285,7 +291,10 @@ func printStatus(w io.Writer, st Status, r *StatusRates) error {
 		// Its requests are not the mns row's: a queue that refuses the
 		// entries shows here (TOTAL: the entries it accepted).
 		state := "ok"
-		if q.Failing {
+		switch {
+		case q.Requests == 0:
+			state = "no requests yet"
+		case q.Failing:
 			state = "FAILING"
 		}
 		fmt.Fprintf(tw, "dead-letter queue %s\t%s, %d of %d requests failed\t\t%d\t\t%s\n", q.Name, state, q.Failed, q.Requests,
