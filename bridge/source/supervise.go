@@ -99,7 +99,7 @@ func (s *Supervisor) setState(f func(*bridge.ConnState)) {
 // Run supervises sessions until ctx is done (then it returns nil) or a
 // session returns an error wrapping ErrFatal. It logs each state change once:
 // a connect, a loss, and the first of a run of failures that differ at most
-// in their numbers (see failureShape).
+// in their numbers (see FailureShape).
 func (s *Supervisor) Run(ctx context.Context, session Session) error {
 	log := s.Logger
 	if log == nil {
@@ -156,7 +156,7 @@ func (s *Supervisor) Run(ctx context.Context, session Session) error {
 				s.Backoff.Reset()
 			}
 			log.Warn("source connection lost; reconnecting", "conn", s.Name, "err", msg)
-		} else if shape := failureShape(msg); shape != lastErr {
+		} else if shape := FailureShape(msg); shape != lastErr {
 			log.Error("source connect failed; retrying with backoff", "conn", s.Name, "err", msg)
 			lastErr = shape
 		} else {
@@ -173,11 +173,12 @@ func (s *Supervisor) Run(ctx context.Context, session Session) error {
 	}
 }
 
-// failureShape is a failure's text with every run of digits as "#": the
+// FailureShape is a failure's text with every run of digits as "#": the
 // same failure again may differ in numbers only (a server that quotes the
 // login's timestamp, the local port of each new connection), and must not
-// be logged as a new one at every attempt.
-func failureShape(msg string) string {
+// be logged (or reported to the service manager) as a new one at every
+// attempt.
+func FailureShape(msg string) string {
 	b := make([]byte, 0, len(msg))
 	for i := 0; i < len(msg); i++ {
 		if c := msg[i]; c < '0' || c > '9' {

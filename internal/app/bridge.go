@@ -39,9 +39,16 @@ type Options struct {
 	// HTTPListener, when set, serves /metrics and the health endpoints
 	// instead of listening on http.listen (tests use port 0).
 	HTTPListener net.Listener
-	// OnReady is called once, when the source is connected and every static
-	// destination was looked up (systemd READY=1).
+	// OnReady is called once, when Run has started: the config is valid,
+	// the files (spool, dead-letter file, de-dup journal) are open, the
+	// HTTP endpoints serve and the source connections are supervised
+	// (systemd READY=1). It does not wait for the platform or MNS: a bridge
+	// that waits for them is running, and OnStatus says what it waits for.
 	OnReady func()
+	// OnStatus, when set, is called from Run with a one-line state of the
+	// bridge (systemd STATUS=): now, and each time the state changes
+	// (connected n/m, waiting for the platform and why, MNS failing...).
+	OnStatus func(string)
 	// Clock for signing; nil = time.Now.
 	Clock func() time.Time
 	// Credentials tunes the credentials caches (tests shorten the retry
@@ -80,6 +87,9 @@ type Bridge struct {
 	readyMu   sync.Mutex
 	ready     bool
 	notReady  []string
+	// lookupState is the failing destination lookups by code
+	// (checkDestinations' state), "" while they pass.
+	lookupState string
 }
 
 // New provisions a bridge from a validated config without any network I/O:

@@ -58,7 +58,8 @@ func cmdRun(ctx context.Context, args []string, stdio Stdio) error {
 		log.Warn(w.Msg, w.Attrs...)
 	}
 	applyMemoryLimit(cfg, log)
-	b, err := New(cfg, Options{Logger: log, OnReady: func() { systemd.Notify("READY=1") }})
+	b, err := New(cfg, Options{Logger: log, OnReady: func() { systemd.Notify("READY=1") },
+		OnStatus: func(line string) { systemd.Notify("STATUS=" + line) }})
 	if err != nil {
 		return err
 	}

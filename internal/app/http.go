@@ -40,8 +40,8 @@ func (b *Bridge) httpHandler() http.Handler {
 			http.Error(w, "not ready:\n- "+strings.Join(reasons, "\n- ")+"\n", http.StatusServiceUnavailable)
 			return
 		}
-		// Whoever sees the bridge ready first tells the service manager, so
-		// READY=1 never lags a 200 here.
+		// Run says READY=1 once intake started, which a 200 here needs; so
+		// that it never lags a 200, whoever comes first says it.
 		b.notifyReady()
 		fmt.Fprintln(w, "ready")
 	})
@@ -112,11 +112,9 @@ const (
 )
 
 // watchReady checks the MNS destinations now and every checkEvery (every
-// checkEveryFailing while one fails) for /readyz, logging each change of
-// their state once (and each destination that cannot be verified once).
-// It calls OnReady (systemd READY=1) as soon as the source is connected:
-// the destination checks are optional lookups, and a bridge that forwards
-// must not be killed by a start timeout because one of them fails.
+// checkEveryFailing while one fails) for /readyz and the status line,
+// logging each change of their state once (and each destination that
+// cannot be verified once).
 func (b *Bridge) watchReady(ctx context.Context) {
 	t := time.NewTicker(500 * time.Millisecond)
 	defer t.Stop()
@@ -136,6 +134,7 @@ func (b *Bridge) watchReady(ctx context.Context) {
 			b.readyMu.Lock()
 			b.ready = len(failed) == 0
 			b.notReady = failed
+			b.lookupState = state
 			b.readyMu.Unlock()
 			for _, u := range unverifiable {
 				if !loggedUnverifiable[u] {
@@ -157,9 +156,6 @@ func (b *Bridge) watchReady(ctx context.Context) {
 				lastState = state
 			}
 		}
-		if len(b.sourceNotReady()) == 0 {
-			b.notifyReady()
-		}
 		select {
 		case <-ctx.Done():
 			return
@@ -168,10 +164,11 @@ func (b *Bridge) watchReady(ctx context.Context) {
 	}
 }
 
-// notifyReady logs readiness and calls OnReady, once.
+// notifyReady logs that the bridge has started and calls OnReady, once.
 func (b *Bridge) notifyReady() {
 	b.readyOnce.Do(func() {
-		b.log.Info("ready: config loaded and source connected (READY=1)")
+		b.log.Info("ready: started (READY=1): config loaded, state files open, HTTP serving, source connections supervised; " +
+			"/readyz and the service's status line say whether it forwards or what it waits for")
 		if b.opts.OnReady != nil {
 			b.opts.OnReady()
 		}

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"log/slog"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -12,8 +13,10 @@ import (
 	"time"
 
 	"github.com/iot-mns-bridge/iot-mns-bridge/bridge"
+	"github.com/iot-mns-bridge/iot-mns-bridge/bridge/source"
 	"github.com/iot-mns-bridge/iot-mns-bridge/config"
 	"github.com/iot-mns-bridge/iot-mns-bridge/config/configtest"
+	"github.com/iot-mns-bridge/iot-mns-bridge/internal/faultproxy"
 	"github.com/iot-mns-bridge/iot-mns-bridge/internal/testpeers"
 	"github.com/iot-mns-bridge/iot-mns-bridge/iotsim"
 	"github.com/iot-mns-bridge/iot-mns-bridge/mnsemu"
@@ -111,6 +114,107 @@ func TestReadinessMNSUnreachableLoggedOnce(t *testing.T) {
 	}
 	if n := strings.Count(logs.String(), "MNS destination check failed"); n != 1 {
 		t.Errorf("the failing check was logged %d times over %d checks, want once:\n%s", n, lookups.Load(), logs)
+	}
+}
+
+// TestReadyWhileThePlatformIsUnreachable: a bridge started while the
+// platform refuses every connection (an uplink that comes up late, an
+// outage) sends READY=1 once it has started, without waiting for the
+// platform (READY=1 waited for the first connection, so systemd's start
+// timeout killed and restarted it every ~125 s), and its status line
+// (systemd STATUS=) says that it waits for the platform, since when and
+// why, once however many attempts fail alike; /readyz keeps saying 503
+// meanwhile. Once the platform answers, the line says it is connected and
+// messages flow, from the same Run.
+func TestReadyWhileThePlatformIsUnreachable(t *testing.T) {
+	p := startPeers(t, mnsemu.Config{Queues: []string{"telemetry-pk1", "unrouted"}}, iotsim.Config{})
+	proxy, err := faultproxy.Start(p.sim.Addr(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { proxy.Close() })
+	proxy.SetRefuse(true)
+	c := p.config()
+	c.Source.Endpoint = proxy.Addr()
+	c.Source.ReconnectMinBackoff, c.Source.ReconnectMaxBackoff = 100*time.Millisecond, 200*time.Millisecond
+	var mu sync.Mutex
+	var lines []string
+	statusLines := func() []string { mu.Lock(); defer mu.Unlock(); return slices.Clone(lines) }
+	last := func() string {
+		if l := statusLines(); len(l) > 0 {
+			return l[len(l)-1]
+		}
+		return ""
+	}
+	ready := make(chan struct{})
+	b, base := runBridgeHTTP(t, mustLoad(t, p.writeConfig(t, c)), Options{Logger: slog.New(slog.DiscardHandler),
+		OnReady:  func() { close(ready) },
+		OnStatus: func(l string) { mu.Lock(); lines = append(lines, l); mu.Unlock() }})
+	b.stopCleanly(t)
+	waitReady(t, ready) // while every connection is refused
+	if code, body := httpGet(t, base+"/readyz"); code != 503 || !strings.Contains(body, "source connection e2e-bridge is down") {
+		t.Errorf("/readyz = %d %q while the platform refuses, want 503 naming the connection", code, body)
+	}
+	waitFor(t, "three refused attempts and the line saying why", time.Minute, func() bool {
+		return proxy.Stats().Refused >= 3 && strings.Contains(last(), "e2e-bridge: stomp")
+	})
+	if l := last(); !strings.HasPrefix(l, "waiting for the platform since ") || !strings.Contains(l, "(connected 0/1)") {
+		t.Errorf("status line %q, want it to say that it waits for the platform, since when, connected 0/1", l)
+	}
+	// The attempts fail alike but for their local ports: the line is sent
+	// again only when the failure changes (the proxy's reset shows as a
+	// read or a write error), not per attempt.
+	waitFor(t, "two more refused attempts", time.Minute, func() bool { return proxy.Stats().Refused >= 5 })
+	got := statusLines()
+	for i := 1; i < len(got); i++ {
+		if source.FailureShape(got[i]) == source.FailureShape(got[i-1]) {
+			t.Errorf("status line %q sent again as %q: the state did not change (%d attempts)", got[i-1], got[i], proxy.Stats().Refused)
+		}
+	}
+
+	proxy.SetRefuse(false)
+	waitFor(t, "the status line to say connected", time.Minute, func() bool { return last() == "connected 1/1; forwarding" })
+	waitReadyz(t, base)
+	p.sim.Publish("g1", iotsim.Message{Topic: "/pk1/dev1/user/data", MessageID: "late-1", Body: []byte(`{}`)})
+	waitFor(t, "the message at MNS", time.Minute, func() bool { return len(p.emu.Messages("telemetry-pk1")) == 1 })
+}
+
+// TestStatusLine: the status line's forms, and its shape (what decides
+// whether it is sent again) ignoring the since times and the numbers in an
+// error, but not the connection count.
+func TestStatusLine(t *testing.T) {
+	at := time.Date(2026, 12, 2, 2, 10, 5, 0, time.UTC)
+	down := bridge.ConnState{Name: "gw-0", LastError: "dial tcp 10.0.0.1:61614: connect: connection refused"}
+	up := bridge.ConnState{Name: "gw-1", Connected: true}
+	for _, tc := range []struct {
+		v    statusView
+		want string
+	}{
+		{statusView{conns: []bridge.ConnState{up, up}}, "connected 2/2; forwarding"},
+		{statusView{conns: []bridge.ConnState{{Name: "gw-0"}}, platformSince: at},
+			"waiting for the platform since 2026-12-02T02:10:05Z (connected 0/1): gw-0: connecting"},
+		{statusView{conns: []bridge.ConnState{down, up}, platformSince: at},
+			"waiting for the platform since 2026-12-02T02:10:05Z (connected 1/2): gw-0: dial tcp 10.0.0.1:61614: connect: connection refused"},
+		{statusView{conns: []bridge.ConnState{up}, mnsFailing: 2, mnsSince: at, lookups: "queue a: no reply"},
+			"connected 1/1; MNS sends failing since 2026-12-02T02:10:05Z (2 destination(s); see /readyz), messages held; MNS lookup failing: queue a: no reply"},
+		{statusView{conns: []bridge.ConnState{up}, deadLetter: true, spoolFull: true, stuck: true},
+			"connected 1/1; dead letters cannot be written (see /readyz); spool full (source paused); pipeline STUCK (see /healthz): not feeding the watchdog"},
+	} {
+		if got := tc.v.line(false); got != tc.want {
+			t.Errorf("line =\n%q, want\n%q", got, tc.want)
+		}
+	}
+	again := statusView{conns: []bridge.ConnState{{Name: "gw-0", LastError: "dial tcp 10.0.0.1:61615: connect: connection refused"}, up},
+		platformSince: at.Add(time.Hour)}
+	first := statusView{conns: []bridge.ConnState{down, up}, platformSince: at}
+	if again.line(true) != first.line(true) {
+		t.Errorf("a failure that differs in numbers only is a new state: %q, %q", first.line(true), again.line(true))
+	}
+	if (statusView{conns: []bridge.ConnState{up, up}}).line(true) == first.line(true) {
+		t.Error("a connection coming up is no new state")
+	}
+	if long := (statusView{conns: []bridge.ConnState{{Name: "gw-0", LastError: strings.Repeat("x", 500)}}}).line(false); len(long) > 300 {
+		t.Errorf("a long error makes a line of %d bytes, want it cut", len(long))
 	}
 }
 

@@ -24,7 +24,8 @@ import (
 // The steps, in order:
 //
 //	open        dead-letter file, de-dup journal, HTTP listener, spool
-//	startIntake source (and the spool's feeder), readiness, summaries
+//	startIntake source (and the spool's feeder), readiness, status line,
+//	            summaries; then OnReady (READY=1)
 //	wait        until ctx is done or the source fails for good
 //	stopIntake  source and feeder stopped: nothing new comes in
 //	drain       the pipeline settles what it holds within shutdown_timeout;
@@ -40,6 +41,11 @@ func (b *Bridge) Run(ctx context.Context) error {
 		return err
 	}
 	r.startIntake(ctx)
+	// Started: READY=1 now, whether or not the platform and MNS answer (a
+	// start timeout would kill a bridge that retries by itself and may be
+	// forwarding its spool meanwhile); the status line says what it waits
+	// for.
+	b.notifyReady()
 	err := r.wait(ctx)
 	r.stopIntake()
 	r.drain()
@@ -250,6 +256,7 @@ func (r *run) startIntake(ctx context.Context) {
 	r.srcErr = make(chan error, 1)
 	go func() { r.srcErr <- b.source.Run(ictx, intake) }()
 	go b.watchReady(ictx)
+	go b.reportStatus(ictx)
 	go b.summaries(ictx)
 }
 

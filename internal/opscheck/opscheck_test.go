@@ -161,7 +161,7 @@ func TestParseUnit(t *testing.T) {
 func TestUnitFile(t *testing.T) {
 	u := parseRepoFile(t, "configs/iot-mns-bridge.service", parseUnit)
 	want := []struct{ section, key, value, why string }{
-		{"Service", "Type", "notify", "the bridge sends READY=1 once connected and the destinations are checked"},
+		{"Service", "Type", "notify", "the bridge sends READY=1 once started, and STATUS= lines"},
 		{"Service", "NotifyAccess", "main", "only the bridge itself notifies"},
 		{"Service", "ExecStart", "/usr/local/bin/iot-mns-bridge run -config /etc/iot-mns-bridge/config.yaml", "the documented paths"},
 		{"Service", "ExecReload", "/bin/kill -HUP $MAINPID", "SIGHUP reloads routes and delivery settings"},
@@ -511,13 +511,17 @@ func TestOpsCheck(t *testing.T) {
 	}
 
 	t.Run("sd_notify", func(t *testing.T) {
-		// The bridge announces READY once connected, pings the watchdog,
-		// reloads on SIGHUP (RELOADING, then READY) and says STOPPING.
+		// The bridge announces READY once started, says in STATUS= that it
+		// is connected, pings the watchdog, reloads on SIGHUP (RELOADING,
+		// then READY) and says STOPPING.
 		want := []string{"READY=1", "WATCHDOG=1", "RELOADING=1", "STOPPING=1"}
 		for _, w := range want {
 			if !slices.Contains(msgs, w) {
 				t.Errorf("no %s among the sd_notify messages %q", w, compact(msgs))
 			}
+		}
+		if !slices.ContainsFunc(msgs, func(m string) bool { return strings.HasPrefix(m, "STATUS=connected ") }) {
+			t.Errorf("no STATUS=connected ... among the sd_notify messages %q", compact(msgs))
 		}
 		ready, reloading, stopping := slices.Index(msgs, "READY=1"), slices.Index(msgs, "RELOADING=1"), slices.Index(msgs, "STOPPING=1")
 		if ready >= 0 && reloading >= 0 && stopping >= 0 && !(ready < reloading && reloading < stopping) {

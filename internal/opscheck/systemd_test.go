@@ -137,9 +137,10 @@ func (m *nspawnMachine) journal(unit string) string {
 // configs/iot-mns-bridge.service in it, unchanged but for a shorter
 // WatchdogSec (a drop-in), with the binary at /usr/local/bin and the config,
 // secret and CA under /etc/iot-mns-bridge, against the simulator and
-// emulator on the host's loopback. It shows: READY=1 only after the source
-// connected (the unit stays activating while the platform is unreachable),
-// the hardening does not block the CA file in /etc, the watchdog fed,
+// emulator on the host's loopback. It shows: READY=1 once started, while
+// the platform is unreachable (systemctl start returns, the unit is active
+// and its status line says that it waits for the platform), then connected
+// with the same PID; the hardening does not block the CA file in /etc, the watchdog fed,
 // reload on SIGHUP, a stop within TimeoutStopSec with messages in flight
 // and none lost (the spool in StateDirectory sends them on the next start),
 // and no restart loop on a config error.
@@ -237,31 +238,32 @@ func TestSystemdUnit(t *testing.T) {
 		}
 	}
 
-	// READY=1 only once connected: with the platform unreachable the unit
-	// stays activating.
-	if out, err := sysctl("start", "--no-block", unit); err != nil {
-		t.Fatalf("systemctl start: %v: %s", err, out)
+	// READY=1 once started, with the platform unreachable: systemctl start
+	// returns, the unit is active, and its status line says what it waits
+	// for; the same process connects once the platform answers.
+	if out, err := sysctl("start", unit); err != nil {
+		t.Fatalf("systemctl start with the platform unreachable: %v: %s\n%s", err, out, m.journal(unit))
 	}
-	waitState("the bridge to try the unreachable source twice", 60*time.Second, func(p map[string]string) bool {
-		return p["ActiveState"] == "activating" && proxy.Stats().Refused >= 2
-	}, "ActiveState", "SubState")
-	if p := m.show(unit, "ActiveState"); p["ActiveState"] != "activating" {
-		t.Fatalf("the unit is %v while the source is unreachable, want activating (no READY=1 yet)\n%s", p, m.journal(unit))
+	p := waitState("the bridge to try the unreachable source twice and say so", 60*time.Second, func(p map[string]string) bool {
+		return proxy.Stats().Refused >= 2 && strings.HasPrefix(p["StatusText"], "waiting for the platform since ")
+	}, "ActiveState", "SubState", "StatusText", "MainPID")
+	if p["ActiveState"] != "active" || !strings.Contains(p["StatusText"], "(connected 0/1)") {
+		t.Fatalf("the unit is %v while the source is unreachable, want active (READY=1) with a status line saying connected 0/1\n%s", p, m.journal(unit))
 	}
-	proxy.SetRefuse(false)
-	p := waitState("the unit to become active after the source connected", 90*time.Second, func(p map[string]string) bool {
-		return p["ActiveState"] == "active"
-	}, "ActiveState", "SubState", "MainPID", "NRestarts")
 	mainPID := p["MainPID"]
-	// systemd takes READY=1 from the notify socket, journald the log lines
-	// from the bridge's output stream: the unit may be active before the
-	// journal holds the "ready:" line logged just before READY=1.
-	waitState("the ready line in the journal", 30*time.Second, func(map[string]string) bool {
-		return strings.Contains(m.journal(unit), "ready:")
-	}, "ActiveState")
-	if j := m.journal(unit); strings.Index(j, "source connected") < 0 || strings.Index(j, "source connected") > strings.Index(j, "ready:") {
-		t.Errorf("the journal does not show the source connected before ready:\n%s", j)
+	proxy.SetRefuse(false)
+	p = waitState("the status line to say connected", 90*time.Second, func(p map[string]string) bool {
+		return p["StatusText"] == "connected 1/1; forwarding"
+	}, "ActiveState", "StatusText", "MainPID", "NRestarts")
+	if p["ActiveState"] != "active" || p["MainPID"] != mainPID || p["NRestarts"] != "0" {
+		t.Errorf("after the source connected: %v, want active, the same MainPID %s, no restart", p, mainPID)
 	}
+	// journald takes the bridge's log lines from its output stream, which
+	// may lag the status line.
+	waitState("the start (ready: started) and the connect in the journal", 30*time.Second, func(map[string]string) bool {
+		j := m.journal(unit)
+		return strings.Contains(j, "ready: started") && strings.Contains(j, "source connected")
+	}, "ActiveState")
 
 	// The watchdog is fed: its timestamp moves, three times, and the bridge
 	// is neither killed nor restarted.

@@ -1,6 +1,6 @@
 // Package systemd speaks the two pieces of the systemd service protocol the
-// bridge needs, without dependencies: sd_notify (READY=1, STOPPING=1,
-// WATCHDOG=1) over $NOTIFY_SOCKET, and the watchdog interval from
+// bridge needs, without dependencies: sd_notify (READY=1, STATUS=,
+// STOPPING=1, WATCHDOG=1) over $NOTIFY_SOCKET, and the watchdog interval from
 // $WATCHDOG_USEC. Outside systemd both are silent no-ops.
 package systemd
 

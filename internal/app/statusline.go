@@ -1,0 +1,156 @@
+package app
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/iot-mns-bridge/iot-mns-bridge/bridge"
+	"github.com/iot-mns-bridge/iot-mns-bridge/bridge/source"
+)
+
+// The status line is what the service manager shows of a running bridge
+// (systemd STATUS=, the "Status:" of `systemctl status`): one short line
+// saying whether it forwards or what it waits for, and since when. READY=1
+// comes once the bridge has started, not once the platform answers, so this
+// line is where an operator sees that it waits for the platform.
+
+// statusEvery is how often reportStatus looks at the bridge's state; it
+// calls OnStatus only when the line changes.
+const statusEvery = 500 * time.Millisecond
+
+// maxReasonLen bounds the error quoted in the line.
+const maxReasonLen = 200
+
+// statusView is the state the line is made of.
+type statusView struct {
+	conns []bridge.ConnState
+	// platformSince is when a source connection was last found down while
+	// all were up (the start, before the first connect).
+	platformSince time.Time
+	// mnsFailing counts the destinations whose sends fail (the last request
+	// failed whole), failing since mnsSince.
+	mnsFailing int
+	mnsSince   time.Time
+	lookups    string // the destination check's failures by code, "" when it passes
+	deadLetter bool   // dead letters cannot be written
+	spoolFull  bool
+	stuck      bool
+}
+
+// line renders v. With shape set, the text that may change at every
+// attempt without a change of state (the numbers in an error, the since
+// times) is left out: two views with the same shaped line are the same
+// state, and the line is not sent again.
+func (v statusView) line(shape bool) string {
+	up, down := 0, []bridge.ConnState(nil)
+	for _, c := range v.conns {
+		if c.Connected {
+			up++
+		} else {
+			down = append(down, c)
+		}
+	}
+	since := func(t time.Time) string {
+		if shape {
+			return ""
+		}
+		return " since " + t.UTC().Format(time.RFC3339)
+	}
+	var parts []string
+	if len(down) > 0 {
+		reason := down[0].LastError
+		if reason == "" {
+			reason = "connecting"
+		}
+		if shape {
+			reason = source.FailureShape(reason)
+		} else if r := []rune(reason); len(r) > maxReasonLen {
+			reason = string(r[:maxReasonLen]) + "..."
+		}
+		parts = append(parts, fmt.Sprintf("waiting for the platform%s (connected %d/%d): %s: %s",
+			since(v.platformSince), up, len(v.conns), down[0].Name, reason))
+	} else if len(v.conns) > 0 {
+		parts = append(parts, fmt.Sprintf("connected %d/%d", up, len(v.conns)))
+	}
+	if v.mnsFailing > 0 {
+		parts = append(parts, fmt.Sprintf("MNS sends failing%s (%d destination(s); see /readyz), messages held", since(v.mnsSince), v.mnsFailing))
+	}
+	if v.lookups != "" {
+		parts = append(parts, "MNS lookup failing: "+v.lookups)
+	}
+	if v.deadLetter {
+		parts = append(parts, "dead letters cannot be written (see /readyz)")
+	}
+	if v.spoolFull {
+		parts = append(parts, "spool full (source paused)")
+	}
+	if v.stuck {
+		parts = append(parts, "pipeline STUCK (see /healthz): not feeding the watchdog")
+	}
+	if len(parts) == 1 && len(down) == 0 && len(v.conns) > 0 {
+		parts = append(parts, "forwarding")
+	}
+	return strings.Join(parts, "; ")
+}
+
+// view reads the bridge's state; prev is the last view, whose since
+// times carry over while their condition lasts.
+func (b *Bridge) view(prev statusView, now time.Time) statusView {
+	v := statusView{platformSince: prev.platformSince, mnsSince: prev.mnsSince}
+	if sr, ok := b.source.(bridge.StateReporter); ok {
+		v.conns = sr.ConnStates()
+	}
+	allUp := true
+	for _, c := range v.conns {
+		allUp = allUp && c.Connected
+	}
+	if allUp {
+		v.platformSince = time.Time{}
+	} else if v.platformSince.IsZero() {
+		v.platformSince = now
+	}
+	v.mnsFailing = len(b.pipeline.Failing())
+	if v.mnsFailing == 0 {
+		v.mnsSince = time.Time{}
+	} else if v.mnsSince.IsZero() {
+		v.mnsSince = now
+	}
+	b.readyMu.Lock()
+	v.lookups = b.lookupState
+	b.readyMu.Unlock()
+	v.deadLetter = b.pipeline.Stats().DeadLetterError != ""
+	b.status.spoolMu.Lock()
+	spoolStats := b.status.spool
+	b.status.spoolMu.Unlock()
+	v.spoolFull = spoolStats != nil && spoolStats().Full
+	v.stuck = b.Healthy() != nil
+	return v
+}
+
+// reportStatus calls OnStatus with the status line now and whenever its
+// state changes (not when only the numbers in an error do), until ctx (the
+// intake's) is done; then it says that the bridge is stopping.
+func (b *Bridge) reportStatus(ctx context.Context) {
+	if b.opts.OnStatus == nil {
+		return
+	}
+	t := time.NewTicker(statusEvery)
+	defer t.Stop()
+	var v statusView
+	sent := ""
+	for {
+		v = b.view(v, time.Now())
+		if key := v.line(true); key != sent {
+			sent = key
+			b.opts.OnStatus(v.line(false))
+		}
+		select {
+		case <-ctx.Done():
+			b.opts.OnStatus(fmt.Sprintf("stopping: intake stopped, draining what is held (up to shutdown_timeout %s)", b.cfg.ShutdownTimeout))
+			return
+		case <-t.C:
+		}
+	}
+}
