@@ -67,6 +67,9 @@ func TestCheckConnectExplainsFailures(t *testing.T) {
 	plainAddr := serve(t, func(c net.Conn) {
 		_, _ = c.Write([]byte("HTTP/1.1 400 Bad Request\r\n\r\n"))
 	})
+	// A server that reads the ClientHello and hangs up (a firewall or a
+	// proxy that filters TLS): the handshake ends in EOF.
+	hangUpAddr := serve(t, func(c net.Conn) { _, _ = c.Read(make([]byte, 64<<10)) })
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -85,6 +88,8 @@ func TestCheckConnectExplainsFailures(t *testing.T) {
 			[]string{"does not match", "source.tls.server_name"}},
 		{"not TLS", plainAddr, source.TLSOptions{CAFile: caFile}, []string{"does not speak TLS", "5671"}},
 		{"nothing listening", refusedAddr, source.TLSOptions{}, []string{"refused", "source.endpoint"}},
+		{"the server hangs up during the TLS handshake", hangUpAddr, source.TLSOptions{CAFile: caFile},
+			[]string{"amqp connect to " + hangUpAddr, "closed the connection during the TLS handshake", "source.endpoint", "firewall or proxy"}},
 		{"trusted, then the server hangs up before the AMQP open", tlsAddr, source.TLSOptions{CAFile: caFile, ServerName: "localhost"},
 			[]string{"amqp open to " + tlsAddr, "closed the connection without answering the login", "source.endpoint", "STOMP on 61614"}},
 	}

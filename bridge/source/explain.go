@@ -27,17 +27,33 @@ func DialTLS(ctx context.Context, addr string, tc *tls.Config) (*tls.Conn, error
 		return nil, err
 	}
 	c := tls.Client(rawio.Wrap(tcp), tc)
-	if err := c.HandshakeContext(ctx); err != nil {
+	if err := Handshake(ctx, c); err != nil {
 		tcp.Close()
 		return nil, err
 	}
 	return c, nil
 }
 
+// Handshake completes c's TLS handshake. Its error is the raw one, marked
+// as the handshake's: a server that hangs up there is told apart from one
+// that hangs up on the login (ExplainDial).
+func Handshake(ctx context.Context, c *tls.Conn) error {
+	if err := c.HandshakeContext(ctx); err != nil {
+		return &handshakeError{err}
+	}
+	return nil
+}
+
+// handshakeError is a failed TLS handshake (Handshake); its text is the
+// failure's.
+type handshakeError struct{ err error }
+
+func (e *handshakeError) Error() string { return e.err.Error() }
+func (e *handshakeError) Unwrap() error { return e.err }
+
 // ExplainDial turns a failure of the TCP connect or the TLS handshake (or a
 // timeout of the login after them, or a server that hung up on the login)
-// into an error that tells the operator
-// what to check, naming the settings with n. op names the attempt ("stomp
+// into an error that tells the operator what to check, naming the settings with n. op names the attempt ("stomp
 // connect h:61614"); timeout is the dial timeout that bounded it. err is
 // wrapped.
 func ExplainDial(n Names, op string, timeout time.Duration, err error) error {
@@ -49,6 +65,7 @@ func ExplainDial(n Names, op string, timeout time.Duration, err error) error {
 		recordHdr tls.RecordHeaderError
 		alert     tls.AlertError
 		opErr     *net.OpError
+		handshake *handshakeError
 	)
 	var why string
 	switch { // a verification error wraps the specific one: test those first
@@ -75,6 +92,11 @@ func ExplainDial(n Names, op string, timeout time.Duration, err error) error {
 		why = fmt.Sprintf("timed out after %s (%s); check %s, the network and any firewall", timeout, n.Of(FieldDialTimeout), n.Of(FieldEndpoint))
 	case errors.As(err, &opErr) && opErr.Op == "dial":
 		why = "cannot reach the server; check " + n.Of(FieldEndpoint) + " and the network"
+	case (errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF)) && errors.As(err, &handshake):
+		// No login was sent: not a server of the other protocol (the
+		// platform's ports share a certificate), but what stands in front.
+		why = "the server closed the connection during the TLS handshake; check " + n.Of(FieldEndpoint) +
+			" (host and port) and any firewall or proxy on the way that filters TLS"
 	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
 		// What a server of the other protocol does (the platform's STOMP
 		// and AMQP ports share a host and a certificate): it reads a login

@@ -6,6 +6,7 @@ import (
 	"net"
 	"time"
 
+	"github.com/iot-mns-bridge/iot-mns-bridge/bridge/source"
 	"github.com/iot-mns-bridge/iot-mns-bridge/internal/gatherconn"
 	"github.com/iot-mns-bridge/iot-mns-bridge/internal/rawio"
 )
@@ -22,7 +23,7 @@ func dialGathering(ctx context.Context, addr string, tc *tls.Config, pause time.
 	}
 	gc := gatherconn.New(rawio.Wrap(tcp), pause)
 	c := tls.Client(gc, tc)
-	if err := c.HandshakeContext(ctx); err != nil {
+	if err := source.Handshake(ctx, c); err != nil {
 		tcp.Close()
 		return nil, nil, err
 	}

@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"reflect"
 	"strings"
 	"testing"
@@ -274,6 +275,36 @@ func TestReadAndMapAllocations(t *testing.T) {
 	n := testing.AllocsPerRun(200, func() { readAndMap(t, w, r, raw) })
 	if n > 4 {
 		t.Errorf("reading and mapping a frame allocates %v times, want at most 4", n)
+	}
+}
+
+// TestHangUpDuringTheHandshakeIsNamed: a server that reads the ClientHello
+// and hangs up (a firewall or a proxy that filters TLS) is named as a
+// hang-up during the TLS handshake, not as one on the login, which no
+// server saw (the other protocol's port completes the handshake: the
+// platform's ports share a certificate).
+func TestHangUpDuringTheHandshakeIsNamed(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		_, _ = c.Read(make([]byte, 64<<10))
+		c.Close()
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	err = CheckConnect(ctx, filled(Config{Settings: source.Settings{Endpoint: ln.Addr().String(),
+		Params: testParams(goodParams()), DialTimeout: 10 * time.Second}}))
+	sourcetest.WantErr(t, "CheckConnect", err, []string{"closed the connection during the TLS handshake", "source.endpoint",
+		"firewall or proxy"}, testSecret)
+	if err != nil && strings.Contains(err.Error(), "login") {
+		t.Errorf("CheckConnect: %v: names a login, which no server saw", err)
 	}
 }
 
