@@ -318,7 +318,10 @@ func (s *Stage) noteFull(err error) {
 	defer s.mu.Unlock()
 	if !s.full {
 		s.full = true
-		s.log.Warn("spool full: not consuming until MNS takes messages; it resumes by itself once the spool holds 90% of max_bytes or less",
+		// The source reads again as soon as one message fits, so as fast
+		// as MNS takes them; the episode (and this line) ends at 90%.
+		s.log.Warn("spool full: not consuming until MNS takes messages, then only as fast as MNS takes them, "+
+			"until the spool holds 90% of max_bytes or less",
 			"max_bytes", s.sp.maxBytes, "err", err)
 	}
 }
