@@ -22,11 +22,20 @@ import (
 // Load reads the config file at path, expanding variables from the process
 // environment; see Parse.
 func Load(path string) (*Config, error) {
+	cfg, _, err := LoadData(path)
+	return cfg, err
+}
+
+// LoadData is Load that also returns the file's contents as it read and
+// parsed them (what a reload compares the file with), also when Parse
+// fails.
+func LoadData(path string) (*Config, []byte, error) {
 	data, err := readFile(path)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	return Parse(data, path, os.LookupEnv)
+	cfg, err := Parse(data, path, os.LookupEnv)
+	return cfg, data, err
 }
 
 func readFile(path string) ([]byte, error) {

@@ -92,7 +92,7 @@ func reloadOnHUP(ctx context.Context, hup <-chan os.Signal, path string, loaded 
 		case <-hup:
 		}
 		systemd.Notify("RELOADING=1")
-		cfg, data, err := readConfig(path)
+		cfg, data, err := config.LoadData(path)
 		if err == nil && bytes.Equal(data, loaded) {
 			log.Info("config reloaded: the file is unchanged since it was last loaded; nothing to apply (in a container, a bind "+
 				"mount of the file keeps showing the old file once an editor replaces it: mount its directory instead)", "file", path)

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 	"time"
 
 	"github.com/iot-mns-bridge/iot-mns-bridge/config"
@@ -25,22 +24,11 @@ func loadConfigData(path string) (*config.Config, []byte, error) {
 	if path == "" {
 		return nil, nil, usageErr("-config FILE is required")
 	}
-	cfg, data, err := readConfig(path)
+	cfg, data, err := config.LoadData(path)
 	if err != nil {
 		return nil, nil, &UsageError{Err: err}
 	}
 	return cfg, data, nil
-}
-
-// readConfig reads the config file at path once and parses what it read,
-// as config.Load does; it returns those contents too.
-func readConfig(path string) (*config.Config, []byte, error) {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return nil, nil, fmt.Errorf("load config: %w", err)
-	}
-	cfg, err := config.Parse(data, path, os.LookupEnv)
-	return cfg, data, err
 }
 
 func cmdSign(_ context.Context, args []string, stdio Stdio) error {
