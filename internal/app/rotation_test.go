@@ -8,6 +8,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -36,11 +37,11 @@ type rotationRig struct {
 	stop func()
 }
 
-func startRotationRig(t *testing.T, is *credtest.Issuer, provider, signatureVersion string) *rotationRig {
+func startRotationRig(t *testing.T, is *credtest.Issuer, creds config.Credentials, signatureVersion string) *rotationRig {
 	t.Helper()
 	// The default chain must never reach the real metadata service.
 	t.Setenv(credentials.EnvECSMetadataDisabled, "true")
-	if provider == "ecs_ram_role" {
+	if creds.Provider == "ecs_ram_role" {
 		t.Setenv(credentials.EnvECSMetadataDisabled, "")
 	}
 	r := &rotationRig{is: is, logs: &testpeers.SyncBuffer{}}
@@ -51,7 +52,7 @@ func startRotationRig(t *testing.T, is *credtest.Issuer, provider, signatureVers
 	c := configtest.New()
 	c.Source.Endpoint, c.Source.ClientID, c.Source.ConsumerGroupID = sim.Addr(), "rot-bridge", "g1"
 	c.Source.ReconnectMinBackoff, c.Source.ReconnectMaxBackoff = 50*time.Millisecond, 500*time.Millisecond
-	c.Source.Credentials = config.Credentials{Provider: provider}
+	c.Source.Credentials = creds
 	c.Source.TLS = config.TLS{CAFile: ca, ServerName: "localhost"}
 	c.Source.STOMP.Ack = "client-individual"
 	c.MNS.Endpoint, c.MNS.SignatureVersion, c.MNS.Region = "http://"+addr, signatureVersion, "cn-hangzhou"
@@ -96,6 +97,23 @@ func (r *rotationRig) publish(prefix string, n int) []string {
 		r.sim.Publish("g1", iotsim.Message{Topic: fmt.Sprintf("/pk1/dev%d/user/data", i%5), MessageID: ids[i], Body: []byte(ids[i])})
 	}
 	return ids
+}
+
+// rounds publishes rotations+1 batches of 200 messages (ids prefix<k>-0000..),
+// waits for each at the emulator and calls rotate(k) after each but the
+// last; it returns every id.
+func (r *rotationRig) rounds(t *testing.T, prefix string, rotations int, rotate func(k int)) []string {
+	t.Helper()
+	var all []string
+	for k := 0; k <= rotations; k++ {
+		ids := r.publish(fmt.Sprintf("%s%d", prefix, k), 200)
+		all = append(all, ids...)
+		waitFor(t, fmt.Sprintf("batch %d at the emulator", k), time.Minute, func() bool { return r.arrived(ids) == len(ids) })
+		if k < rotations {
+			rotate(k)
+		}
+	}
+	return all
 }
 
 // arrived reports how many of ids are at the emulator.
@@ -154,16 +172,9 @@ func TestRotationRunSignsEveryRequestWithTheCurrentTriple(t *testing.T) {
 				t.Setenv(credentials.EnvOIDCTokenFile, tokenFile)
 				t.Setenv(credentials.EnvTestSTSEndpoint, sts.URL)
 			}
-			r := startRotationRig(t, is, provider, tc.signature)
-			var all []string
+			r := startRotationRig(t, is, config.Credentials{Provider: provider}, tc.signature)
 			const rotations = 3
-			for k := 0; k <= rotations; k++ {
-				ids := r.publish(fmt.Sprintf("r%d", k), 200)
-				all = append(all, ids...)
-				waitFor(t, fmt.Sprintf("batch %d at the emulator", k), time.Minute, func() bool { return r.arrived(ids) == len(ids) })
-				if k == rotations {
-					break
-				}
+			all := r.rounds(t, "r", rotations, func(k int) {
 				if sts != nil && k == 1 {
 					// kubelet rotates the OIDC token: the next refresh sends it.
 					if err := os.WriteFile(tokenFile+".new", []byte("jwt-2"), 0o600); err != nil {
@@ -198,7 +209,7 @@ func TestRotationRunSignsEveryRequestWithTheCurrentTriple(t *testing.T) {
 					}
 					return false
 				})
-			}
+			})
 			// Stop while a refresh is on its way: the bridge logs its triple
 			// when the answer comes, after Run returned (Close stops only the
 			// next refreshes); the count below waits for that line.
@@ -252,6 +263,93 @@ func TestRotationRunSignsEveryRequestWithTheCurrentTriple(t *testing.T) {
 	}
 }
 
+// TestRotationThroughFiles is the rotation walk of the two local-file
+// ways: source.credentials.credentials_file, replaced (write, then rename)
+// by a rotator, and the *_file twins in a Kubernetes-style secret volume,
+// whose ..data symlink is swapped to a new directory. Each triple is
+// replaced while it is still valid, as a sidecar does, and the platform
+// drops the connection after each rotation: the next login and the next
+// MNS requests sign with the new triple (the files are read again when they
+// change), nothing is lost and nothing is refused.
+func TestRotationThroughFiles(t *testing.T) {
+	for _, kind := range []string{"credentials_file", "secret volume"} {
+		t.Run(kind, func(t *testing.T) {
+			is := credtest.NewIssuer(time.Minute)
+			dir := t.TempDir()
+			var creds config.Credentials
+			var rotate func() credtest.Triple
+			writeFile := func(name, data string) {
+				if err := os.WriteFile(name, []byte(data), 0o600); err != nil {
+					t.Fatal(err)
+				}
+			}
+			switch kind {
+			case "credentials_file":
+				path := filepath.Join(dir, "sts.json")
+				creds.CredentialsFile = path
+				rotate = func() credtest.Triple {
+					tr := is.Issue()
+					writeFile(path+".new", fmt.Sprintf(`{"AccessKeyId": %q, "AccessKeySecret": %q, "SecurityToken": %q, "Expiration": %q}`,
+						tr.ID, tr.Secret, tr.Token, tr.Expiration.Format(time.RFC3339)))
+					if err := os.Rename(path+".new", path); err != nil {
+						t.Fatal(err)
+					}
+					return tr
+				}
+			case "secret volume":
+				// What the kubelet does: the files are symlinks into ..data,
+				// itself a symlink swapped (rename) to a new directory.
+				for _, f := range []string{"id", "secret", "token"} {
+					if err := os.Symlink(filepath.Join("..data", f), filepath.Join(dir, f)); err != nil {
+						t.Fatal(err)
+					}
+				}
+				creds = config.Credentials{AccessKeyIDFile: filepath.Join(dir, "id"), AccessKeySecretFile: filepath.Join(dir, "secret"),
+					SecurityTokenFile: filepath.Join(dir, "token")}
+				rotate = func() credtest.Triple {
+					tr := is.Issue()
+					ts := filepath.Join(dir, "..tr"+strconv.Itoa(credtest.IssueNumber(tr.ID)))
+					if err := os.Mkdir(ts, 0o700); err != nil {
+						t.Fatal(err)
+					}
+					writeFile(filepath.Join(ts, "id"), tr.ID)
+					writeFile(filepath.Join(ts, "secret"), tr.Secret)
+					writeFile(filepath.Join(ts, "token"), tr.Token)
+					if err := os.Symlink(filepath.Base(ts), filepath.Join(dir, "..data_tmp")); err != nil {
+						t.Fatal(err)
+					}
+					if err := os.Rename(filepath.Join(dir, "..data_tmp"), filepath.Join(dir, "..data")); err != nil {
+						t.Fatal(err)
+					}
+					return tr
+				}
+			}
+			rotate()
+			r := startRotationRig(t, is, creds, "v2")
+			const rotations = 3
+			all := r.rounds(t, "f", rotations, func(int) {
+				tr := rotate()
+				r.sim.CloseConnections()
+				waitFor(t, "a login with the new triple", time.Minute, func() bool { return r.is.Used("iot")[tr.ID] > 0 })
+			})
+			r.stop()
+			if got := r.arrived(all); got != len(all) {
+				t.Fatalf("%d of %d messages at the emulator", got, len(all))
+			}
+			if iot, mns := len(is.Used("iot")), len(is.Used("mns")); iot != rotations+1 || mns != rotations+1 {
+				t.Errorf("triples used: %d for logins, %d for MNS requests; want %d each", iot, mns, rotations+1)
+			}
+			if st := r.sim.Stats(); st.LoginsFailed != 0 || is.Refused() != 0 {
+				t.Errorf("refused: %d logins, %d lookups of an unknown or expired id", st.LoginsFailed, is.Refused())
+			}
+			for code, n := range r.emu.Stats().Errors {
+				t.Errorf("MNS answered %s %d times", code, n)
+			}
+			logCredentialLines(t, r.logs.String())
+		})
+	}
+}
+
 // TestCredentialsExpireWithTheProviderDown: the URI server goes down, the
 // triple expires, messages are held with a clear error (MNS and the login
 // after a drop both fail before anything is sent), and everything is
@@ -259,7 +357,7 @@ func TestRotationRunSignsEveryRequestWithTheCurrentTriple(t *testing.T) {
 func TestCredentialsExpireWithTheProviderDown(t *testing.T) {
 	is := credtest.NewIssuer(3 * time.Second)
 	t.Setenv(credentials.EnvCredentialsURI, credtest.URIServer(t, is))
-	r := startRotationRig(t, is, "uri", "v2")
+	r := startRotationRig(t, is, config.Credentials{Provider: "uri"}, "v2")
 	first := r.publish("before", 100)
 	waitFor(t, "the first batch", time.Minute, func() bool { return r.arrived(first) == len(first) })
 
