@@ -68,6 +68,7 @@ type Cache struct {
 	refusedAt     time.Time   // when Refused last started a refresh
 	refusedID     string      // the id Refused last logged
 	staleID       string      // the refused id a refresh got again, logged once
+	unrenewedID   string      // the id a due refresh got again, logged once
 	refusedSay    bool        // the refusal of refusedID is to be logged by the refresh it started
 	timer         *time.Timer // the next proactive refresh
 	closed        bool
@@ -301,6 +302,7 @@ func (c *Cache) refresh(done chan struct{}) {
 	}
 	recovered := c.failures > 0
 	again := same && cr.AccessKeyID == c.refusedID
+	due := !c.refreshAt.IsZero() && !now.Before(c.refreshAt)
 	c.failures, c.lastErr, c.nextTry, c.expiredLogged = 0, nil, time.Time{}, false
 	c.cur, c.have = cr, true
 	c.refreshAt = time.Time{}
@@ -314,6 +316,20 @@ func (c *Cache) refresh(done chan struct{}) {
 			c.staleID = cr.AccessKeyID
 			c.log.Warn("the provider gave the refused credentials again: they are stale where they come from (a credentials file or "+
 				"secret files that nothing rotates any more, a cached token); the servers refuse them until it has new ones",
+				"provider", c.p.Name(), "from", cr.Source, "access_key_id", MaskID(cr.AccessKeyID), "expires", cr.Expiration.UTC().Format(time.RFC3339))
+		}
+		return
+	}
+	if same && !recovered {
+		// Not a refresh: the triple held, read again. When its refresh was
+		// due, nothing renewed it in time (said once a triple; before,
+		// "credentials refreshed" at every re-read, a dozen times as the
+		// re-reads closed in on the expiry); a file rewritten with the
+		// same triple says nothing.
+		if due && c.unrenewedID != cr.AccessKeyID {
+			c.unrenewedID = cr.AccessKeyID
+			c.log.Warn("credentials not renewed: the provider gave the held ones again; they are used until they expire and asked for again "+
+				"before that (is what renews them, e.g. what rotates the credentials file, still running?)",
 				"provider", c.p.Name(), "from", cr.Source, "access_key_id", MaskID(cr.AccessKeyID), "expires", cr.Expiration.UTC().Format(time.RFC3339))
 		}
 		return

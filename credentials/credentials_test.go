@@ -816,19 +816,7 @@ func TestCacheRefusedRefreshesAnSTSTripleEarly(t *testing.T) {
 func TestCacheRefusedTripleGivenAgainIsCalledStale(t *testing.T) {
 	clk := testclock.New(time.Now())
 	p := &sameTriple{exp: clk.Now().Add(time.Hour)}
-	var logBuf bytes.Buffer
-	var logMu sync.Mutex
-	logs := func() string {
-		logMu.Lock()
-		defer logMu.Unlock()
-		return logBuf.String()
-	}
-	cache := credentials.NewCache(p, credentials.CacheOptions{Now: clk.Now,
-		Logger: slog.New(slog.NewTextHandler(lockedWriter{&logMu, &logBuf}, nil))})
-	defer cache.Close()
-	if _, err := cache.Get(context.Background()); err != nil {
-		t.Fatal(err)
-	}
+	cache, logs := sameTripleCache(t, p, clk)
 	// Refused starts a refetch only when none runs and 5 s have passed:
 	// it is repeated until the provider is called again, which also means
 	// the refetch before has ended (and logged what it logs).
@@ -850,6 +838,55 @@ func TestCacheRefusedTripleGivenAgainIsCalledStale(t *testing.T) {
 	if strings.Contains(logs(), "is the clock behind?") {
 		t.Errorf("a stale triple is blamed on the clock:\n%s", logs())
 	}
+}
+
+// TestCacheTripleNotRenewedIsNotCalledRefreshed: a provider that gives the
+// held triple again when its refresh is due (a credentials file nothing
+// rotates any more) is not logged as "credentials refreshed" at each of the
+// re-reads that close in on the expiry (before: 12 such lines in the last
+// 5 s of a 5 s triple, walked), but once as not renewed.
+func TestCacheTripleNotRenewedIsNotCalledRefreshed(t *testing.T) {
+	clk := testclock.New(time.Now())
+	exp := clk.Now().Add(10 * time.Minute)
+	p := &sameTriple{exp: exp}
+	cache, logs := sameTripleCache(t, p, clk)
+	// Each due refresh: 180 s before the expiry, then at half the rest. The
+	// wait for each fetch also means the one before has ended.
+	for i, before := range []time.Duration{180 * time.Second, 90 * time.Second, 45 * time.Second, 20 * time.Second} {
+		clk.Add(exp.Add(-before).Sub(clk.Now()))
+		waitfor.Until(t, fmt.Sprintf("fetch %d", i+2), 10*time.Second, func() bool {
+			if _, err := cache.Get(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+			return p.calls.Load() >= int64(i+2)
+		})
+	}
+	if n := strings.Count(logs(), "credentials refreshed"); n != 1 {
+		t.Errorf("%d lines 'credentials refreshed' for one triple fetched 5 times, want 1 (the first fetch):\n%s", n, logs())
+	}
+	if n := strings.Count(logs(), "credentials not renewed: the provider gave the held ones again"); n != 1 {
+		t.Errorf("the unrenewed triple is logged %d times, want once:\n%s", n, logs())
+	}
+}
+
+// sameTripleCache is a Cache over p on clk that has fetched once, and its
+// log so far; it is closed when the test ends.
+func sameTripleCache(t *testing.T, p *sameTriple, clk *testclock.Clock) (*credentials.Cache, func() string) {
+	t.Helper()
+	var logBuf bytes.Buffer
+	var logMu sync.Mutex
+	logs := func() string {
+		logMu.Lock()
+		defer logMu.Unlock()
+		return logBuf.String()
+	}
+	cache := credentials.NewCache(p, credentials.CacheOptions{Now: clk.Now,
+		Logger: slog.New(slog.NewTextHandler(lockedWriter{&logMu, &logBuf}, nil))})
+	t.Cleanup(cache.Close)
+	if _, err := cache.Get(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	return cache, logs
 }
 
 // sameTriple gives the same expiring STS triple at every fetch.
