@@ -61,12 +61,12 @@ func (c Credentials) check(what string, now time.Time) error {
 	case c.AccessKeySecret == "":
 		return fmt.Errorf("%s: AccessKeySecret is empty", what)
 	case !c.Expiration.IsZero() && !now.Before(c.Expiration):
-		// How long ago tells a source nothing renews (a credentials file
-		// whose rotation stopped: minutes, hours) from a clock that is
-		// ahead (a triple just issued).
-		return fmt.Errorf("%s: the credentials expired at %s, %s ago by this machine's clock, when they were fetched: "+
+		// No age in the text: it is compared with the last one to log a
+		// failure once (an age counting up made the destination check log
+		// it every 2.5 s).
+		return fmt.Errorf("%s: the credentials expired at %s, before they were fetched, by this machine's clock: "+
 			"whatever renews them has not (a credentials file that nothing rotates any more?), or this machine's clock is ahead",
-			what, c.Expiration.UTC().Format(time.RFC3339), now.Sub(c.Expiration).Round(time.Second))
+			what, c.Expiration.UTC().Format(time.RFC3339))
 	}
 	return nil
 }

@@ -113,10 +113,9 @@ func TestJSONFileRotatesAtomicallyAndRefusesBadFiles(t *testing.T) {
 		"code":       {`{"Code":"Failure","AccessKeyId":"a","AccessKeySecret":"` + secretWord + `"}`, `Code is "Failure", not Success`},
 		"missing":    {`{"AccessKeyId":"a"}`, "AccessKeySecret missing"},
 		"bad time":   {`{"AccessKeyId":"a","AccessKeySecret":"` + secretWord + `","Expiration":"tomorrow"}`, "not an RFC 3339 time"},
-		// How long ago, and what to look at (before: 'expired at ... on
-		// arrival (is this machine's clock right?)', for a file that had
-		// not been rotated for an hour too).
-		"expired":      {issueJSON("a", secretWord, "t", time.Now().Add(-time.Hour)), "ago by this machine's clock, when they were fetched: whatever renews them has not (a credentials file that nothing rotates any more?)"},
+		// What to look at (before: 'expired at ... on arrival (is this
+		// machine's clock right?)', for a file not rotated for an hour too).
+		"expired":      {issueJSON("a", secretWord, "t", time.Now().Add(-time.Hour)), ", before they were fetched, by this machine's clock: whatever renews them has not"},
 		"missing file": {"", "does not exist"},
 	} {
 		t.Run(name, func(t *testing.T) {
@@ -837,6 +836,29 @@ func TestCacheRefusedTripleGivenAgainIsCalledStale(t *testing.T) {
 	// The clock is not what is wrong: the question is not asked.
 	if strings.Contains(logs(), "is the clock behind?") {
 		t.Errorf("a stale triple is blamed on the clock:\n%s", logs())
+	}
+}
+
+// TestExpiredTripleErrorStaysTheSame: the error of a triple that comes
+// expired does not change as time passes (no age in it): callers log a
+// failure once by comparing its text (an age counting up made the MNS
+// destination check log it every 2.5 s, walked).
+func TestExpiredTripleErrorStaysTheSame(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "c.json")
+	writeFile(t, p, issueJSON("a", secretWord, "t", time.Now().Add(-time.Minute)))
+	clk := testclock.New(time.Now())
+	var texts []string
+	for range 2 {
+		_, err := credentials.NewCache(&credentials.JSONFile{Path: p}, credentials.CacheOptions{Now: clk.Now, OneShot: true}).Get(context.Background())
+		if err == nil || !strings.Contains(err.Error(), "whatever renews them has not (a credentials file that nothing rotates any more?), or this machine's clock is ahead") {
+			t.Fatalf("got %v, want the expired triple's error", err)
+		}
+		noSecret(t, err)
+		texts = append(texts, err.Error())
+		clk.Add(5 * time.Second)
+	}
+	if texts[0] != texts[1] {
+		t.Errorf("the error changed in 5 s:\n%s\n%s", texts[0], texts[1])
 	}
 }
 
