@@ -2,6 +2,7 @@ package credentials
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
@@ -235,6 +236,18 @@ func (c *Cache) Get(ctx context.Context) (Credentials, error) {
 	}
 }
 
+// ErrUnavailable is wrapped by Get's error when no valid triple is held
+// (none fetched yet, or the held one expired) and no refresh works. The
+// error's text names the next attempt, which counts down: tell such errors
+// apart from others with errors.Is, not by their text.
+var ErrUnavailable = errors.New("no valid credentials")
+
+// unavailableError is failedErr's error: its text, and ErrUnavailable.
+type unavailableError struct{ msg string }
+
+func (e *unavailableError) Error() string        { return e.msg }
+func (e *unavailableError) Is(target error) bool { return target == ErrUnavailable }
+
 // failedErr is Get's error when no valid triple is held. Called with mu.
 func (c *Cache) failedErr(now time.Time) error {
 	retry := ""
@@ -242,10 +255,10 @@ func (c *Cache) failedErr(now time.Time) error {
 		retry = fmt.Sprintf("; next attempt in %s", d.Round(100*time.Millisecond))
 	}
 	if c.have {
-		return fmt.Errorf("credentials from %s expired at %s and could not be refreshed: %v%s; work is held until they can be",
-			c.p.Name(), c.cur.Expiration.UTC().Format(time.RFC3339), c.lastErr, retry)
+		return &unavailableError{fmt.Sprintf("credentials from %s expired at %s and could not be refreshed: %v%s; work is held until they can be",
+			c.p.Name(), c.cur.Expiration.UTC().Format(time.RFC3339), c.lastErr, retry)}
 	}
-	return fmt.Errorf("no credentials from %s: %v%s", c.p.Name(), c.lastErr, retry)
+	return &unavailableError{fmt.Sprintf("no credentials from %s: %v%s", c.p.Name(), c.lastErr, retry)}
 }
 
 // refresh runs one Retrieve and stores its outcome, then closes done.

@@ -387,6 +387,9 @@ func (b *Bridge) checkDestinations(ctx context.Context) (failed, unverifiable []
 				// Its text names the user request id (and a socket error
 				// the local port), new at every check.
 				key = "no reply"
+			case errors.Is(err, credentials.ErrUnavailable):
+				// Its text counts down to the next refresh.
+				key = "no valid credentials"
 			}
 			keys = append(keys, d.String()+": "+key)
 		}

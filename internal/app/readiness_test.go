@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"log/slog"
 	"net/http"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -408,4 +410,42 @@ func TestDeadLetterQueueAnswersAreLife(t *testing.T) {
 	if after := b.pipeline.Stats().LastAnswer; !after.After(before) {
 		t.Errorf("LastAnswer %s after a dead-letter queue write, want later than %s (the write's answer)", after, before)
 	}
+}
+
+// TestDestinationCheckStateOfExpiredCredentials: while no valid credentials
+// can be had (a credentials file that expired), the destination checks'
+// state stays the same although the error's text counts down to the next
+// refresh ("next attempt in 900ms", "... 1.3s"): the failing check is logged
+// once (it was logged at every check, every 2 s; walked).
+func TestDestinationCheckStateOfExpiredCredentials(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "sts.json")
+	exp := time.Now().Add(-time.Hour).UTC().Format(time.RFC3339)
+	if err := os.WriteFile(file, []byte(`{"AccessKeyId": "STS.x", "AccessKeySecret": "s", "SecurityToken": "t", "Expiration": "`+exp+`"}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c := configtest.New()
+	c.Source.Endpoint, c.Source.ClientID = "127.0.0.1:1", "c1"
+	c.Source.Credentials = config.Credentials{CredentialsFile: file}
+	c.MNS.Endpoint = "http://127.0.0.1:1"
+	c.Routes = []config.Route{{Match: "/#", Queue: "q"}}
+	b, err := newUnrun(t, mustLoad(t, configtest.Write(t, dir, "b.yaml", c)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	failed, _, first := b.checkDestinations(context.Background())
+	if len(failed) != 1 || !strings.Contains(failed[0], "next attempt in") {
+		t.Fatalf("failed = %q, want the queue's check failing for the credentials", failed)
+	}
+	// Check again until the text has changed (the countdown moved).
+	waitFor(t, "a check whose text differs", time.Minute, func() bool {
+		f, _, state := b.checkDestinations(context.Background())
+		if len(f) == 1 && f[0] != failed[0] {
+			if state != first {
+				t.Errorf("state %q, then %q: the failing check would be logged again", first, state)
+			}
+			return true
+		}
+		return false
+	})
 }
