@@ -53,7 +53,8 @@ type Link interface {
 	// loss only in Next.
 	Lost() <-chan struct{}
 	// Stop is called once, from another goroutine, when intake stops while
-	// the link lives: it makes a blocked Next return. An owned link asks
+	// the link lives: it makes a blocked Next return. Run returns only once
+	// Stop has returned: Close never overlaps it. An owned link asks
 	// the server to stop sending; its Next then returns what the server had
 	// sent until the server's confirmation (then an error), within
 	// HandOverTimeout.
@@ -283,8 +284,15 @@ func (d *Driver) session(ctx context.Context, sl *slot, h bridge.Handler, connec
 			}
 		}()
 	}
-	stop := context.AfterFunc(ctx, l.Stop)
-	defer stop()
+	// A Stop under way ends before the session does: Run returns, and the
+	// driver goes on to Close the link, only after it.
+	stopped := make(chan struct{})
+	stop := context.AfterFunc(ctx, func() { defer close(stopped); l.Stop() })
+	defer func() {
+		if !stop() {
+			<-stopped
+		}
+	}()
 
 	for {
 		dl, err := l.Next(hctx)

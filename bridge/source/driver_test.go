@@ -32,11 +32,19 @@ type fakeLink struct {
 	boundRead bool
 	readEnd   bool
 
-	mu       sync.Mutex
-	aborted  bool
-	closed   bool
-	settled  []string // "accept:<id>", "release:<id>"
-	stopOnce sync.Once
+	// stopGate, when set (by the dialer), holds Stop until it is closed: a
+	// Stop that runs late (its AfterFunc goroutine not yet scheduled).
+	// stopEntered is signalled as Stop starts to wait; Close records in
+	// closedInStop that it came while Stop was under way.
+	stopGate, stopEntered chan struct{}
+
+	mu           sync.Mutex
+	aborted      bool
+	closed       bool
+	stopping     bool
+	closedInStop bool
+	settled      []string // "accept:<id>", "release:<id>"
+	stopOnce     sync.Once
 }
 
 func newFakeLink(id string, owned bool) *fakeLink {
@@ -80,6 +88,18 @@ func (l *fakeLink) Next(ctx context.Context) (*bridge.Delivery, error) {
 func (l *fakeLink) Owned() bool           { return l.owned }
 func (l *fakeLink) Lost() <-chan struct{} { return l.lost }
 func (l *fakeLink) Stop() {
+	if l.stopGate != nil {
+		l.mu.Lock()
+		l.stopping = true
+		l.mu.Unlock()
+		l.stopEntered <- struct{}{}
+		<-l.stopGate
+		defer func() {
+			l.mu.Lock()
+			l.stopping = false
+			l.mu.Unlock()
+		}()
+	}
 	l.stopOnce.Do(func() {
 		close(l.stopped)
 		l.mu.Lock()
@@ -103,6 +123,7 @@ func (l *fakeLink) Abort(cause error) error {
 func (l *fakeLink) Close(context.Context) error {
 	l.mu.Lock()
 	l.closed = true
+	l.closedInStop = l.closedInStop || l.stopping
 	l.mu.Unlock()
 	return nil
 }
@@ -127,9 +148,12 @@ func (l *fakeLink) delivery(id string) *bridge.Delivery {
 type fakeDialer struct {
 	owned  bool
 	dialed chan *fakeLink
-	mu     sync.Mutex
-	err    error
-	dials  int
+	// stopGate and stopEntered are given to every link (see fakeLink).
+	stopGate, stopEntered chan struct{}
+
+	mu    sync.Mutex
+	err   error
+	dials int
 }
 
 func (f *fakeDialer) dial(_ context.Context, _ int, id string) (Link, error) {
@@ -140,6 +164,7 @@ func (f *fakeDialer) dial(_ context.Context, _ int, id string) (Link, error) {
 		return nil, f.err
 	}
 	l := newFakeLink(id, f.owned)
+	l.stopGate, l.stopEntered = f.stopGate, f.stopEntered
 	f.dialed <- l
 	return l, nil
 }
@@ -343,6 +368,48 @@ func TestStopHandsOverOwnedAndKeepsOthersForSettles(t *testing.T) {
 		if _, closed, _ := l.state(); !closed {
 			t.Error("Close did not close the link kept for settles")
 		}
+	}
+}
+
+// TestRunWaitsForALateStop: when intake stops, the link's Stop runs from a
+// goroutine of its own (context.AfterFunc), which may be scheduled only
+// after Next returned for its own reason. Run returns only once that Stop has
+// ended, so that Close never closes the link while Stop still works on it
+// (stompsrc's Stop moves the read deadline to now: landing in Close's wait
+// for the RECEIPT, it would cut that wait short).
+func TestRunWaitsForALateStop(t *testing.T) {
+	d, f := testDriver(t, false, 1)
+	gate, entered := make(chan struct{}), make(chan struct{}, 1)
+	f.stopGate, f.stopEntered = gate, entered
+	release := sync.OnceFunc(func() { close(gate) })
+	t.Cleanup(release) // before testDriver's Close, when the test failed
+	ctx, cancel := context.WithCancel(context.Background())
+	errc := runDriver(d, ctx, func(context.Context, *bridge.Delivery) error { return nil })
+	l := next(t, f.dialed)
+	cancel() // Next returns on ctx; Stop is held
+	recv(t, entered, "Stop was not called")
+	closed := make(chan error, 1)
+	go func() {
+		cctx, ccancel := context.WithTimeout(context.Background(), waitLimit)
+		defer ccancel()
+		closed <- d.Close(cctx)
+	}()
+	select {
+	case err := <-errc:
+		t.Errorf("Run returned (%v) while the link's Stop was still under way", err)
+	case <-time.After(10 * time.Millisecond):
+		// Run waits for Stop (the test passes without this pause too; it
+		// only gives a wrong Run the time to show).
+	}
+	release()
+	if err := recv(t, closed, "Close did not return"); err != nil {
+		t.Error(err)
+	}
+	l.mu.Lock()
+	closed2, inStop := l.closed, l.closedInStop
+	l.mu.Unlock()
+	if !closed2 || inStop {
+		t.Errorf("link closed %v, closed while Stop was under way %v: want closed after Stop", closed2, inStop)
 	}
 }
 
