@@ -89,3 +89,15 @@ func (x *heldIndex) leave(d *Delivery) *Delivery {
 	d.copies = nil
 	return c
 }
+
+// copies returns how many copies are joined to d (0 for a delivery not
+// indexed).
+func (x *heldIndex) copies(d *Delivery) int {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	n := 0
+	for c := d.copies; c != nil; c = c.copies {
+		n++
+	}
+	return n
+}

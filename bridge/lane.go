@@ -51,8 +51,9 @@ type lane struct {
 	removed   bool      // no longer in the pipeline's lane map
 	idleSince time.Time // when the lane last became empty (pipeline clock)
 
-	failing bool          // the last request failed whole
-	wake    chan struct{} // closed when a send succeeds again
+	failing  bool          // the last request failed whole
+	failedAt time.Time     // when a request last failed whole (wall clock)
+	wake     chan struct{} // closed when a send succeeds again
 	// While failing, no request starts before probeAt (wall clock): the
 	// last failed request plus a backoff that grows with probeFails.
 	probeAt    time.Time
@@ -582,7 +583,9 @@ func (l *lane) sendFailed(n int, err error, now time.Time) <-chan struct{} {
 	defer l.mu.Unlock()
 	// probeAt is wall clock, as the lane's timers; now (the pipeline's
 	// clock) dates the log line.
-	if wall := time.Now(); !l.failing || !wall.Before(l.probeAt) {
+	wall := time.Now()
+	l.failedAt = wall
+	if !l.failing || !wall.Before(l.probeAt) {
 		if !l.failing {
 			l.probeFails = 0
 		}

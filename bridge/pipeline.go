@@ -297,11 +297,14 @@ func (p *Pipeline) Stats() Stats {
 func (p *Pipeline) Stranded() []*Delivery { return p.stranded.Take() }
 
 // Drain stops intake (Handle returns ErrClosed from now on) and waits until
-// every delivery held is settled, or until ctx is done; then it cancels the
-// sends in progress and releases what is left (or keeps it for Stranded),
-// and returns once nothing is held. It returns ctx's error when the
-// deadline cut the drain short. Drain may be called once.
+// every delivery held is settled, until ctx is done, or until it cannot
+// progress (drainend.go: MNS fails for everything held, and all of it
+// would be redelivered); then it cancels the sends in progress and
+// releases what is left (or keeps it for Stranded), and returns once
+// nothing is held. It returns ctx's error when the deadline cut the drain
+// short, ErrCannotProgress when it ended early. Drain may be called once.
 func (p *Pipeline) Drain(ctx context.Context) error {
+	start := time.Now()
 	p.stop.Do(func() {
 		close(p.closed)
 		p.closing.Store(true)
@@ -309,11 +312,23 @@ func (p *Pipeline) Drain(ctx context.Context) error {
 	if p.stats.inFlight.Load() == 0 {
 		p.emptyOne.Do(func() { close(p.empty) })
 	}
+	check := time.NewTicker(drainCheckEvery)
+	defer check.Stop()
 	var err error
-	select {
-	case <-p.empty:
-	case <-ctx.Done():
-		err = ctx.Err()
+wait:
+	for {
+		select {
+		case <-p.empty:
+			break wait
+		case <-ctx.Done():
+			err = ctx.Err()
+			break wait
+		case <-check.C:
+			if p.cannotProgress(start) {
+				err = ErrCannotProgress
+				break wait
+			}
+		}
 	}
 	p.cancelSend()
 	p.stopLanes()

@@ -657,6 +657,78 @@ func TestPipelineNeverReleasesWhatCannotComeBack(t *testing.T) {
 	}
 }
 
+// TestDrainEndsWhenMNSFailsForEverythingHeld: at a shutdown during an MNS
+// outage, with every delivery held redeliverable (the spool, AMQP, STOMP
+// client-individual), Drain ends once a request failed again after it
+// began, releasing them all, instead of waiting its whole deadline for a
+// MNS that answers nothing (systemctl restart waited shutdown_timeout).
+func TestDrainEndsWhenMNSFailsForEverythingHeld(t *testing.T) {
+	sink := newFakeSink(func(int, int, Outgoing) error { return errors.New("MNS is down") })
+	h := newHarness(t, sink, nil)
+	h.feed(t, 10, userTopic) // redeliverable (h.rec settles them)
+	waitUntil(t, func() bool { return h.p.Stats().Retried >= 2 })
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute) // a failure-only deadline
+	defer cancel()
+	if err := h.p.Drain(ctx); !errors.Is(err, ErrCannotProgress) {
+		t.Fatalf("Drain with MNS down = %v, want ErrCannotProgress before the deadline", err)
+	}
+	if st := h.p.Stats(); st.Released != 10 || st.InFlight != 0 || st.Stranded != 0 {
+		t.Errorf("after Drain: released %d, in flight %d, stranded %d; want 10, 0, 0", st.Released, st.InFlight, st.Stranded)
+	}
+	h.settled(t, 10, Released)
+}
+
+// TestDrainKeepsItsDeadlineForWhatCannotComeBack: deliveries that no
+// upstream would send again (STOMP ack auto without the spool) keep the
+// whole deadline however often MNS fails meanwhile (at its end they go to
+// the dead-letter file; MNS may come back before), and so does a drain
+// where a destination still answers, or a request is in flight.
+func TestDrainKeepsItsDeadlineForWhatCannotComeBack(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		setup func(h *harness)
+	}{
+		{"not redeliverable", func(h *harness) {
+			for i := 0; i < 5; i++ {
+				if err := h.p.Handle(context.Background(), NewDelivery(Message{Topic: userTopic(i), MessageID: fmt.Sprintf("s%d", i)}, nil, nil)); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}},
+		{"some not redeliverable", func(h *harness) {
+			h.feed(t, 5, userTopic)
+			if err := h.p.Handle(context.Background(), NewDelivery(Message{Topic: userTopic(0), MessageID: "s0"}, nil, nil)); err != nil {
+				t.Fatal(err)
+			}
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			sink := newFakeSink(func(int, int, Outgoing) error { return errors.New("MNS is down") })
+			h := newHarness(t, sink, nil)
+			tc.setup(h)
+			waitUntil(t, func() bool { return h.p.Stats().Retried >= 2 })
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan error, 1)
+			sink.mu.Lock()
+			calls := sink.calls
+			sink.mu.Unlock()
+			go func() { done <- h.p.Drain(ctx) }()
+			// Many failed probes after the drain began (each a few ms apart,
+			// over several of Drain's checks): it still waits.
+			waitUntil(t, func() bool { sink.mu.Lock(); defer sink.mu.Unlock(); return sink.calls >= calls+60 })
+			select {
+			case err := <-done:
+				t.Fatalf("Drain returned %v before its deadline while holding what cannot come back", err)
+			default:
+			}
+			cancel()
+			if err := <-done; !errors.Is(err, context.Canceled) {
+				t.Errorf("Drain = %v, want the deadline's error", err)
+			}
+		})
+	}
+}
+
 // TestUnroutedMessageDoesNotStopIntakeWhileDeadLetterTargetFails: a message
 // dead-lettered at intake (no route, invalid body) while the dead-letter
 // target fails (its MNS queue refused, the disk full) is held and retried

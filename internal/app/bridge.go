@@ -313,17 +313,21 @@ func (b *Bridge) Registry() *prometheus.Registry { return b.reg }
 // those the feeder had not handed it yet). A spool that holds messages is
 // said whether or not the drain was cut: the feeder may not have handed
 // the pipeline any of them yet, and then the drain ends at once.
-func (b *Bridge) logShutdown(cut bool, kept keepCounts, spooled bool, leftInSpool int64) {
+func (b *Bridge) logShutdown(cut error, kept keepCounts, spooled bool, leftInSpool int64) {
+	why := "shutdown timeout reached; "
+	if errors.Is(cut, bridge.ErrCannotProgress) {
+		why = "drain ended before shutdown_timeout: MNS fails and nothing held could be forwarded; "
+	}
 	switch {
 	case spooled && leftInSpool > 0:
 		msg := "the messages MNS has not accepted stay in the spool and are forwarded at the next start"
-		if cut {
-			msg = "shutdown timeout reached; " + msg
+		if cut != nil {
+			msg = why + msg
 		}
 		b.log.Warn(msg, "left_in_spool", leftInSpool)
-	case !spooled && cut:
+	case !spooled && cut != nil:
 		if released := b.pipeline.Stats().Released; released > 0 {
-			b.log.Warn("shutdown timeout reached; released the messages MNS has not accepted (the platform redelivers them)",
+			b.log.Warn(why+"released the messages MNS has not accepted (the platform redelivers them)",
 				"released", released)
 		}
 	}

@@ -302,7 +302,7 @@ func (r *run) drain() {
 	if r.spool != nil {
 		r.leftInSpool = r.closeSpool()
 	}
-	b.logShutdown(drainErr != nil, r.kept, r.stage != nil, r.leftInSpool)
+	b.logShutdown(drainErr, r.kept, r.stage != nil, r.leftInSpool)
 }
 
 // closeSpool closes the spool once the drain stored in it what it keeps,

@@ -15,6 +15,7 @@ import (
 	"github.com/iot-mns-bridge/iot-mns-bridge/bridge/deadletter"
 	"github.com/iot-mns-bridge/iot-mns-bridge/config"
 	"github.com/iot-mns-bridge/iot-mns-bridge/config/configtest"
+	"github.com/iot-mns-bridge/iot-mns-bridge/internal/testpeers"
 	"github.com/iot-mns-bridge/iot-mns-bridge/iotsim"
 	"github.com/iot-mns-bridge/iot-mns-bridge/mnsemu"
 )
@@ -72,17 +73,25 @@ func TestDefaultConfigLosesNothingAcrossOutageAndRestart(t *testing.T) {
 	}
 }
 
+// spoolPeers starts the peers and writes their config with STOMP ack
+// auto, the spool on, delivery.max_in_flight 20 (fewer than the tests
+// publish) and shutdownTimeout; it returns the peers and the config's path.
+func spoolPeers(t *testing.T, shutdownTimeout time.Duration) (*peers, string) {
+	t.Helper()
+	p := startPeers(t, mnsemu.Config{Queues: []string{"telemetry-pk1", "unrouted"}}, iotsim.Config{})
+	c := p.config()
+	c.Source.STOMP.Ack = "auto"
+	c.Envelope, c.Log.Level, c.Spool.Dir = "json", "info", filepath.Join(p.dir, "spool")
+	c.ShutdownTimeout, c.Delivery.MaxInFlight = shutdownTimeout, 20
+	return p, p.writeConfig(t, c)
+}
+
 // TestShutdownCountsWhatTheSpoolHolds: with the spool, MNS down and more
 // messages spooled than the pipeline may hold (delivery.max_in_flight),
 // the shutdown's count is what the spool holds for the next start, not
 // only what the pipeline held: every message the platform pushed.
 func TestShutdownCountsWhatTheSpoolHolds(t *testing.T) {
-	p := startPeers(t, mnsemu.Config{Queues: []string{"telemetry-pk1", "unrouted"}}, iotsim.Config{})
-	c := p.config()
-	c.Source.STOMP.Ack = "auto"
-	c.Envelope, c.Log.Level, c.Spool.Dir = "json", "info", filepath.Join(p.dir, "spool")
-	c.ShutdownTimeout, c.Delivery.MaxInFlight = time.Second, 20
-	path := p.writeConfig(t, c)
+	p, path := spoolPeers(t, time.Second)
 	const n = 200
 	out := outageThenTerm(t, p, path, n)
 	for _, want := range []string{
@@ -164,6 +173,40 @@ func TestAutoWithoutSpoolDeadLettersAtShutdown(t *testing.T) {
 	}
 }
 
+// TestStopDuringAnMNSOutageDoesNotWaitForTheTimeout: a stop (systemctl
+// restart) while MNS fails every request, with the spool on, ends the
+// drain once MNS failed again after the stop, not after shutdown_timeout
+// (an hour here; it waited all of it): what the pipeline held stays in
+// the spool, and the next start forwards every message.
+func TestStopDuringAnMNSOutageDoesNotWaitForTheTimeout(t *testing.T) {
+	p, path := spoolPeers(t, time.Hour)
+	p.emu.SetFaults(mnsemu.Faults{ErrorRate: 1, ErrorStatus: 503})
+	const n = 100
+	p.publishSeq("s", n)
+	logs := &testpeers.SyncBuffer{}
+	b := runBridge(t, mustLoad(t, path), Options{Logger: slog.New(slog.NewTextHandler(logs, nil))})
+	waitFor(t, "the pipeline to hold messages MNS refused", time.Minute, func() bool {
+		return b.pipeline.Stats().Retried >= 2 && p.sim.Stats().Delivered >= n
+	})
+	stopped := make(chan error, 1)
+	go func() { stopped <- b.stop() }()
+	select {
+	case err := <-stopped:
+		if err != nil {
+			t.Fatalf("Run: %v", err)
+		}
+	case <-time.After(time.Minute): // failure-only: it ends within seconds
+		t.Fatalf("the bridge did not stop within a minute (shutdown_timeout 1h) while MNS fails:\n%s", logs)
+	}
+	want := fmt.Sprintf("drain ended before shutdown_timeout: MNS fails and nothing held could be forwarded; the messages MNS has not accepted stay in the spool and are forwarded at the next start\" left_in_spool=%d", n)
+	if !strings.Contains(logs.String(), want) {
+		t.Errorf("the log does not say %q:\n%s", want, logs)
+	}
+	p.emu.SetFaults(mnsemu.Faults{})
+	runBridge(t, mustLoad(t, path), Options{Logger: slog.New(slog.DiscardHandler)})
+	waitFor(t, "every message after the restart", 2*time.Minute, func() bool { return missing(t, p, n) == 0 })
+}
+
 // TestShutdownSaysWhatStaysInTheSpool: the shutdown says how many messages
 // stay in the spool whenever it holds some, also when the drain ended in
 // time because the feeder had not handed the pipeline any of them yet (CI
@@ -171,14 +214,15 @@ func TestAutoWithoutSpoolDeadLettersAtShutdown(t *testing.T) {
 // only the "stopped" line counted them).
 func TestShutdownSaysWhatStaysInTheSpool(t *testing.T) {
 	for _, tc := range []struct {
-		cut         bool
+		cut         error
 		leftInSpool int64
 		want        string // "" when nothing is said
 	}{
-		{cut: false, leftInSpool: 7, want: "level=WARN msg=\"the messages MNS has not accepted stay in the spool and are forwarded at the next start\" left_in_spool=7\n"},
-		{cut: true, leftInSpool: 7, want: "level=WARN msg=\"shutdown timeout reached; the messages MNS has not accepted stay in the spool and are forwarded at the next start\" left_in_spool=7\n"},
-		{cut: true, leftInSpool: 0, want: ""},
-		{cut: false, leftInSpool: 0, want: ""},
+		{cut: nil, leftInSpool: 7, want: "level=WARN msg=\"the messages MNS has not accepted stay in the spool and are forwarded at the next start\" left_in_spool=7\n"},
+		{cut: context.DeadlineExceeded, leftInSpool: 7, want: "level=WARN msg=\"shutdown timeout reached; the messages MNS has not accepted stay in the spool and are forwarded at the next start\" left_in_spool=7\n"},
+		{cut: bridge.ErrCannotProgress, leftInSpool: 7, want: "level=WARN msg=\"drain ended before shutdown_timeout: MNS fails and nothing held could be forwarded; the messages MNS has not accepted stay in the spool and are forwarded at the next start\" left_in_spool=7\n"},
+		{cut: context.DeadlineExceeded, leftInSpool: 0, want: ""},
+		{cut: nil, leftInSpool: 0, want: ""},
 	} {
 		var out strings.Builder
 		b := &Bridge{log: slog.New(slog.NewTextHandler(&out, &slog.HandlerOptions{

@@ -1,0 +1,91 @@
+package bridge
+
+import (
+	"errors"
+	"time"
+)
+
+// A drain that cannot progress ends before its deadline.
+//
+// At shutdown Drain waits up to its deadline (shutdown_timeout) for MNS to
+// take what the pipeline holds. During an MNS outage nothing is taken, and
+// `systemctl restart` or stop waited the whole deadline only to release
+// the same messages at its end. Drain ends early instead when nothing it
+// holds can be forwarded and none would be lost by giving it back:
+//
+//   - every delivery held waits on a lane (none is being routed, sent or
+//     dead-lettered: no sender runs);
+//   - the destination of each such lane is failing, and a request to it
+//     failed whole after the drain began (MNS was asked once more since the
+//     stop, as an outage's probes ask it every 2 s at most);
+//   - each is Redeliverable: released, it stays in the spool for the next
+//     start, or the platform sends it again (AMQP, STOMP client-individual).
+//
+// A delivery that is not Redeliverable (STOMP ack auto without the spool)
+// keeps the full deadline: at its end it goes to the dead-letter file, and
+// MNS coming back within the deadline spares the operator a replay.
+
+// ErrCannotProgress is what Drain returns when it ended before its
+// deadline because nothing it held could be forwarded (see above); what it
+// held was released.
+var ErrCannotProgress = errors.New("MNS fails for every message held, which all go back to the spool or the platform")
+
+// drainCheckEvery is how often Drain looks whether it can still progress.
+const drainCheckEvery = 100 * time.Millisecond
+
+// cannotProgress reports whether a drain that began at start (wall clock)
+// can forward nothing it holds and may give it all back (see above).
+func (p *Pipeline) cannotProgress(start time.Time) bool {
+	held := p.stats.inFlight.Load()
+	if held <= 0 {
+		return false
+	}
+	var onLanes int64
+	for _, l := range p.laneList() {
+		n, ok := l.waitingForMNS(start)
+		if !ok {
+			return false
+		}
+		onLanes += n
+	}
+	return onLanes == held
+}
+
+// waitingForMNS returns the deliveries the lane holds, copies joined to
+// them included, and whether they can only wait: the lane runs no sender,
+// and it holds nothing, or its destination failed a whole request after
+// start and every delivery is Redeliverable.
+func (l *lane) waitingForMNS(start time.Time) (int64, bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.senders > 0 {
+		return 0, false
+	}
+	if len(l.pending) == 0 && len(l.retries) == 0 {
+		return 0, true
+	}
+	if !l.failing || !l.failedAt.After(start) {
+		return 0, false
+	}
+	var n int64
+	count := func(it *item) bool {
+		if !it.d.Redeliverable() {
+			return false
+		}
+		n += 1 + int64(l.p.held.copies(it.d))
+		return true
+	}
+	for _, it := range l.pending {
+		if !count(it) {
+			return 0, false
+		}
+	}
+	for _, g := range l.retries {
+		for _, it := range g.items {
+			if !count(it) {
+				return 0, false
+			}
+		}
+	}
+	return n, true
+}
