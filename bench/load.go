@@ -59,12 +59,8 @@ func parseBody(b []byte) (seq int, sentNs int64, ok bool) {
 	return int(s), t, ok1 && ok2
 }
 
-// message returns message seq as the platform would push it.
-func message(seq int, now time.Time) iotsim.Message {
-	return messageSized(seq, now, bodySize)
-}
-
-// messageSized is message with a body of size bytes.
+// messageSized returns message seq as the platform would push it, with a
+// body of size bytes.
 func messageSized(seq int, now time.Time, size int) iotsim.Message {
 	dev := "dev-" + strconv.Itoa(seq%benchDevices)
 	return iotsim.Message{

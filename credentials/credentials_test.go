@@ -320,7 +320,7 @@ func TestCacheRefreshAheadKeepOldBackoffAndRecover(t *testing.T) {
 	}
 	// Past expiry: a clear error at once, naming the provider and cause.
 	clk.Add(10 * time.Minute)
-	_, err = cache.Get(ctx)
+	_, _ = cache.Get(ctx) // starts the refresh that waitCalls sees
 	waitCalls(t, p, 4)
 	_, err = cache.Get(ctx)
 	if err == nil || !strings.Contains(err.Error(), "credentials from fake expired at") || !strings.Contains(err.Error(), "fake: down") || !strings.Contains(err.Error(), "next attempt in") {

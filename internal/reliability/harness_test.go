@@ -4,7 +4,6 @@ import (
 	"cmp"
 	"context"
 	"fmt"
-	"log/slog"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -433,9 +432,6 @@ func (c *child) waitFor(t *testing.T, what string, d time.Duration, cond func() 
 }
 
 // term sends SIGTERM and returns the exit code.
-
-// discard is a logger for helpers.
-var discard = slog.New(slog.DiscardHandler)
 
 // loadConfig loads and validates the config at path.
 func loadConfig(t *testing.T, path string) *config.Config {

@@ -2,8 +2,6 @@ package reliability
 
 import (
 	"fmt"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -101,14 +99,4 @@ func firstLine(s string) string {
 		return s[:i]
 	}
 	return s
-}
-
-// writeFile writes data to a new file in dir with mode 0600.
-func writeFile(t *testing.T, dir, name string, data []byte) string {
-	t.Helper()
-	p := filepath.Join(dir, name)
-	if err := os.WriteFile(p, data, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return p
 }

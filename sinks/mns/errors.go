@@ -269,7 +269,3 @@ type permanentError struct{ err error }
 func (e *permanentError) Error() string   { return e.err.Error() }
 func (e *permanentError) Unwrap() error   { return e.err }
 func (e *permanentError) Retryable() bool { return false }
-
-func permanent(format string, args ...any) error {
-	return &permanentError{err: fmt.Errorf(format, args...)}
-}

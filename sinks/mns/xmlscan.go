@@ -46,12 +46,6 @@ func isNameByte(c byte) bool {
 
 func isSpace(c byte) bool { return c == ' ' || c == '\t' || c == '\n' || c == '\r' }
 
-func (s *scanner) skipSpace() {
-	for s.i < len(s.b) && isSpace(s.b[s.i]) {
-		s.i++
-	}
-}
-
 // next reads one token into t.
 func (s *scanner) next(t *token) error {
 	*t = token{}
