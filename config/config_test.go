@@ -81,9 +81,24 @@ func TestExampleShowsDefaults(t *testing.T) {
 	}
 	var missing []string
 	for _, p := range keyPaths(reflect.TypeOf(Config{}), "") {
-		if _, ok := cfg.meta.lines[p]; !ok {
+		if _, ok := cfg.meta.lines[p]; !ok && !perProtocolDefault[p] {
 			missing = append(missing, p)
 		}
+	}
+	// A key whose default depends on the protocol is shown commented out,
+	// so that a copy keeps the loader's default for whatever protocol it
+	// is switched to (TestExampleSwitchedProtocolKeepsItsSpoolDefault).
+	for p := range perProtocolDefault {
+		if _, ok := cfg.meta.lines[p]; ok {
+			t.Errorf("configs/example.yaml sets %s, whose default depends on source.protocol: show it commented out", p)
+		}
+	}
+	data, err := os.ReadFile("../configs/example.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(data), "\nspool:\n") || !strings.Contains(string(data), "\n  # dir: "+Default().Spool.Dir+"\n") {
+		t.Errorf("configs/example.yaml does not show spool.dir commented out at its default (  # dir: %s)", Default().Spool.Dir)
 	}
 	if len(missing) > 0 {
 		t.Errorf("configs/example.yaml lacks keys: %s", strings.Join(missing, ", "))
@@ -107,6 +122,47 @@ func TestExampleShowsDefaults(t *testing.T) {
 		gy, _ := yaml.Marshal(got)
 		wy, _ := yaml.Marshal(want)
 		t.Errorf("example differs from Default:\n got: %s\nwant: %s", gy, wy)
+	}
+}
+
+// perProtocolDefault lists the keys whose default depends on
+// source.protocol: configs/example.yaml shows them commented out.
+var perProtocolDefault = map[string]bool{"spool.dir": true}
+
+// TestExampleSwitchedProtocolKeepsItsSpoolDefault: a copy of
+// configs/example.yaml switched to amqp, or to STOMP client-individual, has
+// no spool, as a config that leaves spool.dir out (the platform redelivers
+// by itself); the example as shipped (STOMP auto) has one.
+func TestExampleSwitchedProtocolKeepsItsSpoolDefault(t *testing.T) {
+	data, err := os.ReadFile("../configs/example.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		name, old, new string
+		spool          bool
+	}{
+		{"as shipped (stomp auto)", "", "", true},
+		{"amqp", "  protocol: stomp ", "  protocol: amqp  ", false},
+		{"stomp client-individual", "    ack: auto ", "    ack: client-individual ", false},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			text := string(data)
+			if c.old != "" {
+				if !strings.Contains(text, c.old) {
+					t.Fatalf("configs/example.yaml has no %q", c.old)
+				}
+				text = strings.Replace(text, c.old, c.new, 1)
+			}
+			path := filepath.Join(t.TempDir(), "example.yaml")
+			cfg, err := Parse([]byte(text), path, testEnv())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := cfg.Spool.Dir != ""; got != c.spool {
+				t.Errorf("spool.dir = %q; want the spool on: %v (its default for %s)", cfg.Spool.Dir, c.spool, c.name)
+			}
+		})
 	}
 }
 
