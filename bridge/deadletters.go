@@ -194,10 +194,9 @@ func (p *Pipeline) deadLettered(items []*item, entries []DeadLetter) {
 	if n := p.deadLog.takeSuppressed(p.now()); n > 0 {
 		p.log.Warn("more messages dead-lettered; not logged one by one (see the dead-letter target and the dead_lettered_total metric)", "count", n, "window", deadLogWindow)
 	}
-	p.stats.deadLettered.Add(int64(len(items)))
 	p.m.deadLettered(entries)
 	for _, it := range items {
-		p.done(it.d, Accepted)
+		p.done(it.d, Accepted, &p.stats.deadLettered)
 	}
 }
 

@@ -2,6 +2,7 @@ package bridge
 
 import (
 	"context"
+	"sync/atomic"
 	"time"
 )
 
@@ -51,8 +52,7 @@ func (p *Pipeline) Handle(ctx context.Context, d *Delivery) error {
 	if err := p.admit.acquire(ctx, p.closed, d.held); err != nil {
 		return err
 	}
-	p.stats.received.Add(1)
-	p.stats.inFlight.Add(1)
+	p.stats.enter()
 	p.m.Received.Inc()
 	if p.held.join(d) {
 		// Settled with its original (done).
@@ -67,9 +67,8 @@ func (p *Pipeline) Handle(ctx context.Context, d *Delivery) error {
 		return nil
 	}
 	if p.cfg.Dedup != nil && p.cfg.Dedup.Seen(m.MessageID, now) {
-		p.stats.duplicates.Add(1)
 		p.m.Duplicates.Inc()
-		p.done(d, Accepted)
+		p.done(d, Accepted, &p.stats.duplicates)
 		return nil
 	}
 	tune := p.tune.Load()
@@ -112,7 +111,7 @@ func (p *Pipeline) enqueue(it *item) {
 			return
 		case laneStopped:
 			// The drain deadline passed: give it back.
-			p.done(it.d, Released)
+			p.done(it.d, Released, nil)
 			return
 		case laneRemoved:
 			// Removed as idle just now: look it up again.
@@ -122,43 +121,46 @@ func (p *Pipeline) enqueue(it *item) {
 
 // done settles d, frees its slot and counts, then settles the copies joined
 // to d (join.go) with the same outcome; the last settle after intake
-// stopped wakes Drain. A release of a delivery that is not redeliverable
-// does not settle it: it is kept for Stranded, once for the message: a
-// copy of one kept is not kept again (the spool or the dead-letter file
-// holds the message once, as the dead-letter target does when it is
-// dead-lettered).
-func (p *Pipeline) done(d *Delivery, o Outcome) {
+// stopped wakes Drain. accepted is the count of d's way to be accepted
+// (forwarded, dead-lettered, a duplicate); nil with Released. A release of
+// a delivery that is not redeliverable does not settle it: it is kept for
+// Stranded, once for the message: a copy of one kept is not kept again
+// (the spool or the dead-letter file holds the message once, as the
+// dead-letter target does when it is dead-lettered).
+func (p *Pipeline) done(d *Delivery, o Outcome, accepted *atomic.Int64) {
 	c := p.held.leave(d)
-	kept := p.settle(d, o, false)
+	kept := p.settle(d, o, false, accepted)
 	for ; c != nil; c = c.copies {
-		kept = p.settle(c, o, kept)
+		kept = p.settle(c, o, kept, nil)
 	}
 }
 
-// settle is done for one delivery; kept says the message is already kept
-// for Stranded. It reports whether the message is kept now (by d or
-// before).
-func (p *Pipeline) settle(d *Delivery, o Outcome, kept bool) bool {
+// settle is done for one delivery, counted in accepted when it is
+// accepted; kept says the message is already kept for Stranded. It reports
+// whether the message is kept now (by d or before).
+func (p *Pipeline) settle(d *Delivery, o Outcome, kept bool, accepted *atomic.Int64) bool {
+	outcome := accepted
 	if o == Released && !d.Redeliverable() {
 		// Nothing upstream to tell: marking it settled only makes this
 		// happen once.
 		if !d.settled.CompareAndSwap(false, true) {
 			return kept
 		}
+		outcome = nil
 		if !kept {
 			p.stranded.Add(d)
-			p.stats.strandedN.Add(1)
+			outcome = &p.stats.strandedN
 			kept = true
 		}
 	} else if !d.settle(o) {
 		return kept
 	} else if o == Released {
-		p.stats.released.Add(1)
+		outcome = &p.stats.released
 	} else {
 		p.stats.lastProgress.Store(p.now().UnixNano())
 	}
 	p.admit.release(d.held)
-	if p.stats.inFlight.Add(-1) == 0 && p.closing.Load() {
+	if p.stats.leave(outcome) == 0 && p.closing.Load() {
 		p.emptyOne.Do(func() { close(p.empty) })
 	}
 	return kept
@@ -166,6 +168,6 @@ func (p *Pipeline) settle(d *Delivery, o Outcome, kept bool) bool {
 
 func (p *Pipeline) releaseAll(items []*item) {
 	for _, it := range items {
-		p.done(it.d, Released)
+		p.done(it.d, Released, nil)
 	}
 }

@@ -162,6 +162,31 @@ type pipelineStats struct {
 	requests                                                                           atomic.Int64
 	lastProgress                                                                       atomic.Int64 // unix nanos of the last accepted message
 	lastAnswer                                                                         atomic.Int64 // unix nanos of the last returned request (liveness.go)
+
+	// moving is held shared by each move of a delivery between counters
+	// (enter, leave), which run side by side, and whole by Stats, so that
+	// Stats sees none of them half done.
+	moving sync.RWMutex
+}
+
+// enter counts a delivery taken: in Received and in InFlight at once.
+func (s *pipelineStats) enter() {
+	s.moving.RLock()
+	s.received.Add(1)
+	s.inFlight.Add(1)
+	s.moving.RUnlock()
+}
+
+// leave counts a delivery settled: out of InFlight and, at once, into
+// outcome (nil: none, as for a joined copy, counted in Joined when it was
+// taken). It returns what InFlight is now.
+func (s *pipelineStats) leave(outcome *atomic.Int64) int64 {
+	s.moving.RLock()
+	defer s.moving.RUnlock()
+	if outcome != nil {
+		outcome.Add(1)
+	}
+	return s.inFlight.Add(-1)
 }
 
 // Stats is a snapshot of the pipeline's counters.
@@ -273,18 +298,24 @@ func (p *Pipeline) Retune(t Tuning) error {
 	return nil
 }
 
-// Stats returns the counters. Safe for concurrent use.
+// Stats returns the counters. Safe for concurrent use. The message counts
+// are of one moment: every delivery taken is in Received and, until it is
+// settled, in InFlight; settled, it is in its outcome's count (Forwarded,
+// DeadLettered, Duplicates, Released or Stranded; a joined copy is in
+// Joined from when it was taken) and no longer in InFlight, never in both
+// nor in neither, so that the counts of the status, the summary and the
+// stop line add up whenever they are read.
 func (p *Pipeline) Stats() Stats {
 	s := &p.stats
 	_, heldBytes := p.admit.held()
-	return Stats{
-		HeldBytes: heldBytes,
-		Received:  s.received.Load(), Forwarded: s.forwarded.Load(), Duplicates: s.duplicates.Load(), Joined: s.joined.Load(),
-		DeadLettered: s.deadLettered.Load(), Retried: s.retried.Load(), Released: s.released.Load(),
-		Stranded: s.strandedN.Load(), InFlight: s.inFlight.Load(), Requests: s.requests.Load(),
-		LastProgress: time.Unix(0, s.lastProgress.Load()), LastAnswer: time.Unix(0, s.lastAnswer.Load()),
-		DeadLetterError: p.deadFail.current(),
-	}
+	st := Stats{HeldBytes: heldBytes, DeadLetterError: p.deadFail.current()}
+	s.moving.Lock()
+	st.Received, st.Forwarded, st.Duplicates, st.Joined = s.received.Load(), s.forwarded.Load(), s.duplicates.Load(), s.joined.Load()
+	st.DeadLettered, st.Released, st.Stranded, st.InFlight = s.deadLettered.Load(), s.released.Load(), s.strandedN.Load(), s.inFlight.Load()
+	s.moving.Unlock()
+	st.Retried, st.Requests = s.retried.Load(), s.requests.Load()
+	st.LastProgress, st.LastAnswer = time.Unix(0, s.lastProgress.Load()), time.Unix(0, s.lastAnswer.Load())
+	return st
 }
 
 // Stranded returns the deliveries that were still held when Drain cut the

@@ -93,7 +93,7 @@ func (l *lane) send(batch []*item, outs []Outgoing) []Outgoing {
 				p.cfg.Dedup.Add(it.d.MessageID, now)
 			}
 		case p.sendCtx.Err() != nil:
-			p.done(it.d, Released)
+			p.done(it.d, Released, nil)
 		case !Retryable(err) && !(it.fixed && MissingDestination(err)):
 			// A missing destination of a fixed route is held and retried
 			// (until the retry budget runs out), as refused credentials
@@ -122,8 +122,7 @@ func (l *lane) send(batch []*item, outs []Outgoing) []Outgoing {
 		}
 		for i, it := range batch {
 			if i < len(errs) && errs[i] == nil {
-				p.done(it.d, Accepted)
-				p.stats.forwarded.Add(1) // counted once settled: who reads Forwarded sees it settled
+				p.done(it.d, Accepted, &p.stats.forwarded) // counted once settled: who reads Forwarded sees it settled
 				p.m.Forwarded.Inc()
 			}
 		}
