@@ -54,6 +54,7 @@ type fakeConn struct {
 	flushes       int
 	held          bool // between Hold and Flush
 	heldCredit    int  // credit issued while held: in the round's write
+	grants        []grantSeen
 	accepted      []*amqp10.Delivery
 	released      []*amqp10.Delivery
 	killOnce      sync.Once
@@ -103,6 +104,13 @@ func (c *fakeConn) Receive(ctx context.Context) (*amqp10.Delivery, error) {
 	}
 }
 
+// grantSeen is one IssueCredit as the connection saw it.
+type grantSeen struct {
+	n        int
+	held     bool // within a round: in the write of its settlements
+	accepted int  // accepts written by then (with the round's)
+}
+
 func (c *fakeConn) IssueCredit(n uint32) error {
 	c.mu.Lock()
 	c.credit += int(n)
@@ -110,6 +118,7 @@ func (c *fakeConn) IssueCredit(n uint32) error {
 	if c.held {
 		c.heldCredit += int(n)
 	}
+	c.grants = append(c.grants, grantSeen{n: int(n), held: c.held, accepted: len(c.accepted)})
 	c.mu.Unlock()
 	select {
 	case c.creditCh <- struct{}{}:
@@ -783,23 +792,38 @@ func TestSettlementsGatherUntilAwaited(t *testing.T) {
 // TestCreditDoesNotWaitForTheLinger: a link out of credit has the settler
 // write what the pipeline settled at once, whatever SettleLinger (an hour
 // here), and the refill goes out in the write of the settlements that made
-// the room (within their round).
+// the room (within their round). Settlements that come after the room was
+// made linger, and leave at the latest in the write of the next refill.
+// (It waited for all four in the refill's round: when Next already waited
+// as the first two were queued, the settler wrote those two with a refill
+// of 2, and the other two lingered for the hour: 26 of 2,400 runs with
+// -cpu 1,2 at load 25 timed out.)
 func TestCreditDoesNotWaitForTheLinger(t *testing.T) {
 	hs := newHarness(t, Config{Credit: 4, SettleLinger: time.Hour}, nil, nil)
 	c := hs.nextConn()
 	hs.sendAccepted(c, 4)
-	// Two or four: the room is issued once it is half the window.
 	eventually(t, "a refill once the settlements are written", func() bool {
 		_, issued := c.creditState()
 		return issued > 4
 	})
-	eventually(t, "the four written", func() bool { a, _ := c.counts(); return a == 4 })
 	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.heldCredit != c.issued-4 {
-		t.Errorf("%d of the refill's %d credits issued within a round, want all: in the write of its settlements",
-			c.heldCredit, c.issued-4)
+	g := c.grants[1] // after the first 4
+	c.mu.Unlock()
+	// Two or four: the room is issued once it is half the window, as whole
+	// halves; two or three settlements make a half.
+	want := 2
+	if g.accepted == 4 {
+		want = 4
 	}
+	if !g.held || g.accepted < 2 || g.n != want {
+		t.Fatalf("refill %+v, want one of %d in the write (held) of the 2 or more settlements that made the room", g, want)
+	}
+	if g.accepted < 4 {
+		// The rest lingers, unless it was queued in time for the round
+		// after: the link's next wait for credit takes it along.
+		hs.sendN(c, g.n)
+	}
+	eventually(t, "the four written", func() bool { a, _ := c.counts(); return a == 4 })
 }
 
 // TestSettlementsWaitForTheRoomOfTheRefill: while Next waits for credit,
