@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/hex"
+	"hash"
 	"net/http"
 	"net/url"
 	"sort"
@@ -73,15 +74,58 @@ func appendLines(dst []byte, lines ...string) []byte {
 
 // signature returns base64(HMAC-SHA1(secret, stringToSign)).
 func signature(secret string, stringToSign []byte) string {
-	m := hmac.New(sha1.New, []byte(secret))
-	m.Write(stringToSign)
 	var sum [sha1.Size]byte
-	return base64.StdEncoding.EncodeToString(m.Sum(sum[:0]))
+	return base64.StdEncoding.EncodeToString(v2MACs.sum(secret, stringToSign, sum[:0]))
 }
 
-// authorization returns the Authorization header value "MNS id:signature".
+// authorization returns the Authorization header value "MNS id:signature",
+// made in one allocation (TestAuthorizationAllocatesOnce).
 func authorization(id, secret string, stringToSign []byte) string {
-	return "MNS " + id + ":" + signature(secret, stringToSign)
+	var sum [sha1.Size]byte
+	var enc [28]byte // base64 of a SHA-1 sum
+	base64.StdEncoding.Encode(enc[:], v2MACs.sum(secret, stringToSign, sum[:0]))
+	var b strings.Builder
+	b.Grow(len("MNS ") + len(id) + 1 + len(enc))
+	b.WriteString("MNS ")
+	b.WriteString(id)
+	b.WriteByte(':')
+	b.Write(enc[:])
+	return b.String()
+}
+
+// keyedMACs keeps HMAC states keyed once, to sign request after request
+// with the same key: hmac.New allocates the state, two digests and both
+// padded keys, and hashes the key's two blocks, every time (five
+// allocations and about a third of a V2 signature's CPU). A state keyed
+// with another key (a rotated secret, the next day's V4 key) is dropped.
+type keyedMACs struct {
+	hash func() hash.Hash
+	pool sync.Pool // of *keyedMAC
+}
+
+type keyedMAC struct {
+	key string
+	mac hash.Hash
+	sum [sha256.Size]byte // the sum, here: a slice handed to the interface's Sum escapes
+}
+
+var (
+	v2MACs = keyedMACs{hash: sha1.New}
+	v4MACs = keyedMACs{hash: sha256.New}
+)
+
+// sum appends HMAC(key, data) to dst.
+func (p *keyedMACs) sum(key string, data, dst []byte) []byte {
+	m, _ := p.pool.Get().(*keyedMAC)
+	if m == nil || m.key != key {
+		m = &keyedMAC{key: key, mac: hmac.New(p.hash, []byte(key))}
+	} else {
+		m.mac.Reset()
+	}
+	m.mac.Write(data)
+	dst = append(dst, m.mac.Sum(m.sum[:0])...)
+	p.pool.Put(m)
+	return dst
 }
 
 // V4 ("MNS4-HMAC-SHA256") signing, as the Java SDK 2.0 signs and the
@@ -240,12 +284,12 @@ func (s v4Scheme) stringToSign(dateTime, region string, canon []byte) []byte {
 
 // authorization returns the Authorization header value for a request whose
 // canonical request is canon, signed with key (see signingKey).
-func (s v4Scheme) authorization(id, dateTime, region string, key, canon []byte) string {
-	m := hmac.New(sha256.New, key)
-	m.Write(s.stringToSign(dateTime, region, canon))
+func (s v4Scheme) authorization(id, dateTime, region, key string, canon []byte) string {
 	var sum [sha256.Size]byte
+	var enc [2 * sha256.Size]byte
+	hex.Encode(enc[:], v4MACs.sum(key, s.stringToSign(dateTime, region, canon), sum[:0]))
 	return s.algorithm + " Credential=" + id + "/" + dateTime[:8] + "/" + region + "/mns/" + s.terminator +
-		",Signature=" + hex.EncodeToString(m.Sum(sum[:0]))
+		",Signature=" + string(enc[:])
 }
 
 // v4KeyCache keeps the last derived signing key: it changes once a day, or
@@ -253,15 +297,15 @@ func (s v4Scheme) authorization(id, dateTime, region string, key, canon []byte) 
 type v4KeyCache struct {
 	mu                  sync.Mutex
 	secret, day, region string
-	key                 []byte
+	key                 string
 }
 
-func (c *v4KeyCache) get(secret, day, region string) []byte {
+func (c *v4KeyCache) get(secret, day, region string) string {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.key == nil || c.secret != secret || c.day != day || c.region != region {
+	if c.key == "" || c.secret != secret || c.day != day || c.region != region {
 		c.secret, c.day, c.region = secret, day, region
-		c.key = v4Aliyun.signingKey(secret, day, region)
+		c.key = string(v4Aliyun.signingKey(secret, day, region))
 	}
 	return c.key
 }

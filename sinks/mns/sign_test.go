@@ -70,3 +70,28 @@ func TestValidName(t *testing.T) {
 		}
 	}
 }
+
+// A request's V2 Authorization header is one allocation: its text. The
+// HMAC state keyed with the secret is kept between requests (hmac.New made
+// five objects a request), and a rotated secret signs with its own key.
+func TestAuthorizationAllocatesOnce(t *testing.T) {
+	sts := appendStringToSign(nil, "POST", "", contentType, "Tue, 03 Jun 2025 11:23:48 GMT", canonUserRequestID+"0123456789abcdef\n"+canonVersion, "/queues/q/messages")
+	want := authorization("ak1", "sk1", sts)
+	if raceEnabled {
+		t.Log("not counting allocations under the race detector (sync.Pool drops items there)")
+	} else if n := testing.AllocsPerRun(100, func() {
+		if got := authorization("ak1", "sk1", sts); got != want {
+			t.Fatalf("authorization = %s, want %s", got, want)
+		}
+	}); n > 1 {
+		t.Errorf("authorization allocates %.1f objects, want 1", n)
+	}
+	// Another secret, then the first again: each signs with its own key.
+	other := authorization("ak1", "sk2", sts)
+	if other == want {
+		t.Fatalf("secrets sk1 and sk2 gave the same signature %s", want)
+	}
+	if got := authorization("ak1", "sk1", sts); got != want {
+		t.Errorf("after sk2, sk1 signs %s, want %s", got, want)
+	}
+}

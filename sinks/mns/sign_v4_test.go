@@ -43,7 +43,7 @@ func TestV4SignatureVectors(t *testing.T) {
 			}
 			dt := tm.UTC().Format(v4DateTime)
 			canon := appendV4CanonicalRequest(nil, v.Method, v.Path, ps, h)
-			got := s.authorization(v.AK, dt, v.Region, s.signingKey(v.SK, dt[:8], v.Region), canon)
+			got := s.authorization(v.AK, dt, v.Region, string(s.signingKey(v.SK, dt[:8], v.Region)), canon)
 			want := s.algorithm + " Credential=" + v.AK + "/" + dt[:8] + "/" + v.Region + "/mns/" + s.terminator + ",Signature=" + v.Signature
 			if got != want {
 				t.Errorf("got  %s\nwant %s\ncanonical request:\n%s", got, want, canon)
