@@ -6,7 +6,6 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"net/url"
@@ -181,25 +180,16 @@ func (h *h1) exchange(ctx context.Context, c *h1Conn, deadline time.Time, req *h
 	// Written: a request waiting for its reply holds no copy of its
 	// messages, which the pipeline holds anyway.
 	req.xml, req.refs = nil, nil
-	resp, err := http.ReadResponse(c.br, nil)
+	status, serverID, keepable, err := readReply(c.br, rb)
 	if err != nil {
-		return 0, "", false, true, fmt.Errorf("read reply: %w", err)
-	}
-	serverID = resp.Header.Get("X-Mns-Request-Id")
-	rb.buf.Reset()
-	if resp.ContentLength > 0 && resp.ContentLength <= maxReplySize {
-		rb.buf.Grow(int(resp.ContentLength))
-	}
-	n, err := rb.buf.ReadFrom(io.LimitReader(resp.Body, maxReplySize))
-	if err != nil {
-		return 0, "", false, true, fmt.Errorf("read reply: %w", err)
+		return 0, "", false, true, err
 	}
 	// Kept only when the body was read to its end (a reply cut at
 	// maxReplySize leaves the rest on the connection) and nothing came
 	// after it (net/http closes on such an unsolicited reply too).
-	keep = !resp.Close && n < maxReplySize && c.br.Buffered() == 0 &&
+	keep = keepable && c.br.Buffered() == 0 &&
 		stop() // false once the cancel has set (or is setting) the deadline to the past
-	return resp.StatusCode, serverID, keep, true, nil
+	return status, serverID, keep, true, nil
 }
 
 // write sends req in one socket write when it fits the write buffer.
