@@ -23,6 +23,7 @@ import (
 	"github.com/iot-mns-bridge/iot-mns-bridge/credentials"
 	"github.com/iot-mns-bridge/iot-mns-bridge/internal/systemd"
 	"github.com/iot-mns-bridge/iot-mns-bridge/iotauth"
+	"github.com/iot-mns-bridge/iot-mns-bridge/sinks/mns"
 )
 
 // NewLogger builds the logger the log section asks for, writing to w.
@@ -117,10 +118,15 @@ func reloadOnHUP(ctx context.Context, hup <-chan os.Signal, path string, loaded 
 func cmdCheck(ctx context.Context, args []string, stdio Stdio) error {
 	fs := newFlags("check", stdio)
 	path := fs.String("config", "", "config `FILE`")
-	connect := fs.Bool("connect", false, "also log in to the source and look up every MNS destination")
+	connect := fs.Bool("connect", false, "also log in to the source and look up every MNS destination (sends nothing)")
+	probe := fs.Bool("probe", false, "with -connect, also send one marked test message (\""+probeMark+" ...\") to every fixed MNS destination, "+
+		"as the bridge sends, to verify the send permission; the message stays there for the destination's consumers")
 	timeout := fs.Duration("timeout", 30*time.Second, "overall deadline of the -connect checks")
 	if err := parseFlags(fs, args, false); err != nil {
 		return err
+	}
+	if *probe && !*connect {
+		return usageErr("-probe goes with -connect")
 	}
 	cfg, err := loadConfig(*path)
 	if err != nil {
@@ -188,16 +194,8 @@ func cmdCheck(ctx context.Context, args []string, stdio Stdio) error {
 			fmt.Fprintf(stdio.Out, "skip MNS %s: no mns.credentials to sign with (see above)\n", d)
 			continue
 		}
-		err := b.sink.Check(cctx, d)
-		switch {
-		case err == nil:
-			fmt.Fprintf(stdio.Out, "ok   MNS %s\n", d)
-		case accessDenied(err):
-			// A RAM user that may only send runs fine.
-			fmt.Fprintf(stdio.Out, "warn MNS %s: not verifiable: the RAM user may not read its attributes (mns:Get%sAttributes); sending does not need it\n", d, kindName(d.Kind))
-		default:
+		if !checkDestination(cctx, b, d, *probe, cfg.Source.ClientID, stdio.Out) {
 			failed++
-			fmt.Fprintf(stdio.Out, "FAIL MNS %s: %v\n", d, err)
 		}
 	}
 	for _, t := range b.router.Load().Templates() {
@@ -207,6 +205,58 @@ func cmdCheck(ctx context.Context, args []string, stdio Stdio) error {
 		return fmt.Errorf("%d check(s) failed (see above)", failed)
 	}
 	return nil
+}
+
+// probeMark starts the body of check -probe's test messages.
+const probeMark = "iot-mns-bridge check -probe:"
+
+// checkDestination prints check -connect's line for d and reports whether
+// it passed. It looks d up (mns:Get*Attributes), which tells that d exists
+// but not that the RAM user may send to it: the line says so. A user that
+// may only send gets a warning, not a failure: the bridge runs fine. With
+// probe it also sends one marked message the way the bridge sends
+// (BatchSendMessage, PublishMessage), unless the lookup already failed.
+func checkDestination(ctx context.Context, b *Bridge, d bridge.Destination, probe bool, clientID string, out io.Writer) bool {
+	send := mns.Permission(sendOp(d.Kind))
+	err := b.sink.Check(ctx, d)
+	var looked string
+	switch {
+	case err == nil:
+		looked = fmt.Sprintf("exists (looked up with mns:Get%sAttributes)", kindName(d.Kind))
+	case accessDenied(err):
+		// A RAM user that may only send runs fine.
+		looked = fmt.Sprintf("not verifiable: the RAM user may not read its attributes (mns:Get%sAttributes); "+
+			"sending does not need it, but whether the %s exists is not verified either", kindName(d.Kind), d.Kind)
+	default:
+		fmt.Fprintf(out, "FAIL MNS %s: %v\n", d, err)
+		return false
+	}
+	if !probe {
+		status := "ok  "
+		if err != nil {
+			status = "warn"
+		}
+		fmt.Fprintf(out, "%s MNS %s: %s; sending not tried: the first message sent tells whether %s is granted "+
+			"(-probe sends one marked test message)\n", status, d, looked, send)
+		return true
+	}
+	body := fmt.Sprintf("%s a test message from %s-check at %s; discard it", probeMark, clientID, time.Now().UTC().Format(time.RFC3339))
+	errs := b.sink.Send(ctx, d, []bridge.Outgoing{{Body: []byte(body), ID: "probe"}})
+	if errs[0] != nil {
+		fmt.Fprintf(out, "FAIL MNS %s: %s; probe message refused: %v\n", d, looked, errs[0])
+		return false
+	}
+	fmt.Fprintf(out, "ok   MNS %s: %s; sent one probe message (%s granted): its consumers receive \"%s ...\"\n", d, looked, send, probeMark)
+	return true
+}
+
+// sendOp is the MNS API operation the bridge sends to a destination of
+// kind k with.
+func sendOp(k bridge.DestinationKind) string {
+	if k == bridge.Topic {
+		return "PublishMessage"
+	}
+	return "BatchSendMessage"
 }
 
 // statePaths is check's line naming where the state files go. Without

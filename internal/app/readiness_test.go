@@ -66,6 +66,31 @@ func TestReadinessSendOnlyUser(t *testing.T) {
 	waitFor(t, "the message at MNS", time.Minute, func() bool { return len(p.emu.Messages("telemetry-pk1")) == 1 })
 }
 
+// TestSendAccessDeniedIsHeldAndNamed: a RAM user that may look a queue up
+// but not send to it: the running bridge logs which queue and which
+// permission (the hint said "send/publish permission on this queue"),
+// holds the message (retries; nothing dead-lettered) and /readyz names the
+// failing sends.
+func TestSendAccessDeniedIsHeldAndNamed(t *testing.T) {
+	p := startPeers(t, mnsemu.Config{Queues: []string{"telemetry-pk1", "unrouted"}, Deny: []string{"BatchSendMessage:telemetry-pk1"}}, iotsim.Config{})
+	c := p.config()
+	base, logs, ready := runInProcess(t, p.writeConfig(t, c))
+	waitReady(t, ready)
+	p.sim.Publish("g1", iotsim.Message{Topic: "/pk1/dev1/user/data", MessageID: "d-1", Body: []byte(`{}`)})
+	waitFor(t, "two refused sends", time.Minute, func() bool { return p.emu.Stats().Errors["AccessDenied"] >= 2 })
+	waitFor(t, "/readyz 503 naming the queue", time.Minute, func() bool {
+		code, body := httpGet(t, base+"/readyz")
+		return code == 503 && strings.Contains(body, "queue telemetry-pk1")
+	})
+	if want := "grant the AccessKey's RAM user mns:SendMessage and mns:BatchSendMessage on queue telemetry-pk1"; !strings.Contains(logs.String(), want) {
+		t.Errorf("the log does not say %q:\n%s", want, logs)
+	}
+	// The dead-letter file is relative to the config's directory.
+	if data, err := os.ReadFile(filepath.Join(p.dir, c.Delivery.DeadLetter.File)); err == nil && len(data) > 0 {
+		t.Errorf("a message refused for a permission was dead-lettered:\n%s", data)
+	}
+}
+
 // TestReadinessMissingQueue: a missing queue keeps /readyz at 503 with the
 // reason, but READY=1 is sent once the source is connected (systemd must
 // not kill a bridge that forwards the other routes), and the failing check
@@ -237,6 +262,73 @@ func TestCheckConnectSendOnlyUser(t *testing.T) {
 	code, out, errOut := runMain(t, context.Background(), "check", "-config", p.writeConfig(t, p.config()), "-connect", "-timeout", "20s")
 	if code != ExitOK || !strings.Contains(out, "warn MNS queue unrouted: not verifiable") || strings.Contains(out, "FAIL") {
 		t.Errorf("check -connect as a send-only user: exit %d\n%s%s", code, out, errOut)
+	}
+	if want := "whether the queue exists is not verified either; sending not tried: the first message sent tells whether " +
+		"mns:SendMessage and mns:BatchSendMessage is granted (-probe sends one marked test message)"; !strings.Contains(out, want) {
+		t.Errorf("check -connect as a send-only user does not say what it left unverified (%q):\n%s", want, out)
+	}
+}
+
+// TestCheckConnectSaysWhatItVerified: check -connect's ok line says that
+// it looked the queue up and did not try sending (the RAM user may lack
+// mns:SendMessage): it said "ok   MNS queue unrouted", nothing more. It puts
+// nothing into the queue.
+func TestCheckConnectSaysWhatItVerified(t *testing.T) {
+	p := startPeers(t, mnsemu.Config{Queues: []string{"telemetry-pk1", "unrouted"}}, iotsim.Config{})
+	code, out, errOut := runMain(t, context.Background(), "check", "-config", p.writeConfig(t, p.config()), "-connect", "-timeout", "20s")
+	want := "ok   MNS queue unrouted: exists (looked up with mns:GetQueueAttributes); sending not tried: the first message sent " +
+		"tells whether mns:SendMessage and mns:BatchSendMessage is granted (-probe sends one marked test message)\n"
+	if code != ExitOK || !strings.Contains(out, want) {
+		t.Errorf("check -connect: exit %d, want the line %q\n%s%s", code, want, out, errOut)
+	}
+	if n := len(p.emu.Messages("unrouted")); n != 0 {
+		t.Errorf("check -connect without -probe left %d message(s) in the queue", n)
+	}
+}
+
+// TestCheckConnectProbe: check -connect -probe sends one marked message to
+// each fixed destination as the bridge sends (BatchSendMessage), so that a
+// RAM user without the send permission fails the check, naming the queue
+// and the permission, and one that may only send passes.
+func TestCheckConnectProbe(t *testing.T) {
+	for _, c := range []struct {
+		name     string
+		emu      mnsemu.Config
+		code     int
+		want     string
+		messages int
+	}{
+		{"send only", mnsemu.Config{SendOnly: true}, ExitOK,
+			"ok   MNS queue unrouted: not verifiable: the RAM user may not read its attributes (mns:GetQueueAttributes); sending does not need it, " +
+				"but whether the queue exists is not verified either; sent one probe message (mns:SendMessage and mns:BatchSendMessage granted)", 1},
+		{"lookup only", mnsemu.Config{Deny: []string{"BatchSendMessage"}}, ExitFailure,
+			"FAIL MNS queue unrouted: exists (looked up with mns:GetQueueAttributes); probe message refused: mns: BatchSendMessage queue unrouted: " +
+				"AccessDenied (HTTP 403)", 0},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			c.emu.Queues = []string{"telemetry-pk1", "unrouted"}
+			p := startPeers(t, c.emu, iotsim.Config{})
+			code, out, errOut := runMain(t, context.Background(), "check", "-config", p.writeConfig(t, p.config()), "-connect", "-probe", "-timeout", "20s")
+			if code != c.code || !strings.Contains(out, c.want) {
+				t.Errorf("exit %d (want %d), want %q\n%s%s", code, c.code, c.want, out, errOut)
+			}
+			if c.code != ExitOK && !strings.Contains(out, "grant the AccessKey's RAM user mns:SendMessage and mns:BatchSendMessage on queue unrouted") {
+				t.Errorf("the failure does not say which permission to grant:\n%s", out)
+			}
+			msgs := p.emu.Messages("unrouted")
+			if len(msgs) != c.messages {
+				t.Fatalf("%d message(s) in the queue, want %d", len(msgs), c.messages)
+			}
+			for _, m := range msgs {
+				if body, _ := m.DecodedBody(); !strings.HasPrefix(string(body), probeMark+" a test message from e2e-bridge-check at ") {
+					t.Errorf("probe message body %q", body)
+				}
+			}
+		})
+	}
+	code, _, errOut := runMain(t, context.Background(), "check", "-config", "x.yaml", "-probe")
+	if code != ExitUsage || !strings.Contains(errOut, "-probe goes with -connect") {
+		t.Errorf("-probe without -connect: exit %d\n%s", code, errOut)
 	}
 }
 

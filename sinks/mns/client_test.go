@@ -763,3 +763,37 @@ func TestRefusedKeyIsReported(t *testing.T) {
 		mu.Unlock()
 	}
 }
+
+// TestAccessDeniedNamesThePermission: an AccessDenied error names the RAM
+// action the refused request needs and the destination, so that an
+// operator can fix the policy (it said "send/publish permission on this
+// queue", for a lookup too).
+func TestAccessDeniedNamesThePermission(t *testing.T) {
+	emu := mnsemu.New(mnsemu.Config{Queues: []string{"q1"}, Topics: []string{"t1"},
+		AccessKeys: map[string]string{"id": "secret"},
+		Deny:       []string{"BatchSendMessage:q1", "PublishMessage:t1", "GetQueueAttributes:q1"}})
+	srv := httptest.NewServer(emu)
+	defer srv.Close()
+	c, err := newClient(Config{Endpoint: srv.URL,
+		Credentials: func(context.Context) (string, string, string, error) { return "id", "secret", "", nil }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	_, errs := c.BatchSendMessage(ctx, "q1", [][]byte{[]byte("x")})
+	_, perr := c.PublishMessage(ctx, "t1", []byte("x"), "")
+	_, gerr := c.GetQueueAttributes(ctx, "q1")
+	for _, c := range []struct {
+		err  error
+		want string
+	}{
+		{errs[0], "grant the AccessKey's RAM user mns:SendMessage and mns:BatchSendMessage on queue q1"},
+		{perr, "grant the AccessKey's RAM user mns:PublishMessage on topic t1"},
+		{gerr, "grant the AccessKey's RAM user mns:GetQueueAttributes on queue q1"},
+	} {
+		var me *Error
+		if !errors.As(c.err, &me) || me.Code != "AccessDenied" || !me.Retryable() || !strings.Contains(c.err.Error(), c.want) {
+			t.Errorf("%v\nwant a retryable AccessDenied saying %q", c.err, c.want)
+		}
+	}
+}

@@ -167,6 +167,16 @@ func (e *Error) Error() string {
 	return b.String()
 }
 
+// Permission names the RAM policy action(s) that allow the MNS API
+// operation op: "mns:<op>", and for BatchSendMessage also mns:SendMessage,
+// which the RAM mapping table says covers it (list both in a policy).
+func Permission(op string) string {
+	if op == "BatchSendMessage" {
+		return "mns:SendMessage and mns:BatchSendMessage"
+	}
+	return "mns:" + op
+}
+
 func (e *Error) hint() string {
 	switch e.Code {
 	case "QueueNotExist":
@@ -174,7 +184,7 @@ func (e *Error) hint() string {
 	case "TopicNotExist":
 		return fmt.Sprintf("create topic %s in the MNS console or fix routes", e.Name)
 	case "AccessDenied":
-		return "grant the AccessKey's RAM user MNS send/publish permission on this " + e.Kind
+		return "grant the AccessKey's RAM user " + Permission(e.Op) + " on " + e.Kind + " " + e.Name + " (its RAM policy's Action and Resource)"
 	case "InvalidAccessKeyId":
 		return "check " + e.names.Of(FieldAccessKeyID) + " (is the key enabled, in this account?)"
 	case "SignatureDoesNotMatch":
