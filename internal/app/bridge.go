@@ -49,6 +49,12 @@ type Options struct {
 	// bridge (systemd STATUS=): now, and each time the state changes
 	// (connected n/m, waiting for the platform and why, MNS failing...).
 	OnStatus func(string)
+	// OnStopping, when set, is called once from Run when the stop begins
+	// (ctx done, or the source failed for good), before the drain, with a
+	// status line saying what the drain waits for (systemd STOPPING=1 with
+	// STATUS=). No OnStatus call follows it. When it is nil, that line goes
+	// to OnStatus.
+	OnStopping func(string)
 	// Clock for signing; nil = time.Now.
 	Clock func() time.Time
 	// Credentials tunes the credentials caches (tests shorten the retry

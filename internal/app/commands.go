@@ -60,7 +60,8 @@ func cmdRun(ctx context.Context, args []string, stdio Stdio) error {
 	}
 	applyMemoryLimit(cfg, log)
 	b, err := New(cfg, Options{Logger: log, OnReady: func() { systemd.Notify("READY=1") },
-		OnStatus: func(line string) { systemd.Notify("STATUS=" + line) }})
+		OnStatus:   func(line string) { systemd.Notify("STATUS=" + line) },
+		OnStopping: func(line string) { systemd.Notify("STOPPING=1\nSTATUS=" + line) }})
 	if err != nil {
 		return err
 	}
@@ -74,9 +75,7 @@ func cmdRun(ctx context.Context, args []string, stdio Stdio) error {
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
 	go reloadOnHUP(wctx, hup, *path, loaded, b, log)
-	err = b.Run(ctx)
-	systemd.Notify("STOPPING=1")
-	return err
+	return b.Run(ctx)
 }
 
 // reloadOnHUP reloads the config file on every SIGHUP; an invalid file is

@@ -245,6 +245,34 @@ func TestStatusLine(t *testing.T) {
 	}
 }
 
+// TestStoppingLine: the stop's status line (STOPPING=1) says how many
+// messages the drain waits for and, while MNS fails, when it ends and where
+// they go, by source and spool.
+func TestStoppingLine(t *testing.T) {
+	const head = "stopping: intake stopped, draining 7 message(s) held until MNS takes them, up to shutdown_timeout 20s"
+	for _, tc := range []struct {
+		protocol, ack string
+		spooled       bool
+		held          int64
+		failing       int
+		want          string
+	}{
+		{"stomp", "auto", true, 0, 1, "stopping: intake stopped, no message held; closing"},
+		{"stomp", "auto", true, 7, 0, head},
+		{"stomp", "auto", true, 7, 2, head + "; MNS sends failing (2 destination(s)): the drain ends once MNS failed again, and they stay in the spool for the next start"},
+		{"amqp", "auto", false, 7, 1, head + "; MNS sends failing (1 destination(s)): the drain ends once MNS failed again, and the platform redelivers them"},
+		{"stomp", "client-individual", false, 7, 1, head + "; MNS sends failing (1 destination(s)): the drain ends once MNS failed again, and the platform redelivers them"},
+		{"stomp", "auto", false, 7, 1, head + "; MNS sends failing (1 destination(s)): what MNS has not taken by then goes to the dead-letter file (stomp ack auto without the spool)"},
+	} {
+		c := config.Default()
+		c.Source.Protocol, c.Source.STOMP.Ack, c.ShutdownTimeout = tc.protocol, tc.ack, 20*time.Second
+		b := &Bridge{cfg: &c}
+		if got := b.stoppingLine(tc.held, tc.failing, tc.spooled); got != tc.want {
+			t.Errorf("%s ack %s spool %v, %d held, %d failing:\n%q, want\n%q", tc.protocol, tc.ack, tc.spooled, tc.held, tc.failing, got, tc.want)
+		}
+	}
+}
+
 // waitReady waits for READY=1 (a generous, failure-only deadline).
 func waitReady(t *testing.T, ready <-chan struct{}) {
 	t.Helper()

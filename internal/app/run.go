@@ -27,6 +27,8 @@ import (
 //	startIntake source (and the spool's feeder), readiness, status line,
 //	            summaries; then OnReady (READY=1)
 //	wait        until ctx is done or the source fails for good
+//	stopping    the status line stopped; OnStopping (STOPPING=1) with a
+//	            line saying what the drain waits for, before the drain
 //	stopIntake  source and feeder stopped: nothing new comes in
 //	drain       the pipeline settles what it holds within shutdown_timeout;
 //	            what no upstream would send again is kept (spool or
@@ -47,6 +49,7 @@ func (b *Bridge) Run(ctx context.Context) error {
 	// for.
 	b.notifyReady()
 	err := r.wait(ctx)
+	r.stopping()
 	r.stopIntake()
 	r.drain()
 	r.closeSource()
@@ -92,6 +95,8 @@ type run struct {
 	leftInSpool int64
 
 	cancelIntake context.CancelFunc
+	cancelStatus context.CancelFunc
+	statusDone   chan struct{} // closed when reportStatus returned
 	srcErr       chan error
 	feederDone   chan struct{} // nil without a spool
 }
@@ -256,7 +261,9 @@ func (r *run) startIntake(ctx context.Context) {
 	r.srcErr = make(chan error, 1)
 	go func() { r.srcErr <- b.source.Run(ictx, intake) }()
 	go b.watchReady(ictx)
-	go b.reportStatus(ictx)
+	sctx, cancelStatus := context.WithCancel(ictx)
+	r.cancelStatus, r.statusDone = cancelStatus, make(chan struct{})
+	go func() { defer close(r.statusDone); b.reportStatus(sctx) }()
 	go b.summaries(ictx)
 }
 

@@ -7,6 +7,8 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -268,5 +270,76 @@ func TestLostAtShutdownNamesTheDeadLetterFile(t *testing.T) {
 		if !strings.Contains(logs.String(), want) {
 			t.Errorf("log lacks %q:\n%s", want, logs.String())
 		}
+	}
+}
+
+// TestStoppingIsSaidWhenTheStopBegins: `run` under systemd sends
+// STOPPING=1, with a STATUS= saying what the drain waits for, when the stop
+// begins, not once the drain ended (it was sent after Run returned: during
+// a drain of up to shutdown_timeout `systemctl status` showed the last
+// running state). STOMP ack auto without the spool and MNS failing: the
+// drain waits for MNS (shutdown_timeout 1h), so the STOPPING=1 must come
+// while run has not returned; MNS back, the drain forwards every message.
+func TestStoppingIsSaidWhenTheStopBegins(t *testing.T) {
+	p := startPeers(t, mnsemu.Config{Queues: []string{"telemetry-pk1", "unrouted"}}, iotsim.Config{})
+	c := p.config()
+	c.Source.STOMP.Ack = "auto"
+	c.Envelope, c.ShutdownTimeout, c.Spool.Dir = "json", time.Hour, ""
+	path := p.writeConfig(t, c)
+	notify := testpeers.ListenNotify(t)
+	t.Setenv("NOTIFY_SOCKET", notify.Addr())
+	p.emu.SetFaults(mnsemu.Faults{ErrorRate: 1, ErrorStatus: 503})
+	const n = 20
+	p.publishSeq("s", n)
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	type result struct {
+		code           int
+		stdout, stderr string
+	}
+	done := make(chan result, 1)
+	go func() {
+		var r result
+		r.code, r.stdout, r.stderr = runMain(t, ctx, "run", "-config", path)
+		done <- r
+	}()
+	has := func(prefix string) func() bool {
+		return func() bool {
+			return slices.ContainsFunc(notify.Messages(), func(m string) bool { return strings.HasPrefix(m, prefix) })
+		}
+	}
+	waitFor(t, "READY=1", time.Minute, has("READY=1"))
+	waitFor(t, "every message pushed and the status line saying MNS fails", time.Minute, func() bool {
+		return p.sim.Stats().Delivered >= n && has("STATUS=connected 1/1; MNS sends failing")()
+	})
+	cancel() // SIGTERM
+	waitFor(t, "STOPPING=1 while the drain waits for MNS (shutdown_timeout 1h)", time.Minute, has("STOPPING=1"))
+	select {
+	case r := <-done:
+		t.Fatalf("run returned (exit %d) while MNS still fails and shutdown_timeout is 1h: %s", r.code, r.stderr)
+	default:
+	}
+	msgs := notify.Messages()
+	i := slices.IndexFunc(msgs, func(m string) bool { return strings.HasPrefix(m, "STOPPING=1") })
+	stopping := msgs[i]
+	want := regexp.MustCompile(`^STOPPING=1\nSTATUS=stopping: intake stopped, draining [1-9][0-9]* message\(s\) held until MNS takes them, up to shutdown_timeout 1h0m0s; ` +
+		`MNS sends failing \(1 destination\(s\)\): what MNS has not taken by then goes to the dead-letter file \(stomp ack auto without the spool\)$`)
+	if !want.MatchString(stopping) {
+		t.Errorf("the stop's sd_notify message is %q, want it to match %s", stopping, want)
+	}
+	for _, m := range msgs[i+1:] {
+		if strings.HasPrefix(m, "STATUS=") {
+			t.Errorf("a status line after STOPPING=1: %q", m)
+		}
+	}
+
+	p.emu.SetFaults(mnsemu.Faults{})
+	r := <-done
+	if r.code != 0 {
+		t.Fatalf("exit %d: %s", r.code, r.stderr)
+	}
+	if lost := missing(t, p, n); lost != 0 {
+		t.Errorf("%d of %d messages not at MNS after the drain:\n%s", lost, n, r.stderr)
 	}
 }

@@ -130,8 +130,8 @@ func (b *Bridge) view(prev statusView, now time.Time) statusView {
 }
 
 // reportStatus calls OnStatus with the status line now and whenever its
-// state changes (not when only the numbers in an error do), until ctx (the
-// intake's) is done; then it says that the bridge is stopping.
+// state changes (not when only the numbers in an error do), until ctx is
+// done (run.stopping: the stop's line follows it).
 func (b *Bridge) reportStatus(ctx context.Context) {
 	if b.opts.OnStatus == nil {
 		return
@@ -148,9 +148,51 @@ func (b *Bridge) reportStatus(ctx context.Context) {
 		}
 		select {
 		case <-ctx.Done():
-			b.opts.OnStatus(fmt.Sprintf("stopping: intake stopped, draining what is held (up to shutdown_timeout %s)", b.cfg.ShutdownTimeout))
 			return
 		case <-t.C:
 		}
+	}
+}
+
+// stopping ends the status line's updates and says that the bridge stops
+// (OnStopping: systemd STOPPING=1 with STATUS=) as soon as the stop
+// begins: `systemctl status` then shows "deactivating" with what the drain
+// waits for, rather than the last running state until the drain ended (a
+// bridge that stops by itself, its source failed for good, is shown as
+// stopping at all only so).
+func (r *run) stopping() {
+	b := r.b
+	r.cancelStatus()
+	<-r.statusDone
+	line := b.stoppingLine(b.pipeline.Stats().InFlight, len(b.pipeline.Failing()), r.stage != nil)
+	switch {
+	case b.opts.OnStopping != nil:
+		b.opts.OnStopping(line)
+	case b.opts.OnStatus != nil:
+		b.opts.OnStatus(line)
+	}
+}
+
+// stoppingLine is the status line at the stop: how many messages the
+// pipeline holds (held), up to when the drain waits for MNS to take them,
+// and, while MNS fails (failing destinations), when it ends and where they
+// go: drainend.go's early end when each goes back to the spool or the
+// platform, else the whole shutdown_timeout and then the dead-letter file.
+func (b *Bridge) stoppingLine(held int64, failing int, spooled bool) string {
+	if held == 0 {
+		return "stopping: intake stopped, no message held; closing"
+	}
+	line := fmt.Sprintf("stopping: intake stopped, draining %d message(s) held until MNS takes them, up to shutdown_timeout %s", held, b.cfg.ShutdownTimeout)
+	if failing == 0 {
+		return line
+	}
+	src := b.cfg.Source
+	switch {
+	case spooled:
+		return line + fmt.Sprintf("; MNS sends failing (%d destination(s)): the drain ends once MNS failed again, and they stay in the spool for the next start", failing)
+	case src.Protocol == "amqp" || src.STOMP.Ack == "client-individual":
+		return line + fmt.Sprintf("; MNS sends failing (%d destination(s)): the drain ends once MNS failed again, and the platform redelivers them", failing)
+	default:
+		return line + fmt.Sprintf("; MNS sends failing (%d destination(s)): what MNS has not taken by then goes to the dead-letter file (stomp ack auto without the spool)", failing)
 	}
 }

@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"context"
 	"errors"
-	"net"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -14,12 +13,12 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/iot-mns-bridge/iot-mns-bridge/config"
+	"github.com/iot-mns-bridge/iot-mns-bridge/internal/testpeers"
 )
 
 // repoRoot is the repository root relative to this package's directory,
@@ -401,52 +400,6 @@ func TestDockerignore(t *testing.T) {
 	}
 }
 
-// notifyListener collects the sd_notify datagrams sent to a socket it owns,
-// as systemd's $NOTIFY_SOCKET would receive them.
-type notifyListener struct {
-	conn *net.UnixConn
-	done chan struct{}
-	mu   sync.Mutex
-	msgs []string
-}
-
-func listenNotify(t *testing.T) *notifyListener {
-	t.Helper()
-	dir, err := os.MkdirTemp("", "opsn") // short: socket paths are limited to 108 bytes
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: filepath.Join(dir, "notify"), Net: "unixgram"})
-	if err != nil {
-		t.Fatalf("listen for sd_notify: %v", err)
-	}
-	l := &notifyListener{conn: conn, done: make(chan struct{})}
-	go func() {
-		defer close(l.done)
-		buf := make([]byte, 4096)
-		for {
-			n, _, err := conn.ReadFromUnix(buf)
-			if err != nil {
-				return
-			}
-			l.mu.Lock()
-			l.msgs = append(l.msgs, string(buf[:n]))
-			l.mu.Unlock()
-		}
-	}()
-	return l
-}
-
-// stop closes the socket and returns what arrived, in order.
-func (l *notifyListener) stop() []string {
-	l.conn.Close()
-	<-l.done
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.msgs
-}
-
 // opsSteps are the steps of scripts/ops-check.sh, in order; TestOpsCheck
 // reports each as a subtest.
 var opsSteps = []string{"build", "version", "run", "unit", "release", "deb", "qemu", "rules", "kube"}
@@ -464,7 +417,7 @@ func TestOpsCheck(t *testing.T) {
 	if _, err := exec.LookPath("bash"); err != nil {
 		t.Fatalf("scripts/ops-check.sh needs bash: %v", err)
 	}
-	notify := listenNotify(t)
+	notify := testpeers.ListenNotify(t)
 
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
 	defer cancel()
@@ -476,9 +429,9 @@ func TestOpsCheck(t *testing.T) {
 	cmd.WaitDelay = 30 * time.Second
 	// WATCHDOG_USEC=20000: the bridge pings every 10ms while healthy, so any
 	// run that gets to /readyz has pinged.
-	cmd.Env = append(os.Environ(), "NOTIFY_SOCKET="+notify.conn.LocalAddr().String(), "WATCHDOG_USEC=20000")
+	cmd.Env = append(os.Environ(), "NOTIFY_SOCKET="+notify.Addr(), "WATCHDOG_USEC=20000")
 	out, err := cmd.CombinedOutput()
-	msgs := notify.stop()
+	msgs := notify.Stop()
 	t.Logf("scripts/ops-check.sh:\n%s", out)
 	if err != nil {
 		t.Fatalf("scripts/ops-check.sh: %v (ctx: %v)", err, ctx.Err())
@@ -513,7 +466,9 @@ func TestOpsCheck(t *testing.T) {
 	t.Run("sd_notify", func(t *testing.T) {
 		// The bridge announces READY once started, says in STATUS= that it
 		// is connected, pings the watchdog, reloads on SIGHUP (RELOADING,
-		// then READY) and says STOPPING.
+		// then READY) and says STOPPING (with the STATUS= of the drain, in
+		// one datagram).
+		msgs := firstLines(msgs)
 		want := []string{"READY=1", "WATCHDOG=1", "RELOADING=1", "STOPPING=1"}
 		for _, w := range want {
 			if !slices.Contains(msgs, w) {
@@ -528,6 +483,16 @@ func TestOpsCheck(t *testing.T) {
 			t.Errorf("sd_notify order %q: want READY=1, then RELOADING=1, then STOPPING=1", compact(msgs))
 		}
 	})
+}
+
+// firstLines is each datagram's first assignment ("STOPPING=1" of
+// "STOPPING=1\nSTATUS=...").
+func firstLines(msgs []string) []string {
+	out := make([]string, len(msgs))
+	for i, m := range msgs {
+		out[i], _, _ = strings.Cut(m, "\n")
+	}
+	return out
 }
 
 // compact collapses runs of equal messages ("WATCHDOG=1 x12") for readable

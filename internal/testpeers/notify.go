@@ -1,0 +1,68 @@
+package testpeers
+
+import (
+	"net"
+	"os"
+	"path/filepath"
+	"slices"
+	"sync"
+	"testing"
+)
+
+// NotifyListener collects the sd_notify datagrams sent to a socket it owns,
+// as systemd's $NOTIFY_SOCKET would receive them: one string per datagram
+// ("STOPPING=1\nSTATUS=..." is one).
+type NotifyListener struct {
+	conn *net.UnixConn
+	done chan struct{}
+	mu   sync.Mutex
+	msgs []string
+}
+
+// ListenNotify listens on a new unixgram socket; Addr is the value for
+// $NOTIFY_SOCKET. The socket is closed when the test ends.
+func ListenNotify(t testing.TB) *NotifyListener {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "opsn") // short: socket paths are limited to 108 bytes
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: filepath.Join(dir, "notify"), Net: "unixgram"})
+	if err != nil {
+		t.Fatalf("listen for sd_notify: %v", err)
+	}
+	l := &NotifyListener{conn: conn, done: make(chan struct{})}
+	t.Cleanup(func() { l.Stop() })
+	go func() {
+		defer close(l.done)
+		buf := make([]byte, 4096)
+		for {
+			n, _, err := conn.ReadFromUnix(buf)
+			if err != nil {
+				return
+			}
+			l.mu.Lock()
+			l.msgs = append(l.msgs, string(buf[:n]))
+			l.mu.Unlock()
+		}
+	}()
+	return l
+}
+
+// Addr is the socket's path, for $NOTIFY_SOCKET.
+func (l *NotifyListener) Addr() string { return l.conn.LocalAddr().String() }
+
+// Messages returns what arrived so far, in order.
+func (l *NotifyListener) Messages() []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return slices.Clone(l.msgs)
+}
+
+// Stop closes the socket and returns what arrived, in order.
+func (l *NotifyListener) Stop() []string {
+	l.conn.Close()
+	<-l.done
+	return l.Messages()
+}
