@@ -21,6 +21,8 @@ type layout struct {
 	SourceExtra []string // more source keys, as "key: value"
 	EmuAddr     string   // the MNS emulator's host:port
 	Port        int      // http.listen's port
+	Protocol    string   // source.protocol: "" is stomp (ack auto, as documented), or amqp
+	NoSpool     bool     // no spool section (AMQP: the platform redelivers)
 }
 
 // yaml renders the layout's config file.
@@ -29,9 +31,17 @@ func (l layout) yaml() string {
 	for _, kv := range l.SourceExtra {
 		extra.WriteString("  " + kv + "\n")
 	}
+	protocol, ack := "stomp", "  stomp:\n    ack: auto\n"
+	if l.Protocol != "" && l.Protocol != "stomp" {
+		protocol, ack = l.Protocol, ""
+	}
+	spool := "spool:\n  dir: spool\n"
+	if l.NoSpool {
+		spool = ""
+	}
 	return fmt.Sprintf(`# %s
 source:
-  protocol: stomp
+  protocol: %s
   endpoint: %s
   client_id: %s
   consumer_group_id: g1
@@ -41,24 +51,20 @@ source:
   tls:
     ca_file: %s
     server_name: localhost
-  stomp:
-    ack: auto
-%smns:
+%s%smns:
   endpoint: http://%s
 routes:
   - match: /{productKey}/{deviceName}/user/#
     queue: telemetry-{productKey}
 default_route:
   queue: unrouted
-spool:
-  dir: spool
-http:
+%shttp:
   listen: 127.0.0.1:%d
 log:
   level: info
   summary_interval: 0s
 shutdown_timeout: 10s
-`, l.Comment, l.SimAddr, l.ClientID, l.CAFile, extra.String(), l.EmuAddr, l.Port)
+`, l.Comment, protocol, l.SimAddr, l.ClientID, l.CAFile, ack, extra.String(), l.EmuAddr, spool, l.Port)
 }
 
 // publishBurst publishes n messages with the bodies prefix-0 ..

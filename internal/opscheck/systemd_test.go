@@ -145,31 +145,8 @@ func (m *nspawnMachine) journal(unit string) string {
 // and none lost (the spool in StateDirectory sends them on the next start),
 // and no restart loop on a config error.
 func TestSystemdUnit(t *testing.T) {
-	if testing.Short() {
-		t.Skip("boots systemd with systemd-nspawn; skipped with -short")
-	}
-	t.Parallel() // beside TestImage and TestOpsCheck: own ports, own machine
-	if os.Getenv("OPS_CHECK_QUICK") != "" && os.Getenv("CI") != "true" {
-		t.Skip("OPS_CHECK_QUICK is set (under CI=true this runs)")
-	}
-	if r := runOpsStep(t, "nspawn"); r != "ok" {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("the nspawn step was skipped under CI=true: %s", r)
-		}
-		t.Skip(r)
-	}
-	const unit = "iot-mns-bridge.service"
-	dir := t.TempDir()
-	os.Chmod(dir, 0o755)
-
-	// The binary, built the way the release builds it.
-	binDir := filepath.Join(dir, "bin")
-	os.MkdirAll(binDir, 0o755)
-	build := exec.Command("bash", filepath.Join(repoRoot, "scripts/build.sh"), filepath.Join(binDir, "iot-mns-bridge"))
-	build.Env = append(os.Environ(), "VERSION=v0.0.0-nspawn")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("scripts/build.sh: %v: %s", err, out)
-	}
+	needNspawn(t)
+	const unit = unitName
 
 	emu, emuAddr := testpeers.StartMNS(t, mnsemu.Config{AccessKeys: map[string]string{imageAK: imageSecret}})
 	emu.CreateQueue("telemetry-pk1")
@@ -191,52 +168,11 @@ func TestSystemdUnit(t *testing.T) {
 	httpPort := testpeers.FreePort(t)
 	base := fmt.Sprintf("http://127.0.0.1:%d", httpPort)
 
-	etc := filepath.Join(dir, "etc")
-	os.MkdirAll(etc, 0o755)
-	caFile := filepath.Join(etc, "ca.pem")
-	writeFile(t, caFile, string(sim.CACertPEM()), 0o644)
-	writeFile(t, filepath.Join(etc, "access_key_secret"), imageSecret+"\n", 0o600)
-	writeFile(t, filepath.Join(etc, "iot-mns-bridge.env"), "ALIBABA_CLOUD_ACCESS_KEY_ID="+imageAK+"\n", 0o600)
 	goodConfig := layout{Comment: "The unit's documented layout (configs/iot-mns-bridge.service), pointed at loopback peers.",
 		ClientID: "nspawn-check", SimAddr: simAddr, CAFile: "/etc/iot-mns-bridge/ca.pem", SourceExtra: []string{"reconnect_max_backoff: 2s"},
 		EmuAddr: emuAddr, Port: httpPort}.yaml()
-	cfgFile := filepath.Join(etc, "config.yaml")
-	writeFile(t, cfgFile, goodConfig, 0o644)
-
-	// The unit as shipped, plus a drop-in with a short watchdog so that the
-	// test sees it fed within seconds.
-	sysd := filepath.Join(dir, "systemd")
-	os.MkdirAll(filepath.Join(sysd, unit+".d"), 0o755)
-	writeFile(t, filepath.Join(sysd, unit), readRepoFile(t, "configs/iot-mns-bridge.service"), 0o644)
-	writeFile(t, filepath.Join(sysd, unit+".d", "opscheck.conf"), "[Service]\nWatchdogSec=4s\n", 0o644)
-	// On a first boot (an empty /etc) systemd applies the presets, which
-	// would enable and start the unit at boot: the test starts it itself.
-	preset := filepath.Join(sysd, "00-opscheck.preset")
-	writeFile(t, preset, "disable "+unit+"\n", 0o644)
-
-	m := bootNspawn(t, fmt.Sprintf("iotmns-%d", os.Getpid()),
-		binDir+":/usr/local/bin",
-		etc+":/etc/iot-mns-bridge",
-		filepath.Join(sysd, unit)+":/etc/systemd/system/"+unit,
-		filepath.Join(sysd, unit+".d")+":/etc/systemd/system/"+unit+".d",
-		preset+":/etc/systemd/system-preset/00-opscheck.preset")
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
-	defer cancel()
-	sysctl := func(args ...string) (string, error) { return m.run(ctx, append([]string{"systemctl"}, args...)...) }
-	waitState := func(what string, d time.Duration, cond func(map[string]string) bool, props ...string) map[string]string {
-		t.Helper()
-		deadline := time.Now().Add(d)
-		for {
-			p := m.show(unit, props...)
-			if cond(p) {
-				return p
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("timed out after %v waiting for %s: %v\njournal:\n%s", d, what, p, m.journal(unit))
-			}
-			time.Sleep(200 * time.Millisecond)
-		}
-	}
+	rig := newUnitRig(t, "iotmns", sim.CACertPEM(), goodConfig)
+	m, cfgFile, sysctl, waitState := rig.m, rig.cfgFile, rig.sysctl, rig.waitState
 
 	// READY=1 once started, with the platform unreachable: systemctl start
 	// returns, the unit is active, and its status line says what it waits
@@ -369,5 +305,239 @@ func TestSystemdUnit(t *testing.T) {
 	}, "ActiveState", "Result", "ExecMainCode", "ExecMainStatus", "NRestarts", "MainPID")
 	if p["ActiveState"] != "active" || p["MainPID"] == before["MainPID"] {
 		t.Errorf("after SIGABRT: %v (before: %v), want a restarted bridge\n%s", p, before, m.journal(unit))
+	}
+}
+
+// unitName is the shipped unit's name.
+const unitName = "iot-mns-bridge.service"
+
+// needNspawn skips the test outside CI when systemd-nspawn cannot run here
+// (the ops-check step nspawn), or with -short or OPS_CHECK_QUICK; under
+// CI=true it fails instead. The test runs beside TestImage and TestOpsCheck.
+func needNspawn(t *testing.T) {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("boots systemd with systemd-nspawn; skipped with -short")
+	}
+	t.Parallel() // beside TestImage and TestOpsCheck: own ports, own machine
+	if os.Getenv("OPS_CHECK_QUICK") != "" && os.Getenv("CI") != "true" {
+		t.Skip("OPS_CHECK_QUICK is set (under CI=true this runs)")
+	}
+	if r := runOpsStep(t, "nspawn"); r != "ok" {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("the nspawn step was skipped under CI=true: %s", r)
+		}
+		t.Skip(r)
+	}
+}
+
+// unitRig is configs/iot-mns-bridge.service installed as its header says
+// in a machine booted with systemd-nspawn: the binary built the way the
+// release builds it at /usr/local/bin, the config (config), the
+// simulator's CA (ca), the secret and the env file under
+// /etc/iot-mns-bridge, the unit unchanged but for a drop-in with a shorter
+// WatchdogSec, and not started. The machine is named name-<pid>.
+type unitRig struct {
+	t       *testing.T
+	m       *nspawnMachine
+	ctx     context.Context
+	cfgFile string // on the host; bound read-only at /etc/iot-mns-bridge/config.yaml
+}
+
+func newUnitRig(t *testing.T, name string, ca []byte, config string) *unitRig {
+	t.Helper()
+	unit := unitName
+	dir := t.TempDir()
+	os.Chmod(dir, 0o755)
+
+	// The binary, built the way the release builds it.
+	binDir := filepath.Join(dir, "bin")
+	os.MkdirAll(binDir, 0o755)
+	build := exec.Command("bash", filepath.Join(repoRoot, "scripts/build.sh"), filepath.Join(binDir, "iot-mns-bridge"))
+	build.Env = append(os.Environ(), "VERSION=v0.0.0-nspawn")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("scripts/build.sh: %v: %s", err, out)
+	}
+
+	etc := filepath.Join(dir, "etc")
+	os.MkdirAll(etc, 0o755)
+	writeFile(t, filepath.Join(etc, "ca.pem"), string(ca), 0o644)
+	writeFile(t, filepath.Join(etc, "access_key_secret"), imageSecret+"\n", 0o600)
+	writeFile(t, filepath.Join(etc, "iot-mns-bridge.env"), "ALIBABA_CLOUD_ACCESS_KEY_ID="+imageAK+"\n", 0o600)
+	cfgFile := filepath.Join(etc, "config.yaml")
+	writeFile(t, cfgFile, config, 0o644)
+
+	// The unit as shipped, plus a drop-in with a short watchdog so that the
+	// test sees it fed within seconds.
+	sysd := filepath.Join(dir, "systemd")
+	os.MkdirAll(filepath.Join(sysd, unit+".d"), 0o755)
+	writeFile(t, filepath.Join(sysd, unit), readRepoFile(t, "configs/iot-mns-bridge.service"), 0o644)
+	writeFile(t, filepath.Join(sysd, unit+".d", "opscheck.conf"), "[Service]\nWatchdogSec=4s\n", 0o644)
+	// On a first boot (an empty /etc) systemd applies the presets, which
+	// would enable and start the unit at boot: the test starts it itself.
+	preset := filepath.Join(sysd, "00-opscheck.preset")
+	writeFile(t, preset, "disable "+unit+"\n", 0o644)
+
+	m := bootNspawn(t, fmt.Sprintf("%s-%d", name, os.Getpid()),
+		binDir+":/usr/local/bin",
+		etc+":/etc/iot-mns-bridge",
+		filepath.Join(sysd, unit)+":/etc/systemd/system/"+unit,
+		filepath.Join(sysd, unit+".d")+":/etc/systemd/system/"+unit+".d",
+		preset+":/etc/systemd/system-preset/00-opscheck.preset")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	t.Cleanup(cancel)
+	return &unitRig{t: t, m: m, ctx: ctx, cfgFile: cfgFile}
+}
+
+// sysctl runs systemctl in the machine.
+func (r *unitRig) sysctl(args ...string) (string, error) {
+	return r.m.run(r.ctx, append([]string{"systemctl"}, args...)...)
+}
+
+// waitState polls the unit's properties props until cond holds, or fails
+// the test after d with the journal.
+func (r *unitRig) waitState(what string, d time.Duration, cond func(map[string]string) bool, props ...string) map[string]string {
+	r.t.Helper()
+	deadline := time.Now().Add(d)
+	for {
+		p := r.m.show(unitName, props...)
+		if cond(p) {
+			return p
+		}
+		if time.Now().After(deadline) {
+			r.t.Fatalf("timed out after %v waiting for %s: %v\njournal:\n%s", d, what, p, r.m.journal(unitName))
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// TestSystemdStopDuringAnMNSOutage walks a stop of the shipped unit (under
+// systemd-nspawn, as TestSystemdUnit) while MNS is down, with messages
+// held, for the STOMP default (ack auto, the spool in StateDirectory) and
+// for AMQP without the spool (the platform redelivers):
+//
+//   - MNS answering nothing (every request hangs: a blackhole), then
+//     `systemctl stop`: while the drain runs the unit is deactivating and
+//     its Status: line says what the drain waits for (STOPPING=1 with
+//     STATUS= at the SIGTERM); the stop ends with exit 0, Result=success;
+//   - MNS refusing every request (503), then `systemctl restart`: the
+//     drain ends once MNS failed again, not at shutdown_timeout, and the
+//     journal says so;
+//   - MNS back: every message arrives exactly once.
+//
+// The times the stops took are logged (the load is the machine's).
+func TestSystemdStopDuringAnMNSOutage(t *testing.T) {
+	needNspawn(t)
+	for _, protocol := range []string{"stomp", "amqp"} {
+		t.Run(protocol, func(t *testing.T) { stopDuringOutage(t, protocol) })
+	}
+}
+
+func stopDuringOutage(t *testing.T, protocol string) {
+	emu, emuAddr := testpeers.StartMNS(t, mnsemu.Config{AccessKeys: map[string]string{imageAK: imageSecret}})
+	emu.CreateQueue("telemetry-pk1")
+	emu.CreateQueue("unrouted")
+	sim, err := iotsim.Start(iotsim.Config{Secrets: map[string]string{imageAK: imageSecret}, AMQPAddr: "127.0.0.1:0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { sim.Close() })
+	httpPort := testpeers.FreePort(t)
+	l := layout{Comment: "The unit's documented layout, stopped during an MNS outage.", ClientID: "nspawn-stop-" + protocol,
+		SimAddr: sim.Addr(), CAFile: "/etc/iot-mns-bridge/ca.pem", EmuAddr: emuAddr, Port: httpPort, Protocol: protocol}
+	// Where the messages held at the stop go: the spool (STOMP ack auto)
+	// or back to the platform (AMQP).
+	wantStay := "stay in the spool and are forwarded at the next start"
+	if protocol == "amqp" {
+		l.SimAddr, l.NoSpool, wantStay = sim.AMQPAddr(), true, "(the platform redelivers them)"
+	}
+	rig := newUnitRig(t, "iotstop-"+protocol, sim.CACertPEM(), l.yaml())
+	m := rig.m
+	if out, err := rig.sysctl("start", unitName); err != nil {
+		t.Fatalf("systemctl start: %v: %s\n%s", err, out, m.journal(unitName))
+	}
+	rig.waitState("the status line to say connected", 90*time.Second, func(p map[string]string) bool {
+		return p["StatusText"] == "connected 1/1; forwarding"
+	}, "StatusText")
+	delivered := func() map[string]int { return testpeers.Bodies(t, emu, "telemetry-pk1") }
+
+	// A blackhole: every request hangs, then `systemctl stop`.
+	emu.SetFaults(mnsemu.Faults{Latency: time.Hour})
+	const n = 50
+	publishBurst(sim, "a", n)
+	rig.waitState("the burst taken from the platform", 60*time.Second, func(map[string]string) bool {
+		return sim.Stats().Delivered >= n
+	}, "ActiveState")
+	t0 := time.Now()
+	if out, err := rig.sysctl("stop", "--no-block", unitName); err != nil {
+		t.Fatalf("systemctl stop --no-block: %v: %s", err, out)
+	}
+	p := rig.waitState("the unit deactivating with the drain's status line", 60*time.Second, func(p map[string]string) bool {
+		return p["ActiveState"] != "active"
+	}, "ActiveState", "SubState", "StatusText")
+	t.Logf("during the stop (MNS a blackhole): %v", p)
+	if p["ActiveState"] == "deactivating" && !strings.HasPrefix(p["StatusText"], "stopping: intake stopped, draining ") {
+		t.Errorf("while the drain runs the status line is %q, want it to say what the drain waits for", p["StatusText"])
+	}
+	p = rig.waitState("the unit inactive", 2*time.Minute, func(p map[string]string) bool {
+		return p["ActiveState"] == "inactive" || p["ActiveState"] == "failed"
+	}, "ActiveState", "Result", "ExecMainStatus")
+	t.Logf("systemctl stop (MNS a blackhole) took %v: %v", time.Since(t0).Round(time.Millisecond), p)
+	if p["Result"] != "success" || p["ExecMainStatus"] != "0" {
+		t.Errorf("after the stop: %v, want inactive, Result=success, exit 0\n%s", p, m.journal(unitName))
+	}
+
+	// MNS refuses every request (503); start, then `systemctl restart`.
+	emu.SetFaults(mnsemu.Faults{ErrorRate: 1, ErrorStatus: 503})
+	if out, err := rig.sysctl("start", unitName); err != nil {
+		t.Fatalf("systemctl start: %v: %s\n%s", err, out, m.journal(unitName))
+	}
+	publishBurst(sim, "b", n)
+	rig.waitState("the status line to say MNS fails", 60*time.Second, func(p map[string]string) bool {
+		return sim.Stats().Delivered >= 2*n && strings.Contains(p["StatusText"], "MNS sends failing")
+	}, "StatusText")
+	before := m.show(unitName, "MainPID")["MainPID"]
+	t0 = time.Now()
+	if out, err := rig.sysctl("restart", unitName); err != nil {
+		t.Fatalf("systemctl restart: %v: %s\n%s", err, out, m.journal(unitName))
+	}
+	took := time.Since(t0)
+	p = m.show(unitName, "ActiveState", "MainPID", "NRestarts")
+	t.Logf("systemctl restart (MNS 503) took %v: %v", took.Round(time.Millisecond), p)
+	if p["ActiveState"] != "active" || p["MainPID"] == before {
+		t.Errorf("after the restart: %v (MainPID before %s), want active with a new process", p, before)
+	}
+	// journald may take the last lines of the old process's output later.
+	rig.waitState("the restart's drain in the journal", 30*time.Second, func(map[string]string) bool {
+		return strings.Contains(m.journal(unitName), "drain ended before shutdown_timeout")
+	}, "ActiveState")
+	for _, line := range strings.Split(m.journal(unitName), "\n") {
+		if strings.Contains(line, "drain ended before shutdown_timeout") || strings.Contains(line, "msg=stopped") {
+			t.Logf("journal: %s", line)
+		}
+	}
+	if j := m.journal(unitName); !strings.Contains(j, wantStay) {
+		t.Errorf("the journal does not say %q:\n%s", wantStay, j)
+	}
+
+	// MNS back: every message once.
+	emu.SetFaults(mnsemu.Faults{})
+	rig.waitState("every message at MNS", 2*time.Minute, func(map[string]string) bool {
+		return len(delivered()) >= 2*n
+	}, "ActiveState")
+	got := delivered()
+	for _, prefix := range []string{"a", "b"} {
+		for _, body := range lost(got, prefix, n) {
+			t.Errorf("message %s was lost", body)
+		}
+	}
+	for body, c := range got {
+		if c != 1 {
+			t.Errorf("message %s arrived %d times", body, c)
+		}
+	}
+	t.Logf("%d distinct messages at MNS, %s", len(got), fmt.Sprint(sim.Stats()))
+	if out, err := rig.sysctl("stop", unitName); err != nil {
+		t.Errorf("systemctl stop: %v: %s", err, out)
 	}
 }
