@@ -49,12 +49,22 @@ type h1 struct {
 }
 
 type h1Conn struct {
-	nc     net.Conn // the connection (TLS over raw for https)
-	raw    net.Conn // the TCP connection, for the liveness check
-	br     *bufio.Reader
-	bw     *bufio.Writer
+	nc     net.Conn  // the connection (TLS over raw for https)
+	raw    net.Conn  // the TCP connection, for the liveness check
 	idleAt time.Time // when it was put back
 }
+
+// The buffers of an exchange (a 16 KB writer, a 4 KB reader) are taken for
+// the exchange only: a kept connection's reader is empty (exchange keeps
+// no connection with bytes after the reply) and its writer flushed, so an
+// idle connection needs neither. Each connection had its own: after a
+// burst or an outage's drain (up to the requests allowed in flight to a
+// destination) the idle connections held 20 KB each for up to idleFor
+// (TestIdleConnectionsHoldNoBuffers).
+var (
+	h1Readers = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, 4<<10) }}
+	h1Writers = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, writeBufferSize) }}
+)
 
 // newH1 returns the exchange for base (scheme://host[:port], checked by
 // ParseEndpoint), or nil when proxy (http.ProxyFromEnvironment) names a
@@ -174,20 +184,31 @@ func (h *h1) exchange(ctx context.Context, c *h1Conn, deadline time.Time, req *h
 	// The caller's cancel ends a write or read in progress.
 	stop := context.AfterFunc(ctx, func() { _ = c.nc.SetDeadline(time.Unix(1, 0)) })
 	defer stop()
-	if err := h.write(c.bw, req); err != nil {
+	bw := h1Writers.Get().(*bufio.Writer)
+	bw.Reset(c.nc)
+	err = h.write(bw, req)
+	bw.Reset(nil)
+	h1Writers.Put(bw)
+	if err != nil {
 		return 0, "", false, false, fmt.Errorf("write request: %w", err)
 	}
 	// Written: a request waiting for its reply holds no copy of its
 	// messages, which the pipeline holds anyway.
 	req.xml, req.refs = nil, nil
-	status, serverID, keepable, err := readReply(c.br, rb)
+	br := h1Readers.Get().(*bufio.Reader)
+	br.Reset(c.nc)
+	defer func() {
+		br.Reset(nil)
+		h1Readers.Put(br)
+	}()
+	status, serverID, keepable, err := readReply(br, rb)
 	if err != nil {
 		return 0, "", false, true, err
 	}
 	// Kept only when the body was read to its end (a reply cut at
 	// maxReplySize leaves the rest on the connection) and nothing came
 	// after it (net/http closes on such an unsolicited reply too).
-	keep = keepable && c.br.Buffered() == 0 &&
+	keep = keepable && br.Buffered() == 0 &&
 		stop() // false once the cancel has set (or is setting) the deadline to the past
 	return status, serverID, keep, true, nil
 }
@@ -260,7 +281,7 @@ func (h *h1) dialConn(ctx context.Context, deadline time.Time) (*h1Conn, error) 
 		}
 		nc = tc
 	}
-	return &h1Conn{nc: nc, raw: raw, br: bufio.NewReaderSize(nc, 4<<10), bw: bufio.NewWriterSize(nc, writeBufferSize)}, nil
+	return &h1Conn{nc: nc, raw: raw}, nil
 }
 
 // put keeps c for the next request, and closes the kept connections idle

@@ -396,3 +396,77 @@ func TestH1RefusesALineBreakInAHeader(t *testing.T) {
 		t.Errorf("the server got %d request(s), want none", got)
 	}
 }
+
+// TestIdleConnectionsHoldNoBuffers: after 32 requests at once (32
+// connections, as after a burst or an outage's drain) the kept idle
+// connections hold no read or write buffer: a few KB of heap each (the
+// sockets, and this test's server's 2 KB buffer per connection), not the
+// 20 KB of buffers each held before.
+func TestIdleConnectionsHoldNoBuffers(t *testing.T) {
+	const n = 32
+	var arrived sync.WaitGroup
+	arrived.Add(n)
+	all := make(chan struct{})
+	go func() { arrived.Wait(); close(all) }()
+	// Answers 503 to each request; a connection's first reply waits until
+	// n requests have arrived, so that n connections are open.
+	addr := serveLoopback(t, func(c net.Conn) {
+		defer c.Close()
+		buf := make([]byte, 2<<10)
+		first := true
+		for have := 0; ; {
+			m, err := c.Read(buf[have:])
+			if err != nil {
+				return
+			}
+			have += m
+			if !strings.Contains(string(buf[:have]), "\r\n\r\n") {
+				continue
+			}
+			have = 0
+			if first {
+				first = false
+				arrived.Done()
+				<-all
+			}
+			if _, err := io.WriteString(c, "HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n"); err != nil {
+				return
+			}
+		}
+	})
+	c, err := newClient(Config{Endpoint: "http://" + addr, AccessKeyID: "a", AccessKeySecret: "s", MaxConns: n})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.h1 == nil {
+		t.Fatal("the client does not use its own exchange for a loopback endpoint")
+	}
+	runtime.GC()
+	runtime.GC() // what a sync.Pool keeps outlives one collection
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	var wg sync.WaitGroup
+	for range n {
+		wg.Go(func() {
+			if _, err := c.GetQueueAttributes(context.Background(), "q1"); err == nil {
+				t.Error("a 503 was taken for attributes")
+			}
+		})
+	}
+	wg.Wait()
+	c.h1.mu.Lock()
+	idle := len(c.h1.idle)
+	c.h1.mu.Unlock()
+	if idle != n {
+		t.Fatalf("%d idle connections after %d requests at once, want %d", idle, n, n)
+	}
+	runtime.GC()
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	runtime.KeepAlive(c) // and its idle connections
+	per := (int64(after.HeapAlloc) - int64(before.HeapAlloc)) / n
+	t.Logf("an idle connection and its server side hold %d bytes of heap", per)
+	if per > 12<<10 {
+		t.Errorf("an idle kept connection holds %d bytes of heap (with this test's 2 KB server buffer), want at most 12 KB", per)
+	}
+}

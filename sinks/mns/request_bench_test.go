@@ -16,6 +16,12 @@ import (
 // one buffer: after the first request it allocates nothing, so a count of
 // the process's allocations is the client's.
 func cannedMNS(tb testing.TB) string {
+	return "http://" + serveLoopback(tb, serveCanned)
+}
+
+// serveLoopback runs serve for every connection to a loopback listener,
+// closed when tb ends, and returns its address.
+func serveLoopback(tb testing.TB, serve func(net.Conn)) string {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		tb.Fatal(err)
@@ -27,10 +33,10 @@ func cannedMNS(tb testing.TB) string {
 			if err != nil {
 				return
 			}
-			go serveCanned(c)
+			go serve(c)
 		}
 	}()
-	return "http://" + ln.Addr().String()
+	return ln.Addr().String()
 }
 
 func serveCanned(c net.Conn) {
