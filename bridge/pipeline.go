@@ -299,12 +299,13 @@ func (p *Pipeline) Retune(t Tuning) error {
 }
 
 // Stats returns the counters. Safe for concurrent use. The message counts
-// are of one moment: every delivery taken is in Received and, until it is
-// settled, in InFlight; settled, it is in its outcome's count (Forwarded,
-// DeadLettered, Duplicates, Released or Stranded; a joined copy is in
-// Joined from when it was taken) and no longer in InFlight, never in both
-// nor in neither, so that the counts of the status, the summary and the
-// stop line add up whenever they are read.
+// are of one moment: a delivery taken is in Received and in InFlight at
+// once, and when it is settled it leaves InFlight in the same moment as it
+// enters its outcome's count (Forwarded, DeadLettered, Duplicates,
+// Released or Stranded), so that the counts the status, the summary and
+// the stop line print side by side add up whenever they are read. A
+// joined copy is in Joined from when it is taken (beside InFlight until
+// its original is settled), and in Released too when it is released.
 func (p *Pipeline) Stats() Stats {
 	s := &p.stats
 	_, heldBytes := p.admit.held()
