@@ -302,6 +302,9 @@ func TestPipelineRetriesRetryableFailures(t *testing.T) {
 	})
 	h := newHarness(t, sink, nil)
 	h.feed(t, 200, userTopic)
+	// Forwarded before the drain: a drain that finds MNS failing for all
+	// it holds gives it back (drainend.go).
+	waitUntil(t, func() bool { return h.p.Stats().Forwarded == 200 })
 	h.settleAll(t, 200, Accepted)
 	st := h.p.Stats()
 	if st.Forwarded != 200 || st.Retried == 0 || st.DeadLettered != 0 {
@@ -342,6 +345,10 @@ func TestPipelineGivesUpAfterMaxAttempts(t *testing.T) {
 	sink := newFakeSink(func(call, i int, o Outgoing) error { return errors.New("429 TooManyRequests") })
 	h := newHarness(t, sink, func(c *PipelineConfig) { c.Retry.MaxAttempts = 3 })
 	h.feed(t, 5, userTopic)
+	// Dead-lettered before the drain: a drain that finds MNS failing for
+	// all it holds gives it back (drainend.go) rather than wait out the
+	// retries.
+	waitUntil(t, func() bool { return h.p.Stats().DeadLettered == 5 })
 	h.settleAll(t, 5, Accepted)
 	e, ok := h.dead.has("m00000")
 	if !ok || e.Attempts != 3 || !strings.Contains(e.Reason, "gave up after 3 attempts") || !strings.Contains(e.Reason, "429") || e.Class != ClassRetriesExhausted {
