@@ -214,12 +214,20 @@ func New(cfg Config, dial DialFunc) (*Driver, error) {
 		return nil, err
 	}
 	d := &Driver{cfg: cfg, dial: dial, log: cfg.Logger, done: make(chan struct{})}
-	for i, id := range ClientIDs(cfg.ClientID, cfg.Connections) {
+	ids := ClientIDs(cfg.ClientID, cfg.Connections)
+	// Several connections fail together (a throttled consumer group):
+	// one line for all of them.
+	var group *FailureGroup
+	if len(ids) > 1 {
+		group = NewFailureGroup(len(ids), cfg.Logger)
+	}
+	for i, id := range ids {
 		d.slots = append(d.slots, &slot{index: i, id: id, sup: &Supervisor{
 			Name:    id,
 			Backoff: bridge.Backoff{Min: cfg.MinBackoff, Max: cfg.MaxBackoff},
 			Limiter: cfg.Limiter,
 			Logger:  cfg.Logger,
+			Group:   group,
 		}})
 	}
 	return d, nil

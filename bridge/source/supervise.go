@@ -72,6 +72,10 @@ type Supervisor struct {
 	StableAfter time.Duration // default 1 minute
 	Limiter     *AttemptLimiter
 	Logger      *slog.Logger
+	// Group, when set, is shared with the other connections of the
+	// source: it logs their connect failures together (see FailureGroup),
+	// and Run logs this connection's at debug.
+	Group *FailureGroup
 
 	mu    sync.Mutex
 	state bridge.ConnState
@@ -126,6 +130,9 @@ func (s *Supervisor) Run(ctx context.Context, session Session) error {
 			reconnect := everConnected
 			everConnected = true
 			lastErr = ""
+			if s.Group != nil {
+				s.Group.Connected(s.Name)
+			}
 			s.setState(func(st *bridge.ConnState) {
 				st.Connected = true
 				st.LastError = ""
@@ -156,6 +163,8 @@ func (s *Supervisor) Run(ctx context.Context, session Session) error {
 				s.Backoff.Reset()
 			}
 			log.Warn("source connection lost; reconnecting", "conn", s.Name, "err", msg)
+		} else if s.Group != nil {
+			s.Group.Failed(s.Name, msg)
 		} else if shape := FailureShape(msg); shape != lastErr {
 			log.Error("source connect failed; retrying with backoff", "conn", s.Name, "err", msg)
 			lastErr = shape

@@ -208,6 +208,33 @@ func TestLoginRefusedIsReportedWithoutSecrets(t *testing.T) {
 	}
 }
 
+// TestRefusedLoginOnSeveralConnectionsIsOneLine: four connections whose
+// logins are refused alike make one ERROR line counting them (each logged
+// its own: 4 lines, 21 for a throttled group of 40), and, if some failed
+// after it, one saying it holds every connection.
+func TestRefusedLoginOnSeveralConnectionsIsOneLine(t *testing.T) {
+	s := startFakeServer(t)
+	p := goodParams()
+	p.AccessKeySecret = "wrong-secret-value"
+	src, logs := newTestSource(t, s, func(c *Config) { c.Params = testParams(p); c.Connections = 4 })
+	sourcetest.Start(t, src, nil)
+	waitfor.Until(t, "the failure's line", 20*time.Second, func() bool {
+		return strings.Contains(logs.String(), "level=ERROR msg=\"source connect failed; retrying with backoff\"")
+	})
+	waitfor.Until(t, "twelve login attempts", 20*time.Second, func() bool { return s.Record().Accepted >= 12 })
+	out := logs.String()
+	if n := strings.Count(out, "level=ERROR msg=\"source connect failed"); n != 1 {
+		t.Errorf("logged %d error lines for the same refused login on 4 connections, want 1:\n%s", n, out)
+	}
+	if n := strings.Count(out, "level=ERROR"); n > 2 {
+		t.Errorf("logged %d error lines, want 1, and 1 more if the failure reached every connection after it:\n%s", n, out)
+	}
+	waitfor.Until(t, "a line saying all 4 connections are refused", 20*time.Second, func() bool {
+		out := logs.String()
+		return strings.Contains(out, "connections_failing=4 connections=4") || strings.Contains(out, "source connect failing on every connection")
+	})
+}
+
 func TestServerCloseReconnectsOneConnectionPerSlot(t *testing.T) {
 	s := startFakeServer(t)
 	src, _ := newTestSource(t, s, func(c *Config) { c.Connections = 2; c.Ack = AckClientIndividual })
