@@ -18,6 +18,12 @@ const (
 	DefaultMaxBackoff    = time.Minute
 	// DefaultFetchTimeout bounds one Retrieve.
 	DefaultFetchTimeout = 30 * time.Second
+	// UnrenewedAskEvery is the shortest wait before the provider is asked
+	// again after it gave the held triple once more when its refresh was
+	// due (a credentials file nothing rotates any more, a stuck RAM role
+	// agent): the refresh, due at half the remaining life, came closer
+	// with every such answer, down to a few nanoseconds before the expiry.
+	UnrenewedAskEvery = 10 * time.Second
 )
 
 // CacheOptions tune a Cache; the zero value selects the defaults.
@@ -175,13 +181,16 @@ type Status struct {
 	// Closed: Close was called; no refresh runs by itself any more (a
 	// proactive one, or the retry of a failed one).
 	Closed bool
+	// Refresh is when the held triple is due to be asked for again; zero
+	// when it does not expire or none is held.
+	Refresh time.Time
 }
 
 // Status returns the cache's state without fetching.
 func (c *Cache) Status() Status {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return Status{Expiration: c.cur.Expiration, Held: c.have, Failures: c.failures, Closed: c.closed}
+	return Status{Expiration: c.cur.Expiration, Held: c.have, Failures: c.failures, Closed: c.closed, Refresh: c.refreshAt}
 }
 
 // Provider returns the provider behind the cache.
@@ -322,6 +331,10 @@ func (c *Cache) refresh(done chan struct{}) {
 	if !cr.Expiration.IsZero() {
 		margin := min(c.opts.RefreshBefore, cr.Expiration.Sub(now)/2)
 		c.refreshAt = cr.Expiration.Add(-margin)
+		if same && due && !recovered {
+			// Not renewed: ask again, but not sooner than this.
+			c.refreshAt = later(c.refreshAt, now.Add(UnrenewedAskEvery))
+		}
 		c.schedule(c.refreshAt)
 	}
 	if again {
@@ -341,8 +354,9 @@ func (c *Cache) refresh(done chan struct{}) {
 		// same triple says nothing.
 		if due && c.unrenewedID != cr.AccessKeyID {
 			c.unrenewedID = cr.AccessKeyID
-			c.log.Warn("credentials not renewed: the provider gave the held ones again; they are used until they expire and asked for again "+
-				"before that (is what renews them, e.g. what rotates the credentials file, still running?)",
+			c.log.Warn("credentials not renewed: the provider gave the held ones again (they expire at "+cr.Expiration.UTC().Format(time.RFC3339)+
+				"); they are used until then and asked for again at most every "+UnrenewedAskEvery.String()+" (is what renews them, "+
+				"e.g. what rotates the credentials file or the RAM role's credential agent, still running?)",
 				"provider", c.p.Name(), "from", cr.Source, "access_key_id", MaskID(cr.AccessKeyID), "expires", cr.Expiration.UTC().Format(time.RFC3339))
 		}
 		return
@@ -355,6 +369,14 @@ func (c *Cache) refresh(done chan struct{}) {
 		attrs = append(attrs, "recovered", true)
 	}
 	c.log.Info("credentials refreshed", attrs...)
+}
+
+// later returns the later of a and b.
+func later(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
 }
 
 // MaskID shortens an AccessKeyId for logs and status lines: enough to tell

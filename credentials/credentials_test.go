@@ -891,6 +891,42 @@ func TestCacheTripleNotRenewedIsNotCalledRefreshed(t *testing.T) {
 	}
 }
 
+// TestCacheUnrenewedTripleIsNotAskedEverMoreOften: a provider that keeps
+// giving the same expiring triple (a stale credentials file, a stuck RAM
+// role agent) is asked again at most every UnrenewedAskEvery: the refresh
+// was due at half the remaining life after each answer, 90 s, 45 s, ...
+// down to nanoseconds before the expiry (38 asks in the last 180 s, 33 of
+// them in its last 10 s). The log says once when they expire.
+func TestCacheUnrenewedTripleIsNotAskedEverMoreOften(t *testing.T) {
+	clk := testclock.New(time.Now())
+	exp := clk.Now().Add(10 * time.Minute)
+	p := &sameTriple{exp: exp}
+	cache, logs := sameTripleCache(t, p, clk)
+	var asks []time.Time // the clock at each ask after the first fetch
+	for len(asks) < 100 {
+		due := cache.Status().Refresh
+		if !due.Before(exp) {
+			break
+		}
+		clk.Add(due.Sub(clk.Now()))
+		asks = append(asks, clk.Now())
+		if _, err := cache.Get(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		waitfor.Until(t, fmt.Sprintf("ask %d answered", len(asks)), 10*time.Second, func() bool { return cache.Status().Refresh != due })
+	}
+	for i := 1; i < len(asks); i++ {
+		if gap := asks[i].Sub(asks[i-1]); gap < credentials.UnrenewedAskEvery {
+			t.Errorf("ask %d came %v after the one before, %v before the expiry; want at least %v between asks (%d asks in all)",
+				i+1, gap, exp.Sub(asks[i]), credentials.UnrenewedAskEvery, len(asks))
+			break
+		}
+	}
+	if want := "credentials not renewed: the provider gave the held ones again (they expire at " + exp.UTC().Format(time.RFC3339) + ")"; strings.Count(logs(), want) != 1 {
+		t.Errorf("want once %q:\n%s", want, logs())
+	}
+}
+
 // sameTripleCache is a Cache over p on clk that has fetched once, and its
 // log so far; it is closed when the test ends.
 func sameTripleCache(t *testing.T, p *sameTriple, clk *testclock.Clock) (*credentials.Cache, func() string) {
