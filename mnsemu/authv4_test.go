@@ -93,4 +93,7 @@ func TestV4Errors(t *testing.T) {
 	if n := len(v.e.Messages("q1")); n != 2 {
 		t.Fatalf("%d stored, want 2", n)
 	}
+	if n, none := v.e.Depth("q1"), v.e.Depth("no-such-queue"); n != 2 || none != 0 {
+		t.Fatalf("Depth: q1 %d (want 2), no-such-queue %d (want 0)", n, none)
+	}
 }

@@ -280,6 +280,14 @@ func (e *Emulator) Messages(name string) []StoredMessage {
 	return out
 }
 
+// Depth returns how many messages queue name holds (not yet deleted,
+// visible or not): len(Messages(name)) without copying them, for tests that
+// wait for a queue to fill. 0 when there is no such queue.
+func (e *Emulator) Depth(name string) int {
+	_, n, _ := under(e, e.declaredQueue, name, nil, func(q *queue) int { return len(q.msgs) })
+	return n
+}
+
 // Published returns the messages published to topic name, oldest first;
 // nil when there is no such topic.
 func (e *Emulator) Published(name string) []StoredMessage {

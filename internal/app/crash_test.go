@@ -42,7 +42,7 @@ func TestKill9WithSpoolLosesNothing(t *testing.T) {
 		c := startChild(t, "run", "-config", path)
 		target := round * n / 4
 		waitFor(t, fmt.Sprintf("%d messages before kill %d", target, round), 2*time.Minute, func() bool {
-			return len(p.emu.Messages("telemetry-pk1")) >= target
+			return p.emu.Depth("telemetry-pk1") >= target
 		})
 		c.Kill9(t)
 	}

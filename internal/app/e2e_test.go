@@ -194,7 +194,7 @@ func TestRunForwards10000BinaryMessagesByteForByte(t *testing.T) {
 		p.sim.Publish("g1", iotsim.Message{Topic: fmt.Sprintf("/pk1/dev%d/user/data", i%7), MessageID: id, Body: body})
 	}
 	waitFor(t, "10,000 messages at the emulator", 2*time.Minute, func() bool {
-		return len(p.emu.Messages("telemetry-pk1")) >= n
+		return p.emu.Depth("telemetry-pk1") >= n
 	})
 	cancel()
 	select {

@@ -44,7 +44,7 @@ func TestRunWithPropertiesEveryMessageCarriesThePlatformMetadata(t *testing.T) {
 		want[id] = s
 		p.sim.Publish("g1", iotsim.Message{Topic: s.topic, MessageID: id, GenerateTime: s.gen, Body: []byte("payload " + id)})
 	}
-	waitFor(t, "every message at the emulator", 2*time.Minute, func() bool { return len(p.emu.Messages("telemetry-pk1")) >= n })
+	waitFor(t, "every message at the emulator", 2*time.Minute, func() bool { return p.emu.Depth("telemetry-pk1") >= n })
 
 	seen := map[string]bool{}
 	for _, m := range p.emu.Messages("telemetry-pk1") {
