@@ -13,7 +13,8 @@ import (
 // them (without PipelineConfig.Metrics, its own, registered nowhere), so
 // it counts without asking whether anyone reads. Safe for concurrent use.
 type Metrics struct {
-	Received       prometheus.Counter
+	Received       prometheus.Counter // deliveries that entered the pipeline
+	SourceReceived prometheus.Counter // deliveries taken from the platform (counted by the caller that wires the source)
 	Forwarded      prometheus.Counter
 	Duplicates     prometheus.Counter
 	Joined         prometheus.Counter // redelivered copies joined to their held original
@@ -30,7 +31,10 @@ type Metrics struct {
 func NewMetrics(reg prometheus.Registerer) *Metrics {
 	const ns = "iot_mns_bridge"
 	m := &Metrics{
-		Received:   prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Name: "received_total", Help: "Deliveries taken from the source."}),
+		Received: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Name: "received_total",
+			Help: "Deliveries that entered the pipeline: taken from the source, or with the spool on from the spool (an earlier run's backlog included). source_received_total counts what the source took from the platform."}),
+		SourceReceived: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Name: "source_received_total",
+			Help: "Deliveries taken from the platform by the source in this run; with the spool on they enter the spool first (received_total counts what then enters the pipeline)."}),
 		Forwarded:  prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Name: "forwarded_total", Help: "Messages accepted by MNS."}),
 		Duplicates: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Name: "duplicates_suppressed_total", Help: "Redeliveries suppressed by the de-dup window."}),
 		Joined: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Name: "duplicates_joined_total",
@@ -50,7 +54,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	if reg == nil {
 		return m
 	}
-	reg.MustRegister(m.Received, m.Forwarded, m.Duplicates, m.Joined, m.Retried, m.DeadLettered, m.BatchSize, m.RequestSeconds, m.SendFailures, m.Throttled)
+	reg.MustRegister(m.Received, m.SourceReceived, m.Forwarded, m.Duplicates, m.Joined, m.Retried, m.DeadLettered, m.BatchSize, m.RequestSeconds, m.SendFailures, m.Throttled)
 	return m
 }
 

@@ -56,6 +56,10 @@ type Stage struct {
 	held    window             // committed, not yet forwarded: the feeder takes them from here
 
 	fromMemory, readBack atomic.Int64 // messages the feeder forwarded from held and from the file
+	// requeued counts the messages the feeder forwarded that the pipeline
+	// released (shutdown): they stay in the spool. released counts those
+	// Close gave back upstream: they never reached the spool.
+	requeued, released atomic.Int64
 }
 
 // Bounds of the window of committed messages that the feeder forwards from
@@ -305,6 +309,7 @@ func (s *Stage) Close() (keep []*bridge.Delivery) {
 		d.Release()
 		released++
 	}
+	s.released.Add(int64(released))
 	if released > 0 {
 		s.log.Warn("released messages that never reached the spool (the platform redelivers them)", "count", released)
 	}
@@ -350,12 +355,28 @@ func sleep(ctx context.Context, d time.Duration) error {
 	}
 }
 
-// spoolSettler deletes a forwarded message from the spool.
-type spoolSettler struct{ sp *Spool }
+// Releases returns how many deliveries the Stage gave back upstream (at
+// Close: they never reached the spool; the platform redelivers them) and
+// how many messages it fed the pipeline released (they stay in the spool).
+// The pipeline's own count of releases holds both those it fed and those
+// Intake handed it directly (a message larger than the whole spool).
+func (s *Stage) Releases() (upstream, requeued int64) {
+	return s.released.Load(), s.requeued.Load()
+}
+
+// spoolSettler deletes a forwarded message from the spool; a released one
+// stays there, counted in requeued.
+type spoolSettler struct {
+	sp       *Spool
+	requeued *atomic.Int64
+}
 
 func (ss spoolSettler) Settle(d *bridge.Delivery, o bridge.Outcome) {
-	if o == bridge.Accepted {
+	switch o {
+	case bridge.Accepted:
 		ss.sp.Delete(d.Token.(uint64))
+	case bridge.Released:
+		ss.requeued.Add(1)
 	}
 }
 
@@ -369,7 +390,7 @@ func (ss spoolSettler) Settle(d *bridge.Delivery, o bridge.Outcome) {
 // not fit, and any the window missed (a periodic look, which reads only
 // keys whose commit the window has already heard of).
 func (s *Stage) Feed(ctx context.Context) {
-	settler := spoolSettler{sp: s.sp}
+	settler := spoolSettler{sp: s.sp, requeued: &s.requeued}
 	next := uint64(0) // every key below has been forwarded
 	forward := func(key uint64, m bridge.Message) error {
 		if err := s.pipeline(ctx, bridge.NewDelivery(m, settler, key)); err != nil {

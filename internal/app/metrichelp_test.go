@@ -14,7 +14,7 @@ import (
 )
 
 // metricsOf gathers the bridge's registry; of returns the help text and the
-// value of an unlabelled gauge (-1 when it is absent).
+// value of an unlabelled gauge or counter (-1 when it is absent).
 func metricsOf(t *testing.T, b *Bridge) (of func(name string) (help string, value float64)) {
 	t.Helper()
 	mfs, err := b.Registry().Gather()
@@ -24,7 +24,11 @@ func metricsOf(t *testing.T, b *Bridge) (of func(name string) (help string, valu
 	return func(name string) (string, float64) {
 		for _, mf := range mfs {
 			if mf.GetName() == name && len(mf.GetMetric()) > 0 {
-				return mf.GetHelp(), mf.GetMetric()[0].GetGauge().GetValue()
+				m := mf.GetMetric()[0]
+				if c := m.GetCounter(); c != nil {
+					return mf.GetHelp(), c.GetValue()
+				}
+				return mf.GetHelp(), m.GetGauge().GetValue()
 			}
 		}
 		return "", -1

@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"path/filepath"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -61,17 +62,32 @@ func (b *Bridge) Run(ctx context.Context) error {
 // them: what the pipeline received and how each was settled. Without the
 // spool they add up: received = forwarded + dead_lettered + duplicates +
 // joined + released + stranded. With it, the pipeline receives from the
-// spool, and what it has not settled stays there (left_in_spool, which
-// also counts what the feeder had not handed it yet). Then where the
-// messages went that no upstream sends again and that were kept at
-// shutdown (the stranded ones, and those intake refused at shutdown):
+// spool (an earlier run's backlog included), so the line starts with what
+// came in: what the spool held at the start (in_spool_at_start) and what
+// this run took from the platform (source_received), and it adds up:
+//
+//	in_spool_at_start + source_received = forwarded + dead_lettered +
+//	    duplicates + joined + released + left_in_spool +
+//	    kept_in_dead_letter_file + lost
+//
+// where released is what was given back upstream (the platform redelivers
+// it), not what the pipeline released back into the spool, and
+// left_in_spool is what the closed spool holds (what the pipeline had not
+// settled, what the feeder had not handed it yet, and kept_in_spool). Then
+// where the messages went that no upstream sends again and that were kept
+// at shutdown (the stranded ones, and those intake refused at shutdown):
 // kept_in_spool, kept_in_dead_letter_file, and lost (0 unless both
 // failed; logged with their ids).
 func (r *run) stopCounts() []any {
 	st := r.b.pipeline.Stats()
-	args := []any{"received", st.Received, "forwarded", st.Forwarded, "dead_lettered", st.DeadLettered, "duplicates", st.Duplicates, "joined", st.Joined}
+	var args []any
 	if r.stage != nil {
-		args = append(args, "left_in_spool", r.leftInSpool)
+		args = append(args, "in_spool_at_start", r.inSpoolAtStart, "source_received", r.sourceReceived.Load())
+	}
+	args = append(args, "received", st.Received, "forwarded", st.Forwarded, "dead_lettered", st.DeadLettered, "duplicates", st.Duplicates, "joined", st.Joined)
+	if r.stage != nil {
+		upstream, requeued := r.stage.Releases()
+		args = append(args, "released", st.Released-requeued+upstream, "left_in_spool", r.leftInSpool)
 	} else {
 		args = append(args, "released", st.Released)
 	}
@@ -93,6 +109,12 @@ type run struct {
 	// start forwards (the pipeline's unaccepted messages and those the
 	// feeder had not handed it yet).
 	leftInSpool int64
+	// inSpoolAtStart is what the spool held when it was opened: what an
+	// earlier run left.
+	inSpoolAtStart int64
+	// sourceReceived counts the deliveries the source handed over and
+	// intake took (source_received_total).
+	sourceReceived atomic.Int64
 
 	cancelIntake context.CancelFunc
 	cancelStatus context.CancelFunc
@@ -237,6 +259,7 @@ func (r *run) openSpool() error {
 	st := s.Stats()
 	b.log.Info("spool open", "dir", b.cfg.Spool.Dir, "messages", st.Depth, "bytes", st.Bytes)
 	b.registerSpoolMetrics(s)
+	r.inSpoolAtStart = int64(st.Depth)
 	r.spool, r.stage = s, spool.NewStage(s, b.pipeline.Handle, b.log.With("component", "spool"))
 	return nil
 }
@@ -257,7 +280,7 @@ func (r *run) startIntake(ctx context.Context) {
 	// At shutdown a message no upstream would send again is kept, never
 	// dropped: see keeping and store.
 	r.keep = &bridge.Keeper{}
-	intake = r.keep.Wrap(intake)
+	intake = r.countTaken(r.keep.Wrap(intake))
 	r.srcErr = make(chan error, 1)
 	go func() { r.srcErr <- b.source.Run(ictx, intake) }()
 	go b.watchReady(ictx)
@@ -265,6 +288,20 @@ func (r *run) startIntake(ctx context.Context) {
 	r.cancelStatus, r.statusDone = cancelStatus, make(chan struct{})
 	go func() { defer close(r.statusDone); b.reportStatus(sctx) }()
 	go b.summaries(ictx)
+}
+
+// countTaken counts in source_received what intake takes from the source
+// (nil: the source settles it or, refused at shutdown and kept, sees it
+// taken).
+func (r *run) countTaken(intake bridge.Handler) bridge.Handler {
+	return func(ctx context.Context, d *bridge.Delivery) error {
+		err := intake(ctx, d)
+		if err == nil {
+			r.sourceReceived.Add(1)
+			r.b.metrics.SourceReceived.Inc()
+		}
+		return err
+	}
 }
 
 // wait returns when ctx is done (nil) or the source stopped for good (its
