@@ -20,10 +20,33 @@ type Metrics struct {
 	Joined         prometheus.Counter // redelivered copies joined to their held original
 	Retried        prometheus.Counter
 	DeadLettered   *prometheus.CounterVec // by reason class
-	BatchSize      prometheus.Histogram
-	RequestSeconds *prometheus.HistogramVec // by destination kind and status
-	SendFailures   *prometheus.CounterVec   // messages whose send failed, by status
-	Throttled      prometheus.Counter       // messages whose send MNS throttled
+	BatchSize      prometheus.Histogram   // the routes' requests
+	RequestSeconds prometheus.ObserverVec // the routes' requests, by destination kind and status
+	SendFailures   *prometheus.CounterVec // the routes' messages whose send failed, by status
+	Throttled      prometheus.Counter     // the routes' messages whose send MNS throttled
+
+	// The last three are target="routes" of these, whose target
+	// "dead_letter_queue" counts the dead-letter queue's requests
+	// (DeadLetterQueueRequest).
+	requestSeconds      *prometheus.HistogramVec
+	sendFailures        *prometheus.CounterVec
+	throttled           *prometheus.CounterVec
+	routes, deadLetterQ sendMetrics
+}
+
+// The values of the target label of the request metrics: the pipeline's
+// sends to the routes' queues and topics, and the writes to
+// delivery.dead_letter.queue.
+const (
+	TargetRoutes          = "routes"
+	TargetDeadLetterQueue = "dead_letter_queue"
+)
+
+// sendMetrics are the request metrics of one target.
+type sendMetrics struct {
+	seconds   prometheus.ObserverVec // by kind and status
+	failures  *prometheus.CounterVec // by status
+	throttled prometheus.Counter
 }
 
 // NewMetrics creates the collectors and registers them with reg; a nil reg
@@ -43,23 +66,32 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		DeadLettered: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "dead_lettered_total", Help: "Messages written to the dead-letter target, by reason."}, []string{"reason"}),
 		BatchSize: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: ns, Name: "batch_messages", Help: "Messages per MNS request.",
 			Buckets: []float64{1, 2, 4, 8, 12, 16}}),
-		RequestSeconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: ns, Name: "sink_request_seconds",
-			Help:    "Duration of MNS send requests, by destination kind (queue: BatchSendMessage, topic: PublishMessage) and status (ok, or the first failure's HTTP status, or network).",
-			Buckets: prometheus.ExponentialBuckets(0.001, 2, 15)}, []string{"kind", "status"}),
-		SendFailures: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "send_failures_total",
-			Help: "Messages whose MNS send failed, by HTTP status (or network), whatever happened next (retry or dead-letter)."}, []string{"status"}),
-		Throttled: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Name: "throttled_total",
-			Help: "Messages whose MNS send was throttled (429 TooManyRequests, or the legacy QpsLimitExceeded); they are retried with backoff."}),
+		requestSeconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: ns, Name: "sink_request_seconds",
+			Help: "Duration of MNS send requests, by destination kind (queue: BatchSendMessage, topic: PublishMessage), status (ok, or the first failure's HTTP status, or network) " +
+				"and target (routes: the routes' queues and topics; dead_letter_queue: delivery.dead_letter.queue).",
+			Buckets: prometheus.ExponentialBuckets(0.001, 2, 15)}, []string{"kind", "status", "target"}),
+		sendFailures: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "send_failures_total",
+			Help: "Messages whose MNS send failed, by HTTP status (or network) and target (routes, or dead_letter_queue: dead-letter entries), whatever happened next (retry, dead-letter, or the dead-letter file only)."}, []string{"status", "target"}),
+		throttled: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "throttled_total",
+			Help: "Messages whose MNS send was throttled (429 TooManyRequests, or the legacy QpsLimitExceeded), by target (routes, dead_letter_queue); they are retried with backoff."}, []string{"target"}),
 	}
+	m.routes, m.deadLetterQ = m.target(TargetRoutes), m.target(TargetDeadLetterQueue)
+	m.RequestSeconds, m.SendFailures, m.Throttled = m.routes.seconds, m.routes.failures, m.routes.throttled
 	if reg == nil {
 		return m
 	}
-	reg.MustRegister(m.Received, m.SourceReceived, m.Forwarded, m.Duplicates, m.Joined, m.Retried, m.DeadLettered, m.BatchSize, m.RequestSeconds, m.SendFailures, m.Throttled)
+	reg.MustRegister(m.Received, m.SourceReceived, m.Forwarded, m.Duplicates, m.Joined, m.Retried, m.DeadLettered, m.BatchSize, m.requestSeconds, m.sendFailures, m.throttled)
 	return m
 }
 
-// request counts one Sink.Send of d: its messages (errs, one a message),
-// their failures and how long it took.
+// target is the request metrics curried with target.
+func (m *Metrics) target(target string) sendMetrics {
+	l := prometheus.Labels{"target": target}
+	return sendMetrics{seconds: m.requestSeconds.MustCurryWith(l), failures: m.sendFailures.MustCurryWith(l), throttled: m.throttled.With(l)}
+}
+
+// request counts one Sink.Send of the pipeline to d: its messages (errs,
+// one a message), their failures and how long it took.
 func (m *Metrics) request(d Destination, errs []error, took time.Duration) {
 	if d.Kind == Topic {
 		// A topic has no batch request: each message is one PublishMessage.
@@ -69,20 +101,33 @@ func (m *Metrics) request(d Destination, errs []error, took time.Duration) {
 	} else {
 		m.BatchSize.Observe(float64(len(errs)))
 	}
+	m.routes.request(d, errs, took)
+}
+
+// DeadLetterQueueRequest counts one Sink.Send of dead-letter entries to
+// the dead-letter queue d, as request does the pipeline's (but for
+// batch_messages), under target="dead_letter_queue". Safe for concurrent
+// use.
+func (m *Metrics) DeadLetterQueueRequest(d Destination, errs []error, took time.Duration) {
+	m.deadLetterQ.request(d, errs, took)
+}
+
+// request counts the failures of one Sink.Send to d and how long it took.
+func (s sendMetrics) request(d Destination, errs []error, took time.Duration) {
 	status := "ok"
 	for _, err := range errs {
 		if err != nil {
-			s := statusLabel(err)
-			m.SendFailures.WithLabelValues(s).Inc()
+			l := statusLabel(err)
+			s.failures.WithLabelValues(l).Inc()
 			if throttled(err) {
-				m.Throttled.Inc()
+				s.throttled.Inc()
 			}
 			if status == "ok" {
-				status = s
+				status = l
 			}
 		}
 	}
-	m.RequestSeconds.WithLabelValues(d.Kind.String(), status).Observe(took.Seconds())
+	s.seconds.WithLabelValues(d.Kind.String(), status).Observe(took.Seconds())
 }
 
 // statusLabel is the HTTP status of a sink error that has one (a method

@@ -142,7 +142,7 @@ func New(cfg *config.Config, opts Options) (*Bridge, error) {
 		return nil, &UsageError{Err: err}
 	}
 	b.router.Store(router)
-	b.dead = deadletter.NewTargets(cfg.Delivery.DeadLetter.File, recordingSink{b.sink, &b.status.deadQueue}, cfg.Delivery.DeadLetter.Queue)
+	b.dead = deadletter.NewTargets(cfg.Delivery.DeadLetter.File, recordingSink{Sink: b.sink, rec: &b.status.deadQueue, meter: b.metrics.DeadLetterQueueRequest}, cfg.Delivery.DeadLetter.Queue)
 	b.dead.BoundFile(int64(cfg.Delivery.DeadLetter.MaxBytes))
 	var dedup *bridge.Dedup
 	if cfg.Delivery.Dedup.Size > 0 {
@@ -155,7 +155,7 @@ func New(cfg *config.Config, opts Options) (*Bridge, error) {
 	}
 	d := cfg.Delivery
 	b.pipeline, err = bridge.NewPipeline(bridge.PipelineConfig{
-		Router: router, Sink: recordingSink{sink, &b.status.mns},
+		Router: router, Sink: recordingSink{Sink: sink, rec: &b.status.mns},
 		DeadLetters: recordingDeadLetters{b.dead, &b.status.deadReason, &b.status.deadWrite}, Envelope: cfg.Envelope, Properties: propertySpec(cfg),
 		BatchSize: d.BatchSize, BatchBytes: d.BatchBytes, Linger: d.Linger, MaxInFlight: d.MaxInFlight,
 		MaxInFlightBytes:          int64(d.MaxInFlightBytes),

@@ -35,6 +35,41 @@ func metricsOf(t *testing.T, b *Bridge) (of func(name string) (help string, valu
 	}
 }
 
+// series returns the value of the counter or gauge, or the sample count of
+// the histogram, name whose labels include want; -1 when there is none.
+func series(t *testing.T, b *Bridge, name string, want map[string]string) float64 {
+	t.Helper()
+	mfs, err := b.Registry().Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+	next:
+		for _, m := range mf.GetMetric() {
+			got := map[string]string{}
+			for _, l := range m.GetLabel() {
+				got[l.GetName()] = l.GetValue()
+			}
+			for k, v := range want {
+				if got[k] != v {
+					continue next
+				}
+			}
+			switch {
+			case m.GetHistogram() != nil:
+				return float64(m.GetHistogram().GetSampleCount())
+			case m.GetCounter() != nil:
+				return m.GetCounter().GetValue()
+			}
+			return m.GetGauge().GetValue()
+		}
+	}
+	return -1
+}
+
 // TestLimitHelpTextsHoldWithTheSpool: with the spool on (STOMP ack auto,
 // the default) and MNS failing, the pipeline holds delivery.max_in_flight
 // messages while the source goes on reading into the spool. The help texts

@@ -62,7 +62,7 @@ func TestMetricsAndReadinessMove(t *testing.T) {
 		return metricValue(t, text, "iot_mns_bridge_forwarded_total") >= 500
 	})
 	_, text := httpGet(t, base+"/metrics")
-	if v := metricValue(t, text, `iot_mns_bridge_send_failures_total{status="404"}`); v < 300 {
+	if v := metricValue(t, text, `iot_mns_bridge_send_failures_total{status="404",target="routes"}`); v < 300 {
 		t.Errorf("send failures by status: 404 counted %v times, want the 300 QueueNotExist", v)
 	}
 	if metricValue(t, text, "iot_mns_bridge_in_flight") < 0 {

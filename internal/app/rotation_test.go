@@ -597,24 +597,11 @@ func TestATokenTheLoginCannotCarryFailsTheDialOnly(t *testing.T) {
 // credentialGauge reads one credentials gauge of the bridge's registry.
 func credentialGauge(t *testing.T, b *Bridge, name, which string) float64 {
 	t.Helper()
-	mfs, err := b.Registry().Gather()
-	if err != nil {
-		t.Fatal(err)
+	v := series(t, b, name, map[string]string{"credentials": which})
+	if v == -1 {
+		t.Fatalf("no %s{credentials=%q}", name, which)
 	}
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-		for _, m := range mf.GetMetric() {
-			for _, l := range m.GetLabel() {
-				if l.GetName() == "credentials" && l.GetValue() == which {
-					return m.GetGauge().GetValue()
-				}
-			}
-		}
-	}
-	t.Fatalf("no %s{credentials=%q}", name, which)
-	return 0
+	return v
 }
 
 // newUnrun is New for a test that never runs the bridge. Run closes the

@@ -158,14 +158,21 @@ type statusRecorder struct {
 }
 
 // recordingSink passes sends on to the sink and counts them in rec. A send
-// cancelled (shutdown) is not a failure.
+// cancelled (shutdown) is not a failure. meter, when set, hears each
+// request and how long it took (the metrics of the sends the pipeline does
+// not make: the dead-letter queue's).
 type recordingSink struct {
 	bridge.Sink
-	rec *requestRecord
+	rec   *requestRecord
+	meter func(dest bridge.Destination, errs []error, took time.Duration)
 }
 
 func (s recordingSink) Send(ctx context.Context, dest bridge.Destination, msgs []bridge.Outgoing) []error {
+	start := time.Now()
 	errs := s.Sink.Send(ctx, dest, msgs)
+	if s.meter != nil {
+		s.meter(dest, errs, time.Since(start))
+	}
 	failed, accepted := false, 0
 	for i, err := range errs {
 		switch {

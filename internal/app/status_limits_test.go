@@ -16,7 +16,7 @@ func TestRecordingSinkKeepsTheSinkLimits(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var s bridge.Sink = recordingSink{mns.NewSink(c), &requestRecord{}}
+	var s bridge.Sink = recordingSink{Sink: mns.NewSink(c), rec: &requestRecord{}}
 	ls, ok := s.(bridge.LimitedSink)
 	if !ok {
 		t.Fatal("the recording sink hides the MNS sink's limits")
