@@ -216,7 +216,7 @@ const probeMark = "iot-mns-bridge check -probe:"
 // probe it also sends one marked message the way the bridge sends
 // (BatchSendMessage, PublishMessage), unless the lookup already failed.
 func checkDestination(ctx context.Context, b *Bridge, d bridge.Destination, probe bool, clientID string, out io.Writer) bool {
-	send := mns.Permission(sendOp(d.Kind))
+	send := mns.Permission(mns.SendOperation(d.Kind))
 	err := b.sink.Check(ctx, d)
 	var looked string
 	switch {
@@ -247,15 +247,6 @@ func checkDestination(ctx context.Context, b *Bridge, d bridge.Destination, prob
 	}
 	fmt.Fprintf(out, "ok   MNS %s: %s; sent one probe message (%s granted): its consumers receive \"%s ...\"\n", d, looked, send, probeMark)
 	return true
-}
-
-// sendOp is the MNS API operation the bridge sends to a destination of
-// kind k with.
-func sendOp(k bridge.DestinationKind) string {
-	if k == bridge.Topic {
-		return "PublishMessage"
-	}
-	return "BatchSendMessage"
 }
 
 // statePaths is check's line naming where the state files go. Without

@@ -929,7 +929,7 @@ func (c *Client) SendMessages(ctx context.Context, queue string, msgs []bridge.O
 }
 
 func (c *Client) batchSend(ctx context.Context, queue string, msgs []bridge.Outgoing, lab label, res []SendResult, errs []error) {
-	t := target{"BatchSendMessage", "queue", queue}
+	t := target{opBatchSend, "queue", queue}
 	if err := checkName(t); err != nil {
 		for i := range errs {
 			errs[i] = err
@@ -1003,7 +1003,7 @@ func (c *Client) Publish(ctx context.Context, topic string, m bridge.Outgoing) (
 }
 
 func (c *Client) publish(ctx context.Context, topic string, m bridge.Outgoing, lab string) (SendResult, error) {
-	t := target{"PublishMessage", "topic", topic}
+	t := target{opPublish, "topic", topic}
 	if err := checkName(t); err != nil {
 		return SendResult{}, err
 	}

@@ -171,11 +171,27 @@ func (e *Error) Error() string {
 // operation op: "mns:<op>", and for BatchSendMessage also mns:SendMessage,
 // which the RAM mapping table says covers it (list both in a policy).
 func Permission(op string) string {
-	if op == "BatchSendMessage" {
+	if op == opBatchSend {
 		return "mns:SendMessage and mns:BatchSendMessage"
 	}
 	return "mns:" + op
 }
+
+// SendOperation is the API operation the client sends to a destination of
+// kind k with: BatchSendMessage to a queue, PublishMessage to a topic (a
+// topic has no batch request).
+func SendOperation(k bridge.DestinationKind) string {
+	if k == bridge.Topic {
+		return opPublish
+	}
+	return opBatchSend
+}
+
+// The send operations' names, as MNS names them in its API and RAM.
+const (
+	opBatchSend = "BatchSendMessage"
+	opPublish   = "PublishMessage"
+)
 
 func (e *Error) hint() string {
 	switch e.Code {
