@@ -49,6 +49,10 @@ go test -race -count=1 -timeout 40m "$@" ./...
 # detector multiplies: those tests skip under -race and run here without it.
 echo "== go test (no -race): memory bounds"
 go test -count=1 -timeout 10m -run 'HeldMemoryBoundedThroughOutage' "$@" ./internal/app
+# The MNS client's allocation pins skip under -race (sync.Pool drops items
+# there on purpose), so they are counted here.
+echo "== go test (no -race): allocations of an MNS request"
+go test -count=1 -run 'TestBatchRequestAllocations|TestAuthorizationAllocatesOnce' "$@" ./sinks/mns
 
 FUZZ_TIME="${FUZZ_TIME:-10s}"
 if [ "$FUZZ_TIME" != "0" ]; then
