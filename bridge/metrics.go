@@ -21,13 +21,11 @@ type Metrics struct {
 	Retried        prometheus.Counter
 	DeadLettered   *prometheus.CounterVec // by reason class
 	BatchSize      prometheus.Histogram   // the routes' requests
-	RequestSeconds prometheus.ObserverVec // the routes' requests, by destination kind and status
-	SendFailures   *prometheus.CounterVec // the routes' messages whose send failed, by status
-	Throttled      prometheus.Counter     // the routes' messages whose send MNS throttled
 
-	// The last three are target="routes" of these, whose target
-	// "dead_letter_queue" counts the dead-letter queue's requests
-	// (DeadLetterQueueRequest).
+	// The requests' durations, failed and throttled messages, by target:
+	// routes counts the routes' requests (target="routes"), deadLetterQ
+	// the dead-letter queue's (target="dead_letter_queue",
+	// DeadLetterQueueRequest).
 	requestSeconds      *prometheus.HistogramVec
 	sendFailures        *prometheus.CounterVec
 	throttled           *prometheus.CounterVec
@@ -76,7 +74,6 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "Messages whose MNS send was throttled (429 TooManyRequests, or the legacy QpsLimitExceeded), by target (routes, dead_letter_queue); they are retried with backoff."}, []string{"target"}),
 	}
 	m.routes, m.deadLetterQ = m.target(TargetRoutes), m.target(TargetDeadLetterQueue)
-	m.RequestSeconds, m.SendFailures, m.Throttled = m.routes.seconds, m.routes.failures, m.routes.throttled
 	if reg == nil {
 		return m
 	}

@@ -39,10 +39,10 @@ func TestMetricsCountThrottling(t *testing.T) {
 	m := NewMetrics(prometheus.NewRegistry())
 	d := Destination{Kind: Queue, Name: "q"}
 	m.request(d, []error{nil, throttleErr{429, true}, fmt.Errorf("wrapped: %w", throttleErr{400, true}), throttleErr{400, false}, errors.New("network")}, time.Millisecond)
-	if v := counterValue(t, m.Throttled); v != 2 {
+	if v := counterValue(t, m.routes.throttled); v != 2 {
 		t.Errorf("throttled_total = %v, want 2", v)
 	}
-	if v := counterValue(t, m.SendFailures.WithLabelValues("400")); v != 2 {
+	if v := counterValue(t, m.routes.failures.WithLabelValues("400")); v != 2 {
 		t.Errorf("send_failures_total{status=400} = %v, want 2", v)
 	}
 }
