@@ -54,8 +54,8 @@ type CacheOptions struct {
 // Get returns the cached triple while it is valid. A triple that expires
 // is refreshed in the background when it is due, by a timer (so an idle
 // bridge holds a valid triple too) or by the first Get after that time. A failed refresh keeps the old triple until it
-// expires and is retried after a jittered, doubling backoff; calls in
-// between never reach the provider. Once the triple has expired and no
+// expires and is retried after a jittered, doubling backoff, at the latest
+// when the triple expires; calls in between never reach the provider. Once the triple has expired and no
 // refresh works, Get fails at once with an error naming the provider and
 // the last failure (callers hold their work and try again later).
 type Cache struct {
@@ -309,8 +309,17 @@ func (c *Cache) refresh(done chan struct{}) {
 		}
 		d = d/2 + rand.N(d/2+1) // jitter: 50..100 %
 		c.nextTry = now.Add(d)
-		c.schedule(c.nextTry)
 		valid := c.have && (c.cur.Expiration.IsZero() || now.Before(c.cur.Expiration))
+		if valid && !c.cur.Expiration.IsZero() && c.nextTry.After(c.cur.Expiration) {
+			// Not past the held triple's expiry: one attempt then, which
+			// renews it at once if the provider works again, and else says
+			// that it expired when it does (the backoff ran up to a minute
+			// past it: a provider back meanwhile was not asked, and an
+			// idle bridge said nothing of the expiry).
+			c.nextTry = c.cur.Expiration
+			d = c.nextTry.Sub(now)
+		}
+		c.schedule(c.nextTry)
 		switch {
 		case valid && c.failures == 1:
 			c.log.Warn("credentials refresh failed; using the current ones until they expire",

@@ -356,6 +356,19 @@ func TestCacheRefreshAheadKeepOldBackoffAndRecover(t *testing.T) {
 	}
 }
 
+// bufferedLogger is a text logger into a buffer, safe for the cache's
+// background refreshes, and a function that returns what it holds.
+func bufferedLogger() (*slog.Logger, func() string) {
+	var logBuf bytes.Buffer
+	var logMu sync.Mutex
+	logs := func() string {
+		logMu.Lock()
+		defer logMu.Unlock()
+		return logBuf.String()
+	}
+	return slog.New(slog.NewTextHandler(lockedWriter{&logMu, &logBuf}, nil)), logs
+}
+
 type lockedWriter struct {
 	mu *sync.Mutex
 	b  *bytes.Buffer
@@ -931,15 +944,8 @@ func TestCacheUnrenewedTripleIsNotAskedEverMoreOften(t *testing.T) {
 // log so far; it is closed when the test ends.
 func sameTripleCache(t *testing.T, p *sameTriple, clk *testclock.Clock) (*credentials.Cache, func() string) {
 	t.Helper()
-	var logBuf bytes.Buffer
-	var logMu sync.Mutex
-	logs := func() string {
-		logMu.Lock()
-		defer logMu.Unlock()
-		return logBuf.String()
-	}
-	cache := credentials.NewCache(p, credentials.CacheOptions{Now: clk.Now,
-		Logger: slog.New(slog.NewTextHandler(lockedWriter{&logMu, &logBuf}, nil))})
+	logger, logs := bufferedLogger()
+	cache := credentials.NewCache(p, credentials.CacheOptions{Now: clk.Now, Logger: logger})
 	t.Cleanup(cache.Close)
 	if _, err := cache.Get(context.Background()); err != nil {
 		t.Fatal(err)
@@ -967,4 +973,47 @@ func (*countingStatic) Name() string { return "static" }
 func (s *countingStatic) Retrieve(context.Context) (credentials.Credentials, error) {
 	s.calls.Add(1)
 	return credentials.Credentials{AccessKeyID: "LTAIstatic", AccessKeySecret: secretWord, Source: "static"}, nil
+}
+
+// TestCacheFailingRefreshIsTriedAgainAtTheExpiry: a refresh that fails
+// while the held triple is still valid is tried again at the latest when
+// the triple expires, whatever the backoff: a provider back by then gives
+// the new triple at once, and one that still fails says at the expiry that
+// the triple expired. Before, the next attempt waited out the backoff (up
+// to MaxBackoff past the expiry): walked with a credentials_file left
+// half-written, the triple expired at 16:15:28 with the next attempt 31.8 s
+// later, and the log's "no valid credentials" line was never written (only
+// MNS sends, when messages came, said the triple had expired).
+func TestCacheFailingRefreshIsTriedAgainAtTheExpiry(t *testing.T) {
+	clk := testclock.New(time.Now())
+	p := &fakeProvider{life: 10 * time.Minute, now: clk.Now}
+	logger, logs := bufferedLogger()
+	// A backoff of 15 to 30 minutes: longer than the triple has left.
+	cache := credentials.NewCache(p, credentials.CacheOptions{Now: clk.Now, MinBackoff: 30 * time.Minute, MaxBackoff: 30 * time.Minute,
+		Logger: logger})
+	t.Cleanup(cache.Close)
+	ctx := context.Background()
+	c, err := cache.Get(ctx)
+	if err != nil || c.AccessKeyID != "id-1" {
+		t.Fatal(c, err)
+	}
+	exp := c.Expiration
+	p.set(true)
+	clk.Add(exp.Add(-170 * time.Second).Sub(clk.Now())) // the refresh is due, and fails
+	if c, err := cache.Get(ctx); err != nil || c.AccessKeyID != "id-1" {
+		t.Fatalf("while the refresh runs: %v %v", c, err)
+	}
+	waitfor.Until(t, "the failed refresh to be stored", 10*time.Second, func() bool { return cache.Status().Failures == 1 })
+
+	clk.Add(exp.Sub(clk.Now())) // the expiry
+	_, err = cache.Get(ctx)
+	if err == nil || !strings.Contains(err.Error(), "credentials from fake expired at "+exp.UTC().Format(time.RFC3339)) {
+		t.Fatalf("at the expiry: %v", err)
+	}
+	waitfor.Until(t, "a refresh at the expiry", 10*time.Second, func() bool { return cache.Status().Failures == 2 },
+		func() string { return fmt.Sprintf("provider called %d times; log:\n%s", p.count(), logs()) })
+	if want := "no valid credentials: signing fails and messages are held until a refresh works"; strings.Count(logs(), want) != 1 {
+		t.Errorf("want once %q at the expiry:\n%s", want, logs())
+	}
+	noSecret(t, err)
 }
