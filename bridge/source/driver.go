@@ -175,6 +175,7 @@ type Driver struct {
 	dial  DialFunc
 	log   *slog.Logger
 	slots []*slot
+	group *FailureGroup // with more than one slot; stopped when Run returns
 
 	mu      sync.Mutex
 	started bool
@@ -217,9 +218,8 @@ func New(cfg Config, dial DialFunc) (*Driver, error) {
 	ids := ClientIDs(cfg.ClientID, cfg.Connections)
 	// Several connections fail together (a throttled consumer group):
 	// one line for all of them.
-	var group *FailureGroup
 	if len(ids) > 1 {
-		group = NewFailureGroup(len(ids), cfg.Logger)
+		d.group = NewFailureGroup(len(ids), cfg.Logger)
 	}
 	for i, id := range ids {
 		d.slots = append(d.slots, &slot{index: i, id: id, sup: &Supervisor{
@@ -227,7 +227,7 @@ func New(cfg Config, dial DialFunc) (*Driver, error) {
 			Backoff: bridge.Backoff{Min: cfg.MinBackoff, Max: cfg.MaxBackoff},
 			Limiter: cfg.Limiter,
 			Logger:  cfg.Logger,
-			Group:   group,
+			Group:   d.group,
 		}})
 	}
 	return d, nil
@@ -254,6 +254,9 @@ func (d *Driver) Run(ctx context.Context, h bridge.Handler) error {
 	d.cancel = cancel
 	d.mu.Unlock()
 	defer close(d.done)
+	// The source stopped: a window of the group that ends later (during
+	// the drain, after the shutdown lines) says nothing.
+	defer d.stopGroup()
 	defer cancel()
 
 	g, gctx := errgroup.WithContext(ctx)
@@ -387,6 +390,7 @@ func (d *Driver) Close(ctx context.Context) error {
 	d.closed = true
 	started, cancel := d.started, d.cancel
 	d.mu.Unlock()
+	d.stopGroup()
 	if started {
 		cancel()
 		select {
@@ -408,6 +412,13 @@ func (d *Driver) Close(ctx context.Context) error {
 	}
 	wg.Wait()
 	return errors.Join(errs...)
+}
+
+// stopGroup stops the connections' FailureGroup, if any.
+func (d *Driver) stopGroup() {
+	if d.group != nil {
+		d.group.Stop()
+	}
 }
 
 // ConnStates reports every slot's connection, in slot order.

@@ -18,15 +18,20 @@ const FailureGroupWindow = time.Second
 // ERROR line names the failure and counts the connections that met it;
 // later, one line when it holds every connection, and one when the last of
 // them connects again. Each connection's own failures are logged at debug
-// (and are in its ConnState). It is safe for concurrent use; the zero value
-// is not: use NewFailureGroup.
+// (and are in its ConnState). After Stop it says nothing. It is safe for
+// concurrent use; the zero value is not: use NewFailureGroup.
 type FailureGroup struct {
 	total int
 	log   *slog.Logger
-	after func(time.Duration, func()) // time.AfterFunc; a test's replaces it
+	// after is time.AfterFunc returning the timer's Stop; a test's
+	// replaces it.
+	after func(time.Duration, func()) (stop func() bool)
 
 	mu      sync.Mutex
-	failing map[string]string // connection -> shape of its current failure
+	stopped bool
+	windows map[int]func() bool // the Stop of each window running, by its number
+	window  int                 // the number of the next window
+	failing map[string]string   // connection -> shape of its current failure
 	kinds   map[string]*failureKind
 }
 
@@ -44,8 +49,35 @@ func NewFailureGroup(total int, log *slog.Logger) *FailureGroup {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &FailureGroup{total: total, log: log, after: func(d time.Duration, f func()) { time.AfterFunc(d, f) },
-		failing: map[string]string{}, kinds: map[string]*failureKind{}}
+	return &FailureGroup{total: total, log: log, after: func(d time.Duration, f func()) func() bool { return time.AfterFunc(d, f).Stop },
+		windows: map[int]func() bool{}, failing: map[string]string{}, kinds: map[string]*failureKind{}}
+}
+
+// startWindow calls f, with g.mu held, at the end of a window of
+// FailureGroupWindow unless the group stopped. Called with g.mu held.
+func (g *FailureGroup) startWindow(f func()) {
+	n := g.window
+	g.window++
+	g.windows[n] = g.after(FailureGroupWindow, func() {
+		g.mu.Lock()
+		defer g.mu.Unlock()
+		delete(g.windows, n)
+		if !g.stopped {
+			f()
+		}
+	})
+}
+
+// Stop ends the group when its source stopped: the windows running are
+// stopped and nothing more is logged. Idempotent.
+func (g *FailureGroup) Stop() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.stopped = true
+	for n, stop := range g.windows {
+		stop()
+		delete(g.windows, n)
+	}
 }
 
 // count is how many connections fail with shape. Called with g.mu held.
@@ -64,6 +96,9 @@ func (g *FailureGroup) Failed(conn, msg string) {
 	shape := FailureShape(msg)
 	g.mu.Lock()
 	defer g.mu.Unlock()
+	if g.stopped {
+		return
+	}
 	prev, had := g.failing[conn]
 	g.failing[conn] = shape
 	if had && prev != shape && g.count(prev) == 0 {
@@ -76,7 +111,7 @@ func (g *FailureGroup) Failed(conn, msg string) {
 	if k == nil {
 		k = &failureKind{err: msg, first: conn}
 		g.kinds[shape] = k
-		g.after(FailureGroupWindow, func() { g.announce(shape) })
+		g.startWindow(func() { g.announce(shape) })
 	}
 	k.peak = max(k.peak, n)
 	g.log.Debug("source connect failed", "conn", conn, "err", msg, "connections_failing", n, "connections", g.total)
@@ -87,10 +122,9 @@ func (g *FailureGroup) Failed(conn, msg string) {
 }
 
 // announce logs the line of the failure of shape at the end of its window,
-// unless every connection that met it has connected meanwhile.
+// unless every connection that met it has connected meanwhile. Called with
+// g.mu held.
 func (g *FailureGroup) announce(shape string) {
-	g.mu.Lock()
-	defer g.mu.Unlock()
 	k := g.kinds[shape]
 	if k == nil || k.announced {
 		return
@@ -112,6 +146,9 @@ func (g *FailureGroup) announce(shape string) {
 func (g *FailureGroup) Connected(conn string) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
+	if g.stopped {
+		return
+	}
 	shape, ok := g.failing[conn]
 	if !ok {
 		return

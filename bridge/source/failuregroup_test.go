@@ -29,14 +29,88 @@ func (h lineHandler) Handle(_ context.Context, r slog.Record) error {
 func (h lineHandler) WithAttrs([]slog.Attr) slog.Handler { return h }
 func (h lineHandler) WithGroup(string) slog.Handler      { return h }
 
+// manualWindows stands for time.AfterFunc in a FailureGroup: its windows
+// end only when the test ends them, and it records which were stopped.
+type manualWindows struct {
+	mu      sync.Mutex
+	ends    []func() // each window's end, in the order they started
+	stopped []bool
+}
+
+func (w *manualWindows) after(_ time.Duration, f func()) func() bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	i := len(w.ends)
+	w.ends, w.stopped = append(w.ends, f), append(w.stopped, false)
+	return func() bool {
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		was := !w.stopped[i]
+		w.stopped[i] = true
+		return was
+	}
+}
+
+// count is how many windows started.
+func (w *manualWindows) count() int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return len(w.ends)
+}
+
+// end ends window i, as its timer would (even a stopped one: a timer that
+// fired as it was stopped).
+func (w *manualWindows) end(i int) {
+	w.mu.Lock()
+	f := w.ends[i]
+	w.mu.Unlock()
+	f()
+}
+
+// running is how many windows are neither ended by the test nor stopped
+// (the test ends none in the tests that ask).
+func (w *manualWindows) running() int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	n := 0
+	for _, s := range w.stopped {
+		if !s {
+			n++
+		}
+	}
+	return n
+}
+
+// testLog is a logger that keeps each record as a line (see lineHandler),
+// and the lines.
+func testLog() (*slog.Logger, func() []string) {
+	mu, lines := new(sync.Mutex), new([]string)
+	return slog.New(lineHandler{mu, lines}), func() []string {
+		mu.Lock()
+		defer mu.Unlock()
+		return append([]string(nil), *lines...)
+	}
+}
+
 // testGroup is a FailureGroup of total connections whose log lines are
-// kept in lines and whose windows end only when the test calls them, in
-// the order they started.
-func testGroup(total int) (g *FailureGroup, lines *[]string, windows *[]func()) {
-	lines, windows = new([]string), new([]func())
-	g = NewFailureGroup(total, slog.New(lineHandler{new(sync.Mutex), lines}))
-	g.after = func(_ time.Duration, f func()) { *windows = append(*windows, f) }
+// kept in lines and whose windows end only when the test ends them.
+func testGroup(total int) (g *FailureGroup, lines func() []string, windows *manualWindows) {
+	log, lines := testLog()
+	windows = new(manualWindows)
+	g = NewFailureGroup(total, log)
+	g.after = windows.after
 	return g, lines, windows
+}
+
+// byLevel is lines whose level is level (e.g. "WARN").
+func byLevel(lines []string, level string) []string {
+	var out []string
+	for _, l := range lines {
+		if strings.HasPrefix(l, level+" ") {
+			out = append(out, l)
+		}
+	}
+	return out
 }
 
 // TestFailureGroupLogsAThrottledGroupOnce: 40 connections throttled
@@ -52,10 +126,10 @@ func TestFailureGroupLogsAThrottledGroupOnce(t *testing.T) {
 	for i := range 21 {
 		g.Failed(fmt.Sprintf("edge-gw-01-%d", i), throttled(i))
 	}
-	if len(*windows) != 1 {
-		t.Fatalf("%d windows started for one kind of failure, want 1", len(*windows))
+	if windows.count() != 1 {
+		t.Fatalf("%d windows started for one kind of failure, want 1", windows.count())
 	}
-	(*windows)[0]() // the window ends
+	windows.end(0)
 	for i := 21; i < 40; i++ {
 		g.Failed(fmt.Sprintf("edge-gw-01-%d", i), throttled(i))
 	}
@@ -64,7 +138,7 @@ func TestFailureGroupLogsAThrottledGroupOnce(t *testing.T) {
 	}
 	var errs, infos []string
 	debug := 0
-	for _, l := range *lines {
+	for _, l := range lines() {
 		switch {
 		case strings.HasPrefix(l, "ERROR "):
 			errs = append(errs, l)
@@ -96,14 +170,14 @@ func TestFailureGroupBlipIsNotAnnounced(t *testing.T) {
 	g, lines, windows := testGroup(2)
 	g.Failed("c-0", "connection reset")
 	g.Connected("c-0")
-	(*windows)[0]()
+	windows.end(0)
 	g.Failed("c-1", "connection reset")
-	if len(*windows) != 2 {
-		t.Fatalf("%d windows, want a new one for the failure that came back", len(*windows))
+	if windows.count() != 2 {
+		t.Fatalf("%d windows, want a new one for the failure that came back", windows.count())
 	}
-	(*windows)[1]()
+	windows.end(1)
 	n := 0
-	for _, l := range *lines {
+	for _, l := range lines() {
 		if strings.HasPrefix(l, "ERROR ") {
 			n++
 			if !strings.Contains(l, "connections_failing=1 connections=2 first=c-1") {
@@ -112,6 +186,28 @@ func TestFailureGroupBlipIsNotAnnounced(t *testing.T) {
 		}
 	}
 	if n != 1 {
-		t.Errorf("%d ERROR lines, want 1 (the blip unannounced):\n%s", n, strings.Join(*lines, "\n"))
+		t.Errorf("%d ERROR lines, want 1 (the blip unannounced):\n%s", n, strings.Join(lines(), "\n"))
+	}
+}
+
+// TestFailureGroupSaysNothingAfterStop: Stop stops the windows running,
+// and a window that ends anyway (its timer fired as it was stopped) or a
+// connection's news after it log nothing.
+func TestFailureGroupSaysNothingAfterStop(t *testing.T) {
+	g, lines, windows := testGroup(3)
+	g.Failed("c-0", "connection refused")
+	g.Failed("c-1", "heart-beat missed")
+	g.Stop()
+	if n := windows.running(); n != 0 {
+		t.Errorf("%d windows running after Stop, want 0", n)
+	}
+	before := len(lines())
+	windows.end(0)
+	windows.end(1)
+	g.Failed("c-2", "connection refused")
+	g.Connected("c-0")
+	g.Connected("c-1")
+	if after := lines()[before:]; len(after) != 0 || windows.count() != 2 {
+		t.Errorf("after Stop: %d windows started in all (want 2), lines:\n%s", windows.count(), strings.Join(after, "\n"))
 	}
 }
