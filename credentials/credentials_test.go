@@ -885,15 +885,18 @@ func TestCacheTripleNotRenewedIsNotCalledRefreshed(t *testing.T) {
 	exp := clk.Now().Add(10 * time.Minute)
 	p := &sameTriple{exp: exp}
 	cache, logs := sameTripleCache(t, p, clk)
-	// Each due refresh: 180 s before the expiry, then at half the rest. The
-	// wait for each fetch also means the one before has ended.
+	// Each due refresh: 180 s before the expiry, then at half the rest. Each
+	// fetch is waited for until the cache has stored its answer (its next
+	// refresh is after the clock): the clock moves on only then, or the
+	// answer would be stored at the moved clock and set the next refresh
+	// past the step that waits for it.
 	for i, before := range []time.Duration{180 * time.Second, 90 * time.Second, 45 * time.Second, 20 * time.Second} {
 		clk.Add(exp.Add(-before).Sub(clk.Now()))
 		waitfor.Until(t, fmt.Sprintf("fetch %d", i+2), 10*time.Second, func() bool {
 			if _, err := cache.Get(context.Background()); err != nil {
 				t.Fatal(err)
 			}
-			return p.calls.Load() >= int64(i+2)
+			return p.calls.Load() >= int64(i+2) && cache.Status().Refresh.After(clk.Now())
 		})
 	}
 	if n := strings.Count(logs(), "credentials refreshed"); n != 1 {
