@@ -55,6 +55,7 @@ func RunCommand(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		backlogRate = fs.Float64("backlog-rate", DefaultBacklogRate, "at most this many backlog pushes per second per consumer group (the platform: about 200; 0: no bound)")
 		connLimit   = fs.Int("connect-limit", DefaultConnectLimit, "refuse a consumer group's connection attempts beyond this many per -connect-window, across all clients (the platform: 100 a minute; 0: no limit)")
 		connWindow  = fs.Duration("connect-window", time.Minute, "the window of -connect-limit")
+		maxClients  = fs.Int("max-group-clients", DefaultMaxGroupClients, "refuse a client's login to a consumer group that already has this many other clients online (the platform: 64, error 9600; 0: no limit)")
 		attachTO    = fs.Duration("attach-timeout", DefaultAttachTimeout, "close an AMQP connection that has no receiver link this long after open (the platform: 15s)")
 		heartBeat   = fs.Duration("heartbeat", DefaultHeartBeat, "server heart-beat interval offered (0: none)")
 		queueSize   = fs.Int("queue-size", DefaultQueueSize, "messages a consumer group may hold waiting for a subscriber; the fleet waits beyond")
@@ -105,13 +106,15 @@ func RunCommand(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		return errors.New("iot-simulator: -backlog-interval and -backlog-rate must be 0 or more")
 	case *connLimit < 0 || *connWindow <= 0:
 		return errors.New("iot-simulator: -connect-limit must be 0 or more and -connect-window positive")
+	case *maxClients < 0:
+		return errors.New("iot-simulator: -max-group-clients must be 0 or more")
 	case *ackTimeout <= 0 || *attachTO <= 0:
 		return errors.New("iot-simulator: -ack-timeout and -attach-timeout must be positive")
 	}
 	cfg := Config{Addr: *listen, AMQPAddr: *amqpListen, Secrets: map[string]string{*akID: secret}, MaxSkew: *maxSkew,
 		AckTimeout: *ackTimeout, HeartBeat: *heartBeat, QueueSize: *queueSize, Logger: log,
 		BacklogInterval: *backlogInt, BacklogRate: *backlogRate, ConnectLimit: *connLimit, ConnectWindow: *connWindow,
-		AttachTimeout: *attachTO, KnownGroups: groupIDs, CheckInstance: true, InstanceID: *instanceID}
+		AttachTimeout: *attachTO, KnownGroups: groupIDs, CheckInstance: true, InstanceID: *instanceID, MaxGroupClients: *maxClients}
 	if off := *clockOffset; off != 0 {
 		cfg.Now = func() time.Time { return time.Now().Add(off) }
 	}

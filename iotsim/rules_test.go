@@ -112,3 +112,39 @@ func TestConnectLimitPerGroup(t *testing.T) {
 		t.Errorf("stats = %+v, want 2 throttled, 3 ok", st)
 	}
 }
+
+// TestMaxGroupClients: a consumer group takes at most MaxGroupClients
+// clients (the platform: 64, error 9600); the login of one more is refused
+// over STOMP and AMQP alike, naming the limit, while a client already online
+// may open another connection, another group still connects, and a client
+// that leaves makes room.
+func TestMaxGroupClients(t *testing.T) {
+	s := startAMQP(t, Config{MaxGroupClients: 2})
+	c1 := mustDial(t, s, params("a"))
+	defer c1.Disconnect()
+	a, err := dialAMQP(t, s, params("b"), 2*time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	want := "9600: too many connections in one consumer group: consumer group DEFAULT_GROUP has 2 clients online, the platform's limit"
+	if _, err := dialAs(t, s, params("c")); err == nil || !strings.Contains(err.Error(), want) {
+		t.Errorf("third client over STOMP: err = %v, want %q", err, want)
+	}
+	if _, err := dialAMQP(t, s, params("c"), 2*time.Minute); err == nil || !strings.Contains(err.Error(), "0x1") || !strings.Contains(err.Error(), want) {
+		t.Errorf("third client over AMQP: err = %v, want an auth SASL failure (code 1) saying %q", err, want)
+	}
+	again := mustDial(t, s, params("a")) // a second connection of a client online
+	again.Disconnect()
+	other := params("c")
+	other.ConsumerGroupID = "OTHER_GROUP"
+	mustDial(t, s, other).Disconnect()
+	if err := c1.Disconnect(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "client a to leave", func() bool { return s.Stats().Connections == 1 })
+	mustDial(t, s, params("c")).Disconnect()
+	if st := s.Stats(); st.LoginsFailed != 2 || st.LoginsOK != 5 {
+		t.Errorf("stats = %+v, want 2 refused, 5 ok", st)
+	}
+}

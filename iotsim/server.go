@@ -65,6 +65,7 @@ const (
 	DefaultBacklogInterval = time.Minute // backlog retried about once a minute
 	DefaultBacklogRate     = 200         // backlog pushes per second per consumer group
 	DefaultConnectLimit    = 100         // connection attempts per minute per consumer group
+	DefaultMaxGroupClients = 64          // clients online per consumer group (error 9600 beyond)
 )
 
 // Config configures a Server. The zero value of each field selects its
@@ -132,6 +133,13 @@ type Config struct {
 	// group counts, refused ones included.
 	ConnectLimit  int
 	ConnectWindow time.Duration
+	// MaxGroupClients, when > 0, refuses the login of a client (a clientId)
+	// to a consumer group that already has this many other clients logged
+	// in, as the platform does beyond 64 (the command's default; error
+	// 9600, "too many connections in one group"): STOMP with an ERROR
+	// frame, AMQP with a SASL outcome auth, both saying so. A client
+	// already online may open more connections.
+	MaxGroupClients int
 	// HeartBeat is the server heart-beat interval offered in both directions
 	// (the server sends newlines at the negotiated interval and expects the
 	// client's at its own). Use NoHeartBeat for none; 0 means 10 s.
@@ -533,6 +541,7 @@ type client interface {
 // (counted is written under the server's lock).
 type identity struct {
 	clientID string
+	groupID  string // the consumer group of the login (written under the server's lock)
 	counted  bool
 }
 
@@ -577,6 +586,22 @@ func (c *clientConn[K, D]) unacked() int { return c.pending.len() }
 // not in Config.KnownGroups.
 var ErrUnknownGroup = errors.New("consumer group does not exist")
 
+// ErrTooManyClients is wrapped by the login error of a client that would be
+// one more than Config.MaxGroupClients in its consumer group.
+var ErrTooManyClients = errors.New("9600: too many connections in one consumer group")
+
+// groupClients counts the other clients (clientIds but clientID) logged in
+// to group on open connections. Called with s.mu.
+func (s *Server) groupClients(group, clientID string) int {
+	others := map[string]bool{}
+	for o := range s.conns {
+		if oi := o.ident(); oi.counted && oi.groupID == group && oi.clientID != clientID && !o.isClosed() {
+			others[oi.clientID] = true
+		}
+	}
+	return len(others)
+}
+
 // ErrWrongInstance is wrapped by the login error for an iotInstanceId that is
 // not Config.InstanceID (with Config.CheckInstance).
 var ErrWrongInstance = errors.New("wrong instance")
@@ -602,10 +627,14 @@ func (s *Server) login(c client, u iotauth.Username) (*group, error) {
 	if len(s.cfg.KnownGroups) > 0 && !slices.Contains(s.cfg.KnownGroups, groupID) {
 		return nil, fmt.Errorf("%w: %q (this server has %s); check consumerGroupId", ErrUnknownGroup, groupID, strings.Join(s.cfg.KnownGroups, ", "))
 	}
+	id := c.ident()
+	if n := s.groupClients(groupID, id.clientID); s.cfg.MaxGroupClients > 0 && n >= s.cfg.MaxGroupClients {
+		return nil, fmt.Errorf("%w: consumer group %s has %d clients online, the platform's limit (error 9600); "+
+			"a client must leave it first", ErrTooManyClients, groupID, n)
+	}
 	s.loginsOK.Add(1)
 	s.loggedIn++
-	id := c.ident()
-	id.counted = true
+	id.counted, id.groupID = true, groupID
 	s.perClient[id.clientID]++
 	// MaxConnsPerClientID counts the connections of this client id that are
 	// still open: one the server closed (CloseConnections) counts no more,

@@ -144,6 +144,7 @@ func LoginRefused(n Names, op, detail string, err error, hide ...string) error {
 
 // refusalAdvice is what a refused login tells the operator to do, by the
 // words of the server's reason: a throttled consumer group, a consumer
+// group that has its 64 clients online (9600), a consumer
 // group or an instance the server does not know each name their one
 // setting (before, every refusal listed the credentials, the group, the
 // instance, the sign method and the clock: a throttled check -connect
@@ -155,6 +156,11 @@ func refusalAdvice(n Names, reason string) string {
 	switch {
 	case strings.Contains(r, "throttl"):
 		return ThrottledAdvice(n)
+	case strings.Contains(r, "9600"), strings.Contains(r, "too many connections"), strings.Contains(r, "too many clients"):
+		return fmt.Sprintf("the consumer group has the %d clients online that the platform allows (error 9600): each of %s "+
+			"is one, and so is every other bridge or client of the group; lower %s here or on the others, or give this bridge "+
+			"a consumer group of its own (the bridge retries with back-off: a client that leaves makes room)",
+			MaxConnections, n.Of(FieldConnections), n.Of(FieldConnections))
 	case strings.Contains(r, "consumer group does not exist"), strings.Contains(r, "check consumergroupid"):
 		return "check " + n.Of(FieldConsumerGroupID) + ": the consumer group must exist in the instance (the console lists its consumer groups)"
 	case strings.Contains(r, "wrong instance"), strings.Contains(r, "check iotinstanceid"):

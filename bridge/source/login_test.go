@@ -69,6 +69,7 @@ func TestRefusalReportsOnlyWhatNewCredentialsMayFix(t *testing.T) {
 		{"throttled: more than 100 connection attempts in 1m0s for consumer group g1 (the platform's limit, across every client of the group); back off and retry", false},
 		{`authentication failed: consumer group does not exist: "g2" (this server has g1); check consumerGroupId`, false},
 		{`authentication failed: wrong instance: iotInstanceId "x" is not this instance's (iot-1); check iotInstanceId`, false},
+		{"authentication failed: 9600: too many connections in one consumer group: consumer group g1 has 64 clients online", false},
 		{"authentication failed: login (the platform username) and passcode (the signature) are required", false},
 		{`authentication failed: username: timestamp "x" is not epoch milliseconds`, false},
 		{"server is shutting down", false},
@@ -111,7 +112,8 @@ func TestRefusalReportsOnlyWhatNewCredentialsMayFix(t *testing.T) {
 // login (check -connect right after another bridge's reconnects) said
 // "check source.credentials ...".
 func TestLoginRefusalNamesTheSettingTheReasonNames(t *testing.T) {
-	names := Names{FieldParams: "CREDS", FieldConsumerGroupID: "CG", FieldIotInstanceID: "INST", FieldSignMethod: "SM", FieldLimiter: "CAP"}
+	names := Names{FieldParams: "CREDS", FieldConsumerGroupID: "CG", FieldIotInstanceID: "INST", FieldSignMethod: "SM", FieldLimiter: "CAP",
+		FieldConnections: "CONNS"}
 	all := "check CREDS (AccessKey ID and secret, STS token), CG, INST and SM, and that the system clock is right"
 	for _, tc := range []struct {
 		reason string
@@ -125,6 +127,10 @@ func TestLoginRefusalNamesTheSettingTheReasonNames(t *testing.T) {
 			"check CG: the consumer group must exist in the instance", []string{"CREDS", "INST", "SM"}},
 		{`authentication failed: wrong instance: iotInstanceId "x" is not this instance's (iot-1); check iotInstanceId`,
 			"check INST: the ID on the console's instance overview", []string{"CREDS", "CG", "SM"}},
+		// The platform's 9600 (before: 'check CREDS ..., CG, INST and SM').
+		{`authentication failed: 9600: too many connections in one consumer group: consumer group g1 has 64 clients online, the platform's limit (error 9600); a client must leave it first`,
+			"the consumer group has the 64 clients online that the platform allows (error 9600): each of CONNS is one, and so is every other bridge or client of the group; lower CONNS here or on the others",
+			[]string{"CREDS", "INST", "SM", "CAP"}},
 		{`authentication failed: unknown authId "LTAIx"`, all, nil},
 		{"authentication failed: signature mismatch", all, nil},
 		{"", all, nil},
