@@ -341,8 +341,11 @@ func (c *Cache) refresh(done chan struct{}) {
 		margin := min(c.opts.RefreshBefore, cr.Expiration.Sub(now)/2)
 		c.refreshAt = cr.Expiration.Add(-margin)
 		if same && due && !recovered {
-			// Not renewed: ask again, but not sooner than this.
-			c.refreshAt = later(c.refreshAt, now.Add(UnrenewedAskEvery))
+			// Not renewed: ask again, but not sooner than this, and
+			// not later than the expiry: then Get's refresh says that
+			// the triple expired (a refresh due after it left Get with
+			// no refresh and no failure: "could not be refreshed: <nil>").
+			c.refreshAt = earlier(later(c.refreshAt, now.Add(UnrenewedAskEvery)), cr.Expiration)
 		}
 		c.schedule(c.refreshAt)
 	}
@@ -383,6 +386,14 @@ func (c *Cache) refresh(done chan struct{}) {
 // later returns the later of a and b.
 func later(a, b time.Time) time.Time {
 	if a.After(b) {
+		return a
+	}
+	return b
+}
+
+// earlier returns the earlier of a and b.
+func earlier(a, b time.Time) time.Time {
+	if a.Before(b) {
 		return a
 	}
 	return b

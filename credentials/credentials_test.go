@@ -943,6 +943,38 @@ func TestCacheUnrenewedTripleIsNotAskedEverMoreOften(t *testing.T) {
 	}
 }
 
+// TestCacheUnrenewedTripleSaysWhyAtItsExpiry: a triple that nothing
+// renews (the same one at every ask, each at least UnrenewedAskEvery
+// apart) is asked for once more at its expiry, and the error then says
+// that it expired before it was fetched. Before, the last ask (1.25 s
+// before the expiry) put the next one 8.75 s after it, and until then
+// every signer got "credentials from file expired at T and could not be
+// refreshed: <nil>" (walked: a credentials_file not rotated for 10
+// minutes, in the MNS send and destination-check lines of the log).
+func TestCacheUnrenewedTripleSaysWhyAtItsExpiry(t *testing.T) {
+	clk := testclock.New(time.Now())
+	exp := clk.Now().Add(10 * time.Minute)
+	p := &sameTriple{exp: exp}
+	cache, _ := sameTripleCache(t, p, clk)
+	for range 100 {
+		due := cache.Status().Refresh
+		if !due.Before(exp) {
+			break
+		}
+		clk.Add(due.Sub(clk.Now()))
+		if _, err := cache.Get(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		waitfor.Until(t, "the ask answered", 10*time.Second, func() bool { return cache.Status().Refresh != due })
+	}
+	clk.Add(exp.Sub(clk.Now()))
+	_, err := cache.Get(context.Background())
+	if err == nil || strings.Contains(err.Error(), "<nil>") || !strings.Contains(err.Error(), "before they were fetched") {
+		t.Fatalf("at the expiry: %v, want why: expired before they were fetched", err)
+	}
+	noSecret(t, err)
+}
+
 // sameTripleCache is a Cache over p on clk that has fetched once, and its
 // log so far; it is closed when the test ends.
 func sameTripleCache(t *testing.T, p *sameTriple, clk *testclock.Clock) (*credentials.Cache, func() string) {
