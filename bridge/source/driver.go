@@ -216,8 +216,9 @@ func New(cfg Config, dial DialFunc) (*Driver, error) {
 	}
 	d := &Driver{cfg: cfg, dial: dial, log: cfg.Logger, done: make(chan struct{})}
 	ids := ClientIDs(cfg.ClientID, cfg.Connections)
-	// Several connections fail together (a throttled consumer group):
-	// one line for all of them.
+	// Several connections fail together (a throttled consumer group), or
+	// are lost together (a platform node restarts): one line for all of
+	// them.
 	if len(ids) > 1 {
 		d.group = NewFailureGroup(len(ids), cfg.Logger)
 	}

@@ -3,6 +3,8 @@ package source
 import (
 	"context"
 	"errors"
+	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -41,6 +43,17 @@ func groupDriver(t *testing.T, conns int) (d *Driver, f *fakeDialer, lines func(
 	return d, f, lines, windows, errc
 }
 
+// connected reports whether every connection of d is up with reconnects
+// reconnects.
+func connected(d *Driver, reconnects int64) bool {
+	for _, st := range d.ConnStates() {
+		if !st.Connected || st.Reconnects != reconnects {
+			return false
+		}
+	}
+	return true
+}
+
 // closeDriver closes d and waits for Run.
 func closeDriver(t *testing.T, d *Driver, errc chan error) {
 	t.Helper()
@@ -63,6 +76,68 @@ func countPrefix(lines []string, prefix string) int {
 		}
 	}
 	return n
+}
+
+// TestDriverLogsConnectionsLostTogetherOnce: the driver's 8 connections
+// lost together (the redials refused a while) log one WARN line for the
+// loss and one INFO line once all 8 are connected again; each loss and
+// reconnect is at debug, and in ConnStates. Before, the Supervisors logged
+// 8 WARN "source connection lost; reconnecting" and 8 INFO "source
+// connected reconnect=true".
+func TestDriverLogsConnectionsLostTogetherOnce(t *testing.T) {
+	const conns = 8
+	d, f, lines, windows, errc := groupDriver(t, conns)
+	links := map[string]*fakeLink{}
+	for range conns {
+		l := next(t, f.dialed)
+		links[l.id] = l
+	}
+	waitUntil(t, "the connections did not all connect", func() bool { return connected(d, 0) })
+	f.mu.Lock()
+	f.err = errors.New("dial tcp 127.0.0.1:61614: connect: connection refused")
+	f.mu.Unlock()
+	reset := func(i int) string {
+		return fmt.Sprintf("read tcp 127.0.0.1:%d->127.0.0.1:61614: read: connection reset by peer", 40000+i)
+	}
+	for i := range conns {
+		id := fmt.Sprintf("gw-%d", i)
+		links[id].fail <- errors.New(reset(i))
+		// Its loss is logged (at debug; by the old Supervisor at WARN)
+		// before the next one, so that the first is gw-0.
+		waitUntil(t, id+"'s loss was not logged", func() bool {
+			return slices.ContainsFunc(lines(), func(l string) bool {
+				return strings.Contains(l, " source connection lost; reconnecting conn="+id+" ")
+			})
+		})
+	}
+	windows.end(0) // the loss's window: the first started
+	f.mu.Lock()
+	f.err = nil
+	f.mu.Unlock()
+	for range conns {
+		next(t, f.dialed)
+	}
+	waitUntil(t, "the connections did not all connect again", func() bool { return connected(d, 1) })
+	closeDriver(t, d, errc)
+
+	all := lines()
+	want := "WARN source connections lost; reconnecting connections_lost=8 connections=8 first=gw-0 err=" + reset(0)
+	if warns := byLevel(all, "WARN"); len(warns) != 1 || warns[0] != want {
+		t.Errorf("WARN lines:\n%s\nwant:\n%s", strings.Join(warns, "\n"), want)
+	}
+	want = "INFO source connections reconnected: every connection lost is connected again connections_lost=8 connections=8"
+	if n := countPrefix(all, want); n != 1 {
+		t.Errorf("%d lines %q, want 1", n, want)
+	}
+	if n := countPrefix(all, "INFO source connected conn="); n != conns {
+		t.Errorf("%d INFO lines 'source connected', want %d: the first connects only", n, conns)
+	}
+	if n := countPrefix(all, "DEBUG source connected conn="); n != conns {
+		t.Errorf("%d reconnects at debug, want %d", n, conns)
+	}
+	if t.Failed() {
+		t.Logf("lines:\n%s", strings.Join(all, "\n"))
+	}
 }
 
 // TestDriverSaysNothingAfterItsSourceStopped: a connect failure's window

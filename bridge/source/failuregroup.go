@@ -1,23 +1,35 @@
 package source
 
 import (
+	"fmt"
 	"log/slog"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 )
 
 // FailureGroupWindow is how long a FailureGroup gathers the connections
-// that fail the same way before it logs them as one line.
+// that fail the same way, or are lost together, before it logs them as one
+// line.
 const FailureGroupWindow = time.Second
 
 // FailureGroup is shared by the Supervisors of one source's connections, so
-// that a failure they meet together (a throttled consumer group, a refused
-// login, the platform unreachable) is logged once with how many connections
-// it holds, not once per connection: the first failure of a kind (see
-// FailureShape) starts a window of FailureGroupWindow, at whose end one
-// ERROR line names the failure and counts the connections that met it;
-// later, one line when it holds every connection, and one when the last of
-// them connects again. Each connection's own failures are logged at debug
+// that what they meet together is logged once with how many connections it
+// holds, not once per connection:
+//
+//   - A connect failure (a throttled consumer group, a refused login, the
+//     platform unreachable): the first failure of a kind (see FailureShape)
+//     starts a window of FailureGroupWindow, at whose end one ERROR line
+//     names the failure and counts the connections that met it; later, one
+//     line when it holds every connection, and one when the last of them
+//     connects again.
+//   - Connections lost (the platform restarts a node, the network blips):
+//     the first loss starts a window of FailureGroupWindow, at whose end one
+//     WARN line counts the connections lost in it and names the causes;
+//     one INFO line when the last of them is connected again.
+//
+// Each connection's own failures, losses and reconnects are logged at debug
 // (and are in its ConnState). After Stop it says nothing. It is safe for
 // concurrent use; the zero value is not: use NewFailureGroup.
 type FailureGroup struct {
@@ -27,12 +39,14 @@ type FailureGroup struct {
 	// replaces it.
 	after func(time.Duration, func()) (stop func() bool)
 
-	mu      sync.Mutex
-	stopped bool
-	windows map[int]func() bool // the Stop of each window running, by its number
-	window  int                 // the number of the next window
-	failing map[string]string   // connection -> shape of its current failure
-	kinds   map[string]*failureKind
+	mu        sync.Mutex
+	stopped   bool
+	windows   map[int]func() bool // the Stop of each window running, by its number
+	window    int                 // the number of the next window
+	failing   map[string]string   // connection -> shape of its current failure
+	kinds     map[string]*failureKind
+	lost      map[string]*loss // connection -> the loss it is down in
+	gathering *loss            // the loss whose window runs; nil when none
 }
 
 // failureKind is what the group has said of one shape of failure.
@@ -44,28 +58,52 @@ type failureKind struct {
 	peak      int    // the most connections that held it at once
 }
 
+// loss is the connections lost within one window, until every one of them
+// is connected again.
+type loss struct {
+	first     string            // the first connection lost
+	conns     map[string]string // connection -> the shape of its cause
+	causes    []lossCause       // each shape of cause, first met first
+	down      int               // connections of it not connected again yet
+	announced bool              // its line is logged
+}
+
+// lossCause is one shape of cause of a loss, with its first text.
+type lossCause struct{ shape, err string }
+
+// maxLossCauses is how many causes of a loss its line names; it counts the
+// others.
+const maxLossCauses = 3
+
 // NewFailureGroup returns the group of total connections, logging to log.
 func NewFailureGroup(total int, log *slog.Logger) *FailureGroup {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
 	return &FailureGroup{total: total, log: log, after: func(d time.Duration, f func()) func() bool { return time.AfterFunc(d, f).Stop },
-		windows: map[int]func() bool{}, failing: map[string]string{}, kinds: map[string]*failureKind{}}
+		windows: map[int]func() bool{}, failing: map[string]string{}, kinds: map[string]*failureKind{}, lost: map[string]*loss{}}
 }
 
-// startWindow calls f, with g.mu held, at the end of a window of
-// FailureGroupWindow unless the group stopped. Called with g.mu held.
+// startWindow calls f at the end of a window of FailureGroupWindow (see
+// live). Called with g.mu held.
 func (g *FailureGroup) startWindow(f func()) {
 	n := g.window
 	g.window++
 	g.windows[n] = g.after(FailureGroupWindow, func() {
-		g.mu.Lock()
-		defer g.mu.Unlock()
-		delete(g.windows, n)
-		if !g.stopped {
+		g.live(func() {
+			delete(g.windows, n)
 			f()
-		}
+		})
 	})
+}
+
+// live calls f with g.mu held, unless the group stopped.
+func (g *FailureGroup) live(f func()) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if !g.stopped {
+		f()
+	}
 }
 
 // Stop ends the group when its source stopped: the windows running are
@@ -94,31 +132,28 @@ func (g *FailureGroup) count(shape string) int {
 // Failed records that conn failed to connect with msg.
 func (g *FailureGroup) Failed(conn, msg string) {
 	shape := FailureShape(msg)
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	if g.stopped {
-		return
-	}
-	prev, had := g.failing[conn]
-	g.failing[conn] = shape
-	if had && prev != shape && g.count(prev) == 0 {
-		// That failure gave way to another one: what is said of it
-		// ends here.
-		delete(g.kinds, prev)
-	}
-	n := g.count(shape)
-	k := g.kinds[shape]
-	if k == nil {
-		k = &failureKind{err: msg, first: conn}
-		g.kinds[shape] = k
-		g.startWindow(func() { g.announce(shape) })
-	}
-	k.peak = max(k.peak, n)
-	g.log.Debug("source connect failed", "conn", conn, "err", msg, "connections_failing", n, "connections", g.total)
-	if k.announced && n == g.total && !k.every {
-		k.every = true
-		g.log.Error("source connect failing on every connection; retrying with backoff", "connections", g.total, "err", msg)
-	}
+	g.live(func() {
+		prev, had := g.failing[conn]
+		g.failing[conn] = shape
+		if had && prev != shape && g.count(prev) == 0 {
+			// That failure gave way to another one: what is said of it
+			// ends here.
+			delete(g.kinds, prev)
+		}
+		n := g.count(shape)
+		k := g.kinds[shape]
+		if k == nil {
+			k = &failureKind{err: msg, first: conn}
+			g.kinds[shape] = k
+			g.startWindow(func() { g.announce(shape) })
+		}
+		k.peak = max(k.peak, n)
+		g.log.Debug("source connect failed", "conn", conn, "err", msg, "connections_failing", n, "connections", g.total)
+		if k.announced && n == g.total && !k.every {
+			k.every = true
+			g.log.Error("source connect failing on every connection; retrying with backoff", "connections", g.total, "err", msg)
+		}
+	})
 }
 
 // announce logs the line of the failure of shape at the end of its window,
@@ -141,24 +176,101 @@ func (g *FailureGroup) announce(shape string) {
 		"first", k.first, "err", k.err)
 }
 
-// Connected records that conn connected; it ends the failures it was part of
-// once no connection holds them any more.
+// Lost records that conn, connected, was lost with msg; the Supervisor
+// redials it.
+func (g *FailureGroup) Lost(conn, msg string) {
+	shape := FailureShape(msg)
+	g.live(func() {
+		l := g.gathering
+		if l == nil {
+			l = &loss{first: conn, conns: map[string]string{}}
+			g.gathering = l
+			g.startWindow(func() { g.announceLoss(l) })
+		}
+		g.lost[conn] = l
+		l.down++
+		l.conns[conn] = shape
+		if !slices.ContainsFunc(l.causes, func(c lossCause) bool { return c.shape == shape }) {
+			l.causes = append(l.causes, lossCause{shape: shape, err: msg})
+		}
+		g.log.Debug("source connection lost; reconnecting", "conn", conn, "err", msg, "connections_lost", len(l.conns), "connections", g.total)
+	})
+}
+
+// announceLoss logs the line of loss l at the end of its window, and the
+// line that it is over if every connection of it is connected again
+// already. Called with g.mu held.
+func (g *FailureGroup) announceLoss(l *loss) {
+	if g.gathering == l {
+		g.gathering = nil
+	}
+	l.announced = true
+	g.log.Warn("source connections lost; reconnecting", "connections_lost", len(l.conns), "connections", g.total,
+		"first", l.first, "err", l.causesText())
+	if l.down == 0 {
+		g.lossOver(l)
+	}
+}
+
+// causesText names l's causes: the one cause's text, or each with how many
+// connections it ended, first met first, at most maxLossCauses of them.
+func (l *loss) causesText() string {
+	if len(l.causes) == 1 {
+		return l.causes[0].err
+	}
+	var b strings.Builder
+	for i, c := range l.causes {
+		if i == maxLossCauses {
+			fmt.Fprintf(&b, "; %d other causes", len(l.causes)-i)
+			break
+		}
+		if i > 0 {
+			b.WriteString("; ")
+		}
+		n := 0
+		for _, s := range l.conns {
+			if s == c.shape {
+				n++
+			}
+		}
+		unit := "connections"
+		if n == 1 {
+			unit = "connection"
+		}
+		fmt.Fprintf(&b, "%s (%d %s)", c.err, n, unit)
+	}
+	return b.String()
+}
+
+// lossOver logs that every connection of loss l is connected again.
+// Called with g.mu held.
+func (g *FailureGroup) lossOver(l *loss) {
+	g.log.Info("source connections reconnected: every connection lost is connected again", "connections_lost", len(l.conns),
+		"connections", g.total)
+}
+
+// Connected records that conn connected; it ends the failures and the
+// loss it was part of once no connection holds them any more.
 func (g *FailureGroup) Connected(conn string) {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	if g.stopped {
-		return
-	}
-	shape, ok := g.failing[conn]
-	if !ok {
-		return
-	}
-	delete(g.failing, conn)
-	k := g.kinds[shape]
-	if k == nil || g.count(shape) > 0 || !k.announced {
-		return
-	}
-	delete(g.kinds, shape)
-	g.log.Info("source connect failure over: every connection that met it is connected", "connections_failed", k.peak,
-		"connections", g.total, "err", k.err)
+	g.live(func() {
+		if l := g.lost[conn]; l != nil {
+			delete(g.lost, conn)
+			l.down--
+			if l.down == 0 && l.announced {
+				g.lossOver(l)
+			}
+		}
+		shape, ok := g.failing[conn]
+		if !ok {
+			return
+		}
+		delete(g.failing, conn)
+		k := g.kinds[shape]
+		if k == nil || g.count(shape) > 0 || !k.announced {
+			return
+		}
+		delete(g.kinds, shape)
+		g.log.Info("source connect failure over: every connection that met it is connected", "connections_failed", k.peak,
+			"connections", g.total, "err", k.err)
+	})
 }

@@ -190,13 +190,100 @@ func TestFailureGroupBlipIsNotAnnounced(t *testing.T) {
 	}
 }
 
+// TestFailureGroupLogsConnectionsLostTogetherOnce: 40 connections lost
+// together (the platform restarted a node) make one WARN line that counts
+// them and names the causes with how many connections each ended (each
+// connection logged its own WARN, and its own INFO when it reconnected:
+// 80 lines), and one INFO line when the last of them is connected again;
+// each loss is at debug.
+func TestFailureGroupLogsConnectionsLostTogetherOnce(t *testing.T) {
+	g, lines, windows := testGroup(40)
+	reset := func(i int) string {
+		return fmt.Sprintf("read tcp 127.0.0.1:%d->127.0.0.1:61614: read: connection reset by peer", 40000+i)
+	}
+	const restarting = "ERROR frame: node restarting"
+	for i := range 40 {
+		conn := fmt.Sprintf("edge-gw-01-%d", i)
+		g.Connected(conn) // its first connect: nothing to say
+		if i < 30 {
+			g.Lost(conn, reset(i))
+		} else {
+			g.Lost(conn, restarting)
+		}
+	}
+	if windows.count() != 1 {
+		t.Fatalf("%d windows started for one loss, want 1", windows.count())
+	}
+	windows.end(0)
+	for i := range 40 {
+		if i == 39 {
+			if infos := byLevel(lines(), "INFO"); len(infos) != 0 {
+				t.Errorf("INFO lines with one connection still lost: %q", infos)
+			}
+		}
+		g.Connected(fmt.Sprintf("edge-gw-01-%d", i))
+	}
+	all := lines()
+	want := "WARN source connections lost; reconnecting connections_lost=40 connections=40 first=edge-gw-01-0 err=" +
+		reset(0) + " (30 connections); " + restarting + " (10 connections)"
+	if warns := byLevel(all, "WARN"); len(warns) != 1 || warns[0] != want {
+		t.Errorf("WARN lines:\n%s\nwant:\n%s", strings.Join(warns, "\n"), want)
+	}
+	want = "INFO source connections reconnected: every connection lost is connected again connections_lost=40 connections=40"
+	if infos := byLevel(all, "INFO"); len(infos) != 1 || infos[0] != want {
+		t.Errorf("INFO lines:\n%s\nwant:\n%s", strings.Join(infos, "\n"), want)
+	}
+	debug := 0
+	for _, l := range byLevel(all, "DEBUG") {
+		if strings.HasPrefix(l, "DEBUG source connection lost; reconnecting conn=") {
+			debug++
+		}
+	}
+	if debug != 40 || len(all) != 42 {
+		t.Errorf("%d losses at debug, %d lines in all; want 40 and 42:\n%s", debug, len(all), strings.Join(all, "\n"))
+	}
+}
+
+// TestFailureGroupLossBackWithinItsWindow: connections lost and connected
+// again within the window still make the loss's line, and the line that
+// it is over right after it; the line names one cause as it is, and at
+// most maxLossCauses causes; a loss after the window is a new one.
+func TestFailureGroupLossBackWithinItsWindow(t *testing.T) {
+	g, lines, windows := testGroup(6)
+	for i, cause := range []string{"EOF", "EOF", "heart-beat missed", "ERROR frame: bye", "connection reset", "tls: bad record MAC"} {
+		conn := fmt.Sprintf("c-%d", i)
+		g.Lost(conn, cause)
+		g.Connected(conn)
+	}
+	windows.end(0)
+	g.Lost("c-3", "EOF")
+	if windows.count() != 2 {
+		t.Fatalf("%d windows, want a new one for the loss after the first window", windows.count())
+	}
+	windows.end(1)
+	want := []string{
+		"WARN source connections lost; reconnecting connections_lost=6 connections=6 first=c-0 err=EOF (2 connections); heart-beat missed (1 connection); ERROR frame: bye (1 connection); 2 other causes",
+		"INFO source connections reconnected: every connection lost is connected again connections_lost=6 connections=6",
+		"WARN source connections lost; reconnecting connections_lost=1 connections=6 first=c-3 err=EOF",
+	}
+	var got []string
+	for _, l := range lines() {
+		if !strings.HasPrefix(l, "DEBUG ") {
+			got = append(got, l)
+		}
+	}
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Errorf("lines:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+}
+
 // TestFailureGroupSaysNothingAfterStop: Stop stops the windows running,
 // and a window that ends anyway (its timer fired as it was stopped) or a
 // connection's news after it log nothing.
 func TestFailureGroupSaysNothingAfterStop(t *testing.T) {
 	g, lines, windows := testGroup(3)
 	g.Failed("c-0", "connection refused")
-	g.Failed("c-1", "heart-beat missed")
+	g.Lost("c-1", "EOF")
 	g.Stop()
 	if n := windows.running(); n != 0 {
 		t.Errorf("%d windows running after Stop, want 0", n)
@@ -205,6 +292,7 @@ func TestFailureGroupSaysNothingAfterStop(t *testing.T) {
 	windows.end(0)
 	windows.end(1)
 	g.Failed("c-2", "connection refused")
+	g.Lost("c-0", "EOF")
 	g.Connected("c-0")
 	g.Connected("c-1")
 	if after := lines()[before:]; len(after) != 0 || windows.count() != 2 {

@@ -73,8 +73,9 @@ type Supervisor struct {
 	Limiter     *AttemptLimiter
 	Logger      *slog.Logger
 	// Group, when set, is shared with the other connections of the
-	// source: it logs their connect failures together (see FailureGroup),
-	// and Run logs this connection's at debug.
+	// source: it logs their connect failures, losses and reconnects
+	// together (see FailureGroup), and Run logs this connection's at
+	// debug.
 	Group *FailureGroup
 
 	mu    sync.Mutex
@@ -140,7 +141,13 @@ func (s *Supervisor) Run(ctx context.Context, session Session) error {
 					st.Reconnects++
 				}
 			})
-			log.Info("source connected", "conn", s.Name, "reconnect", reconnect)
+			if reconnect && s.Group != nil {
+				// The group says when the connections it saw lost are
+				// all back.
+				log.Debug("source connected", "conn", s.Name, "reconnect", reconnect)
+			} else {
+				log.Info("source connected", "conn", s.Name, "reconnect", reconnect)
+			}
 		})
 		wasConnected := !connectedAt.IsZero()
 		msg := "session ended"
@@ -162,7 +169,11 @@ func (s *Supervisor) Run(ctx context.Context, session Session) error {
 			if time.Since(connectedAt) >= stable {
 				s.Backoff.Reset()
 			}
-			log.Warn("source connection lost; reconnecting", "conn", s.Name, "err", msg)
+			if s.Group != nil {
+				s.Group.Lost(s.Name, msg)
+			} else {
+				log.Warn("source connection lost; reconnecting", "conn", s.Name, "err", msg)
+			}
 		} else if s.Group != nil {
 			s.Group.Failed(s.Name, msg)
 		} else if shape := FailureShape(msg); shape != lastErr {
