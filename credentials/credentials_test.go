@@ -108,7 +108,11 @@ func TestJSONFileRotatesAtomicallyAndRefusesBadFiles(t *testing.T) {
 	}
 
 	for name, tc := range map[string]struct{ data, want string }{
-		"bad JSON":   {`{"AccessKeySecret": "` + secretWord + `",`, "not valid JSON"},
+		"bad JSON": {`{"AccessKeySecret": "` + secretWord + `" x}`, "not valid JSON (error at byte"},
+		// A file read while it is written in place (walked: "not valid
+		// JSON (error at byte 0 of 0)" and "(error at byte 51 of 51)").
+		"empty":      {"\n", "file PATH: empty (read while it was written? replace it atomically: write a temporary file, then rename it over this one)"},
+		"cut short":  {`{"AccessKeyId":"a","AccessKeySecret":"` + secretWord, "file PATH: not valid JSON: it ends before the JSON does at byte 60 (read while it was written? replace it atomically"},
 		"not object": {`["` + secretWord + `"]`, "not the credentials JSON"},
 		"code":       {`{"Code":"Failure","AccessKeyId":"a","AccessKeySecret":"` + secretWord + `"}`, `Code is "Failure", not Success`},
 		"missing":    {`{"AccessKeyId":"a"}`, "AccessKeySecret missing"},
@@ -124,7 +128,7 @@ func TestJSONFileRotatesAtomicallyAndRefusesBadFiles(t *testing.T) {
 				writeFile(t, p, tc.data)
 			}
 			_, err := credentials.NewCache(&credentials.JSONFile{Path: p, Field: "mns.credentials.credentials_file"}, credentials.CacheOptions{}).Get(ctx)
-			if err == nil || !strings.Contains(err.Error(), tc.want) {
+			if want := strings.ReplaceAll(tc.want, "PATH", p); err == nil || !strings.Contains(err.Error(), want) {
 				t.Fatalf("got %v, want %q", err, tc.want)
 			}
 			if !strings.Contains(err.Error(), "mns.credentials.credentials_file") && name != "expired" {

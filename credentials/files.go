@@ -137,6 +137,12 @@ func (f *JSONFile) Retrieve(context.Context) (Credentials, error) {
 		return Credentials{}, fmt.Errorf("%s: %w", what, fileErr(f.Path, err))
 	}
 	c, err := parseIssue(data, false)
+	if errors.Is(err, errEmpty) || errors.Is(err, errCutShort) {
+		// Before: "not valid JSON (error at byte 0 of 0)" for a file
+		// read while it was rewritten in place.
+		return Credentials{}, fmt.Errorf("%s: file %s: %w (read while it was written? replace it atomically: write a "+
+			"temporary file, then rename it over this one)", what, f.Path, err)
+	}
 	if err != nil {
 		return Credentials{}, fmt.Errorf("%s: file %s: %w", what, f.Path, err)
 	}

@@ -17,6 +17,13 @@ type issue struct {
 	Expiration      string  `json:"Expiration"`
 }
 
+// parseIssue's errors for a document that is empty, or that ends before its
+// JSON does: what a reader of a file that is being written in place sees.
+var (
+	errEmpty    = errors.New("empty")
+	errCutShort = errors.New("not valid JSON: it ends before the JSON does")
+)
+
 // parseIssue decodes the credentials JSON. needCode requires "Code":
 // "Success" and a token and expiry (the remote forms); errors never quote
 // the document.
@@ -24,7 +31,12 @@ func parseIssue(data []byte, remote bool) (Credentials, error) {
 	var is issue
 	if err := json.Unmarshal(data, &is); err != nil {
 		var se *json.SyntaxError
-		if errors.As(err, &se) {
+		switch {
+		case len(strings.TrimSpace(string(data))) == 0:
+			return Credentials{}, errEmpty
+		case errors.As(err, &se) && strings.Contains(se.Error(), "unexpected end"):
+			return Credentials{}, fmt.Errorf("%w at byte %d", errCutShort, len(data))
+		case errors.As(err, &se):
 			return Credentials{}, fmt.Errorf("not valid JSON (error at byte %d of %d)", se.Offset, len(data))
 		}
 		return Credentials{}, fmt.Errorf("not the credentials JSON object (%d bytes)", len(data))
