@@ -203,7 +203,7 @@ func (l *lane) add(it *item) addResult {
 	start := l.startSender()
 	l.mu.Unlock()
 	if start {
-		go l.sender()
+		p.senders.start(l.sender)
 	}
 	return laneAdded
 }
@@ -224,7 +224,8 @@ func (l *lane) armLinger(d time.Duration) {
 }
 
 // lingerDone makes the partly filled batch ready. The timer's goroutine
-// becomes the sender when one may start.
+// hands the request to a kept sender goroutine, or becomes the sender when
+// none waits (senders.go).
 func (l *lane) lingerDone() {
 	l.mu.Lock()
 	if len(l.pending) == 0 || l.stopped {
@@ -238,7 +239,7 @@ func (l *lane) lingerDone() {
 	}
 	l.mu.Unlock()
 	if start {
-		l.sender()
+		l.p.senders.here(l.sender)
 	}
 }
 
@@ -258,7 +259,7 @@ func (l *lane) retryDue() {
 	}
 	l.mu.Unlock()
 	if start {
-		l.sender()
+		l.p.senders.here(l.sender)
 	}
 }
 

@@ -120,7 +120,7 @@ type Tuning struct {
 // Handle is the bridge.Handler given to sources; Drain shuts down. No
 // goroutine is started per message, and none lives per destination: a
 // lane's senders run only while it has batches ready (one goroutine per
-// request in flight).
+// request in flight, and up to idleSenders kept between requests).
 type Pipeline struct {
 	cfg   PipelineConfig // fixed for the pipeline's life
 	tune  atomic.Pointer[Tuning]
@@ -153,6 +153,7 @@ type Pipeline struct {
 	lanes     map[Destination]*lane
 	lastSweep time.Time      // when idle lanes were last looked for
 	wg        sync.WaitGroup // senders
+	senders   senderPool     // the goroutines that run them (senders.go)
 	stop      sync.Once
 }
 
@@ -365,6 +366,7 @@ wait:
 	p.cancelSend()
 	p.stopLanes()
 	p.wg.Wait()
+	p.senders.close()
 	// What is still held is being released now (a Handle waiting for room
 	// in its lane, a dead-letter write giving up): wait for it, so that
 	// Stranded is complete when Drain returns.

@@ -11,8 +11,10 @@ import (
 var outsPool = sync.Pool{New: func() any { s := make([]Outgoing, 0, 16); return &s }}
 
 // sender sends the lane's ready batches, one request at a time, until none
-// is ready. It was counted in l.senders and p.wg by startSender.
-func (l *lane) sender() {
+// is ready. It was counted in l.senders and p.wg by startSender. It says
+// whether MNS answered its last request (p.senders keeps its goroutine for
+// the next request then).
+func (l *lane) sender() (answered bool) {
 	p := l.p
 	defer p.wg.Done()
 	var outs *[]Outgoing
@@ -21,10 +23,11 @@ func (l *lane) sender() {
 			outsPool.Put(outs)
 		}
 	}()
+	answered = true
 	for {
 		batch := l.take()
 		if batch == nil {
-			return
+			return answered
 		}
 		if outs == nil {
 			outs = outsPool.Get().(*[]Outgoing)
@@ -33,9 +36,10 @@ func (l *lane) sender() {
 		case p.reqs <- struct{}{}:
 		case <-p.sendCtx.Done():
 			p.releaseAll(batch)
+			answered = false
 			continue // take counts this sender out once the lane is stopped
 		}
-		*outs = l.send(batch, (*outs)[:0])
+		*outs, answered = l.send(batch, (*outs)[:0])
 	}
 }
 
@@ -43,8 +47,9 @@ func (l *lane) sender() {
 // accepted ones are settled, retryable failures go back on the lane,
 // permanent ones and exhausted retries are dead-lettered. It holds one
 // global request slot, released before the outcomes are handled. outs is
-// scratch space, returned for reuse.
-func (l *lane) send(batch []*item, outs []Outgoing) []Outgoing {
+// scratch space, returned for reuse; answered says whether MNS answered
+// (a message accepted, or none failed retryably).
+func (l *lane) send(batch []*item, outs []Outgoing) (_ []Outgoing, answered bool) {
 	p := l.p
 	envSize := 0
 	for _, it := range batch {
@@ -132,7 +137,8 @@ func (l *lane) send(batch []*item, outs []Outgoing) []Outgoing {
 	}
 	// MNS answered (a message accepted, or none failed retryably); not
 	// when the shutdown cut the request short, which is no answer.
-	if ok > 0 || failed == nil && p.sendCtx.Err() == nil {
+	answered = ok > 0 || failed == nil && p.sendCtx.Err() == nil
+	if answered {
 		l.sendOK(p.now())
 	}
 	// A whole request failing is an outage of the destination; some
@@ -154,14 +160,14 @@ func (l *lane) send(batch []*item, outs []Outgoing) []Outgoing {
 	if len(retry) > 0 {
 		if !l.retryLater(retry) {
 			p.releaseAll(retry)
-			return outs
+			return outs, answered
 		}
 		// Counted once they wait in the lane: a success seen after the
 		// count moved makes them due.
 		p.stats.retried.Add(int64(len(retry)))
 		p.m.Retried.Add(float64(len(retry)))
 	}
-	return outs
+	return outs, answered
 }
 
 // exhausted says why it must not be retried again, or "".
