@@ -480,6 +480,15 @@ func TestECSRoleIMDSv2AndV1Fallback(t *testing.T) {
 		t.Errorf("wrong role: %v", err)
 	}
 	delete(env, credentials.EnvECSRoleName)
+	// The service failing is not a question of the role (walked: a fake
+	// answering 500 made it "is a RAM role attached to this instance?").
+	is.SetDown(true)
+	_, err = p.Retrieve(ctx)
+	if err == nil || !strings.Contains(err.Error(), "ecs_ram_role: find the role: the metadata service answered GET /latest/meta-data/ram/security-credentials/ with HTTP 503") ||
+		strings.Contains(err.Error(), "attached") {
+		t.Errorf("metadata service down: %v", err)
+	}
+	is.SetDown(false)
 	// Off by switch.
 	env[credentials.EnvECSMetadataDisabled] = "true"
 	if _, err := p.Retrieve(ctx); !errors.Is(err, credentials.ErrNotConfigured) {

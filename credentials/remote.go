@@ -129,8 +129,14 @@ func (p *ECSRole) Retrieve(ctx context.Context) (Credentials, error) {
 		if err != nil {
 			return Credentials{}, fmt.Errorf("ecs_ram_role: find the role: %w (not on ECS? set %s=true)", err, EnvECSMetadataDisabled)
 		}
-		if status != http.StatusOK {
-			return Credentials{}, fmt.Errorf("ecs_ram_role: GET %s answered HTTP %d: is a RAM role attached to this instance?", credPath, status)
+		switch {
+		case status == http.StatusNotFound:
+			return Credentials{}, fmt.Errorf("ecs_ram_role: GET %s answered HTTP 404: is a RAM role attached to this instance?", credPath)
+		case status != http.StatusOK:
+			// Before, "is a RAM role attached" for every status: a
+			// metadata service failing for a while (5xx) pointed at the
+			// instance's role.
+			return Credentials{}, fmt.Errorf("ecs_ram_role: find the role: the metadata service answered GET %s with HTTP %d", credPath, status)
 		}
 		role, _, _ = strings.Cut(strings.TrimSpace(string(body)), "\n")
 		role = strings.TrimSpace(role)
