@@ -931,19 +931,7 @@ func TestCacheUnrenewedTripleIsNotAskedEverMoreOften(t *testing.T) {
 	exp := clk.Now().Add(10 * time.Minute)
 	p := &sameTriple{exp: exp}
 	cache, logs := sameTripleCache(t, p, clk)
-	var asks []time.Time // the clock at each ask after the first fetch
-	for len(asks) < 100 {
-		due := cache.Status().Refresh
-		if !due.Before(exp) {
-			break
-		}
-		clk.Add(due.Sub(clk.Now()))
-		asks = append(asks, clk.Now())
-		if _, err := cache.Get(context.Background()); err != nil {
-			t.Fatal(err)
-		}
-		waitfor.Until(t, fmt.Sprintf("ask %d answered", len(asks)), 10*time.Second, func() bool { return cache.Status().Refresh != due })
-	}
+	asks := askBeforeExpiry(t, cache, clk, exp)
 	for i := 1; i < len(asks); i++ {
 		if gap := asks[i].Sub(asks[i-1]); gap < credentials.UnrenewedAskEvery {
 			t.Errorf("ask %d came %v after the one before, %v before the expiry; want at least %v between asks (%d asks in all)",
@@ -969,23 +957,34 @@ func TestCacheUnrenewedTripleSaysWhyAtItsExpiry(t *testing.T) {
 	exp := clk.Now().Add(10 * time.Minute)
 	p := &sameTriple{exp: exp}
 	cache, _ := sameTripleCache(t, p, clk)
-	for range 100 {
-		due := cache.Status().Refresh
-		if !due.Before(exp) {
-			break
-		}
-		clk.Add(due.Sub(clk.Now()))
-		if _, err := cache.Get(context.Background()); err != nil {
-			t.Fatal(err)
-		}
-		waitfor.Until(t, "the ask answered", 10*time.Second, func() bool { return cache.Status().Refresh != due })
-	}
+	askBeforeExpiry(t, cache, clk, exp)
 	clk.Add(exp.Sub(clk.Now()))
 	_, err := cache.Get(context.Background())
 	if err == nil || strings.Contains(err.Error(), "<nil>") || !strings.Contains(err.Error(), "before they were fetched") {
 		t.Fatalf("at the expiry: %v, want why: expired before they were fetched", err)
 	}
 	noSecret(t, err)
+}
+
+// askBeforeExpiry moves clk to each refresh of cache that is due before
+// exp, lets Get ask the provider and waits for the answer; it returns the
+// clock at each ask (at most 100).
+func askBeforeExpiry(t *testing.T, cache *credentials.Cache, clk *testclock.Clock, exp time.Time) []time.Time {
+	t.Helper()
+	var asks []time.Time
+	for len(asks) < 100 {
+		due := cache.Status().Refresh
+		if !due.Before(exp) {
+			break
+		}
+		clk.Add(due.Sub(clk.Now()))
+		asks = append(asks, clk.Now())
+		if _, err := cache.Get(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		waitfor.Until(t, fmt.Sprintf("ask %d answered", len(asks)), 10*time.Second, func() bool { return cache.Status().Refresh != due })
+	}
+	return asks
 }
 
 // sameTripleCache is a Cache over p on clk that has fetched once, and its
