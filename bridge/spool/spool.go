@@ -357,10 +357,13 @@ func (s *Spool) load() (err error) {
 }
 
 // Append queues m for a durable write. It returns at once, unless the
-// commit queue is full (it then blocks until there is room: backpressure),
-// ctx is done (ctx's error), the spool is full (an error wrapping ErrFull:
-// stop consuming until deletes make room), m alone is larger than MaxBytes
-// (a bridge.Permanent error) or the spool is closed (ErrClosed).
+// commit queue is full (it then blocks until there is room: backpressure,
+// until ctx is done: ctx's error), the spool is full (an error wrapping
+// ErrFull: stop consuming until deletes make room), m alone is larger than
+// MaxBytes (a bridge.Permanent error) or the spool is closed (ErrClosed).
+// ctx bounds only the wait: when the queue has room Append takes m even if
+// ctx is done, as bridge.Pipeline.Handle does, so a delivery that a source
+// hands over just as its context ends (a stop) is spooled in its turn.
 //
 // When Append returns nil, done is called exactly once, from the spool's
 // writer goroutine: with m's key after the commit is durable, or with the
@@ -369,9 +372,6 @@ func (s *Spool) load() (err error) {
 // When Append returns an error, done is never called. m is encoded before
 // Append returns; the caller may reuse it.
 func (s *Spool) Append(ctx context.Context, m *bridge.Message, done func(key uint64, err error)) error {
-	if err := ctx.Err(); err != nil {
-		return fmt.Errorf("spool: append: %w", err)
-	}
 	val, buf := encodePooled(m)
 	size := int64(len(val) + keyLen)
 	s.mu.Lock()
@@ -407,19 +407,24 @@ func (s *Spool) Append(ctx context.Context, m *bridge.Message, done func(key uin
 	s.mu.Unlock()
 	defer s.appenders.Done()
 
+	req := appendReq{val: val, buf: buf, done: done}
 	select {
-	case s.reqs <- appendReq{val: val, buf: buf, done: done}:
-		if len(s.reqs) >= queueLen/2 {
-			s.hurryUp()
+	case s.reqs <- req: // room: taken whether or not ctx is done
+	default:
+		select {
+		case s.reqs <- req:
+		case <-ctx.Done():
+			s.unreserve(size)
+			return fmt.Errorf("spool: append: %w", ctx.Err())
+		case <-s.closing:
+			s.unreserve(size)
+			return fmt.Errorf("spool: append: %w", ErrClosed)
 		}
-		return nil
-	case <-ctx.Done():
-		s.unreserve(size)
-		return fmt.Errorf("spool: append: %w", ctx.Err())
-	case <-s.closing:
-		s.unreserve(size)
-		return fmt.Errorf("spool: append: %w", ErrClosed)
 	}
+	if len(s.reqs) >= queueLen/2 {
+		s.hurryUp()
+	}
+	return nil
 }
 
 // hurryUp ends the writer's linger: the commit queue is half full or the

@@ -415,6 +415,33 @@ func (o *outcomes) Settle(d *bridge.Delivery, out bridge.Outcome) {
 	o.m[d.MessageID] = out
 }
 
+// TestStageTakesADeliveryHandedOverAsIntakeStops: a source hands the stage
+// a delivery it read just before a stop, with its context already done.
+// The spool has room, so the stage takes it in its turn, settles it
+// upstream and forwards it, as the pipeline's Handle does. It refused it
+// (context canceled): the bridge's keeper then wrote it to the spool at
+// shutdown, after the deliveries the source handed over behind it under
+// its own context (app TestShutdownCountsWhatTheSpoolHolds under load:
+// kept_in_spool=1).
+func TestStageTakesADeliveryHandedOverAsIntakeStops(t *testing.T) {
+	s := open(t, Options{})
+	st, f := feed(t, s, nil)
+	settled := &outcomes{m: map[string]bridge.Outcome{}}
+	stopped, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := st.Intake(stopped, bridge.NewDelivery(msg(0), settled, nil)); err != nil {
+		t.Fatalf("Intake with room in the spool and its context done: %v", err)
+	}
+	intake(t, st, 1, 2) // the next one, handed over under the source's own context
+	keys, msgs := f.wait(t, 2)
+	inOrder(t, keys, msgs, 0)
+	settled.mu.Lock()
+	defer settled.mu.Unlock()
+	if got, ok := settled.m["m-0"]; !ok || got != bridge.Accepted {
+		t.Errorf("m-0 settled upstream %v (%v), want Accepted once it is in the spool", got, ok)
+	}
+}
+
 // TestStageCloseKeepsWhatFailedToCommit: a shutdown while the commits still
 // fail (the retries going on) hands back the message no upstream would
 // send again (STOMP ack auto) for the bridge to keep, and releases the one
