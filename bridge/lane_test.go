@@ -181,11 +181,14 @@ func TestPipelinePassesBase64Through(t *testing.T) {
 
 // TestSlowDestinationHoldsFewBatches: when every request slot of a
 // destination is busy, its lane takes two more batches and then Handle
-// waits (the source stops reading), far below MaxInFlight.
+// waits (the source stops reading), far below MaxInFlight. No linger ends
+// a batch early: only full batches are sent (with the harness's 1 ms, a
+// loaded machine let the first batch go with fewer than 4, and the count
+// below never came).
 func TestSlowDestinationHoldsFewBatches(t *testing.T) {
 	sink := newFakeSink(nil)
 	sink.hang = true
-	h := newHarness(t, sink, func(c *PipelineConfig) { c.BatchSize = 4; c.MaxRequestsPerDestination = 1 })
+	h := newHarness(t, sink, func(c *PipelineConfig) { c.BatchSize = 4; c.MaxRequestsPerDestination = 1; c.Linger = time.Hour })
 	var returned atomic.Int64
 	go func() {
 		for i := 0; i < 100; i++ {
