@@ -146,6 +146,19 @@ func waitFor(t *testing.T, what string, d time.Duration, cond func() bool) {
 	waitfor.Until(t, what, d, cond)
 }
 
+// waitForEach waits until count reaches n. limit is a hang guard between
+// two steps (count growing), not for all n: under -race on a loaded
+// machine the whole run takes minutes, and a stall still fails.
+func waitForEach(t *testing.T, what string, n int, limit time.Duration, count func() int) {
+	t.Helper()
+	for got, prev := 0, -1; got < n; prev = got {
+		waitFor(t, fmt.Sprintf("more than %d of %d %s", got, n, what), limit, func() bool {
+			got = count()
+			return got > prev && got > 0 || got >= n
+		})
+	}
+}
+
 // TestPipelineFullNamesTheBound: with MNS failing every request, the
 // pipeline fills up to delivery.max_in_flight and says so naming the key:
 // the pipeline speaks of its own fields and the wiring gives it the keys
@@ -193,14 +206,7 @@ func TestRunForwards10000BinaryMessagesByteForByte(t *testing.T) {
 		want[id] = body
 		p.sim.Publish("g1", iotsim.Message{Topic: fmt.Sprintf("/pk1/dev%d/user/data", i%7), MessageID: id, Body: body})
 	}
-	// The limit is a hang guard between two messages, not for the 10,000:
-	// under -race on a loaded machine they take minutes.
-	for got, prev := 0, -1; got < n; prev = got {
-		waitFor(t, fmt.Sprintf("more than %d of the 10,000 messages at the emulator", got), 2*time.Minute, func() bool {
-			got = p.emu.Depth("telemetry-pk1")
-			return got > prev && got > 0 || got >= n
-		})
-	}
+	waitForEach(t, "messages at the emulator", n, 2*time.Minute, func() int { return p.emu.Depth("telemetry-pk1") })
 	cancel()
 	select {
 	case code := <-exited:

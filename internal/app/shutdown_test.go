@@ -31,9 +31,7 @@ func outageThenTerm(t *testing.T, p *peers, path string, n int) string {
 	p.emu.SetFaults(mnsemu.Faults{ErrorRate: 1, ErrorStatus: 503})
 	p.publishSeq("s", n)
 	c := startChild(t, "run", "-config", path)
-	waitFor(t, "the simulator to push every message", time.Minute, func() bool {
-		return p.sim.Stats().Delivered >= int64(n)
-	})
+	waitForEach(t, "messages pushed by the simulator", n, time.Minute, func() int { return int(p.sim.Stats().Delivered) })
 	if code := c.Term(t); code != 0 {
 		t.Errorf("exit code %d after SIGTERM:\n%s", code, c.Out)
 	}
