@@ -55,9 +55,7 @@ func (p *Pipeline) Handle(ctx context.Context, d *Delivery) error {
 	p.stats.enter()
 	p.m.Received.Inc()
 	if p.held.join(d) {
-		// Settled with its original (done).
-		p.stats.joined.Add(1)
-		p.m.Joined.Inc()
+		// Settled with its original (done), and counted then.
 		return nil
 	}
 	now := p.now()
@@ -127,17 +125,25 @@ func (p *Pipeline) enqueue(it *item) {
 // Stranded, once for the message: a copy of one kept is not kept again
 // (the spool or the dead-letter file holds the message once, as the
 // dead-letter target does when it is dead-lettered).
+//
+// Each delivery is counted in one outcome. A copy is counted in Joined
+// when its original is accepted or kept (it is settled with it, not sent),
+// and in Released when it is released: what happened to that delivery is
+// that it went back upstream (the platform, or the spool, has it again and
+// the next start or redelivery counts it again), so Released, or with the
+// spool left_in_spool, counts it and Joined does not.
 func (p *Pipeline) done(d *Delivery, o Outcome, accepted *atomic.Int64) {
 	c := p.held.leave(d)
 	kept := p.settle(d, o, false, accepted)
 	for ; c != nil; c = c.copies {
-		kept = p.settle(c, o, kept, nil)
+		kept = p.settle(c, o, kept, &p.stats.joined)
 	}
 }
 
 // settle is done for one delivery, counted in accepted when it is
-// accepted; kept says the message is already kept for Stranded. It reports
-// whether the message is kept now (by d or before).
+// accepted, or kept with a message already kept (a copy's Joined); kept
+// says the message is already kept for Stranded. It reports whether the
+// message is kept now (by d or before).
 func (p *Pipeline) settle(d *Delivery, o Outcome, kept bool, accepted *atomic.Int64) bool {
 	outcome := accepted
 	if o == Released && !d.Redeliverable() {
@@ -146,7 +152,6 @@ func (p *Pipeline) settle(d *Delivery, o Outcome, kept bool, accepted *atomic.In
 		if !d.settled.CompareAndSwap(false, true) {
 			return kept
 		}
-		outcome = nil
 		if !kept {
 			p.stranded.Add(d)
 			outcome = &p.stats.strandedN
@@ -158,6 +163,9 @@ func (p *Pipeline) settle(d *Delivery, o Outcome, kept bool, accepted *atomic.In
 		outcome = &p.stats.released
 	} else {
 		p.stats.lastProgress.Store(p.now().UnixNano())
+	}
+	if outcome == &p.stats.joined {
+		p.m.Joined.Inc()
 	}
 	p.admit.release(d.held)
 	if p.stats.leave(outcome) == 0 && p.closing.Load() {

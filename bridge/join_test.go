@@ -133,10 +133,18 @@ func TestCopyOfADeadLetteredOriginal(t *testing.T) {
 // target does when the original is dead-lettered. Nothing is left unsettled
 // and nothing lost. Before, the copy was handed back too, and the
 // dead-letter file held the message twice (replay sent it once).
+//
+// Each delivery is counted once, so that the stop line adds up: the
+// released copy in released alone (it goes back to the platform, which
+// sends it again), the copy of the stranded original in joined (the
+// message is kept once, by its original). Before, the released copy was
+// in joined as well (joined=2), and the stop line's outcomes came to one
+// more than the deliveries received; duplicates_joined_total said 2 too.
 func TestShutdownSettlesJoinedCopies(t *testing.T) {
 	sink := newFakeSink(nil)
 	sink.hang = true // until the drain deadline
-	g := newGatedJoin(t, sink, nil)
+	metrics := NewMetrics(prometheus.NewRegistry())
+	g := newGatedJoin(t, sink, func(c *PipelineConfig) { c.Metrics = metrics })
 	m := Message{Topic: userTopic(2), MessageID: "m-2", Body: []byte(`{"n":2}`)}
 	orig2, copy2 := NewDelivery(m, nil, nil), NewDelivery(m, nil, nil) // not redeliverable (STOMP ack auto)
 	for _, d := range []*Delivery{orig2, copy2} {
@@ -155,8 +163,15 @@ func TestShutdownSettlesJoinedCopies(t *testing.T) {
 	if !copy2.Settled() {
 		t.Error("the copy of the stranded original is left unsettled")
 	}
-	if st := g.p.Stats(); st.Joined != 2 || st.Stranded != 1 || st.InFlight != 0 || st.HeldBytes != 0 {
-		t.Errorf("stats %+v, want 2 joined, 1 stranded, nothing held", st)
+	st := g.p.Stats()
+	if st.Received != 4 || st.Released != 2 || st.Joined != 1 || st.Stranded != 1 || st.InFlight != 0 || st.HeldBytes != 0 {
+		t.Errorf("stats %+v, want 4 received: 2 released (the original and its copy), 1 joined (the stranded original's copy), 1 stranded, nothing held", st)
+	}
+	if out := st.Forwarded + st.DeadLettered + st.Duplicates + st.Joined + st.Released + st.Stranded; out != st.Received {
+		t.Errorf("received %d, but forwarded + dead_lettered + duplicates + joined + released + stranded = %d: %+v", st.Received, out, st)
+	}
+	if j := counterValue(t, metrics.Joined); j != float64(st.Joined) {
+		t.Errorf("duplicates_joined_total %v, the stats' joined %d: they count the same copies", j, st.Joined)
 	}
 }
 

@@ -59,7 +59,8 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		Forwarded:  prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Name: "forwarded_total", Help: "Messages accepted by MNS."}),
 		Duplicates: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Name: "duplicates_suppressed_total", Help: "Redeliveries suppressed by the de-dup window."}),
 		Joined: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Name: "duplicates_joined_total",
-			Help: "Redeliveries of a message the pipeline still held, settled with that message's outcome instead of being sent again."}),
+			Help: "Redeliveries of a message the pipeline still held, settled with that message's outcome instead of being sent again: counted when the message is accepted or kept at shutdown, " +
+				"not when the copy joins; a copy released at shutdown is not counted here (it goes back upstream, or stays in the spool, like its original)."}),
 		Retried:      prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Name: "retried_total", Help: "Message sends retried after a retryable failure."}),
 		DeadLettered: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "dead_lettered_total", Help: "Messages written to the dead-letter target, by reason."}, []string{"reason"}),
 		BatchSize: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: ns, Name: "batch_messages", Help: "Messages per MNS request.",

@@ -179,8 +179,7 @@ func (s *pipelineStats) enter() {
 }
 
 // leave counts a delivery settled: out of InFlight and, at once, into
-// outcome (nil: none, as for a joined copy, counted in Joined when it was
-// taken). It returns what InFlight is now.
+// outcome (nil: none). It returns what InFlight is now.
 func (s *pipelineStats) leave(outcome *atomic.Int64) int64 {
 	s.moving.RLock()
 	defer s.moving.RUnlock()
@@ -195,7 +194,7 @@ type Stats struct {
 	Received     int64 // deliveries handed to the pipeline
 	Forwarded    int64 // accepted by the sink
 	Duplicates   int64 // suppressed by the de-dup window
-	Joined       int64 // redelivered copies joined to their held original (join.go)
+	Joined       int64 // redelivered copies settled with their held original (join.go), not released
 	DeadLettered int64
 	Retried      int64 // message sends retried
 	Released     int64 // given back upstream at shutdown (redeliverable ones only)
@@ -303,10 +302,12 @@ func (p *Pipeline) Retune(t Tuning) error {
 // are of one moment: a delivery taken is in Received and in InFlight at
 // once, and when it is settled it leaves InFlight in the same moment as it
 // enters its outcome's count (Forwarded, DeadLettered, Duplicates,
-// Released or Stranded), so that the counts the status, the summary and
-// the stop line print side by side add up whenever they are read. A
-// joined copy is in Joined from when it is taken (beside InFlight until
-// its original is settled), and in Released too when it is released.
+// Joined, Released or Stranded), so that the counts the status, the
+// summary and the stop line print side by side add up whenever they are
+// read: Received = InFlight + Forwarded + DeadLettered + Duplicates +
+// Joined + Released + Stranded. A joined copy is in InFlight until its
+// original is settled, then in Joined, or in Released when it is released
+// (intake.go's done).
 func (p *Pipeline) Stats() Stats {
 	s := &p.stats
 	_, heldBytes := p.admit.held()

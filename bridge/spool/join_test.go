@@ -63,7 +63,9 @@ func TestSpooledCopiesJoinInThePipeline(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	waitfor.Until(t, "the stored copy joined in the pipeline", 30*time.Second, func() bool { return p.Stats().Joined == 1 })
+	// A copy is counted in Joined once its original is settled: until
+	// then both are held, the first one in the gated Send.
+	waitfor.Until(t, "the stored copy taken by the pipeline", 30*time.Second, func() bool { st := p.Stats(); return st.Received == 2 && st.InFlight == 2 })
 	close(sink.gate)
 	waitDepth(t, s, 0)
 	if err := p.Drain(ctx); err != nil {
@@ -71,5 +73,8 @@ func TestSpooledCopiesJoinInThePipeline(t *testing.T) {
 	}
 	if n := sink.got["m-1"]; n != 1 {
 		t.Errorf("MNS got the message %d times, want once", n)
+	}
+	if st := p.Stats(); st.Forwarded != 1 || st.Joined != 1 {
+		t.Errorf("pipeline %+v, want 1 forwarded, 1 joined", st)
 	}
 }
