@@ -9,7 +9,6 @@ import (
 	"net"
 	"net/http"
 	"path/filepath"
-	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -79,19 +78,17 @@ func (b *Bridge) Run(ctx context.Context) error {
 // kept_in_spool, kept_in_dead_letter_file, and lost (0 unless both
 // failed; logged with their ids).
 func (r *run) stopCounts() []any {
-	st := r.b.pipeline.Stats()
+	f := r.b.flow()
 	var args []any
-	if r.stage != nil {
-		args = append(args, "in_spool_at_start", r.inSpoolAtStart, "source_received", r.sourceReceived.Load())
+	if f.Spooled {
+		args = append(args, "in_spool_at_start", f.InSpoolAtStart, "source_received", f.SourceReceived)
 	}
-	args = append(args, "received", st.Received, "forwarded", st.Forwarded, "dead_lettered", st.DeadLettered, "duplicates", st.Duplicates, "joined", st.Joined)
-	if r.stage != nil {
-		upstream, requeued := r.stage.Releases()
-		args = append(args, "released", st.Released-requeued+upstream, "left_in_spool", r.leftInSpool)
-	} else {
-		args = append(args, "released", st.Released)
+	args = append(args, "received", f.Received, "forwarded", f.Forwarded, "dead_lettered", f.DeadLettered, "duplicates", f.Duplicates, "joined", f.Joined,
+		"released", f.Released)
+	if f.Spooled {
+		args = append(args, "left_in_spool", r.leftInSpool)
 	}
-	return append(args, "stranded", st.Stranded, "kept_in_spool", r.kept.spooled, "kept_in_dead_letter_file", r.kept.deadLettered, "lost", r.kept.lost)
+	return append(args, "stranded", f.Stranded, "kept_in_spool", r.kept.spooled, "kept_in_dead_letter_file", r.kept.deadLettered, "lost", r.kept.lost)
 }
 
 // run is one Run of a Bridge: what its steps opened and started.
@@ -109,12 +106,6 @@ type run struct {
 	// start forwards (the pipeline's unaccepted messages and those the
 	// feeder had not handed it yet).
 	leftInSpool int64
-	// inSpoolAtStart is what the spool held when it was opened: what an
-	// earlier run left.
-	inSpoolAtStart int64
-	// sourceReceived counts the deliveries the source handed over and
-	// intake took (source_received_total).
-	sourceReceived atomic.Int64
 
 	cancelIntake context.CancelFunc
 	cancelStatus context.CancelFunc
@@ -259,8 +250,8 @@ func (r *run) openSpool() error {
 	st := s.Stats()
 	b.log.Info("spool open", "dir", b.cfg.Spool.Dir, "messages", st.Depth, "bytes", st.Bytes)
 	b.registerSpoolMetrics(s)
-	r.inSpoolAtStart = int64(st.Depth)
 	r.spool, r.stage = s, spool.NewStage(s, b.pipeline.Handle, b.log.With("component", "spool"))
+	b.status.setStage(r.stage, int64(st.Depth))
 	return nil
 }
 
@@ -297,7 +288,7 @@ func (r *run) countTaken(intake bridge.Handler) bridge.Handler {
 	return func(ctx context.Context, d *bridge.Delivery) error {
 		err := intake(ctx, d)
 		if err == nil {
-			r.sourceReceived.Add(1)
+			r.b.status.sourceReceived.Add(1)
 			r.b.metrics.SourceReceived.Inc()
 		}
 		return err

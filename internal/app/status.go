@@ -55,16 +55,38 @@ type SourceConnStatus struct {
 	LastError  string `json:"last_error,omitempty"`
 }
 
-// PipelineStatus holds the pipeline's counters since start.
+// PipelineStatus holds the pipeline's counters since start, named and
+// counted as the stop line names and counts them (flow). They add up as
+// it does, with in_flight for what is not settled yet: without the spool
+// source_received = forwarded + dead_lettered + duplicates + joined +
+// released + stranded + in_flight; with it in_spool_at_start +
+// source_received = forwarded + dead_lettered + duplicates + joined +
+// released + spool.messages (what the pipeline holds is in the spool
+// until MNS took it). Read while messages arrive, a message may be in
+// one side and not yet in the other.
 type PipelineStatus struct {
+	// InSpoolAtStart is what the spool held when the bridge started (an
+	// earlier run's backlog); nil without the spool, as in the stop line.
+	InSpoolAtStart *int64 `json:"in_spool_at_start,omitempty"`
+	// SourceReceived is what this run took from the platform (with the
+	// spool, into the spool).
+	SourceReceived int64 `json:"source_received"`
+	// Received is what entered the pipeline: with the spool, from the
+	// spool, the earlier run's backlog included.
 	Received     int64 `json:"received"`
 	Forwarded    int64 `json:"forwarded"`
 	DeadLettered int64 `json:"dead_lettered"`
 	Duplicates   int64 `json:"duplicates"` // suppressed by the de-dup window
-	Joined       int64 `json:"joined"`     // redelivered copies joined to their held original
-	Retried      int64 `json:"retried"`
-	InFlight     int64 `json:"in_flight"`
-	MaxInFlight  int   `json:"max_in_flight"`
+	Joined       int64 `json:"joined"`     // redelivered copies settled with their held original
+	// Released is what was given back to the platform (it sends it
+	// again; with the spool not what went back into the spool), and
+	// Stranded what was held at the stop and not sent again by the
+	// platform: both at the stop only.
+	Released    int64 `json:"released"`
+	Stranded    int64 `json:"stranded"`
+	Retried     int64 `json:"retried"`
+	InFlight    int64 `json:"in_flight"`
+	MaxInFlight int   `json:"max_in_flight"`
 }
 
 // PartError is the last error a part saw and when; empty when none.
@@ -155,6 +177,13 @@ type statusRecorder struct {
 	deadWrite  lastError     // the last failure writing a dead letter
 	spool      func() spool.Stats
 	spoolMu    sync.Mutex
+
+	// What came in, as the stop line counts it (flow): what this run took
+	// from the platform, and with the spool what it held at the start and
+	// the stage's releases (nil without the spool; under spoolMu).
+	sourceReceived atomic.Int64
+	inSpoolAtStart atomic.Int64
+	releases       func() (upstream, requeued int64)
 }
 
 // recordingSink passes sends on to the sink and counts them in rec. A send
@@ -233,6 +262,52 @@ func (r *statusRecorder) setSpool(f func() spool.Stats) {
 	r.spoolMu.Unlock()
 }
 
+// setStage records the spool's stage, opened with atStart messages (an
+// earlier run's backlog): flow counts from it.
+func (r *statusRecorder) setStage(s *spool.Stage, atStart int64) {
+	r.spoolMu.Lock()
+	r.releases = s.Releases
+	r.spoolMu.Unlock()
+	r.inSpoolAtStart.Store(atStart)
+}
+
+// flow is what came in and how each delivery was settled, with the names
+// and meaning of the stop line (run.go's stopCounts): /status, the
+// summary line and the stop line read it here, so they say the same.
+type flow struct {
+	bridge.Stats
+	// Spooled: the spool is on; InSpoolAtStart is then what it held when
+	// the bridge started.
+	Spooled        bool
+	InSpoolAtStart int64
+	// SourceReceived: the deliveries this run took from the platform
+	// (with the spool, into it): source_received_total.
+	SourceReceived int64
+	// Released is what was given back upstream, which the platform sends
+	// again; with the spool not what the pipeline released back into it
+	// (those stay in the spool), but what never reached it. It replaces
+	// Stats.Released, which counts both.
+	Released int64
+}
+
+// flow reads the counts. Stats is one moment; SourceReceived is read
+// after it: a delivery is counted there once intake took it, after the
+// pipeline (without the spool) counted it in Received.
+func (b *Bridge) flow() flow {
+	f := flow{Stats: b.pipeline.Stats()}
+	f.SourceReceived = b.status.sourceReceived.Load()
+	f.Released = f.Stats.Released
+	b.status.spoolMu.Lock()
+	releases := b.status.releases
+	b.status.spoolMu.Unlock()
+	if releases != nil {
+		upstream, requeued := releases()
+		f.Spooled, f.InSpoolAtStart = true, b.status.inSpoolAtStart.Load()
+		f.Released = f.Stats.Released - requeued + upstream
+	}
+	return f
+}
+
 // Status returns a snapshot of the bridge's state.
 func (b *Bridge) Status() Status {
 	st := Status{Version: Version(), StartedAt: b.status.started, Time: time.Now()}
@@ -252,9 +327,13 @@ func (b *Bridge) Status() Status {
 			st.Source = append(st.Source, SourceConnStatus{Name: c.Name, Connected: c.Connected, Reconnects: c.Reconnects, LastError: c.LastError})
 		}
 	}
-	ps := b.pipeline.Stats()
-	st.Pipeline = PipelineStatus{Received: ps.Received, Forwarded: ps.Forwarded, DeadLettered: ps.DeadLettered,
-		Duplicates: ps.Duplicates, Joined: ps.Joined, Retried: ps.Retried, InFlight: ps.InFlight, MaxInFlight: b.cfg.Delivery.MaxInFlight}
+	f := b.flow()
+	st.Pipeline = PipelineStatus{SourceReceived: f.SourceReceived, Received: f.Received, Forwarded: f.Forwarded, DeadLettered: f.DeadLettered,
+		Duplicates: f.Duplicates, Joined: f.Joined, Released: f.Released, Stranded: f.Stranded, Retried: f.Retried, InFlight: f.InFlight,
+		MaxInFlight: b.cfg.Delivery.MaxInFlight}
+	if f.Spooled {
+		st.Pipeline.InSpoolAtStart = &f.InSpoolAtStart
+	}
 	st.MNS = b.status.mns.get()
 	if q := b.cfg.Delivery.DeadLetter.Queue; q != "" {
 		st.DeadLetterQueue = &DeadLetterQueueStatus{Name: q, RequestStatus: b.status.deadQueue.get()}
@@ -262,10 +341,10 @@ func (b *Bridge) Status() Status {
 	reason := b.status.deadReason.get()
 	st.DeadLetters = DeadLetterStatus{LastReason: reason.LastError, LastReasonAt: reason.LastErrorAt, PartError: b.status.deadWrite.get()}
 	b.status.spoolMu.Lock()
-	f := b.status.spool
+	spoolStats := b.status.spool
 	b.status.spoolMu.Unlock()
-	if f != nil {
-		s := f()
+	if spoolStats != nil {
+		s := spoolStats()
 		st.Spool = &SpoolStatus{Messages: int64(s.Depth), Bytes: s.Bytes, MaxBytes: s.MaxBytes, Full: s.Full}
 	}
 	return st

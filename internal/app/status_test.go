@@ -55,6 +55,8 @@ func TestStatusCommandAgainstARunningBridge(t *testing.T) {
 		`(?m)^mns +ok, [0-9]+ retried +[0-9.]+ +500 +0 / 8192 +queue telemetry-pk1: message .*QueueNotExist.* ago\)$`,
 		`(?m)^dead letters +0 duplicates dropped +[0-9.]+ +300 +last: message .*QueueNotExist.* ago\)$`,
 		`(?m)^spool +[0-9.]+% full +0 msgs, 0 bytes +-$`,
+		// The stop line's names: what came in, and where it went.
+		`(?m)^messages: in_spool_at_start=0 source_received=800 received=800 forwarded=500 dead_lettered=300 duplicates=0 joined=0 released=0 stranded=0 in_flight=0 in_spool=0$`,
 	} {
 		if !regexp.MustCompile(re).MatchString(out) {
 			t.Errorf("status output does not match %s", re)
@@ -78,6 +80,9 @@ func TestStatusCommandAgainstARunningBridge(t *testing.T) {
 	}
 	if st.Pipeline.Received != 800 || st.Pipeline.Forwarded != 500 || st.Pipeline.DeadLettered != 300 || st.Pipeline.MaxInFlight != 8192 {
 		t.Errorf("status -json pipeline %+v, want 800 received, 500 forwarded, 300 dead-lettered, max 8192", st.Pipeline)
+	}
+	if at := st.Pipeline.InSpoolAtStart; at == nil || *at != 0 || st.Pipeline.SourceReceived != 800 {
+		t.Errorf("status -json pipeline %+v, want in_spool_at_start 0 and source_received 800 (as the stop line)", st.Pipeline)
 	}
 	if !strings.Contains(st.MNS.LastError, "QueueNotExist") || st.MNS.LastErrorAt == nil {
 		t.Errorf("status -json mns %+v, want the QueueNotExist failure with its time", st.MNS)
@@ -122,6 +127,47 @@ func TestStatusCommandErrors(t *testing.T) {
 	code, _, errOut = runMain(t, context.Background(), "status", "-url", "http://"+notBridge)
 	if code != ExitFailure || !strings.Contains(errOut, "404") {
 		t.Errorf("status against a 404: exit %d, %q; want 1 with the status", code, errOut)
+	}
+}
+
+// TestStatusTableCountsWhatCameIn: with an earlier run's backlog in the
+// spool, the source row counts what this run took from the platform
+// (source_received), not what entered the pipeline from the spool, and
+// the messages line has the stop line's counts, which add up: 200 + 50 =
+// 30 forwarded + 220 in the spool. A bridge that does not report
+// source_received (older) shows received, as before.
+func TestStatusTableCountsWhatCameIn(t *testing.T) {
+	now := time.Now()
+	atStart := int64(200)
+	st := Status{Version: "iot-mns-bridge test", StartedAt: now, Time: now, Healthy: true, Ready: true,
+		Source:   []SourceConnStatus{{Name: "c1", Connected: true}},
+		Pipeline: PipelineStatus{InSpoolAtStart: &atStart, SourceReceived: 50, Received: 60, Forwarded: 30, InFlight: 30, MaxInFlight: 64},
+		Spool:    &SpoolStatus{Messages: 220, Bytes: 22000, MaxBytes: 1 << 20}}
+	var out strings.Builder
+	if err := printStatus(&out, st, nil); err != nil {
+		t.Fatal(err)
+	}
+	for _, re := range []string{`(?m)^source c1 +connected, 0 reconnects +- +50 +-$`,
+		`(?m)^messages: in_spool_at_start=200 source_received=50 received=60 forwarded=30 dead_lettered=0 duplicates=0 joined=0 released=0 stranded=0 in_flight=30 in_spool=220$`} {
+		if !regexp.MustCompile(re).MatchString(out.String()) {
+			t.Errorf("status output does not match %s:\n%s", re, out.String())
+		}
+	}
+	b, err := json.Marshal(st.Pipeline)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(b), `"in_spool_at_start":200,"source_received":50,"received":60`) {
+		t.Errorf("/status pipeline JSON %s, want in_spool_at_start and source_received", b)
+	}
+	older := Status{Version: "iot-mns-bridge older", StartedAt: now, Time: now, Healthy: true, Ready: true,
+		Source: []SourceConnStatus{{Name: "c1", Connected: true}}, Pipeline: PipelineStatus{Received: 70, Forwarded: 70}}
+	out.Reset()
+	if err := printStatus(&out, older, nil); err != nil {
+		t.Fatal(err)
+	}
+	if !regexp.MustCompile(`(?m)^source c1 +connected, 0 reconnects +- +70 +-$`).MatchString(out.String()) {
+		t.Errorf("a bridge without source_received: the source row does not show received:\n%s", out.String())
 	}
 }
 

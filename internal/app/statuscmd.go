@@ -192,10 +192,11 @@ func cmdStatus(ctx context.Context, args []string, stdio Stdio) error {
 
 // StatusRates are per-second rates between two snapshots.
 type StatusRates struct {
-	Seconds      float64 `json:"seconds"`
-	Received     float64 `json:"received_per_s"`
-	Forwarded    float64 `json:"forwarded_per_s"`
-	DeadLettered float64 `json:"dead_lettered_per_s"`
+	Seconds        float64 `json:"seconds"`
+	SourceReceived float64 `json:"source_received_per_s"`
+	Received       float64 `json:"received_per_s"`
+	Forwarded      float64 `json:"forwarded_per_s"`
+	DeadLettered   float64 `json:"dead_lettered_per_s"`
 }
 
 // statusRates is nil when b is not later than a (one snapshot) or the
@@ -206,11 +207,23 @@ func statusRates(a, b Status) *StatusRates {
 		return nil
 	}
 	per := func(x, y int64) float64 { return float64(y-x) / secs }
-	return &StatusRates{Seconds: secs, Received: per(a.Pipeline.Received, b.Pipeline.Received),
+	return &StatusRates{Seconds: secs, SourceReceived: per(fromSource(a.Pipeline), fromSource(b.Pipeline)), Received: per(a.Pipeline.Received, b.Pipeline.Received),
 		Forwarded: per(a.Pipeline.Forwarded, b.Pipeline.Forwarded), DeadLettered: per(a.Pipeline.DeadLettered, b.Pipeline.DeadLettered)}
 }
 
-// printStatus writes the human table: one row per part.
+// fromSource is what the bridge took from the platform: source_received,
+// or from a bridge that does not report it (older than the field: no
+// in_spool_at_start either, and source_received 0 while it received),
+// received, which is the same without the spool.
+func fromSource(p PipelineStatus) int64 {
+	if p.SourceReceived == 0 && p.InSpoolAtStart == nil && p.Received > 0 {
+		return p.Received
+	}
+	return p.SourceReceived
+}
+
+// printStatus writes the human table: one row per part, then the
+// message counts with the stop line's names.
 func printStatus(w io.Writer, st Status, r *StatusRates) error {
 	state := "ready"
 	if !st.Ready {
@@ -253,8 +266,8 @@ func printStatus(w io.Writer, st Status, r *StatusRates) error {
 			s = "DOWN"
 		}
 		rt, tot := "", ""
-		if i == 0 { // received is counted for the source as a whole
-			rt, tot = rate(func(r *StatusRates) float64 { return r.Received }), strconv.FormatInt(st.Pipeline.Received, 10)
+		if i == 0 { // source_received is counted for the source as a whole
+			rt, tot = rate(func(r *StatusRates) float64 { return r.SourceReceived }), strconv.FormatInt(fromSource(st.Pipeline), 10)
 		}
 		fmt.Fprintf(tw, "source %s\t%s, %d reconnects\t%s\t%s\t\t%s\n", c.Name, s, c.Reconnects, rt, tot, orDash(c.LastError))
 	}
@@ -311,7 +324,29 @@ func printStatus(w io.Writer, st Status, r *StatusRates) error {
 		}
 		fmt.Fprintf(tw, "spool\t%s\t\t%d msgs, %d bytes\t\t-\n", state, sp.Messages, sp.Bytes)
 	}
-	return tw.Flush()
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	_, err := fmt.Fprintf(w, "\nmessages: %s\n", messageCounts(st))
+	return err
+}
+
+// messageCounts are the pipeline's counts with the stop line's names, in
+// its order, and with what is not settled yet: in_flight, and with the
+// spool in_spool (spool.messages), which holds what the pipeline holds.
+// They add up as the stop line does (PipelineStatus).
+func messageCounts(st Status) string {
+	p := st.Pipeline
+	var b strings.Builder
+	if p.InSpoolAtStart != nil {
+		fmt.Fprintf(&b, "in_spool_at_start=%d ", *p.InSpoolAtStart)
+	}
+	fmt.Fprintf(&b, "source_received=%d received=%d forwarded=%d dead_lettered=%d duplicates=%d joined=%d released=%d stranded=%d in_flight=%d",
+		fromSource(p), p.Received, p.Forwarded, p.DeadLettered, p.Duplicates, p.Joined, p.Released, p.Stranded, p.InFlight)
+	if st.Spool != nil {
+		fmt.Fprintf(&b, " in_spool=%d", st.Spool.Messages)
+	}
+	return b.String()
 }
 
 func cmdHealthcheck(ctx context.Context, args []string, stdio Stdio) error {
