@@ -275,12 +275,18 @@ func stompConfig(cfg *config.Config, params func() (iotauth.Params, error), cloc
 	}
 }
 
-// registerSpoolMetrics exports the spool's depth and size.
-func (b *Bridge) registerSpoolMetrics(s *spool.Spool) {
+// registerSpoolMetrics exports the spool's depth and size, and its depth
+// when it was opened, atStart.
+func (b *Bridge) registerSpoolMetrics(s *spool.Spool, atStart int64) {
 	b.status.setSpool(s.Stats)
 	b.reg.MustRegister(
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "iot_mns_bridge", Name: "spool_messages", Help: "Messages in the spool."},
 			func() float64 { return float64(s.Stats().Depth) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "iot_mns_bridge", Name: "spool_messages_at_start",
+			Help: "Messages the spool held when the bridge started (an earlier run's backlog): in_spool_at_start of the stop line and /status. " +
+				"spool_messages_at_start + source_received_total = forwarded_total + dead_lettered_total + duplicates_suppressed_total + duplicates_joined_total + spool_messages, " +
+				"but for what is on its way into or out of the spool."},
+			func() float64 { return float64(atStart) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "iot_mns_bridge", Name: "spool_bytes", Help: "Bytes of messages in the spool."},
 			func() float64 { return float64(s.Stats().Bytes) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "iot_mns_bridge", Name: "spool_max_bytes",

@@ -183,17 +183,18 @@ func (b *Bridge) summaries(ctx context.Context) {
 	}
 	t := time.NewTicker(every)
 	defer t.Stop()
-	prev := b.pipeline.Stats()
+	prev := b.pipeline.Stats().Forwarded
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
 		}
-		st := b.pipeline.Stats()
-		rate := float64(st.Forwarded-prev.Forwarded) / every.Seconds()
-		b.log.Info("summary", "forwarded_per_s", fmt.Sprintf("%.1f", rate), "received", st.Received, "forwarded", st.Forwarded,
-			"dead_lettered", st.DeadLettered, "duplicates", st.Duplicates, "joined", st.Joined, "retried", st.Retried, "in_flight", st.InFlight)
-		prev = st
+		// The counts of status's messages line (the stop line's names).
+		st := b.Status()
+		rate := float64(st.Pipeline.Forwarded-prev) / every.Seconds()
+		args := append([]any{"forwarded_per_s", fmt.Sprintf("%.1f", rate)}, messageCounts(st)...)
+		b.log.Info("summary", append(args, "retried", st.Pipeline.Retried)...)
+		prev = st.Pipeline.Forwarded
 	}
 }

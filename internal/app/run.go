@@ -249,7 +249,7 @@ func (r *run) openSpool() error {
 	})
 	st := s.Stats()
 	b.log.Info("spool open", "dir", b.cfg.Spool.Dir, "messages", st.Depth, "bytes", st.Bytes)
-	b.registerSpoolMetrics(s)
+	b.registerSpoolMetrics(s, int64(st.Depth))
 	r.spool, r.stage = s, spool.NewStage(s, b.pipeline.Handle, b.log.With("component", "spool"))
 	b.status.setStage(r.stage, int64(st.Depth))
 	return nil

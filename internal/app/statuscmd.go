@@ -327,26 +327,33 @@ func printStatus(w io.Writer, st Status, r *StatusRates) error {
 	if err := tw.Flush(); err != nil {
 		return err
 	}
-	_, err := fmt.Fprintf(w, "\nmessages: %s\n", messageCounts(st))
+	counts := messageCounts(st)
+	fields := make([]string, 0, len(counts)/2)
+	for i := 0; i < len(counts); i += 2 {
+		fields = append(fields, fmt.Sprintf("%s=%d", counts[i], counts[i+1]))
+	}
+	_, err := fmt.Fprintf(w, "\nmessages: %s\n", strings.Join(fields, " "))
 	return err
 }
 
-// messageCounts are the pipeline's counts with the stop line's names, in
-// its order, and with what is not settled yet: in_flight, and with the
-// spool in_spool (spool.messages), which holds what the pipeline holds.
-// They add up as the stop line does (PipelineStatus).
-func messageCounts(st Status) string {
+// messageCounts are the pipeline's counts (key, value pairs) with the stop
+// line's names, in its order, and with what is not settled yet: in_flight,
+// and with the spool in_spool (spool.messages), which holds what the
+// pipeline holds. They add up as the stop line does (PipelineStatus).
+// The summary line logs them too.
+func messageCounts(st Status) []any {
 	p := st.Pipeline
-	var b strings.Builder
+	var args []any
 	if p.InSpoolAtStart != nil {
-		fmt.Fprintf(&b, "in_spool_at_start=%d ", *p.InSpoolAtStart)
+		args = append(args, "in_spool_at_start", *p.InSpoolAtStart)
 	}
-	fmt.Fprintf(&b, "source_received=%d received=%d forwarded=%d dead_lettered=%d duplicates=%d joined=%d released=%d stranded=%d in_flight=%d",
-		fromSource(p), p.Received, p.Forwarded, p.DeadLettered, p.Duplicates, p.Joined, p.Released, p.Stranded, p.InFlight)
+	args = append(args, "source_received", fromSource(p), "received", p.Received, "forwarded", p.Forwarded,
+		"dead_lettered", p.DeadLettered, "duplicates", p.Duplicates, "joined", p.Joined, "released", p.Released,
+		"stranded", p.Stranded, "in_flight", p.InFlight)
 	if st.Spool != nil {
-		fmt.Fprintf(&b, " in_spool=%d", st.Spool.Messages)
+		args = append(args, "in_spool", st.Spool.Messages)
 	}
-	return b.String()
+	return args
 }
 
 func cmdHealthcheck(ctx context.Context, args []string, stdio Stdio) error {

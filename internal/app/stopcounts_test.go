@@ -1,13 +1,18 @@
 package app
 
 import (
+	"encoding/json"
+	"fmt"
 	"log/slog"
+	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/iot-mns-bridge/iot-mns-bridge/internal/testpeers"
+	"github.com/iot-mns-bridge/iot-mns-bridge/iotsim"
 	"github.com/iot-mns-bridge/iot-mns-bridge/mnsemu"
 )
 
@@ -27,9 +32,20 @@ func stopLine(t *testing.T, logs string) map[string]int64 {
 	if line == "" {
 		t.Fatalf("no stopped line:\n%s", logs)
 	}
+	return logFields(t, line, " msg=stopped ")
+}
+
+// logFields returns the figures of a log line (text format) after marker,
+// by key; it fails the test when one is not an integer, unless its key is
+// one of skip.
+func logFields(t *testing.T, line, marker string, skip ...string) map[string]int64 {
+	t.Helper()
 	got := map[string]int64{}
-	for _, f := range strings.Fields(line[strings.Index(line, " msg=stopped ")+len(" msg=stopped "):]) {
+	for _, f := range strings.Fields(line[strings.Index(line, marker)+len(marker):]) {
 		k, v, _ := strings.Cut(f, "=")
+		if slices.Contains(skip, k) {
+			continue
+		}
 		n, err := strconv.ParseInt(v, 10, 64)
 		if err != nil {
 			t.Fatalf("%s in %q: %v", f, line, err)
@@ -127,4 +143,146 @@ func TestReceivedHelpSaysWhatItCountsWithTheSpool(t *testing.T) {
 	if help, _ := of("iot_mns_bridge_source_received_total"); !strings.Contains(help, "platform") {
 		t.Errorf("source_received_total's help %q does not say it counts what was taken from the platform", help)
 	}
+}
+
+// TestStatusAndStopLineAgree: the counts shown while the bridge runs
+// (/status, status's messages line, the summary line, /metrics) have the
+// stop line's names and meanings and add up as it does. A second start
+// with an earlier run's backlog of 30 in the spool takes 10 duplicates of
+// it, 5 messages for a missing queue (dead-lettered) and 20 new ones; then
+// MNS fails and 5 more stay held. /status must add up at rest both times,
+// the summary line and /metrics say the same, and the stop line must say
+// what /status said last, left_in_spool being the spool's messages.
+func TestStatusAndStopLineAgree(t *testing.T) {
+	p, path := spoolPeers(t, time.Hour)
+	p.emu.SetFaults(mnsemu.Faults{ErrorRate: 1, ErrorStatus: 503})
+	p.publishSeq("s", 30)
+	b := runBridge(t, mustLoad(t, path), Options{Logger: slog.New(slog.DiscardHandler)})
+	waitFor(t, "30 in the spool, MNS down", 2*time.Minute, func() bool {
+		st := b.Status()
+		return st.Spool != nil && st.Spool.Messages == 30 && b.pipeline.Stats().Retried >= 2
+	})
+	if err := b.stop(); err != nil {
+		t.Fatal(err)
+	}
+
+	p.emu.SetFaults(mnsemu.Faults{})
+	c := mustLoad(t, path)
+	c.Log.SummaryInterval = 50 * time.Millisecond
+	logs := &testpeers.SyncBuffer{}
+	b, base := runBridgeHTTP(t, c, Options{Logger: slog.New(slog.NewTextHandler(logs, nil))})
+	waitFor(t, "the backlog forwarded", 2*time.Minute, func() bool { return b.pipeline.Stats().Forwarded == 30 })
+	p.publishSeq("s", 10) // forwarded above: the de-dup window drops them
+	for i := 0; i < 5; i++ {
+		p.sim.Publish("g1", iotsim.Message{Topic: fmt.Sprintf("/pk2/dev%d/user/data", i), MessageID: fmt.Sprintf("d-%05d", i), Body: []byte(`{}`)})
+	}
+	p.publishSeq("n", 20)
+	// atRest: the pipeline's counts are want (retried and the limit
+	// aside) and the spool holds inSpool.
+	atRest := func(want PipelineStatus, inSpool int64) func() bool {
+		return func() bool {
+			st := b.Status()
+			got := st.Pipeline
+			if got.InSpoolAtStart == nil || *got.InSpoolAtStart != *want.InSpoolAtStart || st.Spool == nil || st.Spool.Messages != inSpool {
+				return false
+			}
+			got.InSpoolAtStart, got.Retried, got.MaxInFlight = want.InSpoolAtStart, 0, 0
+			return got == want
+		}
+	}
+	thirty := int64(30)
+	waitFor(t, "65 settled: 50 forwarded, 5 dead-lettered, 10 duplicates, the spool empty", 2*time.Minute, atRest(PipelineStatus{
+		InSpoolAtStart: &thirty, SourceReceived: 35, Received: 65, Forwarded: 50, DeadLettered: 5, Duplicates: 10}, 0))
+	statusAddsUp(t, base)
+
+	p.emu.SetFaults(mnsemu.Faults{ErrorRate: 1, ErrorStatus: 503})
+	p.publishSeq("h", 5)
+	waitFor(t, "5 more held, MNS down", 2*time.Minute, atRest(PipelineStatus{
+		InSpoolAtStart: &thirty, SourceReceived: 40, Received: 70, Forwarded: 50, DeadLettered: 5, Duplicates: 10, InFlight: 5}, 5))
+	last := statusAddsUp(t, base)
+
+	// The summary line and /metrics say the same.
+	summary := func() map[string]int64 {
+		lines := strings.Split(logs.String(), "\n")
+		for i := len(lines) - 1; i >= 0; i-- {
+			if strings.Contains(lines[i], " msg=summary ") {
+				return logFields(t, lines[i], " msg=summary ", "forwarded_per_s")
+			}
+		}
+		return nil
+	}
+	shown := statusFields(last)
+	waitFor(t, "a summary line of the held state", time.Minute, func() bool {
+		s := summary()
+		return s != nil && s["source_received"] == 40 && s["in_spool"] == 5
+	})
+	s := summary()
+	for k, v := range shown {
+		if s[k] != v {
+			t.Errorf("summary line %s=%d, /status %d: %v", k, s[k], v, s)
+		}
+	}
+	of := metricsOf(t, b.Bridge)
+	for name, want := range map[string]int64{"iot_mns_bridge_source_received_total": shown["source_received"],
+		"iot_mns_bridge_received_total": shown["received"], "iot_mns_bridge_forwarded_total": shown["forwarded"],
+		"iot_mns_bridge_duplicates_suppressed_total": shown["duplicates"], "iot_mns_bridge_duplicates_joined_total": shown["joined"],
+		"iot_mns_bridge_in_flight": shown["in_flight"], "iot_mns_bridge_spool_messages": shown["in_spool"],
+		"iot_mns_bridge_spool_messages_at_start": shown["in_spool_at_start"]} {
+		if _, got := of(name); got != float64(want) {
+			t.Errorf("/metrics %s = %v, /status %d", name, got, want)
+		}
+	}
+	if got := series(t, b.Bridge, "iot_mns_bridge_dead_lettered_total", nil); got != float64(shown["dead_lettered"]) {
+		t.Errorf("/metrics iot_mns_bridge_dead_lettered_total = %v, /status %d", got, shown["dead_lettered"])
+	}
+
+	if err := b.stop(); err != nil {
+		t.Fatal(err)
+	}
+	f := stopLine(t, logs.String())
+	addsUp(t, "second run", f)
+	for k, v := range shown {
+		want := k
+		if k == "in_spool" {
+			want = "left_in_spool"
+		} else if k == "in_flight" {
+			continue // held at the stop: left in the spool
+		}
+		if f[want] != v {
+			t.Errorf("stop line %s=%d, /status %s=%d: %v", want, f[want], k, v, f)
+		}
+	}
+}
+
+// statusAddsUp reads /status over HTTP and checks that its counts add up
+// as the stop line's do: in_spool_at_start + source_received = forwarded +
+// dead_lettered + duplicates + joined + released + spool.messages, and
+// received = forwarded + dead_lettered + duplicates + joined + released +
+// stranded + in_flight (nothing went back into the spool while running).
+func statusAddsUp(t *testing.T, base string) Status {
+	t.Helper()
+	code, body := httpGet(t, base+"/status")
+	var st Status
+	if code != http.StatusOK || json.Unmarshal([]byte(body), &st) != nil || st.Pipeline.InSpoolAtStart == nil || st.Spool == nil {
+		t.Fatalf("/status = %d %s, want the pipeline's counts with in_spool_at_start and the spool", code, body)
+	}
+	p := st.Pipeline
+	settled := p.Forwarded + p.DeadLettered + p.Duplicates + p.Joined + p.Released
+	if in, out := *p.InSpoolAtStart+p.SourceReceived, settled+st.Spool.Messages; in != out {
+		t.Errorf("/status: in_spool_at_start + source_received = %d, forwarded + dead_lettered + duplicates + joined + released + spool.messages = %d: %s", in, out, body)
+	}
+	if out := settled + p.Stranded + p.InFlight; p.Received != out {
+		t.Errorf("/status: received = %d, forwarded + dead_lettered + duplicates + joined + released + stranded + in_flight = %d: %s", p.Received, out, body)
+	}
+	return st
+}
+
+// statusFields are st's counts by the names of status's messages line.
+func statusFields(st Status) map[string]int64 {
+	counts := messageCounts(st)
+	m := map[string]int64{}
+	for i := 0; i < len(counts); i += 2 {
+		m[counts[i].(string)] = counts[i+1].(int64)
+	}
+	return m
 }
