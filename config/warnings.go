@@ -13,6 +13,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/iot-mns-bridge/iot-mns-bridge/bridge"
+	"github.com/iot-mns-bridge/iot-mns-bridge/bridge/source"
 	"github.com/iot-mns-bridge/iot-mns-bridge/bridge/spool"
 	"github.com/iot-mns-bridge/iot-mns-bridge/sinks/mns"
 )
@@ -46,6 +47,14 @@ func (cfg *Config) Warnings() []Warning {
 	}
 	if cfg.Source.TLS.InsecureSkipVerify {
 		out = append(out, Warning{Msg: "TLS certificate verification is off (source.tls.insecure_skip_verify): anyone on the path can read and alter the traffic; use source.tls.ca_file instead"})
+	}
+	if d := cfg.Source.DialTimeout; d > source.ConnectAuthDeadline {
+		out = append(out, Warning{
+			Msg: fmt.Sprintf("source.dial_timeout is %s, longer than the platform's connect+auth deadline of %s: the platform closes a connection "+
+				"that is not logged in (and, on AMQP, its receiver link attached) by then, so a slow attempt fails at %s whatever this says; "+
+				"set source.dial_timeout to %s or less", d, source.ConnectAuthDeadline, source.ConnectAuthDeadline, source.ConnectAuthDeadline),
+			Attrs: []any{"source.dial_timeout", d, "platform_limit", source.ConnectAuthDeadline},
+		})
 	}
 	if w, ok := spoolRoom(cfg); ok {
 		out = append(out, w)

@@ -5,6 +5,7 @@ import (
 	"runtime"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestLiteralSecretsInReadableConfigAreFound(t *testing.T) {
@@ -136,5 +137,34 @@ func TestSpoolRoomCountsTheOtherStateFiles(t *testing.T) {
 	}
 	if !strings.HasPrefix(found, "spool.max_bytes with delivery.dead_letter.max_bytes and the de-dup journal") {
 		t.Errorf("a spool of the free space less 512MiB and a 2GiB dead-letter file on its filesystem: warning %q", found)
+	}
+}
+
+// TestDialTimeoutAboveThePlatformsDeadlineIsWarned: a source.dial_timeout
+// longer than the platform's 15 s connect+auth deadline was accepted
+// silently (the walk: dial_timeout: 1m); it is warned of, naming the key
+// and the platform's limit, and the default and 15 s are not.
+func TestDialTimeoutAboveThePlatformsDeadlineIsWarned(t *testing.T) {
+	dialWarnings := func(d time.Duration) []string {
+		cfg := validConfig()
+		cfg.Source.DialTimeout = d
+		var out []string
+		for _, w := range cfg.Warnings() {
+			if strings.Contains(w.String(), "source.dial_timeout") {
+				out = append(out, w.String())
+			}
+		}
+		return out
+	}
+	if w := dialWarnings(Default().Source.DialTimeout); len(w) != 0 {
+		t.Errorf("the default dial_timeout is warned of: %q", w)
+	}
+	if w := dialWarnings(15 * time.Second); len(w) != 0 {
+		t.Errorf("dial_timeout 15s is warned of: %q", w)
+	}
+	w := dialWarnings(time.Minute)
+	want := "source.dial_timeout is 1m0s, longer than the platform's connect+auth deadline of 15s: the platform closes a connection"
+	if len(w) != 1 || !strings.HasPrefix(w[0], want) || !strings.HasSuffix(w[0], "source.dial_timeout=1m0s platform_limit=15s") {
+		t.Errorf("dial_timeout 1m: warnings %q, want one starting %q and naming the limit", w, want)
 	}
 }

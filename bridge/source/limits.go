@@ -32,6 +32,12 @@ const (
 	// than 0 (off): the heart-beat header counts milliseconds.
 	MinHeartBeat = time.Millisecond
 
+	// ConnectAuthDeadline is the platform's deadline from the TCP connect
+	// to a logged-in connection (AMQP: with its receiver link attached): it
+	// closes a connection that takes longer. A FieldDialTimeout above it is
+	// allowed but never waited out: the platform closes first.
+	ConnectAuthDeadline = 15 * time.Second
+
 	// MaxCredit bounds the AMQP link credit (FieldCredit): the messages the
 	// platform may push on one connection before the bridge settles any.
 	MaxCredit = 10000
