@@ -99,6 +99,12 @@ func explainLogin(cfg Config, id string, err error) error {
 		case sasl.ServerFault():
 			return fmt.Errorf("%s: %w: %w; %s", op, bridge.ErrLoginRefused, err, saslSystemAdvice(cfg, sasl.Code))
 		}
+		if sasl.Code == amqp10.SASLAuth && source.NamesOtherCause(string(sasl.AdditionalData)) {
+			// The platform answers a full consumer group (9600) and others
+			// with SASL auth: its text, not AMQP's "the server refused the
+			// credentials", says what is wrong.
+			err = &bareSASL{err: err, sasl: sasl}
+		}
 		return source.LoginRefused(cfg.Names, op, "", err)
 	}
 	if errors.Is(err, context.DeadlineExceeded) {
@@ -206,3 +212,17 @@ func (c *amqpConn) Abort()                     { c.rcv.Abort() }
 func (c *amqpConn) Close(ctx context.Context) error { return c.rcv.Close(ctx) }
 
 func (c *amqpConn) ReleasedAtClose() int { return c.rcv.ReleasedAtClose() }
+
+// bareSASL is a SASL auth refusal whose server text names a cause other
+// than the credentials: its text is err's with the SASL error's Bare text
+// in place of its Error text; it wraps err.
+type bareSASL struct {
+	err  error
+	sasl *amqp10.SASLError
+}
+
+func (e *bareSASL) Error() string {
+	return strings.Replace(e.err.Error(), e.sasl.Error(), e.sasl.Bare(), 1)
+}
+
+func (e *bareSASL) Unwrap() error { return e.err }

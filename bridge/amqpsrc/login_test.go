@@ -11,6 +11,7 @@ import (
 	"github.com/iot-mns-bridge/iot-mns-bridge/bridge/source"
 	"github.com/iot-mns-bridge/iot-mns-bridge/config"
 	"github.com/iot-mns-bridge/iot-mns-bridge/internal/amqp10"
+	"github.com/iot-mns-bridge/iot-mns-bridge/internal/errtext"
 )
 
 // TestLoginRefusalIsTyped: a SASL failure (amqp10.SASLError) is
@@ -61,4 +62,36 @@ func TestSASLOutcomesAreExplained(t *testing.T) {
 			t.Errorf("code %d: %v\nadvises checking the credentials: %v, want %v", tc.code, err, got, tc.credentials)
 		}
 	}
+}
+
+// TestSASLAuthRefusalForAnotherCauseSaysOnlyThatCause: the platform
+// answers a full consumer group (9600) with SASL auth (code 1). The line
+// gave the consumer-group advice, then AMQP's meaning of the code, "(auth:
+// the server refused the credentials)", which the walk's operator read as a
+// credentials problem again. Now the line keeps the code and the platform's
+// text without that meaning; a refusal whose text names no other cause
+// keeps it.
+func TestSASLAuthRefusalForAnotherCauseSaysOnlyThatCause(t *testing.T) {
+	cfg := Config{Settings: source.Settings{Endpoint: "127.0.0.1:5671", Names: config.SourceNames()}}
+	const full = "authentication failed: 9600: too many connections in one consumer group: consumer group DEFAULT_GROUP has 64 clients online, the platform's limit (error 9600); a client must leave it first"
+	sasl := &amqp10.SASLError{Code: amqp10.SASLAuth, AdditionalData: []byte(full)}
+	err := explainLogin(cfg, "c1", fmt.Errorf("login: %w", sasl))
+	var got *amqp10.SASLError
+	if !errors.Is(err, bridge.ErrLoginRefused) || !errors.As(err, &got) || got != sasl {
+		t.Errorf("9600: %v, want a refused login wrapping the SASL error", err)
+	}
+	errtext.Want(t, "9600", err, []string{"login refused by the server; the consumer group has the 64 clients online that the platform allows (error 9600)",
+		": login: SASL PLAIN login refused with code 0x1: " + full})
+	for _, not := range []string{"credentials", "AccessKey"} {
+		if strings.Contains(err.Error(), not) {
+			t.Errorf("9600: %q says %q: the refusal is not about them", err, not)
+		}
+	}
+	if source.KeyMayBeRefused(err) {
+		t.Errorf("9600: %v counts as a refusal of the key", err)
+	}
+
+	// A refusal that names the key keeps AMQP's meaning of the code.
+	err = explainLogin(cfg, "c1", fmt.Errorf("login: %w", &amqp10.SASLError{Code: amqp10.SASLAuth, AdditionalData: []byte(`authentication failed: unknown authId "LTAIx"`)}))
+	errtext.Want(t, "unknown authId", err, []string{`SASL PLAIN auth failed with code 0x1 (auth: the server refused the credentials): authentication failed: unknown authId "LTAIx"`})
 }

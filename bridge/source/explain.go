@@ -133,7 +133,7 @@ func LoginRefused(n Names, op, detail string, err error, hide ...string) error {
 		reason += " " + err.Error()
 	}
 	check := "; " + refusalAdvice(n, reason)
-	r := &loginRefusal{otherCause: namesOtherCause(reason)}
+	r := &loginRefusal{otherCause: NamesOtherCause(reason)}
 	if err == nil {
 		r.err = fmt.Errorf("%s: %w%s%s", op, bridge.ErrLoginRefused, detail, check)
 	} else {
@@ -181,7 +181,7 @@ func ThrottledAdvice(n Names) string {
 
 // loginRefusal is LoginRefused's error. otherCause says the server's
 // reason names a cause that new credentials cannot fix (see
-// namesOtherCause): Settings.Refusal then does not report it.
+// NamesOtherCause): Settings.Refusal then does not report it.
 type loginRefusal struct {
 	err        error
 	otherCause bool
@@ -202,12 +202,13 @@ func (e *loginRefusal) Unwrap() error { return e.err }
 var otherCauses = []string{"throttl", "too many", "consumer group", "check consumergroupid", "wrong instance",
 	"check iotinstanceid", "username:", "are required", "mechanism", "virtual host", "vhost", "shutting down"}
 
-// namesOtherCause reports whether a login refusal's text names a cause
-// other than the key triple. A refusal that names the key, the STS token or
+// NamesOtherCause reports whether a login refusal's text names a cause
+// other than the key triple (amqpsrc then drops AMQP's "the server refused
+// the credentials" from a SASL auth refusal's text). A refusal that names the key, the STS token or
 // the signature's timestamp, or no cause at all, may be the servers
 // refusing a triple that expired there early (their clocks ahead of this
 // machine's).
-func namesOtherCause(reason string) bool {
+func NamesOtherCause(reason string) bool {
 	reason = strings.ToLower(reason)
 	for _, w := range otherCauses {
 		if strings.Contains(reason, w) {

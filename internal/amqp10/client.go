@@ -135,6 +135,18 @@ func (e *SASLError) Error() string {
 	return text + ": " + string(e.AdditionalData)
 }
 
+// Bare is Error without AMQP's meaning of the code ("auth: the server
+// refused the credentials"): the code and the server's text alone, for a
+// refusal whose text names another cause (a full consumer group), where
+// that meaning would mislead.
+func (e *SASLError) Bare() string {
+	text := fmt.Sprintf("SASL PLAIN login refused with code %#x", e.Code)
+	if len(e.AdditionalData) == 0 {
+		return text
+	}
+	return text + ": " + string(e.AdditionalData)
+}
+
 // ServerFault reports whether the code is one of the server's own system
 // errors (sys, sys-perm, sys-temp), not a verdict on the credentials.
 func (e *SASLError) ServerFault() bool {
