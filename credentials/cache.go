@@ -16,6 +16,11 @@ const (
 	DefaultRefreshBefore = 180 * time.Second
 	DefaultMinBackoff    = time.Second
 	DefaultMaxBackoff    = time.Minute
+	// ExpiredMaxBackoff bounds the wait between failed refreshes while no
+	// valid triple is held (none yet, or the held one expired): nothing
+	// can be signed then, and one request to the provider every few
+	// seconds is no load for a metadata service or a credentials URI.
+	ExpiredMaxBackoff = 5 * time.Second
 	// DefaultFetchTimeout bounds one Retrieve.
 	DefaultFetchTimeout = 30 * time.Second
 	// UnrenewedAskEvery is the shortest wait before the provider is asked
@@ -33,7 +38,8 @@ type CacheOptions struct {
 	// so a short-lived triple is not fetched again at every call.
 	RefreshBefore time.Duration
 	// MinBackoff and MaxBackoff bound the jittered, doubling wait between
-	// failed refreshes (default 1 s to 1 min).
+	// failed refreshes (default 1 s to 1 min); while no valid triple is
+	// held, it is at most ExpiredMaxBackoff.
 	MinBackoff, MaxBackoff time.Duration
 	// FetchTimeout bounds one Retrieve (default 30 s).
 	FetchTimeout time.Duration
@@ -303,13 +309,20 @@ func (c *Cache) refresh(done chan struct{}) {
 	if err != nil {
 		c.failures++
 		c.lastErr = err
+		valid := c.have && (c.cur.Expiration.IsZero() || now.Before(c.cur.Expiration))
 		d := c.opts.MinBackoff << min(c.failures-1, 20)
 		if d > c.opts.MaxBackoff || d <= 0 {
 			d = c.opts.MaxBackoff
 		}
+		if !valid {
+			// Nothing can be signed: every message is held until a
+			// refresh works, so a provider back (the metadata service,
+			// the credentials URI) is asked again within seconds, not
+			// after a backoff of up to a minute (37 s in the walk).
+			d = min(d, ExpiredMaxBackoff)
+		}
 		d = d/2 + rand.N(d/2+1) // jitter: 50..100 %
 		c.nextTry = now.Add(d)
-		valid := c.have && (c.cur.Expiration.IsZero() || now.Before(c.cur.Expiration))
 		if valid && !c.cur.Expiration.IsZero() && c.nextTry.After(c.cur.Expiration) {
 			// Not past the held triple's expiry: one attempt then, which
 			// renews it at once if the provider works again, and else says

@@ -1064,3 +1064,53 @@ func TestCacheFailingRefreshIsTriedAgainAtTheExpiry(t *testing.T) {
 	}
 	noSecret(t, err)
 }
+
+// TestCacheWithoutAValidTripleAsksTheProviderEveryFewSeconds: once the held
+// triple has expired (or none was ever had) nothing can be signed and every
+// message is held, so a failing provider is asked again at most
+// credentials.ExpiredMaxBackoff after each failure, not after the doubling
+// backoff of up to a minute (the walk: a metadata service back at 16:50:55
+// was asked again at 16:51:27, 37 s of held messages). The first attempt
+// after the provider is back renews the triple.
+func TestCacheWithoutAValidTripleAsksTheProviderEveryFewSeconds(t *testing.T) {
+	for _, held := range []bool{true, false} {
+		clk := testclock.New(time.Now())
+		p := &fakeProvider{life: 10 * time.Minute, now: clk.Now}
+		logger, logs := bufferedLogger()
+		cache := credentials.NewCache(p, credentials.CacheOptions{Now: clk.Now, Logger: logger})
+		ctx := context.Background()
+		if held {
+			c, err := cache.Get(ctx)
+			if err != nil || c.AccessKeyID != "id-1" {
+				t.Fatal(c, err)
+			}
+			p.set(true)
+			clk.Add(c.Expiration.Sub(clk.Now())) // the refresh at the expiry fails
+		} else {
+			p.set(true)
+		}
+		if _, err := cache.Get(ctx); err == nil {
+			t.Fatalf("held %v: Get with a failing provider and no valid triple succeeded", held)
+		}
+		// Ten failures: the doubling backoff would be 8.5 minutes by now
+		// (capped at a minute).
+		for i := 0; i < 10; i++ {
+			calls := p.count()
+			clk.Add(credentials.ExpiredMaxBackoff)
+			_, err := cache.Get(ctx)
+			if p.count() != calls+1 || err == nil {
+				t.Fatalf("held %v: %d failures, then %s later: provider called %d more times (want 1), Get: %v\nlog:\n%s",
+					held, cache.Status().Failures, credentials.ExpiredMaxBackoff, p.count()-calls, err, logs())
+			}
+		}
+		p.set(false)
+		clk.Add(credentials.ExpiredMaxBackoff)
+		if c, err := cache.Get(ctx); err != nil || c.AccessKeyID != fmt.Sprintf("id-%d", p.count()) {
+			t.Fatalf("held %v: the provider is back: Get %v %v", held, c, err)
+		}
+		if !strings.Contains(logs(), "recovered=true") {
+			t.Errorf("held %v: no 'recovered' line:\n%s", held, logs())
+		}
+		cache.Close()
+	}
+}
