@@ -15,9 +15,17 @@ import (
 //
 //   - every delivery held waits on a lane (none is being routed, sent or
 //     dead-lettered: no sender runs);
-//   - the destination of each such lane is failing, and a request to it
-//     failed whole after the drain began (MNS was asked once more since the
-//     stop, as an outage's probes ask it every 2 s at most);
+//   - MNS cannot take anything for the destination of each such lane: since
+//     the drain began, a request to it failed whole, and so did its probe
+//     (the next request, sent once the failure was known; an outage's
+//     probes ask MNS every 2 s at most), and no request to it was answered
+//     (a message accepted, or none failed retryably). One failed request is
+//     not enough: while MNS throttles (say one request in three fails),
+//     the destination is failing between a failed request and its probe,
+//     up to 2 s, and a drain that ended then released messages MNS took
+//     within seconds. A stop during an outage so waits one probe more than
+//     it did (measured in the README's shutdown section), and a stop while
+//     MNS answers that then goes down keeps the whole deadline;
 //   - each is Redeliverable: released, it stays in the spool for the next
 //     start, or the platform sends it again (AMQP, STOMP client-individual).
 //
@@ -53,8 +61,9 @@ func (p *Pipeline) cannotProgress(start time.Time) bool {
 
 // waitingForMNS returns the deliveries the lane holds, copies joined to
 // them included, and whether they can only wait: the lane runs no sender,
-// and it holds nothing, or its destination failed a whole request after
-// start and every delivery is Redeliverable.
+// and it holds nothing, or its destination failed a whole request and its
+// probe after start, answered none since, and every delivery is
+// Redeliverable.
 func (l *lane) waitingForMNS(start time.Time) (int64, bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -64,7 +73,7 @@ func (l *lane) waitingForMNS(start time.Time) (int64, bool) {
 	if len(l.pending) == 0 && len(l.retries) == 0 {
 		return 0, true
 	}
-	if !l.failing || !l.failedAt.After(start) {
+	if !l.failing || !l.probeOf.After(start) || l.okAt.After(start) {
 		return 0, false
 	}
 	var n int64

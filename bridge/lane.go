@@ -54,6 +54,11 @@ type lane struct {
 	failing  bool          // the last request failed whole
 	failedAt time.Time     // when a request last failed whole (wall clock)
 	wake     chan struct{} // closed when a send succeeds again
+	// probeOf is when the whole failure a probe followed happened, for the
+	// last probe that failed whole too (wall clock); okAt is when a request
+	// was last answered (wall clock). Drain reads both (drainend.go).
+	probeOf time.Time
+	okAt    time.Time
 	// While failing, no request starts before probeAt (wall clock): the
 	// last failed request plus a backoff that grows with probeFails.
 	probeAt    time.Time
@@ -365,10 +370,11 @@ func (l *lane) startSender() bool {
 	return true
 }
 
-// take returns the next ready batch, due retries first, or nil; with nil
-// the calling sender is counted out and must stop (so are the senders
-// beyond the probe while the destination is failing).
-func (l *lane) take() []*item {
+// take returns the next ready batch, due retries first, or nil, and
+// whether it is a probe (the destination was failing); with nil the
+// calling sender is counted out and must stop (so are the senders beyond
+// the probe while the destination is failing).
+func (l *lane) take() (_ []*item, probe bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if !l.ready() || l.senders > l.maxSenders() {
@@ -380,7 +386,7 @@ func (l *lane) take() []*item {
 		// (and the next probe moved later meanwhile): what is held waits
 		// on a timer again.
 		l.armRetry()
-		return nil
+		return nil, false
 	}
 	n, size := l.limits()
 	batch := make([]*item, 0, min(n, len(l.pending)+l.retryCount()))
@@ -435,7 +441,7 @@ func (l *lane) take() []*item {
 			}
 		}
 	}
-	return batch
+	return batch, l.failing
 }
 
 // startPending has the linger timer start a sender at once when the new
@@ -574,17 +580,21 @@ func (p *Pipeline) stopLanes() {
 	}
 }
 
-// sendFailed records a request that failed whole (retryable); it logs that
-// the destination is failing (not per retry, and at most once a minute),
+// sendFailed records a request that failed whole (retryable), a probe
+// when it was taken while the destination was failing; it logs that the
+// destination is failing (not per retry, and at most once a minute),
 // sets when the next probe may start (a failed probe grows the backoff; a
 // request sent before the failure was known does not) and returns the
 // channel that the next success closes.
-func (l *lane) sendFailed(n int, err error, now time.Time) <-chan struct{} {
+func (l *lane) sendFailed(n int, err error, now time.Time, probe bool) <-chan struct{} {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	// probeAt is wall clock, as the lane's timers; now (the pipeline's
 	// clock) dates the log line.
 	wall := time.Now()
+	if probe && l.failing {
+		l.probeOf = l.failedAt
+	}
 	l.failedAt = wall
 	if !l.failing || !wall.Before(l.probeAt) {
 		if !l.failing {
@@ -622,6 +632,7 @@ func (l *lane) sendFailed(n int, err error, now time.Time) <-chan struct{} {
 func (l *lane) sendOK(now time.Time) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	l.okAt = time.Now()
 	if !l.failing {
 		return
 	}

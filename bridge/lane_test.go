@@ -503,7 +503,7 @@ func TestProbeIntervalStopsGrowingAtItsCap(t *testing.T) {
 		l.probeAt = time.Time{} // the previous interval has passed: this is the next probe's failure
 		l.mu.Unlock()
 		before := time.Now()
-		l.sendFailed(1, errors.New("503 ServiceUnavailable"), before)
+		l.sendFailed(1, errors.New("503 ServiceUnavailable"), before, true)
 		l.mu.Lock()
 		wait := l.probeAt.Sub(before)
 		l.mu.Unlock()

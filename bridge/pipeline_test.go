@@ -551,7 +551,7 @@ func TestFlappingDestinationLogsOncePerMinute(t *testing.T) {
 	now := time.Unix(1000, 0)
 	for i := 0; i < 200; i++ {
 		now = now.Add(250 * time.Millisecond) // 50 s in all
-		wake := l.sendFailed(1, errors.New("429 TooManyRequests"), now)
+		wake := l.sendFailed(1, errors.New("429 TooManyRequests"), now, false)
 		l.sendOK(now.Add(time.Millisecond))
 		select {
 		case <-wake:
@@ -577,13 +577,13 @@ func TestFailingDestinationLogsANewReason(t *testing.T) {
 	l, h := loggingLane()
 	now := time.Unix(1000, 0)
 	refused, expired := errors.New("dial tcp: connection refused"), throttleErr{status: 408}
-	l.sendFailed(1, refused, now)
+	l.sendFailed(1, refused, now, false)
 	for i := 1; i <= 5; i++ {
-		l.sendFailed(1, expired, now.Add(time.Duration(i)*time.Second))
+		l.sendFailed(1, expired, now.Add(time.Duration(i)*time.Second), true)
 	}
-	l.sendFailed(1, refused, now.Add(10*time.Second))         // within the minute: not logged
-	l.sendFailed(1, context.Canceled, now.Add(2*time.Minute)) // a shutdown: not logged
-	l.sendFailed(1, refused, now.Add(2*time.Minute))
+	l.sendFailed(1, refused, now.Add(10*time.Second), true)         // within the minute: not logged
+	l.sendFailed(1, context.Canceled, now.Add(2*time.Minute), true) // a shutdown: not logged
+	l.sendFailed(1, refused, now.Add(2*time.Minute), true)
 	const changed = "MNS sends still failing, now for another reason"
 	if n := h.n["MNS sends failing; holding the messages and retrying with backoff"]; n != 1 {
 		t.Errorf("failing logged %d times, want 1", n)
@@ -688,6 +688,40 @@ func TestDrainEndsWhenMNSFailsForEverythingHeld(t *testing.T) {
 		t.Errorf("after Drain: released %d, in flight %d, stranded %d; want 10, 0, 0", st.Released, st.InFlight, st.Stranded)
 	}
 	h.settled(t, 10, Released)
+}
+
+// TestDrainWaitsOutAThrottlingMNS: a stop while MNS throttles (it fails
+// one request in three whole) waits for the probe after a failed request
+// instead of ending at the first check in between: MNS takes everything
+// within the deadline. Before, Drain ended with ErrCannotProgress at the
+// first 100 ms check after the failed request (the probe waits 0.5-1 s
+// here) and released the messages MNS would have taken.
+func TestDrainWaitsOutAThrottlingMNS(t *testing.T) {
+	sink := newFakeSink(func(call, _ int, _ Outgoing) error {
+		if call%3 == 1 {
+			return errors.New("429 TooManyRequests")
+		}
+		return nil
+	})
+	sink.gate = make(chan struct{})
+	h := newHarness(t, sink, func(c *PipelineConfig) {
+		c.MaxRequestsPerDestination = 1
+		c.Retry = RetryPolicy{InitialBackoff: time.Second, MaxBackoff: time.Second}
+	})
+	h.feed(t, 20, func(int) string { return "/pk0/dev0/user/telemetry" }) // one destination, redeliverable
+	waitUntil(t, func() bool { sink.mu.Lock(); defer sink.mu.Unlock(); return sink.waiting == 1 })
+	drained := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		drained <- h.p.Drain(ctx)
+	}()
+	waitUntil(t, h.p.closing.Load)
+	close(sink.gate) // the first request fails whole after the drain began
+	if err := <-drained; err != nil {
+		t.Fatalf("Drain while MNS fails one request in three = %v, want nil (MNS takes them all)", err)
+	}
+	h.settled(t, 20, Accepted)
 }
 
 // TestDrainKeepsItsDeadlineForWhatCannotComeBack: deliveries that no

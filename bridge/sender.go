@@ -25,7 +25,7 @@ func (l *lane) sender() (answered bool) {
 	}()
 	answered = true
 	for {
-		batch := l.take()
+		batch, probe := l.take()
 		if batch == nil {
 			return answered
 		}
@@ -39,7 +39,7 @@ func (l *lane) sender() (answered bool) {
 			answered = false
 			continue // take counts this sender out once the lane is stopped
 		}
-		*outs, answered = l.send(batch, (*outs)[:0])
+		*outs, answered = l.send(batch, (*outs)[:0], probe)
 	}
 }
 
@@ -48,8 +48,9 @@ func (l *lane) sender() (answered bool) {
 // permanent ones and exhausted retries are dead-lettered. It holds one
 // global request slot, released before the outcomes are handled. outs is
 // scratch space, returned for reuse; answered says whether MNS answered
-// (a message accepted, or none failed retryably).
-func (l *lane) send(batch []*item, outs []Outgoing) (_ []Outgoing, answered bool) {
+// (a message accepted, or none failed retryably). probe says the batch was
+// taken while the destination was failing.
+func (l *lane) send(batch []*item, outs []Outgoing, probe bool) (_ []Outgoing, answered bool) {
 	p := l.p
 	envSize := 0
 	for _, it := range batch {
@@ -147,7 +148,7 @@ func (l *lane) send(batch []*item, outs []Outgoing) (_ []Outgoing, answered bool
 	// reaches its retry time.
 	outage := ok == 0 && failed != nil && p.sendCtx.Err() == nil
 	if outage {
-		l.sendFailed(len(retry), failed, p.now())
+		l.sendFailed(len(retry), failed, p.now(), probe)
 	}
 	defer func() {
 		if !outage {
