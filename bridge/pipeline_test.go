@@ -671,9 +671,10 @@ func TestPipelineNeverReleasesWhatCannotComeBack(t *testing.T) {
 
 // TestDrainEndsWhenMNSFailsForEverythingHeld: at a shutdown during an MNS
 // outage, with every delivery held redeliverable (the spool, AMQP, STOMP
-// client-individual), Drain ends once a request failed again after it
-// began, releasing them all, instead of waiting its whole deadline for a
-// MNS that answers nothing (systemctl restart waited shutdown_timeout).
+// client-individual), Drain ends once a request and its probe failed
+// after it began, releasing them all, instead of waiting its whole
+// deadline for a MNS that answers nothing (systemctl restart waited
+// shutdown_timeout).
 func TestDrainEndsWhenMNSFailsForEverythingHeld(t *testing.T) {
 	sink := newFakeSink(func(int, int, Outgoing) error { return errors.New("MNS is down") })
 	h := newHarness(t, sink, nil)

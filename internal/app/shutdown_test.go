@@ -175,7 +175,8 @@ func TestAutoWithoutSpoolDeadLettersAtShutdown(t *testing.T) {
 
 // TestStopDuringAnMNSOutageDoesNotWaitForTheTimeout: a stop (systemctl
 // restart) while MNS fails every request, with the spool on, ends the
-// drain once MNS failed again after the stop, not after shutdown_timeout
+// drain once MNS failed twice in a row after the stop (a request and its
+// probe), not after shutdown_timeout
 // (an hour here; it waited all of it): what the pipeline held stays in
 // the spool, and the next start forwards every message.
 func TestStopDuringAnMNSOutageDoesNotWaitForTheTimeout(t *testing.T) {

@@ -421,8 +421,8 @@ func (r *unitRig) waitState(what string, d time.Duration, cond func(map[string]s
 //     its Status: line says what the drain waits for (STOPPING=1 with
 //     STATUS= at the SIGTERM); the stop ends with exit 0, Result=success;
 //   - MNS refusing every request (503), then `systemctl restart`: the
-//     drain ends once MNS failed again, not at shutdown_timeout, and the
-//     journal says so;
+//     drain ends once MNS failed twice in a row (a request and its probe),
+//     not at shutdown_timeout, and the journal says so;
 //   - MNS back: every message arrives exactly once.
 //
 // The times the stops took are logged (the load is the machine's).
