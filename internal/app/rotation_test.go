@@ -136,7 +136,7 @@ func (r *rotationRig) arrived(ids []string) int {
 
 // TestRotationRunSignsEveryRequestWithTheCurrentTriple is the rotation run
 // of issue 14 for the URI, the ECS RAM role and the OIDC (RRSA) providers: the fake issues
-// triples that live 4 s (refreshed at half life), the simulator and the
+// triples that live 10 s (refreshed at half life), the simulator and the
 // emulator accept a login or request only with the id, secret and token of
 // one issue that is still valid, and the platform drops the connection
 // after each rotation so that the next dial must sign with the new triple.
@@ -146,7 +146,15 @@ func TestRotationRunSignsEveryRequestWithTheCurrentTriple(t *testing.T) {
 	for _, tc := range []struct{ provider, signature string }{{"uri", "v2"}, {"ecs_ram_role", "v4"}, {"oidc", "v2"}} {
 		provider := tc.provider
 		t.Run(provider+"/"+tc.signature, func(t *testing.T) {
-			is := credtest.NewIssuer(4 * time.Second)
+			// 10 s: the bridge asks for a new triple at half life, 5 s
+			// before the old one expires, and signs with the old one until
+			// the answer comes. With 4 s (2 s left) a refresh slowed by a
+			// loaded machine (the 300 ms answer delay below, plus the
+			// load) came 2 ms before the expiry, and a batch signed with
+			// the old triple reached the emulator after it: "MNS answered
+			// InvalidAccessKeyId 1 times". Real triples live 15 min to 12 h
+			// and are asked for again 180 s before they expire.
+			is := credtest.NewIssuer(10 * time.Second)
 			// A slow issuer: each triple exists (Issued counts it) 300 ms
 			// before the bridge has it; see the drop and the stop below.
 			is.AnswerDelay = 300 * time.Millisecond
