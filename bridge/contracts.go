@@ -176,6 +176,17 @@ func MissingDestination(err error) bool {
 	return errors.As(err, &m) && m.MissingDestination()
 }
 
+// Unanswered reports whether err says the destination gave no answer at
+// all within the request's time limit (MNS or the network is down or cut
+// off), not an answer that refused the request (throttling, a 5xx): it has
+// a method Unanswered() bool that returns true. A stop's drain takes one
+// such request as enough to end early (drainend.go): another would cost a
+// whole time limit more to say the same.
+func Unanswered(err error) bool {
+	var u interface{ Unanswered() bool }
+	return errors.As(err, &u) && u.Unanswered()
+}
+
 // PermanentError marks an error that retrying cannot fix.
 type PermanentError struct{ Err error }
 

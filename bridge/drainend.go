@@ -25,7 +25,10 @@ import (
 //     up to 2 s, and a drain that ended then released messages MNS took
 //     within seconds. A stop during an outage so waits one probe more than
 //     it did (measured in the README's shutdown section), and a stop while
-//     MNS answers that then goes down keeps the whole deadline;
+//     MNS answers that then goes down keeps the whole deadline. A request
+//     that got no answer at all within its time limit (Unanswered: MNS or
+//     the network is down, not throttling, which answers) is enough on its
+//     own: its probe would wait a whole time limit more to say the same;
 //   - each is Redeliverable: released, it stays in the spool for the next
 //     start, or the platform sends it again (AMQP, STOMP client-individual).
 //

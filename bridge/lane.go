@@ -55,8 +55,9 @@ type lane struct {
 	failedAt time.Time     // when a request last failed whole (wall clock)
 	wake     chan struct{} // closed when a send succeeds again
 	// probeOf is when the whole failure a probe followed happened, for the
-	// last probe that failed whole too (wall clock); okAt is when a request
-	// was last answered (wall clock). Drain reads both (drainend.go).
+	// last probe that failed whole too, or when a request last went
+	// unanswered (wall clock); okAt is when a request was last answered
+	// (wall clock). Drain reads both (drainend.go).
 	probeOf time.Time
 	okAt    time.Time
 	// While failing, no request starts before probeAt (wall clock): the
@@ -596,6 +597,11 @@ func (l *lane) sendFailed(n int, err error, now time.Time, probe bool) <-chan st
 		l.probeOf = l.failedAt
 	}
 	l.failedAt = wall
+	if Unanswered(err) {
+		// No answer within the time limit: counts as a failed probe too
+		// (drainend.go).
+		l.probeOf = wall
+	}
 	if !l.failing || !wall.Before(l.probeAt) {
 		if !l.failing {
 			l.probeFails = 0

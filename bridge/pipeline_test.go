@@ -725,6 +725,41 @@ func TestDrainWaitsOutAThrottlingMNS(t *testing.T) {
 	h.settled(t, 20, Accepted)
 }
 
+// TestDrainEndsAtARequestMNSLeftUnanswered: a stop while MNS answers
+// nothing (a blackhole: each request runs out its mns.request_timeout)
+// ends the drain once one request after the stop went unanswered, without
+// waiting for its probe, which would take another whole time limit to say
+// the same (a stop took two request timeouts, 20 s, the default
+// shutdown_timeout). Here the probe would hang until the drain's deadline.
+func TestDrainEndsAtARequestMNSLeftUnanswered(t *testing.T) {
+	sink := newFakeSink(func(int, int, Outgoing) error { return unansweredErr{} })
+	sink.gate = make(chan struct{})
+	h := newHarness(t, sink, func(c *PipelineConfig) {
+		c.MaxRequestsPerDestination = 1
+		c.Retry = RetryPolicy{InitialBackoff: 2 * time.Second, MaxBackoff: 2 * time.Second}
+	})
+	h.feed(t, 10, func(int) string { return "/pk0/dev0/user/telemetry" }) // one destination, redeliverable
+	waitUntil(t, func() bool { sink.mu.Lock(); defer sink.mu.Unlock(); return sink.waiting == 1 })
+	drained := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute) // a failure-only deadline
+		defer cancel()
+		drained <- h.p.Drain(ctx)
+	}()
+	waitUntil(t, h.p.closing.Load)
+	sink.gate <- struct{}{} // the first request goes unanswered after the drain began; its probe would hang
+	if err := <-drained; !errors.Is(err, ErrCannotProgress) {
+		t.Fatalf("Drain with MNS answering nothing = %v, want ErrCannotProgress before the deadline", err)
+	}
+	h.settled(t, 10, Released)
+}
+
+// unansweredErr is a request that got no answer within its time limit.
+type unansweredErr struct{}
+
+func (unansweredErr) Error() string    { return "no reply within 10s" }
+func (unansweredErr) Unanswered() bool { return true }
+
 // TestDrainKeepsItsDeadlineForWhatCannotComeBack: deliveries that no
 // upstream would send again (STOMP ack auto without the spool) keep the
 // whole deadline however often MNS fails meanwhile (at its end they go to

@@ -259,9 +259,9 @@ func TestStoppingLine(t *testing.T) {
 	}{
 		{"stomp", "auto", true, 0, 1, "stopping: intake stopped, no message held; closing"},
 		{"stomp", "auto", true, 7, 0, head},
-		{"stomp", "auto", true, 7, 2, head + "; MNS sends failing (2 destination(s)): the drain ends once MNS failed twice in a row, and they stay in the spool for the next start"},
-		{"amqp", "auto", false, 7, 1, head + "; MNS sends failing (1 destination(s)): the drain ends once MNS failed twice in a row, and the platform redelivers them"},
-		{"stomp", "client-individual", false, 7, 1, head + "; MNS sends failing (1 destination(s)): the drain ends once MNS failed twice in a row, and the platform redelivers them"},
+		{"stomp", "auto", true, 7, 2, head + "; MNS sends failing (2 destination(s)): the drain ends once MNS failed twice in a row or left a request unanswered, and they stay in the spool for the next start"},
+		{"amqp", "auto", false, 7, 1, head + "; MNS sends failing (1 destination(s)): the drain ends once MNS failed twice in a row or left a request unanswered, and the platform redelivers them"},
+		{"stomp", "client-individual", false, 7, 1, head + "; MNS sends failing (1 destination(s)): the drain ends once MNS failed twice in a row or left a request unanswered, and the platform redelivers them"},
 		{"stomp", "auto", false, 7, 1, head + "; MNS sends failing (1 destination(s)): what MNS has not taken by then goes to the dead-letter file (stomp ack auto without the spool)"},
 	} {
 		c := config.Default()

@@ -189,9 +189,9 @@ func (b *Bridge) stoppingLine(held int64, failing int, spooled bool) string {
 	src := b.cfg.Source
 	switch {
 	case spooled:
-		return line + fmt.Sprintf("; MNS sends failing (%d destination(s)): the drain ends once MNS failed twice in a row, and they stay in the spool for the next start", failing)
+		return line + fmt.Sprintf("; MNS sends failing (%d destination(s)): the drain ends once MNS failed twice in a row or left a request unanswered, and they stay in the spool for the next start", failing)
 	case src.Protocol == "amqp" || src.STOMP.Ack == "client-individual":
-		return line + fmt.Sprintf("; MNS sends failing (%d destination(s)): the drain ends once MNS failed twice in a row, and the platform redelivers them", failing)
+		return line + fmt.Sprintf("; MNS sends failing (%d destination(s)): the drain ends once MNS failed twice in a row or left a request unanswered, and the platform redelivers them", failing)
 	default:
 		return line + fmt.Sprintf("; MNS sends failing (%d destination(s)): what MNS has not taken by then goes to the dead-letter file (stomp ack auto without the spool)", failing)
 	}

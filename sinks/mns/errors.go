@@ -289,6 +289,10 @@ type NoReplyError struct {
 func (e *NoReplyError) Error() string { return e.msg }
 func (e *NoReplyError) Unwrap() error { return e.err }
 
+// Unanswered reports whether no reply came within Config.Timeout (MNS or
+// the network is down or cut off): bridge.Unanswered.
+func (e *NoReplyError) Unanswered() bool { return e.Timeout }
+
 // permanentError marks client-side refusals that retrying cannot fix.
 type permanentError struct{ err error }
 
