@@ -391,6 +391,15 @@ func (v *validator) mns() {
 			v.bad("mns.region", "required with signature_version v4: it cannot be derived from mns.endpoint %q (only from the documented form https://ACCOUNT_ID.mns.REGION.aliyuncs.com); set it, e.g. cn-hangzhou", m.Endpoint)
 		}
 	}
+	// V4 signs for mns.region: MNS refuses every request signed for a
+	// region other than the endpoint's, so a region that contradicts the
+	// endpoint (one of the two copied from another region) can never work.
+	if m.SignatureVersion == "v4" && m.Region != "" && mns.ValidRegion(m.Region) {
+		if r, ok := mns.RegionFromEndpoint(m.Endpoint); ok && r != m.Region {
+			v.bad("mns.region", "%q, but mns.endpoint %q is in region %s: signature_version v4 signs for mns.region and MNS refuses a signature for another region; "+
+				"remove mns.region (it is then %s, from the endpoint), or use the endpoint of %s (https://ACCOUNT_ID.mns.%s.aliyuncs.com)", m.Region, m.Endpoint, r, r, m.Region, m.Region)
+		}
+	}
 }
 
 // checkMNSEndpoint is the MNS client's own check of the endpoint.

@@ -89,6 +89,11 @@ func TestValidate(t *testing.T) {
 		{"properties prefix", func(c *Config) { c.MNS.Properties.Prefix = "iot." }, ""},
 		{"properties bad prefix", func(c *Config) { c.MNS.Properties.Prefix = "iot/" }, `mns.properties.prefix: property name "iot/topic" has '/'`},
 		{"properties bad platform name", func(c *Config) { c.MNS.Properties.PlatformProperties = []string{"a..b"} }, `mns.properties.platform_properties: property name "a..b" contains ".."`},
+		{"v4 region of another endpoint", func(c *Config) { c.MNS.SignatureVersion, c.MNS.Region = "v4", "cn-shanghai" },
+			`mns.region: "cn-shanghai", but mns.endpoint "https://1234567890123456.mns.cn-hangzhou.aliyuncs.com" is in region cn-hangzhou: signature_version v4 signs for mns.region and MNS refuses a signature for another region; remove mns.region`},
+		{"v4 region of the endpoint", func(c *Config) {
+			c.MNS.SignatureVersion, c.MNS.Region, c.MNS.Endpoint = "v4", "cn-hangzhou", "http://1234.mns.cn-hangzhou-internal-vpc.aliyuncs.com"
+		}, ""},
 		{"region malformed", func(c *Config) { c.MNS.Region = "CN_Hangzhou" }, `mns.region: "CN_Hangzhou" is not a region id`},
 		{"route neither", func(c *Config) { c.Routes[0].Queue = "" }, "routes[0]: set queue or topic"},
 		{"route topic with tag", func(c *Config) { c.Routes[0] = Route{Match: "/{pk}/#", Topic: "t-{pk}", MessageTag: "{pk}"} }, ""},
