@@ -189,8 +189,10 @@ func (v *validator) source() {
 			v.bad("source."+other.name, "is set but source.protocol is %s, so it would be ignored: remove the block, or set protocol: %s", other.protocol, other.name)
 		}
 	}
-	if _, err := s.Address(); err != nil {
+	if addr, err := s.Address(); err != nil {
 		v.bad("source.endpoint", "%v", err)
+	} else if why := otherProtocolPort(s.Protocol, addr); why != "" && !v.c.failed("source.protocol") {
+		v.bad("source.endpoint", "%s", why)
 	}
 	switch n := len([]rune(s.ClientID)); {
 	case n == 0:
@@ -358,6 +360,29 @@ func (s *Source) Address() (string, error) {
 		}
 	}
 	return net.JoinHostPort(host, port), nil
+}
+
+// otherProtocolPort says why addr (host:port), on one of the platform's
+// hosts (*.aliyuncs.com), cannot serve protocol, "" when it can: its port
+// is the other protocol's. The platform serves STOMP on 61614 and AMQP 1.0
+// on 5671 of the same host with the same certificate, so TLS succeeds and
+// the server hangs up on a login it cannot read, attempt after attempt.
+// Other hosts (a tunnel, a proxy, the simulator) number their own ports.
+func otherProtocolPort(protocol, addr string) string {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil || !strings.HasSuffix(strings.ToLower(strings.TrimSuffix(host, ".")), ".aliyuncs.com") {
+		return ""
+	}
+	own, other, otherPort := source.STOMPPort, "amqp", source.AMQPPort
+	if protocol == "amqp" {
+		own, other, otherPort = source.AMQPPort, "stomp", source.STOMPPort
+	}
+	if port != otherPort {
+		return ""
+	}
+	return fmt.Sprintf("%q has port %s, where the platform serves %s, but source.protocol is %s (served on %s): "+
+		"write the port %s, or leave the port out (it then defaults to the protocol's), or set source.protocol: %s",
+		addr, port, other, protocol, own, own, other)
 }
 
 func (v *validator) mns() {

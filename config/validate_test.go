@@ -34,6 +34,13 @@ func TestValidate(t *testing.T) {
 		{"endpoint port 0", func(c *Config) { c.Source.Endpoint = "h:0" }, `source.endpoint: "h:0" has port "0"`},
 		{"endpoint path", func(c *Config) { c.Source.Endpoint = "h/x" }, "must be host or host:port, with no path"},
 		{"endpoint no host", func(c *Config) { c.Source.Endpoint = ":5671" }, "has no host"},
+		{"stomp on the amqp port", func(c *Config) { c.Source.Endpoint = "iot-06z00ax1o2vfzzz.amqp.iothub.aliyuncs.com:5671" },
+			`source.endpoint: "iot-06z00ax1o2vfzzz.amqp.iothub.aliyuncs.com:5671" has port 5671, where the platform serves amqp, but source.protocol is stomp (served on 61614): write the port 61614, or leave the port out`},
+		{"amqp on the stomp port", func(c *Config) {
+			c.Source.Protocol, c.Source.Endpoint = "amqp", "1234567890123456.iot-amqp.cn-shanghai.aliyuncs.com:61614"
+		}, "has port 61614, where the platform serves stomp, but source.protocol is amqp (served on 5671)"},
+		{"stomp on its own port", func(c *Config) { c.Source.Endpoint = "iot-06z00ax1o2vfzzz.amqp.iothub.aliyuncs.com:61614" }, ""},
+		{"amqp port off the platform", func(c *Config) { c.Source.Endpoint = "127.0.0.1:5671" }, ""},
 		{"client id 64", func(c *Config) { c.Source.ClientID = long(64) }, ""},
 		{"client id empty", func(c *Config) { c.Source.ClientID = "" }, "source.client_id: required"},
 		{"client id comma", func(c *Config) { c.Source.ClientID = "a,b" }, `source.client_id: "a,b" must not contain ","`},
