@@ -42,6 +42,7 @@ func (cfg *Config) Warnings() []Warning {
 	if w, ok := readableSecrets(cfg); ok {
 		out = append(out, w)
 	}
+	out = append(out, readableSecretFiles(cfg)...)
 	for _, w := range mns.EndpointWarnings(cfg.MNS.Endpoint) {
 		out = append(out, Warning{Msg: "mns.endpoint: " + w})
 	}
@@ -91,6 +92,40 @@ func readableSecrets(cfg *Config) (Warning, bool) {
 		Msg:   "the config file holds a secret and other users can read it: chmod 600 it, or use ${ENV} or the *_file keys",
 		Attrs: []any{"file", cfg.Path, "mode", st.Mode().Perm().String(), "keys", strings.Join(keys, ", ")},
 	}, true
+}
+
+// readableSecretFiles warns of each secret file (access_key_secret_file,
+// security_token_file, credentials_file; the source's and MNS's) that every
+// user of this machine may read. A group may: the Kubernetes manifests mount
+// the Secret 0440 for the pod's fsGroup. A file named twice is warned of once.
+func readableSecretFiles(cfg *Config) []Warning {
+	var out []Warning
+	seen := map[string]bool{}
+	for _, c := range []struct {
+		path string
+		cr   Credentials
+	}{{"source.credentials", cfg.Source.Credentials}, {"mns.credentials", cfg.MNS.Credentials}} {
+		for _, f := range []struct{ key, file string }{
+			{"access_key_secret_file", c.cr.AccessKeySecretFile},
+			{"security_token_file", c.cr.SecurityTokenFile},
+			{"credentials_file", c.cr.CredentialsFile},
+		} {
+			if f.file == "" || seen[f.file] {
+				continue
+			}
+			seen[f.file] = true
+			st, err := os.Stat(f.file)
+			if err != nil || st.Mode().Perm()&0o004 == 0 {
+				continue
+			}
+			out = append(out, Warning{
+				Msg: fmt.Sprintf("%s.%s: %s holds a secret and every user of this machine can read it: chmod 600 it, owned by the bridge's user "+
+					"(or 640 for a group that user is in)", c.path, f.key, f.file),
+				Attrs: []any{"file", f.file, "mode", st.Mode().Perm().String()},
+			})
+		}
+	}
+	return out
 }
 
 // MissingStateDirs lists, for "check", the state paths "run" cannot use

@@ -1,6 +1,7 @@
 package config
 
 import (
+	"os"
 	"path/filepath"
 	"runtime"
 	"strings"
@@ -25,6 +26,44 @@ mns:
 	}
 	if n := literalSecrets([]byte("source:\n  credentials:\n    access_key_secret_file: s\n")); len(n) != 0 {
 		t.Errorf("a *_file key is not a literal secret: %v", n)
+	}
+}
+
+// TestReadableSecretFilesAreWarned: a secret file (access_key_secret_file,
+// security_token_file, credentials_file) that every user may read is warned
+// of, naming the key, the file and the fix; one a group may read (the
+// Kubernetes Secret, 0440) is not, nor a file named twice twice.
+func TestReadableSecretFilesAreWarned(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name string, mode os.FileMode) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte("secret"), mode); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chmod(p, mode); err != nil { // past the umask
+			t.Fatal(err)
+		}
+		return p
+	}
+	open, group, private := write("open", 0o644), write("group", 0o440), write("private", 0o600)
+	cfg := validConfig()
+	cfg.Source.Credentials = Credentials{AccessKeyID: testKeyID, AccessKeySecretFile: open, SecurityTokenFile: group}
+	cfg.MNS.Credentials = Credentials{AccessKeyID: testKeyID, AccessKeySecretFile: open, SecurityTokenFile: private}
+	var got []string
+	for _, w := range cfg.Warnings() {
+		if strings.Contains(w.String(), "every user of this machine can read it") {
+			got = append(got, w.String())
+		}
+	}
+	want := "source.credentials.access_key_secret_file: " + open + " holds a secret and every user of this machine can read it: chmod 600 it, " +
+		"owned by the bridge's user (or 640 for a group that user is in) file=" + open + " mode=-rw-r--r--"
+	if len(got) != 1 || got[0] != want {
+		t.Errorf("warnings of readable secret files = %q, want only %q", got, want)
+	}
+	cfg.Source.Credentials = Credentials{CredentialsFile: write("triple.json", 0o604)}
+	cfg.MNS.Credentials = Credentials{}
+	if ws := readableSecretFiles(&cfg); len(ws) != 1 || !strings.HasPrefix(ws[0].Msg, "source.credentials.credentials_file: ") {
+		t.Errorf("a readable credentials_file: warnings %v", ws)
 	}
 }
 
