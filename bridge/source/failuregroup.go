@@ -25,9 +25,15 @@ const FailureGroupWindow = time.Second
 //     line when it holds every connection, and one when the last of them
 //     connects again.
 //   - Connections lost (the platform restarts a node, the network blips):
-//     the first loss starts a window of FailureGroupWindow, at whose end one
-//     WARN line counts the connections lost in it and names the causes;
-//     one INFO line when the last of them is connected again.
+//     the first loss opens an outage and starts a window of
+//     FailureGroupWindow, at whose end one WARN line counts the connections
+//     lost in it and names the causes; one INFO line when the last of them
+//     is connected again, which closes the outage. A loss while the outage
+//     is open (some connection of it still down: the platform restarts its
+//     nodes one after another) joins it, at debug: the INFO line counts it
+//     (connections_lost_after_warn), and no new WARN line comes. A
+//     connection that stays down keeps the outage open; its redials are
+//     connect failures, logged as above.
 //
 // Each connection's own failures, losses and reconnects are logged at debug
 // (and are in its ConnState). After Stop it says nothing. It is safe for
@@ -39,14 +45,14 @@ type FailureGroup struct {
 	// replaces it.
 	after func(time.Duration, func()) (stop func() bool)
 
-	mu        sync.Mutex
-	stopped   bool
-	windows   map[int]func() bool // the Stop of each window running, by its number
-	window    int                 // the number of the next window
-	failing   map[string]string   // connection -> shape of its current failure
-	kinds     map[string]*failureKind
-	lost      map[string]*loss // connection -> the loss it is down in
-	gathering *loss            // the loss whose window runs; nil when none
+	mu      sync.Mutex
+	stopped bool
+	windows map[int]func() bool // the Stop of each window running, by its number
+	window  int                 // the number of the next window
+	failing map[string]string   // connection -> shape of its current failure
+	kinds   map[string]*failureKind
+	lost    map[string]*loss // connection -> the loss it is down in
+	open    *loss            // the outage not over yet; nil when none
 }
 
 // failureKind is what the group has said of one shape of failure.
@@ -58,14 +64,15 @@ type failureKind struct {
 	peak      int    // the most connections that held it at once
 }
 
-// loss is the connections lost within one window, until every one of them
-// is connected again.
+// loss is one outage: the connections lost from its first loss until
+// every one of them is connected again.
 type loss struct {
 	first     string            // the first connection lost
 	conns     map[string]string // connection -> the shape of its cause
 	causes    []lossCause       // each shape of cause, first met first
 	down      int               // connections of it not connected again yet
 	announced bool              // its line is logged
+	warned    int               // the connections its line counted
 }
 
 // lossCause is one shape of cause of a loss, with its first text.
@@ -181,10 +188,10 @@ func (g *FailureGroup) announce(shape string) {
 func (g *FailureGroup) Lost(conn, msg string) {
 	shape := FailureShape(msg)
 	g.live(func() {
-		l := g.gathering
+		l := g.open
 		if l == nil {
 			l = &loss{first: conn, conns: map[string]string{}}
-			g.gathering = l
+			g.open = l
 			g.startWindow(func() { g.announceLoss(l) })
 		}
 		g.lost[conn] = l
@@ -201,10 +208,7 @@ func (g *FailureGroup) Lost(conn, msg string) {
 // line that it is over if every connection of it is connected again
 // already. Called with g.mu held.
 func (g *FailureGroup) announceLoss(l *loss) {
-	if g.gathering == l {
-		g.gathering = nil
-	}
-	l.announced = true
+	l.announced, l.warned = true, len(l.conns)
 	g.log.Warn("source connections lost; reconnecting", "connections_lost", len(l.conns), "connections", g.total,
 		"first", l.first, "err", l.causesText())
 	if l.down == 0 {
@@ -242,11 +246,17 @@ func (l *loss) causesText() string {
 	return b.String()
 }
 
-// lossOver logs that every connection of loss l is connected again.
-// Called with g.mu held.
+// lossOver logs that every connection of loss l is connected again, with
+// how many were lost after its line, and closes it. Called with g.mu held.
 func (g *FailureGroup) lossOver(l *loss) {
-	g.log.Info("source connections reconnected: every connection lost is connected again", "connections_lost", len(l.conns),
-		"connections", g.total)
+	if g.open == l {
+		g.open = nil
+	}
+	args := []any{"connections_lost", len(l.conns), "connections", g.total}
+	if later := len(l.conns) - l.warned; later > 0 {
+		args = append(args, "connections_lost_after_warn", later)
+	}
+	g.log.Info("source connections reconnected: every connection lost is connected again", args...)
 }
 
 // Connected records that conn connected; it ends the failures and the

@@ -299,3 +299,50 @@ func TestFailureGroupSaysNothingAfterStop(t *testing.T) {
 		t.Errorf("after Stop: %d windows started in all (want 2), lines:\n%s", windows.count(), strings.Join(after, "\n"))
 	}
 }
+
+// TestFailureGroupLossesWhileAnOutageIsOpenJoinIt: a loss spread over more
+// than the window (a platform restarting its nodes one after another) is
+// one outage while any connection of it is still down: the losses after
+// its WARN line join it, at debug, and its INFO line at recovery counts
+// them; a loss once every connection is back is a new outage. Before, each
+// window of the spread loss made a WARN line of its own.
+func TestFailureGroupLossesWhileAnOutageIsOpenJoinIt(t *testing.T) {
+	g, lines, windows := testGroup(4)
+	g.Lost("c-0", "EOF")
+	g.Lost("c-1", "EOF")
+	windows.end(0)
+	g.Lost("c-2", "ERROR frame: node restarting")
+	g.Connected("c-0")
+	g.Lost("c-0", "EOF") // lost again while the outage is open
+	if n := windows.count(); n != 1 {
+		for i := 1; i < n; i++ {
+			windows.end(i)
+		}
+		t.Errorf("%d windows started while the outage was open, want 1", n)
+	}
+	for _, c := range []string{"c-0", "c-1", "c-2"} {
+		g.Connected(c)
+	}
+	g.Lost("c-3", "EOF")
+	if windows.count() < 2 {
+		t.Fatalf("%d windows, want a new one for the loss after the recovery", windows.count())
+	}
+	windows.end(windows.count() - 1)
+	want := []string{
+		"WARN source connections lost; reconnecting connections_lost=2 connections=4 first=c-0 err=EOF",
+		"INFO source connections reconnected: every connection lost is connected again connections_lost=3 connections=4 connections_lost_after_warn=1",
+		"WARN source connections lost; reconnecting connections_lost=1 connections=4 first=c-3 err=EOF",
+	}
+	var got []string
+	for _, l := range lines() {
+		if !strings.HasPrefix(l, "DEBUG ") {
+			got = append(got, l)
+		}
+	}
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Errorf("lines:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+	if n := countPrefix(lines(), "DEBUG source connection lost; reconnecting conn="); n != 5 {
+		t.Errorf("%d losses at debug, want 5", n)
+	}
+}
