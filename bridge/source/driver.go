@@ -259,6 +259,9 @@ func (d *Driver) Run(ctx context.Context, h bridge.Handler) error {
 	// the drain, after the shutdown lines) says nothing.
 	defer d.stopGroup()
 	defer cancel()
+	if d.group != nil {
+		d.group.Start()
+	}
 
 	g, gctx := errgroup.WithContext(ctx)
 	for _, sl := range d.slots {

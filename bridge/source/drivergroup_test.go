@@ -83,7 +83,8 @@ func countPrefix(lines []string, prefix string) int {
 // loss and one INFO line once all 8 are connected again; each loss and
 // reconnect is at debug, and in ConnStates. Before, the Supervisors logged
 // 8 WARN "source connection lost; reconnecting" and 8 INFO "source
-// connected reconnect=true".
+// connected reconnect=true". The first connects make the start's one INFO
+// line (TestDriverLogsTheFirstConnectsOnce).
 func TestDriverLogsConnectionsLostTogetherOnce(t *testing.T) {
 	const conns = 8
 	d, f, lines, windows, errc := groupDriver(t, conns)
@@ -110,7 +111,7 @@ func TestDriverLogsConnectionsLostTogetherOnce(t *testing.T) {
 			})
 		})
 	}
-	windows.end(0) // the loss's window: the first started
+	windows.end(1) // the loss's window: the second started, after the start's
 	f.mu.Lock()
 	f.err = nil
 	f.mu.Unlock()
@@ -129,11 +130,17 @@ func TestDriverLogsConnectionsLostTogetherOnce(t *testing.T) {
 	if n := countPrefix(all, want); n != 1 {
 		t.Errorf("%d lines %q, want 1", n, want)
 	}
-	if n := countPrefix(all, "INFO source connected conn="); n != conns {
-		t.Errorf("%d INFO lines 'source connected', want %d: the first connects only", n, conns)
+	if n, m := countPrefix(all, "INFO source connected connections=8"), countPrefix(all, "INFO source connected conn="); n != 1 || m != 0 {
+		t.Errorf("%d INFO lines 'source connected connections=8' and %d of one connection, want 1 and 0: the start only", n, m)
 	}
-	if n := countPrefix(all, "DEBUG source connected conn="); n != conns {
-		t.Errorf("%d reconnects at debug, want %d", n, conns)
+	reconnects := 0
+	for _, l := range byLevel(all, "DEBUG") {
+		if strings.HasPrefix(l, "DEBUG source connected conn=") && strings.HasSuffix(l, " reconnect=true") {
+			reconnects++
+		}
+	}
+	if reconnects != conns {
+		t.Errorf("%d reconnects at debug, want %d", reconnects, conns)
 	}
 	if t.Failed() {
 		t.Logf("lines:\n%s", strings.Join(all, "\n"))
@@ -159,8 +166,39 @@ func TestDriverSaysNothingAfterItsSourceStopped(t *testing.T) {
 		t.Errorf("%d windows running after Close, want 0", n)
 	}
 	before := len(lines())
-	windows.end(0)
+	for i := range windows.count() { // the start's and the failure's
+		windows.end(i)
+	}
 	if after := lines()[before:]; len(after) != 0 {
 		t.Errorf("lines after Close:\n%s", strings.Join(after, "\n"))
+	}
+}
+
+// TestDriverLogsTheFirstConnectsOnce: the driver's 8 connections coming
+// up at the start log one INFO line once all 8 are up; each connection's
+// first connect is at debug, and in ConnStates; the start's window is
+// stopped then. Before, the Supervisors logged 8 INFO "source connected
+// reconnect=false" lines (40 with source.connections: 40).
+func TestDriverLogsTheFirstConnectsOnce(t *testing.T) {
+	const conns = 8
+	d, f, lines, windows, errc := groupDriver(t, conns)
+	for range conns {
+		next(t, f.dialed)
+	}
+	waitUntil(t, "the connections did not all connect", func() bool { return connected(d, 0) })
+	waitUntil(t, "the first connects were not all logged", func() bool {
+		return countPrefix(lines(), "DEBUG source connected conn=") == conns
+	})
+	if n := windows.running(); n != 0 {
+		t.Errorf("%d windows running with every connection up, want 0 (the start's stopped)", n)
+	}
+	closeDriver(t, d, errc)
+	all := lines()
+	want := []string{"INFO source connected connections=8"}
+	if infos := byLevel(all, "INFO"); strings.Join(infos, "\n") != strings.Join(want, "\n") {
+		t.Errorf("INFO lines:\n%s\nwant:\n%s", strings.Join(infos, "\n"), strings.Join(want, "\n"))
+	}
+	if n := countPrefix(all, "DEBUG source connected conn="); n != conns {
+		t.Errorf("%d first connects at debug, want %d:\n%s", n, conns, strings.Join(all, "\n"))
 	}
 }

@@ -14,10 +14,22 @@ import (
 // line.
 const FailureGroupWindow = time.Second
 
+// StartWindow is how long the connections have, from the start, to be all
+// up before a FailureGroup says how many are and why the others are not:
+// less than the default DialTimeout (15 s, the platform's deadline for a
+// connect and its login), so that the line comes while a dial that hangs
+// is still dialling.
+const StartWindow = 10 * time.Second
+
 // FailureGroup is shared by the Supervisors of one source's connections, so
 // that what they meet together is logged once with how many connections it
 // holds, not once per connection:
 //
+//   - The start (from Start): one INFO line "source connected" once every
+//     connection is up at the same time. If they are not all up when
+//     StartWindow ends, one WARN line counts those up and names the causes
+//     of the others (each's latest connect failure, or still dialling),
+//     with how many connections each holds.
 //   - A connect failure (a throttled consumer group, a refused login, the
 //     platform unreachable): the first failure of a kind (see FailureShape)
 //     starts a window of FailureGroupWindow, at whose end one ERROR line
@@ -53,6 +65,14 @@ type FailureGroup struct {
 	kinds   map[string]*failureKind
 	lost    map[string]*loss // connection -> the loss it is down in
 	open    *loss            // the outage not over yet; nil when none
+
+	// The start (see Start): the connections up now, those ever up, the
+	// latest failure of each never up, and its window's number; started
+	// and allUp say whether it began and whether its line is logged.
+	up, seen       map[string]bool
+	notUp          causes
+	startN         int
+	started, allUp bool
 }
 
 // failureKind is what the group has said of one shape of failure.
@@ -67,20 +87,26 @@ type failureKind struct {
 // loss is one outage: the connections lost from its first loss until
 // every one of them is connected again.
 type loss struct {
-	first     string            // the first connection lost
-	conns     map[string]string // connection -> the shape of its cause
-	causes    []lossCause       // each shape of cause, first met first
-	down      int               // connections of it not connected again yet
-	announced bool              // its line is logged
-	warned    int               // the connections its line counted
+	causes           // of each connection lost
+	first     string // the first connection lost
+	down      int    // connections of it not connected again yet
+	announced bool   // its line is logged
+	warned    int    // the connections its line counted
 }
 
-// lossCause is one shape of cause of a loss, with its first text.
-type lossCause struct{ shape, err string }
+// causes are why some connections are down: the shape of each
+// connection's cause, and each shape with its first text, first met
+// first.
+type causes struct {
+	conns  map[string]string // connection -> the shape of its cause
+	shapes []cause
+}
 
-// maxLossCauses is how many causes of a loss its line names; it counts the
-// others.
-const maxLossCauses = 3
+// cause is one shape of cause, with its first text.
+type cause struct{ shape, err string }
+
+// maxCauses is how many causes a line names; it counts the others.
+const maxCauses = 3
 
 // NewFailureGroup returns the group of total connections, logging to log.
 func NewFailureGroup(total int, log *slog.Logger) *FailureGroup {
@@ -88,20 +114,46 @@ func NewFailureGroup(total int, log *slog.Logger) *FailureGroup {
 		log = slog.New(slog.DiscardHandler)
 	}
 	return &FailureGroup{total: total, log: log, after: func(d time.Duration, f func()) func() bool { return time.AfterFunc(d, f).Stop },
-		windows: map[int]func() bool{}, failing: map[string]string{}, kinds: map[string]*failureKind{}, lost: map[string]*loss{}}
+		windows: map[int]func() bool{}, failing: map[string]string{}, kinds: map[string]*failureKind{}, lost: map[string]*loss{},
+		up: map[string]bool{}, seen: map[string]bool{}, notUp: causes{conns: map[string]string{}}}
 }
 
-// startWindow calls f at the end of a window of FailureGroupWindow (see
-// live). Called with g.mu held.
-func (g *FailureGroup) startWindow(f func()) {
+// startWindow calls f at the end of a window of d (see live) and returns
+// the window's number. Called with g.mu held.
+func (g *FailureGroup) startWindow(d time.Duration, f func()) int {
 	n := g.window
 	g.window++
-	g.windows[n] = g.after(FailureGroupWindow, func() {
+	g.windows[n] = g.after(d, func() {
 		g.live(func() {
 			delete(g.windows, n)
 			f()
 		})
 	})
+	return n
+}
+
+// Start begins the start of the connections (see FailureGroup): the
+// Driver calls it once, as its Run begins, before they dial.
+func (g *FailureGroup) Start() {
+	g.live(func() {
+		g.started = true
+		g.startN = g.startWindow(StartWindow, g.announceStart)
+	})
+}
+
+// announceStart logs, at the end of the start's window, how many
+// connections are up and why the others are not, unless every one is up.
+// Called with g.mu held.
+func (g *FailureGroup) announceStart() {
+	if g.allUp {
+		return
+	}
+	why := g.notUp.counted()
+	if dialling := g.total - len(g.seen) - len(g.notUp.conns); dialling > 0 {
+		why = append(why, causeCount{"still dialling", dialling})
+	}
+	g.log.Warn("source not connected on every connection yet; retrying the others with backoff", "connections_up", len(g.up),
+		"connections", g.total, "err", causesText(why))
 }
 
 // live calls f with g.mu held, unless the group stopped.
@@ -152,7 +204,10 @@ func (g *FailureGroup) Failed(conn, msg string) {
 		if k == nil {
 			k = &failureKind{err: msg, first: conn}
 			g.kinds[shape] = k
-			g.startWindow(func() { g.announce(shape) })
+			g.startWindow(FailureGroupWindow, func() { g.announce(shape) })
+		}
+		if g.started && !g.seen[conn] {
+			g.notUp.add(conn, shape, msg)
 		}
 		k.peak = max(k.peak, n)
 		g.log.Debug("source connect failed", "conn", conn, "err", msg, "connections_failing", n, "connections", g.total)
@@ -188,18 +243,16 @@ func (g *FailureGroup) announce(shape string) {
 func (g *FailureGroup) Lost(conn, msg string) {
 	shape := FailureShape(msg)
 	g.live(func() {
+		delete(g.up, conn)
 		l := g.open
 		if l == nil {
-			l = &loss{first: conn, conns: map[string]string{}}
+			l = &loss{first: conn, causes: causes{conns: map[string]string{}}}
 			g.open = l
-			g.startWindow(func() { g.announceLoss(l) })
+			g.startWindow(FailureGroupWindow, func() { g.announceLoss(l) })
 		}
 		g.lost[conn] = l
 		l.down++
-		l.conns[conn] = shape
-		if !slices.ContainsFunc(l.causes, func(c lossCause) bool { return c.shape == shape }) {
-			l.causes = append(l.causes, lossCause{shape: shape, err: msg})
-		}
+		l.add(conn, shape, msg)
 		g.log.Debug("source connection lost; reconnecting", "conn", conn, "err", msg, "connections_lost", len(l.conns), "connections", g.total)
 	})
 }
@@ -210,38 +263,65 @@ func (g *FailureGroup) Lost(conn, msg string) {
 func (g *FailureGroup) announceLoss(l *loss) {
 	l.announced, l.warned = true, len(l.conns)
 	g.log.Warn("source connections lost; reconnecting", "connections_lost", len(l.conns), "connections", g.total,
-		"first", l.first, "err", l.causesText())
+		"first", l.first, "err", causesText(l.counted()))
 	if l.down == 0 {
 		g.lossOver(l)
 	}
 }
 
-// causesText names l's causes: the one cause's text, or each with how many
-// connections it ended, first met first, at most maxLossCauses of them.
-func (l *loss) causesText() string {
-	if len(l.causes) == 1 {
-		return l.causes[0].err
+// add records that conn is down for msg, of shape; a connection's latest
+// cause replaces its earlier one.
+func (c *causes) add(conn, shape, msg string) {
+	c.conns[conn] = shape
+	if !slices.ContainsFunc(c.shapes, func(s cause) bool { return s.shape == shape }) {
+		c.shapes = append(c.shapes, cause{shape: shape, err: msg})
+	}
+}
+
+// causeCount is a cause's text and how many connections it holds.
+type causeCount struct {
+	err   string
+	conns int
+}
+
+// counted is each cause that holds a connection, with how many it holds,
+// first met first.
+func (c *causes) counted() []causeCount {
+	var out []causeCount
+	for _, s := range c.shapes {
+		n := 0
+		for _, shape := range c.conns {
+			if shape == s.shape {
+				n++
+			}
+		}
+		if n > 0 {
+			out = append(out, causeCount{s.err, n})
+		}
+	}
+	return out
+}
+
+// causesText names causes: the one cause's text, or each with how many
+// connections it holds, at most maxCauses of them.
+func causesText(causes []causeCount) string {
+	if len(causes) == 1 {
+		return causes[0].err
 	}
 	var b strings.Builder
-	for i, c := range l.causes {
-		if i == maxLossCauses {
-			fmt.Fprintf(&b, "; %d other causes", len(l.causes)-i)
+	for i, c := range causes {
+		if i == maxCauses {
+			fmt.Fprintf(&b, "; %d other causes", len(causes)-i)
 			break
 		}
 		if i > 0 {
 			b.WriteString("; ")
 		}
-		n := 0
-		for _, s := range l.conns {
-			if s == c.shape {
-				n++
-			}
-		}
 		unit := "connections"
-		if n == 1 {
+		if c.conns == 1 {
 			unit = "connection"
 		}
-		fmt.Fprintf(&b, "%s (%d %s)", c.err, n, unit)
+		fmt.Fprintf(&b, "%s (%d %s)", c.err, c.conns, unit)
 	}
 	return b.String()
 }
@@ -260,9 +340,13 @@ func (g *FailureGroup) lossOver(l *loss) {
 }
 
 // Connected records that conn connected; it ends the failures and the
-// loss it was part of once no connection holds them any more.
+// loss it was part of once no connection holds them any more, and the
+// start once every connection is up.
 func (g *FailureGroup) Connected(conn string) {
 	g.live(func() {
+		g.up[conn], g.seen[conn] = true, true
+		delete(g.notUp.conns, conn)
+		defer g.startOver() // after the lines of what conn's connect ends
 		if l := g.lost[conn]; l != nil {
 			delete(g.lost, conn)
 			l.down--
@@ -283,4 +367,18 @@ func (g *FailureGroup) Connected(conn string) {
 		g.log.Info("source connect failure over: every connection that met it is connected", "connections_failed", k.peak,
 			"connections", g.total, "err", k.err)
 	})
+}
+
+// startOver logs, once, that every connection is up, and ends the start's
+// window. Called with g.mu held.
+func (g *FailureGroup) startOver() {
+	if !g.started || g.allUp || len(g.up) < g.total {
+		return
+	}
+	g.allUp = true
+	if stop := g.windows[g.startN]; stop != nil {
+		stop()
+		delete(g.windows, g.startN)
+	}
+	g.log.Info("source connected", "connections", g.total)
 }

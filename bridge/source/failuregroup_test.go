@@ -346,3 +346,73 @@ func TestFailureGroupLossesWhileAnOutageIsOpenJoinIt(t *testing.T) {
 		t.Errorf("%d losses at debug, want 5", n)
 	}
 }
+
+// TestFailureGroupSaysHowManyAreUpWhenTheStartTakesLong: connections that
+// are not all up when the start's window ends make one line that counts
+// those up and names the causes of the others, with how many connections
+// each holds (a connection not answered yet is still dialling); one INFO
+// line once every connection is up. Each connection's connect is the
+// Supervisor's, at debug.
+func TestFailureGroupSaysHowManyAreUpWhenTheStartTakesLong(t *testing.T) {
+	g, lines, windows := testGroup(10)
+	g.Start()
+	throttled := func(i int) string {
+		return fmt.Sprintf("login refused: throttled: the consumer group made too many connection attempts (%d in the last minute)", 100+i)
+	}
+	for i := range 6 {
+		g.Connected(fmt.Sprintf("c-%d", i))
+	}
+	g.Failed("c-6", throttled(6))
+	g.Failed("c-7", "dial tcp 127.0.0.1:61614: connect: connection refused")
+	g.Failed("c-7", throttled(7)) // its latest failure is its cause
+	g.Failed("c-8", throttled(8))
+	windows.end(0) // the start's
+	windows.end(1) // the throttle's: its ERROR line
+	windows.end(2) // the refusal's: over already
+	for i := 6; i < 10; i++ {
+		g.Connected(fmt.Sprintf("c-%d", i))
+	}
+	want := []string{
+		"WARN source not connected on every connection yet; retrying the others with backoff connections_up=6 connections=10 err=" +
+			throttled(6) + " (3 connections); still dialling (1 connection)",
+		"ERROR source connect failed; retrying with backoff connections_failing=3 connections=10 first=c-6 err=" + throttled(6),
+		"INFO source connect failure over: every connection that met it is connected connections_failed=3 connections=10 err=" + throttled(6),
+		"INFO source connected connections=10",
+	}
+	var got []string
+	for _, l := range lines() {
+		if !strings.HasPrefix(l, "DEBUG ") {
+			got = append(got, l)
+		}
+	}
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Errorf("lines:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+}
+
+// TestFailureGroupStartLineOnceEveryConnectionIsUpAtOnce: the start's
+// INFO line waits until every connection is up at the same time (one
+// lost meanwhile is not up), and comes once; a start whose connections
+// are all up before its window ends says nothing more when it ends.
+func TestFailureGroupStartLineOnceEveryConnectionIsUpAtOnce(t *testing.T) {
+	g, lines, windows := testGroup(3)
+	g.Start()
+	g.Connected("c-0")
+	g.Connected("c-1")
+	g.Lost("c-0", "EOF")
+	g.Connected("c-2")
+	if infos := byLevel(lines(), "INFO"); len(infos) != 0 {
+		t.Errorf("INFO lines with c-0 lost: %q", infos)
+	}
+	g.Connected("c-0")
+	windows.end(0) // the start's, stopped as every connection came up
+	windows.end(1) // the loss's
+	g.Lost("c-1", "EOF")
+	g.Connected("c-1")
+	if n := countPrefix(lines(), "INFO source connected connections=3"); n != 1 {
+		t.Errorf("%d start lines, want 1:\n%s", n, strings.Join(lines(), "\n"))
+	}
+	if n := countPrefix(lines(), "WARN source not connected"); n != 0 {
+		t.Errorf("%d lines that not every connection is up, want 0:\n%s", n, strings.Join(lines(), "\n"))
+	}
+}

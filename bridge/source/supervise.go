@@ -73,9 +73,9 @@ type Supervisor struct {
 	Limiter     *AttemptLimiter
 	Logger      *slog.Logger
 	// Group, when set, is shared with the other connections of the
-	// source: it logs their connect failures, losses and reconnects
-	// together (see FailureGroup), and Run logs this connection's at
-	// debug.
+	// source: it logs their first connects, connect failures, losses and
+	// reconnects together (see FailureGroup), and Run logs this
+	// connection's at debug.
 	Group *FailureGroup
 
 	mu    sync.Mutex
@@ -141,9 +141,9 @@ func (s *Supervisor) Run(ctx context.Context, session Session) error {
 					st.Reconnects++
 				}
 			})
-			if reconnect && s.Group != nil {
-				// The group says when the connections it saw lost are
-				// all back.
+			if s.Group != nil {
+				// The group says when every connection is up, and when
+				// the connections it saw lost are all back.
 				log.Debug("source connected", "conn", s.Name, "reconnect", reconnect)
 			} else {
 				log.Info("source connected", "conn", s.Name, "reconnect", reconnect)
