@@ -58,9 +58,12 @@ func (b *Bridge) Run(ctx context.Context) error {
 }
 
 // stopCounts are the "stopped" line's counts, named as the metrics name
-// them: what the pipeline received and how each was settled. Without the
-// spool they add up: received = forwarded + dead_lettered + duplicates +
-// joined + released + stranded. With it, the pipeline receives from the
+// them: what this run took from the platform (source_received), what the
+// pipeline received and how each was settled. Without the spool they add
+// up: received = forwarded + dead_lettered + duplicates + joined +
+// released + stranded, and source_received is received but for what
+// intake refused as it stopped and kept (kept_in_dead_letter_file, lost
+// with the stranded ones), as below. With it, the pipeline receives from the
 // spool (an earlier run's backlog included), so the line starts with what
 // came in: what the spool held at the start (in_spool_at_start) and what
 // this run took from the platform (source_received), and it adds up:
@@ -81,9 +84,9 @@ func (r *run) stopCounts() []any {
 	f := r.b.flow()
 	var args []any
 	if f.Spooled {
-		args = append(args, "in_spool_at_start", f.InSpoolAtStart, "source_received", f.SourceReceived)
+		args = append(args, "in_spool_at_start", f.InSpoolAtStart)
 	}
-	args = append(args, "received", f.Received, "forwarded", f.Forwarded, "dead_lettered", f.DeadLettered, "duplicates", f.Duplicates, "joined", f.Joined,
+	args = append(args, "source_received", f.SourceReceived, "received", f.Received, "forwarded", f.Forwarded, "dead_lettered", f.DeadLettered, "duplicates", f.Duplicates, "joined", f.Joined,
 		"released", f.Released)
 	if f.Spooled {
 		args = append(args, "left_in_spool", r.leftInSpool)
