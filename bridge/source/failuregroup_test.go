@@ -113,6 +113,20 @@ func byLevel(lines []string, level string) []string {
 	return out
 }
 
+// checkLines checks that lines but those at debug are want.
+func checkLines(t *testing.T, lines, want []string) {
+	t.Helper()
+	var got []string
+	for _, l := range lines {
+		if !strings.HasPrefix(l, "DEBUG ") {
+			got = append(got, l)
+		}
+	}
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Errorf("lines:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+}
+
 // TestFailureGroupLogsAThrottledGroupOnce: 40 connections throttled
 // together make one ERROR line that counts them (each connection logged
 // its own ERROR: 21 lines in the same millisecond), one when the failure
@@ -266,15 +280,7 @@ func TestFailureGroupLossBackWithinItsWindow(t *testing.T) {
 		"INFO source connections reconnected: every connection lost is connected again connections_lost=6 connections=6",
 		"WARN source connections lost; reconnecting connections_lost=1 connections=6 first=c-3 err=EOF",
 	}
-	var got []string
-	for _, l := range lines() {
-		if !strings.HasPrefix(l, "DEBUG ") {
-			got = append(got, l)
-		}
-	}
-	if strings.Join(got, "\n") != strings.Join(want, "\n") {
-		t.Errorf("lines:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
-	}
+	checkLines(t, lines(), want)
 }
 
 // TestFailureGroupSaysNothingAfterStop: Stop stops the windows running,
@@ -333,15 +339,7 @@ func TestFailureGroupLossesWhileAnOutageIsOpenJoinIt(t *testing.T) {
 		"INFO source connections reconnected: every connection lost is connected again connections_lost=3 connections=4 connections_lost_after_warn=1",
 		"WARN source connections lost; reconnecting connections_lost=1 connections=4 first=c-3 err=EOF",
 	}
-	var got []string
-	for _, l := range lines() {
-		if !strings.HasPrefix(l, "DEBUG ") {
-			got = append(got, l)
-		}
-	}
-	if strings.Join(got, "\n") != strings.Join(want, "\n") {
-		t.Errorf("lines:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
-	}
+	checkLines(t, lines(), want)
 	if n := countPrefix(lines(), "DEBUG source connection lost; reconnecting conn="); n != 5 {
 		t.Errorf("%d losses at debug, want 5", n)
 	}
@@ -379,15 +377,7 @@ func TestFailureGroupSaysHowManyAreUpWhenTheStartTakesLong(t *testing.T) {
 		"INFO source connect failure over: every connection that met it is connected connections_failed=3 connections=10 err=" + throttled(6),
 		"INFO source connected connections=10",
 	}
-	var got []string
-	for _, l := range lines() {
-		if !strings.HasPrefix(l, "DEBUG ") {
-			got = append(got, l)
-		}
-	}
-	if strings.Join(got, "\n") != strings.Join(want, "\n") {
-		t.Errorf("lines:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
-	}
+	checkLines(t, lines(), want)
 }
 
 // TestFailureGroupStartLineOnceEveryConnectionIsUpAtOnce: the start's
