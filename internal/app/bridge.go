@@ -181,6 +181,17 @@ func New(cfg *config.Config, opts Options) (*Bridge, error) {
 	gauge := func(name, help string, f func() float64) {
 		b.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "iot_mns_bridge", Name: name, Help: help}, f))
 	}
+	// Read from flow, as the stop line and /status read them: with the
+	// spool, released is not what the pipeline released back into it.
+	counter := func(name, help string, f func() float64) {
+		b.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: "iot_mns_bridge", Name: name, Help: help}, f))
+	}
+	counter("released_total", "Deliveries given back to the platform, which sends them again (AMQP, STOMP client-individual): released of the stop line and /status. "+
+		"At the stop only; with the spool on, what never reached it, not what the pipeline released back into the spool.",
+		func() float64 { return float64(b.flow().Released) })
+	counter("stranded_total", "Deliveries held at the stop that the platform does not send again (STOMP ack auto): stranded of the stop line and /status. "+
+		"They are kept in the spool or the dead-letter file (kept_in_spool, kept_in_dead_letter_file of the stop line).",
+		func() float64 { return float64(b.flow().Stranded) })
 	gauge("in_flight", "Deliveries held by the pipeline (taken from the source, not yet settled).",
 		func() float64 { return float64(b.pipeline.Stats().InFlight) })
 	gauge("in_flight_limit", "delivery.max_in_flight: when in_flight reaches it, nothing more enters the pipeline until MNS takes messages: "+

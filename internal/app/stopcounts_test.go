@@ -227,7 +227,8 @@ func TestStatusAndStopLineAgree(t *testing.T) {
 		"iot_mns_bridge_received_total": shown["received"], "iot_mns_bridge_forwarded_total": shown["forwarded"],
 		"iot_mns_bridge_duplicates_suppressed_total": shown["duplicates"], "iot_mns_bridge_duplicates_joined_total": shown["joined"],
 		"iot_mns_bridge_in_flight": shown["in_flight"], "iot_mns_bridge_spool_messages": shown["in_spool"],
-		"iot_mns_bridge_spool_messages_at_start": shown["in_spool_at_start"]} {
+		"iot_mns_bridge_spool_messages_at_start": shown["in_spool_at_start"], "iot_mns_bridge_released_total": shown["released"],
+		"iot_mns_bridge_stranded_total": shown["stranded"]} {
 		if _, got := of(name); got != float64(want) {
 			t.Errorf("/metrics %s = %v, /status %d", name, got, want)
 		}
@@ -285,4 +286,51 @@ func statusFields(st Status) map[string]int64 {
 		m[counts[i].(string)] = counts[i+1].(int64)
 	}
 	return m
+}
+
+// TestReleasedAndStrandedHaveMetrics: what the stop line counts as
+// released (given back to the platform, which sends it again: STOMP
+// client-individual) and stranded (held and not sent again: STOMP ack
+// auto) is on /metrics too, as released_total and stranded_total, with
+// the stop line's figures, spool off. Before, they were in /status and
+// the stop line only.
+func TestReleasedAndStrandedHaveMetrics(t *testing.T) {
+	for _, tc := range []struct{ ack, metric, count string }{
+		{"client-individual", "iot_mns_bridge_released_total", "released"},
+		{"auto", "iot_mns_bridge_stranded_total", "stranded"},
+	} {
+		t.Run(tc.ack, func(t *testing.T) {
+			p := startPeers(t, mnsemu.Config{Queues: []string{"telemetry-pk1", "unrouted"}}, iotsim.Config{})
+			c := p.config()
+			c.Source.STOMP.Ack = tc.ack
+			// ack auto without the spool keeps the whole shutdown_timeout.
+			c.Envelope, c.ShutdownTimeout, c.Spool.Dir = "json", time.Second, ""
+			p.emu.SetFaults(mnsemu.Faults{ErrorRate: 1, ErrorStatus: 503})
+			const n = 20
+			p.publishSeq("s", n)
+			logs := &testpeers.SyncBuffer{}
+			b := runBridge(t, mustLoad(t, p.writeConfig(t, c)), Options{Logger: slog.New(slog.NewTextHandler(logs, nil))})
+			waitFor(t, "20 held, MNS down", 2*time.Minute, func() bool {
+				return b.pipeline.Stats().InFlight == n && b.pipeline.Stats().Retried >= 2
+			})
+			if err := b.stop(); err != nil {
+				t.Fatal(err)
+			}
+			f := stopLine(t, logs.String())
+			addsUp(t, tc.ack, f)
+			if f[tc.count] != n {
+				t.Errorf("stop line %s=%d, want %d: %v", tc.count, f[tc.count], n, f)
+			}
+			of := metricsOf(t, b.Bridge)
+			for name, count := range map[string]string{"iot_mns_bridge_released_total": "released", "iot_mns_bridge_stranded_total": "stranded"} {
+				help, got := of(name)
+				if got != float64(f[count]) {
+					t.Errorf("/metrics %s = %v, stop line %s=%d", name, got, count, f[count])
+				}
+				if !strings.Contains(help, count+" of the stop line") {
+					t.Errorf("%s's help %q does not name the stop line's %s", name, help, count)
+				}
+			}
+		})
+	}
 }
