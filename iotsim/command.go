@@ -14,8 +14,8 @@ import (
 	"time"
 
 	"github.com/iot-mns-bridge/iot-mns-bridge/internal/certgen"
-
 	"github.com/iot-mns-bridge/iot-mns-bridge/internal/cmdline"
+	"github.com/iot-mns-bridge/iot-mns-bridge/internal/keyring"
 )
 
 // SecretEnv is the environment variable RunCommand reads the AccessKey secret
@@ -46,6 +46,8 @@ func RunCommand(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		akID        = fs.String("access-key-id", "LTAIsimulator", "AccessKey `ID` (authId) accepted for login")
 		akSecret    = fs.String("access-key-secret", "", "AccessKey secret accepted for login (prefer -access-key-secret-file or $"+SecretEnv+")")
 		akFile      = fs.String("access-key-secret-file", "", "`file` holding the AccessKey secret")
+		credsFile   = fs.String("credentials-file", "", "accept the key triple in this JSON credentials `file` (the format of the bridge's file credentials provider; replace it atomically), read again when it changes, instead of -access-key-id and its secret; a login must carry its SecurityToken (authMode=ststoken) when it has one")
+		credsGrace  = fs.Duration("credentials-grace", keyring.DefaultGrace, "with -credentials-file: a triple the file replaced is still accepted this long, never past its Expiration, as STS accepts an old token until it expires (0: refused at once)")
 		groups      = fs.String("groups", "DEFAULT_GROUP", "comma-separated consumer `groups`; each gets every fleet message, and a login naming another group is refused")
 		instanceID  = fs.String("instance-id", "", "the instance's `ID`, which a login's iotInstanceId must name (as on the console's instance overview); empty: an instance without one (public, opened before 2021-07-30), whose logins must leave it empty")
 		maxSkew     = fs.Duration("max-skew", 0, "refuse login timestamps further than this from the clock (0: do not check)")
@@ -81,12 +83,28 @@ func RunCommand(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	}
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
 
-	secret, err := readSecret(*akSecret, *akFile)
-	if err != nil {
-		return err
-	}
-	if *akID == "" {
-		return errors.New("iot-simulator: -access-key-id must not be empty")
+	var secrets map[string]string
+	var ring *keyring.Ring
+	if *credsFile != "" {
+		if set := cmdline.Given(fs, "access-key-id", "access-key-secret", "access-key-secret-file"); len(set) > 0 {
+			return fmt.Errorf("iot-simulator: -credentials-file gives the key: drop %s", strings.Join(set, ", "))
+		}
+		if *credsGrace < 0 {
+			return errors.New("iot-simulator: -credentials-grace must be 0 or more")
+		}
+		var err error
+		if ring, err = keyring.Open("iot-simulator: -credentials-file", *credsFile, *credsGrace, keyring.Options{Logger: log, Now: clock(*clockOffset)}); err != nil {
+			return err
+		}
+	} else {
+		secret, err := readSecret(*akSecret, *akFile)
+		if err != nil {
+			return err
+		}
+		if *akID == "" {
+			return errors.New("iot-simulator: -access-key-id must not be empty")
+		}
+		secrets = map[string]string{*akID: secret}
 	}
 	if *heartBeat == 0 {
 		*heartBeat = NoHeartBeat
@@ -111,13 +129,14 @@ func RunCommand(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	case *ackTimeout <= 0 || *attachTO <= 0:
 		return errors.New("iot-simulator: -ack-timeout and -attach-timeout must be positive")
 	}
-	cfg := Config{Addr: *listen, AMQPAddr: *amqpListen, Secrets: map[string]string{*akID: secret}, MaxSkew: *maxSkew,
+	cfg := Config{Addr: *listen, AMQPAddr: *amqpListen, Secrets: secrets, MaxSkew: *maxSkew,
 		AckTimeout: *ackTimeout, HeartBeat: *heartBeat, QueueSize: *queueSize, Logger: log,
 		BacklogInterval: *backlogInt, BacklogRate: *backlogRate, ConnectLimit: *connLimit, ConnectWindow: *connWindow,
 		AttachTimeout: *attachTO, KnownGroups: groupIDs, CheckInstance: true, InstanceID: *instanceID, MaxGroupClients: *maxClients}
-	if off := *clockOffset; off != 0 {
-		cfg.Now = func() time.Time { return time.Now().Add(off) }
+	if ring != nil {
+		cfg.Authorize = ring.Authorize
 	}
+	cfg.Now = clock(*clockOffset)
 	switch {
 	case (*certFile == "") != (*keyFile == ""):
 		return errors.New("iot-simulator: -cert and -key go together: give both, or neither to generate a certificate")
@@ -177,6 +196,14 @@ func RunCommand(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		return fmt.Errorf("iot-simulator: %w", err)
 	}
 	return nil
+}
+
+// clock is the server clock, off ahead of this machine's (nil: time.Now).
+func clock(off time.Duration) func() time.Time {
+	if off == 0 {
+		return nil
+	}
+	return func() time.Time { return time.Now().Add(off) }
 }
 
 // readSecret takes the secret from the flag, else the file, else SecretEnv.

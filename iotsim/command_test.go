@@ -16,6 +16,8 @@ import (
 	"github.com/Azure/go-amqp"
 	"github.com/go-stomp/stomp/v3"
 
+	"github.com/iot-mns-bridge/iot-mns-bridge/credentials"
+	"github.com/iot-mns-bridge/iot-mns-bridge/internal/keyring"
 	"github.com/iot-mns-bridge/iot-mns-bridge/internal/syncbuf"
 	"github.com/iot-mns-bridge/iot-mns-bridge/iotauth"
 )
@@ -103,6 +105,10 @@ func TestRunCommandRefusesBadFlags(t *testing.T) {
 		{"stray argument", []string{"extra"}, `unexpected argument "extra"`},
 		{"unknown flag", []string{"-nope"}, "flag provided but not defined"},
 		{"bad listen address", []string{"-access-key-secret", "s", "-listen", "256.0.0.1:1"}, "listen on 256.0.0.1:1"},
+		{"credentials file and key", []string{"-credentials-file", "f", "-access-key-id", "LTAIx", "-access-key-secret", "s"},
+			"-credentials-file gives the key: drop -access-key-id, -access-key-secret"},
+		{"missing credentials file", []string{"-credentials-file", filepath.Join(dir, "nope.json")}, "-credentials-file: file " + filepath.Join(dir, "nope.json") + " does not exist"},
+		{"negative grace", []string{"-credentials-file", "f", "-credentials-grace", "-1s"}, "-credentials-grace must be 0 or more"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -248,4 +254,68 @@ func listening(t *testing.T, stdout *syncbuf.Buffer, caPath string) (string, *x5
 		t.Fatal("-ca-out file holds no certificate")
 	}
 	return addr, roots
+}
+
+// TestRunCommandCredentialsFile: with -credentials-file a login must carry
+// the file's triple; after a rotation the new triple logs in, the old one
+// still does for -credentials-grace, and a token of another issue is
+// refused as the platform refuses it.
+func TestRunCommandCredentialsFile(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "credentials.json")
+	one := credentials.Credentials{AccessKeyID: "STS.one", AccessKeySecret: "secret-one", SecurityToken: "token-one", Expiration: time.Now().Add(time.Hour)}
+	two := credentials.Credentials{AccessKeyID: "STS.two", AccessKeySecret: "secret-two", SecurityToken: "token-two", Expiration: time.Now().Add(time.Hour)}
+	if err := keyring.Write(path, one); err != nil {
+		t.Fatal(err)
+	}
+	cmd := startCommand(t, "-listen", "127.0.0.1:0", "-amqp-listen", "", "-devices", "0", "-credentials-file", path)
+	login := func(c credentials.Credentials) error {
+		conn, err := cmd.login(t, iotauth.Params{ClientID: "c-" + c.AccessKeyID, AccessKeyID: c.AccessKeyID, AccessKeySecret: c.AccessKeySecret,
+			SecurityToken: c.SecurityToken, ConsumerGroupID: "DEFAULT_GROUP", SignMethod: iotauth.HMACSHA256})
+		if err == nil {
+			conn.Disconnect()
+		}
+		return err
+	}
+	if err := login(one); err != nil {
+		t.Fatalf("login with the file's triple: %v", err)
+	}
+	if err := login(two); err == nil || !strings.Contains(err.Error(), `authentication failed: unknown authId "STS.two"`) {
+		t.Errorf("login with a triple not yet in the file: %v, want it refused", err)
+	}
+	if err := keyring.Write(path, two); err != nil {
+		t.Fatal(err)
+	}
+	if err := login(two); err != nil {
+		t.Errorf("login with the rotated triple: %v", err)
+	}
+	if err := login(one); err != nil {
+		t.Errorf("login with the replaced triple, within -credentials-grace: %v", err)
+	}
+	other := two
+	other.SecurityToken = "token-of-another-issue"
+	if err := login(other); err == nil || !strings.Contains(err.Error(), "authentication failed: "+tokenMismatch) {
+		t.Errorf("login with a token of another issue: %v, want it refused", err)
+	}
+	if !strings.Contains(cmd.stderr.String(), "credentials file rotated") {
+		t.Errorf("stderr does not log the rotation:\n%s", cmd.stderr.String())
+	}
+}
+
+// TestRunCommandCredentialsGraceZero: with -credentials-grace 0 a replaced
+// triple is refused at once.
+func TestRunCommandCredentialsGraceZero(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "credentials.json")
+	one := credentials.Credentials{AccessKeyID: "STS.one", AccessKeySecret: "secret-one", SecurityToken: "token-one"}
+	if err := keyring.Write(path, one); err != nil {
+		t.Fatal(err)
+	}
+	cmd := startCommand(t, "-listen", "127.0.0.1:0", "-amqp-listen", "", "-devices", "0", "-credentials-file", path, "-credentials-grace", "0")
+	if err := keyring.Write(path, credentials.Credentials{AccessKeyID: "STS.two", AccessKeySecret: "secret-two", SecurityToken: "token-two"}); err != nil {
+		t.Fatal(err)
+	}
+	_, err := cmd.login(t, iotauth.Params{ClientID: "c-one", AccessKeyID: one.AccessKeyID, AccessKeySecret: one.AccessKeySecret,
+		SecurityToken: one.SecurityToken, ConsumerGroupID: "DEFAULT_GROUP", SignMethod: iotauth.HMACSHA256})
+	if err == nil || !strings.Contains(err.Error(), `authentication failed: unknown authId "STS.one"`) {
+		t.Errorf("login with the replaced triple: %v, want it refused", err)
+	}
 }

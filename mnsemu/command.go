@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/iot-mns-bridge/iot-mns-bridge/internal/cmdline"
+	"github.com/iot-mns-bridge/iot-mns-bridge/internal/keyring"
 )
 
 // listFlag collects a repeatable string flag; a value may also hold several
@@ -50,6 +51,8 @@ func RunCommand(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		keyID      = fs.String("access-key-id", "", "AccessKey id clients sign with (required)")
 		secret     = fs.String("access-key-secret", "", "AccessKey secret (or -access-key-secret-file, or $MNS_EMULATOR_ACCESS_KEY_SECRET)")
 		secretFile = fs.String("access-key-secret-file", "", "file holding the AccessKey secret")
+		credsFile  = fs.String("credentials-file", "", "accept the key triple in this JSON credentials `file` (the format of the bridge's file credentials provider; replace it atomically), read again when it changes, instead of -access-key-id and its secret: a request must carry its SecurityToken in the security-token header when it has one (else 403 InvalidSecurityToken); an id neither it nor -credentials-grace accepts is 403 InvalidAccessKeyId")
+		credsGrace = fs.Duration("credentials-grace", keyring.DefaultGrace, "with -credentials-file: a triple the file replaced is still accepted this long, never past its Expiration, as STS accepts an old token until it expires (0: refused at once)")
 		verbose    = fs.Bool("v", false, "log every error reply")
 		offset     = fs.Duration("clock-offset", 0, "run the emulator's clock this far ahead of this machine's (negative: behind), to try a client with a skewed clock: a request dated more than 15 minutes off is refused with TimeExpired, as MNS does")
 	)
@@ -74,24 +77,29 @@ func RunCommand(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	if err := cmdline.NoArgs(fs); err != nil {
 		return err
 	}
-	if *secret == "" && *secretFile != "" {
+	if *secret == "" && *secretFile != "" && *credsFile == "" {
 		b, err := os.ReadFile(*secretFile)
 		if err != nil {
 			return fmt.Errorf("mns-emulator: -access-key-secret-file: %w", err)
 		}
 		*secret = strings.TrimSpace(string(b))
 	}
-	if *secret == "" {
+	if *secret == "" && *credsFile == "" {
 		*secret = os.Getenv("MNS_EMULATOR_ACCESS_KEY_SECRET")
 	}
 	var errs []error
 	if cfg.ThrottleCode != "TooManyRequests" && cfg.ThrottleCode != "QpsLimitExceeded" {
 		errs = append(errs, fmt.Errorf("-throttle-code %q is neither TooManyRequests nor QpsLimitExceeded", cfg.ThrottleCode))
 	}
-	if *keyID == "" {
-		errs = append(errs, errors.New("-access-key-id is required"))
-	}
-	if *secret == "" {
+	switch set := cmdline.Given(fs, "access-key-id", "access-key-secret", "access-key-secret-file"); {
+	case *credsFile != "" && len(set) > 0:
+		errs = append(errs, fmt.Errorf("-credentials-file gives the key: drop %s", strings.Join(set, ", ")))
+	case *credsFile != "" && *credsGrace < 0:
+		errs = append(errs, errors.New("-credentials-grace must be 0 or more"))
+	case *credsFile != "":
+	case *keyID == "":
+		errs = append(errs, errors.New("-access-key-id (or -credentials-file) is required"))
+	case *secret == "":
 		errs = append(errs, errors.New("-access-key-secret (or -access-key-secret-file, $MNS_EMULATOR_ACCESS_KEY_SECRET) is required"))
 	}
 	for _, n := range append(append([]string(nil), queues...), topics...) {
@@ -112,7 +120,6 @@ func RunCommand(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		// A usage error (exit 2); the caller names the command once.
 		return cmdline.Usagef("%w", errors.Join(errs...))
 	}
-	cfg.AccessKeys = map[string]string{*keyID: *secret}
 	cfg.Queues, cfg.Topics, cfg.Deny = queues, topics, deny
 	if off := *offset; off != 0 {
 		cfg.Now = func() time.Time { return time.Now().Add(off) }
@@ -122,6 +129,15 @@ func RunCommand(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		level = slog.LevelDebug
 	}
 	cfg.Logger = slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+	if *credsFile != "" {
+		ring, err := keyring.Open("mns-emulator: -credentials-file", *credsFile, *credsGrace, keyring.Options{Logger: cfg.Logger, Now: cfg.Now})
+		if err != nil {
+			return err
+		}
+		cfg.Authorize = ring.Authorize
+	} else {
+		cfg.AccessKeys = map[string]string{*keyID: *secret}
+	}
 
 	ln, err := net.Listen("tcp", *listen)
 	if err != nil {

@@ -4,10 +4,16 @@ import (
 	"context"
 	"io"
 	"net/http"
+	"net/http/httptest"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/iot-mns-bridge/iot-mns-bridge/credentials"
+	"github.com/iot-mns-bridge/iot-mns-bridge/internal/keyring"
+	"github.com/iot-mns-bridge/iot-mns-bridge/internal/testclock"
 )
 
 // lineWriter hands the first line written to it to a channel.
@@ -77,7 +83,10 @@ func TestRunCommandBadFlags(t *testing.T) {
 		args []string
 		want string
 	}{
-		{[]string{}, "-access-key-id is required"},
+		{[]string{}, "-access-key-id (or -credentials-file) is required"},
+		{[]string{"-credentials-file", "f", "-access-key-id", "ak"}, "-credentials-file gives the key: drop -access-key-id"},
+		{[]string{"-credentials-file", "f", "-credentials-grace", "-1s"}, "-credentials-grace must be 0 or more"},
+		{[]string{"-credentials-file", "/nonexistent/credentials.json"}, "-credentials-file: file /nonexistent/credentials.json does not exist"},
 		{[]string{"-access-key-id", "ak", "-access-key-secret", "sk", "-queue", "bad_name"}, "not a valid MNS name"},
 		{[]string{"-access-key-id", "ak", "-access-key-secret", "sk", "-error-rate", "2"}, "fractions"},
 		{[]string{"-nope"}, "flag provided but not defined"},
@@ -123,5 +132,53 @@ func TestRunCommandClockOffset(t *testing.T) {
 	}
 	if err := stop(); err != nil {
 		t.Errorf("RunCommand after cancel: %v", err)
+	}
+}
+
+// TestRunCommandCredentialsFile: with -credentials-file a request must be
+// signed with the file's triple and carry its token; after a rotation the
+// new triple is accepted, the old one still is for -credentials-grace, a
+// token of another issue is InvalidSecurityToken and an id no longer
+// accepted is InvalidAccessKeyId, as MNS answers them.
+func TestRunCommandCredentialsFile(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "credentials.json")
+	one := credentials.Credentials{AccessKeyID: "STS.one", AccessKeySecret: "secret-one", SecurityToken: "token-one"}
+	two := credentials.Credentials{AccessKeyID: "STS.two", AccessKeySecret: "secret-two", SecurityToken: "token-two"}
+	three := credentials.Credentials{AccessKeyID: "STS.three", AccessKeySecret: "secret-three", SecurityToken: "token-three"}
+	if err := keyring.Write(path, one); err != nil {
+		t.Fatal(err)
+	}
+	url, stop := startCommand(t, "-listen", "127.0.0.1:0", "-queue", "q1", "-credentials-file", path, "-credentials-grace", "1h")
+	defer stop()
+	v := &env{t: t, srv: &httptest.Server{URL: url}, clk: testclock.New(time.Now())}
+	get := func(c credentials.Credentials) (int, []byte) {
+		status, _, b := v.do(req{method: "GET", path: "/queues/q1", id: c.AccessKeyID, secret: c.AccessKeySecret, token: c.SecurityToken})
+		return status, b
+	}
+	if status, b := get(one); status != 200 {
+		t.Fatalf("request with the file's triple: %d %s", status, b)
+	}
+	if err := keyring.Write(path, two); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []credentials.Credentials{two, one} {
+		if status, b := get(c); status != 200 {
+			t.Errorf("request with %s after the rotation to STS.two: %d %s", c.AccessKeyID, status, b)
+		}
+	}
+	other := two
+	other.SecurityToken = "token-of-another-issue"
+	status, b := get(other)
+	v.wantError(status, b, 403, "InvalidSecurityToken")
+
+	// A second rotation: STS.one is neither the file's triple nor the one
+	// it replaced.
+	if err := keyring.Write(path, three); err != nil {
+		t.Fatal(err)
+	}
+	status, b = get(one)
+	v.wantError(status, b, 403, "InvalidAccessKeyId")
+	if status, b := get(three); status != 200 {
+		t.Errorf("request with the triple of the second rotation: %d %s", status, b)
 	}
 }

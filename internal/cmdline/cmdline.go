@@ -47,3 +47,17 @@ func IsUsage(err error) bool {
 	var e *UsageError
 	return errors.As(err, &e)
 }
+
+// Given returns, as "-name", those of names that the command line set, in
+// the order of names: for flags that another one replaces.
+func Given(fs *flag.FlagSet, names ...string) []string {
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	var out []string
+	for _, n := range names {
+		if set[n] {
+			out = append(out, "-"+n)
+		}
+	}
+	return out
+}

@@ -35,3 +35,16 @@ func TestParseTypesUsageErrors(t *testing.T) {
 		t.Error("an untyped error that reads like a flag error counts as usage")
 	}
 }
+
+func TestGivenNamesTheFlagsSet(t *testing.T) {
+	fs := flag.NewFlagSet("x", flag.ContinueOnError)
+	fs.String("a", "default", "")
+	fs.String("b", "", "")
+	fs.String("c", "", "")
+	if err := Parse(fs, []string{"-c", "x", "-a", "default"}); err != nil {
+		t.Fatal(err)
+	}
+	if got := fmt.Sprint(Given(fs, "a", "b", "c")); got != "[-a -c]" {
+		t.Errorf("Given = %s, want [-a -c] (a flag set to its default counts)", got)
+	}
+}
