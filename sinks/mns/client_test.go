@@ -300,6 +300,8 @@ func TestErrorClasses(t *testing.T) {
 		{"queue missing", mnsemu.Config{}, nil, "nope", false, "QueueNotExist", "create queue nope in the MNS console or fix routes"},
 		{"wrong secret", mnsemu.Config{}, func(c *Config) { c.AccessKeySecret = "wrong-secret" }, "q1", true, "SignatureDoesNotMatch", "check that Config.AccessKeySecret belongs to the access key id"},
 		{"unknown key", mnsemu.Config{}, func(c *Config) { c.AccessKeyID = "other" }, "q1", true, "InvalidAccessKeyId", "check Config.AccessKeyID (is the key enabled, in this account?)"},
+		{"token of another issue", mnsemu.Config{Authorize: func(string) (string, string, bool) { return "secret-sk", "issued-token", true }}, nil, "q1", true,
+			"InvalidSecurityToken", "the security token is not the one issued with Config.AccessKeyID, or it expired"},
 		{"v4 for another region", mnsemu.Config{Region: "cn-hangzhou"}, func(c *Config) { c.SignatureVersion, c.Region = "v4", "cn-shanghai" }, "q1", true, "SignatureDoesNotMatch", "Config.Region (cn-shanghai) is the region of Config.Endpoint: Config.SignatureVersion v4 signs for it"},
 		{"clock off", mnsemu.Config{}, func(c *Config) { c.Now = func() time.Time { return time.Date(2026, 11, 23, 0, 0, 0, 0, time.UTC) } }, "q1", true, "TimeExpired", "NTP"},
 		{"500", mnsemu.Config{Faults: mnsemu.Faults{ErrorRate: 1}}, nil, "q1", true, "InternalError", "retries"},

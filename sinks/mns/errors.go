@@ -203,6 +203,10 @@ func (e *Error) hint() string {
 		return "grant the AccessKey's RAM user " + Permission(e.Op) + " on " + e.Kind + " " + e.Name + " (its RAM policy's Action and Resource)"
 	case "InvalidAccessKeyId":
 		return "check " + e.names.Of(FieldAccessKeyID) + " (is the key enabled, in this account?)"
+	case "InvalidSecurityToken":
+		return "the security token is not the one issued with " + e.names.Of(FieldAccessKeyID) + ", or it expired: the id, " +
+			"secret and token must come from one issue (replace a credentials file whole, by rename) and be renewed before " +
+			"they expire (after this refusal the bridge fetches the credentials again)"
 	case "SignatureDoesNotMatch":
 		h := "check that " + e.names.Of(FieldAccessKeySecret) + " belongs to the access key id"
 		if e.Region != "" {
