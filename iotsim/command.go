@@ -48,6 +48,7 @@ func RunCommand(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		akFile      = fs.String("access-key-secret-file", "", "`file` holding the AccessKey secret")
 		credsFile   = fs.String("credentials-file", "", "accept the key triple in this JSON credentials `file` (the format of the bridge's file credentials provider; replace it atomically), read again when it changes, instead of -access-key-id and its secret; a login must carry its SecurityToken (authMode=ststoken) when it has one")
 		credsGrace  = fs.Duration("credentials-grace", keyring.DefaultGrace, "with -credentials-file: a triple the file replaced is still accepted this long, never past its Expiration, as STS accepts an old token until it expires (0: refused at once)")
+		noSubscribe = fs.String("no-subscribe", "", "comma-separated AccessKey `IDs` whose RAM user lacks the iot:sub permission: their logins, signed right, are refused for it")
 		groups      = fs.String("groups", "DEFAULT_GROUP", "comma-separated consumer `groups`; each gets every fleet message, and a login naming another group is refused")
 		instanceID  = fs.String("instance-id", "", "the instance's `ID`, which a login's iotInstanceId must name (as on the console's instance overview); empty: an instance without one (public, opened before 2021-07-30), whose logins must leave it empty")
 		maxSkew     = fs.Duration("max-skew", 0, "refuse login timestamps further than this from the clock (0: do not check)")
@@ -132,7 +133,8 @@ func RunCommand(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	cfg := Config{Addr: *listen, AMQPAddr: *amqpListen, Secrets: secrets, MaxSkew: *maxSkew,
 		AckTimeout: *ackTimeout, HeartBeat: *heartBeat, QueueSize: *queueSize, Logger: log,
 		BacklogInterval: *backlogInt, BacklogRate: *backlogRate, ConnectLimit: *connLimit, ConnectWindow: *connWindow,
-		AttachTimeout: *attachTO, KnownGroups: groupIDs, CheckInstance: true, InstanceID: *instanceID, MaxGroupClients: *maxClients}
+		AttachTimeout: *attachTO, KnownGroups: groupIDs, CheckInstance: true, InstanceID: *instanceID, MaxGroupClients: *maxClients,
+		NoSubscribe: splitList(*noSubscribe)}
 	if ring != nil {
 		cfg.Authorize = ring.Authorize
 	}

@@ -319,3 +319,15 @@ func TestRunCommandCredentialsGraceZero(t *testing.T) {
 		t.Errorf("login with the replaced triple: %v, want it refused", err)
 	}
 }
+
+// TestRunCommandNoSubscribe: an authId in -no-subscribe signs right but is
+// refused for lack of the iot:sub permission; another key still logs in.
+func TestRunCommandNoSubscribe(t *testing.T) {
+	cmd := startCommand(t, "-listen", "127.0.0.1:0", "-amqp-listen", "", "-devices", "0",
+		"-access-key-id", "LTAInosub", "-access-key-secret", "cmd-secret", "-no-subscribe", "LTAInosub")
+	_, err := cmd.login(t, iotauth.Params{ClientID: "c-nosub", AccessKeyID: "LTAInosub", AccessKeySecret: "cmd-secret",
+		ConsumerGroupID: "DEFAULT_GROUP", SignMethod: iotauth.HMACSHA256})
+	if err == nil || !strings.Contains(err.Error(), `authentication failed: not authorized: the RAM user of this authId may not subscribe (it lacks the action iot:sub); authId "LTAInosub"`) {
+		t.Errorf("login of a key without iot:sub: %v, want it refused for the permission", err)
+	}
+}

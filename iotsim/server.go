@@ -140,6 +140,12 @@ type Config struct {
 	// frame, AMQP with a SASL outcome auth, both saying so. A client
 	// already online may open more connections.
 	MaxGroupClients int
+	// NoSubscribe are AccessKey IDs (authIds) whose RAM user (for an STS
+	// token: the role) lacks the iot:sub action the platform requires of a
+	// subscription: their logins, signed right, are refused
+	// (ErrNoSubscribePermission; STOMP with an ERROR frame, AMQP with a SASL
+	// outcome auth). The platform's own text for it is not documented.
+	NoSubscribe []string
 	// HeartBeat is the server heart-beat interval offered in both directions
 	// (the server sends newlines at the negotiated interval and expects the
 	// client's at its own). Use NoHeartBeat for none; 0 means 10 s.
@@ -606,6 +612,10 @@ func (s *Server) groupClients(group, clientID string) int {
 // not Config.InstanceID (with Config.CheckInstance).
 var ErrWrongInstance = errors.New("wrong instance")
 
+// ErrNoSubscribePermission is wrapped by the login error of an authId in
+// Config.NoSubscribe.
+var ErrNoSubscribePermission = errors.New("not authorized: the RAM user of this authId may not subscribe (it lacks the action iot:sub)")
+
 // login records a successful login of c (its clientID is set) as u and
 // returns the group to pull from; it refuses a login to another instance
 // (ErrWrongInstance) or to an unknown group (ErrUnknownGroup), and returns
@@ -615,6 +625,9 @@ func (s *Server) login(c client, u iotauth.Username) (*group, error) {
 	defer s.mu.Unlock()
 	if s.closed {
 		return nil, ErrClosed
+	}
+	if slices.Contains(s.cfg.NoSubscribe, u.AuthID) {
+		return nil, fmt.Errorf("%w; authId %q", ErrNoSubscribePermission, u.AuthID)
 	}
 	if s.cfg.CheckInstance && u.IotInstanceID != s.cfg.InstanceID {
 		this := fmt.Sprintf("this instance is %q", s.cfg.InstanceID)
