@@ -165,6 +165,10 @@ func refusalAdvice(n Names, reason string) string {
 		return "check " + n.Of(FieldConsumerGroupID) + ": the consumer group must exist in the instance (the console lists its consumer groups)"
 	case strings.Contains(r, "wrong instance"), strings.Contains(r, "check iotinstanceid"):
 		return "check " + n.Of(FieldIotInstanceID) + ": the ID on the console's instance overview (empty only for a public instance opened before 2021-07-30)"
+	case strings.Contains(r, "iot:sub"):
+		return "the key was accepted, but its RAM user (for an STS token: the role) may not subscribe: grant it the action iot:sub " +
+			"(the system policy AliyunIOTFullAccess has it), or give " + n.Of(FieldParams) + " the key of a user that has it; " +
+			"new credentials of the same user will not help"
 	}
 	return fmt.Sprintf("check %s (AccessKey ID and secret, STS token), %s, %s and %s, and that the system clock is right",
 		n.Of(FieldParams), n.Of(FieldConsumerGroupID), n.Of(FieldIotInstanceID), n.Of(FieldSignMethod))
@@ -192,7 +196,7 @@ func (e *loginRefusal) Unwrap() error { return e.err }
 
 // otherCauses are words of a server's refusal that name a cause other than
 // the key triple: a throttled consumer group, a wrong consumer group or
-// instance, a malformed username, a SASL mechanism, a vhost (RabbitMQ), the
+// instance, a RAM user without the iot:sub permission, a malformed username, a SASL mechanism, a vhost (RabbitMQ), the
 // server stopping. The texts are the simulator's (iotsim), which follows
 // the platform's rules; the platform's own texts are not documented, and
 // RabbitMQ's name no cause ("Bad CONNECT", "Access refused for user
@@ -200,7 +204,7 @@ func (e *loginRefusal) Unwrap() error { return e.err }
 // (its consumerGroupId= and iotInstanceId= parameters), which a refusal may
 // quote.
 var otherCauses = []string{"throttl", "too many", "consumer group", "check consumergroupid", "wrong instance",
-	"check iotinstanceid", "username:", "are required", "mechanism", "virtual host", "vhost", "shutting down"}
+	"check iotinstanceid", "iot:sub", "username:", "are required", "mechanism", "virtual host", "vhost", "shutting down"}
 
 // NamesOtherCause reports whether a login refusal's text names a cause
 // other than the key triple (amqpsrc then drops AMQP's "the server refused

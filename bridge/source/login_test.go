@@ -73,6 +73,7 @@ func TestRefusalReportsOnlyWhatNewCredentialsMayFix(t *testing.T) {
 		{"authentication failed: login (the platform username) and passcode (the signature) are required", false},
 		{`authentication failed: username: timestamp "x" is not epoch milliseconds`, false},
 		{"server is shutting down", false},
+		{`authentication failed: not authorized: the RAM user of this authId may not subscribe (it lacks the action iot:sub); authId "LTAIsts"`, false},
 	} {
 		var heard []string
 		s := Settings{Refused: func(id string) { heard = append(heard, id) }}
@@ -131,6 +132,11 @@ func TestLoginRefusalNamesTheSettingTheReasonNames(t *testing.T) {
 		{`authentication failed: 9600: too many connections in one consumer group: consumer group g1 has 64 clients online, the platform's limit (error 9600); a client must leave it first`,
 			"the consumer group has the 64 clients online that the platform allows (error 9600): each of CONNS is one, and so is every other bridge or client of the group; lower CONNS here or on the others",
 			[]string{"CREDS", "INST", "SM", "CAP"}},
+		// A user without the iot:sub permission (before: 'check CREDS (AccessKey ID and secret, STS token), CG, INST and SM').
+		{`authentication failed: not authorized: the RAM user of this authId may not subscribe (it lacks the action iot:sub); authId "LTAIx"`,
+			"the key was accepted, but its RAM user (for an STS token: the role) may not subscribe: grant it the action iot:sub " +
+				"(the system policy AliyunIOTFullAccess has it), or give CREDS the key of a user that has it",
+			[]string{"CG", "INST", "SM", "clock"}},
 		{`authentication failed: unknown authId "LTAIx"`, all, nil},
 		{"authentication failed: signature mismatch", all, nil},
 		{"", all, nil},
