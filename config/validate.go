@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/url"
 	"os"
 	"slices"
 	"strconv"
@@ -191,6 +192,9 @@ func (v *validator) source() {
 	}
 	if addr, err := s.Address(); err != nil {
 		v.bad("source.endpoint", "%v", err)
+	} else if mns.IsEndpointHost(hostOf(addr)) {
+		v.bad("source.endpoint", "%q is an MNS endpoint (it belongs in mns.endpoint, with https://): write the subscription endpoint "+
+			"from the IoT platform console (instance details, AMQP endpoint), like iot-06z00xxxx.amqp.iothub.aliyuncs.com", s.Endpoint)
 	} else if why := otherProtocolPort(s.Protocol, addr); why != "" && !v.c.failed("source.protocol") {
 		v.bad("source.endpoint", "%s", why)
 	}
@@ -385,10 +389,38 @@ func otherProtocolPort(protocol, addr string) string {
 		addr, port, other, protocol, own, own, other)
 }
 
+// hostOf returns the host of host:port.
+func hostOf(addr string) string {
+	host, _, _ := net.SplitHostPort(addr)
+	return host
+}
+
+// isPlatformHost reports whether host is one of the IoT platform's
+// subscription hosts: iot-06z00xxxx.amqp.iothub.aliyuncs.com (an
+// instance's), UID.iot-amqp.REGION.aliyuncs.com (a public instance opened
+// before 2021-07-30).
+func isPlatformHost(host string) bool {
+	host = strings.ToLower(strings.TrimSuffix(host, "."))
+	if !strings.HasSuffix(host, ".aliyuncs.com") {
+		return false
+	}
+	for _, l := range strings.Split(host, ".") {
+		if l == "iothub" || l == "iot-amqp" {
+			return true
+		}
+	}
+	return false
+}
+
 func (v *validator) mns() {
 	m := &v.c.MNS
 	if err := checkMNSEndpoint(m.Endpoint); err != nil {
 		v.bad("mns.endpoint", "%v", err)
+	} else if u, _ := url.Parse(m.Endpoint); isPlatformHost(u.Hostname()) {
+		v.bad("mns.endpoint", "%q is the IoT platform's subscription endpoint (it belongs in source.endpoint, without a scheme): "+
+			"write the MNS endpoint from the MNS console (queue details, endpoint), like https://ACCOUNT_ID.mns.REGION.aliyuncs.com", m.Endpoint)
+	} else if p, want := u.Port(), map[string]string{"http": "80", "https": "443"}[u.Scheme]; p != "" && p != want && mns.IsEndpointHost(u.Hostname()) {
+		v.bad("mns.endpoint", "%q has port %s: MNS serves http on 80 and https on 443; leave the port out", m.Endpoint, p)
 	}
 	// Credentials copied from the source were checked there.
 	if cr := v.c.mnsCredentials(); cr != v.c.Source.Credentials {

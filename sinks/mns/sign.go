@@ -319,7 +319,19 @@ func RegionFromEndpoint(endpoint string) (string, bool) {
 	if err != nil {
 		return "", false
 	}
-	labels := strings.Split(strings.ToLower(u.Hostname()), ".")
+	return regionOfHost(u.Hostname())
+}
+
+// IsEndpointHost reports whether host has the documented form of an MNS
+// endpoint's host, ACCOUNT_ID.mns.REGION[-internal|...].aliyuncs.com.
+func IsEndpointHost(host string) bool {
+	_, ok := regionOfHost(host)
+	return ok
+}
+
+// regionOfHost is RegionFromEndpoint of a host name.
+func regionOfHost(host string) (string, bool) {
+	labels := strings.Split(strings.ToLower(host), ".")
 	if len(labels) != 5 || labels[1] != "mns" || labels[3] != "aliyuncs" || labels[4] != "com" || labels[0] == "" {
 		return "", false
 	}
