@@ -116,6 +116,9 @@ var (
 	// ErrCorrupt is returned (wrapped, with what is damaged) by Open when the
 	// spool's file cannot be read completely.
 	ErrCorrupt = errors.New("spool corrupt")
+	// ErrLocked is returned (wrapped, with the file) by Open when another
+	// process holds the spool's file: each bridge needs a directory of its own.
+	ErrLocked = errors.New("locked by another process")
 )
 
 // Options configure a Spool. They are taken as given: the defaults live in
@@ -251,7 +254,7 @@ func Open(opts Options) (*Spool, error) {
 	})
 	switch {
 	case errors.Is(err, berrors.ErrTimeout):
-		return nil, fmt.Errorf("spool: open %s: locked by another process; is another bridge running with the same directory?", path)
+		return nil, fmt.Errorf("spool: open %s: %w; is another bridge running with the same directory?", path, ErrLocked)
 	case errors.Is(err, berrors.ErrInvalid), errors.Is(err, berrors.ErrChecksum), errors.Is(err, berrors.ErrVersionMismatch):
 		return nil, corruptErr(path, err)
 	case err != nil:

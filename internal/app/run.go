@@ -240,7 +240,9 @@ func (r *run) openSpool() error {
 		CommitInterval: b.cfg.Spool.CommitInterval, Logger: b.log.With("component", "spool")})
 	if err != nil {
 		hint := ""
-		if b.cfg.SpoolDirIsDefault() {
+		if errors.Is(err, spool.ErrLocked) {
+			hint = " (each bridge needs a spool.dir of its own: set another one for this bridge, or stop the other)"
+		} else if b.cfg.SpoolDirIsDefault() {
 			hint = " (with stomp ack auto the spool is on by default: set spool.dir to a directory the bridge can write, or `dir: \"\"` to run without it)"
 		}
 		return fmt.Errorf("spool.dir %s: %w%s", b.cfg.Spool.Dir, err, hint)

@@ -288,6 +288,27 @@ func TestLockedSpoolNamesSpoolDir(t *testing.T) {
 	}
 }
 
+// TestLockedDefaultSpoolTellsEachBridgeItsOwn: a second bridge on the
+// default spool (STOMP ack auto, no spool.dir) that another holds is told
+// to give each bridge a spool.dir of its own, not to turn the spool off
+// (which would lose, at a crash, what ack auto settled).
+func TestLockedDefaultSpoolTellsEachBridgeItsOwn(t *testing.T) {
+	asFromAShell(t)
+	dir := t.TempDir()
+	held, err := spool.Open(spool.Options{Dir: filepath.Join(dir, "spool"), MaxBytes: 1 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer held.Close()
+	file := writeConfigFile(t, dir, unreachablePeersYAML+otherStateIn(dir))
+	code, _, errOut := runMain(t, context.Background(), "run", "-config", file)
+	if code != ExitFailure || !strings.Contains(errOut, "locked by another process; is another bridge running with the same directory?"+
+		" (each bridge needs a spool.dir of its own: set another one for this bridge, or stop the other)") || strings.Contains(errOut, `dir: ""`) {
+		t.Errorf("run on a default spool another bridge holds: exit %d, want %d and the advice of a spool.dir of its own, none of turning it off:\n%s",
+			code, ExitFailure, errOut)
+	}
+}
+
 // asFromAShell sets the environment of a command an operator runs from a
 // shell: the AccessKey in the environment, no $STATE_DIRECTORY.
 func asFromAShell(t *testing.T) {
