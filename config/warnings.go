@@ -137,9 +137,10 @@ func readableSecretFiles(cfg *Config) []Warning {
 // volume) is where relative paths go.
 func (cfg *Config) MissingStateDirs() []string {
 	var out []string
-	for _, f := range []struct{ key, path string }{
-		{"delivery.dead_letter.file", cfg.Delivery.DeadLetter.File},
-		{"delivery.dedup.file", cfg.Delivery.Dedup.File},
+	def := Default().Delivery
+	for _, f := range []struct{ key, path, name string }{
+		{"delivery.dead_letter.file", cfg.Delivery.DeadLetter.File, def.DeadLetter.File},
+		{"delivery.dedup.file", cfg.Delivery.Dedup.File, def.Dedup.File},
 	} {
 		if f.path == "" {
 			continue
@@ -147,6 +148,10 @@ func (cfg *Config) MissingStateDirs() []string {
 		dir := filepath.Dir(f.path)
 		if st, err := os.Stat(dir); err != nil || !st.IsDir() {
 			out = append(out, fmt.Sprintf("%s: directory %s does not exist here: run refuses to start until it does; create it, writable by the bridge's user (relative paths go under $STATE_DIRECTORY when it is set)", f.key, dir))
+		} else if st, err := os.Stat(f.path); err == nil && st.IsDir() {
+			out = append(out, fmt.Sprintf("%s: %s is a directory: run refuses to start; name a file in it, like %s", f.key, f.path, filepath.Join(f.path, f.name)))
+		} else if !writable(dir) {
+			out = append(out, fmt.Sprintf("%s: directory %s is not writable by this user: run refuses to start until it can create %s; choose another directory or fix its owner or mode (relative paths go under $STATE_DIRECTORY when it is set)", f.key, dir, f.path))
 		}
 	}
 	if cfg.Spool.Dir != "" {

@@ -19,6 +19,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"sync"
@@ -164,10 +165,17 @@ func open(path string) (*os.File, int64, error) {
 	case !st.IsDir():
 		return nil, 0, fmt.Errorf("deadletter: open %s: %s is not a directory", path, dir)
 	}
-	_, statErr := os.Stat(path)
+	fst, statErr := os.Stat(path)
+	if statErr == nil && fst.IsDir() {
+		return nil, 0, fmt.Errorf("deadletter: open %s: it is a directory: name a file in it, like %s", path, filepath.Join(path, "dead-letter.jsonl"))
+	}
 	created := errors.Is(statErr, os.ErrNotExist)
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
+		var pe *fs.PathError
+		if errors.As(err, &pe) {
+			err = pe.Err // the path is said once, first
+		}
 		return nil, 0, fmt.Errorf("deadletter: open %s: %w; the file and its directory must be writable by the bridge's user", path, err)
 	}
 	if err := lock(f); err != nil {

@@ -141,6 +141,11 @@ func TestOpenErrors(t *testing.T) {
 	if _, err := OpenFile(filepath.Join(notDir, "dl.jsonl")); err == nil || !strings.Contains(err.Error(), "not a directory") {
 		t.Errorf("OpenFile under a file: %v", err)
 	}
+	// The path once, with the reason and what to do.
+	want := "deadletter: open " + dir + ": it is a directory: name a file in it, like " + filepath.Join(dir, "dead-letter.jsonl")
+	if _, err := OpenFile(dir); err == nil || err.Error() != want {
+		t.Errorf("OpenFile of a directory: %v, want %q", err, want)
+	}
 	path := filepath.Join(dir, "dl.jsonl")
 	openFile(t, path)
 	if runtime.GOOS != "windows" {

@@ -41,6 +41,15 @@ func TestCheckWarnsOfMissingStateDirectories(t *testing.T) {
 	if _, out, _ = runMain(t, context.Background(), "check", "-config", file); strings.Contains(out, "does not exist") {
 		t.Errorf("check warns with the directories there:\n%s", out)
 	}
+
+	// A state file's path that is a directory: run refuses it too.
+	os.Mkdir(filepath.Join(dir, "nodir", "dead-letter.jsonl"), 0o700)
+	_, out, _ = runMain(t, context.Background(), "check", "-config", file)
+	want := "warning: delivery.dead_letter.file: " + filepath.Join(dir, "nodir", "dead-letter.jsonl") + " is a directory: run refuses to start; name a file in it, like " +
+		filepath.Join(dir, "nodir", "dead-letter.jsonl", "dead-letter.jsonl")
+	if !strings.Contains(out, want) {
+		t.Errorf("check output lacks %q:\n%s", want, out)
+	}
 }
 
 // TestCheckNamesWhereStateGoes: check names the state files' paths as
