@@ -491,6 +491,17 @@ func (w *walker) expand(n *yaml.Node, t reflect.Type, path string) {
 	if err != nil {
 		// Not marked expanded: an alias of it expands, and fails, at
 		// its own key.
+		if t == reflect.TypeOf(Secret("")) {
+			// A secret has a *_file twin, the way the systemd unit and the
+			// image pass it (from $CREDENTIALS_DIRECTORY).
+			key := path[strings.LastIndexByte(path, '.')+1:]
+			how := ""
+			if key == "access_key_secret" {
+				how = " (the systemd unit and the image pass it so: access_key_secret_file: access_key_secret)"
+			}
+			w.fail(n, path, "%v; or keep the secret in a file and name it with %s_file instead%s", err, key, how)
+			return
+		}
 		w.fail(n, path, "%v", err)
 		return
 	}

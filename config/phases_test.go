@@ -51,6 +51,25 @@ func TestEveryPhaseAtOnce(t *testing.T) {
 	assertNoSecrets(t, "error", err.Error())
 }
 
+// TestUnsetSecretVariableNamesItsFileTwin: the example config's secret,
+// ${ALIBABA_CLOUD_ACCESS_KEY_SECRET}, unset (a first check, the unit's env
+// file that holds no secret) is reported with the *_file twin the systemd
+// unit and the image read it from, as well as the variable.
+func TestUnsetSecretVariableNamesItsFileTwin(t *testing.T) {
+	_, err := Parse([]byte("source:\n  credentials:\n    access_key_secret: ${IOT_MNS_BRIDGE_TEST_UNSET}\n    security_token: ${IOT_MNS_BRIDGE_TEST_UNSET}\n"), "c.yaml", testEnv())
+	for _, want := range []string{
+		"c.yaml:3: source.credentials.access_key_secret: environment variable IOT_MNS_BRIDGE_TEST_UNSET is not set: set it, or give a default with " +
+			"${IOT_MNS_BRIDGE_TEST_UNSET:-default}; or keep the secret in a file and name it with access_key_secret_file instead " +
+			"(the systemd unit and the image pass it so: access_key_secret_file: access_key_secret)\n",
+		"c.yaml:4: source.credentials.security_token: environment variable IOT_MNS_BRIDGE_TEST_UNSET is not set: set it, or give a default with " +
+			"${IOT_MNS_BRIDGE_TEST_UNSET:-default}; or keep the secret in a file and name it with security_token_file instead\n",
+	} {
+		if err == nil || !strings.Contains(err.Error()+"\n", want) {
+			t.Errorf("Parse: %v, want %q", err, want)
+		}
+	}
+}
+
 // TestAliasesAndMergesFailAtTheirKey: a value reached through an alias is
 // reported at the key that uses it, once per such key; a merge (<<) item
 // that is no mapping is reported and the keys written next to it are still
