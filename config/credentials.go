@@ -125,7 +125,7 @@ func (v *validator) checkIDFile(path string, cr Credentials) {
 	data, err := os.ReadFile(cr.AccessKeyIDFile)
 	switch {
 	case err != nil:
-		v.bad(path+".access_key_id_file", "read the AccessKey id: %v", err)
+		v.bad(path+".access_key_id_file", "read the AccessKey id: %v", fileReadError(cr.AccessKeyIDFile, "the AccessKey id", err))
 	case len(data) == 0:
 		v.bad(path+".access_key_id_file", "file %s is empty", cr.AccessKeyIDFile)
 	}

@@ -1,7 +1,9 @@
 package config
 
 import (
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"strings"
 	"time"
@@ -87,7 +89,7 @@ func (m *loadInfo) secret(path, key string, value Secret, file string) (string, 
 func (m *loadInfo) readSecretFile(name string) (Secret, error) {
 	fi, err := os.Stat(name)
 	if err != nil {
-		return "", fmt.Errorf("read secret: %w", err)
+		return "", fmt.Errorf("read secret: %w", fileReadError(name, "the secret", err))
 	}
 	if m != nil {
 		m.mu.Lock()
@@ -98,7 +100,7 @@ func (m *loadInfo) readSecretFile(name string) (Secret, error) {
 	}
 	data, err := os.ReadFile(name)
 	if err != nil {
-		return "", fmt.Errorf("read secret: %w", err)
+		return "", fmt.Errorf("read secret: %w", fileReadError(name, "the secret", err))
 	}
 	v := Secret(strings.TrimRight(string(data), "\r\n"))
 	if v == "" {
@@ -108,4 +110,20 @@ func (m *loadInfo) readSecretFile(name string) (Secret, error) {
 		m.files[name] = secretFile{modTime: fi.ModTime(), size: fi.Size(), value: v}
 	}
 	return v, nil
+}
+
+// fileReadError says what to do about a credentials file that could not be
+// read (what it should hold: "the secret"), naming it: one that does not
+// exist is to be created, or its path fixed (where a relative one is read
+// from); one this user may not read is to be made readable to it. Other
+// errors are returned as they are.
+func fileReadError(name, holds string, err error) error {
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return fmt.Errorf("file %s does not exist: create it with %s on one line (chmod 600), or fix the path (a relative one is read from "+
+			"$CREDENTIALS_DIRECTORY when it is set, as under systemd and in the image, else from the config file's directory): %w", name, holds, err)
+	case errors.Is(err, fs.ErrPermission):
+		return fmt.Errorf("file %s is not readable by this user: let the bridge's user read it (owned by it, chmod 600): %w", name, err)
+	}
+	return err
 }

@@ -156,6 +156,21 @@ func TestSecretFileRotation(t *testing.T) {
 	}
 }
 
+// TestMissingSecretFileSaysWhatToDo: a secret file that is not there (a
+// first install, a typo) is named with what to do: create it, or fix the
+// path, and where a relative path is read from.
+func TestMissingSecretFileSaysWhatToDo(t *testing.T) {
+	missing := filepath.Join(t.TempDir(), "access_key_secret")
+	cfg := validConfig()
+	cfg.Source.Credentials = Credentials{AccessKeyID: testKeyID, AccessKeySecretFile: missing}
+	_, _, err := cfg.SourceSecrets()
+	want := "source.credentials.access_key_secret_file: read secret: file " + missing + " does not exist: create it with the secret on one line (chmod 600), " +
+		"or fix the path (a relative one is read from $CREDENTIALS_DIRECTORY when it is set, as under systemd and in the image, else from the config file's directory)"
+	if err == nil || !strings.HasPrefix(err.Error(), want) {
+		t.Errorf("SourceSecrets with a missing file: %v, want %q", err, want)
+	}
+}
+
 func TestCredentialsDirectory(t *testing.T) {
 	confDir, credDir := t.TempDir(), t.TempDir()
 	writeFile(t, filepath.Join(credDir, "ak-secret"), testSecret)
