@@ -46,6 +46,9 @@ func (cfg *Config) Warnings() []Warning {
 	for _, w := range mns.EndpointWarnings(cfg.MNS.Endpoint) {
 		out = append(out, Warning{Msg: "mns.endpoint: " + w})
 	}
+	if w, ok := crossRegion(cfg); ok {
+		out = append(out, w)
+	}
 	if cfg.Source.TLS.InsecureSkipVerify {
 		out = append(out, Warning{Msg: "TLS certificate verification is off (source.tls.insecure_skip_verify): anyone on the path can read and alter the traffic; use source.tls.ca_file instead"})
 	}
@@ -67,6 +70,33 @@ func (cfg *Config) Warnings() []Warning {
 		})
 	}
 	return out
+}
+
+// crossRegion warns when source.endpoint names its region (a public
+// instance's UID.iot-amqp.REGION.aliyuncs.com; an instance's
+// iot-06z00xxxx.amqp.iothub.aliyuncs.com does not) and mns.endpoint is of
+// another: MNS endpoints of one region copied with the other's, the likely
+// mistake; an internal MNS endpoint is reached only from its own region.
+func crossRegion(cfg *Config) (Warning, bool) {
+	addr, err := cfg.Source.Address()
+	if err != nil {
+		return Warning{}, false
+	}
+	labels := strings.Split(strings.ToLower(hostOf(addr)), ".")
+	if len(labels) != 5 || labels[1] != "iot-amqp" || labels[3] != "aliyuncs" || labels[4] != "com" {
+		return Warning{}, false
+	}
+	src := labels[2]
+	dst, ok := mns.RegionFromEndpoint(cfg.MNS.Endpoint)
+	if !ok || dst == src {
+		return Warning{}, false
+	}
+	msg := fmt.Sprintf("mns.endpoint is in region %s, source.endpoint in %s: every message crosses regions; if that is not meant, use the MNS endpoint of %s "+
+		"(https://ACCOUNT_ID.mns.%s.aliyuncs.com)", dst, src, src, src)
+	if strings.Contains(cfg.MNS.Endpoint, "-internal") {
+		msg += "; an internal MNS endpoint is reachable only from within its own region (" + dst + ")"
+	}
+	return Warning{Msg: msg, Attrs: []any{"source_region", src, "mns_region", dst}}, true
 }
 
 // readableSecrets warns when the config file itself holds a secret (a

@@ -67,6 +67,30 @@ func TestReadableSecretFilesAreWarned(t *testing.T) {
 	}
 }
 
+// TestCrossRegionIsWarned: a public instance's endpoint names its region;
+// an MNS endpoint of another region is warned of, naming both and the fix,
+// and an internal one as unreachable from elsewhere. An instance endpoint
+// (no region) or a loopback MNS is not compared.
+func TestCrossRegionIsWarned(t *testing.T) {
+	for _, tc := range []struct{ source, mns, want string }{
+		{"1234567890123456.iot-amqp.cn-shanghai.aliyuncs.com", "https://1234567890123456.mns.cn-hangzhou.aliyuncs.com",
+			"mns.endpoint is in region cn-hangzhou, source.endpoint in cn-shanghai: every message crosses regions; if that is not meant, use the MNS endpoint of cn-shanghai " +
+				"(https://ACCOUNT_ID.mns.cn-shanghai.aliyuncs.com) source_region=cn-shanghai mns_region=cn-hangzhou"},
+		{"1234567890123456.iot-amqp.cn-shanghai.aliyuncs.com:5671", "http://1234567890123456.mns.cn-hangzhou-internal.aliyuncs.com",
+			"; an internal MNS endpoint is reachable only from within its own region (cn-hangzhou) source_region"},
+		{"1234567890123456.iot-amqp.cn-shanghai.aliyuncs.com", "https://1234567890123456.mns.cn-shanghai.aliyuncs.com", ""},
+		{"iot-06z00ax1o2vfzzz.amqp.iothub.aliyuncs.com", "https://1234567890123456.mns.cn-hangzhou.aliyuncs.com", ""},
+		{"1234567890123456.iot-amqp.cn-shanghai.aliyuncs.com", "http://127.0.0.1:9000", ""},
+	} {
+		cfg := validConfig()
+		cfg.Source.Endpoint, cfg.MNS.Endpoint = tc.source, tc.mns
+		w, ok := crossRegion(&cfg)
+		if ok != (tc.want != "") || ok && !strings.Contains(w.String(), tc.want) {
+			t.Errorf("%s -> %s: warned %v %q, want %q", tc.source, tc.mns, ok, w, tc.want)
+		}
+	}
+}
+
 // TestSpoolRoomIsWarned: a spool.max_bytes its filesystem cannot hold is
 // warned of (not refused: see spoolRoom), naming the key, the directory and
 // the sizes: a filesystem smaller than it, or less free space than it beyond
