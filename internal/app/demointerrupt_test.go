@@ -3,6 +3,7 @@ package app
 import (
 	"bytes"
 	"context"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -90,13 +91,13 @@ func TestDemoKeepStopsWhenInterruptedWithAFullGroup(t *testing.T) {
 		Devices: 2, Rate: 500, Duration: 200 * time.Millisecond, Ack: "client-individual", EncodeBase64: true,
 		Connections: 1, Dir: t.TempDir(), LogLevel: "error", Keep: true, SimQueueSize: 10,
 		Start: startDemoBridge,
-	}, "nothing consumes it", "the group filled")
+	}, "nothing consumes it", "the group filled", nil)
 }
 
 // interruptKept runs demo -keep (o) until its output says want (what names
 // that moment in a failure), interrupts it as Ctrl-C does and fails unless
 // it then returns without an error. It returns the demo's output.
-func interruptKept(t *testing.T, o demo.Options, want, what string) *syncWriter {
+func interruptKept(t *testing.T, o demo.Options, want, what string, during func()) *syncWriter {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -110,6 +111,9 @@ func interruptKept(t *testing.T, o demo.Options, want, what string) *syncWriter 
 	case <-out.seen:
 	case err := <-done:
 		t.Fatalf("demo -keep returned before %s: %v\n%s", what, err, out)
+	}
+	if during != nil {
+		during()
 	}
 	cancel()
 	select {
@@ -132,7 +136,7 @@ func TestDemoKeepSaysWhereItsFilesStay(t *testing.T) {
 	out := interruptKept(t, demo.Options{
 		Devices: 2, Rate: 200, Duration: 200 * time.Millisecond, Ack: "client-individual", EncodeBase64: true,
 		Connections: 1, LogLevel: "error", Keep: true, Start: startDemoBridge,
-	}, "Keeping the simulator and emulator running", "keeping the peers")
+	}, "Keeping the simulator and emulator running", "keeping the peers", nil)
 	dirs, err := filepath.Glob(filepath.Join(tmp, "iot-mns-bridge-demo-*"))
 	if err != nil || len(dirs) != 1 {
 		t.Fatalf("temporary directories after demo -keep: %v %v, want one", dirs, err)
@@ -140,4 +144,41 @@ func TestDemoKeepSaysWhereItsFilesStay(t *testing.T) {
 	if want := "The demo's files stay in " + dirs[0]; !strings.Contains(out.String(), want) || !strings.Contains(out.String(), "rm -r "+dirs[0]) {
 		t.Errorf("demo -keep output does not say %q and how to remove it:\n%s", want, out)
 	}
+}
+
+// TestDemoKeepPeersFollowThePlatformsRules: the peers demo -keep leaves
+// running for the user's own config refuse what the platform and MNS
+// refuse, so that check -connect against them shows a mistake: a consumer
+// group that does not exist, a queue that does not exist. (They accepted
+// any group and created any queue on first use: check -connect said ok.)
+func TestDemoKeepPeersFollowThePlatformsRules(t *testing.T) {
+	dir := t.TempDir()
+	interruptKept(t, demo.Options{
+		Devices: 2, Rate: 200, Duration: 200 * time.Millisecond, Ack: "client-individual", EncodeBase64: true,
+		Connections: 1, LogLevel: "error", Keep: true, Dir: dir, Start: startDemoBridge,
+	}, "Keeping the simulator and emulator running", "keeping the peers", func() {
+		cfg, err := os.ReadFile(filepath.Join(dir, "demo.yaml"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, tc := range []struct{ name, from, to, want string }{
+			{"group", "  client_id: demo-bridge\n", "  client_id: demo-bridge\n  consumer_group_id: cg-typo\n", "source.consumer_group_id"},
+			{"queue", "  queue: iot-unrouted\n", "  queue: iot-unrouted-typo\n", "QueueNotExist"},
+		} {
+			file := filepath.Join(dir, tc.name+".yaml")
+			if !strings.Contains(string(cfg), tc.from) {
+				t.Fatalf("the demo config lacks %q:\n%s", tc.from, cfg)
+			}
+			if err := os.WriteFile(file, []byte(strings.Replace(string(cfg), tc.from, tc.to, 1)), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			code, out, errOut := runMain(t, context.Background(), "check", "-config", file, "-connect")
+			if code == ExitOK || !strings.Contains(out, "FAIL") || !strings.Contains(out, tc.want) {
+				t.Errorf("check -connect with a wrong %s against the kept peers: exit %d, want a FAIL naming %s:\n%s%s", tc.name, code, tc.want, out, errOut)
+			}
+		}
+		if code, out, errOut := runMain(t, context.Background(), "check", "-config", filepath.Join(dir, "demo.yaml"), "-connect"); code != ExitOK {
+			t.Errorf("check -connect of the demo's own config: exit %d:\n%s%s", code, out, errOut)
+		}
+	})
 }

@@ -113,7 +113,9 @@ func Run(ctx context.Context, o Options, out io.Writer) (Result, error) {
 
 	emu := mnsemu.New(mnsemu.Config{
 		AccessKeys: map[string]string{demoAccessKeyID: demoAccessKeySecret},
-		Queues:     demoQueues, Topics: demoTopics, AutoCreate: true,
+		// Only the demo's destinations exist, as on MNS: a config pointed at
+		// the kept emulator with a mistyped name is told QueueNotExist.
+		Queues: demoQueues, Topics: demoTopics,
 		Faults: mnsemu.Faults{Latency: o.MNSLatency},
 	})
 	mnsLn, err := net.Listen("tcp", "127.0.0.1:0")
@@ -124,7 +126,11 @@ func Run(ctx context.Context, o Options, out io.Writer) (Result, error) {
 	go mnsSrv.Serve(mnsLn)
 	defer mnsSrv.Close()
 
-	simCfg := iotsim.Config{Secrets: map[string]string{demoAccessKeyID: demoAccessKeySecret}, QueueSize: o.SimQueueSize}
+	// The platform's rules for the group and the instance (a public one,
+	// whose logins carry no iotInstanceId): a config pointed at the kept
+	// simulator with another consumer group or instance id is refused.
+	simCfg := iotsim.Config{Secrets: map[string]string{demoAccessKeyID: demoAccessKeySecret}, QueueSize: o.SimQueueSize,
+		KnownGroups: []string{demoGroup}, CheckInstance: true}
 	switch o.Protocol {
 	case "", "stomp":
 		o.Protocol = "stomp"
@@ -271,8 +277,11 @@ func Run(ctx context.Context, o Options, out io.Writer) (Result, error) {
 
 	if o.Keep {
 		fmt.Fprintf(out, "\nKeeping the simulator and emulator running until Ctrl-C. Point your own bridge at them:\n"+
-			"  config (edit as you like): %s\n  source: %s over TLS at %s, CA %s\n  MNS: http://%s\n  AccessKey: %s / %s\n",
-			cfgPath, o.Protocol, srcAddr, caFile, mnsLn.Addr(), demoAccessKeyID, demoAccessKeySecret)
+			"  config (edit as you like): %s\n  source: %s over TLS at %s, CA %s\n  MNS: http://%s\n  AccessKey: %s / %s\n"+
+			"  They refuse what the platform and MNS refuse: consumer groups other than %s, an iot_instance_id (a public instance has none),\n"+
+			"  queues other than %s and topics other than %s, so check -connect shows a mistake.\n",
+			cfgPath, o.Protocol, srcAddr, caFile, mnsLn.Addr(), demoAccessKeyID, demoAccessKeySecret,
+			demoGroup, strings.Join(demoQueues, ", "), strings.Join(demoTopics, ", "))
 		kf := fleet
 		kf.Duration = 0
 		kf.Count = 0
