@@ -59,7 +59,7 @@ type command struct {
 func commands() []command {
 	return []command{
 		{"run", "-config FILE", "run the bridge (the daemon)", cmdRun},
-		{"check", "-config FILE [-connect]", "validate the config; with -connect also log in to the source and look up every MNS destination", cmdCheck},
+		{"check", "-config FILE [-connect [-probe]]", "validate the config; with -connect also log in to the source and look up every MNS destination; -probe also sends each one test message", cmdCheck},
 		{"sign", "-config FILE [-timestamp MS]", "print the username and password the source would log in with", cmdSign},
 		{"demo", "[flags]", "run the whole path on the built-in IoT platform simulator and MNS emulator (no cloud account needed)", cmdDemo},
 		{"replay", "-config FILE DEADLETTER.jsonl", "send the messages of a dead-letter file through the routes again", cmdReplay},

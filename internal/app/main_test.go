@@ -112,6 +112,10 @@ func TestUsageErrors(t *testing.T) {
 	if code != ExitOK || !strings.Contains(out, "iot-mns-bridge run") {
 		t.Errorf("help: %d %q", code, out)
 	}
+	// check's -probe sends a message: the help names it, as README does.
+	if !strings.Contains(out, "check         -config FILE [-connect [-probe]]") {
+		t.Errorf("help does not name check -probe: %q", out)
+	}
 	code, out, _ = runMain(t, context.Background(), "version")
 	if code != ExitOK || !strings.HasPrefix(out, "iot-mns-bridge ") {
 		t.Errorf("version: %d %q", code, out)
