@@ -3,6 +3,7 @@ package spool
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
 	"io"
 	"math"
@@ -79,13 +80,29 @@ func msgs(from, to int) []bridge.Message {
 	return out
 }
 
+// groupSizes returns, for each group record in s's file, its live and its
+// stored messages: from the spool's state of the group when it has one (a
+// message of it was deleted), else from the record (all live).
 func groupSizes(s *Spool) (live, stored []int) {
-	s.gmu.Lock()
-	defer s.gmu.Unlock()
-	for _, g := range s.groups.gs {
-		live = append(live, g.left)
-		stored = append(stored, g.stored)
-	}
+	s.db.View(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketName)
+		return b.ForEach(func(k, v []byte) error {
+			rec := recordAt(b, k, v)
+			if rec[0] != groupVersion {
+				return nil
+			}
+			start := binary.BigEndian.Uint64(k)
+			s.gmu.Lock()
+			g := s.groups.find(start)
+			s.gmu.Unlock()
+			if g == nil || g.start != start {
+				g, _ = groupAt(start, rec)
+			}
+			live = append(live, g.left)
+			stored = append(stored, g.stored)
+			return nil
+		})
+	})
 	return live, stored
 }
 

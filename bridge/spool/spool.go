@@ -196,7 +196,8 @@ type Spool struct {
 	closeErr   error // set by the writer's final commit
 
 	// gmu guards groups: the writer marks deleted messages, Replay skips
-	// them. Lock order: gmu is never held while taking mu.
+	// them. Lock order: gmu is never held while taking mu. groups holds
+	// the groups that lost some messages only (group.go).
 	gmu    sync.Mutex
 	groups groupIndex
 
@@ -337,18 +338,13 @@ func (s *Spool) load() (err error) {
 				last = key
 				return nil
 			}
-			g := &group{start: key}
+			// Counted only: the group's state is made at its first delete.
 			eachMember(v, func(off uint64, p []byte) error { // verify checked the framing
-				g.sizes = append(g.sizes, make([]int32, int(off)+1-len(g.sizes))...)
-				g.sizes[off] = int32(headerLen + len(p) + keyLen)
-				g.left++
-				s.bytes += int64(g.sizes[off])
+				s.depth++
+				s.bytes += int64(memberSize(p))
+				last = key + off
 				return nil
 			})
-			g.stored = g.left
-			s.depth += int64(g.left)
-			s.groups.add(g)
-			last = key + uint64(len(g.sizes)) - 1
 			return nil
 		})
 		if err == nil && last > b.Sequence() {
@@ -594,9 +590,9 @@ func (s *Spool) replay(from, to uint64, fn func(key uint64, m bridge.Message) er
 }
 
 // liveMembers returns which offsets of the group record at start are not
-// deleted, in buf; nil when the spool has no state for it (a group
-// committed a moment ago, or gone since the caller's transaction began):
-// all its messages are then read.
+// deleted, in buf; nil when the spool has no state for it (none of its
+// messages was deleted yet, or it is gone since the caller's transaction
+// began): all its messages are then read.
 func (s *Spool) liveMembers(start uint64, buf []bool) []bool {
 	s.gmu.Lock()
 	defer s.gmu.Unlock()

@@ -137,16 +137,22 @@ func (s *Spool) commit(batch []appendReq) error {
 		return nil
 	}
 	slices.Sort(dels)
-	gone, singles, undo, removed, freed := s.markDeleted(dels)
+	var (
+		gone, singles  []uint64
+		undo           []marked
+		removed, freed int64
+	)
 	var first uint64 // the key of batch[0]: keys are dense, batch[i]'s is first+i
-	var added []*group
 	err := s.db.Update(func(tx *bolt.Tx) error {
-		added = added[:0]
 		b := tx.Bucket(bucketName)
 		b.FillPercent = 0.95 // keys only grow: pack pages instead of splitting them in half
 		// One cursor, one seek a key, in key order (neighbours share pages):
 		// Get then Delete would seek twice and make a cursor for each.
 		c := b.Cursor()
+		var err error
+		if gone, singles, undo, removed, freed, err = s.markDeleted(b, c, dels); err != nil {
+			return err
+		}
 		var kb [keyLen]byte
 		for _, key := range gone {
 			binary.BigEndian.PutUint64(kb[:], key)
@@ -186,17 +192,14 @@ func (s *Spool) commit(batch []appendReq) error {
 			if n == 1 {
 				seal(val) // Append left it unsealed (encodePooled)
 			} else {
-				g := &group{start: start, sizes: make([]int32, n), left: n, stored: n}
 				members := s.scratch.members[:0]
 				for j, r := range batch[i : i+n] {
 					members = append(members, groupMember{off: uint64(j), payload: r.val[headerLen:]})
-					g.sizes[j] = int32(len(r.val) + keyLen)
 				}
 				at := len(arena)
 				arena = appendGroup(arena, members)
 				val = arena[at:]
 				s.scratch.members = members
-				added = append(added, g)
 			}
 			binary.BigEndian.PutUint64(kb[:], start)
 			if err := putRecord(b, bytes.Clone(kb[:]), val, s.ownBytes); err != nil {
@@ -238,9 +241,6 @@ func (s *Spool) commit(batch []appendReq) error {
 		putValue(r.buf) // bbolt holds no reference after the transaction
 	}
 	s.gmu.Lock()
-	for _, g := range added {
-		s.groups.add(g)
-	}
 	s.groups.compact()
 	s.gmu.Unlock()
 	s.commits.Add(1)
@@ -298,11 +298,13 @@ type marked struct {
 }
 
 // markDeleted marks the messages of dels (sorted) that belong to groups
-// deleted. It returns the keys of the group records whose last message
-// that was (to delete from the file), the keys that are not in a group
-// (messages stored alone, or unknown), what it marked, and how many live
-// messages and counted bytes it marked.
-func (s *Spool) markDeleted(dels []uint64) (gone, singles []uint64, undo []marked, removed, freed int64) {
+// deleted, making the state of a group from its record in b (c is a cursor
+// of b) at the first delete of one of its messages. It returns the keys of
+// the group records whose last message that was (to delete from the file),
+// the keys that are not in a group (messages stored alone, or unknown),
+// what it marked, and how many live messages and counted bytes it marked.
+// The error is that of a damaged group record.
+func (s *Spool) markDeleted(b *bolt.Bucket, c *bolt.Cursor, dels []uint64) (gone, singles []uint64, undo []marked, removed, freed int64, err error) {
 	gone, singles, undo = s.scratch.gone[:0], s.scratch.singles[:0], s.scratch.undo[:0]
 	defer func() {
 		// The writer's buffers for the next commit (only it calls this).
@@ -313,8 +315,14 @@ func (s *Spool) markDeleted(dels []uint64) (gone, singles []uint64, undo []marke
 	for _, key := range dels {
 		g := s.groups.find(key)
 		if g == nil {
-			singles = append(singles, key)
-			continue
+			if g, err = s.storedGroup(b, c, key); err != nil {
+				return gone, singles, undo, removed, freed, err
+			}
+			if g == nil {
+				singles = append(singles, key)
+				continue
+			}
+			s.groups.add(g)
 		}
 		off := key - g.start
 		size := g.sizes[off]
@@ -331,7 +339,39 @@ func (s *Spool) markDeleted(dels []uint64) (gone, singles []uint64, undo []marke
 			s.groups.dead++
 		}
 	}
-	return gone, singles, undo, removed, freed
+	return gone, singles, undo, removed, freed, nil
+}
+
+// storedGroup returns the state of the group record in b that holds key
+// (c is a cursor of b), nil when key is in none: stored alone, or unknown.
+func (s *Spool) storedGroup(b *bolt.Bucket, c *bolt.Cursor, key uint64) (*group, error) {
+	var kb [keyLen]byte
+	binary.BigEndian.PutUint64(kb[:], key)
+	k, v := c.Seek(kb[:])
+	if !bytes.Equal(k, kb[:]) {
+		// A group's record is under its first key: the one before.
+		if k == nil {
+			k, v = c.Last()
+		} else {
+			k, v = c.Prev()
+		}
+	}
+	if len(k) != keyLen {
+		return nil, nil
+	}
+	rec := recordAt(b, k, v)
+	start := binary.BigEndian.Uint64(k)
+	if rec == nil || rec[0] != groupVersion || start > key {
+		return nil, nil
+	}
+	g, err := groupAt(start, rec)
+	if err != nil {
+		return nil, corruptErr(s.path, fmt.Errorf("group %d: %w", start, err))
+	}
+	if key-start >= uint64(len(g.sizes)) {
+		return nil, nil
+	}
+	return g, nil
 }
 
 // unmark undoes markDeleted after its commit failed.
