@@ -209,6 +209,7 @@ type Spool struct {
 	}
 
 	commits atomic.Int64 // successful write transactions, for benchmarks
+	mapped  mapped       // the file's pages read back since they were last given back (mapped.go)
 
 	// notified is the last key whose Append's done function has returned
 	// (at Open: the last key assigned). Every key up to it is in the file
@@ -282,6 +283,7 @@ func Open(opts Options) (*Spool, error) {
 		db.Close()
 		return nil, err
 	}
+	releaseMapped(db) // load read every page
 	if s.depth > 0 {
 		s.log.Info("spool holds messages from a previous run; they are replayed", "messages", s.depth, "bytes", s.bytes)
 	}
@@ -507,6 +509,7 @@ func (s *Spool) replay(from, to uint64, fn func(key uint64, m bridge.Message) er
 	var live []bool // the group being read: which offsets are not deleted
 	for first := true; ; first = false {
 		page = page[:0]
+		read := 0 // bytes of records read through the mapping
 		err := s.db.View(func(tx *bolt.Tx) error {
 			b := tx.Bucket(bucketName)
 			if first {
@@ -538,6 +541,7 @@ func (s *Spool) replay(from, to uint64, fn func(key uint64, m bridge.Message) er
 				if v = recordAt(b, k, v); v == nil {
 					return corruptErr(s.path, fmt.Errorf("record %d: a bucket without its record", start))
 				}
+				read += len(v)
 				if v[0] != groupVersion {
 					if start < from {
 						continue
@@ -573,6 +577,9 @@ func (s *Spool) replay(from, to uint64, fn func(key uint64, m bridge.Message) er
 		})
 		if errors.Is(err, berrors.ErrDatabaseNotOpen) {
 			return upper, fmt.Errorf("spool: replay: %w", ErrClosed)
+		}
+		if err == nil {
+			s.mapped.readBack(s.db, read)
 		}
 		if err != nil {
 			return upper, fmt.Errorf("spool: replay: %w", err)
