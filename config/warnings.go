@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -49,6 +50,7 @@ func (cfg *Config) Warnings() []Warning {
 	if w, ok := crossRegion(cfg); ok {
 		out = append(out, w)
 	}
+	out = append(out, placeholders(cfg)...)
 	if cfg.Source.TLS.InsecureSkipVerify {
 		out = append(out, Warning{Msg: "TLS certificate verification is off (source.tls.insecure_skip_verify): anyone on the path can read and alter the traffic; use source.tls.ca_file instead"})
 	}
@@ -68,6 +70,40 @@ func (cfg *Config) Warnings() []Warning {
 			Msg:   "source.stomp.ack is auto and the spool is off (spool.dir: \"\"): the platform settles each message when it sends it, so the messages read but not yet accepted by MNS are lost if the process dies (kill -9, out of memory, power loss); at a clean shutdown they go to the dead-letter file. Remove spool.dir (the default spool) to close this window",
 			Attrs: []any{"loss_window", fmt.Sprintf("the messages held: up to delivery.max_in_flight = %d, plus what the connection buffered", cfg.Delivery.MaxInFlight)},
 		})
+	}
+	return out
+}
+
+// The placeholders of the shipped examples (configs/example.yaml,
+// configs/iot-mns-bridge.env, the Kubernetes manifests, README): a config
+// that still holds one was copied and not edited.
+const (
+	placeholderSourceHost = "iot-06z00xxxx.amqp.iothub.aliyuncs.com"
+	placeholderAccount    = "1234567890123456"
+	placeholderKeyID      = "LTAI5tEXAMPLEEXAMPLEEXAMP"
+)
+
+// placeholders warns of each example placeholder cfg still holds, naming
+// the key and where the real value is found. Warnings, not errors: the
+// shipped example must pass check as it is (the .deb installs it).
+func placeholders(cfg *Config) []Warning {
+	var out []Warning
+	if addr, err := cfg.Source.Address(); err == nil && strings.EqualFold(hostOf(addr), placeholderSourceHost) {
+		out = append(out, Warning{Msg: "source.endpoint: " + placeholderSourceHost + " is the example's placeholder, not a real host: " +
+			"write your instance's subscription endpoint (IoT platform console, instance details)"})
+	}
+	if u, err := url.Parse(cfg.MNS.Endpoint); err == nil && strings.HasPrefix(u.Hostname(), placeholderAccount+".") {
+		out = append(out, Warning{Msg: "mns.endpoint: " + placeholderAccount + " is the example's placeholder account id: " +
+			"write your MNS endpoint (MNS console, queue details, endpoint)"})
+	}
+	for _, c := range []struct {
+		path string
+		cr   Credentials
+	}{{"source.credentials", cfg.Source.Credentials}, {"mns.credentials", cfg.MNS.Credentials}} {
+		if c.cr.AccessKeyID == placeholderKeyID && (c.path == "source.credentials" || c.cr != cfg.Source.Credentials) {
+			out = append(out, Warning{Msg: c.path + ".access_key_id: " + placeholderKeyID + " is the example's placeholder (from the example env file?): " +
+				"write your AccessKey ID, e.g. ALIBABA_CLOUD_ACCESS_KEY_ID in /etc/iot-mns-bridge/iot-mns-bridge.env"})
+		}
 	}
 	return out
 }

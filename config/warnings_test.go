@@ -91,6 +91,30 @@ func TestCrossRegionIsWarned(t *testing.T) {
 	}
 }
 
+// TestExamplePlaceholdersAreWarned: configs/example.yaml as shipped, with
+// the example env file's AccessKey ID, is valid but holds three
+// placeholders; each is warned of, naming its key. An edited config is not.
+func TestExamplePlaceholdersAreWarned(t *testing.T) {
+	cfg, err := parseFile(t, "../configs/example.yaml", testEnv("ALIBABA_CLOUD_ACCESS_KEY_ID", placeholderKeyID))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, w := range cfg.Warnings() {
+		if strings.Contains(w.Msg, "the example's placeholder") {
+			got = append(got, w.Msg[:strings.IndexByte(w.Msg, ':')])
+		}
+	}
+	if strings.Join(got, ",") != "source.endpoint,mns.endpoint,source.credentials.access_key_id" {
+		t.Errorf("placeholder warnings for: %q, want source.endpoint, mns.endpoint and source.credentials.access_key_id", got)
+	}
+	edited := validConfig()
+	edited.MNS.Endpoint = "https://5678.mns.cn-hangzhou.aliyuncs.com"
+	if ws := placeholders(&edited); len(ws) != 0 {
+		t.Errorf("an edited config: placeholder warnings %v", ws)
+	}
+}
+
 // TestSpoolRoomIsWarned: a spool.max_bytes its filesystem cannot hold is
 // warned of (not refused: see spoolRoom), naming the key, the directory and
 // the sizes: a filesystem smaller than it, or less free space than it beyond
