@@ -173,8 +173,9 @@ func TestCheckReportsEveryPhaseAtOnce(t *testing.T) {
 // An https internal endpoint is not refused, but check warns naming the
 // documented http form; the http form gets no warning.
 func TestCheckWarnsOfHTTPSInternalEndpoint(t *testing.T) {
-	data := exampleConfig(t)
-	const public = "endpoint: https://1234567890123456.mns.cn-hangzhou.aliyuncs.com"
+	// The example with its placeholders filled in (check warns of them).
+	data := []byte(strings.NewReplacer("1234567890123456", "5678901234567890", "iot-06z00xxxx", "iot-06z00ax1o2").Replace(string(exampleConfig(t))))
+	const public = "endpoint: https://5678901234567890.mns.cn-hangzhou.aliyuncs.com"
 	if !strings.Contains(string(data), public) {
 		t.Fatalf("example lacks %q", public)
 	}
@@ -182,9 +183,9 @@ func TestCheckWarnsOfHTTPSInternalEndpoint(t *testing.T) {
 		endpoint string
 		warn     bool
 	}{
-		{"https://1234567890123456.mns.cn-hangzhou-internal.aliyuncs.com", true},
-		{"http://1234567890123456.mns.cn-hangzhou-internal.aliyuncs.com", false},
-		{"https://1234567890123456.mns.cn-hangzhou.aliyuncs.com", false},
+		{"https://5678901234567890.mns.cn-hangzhou-internal.aliyuncs.com", true},
+		{"http://5678901234567890.mns.cn-hangzhou-internal.aliyuncs.com", false},
+		{"https://5678901234567890.mns.cn-hangzhou.aliyuncs.com", false},
 	} {
 		path := filepath.Join(t.TempDir(), "example.yaml")
 		os.WriteFile(path, []byte(strings.Replace(string(data), public, "endpoint: "+tc.endpoint, 1)), 0o600)
@@ -193,7 +194,7 @@ func TestCheckWarnsOfHTTPSInternalEndpoint(t *testing.T) {
 			t.Fatalf("%s: exit %d\n%s%s", tc.endpoint, code, out, errOut)
 		}
 		warned := strings.Contains(out, "warning: mns.endpoint: "+tc.endpoint) &&
-			strings.Contains(out, "http://1234567890123456.mns.cn-hangzhou-internal.aliyuncs.com")
+			strings.Contains(out, "http://5678901234567890.mns.cn-hangzhou-internal.aliyuncs.com")
 		if warned != tc.warn || (!tc.warn && strings.Contains(out, "warning")) {
 			t.Errorf("%s: warned %v, want %v:\n%s", tc.endpoint, warned, tc.warn, out)
 		}
