@@ -6,7 +6,7 @@ import (
 	"testing"
 )
 
-// TestHeapDoesNotGrowWithTheSpool spools n and then 10n messages that
+// TestHeapDoesNotGrowWithTheSpool spools n and then 20n messages that
 // nobody deletes (an MNS outage: the spool fills toward Options.MaxBytes)
 // and checks that the heap the spool holds does not grow with them, while
 // it writes and after a restart (Open reads a deep spool): the messages are
@@ -16,7 +16,7 @@ import (
 // MB on a box with 256 MB.
 func TestHeapDoesNotGrowWithTheSpool(t *testing.T) {
 	if testing.Short() {
-		t.Skip("spools 400,000 messages")
+		t.Skip("spools 800,000 messages")
 	}
 	const n = 40_000
 	dir := t.TempDir()
@@ -37,21 +37,25 @@ func TestHeapDoesNotGrowWithTheSpool(t *testing.T) {
 	}
 	fill(0, n)
 	atN := heapInUse()
-	fill(n, 10*n)
-	at10N := heapInUse()
+	fill(n, 20*n)
+	at20N := heapInUse()
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
-	// Bytes a message: the collector's and bbolt's noise (up to 0.3 under
-	// -race), not the 4.3 a message that group state made at 256-message
-	// groups (more at small ones).
-	const most = 1.0
-	if per := float64(at10N-atN) / (9 * n); per > most {
+	// Bytes a message. Under -race the heap also holds up to ~0.7 MB that
+	// is not the spool's state and varies from run to run: pooled encode
+	// buffers (the race detector makes sync.Pool keep or drop them at
+	// random) and bbolt's freelist, which follows the file's size. The
+	// depth grows by 19n messages so that stays under 0.9 a message (seen:
+	// 0.4-0.9 under -race, about 0 without); group state made 4.8 a message
+	// here (4.3 at 256-message groups, more at small ones).
+	const most = 2.0
+	if per := float64(at20N-atN) / (19 * n); per > most {
 		t.Errorf("while spooling: the heap grew by %d bytes from %d to %d spooled messages (%.2f bytes a message, want at most %.2f)",
-			at10N-atN, n, 10*n, per, most)
+			at20N-atN, n, 20*n, per, most)
 	}
 
-	// After a restart: Open of the 10n-message spool against Open of an n-message one.
+	// After a restart: Open of the 20n-message spool against Open of an n-message one.
 	small := t.TempDir()
 	s = open(t, Options{Dir: small, CommitInterval: -1})
 	fill(0, n)
@@ -68,12 +72,12 @@ func TestHeapDoesNotGrowWithTheSpool(t *testing.T) {
 		}
 		return held
 	}
-	openN, open10N := reopened(small), reopened(dir)
-	if per := float64(open10N-openN) / (9 * n); per > most {
+	openN, open20N := reopened(small), reopened(dir)
+	if per := float64(open20N-openN) / (19 * n); per > most {
 		t.Errorf("after a restart: Open of %d messages holds %d bytes more heap than Open of %d (%.2f bytes a message, want at most %.2f)",
-			10*n, open10N-openN, n, per, most)
+			20*n, open20N-openN, n, per, most)
 	}
-	t.Logf("heap: spooling %d -> %d messages %+d bytes; Open of %d / %d messages %d / %d bytes", n, 10*n, at10N-atN, n, 10*n, openN, open10N)
+	t.Logf("heap: spooling %d -> %d messages %+d bytes; Open of %d / %d messages %d / %d bytes", n, 20*n, at20N-atN, n, 20*n, openN, open20N)
 }
 
 // heapInUse is the heap's live bytes after a full collection.
