@@ -342,7 +342,7 @@ func TestDedupMatchesModel(t *testing.T) {
 			k := rng.IntN(pool)
 			switch k % 3 {
 			case 0:
-				return strconv.Itoa(1_000_000_000_000_000_000 + k) // a platform-like decimal
+				return strconv.FormatInt(1_000_000_000_000_000_000+int64(k), 10) // a platform-like decimal
 			case 1:
 				return "id-" + strconv.Itoa(k) // short
 			}

@@ -295,7 +295,7 @@ func BenchmarkHeldIndex(b *testing.B) {
 	x := heldIndex{m: make(map[string]*Delivery)}
 	ds := make([]*Delivery, 2*held)
 	for i := range ds {
-		ds[i] = NewDelivery(Message{MessageID: fmt.Sprint(1800000000000000000 + i)}, settleNothing{}, nil)
+		ds[i] = NewDelivery(Message{MessageID: fmt.Sprint(int64(1800000000000000000) + int64(i))}, settleNothing{}, nil)
 	}
 	for _, d := range ds[:held] {
 		x.join(d)

@@ -75,7 +75,7 @@ func TestSupervisorRedialsAndLogsStateChangesOnce(t *testing.T) {
 func TestSupervisorLogsAFailureThatDiffersInNumbersOnce(t *testing.T) {
 	_, count := superviseUntilFatal(t, func(_ *Supervisor, calls int, _ func()) error {
 		if calls <= 4 {
-			return fmt.Errorf(`login refused: "timestamp %d is 20m0s away from the server clock (limit 5m0s)"`, 1796117570067+1000*calls)
+			return fmt.Errorf(`login refused: "timestamp %d is 20m0s away from the server clock (limit 5m0s)"`, int64(1796117570067)+1000*int64(calls))
 		}
 		return fmt.Errorf("read tcp 127.0.0.1:%d->127.0.0.1:61614: read: connection reset by peer", 40000+calls*7)
 	})
