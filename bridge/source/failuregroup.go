@@ -29,7 +29,9 @@ const StartWindow = 10 * time.Second
 //     connection is up at the same time. If they are not all up when
 //     StartWindow ends, one WARN line counts those up and names the causes
 //     of the others (each's latest connect failure, or still dialling),
-//     with how many connections each holds.
+//     with how many connections each holds; not when none is up and the
+//     connect failure of each has its ERROR line (below) already, which
+//     says the same.
 //   - A connect failure (a throttled consumer group, a refused login, the
 //     platform unreachable): the first failure of a kind (see FailureShape)
 //     starts a window of FailureGroupWindow, at whose end one ERROR line
@@ -142,18 +144,31 @@ func (g *FailureGroup) Start() {
 }
 
 // announceStart logs, at the end of the start's window, how many
-// connections are up and why the others are not, unless every one is up.
-// Called with g.mu held.
+// connections are up and why the others are not, unless every one is up,
+// or none is and the ERROR lines of their connect failures said so
+// already (toldAll). Called with g.mu held.
 func (g *FailureGroup) announceStart() {
-	if g.allUp {
+	dialling := g.total - len(g.seen) - len(g.notUp.conns)
+	if g.allUp || len(g.up) == 0 && dialling == 0 && g.toldAll() {
 		return
 	}
 	why := g.notUp.counted()
-	if dialling := g.total - len(g.seen) - len(g.notUp.conns); dialling > 0 {
+	if dialling > 0 {
 		why = append(why, causeCount{"still dialling", dialling})
 	}
 	g.log.Warn("source not connected on every connection yet; retrying the others with backoff", "connections_up", len(g.up),
 		"connections", g.total, "err", causesText(why))
+}
+
+// toldAll is whether the connect failure of every connection never up
+// has its ERROR line logged. Called with g.mu held.
+func (g *FailureGroup) toldAll() bool {
+	for _, shape := range g.notUp.conns {
+		if k := g.kinds[shape]; k == nil || !k.announced {
+			return false
+		}
+	}
+	return true
 }
 
 // live calls f with g.mu held, unless the group stopped.

@@ -406,3 +406,48 @@ func TestFailureGroupStartLineOnceEveryConnectionIsUpAtOnce(t *testing.T) {
 		t.Errorf("%d lines that not every connection is up, want 0:\n%s", n, strings.Join(lines(), "\n"))
 	}
 }
+
+// TestFailureGroupStartLineNotWhenTheConnectFailureSaidIt: with no
+// connection up when the start's window ends, and every one failing to
+// connect for a failure whose ERROR line is logged, the start's WARN line
+// would repeat it: it does not come. It comes when a connection is still
+// dialling (the ERROR line does not say so), or when the failure's line is
+// not logged yet. Before, the WARN line came with connections_up=0 after
+// the ERROR line had said the same.
+func TestFailureGroupStartLineNotWhenTheConnectFailureSaidIt(t *testing.T) {
+	const refused = "dial tcp 127.0.0.1:61614: connect: connection refused"
+	g, lines, windows := testGroup(3)
+	g.Start()
+	for i := range 3 {
+		g.Failed(fmt.Sprintf("c-%d", i), refused)
+	}
+	windows.end(1) // the failure's: its ERROR line
+	windows.end(0) // the start's
+	want := []string{
+		"ERROR source connect failed; retrying with backoff connections_failing=3 connections=3 first=c-0 err=" + refused,
+	}
+	checkLines(t, lines(), want)
+
+	g, lines, windows = testGroup(3)
+	g.Start()
+	g.Failed("c-0", refused)
+	g.Failed("c-1", refused)
+	windows.end(1)
+	windows.end(0) // c-2 still dialling
+	want = []string{
+		"ERROR source connect failed; retrying with backoff connections_failing=2 connections=3 first=c-0 err=" + refused,
+		"WARN source not connected on every connection yet; retrying the others with backoff connections_up=0 connections=3 err=" +
+			refused + " (2 connections); still dialling (1 connection)",
+	}
+	checkLines(t, lines(), want)
+
+	g, lines, windows = testGroup(2)
+	g.Start()
+	g.Failed("c-0", refused)
+	g.Failed("c-1", refused)
+	windows.end(0) // the start's, before the failure's line
+	want = []string{
+		"WARN source not connected on every connection yet; retrying the others with backoff connections_up=0 connections=2 err=" + refused,
+	}
+	checkLines(t, lines(), want)
+}
