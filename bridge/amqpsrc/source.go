@@ -239,7 +239,7 @@ func New(cfg Config) (*Source, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Source{cfg: cfg, log: cfg.Logger.With("source", "amqp", "endpoint", cfg.Endpoint)}
+	s := &Source{cfg: cfg, log: cfg.Log("amqp")}
 	s.dial = (&dialer{cfg: cfg, tls: tlsConf}).dial
 	if s.Driver, err = cfg.NewDriver("amqp", s.log, s.link); err != nil {
 		return nil, err

@@ -647,6 +647,15 @@ func TestConnectionsUseSuffixedClientIDs(t *testing.T) {
 	}
 }
 
+// TestSourceLinesNameTheEndpoint: the source's lines name the protocol
+// and the endpoint (source.Settings.Log), as STOMP's do.
+func TestSourceLinesNameTheEndpoint(t *testing.T) {
+	hs := newHarness(t, Config{}, nil, nil)
+	hs.nextConn()
+	want := "level=INFO msg=\"source connected\" source=amqp endpoint=fake.invalid:5671"
+	eventually(t, "the connected line", func() bool { return strings.Contains(hs.logs.String(), want) })
+}
+
 func TestSignErrorIsFatal(t *testing.T) {
 	calls := 0
 	var mu sync.Mutex

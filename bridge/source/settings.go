@@ -144,6 +144,15 @@ func (s Settings) TLSConfig() (*tls.Config, error) {
 	return s.TLS.TLSConfig(host, s.Names)
 }
 
+// Log is the logger of a source of protocol ("stomp", "amqp"): every
+// line it writes names the protocol (source=) and the endpoint it dials
+// (endpoint=), so that an operator running several bridges, or reading a
+// line on its own, knows which platform endpoint it speaks of. The one
+// place a source's logger is made. s must have passed Check.
+func (s Settings) Log(protocol string) *slog.Logger {
+	return s.Logger.With("source", protocol, "endpoint", s.Endpoint)
+}
+
 // NewDriver returns the Driver of these settings over dial, for protocol
 // ("stomp", "amqp"), logging to log. It calls Params once for the base
 // client id and checks the signing inputs of every slot's client id, so

@@ -28,7 +28,7 @@ func CheckConnect(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return err
 	}
-	log := cfg.Logger.With("source", "stomp", "op", "check")
+	log := cfg.Log("stomp").With("op", "check")
 	tc, err := cfg.TLSConfig()
 	if err != nil {
 		return err

@@ -64,7 +64,7 @@ func New(cfg Config) (*Source, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Source{cfg: cfg, tls: tc, log: cfg.Logger.With("source", "stomp")}
+	s := &Source{cfg: cfg, tls: tc, log: cfg.Log("stomp")}
 	if s.Driver, err = cfg.NewDriver("stomp", s.log, s.dial); err != nil {
 		return nil, err
 	}

@@ -208,6 +208,22 @@ func TestLoginRefusedIsReportedWithoutSecrets(t *testing.T) {
 	}
 }
 
+// TestSourceLinesNameTheEndpoint: the source's lines name the protocol
+// and the endpoint (source.Settings.Log), as AMQP's do: an operator reading
+// a connect failure knows which endpoint refused (they named only the
+// protocol).
+func TestSourceLinesNameTheEndpoint(t *testing.T) {
+	s := startFakeServer(t)
+	p := goodParams()
+	p.AccessKeySecret = "wrong-secret-value"
+	src, logs := newTestSource(t, s, func(c *Config) { c.Params = testParams(p) })
+	sourcetest.Start(t, src, nil)
+	want := "level=ERROR msg=\"source connect failed; retrying with backoff\" source=stomp endpoint=" + s.Addr()
+	waitfor.Until(t, "the failure's line naming the endpoint", 20*time.Second, func() bool {
+		return strings.Contains(logs.String(), want)
+	})
+}
+
 // TestRefusedLoginOnSeveralConnectionsIsOneLine: four connections whose
 // logins are refused alike make one ERROR line counting them (each logged
 // its own: 4 lines, 21 for a throttled group of 40), and, if some failed
