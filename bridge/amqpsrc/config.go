@@ -1,7 +1,6 @@
 package amqpsrc
 
 import (
-	"errors"
 	"time"
 
 	"github.com/iot-mns-bridge/iot-mns-bridge/bridge/source"
@@ -78,27 +77,24 @@ func (cfg Config) silenceLimit() time.Duration {
 // *source.FieldError named by cfg.Names. Every config value is taken as it
 // is: the defaults live in config.Default().
 func (cfg Config) checked() (Config, error) {
-	var errs []error
-	cfg.Settings, errs = cfg.Settings.Check()
-	bad := func(f source.Field, format string, args ...any) {
-		errs = append(errs, cfg.Names.Bad(f, format, args...))
-	}
+	p := cfg.Names.Problems()
+	cfg.Settings = cfg.Settings.Check(p)
 
 	if cfg.Address == "" {
-		bad(source.FieldAddress, "is required (the platform ignores it; RabbitMQ needs a queue)")
+		p.Bad(source.FieldAddress, "is required (the platform ignores it; RabbitMQ needs a queue)")
 	}
 	if err := source.CheckCredit(cfg.Credit); err != nil {
-		bad(source.FieldCredit, "%v", err)
+		p.Bad(source.FieldCredit, "%v", err)
 	}
 	if err := source.CheckIdleTimeout(cfg.IdleTimeout); err != nil {
-		bad(source.FieldIdleTimeout, "%v", err)
+		p.Bad(source.FieldIdleTimeout, "%v", err)
 	}
 	own := func(d *time.Duration, def time.Duration, f source.Field) {
 		if *d == 0 {
 			*d = def
 		}
 		if *d <= 0 {
-			bad(f, "%s must be positive", *d)
+			p.Bad(f, "%s must be positive", *d)
 		}
 	}
 	own(&cfg.AttachTimeout, DefaultAttachTimeout, source.FieldAttachTimeout)
@@ -106,5 +102,5 @@ func (cfg Config) checked() (Config, error) {
 	if cfg.SettleLinger <= 0 {
 		cfg.SettleLinger = DefaultSettleLinger
 	}
-	return cfg, errors.Join(errs...)
+	return cfg, p.Err()
 }

@@ -47,6 +47,10 @@ const (
 // Names.Bad makes a *FieldError.
 type Names = field.Names[Field]
 
+// Problems gathers a Config's problems, each a *FieldError named by its
+// Names (Names.Problems).
+type Problems = field.Problems[Field]
+
 // FieldError reports a Config field whose value cannot work. Field is the
 // field, Name what the operator calls it (Names.Of(Field)) and Err the
 // reason; Error() is "Name: reason". Find it with errors.As; Fields lists

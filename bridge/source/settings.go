@@ -69,34 +69,30 @@ func (s Settings) Refusal(p iotauth.Params, err error) error {
 }
 
 // Check returns s, with time.Now for a nil Clock and a discarding Logger for
-// a nil one, and every problem of s, each a *FieldError named by s.Names. It
-// does no I/O; the protocol adds the problems of its own fields.
-func (s Settings) Check() (Settings, []error) {
-	var errs []error
+// a nil one, and adds every problem of s to p (s.Names.Problems, to which
+// the protocol adds the problems of its own fields). It does no I/O.
+func (s Settings) Check(p *Problems) Settings {
 	n := s.Names
-	bad := func(f Field, format string, args ...any) { errs = append(errs, n.Bad(f, format, args...)) }
-	if err := CheckEndpoint(s.Endpoint, n); err != nil {
-		errs = append(errs, err)
-	}
+	p.Add(CheckEndpoint(s.Endpoint, n))
 	if s.Params == nil {
-		bad(FieldParams, "no signing parameters (Config.Params is nil)")
+		p.Bad(FieldParams, "no signing parameters (Config.Params is nil)")
 	}
 	if err := CheckConnections(s.Connections); err != nil {
-		bad(FieldConnections, "%v", err)
+		p.Bad(FieldConnections, "%v", err)
 	}
 	if s.DialTimeout <= 0 {
-		bad(FieldDialTimeout, "must be positive, got %s", s.DialTimeout)
+		p.Bad(FieldDialTimeout, "must be positive, got %s", s.DialTimeout)
 	}
 	if s.MinBackoff <= 0 {
-		bad(FieldMinBackoff, "must be positive, got %s", s.MinBackoff)
+		p.Bad(FieldMinBackoff, "must be positive, got %s", s.MinBackoff)
 	}
 	if s.MaxBackoff <= 0 {
-		bad(FieldMaxBackoff, "must be positive, got %s", s.MaxBackoff)
+		p.Bad(FieldMaxBackoff, "must be positive, got %s", s.MaxBackoff)
 	} else if s.MaxBackoff < s.MinBackoff {
-		bad(FieldMaxBackoff, "%s is less than %s %s", s.MaxBackoff, n.Of(FieldMinBackoff), s.MinBackoff)
+		p.Bad(FieldMaxBackoff, "%s is less than %s %s", s.MaxBackoff, n.Of(FieldMinBackoff), s.MinBackoff)
 	}
 	if s.Limiter == nil {
-		bad(FieldLimiter, "no attempt limiter (Config.Limiter is nil)")
+		p.Bad(FieldLimiter, "no attempt limiter (Config.Limiter is nil)")
 	}
 	if s.Clock == nil {
 		s.Clock = time.Now
@@ -104,7 +100,7 @@ func (s Settings) Check() (Settings, []error) {
 	if s.Logger == nil {
 		s.Logger = slog.New(slog.DiscardHandler)
 	}
-	return s, errs
+	return s
 }
 
 // Login reads the signing inputs afresh (Params), sets the client id,

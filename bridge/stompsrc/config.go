@@ -1,7 +1,6 @@
 package stompsrc
 
 import (
-	"errors"
 	"net"
 	"time"
 
@@ -45,26 +44,23 @@ type Config struct {
 // or every problem at once, each a *source.FieldError named by cfg.Names.
 // It does no I/O.
 func (cfg Config) checked() (Config, error) {
-	var errs []error
-	cfg.Settings, errs = cfg.Settings.Check()
-	bad := func(f source.Field, format string, args ...any) {
-		errs = append(errs, cfg.Names.Bad(f, format, args...))
-	}
+	p := cfg.Names.Problems()
+	cfg.Settings = cfg.Settings.Check(p)
 	if cfg.Destination == "" {
-		bad(source.FieldDestination, "is required (the platform's is /topic/#)")
+		p.Bad(source.FieldDestination, "is required (the platform's is /topic/#)")
 	}
 	switch cfg.Ack {
 	case AckAuto, AckClientIndividual:
 	default:
-		bad(source.FieldAck, "%q is not supported: use %s or %s", cfg.Ack, AckAuto, AckClientIndividual)
+		p.Bad(source.FieldAck, "%q is not supported: use %s or %s", cfg.Ack, AckAuto, AckClientIndividual)
 	}
 	if err := source.CheckHeartBeat(cfg.HeartBeat); err != nil {
-		bad(source.FieldHeartBeat, "%v", err)
+		p.Bad(source.FieldHeartBeat, "%v", err)
 	}
 	if cfg.CheckInterval <= 0 {
-		bad(source.FieldCheckInterval, "must be positive, got %s", cfg.CheckInterval)
+		p.Bad(source.FieldCheckInterval, "must be positive, got %s", cfg.CheckInterval)
 	}
-	return cfg, errors.Join(errs...)
+	return cfg, p.Err()
 }
 
 // host returns the STOMP host header value.

@@ -7,7 +7,10 @@
 // mns (the MNS client's) use it.
 package field
 
-import "fmt"
+import (
+	"errors"
+	"fmt"
+)
 
 // Names maps the fields of one package's Config to what the operator calls
 // them. A field it does not name is shown as "Config.<field>"; a nil Names
@@ -27,6 +30,34 @@ func (n Names[F]) Of(f F) string {
 func (n Names[F]) Bad(f F, format string, args ...any) error {
 	return &Error[F]{Field: f, Name: n.Of(f), Err: fmt.Errorf(format, args...)}
 }
+
+// Problems gathers the problems of one Config, each an *Error named by
+// the Names it came from, so that a check reports every one at once and
+// each check reads as a list of rules. The zero value is not usable: use
+// Names.Problems.
+type Problems[F ~string] struct {
+	names Names[F]
+	errs  []error
+}
+
+// Problems starts an empty list of the problems of a Config named by n.
+func (n Names[F]) Problems() *Problems[F] { return &Problems[F]{names: n} }
+
+// Bad adds the problem of field f: n.Bad(f, format, args...).
+func (p *Problems[F]) Bad(f F, format string, args ...any) {
+	p.errs = append(p.errs, p.names.Bad(f, format, args...))
+}
+
+// Add adds err, already an error naming its field; a nil err adds nothing.
+func (p *Problems[F]) Add(err error) {
+	if err != nil {
+		p.errs = append(p.errs, err)
+	}
+}
+
+// Err is every problem added, joined (errors.Join), or nil when there is
+// none.
+func (p *Problems[F]) Err() error { return errors.Join(p.errs...) }
 
 // Error reports a Config field whose value cannot work. Field is the
 // field, Name what the operator calls it (Names.Of(Field)) and Err the

@@ -160,9 +160,9 @@ type SendResult struct {
 // once, each a *FieldError naming its Field as cfg.Names calls it (in the
 // bridge, the config key).
 func NewClient(cfg Config) (*Client, error) {
-	var errs []error
 	n := cfg.Names
-	bad := func(f Field, format string, args ...any) { errs = append(errs, n.Bad(f, format, args...)) }
+	problems := n.Problems()
+	bad := problems.Bad
 	base, err := ParseEndpoint(cfg.Endpoint)
 	if err != nil {
 		bad(FieldEndpoint, "%w", err)
@@ -214,8 +214,8 @@ func NewClient(cfg Config) (*Client, error) {
 	if maxConns < 1 {
 		bad(FieldMaxConns, "must be at least 1, got %d", maxConns)
 	}
-	if len(errs) > 0 {
-		return nil, errors.Join(errs...)
+	if err := problems.Err(); err != nil {
+		return nil, err
 	}
 	proxy := cfg.Proxy
 	if proxy == nil {
