@@ -21,6 +21,13 @@ const FailureGroupWindow = time.Second
 // is still dialling.
 const StartWindow = 10 * time.Second
 
+// OutageQuietWindow is how long after an outage's WARN line a loss joins
+// the outage at debug (see FailureGroup): a platform restarting its nodes
+// one after another gives one line, while a loss long after it, with the
+// outage still open because a connection of it never came back, is news
+// and gets a line of its own.
+const OutageQuietWindow = time.Minute
+
 // FailureGroup is shared by the Supervisors of one source's connections, so
 // that what they meet together is logged once with how many connections it
 // holds, not once per connection:
@@ -41,13 +48,24 @@ const StartWindow = 10 * time.Second
 //   - Connections lost (the platform restarts a node, the network blips):
 //     the first loss opens an outage and starts a window of
 //     FailureGroupWindow, at whose end one WARN line counts the connections
-//     lost in it and names the causes; one INFO line when the last of them
-//     is connected again, which closes the outage. A loss while the outage
-//     is open (some connection of it still down: the platform restarts its
-//     nodes one after another) joins it, at debug: the INFO line counts it
-//     (connections_lost_after_warn), and no new WARN line comes. A
-//     connection that stays down keeps the outage open; its redials are
-//     connect failures, logged as above.
+//     lost in it and names the causes; one INFO line when every connection
+//     lost in the outage is connected again, which closes it. The outage
+//     stays open while any connection of it is down: a connection that
+//     never comes back keeps it open, and its redials are connect
+//     failures, logged as above. A loss while it is open joins it: within
+//     OutageQuietWindow of its latest WARN line (the platform restarts its
+//     nodes one after another), or while a window of it runs, at debug
+//     only; after that, the loss starts a window of FailureGroupWindow, at
+//     whose end one more WARN line counts the connections lost since the
+//     previous line (those that joined at debug too), names their causes,
+//     and says how many connections of the outage are down
+//     (connections_down), and a new quiet window starts: at most one WARN
+//     line per quiet window. The INFO line counts the connections lost in
+//     the whole outage (connections_lost, each once) and, of those, the
+//     ones that no WARN line counted, lost after the latest one
+//     (connections_lost_after_warn, when there are any). An outage whose
+//     connections are all back before its window ends gets the window's
+//     WARN line, then the INFO line.
 //
 // Each connection's own failures, losses and reconnects are logged at debug
 // (and are in its ConnState). After Stop it says nothing. It is safe for
@@ -89,11 +107,14 @@ type failureKind struct {
 // loss is one outage: the connections lost from its first loss until
 // every one of them is connected again.
 type loss struct {
-	causes           // of each connection lost
-	first     string // the first connection lost
-	down      int    // connections of it not connected again yet
-	announced bool   // its line is logged
-	warned    int    // the connections its line counted
+	conns   map[string]bool // every connection lost in it
+	since   causes          // of each connection lost since its latest line (all before the first)
+	first   string          // the first connection lost since its latest line
+	down    int             // connections of it not connected again yet
+	warned  int             // the connections its lines counted
+	pending bool            // a window of it runs: its line comes at its end
+	quiet   bool            // the quiet window after its latest line runs
+	quietN  int             // that window's number
 }
 
 // causes are why some connections are down: the shape of each
@@ -132,6 +153,14 @@ func (g *FailureGroup) startWindow(d time.Duration, f func()) int {
 		})
 	})
 	return n
+}
+
+// stopWindow stops window n if it runs. Called with g.mu held.
+func (g *FailureGroup) stopWindow(n int) {
+	if stop := g.windows[n]; stop != nil {
+		stop()
+		delete(g.windows, n)
+	}
 }
 
 // Start begins the start of the connections (see FailureGroup): the
@@ -261,27 +290,47 @@ func (g *FailureGroup) Lost(conn, msg string) {
 		delete(g.up, conn)
 		l := g.open
 		if l == nil {
-			l = &loss{first: conn, causes: causes{conns: map[string]string{}}}
+			l = &loss{conns: map[string]bool{}, since: causes{conns: map[string]string{}}}
 			g.open = l
+		}
+		if len(l.since.conns) == 0 {
+			l.first = conn
+		}
+		if !l.pending && !l.quiet {
+			// The outage's first loss, or one after its quiet window.
+			l.pending = true
 			g.startWindow(FailureGroupWindow, func() { g.announceLoss(l) })
 		}
 		g.lost[conn] = l
 		l.down++
-		l.add(conn, shape, msg)
+		l.conns[conn] = true
+		l.since.add(conn, shape, msg)
 		g.log.Debug("source connection lost; reconnecting", "conn", conn, "err", msg, "connections_lost", len(l.conns), "connections", g.total)
 	})
 }
 
-// announceLoss logs the line of loss l at the end of its window, and the
-// line that it is over if every connection of it is connected again
-// already. Called with g.mu held.
+// announceLoss logs the line of loss l at the end of one of its windows:
+// the connections lost since its latest line and, after its first line,
+// how many of it are down. Then it logs the line that it is over if every
+// connection of it is connected again already, or starts its quiet window.
+// Called with g.mu held.
 func (g *FailureGroup) announceLoss(l *loss) {
-	l.announced, l.warned = true, len(l.conns)
-	g.log.Warn("source connections lost; reconnecting", "connections_lost", len(l.conns), "connections", g.total,
-		"first", l.first, "err", causesText(l.counted()))
+	args := []any{"connections_lost", len(l.since.conns)}
+	if l.warned > 0 {
+		args = append(args, "connections_down", l.down)
+	}
+	args = append(args, "connections", g.total, "first", l.first, "err", causesText(l.since.counted()))
+	g.log.Warn("source connections lost; reconnecting", args...)
+	// Every connection of it is counted now: lost before this line or
+	// since the previous one.
+	l.pending, l.warned = false, len(l.conns)
+	l.since = causes{conns: map[string]string{}}
 	if l.down == 0 {
 		g.lossOver(l)
+		return
 	}
+	l.quiet = true
+	l.quietN = g.startWindow(OutageQuietWindow, func() { l.quiet = false })
 }
 
 // add records that conn is down for msg, of shape; a connection's latest
@@ -347,6 +396,10 @@ func (g *FailureGroup) lossOver(l *loss) {
 	if g.open == l {
 		g.open = nil
 	}
+	if l.quiet {
+		l.quiet = false
+		g.stopWindow(l.quietN)
+	}
 	args := []any{"connections_lost", len(l.conns), "connections", g.total}
 	if later := len(l.conns) - l.warned; later > 0 {
 		args = append(args, "connections_lost_after_warn", later)
@@ -365,7 +418,7 @@ func (g *FailureGroup) Connected(conn string) {
 		if l := g.lost[conn]; l != nil {
 			delete(g.lost, conn)
 			l.down--
-			if l.down == 0 && l.announced {
+			if l.down == 0 && !l.pending {
 				g.lossOver(l)
 			}
 		}
@@ -391,9 +444,6 @@ func (g *FailureGroup) startOver() {
 		return
 	}
 	g.allUp = true
-	if stop := g.windows[g.startN]; stop != nil {
-		stop()
-		delete(g.windows, g.startN)
-	}
+	g.stopWindow(g.startN)
 	g.log.Info("source connected", "connections", g.total)
 }

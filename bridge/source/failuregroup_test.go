@@ -58,6 +58,14 @@ func (w *manualWindows) count() int {
 	return len(w.ends)
 }
 
+// want fails t unless n windows started; which says which they are.
+func (w *manualWindows) want(t *testing.T, n int, which string) {
+	t.Helper()
+	if got := w.count(); got != n {
+		t.Fatalf("%d windows started, want %d: %s", got, n, which)
+	}
+}
+
 // end ends window i, as its timer would (even a stopped one: a timer that
 // fired as it was stopped).
 func (w *manualWindows) end(i int) {
@@ -140,9 +148,7 @@ func TestFailureGroupLogsAThrottledGroupOnce(t *testing.T) {
 	for i := range 21 {
 		g.Failed(fmt.Sprintf("edge-gw-01-%d", i), throttled(i))
 	}
-	if windows.count() != 1 {
-		t.Fatalf("%d windows started for one kind of failure, want 1", windows.count())
-	}
+	windows.want(t, 1, "one for one kind of failure")
 	windows.end(0)
 	for i := 21; i < 40; i++ {
 		g.Failed(fmt.Sprintf("edge-gw-01-%d", i), throttled(i))
@@ -186,9 +192,7 @@ func TestFailureGroupBlipIsNotAnnounced(t *testing.T) {
 	g.Connected("c-0")
 	windows.end(0)
 	g.Failed("c-1", "connection reset")
-	if windows.count() != 2 {
-		t.Fatalf("%d windows, want a new one for the failure that came back", windows.count())
-	}
+	windows.want(t, 2, "a new one for the failure that came back")
 	windows.end(1)
 	n := 0
 	for _, l := range lines() {
@@ -225,9 +229,7 @@ func TestFailureGroupLogsConnectionsLostTogetherOnce(t *testing.T) {
 			g.Lost(conn, restarting)
 		}
 	}
-	if windows.count() != 1 {
-		t.Fatalf("%d windows started for one loss, want 1", windows.count())
-	}
+	windows.want(t, 1, "one for one loss")
 	windows.end(0)
 	for i := range 40 {
 		if i == 39 {
@@ -271,9 +273,7 @@ func TestFailureGroupLossBackWithinItsWindow(t *testing.T) {
 	}
 	windows.end(0)
 	g.Lost("c-3", "EOF")
-	if windows.count() != 2 {
-		t.Fatalf("%d windows, want a new one for the loss after the first window", windows.count())
-	}
+	windows.want(t, 2, "a new one for the loss after the first window")
 	windows.end(1)
 	want := []string{
 		"WARN source connections lost; reconnecting connections_lost=6 connections=6 first=c-0 err=EOF (2 connections); heart-beat missed (1 connection); ERROR frame: bye (1 connection); 2 other causes",
@@ -308,32 +308,36 @@ func TestFailureGroupSaysNothingAfterStop(t *testing.T) {
 
 // TestFailureGroupLossesWhileAnOutageIsOpenJoinIt: a loss spread over more
 // than the window (a platform restarting its nodes one after another) is
-// one outage while any connection of it is still down: the losses after
-// its WARN line join it, at debug, and its INFO line at recovery counts
-// them; a loss once every connection is back is a new outage. Before, each
-// window of the spread loss made a WARN line of its own.
+// one outage while any connection of it is still down: the losses within
+// OutageQuietWindow of its WARN line join it, at debug, and start no
+// window; its INFO line at recovery counts them, and the recovery stops
+// the quiet window; a loss once every connection is back is a new outage.
+// Before, each window of the spread loss made a WARN line of its own.
 func TestFailureGroupLossesWhileAnOutageIsOpenJoinIt(t *testing.T) {
 	g, lines, windows := testGroup(4)
 	g.Lost("c-0", "EOF")
 	g.Lost("c-1", "EOF")
 	windows.end(0)
+	windows.want(t, 2, "the loss's and the quiet window after its WARN line")
 	g.Lost("c-2", "ERROR frame: node restarting")
 	g.Connected("c-0")
 	g.Lost("c-0", "EOF") // lost again while the outage is open
-	if n := windows.count(); n != 1 {
-		for i := 1; i < n; i++ {
+	if n := windows.count(); n != 2 {
+		for i := 2; i < n; i++ {
 			windows.end(i)
 		}
-		t.Errorf("%d windows started while the outage was open, want 1", n)
+		t.Errorf("%d windows started while the outage was open, want 2", n)
 	}
 	for _, c := range []string{"c-0", "c-1", "c-2"} {
 		g.Connected(c)
 	}
-	g.Lost("c-3", "EOF")
-	if windows.count() < 2 {
-		t.Fatalf("%d windows, want a new one for the loss after the recovery", windows.count())
+	if !windows.stopped[1] {
+		t.Errorf("the quiet window still runs after the outage is over")
 	}
-	windows.end(windows.count() - 1)
+	windows.end(1) // as if its timer fired as it was stopped: nothing
+	g.Lost("c-3", "EOF")
+	windows.want(t, 3, "a new one for the loss after the recovery")
+	windows.end(2)
 	want := []string{
 		"WARN source connections lost; reconnecting connections_lost=2 connections=4 first=c-0 err=EOF",
 		"INFO source connections reconnected: every connection lost is connected again connections_lost=3 connections=4 connections_lost_after_warn=1",
@@ -450,4 +454,64 @@ func TestFailureGroupStartLineNotWhenTheConnectFailureSaidIt(t *testing.T) {
 		"WARN source not connected on every connection yet; retrying the others with backoff connections_up=0 connections=2 err=" + refused,
 	}
 	checkLines(t, lines(), want)
+}
+
+// TestFailureGroupLossLongAfterTheOutagesLineIsNews: an outage held open
+// by a connection that never comes back (its redials fail) hushes the
+// losses only for OutageQuietWindow after its latest WARN line: a loss
+// after that starts a window, at whose end a WARN line counts the
+// connections lost since the previous line (those joined quietly too),
+// names their causes and says how many of the outage are still down; it
+// starts a new quiet window. When the outage is all back within such a
+// window, its WARN line (connections_down=0) comes at the window's end,
+// then the INFO line, which counts each connection lost once, and no
+// quiet window starts. Before, every later loss of the outage was at debug
+// only, for as long as it stayed open.
+func TestFailureGroupLossLongAfterTheOutagesLineIsNews(t *testing.T) {
+	const refused = "dial tcp 127.0.0.1:61614: connect: connection refused"
+	g, lines, windows := testGroup(5)
+	for i := range 5 {
+		g.Connected(fmt.Sprintf("c-%d", i))
+	}
+	g.Lost("c-0", "EOF")
+	g.Lost("c-1", "EOF")
+	g.Failed("c-1", refused) // c-1's redials fail until the end
+	windows.end(0)           // the loss's: its WARN line
+	windows.end(1)           // c-1's connect failure's: its ERROR line
+	g.Connected("c-0")
+	g.Lost("c-2", "heart-beat missed") // within the quiet window: at debug
+	g.Connected("c-2")
+	windows.want(t, 3, "the loss's, c-1's connect failure's, the quiet window after the WARN line")
+	windows.end(2) // the quiet window is over
+	g.Lost("c-3", "ERROR frame: node restarting")
+	g.Lost("c-0", "EOF")
+	windows.want(t, 4, "a new one for the loss after the quiet window")
+	windows.end(3)
+	windows.want(t, 5, "a new quiet window after the second WARN line")
+	g.Lost("c-4", "EOF") // within the new quiet window: at debug
+	windows.want(t, 5, "none for a loss within the quiet window")
+	for _, c := range []string{"c-0", "c-3", "c-4"} {
+		g.Connected(c)
+	}
+	windows.end(4) // the second quiet window is over
+	g.Lost("c-2", "EOF")
+	g.Connected("c-2")
+	g.Connected("c-1")
+	if n := countPrefix(lines(), "INFO source connections reconnected"); n != 0 {
+		t.Errorf("%d lines that the outage is over before its window's WARN line, want 0", n)
+	}
+	windows.end(5)
+	windows.want(t, 6, "no quiet window after the outage is over")
+	want := []string{
+		"WARN source connections lost; reconnecting connections_lost=2 connections=5 first=c-0 err=EOF",
+		"ERROR source connect failed; retrying with backoff connections_failing=1 connections=5 first=c-1 err=" + refused,
+		"WARN source connections lost; reconnecting connections_lost=3 connections_down=3 connections=5 first=c-2 err=heart-beat missed (1 connection); ERROR frame: node restarting (1 connection); EOF (1 connection)",
+		"INFO source connect failure over: every connection that met it is connected connections_failed=1 connections=5 err=" + refused,
+		"WARN source connections lost; reconnecting connections_lost=2 connections_down=0 connections=5 first=c-4 err=EOF",
+		"INFO source connections reconnected: every connection lost is connected again connections_lost=5 connections=5",
+	}
+	checkLines(t, lines(), want)
+	if n := countPrefix(lines(), "DEBUG source connection lost; reconnecting conn="); n != 7 {
+		t.Errorf("%d losses at debug, want 7", n)
+	}
 }
