@@ -1,0 +1,106 @@
+package config
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+)
+
+// notWritableDirEnv names the directory a child of
+// TestStateDirsNotWritableAreNamed checks as the user nobody.
+const notWritableDirEnv = "IOT_MNS_BRIDGE_TEST_NOT_WRITABLE_DIR"
+
+// nobody is the uid and gid the check runs as when the test runs as root.
+const nobody = 65534
+
+// TestStateDirsNotWritableAreNamed: check names a state file's directory,
+// and the spool directory's nearest existing parent, that the bridge's user
+// cannot write (made by root for a service that runs as another user): run
+// refuses to start on them. Root may write anywhere, so as root the test
+// checks as the user nobody, in a child process, as the systemd unit's
+// DynamicUser would meet it.
+func TestStateDirsNotWritableAreNamed(t *testing.T) {
+	if dir := os.Getenv(notWritableDirEnv); dir != "" {
+		fmt.Println(strings.Join(notWritableStateDirs(dir), "\n"))
+		return
+	}
+	root := t.TempDir()
+	dir := filepath.Join(root, "state")
+	if err := os.Mkdir(dir, 0o555); err != nil {
+		t.Fatal(err)
+	}
+	os.Chmod(dir, 0o555) // whatever the umask
+	var got string
+	if os.Geteuid() != 0 {
+		got = strings.Join(notWritableStateDirs(dir), "\n")
+	} else {
+		got = checkAsNobody(t, root, dir)
+	}
+	for _, want := range []string{
+		"delivery.dead_letter.file: directory " + dir + " is not writable by this user: run refuses to start until it can create " + filepath.Join(dir, "dead-letter.jsonl"),
+		"delivery.dedup.file: directory " + dir + " is not writable by this user",
+		"spool.dir: " + dir + " is not writable by this user: run refuses to start until it can create " + filepath.Join(dir, "spool", "q"),
+	} {
+		if !strings.Contains(got, want) {
+			t.Errorf("the warnings lack %q:\n%s", want, got)
+		}
+	}
+}
+
+// notWritableStateDirs is what check warns of for state paths in dir.
+func notWritableStateDirs(dir string) []string {
+	cfg := Default()
+	cfg.Delivery.DeadLetter.File = filepath.Join(dir, "dead-letter.jsonl")
+	cfg.Delivery.Dedup.File = filepath.Join(dir, "dedup-window.log")
+	cfg.Spool.Dir = filepath.Join(dir, "spool", "q")
+	return cfg.MissingStateDirs()
+}
+
+// checkAsNobody runs this test's binary as the user nobody on dir (below
+// root, both made traversable) and returns what it printed.
+func checkAsNobody(t *testing.T, root, dir string) string {
+	t.Helper()
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The test binary lives in go's private build directory: a copy nobody
+	// may run, beside the directory it checks.
+	bin := filepath.Join(root, "config.test")
+	data, err := os.ReadFile(self)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(bin, data, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	// The test's own directories (t.TempDir's and its parent) are made
+	// traversable; one above them that is not cannot be changed here.
+	for i, p := 0, root; p != filepath.Dir(p); i, p = i+1, filepath.Dir(p) {
+		st, err := os.Stat(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.Mode().Perm()&0o001 != 0 {
+			continue
+		}
+		if i > 1 {
+			t.Fatalf("%s is not traversable by other users, so the check as nobody cannot reach %s: set TMPDIR to a directory that is (/tmp)", p, dir)
+		}
+		if err := os.Chmod(p, st.Mode().Perm()|0o011); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cmd := exec.Command(bin, "-test.run=^TestStateDirsNotWritableAreNamed$")
+	cmd.Env = append(os.Environ(), notWritableDirEnv+"="+dir)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: nobody, Gid: nobody}}
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("the check as nobody: %v\n%s", err, out)
+	}
+	return string(out)
+}
