@@ -27,11 +27,12 @@ func waitUntil(t *testing.T, what string, cond func() bool) {
 
 // groupDriver is a Driver of conns fake connections (backoff 1-2 ms) that
 // logs to lines, its FailureGroup's windows ending only when the test ends
-// them, running until the test closes it.
-func groupDriver(t *testing.T, conns int) (d *Driver, f *fakeDialer, lines func() []string, windows *manualWindows, errc chan error) {
+// them, running until the test closes it. Every dial fails with dialErr
+// from the first on, until the test changes f.err; nil: they connect.
+func groupDriver(t *testing.T, conns int, dialErr error) (d *Driver, f *fakeDialer, lines func() []string, windows *manualWindows, errc chan error) {
 	t.Helper()
 	log, lines := testLog()
-	f = &fakeDialer{dialed: make(chan *fakeLink, 2*conns)}
+	f = &fakeDialer{dialed: make(chan *fakeLink, 2*conns), err: dialErr}
 	d, err := New(Config{Protocol: "fake", ClientID: "gw", Connections: conns, MinBackoff: time.Millisecond,
 		MaxBackoff: 2 * time.Millisecond, Limiter: NewAttemptLimiter(1000, time.Minute), Logger: log}, f.dial)
 	if err != nil {
@@ -87,7 +88,7 @@ func countPrefix(lines []string, prefix string) int {
 // line (TestDriverLogsTheFirstConnectsOnce).
 func TestDriverLogsConnectionsLostTogetherOnce(t *testing.T) {
 	const conns = 8
-	d, f, lines, windows, errc := groupDriver(t, conns)
+	d, f, lines, windows, errc := groupDriver(t, conns, nil)
 	links := map[string]*fakeLink{}
 	for range conns {
 		l := next(t, f.dialed)
@@ -153,10 +154,9 @@ func TestDriverLogsConnectionsLostTogetherOnce(t *testing.T) {
 // Close logged "source connect failed; retrying with backoff
 // connections_failing=2".
 func TestDriverSaysNothingAfterItsSourceStopped(t *testing.T) {
-	d, f, lines, windows, errc := groupDriver(t, 2)
-	f.mu.Lock()
-	f.err = errors.New("dial tcp 127.0.0.1:61614: connect: connection refused")
-	f.mu.Unlock()
+	// Refused from the first dial: a refusal set after Run began could
+	// come after both connected, and no failure would ever be logged.
+	d, _, lines, windows, errc := groupDriver(t, 2, errors.New("dial tcp 127.0.0.1:61614: connect: connection refused"))
 	waitUntil(t, "the connect failures were not logged", func() bool {
 		all := lines()
 		return countPrefix(all, "DEBUG source connect failed conn=gw-0 ") > 0 && countPrefix(all, "DEBUG source connect failed conn=gw-1 ") > 0
@@ -181,7 +181,7 @@ func TestDriverSaysNothingAfterItsSourceStopped(t *testing.T) {
 // reconnect=false" lines (40 with source.connections: 40).
 func TestDriverLogsTheFirstConnectsOnce(t *testing.T) {
 	const conns = 8
-	d, f, lines, windows, errc := groupDriver(t, conns)
+	d, f, lines, windows, errc := groupDriver(t, conns, nil)
 	for range conns {
 		next(t, f.dialed)
 	}
