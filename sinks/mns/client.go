@@ -1008,11 +1008,8 @@ func (c *Client) publish(ctx context.Context, topic string, m bridge.Outgoing, l
 		return SendResult{}, err
 	}
 	tag := m.Tag
-	if n := utf8.RuneCountInString(tag); n > MaxTagLen {
-		return SendResult{}, &permanentError{fmt.Errorf("%s: message %s: tag %q has %d characters: %w", t, lab, tag, n, ErrTagTooLong)}
-	}
-	if _, _, err := bodyText([]byte(tag), true); err != nil {
-		return SendResult{}, &permanentError{fmt.Errorf("%s: message %s: tag %q: %w", t, lab, tag, err)}
+	if err := ValidTag(tag); err != nil {
+		return SendResult{}, &permanentError{fmt.Errorf("%s: message %s: tag %q is not a valid MNS message tag: %w", t, lab, tag, err)}
 	}
 	return c.sendSingle(ctx, t, "/topics/"+topic+"/messages", &m, tag, func(int) string { return lab })
 }

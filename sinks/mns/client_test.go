@@ -406,6 +406,29 @@ func TestBodyMD5Mismatch(t *testing.T) {
 	}
 }
 
+// TestPublishRefusesTheTagsValidTagRefuses: the client publishes no tag
+// that ValidTag, the rule the router applies to routes, refuses; it had
+// its own check (length, and XML text only), so a tag with a tab or DEL
+// went to MNS. Each is a permanent error and nothing is published.
+func TestPublishRefusesTheTagsValidTagRefuses(t *testing.T) {
+	f := newFixture(t, mnsemu.Config{}, nil)
+	for _, tag := range []string{strings.Repeat("t", 17), "pk\t1", "pk\x7f", "pk\uFFFE", "pk\xff"} {
+		if ValidTag(tag) == nil {
+			t.Fatalf("ValidTag(%q) = nil, want a reason", tag)
+		}
+		_, err := f.c.PublishMessage(context.Background(), "t1", []byte("x"), tag)
+		if err == nil || bridge.Retryable(err) || !strings.Contains(err.Error(), "is not a valid MNS message tag") {
+			t.Errorf("tag %q: err = %v, want a permanent error naming the tag rule", tag, err)
+		}
+	}
+	if _, err := f.c.PublishMessage(context.Background(), "t1", []byte("x"), strings.Repeat("t", 17)); !errors.Is(err, ErrTagTooLong) {
+		t.Errorf("a tag of 17 characters: %v, want ErrTagTooLong", err)
+	}
+	if p := f.emu.Published("t1"); len(p) != 0 {
+		t.Errorf("published %d messages with invalid tags: %+v", len(p), p)
+	}
+}
+
 func TestPublishMessage(t *testing.T) {
 	f := newFixture(t, mnsemu.Config{}, nil)
 	res, err := f.c.PublishMessage(context.Background(), "t1", []byte("status"), "pk1<&>")

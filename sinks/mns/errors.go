@@ -272,7 +272,8 @@ func (e *tooLargeError) DeadLetterClass() bridge.DeadLetterClass { return bridge
 // message is never sent.
 var ErrBodyNotXMLText = errors.New("message body is not text that XML 1.0 can carry")
 
-// ErrTagTooLong is wrapped by the error for a message tag over 16 characters.
+// ErrTagTooLong is the error (errors.Is) for a message tag over MaxTagLen
+// (16) characters: ValidTag's reason, and the client's error for such a tag.
 var ErrTagTooLong = errors.New("message tag over 16 characters")
 
 // ErrBodyMD5Mismatch is wrapped when MNS reports a MessageBodyMD5 that is

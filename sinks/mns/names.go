@@ -42,19 +42,36 @@ func ValidName(name string) error {
 }
 
 // ValidTag reports whether tag is a valid MNS message tag: valid UTF-8, at
-// most MaxTagLen characters, no control characters ("" is no tag). The
-// error is the reason only; callers name the field and quote the tag.
+// most MaxTagLen characters, no control characters and none that XML 1.0
+// cannot carry (the request writes the tag as XML text); "" is no tag. It
+// is the one tag rule: the router applies it to routes (NameRules) and the
+// client to every message it publishes. The error is the reason only
+// (callers name the field and quote the tag); a tag too long is
+// ErrTagTooLong (errors.Is).
 func ValidTag(tag string) error {
 	if !utf8.ValidString(tag) {
 		return errors.New("it is not valid UTF-8")
 	}
 	if n := utf8.RuneCountInString(tag); n > MaxTagLen {
-		return fmt.Errorf("it is %d characters long, the limit is %d", n, MaxTagLen)
+		return tagTooLong(n)
 	}
 	for _, c := range tag {
 		if unicode.IsControl(c) {
 			return fmt.Errorf("it must not contain control characters, has %q", c)
 		}
+		if !isXMLChar(c) {
+			return fmt.Errorf("it has %q, which XML 1.0 cannot carry", c)
+		}
 	}
 	return nil
 }
+
+// tagTooLong is ValidTag's reason for a tag of that many characters, over
+// MaxTagLen; it is ErrTagTooLong.
+type tagTooLong int
+
+func (n tagTooLong) Error() string {
+	return fmt.Sprintf("it is %d characters long, the limit is %d", int(n), MaxTagLen)
+}
+
+func (tagTooLong) Is(target error) bool { return target == ErrTagTooLong }
