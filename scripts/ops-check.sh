@@ -70,7 +70,10 @@
 # Environment: VERSION (stamped, default v0.0.0-opscheck), OPS_CHECK_HTTP_PORT
 # (the bridge's HTTP port; default: a free one), OPS_CHECK_KEEP=1 (keep the
 # work directory). NOTIFY_SOCKET and WATCHDOG_USEC, when set, reach only the
-# bridge (internal/opscheck checks the sd_notify messages that way).
+# bridge (internal/opscheck checks the sd_notify messages that way);
+# OPS_CHECK_NOTIFY_LOG, a file where the test appends what arrives on that
+# socket, makes the run step wait for the status line saying connected
+# before it reloads.
 #
 # Everything listens on 127.0.0.1, every wait is bounded, and only the
 # processes this script started are stopped, by PID.
@@ -291,6 +294,11 @@ EOF
 	waitfor 30 "the forwarded counter to move past $f0" moved "$f0"
 	f1=$(forwarded)
 	note "forwarded $f0 -> $f1 in $(awk -v a="$ts" -v b="$(date +%s.%N)" 'BEGIN {printf "%.2f", b - a}')s"
+
+	if [ -n "${OPS_CHECK_NOTIFY_LOG:-}" ]; then # the test's sd_notify socket: see internal/opscheck
+		status_connected() { grep -q '^STATUS=connected ' "$OPS_CHECK_NOTIFY_LOG"; }
+		waitfor 30 "the sd_notify status line to say connected" status_connected
+	fi
 
 	kill -HUP "$br"
 	waitfor 30 "the reload to be logged" grep -q 'config reloaded' "$work/logs/bridge.log"

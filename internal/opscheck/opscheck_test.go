@@ -428,8 +428,11 @@ func TestOpsCheck(t *testing.T) {
 	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGTERM) }
 	cmd.WaitDelay = 30 * time.Second
 	// WATCHDOG_USEC=20000: the bridge pings every 10ms while healthy, so any
-	// run that gets to /readyz has pinged.
-	cmd.Env = append(os.Environ(), "NOTIFY_SOCKET="+notify.Addr(), "WATCHDOG_USEC=20000")
+	// run that gets to /readyz has pinged. OPS_CHECK_NOTIFY_LOG: the run step
+	// waits there for the status line saying connected before it reloads
+	// (the line is sent within statusEvery of the change: a run of the step
+	// shorter than that ended before it came).
+	cmd.Env = append(os.Environ(), "NOTIFY_SOCKET="+notify.Addr(), "WATCHDOG_USEC=20000", "OPS_CHECK_NOTIFY_LOG="+notify.Log(t))
 	out, err := cmd.CombinedOutput()
 	msgs := notify.Stop()
 	t.Logf("scripts/ops-check.sh:\n%s", out)

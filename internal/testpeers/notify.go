@@ -17,6 +17,7 @@ type NotifyListener struct {
 	done chan struct{}
 	mu   sync.Mutex
 	msgs []string
+	log  *os.File // Log's file; nil when none
 }
 
 // ListenNotify listens on a new unixgram socket; Addr is the value for
@@ -44,10 +45,33 @@ func ListenNotify(t testing.TB) *NotifyListener {
 			}
 			l.mu.Lock()
 			l.msgs = append(l.msgs, string(buf[:n]))
+			if l.log != nil {
+				l.log.Write(append(buf[:n:n], '\n'))
+			}
 			l.mu.Unlock()
 		}
 	}()
 	return l
+}
+
+// Log appends every datagram from now on to a new file, each followed by a
+// newline, and returns its path: a script that the test runs can wait on
+// what the bridge told systemd (grep '^STATUS=connected ' FILE). The file
+// is removed when the test ends.
+func (l *NotifyListener) Log(t testing.TB) string {
+	t.Helper()
+	f, err := os.CreateTemp(t.TempDir(), "notify-*.log")
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.mu.Lock()
+	l.log = f
+	l.mu.Unlock()
+	t.Cleanup(func() {
+		l.Stop()
+		f.Close()
+	})
+	return f.Name()
 }
 
 // Addr is the socket's path, for $NOTIFY_SOCKET.
