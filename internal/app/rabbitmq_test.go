@@ -122,12 +122,14 @@ func TestRabbitMQSTOMPBridgeResumesAfterBrokerRestart(t *testing.T) {
 func TestRabbitMQAMQPBridgeKill9AndBrokerRestart(t *testing.T) {
 	b := testbroker.RabbitMQ(t)
 	p := startPeers(t, mnsemu.Config{Queues: []string{"telemetry-pka"}, Faults: mnsemu.Faults{Latency: 2 * time.Millisecond}}, iotsim.Config{})
-	queue := "/queue/" + b.Unique(t)
+	// A durable queue: the broker restarts with messages still waiting in
+	// it, and a transient queue would lose them (CI runs 5 of 2026-12-03: the
+	// third bridge had not attached when the broker stopped).
+	pub, queue := b.NewDurableAMQPQueue(t)
 	rc := rabbitConfig(t, b, p, "amqp", b.AMQPSAddr)
 	rc.Source.AMQP.Address, rc.Source.AMQP.Credit = queue, 64
 	rc.Source.ReconnectMinBackoff, rc.Source.ReconnectMaxBackoff = 200*time.Millisecond, 2*time.Second
 	path := writeRabbitConfig(t, p, rc)
-	pub := b.NewAMQPPublisher(t, queue)
 	const n = 3000
 	ctx := context.Background()
 	for i := 0; i < n; i++ {

@@ -59,13 +59,36 @@ type AMQPPublisher struct {
 // "/exchange/amq.topic/a.b" or "/queue/q". It is closed when the test ends.
 func (b *Broker) NewAMQPPublisher(t testing.TB, address string) *AMQPPublisher {
 	t.Helper()
+	return b.newAMQPPublisher(t, address, nil)
+}
+
+// NewDurableAMQPQueue declares a durable queue of a new name and returns a
+// publisher to it and the address a receiver attaches to it with,
+// "/amq/queue/NAME". RabbitMQ 3.10 declares the queue of a "/queue/NAME"
+// link as durable as the link's terminus: a sender's or receiver's of
+// go-amqp's and the bridge's default durability (none) makes it transient,
+// and a restart drops it with every message waiting in it, durable or not
+// (TestDurableQueueKeepsItsMessagesAcrossRestart). The publisher's sender
+// here attaches with configuration durability; a receiver attaching with
+// "/queue/NAME" would redeclare it transient and be refused
+// (PRECONDITION_FAILED), while "/amq/queue/NAME" uses it as it is. For
+// tests that restart the broker with messages waiting.
+func (b *Broker) NewDurableAMQPQueue(t testing.TB) (pub *AMQPPublisher, receiverAddress string) {
+	t.Helper()
+	name := "durable-" + b.Unique(t)
+	return b.newAMQPPublisher(t, "/queue/"+name, &amqp.SenderOptions{TargetDurability: amqp.DurabilityConfiguration}), "/amq/queue/" + name
+}
+
+// newAMQPPublisher is NewAMQPPublisher with the sender's options.
+func (b *Broker) newAMQPPublisher(t testing.TB, address string, opts *amqp.SenderOptions) *AMQPPublisher {
+	t.Helper()
 	conn, sess, err := b.DialAMQP(t, b.PublisherUser, b.PublisherPassword)
 	if err != nil {
 		t.Fatalf("testbroker: AMQP publisher: %v", err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	sender, err := sess.NewSender(ctx, address, nil)
+	sender, err := sess.NewSender(ctx, address, opts)
 	if err != nil {
 		t.Fatalf("testbroker: AMQP publisher: attach sender to %q: %v", address, err)
 	}

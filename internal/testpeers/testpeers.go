@@ -20,6 +20,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -174,8 +175,26 @@ func StartChild(t testing.TB, env string, args ...string) *Child {
 			cmd.Process.Kill()
 			cmd.Wait()
 		}
+		if t.Failed() {
+			t.Logf("the child %v wrote (the last %d KiB at most):\n%s", args, maxChildLog>>10, lastBytes(out.String(), maxChildLog))
+		}
 	})
 	return &Child{Cmd: cmd, Out: out}
+}
+
+// maxChildLog bounds what a failed test shows of a child's output.
+const maxChildLog = 64 << 10
+
+// lastBytes is the end of s, at most n bytes, from a line's start.
+func lastBytes(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	s = s[len(s)-n:]
+	if i := strings.IndexByte(s, '\n'); i >= 0 {
+		s = s[i+1:]
+	}
+	return s
 }
 
 // Kill9 sends SIGKILL and waits for the child to end.
