@@ -28,7 +28,7 @@ func TestStateDirsNotWritableAreNamed(t *testing.T) {
 		fmt.Println(strings.Join(notWritableStateDirs(dir), "\n"))
 		return
 	}
-	root := t.TempDir()
+	root := traversableTempDir(t)
 	dir := filepath.Join(root, "state")
 	if err := os.Mkdir(dir, 0o555); err != nil {
 		t.Fatal(err)
@@ -60,8 +60,33 @@ func notWritableStateDirs(dir string) []string {
 	return cfg.MissingStateDirs()
 }
 
+// traversableTempDir is a new directory in os.TempDir() that every user may
+// enter (t.TempDir's are 0700), removed when the test ends. It fails the
+// test when os.TempDir() or a directory above it is not enterable by every
+// user.
+func traversableTempDir(t *testing.T) string {
+	t.Helper()
+	for p := os.TempDir(); ; p = filepath.Dir(p) {
+		if st, err := os.Stat(p); err != nil || st.Mode().Perm()&0o001 == 0 {
+			t.Fatalf("%s is not enterable by other users, so a check as nobody cannot reach a directory in %s: set TMPDIR to one that is (/tmp)", p, os.TempDir())
+		}
+		if p == filepath.Dir(p) {
+			break
+		}
+	}
+	root, err := os.MkdirTemp("", "writable-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(root) })
+	if err := os.Chmod(root, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return root
+}
+
 // checkAsNobody runs this test's binary as the user nobody on dir (below
-// root, both made traversable) and returns what it printed.
+// root, which every user may enter) and returns what it printed.
 func checkAsNobody(t *testing.T, root, dir string) string {
 	t.Helper()
 	self, err := os.Executable()
@@ -77,23 +102,6 @@ func checkAsNobody(t *testing.T, root, dir string) string {
 	}
 	if err := os.WriteFile(bin, data, 0o755); err != nil {
 		t.Fatal(err)
-	}
-	// The test's own directories (t.TempDir's and its parent) are made
-	// traversable; one above them that is not cannot be changed here.
-	for i, p := 0, root; p != filepath.Dir(p); i, p = i+1, filepath.Dir(p) {
-		st, err := os.Stat(p)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if st.Mode().Perm()&0o001 != 0 {
-			continue
-		}
-		if i > 1 {
-			t.Fatalf("%s is not traversable by other users, so the check as nobody cannot reach %s: set TMPDIR to a directory that is (/tmp)", p, dir)
-		}
-		if err := os.Chmod(p, st.Mode().Perm()|0o011); err != nil {
-			t.Fatal(err)
-		}
 	}
 	cmd := exec.Command(bin, "-test.run=^TestStateDirsNotWritableAreNamed$")
 	cmd.Env = append(os.Environ(), notWritableDirEnv+"="+dir)

@@ -113,8 +113,7 @@ type loss struct {
 	down    int             // connections of it not connected again yet
 	warned  int             // the connections its lines counted
 	pending bool            // a window of it runs: its line comes at its end
-	quiet   bool            // the quiet window after its latest line runs
-	quietN  int             // that window's number
+	quiet   int             // the number of the quiet window after its latest line; it runs while g.windows holds it (-1: none yet)
 }
 
 // causes are why some connections are down: the shape of each
@@ -290,13 +289,13 @@ func (g *FailureGroup) Lost(conn, msg string) {
 		delete(g.up, conn)
 		l := g.open
 		if l == nil {
-			l = &loss{conns: map[string]bool{}, since: causes{conns: map[string]string{}}}
+			l = &loss{conns: map[string]bool{}, since: causes{conns: map[string]string{}}, quiet: -1}
 			g.open = l
 		}
 		if len(l.since.conns) == 0 {
 			l.first = conn
 		}
-		if !l.pending && !l.quiet {
+		if _, quiet := g.windows[l.quiet]; !l.pending && !quiet {
 			// The outage's first loss, or one after its quiet window.
 			l.pending = true
 			g.startWindow(FailureGroupWindow, func() { g.announceLoss(l) })
@@ -329,8 +328,7 @@ func (g *FailureGroup) announceLoss(l *loss) {
 		g.lossOver(l)
 		return
 	}
-	l.quiet = true
-	l.quietN = g.startWindow(OutageQuietWindow, func() { l.quiet = false })
+	l.quiet = g.startWindow(OutageQuietWindow, func() {}) // its end is all it marks
 }
 
 // add records that conn is down for msg, of shape; a connection's latest
@@ -396,10 +394,7 @@ func (g *FailureGroup) lossOver(l *loss) {
 	if g.open == l {
 		g.open = nil
 	}
-	if l.quiet {
-		l.quiet = false
-		g.stopWindow(l.quietN)
-	}
+	g.stopWindow(l.quiet)
 	args := []any{"connections_lost", len(l.conns), "connections", g.total}
 	if later := len(l.conns) - l.warned; later > 0 {
 		args = append(args, "connections_lost_after_warn", later)

@@ -37,6 +37,13 @@ func ListenNotify(t testing.TB) *NotifyListener {
 	t.Cleanup(func() { l.Stop() })
 	go func() {
 		defer close(l.done)
+		defer func() { // no datagram comes any more: Log's file is done
+			l.mu.Lock()
+			if l.log != nil {
+				l.log.Close()
+			}
+			l.mu.Unlock()
+		}()
 		buf := make([]byte, 4096)
 		for {
 			n, _, err := conn.ReadFromUnix(buf)
@@ -57,7 +64,7 @@ func ListenNotify(t testing.TB) *NotifyListener {
 // Log appends every datagram from now on to a new file, each followed by a
 // newline, and returns its path: a script that the test runs can wait on
 // what the bridge told systemd (grep '^STATUS=connected ' FILE). The file
-// is removed when the test ends.
+// is closed when the listener stops and removed when the test ends.
 func (l *NotifyListener) Log(t testing.TB) string {
 	t.Helper()
 	f, err := os.CreateTemp(t.TempDir(), "notify-*.log")
@@ -67,10 +74,6 @@ func (l *NotifyListener) Log(t testing.TB) string {
 	l.mu.Lock()
 	l.log = f
 	l.mu.Unlock()
-	t.Cleanup(func() {
-		l.Stop()
-		f.Close()
-	})
 	return f.Name()
 }
 
