@@ -2,7 +2,6 @@ package bridge
 
 import (
 	"fmt"
-	"strings"
 	"testing"
 )
 
@@ -60,15 +59,4 @@ func TestRouterGroupIDAndProperties(t *testing.T) {
 		t.Errorf("default: %+v", rt)
 	}
 
-	_, err = NewRouter([]RouteSpec{
-		{Match: "/{pk}/#", Queue: "q", MessageGroupID: "{nope}"},
-		{Match: "/{pk}/#", Queue: "q", Properties: []RouteProperty{{Name: "a..b", Value: "x"}, {Name: "ok", Value: "{dn}"}}},
-		{Match: "/{pk}/#", Queue: "q", Properties: []RouteProperty{{Name: "a", Value: "1"}, {Name: "a", Value: "2"}}},
-	}, DefaultRouteSpec{Queue: "d", Properties: []RouteProperty{{Name: "x y", Value: "1"}}}, NameRules{})
-	for _, want := range []string{"routes[0].message_group_id:", "{nope}", `routes[1].properties: property name "a..b"`, "routes[1].properties.ok:", "{dn}",
-		`routes[2].properties: "a" is set twice`, `default_route.properties: property name "x y"`} {
-		if err == nil || !strings.Contains(err.Error(), want) {
-			t.Errorf("error %v does not say %q", err, want)
-		}
-	}
 }

@@ -95,13 +95,15 @@ type Route struct {
 	Rule int
 }
 
-// NameRules are the sink's rules for destination names and message tags
-// (the MNS sink's are mns.NameRules). Each returns the reason a name or tag
-// is invalid, without quoting it ("it must start with a letter or digit");
+// NameRules are the sink's rules for destination names, message tags and
+// property names (the MNS sink's are mns.NameRules). Name and Tag return the
+// reason a name or tag is invalid, without quoting it ("it must start with a
+// letter or digit"); Property returns the whole error, naming the property.
 // nil accepts everything.
 type NameRules struct {
-	Name func(name string) error // a queue or topic name
-	Tag  func(tag string) error  // a message tag ("" is no tag)
+	Name     func(name string) error // a queue or topic name
+	Tag      func(tag string) error  // a message tag ("" is no tag)
+	Property func(name string) error // a message property's name
 }
 
 func (n NameRules) name(s string) error {
@@ -116,6 +118,13 @@ func (n NameRules) tag(s string) error {
 		return nil
 	}
 	return n.Tag(s)
+}
+
+func (n NameRules) property(s string) error {
+	if n.Property == nil {
+		return nil
+	}
+	return n.Property(s)
 }
 
 // RouteError is one problem with a route's config: Path is its config
@@ -394,14 +403,14 @@ type propTmpl struct {
 	val  tmpl
 }
 
-// compileProps parses a route's properties; path is "routes[i]" or
-// "default_route".
-func compileProps(path string, props []RouteProperty, scope templateScope) ([]propTmpl, []error) {
+// compileProps parses a route's properties, their names checked by the
+// sink's rule (names.Property); path is "routes[i]" or "default_route".
+func compileProps(path string, props []RouteProperty, scope templateScope, names NameRules) ([]propTmpl, []error) {
 	var out []propTmpl
 	var errs []error
 	seen := map[string]bool{}
 	for _, p := range props {
-		if err := CheckPropertyName(p.Name); err != nil {
+		if err := names.property(p.Name); err != nil {
 			errs = append(errs, routeErr(path+".properties", err))
 			continue
 		}
@@ -418,31 +427,6 @@ func compileProps(path string, props []RouteProperty, scope templateScope) ([]pr
 		out = append(out, propTmpl{name: p.Name, val: t})
 	}
 	return out, errs
-}
-
-// MaxPropertyNameLen is the longest MNS property name.
-const MaxPropertyNameLen = 256
-
-// CheckPropertyName applies the MNS rules for property names: 1 to 256
-// characters of A-Z a-z 0-9 _ . -, not starting or ending with '.', no "..".
-func CheckPropertyName(n string) error {
-	switch {
-	case n == "":
-		return errors.New("property name is empty")
-	case len(n) > MaxPropertyNameLen:
-		return fmt.Errorf("property name %.20q... is %d characters; MNS allows at most %d", n, len(n), MaxPropertyNameLen)
-	case n[0] == '.' || n[len(n)-1] == '.':
-		return fmt.Errorf("property name %q starts or ends with '.'", n)
-	case strings.Contains(n, ".."):
-		return fmt.Errorf("property name %q contains \"..\"", n)
-	}
-	for i := 0; i < len(n); i++ {
-		c := n[i]
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '.' || c == '-') {
-			return fmt.Errorf("property name %q has %q: MNS allows letters, digits, '_', '.' and '-'", n, c)
-		}
-	}
-	return nil
 }
 
 func (t *tmpl) render(caps *[maxCaptures]string) string {
@@ -521,7 +505,7 @@ func compileRule(i int, spec RouteSpec, names NameRules) (*rule, []error) {
 		errs = append(errs, routeErr(path+".message_group_id", err))
 	}
 	var perrs []error
-	ru.props, perrs = compileProps(path, spec.Properties, scope)
+	ru.props, perrs = compileProps(path, spec.Properties, scope, names)
 	errs = append(errs, perrs...)
 	if len(errs) > 0 {
 		return nil, errs
@@ -766,7 +750,7 @@ func compileDefault(def DefaultRouteSpec, names NameRules) (Route, []error) {
 			route.Tag = t.text
 		}
 	}
-	props, perrs := compileProps("default_route", def.Properties, templateScope{})
+	props, perrs := compileProps("default_route", def.Properties, templateScope{}, names)
 	errs = append(errs, perrs...)
 	if def.MessageGroupID != "" {
 		if _, err := parseTemplate(def.MessageGroupID, templateScope{}); err != nil {

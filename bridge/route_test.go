@@ -515,3 +515,20 @@ func TestHashMatchesEverything(t *testing.T) {
 		}
 	}
 }
+
+// TestRouterReportsBadRoutePropertiesAndGroupIDs: with the MNS sink's rules
+// the router names every bad route property and group id by its path, among
+// them the property names MNS refuses (mns.ValidPropertyName).
+func TestRouterReportsBadRoutePropertiesAndGroupIDs(t *testing.T) {
+	_, err := NewRouter([]RouteSpec{
+		{Match: "/{pk}/#", Queue: "q", MessageGroupID: "{nope}"},
+		{Match: "/{pk}/#", Queue: "q", Properties: []RouteProperty{{Name: "a..b", Value: "x"}, {Name: "ok", Value: "{dn}"}}},
+		{Match: "/{pk}/#", Queue: "q", Properties: []RouteProperty{{Name: "a", Value: "1"}, {Name: "a", Value: "2"}}},
+	}, DefaultRouteSpec{Queue: "d", Properties: []RouteProperty{{Name: "x y", Value: "1"}}}, mns.NameRules)
+	for _, want := range []string{"routes[0].message_group_id:", "{nope}", `routes[1].properties: property name "a..b"`, "routes[1].properties.ok:", "{dn}",
+		`routes[2].properties: "a" is set twice`, `default_route.properties: property name "x y"`} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("error %v does not say %q", err, want)
+		}
+	}
+}

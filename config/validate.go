@@ -433,7 +433,7 @@ func (v *validator) mns() {
 		v.bad("mns.region", "%q is not a region id like cn-hangzhou: lower-case letters, digits and '-'", m.Region)
 	}
 	for _, n := range append([]string{bridge.PropTopic}, m.Properties.PlatformProperties...) {
-		if err := bridge.CheckPropertyName(m.Properties.Prefix + n); err != nil {
+		if err := mns.ValidPropertyName(m.Properties.Prefix + n); err != nil {
 			field := "mns.properties.platform_properties"
 			if n == bridge.PropTopic {
 				field = "mns.properties.prefix"

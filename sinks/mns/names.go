@@ -3,6 +3,7 @@ package mns
 import (
 	"errors"
 	"fmt"
+	"strings"
 	"unicode"
 	"unicode/utf8"
 
@@ -12,10 +13,11 @@ import (
 // MaxNameLen is the longest MNS queue or topic name.
 const MaxNameLen = 120
 
-// NameRules are the MNS rules for queue and topic names and message tags,
-// as the router applies them to route templates and rendered routes. They
-// live here only: the router and the config validation take them from here.
-var NameRules = bridge.NameRules{Name: ValidName, Tag: ValidTag}
+// NameRules are the MNS rules for queue and topic names, message tags and
+// property names, as the router applies them to route templates and rendered
+// routes. They live here only: the router, the config validation and the
+// client take them from here.
+var NameRules = bridge.NameRules{Name: ValidName, Tag: ValidTag, Property: ValidPropertyName}
 
 // ValidName reports whether name is a valid MNS queue or topic name: 1 to
 // 120 characters, ASCII letters, digits and '-', starting with a letter or a
@@ -75,3 +77,32 @@ func (n tagTooLong) Error() string {
 }
 
 func (tagTooLong) Is(target error) bool { return target == ErrTagTooLong }
+
+// MaxPropertyNameLen is the longest MNS property name.
+const MaxPropertyNameLen = 256
+
+// ValidPropertyName reports whether n is a valid MNS message property name: 1
+// to 256 characters of A-Z a-z 0-9 _ . -, not starting or ending with '.',
+// no "..". It is the one property-name rule: the router applies it to route
+// properties (NameRules), the config to the platform properties' names and
+// the client to every message it sends. Unlike ValidName's, its error names
+// the property ("property name \"a..b\" contains \"..\"").
+func ValidPropertyName(n string) error {
+	switch {
+	case n == "":
+		return errors.New("property name is empty")
+	case len(n) > MaxPropertyNameLen:
+		return fmt.Errorf("property name %.20q... is %d characters; MNS allows at most %d", n, len(n), MaxPropertyNameLen)
+	case n[0] == '.' || n[len(n)-1] == '.':
+		return fmt.Errorf("property name %q starts or ends with '.'", n)
+	case strings.Contains(n, ".."):
+		return fmt.Errorf("property name %q contains \"..\"", n)
+	}
+	for i := 0; i < len(n); i++ {
+		c := n[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '.' || c == '-') {
+			return fmt.Errorf("property name %q has %q: MNS allows letters, digits, '_', '.' and '-'", n, c)
+		}
+	}
+	return nil
+}

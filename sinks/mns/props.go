@@ -45,7 +45,7 @@ func checkProps(m *bridge.Outgoing) (size, xmlLen int, err error) {
 		return 0, 0, fmt.Errorf("%d user properties, MNS allows at most %d: %w", len(m.Properties), MaxProperties, ErrPropertyInvalid)
 	}
 	for i, p := range m.Properties {
-		if err := bridge.CheckPropertyName(p.Name); err != nil {
+		if err := ValidPropertyName(p.Name); err != nil {
 			return 0, 0, fmt.Errorf("%v: %w", err, ErrPropertyInvalid)
 		}
 		for _, q := range m.Properties[:i] { // at most 50: a scan beats a map
