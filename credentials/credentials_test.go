@@ -839,9 +839,7 @@ func TestCacheRefusedRefreshesAnSTSTripleEarly(t *testing.T) {
 // (before: "credentials refreshed" for the same triple at each refusal, and
 // only "is the clock behind?").
 func TestCacheRefusedTripleGivenAgainIsCalledStale(t *testing.T) {
-	clk := testclock.New(time.Now())
-	p := &sameTriple{exp: clk.Now().Add(time.Hour)}
-	cache, logs := sameTripleCache(t, p, clk)
+	cache, p, clk, logs := sameTripleCache(t, time.Hour)
 	// Refused starts a refetch only when none runs and 5 s have passed:
 	// it is repeated until the provider is called again, which also means
 	// the refetch before has ended (and logged what it logs).
@@ -894,10 +892,8 @@ func TestExpiredTripleErrorStaysTheSame(t *testing.T) {
 // re-reads that close in on the expiry (before: 12 such lines in the last
 // 5 s of a 5 s triple, walked), but once as not renewed.
 func TestCacheTripleNotRenewedIsNotCalledRefreshed(t *testing.T) {
-	clk := testclock.New(time.Now())
-	exp := clk.Now().Add(10 * time.Minute)
-	p := &sameTriple{exp: exp}
-	cache, logs := sameTripleCache(t, p, clk)
+	cache, p, clk, logs := sameTripleCache(t, 10*time.Minute)
+	exp := p.exp
 	// Each due refresh: 180 s before the expiry, then at half the rest. Each
 	// fetch is waited for until the cache has stored its answer (its next
 	// refresh is after the clock): the clock moves on only then, or the
@@ -927,10 +923,8 @@ func TestCacheTripleNotRenewedIsNotCalledRefreshed(t *testing.T) {
 // down to nanoseconds before the expiry (38 asks in the last 180 s, 33 of
 // them in its last 10 s). The log says once when they expire.
 func TestCacheUnrenewedTripleIsNotAskedEverMoreOften(t *testing.T) {
-	clk := testclock.New(time.Now())
-	exp := clk.Now().Add(10 * time.Minute)
-	p := &sameTriple{exp: exp}
-	cache, logs := sameTripleCache(t, p, clk)
+	cache, p, clk, logs := sameTripleCache(t, 10*time.Minute)
+	exp := p.exp
 	asks := askBeforeExpiry(t, cache, clk, exp)
 	for i := 1; i < len(asks); i++ {
 		if gap := asks[i].Sub(asks[i-1]); gap < credentials.UnrenewedAskEvery {
@@ -953,10 +947,8 @@ func TestCacheUnrenewedTripleIsNotAskedEverMoreOften(t *testing.T) {
 // refreshed: <nil>" (walked: a credentials_file not rotated for 10
 // minutes, in the MNS send and destination-check lines of the log).
 func TestCacheUnrenewedTripleSaysWhyAtItsExpiry(t *testing.T) {
-	clk := testclock.New(time.Now())
-	exp := clk.Now().Add(10 * time.Minute)
-	p := &sameTriple{exp: exp}
-	cache, _ := sameTripleCache(t, p, clk)
+	cache, p, clk, _ := sameTripleCache(t, 10*time.Minute)
+	exp := p.exp
 	askBeforeExpiry(t, cache, clk, exp)
 	clk.Add(exp.Sub(clk.Now()))
 	_, err := cache.Get(context.Background())
@@ -987,17 +979,21 @@ func askBeforeExpiry(t *testing.T, cache *credentials.Cache, clk *testclock.Cloc
 	return asks
 }
 
-// sameTripleCache is a Cache over p on clk that has fetched once, and its
-// log so far; it is closed when the test ends.
-func sameTripleCache(t *testing.T, p *sameTriple, clk *testclock.Clock) (*credentials.Cache, func() string) {
+// sameTripleCache is a Cache on a new test clock over a sameTriple whose
+// triple expires life after the clock's start (p.exp); the cache has
+// fetched once, and is closed when the test ends. It returns the cache, its
+// provider, the clock and the cache's log so far.
+func sameTripleCache(t *testing.T, life time.Duration) (*credentials.Cache, *sameTriple, *testclock.Clock, func() string) {
 	t.Helper()
+	clk := testclock.New(time.Now())
+	p := &sameTriple{exp: clk.Now().Add(life)}
 	logger, logs := bufferedLogger()
 	cache := credentials.NewCache(p, credentials.CacheOptions{Now: clk.Now, Logger: logger})
 	t.Cleanup(cache.Close)
 	if _, err := cache.Get(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	return cache, logs
+	return cache, p, clk, logs
 }
 
 // sameTriple gives the same expiring STS triple at every fetch.
