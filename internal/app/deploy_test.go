@@ -17,9 +17,7 @@ import (
 // running bridge (with a spool and some traffic, so every series exists).
 // promtool checks their syntax and the alerts' behaviour (scripts/ops-check.sh).
 func TestDeployFilesUseExportedMetrics(t *testing.T) {
-	p := startPeers(t, mnsemu.Config{}, iotsim.Config{})
-	p.emu.CreateQueue("unrouted")
-	p.emu.CreateQueue("telemetry-pk1")
+	p := startPeers(t, mnsemu.Config{Queues: []string{"unrouted", "telemetry-pk1"}}, iotsim.Config{})
 	c := p.config()
 	c.Spool.Dir = t.TempDir()
 	b, base := p.runReady(t, c)

@@ -22,8 +22,7 @@ import (
 // and reads it with `iot-mns-bridge status` as table and as JSON; then the
 // source goes down and status says so.
 func TestStatusCommandAgainstARunningBridge(t *testing.T) {
-	p := startPeers(t, mnsemu.Config{}, iotsim.Config{})
-	p.emu.CreateQueue("unrouted")
+	p := startPeers(t, mnsemu.Config{Queues: []string{"unrouted"}}, iotsim.Config{})
 	c := p.config()
 	c.Spool.Dir = t.TempDir()
 	b, base := p.runReady(t, c)
@@ -300,8 +299,7 @@ func TestStatusCountsJoinedCopies(t *testing.T) {
 // own row counts its requests and says it fails, then that it is ok again
 // once the queue exists.
 func TestStatusShowsTheDeadLetterQueue(t *testing.T) {
-	p := startPeers(t, mnsemu.Config{}, iotsim.Config{})
-	p.emu.CreateQueue("unrouted")
+	p := startPeers(t, mnsemu.Config{Queues: []string{"unrouted"}}, iotsim.Config{})
 	c := p.config()
 	c.Delivery.DeadLetter.File = filepath.Join(t.TempDir(), "dead.jsonl")
 	c.Delivery.DeadLetter.Queue = "dlq"

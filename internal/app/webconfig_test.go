@@ -23,8 +23,7 @@ import (
 // with them, over TLS only; the probes stay open; status needs the
 // credentials too.
 func TestWebConfigProtectsMetrics(t *testing.T) {
-	p := startPeers(t, mnsemu.Config{}, iotsim.Config{})
-	p.emu.CreateQueue("unrouted")
+	p := startPeers(t, mnsemu.Config{Queues: []string{"unrouted"}}, iotsim.Config{})
 	dir := t.TempDir()
 	bundle := testpeers.TLSFiles(t, dir)
 	hash, err := bcrypt.GenerateFromPassword([]byte("scrape-pass"), bcrypt.MinCost)
