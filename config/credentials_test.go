@@ -1,17 +1,17 @@
 package config
 
 import (
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/iot-mns-bridge/iot-mns-bridge/internal/testfile"
 )
 
 // The provider a credentials block selects, and the checks of each choice.
 func TestCredentialsProviderChoice(t *testing.T) {
 	dir := t.TempDir()
-	idFile := filepath.Join(dir, "id")
-	os.WriteFile(idFile, []byte("LTAIfromfile\n"), 0o600)
+	idFile := testfile.Write(t, dir, "id", "LTAIfromfile\n")
 	for _, tc := range []struct {
 		name     string
 		cr       Credentials

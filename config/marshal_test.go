@@ -1,8 +1,6 @@
 package config_test
 
 import (
-	"os"
-	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
@@ -11,6 +9,7 @@ import (
 	"github.com/iot-mns-bridge/iot-mns-bridge/config"
 	"github.com/iot-mns-bridge/iot-mns-bridge/config/configtest"
 	"github.com/iot-mns-bridge/iot-mns-bridge/internal/certgen"
+	"github.com/iot-mns-bridge/iot-mns-bridge/internal/testfile"
 )
 
 // TestMarshalRoundTrip: a Config built in code and written by Marshal loads
@@ -18,12 +17,11 @@ import (
 // defaults.
 func TestMarshalRoundTrip(t *testing.T) {
 	dir := t.TempDir()
-	ca := filepath.Join(dir, "ca.pem")
 	bundle, err := certgen.New("localhost") // the loader checks the CA file holds a certificate
 	if err != nil {
 		t.Fatal(err)
 	}
-	os.WriteFile(ca, bundle.CAPEM, 0o600)
+	ca := testfile.Write(t, dir, "ca.pem", string(bundle.CAPEM))
 	c := configtest.New()
 	c.Source.Endpoint = "127.0.0.1:61614"
 	c.Source.ClientID = "rt"

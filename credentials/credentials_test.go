@@ -20,6 +20,7 @@ import (
 	"github.com/iot-mns-bridge/iot-mns-bridge/credentials"
 	"github.com/iot-mns-bridge/iot-mns-bridge/credentials/credtest"
 	"github.com/iot-mns-bridge/iot-mns-bridge/internal/testclock"
+	"github.com/iot-mns-bridge/iot-mns-bridge/internal/testfile"
 	"github.com/iot-mns-bridge/iot-mns-bridge/internal/waitfor"
 )
 
@@ -747,9 +748,7 @@ func TestChainWithUnreadFileProvidersIsFetchedOnce(t *testing.T) {
 // BenchmarkCacheGet is the cost a signer pays per request for a valid
 // cached triple (static keys from files: one stat per file per Get).
 func BenchmarkCacheGet(b *testing.B) {
-	dir := b.TempDir()
-	sec := filepath.Join(dir, "secret")
-	os.WriteFile(sec, []byte("s"), 0o600)
+	sec := testfile.Write(b, b.TempDir(), "secret", "s")
 	for _, tc := range []struct {
 		name string
 		p    credentials.Provider

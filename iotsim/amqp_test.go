@@ -11,7 +11,6 @@ import (
 	"io"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -19,6 +18,7 @@ import (
 	"github.com/Azure/go-amqp"
 
 	"github.com/iot-mns-bridge/iot-mns-bridge/internal/amqp10"
+	"github.com/iot-mns-bridge/iot-mns-bridge/internal/testfile"
 	"github.com/iot-mns-bridge/iot-mns-bridge/iotauth"
 )
 
@@ -589,10 +589,7 @@ func TestAMQPQpidProtonReceivesAndSettles(t *testing.T) {
 		t.Skip(msg)
 	}
 	s := startAMQP(t, Config{})
-	ca := filepath.Join(t.TempDir(), "ca.pem")
-	if err := os.WriteFile(ca, s.CACertPEM(), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	ca := testfile.Write(t, t.TempDir(), "ca.pem", string(s.CACertPEM()))
 	cred, err := iotauth.Sign(params("proton"), time.Now())
 	if err != nil {
 		t.Fatal(err)

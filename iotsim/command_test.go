@@ -19,14 +19,12 @@ import (
 	"github.com/iot-mns-bridge/iot-mns-bridge/credentials"
 	"github.com/iot-mns-bridge/iot-mns-bridge/internal/keyring"
 	"github.com/iot-mns-bridge/iot-mns-bridge/internal/syncbuf"
+	"github.com/iot-mns-bridge/iot-mns-bridge/internal/testfile"
 	"github.com/iot-mns-bridge/iot-mns-bridge/iotauth"
 )
 
 func TestRunCommand(t *testing.T) {
-	secretPath := filepath.Join(t.TempDir(), "secret")
-	if err := os.WriteFile(secretPath, []byte("cmd-secret\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	secretPath := testfile.Write(t, t.TempDir(), "secret", "cmd-secret\n")
 	cmd := startCommand(t, "-listen", "127.0.0.1:0", "-amqp-listen", "127.0.0.1:0",
 		"-access-key-id", "LTAIcmd", "-access-key-secret-file", secretPath,
 		"-groups", "G1, G2", "-devices", "2", "-count", "12", "-rate", "0",

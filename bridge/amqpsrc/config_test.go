@@ -2,8 +2,6 @@ package amqpsrc
 
 import (
 	"errors"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -11,6 +9,7 @@ import (
 	"github.com/iot-mns-bridge/iot-mns-bridge/bridge/source"
 	"github.com/iot-mns-bridge/iot-mns-bridge/bridge/source/sourcetest"
 	"github.com/iot-mns-bridge/iot-mns-bridge/config"
+	"github.com/iot-mns-bridge/iot-mns-bridge/internal/testfile"
 	"github.com/iot-mns-bridge/iot-mns-bridge/iotauth"
 )
 
@@ -136,10 +135,7 @@ func TestNewRejects(t *testing.T) {
 }
 
 func TestNewCAFileNotPEM(t *testing.T) {
-	p := filepath.Join(t.TempDir(), "ca.pem")
-	if err := os.WriteFile(p, []byte("not a certificate"), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	p := testfile.Write(t, t.TempDir(), "ca.pem", "not a certificate")
 	_, err := New(filled(Config{Settings: source.Settings{Endpoint: "h:5671", Params: testParams, TLS: source.TLSOptions{CAFile: p}}}))
 	if err == nil || !strings.Contains(err.Error(), "source.tls.ca_file") {
 		t.Fatalf("New = %v, want an error naming source.tls.ca_file", err)

@@ -9,8 +9,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -19,6 +17,7 @@ import (
 	"github.com/iot-mns-bridge/iot-mns-bridge/bridge/source"
 	"github.com/iot-mns-bridge/iot-mns-bridge/bridge/source/sourcetest"
 	"github.com/iot-mns-bridge/iot-mns-bridge/internal/faultproxy"
+	"github.com/iot-mns-bridge/iot-mns-bridge/internal/testfile"
 	"github.com/iot-mns-bridge/iot-mns-bridge/internal/waitfor"
 	"github.com/iot-mns-bridge/iot-mns-bridge/iotauth"
 	"github.com/iot-mns-bridge/iot-mns-bridge/iotsim"
@@ -40,11 +39,7 @@ func startSim(t *testing.T, cfg iotsim.Config) (*iotsim.Server, string) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { s.Close() })
-	ca := filepath.Join(t.TempDir(), "ca.pem")
-	if err := os.WriteFile(ca, s.CACertPEM(), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return s, ca
+	return s, testfile.Write(t, t.TempDir(), "ca.pem", string(s.CACertPEM()))
 }
 
 func simConfig(endpoint, ca string, logs *syncBuffer) Config {

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/iot-mns-bridge/iot-mns-bridge/bridge"
+	"github.com/iot-mns-bridge/iot-mns-bridge/internal/testfile"
 )
 
 var t0 = time.Date(2024, 5, 6, 7, 8, 9, 123456789, time.UTC)
@@ -136,8 +137,7 @@ func TestOpenErrors(t *testing.T) {
 	if _, err := OpenFile(filepath.Join(dir, "missing", "dl.jsonl")); err == nil || !strings.Contains(err.Error(), "does not exist") {
 		t.Errorf("OpenFile in a missing directory: %v", err)
 	}
-	notDir := filepath.Join(dir, "file")
-	os.WriteFile(notDir, nil, 0o600)
+	notDir := testfile.Write(t, dir, "file", "")
 	if _, err := OpenFile(filepath.Join(notDir, "dl.jsonl")); err == nil || !strings.Contains(err.Error(), "not a directory") {
 		t.Errorf("OpenFile under a file: %v", err)
 	}
@@ -201,8 +201,7 @@ func TestReadCorruptLines(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			path := filepath.Join(t.TempDir(), "dl.jsonl")
-			os.WriteFile(path, []byte(tt.content), 0o600)
+			path := testfile.Write(t, t.TempDir(), "dl.jsonl", tt.content)
 			n := 0
 			err := ReadFile(path, func(int, Entry) error { n++; return nil })
 			var le *LineError
@@ -218,8 +217,7 @@ func TestReadCorruptLines(t *testing.T) {
 		})
 	}
 	stop := errors.New("stop")
-	path := filepath.Join(t.TempDir(), "dl.jsonl")
-	os.WriteFile(path, []byte(good+"\n"+good+"\n"), 0o600)
+	path := testfile.Write(t, t.TempDir(), "dl.jsonl", good+"\n"+good+"\n")
 	if err := ReadFile(path, func(int, Entry) error { return stop }); err != stop {
 		t.Errorf("ReadFile with a failing fn: %v, want fn's error", err)
 	}

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"maps"
-	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -16,6 +15,7 @@ import (
 	"time"
 
 	"github.com/iot-mns-bridge/iot-mns-bridge/bridge"
+	"github.com/iot-mns-bridge/iot-mns-bridge/internal/testfile"
 	bolt "go.etcd.io/bbolt"
 	berrors "go.etcd.io/bbolt/errors"
 )
@@ -645,8 +645,7 @@ func TestOpenErrors(t *testing.T) {
 		}
 	})
 	t.Run("dir is a file", func(t *testing.T) {
-		f := filepath.Join(t.TempDir(), "file")
-		os.WriteFile(f, nil, 0o600)
+		f := testfile.Write(t, t.TempDir(), "file", "")
 		if _, err := Open(withDefaults(Options{Dir: f})); err == nil || !strings.Contains(err.Error(), "writable") {
 			t.Errorf("Open on a file: %v", err)
 		}
@@ -660,7 +659,7 @@ func TestOpenErrors(t *testing.T) {
 	})
 	t.Run("not a bbolt file", func(t *testing.T) {
 		dir := t.TempDir()
-		os.WriteFile(filepath.Join(dir, FileName), bytes.Repeat([]byte{0xab}, 16<<10), 0o600)
+		testfile.Write(t, dir, FileName, strings.Repeat("\xab", 16<<10))
 		if _, err := Open(withDefaults(Options{Dir: dir})); !errors.Is(err, ErrCorrupt) {
 			t.Errorf("Open of garbage: %v, want ErrCorrupt", err)
 		}

@@ -7,11 +7,10 @@
 package configtest
 
 import (
-	"os"
-	"path/filepath"
 	"testing"
 
 	"github.com/iot-mns-bridge/iot-mns-bridge/config"
+	"github.com/iot-mns-bridge/iot-mns-bridge/internal/testfile"
 )
 
 // New returns config.Default(), ready to be filled in.
@@ -32,9 +31,5 @@ func Write(t testing.TB, dir, name string, c *config.Config) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	path := filepath.Join(dir, name)
-	if err := os.WriteFile(path, data, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return path
+	return testfile.Write(t, dir, name, string(data))
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -12,6 +11,7 @@ import (
 	"github.com/iot-mns-bridge/iot-mns-bridge/config"
 	"github.com/iot-mns-bridge/iot-mns-bridge/config/configtest"
 	"github.com/iot-mns-bridge/iot-mns-bridge/internal/testbroker"
+	"github.com/iot-mns-bridge/iot-mns-bridge/internal/testfile"
 	"github.com/iot-mns-bridge/iot-mns-bridge/internal/testpeers"
 	"github.com/iot-mns-bridge/iot-mns-bridge/iotsim"
 	"github.com/iot-mns-bridge/iot-mns-bridge/mnsemu"
@@ -175,8 +175,7 @@ func TestStaticMistakesFoundByCheckAndRun(t *testing.T) {
 	gc := p.config()
 	gc.Source.STOMP.Ack, gc.Spool.Dir = "auto", ""
 	good := p.writeConfig(t, gc)
-	notPEM := filepath.Join(p.dir, "not-a-ca.pem")
-	os.WriteFile(notPEM, []byte("not a certificate\n"), 0o600)
+	notPEM := testfile.Write(t, p.dir, "not-a-ca.pem", "not a certificate\n")
 	bc := *gc
 	bc.Source.TLS.CAFile = notPEM
 	bad := configtest.Write(t, p.dir, "bad-ca.yaml", &bc)

@@ -2,10 +2,11 @@ package app
 
 import (
 	"context"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/iot-mns-bridge/iot-mns-bridge/internal/testfile"
 )
 
 // TestDemoCommandForwardsEverything runs "iot-mns-bridge demo" briefly: the
@@ -46,8 +47,7 @@ func TestDemoCommandForwardsEverything(t *testing.T) {
 		}
 	}
 	// A -dir that cannot be made: the error names the flag.
-	file := filepath.Join(t.TempDir(), "a-file")
-	os.WriteFile(file, nil, 0o600)
+	file := testfile.Write(t, t.TempDir(), "a-file", "")
 	code, _, errOut = runMain(t, context.Background(), "demo", "-dir", filepath.Join(file, "x"))
 	if code != ExitFailure || !strings.Contains(errOut, "-dir "+filepath.Join(file, "x")+": ") {
 		t.Errorf("demo -dir under a file: exit %d, stderr %q; want 1 naming -dir", code, errOut)

@@ -12,6 +12,7 @@ import (
 
 	"github.com/iot-mns-bridge/iot-mns-bridge/config"
 	"github.com/iot-mns-bridge/iot-mns-bridge/internal/demo"
+	"github.com/iot-mns-bridge/iot-mns-bridge/internal/testfile"
 )
 
 // syncWriter is an io.Writer that a test can read while the demo writes, and
@@ -165,13 +166,10 @@ func TestDemoKeepPeersFollowThePlatformsRules(t *testing.T) {
 			{"group", "  client_id: demo-bridge\n", "  client_id: demo-bridge\n  consumer_group_id: cg-typo\n", "source.consumer_group_id"},
 			{"queue", "  queue: iot-unrouted\n", "  queue: iot-unrouted-typo\n", "QueueNotExist"},
 		} {
-			file := filepath.Join(dir, tc.name+".yaml")
 			if !strings.Contains(string(cfg), tc.from) {
 				t.Fatalf("the demo config lacks %q:\n%s", tc.from, cfg)
 			}
-			if err := os.WriteFile(file, []byte(strings.Replace(string(cfg), tc.from, tc.to, 1)), 0o600); err != nil {
-				t.Fatal(err)
-			}
+			file := testfile.Write(t, dir, tc.name+".yaml", strings.Replace(string(cfg), tc.from, tc.to, 1))
 			code, out, errOut := runMain(t, context.Background(), "check", "-config", file, "-connect")
 			if code == ExitOK || !strings.Contains(out, "FAIL") || !strings.Contains(out, tc.want) {
 				t.Errorf("check -connect with a wrong %s against the kept peers: exit %d, want a FAIL naming %s:\n%s%s", tc.name, code, tc.want, out, errOut)

@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/iot-mns-bridge/iot-mns-bridge/internal/testfile"
 )
 
 // runMain runs the CLI in-process and returns its exit code, stdout, stderr.
@@ -65,8 +67,7 @@ func TestExampleConfigChecks(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	path := filepath.Join(dir, "example.yaml")
-	os.WriteFile(path, data, 0o600)
+	path := testfile.Write(t, dir, "example.yaml", string(data))
 	code, out, errOut := runMain(t, context.Background(), "check", "-config", path)
 	if code != ExitOK || !strings.Contains(out, "is valid") {
 		t.Fatalf("exit %d\nstdout %s\nstderr %s", code, out, errOut)
@@ -149,8 +150,7 @@ func TestCheckReportsEveryPhaseAtOnce(t *testing.T) {
 		}
 		text = strings.Replace(text, r[0], r[1], 1)
 	}
-	path := filepath.Join(t.TempDir(), "example.yaml")
-	os.WriteFile(path, []byte(text), 0o600)
+	path := testfile.Write(t, t.TempDir(), "example.yaml", text)
 	code, _, errOut := runMain(t, context.Background(), "check", "-config", path)
 	want := []string{
 		"source.client_id: environment variable IOT_MNS_BRIDGE_TEST_UNSET is not set",
@@ -187,8 +187,7 @@ func TestCheckWarnsOfHTTPSInternalEndpoint(t *testing.T) {
 		{"http://5678901234567890.mns.cn-hangzhou-internal.aliyuncs.com", false},
 		{"https://5678901234567890.mns.cn-hangzhou.aliyuncs.com", false},
 	} {
-		path := filepath.Join(t.TempDir(), "example.yaml")
-		os.WriteFile(path, []byte(strings.Replace(string(data), public, "endpoint: "+tc.endpoint, 1)), 0o600)
+		path := testfile.Write(t, t.TempDir(), "example.yaml", strings.Replace(string(data), public, "endpoint: "+tc.endpoint, 1))
 		code, out, errOut := runMain(t, context.Background(), "check", "-config", path)
 		if code != ExitOK {
 			t.Fatalf("%s: exit %d\n%s%s", tc.endpoint, code, out, errOut)

@@ -19,6 +19,7 @@ import (
 	"github.com/iot-mns-bridge/iot-mns-bridge/config"
 	"github.com/iot-mns-bridge/iot-mns-bridge/config/configtest"
 	"github.com/iot-mns-bridge/iot-mns-bridge/internal/faultproxy"
+	"github.com/iot-mns-bridge/iot-mns-bridge/internal/testfile"
 	"github.com/iot-mns-bridge/iot-mns-bridge/internal/testpeers"
 	"github.com/iot-mns-bridge/iot-mns-bridge/iotsim"
 	"github.com/iot-mns-bridge/iot-mns-bridge/mnsemu"
@@ -539,11 +540,8 @@ func TestDeadLetterQueueAnswersAreLife(t *testing.T) {
 // once (it was logged at every check, every 2 s; walked).
 func TestDestinationCheckStateOfExpiredCredentials(t *testing.T) {
 	dir := t.TempDir()
-	file := filepath.Join(dir, "sts.json")
 	exp := time.Now().Add(-time.Hour).UTC().Format(time.RFC3339)
-	if err := os.WriteFile(file, []byte(`{"AccessKeyId": "STS.x", "AccessKeySecret": "s", "SecurityToken": "t", "Expiration": "`+exp+`"}`), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	file := testfile.Write(t, dir, "sts.json", `{"AccessKeyId": "STS.x", "AccessKeySecret": "s", "SecurityToken": "t", "Expiration": "`+exp+`"}`)
 	c := configtest.New()
 	c.Source.Endpoint, c.Source.ClientID = "127.0.0.1:1", "c1"
 	c.Source.Credentials = config.Credentials{CredentialsFile: file}

@@ -2,14 +2,13 @@ package app
 
 import (
 	"context"
-	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
 
 	"github.com/iot-mns-bridge/iot-mns-bridge/config"
 	"github.com/iot-mns-bridge/iot-mns-bridge/config/configtest"
+	"github.com/iot-mns-bridge/iot-mns-bridge/internal/testfile"
 )
 
 // TestReloadReportsAChangedLiteralSecret: a Secret prints as "***", so
@@ -59,8 +58,7 @@ func TestVersionFlagsAndConfigWithoutFlag(t *testing.T) {
 			t.Errorf("%s: exit %d, out %q, err %q", arg, code, out, errOut)
 		}
 	}
-	path := filepath.Join(t.TempDir(), "bridge.yaml")
-	os.WriteFile(path, []byte("source: {}\n"), 0o600)
+	path := testfile.Write(t, t.TempDir(), "bridge.yaml", "source: {}\n")
 	for _, cmd := range []string{"check", "run", "sign"} {
 		code, _, errOut := runMain(t, context.Background(), cmd, path)
 		if want := "type: iot-mns-bridge " + cmd + " -config " + path; code != ExitUsage || !strings.Contains(errOut, want) {

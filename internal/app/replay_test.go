@@ -15,6 +15,7 @@ import (
 	"github.com/iot-mns-bridge/iot-mns-bridge/config"
 	"github.com/iot-mns-bridge/iot-mns-bridge/config/configtest"
 	"github.com/iot-mns-bridge/iot-mns-bridge/credentials"
+	"github.com/iot-mns-bridge/iot-mns-bridge/internal/testfile"
 	"github.com/iot-mns-bridge/iot-mns-bridge/internal/testpeers"
 	"github.com/iot-mns-bridge/iot-mns-bridge/iotsim"
 	"github.com/iot-mns-bridge/iot-mns-bridge/mnsemu"
@@ -148,10 +149,7 @@ func TestReplayOfAnEmptyOwnFileMovesNothing(t *testing.T) {
 	c := p.config()
 	c.Delivery.DeadLetter.File = "dl.jsonl"
 	path := p.writeConfig(t, c)
-	dlFile := filepath.Join(p.dir, "dl.jsonl")
-	if err := os.WriteFile(dlFile, nil, 0o600); err != nil {
-		t.Fatal(err)
-	}
+	dlFile := testfile.Write(t, p.dir, "dl.jsonl", "")
 	code, out, errOut := runMain(t, context.Background(), "replay", "-config", path, dlFile)
 	if code != ExitOK || !strings.Contains(out, "0 entries read") || strings.Contains(out, "moved ") {
 		t.Fatalf("replay of an empty file: exit %d\n%s%s", code, out, errOut)

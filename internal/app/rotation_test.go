@@ -20,6 +20,7 @@ import (
 	"github.com/iot-mns-bridge/iot-mns-bridge/credentials"
 	"github.com/iot-mns-bridge/iot-mns-bridge/credentials/credtest"
 	"github.com/iot-mns-bridge/iot-mns-bridge/internal/testbroker"
+	"github.com/iot-mns-bridge/iot-mns-bridge/internal/testfile"
 	"github.com/iot-mns-bridge/iot-mns-bridge/internal/testpeers"
 	"github.com/iot-mns-bridge/iot-mns-bridge/iotsim"
 	"github.com/iot-mns-bridge/iot-mns-bridge/mnsemu"
@@ -507,9 +508,7 @@ func TestCheckAndSignUseTheProvider(t *testing.T) {
 	t.Setenv(credentials.EnvTestMetadataURL, md.URL)
 	t.Setenv(credentials.EnvECSMetadataDisabled, "")
 	t.Setenv(credentials.EnvCredentialsURI, credtest.URIServer(t, is))
-	dir := t.TempDir()
-	path := filepath.Join(dir, "b.yaml")
-	os.WriteFile(path, []byte(`source:
+	path := testfile.Write(t, t.TempDir(), "b.yaml", `source:
   endpoint: iot-06z00xxxx.amqp.iothub.aliyuncs.com
   client_id: c1
   credentials:
@@ -521,7 +520,7 @@ mns:
 routes:
   - match: /#
     queue: q
-`), 0o600)
+`)
 	code, out, errOut := runMain(t, context.Background(), "check", "-config", path)
 	if code != ExitOK || !strings.Contains(out, "ok   source.credentials: provider uri, from uri http://127.0.0.1") ||
 		!strings.Contains(out, "ok   mns.credentials: provider ecs_ram_role, from ecs_ram_role check-role") ||

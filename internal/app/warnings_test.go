@@ -10,6 +10,7 @@ import (
 
 	"github.com/iot-mns-bridge/iot-mns-bridge/bridge/spool"
 	"github.com/iot-mns-bridge/iot-mns-bridge/config"
+	"github.com/iot-mns-bridge/iot-mns-bridge/internal/testfile"
 )
 
 // TestCheckWarnsOfMissingStateDirectories: a dead-letter file or de-dup
@@ -120,22 +121,14 @@ func otherStateIn(dir string) string {
 // writeConfigFile writes yaml as dir/config.yaml and returns its path.
 func writeConfigFile(t *testing.T, dir, yaml string) string {
 	t.Helper()
-	file := filepath.Join(dir, "config.yaml")
-	if err := os.WriteFile(file, []byte(yaml), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return file
+	return testfile.Write(t, dir, "config.yaml", yaml)
 }
 
 // regularFileIn creates an empty regular file in dir and returns its path:
 // where a directory is needed, it stops every open, also for root.
 func regularFileIn(t *testing.T, dir string) string {
 	t.Helper()
-	file := filepath.Join(dir, "afile")
-	if err := os.WriteFile(file, nil, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return file
+	return testfile.Write(t, dir, "afile", "")
 }
 
 // TestCheckWarnsOfASpoolDirRunCannotCreate: the spool creates its directory

@@ -4,7 +4,6 @@ import (
 	"context"
 	"log/slog"
 	"net/http"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -12,6 +11,7 @@ import (
 
 	"golang.org/x/crypto/bcrypt"
 
+	"github.com/iot-mns-bridge/iot-mns-bridge/internal/testfile"
 	"github.com/iot-mns-bridge/iot-mns-bridge/internal/testpeers"
 	"github.com/iot-mns-bridge/iot-mns-bridge/iotsim"
 	"github.com/iot-mns-bridge/iot-mns-bridge/mnsemu"
@@ -30,12 +30,9 @@ func TestWebConfigProtectsMetrics(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	web := filepath.Join(dir, "web.yml")
-	os.WriteFile(web, []byte("tls_server_config:\n  cert_file: tls.crt\n  key_file: tls.key\nbasic_auth_users:\n  prometheus: "+string(hash)+"\n"), 0o600)
-	pwFile := filepath.Join(dir, "password")
-	os.WriteFile(pwFile, []byte("scrape-pass\n"), 0o600)
-	wrongPw := filepath.Join(dir, "wrong")
-	os.WriteFile(wrongPw, []byte("nope\n"), 0o600)
+	web := testfile.Write(t, dir, "web.yml", "tls_server_config:\n  cert_file: tls.crt\n  key_file: tls.key\nbasic_auth_users:\n  prometheus: "+string(hash)+"\n")
+	pwFile := testfile.Write(t, dir, "password", "scrape-pass\n")
+	wrongPw := testfile.Write(t, dir, "wrong", "nope\n")
 
 	ln, addr := listenHTTP(t)
 	c := p.config()
@@ -100,8 +97,7 @@ func TestWebConfigProtectsMetrics(t *testing.T) {
 // does not load, naming http.web_config_file, with exit code 2.
 func TestBadWebConfigIsAConfigError(t *testing.T) {
 	p := startPeers(t, mnsemu.Config{}, iotsim.Config{})
-	web := filepath.Join(t.TempDir(), "web.yml")
-	os.WriteFile(web, []byte("basic_auth_users:\n  alice: not-a-hash\n"), 0o600)
+	web := testfile.Write(t, t.TempDir(), "web.yml", "basic_auth_users:\n  alice: not-a-hash\n")
 	c := p.config()
 	c.HTTP.WebConfigFile = web
 	path := p.writeConfig(t, c)
@@ -119,8 +115,7 @@ func TestHTTPServerErrorsGoToTheLog(t *testing.T) {
 	p := startPeers(t, mnsemu.Config{Queues: []string{"unrouted"}}, iotsim.Config{})
 	dir := t.TempDir()
 	testpeers.TLSFiles(t, dir)
-	web := filepath.Join(dir, "web.yml")
-	os.WriteFile(web, []byte("tls_server_config:\n  cert_file: tls.crt\n  key_file: tls.key\n"), 0o600)
+	web := testfile.Write(t, dir, "web.yml", "tls_server_config:\n  cert_file: tls.crt\n  key_file: tls.key\n")
 	c := p.config()
 	c.HTTP.WebConfigFile = web
 	logs := &testpeers.SyncBuffer{}

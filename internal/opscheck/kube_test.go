@@ -1,8 +1,6 @@
 package opscheck
 
 import (
-	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -12,6 +10,7 @@ import (
 
 	"github.com/iot-mns-bridge/iot-mns-bridge/bridge/source"
 	"github.com/iot-mns-bridge/iot-mns-bridge/config"
+	"github.com/iot-mns-bridge/iot-mns-bridge/internal/testfile"
 )
 
 // TestKubernetesConfig loads the config in deploy/kubernetes/configmap.yaml
@@ -57,9 +56,7 @@ func TestKubernetesConfig(t *testing.T) {
 		t.Fatal("deploy/kubernetes/configmap.yaml has no config.yaml")
 	}
 	creds := t.TempDir()
-	if err := os.WriteFile(filepath.Join(creds, "access_key_secret"), []byte(secret.StringData["access_key_secret"]), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	testfile.Write(t, creds, "access_key_secret", secret.StringData["access_key_secret"])
 	podName := sts.Metadata.Name + "-2"
 	env := map[string]string{"POD_NAME": podName, "ALIBABA_CLOUD_ACCESS_KEY_ID": secret.StringData["access_key_id"],
 		"CREDENTIALS_DIRECTORY": creds, "STATE_DIRECTORY": t.TempDir()}

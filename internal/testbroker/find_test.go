@@ -3,25 +3,22 @@ package testbroker
 import (
 	"fmt"
 	"net"
-	"os"
 	"path/filepath"
 	"runtime"
 	"strings"
 	"syscall"
 	"testing"
 
+	"github.com/iot-mns-bridge/iot-mns-bridge/internal/testfile"
 	"github.com/iot-mns-bridge/iot-mns-bridge/internal/testpeers"
 )
 
 func TestReadEnvFile(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "env")
 	content := "export RABBITMQ_STOMPS_ADDR='127.0.0.1:26614'\n" +
 		"export RABBITMQ_AK_SECRET='s3cr=t'\n" +
 		"\n# comment\n" +
 		"RABBITMQ_DIR=\"/tmp/x\"\n"
-	if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	path := testfile.Write(t, t.TempDir(), "env", content)
 	got, err := readEnvFile(path)
 	if err != nil {
 		t.Fatal(err)

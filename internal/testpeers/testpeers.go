@@ -27,6 +27,7 @@ import (
 
 	"github.com/iot-mns-bridge/iot-mns-bridge/internal/certgen"
 	"github.com/iot-mns-bridge/iot-mns-bridge/internal/syncbuf"
+	"github.com/iot-mns-bridge/iot-mns-bridge/internal/testfile"
 	"github.com/iot-mns-bridge/iot-mns-bridge/iotsim"
 	"github.com/iot-mns-bridge/iot-mns-bridge/mnsemu"
 )
@@ -136,11 +137,7 @@ func StartIoT(t testing.TB, cfg iotsim.Config, dir string) (*iotsim.Server, stri
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { sim.Close() })
-	ca := filepath.Join(dir, "ca.pem")
-	if err := os.WriteFile(ca, sim.CACertPEM(), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return sim, ca
+	return sim, testfile.Write(t, dir, "ca.pem", string(sim.CACertPEM()))
 }
 
 // SyncBuffer is a bytes.Buffer safe for concurrent writers and readers (a

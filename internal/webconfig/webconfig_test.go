@@ -7,24 +7,15 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
 	"golang.org/x/crypto/bcrypt"
 
+	"github.com/iot-mns-bridge/iot-mns-bridge/internal/testfile"
 	"github.com/iot-mns-bridge/iot-mns-bridge/internal/testpeers"
 )
-
-func write(t *testing.T, dir, name, content string) string {
-	t.Helper()
-	p := filepath.Join(dir, name)
-	if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return p
-}
 
 func hash(t *testing.T, pw string) string {
 	t.Helper()
@@ -40,7 +31,7 @@ func hash(t *testing.T, pw string) string {
 func TestTLSAndBasicAuth(t *testing.T) {
 	dir := t.TempDir()
 	b := testpeers.TLSFiles(t, dir)
-	path := write(t, dir, "web.yml", "tls_server_config:\n  cert_file: tls.crt\n  key_file: tls.key\n  min_version: TLS12\nbasic_auth_users:\n  prometheus: "+hash(t, "s3cret")+"\n")
+	path := testfile.Write(t, dir, "web.yml", "tls_server_config:\n  cert_file: tls.crt\n  key_file: tls.key\n  min_version: TLS12\nbasic_auth_users:\n  prometheus: "+hash(t, "s3cret")+"\n")
 	c, err := Load(path)
 	if err != nil {
 		t.Fatal(err)
@@ -89,7 +80,7 @@ func TestTLSAndBasicAuth(t *testing.T) {
 }
 
 func TestNoUsersNoTLS(t *testing.T) {
-	c, err := Load(write(t, t.TempDir(), "web.yml", "# nothing\n"))
+	c, err := Load(testfile.Write(t, t.TempDir(), "web.yml", "# nothing\n"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -118,7 +109,7 @@ func TestLoadErrors(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			_, err := Load(write(t, t.TempDir(), "web.yml", tt.content))
+			_, err := Load(testfile.Write(t, t.TempDir(), "web.yml", tt.content))
 			if err == nil || !strings.Contains(err.Error(), tt.want) {
 				t.Errorf("Load: %v, want an error containing %q", err, tt.want)
 			}

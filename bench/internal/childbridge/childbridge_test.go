@@ -7,6 +7,8 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/iot-mns-bridge/iot-mns-bridge/internal/testfile"
 )
 
 // TestFreeAddrIsBelowTheEphemeralRange: the child bridge binds the address
@@ -47,10 +49,7 @@ func TestFreeAddrIsBelowTheEphemeralRange(t *testing.T) {
 // TestStatusKB: the figures of a /proc/<pid>/status file by key, and this
 // process's own memory.
 func TestStatusKB(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "status")
-	if err := os.WriteFile(path, []byte("Name:\tbridge\nVmHWM:\t   20480 kB\nVmRSS:\t   10240 kB\nThreads:\t7\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	path := testfile.Write(t, t.TempDir(), "status", "Name:\tbridge\nVmHWM:\t   20480 kB\nVmRSS:\t   10240 kB\nThreads:\t7\n")
 	kb, err := statusKB(path)
 	if err != nil {
 		t.Fatal(err)

@@ -6,20 +6,16 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/iot-mns-bridge/iot-mns-bridge/internal/testfile"
 	"github.com/iot-mns-bridge/iot-mns-bridge/iotauth"
 )
 
 func TestRunServesUntilCancelled(t *testing.T) {
-	keysFile := filepath.Join(t.TempDir(), "keys")
-	if err := os.WriteFile(keysFile, []byte("LTAIfile:file-secret\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	keysFile := testfile.Write(t, t.TempDir(), "keys", "LTAIfile:file-secret\n")
 	tests := []struct {
 		name   string
 		args   []string
