@@ -388,11 +388,16 @@ func (ss spoolSettler) Settle(d *bridge.Delivery, o bridge.Outcome) {
 // (the keys up to the last one when the Stage was made, so this run's
 // commits are not among them however late Feed starts), the ones that did
 // not fit, and any the window missed (a periodic look, which reads only
-// keys whose commit the window has already heard of).
+// keys whose commit the window has already heard of). Once ctx is done it
+// hands over nothing more, not even the rest of a read back: the pipeline
+// would take what it has room for, for a drain that can only give it back.
 func (s *Stage) Feed(ctx context.Context) {
 	settler := spoolSettler{sp: s.sp, requeued: &s.requeued}
 	next := uint64(0) // every key below has been forwarded
 	forward := func(key uint64, m bridge.Message) error {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
 		if err := s.pipeline(ctx, bridge.NewDelivery(m, settler, key)); err != nil {
 			return err
 		}

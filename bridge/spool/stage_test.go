@@ -112,6 +112,22 @@ func inOrder(t *testing.T, keys []uint64, msgs []bridge.Message, from int) {
 	}
 }
 
+// leftByAnEarlierRun returns a spool opened on a new directory in which an
+// earlier run left the messages numbered 0 to n-1: opened, appended and
+// closed before this open.
+func leftByAnEarlierRun(t *testing.T, n int) *Spool {
+	t.Helper()
+	dir := t.TempDir()
+	s := open(t, Options{Dir: dir})
+	for i := range n {
+		add(t, s, msg(i))
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return open(t, Options{Dir: dir})
+}
+
 // waitDepth waits until the spool holds n messages: the deletes of
 // accepted messages commit on their own.
 func waitDepth(t *testing.T, s *Spool, n int64) {
@@ -235,15 +251,7 @@ func TestStageFindsWhatTheWindowMissed(t *testing.T) {
 // What an earlier run left is forwarded first, then this run's messages,
 // in key order; a message whose forward failed is forwarded again.
 func TestStageReplaysTheEarlierRunFirstAndRetries(t *testing.T) {
-	dir := t.TempDir()
-	s := open(t, Options{Dir: dir})
-	for i := range 5 {
-		add(t, s, msg(i))
-	}
-	if err := s.Close(); err != nil {
-		t.Fatal(err)
-	}
-	s = open(t, Options{Dir: dir})
+	s := leftByAnEarlierRun(t, 5)
 	failed := false
 	st, f := feed(t, s, func(d *bridge.Delivery) error {
 		if d.MessageID == "m-7" && !failed {
@@ -259,6 +267,43 @@ func TestStageReplaysTheEarlierRunFirstAndRetries(t *testing.T) {
 		t.Errorf("%d messages read back, want the earlier run's 5 at least", read)
 	}
 	waitDepth(t, s, 0)
+}
+
+// Once its context is done (the intake stops), the feeder hands the
+// pipeline nothing more: a read back of an earlier run's messages stops
+// there. The pipeline takes a delivery it has room for even then, so a
+// feeder that went on filled it to delivery.max_in_flight at every stop
+// (8192 of a 12,052-message spool), for a drain that could only give them
+// back. What it did not hand over stays in the spool.
+func TestStageFeedsNothingMoreOnceItsContextIsDone(t *testing.T) {
+	s := leftByAnEarlierRun(t, 10)
+	var calls atomic.Int64
+	first := make(chan struct{})
+	pipeline := func(ctx context.Context, d *bridge.Delivery) error {
+		if calls.Add(1) == 1 {
+			close(first)
+			<-ctx.Done()
+		}
+		d.Release() // taken, as Handle takes what it has room for, then given back
+		return nil
+	}
+	st := NewStage(s, pipeline, slog.New(slog.DiscardHandler))
+	ctx, stop := context.WithCancel(context.Background())
+	fed := make(chan struct{})
+	go func() { st.Feed(ctx); close(fed) }()
+	<-first
+	stop()
+	<-fed
+	if n := calls.Load(); n != 1 {
+		t.Fatalf("the feeder handed the pipeline %d messages, %d of them after its context was done; want 1 (the one in hand)", n, n-1)
+	}
+	st.Close()
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if d := s.Stats().Depth; d != 10 {
+		t.Fatalf("the spool holds %d messages after the stop, want the 10", d)
+	}
 }
 
 // Deletes alone wait for an Append to share its commit, and still commit
