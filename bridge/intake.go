@@ -95,16 +95,16 @@ func (p *Pipeline) Handle(ctx context.Context, d *Delivery) error {
 		// A base64 body the platform sent goes to the sink as it is.
 		it.out.Body, it.out.Base64 = m.Body, m.Base64
 	}
-	p.enqueue(it)
+	p.enqueue(ctx, it)
 	return nil
 }
 
 // enqueue puts it on its destination's lane, or releases it when the drain
-// deadline has passed.
-func (p *Pipeline) enqueue(it *item) {
+// deadline has passed; ctx is Handle's (see lane.add).
+func (p *Pipeline) enqueue(ctx context.Context, it *item) {
 	for {
 		l := p.lane(it.dest)
-		switch l.add(it) {
+		switch l.add(ctx, it) {
 		case laneAdded:
 			return
 		case laneStopped:

@@ -1,6 +1,7 @@
 package bridge
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"maps"
@@ -170,8 +171,12 @@ const (
 // destination holds a few batches beyond those in flight, not the whole
 // in-flight bound. A failing destination's lane takes them (its one probe
 // sends none of them until MNS answers): the pipeline's bounds stop the
-// source, as they did when each was tried and failed.
-func (l *lane) add(it *item) addResult {
+// source, as they did when each was tried and failed. Once ctx, the
+// intake's, is done (the stop), add waits no more and queues the message
+// beyond that bound (one more per intake goroutine), as Handle takes a
+// delivery it found room for: the stop goes on to the drain, whose
+// shutdown_timeout starts then, without waiting for an MNS answer.
+func (l *lane) add(ctx context.Context, it *item) addResult {
 	p := l.p
 	it.size = it.outLen()
 	if l.lim.Size != nil {
@@ -188,13 +193,14 @@ func (l *lane) add(it *item) addResult {
 			return laneStopped
 		}
 		n, _ := l.limits()
-		if len(l.pending) < pendingBatches*n || l.failing {
+		if len(l.pending) < pendingBatches*n || l.failing || ctx.Err() != nil {
 			break
 		}
 		space := l.space.Wait()
 		l.mu.Unlock()
 		select {
 		case <-space:
+		case <-ctx.Done():
 		case <-p.sendCtx.Done():
 		}
 	}

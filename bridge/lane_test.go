@@ -210,6 +210,37 @@ func TestSlowDestinationHoldsFewBatches(t *testing.T) {
 	}
 }
 
+// TestStoppedIntakeDoesNotWaitForRoomInTheLane: a Handle waiting for room
+// in a slow destination's lane returns once its context is done (the intake
+// stops at a SIGTERM), with the delivery taken: the stop went on to the
+// drain, whose shutdown_timeout starts then, only when MNS answered or
+// mns.request_timeout passed (a stop took 8 s with shutdown_timeout 3s and
+// MNS answering in 40 s). The drain still settles every delivery held.
+func TestStoppedIntakeDoesNotWaitForRoomInTheLane(t *testing.T) {
+	sink := newFakeSink(nil)
+	sink.hang = true
+	h := newHarness(t, sink, func(c *PipelineConfig) { c.BatchSize = 4; c.MaxRequestsPerDestination = 1; c.Linger = time.Hour })
+	msg := func(i int) *Delivery {
+		return NewDelivery(Message{Topic: userTopic(0), MessageID: fmt.Sprintf("m%05d", i), Body: []byte("x")}, h.rec, nil)
+	}
+	// One batch of 4 hangs in Send, two batches wait in the lane.
+	for i := 0; i < 12; i++ {
+		if err := h.p.Handle(context.Background(), msg(i)); err != nil {
+			t.Fatalf("Handle %d: %v", i, err)
+		}
+	}
+	ctx, stop := context.WithCancel(context.Background())
+	returned := h.handleAsync(ctx, msg(12))
+	waitUntil(t, func() bool { return h.p.Stats().Received == 13 })
+	stop()
+	if err := returned(t, "Handle still waits for room in the lane 30 s after its context ended, while MNS has not answered"); err != nil {
+		t.Fatalf("Handle after its context ended: %v, want nil (taken: it had room in the pipeline)", err)
+	}
+	if n := h.drainCutShort(t); n != 13 {
+		t.Fatalf("%d released at Drain with a hanging sink, want the 13 held", n)
+	}
+}
+
 // gatedOutage is a harness whose sink answers 503 while down is set, and
 // whose Send calls each wait at the sink's gate for the test to let them
 // answer; waiting counts those calls, senders the lanes' senders.

@@ -512,6 +512,25 @@ func TestRecoveryWakesWaitingRetries(t *testing.T) {
 	h.settleAll(t, 2, Accepted)
 }
 
+// handleAsync calls Handle(ctx, d) in a goroutine of its own. The function
+// it returns waits for that call's error; when the call has not returned
+// after 30 s it fails the test with hang (the guard only turns a hang into
+// a failure).
+func (h *harness) handleAsync(ctx context.Context, d *Delivery) func(t *testing.T, hang string) error {
+	returned := make(chan error, 1)
+	go func() { returned <- h.p.Handle(ctx, d) }()
+	return func(t *testing.T, hang string) error {
+		t.Helper()
+		select {
+		case err := <-returned:
+			return err
+		case <-time.After(30 * time.Second):
+			t.Fatal(hang)
+			return nil
+		}
+	}
+}
+
 // waitUntil polls cond; the deadline only turns a hang into a failure.
 func waitUntil(t *testing.T, cond func() bool) {
 	t.Helper()
@@ -823,15 +842,9 @@ func TestUnroutedMessageDoesNotStopIntakeWhileDeadLetterTargetFails(t *testing.T
 	lost := Message{Topic: "/nowhere", MessageID: "lost", Body: []byte("x")}
 	handle := func(h *harness) {
 		t.Helper()
-		returned := make(chan error, 1)
-		go func() { returned <- h.p.Handle(context.Background(), NewDelivery(lost, h.rec, nil)) }()
-		select {
-		case err := <-returned:
-			if err != nil {
-				t.Fatalf("Handle: %v", err)
-			}
-		case <-time.After(30 * time.Second):
-			t.Fatal("Handle of an unrouted message still waits for the failing dead-letter target after 30 s")
+		returned := h.handleAsync(context.Background(), NewDelivery(lost, h.rec, nil))
+		if err := returned(t, "Handle of an unrouted message still waits for the failing dead-letter target after 30 s"); err != nil {
+			t.Fatalf("Handle: %v", err)
 		}
 		h.feed(t, 1, userTopic)
 		waitUntil(t, func() bool { return h.sink.wasAccepted("m00000") })
