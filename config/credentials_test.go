@@ -31,6 +31,13 @@ func TestCredentialsProviderChoice(t *testing.T) {
 		{"pinned with keys", Credentials{Provider: "oidc", AccessKeyID: "a", AccessKeySecret: testSecret}, "oidc", "provider oidc reads its own inputs"},
 		{"unknown", Credentials{Provider: "vault"}, "vault", `source.credentials.provider: unknown provider "vault": use static, env, file`},
 		{"static pinned, no keys", Credentials{Provider: "static"}, "static", "source.credentials.access_key_id: required"},
+		// Refused with its line and what to do (walked: check said "ok ...
+		// aksign" of it, and the platform refuses such a login).
+		{"STS key without token", Credentials{AccessKeyID: "STS.NTx9walk4key", AccessKeySecret: testSecret}, "static",
+			"source.credentials.security_token: AccessKeyId STS.NTx9...ey is a temporary (STS) AccessKey ID, but no SecurityToken came with it: " +
+				"give the security token issued with it (with the key and secret of the same issue), or use a long-lived AccessKey; " +
+				"set security_token (or security_token_file), or credentials_file for a triple that rotates"},
+		{"STS key with token", Credentials{AccessKeyID: "STS.NTx9walk4key", AccessKeySecret: testSecret, SecurityToken: "tok"}, "static", ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if got := tc.cr.EffectiveProvider(); got != tc.provider {

@@ -16,6 +16,7 @@ import (
 
 	"github.com/iot-mns-bridge/iot-mns-bridge/bridge"
 	"github.com/iot-mns-bridge/iot-mns-bridge/bridge/source"
+	"github.com/iot-mns-bridge/iot-mns-bridge/credentials"
 	"github.com/iot-mns-bridge/iot-mns-bridge/iotauth"
 	"github.com/iot-mns-bridge/iot-mns-bridge/sinks/mns"
 )
@@ -279,6 +280,9 @@ func (v *validator) credentials(path string, cr Credentials) {
 		return
 	}
 	v.noSeparators(path+".security_token", token, true)
+	if err := credentials.CheckToken(cr.AccessKeyID, token); err != nil {
+		v.bad(path+".security_token", "%v; set security_token (or security_token_file), or credentials_file for a triple that rotates", err)
+	}
 }
 
 func (v *validator) caFile(path, name string) {

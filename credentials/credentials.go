@@ -18,6 +18,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 )
 
@@ -60,6 +61,11 @@ func (c Credentials) check(what string, now time.Time) error {
 		return fmt.Errorf("%s: AccessKeyId is empty", what)
 	case c.AccessKeySecret == "":
 		return fmt.Errorf("%s: AccessKeySecret is empty", what)
+	}
+	if err := CheckToken(c.AccessKeyID, c.SecurityToken); err != nil {
+		return fmt.Errorf("%s: %w", what, err)
+	}
+	switch {
 	case !c.Expiration.IsZero() && !now.Before(c.Expiration):
 		// No age in the text: it is compared with the last one to log a
 		// failure once (an age counting up made the destination check log
@@ -69,6 +75,19 @@ func (c Credentials) check(what string, now time.Time) error {
 			what, c.Expiration.UTC().Format(time.RFC3339))
 	}
 	return nil
+}
+
+// CheckToken reports the AccessKeyId of a temporary key (an STS key's
+// starts with "STS.") that comes without a SecurityToken: the servers
+// refuse whatever is signed with it (the platform's login, every MNS
+// request), so it is refused before. A long-lived key needs no token. The
+// text names the id masked (MaskID) and what to do.
+func CheckToken(id, token string) error {
+	if token != "" || !strings.HasPrefix(id, "STS.") {
+		return nil
+	}
+	return fmt.Errorf("AccessKeyId %s is a temporary (STS) AccessKey ID, but no SecurityToken came with it: "+
+		"give the security token issued with it (with the key and secret of the same issue), or use a long-lived AccessKey", MaskID(id))
 }
 
 // Provider fetches a fresh triple. Retrieve may do I/O (a file, an HTTP

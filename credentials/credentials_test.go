@@ -144,6 +144,34 @@ func TestJSONFileRotatesAtomicallyAndRefusesBadFiles(t *testing.T) {
 	}
 }
 
+// TestSTSKeyWithoutTokenIsRefused: an AccessKeyId of a temporary key
+// (STS.) without its SecurityToken is refused by the cache, whichever
+// provider gave it, with what to do, before a server refuses a login or a
+// request signed with it (walked: check said "ok ... aksign" of such a
+// credentials file, and of static keys). A long-lived key needs no token.
+func TestSTSKeyWithoutTokenIsRefused(t *testing.T) {
+	ctx := context.Background()
+	file := filepath.Join(t.TempDir(), "c.json")
+	writeFile(t, file, issueJSON("STS.fromfile", secretWord, "", time.Now().Add(time.Hour)))
+	for name, p := range map[string]credentials.Provider{
+		"static": credentials.Static{AccessKeyID: "STS.static", AccessKeySecret: secretWord},
+		"env":    credentials.Env{LookupEnv: envMap(map[string]string{"ALIBABA_CLOUD_ACCESS_KEY_ID": "STS.env", "ALIBABA_CLOUD_ACCESS_KEY_SECRET": secretWord})},
+		"file":   &credentials.JSONFile{Path: file},
+	} {
+		t.Run(name, func(t *testing.T) {
+			_, err := credentials.NewCache(p, credentials.CacheOptions{OneShot: true}).Get(ctx)
+			if err == nil || !strings.Contains(err.Error(), "is a temporary (STS) AccessKey ID, but no SecurityToken came with it: "+
+				"give the security token issued with it (with the key and secret of the same issue), or use a long-lived AccessKey") {
+				t.Fatalf("got %v, want the missing token named", err)
+			}
+			noSecret(t, err)
+		})
+	}
+	if _, err := credentials.NewCache(credentials.Static{AccessKeyID: "LTAIlonglived", AccessKeySecret: secretWord}, credentials.CacheOptions{OneShot: true}).Get(ctx); err != nil {
+		t.Fatalf("a long-lived key without a token: %v", err)
+	}
+}
+
 // The three *_file twins are read together; a swap of all three yields
 // the new triple, never a mix.
 func TestFilesTwinsReadTogether(t *testing.T) {
