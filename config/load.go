@@ -435,18 +435,40 @@ func (w *walker) walk(n *yaml.Node, t reflect.Type, path string) {
 			var v int64
 			// yaml.v3 truncates a float into an int (1.5 becomes 1): only an
 			// !!int is a whole number.
-			if err := n.Decode(&v); err != nil || n.ShortTag() != "!!int" || reflect.Zero(t).OverflowInt(v) {
-				w.fail(n, path, "%q is not a whole number", n.Value)
+			_, perr := strconv.ParseInt(n.Value, 10, 64)
+			switch err := n.Decode(&v); {
+			case n.ShortTag() == "!!int" && err == nil && !reflect.Zero(t).OverflowInt(v):
+			case quotedAs(n, "!!int"):
+				w.fail(n, path, "%q is quoted, which makes it text: write the number without quotes", n.Value)
+			case n.ShortTag() == "!!int" || errors.Is(perr, strconv.ErrRange):
+				// YAML reads digits beyond int64 as a float.
+				w.fail(n, path, "%q is too large a number", n.Value)
+			default:
+				w.fail(n, path, "%q is not a whole number: write one in digits, like 4", n.Value)
 			}
 		}
 	case reflect.Bool:
 		if w.scalar(n, path, "true or false") {
 			var v bool
-			if err := n.Decode(&v); err != nil {
-				w.fail(n, path, "%q is not true or false", n.Value)
+			switch err := n.Decode(&v); {
+			case err == nil:
+			case quotedAs(n, "!!bool"):
+				w.fail(n, path, "%q is quoted, which makes it text: write true or false without quotes", n.Value)
+			default:
+				w.fail(n, path, "%q is not true or false: write true or false", n.Value)
 			}
 		}
 	}
+}
+
+// quotedAs reports a quoted scalar whose text, unquoted, YAML would read
+// as tag (!!int, !!bool): the quotes make it a string.
+func quotedAs(n *yaml.Node, tag string) bool {
+	if n.Style&(yaml.DoubleQuotedStyle|yaml.SingleQuotedStyle) == 0 {
+		return false
+	}
+	plain := yaml.Node{Kind: yaml.ScalarNode, Value: n.Value}
+	return plain.ShortTag() == tag
 }
 
 // empty makes n a value that decodes into t's zero value (a list item

@@ -162,6 +162,31 @@ func TestNoFollowOnErrors(t *testing.T) {
 	}
 }
 
+// TestNumberAndBooleanErrorsSayWhatToWrite: a whole number or a boolean
+// that did not decode is reported with what to write; a quoted one that
+// would be right without its quotes says so, instead of the contradiction
+// it read as before (walked: 'source.connections: "2" is not a whole
+// number', 'encode_base64: "true" is not true or false').
+func TestNumberAndBooleanErrorsSayWhatToWrite(t *testing.T) {
+	const client = "  client_id: edge-gw-01\n"
+	for _, tc := range []struct{ name, line, want string }{
+		{"quoted number", `  connections: "2"`, `f.yaml:4: source.connections: "2" is quoted, which makes it text: write the number without quotes`},
+		{"single-quoted number", `  connections: '2'`, `f.yaml:4: source.connections: "2" is quoted, which makes it text: write the number without quotes`},
+		{"word", `  connections: many`, `f.yaml:4: source.connections: "many" is not a whole number: write one in digits, like 4`},
+		{"fraction", `  connections: 1.5`, `f.yaml:4: source.connections: "1.5" is not a whole number: write one in digits, like 4`},
+		{"too large", `  connections: 99999999999999999999`, `f.yaml:4: source.connections: "99999999999999999999" is too large a number`},
+		{"quoted boolean", "  stomp:\n    encode_base64: \"true\"", `f.yaml:5: source.stomp.encode_base64: "true" is quoted, which makes it text: write true or false without quotes`},
+		{"word boolean", "  stomp:\n    encode_base64: yes please", `f.yaml:5: source.stomp.encode_base64: "yes please" is not true or false: write true or false`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := Parse([]byte(strings.Replace(minimal, client, client+tc.line+"\n", 1)), "f.yaml", testEnv())
+			if err == nil || err.Error() != tc.want {
+				t.Errorf("got\n%v\nwant\n%s", err, tc.want)
+			}
+		})
+	}
+}
+
 // TestAliasExpandsOnce: a value reached through an alias inside an anchored
 // mapping that two routes use is expanded once ($$ is a literal $).
 func TestAliasExpandsOnce(t *testing.T) {
