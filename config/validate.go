@@ -314,6 +314,7 @@ func checkCAFile(name string) error {
 		return fmt.Errorf("%s is empty: it must hold the CA certificate(s) in PEM (-----BEGIN CERTIFICATE-----)", name)
 	}
 	certs := 0
+	var others []string // the types of the other PEM blocks
 	for rest := data; ; {
 		var b *pem.Block
 		b, rest = pem.Decode(rest)
@@ -321,6 +322,9 @@ func checkCAFile(name string) error {
 			break
 		}
 		if b.Type != "CERTIFICATE" {
+			if !slices.Contains(others, b.Type) {
+				others = append(others, b.Type)
+			}
 			continue
 		}
 		if _, err := x509.ParseCertificate(b.Bytes); err != nil {
@@ -328,10 +332,17 @@ func checkCAFile(name string) error {
 		}
 		certs++
 	}
-	if certs == 0 {
-		return fmt.Errorf("%s holds no PEM certificate (-----BEGIN CERTIFICATE-----): is it the CA bundle, in PEM rather than DER?", name)
+	switch {
+	case certs > 0:
+		return nil
+	case len(others) > 0:
+		return fmt.Errorf("%s holds PEM blocks (%s) but no certificate (-----BEGIN CERTIFICATE-----): name the file of the CA's certificate",
+			name, strings.Join(others, ", "))
 	}
-	return nil
+	if _, err := x509.ParseCertificate(data); err == nil {
+		return fmt.Errorf("%s holds a certificate in DER, not PEM: convert it (openssl x509 -inform der -in %s -out ca.pem) and name the PEM file", name, name)
+	}
+	return fmt.Errorf("%s holds no PEM certificate (-----BEGIN CERTIFICATE-----): is it the CA bundle?", name)
 }
 
 // Address returns the endpoint as host:port, adding the protocol's default

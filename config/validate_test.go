@@ -5,6 +5,9 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/iot-mns-bridge/iot-mns-bridge/internal/certgen"
+	"github.com/iot-mns-bridge/iot-mns-bridge/internal/testfile"
 )
 
 // validConfig is a valid config built in code (no file, no lines).
@@ -248,4 +251,36 @@ func namedPattern(n int) string {
 		fmt.Fprintf(&b, "/{s%d}", i)
 	}
 	return b.String()
+}
+
+// TestCAFileNotPEMSaysWhatItHolds: a CA file without a PEM certificate says
+// what it holds instead, and what to do with it: a certificate in DER (the
+// form a browser or Windows exports) is to be converted, a PEM key or
+// request is not the CA's certificate. Before, each was asked 'is it the
+// CA bundle, in PEM rather than DER?', a PEM key too (walked by hand).
+func TestCAFileNotPEMSaysWhatItHolds(t *testing.T) {
+	bundle, err := certgen.New("localhost")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	for _, tc := range []struct {
+		name string
+		data []byte
+		want string // PATH is the file's path
+	}{
+		{"der", bundle.CA.Raw, "PATH holds a certificate in DER, not PEM: convert it (openssl x509 -inform der -in PATH -out ca.pem) and name the PEM file"},
+		{"key", bundle.KeyPEM, "PATH holds PEM blocks (PRIVATE KEY) but no certificate (-----BEGIN CERTIFICATE-----): name the file of the CA's certificate"},
+		{"text", []byte("not a certificate\n"), "PATH holds no PEM certificate (-----BEGIN CERTIFICATE-----): is it the CA bundle?"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			path := testfile.Write(t, dir, tc.name, string(tc.data))
+			if err, want := checkCAFile(path), strings.ReplaceAll(tc.want, "PATH", path); err == nil || err.Error() != want {
+				t.Errorf("got  %v\nwant %s", err, want)
+			}
+		})
+	}
+	if err := checkCAFile(testfile.Write(t, dir, "ca.pem", string(bundle.CAPEM))); err != nil {
+		t.Errorf("the CA in PEM: %v", err)
+	}
 }
