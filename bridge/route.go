@@ -276,6 +276,23 @@ func (r *Router) Destinations() []Destination {
 	return out
 }
 
+// Keys returns the config paths that name the fixed destination d
+// literally, in config order ("routes[0].queue", "default_route.queue"):
+// where an operator fixes a destination that fails. None for a destination
+// no route names so.
+func (r *Router) Keys(d Destination) []string {
+	var out []string
+	for _, ru := range r.rules {
+		if ru.name.static && ru.kind == d.Kind && ru.name.text == d.Name {
+			out = append(out, fmt.Sprintf("routes[%d].%s", ru.index, ru.kindForName))
+		}
+	}
+	if r.def.Dest == d {
+		out = append(out, "default_route."+d.Kind.String())
+	}
+	return out
+}
+
 // RouteTemplate is a rule's destination named per message: Dest holds
 // its kind and its template as written (as Name), Path its config path
 // ("routes[2].queue").

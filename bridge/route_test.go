@@ -399,6 +399,15 @@ func TestRouterDestinations(t *testing.T) {
 	if fmt.Sprint(tmpls) != fmt.Sprint(wantT) {
 		t.Errorf("Templates() = %v, want %v", tmpls, wantT)
 	}
+	// The keys that name each of them, for check's FAIL lines.
+	for d, want := range map[Destination]string{
+		{Queue, "q1"}: "[routes[0].queue routes[3].queue]", {Topic, "t1"}: "[routes[2].topic]",
+		{Queue, "unrouted"}: "[default_route.queue]", {Queue, "t1"}: "[]",
+	} {
+		if got := fmt.Sprint(r.Keys(d)); got != want {
+			t.Errorf("Keys(%v) = %s, want %s", d, got, want)
+		}
+	}
 }
 
 // FuzzRoute checks that random patterns, templates and topics never panic,

@@ -385,6 +385,17 @@ func (b *Bridge) destinations() []bridge.Destination {
 	return out
 }
 
+// destinationKeys returns the config keys that name the fixed destination
+// d: the routes' and the default route's (Router.Keys), and
+// delivery.dead_letter.queue.
+func (b *Bridge) destinationKeys(d bridge.Destination) []string {
+	keys := b.router.Load().Keys(d)
+	if q := b.cfg.Delivery.DeadLetter.Queue; q != "" && d == (bridge.Destination{Kind: bridge.Queue, Name: q}) {
+		keys = append(keys, "delivery.dead_letter.queue")
+	}
+	return keys
+}
+
 // checkDestinations looks up every static destination. It returns the
 // failures that make the bridge not ready (a missing queue, MNS down), and
 // apart from them the destinations it could not verify because the RAM user

@@ -53,7 +53,7 @@ func TestCheckConnectExplainsEachFailure(t *testing.T) {
 		{"wrong server name", func(c *config.Config) { c.Source.TLS.ServerName = "iot.example.com" },
 			[]string{"FAIL source", "iot.example.com"}},
 		{"missing queue", func(c *config.Config) { c.DefaultRoute.Queue = "not-there" },
-			[]string{"FAIL MNS queue not-there", "QueueNotExist", "create"}},
+			[]string{"FAIL MNS queue not-there (default_route.queue): ", "QueueNotExist", "create"}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -193,7 +193,7 @@ func cmdCheck(ctx context.Context, args []string, stdio Stdio) error {
 			fmt.Fprintf(stdio.Out, "skip MNS %s: no mns.credentials to sign with (see above)\n", d)
 			continue
 		}
-		if !checkDestination(cctx, b, d, *probe, cfg.Source.ClientID, stdio.Out) {
+		if !checkDestination(cctx, b, d, b.destinationKeys(d), *probe, cfg.Source.ClientID, stdio.Out) {
 			failed++
 		}
 	}
@@ -214,8 +214,13 @@ const probeMark = "iot-mns-bridge check -probe:"
 // but not that the RAM user may send to it: the line says so. A user that
 // may only send gets a warning, not a failure: the bridge runs fine. With
 // probe it also sends one marked message the way the bridge sends
-// (BatchSendMessage, PublishMessage), unless the lookup already failed.
-func checkDestination(ctx context.Context, b *Bridge, d bridge.Destination, probe bool, clientID string, out io.Writer) bool {
+// (BatchSendMessage, PublishMessage), unless the lookup already failed. A
+// FAIL line names the config keys that name d (keys), where it is fixed.
+func checkDestination(ctx context.Context, b *Bridge, d bridge.Destination, keys []string, probe bool, clientID string, out io.Writer) bool {
+	failed := d.String()
+	if len(keys) > 0 {
+		failed += " (" + strings.Join(keys, ", ") + ")"
+	}
 	send := mns.Permission(mns.SendOperation(d.Kind))
 	err := b.sink.Check(ctx, d)
 	var looked string
@@ -227,7 +232,7 @@ func checkDestination(ctx context.Context, b *Bridge, d bridge.Destination, prob
 		looked = fmt.Sprintf("not verifiable: the RAM user may not read its attributes (mns:Get%sAttributes); "+
 			"sending does not need it, but whether the %s exists is not verified either", kindName(d.Kind), d.Kind)
 	default:
-		fmt.Fprintf(out, "FAIL MNS %s: %v\n", d, err)
+		fmt.Fprintf(out, "FAIL MNS %s: %v\n", failed, err)
 		return false
 	}
 	if !probe {
@@ -242,7 +247,7 @@ func checkDestination(ctx context.Context, b *Bridge, d bridge.Destination, prob
 	body := fmt.Sprintf("%s a test message from %s-check at %s; discard it", probeMark, clientID, time.Now().UTC().Format(time.RFC3339))
 	errs := b.sink.Send(ctx, d, []bridge.Outgoing{{Body: []byte(body), ID: "probe"}})
 	if errs[0] != nil {
-		fmt.Fprintf(out, "FAIL MNS %s: %s; probe message refused: %v\n", d, looked, errs[0])
+		fmt.Fprintf(out, "FAIL MNS %s: %s; probe message refused: %v\n", failed, looked, errs[0])
 		return false
 	}
 	fmt.Fprintf(out, "ok   MNS %s: %s; sent one probe message (%s granted): its consumers receive \"%s ...\"\n", d, looked, send, probeMark)

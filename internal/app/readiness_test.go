@@ -331,7 +331,7 @@ func TestCheckConnectProbe(t *testing.T) {
 			"ok   MNS queue unrouted: not verifiable: the RAM user may not read its attributes (mns:GetQueueAttributes); sending does not need it, " +
 				"but whether the queue exists is not verified either; sent one probe message (mns:SendMessage and mns:BatchSendMessage granted)", 1},
 		{"lookup only", mnsemu.Config{Deny: []string{"BatchSendMessage"}}, ExitFailure,
-			"FAIL MNS queue unrouted: exists (looked up with mns:GetQueueAttributes); probe message refused: mns: BatchSendMessage queue unrouted: " +
+			"FAIL MNS queue unrouted (default_route.queue): exists (looked up with mns:GetQueueAttributes); probe message refused: mns: BatchSendMessage queue unrouted: " +
 				"AccessDenied (HTTP 403)", 0},
 	} {
 		t.Run(c.name, func(t *testing.T) {
