@@ -240,7 +240,7 @@ func checkDestination(ctx context.Context, b *Bridge, d bridge.Destination, keys
 		if err != nil {
 			status = "warn"
 		}
-		fmt.Fprintf(out, "%s MNS %s: %s; sending not tried: the first message sent tells whether %s is granted "+
+		fmt.Fprintf(out, "%s MNS %s: %s; sending not tried: the first message sent tells whether the RAM user has %s "+
 			"(-probe sends one marked test message)\n", status, d, looked, send)
 		return true
 	}

@@ -293,7 +293,7 @@ func TestCheckConnectSendOnlyUser(t *testing.T) {
 		t.Errorf("check -connect as a send-only user: exit %d\n%s%s", code, out, errOut)
 	}
 	if want := "whether the queue exists is not verified either; sending not tried: the first message sent tells whether " +
-		"mns:SendMessage and mns:BatchSendMessage is granted (-probe sends one marked test message)"; !strings.Contains(out, want) {
+		"the RAM user has mns:SendMessage and mns:BatchSendMessage (-probe sends one marked test message)"; !strings.Contains(out, want) {
 		t.Errorf("check -connect as a send-only user does not say what it left unverified (%q):\n%s", want, out)
 	}
 }
@@ -306,7 +306,7 @@ func TestCheckConnectSaysWhatItVerified(t *testing.T) {
 	p := startPeers(t, mnsemu.Config{Queues: []string{"telemetry-pk1", "unrouted"}}, iotsim.Config{})
 	code, out, errOut := runMain(t, context.Background(), "check", "-config", p.writeConfig(t, p.config()), "-connect", "-timeout", "20s")
 	want := "ok   MNS queue unrouted: exists (looked up with mns:GetQueueAttributes); sending not tried: the first message sent " +
-		"tells whether mns:SendMessage and mns:BatchSendMessage is granted (-probe sends one marked test message)\n"
+		"tells whether the RAM user has mns:SendMessage and mns:BatchSendMessage (-probe sends one marked test message)\n"
 	if code != ExitOK || !strings.Contains(out, want) {
 		t.Errorf("check -connect: exit %d, want the line %q\n%s%s", code, want, out, errOut)
 	}
