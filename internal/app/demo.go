@@ -24,7 +24,7 @@ func cmdDemo(ctx context.Context, args []string, stdio Stdio) error {
 	fs.IntVar(&o.Connections, "connections", 1, "source connections")
 	fs.DurationVar(&o.MNSLatency, "mns-latency", 20*time.Millisecond, "latency the MNS emulator adds to each request")
 	fs.BoolVar(&o.Keep, "keep", false, "after the run, keep the simulator and emulator running (until Ctrl-C) for your own config")
-	fs.StringVar(&o.Dir, "dir", "", "where to write the generated config, CA and dead-letter file (default: a new temporary directory)")
+	fs.StringVar(&o.Dir, "dir", "", "where to write the generated config, CA and dead-letter file (default: a new temporary directory); run again in the same -dir, it writes its config again and keeps one you edited as demo.yaml.edited-TIME")
 	fs.StringVar(&o.LogLevel, "log-level", "warn", "the bridge's log level: debug | info | warn | error")
 	if err := parseFlags(fs, args, false); err != nil {
 		return err

@@ -2,6 +2,7 @@ package app
 
 import (
 	"context"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -23,6 +24,25 @@ func TestDemoCommandForwardsEverything(t *testing.T) {
 	code, out, errOut = runMain(t, context.Background(), "demo", "-devices", "5", "-rate", "200", "-duration", "500ms", "-dir", dir)
 	if code != ExitOK || !strings.Contains(out, "OK: nothing lost.") {
 		t.Fatalf("demo again in the same -dir: exit %d\nstdout:\n%s\nstderr:\n%s", code, out, errOut)
+	}
+	// Its own config it writes again; one the user edited it keeps aside.
+	if kept, _ := filepath.Glob(filepath.Join(dir, "demo.yaml.edited-*")); len(kept) != 0 || strings.Contains(out, "is kept as") {
+		t.Fatalf("demo again over its own config kept %v:\n%s", kept, out)
+	}
+	cfgPath := filepath.Join(dir, "demo.yaml")
+	edited, err := os.ReadFile(cfgPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	edited = append(edited, "# my change\n"...)
+	testfile.Write(t, dir, "demo.yaml", string(edited))
+	code, out, errOut = runMain(t, context.Background(), "demo", "-devices", "5", "-rate", "200", "-duration", "500ms", "-dir", dir)
+	kept, _ := filepath.Glob(filepath.Join(dir, "demo.yaml.edited-*"))
+	if code != ExitOK || len(kept) != 1 || !strings.Contains(out, "Your edited "+cfgPath+" is kept as "+kept[0]) {
+		t.Fatalf("demo over an edited config: exit %d, kept %v\nstdout:\n%s\nstderr:\n%s", code, kept, out, errOut)
+	}
+	if got, err := os.ReadFile(kept[0]); err != nil || string(got) != string(edited) {
+		t.Errorf("the kept copy is not the edited config: %v\n%s", err, got)
 	}
 	code, out, errOut = runMain(t, context.Background(), "demo", "-protocol", "amqp", "-devices", "5", "-rate", "200", "-duration", "500ms", "-dir", t.TempDir())
 	if code != ExitOK || !strings.Contains(out, "OK: nothing lost.") || !strings.Contains(out, "amqps://127.0.0.1:") {
