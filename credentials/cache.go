@@ -165,8 +165,8 @@ func (c *Cache) Refused(id string) {
 	}
 	if c.refusedID != id {
 		// Said once the refetch shows what it is: a triple the servers
-		// think expired (a clock behind theirs), or the same one again
-		// (stale at its source; see refresh).
+		// think expired (a clock behind theirs) or that its issuer revoked
+		// early, or the same one again (stale at its source; see refresh).
 		c.refusedID, c.refusedSay = id, true
 	}
 	c.refusedAt = now
@@ -302,7 +302,7 @@ func (c *Cache) refresh(done chan struct{}) {
 	// be had from this provider yet.
 	same := err == nil && c.have && cr.AccessKeyID == c.cur.AccessKeyID && cr.SecurityToken == c.cur.SecurityToken
 	if c.refusedSay && !same {
-		c.log.Warn("a server refused the credentials before they expire by this machine's clock; fetching new ones now (is the clock behind?)",
+		c.log.Warn("a server refused the credentials before they expire by this machine's clock; fetching new ones now (is the clock behind, or did the issuer revoke them early?)",
 			"provider", c.p.Name(), "access_key_id", MaskID(c.refusedID), "expires", c.cur.Expiration.UTC().Format(time.RFC3339))
 	}
 	c.refusedSay = false

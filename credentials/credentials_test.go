@@ -841,7 +841,7 @@ func TestCacheRefusedRefreshesAnSTSTripleEarly(t *testing.T) {
 	// asked once per refused id (id-1, id-2), when its refetch has ended.
 	waitID(t, cache, "id-3")
 	logMu.Lock()
-	n := strings.Count(logBuf.String(), "is the clock behind?")
+	n := strings.Count(logBuf.String(), "is the clock behind, or did the issuer revoke them early?")
 	logMu.Unlock()
 	if n != 2 {
 		t.Errorf("the clock question is logged %d times, want 2 (once per refused triple)", n)
@@ -864,7 +864,7 @@ func TestCacheRefusedRefreshesAnSTSTripleEarly(t *testing.T) {
 // more; walked) gives the same triple at every refetch. That is said once,
 // as stale where it comes from, and not logged as refreshed every 5 s
 // (before: "credentials refreshed" for the same triple at each refusal, and
-// only "is the clock behind?").
+// only "is the clock behind, or did the issuer revoke them early?").
 func TestCacheRefusedTripleGivenAgainIsCalledStale(t *testing.T) {
 	cache, p, clk, logs := sameTripleCache(t, time.Hour)
 	// Refused starts a refetch only when none runs and 5 s have passed:
@@ -885,7 +885,7 @@ func TestCacheRefusedTripleGivenAgainIsCalledStale(t *testing.T) {
 		t.Errorf("the stale triple is logged %d times, want once:\n%s", n, logs())
 	}
 	// The clock is not what is wrong: the question is not asked.
-	if strings.Contains(logs(), "is the clock behind?") {
+	if strings.Contains(logs(), "is the clock behind, or did the issuer revoke them early?") {
 		t.Errorf("a stale triple is blamed on the clock:\n%s", logs())
 	}
 }

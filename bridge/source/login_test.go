@@ -53,7 +53,7 @@ func TestLoginFailsAlikeForEveryProtocol(t *testing.T) {
 // (RabbitMQ). A refusal naming another cause (the simulator's texts:
 // throttled, a wrong consumer group or instance, a malformed login, the
 // server stopping) is not: before, every refusal was, and each showed the
-// "is the clock behind?" warning.
+// "is the clock behind, ...?" warning.
 func TestRefusalReportsOnlyWhatNewCredentialsMayFix(t *testing.T) {
 	p := iotauth.Params{AccessKeyID: "LTAIsts"}
 	rabbitUser := "c1|authMode=aksign,signMethod=hmacsha1,timestamp=1,authId=LTAIsts,iotInstanceId=x,consumerGroupId=g|"
