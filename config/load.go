@@ -435,13 +435,11 @@ func (w *walker) walk(n *yaml.Node, t reflect.Type, path string) {
 			var v int64
 			// yaml.v3 truncates a float into an int (1.5 becomes 1): only an
 			// !!int is a whole number.
-			_, perr := strconv.ParseInt(n.Value, 10, 64)
 			switch err := n.Decode(&v); {
 			case n.ShortTag() == "!!int" && err == nil && !reflect.Zero(t).OverflowInt(v):
 			case quotedAs(n, "!!int"):
 				w.fail(n, path, "%q is quoted, which makes it text: write the number without quotes", n.Value)
-			case n.ShortTag() == "!!int" || errors.Is(perr, strconv.ErrRange):
-				// YAML reads digits beyond int64 as a float.
+			case n.ShortTag() == "!!int" || beyondInt64(n.Value):
 				w.fail(n, path, "%q is too large a number", n.Value)
 			default:
 				w.fail(n, path, "%q is not a whole number: write one in digits, like 4", n.Value)
@@ -469,6 +467,13 @@ func quotedAs(n *yaml.Node, tag string) bool {
 	}
 	plain := yaml.Node{Kind: yaml.ScalarNode, Value: n.Value}
 	return plain.ShortTag() == tag
+}
+
+// beyondInt64 reports whether s is a whole number in digits too large for an
+// int64, which YAML reads as a float rather than an !!int.
+func beyondInt64(s string) bool {
+	_, err := strconv.ParseInt(s, 10, 64)
+	return errors.Is(err, strconv.ErrRange)
 }
 
 // empty makes n a value that decodes into t's zero value (a list item
