@@ -153,8 +153,10 @@ func (r *run) open() error {
 // a DynamicUser) and in the image that directory is the only place the
 // bridge may write, so a path outside it fails whatever its owner or mode (a
 // dynamic user has no fixed id to chown to), and the open's own advice
-// ("create it, writable by the bridge's user") cannot help. Otherwise err is
-// returned as it is.
+// ("create it, writable by the bridge's user") cannot help. Such an error
+// is a config error (a UsageError: exit status 2), which the unit does not
+// restart (RestartPreventExitStatus=2): only a change of the config can fix
+// it. Otherwise err is returned as it is.
 func outsideStateDir(err error, key, path, dir string) error {
 	if err == nil || dir == "" || path == "" {
 		return err
@@ -162,8 +164,8 @@ func outsideStateDir(err error, key, path, dir string) error {
 	if rel, rerr := filepath.Rel(dir, path); rerr == nil && filepath.IsLocal(rel) {
 		return err
 	}
-	return fmt.Errorf("%w; %s %s is outside $STATE_DIRECTORY (%s), the one directory the systemd unit (ProtectSystem=strict, DynamicUser) and the image let the bridge write: make %s relative (it then goes under $STATE_DIRECTORY) or a path under it",
-		err, key, path, dir, key)
+	return &UsageError{Err: fmt.Errorf("%w; %s %s is outside $STATE_DIRECTORY (%s), the one directory the systemd unit (ProtectSystem=strict, DynamicUser) and the image let the bridge write: make %s relative (it then goes under $STATE_DIRECTORY) or a path under it",
+		err, key, path, dir, key)}
 }
 
 // openJournal loads the de-dup window from delivery.dedup.file and keeps

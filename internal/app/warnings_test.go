@@ -172,7 +172,11 @@ func TestCheckWarnsOfASpoolDirRunCannotCreate(t *testing.T) {
 // "read-only file system; create it or make its parent writable by the
 // bridge's user", and a dead-letter file in /var/log/iot-mns-bridge with
 // "create it, writable by the bridge's user": advice that cannot help there.
-// run's error now says where such a path must go.
+// run's error now says where such a path must go, and exits 2, a config
+// error, which the unit does not restart (RestartPreventExitStatus=2): it
+// exited 1, and the unit restarted it every 5 s until its start limit
+// (walk7: NRestarts=8 within 30 s), though only a change of the config
+// can help.
 func TestStateFileOutsideStateDirectoryIsNamed(t *testing.T) {
 	withExampleKey(t)
 	dir := t.TempDir()
@@ -191,8 +195,8 @@ func TestStateFileOutsideStateDirectoryIsNamed(t *testing.T) {
 			want := tc.key + " " + tc.path + " is outside $STATE_DIRECTORY (" + state + ")"
 			t.Setenv("STATE_DIRECTORY", state)
 			code, _, errOut := runMain(t, context.Background(), "run", "-config", file)
-			if code != ExitFailure || !strings.Contains(errOut, want) || !strings.Contains(errOut, "make "+tc.key+" relative (it then goes under $STATE_DIRECTORY)") {
-				t.Errorf("run: exit %d, want %d and an error saying %q and how to fix it:\n%s", code, ExitFailure, want, errOut)
+			if code != ExitUsage || !strings.Contains(errOut, want) || !strings.Contains(errOut, "make "+tc.key+" relative (it then goes under $STATE_DIRECTORY)") {
+				t.Errorf("run: exit %d, want %d (a config error) and an error saying %q and how to fix it:\n%s", code, ExitUsage, want, errOut)
 			}
 			// Without $STATE_DIRECTORY (a shell, a plain service) the error
 			// stays what it was.
