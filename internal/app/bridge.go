@@ -96,6 +96,9 @@ type Bridge struct {
 	// lookupState is the failing destination lookups by code
 	// (checkDestinations' state), "" while they pass.
 	lookupState string
+	// reloadRefused is why the last config reload was refused (the
+	// running config kept), "" when it was applied or none was asked.
+	reloadRefused string
 }
 
 // New provisions a bridge from a validated config without any network I/O:

@@ -79,7 +79,9 @@ func cmdRun(ctx context.Context, args []string, stdio Stdio) error {
 }
 
 // reloadOnHUP reloads the config file on every SIGHUP; an invalid file is
-// refused and the running config kept. loaded is the file as the running
+// refused and the running config kept, and the status line says so until
+// a reload succeeds (`systemctl reload` cannot fail on it: it only sends
+// the signal). loaded is the file as the running
 // config was last loaded from it: a file that still reads the same is said
 // to be unchanged, so that an edit the bridge cannot see (a container's
 // bind mount of the file keeps the old file once an editor replaces it) is
@@ -110,6 +112,7 @@ func reloadOnHUP(ctx context.Context, hup <-chan os.Signal, path string, loaded 
 		if err != nil {
 			log.Error("config reload refused; keeping the running config", "file", path, "err", err)
 		}
+		b.noteReload(err)
 		systemd.Notify("READY=1")
 	}
 }

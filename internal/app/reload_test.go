@@ -2,13 +2,20 @@ package app
 
 import (
 	"context"
+	"log/slog"
+	"os"
 	"slices"
 	"strings"
+	"sync"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/iot-mns-bridge/iot-mns-bridge/config"
 	"github.com/iot-mns-bridge/iot-mns-bridge/config/configtest"
 	"github.com/iot-mns-bridge/iot-mns-bridge/internal/testfile"
+	"github.com/iot-mns-bridge/iot-mns-bridge/iotsim"
+	"github.com/iot-mns-bridge/iot-mns-bridge/mnsemu"
 )
 
 // TestReloadReportsAChangedLiteralSecret: a Secret prints as "***", so
@@ -65,4 +72,61 @@ func TestVersionFlagsAndConfigWithoutFlag(t *testing.T) {
 			t.Errorf("%s FILE: exit %d, %q; want 2 and %q", cmd, code, errOut, want)
 		}
 	}
+}
+
+// TestRefusedReloadIsInTheStatusLine: a SIGHUP with an invalid file is
+// refused and the running config kept; the status line (systemd STATUS=,
+// the Status: of `systemctl status`) says so until a reload succeeds.
+// `systemctl reload` returns 0 and systemd logs "Reloaded" whatever the
+// bridge made of the file, and the line still said "connected 1/1;
+// forwarding" (walk7 under systemd-nspawn): only the journal's ERROR line
+// told that the edit was not applied.
+func TestRefusedReloadIsInTheStatusLine(t *testing.T) {
+	p := startPeers(t, mnsemu.Config{Queues: []string{"telemetry-pk1", "second", "unrouted"}}, iotsim.Config{})
+	c := p.config()
+	path := p.writeConfig(t, c)
+	loaded, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var lines []string
+	last := func() string {
+		mu.Lock()
+		defer mu.Unlock()
+		if len(lines) == 0 {
+			return ""
+		}
+		return lines[len(lines)-1]
+	}
+	b := runBridge(t, mustLoad(t, path), Options{Logger: slog.New(slog.DiscardHandler),
+		OnStatus: func(l string) { mu.Lock(); lines = append(lines, l); mu.Unlock() }})
+	b.stopCleanly(t)
+	waitFor(t, "the status line to say connected", time.Minute, func() bool { return last() == "connected 1/1; forwarding" })
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	hup := make(chan os.Signal, 1)
+	go reloadOnHUP(ctx, hup, path, loaded, b.Bridge, slog.New(slog.DiscardHandler))
+
+	// Two problems: the error has two lines, the status line one.
+	c.Routes[0].Queue = "bad_name"
+	c.DefaultRoute.Queue = "bad_too"
+	p.writeConfig(t, c)
+	hup <- syscall.SIGHUP
+	waitFor(t, "the status line to say that the reload was refused", time.Minute, func() bool {
+		return strings.HasPrefix(last(), "connected 1/1; forwarding; config reload refused, running config kept: ") && strings.Contains(last(), "bad_name")
+	})
+	b.readyMu.Lock()
+	refused := b.reloadRefused
+	b.readyMu.Unlock()
+	if !strings.Contains(refused, "bad_too") || strings.Contains(refused, "\n") {
+		t.Errorf("the refusal the status line quotes is %q, want both problems on one line", refused)
+	}
+	c.DefaultRoute.Queue = "unrouted"
+
+	c.Routes[0].Queue = "second"
+	p.writeConfig(t, c)
+	hup <- syscall.SIGHUP
+	waitFor(t, "the status line to drop the refusal once a reload succeeds", time.Minute, func() bool { return last() == "connected 1/1; forwarding" })
 }

@@ -37,6 +37,9 @@ type statusView struct {
 	deadLetter bool   // dead letters cannot be written
 	spoolFull  bool
 	stuck      bool
+	// reloadRefused is why the last config reload was refused, "" when
+	// it was applied or none was asked.
+	reloadRefused string
 }
 
 // line renders v. With shape set, the text that may change at every
@@ -66,8 +69,8 @@ func (v statusView) line(shape bool) string {
 		}
 		if shape {
 			reason = source.FailureShape(reason)
-		} else if r := []rune(reason); len(r) > maxReasonLen {
-			reason = string(r[:maxReasonLen]) + "..."
+		} else {
+			reason = cut(reason)
 		}
 		parts = append(parts, fmt.Sprintf("waiting for the platform%s (connected %d/%d): %s: %s",
 			since(v.platformSince), up, len(v.conns), down[0].Name, reason))
@@ -92,7 +95,18 @@ func (v statusView) line(shape bool) string {
 	if len(parts) == 1 && len(down) == 0 && len(v.conns) > 0 {
 		parts = append(parts, "forwarding")
 	}
+	if v.reloadRefused != "" {
+		parts = append(parts, "config reload refused, running config kept: "+cut(v.reloadRefused))
+	}
 	return strings.Join(parts, "; ")
+}
+
+// cut bounds an error quoted in the line to maxReasonLen runes.
+func cut(reason string) string {
+	if r := []rune(reason); len(r) > maxReasonLen {
+		return string(r[:maxReasonLen]) + "..."
+	}
+	return reason
 }
 
 // view reads the bridge's state; prev is the last view, whose since
@@ -119,6 +133,7 @@ func (b *Bridge) view(prev statusView, now time.Time) statusView {
 	}
 	b.readyMu.Lock()
 	v.lookups = b.lookupState
+	v.reloadRefused = b.reloadRefused
 	b.readyMu.Unlock()
 	v.deadLetter = b.pipeline.Stats().DeadLetterError != ""
 	b.status.spoolMu.Lock()
@@ -127,6 +142,19 @@ func (b *Bridge) view(prev statusView, now time.Time) statusView {
 	v.spoolFull = spoolStats != nil && spoolStats().Full
 	v.stuck = b.Healthy() != nil
 	return v
+}
+
+// noteReload records the outcome of a config reload for the status line:
+// err is why it was refused, its lines joined with "; " (a line of
+// sd_notify's STATUS= ends at a newline), nil when it was applied (or the
+// file is unchanged).
+func (b *Bridge) noteReload(err error) {
+	b.readyMu.Lock()
+	defer b.readyMu.Unlock()
+	b.reloadRefused = ""
+	if err != nil {
+		b.reloadRefused = strings.ReplaceAll(err.Error(), "\n", "; ")
+	}
 }
 
 // reportStatus calls OnStatus with the status line now and whenever its
