@@ -26,7 +26,8 @@ import (
 	"github.com/iot-mns-bridge/iot-mns-bridge/sinks/mns"
 )
 
-// NewLogger builds the logger the log section asks for, writing to w.
+// NewLogger builds the logger the log section asks for, writing to w; in
+// both formats a duration reads as text ("20s").
 func NewLogger(l config.Log, w io.Writer) *slog.Logger {
 	var level slog.Level
 	switch l.Level {
@@ -39,6 +40,14 @@ func NewLogger(l config.Log, w io.Writer) *slog.Logger {
 	}
 	opts := &slog.HandlerOptions{Level: level}
 	if l.Format == "json" {
+		// A duration as the text format writes it ("20s"), not as
+		// the nanoseconds slog's JSON handler writes.
+		opts.ReplaceAttr = func(_ []string, a slog.Attr) slog.Attr {
+			if a.Value.Kind() == slog.KindDuration {
+				a.Value = slog.StringValue(a.Value.Duration().String())
+			}
+			return a
+		}
 		return slog.New(slog.NewJSONHandler(w, opts))
 	}
 	return slog.New(slog.NewTextHandler(w, opts))

@@ -3,11 +3,14 @@ package app
 import (
 	"bytes"
 	"context"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/iot-mns-bridge/iot-mns-bridge/config"
 	"github.com/iot-mns-bridge/iot-mns-bridge/internal/testfile"
 )
 
@@ -211,5 +214,18 @@ func TestREADMEEndpointsFollowTheRegionsTable(t *testing.T) {
 		if strings.Contains(line, "endpoint: https://") && strings.Contains(line, "-internal") {
 			t.Errorf("README example with an https internal endpoint: %s", line)
 		}
+	}
+}
+
+// TestJSONLogWritesDurationsAsText: log.format json writes a duration as
+// the text format does ("20s"), not as nanoseconds: the stop's line
+// read "timeout":20000000000 in the Kubernetes config's json logs (walk7),
+// and "after" or "backoff" likewise.
+func TestJSONLogWritesDurationsAsText(t *testing.T) {
+	var buf strings.Builder
+	NewLogger(config.Log{Level: "info", Format: "json"}, &buf).Info("shutting down", "timeout", 20*time.Second,
+		slog.Group("g", "after", 1500*time.Millisecond), "n", 3)
+	if want := `"timeout":"20s","g":{"after":"1.5s"},"n":3}`; !strings.Contains(buf.String(), want) {
+		t.Errorf("json line %s, want it to end with %s", buf.String(), want)
 	}
 }
