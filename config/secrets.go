@@ -115,15 +115,16 @@ func (m *loadInfo) readSecretFile(name string) (Secret, error) {
 // fileReadError says what to do about a credentials file that could not be
 // read (what it should hold: "the secret"), naming it: one that does not
 // exist is to be created, or its path fixed (where a relative one is read
-// from); one this user may not read is to be made readable to it. Other
-// errors are returned as they are.
+// from); one this user may not read is to be made readable to it, naming
+// its uid and gid (65532 in the image). Other errors are returned as they
+// are.
 func fileReadError(name, holds string, err error) error {
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
 		return fmt.Errorf("file %s does not exist: create it with %s on one line (chmod 600), or fix the path (a relative one is read from "+
 			"$CREDENTIALS_DIRECTORY when it is set, as under systemd and in the image, else from the config file's directory): %w", name, holds, err)
 	case errors.Is(err, fs.ErrPermission):
-		return fmt.Errorf("file %s is not readable by this user: let the bridge's user read it (owned by it, chmod 600): %w", name, err)
+		return fmt.Errorf("file %s is not readable by this user (uid %d, gid %d): let that user read it (owned by it, chmod 600): %w", name, os.Getuid(), os.Getgid(), err)
 	}
 	return err
 }

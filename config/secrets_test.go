@@ -1,10 +1,13 @@
 package config
 
 import (
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -248,5 +251,19 @@ func TestStateDirectoryHoldsSpoolAndDeadLetters(t *testing.T) {
 	}
 	if cfg.Spool.Dir != "/var/lib/iot-mns-bridge/spool" || cfg.Delivery.DeadLetter.File != "/var/lib/iot-mns-bridge/dead-letter.jsonl" {
 		t.Errorf("spool.dir %q, dead_letter.file %q: want them under $STATE_DIRECTORY", cfg.Spool.Dir, cfg.Delivery.DeadLetter.File)
+	}
+}
+
+// TestUnreadableFileNamesTheUser: a credentials file the process may not
+// read says which user it runs as (uid and gid), whom the file must let
+// read it: "not readable by this user" left the operator of the image,
+// which runs as 65532, with a root 0600 secret mounted, to find that out
+// (walk7).
+func TestUnreadableFileNamesTheUser(t *testing.T) {
+	err := fileReadError("/run/secrets/access_key_secret", "the secret",
+		&fs.PathError{Op: "open", Path: "/run/secrets/access_key_secret", Err: syscall.EACCES})
+	want := fmt.Sprintf("file /run/secrets/access_key_secret is not readable by this user (uid %d, gid %d): let that user read it", os.Getuid(), os.Getgid())
+	if !strings.Contains(err.Error(), want) || !errors.Is(err, fs.ErrPermission) {
+		t.Errorf("fileReadError = %v, want it to say %q and wrap fs.ErrPermission", err, want)
 	}
 }

@@ -22,6 +22,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"runtime/debug"
 	"strings"
@@ -111,6 +112,9 @@ func Main(ctx context.Context, args []string, stdio Stdio) int {
 			return ExitOK
 		}
 		fmt.Fprintf(stdio.Err, "iot-mns-bridge %s: %v\n", name, err)
+		if hint := permissionHint(err, os.Getuid(), os.Getgid()); hint != "" {
+			fmt.Fprintf(stdio.Err, "iot-mns-bridge %s: %s\n", name, hint)
+		}
 		if cmdline.IsUsage(err) {
 			return ExitUsage
 		}
@@ -119,6 +123,17 @@ func Main(ctx context.Context, args []string, stdio Stdio) int {
 	fmt.Fprintf(stdio.Err, "iot-mns-bridge: unknown command %q\n\n", name)
 	usage(stdio.Err)
 	return ExitUsage
+}
+
+// permissionHint says, for an error that comes of a permission denied
+// (fs.ErrPermission), which user the process runs as, whom the file or
+// directory it names must let read or write ("the bridge's user" of the
+// errors: 65532 in the image, the unit's DynamicUser); "" for other errors.
+func permissionHint(err error, uid, gid int) string {
+	if !errors.Is(err, fs.ErrPermission) {
+		return ""
+	}
+	return fmt.Sprintf("permission denied: this process runs as uid %d, gid %d: a file it reads (a secret, a CA) must be readable, and a state directory writable, by that user", uid, gid)
 }
 
 func usage(w io.Writer) {

@@ -3,10 +3,14 @@ package app
 import (
 	"bytes"
 	"context"
+	"errors"
+	"fmt"
+	"io/fs"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -227,5 +231,24 @@ func TestJSONLogWritesDurationsAsText(t *testing.T) {
 		slog.Group("g", "after", 1500*time.Millisecond), "n", 3)
 	if want := `"timeout":"20s","g":{"after":"1.5s"},"n":3}`; !strings.Contains(buf.String(), want) {
 		t.Errorf("json line %s, want it to end with %s", buf.String(), want)
+	}
+}
+
+// TestPermissionErrorNamesTheUser: an error that comes of a permission
+// denied (a secret or CA file the process cannot read, a state directory
+// it cannot write) is followed by a line naming the process's uid and gid:
+// the errors spoke of "this user" and "the bridge's user", and in the
+// image, run with a host directory as its state volume (root's, 0755),
+// the operator had to find out that the user is 65532 (walk7).
+func TestPermissionErrorNamesTheUser(t *testing.T) {
+	denied := fmt.Errorf("deadletter: open /var/lib/iot-mns-bridge/dead-letter.jsonl: %w; the file and its directory must be writable by the bridge's user",
+		&fs.PathError{Op: "open", Path: "/var/lib/iot-mns-bridge/dead-letter.jsonl", Err: syscall.EACCES})
+	for _, err := range []error{denied, errors.Join(errors.New("config.yaml:3: routes[0].queue: bad"), denied)} {
+		if got, want := permissionHint(err, 65532, 65532), "this process runs as uid 65532, gid 65532"; !strings.Contains(got, want) {
+			t.Errorf("permissionHint(%q) = %q, want it to say %q", err, got, want)
+		}
+	}
+	if got := permissionHint(errors.New("config.yaml:3: routes[0].queue: bad"), 0, 0); got != "" {
+		t.Errorf("permissionHint of another error = %q, want none", got)
 	}
 }
