@@ -19,6 +19,7 @@ import (
 // from the Secret's mount), and checks it against the manifests: the client
 // id is the pod name, http.listen is on the probes' port and not loopback,
 // shutdown_timeout is below terminationGracePeriodSeconds, the spool is on,
+// an instance's endpoint comes with its iot_instance_id,
 // and replicas x connections stay within the platform's 64 clients per
 // consumer group. deploy/kubernetes/validate checks the manifests against
 // the Kubernetes API types (scripts/ops-check.sh, step kube).
@@ -88,6 +89,16 @@ func TestKubernetesConfig(t *testing.T) {
 	}
 	if grace := time.Duration(sts.Spec.Template.Spec.TerminationGracePeriodSeconds) * time.Second; grace <= cfg.ShutdownTimeout {
 		t.Errorf("terminationGracePeriodSeconds %v is not above shutdown_timeout %v: the kubelet would SIGKILL a draining bridge", grace, cfg.ShutdownTimeout)
+	}
+	// An endpoint ${iotInstanceId}.amqp.iothub.aliyuncs.com is an
+	// instance's: a login must name the instance (iotInstanceId), or the
+	// platform refuses it. The ConfigMap had such an endpoint and no
+	// iot_instance_id, and README's "Edit configmap.yaml" did not name it
+	// (walk7).
+	if host, _, _ := strings.Cut(cfg.Source.Endpoint, ":"); strings.HasSuffix(host, ".amqp.iothub.aliyuncs.com") {
+		if id, _, _ := strings.Cut(host, "."); cfg.Source.IotInstanceID != id {
+			t.Errorf("source.iot_instance_id %q with the endpoint %s of instance %s: want %q (a login must name the instance)", cfg.Source.IotInstanceID, host, id, id)
+		}
 	}
 	if cfg.Spool.Dir == "" || !strings.HasPrefix(cfg.Spool.Dir, env["STATE_DIRECTORY"]) {
 		t.Errorf("spool.dir %q: want it on the pod's volume ($STATE_DIRECTORY)", cfg.Spool.Dir)
