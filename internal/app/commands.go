@@ -366,12 +366,14 @@ func cmdReplay(ctx context.Context, args []string, stdio Stdio) error {
 			return fmt.Errorf("reading %s: %w", file, err)
 		}
 	}
+	beside := "" // the file beside a running bridge's dead-letter file
 	if dl := cfg.Delivery.DeadLetter.File; dl != "" {
 		// A running bridge with this config holds its dead-letter file:
 		// replay writes beside it instead of refusing to run.
 		held, err := deadletter.OpenFile(dl)
 		if errors.Is(err, deadletter.ErrLocked) {
 			alt := dl + ".replay-" + time.Now().UTC().Format("20060102T150405Z")
+			beside = alt
 			fmt.Fprintf(stdio.Out, "%s is held by a running bridge: what fails again is written to %s\n", dl, alt)
 			if same(file, dl) {
 				fmt.Fprintf(stdio.Out, "once the replay is done, move %s away (the bridge starts a new one when it is full) or truncate it, so that it is not replayed twice\n", dl)
@@ -396,6 +398,11 @@ func cmdReplay(ctx context.Context, args []string, stdio Stdio) error {
 	done := st.Forwarded + st.DeadLettered + repeated
 	fmt.Fprintf(stdio.Out, "replayed %s: %d entries read, %d skipped, %d forwarded, %d dead-lettered again, %d repeated (sent once), %d not done\n",
 		file, len(entries), skipped, st.Forwarded, st.DeadLettered, repeated, int64(len(entries))-done)
+	// The file beside a running bridge's holds what failed again: when
+	// nothing did, it is not left behind empty.
+	if fi, err := os.Stat(beside); beside != "" && st.DeadLettered == 0 && err == nil && fi.Size() == 0 && os.Remove(beside) == nil {
+		fmt.Fprintf(stdio.Out, "nothing failed again: %s removed\n", beside)
+	}
 	if !finished || ctx.Err() != nil || done < int64(len(entries)) {
 		return errors.New("replay did not finish: run it again (entries may then be sent twice)")
 	}
