@@ -76,7 +76,8 @@ func TestVersionFlagsAndConfigWithoutFlag(t *testing.T) {
 
 // TestRefusedReloadIsInTheStatusLine: a SIGHUP with an invalid file is
 // refused and the running config kept; the status line (systemd STATUS=,
-// the Status: of `systemctl status`) says so until a reload succeeds.
+// the Status: of `systemctl status`), /status and the status command say
+// so until a reload succeeds.
 // `systemctl reload` returns 0 and systemd logs "Reloaded" whatever the
 // bridge made of the file, and the line still said "connected 1/1;
 // forwarding" (walk7 under systemd-nspawn): only the journal's ERROR line
@@ -117,11 +118,16 @@ func TestRefusedReloadIsInTheStatusLine(t *testing.T) {
 	waitFor(t, "the status line to say that the reload was refused", time.Minute, func() bool {
 		return strings.HasPrefix(last(), "connected 1/1; forwarding; config reload refused, running config kept: ") && strings.Contains(last(), "bad_name")
 	})
-	b.readyMu.Lock()
-	refused := b.reloadRefused
-	b.readyMu.Unlock()
-	if !strings.Contains(refused, "bad_too") || strings.Contains(refused, "\n") {
-		t.Errorf("the refusal the status line quotes is %q, want both problems on one line", refused)
+	// /status and the status command's table say it too (a container
+	// has no status line: docker kill -s HUP).
+	st := b.Status()
+	if !strings.Contains(st.ConfigReloadRefused, "bad_too") || strings.Contains(st.ConfigReloadRefused, "\n") {
+		t.Errorf("/status's config_reload_refused is %q, want both problems on one line", st.ConfigReloadRefused)
+	}
+	var table strings.Builder
+	printStatus(&table, st, nil)
+	if !strings.Contains(table.String(), "\n  config reload refused, running config kept: ") {
+		t.Errorf("the status table does not say that the reload was refused:\n%s", table.String())
 	}
 	c.DefaultRoute.Queue = "unrouted"
 
@@ -129,4 +135,7 @@ func TestRefusedReloadIsInTheStatusLine(t *testing.T) {
 	p.writeConfig(t, c)
 	hup <- syscall.SIGHUP
 	waitFor(t, "the status line to drop the refusal once a reload succeeds", time.Minute, func() bool { return last() == "connected 1/1; forwarding" })
+	if st := b.Status(); st.ConfigReloadRefused != "" {
+		t.Errorf("/status's config_reload_refused is %q after a reload succeeded, want none", st.ConfigReloadRefused)
+	}
 }

@@ -27,6 +27,10 @@ type Status struct {
 	Healthy   bool      `json:"healthy"`
 	// HealthError is why /healthz fails, "" when healthy.
 	HealthError string `json:"health_error,omitempty"`
+	// ConfigReloadRefused is why the last config reload (SIGHUP) was
+	// refused, the running config kept; "" when it was applied or none
+	// was asked.
+	ConfigReloadRefused string `json:"config_reload_refused,omitempty"`
 
 	Source   []SourceConnStatus `json:"source"`
 	Pipeline PipelineStatus     `json:"pipeline"`
@@ -315,6 +319,7 @@ func (b *Bridge) Status() Status {
 	st.MNSSendsFailing = len(b.pipeline.Failing())
 	b.readyMu.Lock()
 	st.MNSLookupsFailing = len(b.notReady)
+	st.ConfigReloadRefused = b.reloadRefused
 	b.readyMu.Unlock()
 	st.Ready = len(st.NotReady) == 0
 	if err := b.Healthy(); err != nil {

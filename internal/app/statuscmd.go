@@ -236,6 +236,9 @@ func printStatus(w io.Writer, st Status, r *StatusRates) error {
 	for _, reason := range st.NotReady {
 		fmt.Fprintf(w, "  not ready: %s\n", reason)
 	}
+	if st.ConfigReloadRefused != "" {
+		fmt.Fprintf(w, "  config reload refused, running config kept: %s\n", st.ConfigReloadRefused)
+	}
 	fmt.Fprintln(w)
 	rate := func(f func(*StatusRates) float64) string {
 		if r == nil {
