@@ -11,6 +11,10 @@
 #     -v /etc/iot-mns-bridge/access_key_secret.65532:/run/secrets/access_key_secret:ro \
 #     -v iot-mns-bridge-state:/var/lib/iot-mns-bridge \
 #     -e ALIBABA_CLOUD_ACCESS_KEY_ID=LTAI... -p 127.0.0.1:9477:9477 iot-mns-bridge
+# Check the config first (same -v and -e, with --rm and "check -config
+# /etc/iot-mns-bridge/config.yaml" after the image): --restart restarts a
+# config error (exit status 2) again and again, which the systemd unit
+# does not (RestartPreventExitStatus=2).
 #
 # The config is mounted at /etc/iot-mns-bridge/config.yaml and must set:
 #   http.listen: 0.0.0.0:9477          # the default 127.0.0.1:9477 is reachable only
