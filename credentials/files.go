@@ -91,13 +91,14 @@ func readSecretFile(name string) (string, error) {
 	return v, nil
 }
 
-// fileErr words a file error without wrapping the os error's text twice.
+// fileErr words a file error without wrapping the os error's text twice;
+// a permission denied names the uid and gid the process runs as.
 func fileErr(name string, err error) error {
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
 		return fmt.Errorf("file %s does not exist", name)
 	case errors.Is(err, fs.ErrPermission):
-		return fmt.Errorf("file %s is not readable by this user", name)
+		return fmt.Errorf("file %s is not readable by this user (uid %d, gid %d)", name, os.Getuid(), os.Getgid())
 	}
 	return fmt.Errorf("read %s: %w", name, err)
 }
