@@ -399,6 +399,16 @@ func (b *Bridge) destinationKeys(d bridge.Destination) []string {
 	return keys
 }
 
+// namedByKeys is d as a check reports it: with the config keys that name it
+// (destinationKeys), where the operator fixes it, e.g.
+// "queue thing-eventz (routes[2].queue)".
+func namedByKeys(d bridge.Destination, keys []string) string {
+	if len(keys) == 0 {
+		return d.String()
+	}
+	return d.String() + " (" + strings.Join(keys, ", ") + ")"
+}
+
 // checkDestinations looks up every static destination. It returns the
 // failures that make the bridge not ready (a missing queue, MNS down), and
 // apart from them the destinations it could not verify because the RAM user
@@ -419,7 +429,7 @@ func (b *Bridge) checkDestinations(ctx context.Context) (failed, unverifiable []
 			unverifiable = append(unverifiable, fmt.Sprintf("MNS %s: not verifiable: the RAM user may not read its attributes "+
 				"(mns:Get%sAttributes); sending does not need it, so this is not a failure", d, kindName(d.Kind)))
 		default:
-			failed = append(failed, fmt.Sprintf("MNS %s: %v", d, err))
+			failed = append(failed, fmt.Sprintf("MNS %s: %v", namedByKeys(d, b.destinationKeys(d)), err))
 			key := err.Error()
 			switch {
 			case errors.As(err, &me):

@@ -229,10 +229,7 @@ const probeMark = "iot-mns-bridge check -probe:"
 // (BatchSendMessage, PublishMessage), unless the lookup already failed. A
 // FAIL line names the config keys that name d (keys), where it is fixed.
 func checkDestination(ctx context.Context, b *Bridge, d bridge.Destination, keys []string, probe bool, clientID string, out io.Writer) bool {
-	failed := d.String()
-	if len(keys) > 0 {
-		failed += " (" + strings.Join(keys, ", ") + ")"
-	}
+	failed := namedByKeys(d, keys)
 	send := mns.Permission(mns.SendOperation(d.Kind))
 	err := b.sink.Check(ctx, d)
 	var looked string

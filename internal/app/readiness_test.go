@@ -104,8 +104,8 @@ func TestReadinessMissingQueue(t *testing.T) {
 	waitReady(t, ready) // READY=1 although a destination is missing
 	waitFor(t, "three failed checks", time.Minute, func() bool { return p.emu.Stats().Errors["QueueNotExist"] >= 3 })
 	code, body := httpGet(t, base+"/readyz")
-	if code != 503 || !strings.Contains(body, "MNS queue not-there") || !strings.Contains(body, "QueueNotExist") {
-		t.Errorf("/readyz = %d %q, want 503 naming the missing queue", code, body)
+	if code != 503 || !strings.Contains(body, "MNS queue not-there (default_route.queue): ") || !strings.Contains(body, "QueueNotExist") {
+		t.Errorf("/readyz = %d %q, want 503 naming the missing queue and its config key", code, body)
 	}
 	// /status says so by count, for the status table's mns row.
 	var st Status
@@ -114,6 +114,9 @@ func TestReadinessMissingQueue(t *testing.T) {
 	}
 	if n := strings.Count(logs.String(), "MNS destination check failed"); n != 1 {
 		t.Errorf("the failing check was logged %d times over 3 checks, want once:\n%s", n, logs)
+	}
+	if !strings.Contains(logs.String(), "MNS queue not-there (default_route.queue): ") {
+		t.Errorf("the failing check's log line does not name the config key (default_route.queue):\n%s", logs)
 	}
 	p.sim.Publish("g1", iotsim.Message{Topic: "/pk1/dev1/user/data", MessageID: "m-1", Body: []byte(`{}`)})
 	waitFor(t, "the other route forwarding", time.Minute, func() bool { return len(p.emu.Messages("telemetry-pk1")) == 1 })
