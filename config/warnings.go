@@ -81,6 +81,7 @@ const (
 	placeholderSourceHost = "iot-06z00xxxx.amqp.iothub.aliyuncs.com"
 	placeholderAccount    = "1234567890123456"
 	placeholderKeyID      = "LTAI5tEXAMPLEEXAMPLEEXAMP"
+	placeholderSecret     = "REPLACE-WITH-THE-ACCESSKEY-SECRET"
 )
 
 // placeholders warns of each example placeholder cfg still holds, naming
@@ -97,12 +98,26 @@ func placeholders(cfg *Config) []Warning {
 			"write your MNS endpoint (MNS console, queue details, endpoint)"})
 	}
 	for _, c := range []struct {
-		path string
-		cr   Credentials
-	}{{"source.credentials", cfg.Source.Credentials}, {"mns.credentials", cfg.MNS.Credentials}} {
-		if c.cr.AccessKeyID == placeholderKeyID && (c.path == "source.credentials" || c.cr != cfg.Source.Credentials) {
-			out = append(out, Warning{Msg: c.path + ".access_key_id: " + placeholderKeyID + " is the example's placeholder (from the example env file?): " +
-				"write your AccessKey ID, e.g. ALIBABA_CLOUD_ACCESS_KEY_ID in /etc/iot-mns-bridge/iot-mns-bridge.env"})
+		path    string
+		cr      Credentials
+		secrets func() (secret, token string, err error)
+	}{{"source.credentials", cfg.Source.Credentials, cfg.SourceSecrets}, {"mns.credentials", cfg.MNS.Credentials, cfg.MNSSecrets}} {
+		// mns.credentials that are the source's are warned of once.
+		if c.path != "source.credentials" && (c.cr == cfg.Source.Credentials || c.cr == Credentials{}) {
+			continue
+		}
+		if c.cr.AccessKeyID == placeholderKeyID {
+			out = append(out, Warning{Msg: c.path + ".access_key_id: " + placeholderKeyID + " is the example's placeholder (from the example env file or the Kubernetes Secret?): " +
+				"write your AccessKey ID: ALIBABA_CLOUD_ACCESS_KEY_ID in /etc/iot-mns-bridge/iot-mns-bridge.env under systemd, the Secret's access_key_id on Kubernetes"})
+		}
+		// A secret that cannot be read is an error of its own (check, run).
+		if secret, _, err := c.secrets(); err == nil && secret == placeholderSecret {
+			key := c.path + ".access_key_secret"
+			if c.cr.AccessKeySecretFile != "" {
+				key = c.path + ".access_key_secret_file"
+			}
+			out = append(out, Warning{Msg: key + ": " + placeholderSecret + " is the example's placeholder (from the Kubernetes Secret?): " +
+				"write your AccessKey Secret there; on Kubernetes create the Secret with kubectl, as deploy/kubernetes/secret.yaml says"})
 		}
 	}
 	return out

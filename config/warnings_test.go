@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/iot-mns-bridge/iot-mns-bridge/internal/testfile"
 )
 
 func TestLiteralSecretsInReadableConfigAreFound(t *testing.T) {
@@ -112,6 +114,54 @@ func TestExamplePlaceholdersAreWarned(t *testing.T) {
 	edited.MNS.Endpoint = "https://5678.mns.cn-hangzhou.aliyuncs.com"
 	if ws := placeholders(&edited); len(ws) != 0 {
 		t.Errorf("an edited config: placeholder warnings %v", ws)
+	}
+}
+
+// TestPlaceholderSecretIsWarned: the Kubernetes Secret's placeholder
+// secret (deploy/kubernetes/secret.yaml), read from a file as the
+// manifests do or given inline, is warned of by the key that holds it, once
+// when mns.credentials are the source's, and for mns.credentials of their
+// own; a real secret is not. (Before, only the key id's placeholder was.)
+func TestPlaceholderSecretIsWarned(t *testing.T) {
+	dir := t.TempDir()
+	file := testfile.Write(t, dir, "access_key_secret", placeholderSecret+"\n")
+	realFile := testfile.Write(t, dir, "real_secret", "a-real-secret\n")
+	keys := func(c *Config) string {
+		var got []string
+		for _, w := range placeholders(c) {
+			got = append(got, w.Msg[:strings.IndexByte(w.Msg, ':')])
+		}
+		return strings.Join(got, ",")
+	}
+	for _, tc := range []struct {
+		name   string
+		mutate func(c *Config)
+		want   string
+	}{
+		{"secret file", func(c *Config) {
+			c.Source.Credentials = Credentials{AccessKeyID: testKeyID, AccessKeySecretFile: file}
+			c.MNS.Credentials = c.Source.Credentials
+		}, "source.credentials.access_key_secret_file"},
+		{"inline secret, mns empty", func(c *Config) {
+			c.Source.Credentials = Credentials{AccessKeyID: testKeyID, AccessKeySecret: placeholderSecret}
+			c.MNS.Credentials = Credentials{}
+		}, "source.credentials.access_key_secret"},
+		{"mns of its own", func(c *Config) {
+			c.MNS.Credentials = Credentials{AccessKeyID: placeholderKeyID, AccessKeySecretFile: file}
+		}, "mns.credentials.access_key_id,mns.credentials.access_key_secret_file"},
+		{"real secret file", func(c *Config) {
+			c.Source.Credentials = Credentials{AccessKeyID: testKeyID, AccessKeySecretFile: realFile}
+		}, ""},
+		{"secret file missing", func(c *Config) {
+			c.Source.Credentials = Credentials{AccessKeyID: testKeyID, AccessKeySecretFile: dir + "/none"}
+		}, ""},
+	} {
+		c := validConfig()
+		c.MNS.Endpoint = "https://5678.mns.cn-hangzhou.aliyuncs.com"
+		tc.mutate(&c)
+		if got := keys(&c); got != tc.want {
+			t.Errorf("%s: placeholder warnings for %q, want %q", tc.name, got, tc.want)
+		}
 	}
 }
 
