@@ -99,6 +99,10 @@ type Bridge struct {
 	// reloadRefused is why the last config reload was refused (the
 	// running config kept), "" when it was applied or none was asked.
 	reloadRefused string
+	// restartPending names the config sections whose changes, read by an
+	// applied reload, wait for a restart (Reload's needRestart); nil when
+	// the running config is the file's.
+	restartPending []string
 }
 
 // New provisions a bridge from a validated config without any network I/O:

@@ -113,6 +113,7 @@ func reloadOnHUP(ctx context.Context, hup <-chan os.Signal, path string, loaded 
 			if err == nil {
 				loaded = data
 				log.Info("config reloaded: routes and delivery settings applied", "file", path)
+				b.noteRestartPending(restart)
 				if len(restart) > 0 {
 					log.Warn("changed settings take effect only after a restart", "sections", strings.Join(restart, ", "))
 				}

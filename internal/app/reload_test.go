@@ -77,7 +77,8 @@ func TestVersionFlagsAndConfigWithoutFlag(t *testing.T) {
 // TestRefusedReloadIsInTheStatusLine: a SIGHUP with an invalid file is
 // refused and the running config kept; the status line (systemd STATUS=,
 // the Status: of `systemctl status`), /status and the status command say
-// so until a reload succeeds.
+// so until a reload succeeds. They say too which sections an applied
+// reload read changes of that wait for a restart (walk7: only a log line).
 // `systemctl reload` returns 0 and systemd logs "Reloaded" whatever the
 // bridge made of the file, and the line still said "connected 1/1;
 // forwarding" (walk7 under systemd-nspawn): only the journal's ERROR line
@@ -137,5 +138,34 @@ func TestRefusedReloadIsInTheStatusLine(t *testing.T) {
 	waitFor(t, "the status line to drop the refusal once a reload succeeds", time.Minute, func() bool { return last() == "connected 1/1; forwarding" })
 	if st := b.Status(); st.ConfigReloadRefused != "" {
 		t.Errorf("/status's config_reload_refused is %q after a reload succeeded, want none", st.ConfigReloadRefused)
+	}
+
+	// A change a reload cannot apply (the log level: a restart) is applied
+	// nowhere until the bridge restarts: the status line, /status and the
+	// table say which sections wait, until a reload brings them back.
+	level := c.Log.Level
+	c.Log.Level = "debug"
+	p.writeConfig(t, c)
+	hup <- syscall.SIGHUP
+	waitFor(t, "the status line to say that a change waits for a restart", time.Minute, func() bool {
+		return last() == "connected 1/1; forwarding; config changes waiting for a restart: log"
+	})
+	st = b.Status()
+	if !slices.Equal(st.ConfigRestartPending, []string{"log"}) {
+		t.Errorf("/status's config_restart_pending is %q, want [log]", st.ConfigRestartPending)
+	}
+	table.Reset()
+	printStatus(&table, st, nil)
+	if !strings.Contains(table.String(), "\n  config changes waiting for a restart: log\n") {
+		t.Errorf("the status table does not say which changes wait for a restart:\n%s", table.String())
+	}
+	c.Log.Level = level
+	p.writeConfig(t, c)
+	hup <- syscall.SIGHUP
+	waitFor(t, "the status line to drop the pending restart once the file matches the running config", time.Minute, func() bool {
+		return last() == "connected 1/1; forwarding"
+	})
+	if st := b.Status(); st.ConfigRestartPending != nil {
+		t.Errorf("/status's config_restart_pending is %q once the file matches the running config, want none", st.ConfigRestartPending)
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -31,6 +32,9 @@ type Status struct {
 	// refused, the running config kept; "" when it was applied or none
 	// was asked.
 	ConfigReloadRefused string `json:"config_reload_refused,omitempty"`
+	// ConfigRestartPending names the config sections whose changes an
+	// applied reload read but that take effect only after a restart.
+	ConfigRestartPending []string `json:"config_restart_pending,omitempty"`
 
 	Source   []SourceConnStatus `json:"source"`
 	Pipeline PipelineStatus     `json:"pipeline"`
@@ -320,6 +324,7 @@ func (b *Bridge) Status() Status {
 	b.readyMu.Lock()
 	st.MNSLookupsFailing = len(b.notReady)
 	st.ConfigReloadRefused = b.reloadRefused
+	st.ConfigRestartPending = slices.Clone(b.restartPending)
 	b.readyMu.Unlock()
 	st.Ready = len(st.NotReady) == 0
 	if err := b.Healthy(); err != nil {

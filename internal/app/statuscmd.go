@@ -239,6 +239,9 @@ func printStatus(w io.Writer, st Status, r *StatusRates) error {
 	if st.ConfigReloadRefused != "" {
 		fmt.Fprintf(w, "  config reload refused, running config kept: %s\n", st.ConfigReloadRefused)
 	}
+	if len(st.ConfigRestartPending) > 0 {
+		fmt.Fprintf(w, "  config changes waiting for a restart: %s\n", strings.Join(st.ConfigRestartPending, ", "))
+	}
 	fmt.Fprintln(w)
 	rate := func(f func(*StatusRates) float64) string {
 		if r == nil {

@@ -3,6 +3,7 @@ package app
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -40,6 +41,9 @@ type statusView struct {
 	// reloadRefused is why the last config reload was refused, "" when
 	// it was applied or none was asked.
 	reloadRefused string
+	// restartPending is the sections whose changes wait for a restart,
+	// "" when none do.
+	restartPending string
 }
 
 // line renders v. With shape set, the text that may change at every
@@ -98,6 +102,9 @@ func (v statusView) line(shape bool) string {
 	if v.reloadRefused != "" {
 		parts = append(parts, "config reload refused, running config kept: "+cut(v.reloadRefused))
 	}
+	if v.restartPending != "" {
+		parts = append(parts, "config changes waiting for a restart: "+v.restartPending)
+	}
 	return strings.Join(parts, "; ")
 }
 
@@ -134,6 +141,7 @@ func (b *Bridge) view(prev statusView, now time.Time) statusView {
 	b.readyMu.Lock()
 	v.lookups = b.lookupState
 	v.reloadRefused = b.reloadRefused
+	v.restartPending = strings.Join(b.restartPending, ", ")
 	b.readyMu.Unlock()
 	v.deadLetter = b.pipeline.Stats().DeadLetterError != ""
 	b.status.spoolMu.Lock()
@@ -144,8 +152,8 @@ func (b *Bridge) view(prev statusView, now time.Time) statusView {
 	return v
 }
 
-// noteReload records the outcome of a config reload for the status line:
-// err is why it was refused, its lines joined with "; " (a line of
+// noteReload records the outcome of a config reload for the status line and
+// /status: err is why it was refused, its lines joined with "; " (a line of
 // sd_notify's STATUS= ends at a newline), nil when it was applied (or the
 // file is unchanged).
 func (b *Bridge) noteReload(err error) {
@@ -155,6 +163,15 @@ func (b *Bridge) noteReload(err error) {
 	if err != nil {
 		b.reloadRefused = strings.ReplaceAll(err.Error(), "\n", "; ")
 	}
+}
+
+// noteRestartPending records, after an applied reload, the config sections
+// whose changes wait for a restart (Reload's needRestart; none clears it):
+// the running config differs from the file there until the bridge restarts.
+func (b *Bridge) noteRestartPending(sections []string) {
+	b.readyMu.Lock()
+	defer b.readyMu.Unlock()
+	b.restartPending = slices.Clone(sections)
 }
 
 // reportStatus calls OnStatus with the status line now and whenever its
