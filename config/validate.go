@@ -196,7 +196,7 @@ func (v *validator) source() {
 	} else if mns.IsEndpointHost(hostOf(addr)) {
 		v.bad("source.endpoint", "%q is an MNS endpoint (it belongs in mns.endpoint, with https://): write the subscription endpoint "+
 			"from the IoT platform console (instance details, AMQP endpoint), like iot-06z00xxxx.amqp.iothub.aliyuncs.com", s.Endpoint)
-	} else if why := otherProtocolPort(s.Protocol, addr); why != "" && !v.c.failed("source.protocol") {
+	} else if why := platformPort(s.Protocol, addr); why != "" && !v.c.failed("source.protocol") {
 		v.bad("source.endpoint", "%s", why)
 	}
 	switch n := len([]rune(s.ClientID)); {
@@ -381,13 +381,17 @@ func (s *Source) Address() (string, error) {
 	return net.JoinHostPort(host, port), nil
 }
 
-// otherProtocolPort says why addr (host:port), on one of the platform's
-// hosts (*.aliyuncs.com), cannot serve protocol, "" when it can: its port
-// is the other protocol's. The platform serves STOMP on 61614 and AMQP 1.0
-// on 5671 of the same host with the same certificate, so TLS succeeds and
-// the server hangs up on a login it cannot read, attempt after attempt.
-// Other hosts (a tunnel, a proxy, the simulator) number their own ports.
-func otherProtocolPort(protocol, addr string) string {
+// platformPort says why addr (host:port), on one of the platform's hosts,
+// cannot serve protocol, "" when it can. The platform serves STOMP on 61614
+// and AMQP 1.0 on 5671 of the same host with the same certificate, so on
+// any *.aliyuncs.com host the other protocol's port passes TLS and the
+// server hangs up on a login it cannot read, attempt after attempt. On a
+// subscription host (isPlatformHost) any other port is refused too: the
+// platform serves the subscription over TLS only, so AMQP's plain 5672, or
+// an MQTT port copied from the device endpoint, never answers. Other hosts
+// (a tunnel, a proxy, a load balancer, the simulator) number their own
+// ports.
+func platformPort(protocol, addr string) string {
 	host, port, err := net.SplitHostPort(addr)
 	if err != nil || !strings.HasSuffix(strings.ToLower(strings.TrimSuffix(host, ".")), ".aliyuncs.com") {
 		return ""
@@ -396,12 +400,21 @@ func otherProtocolPort(protocol, addr string) string {
 	if protocol == "amqp" {
 		own, other, otherPort = source.AMQPPort, "stomp", source.STOMPPort
 	}
-	if port != otherPort {
-		return ""
+	switch {
+	case port == otherPort:
+		return fmt.Sprintf("%q has port %s, where the platform serves %s, but source.protocol is %s (served on %s): "+
+			"write the port %s, or leave the port out (it then defaults to the protocol's), or set source.protocol: %s",
+			addr, port, other, protocol, own, own, other)
+	case port != own && isPlatformHost(host):
+		plain := ""
+		if port == "5672" {
+			plain = " (5672 is AMQP without TLS)"
+		}
+		return fmt.Sprintf("%q has port %s, which the platform does not serve: it serves the subscription over TLS only, "+
+			"AMQP 1.0 on %s and STOMP on %s%s: write the port %s, or leave the port out (it then defaults to the protocol's)",
+			addr, port, source.AMQPPort, source.STOMPPort, plain, own)
 	}
-	return fmt.Sprintf("%q has port %s, where the platform serves %s, but source.protocol is %s (served on %s): "+
-		"write the port %s, or leave the port out (it then defaults to the protocol's), or set source.protocol: %s",
-		addr, port, other, protocol, own, own, other)
+	return ""
 }
 
 // hostOf returns the host of host:port.

@@ -43,6 +43,16 @@ func TestValidate(t *testing.T) {
 			c.Source.Protocol, c.Source.Endpoint = "amqp", "1234567890123456.iot-amqp.cn-shanghai.aliyuncs.com:61614"
 		}, "has port 61614, where the platform serves stomp, but source.protocol is amqp (served on 5671)"},
 		{"stomp on its own port", func(c *Config) { c.Source.Endpoint = "iot-06z00ax1o2vfzzz.amqp.iothub.aliyuncs.com:61614" }, ""},
+		{"amqp without tls on the platform", func(c *Config) {
+			c.Source.Protocol, c.Source.Endpoint = "amqp", "iot-06z00ax1o2vfzzz.amqp.iothub.aliyuncs.com:5672"
+		}, `source.endpoint: "iot-06z00ax1o2vfzzz.amqp.iothub.aliyuncs.com:5672" has port 5672, which the platform does not serve: ` +
+			`it serves the subscription over TLS only, AMQP 1.0 on 5671 and STOMP on 61614 (5672 is AMQP without TLS): write the port 5671, or leave the port out`},
+		{"mqtt port on the platform", func(c *Config) { c.Source.Endpoint = "1234567890123456.iot-amqp.cn-shanghai.aliyuncs.com:8883" },
+			`has port 8883, which the platform does not serve: it serves the subscription over TLS only, AMQP 1.0 on 5671 and STOMP on 61614: write the port 61614, or leave the port out`},
+		{"other port off the platform", func(c *Config) { c.Source.Endpoint = "nlb-walk.cn-shanghai.nlb.aliyuncs.com:5672" }, ""},
+		{"amqp on its own port", func(c *Config) {
+			c.Source.Protocol, c.Source.Endpoint = "amqp", "iot-06z00ax1o2vfzzz.amqp.iothub.aliyuncs.com:5671"
+		}, ""},
 		{"mns host as source", func(c *Config) { c.Source.Endpoint = "1234567890123456.mns.cn-hangzhou.aliyuncs.com" },
 			`source.endpoint: "1234567890123456.mns.cn-hangzhou.aliyuncs.com" is an MNS endpoint (it belongs in mns.endpoint, with https://): write the subscription endpoint from the IoT platform console`},
 		{"mns host and port as source", func(c *Config) { c.Source.Endpoint = "1234567890123456.mns.cn-hangzhou.aliyuncs.com:443" }, "is an MNS endpoint"},
