@@ -51,6 +51,9 @@ func (cfg *Config) Warnings() []Warning {
 		out = append(out, w)
 	}
 	out = append(out, placeholders(cfg)...)
+	if w, ok := instanceEndpoint(cfg); ok {
+		out = append(out, w)
+	}
 	if cfg.Source.TLS.InsecureSkipVerify {
 		out = append(out, Warning{Msg: "TLS certificate verification is off (source.tls.insecure_skip_verify): anyone on the path can read and alter the traffic; use source.tls.ca_file instead"})
 	}
@@ -121,6 +124,33 @@ func placeholders(cfg *Config) []Warning {
 		}
 	}
 	return out
+}
+
+// instanceEndpoint warns when source.endpoint is an instance's
+// subscription endpoint, INSTANCE_ID.amqp.iothub.aliyuncs.com (the form the
+// console shows for an instance with an ID), and source.iot_instance_id is
+// empty or names another instance: the login must name the instance it
+// connects to. A warning, not an error: that the host's first label is the
+// instance's ID is the form seen everywhere, not a documented rule. The
+// example's placeholder host has its own warning.
+func instanceEndpoint(cfg *Config) (Warning, bool) {
+	addr, err := cfg.Source.Address()
+	if err != nil {
+		return Warning{}, false
+	}
+	host := strings.ToLower(strings.TrimSuffix(hostOf(addr), "."))
+	id, rest, _ := strings.Cut(host, ".")
+	have := cfg.Source.IotInstanceID
+	if rest != "amqp.iothub.aliyuncs.com" || !strings.HasPrefix(id, "iot-") || host == placeholderSourceHost || strings.EqualFold(have, id) {
+		return Warning{}, false
+	}
+	if have == "" {
+		return Warning{Msg: fmt.Sprintf("source.iot_instance_id is empty, but source.endpoint %s is the endpoint of the instance %s: "+
+			"the platform's documents ask for the instance's ID in every login of an instance that has one; set source.iot_instance_id: %s "+
+			"(the console's instance overview shows it)", host, id, id)}, true
+	}
+	return Warning{Msg: fmt.Sprintf("source.iot_instance_id is %s, but source.endpoint %s is the endpoint of the instance %s: "+
+		"the login would name one instance and connect to another; copy both from the same instance (the console's instance overview)", have, host, id)}, true
 }
 
 // crossRegion warns when source.endpoint names its region (a public

@@ -4,6 +4,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -89,6 +90,41 @@ func TestCrossRegionIsWarned(t *testing.T) {
 		w, ok := crossRegion(&cfg)
 		if ok != (tc.want != "") || ok && !strings.Contains(w.String(), tc.want) {
 			t.Errorf("%s -> %s: warned %v %q, want %q", tc.source, tc.mns, ok, w, tc.want)
+		}
+	}
+}
+
+// TestInstanceEndpointWithoutItsInstanceIDIsWarned: an instance's
+// subscription endpoint (<instance id>.amqp.iothub.aliyuncs.com) names the
+// instance; a source.iot_instance_id that is empty or names another is
+// warned of, naming both keys and the id to write. The same id (in any
+// case), a public instance's endpoint, another host and the example's
+// placeholder host (warned of as such) are not.
+func TestInstanceEndpointWithoutItsInstanceIDIsWarned(t *testing.T) {
+	for _, tc := range []struct{ endpoint, instance, want string }{
+		{"iot-06z00ax1o2vfzzz.amqp.iothub.aliyuncs.com", "",
+			"source.iot_instance_id is empty, but source.endpoint iot-06z00ax1o2vfzzz.amqp.iothub.aliyuncs.com is the endpoint of the instance iot-06z00ax1o2vfzzz: " +
+				"the platform's documents ask for the instance's ID in every login of an instance that has one; set source.iot_instance_id: iot-06z00ax1o2vfzzz " +
+				"(the console's instance overview shows it)"},
+		{"iot-06z00ax1o2vfzzz.amqp.iothub.aliyuncs.com:5671", "iot-06z00other",
+			"source.iot_instance_id is iot-06z00other, but source.endpoint iot-06z00ax1o2vfzzz.amqp.iothub.aliyuncs.com is the endpoint of the instance iot-06z00ax1o2vfzzz: " +
+				"the login would name one instance and connect to another; copy both from the same instance (the console's instance overview)"},
+		{"iot-06z00ax1o2vfzzz.amqp.iothub.aliyuncs.com", "iot-06z00ax1o2vfzzz", ""},
+		{"IOT-06Z00AX1O2VFZZZ.AMQP.IOTHUB.ALIYUNCS.COM.", "iot-06z00ax1o2vfzzz", ""},
+		{"1234567890123456.iot-amqp.cn-shanghai.aliyuncs.com", "", ""},
+		{"127.0.0.1:5671", "", ""},
+		{placeholderSourceHost, "", ""},
+	} {
+		cfg := validConfig()
+		cfg.Source.Endpoint, cfg.Source.IotInstanceID = tc.endpoint, tc.instance
+		var got []string
+		for _, w := range cfg.Warnings() {
+			if strings.Contains(w.Msg, "source.iot_instance_id") {
+				got = append(got, w.Msg)
+			}
+		}
+		if want := []string{tc.want}; tc.want == "" && len(got) != 0 || tc.want != "" && !slices.Equal(got, want) {
+			t.Errorf("%s, iot_instance_id %q: warned %q, want %q", tc.endpoint, tc.instance, got, tc.want)
 		}
 	}
 }

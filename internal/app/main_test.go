@@ -180,8 +180,11 @@ func TestCheckReportsEveryPhaseAtOnce(t *testing.T) {
 // An https internal endpoint is not refused, but check warns naming the
 // documented http form; the http form gets no warning.
 func TestCheckWarnsOfHTTPSInternalEndpoint(t *testing.T) {
-	// The example with its placeholders filled in (check warns of them).
-	data := []byte(strings.NewReplacer("1234567890123456", "5678901234567890", "iot-06z00xxxx", "iot-06z00ax1o2").Replace(string(exampleConfig(t))))
+	// The example with its placeholders filled in (check warns of them),
+	// and the instance's ID with its endpoint (check warns of an instance
+	// endpoint without it).
+	data := []byte(strings.NewReplacer("1234567890123456", "5678901234567890", "iot-06z00xxxx", "iot-06z00ax1o2",
+		`iot_instance_id: ""`, "iot_instance_id: iot-06z00ax1o2").Replace(string(exampleConfig(t))))
 	const public = "endpoint: https://5678901234567890.mns.cn-hangzhou.aliyuncs.com"
 	if !strings.Contains(string(data), public) {
 		t.Fatalf("example lacks %q", public)
