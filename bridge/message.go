@@ -148,8 +148,10 @@ var b64Value = func() (t [256]int8) {
 
 // DeviceFromTopic returns the product key and device name that the platform's
 // topic layouts carry: "/{pk}/{dn}/..." for device topics (with or without a
-// "/sys" prefix) and "/as/mqtt/status/{pk}/{dn}" for status messages. Both are
-// empty when the topic has neither form.
+// "/sys" prefix) and "/as/mqtt/status/{pk}/{dn}" for status messages. An OTA
+// job's status, "/{pk}/{packageId}/{jobId}/ota/job/status", names a product
+// and no device: the device name is empty. Both are empty when the topic has
+// none of these forms.
 func DeviceFromTopic(topic string) (productKey, deviceName string) {
 	t := strings.TrimPrefix(topic, "/sys/")
 	if t != topic {
@@ -165,6 +167,9 @@ func DeviceFromTopic(topic string) (productKey, deviceName string) {
 	parts := strings.SplitN(strings.TrimPrefix(t, "/"), "/", 4)
 	if len(parts) < 3 || parts[0] == "" || parts[1] == "" || !strings.HasPrefix(t, "/") {
 		return "", ""
+	}
+	if len(parts) == 4 && parts[2] != "user" && parts[3] == "ota/job/status" {
+		return parts[0], "" // parts[1] is the package's id, parts[2] the job's
 	}
 	return parts[0], parts[1]
 }

@@ -67,3 +67,39 @@ func TestEnumNames(t *testing.T) {
 		}
 	}
 }
+
+// TestDeviceFromTopic: the product key and device name of each topic form
+// the platform forwards (its message types: custom topics, TSL, status,
+// lifecycle, topology, sub-device discovery, OTA, tags), with and without
+// the /sys prefix. An OTA job's status topic, /{pk}/{packageId}/{jobId}/
+// ota/job/status, names a product and no device: its second segment is the
+// package's id, which must not reach a consumer as a device name.
+func TestDeviceFromTopic(t *testing.T) {
+	for _, tc := range []struct{ topic, pk, dn string }{
+		{"/a1pk/dev-01/user/telemetry", "a1pk", "dev-01"},
+		{"/a1pk/dev-01/thing/event/property/post", "a1pk", "dev-01"},
+		{"/sys/a1pk/dev-01/thing/event/property/post", "a1pk", "dev-01"},
+		{"/a1pk/dev-01/thing/event/alarm/post", "a1pk", "dev-01"},
+		{"/as/mqtt/status/a1pk/dev-01", "a1pk", "dev-01"},
+		{"/a1pk/dev-01/thing/lifecycle", "a1pk", "dev-01"},
+		{"/a1pk/gw-01/thing/topo/lifecycle", "a1pk", "gw-01"},
+		{"/a1pk/gw-01/thing/list/found", "a1pk", "gw-01"},
+		{"/a1pk/dev-01/thing/downlink/reply/message", "a1pk", "dev-01"},
+		{"/a1pk/dev-01/thing/event/property/history/post", "a1pk", "dev-01"},
+		{"/a1pk/dev-01/ota/upgrade", "a1pk", "dev-01"},
+		{"/sys/a1pk/dev-01/ota/upgrade", "a1pk", "dev-01"},
+		{"/a1pk/dev-01/ota/version/post", "a1pk", "dev-01"},
+		{"/a1pk/dev-01/thing/deviceinfo/update", "a1pk", "dev-01"},
+		{"/a1pk/pkg-1234/job-5678/ota/job/status", "a1pk", ""},
+		{"/sys/a1pk/pkg-1234/job-5678/ota/job/status", "a1pk", ""},
+		{"/a1pk/dev-01/user/ota/job/status", "a1pk", "dev-01"},
+		{"/as/mqtt/status/a1pk", "", ""},
+		{"no-slash", "", ""},
+		{"/a1pk", "", ""},
+		{"/a1pk/dev-01/user", "a1pk", "dev-01"},
+	} {
+		if pk, dn := DeviceFromTopic(tc.topic); pk != tc.pk || dn != tc.dn {
+			t.Errorf("DeviceFromTopic(%q) = %q, %q, want %q, %q", tc.topic, pk, dn, tc.pk, tc.dn)
+		}
+	}
+}
