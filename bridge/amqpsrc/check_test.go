@@ -68,7 +68,8 @@ func TestCheckConnectExplainsFailures(t *testing.T) {
 		_, _ = c.Write([]byte("HTTP/1.1 400 Bad Request\r\n\r\n"))
 	})
 	// A server that reads the ClientHello and hangs up (a firewall or a
-	// proxy that filters TLS): the handshake ends in EOF.
+	// proxy that filters TLS, or an AMQP broker without TLS on that port,
+	// as Qpid Proton's listener on 5672 does): the handshake ends in EOF.
 	hangUpAddr := serve(t, func(c net.Conn) { _, _ = c.Read(make([]byte, 64<<10)) })
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -89,7 +90,8 @@ func TestCheckConnectExplainsFailures(t *testing.T) {
 		{"not TLS", plainAddr, source.TLSOptions{CAFile: caFile}, []string{"does not speak TLS", "5671"}},
 		{"nothing listening", refusedAddr, source.TLSOptions{}, []string{"refused", "source.endpoint"}},
 		{"the server hangs up during the TLS handshake", hangUpAddr, source.TLSOptions{CAFile: caFile},
-			[]string{"amqp connect to " + hangUpAddr, "closed the connection during the TLS handshake", "source.endpoint", "firewall or proxy"}},
+			[]string{"amqp connect to " + hangUpAddr, "closed the connection during the TLS handshake", "source.endpoint", "firewall or proxy",
+				"a server without TLS on that port (AMQP's plain 5672)"}},
 		{"trusted, then the server hangs up before the AMQP open", tlsAddr, source.TLSOptions{CAFile: caFile, ServerName: "localhost"},
 			[]string{"amqp open to " + tlsAddr, "closed the connection without answering the login", "source.endpoint", "STOMP on 61614"}},
 	}

@@ -94,9 +94,12 @@ func ExplainDial(n Names, op string, timeout time.Duration, err error) error {
 		why = "cannot reach the server; check " + n.Of(FieldEndpoint) + " and the network"
 	case (errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF)) && errors.As(err, &handshake):
 		// No login was sent: not a server of the other protocol (the
-		// platform's ports share a certificate), but what stands in front.
+		// platform's ports share a certificate), but what stands in front,
+		// or a server without TLS that hangs up on the ClientHello (Qpid
+		// Proton's AMQP listener does; one that answers in its own protocol
+		// is a record header error, above).
 		why = "the server closed the connection during the TLS handshake; check " + n.Of(FieldEndpoint) +
-			" (host and port) and any firewall or proxy on the way that filters TLS"
+			" (host and port): a server without TLS on that port (AMQP's plain 5672) hangs up so, and so does a firewall or proxy on the way that filters TLS"
 	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
 		// What a server of the other protocol does (the platform's STOMP
 		// and AMQP ports share a host and a certificate): it reads a login
