@@ -432,6 +432,12 @@ func (b *Bridge) checkDestinations(ctx context.Context) (failed, unverifiable []
 		case accessDenied(err):
 			unverifiable = append(unverifiable, fmt.Sprintf("MNS %s: not verifiable: the RAM user may not read its attributes "+
 				"(mns:Get%sAttributes); sending does not need it, so this is not a failure", d, kindName(d.Kind)))
+		case ctx.Err() != nil && errors.Is(err, context.DeadlineExceeded):
+			// The check's own time limit (checkTimeout, for all its
+			// lookups), not the request's: a frozen MNS used it up.
+			failed = append(failed, fmt.Sprintf("MNS %s: no reply within the destination check's time limit (%s for all its lookups): "+
+				"MNS or the network is slow", namedByKeys(d, b.destinationKeys(d)), checkTimeout))
+			keys = append(keys, d.String()+": no reply")
 		default:
 			failed = append(failed, fmt.Sprintf("MNS %s: %v", namedByKeys(d, b.destinationKeys(d)), err))
 			key := err.Error()

@@ -109,6 +109,8 @@ func (b *Bridge) sourceNotReady() []string {
 const (
 	checkEvery        = 5 * time.Second
 	checkEveryFailing = 2 * time.Second
+	// checkTimeout bounds one check, all its lookups together.
+	checkTimeout = 10 * time.Second
 )
 
 // watchReady checks the MNS destinations now and every checkEvery (every
@@ -125,7 +127,7 @@ func (b *Bridge) watchReady(ctx context.Context) {
 	for {
 		if time.Since(lastCheck) >= every {
 			lastCheck = time.Now()
-			cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+			cctx, cancel := context.WithTimeout(ctx, checkTimeout)
 			failed, unverifiable, state := b.checkDestinations(cctx)
 			cancel()
 			if ctx.Err() != nil {

@@ -3,7 +3,9 @@ package app
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -571,4 +573,60 @@ func TestDestinationCheckStateOfExpiredCredentials(t *testing.T) {
 		}
 		return false
 	})
+}
+
+// TestDestinationCheckOutOfTimeSaysSo: the destination check bounds all its
+// lookups together (checkTimeout, 10 s, as mns.request_timeout's default):
+// against an MNS that does not answer, the first lookup uses it up and the
+// others, and every one of the next check, failed with a bare "context
+// deadline exceeded", which named no time limit and, being another text than
+// the first check's "no reply", was logged as a new failure 10 s after the
+// first (walked: MNS frozen). Each such lookup now says it had no reply
+// within the check's time limit, and its state is "no reply", as a lookup's
+// own timeout.
+func TestDestinationCheckOutOfTimeSaysSo(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { // accepts and never answers: MNS frozen
+		defer close(done)
+		var conns []net.Conn
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				for _, c := range conns {
+					c.Close()
+				}
+				return
+			}
+			conns = append(conns, c)
+		}
+	}()
+	t.Cleanup(func() { ln.Close(); <-done })
+	dir := t.TempDir()
+	c := configtest.New()
+	c.Source.Endpoint, c.Source.ClientID = "127.0.0.1:1", "c1"
+	c.Source.Credentials = config.Credentials{AccessKeyID: testAK, AccessKeySecret: testSecret}
+	c.MNS.Endpoint = "http://" + ln.Addr().String()
+	c.Routes = []config.Route{{Match: "/a/#", Queue: "q1"}, {Match: "/b/#", Queue: "q2"}}
+	b, err := newUnrun(t, mustLoad(t, configtest.Write(t, dir, "b.yaml", c)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	failed, _, state := b.checkDestinations(ctx)
+	if len(failed) != 2 {
+		t.Fatalf("failed = %q, want both queues", failed)
+	}
+	for i, f := range failed {
+		if !strings.HasPrefix(f, fmt.Sprintf("MNS queue q%d (routes[%d].queue): no reply within the destination check's time limit (10s for all its lookups): MNS or the network is slow", i+1, i)) {
+			t.Errorf("failed: %q, want it to say that no reply came within the check's time limit", f)
+		}
+	}
+	if want := "queue q1: no reply; queue q2: no reply"; state != want {
+		t.Errorf("state %q, want %q (a lookup's own timeout's)", state, want)
+	}
 }
