@@ -704,3 +704,42 @@ func TestStageRetryLogsTheFullSpool(t *testing.T) {
 	}
 	st.Close()
 }
+
+// TestStageCommitsWhatFitsOnAFullDisk: the source hands over more at once
+// than the disk has room for in one commit (a socket's buffer read after a
+// pause: a commit takes up to maxPending bytes), on a disk where smaller
+// commits fit. The spool stores them in parts and every message reaches
+// the pipeline once, in order. It retried the whole commit for ever, held
+// the messages in memory and took no more, though it was empty (walked on
+// a 2 MiB tmpfs: 1,837 messages held, the source paused, /readyz ready).
+func TestStageCommitsWhatFitsOnAFullDisk(t *testing.T) {
+	// The file may not grow past 1 MiB; the first commit takes what the
+	// Intakes queue within its linger, up to maxPending (2 MiB): more than
+	// the file may ever hold.
+	s := open(t, Options{maxFileSize: 1 << 20, CommitInterval: 500 * time.Millisecond})
+	st, f := feed(t, s, nil)
+	const n = 2000 // 1,000-byte bodies: about 2.2 MB
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	go func() {
+		for i := range n {
+			m := msg(i)
+			m.Body = append(m.Body, strings.Repeat("x", 1000-len(m.Body))...)
+			if err := st.Intake(ctx, bridge.NewDelivery(m, nopSettler{}, nil)); err != nil {
+				return // the test ended
+			}
+		}
+	}()
+	keys, msgs := f.wait(t, n)
+	for i, m := range msgs {
+		if want := fmt.Sprintf("m-%d", i); m.MessageID != want {
+			t.Fatalf("message %d forwarded is %q, want %s", i, m.MessageID, want)
+		}
+		if i > 0 && keys[i] <= keys[i-1] {
+			t.Fatalf("key %d forwarded after key %d", keys[i], keys[i-1])
+		}
+	}
+	if len(msgs) != n {
+		t.Errorf("the pipeline got %d messages, want %d", len(msgs), n)
+	}
+}

@@ -3,11 +3,14 @@ package spool
 import (
 	"bytes"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"slices"
+	"syscall"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+	berrors "go.etcd.io/bbolt/errors"
 )
 
 // run is the writer goroutine: it collects Appends (lingering up to
@@ -120,15 +123,65 @@ func (s *Spool) hasPendingDeletes() bool {
 	return len(s.pendingDel) > 0
 }
 
-// commit writes batch and the queued deletes in one transaction, then calls
+// commit writes batch and the queued deletes, then calls the done
+// functions. When the disk has no room for the whole batch (ENOSPC, or the
+// file at its size limit) it writes the batch in parts, halving a part that
+// has no room down to one message: a nearly full disk takes what fits. A
+// batch holds up to maxPending bytes, what the source read at once (a
+// socket's buffer after a pause), and was tried whole again and again: on
+// a disk with less room than that the spool took nothing more, though it
+// was empty (walked on a 2 MiB filesystem). On any other error, or when one
+// message has no room, nothing of the part is stored, the deletes are
+// queued again and every Append of batch not yet stored gets the error.
+func (s *Spool) commit(batch []appendReq) error {
+	n := len(batch)
+	for {
+		err := s.write(batch[:n])
+		switch {
+		case err == nil && n == len(batch):
+			return nil
+		case err == nil:
+			batch = batch[n:]
+			n = min(n, len(batch))
+		case n > 1 && noRoom(err):
+			n /= 2
+		default:
+			return s.failCommit(batch, err)
+		}
+	}
+}
+
+// noRoom tells an error of a commit that the disk, or the file's size
+// limit, had no room for it: a smaller commit may fit.
+func noRoom(err error) bool {
+	return errors.Is(err, syscall.ENOSPC) || errors.Is(err, berrors.ErrMaxSizeReached)
+}
+
+// failCommit reports the failed commit of batch: every Append of it gets
+// err, and the first failure of an episode is logged.
+func (s *Spool) failCommit(batch []appendReq, err error) error {
+	err = fmt.Errorf("spool: commit to %s: %w; nothing of this commit was stored: free disk space or repair the disk, later writes try again", s.path, err)
+	s.mu.Lock()
+	wasFailing, dels := s.failing, len(s.pendingDel)
+	s.failing = true
+	s.mu.Unlock()
+	if !wasFailing {
+		s.log.Error("spool commit failed; retrying with the next messages", "messages", len(batch), "deletes", dels, "err", err)
+	}
+	s.fail(batch, err)
+	return err
+}
+
+// write writes batch and the queued deletes in one transaction, then calls
 // the done functions. On error nothing of the transaction is stored, the
-// deletes are queued again and every Append in batch gets the error.
+// deletes are queued again and the error is returned as the transaction
+// gave it; the Appends of batch are left to the caller.
 //
 // The batch is stored in groups (group.go): a group of one message is a
 // version 1 record as before, a larger one a version 2 record. A deleted
 // message of a group is marked in the group's state; the record goes when
 // its last message does.
-func (s *Spool) commit(batch []appendReq) error {
+func (s *Spool) write(batch []appendReq) error {
 	s.mu.Lock()
 	dels := s.pendingDel
 	s.pendingDel = nil
@@ -225,16 +278,9 @@ func (s *Spool) commit(batch []appendReq) error {
 	}
 	if err != nil {
 		s.unmark(undo)
-		err = fmt.Errorf("spool: commit to %s: %w; nothing of this commit was stored: free disk space or repair the disk, later writes try again", s.path, err)
 		s.mu.Lock()
 		s.pendingDel = append(dels, s.pendingDel...)
-		wasFailing := s.failing
-		s.failing = true
 		s.mu.Unlock()
-		if !wasFailing {
-			s.log.Error("spool commit failed; retrying with the next messages", "messages", len(batch), "deletes", len(dels), "err", err)
-		}
-		s.fail(batch, err)
 		return err
 	}
 	for _, r := range batch {
