@@ -784,8 +784,8 @@ func (c *Client) checkMessage(t target, i int, lab label, m *bridge.Outgoing) (s
 		if pre {
 			before = base64.StdEncoding.DecodedLen(len(body)) - (len(body) - len(bytes.TrimRight(body, "=")))
 		}
-		return 0, 0, &permanentError{fmt.Errorf("%s: message %s: body is %d bytes after %s encoding (%d before); not sent: %w",
-			t, lab(i), textLen, enc, before, ErrBodyTooLarge)}
+		return 0, 0, &permanentError{fmt.Errorf("%s: message %s: body is %d bytes after %s encoding (%d before); not sent: %w; %s",
+			t, lab(i), textLen, enc, before, ErrBodyTooLarge, c.tooLargeAdvice(before))}
 	}
 	if len(m.Properties) == 0 && len(m.SystemProperties) == 0 && m.GroupID == "" {
 		return textLen, xmlLen, nil
@@ -799,6 +799,19 @@ func (c *Client) checkMessage(t target, i int, lab label, m *bridge.Outgoing) (s
 			t, lab(i), textLen, enc, psize, ErrMessageTooLarge)}
 	}
 	return textLen + psize, xmlLen + pxml, nil
+}
+
+// tooLargeAdvice tells the operator what to do with a body of before bytes
+// (before its encoding) that is over the MNS limit once encoded: base64
+// makes a body a third larger, so one of 48 to 64 KiB fits as raw text, and
+// a larger one fits no way (the platform takes larger device messages than
+// MNS does), so replay cannot send it either.
+func (c *Client) tooLargeAdvice(before int) string {
+	if !c.raw && before <= MaxBodySize {
+		return fmt.Sprintf("it fits unencoded: %s raw sends a body of XML 1.0 text as it is (its consumers then read it without base64 decoding)",
+			c.names.Of(FieldBodyEncoding))
+	}
+	return "MNS takes no larger message, so replay cannot send it either: the device must send less (split the message, or store the payload elsewhere and send a reference)"
 }
 
 // bodyOf returns what m's MessageBody is made from: the payload, or (pre)
