@@ -367,7 +367,7 @@ func (b *Bridge) logShutdown(cut error, kept keepCounts, spooled bool, leftInSpo
 	}
 	if kept.deadLettered > 0 {
 		b.log.Warn("messages the platform will not send again were written to the dead-letter file at shutdown: send them with iot-mns-bridge replay",
-			"count", kept.deadLettered, "file", b.cfg.Delivery.DeadLetter.File, "reason", ShutdownReason)
+			"count", kept.deadLettered, "file", b.cfg.Delivery.DeadLetter.File, "reason", kept.reason)
 	}
 }
 

@@ -15,9 +15,16 @@ import (
 // any other.
 const ShutdownReason = "shutdown: not yet accepted by MNS when shutdown_timeout passed, and the source does not redeliver it (stomp ack auto without a spool); send it with iot-mns-bridge replay"
 
-// keepCounts says where the kept messages went.
+// SpoolRefusedReason is the dead-letter reason of such a message when the
+// spool is on but did not take it: its writes failed (a full disk), so the
+// message was held in memory and never reached the spool.
+const SpoolRefusedReason = "shutdown: not yet accepted by MNS, and the spool could not store it (its writes failed: see the log's spool lines); the source does not redeliver it (stomp ack auto); send it with iot-mns-bridge replay"
+
+// keepCounts says where the kept messages went, and the reason the
+// dead-letter file's entries were given.
 type keepCounts struct {
 	spooled, deadLettered, lost int
+	reason                      string
 }
 
 // store puts the kept messages where the next start (spool) or `replay`
@@ -40,7 +47,11 @@ func (b *Bridge) store(kept []*bridge.Delivery, sp *spool.Spool) keepCounts {
 	for i, d := range rest {
 		msgs[i] = d.Message
 	}
-	if err := b.dead.WriteFile(msgs, ShutdownReason, time.Now()); err != nil {
+	c.reason = ShutdownReason
+	if sp != nil {
+		c.reason = SpoolRefusedReason
+	}
+	if err := b.dead.WriteFile(msgs, c.reason, time.Now()); err != nil {
 		ids := make([]string, 0, min(len(rest), 20))
 		for _, d := range rest[:min(len(rest), 20)] {
 			ids = append(ids, d.MessageID)

@@ -15,6 +15,7 @@ import (
 
 	"github.com/iot-mns-bridge/iot-mns-bridge/bridge"
 	"github.com/iot-mns-bridge/iot-mns-bridge/bridge/deadletter"
+	"github.com/iot-mns-bridge/iot-mns-bridge/bridge/spool"
 	"github.com/iot-mns-bridge/iot-mns-bridge/config"
 	"github.com/iot-mns-bridge/iot-mns-bridge/config/configtest"
 	"github.com/iot-mns-bridge/iot-mns-bridge/internal/testpeers"
@@ -247,22 +248,7 @@ func TestShutdownSaysWhatStaysInTheSpool(t *testing.T) {
 // of their file; when the kept messages reach neither the spool nor the
 // file at shutdown, the wiring's LOST line names delivery.dead_letter.file.
 func TestLostAtShutdownNamesTheDeadLetterFile(t *testing.T) {
-	c := configtest.New()
-	c.Source.Endpoint, c.Source.ClientID, c.Source.ConsumerGroupID = "127.0.0.1:61614", "lost-test", "g1"
-	c.Source.Credentials = config.Credentials{AccessKeyID: testAK, AccessKeySecret: testSecret}
-	c.MNS.Endpoint = "http://127.0.0.1:1"
-	c.DefaultRoute.Queue = "unrouted"
-	c.Delivery.DeadLetter = config.DeadLetter{Queue: "unrouted"} // no file
-	c.HTTP.Listen = ""
-	cfg, err := config.Load(configtest.Write(t, t.TempDir(), "bridge.yaml", c))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var logs bytes.Buffer
-	b, err := New(cfg, Options{Logger: slog.New(slog.NewTextHandler(&logs, nil))})
-	if err != nil {
-		t.Fatal(err)
-	}
+	b, logs := keepingBridge(t, config.DeadLetter{Queue: "unrouted"}) // no file
 	kept := []*bridge.Delivery{{Message: bridge.Message{MessageID: "m1"}}}
 	if got := b.store(kept, nil); got.lost != 1 {
 		t.Fatalf("store without a dead-letter file: %+v, want 1 lost", got)
@@ -271,6 +257,66 @@ func TestLostAtShutdownNamesTheDeadLetterFile(t *testing.T) {
 		if !strings.Contains(logs.String(), want) {
 			t.Errorf("log lacks %q:\n%s", want, logs.String())
 		}
+	}
+}
+
+// keepingBridge returns a bridge (not running) with the dead-letter file
+// and queue of dl, to store kept messages at shutdown, and its log.
+func keepingBridge(t *testing.T, dl config.DeadLetter) (*Bridge, *bytes.Buffer) {
+	t.Helper()
+	c := configtest.New()
+	c.Source.Endpoint, c.Source.ClientID, c.Source.ConsumerGroupID = "127.0.0.1:61614", "lost-test", "g1"
+	c.Source.Credentials = config.Credentials{AccessKeyID: testAK, AccessKeySecret: testSecret}
+	c.MNS.Endpoint = "http://127.0.0.1:1"
+	c.DefaultRoute.Queue = "unrouted"
+	c.Delivery.DeadLetter.File, c.Delivery.DeadLetter.Queue = dl.File, dl.Queue
+	c.HTTP.Listen = ""
+	cfg, err := config.Load(configtest.Write(t, t.TempDir(), "bridge.yaml", c))
+	if err != nil {
+		t.Fatal(err)
+	}
+	logs := new(bytes.Buffer)
+	b, err := New(cfg, Options{Logger: slog.New(slog.NewTextHandler(logs, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b, logs
+}
+
+// TestKeptMessagesTheSpoolRefusedSayWhy: with the spool on, a message kept
+// at shutdown that the spool does not take (its writes failed: a full disk)
+// goes to the dead-letter file with a reason that says so. The reason said
+// 'stomp ack auto without a spool' and 'when shutdown_timeout passed'
+// (walked: 1,845 messages held after failed spool writes on a full disk,
+// SIGTERM, the drain ended in 5 s).
+func TestKeptMessagesTheSpoolRefusedSayWhy(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "dead-letter.jsonl")
+	b, logs := keepingBridge(t, config.DeadLetter{File: file})
+	if err := b.openDeadLetters(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { b.dead.Close() })
+	sp, err := spool.Open(spool.Options{Dir: t.TempDir(), MaxBytes: 1 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := sp.Close(); err != nil { // a closed spool takes nothing, as one whose writes fail
+		t.Fatal(err)
+	}
+	kept := []*bridge.Delivery{{Message: bridge.Message{MessageID: "m1", Body: []byte("b")}}}
+	if got := b.store(kept, sp); got.deadLettered != 1 || got.reason != SpoolRefusedReason {
+		t.Fatalf("store with a spool that refuses: %+v, want 1 dead-lettered with SpoolRefusedReason\n%s", got, logs)
+	}
+	if err := b.dead.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := deadletter.ReadFile(file, func(_ int, e deadletter.Entry) error {
+		if e.Reason != SpoolRefusedReason || strings.Contains(e.Reason, "without a spool") {
+			t.Errorf("%s: reason %q, want %q", e.MessageID, e.Reason, SpoolRefusedReason)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
 	}
 }
 
