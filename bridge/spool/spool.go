@@ -160,6 +160,11 @@ type Stats struct {
 	// message is refused when it does not fit, before Bytes reaches
 	// MaxBytes.
 	Full bool
+	// CommitError is the error of the last commit while commits fail (a
+	// full disk, an I/O error), "" once one succeeds. Meanwhile the Stage
+	// takes nothing more from the source and holds the messages of the
+	// failed commits in memory.
+	CommitError string
 }
 
 // Spool is a durable FIFO of messages. Its methods are safe for concurrent
@@ -193,6 +198,7 @@ type Spool struct {
 	pendingDel []uint64
 	full       bool  // refusing Appends for maxBytes (Stats.Full)
 	failing    bool  // logged a failed commit
+	commitErr  error // the last commit's error while failing
 	closeErr   error // set by the writer's final commit
 
 	// gmu guards groups: the writer marks deleted messages, Replay skips
@@ -618,7 +624,11 @@ func (s *Spool) liveMembers(start uint64, buf []bool) []bool {
 func (s *Spool) Stats() Stats {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return Stats{Depth: s.depth, Bytes: s.bytes, MaxBytes: s.maxBytes, Full: s.full}
+	st := Stats{Depth: s.depth, Bytes: s.bytes, MaxBytes: s.maxBytes, Full: s.full}
+	if s.failing && s.commitErr != nil {
+		st.CommitError = s.commitErr.Error()
+	}
+	return st
 }
 
 // Close stops taking Appends, commits every Append already accepted and

@@ -743,3 +743,22 @@ func TestStageCommitsWhatFitsOnAFullDisk(t *testing.T) {
 		t.Errorf("the pipeline got %d messages, want %d", len(msgs), n)
 	}
 }
+
+// TestStatsSayWhileCommitsFail: while the spool's commits fail, Stats
+// carries the error (status shows it: the source is paused and the
+// messages are held in memory), and nothing once a commit succeeds. The
+// log said it once, while status showed the spool '0.1% full' and /status
+// 'full: false' (walked on a full disk).
+func TestStatsSayWhileCommitsFail(t *testing.T) {
+	st, f, start, failing, _, _ := failingCommits(t)
+	start()
+	intake(t, st, 0, 1) // queued; its commit fails
+	waitfor.Until(t, "Stats to carry the failed commit's error", 30*time.Second, func() bool {
+		return strings.Contains(st.sp.Stats().CommitError, syscall.EIO.Error())
+	}, func() string { return fmt.Sprintf("Stats().CommitError %q", st.sp.Stats().CommitError) })
+	failing.Store(false)
+	f.wait(t, 1)
+	if e := st.sp.Stats().CommitError; e != "" {
+		t.Errorf("Stats().CommitError %q after a commit succeeded, want none", e)
+	}
+}

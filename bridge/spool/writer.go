@@ -163,7 +163,7 @@ func (s *Spool) failCommit(batch []appendReq, err error) error {
 	err = fmt.Errorf("spool: commit to %s: %w; nothing of this commit was stored: free disk space or repair the disk, later writes try again", s.path, err)
 	s.mu.Lock()
 	wasFailing, dels := s.failing, len(s.pendingDel)
-	s.failing = true
+	s.failing, s.commitErr = true, err
 	s.mu.Unlock()
 	if !wasFailing {
 		s.log.Error("spool commit failed; retrying with the next messages", "messages", len(batch), "deletes", dels, "err", err)
@@ -299,7 +299,7 @@ func (s *Spool) write(batch []appendReq) error {
 		s.full = false // room again (the Stage logs it at its next Append)
 	}
 	recovered := s.failing
-	s.failing = false
+	s.failing, s.commitErr = false, nil
 	s.mu.Unlock()
 	if recovered {
 		s.log.Info("spool commits work again")

@@ -138,6 +138,11 @@ type SpoolStatus struct {
 	// Full: the spool refuses messages for spool.max_bytes (the source is
 	// paused), until it holds 90% of it or less (spool.Stats.Full).
 	Full bool `json:"full"`
+	// WritesFailing is the error of the spool's last commit while its
+	// commits fail (a full disk, an I/O error): the source is paused and
+	// the messages of the failed commits are held in memory
+	// (spool.Stats.CommitError).
+	WritesFailing string `json:"writes_failing,omitempty"`
 }
 
 // lastError remembers the most recent error of a part. Safe for concurrent use.
@@ -355,7 +360,7 @@ func (b *Bridge) Status() Status {
 	b.status.spoolMu.Unlock()
 	if spoolStats != nil {
 		s := spoolStats()
-		st.Spool = &SpoolStatus{Messages: int64(s.Depth), Bytes: s.Bytes, MaxBytes: s.MaxBytes, Full: s.Full}
+		st.Spool = &SpoolStatus{Messages: int64(s.Depth), Bytes: s.Bytes, MaxBytes: s.MaxBytes, Full: s.Full, WritesFailing: s.CommitError}
 	}
 	return st
 }

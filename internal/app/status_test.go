@@ -268,6 +268,30 @@ func TestStatusTableMNSLookupFailing(t *testing.T) {
 	}
 }
 
+// TestStatusTableSpoolWritesFailing: while the spool's commits fail (a
+// full disk) its row says so, with the error, and the JSON has it: the row
+// said '0.1% full' and '-' while the source was paused and the messages
+// held in memory (walked on a 2 MiB tmpfs).
+func TestStatusTableSpoolWritesFailing(t *testing.T) {
+	now := time.Now()
+	const diskFull = "spool: commit to /var/lib/iot-mns-bridge/spool/spool.db: write ...: no space left on device"
+	st := Status{Version: "iot-mns-bridge test", StartedAt: now, Time: now, Ready: true, Healthy: true,
+		Source:   []SourceConnStatus{{Name: "gw", Connected: true}},
+		Pipeline: PipelineStatus{MaxInFlight: 8192},
+		Spool:    &SpoolStatus{Messages: 1136, Bytes: 1296852, MaxBytes: 1 << 30, WritesFailing: diskFull}}
+	var out strings.Builder
+	if err := printStatus(&out, st, nil); err != nil {
+		t.Fatal(err)
+	}
+	if !regexp.MustCompile(`(?m)^spool +0\.1% full, writes FAILING \(source paused\) .*no space left on device$`).MatchString(out.String()) {
+		t.Errorf("the spool row does not say its writes fail:\n%s", out.String())
+	}
+	b, err := json.Marshal(st)
+	if err != nil || !strings.Contains(string(b), `"writes_failing":"spool: commit to`) {
+		t.Errorf("the JSON (%v) lacks writes_failing: %s", err, b)
+	}
+}
+
 // TestStatusCountsJoinedCopies: the dead letters row's "duplicates
 // dropped" counts both kinds of redelivery the bridge did not send again,
 // those the de-dup window suppressed and those joined to their held

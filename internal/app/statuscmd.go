@@ -328,7 +328,10 @@ func printStatus(w io.Writer, st Status, r *StatusRates) error {
 		if sp.Full {
 			state += ", refusing messages (source paused)"
 		}
-		fmt.Fprintf(tw, "spool\t%s\t\t%d msgs, %d bytes\t\t-\n", state, sp.Messages, sp.Bytes)
+		if sp.WritesFailing != "" {
+			state += ", writes FAILING (source paused)"
+		}
+		fmt.Fprintf(tw, "spool\t%s\t\t%d msgs, %d bytes\t\t%s\n", state, sp.Messages, sp.Bytes, orDash(sp.WritesFailing))
 	}
 	if err := tw.Flush(); err != nil {
 		return err
