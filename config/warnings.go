@@ -267,7 +267,12 @@ func (cfg *Config) MissingStateDirs() []string {
 	}
 	if cfg.Spool.Dir != "" {
 		if problem := uncreatableDir(cfg.Spool.Dir); problem != "" {
-			out = append(out, fmt.Sprintf("spool.dir: %s: run refuses to start until it can create %s; choose another directory or fix the parent's owner or mode (relative paths go under $STATE_DIRECTORY when it is set)", problem, cfg.Spool.Dir))
+			todo := fmt.Sprintf("run refuses to start until it can create %s; choose another directory or fix the parent's owner or mode", cfg.Spool.Dir)
+			if st, err := os.Stat(cfg.Spool.Dir); err == nil && st.IsDir() {
+				// The directory itself: its parent is not the one to fix.
+				todo = "run refuses to start until it can write its file there; fix the directory's owner or mode (the bridge's user must write it) or choose another directory"
+			}
+			out = append(out, fmt.Sprintf("spool.dir: %s: %s (relative paths go under $STATE_DIRECTORY when it is set)", problem, todo))
 		}
 	}
 	return out

@@ -18,7 +18,7 @@ const notWritableDirEnv = "IOT_MNS_BRIDGE_TEST_NOT_WRITABLE_DIR"
 const nobody = 65534
 
 // TestStateDirsNotWritableAreNamed: check names a state file's directory,
-// and the spool directory's nearest existing parent, that the bridge's user
+// and the spool directory (or its nearest existing parent), that the bridge's user
 // cannot write (made by root for a service that runs as another user): run
 // refuses to start on them. Root may write anywhere, so as root the test
 // checks as the user nobody, in a child process, as the systemd unit's
@@ -43,7 +43,11 @@ func TestStateDirsNotWritableAreNamed(t *testing.T) {
 	for _, want := range []string{
 		"delivery.dead_letter.file: directory " + dir + " is not writable by this user: run refuses to start until it can create " + filepath.Join(dir, "dead-letter.jsonl"),
 		"delivery.dedup.file: directory " + dir + " is not writable by this user",
-		"spool.dir: " + dir + " is not writable by this user: run refuses to start until it can create " + filepath.Join(dir, "spool", "q"),
+		"spool.dir: " + dir + " is not writable by this user: run refuses to start until it can create " + filepath.Join(dir, "spool", "q") + "; choose another directory or fix the parent's owner or mode",
+		// It said 'until it can create DIR ... fix the parent's owner or
+		// mode' of a directory that exists (walked: a spool directory
+		// owned by root, the bridge run as nobody).
+		"spool.dir: " + dir + " is not writable by this user: run refuses to start until it can write its file there; fix the directory's owner or mode",
 	} {
 		if !strings.Contains(got, want) {
 			t.Errorf("the warnings lack %q:\n%s", want, got)
@@ -57,7 +61,9 @@ func notWritableStateDirs(dir string) []string {
 	cfg.Delivery.DeadLetter.File = filepath.Join(dir, "dead-letter.jsonl")
 	cfg.Delivery.Dedup.File = filepath.Join(dir, "dedup-window.log")
 	cfg.Spool.Dir = filepath.Join(dir, "spool", "q")
-	return cfg.MissingStateDirs()
+	out := cfg.MissingStateDirs()
+	cfg.Spool.Dir = dir // a spool directory made before, not writable itself
+	return append(out, cfg.MissingStateDirs()...)
 }
 
 // traversableTempDir is a new directory in os.TempDir() that every user may
