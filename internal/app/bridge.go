@@ -432,9 +432,11 @@ func (b *Bridge) checkDestinations(ctx context.Context) (failed, unverifiable []
 		case accessDenied(err):
 			unverifiable = append(unverifiable, fmt.Sprintf("MNS %s: not verifiable: the RAM user may not read its attributes "+
 				"(mns:Get%sAttributes); sending does not need it, so this is not a failure", d, kindName(d.Kind)))
-		case ctx.Err() != nil && errors.Is(err, context.DeadlineExceeded):
+		case errors.Is(err, context.DeadlineExceeded) && !errors.As(err, new(*mns.NoReplyError)):
 			// The check's own time limit (checkTimeout, for all its
-			// lookups), not the request's: a frozen MNS used it up.
+			// lookups), not the request's (which the client reports as a
+			// NoReplyError): a frozen MNS used it up. Not ctx.Err(): its
+			// timer may not have fired yet when the lookup returns.
 			failed = append(failed, fmt.Sprintf("MNS %s: no reply within the destination check's time limit (%s for all its lookups): "+
 				"MNS or the network is slow", namedByKeys(d, b.destinationKeys(d)), checkTimeout))
 			keys = append(keys, d.String()+": no reply")

@@ -549,12 +549,13 @@ func setBodyByRef(req *http.Request, xml []byte, refs []bodyRef) {
 }
 
 func (c *Client) transportError(ctx context.Context, t target, ids reqIDs, err error) error {
-	if ctx.Err() == nil && errors.Is(err, context.DeadlineExceeded) {
+	done := callerDone(ctx)
+	if done == nil && errors.Is(err, context.DeadlineExceeded) {
 		return &NoReplyError{Timeout: true, err: err,
 			msg: fmt.Sprintf("%s: no reply within %s (%s)%s [user request id %s]; MNS or the network is slow: %v", t, c.timeout, c.names.Of(FieldTimeout), c.viaProxy(), ids.user, err)}
 	}
-	if ctx.Err() != nil {
-		return fmt.Errorf("%s: %w", t, ctx.Err())
+	if done != nil {
+		return fmt.Errorf("%s: %w", t, done)
 	}
 	check := "check " + c.names.Of(FieldEndpoint) + " (scheme, host and port) and the network"
 	if c.proxy != "" {
@@ -581,6 +582,21 @@ func (c *Client) transportError(ctx context.Context, t target, ids reqIDs, err e
 	}
 	return &NoReplyError{err: err,
 		msg: fmt.Sprintf("%s [user request id %s]: no reply from MNS%s; %s: %v", t, ids.user, c.viaProxy(), check, err)}
+}
+
+// callerDone returns ctx's error, or context.DeadlineExceeded once ctx's
+// deadline has passed by the clock though its timer has not fired yet: a
+// request's socket deadline, the same instant when the caller's deadline
+// comes before Config.Timeout, can fire first, and its time-out is then the
+// caller's, not the request's own (Config.Timeout).
+func callerDone(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if d, ok := ctx.Deadline(); ok && !time.Now().Before(d) {
+		return context.DeadlineExceeded
+	}
+	return nil
 }
 
 // connectRefused is a proxy's answer other than 200 to the CONNECT of an

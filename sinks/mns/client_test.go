@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/base64"
 	"errors"
+	"fmt"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -847,6 +848,49 @@ func TestTooLargeBodySaysWhatToDo(t *testing.T) {
 		}
 		if err := errs[0]; tc.want != "the device must send less" && err != nil && strings.Contains(err.Error(), "the device must send less") {
 			t.Errorf("%s, %d bytes: %v, which fits raw", tc.encoding, len(tc.body), err)
+		}
+	}
+}
+
+// deadlineOnly is a context whose deadline has passed while its Err is
+// still nil: the instant between a socket deadline firing and the
+// context's own timer.
+type deadlineOnly struct {
+	context.Context
+	at time.Time
+}
+
+func (c deadlineOnly) Deadline() (time.Time, bool) { return c.at, true }
+
+// TestCallerDeadlineIsNotTheRequestTimeout: a request cut short by the
+// caller's deadline (a destination check's 10 s for all its lookups) is
+// reported as the caller's context error, not as "no reply within
+// mns.request_timeout", also when the socket's deadline fired before the
+// caller's context timer set its Err (seen under -race: a 50 ms check was
+// said to have waited 10 s).
+func TestCallerDeadlineIsNotTheRequestTimeout(t *testing.T) {
+	c, err := newClient(Config{Endpoint: "http://127.0.0.1:1", AccessKeyID: "a", AccessKeySecret: "s", Timeout: 10 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tgt := target{op: "GetQueueAttributes", kind: "queue", name: "q1"}
+	timedOut := fmt.Errorf("%w (read reply: i/o timeout)", errTimedOut)
+	for _, tc := range []struct {
+		name        string
+		ctx         context.Context
+		wantNoReply bool
+	}{
+		{"the request's own timeout", context.Background(), true},
+		{"the caller's deadline, its timer not fired yet", deadlineOnly{context.Background(), time.Now().Add(-time.Millisecond)}, false},
+		{"the caller's deadline to come", deadlineOnly{context.Background(), time.Now().Add(time.Hour)}, true},
+	} {
+		err := c.transportError(tc.ctx, tgt, reqIDs{user: "u1"}, timedOut)
+		var nr *NoReplyError
+		if got := errors.As(err, &nr); got != tc.wantNoReply || !errors.Is(err, context.DeadlineExceeded) {
+			t.Errorf("%s: %v (a NoReplyError: %v), want NoReplyError %v and context.DeadlineExceeded", tc.name, err, got, tc.wantNoReply)
+		}
+		if !tc.wantNoReply && strings.Contains(err.Error(), "request_timeout") {
+			t.Errorf("%s: %q blames the request's own timeout", tc.name, err)
 		}
 	}
 }
