@@ -104,7 +104,8 @@ type spec struct {
 	mnsTimeout   time.Duration // mns.request_timeout, default 3s
 	bodyEncoding string        // mns.body_encoding, default base64
 	logLevel     string        // default info
-	httpDefault  bool          // leave http.listen at its default (else "": no listener)
+	httpDefault  bool          // leave http.listen at its default (else httpListen)
+	httpListen   string        // http.listen when not httpDefault; "": no listener
 }
 
 func or(s, def string) string {
@@ -147,7 +148,7 @@ func (e *env) config(t *testing.T, sp spec) string {
 		c.Spool.Dir = filepath.Join(e.dir, "spool")
 	}
 	if !sp.httpDefault {
-		c.HTTP.Listen = ""
+		c.HTTP.Listen = sp.httpListen
 	}
 	c.Log.Level, c.Log.SummaryInterval = or(sp.logLevel, "info"), 0
 	c.ShutdownTimeout = 10 * time.Second
