@@ -318,6 +318,14 @@ func (b *Bridge) registerSpoolMetrics(s *spool.Spool, atStart int64) {
 				}
 				return 0
 			}),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "iot_mns_bridge", Name: "spool_writes_failing",
+			Help: "1 while the spool's writes fail (a full disk, an I/O error): the source stops reading and the messages whose write failed are held in memory until a write succeeds."},
+			func() float64 {
+				if s.Stats().CommitError != "" {
+					return 1
+				}
+				return 0
+			}),
 	)
 }
 

@@ -126,6 +126,11 @@ func TestSpoolFullShowsInTheMetrics(t *testing.T) {
 		_, used := of("iot_mns_bridge_spool_bytes")
 		return full == 1 && used > 0
 	})
+	// A full spool is not a failing write: its own gauge (the
+	// IotMnsBridgeSpoolWritesFailing alert's) stays 0.
+	if _, failing := of("iot_mns_bridge_spool_writes_failing"); failing != 0 {
+		t.Errorf("iot_mns_bridge_spool_writes_failing = %v with a full spool whose writes succeed, want 0", failing)
+	}
 	_, used := of("iot_mns_bridge_spool_bytes")
 	_, bound := of("iot_mns_bridge_spool_max_bytes")
 	if used <= 0 || used >= bound {

@@ -232,6 +232,8 @@ func TestStatusLine(t *testing.T) {
 			"connected 1/1; MNS sends failing since 2026-12-02T02:10:05Z (2 destination(s); see /readyz), messages held; MNS lookup failing: queue a: no reply"},
 		{statusView{conns: []bridge.ConnState{up}, deadLetter: true, spoolFull: true, stuck: true},
 			"connected 1/1; dead letters cannot be written (see /readyz); spool full (source paused); pipeline STUCK (see /healthz): not feeding the watchdog"},
+		{statusView{conns: []bridge.ConnState{up}, spoolWritesFailing: "spool: commit to /var/lib/b/spool.db: no space left on device"},
+			"connected 1/1; spool writes FAILING (source paused): spool: commit to /var/lib/b/spool.db: no space left on device"},
 		{statusView{conns: []bridge.ConnState{up}, reloadRefused: "bridge.yaml:3: routes[0].queue: bad"},
 			"connected 1/1; forwarding; config reload refused, running config kept: bridge.yaml:3: routes[0].queue: bad"},
 	} {

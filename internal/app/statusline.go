@@ -37,7 +37,10 @@ type statusView struct {
 	lookups    string // the destination check's failures by code, "" when it passes
 	deadLetter bool   // dead letters cannot be written
 	spoolFull  bool
-	stuck      bool
+	// spoolWritesFailing is the spool's last commit error while its
+	// writes fail (a full disk), "" while they succeed.
+	spoolWritesFailing string
+	stuck              bool
 	// reloadRefused is why the last config reload was refused, "" when
 	// it was applied or none was asked.
 	reloadRefused string
@@ -93,6 +96,9 @@ func (v statusView) line(shape bool) string {
 	if v.spoolFull {
 		parts = append(parts, "spool full (source paused)")
 	}
+	if v.spoolWritesFailing != "" {
+		parts = append(parts, "spool writes FAILING (source paused): "+cut(v.spoolWritesFailing))
+	}
 	if v.stuck {
 		parts = append(parts, "pipeline STUCK (see /healthz): not feeding the watchdog")
 	}
@@ -147,7 +153,11 @@ func (b *Bridge) view(prev statusView, now time.Time) statusView {
 	b.status.spoolMu.Lock()
 	spoolStats := b.status.spool
 	b.status.spoolMu.Unlock()
-	v.spoolFull = spoolStats != nil && spoolStats().Full
+	v.spoolFull, v.spoolWritesFailing = false, ""
+	if spoolStats != nil {
+		st := spoolStats()
+		v.spoolFull, v.spoolWritesFailing = st.Full, st.CommitError
+	}
 	v.stuck = b.Healthy() != nil
 	return v
 }
