@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"io"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -20,7 +21,7 @@ func TestMain(m *testing.M) { childbridge.RunTests(m) }
 // tinySizes keeps TestHarnessShort to a few seconds of load.
 var tinySizes = sizes{Messages: 2000, Rate: 1000, LatencyFor: time.Second,
 	OutageBefore: 500 * time.Millisecond, Outage: time.Second, OutageAfter: 500 * time.Millisecond, ReferenceFor: 500 * time.Millisecond,
-	BigRate: 100}
+	BigRate: 100, SmallFor: time.Second, IdleFor: time.Second}
 
 // TestHarnessShort runs every scenario in a tiny configuration and checks
 // that each produced its result with every message accounted for. It
@@ -36,6 +37,12 @@ func TestHarnessShort(t *testing.T) {
 		"throughput-spool", "latency-spool", "outage-spool", "ceiling-source-4conn", "throughput-4conn",
 		"throughput-noprops", "throughput-props", "throughput-amqp", "latency-amqp", "outage-amqp", "throughput-amqp-credit1000", "latency-amqp-5conn",
 		"outage-45k", "outage-45k-count-only"}
+	for _, p := range []string{"small-stomp", "small-spool", "small-amqp"} {
+		want = append(want, p+"-10", p+"-100", p+"-500", p+"-max")
+		if r := rep.result(p + "-idle"); r == nil || r.IdleSeconds <= 0 || r.PeakRSSMB <= 0 {
+			t.Errorf("%s-idle: %+v, want an idle run with its figures", p, r)
+		}
+	}
 	for _, name := range want {
 		r := rep.result(name)
 		if r == nil {
@@ -97,12 +104,13 @@ func TestParseFlags(t *testing.T) {
 		check   func(options) bool
 	}{
 		{nil, "", func(o options) bool {
-			return len(o.Scenarios) == len(scenarioNames) && o.Sizes.Messages == 200_000 && o.Latency == 20*time.Millisecond
+			return slices.Equal(o.Scenarios, allScenarios) && o.Sizes.Messages == 200_000 && o.Latency == 20*time.Millisecond
 		}},
 		{[]string{"-short"}, "", func(o options) bool { return o.Sizes.Messages == 20_000 && o.Sizes.Outage == 5*time.Second }},
 		{[]string{"-scenarios", "latency,outage", "-messages", "1000"}, "", func(o options) bool {
 			return strings.Join(o.Scenarios, ",") == "latency,outage" && o.Sizes.Messages == 1000
 		}},
+		{[]string{"-scenarios", "smallbox"}, "", func(o options) bool { return slices.Equal(o.Scenarios, []string{"smallbox"}) }},
 		{[]string{"-scenarios", "speed"}, `unknown "speed"`, nil},
 		{[]string{"-latency", "0s"}, "-latency must be positive", nil},
 	}

@@ -34,8 +34,13 @@ import (
 	"github.com/iot-mns-bridge/iot-mns-bridge/bench/internal/figures"
 )
 
-// scenarioNames are the values of -scenarios, in the order they run.
-var scenarioNames = []string{"throughput", "latency", "outage", "spool", "connections", "properties", "amqp", "memory"}
+// scenarioNames are the values of -scenarios, in the order they run;
+// allScenarios are those -scenarios all runs (smallbox, about 7 minutes,
+// only when named).
+var (
+	scenarioNames = append(slices.Clone(allScenarios), "smallbox")
+	allScenarios  = []string{"throughput", "latency", "outage", "spool", "connections", "properties", "amqp", "memory"}
+)
 
 // options are the harness's flags.
 type options struct {
@@ -80,7 +85,7 @@ func main() {
 func parseFlags(args []string, errOut io.Writer) (options, error) {
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
 	fs.SetOutput(errOut)
-	scen := fs.String("scenarios", "all", "comma-separated: "+strings.Join(scenarioNames, ",")+" (or all)")
+	scen := fs.String("scenarios", "all", "comma-separated: "+strings.Join(scenarioNames, ",")+" (or all: all but smallbox)")
 	latency := fs.Duration("latency", 20*time.Millisecond, "latency the MNS emulator adds to every request")
 	messages := fs.Int("messages", 0, "messages of each throughput run (default 200000, 20000 with -short)")
 	jsonPath := fs.String("json", "bench/results/latest.json", "where to write the JSON report (empty: none)")
@@ -95,6 +100,8 @@ func parseFlags(args []string, errOut io.Writer) (options, error) {
 	gather := fs.Duration("read-gather", -1, "source.stomp.read_gather of the bridge runs (negative: the bridge's default)")
 	maxProcs := fs.Int("max-procs", -1, "runtime.max_procs of the bridge runs (negative: the bridge's default; 0: automatic)")
 	commitInterval := fs.Duration("commit-interval", -1, "spool.commit_interval of the bridge runs with the spool (negative: the bridge's default)")
+	smallFor := fs.Duration("small-for", 0, "smallbox: length of each run at a rate (default 20s, 3s with -short)")
+	idleFor := fs.Duration("idle", 0, "smallbox: length of the idle run (default 1m, 5s with -short)")
 	requests := fs.Int("requests", 0, "delivery.max_requests_per_destination of the bridge runs and the concurrency of ceiling b (0: the bridge's default)")
 	if err := fs.Parse(args); err != nil {
 		return options{}, err
@@ -106,6 +113,12 @@ func parseFlags(args []string, errOut io.Writer) (options, error) {
 	}
 	if *messages > 0 {
 		o.Sizes.Messages = *messages
+	}
+	if *smallFor > 0 {
+		o.Sizes.SmallFor = *smallFor
+	}
+	if *idleFor > 0 {
+		o.Sizes.IdleFor = *idleFor
 	}
 	if *requests < 0 {
 		return o, errors.New("-requests must not be negative")
@@ -128,7 +141,7 @@ func parseFlags(args []string, errOut io.Writer) (options, error) {
 		return o, errors.New("-latency must be positive")
 	}
 	if *scen == "all" {
-		o.Scenarios = scenarioNames
+		o.Scenarios = allScenarios
 	} else {
 		for _, s := range strings.Split(*scen, ",") {
 			s = strings.TrimSpace(s)
@@ -230,6 +243,14 @@ func run(ctx context.Context, o options, out io.Writer) (*Report, error) {
 				break
 			}
 			add(h.outageSized(ctx, "outage-45k-count-only", what+", max_in_flight_bytes 1GiB (count bound only)", bridgeSpec{Connections: 1, MaxInFlightBytes: "1GiB"}, sz.BigRate, bigBodySize))
+		case "smallbox":
+			// What a small edge box pays: CPU per message at 10, 100
+			// and 500 msgs/s and at full rate, and idle, over STOMP
+			// without and with the spool (with ack auto the default)
+			// and over AMQP.
+			h.smallBox(ctx, "small-stomp", "bridge, STOMP, 1 conn, spool off", bridgeSpec{Connections: 1}, add)
+			h.smallBox(ctx, "small-spool", "bridge, STOMP, 1 conn, spool on", bridgeSpec{Connections: 1, Spool: true}, add)
+			h.smallBox(ctx, "small-amqp", "bridge, AMQP, 1 conn", bridgeSpec{Protocol: "amqp", Connections: 1}, add)
 		case "connections":
 			add(h.ceilingSource(ctx, "ceiling-source-4conn", 4, sz.Messages))
 			add(h.bridgeLoad(ctx, "throughput-4conn", "bridge, 4 conn, spool off, max rate", bridgeSpec{Connections: 4}, sz.Messages, 0, ""))

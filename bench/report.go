@@ -160,6 +160,13 @@ func (r *Report) print(w io.Writer) {
 			line += fmt.Sprintf("; RSS at end %.1f MB anon + %.1f MB file; CPU bridge %.1f s + harness %.1f s in %.1f s",
 				x.RssAnonMB, x.RssFileMB, x.BridgeCPU, x.HarnessCPU, x.Seconds)
 		}
+		if x.SwitchesPerMsg > 0 {
+			line += fmt.Sprintf("; %.1f context switches a message", x.SwitchesPerMsg)
+		}
+		if x.IdleSeconds > 0 {
+			line += fmt.Sprintf("; idle %.0f s: %.1f ms CPU a minute, %.1f context switches a second, %d MNS requests",
+				x.IdleSeconds, x.IdleCPUMsPerMin, x.IdleSwitchesPerSec, x.MNSRequests)
+		}
 		if x.MsgsPerRequest > 0 {
 			line += fmt.Sprintf("; %.1f msgs per MNS request", x.MsgsPerRequest)
 		}

@@ -25,6 +25,10 @@ type sizes struct {
 	// BigRate is the rate of the memory scenario's outage runs, whose
 	// bodies are bigBodySize bytes.
 	BigRate float64
+	// SmallFor is the length of each smallbox run at a rate, IdleFor of
+	// its idle run, Settle the wait after the bridge is ready before a
+	// smallbox run takes its figures.
+	SmallFor, IdleFor, Settle time.Duration
 }
 
 // bigBodySize is the body size of the memory scenario: large messages.
@@ -34,10 +38,10 @@ const bigBodySize = 45 << 10
 var (
 	fullSizes = sizes{Messages: 200_000, Rate: 5000, LatencyFor: 20 * time.Second,
 		OutageBefore: 15 * time.Second, Outage: 30 * time.Second, OutageAfter: 15 * time.Second, ReferenceFor: 10 * time.Second,
-		BigRate: 100}
+		BigRate: 100, SmallFor: 20 * time.Second, IdleFor: time.Minute, Settle: 3 * time.Second}
 	shortSizes = sizes{Messages: 20_000, Rate: 5000, LatencyFor: 3 * time.Second,
 		OutageBefore: 2 * time.Second, Outage: 5 * time.Second, OutageAfter: 2 * time.Second, ReferenceFor: 3 * time.Second,
-		BigRate: 100}
+		BigRate: 100, SmallFor: 3 * time.Second, IdleFor: 5 * time.Second, Settle: time.Second}
 )
 
 // Result is the outcome of one measured run.
@@ -78,6 +82,14 @@ type Result struct {
 	DrainRate float64 `json:"drain_msgs_per_sec,omitempty"`
 	Backlog   int     `json:"backlog_at_outage_end,omitempty"`
 	Note      string  `json:"note,omitempty"`
+	// SwitchesPerMsg is the bridge's context switches (its threads'
+	// wake-ups) a message during the load.
+	SwitchesPerMsg float64 `json:"bridge_switches_per_msg,omitempty"`
+	// IdleSeconds, IdleCPUMsPerMin and IdleSwitchesPerSec are the figures
+	// of an idle run (smallbox): nothing published for IdleSeconds.
+	IdleSeconds        float64 `json:"idle_seconds,omitempty"`
+	IdleCPUMsPerMin    float64 `json:"idle_cpu_ms_per_min,omitempty"`
+	IdleSwitchesPerSec float64 `json:"idle_switches_per_sec,omitempty"`
 }
 
 // harness runs scenarios against one testbed.
@@ -156,6 +168,14 @@ func (h *harness) startLoad(ctx context.Context, name string, spec bridgeSpec, p
 		p.Kill()
 		return nil, fmt.Errorf("%s: %w", name, err)
 	}
+	if spec.Settle > 0 {
+		select {
+		case <-ctx.Done():
+			p.Kill()
+			return nil, ctx.Err()
+		case <-time.After(spec.Settle):
+		}
+	}
 	before, err := p.Stat()
 	if err != nil {
 		p.Kill()
@@ -208,13 +228,20 @@ func (r *Result) fill(a arrivals, t0 time.Time) {
 	}
 }
 
-// bridgeUsage sets the bridge process's CPU and peak RSS.
+// bridgeUsage sets the bridge process's CPU and peak RSS. The CPU is its
+// threads' run time (Stat.Run) when /proc has it, else its CPU ticks.
 func (r *Result) bridgeUsage(before, after childbridge.Stat) {
 	cpu := (after.CPU - before.CPU).Seconds()
+	if after.Run > 0 {
+		cpu = (after.Run - before.Run).Seconds()
+	}
 	r.BridgeCPU = cpu
 	if r.Messages > 0 {
 		r.CPUPer100k = cpu / float64(r.Messages) * 100_000
 		r.CPUPerMsgUs = cpu / float64(r.Messages) * 1e6
+	}
+	if r.Messages > 0 {
+		r.SwitchesPerMsg = float64(after.Switches-before.Switches) / float64(r.Messages)
 	}
 	r.PeakRSSMB = float64(after.PeakRSSKB) / 1024
 	r.RssAnonMB, r.RssFileMB = float64(after.RssAnonKB)/1024, float64(after.RssFileKB)/1024

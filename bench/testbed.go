@@ -69,6 +69,11 @@ type bridgeSpec struct {
 	Properties bool
 	// MaxInFlightBytes, when not empty, is delivery.max_in_flight_bytes.
 	MaxInFlightBytes string
+	// Settle, when > 0, is how long a run waits after the bridge is ready
+	// before it takes its figures and publishes: the start's own work
+	// (the first destination checks, the handshakes) stays out of the
+	// figures of a run at a low rate.
+	Settle time.Duration
 }
 
 // config returns the bridge's YAML for one run: everything at its default

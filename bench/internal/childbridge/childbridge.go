@@ -286,6 +286,14 @@ type Stat struct {
 	// RssAnonKB and RssFileKB split the current RSS: heap and stacks, and
 	// mapped file pages (the spool's bbolt file is mmapped).
 	RssAnonKB, RssFileKB int64
+	// Switches is the context switches of the child's threads alive now
+	// (voluntary and not, from /proc/<pid>/task/*/status): its wake-ups.
+	Switches int64
+	// Run is the time the child's threads alive now ran on a CPU, to the
+	// nanosecond (/proc/<pid>/task/*/schedstat), where CPU counts in
+	// 10 ms ticks: what a run of a few CPU seconds is measured with. The
+	// runtime keeps its threads, so few ran and ended.
+	Run time.Duration
 }
 
 // clockTick is USER_HZ, 100 on every Linux architecture Go supports.
@@ -320,6 +328,18 @@ func (p *Proc) Stat() (Stat, error) {
 		return st, fmt.Errorf("read bridge memory: %w", err)
 	}
 	st.PeakRSSKB, st.RSSKB, st.RssAnonKB, st.RssFileKB = kb["VmHWM"], kb["VmRSS"], kb["RssAnon"], kb["RssFile"]
+	tasks, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*", pid))
+	for _, t := range tasks {
+		if kb, err := statusKB(filepath.Join(t, "status")); err == nil {
+			st.Switches += kb["voluntary_ctxt_switches"] + kb["nonvoluntary_ctxt_switches"]
+		}
+		if b, err := os.ReadFile(filepath.Join(t, "schedstat")); err == nil {
+			if f := strings.Fields(string(b)); len(f) > 0 {
+				ns, _ := strconv.ParseInt(f[0], 10, 64)
+				st.Run += time.Duration(ns)
+			}
+		}
+	}
 	return st, nil
 }
 
