@@ -17,9 +17,9 @@ import (
 	"github.com/iot-mns-bridge/iot-mns-bridge/internal/rawio"
 )
 
-// journalFlush is how often journalled ids are handed to the kernel when
-// nobody asked sooner: the pipeline writes a request's ids (Dedup.Flush)
-// before it settles the request's deliveries. A process crash (kill -9)
+// journalFlush is how soon after it is added a journalled id is handed to
+// the kernel when nobody asked sooner: the pipeline writes a request's ids
+// (Dedup.Flush) before it settles the request's deliveries. A process crash (kill -9)
 // keeps everything written; a machine crash may lose the last ids (no
 // fsync), whose redeliveries are then forwarded once more: at-least-once
 // either way.
@@ -41,13 +41,23 @@ type DedupJournal struct {
 	buf   []byte
 	lines int
 	err   error // the last write error, logged once
+	// due fires journalFlush after the first line buffered since the last
+	// write (armed); a write stops it. So Run wakes only for lines nobody
+	// flushed: not while no id is added, nor for the pipeline's ids, which
+	// it flushes at once.
+	due   *time.Timer
+	armed bool
+	// compact holds a token once the file holds more than twice the
+	// window's size: Run compacts it.
+	compact chan struct{}
 }
 
 // OpenDedupJournal loads path into d (entries older than the window's age
 // are dropped by d itself), compacts the file and journals d's additions
 // from now on (Run writes them). It returns how many ids it loaded.
 func OpenDedupJournal(path string, d *Dedup, size int, log *slog.Logger) (*DedupJournal, int, error) {
-	j := &DedupJournal{path: path, d: d, size: size, log: log}
+	j := &DedupJournal{path: path, d: d, size: size, log: log, due: time.NewTimer(journalFlush), compact: make(chan struct{}, 1)}
+	j.due.Stop()
 	if dir := filepath.Dir(path); !isDir(dir) {
 		return nil, 0, fmt.Errorf("dedup journal %s: directory %s does not exist; create it, writable by the bridge's user, or change the journal's path", path, dir)
 	}
@@ -195,21 +205,38 @@ func (j *DedupJournal) add(id string, at time.Time) {
 	j.mu.Lock()
 	j.buf = appendJournalLine(j.buf, id, at)
 	j.lines++
+	if !j.armed {
+		j.armed = true
+		j.due.Reset(journalFlush)
+	}
+	if j.lines == 2*j.size+1 {
+		select {
+		case j.compact <- struct{}{}:
+		default: // Run has the token already
+		}
+	}
 	j.mu.Unlock()
 }
 
-// Run writes the buffered lines every journalFlush and compacts the file
-// when it holds twice the window's size, until ctx is done; then it writes
-// what is left.
+// Run writes the buffered lines that nobody flushed within journalFlush of
+// their adding, and compacts the file when it holds more than twice the
+// window's size (a failed compaction is tried again every journalFlush),
+// until ctx is done; then it writes what is left. It has no ticker: a
+// bridge without traffic, or whose pipeline flushes its ids, does not wake
+// it.
 func (j *DedupJournal) Run(ctx context.Context) {
-	t := time.NewTicker(journalFlush)
-	defer t.Stop()
+	defer j.due.Stop()
+	retry := time.NewTimer(journalFlush)
+	retry.Stop()
+	defer retry.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			j.flush()
 			return
-		case <-t.C:
+		case <-j.due.C:
+		case <-j.compact:
+		case <-retry.C:
 		}
 		j.flush()
 		j.mu.Lock()
@@ -218,6 +245,7 @@ func (j *DedupJournal) Run(ctx context.Context) {
 		if compact {
 			if err := j.rewrite(); err != nil {
 				j.log.Warn("compacting the de-dup journal failed; it keeps growing until this works", "file", j.path, "err", err)
+				retry.Reset(journalFlush)
 			}
 		}
 	}
@@ -231,6 +259,10 @@ func (j *DedupJournal) flush() {
 	}
 	_, err := rawio.WriteFile(j.f, j.buf)
 	j.buf = j.buf[:0]
+	if j.armed {
+		j.armed = false
+		j.due.Stop()
+	}
 	if err != nil && j.err == nil {
 		j.log.Warn("writing the de-dup journal failed: after a restart, redeliveries of recent messages may be forwarded again", "file", j.path, "err", err)
 	} else if err == nil && j.err != nil {

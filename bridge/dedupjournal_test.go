@@ -70,6 +70,67 @@ func TestDedupJournalSurvivesReopenAndStaysBounded(t *testing.T) {
 	}
 }
 
+// TestDedupJournalWritesEachSpellOfIds: Run, which has no ticker, writes
+// the ids nobody flushed within journalFlush: those of the first spell of
+// traffic, and of each after a quiet spell.
+func TestDedupJournalWritesEachSpellOfIds(t *testing.T) {
+	d, j, path := openTestJournal(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { j.Run(ctx); close(done) }()
+	defer func() { cancel(); <-done }()
+	for spell := range 3 {
+		id := fmt.Sprintf("spell-%d", spell)
+		d.Add(id, time.Now())
+		var data []byte
+		waitfor.Until(t, id+" written by Run", time.Minute, func() bool {
+			data, _ = os.ReadFile(path)
+			return strings.Contains(string(data), strconv.Quote(id))
+		}, func() string { return fmt.Sprintf("journal holds %q", data) })
+	}
+}
+
+// TestFlushedIdsLeaveRunNothingToWake: the pipeline's Flush writes the ids
+// and disarms Run's timer, so a bridge whose pipeline flushes every request
+// (and an idle one) does not wake the journal.
+func TestFlushedIdsLeaveRunNothingToWake(t *testing.T) {
+	d, j, path := openTestJournal(t)
+	armed := func() bool {
+		j.mu.Lock()
+		defer j.mu.Unlock()
+		return j.armed
+	}
+	if armed() {
+		t.Fatal("a journal without ids has its timer armed")
+	}
+	d.Add("a", time.Now())
+	if !armed() {
+		t.Fatal("an id nobody flushed did not arm the timer: Run would not write it")
+	}
+	d.Flush()
+	if armed() {
+		t.Error("Flush wrote the ids but left the timer armed: Run would wake for nothing")
+	}
+	if data, _ := os.ReadFile(path); !strings.Contains(string(data), `"a"`) {
+		t.Errorf("Flush did not write the id: %q", data)
+	}
+}
+
+// openTestJournal opens a journal of a window of 100 ids in a temporary
+// directory, closed when the test ends, and returns the window, the
+// journal and the file's path.
+func openTestJournal(t *testing.T) (*Dedup, *DedupJournal, string) {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "dedup-window.log")
+	d := NewDedup(100, time.Hour)
+	j, _, err := OpenDedupJournal(path, d, 100, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { j.Close() })
+	return d, j, path
+}
+
 // journalSlack allows the lines added between two compactions.
 const journalSlack = 20
 
