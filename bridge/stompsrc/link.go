@@ -38,8 +38,13 @@ type link struct {
 	// handler (unix nanoseconds); inHandler is true while it waits for it.
 	progress  atomic.Int64
 	inHandler atomic.Bool
-	acks      *acker // nil with ack auto
-	received  atomic.Int64
+	// interval is the silence check's period; checked is when the check
+	// last ran and resumed when it last ran late (unix nanoseconds), after
+	// this process was not running (see check).
+	interval         time.Duration
+	checked, resumed atomic.Int64
+	acks             *acker // nil with ack auto
+	received         atomic.Int64
 	// disconnected is set once DISCONNECT was sent.
 	disconnected atomic.Bool
 	// receipted is set (by Next only) once the RECEIPT of the DISCONNECT
@@ -172,16 +177,39 @@ func silenceLimit(asked time.Duration, server string) time.Duration {
 	return 2*max(sx, asked) + time.Second
 }
 
+// lateCheck is how much later than its interval a silence check may run
+// before the time in between counts as this process not running.
+const lateCheck = time.Second
+
 // check reports an error when the server has been silent longer than the
 // heart-beats allow. Time spent blocked in the handler does not count: the
-// link stops reading then, on purpose.
+// link stops reading then, on purpose. Nor does time this process did not
+// run (SIGSTOP, a paused VM or container, a starved box), told by a check
+// that runs more than lateCheck after its interval: the server's beats wait
+// unread in the socket meanwhile, so the silence counts again from then.
 func (l *link) check(now time.Time) error {
-	if l.silence <= 0 || l.inHandler.Load() {
+	if l.silence <= 0 {
+		return nil
+	}
+	if prev := l.checked.Swap(now.UnixNano()); prev != 0 {
+		if gap := now.Sub(time.Unix(0, prev)); gap > l.interval+lateCheck {
+			l.resumed.Store(now.UnixNano())
+			if gap > l.silence {
+				l.log.Warn("this process did not run for a while (paused: SIGSTOP, a paused VM or container; or starved of CPU); "+
+					"the server's silence counts from now, and what the platform pushed meanwhile may come again after its ACK timeout (30s)",
+					"gap", gap.Round(time.Millisecond))
+			}
+		}
+	}
+	if l.inHandler.Load() {
 		return nil
 	}
 	last := l.w.LastAlive()
 	if p := time.Unix(0, l.progress.Load()); p.After(last) {
 		last = p
+	}
+	if r := time.Unix(0, l.resumed.Load()); r.After(last) {
+		last = r
 	}
 	if quiet := now.Sub(last); quiet > l.silence {
 		return fmt.Errorf("stomp connection %s: nothing from the server for %s (heart-beats missed, limit %s); reconnecting",
@@ -197,6 +225,8 @@ func (l *link) watchSilence(interval time.Duration) {
 	if l.silence <= 0 {
 		return
 	}
+	l.interval = interval
+	l.checked.Store(time.Now().UnixNano())
 	var tick func()
 	tick = func() {
 		if err := l.check(time.Now()); err != nil {

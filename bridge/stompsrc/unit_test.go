@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"reflect"
 	"strings"
@@ -19,6 +20,7 @@ import (
 	"github.com/iot-mns-bridge/iot-mns-bridge/bridge/source/sourcetest"
 	"github.com/iot-mns-bridge/iot-mns-bridge/config"
 	"github.com/iot-mns-bridge/iot-mns-bridge/internal/stompfake"
+	"github.com/iot-mns-bridge/iot-mns-bridge/internal/syncbuf"
 	"github.com/iot-mns-bridge/iot-mns-bridge/iotauth"
 )
 
@@ -354,5 +356,39 @@ func BenchmarkReadAndMapGoStomp(b *testing.B) {
 			b.Fatal(err)
 		}
 		_ = toMessage(f.Header, f.Body, false)
+	}
+}
+
+// A check that runs long after the one before it (the process was stopped,
+// its VM paused) does not blame the server for the time this process did not
+// run: the heart-beats wait unread in the socket meanwhile. The silence
+// counts again from that check, and a server silent a whole limit after it
+// is still found.
+func TestLinkCheckAfterAPause(t *testing.T) {
+	var logs syncbuf.Buffer
+	t0 := time.Now()
+	l := &link{name: "c", silence: 21 * time.Second, interval: time.Second, w: &wire{},
+		log: slog.New(slog.NewTextHandler(&logs, nil))}
+	l.progress.Store(t0.UnixNano())
+	l.w.lastAlive.Store(t0.UnixNano())
+	at := func(d time.Duration) time.Time { return t0.Add(d) }
+	l.checked.Store(at(time.Second).UnixNano())
+	if err := l.check(at(2 * time.Second)); err != nil {
+		t.Fatalf("check before the pause: %v", err)
+	}
+	// Stopped for 40 s: the next check runs 40 s after the last.
+	if err := l.check(at(42 * time.Second)); err != nil {
+		t.Fatalf("check right after a 40s pause: %v (the process's own pause was taken for the server's silence)", err)
+	}
+	if !strings.Contains(logs.String(), "this process did not run") || !strings.Contains(logs.String(), "gap=40s") {
+		t.Errorf("the pause is not logged: %q", logs.String())
+	}
+	for s := 43; s <= 63; s++ {
+		if err := l.check(at(time.Duration(s) * time.Second)); err != nil {
+			t.Fatalf("check %ds after the start, %ds after the pause: %v", s, s-42, err)
+		}
+	}
+	if err := l.check(at(64 * time.Second)); err == nil || !strings.Contains(err.Error(), "heart-beats missed") {
+		t.Fatalf("a server silent 22s after the pause: check = %v, want heart-beats missed", err)
 	}
 }
