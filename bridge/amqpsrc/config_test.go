@@ -141,3 +141,30 @@ func TestNewCAFileNotPEM(t *testing.T) {
 		t.Fatalf("New = %v, want an error naming source.tls.ca_file", err)
 	}
 }
+
+// A check that runs long after the one before it (the process was stopped,
+// its VM paused) does not take the time this process did not run for the
+// server's silence: the server's frames, or its close, wait unread in the
+// socket. The silence counts again from that check, and a server silent a
+// whole limit after it is still found.
+func TestReadWatchAfterAPause(t *testing.T) {
+	t0 := time.Now()
+	w := newReadWatch(nil, 30*time.Second, "source.amqp.idle_timeout")
+	w.last.Store(t0.UnixNano())
+	at := func(s int) time.Time { return t0.Add(time.Duration(s) * time.Second) }
+	if w.silentAt(at(3), at(0), 3*time.Second) {
+		t.Fatal("silent 3s after a read")
+	}
+	// Stopped for 120 s: the next check runs 120 s after the last.
+	if w.silentAt(at(123), at(3), 3*time.Second) {
+		t.Fatal("silent right after a 120s pause: the process's own pause was taken for the server's silence")
+	}
+	for s := 126; s < 153; s += 3 {
+		if w.silentAt(at(s), at(s-3), 3*time.Second) {
+			t.Fatalf("silent %ds after the pause", s-123)
+		}
+	}
+	if !w.silentAt(at(153), at(150), 3*time.Second) {
+		t.Fatal("a server silent 30s after the pause is not found")
+	}
+}

@@ -40,20 +40,42 @@ func (w *readWatch) Read(p []byte) (int, error) {
 // tenth of limit, so a silence is noticed within 11/10 of limit (33 s for
 // the default 30 s).
 func (w *readWatch) watch(done <-chan struct{}) {
-	t := time.NewTicker(w.limit / 10)
+	every := w.limit / 10
+	t := time.NewTicker(every)
 	defer t.Stop()
+	prev := time.Now()
 	for {
 		select {
 		case <-done:
 			return
-		case now := <-t.C:
-			if now.Sub(time.Unix(0, w.last.Load())) >= w.limit {
+		case <-t.C:
+			now := time.Now()
+			if w.silentAt(now, prev, every) {
 				w.silent.Store(true)
 				_ = w.Conn.Close()
 				return
 			}
+			prev = now
 		}
 	}
+}
+
+// lateCheck is how much later than its period a check may run before the
+// time in between counts as this process not running.
+const lateCheck = time.Second
+
+// silentAt tells whether the connection has been silent for limit at now,
+// for a check that runs every period and last ran at prev. Time this process
+// did not run (SIGSTOP, a paused VM or container, a starved box), told by a
+// check more than lateCheck late, is not the server's silence: what the
+// server sent meanwhile waits unread in the socket (its close, when it timed
+// the bridge out), so the silence counts again from now.
+func (w *readWatch) silentAt(now, prev time.Time, period time.Duration) bool {
+	if now.Sub(prev) > period+lateCheck {
+		w.last.Store(now.UnixNano())
+		return false
+	}
+	return now.Sub(time.Unix(0, w.last.Load())) >= w.limit
 }
 
 // cause wraps err with the silence, when the watchdog ended the connection.
