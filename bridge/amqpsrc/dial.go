@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"strings"
 
 	"github.com/iot-mns-bridge/iot-mns-bridge/bridge"
@@ -107,7 +108,10 @@ func explainLogin(cfg Config, id string, err error) error {
 		}
 		return source.LoginRefused(cfg.Names, op, "", err)
 	}
-	if errors.Is(err, context.DeadlineExceeded) {
+	// The socket's deadline is the dial's (amqp10.Dial sets it from ctx):
+	// when it fires before the context's timer, the read's i/o timeout
+	// comes back instead of the context's error.
+	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, os.ErrDeadlineExceeded) {
 		return source.ExplainDial(cfg.Names, op, cfg.DialTimeout, err)
 	}
 	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {

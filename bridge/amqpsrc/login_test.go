@@ -4,8 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
+	"os"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/iot-mns-bridge/iot-mns-bridge/bridge"
 	"github.com/iot-mns-bridge/iot-mns-bridge/bridge/source"
@@ -94,4 +97,22 @@ func TestSASLAuthRefusalForAnotherCauseSaysOnlyThatCause(t *testing.T) {
 	// A refusal that names the key keeps AMQP's meaning of the code.
 	err = explainLogin(cfg, "c1", fmt.Errorf("login: %w", &amqp10.SASLError{Code: amqp10.SASLAuth, AdditionalData: []byte(`authentication failed: unknown authId "LTAIx"`)}))
 	errtext.Want(t, "unknown authId", err, []string{`SASL PLAIN auth failed with code 0x1 (auth: the server refused the credentials): authentication failed: unknown authId "LTAIx"`})
+}
+
+// A login that source.dial_timeout cut short says so also when the socket's
+// deadline (the same instant) fired before the context's timer, so that
+// amqp10 returned the read's i/o timeout and not the context's error: it
+// said 'awaiting sasl-outcome: read tcp ...: i/o timeout; check
+// source.endpoint and source.amqp.idle_timeout' (walk8, a server 3 s slow at
+// every step of the login), and the idle timeout plays no part in a login.
+func TestLoginCutByTheSocketDeadlineIsTheDialTimeout(t *testing.T) {
+	cfg := Config{Settings: source.Settings{Endpoint: "127.0.0.1:5671", DialTimeout: 15 * time.Second}}
+	ioTimeout := &net.OpError{Op: "read", Net: "tcp", Err: os.ErrDeadlineExceeded}
+	err := explainLogin(cfg, "c1", fmt.Errorf("awaiting sasl-outcome: %w", ioTimeout))
+	if !strings.Contains(err.Error(), "timed out after 15s (Config.DialTimeout)") || strings.Contains(err.Error(), "IdleTimeout") {
+		t.Errorf("got %q, want the dial timeout named and not the idle timeout", err)
+	}
+	if !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Errorf("%v does not wrap the cause", err)
+	}
 }
