@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/iot-mns-bridge/iot-mns-bridge/bridge"
@@ -90,6 +91,13 @@ func ExplainDial(n Names, op string, timeout time.Duration, err error) error {
 		why = "TLS handshake refused by the server"
 	case errors.Is(err, context.DeadlineExceeded), isTimeout(err):
 		why = fmt.Sprintf("timed out after %s (%s); check %s, the network and any firewall", timeout, n.Of(FieldDialTimeout), n.Of(FieldEndpoint))
+	case errors.Is(err, syscall.ECONNRESET):
+		// In the connect or in the TLS handshake's first write, by chance:
+		// one text for both (the raw errors differ in more than numbers),
+		// so that an outage is one failure to the supervisor's log.
+		why = "the server reset the connection before the login: nothing serves that port now (a server down behind a proxy or load balancer), " +
+			"or a firewall rejects the connection; check " + n.Of(FieldEndpoint) + " and the network"
+		return fmt.Errorf("%s: %s: %w", op, why, resetCause{err})
 	case errors.As(err, &opErr) && opErr.Op == "dial":
 		why = "cannot reach the server; check " + n.Of(FieldEndpoint) + " and the network"
 	case (errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF)) && errors.As(err, &handshake):
@@ -111,6 +119,13 @@ func ExplainDial(n Names, op string, timeout time.Duration, err error) error {
 	}
 	return fmt.Errorf("%s: %s: %w", op, why, err)
 }
+
+// resetCause is a connection reset, its text without the addresses and the
+// system call that met it.
+type resetCause struct{ err error }
+
+func (r resetCause) Error() string { return syscall.ECONNRESET.Error() }
+func (r resetCause) Unwrap() error { return r.err }
 
 func isTimeout(err error) bool {
 	var ne net.Error
