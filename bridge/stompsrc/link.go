@@ -195,9 +195,12 @@ func (l *link) check(now time.Time) error {
 		if gap := now.Sub(time.Unix(0, prev)); gap > l.interval+lateCheck {
 			l.resumed.Store(now.UnixNano())
 			if gap > l.silence {
+				again := "" // ack auto: the platform counts a push settled once sent
+				if l.acks != nil {
+					again = ", and what the platform pushed meanwhile may come again after its ACK timeout (30s)"
+				}
 				l.log.Warn("this process did not run for a while (paused: SIGSTOP, a paused VM or container; or starved of CPU); "+
-					"the server's silence counts from now, and what the platform pushed meanwhile may come again after its ACK timeout (30s)",
-					"gap", gap.Round(time.Millisecond))
+					"the server's silence counts from now"+again, "gap", gap.Round(time.Millisecond))
 			}
 		}
 	}

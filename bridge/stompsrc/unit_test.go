@@ -383,6 +383,9 @@ func TestLinkCheckAfterAPause(t *testing.T) {
 	if !strings.Contains(logs.String(), "this process did not run") || !strings.Contains(logs.String(), "gap=40s") {
 		t.Errorf("the pause is not logged: %q", logs.String())
 	}
+	if strings.Contains(logs.String(), "ACK timeout") { // ack auto: nothing waits for an ACK
+		t.Errorf("with ack auto the line speaks of the ACK timeout: %q", logs.String())
+	}
 	for s := 43; s <= 63; s++ {
 		if err := l.check(at(time.Duration(s) * time.Second)); err != nil {
 			t.Fatalf("check %ds after the start, %ds after the pause: %v", s, s-42, err)
