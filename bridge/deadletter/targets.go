@@ -129,8 +129,11 @@ func (d *Targets) DeadLetter(ctx context.Context, entries []bridge.DeadLetter) e
 	var failed queueFailures
 	for i, err := range errs {
 		// An entry the queue refuses for good (say, too large) is stored
-		// all the same when the file has it; otherwise it stays held.
-		if err != nil && (d.path == "" || bridge.Retryable(err)) {
+		// all the same when the file has it; otherwise it stays held. A
+		// queue that does not exist is not such a refusal: the config names
+		// it literally, as a route's literal queue, so the entries wait for
+		// it to be created (or the config fixed), as that route's messages.
+		if err != nil && (d.path == "" || bridge.Retryable(err) || bridge.MissingDestination(err)) {
 			failed.add(conv[i].MessageID, err)
 		}
 	}

@@ -158,3 +158,46 @@ func TestTargetsRetryWritesTheFileOnce(t *testing.T) {
 		t.Errorf("queue got %d sends, want 9 (every retry until it took them, then the new entry)", len(sink.got))
 	}
 }
+
+// missingQueue is MNS's QueueNotExist as the sink returns it: permanent for
+// a request, and a missing destination.
+type missingQueue struct{}
+
+func (missingQueue) Error() string            { return "QueueNotExist (HTTP 404)" }
+func (missingQueue) Retryable() bool          { return false }
+func (missingQueue) MissingDestination() bool { return true }
+
+// TestTargetsMissingQueueHoldsTheEntries: a dead-letter queue that does not
+// exist (delivery.dead_letter.queue names it literally, as a route's literal
+// queue) leaves the entries held and retried, also when the file has them,
+// and they reach the queue once it is created, the file having each once.
+// Before, the file's copy counted as stored: a missing queue's entries never
+// reached it after it was created, and status said the queue FAILING until
+// the next dead letter (walk9: 100 dead letters, the queue created 10 s later,
+// 0 in it).
+func TestTargetsMissingQueueHoldsTheEntries(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "dead.jsonl")
+	sink := &queueSink{err: missingQueue{}}
+	tg := NewTargets(path, sink, "dlq")
+	if err := tg.Open(); err != nil {
+		t.Fatal(err)
+	}
+	entries := []bridge.DeadLetter{deadLetter("m1")}
+	if err := tg.DeadLetter(context.Background(), entries); err == nil || !bridge.MissingDestination(err) {
+		t.Fatalf("missing queue with the file holding the entry: %v, want the queue's error (held)", err)
+	}
+	sink.err = nil
+	if err := tg.DeadLetter(context.Background(), entries); err != nil {
+		t.Fatal(err)
+	}
+	if err := tg.Close(); err != nil {
+		t.Fatal(err)
+	}
+	var n int
+	if err := ReadFile(path, func(_ int, e Entry) error { n++; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if n != 1 || len(sink.got) != 2 || sink.got[1].ID != "m1" {
+		t.Errorf("file holds %d entries, queue got %d sends: want 1 and 2 (the retry once the queue exists)", n, len(sink.got))
+	}
+}

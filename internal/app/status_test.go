@@ -318,10 +318,11 @@ func TestStatusCountsJoinedCopies(t *testing.T) {
 
 // TestStatusShowsTheDeadLetterQueue: the dead-letter queue's requests are
 // not the pipeline's, so the mns row never showed them. With the file set,
-// a queue that refuses the entries for good (here it does not exist) was
-// seen nowhere in /status: the file has them, so they count as stored. Its
-// own row counts its requests and says it fails, then that it is ok again
-// once the queue exists.
+// a queue that does not exist was seen nowhere in /status. Its own row
+// counts its requests and says it fails while the entries are held (a
+// missing queue holds them as a route's literal queue does, also when the
+// file has them), then that it is ok again once the queue exists and has
+// taken them.
 func TestStatusShowsTheDeadLetterQueue(t *testing.T) {
 	p := startPeers(t, mnsemu.Config{Queues: []string{"unrouted"}}, iotsim.Config{})
 	c := p.config()
@@ -329,11 +330,18 @@ func TestStatusShowsTheDeadLetterQueue(t *testing.T) {
 	c.Delivery.DeadLetter.Queue = "dlq"
 	b, base := runBridgeHTTP(t, mustLoad(t, p.writeConfig(t, c)), Options{Logger: slog.New(slog.DiscardHandler)})
 
-	// telemetry-pk1 is missing: the messages are dead-lettered.
+	// telemetry-pk1 is missing: the messages are dead-lettered, and held
+	// while dlq is missing.
 	p.publishPlain(20)
-	waitFor(t, "20 dead letters", 30*time.Second, func() bool { return b.Status().Pipeline.DeadLettered >= 20 })
+	waitFor(t, "the dead-letter queue to fail", 30*time.Second, func() bool {
+		q := b.Status().DeadLetterQueue
+		return q != nil && q.Failing && q.Requests > 0
+	})
 	st := b.Status()
 	q := st.DeadLetterQueue
+	if st.Pipeline.DeadLettered != 0 {
+		t.Errorf("dead_lettered %d while the dead-letter queue is missing, want 0 (held)", st.Pipeline.DeadLettered)
+	}
 	if q == nil || q.Name != "dlq" || q.Requests == 0 || q.Failed != q.Requests || q.Accepted != 0 || !q.Failing ||
 		!strings.Contains(q.LastError, "queue dlq: message ") || !strings.Contains(q.LastError, "QueueNotExist") {
 		t.Fatalf("/status dead_letter_queue %+v, want dlq with every request failed on QueueNotExist", q)
@@ -349,12 +357,12 @@ func TestStatusShowsTheDeadLetterQueue(t *testing.T) {
 
 	p.emu.CreateQueue("dlq")
 	p.publishPlain(10)
-	waitFor(t, "the dead-letter queue to take 10 entries", 30*time.Second, func() bool {
+	waitFor(t, "the dead-letter queue to take the 30 entries", 30*time.Second, func() bool {
 		q := b.Status().DeadLetterQueue
-		return q.Accepted >= 10 && !q.Failing
+		return q.Accepted >= 30 && !q.Failing && b.Status().Pipeline.DeadLettered >= 30
 	})
 	_, out, _ = runMain(t, context.Background(), "status", "-url", base, "-interval", "0")
-	if re := `(?m)^dead-letter queue dlq +ok, [0-9]+ of [0-9]+ requests failed +10 +queue dlq: message .*QueueNotExist.* ago\)$`; !regexp.MustCompile(re).MatchString(out) {
+	if re := `(?m)^dead-letter queue dlq +ok, [0-9]+ of [0-9]+ requests failed +30 +queue dlq: message .*QueueNotExist.* ago\)$`; !regexp.MustCompile(re).MatchString(out) {
 		t.Errorf("status output after the queue was created does not match %s:\n%s", re, out)
 	}
 }
