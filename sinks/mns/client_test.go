@@ -298,7 +298,7 @@ func TestErrorClasses(t *testing.T) {
 		code      string
 		mention   string
 	}{
-		{"queue missing", mnsemu.Config{}, nil, "nope", false, "QueueNotExist", "create queue nope in the MNS console or fix routes"},
+		{"queue missing", mnsemu.Config{}, nil, "nope", false, "QueueNotExist", "create queue nope in the MNS console, or fix the config key that names it (routes, default_route or delivery.dead_letter.queue)"},
 		{"wrong secret", mnsemu.Config{}, func(c *Config) { c.AccessKeySecret = "wrong-secret" }, "q1", true, "SignatureDoesNotMatch", "check that Config.AccessKeySecret belongs to the access key id"},
 		{"unknown key", mnsemu.Config{}, func(c *Config) { c.AccessKeyID = "other" }, "q1", true, "InvalidAccessKeyId", "check Config.AccessKeyID (is the key enabled, in this account?)"},
 		{"token of another issue", mnsemu.Config{Authorize: func(string) (string, string, bool) { return "secret-sk", "issued-token", true }}, nil, "q1", true,

@@ -196,9 +196,9 @@ const (
 func (e *Error) hint() string {
 	switch e.Code {
 	case "QueueNotExist":
-		return fmt.Sprintf("create queue %s in the MNS console or fix routes", e.Name)
+		return fmt.Sprintf("create queue %s in the MNS console, or fix the config key that names it (routes, default_route or delivery.dead_letter.queue)", e.Name)
 	case "TopicNotExist":
-		return fmt.Sprintf("create topic %s in the MNS console or fix routes", e.Name)
+		return fmt.Sprintf("create topic %s in the MNS console, or fix the config key that names it (routes or default_route)", e.Name)
 	case "AccessDenied":
 		return "grant the AccessKey's RAM user " + Permission(e.Op) + " on " + e.Kind + " " + e.Name + " (its RAM policy's Action and Resource)"
 	case "InvalidAccessKeyId":
