@@ -197,8 +197,7 @@ type Spool struct {
 	room       broadcast.Signal // reserved shrank
 	pendingDel []uint64
 	full       bool  // refusing Appends for maxBytes (Stats.Full)
-	failing    bool  // logged a failed commit
-	commitErr  error // the last commit's error while failing
+	commitErr  error // the last commit's error while commits fail (logged once), nil once one succeeds
 	closeErr   error // set by the writer's final commit
 
 	// gmu guards groups: the writer marks deleted messages, Replay skips
@@ -625,7 +624,7 @@ func (s *Spool) Stats() Stats {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	st := Stats{Depth: s.depth, Bytes: s.bytes, MaxBytes: s.maxBytes, Full: s.full}
-	if s.failing && s.commitErr != nil {
+	if s.commitErr != nil {
 		st.CommitError = s.commitErr.Error()
 	}
 	return st

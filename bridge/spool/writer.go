@@ -162,8 +162,8 @@ func noRoom(err error) bool {
 func (s *Spool) failCommit(batch []appendReq, err error) error {
 	err = fmt.Errorf("spool: commit to %s: %w; nothing of this commit was stored: free disk space or repair the disk, later writes try again", s.path, err)
 	s.mu.Lock()
-	wasFailing, dels := s.failing, len(s.pendingDel)
-	s.failing, s.commitErr = true, err
+	wasFailing, dels := s.commitErr != nil, len(s.pendingDel)
+	s.commitErr = err
 	s.mu.Unlock()
 	if !wasFailing {
 		s.log.Error("spool commit failed; retrying with the next messages", "messages", len(batch), "deletes", dels, "err", err)
@@ -298,8 +298,8 @@ func (s *Spool) write(batch []appendReq) error {
 	if s.full && s.bytes+s.reserved <= s.maxBytes/10*9 {
 		s.full = false // room again (the Stage logs it at its next Append)
 	}
-	recovered := s.failing
-	s.failing, s.commitErr = false, nil
+	recovered := s.commitErr != nil
+	s.commitErr = nil
 	s.mu.Unlock()
 	if recovered {
 		s.log.Info("spool commits work again")
