@@ -5,6 +5,8 @@ import (
 	"net"
 	"sync/atomic"
 	"time"
+
+	"github.com/iot-mns-bridge/iot-mns-bridge/bridge/source"
 )
 
 // readWatch is the server side of an AMQP connection as the source sees
@@ -60,18 +62,14 @@ func (w *readWatch) watch(done <-chan struct{}) {
 	}
 }
 
-// lateCheck is how much later than its period a check may run before the
-// time in between counts as this process not running.
-const lateCheck = time.Second
-
 // silentAt tells whether the connection has been silent for limit at now,
 // for a check that runs every period and last ran at prev. Time this process
 // did not run (SIGSTOP, a paused VM or container, a starved box), told by a
-// check more than lateCheck late, is not the server's silence: what the
+// check that runs late (source.Paused), is not the server's silence: what the
 // server sent meanwhile waits unread in the socket (its close, when it timed
 // the bridge out), so the silence counts again from now.
 func (w *readWatch) silentAt(now, prev time.Time, period time.Duration) bool {
-	if now.Sub(prev) > period+lateCheck {
+	if _, paused := source.Paused(prev, now, period); paused {
 		w.last.Store(now.UnixNano())
 		return false
 	}

@@ -5,7 +5,9 @@
 // delivery to the pipeline, keeps links open for the settles of deliveries in
 // flight after Run returns, and closes them in Close. It decides, the same
 // for every protocol, what is redialled and what is fatal (see Driver), and
-// explains dial, TLS and login failures (ExplainDial, LoginRefused).
+// explains dial, TLS and login failures (ExplainDial, LoginRefused). The
+// protocols' silence checks tell a pause of this process from a silent
+// server by one rule (Paused).
 //
 // A protocol (bridge/stompsrc, bridge/amqpsrc) brings only what differs: a
 // DialFunc that signs, connects, logs in and subscribes, and a Link that

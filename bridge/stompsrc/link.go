@@ -177,22 +177,18 @@ func silenceLimit(asked time.Duration, server string) time.Duration {
 	return 2*max(sx, asked) + time.Second
 }
 
-// lateCheck is how much later than its interval a silence check may run
-// before the time in between counts as this process not running.
-const lateCheck = time.Second
-
 // check reports an error when the server has been silent longer than the
 // heart-beats allow. Time spent blocked in the handler does not count: the
 // link stops reading then, on purpose. Nor does time this process did not
 // run (SIGSTOP, a paused VM or container, a starved box), told by a check
-// that runs more than lateCheck after its interval: the server's beats wait
-// unread in the socket meanwhile, so the silence counts again from then.
+// that runs late (source.Paused): the server's beats wait unread in the
+// socket meanwhile, so the silence counts again from then.
 func (l *link) check(now time.Time) error {
 	if l.silence <= 0 {
 		return nil
 	}
 	if prev := l.checked.Swap(now.UnixNano()); prev != 0 {
-		if gap := now.Sub(time.Unix(0, prev)); gap > l.interval+lateCheck {
+		if gap, paused := source.Paused(time.Unix(0, prev), now, l.interval); paused {
 			l.resumed.Store(now.UnixNano())
 			if gap > l.silence {
 				again := "" // ack auto: the platform counts a push settled once sent
