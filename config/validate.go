@@ -393,7 +393,7 @@ func (s *Source) Address() (string, error) {
 // ports.
 func platformPort(protocol, addr string) string {
 	host, port, err := net.SplitHostPort(addr)
-	if err != nil || !strings.HasSuffix(strings.ToLower(strings.TrimSuffix(host, ".")), ".aliyuncs.com") {
+	if err != nil || !strings.HasSuffix(canonicalHost(host), ".aliyuncs.com") {
 		return ""
 	}
 	own, other, otherPort := source.STOMPPort, "amqp", source.AMQPPort
@@ -417,6 +417,12 @@ func platformPort(protocol, addr string) string {
 	return ""
 }
 
+// canonicalHost is host as the platform's host rules compare it: in lower
+// case (DNS names are), without the trailing dot of a fully qualified name.
+func canonicalHost(host string) string {
+	return strings.ToLower(strings.TrimSuffix(host, "."))
+}
+
 // hostOf returns the host of host:port.
 func hostOf(addr string) string {
 	host, _, _ := net.SplitHostPort(addr)
@@ -428,7 +434,7 @@ func hostOf(addr string) string {
 // instance's), UID.iot-amqp.REGION.aliyuncs.com (a public instance opened
 // before 2021-07-30).
 func isPlatformHost(host string) bool {
-	host = strings.ToLower(strings.TrimSuffix(host, "."))
+	host = canonicalHost(host)
 	if !strings.HasSuffix(host, ".aliyuncs.com") {
 		return false
 	}

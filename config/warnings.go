@@ -138,7 +138,7 @@ func instanceEndpoint(cfg *Config) (Warning, bool) {
 	if err != nil {
 		return Warning{}, false
 	}
-	host := strings.ToLower(strings.TrimSuffix(hostOf(addr), "."))
+	host := canonicalHost(hostOf(addr))
 	id, rest, _ := strings.Cut(host, ".")
 	have := cfg.Source.IotInstanceID
 	if rest != "amqp.iothub.aliyuncs.com" || !strings.HasPrefix(id, "iot-") || host == placeholderSourceHost || strings.EqualFold(have, id) {
