@@ -398,8 +398,10 @@ func cmdReplay(ctx context.Context, args []string, stdio Stdio) error {
 		file, len(entries), skipped, st.Forwarded, st.DeadLettered, repeated, int64(len(entries))-done)
 	// The file beside a running bridge's holds what failed again: when
 	// nothing did, it is not left behind empty.
-	if fi, err := os.Stat(beside); beside != "" && st.DeadLettered == 0 && err == nil && fi.Size() == 0 && os.Remove(beside) == nil {
-		fmt.Fprintf(stdio.Out, "nothing failed again: %s removed\n", beside)
+	if beside != "" && st.DeadLettered == 0 {
+		if fi, err := os.Stat(beside); err == nil && fi.Size() == 0 && os.Remove(beside) == nil {
+			fmt.Fprintf(stdio.Out, "nothing failed again: %s removed\n", beside)
+		}
 	}
 	if !finished || ctx.Err() != nil || done < int64(len(entries)) {
 		return errors.New("replay did not finish: run it again (entries may then be sent twice)")
