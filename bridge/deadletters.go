@@ -16,13 +16,14 @@ import (
 // write per backoff interval however many wait (not one per message), an
 // entry the target keeps refusing does not hold up the others, and a
 // shutdown does not wait for a target that keeps failing: the drain
-// deadline releases them.
+// deadline releases them, or the drain ends sooner (drainend.go).
 func (p *Pipeline) deadLetterNow(it *item, reason string, class DeadLetterClass) {
 	it.lastErr, it.class = errors.New(reason), class
 	w := p.deadWrite([]*item{it})
 	if !p.intakeDead.waiting() && p.newDeadRetry().try(w) {
 		return
 	}
+	p.deadWaits.add(w)
 	if p.intakeDead.add(w) {
 		go p.retryIntakeDeadLetters()
 	}
@@ -54,6 +55,20 @@ func (p *Pipeline) deadLetter(items []*item) {
 	}
 }
 
+// deadLetter is deadLetter from one of the lane's senders, which counts as
+// writing dead letters meanwhile.
+func (l *lane) deadLetter(items []*item) {
+	l.mu.Lock()
+	l.deadLettering++
+	l.mu.Unlock()
+	defer func() {
+		l.mu.Lock()
+		l.deadLettering--
+		l.mu.Unlock()
+	}()
+	l.p.deadLetter(items)
+}
+
 // deadWrite is one write to the dead-letter sink: the items and their
 // entries (dated once, so a target that already has them in its file does
 // not write them again on a retry).
@@ -63,7 +78,7 @@ type deadWrite struct {
 }
 
 // deadWrite is the write of items, dated now.
-func (p *Pipeline) deadWrite(items []*item) deadWrite {
+func (p *Pipeline) deadWrite(items []*item) *deadWrite {
 	entries := make([]DeadLetter, len(items))
 	now := p.now()
 	for i, it := range items {
@@ -73,21 +88,25 @@ func (p *Pipeline) deadWrite(items []*item) deadWrite {
 		}
 		entries[i] = DeadLetter{Message: &it.d.Message, Reason: reason, Class: it.class, Dest: it.dest, Attempts: it.attempts, Time: now}
 	}
-	return deadWrite{items, entries}
+	return &deadWrite{items, entries}
 }
 
 // deadRetry is how one writer (a lane's sender, the intake retry) writes
 // dead letters while the target may fail: it owns the backoff between
 // failed writes, and the release of the items once the drain deadline
 // passed. Which write comes next after a failure is the writer's policy.
+// A stop asks a failing target again at once, and then at least every
+// maxProbeInterval, as a failing destination's probes: the drain ends
+// sooner when the target still fails (drainend.go).
 type deadRetry struct {
-	p *Pipeline
-	b Backoff
+	p         *Pipeline
+	b         Backoff
+	drainSeen bool // the wait no longer ends at the stop: it did once
 }
 
 func (p *Pipeline) newDeadRetry() *deadRetry {
 	retry := p.tune.Load().Retry
-	return &deadRetry{p: p, b: Backoff{Min: retry.InitialBackoff, Max: retry.MaxBackoff}}
+	return &deadRetry{p: p, b: Backoff{Min: retry.InitialBackoff, Max: retry.MaxBackoff}, drainSeen: p.closing.Load()}
 }
 
 // try writes w once. It reports true when w is done with: stored (then
@@ -95,9 +114,11 @@ func (p *Pipeline) newDeadRetry() *deadRetry {
 // released because the drain deadline passed, before or during the write.
 // After a failure (logged once and shown by Stats, see deadFailing) it
 // reports false: the caller waits and tries again.
-func (r *deadRetry) try(w deadWrite) bool {
+// A write that failed waits in p.deadWaits until it is done with.
+func (r *deadRetry) try(w *deadWrite) bool {
 	p := r.p
 	if p.sendCtx.Err() != nil {
+		p.deadWaits.remove(w)
 		p.releaseAll(w.items)
 		return true
 	}
@@ -105,10 +126,14 @@ func (r *deadRetry) try(w deadWrite) bool {
 	switch {
 	case err == nil:
 		r.b.Reset()
+		p.deadFail.ok(p.log, p.now())
+		p.deadWaits.remove(w)
 		p.deadLettered(w.items, w.entries)
 	case p.sendCtx.Err() != nil:
+		p.deadWaits.remove(w)
 		p.releaseAll(w.items)
 	default:
+		p.deadWaits.add(w)
 		p.noteDeadLetterFailure(err)
 		return false
 	}
@@ -116,12 +141,20 @@ func (r *deadRetry) try(w deadWrite) bool {
 }
 
 // wait waits the backoff after a failed write (it grows while writes fail),
-// or until the drain deadline passed.
+// or until the drain deadline passed. The stop ends the wait once, and from
+// then on it waits maxProbeInterval at most.
 func (r *deadRetry) wait() {
-	t := time.NewTimer(r.b.Next())
+	d := r.b.Next()
+	stop := r.p.closed
+	if r.drainSeen {
+		d, stop = min(d, maxProbeInterval), nil
+	}
+	t := time.NewTimer(d)
 	defer t.Stop()
 	select {
 	case <-t.C:
+	case <-stop:
+		r.drainSeen = true
 	case <-r.p.sendCtx.Done():
 	}
 }
@@ -130,7 +163,7 @@ func (r *deadRetry) wait() {
 // target, oldest first, and whether a goroutine retries them.
 type intakeDeadLetters struct {
 	mu      sync.Mutex
-	waits   []deadWrite
+	waits   []*deadWrite
 	running bool
 }
 
@@ -144,7 +177,7 @@ func (q *intakeDeadLetters) waiting() bool {
 
 // add queues w; it reports whether the caller must start the retrying
 // goroutine (none runs).
-func (q *intakeDeadLetters) add(w deadWrite) bool {
+func (q *intakeDeadLetters) add(w *deadWrite) bool {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	q.waits = append(q.waits, w)
@@ -154,7 +187,7 @@ func (q *intakeDeadLetters) add(w deadWrite) bool {
 }
 
 // putBack queues w again, at the back.
-func (q *intakeDeadLetters) putBack(w deadWrite) {
+func (q *intakeDeadLetters) putBack(w *deadWrite) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	q.waits = append(q.waits, w)
@@ -162,17 +195,40 @@ func (q *intakeDeadLetters) putBack(w deadWrite) {
 
 // take removes the oldest waiting write; with none left it reports false,
 // and the retrying goroutine ends.
-func (q *intakeDeadLetters) take() (deadWrite, bool) {
+func (q *intakeDeadLetters) take() (*deadWrite, bool) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	if len(q.waits) == 0 {
 		q.waits, q.running = nil, false
-		return deadWrite{}, false
+		return nil, false
 	}
 	w := q.waits[0]
-	q.waits[0] = deadWrite{}
+	q.waits[0] = nil
 	q.waits = q.waits[1:]
 	return w, true
+}
+
+// deadWaiting are the dead-letter writes that wait for a failing target:
+// the intake's queued ones, and a lane sender's between its retries. A stop
+// counts their deliveries (drainend.go).
+type deadWaiting struct {
+	mu     sync.Mutex
+	writes map[*deadWrite]struct{}
+}
+
+func (q *deadWaiting) add(w *deadWrite) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.writes == nil {
+		q.writes = make(map[*deadWrite]struct{})
+	}
+	q.writes[w] = struct{}{}
+}
+
+func (q *deadWaiting) remove(w *deadWrite) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	delete(q.writes, w)
 }
 
 // noteDeadLetterFailure records a dead-letter write that returned err: the
@@ -185,7 +241,6 @@ func (p *Pipeline) noteDeadLetterFailure(err error) {
 
 // deadLettered logs, counts and accepts items once entries are stored.
 func (p *Pipeline) deadLettered(items []*item, entries []DeadLetter) {
-	p.deadFail.ok(p.log, p.now())
 	for _, e := range entries {
 		if p.deadLog.allow(p.now()) {
 			p.log.Warn("message dead-lettered", "messageId", e.Message.MessageID, "topic", e.Message.Topic, "dest", destString(e.Dest), "reason", e.Reason)
@@ -210,11 +265,24 @@ type deadFailing struct {
 	logged  bool
 	lastLog time.Time
 	since   time.Time
+	// For a stop (drainend.go), by the wall clock: the last failed write;
+	// the failed write before it when none was stored in between (or the
+	// last one, when it got no answer within its time limit); the last
+	// write stored.
+	failedAt, retryOf, okAt time.Time
 }
 
 func (d *deadFailing) failed(log *slog.Logger, err error, now time.Time) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	wall := time.Now()
+	if d.err != "" {
+		d.retryOf = d.failedAt
+	}
+	d.failedAt = wall
+	if Unanswered(err) {
+		d.retryOf = wall
+	}
 	if d.err == "" {
 		d.since = now
 	}
@@ -228,6 +296,7 @@ func (d *deadFailing) failed(log *slog.Logger, err error, now time.Time) {
 func (d *deadFailing) ok(log *slog.Logger, now time.Time) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	d.okAt = time.Now()
 	if d.err == "" {
 		return
 	}

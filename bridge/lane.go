@@ -47,10 +47,13 @@ type lane struct {
 	retries   []retryGroup // messages waiting for a retry
 	retryAt   time.Time    // when retryTimer fires; zero when stopped
 	retryT    *time.Timer
-	senders   int       // sender goroutines running
-	stopped   bool      // the drain deadline passed: take nothing more
-	removed   bool      // no longer in the pipeline's lane map
-	idleSince time.Time // when the lane last became empty (pipeline clock)
+	senders   int // sender goroutines running
+	// deadLettering is how many of them write dead letters (a stop counts
+	// their deliveries as the dead-letter writes', drainend.go).
+	deadLettering int
+	stopped       bool      // the drain deadline passed: take nothing more
+	removed       bool      // no longer in the pipeline's lane map
+	idleSince     time.Time // when the lane last became empty (pipeline clock)
 
 	failing  bool          // the last request failed whole
 	failedAt time.Time     // when a request last failed whole (wall clock)

@@ -144,6 +144,7 @@ type Pipeline struct {
 	deadLog    logLimiter
 	deadFail   deadFailing
 	intakeDead intakeDeadLetters // intake dead letters waiting for a failing target
+	deadWaits  deadWaiting       // every dead-letter write waiting for a failing target
 
 	stranded Keeper // not redeliverable, held at shutdown
 

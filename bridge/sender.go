@@ -134,7 +134,7 @@ func (l *lane) send(batch []*item, outs []Outgoing, probe bool) (_ []Outgoing, a
 		}
 	}
 	if len(dead) > 0 {
-		p.deadLetter(dead)
+		l.deadLetter(dead)
 	}
 	// MNS answered (a message accepted, or none failed retryably); not
 	// when the shutdown cut the request short, which is no answer.
@@ -155,7 +155,7 @@ func (l *lane) send(batch []*item, outs []Outgoing, probe bool) (_ []Outgoing, a
 			return
 		}
 		if expired := l.expired(); len(expired) > 0 {
-			p.deadLetter(expired)
+			l.deadLetter(expired)
 		}
 	}()
 	if len(retry) > 0 {

@@ -354,7 +354,7 @@ func (b *Bridge) Registry() *prometheus.Registry { return b.reg }
 func (b *Bridge) logShutdown(cut error, kept keepCounts, spooled bool, leftInSpool int64) {
 	why := "shutdown timeout reached; "
 	if errors.Is(cut, bridge.ErrCannotProgress) {
-		why = "drain ended before shutdown_timeout: MNS fails and nothing held could be forwarded; "
+		why = "drain ended before shutdown_timeout: MNS (or the dead-letter target) fails and nothing held could be forwarded; "
 	}
 	switch {
 	case spooled && leftInSpool > 0:
