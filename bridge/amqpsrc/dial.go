@@ -110,9 +110,11 @@ func explainLogin(cfg Config, id string, err error) error {
 	}
 	// The socket's deadline is the dial's (amqp10.Dial sets it from ctx):
 	// when it fires before the context's timer, the read's i/o timeout
-	// comes back instead of the context's error.
+	// comes back instead of the context's error. The dial timeout bounds
+	// the connect and the login alike: a login it cut short is the
+	// connect's failure, in the same words whatever step it cut.
 	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, os.ErrDeadlineExceeded) {
-		return source.ExplainDial(cfg.Names, op, cfg.DialTimeout, err)
+		return explainDial(cfg, id, err)
 	}
 	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
 		// A hang-up before any answer: a STOMP port, most likely.

@@ -116,3 +116,33 @@ func TestLoginCutByTheSocketDeadlineIsTheDialTimeout(t *testing.T) {
 		t.Errorf("%v does not wrap the cause", err)
 	}
 }
+
+// A dial that source.dial_timeout cut short is one failure whatever step it
+// cut, the TLS handshake (explainDial) or a step of the login
+// (explainLogin): against a server slow at every step each attempt stopped
+// at another one, the texts differed ('amqp connect ...' or 'amqp login
+// ...', 'awaiting sasl-outcome', 'awaiting sasl-mechanisms', 'read the SASL
+// protocol header') and each attempt logged a new ERROR line (walk8: 4 a
+// minute).
+func TestDialTimeoutAtAnyStepIsOneFailure(t *testing.T) {
+	cfg := Config{Settings: source.Settings{Endpoint: "127.0.0.1:5671", DialTimeout: 15 * time.Second}}
+	ioTimeout := func(port int) error {
+		return &net.OpError{Op: "read", Net: "tcp", Source: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: port},
+			Addr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 5671}, Err: os.ErrDeadlineExceeded}
+	}
+	errs := []error{
+		explainDial(cfg, "c1", context.DeadlineExceeded),
+		explainLogin(cfg, "c1", fmt.Errorf("read the SASL protocol header: %w", ioTimeout(40001))),
+		explainLogin(cfg, "c1", fmt.Errorf("awaiting sasl-mechanisms: %w", ioTimeout(40002))),
+		explainLogin(cfg, "c1", fmt.Errorf("awaiting sasl-outcome: %w", ioTimeout(40003))),
+		explainLogin(cfg, "c1", fmt.Errorf("awaiting sasl-outcome: %w (%w)", context.DeadlineExceeded, ioTimeout(40004))),
+	}
+	for _, err := range errs {
+		if !strings.Contains(err.Error(), "timed out after 15s (Config.DialTimeout); check Config.Endpoint, the network and any firewall") {
+			t.Errorf("%q does not name the dial timeout and what to check", err)
+		}
+		if source.FailureShape(err.Error()) != source.FailureShape(errs[0].Error()) {
+			t.Errorf("two failures for one dial timeout:\n%s\n%s", errs[0], err)
+		}
+	}
+}

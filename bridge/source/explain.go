@@ -56,7 +56,8 @@ func (e *handshakeError) Unwrap() error { return e.err }
 // timeout of the login after them, or a server that hung up on the login)
 // into an error that tells the operator what to check, naming the settings with n. op names the attempt ("stomp
 // connect h:61614"); timeout is the dial timeout that bounded it. err is
-// wrapped.
+// wrapped; a timeout's text leaves err's out (the step it cut differs from
+// one attempt to the next).
 func ExplainDial(n Names, op string, timeout time.Duration, err error) error {
 	var (
 		unknownCA x509.UnknownAuthorityError // crypto/x509 returns these as values
@@ -90,7 +91,14 @@ func ExplainDial(n Names, op string, timeout time.Duration, err error) error {
 	case errors.As(err, &alert):
 		why = "TLS handshake refused by the server"
 	case errors.Is(err, context.DeadlineExceeded), isTimeout(err):
+		// The raw text names the step the limit cut (the TCP connect, the
+		// TLS handshake, a step of the login: "awaiting sasl-outcome") and
+		// how it fired (the context's timer or the socket's deadline, the
+		// same instant): against a slow server it differs from one attempt
+		// to the next, so the text leaves it out, and a slow server is one
+		// failure to the supervisor's log.
 		why = fmt.Sprintf("timed out after %s (%s); check %s, the network and any firewall", timeout, n.Of(FieldDialTimeout), n.Of(FieldEndpoint))
+		return &explained{text: op + ": " + why, err: err}
 	case errors.Is(err, syscall.ECONNRESET):
 		// In the connect or in the TLS handshake's first write, by chance:
 		// one text for both (the raw errors differ in more than numbers),
@@ -126,6 +134,16 @@ type resetCause struct{ err error }
 
 func (r resetCause) Error() string { return syscall.ECONNRESET.Error() }
 func (r resetCause) Unwrap() error { return r.err }
+
+// explained is an error whose text is its explanation alone, without its
+// cause's; it wraps the cause.
+type explained struct {
+	text string
+	err  error
+}
+
+func (e *explained) Error() string { return e.text }
+func (e *explained) Unwrap() error { return e.err }
 
 func isTimeout(err error) bool {
 	var ne net.Error

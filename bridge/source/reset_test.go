@@ -1,7 +1,9 @@
 package source
 
 import (
+	"context"
 	"errors"
+	"fmt"
 	"net"
 	"os"
 	"strings"
@@ -34,6 +36,47 @@ func TestResetBeforeTheLoginIsOneFailure(t *testing.T) {
 		}
 		if !errors.Is(err, syscall.ECONNRESET) {
 			t.Errorf("%v does not wrap the cause", err)
+		}
+	}
+}
+
+// A dial that the dial timeout cut short says so in one text whatever step
+// it cut (the TCP connect, the TLS handshake, a step of the login) and
+// however the limit fired (the context's timer or the socket's deadline):
+// against a server slow at every step, each attempt stopped at another
+// step, and the raw text quoted it ('awaiting sasl-outcome', 'awaiting
+// sasl-mechanisms', 'read the SASL protocol header'), so the supervisor's
+// one line per shape of failure logged an ERROR at nearly every attempt
+// (walk8: 4 a minute for one cause).
+func TestDialTimeoutIsOneFailureWhateverTheStep(t *testing.T) {
+	names := Names{FieldEndpoint: "EP", FieldDialTimeout: "DT"}
+	read := func(local int) error {
+		return &net.OpError{Op: "read", Net: "tcp", Source: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: local},
+			Addr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 5671}, Err: os.ErrDeadlineExceeded}
+	}
+	raw := []error{
+		&net.OpError{Op: "dial", Net: "tcp", Addr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 5671}, Err: os.ErrDeadlineExceeded},
+		&handshakeError{context.DeadlineExceeded},
+		&handshakeError{read(40112)},
+		fmt.Errorf("read the SASL protocol header: %w", read(40113)),
+		fmt.Errorf("awaiting sasl-mechanisms: %w", read(40114)),
+		fmt.Errorf("awaiting sasl-outcome: %w (%w)", context.DeadlineExceeded, read(40115)),
+		fmt.Errorf("awaiting sasl-outcome: %w", read(40116)),
+		fmt.Errorf("awaiting open: %w", context.DeadlineExceeded),
+	}
+	var first error
+	for _, r := range raw {
+		err := ExplainDial(names, "amqp connect to 127.0.0.1:5671 as c1", 15*time.Second, r)
+		if !strings.Contains(err.Error(), "timed out after 15s (DT); check EP, the network and any firewall") {
+			t.Errorf("%q does not name the dial timeout and what to check", err)
+		}
+		if !errors.Is(err, r) {
+			t.Errorf("%v does not wrap the cause %v", err, r)
+		}
+		if first == nil {
+			first = err
+		} else if FailureShape(err.Error()) != FailureShape(first.Error()) {
+			t.Errorf("two failures for one dial timeout:\n%s\n%s", first, err)
 		}
 	}
 }
