@@ -32,7 +32,7 @@ func newGate() *gate {
 	return &gate{entered: make(chan struct{}), release: make(chan struct{})}
 }
 
-func (g *gate) hook() error {
+func (g *gate) hook(int) error {
 	if g.armed.CompareAndSwap(true, false) {
 		g.entered <- struct{}{}
 		<-g.release

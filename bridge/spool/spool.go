@@ -138,11 +138,11 @@ type Options struct {
 	Logger *slog.Logger
 
 	// test seams
-	maxFileSize int           // bbolt MaxSize: a file that cannot grow is a full disk
-	pageSize    int           // page size of a new file; 0 means filePageSize
-	commitHook  func() error  // called inside every write transaction
-	ownBytes    int           // a record this long gets a bucket of its own; 0 means ownBucketPages pages
-	delLinger   time.Duration // how long Deletes alone wait for Appends; 0 means deleteLinger
+	maxFileSize int                     // bbolt MaxSize: a file that cannot grow is a full disk
+	pageSize    int                     // page size of a new file; 0 means filePageSize
+	commitHook  func(appends int) error // called inside every write transaction, with how many Appends it stores
+	ownBytes    int                     // a record this long gets a bucket of its own; 0 means ownBucketPages pages
+	delLinger   time.Duration           // how long Deletes alone wait for Appends; 0 means deleteLinger
 }
 
 // Stats is a snapshot of the spool's content.
@@ -161,9 +161,10 @@ type Stats struct {
 	// MaxBytes.
 	Full bool
 	// CommitError is the error of the last commit while commits fail (a
-	// full disk, an I/O error), "" once one succeeds. Meanwhile the Stage
-	// takes nothing more from the source and holds the messages of the
-	// failed commits in memory.
+	// full disk, an I/O error), "" once one stores all it was given: near
+	// a full disk a commit that stored the messages that fitted and not
+	// the others failed. Meanwhile the Stage takes nothing more from the
+	// source and holds the messages of the failed commits in memory.
 	CommitError string
 }
 
@@ -176,7 +177,7 @@ type Spool struct {
 	linger   time.Duration
 	delWait  time.Duration // how long Deletes alone wait for Appends to commit with
 	log      *slog.Logger
-	hook     func() error
+	hook     func(appends int) error
 	ownBytes int // a record this long or longer gets a bucket of its own (record.go)
 
 	reqs    chan appendReq
@@ -197,8 +198,11 @@ type Spool struct {
 	room       broadcast.Signal // reserved shrank
 	pendingDel []uint64
 	full       bool  // refusing Appends for maxBytes (Stats.Full)
-	commitErr  error // the last commit's error while commits fail (logged once), nil once one succeeds
-	closeErr   error // set by the writer's final commit
+	commitErr  error // the last commit's error while commits fail (logged once), nil once one stores all it was given (commit)
+	// appendsNoRoom: commits fail for Appends without room; a commit of
+	// deletes alone does not end that.
+	appendsNoRoom bool
+	closeErr      error // set by the writer's final commit
 
 	// gmu guards groups: the writer marks deleted messages, Replay skips
 	// them. Lock order: gmu is never held while taking mu. groups holds
@@ -628,6 +632,14 @@ func (s *Spool) Stats() Stats {
 		st.CommitError = s.commitErr.Error()
 	}
 	return st
+}
+
+// commitsFail is whether commits fail (Stats.CommitError): from a failed
+// commit until one stores all it was given.
+func (s *Spool) commitsFail() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.commitErr != nil
 }
 
 // Close stops taking Appends, commits every Append already accepted and

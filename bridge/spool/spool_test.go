@@ -354,7 +354,7 @@ func ptr[T any](v T) *T { return &v }
 func TestCommitErrorInjected(t *testing.T) {
 	var failing atomic.Bool
 	dir := t.TempDir()
-	s := open(t, Options{Dir: dir, commitHook: func() error {
+	s := open(t, Options{Dir: dir, commitHook: func(int) error {
 		if failing.Load() {
 			return syscall.ENOSPC
 		}
@@ -563,7 +563,7 @@ func TestBackpressure(t *testing.T) {
 	committing := make(chan struct{}, 1)
 	var blocked atomic.Bool
 	blocked.Store(true)
-	s := open(t, Options{CommitInterval: -1, commitHook: func() error {
+	s := open(t, Options{CommitInterval: -1, commitHook: func(int) error {
 		if blocked.Load() {
 			select {
 			case committing <- struct{}{}:
@@ -762,7 +762,7 @@ func TestSpoolHoldsThePayload(t *testing.T) {
 // messages stop at about 180, far below the queue's 4,096 slots.
 func TestPendingBytesAreBounded(t *testing.T) {
 	release := make(chan struct{})
-	s := open(t, Options{CommitInterval: -1, commitHook: func() error { <-release; return nil }})
+	s := open(t, Options{CommitInterval: -1, commitHook: func(int) error { <-release; return nil }})
 	const n = 400
 	var accepted, done atomic.Int64
 	fed := make(chan error, 1)

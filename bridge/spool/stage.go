@@ -187,7 +187,12 @@ func (s *Stage) Intake(ctx context.Context, d *bridge.Delivery) error {
 
 // committed returns the Append callback for d: on success it settles d
 // upstream and wakes the feeder; on failure it keeps d for another append.
-// It runs on the spool's writer goroutine and must not block.
+// Writes fail (s.failing: Intake waits) from a failure until a success of
+// a commit that stored all its messages (Spool.commitsFail): near a full
+// disk a commit stores the messages that fit and fails the others, and
+// each such commit logged "succeed again" and "failing" and let Intake
+// through between. It runs on the spool's writer goroutine and must not
+// block.
 func (s *Stage) committed(d *bridge.Delivery) func(uint64, error) {
 	return func(key uint64, err error) {
 		s.mu.Lock()
@@ -201,7 +206,7 @@ func (s *Stage) committed(d *bridge.Delivery) func(uint64, error) {
 			s.mu.Unlock()
 			return
 		}
-		if s.failing != nil {
+		if s.failing != nil && !s.sp.commitsFail() {
 			s.failing = nil
 			// Not "consuming": the held messages are appended first, and
 			// the spool may be full (logged apart).

@@ -357,33 +357,60 @@ func TestStageHoldsWhatFailedToCommit(t *testing.T) {
 	waitfor.Until(t, "the stage to hold m-0 after its failed commit", 30*time.Second, func() bool {
 		return strings.Contains(logs.String(), "spool writes failing")
 	})
-	var returned atomic.Bool
-	var err error // Intake's, once returned
-	go func() {
-		err = st.Intake(context.Background(), bridge.NewDelivery(msg(1), nopSettler{}, nil))
-		returned.Store(true)
-	}()
+	w := startIntake(st, 1)
 	// m-0 is appended again every retryWait while Intake(m-1) waits.
 	waitfor.Until(t, "m-0 appended again after its failed commit", 30*time.Second, func() bool { return failed.Load() >= 2 },
 		func() string { return fmt.Sprintf("%d failed commits", failed.Load()) })
-	if returned.Load() {
-		t.Fatalf("Intake returned %v while commits fail", err)
-	}
+	w.stillWaits(t, "while commits fail")
 	failing.Store(false)
-	waitfor.Until(t, "Intake to return after the commits recovered", 30*time.Second, returned.Load)
-	if err != nil {
-		t.Fatalf("Intake after the commits recovered: %v", err)
-	}
-	intake(t, st, 2, 3)
-	keys, msgs := f.wait(t, 3)
-	inOrder(t, keys, msgs, 0)
-	if len(msgs) != 3 {
-		t.Errorf("the pipeline got %d messages, want 3", len(msgs))
-	}
+	w.returnsThenAllForwarded(t, st, f, "after the commits recovered")
 	for _, line := range []string{"spool writes failing", "spool writes succeed again"} {
 		if n := strings.Count(logs.String(), line); n != 1 {
 			t.Errorf("%d log lines %q, want 1:\n%s", n, line, logs.String())
 		}
+	}
+}
+
+// waitingIntake is an Intake of msg(i) in a goroutine of its own, which
+// waits while commits fail.
+type waitingIntake struct {
+	i        int
+	returned atomic.Bool
+	err      error // Intake's, once returned
+}
+
+func startIntake(st *Stage, i int) *waitingIntake {
+	w := &waitingIntake{i: i}
+	go func() {
+		w.err = st.Intake(context.Background(), bridge.NewDelivery(msg(i), nopSettler{}, nil))
+		w.returned.Store(true)
+	}()
+	return w
+}
+
+// stillWaits fails the test when the Intake returned (when says while
+// what it must not).
+func (w *waitingIntake) stillWaits(t *testing.T, when string) {
+	t.Helper()
+	if w.returned.Load() {
+		t.Fatalf("Intake returned %v %s", w.err, when)
+	}
+}
+
+// returnsThenAllForwarded waits for the Intake to return without error
+// (when says after what), hands msg(i+1) over, and checks that the pipeline
+// got the messages 0 to i+1 once each, in order.
+func (w *waitingIntake) returnsThenAllForwarded(t *testing.T, st *Stage, f *forwarded, when string) {
+	t.Helper()
+	waitfor.Until(t, "Intake to return "+when, 30*time.Second, w.returned.Load)
+	if w.err != nil {
+		t.Fatalf("Intake %s: %v", when, w.err)
+	}
+	intake(t, st, w.i+1, w.i+2)
+	keys, msgs := f.wait(t, w.i+2)
+	inOrder(t, keys, msgs, 0)
+	if len(msgs) != w.i+2 {
+		t.Errorf("the pipeline got %d messages, want %d", len(msgs), w.i+2)
 	}
 }
 
@@ -405,7 +432,7 @@ func failingCommitsIn(t *testing.T, opts Options, handle func(d *bridge.Delivery
 	if opts.Logger != nil {
 		opts.Logger = log
 	}
-	opts.commitHook = func() error {
+	opts.commitHook = func(int) error {
 		if failing.Load() {
 			failed.Add(1)
 			return syscall.EIO
@@ -760,5 +787,89 @@ func TestStatsSayWhileCommitsFail(t *testing.T) {
 	f.wait(t, 1)
 	if e := st.sp.Stats().CommitError; e != "" {
 		t.Errorf("Stats().CommitError %q after a commit succeeded, want none", e)
+	}
+}
+
+// roomFor is a disk with room for so many messages (the spool's
+// commitHook): a transaction that stores more Appends than there is room
+// for fails with ENOSPC. refused counts the refusals since the last
+// transaction that stored Appends.
+type roomFor struct {
+	mu            sync.Mutex
+	room, refused int
+}
+
+func (d *roomFor) hook(appends int) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if appends > d.room {
+		d.refused++
+		return syscall.ENOSPC
+	}
+	if appends > 0 {
+		d.room -= appends
+		d.refused = 0
+	}
+	return nil
+}
+
+func (d *roomFor) set(room int) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.room, d.refused = room, 0
+}
+
+// partlyStored is whether the room set last was taken and a transaction
+// was refused after it: a commit stored what fitted and not the rest.
+func (d *roomFor) partlyStored() bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.room == 0 && d.refused > 0
+}
+
+// TestStageLogsAFullDiskOncePerEpisode: near a full disk, the commits of
+// the held messages store what fits (2074432) and not the rest. That is
+// one episode: one "spool writes failing" line (and one of the spool's
+// own) while the disk stays full, the source paused and Stats'
+// CommitError set throughout; one "succeed again" (and one "commits work
+// again") once a whole commit fits. Before, each commit that stored part
+// of its messages logged "succeed again" for the part stored and
+// "failing" for the rest, and let the source's Intake through between.
+func TestStageLogsAFullDiskOncePerEpisode(t *testing.T) {
+	disk := &roomFor{}
+	logs := new(syncbuf.Buffer)
+	log := slog.New(slog.NewTextHandler(logs, nil))
+	s := open(t, Options{CommitInterval: 50 * time.Millisecond, Logger: log, commitHook: disk.hook})
+	st, f, start := stage(t, s, nil)
+	st.log = log
+	start()
+	for i := range 4 { // queued together; their commit fails: no room
+		m := msg(i)
+		if err := s.Append(context.Background(), &m, st.committed(bridge.NewDelivery(m, nopSettler{}, nil))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitfor.Until(t, "the commit without room to fail", 30*time.Second, func() bool {
+		return strings.Contains(logs.String(), "spool writes failing")
+	})
+	w := startIntake(st, 4)
+	for i := range 3 { // MNS takes one message: room for one
+		disk.set(1)
+		waitfor.Until(t, fmt.Sprintf("commit %d to store one message and not the others", i+1), 30*time.Second, disk.partlyStored)
+		f.wait(t, i+1)
+		if e := s.Stats().CommitError; !strings.Contains(e, syscall.ENOSPC.Error()) {
+			t.Errorf("Stats().CommitError %q after commit %d stored part of its messages, want the ENOSPC", e, i+1)
+		}
+		w.stillWaits(t, "while the disk is full")
+	}
+	disk.set(1 << 20) // room again
+	w.returnsThenAllForwarded(t, st, f, "once a whole commit fits")
+	if e := s.Stats().CommitError; e != "" {
+		t.Errorf("Stats().CommitError %q once whole commits fit, want none", e)
+	}
+	for _, line := range []string{"spool writes failing", "spool writes succeed again", "spool commit failed", "spool commits work again"} {
+		if n := linesWith(logs.String(), line); n != 1 {
+			t.Errorf("%d log lines %q, want 1:\n%s", n, line, logs.String())
+		}
 	}
 }

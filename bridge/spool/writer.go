@@ -133,10 +133,15 @@ func (s *Spool) hasPendingDeletes() bool {
 // was empty (walked on a 2 MiB filesystem). On any other error, or when one
 // message has no room, nothing of the part is stored, the deletes are
 // queued again and every Append of batch not yet stored gets the error.
+//
+// Commits fail (Stats.CommitError, the log's one line) from a failed
+// commit until one stores all it was given: a commit that stored part of
+// its messages for want of room failed, near a full disk each commit
+// stores a part, and the log said "work again" and "failed" at each one.
 func (s *Spool) commit(batch []appendReq) error {
 	n := len(batch)
 	for {
-		err := s.write(batch[:n])
+		err := s.write(batch[:n], n == len(batch))
 		switch {
 		case err == nil && n == len(batch):
 			return nil
@@ -164,6 +169,7 @@ func (s *Spool) failCommit(batch []appendReq, err error) error {
 	s.mu.Lock()
 	wasFailing, dels := s.commitErr != nil, len(s.pendingDel)
 	s.commitErr = err
+	s.appendsNoRoom = len(batch) > 0 && noRoom(err)
 	s.mu.Unlock()
 	if !wasFailing {
 		s.log.Error("spool commit failed; retrying with the next messages", "messages", len(batch), "deletes", dels, "err", err)
@@ -175,13 +181,17 @@ func (s *Spool) failCommit(batch []appendReq, err error) error {
 // write writes batch and the queued deletes in one transaction, then calls
 // the done functions. On error nothing of the transaction is stored, the
 // deletes are queued again and the error is returned as the transaction
-// gave it; the Appends of batch are left to the caller.
+// gave it; the Appends of batch are left to the caller. last says that
+// batch is the rest of its commit: its success ends failing commits
+// (before the done functions, which the Stage's gate reads), unless it
+// stores no Append and they failed for Appends without room: deletes
+// alone say nothing of room for messages.
 //
 // The batch is stored in groups (group.go): a group of one message is a
 // version 1 record as before, a larger one a version 2 record. A deleted
 // message of a group is marked in the group's state; the record goes when
 // its last message does.
-func (s *Spool) write(batch []appendReq) error {
+func (s *Spool) write(batch []appendReq, last bool) error {
 	s.mu.Lock()
 	dels := s.pendingDel
 	s.pendingDel = nil
@@ -268,7 +278,7 @@ func (s *Spool) write(batch []appendReq) error {
 		removed += singleN
 		freed += singleBytes
 		if s.hook != nil {
-			return s.hook()
+			return s.hook(len(batch))
 		}
 		return nil
 	})
@@ -298,8 +308,10 @@ func (s *Spool) write(batch []appendReq) error {
 	if s.full && s.bytes+s.reserved <= s.maxBytes/10*9 {
 		s.full = false // room again (the Stage logs it at its next Append)
 	}
-	recovered := s.commitErr != nil
-	s.commitErr = nil
+	recovered := last && s.commitErr != nil && (len(batch) > 0 || !s.appendsNoRoom)
+	if recovered {
+		s.commitErr = nil
+	}
 	s.mu.Unlock()
 	if recovered {
 		s.log.Info("spool commits work again")
