@@ -261,14 +261,22 @@ func (cfg *Config) MissingStateDirs() []string {
 			out = append(out, fmt.Sprintf("%s: directory %s does not exist here: run refuses to start until it does; create it, writable by the bridge's user (relative paths go under $STATE_DIRECTORY when it is set)", f.key, dir))
 		} else if st, err := os.Stat(f.path); err == nil && st.IsDir() {
 			out = append(out, fmt.Sprintf("%s: %s is a directory: run refuses to start; name a file in it, like %s", f.key, f.path, filepath.Join(f.path, f.name)))
-		} else if !writable(dir) {
-			out = append(out, fmt.Sprintf("%s: directory %s is not writable by this user: run refuses to start until it can create %s; choose another directory or fix its owner or mode (relative paths go under $STATE_DIRECTORY when it is set)", f.key, dir, f.path))
+		} else if err := notWritable(dir); err != nil {
+			todo := "choose another directory or fix its owner or mode"
+			if errors.Is(err, syscall.EROFS) {
+				todo = ReadOnlyAdvice
+			}
+			out = append(out, fmt.Sprintf("%s: directory %s %s: run refuses to start until it can create %s; %s (relative paths go under $STATE_DIRECTORY when it is set)",
+				f.key, dir, notWritableText(err), f.path, todo))
 		}
 	}
 	if cfg.Spool.Dir != "" {
-		if problem := uncreatableDir(cfg.Spool.Dir); problem != "" {
+		if problem, readOnly := uncreatableDir(cfg.Spool.Dir); problem != "" {
 			todo := fmt.Sprintf("run refuses to start until it can create %s; choose another directory or fix the parent's owner or mode", cfg.Spool.Dir)
-			if st, err := os.Stat(cfg.Spool.Dir); err == nil && st.IsDir() {
+			switch st, err := os.Stat(cfg.Spool.Dir); {
+			case readOnly:
+				todo = fmt.Sprintf("run refuses to start until it can create its file in %s; %s", cfg.Spool.Dir, ReadOnlyAdvice)
+			case err == nil && st.IsDir():
 				// The directory itself: its parent is not the one to fix.
 				todo = "run refuses to start until it can write its file there; fix the directory's owner or mode (the bridge's user must write it) or choose another directory"
 			}
@@ -278,22 +286,40 @@ func (cfg *Config) MissingStateDirs() []string {
 	return out
 }
 
+// ReadOnlyAdvice is what helps a state directory on a read-only filesystem
+// (EROFS: a container's read-only root, a path that a systemd unit's
+// ProtectSystem=strict leaves read-only, a volume mounted read-only),
+// where chown and chmod cannot.
+const ReadOnlyAdvice = "its owner or mode cannot help: put it on a writable filesystem (mount a writable volume there; " +
+	"under systemd, StateDirectory= or ReadWritePaths=; in Kubernetes, a volume such as an emptyDir or a PersistentVolumeClaim) or choose a directory on one"
+
+// notWritableText says why a directory is not writable, from
+// notWritable's error.
+func notWritableText(err error) string {
+	if errors.Is(err, syscall.EROFS) {
+		return "is on a read-only filesystem"
+	}
+	return "is not writable by this user"
+}
+
 // uncreatableDir says why the spool cannot use dir, a directory it creates
 // on demand with its parents ("" when it can): the path or its nearest
-// existing parent is not a directory, or is not writable by this process.
-func uncreatableDir(dir string) string {
+// existing parent is not a directory, or is not writable by this process;
+// readOnly says that is for a read-only filesystem.
+func uncreatableDir(dir string) (problem string, readOnly bool) {
 	p, st, err := nearest(dir)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
-		return ""
+		return "", false
 	case err != nil:
-		return fmt.Sprintf("cannot look at %s: %v", p, err)
+		return fmt.Sprintf("cannot look at %s: %v", p, err), false
 	case !st.IsDir():
-		return p + " is not a directory"
-	case !writable(p):
-		return p + " is not writable by this user"
+		return p + " is not a directory", false
 	}
-	return ""
+	if err := notWritable(p); err != nil {
+		return p + " " + notWritableText(err), errors.Is(err, syscall.EROFS)
+	}
+	return "", false
 }
 
 // nearest returns path, or its nearest parent that exists, and its info;

@@ -118,3 +118,30 @@ func checkAsNobody(t *testing.T, root, dir string) string {
 	}
 	return string(out)
 }
+
+// TestStateDirsOnAReadOnlyFilesystemSayIt: a state directory on a read-only
+// filesystem (EROFS: a container's read-only root, a path a systemd unit's
+// ProtectSystem=strict leaves read-only, a read-only volume) is named as
+// such, with what helps: a writable filesystem there. The warnings advised
+// the directory's owner or mode, which cannot help. The error is injected:
+// a test cannot mount a filesystem read-only.
+func TestStateDirsOnAReadOnlyFilesystemSayIt(t *testing.T) {
+	dir := t.TempDir()
+	was := access
+	access = func(string, uint32) error { return syscall.EROFS }
+	t.Cleanup(func() { access = was })
+	got := notWritableStateDirs(dir)
+	if len(got) != 6 {
+		t.Fatalf("%d warnings, want 6 (the dead-letter and de-dup files twice, the spool to make and the spool made):\n%s", len(got), strings.Join(got, "\n"))
+	}
+	for _, w := range got {
+		for _, want := range []string{"read-only filesystem", "owner or mode cannot help", "StateDirectory=", "ReadWritePaths=", "Kubernetes"} {
+			if !strings.Contains(w, want) {
+				t.Errorf("%q lacks %q", w, want)
+			}
+		}
+		if strings.Contains(w, "fix its owner") || strings.Contains(w, "fix the parent's owner") || strings.Contains(w, "fix the directory's owner") {
+			t.Errorf("%q advises the owner or mode", w)
+		}
+	}
+}

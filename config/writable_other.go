@@ -2,6 +2,6 @@
 
 package config
 
-// writable cannot tell here without creating something: it says yes, and
-// run reports a directory it cannot use.
-func writable(string) bool { return true }
+// notWritable cannot tell here without creating something: it says the
+// directory is writable, and run reports a directory it cannot use.
+func notWritable(string) error { return nil }

@@ -26,7 +26,9 @@ import (
 	"os"
 	"runtime/debug"
 	"strings"
+	"syscall"
 
+	"github.com/iot-mns-bridge/iot-mns-bridge/config"
 	"github.com/iot-mns-bridge/iot-mns-bridge/iotsim"
 	"github.com/iot-mns-bridge/iot-mns-bridge/mnsemu"
 
@@ -128,8 +130,13 @@ func Main(ctx context.Context, args []string, stdio Stdio) int {
 // permissionHint says, for an error that comes of a permission denied
 // (fs.ErrPermission), which user the process runs as, whom the file or
 // directory it names must let read or write ("the bridge's user" of the
-// errors: 65532 in the image, the unit's DynamicUser); "" for other errors.
+// errors: 65532 in the image, the unit's DynamicUser); for one that comes
+// of a read-only filesystem (EROFS), that no user may write there and what
+// helps (config.ReadOnlyAdvice); "" for other errors.
 func permissionHint(err error, uid, gid int) string {
+	if errors.Is(err, syscall.EROFS) {
+		return "read-only filesystem: a state path (spool.dir, delivery.dead_letter.file, delivery.dedup.file) is on one; " + config.ReadOnlyAdvice
+	}
 	if !errors.Is(err, fs.ErrPermission) {
 		return ""
 	}

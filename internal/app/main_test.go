@@ -255,3 +255,20 @@ func TestPermissionErrorNamesTheUser(t *testing.T) {
 		t.Errorf("permissionHint of another error = %q, want none", got)
 	}
 }
+
+// TestReadOnlyFilesystemSaysSo: an error that comes of a read-only
+// filesystem (EROFS: a state directory on a container's read-only root or
+// a read-only volume) is followed by a line that says so and what helps (a
+// writable filesystem there): the errors' own 'must be writable by the
+// bridge's user' sends the operator to the owner or mode, which cannot
+// help, as check's warnings did.
+func TestReadOnlyFilesystemSaysSo(t *testing.T) {
+	err := fmt.Errorf("spool: create directory: %w; create it or make its parent writable by the bridge's user",
+		&fs.PathError{Op: "mkdir", Path: "/var/lib/iot-mns-bridge/spool", Err: syscall.EROFS})
+	got := permissionHint(err, 65532, 65532)
+	for _, want := range []string{"read-only filesystem", "owner or mode cannot help", "StateDirectory=", "ReadWritePaths=", "Kubernetes"} {
+		if !strings.Contains(got, want) {
+			t.Errorf("permissionHint(%q) = %q, want it to say %q", err, got, want)
+		}
+	}
+}
