@@ -163,7 +163,7 @@ func crossRegion(cfg *Config) (Warning, bool) {
 	if err != nil {
 		return Warning{}, false
 	}
-	labels := strings.Split(strings.ToLower(hostOf(addr)), ".")
+	labels := strings.Split(canonicalHost(hostOf(addr)), ".")
 	if len(labels) != 5 || labels[1] != "iot-amqp" || labels[3] != "aliyuncs" || labels[4] != "com" {
 		return Warning{}, false
 	}

@@ -84,6 +84,12 @@ func TestCrossRegionIsWarned(t *testing.T) {
 		{"1234567890123456.iot-amqp.cn-shanghai.aliyuncs.com", "https://1234567890123456.mns.cn-shanghai.aliyuncs.com", ""},
 		{"iot-06z00ax1o2vfzzz.amqp.iothub.aliyuncs.com", "https://1234567890123456.mns.cn-hangzhou.aliyuncs.com", ""},
 		{"1234567890123456.iot-amqp.cn-shanghai.aliyuncs.com", "http://127.0.0.1:9000", ""},
+		// A fully qualified name's trailing dot, and upper case, are the
+		// same host (canonicalHost): no warning was given for them.
+		{"1234567890123456.IOT-AMQP.cn-shanghai.aliyuncs.com.:5671", "https://1234567890123456.mns.cn-hangzhou.aliyuncs.com",
+			"mns.endpoint is in region cn-hangzhou, source.endpoint in cn-shanghai"},
+		{"1234567890123456.iot-amqp.cn-shanghai.aliyuncs.com", "https://1234567890123456.MNS.cn-hangzhou.aliyuncs.com.",
+			"mns.endpoint is in region cn-hangzhou, source.endpoint in cn-shanghai"},
 	} {
 		cfg := validConfig()
 		cfg.Source.Endpoint, cfg.MNS.Endpoint = tc.source, tc.mns

@@ -329,9 +329,11 @@ func IsEndpointHost(host string) bool {
 	return ok
 }
 
-// regionOfHost is RegionFromEndpoint of a host name.
+// regionOfHost is RegionFromEndpoint of a host name, compared as the
+// config's host rules compare one: in lower case, without the trailing dot
+// of a fully qualified name.
 func regionOfHost(host string) (string, bool) {
-	labels := strings.Split(strings.ToLower(host), ".")
+	labels := strings.Split(strings.ToLower(strings.TrimSuffix(host, ".")), ".")
 	if len(labels) != 5 || labels[1] != "mns" || labels[3] != "aliyuncs" || labels[4] != "com" || labels[0] == "" {
 		return "", false
 	}

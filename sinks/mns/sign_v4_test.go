@@ -77,6 +77,7 @@ func TestRegionFromEndpoint(t *testing.T) {
 		"http://123.mns.cn-hangzhou-internal.aliyuncs.com":     "cn-hangzhou",
 		"http://123.mns.cn-hangzhou-internal-vpc.aliyuncs.com": "cn-hangzhou",
 		"https://123.MNS.eu-west-1.aliyuncs.com:443":           "eu-west-1",
+		"https://123.mns.eu-west-1.aliyuncs.com.:443":          "eu-west-1", // a fully qualified name
 		"http://123.mns.ap-southeast-1-control.aliyuncs.com":   "ap-southeast-1",
 		"http://127.0.0.1:8080":                                "",
 		"https://mns.cn-hangzhou.aliyuncs.com":                 "",
