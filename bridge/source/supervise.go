@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"strings"
 	"sync"
 	"time"
 
@@ -193,19 +194,67 @@ func (s *Supervisor) Run(ctx context.Context, session Session) error {
 	}
 }
 
-// FailureShape is a failure's text with every run of digits as "#": the
-// same failure again may differ in numbers only (a server that quotes the
-// login's timestamp, the local port of each new connection), and must not
-// be logged (or reported to the service manager) as a new one at every
-// attempt.
+// FailureShape is a failure's text with every run of digits as "#" and
+// every Go duration (100ms, 2.6s, 1m30s) as "#s": the same failure again
+// may differ in numbers only (a server that quotes the login's timestamp,
+// the local port of each new connection, the credentials' "next attempt
+// in 2.6s" counting down), and must not be logged (or reported to the
+// service manager) as a new one at every attempt.
 func FailureShape(msg string) string {
 	b := make([]byte, 0, len(msg))
 	for i := 0; i < len(msg); i++ {
-		if c := msg[i]; c < '0' || c > '9' {
+		c := msg[i]
+		switch {
+		case c < '0' || c > '9':
 			b = append(b, c)
-		} else if i == 0 || msg[i-1] < '0' || msg[i-1] > '9' {
+		case i > 0 && msg[i-1] >= '0' && msg[i-1] <= '9':
+			// the run's "#" is written
+		case i > 0 && isLetter(msg[i-1]):
+			b = append(b, '#')
+		default:
+			if n := durationAt(msg[i:]); n > 0 {
+				b = append(b, "#s"...)
+				i += n - 1
+				continue
+			}
 			b = append(b, '#')
 		}
 	}
 	return string(b)
 }
+
+// durationAt returns the length of the Go duration that s starts with (as
+// time.Duration's String writes them: 100ms, 2.6s, 1m30s, 900µs), or 0
+// when s does not start with one or it runs on into a word (3messages).
+func durationAt(s string) int {
+	j := 0
+	for {
+		k := j
+		for k < len(s) && (s[k] >= '0' && s[k] <= '9' || s[k] == '.') {
+			k++
+		}
+		if k == j {
+			break
+		}
+		u := 0
+		for _, unit := range []string{"ns", "us", "µs", "ms", "s", "m", "h"} {
+			if strings.HasPrefix(s[k:], unit) {
+				u = len(unit)
+				break
+			}
+		}
+		if u == 0 {
+			return 0 // a number without its unit: not a duration, or not one alone
+		}
+		j = k + u
+	}
+	if j == 0 || j < len(s) && isLetter(s[j]) {
+		return 0
+	}
+	if _, err := time.ParseDuration(s[:j]); err != nil {
+		return 0
+	}
+	return j
+}
+
+func isLetter(c byte) bool { return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' }
