@@ -9,6 +9,8 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -1135,5 +1137,48 @@ func TestCacheWithoutAValidTripleAsksTheProviderEveryFewSeconds(t *testing.T) {
 			t.Errorf("held %v: no 'recovered' line:\n%s", held, logs())
 		}
 		cache.Close()
+	}
+}
+
+// A metadata service that answered this process and then does not (down,
+// unreachable for a while) is not a machine off ECS: the error said 'not on
+// ECS? set ALIBABA_CLOUD_ECS_METADATA_DISABLED=true', which turns the only
+// provider that worked off (walk10: the metadata service down for 30 s
+// under a running bridge, pinned ecs_ram_role and the default chain). A
+// service that never answered keeps the hint; the profile's ecs_ram_role
+// section remembers it too.
+func TestECSRoleMetadataGoneAfterItAnswered(t *testing.T) {
+	is := credtest.NewIssuer(time.Hour)
+	md := credtest.MetadataServer(t, is, "bridge-role")
+	target, _ := url.Parse(md.URL)
+	proxy := httputil.NewSingleHostReverseProxy(target)
+	var down atomic.Bool
+	front := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if down.Load() { // the connection closed without an answer
+			c, _, _ := w.(http.Hijacker).Hijack()
+			c.Close()
+			return
+		}
+		proxy.ServeHTTP(w, r)
+	}))
+	defer front.Close()
+	ini := filepath.Join(t.TempDir(), "credentials")
+	writeFile(t, ini, "[on-ecs]\ntype = ecs_ram_role\nrole_name = bridge-role\n")
+	env := envMap(map[string]string{credentials.EnvTestMetadataURL: front.URL, credentials.EnvCredentialsFile: ini, credentials.EnvProfile: "on-ecs"})
+	ctx := context.Background()
+	for _, p := range []credentials.Provider{&credentials.ECSRole{LookupEnv: env}, &credentials.Profile{LookupEnv: env}} {
+		down.Store(true)
+		if _, err := p.Retrieve(ctx); err == nil || !strings.Contains(err.Error(), "not on ECS?") {
+			t.Errorf("%s: a metadata service that never answered: %v", p.Name(), err)
+		}
+		down.Store(false)
+		if _, err := p.Retrieve(ctx); err != nil {
+			t.Fatalf("%s: %v", p.Name(), err)
+		}
+		down.Store(true)
+		_, err := p.Retrieve(ctx)
+		if err == nil || strings.Contains(err.Error(), "not on ECS") || !strings.Contains(err.Error(), "answered before") {
+			t.Errorf("%s: the metadata service gone after it answered: %v", p.Name(), err)
+		}
 	}
 }

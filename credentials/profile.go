@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 )
 
 // Environment variables of the profile providers.
@@ -34,11 +35,12 @@ const (
 type Profile struct {
 	Path, Section string
 	LookupEnv     func(string) (string, bool)
-	// ECS is the provider an ecs_ram_role section uses (its RoleName is
-	// set from the section); nil = a default ECSRole.
+	// ECS is the provider an ecs_ram_role section uses (for the role the
+	// section names); nil = a default ECSRole.
 	ECS *ECSRole
 
-	w fileWatch
+	w   fileWatch
+	ecs ownECS
 }
 
 func (*Profile) Name() string { return "profile" }
@@ -79,7 +81,7 @@ func (p *Profile) Retrieve(ctx context.Context) (Credentials, error) {
 		if sec["role_name"] == "" {
 			return Credentials{}, fmt.Errorf("%s: type ecs_ram_role needs role_name", where)
 		}
-		return ramRole(ctx, p.ECS, p.LookupEnv, sec["role_name"], where, "profile "+section)
+		return ramRole(ctx, p.ecs.get(p.ECS, p.LookupEnv), sec["role_name"], where, "profile "+section)
 	case "":
 		return Credentials{}, fmt.Errorf("%s: no type (access_key or ecs_ram_role)", where)
 	default:
@@ -87,17 +89,29 @@ func (p *Profile) Retrieve(ctx context.Context) (Credentials, error) {
 	}
 }
 
-// ramRole retrieves the credentials of role from the ECS metadata service
-// for a profile entry that names a RAM role: with ecs (nil: a default
-// ECSRole reading lookupEnv), errors prefixed with where, the source named
-// source (ECSRole's own in parentheses).
-func ramRole(ctx context.Context, ecs *ECSRole, lookupEnv func(string) (string, bool), role, where, source string) (Credentials, error) {
-	r := ECSRole{LookupEnv: lookupEnv}
-	if ecs != nil {
-		r = *ecs
+// ownECS is the ECSRole of a profile provider that was given none: made
+// once, so that it remembers across refreshes that the metadata service
+// answered.
+type ownECS struct {
+	once sync.Once
+	r    *ECSRole
+}
+
+// get returns set when it is not nil, else the ECSRole made once with
+// lookupEnv.
+func (o *ownECS) get(set *ECSRole, lookupEnv func(string) (string, bool)) *ECSRole {
+	if set != nil {
+		return set
 	}
-	r.RoleName = role
-	c, err := r.Retrieve(ctx)
+	o.once.Do(func() { o.r = &ECSRole{LookupEnv: lookupEnv} })
+	return o.r
+}
+
+// ramRole retrieves the credentials of role from the ECS metadata service
+// with ecs for a profile entry that names a RAM role: errors prefixed with
+// where, the source named source (ECSRole's own in parentheses).
+func ramRole(ctx context.Context, ecs *ECSRole, role, where, source string) (Credentials, error) {
+	c, err := ecs.retrieve(ctx, role)
 	if err != nil {
 		return Credentials{}, fmt.Errorf("%s: %w", where, err)
 	}
@@ -147,7 +161,8 @@ type CLIProfile struct {
 	LookupEnv     func(string) (string, bool)
 	ECS           *ECSRole
 
-	w fileWatch
+	w   fileWatch
+	ecs ownECS
 }
 
 func (*CLIProfile) Name() string { return "cli_profile" }
@@ -200,7 +215,7 @@ func (p *CLIProfile) Retrieve(ctx context.Context) (Credentials, error) {
 				return Credentials{}, fmt.Errorf("%s: mode StsToken needs sts_token", where)
 			}
 		case "EcsRamRole":
-			return ramRole(ctx, p.ECS, p.LookupEnv, pr.RAMRoleName, where, "cli_profile "+name)
+			return ramRole(ctx, p.ecs.get(p.ECS, p.LookupEnv), pr.RAMRoleName, where, "cli_profile "+name)
 		default:
 			return Credentials{}, fmt.Errorf("%s: mode %s is not supported: use AK, StsToken or EcsRamRole", where, printable(pr.Mode))
 		}

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"sync/atomic"
 	"time"
 )
 
@@ -78,15 +79,33 @@ type ECSRole struct {
 	BaseURL    string
 	LookupEnv  func(string) (string, bool)
 	HTTPClient *http.Client // nil: 1 s connect, 1 s reply, no proxy
+
+	// answered is set once the metadata service has answered a request:
+	// a later one it does not answer is an outage, not a machine off ECS.
+	answered atomic.Bool
 }
 
 func (*ECSRole) Name() string { return "ecs_ram_role" }
+
+// unanswered is what an error says of a request the metadata service did
+// not answer (no connection, no reply in time).
+func (p *ECSRole) unanswered() string {
+	if p.answered.Load() {
+		return "the metadata service answered before: it is down or unreachable for now"
+	}
+	return "not on ECS? set " + EnvECSMetadataDisabled + "=true"
+}
 
 func envTrue(get func(string) string, k string) bool {
 	return strings.EqualFold(get(k), "true")
 }
 
 func (p *ECSRole) Retrieve(ctx context.Context) (Credentials, error) {
+	return p.retrieve(ctx, p.RoleName)
+}
+
+// retrieve is Retrieve for the role named roleName, else as Retrieve finds it.
+func (p *ECSRole) retrieve(ctx context.Context, roleName string) (Credentials, error) {
 	get := lookup(p.LookupEnv)
 	if envTrue(get, EnvECSMetadataDisabled) {
 		return Credentials{}, notConfigured("ecs_ram_role: off (%s=true)", EnvECSMetadataDisabled)
@@ -103,6 +122,9 @@ func (p *ECSRole) Retrieve(ctx context.Context) (Credentials, error) {
 	req, _ := http.NewRequest(http.MethodPut, base+"/latest/api/token", nil)
 	req.Header.Set("X-aliyun-ecs-metadata-token-ttl-seconds", "21600")
 	status, body, err := do(ctx, hc, req)
+	if err == nil {
+		p.answered.Store(true)
+	}
 	switch {
 	case err == nil && status == http.StatusOK && len(body) > 0:
 		token = strings.TrimSpace(string(body))
@@ -119,15 +141,19 @@ func (p *ECSRole) Retrieve(ctx context.Context) (Credentials, error) {
 		if token != "" {
 			req.Header.Set("X-aliyun-ecs-metadata-token", token)
 		}
-		return do(ctx, hc, req)
+		status, body, err := do(ctx, hc, req)
+		if err == nil {
+			p.answered.Store(true)
+		}
+		return status, body, err
 	}
 
-	role := firstSet(p.RoleName, get(EnvECSRoleName))
+	role := firstSet(roleName, get(EnvECSRoleName))
 	const credPath = "/latest/meta-data/ram/security-credentials/"
 	if role == "" {
 		status, body, err := getMeta(credPath)
 		if err != nil {
-			return Credentials{}, fmt.Errorf("ecs_ram_role: find the role: %w (not on ECS? set %s=true)", err, EnvECSMetadataDisabled)
+			return Credentials{}, fmt.Errorf("ecs_ram_role: find the role: %w (%s)", err, p.unanswered())
 		}
 		switch {
 		case status == http.StatusNotFound:
@@ -146,7 +172,7 @@ func (p *ECSRole) Retrieve(ctx context.Context) (Credentials, error) {
 	}
 	status, body, err = getMeta(credPath + url.PathEscape(role))
 	if err != nil {
-		return Credentials{}, fmt.Errorf("ecs_ram_role: role %s: %w", role, err)
+		return Credentials{}, fmt.Errorf("ecs_ram_role: role %s: %w (%s)", role, err, p.unanswered())
 	}
 	switch {
 	case status == http.StatusNotFound:
