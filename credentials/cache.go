@@ -393,6 +393,9 @@ func (c *Cache) refresh(done chan struct{}) {
 	if recovered {
 		attrs = append(attrs, "recovered", true)
 	}
+	if cr.Skipped != "" {
+		attrs = append(attrs, "skipped", cr.Skipped)
+	}
 	c.log.Info("credentials refreshed", attrs...)
 }
 

@@ -10,22 +10,26 @@ import (
 // Chain tries its providers in order at every Retrieve; the first that
 // yields wins. A provider whose inputs are absent (ErrNotConfigured) is
 // skipped; one that fails is skipped too, and its error is reported when
-// none yields. It is not sticky: a later refresh starts from the top again.
+// none yields, or in the triple's Skipped when a later one yields. It is not sticky: a later refresh starts from the top again.
 type Chain []Provider
 
 func (Chain) Name() string { return "chain" }
 
 func (ch Chain) Retrieve(ctx context.Context) (Credentials, error) {
-	var errs []string
+	var errs, failed []string
 	for _, p := range ch {
 		c, err := p.Retrieve(ctx)
 		if err == nil {
+			c.Skipped = strings.Join(failed, "; ")
 			return c, nil
 		}
 		if ctx.Err() != nil {
 			return Credentials{}, fmt.Errorf("chain: %w", ctx.Err())
 		}
 		errs = append(errs, err.Error())
+		if !errors.Is(err, ErrNotConfigured) {
+			failed = append(failed, err.Error())
+		}
 	}
 	return Credentials{}, fmt.Errorf("the default credential chain found none: %s", strings.Join(errs, "; "))
 }

@@ -35,6 +35,11 @@ type Credentials struct {
 	// Source names the provider that supplied the triple, with its input
 	// ("uri", "ecs_ram_role (role bridge)", "env"); never a secret.
 	Source string
+	// Skipped is, for the default chain's triple, the errors of the
+	// providers before Source whose inputs are set but that failed, joined
+	// with "; " ("" when none): the chain went past them, and an operator
+	// who set them up is told so.
+	Skipped string
 }
 
 // String names the source, the key id and the expiry; never the secret or

@@ -163,6 +163,9 @@ func (sc *signerCredentials) report(ctx context.Context, w io.Writer) (sourceFai
 		}
 		fmt.Fprintf(w, "ok   %s: provider %s, from %s, AccessKeyId %s, %s, %s\n", field, cache.Provider().Name(), c.Source,
 			credentials.MaskID(c.AccessKeyID), mode, exp)
+		if c.Skipped != "" {
+			fmt.Fprintf(w, "warn %s: the default chain skipped %s; fix it, or turn it off (remove its inputs) if the credentials above are the ones to use\n", field, c.Skipped)
+		}
 		return false
 	}
 	sourceFailed = line("source.credentials", sc.source)

@@ -499,6 +499,37 @@ func TestBridgeStartsWithTheProviderDown(t *testing.T) {
 	}
 }
 
+// TestCheckSaysWhatTheChainSkipped: the default chain goes past a provider
+// whose inputs are set but that fails (a broken aliyun CLI config named by
+// ALIBABA_CLOUD_CONFIG_FILE), as credentials-go's does; check says so beside
+// the ok line, naming the provider and why, so that an operator who set it
+// up knows that another identity is used: check printed only 'ok ... from
+// profile default' (walk10), and the run's log said nothing either.
+func TestCheckSaysWhatTheChainSkipped(t *testing.T) {
+	dir := t.TempDir()
+	t.Setenv(credentials.EnvECSMetadataDisabled, "true")
+	t.Setenv("HOME", dir)
+	t.Setenv(credentials.EnvCLIConfigFile, testfile.Write(t, dir, "config.json", `{"current": "ak", "profiles": [`))
+	t.Setenv(credentials.EnvCredentialsFile, testfile.Write(t, dir, "credentials", "[default]\ntype = access_key\naccess_key_id = LTAIini\naccess_key_secret = s\n"))
+	path := testfile.Write(t, dir, "b.yaml", `source:
+  endpoint: iot-06z00xxxx.amqp.iothub.aliyuncs.com
+  client_id: c1
+mns:
+  endpoint: https://1234567890123456.mns.cn-hangzhou.aliyuncs.com
+routes:
+  - match: /#
+    queue: q
+`)
+	code, out, errOut := runMain(t, context.Background(), "check", "-config", path)
+	if code != ExitOK || !strings.Contains(out, "ok   source.credentials: provider chain, from profile default") ||
+		!strings.Contains(out, "warn source.credentials: the default chain skipped cli_profile: "+filepath.Join(dir, "config.json")+" is not the aliyun CLI's JSON config") {
+		t.Fatalf("check: exit %d\n%s%s", code, out, errOut)
+	}
+	if strings.Contains(out, "skipped env") || strings.Contains(out, "skipped oidc") {
+		t.Errorf("a provider without inputs is named as skipped:\n%s", out)
+	}
+}
+
 // TestCheckAndSignUseTheProvider: "check" names the provider of each
 // credential and its expiry, never a secret, and fails when one cannot be
 // had; "sign" signs with the provider's triple (ststoken, its own id).
