@@ -504,10 +504,13 @@ func TestECSRoleIMDSv2AndV1Fallback(t *testing.T) {
 	}
 	delete(env, credentials.EnvIMDSv1Disabled)
 	md.V1Only.Store(false)
-	// A named role that is not attached.
+	// A named role that is not attached: the error says where the name
+	// came from and what to do (it said 'role other is not attached to this
+	// instance (HTTP 404)', walk10).
 	env[credentials.EnvECSRoleName] = "other"
 	_, err = p.Retrieve(ctx)
-	if err == nil || !strings.Contains(err.Error(), "role other is not attached") {
+	if err == nil || !strings.Contains(err.Error(), "role other (ALIBABA_CLOUD_ECS_METADATA) is not attached to this instance (HTTP 404): "+
+		"set ALIBABA_CLOUD_ECS_METADATA to the role attached, or leave it empty to use the attached one") {
 		t.Errorf("wrong role: %v", err)
 	}
 	delete(env, credentials.EnvECSRoleName)

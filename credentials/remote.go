@@ -176,6 +176,10 @@ func (p *ECSRole) retrieve(ctx context.Context, roleName string) (Credentials, e
 	}
 	switch {
 	case status == http.StatusNotFound:
+		if roleName == "" && get(EnvECSRoleName) != "" {
+			return Credentials{}, fmt.Errorf("ecs_ram_role: role %s (%s) is not attached to this instance (HTTP 404): set %s to the role attached, or leave it empty to use the attached one",
+				role, EnvECSRoleName, EnvECSRoleName)
+		}
 		return Credentials{}, fmt.Errorf("ecs_ram_role: role %s is not attached to this instance (HTTP 404)", role)
 	case status != http.StatusOK:
 		return Credentials{}, fmt.Errorf("ecs_ram_role: role %s: the metadata service answered HTTP %d", role, status)
