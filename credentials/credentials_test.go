@@ -569,7 +569,11 @@ func TestOIDCRereadsTheTokenFile(t *testing.T) {
 	// kubelet rotates the token: the next call sends the new one.
 	writeFile(t, tok, "jwt-2")
 	_, err = p.Retrieve(ctx)
-	if err == nil || !strings.Contains(err.Error(), "AuthenticationFail.OIDCToken.Invalid") || !strings.Contains(err.Error(), "request id") {
+	// The refusal names the file the token was read from (it named the
+	// role only; walk10: a token file swapped to a bad token under a running
+	// bridge).
+	if err == nil || !strings.Contains(err.Error(), "AuthenticationFail.OIDCToken.Invalid") || !strings.Contains(err.Error(), "request id") ||
+		!strings.Contains(err.Error(), "STS refused the OIDC token read from "+tok+": ") {
 		t.Errorf("refused token: %v", err)
 	}
 	noSecret(t, err, "jwt-2", "secret-free message")

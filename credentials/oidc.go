@@ -126,6 +126,11 @@ func (p *OIDC) Retrieve(ctx context.Context) (Credentials, error) {
 		if jerr != nil {
 			msg += " (the answer is not JSON)"
 		}
+		if jerr == nil && strings.HasPrefix(ans.Code, "AuthenticationFail.OIDCToken") {
+			// The operator's next look is at the token: say which file.
+			msg += fmt.Sprintf(": STS refused the OIDC token read from %s: check that it is the pod's current token "+
+				"(kubelet replaces it before it expires) and that ALIBABA_CLOUD_OIDC_PROVIDER_ARN names the provider that issued it", tokenFile)
+		}
 		return Credentials{}, fmt.Errorf("%s", msg)
 	}
 	doc, _ := json.Marshal(ans.Credentials)
