@@ -86,7 +86,8 @@ func (p *Pipeline) deadWrite(items []*item) *deadWrite {
 		if it.lastErr != nil {
 			reason = it.lastErr.Error()
 		}
-		entries[i] = DeadLetter{Message: &it.d.Message, Reason: reason, Class: it.class, Dest: it.dest, Attempts: it.attempts, Time: now}
+		entries[i] = DeadLetter{Message: &it.d.Message, Reason: reason, Class: it.class, Dest: it.dest, Attempts: it.attempts, Time: now,
+			Redeliverable: it.d.Redeliverable()}
 	}
 	return &deadWrite{items, entries}
 }

@@ -39,6 +39,11 @@ type DeadLetter struct {
 	Dest     Destination     // zero when no destination was chosen
 	Attempts int
 	Time     time.Time
+	// Redeliverable says the message's upstream (the spool, the platform)
+	// gives it again after a restart until it is settled
+	// (Delivery.Redeliverable): a target may wait for another before
+	// storing it (deadletter.Targets).
+	Redeliverable bool
 }
 
 // DeadLetterSink stores dead letters durably (a JSONL file, an MNS queue).

@@ -25,16 +25,27 @@ type Targets struct {
 	// answered hears each answer of the queue's requests (OnAnswer).
 	answered func()
 
-	mu    sync.Mutex
-	filed map[filedKey]struct{} // entries in the file whose queue write failed
+	mu sync.Mutex
+	// stored is what a target has of the entries whose last DeadLetter
+	// failed (the caller retries them): a retry writes to each target
+	// only what it lacks.
+	stored map[entryKey]storedIn
 }
 
-// filedKey names one dead-letter entry across the pipeline's retries of it:
-// the same message and the same time (an entry is dated once).
-type filedKey struct {
+// entryKey names one dead-letter entry across the pipeline's retries of
+// it: the same message and the same time (an entry is dated once).
+type entryKey struct {
 	m *bridge.Message
 	t time.Time
 }
+
+// storedIn is which targets are done with an entry.
+type storedIn uint8
+
+const (
+	inFile  storedIn = 1 << iota
+	inQueue          // taken, or refused for good while the file has it
+)
 
 // NewTargets returns the targets: the file at path (none when empty) and
 // the MNS queue named queue on sink (none when empty).
@@ -97,37 +108,57 @@ func toEntry(e bridge.DeadLetter) Entry {
 	return en
 }
 
-// DeadLetter stores entries in the file (fsynced) and then the queue. When
-// the queue fails and the caller retries the same entries, the file is not
-// written again: it has them. A retry after a partial failure of the queue
-// may send an entry to the queue twice.
+// DeadLetter stores entries in the file (fsynced) and the queue; an entry
+// counts as stored once both have it. The order is the entry's: one that
+// nothing else holds (not Redeliverable: STOMP ack auto without the spool)
+// goes to the file first, so that a crash while the queue fails keeps it;
+// one that the spool or the platform gives again after a restart goes to
+// the file once the queue took it (or refused it for good), so that while
+// the queue refuses it (a RAM user without mns:BatchSendMessage on it) the
+// file does not get it again at every start, each of which dead-letters it
+// anew. When the caller retries the same entries after a failure, each
+// target gets only those it lacks.
 func (d *Targets) DeadLetter(ctx context.Context, entries []bridge.DeadLetter) error {
+	if d.path != "" && d.file == nil {
+		return errors.New("deadletter: the dead-letter file is not open (Open was not called)")
+	}
 	conv := make([]Entry, len(entries))
 	for i, e := range entries {
 		conv[i] = toEntry(e)
 	}
-	if d.path != "" {
-		if d.file == nil {
-			return errors.New("deadletter: the dead-letter file is not open (Open was not called)")
-		}
-		if err := d.file.Write(d.notFiled(entries, conv)...); err != nil {
-			return err
-		}
+	have := d.had(entries)
+	err := d.store(ctx, entries, conv, have)
+	d.remember(entries, have, err != nil)
+	return err
+}
+
+// store writes to each target the entries it lacks by have, and marks in
+// have what each took.
+func (d *Targets) store(ctx context.Context, entries []bridge.DeadLetter, conv []Entry, have []storedIn) error {
+	fileFirst := func(i int) bool { return d.queue == "" || !entries[i].Redeliverable }
+	if err := d.writeFile(conv, have, fileFirst); err != nil {
+		return err
 	}
 	if d.queue == "" {
 		return nil
 	}
-	outs := make([]bridge.Outgoing, len(conv))
+	var (
+		outs []bridge.Outgoing
+		idx  []int // the entries of outs
+	)
 	for i, e := range conv {
+		if have[i]&inQueue != 0 {
+			continue
+		}
 		body, err := json.Marshal(e)
 		if err != nil {
 			return fmt.Errorf("dead-letter entry %s: %w", e.MessageID, err)
 		}
-		outs[i] = bridge.Outgoing{Body: body, ID: e.MessageID}
+		outs, idx = append(outs, bridge.Outgoing{Body: body, ID: e.MessageID}), append(idx, i)
 	}
-	errs := d.sendQueue(ctx, outs)
 	var failed queueFailures
-	for i, err := range errs {
+	for j, err := range d.sendQueue(ctx, outs) {
+		i := idx[j]
 		// An entry the queue refuses for good (say, too large) is stored
 		// all the same when the file has it; otherwise it stays held. A
 		// queue that does not exist is not such a refusal: the config names
@@ -135,12 +166,39 @@ func (d *Targets) DeadLetter(ctx context.Context, entries []bridge.DeadLetter) e
 		// it to be created (or the config fixed), as that route's messages.
 		if err != nil && (d.path == "" || bridge.Retryable(err) || bridge.MissingDestination(err)) {
 			failed.add(conv[i].MessageID, err)
+			continue
 		}
+		have[i] |= inQueue
 	}
-	if d.path != "" {
-		d.setFiled(entries, failed.errs != nil)
+	if err := d.writeFile(conv, have, func(i int) bool { return have[i]&inQueue != 0 }); err != nil {
+		return errors.Join(failed.join(d.queue), err)
 	}
 	return failed.join(d.queue)
+}
+
+// writeFile writes to the file, when one is configured, the entries it
+// lacks by have for which now says it is their turn, and marks them in have.
+func (d *Targets) writeFile(conv []Entry, have []storedIn, now func(i int) bool) error {
+	if d.path == "" {
+		return nil
+	}
+	var out []Entry
+	var idx []int
+	for i := range conv {
+		if have[i]&inFile == 0 && now(i) {
+			out, idx = append(out, conv[i]), append(idx, i)
+		}
+	}
+	if len(out) == 0 {
+		return nil
+	}
+	if err := d.file.Write(out...); err != nil {
+		return err
+	}
+	for _, i := range idx {
+		have[i] |= inFile
+	}
+	return nil
 }
 
 // queueFailures are the entries the queue did not take, by error: a request
@@ -197,37 +255,37 @@ func (d *Targets) sendQueue(ctx context.Context, outs []bridge.Outgoing) []error
 	return errs
 }
 
-// notFiled returns the entries of conv the file does not have yet from an
-// earlier call with the same entries.
-func (d *Targets) notFiled(entries []bridge.DeadLetter, conv []Entry) []Entry {
+// had returns what each target had of entries from an earlier call that
+// failed.
+func (d *Targets) had(entries []bridge.DeadLetter) []storedIn {
+	have := make([]storedIn, len(entries))
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if len(d.filed) == 0 || d.queue == "" {
-		return conv
+	if len(d.stored) == 0 {
+		return have
 	}
-	out := conv[:0:0]
 	for i, e := range entries {
-		if _, ok := d.filed[filedKey{e.Message, e.Time}]; !ok {
-			out = append(out, conv[i])
-		}
+		have[i] = d.stored[entryKey{e.Message, e.Time}]
 	}
-	return out
+	return have
 }
 
-// setFiled remembers entries as in the file while the queue failed (the
-// caller retries them), and forgets them once it took them. Entries the
-// pipeline releases at shutdown instead of retrying stay: the process ends.
-func (d *Targets) setFiled(entries []bridge.DeadLetter, retried bool) {
+// remember keeps what each target has of entries when the call failed
+// (the caller retries them), and forgets them once it succeeded. Entries
+// the pipeline releases at shutdown instead of retrying stay: the process
+// ends.
+func (d *Targets) remember(entries []bridge.DeadLetter, have []storedIn, retried bool) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if retried && d.filed == nil {
-		d.filed = make(map[filedKey]struct{})
+	if retried && d.stored == nil {
+		d.stored = make(map[entryKey]storedIn)
 	}
-	for _, e := range entries {
-		if retried {
-			d.filed[filedKey{e.Message, e.Time}] = struct{}{}
+	for i, e := range entries {
+		k := entryKey{e.Message, e.Time}
+		if retried && have[i] != 0 {
+			d.stored[k] = have[i]
 		} else {
-			delete(d.filed, filedKey{e.Message, e.Time})
+			delete(d.stored, k)
 		}
 	}
 }

@@ -125,16 +125,9 @@ func TestTargetsQueueFailureIsSaidOnce(t *testing.T) {
 func TestTargetsRetryWritesTheFileOnce(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "dead.jsonl")
 	sink := &queueSink{err: errors.New("AccessDenied (HTTP 403)")}
-	tg := NewTargets(path, sink, "dlq")
-	if err := tg.Open(); err != nil {
-		t.Fatal(err)
-	}
+	tg := openTargets(t, path, sink)
 	entries := []bridge.DeadLetter{deadLetter("m1"), deadLetter("m2")}
-	for range 3 {
-		if err := tg.DeadLetter(context.Background(), entries); err == nil {
-			t.Fatal("failing queue: no error")
-		}
-	}
+	refusedEachTime(t, tg, entries, 3)
 	sink.err = nil
 	if err := tg.DeadLetter(context.Background(), entries); err != nil {
 		t.Fatal(err)
@@ -199,5 +192,94 @@ func TestTargetsMissingQueueHoldsTheEntries(t *testing.T) {
 	}
 	if n != 1 || len(sink.got) != 2 || sink.got[1].ID != "m1" {
 		t.Errorf("file holds %d entries, queue got %d sends: want 1 and 2 (the retry once the queue exists)", n, len(sink.got))
+	}
+}
+
+// TestTargetsFileAnEntryTheSpoolHoldsOnceTheQueueTookIt: an entry the
+// spool or the platform gives again after a restart (Redeliverable) goes to
+// the file once the queue took it: while the queue refuses it, each start
+// dead-letters the spool's message anew, and the file got it again at
+// every start (walk9: 7 messages, 21 lines after three starts while the
+// RAM user could not send to the queue). A retry after the file failed does
+// not send to the queue again what it took; one the queue refuses for good
+// is filed all the same.
+func TestTargetsFileAnEntryTheSpoolHoldsOnceTheQueueTookIt(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "dead.jsonl")
+	refused := &queueSink{err: errors.New("AccessDenied (HTTP 403)")}
+	spooled := func(id string) bridge.DeadLetter { e := deadLetter(id); e.Redeliverable = true; return e }
+	for range 3 { // each start, the spool's messages are dead-lettered anew
+		tg := openTargets(t, path, refused)
+		refusedEachTime(t, tg, []bridge.DeadLetter{spooled("m1"), spooled("m2")}, 2)
+		if err := tg.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if ids := fileIDs(t, path); len(ids) != 0 {
+		t.Fatalf("the file holds %v while the queue refuses what the spool holds, want nothing yet", ids)
+	}
+
+	// The queue takes them; the file fails once: the retry writes only the
+	// file.
+	tg := openTargets(t, path, &queueSink{})
+	entries := []bridge.DeadLetter{spooled("m1"), spooled("m2")}
+	file := tg.file
+	tiny, err := OpenFileBounded(filepath.Join(t.TempDir(), "tiny.jsonl"), 1) // nothing fits
+	if err != nil {
+		t.Fatal(err)
+	}
+	tg.file = tiny
+	if err := tg.DeadLetter(context.Background(), entries); err == nil {
+		t.Fatal("a file with no room: no error")
+	}
+	tiny.Close()
+	tg.file = file
+	if err := tg.DeadLetter(context.Background(), entries); err != nil {
+		t.Fatal(err)
+	}
+	if got := len(tg.sink.(*queueSink).got); got != 2 {
+		t.Errorf("the queue got %d sends, want 2 (the retry after the file failed sends none)", got)
+	}
+	// Refused for good by the queue: filed all the same.
+	tg.sink = &queueSink{err: bridge.Permanent(errors.New("MessageTooLarge"))}
+	if err := tg.DeadLetter(context.Background(), []bridge.DeadLetter{spooled("m3")}); err != nil {
+		t.Errorf("refused for good with the file: %v", err)
+	}
+	if err := tg.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if ids := fileIDs(t, path); len(ids) != 3 || ids[0] != "m1" || ids[1] != "m2" || ids[2] != "m3" {
+		t.Errorf("the file holds %v, want [m1 m2 m3] (each once)", ids)
+	}
+}
+
+// fileIDs returns the message ids of the dead-letter file's entries.
+func fileIDs(t *testing.T, path string) []string {
+	t.Helper()
+	var ids []string
+	if err := ReadFile(path, func(_ int, e Entry) error { ids = append(ids, e.MessageID); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	return ids
+}
+
+// openTargets returns open targets: the file at path and the queue dlq on
+// sink.
+func openTargets(t *testing.T, path string, sink bridge.Sink) *Targets {
+	t.Helper()
+	tg := NewTargets(path, sink, "dlq")
+	if err := tg.Open(); err != nil {
+		t.Fatal(err)
+	}
+	return tg
+}
+
+// refusedEachTime has tg store entries n times while the queue refuses
+// them: each call must fail.
+func refusedEachTime(t *testing.T, tg *Targets, entries []bridge.DeadLetter, n int) {
+	t.Helper()
+	for i := range n {
+		if err := tg.DeadLetter(context.Background(), entries); err == nil {
+			t.Fatalf("call %d with the queue refusing: no error", i+1)
+		}
 	}
 }
