@@ -58,6 +58,9 @@ type Config struct {
 	// before it writes them in one socket write, unless one is awaited
 	// (the credit, Close). Not a config key: tests use it.
 	SettleLinger time.Duration
+	// Now, when set, replaces time.Now for the credit watch
+	// (creditwatch.go). Not a config key: tests use it.
+	Now func() time.Time
 }
 
 // silenceLimit is how long a connection may stay silent: the idle-time-out

@@ -107,6 +107,10 @@ type Source struct {
 	dial dialFunc
 
 	received, accepted, released, dropped, settleFailed atomic.Int64
+	// creditBound is how many links were credit-bound in their last
+	// window (creditwatch.go).
+	creditBound atomic.Int64
+	now         func() time.Time
 
 	// gathering, when set (tests, before the first settlement), is called
 	// whenever a settler starts to let queued settlements linger.
@@ -132,6 +136,10 @@ type link struct {
 	// (see askCredit); the settler hands it over on credited.
 	wantCredit atomic.Bool
 	credited   chan grant
+	// watch sums Next's credit waits (creditwatch.go); creditBound says
+	// the link counts in the Source's.
+	watch       creditWatch
+	creditBound atomic.Bool
 
 	mu        sync.Mutex
 	unsettled map[*bridge.Delivery]struct{}
@@ -160,6 +168,7 @@ func newLink(s *Source, c connection, clientID string) *link {
 	l := &link{src: s, conn: c, id: clientID, unsettled: make(map[*bridge.Delivery]struct{}), credited: make(chan grant, 1),
 		failed: make(chan struct{}), lost: make(chan struct{}), wake: make(chan struct{}, 1), asked: make(chan struct{}, 1),
 		urge: make(chan struct{}, 1)}
+	l.watch.since = s.now()
 	go func() {
 		// Ends with the connection: Abort and Close both end it.
 		select {
@@ -167,6 +176,7 @@ func newLink(s *Source, c connection, clientID string) *link {
 		case <-l.failed:
 		}
 		close(l.lost)
+		l.creditWatchEnded()
 	}()
 	go l.settler()
 	return l
@@ -239,7 +249,10 @@ func New(cfg Config) (*Source, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Source{cfg: cfg, log: cfg.Log("amqp")}
+	s := &Source{cfg: cfg, log: cfg.Log("amqp"), now: cfg.Now}
+	if s.now == nil {
+		s.now = time.Now
+	}
 	s.dial = (&dialer{cfg: cfg, tls: tlsConf}).dial
 	if s.Driver, err = cfg.NewDriver("amqp", s.log, s.link); err != nil {
 		return nil, err
@@ -262,11 +275,13 @@ func (s *Source) link(ctx context.Context, slot int, clientID string) (source.Li
 func (l *link) Next(ctx context.Context) (*bridge.Delivery, error) {
 	c := l.conn
 	if l.got >= l.granted {
+		start := l.src.now()
 		n, err := l.askCredit(ctx)
 		if err != nil {
 			return nil, err
 		}
 		l.granted += n
+		l.creditWaited(start, l.src.now())
 	}
 	m, err := c.Receive(ctx)
 	if err != nil {
