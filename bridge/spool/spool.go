@@ -225,6 +225,10 @@ type Spool struct {
 	// or deleted, and a reader that learns of committed messages through
 	// their done functions (the Stage's window) has learnt of all of them.
 	notified atomic.Uint64
+	// stored gets a token after every commit that stored Appends, once
+	// notified covers them: whoever Appended them (Intake or not), the
+	// Stage's feeder wakes for them and needs no periodic look.
+	stored chan struct{}
 }
 
 type appendReq struct {
@@ -283,6 +287,7 @@ func Open(opts Options) (*Spool, error) {
 		reqs:     make(chan appendReq, queueLen),
 		kick:     make(chan struct{}, 1),
 		hurry:    make(chan struct{}, 1),
+		stored:   make(chan struct{}, 1),
 		syncs:    make(chan chan struct{}),
 		closing:  make(chan struct{}),
 		stop:     make(chan struct{}),

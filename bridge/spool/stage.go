@@ -36,10 +36,8 @@ type Stage struct {
 	sp       *Spool
 	pipeline bridge.Handler
 	log      *slog.Logger
-	kick     chan struct{}
 
-	earlier   uint64        // the last key when the Stage was made: up to it, what an earlier run left
-	lookEvery time.Duration // the feeder's periodic look for what the window missed
+	earlier uint64 // the last key when the Stage was made: up to it, what an earlier run left
 
 	// The retry of failed commits: stop ends it (Close); retries counts the
 	// retry scheduled or running, for Close to wait for.
@@ -149,8 +147,7 @@ func (w *window) take(next uint64) (d *bridge.Delivery, gapTo uint64, ok bool) {
 // Intake commits later reach it through memory.
 func NewStage(sp *Spool, next bridge.Handler, log *slog.Logger) *Stage {
 	stop, cancel := context.WithCancel(context.Background())
-	return &Stage{sp: sp, pipeline: next, log: log, kick: make(chan struct{}, 1),
-		earlier: sp.notified.Load(), lookEvery: 200 * time.Millisecond, stop: stop, cancel: cancel}
+	return &Stage{sp: sp, pipeline: next, log: log, earlier: sp.notified.Load(), stop: stop, cancel: cancel}
 }
 
 // retryWait is the pause between attempts while the spool is full or its
@@ -186,13 +183,14 @@ func (s *Stage) Intake(ctx context.Context, d *bridge.Delivery) error {
 }
 
 // committed returns the Append callback for d: on success it settles d
-// upstream and wakes the feeder; on failure it keeps d for another append.
-// Writes fail (s.failing: Intake waits) from a failure until a success of
-// a commit that stored all its messages (Spool.commitsFail): near a full
-// disk a commit stores the messages that fit and fails the others, and
-// each such commit logged "succeed again" and "failing" and let Intake
-// through between. It runs on the spool's writer goroutine and must not
-// block.
+// upstream and holds it for the feeder (the commit's notice, Spool.stored,
+// wakes it once the commit's callbacks have run); on failure it keeps d for
+// another append. Writes fail (s.failing: Intake waits) from a failure
+// until a success of a commit that stored all its messages
+// (Spool.commitsFail): near a full disk a commit stores the messages that
+// fit and fails the others, and each such commit logged "succeed again"
+// and "failing" and let Intake through between. It runs on the spool's
+// writer goroutine and must not block.
 func (s *Stage) committed(d *bridge.Delivery) func(uint64, error) {
 	return func(key uint64, err error) {
 		s.mu.Lock()
@@ -217,10 +215,6 @@ func (s *Stage) committed(d *bridge.Delivery) func(uint64, error) {
 		s.mu.Lock()
 		s.held.push(key, d)
 		s.mu.Unlock()
-		select {
-		case s.kick <- struct{}{}:
-		default:
-		}
 	}
 }
 
@@ -392,10 +386,14 @@ func (ss spoolSettler) Settle(d *bridge.Delivery, o bridge.Outcome) {
 // the window; the others are read back from the file: an earlier run's
 // (the keys up to the last one when the Stage was made, so this run's
 // commits are not among them however late Feed starts), the ones that did
-// not fit, and any the window missed (a periodic look, which reads only
-// keys whose commit the window has already heard of). Once ctx is done it
-// hands over nothing more, not even the rest of a read back: the pipeline
-// would take what it has room for, for a drain that can only give it back.
+// not fit, and any the window missed (appended besides Intake, or taken
+// from it for a forward that failed), up to the last key whose commit the
+// window has heard of. It wakes for each commit that stored Appends (the
+// spool's notice, after their callbacks), and while a forward or a read
+// back fails it tries again every retryWait; otherwise it sleeps. Once ctx
+// is done it hands over nothing more, not even the rest of a read back: the
+// pipeline would take what it has room for, for a drain that can only give
+// it back.
 func (s *Stage) Feed(ctx context.Context) {
 	settler := spoolSettler{sp: s.sp, requeued: &s.requeued}
 	next := uint64(0) // every key below has been forwarded
@@ -423,10 +421,13 @@ func (s *Stage) Feed(ctx context.Context) {
 		}
 		return false
 	}
-	tick := time.NewTicker(s.lookEvery)
-	defer tick.Stop()
+	// retry is armed while a forward or a read back failed (ok false),
+	// only then: an idle feeder has no timer.
+	retry := time.NewTimer(retryWait)
+	retry.Stop()
+	defer retry.Stop()
+	armed := false
 	ok := readBack(s.earlier)
-	look := false // the periodic look is due once the window has nothing for next
 	for ctx.Err() == nil {
 		if ok {
 			// Loaded before take: every key up to it that this Stage
@@ -443,23 +444,24 @@ func (s *Stage) Feed(ctx context.Context) {
 			case gapTo >= next:
 				ok = readBack(gapTo)
 				continue
-			case look:
+			case heard >= next:
 				// Whatever the window missed up to heard: a message whose
 				// forward failed, one appended besides Intake.
-				look = false
-				if heard >= next {
-					ok = readBack(heard)
-					continue
-				}
+				ok = readBack(heard)
+				continue
 			}
+		} else if !armed {
+			// Not pushed back by the notices that come meanwhile.
+			retry.Reset(retryWait)
+			armed = true
 		}
 		select {
 		case <-ctx.Done():
 			return
-		case <-s.kick:
-		case <-tick.C:
+		case <-s.sp.stored:
+		case <-retry.C:
 			// A failed forward or read is tried again from next.
-			ok, look = true, true
+			ok, armed = true, false
 		}
 	}
 }

@@ -140,24 +140,20 @@ func waitDepth(t *testing.T, s *Spool, n int64) {
 // delivery Intake took, not read back and decoded from the file; a base64
 // body then goes on as the platform sent it (the sink passes it through).
 // So it goes whatever the schedule: the feeder's first read (what an
-// earlier run left) may come after this run's commits, and its periodic
-// look may come between a commit and the window getting its messages.
+// earlier run left) may come after this run's commits, and its look for
+// what the window missed (at every wake-up) may come between a commit and
+// the window getting its messages.
 func TestStageForwardsFromMemory(t *testing.T) {
 	for _, tc := range []struct {
-		name  string
-		late  bool          // the feeder starts once every message is committed
-		every time.Duration // the feeder's periodic look (0: as in production)
+		name string
+		late bool // the feeder starts once every message is committed
 	}{
 		{name: "feeder first"},
 		{name: "feeder late", late: true},
-		{name: "looking every millisecond", every: time.Millisecond},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			s := open(t, Options{})
 			st, f, start := stage(t, s, nil)
-			if tc.every > 0 {
-				st.lookEvery = tc.every
-			}
 			if !tc.late {
 				start()
 			}
@@ -219,10 +215,11 @@ func TestStageReadsBackWhatDidNotFit(t *testing.T) {
 }
 
 // The feeder finds what the window never heard of: a message appended
-// besides Intake (as the shutdown's AppendAll does), by its periodic look
-// or by the gap it leaves among this run's keys, and one committing while
-// the Stage was made. Each is read back once, in key order, and this run's
-// Intakes still come from memory.
+// besides Intake (as the shutdown's AppendAll does), woken by its commit
+// (the spool's notice: the feeder has no periodic look) or by the gap it
+// leaves among this run's keys, and one committing while the Stage was
+// made. Each is read back once, in key order, and this run's Intakes still
+// come from memory.
 func TestStageFindsWhatTheWindowMissed(t *testing.T) {
 	s := open(t, Options{})
 	committed := make(chan error, 1)
@@ -235,7 +232,7 @@ func TestStageFindsWhatTheWindowMissed(t *testing.T) {
 		t.Fatal(err)
 	}
 	start()
-	add(t, s, msg(1)) // only the periodic look finds it
+	add(t, s, msg(1)) // only its commit's notice wakes the feeder for it
 	f.wait(t, 2)
 	intake(t, st, 2, 4)
 	add(t, s, msg(4)) // a gap before the window's next key
@@ -265,6 +262,33 @@ func TestStageReplaysTheEarlierRunFirstAndRetries(t *testing.T) {
 	inOrder(t, keys, msgs, 0)
 	if read := st.readBack.Load(); read < 5 {
 		t.Errorf("%d messages read back, want the earlier run's 5 at least", read)
+	}
+	waitDepth(t, s, 0)
+}
+
+// A forward that failed is tried again after retryWait also when nothing
+// more is committed, so nothing wakes the feeder for it (it has no
+// periodic look): the last message of a burst, taken from memory and
+// refused once by the pipeline, is read back from the file, reaches the
+// pipeline and leaves the spool.
+func TestStageRetriesAFailedForwardOnItsOwn(t *testing.T) {
+	s := open(t, Options{})
+	refused := make(chan struct{})
+	st, f := feed(t, s, func(d *bridge.Delivery) error {
+		select {
+		case <-refused:
+			return nil
+		default:
+			close(refused)
+			return errors.New("pipeline refused once")
+		}
+	})
+	intake(t, st, 0, 1)
+	<-refused
+	keys, msgs := f.wait(t, 1)
+	inOrder(t, keys, msgs, 0)
+	if mem, read := st.fromMemory.Load(), st.readBack.Load(); mem != 1 || read != 1 {
+		t.Errorf("taken %d times from memory and %d read back, want 1 and 1 (the retry reads it back)", mem, read)
 	}
 	waitDepth(t, s, 0)
 }

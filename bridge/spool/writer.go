@@ -321,6 +321,10 @@ func (s *Spool) write(batch []appendReq, last bool) error {
 	}
 	if len(batch) > 0 {
 		s.notified.Store(first + uint64(len(batch)) - 1)
+		select {
+		case s.stored <- struct{}{}:
+		default:
+		}
 	}
 	return nil
 }
