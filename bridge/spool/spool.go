@@ -75,8 +75,12 @@ const FileName = "spool.db"
 // a commit costs two fdatasyncs whatever it holds, deletes are not urgent
 // (one that a crash loses replays a message MNS has: a duplicate, never a
 // loss), and while the spool drains a backlog (no Appends) a commit per
-// deleteLinger takes thousands of deletes instead of hundreds.
-const deleteLinger = 50 * time.Millisecond
+// deleteLinger takes thousands of deletes instead of hundreds. It is
+// longer than the gap between messages of a source down to about 5
+// msgs/s: there a message's delete waits for the next message's commit
+// instead of a commit of its own (50 ms made two commits a message at 10
+// msgs/s, each two fdatasyncs).
+const deleteLinger = 250 * time.Millisecond
 
 const (
 	queueLen = 4096 // Appends waiting for a commit before Append blocks
