@@ -548,6 +548,20 @@ func TestTestBinaryNeverLeavesLoopback(t *testing.T) {
 	}
 }
 
+// TestOIDCSaysWhereTheVariablesComeFrom: a pod with some of the three
+// RRSA variables and not the others (a ServiceAccount without the role
+// annotation, a namespace without the injection label) is told what sets
+// them on ACK; before, the error named the missing variables only.
+func TestOIDCSaysWhereTheVariablesComeFrom(t *testing.T) {
+	_, err := (&credentials.OIDC{LookupEnv: envMap(map[string]string{credentials.EnvOIDCTokenFile: "/var/run/secrets/ack.alibabacloud.com/rrsa-tokens/token"})}).Retrieve(context.Background())
+	for _, want := range []string{"ALIBABA_CLOUD_ROLE_ARN, ALIBABA_CLOUD_OIDC_PROVIDER_ARN not set", "ack-pod-identity-webhook",
+		"pod-identity.alibabacloud.com/injection=on", "pod-identity.alibabacloud.com/role-name"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("oidc with the token file only: %v, want it to say %q", err, want)
+		}
+	}
+}
+
 func TestOIDCRereadsTheTokenFile(t *testing.T) {
 	is := credtest.NewIssuer(time.Hour)
 	sts := credtest.STSServer(t, is)

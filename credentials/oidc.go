@@ -59,6 +59,11 @@ func (p *OIDC) endpoint(get func(string) string) string {
 	return "https://sts." + region + ".aliyuncs.com"
 }
 
+// rrsaHint says where the three variables come from on ACK (RRSA).
+const rrsaHint = "on ACK, the ack-pod-identity-webhook add-on sets all three (with RRSA enabled on the cluster) in the pods of a namespace " +
+	"labelled pod-identity.alibabacloud.com/injection=on whose ServiceAccount is annotated pod-identity.alibabacloud.com/role-name: ROLE; " +
+	"elsewhere set the three together"
+
 func (p *OIDC) Retrieve(ctx context.Context) (Credentials, error) {
 	get := lookup(p.LookupEnv)
 	role, provider, tokenFile := firstSet(p.RoleARN, get(EnvRoleARN)), firstSet(p.ProviderARN, get(EnvOIDCProviderARN)), firstSet(p.TokenFile, get(EnvOIDCTokenFile))
@@ -72,7 +77,7 @@ func (p *OIDC) Retrieve(ctx context.Context) (Credentials, error) {
 		}
 	}
 	if len(missing) > 0 {
-		return Credentials{}, fmt.Errorf("oidc: %s not set", strings.Join(missing, ", "))
+		return Credentials{}, fmt.Errorf("oidc: %s not set; %s", strings.Join(missing, ", "), rrsaHint)
 	}
 	token, err := readSecretFile(tokenFile)
 	if err != nil {
