@@ -3,11 +3,13 @@ package amqpsrc
 import (
 	"fmt"
 	"time"
+
+	"github.com/iot-mns-bridge/iot-mns-bridge/bridge/source"
 )
 
 // A connection whose credit window stays full is credit-bound.
 //
-// A connection holds at most source.amqp.credit unsettled messages; each
+// A connection holds at most its credit (FieldCredit) unsettled messages; each
 // refill waits until MNS took half of them. With a slow MNS (a far region,
 // throttling, a busy proxy) a connection so carries about credit / MNS
 // round trip messages a second, whatever the devices send, and the
@@ -54,9 +56,11 @@ func (l *link) creditWaited(start, end time.Time) {
 	case refills < creditBoundRefills:
 	case share >= creditBoundShare && !l.creditBound.Swap(true):
 		if l.src.creditBound.Add(1) == 1 {
-			l.src.log.Warn("AMQP connections wait for credit most of the time: a connection carries at most source.amqp.credit "+
+			n := l.src.cfg.Names
+			l.src.log.Warn(fmt.Sprintf("AMQP connections wait for credit most of the time: a connection carries at most %s "+
 				"messages per MNS round trip, and the platform keeps the rest in the consumer group's backlog, "+
-				"whose lag grows; raise source.amqp.credit, or source.connections (each connection its own window)",
+				"whose lag grows; raise %s, or %s (each connection its own window)",
+				n.Of(source.FieldCredit), n.Of(source.FieldCredit), n.Of(source.FieldConnections)),
 				"client_id", l.id, "waited", fmt.Sprintf("%.0f%% of %s", 100*share, elapsed.Round(time.Second)),
 				"per_s", fmt.Sprintf("%.1f", rate), "credit", l.src.cfg.Credit)
 		}

@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/iot-mns-bridge/iot-mns-bridge/bridge/source"
 	"github.com/iot-mns-bridge/iot-mns-bridge/internal/testclock"
 )
 
@@ -60,7 +61,8 @@ func TestCreditBoundConnectionIsLogged(t *testing.T) {
 	if n := count(bound); n != 1 {
 		t.Fatalf("logged %q %d times, want once:\n%s", bound, n, hs.logs)
 	}
-	for _, want := range []string{"raise source.amqp.credit, or source.connections", "credit=4", "client_id=edge-gw-01"} {
+	n := hs.src.cfg.Names
+	for _, want := range []string{"raise " + n.Of(source.FieldCredit) + ", or " + n.Of(source.FieldConnections), "credit=4", "client_id=edge-gw-01"} {
 		if !strings.Contains(hs.logs.String(), want) {
 			t.Errorf("the line does not say %q:\n%s", want, hs.logs)
 		}
