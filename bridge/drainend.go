@@ -19,8 +19,10 @@ import (
 //   - MNS cannot take anything for the destination of each such lane: since
 //     the drain began, a request to it failed whole, and so did its probe
 //     (the next request, sent once the failure was known; an outage's
-//     probes ask MNS every 2 s at most), and no request to it was answered
-//     (a message accepted, or none failed retryably). One failed request is
+//     probes ask MNS every 2 s at most, and from the stop on they carry
+//     the held retries however long their backoff grew: lane.dueOf), and
+//     no request to it was answered (a message accepted, or none failed
+//     retryably). One failed request is
 //     not enough: while MNS throttles (say one request in three fails),
 //     the destination is failing between a failed request and its probe,
 //     up to 2 s, and a drain that ended then released messages MNS took

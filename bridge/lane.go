@@ -283,9 +283,9 @@ func (l *lane) retryDue() {
 // when new messages wait. l.mu is held.
 func (l *lane) armRetry() {
 	var due time.Time
-	for _, g := range l.retries {
-		if due.IsZero() || g.due.Before(due) {
-			due = g.due
+	for i := range l.retries {
+		if g := l.dueOf(&l.retries[i]); due.IsZero() || g.Before(due) {
+			due = g
 		}
 	}
 	if l.failing {
@@ -309,6 +309,21 @@ func (l *lane) armRetry() {
 		return
 	}
 	l.retryT.Reset(d)
+}
+
+// dueOf is when g may be sent again: at the end of its backoff, but while
+// the pipeline drains (a stop) and the destination fails, at the next
+// probe at the latest: the drain ends early only once a probe after the
+// stop failed too (drainend.go), and after a long outage each group's
+// backoff has grown to delivery.retry.max_backoff (30 s), so with no new
+// message to carry (AMQP's credit used up, the intake stopped) the probes
+// waited for retries to come due and a stop took up to twice that, or the
+// whole shutdown_timeout. l.mu is held.
+func (l *lane) dueOf(g *retryGroup) time.Time {
+	if l.failing && l.p.closing.Load() && l.probeAt.Before(g.due) {
+		return l.probeAt
+	}
+	return g.due
 }
 
 // limits returns the batch bounds: the tuning's, lowered to the sink's.
@@ -338,8 +353,8 @@ func (l *lane) ready() bool {
 	}
 	if len(l.retries) > 0 {
 		t := time.Now()
-		for _, g := range l.retries {
-			if !g.due.After(t) {
+		for i := range l.retries {
+			if !l.dueOf(&l.retries[i]).After(t) {
 				return true
 			}
 		}
@@ -408,7 +423,7 @@ func (l *lane) take() (_ []*item, probe bool) {
 		t := time.Now()
 		kept := l.retries[:0]
 		for _, g := range l.retries {
-			if g.due.After(t) {
+			if l.dueOf(&g).After(t) {
 				kept = append(kept, g)
 				continue
 			}
@@ -581,6 +596,18 @@ func (p *Pipeline) Failing() []string {
 	}
 	slices.Sort(out)
 	return out
+}
+
+// probeAtStop sets each failing lane's retry timer again when the drain
+// begins: from then on its retries are due at its next probe (dueOf).
+func (p *Pipeline) probeAtStop() {
+	for _, l := range p.laneList() {
+		l.mu.Lock()
+		if l.failing && !l.stopped {
+			l.armRetry()
+		}
+		l.mu.Unlock()
+	}
 }
 
 // stopLanes stops every lane and releases what they hold.

@@ -348,6 +348,7 @@ func (p *Pipeline) Drain(ctx context.Context) error {
 	p.stop.Do(func() {
 		close(p.closed)
 		p.closing.Store(true)
+		p.probeAtStop()
 	})
 	if p.stats.inFlight.Load() == 0 {
 		p.emptyOne.Do(func() { close(p.empty) })

@@ -710,6 +710,34 @@ func TestDrainEndsWhenMNSFailsForEverythingHeld(t *testing.T) {
 	h.settled(t, 10, Released)
 }
 
+// TestDrainEndsAfterALongOutage: a stop after a long MNS outage, when
+// every message held waits out a retry backoff grown to its maximum and no
+// new message comes (AMQP's credit used up, the intake stopped), asks MNS
+// again at once and then at the probe's pace (maxProbeInterval), not when
+// a retry comes due: the probe carried only due retries, so the drain
+// waited for two of them, up to twice delivery.retry.max_backoff (30 s),
+// and an AMQP bridge stopped 5 minutes into an outage took 9 s, a group of
+// one connection the whole shutdown_timeout (walk11). The backoff is about
+// an hour here.
+func TestDrainEndsAfterALongOutage(t *testing.T) {
+	sink := newFakeSink(func(int, int, Outgoing) error { return errors.New("503 ServiceUnavailable") })
+	h := newHarness(t, sink, func(c *PipelineConfig) {
+		c.Retry = RetryPolicy{InitialBackoff: time.Millisecond, MaxBackoff: time.Millisecond}
+	})
+	h.feed(t, 10, func(int) string { return "/pk0/dev0/user/telemetry" }) // one destination, redeliverable
+	waitUntil(t, func() bool { return h.p.Stats().Retried >= 300 })
+	// From now on the next backoff of those messages is about an hour.
+	h.p.Retune(Tuning{Retry: RetryPolicy{InitialBackoff: time.Millisecond, MaxBackoff: time.Hour}})
+	before := h.p.Stats().Retried
+	waitUntil(t, func() bool { return h.p.Stats().Retried > before })
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute) // a failure-only deadline
+	defer cancel()
+	if err := h.p.Drain(ctx); !errors.Is(err, ErrCannotProgress) {
+		t.Fatalf("Drain after a long MNS outage = %v, want ErrCannotProgress before the deadline", err)
+	}
+	h.settled(t, 10, Released)
+}
+
 // TestDrainWaitsOutAThrottlingMNS: a stop while MNS throttles (it fails
 // one request in three whole) waits for the probe after a failed request
 // instead of ending at the first check in between: MNS takes everything
