@@ -660,8 +660,16 @@ type = ram_role_arn
 		}},
 		{name: "ecs_ram_role", profile: "ecs", ok: issued},
 		{name: "ram_role_arn", profile: "arn", err: `type "ram_role_arn" is not supported`},
-		{name: "missing section", profile: "nope", err: "no section [nope]"},
+		{name: "missing section", profile: "nope", err: "no section [nope] (named by ALIBABA_CLOUD_PROFILE)"},
 	})
+	// The file without [default]: the error says it is the default one
+	// and which variable picks another (walk10: only the file and the
+	// section were named).
+	noDefault := filepath.Join(dir, "no-default")
+	writeFile(t, noDefault, "[ecs]\ntype = ecs_ram_role\nrole_name = ini-role\n")
+	env[credentials.EnvCredentialsFile] = noDefault
+	run(profile, []step{{name: "no default section", err: "no section [default] (the default; set ALIBABA_CLOUD_PROFILE to the one to use)"}})
+	env[credentials.EnvCredentialsFile] = ini
 	delete(env, credentials.EnvProfile)
 	delete(env, credentials.EnvCredentialsFile)
 	if _, err := profile().Retrieve(ctx); !errors.Is(err, credentials.ErrNotConfigured) {
@@ -681,6 +689,7 @@ type = ram_role_arn
 		{name: "StsToken", profile: "sts", ok: func(c credentials.Credentials) bool { return c.AccessKeyID == "STS.cli" && c.SecurityToken == "tok" }},
 		{name: "EcsRamRole", profile: "role", ok: issued},
 		{name: "RamRoleArn", profile: "arn", err: "not supported"},
+		{name: "missing profile", profile: "nope", err: `profile "nope": no such profile (named by ALIBABA_CLOUD_PROFILE)`},
 	})
 	env[credentials.EnvCLIProfileDisabled] = "true"
 	if _, err := cliProfile().Retrieve(ctx); !errors.Is(err, credentials.ErrNotConfigured) {

@@ -67,7 +67,7 @@ func (p *Profile) Retrieve(ctx context.Context) (Credentials, error) {
 		return Credentials{}, fmt.Errorf("profile: %s line %d: %w", path, line, err)
 	}
 	if sec == nil {
-		return Credentials{}, fmt.Errorf("profile: %s has no section [%s]", path, section)
+		return Credentials{}, fmt.Errorf("profile: %s has no section [%s] (%s)", path, section, nameOrigin(p.Section, get(EnvProfile), "the default"))
 	}
 	where := fmt.Sprintf("profile: %s [%s]", path, section)
 	switch t := sec["type"]; t {
@@ -225,7 +225,25 @@ func (p *CLIProfile) Retrieve(ctx context.Context) (Credentials, error) {
 		c.Source = "cli_profile " + name
 		return c, nil
 	}
-	return Credentials{}, fmt.Errorf("%s: no such profile", where)
+	fallback := "the default"
+	if cfg.Current != "" {
+		fallback = "the file's current"
+	}
+	return Credentials{}, fmt.Errorf("%s: no such profile (%s)", where, nameOrigin(p.Profile, get(EnvProfile), fallback))
+}
+
+// nameOrigin says where the name of a profile (or a section) that is not
+// there came from: the provider's own setting, ALIBABA_CLOUD_PROFILE, or
+// fallback (the default, or the file's current one), which
+// ALIBABA_CLOUD_PROFILE would override.
+func nameOrigin(set, env, fallback string) string {
+	switch {
+	case set != "":
+		return "named by the provider's settings"
+	case env != "":
+		return "named by " + EnvProfile
+	}
+	return fallback + "; set " + EnvProfile + " to the one to use"
 }
 
 // configFile is the file a profile provider reads: the path set on the
