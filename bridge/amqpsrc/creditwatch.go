@@ -54,7 +54,7 @@ func (l *link) creditWaited(start, end time.Time) {
 	*w = creditWatch{since: end, got: l.got}
 	switch {
 	case refills < creditBoundRefills:
-	case share >= creditBoundShare && !l.creditBound.Swap(true):
+	case share >= creditBoundShare && l.creditState.CompareAndSwap(linkFree, linkBound):
 		if l.src.creditBound.Add(1) == 1 {
 			n := l.src.cfg.Names
 			l.src.log.Warn(fmt.Sprintf("AMQP connections wait for credit most of the time: a connection carries at most %s "+
@@ -64,7 +64,7 @@ func (l *link) creditWaited(start, end time.Time) {
 				"client_id", l.id, "waited", fmt.Sprintf("%.0f%% of %s", 100*share, elapsed.Round(time.Second)),
 				"per_s", fmt.Sprintf("%.1f", rate), "credit", l.src.cfg.Credit)
 		}
-	case share < creditFreeShare && l.creditBound.Swap(false):
+	case share < creditFreeShare && l.creditState.CompareAndSwap(linkBound, linkFree):
 		if l.src.creditBound.Add(-1) == 0 {
 			l.src.log.Info("AMQP connections no longer wait for credit most of the time",
 				"client_id", l.id, "waited", fmt.Sprintf("%.0f%% of %s", 100*share, elapsed.Round(time.Second)),
@@ -74,9 +74,17 @@ func (l *link) creditWaited(start, end time.Time) {
 }
 
 // creditWatchEnded takes an ended link out of the Source's count,
-// without a line: its successor measures anew.
+// without a line: its successor measures anew. A window that Next closes
+// after it (a grant taken as the connection ended) no longer counts.
 func (l *link) creditWatchEnded() {
-	if l.creditBound.Swap(false) {
+	if l.creditState.Swap(linkEnded) == linkBound {
 		l.src.creditBound.Add(-1)
 	}
 }
+
+// A link's state in the Source's count of credit-bound links.
+const (
+	linkFree  int32 = iota // not counted
+	linkBound              // counted in Source.creditBound
+	linkEnded              // ended: never counted again
+)

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/iot-mns-bridge/iot-mns-bridge/bridge/source"
+	"github.com/iot-mns-bridge/iot-mns-bridge/internal/amqp10"
 	"github.com/iot-mns-bridge/iot-mns-bridge/internal/testclock"
 )
 
@@ -73,5 +74,31 @@ func TestCreditBoundConnectionIsLogged(t *testing.T) {
 	}
 	if n, m := count(bound), count(free); n != 1 || m != 1 {
 		t.Errorf("logged %q %d times and %q %d times, want once each:\n%s", bound, n, free, m, hs.logs)
+	}
+}
+
+// TestCreditWindowAfterTheLinkEndedIsNotCounted: a window that Next closes
+// after its link ended (a grant taken as the connection went) does not
+// count the link as credit-bound: the Source's count would stay above zero
+// for good, and no later credit-bound connection would be logged again.
+func TestCreditWindowAfterTheLinkEndedIsNotCounted(t *testing.T) {
+	clock := testclock.New(time.Unix(1_800_000_000, 0))
+	src, err := New(filled(Config{Settings: source.Settings{Endpoint: "127.0.0.1:1", Params: testParams}, Now: clock.Now}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	fc := newFakeConn(0, "c0")
+	l := newLink(src, fc, "c0")
+	fc.kill(&amqp10.ConnError{})
+	<-l.Lost()
+	eventually(t, "the link to leave the count", func() bool { return l.creditState.Load() == linkEnded })
+	start := clock.Now()
+	for range creditBoundRefills {
+		clock.Add(creditWatchEvery / creditBoundRefills)
+		l.creditWaited(start, clock.Now())
+		start = clock.Now()
+	}
+	if n := src.creditBound.Load(); n != 0 {
+		t.Errorf("%d links counted as credit-bound after the only one ended, want 0", n)
 	}
 }

@@ -136,10 +136,10 @@ type link struct {
 	// (see askCredit); the settler hands it over on credited.
 	wantCredit atomic.Bool
 	credited   chan grant
-	// watch sums Next's credit waits (creditwatch.go); creditBound says
-	// the link counts in the Source's.
+	// watch sums Next's credit waits (creditwatch.go); creditState says
+	// whether the link counts in the Source's creditBound.
 	watch       creditWatch
-	creditBound atomic.Bool
+	creditState atomic.Int32
 
 	mu        sync.Mutex
 	unsettled map[*bridge.Delivery]struct{}
