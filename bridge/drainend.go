@@ -49,7 +49,7 @@ import (
 // ErrCannotProgress is what Drain returns when it ended before its
 // deadline because nothing it held could be forwarded (see above); what it
 // held was released.
-var ErrCannotProgress = errors.New("MNS fails for every message held, which all go back to the spool or the platform")
+var ErrCannotProgress = errors.New("MNS (or the dead-letter target) fails for every message held, which all go back to the spool or the platform")
 
 // drainCheckEvery is how often Drain looks whether it can still progress.
 const drainCheckEvery = 100 * time.Millisecond
