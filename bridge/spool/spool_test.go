@@ -800,3 +800,20 @@ func TestPendingBytesAreBounded(t *testing.T) {
 		t.Fatalf("%d of %d Appends committed", done.Load(), n)
 	}
 }
+
+// CommitStats counts the commits, the messages they stored and the time they
+// took since Open: the metrics in which a slow disk (an SD card's
+// fdatasync of 100 ms and more) shows, as a commit's time, while the
+// source's rate alone hides it.
+func TestCommitStatsCountCommits(t *testing.T) {
+	s := open(t, Options{Dir: t.TempDir(), CommitInterval: -1})
+	if st := s.CommitStats(); st != (CommitStats{}) {
+		t.Errorf("a new spool's CommitStats %+v: want no commits", st)
+	}
+	for i := range 3 {
+		add(t, s, msg(i))
+	}
+	if st := s.CommitStats(); st.Commits != 3 || st.Messages != 3 || st.Time <= 0 {
+		t.Errorf("CommitStats %+v after 3 Appends committed one by one: want 3 commits of 3 messages and their time", st)
+	}
+}

@@ -206,6 +206,7 @@ func (s *Spool) write(batch []appendReq, last bool) error {
 		removed, freed int64
 	)
 	var first uint64 // the key of batch[0]: keys are dense, batch[i]'s is first+i
+	began := time.Now()
 	err := s.db.Update(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketName)
 		b.FillPercent = 0.95 // keys only grow: pack pages instead of splitting them in half
@@ -299,6 +300,8 @@ func (s *Spool) write(batch []appendReq, last bool) error {
 	s.gmu.Lock()
 	s.groups.compact()
 	s.gmu.Unlock()
+	s.commitNanos.Add(int64(time.Since(began)))
+	s.committed.Add(int64(len(batch)))
 	s.commits.Add(1)
 	s.mu.Lock()
 	s.reserved -= size

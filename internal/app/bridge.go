@@ -318,6 +318,15 @@ func (b *Bridge) registerSpoolMetrics(s *spool.Spool, atStart int64) {
 				}
 				return 0
 			}),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: "iot_mns_bridge", Name: "spool_commits_total",
+			Help: "The spool's write transactions that succeeded, each two fdatasyncs (with the messages and the deletes of MNS-accepted ones)."},
+			func() float64 { return float64(s.CommitStats().Commits) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: "iot_mns_bridge", Name: "spool_commit_seconds_total",
+			Help: "Time the spool's commits took: over spool_commits_total, what a commit costs on this disk (a slow SD card or eMMC: hundreds of ms), which every message with the spool waits before MNS sees it and a crash can lose with STOMP ack auto."},
+			func() float64 { return s.CommitStats().Time.Seconds() }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: "iot_mns_bridge", Name: "spool_committed_messages_total",
+			Help: "Messages the spool's commits stored: over spool_commits_total, messages a commit."},
+			func() float64 { return float64(s.CommitStats().Messages) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "iot_mns_bridge", Name: "spool_writes_failing",
 			Help: "1 while the spool's writes fail (a full disk, an I/O error): the source stops reading and the messages whose write failed are held in memory until a write succeeds."},
 			func() float64 {

@@ -131,6 +131,13 @@ func TestSpoolFullShowsInTheMetrics(t *testing.T) {
 	if _, failing := of("iot_mns_bridge_spool_writes_failing"); failing != 0 {
 		t.Errorf("iot_mns_bridge_spool_writes_failing = %v with a full spool whose writes succeed, want 0", failing)
 	}
+	// The messages it holds were committed: the commits' counters show
+	// them, and their time (a slow disk's figure).
+	for _, name := range []string{"iot_mns_bridge_spool_commits_total", "iot_mns_bridge_spool_committed_messages_total", "iot_mns_bridge_spool_commit_seconds_total"} {
+		if _, v := of(name); v <= 0 {
+			t.Errorf("%s = %v with messages committed to the spool, want more than 0", name, v)
+		}
+	}
 	_, used := of("iot_mns_bridge_spool_bytes")
 	_, bound := of("iot_mns_bridge_spool_max_bytes")
 	if used <= 0 || used >= bound {
