@@ -312,12 +312,7 @@ func (b *Bridge) registerSpoolMetrics(s *spool.Spool, atStart int64) {
 			func() float64 { return float64(s.Stats().MaxBytes) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "iot_mns_bridge", Name: "spool_full",
 			Help: "1 while the spool refuses messages for spool.max_bytes (from the first refusal until it holds 90% of it or less): the source stops reading. spool_bytes stays below spool_max_bytes meanwhile: a message is refused when it does not fit."},
-			func() float64 {
-				if s.Stats().Full {
-					return 1
-				}
-				return 0
-			}),
+			func() float64 { return oneIf(s.Stats().Full) }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: "iot_mns_bridge", Name: "spool_commits_total",
 			Help: "The spool's write transactions that succeeded, each two fdatasyncs (with the messages and the deletes of MNS-accepted ones)."},
 			func() float64 { return float64(s.CommitStats().Commits) }),
@@ -329,13 +324,16 @@ func (b *Bridge) registerSpoolMetrics(s *spool.Spool, atStart int64) {
 			func() float64 { return float64(s.CommitStats().Messages) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "iot_mns_bridge", Name: "spool_writes_failing",
 			Help: "1 while the spool's writes fail (a full disk, an I/O error): the source stops reading and the messages whose write failed are held in memory until a write succeeds."},
-			func() float64 {
-				if s.Stats().CommitError != "" {
-					return 1
-				}
-				return 0
-			}),
+			func() float64 { return oneIf(s.Stats().CommitError != "") }),
 	)
+}
+
+// oneIf is a condition as a gauge's value: 1 while it holds, else 0.
+func oneIf(cond bool) float64 {
+	if cond {
+		return 1
+	}
+	return 0
 }
 
 // sourceAddress is the source endpoint as host:port (validated by config).
