@@ -605,6 +605,37 @@ func TestOIDCRereadsTheTokenFile(t *testing.T) {
 	}
 }
 
+// TestOIDCSaysWhereARefusedRoleIsDecided: STS refuses a pod whose OIDC
+// provider is not registered, or whose role's trust policy does not admit
+// it, with one code (AuthenticationFail.NoPermission); the error names the
+// provider and the role, and where in RAM each is checked, not the token.
+func TestOIDCSaysWhereARefusedRoleIsDecided(t *testing.T) {
+	is := credtest.NewIssuer(time.Hour)
+	sts := credtest.STSServer(t, is)
+	tok := filepath.Join(t.TempDir(), "token")
+	writeFile(t, tok, "jwt-1")
+	sts.Accept("jwt-1")
+	sts.RefuseWith("AuthenticationFail.NoPermission")
+	env := map[string]string{credentials.EnvRoleARN: "acs:ram::1:role/bridge", credentials.EnvOIDCProviderARN: "acs:ram::1:oidc-provider/ack",
+		credentials.EnvOIDCTokenFile: tok, credentials.EnvTestSTSEndpoint: sts.URL}
+	p := &credentials.OIDC{LookupEnv: envMap(env)}
+	_, err := p.Retrieve(context.Background())
+	for _, want := range []string{"HTTP 401 \"AuthenticationFail.NoPermission\"", "the OIDC provider acs:ram::1:oidc-provider/ack (ALIBABA_CLOUD_OIDC_PROVIDER_ARN) exists",
+		"the trust policy of role acs:ram::1:role/bridge (ALIBABA_CLOUD_ROLE_ARN)", "ServiceAccount"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("refused role: %v, want it to say %q", err, want)
+		}
+	}
+	if err != nil && strings.Contains(err.Error(), "refused the OIDC token") {
+		t.Errorf("refused role: %v, blames the token", err)
+	}
+	noSecret(t, err, "jwt-1", "secret-free message")
+	sts.RefuseWith("")
+	if _, err := p.Retrieve(context.Background()); err != nil {
+		t.Fatalf("once the role admits the provider: %v", err)
+	}
+}
+
 func TestProfiles(t *testing.T) {
 	dir := t.TempDir()
 	is := credtest.NewIssuer(time.Hour)

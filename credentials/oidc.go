@@ -131,10 +131,18 @@ func (p *OIDC) Retrieve(ctx context.Context) (Credentials, error) {
 		if jerr != nil {
 			msg += " (the answer is not JSON)"
 		}
-		if jerr == nil && strings.HasPrefix(ans.Code, "AuthenticationFail.OIDCToken") {
+		switch {
+		case jerr != nil:
+		case strings.HasPrefix(ans.Code, "AuthenticationFail.OIDCToken"):
 			// The operator's next look is at the token: say which file.
 			msg += fmt.Sprintf(": STS refused the OIDC token read from %s: check that it is the pod's current token "+
-				"(kubelet replaces it before it expires) and that ALIBABA_CLOUD_OIDC_PROVIDER_ARN names the provider that issued it", tokenFile)
+				"(kubelet replaces it before it expires) and that %s names the provider that issued it", tokenFile, EnvOIDCProviderARN)
+		case ans.Code == "AuthenticationFail.NoPermission":
+			// STS answers this code both for a provider it does not know
+			// and for a role that does not admit it: name both places.
+			msg += fmt.Sprintf(": STS does not let this provider assume the role: check in RAM that the OIDC provider %s (%s) exists in the role's account "+
+				"and that the trust policy of role %s (%s) lets that provider assume it, with conditions this pod's ServiceAccount meets",
+				provider, EnvOIDCProviderARN, role, EnvRoleARN)
 		}
 		return Credentials{}, fmt.Errorf("%s", msg)
 	}

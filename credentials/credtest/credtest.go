@@ -246,6 +246,16 @@ type STS struct {
 	mu       sync.Mutex
 	accepted map[string]bool // the OIDC tokens it accepts
 	Seen     []string        // the OIDC token of every request
+	refusal  string          // the code every request is refused with; "" none
+}
+
+// RefuseWith makes the fake refuse every request with HTTP 401 and code
+// (as STS refuses a role whose trust policy does not admit the caller:
+// AuthenticationFail.NoPermission); "" ends it.
+func (s *STS) RefuseWith(code string) {
+	s.mu.Lock()
+	s.refusal = code
+	s.mu.Unlock()
 }
 
 // Accept adds an OIDC token the fake accepts.
@@ -288,9 +298,12 @@ func STSServer(t testing.TB, is *Issuer) *STS {
 		tok := form.Get("OIDCToken")
 		s.mu.Lock()
 		s.Seen = append(s.Seen, tok)
-		ok := s.accepted[tok]
+		ok, refusal := s.accepted[tok], s.refusal
 		s.mu.Unlock()
 		switch {
+		case refusal != "":
+			fail(401, refusal)
+			return
 		case form.Get("RoleArn") == "" || form.Get("OIDCProviderArn") == "" || form.Get("RoleSessionName") == "":
 			fail(400, "MissingParameter")
 			return
