@@ -347,6 +347,53 @@ func TestFullAndRecovery(t *testing.T) {
 
 func ptr[T any](v T) *T { return &v }
 
+// TestPartialCommitSaysWhatWasNotStored: a commit of 4 messages on a
+// disk with room for one stores the first and not the other 3; their
+// error says that 3 were not stored, where it said that nothing of the
+// commit was (mend2 left it).
+func TestPartialCommitSaysWhatWasNotStored(t *testing.T) {
+	disk := &roomFor{}
+	disk.set(1 << 20)
+	blocked, release := make(chan struct{}), make(chan struct{})
+	var first sync.Once
+	s := open(t, Options{commitHook: func(appends int) error {
+		first.Do(func() { close(blocked); <-release }) // the first commit waits while the next 4 queue
+		return disk.hook(appends)
+	}})
+	type result struct {
+		id  string
+		err error
+	}
+	results := make(chan result, 5)
+	appendOne := func(i int) {
+		m := msg(i)
+		if err := s.Append(context.Background(), &m, func(_ uint64, err error) { results <- result{m.MessageID, err} }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	appendOne(0)
+	<-blocked
+	for i := 1; i <= 4; i++ {
+		appendOne(i)
+	}
+	disk.set(2) // m-0 fits, then one of the next 4
+	close(release)
+	var stored []string
+	for range 5 {
+		r := <-results
+		switch {
+		case r.err == nil:
+			stored = append(stored, r.id)
+		case !errors.Is(r.err, syscall.ENOSPC) || !strings.Contains(r.err.Error(), "3 messages were not stored") ||
+			strings.Contains(r.err.Error(), "nothing of this commit"):
+			t.Errorf("%s: %v, want ENOSPC saying 3 messages were not stored", r.id, r.err)
+		}
+	}
+	if strings.Join(stored, ",") != "m-0,m-1" {
+		t.Errorf("stored %v, want m-0,m-1", stored)
+	}
+}
+
 // TestCommitErrorInjected fails transactions from inside (as a write error
 // would) and checks that waiting Appends get the error, nothing of the
 // failed commits is visible, queued deletes survive, and the spool works

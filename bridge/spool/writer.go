@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
 	"syscall"
 	"time"
 
@@ -162,10 +163,20 @@ func noRoom(err error) bool {
 	return errors.Is(err, syscall.ENOSPC) || errors.Is(err, berrors.ErrMaxSizeReached)
 }
 
-// failCommit reports the failed commit of batch: every Append of it gets
-// err, and the first failure of an episode is logged.
+// failCommit reports the failed commit of batch, the part of a commit
+// that was not stored (all of it, or what did not fit when a part did):
+// every Append of it gets err, and the first failure of an episode is
+// logged.
 func (s *Spool) failCommit(batch []appendReq, err error) error {
-	err = fmt.Errorf("spool: commit to %s: %w; nothing of this commit was stored: free disk space or repair the disk, later writes try again", s.path, err)
+	notStored := "1 message was"
+	switch len(batch) {
+	case 0: // deletes alone: write queued them again
+		notStored = "the deletes were"
+	case 1:
+	default:
+		notStored = strconv.Itoa(len(batch)) + " messages were"
+	}
+	err = fmt.Errorf("spool: commit to %s: %w; %s not stored: free disk space or repair the disk, later writes try again", s.path, err, notStored)
 	s.mu.Lock()
 	wasFailing, dels := s.commitErr != nil, len(s.pendingDel)
 	s.commitErr = err
