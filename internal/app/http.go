@@ -3,6 +3,7 @@ package app
 import (
 	"context"
 	"fmt"
+	"github.com/iot-mns-bridge/iot-mns-bridge/bridge/spool"
 	"net/http"
 	"strings"
 	"time"
@@ -177,8 +178,11 @@ func (b *Bridge) notifyReady() {
 	})
 }
 
-// summaries logs one line per log.summary_interval with rates and totals.
-func (b *Bridge) summaries(ctx context.Context) {
+// summaries logs one line per log.summary_interval with rates and totals,
+// and with a spool (sp not nil) what its commits took on average in the
+// interval, when it made any (spool_commit_ms: a slow SD card shows here,
+// where an edge box's operator reads the journal, as in the metrics).
+func (b *Bridge) summaries(ctx context.Context, sp *spool.Spool) {
 	every := b.cfg.Log.SummaryInterval
 	if every <= 0 {
 		return
@@ -186,6 +190,10 @@ func (b *Bridge) summaries(ctx context.Context) {
 	t := time.NewTicker(every)
 	defer t.Stop()
 	prev := b.pipeline.Stats().Forwarded
+	var prevCommits spool.CommitStats
+	if sp != nil {
+		prevCommits = sp.CommitStats()
+	}
 	for {
 		select {
 		case <-ctx.Done():
@@ -196,7 +204,15 @@ func (b *Bridge) summaries(ctx context.Context) {
 		st := b.Status()
 		rate := float64(st.Pipeline.Forwarded-prev) / every.Seconds()
 		args := append([]any{"forwarded_per_s", fmt.Sprintf("%.1f", rate)}, messageCounts(st)...)
-		b.log.Info("summary", append(args, "retried", st.Pipeline.Retried)...)
+		args = append(args, "retried", st.Pipeline.Retried)
+		if sp != nil {
+			cs := sp.CommitStats()
+			if n := cs.Commits - prevCommits.Commits; n > 0 {
+				args = append(args, "spool_commit_ms", fmt.Sprintf("%.1f", float64(cs.Time-prevCommits.Time)/float64(n)/float64(time.Millisecond)))
+			}
+			prevCommits = cs
+		}
+		b.log.Info("summary", args...)
 		prev = st.Pipeline.Forwarded
 	}
 }

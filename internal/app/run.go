@@ -285,7 +285,7 @@ func (r *run) startIntake(ctx context.Context) {
 	sctx, cancelStatus := context.WithCancel(ictx)
 	r.cancelStatus, r.statusDone = cancelStatus, make(chan struct{})
 	go func() { defer close(r.statusDone); b.reportStatus(sctx) }()
-	go b.summaries(ictx)
+	go b.summaries(ictx, r.spool)
 }
 
 // countTaken counts in source_received what intake takes from the source
