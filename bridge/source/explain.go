@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/iot-mns-bridge/iot-mns-bridge/bridge"
+	"github.com/iot-mns-bridge/iot-mns-bridge/internal/certclock"
 	"github.com/iot-mns-bridge/iot-mns-bridge/internal/rawio"
 )
 
@@ -70,6 +71,7 @@ func ExplainDial(n Names, op string, timeout time.Duration, err error) error {
 		handshake *handshakeError
 	)
 	var why string
+	dates, outsideDates := certclock.Explain("the server's TLS certificate", err, time.Now())
 	switch { // a verification error wraps the specific one: test those first
 	case errors.As(err, &hostname):
 		why = "TLS certificate does not match the name; set " + n.Of(FieldServerName) + " to a name it holds, or check " + n.Of(FieldEndpoint)
@@ -82,8 +84,10 @@ func ExplainDial(n Names, op string, timeout time.Duration, err error) error {
 		}
 		why = "TLS certificate not trusted: signed by an unknown authority" + issuer + "; add that CA with " + n.Of(FieldCAFile) +
 			" (when it is set, the file it names does not hold that CA)"
+	case outsideDates:
+		why = dates
 	case errors.As(err, &invalid):
-		why = "TLS certificate not valid (expired or not yet valid: check the clock; or not usable for a server)"
+		why = "TLS certificate not valid (not usable for a server, or its CA may not sign it: the reason follows); check " + n.Of(FieldEndpoint)
 	case errors.As(err, &verify):
 		why = "TLS certificate not trusted; check " + n.Of(FieldCAFile) + " (it must hold the CA that signed the endpoint's certificate)"
 	case errors.As(err, &recordHdr):

@@ -48,6 +48,14 @@ type Bundle struct {
 // New generates a CA and a server certificate for hosts (IP addresses become
 // IP SANs, anything else DNS SANs). With no hosts it uses DefaultHosts.
 func New(hosts ...string) (*Bundle, error) {
+	now := time.Now()
+	return NewDated(now.Add(-time.Hour), now.Add(Validity), hosts...)
+}
+
+// NewDated is New with a server certificate valid from notBefore until
+// notAfter, to try a client whose clock is off (a certificate not valid
+// yet, or expired); the CA is valid as New's.
+func NewDated(notBefore, notAfter time.Time, hosts ...string) (*Bundle, error) {
 	if len(hosts) == 0 {
 		hosts = DefaultHosts
 	}
@@ -59,7 +67,7 @@ func New(hosts ...string) (*Bundle, error) {
 		IsCA:                  true,
 		MaxPathLenZero:        true,
 	}
-	caKey, caDER, ca, err := issue("CA", now, caTmpl, nil, nil)
+	caKey, caDER, ca, err := issue("CA", now.Add(-time.Hour), now.Add(Validity), caTmpl, nil, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -76,7 +84,7 @@ func New(hosts ...string) (*Bundle, error) {
 			tmpl.DNSNames = append(tmpl.DNSNames, h)
 		}
 	}
-	key, der, _, err := issue("server", now, tmpl, ca, caKey)
+	key, der, _, err := issue("server", notBefore, notAfter, tmpl, ca, caKey)
 	if err != nil {
 		return nil, err
 	}
@@ -98,19 +106,19 @@ func New(hosts ...string) (*Bundle, error) {
 }
 
 // issue makes a P-256 key and a certificate for it from tmpl, which gets
-// its serial number, its validity (from an hour before now for Validity)
-// and the subject's organisation here, signed by parent with parentKey; a
+// its serial number, its validity (from notBefore until notAfter) and the
+// subject's organisation here, signed by parent with parentKey; a
 // nil parent makes it self-signed (a CA). It returns the key and the
 // certificate, DER-encoded and parsed. what names the certificate in
 // errors.
-func issue(what string, now time.Time, tmpl, parent *x509.Certificate, parentKey *ecdsa.PrivateKey) (*ecdsa.PrivateKey, []byte, *x509.Certificate, error) {
+func issue(what string, notBefore, notAfter time.Time, tmpl, parent *x509.Certificate, parentKey *ecdsa.PrivateKey) (*ecdsa.PrivateKey, []byte, *x509.Certificate, error) {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return nil, nil, nil, fmt.Errorf("certgen: generate %s key: %w", what, err)
 	}
 	tmpl.SerialNumber = serial()
 	tmpl.Subject.Organization = []string{"iot-mns-bridge tests"}
-	tmpl.NotBefore, tmpl.NotAfter = now.Add(-time.Hour), now.Add(Validity)
+	tmpl.NotBefore, tmpl.NotAfter = notBefore, notAfter
 	if parent == nil {
 		parent, parentKey = tmpl, key
 	}

@@ -27,6 +27,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/iot-mns-bridge/iot-mns-bridge/bridge"
+	"github.com/iot-mns-bridge/iot-mns-bridge/internal/certclock"
 )
 
 // MNS limits the client enforces before sending.
@@ -568,6 +569,7 @@ func (c *Client) transportError(ctx context.Context, t target, ids reqIDs, err e
 		notTLS    tls.RecordHeaderError // crypto/tls returns it as a value
 	)
 	var refused *connectRefused
+	dates, outsideDates := certclock.Explain("the TLS certificate that answered", err, time.Now())
 	switch {
 	case errors.As(err, &refused):
 		check = "the proxy answered the CONNECT " + strconv.Itoa(refused.code) + ": " + refused.hint(c.proxy, c.names)
@@ -576,6 +578,9 @@ func (c *Client) transportError(ctx context.Context, t target, ids reqIDs, err e
 			"(MNS's internal endpoints are http only), or check its port"
 	case errors.As(err, &hostname):
 		check = "the TLS certificate that answered is not for the host of " + c.names.Of(FieldEndpoint) + "; check it (and, with a TLS-intercepting proxy, that the proxy's certificates name the host)"
+	case outsideDates:
+		// A verification error too, which the CA store cannot mend.
+		check = dates
 	case errors.As(err, &unknownCA), errors.As(err, &verify):
 		check = "the TLS certificate that answered is not trusted by this machine's CA certificates; check " + c.names.Of(FieldEndpoint) +
 			" and the system's CA store (a TLS-intercepting proxy's CA must be added there, or to a bundle named by SSL_CERT_FILE)"

@@ -9,9 +9,12 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"strconv"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/iot-mns-bridge/iot-mns-bridge/bridge"
+	"github.com/iot-mns-bridge/iot-mns-bridge/internal/certgen"
 	"github.com/iot-mns-bridge/iot-mns-bridge/internal/errtext"
 	"github.com/iot-mns-bridge/iot-mns-bridge/internal/testpeers"
 )
@@ -194,6 +197,50 @@ func TestUntrustedCertificateNamesTheCAStore(t *testing.T) {
 	defer srv.Close()
 	err := sendRetryable(t, srv.URL, nil)
 	errtext.Want(t, "untrusted", err, []string{"not trusted by this machine's CA certificates", "Config.Endpoint", "SSL_CERT_FILE", "unknown authority"})
+}
+
+// TestCertificateOutsideItsDatesNamesTheClock: an https endpoint whose
+// certificate is not valid yet, or expired, by this machine's clock says
+// so with the certificate's dates and the clock's time, and sends the
+// operator to the clock (walk14: a box without a real-time clock, 2 days
+// behind until NTP set it, was told 'not trusted by this machine's CA
+// certificates; check mns.endpoint and the system's CA store').
+func TestCertificateOutsideItsDatesNamesTheClock(t *testing.T) {
+	now := time.Now()
+	for _, tt := range []struct {
+		name        string
+		from, until time.Time
+		want        []string
+	}{
+		{"not valid yet", now.Add(48 * time.Hour), now.Add(90 * 24 * time.Hour),
+			[]string{"the TLS certificate that answered is not valid yet by this machine's clock (valid from " + now.Add(48*time.Hour).UTC().Format(time.RFC3339), "this machine's clock says", "is the clock behind?", "sync it (NTP)"}},
+		{"expired", now.Add(-90 * 24 * time.Hour), now.Add(-2 * time.Hour),
+			[]string{"the TLS certificate that answered has expired by this machine's clock (valid from", "until " + now.Add(-2*time.Hour).UTC().Format(time.RFC3339), "is the clock ahead?", "sync it (NTP)", "renewed"}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			b, err := certgen.NewDated(tt.from, tt.until)
+			if err != nil {
+				t.Fatal(err)
+			}
+			srv := httptest.NewUnstartedServer(http.NotFoundHandler())
+			srv.TLS = b.ServerTLSConfig()
+			srv.StartTLS()
+			defer srv.Close()
+			c, err := newClient(Config{Endpoint: srv.URL, AccessKeyID: "a", AccessKeySecret: "s"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			c.h1.tls.RootCAs = b.CertPool()
+			_, err = c.SendMessage(context.Background(), "q1", []byte("x"))
+			if err == nil || !bridge.Retryable(err) {
+				t.Fatalf("send: %v, want a retryable error", err)
+			}
+			errtext.Want(t, tt.name, err, tt.want)
+			if strings.Contains(err.Error(), "CA store") {
+				t.Errorf("%s: %q sends the operator to the CA store", tt.name, err)
+			}
+		})
+	}
 }
 
 // sendRetryable sends one message to endpoint through proxy (nil: none)
