@@ -189,7 +189,7 @@ func TestUnitFile(t *testing.T) {
 		{"Service", "LockPersonality", "yes", "hardening"},
 		{"Service", "MemoryDenyWriteExecute", "yes", "hardening"},
 		{"Service", "SystemCallArchitectures", "native", "hardening"},
-		{"Unit", "After", "network-online.target", "the first dial needs the network"},
+		{"Unit", "After", "network-online.target time-sync.target", "the first dial needs the network; and, where a service holds time-sync.target until NTP set the clock (systemd-time-wait-sync on a box without a real-time clock), a clock that TLS and MNS's signatures accept"},
 		{"Install", "WantedBy", "multi-user.target", "systemctl enable"},
 	}
 	for _, w := range want {
