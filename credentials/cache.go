@@ -143,6 +143,14 @@ func (c *Cache) kick() {
 	go c.refresh(c.inflight)
 }
 
+// clockQuestionWithin is how close to its expiry, by this machine's clock,
+// a refused triple that the provider gives again may have expired by the
+// servers' clocks instead of being stale where it comes from: MNS refuses a
+// request dated more than 15 minutes off (TimeExpired), so a clock behind
+// by less passes that check and sees its triple refused as expired; one
+// further off is refused for its date first.
+const clockQuestionWithin = 15 * time.Minute
+
 // refusedEvery bounds the refreshes Refused starts: at most one per this
 // (the provider may hand out the same triple until it rotates it).
 const refusedEvery = 5 * time.Second
@@ -365,9 +373,16 @@ func (c *Cache) refresh(done chan struct{}) {
 	if again {
 		if c.staleID != cr.AccessKeyID {
 			c.staleID = cr.AccessKeyID
-			c.log.Warn("the provider gave the refused credentials again: they are stale where they come from (a credentials file or "+
-				"secret files that nothing rotates any more, a cached token); the servers refuse them until it has new ones",
-				"provider", c.p.Name(), "from", cr.Source, "access_key_id", MaskID(cr.AccessKeyID), "expires", cr.Expiration.UTC().Format(time.RFC3339))
+			msg := "the provider gave the refused credentials again: they are stale where they come from (a credentials file or " +
+				"secret files that nothing rotates any more, a cached token); the servers refuse them until it has new ones"
+			if left := cr.Expiration.Sub(now); left <= clockQuestionWithin {
+				msg = "the provider gave the refused credentials again, which expire in " + left.Round(time.Second).String() +
+					" by this machine's clock: is this clock behind the servers' by that much or more? (MNS takes requests dated up to " +
+					"15 minutes off, and the servers judge the expiry by their own clock) sync it (NTP); else they are stale where they " +
+					"come from (a credentials file or secret files that nothing rotates any more, a cached token); the servers refuse " +
+					"them until it has new ones"
+			}
+			c.log.Warn(msg, "provider", c.p.Name(), "from", cr.Source, "access_key_id", MaskID(cr.AccessKeyID), "expires", cr.Expiration.UTC().Format(time.RFC3339))
 		}
 		return
 	}

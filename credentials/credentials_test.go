@@ -953,6 +953,27 @@ func TestCacheRefusedTripleGivenAgainIsCalledStale(t *testing.T) {
 	}
 }
 
+// TestCacheRefusedSoonBeforeItsExpiryAsksTheClock: a triple refused again
+// within 15 minutes of its expiry by this machine's clock may have expired
+// by the servers' clocks (MNS takes a request dated up to 15 minutes off):
+// the stale line asks whether the clock is behind by that much (walk14: a
+// box 10 minutes behind, a credentials file freshly written with a triple
+// that expired there 5 minutes later, was told only that the file was
+// stale, that nothing rotated it any more).
+func TestCacheRefusedSoonBeforeItsExpiryAsksTheClock(t *testing.T) {
+	cache, p, _, logs := sameTripleCache(t, 5*time.Minute)
+	waitfor.Until(t, "the refetch", 10*time.Second, func() bool {
+		cache.Refused("STS.stale")
+		return p.calls.Load() >= 2 && strings.Contains(logs(), "the provider gave the refused credentials again")
+	})
+	for _, w := range []string{"the provider gave the refused credentials again, which expire in 5m0s by this machine's clock: is this clock behind the servers' by that much or more?",
+		"sync it (NTP)", "else they are stale where they come from"} {
+		if !strings.Contains(logs(), w) {
+			t.Errorf("the log lacks %q:\n%s", w, logs())
+		}
+	}
+}
+
 // TestExpiredTripleErrorStaysTheSame: the error of a triple that comes
 // expired does not change as time passes (no age in it): callers log a
 // failure once by comparing its text (an age counting up made the MNS
