@@ -658,7 +658,7 @@ func (c *Client) newError(t target, status int, ids reqIDs, msg string) *Error {
 // httpError makes an Error from a reply that is not a success.
 func (c *Client) httpError(t target, status int, ids reqIDs, rb *replyBuf) *Error {
 	e := c.newError(t, status, ids, "")
-	e.Region = c.region
+	e.Region, e.sts = c.region, strings.HasPrefix(ids.key, "STS.")
 	if parseReply(rb.buf.Bytes(), &rb.r, &rb.ids) == nil && rb.r.root == "Error" {
 		e.Code, e.Message, e.HostID = rb.r.err.Code, rb.r.err.Message, rb.r.err.HostID
 		if rb.r.err.RequestID != "" {

@@ -768,11 +768,16 @@ func TestRefusedKeyIsReported(t *testing.T) {
 	for _, step := range []struct {
 		name, id, secret, token, queue, code string
 		heard                                []string
+		says                                 string
 	}{
-		{"expired triple", "STS.old", "s-STS.old", "tok-STS.old", "q1", "InvalidAccessKeyId", []string{"STS.old"}},
-		{"token of another issue", "STS.new", "s-STS.new", "tok-STS.old", "q1", "InvalidSecurityToken", []string{"STS.old", "STS.new"}},
-		{"no permission", "STS.new", "s-STS.new", "tok-STS.new", "dlq", "AccessDenied", []string{"STS.old", "STS.new"}},
-		{"wrong secret", "STS.new", "wrong", "tok-STS.new", "q1", "SignatureDoesNotMatch", []string{"STS.old", "STS.new"}},
+		// Not 'is the key enabled, in this account?', which is said of a
+		// permanent key (walk14: a box 10 minutes behind MNS, whose STS
+		// triple had expired there 5 minutes before it did here).
+		{"expired triple", "STS.old", "s-STS.old", "tok-STS.old", "q1", "InvalidAccessKeyId", []string{"STS.old"},
+			"MNS does not know the temporary (STS) AccessKey ID: it expired by MNS's clock (is this machine's clock behind? sync it: NTP) or its issuer revoked it; the bridge fetches the credentials again"},
+		{"token of another issue", "STS.new", "s-STS.new", "tok-STS.old", "q1", "InvalidSecurityToken", []string{"STS.old", "STS.new"}, "or it expired"},
+		{"no permission", "STS.new", "s-STS.new", "tok-STS.new", "dlq", "AccessDenied", []string{"STS.old", "STS.new"}, "grant"},
+		{"wrong secret", "STS.new", "wrong", "tok-STS.new", "q1", "SignatureDoesNotMatch", []string{"STS.old", "STS.new"}, "belongs to the access key id"},
 	} {
 		mu.Lock()
 		id, secret, token = step.id, step.secret, step.token
@@ -781,6 +786,9 @@ func TestRefusedKeyIsReported(t *testing.T) {
 		var me *Error
 		if !errors.As(err, &me) || me.Code != step.code {
 			t.Fatalf("%s: %v, want %s", step.name, err, step.code)
+		}
+		if !strings.Contains(err.Error(), step.says) {
+			t.Errorf("%s: %v\nwant it to say %q", step.name, err, step.says)
 		}
 		mu.Lock()
 		if !slices.Equal(heard, step.heard) {

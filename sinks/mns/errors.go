@@ -46,6 +46,8 @@ type Error struct {
 	// MNS answered); via is then the proxy the request went through.
 	foreign bool
 	via     string
+	// sts: the request was signed with a temporary (STS) AccessKey ID.
+	sts bool
 }
 
 // codeStatus maps documented MNS error codes to their HTTP status, so that a
@@ -202,6 +204,11 @@ func (e *Error) hint() string {
 	case "AccessDenied":
 		return "grant the AccessKey's RAM user " + Permission(e.Op) + " on " + e.Kind + " " + e.Name + " (its RAM policy's Action and Resource)"
 	case "InvalidAccessKeyId":
+		if e.sts {
+			// Not a key of the console, to enable or disable.
+			return "MNS does not know the temporary (STS) AccessKey ID: it expired by MNS's clock (is this machine's clock behind? sync it: NTP) " +
+				"or its issuer revoked it; the bridge fetches the credentials again"
+		}
 		return "check " + e.names.Of(FieldAccessKeyID) + " (is the key enabled, in this account?)"
 	case "InvalidSecurityToken":
 		return "the security token is not the one issued with " + e.names.Of(FieldAccessKeyID) + ", or it expired: the id, " +
