@@ -186,7 +186,8 @@ func LoginRefused(n Names, op, detail string, err error, hide ...string) error {
 // words of the server's reason: a throttled consumer group, a consumer
 // group that has its 64 clients online (9600), a consumer
 // group or an instance the server does not know each name their one
-// setting (before, every refusal listed the credentials, the group, the
+// setting, and a refused timestamp names this machine's clock (before,
+// every refusal listed the credentials, the group, the
 // instance, the sign method and the clock: a throttled check -connect
 // pointed at the credentials); any other reason, or none (RabbitMQ's, and
 // the platform's texts are not documented), lists them all. The words are
@@ -209,6 +210,11 @@ func refusalAdvice(n Names, reason string) string {
 		return "the key was accepted, but its RAM user (for an STS token: the role) may not subscribe: grant it the action iot:sub " +
 			"(the system policy AliyunIOTFullAccess has it), or give " + n.Of(FieldParams) + " the key of a user that has it; " +
 			"new credentials of the same user will not help"
+	case strings.Contains(r, "clock"), strings.Contains(strings.ReplaceAll(r, "timestamp=", ""), "timestamp"):
+		// The login's timestamp; not the username's timestamp= parameter,
+		// which a refusal may quote.
+		return "the server refused the login's timestamp, which is this machine's clock: is the clock off? sync it (NTP); " +
+			"the bridge signs each attempt with the time it has then, and logs in once the clock is right"
 	}
 	return fmt.Sprintf("check %s (AccessKey ID and secret, STS token), %s, %s and %s, and that the system clock is right",
 		n.Of(FieldParams), n.Of(FieldConsumerGroupID), n.Of(FieldIotInstanceID), n.Of(FieldSignMethod))

@@ -137,6 +137,13 @@ func TestLoginRefusalNamesTheSettingTheReasonNames(t *testing.T) {
 			"the key was accepted, but its RAM user (for an STS token: the role) may not subscribe: grant it the action iot:sub " +
 				"(the system policy AliyunIOTFullAccess has it), or give CREDS the key of a user that has it",
 			[]string{"CG", "INST", "SM", "clock"}},
+		// The login's timestamp, signed with this machine's clock (walk14: a
+		// box 20 minutes and 2 days behind read 'check CREDS (...), CG, INST
+		// and SM, and that the system clock is right', the clock last).
+		{"authentication failed: timestamp 1796325396350 is 48h0m0s away from the server clock (limit 15m0s)",
+			"the server refused the login's timestamp, which is this machine's clock: is the clock off? sync it (NTP); " +
+				"the bridge signs each attempt with the time it has then, and logs in once the clock is right",
+			[]string{"CREDS", "CG", "INST", "SM"}},
 		{`authentication failed: unknown authId "LTAIx"`, all, nil},
 		{"authentication failed: signature mismatch", all, nil},
 		{"", all, nil},
