@@ -195,8 +195,11 @@ func (l *link) check(now time.Time) error {
 				if l.acks != nil {
 					again = ", and what the platform pushed meanwhile may come again after its ACK timeout (30s)"
 				}
-				l.log.Warn("this process did not run for a while (paused: SIGSTOP, a paused VM or container; or starved of CPU); "+
-					"the server's silence counts from now"+again, "gap", gap.Round(time.Millisecond))
+				// The checks' times are the wall clock's: a step of it
+				// forward (NTP setting a box that started with a wrong
+				// clock) reads as such a gap too.
+				l.log.Warn("this process did not run for a while (paused: SIGSTOP, a paused VM or container; or starved of CPU), "+
+					"or this machine's clock was set forward (NTP); the server's silence counts from now"+again, "gap", gap.Round(time.Millisecond))
 			}
 		}
 	}

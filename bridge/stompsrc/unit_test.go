@@ -383,6 +383,12 @@ func TestLinkCheckAfterAPause(t *testing.T) {
 	if !strings.Contains(logs.String(), "this process did not run") || !strings.Contains(logs.String(), "gap=40s") {
 		t.Errorf("the pause is not logged: %q", logs.String())
 	}
+	// The checks read the wall clock: a step of it forward (walk14: NTP
+	// setting a box that booted without a real-time clock) is such a gap,
+	// and the line says it may be one.
+	if !strings.Contains(logs.String(), "or this machine's clock was set forward (NTP)") {
+		t.Errorf("the line does not name a clock set forward: %q", logs.String())
+	}
 	if strings.Contains(logs.String(), "ACK timeout") { // ack auto: nothing waits for an ACK
 		t.Errorf("with ack auto the line speaks of the ACK timeout: %q", logs.String())
 	}
