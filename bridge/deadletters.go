@@ -243,8 +243,11 @@ func (p *Pipeline) noteDeadLetterFailure(err error) {
 // deadLettered logs, counts and accepts items once entries are stored.
 func (p *Pipeline) deadLettered(items []*item, entries []DeadLetter) {
 	for _, e := range entries {
-		if p.deadLog.allow(p.now()) {
+		switch ok, first := p.deadLog.allowOf(p.now(), deadLogBurst); {
+		case ok:
 			p.log.Warn("message dead-lettered", "messageId", e.Message.MessageID, "topic", e.Message.Topic, "dest", destString(e.Dest), "reason", e.Reason)
+		case first:
+			p.log.Warn(moreDeadLine, "logged", deadLogBurst, "window", deadLogWindow)
 		}
 	}
 	if n := p.deadLog.takeSuppressed(p.now()); n > 0 {
@@ -315,13 +318,15 @@ func (d *deadFailing) current() string {
 }
 
 // deadLogWindow and deadLogBurst bound the dead-letter log lines: at most
-// deadLogBurst a window, then one line with the count of the rest.
+// deadLogBurst a window, then moreDeadLine once, and the count of the rest
+// with the first dead letter after the window.
 const (
 	deadLogWindow = time.Minute
 	deadLogBurst  = 20
+	moreDeadLine  = "more messages dead-lettered; the others are not logged one by one for the minute (the dead-letter target has each with its destination and reason, dead_lettered_total counts them)"
 )
 
-// logLimiter lets deadLogBurst events a window through and counts the rest.
+// logLimiter lets a burst of events a window through and counts the rest.
 type logLimiter struct {
 	mu         sync.Mutex
 	start      time.Time
@@ -329,18 +334,20 @@ type logLimiter struct {
 	suppressed int
 }
 
-func (l *logLimiter) allow(now time.Time) bool {
+// allowOf lets burst events a window through; first says that the event
+// refused is the first refused in its window.
+func (l *logLimiter) allowOf(now time.Time, burst int) (ok, first bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if now.Sub(l.start) >= deadLogWindow {
 		l.start, l.n = now, 0
 	}
 	l.n++
-	if l.n > deadLogBurst {
+	if l.n > burst {
 		l.suppressed++
-		return false
+		return false, l.n == burst+1
 	}
-	return true
+	return true, false
 }
 
 // takeSuppressed returns the count suppressed once the window has passed

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -108,6 +109,24 @@ const maxProbeInterval = 2 * time.Second
 
 // stateLogEvery bounds how often a destination's failing state is logged.
 const stateLogEvery = time.Minute
+
+// failLogBurst bounds the destinations whose failing state is logged in a
+// deadLogWindow, and failingListed those Failing lists: MNS throttles an
+// account, not a queue, so with a queue or topic per device (a templated
+// route) every lane fails at once; beyond them one line says that more fail
+// (walk13: 1,000 templated queues throttled for 30 s logged 999 'failing'
+// and 999 'recovered' lines, and /readyz listed 666 destinations, 221 KB).
+const (
+	failLogBurst  = 10
+	failingListed = 10
+)
+
+// The lines that stand for the failing destinations not logged one by one:
+// the first one suppressed in a window, and their count once it is over.
+const (
+	moreFailingLine = "MNS sends failing to more destinations; the others are not logged one by one (status and /readyz count them)"
+	moreFailedLine  = "MNS sends failed to more destinations than were logged one by one"
+)
 
 // lane returns dest's lane, creating it; creating one first removes the
 // lanes idle for idleLaneAfter, so templated destination names do not
@@ -584,18 +603,39 @@ func (l *lane) stop() []*item {
 // Failing lists the destinations whose last request failed whole (an MNS
 // outage, a refused credential), each with that request's error, for
 // readiness: it changes with the first failed request and the first
-// success, without waiting for a periodic check.
+// success, without waiting for a periodic check. It lists failingListed of
+// them at most, in name order, and then one line that says how many more
+// fail; FailingCount counts them all.
 func (p *Pipeline) Failing() []string {
-	var out []string
+	var failing []*lane
 	for _, l := range p.laneList() {
 		l.mu.Lock()
 		if l.failing {
-			out = append(out, fmt.Sprintf("MNS sends to %s failing: %s", l.dest, l.lastErr))
+			failing = append(failing, l)
 		}
 		l.mu.Unlock()
 	}
-	slices.Sort(out)
+	slices.SortFunc(failing, func(a, b *lane) int { return strings.Compare(a.dest.String(), b.dest.String()) })
+	var out []string
+	for _, l := range failing[:min(len(failing), failingListed)] {
+		l.mu.Lock()
+		out = append(out, fmt.Sprintf("MNS sends to %s failing: %s", l.dest, l.lastErr))
+		l.mu.Unlock()
+	}
+	if more := len(failing) - failingListed; more > 0 {
+		out = append(out, fmt.Sprintf("MNS sends to %d more destinations failing (%d in all; an account's throttling or an outage fails them all at once)", more, len(failing)))
+	}
 	return out
+}
+
+// FailingCount is how many destinations' last request failed whole.
+func (p *Pipeline) FailingCount() int {
+	return p.sumLanes(func(l *lane) int {
+		if l.failing {
+			return 1
+		}
+		return 0
+	})
 }
 
 // probeAtStop sets each failing lane's retry timer again when the drain
@@ -652,9 +692,7 @@ func (l *lane) sendFailed(n int, err error, now time.Time, probe bool) <-chan st
 		l.wake = make(chan struct{})
 		l.space.Notify() // add no longer waits for room in a failing lane
 		if !l.logged && now.Sub(l.lastLog) >= stateLogEvery {
-			l.logged, l.lastLog, l.since, l.failRetries = true, now, now, 0
-			l.loggedStatus = statusLabel(err)
-			l.p.log.Warn("MNS sends failing; holding the messages and retrying with backoff", "dest", l.dest.String(), "err", err)
+			l.logFailing(err, now)
 		}
 	} else if s := statusLabel(err); l.logged && s != l.loggedStatus && s != "canceled" &&
 		(l.lastReason.IsZero() || now.Sub(l.lastReason) >= stateLogEvery) {
@@ -664,6 +702,27 @@ func (l *lane) sendFailed(n int, err error, now time.Time, probe bool) <-chan st
 	l.failRetries += int64(n)
 	l.lastErr = err.Error()
 	return l.wake
+}
+
+// logFailing logs that the destination fails, unless failLogBurst
+// destinations were logged in the pipeline's window: then the first one
+// left out says that more fail, and a later failure (after the window) says
+// how many were left out. A destination left out is not logged as recovered
+// either. l.mu is held.
+func (l *lane) logFailing(err error, now time.Time) {
+	p := l.p
+	if n := p.failLog.takeSuppressed(now); n > 0 {
+		p.log.Warn(moreFailedLine, "count", n, "window", deadLogWindow)
+	}
+	if ok, first := p.failLog.allowOf(now, failLogBurst); !ok {
+		if first {
+			p.log.Warn(moreFailingLine, "logged", failLogBurst, "window", deadLogWindow, "err", err)
+		}
+		return
+	}
+	l.logged, l.lastLog, l.since, l.failRetries = true, now, now, 0
+	l.loggedStatus = statusLabel(err)
+	p.log.Warn("MNS sends failing; holding the messages and retrying with backoff", "dest", l.dest.String(), "err", err)
 }
 
 // sendOK records a request with at least one message accepted: the retries

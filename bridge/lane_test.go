@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"runtime"
 	"strings"
 	"sync"
@@ -545,5 +546,110 @@ func TestProbeIntervalStopsGrowingAtItsCap(t *testing.T) {
 	}
 	if longest < maxProbeInterval/2 {
 		t.Fatalf("the probe interval grew to %s at most in 20 failed probes, want it to reach [%s, %s]", longest, maxProbeInterval/2, maxProbeInterval)
+	}
+}
+
+// failingLanes is a pipeline (no goroutine running) with n lanes, queues
+// q-0000 .. q-(n-1), whose log goes to the handler it returns.
+func failingLanes(n int) (*Pipeline, []*lane, *countingHandler) {
+	h := &countingHandler{n: map[string]int{}}
+	p := &Pipeline{log: slog.New(h), lanes: map[Destination]*lane{}}
+	p.tune.Store(&Tuning{Retry: RetryPolicy{InitialBackoff: time.Millisecond, MaxBackoff: time.Second}})
+	lanes := make([]*lane, n)
+	for i := range lanes {
+		d := Destination{Kind: Queue, Name: fmt.Sprintf("q-%04d", i)}
+		lanes[i] = &lane{p: p, dest: d}
+		p.lanes[d] = lanes[i]
+	}
+	return p, lanes, h
+}
+
+// TestAccountThrottleLogsAFewDestinations: MNS throttles the account, not a
+// queue, so with a queue per device every lane fails at once; the log
+// names a few destinations a minute and says that more fail, rather than
+// one 'failing' and one 'recovered' line per destination (walk13: 1,000
+// templated queues throttled for 30 s wrote 999 of each).
+func TestAccountThrottleLogsAFewDestinations(t *testing.T) {
+	_, lanes, h := failingLanes(1000)
+	now := time.Unix(1000, 0)
+	throttled := throttleErr{status: 429}
+	for _, l := range lanes {
+		l.sendFailed(1, throttled, now, false)
+	}
+	for _, l := range lanes {
+		l.sendOK(now.Add(30 * time.Second))
+	}
+	if n := h.count("MNS sends failing; holding the messages and retrying with backoff"); n != failLogBurst {
+		t.Errorf("failing logged for %d destinations, want %d", n, failLogBurst)
+	}
+	if n := h.count(moreFailingLine); n != 1 {
+		t.Errorf("%q logged %d times, want 1", moreFailingLine, n)
+	}
+	if n := h.count("MNS sends recovered"); n != failLogBurst {
+		t.Errorf("recovered logged for %d destinations, want %d (those whose failure was logged)", n, failLogBurst)
+	}
+	// A minute later the count of those not logged comes with the next
+	// failure, and that failure is logged again.
+	lanes[0].sendFailed(1, throttled, now.Add(2*time.Minute), false)
+	if n := h.count(moreFailedLine); n != 1 {
+		t.Errorf("%q logged %d times, want 1", moreFailedLine, n)
+	}
+	if n := h.count("MNS sends failing; holding the messages and retrying with backoff"); n != failLogBurst+1 {
+		t.Errorf("failing logged %d times after the minute, want %d", n, failLogBurst+1)
+	}
+}
+
+// TestFailingListsAFewDestinations: /readyz and status list the failing
+// destinations one line each; with a queue per device an account-wide
+// throttle made that 1,000 lines (walk13: /readyz 221 KB, status printed
+// 650 'not ready' lines). The list stops after failingListed and says how
+// many more fail; FailingCount counts them all.
+func TestFailingListsAFewDestinations(t *testing.T) {
+	p, lanes, _ := failingLanes(1000)
+	now := time.Unix(1000, 0)
+	for _, l := range lanes[:700] {
+		l.sendFailed(1, errors.New("TooManyRequests (HTTP 429)"), now, false)
+	}
+	got := p.Failing()
+	if len(got) != failingListed+1 {
+		t.Fatalf("Failing() has %d lines, want %d:\n%s", len(got), failingListed+1, strings.Join(got, "\n"))
+	}
+	if want := "MNS sends to queue q-0000 failing: TooManyRequests (HTTP 429)"; got[0] != want {
+		t.Errorf("first line %q, want %q", got[0], want)
+	}
+	if last := got[len(got)-1]; !strings.Contains(last, fmt.Sprintf("%d more destinations", 700-failingListed)) {
+		t.Errorf("last line %q does not say how many more fail", last)
+	}
+	if n := p.FailingCount(); n != 700 {
+		t.Errorf("FailingCount() = %d, want 700", n)
+	}
+	_, few, _ := failingLanes(3)
+	for _, l := range few {
+		l.sendFailed(1, errors.New("x"), now, false)
+	}
+	if got := few[0].p.Failing(); len(got) != 3 {
+		t.Errorf("3 failing destinations listed as %d lines, want 3", len(got))
+	}
+}
+
+// TestDeadLettersBeyondTheBurstAreAnnounced: past deadLogBurst dead
+// letters in a minute the log says at once that more are not logged one by
+// one; their count came only with a dead letter after the minute, so a
+// burst that ended within it left 20 lines and nothing else (walk13: 100
+// queues of 1,000 templated ones missing, 2,000 dead letters in 40 s, the
+// log named 20 of them).
+func TestDeadLettersBeyondTheBurstAreAnnounced(t *testing.T) {
+	logs := &countingHandler{n: map[string]int{}}
+	h := newHarness(t, newFakeSink(nil), func(c *PipelineConfig) {
+		c.Logger = slog.New(logs)
+		c.Now = func() time.Time { return time.Unix(1000, 0) }
+	})
+	h.feed(t, 100, func(int) string { return "/unrouted" })
+	waitUntil(t, func() bool { return h.p.Stats().DeadLettered == 100 })
+	if n := logs.count("message dead-lettered"); n != deadLogBurst {
+		t.Errorf("%d dead letters logged one by one, want %d", n, deadLogBurst)
+	}
+	if n := logs.count(moreDeadLine); n != 1 {
+		t.Errorf("%q logged %d times, want 1", moreDeadLine, n)
 	}
 }

@@ -147,6 +147,7 @@ type Pipeline struct {
 	cancelSend context.CancelFunc
 
 	deadLog    logLimiter
+	failLog    logLimiter // the destinations' 'failing' lines (lane.logFailing)
 	deadFail   deadFailing
 	intakeDead intakeDeadLetters // intake dead letters waiting for a failing target
 	deadWaits  deadWaiting       // every dead-letter write waiting for a failing target

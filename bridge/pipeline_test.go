@@ -459,7 +459,7 @@ func TestDeadLetterLogLinesAreBounded(t *testing.T) {
 	t0 := time.Unix(1000, 0)
 	allowed := 0
 	for i := 0; i < 100; i++ {
-		if l.allow(t0.Add(time.Duration(i) * time.Millisecond)) {
+		if ok, _ := l.allowOf(t0.Add(time.Duration(i)*time.Millisecond), deadLogBurst); ok {
 			allowed++
 		}
 	}
@@ -473,7 +473,7 @@ func TestDeadLetterLogLinesAreBounded(t *testing.T) {
 	if n := l.takeSuppressed(later); n != 100-deadLogBurst {
 		t.Fatalf("suppressed = %d, want %d", n, 100-deadLogBurst)
 	}
-	if !l.allow(later) {
+	if ok, _ := l.allowOf(later, deadLogBurst); !ok {
 		t.Fatal("a new window does not allow lines again")
 	}
 }

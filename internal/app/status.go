@@ -325,7 +325,7 @@ func (b *Bridge) flow() flow {
 func (b *Bridge) Status() Status {
 	st := Status{Version: Version(), StartedAt: b.status.started, Time: time.Now()}
 	st.NotReady = b.NotReady()
-	st.MNSSendsFailing = len(b.pipeline.Failing())
+	st.MNSSendsFailing = b.pipeline.FailingCount()
 	b.readyMu.Lock()
 	st.MNSLookupsFailing = len(b.notReady)
 	st.ConfigReloadRefused = b.reloadRefused

@@ -138,7 +138,7 @@ func (b *Bridge) view(prev statusView, now time.Time) statusView {
 	} else if v.platformSince.IsZero() {
 		v.platformSince = now
 	}
-	v.mnsFailing = len(b.pipeline.Failing())
+	v.mnsFailing = b.pipeline.FailingCount()
 	if v.mnsFailing == 0 {
 		v.mnsSince = time.Time{}
 	} else if v.mnsSince.IsZero() {
@@ -219,7 +219,7 @@ func (r *run) stopping() {
 	b := r.b
 	r.cancelStatus()
 	<-r.statusDone
-	line := b.stoppingLine(b.pipeline.Stats().InFlight, len(b.pipeline.Failing()), r.stage != nil)
+	line := b.stoppingLine(b.pipeline.Stats().InFlight, b.pipeline.FailingCount(), r.stage != nil)
 	switch {
 	case b.opts.OnStopping != nil:
 		b.opts.OnStopping(line)
