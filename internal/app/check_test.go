@@ -197,6 +197,7 @@ func TestStaticMistakesFoundByCheckAndRun(t *testing.T) {
 		"warning: the config file holds a secret and other users can read it",
 		"warning: source.stomp.ack is auto and the spool is off",
 		"skip MNS queue telemetry-{productKey} (routes[0].queue): a template",
+		"a queue it names that does not exist gets none: its messages are dead-lettered (QueueNotExist); create one for each value before its devices send",
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("check output lacks %q:\n%s", want, out)

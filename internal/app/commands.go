@@ -211,7 +211,15 @@ func cmdCheck(ctx context.Context, args []string, stdio Stdio) error {
 		}
 	}
 	for _, t := range b.router.Load().Templates() {
-		fmt.Fprintf(stdio.Out, "skip MNS %s (%s): a template, named per message; not looked up\n", t.Dest, t.Path)
+		// The operator creates a queue per device or product: say what a
+		// missing one costs (walk13: 100 of 1,000 missing, 2,000 dead
+		// letters, and check had said only that it looked none up).
+		missing := "QueueNotExist"
+		if t.Dest.Kind == bridge.Topic {
+			missing = "TopicNotExist"
+		}
+		fmt.Fprintf(stdio.Out, "skip MNS %s (%s): a template, named per message; not looked up: a %s it names that does not exist gets none: its messages are dead-lettered (%s); create one for each value before its devices send\n",
+			t.Dest, t.Path, t.Dest.Kind, missing)
 	}
 	if failed > 0 {
 		return fmt.Errorf("%d check(s) failed (see above)", failed)
