@@ -707,8 +707,8 @@ func (l *lane) sendFailed(n int, err error, now time.Time, probe bool) <-chan st
 // logFailing logs that the destination fails, unless failLogBurst
 // destinations were logged in the pipeline's window: then the first one
 // left out says that more fail, and a later failure (after the window) says
-// how many were left out. A destination left out is not logged as recovered
-// either. l.mu is held.
+// how many were left out, each counted once a stateLogEvery. A destination
+// left out is not logged as recovered either. l.mu is held.
 func (l *lane) logFailing(err error, now time.Time) {
 	p := l.p
 	if n := p.failLog.takeSuppressed(now); n > 0 {
@@ -718,6 +718,10 @@ func (l *lane) logFailing(err error, now time.Time) {
 		if first {
 			p.log.Warn(moreFailingLine, "logged", failLogBurst, "window", deadLogWindow, "err", err)
 		}
+		// Counted once a stateLogEvery, as a logged one is logged: a
+		// throttle that lets some requests through fails it again and
+		// again.
+		l.lastLog = now
 		return
 	}
 	l.logged, l.lastLog, l.since, l.failRetries = true, now, now, 0

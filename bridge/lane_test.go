@@ -576,6 +576,20 @@ func TestAccountThrottleLogsAFewDestinations(t *testing.T) {
 	for _, l := range lanes {
 		l.sendFailed(1, throttled, now, false)
 	}
+	// A throttle lets some requests through: each destination recovers
+	// and fails again within the minute. Those left out are counted once
+	// each, not once an episode, as the logged ones are logged once.
+	for _, l := range lanes {
+		l.sendOK(now.Add(time.Second))
+		l.sendFailed(1, throttled, now.Add(2*time.Second), false)
+	}
+	p := lanes[0].p
+	p.failLog.mu.Lock()
+	left := p.failLog.suppressed
+	p.failLog.mu.Unlock()
+	if left != len(lanes)-failLogBurst {
+		t.Errorf("%d failures counted as not logged, want %d: one a destination", left, len(lanes)-failLogBurst)
+	}
 	for _, l := range lanes {
 		l.sendOK(now.Add(30 * time.Second))
 	}
