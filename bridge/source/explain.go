@@ -210,9 +210,12 @@ func refusalAdvice(n Names, reason string) string {
 		return "the key was accepted, but its RAM user (for an STS token: the role) may not subscribe: grant it the action iot:sub " +
 			"(the system policy AliyunIOTFullAccess has it), or give " + n.Of(FieldParams) + " the key of a user that has it; " +
 			"new credentials of the same user will not help"
-	case strings.Contains(r, "clock"), strings.Contains(strings.ReplaceAll(r, "timestamp=", ""), "timestamp"):
+	case !strings.Contains(r, "signature") &&
+		(strings.Contains(r, "clock") || strings.Contains(strings.ReplaceAll(r, "timestamp=", ""), "timestamp")):
 		// The login's timestamp; not the username's timestamp= parameter,
-		// which a refusal may quote.
+		// which a refusal may quote, nor a signature mismatch, whose
+		// reason may name the timestamp the signature covers (a wrong
+		// secret: the list below).
 		return "the server refused the login's timestamp, which is this machine's clock: is the clock off? sync it (NTP); " +
 			"the bridge signs each attempt with the time it has then, and logs in once the clock is right"
 	}

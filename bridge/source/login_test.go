@@ -146,6 +146,9 @@ func TestLoginRefusalNamesTheSettingTheReasonNames(t *testing.T) {
 			[]string{"CREDS", "CG", "INST", "SM"}},
 		{`authentication failed: unknown authId "LTAIx"`, all, nil},
 		{"authentication failed: signature mismatch", all, nil},
+		// A wrong secret: the simulator's reason names the timestamp the
+		// HMAC covers, and is not the clock's (17ba87b took it for it).
+		{"authentication failed: signature mismatch: the passcode is not the HMAC of the username's authId and timestamp with the secret of that authId", all, nil},
 		{"", all, nil},
 	} {
 		for _, err := range []error{
