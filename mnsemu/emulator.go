@@ -390,6 +390,12 @@ func (e *Emulator) write(x *exchange, status int, body []byte) {
 	h["Content-Type"] = []string{"text/xml;charset=utf-8"}
 	h["X-Mns-Request-Id"] = []string{x.reqID}
 	h["X-Mns-Version"] = []string{apiVersion}
+	if e.cfg.Now != nil {
+		// A clock of its own (ahead or behind, to try a client's): its
+		// replies are dated by it, as MNS's by MNS's clock; net/http dates
+		// the others by this machine's.
+		h["Date"] = []string{e.now().UTC().Format(http.TimeFormat)}
+	}
 	if body != nil {
 		h["Content-Length"] = []string{itoa(len(body))}
 	}

@@ -299,6 +299,10 @@ type replyBuf struct {
 	buf bytes.Buffer
 	r   reply
 	ids idText // parseReply's scratch
+	// date is the reply's Date header, of a reply with a status of 400 or
+	// more only ("" for a success, or none): MNS's clock, against which a
+	// TimeExpired says how far this machine's is off.
+	date string
 }
 
 var replyPool = sync.Pool{New: func() any { return new(replyBuf) }}
@@ -306,7 +310,10 @@ var replyPool = sync.Pool{New: func() any { return new(replyBuf) }}
 // reqIDs identifies one request: the id MNS gave it (x-mns-request-id,
 // "" without a reply), ours (x-mns-user-request-id) and the AccessKeyId it
 // was signed with.
-type reqIDs struct{ server, user, key string }
+type reqIDs struct {
+	server, user, key string
+	date              string // the request's Date header, as signed
+}
 
 // roundTrip signs and sends one request and reads the whole reply into rb.
 // It returns the status and the request ids.
@@ -323,6 +330,7 @@ func (c *Client) roundTrip(ctx context.Context, t target, method, resource strin
 	}
 	ids.key = id
 	date, dateTime := c.dateHeader()
+	ids.date = date
 	ct := ""
 	if body != nil {
 		ct = contentType
@@ -477,6 +485,10 @@ func (c *Client) viaNetHTTP(rctx context.Context, method, resource string, hs []
 	rb.buf.Reset()
 	if _, err := rb.buf.ReadFrom(io.LimitReader(resp.Body, maxReplySize)); err != nil {
 		return 0, "", fmt.Errorf("read reply: %w", err)
+	}
+	rb.date = ""
+	if resp.StatusCode >= 400 {
+		rb.date = resp.Header.Get("Date")
 	}
 	return resp.StatusCode, resp.Header.Get("X-Mns-Request-Id"), nil
 }
@@ -659,6 +671,7 @@ func (c *Client) newError(t target, status int, ids reqIDs, msg string) *Error {
 func (c *Client) httpError(t target, status int, ids reqIDs, rb *replyBuf) *Error {
 	e := c.newError(t, status, ids, "")
 	e.Region, e.sts = c.region, strings.HasPrefix(ids.key, "STS.")
+	e.requestDate, e.replyDate = ids.date, rb.date
 	if parseReply(rb.buf.Bytes(), &rb.r, &rb.ids) == nil && rb.r.root == "Error" {
 		e.Code, e.Message, e.HostID = rb.r.err.Code, rb.r.err.Message, rb.r.err.HostID
 		if rb.r.err.RequestID != "" {

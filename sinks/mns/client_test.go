@@ -304,7 +304,13 @@ func TestErrorClasses(t *testing.T) {
 		{"token of another issue", mnsemu.Config{Authorize: func(string) (string, string, bool) { return "secret-sk", "issued-token", true }}, nil, "q1", true,
 			"InvalidSecurityToken", "the security token is not the one issued with Config.AccessKeyID, or it expired"},
 		{"v4 for another region", mnsemu.Config{Region: "cn-hangzhou"}, func(c *Config) { c.SignatureVersion, c.Region = "v4", "cn-shanghai" }, "q1", true, "SignatureDoesNotMatch", "Config.Region (cn-shanghai) is the region of Config.Endpoint: Config.SignatureVersion v4 signs for it"},
-		{"clock off", mnsemu.Config{}, func(c *Config) { c.Now = func() time.Time { return time.Date(2026, 11, 23, 0, 0, 0, 0, time.UTC) } }, "q1", true, "TimeExpired", "NTP"},
+		// By how much and which way, from MNS's reply's Date (walk14 left
+		// it): the emulator's clock is the fixture's, 01:00.
+		{"clock off", mnsemu.Config{}, func(c *Config) { c.Now = func() time.Time { return time.Date(2026, 11, 23, 0, 0, 0, 0, time.UTC) } }, "q1", true, "TimeExpired",
+			"this machine's clock is 1h0m0s behind MNS's (the request was dated Mon, 23 Nov 2026 00:00:00 GMT, MNS's reply Mon, 23 Nov 2026 01:00:00 GMT), " +
+				"and MNS takes a request dated up to 15 minutes off; synchronise it (NTP)"},
+		{"clock ahead", mnsemu.Config{}, func(c *Config) { c.Now = func() time.Time { return time.Date(2026, 11, 23, 1, 20, 0, 0, time.UTC) } }, "q1", true, "TimeExpired",
+			"this machine's clock is 20m0s ahead of MNS's"},
 		{"500", mnsemu.Config{Faults: mnsemu.Faults{ErrorRate: 1}}, nil, "q1", true, "InternalError", "retries"},
 		{"503", mnsemu.Config{Faults: mnsemu.Faults{ErrorRate: 1, ErrorStatus: 503}}, nil, "q1", true, "ServiceUnavailable", "503"},
 		{"429", mnsemu.Config{Faults: mnsemu.Faults{ThrottleRate: 0.5}}, nil, "q1", true, "TooManyRequests", "throttling"},

@@ -3,8 +3,10 @@ package mns
 import (
 	"errors"
 	"fmt"
+	"net/http"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/iot-mns-bridge/iot-mns-bridge/bridge"
 )
@@ -48,6 +50,10 @@ type Error struct {
 	via     string
 	// sts: the request was signed with a temporary (STS) AccessKey ID.
 	sts bool
+	// requestDate is the request's Date header, replyDate the reply's
+	// (MNS's clock), "" when unknown: a TimeExpired says by how much the
+	// clocks differ.
+	requestDate, replyDate string
 }
 
 // codeStatus maps documented MNS error codes to their HTTP status, so that a
@@ -189,6 +195,23 @@ func SendOperation(k bridge.DestinationKind) string {
 	return opBatchSend
 }
 
+// clockOff says how far this machine's clock is from MNS's, from the Date
+// a request was signed with and the Date of MNS's reply refusing it, or
+// "" when either is missing or not an HTTP date.
+func clockOff(requestDate, replyDate string) string {
+	sent, err1 := http.ParseTime(requestDate)
+	theirs, err2 := http.ParseTime(replyDate)
+	if err1 != nil || err2 != nil {
+		return ""
+	}
+	d, way := theirs.Sub(sent), "behind"
+	if d < 0 {
+		d, way = -d, "ahead of"
+	}
+	return fmt.Sprintf("this machine's clock is %s %s MNS's (the request was dated %s, MNS's reply %s), and MNS takes a request "+
+		"dated up to 15 minutes off; synchronise it (NTP)", d.Round(time.Second), way, requestDate, replyDate)
+}
+
 // The send operations' names, as MNS names them in its API and RAM.
 const (
 	opBatchSend = "BatchSendMessage"
@@ -222,6 +245,9 @@ func (e *Error) hint() string {
 		}
 		return h
 	case "TimeExpired", "InvalidDateHeader":
+		if off := clockOff(e.requestDate, e.replyDate); off != "" {
+			return off
+		}
 		return "the local clock is off by more than 15 minutes; synchronise it (NTP)"
 	case "TooManyRequests", "QpsLimitExceeded":
 		return "MNS is throttling this account; the bridge backs off and retries"

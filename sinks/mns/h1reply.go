@@ -27,8 +27,13 @@ func readReply(br *bufio.Reader, rb *replyBuf) (status int, serverID string, kee
 	if !ok {
 		return readReplyNetHTTP(br, rb)
 	}
-	// The id first: it is in br's buffer, which reading the body refills.
+	// The id first: it is in br's buffer, which reading the body refills;
+	// the date of a refusal too (a success's is not kept: no allocation).
 	serverID = string(h.requestID)
+	rb.date = ""
+	if h.status >= 400 {
+		rb.date = string(h.date)
+	}
 	br.Discard(h.size) // peeked: it is in the buffer
 	if h.length > 0 {
 		rb.buf.Grow(h.length)
@@ -51,6 +56,10 @@ func readReplyNetHTTP(br *bufio.Reader, rb *replyBuf) (status int, serverID stri
 		return 0, "", false, fmt.Errorf("read reply: %w", err)
 	}
 	serverID = resp.Header.Get("X-Mns-Request-Id")
+	rb.date = ""
+	if resp.StatusCode >= 400 {
+		rb.date = resp.Header.Get("Date")
+	}
 	if resp.ContentLength > 0 && resp.ContentLength <= maxReplySize {
 		rb.buf.Grow(int(resp.ContentLength))
 	}
@@ -64,11 +73,12 @@ func readReplyNetHTTP(br *bufio.Reader, rb *replyBuf) (status int, serverID stri
 
 // plainHead is a reply head readPlainHead took: its length in br, the
 // status, the Content-Length, whether it asked to close, and the
-// x-mns-request-id value (in br's buffer: copy it before br moves on).
+// x-mns-request-id and Date values (in br's buffer: copy them before br
+// moves on).
 type plainHead struct {
 	size, status, length int
 	close                bool
-	requestID            []byte
+	requestID, date      []byte
 }
 
 // readPlainHead looks at the reply head at the start of br without taking
@@ -152,6 +162,10 @@ func readPlainHead(br *bufio.Reader) (h plainHead, ok bool) {
 		case asciiEqualFold(name, "X-Mns-Request-Id"):
 			if h.requestID == nil {
 				h.requestID = value
+			}
+		case asciiEqualFold(name, "Date"):
+			if h.date == nil {
+				h.date = value
 			}
 		}
 	}

@@ -15,7 +15,7 @@ var replySeeds = []string{
 	"HTTP/1.1 201 Created\r\nx-mns-request-id: R1\r\nContent-Length: 5\r\n\r\nhello",
 	"HTTP/1.1 200 OK\r\nServer: AliyunMNS\r\nContent-Type: text/xml;charset=utf-8\r\nContent-Length: 3\r\nConnection: keep-alive\r\nx-mns-request-id: 656E6F4A3A4F2D4B  \r\nx-mns-version: 2015-06-06\r\n\r\nabcNEXT",
 	"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
-	"HTTP/1.1 404\r\nX-MNS-REQUEST-ID:\tR2\r\nX-Mns-Request-Id: R3\r\ncontent-length: 2\r\n\r\nok",
+	"HTTP/1.1 404\r\nX-MNS-REQUEST-ID:\tR2\r\nX-Mns-Request-Id: R3\r\ndate: Mon, 23 Nov 2026 01:00:00 GMT \r\nDate: x\r\ncontent-length: 2\r\n\r\nok",
 	"HTTP/1.1 200 OK\r\nx-mns-request-id: R4\r\nContent-Length: 600\r\n\r\n" + strings.Repeat("0123456789", 60),
 	"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\ncut",
 	"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 2\r\n\r\nok",
@@ -67,9 +67,9 @@ func FuzzReadReplyMatchesNetHTTP(f *testing.F) {
 		if errA != nil {
 			return
 		}
-		if stA != stB || idA != idB || keepA != keepB || !bytes.Equal(rbA.buf.Bytes(), rbB.buf.Bytes()) {
-			t.Fatalf("%q: got %d %q keep %v body %q / net/http %d %q keep %v body %q",
-				data, stA, idA, keepA, rbA.buf.Bytes(), stB, idB, keepB, rbB.buf.Bytes())
+		if stA != stB || idA != idB || keepA != keepB || !bytes.Equal(rbA.buf.Bytes(), rbB.buf.Bytes()) || rbA.date != rbB.date {
+			t.Fatalf("%q: got %d %q keep %v body %q date %q / net/http %d %q keep %v body %q date %q",
+				data, stA, idA, keepA, rbA.buf.Bytes(), rbA.date, stB, idB, keepB, rbB.buf.Bytes(), rbB.date)
 		}
 		restA, _ := io.ReadAll(brA)
 		restB, _ := io.ReadAll(brB)
@@ -93,6 +93,11 @@ func TestReadReplyTakesPlainReplies(t *testing.T) {
 	st, id, keep, err := readReply(readerOf(replySeeds[1], true), &rb)
 	if err != nil || st != 200 || id != "656E6F4A3A4F2D4B" || !keep || rb.buf.String() != "abc" {
 		t.Errorf("got %d %q keep %v body %q, %v", st, id, keep, rb.buf.String(), err)
+	}
+	// A refusal's Date (MNS's clock, for a TimeExpired) is kept, the first
+	// one as net/http's Get gives it.
+	if st, _, _, err := readReply(readerOf(replySeeds[3], true), &rb); err != nil || st != 404 || rb.date != "Mon, 23 Nov 2026 01:00:00 GMT" {
+		t.Errorf("a 404's date: %d %q, %v", st, rb.date, err)
 	}
 }
 
