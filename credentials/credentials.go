@@ -82,13 +82,18 @@ func (c Credentials) check(what string, now time.Time) error {
 	return nil
 }
 
+// Temporary reports whether id is the AccessKeyId of a temporary key,
+// which STS issues with a SecurityToken and an expiry: its id starts with
+// "STS.".
+func Temporary(id string) bool { return strings.HasPrefix(id, "STS.") }
+
 // CheckToken reports the AccessKeyId of a temporary key (an STS key's
 // starts with "STS.") that comes without a SecurityToken: the servers
 // refuse whatever is signed with it (the platform's login, every MNS
 // request), so it is refused before. A long-lived key needs no token. The
 // text names the id masked (MaskID) and what to do.
 func CheckToken(id, token string) error {
-	if token != "" || !strings.HasPrefix(id, "STS.") {
+	if token != "" || !Temporary(id) {
 		return nil
 	}
 	return fmt.Errorf("AccessKeyId %s is a temporary (STS) AccessKey ID, but no SecurityToken came with it: "+

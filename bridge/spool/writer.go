@@ -168,13 +168,12 @@ func noRoom(err error) bool {
 // every Append of it gets err, and the first failure of an episode is
 // logged.
 func (s *Spool) failCommit(batch []appendReq, err error) error {
-	notStored := "1 message was"
+	notStored := strconv.Itoa(len(batch)) + " messages were"
 	switch len(batch) {
 	case 0: // deletes alone: write queued them again
 		notStored = "the deletes were"
 	case 1:
-	default:
-		notStored = strconv.Itoa(len(batch)) + " messages were"
+		notStored = "1 message was"
 	}
 	err = fmt.Errorf("spool: commit to %s: %w; %s not stored: free disk space or repair the disk, later writes try again", s.path, err, notStored)
 	s.mu.Lock()

@@ -27,6 +27,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/iot-mns-bridge/iot-mns-bridge/bridge"
+	"github.com/iot-mns-bridge/iot-mns-bridge/credentials"
 	"github.com/iot-mns-bridge/iot-mns-bridge/internal/certclock"
 )
 
@@ -296,13 +297,10 @@ func (t target) String() string { return "mns: " + t.op + " " + t.kind + " " + t
 
 // replyBuf is a pooled reply buffer with its parsed form.
 type replyBuf struct {
-	buf bytes.Buffer
-	r   reply
-	ids idText // parseReply's scratch
-	// date is the reply's Date header, of a reply with a status of 400 or
-	// more only ("" for a success, or none): MNS's clock, against which a
-	// TimeExpired says how far this machine's is off.
-	date string
+	buf  bytes.Buffer
+	r    reply
+	ids  idText // parseReply's scratch
+	date string // a refusal's Date header (keepDate)
 }
 
 var replyPool = sync.Pool{New: func() any { return new(replyBuf) }}
@@ -486,10 +484,7 @@ func (c *Client) viaNetHTTP(rctx context.Context, method, resource string, hs []
 	if _, err := rb.buf.ReadFrom(io.LimitReader(resp.Body, maxReplySize)); err != nil {
 		return 0, "", fmt.Errorf("read reply: %w", err)
 	}
-	rb.date = ""
-	if resp.StatusCode >= 400 {
-		rb.date = resp.Header.Get("Date")
-	}
+	keepDate(rb, resp.StatusCode, resp.Header.Get("Date"))
 	return resp.StatusCode, resp.Header.Get("X-Mns-Request-Id"), nil
 }
 
@@ -670,7 +665,7 @@ func (c *Client) newError(t target, status int, ids reqIDs, msg string) *Error {
 // httpError makes an Error from a reply that is not a success.
 func (c *Client) httpError(t target, status int, ids reqIDs, rb *replyBuf) *Error {
 	e := c.newError(t, status, ids, "")
-	e.Region, e.sts = c.region, strings.HasPrefix(ids.key, "STS.")
+	e.Region, e.sts = c.region, credentials.Temporary(ids.key)
 	e.requestDate, e.replyDate = ids.date, rb.date
 	if parseReply(rb.buf.Bytes(), &rb.r, &rb.ids) == nil && rb.r.root == "Error" {
 		e.Code, e.Message, e.HostID = rb.r.err.Code, rb.r.err.Message, rb.r.err.HostID

@@ -30,10 +30,7 @@ func readReply(br *bufio.Reader, rb *replyBuf) (status int, serverID string, kee
 	// The id first: it is in br's buffer, which reading the body refills;
 	// the date of a refusal too (a success's is not kept: no allocation).
 	serverID = string(h.requestID)
-	rb.date = ""
-	if h.status >= 400 {
-		rb.date = string(h.date)
-	}
+	keepDate(rb, h.status, h.date)
 	br.Discard(h.size) // peeked: it is in the buffer
 	if h.length > 0 {
 		rb.buf.Grow(h.length)
@@ -56,10 +53,7 @@ func readReplyNetHTTP(br *bufio.Reader, rb *replyBuf) (status int, serverID stri
 		return 0, "", false, fmt.Errorf("read reply: %w", err)
 	}
 	serverID = resp.Header.Get("X-Mns-Request-Id")
-	rb.date = ""
-	if resp.StatusCode >= 400 {
-		rb.date = resp.Header.Get("Date")
-	}
+	keepDate(rb, resp.StatusCode, resp.Header.Get("Date"))
 	if resp.ContentLength > 0 && resp.ContentLength <= maxReplySize {
 		rb.buf.Grow(int(resp.ContentLength))
 	}
@@ -69,6 +63,17 @@ func readReplyNetHTTP(br *bufio.Reader, rb *replyBuf) (status int, serverID stri
 	}
 	// A reply cut at maxReplySize leaves the rest on the connection.
 	return resp.StatusCode, serverID, !resp.Close && n < maxReplySize, nil
+}
+
+// keepDate keeps in rb.date the Date header of a refusal (status 400 or
+// more: MNS's clock, against which a TimeExpired says how far this
+// machine's is off), "" for a success, whose Date is not converted (the
+// plain path allocates nothing for it).
+func keepDate[T string | []byte](rb *replyBuf, status int, date T) {
+	rb.date = ""
+	if status >= 400 {
+		rb.date = string(date)
+	}
 }
 
 // plainHead is a reply head readPlainHead took: its length in br, the
