@@ -162,7 +162,7 @@ func (p *Pipeline) settle(d *Delivery, o Outcome, kept bool, accepted *atomic.In
 	} else if o == Released {
 		outcome = &p.stats.released
 	} else {
-		p.stats.lastProgress.Store(p.now().UnixNano())
+		p.stats.lastProgress.Store(p.now())
 	}
 	if outcome == &p.stats.joined {
 		p.m.Joined.Inc()

@@ -31,8 +31,12 @@ func (p *Pipeline) Stalled(limit time.Duration) error {
 	if held <= 0 {
 		return nil
 	}
-	last := time.Unix(0, max(s.lastProgress.Load(), s.lastAnswer.Load()))
-	quiet := p.now().Sub(last)
+	last := s.lastProgress.Load()
+	if a := s.lastAnswer.Load(); a.After(last) {
+		last = a
+	}
+	now := p.now()
+	quiet := now.Sub(last)
 	if quiet <= limit {
 		return nil
 	}
@@ -44,7 +48,7 @@ func (p *Pipeline) Stalled(limit time.Duration) error {
 		what = fmt.Sprintf("%d requests to MNS are in progress and none has returned (sends that ignore their time-out)", n)
 	}
 	return fmt.Errorf("pipeline stuck since %s (%s): %d messages held; since then none was forwarded or dead-lettered and no MNS request or dead-letter write returned; %s",
-		last.UTC().Format(time.RFC3339), quiet.Round(time.Second), held, what)
+		now.Add(-quiet).UTC().Format(time.RFC3339), quiet.Round(time.Second), held, what)
 }
 
 // Answered records that MNS answered a request made for the pipeline
@@ -57,4 +61,4 @@ func (p *Pipeline) Answered() { p.answered(p.now()) }
 
 // answered records an answer at t: the one place liveness learns that MNS
 // (or the dead-letter target) answered.
-func (p *Pipeline) answered(t time.Time) { p.stats.lastAnswer.Store(t.UnixNano()) }
+func (p *Pipeline) answered(t time.Time) { p.stats.lastAnswer.Store(t) }

@@ -8,6 +8,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/iot-mns-bridge/iot-mns-bridge/internal/monotime"
 )
 
 // The pipeline, in the order a delivery goes through it:
@@ -168,8 +170,10 @@ type pipelineStats struct {
 	received, forwarded, duplicates, joined, deadLettered, retried, released, inFlight atomic.Int64
 	strandedN                                                                          atomic.Int64
 	requests                                                                           atomic.Int64
-	lastProgress                                                                       atomic.Int64 // unix nanos of the last accepted message
-	lastAnswer                                                                         atomic.Int64 // unix nanos of the last returned request (liveness.go)
+	// When a message was last settled forwarded or dead-lettered, and when a
+	// request last returned (liveness.go); on the monotonic clock, so a
+	// step of the wall clock is no stall.
+	lastProgress, lastAnswer monotime.Stamp
 
 	// moving is held shared by each move of a delivery between counters
 	// (enter, leave), which run side by side, and whole by Stats, so that
@@ -253,8 +257,9 @@ func NewPipeline(cfg PipelineConfig) (*Pipeline, error) {
 	p.tune.Store(&Tuning{Router: cfg.Router, Envelope: cfg.Envelope, BatchSize: cfg.BatchSize,
 		BatchBytes: cfg.BatchBytes, Linger: cfg.Linger, Retry: cfg.Retry})
 	p.sendCtx, p.cancelSend = context.WithCancel(context.Background())
-	p.stats.lastProgress.Store(p.now().UnixNano())
-	p.stats.lastAnswer.Store(p.stats.lastProgress.Load())
+	start := p.now()
+	p.stats.lastProgress.Store(start)
+	p.stats.lastAnswer.Store(start)
 	p.lastSweep = p.now()
 	return p, nil
 }
@@ -324,7 +329,7 @@ func (p *Pipeline) Stats() Stats {
 	st.DeadLettered, st.Released, st.Stranded, st.InFlight = s.deadLettered.Load(), s.released.Load(), s.strandedN.Load(), s.inFlight.Load()
 	s.moving.Unlock()
 	st.Retried, st.Requests = s.retried.Load(), s.requests.Load()
-	st.LastProgress, st.LastAnswer = time.Unix(0, s.lastProgress.Load()), time.Unix(0, s.lastAnswer.Load())
+	st.LastProgress, st.LastAnswer = s.lastProgress.Load(), s.lastAnswer.Load()
 	return st
 }
 

@@ -150,7 +150,7 @@ func TestNewCAFileNotPEM(t *testing.T) {
 func TestReadWatchAfterAPause(t *testing.T) {
 	t0 := time.Now()
 	w := newReadWatch(nil, 30*time.Second, "source.amqp.idle_timeout")
-	w.last.Store(t0.UnixNano())
+	w.last.Store(t0)
 	at := func(s int) time.Time { return t0.Add(time.Duration(s) * time.Second) }
 	if w.silentAt(at(3), at(0), 3*time.Second) {
 		t.Fatal("silent 3s after a read")

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/iot-mns-bridge/iot-mns-bridge/bridge/source"
+	"github.com/iot-mns-bridge/iot-mns-bridge/internal/monotime"
 )
 
 // readWatch is the server side of an AMQP connection as the source sees
@@ -16,22 +17,22 @@ import (
 // frame within the idle-time-out the bridge advertises.
 type readWatch struct {
 	net.Conn
-	last   atomic.Int64 // unix nanoseconds of the last byte read
-	silent atomic.Bool  // the watchdog closed the connection
+	last   monotime.Stamp // when the last byte was read
+	silent atomic.Bool    // the watchdog closed the connection
 	limit  time.Duration
 	idle   string // the operator's name of Config.IdleTimeout
 }
 
 func newReadWatch(c net.Conn, limit time.Duration, idle string) *readWatch {
 	w := &readWatch{Conn: c, limit: limit, idle: idle}
-	w.last.Store(time.Now().UnixNano())
+	w.last.Store(time.Now())
 	return w
 }
 
 func (w *readWatch) Read(p []byte) (int, error) {
 	n, err := w.Conn.Read(p)
 	if n > 0 {
-		w.last.Store(time.Now().UnixNano())
+		w.last.Store(time.Now())
 	}
 	return n, err
 }
@@ -70,10 +71,10 @@ func (w *readWatch) watch(done <-chan struct{}) {
 // the bridge out), so the silence counts again from now.
 func (w *readWatch) silentAt(now, prev time.Time, period time.Duration) bool {
 	if _, paused := source.Paused(prev, now, period); paused {
-		w.last.Store(now.UnixNano())
+		w.last.Store(now)
 		return false
 	}
-	return now.Sub(time.Unix(0, w.last.Load())) >= w.limit
+	return now.Sub(w.last.Load()) >= w.limit
 }
 
 // cause wraps err with the silence, when the watchdog ended the connection.

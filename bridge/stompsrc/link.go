@@ -15,6 +15,7 @@ import (
 
 	"github.com/iot-mns-bridge/iot-mns-bridge/bridge"
 	"github.com/iot-mns-bridge/iot-mns-bridge/bridge/source"
+	"github.com/iot-mns-bridge/iot-mns-bridge/internal/monotime"
 	"github.com/iot-mns-bridge/iot-mns-bridge/iotauth"
 )
 
@@ -35,14 +36,15 @@ type link struct {
 	// declared dead; 0 when no heart-beats were negotiated.
 	silence time.Duration
 	// progress is when the receive loop last got a message through the
-	// handler (unix nanoseconds); inHandler is true while it waits for it.
-	progress  atomic.Int64
+	// handler; inHandler is true while it waits for it.
+	progress  monotime.Stamp
 	inHandler atomic.Bool
 	// interval is the silence check's period; checked is when the check
-	// last ran and resumed when it last ran late (unix nanoseconds), after
-	// this process was not running (see check).
+	// last ran and resumed when it last ran late, after this process was
+	// not running (see check). These instants, and wire.lastAlive, are kept
+	// on the monotonic clock, so a step of the wall clock is no silence.
 	interval         time.Duration
-	checked, resumed atomic.Int64
+	checked, resumed monotime.Stamp
 	acks             *acker // nil with ack auto
 	received         atomic.Int64
 	// disconnected is set once DISCONNECT was sent.
@@ -115,7 +117,7 @@ func dialAs(ctx context.Context, cfg Config, tc *tls.Config, op, clientID string
 	if l.version == "" {
 		l.version = "1.0"
 	}
-	l.progress.Store(time.Now().UnixNano())
+	l.progress.Store(time.Now())
 	gc.Gather() // logged in: reads may gather from now on
 	if !subscribe {
 		return l, nil
@@ -187,19 +189,16 @@ func (l *link) check(now time.Time) error {
 	if l.silence <= 0 {
 		return nil
 	}
-	if prev := l.checked.Swap(now.UnixNano()); prev != 0 {
-		if gap, paused := source.Paused(time.Unix(0, prev), now, l.interval); paused {
-			l.resumed.Store(now.UnixNano())
+	if prev := l.checked.Swap(now); !prev.IsZero() {
+		if gap, paused := source.Paused(prev, now, l.interval); paused {
+			l.resumed.Store(now)
 			if gap > l.silence {
 				again := "" // ack auto: the platform counts a push settled once sent
 				if l.acks != nil {
 					again = ", and what the platform pushed meanwhile may come again after its ACK timeout (30s)"
 				}
-				// The checks' times are the wall clock's: a step of it
-				// forward (NTP setting a box that started with a wrong
-				// clock) reads as such a gap too.
-				l.log.Warn("this process did not run for a while (paused: SIGSTOP, a paused VM or container; or starved of CPU), "+
-					"or this machine's clock was set forward (NTP); the server's silence counts from now"+again, "gap", gap.Round(time.Millisecond))
+				l.log.Warn("this process did not run for a while (paused: SIGSTOP, a paused VM or container; or starved of CPU); "+
+					"the server's silence counts from now"+again, "gap", gap.Round(time.Millisecond))
 			}
 		}
 	}
@@ -207,10 +206,10 @@ func (l *link) check(now time.Time) error {
 		return nil
 	}
 	last := l.w.LastAlive()
-	if p := time.Unix(0, l.progress.Load()); p.After(last) {
+	if p := l.progress.Load(); p.After(last) {
 		last = p
 	}
-	if r := time.Unix(0, l.resumed.Load()); r.After(last) {
+	if r := l.resumed.Load(); r.After(last) {
 		last = r
 	}
 	if quiet := now.Sub(last); quiet > l.silence {
@@ -228,7 +227,7 @@ func (l *link) watchSilence(interval time.Duration) {
 		return
 	}
 	l.interval = interval
-	l.checked.Store(time.Now().UnixNano())
+	l.checked.Store(time.Now())
 	var tick func()
 	tick = func() {
 		if err := l.check(time.Now()); err != nil {
@@ -302,7 +301,7 @@ var errDisconnected = errors.New("stomp connection ended by DISCONNECT")
 func (l *link) Next(context.Context) (*bridge.Delivery, error) {
 	if l.inHandler.Load() {
 		// The previous delivery is through the handler.
-		l.progress.Store(time.Now().UnixNano())
+		l.progress.Store(time.Now())
 		l.inHandler.Store(false)
 	}
 	for {

@@ -9,11 +9,12 @@ import (
 	"net"
 	"strconv"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/go-stomp/stomp/v3"
 	"github.com/go-stomp/stomp/v3/frame"
+
+	"github.com/iot-mns-bridge/iot-mns-bridge/internal/monotime"
 )
 
 // maxFrameBytes bounds one STOMP frame from the server (headers and body).
@@ -47,7 +48,7 @@ const readBufferSize = 32 << 10
 type wire struct {
 	nc        net.Conn
 	br        *bufio.Reader
-	lastAlive atomic.Int64 // unix nanoseconds
+	lastAlive monotime.Stamp
 	// mid is true while a frame is partly read (reader goroutine only).
 	mid bool
 
@@ -72,10 +73,10 @@ func newWire(nc net.Conn) *wire {
 	return w
 }
 
-func (w *wire) alive() { w.lastAlive.Store(time.Now().UnixNano()) }
+func (w *wire) alive() { w.lastAlive.Store(time.Now()) }
 
 // LastAlive is when the server last showed it is alive.
-func (w *wire) LastAlive() time.Time { return time.Unix(0, w.lastAlive.Load()) }
+func (w *wire) LastAlive() time.Time { return w.lastAlive.Load() }
 
 // Problem returns what was wrong with the last malformed frame, "" if none.
 func (w *wire) Problem() string {

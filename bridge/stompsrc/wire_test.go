@@ -58,12 +58,13 @@ func TestWireLiveness(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			c := chunks(tt.chunks)
 			w := &wire{br: bufio.NewReaderSize(&c, 16)}
-			w.lastAlive.Store(1)
+			long := time.Date(2001, 1, 1, 0, 0, 0, 0, time.UTC)
+			w.lastAlive.Store(long)
 			err := readAll(w)
 			if !errors.Is(err, io.EOF) && !errors.Is(err, io.ErrUnexpectedEOF) {
 				t.Fatalf("read: %v", err)
 			}
-			if got := w.lastAlive.Load() != 1; got != tt.alive {
+			if got := !w.lastAlive.Load().Equal(long); got != tt.alive {
 				t.Errorf("alive = %v, want %v", got, tt.alive)
 			}
 		})

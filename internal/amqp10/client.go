@@ -14,6 +14,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/iot-mns-bridge/iot-mns-bridge/internal/monotime"
 )
 
 // ReceiverConfig configures a Receiver: the client end of one connection
@@ -220,9 +222,9 @@ type Receiver struct {
 	wmu       sync.Mutex
 	wbuf      []byte
 	held      bool
-	pending   []settle // the dispositions of the hold
-	werr      error    // a failed write: every later write fails with it
-	lastWrite atomic.Int64
+	pending   []settle       // the dispositions of the hold
+	werr      error          // a failed write: every later write fails with it
+	lastWrite monotime.Stamp // when the writer last wrote (beat)
 
 	// the reader's own state
 	partial   []byte
@@ -393,7 +395,7 @@ func (r *Receiver) Attach(ctx context.Context, address string) error {
 		_ = r.nc.Close()
 		return ctxErr(ctx, err)
 	}
-	r.lastWrite.Store(time.Now().UnixNano())
+	r.lastWrite.Store(time.Now())
 	r.reading.Store(true)
 	go r.readLoop()
 	if every := beatEvery(r.peerIdle, r.cfg.IdleTimeout); every > 0 {
@@ -826,7 +828,7 @@ func (r *Receiver) flushLocked() error {
 	}
 	_ = r.nc.SetWriteDeadline(time.Now().Add(r.cfg.WriteTimeout))
 	_, err := r.nc.Write(r.wbuf)
-	r.lastWrite.Store(time.Now().UnixNano())
+	r.lastWrite.Store(time.Now())
 	r.wbuf = r.wbuf[:0]
 	if cap(r.wbuf) > 4*maxHeld {
 		r.wbuf = nil
@@ -918,7 +920,7 @@ func (r *Receiver) beat(every time.Duration) {
 		case <-r.done:
 			return
 		case now := <-t.C:
-			if now.Sub(time.Unix(0, r.lastWrite.Load())) >= every {
+			if now.Sub(r.lastWrite.Load()) >= every {
 				_ = r.write(func(b []byte) ([]byte, error) { return append(b, empty...), nil })
 			}
 		}
