@@ -23,6 +23,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 	"unicode/utf8"
 
@@ -575,9 +576,17 @@ func (c *Client) transportError(ctx context.Context, t target, ids reqIDs, err e
 		verify    *tls.CertificateVerificationError
 		notTLS    tls.RecordHeaderError // crypto/tls returns it as a value
 	)
-	var refused *connectRefused
+	var (
+		refused *connectRefused
+		dial    *net.OpError
+	)
 	dates, outsideDates := certclock.Explain("the TLS certificate that answered", err, time.Now())
 	switch {
+	case c.proxy == "" && errors.Is(err, syscall.ECONNREFUSED) && errors.As(err, &dial) && dial.Addr != nil:
+		// The host answered, but nothing listens at the port: a wrong
+		// port, or a host that is not MNS (an address the name resolves to
+		// that serves something else).
+		check += ": nothing accepts connections at " + dial.Addr.String() + " (connection refused; MNS listens on 443 for https:// and 80 for http://)"
 	case errors.As(err, &refused):
 		check = "the proxy answered the CONNECT " + strconv.Itoa(refused.code) + ": " + refused.hint(c.proxy, c.names)
 	case errors.As(err, &notTLS):

@@ -388,6 +388,8 @@ func TestNetworkErrorsRetryable(t *testing.T) {
 		t.Errorf("connection refused: %v, want it retryable, naming Config.Endpoint and the request's URL", err)
 	} else if nr := (*NoReplyError)(nil); !errors.As(err, &nr) || nr.Timeout {
 		t.Errorf("connection refused: %T %v, want a *NoReplyError without Timeout", err, err)
+	} else if want := "nothing accepts connections at " + strings.TrimPrefix(url, "http://") + " (connection refused"; !strings.Contains(err.Error(), want) {
+		t.Errorf("connection refused: %v, want it to say %q", err, want)
 	}
 	// A non-MNS reply (a proxy's 502 page) is retryable and says so.
 	proxy := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
