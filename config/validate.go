@@ -618,6 +618,9 @@ func (v *validator) delivery() {
 				v.bad("delivery.dead_letter.queue", "%q is also the queue of routes[%d]: dead letters would mix with the messages; use a queue of its own", dl.Queue, i)
 			}
 		}
+		if v.c.DefaultRoute.Queue == dl.Queue {
+			v.bad("delivery.dead_letter.queue", "%q is also the queue of default_route: dead letters would mix with the messages; use a queue of its own", dl.Queue)
+		}
 		if err := mns.ValidName(dl.Queue); err != nil {
 			v.bad("delivery.dead_letter.queue", "%q is not a valid MNS queue name: %v", dl.Queue, err)
 		}

@@ -181,6 +181,8 @@ func TestValidate(t *testing.T) {
 		{"dedup age", func(c *Config) { c.Delivery.Dedup.MaxAge = 0 }, "delivery.dedup.max_age: must be more than 0"},
 		{"dead letter queue only", func(c *Config) { c.Delivery.DeadLetter = DeadLetter{Queue: "dlq"} }, ""},
 		{"dead letter none", func(c *Config) { c.Delivery.DeadLetter = DeadLetter{} }, "delivery.dead_letter: set file, queue or both"},
+		{"dead letter queue is the default route's", func(c *Config) { c.DefaultRoute.Queue, c.Delivery.DeadLetter.Queue = "unrouted", "unrouted" },
+			`delivery.dead_letter.queue: "unrouted" is also the queue of default_route: dead letters would mix with the messages; use a queue of its own`},
 		{"dead letter queue name", func(c *Config) { c.Delivery.DeadLetter.Queue = "dl_q" }, `delivery.dead_letter.queue: "dl_q" is not a valid MNS queue name`},
 		{"spool size", func(c *Config) { c.Spool = Spool{Dir: "/var/lib/x"} }, "spool.max_bytes: must be more than 0 when spool.dir is set"},
 		{"spool off size 0", func(c *Config) { c.Spool.Dir, c.Spool.MaxBytes = "", 0 }, ""},

@@ -23,7 +23,7 @@ func TestDestinationsFollowTheRoutesAndReload(t *testing.T) {
 		c.MNS.Endpoint = "http://127.0.0.1:1"
 		c.Routes = routes
 		c.DefaultRoute.Queue = "unrouted"
-		c.Delivery.DeadLetter = config.DeadLetter{Queue: "unrouted"}
+		c.Delivery.DeadLetter = config.DeadLetter{Queue: "dead-letters"}
 		c.HTTP.Listen = ""
 		cfg, err := config.Load(configtest.Write(t, dir, "bridge.yaml", c))
 		if err != nil {
@@ -31,18 +31,19 @@ func TestDestinationsFollowTheRoutesAndReload(t *testing.T) {
 		}
 		return cfg
 	}
-	b, err := New(load(config.Route{Match: "/{productKey}/#", Queue: "telemetry-{productKey}"}, config.Route{Match: "/a/#", Topic: "fixed"}), Options{})
+	b, err := New(load(config.Route{Match: "/{productKey}/#", Queue: "telemetry-{productKey}"}, config.Route{Match: "/a/#", Topic: "fixed"},
+		config.Route{Match: "/c/#", Queue: "unrouted"}), Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := []bridge.Destination{{Kind: bridge.Topic, Name: "fixed"}, {Kind: bridge.Queue, Name: "unrouted"}}
+	want := []bridge.Destination{{Kind: bridge.Topic, Name: "fixed"}, {Kind: bridge.Queue, Name: "unrouted"}, {Kind: bridge.Queue, Name: "dead-letters"}}
 	if got := b.destinations(); !slices.Equal(got, want) {
 		t.Fatalf("destinations %v, want %v", got, want)
 	}
 	if _, err := b.Reload(load(config.Route{Match: "/b/#", Queue: "other"})); err != nil {
 		t.Fatal(err)
 	}
-	want = []bridge.Destination{{Kind: bridge.Queue, Name: "other"}, {Kind: bridge.Queue, Name: "unrouted"}}
+	want = []bridge.Destination{{Kind: bridge.Queue, Name: "other"}, {Kind: bridge.Queue, Name: "unrouted"}, {Kind: bridge.Queue, Name: "dead-letters"}}
 	if got := b.destinations(); !slices.Equal(got, want) {
 		t.Fatalf("after reload: destinations %v, want %v", got, want)
 	}

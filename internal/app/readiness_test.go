@@ -520,12 +520,12 @@ func TestStallLimitCoversSlowSettings(t *testing.T) {
 // TestLongDeadLetterWriteIsNotStuck shows why, request by request. Without
 // the wiring, a write leaves LastAnswer where it was.
 func TestDeadLetterQueueAnswersAreLife(t *testing.T) {
-	_, addr := testpeers.StartMNS(t, mnsemu.Config{Queues: []string{"dlq"}, AccessKeys: map[string]string{testAK: testSecret}})
+	_, addr := testpeers.StartMNS(t, mnsemu.Config{Queues: []string{"unrouted", "dlq"}, AccessKeys: map[string]string{testAK: testSecret}})
 	c := configtest.New()
 	c.Source.Endpoint, c.Source.ClientID, c.Source.ConsumerGroupID = "127.0.0.1:61614", "dl-life", "g1"
 	c.Source.Credentials = config.Credentials{AccessKeyID: testAK, AccessKeySecret: testSecret}
 	c.MNS.Endpoint = "http://" + addr
-	c.DefaultRoute.Queue = "dlq"
+	c.DefaultRoute.Queue = "unrouted"
 	c.Delivery.DeadLetter = config.DeadLetter{Queue: "dlq"}
 	c.HTTP.Listen = ""
 	b, err := New(mustLoad(t, configtest.Write(t, t.TempDir(), "bridge.yaml", c)), Options{Logger: slog.New(slog.DiscardHandler)})

@@ -284,7 +284,7 @@ func TestShutdownSaysWhatStaysInTheSpool(t *testing.T) {
 // of their file; when the kept messages reach neither the spool nor the
 // file at shutdown, the wiring's LOST line names delivery.dead_letter.file.
 func TestLostAtShutdownNamesTheDeadLetterFile(t *testing.T) {
-	b, logs := keepingBridge(t, config.DeadLetter{Queue: "unrouted"}) // no file
+	b, logs := keepingBridge(t, config.DeadLetter{Queue: "dead-letters"}) // no file
 	kept := []*bridge.Delivery{{Message: bridge.Message{MessageID: "m1"}}}
 	if got := b.store(kept, nil); got.lost != 1 {
 		t.Fatalf("store without a dead-letter file: %+v, want 1 lost", got)
